@@ -1,0 +1,47 @@
+#define _GNU_SOURCE
+#include "CSupport.h"
+#include <errno.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+const uint32_t AEGIS_EPOLLIN = EPOLLIN;
+const uint32_t AEGIS_EPOLLOUT = EPOLLOUT;
+const uint32_t AEGIS_EPOLLERR = EPOLLERR;
+const uint32_t AEGIS_EPOLLHUP = EPOLLHUP;
+const uint32_t AEGIS_EPOLLRDHUP = EPOLLRDHUP;
+
+int aegis_epoll_create(void) {
+    int fd = epoll_create1(EPOLL_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+static int control(int epfd, int op, int fd, uint32_t events, uint64_t token) {
+    struct epoll_event ev = {.events = events, .data.u64 = token};
+    return epoll_ctl(epfd, op, fd, &ev) < 0 ? -errno : 0;
+}
+
+int aegis_epoll_add(int epfd, int fd, uint32_t events, uint64_t token) {
+    return control(epfd, EPOLL_CTL_ADD, fd, events, token);
+}
+
+int aegis_epoll_modify(int epfd, int fd, uint32_t events, uint64_t token) {
+    return control(epfd, EPOLL_CTL_MOD, fd, events, token);
+}
+
+int aegis_epoll_remove(int epfd, int fd) {
+    return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL) < 0 ? -errno : 0;
+}
+
+int aegis_epoll_wait(int epfd, aegis_epoll_event *events, int max_events, int timeout_ms) {
+    // struct epoll_event is packed on x86_64, so it cannot be handed to Swift
+    // as-is; copy into the plain struct above. max_events is small (<= 256).
+    struct epoll_event raw[256];
+    if (max_events > 256) max_events = 256;
+    int n = epoll_wait(epfd, raw, max_events, timeout_ms);
+    if (n < 0) return -errno;
+    for (int i = 0; i < n; i++) {
+        events[i].events = raw[i].events;
+        events[i].token = raw[i].data.u64;
+    }
+    return n;
+}

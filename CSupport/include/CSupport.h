@@ -1,0 +1,103 @@
+// CSupport: the few kernel facilities Swift on Linux cannot import directly.
+//
+// Why each piece exists:
+//  - Glibc's Swift module does not expose <sys/epoll.h>, eventfd, timerfd or
+//    accept4 (they need _GNU_SOURCE), so they are declared here.
+//  - liburing's helpers are `static inline`; wrapping the few we use in real
+//    functions gives Swift stable symbols and keeps <liburing.h> out of every
+//    Swift module.
+//  - Socket options and CPU affinity take macros/variadic forms that import badly.
+//
+// Every function is a direct wrapper with no policy. Errors come back as
+// -errno (never through the global errno), so callers need no thread-local reads.
+#ifndef AEGIS_CSUPPORT_H
+#define AEGIS_CSUPPORT_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- epoll (epoll.c) -------------------------------------------------------
+typedef struct aegis_epoll_event {
+    uint32_t events;
+    uint64_t token;
+} aegis_epoll_event;
+
+extern const uint32_t AEGIS_EPOLLIN;
+extern const uint32_t AEGIS_EPOLLOUT;
+extern const uint32_t AEGIS_EPOLLERR;
+extern const uint32_t AEGIS_EPOLLHUP;
+extern const uint32_t AEGIS_EPOLLRDHUP;
+
+int aegis_epoll_create(void);
+int aegis_epoll_add(int epfd, int fd, uint32_t events, uint64_t token);
+int aegis_epoll_modify(int epfd, int fd, uint32_t events, uint64_t token);
+int aegis_epoll_remove(int epfd, int fd);
+/// Waits up to timeout_ms; returns the number of events written or -errno.
+int aegis_epoll_wait(int epfd, aegis_epoll_event *events, int max_events, int timeout_ms);
+
+// ---- eventfd / timerfd (eventfd.c) -----------------------------------------
+int aegis_eventfd_create(void);             // non-blocking, close-on-exec
+int aegis_eventfd_signal(int fd);           // adds 1; -EAGAIN is harmless (counter full)
+int aegis_eventfd_drain(int fd);            // reads and discards the counter
+
+// ---- sockets (sockets.c) ---------------------------------------------------
+/// Creates a non-blocking TCP listener bound to host:port (IPv4 or IPv6
+/// literal), with SO_REUSEADDR and, when reuse_port is non-zero, SO_REUSEPORT.
+int aegis_tcp_listen(const char *host, uint16_t port, int backlog, int reuse_port);
+/// accept4 with SOCK_NONBLOCK|SOCK_CLOEXEC, TCP_NODELAY set on the result.
+int aegis_tcp_accept(int listen_fd);
+/// Port the socket is bound to (for port 0 listeners), or -errno.
+int aegis_socket_local_port(int fd);
+ssize_t aegis_read(int fd, void *buf, size_t len);
+ssize_t aegis_write(int fd, const void *buf, size_t len);
+int aegis_close(int fd);
+/// Sets SO_LINGER 0 so close() sends RST (used for abusive peers only).
+int aegis_socket_abort_on_close(int fd);
+
+// ---- process and threads (process.c) ---------------------------------------
+int aegis_online_cpus(void);
+/// Pins the calling thread to one CPU.
+int aegis_pin_current_thread(int cpu);
+/// Raises RLIMIT_NOFILE's soft limit to its hard limit; returns the new soft limit.
+long aegis_raise_nofile_limit(void);
+/// Blocks SIGINT, SIGTERM, SIGHUP and SIGPIPE in the calling thread (threads
+/// created afterwards inherit the mask), so only sigwait sees them.
+int aegis_block_signals(void);
+/// Waits for one of the blocked signals and returns its number.
+int aegis_wait_signal(void);
+extern const int AEGIS_SIGINT;
+extern const int AEGIS_SIGTERM;
+extern const int AEGIS_SIGHUP;
+/// CLOCK_REALTIME_COARSE in milliseconds (vDSO, no syscall).
+int64_t aegis_now_ms_coarse(void);
+/// CLOCK_MONOTONIC in nanoseconds.
+int64_t aegis_monotonic_ns(void);
+/// Bytes malloc would report for this block (malloc_usable_size).
+size_t aegis_malloc_usable_size(void *ptr);
+
+// ---- io_uring (uring.c) ----------------------------------------------------
+/// Opaque ring; the WAL owns one per reactor.
+typedef struct aegis_uring aegis_uring;
+extern const uint8_t AEGIS_IOSQE_IO_LINK;
+aegis_uring *aegis_uring_create(unsigned entries, int *error_out);
+void aegis_uring_destroy(aegis_uring *ring);
+/// Completions of this ring signal the eventfd (to wake an epoll loop).
+int aegis_uring_register_eventfd(aegis_uring *ring, int eventfd);
+/// Queues a write at offset; returns 0, or -EBUSY when the submission queue is full.
+int aegis_uring_prep_write(aegis_uring *ring, int fd, const void *buf, unsigned len, uint64_t offset, uint64_t user_data, uint8_t sqe_flags);
+/// Queues an fdatasync.
+int aegis_uring_prep_fdatasync(aegis_uring *ring, int fd, uint64_t user_data, uint8_t sqe_flags);
+/// Submits queued entries without waiting; returns the count or -errno.
+int aegis_uring_submit(aegis_uring *ring);
+/// Pops one completion if available: returns 1 and fills user_data/result, 0 when none.
+int aegis_uring_pop_completion(aegis_uring *ring, uint64_t *user_data, int32_t *result);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,74 @@
+#define _GNU_SOURCE
+#include "CSupport.h"
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+const int AEGIS_SIGINT = SIGINT;
+const int AEGIS_SIGTERM = SIGTERM;
+const int AEGIS_SIGHUP = SIGHUP;
+
+int aegis_online_cpus(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (int)n;
+}
+
+int aegis_pin_current_thread(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return -pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+long aegis_raise_nofile_limit(void) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) < 0) return -errno;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &limit) < 0) return -errno;
+    }
+    return (long)limit.rlim_cur;
+}
+
+static void handled_signals(sigset_t *set) {
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGHUP);
+}
+
+int aegis_block_signals(void) {
+    sigset_t set;
+    handled_signals(&set);
+    sigaddset(&set, SIGPIPE);
+    return -pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+int aegis_wait_signal(void) {
+    sigset_t set;
+    handled_signals(&set);
+    int signal = 0;
+    int error = sigwait(&set, &signal);
+    return error ? -error : signal;
+}
+
+int64_t aegis_now_ms_coarse(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t aegis_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+size_t aegis_malloc_usable_size(void *ptr) {
+    return malloc_usable_size(ptr);
+}

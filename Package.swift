@@ -1,0 +1,72 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strictSwift: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "AegisKV",
+    products: [
+        .executable(name: "aegiskv", targets: ["aegiskv"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
+    ],
+    targets: [
+        // Thin wrappers over what the kernel offers and Swift cannot import directly.
+        .target(
+            name: "CSupport",
+            path: "CSupport",
+            linkerSettings: [.linkedLibrary("uring")]
+        ),
+        // Pure codecs: bytes in, parsed requests or encoded replies out. No I/O, no store.
+        .target(name: "AegisProtocol", swiftSettings: strictSwift),
+        // Per-shard storage: key hashing, the open-addressing table, TTL, eviction, accounting.
+        .target(name: "AegisStore", swiftSettings: strictSwift),
+        // Configuration keys, defaults, file/env/flag layering and validation.
+        .target(
+            name: "AegisConfig",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strictSwift
+        ),
+        // The node: reactors, connections, cross-reactor rings, command execution, lifecycle.
+        .target(
+            name: "AegisServer",
+            dependencies: [
+                "CSupport", "AegisProtocol", "AegisStore", "AegisConfig",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "aegiskv",
+            dependencies: [
+                "AegisServer", "AegisConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "AegisProtocolTests",
+            dependencies: ["AegisProtocol", .product(name: "PropertyBased", package: "swift-property-based")],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "AegisStoreTests",
+            dependencies: ["AegisStore", .product(name: "PropertyBased", package: "swift-property-based")],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "AegisConfigTests",
+            dependencies: ["AegisConfig"],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "AegisServerTests",
+            dependencies: ["AegisServer", "AegisProtocol", "CSupport"],
+            swiftSettings: strictSwift
+        ),
+    ]
+)
