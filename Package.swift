@@ -48,6 +48,13 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // Store-level benchmarks (eviction hit ratio, bytes per item); see perf/README.md.
+        .executableTarget(
+            name: "aegiskv-store-bench",
+            dependencies: ["AegisStore"],
+            path: "perf/StoreBench",
+            swiftSettings: strictSwift
+        ),
         .testTarget(
             name: "AegisProtocolTests",
             dependencies: ["AegisProtocol", .product(name: "PropertyBased", package: "swift-property-based")],
