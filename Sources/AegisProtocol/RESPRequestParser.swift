@@ -1,0 +1,396 @@
+/// Parsing of RESP requests on the server side: multibulk (`*N\r\n$L\r\n...`)
+/// and inline (`SET a b\r\n`) commands, with the semantics and error texts of
+/// Redis (networking.c `processMultibulkBuffer` / `processInlineBuffer`,
+/// sds.c `sdssplitargs`).
+///
+/// The parser is stateless: every call parses one command from the start of
+/// the given bytes. It never reads outside `bytes`, never allocates in
+/// proportion to a length it has only been told about (lengths above the
+/// limits are rejected as soon as their digits show it), and in steady state
+/// never allocates at all: arguments are recorded as offsets into `bytes` in a
+/// reused `RESPArguments`.
+
+public struct RESPLimits: Sendable, Equatable {
+    /// Most arguments in one command.
+    public var maxArguments: Int
+    /// Longest bulk argument.
+    public var maxBulkLength: Int
+    /// Longest inline command line (without its line ending).
+    public var maxInlineLength: Int
+
+    public init(
+        maxArguments: Int = 1_048_576,
+        maxBulkLength: Int = 64 * 1024 * 1024 + 1024,
+        maxInlineLength: Int = 64 * 1024
+    ) {
+        precondition(maxArguments >= 0 && maxBulkLength >= 0 && maxInlineLength >= 0)
+        self.maxArguments = maxArguments
+        self.maxBulkLength = maxBulkLength
+        self.maxInlineLength = maxInlineLength
+    }
+}
+
+/// Reused per reactor: argument positions of the last parsed command, as
+/// offsets into the parsed buffer.
+///
+/// Invariants: `slots` holds `2 * capacity` Ints, owned by this instance and
+/// freed in `deinit`; entries `0..<2*count` are initialized as
+/// (offset, length) pairs. After a `.complete` parse every
+/// `offset(i)..<offset(i)+length(i)` lies inside the consumed bytes.
+public final class RESPArguments {
+    public private(set) var count: Int = 0
+    @usableFromInline internal var slots: UnsafeMutablePointer<Int>
+    @usableFromInline internal var capacity: Int
+
+    static let initialCapacity = 16
+    /// A command with more arguments than this leaves its memory behind only
+    /// until the next parse.
+    static let retainedCapacity = 64 * 1024
+
+    public init() {
+        capacity = Self.initialCapacity
+        slots = .allocate(capacity: 2 * Self.initialCapacity)
+    }
+
+    deinit { slots.deallocate() }
+
+    /// Offset of argument `index` from the start of the parsed buffer.
+    @inlinable @inline(__always)
+    public func offset(_ index: Int) -> Int {
+        assert(index >= 0 && index < count)
+        return slots[2 &* index]
+    }
+
+    /// Length in bytes of argument `index`.
+    @inlinable @inline(__always)
+    public func length(_ index: Int) -> Int {
+        assert(index >= 0 && index < count)
+        return slots[2 &* index &+ 1]
+    }
+
+    /// The bytes of argument `index` inside `buffer`, the buffer that was parsed.
+    @inlinable @inline(__always)
+    public func bytes(_ index: Int, in buffer: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        let start = offset(index)
+        let length = length(index)
+        assert(start >= 0 && start + length <= buffer.count)
+        return UnsafeRawBufferPointer(rebasing: buffer[start..<(start + length)])
+    }
+
+    @inline(__always)
+    func reset() {
+        count = 0
+        if capacity > Self.retainedCapacity { shrink() }
+    }
+
+    @inline(never)
+    private func shrink() {
+        slots.deallocate()
+        capacity = Self.initialCapacity
+        slots = .allocate(capacity: 2 * Self.initialCapacity)
+    }
+
+    @inline(__always)
+    func append(offset: Int, length: Int) {
+        if count == capacity { grow() }
+        slots[2 &* count] = offset
+        slots[2 &* count &+ 1] = length
+        count &+= 1
+    }
+
+    @inline(never)
+    private func grow() {
+        let newCapacity = capacity * 2
+        let fresh = UnsafeMutablePointer<Int>.allocate(capacity: 2 * newCapacity)
+        fresh.initialize(from: slots, count: 2 * count)
+        slots.deallocate()
+        slots = fresh
+        capacity = newCapacity
+    }
+}
+
+public enum RESPParseResult: Equatable, Sendable {
+    /// One command was parsed; it used the first `consumed` bytes.
+    case complete(consumed: Int)
+    /// More bytes are needed.
+    case incomplete
+    /// The bytes can never form a valid command; the connection should answer
+    /// `-ERR <message>` and close.
+    case protocolError(String)
+}
+
+public enum RESPRequestParser {
+    /// Parses ONE command at the start of `bytes`.
+    ///
+    /// An empty inline line (or `*0\r\n`, `*-1\r\n`) gives `.complete` with
+    /// `args.count == 0`: the server skips it.
+    ///
+    /// Inline commands with quotes (`SET "a b" "\x00"`) are unescaped in place:
+    /// the bytes of that one line are rewritten, so `bytes` must point to
+    /// writable memory (a `WireBuffer`'s storage is). Lines without quote
+    /// characters and multibulk commands are only read.
+    public static func parse(
+        _ bytes: UnsafeRawBufferPointer, into args: RESPArguments, limits: RESPLimits
+    ) -> RESPParseResult {
+        args.reset()
+        guard bytes.count > 0 else { return .incomplete }
+        if bytes[0] == UInt8(ascii: "*") {
+            return parseMultibulk(bytes, into: args, limits: limits)
+        }
+        return parseInline(bytes, into: args, limits: limits)
+    }
+
+    // MARK: - Multibulk
+
+    @inline(__always)
+    private static func parseMultibulk(
+        _ bytes: UnsafeRawBufferPointer, into args: RESPArguments, limits: RESPLimits
+    ) -> RESPParseResult {
+        var position: Int
+        let argumentCount: Int
+        switch scanNumber(bytes, from: 1, max: limits.maxArguments, allowNegative: true) {
+        case .incomplete:
+            return .incomplete
+        case .invalid:
+            return .protocolError("Protocol error: invalid multibulk length")
+        case .value(let value, let next):
+            argumentCount = value
+            position = next
+        }
+        // Redis treats `*0` and negative counts as an empty command.
+        if argumentCount <= 0 { return .complete(consumed: position) }
+
+        let end = bytes.count
+        for _ in 0..<argumentCount {
+            guard position < end else { return .incomplete }
+            let marker = bytes[position]
+            guard marker == UInt8(ascii: "$") else {
+                return .protocolError("Protocol error: expected '$', got '\(describe(byte: marker))'")
+            }
+            let length: Int
+            switch scanNumber(bytes, from: position + 1, max: limits.maxBulkLength, allowNegative: false) {
+            case .incomplete:
+                return .incomplete
+            case .invalid:
+                return .protocolError("Protocol error: invalid bulk length")
+            case .value(let value, let next):
+                length = value
+                position = next
+            }
+            // length <= maxBulkLength, so these sums cannot overflow.
+            let dataEnd = position + length
+            if dataEnd < end && bytes[dataEnd] != UInt8(ascii: "\r") {
+                return .protocolError("Protocol error: expected CRLF after bulk data")
+            }
+            guard end - dataEnd >= 2 else { return .incomplete }
+            guard bytes[dataEnd + 1] == UInt8(ascii: "\n") else {
+                return .protocolError("Protocol error: expected CRLF after bulk data")
+            }
+            args.append(offset: position, length: length)
+            position = dataEnd + 2
+        }
+        return .complete(consumed: position)
+    }
+
+    @usableFromInline
+    enum NumberScan {
+        case value(Int, next: Int)
+        case incomplete
+        case invalid
+    }
+
+    /// Reads a decimal integer starting at `start` and ending with CRLF, with
+    /// the rules of Redis' `string2ll`: optional `-`, no `+`, no spaces, no
+    /// leading zeros, no `-0`. A positive value above `max` is `.invalid` as
+    /// soon as its digits show it, without waiting for the rest of the line.
+    @inline(__always)
+    static func scanNumber(
+        _ bytes: UnsafeRawBufferPointer, from start: Int, max: Int, allowNegative: Bool
+    ) -> NumberScan {
+        let end = bytes.count
+        var index = start
+        guard index < end else { return .incomplete }
+        var negative = false
+        if bytes[index] == UInt8(ascii: "-") {
+            guard allowNegative else { return .invalid }
+            negative = true
+            index += 1
+            guard index < end else { return .incomplete }
+        }
+        let first = bytes[index]
+        guard first >= UInt8(ascii: "0") && first <= UInt8(ascii: "9") else { return .invalid }
+        var value = Int(first &- UInt8(ascii: "0"))
+        index += 1
+        if value == 0 {
+            // "0" stands alone; "-0" and "01" are rejected like string2ll does.
+            if negative { return .invalid }
+        } else {
+            // Negative numbers only need to fit; positive ones must stay <= max.
+            let cap = negative ? Int.max / 10 : max
+            if value > cap { return .invalid }
+            while index < end {
+                let byte = bytes[index]
+                guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { break }
+                let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
+                let (sum, overflow2) = times10.addingReportingOverflow(Int(byte &- UInt8(ascii: "0")))
+                if overflow1 || overflow2 || sum > cap { return .invalid }
+                value = sum
+                index += 1
+            }
+        }
+        guard index < end else { return .incomplete }
+        guard bytes[index] == UInt8(ascii: "\r") else { return .invalid }
+        guard index + 1 < end else { return .incomplete }
+        guard bytes[index + 1] == UInt8(ascii: "\n") else { return .invalid }
+        return .value(negative ? -value : value, next: index + 2)
+    }
+
+    /// A byte as Redis would print it with `%c`, made safe for an error line.
+    static func describe(byte: UInt8) -> String {
+        if byte >= 0x20 && byte < 0x7F {
+            return String(Character(Unicode.Scalar(byte)))
+        }
+        let digits: [Character] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f"]
+        return "\\x" + String(digits[Int(byte >> 4)]) + String(digits[Int(byte & 0x0F)])
+    }
+
+    // MARK: - Inline
+
+    private static func parseInline(
+        _ bytes: UnsafeRawBufferPointer, into args: RESPArguments, limits: RESPLimits
+    ) -> RESPParseResult {
+        let maxLine = limits.maxInlineLength
+        // A legal line has at most maxLine bytes, then "\r\n" or "\n".
+        let lineWithEnding = maxLine > Int.max - 2 ? Int.max : maxLine + 2
+        let window = Swift.min(bytes.count, lineWithEnding)
+        var newline = 0
+        while newline < window && bytes[newline] != UInt8(ascii: "\n") { newline += 1 }
+        guard newline < window else {
+            if bytes.count >= lineWithEnding { return .protocolError("Protocol error: too big inline request") }
+            return .incomplete
+        }
+        var lineEnd = newline
+        if lineEnd > 0 && bytes[lineEnd - 1] == UInt8(ascii: "\r") { lineEnd -= 1 }
+        if lineEnd > maxLine { return .protocolError("Protocol error: too big inline request") }
+
+        // First pass only reads. Without quotes every token is a plain slice
+        // of the line, so its arguments are final; with quotes the line is
+        // unescaped in place by a second pass once it is known to be valid.
+        switch splitInline(bytes, end: lineEnd, into: args, limit: limits.maxArguments, write: false) {
+        case .unbalanced:
+            return .protocolError("Protocol error: unbalanced quotes in request")
+        case .tooManyArguments:
+            return .protocolError("Protocol error: too many arguments in inline request")
+        case .ok(let sawQuotes):
+            if sawQuotes {
+                args.reset()
+                _ = splitInline(bytes, end: lineEnd, into: args, limit: limits.maxArguments, write: true)
+            }
+            return .complete(consumed: newline + 1)
+        }
+    }
+
+    enum SplitOutcome {
+        case ok(sawQuotes: Bool)
+        case unbalanced
+        case tooManyArguments
+    }
+
+    /// `sdssplitargs` over `bytes[0..<end]`. Positions at or past `end`, like
+    /// NUL bytes, read as 0 (the C string's terminator). With `write` the
+    /// unescaped bytes of each argument are stored from its first position
+    /// on; the write position never passes the read position, so nothing is
+    /// overwritten before it has been read.
+    private static func splitInline(
+        _ bytes: UnsafeRawBufferPointer, end: Int, into args: RESPArguments, limit: Int, write: Bool
+    ) -> SplitOutcome {
+        @inline(__always) func at(_ index: Int) -> UInt8 { index < end ? bytes[index] : 0 }
+        @inline(__always) func isSpace(_ byte: UInt8) -> Bool {
+            byte == 0x20 || (byte >= 0x09 && byte <= 0x0D)  // C isspace: space \t \n \v \f \r
+        }
+        let output: UnsafeMutableRawPointer? = write ? UnsafeMutableRawPointer(mutating: bytes.baseAddress) : nil
+        var sawQuotes = false
+        var p = 0
+        while true {
+            while at(p) != 0 && isSpace(at(p)) { p += 1 }
+            if at(p) == 0 { return .ok(sawQuotes: sawQuotes) }
+            if args.count >= limit { return .tooManyArguments }
+
+            let tokenStart = p
+            var w = p
+            @inline(__always) func emit(_ byte: UInt8) {
+                if let output { output.storeBytes(of: byte, toByteOffset: w, as: UInt8.self) }
+                w += 1
+            }
+            var inDoubleQuotes = false
+            var inSingleQuotes = false
+            var done = false
+            while !done {
+                let c = at(p)
+                if inDoubleQuotes {
+                    if c == UInt8(ascii: "\\") && at(p + 1) == UInt8(ascii: "x")
+                        && hexValue(at(p + 2)) != nil && hexValue(at(p + 3)) != nil
+                    {
+                        emit(hexValue(at(p + 2))! << 4 | hexValue(at(p + 3))!)
+                        p += 3
+                    } else if c == UInt8(ascii: "\\") && at(p + 1) != 0 {
+                        p += 1
+                        switch at(p) {
+                        case UInt8(ascii: "n"): emit(UInt8(ascii: "\n"))
+                        case UInt8(ascii: "r"): emit(UInt8(ascii: "\r"))
+                        case UInt8(ascii: "t"): emit(UInt8(ascii: "\t"))
+                        case UInt8(ascii: "b"): emit(0x08)
+                        case UInt8(ascii: "a"): emit(0x07)
+                        case let other: emit(other)
+                        }
+                    } else if c == UInt8(ascii: "\"") {
+                        // The closing quote must be followed by a space or nothing.
+                        if at(p + 1) != 0 && !isSpace(at(p + 1)) { return .unbalanced }
+                        done = true
+                    } else if c == 0 {
+                        return .unbalanced
+                    } else {
+                        emit(c)
+                    }
+                } else if inSingleQuotes {
+                    if c == UInt8(ascii: "\\") && at(p + 1) == UInt8(ascii: "'") {
+                        p += 1
+                        emit(UInt8(ascii: "'"))
+                    } else if c == UInt8(ascii: "'") {
+                        if at(p + 1) != 0 && !isSpace(at(p + 1)) { return .unbalanced }
+                        done = true
+                    } else if c == 0 {
+                        return .unbalanced
+                    } else {
+                        emit(c)
+                    }
+                } else {
+                    switch c {
+                    case UInt8(ascii: " "), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "\t"), 0:
+                        done = true
+                    case UInt8(ascii: "\""):
+                        inDoubleQuotes = true
+                        sawQuotes = true
+                    case UInt8(ascii: "'"):
+                        inSingleQuotes = true
+                        sawQuotes = true
+                    default:
+                        emit(c)
+                    }
+                }
+                if at(p) != 0 { p += 1 }
+            }
+            args.append(offset: tokenStart, length: w - tokenStart)
+        }
+    }
+
+    @inline(__always)
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte &- UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte &- UInt8(ascii: "a") &+ 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte &- UInt8(ascii: "A") &+ 10
+        default: return nil
+        }
+    }
+}

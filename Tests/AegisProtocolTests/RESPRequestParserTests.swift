@@ -1,0 +1,269 @@
+import AegisProtocol
+import PropertyBased
+import Testing
+
+@Suite struct RESPRequestParserTests {
+    // MARK: - Examples
+
+    @Test func multibulkCommand() {
+        let input = bytes("*3\r\n$3\r\nSET\r\n$1\r\na\r\n$5\r\nhello\r\n")
+        let (result, args) = parseRequest(input)
+        #expect(result == .complete(consumed: input.count))
+        #expect(args == [bytes("SET"), bytes("a"), bytes("hello")])
+    }
+
+    @Test func emptyBulkAndBinaryContent() {
+        let input = bytes("*2\r\n$0\r\n\r\n$4\r\n\r\n\r\n\r\n")
+        let (result, args) = parseRequest(input)
+        #expect(result == .complete(consumed: input.count))
+        #expect(args == [[], bytes("\r\n\r\n")])
+    }
+
+    @Test func emptyAndNegativeMultibulkAreSkipped() {
+        #expect(parseRequest(bytes("*0\r\n")) == (.complete(consumed: 4), []))
+        #expect(parseRequest(bytes("*-1\r\nPING\r\n")) == (.complete(consumed: 5), []))
+    }
+
+    @Test func offsetsPointIntoTheBuffer() {
+        let input = bytes("*2\r\n$3\r\nGET\r\n$2\r\nab\r\n")
+        let args = RESPArguments()
+        withScratch(input) { buffer in
+            #expect(RESPRequestParser.parse(buffer, into: args, limits: RESPLimits()) == .complete(consumed: input.count))
+            #expect(args.count == 2)
+            #expect(args.offset(0) == 8 && args.length(0) == 3)
+            #expect(args.offset(1) == 17 && args.length(1) == 2)
+        }
+    }
+
+    @Test func argumentsAreReusedAcrossCommands() {
+        let args = RESPArguments()
+        let big = encodeCommand((0..<100).map { [UInt8(truncatingIfNeeded: $0)] })
+        withScratch(big) { buffer in
+            #expect(RESPRequestParser.parse(buffer, into: args, limits: RESPLimits()) == .complete(consumed: big.count))
+            #expect(args.count == 100)
+            #expect(Array(args.bytes(99, in: buffer)) == [99])
+        }
+        let small = bytes("*1\r\n$4\r\nPING\r\n")
+        withScratch(small) { buffer in
+            #expect(RESPRequestParser.parse(buffer, into: args, limits: RESPLimits()) == .complete(consumed: small.count))
+            #expect(args.count == 1)
+        }
+    }
+
+    @Test func inlineCommand() {
+        #expect(parseRequest(bytes("SET a b\r\n")) == (.complete(consumed: 9), [bytes("SET"), bytes("a"), bytes("b")]))
+        #expect(parseRequest(bytes("  PING   \r\n")) == (.complete(consumed: 11), [bytes("PING")]))
+        #expect(parseRequest(bytes("get\tk\r\n")) == (.complete(consumed: 7), [bytes("get"), bytes("k")]))
+    }
+
+    @Test func inlineWithLoneNewline() {
+        #expect(parseRequest(bytes("PING\n")) == (.complete(consumed: 5), [bytes("PING")]))
+        let (commands, rest) = parseAll(bytes("SET a 1\nGET a\r\nDEL a\n"))
+        #expect(commands == [[bytes("SET"), bytes("a"), bytes("1")], [bytes("GET"), bytes("a")], [bytes("DEL"), bytes("a")]])
+        #expect(rest == .incomplete)
+    }
+
+    @Test func emptyInlineLines() {
+        #expect(parseRequest(bytes("\r\n")) == (.complete(consumed: 2), []))
+        #expect(parseRequest(bytes("\n")) == (.complete(consumed: 1), []))
+        #expect(parseRequest(bytes("   \t \r\n")) == (.complete(consumed: 7), []))
+    }
+
+    @Test func inlineQuotes() {
+        let (result, args) = parseRequest(bytes(#"SET "a b" "x\x41\n\"\\\tz" 'it\'s' "" foo"bar baz""# + "\r\n"))
+        #expect(result == .complete(consumed: 52))
+        #expect(args == [bytes("SET"), bytes("a b"), bytes("xA\n\"\\\tz"), bytes("it's"), [], bytes("foobar baz")])
+    }
+
+    @Test func inlineEscapesLikeRedis() {
+        // \b and \a, an unknown escape keeps the character, \x without two hex digits is just x.
+        let (_, args) = parseRequest(bytes(#"A "\b\a\q\xZZ\x4" 'a\b'"# + "\n"))
+        #expect(args == [bytes("A"), [0x08, 0x07] + bytes("qxZZx4"), bytes("a\\b")])
+    }
+
+    @Test func inlineNulEndsTheLineLikeRedis() {
+        let (result, args) = parseRequest(bytes("GET a\u{0}b c\r\n"))
+        #expect(result == .complete(consumed: 11))
+        #expect(args == [bytes("GET"), bytes("a")])
+    }
+
+    @Test func unbalancedQuotes() {
+        let error = RESPParseResult.protocolError("Protocol error: unbalanced quotes in request")
+        #expect(parseRequest(bytes("SET \"a b\r\n")).0 == error)
+        #expect(parseRequest(bytes("SET 'a b\r\n")).0 == error)
+        #expect(parseRequest(bytes("SET \"a\"b\r\n")).0 == error)  // closing quote must be followed by a space
+        #expect(parseRequest(bytes("SET 'a'b\n")).0 == error)
+        #expect(parseRequest(bytes("SET \"a\\\"\r\n")).0 == error)
+    }
+
+    @Test func inlineTooLong() {
+        let limits = RESPLimits(maxInlineLength: 16)
+        let error = RESPParseResult.protocolError("Protocol error: too big inline request")
+        // Up to the limit, still waiting for the end of the line.
+        #expect(parseRequest(Array(repeating: UInt8(ascii: "a"), count: 16), limits: limits).0 == .incomplete)
+        #expect(parseRequest(Array(repeating: UInt8(ascii: "a"), count: 16) + [13], limits: limits).0 == .incomplete)
+        // Exactly the limit with either ending is fine.
+        #expect(parseRequest(Array(repeating: UInt8(ascii: "a"), count: 16) + bytes("\r\n"), limits: limits).0 == .complete(consumed: 18))
+        #expect(parseRequest(Array(repeating: UInt8(ascii: "a"), count: 16) + bytes("\n"), limits: limits).0 == .complete(consumed: 17))
+        // Over it: an error as soon as the bytes show it, newline or not.
+        #expect(parseRequest(Array(repeating: UInt8(ascii: "a"), count: 18), limits: limits).0 == error)
+        #expect(parseRequest(Array(repeating: UInt8(ascii: "a"), count: 17) + bytes("\n"), limits: limits).0 == error)
+        #expect(parseRequest(Array(repeating: UInt8(ascii: "a"), count: 100_000)).0 == error)
+    }
+
+    // MARK: - Malformed multibulk
+
+    @Test func hugeBulkLengthIsRejectedImmediately() {
+        #expect(parseRequest(bytes("*1\r\n$1000000000000\r\n")).0 == .protocolError("Protocol error: invalid bulk length"))
+        // Even before the header line is complete, once the digits exceed the limit.
+        #expect(parseRequest(bytes("*1\r\n$1000000000")).0 == .protocolError("Protocol error: invalid bulk length"))
+        #expect(parseRequest(bytes("*1\r\n$99999999999999999999999999\r\n")).0 == .protocolError("Protocol error: invalid bulk length"))
+        // Right at the limit it waits for the data.
+        let limit = RESPLimits().maxBulkLength
+        #expect(parseRequest(bytes("*1\r\n$\(limit)\r\n")).0 == .incomplete)
+        #expect(parseRequest(bytes("*1\r\n$\(limit + 1)\r\n")).0 == .protocolError("Protocol error: invalid bulk length"))
+    }
+
+    @Test func hugeArgumentCountIsRejected() {
+        let error = RESPParseResult.protocolError("Protocol error: invalid multibulk length")
+        #expect(parseRequest(bytes("*2147483648\r\n")).0 == error)
+        #expect(parseRequest(bytes("*2147483648")).0 == error)
+        #expect(parseRequest(bytes("*1048577\r\n")).0 == error)
+        #expect(parseRequest(bytes("*1048576\r\n")).0 == .incomplete)
+        #expect(parseRequest(bytes("*3\r\n"), limits: RESPLimits(maxArguments: 2)).0 == error)
+    }
+
+    @Test func garbageLengths() {
+        let multibulk = RESPParseResult.protocolError("Protocol error: invalid multibulk length")
+        let bulk = RESPParseResult.protocolError("Protocol error: invalid bulk length")
+        for bad in ["*\r\n", "*x\r\n", "*1x\r\n", "*+1\r\n", "*01\r\n", "*-0\r\n", "* 1\r\n", "*1\rx", "*1\n", "*-\r\n", "*--1\r\n", "*-99999999999999999999\r\n"] {
+            #expect(parseRequest(bytes(bad)).0 == multibulk, "\(bad.debugDescription)")
+        }
+        for bad in ["$-1\r\n", "$-5\r\n", "$\r\n", "$x\r\n", "$3x\r\n", "$+3\r\n", "$03\r\n", "$ 3\r\n", "$3\rx", "$3\n"] {
+            #expect(parseRequest(bytes("*1\r\n" + bad)).0 == bulk, "\(bad.debugDescription)")
+        }
+    }
+
+    @Test func expectedDollar() {
+        #expect(parseRequest(bytes("*1\r\nX3\r\nfoo\r\n")).0 == .protocolError("Protocol error: expected '$', got 'X'"))
+        #expect(parseRequest(bytes("*2\r\n$1\r\na\r\n:1\r\n")).0 == .protocolError("Protocol error: expected '$', got ':'"))
+        #expect(parseRequest([UInt8]("*1\r\n".utf8) + [0x01]).0 == .protocolError("Protocol error: expected '$', got '\\x01'"))
+    }
+
+    @Test func missingCRLFAfterBulk() {
+        let error = RESPParseResult.protocolError("Protocol error: expected CRLF after bulk data")
+        #expect(parseRequest(bytes("*1\r\n$3\r\nfooXY")).0 == error)
+        #expect(parseRequest(bytes("*1\r\n$3\r\nfooX")).0 == error)  // decided as soon as the byte arrives
+        #expect(parseRequest(bytes("*1\r\n$3\r\nfoo\rX")).0 == error)
+        #expect(parseRequest(bytes("*1\r\n$3\r\nfoo\r")).0 == .incomplete)
+        #expect(parseRequest(bytes("*1\r\n$3\r\nfoo")).0 == .incomplete)
+    }
+
+    @Test func incompleteHeaders() {
+        for partial in ["", "*", "*1", "*1\r", "*1\r\n", "*1\r\n$", "*-", "*1\r\n$3", "*1\r\n$3\r", "*1\r\n$3\r\nfo", "PING", "PING\r"] {
+            #expect(parseRequest(bytes(partial)).0 == .incomplete, "\(partial.debugDescription)")
+        }
+    }
+
+    // MARK: - Properties
+
+    @Test func multibulkRoundTrip() async {
+        await propertyCheck(count: 300, input: commandGen) { args in
+            let encoded = encodeCommand(args)
+            let (result, parsed) = parseRequest(encoded)
+            #expect(result == .complete(consumed: encoded.count))
+            #expect(parsed == args)
+        }
+    }
+
+    @Test func multibulkIsIncompleteUntilTheLastByte() async {
+        await propertyCheck(count: 100, input: commandGen) { args in
+            let encoded = encodeCommand(args)
+            for cut in 0..<encoded.count {
+                let (result, _) = parseRequest(Array(encoded[..<cut]))
+                #expect(result == .incomplete, "cut at \(cut) of \(encoded.count)")
+            }
+        }
+    }
+
+    @Test func pipelinedCommandsParseInOrder() async {
+        await propertyCheck(count: 200, input: commandGen.array(of: 1...5)) { commands in
+            let encoded = commands.flatMap(encodeCommand)
+            let (parsed, rest) = parseAll(encoded)
+            #expect(parsed == commands)
+            #expect(rest == .incomplete)
+        }
+    }
+
+    @Test func inlineRoundTrip() async {
+        await propertyCheck(count: 300, input: wordGen.array(of: 1...6), Gen.bool, Gen.int(in: 1...3)) { words, crlf, spaces in
+            let separator = [UInt8](repeating: UInt8(ascii: " "), count: spaces)
+            var line = words.joined(separator: separator).map { $0 }
+            line += crlf ? bytes("\r\n") : bytes("\n")
+            let (result, args) = parseRequest(line)
+            #expect(result == .complete(consumed: line.count))
+            #expect(args == words)
+            for cut in 0..<line.count {
+                #expect(parseRequest(Array(line[..<cut])).0 == .incomplete)
+            }
+        }
+    }
+
+    @Test func quotedInlineRoundTrip() async {
+        await propertyCheck(count: 300, input: argumentGen.array(of: 1...5), Gen.uint64()) { args, seed in
+            var rng = SplitMix(state: seed)
+            let line = args.map { quoteLikeRedisCLI($0, &rng) }.joined(separator: [UInt8(ascii: " ")]) + bytes("\r\n")
+            let (result, parsed) = parseRequest(line)
+            #expect(result == .complete(consumed: line.count), "\(text(line).debugDescription)")
+            #expect(parsed == args)
+        }
+    }
+
+    @Test func pipelinedMixOfInlineAndMultibulk() async {
+        await propertyCheck(count: 200, input: commandGen.array(of: 1...4), Gen.uint64()) { commands, seed in
+            var rng = SplitMix(state: seed)
+            var encoded: [UInt8] = []
+            for command in commands {
+                if rng.below(2) == 0 {
+                    encoded += encodeCommand(command)
+                } else {
+                    encoded += command.map { quoteLikeRedisCLI($0, &rng) }.joined(separator: [UInt8(ascii: " ")])
+                    encoded += rng.below(2) == 0 ? bytes("\r\n") : bytes("\n")
+                }
+            }
+            let (parsed, rest) = parseAll(encoded)
+            #expect(parsed == commands)
+            #expect(rest == .incomplete)
+        }
+    }
+}
+
+/// Quotes an argument the way a person (or redis-cli) would write it on an
+/// inline line: double quotes with escapes, or single quotes where possible.
+func quoteLikeRedisCLI(_ arg: [UInt8], _ rng: inout SplitMix) -> [UInt8] {
+    let singleQuotable = !arg.contains(where: { $0 == 0 || $0 == 10 || $0 == 13 }) && arg.last != UInt8(ascii: "\\")
+    if singleQuotable && rng.below(3) == 0 {
+        var out: [UInt8] = [UInt8(ascii: "'")]
+        for byte in arg {
+            if byte == UInt8(ascii: "'") { out.append(UInt8(ascii: "\\")) }
+            out.append(byte)
+        }
+        out.append(UInt8(ascii: "'"))
+        return out
+    }
+    let hex: [UInt8] = rng.below(2) == 0 ? Array("0123456789abcdef".utf8) : Array("0123456789ABCDEF".utf8)
+    var out: [UInt8] = [UInt8(ascii: "\"")]
+    for byte in arg {
+        switch byte {
+        case UInt8(ascii: "\""): out += bytes("\\\"")
+        case UInt8(ascii: "\\"): out += bytes("\\\\")
+        case UInt8(ascii: "\n"): out += bytes("\\n")
+        case UInt8(ascii: "\r"): out += bytes("\\r")
+        case UInt8(ascii: "\t"): out += bytes("\\t")
+        case 0x20..<0x7F where rng.below(8) != 0: out.append(byte)
+        default: out += [UInt8(ascii: "\\"), UInt8(ascii: "x"), hex[Int(byte >> 4)], hex[Int(byte & 15)]]
+        }
+    }
+    out.append(UInt8(ascii: "\""))
+    return out
+}
