@@ -174,9 +174,13 @@ public enum RESPWriter {
     public static func formatDouble(_ v: Double) -> String {
         if v.isNaN { return "nan" }
         if v.isInfinite { return v < 0 ? "-inf" : "inf" }
-        if v == v.rounded(.towardZero) && v.magnitude < 1e17 {
-            if v == 0 { return v.sign == .minus ? "-0" : "0" }
-            return String(Int64(v))
+        if v.magnitude < 1e17 {
+            // Int64(v) truncates; equal means integral (no libm call needed).
+            let integral = Int64(v)
+            if Double(integral) == v {
+                if v == 0 && v.sign == .minus { return "-0" }
+                return String(integral)
+            }
         }
         return v.description
     }

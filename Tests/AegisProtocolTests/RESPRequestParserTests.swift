@@ -87,6 +87,23 @@ import Testing
         #expect(args == [bytes("GET"), bytes("a")])
     }
 
+    @Test func plainAndQuotedPathsAgreeOnBlanksAndNul() {
+        // Vertical tab and form feed separate tokens only between them (C isspace), not inside one.
+        #expect(parseRequest(bytes("\u{0B}A\u{0B}B C\r\n")).1 == [bytes("A\u{0B}B"), bytes("C")])
+        #expect(parseRequest(bytes("\u{0B}A\u{0B}B 'C'\r\n")).1 == [bytes("A\u{0B}B"), bytes("C")])
+        #expect(parseRequest(bytes("GET a\u{0}b c\r\n")).1 == [bytes("GET"), bytes("a")])
+        #expect(parseRequest(bytes("GET \"a\" b\u{0}c d\r\n")).1 == [bytes("GET"), bytes("a"), bytes("b")])
+        #expect(parseRequest(bytes("\u{0}GET\r\n")) == (.complete(consumed: 6), []))
+    }
+
+    @Test func tooManyInlineArguments() {
+        let limits = RESPLimits(maxArguments: 2)
+        let error = RESPParseResult.protocolError("Protocol error: too many arguments in inline request")
+        #expect(parseRequest(bytes("a b\r\n"), limits: limits).0 == .complete(consumed: 5))
+        #expect(parseRequest(bytes("a b c\r\n"), limits: limits).0 == error)
+        #expect(parseRequest(bytes("a b \"c\"\r\n"), limits: limits).0 == error)
+    }
+
     @Test func unbalancedQuotes() {
         let error = RESPParseResult.protocolError("Protocol error: unbalanced quotes in request")
         #expect(parseRequest(bytes("SET \"a b\r\n")).0 == error)
