@@ -1,0 +1,47 @@
+import Glibc
+
+/// malloc bookkeeping for the accounting rule.
+///
+/// `malloc_usable_size` is not part of Swift's Glibc module (it lives in
+/// `<malloc.h>`, which the module map does not include), so it is resolved
+/// once at run time with `dlsym` from the process's global symbol scope. That
+/// also picks up an interposed allocator (jemalloc, tcmalloc) if one is
+/// preloaded, so the accounting follows the allocator actually in use.
+@usableFromInline
+enum Malloc {
+    @usableFromInline
+    typealias UsableSizeFunction = @convention(c) (UnsafeMutableRawPointer?) -> Int
+
+    /// Bytes malloc keeps in front of each chunk (the size word) on 64-bit glibc.
+    @usableFromInline
+    static let chunkHeaderBytes = 8
+
+    /// The process's `malloc_usable_size`.
+    @usableFromInline
+    static let usableSize: UsableSizeFunction = {
+        let global = dlopen(nil, RTLD_NOW)
+        guard let symbol = dlsym(global, "malloc_usable_size") else {
+            fatalError("AegisStore: malloc_usable_size not found in the process")
+        }
+        return unsafeBitCast(symbol, to: UsableSizeFunction.self)
+    }()
+
+    /// Bytes charged to the ledger for one malloc'd block.
+    @inline(__always) @usableFromInline
+    static func charge(_ block: UnsafeMutableRawPointer, _ usable: UsableSizeFunction) -> Int {
+        usable(block) &+ chunkHeaderBytes
+    }
+
+    /// malloc that never returns nil (out of memory is fatal, like Swift's own allocations).
+    @inline(__always) @usableFromInline
+    static func allocate(_ bytes: Int) -> UnsafeMutableRawPointer {
+        guard let p = malloc(bytes) else { fatalError("AegisStore: out of memory allocating \(bytes) bytes") }
+        return p
+    }
+
+    @inline(__always) @usableFromInline
+    static func allocateZeroed(_ count: Int, _ size: Int) -> UnsafeMutableRawPointer {
+        guard let p = calloc(count, size) else { fatalError("AegisStore: out of memory allocating \(count * size) bytes") }
+        return p
+    }
+}

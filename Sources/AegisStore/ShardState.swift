@@ -1,0 +1,625 @@
+import Glibc
+
+/// The storage of one shard: an open-addressing hash table of entry blocks
+/// plus the S3-FIFO eviction queues. `ShardStore` is its public face.
+///
+/// Thread confinement: a shard is touched only by the reactor thread that
+/// owns it, so nothing here is locked or atomic and nothing is `Sendable`.
+///
+/// Table layout. `slots` is `capacity` 64-bit words, 0 = empty. An occupied
+/// slot packs
+///
+///     bits 48..63  tag: bits 16..31 of the key hash (filters probes without a memory access)
+///     bits  4..47  the entry block address (blocks are 16-byte aligned, below 2^48)
+///     bits  0..3   distance from the home slot, saturated at 15 (15 = "15 or more":
+///                  recompute from the key)
+///
+/// The home slot is `(hash * capacity) >> 64`, i.e. the hash's position in
+/// hash space scaled to the table: home order is hash order for every
+/// capacity, which is what lets a scan cursor (a position in hash space)
+/// survive growth and shrinking. Collisions probe linearly (wrapping), and
+/// deletion shifts later cluster members back (no tombstones).
+///
+/// Invariants (all checked by `checkInvariants()`; cheap ones by `assert`):
+/// 1. `minimumCapacity <= capacity`, `count < capacity` (an empty slot always
+///    exists, so every probe terminates) and `count <= 0.8 * capacity` after
+///    every insertion.
+/// 2. Every occupied slot's tag equals bits 16..31 of its key's hash, and its
+///    distance field equals min(15, cyclic distance from home to the slot).
+/// 3. Every slot between an entry's home and its slot (cyclically) is occupied.
+/// 4. No two slots hold equal keys; `count` equals the number of occupied slots.
+/// 5. Every entry is in exactly one FIFO ring (`Entry.inMain` says which) at
+///    `Entry.queuePosition`; `small.live + main.live == count`.
+/// 6. `smallBytes` / `mainBytes` are the sums of `malloc_usable_size + 8` of
+///    the entries of each queue; `tableCharge` and the rings' and ghost's
+///    `chargedBytes` are the charges of their arrays; the ledger received
+///    exactly the sum of all of them (`chargedBytes`).
+@usableFromInline
+struct ShardState {
+    static let minimumCapacity = 8
+    static let pointerMask: UInt64 = 0x0000_FFFF_FFFF_FFF0
+    static let tagMask: UInt64 = 0xFFFF_0000_0000_0000
+    static let distanceMask: UInt64 = 0xF
+    static let saturatedDistance = 15
+    /// A small-queue entry with at least this many hits moves to main when it reaches the head.
+    static let promoteThreshold: UInt32 = 1
+
+    // Table.
+    @usableFromInline var slots: UnsafeMutablePointer<UInt64>
+    @usableFromInline var capacity: Int
+    @usableFromInline var count = 0
+    var tableCharge = 0
+
+    // S3-FIFO.
+    var small = EntryRing()
+    var main = EntryRing()
+    var ghost = GhostQueue()
+    var smallBytes = 0
+    var mainBytes = 0
+
+    // Versions, expiry.
+    @usableFromInline var term: UInt32 = 1
+    var seq: UInt64 = 0
+    var sweepCursor = 0
+    /// Set while a scan calls its visitor: the visitor must not mutate the shard.
+    var visiting = false
+
+    @usableFromInline let ledger: UnsafeMutablePointer<LedgerCounters>
+    @usableFromInline let usable: Malloc.UsableSizeFunction
+
+    init(ledger: UnsafeMutablePointer<LedgerCounters>) {
+        self.ledger = ledger
+        self.usable = Malloc.usableSize
+        let raw = Malloc.allocateZeroed(Self.minimumCapacity, 8)
+        slots = raw.bindMemory(to: UInt64.self, capacity: Self.minimumCapacity)
+        capacity = Self.minimumCapacity
+        tableCharge = Malloc.charge(raw, usable)
+        ledger.pointee.usedBytes += tableCharge
+    }
+
+    /// Frees everything and returns all charges to the ledger.
+    mutating func destroy() {
+        removeAll()
+        free(slots)
+        ledger.pointee.usedBytes -= tableCharge
+        tableCharge = 0
+    }
+
+    /// Everything this shard charged to the ledger.
+    var chargedBytes: Int {
+        smallBytes + mainBytes + tableCharge + small.chargedBytes + main.chargedBytes + ghost.chargedBytes
+    }
+
+    // MARK: - Slot helpers
+
+    @inline(__always) @usableFromInline
+    static func tag(_ hash: UInt64) -> UInt64 { (hash << 32) & tagMask }
+
+    @inline(__always) @usableFromInline
+    func home(_ hash: UInt64) -> Int {
+        Int(truncatingIfNeeded: hash.multipliedFullWidth(by: UInt64(truncatingIfNeeded: capacity)).high)
+    }
+
+    @inline(__always) @usableFromInline
+    static func entry(_ slot: UInt64) -> Entry {
+        Entry(UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: slot & pointerMask)).unsafelyUnwrapped)
+    }
+
+    @inline(__always) @usableFromInline
+    func distance(from start: Int, to end: Int) -> Int {
+        end >= start ? end &- start : end &+ capacity &- start
+    }
+
+    /// Exact distance of the slot's entry from its home.
+    @inline(__always)
+    func exactDistance(_ slot: UInt64, at index: Int) -> Int {
+        let d = Int(truncatingIfNeeded: slot & Self.distanceMask)
+        if d < Self.saturatedDistance { return d }
+        return distance(from: home(Self.entry(slot).hash), to: index)
+    }
+
+    @inline(__always) @usableFromInline
+    func charge(_ e: Entry) -> Int { Malloc.charge(e.raw, usable) }
+
+    @inline(__always) @usableFromInline
+    func addToLedger(_ delta: Int) { ledger.pointee.usedBytes &+= delta }
+
+    /// Probes for `key`. Returns its slot, or the empty slot that ends its probe sequence.
+    @inline(__always) @usableFromInline
+    func find(_ key: UnsafeRawBufferPointer, _ hash: UInt64) -> (index: Int, found: Bool) {
+        let tag = Self.tag(hash)
+        let slots = self.slots
+        let capacity = self.capacity
+        var i = home(hash)
+        while true {
+            let s = slots[i]
+            if s == 0 { return (i, false) }
+            if s & Self.tagMask == tag && Self.entry(s).keyEquals(key) { return (i, true) }
+            i &+= 1
+            if i == capacity { i = 0 }
+        }
+    }
+
+    @inline(__always)
+    func findEmpty(_ hash: UInt64) -> Int {
+        var i = home(hash)
+        while slots[i] != 0 {
+            i &+= 1
+            if i == capacity { i = 0 }
+        }
+        return i
+    }
+
+    /// Puts a new entry in the empty slot `index` of `hash`'s probe sequence.
+    @inline(__always)
+    mutating func place(_ e: Entry, hash: UInt64, at index: Int) {
+        assert(slots[index] == 0)
+        let d = Swift.min(distance(from: home(hash), to: index), Self.saturatedDistance)
+        slots[index] = Self.tag(hash) | UInt64(UInt(bitPattern: e.raw)) | UInt64(d)
+        count &+= 1
+    }
+
+    /// Backward-shift deletion of the slot at `index`.
+    @usableFromInline
+    mutating func removeSlot(at index: Int) {
+        let slots = self.slots
+        var gap = index
+        var j = index &+ 1
+        if j == capacity { j = 0 }
+        while true {
+            let s = slots[j]
+            if s == 0 { break }
+            let d = exactDistance(s, at: j)
+            let gapDistance = distance(from: gap, to: j)
+            if d >= gapDistance {
+                let nd = Swift.min(d &- gapDistance, Self.saturatedDistance)
+                slots[gap] = (s & ~Self.distanceMask) | UInt64(nd)
+                gap = j
+            }
+            j &+= 1
+            if j == capacity { j = 0 }
+        }
+        slots[gap] = 0
+        count &-= 1
+    }
+
+    /// Rebuilds the table at `newCapacity` (rehashing every key).
+    mutating func resizeTable(_ newCapacity: Int) {
+        precondition(newCapacity > count && newCapacity <= (1 << 40), "bad table capacity")
+        let raw = Malloc.allocateZeroed(newCapacity, 8)
+        let fresh = raw.bindMemory(to: UInt64.self, capacity: newCapacity)
+        let old = slots
+        let oldCapacity = capacity
+        slots = fresh
+        capacity = newCapacity
+        for i in 0..<oldCapacity {
+            let s = old[i]
+            if s == 0 { continue }
+            let h = Self.entry(s).hash
+            let j = findEmpty(h)
+            let d = Swift.min(distance(from: home(h), to: j), Self.saturatedDistance)
+            fresh[j] = (s & ~Self.distanceMask) | UInt64(d)
+        }
+        free(old)
+        let newCharge = Malloc.charge(raw, usable)
+        addToLedger(newCharge - tableCharge)
+        tableCharge = newCharge
+    }
+
+    @inline(__always)
+    mutating func growIfNeeded() -> Bool {
+        if (count &+ 1) &* 5 > capacity &* 4 {
+            resizeTable(capacity + capacity / 2)
+            return true
+        }
+        return false
+    }
+
+    /// Shrinks a very sparse table (load below 1/8) to load 1/2.
+    @inline(__always)
+    mutating func shrinkIfSparse() {
+        if capacity > Self.minimumCapacity && count &* 8 < capacity {
+            let old = capacity
+            resizeTable(Swift.max(Self.minimumCapacity, count * 2))
+            sweepCursor = Int((Double(sweepCursor) * Double(capacity) / Double(old)).rounded(.down))
+            if sweepCursor >= capacity { sweepCursor = 0 }
+        }
+    }
+
+    // MARK: - Entries
+
+    @inline(__always)
+    func makeEntry(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, version: UInt64, expiry: UInt64) -> Entry {
+        let raw = Malloc.allocate(Entry.headerSize &+ key.count &+ value.count)
+        precondition(UInt64(UInt(bitPattern: raw)) & ~Self.pointerMask == 0,
+                     "entry block not 16-byte aligned below 2^48")
+        let e = Entry(raw)
+        e.initialize(packedVersion: version, expiry: expiry, keyCount: key.count, valueCount: value.count)
+        if key.count > 0 { memcpy(e.keyBase, key.baseAddress!, key.count) }
+        if value.count > 0 { memcpy(e.keyBase + key.count, value.baseAddress!, value.count) }
+        return e
+    }
+
+    /// Removes the entry in slot `index` from the table and its queue, and frees it.
+    @usableFromInline
+    mutating func removeEntry(at index: Int, _ e: Entry) {
+        removeSlot(at: index)
+        let c = charge(e)
+        if e.inMain {
+            addToLedger(main.remove(e, usable))
+            mainBytes &-= c
+        } else {
+            addToLedger(small.remove(e, usable))
+            smallBytes &-= c
+        }
+        addToLedger(-c)
+        free(e.raw)
+    }
+
+    @inline(__always)
+    mutating func nextVersion() -> UInt64 {
+        seq = (seq &+ 1) & EntryVersion.seqMask
+        return (UInt64(term & 0xFFFF) << 48) | seq
+    }
+
+    // MARK: - Operations
+
+    @usableFromInline
+    mutating func get(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> Entry? {
+        assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        let (i, found) = find(key, hash)
+        if !found { return nil }
+        let e = Self.entry(slots[i])
+        if e.isExpired(nowMs) {
+            removeEntry(at: i, e)
+            ledger.pointee.expiredRemovals &+= 1
+            shrinkIfSparse()
+            return nil
+        }
+        e.touch()
+        return e
+    }
+
+    @usableFromInline
+    mutating func set(_ key: UnsafeRawBufferPointer, hash: UInt64, value: UnsafeRawBufferPointer,
+                      expiryMs: Int64, nowMs: Int64) -> UInt64 {
+        assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        precondition(key.count <= Entry.maxKeyBytes, "key longer than 64 KiB")
+        precondition(value.count <= Entry.maxValueBytes, "value longer than 64 MiB")
+        let version = nextVersion()
+        let expiry = Entry.storedExpiry(expiryMs)
+        var (i, found) = find(key, hash)
+        if found {
+            let e = Self.entry(slots[i])
+            if !e.isExpired(nowMs) {
+                let written = overwrite(e, slot: i, value, version: version, expiry: expiry)
+                evictIfNeeded(protecting: written)
+                return version
+            }
+            removeEntry(at: i, e)
+            ledger.pointee.expiredRemovals &+= 1
+            i = findEmpty(hash)
+        }
+        if growIfNeeded() { i = findEmpty(hash) }
+        let e = makeEntry(key, value, version: version, expiry: expiry)
+        place(e, hash: hash, at: i)
+        let c = charge(e)
+        let fp = GhostQueue.fingerprint(hash)
+        if ghost.count > 0 && ghost.contains(fp) {
+            ghost.forget(fp)
+            e.inMain = true
+            addToLedger(main.push(e, usable))
+            mainBytes &+= c
+        } else {
+            addToLedger(small.push(e, usable))
+            smallBytes &+= c
+        }
+        addToLedger(c)
+        evictIfNeeded(protecting: e)
+        return version
+    }
+
+    /// Writes a new value into an existing live entry; returns the entry (its block may move).
+    @inline(__always)
+    mutating func overwrite(_ e: Entry, slot index: Int, _ value: UnsafeRawBufferPointer,
+                            version: UInt64, expiry: UInt64) -> Entry {
+        let keyCount = e.keyCount
+        let need = Entry.headerSize &+ keyCount &+ value.count
+        let have = usable(e.raw)
+        if need <= have && have <= 2 &* need &+ 64 {
+            if value.count > 0 { memmove(e.keyBase + keyCount, value.baseAddress!, value.count) }
+            e.setValueCount(value.count)
+            e.packedVersion = version
+            e.expiry = expiry
+            e.touch()
+            return e
+        }
+        let raw = Malloc.allocate(need)
+        precondition(UInt64(UInt(bitPattern: raw)) & ~Self.pointerMask == 0,
+                     "entry block not 16-byte aligned below 2^48")
+        memcpy(raw, e.raw, Entry.headerSize &+ keyCount)
+        let n = Entry(raw)
+        if value.count > 0 { memcpy(n.keyBase + keyCount, value.baseAddress!, value.count) }
+        n.setValueCount(value.count)
+        n.packedVersion = version
+        n.expiry = expiry
+        n.touch()
+        slots[index] = (slots[index] & ~Self.pointerMask) | UInt64(UInt(bitPattern: raw))
+        if n.inMain { main.replace(e, with: n) } else { small.replace(e, with: n) }
+        free(e.raw)
+        let delta = Malloc.charge(raw, usable) &- (have &+ Malloc.chunkHeaderBytes)
+        if n.inMain { mainBytes &+= delta } else { smallBytes &+= delta }
+        addToLedger(delta)
+        return n
+    }
+
+    @usableFromInline
+    mutating func delete(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> Bool {
+        assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        let (i, found) = find(key, hash)
+        if !found { return false }
+        let e = Self.entry(slots[i])
+        let expired = e.isExpired(nowMs)
+        removeEntry(at: i, e)
+        if expired { ledger.pointee.expiredRemovals &+= 1 }
+        shrinkIfSparse()
+        return !expired
+    }
+
+    @usableFromInline
+    mutating func setExpiry(_ key: UnsafeRawBufferPointer, hash: UInt64, expiryMs: Int64, nowMs: Int64) -> Bool {
+        assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        let (i, found) = find(key, hash)
+        if !found { return false }
+        let e = Self.entry(slots[i])
+        if e.isExpired(nowMs) {
+            removeEntry(at: i, e)
+            ledger.pointee.expiredRemovals &+= 1
+            shrinkIfSparse()
+            return false
+        }
+        e.expiry = Entry.storedExpiry(expiryMs)
+        e.packedVersion = nextVersion()
+        return true
+    }
+
+    // MARK: - Eviction (S3-FIFO)
+
+    @inline(__always)
+    mutating func evictIfNeeded(protecting e: Entry) {
+        while ledger.pointee.usedBytes > ledger.pointee.thresholdBytes {
+            if !evictOne(protecting: e) { break }
+        }
+    }
+
+    /// Evicts one entry other than `protected`. Returns false when there is none.
+    ///
+    /// S3-FIFO: new keys enter the small queue (about 10% of the shard's entry
+    /// bytes) unless the ghost queue remembers them, in which case they enter
+    /// main. When the small queue is over its share, its oldest entry either
+    /// moves to main (it was hit while in small) or is evicted and its
+    /// fingerprint goes to the ghost queue. Otherwise main's oldest entry is
+    /// reinserted with its 2-bit frequency decremented, or evicted at 0.
+    @usableFromInline
+    mutating func evictOne(protecting protected: Entry) -> Bool {
+        let protectedInMain = protected.inMain
+        while true {
+            let smallCandidates = small.live - (protectedInMain ? 0 : 1)
+            let mainCandidates = main.live - (protectedInMain ? 1 : 0)
+            if smallCandidates + mainCandidates <= 0 { return false }
+            let fromSmall = smallCandidates > 0
+                && (mainCandidates == 0 || smallBytes &* 10 >= smallBytes &+ mainBytes)
+            if fromSmall {
+                let e = small.popOldest()!
+                if e == protected {
+                    addToLedger(small.push(e, usable))
+                    continue
+                }
+                if e.frequency >= Self.promoteThreshold {
+                    let c = charge(e)
+                    e.inMain = true
+                    e.frequency = 0
+                    addToLedger(main.push(e, usable))
+                    smallBytes &-= c
+                    mainBytes &+= c
+                    continue
+                }
+                let h = e.hash
+                addToLedger(ghost.insert(GhostQueue.fingerprint(h), limit: count, usable))
+                evictPopped(e, hash: h)
+                return true
+            } else {
+                let e = main.popOldest()!
+                if e == protected || e.frequency > 0 {
+                    if e != protected { e.frequency = e.frequency - 1 }
+                    addToLedger(main.push(e, usable))
+                    continue
+                }
+                evictPopped(e, hash: e.hash)
+                return true
+            }
+        }
+    }
+
+    /// Removes from the table and frees an entry already popped from its ring.
+    mutating func evictPopped(_ e: Entry, hash: UInt64) {
+        var i = home(hash)
+        let target = UInt64(UInt(bitPattern: e.raw))
+        while slots[i] & Self.pointerMask != target {
+            assert(slots[i] != 0, "evicted entry not in the table")
+            i &+= 1
+            if i == capacity { i = 0 }
+        }
+        removeSlot(at: i)
+        let c = charge(e)
+        if e.inMain { mainBytes &-= c } else { smallBytes &-= c }
+        addToLedger(-c)
+        ledger.pointee.evictions &+= 1
+        free(e.raw)
+    }
+
+    // MARK: - Expiry, flush, scan
+
+    @usableFromInline
+    mutating func expireSweep(nowMs: Int64, maxSlots: Int) -> Int {
+        assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        if count == 0 || maxSlots <= 0 { return 0 }
+        var i = sweepCursor < capacity ? sweepCursor : 0
+        var examined = 0
+        var advanced = 0
+        var removed = 0
+        while examined < maxSlots && advanced < capacity && count > 0 {
+            examined += 1
+            let s = slots[i]
+            if s != 0 {
+                let e = Self.entry(s)
+                if e.isExpired(nowMs) {
+                    removeEntry(at: i, e)
+                    removed += 1
+                    continue  // the shift may have moved an unexamined entry into slot i
+                }
+            }
+            advanced += 1
+            i += 1
+            if i == capacity { i = 0 }
+        }
+        sweepCursor = i
+        ledger.pointee.expiredRemovals &+= removed
+        if removed > 0 { shrinkIfSparse() }
+        return removed
+    }
+
+    @usableFromInline
+    mutating func removeAll() {
+        assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        for i in 0..<capacity where slots[i] != 0 {
+            free(Self.entry(slots[i]).raw)
+            slots[i] = 0
+        }
+        addToLedger(-(smallBytes + mainBytes))
+        smallBytes = 0
+        mainBytes = 0
+        count = 0
+        addToLedger(small.reset())
+        addToLedger(main.reset())
+        addToLedger(ghost.reset())
+        if capacity != Self.minimumCapacity { resizeTable(Self.minimumCapacity) }
+        sweepCursor = 0
+    }
+
+    /// Cursor (top 40 bits of hash space) of the first hash whose home is `h`.
+    @inline(__always)
+    func cursor(forHome h: Int) -> UInt64 {
+        let hh = UInt64(h)
+        return UInt64(capacity).dividingFullWidth((high: hh >> 24, low: hh << 40)).quotient
+    }
+
+    @usableFromInline
+    mutating func scan(cursor: UInt64, count wanted: Int, nowMs: Int64, _ visit: (EntryRef) -> Void) -> UInt64 {
+        if cursor >= (1 << 40) || count == 0 { return 0 }
+        let cap = capacity
+        let h0 = home(cursor << 24)
+        let target = Swift.max(1, wanted)
+        var step = cap
+        if target < count {
+            step = Swift.max(1, Int((Double(target) * Double(cap) / Double(count)).rounded(.up)))
+        }
+        var h1 = Swift.min(cap, h0 + step)
+        var next: UInt64 = 0
+        while h1 < cap {
+            next = self.cursor(forHome: h1)
+            if next > cursor { break }
+            h1 += 1
+            next = 0
+        }
+        visiting = true
+        defer { visiting = false }
+        // Walk from slot h0 past h1 to the end of the cluster there; "p" is a
+        // logical position (may exceed cap after wrapping).
+        var p = h0
+        while true {
+            let i = p < cap ? p : p - cap
+            let s = slots[i]
+            if s == 0 {
+                if p >= h1 { break }
+                p += 1
+                continue
+            }
+            let logicalHome = p - exactDistance(s, at: i)
+            if logicalHome >= h0 && logicalHome < h1 {
+                let e = Self.entry(s)
+                // Home h0 may straddle the cursor: its entries below the cursor were visited already.
+                if !e.isExpired(nowMs) && (logicalHome != h0 || e.hash >> 24 >= cursor) { visit(e.ref()) }
+            }
+            p += 1
+        }
+        return next
+    }
+
+    // MARK: - Invariants
+
+    /// Every violated invariant, described (empty when all hold). O(capacity); for tests.
+    func checkInvariants() -> [String] {
+        var problems: [String] = []
+        if capacity < Self.minimumCapacity { problems.append("capacity \(capacity) below minimum") }
+        if count >= capacity { problems.append("table has no empty slot") }
+        if count * 5 > capacity * 4 { problems.append("load above 0.8: \(count)/\(capacity)") }
+        if tableCharge != Malloc.charge(UnsafeMutableRawPointer(slots), usable) {
+            problems.append("table charge \(tableCharge) is not the real one")
+        }
+        var occupied = 0
+        var inSmall = 0
+        var inMain = 0
+        var sBytes = 0
+        var mBytes = 0
+        var keysSeen = Set<[UInt8]>()
+        let checkDuplicates = capacity <= 1 << 17
+        for i in 0..<capacity {
+            let s = slots[i]
+            if s == 0 { continue }
+            occupied += 1
+            let e = Self.entry(s)
+            if UInt64(UInt(bitPattern: e.raw)) & 0xF != 0 { problems.append("slot \(i): misaligned pointer") }
+            let h = e.hash
+            if s & Self.tagMask != Self.tag(h) { problems.append("slot \(i): tag does not match the key's hash") }
+            let hm = home(h)
+            let d = distance(from: hm, to: i)
+            if Int(s & Self.distanceMask) != Swift.min(d, Self.saturatedDistance) {
+                problems.append("slot \(i): distance field \(s & Self.distanceMask), real \(d)")
+            }
+            var j = hm
+            while j != i {
+                if slots[j] == 0 { problems.append("slot \(i): unreachable from home \(hm)"); break }
+                j += 1
+                if j == capacity { j = 0 }
+            }
+            if e.keyCount > Entry.maxKeyBytes || e.valueCount > Entry.maxValueBytes {
+                problems.append("slot \(i): lengths out of range")
+            }
+            if usable(e.raw) < Entry.headerSize + e.keyCount + e.valueCount {
+                problems.append("slot \(i): block smaller than its contents")
+            }
+            if e.frequency > 3 { problems.append("slot \(i): frequency out of range") }
+            let ring = e.inMain ? main : small
+            if e.queuePosition >= ring.capacity || ring.buffer![e.queuePosition] != e.raw {
+                problems.append("slot \(i): entry not at its queue position")
+            }
+            if e.inMain { inMain += 1; mBytes += charge(e) } else { inSmall += 1; sBytes += charge(e) }
+            if checkDuplicates && !keysSeen.insert(Array(e.key)).inserted {
+                problems.append("slot \(i): duplicate key")
+            }
+        }
+        if occupied != count { problems.append("count \(count) but \(occupied) occupied slots") }
+        if inSmall != small.live { problems.append("small ring live \(small.live) but \(inSmall) entries") }
+        if inMain != main.live { problems.append("main ring live \(main.live) but \(inMain) entries") }
+        if sBytes != smallBytes { problems.append("smallBytes \(smallBytes) but entries charge \(sBytes)") }
+        if mBytes != mainBytes { problems.append("mainBytes \(mainBytes) but entries charge \(mBytes)") }
+        small.checkInvariants(main: false, usable, &problems)
+        main.checkInvariants(main: true, usable, &problems)
+        ghost.checkInvariants(usable, &problems)
+        if ledger.pointee.usedBytes < chargedBytes {
+            problems.append("ledger \(ledger.pointee.usedBytes) below this shard's charge \(chargedBytes)")
+        }
+        return problems
+    }
+}

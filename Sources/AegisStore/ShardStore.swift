@@ -1,0 +1,116 @@
+/// One shard of the key space: key → (value, expiry, version), with lazy and
+/// bounded active expiry, S3-FIFO eviction under the reactor's memory limit,
+/// and an incremental scan.
+///
+/// Thread confinement: a `ShardStore` (and the `MemoryLedger` it charges) is
+/// owned by exactly one reactor thread; only that thread may call it, ever.
+/// Other reactors reach a shard by forwarding the request to its owner over
+/// a ring. That is why nothing here locks, uses atomics or is `Sendable`.
+///
+/// Entry references (`EntryRef`) point into the shard's memory and are valid
+/// only until the next call that may mutate the same shard (set, delete,
+/// setExpiry, get of an expired key, expireSweep, removeAll). A `scan`
+/// visitor must not call back into the store.
+///
+/// Memory: each entry is one malloc'd block (24-byte header, key, value); the
+/// table costs 8 bytes per slot at 40-80% load; each entry has one 8-byte
+/// pointer in a FIFO ring; evicting shards also keep a ghost queue of 32-bit
+/// fingerprints. All of it is charged to the ledger (see `MemoryLedger`).
+public final class ShardStore {
+    @usableFromInline let state: UnsafeMutablePointer<ShardState>
+    /// The ledger this shard charges (kept alive by the store).
+    public let ledger: MemoryLedger
+
+    public init(ledger: MemoryLedger) {
+        self.ledger = ledger
+        state = .allocate(capacity: 1)
+        state.initialize(to: ShardState(ledger: ledger.counters))
+    }
+
+    deinit {
+        state.pointee.destroy()
+        state.deinitialize(count: 1)
+        state.deallocate()
+    }
+
+    /// Live entries (expired-but-not-yet-removed ones are counted).
+    public var count: Int { state.pointee.count }
+
+    /// Current term, used for the versions of new writes (starts at 1).
+    /// Versions keep its low 16 bits, the width of the wire form.
+    public var term: UInt32 {
+        get { state.pointee.term }
+        set { state.pointee.term = newValue }
+    }
+
+    /// Lookup. Removes the entry and returns nil when expired (lazy expiry);
+    /// marks the entry accessed for eviction.
+    @inlinable
+    public func get(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> EntryRef? {
+        state.pointee.get(key, hash: hash, nowMs: nowMs)?.ref()
+    }
+
+    /// Insert or overwrite; assigns version (term, ++seq). `expiryMs` is
+    /// absolute unix ms, 0 = none (an entry is expired once `expiryMs <= now`).
+    /// Then evicts from this shard while the ledger is above its eviction
+    /// threshold, never evicting the entry just written and stopping when
+    /// nothing else is left.
+    @inlinable @discardableResult
+    public func set(_ key: UnsafeRawBufferPointer, hash: UInt64, value: UnsafeRawBufferPointer,
+                    expiryMs: Int64, nowMs: Int64) -> EntryVersion {
+        EntryVersion(packed: state.pointee.set(key, hash: hash, value: value, expiryMs: expiryMs, nowMs: nowMs))
+    }
+
+    /// Returns true when a live entry was removed (an expired one is removed too, returning false).
+    @inlinable @discardableResult
+    public func delete(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> Bool {
+        state.pointee.delete(key, hash: hash, nowMs: nowMs)
+    }
+
+    /// Changes only the expiry of a live entry (0 = persist; a time not after
+    /// `nowMs` makes it expired). Returns false when absent/expired. Bumps seq.
+    @inlinable @discardableResult
+    public func setExpiry(_ key: UnsafeRawBufferPointer, hash: UInt64, expiryMs: Int64, nowMs: Int64) -> Bool {
+        state.pointee.setExpiry(key, hash: hash, expiryMs: expiryMs, nowMs: nowMs)
+    }
+
+    /// Bounded active expiry: examines at most `maxSlots` table slots from a
+    /// rotating cursor (and at most one pass), removes expired entries,
+    /// returns how many it removed.
+    @inlinable
+    public func expireSweep(nowMs: Int64, maxSlots: Int) -> Int {
+        state.pointee.expireSweep(nowMs: nowMs, maxSlots: maxSlots)
+    }
+
+    /// Drops everything (FLUSHALL); the ledger goes down accordingly.
+    @inlinable
+    public func removeAll() {
+        state.pointee.removeAll()
+    }
+
+    /// Incremental iteration that survives table growth/shrink: cursor 0
+    /// starts, a returned 0 means done. Every entry present for the whole
+    /// iteration is visited at least once (some may be visited twice after a
+    /// shrink). Cursors are positions in hash space and fit in 40 bits. Visits
+    /// about `count` entries per call, skipping expired ones. The visitor
+    /// must not call into this store.
+    @inlinable
+    public func scan(cursor: UInt64, count: Int, nowMs: Int64, _ visit: (EntryRef) -> Void) -> UInt64 {
+        state.pointee.scan(cursor: cursor, count: count, nowMs: nowMs, visit)
+    }
+
+    /// Bytes this shard has charged to its ledger.
+    public var chargedBytes: Int { state.pointee.chargedBytes }
+
+    /// Lookup without side effects (no lazy expiry, no access mark), expired entries included. For tests.
+    func peek(_ key: UnsafeRawBufferPointer, hash: UInt64) -> EntryRef? {
+        let (i, found) = state.pointee.find(key, hash)
+        return found ? ShardState.entry(state.pointee.slots[i]).ref() : nil
+    }
+
+    /// Table capacity in slots. For tests.
+    var tableCapacity: Int { state.pointee.capacity }
+
+    /// Every violated invariant, described; empty when all hold. O(table size): for tests.
+    func checkInvariants() -> [String] { state.pointee.checkInvariants() }
+}
