@@ -1,0 +1,182 @@
+/// How the write-ahead log is used: not at all, written and left to the OS,
+/// or synced to disk before a write is acknowledged.
+public enum WALMode: String, Sendable, CaseIterable {
+    case off, write, fsync
+}
+
+/// How log lines are formatted on stderr.
+public enum LogFormat: String, Sendable, CaseIterable {
+    case text, json
+}
+
+/// The complete, validated configuration of one node.
+///
+/// Obtain one from `ConfigLoader.load`, which layers defaults, the JSON
+/// file, `AEGIS_*` environment variables and `--flags`. Each property
+/// corresponds to one snake_case key; `AegisConfig.allKeys` lists them and
+/// docs/configuration.md describes them.
+public struct AegisConfig: Sendable, Equatable {
+    public var nodeID: String
+    public var bindAddr: SocketAddress
+    public var gossipBindAddr: SocketAddress
+    public var healthAddr: SocketAddress
+    /// "host:port" clients are told to use for this node; "" = derive from bind_addr.
+    public var clientAdvertiseAddr: String
+    /// "host:port" peers are told to use for this node; "" = derive from gossip_bind_addr.
+    public var gossipAdvertiseAddr: String
+    /// Gossip addresses ("host:port") of nodes to join through.
+    public var seeds: [String]
+    public var dataDir: String
+    public var replicationFactor: Int
+    public var numShards: Int
+    public var virtualNodes: Int
+    /// Megabytes of data before eviction; 0 = unlimited.
+    public var maxMemoryMB: Int
+    public var evictionRatio: Double
+    public var walMode: WALMode
+    /// "" = `<data_dir>/wal`; see `effectiveWALDir`.
+    public var walDir: String
+    public var walMaxSizeMB: Int
+    public var gossipInterval: Duration
+    public var gossipSecret: String
+    public var suspectTimeout: Duration
+    public var deadTimeout: Duration
+    public var maxConns: Int
+    /// Zero = no timeout.
+    public var readTimeout: Duration
+    /// Zero = no timeout.
+    public var writeTimeout: Duration
+    /// Zero = idle connections are never closed.
+    public var idleTimeout: Duration
+    public var replicationBatchSize: Int
+    public var replicationBatchTimeout: Duration
+    /// 0 = asynchronous replication.
+    public var writeQuorum: Int
+    public var readQuorum: Int
+    public var authToken: String
+    public var tlsEnabled: Bool
+    public var tlsCertFile: String
+    public var tlsKeyFile: String
+    public var tlsCAFile: String
+    /// Operations per second; 0 = no limit.
+    public var rateLimit: Int
+    /// 0 = same as rate_limit.
+    public var rateBurst: Int
+    public var drainTimeout: Duration
+    /// "" = no pid file.
+    public var pidFile: String
+    /// One of `AegisConfig.logLevels` (swift-log's `Logger.Level` raw values).
+    public var logLevel: String
+    public var logFormat: LogFormat
+    public var maintenanceInterval: Duration
+    /// Reactor threads; 0 = one per online CPU.
+    public var reactors: Int
+
+    /// A working single node: every default, node_id = this machine's host name.
+    public static let defaults = AegisConfig(
+        nodeID: Platform.hostName(),
+        bindAddr: SocketAddress(host: "0.0.0.0", port: 7700),
+        gossipBindAddr: SocketAddress(host: "0.0.0.0", port: 7701),
+        healthAddr: SocketAddress(host: "0.0.0.0", port: 7702),
+        clientAdvertiseAddr: "",
+        gossipAdvertiseAddr: "",
+        seeds: [],
+        dataDir: "/var/lib/aegiskv",
+        replicationFactor: 3,
+        numShards: 256,
+        virtualNodes: 128,
+        maxMemoryMB: 1024,
+        evictionRatio: 0.9,
+        walMode: .off,
+        walDir: "",
+        walMaxSizeMB: 64,
+        gossipInterval: .seconds(1),
+        gossipSecret: "",
+        suspectTimeout: .seconds(5),
+        deadTimeout: .seconds(30),
+        maxConns: 50_000,
+        readTimeout: .seconds(30),
+        writeTimeout: .seconds(30),
+        idleTimeout: .zero,
+        replicationBatchSize: 128,
+        replicationBatchTimeout: .milliseconds(5),
+        writeQuorum: 0,
+        readQuorum: 1,
+        authToken: "",
+        tlsEnabled: false,
+        tlsCertFile: "",
+        tlsKeyFile: "",
+        tlsCAFile: "",
+        rateLimit: 0,
+        rateBurst: 0,
+        drainTimeout: .seconds(10),
+        pidFile: "",
+        logLevel: "info",
+        logFormat: .text,
+        maintenanceInterval: .milliseconds(100),
+        reactors: 0
+    )
+
+    /// The log levels `log_level` accepts, least to most severe.
+    public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    /// Where WAL segments live: `wal_dir`, or `<data_dir>/wal` when it is empty.
+    public var effectiveWALDir: String {
+        if !walDir.isEmpty { return walDir }
+        if dataDir.hasSuffix("/") { return dataDir + "wal" }
+        return dataDir + "/wal"
+    }
+
+    /// `rate_burst`, or `rate_limit` when the burst is 0.
+    public var effectiveRateBurst: Int { rateBurst == 0 ? rateLimit : rateBurst }
+
+    /// Every accepted key (snake_case), in documentation order. The alias
+    /// `addrs` (for `seeds`) is not listed; see `keyAliases`.
+    public static let allKeys: [String] = ConfigKeys.all.map(\.name)
+
+    /// Other names accepted in the JSON file: alias → key.
+    public static let keyAliases: [String: String] = ["addrs": "seeds"]
+
+    /// Keys that take effect only when the process restarts. A SIGHUP reload
+    /// applies every other key at once.
+    public static let restartRequiredKeys: Set<String> = [
+        "node_id", "bind_addr", "gossip_bind_addr", "health_addr",
+        "client_advertise_addr", "gossip_advertise_addr",
+        "data_dir", "wal_mode", "wal_dir", "wal_max_size_mb",
+        "replication_factor", "num_shards", "virtual_nodes",
+        "write_quorum", "read_quorum", "replication_batch_size", "replication_batch_timeout",
+        "gossip_secret", "auth_token",
+        "tls_enabled", "tls_cert_file", "tls_key_file", "tls_ca_file",
+        "pid_file", "reactors", "log_format",
+    ]
+
+    /// Keys that a SIGHUP reload applies at once: every key not in `restartRequiredKeys`.
+    public static let reloadableKeys: [String] = allKeys.filter { !restartRequiredKeys.contains($0) }
+
+    /// Config keys (snake_case, in `allKeys` order) whose values differ between the two.
+    public func changedKeys(from other: AegisConfig) -> [String] {
+        ConfigKeys.all.filter { $0.value(self) != $0.value(other) }.map(\.name)
+    }
+
+    /// The value of `key` as text (durations as "30s", lists comma-separated),
+    /// with `auth_token` and `gossip_secret` shown as "<redacted>" when set.
+    /// Nil for an unknown key. Meant for log lines such as reload reports.
+    public func displayValue(forKey key: String) -> String? {
+        guard let spec = ConfigKeys.byName[key] else { return nil }
+        let value = spec.value(self)
+        if spec.isSecret, value != .string("") { return "<redacted>" }
+        return value.text
+    }
+
+    /// The whole configuration as a JSON object, one key per line in
+    /// `allKeys` order, secrets redacted unless asked otherwise. Loading it
+    /// back as a file gives the same configuration (when not redacted).
+    public func jsonDescription(redactingSecrets: Bool = true) -> String {
+        let lines = ConfigKeys.all.map { spec -> String in
+            let value = spec.value(self)
+            let json = spec.isSecret && redactingSecrets && value != .string("") ? quoted("<redacted>") : value.json
+            return "  \(quoted(spec.name)): \(json)"
+        }
+        return "{\n" + lines.joined(separator: ",\n") + "\n}"
+    }
+}

@@ -1,0 +1,160 @@
+import ArgumentParser
+
+/// Every configuration key as a `--kebab-case` option taking text. The text
+/// is parsed and validated by `ConfigLoader`, so a bad flag is reported in
+/// the same words as a bad file value or environment variable. Include it in
+/// a command with `@OptionGroup var config: ConfigFlags`.
+public struct ConfigFlags: ParsableArguments {
+    @Option(name: .customLong("node-id"), help: ConfigFlags.help("node_id", "id"))
+    public var nodeID: String?
+    @Option(name: .customLong("bind-addr"), help: ConfigFlags.help("bind_addr", "host:port"))
+    public var bindAddr: String?
+    @Option(name: .customLong("gossip-bind-addr"), help: ConfigFlags.help("gossip_bind_addr", "host:port"))
+    public var gossipBindAddr: String?
+    @Option(name: .customLong("health-addr"), help: ConfigFlags.help("health_addr", "host:port"))
+    public var healthAddr: String?
+    @Option(name: .customLong("client-advertise-addr"), help: ConfigFlags.help("client_advertise_addr", "host:port"))
+    public var clientAdvertiseAddr: String?
+    @Option(name: .customLong("gossip-advertise-addr"), help: ConfigFlags.help("gossip_advertise_addr", "host:port"))
+    public var gossipAdvertiseAddr: String?
+    @Option(name: .customLong("seeds"), help: ConfigFlags.help("seeds", "host:port,..."))
+    public var seeds: String?
+    @Option(name: .customLong("data-dir"), help: ConfigFlags.help("data_dir", "dir"))
+    public var dataDir: String?
+    @Option(name: .customLong("replication-factor"), help: ConfigFlags.help("replication_factor", "n"))
+    public var replicationFactor: String?
+    @Option(name: .customLong("num-shards"), help: ConfigFlags.help("num_shards", "n"))
+    public var numShards: String?
+    @Option(name: .customLong("virtual-nodes"), help: ConfigFlags.help("virtual_nodes", "n"))
+    public var virtualNodes: String?
+    @Option(name: .customLong("max-memory-mb"), help: ConfigFlags.help("max_memory_mb", "n"))
+    public var maxMemoryMB: String?
+    @Option(name: .customLong("eviction-ratio"), help: ConfigFlags.help("eviction_ratio", "ratio"))
+    public var evictionRatio: String?
+    @Option(name: .customLong("wal-mode"), help: ConfigFlags.help("wal_mode", "mode"))
+    public var walMode: String?
+    @Option(name: .customLong("wal-dir"), help: ConfigFlags.help("wal_dir", "dir"))
+    public var walDir: String?
+    @Option(name: .customLong("wal-max-size-mb"), help: ConfigFlags.help("wal_max_size_mb", "n"))
+    public var walMaxSizeMB: String?
+    @Option(name: .customLong("gossip-interval"), help: ConfigFlags.help("gossip_interval", "duration"))
+    public var gossipInterval: String?
+    @Option(name: .customLong("gossip-secret"), help: ConfigFlags.help("gossip_secret", "secret"))
+    public var gossipSecret: String?
+    @Option(name: .customLong("suspect-timeout"), help: ConfigFlags.help("suspect_timeout", "duration"))
+    public var suspectTimeout: String?
+    @Option(name: .customLong("dead-timeout"), help: ConfigFlags.help("dead_timeout", "duration"))
+    public var deadTimeout: String?
+    @Option(name: .customLong("max-conns"), help: ConfigFlags.help("max_conns", "n"))
+    public var maxConns: String?
+    @Option(name: .customLong("read-timeout"), help: ConfigFlags.help("read_timeout", "duration"))
+    public var readTimeout: String?
+    @Option(name: .customLong("write-timeout"), help: ConfigFlags.help("write_timeout", "duration"))
+    public var writeTimeout: String?
+    @Option(name: .customLong("idle-timeout"), help: ConfigFlags.help("idle_timeout", "duration"))
+    public var idleTimeout: String?
+    @Option(name: .customLong("replication-batch-size"), help: ConfigFlags.help("replication_batch_size", "n"))
+    public var replicationBatchSize: String?
+    @Option(name: .customLong("replication-batch-timeout"), help: ConfigFlags.help("replication_batch_timeout", "duration"))
+    public var replicationBatchTimeout: String?
+    @Option(name: .customLong("write-quorum"), help: ConfigFlags.help("write_quorum", "n"))
+    public var writeQuorum: String?
+    @Option(name: .customLong("read-quorum"), help: ConfigFlags.help("read_quorum", "n"))
+    public var readQuorum: String?
+    @Option(name: .customLong("auth-token"), help: ConfigFlags.help("auth_token", "secret"))
+    public var authToken: String?
+    @Option(name: .customLong("tls-enabled"), help: ConfigFlags.help("tls_enabled", "bool"))
+    public var tlsEnabled: String?
+    @Option(name: .customLong("tls-cert-file"), help: ConfigFlags.help("tls_cert_file", "path"))
+    public var tlsCertFile: String?
+    @Option(name: .customLong("tls-key-file"), help: ConfigFlags.help("tls_key_file", "path"))
+    public var tlsKeyFile: String?
+    @Option(name: .customLong("tls-ca-file"), help: ConfigFlags.help("tls_ca_file", "path"))
+    public var tlsCAFile: String?
+    @Option(name: .customLong("rate-limit"), help: ConfigFlags.help("rate_limit", "n"))
+    public var rateLimit: String?
+    @Option(name: .customLong("rate-burst"), help: ConfigFlags.help("rate_burst", "n"))
+    public var rateBurst: String?
+    @Option(name: .customLong("drain-timeout"), help: ConfigFlags.help("drain_timeout", "duration"))
+    public var drainTimeout: String?
+    @Option(name: .customLong("pid-file"), help: ConfigFlags.help("pid_file", "path"))
+    public var pidFile: String?
+    @Option(name: .customLong("log-level"), help: ConfigFlags.help("log_level", "level"))
+    public var logLevel: String?
+    @Option(name: .customLong("log-format"), help: ConfigFlags.help("log_format", "format"))
+    public var logFormat: String?
+    @Option(name: .customLong("maintenance-interval"), help: ConfigFlags.help("maintenance_interval", "duration"))
+    public var maintenanceInterval: String?
+    @Option(name: .customLong("reactors"), help: ConfigFlags.help("reactors", "n"))
+    public var reactors: String?
+
+    /// No flags. (ArgumentParser also calls this to read the option
+    /// definitions; use `ConfigFlags.parse(arguments)` for real arguments.)
+    public init() {}
+
+    static func help(_ key: String, _ valueName: String) -> ArgumentHelp {
+        let meaning = ConfigKeys.byName[key]?.meaning ?? ""
+        return ArgumentHelp("\(meaning) (\(key); env \(ConfigLoader.environmentVariable(forKey: key)))", valueName: valueName)
+    }
+
+    /// The flags given, as (key, text) pairs in `AegisConfig.allKeys` order.
+    var values: [(key: String, value: String)] {
+        guard isParsed else { return [] }
+        let all: [(String, String?)] = [
+            ("node_id", nodeID),
+            ("bind_addr", bindAddr),
+            ("gossip_bind_addr", gossipBindAddr),
+            ("health_addr", healthAddr),
+            ("client_advertise_addr", clientAdvertiseAddr),
+            ("gossip_advertise_addr", gossipAdvertiseAddr),
+            ("seeds", seeds),
+            ("data_dir", dataDir),
+            ("replication_factor", replicationFactor),
+            ("num_shards", numShards),
+            ("virtual_nodes", virtualNodes),
+            ("max_memory_mb", maxMemoryMB),
+            ("eviction_ratio", evictionRatio),
+            ("wal_mode", walMode),
+            ("wal_dir", walDir),
+            ("wal_max_size_mb", walMaxSizeMB),
+            ("gossip_interval", gossipInterval),
+            ("gossip_secret", gossipSecret),
+            ("suspect_timeout", suspectTimeout),
+            ("dead_timeout", deadTimeout),
+            ("max_conns", maxConns),
+            ("read_timeout", readTimeout),
+            ("write_timeout", writeTimeout),
+            ("idle_timeout", idleTimeout),
+            ("replication_batch_size", replicationBatchSize),
+            ("replication_batch_timeout", replicationBatchTimeout),
+            ("write_quorum", writeQuorum),
+            ("read_quorum", readQuorum),
+            ("auth_token", authToken),
+            ("tls_enabled", tlsEnabled),
+            ("tls_cert_file", tlsCertFile),
+            ("tls_key_file", tlsKeyFile),
+            ("tls_ca_file", tlsCAFile),
+            ("rate_limit", rateLimit),
+            ("rate_burst", rateBurst),
+            ("drain_timeout", drainTimeout),
+            ("pid_file", pidFile),
+            ("log_level", logLevel),
+            ("log_format", logFormat),
+            ("maintenance_interval", maintenanceInterval),
+            ("reactors", reactors),
+        ]
+        return all.compactMap { key, value in value.map { (key, $0) } }
+    }
+
+    /// False for a value made with `init()` rather than by parsing arguments.
+    /// Its property wrappers still hold ArgumentParser's definitions, and
+    /// reading one would trap, so `ConfigFlags()` must be recognised as "no
+    /// flags" without touching them. Mirror reads the wrapper's storage
+    /// (`_parsedValue`, an enum whose case is `value` once parsed).
+    private var isParsed: Bool {
+        guard let wrapper = Mirror(reflecting: self).children.first?.value,
+              let storage = Mirror(reflecting: wrapper).children.first?.value
+        else { return false }
+        return Mirror(reflecting: storage).children.first?.label == "value"
+    }
+}
