@@ -319,9 +319,9 @@ extension KeySpec {
             switch ValueParsers.list(raw, expected: expected) {
             case .failure(let problem): return problem
             case .success(let items):
-                for item in items {
+                for (position, item) in items.enumerated() {
                     if let problem = AddressSyntax.checkPeer(item) {
-                        return ValueProblem(expected: expected, got: raw.summary, detail: "\(quoted(item)): \(problem.detail)")
+                        return ValueProblem(expected: expected, got: "\(quoted(item)) as entry \(position + 1)", detail: problem.detail)
                     }
                 }
                 config[keyPath: path] = items
