@@ -73,6 +73,7 @@ let package = Package(
         .testTarget(
             name: "AegisServerTests",
             dependencies: ["AegisServer", "AegisProtocol", "CSupport"],
+            exclude: ["python"],
             swiftSettings: strictSwift
         ),
     ]

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +24,13 @@ int aegis_pin_current_thread(int cpu) {
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     return -pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+int aegis_set_current_thread_name(const char *name) {
+    char truncated[16];
+    strncpy(truncated, name, sizeof truncated - 1);
+    truncated[sizeof truncated - 1] = 0;
+    return -pthread_setname_np(pthread_self(), truncated);
 }
 
 long aegis_raise_nofile_limit(void) {

@@ -63,6 +63,8 @@ int aegis_socket_abort_on_close(int fd);
 int aegis_online_cpus(void);
 /// Pins the calling thread to one CPU.
 int aegis_pin_current_thread(int cpu);
+/// Names the calling thread (visible in top -H and /proc; at most 15 bytes used).
+int aegis_set_current_thread_name(const char *name);
 /// Raises RLIMIT_NOFILE's soft limit to its hard limit; returns the new soft limit.
 long aegis_raise_nofile_limit(void);
 /// Blocks SIGINT, SIGTERM, SIGHUP and SIGPIPE in the calling thread (threads

@@ -1,0 +1,108 @@
+import AegisProtocol
+import AegisStore
+
+/// Stage 1 and 2 for AegisKV binary v1 connections (wire-protocol.md):
+/// parse one frame, answer connection-level commands here, and run GET, SET
+/// and DEL on the shard owner.
+extension Reactor {
+    /// Returns the bytes consumed (0 when the frame is incomplete).
+    func intakeBinary(_ connection: Connection, _ view: UnsafeRawBufferPointer) -> Int {
+        switch BinaryFrameParser.parse(view, limits: binaryLimits) {
+        case .incomplete:
+            return 0
+        case .invalid(let message, let requestID):
+            // A broken frame leaves no way to find the next one: answer where
+            // the request id is known, then close this connection only.
+            counters.protocolErrors &+= 1
+            withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: requestID ?? 0, errorText: message, into: $0) }
+            connection.closeAfterFlush = true
+            return view.count
+        case .complete(let frame):
+            counters.commands &+= 1
+            dispatchBinary(connection, frame, request: UnsafeRawBufferPointer(rebasing: view[0..<frame.frameLength]))
+            return frame.frameLength
+        }
+    }
+
+    private func dispatchBinary(_ connection: Connection, _ frame: BinaryRequest, request: UnsafeRawBufferPointer) {
+        guard let command = BinaryCommand(rawValue: frame.commandCode) else {
+            withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: "unknown command code \(frame.commandCode)", into: $0) }
+            return
+        }
+        if !connection.authenticated && command != .auth {
+            withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, error: "authentication required: send AUTH first", into: $0) }
+            return
+        }
+        switch command {
+        case .get, .set, .del:
+            let key = UnsafeRawBufferPointer(rebasing: request[frame.keyOffset..<(frame.keyOffset + frame.keyLength)])
+            let hash = KeyHash.hash(key)
+            let shard = KeyHash.shard(of: hash, shardCount: shards.count)
+            let target = owner(ofShard: shard)
+            if target == index {
+                withReply(connection) { executeBinaryKeyed(frame, request: request, into: $0) }
+            } else {
+                forward(to: target, connection: connection, bytes: request)
+            }
+        case .ping:
+            withReply(connection) { BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, into: $0) }
+        case .stats:
+            let totals = node.totals()
+            let text = "{\"items\":\(totals.items),\"used_memory_bytes\":\(totals.usedMemoryBytes),\"connections\":\(totals.connections),\"commands\":\(totals.commands),\"evictions\":\(totals.evictions),\"expired\":\(totals.expired),\"keyspace_hits\":\(totals.keyspaceHits),\"keyspace_misses\":\(totals.keyspaceMisses)}"
+            withReply(connection) { out in
+                var json = text
+                json.withUTF8 { BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, value: UnsafeRawBufferPointer($0), into: out) }
+            }
+        case .auth:
+            let token = node.config.authToken
+            let value = UnsafeRawBufferPointer(rebasing: request[frame.valueOffset..<(frame.valueOffset + frame.valueLength)])
+            if token.isEmpty {
+                connection.authenticated = true
+                withReply(connection) { BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, into: $0) }
+            } else if constantTimeEquals(value, token) {
+                connection.authenticated = true
+                withReply(connection) { BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, into: $0) }
+            } else {
+                withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, error: "invalid auth token", into: $0) }
+            }
+        case .pong, .redirect:
+            withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: "command code \(frame.commandCode) is reserved", into: $0) }
+        case .replicate, .replicateAck, .sync, .syncAck:
+            withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: "command code \(frame.commandCode) is node-to-node only and not accepted on the client port", into: $0) }
+        }
+    }
+
+    /// GET, SET or DEL on a shard this reactor owns (local or forwarded).
+    func executeBinaryKeyed(_ frame: BinaryRequest, request: UnsafeRawBufferPointer, into out: WireBuffer) {
+        let key = UnsafeRawBufferPointer(rebasing: request[frame.keyOffset..<(frame.keyOffset + frame.keyLength)])
+        let hash = KeyHash.hash(key)
+        let shard = KeyHash.shard(of: hash, shardCount: shards.count)
+        guard let store = shards[shard] else {
+            preconditionFailure("shard \(shard) routed to reactor \(index), which does not own it")
+        }
+        switch BinaryCommand(rawValue: frame.commandCode) {
+        case .get:
+            if let entry = store.get(key, hash: hash, nowMs: now) {
+                counters.keyspaceHits &+= 1
+                let ttl = entry.expiryMs == 0 ? 0 : max(entry.expiryMs - now, 1)
+                BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, value: entry.value, ttlMs: ttl, version: entry.version.packed, into: out)
+            } else {
+                counters.keyspaceMisses &+= 1
+                BinaryResponseWriter.write(status: .notFound, requestID: frame.requestID, into: out)
+            }
+        case .set:
+            guard frame.ttlMs >= 0, let expiry = frame.ttlMs == 0 ? 0 : absoluteExpiry(frame.ttlMs, unit: .milliseconds) else {
+                BinaryResponseWriter.write(status: .error, requestID: frame.requestID, error: "invalid ttl: must be 0 (no expiry) or a positive number of milliseconds", into: out)
+                return
+            }
+            let value = UnsafeRawBufferPointer(rebasing: request[frame.valueOffset..<(frame.valueOffset + frame.valueLength)])
+            let version = store.set(key, hash: hash, value: value, expiryMs: expiry, nowMs: now)
+            BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, version: version.packed, into: out)
+        case .del:
+            store.delete(key, hash: hash, nowMs: now)
+            BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, into: out)
+        default:
+            preconditionFailure("binary command \(frame.commandCode) is not keyed")
+        }
+    }
+}

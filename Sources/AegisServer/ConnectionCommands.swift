@@ -1,0 +1,327 @@
+import AegisConfig
+import AegisProtocol
+import CSupport
+import Glibc
+
+/// Stage 2 for commands about the connection or the node rather than a key;
+/// the reactor holding the connection answers them itself.
+extension Reactor {
+    static let version = "0.1.0"
+    /// The Redis version whose command set and replies this node follows,
+    /// reported where clients look for one.
+    static let redisCompatibleVersion = "7.0.0"
+
+    func executeConnectionCommand(_ command: RESPCommand, _ args: ArgumentsView, _ connection: Connection, into out: WireBuffer) {
+        switch command {
+        case .ping:
+            if args.count == 1 {
+                RESPWriter.simpleString("PONG", into: out)
+            } else if args.count == 2 {
+                RESPWriter.bulk(args.bytes(1), into: out)
+            } else {
+                RESPWriter.error("ERR wrong number of arguments for 'ping' command", into: out)
+            }
+        case .echo:
+            RESPWriter.bulk(args.bytes(1), into: out)
+        case .hello:
+            executeHello(args, connection, into: out)
+        case .auth:
+            guard args.count <= 3 else {
+                RESPWriter.error("ERR syntax error", into: out)
+                return
+            }
+            authenticate(connection, user: args.count == 3 ? args.string(1) : nil, password: args.bytes(args.count - 1), into: out)
+        case .select:
+            guard let database = args.integer(1) else {
+                RESPWriter.error("ERR value is not an integer or out of range", into: out)
+                return
+            }
+            if database == 0 { RESPWriter.simpleString("OK", into: out) } else { RESPWriter.error("ERR DB index is out of range", into: out) }
+        case .quit:
+            RESPWriter.simpleString("OK", into: out)
+            connection.closeAfterFlush = true
+        case .client:
+            executeClient(args, connection, into: out)
+        case .command:
+            executeCommandIntrospection(args, connection, into: out)
+        case .info:
+            RESPWriter.verbatim(infoText(sections: (1..<args.count).map { args.string($0).lowercased() }), connection.respVersion, into: out)
+        case .config:
+            executeConfig(args, connection, into: out)
+        case .time:
+            var now = timeval()
+            gettimeofday(&now, nil)
+            RESPWriter.arrayHeader(2, into: out)
+            RESPWriter.bulk(string: String(now.tv_sec), into: out)
+            RESPWriter.bulk(string: String(now.tv_usec), into: out)
+        default:
+            preconditionFailure("\(command) is not a connection command")
+        }
+    }
+
+    private func authenticate(_ connection: Connection, user: String?, password: UnsafeRawBufferPointer, into out: WireBuffer) {
+        let token = node.config.authToken
+        if token.isEmpty {
+            RESPWriter.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?", into: out)
+            return
+        }
+        if (user == nil || user == "default") && constantTimeEquals(password, token) {
+            connection.authenticated = true
+            RESPWriter.simpleString("OK", into: out)
+        } else {
+            RESPWriter.error("WRONGPASS invalid username-password pair or user is disabled.", into: out)
+        }
+    }
+
+    /// HELLO [protover [AUTH user pass] [SETNAME name]]
+    private func executeHello(_ args: ArgumentsView, _ connection: Connection, into out: WireBuffer) {
+        var version = connection.respVersion
+        var i = 1
+        if args.count >= 2 {
+            guard let requested = args.integer(1) else {
+                RESPWriter.error("ERR Protocol version is not an integer or out of range", into: out)
+                return
+            }
+            guard requested == 2 || requested == 3 else {
+                RESPWriter.error("NOPROTO unsupported protocol version", into: out)
+                return
+            }
+            version = requested == 3 ? .resp3 : .resp2
+            i = 2
+        }
+        var newName: String? = nil
+        while i < args.count {
+            if args.matches(i, "AUTH") && i + 2 < args.count {
+                let scratch = WireBuffer()
+                authenticate(connection, user: args.string(i + 1), password: args.bytes(i + 2), into: scratch)
+                if !connection.authenticated {
+                    out.append(scratch.readableView)
+                    return
+                }
+                i += 3
+            } else if args.matches(i, "SETNAME") && i + 1 < args.count {
+                newName = args.string(i + 1)
+                i += 2
+            } else {
+                RESPWriter.error(string: "ERR Syntax error in HELLO option '\(args.string(i))'", into: out)
+                return
+            }
+        }
+        if !connection.authenticated {
+            RESPWriter.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time", into: out)
+            return
+        }
+        if let newName {
+            guard isValidClientName(newName) else {
+                RESPWriter.error("ERR Client names cannot contain spaces, newlines or special characters.", into: out)
+                return
+            }
+            connection.name = newName.isEmpty ? nil : newName
+        }
+        connection.wire = version == .resp3 ? .resp3 : .resp2
+        RESPWriter.mapHeader(7, version, into: out)
+        RESPWriter.bulk(string: "server", into: out); RESPWriter.bulk(string: "aegiskv", into: out)
+        RESPWriter.bulk(string: "version", into: out); RESPWriter.bulk(string: Self.version, into: out)
+        RESPWriter.bulk(string: "proto", into: out); RESPWriter.integer(version == .resp3 ? 3 : 2, into: out)
+        RESPWriter.bulk(string: "id", into: out); RESPWriter.integer(connection.clientID, into: out)
+        RESPWriter.bulk(string: "mode", into: out); RESPWriter.bulk(string: "standalone", into: out)
+        RESPWriter.bulk(string: "role", into: out); RESPWriter.bulk(string: "master", into: out)
+        RESPWriter.bulk(string: "modules", into: out); RESPWriter.arrayHeader(0, into: out)
+    }
+
+    private func isValidClientName(_ name: String) -> Bool {
+        name.utf8.allSatisfy { $0 > 32 && $0 < 127 }
+    }
+
+    private func executeClient(_ args: ArgumentsView, _ connection: Connection, into out: WireBuffer) {
+        if args.matches(1, "SETNAME") && args.count == 3 {
+            let name = args.string(2)
+            guard isValidClientName(name) else {
+                RESPWriter.error("ERR Client names cannot contain spaces, newlines or special characters.", into: out)
+                return
+            }
+            connection.name = name.isEmpty ? nil : name
+            RESPWriter.simpleString("OK", into: out)
+        } else if args.matches(1, "GETNAME") && args.count == 2 {
+            if let name = connection.name { RESPWriter.bulk(string: name, into: out) } else { RESPWriter.null(connection.respVersion, into: out) }
+        } else if args.matches(1, "ID") && args.count == 2 {
+            RESPWriter.integer(connection.clientID, into: out)
+        } else if args.matches(1, "SETINFO") && args.count == 4 {
+            // Client libraries announce their name and version; accepted, not stored.
+            RESPWriter.simpleString("OK", into: out)
+        } else {
+            RESPWriter.error(string: "ERR unknown subcommand or wrong number of arguments for '\(args.string(1))'. Try CLIENT HELP.", into: out)
+        }
+    }
+
+    /// COMMAND, COMMAND COUNT, COMMAND INFO name..., COMMAND DOCS: enough for
+    /// redis-cli, redis-benchmark and client libraries that introspect.
+    private func executeCommandIntrospection(_ args: ArgumentsView, _ connection: Connection, into out: WireBuffer) {
+        let all = RESPCommand.allCases.filter { $0 != .unknown }
+        if args.count == 1 {
+            RESPWriter.arrayHeader(all.count, into: out)
+            for command in all { writeCommandInfo(command, into: out) }
+        } else if args.matches(1, "COUNT") && args.count == 2 {
+            RESPWriter.integer(all.count, into: out)
+        } else if args.matches(1, "INFO") {
+            RESPWriter.arrayHeader(args.count - 2, into: out)
+            for i in 2..<args.count {
+                let command = RESPCommand.lookup(args.bytes(i))
+                if command == .unknown { RESPWriter.null(connection.respVersion, into: out) } else { writeCommandInfo(command, into: out) }
+            }
+        } else if args.matches(1, "DOCS") {
+            // No per-command documentation is served; an empty map is a valid answer.
+            RESPWriter.mapHeader(0, connection.respVersion, into: out)
+        } else {
+            RESPWriter.error(string: "ERR unknown subcommand '\(args.string(1))'. Try COMMAND HELP.", into: out)
+        }
+    }
+
+    private func writeCommandInfo(_ command: RESPCommand, into out: WireBuffer) {
+        RESPWriter.arrayHeader(10, into: out)
+        RESPWriter.bulk(string: command.name, into: out)
+        RESPWriter.integer(command.arity, into: out)
+        var flags: [StaticString] = [command.isWrite ? "write" : "readonly"]
+        if command.routing == .keyed { flags.append("fast") }
+        if command.allowedBeforeAuth { flags.append("no-auth") }
+        RESPWriter.arrayHeader(flags.count, into: out)
+        for flag in flags { RESPWriter.simpleString(flag, into: out) }
+        let (first, last, step): (Int, Int, Int)
+        switch command.routing {
+        case .keyed: (first, last, step) = (1, 1, 1)
+        case .multiKey: (first, last, step) = command == .mset ? (1, -1, 2) : (1, -1, 1)
+        default: (first, last, step) = (0, 0, 0)
+        }
+        RESPWriter.integer(first, into: out)
+        RESPWriter.integer(last, into: out)
+        RESPWriter.integer(step, into: out)
+        for _ in 0..<4 { RESPWriter.arrayHeader(0, into: out) }
+    }
+
+    /// CONFIG GET pattern...: this node's settings under their config-file
+    /// names, plus the Redis names tools ask for (maxmemory, save, appendonly).
+    private func executeConfig(_ args: ArgumentsView, _ connection: Connection, into out: WireBuffer) {
+        guard args.matches(1, "GET"), args.count >= 3 else {
+            if args.matches(1, "SET") {
+                RESPWriter.error("ERR CONFIG SET is not supported: edit the config file and send SIGHUP, or restart", into: out)
+            } else {
+                RESPWriter.error(string: "ERR unknown subcommand or wrong number of arguments for '\(args.string(1))'. Try CONFIG HELP.", into: out)
+            }
+            return
+        }
+        let settings = configSettings()
+        var matched: [(String, String)] = []
+        for (name, value) in settings {
+            for i in 2..<args.count where globMatch(pattern: args.string(i).lowercased(), subject: name) {
+                matched.append((name, value))
+                break
+            }
+        }
+        RESPWriter.mapHeader(matched.count, connection.respVersion, into: out)
+        for (name, value) in matched {
+            RESPWriter.bulk(string: name, into: out)
+            RESPWriter.bulk(string: value, into: out)
+        }
+    }
+
+    private func configSettings() -> [(String, String)] {
+        let c = node.config
+        func duration(_ d: Duration) -> String { "\(d.milliseconds)ms" }
+        return [
+            ("node_id", c.nodeID), ("bind_addr", c.bindAddr.description), ("gossip_bind_addr", c.gossipBindAddr.description),
+            ("health_addr", c.healthAddr.description), ("client_advertise_addr", c.clientAdvertiseAddr),
+            ("gossip_advertise_addr", c.gossipAdvertiseAddr), ("seeds", c.seeds.joined(separator: ",")),
+            ("data_dir", c.dataDir), ("replication_factor", String(c.replicationFactor)), ("num_shards", String(c.numShards)),
+            ("virtual_nodes", String(c.virtualNodes)), ("max_memory_mb", String(c.maxMemoryMB)),
+            ("eviction_ratio", String(c.evictionRatio)), ("wal_mode", c.walMode.rawValue), ("wal_dir", c.effectiveWALDir),
+            ("wal_max_size_mb", String(c.walMaxSizeMB)), ("gossip_interval", duration(c.gossipInterval)),
+            ("suspect_timeout", duration(c.suspectTimeout)), ("dead_timeout", duration(c.deadTimeout)),
+            ("max_conns", String(c.maxConns)), ("read_timeout", duration(c.readTimeout)), ("write_timeout", duration(c.writeTimeout)),
+            ("idle_timeout", duration(c.idleTimeout)), ("replication_batch_size", String(c.replicationBatchSize)),
+            ("replication_batch_timeout", duration(c.replicationBatchTimeout)), ("write_quorum", String(c.writeQuorum)),
+            ("read_quorum", String(c.readQuorum)), ("tls_enabled", c.tlsEnabled ? "true" : "false"),
+            ("rate_limit", String(c.rateLimit)), ("rate_burst", String(c.rateBurst)), ("drain_timeout", duration(c.drainTimeout)),
+            ("pid_file", c.pidFile), ("log_level", c.logLevel), ("log_format", c.logFormat.rawValue),
+            ("maintenance_interval", duration(c.maintenanceInterval)), ("reactors", String(node.reactorCount)),
+            // Redis names that tools read.
+            ("maxmemory", String(c.maxMemoryMB * 1024 * 1024)), ("maxmemory-policy", "s3-fifo"),
+            ("maxclients", String(c.maxConns)), ("save", ""), ("appendonly", c.walMode == .off ? "no" : "yes"),
+            ("appendfsync", c.walMode == .fsync ? "always" : "no"), ("databases", "1"),
+            ("timeout", String(c.idleTimeout.milliseconds / 1000)),
+        ]
+    }
+
+    func infoText(sections requested: [String]) -> String {
+        let all = requested.isEmpty || requested.contains("all") || requested.contains("everything") || requested.contains("default")
+        func wants(_ section: String) -> Bool { all || requested.contains(section) }
+        let totals = node.totals()
+        let config = node.config
+        let uptimeSeconds = (aegis_now_ms_coarse() - node.startedAtMs) / 1000
+        var lines: [String] = []
+        if wants("server") {
+            lines += ["# Server", "aegiskv_version:\(Self.version)", "redis_version:\(Self.redisCompatibleVersion)",
+                      "redis_mode:standalone", "os:Linux", "arch_bits:64", "multiplexing_api:epoll",
+                      "process_id:\(getpid())", "run_id:\(config.nodeID)", "tcp_port:\(node.boundClientPort.load(ordering: .relaxed))",
+                      "uptime_in_seconds:\(uptimeSeconds)", "uptime_in_days:\(uptimeSeconds / 86400)",
+                      "reactors:\(node.reactorCount)", "num_shards:\(config.numShards)", ""]
+        }
+        if wants("clients") {
+            lines += ["# Clients", "connected_clients:\(totals.connections)", "maxclients:\(config.maxConns)", ""]
+        }
+        if wants("memory") {
+            let rss = residentSetBytes()
+            lines += ["# Memory", "used_memory:\(totals.usedMemoryBytes)", "used_memory_human:\(humanBytes(totals.usedMemoryBytes))",
+                      "used_memory_rss:\(rss)", "used_memory_rss_human:\(humanBytes(rss))",
+                      "maxmemory:\(config.maxMemoryMB * 1024 * 1024)", "maxmemory_human:\(humanBytes(config.maxMemoryMB * 1024 * 1024))",
+                      "maxmemory_policy:s3-fifo", "eviction_ratio:\(config.evictionRatio)", ""]
+        }
+        if wants("stats") {
+            lines += ["# Stats", "total_connections_received:\(totals.connectionsAccepted)",
+                      "total_commands_processed:\(totals.commands)",
+                      "total_net_input_bytes:\(totals.bytesIn)", "total_net_output_bytes:\(totals.bytesOut)",
+                      "rejected_connections:\(totals.connectionsRejected)", "expired_keys:\(totals.expired)",
+                      "evicted_keys:\(totals.evictions)", "keyspace_hits:\(totals.keyspaceHits)",
+                      "keyspace_misses:\(totals.keyspaceMisses)", "forwarded_requests:\(totals.forwardedRequests)",
+                      "protocol_errors:\(totals.protocolErrors)", ""]
+        }
+        if wants("keyspace") {
+            lines.append("# Keyspace")
+            if totals.items > 0 { lines.append("db0:keys=\(totals.items)") }
+            lines.append("")
+        }
+        return lines.joined(separator: "\r\n")
+    }
+}
+
+func humanBytes(_ bytes: Int) -> String {
+    let units = ["B", "K", "M", "G", "T"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+    if unit == 0 { return "\(bytes)B" }
+    let hundredths = Int((value * 100).rounded())
+    let fraction = hundredths % 100
+    return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)\(units[unit])"
+}
+
+/// Resident set size of this process, from /proc/self/statm.
+func residentSetBytes() -> Int {
+    let fd = open("/proc/self/statm", O_RDONLY)
+    guard fd >= 0 else { return 0 }
+    defer { Glibc.close(fd) }
+    var buffer = [UInt8](repeating: 0, count: 128)
+    let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, 127) }
+    guard count > 0 else { return 0 }
+    let fields = String(decoding: buffer[0..<count], as: UTF8.self).split(separator: " ")
+    guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+func constantTimeEquals(_ given: UnsafeRawBufferPointer, _ expected: String) -> Bool {
+    var difference = UInt8(given.count == expected.utf8.count ? 0 : 1)
+    let expectedBytes = Array(expected.utf8)
+    for i in 0..<given.count {
+        difference |= given[i] ^ (i < expectedBytes.count ? expectedBytes[i] : 0)
+    }
+    return difference == 0
+}

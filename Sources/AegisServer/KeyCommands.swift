@@ -1,0 +1,422 @@
+import AegisProtocol
+import AegisStore
+
+/// Stage 2: commands on keys, run by the reactor that owns the shard. The
+/// same code serves a local request and one forwarded from another reactor.
+extension Reactor {
+    /// Runs a command whose keys (or cursor shard) this reactor owns.
+    func executeOwned(_ command: RESPCommand, _ args: ArgumentsView, version: RESPVersion, into out: WireBuffer) {
+        switch command {
+        case .flushall, .flushdb:
+            if args.count > 2 || (args.count == 2 && !args.matches(1, "ASYNC") && !args.matches(1, "SYNC")) {
+                RESPWriter.error("ERR syntax error", into: out)
+                return
+            }
+            for shard in ownedShardIndices { shards[shard]!.removeAll() }
+            RESPWriter.simpleString("OK", into: out)
+        case .dbsize:
+            var items = 0
+            for shard in ownedShardIndices { items += shards[shard]!.count }
+            RESPWriter.integer(items, into: out)
+        case .scan:
+            executeScan(args, into: out)
+        default:
+            let hash = KeyHash.hash(args.bytes(1))
+            let shard = KeyHash.shard(of: hash, shardCount: shards.count)
+            guard let store = shards[shard] else {
+                preconditionFailure("shard \(shard) routed to reactor \(index), which does not own it")
+            }
+            executeKeyed(command, args, store: store, hash: hash, version: version, into: out)
+        }
+    }
+
+    func executeKeyed(_ command: RESPCommand, _ args: ArgumentsView, store: ShardStore, hash: UInt64, version: RESPVersion, into out: WireBuffer) {
+        let key = args.bytes(1)
+        switch command {
+        case .get:
+            if let entry = store.get(key, hash: hash, nowMs: now) {
+                counters.keyspaceHits &+= 1
+                RESPWriter.bulk(entry.value, into: out)
+            } else {
+                counters.keyspaceMisses &+= 1
+                RESPWriter.null(version, into: out)
+            }
+        case .set:
+            executeSet(args, store: store, hash: hash, version: version, into: out)
+        case .setnx:
+            if store.get(key, hash: hash, nowMs: now) != nil {
+                RESPWriter.integer(0, into: out)
+            } else {
+                store.set(key, hash: hash, value: args.bytes(2), expiryMs: 0, nowMs: now)
+                RESPWriter.integer(1, into: out)
+            }
+        case .setex, .psetex:
+            guard let amount = args.integer(2) else {
+                RESPWriter.error("ERR value is not an integer or out of range", into: out)
+                return
+            }
+            guard amount > 0, let expiry = absoluteExpiry(amount, unit: command == .setex ? .seconds : .milliseconds) else {
+                RESPWriter.error(string: "ERR invalid expire time in '\(command.name)' command", into: out)
+                return
+            }
+            store.set(key, hash: hash, value: args.bytes(3), expiryMs: expiry, nowMs: now)
+            RESPWriter.simpleString("OK", into: out)
+        case .getdel:
+            if let entry = store.get(key, hash: hash, nowMs: now) {
+                RESPWriter.bulk(entry.value, into: out)
+                store.delete(key, hash: hash, nowMs: now)
+            } else {
+                RESPWriter.null(version, into: out)
+            }
+        case .getex:
+            executeGetEx(args, store: store, hash: hash, version: version, into: out)
+        case .del, .unlink:
+            RESPWriter.integer(store.delete(key, hash: hash, nowMs: now) ? 1 : 0, into: out)
+        case .exists:
+            RESPWriter.integer(store.get(key, hash: hash, nowMs: now) != nil ? 1 : 0, into: out)
+        case .expire, .pexpire, .expireat, .pexpireat:
+            executeExpire(command, args, store: store, hash: hash, into: out)
+        case .ttl, .pttl:
+            guard let entry = store.get(key, hash: hash, nowMs: now) else {
+                RESPWriter.integer(-2, into: out)
+                return
+            }
+            if entry.expiryMs == 0 {
+                RESPWriter.integer(-1, into: out)
+            } else {
+                let remaining = max(entry.expiryMs - now, 0)
+                RESPWriter.integer(Int(command == .ttl ? (remaining + 500) / 1000 : remaining), into: out)
+            }
+        case .persist:
+            guard let entry = store.get(key, hash: hash, nowMs: now), entry.expiryMs != 0 else {
+                RESPWriter.integer(0, into: out)
+                return
+            }
+            store.setExpiry(key, hash: hash, expiryMs: 0, nowMs: now)
+            RESPWriter.integer(1, into: out)
+        case .incr, .decr, .incrby, .decrby:
+            executeIncrement(command, args, store: store, hash: hash, into: out)
+        case .append:
+            let suffix = args.bytes(2)
+            let existing = store.get(key, hash: hash, nowMs: now)
+            let combined = (existing?.value.count ?? 0) + suffix.count
+            if combined > Self.maxValueLength {
+                RESPWriter.error("ERR string exceeds maximum allowed size (67108864 bytes)", into: out)
+                return
+            }
+            valueScratch.clear()
+            if let existing { valueScratch.append(existing.value) }
+            valueScratch.append(suffix)
+            store.set(key, hash: hash, value: valueScratch.readableView, expiryMs: existing?.expiryMs ?? 0, nowMs: now)
+            valueScratch.releaseIfIdle(keep: 1 << 20)
+            RESPWriter.integer(combined, into: out)
+        case .strlen:
+            RESPWriter.integer(store.get(key, hash: hash, nowMs: now)?.value.count ?? 0, into: out)
+        case .type:
+            if store.get(key, hash: hash, nowMs: now) != nil {
+                RESPWriter.simpleString("string", into: out)
+            } else {
+                RESPWriter.simpleString("none", into: out)
+            }
+        default:
+            preconditionFailure("\(command) is not a keyed command")
+        }
+    }
+
+    enum TimeUnit { case seconds, milliseconds }
+
+    /// now + amount, or nil on overflow.
+    func absoluteExpiry(_ amount: Int64, unit: TimeUnit) -> Int64? {
+        let milliseconds: Int64
+        if unit == .seconds {
+            let (product, overflow) = amount.multipliedReportingOverflow(by: 1000)
+            if overflow { return nil }
+            milliseconds = product
+        } else {
+            milliseconds = amount
+        }
+        let (sum, overflow) = milliseconds.addingReportingOverflow(now)
+        return overflow ? nil : sum
+    }
+
+    /// SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]
+    private func executeSet(_ args: ArgumentsView, store: ShardStore, hash: UInt64, version: RESPVersion, into out: WireBuffer) {
+        let key = args.bytes(1)
+        var onlyIfAbsent = false, onlyIfPresent = false, returnOld = false, keepTTL = false
+        var expiry: Int64 = 0
+        var expirySet = false
+        var i = 3
+        while i < args.count {
+            if args.matches(i, "NX") && !onlyIfPresent { onlyIfAbsent = true }
+            else if args.matches(i, "XX") && !onlyIfAbsent { onlyIfPresent = true }
+            else if args.matches(i, "GET") { returnOld = true }
+            else if args.matches(i, "KEEPTTL") && !expirySet { keepTTL = true }
+            else if !keepTTL && !expirySet && i + 1 < args.count,
+                    let unit: (TimeUnit, Bool) = args.matches(i, "EX") ? (.seconds, false)
+                        : args.matches(i, "PX") ? (.milliseconds, false)
+                        : args.matches(i, "EXAT") ? (.seconds, true)
+                        : args.matches(i, "PXAT") ? (.milliseconds, true) : nil {
+                guard let amount = args.integer(i + 1) else {
+                    RESPWriter.error("ERR value is not an integer or out of range", into: out)
+                    return
+                }
+                let absolute: Int64?
+                if unit.1 {
+                    absolute = unit.0 == .seconds ? amount.multipliedReportingOverflow(by: 1000).overflow ? nil : amount * 1000 : amount
+                } else {
+                    absolute = absoluteExpiry(amount, unit: unit.0)
+                }
+                guard amount > 0, let absolute else {
+                    RESPWriter.error("ERR invalid expire time in 'set' command", into: out)
+                    return
+                }
+                expiry = absolute
+                expirySet = true
+                i += 1
+            } else {
+                RESPWriter.error("ERR syntax error", into: out)
+                return
+            }
+            i += 1
+        }
+        if !onlyIfAbsent && !onlyIfPresent && !returnOld && !keepTTL {
+            if expirySet && expiry <= now {
+                store.delete(key, hash: hash, nowMs: now)
+            } else {
+                store.set(key, hash: hash, value: args.bytes(2), expiryMs: expiry, nowMs: now)
+            }
+            RESPWriter.simpleString("OK", into: out)
+            return
+        }
+        let existing = store.get(key, hash: hash, nowMs: now)
+        if returnOld {
+            if let existing { RESPWriter.bulk(existing.value, into: out) } else { RESPWriter.null(version, into: out) }
+        }
+        let proceed = (!onlyIfAbsent || existing == nil) && (!onlyIfPresent || existing != nil)
+        if proceed {
+            if keepTTL { expiry = existing?.expiryMs ?? 0 }
+            if expiry != 0 && expiry <= now {
+                store.delete(key, hash: hash, nowMs: now)
+            } else {
+                store.set(key, hash: hash, value: args.bytes(2), expiryMs: expiry, nowMs: now)
+            }
+        }
+        if !returnOld {
+            if proceed { RESPWriter.simpleString("OK", into: out) } else { RESPWriter.null(version, into: out) }
+        }
+    }
+
+    /// GETEX key [EX s|PX ms|EXAT s|PXAT ms|PERSIST]
+    private func executeGetEx(_ args: ArgumentsView, store: ShardStore, hash: UInt64, version: RESPVersion, into out: WireBuffer) {
+        let key = args.bytes(1)
+        var newExpiry: Int64? = nil
+        if args.count == 3 && args.matches(2, "PERSIST") {
+            newExpiry = 0
+        } else if args.count == 4 {
+            guard let amount = args.integer(3) else {
+                RESPWriter.error("ERR value is not an integer or out of range", into: out)
+                return
+            }
+            let absolute: Int64?
+            if args.matches(2, "EX") { absolute = absoluteExpiry(amount, unit: .seconds) }
+            else if args.matches(2, "PX") { absolute = absoluteExpiry(amount, unit: .milliseconds) }
+            else if args.matches(2, "EXAT") { absolute = amount.multipliedReportingOverflow(by: 1000).overflow ? nil : amount * 1000 }
+            else if args.matches(2, "PXAT") { absolute = amount }
+            else {
+                RESPWriter.error("ERR syntax error", into: out)
+                return
+            }
+            guard amount > 0, let absolute else {
+                RESPWriter.error("ERR invalid expire time in 'getex' command", into: out)
+                return
+            }
+            newExpiry = absolute
+        } else if args.count != 2 {
+            RESPWriter.error("ERR syntax error", into: out)
+            return
+        }
+        guard let entry = store.get(key, hash: hash, nowMs: now) else {
+            RESPWriter.null(version, into: out)
+            return
+        }
+        RESPWriter.bulk(entry.value, into: out)
+        if let newExpiry {
+            if newExpiry != 0 && newExpiry <= now {
+                store.delete(key, hash: hash, nowMs: now)
+            } else {
+                store.setExpiry(key, hash: hash, expiryMs: newExpiry, nowMs: now)
+            }
+        }
+    }
+
+    /// EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT key amount [NX|XX|GT|LT]
+    private func executeExpire(_ command: RESPCommand, _ args: ArgumentsView, store: ShardStore, hash: UInt64, into out: WireBuffer) {
+        let key = args.bytes(1)
+        guard let amount = args.integer(2) else {
+            RESPWriter.error("ERR value is not an integer or out of range", into: out)
+            return
+        }
+        var nx = false, xx = false, gt = false, lt = false
+        for i in 3..<max(args.count, 3) {
+            if args.matches(i, "NX") { nx = true }
+            else if args.matches(i, "XX") { xx = true }
+            else if args.matches(i, "GT") { gt = true }
+            else if args.matches(i, "LT") { lt = true }
+            else {
+                RESPWriter.error(string: "ERR Unsupported option \(args.string(i))", into: out)
+                return
+            }
+        }
+        if nx && (xx || gt || lt) {
+            RESPWriter.error("ERR NX and XX, GT or LT options at the same time are not compatible", into: out)
+            return
+        }
+        if gt && lt {
+            RESPWriter.error("ERR GT and LT options at the same time are not compatible", into: out)
+            return
+        }
+        let absolute: Int64?
+        switch command {
+        case .expire: absolute = absoluteExpiry(amount, unit: .seconds)
+        case .pexpire: absolute = absoluteExpiry(amount, unit: .milliseconds)
+        case .expireat: absolute = amount.multipliedReportingOverflow(by: 1000).overflow ? nil : amount * 1000
+        default: absolute = amount
+        }
+        guard let absolute else {
+            RESPWriter.error(string: "ERR invalid expire time in '\(command.name)' command", into: out)
+            return
+        }
+        guard let entry = store.get(key, hash: hash, nowMs: now) else {
+            RESPWriter.integer(0, into: out)
+            return
+        }
+        let current = entry.expiryMs
+        if (nx && current != 0) || (xx && current == 0)
+            || (gt && (current == 0 || absolute <= current))
+            || (lt && current != 0 && absolute >= current) {
+            RESPWriter.integer(0, into: out)
+            return
+        }
+        if absolute <= now {
+            store.delete(key, hash: hash, nowMs: now)
+        } else {
+            store.setExpiry(key, hash: hash, expiryMs: absolute, nowMs: now)
+        }
+        RESPWriter.integer(1, into: out)
+    }
+
+    private func executeIncrement(_ command: RESPCommand, _ args: ArgumentsView, store: ShardStore, hash: UInt64, into out: WireBuffer) {
+        let key = args.bytes(1)
+        var delta: Int64 = command == .decr ? -1 : 1
+        if command == .incrby || command == .decrby {
+            guard let amount = args.integer(2) else {
+                RESPWriter.error("ERR value is not an integer or out of range", into: out)
+                return
+            }
+            if command == .decrby {
+                if amount == Int64.min {
+                    RESPWriter.error("ERR decrement would overflow", into: out)
+                    return
+                }
+                delta = -amount
+            } else {
+                delta = amount
+            }
+        }
+        let existing = store.get(key, hash: hash, nowMs: now)
+        var current: Int64 = 0
+        var expiry: Int64 = 0
+        if let existing {
+            guard let parsed = parseStrictInteger(existing.value) else {
+                RESPWriter.error("ERR value is not an integer or out of range", into: out)
+                return
+            }
+            current = parsed
+            expiry = existing.expiryMs
+        }
+        let (result, overflow) = current.addingReportingOverflow(delta)
+        if overflow {
+            RESPWriter.error("ERR increment or decrement would overflow", into: out)
+            return
+        }
+        valueScratch.clear()
+        valueScratch.appendDecimal(Int(result))
+        store.set(key, hash: hash, value: valueScratch.readableView, expiryMs: expiry, nowMs: now)
+        RESPWriter.integer(Int(result), into: out)
+    }
+
+    /// SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]. The cursor is
+    /// (shard << 40) | position inside the shard; the store's own cursor is a
+    /// position in hash order, so growing or shrinking tables never make SCAN
+    /// skip an entry that was present throughout.
+    private func executeScan(_ args: ArgumentsView, into out: WireBuffer) {
+        guard let rawCursor = args.integer(1), rawCursor >= 0 else {
+            RESPWriter.error("ERR invalid cursor", into: out)
+            return
+        }
+        var count = 10
+        var pattern: UnsafeRawBufferPointer? = nil
+        var typeMatches = true
+        var i = 2
+        while i < args.count {
+            guard i + 1 < args.count else {
+                RESPWriter.error("ERR syntax error", into: out)
+                return
+            }
+            if args.matches(i, "COUNT") {
+                guard let n = args.integer(i + 1) else {
+                    RESPWriter.error("ERR value is not an integer or out of range", into: out)
+                    return
+                }
+                guard n >= 1 else {
+                    RESPWriter.error("ERR syntax error", into: out)
+                    return
+                }
+                count = Int(min(n, 100_000))
+            } else if args.matches(i, "MATCH") {
+                pattern = args.bytes(i + 1)
+                if pattern!.count == 1 && pattern![0] == UInt8(ascii: "*") { pattern = nil }
+            } else if args.matches(i, "TYPE") {
+                typeMatches = args.matches(i + 1, "STRING")
+            } else {
+                RESPWriter.error("ERR syntax error", into: out)
+                return
+            }
+            i += 2
+        }
+        var shard = Int(UInt64(rawCursor) >> 40)
+        var inner = UInt64(rawCursor) & ((1 << 40) - 1)
+        var found = 0
+        scanScratch.clear()
+        var nextCursor: UInt64 = 0
+        var examinedShards = 0
+        while true {
+            let store = shards[shard]!
+            inner = store.scan(cursor: inner, count: count - found, nowMs: now) { entry in
+                guard typeMatches else { return }
+                if let pattern, !globMatch(pattern: pattern, subject: entry.key) { return }
+                RESPWriter.bulk(entry.key, into: scanScratch)
+                found += 1
+            }
+            examinedShards += 1
+            if inner != 0 {
+                nextCursor = UInt64(shard) << 40 | inner
+                break
+            }
+            shard += 1
+            if shard >= shards.count { nextCursor = 0; break }
+            nextCursor = UInt64(shard) << 40
+            if found >= count || owner(ofShard: shard) != index || examinedShards >= 64 { break }
+        }
+        writeScanReply(cursor: nextCursor, keys: (found, scanScratch), into: out)
+        scanScratch.releaseIfIdle(keep: 64 * 1024)
+    }
+
+    func writeScanReply(cursor: UInt64, keys: (count: Int, encoded: WireBuffer)?, into out: WireBuffer) {
+        RESPWriter.arrayHeader(2, into: out)
+        var text = String(cursor)
+        text.withUTF8 { RESPWriter.bulk(UnsafeRawBufferPointer($0), into: out) }
+        RESPWriter.arrayHeader(keys?.count ?? 0, into: out)
+        if let keys { out.append(keys.encoded.readableView) }
+    }
+}

@@ -1,0 +1,143 @@
+import AegisConfig
+import CSupport
+import Glibc
+import Logging
+
+/// A running node: binds the client port, starts one reactor thread per
+/// core, and turns signals into lifecycle changes.
+///
+/// Signals are blocked in every thread and collected by the main thread
+/// with sigwait, so no handler ever runs on a reactor.
+public final class Node {
+    /// Settings that are accepted and validated but whose feature this build
+    /// does not have yet; setting one is logged at start, never silently ignored.
+    static let notYetInEffect: Set<String> = [
+        "gossip_bind_addr", "gossip_advertise_addr", "client_advertise_addr", "seeds", "gossip_interval",
+        "gossip_secret", "suspect_timeout", "dead_timeout", "replication_factor", "virtual_nodes",
+        "replication_batch_size", "replication_batch_timeout", "write_quorum", "read_quorum",
+        "tls_enabled", "tls_cert_file", "tls_key_file", "tls_ca_file", "rate_limit", "rate_burst",
+        "wal_mode", "wal_dir", "wal_max_size_mb", "data_dir", "health_addr", "log_format",
+    ]
+
+    public static func run(_ loaded: LoadedConfig, logger: Logger) throws -> Int32 {
+        let config = loaded.config
+        _ = aegis_block_signals()
+        let fileLimit = aegis_raise_nofile_limit()
+        let reactorCount = config.reactors == 0 ? Int(aegis_online_cpus()) : config.reactors
+
+        for key in loaded.explicitlySet.keys.sorted() where notYetInEffect.contains(key) {
+            if key == "wal_mode" && config.walMode == .off { continue }
+            logger.warning("setting accepted but not yet in effect in this build", metadata: [
+                "key": "\(key)", "source": "\(loaded.explicitlySet[key]!)",
+            ])
+        }
+        if fileLimit > 0 && fileLimit < config.maxConns + 64 {
+            logger.warning("open file limit is below max_conns; connections past it will be refused by the kernel", metadata: [
+                "nofile": "\(fileLimit)", "max_conns": "\(config.maxConns)",
+            ])
+        }
+
+        // Written before the port opens, so whoever sees the port sees the pid.
+        let pidFile = config.pidFile
+        if !pidFile.isEmpty { try writePIDFile(pidFile) }
+        defer { if !pidFile.isEmpty { unlink(pidFile) } }
+
+        let listeners = try bindListeners(config.bindAddr, count: reactorCount)
+        let port = aegis_socket_local_port(listeners[0])
+        let node = try NodeContext(config: config, reactorCount: reactorCount, logger: logger)
+        node.boundClientPort.store(Int(port), ordering: .relaxed)
+        let reactors = try (0..<reactorCount).map { try Reactor(index: $0, node: node, listenFD: listeners[$0]) }
+
+
+        var threads: [pthread_t] = []
+        for reactor in reactors {
+            threads.append(try startThread { 
+                _ = aegis_set_current_thread_name("aegis-reactor-\(reactor.index)")
+                reactor.run()
+            })
+        }
+        node.lifecycle.store(NodeContext.Lifecycle.serving.rawValue, ordering: .releasing)
+        logger.notice("serving", metadata: [
+            "node_id": "\(config.nodeID)", "client_addr": "\(config.bindAddr.host):\(port)",
+            "reactors": "\(reactorCount)", "shards": "\(config.numShards)", "max_memory_mb": "\(config.maxMemoryMB)",
+            "pid": "\(getpid())",
+        ])
+
+        waitForStopSignal(logger: logger)
+        logger.notice("draining: no new connections, finishing in-flight requests", metadata: [
+            "drain_timeout_ms": "\(config.drainTimeout.milliseconds)",
+        ])
+        node.lifecycle.store(NodeContext.Lifecycle.draining.rawValue, ordering: .releasing)
+        for reactor in 0..<reactorCount { node.interconnect.wake(reactor) }
+        for thread in threads { pthread_join(thread, nil) }
+        let totals = node.totals()
+        logger.notice("stopped", metadata: ["commands": "\(totals.commands)", "items": "\(totals.items)"])
+        return 0
+    }
+
+    private static func waitForStopSignal(logger: Logger) {
+        while true {
+            let signal = aegis_wait_signal()
+            if signal == AEGIS_SIGTERM || signal == AEGIS_SIGINT { return }
+            if signal == AEGIS_SIGHUP {
+                logger.warning("SIGHUP received: configuration reload is not built yet; the running configuration is unchanged")
+            }
+        }
+    }
+
+    /// One SO_REUSEPORT listener per reactor, so the kernel spreads new
+    /// connections over them. A plain bind is tried first: SO_REUSEPORT
+    /// alone would let a second node on the same port silently share it.
+    static func bindListeners(_ address: SocketAddress, count: Int) throws -> [Int32] {
+        if address.port != 0 {
+            let probe = aegis_tcp_listen(address.host, address.port, 1, 0)
+            if probe < 0 { throw StartupError("cannot listen on \(address): \(SystemError(operation: "bind", code: -probe))") }
+            _ = aegis_close(probe)
+        }
+        var listeners: [Int32] = []
+        var port = address.port
+        for _ in 0..<count {
+            let fd = aegis_tcp_listen(address.host, port, 4096, 1)
+            if fd < 0 {
+                for open in listeners { _ = aegis_close(open) }
+                throw StartupError("cannot listen on \(address.host):\(port): \(SystemError(operation: "bind", code: -fd))")
+            }
+            if port == 0 { port = UInt16(aegis_socket_local_port(fd)) }
+            listeners.append(fd)
+        }
+        return listeners
+    }
+
+    private static func writePIDFile(_ path: String) throws {
+        let text = "\(getpid())\n"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if fd < 0 { throw StartupError("cannot write pid_file \(path): \(SystemError(operation: "open", code: errno))") }
+        defer { Glibc.close(fd) }
+        _ = text.withCString { write(fd, $0, strlen($0)) }
+    }
+
+    private final class ThreadStart {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+
+    static func startThread(_ body: @escaping @Sendable () -> Void) throws -> pthread_t {
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(ThreadStart(body)).toOpaque()
+        let result = pthread_create(&thread, nil, { raw in
+            let start = Unmanaged<ThreadStart>.fromOpaque(raw!).takeRetainedValue()
+            start.body()
+            return nil
+        }, context)
+        if result != 0 {
+            Unmanaged<ThreadStart>.fromOpaque(context).release()
+            throw SystemError(operation: "pthread_create", code: result)
+        }
+        return thread
+    }
+}
+
+public struct StartupError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,144 @@
+import AegisConfig
+import CSupport
+import Logging
+import Synchronization
+
+/// What every reactor shares: read-only configuration and layout, the
+/// interconnect, lifecycle state and the counters each reactor publishes.
+/// Everything mutable here is an atomic.
+public final class NodeContext: Sendable {
+    public let config: AegisConfig
+    public let reactorCount: Int
+    public let interconnect: Interconnect
+    public let logger: Logger
+    public let startedAtMs: Int64
+    public let stats: [PublishedReactorStats]
+    /// Shard → reactor. Contiguous ranges, so a SCAN that runs off the end
+    /// of one shard usually continues on the same reactor.
+    public let shardOwner: [Int]
+
+    let lifecycle = Atomic<Int>(Lifecycle.starting.rawValue)
+    let openConnections = Atomic<Int>(0)
+    let nextClientID = Atomic<Int>(1)
+    let drainedReactors = Atomic<Int>(0)
+    let boundClientPort = Atomic<Int>(0)
+
+    enum Lifecycle: Int {
+        case starting = 0
+        case serving = 1
+        case draining = 2
+        case stopped = 3
+    }
+
+    public init(config: AegisConfig, reactorCount: Int, logger: Logger) throws {
+        self.config = config
+        self.reactorCount = reactorCount
+        self.logger = logger
+        self.interconnect = try Interconnect(reactorCount: reactorCount, ringCapacityBytes: 1 << 20)
+        self.startedAtMs = aegis_now_ms_coarse()
+        self.stats = (0..<reactorCount).map { _ in PublishedReactorStats() }
+        self.shardOwner = (0..<config.numShards).map { $0 * reactorCount / config.numShards }
+    }
+
+    var state: Lifecycle { Lifecycle(rawValue: lifecycle.load(ordering: .acquiring))! }
+
+    /// Node-wide totals, summed from the reactors' published counters.
+    public func totals() -> ReactorStatsSnapshot {
+        stats.reduce(into: ReactorStatsSnapshot()) { $0.add($1.snapshot()) }
+    }
+}
+
+/// Counters a reactor keeps in plain memory on the request path and stores
+/// here once per loop iteration (relaxed stores, no read-modify-write), so
+/// readers on other threads (INFO, DBSIZE, /metrics) never slow it down.
+public final class PublishedReactorStats: Sendable {
+    let items = Atomic<Int>(0)
+    let usedMemoryBytes = Atomic<Int>(0)
+    let evictions = Atomic<Int>(0)
+    let expired = Atomic<Int>(0)
+    let commands = Atomic<Int>(0)
+    let keyspaceHits = Atomic<Int>(0)
+    let keyspaceMisses = Atomic<Int>(0)
+    let connections = Atomic<Int>(0)
+    let connectionsAccepted = Atomic<Int>(0)
+    let connectionsRejected = Atomic<Int>(0)
+    let bytesIn = Atomic<Int>(0)
+    let bytesOut = Atomic<Int>(0)
+    let loopIterations = Atomic<Int>(0)
+    let forwardedRequests = Atomic<Int>(0)
+    let protocolErrors = Atomic<Int>(0)
+
+    func publish(_ s: ReactorStatsSnapshot) {
+        items.store(s.items, ordering: .relaxed)
+        usedMemoryBytes.store(s.usedMemoryBytes, ordering: .relaxed)
+        evictions.store(s.evictions, ordering: .relaxed)
+        expired.store(s.expired, ordering: .relaxed)
+        commands.store(s.commands, ordering: .relaxed)
+        keyspaceHits.store(s.keyspaceHits, ordering: .relaxed)
+        keyspaceMisses.store(s.keyspaceMisses, ordering: .relaxed)
+        connections.store(s.connections, ordering: .relaxed)
+        connectionsAccepted.store(s.connectionsAccepted, ordering: .relaxed)
+        connectionsRejected.store(s.connectionsRejected, ordering: .relaxed)
+        bytesIn.store(s.bytesIn, ordering: .relaxed)
+        bytesOut.store(s.bytesOut, ordering: .relaxed)
+        loopIterations.store(s.loopIterations, ordering: .relaxed)
+        forwardedRequests.store(s.forwardedRequests, ordering: .relaxed)
+        protocolErrors.store(s.protocolErrors, ordering: .relaxed)
+    }
+
+    public func snapshot() -> ReactorStatsSnapshot {
+        ReactorStatsSnapshot(
+            items: items.load(ordering: .relaxed),
+            usedMemoryBytes: usedMemoryBytes.load(ordering: .relaxed),
+            evictions: evictions.load(ordering: .relaxed),
+            expired: expired.load(ordering: .relaxed),
+            commands: commands.load(ordering: .relaxed),
+            keyspaceHits: keyspaceHits.load(ordering: .relaxed),
+            keyspaceMisses: keyspaceMisses.load(ordering: .relaxed),
+            connections: connections.load(ordering: .relaxed),
+            connectionsAccepted: connectionsAccepted.load(ordering: .relaxed),
+            connectionsRejected: connectionsRejected.load(ordering: .relaxed),
+            bytesIn: bytesIn.load(ordering: .relaxed),
+            bytesOut: bytesOut.load(ordering: .relaxed),
+            loopIterations: loopIterations.load(ordering: .relaxed),
+            forwardedRequests: forwardedRequests.load(ordering: .relaxed),
+            protocolErrors: protocolErrors.load(ordering: .relaxed)
+        )
+    }
+}
+
+public struct ReactorStatsSnapshot: Sendable, Equatable {
+    public var items = 0
+    public var usedMemoryBytes = 0
+    public var evictions = 0
+    public var expired = 0
+    public var commands = 0
+    public var keyspaceHits = 0
+    public var keyspaceMisses = 0
+    public var connections = 0
+    public var connectionsAccepted = 0
+    public var connectionsRejected = 0
+    public var bytesIn = 0
+    public var bytesOut = 0
+    public var loopIterations = 0
+    public var forwardedRequests = 0
+    public var protocolErrors = 0
+
+    mutating func add(_ o: ReactorStatsSnapshot) {
+        items += o.items
+        usedMemoryBytes += o.usedMemoryBytes
+        evictions += o.evictions
+        expired += o.expired
+        commands += o.commands
+        keyspaceHits += o.keyspaceHits
+        keyspaceMisses += o.keyspaceMisses
+        connections += o.connections
+        connectionsAccepted += o.connectionsAccepted
+        connectionsRejected += o.connectionsRejected
+        bytesIn += o.bytesIn
+        bytesOut += o.bytesOut
+        loopIterations += o.loopIterations
+        forwardedRequests += o.forwardedRequests
+        protocolErrors += o.protocolErrors
+    }
+}

@@ -1,0 +1,220 @@
+import AegisProtocol
+import AegisStore
+
+/// Stage 1 for RESP connections: parse one command, check it, and send it
+/// where it runs: this reactor, the reactor owning its shard, or all of them.
+extension Reactor {
+    static let maxKeyLength = 64 * 1024
+    static let maxValueLength = 64 * 1024 * 1024
+
+    /// Returns the bytes consumed (0 when the command is incomplete).
+    func intakeRESP(_ connection: Connection, _ view: UnsafeRawBufferPointer) -> Int {
+        switch RESPRequestParser.parse(view, into: arguments, limits: respLimits) {
+        case .incomplete:
+            return 0
+        case .protocolError(let message):
+            counters.protocolErrors &+= 1
+            withReply(connection) { RESPWriter.error(string: "ERR " + message, into: $0) }
+            connection.closeAfterFlush = true
+            return view.count
+        case .complete(let consumed):
+            if arguments.count > 0 {
+                counters.commands &+= 1
+                let args = ArgumentsView(base: view.baseAddress!, arguments: arguments)
+                dispatch(connection, args, raw: UnsafeRawBufferPointer(rebasing: view[0..<consumed]))
+            }
+            return consumed
+        }
+    }
+
+    /// Writes one complete reply in request order: straight into the output
+    /// buffer, or into the reply queue when an earlier reply is outstanding.
+    @inline(__always) func withReply(_ connection: Connection, _ body: (WireBuffer) -> Void) {
+        let replies = connection.replies
+        if replies.isEmpty {
+            body(connection.output)
+        } else {
+            let start = replies.beginReady()
+            body(replies.staging)
+            replies.commitReady(from: start)
+        }
+    }
+
+    private func dispatch(_ connection: Connection, _ args: ArgumentsView, raw: UnsafeRawBufferPointer) {
+        let command = RESPCommand.lookup(args.bytes(0))
+        if command == .unknown {
+            withReply(connection) { RESPWriter.error(string: unknownCommandMessage(args), into: $0) }
+            return
+        }
+        if !command.arityAccepts(args.count) || (command == .mset && args.count % 2 == 0) {
+            withReply(connection) { RESPWriter.error(string: "ERR wrong number of arguments for '\(command.name)' command", into: $0) }
+            return
+        }
+        if !connection.authenticated && !command.allowedBeforeAuth {
+            withReply(connection) { RESPWriter.error("NOAUTH Authentication required.", into: $0) }
+            return
+        }
+        switch command.routing {
+        case .connection:
+            withReply(connection) { executeConnectionCommand(command, args, connection, into: $0) }
+        case .keyed:
+            if let problem = sizeProblem(command, args) {
+                withReply(connection) { RESPWriter.error(problem, into: $0) }
+                return
+            }
+            let hash = KeyHash.hash(args.bytes(1))
+            let shard = KeyHash.shard(of: hash, shardCount: shards.count)
+            let target = owner(ofShard: shard)
+            if target == index {
+                let store = shards[shard]!
+                withReply(connection) { executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: $0) }
+            } else {
+                forward(to: target, connection: connection, bytes: raw)
+            }
+        case .multiKey:
+            if let problem = sizeProblem(command, args) {
+                withReply(connection) { RESPWriter.error(problem, into: $0) }
+                return
+            }
+            if args.count == 2 && command != .mget {
+                // One key: route like any keyed command.
+                let hash = KeyHash.hash(args.bytes(1))
+                let shard = KeyHash.shard(of: hash, shardCount: shards.count)
+                let target = owner(ofShard: shard)
+                if target == index {
+                    let store = shards[shard]!
+                    withReply(connection) { executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: $0) }
+                } else {
+                    forward(to: target, connection: connection, bytes: raw)
+                }
+            } else {
+                fanOut(command, args, connection)
+            }
+        case .everyReactor:
+            let aggregate: ReplyQueue.Aggregate = command == .dbsize ? .integerSum : .allOK
+            let sequence = connection.replies.openPending(parts: node.reactorCount, aggregate: aggregate)
+            for target in 0..<node.reactorCount where target != index {
+                forwardRequest(to: target, connection: connection, sequence: sequence, bytes: raw)
+            }
+            replyScratch.clear()
+            executeOwned(command, args, version: connection.respVersion, into: replyScratch)
+            connection.replies.fill(sequence: sequence, with: replyScratch.readableView)
+        case .cursor:
+            guard let cursor = UInt64(exactly: args.integer(1) ?? -1) else {
+                withReply(connection) { RESPWriter.error("ERR invalid cursor", into: $0) }
+                return
+            }
+            let shard = Int(cursor >> 40)
+            if shard >= shards.count {
+                withReply(connection) { writeScanReply(cursor: 0, keys: nil, into: $0) }
+                return
+            }
+            let target = owner(ofShard: shard)
+            if target == index {
+                withReply(connection) { executeOwned(command, args, version: connection.respVersion, into: $0) }
+            } else {
+                forward(to: target, connection: connection, bytes: raw)
+            }
+        }
+    }
+
+    /// Keys and values over the limits never reach the store.
+    private func sizeProblem(_ command: RESPCommand, _ args: ArgumentsView) -> StaticString? {
+        switch command {
+        case .mset:
+            var i = 1
+            while i < args.count {
+                if args.bytes(i).count > Self.maxKeyLength { return "ERR key is larger than 65536 bytes" }
+                if args.bytes(i + 1).count > Self.maxValueLength { return "ERR value is larger than 67108864 bytes" }
+                i += 2
+            }
+        case .mget, .del, .unlink, .exists:
+            for i in 1..<args.count where args.bytes(i).count > Self.maxKeyLength { return "ERR key is larger than 65536 bytes" }
+        default:
+            if args.bytes(1).count > Self.maxKeyLength { return "ERR key is larger than 65536 bytes" }
+            let valueIndex = command == .setex || command == .psetex ? 3 : 2
+            if (command == .set || command == .setnx || command == .setex || command == .psetex || command == .append),
+               args.bytes(valueIndex).count > Self.maxValueLength {
+                return "ERR value is larger than 67108864 bytes"
+            }
+        }
+        return nil
+    }
+
+    /// A command over several keys becomes one sub-command per key, each run
+    /// by its shard's owner; the reply queue puts the answers back together.
+    private func fanOut(_ command: RESPCommand, _ args: ArgumentsView, _ connection: Connection) {
+        switch command {
+        case .mget:
+            withReply(connection) { RESPWriter.arrayHeader(args.count - 1, into: $0) }
+            for i in 1..<args.count {
+                let sequence = connection.replies.openPending(parts: 1, aggregate: .none)
+                routePart(connection, sequence: sequence, key: args.bytes(i), name: "GET", value: nil)
+            }
+        case .mset:
+            let sequence = connection.replies.openPending(parts: (args.count - 1) / 2, aggregate: .allOK)
+            var i = 1
+            while i < args.count {
+                routePart(connection, sequence: sequence, key: args.bytes(i), name: "SET", value: args.bytes(i + 1))
+                i += 2
+            }
+        case .del, .unlink, .exists:
+            let sequence = connection.replies.openPending(parts: args.count - 1, aggregate: .integerSum)
+            let name: StaticString = command == .exists ? "EXISTS" : "DEL"
+            for i in 1..<args.count {
+                routePart(connection, sequence: sequence, key: args.bytes(i), name: name, value: nil)
+            }
+        default:
+            preconditionFailure("\(command) is not a multi-key command")
+        }
+    }
+
+    /// Encodes `NAME key [value]` and runs it here or on the key's owner.
+    private func routePart(_ connection: Connection, sequence: UInt64, key: UnsafeRawBufferPointer, name: StaticString, value: UnsafeRawBufferPointer?) {
+        partScratch.clear()
+        partScratch.append(value == nil ? "*2\r\n$" : "*3\r\n$")
+        partScratch.appendDecimal(name.utf8CodeUnitCount)
+        partScratch.append("\r\n")
+        partScratch.append(name)
+        partScratch.append("\r\n$")
+        partScratch.appendDecimal(key.count)
+        partScratch.append("\r\n")
+        partScratch.append(key)
+        partScratch.append("\r\n")
+        if let value {
+            partScratch.append("$")
+            partScratch.appendDecimal(value.count)
+            partScratch.append("\r\n")
+            partScratch.append(value)
+            partScratch.append("\r\n")
+        }
+        let hash = KeyHash.hash(key)
+        let shard = KeyHash.shard(of: hash, shardCount: shards.count)
+        let target = owner(ofShard: shard)
+        if target != index {
+            forwardRequest(to: target, connection: connection, sequence: sequence, bytes: partScratch.readableView)
+            return
+        }
+        let request = partScratch.readableView
+        guard case .complete = RESPRequestParser.parse(request, into: forwardedArguments, limits: respLimits) else {
+            preconditionFailure("a sub-command this reactor encoded must parse")
+        }
+        let partArgs = ArgumentsView(base: request.baseAddress!, arguments: forwardedArguments)
+        replyScratch.clear()
+        executeKeyed(RESPCommand.lookup(partArgs.bytes(0)), partArgs, store: shards[shard]!, hash: hash, version: connection.respVersion, into: replyScratch)
+        connection.replies.fill(sequence: sequence, with: replyScratch.readableView)
+    }
+
+    private func unknownCommandMessage(_ args: ArgumentsView) -> String {
+        var message = "ERR unknown command '\(printable(args.bytes(0)))', with args beginning with: "
+        for i in 1..<args.count where message.utf8.count < 256 {
+            message += "'\(printable(args.bytes(i)))' "
+        }
+        return message
+    }
+
+    private func printable(_ bytes: UnsafeRawBufferPointer) -> String {
+        let clipped = UnsafeRawBufferPointer(rebasing: bytes.prefix(128))
+        return String(decoding: clipped.map { $0 < 32 || $0 > 126 ? UInt8(ascii: "?") : $0 }, as: UTF8.self)
+    }
+}

@@ -1,0 +1,495 @@
+import AegisProtocol
+import AegisStore
+import CSupport
+import Glibc
+import Logging
+
+/// One event loop on one thread (pinned to one core): its listening socket,
+/// its connections, its shards, its inbound rings, its timers.
+///
+/// Thread confinement: a Reactor is built on the main thread before its
+/// thread starts and is touched only by that thread afterwards
+/// (`@unchecked Sendable` records exactly that hand-over).
+///
+/// One loop iteration, top to bottom (see `runOnce`):
+///   wait for events (sleep only when no work is queued anywhere)
+///   → read ready sockets, parse every complete request, execute or forward
+///   → drain inbound rings (requests for our shards, replies for our clients)
+///   → push records that waited for ring space
+///   → flush replies, one write per connection
+///   → wake reactors we sent work to, only if they sleep
+///   → timers: expiry sweep, connection timeouts.
+final class Reactor: @unchecked Sendable {
+    let index: Int
+    let node: NodeContext
+    let logger: Logger
+    private let epollFD: Int32
+    private var listenFD: Int32
+    private let wakeFD: Int32
+
+    // Connections: a slot table with generations, so a reply that arrives
+    // after its connection closed and the slot was reused is recognised.
+    var connections: [Connection?] = []
+    private var generations: [UInt32] = []
+    private var freeSlots: [Int] = []
+    private var dirty: [Connection] = []
+
+    // Shards this reactor owns (nil for the others) and their memory budget.
+    let shards: [ShardStore?]
+    let ledger: MemoryLedger
+    let ownedShardIndices: [Int]
+
+    // Reused scratch space: nothing on the request path allocates per request.
+    let readScratch = WireBuffer(capacity: 256 * 1024)
+    let replyScratch = WireBuffer(capacity: 64 * 1024)
+    let partScratch = WireBuffer(capacity: 1024)
+    let valueScratch = WireBuffer()
+    let scanScratch = WireBuffer()
+    let arguments = RESPArguments()
+    let forwardedArguments = RESPArguments()
+    let respLimits = RESPLimits()
+    let binaryLimits = BinaryLimits()
+
+    // Outbound records that did not fit their ring yet, per target reactor.
+    var overflow: [WireBuffer]
+    var mustNotify: [Bool]
+    private var events: UnsafeMutablePointer<aegis_epoll_event>
+    private static let maxEvents: Int32 = 256
+
+    var now: Int64 = 0
+    var counters = ReactorStatsSnapshot()
+    private var nextMaintenanceMs: Int64 = 0
+    private var nextTimeoutCheckMs: Int64 = 0
+    private var sweepShardCursor = 0
+    private var drainDeadlineMs: Int64 = 0
+    private var countedAsDrained = false
+
+    static let listenerToken = UInt64.max
+    static let wakeToken = UInt64.max - 1
+
+    init(index: Int, node: NodeContext, listenFD: Int32) throws {
+        self.index = index
+        self.node = node
+        self.logger = node.logger
+        self.listenFD = listenFD
+        let epollFD = aegis_epoll_create()
+        if epollFD < 0 { throw SystemError(operation: "epoll_create1", code: -epollFD) }
+        self.epollFD = epollFD
+        self.wakeFD = node.interconnect.wakeFDs[index]
+        let config = node.config
+        let limitBytes = config.maxMemoryMB * 1024 * 1024 / node.reactorCount
+        self.ledger = MemoryLedger(limitBytes: limitBytes, evictionRatio: config.evictionRatio)
+        var shards: [ShardStore?] = []
+        var owned: [Int] = []
+        for shard in 0..<config.numShards {
+            if node.shardOwner[shard] == index {
+                shards.append(ShardStore(ledger: ledger))
+                owned.append(shard)
+            } else {
+                shards.append(nil)
+            }
+        }
+        self.shards = shards
+        self.ownedShardIndices = owned
+        self.overflow = (0..<node.reactorCount).map { _ in WireBuffer() }
+        self.mustNotify = Array(repeating: false, count: node.reactorCount)
+        self.events = .allocate(capacity: Int(Self.maxEvents))
+        try check(aegis_epoll_add(epollFD, listenFD, AEGIS_EPOLLIN, Self.listenerToken), "epoll_ctl(listener)")
+        try check(aegis_epoll_add(epollFD, wakeFD, AEGIS_EPOLLIN, Self.wakeToken), "epoll_ctl(eventfd)")
+    }
+
+    private func check(_ result: Int32, _ operation: String) throws {
+        if result < 0 { throw SystemError(operation: operation, code: -result) }
+    }
+
+    // MARK: - The loop
+
+    func run() {
+        if node.reactorCount <= Int(aegis_online_cpus()) {
+            _ = aegis_pin_current_thread(Int32(index))
+        }
+        now = aegis_now_ms_coarse()
+        while runOnce() {}
+        shutdown()
+    }
+
+    /// One iteration; returns false when the reactor should exit.
+    private func runOnce() -> Bool {
+        let timeoutMs = sleepTimeout()
+        var slept = false
+        var waitMs: Int32 = 0
+        if timeoutMs != 0 && node.interconnect.prepareToSleep(index) {
+            waitMs = timeoutMs
+            slept = true
+        }
+        let ready = aegis_epoll_wait(epollFD, events, Self.maxEvents, waitMs)
+        if slept { node.interconnect.didWake(index) }
+        now = aegis_now_ms_coarse()
+        counters.loopIterations &+= 1
+
+        if ready > 0 {
+            for i in 0..<Int(ready) {
+                handle(event: events[i])
+            }
+        }
+        drainInbound()
+        flushOverflow()
+        flushDirty()
+        notifyTargets()
+        if now >= nextMaintenanceMs { maintenance() }
+        if node.state == .draining { drainStep() }
+        publishStats()
+        return !shouldExit()
+    }
+
+    /// -1 = block, 0 = poll, otherwise milliseconds until the next timer.
+    private func sleepTimeout() -> Int32 {
+        if !dirty.isEmpty { return 0 }
+        for buffer in overflow where !buffer.isEmpty { return 1 }
+        let untilMaintenance = max(0, nextMaintenanceMs - aegis_now_ms_coarse())
+        return Int32(min(untilMaintenance, 1000))
+    }
+
+    private func handle(event: aegis_epoll_event) {
+        switch event.token {
+        case Self.listenerToken:
+            acceptConnections()
+        case Self.wakeToken:
+            _ = aegis_eventfd_drain(wakeFD)
+        default:
+            let slot = Int(truncatingIfNeeded: event.token & 0xFFFF_FFFF)
+            let generation = UInt32(truncatingIfNeeded: event.token >> 32)
+            guard slot < connections.count, let connection = connections[slot], connection.generation == generation else { return }
+            if event.events & (AEGIS_EPOLLIN | AEGIS_EPOLLHUP | AEGIS_EPOLLERR) != 0 {
+                readAvailable(connection)
+            }
+            if !connection.isClosed && event.events & AEGIS_EPOLLOUT != 0 {
+                markDirty(connection)
+            }
+        }
+    }
+
+    // MARK: - Accepting
+
+    private func acceptConnections() {
+        // Bounded per iteration so a connection storm cannot starve clients.
+        for _ in 0..<64 {
+            let fd = aegis_tcp_accept(listenFD)
+            if fd < 0 {
+                if -fd != EAGAIN && -fd != EWOULDBLOCK && -fd != EINTR {
+                    logger.warning("accept failed", metadata: ["error": "\(SystemError(operation: "accept4", code: -fd))"])
+                }
+                return
+            }
+            if node.state == .draining {
+                _ = aegis_close(fd)
+                continue
+            }
+            let open = node.openConnections.wrappingAdd(1, ordering: .relaxed).newValue
+            if open > node.config.maxConns {
+                node.openConnections.wrappingSubtract(1, ordering: .relaxed)
+                counters.connectionsRejected &+= 1
+                // Best effort: the socket is new, so its send buffer has room.
+                let refusal: StaticString = "-ERR max number of clients reached\r\n"
+                _ = aegis_write(fd, refusal.utf8Start, refusal.utf8CodeUnitCount)
+                _ = aegis_close(fd)
+                continue
+            }
+            register(fd: fd)
+        }
+    }
+
+    private func register(fd: Int32) {
+        let slot: Int
+        if let reused = freeSlots.popLast() {
+            slot = reused
+            generations[slot] &+= 1
+        } else {
+            slot = connections.count
+            connections.append(nil)
+            generations.append(0)
+        }
+        let clientID = node.nextClientID.wrappingAdd(1, ordering: .relaxed).oldValue
+        let connection = Connection(
+            fd: fd, index: UInt32(slot), generation: generations[slot], clientID: clientID,
+            peer: "", nowMs: now, requiresAuth: !node.config.authToken.isEmpty)
+        connections[slot] = connection
+        connection.interest = AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP
+        let result = aegis_epoll_add(epollFD, fd, connection.interest, token(of: connection))
+        if result < 0 {
+            logger.warning("epoll_ctl(add) failed", metadata: ["error": "\(SystemError(operation: "epoll_ctl", code: -result))"])
+            close(connection)
+            return
+        }
+        counters.connections += 1
+        counters.connectionsAccepted &+= 1
+    }
+
+    @inline(__always) private func token(of connection: Connection) -> UInt64 {
+        UInt64(connection.index) | UInt64(connection.generation) << 32
+    }
+
+    // MARK: - Reading
+
+    private func readAvailable(_ connection: Connection) {
+        if connection.isBackpressured || connection.closeAfterFlush { return }
+        // Complete requests are parsed straight out of the shared scratch;
+        // only a partial request is copied into the connection's own buffer.
+        let usesScratch = connection.input.isEmpty
+        let buffer = usesScratch ? readScratch : connection.input
+        assert(!usesScratch || readScratch.isEmpty)
+        let space = buffer.writableSpace(minimum: 16 * 1024)
+        let count = aegis_read(connection.fd, space.baseAddress, space.count)
+        if count <= 0 {
+            if count == 0 || (-count != EAGAIN && -count != EINTR) { close(connection) }
+            return
+        }
+        buffer.commitWrite(count)
+        counters.bytesIn &+= count
+        connection.lastActivityMs = now
+        processInput(connection, buffer)
+        if connection.isClosed {
+            readScratch.clear()
+            return
+        }
+        if usesScratch && !readScratch.isEmpty {
+            connection.input.append(readScratch.readableView)
+            readScratch.clear()
+        }
+        noteInputState(connection)
+        if connection.isBackpressured { updateInterest(connection) }
+    }
+
+    /// Tracks how long unparsed input has waited (the read timeout) and
+    /// gives back the input buffer once it is empty.
+    private func noteInputState(_ connection: Connection) {
+        if connection.input.isEmpty {
+            connection.partialSinceMs = 0
+            connection.input.releaseIfIdle(keep: 0)
+        } else if connection.partialSinceMs == 0 {
+            connection.partialSinceMs = now
+        }
+    }
+
+    /// Parses and dispatches every complete request in `buffer`, stopping early
+    /// when the connection's output is over its bound.
+    func processInput(_ connection: Connection, _ buffer: WireBuffer) {
+        connection.inputHeldBack = false
+        var handledAny = false
+        while !buffer.isEmpty && !connection.isClosed && !connection.closeAfterFlush {
+            if connection.isBackpressured {
+                connection.inputHeldBack = true
+                break
+            }
+            guard let wire = connection.wire ?? sniff(connection, buffer) else { return }
+            let consumed: Int
+            switch wire {
+            case .binary: consumed = intakeBinary(connection, buffer.readableView)
+            case .resp2, .resp3: consumed = intakeRESP(connection, buffer.readableView)
+            }
+            if consumed == 0 { break }
+            buffer.consume(consumed)
+            handledAny = true
+        }
+        if handledAny { markDirty(connection) }
+    }
+
+    private func sniff(_ connection: Connection, _ buffer: WireBuffer) -> WireKind? {
+        switch WireProtocolSniffer.classify(firstByte: buffer.readableView[0]) {
+        case .binary: connection.wire = .binary
+        case .resp: connection.wire = .resp2
+        case .unknown where buffer.readableView[0] < 0x20 || buffer.readableView[0] >= 0x80:
+            // Not text, so not RESP: most likely an oversized or corrupt
+            // binary frame, which the binary parser answers in kind.
+            connection.wire = .binary
+        case .unknown:
+            counters.protocolErrors &+= 1
+            connection.wire = .resp2
+            RESPWriter.error("ERR Protocol error: unrecognised first byte; expected RESP or AegisKV binary v1", into: connection.output)
+            connection.closeAfterFlush = true
+            buffer.clear()
+            markDirty(connection)
+            return nil
+        }
+        return connection.wire
+    }
+
+    // MARK: - Writing
+
+    @inline(__always) func markDirty(_ connection: Connection) {
+        if !connection.isDirty {
+            connection.isDirty = true
+            dirty.append(connection)
+        }
+    }
+
+    private func flushDirty() {
+        // New dirty connections can appear while flushing (a close frees a
+        // slot); iterate by index.
+        var i = 0
+        while i < dirty.count {
+            let connection = dirty[i]
+            connection.isDirty = false
+            if !connection.isClosed { flush(connection) }
+            i += 1
+        }
+        dirty.removeAll(keepingCapacity: true)
+    }
+
+    private func flush(_ connection: Connection) {
+        if !connection.replies.isEmpty { connection.replies.drain(into: connection.output) }
+        let output = connection.output
+        while !output.isEmpty {
+            let view = output.readableView
+            let written = aegis_write(connection.fd, view.baseAddress, view.count)
+            if written < 0 {
+                if -written == EAGAIN { break }
+                if -written == EINTR { continue }
+                close(connection)
+                return
+            }
+            counters.bytesOut &+= written
+            output.consume(written)
+        }
+        if output.isEmpty {
+            connection.writeBlockedSinceMs = 0
+            output.releaseIfIdle(keep: 16 * 1024)
+            if connection.closeAfterFlush && connection.replies.isEmpty {
+                close(connection)
+                return
+            }
+            // Requests held back by backpressure can run now.
+            if connection.inputHeldBack && !connection.isBackpressured {
+                processInput(connection, connection.input)
+                if connection.isClosed { return }
+                noteInputState(connection)
+            }
+        } else if connection.writeBlockedSinceMs == 0 {
+            connection.writeBlockedSinceMs = now
+        }
+        updateInterest(connection)
+    }
+
+    private func updateInterest(_ connection: Connection) {
+        guard !connection.isClosed else { return }
+        var wanted: UInt32 = AEGIS_EPOLLRDHUP
+        if !connection.output.isEmpty { wanted |= AEGIS_EPOLLOUT }
+        if !connection.isBackpressured && !connection.closeAfterFlush { wanted |= AEGIS_EPOLLIN }
+        if wanted != connection.interest {
+            connection.interest = wanted
+            _ = aegis_epoll_modify(epollFD, connection.fd, wanted, token(of: connection))
+        }
+    }
+
+    func close(_ connection: Connection) {
+        guard !connection.isClosed else { return }
+        connection.isClosed = true
+        _ = aegis_epoll_remove(epollFD, connection.fd)
+        _ = aegis_close(connection.fd)
+        connection.replies.reset()
+        connections[Int(connection.index)] = nil
+        freeSlots.append(Int(connection.index))
+        counters.connections -= 1
+        node.openConnections.wrappingSubtract(1, ordering: .relaxed)
+    }
+
+    // MARK: - Timers
+
+    private func maintenance() {
+        let interval = max(Int64(node.config.maintenanceInterval.milliseconds), 10)
+        nextMaintenanceMs = now + interval
+        sweepExpired()
+        if now >= nextTimeoutCheckMs {
+            nextTimeoutCheckMs = now + 1000
+            enforceTimeouts()
+        }
+    }
+
+    /// Redis-style active expiry: a bounded slice of the table per tick, in
+    /// rotation over this reactor's shards.
+    private func sweepExpired() {
+        guard !ownedShardIndices.isEmpty else { return }
+        var budget = 8192
+        var visited = 0
+        while budget > 0 && visited < ownedShardIndices.count {
+            let shard = shards[ownedShardIndices[sweepShardCursor]]!
+            counters.expired &+= shard.expireSweep(nowMs: now, maxSlots: 256)
+            budget -= 256
+            visited += 1
+            sweepShardCursor = (sweepShardCursor + 1) % ownedShardIndices.count
+        }
+    }
+
+    private func enforceTimeouts() {
+        let config = node.config
+        let readMs = config.readTimeout.milliseconds
+        let writeMs = config.writeTimeout.milliseconds
+        let idleMs = config.idleTimeout.milliseconds
+        for case let connection? in connections {
+            if readMs > 0 && connection.partialSinceMs != 0 && now - connection.partialSinceMs > readMs {
+                logger.debug("closing connection: read timeout", metadata: ["client": "\(connection.clientID)"])
+                close(connection)
+            } else if writeMs > 0 && connection.writeBlockedSinceMs != 0 && now - connection.writeBlockedSinceMs > writeMs {
+                logger.debug("closing connection: write timeout", metadata: ["client": "\(connection.clientID)"])
+                close(connection)
+            } else if idleMs > 0 && connection.replies.isEmpty && connection.output.isEmpty && now - connection.lastActivityMs > idleMs {
+                close(connection)
+            }
+        }
+    }
+
+    private func publishStats() {
+        var items = 0
+        for shardIndex in ownedShardIndices { items += shards[shardIndex]!.count }
+        counters.items = items
+        counters.usedMemoryBytes = ledger.usedBytes
+        counters.evictions = ledger.evictions
+        node.stats[index].publish(counters)
+    }
+
+    // MARK: - Lifecycle
+
+    /// Draining: no new connections; each connection is closed once every
+    /// reply it is owed has been written. The reactor keeps serving its rings
+    /// until every reactor has drained (others may still forward to it).
+    private func drainStep() {
+        if listenFD >= 0 {
+            _ = aegis_epoll_remove(epollFD, listenFD)
+            _ = aegis_close(listenFD)
+            listenFD = -1
+            drainDeadlineMs = now + Int64(node.config.drainTimeout.milliseconds)
+        }
+        for case let connection? in connections where connection.replies.isEmpty && connection.output.isEmpty && connection.input.isEmpty {
+            close(connection)
+        }
+        if now >= drainDeadlineMs {
+            for case let connection? in connections { close(connection) }
+        }
+        if counters.connections == 0 && !countedAsDrained {
+            countedAsDrained = true
+            node.drainedReactors.wrappingAdd(1, ordering: .acquiringAndReleasing)
+        }
+    }
+
+    private func shouldExit() -> Bool {
+        node.state == .draining && countedAsDrained
+            && node.drainedReactors.load(ordering: .acquiring) == node.reactorCount
+            && overflow.allSatisfy(\.isEmpty)
+    }
+
+    private func shutdown() {
+        for case let connection? in connections { close(connection) }
+        if listenFD >= 0 { _ = aegis_close(listenFD) }
+        _ = aegis_close(epollFD)
+        publishStats()
+        events.deallocate()
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds (durations in the config are at least 1 ms apart).
+    var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}

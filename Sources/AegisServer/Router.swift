@@ -1,0 +1,164 @@
+import AegisProtocol
+import AegisStore
+
+/// Routing between reactors: a request whose shard another reactor owns
+/// travels there as a record holding its raw bytes; the reply comes back the
+/// same way, already encoded for the client, and fills the connection's
+/// reply slot. Records that do not fit a full ring wait in `overflow` and
+/// keep their order.
+extension Reactor {
+    @inline(__always) func owner(ofShard shard: Int) -> Int {
+        node.shardOwner[shard]
+    }
+
+    /// Sends one request (raw client bytes) to `target`, answering into slot `sequence`.
+    func forwardRequest(to target: Int, connection: Connection, sequence: UInt64, bytes: UnsafeRawBufferPointer) {
+        counters.forwardedRequests &+= 1
+        let header = ForwardHeader(
+            kind: .request, wire: connection.wire ?? .resp2,
+            connectionIndex: connection.index, connectionGeneration: connection.generation,
+            slotSequence: sequence, payloadLength: bytes.count)
+        sendRecord(to: target, header: header, payload: bytes)
+    }
+
+    /// Forwards a whole request that gets one reply slot of its own.
+    @inline(__always) func forward(to target: Int, connection: Connection, bytes: UnsafeRawBufferPointer) {
+        let sequence = connection.replies.openPending(parts: 1, aggregate: .none)
+        forwardRequest(to: target, connection: connection, sequence: sequence, bytes: bytes)
+    }
+
+    func sendRecord(to target: Int, header: ForwardHeader, payload: UnsafeRawBufferPointer) {
+        let ring = node.interconnect.ring(from: index, to: target)
+        mustNotify[target] = true
+        let inlineLength = ForwardHeader.size + payload.count
+        if inlineLength <= ring.maxPayload {
+            if overflow[target].isEmpty, let destination = ring.reserve(payloadLength: inlineLength) {
+                header.store(to: destination)
+                if payload.count > 0 {
+                    (destination + ForwardHeader.size).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+                }
+                ring.commit(payloadLength: inlineLength, flags: RecordFlags.inline)
+                return
+            }
+            queueOverflow(target: target, header: header, flags: RecordFlags.inline, payload: payload)
+        } else {
+            // Too large for the ring: hand over a heap copy; the consumer frees it.
+            let copy = UnsafeMutableRawPointer.allocate(byteCount: payload.count, alignment: 16)
+            copy.copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+            var address = UInt(bitPattern: copy)
+            withUnsafeBytes(of: &address) { pointerBytes in
+                if overflow[target].isEmpty, let destination = ring.reserve(payloadLength: ForwardHeader.size + 8) {
+                    header.store(to: destination)
+                    (destination + ForwardHeader.size).copyMemory(from: pointerBytes.baseAddress!, byteCount: 8)
+                    ring.commit(payloadLength: ForwardHeader.size + 8, flags: RecordFlags.indirect)
+                } else {
+                    queueOverflow(target: target, header: header, flags: RecordFlags.indirect, payload: pointerBytes)
+                }
+            }
+        }
+    }
+
+    /// Overflow layout per record: [u32 length][u32 flags][header][payload].
+    private func queueOverflow(target: Int, header: ForwardHeader, flags: UInt32, payload: UnsafeRawBufferPointer) {
+        let buffer = overflow[target]
+        let length = ForwardHeader.size + payload.count
+        buffer.reserve(8 + length)
+        buffer.appendBigEndian(UInt32(length))
+        buffer.appendBigEndian(flags)
+        let space = buffer.writableSpace(minimum: ForwardHeader.size)
+        header.store(to: space.baseAddress!)
+        buffer.commitWrite(ForwardHeader.size)
+        buffer.append(payload)
+    }
+
+    /// Moves waiting records into their rings, in order, as far as they fit.
+    func flushOverflow() {
+        for target in 0..<overflow.count where !overflow[target].isEmpty {
+            let buffer = overflow[target]
+            let ring = node.interconnect.ring(from: index, to: target)
+            while !buffer.isEmpty {
+                let view = buffer.readableView
+                let length = Int(view.loadBigEndian(fromByteOffset: 0, as: UInt32.self))
+                let flags = view.loadBigEndian(fromByteOffset: 4, as: UInt32.self)
+                guard let destination = ring.reserve(payloadLength: length) else { break }
+                destination.copyMemory(from: view.baseAddress! + 8, byteCount: length)
+                ring.commit(payloadLength: length, flags: flags)
+                buffer.consume(8 + length)
+                mustNotify[target] = true
+            }
+        }
+    }
+
+    func notifyTargets() {
+        for target in 0..<mustNotify.count where mustNotify[target] {
+            mustNotify[target] = false
+            node.interconnect.notify(target)
+        }
+    }
+
+    /// Handles what other reactors sent: requests for our shards and replies
+    /// for our connections. Bounded per ring per iteration for fairness.
+    func drainInbound() {
+        let interconnect = node.interconnect
+        for source in 0..<node.reactorCount where source != index {
+            let ring = interconnect.ring(from: source, to: index)
+            var budget = 4096
+            while budget > 0, let (record, flags) = ring.peek() {
+                budget -= 1
+                let header = ForwardHeader.load(from: record)
+                if flags & RecordFlags.indirect != 0 {
+                    let address = UInt(bitPattern: record.loadUnaligned(fromByteOffset: ForwardHeader.size, as: Int.self))
+                    let heapCopy = UnsafeMutableRawPointer(bitPattern: address)!
+                    handleRecord(header, payload: UnsafeRawBufferPointer(start: heapCopy, count: header.payloadLength), from: source)
+                    heapCopy.deallocate()
+                } else {
+                    let payload = UnsafeRawBufferPointer(rebasing: record[ForwardHeader.size..<(ForwardHeader.size + header.payloadLength)])
+                    handleRecord(header, payload: payload, from: source)
+                }
+                ring.release()
+            }
+        }
+    }
+
+    private func handleRecord(_ header: ForwardHeader, payload: UnsafeRawBufferPointer, from source: Int) {
+        switch header.kind {
+        case .request:
+            replyScratch.clear()
+            executeForwarded(wire: header.wire, request: payload, into: replyScratch)
+            var reply = header
+            reply.kind = .reply
+            reply.payloadLength = replyScratch.readableBytes
+            sendRecord(to: source, header: reply, payload: replyScratch.readableView)
+            replyScratch.releaseIfIdle(keep: 1 << 20)
+        case .reply:
+            let slot = Int(header.connectionIndex)
+            guard slot < connections.count, let connection = connections[slot],
+                  connection.generation == header.connectionGeneration, !connection.isClosed else {
+                return // the client went away; its reply has nowhere to go
+            }
+            connection.replies.fill(sequence: header.slotSequence, with: payload)
+            markDirty(connection)
+        }
+    }
+
+    /// Runs a request another reactor forwarded; it targets one of our shards.
+    private func executeForwarded(wire: WireKind, request: UnsafeRawBufferPointer, into out: WireBuffer) {
+        counters.commands &+= 1
+        switch wire {
+        case .binary:
+            guard case .complete(let frame) = BinaryFrameParser.parse(request, limits: binaryLimits) else {
+                assertionFailure("a forwarded binary frame was parsed once already")
+                return
+            }
+            executeBinaryKeyed(frame, request: request, into: out)
+        case .resp2, .resp3:
+            guard case .complete = RESPRequestParser.parse(request, into: forwardedArguments, limits: respLimits) else {
+                assertionFailure("a forwarded RESP command was parsed once already")
+                return
+            }
+            let args = ArgumentsView(base: request.baseAddress!, arguments: forwardedArguments)
+            let command = RESPCommand.lookup(args.bytes(0))
+            executeOwned(command, args, version: wire == .resp3 ? .resp3 : .resp2, into: out)
+        }
+    }
+}

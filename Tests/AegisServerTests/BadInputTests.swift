@@ -1,0 +1,149 @@
+import AegisProtocol
+import Foundation
+import Glibc
+import Testing
+
+/// One bad client never hurts the others: each abuse below gets an error or
+/// a closed connection while a well-behaved client keeps its data and service.
+@Suite(.serialized)
+struct BadInputTests {
+    /// A client that stored something before the abuse and checks it after.
+    struct Witness {
+        let socket: TestSocket
+        init(port: UInt16) throws {
+            socket = try TestSocket(port: port)
+            try socket.send("SET witness:key precious\r\n")
+            let reply = try socket.receive { $0.count >= 5 }
+            #expect(reply == Array("+OK\r\n".utf8))
+        }
+        func stillServed() throws {
+            try socket.send("GET witness:key\r\n")
+            let reply = try socket.receive { $0.count >= 14 }
+            #expect(String(decoding: reply, as: UTF8.self) == "$8\r\nprecious\r\n")
+        }
+    }
+
+    @Test func randomBytesCloseOnlyThatConnection() throws {
+        let server = try ServerHarness()
+        defer { #expect(server.stop() == 0) }
+        let witness = try Witness(port: server.port)
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<20 {
+            let socket = try TestSocket(port: server.port, timeoutSeconds: 5)
+            var junk = (0..<4096).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            // Start with each kind of first byte: unknown, binary length, RESP.
+            junk[0] = [UInt8(0xFF), 0x00, UInt8(ascii: "*"), UInt8(ascii: "G")][round % 4]
+            try? socket.send(junk)
+            _ = socket.waitForClose() // closed, or answered with errors until the junk ran out
+            socket.close()
+        }
+        try witness.stillServed()
+    }
+
+    @Test func hugeLengthsAreRefusedWithoutAllocating() throws {
+        let server = try ServerHarness()
+        defer { #expect(server.stop() == 0) }
+        let witness = try Witness(port: server.port)
+        let before = server.residentBytes()
+
+        // Binary frame claiming 2^31 bytes.
+        let binary = try TestSocket(port: server.port)
+        try binary.send([0x80, 0x00, 0x00, 0x00] + [UInt8](repeating: 0xAE, count: 64))
+        let binaryReply = try binary.receive { $0.count >= 47 }
+        let parsed = try binaryReply.withUnsafeBytes { try BinaryResponseParser.parse($0) }
+        #expect(parsed?.status == BinaryStatus.error.rawValue)
+        #expect(binary.waitForClose())
+
+        // RESP bulk length of 10^12.
+        let resp = try TestSocket(port: server.port)
+        try resp.send("*2\r\n$3\r\nGET\r\n$1000000000000\r\n")
+        let respReply = String(decoding: try resp.receive { $0.last == 10 }, as: UTF8.self)
+        #expect(respReply.hasPrefix("-ERR Protocol error"))
+        #expect(resp.waitForClose())
+
+        // Multibulk count of 2^31.
+        let many = try TestSocket(port: server.port)
+        try many.send("*2147483648\r\n")
+        #expect(String(decoding: try many.receive { $0.last == 10 }, as: UTF8.self).hasPrefix("-ERR Protocol error"))
+
+        #expect(server.residentBytes() - before < 64 * 1024 * 1024)
+        try witness.stillServed()
+    }
+
+    @Test func halfFramesThenDisconnect() throws {
+        let server = try ServerHarness()
+        defer { #expect(server.stop() == 0) }
+        let witness = try Witness(port: server.port)
+        let frame = WireBuffer()
+        BinaryRequestWriter.write(command: BinaryCommand.set.rawValue, requestID: 1, key: Array("half".utf8), value: Array(repeating: 7, count: 1000), ttlMs: 0, version: 0, into: frame)
+        let bytes = frame.readableArray()
+        for cut in stride(from: 1, to: bytes.count, by: 97) {
+            let socket = try TestSocket(port: server.port)
+            try socket.send(Array(bytes[0..<cut]))
+            socket.close()
+        }
+        for cut in [1, 5, 13, 20] {
+            let socket = try TestSocket(port: server.port)
+            try socket.send(Array("*3\r\n$3\r\nSET\r\n$4\r\nhalf\r\n$10\r\n01234".utf8.prefix(cut + 10)))
+            socket.close()
+        }
+        try witness.stillServed()
+        // The half-sent SET never happened.
+        let check = try TestSocket(port: server.port)
+        try check.send("EXISTS half\r\n")
+        #expect(try check.receive { $0.count >= 4 } == Array(":0\r\n".utf8))
+    }
+
+    @Test func tenThousandIdleConnections() throws {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        limit.rlim_cur = limit.rlim_max
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        let needed: rlim_t = 10_300
+        try #require(limit.rlim_cur >= needed, "this test needs RLIMIT_NOFILE >= \(needed)")
+
+        let server = try ServerHarness()
+        defer { #expect(server.stop() == 0) }
+        let witness = try Witness(port: server.port)
+        let before = server.residentBytes()
+        var idle: [TestSocket] = []
+        for _ in 0..<10_000 { idle.append(try TestSocket(port: server.port)) }
+        try witness.stillServed()
+        let info = try runTool("redis-cli", ["-p", String(server.port), "INFO", "clients"]).output
+        let connected = info.split(separator: "\r\n").first { $0.hasPrefix("connected_clients:") }
+        #expect(connected.map { Int($0.dropFirst("connected_clients:".count))! >= 10_000 } == true)
+        let perConnection = (server.residentBytes() - before) / 10_000
+        #expect(perConnection < 16 * 1024, "idle connections cost \(perConnection) bytes each")
+        for socket in idle { socket.close() }
+        try witness.stillServed()
+    }
+
+    @Test func maxConnsRefusesWithAnError() throws {
+        let server = try ServerHarness(arguments: ["--max-conns", "3"])
+        defer { #expect(server.stop() == 0) }
+        let kept = try (0..<3).map { _ in try TestSocket(port: server.port) }
+        // Make sure the three are registered before the fourth arrives.
+        for socket in kept {
+            try socket.send("PING\r\n")
+            _ = try socket.receive { $0.count >= 7 }
+        }
+        let refused = try TestSocket(port: server.port)
+        let reply = String(decoding: try refused.receive { $0.last == 10 }, as: UTF8.self)
+        #expect(reply == "-ERR max number of clients reached\r\n")
+        #expect(refused.waitForClose())
+        try kept[0].send("PING\r\n")
+        #expect(try kept[0].receive { $0.count >= 7 } == Array("+PONG\r\n".utf8))
+    }
+
+    @Test func oversizedKeyIsAnErrorNotACrash() throws {
+        let server = try ServerHarness()
+        defer { #expect(server.stop() == 0) }
+        let socket = try TestSocket(port: server.port)
+        let key = String(repeating: "k", count: 70_000)
+        try socket.send("*3\r\n$3\r\nSET\r\n$\(key.utf8.count)\r\n\(key)\r\n$1\r\nv\r\n")
+        let reply = String(decoding: try socket.receive { $0.last == 10 }, as: UTF8.self)
+        #expect(reply.hasPrefix("-ERR key is larger than"))
+        try socket.send("PING\r\n")
+        #expect(try socket.receive { $0.count >= 7 } == Array("+PONG\r\n".utf8))
+    }
+}

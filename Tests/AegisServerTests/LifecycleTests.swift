@@ -1,0 +1,62 @@
+import Foundation
+import Glibc
+import Testing
+
+@Suite(.serialized)
+struct LifecycleTests {
+    @Test func sigtermDrainsExitsZeroAndRemovesPIDFile() throws {
+        let server = try ServerHarness()
+        let pidText = try String(contentsOfFile: server.pidFile, encoding: .utf8)
+        #expect(pidText.trimmingCharacters(in: .whitespacesAndNewlines) == String(server.pid))
+        let socket = try TestSocket(port: server.port)
+        try socket.send("SET k v\r\n")
+        _ = try socket.receive { $0.count >= 5 }
+        #expect(server.stop(signal: SIGTERM) == 0)
+        #expect(!FileManager.default.fileExists(atPath: server.pidFile))
+        #expect(server.log().contains("draining"))
+        #expect(socket.waitForClose())
+    }
+
+    @Test func sigintAlsoStopsCleanly() throws {
+        let server = try ServerHarness()
+        #expect(server.stop(signal: SIGINT) == 0)
+    }
+
+    @Test func unknownConfigKeyStopsStartup() throws {
+        let directory = FileManager.default.temporaryDirectory
+        let file = directory.appendingPathComponent("aegis-bad-\(UUID().uuidString).json").path
+        try #"{"max_memroy_mb": 10}"#.write(toFile: file, atomically: true, encoding: .utf8)
+        let result = try runTool(ServerHarness.binaryPath, ["--config", file, "--validate"])
+        #expect(result.status != 0)
+        #expect(result.output.contains("max_memroy_mb"))
+    }
+
+    @Test func validateAcceptsAGoodFile() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("aegis-good-\(UUID().uuidString).json").path
+        try #"{"node_id": "emergency-node-1", "seeds": ["existing-node:7701"], "max_memory_mb": 32768}"#.write(toFile: file, atomically: true, encoding: .utf8)
+        let result = try runTool(ServerHarness.binaryPath, ["--config", file, "--validate"])
+        #expect(result.status == 0, "\(result.output)")
+    }
+
+    @Test func environmentOverridesAreApplied() throws {
+        let server = try ServerHarness(environment: ["AEGIS_MAX_CONNS": "1234"])
+        defer { #expect(server.stop() == 0) }
+        let info = try runTool("redis-cli", ["-p", String(server.port), "CONFIG", "GET", "max_conns"]).output
+        #expect(info.contains("1234"))
+    }
+
+    @Test func settingsWithoutTheirFeatureAreLoggedAtStart() throws {
+        let server = try ServerHarness(arguments: ["--seeds", "10.0.0.1:7701"])
+        defer { #expect(server.stop() == 0) }
+        #expect(server.log().contains("not yet in effect"))
+        #expect(server.log().contains("seeds"))
+    }
+
+    @Test func portInUseIsAClearStartupError() throws {
+        let first = try ServerHarness()
+        defer { #expect(first.stop() == 0) }
+        let result = try runTool(ServerHarness.binaryPath, ["--bind-addr", "127.0.0.1:\(first.port)"])
+        #expect(result.status != 0)
+        #expect(result.output.contains("cannot listen"))
+    }
+}

@@ -1,0 +1,188 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Starts the real `aegiskv` binary on an ephemeral loopback port and stops
+/// it by PID. The binary sits next to the test bundle in the build folder
+/// (or is named by AEGISKV_BINARY).
+final class ServerHarness: @unchecked Sendable {
+    let process = Process()
+    let port: UInt16
+    let logPath: String
+    let pidFile: String
+    private let logHandle: FileHandle
+
+    static var binaryPath: String {
+        if let explicit = ProcessInfo.processInfo.environment["AEGISKV_BINARY"] { return explicit }
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var directory = executable.deletingLastPathComponent()
+        // swift test runs <build>/debug/AegisKVPackageTests.xctest
+        for _ in 0..<3 {
+            let candidate = directory.appendingPathComponent("aegiskv").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            directory = directory.deletingLastPathComponent()
+        }
+        return executable.deletingLastPathComponent().appendingPathComponent("aegiskv").path
+    }
+
+    init(arguments: [String] = [], environment: [String: String] = [:], reactors: Int = 2, waitUntilReady: Bool = true) throws {
+        port = try freePort()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        logPath = directory.appendingPathComponent("server.log").path
+        pidFile = directory.appendingPathComponent("aegiskv.pid").path
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process.executableURL = URL(fileURLWithPath: Self.binaryPath)
+        process.arguments = ["--bind-addr", "127.0.0.1:\(port)", "--reactors", "\(reactors)", "--pid-file", pidFile,
+                             "--max-memory-mb", "256"] + arguments
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AEGIS_") }
+        env.merge(environment) { $1 }
+        process.environment = env
+        process.standardError = logHandle
+        process.standardOutput = logHandle
+        try process.run()
+        if waitUntilReady { try waitForPort() }
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    func waitForPort(timeoutSeconds: Double = 20) throws {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while Date() < deadline {
+            if !process.isRunning { throw HarnessError("aegiskv exited early: \(log())") }
+            if let socket = try? TestSocket(port: port) { socket.close(); return }
+            usleep(20_000)
+        }
+        throw HarnessError("aegiskv did not open port \(port): \(log())")
+    }
+
+    func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// SIGTERM and wait; returns the exit status.
+    @discardableResult
+    func stop(signal: Int32 = SIGTERM, timeoutSeconds: Double = 20) -> Int32 {
+        guard process.isRunning else { return process.terminationStatus }
+        kill(pid, signal)
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning { kill(pid, SIGKILL); process.waitUntilExit() }
+        return process.terminationStatus
+    }
+
+    deinit { if process.isRunning { kill(pid, SIGKILL); process.waitUntilExit() } }
+
+    /// RSS of the server process in bytes (from /proc).
+    func residentBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        return (Int(fields[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Asks the kernel for a free port (bind to 0, read it, close).
+func freePort() throws -> UInt16 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { Glibc.close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    guard bound == 0 else { throw HarnessError("bind failed") }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return UInt16(bigEndian: address.sin_port)
+}
+
+/// A blocking loopback TCP client socket with a receive timeout.
+final class TestSocket {
+    let fd: Int32
+
+    init(port: UInt16, timeoutSeconds: Int = 10) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = port.bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if connected != 0 {
+            Glibc.close(fd)
+            throw HarnessError("connect failed: errno \(errno)")
+        }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    func send(_ bytes: [UInt8]) throws {
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { throw HarnessError("send failed: errno \(errno)") }
+            sent += n
+        }
+    }
+
+    func send(_ text: String) throws { try send(Array(text.utf8)) }
+
+    /// Reads whatever arrives next; [] when the peer closed, throws on timeout.
+    func receiveSome(max: Int = 65536) throws -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: max)
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, max, 0) }
+        if n < 0 { throw HarnessError("recv failed: errno \(errno)") }
+        return Array(buffer[0..<n])
+    }
+
+    /// Reads until `complete` says the accumulated bytes hold a full answer.
+    func receive(until complete: ([UInt8]) -> Bool) throws -> [UInt8] {
+        var all: [UInt8] = []
+        while !complete(all) {
+            let chunk = try receiveSome()
+            if chunk.isEmpty { throw HarnessError("connection closed after \(all.count) bytes") }
+            all += chunk
+        }
+        return all
+    }
+
+    /// True when the server closed the connection (reads EOF or reset) within the timeout.
+    func waitForClose() -> Bool {
+        while true {
+            guard let chunk = try? receiveSome() else { return errno == ECONNRESET }
+            if chunk.isEmpty { return true }
+        }
+    }
+
+    func close() { Glibc.close(fd) }
+    deinit { Glibc.close(fd) }
+}
+
+/// Runs a command line tool, returning its standard output and exit status.
+@discardableResult
+func runTool(_ executable: String, _ arguments: [String], input: String? = nil) throws -> (output: String, status: Int32) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = [executable] + arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    if let input {
+        let inputPipe = Pipe()
+        process.standardInput = inputPipe
+        try process.run()
+        inputPipe.fileHandleForWriting.write(Data(input.utf8))
+        try inputPipe.fileHandleForWriting.close()
+    } else {
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (String(decoding: data, as: UTF8.self), process.terminationStatus)
+}
