@@ -94,14 +94,25 @@ struct EntryRing {
         return nil
     }
 
-    /// Full ring: compact in place when at least 1/8 are holes, else grow by half.
+    /// Releases slack after the ring drained through `popOldest` (eviction):
+    /// at most half full → shrink to live * 1.25. Returns the charge delta.
+    @inline(__always) @usableFromInline
+    mutating func trimIfOversized(_ usable: Malloc.UsableSizeFunction) -> Int {
+        if capacity > 64 && live &* 2 < capacity {
+            if live == 0 { return reset() }
+            return resize(to: Swift.max(EntryRing.minimumCapacity, live + live / 4), usable)
+        }
+        return 0
+    }
+
+    /// Full ring: compact in place when at least 1/8 are holes, else grow by a quarter.
     @usableFromInline
     mutating func makeRoom(_ usable: Malloc.UsableSizeFunction) -> Int {
         if capacity > 0 && live <= capacity - capacity / 8 {
             compactInPlace()
             return 0
         }
-        let grown = Swift.max(EntryRing.minimumCapacity, capacity + capacity / 2)
+        let grown = Swift.max(EntryRing.minimumCapacity, capacity + capacity / 4)
         precondition(grown < (1 << 32), "FIFO ring too large for 32-bit positions")
         return resize(to: grown, usable)
     }

@@ -43,6 +43,8 @@ struct ShardState {
     static let saturatedDistance = 15
     /// A small-queue entry with at least this many hits moves to main when it reaches the head.
     static let promoteThreshold: UInt32 = 1
+    /// Share of the shard's entry bytes the small queue may keep before it is evicted from first.
+    static let smallPercent = 10
 
     // Table.
     @usableFromInline var slots: UnsafeMutablePointer<UInt64>
@@ -88,6 +90,12 @@ struct ShardState {
     /// Everything this shard charged to the ledger.
     var chargedBytes: Int {
         smallBytes + mainBytes + tableCharge + small.chargedBytes + main.chargedBytes + ghost.chargedBytes
+    }
+
+    var stats: ShardStats {
+        ShardStats(smallEntries: small.live, mainEntries: main.live, ghostEntries: ghost.count,
+                   tableSlots: capacity, entryBytes: smallBytes + mainBytes, tableBytes: tableCharge,
+                   queueBytes: small.chargedBytes + main.chargedBytes, ghostBytes: ghost.chargedBytes)
     }
 
     // MARK: - Slot helpers
@@ -387,9 +395,16 @@ struct ShardState {
 
     @inline(__always)
     mutating func evictIfNeeded(protecting e: Entry) {
+        if ledger.pointee.usedBytes > ledger.pointee.thresholdBytes { evict(protecting: e) }
+    }
+
+    @usableFromInline
+    mutating func evict(protecting e: Entry) {
         while ledger.pointee.usedBytes > ledger.pointee.thresholdBytes {
             if !evictOne(protecting: e) { break }
         }
+        addToLedger(small.trimIfOversized(usable))
+        addToLedger(main.trimIfOversized(usable))
     }
 
     /// Evicts one entry other than `protected`. Returns false when there is none.
@@ -408,7 +423,7 @@ struct ShardState {
             let mainCandidates = main.live - (protectedInMain ? 1 : 0)
             if smallCandidates + mainCandidates <= 0 { return false }
             let fromSmall = smallCandidates > 0
-                && (mainCandidates == 0 || smallBytes &* 10 >= smallBytes &+ mainBytes)
+                && (mainCandidates == 0 || smallBytes &* 100 >= (smallBytes &+ mainBytes) &* Self.smallPercent)
             if fromSmall {
                 let e = small.popOldest()!
                 if e == protected {
@@ -425,7 +440,7 @@ struct ShardState {
                     continue
                 }
                 let h = e.hash
-                addToLedger(ghost.insert(GhostQueue.fingerprint(h), limit: count, usable))
+                addToLedger(ghost.insert(GhostQueue.fingerprint(h), entries: count, usable))
                 evictPopped(e, hash: h)
                 return true
             } else {

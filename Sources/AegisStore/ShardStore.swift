@@ -102,6 +102,9 @@ public final class ShardStore {
     /// Bytes this shard has charged to its ledger.
     public var chargedBytes: Int { state.pointee.chargedBytes }
 
+    /// Where this shard's memory goes (for INFO-style reporting and benchmarks).
+    public var stats: ShardStats { state.pointee.stats }
+
     /// Lookup without side effects (no lazy expiry, no access mark), expired entries included. For tests.
     func peek(_ key: UnsafeRawBufferPointer, hash: UInt64) -> EntryRef? {
         let (i, found) = state.pointee.find(key, hash)
@@ -113,4 +116,21 @@ public final class ShardStore {
 
     /// Every violated invariant, described; empty when all hold. O(table size): for tests.
     func checkInvariants() -> [String] { state.pointee.checkInvariants() }
+}
+
+/// A snapshot of one shard's memory use; all byte counts are ledger charges.
+public struct ShardStats: Sendable, Equatable {
+    /// Entries in the small / main FIFO.
+    public var smallEntries: Int
+    public var mainEntries: Int
+    /// Fingerprints remembered by the ghost FIFO.
+    public var ghostEntries: Int
+    public var tableSlots: Int
+    public var entryBytes: Int
+    public var tableBytes: Int
+    /// Small and main rings.
+    public var queueBytes: Int
+    public var ghostBytes: Int
+
+    public var totalBytes: Int { entryBytes + tableBytes + queueBytes + ghostBytes }
 }
