@@ -25,9 +25,21 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         let view = UnsafeRawBufferPointer(rebasing: bytes[position...])
         guard case .complete(let consumed) = RESPRequestParser.parse(view, into: args, limits: respLimits) else { break }
         precondition(consumed > 0 && consumed <= view.count)
+        var parsed: [[UInt8]] = []
         for index in 0..<args.count {
             precondition(args.offset(index) >= 0 && args.offset(index) + args.length(index) <= consumed)
+            parsed.append(Array(args.bytes(index, in: view)))
         }
+        // The consumed bytes, as the parse left them, parse again to the same
+        // command: a server forwards them raw to the reactor owning the key.
+        let again = UnsafeMutableRawBufferPointer.allocate(byteCount: consumed, alignment: 1)
+        defer { again.deallocate() }
+        again.copyMemory(from: UnsafeRawBufferPointer(rebasing: view[..<consumed]))
+        let againArgs = RESPArguments()
+        let againView = UnsafeRawBufferPointer(again)
+        precondition(RESPRequestParser.parse(againView, into: againArgs, limits: respLimits) == .complete(consumed: consumed))
+        precondition(againArgs.count == parsed.count)
+        for index in 0..<againArgs.count { precondition(Array(againArgs.bytes(index, in: againView)) == parsed[index]) }
         position += consumed
     }
 

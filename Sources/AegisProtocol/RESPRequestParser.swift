@@ -119,6 +119,13 @@ public final class RESPArguments {
         state.pointee.count = count &+ 1
     }
 
+    @inline(__always)
+    func set(_ index: Int, offset: Int, length: Int) {
+        assert(index >= 0 && index < state.pointee.count)
+        state.pointee.slots[2 &* index] = offset
+        state.pointee.slots[2 &* index &+ 1] = length
+    }
+
     @inline(never)
     private func grow() {
         let newCapacity = state.pointee.capacity * 2
@@ -146,10 +153,15 @@ public enum RESPRequestParser {
     /// An empty inline line (or `*0\r\n`, `*-1\r\n`) gives `.complete` with
     /// `args.count == 0`: the server skips it.
     ///
-    /// Inline commands with quotes (`SET "a b" "\x00"`) are unescaped in place:
-    /// the bytes of that one line are rewritten, so `bytes` must point to
-    /// writable memory (a `WireBuffer`'s storage is). Lines without quote
-    /// characters and multibulk commands are only read.
+    /// Inline commands with quotes (`SET "a b" "x\ty"`) are unescaped in
+    /// place: the bytes of that one line are rewritten, so `bytes` must point
+    /// to writable memory (a `WireBuffer`'s storage is). The line is rewritten
+    /// canonically, so its consumed bytes parse again to the same arguments
+    /// (a server may forward them raw to another reactor). An escape that no
+    /// inline line can carry with contiguous bytes (a NUL or LF inside an
+    /// argument, or an argument needing both quote kinds) is a protocol error
+    /// telling the client to use multibulk. Lines without quote characters
+    /// and multibulk commands are only read.
     public static func parse(
         _ bytes: UnsafeRawBufferPointer, into args: RESPArguments, limits: RESPLimits
     ) -> RESPParseResult {
@@ -303,20 +315,115 @@ public enum RESPRequestParser {
         case .quoteFound:
             args.reset()
         }
-        // First pass only reads. Without quotes every token is a plain slice
-        // of the line, so its arguments are final; with quotes the line is
-        // unescaped in place by a second pass once it is known to be valid.
+        // A line with quotes: the first pass only reads and validates; the
+        // second unescapes in place, then rewrites the line canonically.
         switch splitInline(bytes, end: lineEnd, into: args, limit: limits.maxArguments, write: false) {
         case .unbalanced:
             return .protocolError("Protocol error: unbalanced quotes in request")
         case .tooManyArguments:
             return .protocolError("Protocol error: too many arguments in inline request")
+        case .unrepresentable:
+            return .protocolError("Protocol error: unsupported escape in inline request, send it as multibulk")
         case .ok(let sawQuotes):
             if sawQuotes {
                 args.reset()
                 _ = splitInline(bytes, end: lineEnd, into: args, limit: limits.maxArguments, write: true)
+                canonicalize(bytes, lineEnd: lineEnd, args: args)
             }
             return .complete(consumed: newline + 1)
+        }
+    }
+
+    /// How an unescaped argument is written back into its line.
+    enum Quoting {
+        case plain, double, single, none
+    }
+
+    /// The form in which `content` reads back as itself with the bytes
+    /// contiguous: bare, in double quotes (no `"`, `\`), or in single quotes
+    /// (no `'`, not ending in `\`). `.none` when no such form exists: NUL or
+    /// LF inside, or both quote kinds needed.
+    @inline(__always)
+    static func quoting(
+        count: Int, first: UInt8, last: UInt8, hasNulOrLF: Bool, hasBlankOrQuote: Bool, hasSingle: Bool,
+        hasDoubleOrBackslash: Bool
+    ) -> Quoting {
+        if hasNulOrLF { return .none }
+        let leadingBlank = first == 0x20 || (first >= 0x09 && first <= 0x0D)
+        if count > 0 && !hasBlankOrQuote && !leadingBlank { return .plain }
+        if !hasDoubleOrBackslash { return .double }
+        if !hasSingle && last != UInt8(ascii: "\\") { return .single }
+        return .none
+    }
+
+    static func quoting(of content: UnsafeRawBufferPointer) -> Quoting {
+        var hasNulOrLF = false, hasBlankOrQuote = false, hasSingle = false, hasDoubleOrBackslash = false
+        for byte in content {
+            switch byte {
+            case 0, 0x0A: hasNulOrLF = true
+            case 0x20, 0x09, 0x0D: hasBlankOrQuote = true
+            case UInt8(ascii: "'"): hasSingle = true; hasBlankOrQuote = true
+            case UInt8(ascii: "\""): hasDoubleOrBackslash = true; hasBlankOrQuote = true
+            case UInt8(ascii: "\\"): hasDoubleOrBackslash = true
+            default: break
+            }
+        }
+        return quoting(
+            count: content.count, first: content.first ?? 0, last: content.last ?? 0, hasNulOrLF: hasNulOrLF,
+            hasBlankOrQuote: hasBlankOrQuote, hasSingle: hasSingle, hasDoubleOrBackslash: hasDoubleOrBackslash)
+    }
+
+    /// Rewrites an unescaped quoted line so that its bytes parse again to the
+    /// same arguments: the server forwards the raw bytes of a command to the
+    /// reactor owning its key, which parses them again. Each argument is
+    /// written bare or quoted with its bytes contiguous (so the offsets stay
+    /// valid), one space apart, and the rest of the line becomes spaces.
+    ///
+    /// It fits: a token that had quotes loses at least the two quote
+    /// characters to unescaping, so re-quoting never makes it longer, and
+    /// tokens were at least one byte apart. Token `i`'s new place ends no
+    /// later than its old one, so moving tokens left to right never
+    /// overwrites a token not yet moved. `splitInline` has already rejected
+    /// arguments without a contiguous form. A bare first argument starting
+    /// with `*` gets one blank in front; that still fits, because such a
+    /// token was either quoted (two bytes saved) or preceded by a blank
+    /// (else the line would have been multibulk).
+    private static func canonicalize(_ bytes: UnsafeRawBufferPointer, lineEnd: Int, args: RESPArguments) {
+        let base = UnsafeMutableRawPointer(mutating: bytes.baseAddress!)
+        var w = 0
+        for index in 0..<args.count {
+            let offset = args.offset(index)
+            let length = args.length(index)
+            if index > 0 {
+                base.storeBytes(of: UInt8(ascii: " "), toByteOffset: w, as: UInt8.self)
+                w += 1
+            }
+            let form = quoting(of: UnsafeRawBufferPointer(start: base + offset, count: length))
+            assert(form != .none)
+            let quote: UInt8? = form == .double ? UInt8(ascii: "\"") : form == .single ? UInt8(ascii: "'") : nil
+            if let quote {
+                // The opening quote may land on the content's first byte: move the content first.
+                (base + w + 1).copyMemory(from: base + offset, byteCount: length)
+                base.storeBytes(of: quote, toByteOffset: w, as: UInt8.self)
+                base.storeBytes(of: quote, toByteOffset: w + 1 + length, as: UInt8.self)
+                args.set(index, offset: w + 1, length: length)
+                w += length + 2
+            } else {
+                // A bare first argument must not start the line with '*' (that
+                // would read as multibulk): keep one blank in front of it.
+                let star = index == 0 && base.load(fromByteOffset: offset, as: UInt8.self) == UInt8(ascii: "*")
+                if star { w = 1 }
+                (base + w).copyMemory(from: base + offset, byteCount: length)
+                if star { base.storeBytes(of: UInt8(ascii: " "), toByteOffset: 0, as: UInt8.self) }
+                args.set(index, offset: w, length: length)
+                w += length
+            }
+            assert(w <= offset + length + 2)
+        }
+        assert(w <= lineEnd)
+        while w < lineEnd {
+            base.storeBytes(of: UInt8(ascii: " "), toByteOffset: w, as: UInt8.self)
+            w += 1
         }
     }
 
@@ -359,6 +466,8 @@ public enum RESPRequestParser {
         case ok(sawQuotes: Bool)
         case unbalanced
         case tooManyArguments
+        /// An argument that no inline line could carry with contiguous bytes.
+        case unrepresentable
     }
 
     /// `sdssplitargs` over `bytes[0..<end]`. Positions at or past `end`, like
@@ -383,8 +492,20 @@ public enum RESPRequestParser {
 
             let tokenStart = p
             var w = p
+            var first: UInt8 = 0, last: UInt8 = 0
+            var hasNulOrLF = false, hasBlankOrQuote = false, hasSingle = false, hasDoubleOrBackslash = false
             @inline(__always) func emit(_ byte: UInt8) {
                 if let output { output.storeBytes(of: byte, toByteOffset: w, as: UInt8.self) }
+                if w == tokenStart { first = byte }
+                last = byte
+                switch byte {
+                case 0, 0x0A: hasNulOrLF = true
+                case 0x20, 0x09, 0x0D: hasBlankOrQuote = true
+                case UInt8(ascii: "'"): hasSingle = true; hasBlankOrQuote = true
+                case UInt8(ascii: "\""): hasDoubleOrBackslash = true; hasBlankOrQuote = true
+                case UInt8(ascii: "\\"): hasDoubleOrBackslash = true
+                default: break
+                }
                 w += 1
             }
             var inDoubleQuotes = false
@@ -445,6 +566,10 @@ public enum RESPRequestParser {
                 }
                 if at(p) != 0 { p += 1 }
             }
+            let form = quoting(
+                count: w - tokenStart, first: first, last: last, hasNulOrLF: hasNulOrLF, hasBlankOrQuote: hasBlankOrQuote,
+                hasSingle: hasSingle, hasDoubleOrBackslash: hasDoubleOrBackslash)
+            if form == .none { return .unrepresentable }
             args.append(offset: tokenStart, length: w - tokenStart)
         }
     }

@@ -70,9 +70,52 @@ import Testing
     }
 
     @Test func inlineQuotes() {
-        let (result, args) = parseRequest(bytes(#"SET "a b" "x\x41\n\"\\\tz" 'it\'s' "" foo"bar baz""# + "\r\n"))
-        #expect(result == .complete(consumed: 52))
-        #expect(args == [bytes("SET"), bytes("a b"), bytes("xA\n\"\\\tz"), bytes("it's"), [], bytes("foobar baz")])
+        let line = bytes(#"SET "a b" "x\x41\r\"\tz" 'it\'s' "" foo"bar baz" 'c:\d\e'"# + "\r\n")
+        let (result, args) = parseRequest(line)
+        #expect(result == .complete(consumed: line.count))
+        #expect(args == [bytes("SET"), bytes("a b"), bytes("xA\r\"\tz"), bytes("it's"), [], bytes("foobar baz"), bytes("c:\\d\\e")])
+    }
+
+    @Test func quotedLineIsRewrittenCanonically() {
+        // What the bytes become after parsing: every argument contiguous,
+        // the line still parsing to the same arguments.
+        let line = bytes(#"SET  "a b"   "x\x41\"z"  'it\'s' "" "plain" foo"bar baz"  "# + "\r\n")
+        let args = RESPArguments()
+        withScratch(line) { buffer in
+            #expect(RESPRequestParser.parse(buffer, into: args, limits: RESPLimits()) == .complete(consumed: line.count))
+            let canonical = #"SET "a b" 'xA"z' "it's" "" plain "foobar baz""#
+            let padding = String(repeating: " ", count: line.count - 2 - canonical.utf8.count)
+            #expect(text(Array(buffer)) == canonical + padding + "\r\n")
+            #expect(text(Array(args.bytes(2, in: buffer))) == "xA\"z")
+        }
+    }
+
+    @Test func starArgumentStaysInline() {
+        for line in [#""*" a"#, #"  * a"#, #"'*x' "b c""#, #" *"\x41" 'b'"#] {
+            let input = bytes(line + "\r\n")
+            let args = RESPArguments()
+            withScratch(input) { buffer in
+                let result = RESPRequestParser.parse(buffer, into: args, limits: RESPLimits())
+                let parsed = collect(args, buffer, result)
+                #expect(result == .complete(consumed: input.count))
+                #expect(parsed.first?.first == UInt8(ascii: "*"))
+                #expect(parseRequest(Array(buffer)) == (result, parsed), "\(line)")
+            }
+        }
+    }
+
+    @Test func escapesThatNoInlineLineCanCarryAreRejected() {
+        let error = RESPParseResult.protocolError("Protocol error: unsupported escape in inline request, send it as multibulk")
+        #expect(parseRequest(bytes(#"SET k "a\nb""# + "\r\n")).0 == error)
+        #expect(parseRequest(bytes(#"SET k "\x00""# + "\r\n")).0 == error)
+        #expect(parseRequest(bytes(#"SET k "\x0A""# + "\n")).0 == error)
+        #expect(parseRequest(bytes(#"SET k "it's \"x\"""# + "\r\n")).0 == error)
+        #expect(parseRequest(bytes(#"SET k "a b\\""# + "\r\n")).0 == error)
+        // A backslash alone is fine: it can stand bare.
+        #expect(parseRequest(bytes(#"SET k "a\\""# + "\r\n")).1 == [bytes("SET"), bytes("k"), bytes("a\\")])
+        // The same values are fine in a multibulk request.
+        let multibulk = encodeCommand([bytes("SET"), bytes("k"), bytes("a\nb\u{0}it's \"x\" a\\")])
+        #expect(parseRequest(multibulk).0 == .complete(consumed: multibulk.count))
     }
 
     @Test func inlineEscapesLikeRedis() {
@@ -227,12 +270,44 @@ import Testing
     }
 
     @Test func quotedInlineRoundTrip() async {
-        await propertyCheck(count: 300, input: argumentGen.array(of: 1...5), Gen.uint64()) { args, seed in
+        await propertyCheck(count: 500, input: argumentGen.array(of: 1...5), Gen.uint64()) { args, seed in
             var rng = SplitMix(state: seed)
             let line = args.map { quoteLikeRedisCLI($0, &rng) }.joined(separator: [UInt8(ascii: " ")]) + bytes("\r\n")
             let (result, parsed) = parseRequest(line)
-            #expect(result == .complete(consumed: line.count), "\(text(line).debugDescription)")
-            #expect(parsed == args)
+            if args.allSatisfy(inlineRepresentable) {
+                #expect(result == .complete(consumed: line.count), "\(text(line).debugDescription)")
+                #expect(parsed == args)
+            } else {
+                #expect(result == .protocolError("Protocol error: unsupported escape in inline request, send it as multibulk"))
+            }
+        }
+    }
+
+    /// A server forwards the consumed bytes of a command to the reactor that
+    /// owns its key, which parses them again: after the in-place unescape
+    /// they must still mean the same command.
+    @Test func consumedBytesParseAgainToTheSameCommand() async {
+        await propertyCheck(count: 500, input: argumentGen.array(of: 1...5), Gen.uint64()) { original, seed in
+            var rng = SplitMix(state: seed)
+            let args = original.filter(inlineRepresentable)
+            guard !args.isEmpty else { return }
+            var line: [UInt8] = Array(repeating: UInt8(ascii: " "), count: rng.below(3))
+            for arg in args {
+                line += quoteLikeRedisCLI(arg, &rng)
+                line += Array(repeating: rng.below(2) == 0 ? UInt8(ascii: " ") : UInt8(ascii: "\t"), count: 1 + rng.below(3))
+            }
+            line += rng.below(2) == 0 ? bytes("\r\n") : bytes("\n")
+            let parsedArgs = RESPArguments()
+            let (first, consumedBytes): (RESPParseResult, [UInt8]) = withScratch(line + bytes("NEXT\r\n")) { buffer in
+                let result = RESPRequestParser.parse(buffer, into: parsedArgs, limits: RESPLimits())
+                #expect(collect(parsedArgs, buffer, result) == args)
+                guard case .complete(let consumed) = result else { return (result, []) }
+                // The command after it is untouched.
+                #expect(Array(buffer[consumed...]) == bytes("NEXT\r\n"))
+                return (result, Array(buffer[..<consumed]))
+            }
+            #expect(first == .complete(consumed: line.count))
+            #expect(parseRequest(consumedBytes) == (.complete(consumed: line.count), args))
         }
     }
 
@@ -241,7 +316,7 @@ import Testing
             var rng = SplitMix(state: seed)
             var encoded: [UInt8] = []
             for command in commands {
-                if rng.below(2) == 0 {
+                if rng.below(2) == 0 || !command.allSatisfy(inlineRepresentable) {
                     encoded += encodeCommand(command)
                 } else {
                     encoded += command.map { quoteLikeRedisCLI($0, &rng) }.joined(separator: [UInt8(ascii: " ")])
@@ -253,6 +328,17 @@ import Testing
             #expect(rest == .incomplete)
         }
     }
+}
+
+/// Whether an inline line can carry `arg` (see `RESPRequestParser.parse`).
+func inlineRepresentable(_ arg: [UInt8]) -> Bool {
+    if arg.contains(0) || arg.contains(10) { return false }
+    let blanks: [UInt8] = [9, 10, 11, 12, 13, 32]
+    let bare = !arg.isEmpty && !blanks.contains(arg[0])
+        && !arg.contains(where: { [9, 10, 13, 32, UInt8(ascii: "\""), UInt8(ascii: "'")].contains($0) })
+    if bare { return true }
+    let needsEscapeInDouble = arg.contains(UInt8(ascii: "\"")) || arg.contains(UInt8(ascii: "\\"))
+    return !needsEscapeInDouble || (!arg.contains(UInt8(ascii: "'")) && arg.last != UInt8(ascii: "\\"))
 }
 
 /// Quotes an argument the way a person (or redis-cli) would write it on an

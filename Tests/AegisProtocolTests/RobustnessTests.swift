@@ -56,12 +56,16 @@ import Testing
         await propertyCheck(count: 2000, input: Self.respLike) { input in
             let args = RESPArguments()
             withScratch(input) { buffer in
-                guard case .complete(let consumed) = RESPRequestParser.parse(buffer, into: args, limits: RESPLimits()) else { return }
+                let result = RESPRequestParser.parse(buffer, into: args, limits: RESPLimits())
+                guard case .complete(let consumed) = result else { return }
                 for index in 0..<args.count {
                     #expect(args.offset(index) >= 0)
                     #expect(args.length(index) >= 0)
                     #expect(args.offset(index) + args.length(index) <= consumed)
                 }
+                // The consumed bytes, as the parse left them, mean the same command again
+                // (what a server relies on when it forwards them raw).
+                #expect(parseRequest(Array(buffer[..<consumed])) == (result, collect(args, buffer, result)))
             }
         }
     }
