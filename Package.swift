@@ -2,6 +2,12 @@
 import PackageDescription
 
 let strictSwift: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+/// The request-path modules drop the runtime exclusivity checks in release
+/// builds: they cost a thread-local lookup per class-property access
+/// (measured at about 4% of server CPU). Debug builds and tests keep them.
+let hotPathSwift: [SwiftSetting] = strictSwift + [
+    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+]
 
 let package = Package(
     name: "AegisKV",
@@ -21,9 +27,9 @@ let package = Package(
             linkerSettings: [.linkedLibrary("uring")]
         ),
         // Pure codecs: bytes in, parsed requests or encoded replies out. No I/O, no store.
-        .target(name: "AegisProtocol", swiftSettings: strictSwift),
+        .target(name: "AegisProtocol", swiftSettings: hotPathSwift),
         // Per-shard storage: key hashing, the open-addressing table, TTL, eviction, accounting.
-        .target(name: "AegisStore", swiftSettings: strictSwift),
+        .target(name: "AegisStore", swiftSettings: hotPathSwift),
         // Configuration keys, defaults, file/env/flag layering and validation.
         .target(
             name: "AegisConfig",
@@ -37,7 +43,7 @@ let package = Package(
                 "CSupport", "AegisProtocol", "AegisStore", "AegisConfig",
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strictSwift
+            swiftSettings: hotPathSwift
         ),
         .executableTarget(
             name: "aegiskv",

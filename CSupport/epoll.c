@@ -9,6 +9,7 @@ const uint32_t AEGIS_EPOLLOUT = EPOLLOUT;
 const uint32_t AEGIS_EPOLLERR = EPOLLERR;
 const uint32_t AEGIS_EPOLLHUP = EPOLLHUP;
 const uint32_t AEGIS_EPOLLRDHUP = EPOLLRDHUP;
+const uint32_t AEGIS_EPOLLET = EPOLLET;
 
 int aegis_epoll_create(void) {
     int fd = epoll_create1(EPOLL_CLOEXEC);

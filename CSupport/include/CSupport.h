@@ -32,6 +32,7 @@ extern const uint32_t AEGIS_EPOLLOUT;
 extern const uint32_t AEGIS_EPOLLERR;
 extern const uint32_t AEGIS_EPOLLHUP;
 extern const uint32_t AEGIS_EPOLLRDHUP;
+extern const uint32_t AEGIS_EPOLLET;
 
 int aegis_epoll_create(void);
 int aegis_epoll_add(int epfd, int fd, uint32_t events, uint64_t token);
