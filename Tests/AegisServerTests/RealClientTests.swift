@@ -109,6 +109,25 @@ struct RealClientTests {
         #expect(!info.contains("forwarded_requests:0\r"), "with two reactors some requests must cross")
     }
 
+    /// Inline commands with quotes are unescaped in place; the bytes forwarded
+    /// to the owning reactor must still say the same thing.
+    @Test func quotedInlineCommandsAcrossReactors() throws {
+        let server = try ServerHarness()
+        defer { #expect(server.stop() == 0) }
+        let socket = try TestSocket(port: server.port)
+        var script = ""
+        for i in 0..<64 { script += "SET \"key \(i)\" \"value \\\"\(i)\\\"\"\r\n" }
+        for i in 0..<64 { script += "GET \"key \(i)\"\r\n" }
+        try socket.send(script)
+        var expected = String(repeating: "+OK\r\n", count: 64)
+        for i in 0..<64 {
+            let value = "value \"\(i)\""
+            expected += "$\(value.utf8.count)\r\n\(value)\r\n"
+        }
+        let reply = try socket.receive { $0.count >= expected.utf8.count }
+        #expect(String(decoding: reply, as: UTF8.self) == expected)
+    }
+
     @Test func quitClosesAfterReply() throws {
         let server = try ServerHarness()
         defer { #expect(server.stop() == 0) }

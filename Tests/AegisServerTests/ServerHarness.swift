@@ -101,7 +101,7 @@ func freePort() throws -> UInt16 {
 }
 
 /// A blocking loopback TCP client socket with a receive timeout.
-final class TestSocket {
+final class TestSocket: @unchecked Sendable {
     let fd: Int32
 
     init(port: UInt16, timeoutSeconds: Int = 10) throws {

@@ -1,0 +1,68 @@
+import Foundation
+import Glibc
+import Testing
+
+@Suite(.serialized)
+struct BackpressureTests {
+    /// A client that pipelines far more reply bytes than it reads does not
+    /// grow the server: its connection stops being read at the output bound,
+    /// and every reply still arrives, in order, once it reads.
+    @Test func unreadRepliesDoNotGrowTheServer() throws {
+        let server = try ServerHarness()
+        defer { #expect(server.stop() == 0) }
+        let value = String(repeating: "x", count: 1 << 20)
+        let loader = try TestSocket(port: server.port)
+        try loader.send("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$\(value.utf8.count)\r\n\(value)\r\n")
+        #expect(try loader.receive { $0.count >= 5 } == Array("+OK\r\n".utf8))
+        let baseline = server.residentBytes()
+
+        let requests = 200  // 200 MiB of replies
+        let reader = try TestSocket(port: server.port, timeoutSeconds: 30)
+        let sender = Thread {
+            try? reader.send(String(repeating: "GET big\r\n", count: requests))
+        }
+        sender.start()
+        sleep(2)
+        let growth = server.residentBytes() - baseline
+        #expect(growth < 48 << 20, "server grew by \(growth >> 20) MiB while the client did not read")
+
+        let expectedReply = "$\(value.utf8.count)\r\n".utf8.count + value.utf8.count + 2
+        var received = 0
+        while received < expectedReply * requests {
+            let chunk = try reader.receiveSome(max: 1 << 20)
+            if chunk.isEmpty { break }
+            received += chunk.count
+        }
+        #expect(received == expectedReply * requests)
+
+        // Another client was served all along.
+        let other = try TestSocket(port: server.port)
+        try other.send("PING\r\n")
+        #expect(try other.receive { $0.count >= 7 } == Array("+PONG\r\n".utf8))
+    }
+
+    @Test func writeTimeoutClosesAClientThatNeverReads() throws {
+        let server = try ServerHarness(arguments: ["--write-timeout", "1s"])
+        defer { #expect(server.stop() == 0) }
+        let value = String(repeating: "y", count: 1 << 20)
+        let loader = try TestSocket(port: server.port)
+        try loader.send("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$\(value.utf8.count)\r\n\(value)\r\n")
+        _ = try loader.receive { $0.count >= 5 }
+        let stuck = try TestSocket(port: server.port)
+        try stuck.send(String(repeating: "GET big\r\n", count: 20))
+        sleep(4)
+        // The server gave up on the stalled client: draining what it had
+        // buffered ends in EOF or a reset instead of all 20 replies.
+        var received = 0
+        while let chunk = try? stuck.receiveSome(max: 1 << 20), !chunk.isEmpty { received += chunk.count }
+        #expect(received < 20 * (1 << 20))
+    }
+
+    @Test func readTimeoutClosesAHalfSentRequest() throws {
+        let server = try ServerHarness(arguments: ["--read-timeout", "1s"])
+        defer { #expect(server.stop() == 0) }
+        let socket = try TestSocket(port: server.port)
+        try socket.send("*2\r\n$3\r\nGET\r\n$10\r\nabc")
+        #expect(socket.waitForClose())
+    }
+}
