@@ -88,7 +88,7 @@ struct Model {
     /// Random operation sequences against a Dictionary model with unlimited memory:
     /// every result matches, and all invariants hold after every step.
     @Test func matchesDictionaryModel() async {
-        await propertyCheck(count: 60, input: Self.ops) { ops in
+        await propertyCheck(count: 100, input: Self.ops) { ops in
             Self.run(ops)
         }
     }

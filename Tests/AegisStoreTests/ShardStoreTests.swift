@@ -1,3 +1,4 @@
+import PropertyBased
 import Testing
 @testable import AegisStore
 
@@ -262,6 +263,29 @@ import Testing
         #expect(h.problems.isEmpty)
     }
 
+    @Test func evictsOnlyFromTheWritingShard() {
+        let ledger = MemoryLedger(limitBytes: 64 * 1024, evictionRatio: 1.0)
+        let a = ShardStore(ledger: ledger)
+        let b = ShardStore(ledger: ledger)
+        func put(_ s: ShardStore, _ i: Int) {
+            key(i).withUnsafeBytes { k in
+                bytes(40, seed: i).withUnsafeBytes { v in
+                    _ = s.set(k, hash: KeyHash.hash(k), value: v, expiryMs: 0, nowMs: 0)
+                }
+            }
+        }
+        for i in 0..<2000 { put(b, i) }
+        let bCount = b.count
+        #expect(ledger.evictions > 0)
+        // Shard a has nothing else to evict: it keeps its new entry and b is left alone.
+        put(a, 100_000)
+        put(a, 100_001)
+        #expect(b.count == bCount)
+        #expect(a.count == 1)
+        #expect(ledger.usedBytes == a.chargedBytes + b.chargedBytes)
+        #expect(a.checkInvariants().isEmpty && b.checkInvariants().isEmpty)
+    }
+
     @Test func raisingTheLimitStopsEviction() {
         let h = Harness(limit: 32 * 1024, ratio: 1.0)
         for i in 0..<1000 { h.set(key(i), bytes(40, seed: i)) }
@@ -320,6 +344,32 @@ import Testing
         #expect(Set(stable).isSubset(of: Set(keys)))
         #expect(cursors.allSatisfy { $0 < 1 << 40 })
         #expect(h.problems.isEmpty)
+    }
+
+    static let schedules = zip(Gen.int(in: 0...9), Gen.int(in: 0...2000)).array(of: 1...60)
+
+    /// Random inserts and deletes between scan calls (growing and shrinking the
+    /// table at random points): every key present throughout is still visited.
+    @Test func scanUnderRandomChurn() async {
+        await propertyCheck(count: 40, input: Self.schedules, Gen.int(in: 1...50)) { schedule, perCall in
+            let h = Harness()
+            let stable = (0..<200).map { key($0) }
+            for k in stable { h.set(k, [1]) }
+            var temp: [Int] = []
+            var nextTemp = 1_000_000
+            let (keys, cursors) = h.scanAll(perCall: perCall) { step in
+                let (action, n) = schedule[step % schedule.count]
+                if action < 5 {  // at most 3000 temporary keys, so the scan can finish
+                    for _ in 0..<min(n, 3000 - temp.count) { h.set(key(nextTemp), [2]); temp.append(nextTemp); nextTemp += 1 }
+                } else {
+                    for _ in 0..<min(n, temp.count) { h.delete(key(temp.removeLast())) }
+                }
+            }
+            #expect(cursors.last == 0, "scan finished")
+            #expect(Set(stable).isSubset(of: Set(keys)))
+            #expect(cursors.allSatisfy { $0 < 1 << 40 })
+            #expect(h.problems.isEmpty)
+        }
     }
 
     @Test func cursorBeyond40BitsEndsTheScan() {

@@ -69,7 +69,7 @@ final class Harness {
             cursors.append(cursor)
             between(step)
             step += 1
-        } while cursor != 0 && step < 1_000_000
+        } while cursor != 0 && step < 100_000
         return (keys, cursors)
     }
 

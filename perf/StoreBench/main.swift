@@ -227,10 +227,10 @@ func hitRatio(_ options: Options) {
     let lruTime = seconds(start)
 
     print("")
-    print("policy      hit ratio   resident items   run time")
-    print(String(format: "S3-FIFO     %8.4f   %14d   %6.2f s   (AegisStore ShardStore, %d evictions)",
+    print("policy      hit ratio   mean resident items   run time")
+    print(String(format: "S3-FIFO     %8.4f   %19d   %6.2f s   (AegisStore ShardStore, %d evictions)",
                  Double(s3Hits) / Double(requests), s3Resident, s3Time, ledger.evictions))
-    print(String(format: "exact LRU   %8.4f   %14d   %6.2f s   (simulator)",
+    print(String(format: "exact LRU   %8.4f   %19d   %6.2f s   (simulator)",
                  Double(lruHits) / Double(requests), capacityItems, lruTime))
 }
 
