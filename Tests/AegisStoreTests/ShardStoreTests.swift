@@ -400,7 +400,11 @@ import Testing
         #expect(h.ledger.evictions > 0)
         h.store.removeAll()
         #expect(h.store.count == 0)
-        #expect(h.ledger.usedBytes == baseline)
+        // The table is reallocated at its minimum size; malloc may hand back a
+        // block of another usable size than the first time, and the ledger
+        // charges what malloc really gave.
+        #expect(h.ledger.usedBytes == h.store.state.pointee.tableCharge)
+        #expect(h.ledger.usedBytes <= 2 * baseline)
         #expect(h.problems.isEmpty)
         h.set(key(1), [1])
         #expect(h.get(key(1))?.value == [1])
