@@ -53,8 +53,27 @@ final class Connection {
     /// Output bound: past it the connection is not read until it drains.
     static let outputHighWater = 4 * 1024 * 1024
 
+    /// Requests this connection has waiting on other reactors, and the
+    /// running average size of the replies it gets (for the bound below).
+    var forwardsInFlight = 0
+    /// Starts pessimistic (16 requests in flight) and learns within a few
+    /// dozen replies; starting small would let a first burst of GETs for
+    /// large values all be in flight at once.
+    var averageReplyBytes = 256 * 1024
+
+    /// True when the connection must not be read or parsed further: its
+    /// unsent replies are over the bound, or the replies still to come from
+    /// other reactors would likely take it over (a pipeline of GETs for a
+    /// 1 MiB value may have only a few in flight; one of small values, many).
     @inline(__always) var isBackpressured: Bool {
-        output.readableBytes > Self.outputHighWater || replies.outstanding > ReplyQueue.maxOutstanding
+        output.readableBytes + replies.staging.readableBytes > Self.outputHighWater
+            || replies.outstanding > ReplyQueue.maxOutstanding
+            || forwardsInFlight >= max(4, Self.outputHighWater / averageReplyBytes)
+    }
+
+    @inline(__always) func noteForwardedReply(bytes: Int) {
+        forwardsInFlight -= 1
+        averageReplyBytes = max(1, (averageReplyBytes * 7 + bytes) / 8)
     }
 
     var respVersion: RESPVersion { wire == .resp3 ? .resp3 : .resp2 }

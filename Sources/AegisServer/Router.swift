@@ -14,6 +14,7 @@ extension Reactor {
     /// Sends one request (raw client bytes) to `target`, answering into slot `sequence`.
     func forwardRequest(to target: Int, connection: Connection, sequence: UInt64, bytes: UnsafeRawBufferPointer) {
         counters.forwardedRequests &+= 1
+        connection.forwardsInFlight += 1
         let header = ForwardHeader(
             kind: .request, wire: connection.wire ?? .resp2,
             connectionIndex: connection.index, connectionGeneration: connection.generation,
@@ -137,6 +138,7 @@ extension Reactor {
                 return // the client went away; its reply has nowhere to go
             }
             connection.replies.fill(sequence: header.slotSequence, with: payload)
+            connection.noteForwardedReply(bytes: payload.count)
             markDirty(connection)
         }
     }
