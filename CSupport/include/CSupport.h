@@ -44,7 +44,10 @@ int aegis_epoll_wait(int epfd, aegis_epoll_event *events, int max_events, int ti
 // ---- eventfd / timerfd (eventfd.c) -----------------------------------------
 int aegis_eventfd_create(void);             // non-blocking, close-on-exec
 int aegis_eventfd_signal(int fd);           // adds 1; -EAGAIN is harmless (counter full)
-int aegis_eventfd_drain(int fd);            // reads and discards the counter
+/// A non-blocking CLOCK_MONOTONIC timerfd firing every interval_ms.
+int aegis_timerfd_create_periodic(int interval_ms);
+/// Reads and discards the expiration count.
+int aegis_timerfd_acknowledge(int fd);
 
 // ---- sockets (sockets.c) ---------------------------------------------------
 /// Creates a non-blocking TCP listener bound to host:port (IPv4 or IPv6

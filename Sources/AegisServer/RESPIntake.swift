@@ -62,31 +62,14 @@ extension Reactor {
                 withReply(connection) { RESPWriter.error(problem, into: $0) }
                 return
             }
-            let hash = KeyHash.hash(args.bytes(1))
-            let shard = KeyHash.shard(of: hash, shardCount: shards.count)
-            let target = owner(ofShard: shard)
-            if target == index {
-                let store = shards[shard]!
-                withReply(connection) { executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: $0) }
-            } else {
-                forward(to: target, connection: connection, bytes: raw)
-            }
+            routeKeyed(command, args, connection, raw: raw)
         case .multiKey:
             if let problem = sizeProblem(command, args) {
                 withReply(connection) { RESPWriter.error(problem, into: $0) }
                 return
             }
             if args.count == 2 && command != .mget {
-                // One key: route like any keyed command.
-                let hash = KeyHash.hash(args.bytes(1))
-                let shard = KeyHash.shard(of: hash, shardCount: shards.count)
-                let target = owner(ofShard: shard)
-                if target == index {
-                    let store = shards[shard]!
-                    withReply(connection) { executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: $0) }
-                } else {
-                    forward(to: target, connection: connection, bytes: raw)
-                }
+                routeKeyed(command, args, connection, raw: raw) // one key: no need to split
             } else {
                 fanOut(command, args, connection)
             }
@@ -115,6 +98,20 @@ extension Reactor {
             } else {
                 forward(to: target, connection: connection, bytes: raw)
             }
+        }
+    }
+
+    /// Runs a one-key command here when this reactor owns the key's shard,
+    /// otherwise forwards its raw bytes to the owner.
+    @inline(__always) private func routeKeyed(_ command: RESPCommand, _ args: ArgumentsView, _ connection: Connection, raw: UnsafeRawBufferPointer) {
+        let hash = KeyHash.hash(args.bytes(1))
+        let shard = KeyHash.shard(of: hash, shardCount: shards.count)
+        let target = owner(ofShard: shard)
+        if target == index {
+            let store = shards[shard]!
+            withReply(connection) { executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: $0) }
+        } else {
+            forward(to: target, connection: connection, bytes: raw)
         }
     }
 

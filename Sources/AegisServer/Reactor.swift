@@ -26,6 +26,9 @@ final class Reactor: @unchecked Sendable {
     private let epollFD: Int32
     private var listenFD: Int32
     private let wakeFD: Int32
+    /// Fires every maintenance interval, so epoll_wait can block without a
+    /// timeout: a timeout would arm a kernel hrtimer on every sleep.
+    private let maintenanceTimerFD: Int32
 
     // Connections: a slot table with generations, so a reply that arrives
     // after its connection closed and the slot was reused is recognised.
@@ -64,9 +67,11 @@ final class Reactor: @unchecked Sendable {
     private var drainDeadlineMs: Int64 = 0
     private var countedAsDrained = false
     private var lastPublishedMs: Int64 = 0
+    private var maintenanceDue = false
 
     static let listenerToken = UInt64.max
     static let wakeToken = UInt64.max - 1
+    static let timerToken = UInt64.max - 2
 
     init(index: Int, node: NodeContext, listenFD: Int32) throws {
         self.index = index
@@ -77,6 +82,10 @@ final class Reactor: @unchecked Sendable {
         if epollFD < 0 { throw SystemError(operation: "epoll_create1", code: -epollFD) }
         self.epollFD = epollFD
         self.wakeFD = node.interconnect.wakeFDs[index]
+        let intervalMs = max(Int(node.config.maintenanceInterval.milliseconds), 10)
+        let timerFD = aegis_timerfd_create_periodic(Int32(intervalMs))
+        if timerFD < 0 { throw SystemError(operation: "timerfd_create", code: -timerFD) }
+        self.maintenanceTimerFD = timerFD
         let config = node.config
         let limitBytes = config.maxMemoryMB * 1024 * 1024 / node.reactorCount
         self.ledger = MemoryLedger(limitBytes: limitBytes, evictionRatio: config.evictionRatio)
@@ -97,6 +106,7 @@ final class Reactor: @unchecked Sendable {
         self.events = .allocate(capacity: Int(Self.maxEvents))
         try check(aegis_epoll_add(epollFD, listenFD, AEGIS_EPOLLIN, Self.listenerToken), "epoll_ctl(listener)")
         try check(aegis_epoll_add(epollFD, wakeFD, AEGIS_EPOLLIN | AEGIS_EPOLLET, Self.wakeToken), "epoll_ctl(eventfd)")
+        try check(aegis_epoll_add(epollFD, maintenanceTimerFD, AEGIS_EPOLLIN, Self.timerToken), "epoll_ctl(timerfd)")
     }
 
     private func check(_ result: Int32, _ operation: String) throws {
@@ -138,7 +148,7 @@ final class Reactor: @unchecked Sendable {
         flushOverflow()
         flushDirty()
         notifyTargets()
-        if now >= nextMaintenanceMs { maintenance() }
+        if maintenanceDue || now >= nextMaintenanceMs { maintenance() }
         if node.state == .draining { drainStep() }
         // Readers (INFO, metrics) need fresh numbers, not per-iteration ones:
         // publish once per clock tick of the coarse clock.
@@ -149,18 +159,21 @@ final class Reactor: @unchecked Sendable {
         return !shouldExit()
     }
 
-    /// -1 = block, 0 = poll, otherwise milliseconds until the next timer.
+    /// -1 = block until an event (the maintenance timer is one), 0 = poll,
+    /// 1 = come back soon to retry records waiting for ring space.
     private func sleepTimeout() -> Int32 {
         if !dirty.isEmpty { return 0 }
         for buffer in overflow where !buffer.isEmpty { return 1 }
-        let untilMaintenance = max(0, nextMaintenanceMs - aegis_now_ms_coarse())
-        return Int32(min(untilMaintenance, 1000))
+        return -1
     }
 
     private func handle(event: aegis_epoll_event) {
         switch event.token {
         case Self.listenerToken:
             acceptConnections()
+        case Self.timerToken:
+            _ = aegis_timerfd_acknowledge(maintenanceTimerFD)
+            maintenanceDue = true
         case Self.wakeToken:
             // Edge-triggered and never read: every write makes a new edge, and
             // skipping the read saves a syscall per wake-up. The 64-bit counter
@@ -407,6 +420,7 @@ final class Reactor: @unchecked Sendable {
 
     private func maintenance() {
         let interval = max(Int64(node.config.maintenanceInterval.milliseconds), 10)
+        maintenanceDue = false
         nextMaintenanceMs = now + interval
         sweepExpired()
         if now >= nextTimeoutCheckMs {
@@ -491,6 +505,7 @@ final class Reactor: @unchecked Sendable {
         for case let connection? in connections { close(connection) }
         if listenFD >= 0 { _ = aegis_close(listenFD) }
         _ = aegis_close(epollFD)
+        _ = aegis_close(maintenanceTimerFD)
         publishStats()
         events.deallocate()
     }

@@ -30,7 +30,6 @@ final class ReplyQueue {
     private(set) var nextSequence: UInt64 = 0
     let staging = WireBuffer()
     private var stagingConsumed = 0               // logical position of staging.readIndex
-    private var failureText: [UInt8] = []
 
     /// Bound on outstanding slots: past it the connection stops being read.
     static let maxOutstanding = 8192
