@@ -61,6 +61,21 @@ struct BackpressureTests {
         #expect(received < 20 * (1 << 20))
     }
 
+    @Test func idleTimeoutClosesOnlyIdleConnections() throws {
+        let server = try ServerHarness(arguments: ["--idle-timeout", "2s"])
+        defer { #expect(server.stop() == 0) }
+        let idle = try TestSocket(port: server.port)
+        let busy = try TestSocket(port: server.port)
+        for _ in 0..<8 {
+            try busy.send("PING\r\n")
+            #expect(try busy.receive { $0.count >= 7 } == Array("+PONG\r\n".utf8))
+            usleep(500_000)
+        }
+        #expect(idle.waitForClose())
+        try busy.send("PING\r\n")
+        #expect(try busy.receive { $0.count >= 7 } == Array("+PONG\r\n".utf8))
+    }
+
     @Test func readTimeoutClosesAHalfSentRequest() throws {
         let server = try ServerHarness(arguments: ["--read-timeout", "1s"])
         defer { #expect(server.stop() == 0) }
