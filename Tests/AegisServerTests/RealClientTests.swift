@@ -128,6 +128,46 @@ struct RealClientTests {
         #expect(String(decoding: reply, as: UTF8.self) == expected)
     }
 
+    /// Values larger than a ring record travel between reactors by pointer,
+    /// and a burst bigger than a ring waits in the overflow queue in order;
+    /// both must deliver every byte intact.
+    @Test func largeValuesAndRingOverflowKeepDataIntact() throws {
+        let server = try ServerHarness()
+        defer { #expect(server.stop() == 0) }
+        let socket = try TestSocket(port: server.port, timeoutSeconds: 30)
+        func value(_ i: Int, size: Int) -> [UInt8] { (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) } }
+        let sizes = [300 * 1024, 2 * 1024 * 1024]
+        let requests = WireBuffer()
+        for i in 0..<8 {
+            RESPRequestWriter.command([Array("SET".utf8), Array("large:\(i)".utf8), value(i, size: sizes[i % 2])], into: requests)
+        }
+        for i in 0..<8 { RESPRequestWriter.command([Array("GET".utf8), Array("large:\(i)".utf8)], into: requests) }
+        // 20,000 pipelined SETs of 512-byte values: about 10 MB through 1 MB rings.
+        for i in 0..<20_000 {
+            RESPRequestWriter.command([Array("SET".utf8), Array("burst:\(i)".utf8), value(i, size: 512)], into: requests)
+        }
+        RESPRequestWriter.command([Array("DBSIZE".utf8)], into: requests)
+        let sender = Thread { [bytes = requests.readableArray()] in try? socket.send(bytes) }
+        sender.start()
+        var received: [UInt8] = []
+        var replies: [RESPValue] = []
+        while replies.count < 16 + 20_001 {
+            received += try socket.receiveSome(max: 1 << 20)
+            var offset = 0
+            while let (reply, consumed) = try received.withUnsafeBytes({ try RESPReplyParser.parse(UnsafeRawBufferPointer(rebasing: $0[offset...])) }) {
+                replies.append(reply)
+                offset += consumed
+            }
+            received.removeFirst(offset)
+        }
+        for i in 0..<8 {
+            #expect(replies[i] == .simple("OK"))
+            #expect(replies[8 + i] == .bulk(value(i, size: sizes[i % 2])), "large value \(i)")
+        }
+        #expect(replies[16..<(16 + 20_000)].allSatisfy { $0 == .simple("OK") })
+        #expect(replies.last == .integer(20_008))
+    }
+
     @Test func quitClosesAfterReply() throws {
         let server = try ServerHarness()
         defer { #expect(server.stop() == 0) }
