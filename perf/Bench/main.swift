@@ -1,0 +1,2 @@
+// aegiskv-bench: the bundled load generator. See perf/README.md.
+BenchCommand.main()
