@@ -248,7 +248,11 @@ final class Worker {
                 timeoutMs = wait < 1_000_000 ? 0 : Int32(Swift.min(wait / 1_000_000, 10))
             }
             let n = Int(aegis_epoll_wait(epfd, events, Int32(maxEvents), timeoutMs))
-            if n <= 0 { continue }
+            if n <= 0 {
+                // Polling for a send less than 1 ms away: let a server on this core run meanwhile.
+                if timeoutMs == 0 { sched_yield() }
+                continue
+            }
             for i in 0..<n {
                 let event = events[i]
                 let conn = connections[Int(event.token)]
