@@ -244,15 +244,19 @@ final class Worker {
             var timeoutMs: Int32 = 10
             if nextDue != .max {
                 let wait = nextDue - now
-                // Below 1 ms epoll cannot sleep precisely: poll instead, so sends stay on schedule.
-                timeoutMs = wait < 1_000_000 ? 0 : Int32(Swift.min(wait / 1_000_000, 10))
+                if wait >= 1_000_000 {
+                    timeoutMs = Int32(Swift.min(wait / 1_000_000, 10))
+                } else {
+                    // epoll_wait sleeps in whole milliseconds; below that, sleep in select(2) with
+                    // microseconds (woken early by replies). Spinning instead would take the CPU a
+                    // server on the same machine needs. A late send is not hidden: latency still
+                    // counts from the intended time.
+                    if wait > 0 { sleepUntilReadable(microseconds: Int(wait / 1000)) }
+                    timeoutMs = 0
+                }
             }
             let n = Int(aegis_epoll_wait(epfd, events, Int32(maxEvents), timeoutMs))
-            if n <= 0 {
-                // Polling for a send less than 1 ms away: let a server on this core run meanwhile.
-                if timeoutMs == 0 { sched_yield() }
-                continue
-            }
+            if n <= 0 { continue }
             for i in 0..<n {
                 let event = events[i]
                 let conn = connections[Int(event.token)]
@@ -265,6 +269,19 @@ final class Worker {
                 }
             }
         }
+    }
+
+    /// Waits up to `microseconds` for the epoll set to become readable.
+    private func sleepUntilReadable(microseconds: Int) {
+        guard epfd < FD_SETSIZE else { return }
+        var set = fd_set()
+        withUnsafeMutableBytes(of: &set) { raw in
+            let words = raw.bindMemory(to: UInt.self)
+            let bitsPerWord = UInt.bitWidth
+            words[Int(epfd) / bitsPerWord] |= 1 << UInt(Int(epfd) % bitsPerWord)
+        }
+        var timeout = timeval(tv_sec: 0, tv_usec: Swift.max(microseconds, 1))
+        _ = select(epfd + 1, &set, nil, nil, &timeout)
     }
 
     /// Open loop: send every request whose intended time has come; returns the next due time.
