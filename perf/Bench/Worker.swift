@@ -528,6 +528,7 @@ final class Worker {
 
     @inline(__always) private func complete(_ p: Pending, _ outcome: Outcome, now: Int64) {
         result.allReplies += 1
+        unpublishedCompleted += 1  // progress lines show warm-up throughput too
         guard p.measured else { return }
         let latency = now - p.start
         result.perOp[p.op].ops += 1
@@ -540,7 +541,6 @@ final class Worker {
             result.perOp[p.op].errors += 1
             unpublishedErrors += 1
         }
-        unpublishedCompleted += 1
         if now > result.lastReplyNs { result.lastReplyNs = now }
     }
 
