@@ -97,6 +97,30 @@ struct BenchToolTests {
         #expect(text.contains("#[Max"))
     }
 
+    @Test func repeatedAddrSpreadsConnectionsOverNodes() throws {
+        let first = try ServerHarness()
+        defer { #expect(first.stop() == 0) }
+        let second = try ServerHarness()
+        defer { #expect(second.stop() == 0) }
+        let run = try Self.bench([
+            "--addr", "127.0.0.1:\(first.port)", "--addr", "127.0.0.1:\(second.port)", "--requests", "400",
+            "--ratio", "0:1", "--keys", "1000", "--key-pattern", "sequential", "--threads", "1", "--connections", "2",
+        ])
+        #expect(run.status == 0, "\(run.output)")
+        #expect(Self.int(Self.operation(run.json, "set"), "ops") == 400)
+        func keyCount(_ port: UInt16) throws -> Int {
+            let socket = try TestSocket(port: port)
+            defer { socket.close() }
+            try socket.send("*1\r\n$6\r\nDBSIZE\r\n")
+            let reply = try socket.receive { $0.last == UInt8(ascii: "\n") }
+            return Int(String(decoding: reply, as: UTF8.self).dropFirst().trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        }
+        // One connection per node, alternating requests: both nodes got about half the keys.
+        let a = try keyCount(first.port)
+        let b = try keyCount(second.port)
+        #expect(a > 0 && b > 0 && a + b == 400, "DBSIZE \(a) and \(b)")
+    }
+
     @Test func verifyCountsACorruptValueAsAnError() throws {
         let server = try ServerHarness()
         defer { #expect(server.stop() == 0) }
