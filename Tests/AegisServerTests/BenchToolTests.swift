@@ -171,7 +171,9 @@ struct BenchToolTests {
         defer {
             // SIGKILL: memcached started from the test runner inherits its blocked SIGTERM.
             kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            // Poll rather than waitUntilExit, which can miss a quick exit on this toolchain.
+            let deadline = Date().addingTimeInterval(10)
+            while process.isRunning && Date() < deadline { usleep(10_000) }
         }
         var ready = false
         for _ in 0..<200 where !ready {
