@@ -13,11 +13,13 @@ let package = Package(
     name: "AegisKV",
     products: [
         .executable(name: "aegiskv", targets: ["aegiskv"]),
+        .executable(name: "aegiskv-bench", targets: ["aegiskv-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // Thin wrappers over what the kernel offers and Swift cannot import directly.
@@ -53,6 +55,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSwift
+        ),
+        // The bundled load generator: AegisKV binary, RESP and memcached text, open or closed loop.
+        .executableTarget(
+            name: "aegiskv-bench",
+            dependencies: [
+                "CSupport", "AegisProtocol",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "perf/Bench",
+            swiftSettings: hotPathSwift
         ),
         // Store-level benchmarks (eviction hit ratio, bytes per item); see perf/README.md.
         .executableTarget(

@@ -129,6 +129,15 @@ extension Reactor {
         RESPWriter.bulk(string: "modules", into: out); RESPWriter.arrayHeader(0, into: out)
     }
 
+    /// Redis's wording: a known subcommand with the wrong arity, or an unknown one.
+    private func subcommandError(_ args: ArgumentsView, command: String, known: Set<String>) -> String {
+        let subcommand = args.string(1)
+        if known.contains(subcommand.uppercased()) {
+            return "ERR wrong number of arguments for '\(command)|\(subcommand.lowercased())' command"
+        }
+        return "ERR unknown subcommand '\(subcommand)'. Try \(command.uppercased()) HELP."
+    }
+
     private func isValidClientName(_ name: String) -> Bool {
         name.utf8.allSatisfy { $0 > 32 && $0 < 127 }
     }
@@ -150,7 +159,7 @@ extension Reactor {
             // Client libraries announce their name and version; accepted, not stored.
             RESPWriter.simpleString("OK", into: out)
         } else {
-            RESPWriter.error(string: "ERR unknown subcommand or wrong number of arguments for '\(args.string(1))'. Try CLIENT HELP.", into: out)
+            RESPWriter.error(string: subcommandError(args, command: "client", known: ["SETNAME", "GETNAME", "ID", "SETINFO"]), into: out)
         }
     }
 
@@ -205,7 +214,7 @@ extension Reactor {
             if args.matches(1, "SET") {
                 RESPWriter.error("ERR CONFIG SET is not supported: edit the config file and send SIGHUP, or restart", into: out)
             } else {
-                RESPWriter.error(string: "ERR unknown subcommand or wrong number of arguments for '\(args.string(1))'. Try CONFIG HELP.", into: out)
+                RESPWriter.error(string: subcommandError(args, command: "config", known: ["GET"]), into: out)
             }
             return
         }

@@ -163,26 +163,103 @@ final class TestSocket: @unchecked Sendable {
     deinit { Glibc.close(fd) }
 }
 
-/// Runs a command line tool, returning its standard output and exit status.
+/// Runs a command line tool (found on PATH), returning its standard output
+/// and error together, and its exit status.
+///
+/// posix_spawn and waitpid rather than Foundation's Process: on this
+/// toolchain Process.waitUntilExit sometimes never returns for a child that
+/// exits quickly, which hung tests that run many short commands.
 @discardableResult
 func runTool(_ executable: String, _ arguments: [String], input: String? = nil) throws -> (output: String, status: Int32) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = [executable] + arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    if let input {
-        let inputPipe = Pipe()
-        process.standardInput = inputPipe
-        try process.run()
-        inputPipe.fileHandleForWriting.write(Data(input.utf8))
-        try inputPipe.fileHandleForWriting.close()
-    } else {
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+    var outputPipe: [Int32] = [0, 0]
+    var inputPipe: [Int32] = [0, 0]
+    guard pipe(&outputPipe) == 0, pipe(&inputPipe) == 0 else { throw HarnessError("pipe failed") }
+    // Close-on-exec, so tools spawned by concurrent tests do not hold our pipe ends open.
+    for fd in outputPipe + inputPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, inputPipe[0], 0)
+    posix_spawn_file_actions_adddup2(&actions, outputPipe[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, outputPipe[1], 2)
+    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var attributes = childAttributes()
+    defer { posix_spawnattr_destroy(&attributes) }
+    var pid: pid_t = 0
+    let spawned = posix_spawnp(&pid, executable, &actions, &attributes, argv, environ)
+    Glibc.close(outputPipe[1])
+    Glibc.close(inputPipe[0])
+    guard spawned == 0 else {
+        Glibc.close(outputPipe[0])
+        Glibc.close(inputPipe[1])
+        throw HarnessError("cannot run \(executable): errno \(spawned)")
     }
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (String(decoding: data, as: UTF8.self), process.terminationStatus)
+    if let input {
+        let bytes = Array(input.utf8)
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { write(inputPipe[1], $0.baseAddress! + written, bytes.count - written) }
+            if n <= 0 { break }
+            written += n
+        }
+    }
+    Glibc.close(inputPipe[1])
+    var output: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(outputPipe[0], $0.baseAddress, 65536) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        output += chunk[0..<n]
+    }
+    Glibc.close(outputPipe[0])
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let exitStatus = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+    return (String(decoding: output, as: UTF8.self), exitStatus)
+}
+
+/// Spawn attributes giving the child an empty signal mask: the test runner's
+/// threads block SIGTERM, and a child would otherwise inherit that and
+/// ignore a polite stop.
+func childAttributes() -> posix_spawnattr_t {
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    posix_spawnattr_setsigmask(&attributes, &empty)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+    return attributes
+}
+
+/// Starts a long-running tool (found on PATH) with its output discarded;
+/// returns its PID. Stop it with `stopProcess`.
+func startProcess(_ executable: String, _ arguments: [String]) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    var attributes = childAttributes()
+    defer { posix_spawnattr_destroy(&attributes) }
+    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let spawned = posix_spawnp(&pid, executable, &actions, &attributes, argv, environ)
+    guard spawned == 0 else { throw HarnessError("cannot run \(executable): errno \(spawned)") }
+    return pid
+}
+
+/// SIGTERM, then SIGKILL after the grace period; reaps the child.
+func stopProcess(_ pid: pid_t, graceSeconds: Double = 10) {
+    kill(pid, SIGTERM)
+    var status: Int32 = 0
+    let deadline = Date().addingTimeInterval(graceSeconds)
+    while Date() < deadline {
+        if waitpid(pid, &status, WNOHANG) == pid { return }
+        usleep(10_000)
+    }
+    kill(pid, SIGKILL)
+    waitpid(pid, &status, 0)
 }
