@@ -68,6 +68,8 @@ final class Reactor: @unchecked Sendable {
     private var countedAsDrained = false
     private var lastPublishedMs: Int64 = 0
     private var maintenanceDue = false
+    /// Requests this reactor forwarded whose replies have not come back yet.
+    var awaitedReplies = 0
 
     static let listenerToken = UInt64.max
     static let wakeToken = UInt64.max - 1
@@ -130,6 +132,14 @@ final class Reactor: @unchecked Sendable {
         let timeoutMs = sleepTimeout()
         var slept = false
         var waitMs: Int32 = 0
+        if timeoutMs != 0 && awaitedReplies > 0 {
+            // A reply from another reactor is due. Give up the core once
+            // before sleeping: when that reactor was just woken to answer, it
+            // often runs here and the reply is in the ring when we look
+            // again, saving our sleep and its wake-up write. Measured: 12%
+            // less CPU per request with two reactors, unpipelined.
+            sched_yield()
+        }
         if timeoutMs != 0 && node.interconnect.prepareToSleep(index) {
             waitMs = timeoutMs
             slept = true

@@ -15,6 +15,7 @@ extension Reactor {
     func forwardRequest(to target: Int, connection: Connection, sequence: UInt64, bytes: UnsafeRawBufferPointer) {
         counters.forwardedRequests &+= 1
         connection.forwardsInFlight += 1
+        awaitedReplies += 1
         let header = ForwardHeader(
             kind: .request, wire: connection.wire ?? .resp2,
             connectionIndex: connection.index, connectionGeneration: connection.generation,
@@ -132,6 +133,7 @@ extension Reactor {
             sendRecord(to: source, header: reply, payload: replyScratch.readableView)
             replyScratch.releaseIfIdle(keep: 1 << 20)
         case .reply:
+            awaitedReplies -= 1
             let slot = Int(header.connectionIndex)
             guard slot < connections.count, let connection = connections[slot],
                   connection.generation == header.connectionGeneration, !connection.isClosed else {
