@@ -114,8 +114,9 @@ final class TestSocket: @unchecked Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         if connected != 0 {
-            Glibc.close(fd)
-            throw HarnessError("connect failed: errno \(errno)")
+            let error = errno
+            close() // deinit runs for this fully initialized object too; close() makes that a no-op
+            throw HarnessError("connect failed: errno \(error)")
         }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -159,8 +160,17 @@ final class TestSocket: @unchecked Sendable {
         }
     }
 
-    func close() { Glibc.close(fd) }
-    deinit { Glibc.close(fd) }
+    private var isClosed = false
+
+    /// Closes once: a second close(2) could hit a descriptor number another
+    /// thread has been given since (tests run in parallel).
+    func close() {
+        if isClosed { return }
+        isClosed = true
+        Glibc.close(fd)
+    }
+
+    deinit { close() }
 }
 
 /// Runs a command line tool (found on PATH), returning its standard output
