@@ -40,7 +40,8 @@ extension Reactor {
             let shard = KeyHash.shard(of: hash, shardCount: shards.count)
             let target = owner(ofShard: shard)
             if target == index {
-                withReply(connection) { executeBinaryKeyed(frame, request: request, into: $0) }
+                let store = shards[shard]!
+                withReply(connection) { executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: $0) }
             } else {
                 forward(to: target, connection: connection, bytes: request)
             }
@@ -72,14 +73,20 @@ extension Reactor {
         }
     }
 
-    /// GET, SET or DEL on a shard this reactor owns (local or forwarded).
-    func executeBinaryKeyed(_ frame: BinaryRequest, request: UnsafeRawBufferPointer, into out: WireBuffer) {
+    /// A forwarded GET, SET or DEL: find the key's shard here, then run it.
+    func executeForwardedBinary(_ frame: BinaryRequest, request: UnsafeRawBufferPointer, into out: WireBuffer) {
         let key = UnsafeRawBufferPointer(rebasing: request[frame.keyOffset..<(frame.keyOffset + frame.keyLength)])
         let hash = KeyHash.hash(key)
         let shard = KeyHash.shard(of: hash, shardCount: shards.count)
         guard let store = shards[shard] else {
             preconditionFailure("shard \(shard) routed to reactor \(index), which does not own it")
         }
+        executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: out)
+    }
+
+    /// GET, SET or DEL on a shard this reactor owns; the caller has hashed the key.
+    func executeBinaryKeyed(_ frame: BinaryRequest, request: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer,
+                            hash: UInt64, store: ShardStore, into out: WireBuffer) {
         switch BinaryCommand(rawValue: frame.commandCode) {
         case .get:
             if let entry = store.get(key, hash: hash, nowMs: now) {

@@ -154,7 +154,7 @@ extension Reactor {
                 assertionFailure("a forwarded binary frame was parsed once already")
                 return
             }
-            executeBinaryKeyed(frame, request: request, into: out)
+            executeForwardedBinary(frame, request: request, into: out)
         case .resp2, .resp3:
             guard case .complete = RESPRequestParser.parse(request, into: forwardedArguments, limits: respLimits) else {
                 assertionFailure("a forwarded RESP command was parsed once already")
