@@ -16,6 +16,8 @@ public final class NodeContext: Sendable {
     /// Shard → reactor. Contiguous ranges, so a SCAN that runs off the end
     /// of one shard usually continues on the same reactor.
     public let shardOwner: [Int]
+    /// Values that SIGHUP and the admin endpoints may change while serving.
+    public let runtime: RuntimeSettings
 
     let lifecycle = Atomic<Int>(Lifecycle.starting.rawValue)
     let openConnections = Atomic<Int>(0)
@@ -36,6 +38,7 @@ public final class NodeContext: Sendable {
         self.logger = logger
         self.interconnect = try Interconnect(reactorCount: reactorCount, ringCapacityBytes: 1 << 20)
         self.startedAtMs = aegis_now_ms_coarse()
+        self.runtime = RuntimeSettings(config)
         self.stats = (0..<reactorCount).map { _ in PublishedReactorStats() }
         self.shardOwner = (0..<config.numShards).map { $0 * reactorCount / config.numShards }
     }

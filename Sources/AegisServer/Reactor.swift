@@ -455,10 +455,10 @@ final class Reactor: @unchecked Sendable {
     }
 
     private func enforceTimeouts() {
-        let config = node.config
-        let readMs = config.readTimeout.milliseconds
-        let writeMs = config.writeTimeout.milliseconds
-        let idleMs = config.idleTimeout.milliseconds
+        let runtime = node.runtime
+        let readMs = runtime.readTimeoutMs.load(ordering: .relaxed)
+        let writeMs = runtime.writeTimeoutMs.load(ordering: .relaxed)
+        let idleMs = runtime.idleTimeoutMs.load(ordering: .relaxed)
         for case let connection? in connections {
             if readMs > 0 && connection.partialSinceMs != 0 && now - connection.partialSinceMs > readMs {
                 logger.debug("closing connection: read timeout", metadata: ["client": "\(connection.clientID)"])
