@@ -7,6 +7,7 @@
 //    functions gives Swift stable symbols and keeps <liburing.h> out of every
 //    Swift module.
 //  - Socket options and CPU affinity take macros/variadic forms that import badly.
+//  - CRC32C uses the SSE4.2 instruction, an intrinsic Swift cannot call.
 //
 // Every function is a direct wrapper with no policy. Errors come back as
 // -errno (never through the global errno), so callers need no thread-local reads.
@@ -102,6 +103,12 @@ int aegis_uring_prep_fdatasync(aegis_uring *ring, int fd, uint64_t user_data, ui
 int aegis_uring_submit(aegis_uring *ring);
 /// Pops one completion if available: returns 1 and fills user_data/result, 0 when none.
 int aegis_uring_pop_completion(aegis_uring *ring, uint64_t *user_data, int32_t *result);
+
+// ---- checksums (crc32c.c) ---------------------------------------------------
+/// CRC32C (Castagnoli) of `length` bytes, continuing from `crc` (0 to start).
+uint32_t aegis_crc32c(uint32_t crc, const void *data, size_t length);
+/// The same without the SSE4.2 instruction; the reference for tests.
+uint32_t aegis_crc32c_portable(uint32_t crc, const void *data, size_t length);
 
 #ifdef __cplusplus
 }

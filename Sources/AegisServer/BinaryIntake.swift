@@ -41,7 +41,13 @@ extension Reactor {
             let target = owner(ofShard: shard)
             if target == index {
                 let store = shards[shard]!
-                withReply(connection) { executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: $0) }
+                if wal == nil {
+                    withReply(connection) { executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: $0) }
+                } else {
+                    replyScratch.clear()
+                    executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: replyScratch)
+                    deliverLocal(connection, replyScratch)
+                }
             } else {
                 forward(to: target, connection: connection, bytes: request)
             }
@@ -102,11 +108,28 @@ extension Reactor {
                 BinaryResponseWriter.write(status: .error, requestID: frame.requestID, error: "invalid ttl: must be 0 (no expiry) or a positive number of milliseconds", into: out)
                 return
             }
+            if let wal, !wal.acceptsWrites {
+                BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: Self.walRefusalBinary, into: out)
+                return
+            }
             let value = UnsafeRawBufferPointer(rebasing: request[frame.valueOffset..<(frame.valueOffset + frame.valueLength)])
             let version = store.set(key, hash: hash, value: value, expiryMs: expiry, nowMs: now)
+            if let wal {
+                wal.append(.set, shard: KeyHash.shard(of: hash, shardCount: shards.count), version: version.packed,
+                           expiryMs: expiry, key: key, value: value)
+                replyAwaitsLog = true
+            }
             BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, version: version.packed, into: out)
         case .del:
-            store.delete(key, hash: hash, nowMs: now)
+            if let wal, !wal.acceptsWrites {
+                BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: Self.walRefusalBinary, into: out)
+                return
+            }
+            if store.delete(key, hash: hash, nowMs: now), let wal {
+                wal.append(.delete, shard: KeyHash.shard(of: hash, shardCount: shards.count), version: 0, expiryMs: 0,
+                           key: key, value: UnsafeRawBufferPointer(start: nil, count: 0))
+                replyAwaitsLog = true
+            }
             BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, into: out)
         default:
             preconditionFailure("binary command \(frame.commandCode) is not keyed")

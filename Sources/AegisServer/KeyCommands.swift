@@ -12,7 +12,14 @@ extension Reactor {
                 RESPWriter.error("ERR syntax error", into: out)
                 return
             }
-            for shard in ownedShardIndices { shards[shard]!.removeAll() }
+            if let wal, !wal.acceptsWrites {
+                RESPWriter.error(string: Self.walRefusalRESP, into: out)
+                return
+            }
+            for shard in ownedShardIndices {
+                shards[shard]!.removeAll()
+                logFlush(shard: shard)
+            }
             RESPWriter.simpleString("OK", into: out)
         case .dbsize:
             var items = 0
@@ -30,7 +37,22 @@ extension Reactor {
         }
     }
 
+    @inline(__always)
     func executeKeyed(_ command: RESPCommand, _ args: ArgumentsView, store: ShardStore, hash: UInt64, version: RESPVersion, into out: WireBuffer) {
+        guard let wal, command.isWrite else {
+            applyKeyed(command, args, store: store, hash: hash, version: version, into: out)
+            return
+        }
+        guard wal.acceptsWrites else {
+            RESPWriter.error(string: Self.walRefusalRESP, into: out)
+            return
+        }
+        let stamp = store.mutationStamp
+        applyKeyed(command, args, store: store, hash: hash, version: version, into: out)
+        if store.mutationStamp != stamp { logKeyState(args.bytes(1), hash: hash, store: store) }
+    }
+
+    private func applyKeyed(_ command: RESPCommand, _ args: ArgumentsView, store: ShardStore, hash: UInt64, version: RESPVersion, into out: WireBuffer) {
         let key = args.bytes(1)
         switch command {
         case .get:

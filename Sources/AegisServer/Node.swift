@@ -2,6 +2,7 @@ import AegisConfig
 import CSupport
 import Glibc
 import Logging
+import Synchronization
 
 /// A running node: binds the client port, starts one reactor thread per
 /// core, and turns signals into lifecycle changes.
@@ -16,7 +17,7 @@ public final class Node {
         "gossip_secret", "suspect_timeout", "dead_timeout", "replication_factor", "virtual_nodes",
         "replication_batch_size", "replication_batch_timeout", "write_quorum", "read_quorum",
         "tls_enabled", "tls_cert_file", "tls_key_file", "tls_ca_file", "rate_limit", "rate_burst",
-        "wal_mode", "wal_dir", "wal_max_size_mb", "data_dir", "health_addr", "log_format",
+        "health_addr", "log_format",
     ]
 
     public static func run(_ loaded: LoadedConfig, logger: Logger) throws -> Int32 {
@@ -26,7 +27,6 @@ public final class Node {
         let reactorCount = config.reactors == 0 ? Int(aegis_online_cpus()) : config.reactors
 
         for key in loaded.explicitlySet.keys.sorted() where notYetInEffect.contains(key) {
-            if key == "wal_mode" && config.walMode == .off { continue }
             logger.warning("setting accepted but not yet in effect in this build", metadata: [
                 "key": "\(key)", "source": "\(loaded.explicitlySet[key]!)",
             ])
@@ -47,7 +47,9 @@ public final class Node {
         let node = try NodeContext(config: config, reactorCount: reactorCount, logger: logger)
         node.boundClientPort.store(Int(port), ordering: .relaxed)
         let reactors = try (0..<reactorCount).map { try Reactor(index: $0, node: node, listenFD: listeners[$0]) }
-
+        if config.walMode != .off {
+            try recoverLogs(reactors, config: config, logger: logger)
+        }
 
         var threads: [pthread_t] = []
         for reactor in reactors {
@@ -73,6 +75,59 @@ public final class Node {
         let totals = node.totals()
         logger.notice("stopped", metadata: ["commands": "\(totals.commands)", "items": "\(totals.items)"])
         return 0
+    }
+
+    /// Each reactor replays its own log on its own thread, in parallel,
+    /// before any of them serves: a client never sees a half-replayed node.
+    private static func recoverLogs(_ reactors: [Reactor], config: AegisConfig, logger: Logger) throws {
+        let walDirectory = config.effectiveWALDir
+        do {
+            try LogDirectory.create(walDirectory)
+            try LogLayout.verifyOrRecord(walDirectory: walDirectory, reactors: reactors.count, shards: config.numShards)
+        } catch {
+            throw StartupError("write-ahead log: \(error)")
+        }
+        let started = aegis_monotonic_ns()
+        let results = Mutex<[Int: Result<LogRecovery.Report, WALError>]>([:])
+        var threads: [pthread_t] = []
+        for reactor in reactors {
+            threads.append(try startThread {
+                _ = aegis_set_current_thread_name("aegis-replay-\(reactor.index)")
+                let result: Result<LogRecovery.Report, WALError>
+                do throws(WALError) {
+                    result = .success(try reactor.recoverLog())
+                } catch {
+                    result = .failure(error)
+                }
+                results.withLock { $0[reactor.index] = result }
+            })
+        }
+        for thread in threads { pthread_join(thread, nil) }
+        let seconds = Double(aegis_monotonic_ns() - started) / 1e9
+        var total = LogRecovery.Report()
+        for index in 0..<reactors.count {
+            switch results.withLock({ $0[index]! }) {
+            case .failure(let error):
+                throw StartupError("write-ahead log: \(error)")
+            case .success(let report):
+                total.records += report.records
+                total.bytes += report.bytes
+                total.segments += report.segments
+                total.snapshotEntries += report.snapshotEntries
+            }
+        }
+        let megabytes = Double(total.bytes) / 1_048_576
+        logger.notice("write-ahead log replayed", metadata: [
+            "wal_mode": "\(config.walMode.rawValue)", "wal_dir": "\(walDirectory)",
+            "records": "\(total.records)", "snapshot_entries": "\(total.snapshotEntries)", "segments": "\(total.segments)",
+            "bytes": "\(total.bytes)", "seconds": "\(format3(seconds))",
+            "mb_per_second": "\(seconds > 0 ? format3(megabytes / seconds) : "-")",
+        ])
+    }
+
+    private static func format3(_ value: Double) -> String {
+        let scaled = (value * 1000).rounded() / 1000
+        return "\(scaled)"
     }
 
     private static func waitForStopSignal(logger: Logger) {

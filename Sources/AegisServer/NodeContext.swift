@@ -24,6 +24,9 @@ public final class NodeContext: Sendable {
     let nextClientID = Atomic<Int>(1)
     let drainedReactors = Atomic<Int>(0)
     let boundClientPort = Atomic<Int>(0)
+    /// Bumped by an operator's request for a snapshot plus log truncation
+    /// (POST /admin/wal/truncate); each reactor answers by taking one.
+    let walTruncateRequests = Atomic<Int>(0)
 
     enum Lifecycle: Int {
         case starting = 0
@@ -70,6 +73,11 @@ public final class PublishedReactorStats: Sendable {
     let loopIterations = Atomic<Int>(0)
     let forwardedRequests = Atomic<Int>(0)
     let protocolErrors = Atomic<Int>(0)
+    let walErrors = Atomic<Int>(0)
+    let walBatchInFlight = Atomic<Int>(0)
+    let walBytes = Atomic<Int>(0)
+    let walBatches = Atomic<Int>(0)
+    let walSnapshots = Atomic<Int>(0)
 
     func publish(_ s: ReactorStatsSnapshot) {
         items.store(s.items, ordering: .relaxed)
@@ -87,6 +95,11 @@ public final class PublishedReactorStats: Sendable {
         loopIterations.store(s.loopIterations, ordering: .relaxed)
         forwardedRequests.store(s.forwardedRequests, ordering: .relaxed)
         protocolErrors.store(s.protocolErrors, ordering: .relaxed)
+        walErrors.store(s.walErrors, ordering: .relaxed)
+        walBatchInFlight.store(s.walBatchInFlight, ordering: .relaxed)
+        walBytes.store(s.walBytes, ordering: .relaxed)
+        walBatches.store(s.walBatches, ordering: .relaxed)
+        walSnapshots.store(s.walSnapshots, ordering: .relaxed)
     }
 
     public func snapshot() -> ReactorStatsSnapshot {
@@ -105,7 +118,9 @@ public final class PublishedReactorStats: Sendable {
             bytesOut: bytesOut.load(ordering: .relaxed),
             loopIterations: loopIterations.load(ordering: .relaxed),
             forwardedRequests: forwardedRequests.load(ordering: .relaxed),
-            protocolErrors: protocolErrors.load(ordering: .relaxed)
+            protocolErrors: protocolErrors.load(ordering: .relaxed),
+            walErrors: walErrors.load(ordering: .relaxed),
+            walSnapshots: walSnapshots.load(ordering: .relaxed)
         )
     }
 }
@@ -126,6 +141,16 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var loopIterations = 0
     public var forwardedRequests = 0
     public var protocolErrors = 0
+    /// Failed log writes, fsyncs and snapshots.
+    public var walErrors = 0
+    /// 1 while a log batch is in flight (for /debug/reactors).
+    public var walBatchInFlight = 0
+    /// Log bytes made durable.
+    public var walBytes = 0
+    /// Log batches made durable.
+    public var walBatches = 0
+    /// Snapshots this reactor completed since start.
+    public var walSnapshots = 0
 
     mutating func add(_ o: ReactorStatsSnapshot) {
         items += o.items
@@ -143,5 +168,10 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         loopIterations += o.loopIterations
         forwardedRequests += o.forwardedRequests
         protocolErrors += o.protocolErrors
+        walErrors += o.walErrors
+        walBatchInFlight += o.walBatchInFlight
+        walBytes += o.walBytes
+        walBatches += o.walBatches
+        walSnapshots += o.walSnapshots
     }
 }

@@ -81,7 +81,7 @@ extension Reactor {
             }
             replyScratch.clear()
             executeOwned(command, args, version: connection.respVersion, into: replyScratch)
-            connection.replies.fill(sequence: sequence, with: replyScratch.readableView)
+            fillLocal(connection, sequence: sequence, replyScratch.readableView)
         case .cursor:
             guard let cursor = UInt64(exactly: args.integer(1) ?? -1) else {
                 withReply(connection) { RESPWriter.error("ERR invalid cursor", into: $0) }
@@ -109,7 +109,13 @@ extension Reactor {
         let target = owner(ofShard: shard)
         if target == index {
             let store = shards[shard]!
-            withReply(connection) { executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: $0) }
+            if wal == nil {
+                withReply(connection) { executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: $0) }
+            } else {
+                replyScratch.clear()
+                executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: replyScratch)
+                deliverLocal(connection, replyScratch)
+            }
         } else {
             forward(to: target, connection: connection, bytes: raw)
         }
@@ -199,7 +205,7 @@ extension Reactor {
         let partArgs = ArgumentsView(base: request.baseAddress!, arguments: forwardedArguments)
         replyScratch.clear()
         executeKeyed(RESPCommand.lookup(partArgs.bytes(0)), partArgs, store: shards[shard]!, hash: hash, version: connection.respVersion, into: replyScratch)
-        connection.replies.fill(sequence: sequence, with: replyScratch.readableView)
+        fillLocal(connection, sequence: sequence, replyScratch.readableView)
     }
 
     private func unknownCommandMessage(_ args: ArgumentsView) -> String {

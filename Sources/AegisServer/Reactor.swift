@@ -23,7 +23,7 @@ final class Reactor: @unchecked Sendable {
     let index: Int
     let node: NodeContext
     let logger: Logger
-    private let epollFD: Int32
+    let epollFD: Int32
     private var listenFD: Int32
     private let wakeFD: Int32
     /// Fires every maintenance interval, so epoll_wait can block without a
@@ -71,9 +71,26 @@ final class Reactor: @unchecked Sendable {
     /// Requests this reactor forwarded whose replies have not come back yet.
     var awaitedReplies = 0
 
+    // Write-ahead log (nil when wal_mode is off); see Reactor+WAL.swift.
+    var wal: LogWriter?
+    /// Set when the command just executed appended a log record: its reply
+    /// must be held until that record is durable. Cleared by whoever
+    /// delivers the reply.
+    var replyAwaitsLog = false
+    /// Replies waiting for the batch being filled, and for the one in flight.
+    var heldReplies = WireBuffer()
+    var heldInFlight = WireBuffer()
+    var walEvents: [LogWriter.Event] = []
+    var nextSnapshotAttemptMs: Int64 = 0
+    var nextLogProbeMs: Int64 = 0
+    var snapshotRequestsSeen = 0
+    var snapshotShardPosition = 0
+    var snapshotCursor: UInt64 = 0
+
     static let listenerToken = UInt64.max
     static let wakeToken = UInt64.max - 1
     static let timerToken = UInt64.max - 2
+    static let walToken = UInt64.max - 3
 
     init(index: Int, node: NodeContext, listenFD: Int32) throws {
         self.index = index
@@ -155,6 +172,7 @@ final class Reactor: @unchecked Sendable {
             }
         }
         drainInbound()
+        submitLogBatch()
         flushOverflow()
         flushDirty()
         notifyTargets()
@@ -184,6 +202,8 @@ final class Reactor: @unchecked Sendable {
         case Self.timerToken:
             _ = aegis_timerfd_acknowledge(maintenanceTimerFD)
             maintenanceDue = true
+        case Self.walToken:
+            handleLogCompletions()
         case Self.wakeToken:
             // Edge-triggered and never read: every write makes a new edge, and
             // skipping the read saves a syscall per wake-up. The 64-bit counter
@@ -433,6 +453,7 @@ final class Reactor: @unchecked Sendable {
         maintenanceDue = false
         nextMaintenanceMs = now + interval
         sweepExpired()
+        logMaintenance()
         if now >= nextTimeoutCheckMs {
             nextTimeoutCheckMs = now + 1000
             enforceTimeouts()
@@ -478,6 +499,11 @@ final class Reactor: @unchecked Sendable {
         counters.items = items
         counters.usedMemoryBytes = ledger.usedBytes
         counters.evictions = ledger.evictions
+        if let wal {
+            counters.walBatches = wal.batchesCommitted
+            counters.walBytes = wal.bytesCommitted
+            counters.walBatchInFlight = wal.isBatchInFlight ? 1 : 0
+        }
         node.stats[index].publish(counters)
     }
 
@@ -509,6 +535,7 @@ final class Reactor: @unchecked Sendable {
         node.state == .draining && countedAsDrained
             && node.drainedReactors.load(ordering: .acquiring) == node.reactorCount
             && overflow.allSatisfy(\.isEmpty)
+            && logIsSettled
     }
 
     private func shutdown() {

@@ -130,7 +130,7 @@ extension Reactor {
             var reply = header
             reply.kind = .reply
             reply.payloadLength = replyScratch.readableBytes
-            sendRecord(to: source, header: reply, payload: replyScratch.readableView)
+            answerForwarded(reply, to: source, replyScratch.readableView)
             replyScratch.releaseIfIdle(keep: 1 << 20)
         case .reply:
             awaitedReplies -= 1

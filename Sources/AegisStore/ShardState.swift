@@ -62,6 +62,10 @@ struct ShardState {
     // Versions, expiry.
     @usableFromInline var term: UInt32 = 1
     var seq: UInt64 = 0
+    /// Bumped by every change a client made (set, delete of a live entry,
+    /// expiry change, removeAll), never by expiry or eviction: the WAL logs
+    /// a key's new state exactly when this moved.
+    @usableFromInline var mutations: UInt64 = 0
     var sweepCursor = 0
     /// Set while a scan calls its visitor: the visitor must not mutate the shard.
     var visiting = false
@@ -291,10 +295,26 @@ struct ShardState {
     @usableFromInline
     mutating func set(_ key: UnsafeRawBufferPointer, hash: UInt64, value: UnsafeRawBufferPointer,
                       expiryMs: Int64, nowMs: Int64) -> UInt64 {
+        set(key, hash: hash, value: value, expiryMs: expiryMs, nowMs: nowMs, version: nextVersion())
+    }
+
+    /// Stores a write replayed from the log with the version it had; later
+    /// writes get higher sequence numbers than any replayed one.
+    @usableFromInline
+    mutating func restore(_ key: UnsafeRawBufferPointer, hash: UInt64, value: UnsafeRawBufferPointer,
+                          expiryMs: Int64, nowMs: Int64, version: UInt64) {
+        let replayedSeq = version & EntryVersion.seqMask
+        if replayedSeq > seq { seq = replayedSeq }
+        _ = set(key, hash: hash, value: value, expiryMs: expiryMs, nowMs: nowMs, version: version)
+    }
+
+    @inline(__always)
+    mutating func set(_ key: UnsafeRawBufferPointer, hash: UInt64, value: UnsafeRawBufferPointer,
+                      expiryMs: Int64, nowMs: Int64, version: UInt64) -> UInt64 {
         assert(!visiting, "ShardStore mutated from inside a scan visitor")
         precondition(key.count <= Entry.maxKeyBytes, "key longer than 64 KiB")
         precondition(value.count <= Entry.maxValueBytes, "value longer than 64 MiB")
-        let version = nextVersion()
+        mutations &+= 1
         let expiry = Entry.storedExpiry(expiryMs)
         var (i, found) = find(key, hash)
         if found {
@@ -369,7 +389,7 @@ struct ShardState {
         let e = Self.entry(slots[i])
         let expired = e.isExpired(nowMs)
         removeEntry(at: i, e)
-        if expired { ledger.pointee.expiredRemovals &+= 1 }
+        if expired { ledger.pointee.expiredRemovals &+= 1 } else { mutations &+= 1 }
         shrinkIfSparse()
         return !expired
     }
@@ -388,6 +408,7 @@ struct ShardState {
         }
         e.expiry = Entry.storedExpiry(expiryMs)
         e.packedVersion = nextVersion()
+        mutations &+= 1
         return true
     }
 
@@ -507,6 +528,7 @@ struct ShardState {
     @usableFromInline
     mutating func removeAll() {
         assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        mutations &+= 1
         for i in 0..<capacity where slots[i] != 0 {
             free(Self.entry(slots[i]).raw)
             slots[i] = 0

@@ -63,6 +63,19 @@ public final class ShardStore {
         EntryVersion(packed: state.pointee.set(key, hash: hash, value: value, expiryMs: expiryMs, nowMs: nowMs))
     }
 
+    /// Stores a write replayed from the write-ahead log, keeping its version;
+    /// the shard's sequence moves past it so later writes stay newer.
+    @inlinable
+    public func restore(_ key: UnsafeRawBufferPointer, hash: UInt64, value: UnsafeRawBufferPointer,
+                        expiryMs: Int64, nowMs: Int64, version: EntryVersion) {
+        state.pointee.restore(key, hash: hash, value: value, expiryMs: expiryMs, nowMs: nowMs, version: version.packed)
+    }
+
+    /// Changes whenever a client's command changed this shard (not on expiry
+    /// or eviction); compare before and after a command to see if it wrote.
+    @inlinable
+    public var mutationStamp: UInt64 { state.pointee.mutations }
+
     /// Returns true when a live entry was removed (an expired one is removed too, returning false).
     @inlinable @discardableResult
     public func delete(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> Bool {

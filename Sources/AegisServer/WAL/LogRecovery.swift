@@ -1,0 +1,185 @@
+import Glibc
+import Logging
+
+/// Reads one reactor's log back at start: the newest snapshot, then every
+/// segment after it in order. Records are applied in log order, and that
+/// alone is correct even though snapshots are taken while writes go on: a
+/// snapshot starts a new segment first, so every write that may or may not
+/// have made it into the snapshot is also in a later segment, and replaying
+/// it again lands on the same final state.
+struct LogRecovery {
+    struct Report {
+        var records = 0
+        var bytes = 0
+        var segments = 0
+        var snapshotEntries = 0
+        /// The first segment number free for new writes.
+        var nextSegment: UInt64 = 1
+        /// Segment numbers a later snapshot must still cover (those kept).
+        var keptSegments: [UInt64] = []
+        var snapshotNumber: UInt64? = nil
+    }
+
+    let directory: LogDirectory
+    let logger: Logger
+
+    /// Replays into `apply`; throws on damage that is not a torn tail.
+    func replay(_ apply: (LogRecord) -> Void) throws(WALError) -> Report {
+        try LogDirectory.create(directory.path)
+        let listing = try directory.list()
+        var report = Report()
+        for temporary in listing.temporaries {
+            // A snapshot that never reached its rename: the log it was meant
+            // to replace is still complete.
+            logger.notice("removing an unfinished snapshot", metadata: ["file": "\(temporary)"])
+            unlink(temporary)
+        }
+        if let newest = listing.snapshots.last {
+            try replaySnapshot(newest, into: &report, apply)
+            report.snapshotNumber = newest
+            for older in listing.snapshots.dropLast() { unlink(directory.snapshotPath(older)) }
+        }
+        let covered = report.snapshotNumber ?? 0
+        for number in listing.segments where number < covered { unlink(directory.segmentPath(number)) }
+        let live = listing.segments.filter { $0 >= covered }
+        for (position, number) in live.enumerated() {
+            let isLast = position == live.count - 1
+            let kept = try replaySegment(number, isLast: isLast, into: &report, apply)
+            if kept { report.keptSegments.append(number) }
+        }
+        report.nextSegment = max((listing.segments.last ?? 0) + 1, covered, 1)
+        return report
+    }
+
+    private func replaySnapshot(_ number: UInt64, into report: inout Report, _ apply: (LogRecord) -> Void) throws(WALError) {
+        let path = directory.snapshotPath(number)
+        let file = try MappedFile(path: path)
+        let bytes = file.bytes
+        guard LogFileHeader.parse(bytes, magic: LogFileHeader.snapshotMagic) == number else {
+            throw .corruption(file: path, offset: 0, reason: "not a snapshot file of this format, or its header names another number")
+        }
+        var offset = LogFileHeader.size
+        var entries = 0
+        while true {
+            switch LogRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
+            case .truncated:
+                throw .corruption(file: path, offset: offset, reason: "the snapshot ends before its end marker")
+            case .corrupt(let reason):
+                throw .corruption(file: path, offset: offset, reason: reason)
+            case .record(let record, let length):
+                if record.operation == .snapshotEnd {
+                    if record.version != UInt64(entries) {
+                        throw .corruption(file: path, offset: offset, reason: "end marker counts \(record.version) entries, found \(entries)")
+                    }
+                    if offset + length != bytes.count {
+                        throw .corruption(file: path, offset: offset + length, reason: "bytes after the end marker")
+                    }
+                    report.snapshotEntries = entries
+                    report.bytes += bytes.count
+                    return
+                }
+                guard record.operation == .set else {
+                    throw .corruption(file: path, offset: offset, reason: "a snapshot holds only SET records")
+                }
+                apply(record)
+                entries += 1
+                offset += length
+            }
+        }
+    }
+
+    /// Returns false when the segment held nothing and was removed.
+    private func replaySegment(_ number: UInt64, isLast: Bool, into report: inout Report,
+                               _ apply: (LogRecord) -> Void) throws(WALError) -> Bool {
+        let path = directory.segmentPath(number)
+        let file = try MappedFile(path: path)
+        let bytes = file.bytes
+        if bytes.count < LogFileHeader.size && isLast {
+            // Created, crashed before its header was written: nothing was acknowledged from it.
+            logger.warning("removing a segment cut off before its header", metadata: ["file": "\(path)", "bytes": "\(bytes.count)"])
+            unlink(path)
+            return false
+        }
+        guard LogFileHeader.parse(bytes, magic: LogFileHeader.segmentMagic) == number else {
+            throw .corruption(file: path, offset: 0, reason: "not a segment file of this format, or its header names another number")
+        }
+        report.segments += 1
+        var offset = LogFileHeader.size
+        while offset < bytes.count {
+            let problem: String
+            switch LogRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
+            case .record(let record, let length):
+                if record.operation == .snapshotEnd {
+                    throw .corruption(file: path, offset: offset, reason: "a snapshot end marker inside a segment")
+                }
+                apply(record)
+                report.records += 1
+                offset += length
+                continue
+            case .truncated:
+                problem = "a record cut short"
+            case .corrupt(let reason):
+                problem = reason
+            }
+            // A torn tail is the last write of a crash: only the last segment
+            // may have one, and nothing valid may follow it.
+            if !isLast {
+                throw .corruption(file: path, offset: offset, reason: problem + " (not in the newest segment, so not a torn tail)")
+            }
+            if let later = Self.findValidRecord(in: bytes, after: offset) {
+                throw .corruption(file: path, offset: offset, reason: problem + "; a valid record follows at offset \(later), so this is damage, not a torn tail")
+            }
+            logger.warning("cutting off a torn tail of the write-ahead log", metadata: [
+                "file": "\(path)", "offset": "\(offset)", "bytes_dropped": "\(bytes.count - offset)", "reason": "\(problem)",
+            ])
+            if truncate(path, off_t(offset)) != 0 { throw .system("truncate", path, errno) }
+            report.bytes += offset
+            return true
+        }
+        report.bytes += bytes.count
+        return true
+    }
+
+    /// Looks for any checksum-valid record starting after `offset`; only
+    /// used on the damaged path, so a byte-by-byte search is fine.
+    static func findValidRecord(in bytes: UnsafeRawBufferPointer, after offset: Int) -> Int? {
+        var position = offset + 1
+        while position + LogRecord.headerSize <= bytes.count {
+            if case .record(let record, _) = LogRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[position...])),
+               record.operation != .snapshotEnd {
+                return position
+            }
+            position += 1
+        }
+        return nil
+    }
+}
+
+/// A whole file mapped read-only for replay; unmapped on deinit.
+final class MappedFile {
+    let bytes: UnsafeRawBufferPointer
+    private let base: UnsafeMutableRawPointer?
+
+    init(path: String) throws(WALError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw .system("open", path, errno) }
+        defer { close(fd) }
+        var info = stat()
+        if fstat(fd, &info) != 0 { throw .system("fstat", path, errno) }
+        let size = Int(info.st_size)
+        if size == 0 {
+            base = nil
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            return
+        }
+        let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+        if mapped == MAP_FAILED { throw .system("mmap", path, errno) }
+        _ = madvise(mapped, size, MADV_SEQUENTIAL)
+        base = mapped
+        bytes = UnsafeRawBufferPointer(start: mapped, count: size)
+    }
+
+    deinit {
+        if let base { munmap(base, bytes.count) }
+    }
+}

@@ -1,0 +1,289 @@
+import AegisProtocol
+import AegisStore
+import CSupport
+import Glibc
+
+/// The reactor's side of the write-ahead log: recovery at start, logging
+/// each write's outcome, holding its reply until the batch holding its
+/// record is durable, and driving snapshots.
+///
+/// A write is applied to memory first and logged as the key's resulting
+/// state (SET with value, expiry and version, or DEL): whatever the command
+/// (INCR, APPEND, EXPIRE, GETDEL...), replaying states is simpler and exact.
+/// Its reply is not sent until the batch is durable; a later reply on the
+/// same connection waits behind it (replies keep request order), but reads
+/// on other connections never wait for the disk.
+extension Reactor {
+    /// Replays this reactor's log into its shards and opens the log for
+    /// writing. Runs before the reactor's thread serves anything.
+    func recoverLog() throws(WALError) -> LogRecovery.Report {
+        let config = node.config
+        let directory = LogDirectory(walDirectory: config.effectiveWALDir, reactor: index)
+        let recovery = LogRecovery(directory: directory, logger: logger)
+        let nowMs = aegis_now_ms_coarse()
+        let report = try recovery.replay { record in
+            applyReplayed(record, nowMs: nowMs)
+        }
+        let writer = try LogWriter(mode: config.walMode, directory: directory,
+                                   maxSegmentBytes: config.walMaxSizeMB * 1024 * 1024, recovered: report, logger: logger)
+        let added = aegis_epoll_add(epollFD, writer.eventFD, AEGIS_EPOLLIN | AEGIS_EPOLLET, Self.walToken)
+        if added < 0 { throw .system("epoll_ctl(io_uring eventfd)", directory.path, -added) }
+        wal = writer
+        return report
+    }
+
+    private func applyReplayed(_ record: LogRecord, nowMs: Int64) {
+        switch record.operation {
+        case .set:
+            let hash = KeyHash.hash(record.key)
+            guard let store = shards[KeyHash.shard(of: hash, shardCount: shards.count)] else { return }
+            if record.expiryMs != 0 && record.expiryMs <= nowMs {
+                store.delete(record.key, hash: hash, nowMs: nowMs)  // expired while the node was down
+            } else {
+                store.restore(record.key, hash: hash, value: record.value, expiryMs: record.expiryMs, nowMs: nowMs,
+                              version: EntryVersion(packed: record.version))
+            }
+        case .delete:
+            let hash = KeyHash.hash(record.key)
+            shards[KeyHash.shard(of: hash, shardCount: shards.count)]?.delete(record.key, hash: hash, nowMs: nowMs)
+        case .flushShard:
+            if record.shard < shards.count { shards[record.shard]?.removeAll() }
+        case .snapshotEnd:
+            break
+        }
+    }
+
+    // MARK: - Logging writes
+
+    static let walRefusalRESP = "ERR write-ahead log unavailable: writes are refused until the disk accepts data again (reads still served)"
+    static let walRefusalBinary = "write-ahead log unavailable: writes are refused until the disk accepts data again (reads still served)"
+
+    /// Logs the state of `key` after a command changed it.
+    @inline(__always)
+    func logKeyState(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore) {
+        guard let wal else { return }
+        let shard = KeyHash.shard(of: hash, shardCount: shards.count)
+        if let entry = store.get(key, hash: hash, nowMs: now) {
+            wal.append(.set, shard: shard, version: entry.version.packed, expiryMs: entry.expiryMs, key: key, value: entry.value)
+        } else {
+            wal.append(.delete, shard: shard, version: 0, expiryMs: 0, key: key, value: UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+        replyAwaitsLog = true
+    }
+
+    func logFlush(shard: Int) {
+        guard let wal else { return }
+        let none = UnsafeRawBufferPointer(start: nil, count: 0)
+        wal.append(.flushShard, shard: shard, version: 0, expiryMs: 0, key: none, value: none)
+        replyAwaitsLog = true
+    }
+
+    // MARK: - Holding replies
+
+    /// Held reply layout in `heldReplies`: [u8 kind][u8 wire][u16 source]
+    /// [u32 connection index][u32 generation][u32 length][u64 slot sequence],
+    /// then the reply bytes.
+    private static let heldHeaderSize = 24
+    private enum HeldKind: UInt8 { case localSlot = 1, forwardedReply = 2 }
+
+    /// A reply produced in `bytes` for a local connection: straight to the
+    /// client, or held when the command wrote a log record.
+    @inline(__always)
+    func deliverLocal(_ connection: Connection, _ bytes: WireBuffer) {
+        if replyAwaitsLog {
+            replyAwaitsLog = false
+            let sequence = connection.replies.openPending(parts: 1, aggregate: .none)
+            hold(.localSlot, wire: connection.wire ?? .resp2, source: index, connectionIndex: connection.index,
+                 generation: connection.generation, sequence: sequence, bytes.readableView)
+        } else {
+            withReply(connection) { $0.append(bytes.readableView) }
+        }
+    }
+
+    /// A part's reply for an open slot of a local connection.
+    @inline(__always)
+    func fillLocal(_ connection: Connection, sequence: UInt64, _ bytes: UnsafeRawBufferPointer) {
+        if replyAwaitsLog {
+            replyAwaitsLog = false
+            hold(.localSlot, wire: connection.wire ?? .resp2, source: index, connectionIndex: connection.index,
+                 generation: connection.generation, sequence: sequence, bytes)
+        } else {
+            connection.replies.fill(sequence: sequence, with: bytes)
+        }
+    }
+
+    /// The reply to a request another reactor forwarded.
+    @inline(__always)
+    func answerForwarded(_ reply: ForwardHeader, to source: Int, _ bytes: UnsafeRawBufferPointer) {
+        if replyAwaitsLog {
+            replyAwaitsLog = false
+            hold(.forwardedReply, wire: reply.wire, source: source, connectionIndex: reply.connectionIndex,
+                 generation: reply.connectionGeneration, sequence: reply.slotSequence, bytes)
+        } else {
+            sendRecord(to: source, header: reply, payload: bytes)
+        }
+    }
+
+    private func hold(_ kind: HeldKind, wire: WireKind, source: Int, connectionIndex: UInt32, generation: UInt32,
+                      sequence: UInt64, _ bytes: UnsafeRawBufferPointer) {
+        let buffer = heldReplies
+        let space = buffer.writableSpace(minimum: Self.heldHeaderSize + bytes.count)
+        let base = space.baseAddress!
+        base.storeBytes(of: kind.rawValue, toByteOffset: 0, as: UInt8.self)
+        base.storeBytes(of: wire.rawValue, toByteOffset: 1, as: UInt8.self)
+        base.storeBytes(of: UInt16(source), toByteOffset: 2, as: UInt16.self)
+        base.storeBytes(of: connectionIndex, toByteOffset: 4, as: UInt32.self)
+        base.storeBytes(of: generation, toByteOffset: 8, as: UInt32.self)
+        base.storeBytes(of: UInt32(bytes.count), toByteOffset: 12, as: UInt32.self)
+        base.storeBytes(of: sequence, toByteOffset: 16, as: UInt64.self)
+        if bytes.count > 0 { (base + Self.heldHeaderSize).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+        buffer.commitWrite(Self.heldHeaderSize + bytes.count)
+    }
+
+    /// Sends (or, after a failure, answers with an error) every reply in `buffer`.
+    private func release(_ buffer: WireBuffer, failure: String?) {
+        while !buffer.isEmpty {
+            let view = buffer.readableView
+            let base = view.baseAddress!
+            let kind = HeldKind(rawValue: base.loadUnaligned(fromByteOffset: 0, as: UInt8.self))!
+            let wire = WireKind(rawValue: base.loadUnaligned(fromByteOffset: 1, as: UInt8.self))!
+            let source = Int(base.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+            let connectionIndex = base.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+            let generation = base.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
+            let length = Int(base.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
+            let sequence = base.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
+            var reply = UnsafeRawBufferPointer(start: base + Self.heldHeaderSize, count: length)
+            if let failure {
+                partScratch.clear()
+                writeLogFailure(failure, wire: wire, originalReply: reply, into: partScratch)
+                reply = partScratch.readableView
+            }
+            switch kind {
+            case .localSlot:
+                let slot = Int(connectionIndex)
+                if slot < connections.count, let connection = connections[slot], connection.generation == generation, !connection.isClosed {
+                    connection.replies.fill(sequence: sequence, with: reply)
+                    markDirty(connection)
+                }
+            case .forwardedReply:
+                let header = ForwardHeader(kind: .reply, wire: wire, connectionIndex: connectionIndex,
+                                           connectionGeneration: generation, slotSequence: sequence, payloadLength: reply.count)
+                sendRecord(to: source, header: header, payload: reply)
+            }
+            buffer.consume(Self.heldHeaderSize + length)
+        }
+        buffer.clear()
+        buffer.releaseIfIdle(keep: 1 << 20)
+    }
+
+    private func writeLogFailure(_ reason: String, wire: WireKind, originalReply: UnsafeRawBufferPointer, into out: WireBuffer) {
+        let text = "write-ahead log write failed, the write is not durable and must be retried: "
+            + reason.replacingNewlines()
+        switch wire {
+        case .binary:
+            // The request id sits at bytes 7..<15 of every binary response.
+            let requestID = originalReply.count >= 15 ? UInt64(bigEndian: originalReply.loadUnaligned(fromByteOffset: 7, as: UInt64.self)) : 0
+            BinaryResponseWriter.write(status: .error, requestID: requestID, errorText: text, into: out)
+        case .resp2, .resp3:
+            RESPWriter.error(string: "ERR " + text, into: out)
+        }
+    }
+
+    // MARK: - The loop's log steps
+
+    /// End of an iteration: hand the batch of records to the kernel.
+    @inline(__always)
+    func submitLogBatch() {
+        guard let wal, !wal.filling.isEmpty, !wal.isBatchInFlight else { return }
+        assert(heldInFlight.isEmpty, "replies of a completed batch were not released")
+        if wal.submit() {
+            swap(&heldReplies, &heldInFlight)
+        } else if !wal.acceptsWrites {
+            // The log failed before the batch could go: its writes are not durable.
+            release(heldReplies, failure: wal.failure ?? "write-ahead log unavailable")
+        }
+    }
+
+    /// The io_uring eventfd fired: process what completed.
+    func handleLogCompletions() {
+        guard let wal else { return }
+        walEvents.removeAll(keepingCapacity: true)
+        wal.reap(into: &walEvents)
+        for event in walEvents {
+            switch event {
+            case .batchDurable:
+                release(heldInFlight, failure: nil)
+            case .batchFailed(let reason):
+                counters.walErrors &+= 1
+                release(heldInFlight, failure: reason)
+                // The log dropped the records filled meanwhile, too.
+                release(heldReplies, failure: reason)
+                if wal.isSnapshotting { wal.cancelSnapshot(reason: "the log failed") }
+            case .snapshotChunkWritten:
+                continueSnapshot()
+            case .snapshotFailed:
+                counters.walErrors &+= 1
+                nextSnapshotAttemptMs = now + 10_000
+            case .snapshotCompleted(let entries, let removedBytes):
+                counters.walSnapshots &+= 1
+                logger.info("snapshot written; covered log segments removed", metadata: [
+                    "reactor": "\(index)", "entries": "\(entries)", "bytes_removed": "\(removedBytes)",
+                ])
+            }
+        }
+    }
+
+    /// Maintenance: retry a failed disk, and start a snapshot when the log
+    /// since the last one has grown past what replay should have to read,
+    /// or when an operator asked for one.
+    func logMaintenance() {
+        guard let wal else { return }
+        if !wal.acceptsWrites {
+            if now >= nextLogProbeMs {
+                nextLogProbeMs = now + 1000
+                wal.probeRecovery(now: now)
+            }
+            return
+        }
+        let requested = node.walTruncateRequests.load(ordering: .acquiring)
+        let asked = requested > snapshotRequestsSeen
+        let threshold = max(4 * node.config.walMaxSizeMB * 1024 * 1024, 2 * ledger.usedBytes)
+        let due = wal.bytesSinceSnapshot > threshold && now >= nextSnapshotAttemptMs
+        guard (asked || due), !wal.isSnapshotting, wal.beginSnapshot() else { return }
+        if asked { snapshotRequestsSeen = requested }
+        snapshotShardPosition = 0
+        snapshotCursor = 0
+        continueSnapshot()
+    }
+
+    /// Serializes the next chunk of entries (about 1 MiB) and writes it.
+    /// Entries are copied out at once, so later writes never see a torn
+    /// value; a key written after the scan passed it is in the new segment.
+    func continueSnapshot() {
+        guard let wal, wal.isSnapshotting, !wal.snapshotChunkInFlight else { return }
+        let buffer = wal.snapshotBuffer
+        let owned = ownedShardIndices
+        while buffer.readableBytes < (1 << 20) && snapshotShardPosition < owned.count {
+            let shard = owned[snapshotShardPosition]
+            snapshotCursor = shards[shard]!.scan(cursor: snapshotCursor, count: 256, nowMs: now) { entry in
+                LogRecord.append(to: buffer, operation: .set, shard: shard, version: entry.version.packed,
+                                 expiryMs: entry.expiryMs, key: entry.key, value: entry.value)
+                wal.noteSnapshotEntry()
+            }
+            if snapshotCursor == 0 { snapshotShardPosition += 1 }
+        }
+        wal.writeSnapshotChunk(last: snapshotShardPosition == owned.count)
+    }
+
+    /// True when nothing the log owes anyone is outstanding.
+    var logIsSettled: Bool {
+        guard let wal else { return true }
+        return !wal.isBatchInFlight && wal.filling.isEmpty && heldReplies.isEmpty && heldInFlight.isEmpty
+    }
+}
+
+extension String {
+    func replacingNewlines() -> String {
+        String(map { $0 == "\r" || $0 == "\n" ? " " : $0 })
+    }
+}
