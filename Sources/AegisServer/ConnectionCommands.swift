@@ -293,6 +293,12 @@ extension Reactor {
                       "keyspace_misses:\(totals.keyspaceMisses)", "forwarded_requests:\(totals.forwardedRequests)",
                       "protocol_errors:\(totals.protocolErrors)", ""]
         }
+        if wants("persistence") {
+            lines += ["# Persistence", "wal_mode:\(config.walMode.rawValue)",
+                      "wal_dir:\(config.walMode == .off ? "" : config.effectiveWALDir)",
+                      "wal_writable:\(totals.walRefusingWrites == 0 ? 1 : 0)", "wal_batches:\(totals.walBatches)",
+                      "wal_bytes:\(totals.walBytes)", "wal_snapshots:\(totals.walSnapshots)", "wal_errors:\(totals.walErrors)", ""]
+        }
         if wants("keyspace") {
             lines.append("# Keyspace")
             if totals.items > 0 { lines.append("db0:keys=\(totals.items)") }

@@ -74,6 +74,7 @@ public final class PublishedReactorStats: Sendable {
     let forwardedRequests = Atomic<Int>(0)
     let protocolErrors = Atomic<Int>(0)
     let walErrors = Atomic<Int>(0)
+    let walRefusingWrites = Atomic<Int>(0)
     let walBatchInFlight = Atomic<Int>(0)
     let walBytes = Atomic<Int>(0)
     let walBatches = Atomic<Int>(0)
@@ -96,6 +97,7 @@ public final class PublishedReactorStats: Sendable {
         forwardedRequests.store(s.forwardedRequests, ordering: .relaxed)
         protocolErrors.store(s.protocolErrors, ordering: .relaxed)
         walErrors.store(s.walErrors, ordering: .relaxed)
+        walRefusingWrites.store(s.walRefusingWrites, ordering: .relaxed)
         walBatchInFlight.store(s.walBatchInFlight, ordering: .relaxed)
         walBytes.store(s.walBytes, ordering: .relaxed)
         walBatches.store(s.walBatches, ordering: .relaxed)
@@ -120,6 +122,7 @@ public final class PublishedReactorStats: Sendable {
             forwardedRequests: forwardedRequests.load(ordering: .relaxed),
             protocolErrors: protocolErrors.load(ordering: .relaxed),
             walErrors: walErrors.load(ordering: .relaxed),
+            walRefusingWrites: walRefusingWrites.load(ordering: .relaxed),
             walSnapshots: walSnapshots.load(ordering: .relaxed)
         )
     }
@@ -143,6 +146,8 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var protocolErrors = 0
     /// Failed log writes, fsyncs and snapshots.
     public var walErrors = 0
+    /// Reactors whose log refuses writes after a disk fault (0 or 1 per reactor).
+    public var walRefusingWrites = 0
     /// 1 while a log batch is in flight (for /debug/reactors).
     public var walBatchInFlight = 0
     /// Log bytes made durable.
@@ -169,6 +174,7 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         forwardedRequests += o.forwardedRequests
         protocolErrors += o.protocolErrors
         walErrors += o.walErrors
+        walRefusingWrites += o.walRefusingWrites
         walBatchInFlight += o.walBatchInFlight
         walBytes += o.walBytes
         walBatches += o.walBatches

@@ -84,6 +84,7 @@ final class Reactor: @unchecked Sendable {
     var nextSnapshotAttemptMs: Int64 = 0
     var nextLogProbeMs: Int64 = 0
     var snapshotRequestsSeen = 0
+    var snapshotWanted = false
     var snapshotShardPosition = 0
     var snapshotCursor: UInt64 = 0
 
@@ -503,6 +504,7 @@ final class Reactor: @unchecked Sendable {
             counters.walBatches = wal.batchesCommitted
             counters.walBytes = wal.bytesCommitted
             counters.walBatchInFlight = wal.isBatchInFlight ? 1 : 0
+            counters.walRefusingWrites = wal.acceptsWrites ? 0 : 1
         }
         node.stats[index].publish(counters)
     }

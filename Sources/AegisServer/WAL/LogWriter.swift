@@ -60,6 +60,7 @@ final class LogWriter {
     /// shows the disk takes data again.
     private(set) var failure: String?
     private(set) var errorCount = 0
+    private var failedBatchBytes = 0
     private(set) var batchesCommitted = 0
     private(set) var bytesCommitted = 0
 
@@ -239,6 +240,7 @@ final class LogWriter {
         inFlight.clear()
         inFlight.releaseIfIdle(keep: 1 << 20)
         if let failure = batchFailure {
+            failedBatchBytes = length
             fail(batchFailure: failure)
             return .batchFailed(failure)
         }
@@ -255,6 +257,7 @@ final class LogWriter {
     /// closed and never written again, and the next write opens a new one.
     private func fail(batchFailure reason: String) {
         errorCount += 1
+        failedBatchBytes = max(failedBatchBytes, inFlight.readableBytes, filling.readableBytes)
         if failure == nil {
             logger.error("write-ahead log write failed: refusing writes until the disk accepts data again", metadata: [
                 "reason": "\(reason)", "directory": "\(directory.path)",
@@ -282,18 +285,25 @@ final class LogWriter {
         let path = directory.segmentPath(number)
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640)
         if fd < 0 { return }
+        // The probe must take as much as the batch that failed (a header
+        // alone fits in the last free block of a full disk); the room it
+        // proved is given back right away.
         let header = WireBuffer()
         LogFileHeader.append(to: header, magic: LogFileHeader.segmentMagic, number: number)
+        let probeBytes = max(64 * 1024, failedBatchBytes)
+        header.append([UInt8](repeating: 0, count: probeBytes))
         let view = header.readableView
         let written = pwrite(fd, view.baseAddress, view.count, 0)
-        if written != view.count || (mode == .fsync && (fdatasync(fd) != 0 || (try? LogDirectory.syncDirectory(directory.path)) == nil)) {
+        if written != view.count || fdatasync(fd) != 0 || ftruncate(fd, off_t(LogFileHeader.size)) != 0
+            || (mode == .fsync && (fdatasync(fd) != 0 || (try? LogDirectory.syncDirectory(directory.path)) == nil)) {
             close(fd)
             unlink(path)
             return
         }
         segmentFD = fd
         segmentNumber = number
-        segmentOffset = UInt64(view.count)
+        segmentOffset = UInt64(LogFileHeader.size)
+        failedBatchBytes = 0
         liveSegments.append(number)
         logger.notice("write-ahead log writable again; accepting writes", metadata: [
             "file": "\(path)", "after": "\(failure!)",

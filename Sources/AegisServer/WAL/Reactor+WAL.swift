@@ -194,7 +194,11 @@ extension Reactor {
     /// End of an iteration: hand the batch of records to the kernel.
     @inline(__always)
     func submitLogBatch() {
-        guard let wal, !wal.filling.isEmpty, !wal.isBatchInFlight else { return }
+        guard let wal, !wal.isBatchInFlight else { return }
+        // A snapshot can only begin between batches (its segment boundary
+        // must not cut one); under steady load this is the moment.
+        if snapshotWanted { startSnapshot() }
+        guard !wal.filling.isEmpty else { return }
         assert(heldInFlight.isEmpty, "replies of a completed batch were not released")
         if wal.submit() {
             swap(&heldReplies, &heldInFlight)
@@ -215,6 +219,7 @@ extension Reactor {
                 release(heldInFlight, failure: nil)
             case .batchFailed(let reason):
                 counters.walErrors &+= 1
+                nextLogProbeMs = now + 1000
                 release(heldInFlight, failure: reason)
                 // The log dropped the records filled meanwhile, too.
                 release(heldReplies, failure: reason)
@@ -246,11 +251,24 @@ extension Reactor {
             return
         }
         let requested = node.walTruncateRequests.load(ordering: .acquiring)
-        let asked = requested > snapshotRequestsSeen
+        if requested > snapshotRequestsSeen {
+            snapshotRequestsSeen = requested
+            snapshotWanted = true
+        }
         let threshold = max(4 * node.config.walMaxSizeMB * 1024 * 1024, 2 * ledger.usedBytes)
-        let due = wal.bytesSinceSnapshot > threshold && now >= nextSnapshotAttemptMs
-        guard (asked || due), !wal.isSnapshotting, wal.beginSnapshot() else { return }
-        if asked { snapshotRequestsSeen = requested }
+        if wal.bytesSinceSnapshot > threshold && now >= nextSnapshotAttemptMs && !wal.isSnapshotting {
+            snapshotWanted = true
+        }
+        if snapshotWanted { startSnapshot() }
+    }
+
+    private func startSnapshot() {
+        guard let wal, !wal.isSnapshotting else { return }
+        guard wal.beginSnapshot() else {
+            if !wal.acceptsWrites { snapshotWanted = false }
+            return
+        }
+        snapshotWanted = false
         snapshotShardPosition = 0
         snapshotCursor = 0
         continueSnapshot()

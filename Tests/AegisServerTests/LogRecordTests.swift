@@ -1,0 +1,74 @@
+import AegisProtocol
+import CSupport
+import Testing
+@testable import AegisServer
+
+struct LogRecordTests {
+    @Test func crc32cMatchesTheStandardCheckValue() {
+        let check = Array("123456789".utf8)
+        #expect(aegis_crc32c(0, check, check.count) == 0xE306_9283)
+        #expect(aegis_crc32c_portable(0, check, check.count) == 0xE306_9283)
+    }
+
+    @Test func hardwareAndPortableCRCAgreeOnEveryLengthAndAlignment() {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<4096).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        bytes.withUnsafeBytes { raw in
+            for start in 0..<9 {
+                for length in [0, 1, 7, 8, 9, 63, 64, 65, 1000, 4000] {
+                    let slice = raw.baseAddress! + start
+                    #expect(aegis_crc32c(0, slice, length) == aegis_crc32c_portable(0, slice, length))
+                }
+            }
+        }
+    }
+
+    @Test func recordsRoundTrip() {
+        let buffer = WireBuffer()
+        let key = Array("user:42".utf8)
+        let value: [UInt8] = [0, 13, 10, 255, 0x80]
+        key.withUnsafeBytes { k in
+            value.withUnsafeBytes { v in
+                LogRecord.append(to: buffer, operation: .set, shard: 200, version: 1 << 48 | 77, expiryMs: 1_900_000_000_000, key: k, value: v)
+                LogRecord.append(to: buffer, operation: .delete, shard: 3, version: 0, expiryMs: 0, key: k, value: UnsafeRawBufferPointer(start: nil, count: 0))
+            }
+        }
+        let view = buffer.readableView
+        guard case .record(let first, let length) = LogRecord.decode(view) else {
+            Issue.record("first record did not decode")
+            return
+        }
+        #expect(length == LogRecord.headerSize + key.count + value.count)
+        #expect(first.operation == .set && first.shard == 200 && first.version == 1 << 48 | 77 && first.expiryMs == 1_900_000_000_000)
+        #expect(Array(first.key) == key && Array(first.value) == value)
+        guard case .record(let second, _) = LogRecord.decode(UnsafeRawBufferPointer(rebasing: view[length...])) else {
+            Issue.record("second record did not decode")
+            return
+        }
+        #expect(second.operation == .delete && Array(second.key) == key && second.value.isEmpty)
+    }
+
+    @Test func everyTruncationAndEveryFlippedBitIsDetected() {
+        let buffer = WireBuffer()
+        let key = Array("k".utf8)
+        let value = Array("some value".utf8)
+        key.withUnsafeBytes { k in value.withUnsafeBytes { v in
+            LogRecord.append(to: buffer, operation: .set, shard: 1, version: 9, expiryMs: 0, key: k, value: v)
+        } }
+        var bytes = buffer.readableArray()
+        for cut in 0..<bytes.count {
+            bytes.withUnsafeBytes { raw in
+                if case .record = LogRecord.decode(UnsafeRawBufferPointer(rebasing: raw[0..<cut])) {
+                    Issue.record("a record cut at \(cut) decoded")
+                }
+            }
+        }
+        for bit in 0..<(bytes.count * 8) {
+            bytes[bit / 8] ^= 1 << (bit % 8)
+            bytes.withUnsafeBytes { raw in
+                if case .record = LogRecord.decode(raw) { Issue.record("bit \(bit) flipped went unnoticed") }
+            }
+            bytes[bit / 8] ^= 1 << (bit % 8)
+        }
+    }
+}

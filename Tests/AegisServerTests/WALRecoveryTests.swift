@@ -1,0 +1,274 @@
+import AegisProtocol
+import Foundation
+import Glibc
+import Testing
+
+/// Damaged, missing and full logs, with the real binary: what starts, what
+/// refuses to start and says why, and what each mode promises.
+@Suite(.serialized)
+struct WALRecoveryTests {
+    static let keyCount = 100
+    /// "key-NNN" and a 100-byte value: every record is 32 + 7 + 100 bytes.
+    static let recordSize = 32 + 7 + 100
+    static let segmentHeader = 16
+
+    static func key(_ i: Int) -> String { "key-" + String(format: "%03d", i) }
+    static func value(_ i: Int) -> String { String(repeating: Character(UnicodeScalar(UInt8(65 + i % 26))), count: 100) }
+
+    /// One reactor, so all records land in one segment in write order.
+    static func startNode(_ walDirectory: String, mode: String = "fsync", extra: [String] = []) throws -> ServerHarness {
+        try ServerHarness(arguments: WALCrashTests.walArguments(walDirectory, mode: mode) + extra, reactors: 1)
+    }
+
+    static func writeKeys(_ server: ServerHarness, range: Range<Int>) throws {
+        let client = try RESPTestClient(port: server.port)
+        for i in range {
+            #expect(try client.command("SET", key(i), value(i)) == .simple("OK"))
+        }
+    }
+
+    static func presentKeys(_ server: ServerHarness, upTo count: Int) throws -> [Int] {
+        let client = try RESPTestClient(port: server.port)
+        let replies = try client.pipeline((0..<count).map { ["GET", key($0)] })
+        return replies.enumerated().compactMap { index, reply in
+            if reply.text == value(index) { return index }
+            #expect(reply.text == nil, "\(key(index)) has a wrong value")
+            return nil
+        }
+    }
+
+    static func segmentPath(_ walDirectory: String, _ number: Int = 1) -> String {
+        walDirectory + "/reactor-0/segment-" + String(repeating: "0", count: 20 - String(number).count) + String(number) + ".wal"
+    }
+
+    /// Start with a node that logged `keyCount` writes and stopped cleanly.
+    static func preparedLog(_ name: String) throws -> String {
+        let walDirectory = WALCrashTests.temporaryDirectory(name)
+        let server = try startNode(walDirectory)
+        try writeKeys(server, range: 0..<keyCount)
+        #expect(server.stop() == 0)
+        let size = (try FileManager.default.attributesOfItem(atPath: segmentPath(walDirectory))[.size] as? Int) ?? 0
+        #expect(size == segmentHeader + keyCount * recordSize)
+        return walDirectory
+    }
+
+    @Test func tornTailsAreCutOffAndLogged() throws {
+        for _ in 0..<5 {
+            let walDirectory = try Self.preparedLog("wal-torn")
+            defer { try? FileManager.default.removeItem(atPath: walDirectory) }
+            let cut = Int.random(in: Self.segmentHeader + 1..<(Self.segmentHeader + Self.keyCount * Self.recordSize))
+            #expect(truncate(Self.segmentPath(walDirectory), off_t(cut)) == 0)
+            let survivors = (cut - Self.segmentHeader) / Self.recordSize
+            let recordStart = Self.segmentHeader + survivors * Self.recordSize
+
+            let server = try Self.startNode(walDirectory)
+            #expect(try Self.presentKeys(server, upTo: Self.keyCount) == Array(0..<survivors), "cut at \(cut)")
+            if cut != recordStart {
+                #expect(server.log().contains("cutting off a torn tail"))
+                #expect(server.log().contains("offset=\(recordStart)"))
+                #expect(server.log().contains(Self.segmentPath(walDirectory)))
+            }
+            // The cut segment is clean now: writes after it survive the next restart.
+            try Self.writeKeys(server, range: survivors..<Self.keyCount)
+            #expect(server.stop() == 0)
+            let again = try Self.startNode(walDirectory)
+            #expect(try Self.presentKeys(again, upTo: Self.keyCount) == Array(0..<Self.keyCount))
+            again.stop()
+        }
+    }
+
+    @Test func corruptionInTheMiddleRefusesToStartAndNamesFileAndOffset() throws {
+        let walDirectory = try Self.preparedLog("wal-flip")
+        defer { try? FileManager.default.removeItem(atPath: walDirectory) }
+        let record = 40
+        let offset = Self.segmentHeader + record * Self.recordSize + 50  // inside record 40's value
+        let path = Self.segmentPath(walDirectory)
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        try handle.seek(toOffset: UInt64(offset))
+        let original = try handle.read(upToCount: 1)![0]
+        try handle.seek(toOffset: UInt64(offset))
+        try handle.write(contentsOf: [original ^ 0x20])
+        try handle.close()
+
+        let result = try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--reactors", "1"]
+            + WALCrashTests.walArguments(walDirectory))
+        #expect(result.status != 0)
+        #expect(result.output.contains("WAL corruption in \(path) at offset \(Self.segmentHeader + record * Self.recordSize)"), "\(result.output)")
+        #expect(result.output.contains("checksum mismatch"))
+        #expect(result.output.contains("Data Corruption Recovery"))
+    }
+
+    @Test func damagedSnapshotRefusesToStart() throws {
+        let walDirectory = WALCrashTests.temporaryDirectory("wal-snap")
+        defer { try? FileManager.default.removeItem(atPath: walDirectory) }
+        // 1 MiB segments: a snapshot follows after 4 MiB of log.
+        let server = try Self.startNode(walDirectory)
+        let client = try RESPTestClient(port: server.port)
+        let big = String(repeating: "s", count: 64 * 1024)
+        var snapshot: String?
+        for round in 0..<400 where snapshot == nil {
+            _ = try client.pipeline((0..<8).map { ["SET", "big-\($0)", big + String(round)] })
+            let files = WALCrashTests.files(in: walDirectory)
+            snapshot = files.first { $0.hasSuffix(".snap") }
+        }
+        try #require(snapshot != nil, "no snapshot after 25 MiB of log")
+        // Covered segments go once the snapshot's rename is durable.
+        var files = WALCrashTests.files(in: walDirectory)
+        for _ in 0..<100 where files.contains("reactor-0/segment-00000000000000000001.wal") {
+            usleep(20_000)
+            files = WALCrashTests.files(in: walDirectory)
+        }
+        #expect(!files.contains("reactor-0/segment-00000000000000000001.wal"), "covered segments are removed: \(files)")
+        #expect(server.stop() == 0)
+
+        let path = walDirectory + "/" + snapshot!
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        try handle.seek(toOffset: 100)
+        try handle.write(contentsOf: [0xFF, 0x00, 0xFF])
+        try handle.close()
+        let result = try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--reactors", "1"]
+            + WALCrashTests.walArguments(walDirectory))
+        #expect(result.status != 0)
+        #expect(result.output.contains("WAL corruption in \(path) at offset 16"), "\(result.output)")
+    }
+
+    @Test func snapshotsBoundTheLogAndKeepEveryWrite() throws {
+        let walDirectory = WALCrashTests.temporaryDirectory("wal-snapkeep")
+        defer { try? FileManager.default.removeItem(atPath: walDirectory) }
+        let server = try ServerHarness(arguments: WALCrashTests.walArguments(walDirectory), reactors: 2)
+        let client = try RESPTestClient(port: server.port)
+        let big = String(repeating: "x", count: 16 * 1024)
+        for round in 0..<200 {
+            _ = try client.pipeline((0..<32).map { ["SET", "k\($0 + round % 7)", big + "\(round)"] })
+        }
+        #expect(try client.command("SET", "last", "1") == .simple("OK"))
+        let logged = try client.command("INFO", "persistence").text ?? ""
+        #expect(!logged.contains("wal_snapshots:0\r"), "100 MiB of log must have caused snapshots: \(logged)")
+        kill(server.pid, SIGKILL)
+        _ = server.stop(signal: SIGKILL)
+        var totalBytes = 0
+        for file in WALCrashTests.files(in: walDirectory) {
+            totalBytes += (try FileManager.default.attributesOfItem(atPath: walDirectory + "/" + file)[.size] as? Int) ?? 0
+        }
+        #expect(totalBytes < 20 * 1024 * 1024, "snapshots must bound the log; it holds \(totalBytes) bytes")
+        let restarted = try ServerHarness(arguments: WALCrashTests.walArguments(walDirectory), reactors: 2)
+        let again = try RESPTestClient(port: restarted.port)
+        for k in 0..<38 {
+            let reply = try again.command("GET", "k\(k)")
+            #expect(reply.text?.hasPrefix(big) == true, "k\(k)")
+        }
+        #expect(try again.command("GET", "last") == .bulk(Array("1".utf8)))
+        restarted.stop()
+    }
+
+    @Test func emptyAndMissingDirectoriesStartEmpty() throws {
+        let parent = WALCrashTests.temporaryDirectory("wal-missing")
+        defer { try? FileManager.default.removeItem(atPath: parent) }
+        for walDirectory in [parent + "/does/not/exist/yet", parent] {
+            let server = try Self.startNode(walDirectory)
+            let client = try RESPTestClient(port: server.port)
+            #expect(try client.command("DBSIZE") == .integer(0))
+            #expect(try client.command("SET", "a", "1") == .simple("OK"))
+            #expect(server.stop() == 0)
+            #expect(FileManager.default.fileExists(atPath: walDirectory + "/reactor-0"))
+        }
+    }
+
+    @Test func changedReactorCountRefusesWithAdvice() throws {
+        let walDirectory = try Self.preparedLog("wal-layout")
+        defer { try? FileManager.default.removeItem(atPath: walDirectory) }
+        let result = try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--reactors", "2"]
+            + WALCrashTests.walArguments(walDirectory))
+        #expect(result.status != 0)
+        #expect(result.output.contains("reactors=1 num_shards=256"))
+        #expect(result.output.contains("reactors=2 num_shards=256"))
+    }
+
+    /// `write` mode: acknowledged writes are in the page cache, so a crash
+    /// of the process (not of the machine) loses none of them.
+    @Test func writeModeSurvivesProcessCrash() throws {
+        let walDirectory = WALCrashTests.temporaryDirectory("wal-write")
+        defer { try? FileManager.default.removeItem(atPath: walDirectory) }
+        let server = try Self.startNode(walDirectory, mode: "write")
+        try Self.writeKeys(server, range: 0..<Self.keyCount)
+        kill(server.pid, SIGKILL)
+        _ = server.stop(signal: SIGKILL)
+        let restarted = try Self.startNode(walDirectory, mode: "write")
+        #expect(try Self.presentKeys(restarted, upTo: Self.keyCount) == Array(0..<Self.keyCount))
+        restarted.stop()
+    }
+
+    /// `off`: a pure cache; nothing is written and a restart starts empty.
+    @Test func offModeWritesNothingAndForgets() throws {
+        let walDirectory = WALCrashTests.temporaryDirectory("wal-off") + "/wal"
+        let server = try ServerHarness(arguments: ["--wal-dir", walDirectory], reactors: 1)
+        try Self.writeKeys(server, range: 0..<10)
+        #expect(server.stop() == 0)
+        #expect(!FileManager.default.fileExists(atPath: walDirectory))
+        let restarted = try ServerHarness(arguments: ["--wal-dir", walDirectory], reactors: 1)
+        #expect(try Self.presentKeys(restarted, upTo: 10).isEmpty)
+        restarted.stop()
+    }
+
+    /// A full disk: writes get a clear error and are not acknowledged, reads
+    /// go on, and writing resumes once space is freed. Uses a size-limited
+    /// tmpfs, so it needs root (CI runs as root).
+    @Test(.enabled(if: getuid() == 0, "mounting a small tmpfs needs root"))
+    func fullDiskRefusesWritesAndRecovers() throws {
+        let mountPoint = WALCrashTests.temporaryDirectory("wal-full")
+        defer { try? FileManager.default.removeItem(atPath: mountPoint) }
+        let mounted = try runTool("/bin/mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", mountPoint])
+        try #require(mounted.status == 0, "mount failed: \(mounted.output)")
+        defer { _ = try? runTool("/bin/umount", ["-l", mountPoint]) }
+        let filler = mountPoint + "/filler"
+        #expect(FileManager.default.createFile(atPath: filler, contents: Data(count: 3 * 1024 * 1024)))
+
+        let server = try Self.startNode(mountPoint + "/wal")
+        let client = try RESPTestClient(port: server.port)
+        let value = String(repeating: "f", count: 32 * 1024)
+        var acknowledged: [String] = []
+        var firstError: String?
+        for i in 0..<200 where firstError == nil {
+            switch try client.command("SET", "full-\(i)", value) {
+            case .simple("OK"): acknowledged.append("full-\(i)")
+            case .error(let message): firstError = message
+            case let other: Issue.record("unexpected reply \(other)")
+            }
+        }
+        try #require(firstError != nil, "1 MiB of free space never filled")
+        #expect(firstError!.contains("write-ahead log"), "\(firstError!)")
+        // Reads are still served; later writes are refused up front.
+        #expect(try client.command("GET", acknowledged[0]).text == value)
+        if case .error(let message) = try client.command("SET", "refused", "x") {
+            #expect(message.contains("write-ahead log unavailable"))
+        } else {
+            Issue.record("a write was accepted while the log is failed")
+        }
+        #expect(server.log().contains("error"))
+        #expect(server.log().contains("No space left on device") || server.log().contains("short write"))
+        // INFO reads counters the reactors publish once per clock tick.
+        var info = ""
+        for _ in 0..<50 where !info.contains("wal_writable:0") {
+            usleep(20_000)
+            info = try client.command("INFO", "persistence").text ?? ""
+        }
+        #expect(info.contains("wal_writable:0"), "\(info)")
+        #expect(!info.contains("wal_errors:0\r"))
+
+        try FileManager.default.removeItem(atPath: filler)
+        var resumed = false
+        for _ in 0..<50 where !resumed {
+            usleep(100_000)
+            resumed = try client.command("SET", "after", "1") == .simple("OK")
+        }
+        #expect(resumed, "writes did not resume after space was freed")
+        #expect(server.stop() == 0)
+        let restarted = try Self.startNode(mountPoint + "/wal")
+        let again = try RESPTestClient(port: restarted.port)
+        for key in acknowledged {
+            #expect(try again.command("GET", key).text == value, "\(key) was acknowledged")
+        }
+        #expect(try again.command("GET", "after") == .bulk(Array("1".utf8)))
+        restarted.stop()
+    }
+}
