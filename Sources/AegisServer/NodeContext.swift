@@ -123,6 +123,9 @@ public final class PublishedReactorStats: Sendable {
             protocolErrors: protocolErrors.load(ordering: .relaxed),
             walErrors: walErrors.load(ordering: .relaxed),
             walRefusingWrites: walRefusingWrites.load(ordering: .relaxed),
+            walBatchInFlight: walBatchInFlight.load(ordering: .relaxed),
+            walBytes: walBytes.load(ordering: .relaxed),
+            walBatches: walBatches.load(ordering: .relaxed),
             walSnapshots: walSnapshots.load(ordering: .relaxed)
         )
     }

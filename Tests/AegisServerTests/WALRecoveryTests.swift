@@ -213,8 +213,8 @@ struct WALRecoveryTests {
     /// A full disk: writes get a clear error and are not acknowledged, reads
     /// go on, and writing resumes once space is freed. Uses a size-limited
     /// tmpfs, so it needs root (CI runs as root).
-    @Test(.enabled(if: getuid() == 0, "mounting a small tmpfs needs root"))
-    func fullDiskRefusesWritesAndRecovers() throws {
+    @Test(.enabled(if: getuid() == 0, "mounting a small tmpfs needs root"), arguments: ["fsync", "write"])
+    func fullDiskRefusesWritesAndRecovers(mode: String) throws {
         let mountPoint = WALCrashTests.temporaryDirectory("wal-full")
         defer { try? FileManager.default.removeItem(atPath: mountPoint) }
         let mounted = try runTool("/bin/mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", mountPoint])
@@ -223,7 +223,7 @@ struct WALRecoveryTests {
         let filler = mountPoint + "/filler"
         #expect(FileManager.default.createFile(atPath: filler, contents: Data(count: 3 * 1024 * 1024)))
 
-        let server = try Self.startNode(mountPoint + "/wal")
+        let server = try Self.startNode(mountPoint + "/wal", mode: mode)
         let client = try RESPTestClient(port: server.port)
         let value = String(repeating: "f", count: 32 * 1024)
         var acknowledged: [String] = []
@@ -263,7 +263,7 @@ struct WALRecoveryTests {
         }
         #expect(resumed, "writes did not resume after space was freed")
         #expect(server.stop() == 0)
-        let restarted = try Self.startNode(mountPoint + "/wal")
+        let restarted = try Self.startNode(mountPoint + "/wal", mode: mode)
         let again = try RESPTestClient(port: restarted.port)
         for key in acknowledged {
             #expect(try again.command("GET", key).text == value, "\(key) was acknowledged")

@@ -161,6 +161,17 @@ final class LogWriter {
         batchFailure = nil
         let view = inFlight.readableView
         let durable = mode == .fsync
+        if !durable && view.count <= Self.inlineWriteLimit {
+            // `write` mode, small batch: copying it into the page cache
+            // costs less than handing it to an io_uring worker thread
+            // (ext4 cannot do buffered writes without blocking, so io_uring
+            // always punts them to a worker) and waking up for its completion.
+            pendingCompletions = 1
+            let written = pwrite(segmentFD, view.baseAddress, view.count, off_t(batchOffset))
+            noteBatchCompletion(.batchWrite, result: written < 0 ? -errno : Int32(written))
+            completedInline = finishBatch()
+            return true
+        }
         var queued = 0
         queued += prepare(aegis_uring_prep_write(ring, segmentFD, view.baseAddress, UInt32(view.count), batchOffset,
                                                  Operation.batchWrite.rawValue, durable ? AEGIS_IOSQE_IO_LINK : 0))
@@ -181,6 +192,9 @@ final class LogWriter {
     }
 
     private var pendingDirectoryFD: Int32 = -1
+    /// Set by `submit()` when the batch completed before it returned.
+    var completedInline: Event?
+    static let inlineWriteLimit = 256 * 1024
 
     private func prepare(_ result: Int32) -> Int {
         // 64 entries and at most 5 in use: a full queue is a bug.

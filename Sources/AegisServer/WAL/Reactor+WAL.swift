@@ -202,6 +202,10 @@ extension Reactor {
         assert(heldInFlight.isEmpty, "replies of a completed batch were not released")
         if wal.submit() {
             swap(&heldReplies, &heldInFlight)
+            if let event = wal.completedInline {
+                wal.completedInline = nil
+                handle(logEvent: event)
+            }
         } else if !wal.acceptsWrites {
             // The log failed before the batch could go: its writes are not durable.
             release(heldReplies, failure: wal.failure ?? "write-ahead log unavailable")
@@ -213,28 +217,31 @@ extension Reactor {
         guard let wal else { return }
         walEvents.removeAll(keepingCapacity: true)
         wal.reap(into: &walEvents)
-        for event in walEvents {
-            switch event {
-            case .batchDurable:
-                release(heldInFlight, failure: nil)
-            case .batchFailed(let reason):
-                counters.walErrors &+= 1
-                nextLogProbeMs = now + 1000
-                release(heldInFlight, failure: reason)
-                // The log dropped the records filled meanwhile, too.
-                release(heldReplies, failure: reason)
-                if wal.isSnapshotting { wal.cancelSnapshot(reason: "the log failed") }
-            case .snapshotChunkWritten:
-                continueSnapshot()
-            case .snapshotFailed:
-                counters.walErrors &+= 1
-                nextSnapshotAttemptMs = now + 10_000
-            case .snapshotCompleted(let entries, let removedBytes):
-                counters.walSnapshots &+= 1
-                logger.info("snapshot written; covered log segments removed", metadata: [
-                    "reactor": "\(index)", "entries": "\(entries)", "bytes_removed": "\(removedBytes)",
-                ])
-            }
+        for event in walEvents { handle(logEvent: event) }
+    }
+
+    private func handle(logEvent event: LogWriter.Event) {
+        guard let wal else { return }
+        switch event {
+        case .batchDurable:
+            release(heldInFlight, failure: nil)
+        case .batchFailed(let reason):
+            counters.walErrors &+= 1
+            nextLogProbeMs = now + 1000
+            release(heldInFlight, failure: reason)
+            // The log dropped the records filled meanwhile, too.
+            release(heldReplies, failure: reason)
+            if wal.isSnapshotting { wal.cancelSnapshot(reason: "the log failed") }
+        case .snapshotChunkWritten:
+            continueSnapshot()
+        case .snapshotFailed:
+            counters.walErrors &+= 1
+            nextSnapshotAttemptMs = now + 10_000
+        case .snapshotCompleted(let entries, let removedBytes):
+            counters.walSnapshots &+= 1
+            logger.info("snapshot written; covered log segments removed", metadata: [
+                "reactor": "\(index)", "entries": "\(entries)", "bytes_removed": "\(removedBytes)",
+            ])
         }
     }
 
