@@ -82,18 +82,18 @@ public final class Node {
     private static func recoverLogs(_ reactors: [Reactor], config: AegisConfig, logger: Logger) throws {
         let walDirectory = config.effectiveWALDir
         do {
-            try LogDirectory.create(walDirectory)
-            try LogLayout.verifyOrRecord(walDirectory: walDirectory, reactors: reactors.count, shards: config.numShards)
+            try WALDirectory.create(walDirectory)
+            try WALLayout.verifyOrRecord(walDirectory: walDirectory, reactors: reactors.count, shards: config.numShards)
         } catch {
             throw StartupError("write-ahead log: \(error)")
         }
         let started = aegis_monotonic_ns()
-        let results = Mutex<[Int: Result<LogRecovery.Report, WALError>]>([:])
+        let results = Mutex<[Int: Result<WALRecovery.Report, WALError>]>([:])
         var threads: [pthread_t] = []
         for reactor in reactors {
             threads.append(try startThread {
                 _ = aegis_set_current_thread_name("aegis-replay-\(reactor.index)")
-                let result: Result<LogRecovery.Report, WALError>
+                let result: Result<WALRecovery.Report, WALError>
                 do throws(WALError) {
                     result = .success(try reactor.recoverLog())
                 } catch {
@@ -104,7 +104,7 @@ public final class Node {
         }
         for thread in threads { pthread_join(thread, nil) }
         let seconds = Double(aegis_monotonic_ns() - started) / 1e9
-        var total = LogRecovery.Report()
+        var total = WALRecovery.Report()
         for index in 0..<reactors.count {
             switch results.withLock({ $0[index]! }) {
             case .failure(let error):

@@ -72,7 +72,7 @@ final class Reactor: @unchecked Sendable {
     var awaitedReplies = 0
 
     // Write-ahead log (nil when wal_mode is off); see Reactor+WAL.swift.
-    var wal: LogWriter?
+    var wal: WALWriter?
     /// Set when the command just executed appended a log record: its reply
     /// must be held until that record is durable. Cleared by whoever
     /// delivers the reply.
@@ -80,7 +80,7 @@ final class Reactor: @unchecked Sendable {
     /// Replies waiting for the batch being filled, and for the one in flight.
     var heldReplies = WireBuffer()
     var heldInFlight = WireBuffer()
-    var walEvents: [LogWriter.Event] = []
+    var walEvents: [WALWriter.Event] = []
     var nextSnapshotAttemptMs: Int64 = 0
     var nextLogProbeMs: Int64 = 0
     var snapshotRequestsSeen = 0

@@ -16,15 +16,15 @@ import Glibc
 extension Reactor {
     /// Replays this reactor's log into its shards and opens the log for
     /// writing. Runs before the reactor's thread serves anything.
-    func recoverLog() throws(WALError) -> LogRecovery.Report {
+    func recoverLog() throws(WALError) -> WALRecovery.Report {
         let config = node.config
-        let directory = LogDirectory(walDirectory: config.effectiveWALDir, reactor: index)
-        let recovery = LogRecovery(directory: directory, logger: logger)
+        let directory = WALDirectory(walDirectory: config.effectiveWALDir, reactor: index)
+        let recovery = WALRecovery(directory: directory, logger: logger)
         let nowMs = aegis_now_ms_coarse()
         let report = try recovery.replay { record in
             applyReplayed(record, nowMs: nowMs)
         }
-        let writer = try LogWriter(mode: config.walMode, directory: directory,
+        let writer = try WALWriter(mode: config.walMode, directory: directory,
                                    maxSegmentBytes: config.walMaxSizeMB * 1024 * 1024, recovered: report, logger: logger)
         let added = aegis_epoll_add(epollFD, writer.eventFD, AEGIS_EPOLLIN | AEGIS_EPOLLET, Self.walToken)
         if added < 0 { throw .system("epoll_ctl(io_uring eventfd)", directory.path, -added) }
@@ -32,7 +32,7 @@ extension Reactor {
         return report
     }
 
-    private func applyReplayed(_ record: LogRecord, nowMs: Int64) {
+    private func applyReplayed(_ record: WALRecord, nowMs: Int64) {
         switch record.operation {
         case .set:
             let hash = KeyHash.hash(record.key)
@@ -220,7 +220,7 @@ extension Reactor {
         for event in walEvents { handle(logEvent: event) }
     }
 
-    private func handle(logEvent event: LogWriter.Event) {
+    private func handle(logEvent event: WALWriter.Event) {
         guard let wal else { return }
         switch event {
         case .batchDurable:
@@ -291,7 +291,7 @@ extension Reactor {
         while buffer.readableBytes < (1 << 20) && snapshotShardPosition < owned.count {
             let shard = owned[snapshotShardPosition]
             snapshotCursor = shards[shard]!.scan(cursor: snapshotCursor, count: 256, nowMs: now) { entry in
-                LogRecord.append(to: buffer, operation: .set, shard: shard, version: entry.version.packed,
+                WALRecord.append(to: buffer, operation: .set, shard: shard, version: entry.version.packed,
                                  expiryMs: entry.expiryMs, key: entry.key, value: entry.value)
                 wal.noteSnapshotEntry()
             }

@@ -18,7 +18,7 @@ import CSupport
 /// The checksum covers everything after itself, length excepted, so a torn
 /// record (a short tail, zeros, stale bytes) fails the check; the length is
 /// bounded so a corrupt one cannot send the reader past the file.
-struct LogRecord {
+struct WALRecord {
     enum Operation: UInt8 {
         case set = 1
         case delete = 2
@@ -61,7 +61,7 @@ struct LogRecord {
     }
 
     enum Decoded {
-        case record(LogRecord, length: Int)
+        case record(WALRecord, length: Int)
         /// Fewer bytes than the record claims (or than a header).
         case truncated
         /// A length out of bounds, a checksum mismatch or an unknown operation.
@@ -83,7 +83,7 @@ struct LogRecord {
         }
         let keyLength = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
         if keyLength > total - headerSize { return .corrupt("key length \(keyLength) exceeds the record") }
-        let record = LogRecord(
+        let record = WALRecord(
             operation: operation,
             shard: Int(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 10, as: UInt16.self))),
             version: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
@@ -98,7 +98,7 @@ struct LogRecord {
 /// 8-byte magic naming the kind and format version, then the file's number.
 /// For a segment that is its own number; for a snapshot, the first segment
 /// it does not cover.
-enum LogFileHeader {
+enum WALFileHeader {
     static let size = 16
     static let segmentMagic: [UInt8] = Array("AKVWAL\0\u{1}".utf8)
     static let snapshotMagic: [UInt8] = Array("AKVSNP\0\u{1}".utf8)

@@ -3,7 +3,7 @@ import CSupport
 import Testing
 @testable import AegisServer
 
-struct LogRecordTests {
+struct WALRecordTests {
     @Test func crc32cMatchesTheStandardCheckValue() {
         let check = Array("123456789".utf8)
         #expect(aegis_crc32c(0, check, check.count) == 0xE306_9283)
@@ -29,19 +29,19 @@ struct LogRecordTests {
         let value: [UInt8] = [0, 13, 10, 255, 0x80]
         key.withUnsafeBytes { k in
             value.withUnsafeBytes { v in
-                LogRecord.append(to: buffer, operation: .set, shard: 200, version: 1 << 48 | 77, expiryMs: 1_900_000_000_000, key: k, value: v)
-                LogRecord.append(to: buffer, operation: .delete, shard: 3, version: 0, expiryMs: 0, key: k, value: UnsafeRawBufferPointer(start: nil, count: 0))
+                WALRecord.append(to: buffer, operation: .set, shard: 200, version: 1 << 48 | 77, expiryMs: 1_900_000_000_000, key: k, value: v)
+                WALRecord.append(to: buffer, operation: .delete, shard: 3, version: 0, expiryMs: 0, key: k, value: UnsafeRawBufferPointer(start: nil, count: 0))
             }
         }
         let view = buffer.readableView
-        guard case .record(let first, let length) = LogRecord.decode(view) else {
+        guard case .record(let first, let length) = WALRecord.decode(view) else {
             Issue.record("first record did not decode")
             return
         }
-        #expect(length == LogRecord.headerSize + key.count + value.count)
+        #expect(length == WALRecord.headerSize + key.count + value.count)
         #expect(first.operation == .set && first.shard == 200 && first.version == 1 << 48 | 77 && first.expiryMs == 1_900_000_000_000)
         #expect(Array(first.key) == key && Array(first.value) == value)
-        guard case .record(let second, _) = LogRecord.decode(UnsafeRawBufferPointer(rebasing: view[length...])) else {
+        guard case .record(let second, _) = WALRecord.decode(UnsafeRawBufferPointer(rebasing: view[length...])) else {
             Issue.record("second record did not decode")
             return
         }
@@ -53,12 +53,12 @@ struct LogRecordTests {
         let key = Array("k".utf8)
         let value = Array("some value".utf8)
         key.withUnsafeBytes { k in value.withUnsafeBytes { v in
-            LogRecord.append(to: buffer, operation: .set, shard: 1, version: 9, expiryMs: 0, key: k, value: v)
+            WALRecord.append(to: buffer, operation: .set, shard: 1, version: 9, expiryMs: 0, key: k, value: v)
         } }
         var bytes = buffer.readableArray()
         for cut in 0..<bytes.count {
             bytes.withUnsafeBytes { raw in
-                if case .record = LogRecord.decode(UnsafeRawBufferPointer(rebasing: raw[0..<cut])) {
+                if case .record = WALRecord.decode(UnsafeRawBufferPointer(rebasing: raw[0..<cut])) {
                     Issue.record("a record cut at \(cut) decoded")
                 }
             }
@@ -66,7 +66,7 @@ struct LogRecordTests {
         for bit in 0..<(bytes.count * 8) {
             bytes[bit / 8] ^= 1 << (bit % 8)
             bytes.withUnsafeBytes { raw in
-                if case .record = LogRecord.decode(raw) { Issue.record("bit \(bit) flipped went unnoticed") }
+                if case .record = WALRecord.decode(raw) { Issue.record("bit \(bit) flipped went unnoticed") }
             }
             bytes[bit / 8] ^= 1 << (bit % 8)
         }

@@ -8,7 +8,7 @@ import Glibc
 ///     <wal_dir>/reactor-<i>/*.tmp           a snapshot being written
 ///
 /// Numbers are zero-padded to 20 digits so `ls` lists files in log order.
-struct LogDirectory {
+struct WALDirectory {
     let path: String
 
     init(walDirectory: String, reactor: Int) {
@@ -75,7 +75,7 @@ struct LogDirectory {
 /// Checks that the log was written with the same reactor and shard layout:
 /// a reactor's log holds exactly the shards that reactor owned, so replaying
 /// it under another layout would put keys on the wrong reactor.
-enum LogLayout {
+enum WALLayout {
     static func verifyOrRecord(walDirectory: String, reactors: Int, shards: Int) throws(WALError) {
         let path = walDirectory + "/layout"
         let expected = "reactors=\(reactors) num_shards=\(shards)\n"
@@ -89,7 +89,7 @@ enum LogLayout {
         let written = expected.withCString { write(fd, $0, strlen($0)) }
         if written != expected.utf8.count { throw .system("write", path, written < 0 ? errno : EIO) }
         if fsync(fd) != 0 { throw .system("fsync", path, errno) }
-        try LogDirectory.syncDirectory(walDirectory)
+        try WALDirectory.syncDirectory(walDirectory)
     }
 
     private static func readSmallFile(_ path: String) -> String? {

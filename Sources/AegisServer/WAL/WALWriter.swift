@@ -22,7 +22,7 @@ import Logging
 /// - Everything before `segmentOffset` in the current segment was written
 ///   by completed batches; a failed batch is cut off again, so a segment
 ///   never holds a hole or a partial record except after a crash.
-final class LogWriter {
+final class WALWriter {
     enum Event {
         /// The batch in flight reached the disk (or the page cache in `write` mode).
         case batchDurable
@@ -36,7 +36,7 @@ final class LogWriter {
     }
 
     let mode: WALMode
-    let directory: LogDirectory
+    let directory: WALDirectory
     let logger: Logger
     let eventFD: Int32
     private let ring: OpaquePointer
@@ -79,7 +79,7 @@ final class LogWriter {
         case batchWrite = 1, batchSync, batchDirectorySync, snapshotWrite, snapshotSync, snapshotDirectorySync
     }
 
-    init(mode: WALMode, directory: LogDirectory, maxSegmentBytes: Int, recovered: LogRecovery.Report, logger: Logger) throws(WALError) {
+    init(mode: WALMode, directory: WALDirectory, maxSegmentBytes: Int, recovered: WALRecovery.Report, logger: Logger) throws(WALError) {
         precondition(mode != .off)
         self.mode = mode
         self.directory = directory
@@ -121,10 +121,10 @@ final class LogWriter {
     // MARK: - Appending
 
     @inline(__always)
-    func append(_ operation: LogRecord.Operation, shard: Int, version: UInt64, expiryMs: Int64,
+    func append(_ operation: WALRecord.Operation, shard: Int, version: UInt64, expiryMs: Int64,
                 key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
         assert(failure == nil, "records appended while the log refuses writes")
-        LogRecord.append(to: filling, operation: operation, shard: shard, version: version, expiryMs: expiryMs, key: key, value: value)
+        WALRecord.append(to: filling, operation: operation, shard: shard, version: version, expiryMs: expiryMs, key: key, value: value)
     }
 
     // MARK: - Group commit
@@ -149,7 +149,7 @@ final class LogWriter {
         }
         if segmentOffset == 0 {
             // A new segment's header travels with its first batch.
-            LogFileHeader.append(to: inFlight, magic: LogFileHeader.segmentMagic, number: segmentNumber)
+            WALFileHeader.append(to: inFlight, magic: WALFileHeader.segmentMagic, number: segmentNumber)
         }
         if inFlight.isEmpty {
             swap(&filling, &inFlight)
@@ -303,20 +303,20 @@ final class LogWriter {
         // alone fits in the last free block of a full disk); the room it
         // proved is given back right away.
         let header = WireBuffer()
-        LogFileHeader.append(to: header, magic: LogFileHeader.segmentMagic, number: number)
+        WALFileHeader.append(to: header, magic: WALFileHeader.segmentMagic, number: number)
         let probeBytes = max(64 * 1024, failedBatchBytes)
         header.append([UInt8](repeating: 0, count: probeBytes))
         let view = header.readableView
         let written = pwrite(fd, view.baseAddress, view.count, 0)
-        if written != view.count || fdatasync(fd) != 0 || ftruncate(fd, off_t(LogFileHeader.size)) != 0
-            || (mode == .fsync && (fdatasync(fd) != 0 || (try? LogDirectory.syncDirectory(directory.path)) == nil)) {
+        if written != view.count || fdatasync(fd) != 0 || ftruncate(fd, off_t(WALFileHeader.size)) != 0
+            || (mode == .fsync && (fdatasync(fd) != 0 || (try? WALDirectory.syncDirectory(directory.path)) == nil)) {
             close(fd)
             unlink(path)
             return
         }
         segmentFD = fd
         segmentNumber = number
-        segmentOffset = UInt64(LogFileHeader.size)
+        segmentOffset = UInt64(WALFileHeader.size)
         failedBatchBytes = 0
         liveSegments.append(number)
         logger.notice("write-ahead log writable again; accepting writes", metadata: [
@@ -374,7 +374,7 @@ final class LogWriter {
         snapshotFailure = nil
         snapshotStage = .writing
         snapshotChunk.clear()
-        LogFileHeader.append(to: snapshotChunk, magic: LogFileHeader.snapshotMagic, number: covers)
+        WALFileHeader.append(to: snapshotChunk, magic: WALFileHeader.snapshotMagic, number: covers)
         bytesSinceSnapshot = 0
         return true
     }
@@ -389,7 +389,7 @@ final class LogWriter {
     func writeSnapshotChunk(last: Bool) {
         precondition(snapshotStage == .writing && snapshotCompletions == 0)
         if last {
-            LogRecord.append(to: snapshotChunk, operation: .snapshotEnd, shard: 0, version: UInt64(snapshotEntries),
+            WALRecord.append(to: snapshotChunk, operation: .snapshotEnd, shard: 0, version: UInt64(snapshotEntries),
                              expiryMs: 0, key: UnsafeRawBufferPointer(start: nil, count: 0), value: UnsafeRawBufferPointer(start: nil, count: 0))
         }
         let view = snapshotChunk.readableView

@@ -7,7 +7,7 @@ import Logging
 /// snapshot starts a new segment first, so every write that may or may not
 /// have made it into the snapshot is also in a later segment, and replaying
 /// it again lands on the same final state.
-struct LogRecovery {
+struct WALRecovery {
     struct Report {
         var records = 0
         var bytes = 0
@@ -20,12 +20,12 @@ struct LogRecovery {
         var snapshotNumber: UInt64? = nil
     }
 
-    let directory: LogDirectory
+    let directory: WALDirectory
     let logger: Logger
 
     /// Replays into `apply`; throws on damage that is not a torn tail.
-    func replay(_ apply: (LogRecord) -> Void) throws(WALError) -> Report {
-        try LogDirectory.create(directory.path)
+    func replay(_ apply: (WALRecord) -> Void) throws(WALError) -> Report {
+        try WALDirectory.create(directory.path)
         let listing = try directory.list()
         var report = Report()
         for temporary in listing.temporaries {
@@ -51,17 +51,17 @@ struct LogRecovery {
         return report
     }
 
-    private func replaySnapshot(_ number: UInt64, into report: inout Report, _ apply: (LogRecord) -> Void) throws(WALError) {
+    private func replaySnapshot(_ number: UInt64, into report: inout Report, _ apply: (WALRecord) -> Void) throws(WALError) {
         let path = directory.snapshotPath(number)
         let file = try MappedFile(path: path)
         let bytes = file.bytes
-        guard LogFileHeader.parse(bytes, magic: LogFileHeader.snapshotMagic) == number else {
+        guard WALFileHeader.parse(bytes, magic: WALFileHeader.snapshotMagic) == number else {
             throw .corruption(file: path, offset: 0, reason: "not a snapshot file of this format, or its header names another number")
         }
-        var offset = LogFileHeader.size
+        var offset = WALFileHeader.size
         var entries = 0
         while true {
-            switch LogRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
+            switch WALRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
             case .truncated:
                 throw .corruption(file: path, offset: offset, reason: "the snapshot ends before its end marker")
             case .corrupt(let reason):
@@ -90,24 +90,24 @@ struct LogRecovery {
 
     /// Returns false when the segment held nothing and was removed.
     private func replaySegment(_ number: UInt64, isLast: Bool, into report: inout Report,
-                               _ apply: (LogRecord) -> Void) throws(WALError) -> Bool {
+                               _ apply: (WALRecord) -> Void) throws(WALError) -> Bool {
         let path = directory.segmentPath(number)
         let file = try MappedFile(path: path)
         let bytes = file.bytes
-        if bytes.count < LogFileHeader.size && isLast {
+        if bytes.count < WALFileHeader.size && isLast {
             // Created, crashed before its header was written: nothing was acknowledged from it.
             logger.warning("removing a segment cut off before its header", metadata: ["file": "\(path)", "bytes": "\(bytes.count)"])
             unlink(path)
             return false
         }
-        guard LogFileHeader.parse(bytes, magic: LogFileHeader.segmentMagic) == number else {
+        guard WALFileHeader.parse(bytes, magic: WALFileHeader.segmentMagic) == number else {
             throw .corruption(file: path, offset: 0, reason: "not a segment file of this format, or its header names another number")
         }
         report.segments += 1
-        var offset = LogFileHeader.size
+        var offset = WALFileHeader.size
         while offset < bytes.count {
             let problem: String
-            switch LogRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
+            switch WALRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
             case .record(let record, let length):
                 if record.operation == .snapshotEnd {
                     throw .corruption(file: path, offset: offset, reason: "a snapshot end marker inside a segment")
@@ -144,8 +144,8 @@ struct LogRecovery {
     /// used on the damaged path, so a byte-by-byte search is fine.
     static func findValidRecord(in bytes: UnsafeRawBufferPointer, after offset: Int) -> Int? {
         var position = offset + 1
-        while position + LogRecord.headerSize <= bytes.count {
-            if case .record(let record, _) = LogRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[position...])),
+        while position + WALRecord.headerSize <= bytes.count {
+            if case .record(let record, _) = WALRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[position...])),
                record.operation != .snapshotEnd {
                 return position
             }
