@@ -61,26 +61,41 @@ public struct SystemdNotifier: Sendable {
 /// call) stops the pings and systemd restarts the node.
 ///
 /// A reactor counts as alive when its published loop counter moved since
-/// the last check, or when it sleeps in epoll_wait (an idle reactor with a
-/// long maintenance interval may not iterate between two checks).
+/// the last check. One whose counter did not move but that sleeps in
+/// epoll_wait is idle rather than stuck only if it answers a wake-up: it
+/// is woken and given `settleMs` to iterate. (Its maintenance timer makes
+/// it iterate anyway unless maintenance_interval is longer than the ping
+/// interval; a sleeping flag alone would also cover a thread that is
+/// stopped inside epoll_wait.)
 final class WatchdogGate {
     private var lastIterations: [Int]
     private(set) var stalled: [Int] = []
+    let settleMs: Int
 
-    init(node: NodeContext) {
+    init(node: NodeContext, settleMs: Int = 250) {
+        self.settleMs = settleMs
         lastIterations = node.stats.map { $0.loopIterations.load(ordering: .relaxed) }
     }
 
     /// Checks every reactor and remembers the counters for next time.
+    /// May block the calling (main) thread for up to `settleMs`; signals
+    /// stay pending meanwhile.
     func allReactorsProgressed(_ node: NodeContext) -> Bool {
-        stalled = []
-        for reactor in 0..<node.reactorCount {
-            let iterations = node.stats[reactor].loopIterations.load(ordering: .relaxed)
-            if iterations == lastIterations[reactor] && !node.interconnect.isAsleep(reactor) {
-                stalled.append(reactor)
-            }
-            lastIterations[reactor] = iterations
+        func iterations(_ reactor: Int) -> Int { node.stats[reactor].loopIterations.load(ordering: .relaxed) }
+        var unmoved: [Int] = []
+        for reactor in 0..<node.reactorCount where iterations(reactor) == lastIterations[reactor] {
+            unmoved.append(reactor)
         }
+        let sleepers = unmoved.filter { node.interconnect.isAsleep($0) }
+        if !sleepers.isEmpty {
+            for reactor in sleepers { node.interconnect.wake(reactor) }
+            let deadline = aegis_monotonic_ns() + Int64(settleMs) * 1_000_000
+            while unmoved.contains(where: { iterations($0) == lastIterations[$0] }) && aegis_monotonic_ns() < deadline {
+                usleep(2_000)
+            }
+        }
+        stalled = unmoved.filter { iterations($0) == lastIterations[$0] }
+        lastIterations = (0..<node.reactorCount).map(iterations)
         return stalled.isEmpty
     }
 }

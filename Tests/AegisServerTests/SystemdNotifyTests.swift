@@ -40,6 +40,12 @@ final class NotifySocket: @unchecked Sendable {
         return String(decoding: buffer[0..<n], as: UTF8.self).split(separator: "\n").map(String.init)
     }
 
+    /// Drops every datagram already queued.
+    func discardPending() {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while buffer.withUnsafeMutableBytes({ recv(fd, $0.baseAddress, 4096, Int32(MSG_DONTWAIT)) }) > 0 {}
+    }
+
     /// Datagrams until one holds `field`; that one, or nil on timeout.
     func receive(until field: String) -> [String]? {
         while let message = receive() {
@@ -81,6 +87,48 @@ struct SystemdNotifyTests {
         stopped = true
     }
 
+    /// Stops one reactor thread with ptrace (the rest of the process runs
+    /// on) until the node withholds its watchdog pings, then lets it go.
+    static let stopOneReactor = """
+        import ctypes, os, sys, time
+        pid, log = int(sys.argv[1]), sys.argv[2]
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        tid = next(int(t) for t in os.listdir(f"/proc/{pid}/task")
+                   if open(f"/proc/{pid}/task/{t}/comm").read().strip() == "aegis-reactor-0")
+        if libc.ptrace(0x4206, tid, None, None) != 0:  # PTRACE_SEIZE
+            print("ptrace not permitted: errno", ctypes.get_errno()); sys.exit(77)
+        libc.ptrace(0x4207, tid, None, None)  # PTRACE_INTERRUPT: only this thread stops
+        os.waitpid(tid, 0x40000000)  # __WALL
+        deadline = time.time() + 60
+        while "watchdog pings withheld" not in open(log).read() and time.time() < deadline:
+            time.sleep(0.02)
+        seen = "watchdog pings withheld" in open(log).read()
+        libc.ptrace(17, tid, None, None)  # PTRACE_DETACH
+        sys.exit(0 if seen else 1)
+        """
+
+    @Test func aStoppedReactorWithholdsWatchdogPings() throws {
+        let socket = try NotifySocket(abstract: false)
+        let node = try SpawnedNode(arguments: ["--reactors", "2"],
+                                   environment: ["NOTIFY_SOCKET": socket.address, "WATCHDOG_USEC": "200000"])
+        defer { #expect(node.stop() == 0) }
+        #expect(socket.receive(until: "READY=1") != nil)
+        #expect(socket.receive(until: "WATCHDOG=1") != nil)
+        let result = try runTool("python3", ["-c", Self.stopOneReactor, String(node.pid), node.logPath])
+        if result.status == 77 {
+            Issue.record("cannot test: \(result.output)")
+            return
+        }
+        #expect(result.status == 0, "\(result.output)\n\(node.log())")
+        let withheld = node.logLines().first { $0.contains("watchdog pings withheld") } ?? ""
+        #expect(withheld.contains("error") && withheld.contains("reactors=0"), "\(withheld)")
+        #expect(node.waitForLog { $0.contains("watchdog pings resumed") })
+        // Whatever was queued before now is dropped; a ping still arrives.
+        socket.discardPending()
+        #expect(socket.receive(until: "WATCHDOG=1") != nil)
+    }
+
     @Test func notifierReadsTheEnvironmentLikeSdNotify() {
         #expect(!SystemdNotifier(environment: [:]).isEnabled)
         #expect(SystemdNotifier(environment: ["NOTIFY_SOCKET": ""]).socketPath == nil)
@@ -101,28 +149,26 @@ struct SystemdNotifyTests {
         #expect(SystemdNotifier(environment: [:]).send(["READY=1"]) == 0)
     }
 
-    /// A stuck reactor (its loop counter does not move and it is not asleep
-    /// in epoll) withholds the watchdog ping; a sleeping one does not.
+    /// A reactor whose loop counter does not move is stalled, unless it
+    /// sleeps in epoll and iterates when woken.
     @Test func watchdogGateNeedsProgressFromEveryReactor() throws {
         var config = AegisConfig.defaults
         config.numShards = 4
         let node = try NodeContext(config: config, reactorCount: 2, logger: .init(label: "test"))
-        let gate = WatchdogGate(node: node)
+        let gate = WatchdogGate(node: node, settleMs: 20)
         #expect(!gate.allReactorsProgressed(node))
         #expect(gate.stalled == [0, 1])
 
         var snapshot = ReactorStatsSnapshot()
         snapshot.loopIterations = 5
         node.stats[0].publish(snapshot)
-        _ = node.interconnect.prepareToSleep(1)
+        node.stats[1].publish(snapshot)
         #expect(gate.allReactorsProgressed(node))
 
-        // Reactor 0 stops moving; reactor 1 still sleeps.
-        #expect(!gate.allReactorsProgressed(node))
-        #expect(gate.stalled == [0])
+        // Reactor 1 "sleeps" but no thread answers its wake-up: stalled, like a stopped thread.
         snapshot.loopIterations = 6
         node.stats[0].publish(snapshot)
-        node.interconnect.didWake(1)
+        _ = node.interconnect.prepareToSleep(1)
         #expect(!gate.allReactorsProgressed(node))
         #expect(gate.stalled == [1])
     }
