@@ -45,17 +45,17 @@ public struct ReloadPlan: Sendable {
     public var isEmpty: Bool { applied.isEmpty && restartRequired.isEmpty }
 
     /// The one log line a reload writes: every change, applied or not.
-    /// `notes` adds a remark after a key (for settings stored but not yet
-    /// used by this build).
+    /// `notes` adds a remark after an applied key (for settings stored but
+    /// not yet used by this build).
     public func report(notes: [String: String] = [:]) -> String {
         if isEmpty { return "reload: configuration unchanged" }
-        func list(_ changes: [Change]) -> String {
+        func list(_ changes: [Change], _ notes: [String: String]) -> String {
             changes.map { change in change.description + (notes[change.key].map { " (\($0))" } ?? "") }
                 .joined(separator: ", ")
         }
         var parts: [String] = []
-        if !applied.isEmpty { parts.append("applied " + list(applied)) }
-        if !restartRequired.isEmpty { parts.append("not applied, restart required: " + list(restartRequired)) }
+        if !applied.isEmpty { parts.append("applied " + list(applied, notes)) }
+        if !restartRequired.isEmpty { parts.append("not applied, restart required: " + list(restartRequired, [:])) }
         return "reload: " + parts.joined(separator: "; ")
     }
 }
