@@ -22,10 +22,22 @@ public final class RuntimeSettings: Sendable {
     /// Tokens the bucket may hold; 0 means "same as rateLimit".
     let rateBurst = Atomic<Int>(0)
     let seeds: Mutex<[String]>
+    /// The whole configuration as it runs now: the start-up one plus every
+    /// reloaded key. For readers that show settings (CONFIG GET, /stats);
+    /// hot paths read the atomics above.
+    private let runningConfig: Mutex<AegisConfig>
 
     public init(_ config: AegisConfig) {
         seeds = Mutex(config.seeds)
+        runningConfig = Mutex(config)
         apply(config)
+    }
+
+    public var running: AegisConfig { runningConfig.withLock { $0 } }
+
+    /// Records what a reload left running (after `apply`).
+    public func setRunning(_ config: AegisConfig) {
+        runningConfig.withLock { $0 = config }
     }
 
     /// Stores every reloadable value of `config`.

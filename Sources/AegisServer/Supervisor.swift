@@ -104,6 +104,7 @@ final class Supervisor {
         let plan = ReloadPlan(running: running, loaded: loaded.config)
         let appliedKeys = Set(plan.applied.map(\.key))
         node.runtime.apply(plan.next, keys: appliedKeys)
+        node.runtime.setRunning(plan.next)
         if appliedKeys.contains("log_level"), let level = Logger.Level(rawValue: plan.next.logLevel) {
             LogControl.shared.level = level
         }

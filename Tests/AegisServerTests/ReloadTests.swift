@@ -39,6 +39,10 @@ struct ReloadTests {
         #expect(report.contains("auth_token \"\" → <redacted>"), "\(report)")
         #expect(!report.contains("rate_limit"), "the flag wins over the file: \(report)")
         #expect(!node.log().contains("sekrit"))
+        let shown = try runTool("redis-cli", ["-p", String(node.port), "CONFIG", "GET", "*_timeout"]).output
+        #expect(shown.contains("read_timeout\n1000ms"), "CONFIG GET shows what runs: \(shown)")
+        let memory = try runTool("redis-cli", ["-p", String(node.port), "CONFIG", "GET", "max_memory_mb"]).output
+        #expect(memory.contains("max_memory_mb\n64"), "\(memory)")
         let warning = node.logLines().first { $0.contains("need a restart") } ?? ""
         #expect(warning.contains("warning") && warning.contains("keys=max_memory_mb,auth_token"), "\(warning)")
 
