@@ -99,6 +99,24 @@ struct ReloadTests {
         #expect(Self.reloadLines(node).count == 3)
     }
 
+    @Test func maxConnsAppliesToNewConnections() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegis-reload-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let file = directory + "/config.json"
+        try Self.write(#"{"max_conns": 1000}"#, to: file)
+        let node = try SpawnedNode(arguments: ["--config", file, "--reactors", "1"])
+        defer { #expect(node.stop() == 0) }
+        try Self.write(#"{"max_conns": 1}"#, to: file)
+        node.signal(SIGHUP)
+        #expect(node.waitForLog { $0.contains("reload: applied max_conns 1000 → 1") })
+        let first = try TestSocket(port: node.port)
+        try first.send("PING\r\n")
+        #expect(String(decoding: try first.receive { $0.count >= 7 }, as: UTF8.self) == "+PONG\r\n")
+        let second = try TestSocket(port: node.port)
+        let refusal = try second.receive { $0.contains(UInt8(ascii: "\n")) }
+        #expect(String(decoding: refusal, as: UTF8.self) == "-ERR max number of clients reached\r\n")
+    }
+
     @Test func runbookPIDFileCommandReloads() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegis-reload-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
