@@ -17,7 +17,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
@@ -38,11 +38,17 @@ let package = Package(
             dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strictSwift
         ),
+        // The swift-log backend: journald priority prefixes, text or JSON lines, a level reload can change.
+        .target(
+            name: "AegisLogging",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSwift
+        ),
         // The node: reactors, connections, cross-reactor rings, command execution, lifecycle.
         .target(
             name: "AegisServer",
             dependencies: [
-                "CSupport", "AegisProtocol", "AegisStore", "AegisConfig",
+                "CSupport", "AegisProtocol", "AegisStore", "AegisConfig", "AegisLogging",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPathSwift
@@ -50,7 +56,7 @@ let package = Package(
         .executableTarget(
             name: "aegiskv",
             dependencies: [
-                "AegisServer", "AegisConfig",
+                "AegisServer", "AegisConfig", "AegisLogging",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -90,8 +96,13 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         .testTarget(
+            name: "AegisLoggingTests",
+            dependencies: ["AegisLogging", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
             name: "AegisServerTests",
-            dependencies: ["AegisServer", "AegisProtocol", "CSupport"],
+            dependencies: ["AegisServer", "AegisProtocol", "AegisConfig", "CSupport"],
             exclude: ["python"],
             swiftSettings: strictSwift
         ),

@@ -65,6 +65,15 @@ int aegis_wait_signal(void) {
     return error ? -error : signal;
 }
 
+int aegis_wait_signal_timeout(int timeout_ms) {
+    sigset_t set;
+    handled_signals(&set);
+    struct timespec timeout = { .tv_sec = timeout_ms / 1000, .tv_nsec = (long)(timeout_ms % 1000) * 1000000 };
+    int signal = sigtimedwait(&set, NULL, &timeout);
+    if (signal >= 0) return signal;
+    return errno == EAGAIN ? 0 : -errno;
+}
+
 int64_t aegis_now_ms_coarse(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME_COARSE, &ts);

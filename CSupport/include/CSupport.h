@@ -8,6 +8,7 @@
 //    Swift module.
 //  - Socket options and CPU affinity take macros/variadic forms that import badly.
 //  - CRC32C uses the SSE4.2 instruction, an intrinsic Swift cannot call.
+//  - sockaddr_un (for sd_notify's NOTIFY_SOCKET) imports as a tuple of chars.
 //
 // Every function is a direct wrapper with no policy. Errors come back as
 // -errno (never through the global errno), so callers need no thread-local reads.
@@ -77,6 +78,9 @@ long aegis_raise_nofile_limit(void);
 int aegis_block_signals(void);
 /// Waits for one of the blocked signals and returns its number.
 int aegis_wait_signal(void);
+/// Like aegis_wait_signal, but returns 0 when none came within timeout_ms
+/// (-EINTR when interrupted by another signal).
+int aegis_wait_signal_timeout(int timeout_ms);
 extern const int AEGIS_SIGINT;
 extern const int AEGIS_SIGTERM;
 extern const int AEGIS_SIGHUP;
@@ -86,6 +90,11 @@ int64_t aegis_now_ms_coarse(void);
 int64_t aegis_monotonic_ns(void);
 /// Bytes malloc would report for this block (malloc_usable_size).
 size_t aegis_malloc_usable_size(void *ptr);
+
+// ---- service manager notification (notify.c) -------------------------------
+/// Sends one datagram to the AF_UNIX socket at path; a path starting with
+/// '@' names an abstract socket (as in systemd's NOTIFY_SOCKET). 0 or -errno.
+int aegis_unix_datagram_send(const char *path, const void *buf, size_t len);
 
 // ---- io_uring (uring.c) ----------------------------------------------------
 /// Opaque ring; the WAL owns one per reactor.

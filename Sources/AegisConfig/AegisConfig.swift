@@ -137,25 +137,31 @@ public struct AegisConfig: Sendable, Equatable {
     /// Other names accepted in the JSON file: alias → key.
     public static let keyAliases: [String: String] = ["addrs": "seeds"]
 
-    /// Keys that take effect only when the process restarts. A SIGHUP reload
-    /// applies every other key at once.
-    public static let restartRequiredKeys: Set<String> = [
-        "node_id", "bind_addr", "gossip_bind_addr", "health_addr",
-        "client_advertise_addr", "gossip_advertise_addr",
-        "data_dir", "wal_mode", "wal_dir", "wal_max_size_mb",
-        "replication_factor", "num_shards", "virtual_nodes",
-        "write_quorum", "read_quorum", "replication_batch_size", "replication_batch_timeout",
-        "gossip_secret", "auth_token",
-        "tls_enabled", "tls_cert_file", "tls_key_file", "tls_ca_file",
-        "pid_file", "reactors", "log_format",
-    ]
+    /// Keys that a SIGHUP reload applies at once, in `allKeys` order. The
+    /// list is explicit so that a new key needs a restart until someone
+    /// makes the running node pick it up and adds it here. The cluster
+    /// timings and seeds are kept in the node's runtime settings for the
+    /// cluster layer to read.
+    public static let reloadableKeys: [String] = allKeys.filter {
+        [
+            "seeds", "gossip_interval", "suspect_timeout", "dead_timeout", "max_conns",
+            "read_timeout", "write_timeout", "idle_timeout", "rate_limit", "rate_burst", "drain_timeout", "log_level",
+        ].contains($0)
+    }
 
-    /// Keys that a SIGHUP reload applies at once: every key not in `restartRequiredKeys`.
-    public static let reloadableKeys: [String] = allKeys.filter { !restartRequiredKeys.contains($0) }
+    /// Keys that take effect only when the process restarts: every key not
+    /// in `reloadableKeys`. A reload that finds one changed names it in the
+    /// log and keeps running with the old value.
+    public static let restartRequiredKeys: Set<String> = Set(allKeys).subtracting(reloadableKeys)
 
     /// Config keys (snake_case, in `allKeys` order) whose values differ between the two.
     public func changedKeys(from other: AegisConfig) -> [String] {
         ConfigKeys.all.filter { $0.value(self) != $0.value(other) }.map(\.name)
+    }
+
+    /// Sets `key` to its value in `other`; an unknown key changes nothing.
+    public mutating func copyValue(ofKey key: String, from other: AegisConfig) {
+        ConfigKeys.byName[key]?.copy(&self, other)
     }
 
     /// The value of `key` as text (durations as "30s", lists comma-separated),

@@ -66,6 +66,8 @@ struct KeySpec: Sendable {
     /// Parses `raw` and stores it; returns the problem instead when it is not valid.
     let apply: @Sendable (inout AegisConfig, RawValue) -> ValueProblem?
     let value: @Sendable (AegisConfig) -> KeyValue
+    /// Sets this key in the first configuration to its value in the second.
+    let copy: @Sendable (inout AegisConfig, AegisConfig) -> Void
 
     var envVar: String { ConfigLoader.environmentVariable(forKey: name) }
     var flag: String { ConfigLoader.flag(forKey: name) }
@@ -236,7 +238,7 @@ extension KeySpec {
                 config[keyPath: path] = text
                 return nil
             }
-        }, value: { .string($0[keyPath: path]) })
+        }, value: { .string($0[keyPath: path]) }, copy: { $0[keyPath: path] = $1[keyPath: path] })
     }
 
     static func int(_ name: String, _ path: Path<Int>, range: ClosedRange<Int>, meaning: String) -> KeySpec {
@@ -247,7 +249,7 @@ extension KeySpec {
             case .failure(let problem): return problem
             case .success(let number): config[keyPath: path] = number; return nil
             }
-        }, value: { .int($0[keyPath: path]) })
+        }, value: { .int($0[keyPath: path]) }, copy: { $0[keyPath: path] = $1[keyPath: path] })
     }
 
     static func ratio(_ name: String, _ path: Path<Double>, meaning: String) -> KeySpec {
@@ -260,7 +262,7 @@ extension KeySpec {
                 config[keyPath: path] = number
                 return nil
             }
-        }, value: { .double($0[keyPath: path]) })
+        }, value: { .double($0[keyPath: path]) }, copy: { $0[keyPath: path] = $1[keyPath: path] })
     }
 
     static func bool(_ name: String, _ path: Path<Bool>, meaning: String) -> KeySpec {
@@ -269,7 +271,7 @@ extension KeySpec {
             case .failure(let problem): return problem
             case .success(let flag): config[keyPath: path] = flag; return nil
             }
-        }, value: { .bool($0[keyPath: path]) })
+        }, value: { .bool($0[keyPath: path]) }, copy: { $0[keyPath: path] = $1[keyPath: path] })
     }
 
     static func duration(_ name: String, _ path: Path<Duration>, allowZero: Bool, meaning: String) -> KeySpec {
@@ -279,7 +281,7 @@ extension KeySpec {
             case .failure(let problem): return problem
             case .success(let duration): config[keyPath: path] = duration; return nil
             }
-        }, value: { .duration($0[keyPath: path]) })
+        }, value: { .duration($0[keyPath: path]) }, copy: { $0[keyPath: path] = $1[keyPath: path] })
     }
 
     static func listenAddress(_ name: String, _ path: Path<SocketAddress>, meaning: String) -> KeySpec {
@@ -293,7 +295,7 @@ extension KeySpec {
                 case .success(let address): config[keyPath: path] = address; return nil
                 }
             }
-        }, value: { .string($0[keyPath: path].description) })
+        }, value: { .string($0[keyPath: path].description) }, copy: { $0[keyPath: path] = $1[keyPath: path] })
     }
 
     /// An address others dial, or "" for none.
@@ -310,7 +312,7 @@ extension KeySpec {
                 config[keyPath: path] = clean
                 return nil
             }
-        }, value: { .string($0[keyPath: path]) })
+        }, value: { .string($0[keyPath: path]) }, copy: { $0[keyPath: path] = $1[keyPath: path] })
     }
 
     static func peerList(_ name: String, _ path: Path<[String]>, meaning: String) -> KeySpec {
@@ -327,7 +329,7 @@ extension KeySpec {
                 config[keyPath: path] = items
                 return nil
             }
-        }, value: { .list($0[keyPath: path]) })
+        }, value: { .list($0[keyPath: path]) }, copy: { $0[keyPath: path] = $1[keyPath: path] })
     }
 
     /// One of a fixed set of words, matched without regard to case.
@@ -346,7 +348,7 @@ extension KeySpec {
                 config[keyPath: path] = value
                 return nil
             }
-        }, value: { .string($0[keyPath: path].rawValue) })
+        }, value: { .string($0[keyPath: path].rawValue) }, copy: { $0[keyPath: path] = $1[keyPath: path] })
     }
 }
 
@@ -364,6 +366,6 @@ extension KeySpec {
                 config[keyPath: path] = word
                 return nil
             }
-        }, value: { .string($0[keyPath: path]) })
+        }, value: { .string($0[keyPath: path]) }, copy: { $0[keyPath: path] = $1[keyPath: path] })
     }
 }

@@ -82,7 +82,7 @@ enum ConfigKeys {
         .word("log_level", \.logLevel, choices: AegisConfig.logLevels,
               meaning: "Least severe log level written to stderr."),
         .choice("log_format", \.logFormat, choices: LogFormat.allCases.map(\.rawValue),
-                meaning: "`text` (key=value) or `json` log lines, with syslog priority prefixes."),
+                meaning: "`text` (time, level, message, key=value) or `json` (one object per line); a `<N>` syslog priority prefix when stderr is the journal."),
         .duration("maintenance_interval", \.maintenanceInterval, allowZero: false,
                   meaning: "Period of background work: expiry sweep, eviction, WAL housekeeping."),
         .int("reactors", \.reactors, range: 0...4096,

@@ -234,7 +234,10 @@ extension Reactor {
     }
 
     private func configSettings() -> [(String, String)] {
-        let c = node.config
+        // As running now: reloaded keys included, the rate limit as the admin endpoint may have set it.
+        var c = node.runtime.running
+        c.rateLimit = node.runtime.currentRateLimit
+        c.rateBurst = node.runtime.rateBurst.load(ordering: .relaxed)
         func duration(_ d: Duration) -> String { "\(d.milliseconds)ms" }
         return [
             ("node_id", c.nodeID), ("bind_addr", c.bindAddr.description), ("gossip_bind_addr", c.gossipBindAddr.description),
@@ -275,7 +278,7 @@ extension Reactor {
                       "reactors:\(node.reactorCount)", "num_shards:\(config.numShards)", ""]
         }
         if wants("clients") {
-            lines += ["# Clients", "connected_clients:\(totals.connections)", "maxclients:\(config.maxConns)", ""]
+            lines += ["# Clients", "connected_clients:\(totals.connections)", "maxclients:\(node.runtime.maxConns.load(ordering: .relaxed))", ""]
         }
         if wants("memory") {
             let rss = residentSetBytes()

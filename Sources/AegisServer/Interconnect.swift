@@ -64,6 +64,12 @@ public final class Interconnect: Sendable {
         }
     }
 
+    /// True while `reactor` sleeps in epoll_wait (for the watchdog: a
+    /// sleeping reactor is idle, not stuck).
+    public func isAsleep(_ reactor: Int) -> Bool {
+        sleeping[reactor].value.load(ordering: .relaxed)
+    }
+
     /// Unconditional wake-up, for lifecycle changes (drain, stop).
     public func wake(_ reactor: Int) {
         _ = aegis_eventfd_signal(wakeFDs[reactor])

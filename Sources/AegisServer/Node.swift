@@ -17,10 +17,18 @@ public final class Node {
         "gossip_secret", "suspect_timeout", "dead_timeout", "replication_factor", "virtual_nodes",
         "replication_batch_size", "replication_batch_timeout", "write_quorum", "read_quorum",
         "tls_enabled", "tls_cert_file", "tls_key_file", "tls_ca_file", "rate_limit", "rate_burst",
-        "health_addr", "log_format",
+        "health_addr",
     ]
 
-    public static func run(_ loaded: LoadedConfig, logger: Logger) throws -> Int32 {
+    /// Runs until SIGTERM or SIGINT. `reload` loads the configuration again
+    /// the way it was loaded at start (same file, environment and flags);
+    /// SIGHUP calls it. `notifier` tells systemd about readiness, reloads,
+    /// stopping and liveness.
+    public static func run(
+        _ loaded: LoadedConfig, logger: Logger, configFile: String? = nil,
+        reload: (() throws(ConfigError) -> LoadedConfig)? = nil,
+        notifier: SystemdNotifier = .fromProcessEnvironment()
+    ) throws -> Int32 {
         let config = loaded.config
         _ = aegis_block_signals()
         let fileLimit = aegis_raise_nofile_limit()
@@ -52,10 +60,12 @@ public final class Node {
         }
 
         var threads: [pthread_t] = []
+        let exited = ReactorExits()
         for reactor in reactors {
-            threads.append(try startThread { 
+            threads.append(try startThread {
                 _ = aegis_set_current_thread_name("aegis-reactor-\(reactor.index)")
                 reactor.run()
+                exited.count.wrappingAdd(1, ordering: .releasing)
             })
         }
         node.lifecycle.store(NodeContext.Lifecycle.serving.rawValue, ordering: .releasing)
@@ -64,13 +74,22 @@ public final class Node {
             "reactors": "\(reactorCount)", "shards": "\(config.numShards)", "max_memory_mb": "\(config.maxMemoryMB)",
             "pid": "\(getpid())",
         ])
+        let notified = notifier.ready(status: servingStatus(node))
+        if notified < 0 {
+            logger.warning("cannot notify the service manager", metadata: [
+                "socket": "\(notifier.socketPath ?? "")", "error": "\(SystemError(operation: "sendto", code: notified))",
+            ])
+        }
 
-        waitForStopSignal(logger: logger)
+        let supervisor = Supervisor(node: node, logger: logger, notifier: notifier, loader: reload, configFile: configFile)
+        supervisor.waitForStopSignal()
         logger.notice("draining: no new connections, finishing in-flight requests", metadata: [
-            "drain_timeout_ms": "\(config.drainTimeout.milliseconds)",
+            "drain_timeout_ms": "\(node.runtime.drainTimeoutMs.load(ordering: .relaxed))",
         ])
+        _ = notifier.stopping(status: "draining")
         node.lifecycle.store(NodeContext.Lifecycle.draining.rawValue, ordering: .releasing)
         for reactor in 0..<reactorCount { node.interconnect.wake(reactor) }
+        supervisor.waitForReactors(exited: exited.count)
         for thread in threads { pthread_join(thread, nil) }
         let totals = node.totals()
         logger.notice("stopped", metadata: ["commands": "\(totals.commands)", "items": "\(totals.items)"])
@@ -130,14 +149,14 @@ public final class Node {
         return "\(scaled)"
     }
 
-    private static func waitForStopSignal(logger: Logger) {
-        while true {
-            let signal = aegis_wait_signal()
-            if signal == AEGIS_SIGTERM || signal == AEGIS_SIGINT { return }
-            if signal == AEGIS_SIGHUP {
-                logger.warning("SIGHUP received: configuration reload is not built yet; the running configuration is unchanged")
-            }
-        }
+    /// The STATUS= text systemctl status shows while serving.
+    static func servingStatus(_ node: NodeContext) -> String {
+        "serving clients on \(node.config.bindAddr.host):\(node.boundClientPort.load(ordering: .relaxed))"
+    }
+
+    /// Reactor threads that have returned from their loop.
+    private final class ReactorExits: Sendable {
+        let count = Atomic<Int>(0)
     }
 
     /// One SO_REUSEPORT listener per reactor, so the kernel spreads new

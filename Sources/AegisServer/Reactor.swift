@@ -240,7 +240,7 @@ final class Reactor: @unchecked Sendable {
                 continue
             }
             let open = node.openConnections.wrappingAdd(1, ordering: .relaxed).newValue
-            if open > node.config.maxConns {
+            if open > node.runtime.maxConns.load(ordering: .relaxed) {
                 node.openConnections.wrappingSubtract(1, ordering: .relaxed)
                 counters.connectionsRejected &+= 1
                 // Best effort: the socket is new, so its send buffer has room.
@@ -519,7 +519,7 @@ final class Reactor: @unchecked Sendable {
             _ = aegis_epoll_remove(epollFD, listenFD)
             _ = aegis_close(listenFD)
             listenFD = -1
-            drainDeadlineMs = now + Int64(node.config.drainTimeout.milliseconds)
+            drainDeadlineMs = now + node.runtime.drainTimeoutMs.load(ordering: .relaxed)
         }
         for case let connection? in connections where connection.replies.isEmpty && connection.output.isEmpty && connection.input.isEmpty {
             close(connection)

@@ -11,25 +11,58 @@ public final class RuntimeSettings: Sendable {
     let readTimeoutMs = Atomic<Int64>(0)
     let writeTimeoutMs = Atomic<Int64>(0)
     let idleTimeoutMs = Atomic<Int64>(0)
+    let drainTimeoutMs = Atomic<Int64>(0)
+    let maxConns = Atomic<Int>(0)
+    /// Cluster timings, kept here for the membership layer to read.
+    let gossipIntervalMs = Atomic<Int64>(0)
+    let suspectTimeoutMs = Atomic<Int64>(0)
+    let deadTimeoutMs = Atomic<Int64>(0)
     /// Node-wide operations per second; 0 means no limit.
     let rateLimit = Atomic<Int>(0)
     /// Tokens the bucket may hold; 0 means "same as rateLimit".
     let rateBurst = Atomic<Int>(0)
     let seeds: Mutex<[String]>
+    /// The whole configuration as it runs now: the start-up one plus every
+    /// reloaded key. For readers that show settings (CONFIG GET, /stats);
+    /// hot paths read the atomics above.
+    private let runningConfig: Mutex<AegisConfig>
 
     public init(_ config: AegisConfig) {
         seeds = Mutex(config.seeds)
+        runningConfig = Mutex(config)
         apply(config)
+    }
+
+    public var running: AegisConfig { runningConfig.withLock { $0 } }
+
+    /// Records what a reload left running (after `apply`).
+    public func setRunning(_ config: AegisConfig) {
+        runningConfig.withLock { $0 = config }
     }
 
     /// Stores every reloadable value of `config`.
     public func apply(_ config: AegisConfig) {
-        readTimeoutMs.store(Int64(config.readTimeout.milliseconds), ordering: .relaxed)
-        writeTimeoutMs.store(Int64(config.writeTimeout.milliseconds), ordering: .relaxed)
-        idleTimeoutMs.store(Int64(config.idleTimeout.milliseconds), ordering: .relaxed)
-        rateLimit.store(config.rateLimit, ordering: .relaxed)
-        rateBurst.store(config.rateBurst, ordering: .relaxed)
-        seeds.withLock { $0 = config.seeds }
+        apply(config, keys: Set(AegisConfig.reloadableKeys))
+    }
+
+    /// Stores the values of `keys` only, so a reload that changed the log
+    /// level leaves a rate limit set through the admin endpoint alone.
+    /// `log_level` lives in the logging system, not here.
+    public func apply(_ config: AegisConfig, keys: Set<String>) {
+        func store(_ key: String, _ atomic: borrowing Atomic<Int64>, _ value: Duration) {
+            if keys.contains(key) { atomic.store(value.milliseconds, ordering: .relaxed) }
+        }
+        store("read_timeout", readTimeoutMs, config.readTimeout)
+        store("write_timeout", writeTimeoutMs, config.writeTimeout)
+        store("idle_timeout", idleTimeoutMs, config.idleTimeout)
+        store("drain_timeout", drainTimeoutMs, config.drainTimeout)
+        store("gossip_interval", gossipIntervalMs, config.gossipInterval)
+        store("suspect_timeout", suspectTimeoutMs, config.suspectTimeout)
+        store("dead_timeout", deadTimeoutMs, config.deadTimeout)
+        if keys.contains("max_conns") { maxConns.store(config.maxConns, ordering: .relaxed) }
+        if keys.contains("rate_limit") { rateLimit.store(config.rateLimit, ordering: .relaxed) }
+        if keys.contains("rate_burst") { rateBurst.store(config.rateBurst, ordering: .relaxed) }
+        if keys.contains("seeds") { seeds.withLock { $0 = config.seeds } }
     }
 
     public var currentRateLimit: Int { rateLimit.load(ordering: .relaxed) }
@@ -37,6 +70,9 @@ public final class RuntimeSettings: Sendable {
         let burst = rateBurst.load(ordering: .relaxed)
         return burst == 0 ? currentRateLimit : burst
     }
+    public var currentSeeds: [String] { seeds.withLock { $0 } }
+    public var currentReadTimeoutMs: Int64 { readTimeoutMs.load(ordering: .relaxed) }
+    public var currentIdleTimeoutMs: Int64 { idleTimeoutMs.load(ordering: .relaxed) }
 
     public func setRateLimit(opsPerSecond: Int, burst: Int? = nil) {
         rateLimit.store(opsPerSecond, ordering: .relaxed)

@@ -1,4 +1,5 @@
 import AegisConfig
+import AegisLogging
 import AegisServer
 import ArgumentParser
 import Glibc
@@ -21,30 +22,66 @@ struct AegisKVCommand: ParsableCommand {
     @OptionGroup(title: "Settings")
     var settings: ConfigFlags
 
-    func run() throws {
+    /// Logging is set up before the arguments are parsed, so that every
+    /// start-up error (a bad flag, a bad config file, a port in use) is a
+    /// log record with its priority, which under systemd means
+    /// `journalctl --priority err` shows it.
+    static func main() {
+        let environment = processEnvironment()
+        AegisLogging.bootstrap(environment: environment)
+        let logger = Logger(label: "aegiskv")
+        do {
+            var command = try parseAsRoot()
+            if let root = command as? AegisKVCommand {
+                try root.start(environment: environment, logger: logger)
+            } else {
+                try command.run()
+            }
+        } catch let code as ExitCode {
+            Glibc.exit(code.rawValue)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                // --help and the like: text for a person, on stdout.
+                print(fullMessage(for: error))
+            } else {
+                logger.error("invalid command line: \(message(for: error)) (see aegiskv --help)")
+            }
+            Glibc.exit(code.rawValue)
+        }
+    }
+
+    mutating func run() throws {
+        try start(environment: processEnvironment(), logger: Logger(label: "aegiskv"))
+    }
+
+    func start(environment: [String: String], logger: Logger) throws {
         let loaded: LoadedConfig
         do {
-            loaded = try ConfigLoader.load(file: configFile, environment: processEnvironment(), flags: settings)
+            loaded = try ConfigLoader.load(file: configFile, environment: environment, flags: settings)
         } catch {
-            printToStandardError("aegiskv: \(error)")
+            // One record per problem, each naming the key, the layer and what was expected.
+            for line in error.description.split(separator: "\n") { logger.error("\(line)") }
             throw ExitCode(2)
         }
         if validate {
             print("configuration OK" + (configFile.map { ": \($0)" } ?? " (defaults, environment and flags)"))
             throw ExitCode.success
         }
-        let level = Logger.Level(rawValue: loaded.config.logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let logger = Logger(label: "aegiskv")
+        let control = LogControl.shared
+        control.level = Logger.Level(rawValue: loaded.config.logLevel) ?? .info
+        control.format = loaded.config.logFormat == .json ? .json : .text
+        let file = configFile
+        let flags = settings
         do {
-            let status = try Node.run(loaded, logger: logger)
+            let status = try Node.run(loaded, logger: logger, configFile: file, reload: { () throws(ConfigError) in
+                try ConfigLoader.load(file: file, environment: environment, flags: flags)
+            })
             throw ExitCode(status)
-        } catch let error as StartupError {
-            logger.critical("cannot start: \(error.description)")
+        } catch let code as ExitCode {
+            throw code
+        } catch {
+            logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
     }
@@ -61,9 +98,4 @@ func processEnvironment() -> [String: String] {
         cursor += 1
     }
     return environment
-}
-
-func printToStandardError(_ message: String) {
-    let line = message + "\n"
-    _ = line.withCString { write(2, $0, strlen($0)) }
 }

@@ -112,15 +112,28 @@ struct KeyMetadataTests {
         #expect(AegisConfig.restartRequiredKeys.isSubset(of: Set(AegisConfig.allKeys)))
         for key in ["node_id", "bind_addr", "gossip_bind_addr", "health_addr", "tls_enabled", "tls_cert_file", "tls_key_file",
                     "tls_ca_file", "replication_factor", "num_shards", "reactors", "data_dir", "wal_dir", "wal_mode",
-                    "virtual_nodes", "pid_file"] {
+                    "virtual_nodes", "pid_file", "log_format", "max_memory_mb", "eviction_ratio", "maintenance_interval",
+                    "auth_token", "gossip_secret"] {
             #expect(AegisConfig.restartRequiredKeys.contains(key), "\(key)")
         }
         // The runbook and product promise these apply on SIGHUP.
         for key in ["log_level", "rate_limit", "rate_burst", "seeds", "read_timeout", "write_timeout", "idle_timeout",
-                    "suspect_timeout", "dead_timeout", "drain_timeout"] {
+                    "suspect_timeout", "dead_timeout", "drain_timeout", "max_conns"] {
             #expect(AegisConfig.reloadableKeys.contains(key), "\(key)")
         }
         #expect(AegisConfig.reloadableKeys.count + AegisConfig.restartRequiredKeys.count == AegisConfig.allKeys.count)
+    }
+
+    @Test func copyValueTakesOneKeyFromAnotherConfiguration() {
+        var other = AegisConfig.defaults
+        other.readTimeout = .seconds(3)
+        other.seeds = ["a:1"]
+        other.logLevel = "debug"
+        var running = AegisConfig.defaults
+        for key in ["read_timeout", "seeds"] { running.copyValue(ofKey: key, from: other) }
+        #expect(other.changedKeys(from: running) == ["log_level"])
+        running.copyValue(ofKey: "nope", from: other)
+        #expect(other.changedKeys(from: running) == ["log_level"])
     }
 
     @Test func displayValueRedactsSecrets() {

@@ -1,0 +1,120 @@
+import AegisConfig
+import AegisLogging
+import CSupport
+import Glibc
+import Logging
+import Synchronization
+
+/// The main thread's work while reactors serve: wait for signals, reload
+/// the configuration on SIGHUP, and ping the systemd watchdog while every
+/// reactor makes progress. Runs only on the main thread.
+final class Supervisor {
+    typealias Loader = () throws(ConfigError) -> LoadedConfig
+
+    let node: NodeContext
+    let logger: Logger
+    let notifier: SystemdNotifier
+    private let loader: Loader?
+    private let configFile: String?
+    /// What the node runs with: the start-up configuration plus every
+    /// reloadable change since.
+    private(set) var running: AegisConfig
+    private let gate: WatchdogGate
+    private var nextPingNs: Int64 = 0
+    private var reportedStall = false
+
+    init(node: NodeContext, logger: Logger, notifier: SystemdNotifier, loader: Loader?, configFile: String?) {
+        self.node = node
+        self.logger = logger
+        self.notifier = notifier
+        self.loader = loader
+        self.configFile = configFile
+        self.running = node.config
+        self.gate = WatchdogGate(node: node)
+        if let interval = notifier.watchdogIntervalMs { nextPingNs = aegis_monotonic_ns() + Int64(interval) * 1_000_000 }
+    }
+
+    /// Returns on SIGTERM or SIGINT.
+    func waitForStopSignal() {
+        while true {
+            let signal = waitForSignal()
+            if signal == AEGIS_SIGTERM || signal == AEGIS_SIGINT { return }
+            if signal == AEGIS_SIGHUP { reload() }
+            pingWatchdogIfDue()
+        }
+    }
+
+    /// Waits for every reactor thread to finish its drain, still pinging the
+    /// watchdog meanwhile (a drain may take up to drain_timeout).
+    func waitForReactors(exited: borrowing Atomic<Int>) {
+        guard notifier.watchdogIntervalMs != nil else { return }
+        while exited.load(ordering: .acquiring) < node.reactorCount {
+            _ = aegis_wait_signal_timeout(20)
+            pingWatchdogIfDue()
+        }
+    }
+
+    private func waitForSignal() -> Int32 {
+        guard notifier.watchdogIntervalMs != nil else { return aegis_wait_signal() }
+        let waitMs = max(0, (nextPingNs - aegis_monotonic_ns()) / 1_000_000)
+        return aegis_wait_signal_timeout(Int32(min(waitMs, Int64(Int32.max))))
+    }
+
+    private func pingWatchdogIfDue() {
+        guard let interval = notifier.watchdogIntervalMs else { return }
+        let now = aegis_monotonic_ns()
+        if now < nextPingNs { return }
+        nextPingNs = now + Int64(interval) * 1_000_000
+        if gate.allReactorsProgressed(node) {
+            if reportedStall {
+                reportedStall = false
+                logger.notice("every reactor makes progress again; watchdog pings resumed")
+            }
+            _ = notifier.watchdog()
+        } else if !reportedStall {
+            reportedStall = true
+            logger.error("watchdog pings withheld: reactor made no progress", metadata: [
+                "reactors": "\(gate.stalled.map(String.init).joined(separator: ","))",
+            ])
+        }
+    }
+
+    // MARK: - Reload
+
+    private func reload() {
+        _ = notifier.reloading()
+        defer { _ = notifier.send(["READY=1", "STATUS=" + Node.servingStatus(node)]) }
+        // The reload report is written whatever log_level says: the operator
+        // asked for the reload and needs to see its outcome.
+        var report = logger
+        report.logLevel = .trace
+        let source: Logger.Metadata = ["config_file": "\(configFile ?? "(none)")"]
+        guard let loader else {
+            report.warning("reload: not available in this process; configuration unchanged", metadata: source)
+            return
+        }
+        let loaded: LoadedConfig
+        do {
+            loaded = try loader()
+        } catch {
+            let problems = error.description.split(separator: "\n").joined(separator: "; ")
+            report.error("reload failed, keeping the running configuration: \(problems)", metadata: source)
+            return
+        }
+        let plan = ReloadPlan(running: running, loaded: loaded.config)
+        let appliedKeys = Set(plan.applied.map(\.key))
+        node.runtime.apply(plan.next, keys: appliedKeys)
+        node.runtime.setRunning(plan.next)
+        if appliedKeys.contains("log_level"), let level = Logger.Level(rawValue: plan.next.logLevel) {
+            LogControl.shared.level = level
+        }
+        running = plan.next
+        let notes = Dictionary(uniqueKeysWithValues: Node.notYetInEffect.map { ($0, "stored; not yet in effect in this build") })
+        report.notice("\(plan.report(notes: notes))", metadata: source)
+        if !plan.restartRequired.isEmpty {
+            logger.warning("changed settings need a restart to take effect; running with the old values until then", metadata: [
+                "keys": "\(plan.restartRequired.map(\.key).joined(separator: ","))",
+            ])
+        }
+    }
+}
