@@ -18,6 +18,12 @@ public final class NodeContext: Sendable {
     public let shardOwner: [Int]
     /// Values that SIGHUP and the admin endpoints may change while serving.
     public let runtime: RuntimeSettings
+    /// The token bucket behind runtime.rateLimit, shared by all reactors.
+    public let rateLimiter: RateLimiter
+    /// Breakers for outbound dependencies (replication, forwarding, peers).
+    public let breakers: CircuitBreakerRegistry
+    /// Per-command counters and latency, published on the maintenance tick.
+    public let commandStats: [PublishedCommandStats]
 
     let lifecycle = Atomic<Int>(Lifecycle.starting.rawValue)
     let openConnections = Atomic<Int>(0)
@@ -25,7 +31,7 @@ public final class NodeContext: Sendable {
     let drainedReactors = Atomic<Int>(0)
     let boundClientPort = Atomic<Int>(0)
 
-    enum Lifecycle: Int {
+    public enum Lifecycle: Int, Sendable {
         case starting = 0
         case serving = 1
         case draining = 2
@@ -39,11 +45,21 @@ public final class NodeContext: Sendable {
         self.interconnect = try Interconnect(reactorCount: reactorCount, ringCapacityBytes: 1 << 20)
         self.startedAtMs = aegis_now_ms_coarse()
         self.runtime = RuntimeSettings(config)
+        self.rateLimiter = RateLimiter(runtime: runtime, reactorCount: reactorCount)
+        self.breakers = CircuitBreakerRegistry()
+        self.commandStats = (0..<reactorCount).map { _ in PublishedCommandStats() }
         self.stats = (0..<reactorCount).map { _ in PublishedReactorStats() }
         self.shardOwner = (0..<config.numShards).map { $0 * reactorCount / config.numShards }
     }
 
-    var state: Lifecycle { Lifecycle(rawValue: lifecycle.load(ordering: .acquiring))! }
+    public var state: Lifecycle { Lifecycle(rawValue: lifecycle.load(ordering: .acquiring))! }
+
+    /// The client port actually bound (differs from config when it was 0).
+    public var clientPort: Int { boundClientPort.load(ordering: .relaxed) }
+
+    public func commandTotals() -> CommandStatsSnapshot {
+        commandStats.reduce(into: CommandStatsSnapshot.zero) { $0.add($1.snapshot()) }
+    }
 
     /// Node-wide totals, summed from the reactors' published counters.
     public func totals() -> ReactorStatsSnapshot {
@@ -70,6 +86,7 @@ public final class PublishedReactorStats: Sendable {
     let loopIterations = Atomic<Int>(0)
     let forwardedRequests = Atomic<Int>(0)
     let protocolErrors = Atomic<Int>(0)
+    let rateLimited = Atomic<Int>(0)
 
     func publish(_ s: ReactorStatsSnapshot) {
         items.store(s.items, ordering: .relaxed)
@@ -87,6 +104,7 @@ public final class PublishedReactorStats: Sendable {
         loopIterations.store(s.loopIterations, ordering: .relaxed)
         forwardedRequests.store(s.forwardedRequests, ordering: .relaxed)
         protocolErrors.store(s.protocolErrors, ordering: .relaxed)
+        rateLimited.store(s.rateLimited, ordering: .relaxed)
     }
 
     public func snapshot() -> ReactorStatsSnapshot {
@@ -105,7 +123,8 @@ public final class PublishedReactorStats: Sendable {
             bytesOut: bytesOut.load(ordering: .relaxed),
             loopIterations: loopIterations.load(ordering: .relaxed),
             forwardedRequests: forwardedRequests.load(ordering: .relaxed),
-            protocolErrors: protocolErrors.load(ordering: .relaxed)
+            protocolErrors: protocolErrors.load(ordering: .relaxed),
+            rateLimited: rateLimited.load(ordering: .relaxed)
         )
     }
 }
@@ -126,6 +145,8 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var loopIterations = 0
     public var forwardedRequests = 0
     public var protocolErrors = 0
+    /// Requests refused by the rate limit.
+    public var rateLimited = 0
 
     mutating func add(_ o: ReactorStatsSnapshot) {
         items += o.items
@@ -143,5 +164,6 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         loopIterations += o.loopIterations
         forwardedRequests += o.forwardedRequests
         protocolErrors += o.protocolErrors
+        rateLimited += o.rateLimited
     }
 }

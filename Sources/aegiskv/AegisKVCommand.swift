@@ -1,3 +1,4 @@
+import AegisAdmin
 import AegisConfig
 import AegisServer
 import ArgumentParser
@@ -41,7 +42,9 @@ struct AegisKVCommand: ParsableCommand {
         }
         let logger = Logger(label: "aegiskv")
         do {
-            let status = try Node.run(loaded, logger: logger)
+            let status = try Node.run(loaded, logger: logger) { node in
+                [try AdminServer.start(node: node, logger: logger)]
+            }
             throw ExitCode(status)
         } catch let error as StartupError {
             logger.critical("cannot start: \(error.description)")
