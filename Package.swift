@@ -106,7 +106,7 @@ let package = Package(
         .testTarget(
             name: "AegisServerTests",
             dependencies: ["AegisServer", "AegisAdmin", "AegisProtocol", "CSupport"],
-            exclude: ["python"],
+            exclude: ["python", "runbook"],
             swiftSettings: strictSwift
         ),
     ]

@@ -8,6 +8,9 @@ import Testing
 final class ServerHarness: @unchecked Sendable {
     let process = Process()
     let port: UInt16
+    /// The HTTP operations port (health_addr): each test server gets its own,
+    /// so parallel tests never fight over the default 7702.
+    let healthPort: UInt16
     let logPath: String
     let pidFile: String
     private let logHandle: FileHandle
@@ -27,6 +30,9 @@ final class ServerHarness: @unchecked Sendable {
 
     init(arguments: [String] = [], environment: [String: String] = [:], reactors: Int = 2, waitUntilReady: Bool = true) throws {
         port = try freePort()
+        var health = try freePort()
+        while health == port { health = try freePort() }
+        healthPort = health
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         logPath = directory.appendingPathComponent("server.log").path
@@ -34,7 +40,8 @@ final class ServerHarness: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.executableURL = URL(fileURLWithPath: Self.binaryPath)
-        process.arguments = ["--bind-addr", "127.0.0.1:\(port)", "--reactors", "\(reactors)", "--pid-file", pidFile,
+        process.arguments = ["--bind-addr", "127.0.0.1:\(port)", "--health-addr", "127.0.0.1:\(healthPort)",
+                             "--reactors", "\(reactors)", "--pid-file", pidFile,
                              "--max-memory-mb", "256"] + arguments
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AEGIS_") }
         env.merge(environment) { $1 }
@@ -56,6 +63,9 @@ final class ServerHarness: @unchecked Sendable {
         }
         throw HarnessError("aegiskv did not open port \(port): \(log())")
     }
+
+    /// Base URL of the operations endpoints.
+    var healthURL: String { "http://127.0.0.1:\(healthPort)" }
 
     func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
