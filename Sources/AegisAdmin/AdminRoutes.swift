@@ -153,11 +153,13 @@ struct AdminRoutes: Sendable {
         // An omitted burst means "same as the new rate", not the old burst:
         // lowering the limit in an emergency must not leave a large burst behind.
         node.runtime.setRateLimit(opsPerSecond: rate, burst: burst)
+        node.rateLimiter.applyCurrentSettings()
         node.logger.notice("admin: rate limit set", metadata: ["ops_per_sec": "\(rate)", "burst": "\(burst)"])
+        // Reactors pick the new value up on their next maintenance tick.
+        let (seconds, attoseconds) = node.config.maintenanceInterval.components
         var answer = NodeReports(node: node).rateLimit()
         if case .object(var members) = answer {
-            members.append(("applies_within_ms", .int(Int(node.config.maintenanceInterval.components.seconds * 1000
-                + node.config.maintenanceInterval.components.attoseconds / 1_000_000_000_000_000))))
+            members.append(("applies_within_ms", .int(Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000))))
             answer = .object(members)
         }
         return .json(200, answer)

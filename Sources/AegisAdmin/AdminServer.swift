@@ -10,8 +10,7 @@ import NIOPosix
 /// loop thread of its own ("aegis-admin"), so a slow scrape or a malloc_trim
 /// never runs on a reactor. It reads only what the reactors publish
 /// (atomics) and writes only RuntimeSettings and the breaker registry.
-public final class AdminServer: NodeCompanion, @unchecked Sendable {
-    // @unchecked: `group` and `channel` are set once in `start` and only read after.
+public final class AdminServer: NodeCompanion {
     private let group: MultiThreadedEventLoopGroup
     private let channel: Channel
     public let boundPort: Int
@@ -45,6 +44,7 @@ public final class AdminServer: NodeCompanion, @unchecked Sendable {
             throw StartupError("cannot listen on health_addr \(config.healthAddr): \(error)")
         }
         let port = channel.localAddress?.port ?? Int(config.healthAddr.port)
+        logger.debug("operations server listening", metadata: ["health_addr": "\(host):\(port)"])
         return AdminServer(group: group, channel: channel, boundPort: port, address: SocketAddressText(host: host, port: port))
     }
 

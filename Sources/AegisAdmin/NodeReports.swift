@@ -99,7 +99,8 @@ struct NodeReports {
                 ("max", .int(node.config.maxConns)),
             ])),
             ("commands", .object([
-                ("total", .int(totals.commands)),
+                // Requests received from clients; a forwarded request counts once.
+                ("total", .int(commands.calls.reduce(0, +))),
                 ("forwarded_between_reactors", .int(totals.forwardedRequests)),
                 ("per_command", .object(perCommand)),
             ])),

@@ -58,6 +58,13 @@ public final class RateLimiter: Sendable {
         return 0
     }
 
+    /// Sets the bucket up for the current settings now rather than at the
+    /// next request (so /stats shows the new bucket at once).
+    public func applyCurrentSettings(nowNs: Int64 = aegis_monotonic_ns()) {
+        let rate = runtime.currentRateLimit
+        if rate > 0 { reconfigure(rate: rate, burst: max(runtime.currentRateBurst, 1), nowNs: nowNs) }
+    }
+
     /// Tokens in the shared bucket now (not counting reactors' local allowances).
     public var availableTokens: Int { max(tokens.load(ordering: .relaxed), 0) }
 
