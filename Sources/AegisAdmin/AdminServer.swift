@@ -41,7 +41,9 @@ public final class AdminServer: NodeCompanion {
             channel = try bootstrap.bind(host: host, port: Int(config.healthAddr.port)).wait()
         } catch {
             try? group.syncShutdownGracefully()
-            throw StartupError("cannot listen on health_addr \(config.healthAddr): \(error)")
+            // Worded like the client port's bind failure.
+            let reason = (error as? IOError).map { "\(SystemError(operation: "bind", code: $0.errnoCode))" } ?? "\(error)"
+            throw StartupError("cannot listen on health_addr \(config.healthAddr): \(reason)")
         }
         let port = channel.localAddress?.port ?? Int(config.healthAddr.port)
         logger.debug("operations server listening", metadata: ["health_addr": "\(host):\(port)"])
