@@ -155,14 +155,7 @@ struct AdminRoutes: Sendable {
         node.runtime.setRateLimit(opsPerSecond: rate, burst: burst)
         node.rateLimiter.applyCurrentSettings()
         node.logger.notice("admin: rate limit set", metadata: ["ops_per_sec": "\(rate)", "burst": "\(burst)"])
-        // Reactors pick the new value up on their next maintenance tick.
-        let (seconds, attoseconds) = node.config.maintenanceInterval.components
-        var answer = NodeReports(node: node).rateLimit()
-        if case .object(var members) = answer {
-            members.append(("applies_within_ms", .int(Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000))))
-            answer = .object(members)
-        }
-        return .json(200, answer)
+        return .json(200, NodeReports(node: node).rateLimit())
     }
 
     private struct Problem: Error { var message: String }

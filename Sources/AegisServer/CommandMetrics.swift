@@ -210,9 +210,10 @@ extension Reactor {
         return true
     }
 
-    /// On the maintenance tick: a new limit (admin endpoint, reload) applies
-    /// within one maintenance interval; a changed limit drops the allowance
-    /// taken under the old one.
+    /// Runs with publishStats (at most once per millisecond while busy, and
+    /// on every maintenance tick): a new limit (admin endpoint, reload)
+    /// applies within about a millisecond; a changed limit drops the
+    /// allowance taken under the old one.
     func refreshRateLimit() {
         let rate = node.runtime.currentRateLimit
         if rate != rateLimitSeen {

@@ -490,6 +490,7 @@ final class Reactor: @unchecked Sendable {
         counters.usedMemoryBytes = ledger.usedBytes
         counters.evictions = ledger.evictions
         node.stats[index].publish(counters)
+        refreshRateLimit()
     }
 
     // MARK: - Lifecycle

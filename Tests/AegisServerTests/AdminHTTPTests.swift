@@ -91,6 +91,14 @@ struct AdminHTTPTests {
         #expect(open.body.hasSuffix("# EOF\n"))
         #expect(open.body.contains("# TYPE aegis_evictions counter\naegis_evictions_total "))
         #expect(open.body.contains("# HELP aegis_active_connections "))
+        // promtool reads only the Prometheus text format; the OpenMetrics
+        // reference parser (prometheus_client) checks this one.
+        let parse = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n"
+            + "families = {f.name: f.type for f in parse(sys.stdin.read())}\n"
+            + "print(families['aegis_evictions'], families['aegis_command_duration_seconds'], len(families))"
+        let parsed = try runTool("python3", ["-c", parse], input: open.body)
+        #expect(parsed.status == 0, "\(parsed.output)")
+        #expect(parsed.output.hasPrefix("counter histogram "), "\(parsed.output)")
     }
 
     @Test func clusterListsThisNodeAlive() throws {
@@ -157,7 +165,7 @@ struct AdminHTTPTests {
         #expect(try http("GET", url + "/admin/rate-limit?ops_per_sec=1").status == 405)
         #expect(try http("GET", url + "/admin/circuit-breaker/trip?service=downstream").status == 405)
         #expect(try http("POST", url + "/admin/circuit-breaker/status").status == 405)
-        for path in ["/nope", "/admin/wal/truncate", "/debug/pprof/heap", "/healthz", "/"] {
+        for path in ["/nope", "/admin/nope", "/debug/pprof/heap", "/healthz", "/"] {
             let missing = try http("GET", url + path)
             #expect(missing.status == 404, "\(path)")
             #expect(try jq(".error", missing.body).contains("no endpoint"), "\(path)")
