@@ -31,6 +31,8 @@ public final class AdminServer: NodeCompanion {
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // An operations client that sends nothing for 30 s is gone or stuck: close it.
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(30)))
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(AdminHTTPHandler(routes: routes))
                 }
@@ -104,6 +106,20 @@ private final class AdminHTTPHandler: ChannelInboundHandler {
                 authorization: requestHead.headers.first(name: "authorization"))
             let response = routes.respond(to: request)
             write(context: context, head: requestHead, response: response, keepAlive: requestHead.isKeepAlive)
+        }
+    }
+
+    /// A malformed request: NIO's error handler has answered 400; the
+    /// connection cannot be trusted to frame another request.
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
         }
     }
 

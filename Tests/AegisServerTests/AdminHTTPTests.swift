@@ -179,6 +179,13 @@ struct AdminHTTPTests {
             #expect(try jq(".error | length > 0", bad.body) == "true", "\(query)")
         }
         #expect(try http("GET", url + "/stats?x=1").status == 400)
+        // Not HTTP at all: NIO's parser answers 400 and the connection is closed.
+        let raw = try TestSocket(port: server.healthPort)
+        defer { raw.close() }
+        try raw.send("GARBAGE\r\n\r\n")
+        let reply = try raw.receive { String(decoding: $0, as: UTF8.self).contains("\r\n\r\n") }
+        #expect(String(decoding: reply, as: UTF8.self).hasPrefix("HTTP/1.1 400"))
+        #expect(raw.waitForClose())
         // Nothing bad took effect.
         #expect(try jq(".rate_limit.enabled", http("GET", url + "/stats").body) == "false")
     }
