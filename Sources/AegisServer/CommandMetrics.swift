@@ -210,8 +210,8 @@ extension Reactor {
         return true
     }
 
-    /// Runs with publishStats (at most once per millisecond while busy, and
-    /// on every maintenance tick): a new limit (admin endpoint, reload)
+    /// Runs with publishStats (once per millisecond of the coarse clock while
+    /// the loop turns, so at least on every maintenance tick): a new limit (admin endpoint, reload)
     /// applies within about a millisecond; a changed limit drops the
     /// allowance taken under the old one.
     func refreshRateLimit() {

@@ -63,7 +63,7 @@ final class Reactor: @unchecked Sendable {
     var counters = ReactorStatsSnapshot()
     let commandMetrics = CommandMetrics()
     /// Rate limit state (CommandMetrics.swift): on/off as of the last
-    /// maintenance tick, and requests this reactor may still admit.
+    /// publishStats, and requests this reactor may still admit.
     var rateLimited = false
     var rateLimitSeen = 0
     var rateAllowance = 0
@@ -442,7 +442,6 @@ final class Reactor: @unchecked Sendable {
         maintenanceDue = false
         nextMaintenanceMs = now + interval
         sweepExpired()
-        refreshRateLimit()
         publishCommandStats()
         if now >= nextTimeoutCheckMs {
             nextTimeoutCheckMs = now + 1000
