@@ -302,7 +302,7 @@ struct AdminHTTPTests {
     // MARK: - Lifecycle
 
     @Test func healthIs503WhileDraining() throws {
-        let server = try ServerHarness(arguments: ["--drain-timeout", "60s"])
+        let server = try ServerHarness(arguments: ["--drain-timeout", "60s", "--read-timeout", "0s"])
         defer { server.stop(signal: SIGKILL) }
         // A partial request keeps this connection (and so the drain) open.
         let socket = try TestSocket(port: server.port)
