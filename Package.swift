@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // Thin wrappers over what the kernel offers and Swift cannot import directly.
@@ -53,10 +54,23 @@ let package = Package(
             ],
             swiftSettings: hotPathSwift
         ),
+        // The HTTP operations server on health_addr (/health, /metrics, /admin, /debug):
+        // its own SwiftNIO thread, reading what the reactors publish, never on their path.
+        .target(
+            name: "AegisAdmin",
+            dependencies: [
+                "AegisServer", "AegisConfig", "CSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .executableTarget(
             name: "aegiskv",
             dependencies: [
-                "AegisServer", "AegisConfig", "AegisLogging",
+                "AegisServer", "AegisConfig", "AegisLogging", "AegisAdmin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -102,8 +116,8 @@ let package = Package(
         ),
         .testTarget(
             name: "AegisServerTests",
-            dependencies: ["AegisServer", "AegisProtocol", "AegisConfig", "CSupport"],
-            exclude: ["python"],
+            dependencies: ["AegisServer", "AegisAdmin", "AegisProtocol", "AegisConfig", "CSupport"],
+            exclude: ["python", "runbook"],
             swiftSettings: strictSwift
         ),
     ]

@@ -96,6 +96,24 @@ size_t aegis_malloc_usable_size(void *ptr);
 /// '@' names an abstract socket (as in systemd's NOTIFY_SOCKET). 0 or -errno.
 int aegis_unix_datagram_send(const char *path, const void *buf, size_t len);
 
+// ---- malloc statistics (memory.c) ------------------------------------------
+/// glibc's struct mallinfo2, field for field (bytes unless noted).
+typedef struct aegis_mallinfo {
+    size_t arena;    // non-mmapped space allocated from the system
+    size_t ordblks;  // number of free chunks
+    size_t smblks;   // number of free fastbin blocks
+    size_t hblks;    // number of mmapped regions
+    size_t hblkhd;   // space in mmapped regions
+    size_t usmblks;  // always 0 (kept for compatibility)
+    size_t fsmblks;  // space in freed fastbin blocks
+    size_t uordblks; // total allocated space
+    size_t fordblks; // total free space
+    size_t keepcost; // top-most releasable space
+} aegis_mallinfo;
+aegis_mallinfo aegis_mallinfo2(void);
+/// malloc_trim: returns 1 when memory was released to the system, else 0.
+int aegis_malloc_trim(size_t pad);
+
 // ---- io_uring (uring.c) ----------------------------------------------------
 /// Opaque ring; the WAL owns one per reactor.
 typedef struct aegis_uring aegis_uring;

@@ -25,12 +25,21 @@ extension Reactor {
     }
 
     private func dispatchBinary(_ connection: Connection, _ frame: BinaryRequest, request: UnsafeRawBufferPointer) {
+        let id = CommandMetricsLayout.binaryID(frame.commandCode)
+        commandMetrics.count(id)
         guard let command = BinaryCommand(rawValue: frame.commandCode) else {
+            commandMetrics.countError(id)
             withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: "unknown command code \(frame.commandCode)", into: $0) }
             return
         }
         if !connection.authenticated && command != .auth {
+            commandMetrics.countError(id)
             withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, error: "authentication required: send AUTH first", into: $0) }
+            return
+        }
+        if command != .auth && !admitRequest() {
+            commandMetrics.countError(id)
+            withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: rateLimitMessage, into: $0) }
             return
         }
         switch command {
@@ -42,10 +51,11 @@ extension Reactor {
             if target == index {
                 let store = shards[shard]!
                 if wal == nil {
-                    withReply(connection) { executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: $0) }
+                    withCountedBinaryReply(connection, id) { executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: $0) }
                 } else {
                     replyScratch.clear()
                     executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: replyScratch)
+                    countForwardedError(replyScratch, wire: .binary, id: id)
                     deliverLocal(connection, replyScratch)
                 }
             } else {

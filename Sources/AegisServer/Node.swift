@@ -16,18 +16,21 @@ public final class Node {
         "gossip_bind_addr", "gossip_advertise_addr", "client_advertise_addr", "seeds", "gossip_interval",
         "gossip_secret", "suspect_timeout", "dead_timeout", "replication_factor", "virtual_nodes",
         "replication_batch_size", "replication_batch_timeout", "write_quorum", "read_quorum",
-        "tls_enabled", "tls_cert_file", "tls_key_file", "tls_ca_file", "rate_limit", "rate_burst",
-        "health_addr",
+        "tls_enabled", "tls_cert_file", "tls_key_file", "tls_ca_file",
     ]
 
     /// Runs until SIGTERM or SIGINT. `reload` loads the configuration again
     /// the way it was loaded at start (same file, environment and flags);
     /// SIGHUP calls it. `notifier` tells systemd about readiness, reloads,
-    /// stopping and liveness.
+    /// stopping and liveness. `companions` starts what runs beside the
+    /// reactors (the HTTP operations server): after the client port is
+    /// bound, before the log is replayed and the reactors serve; they are
+    /// stopped after the reactors have drained.
     public static func run(
         _ loaded: LoadedConfig, logger: Logger, configFile: String? = nil,
         reload: (() throws(ConfigError) -> LoadedConfig)? = nil,
-        notifier: SystemdNotifier = .fromProcessEnvironment()
+        notifier: SystemdNotifier = .fromProcessEnvironment(),
+        companions startCompanions: (NodeContext) throws -> [any NodeCompanion] = { _ in [] }
     ) throws -> Int32 {
         let config = loaded.config
         _ = aegis_block_signals()
@@ -55,6 +58,8 @@ public final class Node {
         let node = try NodeContext(config: config, reactorCount: reactorCount, logger: logger)
         node.boundClientPort.store(Int(port), ordering: .relaxed)
         let reactors = try (0..<reactorCount).map { try Reactor(index: $0, node: node, listenFD: listeners[$0]) }
+        let companions = try startCompanions(node)
+        defer { for companion in companions { companion.stop() } }
         if config.walMode != .off {
             try recoverLogs(reactors, config: config, logger: logger)
         }
@@ -69,11 +74,13 @@ public final class Node {
             })
         }
         node.lifecycle.store(NodeContext.Lifecycle.serving.rawValue, ordering: .releasing)
-        logger.notice("serving", metadata: [
+        var servingMetadata: Logger.Metadata = [
             "node_id": "\(config.nodeID)", "client_addr": "\(config.bindAddr.host):\(port)",
             "reactors": "\(reactorCount)", "shards": "\(config.numShards)", "max_memory_mb": "\(config.maxMemoryMB)",
             "pid": "\(getpid())",
-        ])
+        ]
+        for companion in companions { servingMetadata.merge(companion.servingMetadata) { $1 } }
+        logger.notice("serving", metadata: servingMetadata)
         let notified = notifier.ready(status: servingStatus(node))
         if notified < 0 {
             logger.warning("cannot notify the service manager", metadata: [
@@ -91,6 +98,7 @@ public final class Node {
         for reactor in 0..<reactorCount { node.interconnect.wake(reactor) }
         supervisor.waitForReactors(exited: exited.count)
         for thread in threads { pthread_join(thread, nil) }
+        node.lifecycle.store(NodeContext.Lifecycle.stopped.rawValue, ordering: .releasing)
         let totals = node.totals()
         logger.notice("stopped", metadata: ["commands": "\(totals.commands)", "items": "\(totals.items)"])
         return 0
@@ -209,6 +217,13 @@ public final class Node {
         }
         return thread
     }
+}
+
+/// A service that lives beside the reactors for the life of the node.
+public protocol NodeCompanion: AnyObject {
+    /// Fields added to the "serving" log line (e.g. the bound health_addr).
+    var servingMetadata: Logger.Metadata { get }
+    func stop()
 }
 
 public struct StartupError: Error, CustomStringConvertible {

@@ -18,6 +18,12 @@ public final class NodeContext: Sendable {
     public let shardOwner: [Int]
     /// Values that SIGHUP and the admin endpoints may change while serving.
     public let runtime: RuntimeSettings
+    /// The token bucket behind runtime.rateLimit, shared by all reactors.
+    public let rateLimiter: RateLimiter
+    /// Breakers for outbound dependencies (replication, forwarding, peers).
+    public let breakers: CircuitBreakerRegistry
+    /// Per-command counters and latency, published on the maintenance tick.
+    public let commandStats: [PublishedCommandStats]
 
     let lifecycle = Atomic<Int>(Lifecycle.starting.rawValue)
     let openConnections = Atomic<Int>(0)
@@ -28,7 +34,7 @@ public final class NodeContext: Sendable {
     /// (POST /admin/wal/truncate); each reactor answers by taking one.
     let walTruncateRequests = Atomic<Int>(0)
 
-    enum Lifecycle: Int {
+    public enum Lifecycle: Int, Sendable {
         case starting = 0
         case serving = 1
         case draining = 2
@@ -42,11 +48,21 @@ public final class NodeContext: Sendable {
         self.interconnect = try Interconnect(reactorCount: reactorCount, ringCapacityBytes: 1 << 20)
         self.startedAtMs = aegis_now_ms_coarse()
         self.runtime = RuntimeSettings(config)
+        self.rateLimiter = RateLimiter(runtime: runtime, reactorCount: reactorCount)
+        self.breakers = CircuitBreakerRegistry()
+        self.commandStats = (0..<reactorCount).map { _ in PublishedCommandStats() }
         self.stats = (0..<reactorCount).map { _ in PublishedReactorStats() }
         self.shardOwner = (0..<config.numShards).map { $0 * reactorCount / config.numShards }
     }
 
-    var state: Lifecycle { Lifecycle(rawValue: lifecycle.load(ordering: .acquiring))! }
+    public var state: Lifecycle { Lifecycle(rawValue: lifecycle.load(ordering: .acquiring))! }
+
+    /// The client port actually bound (differs from config when it was 0).
+    public var clientPort: Int { boundClientPort.load(ordering: .relaxed) }
+
+    public func commandTotals() -> CommandStatsSnapshot {
+        commandStats.reduce(into: CommandStatsSnapshot.zero) { $0.add($1.snapshot()) }
+    }
 
     /// Node-wide totals, summed from the reactors' published counters.
     public func totals() -> ReactorStatsSnapshot {
@@ -79,6 +95,7 @@ public final class PublishedReactorStats: Sendable {
     let walBytes = Atomic<Int>(0)
     let walBatches = Atomic<Int>(0)
     let walSnapshots = Atomic<Int>(0)
+    let rateLimited = Atomic<Int>(0)
 
     func publish(_ s: ReactorStatsSnapshot) {
         items.store(s.items, ordering: .relaxed)
@@ -102,6 +119,7 @@ public final class PublishedReactorStats: Sendable {
         walBytes.store(s.walBytes, ordering: .relaxed)
         walBatches.store(s.walBatches, ordering: .relaxed)
         walSnapshots.store(s.walSnapshots, ordering: .relaxed)
+        rateLimited.store(s.rateLimited, ordering: .relaxed)
     }
 
     public func snapshot() -> ReactorStatsSnapshot {
@@ -126,7 +144,8 @@ public final class PublishedReactorStats: Sendable {
             walBatchInFlight: walBatchInFlight.load(ordering: .relaxed),
             walBytes: walBytes.load(ordering: .relaxed),
             walBatches: walBatches.load(ordering: .relaxed),
-            walSnapshots: walSnapshots.load(ordering: .relaxed)
+            walSnapshots: walSnapshots.load(ordering: .relaxed),
+            rateLimited: rateLimited.load(ordering: .relaxed)
         )
     }
 }
@@ -159,6 +178,8 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var walBatches = 0
     /// Snapshots this reactor completed since start.
     public var walSnapshots = 0
+    /// Requests refused by the rate limit.
+    public var rateLimited = 0
 
     mutating func add(_ o: ReactorStatsSnapshot) {
         items += o.items
@@ -182,5 +203,6 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         walBytes += o.walBytes
         walBatches += o.walBatches
         walSnapshots += o.walSnapshots
+        rateLimited += o.rateLimited
     }
 }

@@ -42,29 +42,42 @@ extension Reactor {
 
     private func dispatch(_ connection: Connection, _ args: ArgumentsView, raw: UnsafeRawBufferPointer) {
         let command = RESPCommand.lookup(args.bytes(0))
+        let id = Int(command.rawValue)
+        commandMetrics.count(id)
         if command == .unknown {
+            commandMetrics.countError(id)
             withReply(connection) { RESPWriter.error(string: unknownCommandMessage(args), into: $0) }
             return
         }
         if !command.arityAccepts(args.count) || (command == .mset && args.count % 2 == 0) {
+            commandMetrics.countError(id)
             withReply(connection) { RESPWriter.error(string: "ERR wrong number of arguments for '\(command.name)' command", into: $0) }
             return
         }
         if !connection.authenticated && !command.allowedBeforeAuth {
+            commandMetrics.countError(id)
             withReply(connection) { RESPWriter.error("NOAUTH Authentication required.", into: $0) }
+            return
+        }
+        // AUTH, HELLO and QUIT stay open so a client can still log in and leave.
+        if !command.allowedBeforeAuth && !admitRequest() {
+            commandMetrics.countError(id)
+            withReply(connection) { RESPWriter.error(string: rateLimitMessage, into: $0) }
             return
         }
         switch command.routing {
         case .connection:
-            withReply(connection) { executeConnectionCommand(command, args, connection, into: $0) }
+            withCountedReply(connection, id) { executeConnectionCommand(command, args, connection, into: $0) }
         case .keyed:
             if let problem = sizeProblem(command, args) {
+                commandMetrics.countError(id)
                 withReply(connection) { RESPWriter.error(problem, into: $0) }
                 return
             }
             routeKeyed(command, args, connection, raw: raw)
         case .multiKey:
             if let problem = sizeProblem(command, args) {
+                commandMetrics.countError(id)
                 withReply(connection) { RESPWriter.error(problem, into: $0) }
                 return
             }
@@ -110,10 +123,11 @@ extension Reactor {
         if target == index {
             let store = shards[shard]!
             if wal == nil {
-                withReply(connection) { executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: $0) }
+                withCountedReply(connection, Int(command.rawValue)) { executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: $0) }
             } else {
                 replyScratch.clear()
                 executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: replyScratch)
+                countForwardedError(replyScratch, wire: connection.wire ?? .resp2, id: Int(command.rawValue))
                 deliverLocal(connection, replyScratch)
             }
         } else {

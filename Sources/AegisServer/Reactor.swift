@@ -61,6 +61,12 @@ final class Reactor: @unchecked Sendable {
 
     var now: Int64 = 0
     var counters = ReactorStatsSnapshot()
+    let commandMetrics = CommandMetrics()
+    /// Rate limit state (CommandMetrics.swift): on/off as of the last
+    /// publishStats, and requests this reactor may still admit.
+    var rateLimited = false
+    var rateLimitSeen = 0
+    var rateAllowance = 0
     private var nextMaintenanceMs: Int64 = 0
     private var nextTimeoutCheckMs: Int64 = 0
     private var sweepShardCursor = 0
@@ -166,6 +172,8 @@ final class Reactor: @unchecked Sendable {
         if slept { node.interconnect.didWake(index) }
         now = aegis_now_ms_coarse()
         counters.loopIterations &+= 1
+        // One clock read per batch, not per request: see CommandMetrics.
+        if ready > 0 { commandMetrics.batchStartNs = aegis_monotonic_ns() }
 
         if ready > 0 {
             for i in 0..<Int(ready) {
@@ -176,6 +184,7 @@ final class Reactor: @unchecked Sendable {
         submitLogBatch()
         flushOverflow()
         flushDirty()
+        if commandMetrics.batchRequests > 0 { commandMetrics.closeBatch(endNs: aegis_monotonic_ns()) }
         notifyTargets()
         if maintenanceDue || now >= nextMaintenanceMs { maintenance() }
         if node.state == .draining { drainStep() }
@@ -455,6 +464,7 @@ final class Reactor: @unchecked Sendable {
         nextMaintenanceMs = now + interval
         sweepExpired()
         logMaintenance()
+        publishCommandStats()
         if now >= nextTimeoutCheckMs {
             nextTimeoutCheckMs = now + 1000
             enforceTimeouts()
@@ -507,6 +517,7 @@ final class Reactor: @unchecked Sendable {
             counters.walRefusingWrites = wal.acceptsWrites ? 0 : 1
         }
         node.stats[index].publish(counters)
+        refreshRateLimit()
     }
 
     // MARK: - Lifecycle
@@ -546,6 +557,7 @@ final class Reactor: @unchecked Sendable {
         _ = aegis_close(epollFD)
         _ = aegis_close(maintenanceTimerFD)
         publishStats()
+        publishCommandStats()
         events.deallocate()
     }
 }

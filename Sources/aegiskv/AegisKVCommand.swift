@@ -1,3 +1,4 @@
+import AegisAdmin
 import AegisConfig
 import AegisLogging
 import AegisServer
@@ -76,6 +77,8 @@ struct AegisKVCommand: ParsableCommand {
         do {
             let status = try Node.run(loaded, logger: logger, configFile: file, reload: { () throws(ConfigError) in
                 try ConfigLoader.load(file: file, environment: environment, flags: flags)
+            }, companions: { node in
+                [try AdminServer.start(node: node, logger: logger)]
             })
             throw ExitCode(status)
         } catch let code as ExitCode {

@@ -6,8 +6,11 @@ import Testing
 /// it by PID. The binary sits next to the test bundle in the build folder
 /// (or is named by AEGISKV_BINARY).
 final class ServerHarness: @unchecked Sendable {
-    let process = Process()
+    let process: Process
     let port: UInt16
+    /// The HTTP operations port (health_addr): each test server gets its own,
+    /// so parallel tests never fight over the default 7702.
+    let healthPort: UInt16
     let logPath: String
     let pidFile: String
     private let logHandle: FileHandle
@@ -25,24 +28,59 @@ final class ServerHarness: @unchecked Sendable {
         return executable.deletingLastPathComponent().appendingPathComponent("aegiskv").path
     }
 
+    /// Picks two free ports and starts the server on them. A port that
+    /// `freePort` handed out can be taken by someone else before the server
+    /// binds it (tests run in parallel, and some open thousands of client
+    /// sockets); a start that fails only because a port was taken is
+    /// retried on new ports.
     init(arguments: [String] = [], environment: [String: String] = [:], reactors: Int = 2, waitUntilReady: Bool = true) throws {
-        port = try freePort()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         logPath = directory.appendingPathComponent("server.log").path
         pidFile = directory.appendingPathComponent("aegiskv.pid").path
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        process.executableURL = URL(fileURLWithPath: Self.binaryPath)
-        process.arguments = ["--bind-addr", "127.0.0.1:\(port)", "--reactors", "\(reactors)", "--pid-file", pidFile,
-                             "--max-memory-mb", "256"] + arguments
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AEGIS_") }
-        env.merge(environment) { $1 }
-        process.environment = env
-        process.standardError = logHandle
-        process.standardOutput = logHandle
-        try process.run()
+        var attempt = 0
+        while true {
+            attempt += 1
+            let client = try freePort()
+            var health = try freePort()
+            while health == client { health = try freePort() }
+            _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: Self.binaryPath)
+            process.arguments = ["--bind-addr", "127.0.0.1:\(client)", "--health-addr", "127.0.0.1:\(health)",
+                                 "--reactors", "\(reactors)", "--pid-file", pidFile,
+                                 "--max-memory-mb", "256"] + arguments
+            var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AEGIS_") }
+            env.merge(environment) { $1 }
+            process.environment = env
+            process.standardError = handle
+            process.standardOutput = handle
+            try process.run()
+            if waitUntilReady && attempt < 5 && Self.failedOnTakenPort(process, logPath: logPath) {
+                try? handle.close()
+                continue
+            }
+            self.process = process
+            port = client
+            healthPort = health
+            logHandle = handle
+            break
+        }
         if waitUntilReady { try waitForPort() }
+    }
+
+    /// Waits until the server says "serving" or exits; true when it exited
+    /// because a port it was given was in use.
+    private static func failedOnTakenPort(_ process: Process, logPath: String) -> Bool {
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+            if log.contains("serving") { return false }
+            if !process.isRunning { return log.contains("cannot listen") && log.contains("in use") }
+            usleep(10_000)
+        }
+        return false
     }
 
     var pid: Int32 { process.processIdentifier }
@@ -56,6 +94,9 @@ final class ServerHarness: @unchecked Sendable {
         }
         throw HarnessError("aegiskv did not open port \(port): \(log())")
     }
+
+    /// Base URL of the operations endpoints.
+    var healthURL: String { "http://127.0.0.1:\(healthPort)" }
 
     func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 

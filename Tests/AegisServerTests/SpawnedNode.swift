@@ -31,7 +31,9 @@ final class SpawnedNode: @unchecked Sendable {
             env["JOURNAL_STREAM"] = "\(status.st_dev):\(status.st_ino)"
         }
         env.merge(environment) { $1 }
-        pid = try Self.spawn(ServerHarness.binaryPath, ["--bind-addr", "127.0.0.1:\(self.port)"] + arguments,
+        // An ephemeral operations port, so parallel tests never fight over 7702.
+        let health = arguments.contains("--health-addr") ? [] : ["--health-addr", "127.0.0.1:0"]
+        pid = try Self.spawn(ServerHarness.binaryPath, ["--bind-addr", "127.0.0.1:\(self.port)"] + health + arguments,
                              environment: env, output: logPath)
         if waitForPort { try self.waitForPort() }
     }
@@ -65,7 +67,8 @@ final class SpawnedNode: @unchecked Sendable {
             env["JOURNAL_STREAM"] = "\(status.st_dev):\(status.st_ino)"
         }
         env.merge(environment) { $1 }
-        let pid = try spawn(ServerHarness.binaryPath, arguments, environment: env, output: output)
+        let health = arguments.contains("--health-addr") ? [] : ["--health-addr", "127.0.0.1:0"]
+        let pid = try spawn(ServerHarness.binaryPath, health + arguments, environment: env, output: output)
         return waitForExit(pid, graceSeconds: 30) ?? -1
     }
 

@@ -90,7 +90,7 @@ struct WALRecoveryTests {
         try handle.write(contentsOf: [original ^ 0x20])
         try handle.close()
 
-        let result = try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--reactors", "1"]
+        let result = try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--reactors", "1"]
             + WALCrashTests.walArguments(walDirectory))
         #expect(result.status != 0)
         #expect(result.output.contains("WAL corruption in \(path) at offset \(Self.segmentHeader + record * Self.recordSize)"), "\(result.output)")
@@ -126,7 +126,7 @@ struct WALRecoveryTests {
         try handle.seek(toOffset: 100)
         try handle.write(contentsOf: [0xFF, 0x00, 0xFF])
         try handle.close()
-        let result = try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--reactors", "1"]
+        let result = try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--reactors", "1"]
             + WALCrashTests.walArguments(walDirectory))
         #expect(result.status != 0)
         #expect(result.output.contains("WAL corruption in \(path) at offset 16"), "\(result.output)")
@@ -177,7 +177,7 @@ struct WALRecoveryTests {
     @Test func changedReactorCountRefusesWithAdvice() throws {
         let walDirectory = try Self.preparedLog("wal-layout")
         defer { try? FileManager.default.removeItem(atPath: walDirectory) }
-        let result = try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--reactors", "2"]
+        let result = try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--reactors", "2"]
             + WALCrashTests.walArguments(walDirectory))
         #expect(result.status != 0)
         #expect(result.output.contains("reactors=1 num_shards=256"))

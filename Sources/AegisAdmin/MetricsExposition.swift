@@ -1,0 +1,195 @@
+import AegisServer
+import CSupport
+
+/// The /metrics document in one of three shapes, chosen by the Accept header.
+///
+/// `plain` is for people and shell scripts: one line per sample, no
+/// `# HELP` / `# TYPE` lines, so the runbook's
+/// `curl -s .../metrics | grep aegis_cache_size_bytes | awk '{print $2}'`
+/// prints exactly one number (no other metric name contains one of the
+/// names the runbook greps for). A scraper that names the Prometheus text
+/// format or OpenMetrics in its Accept header gets the metadata too.
+enum MetricsFormat: Equatable {
+    case plain
+    case prometheus
+    case openMetrics
+
+    static func negotiate(accept: String?) -> MetricsFormat {
+        guard let accept = accept?.lowercased() else { return .plain }
+        var best: (format: MetricsFormat, quality: Double)? = nil
+        for part in accept.split(separator: ",") {
+            let parameters = part.split(separator: ";").map { $0.trimmingSpaces }
+            guard let mediaType = parameters.first else { continue }
+            var quality = 1.0
+            var version: String? = nil
+            for parameter in parameters.dropFirst() {
+                if parameter.hasPrefix("q="), let q = Double(parameter.dropFirst(2)) { quality = q }
+                if parameter.hasPrefix("version=") { version = String(parameter.dropFirst(8)) }
+            }
+            let format: MetricsFormat
+            if mediaType == "application/openmetrics-text" {
+                format = .openMetrics
+            } else if mediaType == "text/plain" && version == "0.0.4" {
+                // A bare text/plain (what browsers and curl -H may send) is not
+                // a scraper asking for metadata; Prometheus always adds version=0.0.4.
+                format = .prometheus
+            } else {
+                continue
+            }
+            if quality > 0 && (best == nil || quality > best!.quality) { best = (format, quality) }
+        }
+        return best?.format ?? .plain
+    }
+
+    var contentType: String {
+        switch self {
+        case .plain, .prometheus: return "text/plain; version=0.0.4; charset=utf-8"
+        case .openMetrics: return "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        }
+    }
+}
+
+extension Substring {
+    var trimmingSpaces: String {
+        String(drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
+    }
+}
+
+/// Renders the node's metrics. Every figure is summed over the reactors'
+/// published counters at scrape time; nothing here touches a reactor.
+struct MetricsExposition {
+    enum Kind: String { case gauge, counter, histogram }
+
+    struct Sample {
+        var suffix: String = ""
+        var labels: [(String, String)] = []
+        var value: String
+    }
+
+    struct Family {
+        var name: String
+        var kind: Kind
+        var help: String
+        var samples: [Sample]
+    }
+
+    static let bucketLabels: [String] = CommandMetricsLayout.bucketBoundsNs.map { formatSeconds(nanoseconds: Int($0)) } + ["+Inf"]
+
+    static func formatSeconds(nanoseconds: Int) -> String {
+        // Exact decimal text for the bucket bounds (Double's description
+        // would print 5e-05); the sum may be any value, plain Double text is fine there.
+        var digits = String(nanoseconds)
+        if digits.count <= 9 { digits = String(repeating: "0", count: 10 - digits.count) + digits }
+        var whole = String(digits.dropLast(9))
+        if whole.isEmpty { whole = "0" }
+        var fraction = String(digits.suffix(9))
+        while fraction.hasSuffix("0") { fraction.removeLast() }
+        return fraction.isEmpty ? whole : whole + "." + fraction
+    }
+
+    static func families(node: NodeContext) -> [Family] {
+        let totals = node.totals()
+        let commands = node.commandTotals()
+        let reports = NodeReports(node: node)
+        let (_, rss) = ProcessMemory.statm()
+        func gauge(_ name: String, _ help: String, _ value: Int) -> Family {
+            Family(name: name, kind: .gauge, help: help, samples: [Sample(value: String(value))])
+        }
+        func counter(_ name: String, _ help: String, _ value: Int) -> Family {
+            Family(name: name, kind: .counter, help: help, samples: [Sample(suffix: "_total", value: String(value))])
+        }
+        var result: [Family] = [
+            gauge("aegis_cache_size_bytes", "Bytes of cached data (keys, values and entry overhead) as the memory ledger counts them.", totals.usedMemoryBytes),
+            gauge("aegis_cache_items", "Live entries in the cache.", totals.items),
+            gauge("aegis_cache_max_bytes", "max_memory_mb in bytes; eviction keeps aegis_cache_size_bytes below it (0 = unlimited).", reports.maxMemoryBytes),
+            gauge("aegis_active_connections", "Client connections open now.", totals.connections),
+            gauge("aegis_cluster_members", "Members this node sees in its cluster, itself included.", 1),
+            gauge("aegis_shards_owned", "Shards this node owns.", node.config.numShards),
+            gauge("aegis_reactors", "Reactor threads serving clients.", node.reactorCount),
+            gauge("aegis_ready", "1 while the node serves clients, 0 while starting or draining.", node.state == .serving ? 1 : 0),
+            gauge("aegis_uptime_seconds", "Seconds since the node started.", reports.uptimeSeconds),
+            gauge("aegis_resident_memory_bytes", "Resident set size of the process.", rss),
+            gauge("aegis_rate_limit_ops_per_second", "Node-wide rate limit in operations per second (0 = off).", node.runtime.currentRateLimit),
+            counter("aegis_evictions", "Entries evicted to stay under max_memory_mb.", totals.evictions),
+            counter("aegis_expired_keys", "Entries removed because their TTL passed.", totals.expired),
+            counter("aegis_keyspace_hits", "Reads that found their key.", totals.keyspaceHits),
+            counter("aegis_keyspace_misses", "Reads that did not find their key.", totals.keyspaceMisses),
+            counter("aegis_connections_accepted", "Client connections accepted.", totals.connectionsAccepted),
+            counter("aegis_connections_rejected", "Client connections refused because max_conns was reached.", totals.connectionsRejected),
+            counter("aegis_network_received_bytes", "Bytes read from client connections.", totals.bytesIn),
+            counter("aegis_network_sent_bytes", "Bytes written to client connections.", totals.bytesOut),
+            counter("aegis_protocol_errors", "Requests that could not be parsed (the connection is closed).", totals.protocolErrors),
+            counter("aegis_rate_limited_requests", "Requests refused by the node-wide rate limit.", totals.rateLimited),
+            counter("aegis_forwarded_requests", "Requests passed from the reactor holding the connection to the reactor owning the key.", totals.forwardedRequests),
+            gauge("aegis_wal_enabled", "1 when wal_mode is write or fsync, 0 when off.", node.config.walMode == .off ? 0 : 1),
+            gauge("aegis_wal_writable", "1 while every reactor's write-ahead log accepts writes (0 after a disk fault until it recovers).", totals.walRefusingWrites == 0 ? 1 : 0),
+            counter("aegis_wal_batches", "Write-ahead log batches made durable (group commits).", totals.walBatches),
+            counter("aegis_wal_written_bytes", "Bytes of write-ahead log made durable.", totals.walBytes),
+            counter("aegis_wal_snapshots", "Snapshots completed (each deletes the log segments it covers).", totals.walSnapshots),
+            counter("aegis_wal_errors", "Failed write-ahead log writes, fsyncs and snapshots; writes in a failed batch are answered with an error.", totals.walErrors),
+        ]
+        let names = CommandMetricsLayout.names
+        result.append(Family(
+            name: "aegis_commands", kind: .counter, help: "Commands received, by command (RESP and binary).",
+            samples: names.indices.map { Sample(suffix: "_total", labels: [("command", names[$0])], value: String(commands.calls[$0])) }))
+        result.append(Family(
+            name: "aegis_command_errors", kind: .counter, help: "Commands answered with an error, by command.",
+            samples: names.indices.map { Sample(suffix: "_total", labels: [("command", names[$0])], value: String(commands.errors[$0])) }))
+        var histogram: [Sample] = []
+        for (family, familyName) in CommandMetricsLayout.familyNames.enumerated() {
+            var cumulative = 0
+            for (bucket, bound) in bucketLabels.enumerated() {
+                cumulative += commands.buckets[family][bucket]
+                histogram.append(Sample(suffix: "_bucket", labels: [("family", familyName), ("le", bound)], value: String(cumulative)))
+            }
+            histogram.append(Sample(suffix: "_sum", labels: [("family", familyName)], value: String(Double(commands.sumNs[family]) / 1e9)))
+            histogram.append(Sample(suffix: "_count", labels: [("family", familyName)], value: String(cumulative)))
+        }
+        result.append(Family(
+            name: "aegis_command_duration_seconds", kind: .histogram,
+            help: "Time from reading a batch of requests to writing its replies, by command family (read, write, other).",
+            samples: histogram))
+        let breakers = node.breakers.statuses()
+        result.append(Family(
+            name: "aegis_circuit_breaker_open", kind: .gauge,
+            help: "1 while the circuit breaker for an outbound service is open or half-open, else 0.",
+            samples: breakers.map { Sample(labels: [("service", $0.service)], value: $0.state == .closed ? "0" : "1") }))
+        return result
+    }
+
+    static func render(node: NodeContext, format: MetricsFormat) -> String {
+        var out = ""
+        out.reserveCapacity(16 * 1024)
+        for family in families(node: node) {
+            if format != .plain {
+                // OpenMetrics names a counter family without its _total suffix;
+                // the Prometheus text format names it by its sample.
+                let metadataName = format == .prometheus && family.kind == .counter ? family.name + "_total" : family.name
+                out += "# HELP \(metadataName) \(family.help)\n"
+                out += "# TYPE \(metadataName) \(family.kind.rawValue)\n"
+            }
+            for sample in family.samples {
+                out += family.name + sample.suffix
+                if !sample.labels.isEmpty {
+                    out += "{" + sample.labels.map { "\($0.0)=\"\(escapeLabel($0.1))\"" }.joined(separator: ",") + "}"
+                }
+                out += " " + sample.value + "\n"
+            }
+        }
+        if format == .openMetrics { out += "# EOF\n" }
+        return out
+    }
+
+    static func escapeLabel(_ value: String) -> String {
+        var out = ""
+        for character in value {
+            switch character {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,210 @@
+import AegisConfig
+import AegisServer
+import CSupport
+import Glibc
+
+/// The JSON documents of /stats, /cluster, /debug/reactors, /debug/memory
+/// and the circuit-breaker endpoints, built from what the reactors publish.
+struct NodeReports {
+    let node: NodeContext
+
+    var stateName: String {
+        switch node.state {
+        case .starting: return "starting"
+        case .serving: return "serving"
+        case .draining: return "draining"
+        case .stopped: return "stopped"
+        }
+    }
+
+    var uptimeSeconds: Int { Int(max(aegis_now_ms_coarse() - node.startedAtMs, 0) / 1000) }
+
+    var maxMemoryBytes: Int { node.config.maxMemoryMB * 1024 * 1024 }
+
+    /// The address clients should use: client_advertise_addr, or the bound client port.
+    var clientAddress: String {
+        let config = node.config
+        if !config.clientAdvertiseAddr.isEmpty { return config.clientAdvertiseAddr }
+        return hostPort(config.bindAddr.host, node.clientPort)
+    }
+
+    var gossipAddress: String {
+        let config = node.config
+        if !config.gossipAdvertiseAddr.isEmpty { return config.gossipAdvertiseAddr }
+        return hostPort(config.gossipBindAddr.host, Int(config.gossipBindAddr.port))
+    }
+
+    private func hostPort(_ host: String, _ port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    /// Single node: the node itself is the whole cluster until membership
+    /// (gossip) exists; its status is "alive" while it runs.
+    func cluster() -> JSONValue {
+        let member: JSONValue = .object([
+            ("node_id", .string(node.config.nodeID)),
+            ("address", .string(clientAddress)),
+            ("client_addr", .string(clientAddress)),
+            ("gossip_addr", .string(gossipAddress)),
+            ("status", .string("alive")),
+            ("state", .string(stateName)),
+            ("shards_owned", .int(node.config.numShards)),
+            ("self", .bool(true)),
+        ])
+        return .object([
+            ("node_id", .string(node.config.nodeID)),
+            ("members", .array([member])),
+            ("member_count", .int(1)),
+            ("num_shards", .int(node.config.numShards)),
+        ])
+    }
+
+    func rateLimit() -> JSONValue {
+        let runtime = node.runtime
+        let rate = runtime.currentRateLimit
+        return .object([
+            ("enabled", .bool(rate > 0)),
+            ("ops_per_sec", .int(rate)),
+            ("burst", .int(rate > 0 ? runtime.currentRateBurst : 0)),
+            ("tokens_available", rate > 0 ? .int(node.rateLimiter.availableTokens) : .null),
+            ("rejected_total", .int(node.totals().rateLimited)),
+        ])
+    }
+
+    func stats() -> JSONValue {
+        let perReactor = node.stats.map { $0.snapshot() }
+        let totals = node.totals()
+        let commands = node.commandTotals()
+        var perCommand: [(String, JSONValue)] = []
+        for (i, name) in CommandMetricsLayout.names.enumerated() where commands.calls[i] > 0 || commands.errors[i] > 0 {
+            perCommand.append((name, .object([("calls", .int(commands.calls[i])), ("errors", .int(commands.errors[i]))])))
+        }
+        let (_, rss) = ProcessMemory.statm()
+        let lookups = totals.keyspaceHits + totals.keyspaceMisses
+        return .object([
+            ("node_id", .string(node.config.nodeID)),
+            ("state", .string(stateName)),
+            ("uptime_seconds", .int(uptimeSeconds)),
+            ("pid", .int(Int(getpid()))),
+            ("items", .int(totals.items)),
+            ("memory", .object([
+                ("used_bytes", .int(totals.usedMemoryBytes)),
+                ("max_bytes", .int(maxMemoryBytes)),
+                ("rss_bytes", .int(rss)),
+            ])),
+            ("connections", .object([
+                ("active", .int(totals.connections)),
+                ("accepted_total", .int(totals.connectionsAccepted)),
+                ("rejected_total", .int(totals.connectionsRejected)),
+                ("max", .int(node.config.maxConns)),
+            ])),
+            ("commands", .object([
+                // Requests received from clients; a forwarded request counts once.
+                ("total", .int(commands.calls.reduce(0, +))),
+                ("forwarded_between_reactors", .int(totals.forwardedRequests)),
+                ("per_command", .object(perCommand)),
+            ])),
+            ("keyspace", .object([
+                ("hits", .int(totals.keyspaceHits)),
+                ("misses", .int(totals.keyspaceMisses)),
+                ("hit_ratio", lookups > 0 ? .double(Double(totals.keyspaceHits) / Double(lookups)) : .null),
+            ])),
+            ("evictions", .int(totals.evictions)),
+            ("expired", .int(totals.expired)),
+            ("network", .object([("bytes_in", .int(totals.bytesIn)), ("bytes_out", .int(totals.bytesOut))])),
+            ("protocol_errors", .int(totals.protocolErrors)),
+            ("rate_limit", rateLimit()),
+            ("wal", .object([
+                ("mode", .string(node.config.walMode.rawValue)),
+                ("directory", node.config.walMode == .off ? .null : .string(node.config.effectiveWALDir)),
+                ("writable", .bool(totals.walRefusingWrites == 0)),
+                ("batches", .int(totals.walBatches)),
+                ("written_bytes", .int(totals.walBytes)),
+                ("snapshots", .int(totals.walSnapshots)),
+                ("errors", .int(totals.walErrors)),
+            ])),
+            ("reactors", .array(perReactor.enumerated().map { index, s in
+                .object([
+                    ("index", .int(index)), ("items", .int(s.items)), ("used_memory_bytes", .int(s.usedMemoryBytes)),
+                    ("connections", .int(s.connections)), ("commands", .int(s.commands)),
+                ])
+            })),
+        ])
+    }
+
+    func reactors() -> JSONValue {
+        let limit = node.reactorCount > 0 ? maxMemoryBytes / node.reactorCount : 0
+        return .object([
+            ("reactor_count", .int(node.reactorCount)),
+            ("reactors", .array((0..<node.reactorCount).map { index in
+                let s = node.stats[index].snapshot()
+                let owned = node.shardOwner.indices.filter { node.shardOwner[$0] == index }
+                return .object([
+                    ("index", .int(index)),
+                    ("loop_iterations", .int(s.loopIterations)),
+                    ("connections", .int(s.connections)),
+                    ("owned_shards", .int(owned.count)),
+                    ("owned_shard_range", owned.isEmpty ? .null : .string("\(owned.first!)-\(owned.last!)")),
+                    ("items", .int(s.items)),
+                    ("used_memory_bytes", .int(s.usedMemoryBytes)),
+                    ("memory_limit_bytes", .int(limit)),
+                    ("inbound_ring_bytes", .int(node.interconnect.inboundDepthBytes(index))),
+                    ("commands", .int(s.commands)),
+                    ("forwarded_requests", .int(s.forwardedRequests)),
+                    ("evictions", .int(s.evictions)),
+                    ("expired", .int(s.expired)),
+                    ("wal_batch_in_flight", .int(s.walBatchInFlight)),
+                    ("wal_writable", .bool(s.walRefusingWrites == 0)),
+                    ("wal_batches", .int(s.walBatches)),
+                    ("wal_snapshots", .int(s.walSnapshots)),
+                ])
+            })),
+        ])
+    }
+
+    func memory() -> JSONValue {
+        let memory = ProcessMemory.read()
+        let totals = node.totals()
+        return .object([
+            ("rss_bytes", .int(memory.residentBytes)),
+            ("virtual_bytes", .int(memory.virtualBytes)),
+            ("mallinfo2", memory.allocatorJSON),
+            ("ledger", .object([
+                ("used_bytes", .int(totals.usedMemoryBytes)),
+                ("limit_bytes", .int(maxMemoryBytes)),
+                ("eviction_ratio", .double(node.config.evictionRatio)),
+                ("evictions", .int(totals.evictions)),
+                ("items", .int(totals.items)),
+            ])),
+        ])
+    }
+
+    static func breaker(_ status: CircuitBreakerStatus) -> JSONValue {
+        .object([
+            ("service", .string(status.service)),
+            ("state", .string(status.state.rawValue)),
+            ("manual", .bool(status.manual)),
+            ("window_calls", .int(status.windowCalls)),
+            ("window_failures", .int(status.windowFailures)),
+            ("successes_total", .int(status.totalSuccesses)),
+            ("failures_total", .int(status.totalFailures)),
+            ("rejected_total", .int(status.totalRejected)),
+            ("trips", .int(status.trips)),
+            ("retry_in_ms", status.retryInMs.map { .int(Int($0)) } ?? .null),
+        ])
+    }
+
+    func breakers() -> JSONValue {
+        let policy = node.breakers.policy
+        return .object([
+            ("breakers", .array(node.breakers.statuses().map(Self.breaker))),
+            ("policy", .object([
+                ("error_rate_threshold", .double(policy.errorRateThreshold)),
+                ("minimum_calls", .int(policy.minimumCalls)),
+                ("window_seconds", .int(policy.windowSeconds)),
+                ("cool_down_ms", .int(Int(policy.coolDownMs))),
+                ("half_open_trials", .int(policy.halfOpenTrials)),
+            ])),
+        ])
+    }
+}
