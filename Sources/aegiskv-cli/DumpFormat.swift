@@ -144,26 +144,51 @@ enum DumpFormat {
         }
     }
 
+    /// The fields of an entry line; their lengths differ, which makes matching cheap.
+    private enum Field: Int {
+        case key, keyBase64, value, valueBase64, ttl, expiresAt
+
+        static let names: [[UInt8]] = ["key", "key_b64", "value", "value_b64", "ttl_ms", "expires_at_ms"].map { Array($0.utf8) }
+
+        init?(_ name: [UInt8]) {
+            let candidate: Field
+            switch name.count {
+            case 3: candidate = .key
+            case 7: candidate = .keyBase64
+            case 5: candidate = .value
+            case 9: candidate = .valueBase64
+            case 6: candidate = .ttl
+            case 13: candidate = .expiresAt
+            default: return nil
+            }
+            guard name == Field.names[candidate.rawValue] else { return nil }
+            self = candidate
+        }
+
+        var name: String { String(decoding: Field.names[rawValue], as: UTF8.self) }
+    }
+
     /// One entry line without its separating comma.
     static func parseEntry(_ line: UnsafeRawBufferPointer) throws(LineProblem) -> Entry {
         var key: [UInt8]? = nil, value: [UInt8]? = nil
         var ttlMs: Int64? = nil, expiresAtMs: Int64? = nil
-        var seen: Set<String> = []
-        try FlatJSON.parseObject(line) { name, field throws(LineProblem) in
-            guard seen.insert(name).inserted else { throw LineProblem("the field \"\(name)\" appears twice") }
-            switch name {
-            case "key", "key_b64":
+        var seen = 0
+        try FlatJSON.parseObject(line) { name, content throws(LineProblem) in
+            // Names not listed are later minor additions to version 1: ignored.
+            guard let field = Field(name) else { return }
+            guard seen & (1 << field.rawValue) == 0 else { throw LineProblem("the field \"\(field.name)\" appears twice") }
+            seen |= 1 << field.rawValue
+            switch field {
+            case .key, .keyBase64:
                 if key != nil { throw LineProblem("the entry has both key and key_b64") }
-                key = try bytes(field, name: name)
-            case "value", "value_b64":
+                key = try bytes(content, name: field.name, base64: field == .keyBase64)
+            case .value, .valueBase64:
                 if value != nil { throw LineProblem("the entry has both value and value_b64") }
-                value = try bytes(field, name: name)
-            case "ttl_ms":
-                ttlMs = try positive(field, name: name)
-            case "expires_at_ms":
-                expiresAtMs = try positive(field, name: name)
-            default:
-                break // later minor additions to version 1 are ignored
+                value = try bytes(content, name: field.name, base64: field == .valueBase64)
+            case .ttl:
+                ttlMs = try positive(content, name: field.name)
+            case .expiresAt:
+                expiresAtMs = try positive(content, name: field.name)
             }
         }
         guard let key else { throw LineProblem("the entry has no key (nor key_b64)") }
@@ -174,9 +199,9 @@ enum DumpFormat {
         return Entry(key: key, value: value, ttlMs: ttlMs, expiresAtMs: expiresAtMs)
     }
 
-    private static func bytes(_ field: FlatJSON.Value, name: String) throws(LineProblem) -> [UInt8] {
+    private static func bytes(_ field: FlatJSON.Value, name: String, base64: Bool) throws(LineProblem) -> [UInt8] {
         guard case .string(let text) = field else { throw LineProblem("\"\(name)\" must be a string") }
-        guard name.hasSuffix("_b64") else { return text }
+        guard base64 else { return text }
         guard let data = Data(base64Encoded: Data(text)) else { throw LineProblem("\"\(name)\" is not valid base64") }
         return Array(data)
     }

