@@ -36,8 +36,8 @@ struct DumpCommand: ParsableCommand {
         while true {
             let keys = cursor.keys
             for key in keys {
-                connection.queue([Array("GET".utf8), key])
-                connection.queue([Array("PTTL".utf8), key])
+                connection.queue([Self.get, key])
+                connection.queue([Self.pttl, key])
             }
             // The next SCAN rides in the same pipeline as this batch's reads.
             let more = cursor.next != "0"
@@ -80,6 +80,8 @@ struct DumpCommand: ParsableCommand {
             printToStandardError("dumped \(written) entries from \(address)" + (skipped > 0 ? " (\(skipped) deleted or expired during the dump)" : ""))
         }
     }
+
+    private static let get = Array("GET".utf8), pttl = Array("PTTL".utf8)
 
     private struct Cursor {
         var next: String

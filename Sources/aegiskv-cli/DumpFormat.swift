@@ -61,31 +61,39 @@ enum DumpFormat {
     private static let hexDigits = Array("0123456789abcdef".utf8)
 
     /// A JSON string of valid UTF-8 bytes: quotes, backslashes and control
-    /// characters escaped, everything else copied in runs.
+    /// characters escaped, everything else copied in runs. Reads through a
+    /// typed pointer with numeric literals so debug builds stay fast too.
     static func appendString(_ bytes: [UInt8], into out: WireBuffer) {
-        out.append(byte: UInt8(ascii: "\""))
-        bytes.withUnsafeBytes { view in
+        out.append(byte: 0x22)
+        bytes.withUnsafeBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return }
+            let count = buffer.count
             var runStart = 0
-            for index in 0..<view.count {
-                let byte = view[index]
-                if byte >= 0x20 && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") { continue }
-                if runStart < index { out.append(UnsafeRawBufferPointer(rebasing: view[runStart..<index])) }
+            var index = 0
+            while index < count {
+                let byte = base[index]
+                if byte >= 0x20 && byte != 0x22 && byte != 0x5C {
+                    index += 1
+                    continue
+                }
+                if runStart < index { out.append(UnsafeRawBufferPointer(start: base + runStart, count: index - runStart)) }
                 switch byte {
-                case UInt8(ascii: "\""): out.append("\\\"")
-                case UInt8(ascii: "\\"): out.append("\\\\")
-                case UInt8(ascii: "\n"): out.append("\\n")
-                case UInt8(ascii: "\r"): out.append("\\r")
-                case UInt8(ascii: "\t"): out.append("\\t")
+                case 0x22: out.append("\\\"")
+                case 0x5C: out.append("\\\\")
+                case 0x0A: out.append("\\n")
+                case 0x0D: out.append("\\r")
+                case 0x09: out.append("\\t")
                 default:
                     out.append("\\u00")
                     out.append(byte: hexDigits[Int(byte >> 4)])
                     out.append(byte: hexDigits[Int(byte & 0xF)])
                 }
-                runStart = index + 1
+                index += 1
+                runStart = index
             }
-            if runStart < view.count { out.append(UnsafeRawBufferPointer(rebasing: view[runStart...])) }
+            if runStart < count { out.append(UnsafeRawBufferPointer(start: base + runStart, count: count - runStart)) }
         }
-        out.append(byte: UInt8(ascii: "\""))
+        out.append(byte: 0x22)
     }
 
     // MARK: - Reading
