@@ -97,7 +97,7 @@ struct GlobalOptions: ParsableArguments {
     var auth: String?
 
     @Option(
-        help: ArgumentHelp("How long to wait for the node at any one step: connecting, or the next bytes of a reply.", valueName: "duration"),
+        help: ArgumentHelp("How long to wait for the node at any one step: connecting, or the next bytes of a reply (default: 10s).", valueName: "duration"),
         transform: DurationArgument.positive)
     var timeout: Int64 = 10_000
 

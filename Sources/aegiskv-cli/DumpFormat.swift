@@ -122,7 +122,7 @@ enum DumpFormat {
         guard line.first == UInt8(ascii: "{"), line.count >= headerSuffix.count,
               Array(line[(line.count - headerSuffix.count)...]) == headerSuffix
         else {
-            throw LineProblem("not an aegiskv-cli dump: the first line must be {\"format\":\"aegiskv-dump\",...,\"entries\":[")
+            throw LineProblem("not an aegiskv-cli dump: the first line must be {\"format\":\"aegiskv-dump\",...,\"entries\":[ as dump writes it (a file reformatted by jq or an editor cannot be streamed)")
         }
         var document = Data(line)
         document.append(contentsOf: Array("]}".utf8))
