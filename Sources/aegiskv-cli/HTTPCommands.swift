@@ -43,6 +43,9 @@ enum AdminHTTP {
         let response: URLResponse
         do {
             (data, response) = try await URLSession.shared.data(for: request)
+        } catch let error as URLError where error.code == .badURL && address.host.contains(":") {
+            // swift-corelibs-foundation issue 5496, fixed after this toolchain.
+            throw CLIError("cannot get \(url): this toolchain's URLSession cannot fetch IPv6-literal URLs; give --http-addr a host name (localhost:\(address.port), or one from /etc/hosts)")
         } catch {
             throw CLIError("cannot get \(url): \(describe(error))")
         }
