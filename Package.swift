@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .executable(name: "aegiskv", targets: ["aegiskv"]),
         .executable(name: "aegiskv-bench", targets: ["aegiskv-bench"]),
+        .executable(name: "aegiskv-cli", targets: ["aegiskv-cli"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -73,6 +74,15 @@ let package = Package(
                 "AegisServer", "AegisConfig", "AegisLogging", "AegisAdmin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // The operators' client: keys, dump/restore, stats; see docs/cli.md.
+        .executableTarget(
+            name: "aegiskv-cli",
+            dependencies: [
+                "AegisProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
         ),

@@ -1,0 +1,189 @@
+import AegisProtocol
+import Glibc
+
+/// One RESP connection to a node, driven by poll(2).
+///
+/// Commands are queued with `queue` and sent by `exchange`, which writes
+/// and reads at the same time until every expected reply has arrived: a
+/// pipelined batch of large values could otherwise deadlock, the node
+/// waiting for us to read its replies while we wait for it to read our
+/// requests. Every wait is bounded by `timeoutMs`.
+final class RESPConnection {
+    let address: DialAddress
+    let timeoutMs: Int32
+    private let fd: Int32
+    private let output = WireBuffer(capacity: 1 << 16)
+    private let input = WireBuffer(capacity: 1 << 16)
+    private var isClosed = false
+
+    private init(fd: Int32, address: DialAddress, timeoutMs: Int32) {
+        self.fd = fd
+        self.address = address
+        self.timeoutMs = timeoutMs
+    }
+
+    deinit { close() }
+
+    func close() {
+        if isClosed { return }
+        isClosed = true
+        _ = Glibc.close(fd)
+    }
+
+    /// Resolves and connects (each resolved address in turn), then
+    /// authenticates when a token is given.
+    static func open(_ address: DialAddress, timeoutMs: Int32, authToken: String?) throws(CLIError) -> RESPConnection {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(address.host, String(address.port), &hints, &list)
+        guard rc == 0, let first = list else {
+            throw CLIError("cannot resolve \(address.host): \(String(cString: gai_strerror(rc)))")
+        }
+        defer { freeaddrinfo(list) }
+        var lastProblem = "no usable address"
+        var cursor: UnsafeMutablePointer<addrinfo>? = first
+        while let entry = cursor {
+            cursor = entry.pointee.ai_next
+            let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+            let fd = socket(entry.pointee.ai_family, type, entry.pointee.ai_protocol)
+            if fd < 0 { lastProblem = systemError(errno); continue }
+            if let problem = connect(fd, entry.pointee.ai_addr, entry.pointee.ai_addrlen, timeoutMs: timeoutMs) {
+                lastProblem = problem
+                _ = Glibc.close(fd)
+                continue
+            }
+            var one: Int32 = 1
+            _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            let connection = RESPConnection(fd: fd, address: address, timeoutMs: timeoutMs)
+            if let authToken { try connection.authenticate(authToken) }
+            return connection
+        }
+        throw CLIError("cannot connect to \(address): \(lastProblem)")
+    }
+
+    /// Non-blocking connect bounded by the timeout; nil on success, else why not.
+    private static func connect(_ fd: Int32, _ address: UnsafePointer<sockaddr>, _ length: socklen_t, timeoutMs: Int32) -> String? {
+        if Glibc.connect(fd, address, length) == 0 { return nil }
+        guard errno == EINPROGRESS else { return systemError(errno) }
+        var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        var ready: Int32
+        repeat { ready = poll(&poller, 1, timeoutMs) } while ready < 0 && errno == EINTR
+        if ready == 0 { return "no answer within \(formatMilliseconds(Int64(timeoutMs)))" }
+        if ready < 0 { return systemError(errno) }
+        var error: Int32 = 0
+        var size = socklen_t(MemoryLayout<Int32>.size)
+        _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size)
+        return error == 0 ? nil : systemError(error)
+    }
+
+    private func authenticate(_ token: String) throws(CLIError) {
+        let reply = try call([Array("AUTH".utf8), Array(token.utf8)])
+        if case .error(let message) = reply {
+            throw CLIError("authentication with \(address) failed: \(message)")
+        }
+    }
+
+    // MARK: - Requests and replies
+
+    /// Adds one command to the next `exchange`.
+    func queue(_ arguments: [[UInt8]]) {
+        RESPRequestWriter.command(arguments, into: output)
+    }
+
+    var queuedBytes: Int { output.readableBytes }
+
+    /// One command, one reply.
+    func call(_ arguments: [[UInt8]]) throws(CLIError) -> RESPValue {
+        queue(arguments)
+        var result = RESPValue.null
+        try exchange(replies: 1) { reply throws(CLIError) in result = reply }
+        return result
+    }
+
+    /// Sends everything queued and hands the next `count` replies to
+    /// `handle` in order, as they arrive.
+    func exchange(replies count: Int, _ handle: (RESPValue) throws(CLIError) -> Void) throws(CLIError) {
+        var remaining = count
+        while true {
+            while remaining > 0, let (reply, consumed) = try parseReply() {
+                input.consume(consumed)
+                remaining -= 1
+                try handle(reply)
+            }
+            if remaining == 0 && output.isEmpty { return }
+            var events: Int16 = 0
+            if remaining > 0 { events |= Int16(POLLIN) }
+            if !output.isEmpty { events |= Int16(POLLOUT) }
+            var poller = pollfd(fd: fd, events: events, revents: 0)
+            let ready = poll(&poller, 1, timeoutMs)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                throw CLIError("waiting for \(address): \(systemError(errno))")
+            }
+            if ready == 0 {
+                throw CLIError("\(address) did not answer within \(formatMilliseconds(Int64(timeoutMs))) (see --timeout)")
+            }
+            if poller.revents & Int16(POLLOUT) != 0 || (!output.isEmpty && poller.revents & Int16(POLLERR) != 0) {
+                try writeSome()
+            }
+            if remaining > 0 && poller.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+                try readSome(waitingFor: remaining)
+            }
+        }
+    }
+
+    private func parseReply() throws(CLIError) -> (RESPValue, Int)? {
+        do {
+            return try RESPReplyParser.parse(input.readableView)
+        } catch {
+            throw CLIError("\(address) sent a reply that is not valid RESP: \((error as? RESPReplyError)?.message ?? "\(error)")")
+        }
+    }
+
+    private func writeSome() throws(CLIError) {
+        let view = output.readableView
+        let n = send(fd, view.baseAddress, view.count, Int32(MSG_NOSIGNAL))
+        if n < 0 {
+            let error = errno
+            if error == EAGAIN || error == EINTR { return }
+            throw CLIError("connection to \(address) lost: \(systemError(error))")
+        }
+        output.consume(n)
+    }
+
+    private func readSome(waitingFor remaining: Int) throws(CLIError) {
+        let space = input.writableSpace(minimum: 64 * 1024)
+        let n = read(fd, space.baseAddress, space.count)
+        if n < 0 {
+            let error = errno
+            if error == EAGAIN || error == EINTR { return }
+            throw CLIError("connection to \(address) lost: \(systemError(error))")
+        }
+        if n == 0 {
+            throw CLIError("\(address) closed the connection with \(remaining) repl\(remaining == 1 ? "y" : "ies") still due")
+        }
+        input.commitWrite(n)
+    }
+}
+
+/// "10s", "1.5s", "250ms" for messages.
+func formatMilliseconds(_ ms: Int64) -> String {
+    if ms % 1000 == 0 { return "\(ms / 1000)s" }
+    if ms > 1000 { return "\(Double(ms) / 1000)s" }
+    return "\(ms)ms"
+}
+
+extension RESPValue {
+    /// A reply's text for messages (bulk bytes decoded leniently).
+    var summary: String {
+        switch self {
+        case .simple(let s), .error(let s), .verbatim(let s), .bigNumber(let s): return s
+        case .bulk(let bytes): return String(decoding: bytes, as: UTF8.self)
+        case .integer(let n): return String(n)
+        case .null: return "(nil)"
+        default: return String(describing: self)
+        }
+    }
+}
