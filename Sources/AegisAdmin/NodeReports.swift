@@ -153,7 +153,7 @@ struct NodeReports {
                     ("forwarded_requests", .int(s.forwardedRequests)),
                     ("evictions", .int(s.evictions)),
                     ("expired", .int(s.expired)),
-                    ("wal_batch_in_flight", .int(s.walBatchInFlight)),
+                    ("wal_batches_in_flight", .int(s.walBatchInFlight)),
                     ("wal_writable", .bool(s.walRefusingWrites == 0)),
                     ("wal_batches", .int(s.walBatches)),
                     ("wal_snapshots", .int(s.walSnapshots)),

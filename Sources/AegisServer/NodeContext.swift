@@ -170,7 +170,7 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var walErrors = 0
     /// Reactors whose log refuses writes after a disk fault (0 or 1 per reactor).
     public var walRefusingWrites = 0
-    /// 1 while a log batch is in flight (for /debug/reactors).
+    /// Log batches in flight now (for /debug/reactors).
     public var walBatchInFlight = 0
     /// Log bytes made durable.
     public var walBytes = 0

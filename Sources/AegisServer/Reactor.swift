@@ -83,9 +83,11 @@ final class Reactor: @unchecked Sendable {
     /// must be held until that record is durable. Cleared by whoever
     /// delivers the reply.
     var replyAwaitsLog = false
-    /// Replies waiting for the batch being filled, and for the one in flight.
+    /// Replies waiting for the batch being filled, and for each batch in
+    /// flight (oldest first, in step with the log's batches).
     var heldReplies = WireBuffer()
-    var heldInFlight = WireBuffer()
+    var heldInFlight: [WireBuffer] = []
+    var spareHeldBuffers: [WireBuffer] = []
     var walEvents: [WALWriter.Event] = []
     var nextSnapshotAttemptMs: Int64 = 0
     var nextLogProbeMs: Int64 = 0
@@ -513,7 +515,7 @@ final class Reactor: @unchecked Sendable {
         if let wal {
             counters.walBatches = wal.batchesCommitted
             counters.walBytes = wal.bytesCommitted
-            counters.walBatchInFlight = wal.isBatchInFlight ? 1 : 0
+            counters.walBatchInFlight = wal.batchesInFlight
             counters.walRefusingWrites = wal.acceptsWrites ? 0 : 1
         }
         node.stats[index].publish(counters)

@@ -191,17 +191,17 @@ extension Reactor {
 
     // MARK: - The loop's log steps
 
-    /// End of an iteration: hand the batch of records to the kernel.
+    /// End of an iteration: hand the records of this iteration to the kernel
+    /// as one batch; its replies wait in `heldInFlight` until it is durable.
     @inline(__always)
     func submitLogBatch() {
-        guard let wal, !wal.isBatchInFlight else { return }
-        // A snapshot can only begin between batches (its segment boundary
-        // must not cut one); under steady load this is the moment.
+        guard let wal else { return }
+        // A snapshot starts its segment at a batch boundary; this is one.
         if snapshotWanted { startSnapshot() }
-        guard !wal.filling.isEmpty else { return }
-        assert(heldInFlight.isEmpty, "replies of a completed batch were not released")
+        guard !wal.filling.isEmpty, wal.canSubmit || !wal.acceptsWrites else { return }
         if wal.submit() {
-            swap(&heldReplies, &heldInFlight)
+            heldInFlight.append(heldReplies)
+            heldReplies = spareHeldBuffers.popLast() ?? WireBuffer()
             if let event = wal.completedInline {
                 wal.completedInline = nil
                 handle(logEvent: event)
@@ -210,6 +210,17 @@ extension Reactor {
             // The log failed before the batch could go: its writes are not durable.
             release(heldReplies, failure: wal.failure ?? "write-ahead log unavailable")
         }
+    }
+
+    /// Replies of the oldest batch in flight: sent, or answered with an error.
+    private func releaseOldestBatch(failure: String?) {
+        guard !heldInFlight.isEmpty else {
+            assertionFailure("a batch completed with no replies held for it")
+            return
+        }
+        let buffer = heldInFlight.removeFirst()
+        release(buffer, failure: failure)
+        if spareHeldBuffers.count < WALWriter.maxBatchesInFlight { spareHeldBuffers.append(buffer) }
     }
 
     /// The io_uring eventfd fired: process what completed.
@@ -224,11 +235,11 @@ extension Reactor {
         guard let wal else { return }
         switch event {
         case .batchDurable:
-            release(heldInFlight, failure: nil)
+            releaseOldestBatch(failure: nil)
         case .batchFailed(let reason):
             counters.walErrors &+= 1
             nextLogProbeMs = now + 1000
-            release(heldInFlight, failure: reason)
+            releaseOldestBatch(failure: reason)
             // The log dropped the records filled meanwhile, too.
             release(heldReplies, failure: reason)
             if wal.isSnapshotting { wal.cancelSnapshot(reason: "the log failed") }
