@@ -202,9 +202,10 @@ extension Reactor {
         if wal.submit() {
             heldInFlight.append(heldReplies)
             heldReplies = spareHeldBuffers.popLast() ?? WireBuffer()
-            if let event = wal.completedInline {
-                wal.completedInline = nil
-                handle(logEvent: event)
+            if !wal.completedInline.isEmpty {
+                let events = wal.completedInline
+                wal.completedInline.removeAll(keepingCapacity: true)
+                for event in events { handle(logEvent: event) }
             }
         } else if !wal.acceptsWrites {
             // The log failed before the batch could go: its writes are not durable.

@@ -195,24 +195,26 @@ final class WALWriter {
         inFlight.append(batch)
         let view = buffer.readableView
         let durable = mode == .fsync
-        if !durable && inFlight.count == 1 && view.count <= Self.inlineWriteLimit {
-            // `write` mode, small batch, nothing ahead of it: copying it into
-            // the page cache costs less than handing it to an io_uring worker
-            // thread (ext4 cannot do buffered writes without blocking, so
-            // io_uring always punts them to a worker) and waking up for its
-            // completion. Measured: 0.71x of `off` through io_uring, 0.97x this way.
+        let tag = batch.sequence << 8
+        if view.count <= Self.inlineWriteLimit {
+            // A small batch is copied into the page cache right here: that
+            // costs less than handing it to an io_uring worker thread (ext4
+            // cannot do buffered writes without blocking, so io_uring always
+            // punts them to a worker) and waking up for its completion.
+            // Measured in `write` mode: 0.71x the throughput of `off` through
+            // io_uring, 0.94x this way. In `fsync` mode only the fdatasync
+            // goes to the ring, and the reactor wakes once per batch, not twice.
             batch.pending = 1
             let written = pwrite(batch.fd, view.baseAddress, view.count, off_t(batch.offset))
             note(.batchWrite, of: batch, result: written < 0 ? -errno : Int32(written))
-            var events: [Event] = []
-            settleBatches(into: &events)
-            assert(events.count == 1)
-            completedInline = events.first
-            return true
+            if !durable || batch.failure != nil {
+                settleBatches(into: &completedInline)
+                return true
+            }
+        } else {
+            batch.pending += prepare(aegis_uring_prep_write(ring, batch.fd, view.baseAddress, UInt32(view.count), batch.offset,
+                                                            tag | Operation.batchWrite.rawValue, durable ? AEGIS_IOSQE_IO_LINK : 0))
         }
-        let tag = batch.sequence << 8
-        batch.pending += prepare(aegis_uring_prep_write(ring, batch.fd, view.baseAddress, UInt32(view.count), batch.offset,
-                                                        tag | Operation.batchWrite.rawValue, durable ? AEGIS_IOSQE_IO_LINK : 0))
         if durable {
             let directoryFD = syncDirectory ? openDirectory() : nil
             batch.pending += prepare(aegis_uring_prep_fdatasync(ring, batch.fd, tag | Operation.batchSync.rawValue,
@@ -230,8 +232,8 @@ final class WALWriter {
         return true
     }
 
-    /// Set by `submit()` when the batch completed before it returned.
-    var completedInline: Event?
+    /// What completed inside `submit()` (an inline write); the caller handles and clears it.
+    var completedInline: [Event] = []
     static let inlineWriteLimit = 256 * 1024
 
     private func prepare(_ result: Int32) -> Int {
