@@ -60,8 +60,11 @@ final class WALWriter {
         }
     }
 
-    /// Four batches cover an fdatasync in progress plus the writes arriving
-    /// meanwhile; more only adds syncs that the journal would merge anyway.
+    /// One batch in flight while the next fills (double buffering). The
+    /// pipeline takes more, but measured here with 2 and 4 in flight the
+    /// batches only got smaller (7 writes per fdatasync instead of 10-23)
+    /// and throughput did not rise: on this disk concurrent fdatasyncs of
+    /// one file do not overlap, and each costs ~60 µs of CPU.
     static let maxBatchesInFlight = 1
 
     let mode: WALMode
