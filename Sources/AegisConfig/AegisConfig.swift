@@ -62,6 +62,14 @@ public struct AegisConfig: Sendable, Equatable {
     public var rateLimit: Int
     /// 0 = same as rate_limit.
     public var rateBurst: Int
+    /// Failure fraction over breaker_window at which a circuit breaker opens.
+    public var breakerErrorRate: Double
+    /// Calls breaker_window must hold before breaker_error_rate counts.
+    public var breakerMinCalls: Int
+    /// Whole seconds (the breakers keep one bucket per second).
+    public var breakerWindow: Duration
+    public var breakerCooldown: Duration
+    public var breakerHalfOpenTrials: Int
     public var drainTimeout: Duration
     /// "" = no pid file.
     public var pidFile: String
@@ -109,6 +117,11 @@ public struct AegisConfig: Sendable, Equatable {
         tlsCAFile: "",
         rateLimit: 0,
         rateBurst: 0,
+        breakerErrorRate: 0.5,
+        breakerMinCalls: 20,
+        breakerWindow: .seconds(10),
+        breakerCooldown: .seconds(30),
+        breakerHalfOpenTrials: 3,
         drainTimeout: .seconds(10),
         pidFile: "",
         logLevel: "info",
@@ -145,7 +158,9 @@ public struct AegisConfig: Sendable, Equatable {
     public static let reloadableKeys: [String] = allKeys.filter {
         [
             "seeds", "gossip_interval", "suspect_timeout", "dead_timeout", "max_conns",
-            "read_timeout", "write_timeout", "idle_timeout", "rate_limit", "rate_burst", "drain_timeout", "log_level",
+            "read_timeout", "write_timeout", "idle_timeout", "rate_limit", "rate_burst",
+            "breaker_error_rate", "breaker_min_calls", "breaker_window", "breaker_cooldown", "breaker_half_open_trials",
+            "drain_timeout", "log_level",
         ].contains($0)
     }
 

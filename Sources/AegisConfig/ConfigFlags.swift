@@ -75,6 +75,16 @@ public struct ConfigFlags: ParsableArguments {
     public var rateLimit: String?
     @Option(name: .customLong("rate-burst"), help: ConfigFlags.help("rate_burst", "n"))
     public var rateBurst: String?
+    @Option(name: .customLong("breaker-error-rate"), help: ConfigFlags.help("breaker_error_rate", "ratio"))
+    public var breakerErrorRate: String?
+    @Option(name: .customLong("breaker-min-calls"), help: ConfigFlags.help("breaker_min_calls", "n"))
+    public var breakerMinCalls: String?
+    @Option(name: .customLong("breaker-window"), help: ConfigFlags.help("breaker_window", "duration"))
+    public var breakerWindow: String?
+    @Option(name: .customLong("breaker-cooldown"), help: ConfigFlags.help("breaker_cooldown", "duration"))
+    public var breakerCooldown: String?
+    @Option(name: .customLong("breaker-half-open-trials"), help: ConfigFlags.help("breaker_half_open_trials", "n"))
+    public var breakerHalfOpenTrials: String?
     @Option(name: .customLong("drain-timeout"), help: ConfigFlags.help("drain_timeout", "duration"))
     public var drainTimeout: String?
     @Option(name: .customLong("pid-file"), help: ConfigFlags.help("pid_file", "path"))
@@ -136,6 +146,11 @@ public struct ConfigFlags: ParsableArguments {
             ("tls_ca_file", tlsCAFile),
             ("rate_limit", rateLimit),
             ("rate_burst", rateBurst),
+            ("breaker_error_rate", breakerErrorRate),
+            ("breaker_min_calls", breakerMinCalls),
+            ("breaker_window", breakerWindow),
+            ("breaker_cooldown", breakerCooldown),
+            ("breaker_half_open_trials", breakerHalfOpenTrials),
             ("drain_timeout", drainTimeout),
             ("pid_file", pidFile),
             ("log_level", logLevel),

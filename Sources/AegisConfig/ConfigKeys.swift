@@ -284,6 +284,27 @@ extension KeySpec {
         }, value: { .duration($0[keyPath: path]) }, copy: { $0[keyPath: path] = $1[keyPath: path] })
     }
 
+    /// A duration that must be a whole number of seconds within `range`
+    /// (for settings kept as per-second buckets, where "1500ms" would be
+    /// silently rounded otherwise).
+    static func wholeSeconds(_ name: String, _ path: Path<Duration>, range: ClosedRange<Int>, meaning: String) -> KeySpec {
+        let bounds = "\(DurationText.format(.seconds(range.lowerBound))) to \(DurationText.format(.seconds(range.upperBound)))"
+        let expected = "a whole number of seconds from \(bounds), such as \"10s\""
+        return KeySpec(name: name, type: "duration, whole seconds, \(bounds)", meaning: meaning, isSecret: false,
+                       apply: { config, raw in
+            switch ValueParsers.duration(raw, allowZero: true) {
+            case .failure(let problem): return problem
+            case .success(let duration):
+                let (seconds, attoseconds) = duration.components
+                guard attoseconds == 0, seconds >= Int64(range.lowerBound), seconds <= Int64(range.upperBound) else {
+                    return ValueProblem(expected: expected, got: raw.summary)
+                }
+                config[keyPath: path] = duration
+                return nil
+            }
+        }, value: { .duration($0[keyPath: path]) }, copy: { $0[keyPath: path] = $1[keyPath: path] })
+    }
+
     static func listenAddress(_ name: String, _ path: Path<SocketAddress>, meaning: String) -> KeySpec {
         KeySpec(name: name, type: "listen address", meaning: meaning, isSecret: false, apply: { config, raw in
             let expected = SocketAddress.expectation

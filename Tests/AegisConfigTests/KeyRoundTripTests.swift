@@ -56,6 +56,11 @@ let samples: [String: Sample] = [
     "tls_ca_file": Sample(json: #""/etc/aegiskv/ca.pem""#, text: "/etc/aegiskv/ca.pem", expected: "/etc/aegiskv/ca.pem"),
     "rate_limit": Sample(json: "1000", text: "1000", expected: "1000"),
     "rate_burst": Sample(json: "2000", text: "2000", expected: "2000"),
+    "breaker_error_rate": Sample(json: "0.25", text: "0.2", expected: "0.2", expectedFromFile: "0.25"),
+    "breaker_min_calls": Sample(json: "5", text: "5", expected: "5"),
+    "breaker_window": Sample(json: #""1m""#, text: "60s", expected: "1m"),
+    "breaker_cooldown": Sample(json: #""1m30s""#, text: "1500ms", expected: "1s500ms", expectedFromFile: "1m30s"),
+    "breaker_half_open_trials": Sample(json: "1", text: "1", expected: "1"),
     "drain_timeout": Sample(json: #""1m""#, text: "1m", expected: "1m"),
     "pid_file": Sample(json: #""/var/run/aegiskv.pid""#, text: "/var/run/aegiskv.pid", expected: "/var/run/aegiskv.pid"),
     "log_level": Sample(json: #""debug""#, text: "DEBUG", expected: "debug"),
@@ -73,7 +78,7 @@ struct KeyRoundTripTests {
     @Test func everyKeyHasASample() {
         #expect(Set(samples.keys) == Set(AegisConfig.allKeys))
         #expect(AegisConfig.allKeys.count == Set(AegisConfig.allKeys).count, "duplicate key")
-        #expect(AegisConfig.allKeys.count == 41)
+        #expect(AegisConfig.allKeys.count == 46)
     }
 
     @Test(arguments: AegisConfig.allKeys, Layer.allCases)
