@@ -1,3 +1,4 @@
+import AegisConfig
 import CSupport
 import Synchronization
 
@@ -67,19 +68,48 @@ public struct CircuitBreakerStatus: Sendable, Equatable {
 /// - `reset` closes a breaker and clears its window; an unknown name is
 ///   an error (the admin endpoint answers 404), so a typo is not silently
 ///   "reset".
+/// - `setPolicy` (SIGHUP reload) replaces the policy of every breaker,
+///   existing and future, keeping their state and counts.
 ///
 /// Calls are rare next to client requests (once per replication batch or
-/// peer message), so one Mutex around the table is simple and cheap enough.
+/// peer message), so one Mutex around the table and the policy is simple and
+/// cheap enough, and every decision sees one policy, never half of an old
+/// one and half of a new one.
 public final class CircuitBreakerRegistry: Sendable {
     public static let wellKnownServices = ["replication", "forwarding", "downstream"]
-    public let policy: CircuitBreakerPolicy
-    private let breakers: Mutex<[String: Breaker]>
+
+    private struct Table {
+        var policy: CircuitBreakerPolicy
+        var breakers: [String: Breaker]
+
+        /// The breaker named `service`, created (closed) if new.
+        mutating func breaker(_ service: String) -> Breaker {
+            if let existing = breakers[service] { return existing }
+            let created = Breaker(windowSeconds: policy.windowSeconds)
+            breakers[service] = created
+            return created
+        }
+    }
+
+    private let table: Mutex<Table>
 
     public init(policy: CircuitBreakerPolicy = CircuitBreakerPolicy()) {
-        self.policy = policy
         var initial: [String: Breaker] = [:]
         for name in Self.wellKnownServices { initial[name] = Breaker(windowSeconds: policy.windowSeconds) }
-        breakers = Mutex(initial)
+        table = Mutex(Table(policy: policy, breakers: initial))
+    }
+
+    /// The policy every breaker follows now.
+    public var policy: CircuitBreakerPolicy { table.withLock { $0.policy } }
+
+    /// Replaces the policy of every breaker. Open breakers keep their
+    /// opening time, so a changed cool-down counts from when they opened;
+    /// window counts of the seconds the new window still covers are kept.
+    public func setPolicy(_ policy: CircuitBreakerPolicy) {
+        table.withLock { table in
+            table.policy = policy
+            for breaker in table.breakers.values { breaker.resizeWindow(to: policy.windowSeconds) }
+        }
     }
 
     /// Service names: 1–128 characters of letters, digits and `._:-`
@@ -93,58 +123,62 @@ public final class CircuitBreakerRegistry: Sendable {
 
     /// May a call to `service` go ahead now? False = fail fast.
     public func allow(_ service: String, nowMs: Int64 = aegis_monotonic_ns() / 1_000_000) -> Bool {
-        breakers.withLock { table in
-            let breaker = table[service] ?? Breaker(windowSeconds: policy.windowSeconds)
-            defer { table[service] = breaker }
-            return breaker.allow(nowMs: nowMs, policy: policy)
+        table.withLock { table in
+            table.breaker(service).allow(nowMs: nowMs, policy: table.policy)
         }
     }
 
     /// The outcome of a call that `allow` let through.
     public func record(_ service: String, success: Bool, nowMs: Int64 = aegis_monotonic_ns() / 1_000_000) {
-        breakers.withLock { table in
-            let breaker = table[service] ?? Breaker(windowSeconds: policy.windowSeconds)
-            table[service] = breaker
-            breaker.record(success: success, nowMs: nowMs, policy: policy)
+        table.withLock { table in
+            table.breaker(service).record(success: success, nowMs: nowMs, policy: table.policy)
         }
     }
 
     /// Opens `service` by hand (creating it if new). Returns its status.
     @discardableResult
     public func trip(_ service: String, nowMs: Int64 = aegis_monotonic_ns() / 1_000_000) -> CircuitBreakerStatus {
-        breakers.withLock { table in
-            let breaker = table[service] ?? Breaker(windowSeconds: policy.windowSeconds)
-            table[service] = breaker
+        table.withLock { table in
+            let breaker = table.breaker(service)
             breaker.open(nowMs: nowMs, manual: true)
-            return breaker.status(service, nowMs: nowMs, policy: policy)
+            return breaker.status(service, nowMs: nowMs, policy: table.policy)
         }
     }
 
     /// Closes `service`; nil when no breaker has that name.
     public func reset(_ service: String, nowMs: Int64 = aegis_monotonic_ns() / 1_000_000) -> CircuitBreakerStatus? {
-        breakers.withLock { table in
-            guard let breaker = table[service] else { return nil }
+        table.withLock { table in
+            guard let breaker = table.breakers[service] else { return nil }
             breaker.close()
-            return breaker.status(service, nowMs: nowMs, policy: policy)
+            return breaker.status(service, nowMs: nowMs, policy: table.policy)
         }
     }
 
     /// Every breaker, by name.
     public func statuses(nowMs: Int64 = aegis_monotonic_ns() / 1_000_000) -> [CircuitBreakerStatus] {
-        breakers.withLock { table in
-            table.keys.sorted().map { name in
-                let breaker = table[name]!
+        snapshot(nowMs: nowMs).statuses
+    }
+
+    /// The policy and every breaker (by name), read together so a report
+    /// never pairs counts with a policy they were not judged by.
+    public func snapshot(nowMs: Int64 = aegis_monotonic_ns() / 1_000_000)
+        -> (policy: CircuitBreakerPolicy, statuses: [CircuitBreakerStatus]) {
+        table.withLock { table in
+            let policy = table.policy
+            let statuses = table.breakers.keys.sorted().map { name in
+                let breaker = table.breakers[name]!
                 breaker.advance(nowMs: nowMs, policy: policy)
                 return breaker.status(name, nowMs: nowMs, policy: policy)
             }
+            return (policy, statuses)
         }
     }
 
     public func status(_ service: String, nowMs: Int64 = aegis_monotonic_ns() / 1_000_000) -> CircuitBreakerStatus? {
-        breakers.withLock { table in
-            guard let breaker = table[service] else { return nil }
-            breaker.advance(nowMs: nowMs, policy: policy)
-            return breaker.status(service, nowMs: nowMs, policy: policy)
+        table.withLock { table in
+            guard let breaker = table.breakers[service] else { return nil }
+            breaker.advance(nowMs: nowMs, policy: table.policy)
+            return breaker.status(service, nowMs: nowMs, policy: table.policy)
         }
     }
 }
@@ -154,7 +188,10 @@ private final class Breaker: @unchecked Sendable {
     var state = CircuitState.closed
     var manual = false
     var openedAtMs: Int64 = 0
-    var trialsAllowed = 0
+    /// Trial calls let through since the breaker half-opened. Counting
+    /// those started (not those left) lets a reload that changes
+    /// halfOpenTrials apply to a breaker that is half-open already.
+    var trialsStarted = 0
     var trialSuccesses = 0
     var trips = 0
     var totalSuccesses = 0
@@ -171,13 +208,16 @@ private final class Breaker: @unchecked Sendable {
         bucketFailures = Array(repeating: 0, count: windowSeconds)
     }
 
-    /// Open → half-open once an automatic trip's cool-down has passed.
+    /// Open → half-open once an automatic trip's cool-down has passed;
+    /// half-open → closed when enough trials succeeded (a reload may have
+    /// lowered halfOpenTrials below the successes already seen).
     func advance(nowMs: Int64, policy: CircuitBreakerPolicy) {
         if state == .open && !manual && nowMs - openedAtMs >= policy.coolDownMs {
             state = .halfOpen
-            trialsAllowed = policy.halfOpenTrials
+            trialsStarted = 0
             trialSuccesses = 0
         }
+        if state == .halfOpen && trialSuccesses >= policy.halfOpenTrials { close() }
     }
 
     func allow(nowMs: Int64, policy: CircuitBreakerPolicy) -> Bool {
@@ -189,8 +229,8 @@ private final class Breaker: @unchecked Sendable {
             totalRejected += 1
             return false
         case .halfOpen:
-            if trialsAllowed > 0 {
-                trialsAllowed -= 1
+            if trialsStarted < policy.halfOpenTrials {
+                trialsStarted += 1
                 return true
             }
             totalRejected += 1
@@ -227,19 +267,40 @@ private final class Breaker: @unchecked Sendable {
         state = .open
         self.manual = manual
         openedAtMs = nowMs
-        trialsAllowed = 0
+        trialsStarted = 0
     }
 
     func close() {
         state = .closed
         manual = false
-        trialsAllowed = 0
+        trialsStarted = 0
         trialSuccesses = 0
         for i in bucketSecond.indices {
             bucketSecond[i] = -1
             bucketCalls[i] = 0
             bucketFailures[i] = 0
         }
+    }
+
+    /// Re-buckets the window for a new length, keeping the seconds it
+    /// still covers (when two seconds share a slot, the newer wins: the
+    /// older one is outside the window).
+    func resizeWindow(to seconds: Int) {
+        guard seconds != bucketSecond.count else { return }
+        var newSecond = Array(repeating: Int64(-1), count: seconds)
+        var newCalls = Array(repeating: 0, count: seconds)
+        var newFailures = Array(repeating: 0, count: seconds)
+        for i in bucketSecond.indices where bucketSecond[i] >= 0 {
+            let slot = Int(bucketSecond[i] % Int64(seconds))
+            if bucketSecond[i] > newSecond[slot] {
+                newSecond[slot] = bucketSecond[i]
+                newCalls[slot] = bucketCalls[i]
+                newFailures[slot] = bucketFailures[i]
+            }
+        }
+        bucketSecond = newSecond
+        bucketCalls = newCalls
+        bucketFailures = newFailures
     }
 
     private func bucket(for nowMs: Int64) -> Int {
@@ -272,4 +333,22 @@ private final class Breaker: @unchecked Sendable {
             trips: trips, openedAtMs: openedAtMs,
             retryInMs: state == .open && !manual ? max(policy.coolDownMs - (nowMs - openedAtMs), 0) : nil)
     }
+}
+
+extension CircuitBreakerPolicy {
+    /// The policy the breaker_* keys describe. The cool-down is rounded up
+    /// to whole milliseconds so that a positive setting never means "no
+    /// cool-down at all".
+    public init(_ config: AegisConfig) {
+        let (seconds, attoseconds) = config.breakerCooldown.components
+        let coolDownMs = seconds * 1_000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+        self.init(errorRateThreshold: config.breakerErrorRate, minimumCalls: config.breakerMinCalls,
+                  windowSeconds: Int(config.breakerWindow.components.seconds), coolDownMs: coolDownMs,
+                  halfOpenTrials: config.breakerHalfOpenTrials)
+    }
+
+    /// The config keys this policy is made from.
+    public static let configKeys: Set<String> = [
+        "breaker_error_rate", "breaker_min_calls", "breaker_window", "breaker_cooldown", "breaker_half_open_trials",
+    ]
 }

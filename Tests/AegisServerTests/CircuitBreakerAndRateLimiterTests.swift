@@ -65,6 +65,86 @@ struct CircuitBreakerTests {
         #expect(registry.statuses().map(\.service) == ["downstream", "forwarding", "replication"])
     }
 
+    /// A registry built from a configured policy opens at that error rate
+    /// and not below it: 20% with at least 5 calls, over 30 s.
+    @Test func customPolicyOpensAtItsErrorRateAndNotBelow() throws {
+        var config = AegisConfig.defaults
+        config.breakerErrorRate = 0.2
+        config.breakerMinCalls = 5
+        config.breakerWindow = .seconds(30)
+        config.breakerCooldown = .milliseconds(1500)
+        config.breakerHalfOpenTrials = 1
+        let custom = CircuitBreakerPolicy(config)
+        #expect(custom == CircuitBreakerPolicy(errorRateThreshold: 0.2, minimumCalls: 5, windowSeconds: 30,
+                                               coolDownMs: 1_500, halfOpenTrials: 1))
+        let registry = CircuitBreakerRegistry(policy: custom)
+        // 1 failure in 6 calls (16.7%) is below 20%: closed, where the
+        // default policy's 20-call minimum would not even count it.
+        for i in 0..<6 { registry.record("replication", success: i != 5, nowMs: 1_000) }
+        #expect(registry.status("replication", nowMs: 1_000)?.state == .closed)
+        // 2 in 10 (20%), with the second failure 25 s later, still inside the 30 s window: open.
+        for _ in 0..<3 { registry.record("replication", success: true, nowMs: 26_000) }
+        #expect(registry.status("replication", nowMs: 26_000)?.state == .closed)
+        registry.record("replication", success: false, nowMs: 26_000)
+        let open = try #require(registry.status("replication", nowMs: 26_000))
+        #expect(open.state == .open && open.windowCalls == 10 && open.windowFailures == 2)
+        #expect(open.retryInMs == 1_500)
+        #expect(registry.status("replication", nowMs: 27_500)?.state == .halfOpen)
+
+        // The same traffic under the default policy (50%, 20 calls) stays closed.
+        let defaults = CircuitBreakerRegistry(policy: CircuitBreakerPolicy(.defaults))
+        for i in 0..<10 { defaults.record("replication", success: i % 5 != 0, nowMs: 1_000) }
+        #expect(defaults.status("replication", nowMs: 1_000)?.state == .closed)
+        #expect(defaults.policy == CircuitBreakerPolicy())
+    }
+
+    /// SIGHUP replaces the policy of breakers that exist already and of
+    /// those made afterwards.
+    @Test func setPolicyAppliesToExistingAndNewBreakers() {
+        let registry = CircuitBreakerRegistry(policy: policy)
+        // 4 failures of 10 calls: below 50%, closed.
+        for i in 0..<10 { registry.record("replication", success: i >= 4, nowMs: 1_000) }
+        #expect(registry.status("replication", nowMs: 1_000)?.state == .closed)
+        registry.setPolicy(CircuitBreakerPolicy(errorRateThreshold: 0.4, minimumCalls: 10, windowSeconds: 5,
+                                                coolDownMs: 1_000, halfOpenTrials: 1))
+        #expect(registry.policy.errorRateThreshold == 0.4)
+        // The window kept its counts through the resize; one more success
+        // keeps 4 of 11 (36%) below 40%, one more failure makes 5 of 12.
+        registry.record("replication", success: true, nowMs: 1_000)
+        #expect(registry.status("replication", nowMs: 1_000)?.windowCalls == 11)
+        #expect(registry.status("replication", nowMs: 1_000)?.state == .closed)
+        registry.record("replication", success: false, nowMs: 1_000)
+        #expect(registry.status("replication", nowMs: 1_000)?.state == .open)
+        #expect(registry.status("replication", nowMs: 1_000)?.retryInMs == 1_000)
+        // A breaker created after the change uses the new window: calls 6 s apart do not add up.
+        for _ in 0..<9 { registry.record("peer-x", success: false, nowMs: 10_000) }
+        registry.record("peer-x", success: false, nowMs: 16_000)
+        #expect(registry.status("peer-x", nowMs: 16_000)?.windowCalls == 1)
+        #expect(registry.status("peer-x", nowMs: 16_000)?.state == .closed)
+    }
+
+    /// A reload that changes halfOpenTrials while a breaker is half-open
+    /// must neither strand it (no trials left, never closing) nor ignore it.
+    @Test func changedTrialCountAppliesToAHalfOpenBreaker() {
+        let registry = CircuitBreakerRegistry(policy: policy) // 2 trials, 5 s cool-down
+        for _ in 0..<10 { registry.record("peer-a", success: false, nowMs: 0) }
+        #expect(registry.allow("peer-a", nowMs: 5_000))
+        #expect(registry.allow("peer-a", nowMs: 5_000))
+        #expect(!registry.allow("peer-a", nowMs: 5_000))
+        var more = policy
+        more.halfOpenTrials = 3
+        registry.setPolicy(more)
+        // A third trial is now allowed, and two successes no longer close it.
+        #expect(registry.allow("peer-a", nowMs: 5_001))
+        registry.record("peer-a", success: true, nowMs: 5_002)
+        registry.record("peer-a", success: true, nowMs: 5_002)
+        #expect(registry.status("peer-a", nowMs: 5_002)?.state == .halfOpen)
+        // Lowered back to 2 with 2 successes already seen: it closes.
+        registry.setPolicy(policy)
+        #expect(registry.status("peer-a", nowMs: 5_003)?.state == .closed)
+        #expect(registry.allow("peer-a", nowMs: 5_003))
+    }
+
     @Test func serviceNames() {
         #expect(CircuitBreakerRegistry.isValidName("node-3.dc1:7701"))
         #expect(!CircuitBreakerRegistry.isValidName(""))
