@@ -195,9 +195,9 @@ struct NodeReports {
     }
 
     func breakers() -> JSONValue {
-        let policy = node.breakers.policy
+        let (policy, statuses) = node.breakers.snapshot()
         return .object([
-            ("breakers", .array(node.breakers.statuses().map(Self.breaker))),
+            ("breakers", .array(statuses.map(Self.breaker))),
             ("policy", .object([
                 ("error_rate_threshold", .double(policy.errorRateThreshold)),
                 ("minimum_calls", .int(policy.minimumCalls)),

@@ -252,7 +252,10 @@ extension Reactor {
             ("idle_timeout", duration(c.idleTimeout)), ("replication_batch_size", String(c.replicationBatchSize)),
             ("replication_batch_timeout", duration(c.replicationBatchTimeout)), ("write_quorum", String(c.writeQuorum)),
             ("read_quorum", String(c.readQuorum)), ("tls_enabled", c.tlsEnabled ? "true" : "false"),
-            ("rate_limit", String(c.rateLimit)), ("rate_burst", String(c.rateBurst)), ("drain_timeout", duration(c.drainTimeout)),
+            ("rate_limit", String(c.rateLimit)), ("rate_burst", String(c.rateBurst)),
+            ("breaker_error_rate", String(c.breakerErrorRate)), ("breaker_min_calls", String(c.breakerMinCalls)),
+            ("breaker_window", duration(c.breakerWindow)), ("breaker_cooldown", duration(c.breakerCooldown)),
+            ("breaker_half_open_trials", String(c.breakerHalfOpenTrials)), ("drain_timeout", duration(c.drainTimeout)),
             ("pid_file", c.pidFile), ("log_level", c.logLevel), ("log_format", c.logFormat.rawValue),
             ("maintenance_interval", duration(c.maintenanceInterval)), ("reactors", String(node.reactorCount)),
             // Redis names that tools read.

@@ -49,7 +49,7 @@ public final class NodeContext: Sendable {
         self.startedAtMs = aegis_now_ms_coarse()
         self.runtime = RuntimeSettings(config)
         self.rateLimiter = RateLimiter(runtime: runtime, reactorCount: reactorCount)
-        self.breakers = CircuitBreakerRegistry()
+        self.breakers = CircuitBreakerRegistry(policy: CircuitBreakerPolicy(config))
         self.commandStats = (0..<reactorCount).map { _ in PublishedCommandStats() }
         self.stats = (0..<reactorCount).map { _ in PublishedReactorStats() }
         self.shardOwner = (0..<config.numShards).map { $0 * reactorCount / config.numShards }

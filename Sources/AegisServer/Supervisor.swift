@@ -105,6 +105,9 @@ final class Supervisor {
         let appliedKeys = Set(plan.applied.map(\.key))
         node.runtime.apply(plan.next, keys: appliedKeys)
         node.runtime.setRunning(plan.next)
+        if !appliedKeys.isDisjoint(with: CircuitBreakerPolicy.configKeys) {
+            node.breakers.setPolicy(CircuitBreakerPolicy(plan.next))
+        }
         if appliedKeys.contains("log_level"), let level = Logger.Level(rawValue: plan.next.logLevel) {
             LogControl.shared.level = level
         }

@@ -222,6 +222,43 @@ struct AdminHTTPTests {
         }
     }
 
+    /// The breaker policy comes from the configuration (file and flags),
+    /// shows in status, and a SIGHUP with a changed file replaces it for
+    /// every breaker while a flag keeps winning over the file.
+    @Test func breakerPolicyFromConfigShowsInStatusAndReloads() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegis-breaker-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = directory + "/config.json"
+        try #"{"breaker_min_calls": 40, "breaker_window": "20s"}"#.write(toFile: file, atomically: true, encoding: .utf8)
+        let server = try ServerHarness(arguments: ["--config", file, "--breaker-error-rate", "0.2"])
+        defer { #expect(server.stop() == 0) }
+        let url = server.healthURL + "/admin/circuit-breaker"
+        let policy = ".policy | [.error_rate_threshold, .minimum_calls, .window_seconds, .cool_down_ms, .half_open_trials]"
+        #expect(try jq(policy, http("GET", url + "/status").body) == "[0.2,40,20,30000,3]")
+        #expect(try http("POST", url + "/trip?service=downstream").status == 200)
+
+        try """
+            {"breaker_error_rate": 0.9, "breaker_min_calls": 8, "breaker_window": "30s",
+             "breaker_cooldown": "1m", "breaker_half_open_trials": 2}
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        kill(server.pid, SIGHUP)
+        var log = server.log()
+        for _ in 0..<1000 where !log.contains("reload:") {
+            usleep(10_000)
+            log = server.log()
+        }
+        let report = log.split(separator: "\n").first { $0.contains("reload:") } ?? ""
+        #expect(report.contains("breaker_min_calls 40 → 8") && report.contains("breaker_window 20s → 30s"), "\(report)")
+        #expect(!report.contains("breaker_error_rate"), "the flag wins over the file: \(report)")
+        let status = try http("GET", url + "/status").body
+        #expect(try jq(policy, status) == "[0.2,8,30,60000,2]")
+        // Existing breakers keep their state under the new policy.
+        #expect(try jq(".breakers[] | select(.service == \"downstream\") | .state", status) == "\"open\"")
+        let shown = try runTool("redis-cli", ["-p", String(server.port), "CONFIG", "GET", "breaker_*"]).output
+        #expect(shown.contains("breaker_min_calls\n8"), "CONFIG GET shows what runs: \(shown)")
+    }
+
     // MARK: - Auth
 
     @Test func adminAndDebugNeedTheBearerTokenWhenSet() throws {
