@@ -60,7 +60,7 @@ let package = Package(
         .target(
             name: "AegisAdmin",
             dependencies: [
-                "AegisServer", "AegisConfig", "CSupport",
+                "AegisServer", "AegisConfig", "AegisLogging", "CSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,3 +1,5 @@
+import AegisLogging
+
 /// A JSON value for the admin endpoints' answers. Output only: the admin
 /// server never parses JSON, it only writes it.
 enum JSONValue: Sendable, Equatable {
@@ -49,22 +51,8 @@ enum JSONValue: Sendable, Equatable {
         }
     }
 
+    /// One escaper for every JSON the node writes (logs and this port).
     private static func writeString(_ string: String, into out: inout String) {
-        out += "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default:
-                out.unicodeScalars.append(scalar)
-            }
-        }
-        out += "\""
+        out += JSONText.string(string)
     }
 }

@@ -108,8 +108,9 @@ func hex2(_ value: UInt32) -> String {
     return String([digits[Int(value >> 4) & 15], digits[Int(value) & 15]])
 }
 
-enum JSONText {
-    static func string(_ text: String) -> String {
+/// JSON string literals for the log's JSON lines and the operations port.
+public enum JSONText {
+    public static func string(_ text: String) -> String {
         var out = "\""
         for scalar in text.unicodeScalars {
             switch scalar {
