@@ -90,6 +90,7 @@ public final class PublishedReactorStats: Sendable {
     let forwardedRequests = Atomic<Int>(0)
     let protocolErrors = Atomic<Int>(0)
     let walErrors = Atomic<Int>(0)
+    let walTruncateServed = Atomic<Int>(0)
     let walRefusingWrites = Atomic<Int>(0)
     let walBatchInFlight = Atomic<Int>(0)
     let walBytes = Atomic<Int>(0)
@@ -114,6 +115,7 @@ public final class PublishedReactorStats: Sendable {
         forwardedRequests.store(s.forwardedRequests, ordering: .relaxed)
         protocolErrors.store(s.protocolErrors, ordering: .relaxed)
         walErrors.store(s.walErrors, ordering: .relaxed)
+        walTruncateServed.store(s.walTruncateServed, ordering: .relaxed)
         walRefusingWrites.store(s.walRefusingWrites, ordering: .relaxed)
         walBatchInFlight.store(s.walBatchInFlight, ordering: .relaxed)
         walBytes.store(s.walBytes, ordering: .relaxed)
@@ -140,6 +142,7 @@ public final class PublishedReactorStats: Sendable {
             forwardedRequests: forwardedRequests.load(ordering: .relaxed),
             protocolErrors: protocolErrors.load(ordering: .relaxed),
             walErrors: walErrors.load(ordering: .relaxed),
+            walTruncateServed: walTruncateServed.load(ordering: .relaxed),
             walRefusingWrites: walRefusingWrites.load(ordering: .relaxed),
             walBatchInFlight: walBatchInFlight.load(ordering: .relaxed),
             walBytes: walBytes.load(ordering: .relaxed),
@@ -168,6 +171,8 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var protocolErrors = 0
     /// Failed log writes, fsyncs and snapshots.
     public var walErrors = 0
+    /// The newest truncate request (NodeContext.walTruncateRequests) a snapshot started after it has served.
+    public var walTruncateServed = 0
     /// Reactors whose log refuses writes after a disk fault (0 or 1 per reactor).
     public var walRefusingWrites = 0
     /// Log batches in flight now (for /debug/reactors).
@@ -198,6 +203,7 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         forwardedRequests += o.forwardedRequests
         protocolErrors += o.protocolErrors
         walErrors += o.walErrors
+        walTruncateServed = max(walTruncateServed, o.walTruncateServed)
         walRefusingWrites += o.walRefusingWrites
         walBatchInFlight += o.walBatchInFlight
         walBytes += o.walBytes

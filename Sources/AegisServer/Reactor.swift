@@ -92,6 +92,8 @@ final class Reactor: @unchecked Sendable {
     var nextSnapshotAttemptMs: Int64 = 0
     var nextLogProbeMs: Int64 = 0
     var snapshotRequestsSeen = 0
+    /// The operator request the running snapshot answers (0 = none).
+    var snapshotServesRequest = 0
     var snapshotWanted = false
     var snapshotShardPosition = 0
     var snapshotCursor: UInt64 = 0

@@ -29,6 +29,11 @@ struct WALAdminTests {
         #expect(after.filter { $0.hasSuffix(".snap") }.count == 2, "\(after)")
         for segment in before { #expect(!after.contains(segment), "\(segment) is covered and must be gone") }
         try http.waitForMetric(server, "aegis_wal_snapshots_total") { $0 >= 2 }
+        // A second request is answered by new snapshots, not the ones just taken.
+        _ = try client.pipeline((0..<16).map { ["SET", "key-\($0)", value + "39"] })
+        let second = try runTool("curl", ["-s", "-X", "POST", server.healthURL + "/admin/wal/truncate"])
+        #expect(try http.jq(".completed", second.output) == "true", "\(second.output)")
+        try http.waitForMetric(server, "aegis_wal_snapshots_total") { $0 >= 4 }
         try http.waitForMetric(server, "aegis_wal_batches_total") { $0 > 0 }
         try http.waitForMetric(server, "aegis_wal_writable") { $0 == 1 }
 

@@ -251,6 +251,7 @@ extension Reactor {
             nextSnapshotAttemptMs = now + 10_000
         case .snapshotCompleted(let entries, let removedBytes):
             counters.walSnapshots &+= 1
+            counters.walTruncateServed = snapshotServesRequest
             logger.info("snapshot written; covered log segments removed", metadata: [
                 "reactor": "\(index)", "entries": "\(entries)", "bytes_removed": "\(removedBytes)",
             ])
@@ -271,6 +272,8 @@ extension Reactor {
         }
         let requested = node.walTruncateRequests.load(ordering: .acquiring)
         if requested > snapshotRequestsSeen {
+            // A snapshot already running started before the request: the
+            // request is served by the next one, which starts after it.
             snapshotRequestsSeen = requested
             snapshotWanted = true
         }
@@ -288,6 +291,7 @@ extension Reactor {
             return
         }
         snapshotWanted = false
+        snapshotServesRequest = snapshotRequestsSeen
         snapshotShardPosition = 0
         snapshotCursor = 0
         continueSnapshot()

@@ -20,13 +20,14 @@ extension NodeContext {
             return WALTruncateOutcome(completed: false, reactorsDone: 0, reactors: reactorCount,
                                       message: "wal_mode is off: there is no write-ahead log to truncate")
         }
-        let before = stats.map { $0.snapshot().walSnapshots }
-        walTruncateRequests.wrappingAdd(1, ordering: .releasing)
+        // Each reactor answers with a snapshot that started after this
+        // request, so it covers every write acknowledged before it.
+        let request = walTruncateRequests.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
         for reactor in 0..<reactorCount { interconnect.wake(reactor) }
         let deadline = aegis_now_ms_coarse() + timeoutMs
         var done = 0
         while true {
-            done = zip(stats, before).filter { $0.0.snapshot().walSnapshots > $0.1 }.count
+            done = stats.filter { $0.snapshot().walTruncateServed >= request }.count
             if done == reactorCount { break }
             if aegis_now_ms_coarse() >= deadline { break }
             if stats.contains(where: { $0.snapshot().walRefusingWrites > 0 }) {
