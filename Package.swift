@@ -43,7 +43,7 @@ let package = Package(
         // The swift-log backend: journald priority prefixes, text or JSON lines, a level reload can change.
         .target(
             name: "AegisLogging",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: ["AegisConfig", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSwift
         ),
         // The node: reactors, connections, cross-reactor rings, command execution, lifecycle.
@@ -60,7 +60,7 @@ let package = Package(
         .target(
             name: "AegisAdmin",
             dependencies: [
-                "AegisServer", "AegisConfig", "AegisLogging", "CSupport",
+                "AegisServer", "AegisConfig", "CSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -90,7 +90,7 @@ let package = Package(
         .executableTarget(
             name: "aegiskv-bench",
             dependencies: [
-                "CSupport", "AegisProtocol",
+                "CSupport", "AegisProtocol", "AegisConfig",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

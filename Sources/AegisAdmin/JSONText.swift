@@ -1,4 +1,4 @@
-import AegisLogging
+import AegisConfig
 
 /// A JSON value for the admin endpoints' answers. Output only: the admin
 /// server never parses JSON, it only writes it.
@@ -53,6 +53,6 @@ enum JSONValue: Sendable, Equatable {
 
     /// One escaper for every JSON the node writes (logs and this port).
     private static func writeString(_ string: String, into out: inout String) {
-        out += JSONText.string(string)
+        out += JSONString.quoted(string)
     }
 }

@@ -1,3 +1,4 @@
+import AegisConfig
 import Logging
 
 /// One log record and its rendering. Pure, so tests can check every format.
@@ -108,23 +109,9 @@ func hex2(_ value: UInt32) -> String {
     return String([digits[Int(value >> 4) & 15], digits[Int(value) & 15]])
 }
 
-/// JSON string literals for the log's JSON lines and the operations port.
-public enum JSONText {
-    public static func string(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F { out += "\\u00" + hex2(scalar.value) } else { out.unicodeScalars.append(scalar) }
-            }
-        }
-        return out + "\""
-    }
+/// JSON text for the log's JSON lines.
+enum JSONText {
+    static func string(_ text: String) -> String { JSONString.quoted(text) }
 
     static func value(_ value: Logger.MetadataValue) -> String {
         switch value {

@@ -28,18 +28,15 @@ extension Reactor {
         let id = CommandMetricsLayout.binaryID(frame.commandCode)
         commandMetrics.count(id)
         guard let command = BinaryCommand(rawValue: frame.commandCode) else {
-            commandMetrics.countError(id)
-            withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: "unknown command code \(frame.commandCode)", into: $0) }
+            withCountedReply(connection, id) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: "unknown command code \(frame.commandCode)", into: $0) }
             return
         }
         if !connection.authenticated && command != .auth {
-            commandMetrics.countError(id)
-            withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, error: "authentication required: send AUTH first", into: $0) }
+            withCountedReply(connection, id) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, error: "authentication required: send AUTH first", into: $0) }
             return
         }
         if command != .auth && !admitRequest() {
-            commandMetrics.countError(id)
-            withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: rateLimitMessage, into: $0) }
+            withCountedReply(connection, id) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: rateLimitMessage, into: $0) }
             return
         }
         switch command {
@@ -50,12 +47,14 @@ extension Reactor {
             let target = owner(ofShard: shard)
             if target == index {
                 let store = shards[shard]!
-                if wal == nil {
-                    withCountedBinaryReply(connection, id) { executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: $0) }
+                // Only SET and DEL may have to wait for the log; a GET's
+                // value is written in place, with no copy through the scratch.
+                if wal == nil || command == .get {
+                    withCountedReply(connection, id) { executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: $0) }
                 } else {
                     replyScratch.clear()
                     executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: replyScratch)
-                    countForwardedError(replyScratch, wire: .binary, id: id)
+                    countErrorReply(replyScratch, wire: .binary, id: id)
                     deliverLocal(connection, replyScratch)
                 }
             } else {

@@ -227,37 +227,32 @@ extension Reactor {
         "ERR rate limit exceeded (node-wide limit \(node.runtime.currentRateLimit) ops/s); retry later"
     }
 
-    /// `withReply`, counting an error reply (RESP `-...`) against command `id`.
-    @inline(__always) func withCountedReply(_ connection: Connection, _ id: Int, _ body: (WireBuffer) -> Void) {
-        withReply(connection) { out in
-            let start = out.writeIndex
-            body(out)
-            if out.writeIndex > start && out.storage!.load(fromByteOffset: start, as: UInt8.self) == UInt8(ascii: "-") {
-                commandMetrics.countError(id)
-            }
-        }
-    }
-
-    /// `withReply` for a binary response, counting status ERROR against command `id`.
-    @inline(__always) func withCountedBinaryReply(_ connection: Connection, _ id: Int, _ body: (WireBuffer) -> Void) {
-        withReply(connection) { out in
-            let start = out.writeIndex
-            body(out)
-            if out.writeIndex > start + 6 && out.storage!.load(fromByteOffset: start + 6, as: UInt8.self) == BinaryStatus.error.rawValue {
-                commandMetrics.countError(id)
-            }
-        }
-    }
-
-    /// Counts an error in a reply another reactor asked for (`out` holds only that reply).
-    @inline(__always) func countForwardedError(_ out: WireBuffer, wire: WireKind, id: Int) {
-        let view = out.readableView
+    /// True when `reply` (one whole reply) reports an error: a RESP `-...`
+    /// line or a binary response with status ERROR.
+    @inline(__always) static func isErrorReply(_ reply: UnsafeRawBufferPointer, wire: WireKind) -> Bool {
         switch wire {
-        case .binary:
-            if view.count > 6 && view[6] == BinaryStatus.error.rawValue { commandMetrics.countError(id) }
-        case .resp2, .resp3:
-            if view.count > 0 && view[0] == UInt8(ascii: "-") { commandMetrics.countError(id) }
+        case .binary: return reply.count > 6 && reply[6] == BinaryStatus.error.rawValue
+        case .resp2, .resp3: return reply.count > 0 && reply[0] == UInt8(ascii: "-")
         }
+    }
+
+    /// `withReply`, counting an error reply against command `id`: the one
+    /// place replies written on this reactor are counted as errors.
+    @inline(__always) func withCountedReply(_ connection: Connection, _ id: Int, _ body: (WireBuffer) -> Void) {
+        let wire = connection.wire ?? .resp2
+        withReply(connection) { out in
+            let start = out.writeIndex
+            body(out)
+            if out.writeIndex > start,
+               Self.isErrorReply(UnsafeRawBufferPointer(start: out.storage! + start, count: out.writeIndex - start), wire: wire) {
+                commandMetrics.countError(id)
+            }
+        }
+    }
+
+    /// Counts an error in a reply built apart (`out` holds only that reply).
+    @inline(__always) func countErrorReply(_ out: WireBuffer, wire: WireKind, id: Int) {
+        if Self.isErrorReply(out.readableView, wire: wire) { commandMetrics.countError(id) }
     }
 
     func publishCommandStats() {

@@ -45,24 +45,20 @@ extension Reactor {
         let id = Int(command.rawValue)
         commandMetrics.count(id)
         if command == .unknown {
-            commandMetrics.countError(id)
-            withReply(connection) { RESPWriter.error(string: unknownCommandMessage(args), into: $0) }
+            withCountedReply(connection, id) { RESPWriter.error(string: unknownCommandMessage(args), into: $0) }
             return
         }
         if !command.arityAccepts(args.count) || (command == .mset && args.count % 2 == 0) {
-            commandMetrics.countError(id)
-            withReply(connection) { RESPWriter.error(string: "ERR wrong number of arguments for '\(command.name)' command", into: $0) }
+            withCountedReply(connection, id) { RESPWriter.error(string: "ERR wrong number of arguments for '\(command.name)' command", into: $0) }
             return
         }
         if !connection.authenticated && !command.allowedBeforeAuth {
-            commandMetrics.countError(id)
-            withReply(connection) { RESPWriter.error("NOAUTH Authentication required.", into: $0) }
+            withCountedReply(connection, id) { RESPWriter.error("NOAUTH Authentication required.", into: $0) }
             return
         }
         // AUTH, HELLO and QUIT stay open so a client can still log in and leave.
         if !command.allowedBeforeAuth && !admitRequest() {
-            commandMetrics.countError(id)
-            withReply(connection) { RESPWriter.error(string: rateLimitMessage, into: $0) }
+            withCountedReply(connection, id) { RESPWriter.error(string: rateLimitMessage, into: $0) }
             return
         }
         switch command.routing {
@@ -70,15 +66,13 @@ extension Reactor {
             withCountedReply(connection, id) { executeConnectionCommand(command, args, connection, into: $0) }
         case .keyed:
             if let problem = sizeProblem(command, args) {
-                commandMetrics.countError(id)
-                withReply(connection) { RESPWriter.error(problem, into: $0) }
+                withCountedReply(connection, id) { RESPWriter.error(problem, into: $0) }
                 return
             }
             routeKeyed(command, args, connection, raw: raw)
         case .multiKey:
             if let problem = sizeProblem(command, args) {
-                commandMetrics.countError(id)
-                withReply(connection) { RESPWriter.error(problem, into: $0) }
+                withCountedReply(connection, id) { RESPWriter.error(problem, into: $0) }
                 return
             }
             if args.count == 2 && command != .mget {
@@ -122,12 +116,14 @@ extension Reactor {
         let target = owner(ofShard: shard)
         if target == index {
             let store = shards[shard]!
-            if wal == nil {
+            // Only a write may have to wait for the log; everything else
+            // writes its reply in place, with no copy through the scratch.
+            if wal == nil || !command.isWrite {
                 withCountedReply(connection, Int(command.rawValue)) { executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: $0) }
             } else {
                 replyScratch.clear()
                 executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: replyScratch)
-                countForwardedError(replyScratch, wire: connection.wire ?? .resp2, id: Int(command.rawValue))
+                countErrorReply(replyScratch, wire: connection.wire ?? .resp2, id: Int(command.rawValue))
                 deliverLocal(connection, replyScratch)
             }
         } else {

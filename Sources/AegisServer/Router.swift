@@ -155,7 +155,7 @@ extension Reactor {
                 return
             }
             executeForwardedBinary(frame, request: request, into: out)
-            countForwardedError(out, wire: wire, id: CommandMetricsLayout.binaryID(frame.commandCode))
+            countErrorReply(out, wire: wire, id: CommandMetricsLayout.binaryID(frame.commandCode))
         case .resp2, .resp3:
             guard case .complete = RESPRequestParser.parse(request, into: forwardedArguments, limits: respLimits) else {
                 assertionFailure("a forwarded RESP command was parsed once already")
@@ -164,7 +164,7 @@ extension Reactor {
             let args = ArgumentsView(base: request.baseAddress!, arguments: forwardedArguments)
             let command = RESPCommand.lookup(args.bytes(0))
             executeOwned(command, args, version: wire == .resp3 ? .resp3 : .resp2, into: out)
-            countForwardedError(out, wire: wire, id: Int(command.rawValue))
+            countErrorReply(out, wire: wire, id: Int(command.rawValue))
         }
     }
 }

@@ -1,3 +1,4 @@
+import AegisConfig
 import Glibc
 import Histogram
 
@@ -97,7 +98,7 @@ struct Report {
         text += "  \"ops_per_sec\": \(fixed(opsPerSecond, 1)),\n"
         text += "  \"client_cpu_us_per_op\": \(fixed(clientCPUMicrosPerOp, 3)),\n"
         text += "  \"connections_lost\": \(connectionsLost),\n"
-        text += "  \"first_error\": \(firstError.map(jsonString) ?? "null"),\n"
+        text += "  \"first_error\": \(firstError.map(JSONString.quoted) ?? "null"),\n"
         text += "  \"ops\": \(total.ops), \"errors\": \(total.errors), \"misses\": \(total.misses), \"timeouts\": \(total.timeouts),\n"
         text += "  \"operations\": {\n"
         text += "    \"get\": \(opJSON(perOp[Op.get.rawValue])),\n"
@@ -124,27 +125,6 @@ func writeFile(_ path: String, _ text: String) throws {
     let written = copy.withUTF8 { fwrite($0.baseAddress, 1, $0.count, file) }
     let closed = fclose(file)
     guard written == text.utf8.count && closed == 0 else { throw BenchError("cannot write \(path)") }
-}
-
-func jsonString(_ s: String) -> String {
-    var out = "\""
-    for scalar in s.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if scalar.value < 0x20 {
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-    }
-    return out + "\""
 }
 
 /// Fixed-point decimal text without Foundation.
