@@ -211,12 +211,7 @@ struct AdminRoutes: Sendable {
         let prefix = "bearer "
         guard header.utf8.count > prefix.utf8.count, header.lowercased().hasPrefix(prefix) else { return false }
         let given = Array(header.utf8.dropFirst(prefix.utf8.count))
-        let expected = Array(authToken.utf8)
-        var difference = given.count == expected.count ? 0 : 1
-        for i in 0..<given.count {
-            difference |= Int(given[i] ^ (i < expected.count ? expected[i] : 0))
-        }
-        return difference == 0
+        return given.withUnsafeBytes { constantTimeEquals($0, authToken) }
     }
 
     private func splitURI(_ uri: String) -> (path: String, query: Substring) {

@@ -1,3 +1,4 @@
+import AegisServer
 import CSupport
 import Glibc
 
@@ -14,18 +15,7 @@ struct ProcessMemory {
     }
 
     /// (virtual size, resident set) in bytes from /proc/self/statm; zeros if unreadable.
-    static func statm() -> (Int, Int) {
-        let fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return (0, 0) }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 256)
-        let count = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 255) }
-        guard count > 0 else { return (0, 0) }
-        let fields = String(decoding: buffer[0..<count], as: UTF8.self).split(separator: " ")
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        guard fields.count > 1, let size = Int(fields[0]), let resident = Int(fields[1]) else { return (0, 0) }
-        return (size * page, resident * page)
-    }
+    static func statm() -> (Int, Int) { processMemoryBytes() }
 
     var allocatorJSON: JSONValue {
         let a = allocator

@@ -1,3 +1,4 @@
+import AegisConfig
 import Glibc
 
 /// The threads of this process from /proc/self/task: the Swift equivalent of
@@ -20,8 +21,8 @@ enum ThreadReport {
         while let entry = readdir(directory) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
             guard let id = Int(name) else { continue }
-            let comm = readFile("/proc/self/task/\(id)/comm").split(separator: "\n").first.map(String.init) ?? "?"
-            let stat = readFile("/proc/self/task/\(id)/stat")
+            let comm = (Platform.readText("/proc/self/task/\(id)/comm") ?? "").split(separator: "\n").first.map(String.init) ?? "?"
+            let stat = Platform.readText("/proc/self/task/\(id)/stat") ?? ""
             // Fields after the parenthesised name: state is the first, utime and stime the 12th and 13th.
             guard let close = stat.lastIndex(of: ")") else { continue }
             let fields = stat[stat.index(after: close)...].split(separator: " ")
@@ -49,14 +50,5 @@ enum ThreadReport {
         case "Z": return "zombie"
         default: return code
         }
-    }
-
-    private static func readFile(_ path: String) -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return "" }
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 1024)
-        let count = Glibc.read(fd, &bytes, bytes.count)
-        return count > 0 ? String(decoding: bytes[0..<count], as: UTF8.self) : ""
     }
 }

@@ -1,5 +1,6 @@
 // The few C library calls the configuration module needs: IP literal checks,
-// the host name, and reading a file. Kept here so the rest stays portable and
+// the host name, and reading a file (also used by the server for /proc and
+// the WAL's layout file). Kept here so the rest stays portable and
 // free of Foundation (which would pull ICU into every binary).
 
 #if canImport(Glibc)
@@ -10,7 +11,7 @@ import Musl
 import Darwin
 #endif
 
-enum Platform {
+public enum Platform {
     /// The canonical text of an IPv4 literal, or nil when `text` is not one
     /// (dotted decimal, exactly four parts, as `inet_pton` accepts them).
     static func canonicalIPv4(_ text: String) -> String? {
@@ -47,13 +48,13 @@ enum Platform {
         return name.isEmpty ? "localhost" : name
     }
 
-    enum ReadError: Error {
+    public enum ReadError: Error {
         case system(String)
         case tooLarge(Int)
     }
 
     /// Reads a whole (small) file. Errors carry the C library's wording.
-    static func readFile(_ path: String, limit: Int) -> Result<[UInt8], ReadError> {
+    public static func readFile(_ path: String, limit: Int) -> Result<[UInt8], ReadError> {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return .failure(.system(errorText())) }
         defer { close(fd) }
@@ -69,6 +70,13 @@ enum Platform {
             bytes.append(contentsOf: chunk[0..<count])
             if bytes.count > limit { return .failure(.tooLarge(limit)) }
         }
+    }
+
+    /// A small text file (a /proc entry, a marker file), or nil when it
+    /// cannot be read or is larger than `limit`.
+    public static func readText(_ path: String, limit: Int = 64 * 1024) -> String? {
+        guard case .success(let bytes) = readFile(path, limit: limit) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     private static func errorText() -> String {

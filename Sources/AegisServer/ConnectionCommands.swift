@@ -326,19 +326,21 @@ func humanBytes(_ bytes: Int) -> String {
 }
 
 /// Resident set size of this process, from /proc/self/statm.
-func residentSetBytes() -> Int {
-    let fd = open("/proc/self/statm", O_RDONLY)
-    guard fd >= 0 else { return 0 }
-    defer { Glibc.close(fd) }
-    var buffer = [UInt8](repeating: 0, count: 128)
-    let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, 127) }
-    guard count > 0 else { return 0 }
-    let fields = String(decoding: buffer[0..<count], as: UTF8.self).split(separator: " ")
-    guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
-    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+func residentSetBytes() -> Int { processMemoryBytes().resident }
+
+/// (virtual size, resident set) of this process in bytes, from
+/// /proc/self/statm; zeros when it cannot be read.
+public func processMemoryBytes() -> (virtual: Int, resident: Int) {
+    guard let text = Platform.readText("/proc/self/statm") else { return (0, 0) }
+    let fields = text.split(separator: " ")
+    guard fields.count > 1, let size = Int(fields[0]), let resident = Int(fields[1]) else { return (0, 0) }
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    return (size * page, resident * page)
 }
 
-func constantTimeEquals(_ given: UnsafeRawBufferPointer, _ expected: String) -> Bool {
+/// Compares a secret without an early exit, so the time taken does not
+/// tell how many leading bytes were right.
+public func constantTimeEquals(_ given: UnsafeRawBufferPointer, _ expected: String) -> Bool {
     var difference = UInt8(given.count == expected.utf8.count ? 0 : 1)
     let expectedBytes = Array(expected.utf8)
     for i in 0..<given.count {

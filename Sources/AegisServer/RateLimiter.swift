@@ -20,10 +20,11 @@ public final class RateLimiter: Sendable {
     private let tokens = Atomic<Int>(0)
     private let lastRefillNs = Atomic<Int64>(0)
     /// The (rate, burst) the bucket was last set up for; a change (admin
-    /// endpoint, reload) refills the bucket to the new burst.
-    private let configured = Mutex<(rate: Int, burst: Int)>((0, 0))
+    /// endpoint, reload) refills the bucket to the new burst. Read without
+    /// the lock on every take; the lock only serialises reconfiguring.
     private let configuredRate = Atomic<Int>(0)
     private let configuredBurst = Atomic<Int>(0)
+    private let reconfiguring = Mutex(())
     let reactorCount: Int
 
     public init(runtime: RuntimeSettings, reactorCount: Int) {
@@ -69,9 +70,8 @@ public final class RateLimiter: Sendable {
     public var availableTokens: Int { max(tokens.load(ordering: .relaxed), 0) }
 
     private func reconfigure(rate: Int, burst: Int, nowNs: Int64) {
-        configured.withLock { current in
-            guard current.rate != rate || current.burst != burst else { return }
-            current = (rate, burst)
+        reconfiguring.withLock { _ in
+            guard configuredRate.load(ordering: .relaxed) != rate || configuredBurst.load(ordering: .relaxed) != burst else { return }
             tokens.store(burst, ordering: .relaxed)
             lastRefillNs.store(nowNs, ordering: .relaxed)
             configuredBurst.store(burst, ordering: .relaxed)

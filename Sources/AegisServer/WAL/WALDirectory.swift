@@ -1,3 +1,4 @@
+import AegisConfig
 import Glibc
 
 /// Where one reactor's log lives and how its files are named:
@@ -79,7 +80,7 @@ enum WALLayout {
     static func verifyOrRecord(walDirectory: String, reactors: Int, shards: Int) throws(WALError) {
         let path = walDirectory + "/layout"
         let expected = "reactors=\(reactors) num_shards=\(shards)\n"
-        if let existing = readSmallFile(path) {
+        if let existing = Platform.readText(path, limit: 4096) {
             if existing == expected { return }
             throw .layoutMismatch(path: path, found: existing.trimmingCharacters(in: " \n"), expected: expected.trimmingCharacters(in: " \n"))
         }
@@ -90,16 +91,6 @@ enum WALLayout {
         if written != expected.utf8.count { throw .system("write", path, written < 0 ? errno : EIO) }
         if fsync(fd) != 0 { throw .system("fsync", path, errno) }
         try WALDirectory.syncDirectory(walDirectory)
-    }
-
-    private static func readSmallFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { return nil }
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 256)
-        let count = read(fd, &bytes, bytes.count)
-        if count < 0 { return nil }
-        return String(decoding: bytes[0..<count], as: UTF8.self)
     }
 }
 
