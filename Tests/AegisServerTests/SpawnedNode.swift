@@ -24,18 +24,30 @@ final class SpawnedNode: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         logPath = directory + "/stderr.log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AEGIS_") && !Self.scrubbed.contains($0.key) }
-        if journal {
-            var status = stat()
-            guard stat(logPath, &status) == 0 else { throw HarnessError("stat \(logPath) failed") }
-            env["JOURNAL_STREAM"] = "\(status.st_dev):\(status.st_ino)"
-        }
-        env.merge(environment) { $1 }
-        // An ephemeral operations port, so parallel tests never fight over 7702.
-        let health = arguments.contains("--health-addr") ? [] : ["--health-addr", "127.0.0.1:0"]
-        pid = try Self.spawn(ServerHarness.binaryPath, ["--bind-addr", "127.0.0.1:\(self.port)"] + health + arguments,
+        let env = try Self.childEnvironment(environment, journalFile: journal ? logPath : nil)
+        pid = try Self.spawn(ServerHarness.binaryPath, ["--bind-addr", "127.0.0.1:\(self.port)"] + Self.withHealthPort(arguments),
                              environment: env, output: logPath)
         if waitForPort { try self.waitForPort() }
+    }
+
+    /// The runner's environment without AEGIS_* and systemd variables, plus
+    /// `extra`; with `journalFile`, JOURNAL_STREAM names that file's
+    /// device:inode, as systemd does when stderr is the journal.
+    static func childEnvironment(_ extra: [String: String], journalFile: String?) throws -> [String: String] {
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AEGIS_") && !scrubbed.contains($0.key) }
+        if let journalFile {
+            var status = stat()
+            guard stat(journalFile, &status) == 0 else { throw HarnessError("stat \(journalFile) failed") }
+            env["JOURNAL_STREAM"] = "\(status.st_dev):\(status.st_ino)"
+        }
+        env.merge(extra) { $1 }
+        return env
+    }
+
+    /// An ephemeral operations port unless the test names one, so parallel
+    /// tests never fight over 7702.
+    static func withHealthPort(_ arguments: [String]) -> [String] {
+        arguments.contains("--health-addr") ? arguments : ["--health-addr", "127.0.0.1:0"] + arguments
     }
 
     static func spawn(_ executable: String, _ arguments: [String], environment: [String: String], output: String) throws -> pid_t {
@@ -60,15 +72,8 @@ final class SpawnedNode: @unchecked Sendable {
     /// Runs the binary to completion (for start-up errors); returns its exit status.
     static func runToExit(_ arguments: [String], environment: [String: String] = [:], journal: Bool, output: String) throws -> Int32 {
         _ = FileManager.default.createFile(atPath: output, contents: nil)
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AEGIS_") && !scrubbed.contains($0.key) }
-        if journal {
-            var status = stat()
-            guard stat(output, &status) == 0 else { throw HarnessError("stat \(output) failed") }
-            env["JOURNAL_STREAM"] = "\(status.st_dev):\(status.st_ino)"
-        }
-        env.merge(environment) { $1 }
-        let health = arguments.contains("--health-addr") ? [] : ["--health-addr", "127.0.0.1:0"]
-        let pid = try spawn(ServerHarness.binaryPath, health + arguments, environment: env, output: output)
+        let env = try childEnvironment(environment, journalFile: journal ? output : nil)
+        let pid = try spawn(ServerHarness.binaryPath, withHealthPort(arguments), environment: env, output: output)
         return waitForExit(pid, graceSeconds: 30) ?? -1
     }
 
