@@ -79,10 +79,12 @@ struct WALDirectory {
 enum WALLayout {
     static func verifyOrRecord(walDirectory: String, reactors: Int, shards: Int) throws(WALError) {
         let path = walDirectory + "/layout"
-        let expected = "reactors=\(reactors) num_shards=\(shards)\n"
+        let layout = "reactors=\(reactors) num_shards=\(shards)"
+        let expected = layout + "\n"
         if let existing = Platform.readText(path, limit: 4096) {
             if existing == expected { return }
-            throw .layoutMismatch(path: path, found: existing.trimmingCharacters(in: " \n"), expected: expected.trimmingCharacters(in: " \n"))
+            let found = existing.split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
+            throw .layoutMismatch(path: path, found: found, expected: layout)
         }
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
         if fd < 0 { throw .system("open", path, errno) }
@@ -91,15 +93,6 @@ enum WALLayout {
         if written != expected.utf8.count { throw .system("write", path, written < 0 ? errno : EIO) }
         if fsync(fd) != 0 { throw .system("fsync", path, errno) }
         try WALDirectory.syncDirectory(walDirectory)
-    }
-}
-
-extension String {
-    func trimmingCharacters(in set: String) -> String {
-        var text = Substring(self)
-        while let first = text.first, set.contains(first) { text = text.dropFirst() }
-        while let last = text.last, set.contains(last) { text = text.dropLast() }
-        return String(text)
     }
 }
 
