@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 int aegis_tcp_listen(const char *host, uint16_t port, int backlog, int reuse_port) {
@@ -60,6 +61,22 @@ int aegis_socket_local_port(int fd) {
 
 ssize_t aegis_read(int fd, void *buf, size_t len) {
     ssize_t n = read(fd, buf, len);
+    return n < 0 ? -errno : n;
+}
+
+// Sockets on the request path: recvfrom/sendto through syscall(2) rather
+// than read/write. The libc wrappers of read/write are cancellation points
+// that toggle the thread's cancel state around every call, and write(2) on a
+// socket goes through the VFS (file position lock, iov_iter set-up) before
+// reaching the socket layer; sendto/recvfrom enter the socket layer directly.
+// Nothing here uses thread cancellation.
+ssize_t aegis_socket_receive(int fd, void *buf, size_t len) {
+    long n = syscall(SYS_recvfrom, fd, buf, len, 0, NULL, NULL);
+    return n < 0 ? -errno : n;
+}
+
+ssize_t aegis_socket_send(int fd, const void *buf, size_t len) {
+    long n = syscall(SYS_sendto, fd, buf, len, MSG_NOSIGNAL, NULL, 0);
     return n < 0 ? -errno : n;
 }
 

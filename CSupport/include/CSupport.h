@@ -61,6 +61,9 @@ int aegis_tcp_accept(int listen_fd);
 int aegis_socket_local_port(int fd);
 ssize_t aegis_read(int fd, void *buf, size_t len);
 ssize_t aegis_write(int fd, const void *buf, size_t len);
+// Connected stream sockets only; MSG_NOSIGNAL on send.
+ssize_t aegis_socket_receive(int fd, void *buf, size_t len);
+ssize_t aegis_socket_send(int fd, const void *buf, size_t len);
 int aegis_close(int fd);
 /// Sets SO_LINGER 0 so close() sends RST (used for abusive peers only).
 int aegis_socket_abort_on_close(int fd);

@@ -306,7 +306,7 @@ final class Reactor: @unchecked Sendable {
         let buffer = usesScratch ? readScratch : connection.input
         assert(!usesScratch || readScratch.isEmpty)
         let space = buffer.writableSpace(minimum: 16 * 1024)
-        let count = aegis_read(connection.fd, space.baseAddress, space.count)
+        let count = aegis_socket_receive(connection.fd, space.baseAddress, space.count)
         if count <= 0 {
             if count == 0 || (-count != EAGAIN && -count != EINTR) { close(connection) }
             return
@@ -408,7 +408,7 @@ final class Reactor: @unchecked Sendable {
         let output = connection.output
         while !output.isEmpty {
             let view = output.readableView
-            let written = aegis_write(connection.fd, view.baseAddress, view.count)
+            let written = aegis_socket_send(connection.fd, view.baseAddress, view.count)
             if written < 0 {
                 if -written == EAGAIN { break }
                 if -written == EINTR { continue }
