@@ -110,6 +110,9 @@ public final class Node {
         let walDirectory = config.effectiveWALDir
         do {
             try WALDirectory.create(walDirectory)
+            if let first = reactors.first {
+                try WALRelayout.runIfNeeded(walDirectory: walDirectory, reactors: reactors, node: first.node, logger: logger)
+            }
             try WALLayout.verifyOrRecord(walDirectory: walDirectory, reactors: reactors.count, shards: config.numShards)
         } catch {
             throw StartupError("write-ahead log: \(error)")

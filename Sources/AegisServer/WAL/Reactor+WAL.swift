@@ -32,7 +32,7 @@ extension Reactor {
         return report
     }
 
-    private func applyReplayed(_ record: WALRecord, nowMs: Int64) {
+    func applyReplayed(_ record: WALRecord, nowMs: Int64) {
         switch record.operation {
         case .set:
             let hash = KeyHash.hash(record.key)
@@ -51,6 +51,46 @@ extension Reactor {
         case .snapshotEnd:
             break
         }
+    }
+
+    /// Writes this reactor's whole state as snapshot `number` in `directory`
+    /// and syncs it, blocking; only for start-up (WALRelayout), before the
+    /// reactor serves. Returns the entries written.
+    func writeSnapshotNow(to directory: WALDirectory, number: UInt64, nowMs: Int64) throws(WALError) -> Int {
+        let temporary = directory.snapshotTemporaryPath(number)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        if fd < 0 { throw .system("open", temporary, errno) }
+        defer { Glibc.close(fd) }
+        let buffer = WireBuffer()
+        var failure: WALError?
+        func drain() {
+            while !buffer.isEmpty && failure == nil {
+                let view = buffer.readableView
+                let written = Glibc.write(fd, view.baseAddress, view.count)
+                if written > 0 { buffer.consume(written) } else if errno != EINTR { failure = .system("write", temporary, written < 0 ? errno : EIO) }
+            }
+        }
+        WALFileHeader.append(to: buffer, magic: WALFileHeader.snapshotMagic, number: number)
+        var entries = 0
+        for shard in ownedShardIndices {
+            var cursor: UInt64 = 0
+            repeat {
+                cursor = shards[shard]!.scan(cursor: cursor, count: 256, nowMs: nowMs) { entry in
+                    WALRecord.append(to: buffer, operation: .set, shard: shard, version: entry.version.packed,
+                                     expiryMs: entry.expiryMs, key: entry.key, value: entry.value)
+                    entries += 1
+                }
+                if buffer.readableBytes >= 1 << 20 { drain() }
+                if let failure { throw failure }
+            } while cursor != 0
+        }
+        WALRecord.append(to: buffer, operation: .snapshotEnd, shard: 0, version: UInt64(entries), expiryMs: 0,
+                         key: UnsafeRawBufferPointer(start: nil, count: 0), value: UnsafeRawBufferPointer(start: nil, count: 0))
+        drain()
+        if let failure { throw failure }
+        if fdatasync(fd) != 0 { throw .system("fdatasync", temporary, errno) }
+        if rename(temporary, directory.snapshotPath(number)) != 0 { throw .system("rename", temporary, errno) }
+        return entries
     }
 
     // MARK: - Logging writes

@@ -33,13 +33,9 @@ struct WALDirectory {
 
     /// The numbered files present, each list sorted ascending.
     func list() throws(WALError) -> Listing {
-        guard let directory = opendir(path) else { throw .system("opendir", path, errno) }
-        defer { closedir(directory) }
+        guard let names = Self.names(in: path) else { throw .system("opendir", path, errno) }
         var listing = Listing()
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
-            }
+        for name in names {
             if name.hasSuffix(".tmp") {
                 listing.temporaries.append(path + "/" + name)
             } else if name.hasPrefix("segment-"), name.hasSuffix(".wal"),
@@ -53,6 +49,20 @@ struct WALDirectory {
         listing.segments.sort()
         listing.snapshots.sort()
         return listing
+    }
+
+    /// The names in a directory other than . and .., or nil when it cannot be opened.
+    static func names(in path: String) -> [String]? {
+        guard let directory = opendir(path) else { return nil }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
     }
 
     /// Creates the directory and its parents (like mkdir -p).
@@ -73,26 +83,51 @@ struct WALDirectory {
     }
 }
 
-/// Checks that the log was written with the same reactor and shard layout:
-/// a reactor's log holds exactly the shards that reactor owned, so replaying
-/// it under another layout would put keys on the wrong reactor.
+/// The reactor and shard layout a log was written with. A reactor's log
+/// holds exactly the shards that reactor owned, so a log is replayed under
+/// its own layout; a changed reactor count is re-laid out first
+/// (WALRelayout), a changed shard count is refused.
 enum WALLayout {
+    static func line(reactors: Int, shards: Int) -> String { "reactors=\(reactors) num_shards=\(shards)" }
+
     static func verifyOrRecord(walDirectory: String, reactors: Int, shards: Int) throws(WALError) {
         let path = walDirectory + "/layout"
-        let layout = "reactors=\(reactors) num_shards=\(shards)"
-        let expected = layout + "\n"
+        let expected = line(reactors: reactors, shards: shards)
         if let existing = Platform.readText(path, limit: 4096) {
-            if existing == expected { return }
             let found = existing.split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
-            throw .layoutMismatch(path: path, found: found, expected: layout)
+            if found == expected { return }
+            throw .layoutMismatch(path: path, found: found, expected: expected)
         }
+        try write(walDirectory: walDirectory, reactors: reactors, shards: shards)
+        try WALDirectory.syncDirectory(walDirectory)
+    }
+
+    /// The layout recorded in `<directory>/layout`, if it is there and readable.
+    static func recorded(walDirectory: String) -> (reactors: Int, shards: Int)? {
+        guard let text = Platform.readText(walDirectory + "/layout", limit: 4096),
+              let first = text.split(whereSeparator: \.isNewline).first else { return nil }
+        var reactors: Int?
+        var shards: Int?
+        for field in first.split(separator: " ") {
+            let parts = field.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            if parts[0] == "reactors" { reactors = Int(parts[1]) }
+            if parts[0] == "num_shards" { shards = Int(parts[1]) }
+        }
+        guard let reactors, let shards, reactors > 0, shards > 0 else { return nil }
+        return (reactors, shards)
+    }
+
+    /// Writes and fsyncs `<directory>/layout` (the caller syncs the directory).
+    static func write(walDirectory: String, reactors: Int, shards: Int) throws(WALError) {
+        let path = walDirectory + "/layout"
+        let text = line(reactors: reactors, shards: shards) + "\n"
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
         if fd < 0 { throw .system("open", path, errno) }
         defer { close(fd) }
-        let written = expected.withCString { write(fd, $0, strlen($0)) }
-        if written != expected.utf8.count { throw .system("write", path, written < 0 ? errno : EIO) }
+        let written = text.withCString { Glibc.write(fd, $0, strlen($0)) }
+        if written != text.utf8.count { throw .system("write", path, written < 0 ? errno : EIO) }
         if fsync(fd) != 0 { throw .system("fsync", path, errno) }
-        try WALDirectory.syncDirectory(walDirectory)
     }
 }
 
@@ -111,7 +146,7 @@ enum WALError: Error, CustomStringConvertible {
         case .corruption(let file, let offset, let reason):
             return "WAL corruption in \(file) at offset \(offset): \(reason); " + Self.recoveryAdvice
         case .layoutMismatch(let path, let found, let expected):
-            return "the WAL was written with \(found) but this node runs with \(expected) (\(path)): start with the same `reactors` and `num_shards` settings, or move the WAL directory aside to start empty"
+            return "the WAL was written with \(found) but this node runs with \(expected) (\(path)): a changed `reactors` is re-laid out at start, but a changed `num_shards` is not; start with the same `num_shards`, or move the WAL directory aside to start empty"
         }
     }
 }
