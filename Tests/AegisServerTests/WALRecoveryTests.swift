@@ -41,10 +41,12 @@ struct WALRecoveryTests {
         walDirectory + "/reactor-0/segment-" + String(repeating: "0", count: 20 - String(number).count) + String(number) + ".wal"
     }
 
-    /// Start with a node that logged `keyCount` writes and stopped cleanly.
+    /// Start with a node that logged `keyCount` writes and stopped cleanly,
+    /// all in segment 1 at known offsets. In `write` mode: `fsync` mode moves
+    /// to a prepared segment as soon as one is ready, at no fixed record.
     static func preparedLog(_ name: String) throws -> String {
         let walDirectory = WALCrashTests.temporaryDirectory(name)
-        let server = try startNode(walDirectory)
+        let server = try startNode(walDirectory, mode: "write")
         try writeKeys(server, range: 0..<keyCount)
         #expect(server.stop() == 0)
         let size = (try FileManager.default.attributesOfItem(atPath: segmentPath(walDirectory))[.size] as? Int) ?? 0
@@ -172,6 +174,84 @@ struct WALRecoveryTests {
             #expect(server.stop() == 0)
             #expect(FileManager.default.fileExists(atPath: walDirectory + "/reactor-0"))
         }
+    }
+
+    /// In `fsync` mode the next segment is written with zeros ahead of need
+    /// and used once ready; its unwritten tail reads as the end of the log,
+    /// and the newest segment is trimmed to its data at start.
+    @Test func preparedSegmentsAreUsedAndTheirZeroTailsEndTheLog() throws {
+        let walDirectory = WALCrashTests.temporaryDirectory("wal-prepared")
+        defer { try? FileManager.default.removeItem(atPath: walDirectory) }
+        let server = try Self.startNode(walDirectory)
+        let reactorDirectory = walDirectory + "/reactor-0"
+        let client = try RESPTestClient(port: server.port)
+        var acknowledged: [String: String] = [:]
+        var round = 0
+        // Write until a segment that was prepared (full size: zeros past its data) is in use.
+        func preparedSegmentInUse() throws -> Bool {
+            let names = try FileManager.default.contentsOfDirectory(atPath: reactorDirectory).filter { $0.hasPrefix("segment-") }
+            return try names.contains { name in
+                try FileManager.default.attributesOfItem(atPath: reactorDirectory + "/" + name)[.size] as? Int == 1 << 20
+            }
+        }
+        let deadline = Date().addingTimeInterval(20)
+        while try !preparedSegmentInUse() && Date() < deadline {
+            let batch = (0..<50).map { ["SET", Self.key((round * 50 + $0) % 1000), "\(round)-\($0)"] }
+            for reply in try client.pipeline(batch) { #expect(reply == .simple("OK")) }
+            for command in batch { acknowledged[command[1]] = command[2] }
+            round += 1
+        }
+        #expect(try preparedSegmentInUse(), "no prepared segment was taken into use")
+        kill(server.pid, SIGKILL)
+        _ = server.stop(signal: SIGKILL)
+
+        let restarted = try Self.startNode(walDirectory)
+        let keys = acknowledged.keys.sorted()
+        let replies = try RESPTestClient(port: restarted.port).pipeline(keys.map { ["GET", $0] })
+        for (key, reply) in zip(keys, replies) { #expect(reply.text == acknowledged[key], "\(key)") }
+        #expect(!restarted.log().contains("torn tail"), "\(restarted.log())")
+        #expect(!restarted.log().contains("unwritten gap"), "\(restarted.log())")
+        // The newest segment with data was trimmed to it at start.
+        let sizes = try FileManager.default.contentsOfDirectory(atPath: reactorDirectory).filter { $0.hasPrefix("segment-") }.sorted()
+            .map { (try FileManager.default.attributesOfItem(atPath: reactorDirectory + "/" + $0)[.size] as? Int) ?? 0 }
+        #expect(sizes.last.map { $0 < 1 << 20 } ?? true, "\(sizes)")
+        restarted.stop()
+    }
+
+    /// A crash can leave a batch's pages on disk in any order in a prepared
+    /// segment: zeros where a record should start, written bytes after. In
+    /// the newest segment that is the unacknowledged tail and is cut off;
+    /// in an older one (synced whole before the next began) it is damage.
+    @Test func zerosInsideTheLogEndItOnlyInTheNewestSegment() throws {
+        let gapRecord = 40
+        let gapOffset = Self.segmentHeader + gapRecord * Self.recordSize
+        func zeroRecord(_ walDirectory: String) throws {
+            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: Self.segmentPath(walDirectory)))
+            try handle.seek(toOffset: UInt64(gapOffset))
+            try handle.write(contentsOf: [UInt8](repeating: 0, count: Self.recordSize))
+            try handle.close()
+        }
+
+        let newest = try Self.preparedLog("wal-gap-newest")
+        defer { try? FileManager.default.removeItem(atPath: newest) }
+        try zeroRecord(newest)
+        let server = try Self.startNode(newest, mode: "write")
+        #expect(try Self.presentKeys(server, upTo: Self.keyCount) == Array(0..<gapRecord))
+        #expect(server.log().contains("cutting off the write-ahead log at an unwritten gap in its newest segment"))
+        #expect(server.log().contains("offset=\(gapOffset)"))
+        server.stop()
+
+        let older = try Self.preparedLog("wal-gap-older")
+        defer { try? FileManager.default.removeItem(atPath: older) }
+        let next = try Self.startNode(older, mode: "write")
+        try Self.writeKeys(next, range: 0..<1)  // goes to segment 2
+        #expect(next.stop() == 0)
+        try zeroRecord(older)
+        let result = try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--reactors", "1"]
+            + WALCrashTests.walArguments(older, mode: "write"))
+        #expect(result.status != 0)
+        #expect(result.output.contains("WAL corruption in \(Self.segmentPath(older)) at offset \(gapOffset)"), "\(result.output)")
+        #expect(result.output.contains("zeros where a record should start"))
     }
 
     /// `reactors` follows the machine's CPUs by default, so a node moved to

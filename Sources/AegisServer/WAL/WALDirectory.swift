@@ -6,7 +6,8 @@ import Glibc
 ///     <wal_dir>/layout                      reactors=N num_shards=M
 ///     <wal_dir>/reactor-<i>/segment-<n>.wal numbered from 1, in write order
 ///     <wal_dir>/reactor-<i>/snapshot-<n>.snap covers every segment below n
-///     <wal_dir>/reactor-<i>/*.tmp           a snapshot being written
+///     <wal_dir>/reactor-<i>/*.tmp           a snapshot being written, or the
+///                                           next segment being prepared
 ///
 /// Numbers are zero-padded to 20 digits so `ls` lists files in log order.
 struct WALDirectory {
@@ -19,6 +20,8 @@ struct WALDirectory {
     func segmentPath(_ number: UInt64) -> String { path + "/segment-" + Self.padded(number) + ".wal" }
     func snapshotPath(_ number: UInt64) -> String { path + "/snapshot-" + Self.padded(number) + ".snap" }
     func snapshotTemporaryPath(_ number: UInt64) -> String { snapshotPath(number) + ".tmp" }
+    /// The next segment, written with zeros ahead of need (fsync mode).
+    var preparedSegmentPath: String { path + "/prepared-segment.tmp" }
 
     static func padded(_ number: UInt64) -> String {
         let digits = String(number)

@@ -29,6 +29,11 @@ struct WALRecovery {
         let listing = try directory.list()
         var report = Report()
         for temporary in listing.temporaries {
+            if temporary == directory.preparedSegmentPath {
+                // Zeros written ahead of need; the next writer prepares its own.
+                unlink(temporary)
+                continue
+            }
             // A snapshot that never reached its rename: the log it was meant
             // to replace is still complete.
             logger.notice("removing an unfinished snapshot", metadata: ["file": "\(temporary)"])
@@ -94,8 +99,10 @@ struct WALRecovery {
         let path = directory.segmentPath(number)
         let file = try MappedFile(path: path)
         let bytes = file.bytes
-        if bytes.count < WALFileHeader.size && isLast {
-            // Created, crashed before its header was written: nothing was acknowledged from it.
+        if (bytes.count < WALFileHeader.size && isLast) || Self.isAllZero(bytes) {
+            // Created (or renamed from a prepared segment), then the process
+            // died before its first batch reached the disk: nothing was
+            // acknowledged from it.
             logger.warning("removing a segment cut off before its header", metadata: ["file": "\(path)", "bytes": "\(bytes.count)"])
             unlink(path)
             return false
@@ -121,6 +128,30 @@ struct WALRecovery {
             case .corrupt(let reason):
                 problem = reason
             }
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
+            if Self.isAllZero(UnsafeRawBufferPointer(rebasing: rest.prefix(WALRecord.headerSize))) {
+                // Zeros where a record should start: the unwritten part of a
+                // prepared segment (written with zeros ahead of need), the
+                // end of the records. In an older segment only zeros may
+                // follow: it was synced whole before the next one began.
+                // In the newest, a batch cut by a crash may have reached the
+                // disk page by page in any order, so written pages may follow
+                // an unwritten one; none of that batch was acknowledged.
+                let writtenAfter = !Self.isAllZero(rest)
+                if writtenAfter && !isLast {
+                    throw .corruption(file: path, offset: offset, reason: "zeros where a record should start, with data after them (not in the newest segment)")
+                }
+                if isLast {
+                    if writtenAfter {
+                        logger.warning("cutting off the write-ahead log at an unwritten gap in its newest segment", metadata: [
+                            "file": "\(path)", "offset": "\(offset)", "bytes_dropped": "\(bytes.count - offset)",
+                        ])
+                    }
+                    if truncate(path, off_t(offset)) != 0 { throw .system("truncate", path, errno) }
+                }
+                report.bytes += offset
+                return true
+            }
             // A torn tail is the last write of a crash: only the last segment
             // may have one, and nothing valid may follow it.
             if !isLast {
@@ -137,6 +168,22 @@ struct WALRecovery {
             return true
         }
         report.bytes += bytes.count
+        return true
+    }
+
+    /// True when every byte is zero (an empty buffer included).
+    static func isAllZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let base = bytes.baseAddress else { return true }
+        var position = 0
+        // Word at a time: a prepared segment's tail is up to wal_max_size_mb.
+        while position + 8 <= bytes.count {
+            if base.loadUnaligned(fromByteOffset: position, as: UInt64.self) != 0 { return false }
+            position += 8
+        }
+        while position < bytes.count {
+            if bytes[position] != 0 { return false }
+            position += 1
+        }
         return true
     }
 

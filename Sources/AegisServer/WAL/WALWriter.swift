@@ -112,6 +112,7 @@ final class WALWriter {
     /// io_uring user data: the operation in the low byte, the batch's sequence above it.
     private enum Operation: UInt64 {
         case batchWrite = 1, batchSync, batchDirectorySync, snapshotWrite, snapshotSync, snapshotDirectorySync
+        case preparedWrite, preparedSync
     }
 
     init(mode: WALMode, directory: WALDirectory, maxSegmentBytes: Int, recovered: WALRecovery.Report, logger: Logger) throws(WALError) {
@@ -140,9 +141,12 @@ final class WALWriter {
             _ = aegis_close(eventFD)
             throw .system("io_uring_register(eventfd)", directory.path, -registered)
         }
+        advancePreparedSegment()
     }
 
     deinit {
+        if preparedFD >= 0 { close(preparedFD) }
+        zeroChunk.deallocate()
         if segmentFD >= 0 { close(segmentFD) }
         for fd in retiringFDs { close(fd) }
         if snapshotFD >= 0 { close(snapshotFD) }
@@ -174,7 +178,7 @@ final class WALWriter {
     func submit() -> Bool {
         guard canSubmit, !filling.isEmpty else { return false }
         var syncDirectory = false
-        if segmentOffset >= UInt64(maxSegmentBytes) || segmentFD < 0 {
+        if segmentOffset >= UInt64(maxSegmentBytes) || segmentFD < 0 || (preparedStage == .ready && !segmentIsPrepared) {
             do {
                 try rotate()
             } catch {
@@ -232,6 +236,7 @@ final class WALWriter {
         if submitted < 0 {
             logger.error("io_uring submit failed", metadata: ["error": "\(SystemError(operation: "io_uring_enter", code: -submitted))"])
         }
+        if preparedStage == .none { advancePreparedSegment() }
         return true
     }
 
@@ -240,7 +245,8 @@ final class WALWriter {
     static let inlineWriteLimit = 256 * 1024
 
     private func prepare(_ result: Int32) -> Int {
-        // 64 entries, at most 4 batches of 3 plus a snapshot's 2 in use: a full queue is a bug.
+        // 64 entries; in use at most 4 batches of 3, a snapshot's 2 and a
+        // prepared segment's 2: a full queue is a bug.
         precondition(result == 0, "io_uring submission queue full")
         return 1
     }
@@ -268,6 +274,8 @@ final class WALWriter {
                 batchesMoved = true
             case .snapshotWrite, .snapshotSync, .snapshotDirectorySync:
                 if let event = noteSnapshotCompletion(operation, result: result) { events.append(event) }
+            case .preparedWrite, .preparedSync:
+                notePreparedCompletion(operation, result: result, expected: Int(userData >> 8))
             }
         }
         if batchesMoved { settleBatches(into: &events) }
@@ -417,6 +425,22 @@ final class WALWriter {
 
     private func openSegment(_ number: UInt64) throws(WALError) {
         let path = directory.segmentPath(number)
+        segmentIsPrepared = false
+        if preparedStage == .ready {
+            // Its name becomes durable with the directory fsync linked to
+            // the first batch, as a new file's would.
+            if rename(directory.preparedSegmentPath, path) == 0 {
+                segmentFD = preparedFD
+                preparedFD = -1
+                preparedStage = .none
+                segmentIsPrepared = true
+                segmentNumber = number
+                segmentOffset = 0
+                liveSegments.append(number)
+                return
+            }
+            abandonPreparedSegment("\(SystemError(operation: "rename", code: errno))")
+        }
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640)
         if fd < 0 { throw .system("open", path, errno) }
         segmentFD = fd
@@ -426,6 +450,7 @@ final class WALWriter {
     }
 
     private func rotate() throws(WALError) {
+        preparedGaveUp = false
         if segmentFD >= 0 {
             // Batches still in flight write through this descriptor.
             if inFlight.contains(where: { $0.fd == segmentFD }) { retiringFDs.append(segmentFD) } else { close(segmentFD) }
@@ -440,6 +465,90 @@ final class WALWriter {
         if segmentOffset == 0 { return segmentNumber }  // opened, nothing written yet
         segmentOffset = UInt64(maxSegmentBytes)  // forces rotate() in submit()
         return segmentNumber + 1
+    }
+
+    // MARK: - Prepared segments (fsync mode)
+
+    /// In `fsync` mode the next segment is written full of zeros and synced
+    /// in the background, before it is needed. An fdatasync of a file whose
+    /// blocks are all written and whose size does not change needs no ext4
+    /// journal commit (no journal thread to wake, no journal blocks to
+    /// write), only the data and a cache flush. Measured with
+    /// perf/wal-compare: see docs/durability.md. The price is writing each
+    /// segment twice (zeros, then records) and one segment of extra disk per
+    /// reactor. A plain segment in use is left for the prepared one as soon
+    /// as that is ready; recovery reads a zero tail as the end of a segment.
+    private enum PreparedStage { case none, zeroing, syncing, ready }
+    private var preparedStage = PreparedStage.none
+    private var preparedFD: Int32 = -1
+    private var preparedBytesSubmitted = 0
+    private var preparedOperationsInFlight = 0
+    private var segmentIsPrepared = false
+    /// Set when preparing failed; the next rotation tries again.
+    private var preparedGaveUp = false
+    private let zeroChunk: UnsafeMutableRawPointer = {
+        let chunk = UnsafeMutableRawPointer.allocate(byteCount: WALWriter.zeroChunkBytes, alignment: 4096)
+        memset(chunk, 0, WALWriter.zeroChunkBytes)
+        return chunk
+    }()
+    private static let zeroChunkBytes = 1 << 20
+    private static let preparedWritesInFlight = 2
+
+    /// Starts or continues preparing the next segment.
+    private func advancePreparedSegment() {
+        guard mode == .fsync, failure == nil, !preparedGaveUp else { return }
+        if preparedStage == .none {
+            let fd = open(directory.preparedSegmentPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+            if fd < 0 {
+                abandonPreparedSegment("\(SystemError(operation: "open", code: errno))")
+                return
+            }
+            preparedFD = fd
+            preparedBytesSubmitted = 0
+            preparedStage = .zeroing
+        }
+        guard preparedStage == .zeroing else { return }
+        var submitted = false
+        while preparedOperationsInFlight < Self.preparedWritesInFlight && preparedBytesSubmitted < maxSegmentBytes {
+            let length = min(Self.zeroChunkBytes, maxSegmentBytes - preparedBytesSubmitted)
+            preparedOperationsInFlight += prepare(aegis_uring_prep_write(ring, preparedFD, zeroChunk, UInt32(length),
+                                                                         UInt64(preparedBytesSubmitted), UInt64(length) << 8 | Operation.preparedWrite.rawValue, 0))
+            preparedBytesSubmitted += length
+            submitted = true
+        }
+        if preparedBytesSubmitted >= maxSegmentBytes && preparedOperationsInFlight == 0 {
+            preparedOperationsInFlight += prepare(aegis_uring_prep_fdatasync(ring, preparedFD, Operation.preparedSync.rawValue, 0))
+            preparedStage = .syncing
+            submitted = true
+        }
+        if submitted { _ = aegis_uring_submit(ring) }
+    }
+
+    private func notePreparedCompletion(_ operation: Operation, result: Int32, expected: Int) {
+        preparedOperationsInFlight -= 1
+        if preparedStage == .none { return }  // already abandoned; this was its last operation
+        if result < 0 {
+            abandonPreparedSegment("\(SystemError(operation: operation == .preparedSync ? "fdatasync" : "write", code: -result))")
+        } else if operation == .preparedWrite && Int(result) != expected {
+            abandonPreparedSegment("short write: \(result) of \(expected) bytes (disk full?)")
+        } else if operation == .preparedSync {
+            preparedStage = .ready
+        } else {
+            advancePreparedSegment()
+        }
+    }
+
+    /// Gives the prepared segment up (the log goes on with plain segments)
+    /// until the next rotation.
+    private func abandonPreparedSegment(_ reason: String) {
+        logger.warning("cannot prepare the next write-ahead log segment; using a plain one", metadata: [
+            "file": "\(directory.preparedSegmentPath)", "reason": "\(reason)",
+        ])
+        if preparedFD >= 0 { close(preparedFD) }
+        preparedFD = -1
+        unlink(directory.preparedSegmentPath)
+        preparedStage = .none
+        preparedGaveUp = true
     }
 
     // MARK: - Snapshots
