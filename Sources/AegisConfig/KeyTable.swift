@@ -36,7 +36,7 @@ enum ConfigKeys {
         .string("wal_dir", \.walDir,
                 meaning: "Directory for WAL segments; \"\" = `<data_dir>/wal`."),
         .int("wal_max_size_mb", \.walMaxSizeMB, range: 1...1_048_576,
-             meaning: "A WAL segment is rotated when it reaches this size, in MiB."),
+             meaning: "A WAL segment is rotated when it reaches this size, in MiB. In fsync mode each reactor also keeps the next segment ready (written with zeros), so its log takes up to one segment more."),
         .duration("gossip_interval", \.gossipInterval, allowZero: false,
                   meaning: "Time between gossip rounds. Must be shorter than suspect_timeout."),
         .string("gossip_secret", \.gossipSecret, secret: true,
