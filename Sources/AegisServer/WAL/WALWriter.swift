@@ -148,11 +148,14 @@ final class WALWriter {
 
     deinit {
         if preparedFD >= 0 { close(preparedFD) }
-        zeroChunk.deallocate()
         if segmentFD >= 0 { close(segmentFD) }
         for fd in retiringFDs { close(fd) }
         if snapshotFD >= 0 { close(snapshotFD) }
         aegis_uring_destroy(ring)
+        // After the ring, which cancels what is queued: a zero-fill write may
+        // still read this buffer until then. (One that a worker already runs
+        // can only spoil prepared-segment.tmp, which the next start deletes.)
+        zeroChunk.deallocate()
         _ = aegis_close(eventFD)
     }
 
