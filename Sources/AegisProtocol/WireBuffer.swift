@@ -84,6 +84,12 @@ public final class WireBuffer {
         writeIndex = 0
     }
 
+    /// Drops what was appended after the buffer held `count` readable bytes.
+    @inline(__always) public func truncate(toReadable count: Int) {
+        precondition(count >= 0 && count <= readableBytes, "truncate past the readable bytes")
+        writeIndex = readIndex + count
+    }
+
     /// Drops the allocation when the buffer is empty and bigger than `keep`
     /// bytes, so an idle connection that once saw a large value holds nothing.
     public func releaseIfIdle(keep: Int) {

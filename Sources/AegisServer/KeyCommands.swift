@@ -48,8 +48,14 @@ extension Reactor {
             return
         }
         let stamp = store.mutationStamp
+        let undoMark = undoFilling.readableBytes
+        recordUndo(args.bytes(1), hash: hash, store: store)
         applyKeyed(command, args, store: store, hash: hash, version: version, into: out)
-        if store.mutationStamp != stamp { logKeyState(args.bytes(1), hash: hash, store: store) }
+        if store.mutationStamp != stamp {
+            logKeyState(args.bytes(1), hash: hash, store: store)
+        } else {
+            undoFilling.truncate(toReadable: undoMark)
+        }
     }
 
     private func applyKeyed(_ command: RESPCommand, _ args: ArgumentsView, store: ShardStore, hash: UInt64, version: RESPVersion, into out: WireBuffer) {

@@ -87,6 +87,12 @@ final class Reactor: @unchecked Sendable {
     /// flight (oldest first, in step with the log's batches).
     var heldReplies = WireBuffer()
     var heldInFlight: [WireBuffer] = []
+    /// What each logged write replaced, for the batch being filled and for
+    /// each batch in flight (in step with `heldInFlight`): a batch that fails
+    /// is undone in memory, so a failed write is not applied at all.
+    var undoFilling = WireBuffer()
+    var undoInFlight: [WireBuffer] = []
+    var spareUndoBuffers: [WireBuffer] = []
     var spareHeldBuffers: [WireBuffer] = []
     var walEvents: [WALWriter.Event] = []
     var nextSnapshotAttemptMs: Int64 = 0

@@ -384,11 +384,21 @@ struct WALRecoveryTests {
         let client = try RESPTestClient(port: server.port)
         let value = String(repeating: "f", count: 32 * 1024)
         var acknowledged: [String] = []
+        var acknowledgedIncrements = 0
+        var failedKeys: [String] = []
         var firstError: String?
         for i in 0..<200 where firstError == nil {
-            switch try client.command("SET", "full-\(i)", value) {
+            // A SET and an INCR in one batch: when the batch fails both are
+            // undone in memory, so the counter counts acknowledged INCRs only.
+            let replies = try client.pipeline([["SET", "full-\(i)", value], ["INCR", "counter"]])
+            switch replies[0] {
             case .simple("OK"): acknowledged.append("full-\(i)")
-            case .error(let message): firstError = message
+            case .error(let message): firstError = message; failedKeys.append("full-\(i)")
+            case let other: Issue.record("unexpected reply \(other)")
+            }
+            switch replies[1] {
+            case .integer(let count): acknowledgedIncrements += 1; #expect(count == acknowledgedIncrements)
+            case .error(let message): firstError = firstError ?? message
             case let other: Issue.record("unexpected reply \(other)")
             }
         }
@@ -396,6 +406,9 @@ struct WALRecoveryTests {
         #expect(firstError!.contains("write-ahead log"), "\(firstError!)")
         // Reads are still served; later writes are refused up front.
         #expect(try client.command("GET", acknowledged[0]).text == value)
+        // The failed writes were undone: not visible, and a retried INCR counts once.
+        #expect(try client.command("GET", "counter").text == String(acknowledgedIncrements))
+        for key in failedKeys { #expect(try client.command("GET", key).text == nil, "\(key) failed but is visible") }
         if case .error(let message) = try client.command("SET", "refused", "x") {
             #expect(message.contains("write-ahead log unavailable"))
         } else {
@@ -419,12 +432,15 @@ struct WALRecoveryTests {
             resumed = try client.command("SET", "after", "1") == .simple("OK")
         }
         #expect(resumed, "writes did not resume after space was freed")
+        #expect(try client.command("INCR", "counter") == .integer(acknowledgedIncrements + 1))
         #expect(server.stop() == 0)
         let restarted = try Self.startNode(mountPoint + "/wal", mode: mode)
         let again = try RESPTestClient(port: restarted.port)
         for key in acknowledged {
             #expect(try again.command("GET", key).text == value, "\(key) was acknowledged")
         }
+        for key in failedKeys { #expect(try again.command("GET", key).text == nil, "\(key) failed but came back") }
+        #expect(try again.command("GET", "counter").text == String(acknowledgedIncrements + 1))
         #expect(try again.command("GET", "after") == .bulk(Array("1".utf8)))
         restarted.stop()
     }

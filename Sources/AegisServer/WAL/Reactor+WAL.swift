@@ -111,6 +111,60 @@ extension Reactor {
         replyAwaitsLog = true
     }
 
+    /// Keeps the state `key` has before a write (absent: a DEL record), so
+    /// the write can be undone if its batch fails.
+    @inline(__always)
+    func recordUndo(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore) {
+        let shard = KeyHash.shard(of: hash, shardCount: shards.count)
+        if let entry = store.get(key, hash: hash, nowMs: now) {
+            WALRecord.append(to: undoFilling, operation: .set, shard: shard, version: entry.version.packed,
+                             expiryMs: entry.expiryMs, key: key, value: entry.value)
+        } else {
+            WALRecord.append(to: undoFilling, operation: .delete, shard: shard, version: 0, expiryMs: 0,
+                             key: key, value: UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+    }
+
+    /// Puts back what the writes of failed batches replaced, newest first,
+    /// so memory matches the log again: a client told its write failed can
+    /// retry it (an INCR is not applied twice). FLUSHALL is the exception:
+    /// the flushed keys are not kept, so a failed FLUSHALL stays applied.
+    func undoFailedWrites() {
+        var buffers = undoInFlight
+        buffers.append(undoFilling)
+        undoInFlight.removeAll()
+        var undone = 0
+        for buffer in buffers.reversed() {
+            var offsets: [Int] = []
+            var offset = 0
+            let bytes = buffer.readableView
+            while offset < bytes.count, case .record(_, let length) = WALRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
+                offsets.append(offset)
+                offset += length
+            }
+            for start in offsets.reversed() {
+                guard case .record(let record, _) = WALRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[start...])),
+                      record.shard < shards.count, let store = shards[record.shard] else { continue }
+                let hash = KeyHash.hash(record.key)
+                if record.operation == .set {
+                    store.restore(record.key, hash: hash, value: record.value, expiryMs: record.expiryMs, nowMs: now,
+                                  version: EntryVersion(packed: record.version))
+                } else {
+                    store.delete(record.key, hash: hash, nowMs: now)
+                }
+                undone += 1
+            }
+            buffer.clear()
+            buffer.releaseIfIdle(keep: 1 << 20)
+        }
+        undoFilling = WireBuffer()
+        if undone > 0 {
+            logger.warning("undid the writes of failed write-ahead log batches in memory", metadata: [
+                "reactor": "\(index)", "writes": "\(undone)",
+            ])
+        }
+    }
+
     func logFlush(shard: Int) {
         guard let wal else { return }
         let none = UnsafeRawBufferPointer(start: nil, count: 0)
@@ -242,6 +296,8 @@ extension Reactor {
         if wal.submit() {
             heldInFlight.append(heldReplies)
             heldReplies = spareHeldBuffers.popLast() ?? WireBuffer()
+            undoInFlight.append(undoFilling)
+            undoFilling = spareUndoBuffers.popLast() ?? WireBuffer()
             if !wal.completedInline.isEmpty {
                 let events = wal.completedInline
                 wal.completedInline.removeAll(keepingCapacity: true)
@@ -249,6 +305,7 @@ extension Reactor {
             }
         } else if !wal.acceptsWrites {
             // The log failed before the batch could go: its writes are not durable.
+            undoFailedWrites()
             release(heldReplies, failure: wal.failure ?? "write-ahead log unavailable")
         }
     }
@@ -262,6 +319,13 @@ extension Reactor {
         let buffer = heldInFlight.removeFirst()
         release(buffer, failure: failure)
         if spareHeldBuffers.count < WALWriter.maxBatchesInFlight { spareHeldBuffers.append(buffer) }
+        if failure == nil, !undoInFlight.isEmpty {
+            // Durable: what its writes replaced is no longer needed.
+            let undo = undoInFlight.removeFirst()
+            undo.clear()
+            undo.releaseIfIdle(keep: 1 << 20)
+            if spareUndoBuffers.count < WALWriter.maxBatchesInFlight { spareUndoBuffers.append(undo) }
+        }
     }
 
     /// The io_uring eventfd fired: process what completed.
@@ -280,6 +344,9 @@ extension Reactor {
         case .batchFailed(let reason):
             counters.walErrors &+= 1
             nextLogProbeMs = now + 1000
+            // Every batch in flight and the one filling failed together;
+            // the first of their events undoes them all.
+            undoFailedWrites()
             releaseOldestBatch(failure: reason)
             // The log dropped the records filled meanwhile, too.
             release(heldReplies, failure: reason)

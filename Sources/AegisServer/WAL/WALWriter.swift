@@ -659,6 +659,11 @@ final class WALWriter {
         if snapshotFD >= 0 { close(snapshotFD); snapshotFD = -1 }
         if pendingSnapshotDirectoryFD >= 0 { close(pendingSnapshotDirectoryFD); pendingSnapshotDirectoryFD = -1 }
         unlink(directory.snapshotTemporaryPath(snapshotNumber))
+        if snapshotStage == .syncingDirectory {
+            // Renamed already, but the files it covers are all still there:
+            // without it the log is whole, as a failed snapshot promises.
+            unlink(directory.snapshotPath(snapshotNumber))
+        }
         snapshotStage = .idle
         snapshotChunk.clear()
         logger.error("snapshot failed; the log is kept whole and the snapshot will be retried", metadata: [
@@ -688,9 +693,15 @@ final class WALWriter {
         return unlink(path) == 0 ? size : 0
     }
 
-    /// Abandons a running snapshot (the log stays whole).
+    /// Abandons a running snapshot (the log stays whole): at once, or when
+    /// its operations in flight complete. After a failed batch the snapshot
+    /// may already hold writes that are being undone; it must not be kept.
     func cancelSnapshot(reason: String) {
-        guard snapshotStage != .idle, snapshotCompletions == 0 else { return }
+        guard snapshotStage != .idle else { return }
+        if snapshotCompletions > 0 {
+            snapshotFailure = snapshotFailure ?? reason
+            return
+        }
         _ = abortSnapshot(reason)
     }
 }
