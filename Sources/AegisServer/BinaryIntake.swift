@@ -122,7 +122,7 @@ extension Reactor {
                 return
             }
             let value = UnsafeRawBufferPointer(rebasing: request[frame.valueOffset..<(frame.valueOffset + frame.valueLength)])
-            if wal != nil { recordUndo(key, hash: hash, store: store) }
+            if wal != nil { keepPreviousState(key, hash: hash, store: store) }
             let version = store.set(key, hash: hash, value: value, expiryMs: expiry, nowMs: now)
             if let wal {
                 wal.append(.set, shard: KeyHash.shard(of: hash, shardCount: shards.count), version: version.packed,
@@ -135,14 +135,14 @@ extension Reactor {
                 BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: Self.walRefusalBinary, into: out)
                 return
             }
-            let undoMark = undoFilling.readableBytes
-            if wal != nil { recordUndo(key, hash: hash, store: store) }
-            if store.delete(key, hash: hash, nowMs: now), let wal {
-                wal.append(.delete, shard: KeyHash.shard(of: hash, shardCount: shards.count), version: 0, expiryMs: 0,
-                           key: key, value: UnsafeRawBufferPointer(start: nil, count: 0))
-                replyAwaitsLog = true
+            if let wal {
+                if undoableWrite(key, hash: hash, store: store, { store.delete(key, hash: hash, nowMs: now) }) {
+                    wal.append(.delete, shard: KeyHash.shard(of: hash, shardCount: shards.count), version: 0, expiryMs: 0,
+                               key: key, value: WALRecord.noBytes)
+                    replyAwaitsLog = true
+                }
             } else {
-                undoFilling.truncate(toReadable: undoMark)
+                store.delete(key, hash: hash, nowMs: now)
             }
             BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, into: out)
         default:

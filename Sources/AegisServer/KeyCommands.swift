@@ -47,15 +47,12 @@ extension Reactor {
             RESPWriter.error(string: Self.walRefusalRESP, into: out)
             return
         }
-        let stamp = store.mutationStamp
-        let undoMark = undoFilling.readableBytes
-        recordUndo(args.bytes(1), hash: hash, store: store)
-        applyKeyed(command, args, store: store, hash: hash, version: version, into: out)
-        if store.mutationStamp != stamp {
-            logKeyState(args.bytes(1), hash: hash, store: store)
-        } else {
-            undoFilling.truncate(toReadable: undoMark)
+        let changed = undoableWrite(args.bytes(1), hash: hash, store: store) {
+            let stamp = store.mutationStamp
+            applyKeyed(command, args, store: store, hash: hash, version: version, into: out)
+            return store.mutationStamp != stamp
         }
+        if changed { logKeyState(args.bytes(1), hash: hash, store: store) }
     }
 
     private func applyKeyed(_ command: RESPCommand, _ args: ArgumentsView, store: ShardStore, hash: UInt64, version: RESPVersion, into out: WireBuffer) {

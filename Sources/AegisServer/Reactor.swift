@@ -83,17 +83,11 @@ final class Reactor: @unchecked Sendable {
     /// must be held until that record is durable. Cleared by whoever
     /// delivers the reply.
     var replyAwaitsLog = false
-    /// Replies waiting for the batch being filled, and for each batch in
-    /// flight (oldest first, in step with the log's batches).
-    var heldReplies = WireBuffer()
-    var heldInFlight: [WireBuffer] = []
-    /// What each logged write replaced, for the batch being filled and for
-    /// each batch in flight (in step with `heldInFlight`): a batch that fails
-    /// is undone in memory, so a failed write is not applied at all.
-    var undoFilling = WireBuffer()
-    var undoInFlight: [WireBuffer] = []
-    var spareUndoBuffers: [WireBuffer] = []
-    var spareHeldBuffers: [WireBuffer] = []
+    /// What the batch being filled owes until it is durable, and the same
+    /// for each batch in flight (oldest first, in step with the log's).
+    var holding = BatchHold()
+    var holdsInFlight: [BatchHold] = []
+    var spareHolds: [BatchHold] = []
     var walEvents: [WALWriter.Event] = []
     var nextSnapshotAttemptMs: Int64 = 0
     var nextLogProbeMs: Int64 = 0

@@ -76,16 +76,14 @@ extension Reactor {
             var cursor: UInt64 = 0
             repeat {
                 cursor = shards[shard]!.scan(cursor: cursor, count: 256, nowMs: nowMs) { entry in
-                    WALRecord.append(to: buffer, operation: .set, shard: shard, version: entry.version.packed,
-                                     expiryMs: entry.expiryMs, key: entry.key, value: entry.value)
+                    WALRecord.appendState(of: entry.key, entry, shard: shard, to: buffer)
                     entries += 1
                 }
                 if buffer.readableBytes >= 1 << 20 { drain() }
                 if let failure { throw failure }
             } while cursor != 0
         }
-        WALRecord.append(to: buffer, operation: .snapshotEnd, shard: 0, version: UInt64(entries), expiryMs: 0,
-                         key: UnsafeRawBufferPointer(start: nil, count: 0), value: UnsafeRawBufferPointer(start: nil, count: 0))
+        WALRecord.appendSnapshotEnd(entries: entries, to: buffer)
         drain()
         if let failure { throw failure }
         if fdatasync(fd) != 0 { throw .system("fdatasync", temporary, errno) }
@@ -102,27 +100,33 @@ extension Reactor {
     @inline(__always)
     func logKeyState(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore) {
         guard let wal else { return }
-        let shard = KeyHash.shard(of: hash, shardCount: shards.count)
-        if let entry = store.get(key, hash: hash, nowMs: now) {
-            wal.append(.set, shard: shard, version: entry.version.packed, expiryMs: entry.expiryMs, key: key, value: entry.value)
-        } else {
-            wal.append(.delete, shard: shard, version: 0, expiryMs: 0, key: key, value: UnsafeRawBufferPointer(start: nil, count: 0))
-        }
+        assert(wal.acceptsWrites, "records appended while the log refuses writes")
+        appendKeyState(key, hash: hash, store: store, to: wal.filling)
         replyAwaitsLog = true
     }
 
-    /// Keeps the state `key` has before a write (absent: a DEL record), so
-    /// the write can be undone if its batch fails.
     @inline(__always)
-    func recordUndo(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore) {
-        let shard = KeyHash.shard(of: hash, shardCount: shards.count)
-        if let entry = store.get(key, hash: hash, nowMs: now) {
-            WALRecord.append(to: undoFilling, operation: .set, shard: shard, version: entry.version.packed,
-                             expiryMs: entry.expiryMs, key: key, value: entry.value)
-        } else {
-            WALRecord.append(to: undoFilling, operation: .delete, shard: shard, version: 0, expiryMs: 0,
-                             key: key, value: UnsafeRawBufferPointer(start: nil, count: 0))
-        }
+    private func appendKeyState(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore, to buffer: WireBuffer) {
+        WALRecord.appendState(of: key, store.get(key, hash: hash, nowMs: now),
+                              shard: KeyHash.shard(of: hash, shardCount: shards.count), to: buffer)
+    }
+
+    /// Keeps the state `key` has before a write, so that the write can be
+    /// undone if its batch fails (see `undoFailedWrites`).
+    @inline(__always)
+    func keepPreviousState(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore) {
+        appendKeyState(key, hash: hash, store: store, to: holding.undo)
+    }
+
+    /// Runs `write` on `key` (returning whether it changed the key) keeping
+    /// the previous state, unless the write changed nothing.
+    @inline(__always)
+    func undoableWrite(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore, _ write: () -> Bool) -> Bool {
+        let mark = holding.undo.readableBytes
+        keepPreviousState(key, hash: hash, store: store)
+        let changed = write()
+        if !changed { holding.undo.truncate(toReadable: mark) }
+        return changed
     }
 
     /// Puts back what the writes of failed batches replaced, newest first,
@@ -130,21 +134,16 @@ extension Reactor {
     /// retry it (an INCR is not applied twice). FLUSHALL is the exception:
     /// the flushed keys are not kept, so a failed FLUSHALL stays applied.
     func undoFailedWrites() {
-        var buffers = undoInFlight
-        buffers.append(undoFilling)
-        undoInFlight.removeAll()
         var undone = 0
-        for buffer in buffers.reversed() {
-            var offsets: [Int] = []
-            var offset = 0
-            let bytes = buffer.readableView
-            while offset < bytes.count, case .record(_, let length) = WALRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
-                offsets.append(offset)
-                offset += length
+        for hold in [holding] + holdsInFlight.reversed() {
+            var records: [WALRecord] = []
+            var rest = hold.undo.readableView
+            while case .record(let record, let length) = WALRecord.decode(rest) {
+                records.append(record)
+                rest = UnsafeRawBufferPointer(rebasing: rest[length...])
             }
-            for start in offsets.reversed() {
-                guard case .record(let record, _) = WALRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[start...])),
-                      record.shard < shards.count, let store = shards[record.shard] else { continue }
+            for record in records.reversed() {
+                guard record.shard < shards.count, let store = shards[record.shard] else { continue }
                 let hash = KeyHash.hash(record.key)
                 if record.operation == .set {
                     store.restore(record.key, hash: hash, value: record.value, expiryMs: record.expiryMs, nowMs: now,
@@ -154,10 +153,8 @@ extension Reactor {
                 }
                 undone += 1
             }
-            buffer.clear()
-            buffer.releaseIfIdle(keep: 1 << 20)
+            hold.undo.clear()
         }
-        undoFilling = WireBuffer()
         if undone > 0 {
             logger.warning("undid the writes of failed write-ahead log batches in memory", metadata: [
                 "reactor": "\(index)", "writes": "\(undone)",
@@ -167,14 +164,13 @@ extension Reactor {
 
     func logFlush(shard: Int) {
         guard let wal else { return }
-        let none = UnsafeRawBufferPointer(start: nil, count: 0)
-        wal.append(.flushShard, shard: shard, version: 0, expiryMs: 0, key: none, value: none)
+        wal.append(.flushShard, shard: shard, version: 0, expiryMs: 0, key: WALRecord.noBytes, value: WALRecord.noBytes)
         replyAwaitsLog = true
     }
 
     // MARK: - Holding replies
 
-    /// Held reply layout in `heldReplies`: [u8 kind][u8 wire][u16 source]
+    /// Held reply layout in `BatchHold.replies`: [u8 kind][u8 wire][u16 source]
     /// [u32 connection index][u32 generation][u32 length][u64 slot sequence],
     /// then the reply bytes.
     private static let heldHeaderSize = 24
@@ -220,7 +216,7 @@ extension Reactor {
 
     private func hold(_ kind: HeldKind, wire: WireKind, source: Int, connectionIndex: UInt32, generation: UInt32,
                       sequence: UInt64, _ bytes: UnsafeRawBufferPointer) {
-        let buffer = heldReplies
+        let buffer = holding.replies
         let space = buffer.writableSpace(minimum: Self.heldHeaderSize + bytes.count)
         let base = space.baseAddress!
         base.storeBytes(of: kind.rawValue, toByteOffset: 0, as: UInt8.self)
@@ -286,7 +282,7 @@ extension Reactor {
     // MARK: - The loop's log steps
 
     /// End of an iteration: hand the records of this iteration to the kernel
-    /// as one batch; its replies wait in `heldInFlight` until it is durable.
+    /// as one batch; its replies wait in `holdsInFlight` until it is durable.
     @inline(__always)
     func submitLogBatch() {
         guard let wal else { return }
@@ -294,10 +290,8 @@ extension Reactor {
         if snapshotWanted { startSnapshot() }
         guard !wal.filling.isEmpty, wal.canSubmit || !wal.acceptsWrites else { return }
         if wal.submit() {
-            heldInFlight.append(heldReplies)
-            heldReplies = spareHeldBuffers.popLast() ?? WireBuffer()
-            undoInFlight.append(undoFilling)
-            undoFilling = spareUndoBuffers.popLast() ?? WireBuffer()
+            holdsInFlight.append(holding)
+            holding = spareHolds.popLast() ?? BatchHold()
             if !wal.completedInline.isEmpty {
                 let events = wal.completedInline
                 wal.completedInline.removeAll(keepingCapacity: true)
@@ -306,26 +300,22 @@ extension Reactor {
         } else if !wal.acceptsWrites {
             // The log failed before the batch could go: its writes are not durable.
             undoFailedWrites()
-            release(heldReplies, failure: wal.failure ?? "write-ahead log unavailable")
+            release(holding.replies, failure: wal.failure ?? "write-ahead log unavailable")
         }
     }
 
     /// Replies of the oldest batch in flight: sent, or answered with an error.
     private func releaseOldestBatch(failure: String?) {
-        guard !heldInFlight.isEmpty else {
+        guard !holdsInFlight.isEmpty else {
             assertionFailure("a batch completed with no replies held for it")
             return
         }
-        let buffer = heldInFlight.removeFirst()
-        release(buffer, failure: failure)
-        if spareHeldBuffers.count < WALWriter.maxBatchesInFlight { spareHeldBuffers.append(buffer) }
-        if failure == nil, !undoInFlight.isEmpty {
-            // Durable: what its writes replaced is no longer needed.
-            let undo = undoInFlight.removeFirst()
-            undo.clear()
-            undo.releaseIfIdle(keep: 1 << 20)
-            if spareUndoBuffers.count < WALWriter.maxBatchesInFlight { spareUndoBuffers.append(undo) }
-        }
+        let hold = holdsInFlight.removeFirst()
+        release(hold.replies, failure: failure)
+        // Durable, or already undone: what its writes replaced is not needed.
+        hold.undo.clear()
+        hold.undo.releaseIfIdle(keep: 1 << 20)
+        if spareHolds.count < WALWriter.maxBatchesInFlight { spareHolds.append(hold) }
     }
 
     /// The io_uring eventfd fired: process what completed.
@@ -349,7 +339,7 @@ extension Reactor {
             undoFailedWrites()
             releaseOldestBatch(failure: reason)
             // The log dropped the records filled meanwhile, too.
-            release(heldReplies, failure: reason)
+            release(holding.replies, failure: reason)
             if wal.isSnapshotting { wal.cancelSnapshot(reason: "the log failed") }
         case .snapshotChunkWritten:
             continueSnapshot()
@@ -414,8 +404,7 @@ extension Reactor {
         while buffer.readableBytes < (1 << 20) && snapshotShardPosition < owned.count {
             let shard = owned[snapshotShardPosition]
             snapshotCursor = shards[shard]!.scan(cursor: snapshotCursor, count: 256, nowMs: now) { entry in
-                WALRecord.append(to: buffer, operation: .set, shard: shard, version: entry.version.packed,
-                                 expiryMs: entry.expiryMs, key: entry.key, value: entry.value)
+                WALRecord.appendState(of: entry.key, entry, shard: shard, to: buffer)
                 wal.noteSnapshotEntry()
             }
             if snapshotCursor == 0 { snapshotShardPosition += 1 }
@@ -426,8 +415,15 @@ extension Reactor {
     /// True when nothing the log owes anyone is outstanding.
     var logIsSettled: Bool {
         guard let wal else { return true }
-        return !wal.isBatchInFlight && wal.filling.isEmpty && heldReplies.isEmpty && heldInFlight.isEmpty
+        return !wal.isBatchInFlight && wal.filling.isEmpty && holding.replies.isEmpty && holdsInFlight.isEmpty
     }
+}
+
+/// What one batch of the log owes until it is durable: the replies held
+/// for it, and the state its writes replaced (to undo them if it fails).
+final class BatchHold {
+    let replies = WireBuffer()
+    let undo = WireBuffer()
 }
 
 extension String {

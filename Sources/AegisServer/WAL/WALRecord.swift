@@ -1,4 +1,5 @@
 import AegisProtocol
+import AegisStore
 import CSupport
 
 /// One write-ahead log record, the unit of segments and snapshots alike.
@@ -59,6 +60,24 @@ struct WALRecord {
         base.storeBytes(of: crc.littleEndian, toByteOffset: 4, as: UInt32.self)
         buffer.commitWrite(total)
     }
+
+    /// A key's state as one record: its entry as a SET, or a DEL when it has
+    /// none. The log, the undo of a batch and snapshots all record states.
+    static func appendState(of key: UnsafeRawBufferPointer, _ entry: EntryRef?, shard: Int, to buffer: WireBuffer) {
+        if let entry {
+            append(to: buffer, operation: .set, shard: shard, version: entry.version.packed,
+                   expiryMs: entry.expiryMs, key: key, value: entry.value)
+        } else {
+            append(to: buffer, operation: .delete, shard: shard, version: 0, expiryMs: 0, key: key, value: noBytes)
+        }
+    }
+
+    /// The record that closes a snapshot of `entries` entries.
+    static func appendSnapshotEnd(entries: Int, to buffer: WireBuffer) {
+        append(to: buffer, operation: .snapshotEnd, shard: 0, version: UInt64(entries), expiryMs: 0, key: noBytes, value: noBytes)
+    }
+
+    static var noBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: nil, count: 0) }
 
     enum Decoded {
         case record(WALRecord, length: Int)

@@ -1,5 +1,3 @@
-import AegisConfig
-import AegisStore
 import CSupport
 import Glibc
 import Logging
@@ -44,9 +42,9 @@ enum WALRelayout {
         for oldIndex in 0..<recorded.reactors {
             let directory = WALDirectory(walDirectory: walDirectory, reactor: oldIndex)
             let report = try WALRecovery(directory: directory, logger: logger).replay { record in
-                let shard = record.operation == .flushShard ? record.shard : KeyHash.shard(of: KeyHash.hash(record.key), shardCount: node.config.numShards)
-                guard shard < node.shardOwner.count else { return }
-                reactors[node.shardOwner[shard]].applyReplayed(record, nowMs: nowMs)
+                // Every record names its shard, and the shard count is unchanged.
+                guard record.shard < node.shardOwner.count else { return }
+                reactors[node.shardOwner[record.shard]].applyReplayed(record, nowMs: nowMs)
             }
             records += report.records + report.snapshotEntries
         }

@@ -596,8 +596,7 @@ final class WALWriter {
     func writeSnapshotChunk(last: Bool) {
         precondition(snapshotStage == .writing && snapshotCompletions == 0)
         if last {
-            WALRecord.append(to: snapshotChunk, operation: .snapshotEnd, shard: 0, version: UInt64(snapshotEntries),
-                             expiryMs: 0, key: UnsafeRawBufferPointer(start: nil, count: 0), value: UnsafeRawBufferPointer(start: nil, count: 0))
+            WALRecord.appendSnapshotEnd(entries: snapshotEntries, to: snapshotChunk)
         }
         let view = snapshotChunk.readableView
         snapshotCompletions += prepare(aegis_uring_prep_write(ring, snapshotFD, view.baseAddress, UInt32(view.count), snapshotOffset,
