@@ -20,6 +20,13 @@ struct WALRecoveryTests {
         try ServerHarness(arguments: WALCrashTests.walArguments(walDirectory, mode: mode) + extra, reactors: 1)
     }
 
+    /// Runs the binary on a log it should refuse (bounded by `timeout` in
+    /// case it starts after all); the caller checks status and output.
+    static func startExpectingRefusal(_ walDirectory: String, mode: String = "fsync", extra: [String] = []) throws -> (output: String, status: Int32) {
+        try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--reactors", "1"]
+            + extra + WALCrashTests.walArguments(walDirectory, mode: mode))
+    }
+
     static func writeKeys(_ server: ServerHarness, range: Range<Int>) throws {
         let client = try RESPTestClient(port: server.port)
         for i in range {
@@ -92,8 +99,7 @@ struct WALRecoveryTests {
         try handle.write(contentsOf: [original ^ 0x20])
         try handle.close()
 
-        let result = try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--reactors", "1"]
-            + WALCrashTests.walArguments(walDirectory))
+        let result = try Self.startExpectingRefusal(walDirectory)
         #expect(result.status != 0)
         #expect(result.output.contains("WAL corruption in \(path) at offset \(Self.segmentHeader + record * Self.recordSize)"), "\(result.output)")
         #expect(result.output.contains("checksum mismatch"))
@@ -128,8 +134,7 @@ struct WALRecoveryTests {
         try handle.seek(toOffset: 100)
         try handle.write(contentsOf: [0xFF, 0x00, 0xFF])
         try handle.close()
-        let result = try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--reactors", "1"]
-            + WALCrashTests.walArguments(walDirectory))
+        let result = try Self.startExpectingRefusal(walDirectory)
         #expect(result.status != 0)
         #expect(result.output.contains("WAL corruption in \(path) at offset 16"), "\(result.output)")
     }
@@ -247,8 +252,7 @@ struct WALRecoveryTests {
         try Self.writeKeys(next, range: 0..<1)  // goes to segment 2
         #expect(next.stop() == 0)
         try zeroRecord(older)
-        let result = try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--reactors", "1"]
-            + WALCrashTests.walArguments(older, mode: "write"))
+        let result = try Self.startExpectingRefusal(older, mode: "write")
         #expect(result.status != 0)
         #expect(result.output.contains("WAL corruption in \(Self.segmentPath(older)) at offset \(gapOffset)"), "\(result.output)")
         #expect(result.output.contains("zeros where a record should start"))
@@ -333,8 +337,7 @@ struct WALRecoveryTests {
     @Test func changedShardCountRefusesWithAdvice() throws {
         let walDirectory = try Self.preparedLog("wal-layout")
         defer { try? FileManager.default.removeItem(atPath: walDirectory) }
-        let result = try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0",
-                                             "--reactors", "1", "--num-shards", "128"] + WALCrashTests.walArguments(walDirectory))
+        let result = try Self.startExpectingRefusal(walDirectory, extra: ["--num-shards", "128"])
         #expect(result.status != 0)
         #expect(result.output.contains("reactors=1 num_shards=256"))
         #expect(result.output.contains("reactors=1 num_shards=128"))
