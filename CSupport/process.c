@@ -19,11 +19,12 @@ int aegis_online_cpus(void) {
     return n < 1 ? 1 : (int)n;
 }
 
-int aegis_pin_current_thread(int cpu) {
+int aegis_affinity_cpus(void) {
     cpu_set_t set;
     CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return -pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    if (sched_getaffinity(0, sizeof set, &set) < 0) return aegis_online_cpus();
+    int n = CPU_COUNT(&set);
+    return n < 1 ? 1 : n;
 }
 
 int aegis_set_current_thread_name(const char *name) {

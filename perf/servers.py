@@ -49,6 +49,19 @@ class Server:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
+    def context_switches(self):
+        """Voluntary + involuntary context switches of every thread of the server so far."""
+        total = 0
+        for task in os.listdir(f"/proc/{self.pid}/task"):
+            try:
+                with open(f"/proc/{self.pid}/task/{task}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                            total += int(line.split()[1])
+            except FileNotFoundError:
+                pass  # a thread that ended between listing and reading
+        return total
+
     def rss_bytes(self):
         with open(f"/proc/{self.pid}/statm") as f:
             return int(f.read().split()[1]) * PAGE_SIZE
@@ -78,14 +91,21 @@ def start_aegiskv(extra=(), binary=None):
 
 def redis_benchmark(server, test, requests, pipeline=1):
     """redis-benchmark -c 50 -d 32 -r 100000 against `server`: (ops/s, server CPU µs per operation)."""
-    before = server.cpu_seconds()
+    rate, cpu_us, _ = redis_benchmark_with_switches(server, test, requests, pipeline)
+    return rate, cpu_us
+
+
+def redis_benchmark_with_switches(server, test, requests, pipeline=1):
+    """The same, plus the server's context switches per operation (all threads)."""
+    cpu_before, switches_before = server.cpu_seconds(), server.context_switches()
     out = subprocess.run(
         ["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-c", "50", "-d", "32", "-r", "100000",
          "-n", str(requests), "-t", test, "-P", str(pipeline), "--csv"],
         check=True, capture_output=True, text=True).stdout
-    after = server.cpu_seconds()
+    cpu_after, switches_after = server.cpu_seconds(), server.context_switches()
     line = [l for l in out.splitlines() if l.startswith('"' + test.upper())][0]
-    return float(line.split(",")[1].strip('"')), (after - before) / requests * 1e6
+    return (float(line.split(",")[1].strip('"')), (cpu_after - cpu_before) / requests * 1e6,
+            (switches_after - switches_before) / requests)
 
 
 def start_redis(extra=()):

@@ -70,8 +70,9 @@ int aegis_socket_abort_on_close(int fd);
 
 // ---- process and threads (process.c) ---------------------------------------
 int aegis_online_cpus(void);
-/// Pins the calling thread to one CPU.
-int aegis_pin_current_thread(int cpu);
+/// CPUs in the calling thread's affinity mask (taskset, systemd CPUAffinity=,
+/// a cpuset); the online count when the mask cannot be read.
+int aegis_affinity_cpus(void);
 /// Names the calling thread (visible in top -H and /proc; at most 15 bytes used).
 int aegis_set_current_thread_name(const char *name);
 /// Raises RLIMIT_NOFILE's soft limit to its hard limit; returns the new soft limit.

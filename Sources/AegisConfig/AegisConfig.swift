@@ -77,7 +77,7 @@ public struct AegisConfig: Sendable, Equatable {
     public var logLevel: String
     public var logFormat: LogFormat
     public var maintenanceInterval: Duration
-    /// Reactor threads; 0 = one per online CPU.
+    /// Reactor threads; 0 = one per CPU the process may use (CPUBudget).
     public var reactors: Int
 
     /// A working single node: every default, node_id = this machine's host name.

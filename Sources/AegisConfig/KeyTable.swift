@@ -96,7 +96,7 @@ enum ConfigKeys {
         .duration("maintenance_interval", \.maintenanceInterval, allowZero: false,
                   meaning: "Period of background work: expiry sweep, eviction, WAL housekeeping."),
         .int("reactors", \.reactors, range: 0...4096,
-             meaning: "Reactor (event-loop) threads; 0 = one per online CPU."),
+             meaning: "Reactor (event-loop) threads; 0 = one per CPU the process may use: its CPU affinity (taskset, systemd CPUAffinity=), capped by a cgroup CPU quota rounded up."),
     ]
 
     static let byName: [String: KeySpec] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })

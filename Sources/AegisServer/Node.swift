@@ -35,7 +35,8 @@ public final class Node {
         let config = loaded.config
         _ = aegis_block_signals()
         let fileLimit = aegis_raise_nofile_limit()
-        let reactorCount = config.reactors == 0 ? Int(aegis_online_cpus()) : config.reactors
+        let cpus = CPUBudget.ofThisProcess()
+        let reactorCount = config.reactors == 0 ? cpus.reactors : config.reactors
 
         for key in loaded.explicitlySet.keys.sorted() where notYetInEffect.contains(key) {
             logger.warning("setting accepted but not yet in effect in this build", metadata: [
@@ -79,6 +80,12 @@ public final class Node {
             "reactors": "\(reactorCount)", "shards": "\(config.numShards)", "max_memory_mb": "\(config.maxMemoryMB)",
             "pid": "\(getpid())",
         ]
+        if config.reactors == 0 {
+            // Why this many: the default follows the CPUs the process may use.
+            servingMetadata["cpus_online"] = "\(cpus.online)"
+            servingMetadata["cpus_allowed"] = "\(cpus.affinity)"
+            servingMetadata["cpu_quota"] = .string(cpus.quota.map { "\($0)" } ?? "none")
+        }
         for companion in companions { servingMetadata.merge(companion.servingMetadata) { $1 } }
         logger.notice("serving", metadata: servingMetadata)
         let notified = notifier.ready(status: servingStatus(node))

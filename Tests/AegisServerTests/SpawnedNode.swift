@@ -16,17 +16,18 @@ final class SpawnedNode: @unchecked Sendable {
     static let scrubbed = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"]
 
     /// `journal`: set JOURNAL_STREAM to the device:inode of the log file, as
-    /// systemd does when stderr is the journal.
+    /// systemd does when stderr is the journal. `launcher`: a command that
+    /// execs the binary (such as `taskset -c 0`), so the PID stays the node's.
     init(arguments: [String], environment: [String: String] = [:], journal: Bool = false,
-         waitForPort: Bool = true, port: UInt16? = nil) throws {
+         waitForPort: Bool = true, port: UInt16? = nil, launcher: [String] = []) throws {
         self.port = try port ?? freePort()
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-ops-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         logPath = directory + "/stderr.log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let env = try Self.childEnvironment(environment, journalFile: journal ? logPath : nil)
-        pid = try Self.spawn(ServerHarness.binaryPath, ["--bind-addr", "127.0.0.1:\(self.port)"] + Self.withHealthPort(arguments),
-                             environment: env, output: logPath)
+        let command = launcher + [ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:\(self.port)"] + Self.withHealthPort(arguments)
+        pid = try Self.spawn(command[0], Array(command.dropFirst()), environment: env, output: logPath)
         if waitForPort { try self.waitForPort() }
     }
 

@@ -3,7 +3,7 @@ import Glibc
 import Logging
 
 /// Moves a log written under another reactor count into this node's layout,
-/// once, at start. `reactors` defaults to the online CPUs, so a node moved to
+/// once, at start. `reactors` defaults to the CPUs the process may use, so a node moved to
 /// a bigger or smaller machine would otherwise refuse to start on its own log.
 ///
 /// A reactor's log holds the keys of the shards it owned, and shard numbers
