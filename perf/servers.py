@@ -1,5 +1,6 @@
 """Start and stop the servers a benchmark compares, on loopback, by PID."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,12 +32,25 @@ def wait_for_port(port, process, timeout=20.0):
     raise RuntimeError(f"port {port} never opened")
 
 
+# CPU placement for a run (taskset lists such as "1" or "0-3"; None = anywhere).
+# Giving the servers and the load generator their own cores compares the
+# servers on equal CPUs instead of on how well they share with the generator.
+SERVER_CPUS = None
+CLIENT_CPUS = None
+
+
+def placed(argv, cpus):
+    """argv run under `taskset -c cpus` (which execs, so the PID is the program's)."""
+    return ["taskset", "-c", cpus, *argv] if cpus else list(argv)
+
+
 class Server:
     def __init__(self, name, argv, port):
         self.name = name
         self.port = port
         self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
-        self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(placed(argv, SERVER_CPUS), stdout=self.log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
         wait_for_port(port, self.process)
 
     @property
@@ -83,6 +97,19 @@ def aegiskv_binary():
     return binary
 
 
+def add_placement_options(parser):
+    parser.add_argument("--server-cpus", help="run the servers under taskset -c LIST (aegiskv's default "
+                                               "reactors then follow: one per CPU in LIST)")
+    parser.add_argument("--client-cpus", help="run redis-benchmark under taskset -c LIST")
+
+
+def apply_placement(args):
+    global SERVER_CPUS, CLIENT_CPUS
+    SERVER_CPUS, CLIENT_CPUS = args.server_cpus, args.client_cpus
+    if (SERVER_CPUS or CLIENT_CPUS) and not shutil.which("taskset"):
+        raise SystemExit("taskset not found (util-linux)")
+
+
 def start_aegiskv(extra=(), binary=None):
     port = free_port()
     argv = [binary or aegiskv_binary(), "--bind-addr", f"127.0.0.1:{port}", "--max-memory-mb", "4096", *extra]
@@ -99,13 +126,25 @@ def redis_benchmark_with_switches(server, test, requests, pipeline=1):
     """The same, plus the server's context switches per operation (all threads)."""
     cpu_before, switches_before = server.cpu_seconds(), server.context_switches()
     out = subprocess.run(
-        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-c", "50", "-d", "32", "-r", "100000",
-         "-n", str(requests), "-t", test, "-P", str(pipeline), "--csv"],
+        placed(["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-c", "50", "-d", "32", "-r", "100000",
+                "-n", str(requests), "-t", test, "-P", str(pipeline), "--csv"], CLIENT_CPUS),
         check=True, capture_output=True, text=True).stdout
     cpu_after, switches_after = server.cpu_seconds(), server.context_switches()
     line = [l for l in out.splitlines() if l.startswith('"' + test.upper())][0]
     return (float(line.split(",")[1].strip('"')), (cpu_after - cpu_before) / requests * 1e6,
             (switches_after - switches_before) / requests)
+
+
+def serving_field(server, name, timeout=20.0):
+    """A field of aegiskv's "serving" log line (such as reactors), once it is written."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with open(server.log.name) as f:
+            for line in f:
+                if " serving " in line:
+                    return dict(re.findall(r"(\w+)=(\S+)", line)).get(name)
+        time.sleep(0.01)
+    raise RuntimeError("aegiskv never logged its serving line")
 
 
 def start_redis(extra=()):
