@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import typing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -59,9 +60,14 @@ class Server:
 
     def cpu_seconds(self):
         """utime + stime of the server process (all threads), from /proc/PID/stat."""
+        user, system = self.user_and_system_seconds()
+        return user + system
+
+    def user_and_system_seconds(self):
+        """(utime, stime) of the server process (all threads): its own code vs the kernel working for it."""
         with open(f"/proc/{self.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
     def context_switches(self):
         """Voluntary + involuntary context switches of every thread of the server so far."""
@@ -116,23 +122,38 @@ def start_aegiskv(extra=(), binary=None):
     return Server("aegiskv", argv, port)
 
 
+class BenchmarkRun(typing.NamedTuple):
+    """One redis-benchmark run; CPU figures are the server's, per operation."""
+    rate: float
+    user_us: float
+    system_us: float
+    switches: float
+
+    @property
+    def cpu_us(self):
+        return self.user_us + self.system_us
+
+
 def redis_benchmark(server, test, requests, pipeline=1):
     """redis-benchmark -c 50 -d 32 -r 100000 against `server`: (ops/s, server CPU µs per operation)."""
-    rate, cpu_us, _ = redis_benchmark_with_switches(server, test, requests, pipeline)
-    return rate, cpu_us
+    run = redis_benchmark_run(server, test, requests, pipeline)
+    return run.rate, run.cpu_us
 
 
-def redis_benchmark_with_switches(server, test, requests, pipeline=1):
-    """The same, plus the server's context switches per operation (all threads)."""
-    cpu_before, switches_before = server.cpu_seconds(), server.context_switches()
+def redis_benchmark_run(server, test, requests, pipeline=1):
+    """The same run, with the server's CPU split into user and kernel time and its context
+    switches (all threads), each per operation."""
+    (user_before, system_before), switches_before = server.user_and_system_seconds(), server.context_switches()
     out = subprocess.run(
         placed(["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-c", "50", "-d", "32", "-r", "100000",
                 "-n", str(requests), "-t", test, "-P", str(pipeline), "--csv"], CLIENT_CPUS),
         check=True, capture_output=True, text=True).stdout
-    cpu_after, switches_after = server.cpu_seconds(), server.context_switches()
+    (user_after, system_after), switches_after = server.user_and_system_seconds(), server.context_switches()
     line = [l for l in out.splitlines() if l.startswith('"' + test.upper())][0]
-    return (float(line.split(",")[1].strip('"')), (cpu_after - cpu_before) / requests * 1e6,
-            (switches_after - switches_before) / requests)
+    return BenchmarkRun(rate=float(line.split(",")[1].strip('"')),
+                        user_us=(user_after - user_before) / requests * 1e6,
+                        system_us=(system_after - system_before) / requests * 1e6,
+                        switches=(switches_after - switches_before) / requests)
 
 
 def serving_field(server, name, timeout=20.0):
