@@ -4,6 +4,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -132,6 +133,11 @@ class BenchmarkRun(typing.NamedTuple):
     @property
     def cpu_us(self):
         return self.user_us + self.system_us
+
+
+def median(runs, figure):
+    """The median of one BenchmarkRun figure ("rate", "cpu_us", "switches", ...) over `runs`."""
+    return statistics.median(getattr(run, figure) for run in runs)
 
 
 def redis_benchmark(server, test, requests, pipeline=1):
