@@ -365,9 +365,23 @@ final class Reactor: @unchecked Sendable {
         if connection.input.readableBytes >= inputCapBytes {
             refuseOversizedInput(connection)
         } else if inputBufferBytes > inputBudgetBytes {
-            // The connection that grew is refused, not an older one: each
-            // was within its cap when it was read.
-            refuseInput(connection, "node input buffers full: clients are sending more unfinished requests than the node holds; retry later")
+            shedLargestInputs()
+        }
+    }
+
+    /// Over the reactor's input budget, the connections holding the most
+    /// unparsed input are refused, largest first, as Redis's
+    /// maxmemory-clients evicts its largest clients: the many clients with
+    /// a small request in progress are not the ones that filled it. Runs
+    /// only when over the budget, which no well-behaved load reaches.
+    private func shedLargestInputs() {
+        while inputBufferBytes > inputBudgetBytes {
+            var largest: Connection?
+            for case let candidate? in connections where !candidate.closeAfterFlush && !candidate.input.isEmpty {
+                if candidate.chargedInputBytes > (largest?.chargedInputBytes ?? 0) { largest = candidate }
+            }
+            guard let largest else { return }
+            refuseInput(largest, "node input buffers full: clients are sending more unfinished requests than this node holds; retry later")
         }
     }
 

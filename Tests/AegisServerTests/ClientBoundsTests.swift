@@ -81,6 +81,42 @@ struct ClientBoundsTests {
         #expect(String(decoding: try witness.receive { $0.count >= 14 }, as: UTF8.self) == "$8\r\nprecious\r\n")
     }
 
+    /// Unfinished requests each under the cap but together over the node's
+    /// input budget (a quarter of max_memory_mb): the largest are refused
+    /// until the rest fit, and a client with a small request in progress is
+    /// still served.
+    @Test func inputBudgetRefusesTheLargestUnfinishedRequests() throws {
+        let server = try ServerHarness(arguments: ["--max-memory-mb", "16", "--client-input-max-mb", "2"])
+        defer { #expect(server.stop() == 0) }
+        let witness = try TestSocket(port: server.port)
+        try witness.send("SET witness:key precious\r\n")
+        #expect(try witness.receive { $0.count >= 5 } == Array("+OK\r\n".utf8))
+
+        let small = try TestSocket(port: server.port)
+        try small.send("*3\r\n$3\r\nSET\r\n$5\r\nsmall\r\n$5\r\nhel")
+        // 6 x 1.5 MiB unfinished, each under the 2 MiB cap; the budget is
+        // 4 MiB over both reactors.
+        let partial = Array("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000000\r\n".utf8) + [UInt8](repeating: 7, count: 1_500_000)
+        let big = try (0..<6).map { _ in try TestSocket(port: server.port, timeoutSeconds: 3) }
+        for socket in big { try socket.send(partial) }
+        var refused = 0
+        for socket in big {
+            // A connection still held answers nothing: its receive times out.
+            guard let reply = try? socket.receive(until: { $0.last == 10 }) else { continue }
+            #expect(String(decoding: reply, as: UTF8.self)
+                == "-ERR node input buffers full: clients are sending more unfinished requests than this node holds; retry later\r\n")
+            #expect(socket.waitForClose())
+            refused += 1
+        }
+        #expect(refused >= 3, "only \(refused) of 6 unfinished 1.5 MiB requests were refused with a 4 MiB budget")
+        #expect(refused < 6, "every unfinished request was refused, though some fit the budget")
+
+        try small.send("lo\r\n")
+        #expect(try small.receive { $0.count >= 5 } == Array("+OK\r\n".utf8))
+        try witness.send("GET witness:key\r\n")
+        #expect(String(decoding: try witness.receive { $0.count >= 14 }, as: UTF8.self) == "$8\r\nprecious\r\n")
+    }
+
     /// A client whose partial request reaches the cap gets an error that
     /// says why, then the connection closes; in RESP and in binary.
     @Test func partialRequestOverTheCapIsAnsweredThenClosed() throws {
