@@ -375,6 +375,11 @@ extension Reactor {
     /// bound the time one call holds the reactor.
     static let scanMaxCount = 100_000
     static let scanMaxPatternLength = 1024
+    /// Matching steps one SCAN call may spend (a step is one pattern byte
+    /// against one key byte; a few ms of work). Matching is O(pattern × key)
+    /// at worst (Glob.swift), so with long patterns and long keys COUNT
+    /// alone would not bound the call.
+    static let scanMatchBudget = 16 << 20
 
     /// SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]. The cursor is
     /// (shard << 40) | position inside the shard; the store's own cursor is a
@@ -435,15 +440,27 @@ extension Reactor {
         scanScratch.clear()
         var nextCursor: UInt64 = 0
         var examinedShards = 0
+        // Entries are taken in chunks small enough that keys of the longest
+        // length could not take the matching far past its budget; the call
+        // ends, with a cursor, once the budget is spent.
+        let matchCostMax = (pattern?.count ?? 0) * (Self.maxKeyLength + 1)
+        var matchCost = 0
         while true {
             let store = shards[shard]!
-            inner = store.scan(cursor: inner, count: count - examined, nowMs: now) { entry in
-                examined += 1
-                guard typeMatches else { return }
-                if let pattern, !globMatch(pattern: pattern, subject: entry.key) { return }
-                RESPWriter.bulk(entry.key, into: scanScratch)
-                found += 1
-            }
+            repeat {
+                var chunk = count - examined
+                if matchCostMax > 0 { chunk = max(1, min(chunk, (Self.scanMatchBudget - matchCost) / matchCostMax)) }
+                inner = store.scan(cursor: inner, count: chunk, nowMs: now) { entry in
+                    examined += 1
+                    guard typeMatches else { return }
+                    if let pattern {
+                        matchCost += pattern.count * (entry.key.count + 1)
+                        if !globMatch(pattern: pattern, subject: entry.key) { return }
+                    }
+                    RESPWriter.bulk(entry.key, into: scanScratch)
+                    found += 1
+                }
+            } while inner != 0 && examined < count && matchCost < Self.scanMatchBudget
             examinedShards += 1
             if inner != 0 {
                 nextCursor = UInt64(shard) << 40 | inner
@@ -452,7 +469,7 @@ extension Reactor {
             shard += 1
             if shard >= shards.count { nextCursor = 0; break }
             nextCursor = UInt64(shard) << 40
-            if examined >= count || owner(ofShard: shard) != index || examinedShards >= 64 { break }
+            if examined >= count || matchCost >= Self.scanMatchBudget || owner(ofShard: shard) != index || examinedShards >= 64 { break }
         }
         writeScanReply(cursor: nextCursor, keys: (found, scanScratch), into: out)
         scanScratch.releaseIfIdle(keep: 64 * 1024)

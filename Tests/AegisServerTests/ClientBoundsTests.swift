@@ -259,6 +259,21 @@ struct ClientBoundsTests {
         } while cursor != "0" && calls < 10_000
         #expect(cursor == "0")
         #expect(calls >= 2000 / 20, "a walk of 2000 keys with COUNT 10 took only \(calls) calls")
+
+        // A long pattern is matched in small chunks under a budget of
+        // matching work; the walk still finds every key it matches.
+        let longPattern = "k1" + String(repeating: "*", count: 1022)
+        var matched = Set<String>()
+        cursor = "0"
+        calls = 0
+        repeat {
+            let lines = try cli("SCAN", cursor, "MATCH", longPattern, "COUNT", "1000").split(whereSeparator: \.isNewline)
+            cursor = String(lines.first ?? "0")
+            matched.formUnion(lines.dropFirst().map(String.init))
+            calls += 1
+        } while cursor != "0" && calls < 10_000
+        #expect(matched.count == 1111, "k1, k10-k19, k100-k199, k1000-k1999")
+        #expect(matched.allSatisfy { $0.hasPrefix("k1") })
     }
 }
 
