@@ -530,14 +530,18 @@ final class Reactor: @unchecked Sendable {
                 close(connection)
                 return
             }
-            // Requests held back by backpressure can run now.
-            if connection.inputHeldBack && !connection.isBackpressured {
-                processInput(connection, connection.input)
-                if connection.isClosed { return }
-                noteInputState(connection)
-            }
         } else if connection.writeBlockedSinceMs == 0 {
             connection.writeBlockedSinceMs = now
+        }
+        // Requests held back by backpressure run as soon as the output is
+        // back under its bound, not only once it is empty: a client that
+        // reads slowly keeps about the bound of replies ready, and one that
+        // does not read holds the bound, not whatever was left when the
+        // last reply crossed it.
+        if connection.inputHeldBack && !connection.isBackpressured {
+            processInput(connection, connection.input)
+            if connection.isClosed { return }
+            noteInputState(connection)
         }
         chargeBuffers(connection)
         updateInterest(connection)
