@@ -177,10 +177,15 @@ public struct RESPResumePoint: Sendable, Equatable {
     public var position: Int
     /// Multibulk arguments complete within `position`.
     public var arguments: Int
+    /// Bytes the request needs at least, when a bulk length already says
+    /// so (0 = not known yet): lets a server size its buffer once, or
+    /// refuse a request it could never hold before it arrives.
+    public var bytesNeeded: Int
 
-    public init(position: Int = 0, arguments: Int = 0) {
+    public init(position: Int = 0, arguments: Int = 0, bytesNeeded: Int = 0) {
         self.position = position
         self.arguments = arguments
+        self.bytesNeeded = bytesNeeded
     }
 
     public static let start = RESPResumePoint()
@@ -294,7 +299,7 @@ public enum RESPRequestParser {
                 return .protocolError("Protocol error: expected CRLF after bulk data")
             }
             guard end - dataEnd >= 2 else {
-                return args.stopped(at: RESPResumePoint(position: argumentStart, arguments: argument))
+                return args.stopped(at: RESPResumePoint(position: argumentStart, arguments: argument, bytesNeeded: dataEnd + 2))
             }
             guard bytes[dataEnd + 1] == UInt8(ascii: "\n") else {
                 return .protocolError("Protocol error: expected CRLF after bulk data")

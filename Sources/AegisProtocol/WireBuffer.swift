@@ -54,15 +54,17 @@ public final class WireBuffer {
     ///   replies), then by a quarter past what is needed, so a buffer that
     ///   holds N bytes has at most about 1.25 N + `growthGranule` allocated
     ///   instead of up to 2 N.
-    @inline(never) private func reserveSlow(_ count: Int) {
+    @inline(never) private func reserveSlow(_ count: Int, exact: Bool = false) {
         let unread = readableBytes
-        if readIndex > 0 && capacity - unread >= count && (unread <= capacity / 2 || readIndex >= capacity / 4) {
+        if readIndex > 0 && capacity - unread >= count && (exact || unread <= capacity / 2 || readIndex >= capacity / 4) {
             if let storage, unread > 0 { storage.copyMemory(from: storage + readIndex, byteCount: unread) }
             readIndex = 0
             writeIndex = unread
             return
         }
-        let newCapacity = Self.grownCapacity(from: capacity, needed: unread + count)
+        let newCapacity = exact
+            ? (unread + count + Self.growthGranule - 1) / Self.growthGranule * Self.growthGranule
+            : Self.grownCapacity(from: capacity, needed: unread + count)
         let fresh = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)
         if let storage {
             if unread > 0 { fresh.copyMemory(from: storage + readIndex, byteCount: unread) }
@@ -86,6 +88,15 @@ public final class WireBuffer {
         if doubled <= doublingLimit { return doubled }
         let target = Swift.max(needed + needed / 4, Swift.min(doubled, doublingLimit))
         return (target + growthGranule - 1) / growthGranule * growthGranule
+    }
+
+    /// Makes room for `total` unread bytes in all, at once and with no
+    /// slack: for a request whose size is known before it arrives, one
+    /// allocation instead of growing by steps, each a copy with the old and
+    /// the new buffer both alive.
+    public func reserve(totalReadable total: Int) {
+        if capacity - readIndex >= total { return }
+        reserveSlow(total - readableBytes, exact: true)
     }
 
     /// Space to write into directly (for read(2)); follow with `commitWrite`.

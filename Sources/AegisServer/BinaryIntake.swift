@@ -15,6 +15,8 @@ extension Reactor {
         let authenticated = connection.authenticated
         switch BinaryFrameParser.parse(view, limits: authenticated ? binaryLimits : Self.binaryLimitsBeforeAuth) {
         case .incomplete:
+            connection.binaryFrameNeeded = view.count >= BinaryWire.lengthPrefix
+                ? BinaryWire.lengthPrefix + Int(view.loadBigEndian(fromByteOffset: 0, as: UInt32.self)) : 0
             return 0
         case .invalid(var message, let requestID):
             // A broken frame leaves no way to find the next one: answer where
@@ -27,6 +29,7 @@ extension Reactor {
             connection.closeAfterFlush = true
             return view.count
         case .complete(let frame):
+            if connection.binaryFrameNeeded != 0 { connection.binaryFrameNeeded = 0 }
             counters.commands &+= 1
             dispatchBinary(connection, frame, request: UnsafeRawBufferPointer(rebasing: view[0..<frame.frameLength]))
             return frame.frameLength

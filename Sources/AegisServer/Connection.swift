@@ -24,6 +24,12 @@ final class Connection {
     /// How far the partial RESP request at the front of the unparsed bytes
     /// has been checked, so each read costs only its own bytes.
     var respResume = RESPResumePoint.start
+    /// Length of the partial binary frame at the front of the unparsed
+    /// bytes, once its length prefix has arrived (0 = none or not known).
+    var binaryFrameNeeded = 0
+    /// Bytes the partial request at the front of the unparsed bytes needs
+    /// at least (0 = not known).
+    var partialRequestNeeded: Int { wire == .binary ? binaryFrameNeeded : respResume.bytesNeeded }
     /// Buffer bytes (input, output, reply staging: their capacities) this
     /// connection has charged to its reactor's count of client buffers.
     var chargedBufferBytes = 0

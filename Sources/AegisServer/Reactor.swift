@@ -362,9 +362,18 @@ final class Reactor: @unchecked Sendable {
         // Input held back by backpressure is complete requests, and is not
         // read further until they have run: only a partial request can grow.
         guard !connection.input.isEmpty && !connection.inputHeldBack && !connection.closeAfterFlush else { return }
-        if connection.input.readableBytes >= inputCapBytes {
+        let needed = connection.partialRequestNeeded
+        if connection.input.readableBytes >= inputCapBytes || needed > inputCapBytes {
+            // A request whose announced size is over the cap is refused as
+            // soon as its length is read, not after the cap has been filled.
             refuseOversizedInput(connection)
-        } else if inputBufferBytes > inputBudgetBytes {
+            return
+        }
+        if needed > connection.input.readableBytes {
+            connection.input.reserve(totalReadable: needed)
+            chargeBuffers(connection)
+        }
+        if inputBufferBytes > inputBudgetBytes {
             shedLargestInputs()
         }
     }
@@ -396,6 +405,7 @@ final class Reactor: @unchecked Sendable {
         logger.debug("closing connection: input over its bound", metadata: ["client": "\(connection.clientID)", "reason": "\(reason)"])
         connection.input.clear()
         connection.respResume = .start
+        connection.binaryFrameNeeded = 0
         connection.partialSinceMs = 0
         connection.input.releaseIfIdle(keep: 0)
         if connection.wire == .binary {

@@ -303,7 +303,7 @@ import Testing
             #expect(RESPRequestParser.parse(buffer, into: args, limits: RESPLimits()) == .incomplete)
             resume = args.resumePoint
         }
-        #expect(resume == RESPResumePoint(position: 20, arguments: 2))
+        #expect(resume == RESPResumePoint(position: 20, arguments: 2, bytesNeeded: 31))
         var mangled = start + bytes("lo")
         mangled[4] = UInt8(ascii: "X")  // the first argument's '$'
         withScratch(mangled) { buffer in

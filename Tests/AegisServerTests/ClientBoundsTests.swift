@@ -117,28 +117,37 @@ struct ClientBoundsTests {
         #expect(String(decoding: try witness.receive { $0.count >= 14 }, as: UTF8.self) == "$8\r\nprecious\r\n")
     }
 
-    /// A client whose partial request reaches the cap gets an error that
-    /// says why, then the connection closes; in RESP and in binary.
+    /// A client whose partial request reaches the cap, or announces a
+    /// size over it, gets an error that says why, then the connection
+    /// closes; in RESP and in binary.
     @Test func partialRequestOverTheCapIsAnsweredThenClosed() throws {
         let server = try ServerHarness(arguments: ["--client-input-max-mb", "1"])
         defer { #expect(server.stop() == 0) }
-        let overCap = (1 << 20) + 200_000
+        let refusal = "request larger than client_input_max_mb (1 MiB)"
 
-        let resp = try TestSocket(port: server.port, timeoutSeconds: 10)
-        try resp.send(Array("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000000\r\n".utf8) + [UInt8](repeating: 1, count: overCap))
-        let reply = String(decoding: try resp.receive { $0.last == 10 }, as: UTF8.self)
-        #expect(reply == "-ERR request larger than client_input_max_mb (1 MiB)\r\n")
-        #expect(resp.waitForClose())
+        // Many small arguments: the size is only known by filling the cap.
+        let filled = try TestSocket(port: server.port, timeoutSeconds: 10)
+        var small = Array("*1000000\r\n".utf8)
+        for _ in 0..<170_000 { small += Array("$1\r\na\r\n".utf8) }
+        try filled.send(small)
+        #expect(String(decoding: try filled.receive { $0.last == 10 }, as: UTF8.self) == "-ERR \(refusal)\r\n")
+        #expect(filled.waitForClose())
+
+        // A bulk length over the cap: refused as soon as it is read.
+        let announced = try TestSocket(port: server.port, timeoutSeconds: 10)
+        try announced.send(Array("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000000\r\n".utf8) + [UInt8](repeating: 1, count: 1000))
+        #expect(String(decoding: try announced.receive { $0.last == 10 }, as: UTF8.self) == "-ERR \(refusal)\r\n")
+        #expect(announced.waitForClose())
 
         let frame = WireBuffer()
         BinaryRequestWriter.write(command: BinaryCommand.set.rawValue, requestID: 9, key: Array("k".utf8),
                                   value: [UInt8](repeating: 2, count: 2_000_000), ttlMs: 0, version: 0, into: frame)
         let binary = try TestSocket(port: server.port, timeoutSeconds: 10)
-        try binary.send(Array(frame.readableArray().prefix(overCap)))
+        try binary.send(Array(frame.readableArray().prefix(1000)))
         let answer = try binary.receive { $0.count >= 47 && $0.count >= 4 + Int(UInt32(bigEndian: $0.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })) }
         let parsed = try answer.withUnsafeBytes { try BinaryResponseParser.parse($0) }
         #expect(parsed?.status == BinaryStatus.error.rawValue)
-        #expect(parsed?.error == "request larger than client_input_max_mb (1 MiB)")
+        #expect(parsed?.error == refusal)
         #expect(binary.waitForClose())
 
         // A request under the cap is still served whole.
