@@ -42,6 +42,8 @@ public struct AegisConfig: Sendable, Equatable {
     public var suspectTimeout: Duration
     public var deadTimeout: Duration
     public var maxConns: Int
+    /// Most bytes of unparsed requests one client connection may buffer, in MiB.
+    public var clientInputMaxMB: Int
     /// Zero = no timeout.
     public var readTimeout: Duration
     /// Zero = no timeout.
@@ -103,6 +105,7 @@ public struct AegisConfig: Sendable, Equatable {
         suspectTimeout: .seconds(5),
         deadTimeout: .seconds(30),
         maxConns: 50_000,
+        clientInputMaxMB: 80,
         readTimeout: .seconds(30),
         writeTimeout: .seconds(30),
         idleTimeout: .zero,

@@ -47,6 +47,8 @@ public struct ConfigFlags: ParsableArguments {
     public var deadTimeout: String?
     @Option(name: .customLong("max-conns"), help: ConfigFlags.help("max_conns", "n"))
     public var maxConns: String?
+    @Option(name: .customLong("client-input-max-mb"), help: ConfigFlags.help("client_input_max_mb", "n"))
+    public var clientInputMaxMB: String?
     @Option(name: .customLong("read-timeout"), help: ConfigFlags.help("read_timeout", "duration"))
     public var readTimeout: String?
     @Option(name: .customLong("write-timeout"), help: ConfigFlags.help("write_timeout", "duration"))
@@ -132,6 +134,7 @@ public struct ConfigFlags: ParsableArguments {
             ("suspect_timeout", suspectTimeout),
             ("dead_timeout", deadTimeout),
             ("max_conns", maxConns),
+            ("client_input_max_mb", clientInputMaxMB),
             ("read_timeout", readTimeout),
             ("write_timeout", writeTimeout),
             ("idle_timeout", idleTimeout),

@@ -17,17 +17,29 @@ public struct RESPLimits: Sendable, Equatable {
     public var maxBulkLength: Int
     /// Longest inline command line (without its line ending).
     public var maxInlineLength: Int
+    /// The limits are the small ones for a client that has not sent AUTH:
+    /// a count over them is answered with Redis's "unauthenticated" texts.
+    public var beforeAuth: Bool
 
     public init(
         maxArguments: Int = 1_048_576,
         maxBulkLength: Int = 64 * 1024 * 1024 + 1024,
-        maxInlineLength: Int = 64 * 1024
+        maxInlineLength: Int = 64 * 1024,
+        beforeAuth: Bool = false
     ) {
         precondition(maxArguments >= 0 && maxBulkLength >= 0 && maxInlineLength >= 0)
         self.maxArguments = maxArguments
         self.maxBulkLength = maxBulkLength
         self.maxInlineLength = maxInlineLength
+        self.beforeAuth = beforeAuth
     }
+
+    /// What a client may send before AUTH when a token is set, as Redis
+    /// allows an unauthenticated client (networking.c): at most 10
+    /// arguments of at most 16 KiB, so that no connection can make the node
+    /// buffer much before it has logged in.
+    public static let unauthenticated = RESPLimits(
+        maxArguments: 10, maxBulkLength: 16 * 1024, maxInlineLength: 16 * 1024, beforeAuth: true)
 }
 
 /// Reused per reactor: argument positions of the last parsed command, as
@@ -49,6 +61,8 @@ public final class RESPArguments {
         @usableFromInline var count: Int
         @usableFromInline var capacity: Int
         @usableFromInline var slots: UnsafeMutablePointer<Int>
+        /// Where the last `.incomplete` parse stopped (see `resumePoint`).
+        @usableFromInline var resume: RESPResumePoint = .start
     }
 
     @usableFromInline let state: UnsafeMutablePointer<State>
@@ -67,6 +81,17 @@ public final class RESPArguments {
     deinit {
         state.pointee.slots.deallocate()
         state.deallocate()
+    }
+
+    /// After an `.incomplete` parse: where the next parse of the same bytes,
+    /// with more appended, may continue (`RESPRequestParser.parse(_:into:limits:resumingAt:)`).
+    @inlinable
+    public var resumePoint: RESPResumePoint { state.pointee.resume }
+
+    @inline(__always)
+    func stopped(at point: RESPResumePoint) -> RESPParseResult {
+        state.pointee.resume = point
+        return .incomplete
     }
 
     /// Number of arguments of the last parsed command (0 for an empty line).
@@ -137,6 +162,35 @@ public final class RESPArguments {
     }
 }
 
+/// How far an incomplete request has been checked, so that a request
+/// arriving in many reads is scanned once, not again from byte 0 on each
+/// read (which let a client trickling a request of a million small
+/// arguments cost the reactor milliseconds per byte).
+///
+/// A point is only valid for the same request: the same first bytes, with
+/// more appended. Whoever keeps it for a connection resets it to `.start`
+/// when the request is consumed.
+public struct RESPResumePoint: Sendable, Equatable {
+    /// Bytes known to be whole parts of the request: for multibulk, the
+    /// header and `arguments` complete arguments; for an inline line, bytes
+    /// known to hold no line ending. 0 = nothing known.
+    public var position: Int
+    /// Multibulk arguments complete within `position`.
+    public var arguments: Int
+    /// Bytes the request needs at least, when a bulk length already says
+    /// so (0 = not known yet): lets a server size its buffer once, or
+    /// refuse a request it could never hold before it arrives.
+    public var bytesNeeded: Int
+
+    public init(position: Int = 0, arguments: Int = 0, bytesNeeded: Int = 0) {
+        self.position = position
+        self.arguments = arguments
+        self.bytesNeeded = bytesNeeded
+    }
+
+    public static let start = RESPResumePoint()
+}
+
 public enum RESPParseResult: Equatable, Sendable {
     /// One command was parsed; it used the first `consumed` bytes.
     case complete(consumed: Int)
@@ -162,30 +216,50 @@ public enum RESPRequestParser {
     /// argument, or an argument needing both quote kinds) is a protocol error
     /// telling the client to use multibulk. Lines without quote characters
     /// and multibulk commands are only read.
+    ///
+    /// `resume` is `args.resumePoint` from the previous `.incomplete` parse
+    /// of the same request (or `.start`): checking continues from there, so
+    /// the bytes before it are not read again until the request is complete;
+    /// then its arguments are recorded in one pass. After `.incomplete`,
+    /// `args.resumePoint` says where to continue next time.
     public static func parse(
-        _ bytes: UnsafeRawBufferPointer, into args: RESPArguments, limits: RESPLimits
+        _ bytes: UnsafeRawBufferPointer, into args: RESPArguments, limits: RESPLimits,
+        resumingAt resume: RESPResumePoint = .start
     ) -> RESPParseResult {
         args.reset()
-        guard bytes.count > 0 else { return .incomplete }
+        guard bytes.count > 0 else { return args.stopped(at: .start) }
+        assert(resume.position <= bytes.count, "a resume point belongs to the same bytes, with more appended")
         if bytes[0] == UInt8(ascii: "*") {
-            return parseMultibulk(bytes, into: args, limits: limits)
+            if resume.position > 0 {
+                // Check only the new bytes; record the arguments only once
+                // the whole request is there.
+                let checked = parseMultibulk(bytes, into: args, limits: limits, from: resume, record: false)
+                guard case .complete = checked else { return checked }
+            }
+            return parseMultibulk(bytes, into: args, limits: limits, from: .start, record: true)
         }
-        return parseInline(bytes, into: args, limits: limits)
+        return parseInline(bytes, into: args, limits: limits, searchFrom: resume.position)
     }
 
     // MARK: - Multibulk
 
+    /// Parses (or with `record` false, only checks) a multibulk request,
+    /// starting after the `from.arguments` arguments that `from.position`
+    /// bytes are known to hold.
     @inline(__always)
     private static func parseMultibulk(
-        _ bytes: UnsafeRawBufferPointer, into args: RESPArguments, limits: RESPLimits
+        _ bytes: UnsafeRawBufferPointer, into args: RESPArguments, limits: RESPLimits,
+        from resume: RESPResumePoint, record: Bool
     ) -> RESPParseResult {
         var position: Int
         let argumentCount: Int
         switch scanNumber(bytes, from: 1, max: limits.maxArguments, allowNegative: true) {
         case .incomplete:
-            return .incomplete
+            return args.stopped(at: .start)
         case .invalid:
             return .protocolError("Protocol error: invalid multibulk length")
+        case .overLimit:
+            return .protocolError(limits.beforeAuth ? "Protocol error: unauthenticated multibulk length" : "Protocol error: invalid multibulk length")
         case .value(let value, let next):
             argumentCount = value
             position = next
@@ -194,8 +268,15 @@ public enum RESPRequestParser {
         if argumentCount <= 0 { return .complete(consumed: position) }
 
         let end = bytes.count
-        for _ in 0..<argumentCount {
-            guard position < end else { return .incomplete }
+        var first = 0
+        if resume.position > 0 {
+            assert(resume.position >= position && resume.arguments <= argumentCount)
+            position = resume.position
+            first = resume.arguments
+        }
+        for argument in first..<argumentCount {
+            let argumentStart = position
+            guard position < end else { return args.stopped(at: RESPResumePoint(position: argumentStart, arguments: argument)) }
             let marker = bytes[position]
             guard marker == UInt8(ascii: "$") else {
                 return .protocolError("Protocol error: expected '$', got '\(describe(byte: marker))'")
@@ -203,9 +284,11 @@ public enum RESPRequestParser {
             let length: Int
             switch scanNumber(bytes, from: position + 1, max: limits.maxBulkLength, allowNegative: false) {
             case .incomplete:
-                return .incomplete
+                return args.stopped(at: RESPResumePoint(position: argumentStart, arguments: argument))
             case .invalid:
                 return .protocolError("Protocol error: invalid bulk length")
+            case .overLimit:
+                return .protocolError(limits.beforeAuth ? "Protocol error: unauthenticated bulk length" : "Protocol error: invalid bulk length")
             case .value(let value, let next):
                 length = value
                 position = next
@@ -215,11 +298,13 @@ public enum RESPRequestParser {
             if dataEnd < end && bytes[dataEnd] != UInt8(ascii: "\r") {
                 return .protocolError("Protocol error: expected CRLF after bulk data")
             }
-            guard end - dataEnd >= 2 else { return .incomplete }
+            guard end - dataEnd >= 2 else {
+                return args.stopped(at: RESPResumePoint(position: argumentStart, arguments: argument, bytesNeeded: dataEnd + 2))
+            }
             guard bytes[dataEnd + 1] == UInt8(ascii: "\n") else {
                 return .protocolError("Protocol error: expected CRLF after bulk data")
             }
-            args.append(offset: position, length: length)
+            if record { args.append(offset: position, length: length) }
             position = dataEnd + 2
         }
         return .complete(consumed: position)
@@ -230,6 +315,8 @@ public enum RESPRequestParser {
         case value(Int, next: Int)
         case incomplete
         case invalid
+        /// A well-formed positive number above the maximum.
+        case overLimit
     }
 
     /// Reads a decimal integer starting at `start` and ending with CRLF, with
@@ -260,13 +347,13 @@ public enum RESPRequestParser {
         } else {
             // Negative numbers only need to fit; positive ones must stay <= max.
             let cap = negative ? Int.max / 10 : max
-            if value > cap { return .invalid }
+            if value > cap { return negative ? .invalid : .overLimit }
             while index < end {
                 let byte = bytes[index]
                 guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { break }
                 let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
                 let (sum, overflow2) = times10.addingReportingOverflow(Int(byte &- UInt8(ascii: "0")))
-                if overflow1 || overflow2 || sum > cap { return .invalid }
+                if overflow1 || overflow2 || sum > cap { return negative ? .invalid : .overLimit }
                 value = sum
                 index += 1
             }
@@ -289,18 +376,19 @@ public enum RESPRequestParser {
 
     // MARK: - Inline
 
+    /// `searchFrom`: bytes already known to hold no line ending.
     private static func parseInline(
-        _ bytes: UnsafeRawBufferPointer, into args: RESPArguments, limits: RESPLimits
+        _ bytes: UnsafeRawBufferPointer, into args: RESPArguments, limits: RESPLimits, searchFrom: Int
     ) -> RESPParseResult {
         let maxLine = limits.maxInlineLength
         // A legal line has at most maxLine bytes, then "\r\n" or "\n".
         let lineWithEnding = maxLine > Int.max - 2 ? Int.max : maxLine + 2
         let window = Swift.min(bytes.count, lineWithEnding)
-        var newline = 0
+        var newline = Swift.min(searchFrom, window)
         while newline < window && bytes[newline] != UInt8(ascii: "\n") { newline += 1 }
         guard newline < window else {
             if bytes.count >= lineWithEnding { return .protocolError("Protocol error: too big inline request") }
-            return .incomplete
+            return args.stopped(at: RESPResumePoint(position: newline))
         }
         var lineEnd = newline
         if lineEnd > 0 && bytes[lineEnd - 1] == UInt8(ascii: "\r") { lineEnd -= 1 }

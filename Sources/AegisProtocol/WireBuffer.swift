@@ -41,16 +41,30 @@ public final class WireBuffer {
         reserveSlow(count)
     }
 
-    @inline(never) private func reserveSlow(_ count: Int) {
+    /// Room is made in one of two ways, chosen so that a buffer's capacity
+    /// stays close to what it holds (a connection's buffers are bounded by
+    /// their unread bytes, and the bound is only worth as much as the
+    /// slack on top of it):
+    /// - Moving the unread bytes to the front, when that gives the room and
+    ///   either little is unread or at least a quarter of the buffer is
+    ///   already consumed: each compaction then frees at least a quarter of
+    ///   the capacity, so a byte appended is moved at most three more times,
+    ///   however slowly the other end reads.
+    /// - Growing: doubling while small (few reallocations for typical
+    ///   replies), then by a quarter past what is needed, so a buffer that
+    ///   holds N bytes has at most about 1.25 N + `growthGranule` allocated
+    ///   instead of up to 2 N.
+    @inline(never) private func reserveSlow(_ count: Int, exact: Bool = false) {
         let unread = readableBytes
-        if readIndex > 0 && capacity - unread >= count && unread <= capacity / 2 {
+        if readIndex > 0 && capacity - unread >= count && (exact || unread <= capacity / 2 || readIndex >= capacity / 4) {
             if let storage, unread > 0 { storage.copyMemory(from: storage + readIndex, byteCount: unread) }
             readIndex = 0
             writeIndex = unread
             return
         }
-        var newCapacity = Swift.max(capacity * 2, 256)
-        while newCapacity - unread < count { newCapacity *= 2 }
+        let newCapacity = exact
+            ? (unread + count + Self.growthGranule - 1) / Self.growthGranule * Self.growthGranule
+            : Self.grownCapacity(from: capacity, needed: unread + count)
         let fresh = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)
         if let storage {
             if unread > 0 { fresh.copyMemory(from: storage + readIndex, byteCount: unread) }
@@ -60,6 +74,29 @@ public final class WireBuffer {
         capacity = newCapacity
         readIndex = 0
         writeIndex = unread
+    }
+
+    /// Below this, capacity doubles; above, it grows by a quarter.
+    public static let doublingLimit = 1 << 20
+    /// Large capacities are rounded up to whole pages of this size.
+    public static let growthGranule = 64 * 1024
+
+    /// The capacity a buffer of `capacity` bytes grows to when it must hold `needed` bytes.
+    public static func grownCapacity(from capacity: Int, needed: Int) -> Int {
+        var doubled = Swift.max(capacity * 2, 256)
+        while doubled < needed { doubled *= 2 }
+        if doubled <= doublingLimit { return doubled }
+        let target = Swift.max(needed + needed / 4, Swift.min(doubled, doublingLimit))
+        return (target + growthGranule - 1) / growthGranule * growthGranule
+    }
+
+    /// Makes room for `total` unread bytes in all, at once and with no
+    /// slack: for a request whose size is known before it arrives, one
+    /// allocation instead of growing by steps, each a copy with the old and
+    /// the new buffer both alive.
+    public func reserve(totalReadable total: Int) {
+        if capacity - readIndex >= total { return }
+        reserveSlow(total - readableBytes, exact: true)
     }
 
     /// Space to write into directly (for read(2)); follow with `commitWrite`.

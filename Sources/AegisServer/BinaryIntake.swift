@@ -6,18 +6,30 @@ import AegisStore
 /// and DEL on the shard owner.
 extension Reactor {
     /// Returns the bytes consumed (0 when the frame is incomplete).
+    /// What a binary client may send before AUTH when a token is set: a
+    /// frame with room for a token, as `RESPLimits.unauthenticated` allows
+    /// a RESP client.
+    static let binaryLimitsBeforeAuth = BinaryLimits(maxKeyLength: 1024, maxValueLength: 16 * 1024)
+
     func intakeBinary(_ connection: Connection, _ view: UnsafeRawBufferPointer) -> Int {
-        switch BinaryFrameParser.parse(view, limits: binaryLimits) {
+        let authenticated = connection.authenticated
+        switch BinaryFrameParser.parse(view, limits: authenticated ? binaryLimits : Self.binaryLimitsBeforeAuth) {
         case .incomplete:
+            connection.binaryFrameNeeded = view.count >= BinaryWire.lengthPrefix
+                ? BinaryWire.lengthPrefix + Int(view.loadBigEndian(fromByteOffset: 0, as: UInt32.self)) : 0
             return 0
-        case .invalid(let message, let requestID):
+        case .invalid(var message, let requestID):
             // A broken frame leaves no way to find the next one: answer where
             // the request id is known, then close this connection only.
             counters.protocolErrors &+= 1
+            if !authenticated && (message == "frame too large" || message == "key too long" || message == "value too long") {
+                message = "request too large before AUTH (key at most 1024 bytes, value at most 16384): send AUTH first"
+            }
             withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: requestID ?? 0, errorText: message, into: $0) }
             connection.closeAfterFlush = true
             return view.count
         case .complete(let frame):
+            if connection.binaryFrameNeeded != 0 { connection.binaryFrameNeeded = 0 }
             counters.commands &+= 1
             dispatchBinary(connection, frame, request: UnsafeRawBufferPointer(rebasing: view[0..<frame.frameLength]))
             return frame.frameLength

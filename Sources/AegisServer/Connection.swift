@@ -21,6 +21,19 @@ final class Connection {
     let input = WireBuffer()
     let output = WireBuffer()
     let replies = ReplyQueue()
+    /// How far the partial RESP request at the front of the unparsed bytes
+    /// has been checked, so each read costs only its own bytes.
+    var respResume = RESPResumePoint.start
+    /// Length of the partial binary frame at the front of the unparsed
+    /// bytes, once its length prefix has arrived (0 = none or not known).
+    var binaryFrameNeeded = 0
+    /// Bytes the partial request at the front of the unparsed bytes needs
+    /// at least (0 = not known).
+    var partialRequestNeeded: Int { wire == .binary ? binaryFrameNeeded : respResume.bytesNeeded }
+    /// Buffer bytes (input, output, reply staging: their capacities) this
+    /// connection has charged to its reactor's count of client buffers.
+    var chargedBufferBytes = 0
+    var chargedInputBytes = 0
 
     var closeAfterFlush = false
     /// Complete requests left unparsed because the output was over its bound.
@@ -50,30 +63,41 @@ final class Connection {
         replies.isEmpty ? output : replies.staging
     }
 
-    /// Output bound: past it the connection is not read until it drains.
+    /// Output bound: once the unsent replies, plus the replies expected
+    /// from requests still on other reactors, reach it, the connection is
+    /// not read until it drains. The bytes held are then at most this plus
+    /// the one reply that crossed it (or, when a client switches from small
+    /// values to large ones, the `maxForwardsInFlight` replies sent before
+    /// the first large one came back).
     static let outputHighWater = 4 * 1024 * 1024
+    /// Forwarded requests one connection may have in flight: enough to keep
+    /// a pipeline of small requests flowing between reactors, few enough
+    /// that a wrong guess of their reply size costs little.
+    static let maxForwardsInFlight = 64
 
-    /// Requests this connection has waiting on other reactors, and the
-    /// running average size of the replies it gets (for the bound below).
+    /// Requests this connection has waiting on other reactors, and the size
+    /// of reply expected for each (for the bound above).
     var forwardsInFlight = 0
-    /// Starts pessimistic (16 requests in flight) and learns within a few
-    /// dozen replies; starting small would let a first burst of GETs for
-    /// large values all be in flight at once.
-    var averageReplyBytes = 256 * 1024
+    /// Jumps to any larger reply at once and comes down by an eighth per
+    /// smaller one, so a few large replies are enough to slow the
+    /// connection down while a run of small ones speeds it up again. Starts
+    /// at a quarter of the bound: a first burst of GETs for large values
+    /// then has at most four in flight, a pipeline of small values learns
+    /// within a few dozen replies.
+    var expectedReplyBytes = outputHighWater / 4
 
     /// True when the connection must not be read or parsed further: its
-    /// unsent replies are over the bound, or the replies still to come from
-    /// other reactors would likely take it over (a pipeline of GETs for a
-    /// 1 MiB value may have only a few in flight; one of small values, many).
+    /// unsent replies, with the replies still to come from other reactors,
+    /// reach the bound.
     @inline(__always) var isBackpressured: Bool {
-        output.readableBytes + replies.staging.readableBytes > Self.outputHighWater
+        output.readableBytes + replies.staging.readableBytes + forwardsInFlight &* expectedReplyBytes >= Self.outputHighWater
             || replies.outstanding > ReplyQueue.maxOutstanding
-            || forwardsInFlight >= max(4, Self.outputHighWater / averageReplyBytes)
+            || forwardsInFlight >= Self.maxForwardsInFlight
     }
 
     @inline(__always) func noteForwardedReply(bytes: Int) {
         forwardsInFlight -= 1
-        averageReplyBytes = max(1, (averageReplyBytes * 7 + bytes) / 8)
+        expectedReplyBytes = max(bytes, (expectedReplyBytes * 7 + bytes) / 8, 1)
     }
 
     var respVersion: RESPVersion { wire == .resp3 ? .resp3 : .resp2 }

@@ -370,10 +370,26 @@ extension Reactor {
         RESPWriter.integer(Int(result), into: out)
     }
 
+    /// Most entries one SCAN call looks at (its COUNT), and the longest MATCH
+    /// pattern: matching costs up to pattern × key length per entry, so both
+    /// bound the time one call holds the reactor.
+    static let scanMaxCount = 100_000
+    static let scanMaxPatternLength = 1024
+    /// Matching steps one SCAN call may spend (a step is one pattern byte
+    /// against one key byte; a few ms of work). Matching is O(pattern × key)
+    /// at worst (Glob.swift), so with long patterns and long keys COUNT
+    /// alone would not bound the call.
+    static let scanMatchBudget = 16 << 20
+
     /// SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]. The cursor is
     /// (shard << 40) | position inside the shard; the store's own cursor is a
     /// position in hash order, so growing or shrinking tables never make SCAN
     /// skip an entry that was present throughout.
+    ///
+    /// COUNT is the number of entries looked at, as in Redis, not the
+    /// number returned: with MATCH or TYPE a call may return fewer keys, or
+    /// none, with a cursor to continue from, instead of walking the whole
+    /// keyspace for a pattern that matches nothing.
     private func executeScan(_ args: ArgumentsView, into out: WireBuffer) {
         guard let rawCursor = args.integer(1), rawCursor >= 0 else {
             RESPWriter.error("ERR invalid cursor", into: out)
@@ -397,8 +413,16 @@ extension Reactor {
                     RESPWriter.error("ERR syntax error", into: out)
                     return
                 }
-                count = Int(min(n, 100_000))
+                guard n <= Self.scanMaxCount else {
+                    RESPWriter.error("ERR COUNT must be at most 100000", into: out)
+                    return
+                }
+                count = Int(n)
             } else if args.matches(i, "MATCH") {
+                guard args.bytes(i + 1).count <= Self.scanMaxPatternLength else {
+                    RESPWriter.error("ERR MATCH pattern must be at most 1024 bytes", into: out)
+                    return
+                }
                 pattern = args.bytes(i + 1)
                 if pattern!.count == 1 && pattern![0] == UInt8(ascii: "*") { pattern = nil }
             } else if args.matches(i, "TYPE") {
@@ -412,17 +436,31 @@ extension Reactor {
         var shard = Int(UInt64(rawCursor) >> 40)
         var inner = UInt64(rawCursor) & ((1 << 40) - 1)
         var found = 0
+        var examined = 0
         scanScratch.clear()
         var nextCursor: UInt64 = 0
         var examinedShards = 0
+        // Entries are taken in chunks small enough that keys of the longest
+        // length could not take the matching far past its budget; the call
+        // ends, with a cursor, once the budget is spent.
+        let matchCostMax = (pattern?.count ?? 0) * (Self.maxKeyLength + 1)
+        var matchCost = 0
         while true {
             let store = shards[shard]!
-            inner = store.scan(cursor: inner, count: count - found, nowMs: now) { entry in
-                guard typeMatches else { return }
-                if let pattern, !globMatch(pattern: pattern, subject: entry.key) { return }
-                RESPWriter.bulk(entry.key, into: scanScratch)
-                found += 1
-            }
+            repeat {
+                var chunk = count - examined
+                if matchCostMax > 0 { chunk = max(1, min(chunk, (Self.scanMatchBudget - matchCost) / matchCostMax)) }
+                inner = store.scan(cursor: inner, count: chunk, nowMs: now) { entry in
+                    examined += 1
+                    guard typeMatches else { return }
+                    if let pattern {
+                        matchCost += pattern.count * (entry.key.count + 1)
+                        if !globMatch(pattern: pattern, subject: entry.key) { return }
+                    }
+                    RESPWriter.bulk(entry.key, into: scanScratch)
+                    found += 1
+                }
+            } while inner != 0 && examined < count && matchCost < Self.scanMatchBudget
             examinedShards += 1
             if inner != 0 {
                 nextCursor = UInt64(shard) << 40 | inner
@@ -431,7 +469,7 @@ extension Reactor {
             shard += 1
             if shard >= shards.count { nextCursor = 0; break }
             nextCursor = UInt64(shard) << 40
-            if found >= count || owner(ofShard: shard) != index || examinedShards >= 64 { break }
+            if examined >= count || matchCost >= Self.scanMatchBudget || owner(ofShard: shard) != index || examinedShards >= 64 { break }
         }
         writeScanReply(cursor: nextCursor, keys: (found, scanScratch), into: out)
         scanScratch.releaseIfIdle(keep: 64 * 1024)

@@ -9,15 +9,21 @@ extension Reactor {
 
     /// Returns the bytes consumed (0 when the command is incomplete).
     func intakeRESP(_ connection: Connection, _ view: UnsafeRawBufferPointer) -> Int {
-        switch RESPRequestParser.parse(view, into: arguments, limits: respLimits) {
+        // Before AUTH only small requests are read, so a client without the
+        // token cannot make the node buffer much.
+        let limits = connection.authenticated ? respLimits : RESPLimits.unauthenticated
+        switch RESPRequestParser.parse(view, into: arguments, limits: limits, resumingAt: connection.respResume) {
         case .incomplete:
+            connection.respResume = arguments.resumePoint
             return 0
         case .protocolError(let message):
             counters.protocolErrors &+= 1
+            connection.respResume = .start
             withReply(connection) { RESPWriter.error(string: "ERR " + message, into: $0) }
             connection.closeAfterFlush = true
             return view.count
         case .complete(let consumed):
+            if connection.respResume.position != 0 { connection.respResume = .start }
             if arguments.count > 0 {
                 counters.commands &+= 1
                 let args = ArgumentsView(base: view.baseAddress!, arguments: arguments)

@@ -53,6 +53,18 @@ final class Reactor: @unchecked Sendable {
     let respLimits = RESPLimits()
     let binaryLimits = BinaryLimits()
 
+    /// Bounds on what clients make this reactor hold (client_input_max_mb):
+    /// one connection's partial request, and all of its connections' input
+    /// buffers together (its share of a quarter of max_memory_mb, at least
+    /// one connection's cap).
+    let inputCapBytes: Int
+    let inputBudgetBytes: Int
+    /// Capacities of this reactor's connection buffers: input buffers, and
+    /// all buffers (input, output, reply staging). Kept exact by
+    /// `chargeBuffers`; reported in INFO and to the memory ledger.
+    var inputBufferBytes = 0
+    var clientBufferBytes = 0
+
     // Outbound records that did not fit their ring yet, per target reactor.
     var overflow: [WireBuffer]
     var mustNotify: [Bool]
@@ -119,6 +131,8 @@ final class Reactor: @unchecked Sendable {
         let config = node.config
         let limitBytes = config.maxMemoryMB * 1024 * 1024 / node.reactorCount
         self.ledger = MemoryLedger(limitBytes: limitBytes, evictionRatio: config.evictionRatio)
+        self.inputCapBytes = config.clientInputMaxMB << 20
+        self.inputBudgetBytes = config.maxMemoryMB == 0 ? Int.max : max(limitBytes / 4, inputCapBytes)
         var shards: [ShardStore?] = []
         var owned: [Int] = []
         for shard in 0..<config.numShards {
@@ -305,8 +319,15 @@ final class Reactor: @unchecked Sendable {
         let usesScratch = connection.input.isEmpty
         let buffer = usesScratch ? readScratch : connection.input
         assert(!usesScratch || readScratch.isEmpty)
-        let space = buffer.writableSpace(minimum: 16 * 1024)
-        let count = aegis_socket_receive(connection.fd, space.baseAddress, space.count)
+        // A partial request is read no further than the connection's cap,
+        // so the buffer never grows past it before the check below.
+        let room = usesScratch ? Int.max : inputCapBytes - connection.input.readableBytes
+        if room <= 0 {
+            refuseOversizedInput(connection)
+            return
+        }
+        let space = buffer.writableSpace(minimum: min(16 * 1024, room))
+        let count = aegis_socket_receive(connection.fd, space.baseAddress, min(space.count, room))
         if count <= 0 {
             if count == 0 || (-count != EAGAIN && -count != EINTR) { close(connection) }
             return
@@ -327,8 +348,9 @@ final class Reactor: @unchecked Sendable {
         if connection.isBackpressured { updateInterest(connection) }
     }
 
-    /// Tracks how long unparsed input has waited (the read timeout) and
-    /// gives back the input buffer once it is empty.
+    /// Tracks how long unparsed input has waited (the read timeout), gives
+    /// back the input buffer once it is empty, and holds a partial request
+    /// to its bounds.
     private func noteInputState(_ connection: Connection) {
         if connection.input.isEmpty {
             connection.partialSinceMs = 0
@@ -336,6 +358,98 @@ final class Reactor: @unchecked Sendable {
         } else if connection.partialSinceMs == 0 {
             connection.partialSinceMs = now
         }
+        chargeBuffers(connection)
+        // Input held back by backpressure is complete requests, and is not
+        // read further until they have run: only a partial request can grow.
+        guard !connection.input.isEmpty && !connection.inputHeldBack && !connection.closeAfterFlush else { return }
+        let needed = connection.partialRequestNeeded
+        if connection.input.readableBytes >= inputCapBytes || needed > inputCapBytes {
+            // A request whose announced size is over the cap is refused as
+            // soon as its length is read, not after the cap has been filled.
+            refuseOversizedInput(connection)
+            return
+        }
+        if needed > connection.input.readableBytes {
+            connection.input.reserve(totalReadable: needed)
+            chargeBuffers(connection)
+        }
+        if inputBufferBytes > inputBudgetBytes {
+            shedLargestInputs()
+        }
+    }
+
+    /// Over the reactor's input budget, the connections holding the most
+    /// unparsed input are refused, largest first, as Redis's
+    /// maxmemory-clients evicts its largest clients: the many clients with
+    /// a small request in progress are not the ones that filled it. Runs
+    /// only when over the budget, which no well-behaved load reaches.
+    private func shedLargestInputs() {
+        while inputBufferBytes > inputBudgetBytes {
+            var largest: Connection?
+            for case let candidate? in connections where !candidate.closeAfterFlush && !candidate.input.isEmpty {
+                if candidate.chargedInputBytes > (largest?.chargedInputBytes ?? 0) { largest = candidate }
+            }
+            guard let largest else { return }
+            refuseInput(largest, "node input buffers full: clients are sending more unfinished requests than this node holds; retry later")
+        }
+    }
+
+    private func refuseOversizedInput(_ connection: Connection) {
+        refuseInput(connection, "request larger than client_input_max_mb (\(inputCapBytes >> 20) MiB)")
+    }
+
+    /// Answers with an error in the connection's protocol, after the
+    /// replies it is owed, drops its partial request and closes it.
+    private func refuseInput(_ connection: Connection, _ reason: String) {
+        counters.protocolErrors &+= 1
+        logger.debug("closing connection: input over its bound", metadata: ["client": "\(connection.clientID)", "reason": "\(reason)"])
+        connection.input.clear()
+        connection.respResume = .start
+        connection.binaryFrameNeeded = 0
+        connection.partialSinceMs = 0
+        connection.input.releaseIfIdle(keep: 0)
+        if connection.wire == .binary {
+            withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: 0, errorText: reason, into: $0) }
+        } else {
+            withReply(connection) { RESPWriter.error(string: "ERR " + reason, into: $0) }
+        }
+        connection.closeAfterFlush = true
+        chargeBuffers(connection)
+        markDirty(connection)
+        updateInterest(connection)
+    }
+
+    /// Brings this reactor's counts of client buffer bytes up to date with
+    /// the connection's buffers (a few loads when nothing changed).
+    @inline(__always) func chargeBuffers(_ connection: Connection) {
+        let input = connection.input.capacity
+        let all = input + connection.output.capacity + connection.replies.staging.capacity
+        inputBufferBytes += input - connection.chargedInputBytes
+        clientBufferBytes += all - connection.chargedBufferBytes
+        connection.chargedInputBytes = input
+        connection.chargedBufferBytes = all
+    }
+
+    private func unchargeBuffers(_ connection: Connection) {
+        inputBufferBytes -= connection.chargedInputBytes
+        clientBufferBytes -= connection.chargedBufferBytes
+        connection.chargedInputBytes = 0
+        connection.chargedBufferBytes = 0
+    }
+
+    /// Reads and drops what the client already sent before a connection is
+    /// closed for bad input: closing with unread bytes makes the kernel send
+    /// a reset, and the client would lose the error that explains why.
+    /// Bounded, so a client that keeps sending cannot hold the reactor.
+    private func discardPendingInput(_ connection: Connection) {
+        for _ in 0..<16 {
+            readScratch.clear()
+            let space = readScratch.writableSpace(minimum: 16 * 1024)
+            let count = aegis_socket_receive(connection.fd, space.baseAddress, space.count)
+            if count <= 0 { break }
+            counters.bytesIn &+= count
+        }
+        readScratch.clear()
     }
 
     /// Parses and dispatches every complete request in `buffer`, stopping early
@@ -422,18 +536,24 @@ final class Reactor: @unchecked Sendable {
             connection.writeBlockedSinceMs = 0
             output.releaseIfIdle(keep: 16 * 1024)
             if connection.closeAfterFlush && connection.replies.isEmpty {
+                discardPendingInput(connection)
                 close(connection)
                 return
-            }
-            // Requests held back by backpressure can run now.
-            if connection.inputHeldBack && !connection.isBackpressured {
-                processInput(connection, connection.input)
-                if connection.isClosed { return }
-                noteInputState(connection)
             }
         } else if connection.writeBlockedSinceMs == 0 {
             connection.writeBlockedSinceMs = now
         }
+        // Requests held back by backpressure run as soon as the output is
+        // back under its bound, not only once it is empty: a client that
+        // reads slowly keeps about the bound of replies ready, and one that
+        // does not read holds the bound, not whatever was left when the
+        // last reply crossed it.
+        if connection.inputHeldBack && !connection.isBackpressured {
+            processInput(connection, connection.input)
+            if connection.isClosed { return }
+            noteInputState(connection)
+        }
+        chargeBuffers(connection)
         updateInterest(connection)
     }
 
@@ -454,6 +574,7 @@ final class Reactor: @unchecked Sendable {
         _ = aegis_epoll_remove(epollFD, connection.fd)
         _ = aegis_close(connection.fd)
         connection.replies.reset()
+        unchargeBuffers(connection)
         connections[Int(connection.index)] = nil
         freeSlots.append(Int(connection.index))
         counters.connections -= 1
@@ -513,6 +634,8 @@ final class Reactor: @unchecked Sendable {
         for shardIndex in ownedShardIndices { items += shards[shardIndex]!.count }
         counters.items = items
         counters.usedMemoryBytes = ledger.usedBytes
+        counters.clientBufferBytes = clientBufferBytes
+        if ledger.clientBufferBytes != clientBufferBytes { ledger.clientBufferBytes = clientBufferBytes }
         counters.evictions = ledger.evictions
         if let wal {
             counters.walBatches = wal.batchesCommitted

@@ -2,7 +2,7 @@
 /// that the shards can update them through a pointer without Swift's dynamic
 /// exclusivity checks on class properties (this is on every write).
 ///
-/// Invariant: `thresholdBytes == MemoryLedger.threshold(limitBytes, evictionRatio)`.
+/// Invariant: `thresholdBytes == MemoryLedger.threshold(limitBytes, evictionRatio, clientBufferBytes)`.
 @usableFromInline
 struct LedgerCounters {
     @usableFromInline var usedBytes: Int = 0
@@ -11,6 +11,7 @@ struct LedgerCounters {
     @usableFromInline var thresholdBytes: Int
     @usableFromInline var evictions: Int = 0
     @usableFromInline var expiredRemovals: Int = 0
+    @usableFromInline var clientBufferBytes: Int = 0
 
     init(limitBytes: Int, evictionRatio: Double) {
         self.limitBytes = limitBytes
@@ -62,7 +63,7 @@ public final class MemoryLedger {
         set {
             precondition(newValue >= 0, "limitBytes must not be negative")
             counters.pointee.limitBytes = newValue
-            counters.pointee.thresholdBytes = Self.threshold(limitBytes: newValue, ratio: evictionRatio)
+            counters.pointee.thresholdBytes = Self.threshold(limitBytes: newValue, ratio: evictionRatio, clientBufferBytes: clientBufferBytes)
         }
     }
 
@@ -71,12 +72,28 @@ public final class MemoryLedger {
         get { counters.pointee.evictionRatio }
         set {
             counters.pointee.evictionRatio = newValue
-            counters.pointee.thresholdBytes = Self.threshold(limitBytes: limitBytes, ratio: newValue)
+            counters.pointee.thresholdBytes = Self.threshold(limitBytes: limitBytes, ratio: newValue, clientBufferBytes: clientBufferBytes)
         }
     }
 
-    /// `Int(Double(limitBytes) * evictionRatio)`, `Int.max` when unlimited.
+    /// `Int(Double(limitBytes) * evictionRatio)` less `clientBufferBytes`,
+    /// `Int.max` when unlimited.
     public var evictionThresholdBytes: Int { counters.pointee.thresholdBytes }
+
+    /// Bytes the reactor's client connections hold in their buffers (input,
+    /// output, replies waiting for their turn). Not part of `usedBytes`,
+    /// which is exactly what the shards charge, but eviction makes room for
+    /// it: data and client buffers together stay under the threshold, so
+    /// `max_memory_mb` bounds both, as Redis's maxmemory counts its
+    /// clients' buffers.
+    public var clientBufferBytes: Int {
+        get { counters.pointee.clientBufferBytes }
+        set {
+            precondition(newValue >= 0, "clientBufferBytes must not be negative")
+            counters.pointee.clientBufferBytes = newValue
+            counters.pointee.thresholdBytes = Self.threshold(limitBytes: limitBytes, ratio: evictionRatio, clientBufferBytes: newValue)
+        }
+    }
 
     /// Entries removed by eviction, all shards of this ledger.
     public internal(set) var evictions: Int {
@@ -90,11 +107,11 @@ public final class MemoryLedger {
         set { counters.pointee.expiredRemovals = newValue }
     }
 
-    static func threshold(limitBytes: Int, ratio: Double) -> Int {
+    static func threshold(limitBytes: Int, ratio: Double, clientBufferBytes: Int = 0) -> Int {
         if limitBytes == 0 { return Int.max }
         let t = Double(limitBytes) * ratio
         if !(t > 0) { return 0 }  // also NaN
         if t >= Double(Int.max) { return Int.max }
-        return Int(t)
+        return Swift.max(0, Int(t) - clientBufferBytes)
     }
 }

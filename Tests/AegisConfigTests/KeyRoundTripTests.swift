@@ -41,6 +41,7 @@ let samples: [String: Sample] = [
     "suspect_timeout": Sample(json: #""10s""#, text: "10s", expected: "10s"),
     "dead_timeout": Sample(json: #""1m""#, text: "1m", expected: "1m"),
     "max_conns": Sample(json: "100", text: "100", expected: "100"),
+    "client_input_max_mb": Sample(json: "16", text: "16", expected: "16"),
     "read_timeout": Sample(json: #""1m30s""#, text: "1m30s", expected: "1m30s"),
     "write_timeout": Sample(json: #""0s""#, text: "0s", expected: "0s"),
     "idle_timeout": Sample(json: #""5m""#, text: "5m", expected: "5m"),
@@ -78,7 +79,7 @@ struct KeyRoundTripTests {
     @Test func everyKeyHasASample() {
         #expect(Set(samples.keys) == Set(AegisConfig.allKeys))
         #expect(AegisConfig.allKeys.count == Set(AegisConfig.allKeys).count, "duplicate key")
-        #expect(AegisConfig.allKeys.count == 46)
+        #expect(AegisConfig.allKeys.count == 47)
     }
 
     @Test(arguments: AegisConfig.allKeys, Layer.allCases)

@@ -22,12 +22,20 @@ struct BackpressureTests {
             try? reader.send(String(repeating: "GET big\r\n", count: requests))
         }
         sender.start()
-        sleep(2)
+        // Wait until the server holds the connection at its bound (INFO
+        // shows its buffers), not for a guessed time.
+        var buffers = 0
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline && buffers < 4 << 20 {
+            buffers = try ClientBoundsTests.info(server, "memory", "mem_clients_normal") ?? 0
+            if buffers < 4 << 20 { usleep(20_000) }
+        }
+        #expect(buffers >= 4 << 20, "the client's replies never filled the output bound")
         let growth = server.residentBytes() - baseline
-        // Bounded by the output limit (4 MiB), the replies allowed in flight
-        // between reactors (16 at first, then about 4 MiB worth) and buffer
-        // doubling, far below the 400 MiB the client asked for.
-        #expect(growth < 100 << 20, "server grew by \(growth >> 20) MiB while the client did not read")
+        // Bounded by the output limit (4 MiB of unread replies, counting
+        // those expected from other reactors) plus one reply and the
+        // buffers' slack, far below the 400 MiB the client asked for.
+        #expect(growth < 16 << 20, "server grew by \(growth >> 20) MiB while the client did not read")
 
         let expectedReply = "$\(value.utf8.count)\r\n".utf8.count + value.utf8.count + 2
         var received = 0
@@ -53,7 +61,27 @@ struct BackpressureTests {
         _ = try loader.receive { $0.count >= 5 }
         let stuck = try TestSocket(port: server.port)
         try stuck.send(String(repeating: "GET big\r\n", count: 20))
-        sleep(4)
+        // Wait, without reading from it, until the server has dropped the
+        // stalled client. INFO's count is published once per clock tick, so
+        // it may lag: first see all three clients (loader, stuck, this
+        // observer) counted, then see the stuck one gone.
+        let observer = try TestSocket(port: server.port)
+        func connectedClients() throws -> Int {
+            try observer.send("INFO clients\r\n")
+            let info = String(decoding: try observer.receive { $0.count > 4 && $0.suffix(4) == Array("\r\n\r\n".utf8) }, as: UTF8.self)
+            let line = info.split(whereSeparator: \.isNewline).first { $0.hasPrefix("connected_clients:") }
+            return line.flatMap { Int($0.dropFirst("connected_clients:".count)) } ?? -1
+        }
+        var sawAll = false
+        var clients = -1
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            clients = try connectedClients()
+            if clients == 3 { sawAll = true }
+            if sawAll && clients == 2 { break }
+            usleep(50_000)
+        }
+        #expect(sawAll && clients == 2, "the stalled client was never closed (connected_clients \(clients))")
         // The server gave up on the stalled client: draining what it had
         // buffered ends in EOF or a reset instead of all 20 replies.
         var received = 0

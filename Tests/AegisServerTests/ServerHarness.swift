@@ -201,6 +201,11 @@ final class TestSocket: @unchecked Sendable {
         }
     }
 
+    /// Says "no more requests" (a FIN) while still reading replies.
+    func shutdownWrite() {
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+    }
+
     private var isClosed = false
 
     /// Closes once: a second close(2) could hit a descriptor number another

@@ -184,6 +184,27 @@ import Testing
 }
 
 @Suite struct EvictionTests {
+    /// Issue 14: client buffers count against max_memory_mb. Data is
+    /// evicted so that data and the buffers the ledger is told of stay
+    /// under the threshold together, and the room comes back when the
+    /// buffers go.
+    @Test func clientBuffersMakeRoomUnderTheLimit() {
+        let limit = 1 << 20
+        let h = Harness(limit: limit, ratio: 1.0)
+        for i in 0..<8000 { h.set(key(i), bytes(100, seed: i)) }
+        let full = h.ledger.usedBytes
+        #expect(full > limit / 2)
+        h.ledger.clientBufferBytes = limit / 2
+        #expect(h.ledger.evictionThresholdBytes == limit - limit / 2)
+        h.set(key(9000), bytes(100, seed: 9000))
+        #expect(h.ledger.usedBytes + h.ledger.clientBufferBytes <= limit + 4096)
+        #expect(h.problems.isEmpty)
+        h.ledger.clientBufferBytes = 0
+        #expect(h.ledger.evictionThresholdBytes == limit)
+        h.ledger.clientBufferBytes = 2 * limit
+        #expect(h.ledger.evictionThresholdBytes == 0)
+    }
+
     @Test func usageStaysUnderTheLimit() {
         let limit = 256 * 1024
         let h = Harness(limit: limit, ratio: 1.0)
