@@ -5,16 +5,25 @@ import Testing
 @Suite(.serialized)
 struct LifecycleTests {
     @Test func sigtermDrainsExitsZeroAndRemovesPIDFile() throws {
-        let server = try ServerHarness()
+        let server = try ServerHarness(arguments: ["--drain-timeout", "5s"])
         let pidText = try String(contentsOfFile: server.pidFile, encoding: .utf8)
         #expect(pidText.trimmingCharacters(in: .whitespacesAndNewlines) == String(server.pid))
         let socket = try TestSocket(port: server.port)
         try socket.send("SET k v\r\n")
         _ = try socket.receive { $0.count >= 5 }
+        // A request left half-sent keeps the drain open until drain_timeout,
+        // so the idle client's close is seen while the node still runs: the
+        // drain closed it, not the process exiting (which closes every
+        // socket and would make this check pass whatever the drain did).
+        let halfSent = try TestSocket(port: server.port)
+        try halfSent.send("SET half")
+        usleep(200_000)
+        kill(server.pid, SIGTERM)
+        #expect(socket.waitForClose())
+        #expect(server.process.isRunning, "the idle connection was closed only by the exit")
         #expect(server.stop(signal: SIGTERM) == 0)
         #expect(!FileManager.default.fileExists(atPath: server.pidFile))
         #expect(server.log().contains("draining"))
-        #expect(socket.waitForClose())
     }
 
     @Test func sigintAlsoStopsCleanly() throws {
