@@ -184,13 +184,15 @@ struct ProcessEdgeTests {
         let node = try SpawnedNode(arguments: ["--reactors", "2"], launcher: ["/usr/bin/prlimit", "--nofile=256", "--"])
         defer { #expect(node.stop() == 0) }
         let port = try Self.healthPort(node)
-        var hogs: [TestSocket] = []
-        defer { hogs.forEach { $0.close() } }
-        // More slow clients than the node has descriptors.
+        var hogs: [SlowClient] = []
+        // More slow clients than the node has descriptors, each connect
+        // bounded to 1 s: once a backlog is full, a blocking connect retries
+        // for up to 30 s, and the old 30 s idle timer would then have freed
+        // the first ones before /health is asked.
         for _ in 0..<300 {
-            guard let socket = try? TestSocket(port: port, timeoutSeconds: 1) else { continue }
-            try? socket.send("GET /health HTTP/1.1\r\nHo")
-            hogs.append(socket)
+            guard let client = SlowClient(port: port) else { continue }
+            client.send("GET /health HTTP/1.1\r\nHo")
+            hogs.append(client)
         }
         usleep(1_200_000)
         for _ in 0..<3 {
@@ -200,13 +202,47 @@ struct ProcessEdgeTests {
         let pong = try runTool("redis-cli", ["-p", String(node.port), "PING"]).output
         #expect(pong.contains("PONG"), "\(pong)")
         // Those past the cap were told why.
-        let refused = hogs.reversed().contains { socket in
-            (try? socket.receiveSome()).map { String(decoding: $0, as: UTF8.self).hasPrefix("HTTP/1.1 503") } ?? false
-        }
-        #expect(refused)
+        #expect(hogs.reversed().contains { $0.receivedText().hasPrefix("HTTP/1.1 503") })
     }
 
     // MARK: - Helpers
+
+    /// A client whose connect and reads give up after 1 s, closed on deinit.
+    final class SlowClient {
+        let fd: Int32
+
+        init?(port: UInt16) {
+            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var timeout = timeval(tv_sec: 1, tv_usec: 0)
+            // On Linux, SO_SNDTIMEO bounds connect too.
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = port.bigEndian
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if connected != 0 {
+                Glibc.close(fd)
+                return nil
+            }
+        }
+
+        func send(_ text: String) {
+            _ = Array(text.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        }
+
+        /// What arrives within 1 s ("" on timeout, close or reset).
+        func receivedText() -> String {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : ""
+        }
+
+        deinit { Glibc.close(fd) }
+    }
 
     static func bigEndian32(_ bytes: [UInt8], at offset: Int) -> UInt32 {
         bytes[offset..<(offset + 4)].reduce(0) { $0 << 8 | UInt32($1) }
