@@ -46,7 +46,7 @@ enum ConfigKeys {
         .duration("dead_timeout", \.deadTimeout, allowZero: false,
                   meaning: "A member silent for this long is `dead` and its shards are rebuilt elsewhere. Must exceed suspect_timeout."),
         .int("max_conns", \.maxConns, range: 1...Int(Int32.max),
-             meaning: "Client connections accepted at once; more are refused."),
+             meaning: "Client connections accepted at once; more are refused. Left unset, it is lowered to what the open-file limit can hold."),
         .duration("read_timeout", \.readTimeout, allowZero: true,
                   meaning: "Longest wait for more bytes of a request a client has started sending; 0s = no limit."),
         .duration("write_timeout", \.writeTimeout, allowZero: true,
