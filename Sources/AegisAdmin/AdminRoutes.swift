@@ -187,8 +187,13 @@ struct AdminRoutes: Sendable {
         // lowering the limit in an emergency must not leave a large burst behind.
         node.runtime.setRateLimit(opsPerSecond: rate, burst: burst)
         node.rateLimiter.applyCurrentSettings()
-        node.logger.notice("admin: rate limit set", metadata: ["ops_per_sec": "\(rate)", "burst": "\(burst)"])
-        return .json(200, NodeReports(node: node).rateLimit())
+        // Logged as the answer reports it: the burst in effect (0 given means
+        // the rate), never the raw parameter.
+        let report = NodeReports(node: node)
+        node.logger.notice("admin: rate limit set", metadata: [
+            "ops_per_sec": "\(node.runtime.currentRateLimit)", "burst": "\(report.rateBurstInEffect)",
+        ])
+        return .json(200, report.rateLimit())
     }
 
     private struct Problem: Error { var message: String }

@@ -1,6 +1,7 @@
 import AegisConfig
 import AegisServer
 import CSupport
+import Glibc
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -25,16 +26,26 @@ public final class AdminServer: NodeCompanion {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         group.next().execute { _ = aegis_set_current_thread_name("aegis-admin") }
         let routes = AdminRoutes(node: node, authToken: config.authToken)
+        let connections = AdminConnections(eventLoop: group.next(), logger: logger)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptPauseWhenShort(logger: logger))
+                }
+            }
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    // An operations client that sends nothing for 30 s is gone or stuck: close it.
-                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(30)))
+                    guard connections.makeRoom() else {
+                        try channel.pipeline.syncOperations.addHandler(RefuseWhenFull())
+                        return
+                    }
+                    let handler = AdminHTTPHandler(routes: routes, connections: connections)
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(AdminHTTPHandler(routes: routes))
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                    connections.insert(handler)
                 }
             }
         let host = config.healthAddr.host
@@ -72,17 +83,63 @@ public final class AdminServer: NodeCompanion {
 
 /// Collects one request (head; a body is read and ignored) and answers it
 /// from `AdminRoutes` when it ends.
+///
+/// Each request has a deadline (OperationsPortLimits.requestDeadlineSeconds)
+/// counted from the connection's opening or the previous response, never
+/// restarted by bytes, so a client sending one byte a second is closed like
+/// a silent one. It also ends idle keep-alive connections.
 private final class AdminHTTPHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     private let routes: AdminRoutes
+    private let connections: AdminConnections
     private var head: HTTPRequestHead?
     private var bodyBytes = 0
     private static let maxBodyBytes = 64 * 1024
 
-    init(routes: AdminRoutes) {
+    /// When the connection began waiting for its next request; nil while a
+    /// request is being answered (it may not be evicted or timed out then).
+    private(set) var waitingSince: NIODeadline?
+    private var deadline: Scheduled<Void>?
+    private(set) var channel: Channel?
+
+    init(routes: AdminRoutes, connections: AdminConnections) {
         self.routes = routes
+        self.connections = connections
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        channel = context.channel
+        awaitRequest(context: context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+        connections.remove(self)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+        connections.remove(self)
+        context.fireChannelInactive()
+    }
+
+    private func awaitRequest(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        waitingSince = .now()
+        let channel = context.channel
+        deadline = context.eventLoop.scheduleTask(in: .seconds(OperationsPortLimits.requestDeadlineSeconds)) {
+            channel.close(promise: nil)
+        }
+    }
+
+    private func beginAnswer() {
+        deadline?.cancel()
+        deadline = nil
+        waitingSince = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -100,6 +157,7 @@ private final class AdminHTTPHandler: ChannelInboundHandler {
         case .end:
             guard let requestHead = head else { return }
             head = nil
+            beginAnswer()
             let request = AdminRequest(
                 method: requestHead.method.rawValue, uri: requestHead.uri,
                 accept: requestHead.headers.first(name: "accept"),
@@ -124,14 +182,6 @@ private final class AdminHTTPHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            context.close(promise: nil)
-        } else {
-            context.fireUserInboundEventTriggered(event)
-        }
-    }
-
     private func write(context: ChannelHandlerContext, head: HTTPRequestHead?, response: AdminResponse, keepAlive: Bool) {
         let version = head?.version ?? .http1_1
         var headers = HTTPHeaders()
@@ -151,6 +201,165 @@ private final class AdminHTTPHandler: ChannelInboundHandler {
         if !keepAlive {
             let channel = context.channel
             done.whenComplete { _ in channel.close(promise: nil) }
+        } else if waitingSince == nil {
+            // A 413 is written while the request is still arriving; its
+            // deadline keeps running. Otherwise the next request's starts now.
+            awaitRequest(context: context)
+        }
+    }
+
+    /// Closed to make room for a new connection (AdminConnections).
+    func evict() {
+        deadline?.cancel()
+        deadline = nil
+        channel?.close(promise: nil)
+    }
+}
+
+/// The operations port's open connections, bounded by
+/// OperationsPortLimits.maxConnections. When full, the connection that has
+/// waited longest for its request (at least `evictableAfter`) is closed to
+/// let the new one in, so a health check still gets answered while slow
+/// clients hold every place; when none has waited that long, the new
+/// connection is refused with 503.
+///
+/// Confined to the operations event loop (the group has one thread and
+/// every channel of the port lives on it); `@unchecked Sendable` records
+/// that, and each entry point checks it in debug builds.
+private final class AdminConnections: @unchecked Sendable {
+    private let eventLoop: EventLoop
+    private let logger: Logger
+    private var open: [ObjectIdentifier: AdminHTTPHandler] = [:]
+    private var evicted = 0
+    private var refused = 0
+    private var nextReport = NIODeadline.uptimeNanoseconds(0)
+    private static let evictableAfter = TimeAmount.seconds(1)
+    private static let reportInterval = TimeAmount.seconds(10)
+
+    init(eventLoop: EventLoop, logger: Logger) {
+        self.eventLoop = eventLoop
+        self.logger = logger
+    }
+
+    /// True when a new connection may be served (after evicting one if needed).
+    func makeRoom() -> Bool {
+        eventLoop.assertInEventLoop()
+        guard open.count >= OperationsPortLimits.maxConnections else { return true }
+        let now = NIODeadline.now()
+        var stalest: AdminHTTPHandler?
+        for handler in open.values {
+            guard let since = handler.waitingSince, now - since >= Self.evictableAfter else { continue }
+            if let best = stalest?.waitingSince, best <= since { continue }
+            stalest = handler
+        }
+        if let stalest {
+            open[ObjectIdentifier(stalest)] = nil
+            stalest.evict()
+            evicted += 1
+        } else {
+            refused += 1
+        }
+        reportIfDue(now)
+        return stalest != nil
+    }
+
+    func insert(_ handler: AdminHTTPHandler) {
+        eventLoop.assertInEventLoop()
+        open[ObjectIdentifier(handler)] = handler
+    }
+
+    func remove(_ handler: AdminHTTPHandler) {
+        eventLoop.assertInEventLoop()
+        open[ObjectIdentifier(handler)] = nil
+    }
+
+    /// One line per interval while the port is full, not one per connection.
+    private func reportIfDue(_ now: NIODeadline) {
+        guard now >= nextReport else { return }
+        nextReport = now + Self.reportInterval
+        logger.warning("operations port full: closed the longest-waiting connections or refused new ones", metadata: [
+            "max_connections": "\(OperationsPortLimits.maxConnections)", "evicted": "\(evicted)", "refused": "\(refused)",
+        ])
+        evicted = 0
+        refused = 0
+    }
+}
+
+/// Answers a connection the port has no room for, then closes it.
+private final class RefuseWhenFull: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private static let body = #"{"error":"too many connections to the operations port; retry shortly"}"# + "\n"
+    private static let response = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        + "Content-Length: \(body.utf8.count)\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" + body
+    private var answered = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { answer(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        answer(context: context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+
+    private func answer(context: ChannelHandlerContext) {
+        guard !answered else { return }
+        answered = true
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(string: Self.response))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+}
+
+/// Pauses the operations port's listener while accept fails for want of
+/// descriptors (EMFILE and the like), and says so once per interval with a
+/// count.
+///
+/// NIO keeps a listener registered after a failed accept (its read stays
+/// pending, since only a successful accept clears it), and this bootstrap
+/// adds no backoff; NIO's own AcceptBackoffHandler was tried and does not
+/// help, because it only delays the *next* read while the pending one keeps
+/// epoll firing. Measured: strace showed 22,764 failed accept4 calls in 1 s
+/// on the operations thread. Turning autoRead off takes the listener out of
+/// epoll; turning it back on after the pause tries again.
+private final class AcceptPauseWhenShort: ChannelInboundHandler {
+    typealias InboundIn = Channel
+
+    private let logger: Logger
+    private var failures = 0
+    private var paused = false
+    private var nextReport = NIODeadline.uptimeNanoseconds(0)
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard let ioError = error as? IOError, [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(ioError.errnoCode) else {
+            context.fireErrorCaught(error)
+            return
+        }
+        failures += 1
+        let now = NIODeadline.now()
+        if now >= nextReport {
+            nextReport = now + .seconds(10)
+            logger.warning("operations port cannot accept connections; pausing accepts", metadata: [
+                "error": "\(SystemError(operation: "accept", code: ioError.errnoCode))", "failed_accepts": "\(failures)",
+                "pause_ms": "\(OperationsPortLimits.acceptPauseMilliseconds)",
+            ])
+            failures = 0
+        }
+        guard !paused, let options = context.channel.syncOptions else { return }
+        paused = true
+        try? options.setOption(.autoRead, value: false)
+        let channel = context.channel
+        context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(OperationsPortLimits.acceptPauseMilliseconds)) {
+            self.paused = false
+            try? channel.syncOptions?.setOption(.autoRead, value: true)
         }
     }
 }

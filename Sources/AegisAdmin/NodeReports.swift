@@ -59,13 +59,19 @@ struct NodeReports {
         ])
     }
 
+    /// The burst the limiter applies: rate_burst, or the rate when it is 0;
+    /// 0 while there is no limit.
+    var rateBurstInEffect: Int {
+        node.runtime.currentRateLimit > 0 ? node.runtime.currentRateBurst : 0
+    }
+
     func rateLimit() -> JSONValue {
         let runtime = node.runtime
         let rate = runtime.currentRateLimit
         return .object([
             ("enabled", .bool(rate > 0)),
             ("ops_per_sec", .int(rate)),
-            ("burst", .int(rate > 0 ? runtime.currentRateBurst : 0)),
+            ("burst", .int(rateBurstInEffect)),
             ("tokens_available", rate > 0 ? .int(node.rateLimiter.availableTokens) : .null),
             ("rejected_total", .int(node.totals().rateLimited)),
         ])

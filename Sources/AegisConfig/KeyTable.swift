@@ -46,7 +46,7 @@ enum ConfigKeys {
         .duration("dead_timeout", \.deadTimeout, allowZero: false,
                   meaning: "A member silent for this long is `dead` and its shards are rebuilt elsewhere. Must exceed suspect_timeout."),
         .int("max_conns", \.maxConns, range: 1...Int(Int32.max),
-             meaning: "Client connections accepted at once; more are refused."),
+             meaning: "Client connections accepted at once; more are refused. Left unset, it is lowered to what the open-file limit can hold."),
         .int("client_input_max_mb", \.clientInputMaxMB, range: 1...65_536,
              meaning: "Most bytes of a request one client connection may buffer before it is complete, in MiB; a client past it gets an error and is closed. All connections together may buffer a quarter of max_memory_mb (unlimited when that is 0), and each reactor at least one client's worth."),
         .duration("read_timeout", \.readTimeout, allowZero: true,

@@ -32,20 +32,34 @@ public final class Node {
         notifier: SystemdNotifier = .fromProcessEnvironment(),
         companions startCompanions: (NodeContext) throws -> [any NodeCompanion] = { _ in [] }
     ) throws -> Int32 {
-        let config = loaded.config
+        // Also checked by the command line; repeated for any other caller,
+        // since starting with one of these would break a promise silently.
+        if let refusal = UnbuiltFeatures.refusals(in: loaded).first { throw StartupError(refusal) }
         _ = aegis_block_signals()
         let fileLimit = aegis_raise_nofile_limit()
         let cpus = CPUBudget.ofThisProcess()
-        let reactorCount = config.reactors == 0 ? cpus.reactors : config.reactors
+        let reactorCount = loaded.config.reactors == 0 ? cpus.reactors : loaded.config.reactors
+        let fileBudget = OpenFileBudget(fileLimit: fileLimit, reactors: reactorCount)
+        let config = fileBudget.fitted(loaded).config
+        let reload = fileBudget.fittingReloads(reload)
 
         for key in loaded.explicitlySet.keys.sorted() where notYetInEffect.contains(key) {
             logger.warning("setting accepted but not yet in effect in this build", metadata: [
                 "key": "\(key)", "source": "\(loaded.explicitlySet[key]!)",
             ])
         }
-        if fileLimit > 0 && fileLimit < config.maxConns + 64 {
-            logger.warning("open file limit is below max_conns; connections past it will be refused by the kernel", metadata: [
-                "nofile": "\(fileLimit)", "max_conns": "\(config.maxConns)",
+        switch fileBudget.verdict(for: loaded) {
+        case .fits:
+            break
+        case .defaultLowered(let connections):
+            logger.info("max_conns follows the open file limit", metadata: [
+                "nofile": "\(fileLimit)", "max_conns": "\(connections)", "reserved_fds": "\(fileBudget.reserved)",
+                "default_max_conns": "\(AegisConfig.defaults.maxConns)",
+            ])
+        case .cannotHonour(let possible):
+            logger.warning("open file limit cannot hold max_conns connections; past about connections_possible, new clients wait until others close", metadata: [
+                "nofile": "\(fileLimit)", "max_conns": "\(loaded.config.maxConns)", "source": "\(loaded.source(of: "max_conns"))",
+                "connections_possible": "\(possible)",
             ])
         }
 

@@ -25,6 +25,12 @@ final class Reactor: @unchecked Sendable {
     let logger: Logger
     let epollFD: Int32
     private var listenFD: Int32
+    /// Whether accepting is paused for want of descriptors (AcceptPause.swift).
+    private var acceptPause = AcceptPause()
+    /// Connections refused at max_conns that have not sent their first byte
+    /// yet: the refusal must be worded in their protocol. At most
+    /// `maxRefusalsAwaitingFirstByte`, each for at most `refusalWaitMs`.
+    private var refusals: [Connection] = []
     private let wakeFD: Int32
     /// Fires every maintenance interval, so epoll_wait can block without a
     /// timeout: a timeout would arm a kernel hrtimer on every sleep.
@@ -257,10 +263,16 @@ final class Reactor: @unchecked Sendable {
         for _ in 0..<64 {
             let fd = aegis_tcp_accept(listenFD)
             if fd < 0 {
-                if -fd != EAGAIN && -fd != EWOULDBLOCK && -fd != EINTR {
-                    logger.warning("accept failed", metadata: ["error": "\(SystemError(operation: "accept4", code: -fd))"])
-                }
+                let error = -fd
+                if error == EAGAIN || error == EWOULDBLOCK || error == EINTR { return }
+                if AcceptPause.concernsOneConnection(error) { continue }
+                pauseAccepting(error: error)
                 return
+            }
+            if let failures = acceptPause.noteAccepted() {
+                logger.notice("accepting client connections again", metadata: [
+                    "reactor": "\(index)", "failed_accepts": "\(failures)",
+                ])
             }
             if node.state == .draining {
                 _ = aegis_close(fd)
@@ -268,19 +280,95 @@ final class Reactor: @unchecked Sendable {
             }
             let open = node.openConnections.wrappingAdd(1, ordering: .relaxed).newValue
             if open > node.runtime.maxConns.load(ordering: .relaxed) {
-                node.openConnections.wrappingSubtract(1, ordering: .relaxed)
                 counters.connectionsRejected &+= 1
-                // Best effort: the socket is new, so its send buffer has room.
-                let refusal: StaticString = "-ERR max number of clients reached\r\n"
-                _ = aegis_write(fd, refusal.utf8Start, refusal.utf8CodeUnitCount)
-                _ = aegis_close(fd)
+                refuseAtCapacity(fd: fd)
                 continue
             }
-            register(fd: fd)
+            register(fd: fd, refusing: false)
         }
     }
 
-    private func register(fd: Int32) {
+    /// Out of descriptors (or kernel memory): the pending connection stays in
+    /// the backlog and the listener stays readable, so stop polling it until
+    /// the next maintenance tick instead of spinning on it.
+    private func pauseAccepting(error: Int32) {
+        if !acceptPause.isPaused { _ = aegis_epoll_remove(epollFD, listenFD) }
+        guard let report = acceptPause.noteFailure(error: error, nowMs: now) else { return }
+        logger.warning("cannot accept client connections; pausing accepts until descriptors free up", metadata: [
+            "reactor": "\(index)", "error": "\(SystemError(operation: "accept4", code: report.error))",
+            "failed_accepts": "\(report.failures)", "interval_ms": "\(AcceptPause.reportIntervalMs)",
+            "open_connections": "\(node.openConnections.load(ordering: .relaxed))",
+        ])
+    }
+
+    /// Called every maintenance tick: one accept attempt per tick while
+    /// descriptors are short costs nothing and notices when they free up.
+    private func resumeAcceptingIfPaused() {
+        guard acceptPause.isPaused, listenFD >= 0 else { return }
+        // Left paused when epoll cannot take it back: the next tick retries.
+        guard aegis_epoll_add(epollFD, listenFD, AEGIS_EPOLLIN, Self.listenerToken) == 0 else { return }
+        acceptPause.resume()
+        acceptConnections()
+    }
+
+    static let maxRefusalsAwaitingFirstByte = 16
+    static let refusalWaitMs: Int64 = 1000
+
+    /// Over max_conns. The protocol is not known until the client's first
+    /// byte, and a RESP error line read by a binary client is a 759 MB frame
+    /// length, so the connection is kept just long enough to hear it (see
+    /// `answerRefusal`). It stays counted in openConnections meanwhile, and
+    /// only a few wait at once: past that, or when the client says nothing
+    /// within `refusalWaitMs`, it is closed without a word, which every
+    /// client understands.
+    private func refuseAtCapacity(fd: Int32) {
+        refusals.removeAll { $0.isClosed }
+        if refusals.count < Self.maxRefusalsAwaitingFirstByte {
+            // register closes the descriptor itself when it fails.
+            if let connection = register(fd: fd, refusing: true) { refusals.append(connection) }
+            return
+        }
+        node.openConnections.wrappingSubtract(1, ordering: .relaxed)
+        _ = aegis_close(fd)
+    }
+
+    /// The first bytes of a connection refused at max_conns: answer in its
+    /// protocol, then close. Returns false for any other connection.
+    private func answerRefusal(_ connection: Connection, _ buffer: WireBuffer) -> Bool {
+        guard !refusals.isEmpty, let position = refusals.firstIndex(where: { $0 === connection }) else { return false }
+        refusals.remove(at: position)
+        let view = buffer.readableView
+        if WireProtocolSniffer.classify(firstByte: view[0]) == .binary {
+            // The request id is echoed when the header got that far.
+            let idOffset = BinaryWire.lengthPrefix + 3
+            var requestID: UInt64 = 0
+            if view.count >= idOffset + 8 && view[BinaryWire.lengthPrefix] == BinaryWire.magic {
+                for byte in view[idOffset..<(idOffset + 8)] { requestID = requestID << 8 | UInt64(byte) }
+            }
+            connection.wire = .binary
+            BinaryResponseWriter.write(status: .error, requestID: requestID, errorText: "max number of clients reached", into: connection.output)
+        } else {
+            connection.wire = .resp2
+            RESPWriter.error("ERR max number of clients reached", into: connection.output)
+        }
+        connection.closeAfterFlush = true
+        buffer.clear()
+        markDirty(connection)
+        return true
+    }
+
+    /// Refused connections that have not spoken within refusalWaitMs are
+    /// closed (maintenance tick), so they hold no slot under max_conns long.
+    private func closeSilentRefusals() {
+        guard !refusals.isEmpty else { return }
+        for connection in refusals where !connection.isClosed && now - connection.lastActivityMs >= Self.refusalWaitMs {
+            close(connection)
+        }
+        refusals.removeAll { $0.isClosed }
+    }
+
+    @discardableResult
+    private func register(fd: Int32, refusing: Bool) -> Connection? {
         let slot: Int
         if let reused = freeSlots.popLast() {
             slot = reused
@@ -300,10 +388,11 @@ final class Reactor: @unchecked Sendable {
         if result < 0 {
             logger.warning("epoll_ctl(add) failed", metadata: ["error": "\(SystemError(operation: "epoll_ctl", code: -result))"])
             close(connection)
-            return
+            return nil
         }
         counters.connections += 1
-        counters.connectionsAccepted &+= 1
+        if !refusing { counters.connectionsAccepted &+= 1 }
+        return connection
     }
 
     @inline(__always) private func token(of connection: Connection) -> UInt64 {
@@ -476,6 +565,7 @@ final class Reactor: @unchecked Sendable {
     }
 
     private func sniff(_ connection: Connection, _ buffer: WireBuffer) -> WireKind? {
+        if answerRefusal(connection, buffer) { return nil }
         switch WireProtocolSniffer.classify(firstByte: buffer.readableView[0]) {
         case .binary: connection.wire = .binary
         case .resp: connection.wire = .resp2
@@ -587,6 +677,8 @@ final class Reactor: @unchecked Sendable {
         let interval = max(Int64(node.config.maintenanceInterval.milliseconds), 10)
         maintenanceDue = false
         nextMaintenanceMs = now + interval
+        resumeAcceptingIfPaused()
+        closeSilentRefusals()
         sweepExpired()
         logMaintenance()
         publishCommandStats()
@@ -662,13 +754,35 @@ final class Reactor: @unchecked Sendable {
         for case let connection? in connections where connection.replies.isEmpty && connection.output.isEmpty && connection.input.isEmpty {
             close(connection)
         }
-        if now >= drainDeadlineMs {
-            for case let connection? in connections { close(connection) }
-        }
+        if now >= drainDeadlineMs { closeOverdueConnections() }
         if counters.connections == 0 && !countedAsDrained {
             countedAsDrained = true
             node.drainedReactors.wrappingAdd(1, ordering: .acquiringAndReleasing)
         }
+    }
+
+    /// drain_timeout has run out: whatever is still owed is dropped. Said
+    /// once, with how much, because a client that lost replies at a stop
+    /// otherwise leaves no trace of it on the server.
+    private func closeOverdueConnections() {
+        var connectionsCut = 0
+        var unsentBytes = 0
+        var unansweredReplies = 0
+        for case let connection? in connections {
+            let bytes = connection.output.readableBytes + connection.replies.staging.readableBytes
+            if bytes > 0 || !connection.replies.isEmpty {
+                connectionsCut += 1
+                unsentBytes += bytes
+                unansweredReplies += connection.replies.outstanding
+            }
+            close(connection)
+        }
+        guard connectionsCut > 0 else { return }
+        logger.warning("drain_timeout expired: replies owed to clients were dropped", metadata: [
+            "reactor": "\(index)", "connections": "\(connectionsCut)", "unsent_bytes": "\(unsentBytes)",
+            "queued_replies": "\(unansweredReplies)",
+            "drain_timeout_ms": "\(node.runtime.drainTimeoutMs.load(ordering: .relaxed))",
+        ])
     }
 
     private func shouldExit() -> Bool {

@@ -65,6 +65,13 @@ struct AegisKVCommand: ParsableCommand {
             for line in error.description.split(separator: "\n") { logger.error("\(line)") }
             throw ExitCode(2)
         }
+        // Valid settings this build cannot honour refuse like invalid ones,
+        // so `--validate` catches them before a deployment does.
+        let refusals = UnbuiltFeatures.refusals(in: loaded)
+        if !refusals.isEmpty {
+            for line in refusals { logger.error("\(line)") }
+            throw ExitCode(2)
+        }
         if validate {
             print("configuration OK" + (configFile.map { ": \($0)" } ?? " (defaults, environment and flags)"))
             throw ExitCode.success

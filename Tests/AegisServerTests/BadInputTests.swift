@@ -158,6 +158,8 @@ struct BadInputTests {
             usleep(200_000)
         }
         let refused = try TestSocket(port: server.port)
+        // The refusal waits for the first request, to answer in its protocol.
+        try refused.send("PING\r\n")
         let reply = String(decoding: try refused.receive { $0.last == 10 }, as: UTF8.self)
         #expect(reply == "-ERR max number of clients reached\r\n")
         #expect(refused.waitForClose())

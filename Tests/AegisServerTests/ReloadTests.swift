@@ -113,6 +113,7 @@ struct ReloadTests {
         try first.send("PING\r\n")
         #expect(String(decoding: try first.receive { $0.count >= 7 }, as: UTF8.self) == "+PONG\r\n")
         let second = try TestSocket(port: node.port)
+        try second.send("PING\r\n")
         let refusal = try second.receive { $0.contains(UInt8(ascii: "\n")) }
         #expect(String(decoding: refusal, as: UTF8.self) == "-ERR max number of clients reached\r\n")
     }

@@ -1,0 +1,275 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Issue 14, the edges of the process: file descriptors, the operations
+/// port, start-up refusals and small error paths. Each test runs the real
+/// binary; descriptor shortage is made real with prlimit, which sets the
+/// limits and then execs the node, so the PID is the node's.
+@Suite(.serialized)
+struct ProcessEdgeTests {
+    // MARK: - Settings that promise what is not built
+
+    @Test func settingsThatPromiseUnbuiltFeaturesStopStartupAndValidate() throws {
+        let cases: [(arguments: [String], key: String)] = [
+            (["--tls-enabled", "true", "--tls-cert-file", "/tmp/cert.pem", "--tls-key-file", "/tmp/key.pem"], "tls_enabled"),
+            (["--write-quorum", "2"], "write_quorum"),
+            (["--read-quorum", "2"], "read_quorum"),
+        ]
+        for (arguments, key) in cases {
+            let validated = try runTool(ServerHarness.binaryPath, arguments + ["--validate"])
+            #expect(validated.status == 2, "\(arguments): \(validated.output)")
+            #expect(validated.output.contains("config: \(key)"), "\(validated.output)")
+            #expect(validated.output.contains("not available in this build yet"), "\(validated.output)")
+
+            let output = FileManager.default.temporaryDirectory.path + "/aegis-unbuilt-\(UUID().uuidString).log"
+            defer { unlink(output) }
+            let port = try freePort()
+            let status = try SpawnedNode.runToExit(["--bind-addr", "127.0.0.1:\(port)", "--reactors", "1"] + arguments,
+                                                   journal: false, output: output)
+            let log = try String(contentsOfFile: output, encoding: .utf8)
+            #expect(status == 2, "\(arguments): \(log)")
+            #expect(log.contains("not available in this build yet") && !log.contains("serving"), "\(log)")
+        }
+        // Values this build does honour (no replica asked for) still start.
+        let accepted = try runTool(ServerHarness.binaryPath, ["--write-quorum", "1", "--read-quorum", "1", "--validate"])
+        #expect(accepted.status == 0, "\(accepted.output)")
+    }
+
+    // MARK: - Small error paths
+
+    @Test func rateLimitLogNamesTheBurstItAnswers() throws {
+        let server = try ServerHarness()
+        defer { #expect(server.stop() == 0) }
+        let answer = try runTool("curl", ["-s", "-S", "--max-time", "10", "-X", "POST", server.healthURL + "/admin/rate-limit?ops_per_sec=7"])
+        #expect(answer.output.contains(#""burst":7"#), "\(answer.output)")
+        for _ in 0..<250 where !server.log().contains("admin: rate limit set") { usleep(20_000) }
+        let line = server.log().split(separator: "\n").first { $0.contains("admin: rate limit set") }.map(String.init) ?? ""
+        #expect(line.contains("burst=7") && line.contains("ops_per_sec=7"), "\(line)")
+        _ = try runTool("curl", ["-s", "--max-time", "10", "-X", "POST", server.healthURL + "/admin/rate-limit?ops_per_sec=0"])
+    }
+
+    @Test func repliesDroppedAtTheDrainDeadlineAreLogged() throws {
+        let server = try ServerHarness(arguments: ["--drain-timeout", "1s"], reactors: 1)
+        let socket = try TestSocket(port: server.port)
+        let value = String(repeating: "v", count: 1 << 20)
+        try socket.send("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$\(value.utf8.count)\r\n\(value)\r\n")
+        #expect(try socket.receive { $0.count >= 5 } == Array("+OK\r\n".utf8))
+        // Far more reply bytes than the socket buffers hold; never read.
+        try socket.send(String(repeating: "GET big\r\n", count: 64))
+        usleep(500_000)
+        #expect(server.stop(signal: SIGTERM) == 0)
+        let line = server.log().split(separator: "\n").first { $0.contains("drain_timeout expired") }.map(String.init)
+        #expect(line != nil, "\(server.log())")
+        #expect(line?.contains("connections=1") == true, "\(line ?? "")")
+        #expect(server.log().components(separatedBy: "drain_timeout expired").count == 2, "logged once")
+    }
+
+    @Test func binaryClientRefusedAtMaxConnsGetsABinaryError() throws {
+        let server = try ServerHarness(arguments: ["--max-conns", "1"], reactors: 1)
+        defer { #expect(server.stop() == 0) }
+        // The harness's readiness probe may hold the one place for a moment.
+        var kept: TestSocket?
+        for _ in 0..<100 where kept == nil {
+            let candidate = try TestSocket(port: server.port)
+            try candidate.send("PING\r\n")
+            if (try? candidate.receive { $0.last == 10 }) == Array("+PONG\r\n".utf8) { kept = candidate } else { usleep(50_000) }
+        }
+        #expect(kept != nil)
+
+        let binary = try TestSocket(port: server.port)
+        let requestID: [UInt8] = [1, 2, 3, 4, 5, 6, 7, 8]
+        // PING: length 35, magic, version, command 4, request id, then zeros.
+        try binary.send([0, 0, 0, 35, 0xAE, 0x01, 4] + requestID + [UInt8](repeating: 0, count: 24))
+        let reply = try binary.receive { $0.count >= 4 && $0.count >= 4 + Int(Self.bigEndian32($0, at: 0)) }
+        let length = Int(Self.bigEndian32(reply, at: 0))
+        #expect(length < 1024, "a frame length of \(length): the refusal was not a binary frame")
+        #expect(reply[4] == 0xAE && reply[6] == 2, "magic and status ERROR: \(reply.prefix(16))")
+        #expect(Array(reply[7..<15]) == requestID)
+        #expect(String(decoding: reply.dropFirst(4 + 43), as: UTF8.self).contains("max number of clients reached"))
+        #expect(binary.waitForClose())
+
+        let resp = try TestSocket(port: server.port)
+        try resp.send("PING\r\n")
+        #expect(String(decoding: try resp.receive { $0.last == 10 }, as: UTF8.self) == "-ERR max number of clients reached\r\n")
+        #expect(resp.waitForClose())
+
+        // One that never speaks is closed without a word (within a
+        // maintenance tick or two of refusalWaitMs), not held forever.
+        let silent = try TestSocket(port: server.port)
+        #expect(silent.waitForClose())
+        try kept?.send("PING\r\n")
+        #expect(try kept?.receive { $0.count >= 7 } == Array("+PONG\r\n".utf8))
+    }
+
+    // MARK: - Open files
+
+    @Test func defaultMaxConnsFollowsTheHardOpenFileLimit() throws {
+        let node = try SpawnedNode(arguments: ["--reactors", "2"], launcher: ["/usr/bin/prlimit", "--nofile=100:600", "--"])
+        defer { #expect(node.stop() == 0) }
+        // The soft limit was raised to the hard one.
+        let limits = try String(contentsOfFile: "/proc/\(node.pid)/limits", encoding: .utf8)
+        let openFiles = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") } ?? ""
+        #expect(openFiles.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).prefix(2) == ["600", "600"], "\(openFiles)")
+        let expected = 600 - (64 + 64 + 16 * 2)
+        let maxConns = try runTool("redis-cli", ["-p", String(node.port), "CONFIG", "GET", "max_conns"]).output
+        #expect(maxConns.split(separator: "\n").last == "\(expected)"[...], "\(maxConns)")
+        let line = node.logLines().first { $0.contains("max_conns follows the open file limit") } ?? ""
+        #expect(line.contains("info") && line.contains("max_conns=\(expected)"), "\(node.log())")
+        #expect(!node.log().contains("warning"), "defaults must not warn: \(node.log())")
+    }
+
+    // MARK: - Out of file descriptors
+
+    @Test func outOfDescriptorsPausesAcceptingQuietlyAndRecovers() throws {
+        let node = try SpawnedNode(arguments: ["--reactors", "2", "--max-conns", "1000"],
+                                   launcher: ["/usr/bin/prlimit", "--nofile=256", "--"])
+        defer { #expect(node.stop() == 0) }
+        // A max_conns the operator chose that the limit cannot hold is a warning.
+        #expect(node.log().contains("open file limit cannot hold max_conns"), "\(node.log())")
+        let healthURL = try Self.healthURL(node)
+        var clients: [TestSocket] = []
+        defer { clients.forEach { $0.close() } }
+        for _ in 0..<300 { clients.append(try TestSocket(port: node.port)) }
+        // The operations port's listener gets a waiting connection too.
+        let curl = try startProcess("curl", ["-s", "--max-time", "8", healthURL + "/health"])
+        defer { stopProcess(curl) }
+        usleep(1_000_000)
+        #expect(node.log().contains("cannot accept client connections"), "\(node.log().suffix(2000))")
+
+        let cpuBefore = try Self.cpuSeconds(node.pid)
+        usleep(3_000_000)
+        let cpuUsed = try Self.cpuSeconds(node.pid) - cpuBefore
+        // Spinning on a readable listener took both cores; paused, the node
+        // wakes a few times per maintenance tick. The bound is loose.
+        #expect(cpuUsed < 0.6, "node used \(cpuUsed) s of CPU in 3 s while out of descriptors")
+        let acceptLines = node.logLines().filter { $0.contains("accept") }
+        #expect(acceptLines.count <= 12, "\(acceptLines.count) accept lines: \(acceptLines.suffix(5))")
+
+        clients.forEach { $0.close() }
+        clients.removeAll()
+        var pong = ""
+        for _ in 0..<50 where pong != "PONG" {
+            pong = (try? runTool("redis-cli", ["-p", String(node.port), "PING"]).output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? ""
+            if pong != "PONG" { usleep(200_000) }
+        }
+        #expect(pong == "PONG")
+        let health = try runTool("curl", ["-s", "--max-time", "10", healthURL + "/health"])
+        #expect(health.output.contains("ok"), "\(health.output)")
+        #expect(node.waitForLog { $0.contains("accepting client connections again") })
+    }
+
+    // MARK: - The operations port
+
+    @Test func operationsClientTricklingBytesIsClosedAtTheRequestDeadline() throws {
+        let node = try SpawnedNode(arguments: ["--reactors", "1"])
+        defer { #expect(node.stop() == 0) }
+        let port = try Self.healthPort(node)
+        let slow = try TestSocket(port: port, timeoutSeconds: 1)
+        let request = Array("GET /health HTTP/1.1\r\nHost: localhost\r\nX-Padding: \(String(repeating: "a", count: 64))\r\n\r\n".utf8)
+        var closed = false
+        // One byte a second: every byte restarted the old idle timer.
+        for byte in request.prefix(25) where !closed {
+            do {
+                try slow.send([byte])
+                if let chunk = try? slow.receiveSome(), chunk.isEmpty { closed = true }
+            } catch {
+                closed = true
+            }
+        }
+        #expect(closed, "a client sending one byte a second was still connected after 25 s")
+    }
+
+    @Test func healthAnswersWhileSlowClientsHogTheOperationsPort() throws {
+        let node = try SpawnedNode(arguments: ["--reactors", "2"], launcher: ["/usr/bin/prlimit", "--nofile=256", "--"])
+        defer { #expect(node.stop() == 0) }
+        let port = try Self.healthPort(node)
+        var hogs: [SlowClient] = []
+        // More slow clients than the node has descriptors, each connect
+        // bounded to 1 s: once a backlog is full, a blocking connect retries
+        // for up to 30 s, and the old 30 s idle timer would then have freed
+        // the first ones before /health is asked.
+        for _ in 0..<300 {
+            guard let client = SlowClient(port: port) else { continue }
+            client.send("GET /health HTTP/1.1\r\nHo")
+            hogs.append(client)
+        }
+        usleep(1_200_000)
+        for _ in 0..<3 {
+            let health = try runTool("curl", ["-s", "--max-time", "5", "http://127.0.0.1:\(port)/health"])
+            #expect(health.status == 0 && health.output.contains("ok"), "\(health.status): \(health.output)")
+        }
+        let pong = try runTool("redis-cli", ["-p", String(node.port), "PING"]).output
+        #expect(pong.contains("PONG"), "\(pong)")
+        // Those past the cap were told why.
+        #expect(hogs.reversed().contains { $0.receivedText().hasPrefix("HTTP/1.1 503") })
+    }
+
+    // MARK: - Helpers
+
+    /// A client whose connect and reads give up after 1 s, closed on deinit.
+    final class SlowClient {
+        let fd: Int32
+
+        init?(port: UInt16) {
+            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var timeout = timeval(tv_sec: 1, tv_usec: 0)
+            // On Linux, SO_SNDTIMEO bounds connect too.
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = port.bigEndian
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if connected != 0 {
+                Glibc.close(fd)
+                return nil
+            }
+        }
+
+        func send(_ text: String) {
+            _ = Array(text.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        }
+
+        /// What arrives within 1 s ("" on timeout, close or reset).
+        func receivedText() -> String {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : ""
+        }
+
+        deinit { Glibc.close(fd) }
+    }
+
+    static func bigEndian32(_ bytes: [UInt8], at offset: Int) -> UInt32 {
+        bytes[offset..<(offset + 4)].reduce(0) { $0 << 8 | UInt32($1) }
+    }
+
+    /// utime + stime of the process, from /proc/PID/stat.
+    static func cpuSeconds(_ pid: pid_t) throws -> Double {
+        let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+        guard let close = stat.lastIndex(of: ")") else { throw HarnessError("bad /proc/\(pid)/stat") }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // Fields after the command: state is [0], utime [11], stime [12].
+        let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
+        return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// The operations port the node bound (it was given port 0).
+    static func healthPort(_ node: SpawnedNode) throws -> UInt16 {
+        guard node.waitForLog({ $0.contains("serving") }) else { throw HarnessError("never served: \(node.log())") }
+        let log = node.log()
+        guard let range = log.range(of: #"health_addr=127\.0\.0\.1:[0-9]+"#, options: .regularExpression),
+              let port = UInt16(log[range].split(separator: ":").last ?? "") else {
+            throw HarnessError("no health_addr in: \(log)")
+        }
+        return port
+    }
+
+    static func healthURL(_ node: SpawnedNode) throws -> String {
+        "http://127.0.0.1:\(try healthPort(node))"
+    }
+}
