@@ -24,8 +24,15 @@ extension Reactor {
         let report = try recovery.replay { record in
             applyReplayed(record, nowMs: nowMs)
         }
+        let faults = try KernelFaultPlan.fromEnvironment()
+        if let faults {
+            logger.warning("write-ahead log fault injection armed (for tests only)", metadata: [
+                "reactor": "\(index)", "faults": "\(faults.specification)",
+            ])
+        }
         let writer = try WALWriter(mode: config.walMode, directory: directory,
-                                   maxSegmentBytes: config.walMaxSizeMB * 1024 * 1024, recovered: report, logger: logger)
+                                   maxSegmentBytes: config.walMaxSizeMB * 1024 * 1024, recovered: report, logger: logger,
+                                   door: KernelDoor(faults: faults))
         let added = aegis_epoll_add(epollFD, writer.eventFD, AEGIS_EPOLLIN | AEGIS_EPOLLET, Self.walToken)
         if added < 0 { throw .system("epoll_ctl(io_uring eventfd)", directory.path, -added) }
         wal = writer

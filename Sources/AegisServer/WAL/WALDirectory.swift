@@ -139,6 +139,10 @@ enum WALError: Error, CustomStringConvertible {
     case system(String, String, Int32)
     case corruption(file: String, offset: Int, reason: String)
     case layoutMismatch(path: String, found: String, expected: String)
+    /// A segment the log needs is gone: replaying without it would lose its writes silently.
+    case missingSegment(file: String, reason: String)
+    /// `AEGISKV_WAL_FAULTS` (test fault injection) holds a rule that cannot be read.
+    case faultPlan(rule: String)
 
     static let recoveryAdvice = "the node does not start on a damaged log. To recover: stop the node, keep a copy of the data directory (runbook: Data Corruption Recovery), clear the WAL directory, and start again; the node then starts empty and is refilled from its replicas (or from an aegiskv-cli dump with `aegiskv-cli restore`)"
 
@@ -148,6 +152,11 @@ enum WALError: Error, CustomStringConvertible {
             return "\(operation) \(path): \(String(cString: strerror(code))) (errno \(code))"
         case .corruption(let file, let offset, let reason):
             return "WAL corruption in \(file) at offset \(offset): \(reason); " + Self.recoveryAdvice
+        case .missingSegment(let file, let reason):
+            return "WAL segment missing: \(file) (\(reason)); the writes logged in it would be lost silently. If the file was moved, put it back; otherwise "
+                + Self.recoveryAdvice
+        case .faultPlan(let rule):
+            return "\(KernelFaultPlan.environmentVariable): cannot read the fault rule \"\(rule)\" (expected <call>[.<file>]=<ERRNO>[@<first>][x<count>][+<delay ms>])"
         case .layoutMismatch(let path, let found, let expected):
             return "the WAL was written with \(found) but this node runs with \(expected) (\(path)): a changed `reactors` is re-laid out at start, but a changed `num_shards` is not; start with the same `num_shards`, or move the WAL directory aside to start empty"
         }

@@ -73,6 +73,8 @@ final class WALWriter {
     let directory: WALDirectory
     let logger: Logger
     let eventFD: Int32
+    /// Every system call of the log goes through here (fault injection in tests).
+    let door: KernelDoor
     private let ring: OpaquePointer
     private let maxSegmentBytes: Int
 
@@ -117,8 +119,10 @@ final class WALWriter {
         case preparedWrite, preparedSync
     }
 
-    init(mode: WALMode, directory: WALDirectory, maxSegmentBytes: Int, recovered: WALRecovery.Report, logger: Logger) throws(WALError) {
+    init(mode: WALMode, directory: WALDirectory, maxSegmentBytes: Int, recovered: WALRecovery.Report, logger: Logger,
+         door: KernelDoor = .production) throws(WALError) {
         precondition(mode != .off)
+        self.door = door
         self.mode = mode
         self.directory = directory
         self.logger = logger
@@ -128,35 +132,38 @@ final class WALWriter {
         self.segmentNumber = recovered.nextSegment - 1
         self.liveSegments = recovered.keptSegments
         self.newestSnapshot = recovered.snapshotNumber
-        var error: Int32 = 0
-        guard let ring = aegis_uring_create(64, &error) else { throw .system("io_uring_setup", directory.path, -error) }
+        let ring: OpaquePointer
+        switch door.uringCreate(entries: 64) {
+        case .success(let created): ring = created
+        case .failure(let error): throw .system(error.operation, directory.path, error.code)
+        }
         self.ring = ring
-        let eventFD = aegis_eventfd_create()
+        let eventFD = door.eventFDCreate()
         if eventFD < 0 {
-            aegis_uring_destroy(ring)
+            door.uringDestroy(ring)
             throw .system("eventfd", directory.path, -eventFD)
         }
         self.eventFD = eventFD
-        let registered = aegis_uring_register_eventfd(ring, eventFD)
+        let registered = door.uringRegisterEventFD(ring, eventFD)
         if registered < 0 {
-            aegis_uring_destroy(ring)
-            _ = aegis_close(eventFD)
+            door.uringDestroy(ring)
+            door.close(eventFD)
             throw .system("io_uring_register(eventfd)", directory.path, -registered)
         }
         advancePreparedSegment()
     }
 
     deinit {
-        if preparedFD >= 0 { close(preparedFD) }
-        if segmentFD >= 0 { close(segmentFD) }
-        for fd in retiringFDs { close(fd) }
-        if snapshotFD >= 0 { close(snapshotFD) }
-        aegis_uring_destroy(ring)
+        if preparedFD >= 0 { door.close(preparedFD) }
+        if segmentFD >= 0 { door.close(segmentFD) }
+        for fd in retiringFDs { door.close(fd) }
+        if snapshotFD >= 0 { door.close(snapshotFD) }
+        door.uringDestroy(ring)
         // After the ring, which cancels what is queued: a zero-fill write may
         // still read this buffer until then. (One that a worker already runs
         // can only spoil prepared-segment.tmp, which the next start deletes.)
         zeroChunk.deallocate()
-        _ = aegis_close(eventFD)
+        door.close(eventFD)
     }
 
     var acceptsWrites: Bool { failure == nil }
@@ -221,27 +228,29 @@ final class WALWriter {
             // io_uring, 0.94x this way. In `fsync` mode only the fdatasync
             // goes to the ring, and the reactor wakes once per batch, not twice.
             batch.pending = 1
-            let written = pwrite(batch.fd, view.baseAddress, view.count, off_t(batch.offset))
-            note(.batchWrite, of: batch, result: written < 0 ? -errno : Int32(written))
+            let written = door.pwrite(batch.fd, view.baseAddress, view.count, batch.offset, file: .segment)
+            note(.batchWrite, of: batch, result: Int32(clamping: written))
             if !durable || batch.failure != nil {
                 settleBatches(into: &completedInline)
                 return true
             }
         } else {
-            batch.pending += prepare(aegis_uring_prep_write(ring, batch.fd, view.baseAddress, UInt32(view.count), batch.offset,
-                                                            tag | Operation.batchWrite.rawValue, durable ? AEGIS_IOSQE_IO_LINK : 0))
+            batch.pending += prepare(door.prepareWrite(ring, batch.fd, view.baseAddress, UInt32(view.count), batch.offset,
+                                                       userData: tag | Operation.batchWrite.rawValue,
+                                                       flags: durable ? AEGIS_IOSQE_IO_LINK : 0, file: .segment))
         }
         if durable {
             let directoryFD = syncDirectory ? openDirectory() : nil
-            batch.pending += prepare(aegis_uring_prep_fdatasync(ring, batch.fd, tag | Operation.batchSync.rawValue,
-                                                                directoryFD != nil ? AEGIS_IOSQE_IO_LINK : 0))
+            batch.pending += prepare(door.prepareFdatasync(ring, batch.fd, userData: tag | Operation.batchSync.rawValue,
+                                                           flags: directoryFD != nil ? AEGIS_IOSQE_IO_LINK : 0, file: .segment))
             if let directoryFD {
                 // The new segment's name must be durable too, not only its data.
-                batch.pending += prepare(aegis_uring_prep_fdatasync(ring, directoryFD, tag | Operation.batchDirectorySync.rawValue, 0))
+                batch.pending += prepare(door.prepareFdatasync(ring, directoryFD, userData: tag | Operation.batchDirectorySync.rawValue,
+                                                               flags: 0, file: .directory))
                 batch.directoryFD = directoryFD
             }
         }
-        let submitted = aegis_uring_submit(ring)
+        let submitted = door.submit(ring, file: .segment)
         if submitted < 0 {
             logger.error("io_uring submit failed", metadata: ["error": "\(SystemError(operation: "io_uring_enter", code: -submitted))"])
         }
@@ -261,7 +270,7 @@ final class WALWriter {
     }
 
     private func openDirectory() -> Int32? {
-        let fd = open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let fd = door.open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, file: .directory)
         return fd >= 0 ? fd : nil
     }
 
@@ -270,7 +279,7 @@ final class WALWriter {
         var userData: UInt64 = 0
         var result: Int32 = 0
         var batchesMoved = false
-        while aegis_uring_pop_completion(ring, &userData, &result) == 1 {
+        while door.popCompletion(ring, userData: &userData, result: &result) {
             guard let operation = Operation(rawValue: userData & 0xFF) else { continue }
             switch operation {
             case .batchWrite, .batchSync, .batchDirectorySync:
@@ -344,7 +353,7 @@ final class WALWriter {
     }
 
     private func recycle(_ batch: Batch) {
-        if batch.directoryFD >= 0 { close(batch.directoryFD) }
+        if batch.directoryFD >= 0 { door.close(batch.directoryFD) }
         batch.buffer.clear()
         batch.buffer.releaseIfIdle(keep: 1 << 20)
         if spareBuffers.count < Self.maxBatchesInFlight { spareBuffers.append(batch.buffer) }
@@ -359,22 +368,23 @@ final class WALWriter {
         var truncated = Set<Int32>()
         for batch in inFlight where !truncated.contains(batch.fd) {
             truncated.insert(batch.fd)
-            if ftruncate(batch.fd, off_t(batch.offset)) != 0 {
+            let truncated = door.ftruncate(batch.fd, batch.offset, file: .segment)
+            if truncated < 0 {
                 logger.error("cannot cut the failed batch off the segment", metadata: [
                     "file": "\(directory.segmentPath(batch.segment))", "offset": "\(batch.offset)",
-                    "error": "\(SystemError(operation: "ftruncate", code: errno))",
+                    "error": "\(SystemError(operation: "ftruncate", code: -truncated))",
                 ])
             }
             if batch.offset == 0 {
-                unlink(directory.segmentPath(batch.segment))
+                _ = door.unlink(directory.segmentPath(batch.segment), file: .segment)
                 liveSegments.removeAll { $0 == batch.segment }
             }
         }
         if segmentFD >= 0 {
-            close(segmentFD)
+            door.close(segmentFD)
             segmentFD = -1
         }
-        for fd in retiringFDs { close(fd) }
+        for fd in retiringFDs { door.close(fd) }
         retiringFDs.removeAll()
     }
 
@@ -392,7 +402,7 @@ final class WALWriter {
         guard !retiringFDs.isEmpty else { return }
         retiringFDs.removeAll { fd in
             if inFlight.contains(where: { $0.fd == fd }) { return false }
-            close(fd)
+            door.close(fd)
             return true
         }
     }
@@ -402,7 +412,7 @@ final class WALWriter {
         guard failure != nil, inFlight.isEmpty else { return }
         let number = segmentNumber + 1
         let path = directory.segmentPath(number)
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640)
+        let fd = door.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640, file: .segment)
         if fd < 0 { return }
         // The probe must take as much as the batch that failed (a header
         // alone fits in the last free block of a full disk); the room it
@@ -412,11 +422,11 @@ final class WALWriter {
         let probeBytes = max(64 * 1024, failedBatchBytes)
         header.append([UInt8](repeating: 0, count: probeBytes))
         let view = header.readableView
-        let written = pwrite(fd, view.baseAddress, view.count, 0)
-        if written != view.count || fdatasync(fd) != 0 || ftruncate(fd, off_t(WALFileHeader.size)) != 0
-            || (mode == .fsync && (fdatasync(fd) != 0 || (try? WALDirectory.syncDirectory(directory.path)) == nil)) {
-            close(fd)
-            unlink(path)
+        let written = door.pwrite(fd, view.baseAddress, view.count, 0, file: .segment)
+        if written != view.count || door.fdatasync(fd, file: .segment) != 0 || door.ftruncate(fd, UInt64(WALFileHeader.size), file: .segment) != 0
+            || (mode == .fsync && (door.fdatasync(fd, file: .segment) != 0 || door.syncDirectory(directory.path) != 0)) {
+            door.close(fd)
+            _ = door.unlink(path, file: .segment)
             return
         }
         segmentFD = fd
@@ -438,7 +448,8 @@ final class WALWriter {
         if preparedStage == .ready {
             // Its name becomes durable with the directory fsync linked to
             // the first batch, as a new file's would.
-            if rename(directory.preparedSegmentPath, path) == 0 {
+            let renamed = door.rename(directory.preparedSegmentPath, path, file: .prepared)
+            if renamed == 0 {
                 segmentFD = preparedFD
                 preparedFD = -1
                 preparedStage = .none
@@ -448,10 +459,10 @@ final class WALWriter {
                 liveSegments.append(number)
                 return
             }
-            abandonPreparedSegment("\(SystemError(operation: "rename", code: errno))")
+            abandonPreparedSegment("\(SystemError(operation: "rename", code: -renamed))")
         }
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640)
-        if fd < 0 { throw .system("open", path, errno) }
+        let fd = door.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640, file: .segment)
+        if fd < 0 { throw .system("open", path, -fd) }
         segmentFD = fd
         segmentNumber = number
         segmentOffset = 0
@@ -462,7 +473,7 @@ final class WALWriter {
         preparedGaveUp = false
         if segmentFD >= 0 {
             // Batches still in flight write through this descriptor.
-            if inFlight.contains(where: { $0.fd == segmentFD }) { retiringFDs.append(segmentFD) } else { close(segmentFD) }
+            if inFlight.contains(where: { $0.fd == segmentFD }) { retiringFDs.append(segmentFD) } else { door.close(segmentFD) }
             segmentFD = -1
         }
         try openSegment(segmentNumber + 1)
@@ -507,9 +518,9 @@ final class WALWriter {
     private func advancePreparedSegment() {
         guard mode == .fsync, failure == nil, !preparedGaveUp else { return }
         if preparedStage == .none {
-            let fd = open(directory.preparedSegmentPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+            let fd = door.open(directory.preparedSegmentPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640, file: .prepared)
             if fd < 0 {
-                abandonPreparedSegment("\(SystemError(operation: "open", code: errno))")
+                abandonPreparedSegment("\(SystemError(operation: "open", code: -fd))")
                 return
             }
             preparedFD = fd
@@ -520,17 +531,19 @@ final class WALWriter {
         var submitted = false
         while preparedOperationsInFlight < Self.preparedWritesInFlight && preparedBytesSubmitted < maxSegmentBytes {
             let length = min(Self.zeroChunkBytes, maxSegmentBytes - preparedBytesSubmitted)
-            preparedOperationsInFlight += prepare(aegis_uring_prep_write(ring, preparedFD, zeroChunk, UInt32(length),
-                                                                         UInt64(preparedBytesSubmitted), UInt64(length) << 8 | Operation.preparedWrite.rawValue, 0))
+            preparedOperationsInFlight += prepare(door.prepareWrite(ring, preparedFD, zeroChunk, UInt32(length), UInt64(preparedBytesSubmitted),
+                                                                    userData: UInt64(length) << 8 | Operation.preparedWrite.rawValue,
+                                                                    flags: 0, file: .prepared))
             preparedBytesSubmitted += length
             submitted = true
         }
         if preparedBytesSubmitted >= maxSegmentBytes && preparedOperationsInFlight == 0 {
-            preparedOperationsInFlight += prepare(aegis_uring_prep_fdatasync(ring, preparedFD, Operation.preparedSync.rawValue, 0))
+            preparedOperationsInFlight += prepare(door.prepareFdatasync(ring, preparedFD, userData: Operation.preparedSync.rawValue,
+                                                                        flags: 0, file: .prepared))
             preparedStage = .syncing
             submitted = true
         }
-        if submitted { _ = aegis_uring_submit(ring) }
+        if submitted { _ = door.submit(ring, file: .prepared) }
     }
 
     private func notePreparedCompletion(_ operation: Operation, result: Int32, expected: Int) {
@@ -553,9 +566,9 @@ final class WALWriter {
         logger.warning("cannot prepare the next write-ahead log segment; using a plain one", metadata: [
             "file": "\(directory.preparedSegmentPath)", "reason": "\(reason)",
         ])
-        if preparedFD >= 0 { close(preparedFD) }
+        if preparedFD >= 0 { door.close(preparedFD) }
         preparedFD = -1
-        unlink(directory.preparedSegmentPath)
+        _ = door.unlink(directory.preparedSegmentPath, file: .prepared)
         preparedStage = .none
         preparedGaveUp = true
     }
@@ -568,9 +581,9 @@ final class WALWriter {
         guard snapshotStage == .idle, failure == nil else { return false }
         let covers = rotateAtNextBatch()
         let path = directory.snapshotTemporaryPath(covers)
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        let fd = door.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640, file: .snapshot)
         if fd < 0 {
-            logger.error("cannot start a snapshot", metadata: ["file": "\(path)", "error": "\(SystemError(operation: "open", code: errno))"])
+            logger.error("cannot start a snapshot", metadata: ["file": "\(path)", "error": "\(SystemError(operation: "open", code: -fd))"])
             errorCount += 1
             return false
         }
@@ -599,13 +612,15 @@ final class WALWriter {
             WALRecord.appendSnapshotEnd(entries: snapshotEntries, to: snapshotChunk)
         }
         let view = snapshotChunk.readableView
-        snapshotCompletions += prepare(aegis_uring_prep_write(ring, snapshotFD, view.baseAddress, UInt32(view.count), snapshotOffset,
-                                                              Operation.snapshotWrite.rawValue, last ? AEGIS_IOSQE_IO_LINK : 0))
+        snapshotCompletions += prepare(door.prepareWrite(ring, snapshotFD, view.baseAddress, UInt32(view.count), snapshotOffset,
+                                                         userData: Operation.snapshotWrite.rawValue,
+                                                         flags: last ? AEGIS_IOSQE_IO_LINK : 0, file: .snapshot))
         if last {
-            snapshotCompletions += prepare(aegis_uring_prep_fdatasync(ring, snapshotFD, Operation.snapshotSync.rawValue, 0))
+            snapshotCompletions += prepare(door.prepareFdatasync(ring, snapshotFD, userData: Operation.snapshotSync.rawValue,
+                                                                 flags: 0, file: .snapshot))
             snapshotStage = .syncing
         }
-        _ = aegis_uring_submit(ring)
+        _ = door.submit(ring, file: .snapshot)
     }
 
     private func noteSnapshotCompletion(_ operation: Operation, result: Int32) -> Event? {
@@ -629,20 +644,22 @@ final class WALWriter {
         case .writing:
             return .snapshotChunkWritten
         case .syncing:
-            close(snapshotFD)
+            door.close(snapshotFD)
             snapshotFD = -1
             let finalPath = directory.snapshotPath(snapshotNumber)
-            if rename(directory.snapshotTemporaryPath(snapshotNumber), finalPath) != 0 {
-                return abortSnapshot("\(SystemError(operation: "rename", code: errno))")
+            let renamed = door.rename(directory.snapshotTemporaryPath(snapshotNumber), finalPath, file: .snapshot)
+            if renamed != 0 {
+                return abortSnapshot("\(SystemError(operation: "rename", code: -renamed))")
             }
             guard let directoryFD = openDirectory() else { return abortSnapshot("cannot open \(directory.path)") }
             pendingSnapshotDirectoryFD = directoryFD
-            snapshotCompletions += prepare(aegis_uring_prep_fdatasync(ring, directoryFD, Operation.snapshotDirectorySync.rawValue, 0))
-            _ = aegis_uring_submit(ring)
+            snapshotCompletions += prepare(door.prepareFdatasync(ring, directoryFD, userData: Operation.snapshotDirectorySync.rawValue,
+                                                                 flags: 0, file: .directory))
+            _ = door.submit(ring, file: .snapshot)
             snapshotStage = .syncingDirectory
             return nil
         case .syncingDirectory:
-            close(pendingSnapshotDirectoryFD)
+            door.close(pendingSnapshotDirectoryFD)
             pendingSnapshotDirectoryFD = -1
             snapshotStage = .idle
             return .snapshotCompleted(entries: snapshotEntries, removedBytes: removeCoveredFiles())
@@ -655,13 +672,13 @@ final class WALWriter {
 
     private func abortSnapshot(_ reason: String) -> Event {
         errorCount += 1
-        if snapshotFD >= 0 { close(snapshotFD); snapshotFD = -1 }
-        if pendingSnapshotDirectoryFD >= 0 { close(pendingSnapshotDirectoryFD); pendingSnapshotDirectoryFD = -1 }
-        unlink(directory.snapshotTemporaryPath(snapshotNumber))
+        if snapshotFD >= 0 { door.close(snapshotFD); snapshotFD = -1 }
+        if pendingSnapshotDirectoryFD >= 0 { door.close(pendingSnapshotDirectoryFD); pendingSnapshotDirectoryFD = -1 }
+        _ = door.unlink(directory.snapshotTemporaryPath(snapshotNumber), file: .snapshot)
         if snapshotStage == .syncingDirectory {
             // Renamed already, but the files it covers are all still there:
             // without it the log is whole, as a failed snapshot promises.
-            unlink(directory.snapshotPath(snapshotNumber))
+            _ = door.unlink(directory.snapshotPath(snapshotNumber), file: .snapshot)
         }
         snapshotStage = .idle
         snapshotChunk.clear()
@@ -678,18 +695,17 @@ final class WALWriter {
         // snapshot (or the next start, which removes covered segments).
         let covered = liveSegments.filter { number in number < snapshotNumber && !inFlight.contains { $0.segment == number } }
         for number in covered {
-            removed += removeFile(directory.segmentPath(number))
+            removed += removeFile(directory.segmentPath(number), file: .segment)
         }
         liveSegments.removeAll { covered.contains($0) }
-        if let older = newestSnapshot, older != snapshotNumber { removed += removeFile(directory.snapshotPath(older)) }
+        if let older = newestSnapshot, older != snapshotNumber { removed += removeFile(directory.snapshotPath(older), file: .snapshot) }
         newestSnapshot = snapshotNumber
         return removed
     }
 
-    private func removeFile(_ path: String) -> Int {
-        var info = stat()
-        let size = stat(path, &info) == 0 ? Int(info.st_size) : 0
-        return unlink(path) == 0 ? size : 0
+    private func removeFile(_ path: String, file: WALFileKind) -> Int {
+        let size = door.fileSize(path)
+        return door.unlink(path, file: file) == 0 ? size : 0
     }
 
     /// Abandons a running snapshot (the log stays whole): at once, or when
