@@ -27,6 +27,11 @@ import Logging
 /// - A failed batch and every batch after it are cut off their files
 ///   before anything else is written, so a segment never holds a hole or a
 ///   partial record except after a crash.
+/// - Segment numbers have no gaps (recovery refuses one as a removed file).
+/// - A snapshot becomes the log only after every batch whose writes it may
+///   hold is durable (`snapshotBarrier`).
+/// - Every operation queued on the ring completes, or fails when the
+///   kernel does not take it (`submitQueued`).
 final class WALWriter {
     enum Event {
         /// The oldest batch in flight reached the disk (or the page cache in `write` mode).
@@ -111,7 +116,16 @@ final class WALWriter {
     private var snapshotStage = SnapshotStage.idle
     private var snapshotChunk = WireBuffer()
     private var snapshotEntries = 0
-    private enum SnapshotStage { case idle, writing, syncing, syncingDirectory }
+    private enum SnapshotStage { case idle, writing, syncing, awaitingBatches, syncingDirectory }
+    /// The last batch whose writes the snapshot may hold: it holds what
+    /// memory held when its last part was serialized, and a write is in
+    /// memory before its batch is durable. It becomes the log (renamed, the
+    /// files it covers deleted) only once that batch and every one before it
+    /// is durable; if one fails, the snapshot is abandoned, so a failed
+    /// write never comes back from a snapshot.
+    private var snapshotBarrier: UInt64 = 0
+    /// The newest batch reported durable (batches become durable in order).
+    private var durableThrough: UInt64 = 0
 
     /// io_uring user data: the operation in the low byte, the batch's sequence above it.
     private enum Operation: UInt64 {
@@ -250,10 +264,7 @@ final class WALWriter {
                 batch.directoryFD = directoryFD
             }
         }
-        let submitted = door.submit(ring, file: .segment)
-        if submitted < 0 {
-            logger.error("io_uring submit failed", metadata: ["error": "\(SystemError(operation: "io_uring_enter", code: -submitted))"])
-        }
+        submitQueued(.segment)
         if preparedStage == .none { advancePreparedSegment() }
         return true
     }
@@ -274,29 +285,65 @@ final class WALWriter {
         return fd >= 0 ? fd : nil
     }
 
+    /// Operations the kernel never took, with the error they complete with at the next `reap`.
+    private var withdrawn: [(userData: UInt64, result: Int32)] = []
+    private var withdrawnScratch: [UInt64] = []
+
+    /// Hands what is queued to the kernel. An entry it did not take (a
+    /// failed io_uring_enter leaves its entries queued; one can also take
+    /// only part of them) would never complete: a held reply would wait
+    /// forever and a drain would never end, and a later submission could
+    /// still run it after its batch was given up. So each is withdrawn (made
+    /// a no-op) and completes at the next `reap` with the submission's
+    /// error, woken through the eventfd like a real completion: its batch
+    /// fails as a failed write does.
+    private func submitQueued(_ file: WALFileKind) {
+        let submitted = door.submit(ring, file: file)
+        withdrawnScratch.removeAll(keepingCapacity: true)
+        guard door.withdrawUnsubmitted(ring, into: &withdrawnScratch) > 0 else { return }
+        let code = submitted < 0 ? -submitted : EAGAIN
+        logger.error("io_uring did not take the log's operations; failing them", metadata: [
+            "directory": "\(directory.path)", "operations": "\(withdrawnScratch.count)",
+            "error": "\(SystemError(operation: "io_uring_enter", code: code))",
+        ])
+        for userData in withdrawnScratch { withdrawn.append((userData, -code)) }
+        door.signal(eventFD)
+    }
+
     /// Processes every completion that arrived; appends what happened, in order.
     func reap(into events: inout [Event]) {
+        var batchesMoved = false
+        if !withdrawn.isEmpty {
+            let failed = withdrawn
+            withdrawn.removeAll(keepingCapacity: true)
+            for (userData, result) in failed { batchesMoved = complete(userData: userData, result: result, into: &events) || batchesMoved }
+        }
         var userData: UInt64 = 0
         var result: Int32 = 0
-        var batchesMoved = false
         while door.popCompletion(ring, userData: &userData, result: &result) {
-            guard let operation = Operation(rawValue: userData & 0xFF) else { continue }
-            switch operation {
-            case .batchWrite, .batchSync, .batchDirectorySync:
-                let sequence = userData >> 8
-                guard let batch = inFlight.first(where: { $0.sequence == sequence }) else {
-                    assertionFailure("completion for a batch not in flight")
-                    continue
-                }
-                note(operation, of: batch, result: result)
-                batchesMoved = true
-            case .snapshotWrite, .snapshotSync, .snapshotDirectorySync:
-                if let event = noteSnapshotCompletion(operation, result: result) { events.append(event) }
-            case .preparedWrite, .preparedSync:
-                notePreparedCompletion(operation, result: result, expected: Int(userData >> 8))
-            }
+            batchesMoved = complete(userData: userData, result: result, into: &events) || batchesMoved
         }
         if batchesMoved { settleBatches(into: &events) }
+    }
+
+    /// One operation finished; returns true when it was a batch's.
+    private func complete(userData: UInt64, result: Int32, into events: inout [Event]) -> Bool {
+        guard let operation = Operation(rawValue: userData & 0xFF) else { return false }
+        switch operation {
+        case .batchWrite, .batchSync, .batchDirectorySync:
+            let sequence = userData >> 8
+            guard let batch = inFlight.first(where: { $0.sequence == sequence }) else {
+                assertionFailure("completion for a batch not in flight")
+                return false
+            }
+            note(operation, of: batch, result: result)
+            return true
+        case .snapshotWrite, .snapshotSync, .snapshotDirectorySync:
+            if let event = noteSnapshotCompletion(operation, result: result) { events.append(event) }
+        case .preparedWrite, .preparedSync:
+            notePreparedCompletion(operation, result: result, expected: Int(userData >> 8))
+        }
+        return false
     }
 
     private func note(_ operation: Operation, of batch: Batch, result: Int32) {
@@ -329,6 +376,7 @@ final class WALWriter {
         while let oldest = inFlight.first, oldest.pending == 0 {
             if oldest.failure == nil {
                 inFlight.removeFirst()
+                durableThrough = oldest.sequence
                 let length = oldest.buffer.readableBytes
                 bytesSinceSnapshot += length
                 batchesCommitted += 1
@@ -350,6 +398,9 @@ final class WALWriter {
             filling.clear()
         }
         closeRetiredSegments()
+        if snapshotStage == .awaitingBatches && durableThrough >= snapshotBarrier, let event = commitSnapshot() {
+            events.append(event)
+        }
     }
 
     private func recycle(_ batch: Batch) {
@@ -375,9 +426,11 @@ final class WALWriter {
                     "error": "\(SystemError(operation: "ftruncate", code: -truncated))",
                 ])
             }
-            if batch.offset == 0 {
-                _ = door.unlink(directory.segmentPath(batch.segment), file: .segment)
+            if batch.offset == 0 && door.unlink(directory.segmentPath(batch.segment), file: .segment) == 0 {
                 liveSegments.removeAll { $0 == batch.segment }
+                // The next segment takes this number again: recovery
+                // refuses a gap in the numbers as a removed file.
+                segmentNumber = batch.segment - 1
             }
         }
         if segmentFD >= 0 {
@@ -390,6 +443,8 @@ final class WALWriter {
 
     private func refuseWrites(_ reason: String) {
         errorCount += 1
+        // Whatever failed may be in the snapshot being written (see `snapshotBarrier`).
+        cancelSnapshot(reason: "the log failed: \(reason)")
         if failure == nil {
             logger.error("write-ahead log write failed: refusing writes until the disk accepts data again", metadata: [
                 "reason": "\(reason)", "directory": "\(directory.path)",
@@ -543,7 +598,7 @@ final class WALWriter {
             preparedStage = .syncing
             submitted = true
         }
-        if submitted { _ = door.submit(ring, file: .prepared) }
+        if submitted { submitQueued(.prepared) }
     }
 
     private func notePreparedCompletion(_ operation: Operation, result: Int32, expected: Int) {
@@ -610,6 +665,8 @@ final class WALWriter {
         precondition(snapshotStage == .writing && snapshotCompletions == 0)
         if last {
             WALRecord.appendSnapshotEnd(entries: snapshotEntries, to: snapshotChunk)
+            // The records filling now go out as batch `nextBatchSequence`.
+            snapshotBarrier = filling.isEmpty ? nextBatchSequence - 1 : nextBatchSequence
         }
         let view = snapshotChunk.readableView
         snapshotCompletions += prepare(door.prepareWrite(ring, snapshotFD, view.baseAddress, UInt32(view.count), snapshotOffset,
@@ -620,7 +677,7 @@ final class WALWriter {
                                                                  flags: 0, file: .snapshot))
             snapshotStage = .syncing
         }
-        _ = door.submit(ring, file: .snapshot)
+        submitQueued(.snapshot)
     }
 
     private func noteSnapshotCompletion(_ operation: Operation, result: Int32) -> Event? {
@@ -646,17 +703,12 @@ final class WALWriter {
         case .syncing:
             door.close(snapshotFD)
             snapshotFD = -1
-            let finalPath = directory.snapshotPath(snapshotNumber)
-            let renamed = door.rename(directory.snapshotTemporaryPath(snapshotNumber), finalPath, file: .snapshot)
-            if renamed != 0 {
-                return abortSnapshot("\(SystemError(operation: "rename", code: -renamed))")
+            if durableThrough < snapshotBarrier {
+                snapshotStage = .awaitingBatches
+                return nil
             }
-            guard let directoryFD = openDirectory() else { return abortSnapshot("cannot open \(directory.path)") }
-            pendingSnapshotDirectoryFD = directoryFD
-            snapshotCompletions += prepare(door.prepareFdatasync(ring, directoryFD, userData: Operation.snapshotDirectorySync.rawValue,
-                                                                 flags: 0, file: .directory))
-            _ = door.submit(ring, file: .snapshot)
-            snapshotStage = .syncingDirectory
+            return commitSnapshot()
+        case .awaitingBatches:
             return nil
         case .syncingDirectory:
             door.close(pendingSnapshotDirectoryFD)
@@ -666,6 +718,23 @@ final class WALWriter {
         case .idle:
             return nil
         }
+    }
+
+    /// Renames the synced snapshot into place and syncs the directory; nil
+    /// while that sync is in flight, or the failure.
+    private func commitSnapshot() -> Event? {
+        let finalPath = directory.snapshotPath(snapshotNumber)
+        let renamed = door.rename(directory.snapshotTemporaryPath(snapshotNumber), finalPath, file: .snapshot)
+        if renamed != 0 {
+            return abortSnapshot("\(SystemError(operation: "rename", code: -renamed))")
+        }
+        guard let directoryFD = openDirectory() else { return abortSnapshot("cannot open \(directory.path)") }
+        pendingSnapshotDirectoryFD = directoryFD
+        snapshotCompletions += prepare(door.prepareFdatasync(ring, directoryFD, userData: Operation.snapshotDirectorySync.rawValue,
+                                                             flags: 0, file: .directory))
+        snapshotStage = .syncingDirectory
+        submitQueued(.snapshot)
+        return nil
     }
 
     private var pendingSnapshotDirectoryFD: Int32 = -1
