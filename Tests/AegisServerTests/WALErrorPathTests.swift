@@ -84,6 +84,53 @@ struct WALErrorPathTests {
         #expect(restarted.stop() == 0)
     }
 
+    /// The writer removes a segment whose first batch failed; the next one
+    /// must take its number, or the next start sees a gap and refuses.
+    @Test func failedFirstBatchOfASegmentLeavesNoGap() throws {
+        let walDirectory = WALCrashTests.temporaryDirectory("wal-firstfail")
+        defer { try? FileManager.default.removeItem(atPath: walDirectory) }
+        let server = try Self.startNode(walDirectory, faults: "write.segment=EIO@1")
+        let client = try RESPTestClient(port: server.port)
+        guard case .error = try client.command("SET", "key-0", Self.value(0)) else {
+            Issue.record("the first write did not fail")
+            return
+        }
+        #expect(try Self.waitUntilWritable(client, key: "after"), "writes did not resume")
+        #expect(try client.command("SET", "key-1", Self.value(1)) == .simple("OK"))
+        kill(server.process.processIdentifier, SIGKILL)
+        _ = server.stop(signal: SIGKILL)
+
+        let restarted = try Self.startNode(walDirectory)
+        try Self.expectValues(restarted, present: [1], absent: [0], context: "after a failed first batch")
+        #expect(restarted.stop() == 0)
+    }
+
+    /// A newest segment cut off before its header (a prepared segment
+    /// renamed into place just before a crash) is removed at start; the
+    /// next segment must take its number.
+    @Test func newestSegmentCutOffBeforeItsHeaderLeavesNoGap() throws {
+        let walDirectory = WALCrashTests.temporaryDirectory("wal-zeroseg")
+        defer { try? FileManager.default.removeItem(atPath: walDirectory) }
+        let server = try Self.startNode(walDirectory)
+        let client = try RESPTestClient(port: server.port)
+        for i in 0..<5 { #expect(try client.command("SET", "key-\(i)", Self.value(i)) == .simple("OK")) }
+        #expect(server.stop() == 0)
+        let newest = Self.segments(walDirectory).compactMap { UInt64($0.dropFirst("reactor-0/segment-".count).dropLast(4)) }.max() ?? 0
+        let zeroSegment = WALRecoveryTests.segmentPath(walDirectory, Int(newest) + 1)
+        #expect(FileManager.default.createFile(atPath: zeroSegment, contents: Data(count: 64 * 1024)))
+
+        let second = try Self.startNode(walDirectory)
+        #expect(second.log().contains("removing a segment cut off before its header"), "\(second.log())")
+        let again = try RESPTestClient(port: second.port)
+        #expect(try again.command("SET", "key-5", Self.value(5)) == .simple("OK"))
+        kill(second.process.processIdentifier, SIGKILL)
+        _ = second.stop(signal: SIGKILL)
+
+        let third = try Self.startNode(walDirectory)
+        try Self.expectValues(third, present: Array(0..<6), absent: [], context: "after a segment cut off before its header")
+        #expect(third.stop() == 0)
+    }
+
     // MARK: - Item 7: io_uring submit errors
 
     /// io_uring_enter refusing the batch's fdatasync: the client gets an
