@@ -161,6 +161,32 @@ struct WALErrorPathTests {
         #expect(restarted.stop() == 0)
     }
 
+    /// An io_uring that never takes a submission again: every write gets
+    /// an error (none hangs), reads go on, and a polite stop still drains.
+    @Test func persistentSubmitFailureAnswersEveryWriteAndStillStops() throws {
+        let walDirectory = WALCrashTests.temporaryDirectory("wal-submit-dead")
+        defer { try? FileManager.default.removeItem(atPath: walDirectory) }
+        let server = try Self.startNode(walDirectory, faults: "submit=ENOMEM@3x0")
+        let client = try RESPTestClient(port: server.port)
+        var acknowledged: [Int] = []
+        var errors = 0
+        for i in 0..<12 {
+            switch try client.command("SET", "key-\(i)", Self.value(i)) {
+            case .simple("OK"): acknowledged.append(i)
+            case .error(let message): errors += 1; #expect(message.contains("write-ahead log"), "\(message)")
+            case let other: Issue.record("unexpected reply \(other)")
+            }
+            usleep(250_000)  // lets the log probe the disk between writes
+        }
+        #expect(errors > 0)
+        if let last = acknowledged.last { #expect(try client.command("GET", "key-\(last)").text == Self.value(last)) }
+        #expect(server.stop() == 0, "drain did not finish")
+        let restarted = try Self.startNode(walDirectory)
+        try Self.expectValues(restarted, present: acknowledged, absent: Array(Set(0..<12).subtracting(acknowledged)),
+                              context: "after a dead io_uring")
+        #expect(restarted.stop() == 0)
+    }
+
     // MARK: - Item 7: a snapshot never holds a failed write
 
     /// A snapshot taken while a batch is on its way to a slow disk that then

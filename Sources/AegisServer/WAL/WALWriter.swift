@@ -249,18 +249,20 @@ final class WALWriter {
                 return true
             }
         } else {
-            batch.pending += prepare(door.prepareWrite(ring, batch.fd, view.baseAddress, UInt32(view.count), batch.offset,
-                                                       userData: tag | Operation.batchWrite.rawValue,
-                                                       flags: durable ? AEGIS_IOSQE_IO_LINK : 0, file: .segment))
+            let writeData = tag | Operation.batchWrite.rawValue
+            batch.pending += prepare(door.prepareWrite(ring, batch.fd, view.baseAddress, UInt32(view.count), batch.offset, userData: writeData,
+                                                       flags: durable ? AEGIS_IOSQE_IO_LINK : 0, file: .segment), userData: writeData)
         }
         if durable {
             let directoryFD = syncDirectory ? openDirectory() : nil
-            batch.pending += prepare(door.prepareFdatasync(ring, batch.fd, userData: tag | Operation.batchSync.rawValue,
-                                                           flags: directoryFD != nil ? AEGIS_IOSQE_IO_LINK : 0, file: .segment))
+            let syncData = tag | Operation.batchSync.rawValue
+            batch.pending += prepare(door.prepareFdatasync(ring, batch.fd, userData: syncData,
+                                                           flags: directoryFD != nil ? AEGIS_IOSQE_IO_LINK : 0, file: .segment), userData: syncData)
             if let directoryFD {
                 // The new segment's name must be durable too, not only its data.
-                batch.pending += prepare(door.prepareFdatasync(ring, directoryFD, userData: tag | Operation.batchDirectorySync.rawValue,
-                                                               flags: 0, file: .directory))
+                let directoryData = tag | Operation.batchDirectorySync.rawValue
+                batch.pending += prepare(door.prepareFdatasync(ring, directoryFD, userData: directoryData, flags: 0, file: .directory),
+                                         userData: directoryData)
                 batch.directoryFD = directoryFD
             }
         }
@@ -273,10 +275,16 @@ final class WALWriter {
     var completedInline: [Event] = []
     static let inlineWriteLimit = 256 * 1024
 
-    private func prepare(_ result: Int32) -> Int {
-        // 64 entries; in use at most 4 batches of 3, a snapshot's 2 and a
-        // prepared segment's 2: a full queue is a bug.
-        precondition(result == 0, "io_uring submission queue full")
+    /// Counts a queued operation. 64 entries; in use at most 2 batches of
+    /// 3, a snapshot's 2 and a prepared segment's 2, so a full queue means
+    /// the kernel has stopped taking entries (the no-ops of withdrawn ones
+    /// stay queued until a submission succeeds): the operation fails at the
+    /// next `reap` as a withdrawn one does, instead of stopping the node.
+    private func prepare(_ result: Int32, userData: UInt64) -> Int {
+        if result != 0 {
+            withdrawn.append((userData, result))
+            door.signal(eventFD)
+        }
         return 1
     }
 
@@ -586,15 +594,16 @@ final class WALWriter {
         var submitted = false
         while preparedOperationsInFlight < Self.preparedWritesInFlight && preparedBytesSubmitted < maxSegmentBytes {
             let length = min(Self.zeroChunkBytes, maxSegmentBytes - preparedBytesSubmitted)
+            let writeData = UInt64(length) << 8 | Operation.preparedWrite.rawValue
             preparedOperationsInFlight += prepare(door.prepareWrite(ring, preparedFD, zeroChunk, UInt32(length), UInt64(preparedBytesSubmitted),
-                                                                    userData: UInt64(length) << 8 | Operation.preparedWrite.rawValue,
-                                                                    flags: 0, file: .prepared))
+                                                                    userData: writeData, flags: 0, file: .prepared), userData: writeData)
             preparedBytesSubmitted += length
             submitted = true
         }
         if preparedBytesSubmitted >= maxSegmentBytes && preparedOperationsInFlight == 0 {
-            preparedOperationsInFlight += prepare(door.prepareFdatasync(ring, preparedFD, userData: Operation.preparedSync.rawValue,
-                                                                        flags: 0, file: .prepared))
+            let syncData = Operation.preparedSync.rawValue
+            preparedOperationsInFlight += prepare(door.prepareFdatasync(ring, preparedFD, userData: syncData, flags: 0, file: .prepared),
+                                                  userData: syncData)
             preparedStage = .syncing
             submitted = true
         }
@@ -669,12 +678,13 @@ final class WALWriter {
             snapshotBarrier = filling.isEmpty ? nextBatchSequence - 1 : nextBatchSequence
         }
         let view = snapshotChunk.readableView
-        snapshotCompletions += prepare(door.prepareWrite(ring, snapshotFD, view.baseAddress, UInt32(view.count), snapshotOffset,
-                                                         userData: Operation.snapshotWrite.rawValue,
-                                                         flags: last ? AEGIS_IOSQE_IO_LINK : 0, file: .snapshot))
+        let writeData = Operation.snapshotWrite.rawValue
+        snapshotCompletions += prepare(door.prepareWrite(ring, snapshotFD, view.baseAddress, UInt32(view.count), snapshotOffset, userData: writeData,
+                                                         flags: last ? AEGIS_IOSQE_IO_LINK : 0, file: .snapshot), userData: writeData)
         if last {
-            snapshotCompletions += prepare(door.prepareFdatasync(ring, snapshotFD, userData: Operation.snapshotSync.rawValue,
-                                                                 flags: 0, file: .snapshot))
+            let syncData = Operation.snapshotSync.rawValue
+            snapshotCompletions += prepare(door.prepareFdatasync(ring, snapshotFD, userData: syncData, flags: 0, file: .snapshot),
+                                           userData: syncData)
             snapshotStage = .syncing
         }
         submitQueued(.snapshot)
@@ -730,8 +740,9 @@ final class WALWriter {
         }
         guard let directoryFD = openDirectory() else { return abortSnapshot("cannot open \(directory.path)") }
         pendingSnapshotDirectoryFD = directoryFD
-        snapshotCompletions += prepare(door.prepareFdatasync(ring, directoryFD, userData: Operation.snapshotDirectorySync.rawValue,
-                                                             flags: 0, file: .directory))
+        let syncData = Operation.snapshotDirectorySync.rawValue
+        snapshotCompletions += prepare(door.prepareFdatasync(ring, directoryFD, userData: syncData, flags: 0, file: .directory),
+                                       userData: syncData)
         snapshotStage = .syncingDirectory
         submitQueued(.snapshot)
         return nil
