@@ -4,8 +4,11 @@ import Glibc
 /// The write-ahead log's one door to the kernel: every system call the log
 /// makes while serving (open, pwrite, fdatasync, fsync, ftruncate, rename,
 /// unlink, close, io_uring set-up, submission and completions) goes through
-/// here, and nowhere else reads `errno`. Each call returns its result with
-/// errors as negative errno values, as the C shim does.
+/// here, and so do its start-up writes (re-layout snapshot, layout file,
+/// directory syncs). Each call returns its result with errors as negative
+/// errno values, as the C shim does. Not yet through it: reading the log
+/// back at start (WALRecovery's mmap and its truncate of a torn tail) and
+/// listing or creating directories.
 ///
 /// Why a door: a disk fault (EIO, ENOSPC, a failed fsync, an io_uring that
 /// refuses a submission) is rare on a real disk and must still be handled
@@ -190,6 +193,8 @@ enum KernelCall: String, CaseIterable {
 /// segments' fdatasync and leave the prepared segment's alone.
 enum WALFileKind: String, CaseIterable {
     case segment, prepared, snapshot, directory
+    /// `<wal_dir>/layout` (start-up only).
+    case layout
     /// Calls about no file of the log (io_uring set-up).
     case any
 }
@@ -203,7 +208,7 @@ enum WALFileKind: String, CaseIterable {
 /// - `call`: open, write (pwrite or an io_uring write), fdatasync (direct
 ///   or through io_uring), fsync, ftruncate, rename, unlink, submit
 ///   (io_uring_enter), uring_setup;
-/// - `file`: segment, prepared, snapshot, directory (default: any file);
+/// - `file`: segment, prepared, snapshot, directory, layout (default: any file);
 /// - `ERRNO`: EIO, ENOSPC, EDQUOT, EROFS, EAGAIN, ENOMEM, EINTR, EBUSY, EBADF;
 /// - `@first`: the first matching call that fails, counted from 1 (default 1);
 /// - `xcount`: how many calls from there fail (default 1; x0: every one);

@@ -78,11 +78,9 @@ struct WALDirectory {
     }
 
     /// fsync on a directory makes the names created or removed in it durable.
-    static func syncDirectory(_ path: String) throws(WALError) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd < 0 { throw .system("open", path, errno) }
-        defer { close(fd) }
-        if fsync(fd) != 0 { throw .system("fsync", path, errno) }
+    static func syncDirectory(_ path: String, door: KernelDoor = .production) throws(WALError) {
+        let synced = door.syncDirectory(path)
+        if synced != 0 { throw .system("fsync", path, -synced) }
     }
 }
 
@@ -125,12 +123,14 @@ enum WALLayout {
     static func write(walDirectory: String, reactors: Int, shards: Int) throws(WALError) {
         let path = walDirectory + "/layout"
         let text = line(reactors: reactors, shards: shards) + "\n"
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-        if fd < 0 { throw .system("open", path, errno) }
-        defer { close(fd) }
-        let written = text.withCString { Glibc.write(fd, $0, strlen($0)) }
-        if written != text.utf8.count { throw .system("write", path, written < 0 ? errno : EIO) }
-        if fsync(fd) != 0 { throw .system("fsync", path, errno) }
+        let door = KernelDoor.production
+        let fd = door.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640, file: .layout)
+        if fd < 0 { throw .system("open", path, -fd) }
+        defer { door.close(fd) }
+        let written = text.withCString { door.pwrite(fd, $0, strlen($0), 0, file: .layout) }
+        if written != text.utf8.count { throw .system("write", path, written < 0 ? Int32(-written) : EIO) }
+        let synced = door.fsync(fd, file: .layout)
+        if synced != 0 { throw .system("fsync", path, -synced) }
     }
 }
 
