@@ -59,3 +59,39 @@ int aegis_uring_pop_completion(aegis_uring *ring, uint64_t *user_data, int32_t *
     io_uring_cqe_seen(&ring->ring, cqe);
     return 1;
 }
+
+// Fault injection (KernelDoor) answers an io_uring operation with an error
+// after a delay: a timer through the same ring, so its completion wakes the
+// reactor through the eventfd like a real one. `seconds_and_nanoseconds`
+// has the layout of struct __kernel_timespec and must stay valid until the
+// entry is submitted (the kernel copies it then).
+int aegis_uring_prep_timeout(aegis_uring *ring, const int64_t *seconds_and_nanoseconds, uint64_t user_data, uint8_t sqe_flags) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&ring->ring);
+    if (!sqe) return -EBUSY;
+    io_uring_prep_timeout(sqe, (struct __kernel_timespec *)seconds_and_nanoseconds, 0, 0);
+    io_uring_sqe_set_data64(sqe, user_data);
+    io_uring_sqe_set_flags(sqe, sqe_flags);
+    return 0;
+}
+
+// Entries the kernel has not consumed (io_uring_enter failed, or took only
+// some) stay in the submission queue, and the next submit would send them.
+// The WAL fails their operations instead: each is turned into a no-op with
+// user data 0, which the next submit sends harmlessly, and its original
+// user data is reported. Without SQPOLL only io_uring_enter on this thread
+// moves the kernel's head, so reading it here races with nothing.
+int aegis_uring_withdraw_unsubmitted(aegis_uring *ring, uint64_t *user_data_out, int capacity) {
+    struct io_uring_sq *sq = &ring->ring.sq;
+    unsigned head = *sq->khead;
+    int count = 0;
+    for (unsigned position = head; position != sq->sqe_tail; position++) {
+        struct io_uring_sqe *sqe = &sq->sqes[position & sq->ring_mask];
+        if (sqe->user_data == 0) continue;  // withdrawn before, still queued
+        if (count < capacity) user_data_out[count] = sqe->user_data;
+        count++;
+        io_uring_prep_nop(sqe);
+        io_uring_sqe_set_data64(sqe, 0);
+        io_uring_sqe_set_flags(sqe, 0);
+    }
+    return count;
+}

@@ -134,6 +134,14 @@ int aegis_uring_prep_fdatasync(aegis_uring *ring, int fd, uint64_t user_data, ui
 int aegis_uring_submit(aegis_uring *ring);
 /// Pops one completion if available: returns 1 and fills user_data/result, 0 when none.
 int aegis_uring_pop_completion(aegis_uring *ring, uint64_t *user_data, int32_t *result);
+/// Queues a timer that completes with -ETIME after the given time (fault
+/// injection: a delayed error). The two values (seconds, nanoseconds) must
+/// stay valid until submitted.
+int aegis_uring_prep_timeout(aegis_uring *ring, const int64_t *seconds_and_nanoseconds, uint64_t user_data, uint8_t sqe_flags);
+/// Turns every queued entry the kernel has not consumed into a no-op with
+/// user data 0 and stores up to `capacity` of their user data; returns how
+/// many were withdrawn (0 when the kernel took everything).
+int aegis_uring_withdraw_unsubmitted(aegis_uring *ring, uint64_t *user_data_out, int capacity);
 
 // ---- checksums (crc32c.c) ---------------------------------------------------
 /// CRC32C (Castagnoli) of `length` bytes, continuing from `crc` (0 to start).

@@ -24,8 +24,15 @@ extension Reactor {
         let report = try recovery.replay { record in
             applyReplayed(record, nowMs: nowMs)
         }
+        let faults = try KernelFaultPlan.fromEnvironment()
+        if let faults {
+            logger.warning("write-ahead log fault injection armed (for tests only)", metadata: [
+                "reactor": "\(index)", "faults": "\(faults.specification)",
+            ])
+        }
         let writer = try WALWriter(mode: config.walMode, directory: directory,
-                                   maxSegmentBytes: config.walMaxSizeMB * 1024 * 1024, recovered: report, logger: logger)
+                                   maxSegmentBytes: config.walMaxSizeMB * 1024 * 1024, recovered: report, logger: logger,
+                                   door: KernelDoor(faults: faults))
         let added = aegis_epoll_add(epollFD, writer.eventFD, AEGIS_EPOLLIN | AEGIS_EPOLLET, Self.walToken)
         if added < 0 { throw .system("epoll_ctl(io_uring eventfd)", directory.path, -added) }
         wal = writer
@@ -56,18 +63,25 @@ extension Reactor {
     /// Writes this reactor's whole state as snapshot `number` in `directory`
     /// and syncs it, blocking; only for start-up (WALRelayout), before the
     /// reactor serves. Returns the entries written.
-    func writeSnapshotNow(to directory: WALDirectory, number: UInt64, nowMs: Int64) throws(WALError) -> Int {
+    func writeSnapshotNow(to directory: WALDirectory, number: UInt64, nowMs: Int64,
+                          door: KernelDoor = .production) throws(WALError) -> Int {
         let temporary = directory.snapshotTemporaryPath(number)
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-        if fd < 0 { throw .system("open", temporary, errno) }
-        defer { Glibc.close(fd) }
+        let fd = door.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640, file: .snapshot)
+        if fd < 0 { throw .system("open", temporary, -fd) }
+        defer { door.close(fd) }
         let buffer = WireBuffer()
         var failure: WALError?
+        var offset: UInt64 = 0
         func drain() {
             while !buffer.isEmpty && failure == nil {
                 let view = buffer.readableView
-                let written = Glibc.write(fd, view.baseAddress, view.count)
-                if written > 0 { buffer.consume(written) } else if errno != EINTR { failure = .system("write", temporary, written < 0 ? errno : EIO) }
+                let written = door.pwrite(fd, view.baseAddress, view.count, offset, file: .snapshot)
+                if written > 0 {
+                    buffer.consume(written)
+                    offset += UInt64(written)
+                } else if written != -Int(EINTR) {
+                    failure = .system("write", temporary, written < 0 ? Int32(-written) : EIO)
+                }
             }
         }
         WALFileHeader.append(to: buffer, magic: WALFileHeader.snapshotMagic, number: number)
@@ -86,8 +100,10 @@ extension Reactor {
         WALRecord.appendSnapshotEnd(entries: entries, to: buffer)
         drain()
         if let failure { throw failure }
-        if fdatasync(fd) != 0 { throw .system("fdatasync", temporary, errno) }
-        if rename(temporary, directory.snapshotPath(number)) != 0 { throw .system("rename", temporary, errno) }
+        let synced = door.fdatasync(fd, file: .snapshot)
+        if synced != 0 { throw .system("fdatasync", temporary, -synced) }
+        let renamed = door.rename(temporary, directory.snapshotPath(number), file: .snapshot)
+        if renamed != 0 { throw .system("rename", temporary, -renamed) }
         return entries
     }
 

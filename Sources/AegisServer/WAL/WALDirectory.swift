@@ -78,11 +78,9 @@ struct WALDirectory {
     }
 
     /// fsync on a directory makes the names created or removed in it durable.
-    static func syncDirectory(_ path: String) throws(WALError) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd < 0 { throw .system("open", path, errno) }
-        defer { close(fd) }
-        if fsync(fd) != 0 { throw .system("fsync", path, errno) }
+    static func syncDirectory(_ path: String, door: KernelDoor = .production) throws(WALError) {
+        let synced = door.syncDirectory(path)
+        if synced != 0 { throw .system("fsync", path, -synced) }
     }
 }
 
@@ -125,12 +123,14 @@ enum WALLayout {
     static func write(walDirectory: String, reactors: Int, shards: Int) throws(WALError) {
         let path = walDirectory + "/layout"
         let text = line(reactors: reactors, shards: shards) + "\n"
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-        if fd < 0 { throw .system("open", path, errno) }
-        defer { close(fd) }
-        let written = text.withCString { Glibc.write(fd, $0, strlen($0)) }
-        if written != text.utf8.count { throw .system("write", path, written < 0 ? errno : EIO) }
-        if fsync(fd) != 0 { throw .system("fsync", path, errno) }
+        let door = KernelDoor.production
+        let fd = door.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640, file: .layout)
+        if fd < 0 { throw .system("open", path, -fd) }
+        defer { door.close(fd) }
+        let written = text.withCString { door.pwrite(fd, $0, strlen($0), 0, file: .layout) }
+        if written != text.utf8.count { throw .system("write", path, written < 0 ? Int32(-written) : EIO) }
+        let synced = door.fsync(fd, file: .layout)
+        if synced != 0 { throw .system("fsync", path, -synced) }
     }
 }
 
@@ -139,6 +139,10 @@ enum WALError: Error, CustomStringConvertible {
     case system(String, String, Int32)
     case corruption(file: String, offset: Int, reason: String)
     case layoutMismatch(path: String, found: String, expected: String)
+    /// A segment the log needs is gone: replaying without it would lose its writes silently.
+    case missingSegment(file: String, reason: String)
+    /// `AEGISKV_WAL_FAULTS` (test fault injection) holds a rule that cannot be read.
+    case faultPlan(rule: String)
 
     static let recoveryAdvice = "the node does not start on a damaged log. To recover: stop the node, keep a copy of the data directory (runbook: Data Corruption Recovery), clear the WAL directory, and start again; the node then starts empty and is refilled from its replicas (or from an aegiskv-cli dump with `aegiskv-cli restore`)"
 
@@ -148,6 +152,11 @@ enum WALError: Error, CustomStringConvertible {
             return "\(operation) \(path): \(String(cString: strerror(code))) (errno \(code))"
         case .corruption(let file, let offset, let reason):
             return "WAL corruption in \(file) at offset \(offset): \(reason); " + Self.recoveryAdvice
+        case .missingSegment(let file, let reason):
+            return "WAL segment missing: \(file) (\(reason)); the writes logged in it would be lost silently. If the file was moved, put it back; otherwise "
+                + Self.recoveryAdvice
+        case .faultPlan(let rule):
+            return "\(KernelFaultPlan.environmentVariable): cannot read the fault rule \"\(rule)\" (expected <call>[.<file>]=<ERRNO>[@<first>][x<count>][+<delay ms>])"
         case .layoutMismatch(let path, let found, let expected):
             return "the WAL was written with \(found) but this node runs with \(expected) (\(path)): a changed `reactors` is re-laid out at start, but a changed `num_shards` is not; start with the same `num_shards`, or move the WAL directory aside to start empty"
         }

@@ -47,13 +47,34 @@ struct WALRecovery {
         let covered = report.snapshotNumber ?? 0
         for number in listing.segments where number < covered { unlink(directory.segmentPath(number)) }
         let live = listing.segments.filter { $0 >= covered }
+        try checkContinuity(live, snapshot: report.snapshotNumber)
         for (position, number) in live.enumerated() {
             let isLast = position == live.count - 1
             let kept = try replaySegment(number, isLast: isLast, into: &report, apply)
             if kept { report.keptSegments.append(number) }
         }
-        report.nextSegment = max((listing.segments.last ?? 0) + 1, covered, 1)
+        // A newest segment removed above (cut off before its header) leaves
+        // its number free: using it again keeps the numbers consecutive.
+        report.nextSegment = max((report.keptSegments.last ?? 0) + 1, covered, 1)
         return report
+    }
+
+    /// Segments are numbered consecutively from the snapshot on (from 1
+    /// without one): the writer starts a segment only after the one before
+    /// it, and reuses a number whose file it removed. So a gap means a file
+    /// was removed from outside, and replaying past it would drop every
+    /// write it held without a word; the node refuses instead, naming it.
+    private func checkContinuity(_ live: [UInt64], snapshot: UInt64?) throws(WALError) {
+        var expected = snapshot ?? 1
+        for number in live {
+            if number != expected {
+                let found = snapshot.map { "snapshot \(directory.snapshotPath($0)) covers segments below \($0)" }
+                    ?? "there is no snapshot, so the log starts at segment 1"
+                throw .missingSegment(file: directory.segmentPath(expected),
+                                      reason: "\(found), and the next segment present is \(directory.segmentPath(number))")
+            }
+            expected += 1
+        }
     }
 
     private func replaySnapshot(_ number: UInt64, into report: inout Report, _ apply: (WALRecord) -> Void) throws(WALError) {

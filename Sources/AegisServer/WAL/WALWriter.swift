@@ -27,6 +27,11 @@ import Logging
 /// - A failed batch and every batch after it are cut off their files
 ///   before anything else is written, so a segment never holds a hole or a
 ///   partial record except after a crash.
+/// - Segment numbers have no gaps (recovery refuses one as a removed file).
+/// - A snapshot becomes the log only after every batch whose writes it may
+///   hold is durable (`snapshotBarrier`).
+/// - Every operation queued on the ring completes, or fails when the
+///   kernel does not take it (`submitQueued`).
 final class WALWriter {
     enum Event {
         /// The oldest batch in flight reached the disk (or the page cache in `write` mode).
@@ -73,6 +78,8 @@ final class WALWriter {
     let directory: WALDirectory
     let logger: Logger
     let eventFD: Int32
+    /// Every system call of the log goes through here (fault injection in tests).
+    let door: KernelDoor
     private let ring: OpaquePointer
     private let maxSegmentBytes: Int
 
@@ -109,7 +116,16 @@ final class WALWriter {
     private var snapshotStage = SnapshotStage.idle
     private var snapshotChunk = WireBuffer()
     private var snapshotEntries = 0
-    private enum SnapshotStage { case idle, writing, syncing, syncingDirectory }
+    private enum SnapshotStage { case idle, writing, syncing, awaitingBatches, syncingDirectory }
+    /// The last batch whose writes the snapshot may hold: it holds what
+    /// memory held when its last part was serialized, and a write is in
+    /// memory before its batch is durable. It becomes the log (renamed, the
+    /// files it covers deleted) only once that batch and every one before it
+    /// is durable; if one fails, the snapshot is abandoned, so a failed
+    /// write never comes back from a snapshot.
+    private var snapshotBarrier: UInt64 = 0
+    /// The newest batch reported durable (batches become durable in order).
+    private var durableThrough: UInt64 = 0
 
     /// io_uring user data: the operation in the low byte, the batch's sequence above it.
     private enum Operation: UInt64 {
@@ -117,8 +133,10 @@ final class WALWriter {
         case preparedWrite, preparedSync
     }
 
-    init(mode: WALMode, directory: WALDirectory, maxSegmentBytes: Int, recovered: WALRecovery.Report, logger: Logger) throws(WALError) {
+    init(mode: WALMode, directory: WALDirectory, maxSegmentBytes: Int, recovered: WALRecovery.Report, logger: Logger,
+         door: KernelDoor = .production) throws(WALError) {
         precondition(mode != .off)
+        self.door = door
         self.mode = mode
         self.directory = directory
         self.logger = logger
@@ -128,35 +146,38 @@ final class WALWriter {
         self.segmentNumber = recovered.nextSegment - 1
         self.liveSegments = recovered.keptSegments
         self.newestSnapshot = recovered.snapshotNumber
-        var error: Int32 = 0
-        guard let ring = aegis_uring_create(64, &error) else { throw .system("io_uring_setup", directory.path, -error) }
+        let ring: OpaquePointer
+        switch door.uringCreate(entries: 64) {
+        case .success(let created): ring = created
+        case .failure(let error): throw .system(error.operation, directory.path, error.code)
+        }
         self.ring = ring
-        let eventFD = aegis_eventfd_create()
+        let eventFD = door.eventFDCreate()
         if eventFD < 0 {
-            aegis_uring_destroy(ring)
+            door.uringDestroy(ring)
             throw .system("eventfd", directory.path, -eventFD)
         }
         self.eventFD = eventFD
-        let registered = aegis_uring_register_eventfd(ring, eventFD)
+        let registered = door.uringRegisterEventFD(ring, eventFD)
         if registered < 0 {
-            aegis_uring_destroy(ring)
-            _ = aegis_close(eventFD)
+            door.uringDestroy(ring)
+            door.close(eventFD)
             throw .system("io_uring_register(eventfd)", directory.path, -registered)
         }
         advancePreparedSegment()
     }
 
     deinit {
-        if preparedFD >= 0 { close(preparedFD) }
-        if segmentFD >= 0 { close(segmentFD) }
-        for fd in retiringFDs { close(fd) }
-        if snapshotFD >= 0 { close(snapshotFD) }
-        aegis_uring_destroy(ring)
+        if preparedFD >= 0 { door.close(preparedFD) }
+        if segmentFD >= 0 { door.close(segmentFD) }
+        for fd in retiringFDs { door.close(fd) }
+        if snapshotFD >= 0 { door.close(snapshotFD) }
+        door.uringDestroy(ring)
         // After the ring, which cancels what is queued: a zero-fill write may
         // still read this buffer until then. (One that a worker already runs
         // can only spoil prepared-segment.tmp, which the next start deletes.)
         zeroChunk.deallocate()
-        _ = aegis_close(eventFD)
+        door.close(eventFD)
     }
 
     var acceptsWrites: Bool { failure == nil }
@@ -221,30 +242,31 @@ final class WALWriter {
             // io_uring, 0.94x this way. In `fsync` mode only the fdatasync
             // goes to the ring, and the reactor wakes once per batch, not twice.
             batch.pending = 1
-            let written = pwrite(batch.fd, view.baseAddress, view.count, off_t(batch.offset))
-            note(.batchWrite, of: batch, result: written < 0 ? -errno : Int32(written))
+            let written = door.pwrite(batch.fd, view.baseAddress, view.count, batch.offset, file: .segment)
+            note(.batchWrite, of: batch, result: Int32(clamping: written))
             if !durable || batch.failure != nil {
                 settleBatches(into: &completedInline)
                 return true
             }
         } else {
-            batch.pending += prepare(aegis_uring_prep_write(ring, batch.fd, view.baseAddress, UInt32(view.count), batch.offset,
-                                                            tag | Operation.batchWrite.rawValue, durable ? AEGIS_IOSQE_IO_LINK : 0))
+            let writeData = tag | Operation.batchWrite.rawValue
+            batch.pending += prepare(door.prepareWrite(ring, batch.fd, view.baseAddress, UInt32(view.count), batch.offset, userData: writeData,
+                                                       flags: durable ? AEGIS_IOSQE_IO_LINK : 0, file: .segment), userData: writeData)
         }
         if durable {
             let directoryFD = syncDirectory ? openDirectory() : nil
-            batch.pending += prepare(aegis_uring_prep_fdatasync(ring, batch.fd, tag | Operation.batchSync.rawValue,
-                                                                directoryFD != nil ? AEGIS_IOSQE_IO_LINK : 0))
+            let syncData = tag | Operation.batchSync.rawValue
+            batch.pending += prepare(door.prepareFdatasync(ring, batch.fd, userData: syncData,
+                                                           flags: directoryFD != nil ? AEGIS_IOSQE_IO_LINK : 0, file: .segment), userData: syncData)
             if let directoryFD {
                 // The new segment's name must be durable too, not only its data.
-                batch.pending += prepare(aegis_uring_prep_fdatasync(ring, directoryFD, tag | Operation.batchDirectorySync.rawValue, 0))
+                let directoryData = tag | Operation.batchDirectorySync.rawValue
+                batch.pending += prepare(door.prepareFdatasync(ring, directoryFD, userData: directoryData, flags: 0, file: .directory),
+                                         userData: directoryData)
                 batch.directoryFD = directoryFD
             }
         }
-        let submitted = aegis_uring_submit(ring)
-        if submitted < 0 {
-            logger.error("io_uring submit failed", metadata: ["error": "\(SystemError(operation: "io_uring_enter", code: -submitted))"])
-        }
+        submitQueued(.segment)
         if preparedStage == .none { advancePreparedSegment() }
         return true
     }
@@ -253,41 +275,83 @@ final class WALWriter {
     var completedInline: [Event] = []
     static let inlineWriteLimit = 256 * 1024
 
-    private func prepare(_ result: Int32) -> Int {
-        // 64 entries; in use at most 4 batches of 3, a snapshot's 2 and a
-        // prepared segment's 2: a full queue is a bug.
-        precondition(result == 0, "io_uring submission queue full")
+    /// Counts a queued operation. 64 entries; in use at most 2 batches of
+    /// 3, a snapshot's 2 and a prepared segment's 2, so a full queue means
+    /// the kernel has stopped taking entries (the no-ops of withdrawn ones
+    /// stay queued until a submission succeeds): the operation fails at the
+    /// next `reap` as a withdrawn one does, instead of stopping the node.
+    private func prepare(_ result: Int32, userData: UInt64) -> Int {
+        if result != 0 {
+            withdrawn.append((userData, result))
+            door.signal(eventFD)
+        }
         return 1
     }
 
     private func openDirectory() -> Int32? {
-        let fd = open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let fd = door.open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, file: .directory)
         return fd >= 0 ? fd : nil
+    }
+
+    /// Operations the kernel never took, with the error they complete with at the next `reap`.
+    private var withdrawn: [(userData: UInt64, result: Int32)] = []
+    private var withdrawnScratch: [UInt64] = []
+
+    /// Hands what is queued to the kernel. An entry it did not take (a
+    /// failed io_uring_enter leaves its entries queued; one can also take
+    /// only part of them) would never complete: a held reply would wait
+    /// forever and a drain would never end, and a later submission could
+    /// still run it after its batch was given up. So each is withdrawn (made
+    /// a no-op) and completes at the next `reap` with the submission's
+    /// error, woken through the eventfd like a real completion: its batch
+    /// fails as a failed write does.
+    private func submitQueued(_ file: WALFileKind) {
+        let submitted = door.submit(ring, file: file)
+        withdrawnScratch.removeAll(keepingCapacity: true)
+        guard door.withdrawUnsubmitted(ring, into: &withdrawnScratch) > 0 else { return }
+        let code = submitted < 0 ? -submitted : EAGAIN
+        logger.error("io_uring did not take the log's operations; failing them", metadata: [
+            "directory": "\(directory.path)", "operations": "\(withdrawnScratch.count)",
+            "error": "\(SystemError(operation: "io_uring_enter", code: code))",
+        ])
+        for userData in withdrawnScratch { withdrawn.append((userData, -code)) }
+        door.signal(eventFD)
     }
 
     /// Processes every completion that arrived; appends what happened, in order.
     func reap(into events: inout [Event]) {
+        var batchesMoved = false
+        if !withdrawn.isEmpty {
+            let failed = withdrawn
+            withdrawn.removeAll(keepingCapacity: true)
+            for (userData, result) in failed { batchesMoved = complete(userData: userData, result: result, into: &events) || batchesMoved }
+        }
         var userData: UInt64 = 0
         var result: Int32 = 0
-        var batchesMoved = false
-        while aegis_uring_pop_completion(ring, &userData, &result) == 1 {
-            guard let operation = Operation(rawValue: userData & 0xFF) else { continue }
-            switch operation {
-            case .batchWrite, .batchSync, .batchDirectorySync:
-                let sequence = userData >> 8
-                guard let batch = inFlight.first(where: { $0.sequence == sequence }) else {
-                    assertionFailure("completion for a batch not in flight")
-                    continue
-                }
-                note(operation, of: batch, result: result)
-                batchesMoved = true
-            case .snapshotWrite, .snapshotSync, .snapshotDirectorySync:
-                if let event = noteSnapshotCompletion(operation, result: result) { events.append(event) }
-            case .preparedWrite, .preparedSync:
-                notePreparedCompletion(operation, result: result, expected: Int(userData >> 8))
-            }
+        while door.popCompletion(ring, userData: &userData, result: &result) {
+            batchesMoved = complete(userData: userData, result: result, into: &events) || batchesMoved
         }
         if batchesMoved { settleBatches(into: &events) }
+    }
+
+    /// One operation finished; returns true when it was a batch's.
+    private func complete(userData: UInt64, result: Int32, into events: inout [Event]) -> Bool {
+        guard let operation = Operation(rawValue: userData & 0xFF) else { return false }
+        switch operation {
+        case .batchWrite, .batchSync, .batchDirectorySync:
+            let sequence = userData >> 8
+            guard let batch = inFlight.first(where: { $0.sequence == sequence }) else {
+                assertionFailure("completion for a batch not in flight")
+                return false
+            }
+            note(operation, of: batch, result: result)
+            return true
+        case .snapshotWrite, .snapshotSync, .snapshotDirectorySync:
+            if let event = noteSnapshotCompletion(operation, result: result) { events.append(event) }
+        case .preparedWrite, .preparedSync:
+            notePreparedCompletion(operation, result: result, expected: Int(userData >> 8))
+        }
+        return false
     }
 
     private func note(_ operation: Operation, of batch: Batch, result: Int32) {
@@ -320,6 +384,7 @@ final class WALWriter {
         while let oldest = inFlight.first, oldest.pending == 0 {
             if oldest.failure == nil {
                 inFlight.removeFirst()
+                durableThrough = oldest.sequence
                 let length = oldest.buffer.readableBytes
                 bytesSinceSnapshot += length
                 batchesCommitted += 1
@@ -341,10 +406,13 @@ final class WALWriter {
             filling.clear()
         }
         closeRetiredSegments()
+        if snapshotStage == .awaitingBatches && durableThrough >= snapshotBarrier, let event = commitSnapshot() {
+            events.append(event)
+        }
     }
 
     private func recycle(_ batch: Batch) {
-        if batch.directoryFD >= 0 { close(batch.directoryFD) }
+        if batch.directoryFD >= 0 { door.close(batch.directoryFD) }
         batch.buffer.clear()
         batch.buffer.releaseIfIdle(keep: 1 << 20)
         if spareBuffers.count < Self.maxBatchesInFlight { spareBuffers.append(batch.buffer) }
@@ -359,27 +427,32 @@ final class WALWriter {
         var truncated = Set<Int32>()
         for batch in inFlight where !truncated.contains(batch.fd) {
             truncated.insert(batch.fd)
-            if ftruncate(batch.fd, off_t(batch.offset)) != 0 {
+            let truncated = door.ftruncate(batch.fd, batch.offset, file: .segment)
+            if truncated < 0 {
                 logger.error("cannot cut the failed batch off the segment", metadata: [
                     "file": "\(directory.segmentPath(batch.segment))", "offset": "\(batch.offset)",
-                    "error": "\(SystemError(operation: "ftruncate", code: errno))",
+                    "error": "\(SystemError(operation: "ftruncate", code: -truncated))",
                 ])
             }
-            if batch.offset == 0 {
-                unlink(directory.segmentPath(batch.segment))
+            if batch.offset == 0 && door.unlink(directory.segmentPath(batch.segment), file: .segment) == 0 {
                 liveSegments.removeAll { $0 == batch.segment }
+                // The next segment takes this number again: recovery
+                // refuses a gap in the numbers as a removed file.
+                segmentNumber = batch.segment - 1
             }
         }
         if segmentFD >= 0 {
-            close(segmentFD)
+            door.close(segmentFD)
             segmentFD = -1
         }
-        for fd in retiringFDs { close(fd) }
+        for fd in retiringFDs { door.close(fd) }
         retiringFDs.removeAll()
     }
 
     private func refuseWrites(_ reason: String) {
         errorCount += 1
+        // Whatever failed may be in the snapshot being written (see `snapshotBarrier`).
+        cancelSnapshot(reason: "the log failed: \(reason)")
         if failure == nil {
             logger.error("write-ahead log write failed: refusing writes until the disk accepts data again", metadata: [
                 "reason": "\(reason)", "directory": "\(directory.path)",
@@ -392,7 +465,7 @@ final class WALWriter {
         guard !retiringFDs.isEmpty else { return }
         retiringFDs.removeAll { fd in
             if inFlight.contains(where: { $0.fd == fd }) { return false }
-            close(fd)
+            door.close(fd)
             return true
         }
     }
@@ -402,7 +475,7 @@ final class WALWriter {
         guard failure != nil, inFlight.isEmpty else { return }
         let number = segmentNumber + 1
         let path = directory.segmentPath(number)
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640)
+        let fd = door.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640, file: .segment)
         if fd < 0 { return }
         // The probe must take as much as the batch that failed (a header
         // alone fits in the last free block of a full disk); the room it
@@ -412,11 +485,11 @@ final class WALWriter {
         let probeBytes = max(64 * 1024, failedBatchBytes)
         header.append([UInt8](repeating: 0, count: probeBytes))
         let view = header.readableView
-        let written = pwrite(fd, view.baseAddress, view.count, 0)
-        if written != view.count || fdatasync(fd) != 0 || ftruncate(fd, off_t(WALFileHeader.size)) != 0
-            || (mode == .fsync && (fdatasync(fd) != 0 || (try? WALDirectory.syncDirectory(directory.path)) == nil)) {
-            close(fd)
-            unlink(path)
+        let written = door.pwrite(fd, view.baseAddress, view.count, 0, file: .segment)
+        if written != view.count || door.fdatasync(fd, file: .segment) != 0 || door.ftruncate(fd, UInt64(WALFileHeader.size), file: .segment) != 0
+            || (mode == .fsync && (door.fdatasync(fd, file: .segment) != 0 || door.syncDirectory(directory.path) != 0)) {
+            door.close(fd)
+            _ = door.unlink(path, file: .segment)
             return
         }
         segmentFD = fd
@@ -438,7 +511,8 @@ final class WALWriter {
         if preparedStage == .ready {
             // Its name becomes durable with the directory fsync linked to
             // the first batch, as a new file's would.
-            if rename(directory.preparedSegmentPath, path) == 0 {
+            let renamed = door.rename(directory.preparedSegmentPath, path, file: .prepared)
+            if renamed == 0 {
                 segmentFD = preparedFD
                 preparedFD = -1
                 preparedStage = .none
@@ -448,10 +522,10 @@ final class WALWriter {
                 liveSegments.append(number)
                 return
             }
-            abandonPreparedSegment("\(SystemError(operation: "rename", code: errno))")
+            abandonPreparedSegment("\(SystemError(operation: "rename", code: -renamed))")
         }
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640)
-        if fd < 0 { throw .system("open", path, errno) }
+        let fd = door.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640, file: .segment)
+        if fd < 0 { throw .system("open", path, -fd) }
         segmentFD = fd
         segmentNumber = number
         segmentOffset = 0
@@ -462,7 +536,7 @@ final class WALWriter {
         preparedGaveUp = false
         if segmentFD >= 0 {
             // Batches still in flight write through this descriptor.
-            if inFlight.contains(where: { $0.fd == segmentFD }) { retiringFDs.append(segmentFD) } else { close(segmentFD) }
+            if inFlight.contains(where: { $0.fd == segmentFD }) { retiringFDs.append(segmentFD) } else { door.close(segmentFD) }
             segmentFD = -1
         }
         try openSegment(segmentNumber + 1)
@@ -507,9 +581,9 @@ final class WALWriter {
     private func advancePreparedSegment() {
         guard mode == .fsync, failure == nil, !preparedGaveUp else { return }
         if preparedStage == .none {
-            let fd = open(directory.preparedSegmentPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+            let fd = door.open(directory.preparedSegmentPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640, file: .prepared)
             if fd < 0 {
-                abandonPreparedSegment("\(SystemError(operation: "open", code: errno))")
+                abandonPreparedSegment("\(SystemError(operation: "open", code: -fd))")
                 return
             }
             preparedFD = fd
@@ -520,17 +594,20 @@ final class WALWriter {
         var submitted = false
         while preparedOperationsInFlight < Self.preparedWritesInFlight && preparedBytesSubmitted < maxSegmentBytes {
             let length = min(Self.zeroChunkBytes, maxSegmentBytes - preparedBytesSubmitted)
-            preparedOperationsInFlight += prepare(aegis_uring_prep_write(ring, preparedFD, zeroChunk, UInt32(length),
-                                                                         UInt64(preparedBytesSubmitted), UInt64(length) << 8 | Operation.preparedWrite.rawValue, 0))
+            let writeData = UInt64(length) << 8 | Operation.preparedWrite.rawValue
+            preparedOperationsInFlight += prepare(door.prepareWrite(ring, preparedFD, zeroChunk, UInt32(length), UInt64(preparedBytesSubmitted),
+                                                                    userData: writeData, flags: 0, file: .prepared), userData: writeData)
             preparedBytesSubmitted += length
             submitted = true
         }
         if preparedBytesSubmitted >= maxSegmentBytes && preparedOperationsInFlight == 0 {
-            preparedOperationsInFlight += prepare(aegis_uring_prep_fdatasync(ring, preparedFD, Operation.preparedSync.rawValue, 0))
+            let syncData = Operation.preparedSync.rawValue
+            preparedOperationsInFlight += prepare(door.prepareFdatasync(ring, preparedFD, userData: syncData, flags: 0, file: .prepared),
+                                                  userData: syncData)
             preparedStage = .syncing
             submitted = true
         }
-        if submitted { _ = aegis_uring_submit(ring) }
+        if submitted { submitQueued(.prepared) }
     }
 
     private func notePreparedCompletion(_ operation: Operation, result: Int32, expected: Int) {
@@ -553,9 +630,9 @@ final class WALWriter {
         logger.warning("cannot prepare the next write-ahead log segment; using a plain one", metadata: [
             "file": "\(directory.preparedSegmentPath)", "reason": "\(reason)",
         ])
-        if preparedFD >= 0 { close(preparedFD) }
+        if preparedFD >= 0 { door.close(preparedFD) }
         preparedFD = -1
-        unlink(directory.preparedSegmentPath)
+        _ = door.unlink(directory.preparedSegmentPath, file: .prepared)
         preparedStage = .none
         preparedGaveUp = true
     }
@@ -568,9 +645,9 @@ final class WALWriter {
         guard snapshotStage == .idle, failure == nil else { return false }
         let covers = rotateAtNextBatch()
         let path = directory.snapshotTemporaryPath(covers)
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        let fd = door.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640, file: .snapshot)
         if fd < 0 {
-            logger.error("cannot start a snapshot", metadata: ["file": "\(path)", "error": "\(SystemError(operation: "open", code: errno))"])
+            logger.error("cannot start a snapshot", metadata: ["file": "\(path)", "error": "\(SystemError(operation: "open", code: -fd))"])
             errorCount += 1
             return false
         }
@@ -597,15 +674,20 @@ final class WALWriter {
         precondition(snapshotStage == .writing && snapshotCompletions == 0)
         if last {
             WALRecord.appendSnapshotEnd(entries: snapshotEntries, to: snapshotChunk)
+            // The records filling now go out as batch `nextBatchSequence`.
+            snapshotBarrier = filling.isEmpty ? nextBatchSequence - 1 : nextBatchSequence
         }
         let view = snapshotChunk.readableView
-        snapshotCompletions += prepare(aegis_uring_prep_write(ring, snapshotFD, view.baseAddress, UInt32(view.count), snapshotOffset,
-                                                              Operation.snapshotWrite.rawValue, last ? AEGIS_IOSQE_IO_LINK : 0))
+        let writeData = Operation.snapshotWrite.rawValue
+        snapshotCompletions += prepare(door.prepareWrite(ring, snapshotFD, view.baseAddress, UInt32(view.count), snapshotOffset, userData: writeData,
+                                                         flags: last ? AEGIS_IOSQE_IO_LINK : 0, file: .snapshot), userData: writeData)
         if last {
-            snapshotCompletions += prepare(aegis_uring_prep_fdatasync(ring, snapshotFD, Operation.snapshotSync.rawValue, 0))
+            let syncData = Operation.snapshotSync.rawValue
+            snapshotCompletions += prepare(door.prepareFdatasync(ring, snapshotFD, userData: syncData, flags: 0, file: .snapshot),
+                                           userData: syncData)
             snapshotStage = .syncing
         }
-        _ = aegis_uring_submit(ring)
+        submitQueued(.snapshot)
     }
 
     private func noteSnapshotCompletion(_ operation: Operation, result: Int32) -> Event? {
@@ -629,20 +711,17 @@ final class WALWriter {
         case .writing:
             return .snapshotChunkWritten
         case .syncing:
-            close(snapshotFD)
+            door.close(snapshotFD)
             snapshotFD = -1
-            let finalPath = directory.snapshotPath(snapshotNumber)
-            if rename(directory.snapshotTemporaryPath(snapshotNumber), finalPath) != 0 {
-                return abortSnapshot("\(SystemError(operation: "rename", code: errno))")
+            if durableThrough < snapshotBarrier {
+                snapshotStage = .awaitingBatches
+                return nil
             }
-            guard let directoryFD = openDirectory() else { return abortSnapshot("cannot open \(directory.path)") }
-            pendingSnapshotDirectoryFD = directoryFD
-            snapshotCompletions += prepare(aegis_uring_prep_fdatasync(ring, directoryFD, Operation.snapshotDirectorySync.rawValue, 0))
-            _ = aegis_uring_submit(ring)
-            snapshotStage = .syncingDirectory
+            return commitSnapshot()
+        case .awaitingBatches:
             return nil
         case .syncingDirectory:
-            close(pendingSnapshotDirectoryFD)
+            door.close(pendingSnapshotDirectoryFD)
             pendingSnapshotDirectoryFD = -1
             snapshotStage = .idle
             return .snapshotCompleted(entries: snapshotEntries, removedBytes: removeCoveredFiles())
@@ -651,17 +730,35 @@ final class WALWriter {
         }
     }
 
+    /// Renames the synced snapshot into place and syncs the directory; nil
+    /// while that sync is in flight, or the failure.
+    private func commitSnapshot() -> Event? {
+        let finalPath = directory.snapshotPath(snapshotNumber)
+        let renamed = door.rename(directory.snapshotTemporaryPath(snapshotNumber), finalPath, file: .snapshot)
+        if renamed != 0 {
+            return abortSnapshot("\(SystemError(operation: "rename", code: -renamed))")
+        }
+        guard let directoryFD = openDirectory() else { return abortSnapshot("cannot open \(directory.path)") }
+        pendingSnapshotDirectoryFD = directoryFD
+        let syncData = Operation.snapshotDirectorySync.rawValue
+        snapshotCompletions += prepare(door.prepareFdatasync(ring, directoryFD, userData: syncData, flags: 0, file: .directory),
+                                       userData: syncData)
+        snapshotStage = .syncingDirectory
+        submitQueued(.snapshot)
+        return nil
+    }
+
     private var pendingSnapshotDirectoryFD: Int32 = -1
 
     private func abortSnapshot(_ reason: String) -> Event {
         errorCount += 1
-        if snapshotFD >= 0 { close(snapshotFD); snapshotFD = -1 }
-        if pendingSnapshotDirectoryFD >= 0 { close(pendingSnapshotDirectoryFD); pendingSnapshotDirectoryFD = -1 }
-        unlink(directory.snapshotTemporaryPath(snapshotNumber))
+        if snapshotFD >= 0 { door.close(snapshotFD); snapshotFD = -1 }
+        if pendingSnapshotDirectoryFD >= 0 { door.close(pendingSnapshotDirectoryFD); pendingSnapshotDirectoryFD = -1 }
+        _ = door.unlink(directory.snapshotTemporaryPath(snapshotNumber), file: .snapshot)
         if snapshotStage == .syncingDirectory {
             // Renamed already, but the files it covers are all still there:
             // without it the log is whole, as a failed snapshot promises.
-            unlink(directory.snapshotPath(snapshotNumber))
+            _ = door.unlink(directory.snapshotPath(snapshotNumber), file: .snapshot)
         }
         snapshotStage = .idle
         snapshotChunk.clear()
@@ -678,18 +775,17 @@ final class WALWriter {
         // snapshot (or the next start, which removes covered segments).
         let covered = liveSegments.filter { number in number < snapshotNumber && !inFlight.contains { $0.segment == number } }
         for number in covered {
-            removed += removeFile(directory.segmentPath(number))
+            removed += removeFile(directory.segmentPath(number), file: .segment)
         }
         liveSegments.removeAll { covered.contains($0) }
-        if let older = newestSnapshot, older != snapshotNumber { removed += removeFile(directory.snapshotPath(older)) }
+        if let older = newestSnapshot, older != snapshotNumber { removed += removeFile(directory.snapshotPath(older), file: .snapshot) }
         newestSnapshot = snapshotNumber
         return removed
     }
 
-    private func removeFile(_ path: String) -> Int {
-        var info = stat()
-        let size = stat(path, &info) == 0 ? Int(info.st_size) : 0
-        return unlink(path) == 0 ? size : 0
+    private func removeFile(_ path: String, file: WALFileKind) -> Int {
+        let size = door.fileSize(path)
+        return door.unlink(path, file: file) == 0 ? size : 0
     }
 
     /// Abandons a running snapshot (the log stays whole): at once, or when
