@@ -59,7 +59,14 @@ final class Reactor: @unchecked Sendable {
     private var events: UnsafeMutablePointer<aegis_epoll_event>
     private static let maxEvents: Int32 = 256
 
+    /// Two clocks, both read once per loop iteration (vDSO reads, no
+    /// syscall). `now` is the coarse wall clock in unix ms: only for TTLs,
+    /// which are absolute unix times. `monotonicMs` is the coarse monotonic
+    /// clock: for every timer, timeout and deadline, which must not jump
+    /// when NTP or an operator steps the wall clock (a step forward used to
+    /// close every idle connection; a step back switched timeouts off).
     var now: Int64 = 0
+    var monotonicMs: Int64 = 0
     var counters = ReactorStatsSnapshot()
     let commandMetrics = CommandMetrics()
     /// Rate limit state (CommandMetrics.swift): on/off as of the last
@@ -151,6 +158,7 @@ final class Reactor: @unchecked Sendable {
         // core and cost throughput; the scheduler keeps a busy thread on its
         // core anyway.
         now = aegis_now_ms_coarse()
+        monotonicMs = aegis_monotonic_ms_coarse()
         while runOnce() {}
         shutdown()
     }
@@ -175,6 +183,7 @@ final class Reactor: @unchecked Sendable {
         let ready = aegis_epoll_wait(epollFD, events, Self.maxEvents, waitMs)
         if slept { node.interconnect.didWake(index) }
         now = aegis_now_ms_coarse()
+        monotonicMs = aegis_monotonic_ms_coarse()
         counters.loopIterations &+= 1
         // One clock read per batch, not per request: see CommandMetrics.
         if ready > 0 { commandMetrics.batchStartNs = aegis_monotonic_ns() }
@@ -190,12 +199,12 @@ final class Reactor: @unchecked Sendable {
         flushDirty()
         if commandMetrics.batchRequests > 0 { commandMetrics.closeBatch(endNs: aegis_monotonic_ns()) }
         notifyTargets()
-        if maintenanceDue || now >= nextMaintenanceMs { maintenance() }
+        if maintenanceDue || monotonicMs >= nextMaintenanceMs { maintenance() }
         if node.state == .draining { drainStep() }
         // Readers (INFO, metrics) need fresh numbers, not per-iteration ones:
         // publish once per clock tick of the coarse clock.
-        if now != lastPublishedMs {
-            lastPublishedMs = now
+        if monotonicMs != lastPublishedMs {
+            lastPublishedMs = monotonicMs
             publishStats()
         }
         return !shouldExit()
@@ -279,7 +288,7 @@ final class Reactor: @unchecked Sendable {
         let clientID = node.nextClientID.wrappingAdd(1, ordering: .relaxed).oldValue
         let connection = Connection(
             fd: fd, index: UInt32(slot), generation: generations[slot], clientID: clientID,
-            peer: "", nowMs: now, requiresAuth: !node.config.authToken.isEmpty)
+            peer: "", nowMs: monotonicMs, requiresAuth: !node.config.authToken.isEmpty)
         connections[slot] = connection
         connection.interest = AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP
         let result = aegis_epoll_add(epollFD, fd, connection.interest, token(of: connection))
@@ -313,7 +322,7 @@ final class Reactor: @unchecked Sendable {
         }
         buffer.commitWrite(count)
         counters.bytesIn &+= count
-        connection.lastActivityMs = now
+        connection.lastActivityMs = monotonicMs
         processInput(connection, buffer)
         if connection.isClosed {
             readScratch.clear()
@@ -334,7 +343,7 @@ final class Reactor: @unchecked Sendable {
             connection.partialSinceMs = 0
             connection.input.releaseIfIdle(keep: 0)
         } else if connection.partialSinceMs == 0 {
-            connection.partialSinceMs = now
+            connection.partialSinceMs = monotonicMs
         }
     }
 
@@ -432,7 +441,7 @@ final class Reactor: @unchecked Sendable {
                 noteInputState(connection)
             }
         } else if connection.writeBlockedSinceMs == 0 {
-            connection.writeBlockedSinceMs = now
+            connection.writeBlockedSinceMs = monotonicMs
         }
         updateInterest(connection)
     }
@@ -465,12 +474,12 @@ final class Reactor: @unchecked Sendable {
     private func maintenance() {
         let interval = max(Int64(node.config.maintenanceInterval.milliseconds), 10)
         maintenanceDue = false
-        nextMaintenanceMs = now + interval
+        nextMaintenanceMs = monotonicMs + interval
         sweepExpired()
         logMaintenance()
         publishCommandStats()
-        if now >= nextTimeoutCheckMs {
-            nextTimeoutCheckMs = now + 1000
+        if monotonicMs >= nextTimeoutCheckMs {
+            nextTimeoutCheckMs = monotonicMs + 1000
             enforceTimeouts()
         }
     }
@@ -495,6 +504,7 @@ final class Reactor: @unchecked Sendable {
         let readMs = runtime.readTimeoutMs.load(ordering: .relaxed)
         let writeMs = runtime.writeTimeoutMs.load(ordering: .relaxed)
         let idleMs = runtime.idleTimeoutMs.load(ordering: .relaxed)
+        let now = monotonicMs  // the connections' times are monotonic
         for case let connection? in connections {
             if readMs > 0 && connection.partialSinceMs != 0 && now - connection.partialSinceMs > readMs {
                 logger.debug("closing connection: read timeout", metadata: ["client": "\(connection.clientID)"])
@@ -534,12 +544,12 @@ final class Reactor: @unchecked Sendable {
             _ = aegis_epoll_remove(epollFD, listenFD)
             _ = aegis_close(listenFD)
             listenFD = -1
-            drainDeadlineMs = now + node.runtime.drainTimeoutMs.load(ordering: .relaxed)
+            drainDeadlineMs = monotonicMs + node.runtime.drainTimeoutMs.load(ordering: .relaxed)
         }
         for case let connection? in connections where connection.replies.isEmpty && connection.output.isEmpty && connection.input.isEmpty {
             close(connection)
         }
-        if now >= drainDeadlineMs {
+        if monotonicMs >= drainDeadlineMs {
             for case let connection? in connections { close(connection) }
         }
         if counters.connections == 0 && !countedAsDrained {
