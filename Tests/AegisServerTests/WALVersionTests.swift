@@ -43,6 +43,31 @@ struct WALVersionTests {
         }
     }
 
+    /// The binary protocol's DEL logged version 0 too (BinaryIntake).
+    @Test func binaryDeletesAreLoggedWithTheirOwnNewerVersion() throws {
+        let walDirectory = WALCrashTests.temporaryDirectory("wal-versions-binary")
+        defer { try? FileManager.default.removeItem(atPath: walDirectory) }
+        let server = try WALRecoveryTests.startNode(walDirectory, mode: "write")
+        let socket = try TestSocket(port: server.port)
+        let buffer = WireBuffer()
+        let key = Array("b".utf8)
+        BinaryRequestWriter.write(command: BinaryCommand.set.rawValue, requestID: 1, key: key, value: [1], ttlMs: 0, version: 0, into: buffer)
+        BinaryRequestWriter.write(command: BinaryCommand.del.rawValue, requestID: 2, key: key, value: [], ttlMs: 0, version: 0, into: buffer)
+        BinaryRequestWriter.write(command: BinaryCommand.set.rawValue, requestID: 3, key: key, value: [2], ttlMs: 0, version: 0, into: buffer)
+        try socket.send(buffer.readableArray())
+        let responses = try readBinaryResponses(socket, count: 3)
+        #expect(responses.allSatisfy { $0.status == BinaryStatus.ok.rawValue })
+        #expect(server.stop() == 0)
+
+        let logged = try Self.records(of: WALRecoveryTests.segmentPath(walDirectory))
+        #expect(logged.map(\.operation) == [.set, .delete, .set])
+        for (earlier, later) in zip(logged, logged.dropFirst()) {
+            #expect(earlier.version < later.version, "\(later.operation) logged with \(later.version), not newer than \(earlier.version)")
+        }
+        // Binary v1 carries the seq of the version it wrote.
+        #expect(responses[0].version == logged[0].version.seq && responses[2].version == logged[2].version.seq)
+    }
+
     // MARK: - Log format 1 (before issue 14)
 
     /// One record in log format 1, byte for byte as aegiskv wrote it before
