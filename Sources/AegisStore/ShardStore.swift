@@ -80,6 +80,14 @@ public final class ShardStore {
         if !state.pointee.delete(key, hash: hash, nowMs: nowMs, version: version) { state.pointee.adopt(version) }
     }
 
+    /// A FLUSHALL replayed from the write-ahead log: drops everything and
+    /// moves the shard's term and sequence up to the flush's version.
+    @inlinable
+    public func restoreFlush(version: EntryVersion) {
+        state.pointee.removeAll()
+        state.pointee.adopt(version)
+    }
+
     /// The version of this shard's last write: the one given to the last
     /// set, delete of a live key, expiry change or removeAll, or taken from
     /// the last write replayed or applied. Logging a DEL or FLUSHALL, whose

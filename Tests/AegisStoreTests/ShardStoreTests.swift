@@ -72,6 +72,29 @@ import Testing
         #expect(h.get(key(1))?.version == EntryVersion(term: 1, seq: (1 << 48) + 1))
     }
 
+    /// Issue 14: deletions and flushes are writes with versions of their
+    /// own, and replaying one moves the shard past it.
+    @Test func deletesAndFlushesHaveVersionsAndReplayingThemMovesTheShardOn() {
+        let h = Harness()
+        let set = h.set(key(1), [1])
+        #expect(h.store.lastWriteVersion == set)
+        #expect(h.delete(key(1)))
+        #expect(h.store.lastWriteVersion == EntryVersion(term: 1, seq: 2))
+        #expect(!h.delete(key(1)))  // nothing deleted: no write, no version
+        #expect(h.store.lastWriteVersion == EntryVersion(term: 1, seq: 2))
+        h.store.removeAll()
+        #expect(h.store.lastWriteVersion == EntryVersion(term: 1, seq: 3))
+
+        let replayedDelete = EntryVersion(term: 4, seq: 90)
+        key(2).withUnsafeBytes { k in h.store.restoreDeletion(k, hash: KeyHash.hash(k), nowMs: 0, version: replayedDelete) }
+        #expect(h.store.lastWriteVersion == replayedDelete)
+        #expect(h.set(key(3), [3]) == EntryVersion(term: 4, seq: 91))
+        h.store.restoreFlush(version: EntryVersion(term: 5, seq: 200))
+        #expect(h.store.count == 0)
+        #expect(h.store.lastWriteVersion == EntryVersion(term: 5, seq: 200))
+        #expect(h.set(key(4), [4]) == EntryVersion(term: 5, seq: 201))
+    }
+
     @Test func largeKeyAndValue() {
         let h = Harness()
         let bigKey = bytes(65536, seed: 9)  // 64 KiB: uses the 17th key-length bit

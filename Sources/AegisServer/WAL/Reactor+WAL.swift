@@ -49,7 +49,7 @@ extension Reactor {
             shards[KeyHash.shard(of: hash, shardCount: shards.count)]?
                 .restoreDeletion(record.key, hash: hash, nowMs: nowMs, version: record.version)
         case .flushShard:
-            if record.shard < shards.count { shards[record.shard]?.removeAll() }
+            if record.shard < shards.count { shards[record.shard]?.restoreFlush(version: record.version) }
         case .snapshotEnd:
             break
         }
