@@ -81,6 +81,15 @@ int64_t aegis_now_ms_coarse(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+// For timers and timeouts: a wall-clock step (NTP, date -s) must neither
+// fire every timeout at once nor postpone them all. A vDSO read like the
+// coarse wall clock, so the reactor reads both at no syscall.
+int64_t aegis_monotonic_ms_coarse(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int64_t aegis_monotonic_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

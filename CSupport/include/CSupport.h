@@ -92,6 +92,9 @@ extern const int AEGIS_SIGHUP;
 int64_t aegis_now_ms_coarse(void);
 /// CLOCK_MONOTONIC in nanoseconds.
 int64_t aegis_monotonic_ns(void);
+/// CLOCK_MONOTONIC_COARSE in milliseconds (vDSO, no syscall): for timeouts
+/// and deadlines, never for TTLs.
+int64_t aegis_monotonic_ms_coarse(void);
 /// Bytes malloc would report for this block (malloc_usable_size).
 size_t aegis_malloc_usable_size(void *ptr);
 

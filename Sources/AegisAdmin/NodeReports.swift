@@ -17,7 +17,7 @@ struct NodeReports {
         }
     }
 
-    var uptimeSeconds: Int { Int(max(aegis_now_ms_coarse() - node.startedAtMs, 0) / 1000) }
+    var uptimeSeconds: Int { Int(max(aegis_monotonic_ms_coarse() - node.startedMonotonicMs, 0) / 1000) }
 
     var maxMemoryBytes: Int { node.config.maxMemoryMB * 1024 * 1024 }
 

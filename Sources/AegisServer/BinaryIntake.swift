@@ -119,7 +119,7 @@ extension Reactor {
             if let entry = store.get(key, hash: hash, nowMs: now) {
                 counters.keyspaceHits &+= 1
                 let ttl = entry.expiryMs == 0 ? 0 : max(entry.expiryMs - now, 1)
-                BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, value: entry.value, ttlMs: ttl, version: entry.version.packed, into: out)
+                BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, value: entry.value, ttlMs: ttl, version: entry.version.seq, into: out)
             } else {
                 counters.keyspaceMisses &+= 1
                 BinaryResponseWriter.write(status: .notFound, requestID: frame.requestID, into: out)
@@ -137,11 +137,14 @@ extension Reactor {
             if wal != nil { keepPreviousState(key, hash: hash, store: store) }
             let version = store.set(key, hash: hash, value: value, expiryMs: expiry, nowMs: now)
             if let wal {
-                wal.append(.set, shard: KeyHash.shard(of: hash, shardCount: shards.count), version: version.packed,
+                wal.append(.set, shard: KeyHash.shard(of: hash, shardCount: shards.count), version: version,
                            expiryMs: expiry, key: key, value: value)
                 replyAwaitsLog = true
             }
-            BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, version: version.packed, into: out)
+            // Binary v1 has 8 bytes for a version: the seq, which alone grows
+            // with every write to the shard; the term is in the log and (next)
+            // in replication, which carry all 96 bits.
+            BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, version: version.seq, into: out)
         case .del:
             if let wal, !wal.acceptsWrites {
                 BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: Self.walRefusalBinary, into: out)
@@ -149,7 +152,7 @@ extension Reactor {
             }
             if let wal {
                 if undoableWrite(key, hash: hash, store: store, { store.delete(key, hash: hash, nowMs: now) }) {
-                    wal.append(.delete, shard: KeyHash.shard(of: hash, shardCount: shards.count), version: 0, expiryMs: 0,
+                    wal.append(.delete, shard: KeyHash.shard(of: hash, shardCount: shards.count), version: store.lastWriteVersion, expiryMs: 0,
                                key: key, value: WALRecord.noBytes)
                     replyAwaitsLog = true
                 }

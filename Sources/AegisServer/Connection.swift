@@ -43,6 +43,7 @@ final class Connection {
     var interest: UInt32 = 0
     var isDirty = false
 
+    // Monotonic ms (Reactor.monotonicMs), so a wall-clock step moves no timeout.
     var lastActivityMs: Int64
     var partialSinceMs: Int64 = 0       // when `input` last became non-empty
     var writeBlockedSinceMs: Int64 = 0  // when a write last left bytes unsent

@@ -271,7 +271,7 @@ extension Reactor {
         func wants(_ section: String) -> Bool { all || requested.contains(section) }
         let totals = node.totals()
         let config = node.config
-        let uptimeSeconds = (aegis_now_ms_coarse() - node.startedAtMs) / 1000
+        let uptimeSeconds = (aegis_monotonic_ms_coarse() - node.startedMonotonicMs) / 1000
         var lines: [String] = []
         if wants("server") {
             lines += ["# Server", "aegiskv_version:\(Self.version)", "redis_version:\(Self.redisCompatibleVersion)",

@@ -12,6 +12,8 @@ public final class NodeContext: Sendable {
     public let interconnect: Interconnect
     public let logger: Logger
     public let startedAtMs: Int64
+    /// Start on the monotonic clock: uptime must not jump with the wall clock.
+    public let startedMonotonicMs: Int64
     public let stats: [PublishedReactorStats]
     /// Shard → reactor. Contiguous ranges, so a SCAN that runs off the end
     /// of one shard usually continues on the same reactor.
@@ -47,6 +49,7 @@ public final class NodeContext: Sendable {
         self.logger = logger
         self.interconnect = try Interconnect(reactorCount: reactorCount, ringCapacityBytes: 1 << 20)
         self.startedAtMs = aegis_now_ms_coarse()
+        self.startedMonotonicMs = aegis_monotonic_ms_coarse()
         self.runtime = RuntimeSettings(config)
         self.rateLimiter = RateLimiter(runtime: runtime, reactorCount: reactorCount)
         self.breakers = CircuitBreakerRegistry(policy: CircuitBreakerPolicy(config))

@@ -77,7 +77,14 @@ final class Reactor: @unchecked Sendable {
     private var events: UnsafeMutablePointer<aegis_epoll_event>
     private static let maxEvents: Int32 = 256
 
+    /// Two clocks, both read once per loop iteration (vDSO reads, no
+    /// syscall). `now` is the coarse wall clock in unix ms: only for TTLs,
+    /// which are absolute unix times. `monotonicMs` is the coarse monotonic
+    /// clock: for every timer, timeout and deadline, which must not jump
+    /// when NTP or an operator steps the wall clock (a step forward used to
+    /// close every idle connection; a step back switched timeouts off).
     var now: Int64 = 0
+    var monotonicMs: Int64 = 0
     var counters = ReactorStatsSnapshot()
     let commandMetrics = CommandMetrics()
     /// Rate limit state (CommandMetrics.swift): on/off as of the last
@@ -171,6 +178,7 @@ final class Reactor: @unchecked Sendable {
         // core and cost throughput; the scheduler keeps a busy thread on its
         // core anyway.
         now = aegis_now_ms_coarse()
+        monotonicMs = aegis_monotonic_ms_coarse()
         while runOnce() {}
         shutdown()
     }
@@ -195,6 +203,7 @@ final class Reactor: @unchecked Sendable {
         let ready = aegis_epoll_wait(epollFD, events, Self.maxEvents, waitMs)
         if slept { node.interconnect.didWake(index) }
         now = aegis_now_ms_coarse()
+        monotonicMs = aegis_monotonic_ms_coarse()
         counters.loopIterations &+= 1
         // One clock read per batch, not per request: see CommandMetrics.
         if ready > 0 { commandMetrics.batchStartNs = aegis_monotonic_ns() }
@@ -210,12 +219,12 @@ final class Reactor: @unchecked Sendable {
         flushDirty()
         if commandMetrics.batchRequests > 0 { commandMetrics.closeBatch(endNs: aegis_monotonic_ns()) }
         notifyTargets()
-        if maintenanceDue || now >= nextMaintenanceMs { maintenance() }
+        if maintenanceDue || monotonicMs >= nextMaintenanceMs { maintenance() }
         if node.state == .draining { drainStep() }
         // Readers (INFO, metrics) need fresh numbers, not per-iteration ones:
         // publish once per clock tick of the coarse clock.
-        if now != lastPublishedMs {
-            lastPublishedMs = now
+        if monotonicMs != lastPublishedMs {
+            lastPublishedMs = monotonicMs
             publishStats()
         }
         return !shouldExit()
@@ -293,7 +302,7 @@ final class Reactor: @unchecked Sendable {
     /// the next maintenance tick instead of spinning on it.
     private func pauseAccepting(error: Int32) {
         if !acceptPause.isPaused { _ = aegis_epoll_remove(epollFD, listenFD) }
-        guard let report = acceptPause.noteFailure(error: error, nowMs: now) else { return }
+        guard let report = acceptPause.noteFailure(error: error, nowMs: monotonicMs) else { return }
         logger.warning("cannot accept client connections; pausing accepts until descriptors free up", metadata: [
             "reactor": "\(index)", "error": "\(SystemError(operation: "accept4", code: report.error))",
             "failed_accepts": "\(report.failures)", "interval_ms": "\(AcceptPause.reportIntervalMs)",
@@ -361,7 +370,7 @@ final class Reactor: @unchecked Sendable {
     /// closed (maintenance tick), so they hold no slot under max_conns long.
     private func closeSilentRefusals() {
         guard !refusals.isEmpty else { return }
-        for connection in refusals where !connection.isClosed && now - connection.lastActivityMs >= Self.refusalWaitMs {
+        for connection in refusals where !connection.isClosed && monotonicMs - connection.lastActivityMs >= Self.refusalWaitMs {
             close(connection)
         }
         refusals.removeAll { $0.isClosed }
@@ -381,7 +390,7 @@ final class Reactor: @unchecked Sendable {
         let clientID = node.nextClientID.wrappingAdd(1, ordering: .relaxed).oldValue
         let connection = Connection(
             fd: fd, index: UInt32(slot), generation: generations[slot], clientID: clientID,
-            peer: "", nowMs: now, requiresAuth: !node.config.authToken.isEmpty)
+            peer: "", nowMs: monotonicMs, requiresAuth: !node.config.authToken.isEmpty)
         connections[slot] = connection
         connection.interest = AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP
         let result = aegis_epoll_add(epollFD, fd, connection.interest, token(of: connection))
@@ -423,7 +432,7 @@ final class Reactor: @unchecked Sendable {
         }
         buffer.commitWrite(count)
         counters.bytesIn &+= count
-        connection.lastActivityMs = now
+        connection.lastActivityMs = monotonicMs
         processInput(connection, buffer)
         if connection.isClosed {
             readScratch.clear()
@@ -445,7 +454,7 @@ final class Reactor: @unchecked Sendable {
             connection.partialSinceMs = 0
             connection.input.releaseIfIdle(keep: 0)
         } else if connection.partialSinceMs == 0 {
-            connection.partialSinceMs = now
+            connection.partialSinceMs = monotonicMs
         }
         chargeBuffers(connection)
         // Input held back by backpressure is complete requests, and is not
@@ -631,7 +640,7 @@ final class Reactor: @unchecked Sendable {
                 return
             }
         } else if connection.writeBlockedSinceMs == 0 {
-            connection.writeBlockedSinceMs = now
+            connection.writeBlockedSinceMs = monotonicMs
         }
         // Requests held back by backpressure run as soon as the output is
         // back under its bound, not only once it is empty: a client that
@@ -676,14 +685,14 @@ final class Reactor: @unchecked Sendable {
     private func maintenance() {
         let interval = max(Int64(node.config.maintenanceInterval.milliseconds), 10)
         maintenanceDue = false
-        nextMaintenanceMs = now + interval
+        nextMaintenanceMs = monotonicMs + interval
         resumeAcceptingIfPaused()
         closeSilentRefusals()
         sweepExpired()
         logMaintenance()
         publishCommandStats()
-        if now >= nextTimeoutCheckMs {
-            nextTimeoutCheckMs = now + 1000
+        if monotonicMs >= nextTimeoutCheckMs {
+            nextTimeoutCheckMs = monotonicMs + 1000
             enforceTimeouts()
         }
     }
@@ -708,6 +717,7 @@ final class Reactor: @unchecked Sendable {
         let readMs = runtime.readTimeoutMs.load(ordering: .relaxed)
         let writeMs = runtime.writeTimeoutMs.load(ordering: .relaxed)
         let idleMs = runtime.idleTimeoutMs.load(ordering: .relaxed)
+        let now = monotonicMs  // the connections' times are monotonic
         for case let connection? in connections {
             if readMs > 0 && connection.partialSinceMs != 0 && now - connection.partialSinceMs > readMs {
                 logger.debug("closing connection: read timeout", metadata: ["client": "\(connection.clientID)"])
@@ -749,12 +759,12 @@ final class Reactor: @unchecked Sendable {
             _ = aegis_epoll_remove(epollFD, listenFD)
             _ = aegis_close(listenFD)
             listenFD = -1
-            drainDeadlineMs = now + node.runtime.drainTimeoutMs.load(ordering: .relaxed)
+            drainDeadlineMs = monotonicMs + node.runtime.drainTimeoutMs.load(ordering: .relaxed)
         }
         for case let connection? in connections where connection.replies.isEmpty && connection.output.isEmpty && connection.input.isEmpty {
             close(connection)
         }
-        if now >= drainDeadlineMs { closeOverdueConnections() }
+        if monotonicMs >= drainDeadlineMs { closeOverdueConnections() }
         if counters.connections == 0 && !countedAsDrained {
             countedAsDrained = true
             node.drainedReactors.wrappingAdd(1, ordering: .acquiringAndReleasing)

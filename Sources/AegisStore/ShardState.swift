@@ -59,9 +59,14 @@ struct ShardState {
     var smallBytes = 0
     var mainBytes = 0
 
-    // Versions, expiry.
+    // Versions, expiry. Invariant: every version the shard holds, or was
+    // given by the log or a primary, is at most (term, seq), so the next
+    // version it assigns is newer than all of them.
     @usableFromInline var term: UInt32 = 1
     var seq: UInt64 = 0
+    /// The version of the last write (one made here, replayed or replicated):
+    /// what a DEL or FLUSHALL is logged with, as the key has no entry to carry it.
+    @usableFromInline var lastVersion = EntryVersion.zero
     /// Bumped by every change a client made (set, delete of a live entry,
     /// expiry change, removeAll), never by expiry or eviction: the WAL logs
     /// a key's new state exactly when this moved.
@@ -241,12 +246,12 @@ struct ShardState {
     // MARK: - Entries
 
     @inline(__always)
-    func makeEntry(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, version: UInt64, expiry: UInt64) -> Entry {
+    func makeEntry(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, version: EntryVersion, expiry: UInt64) -> Entry {
         let raw = Malloc.allocate(Entry.headerSize &+ key.count &+ value.count)
         precondition(UInt64(UInt(bitPattern: raw)) & ~Self.pointerMask == 0,
                      "entry block not 16-byte aligned below 2^48")
         let e = Entry(raw)
-        e.initialize(packedVersion: version, expiry: expiry, keyCount: key.count, valueCount: value.count)
+        e.initialize(version: version, expiry: expiry, keyCount: key.count, valueCount: value.count)
         if key.count > 0 { memcpy(e.keyBase, key.baseAddress!, key.count) }
         if value.count > 0 { memcpy(e.keyBase + key.count, value.baseAddress!, value.count) }
         return e
@@ -268,10 +273,22 @@ struct ShardState {
         free(e.raw)
     }
 
-    @inline(__always)
-    mutating func nextVersion() -> UInt64 {
-        seq = (seq &+ 1) & EntryVersion.seqMask
-        return (UInt64(term & 0xFFFF) << 48) | seq
+    @inline(__always) @usableFromInline
+    mutating func nextVersion() -> EntryVersion {
+        // A trapping add: 2^64 writes are out of reach (see EntryVersion),
+        // and a wrap would silently order new writes before old ones.
+        seq += 1
+        lastVersion = EntryVersion(term: term, seq: seq)
+        return lastVersion
+    }
+
+    /// Takes in a version assigned elsewhere (the log, a primary), keeping
+    /// the invariant that the next local version is newer than it.
+    @inline(__always) @usableFromInline
+    mutating func adopt(_ version: EntryVersion) {
+        if version.term > term { term = version.term }
+        if version.seq > seq { seq = version.seq }
+        lastVersion = version
     }
 
     // MARK: - Operations
@@ -294,23 +311,22 @@ struct ShardState {
 
     @usableFromInline
     mutating func set(_ key: UnsafeRawBufferPointer, hash: UInt64, value: UnsafeRawBufferPointer,
-                      expiryMs: Int64, nowMs: Int64) -> UInt64 {
+                      expiryMs: Int64, nowMs: Int64) -> EntryVersion {
         set(key, hash: hash, value: value, expiryMs: expiryMs, nowMs: nowMs, version: nextVersion())
     }
 
     /// Stores a write replayed from the log with the version it had; later
-    /// writes get higher sequence numbers than any replayed one.
+    /// writes get newer versions than any replayed one.
     @usableFromInline
     mutating func restore(_ key: UnsafeRawBufferPointer, hash: UInt64, value: UnsafeRawBufferPointer,
-                          expiryMs: Int64, nowMs: Int64, version: UInt64) {
-        let replayedSeq = version & EntryVersion.seqMask
-        if replayedSeq > seq { seq = replayedSeq }
+                          expiryMs: Int64, nowMs: Int64, version: EntryVersion) {
+        adopt(version)
         _ = set(key, hash: hash, value: value, expiryMs: expiryMs, nowMs: nowMs, version: version)
     }
 
     @inline(__always)
     mutating func set(_ key: UnsafeRawBufferPointer, hash: UInt64, value: UnsafeRawBufferPointer,
-                      expiryMs: Int64, nowMs: Int64, version: UInt64) -> UInt64 {
+                      expiryMs: Int64, nowMs: Int64, version: EntryVersion) -> EntryVersion {
         assert(!visiting, "ShardStore mutated from inside a scan visitor")
         precondition(key.count <= Entry.maxKeyBytes, "key longer than 64 KiB")
         precondition(value.count <= Entry.maxValueBytes, "value longer than 64 MiB")
@@ -350,14 +366,14 @@ struct ShardState {
     /// Writes a new value into an existing live entry; returns the entry (its block may move).
     @inline(__always)
     mutating func overwrite(_ e: Entry, slot index: Int, _ value: UnsafeRawBufferPointer,
-                            version: UInt64, expiry: UInt64) -> Entry {
+                            version: EntryVersion, expiry: UInt64) -> Entry {
         let keyCount = e.keyCount
         let need = Entry.headerSize &+ keyCount &+ value.count
         let have = usable(e.raw)
         if need <= have && have <= 2 &* need &+ 64 {
             if value.count > 0 { memmove(e.keyBase + keyCount, value.baseAddress!, value.count) }
             e.setValueCount(value.count)
-            e.packedVersion = version
+            e.version = version
             e.expiry = expiry
             e.touch()
             return e
@@ -369,7 +385,7 @@ struct ShardState {
         let n = Entry(raw)
         if value.count > 0 { memcpy(n.keyBase + keyCount, value.baseAddress!, value.count) }
         n.setValueCount(value.count)
-        n.packedVersion = version
+        n.version = version
         n.expiry = expiry
         n.touch()
         slots[index] = (slots[index] & ~Self.pointerMask) | UInt64(UInt(bitPattern: raw))
@@ -381,15 +397,22 @@ struct ShardState {
         return n
     }
 
+    /// `version`: the deletion's version when it was made elsewhere (the
+    /// log, a primary); nil gives it the shard's next one.
     @usableFromInline
-    mutating func delete(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> Bool {
+    mutating func delete(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64, version: EntryVersion? = nil) -> Bool {
         assert(!visiting, "ShardStore mutated from inside a scan visitor")
         let (i, found) = find(key, hash)
         if !found { return false }
         let e = Self.entry(slots[i])
         let expired = e.isExpired(nowMs)
         removeEntry(at: i, e)
-        if expired { ledger.pointee.expiredRemovals &+= 1 } else { mutations &+= 1 }
+        if expired {
+            ledger.pointee.expiredRemovals &+= 1
+        } else {
+            mutations &+= 1
+            if let version { adopt(version) } else { _ = nextVersion() }
+        }
         shrinkIfSparse()
         return !expired
     }
@@ -407,7 +430,7 @@ struct ShardState {
             return false
         }
         e.expiry = Entry.storedExpiry(expiryMs)
-        e.packedVersion = nextVersion()
+        e.version = nextVersion()
         mutations &+= 1
         return true
     }
@@ -529,6 +552,7 @@ struct ShardState {
     mutating func removeAll() {
         assert(!visiting, "ShardStore mutated from inside a scan visitor")
         mutations &+= 1
+        _ = nextVersion()
         for i in 0..<capacity where slots[i] != 0 {
             free(Self.entry(slots[i]).raw)
             slots[i] = 0

@@ -12,12 +12,13 @@
 /// setExpiry, get of an expired key, expireSweep, removeAll). A `scan`
 /// visitor must not call back into the store.
 ///
-/// Memory: each entry is one malloc'd block (24-byte header, key, value); the
+/// Memory: each entry is one malloc'd block (28-byte header, key, value); the
 /// table costs 8 bytes per slot at 53-80% load while growing (it shrinks to
 /// 50% below 12.5%); each entry has one 8-byte pointer in a FIFO ring; an
 /// evicting shard also keeps a 4-byte ghost fingerprint slot per entry. All
 /// of it is charged to the ledger (see `MemoryLedger`). For 16-byte keys and
-/// 32-byte values that is about 100 bytes per item (perf/StoreBench).
+/// 32-byte values that is about 116 bytes per item (perf/StoreBench): the
+/// 4 bytes of 32-bit term push that size into glibc's next chunk class.
 public final class ShardStore {
     @usableFromInline let state: UnsafeMutablePointer<ShardState>
     /// The ledger this shard charges (kept alive by the store).
@@ -39,7 +40,8 @@ public final class ShardStore {
     public var count: Int { state.pointee.count }
 
     /// Current term, used for the versions of new writes (starts at 1).
-    /// Versions keep its low 16 bits, the width of the wire form.
+    /// Kept whole (32 bits); it only grows in a cluster, and replaying or
+    /// applying a write of a later term moves it up to that term.
     public var term: UInt32 {
         get { state.pointee.term }
         set { state.pointee.term = newValue }
@@ -52,7 +54,7 @@ public final class ShardStore {
         state.pointee.get(key, hash: hash, nowMs: nowMs)?.ref()
     }
 
-    /// Insert or overwrite; assigns version (term, ++seq). `expiryMs` is
+    /// Insert or overwrite; assigns version (term, seq + 1). `expiryMs` is
     /// absolute unix ms, 0 = none (an entry is expired once `expiryMs <= now`).
     /// Then evicts from this shard while the ledger is above its eviction
     /// threshold, never evicting the entry just written and stopping when
@@ -60,23 +62,47 @@ public final class ShardStore {
     @inlinable @discardableResult
     public func set(_ key: UnsafeRawBufferPointer, hash: UInt64, value: UnsafeRawBufferPointer,
                     expiryMs: Int64, nowMs: Int64) -> EntryVersion {
-        EntryVersion(packed: state.pointee.set(key, hash: hash, value: value, expiryMs: expiryMs, nowMs: nowMs))
+        state.pointee.set(key, hash: hash, value: value, expiryMs: expiryMs, nowMs: nowMs)
     }
 
     /// Stores a write replayed from the write-ahead log, keeping its version;
-    /// the shard's sequence moves past it so later writes stay newer.
+    /// the shard's term and sequence move up to it so later writes stay newer.
     @inlinable
     public func restore(_ key: UnsafeRawBufferPointer, hash: UInt64, value: UnsafeRawBufferPointer,
                         expiryMs: Int64, nowMs: Int64, version: EntryVersion) {
-        state.pointee.restore(key, hash: hash, value: value, expiryMs: expiryMs, nowMs: nowMs, version: version.packed)
+        state.pointee.restore(key, hash: hash, value: value, expiryMs: expiryMs, nowMs: nowMs, version: version)
     }
+
+    /// A deletion replayed from the write-ahead log: removes the key (if
+    /// there) and moves the shard's term and sequence up to its version.
+    @inlinable
+    public func restoreDeletion(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64, version: EntryVersion) {
+        if !state.pointee.delete(key, hash: hash, nowMs: nowMs, version: version) { state.pointee.adopt(version) }
+    }
+
+    /// A FLUSHALL replayed from the write-ahead log: drops everything and
+    /// moves the shard's term and sequence up to the flush's version.
+    @inlinable
+    public func restoreFlush(version: EntryVersion) {
+        state.pointee.removeAll()
+        state.pointee.adopt(version)
+    }
+
+    /// The version of this shard's last write: the one given to the last
+    /// set, delete of a live key, expiry change or removeAll, or taken from
+    /// the last write replayed or applied. Logging a DEL or FLUSHALL, whose
+    /// key keeps no entry to carry it, reads it here.
+    @inlinable
+    public var lastWriteVersion: EntryVersion { state.pointee.lastVersion }
 
     /// Changes whenever a client's command changed this shard (not on expiry
     /// or eviction); compare before and after a command to see if it wrote.
     @inlinable
     public var mutationStamp: UInt64 { state.pointee.mutations }
 
-    /// Returns true when a live entry was removed (an expired one is removed too, returning false).
+    /// Returns true when a live entry was removed (an expired one is removed
+    /// too, returning false). A removal of a live entry is a write: it gets
+    /// the next version (see `lastWriteVersion`).
     @inlinable @discardableResult
     public func delete(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> Bool {
         state.pointee.delete(key, hash: hash, nowMs: nowMs)
@@ -97,7 +123,8 @@ public final class ShardStore {
         state.pointee.expireSweep(nowMs: nowMs, maxSlots: maxSlots)
     }
 
-    /// Drops everything (FLUSHALL); the ledger goes down accordingly.
+    /// Drops everything (FLUSHALL); the ledger goes down accordingly. A
+    /// write: it gets the next version (see `lastWriteVersion`).
     @inlinable
     public func removeAll() {
         state.pointee.removeAll()

@@ -1,4 +1,5 @@
 import AegisProtocol
+import AegisStore
 import CSupport
 import Testing
 @testable import AegisServer
@@ -29,8 +30,8 @@ struct WALRecordTests {
         let value: [UInt8] = [0, 13, 10, 255, 0x80]
         key.withUnsafeBytes { k in
             value.withUnsafeBytes { v in
-                WALRecord.append(to: buffer, operation: .set, shard: 200, version: 1 << 48 | 77, expiryMs: 1_900_000_000_000, key: k, value: v)
-                WALRecord.append(to: buffer, operation: .delete, shard: 3, version: 0, expiryMs: 0, key: k, value: UnsafeRawBufferPointer(start: nil, count: 0))
+                WALRecord.append(to: buffer, operation: .set, shard: 200, version: Self.wide, expiryMs: 1_900_000_000_000, key: k, value: v)
+                WALRecord.append(to: buffer, operation: .delete, shard: 3, version: Self.wider, expiryMs: 0, key: k, value: UnsafeRawBufferPointer(start: nil, count: 0))
             }
         }
         let view = buffer.readableView
@@ -39,13 +40,35 @@ struct WALRecordTests {
             return
         }
         #expect(length == WALRecord.headerSize + key.count + value.count)
-        #expect(first.operation == .set && first.shard == 200 && first.version == 1 << 48 | 77 && first.expiryMs == 1_900_000_000_000)
+        #expect(first.operation == .set && first.shard == 200 && first.version == Self.wide && first.expiryMs == 1_900_000_000_000)
         #expect(Array(first.key) == key && Array(first.value) == value)
         guard case .record(let second, _) = WALRecord.decode(UnsafeRawBufferPointer(rebasing: view[length...])) else {
             Issue.record("second record did not decode")
             return
         }
         #expect(second.operation == .delete && Array(second.key) == key && second.value.isEmpty)
+        #expect(second.version == Self.wider)
+    }
+
+    /// Past what format 1 could hold (16-bit term, 48-bit seq): kept whole.
+    static let wide = EntryVersion(term: 0x1_0002, seq: (1 << 48) + 77)
+    static let wider = EntryVersion(term: UInt32.max, seq: UInt64.max)
+
+    /// A record as aegiskv wrote it before issue 14 (log format 1): decoded
+    /// with its packed version split into term and seq.
+    @Test func formatOneRecordsDecodeWithTheirVersionsConverted() {
+        let record = WALVersionTests.formatOneRecord(.set, shard: 7, packedVersion: 5 << 48 | 1234, expiryMs: 42,
+                                                     key: Array("old".utf8), value: Array("value".utf8))
+        record.withUnsafeBytes { raw in
+            guard case .record(let decoded, let length) = WALRecord.decode(raw, format: .v1) else {
+                Issue.record("a format 1 record did not decode")
+                return
+            }
+            #expect(length == record.count)
+            #expect(decoded.operation == .set && decoded.shard == 7 && decoded.expiryMs == 42)
+            #expect(decoded.version == EntryVersion(term: 5, seq: 1234))
+            #expect(Array(decoded.key) == Array("old".utf8) && Array(decoded.value) == Array("value".utf8))
+        }
     }
 
     @Test func everyTruncationAndEveryFlippedBitIsDetected() {
@@ -53,7 +76,7 @@ struct WALRecordTests {
         let key = Array("k".utf8)
         let value = Array("some value".utf8)
         key.withUnsafeBytes { k in value.withUnsafeBytes { v in
-            WALRecord.append(to: buffer, operation: .set, shard: 1, version: 9, expiryMs: 0, key: k, value: v)
+            WALRecord.append(to: buffer, operation: .set, shard: 1, version: EntryVersion(term: 1, seq: 9), expiryMs: 0, key: k, value: v)
         } }
         var bytes = buffer.readableArray()
         for cut in 0..<bytes.count {

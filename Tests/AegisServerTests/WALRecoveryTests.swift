@@ -8,8 +8,9 @@ import Testing
 @Suite(.serialized)
 struct WALRecoveryTests {
     static let keyCount = 100
-    /// "key-NNN" and a 100-byte value: every record is 32 + 7 + 100 bytes.
-    static let recordSize = 32 + 7 + 100
+    /// "key-NNN" and a 100-byte value: every record is 36 + 7 + 100 bytes
+    /// (log format 2's record header is 36 bytes).
+    static let recordSize = 36 + 7 + 100
     static let segmentHeader = 16
 
     static func key(_ i: Int) -> String { "key-" + String(format: "%03d", i) }

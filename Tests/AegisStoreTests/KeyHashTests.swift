@@ -46,12 +46,17 @@ import Testing
         #expect(KeyHash.shard(of: UInt64.max, shardCount: 1) == 0)
     }
 
-    @Test func packedVersion() {
-        let v = EntryVersion(term: 3, seq: 77)
-        #expect(v.packed == (3 << 48) | 77)
-        #expect(EntryVersion(packed: v.packed) == v)
-        let big = EntryVersion(term: 0xFFFF, seq: EntryVersion.seqMask)
-        #expect(big.packed == UInt64.max)
-        #expect(EntryVersion(packed: big.packed) == big)
+    @Test func versionsOrderByTermThenSeq() {
+        #expect(EntryVersion(term: 1, seq: 9) < EntryVersion(term: 2, seq: 1))
+        #expect(EntryVersion(term: 2, seq: 1) < EntryVersion(term: 2, seq: 2))
+        #expect(EntryVersion.zero < EntryVersion(term: 1, seq: 0))
+        #expect(EntryVersion(term: UInt32.max - 1, seq: UInt64.max) < EntryVersion(term: UInt32.max, seq: 0))
+    }
+
+    /// Log format 1 packed term (16 bits) and seq (48 bits) in one word.
+    @Test func legacyPackedVersionsConvertWhole() {
+        #expect(EntryVersion(legacyPacked: (3 << 48) | 77) == EntryVersion(term: 3, seq: 77))
+        #expect(EntryVersion(legacyPacked: UInt64.max) == EntryVersion(term: 0xFFFF, seq: (1 << 48) - 1))
+        #expect(EntryVersion(legacyPacked: 0) == .zero)
     }
 }

@@ -48,6 +48,14 @@ struct Model {
     var entries: [[UInt8]: Snapshot] = [:]
     var seq: UInt64 = 0
     var term: UInt32 = 1
+    /// The version of the last write: a DEL has one too (issue 14).
+    var lastVersion = EntryVersion.zero
+
+    mutating func nextVersion() -> EntryVersion {
+        seq += 1
+        lastVersion = EntryVersion(term: term, seq: seq)
+        return lastVersion
+    }
 
     func expired(_ s: Snapshot, _ now: Int64) -> Bool { s.expiryMs != 0 && s.expiryMs <= now }
 
@@ -58,23 +66,23 @@ struct Model {
     }
 
     mutating func set(_ k: [UInt8], _ v: [UInt8], _ expiry: Int64) -> EntryVersion {
-        seq += 1
-        let version = EntryVersion(term: term, seq: seq)
+        let version = nextVersion()
         entries[k] = Snapshot(value: v, expiryMs: expiry, version: version)
         return version
     }
 
     mutating func delete(_ k: [UInt8], _ now: Int64) -> Bool {
         guard let s = entries.removeValue(forKey: k) else { return false }
-        return !expired(s, now)
+        if expired(s, now) { return false }
+        _ = nextVersion()
+        return true
     }
 
     mutating func setExpiry(_ k: [UInt8], _ expiry: Int64, _ now: Int64) -> Bool {
         guard var s = entries[k] else { return false }
         if expired(s, now) { entries[k] = nil; return false }
-        seq += 1
         s.expiryMs = expiry
-        s.version = EntryVersion(term: term, seq: seq)
+        s.version = nextVersion()
         entries[k] = s
         return true
     }
@@ -169,6 +177,7 @@ struct Model {
             let problems = h.problems
             #expect(problems.isEmpty, "\(ctx): \(problems.prefix(5))")
             #expect(h.store.count == model.entries.count, ctx)
+            #expect(h.store.lastWriteVersion == model.lastVersion, ctx)
             #expect(h.ledger.usedBytes == h.store.chargedBytes, ctx)
             if !problems.isEmpty { return capacities }
             if step % 16 == 0 || step == ops.count - 1 {

@@ -45,16 +45,18 @@ extension Reactor {
             let hash = KeyHash.hash(record.key)
             guard let store = shards[KeyHash.shard(of: hash, shardCount: shards.count)] else { return }
             if record.expiryMs != 0 && record.expiryMs <= nowMs {
-                store.delete(record.key, hash: hash, nowMs: nowMs)  // expired while the node was down
+                // Expired while the node was down.
+                store.restoreDeletion(record.key, hash: hash, nowMs: nowMs, version: record.version)
             } else {
                 store.restore(record.key, hash: hash, value: record.value, expiryMs: record.expiryMs, nowMs: nowMs,
-                              version: EntryVersion(packed: record.version))
+                              version: record.version)
             }
         case .delete:
             let hash = KeyHash.hash(record.key)
-            shards[KeyHash.shard(of: hash, shardCount: shards.count)]?.delete(record.key, hash: hash, nowMs: nowMs)
+            shards[KeyHash.shard(of: hash, shardCount: shards.count)]?
+                .restoreDeletion(record.key, hash: hash, nowMs: nowMs, version: record.version)
         case .flushShard:
-            if record.shard < shards.count { shards[record.shard]?.removeAll() }
+            if record.shard < shards.count { shards[record.shard]?.restoreFlush(version: record.version) }
         case .snapshotEnd:
             break
         }
@@ -90,7 +92,7 @@ extension Reactor {
             var cursor: UInt64 = 0
             repeat {
                 cursor = shards[shard]!.scan(cursor: cursor, count: 256, nowMs: nowMs) { entry in
-                    WALRecord.appendState(of: entry.key, entry, shard: shard, to: buffer)
+                    WALRecord.appendEntry(entry, shard: shard, to: buffer)
                     entries += 1
                 }
                 if buffer.readableBytes >= 1 << 20 { drain() }
@@ -123,7 +125,7 @@ extension Reactor {
 
     @inline(__always)
     private func appendKeyState(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore, to buffer: WireBuffer) {
-        WALRecord.appendState(of: key, store.get(key, hash: hash, nowMs: now),
+        WALRecord.appendState(of: key, store.get(key, hash: hash, nowMs: now), deletedAt: store.lastWriteVersion,
                               shard: KeyHash.shard(of: hash, shardCount: shards.count), to: buffer)
     }
 
@@ -163,7 +165,7 @@ extension Reactor {
                 let hash = KeyHash.hash(record.key)
                 if record.operation == .set {
                     store.restore(record.key, hash: hash, value: record.value, expiryMs: record.expiryMs, nowMs: now,
-                                  version: EntryVersion(packed: record.version))
+                                  version: record.version)
                 } else {
                     store.delete(record.key, hash: hash, nowMs: now)
                 }
@@ -180,7 +182,9 @@ extension Reactor {
 
     func logFlush(shard: Int) {
         guard let wal else { return }
-        wal.append(.flushShard, shard: shard, version: 0, expiryMs: 0, key: WALRecord.noBytes, value: WALRecord.noBytes)
+        // The flush's own version: FLUSHALL is a write like any other.
+        let version = shards[shard]?.lastWriteVersion ?? .zero
+        wal.append(.flushShard, shard: shard, version: version, expiryMs: 0, key: WALRecord.noBytes, value: WALRecord.noBytes)
         replyAwaitsLog = true
     }
 
@@ -349,7 +353,7 @@ extension Reactor {
             releaseOldestBatch(failure: nil)
         case .batchFailed(let reason):
             counters.walErrors &+= 1
-            nextLogProbeMs = now + 1000
+            nextLogProbeMs = monotonicMs + 1000
             // Every batch in flight and the one filling failed together;
             // the first of their events undoes them all.
             undoFailedWrites()
@@ -361,7 +365,7 @@ extension Reactor {
             continueSnapshot()
         case .snapshotFailed:
             counters.walErrors &+= 1
-            nextSnapshotAttemptMs = now + 10_000
+            nextSnapshotAttemptMs = monotonicMs + 10_000
         case .snapshotCompleted(let entries, let removedBytes):
             counters.walSnapshots &+= 1
             counters.walTruncateServed = snapshotServesRequest
@@ -377,9 +381,9 @@ extension Reactor {
     func logMaintenance() {
         guard let wal else { return }
         if !wal.acceptsWrites {
-            if now >= nextLogProbeMs {
-                nextLogProbeMs = now + 1000
-                wal.probeRecovery(now: now)
+            if monotonicMs >= nextLogProbeMs {
+                nextLogProbeMs = monotonicMs + 1000
+                wal.probeRecovery(now: monotonicMs)
             }
             return
         }
@@ -391,7 +395,7 @@ extension Reactor {
             snapshotWanted = true
         }
         let threshold = max(4 * node.config.walMaxSizeMB * 1024 * 1024, 2 * ledger.usedBytes)
-        if wal.bytesSinceSnapshot > threshold && now >= nextSnapshotAttemptMs && !wal.isSnapshotting {
+        if wal.bytesSinceSnapshot > threshold && monotonicMs >= nextSnapshotAttemptMs && !wal.isSnapshotting {
             snapshotWanted = true
         }
         if snapshotWanted { startSnapshot() }
@@ -420,7 +424,7 @@ extension Reactor {
         while buffer.readableBytes < (1 << 20) && snapshotShardPosition < owned.count {
             let shard = owned[snapshotShardPosition]
             snapshotCursor = shards[shard]!.scan(cursor: snapshotCursor, count: 256, nowMs: now) { entry in
-                WALRecord.appendState(of: entry.key, entry, shard: shard, to: buffer)
+                WALRecord.appendEntry(entry, shard: shard, to: buffer)
                 wal.noteSnapshotEntry()
             }
             if snapshotCursor == 0 { snapshotShardPosition += 1 }

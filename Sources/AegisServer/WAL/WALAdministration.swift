@@ -24,12 +24,12 @@ extension NodeContext {
         // request, so it covers every write acknowledged before it.
         let request = walTruncateRequests.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
         for reactor in 0..<reactorCount { interconnect.wake(reactor) }
-        let deadline = aegis_now_ms_coarse() + timeoutMs
+        let deadline = aegis_monotonic_ms_coarse() + timeoutMs
         var done = 0
         while true {
             done = stats.filter { $0.snapshot().walTruncateServed >= request }.count
             if done == reactorCount { break }
-            if aegis_now_ms_coarse() >= deadline { break }
+            if aegis_monotonic_ms_coarse() >= deadline { break }
             if stats.contains(where: { $0.snapshot().walRefusingWrites > 0 }) {
                 return WALTruncateOutcome(completed: false, reactorsDone: done, reactors: reactorCount,
                                           message: "the write-ahead log refuses writes after a disk fault; no snapshot can be taken until it recovers")

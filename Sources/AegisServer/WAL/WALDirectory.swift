@@ -143,6 +143,8 @@ enum WALError: Error, CustomStringConvertible {
     case missingSegment(file: String, reason: String)
     /// `AEGISKV_WAL_FAULTS` (test fault injection) holds a rule that cannot be read.
     case faultPlan(rule: String)
+    /// A log file of a format this build does not read (a newer release wrote it).
+    case unsupportedFormat(file: String, format: UInt8)
 
     static let recoveryAdvice = "the node does not start on a damaged log. To recover: stop the node, keep a copy of the data directory (runbook: Data Corruption Recovery), clear the WAL directory, and start again; the node then starts empty and is refilled from its replicas (or from an aegiskv-cli dump with `aegiskv-cli restore`)"
 
@@ -159,6 +161,11 @@ enum WALError: Error, CustomStringConvertible {
             return "\(KernelFaultPlan.environmentVariable): cannot read the fault rule \"\(rule)\" (expected <call>[.<file>]=<ERRNO>[@<first>][x<count>][+<delay ms>])"
         case .layoutMismatch(let path, let found, let expected):
             return "the WAL was written with \(found) but this node runs with \(expected) (\(path)): a changed `reactors` is re-laid out at start, but a changed `num_shards` is not; start with the same `num_shards`, or move the WAL directory aside to start empty"
+        case .unsupportedFormat(let file, let format):
+            let known = WALFormat.allCases.map { String($0.rawValue) }.joined(separator: " and ")
+            return "\(file) is in write-ahead log format \(format), which this aegiskv does not read (it reads formats \(known)): "
+                + "start the aegiskv release that wrote it (or a newer one), or dump the data with that release's `aegiskv-cli dump`, "
+                + "move the WAL directory aside, start this one and `aegiskv-cli restore` the dump"
         }
     }
 }

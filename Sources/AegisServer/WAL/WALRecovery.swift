@@ -18,6 +18,8 @@ struct WALRecovery {
         /// Segment numbers a later snapshot must still cover (those kept).
         var keptSegments: [UInt64] = []
         var snapshotNumber: UInt64? = nil
+        /// Files replayed that an older format wrote (converted as read).
+        var olderFormatFiles = 0
     }
 
     let directory: WALDirectory
@@ -56,6 +58,11 @@ struct WALRecovery {
         // A newest segment removed above (cut off before its header) leaves
         // its number free: using it again keeps the numbers consecutive.
         report.nextSegment = max((report.keptSegments.last ?? 0) + 1, covered, 1)
+        if report.olderFormatFiles > 0 {
+            logger.notice("read a write-ahead log written in an older format; new records use the current one, and the next snapshot replaces the old files", metadata: [
+                "directory": "\(directory.path)", "files": "\(report.olderFormatFiles)", "format": "\(WALFormat.current.rawValue)",
+            ])
+        }
         return report
     }
 
@@ -81,21 +88,19 @@ struct WALRecovery {
         let path = directory.snapshotPath(number)
         let file = try MappedFile(path: path)
         let bytes = file.bytes
-        guard WALFileHeader.parse(bytes, magic: WALFileHeader.snapshotMagic) == number else {
-            throw .corruption(file: path, offset: 0, reason: "not a snapshot file of this format, or its header names another number")
-        }
+        let format = try Self.format(of: bytes, kind: WALFileHeader.snapshotKind, number: number, path: path, report: &report)
         var offset = WALFileHeader.size
         var entries = 0
         while true {
-            switch WALRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
+            switch WALRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...]), format: format) {
             case .truncated:
                 throw .corruption(file: path, offset: offset, reason: "the snapshot ends before its end marker")
             case .corrupt(let reason):
                 throw .corruption(file: path, offset: offset, reason: reason)
             case .record(let record, let length):
                 if record.operation == .snapshotEnd {
-                    if record.version != UInt64(entries) {
-                        throw .corruption(file: path, offset: offset, reason: "end marker counts \(record.version) entries, found \(entries)")
+                    if record.version.seq != UInt64(entries) {
+                        throw .corruption(file: path, offset: offset, reason: "end marker counts \(record.version.seq) entries, found \(entries)")
                     }
                     if offset + length != bytes.count {
                         throw .corruption(file: path, offset: offset + length, reason: "bytes after the end marker")
@@ -128,14 +133,12 @@ struct WALRecovery {
             unlink(path)
             return false
         }
-        guard WALFileHeader.parse(bytes, magic: WALFileHeader.segmentMagic) == number else {
-            throw .corruption(file: path, offset: 0, reason: "not a segment file of this format, or its header names another number")
-        }
+        let format = try Self.format(of: bytes, kind: WALFileHeader.segmentKind, number: number, path: path, report: &report)
         report.segments += 1
         var offset = WALFileHeader.size
         while offset < bytes.count {
             let problem: String
-            switch WALRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
+            switch WALRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[offset...]), format: format) {
             case .record(let record, let length):
                 if record.operation == .snapshotEnd {
                     throw .corruption(file: path, offset: offset, reason: "a snapshot end marker inside a segment")
@@ -150,7 +153,7 @@ struct WALRecovery {
                 problem = reason
             }
             let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
-            if Self.isAllZero(UnsafeRawBufferPointer(rebasing: rest.prefix(WALRecord.headerSize))) {
+            if Self.isAllZero(UnsafeRawBufferPointer(rebasing: rest.prefix(format.recordHeaderSize))) {
                 // Zeros where a record should start: the unwritten part of a
                 // prepared segment (written with zeros ahead of need), the
                 // end of the records. In an older segment only zeros may
@@ -178,7 +181,7 @@ struct WALRecovery {
             if !isLast {
                 throw .corruption(file: path, offset: offset, reason: problem + " (not in the newest segment, so not a torn tail)")
             }
-            if let later = Self.findValidRecord(in: bytes, after: offset) {
+            if let later = Self.findValidRecord(in: bytes, after: offset, format: format) {
                 throw .corruption(file: path, offset: offset, reason: problem + "; a valid record follows at offset \(later), so this is damage, not a torn tail")
             }
             logger.warning("cutting off a torn tail of the write-ahead log", metadata: [
@@ -190,6 +193,25 @@ struct WALRecovery {
         }
         report.bytes += bytes.count
         return true
+    }
+
+    /// The format of a segment or snapshot, from its header; throws when the
+    /// header is not this kind's, names another number, or names a format
+    /// this build does not read (saying what to do).
+    private static func format(of bytes: UnsafeRawBufferPointer, kind: [UInt8], number: UInt64, path: String,
+                               report: inout Report) throws(WALError) -> WALFormat {
+        let what = kind == WALFileHeader.segmentKind ? "segment" : "snapshot"
+        switch WALFileHeader.parse(bytes, kind: kind) {
+        case .file(number, let format):
+            if format != .current { report.olderFormatFiles += 1 }
+            return format
+        case .file(let other, _):
+            throw .corruption(file: path, offset: 8, reason: "the \(what) header names number \(other), not \(number)")
+        case .unknownFormat(let format):
+            throw .unsupportedFormat(file: path, format: format)
+        case .foreign:
+            throw .corruption(file: path, offset: 0, reason: "not a \(what) file (its header has no \(what) magic)")
+        }
     }
 
     /// True when every byte is zero (an empty buffer included).
@@ -210,10 +232,10 @@ struct WALRecovery {
 
     /// Looks for any checksum-valid record starting after `offset`; only
     /// used on the damaged path, so a byte-by-byte search is fine.
-    static func findValidRecord(in bytes: UnsafeRawBufferPointer, after offset: Int) -> Int? {
+    static func findValidRecord(in bytes: UnsafeRawBufferPointer, after offset: Int, format: WALFormat = .current) -> Int? {
         var position = offset + 1
-        while position + WALRecord.headerSize <= bytes.count {
-            if case .record(let record, _) = WALRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[position...])),
+        while position + format.recordHeaderSize <= bytes.count {
+            if case .record(let record, _) = WALRecord.decode(UnsafeRawBufferPointer(rebasing: bytes[position...]), format: format),
                record.operation != .snapshotEnd {
                 return position
             }

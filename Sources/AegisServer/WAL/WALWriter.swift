@@ -1,5 +1,6 @@
 import AegisConfig
 import AegisProtocol
+import AegisStore
 import CSupport
 import Glibc
 import Logging
@@ -189,7 +190,7 @@ final class WALWriter {
     // MARK: - Appending
 
     @inline(__always)
-    func append(_ operation: WALRecord.Operation, shard: Int, version: UInt64, expiryMs: Int64,
+    func append(_ operation: WALRecord.Operation, shard: Int, version: EntryVersion, expiryMs: Int64,
                 key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
         assert(failure == nil, "records appended while the log refuses writes")
         WALRecord.append(to: filling, operation: operation, shard: shard, version: version, expiryMs: expiryMs, key: key, value: value)
