@@ -14,7 +14,8 @@
 ///
 /// Memory: each entry is one malloc'd block (24-byte header, key, value); the
 /// table costs 8 bytes per slot at 53-80% load while growing (it shrinks to
-/// 50% below 12.5%); each entry has one 8-byte pointer in a FIFO ring; an
+/// 50% below 12.5%), plus the previous table while a resize moves entries
+/// over a few at a time; each entry has one 8-byte pointer in a FIFO ring; an
 /// evicting shard also keeps a 4-byte ghost fingerprint slot per entry. All
 /// of it is charged to the ledger (see `MemoryLedger`). For 16-byte keys and
 /// 32-byte values that is about 100 bytes per item (perf/StoreBench).
@@ -125,6 +126,12 @@ public final class ShardStore {
         let (i, found) = state.pointee.find(key, hash)
         return found ? ShardState.entry(state.pointee.slots[i]).ref() : nil
     }
+
+    /// Entries moved between tables by growth and shrinking so far. For tests and benchmarks.
+    var movedEntries: Int { state.pointee.movedEntries }
+
+    /// True while a resize is moving entries from the previous table. For tests.
+    var isResizing: Bool { state.pointee.oldSlots != nil }
 
     /// Table capacity in slots. For tests.
     var tableCapacity: Int { state.pointee.capacity }
