@@ -76,6 +76,7 @@ public final class NodeContext: Sendable {
 public final class PublishedReactorStats: Sendable {
     let items = Atomic<Int>(0)
     let usedMemoryBytes = Atomic<Int>(0)
+    let lazyFreePendingObjects = Atomic<Int>(0)
     let evictions = Atomic<Int>(0)
     let expired = Atomic<Int>(0)
     let commands = Atomic<Int>(0)
@@ -101,6 +102,7 @@ public final class PublishedReactorStats: Sendable {
     func publish(_ s: ReactorStatsSnapshot) {
         items.store(s.items, ordering: .relaxed)
         usedMemoryBytes.store(s.usedMemoryBytes, ordering: .relaxed)
+        lazyFreePendingObjects.store(s.lazyFreePendingObjects, ordering: .relaxed)
         evictions.store(s.evictions, ordering: .relaxed)
         expired.store(s.expired, ordering: .relaxed)
         commands.store(s.commands, ordering: .relaxed)
@@ -128,6 +130,7 @@ public final class PublishedReactorStats: Sendable {
         ReactorStatsSnapshot(
             items: items.load(ordering: .relaxed),
             usedMemoryBytes: usedMemoryBytes.load(ordering: .relaxed),
+            lazyFreePendingObjects: lazyFreePendingObjects.load(ordering: .relaxed),
             evictions: evictions.load(ordering: .relaxed),
             expired: expired.load(ordering: .relaxed),
             commands: commands.load(ordering: .relaxed),
@@ -156,6 +159,8 @@ public final class PublishedReactorStats: Sendable {
 public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var items = 0
     public var usedMemoryBytes = 0
+    /// Entries FLUSHALL ASYNC removed that are not freed yet.
+    public var lazyFreePendingObjects = 0
     public var evictions = 0
     public var expired = 0
     public var commands = 0
@@ -189,6 +194,7 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     mutating func add(_ o: ReactorStatsSnapshot) {
         items += o.items
         usedMemoryBytes += o.usedMemoryBytes
+        lazyFreePendingObjects += o.lazyFreePendingObjects
         evictions += o.evictions
         expired += o.expired
         commands += o.commands

@@ -512,7 +512,9 @@ final class Reactor: @unchecked Sendable {
         var items = 0
         for shardIndex in ownedShardIndices { items += shards[shardIndex]!.count }
         counters.items = items
+        ledger.collectLazyFree()
         counters.usedMemoryBytes = ledger.usedBytes
+        counters.lazyFreePendingObjects = ledger.lazyFreePendingEntries
         counters.evictions = ledger.evictions
         if let wal {
             counters.walBatches = wal.batchesCommitted

@@ -691,6 +691,7 @@ struct ShardState {
     @usableFromInline
     mutating func expireSweep(nowMs: Int64, maxSlots: Int) -> Int {
         assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        ledger.pointee.collectLazyFree()
         // Reads alone do not move a migration along; ticks do, at the sweep's pace.
         migrateStep(homes: maxSlots)
         if count == 0 || maxSlots <= 0 { return 0 }
@@ -739,6 +740,40 @@ struct ShardState {
         addToLedger(main.reset())
         addToLedger(ghost.reset())
         if capacity != Self.minimumCapacity { replaceEmptyTable(Self.minimumCapacity) }
+        sweepCursor = 0
+    }
+
+    /// Empties the shard in O(1): its tables (with every entry block they
+    /// point to), FIFO rings and ghost go to `batch`, to be freed elsewhere.
+    /// Their charges stay on the ledger until the batch reports them freed.
+    mutating func removeAll(deferringTo batch: LazyFreeBatch) {
+        assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        mutations &+= 1
+        batch.add(table: slots, capacity: capacity, charge: tableCharge, entries: count, entryBytes: smallBytes + mainBytes)
+        if let old = oldSlots {
+            batch.add(table: old, capacity: oldCapacity, charge: oldTableCharge, entries: 0, entryBytes: 0)
+            batch.add(array: UnsafeMutableRawPointer(movedHomes), charge: movedHomesCharge)
+            // Handed over, not freed: forget them without touching the ledger.
+            oldSlots = nil
+            movedHomes = nil
+            oldTableCharge = 0
+            movedHomesCharge = 0
+            releaseOldTable()
+        }
+        batch.add(array: UnsafeMutableRawPointer(small.buffer), charge: small.chargedBytes)
+        batch.add(array: UnsafeMutableRawPointer(main.buffer), charge: main.chargedBytes)
+        batch.add(array: UnsafeMutableRawPointer(ghost.slots), charge: ghost.chargedBytes)
+        small = EntryRing()
+        main = EntryRing()
+        ghost = GhostQueue()
+        smallBytes = 0
+        mainBytes = 0
+        count = 0
+        let raw = Malloc.allocateZeroed(Self.minimumCapacity, 8)
+        slots = raw.bindMemory(to: UInt64.self, capacity: Self.minimumCapacity)
+        capacity = Self.minimumCapacity
+        tableCharge = Malloc.charge(raw, usable)
+        addToLedger(tableCharge)
         sweepCursor = 0
     }
 

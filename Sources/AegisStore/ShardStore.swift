@@ -104,6 +104,13 @@ public final class ShardStore {
         state.pointee.removeAll()
     }
 
+    /// Drops everything at once without freeing it here (FLUSHALL ASYNC):
+    /// the memory goes to `batch`, whose `start(ledger:)` frees it off this
+    /// thread. The ledger keeps charging it until it is freed.
+    public func removeAll(deferringTo batch: LazyFreeBatch) {
+        state.pointee.removeAll(deferringTo: batch)
+    }
+
     /// Incremental iteration that survives table growth/shrink: cursor 0
     /// starts, a returned 0 means done. Every entry present for the whole
     /// iteration is visited at least once (some may be visited twice after a

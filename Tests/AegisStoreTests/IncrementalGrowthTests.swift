@@ -166,3 +166,61 @@ import Testing
         for k in 0..<3000 { #expect((h.peek(key(k)) != nil) == (k % 2 == 1)) }
     }
 }
+
+/// FLUSHALL ASYNC at the store: the shard empties in O(1), the memory is
+/// freed by the batch's thread, and the ledger follows.
+@Suite struct LazyFreeTests {
+    static func waitUntilFreed(_ batch: LazyFreeBatch) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !batch.isFinished && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+    }
+
+    @Test func removeAllDeferredHandsEverythingToTheBatch() async throws {
+        let h = Harness()
+        for i in 0..<20_000 { h.set(key(i), bytes(i % 100, seed: i)) }
+        let charged = h.ledger.usedBytes
+        let batch = LazyFreeBatch()
+        h.store.removeAll(deferringTo: batch)
+        #expect(h.store.count == 0)
+        #expect(h.get(key(1)) == nil)
+        #expect(h.problems.isEmpty)
+        #expect(batch.entries == 20_000)
+        // Nothing is freed by the shard: the ledger still charges all of it, plus the fresh table.
+        #expect(batch.freedBytes == 0)
+        #expect(batch.chargedBytes == charged)
+        #expect(h.ledger.usedBytes == charged + h.store.state.pointee.tableCharge)
+        batch.start(ledger: h.ledger)
+        h.set(key(1), [1])  // the shard takes writes while the batch is freed
+        try await Self.waitUntilFreed(batch)
+        #expect(batch.isFinished)
+        #expect(batch.freedEntries == 20_000)
+        #expect(h.store.expireSweep(nowMs: 0, maxSlots: 16) == 0)  // a tick collects
+        #expect(h.ledger.lazyFreePendingEntries == 0)
+        #expect(h.ledger.usedBytes == h.store.chargedBytes)
+        #expect(h.get(key(1))?.value == [1])
+    }
+
+    @Test func removeAllDeferredMidResize() async throws {
+        let (h, _) = ResizeInProgressTests.growing(keys: 6000)
+        #expect(h.store.isResizing)
+        let batch = LazyFreeBatch()
+        h.store.removeAll(deferringTo: batch)
+        #expect(!h.store.isResizing)
+        #expect(h.problems.isEmpty)
+        batch.start(ledger: h.ledger)
+        try await Self.waitUntilFreed(batch)
+        h.ledger.collectLazyFree()
+        #expect(h.ledger.usedBytes == h.store.chargedBytes)
+    }
+
+    @Test func aSmallBatchIsFreedInline() {
+        let h = Harness()
+        for i in 0..<100 { h.set(key(i), [1]) }
+        let batch = LazyFreeBatch()
+        h.store.removeAll(deferringTo: batch)
+        batch.start(ledger: h.ledger)
+        #expect(batch.isFinished)
+        #expect(h.ledger.lazyFreePendingEntries == 0)
+        #expect(h.ledger.usedBytes == h.store.chargedBytes)
+    }
+}
