@@ -760,11 +760,9 @@ struct ShardState {
             movedHomesCharge = 0
             releaseOldTable()
         }
-        batch.add(array: UnsafeMutableRawPointer(small.buffer), charge: small.chargedBytes)
-        batch.add(array: UnsafeMutableRawPointer(main.buffer), charge: main.chargedBytes)
+        small.handOver(to: batch)
+        main.handOver(to: batch)
         batch.add(array: UnsafeMutableRawPointer(ghost.slots), charge: ghost.chargedBytes)
-        small = EntryRing()
-        main = EntryRing()
         ghost = GhostQueue()
         smallBytes = 0
         mainBytes = 0
@@ -918,7 +916,7 @@ struct ShardState {
             }
             if e.frequency > 3 { problems.append("\(name) \(i): frequency out of range") }
             let ring = e.inMain ? main : small
-            if e.queuePosition >= ring.capacity || ring.buffer![e.queuePosition] != e.raw {
+            if !ring.holds(e) {
                 problems.append("\(name) \(i): entry not at its queue position")
             }
             if e.inMain {

@@ -137,6 +137,9 @@ public final class ShardStore {
     /// Entries moved between tables by growth and shrinking so far. For tests and benchmarks.
     var movedEntries: Int { state.pointee.movedEntries }
 
+    /// Entries given a new position in a FIFO ring so far. For tests.
+    var ringRepositionedEntries: Int { state.pointee.small.repositioned + state.pointee.main.repositioned }
+
     /// True while a resize is moving entries from the previous table. For tests.
     var isResizing: Bool { state.pointee.oldSlots != nil }
 

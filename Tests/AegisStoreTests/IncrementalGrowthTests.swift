@@ -21,6 +21,36 @@ import Testing
         #expect(h.problems.isEmpty)
     }
 
+    /// The FIFO rings hold a pointer per entry, and each entry its ring
+    /// position: a ring that grows, shrinks or compacts must not rewrite
+    /// all of them in one operation either.
+    @Test func ringsRepositionABoundedNumberOfEntriesPerOperation() {
+        let h = Harness()
+        var worstInsert = 0
+        for i in 0..<200_000 {
+            let before = h.store.ringRepositionedEntries
+            h.set(key(i), [1])
+            worstInsert = max(worstInsert, h.store.ringRepositionedEntries - before)
+        }
+        var worstDelete = 0
+        for i in 0..<200_000 where i % 5 != 0 {  // holes all over the ring, then a shrink
+            let before = h.store.ringRepositionedEntries
+            h.delete(key(i))
+            worstDelete = max(worstDelete, h.store.ringRepositionedEntries - before)
+        }
+        var worstChurn = 0
+        for i in 200_000..<400_000 {  // inserts and deletes: holes to compact
+            let before = h.store.ringRepositionedEntries
+            h.set(key(i), [1])
+            h.delete(key(i - 100_000))
+            worstChurn = max(worstChurn, h.store.ringRepositionedEntries - before)
+        }
+        #expect(worstInsert <= Self.movedPerOperationMax, "one insert repositioned \(worstInsert) entries")
+        #expect(worstDelete <= Self.movedPerOperationMax, "one delete repositioned \(worstDelete) entries")
+        #expect(worstChurn <= Self.movedPerOperationMax, "one insert + delete repositioned \(worstChurn) entries")
+        #expect(h.problems.isEmpty)
+    }
+
     @Test func shrinkingMovesABoundedNumberOfEntriesPerDelete() {
         let h = Harness()
         for i in 0..<200_000 { h.set(key(i), [1]) }
