@@ -53,6 +53,18 @@ public final class NodeContext: Sendable {
         self.commandStats = (0..<reactorCount).map { _ in PublishedCommandStats() }
         self.stats = (0..<reactorCount).map { _ in PublishedReactorStats() }
         self.shardOwner = (0..<config.numShards).map { $0 * reactorCount / config.numShards }
+        self.storeBudgetBytes = Self.storeBudget(maxBytes: config.maxMemoryMB * 1024 * 1024, residentBytes: residentSetBytes())
+    }
+
+    /// The part of max_memory_mb the reactors' ledgers share (0 = unlimited).
+    /// What the process holds before it stores anything (code, runtime,
+    /// rings: 17 MB here) is memory too; left out, RSS passed max_memory_mb
+    /// by 2% with 8-byte values. It is measured once at start, at most half the limit.
+    public let storeBudgetBytes: Int
+
+    static func storeBudget(maxBytes: Int, residentBytes: Int) -> Int {
+        if maxBytes == 0 { return 0 }
+        return maxBytes - min(residentBytes, maxBytes / 2)
     }
 
     public var state: Lifecycle { Lifecycle(rawValue: lifecycle.load(ordering: .acquiring))! }

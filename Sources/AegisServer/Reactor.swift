@@ -117,7 +117,7 @@ final class Reactor: @unchecked Sendable {
         if timerFD < 0 { throw SystemError(operation: "timerfd_create", code: -timerFD) }
         self.maintenanceTimerFD = timerFD
         let config = node.config
-        let limitBytes = config.maxMemoryMB * 1024 * 1024 / node.reactorCount
+        let limitBytes = node.storeBudgetBytes / node.reactorCount
         self.ledger = MemoryLedger(limitBytes: limitBytes, evictionRatio: config.evictionRatio)
         var shards: [ShardStore?] = []
         var owned: [Int] = []

@@ -13,6 +13,10 @@ struct LedgerCounters {
     @usableFromInline var expiredRemovals: Int = 0
     /// FLUSHALL ASYNC batches still being freed; their charges are in `usedBytes` until collected.
     var lazyFree: [LazyFreeBatch] = []
+    /// Every shard charging this ledger, for eviction across them.
+    var shards: [UnsafeMutablePointer<ShardState>] = []
+    /// The shard the next cross-shard eviction tries first.
+    var evictionCursor = 0
 
     init(limitBytes: Int, evictionRatio: Double) {
         self.limitBytes = limitBytes

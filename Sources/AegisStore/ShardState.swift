@@ -106,6 +106,8 @@ struct ShardState {
     var movedEntries = 0
 
     @usableFromInline let ledger: UnsafeMutablePointer<LedgerCounters>
+    /// Where this state lives (set by its `ShardStore`), to tell it apart among the ledger's shards.
+    var selfPointer: UnsafeMutablePointer<ShardState>? = nil
     @usableFromInline let usable: Malloc.UsableSizeFunction
 
     init(ledger: UnsafeMutablePointer<LedgerCounters>) {
@@ -617,6 +619,35 @@ struct ShardState {
         }
         addToLedger(small.trimIfOversized(usable))
         addToLedger(main.trimIfOversized(usable))
+        if ledger.pointee.usedBytes > ledger.pointee.thresholdBytes { evictFromOtherShards() }
+    }
+
+    /// This shard has nothing left to evict but the ledger is still over:
+    /// take one entry at a time from the ledger's other shards, in rotation.
+    /// With large values most shards hold one entry or none, so eviction
+    /// confined to the writing shard let the ledger run past its limit (1 MB
+    /// values went 7% over max_memory_mb, 50% at 128 MB).
+    mutating func evictFromOtherShards() {
+        let shards = ledger.pointee.shards
+        var failures = 0
+        while ledger.pointee.usedBytes > ledger.pointee.thresholdBytes && failures < shards.count {
+            let i = ledger.pointee.evictionCursor % shards.count
+            ledger.pointee.evictionCursor = i &+ 1
+            let other = shards[i]
+            if other == selfPointer || !other.pointee.evictOneForLedger() {
+                failures &+= 1
+            } else {
+                failures = 0
+            }
+        }
+    }
+
+    /// Evicts one entry for another shard's write; false when there is none.
+    mutating func evictOneForLedger() -> Bool {
+        let evicted = evictOne(protecting: nil)
+        addToLedger(small.trimIfOversized(usable))
+        addToLedger(main.trimIfOversized(usable))
+        return evicted
     }
 
     /// Evicts one entry other than `protected`. Returns false when there is none.
@@ -628,10 +659,11 @@ struct ShardState {
     /// fingerprint goes to the ghost queue. Otherwise main's oldest entry is
     /// reinserted with its 2-bit frequency decremented, or evicted at 0.
     @usableFromInline
-    mutating func evictOne(protecting protected: Entry) -> Bool {
-        let protectedInMain = protected.inMain
+    mutating func evictOne(protecting protected: Entry?) -> Bool {
+        let protectedInSmall = protected.map { !$0.inMain } ?? false
+        let protectedInMain = protected?.inMain ?? false
         while true {
-            let smallCandidates = small.live - (protectedInMain ? 0 : 1)
+            let smallCandidates = small.live - (protectedInSmall ? 1 : 0)
             let mainCandidates = main.live - (protectedInMain ? 1 : 0)
             if smallCandidates + mainCandidates <= 0 { return false }
             let fromSmall = smallCandidates > 0

@@ -28,9 +28,12 @@ public final class ShardStore {
         self.ledger = ledger
         state = .allocate(capacity: 1)
         state.initialize(to: ShardState(ledger: ledger.counters))
+        state.pointee.selfPointer = state
+        ledger.counters.pointee.shards.append(state)
     }
 
     deinit {
+        if let i = ledger.counters.pointee.shards.firstIndex(of: state) { ledger.counters.pointee.shards.remove(at: i) }
         state.pointee.destroy()
         state.deinitialize(count: 1)
         state.deallocate()
@@ -56,8 +59,8 @@ public final class ShardStore {
     /// Insert or overwrite; assigns version (term, ++seq). `expiryMs` is
     /// absolute unix ms, 0 = none (an entry is expired once `expiryMs <= now`).
     /// Then evicts from this shard while the ledger is above its eviction
-    /// threshold, never evicting the entry just written and stopping when
-    /// nothing else is left.
+    /// threshold, never evicting the entry just written; when this shard has
+    /// nothing else left, from the ledger's other shards in rotation.
     @inlinable @discardableResult
     public func set(_ key: UnsafeRawBufferPointer, hash: UInt64, value: UnsafeRawBufferPointer,
                     expiryMs: Int64, nowMs: Int64) -> EntryVersion {

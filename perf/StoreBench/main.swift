@@ -11,7 +11,7 @@
 //       sharing one ledger (like one node) and prints the RSS growth per item,
 //       the ledger's bytes per item, and their ratio.
 //
-//   aegiskv-store-bench growth-stall [--keys 5000000] [--value-bytes 32]
+//   aegiskv-store-bench growth-stall [--keys 5000000] [--value-bytes 32] [--pin-mmap-threshold 1]
 //       Inserts keys into ONE shard, timing every insert with the monotonic
 //       clock: the slowest insert is the longest the owning reactor would be
 //       blocked by the table's growth. Prints the slowest inserts, the
@@ -328,10 +328,22 @@ struct StallRecorder {
     }
 }
 
+/// glibc's mallopt, found at run time (`<malloc.h>` is not in the Glibc module).
+func pinMmapThreshold(_ bytes: Int32) {
+    typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+    guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "mallopt") else { fail("no mallopt") }
+    let M_MMAP_THRESHOLD: Int32 = -3
+    _ = unsafeBitCast(symbol, to: Mallopt.self)(M_MMAP_THRESHOLD, bytes)
+}
+
 func growthStall(_ options: Options) {
     let keys = options.int("keys", 5_000_000)
     let valueCount = options.int("value-bytes", 32)
     guard keys > 0, valueCount >= 0 else { fail("bad options") }
+    // As the server does at start (StoreAllocator.pinLargeBlockThreshold): a
+    // table then always gets fresh zero pages instead of a memset heap block.
+    // --pin-mmap-threshold 0 keeps glibc's moving threshold.
+    if options.int("pin-mmap-threshold", 1) != 0 { pinMmapThreshold(128 * 1024) }
     let ledger = MemoryLedger(limitBytes: 0, evictionRatio: 1)
     let store = ShardStore(ledger: ledger)
     let keyBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16, alignment: 8)
