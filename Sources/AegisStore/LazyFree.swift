@@ -107,7 +107,7 @@ public final class LazyFreeBatch: @unchecked Sendable {
                     bytes = 0
                 }
             }
-            free(table.slots)
+            TableMemory.free(table.slots, slots: table.capacity)
             bytes &+= table.charge
         }
         for (array, charge) in arrays {

@@ -123,7 +123,7 @@ struct ShardState {
     /// Frees everything and returns all charges to the ledger.
     mutating func destroy() {
         removeAll()
-        free(slots)
+        TableMemory.free(slots, slots: capacity)
         ledger.pointee.usedBytes -= tableCharge
         tableCharge = 0
     }
@@ -267,14 +267,14 @@ struct ShardState {
         // Unreachable while every write moves its slice (see above); kept so
         // that a bug costs a stall, not a corrupt table.
         if oldSlots != nil { finishMigration() }
-        let raw = Malloc.allocateZeroed(newCapacity, 8)
+        let fresh = TableMemory.allocate(newCapacity)
         oldSlots = slots
         oldCapacity = capacity
         oldCount = count
         oldTableCharge = tableCharge
-        slots = raw.bindMemory(to: UInt64.self, capacity: newCapacity)
+        slots = fresh
         capacity = newCapacity
-        tableCharge = Malloc.charge(raw, usable)
+        tableCharge = TableMemory.charge(fresh, slots: newCapacity, usable)
         addToLedger(tableCharge)
         migrationCursor = 0
         if oldCount == 0 {
@@ -376,7 +376,7 @@ struct ShardState {
     }
 
     mutating func releaseOldTable() {
-        if let old = oldSlots { free(old) }
+        if let old = oldSlots { TableMemory.free(old, slots: oldCapacity) }
         if let bits = movedHomes { free(bits) }
         addToLedger(-(oldTableCharge &+ movedHomesCharge))
         oldSlots = nil
@@ -417,11 +417,10 @@ struct ShardState {
     /// Replaces an empty table by a fresh one of `newCapacity` slots.
     mutating func replaceEmptyTable(_ newCapacity: Int) {
         precondition(count == 0 && oldSlots == nil)
-        free(slots)
-        let raw = Malloc.allocateZeroed(newCapacity, 8)
-        slots = raw.bindMemory(to: UInt64.self, capacity: newCapacity)
+        TableMemory.free(slots, slots: capacity)
+        slots = TableMemory.allocate(newCapacity)
         capacity = newCapacity
-        let newCharge = Malloc.charge(raw, usable)
+        let newCharge = TableMemory.charge(slots, slots: newCapacity, usable)
         addToLedger(newCharge - tableCharge)
         tableCharge = newCharge
     }
@@ -869,14 +868,14 @@ struct ShardState {
         if capacity < Self.minimumCapacity { problems.append("capacity \(capacity) below minimum") }
         if count >= capacity { problems.append("table has no empty slot") }
         if count * 5 > capacity * 4 { problems.append("load above 0.8: \(count)/\(capacity)") }
-        if tableCharge != Malloc.charge(UnsafeMutableRawPointer(slots), usable) {
+        if tableCharge != TableMemory.charge(slots, slots: capacity, usable) {
             problems.append("table charge \(tableCharge) is not the real one")
         }
         var tally = Tally()
         checkTable(slots, capacity: capacity, old: false, &tally, &problems)
         if let old = oldSlots {
             if !(oldCount > 0 && oldCount < oldCapacity) { problems.append("old table count \(oldCount) of \(oldCapacity)") }
-            if oldTableCharge != Malloc.charge(UnsafeMutableRawPointer(old), usable) {
+            if oldTableCharge != TableMemory.charge(old, slots: oldCapacity, usable) {
                 problems.append("old table charge \(oldTableCharge) is not the real one")
             }
             if movedHomesCharge != Malloc.charge(UnsafeMutableRawPointer(movedHomes!), usable) {

@@ -333,15 +333,17 @@ func pinMmapThreshold(_ bytes: Int32) {
     typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
     guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "mallopt") else { fail("no mallopt") }
     let M_MMAP_THRESHOLD: Int32 = -3
+    let M_MXFAST: Int32 = 1
     _ = unsafeBitCast(symbol, to: Mallopt.self)(M_MMAP_THRESHOLD, bytes)
+    _ = unsafeBitCast(symbol, to: Mallopt.self)(M_MXFAST, 0)
 }
 
 func growthStall(_ options: Options) {
     let keys = options.int("keys", 5_000_000)
     let valueCount = options.int("value-bytes", 32)
     guard keys > 0, valueCount >= 0 else { fail("bad options") }
-    // As the server does at start (StoreAllocator.pinLargeBlockThreshold): a
-    // table then always gets fresh zero pages instead of a memset heap block.
+    // As the server does at start (StoreAllocator.pinLargeBlockThreshold):
+    // large blocks are mappings of their own, and no fast bins.
     // --pin-mmap-threshold 0 keeps glibc's moving threshold.
     if options.int("pin-mmap-threshold", 1) != 0 { pinMmapThreshold(128 * 1024) }
     let ledger = MemoryLedger(limitBytes: 0, evictionRatio: 1)
