@@ -288,6 +288,7 @@ extension Reactor {
             lines += ["# Memory", "used_memory:\(totals.usedMemoryBytes)", "used_memory_human:\(humanBytes(totals.usedMemoryBytes))",
                       "used_memory_rss:\(rss)", "used_memory_rss_human:\(humanBytes(rss))",
                       "mem_clients_normal:\(totals.clientBufferBytes)",
+                      "lazyfree_pending_objects:\(totals.lazyFreePendingObjects)",
                       "maxmemory:\(config.maxMemoryMB * 1024 * 1024)", "maxmemory_human:\(humanBytes(config.maxMemoryMB * 1024 * 1024))",
                       "maxmemory_policy:s3-fifo", "eviction_ratio:\(config.evictionRatio)", ""]
         }

@@ -16,9 +16,20 @@ extension Reactor {
                 RESPWriter.error(string: Self.walRefusalRESP, into: out)
                 return
             }
-            for shard in ownedShardIndices {
-                shards[shard]!.removeAll()
-                logFlush(shard: shard)
+            if args.count == 2 && args.matches(1, "ASYNC") {
+                // The shards are emptied now; their memory is freed off this
+                // reactor, so a large flush does not stall its other clients.
+                let batch = LazyFreeBatch()
+                for shard in ownedShardIndices {
+                    shards[shard]!.removeAll(deferringTo: batch)
+                    logFlush(shard: shard)
+                }
+                batch.start(ledger: ledger)
+            } else {
+                for shard in ownedShardIndices {
+                    shards[shard]!.removeAll()
+                    logFlush(shard: shard)
+                }
             }
             RESPWriter.simpleString("OK", into: out)
         case .dbsize:

@@ -1,4 +1,5 @@
 import AegisConfig
+import AegisStore
 import CSupport
 import Glibc
 import Logging
@@ -70,6 +71,7 @@ public final class Node {
 
         let listeners = try bindListeners(config.bindAddr, count: reactorCount)
         let port = aegis_socket_local_port(listeners[0])
+        StoreAllocator.pinLargeBlockThreshold()
         let node = try NodeContext(config: config, reactorCount: reactorCount, logger: logger)
         node.boundClientPort.store(Int(port), ordering: .relaxed)
         let reactors = try (0..<reactorCount).map { try Reactor(index: $0, node: node, listenFD: listeners[$0]) }

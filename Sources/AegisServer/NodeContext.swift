@@ -56,6 +56,18 @@ public final class NodeContext: Sendable {
         self.commandStats = (0..<reactorCount).map { _ in PublishedCommandStats() }
         self.stats = (0..<reactorCount).map { _ in PublishedReactorStats() }
         self.shardOwner = (0..<config.numShards).map { $0 * reactorCount / config.numShards }
+        self.storeBudgetBytes = Self.storeBudget(maxBytes: config.maxMemoryMB * 1024 * 1024, residentBytes: residentSetBytes())
+    }
+
+    /// The part of max_memory_mb the reactors' ledgers share (0 = unlimited).
+    /// What the process holds before it stores anything (code, runtime,
+    /// rings: 17 MB here) is memory too; left out, RSS passed max_memory_mb
+    /// by 2% with 8-byte values. It is measured once at start, at most half the limit.
+    public let storeBudgetBytes: Int
+
+    static func storeBudget(maxBytes: Int, residentBytes: Int) -> Int {
+        if maxBytes == 0 { return 0 }
+        return maxBytes - min(residentBytes, maxBytes / 2)
     }
 
     public var state: Lifecycle { Lifecycle(rawValue: lifecycle.load(ordering: .acquiring))! }
@@ -80,6 +92,7 @@ public final class PublishedReactorStats: Sendable {
     let items = Atomic<Int>(0)
     let usedMemoryBytes = Atomic<Int>(0)
     let clientBufferBytes = Atomic<Int>(0)
+    let lazyFreePendingObjects = Atomic<Int>(0)
     let evictions = Atomic<Int>(0)
     let expired = Atomic<Int>(0)
     let commands = Atomic<Int>(0)
@@ -106,6 +119,7 @@ public final class PublishedReactorStats: Sendable {
         items.store(s.items, ordering: .relaxed)
         usedMemoryBytes.store(s.usedMemoryBytes, ordering: .relaxed)
         clientBufferBytes.store(s.clientBufferBytes, ordering: .relaxed)
+        lazyFreePendingObjects.store(s.lazyFreePendingObjects, ordering: .relaxed)
         evictions.store(s.evictions, ordering: .relaxed)
         expired.store(s.expired, ordering: .relaxed)
         commands.store(s.commands, ordering: .relaxed)
@@ -134,6 +148,7 @@ public final class PublishedReactorStats: Sendable {
             items: items.load(ordering: .relaxed),
             usedMemoryBytes: usedMemoryBytes.load(ordering: .relaxed),
             clientBufferBytes: clientBufferBytes.load(ordering: .relaxed),
+            lazyFreePendingObjects: lazyFreePendingObjects.load(ordering: .relaxed),
             evictions: evictions.load(ordering: .relaxed),
             expired: expired.load(ordering: .relaxed),
             commands: commands.load(ordering: .relaxed),
@@ -164,6 +179,8 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var usedMemoryBytes = 0
     /// Bytes allocated to client connections' input and output buffers.
     public var clientBufferBytes = 0
+    /// Entries FLUSHALL ASYNC removed that are not freed yet.
+    public var lazyFreePendingObjects = 0
     public var evictions = 0
     public var expired = 0
     public var commands = 0
@@ -198,6 +215,7 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         items += o.items
         usedMemoryBytes += o.usedMemoryBytes
         clientBufferBytes += o.clientBufferBytes
+        lazyFreePendingObjects += o.lazyFreePendingObjects
         evictions += o.evictions
         expired += o.expired
         commands += o.commands

@@ -142,7 +142,7 @@ final class Reactor: @unchecked Sendable {
         if timerFD < 0 { throw SystemError(operation: "timerfd_create", code: -timerFD) }
         self.maintenanceTimerFD = timerFD
         let config = node.config
-        let limitBytes = config.maxMemoryMB * 1024 * 1024 / node.reactorCount
+        let limitBytes = node.storeBudgetBytes / node.reactorCount
         self.ledger = MemoryLedger(limitBytes: limitBytes, evictionRatio: config.evictionRatio)
         self.inputCapBytes = config.clientInputMaxMB << 20
         self.inputBudgetBytes = config.maxMemoryMB == 0 ? Int.max : max(limitBytes / 4, inputCapBytes)
@@ -735,9 +735,11 @@ final class Reactor: @unchecked Sendable {
         var items = 0
         for shardIndex in ownedShardIndices { items += shards[shardIndex]!.count }
         counters.items = items
+        ledger.collectLazyFree()
         counters.usedMemoryBytes = ledger.usedBytes
         counters.clientBufferBytes = clientBufferBytes
         if ledger.clientBufferBytes != clientBufferBytes { ledger.clientBufferBytes = clientBufferBytes }
+        counters.lazyFreePendingObjects = ledger.lazyFreePendingEntries
         counters.evictions = ledger.evictions
         if let wal {
             counters.walBatches = wal.batchesCommitted

@@ -1,234 +1,336 @@
 import Glibc
 
-/// A FIFO of entry blocks stored as a ring buffer of raw pointers, with O(1)
-/// removal from the middle: each entry records its ring index
-/// (`Entry.queuePosition`), removal clears that slot to nil (a hole), and
-/// `popOldest` skips holes.
+/// A FIFO of entry blocks with O(1) removal from the middle: each entry
+/// records its ring position (`Entry.queuePosition`), removal clears that
+/// slot to nil (a hole), and `popOldest` skips holes.
+///
+/// No operation touches more than a bounded number of slots or entries, so
+/// a ring of millions never stalls its reactor: positions are 32-bit
+/// sequence numbers (wrapping) that never change when the ring grows, the
+/// slots live in fixed chunks of `chunkSlots` pointers (a page) found
+/// through a small circular directory, and a chunk is allocated when the
+/// tail enters it and freed when the head or the tail leaves it. Holes are
+/// squeezed out by an incremental compaction (`compactRead` /
+/// `compactWrite`, a few slots per push and removal) that keeps the order.
 ///
 /// Not thread-safe; owned by one `ShardState` (see its confinement rule).
 ///
-/// Invariants (checked by `checkInvariants`):
-/// - `buffer` is nil iff `capacity == 0`; charged bytes are 0 iff nil;
-/// - `0 <= live <= used <= capacity`, `0 <= head < max(capacity, 1)`;
-/// - the `used` slots starting at `head` (wrapping) hold the `live` entries
-///   in insertion order plus `used - live` nil holes; all other slots are nil;
-/// - every non-nil slot `i` holds an entry whose `queuePosition == i`;
-/// - `capacity < 2^32` (positions are stored in 32 bits).
+/// Positions compare through `offset(_:)`, their distance from `base`:
+/// every live position is within 2^32 of it because a ring never holds
+/// 2^31 slots. Invariants (checked by `checkInvariants`):
+/// - `directory` is nil iff `directoryCapacity == 0`; `chunkCount <= directoryCapacity`,
+///   a power of two; chunk `k` covers positions `base + k * chunkSlots ..< base + (k + 1) * chunkSlots`;
+/// - `offset(head) <= offset(tail) <= chunkCount * chunkSlots`;
+/// - the slots from `head` to `tail` hold the `live` entries in insertion
+///   order plus nil holes; every other slot of every chunk is nil;
+/// - every non-nil slot at position `p` holds an entry whose `queuePosition == p`;
+/// - while compacting, `head <= compactWrite <= compactRead <= tail` (by offset)
+///   and the slots in `compactWrite ..< compactRead` are nil;
+/// - `chargedBytes` is the ledger charge of the chunks and the directory; 0 when empty.
 @usableFromInline
 struct EntryRing {
-    @usableFromInline var buffer: UnsafeMutablePointer<UnsafeMutableRawPointer?>? = nil
-    @usableFromInline var capacity = 0
-    @usableFromInline var head = 0
-    @usableFromInline var used = 0
-    @usableFromInline var live = 0
-    /// Ledger charge of `buffer`.
-    @usableFromInline var chargedBytes = 0
+    @usableFromInline typealias Chunk = UnsafeMutablePointer<UnsafeMutableRawPointer?>
 
-    static let minimumCapacity = 8
+    @usableFromInline static let chunkShift = 9
+    @usableFromInline static let chunkSlots = 1 << chunkShift  // 4 KiB of pointers
+    /// Slots examined by each step of a compaction under way.
+    static let compactionStepSlots = 8
+
+    @usableFromInline var directory: UnsafeMutablePointer<Chunk?>? = nil
+    @usableFromInline var directoryCapacity = 0
+    @usableFromInline var directoryHead = 0
+    @usableFromInline var chunkCount = 0
+    @usableFromInline var base: UInt32 = 0
+    @usableFromInline var head: UInt32 = 0
+    @usableFromInline var tail: UInt32 = 0
+    @usableFromInline var live = 0
+    /// Ledger charge of the chunks and the directory.
+    @usableFromInline var chargedBytes = 0
+    var compacting = false
+    var compactWrite: UInt32 = 0
+    var compactRead: UInt32 = 0
+    /// Entries given a new ring position so far (by compaction). For tests.
+    var repositioned = 0
 
     init() {}
+
+    @inline(__always) @usableFromInline
+    func offset(_ position: UInt32) -> Int { Int(position &- base) }
+
+    /// Slots from head to tail, holes included.
+    var used: Int { Int(tail &- head) }
+
+    @inline(__always) @usableFromInline
+    func slot(_ position: UInt32) -> Chunk {
+        let o = offset(position)
+        let chunk = directory.unsafelyUnwrapped[(directoryHead &+ (o >> Self.chunkShift)) & (directoryCapacity &- 1)]
+        return chunk.unsafelyUnwrapped + (o & (Self.chunkSlots &- 1))
+    }
 
     /// Appends `entry` as the newest element. Returns the change in charged bytes.
     @inline(__always) @usableFromInline
     mutating func push(_ entry: Entry, _ usable: Malloc.UsableSizeFunction) -> Int {
         var delta = 0
-        if used == capacity { delta = makeRoom(usable) }
-        var index = head &+ used
-        if index >= capacity { index &-= capacity }
-        buffer.unsafelyUnwrapped[index] = entry.raw
-        entry.queuePosition = index
-        used &+= 1
+        if offset(tail) == chunkCount &<< Self.chunkShift { delta = appendChunk(usable) }
+        slot(tail).pointee = entry.raw
+        entry.queuePosition = Int(tail)
+        tail &+= 1
         live &+= 1
-        return delta
+        return delta &+ maintain()
     }
 
     /// Clears the slot of an entry known to be in this ring. Returns the change in charged bytes.
     @inline(__always) @usableFromInline
     mutating func remove(_ entry: Entry, _ usable: Malloc.UsableSizeFunction) -> Int {
-        let index = entry.queuePosition
-        assert(index < capacity && buffer![index] == entry.raw, "entry not at its recorded ring position")
-        buffer.unsafelyUnwrapped[index] = nil
+        let position = UInt32(truncatingIfNeeded: entry.queuePosition)
+        assert(holds(entry), "entry not at its recorded ring position")
+        slot(position).pointee = nil
         live &-= 1
-        // Trim trailing holes so a push right after a removal reuses the slot.
-        var tail = head &+ used &- 1
-        if tail >= capacity { tail &-= capacity }
-        if tail == index {
-            used &-= 1
-        }
-        if live == 0 {
-            // An empty queue holds no memory (a shard emptied by deletes returns
-            // to its table-only baseline).
-            return reset()
-        }
-        if capacity > 64 && live &* 4 < capacity {
-            return resize(to: Swift.max(EntryRing.minimumCapacity, live &* 2), usable)
-        }
-        return 0
+        // An empty queue holds no memory (a shard emptied by deletes returns
+        // to its table-only baseline).
+        if live == 0 { return reset() }
+        // Trim a trailing hole so a push right after a removal reuses the slot.
+        if position &+ 1 == tail && !(compacting && compactRead == tail) { tail = position }
+        return maintain()
     }
 
     /// Replaces the pointer of an entry whose block moved (realloc).
     @inline(__always) @usableFromInline
     func replace(_ old: Entry, with new: Entry) {
-        let index = new.queuePosition
-        assert(buffer![index] == old.raw)
-        buffer.unsafelyUnwrapped[index] = new.raw
+        let s = slot(UInt32(truncatingIfNeeded: new.queuePosition))
+        assert(s.pointee == old.raw)
+        s.pointee = new.raw
     }
 
-    /// Removes and returns the oldest entry, skipping holes.
+    /// Removes and returns the oldest entry, skipping holes. Chunks it
+    /// leaves behind are freed by the next push, removal or trim (which
+    /// report the charge).
     @inline(__always) @usableFromInline
     mutating func popOldest() -> Entry? {
-        guard let buf = buffer else { return nil }
-        while used > 0 {
-            let p = buf[head]
-            buf[head] = nil
+        while head != tail {
+            let s = slot(head)
+            let p = s.pointee
+            s.pointee = nil
             head &+= 1
-            if head == capacity { head = 0 }
-            used &-= 1
+            if compacting {
+                if offset(compactWrite) < offset(head) { compactWrite = head }
+                if offset(compactRead) < offset(head) { compactRead = head }
+            }
             if let p {
                 live &-= 1
-                if used == 0 { head = 0 }
                 return Entry(p)
             }
         }
-        head = 0
         return nil
     }
 
-    /// Releases slack after the ring drained through `popOldest` (eviction):
-    /// at most half full → shrink to live * 1.25. Returns the charge delta.
+    /// Releases what popping left behind. Returns the charge delta.
     @inline(__always) @usableFromInline
     mutating func trimIfOversized(_ usable: Malloc.UsableSizeFunction) -> Int {
-        if capacity > 64 && live &* 2 < capacity {
-            if live == 0 { return reset() }
-            return resize(to: Swift.max(EntryRing.minimumCapacity, live + live / 4), usable)
-        }
-        return 0
+        if live == 0 { return directory == nil ? 0 : reset() }
+        return maintain()
     }
 
-    /// Full ring: compact in place when at least 1/8 are holes, else grow by a quarter.
-    @usableFromInline
-    mutating func makeRoom(_ usable: Malloc.UsableSizeFunction) -> Int {
-        if capacity > 0 && live <= capacity - capacity / 8 {
-            compactInPlace()
-            return 0
-        }
-        let grown = Swift.max(EntryRing.minimumCapacity, capacity + capacity / 4)
-        precondition(grown < (1 << 32), "FIFO ring too large for 32-bit positions")
-        return resize(to: grown, usable)
-    }
-
-    /// Moves the live entries to the front of the used span, keeping order.
-    mutating func compactInPlace() {
-        guard let buf = buffer else { return }
-        var r = 0
-        var w = 0
-        var rIndex = head
-        var wIndex = head
-        while r < used {
-            if let p = buf[rIndex] {
-                if wIndex != rIndex {
-                    buf[wIndex] = p
-                    buf[rIndex] = nil
-                    Entry(p).queuePosition = wIndex
-                }
-                w += 1
-                wIndex += 1
-                if wIndex == capacity { wIndex = 0 }
+    /// Bounded housekeeping after every change: free chunks the head and the
+    /// tail have left, start a compaction when holes outnumber entries, and
+    /// move one compaction step along.
+    @inline(__always)
+    mutating func maintain() -> Int {
+        var delta = 0
+        if offset(head) >= Self.chunkSlots { delta &+= releaseHeadChunks() }
+        if !compacting {
+            if used > 2 &* live &+ Self.chunkSlots {
+                compacting = true
+                compactWrite = head
+                compactRead = head
+            } else {
+                return delta
             }
-            r += 1
-            rIndex += 1
-            if rIndex == capacity { rIndex = 0 }
         }
-        used = w
-        assert(w == live)
+        return delta &+ compactStep()
     }
 
-    /// Reallocates to `newCapacity` (>= live), entries first, in order. Returns the charge delta.
-    mutating func resize(to newCapacity: Int, _ usable: Malloc.UsableSizeFunction) -> Int {
-        precondition(newCapacity >= live)
-        let raw = Malloc.allocateZeroed(newCapacity, MemoryLayout<UnsafeMutableRawPointer?>.stride)
-        let fresh = raw.bindMemory(to: UnsafeMutableRawPointer?.self, capacity: newCapacity)
-        var w = 0
-        if let buf = buffer {
-            var r = 0
-            var rIndex = head
-            while r < used {
-                if let p = buf[rIndex] {
-                    fresh[w] = p
-                    Entry(p).queuePosition = w
-                    w += 1
+    /// Moves up to `compactionStepSlots` slots of the compaction along; the
+    /// live entries among them go to the write finger, keeping their order.
+    mutating func compactStep() -> Int {
+        var n = Self.compactionStepSlots
+        while n > 0 && compactRead != tail {
+            let r = slot(compactRead)
+            if let p = r.pointee {
+                if compactWrite != compactRead {
+                    slot(compactWrite).pointee = p
+                    r.pointee = nil
+                    Entry(p).queuePosition = Int(compactWrite)
+                    repositioned &+= 1
                 }
-                r += 1
-                rIndex += 1
-                if rIndex == capacity { rIndex = 0 }
+                compactWrite &+= 1
             }
-            free(buf)
+            compactRead &+= 1
+            n &-= 1
         }
-        assert(w == live)
-        buffer = fresh
-        capacity = newCapacity
-        head = 0
-        used = w
-        let newCharge = Malloc.charge(raw, usable)
-        let delta = newCharge - chargedBytes
-        chargedBytes = newCharge
+        if compactRead != tail { return 0 }
+        tail = compactWrite
+        compacting = false
+        return releaseTailChunks()
+    }
+
+    mutating func appendChunk(_ usable: Malloc.UsableSizeFunction) -> Int {
+        var delta = 0
+        if chunkCount == directoryCapacity {
+            let grown = Swift.max(4, directoryCapacity &* 2)
+            precondition(grown << Self.chunkShift < (1 << 31), "FIFO ring too large for 32-bit positions")
+            let raw = Malloc.allocateZeroed(grown, MemoryLayout<Chunk?>.stride)
+            let fresh = raw.bindMemory(to: Chunk?.self, capacity: grown)
+            if let old = directory {
+                for k in 0..<chunkCount { fresh[k] = old[(directoryHead &+ k) & (directoryCapacity &- 1)] }
+                delta &-= Malloc.charge(UnsafeMutableRawPointer(old), usable)
+                free(old)
+            }
+            directory = fresh
+            directoryCapacity = grown
+            directoryHead = 0
+            delta &+= Malloc.charge(raw, usable)
+        }
+        let chunk = Malloc.allocateZeroed(Self.chunkSlots, MemoryLayout<UnsafeMutableRawPointer?>.stride)
+        directory.unsafelyUnwrapped[(directoryHead &+ chunkCount) & (directoryCapacity &- 1)] =
+            chunk.bindMemory(to: UnsafeMutableRawPointer?.self, capacity: Self.chunkSlots)
+        chunkCount &+= 1
+        delta &+= Malloc.charge(chunk, Self.usableOf)
+        chargedBytes &+= delta
         return delta
     }
 
-    /// Forgets every entry (the caller frees them) and releases the buffer.
+    /// Frees the chunks wholly before the head.
+    mutating func releaseHeadChunks() -> Int {
+        var delta = 0
+        while offset(head) >= Self.chunkSlots {
+            let k = directoryHead
+            let chunk = directory.unsafelyUnwrapped[k].unsafelyUnwrapped
+            delta &-= Malloc.charge(UnsafeMutableRawPointer(chunk), Self.usableOf)
+            free(chunk)
+            directory.unsafelyUnwrapped[k] = nil
+            directoryHead = (directoryHead &+ 1) & (directoryCapacity &- 1)
+            chunkCount &-= 1
+            base &+= UInt32(Self.chunkSlots)
+        }
+        chargedBytes &+= delta
+        return delta
+    }
+
+    /// Frees the chunks wholly at or after the tail.
+    mutating func releaseTailChunks() -> Int {
+        var delta = 0
+        while chunkCount > 1 && offset(tail) <= (chunkCount &- 1) &<< Self.chunkShift {
+            let k = (directoryHead &+ chunkCount &- 1) & (directoryCapacity &- 1)
+            let chunk = directory.unsafelyUnwrapped[k].unsafelyUnwrapped
+            delta &-= Malloc.charge(UnsafeMutableRawPointer(chunk), Self.usableOf)
+            free(chunk)
+            directory.unsafelyUnwrapped[k] = nil
+            chunkCount &-= 1
+        }
+        chargedBytes &+= delta
+        return delta
+    }
+
+    /// The process's `malloc_usable_size` (chunks are charged like every other block).
+    static var usableOf: Malloc.UsableSizeFunction { Malloc.usableSize }
+
+    /// Forgets every entry (the caller frees them) and releases the chunks.
     /// Returns the charge delta (negative).
     mutating func reset() -> Int {
-        if let buf = buffer { free(buf) }
+        forEachChunk { free($0) }
+        if let directory { free(directory) }
         let delta = -chargedBytes
+        let kept = repositioned
         self = EntryRing()
+        repositioned = kept
         return delta
+    }
+
+    /// Hands the chunks and the directory to `batch` and forgets them (FLUSHALL ASYNC).
+    mutating func handOver(to batch: LazyFreeBatch) {
+        var chunkBytes = 0
+        forEachChunk {
+            let c = Malloc.charge(UnsafeMutableRawPointer($0), Self.usableOf)
+            chunkBytes += c
+            batch.add(array: UnsafeMutableRawPointer($0), charge: c)
+        }
+        batch.add(array: UnsafeMutableRawPointer(directory), charge: chargedBytes - chunkBytes)
+        let kept = repositioned
+        self = EntryRing()
+        repositioned = kept
+    }
+
+    func forEachChunk(_ body: (Chunk) -> Void) {
+        guard let directory else { return }
+        for k in 0..<chunkCount {
+            if let chunk = directory[(directoryHead &+ k) & (directoryCapacity &- 1)] { body(chunk) }
+        }
+    }
+
+    /// True when `entry` is at its recorded position in this ring.
+    func holds(_ entry: Entry) -> Bool {
+        let position = UInt32(truncatingIfNeeded: entry.queuePosition)
+        guard directory != nil, offset(position) >= offset(head), offset(position) < offset(tail) else { return false }
+        return slot(position).pointee == entry.raw
     }
 
     /// Entries from oldest to newest (tests and invariant checks).
     func forEach(_ body: (Int, Entry) -> Void) {
-        guard let buf = buffer else { return }
-        var r = 0
-        var index = head
-        while r < used {
-            if let p = buf[index] { body(index, Entry(p)) }
-            r += 1
-            index += 1
-            if index == capacity { index = 0 }
+        var p = head
+        while p != tail {
+            if let e = slot(p).pointee { body(Int(p), Entry(e)) }
+            p &+= 1
         }
     }
 
     func checkInvariants(main: Bool, _ usable: Malloc.UsableSizeFunction, _ problems: inout [String]) {
         let name = main ? "main ring" : "small ring"
-        if (buffer == nil) != (capacity == 0) { problems.append("\(name): buffer/capacity mismatch") }
-        if !(0 <= live && live <= used && used <= capacity) {
-            problems.append("\(name): live \(live) used \(used) capacity \(capacity)")
+        guard let directory else {
+            if directoryCapacity != 0 || chunkCount != 0 || live != 0 || chargedBytes != 0 {
+                problems.append("\(name): state without a directory")
+            }
             return
         }
-        if capacity >= (1 << 32) { problems.append("\(name): capacity exceeds 32-bit positions") }
-        guard let buf = buffer else {
-            if chargedBytes != 0 { problems.append("\(name): charge without buffer") }
+        if directoryCapacity.nonzeroBitCount != 1 || chunkCount > directoryCapacity {
+            problems.append("\(name): directory \(directoryCapacity) with \(chunkCount) chunks")
             return
         }
-        if chargedBytes != Malloc.charge(UnsafeMutableRawPointer(buf), usable) {
-            problems.append("\(name): charged \(chargedBytes) != real \(Malloc.charge(UnsafeMutableRawPointer(buf), usable))")
+        let span = chunkCount << Self.chunkShift
+        if !(0 <= offset(head) && offset(head) <= offset(tail) && offset(tail) <= span) {
+            problems.append("\(name): head \(offset(head)) tail \(offset(tail)) of \(span) slots")
+            return
+        }
+        var charge = Malloc.charge(UnsafeMutableRawPointer(directory), usable)
+        forEachChunk { charge += Malloc.charge(UnsafeMutableRawPointer($0), usable) }
+        if charge != chargedBytes { problems.append("\(name): charged \(chargedBytes) != real \(charge)") }
+        if compacting && !(offset(head) <= offset(compactWrite) && offset(compactWrite) <= offset(compactRead)
+                           && offset(compactRead) <= offset(tail)) {
+            problems.append("\(name): compaction fingers out of order")
         }
         var seen = 0
-        var inSpan = [Bool](repeating: false, count: capacity)
-        var index = head
-        for _ in 0..<used {
-            inSpan[index] = true
-            if let p = buf[index] {
+        for k in 0..<chunkCount {
+            guard let chunk = directory[(directoryHead + k) & (directoryCapacity - 1)] else {
+                problems.append("\(name): chunk \(k) missing")
+                continue
+            }
+            for i in 0..<Self.chunkSlots {
+                let o = k << Self.chunkShift + i
+                let inSpan = o >= offset(head) && o < offset(tail)
+                guard let p = chunk[i] else { continue }
+                if !inSpan { problems.append("\(name): entry outside the span at offset \(o)"); continue }
+                if compacting && o >= offset(compactWrite) && o < offset(compactRead) {
+                    problems.append("\(name): entry inside the compaction gap at offset \(o)")
+                }
                 seen += 1
                 let e = Entry(p)
-                if e.queuePosition != index { problems.append("\(name): entry at \(index) records \(e.queuePosition)") }
-                if e.inMain != main { problems.append("\(name): entry at \(index) has wrong queue bit") }
+                let position = base &+ UInt32(o)
+                if UInt32(truncatingIfNeeded: e.queuePosition) != position {
+                    problems.append("\(name): entry at \(position) records \(e.queuePosition)")
+                }
+                if e.inMain != main { problems.append("\(name): entry at \(position) has wrong queue bit") }
             }
-            index += 1
-            if index == capacity { index = 0 }
         }
         if seen != live { problems.append("\(name): live \(live) but \(seen) entries in span") }
-        for i in 0..<capacity where !inSpan[i] && buf[i] != nil {
-            problems.append("\(name): entry outside the used span at \(i)")
-        }
     }
 }

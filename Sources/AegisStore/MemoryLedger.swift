@@ -12,11 +12,30 @@ struct LedgerCounters {
     @usableFromInline var evictions: Int = 0
     @usableFromInline var expiredRemovals: Int = 0
     @usableFromInline var clientBufferBytes: Int = 0
+    /// FLUSHALL ASYNC batches still being freed; their charges are in `usedBytes` until collected.
+    var lazyFree: [LazyFreeBatch] = []
+    /// Every shard charging this ledger, for eviction across them.
+    var shards: [UnsafeMutablePointer<ShardState>] = []
+    /// The shard the next cross-shard eviction tries first.
+    var evictionCursor = 0
 
     init(limitBytes: Int, evictionRatio: Double) {
         self.limitBytes = limitBytes
         self.evictionRatio = evictionRatio
         self.thresholdBytes = MemoryLedger.threshold(limitBytes: limitBytes, ratio: evictionRatio)
+    }
+
+    /// Takes off `usedBytes` what lazy-free threads have freed since the last call.
+    mutating func collectLazyFree() {
+        if lazyFree.isEmpty { return }
+        var i = 0
+        while i < lazyFree.count {
+            let batch = lazyFree[i]
+            let freed = batch.freedBytes
+            usedBytes &-= freed &- batch.collectedBytes
+            batch.collectedBytes = freed
+            if freed == batch.chargedBytes { lazyFree.remove(at: i) } else { i += 1 }
+        }
     }
 }
 
@@ -99,6 +118,15 @@ public final class MemoryLedger {
     public internal(set) var evictions: Int {
         get { counters.pointee.evictions }
         set { counters.pointee.evictions = newValue }
+    }
+
+    /// Takes off `usedBytes` what FLUSHALL ASYNC threads have freed so far
+    /// (every expiry sweep does this too).
+    public func collectLazyFree() { counters.pointee.collectLazyFree() }
+
+    /// Entries handed to FLUSHALL ASYNC threads and not freed yet.
+    public var lazyFreePendingEntries: Int {
+        counters.pointee.lazyFree.reduce(0) { $0 + $1.entries - $1.freedEntries }
     }
 
     /// Expired entries removed (lazily on access or by `expireSweep`).

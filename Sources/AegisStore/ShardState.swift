@@ -20,10 +20,28 @@ import Glibc
 /// survive growth and shrinking. Collisions probe linearly (wrapping), and
 /// deletion shifts later cluster members back (no tombstones).
 ///
+/// Growth and shrinking are incremental, so no operation rehashes a whole
+/// shard on the reactor (a 5M-key shard took a 0.3 s stall that way). A
+/// resize allocates the new table and keeps the old one as `oldSlots`; its
+/// entries move over one *old home* at a time (every entry whose home in the
+/// old table is h moves together): a slice of `homesPerStep` homes per write
+/// and per expiry sweep, in home order from `migrationCursor`, and, out of
+/// order, the home of any key an operation looks up (`find` moves it first).
+/// So every lookup, insert and delete works on the new table only, with one
+/// probe sequence, and a scan moves the old homes of the hash range it is
+/// about to visit before visiting it. The slice is sized when the resize
+/// starts so that the last old home has moved before the new table could
+/// need to grow again (see `startMigration`).
+///
 /// Invariants (all checked by `checkInvariants()`; cheap ones by `assert`):
 /// 1. `minimumCapacity <= capacity`, `count < capacity` (an empty slot always
 ///    exists, so every probe terminates) and `count <= 0.8 * capacity` after
-///    every insertion.
+///    every insertion. `count` counts the entries of both tables.
+/// 1a. While migrating (`oldSlots != nil`): `oldCount` entries are in the old
+///    table, `0 < oldCount < oldCapacity`; an entry is in the old table iff its
+///    old home is not moved yet, i.e. `home >= migrationCursor` and its bit in
+///    `movedHomes` is clear. Invariants 2 and 3 hold in each table with that
+///    table's capacity.
 /// 2. Every occupied slot's tag equals bits 16..31 of its key's hash, and its
 ///    distance field equals min(15, cyclic distance from home to the slot).
 /// 3. Every slot between an entry's home and its slot (cyclically) is occupied.
@@ -32,8 +50,10 @@ import Glibc
 ///    `Entry.queuePosition`; `small.live + main.live == count`.
 /// 6. `smallBytes` / `mainBytes` are the sums of `malloc_usable_size + 8` of
 ///    the entries of each queue; `tableCharge` and the rings' and ghost's
-///    `chargedBytes` are the charges of their arrays; the ledger received
-///    exactly the sum of all of them (`chargedBytes`).
+///    `chargedBytes` are the charges of their arrays (`oldTableCharge` and
+///    `movedHomesCharge` those of the old table and its bitmap while
+///    migrating); the ledger received exactly the sum of all of them
+///    (`chargedBytes`).
 @usableFromInline
 struct ShardState {
     static let minimumCapacity = 8
@@ -51,6 +71,18 @@ struct ShardState {
     @usableFromInline var capacity: Int
     @usableFromInline var count = 0
     var tableCharge = 0
+
+    // The table being migrated away from (nil when no resize is under way).
+    @usableFromInline var oldSlots: UnsafeMutablePointer<UInt64>? = nil
+    var oldCapacity = 0
+    var oldCount = 0
+    var oldTableCharge = 0
+    /// One bit per old home moved out of order (by a lookup or a scan).
+    var movedHomes: UnsafeMutablePointer<UInt64>? = nil
+    var movedHomesCharge = 0
+    /// Every old home below it has moved.
+    var migrationCursor = 0
+    var homesPerStep = 0
 
     // S3-FIFO.
     var small = EntryRing()
@@ -74,8 +106,13 @@ struct ShardState {
     var sweepCursor = 0
     /// Set while a scan calls its visitor: the visitor must not mutate the shard.
     var visiting = false
+    /// Entries moved from one table to another so far (growth and shrinking):
+    /// what a single operation adds here is the work it did for the table.
+    var movedEntries = 0
 
     @usableFromInline let ledger: UnsafeMutablePointer<LedgerCounters>
+    /// Where this state lives (set by its `ShardStore`), to tell it apart among the ledger's shards.
+    var selfPointer: UnsafeMutablePointer<ShardState>? = nil
     @usableFromInline let usable: Malloc.UsableSizeFunction
 
     init(ledger: UnsafeMutablePointer<LedgerCounters>) {
@@ -91,19 +128,21 @@ struct ShardState {
     /// Frees everything and returns all charges to the ledger.
     mutating func destroy() {
         removeAll()
-        free(slots)
+        TableMemory.free(slots, slots: capacity)
         ledger.pointee.usedBytes -= tableCharge
         tableCharge = 0
     }
 
     /// Everything this shard charged to the ledger.
     var chargedBytes: Int {
-        smallBytes + mainBytes + tableCharge + small.chargedBytes + main.chargedBytes + ghost.chargedBytes
+        smallBytes + mainBytes + allTablesCharge + small.chargedBytes + main.chargedBytes + ghost.chargedBytes
     }
+
+    var allTablesCharge: Int { tableCharge + oldTableCharge + movedHomesCharge }
 
     var stats: ShardStats {
         ShardStats(smallEntries: small.live, mainEntries: main.live, ghostEntries: ghost.count,
-                   tableSlots: capacity, entryBytes: smallBytes + mainBytes, tableBytes: tableCharge,
+                   tableSlots: capacity, entryBytes: smallBytes + mainBytes, tableBytes: allTablesCharge,
                    queueBytes: small.chargedBytes + main.chargedBytes, ghostBytes: ghost.chargedBytes)
     }
 
@@ -113,9 +152,12 @@ struct ShardState {
     static func tag(_ hash: UInt64) -> UInt64 { (hash << 32) & tagMask }
 
     @inline(__always) @usableFromInline
-    func home(_ hash: UInt64) -> Int {
+    static func home(_ hash: UInt64, capacity: Int) -> Int {
         Int(truncatingIfNeeded: hash.multipliedFullWidth(by: UInt64(truncatingIfNeeded: capacity)).high)
     }
+
+    @inline(__always) @usableFromInline
+    func home(_ hash: UInt64) -> Int { Self.home(hash, capacity: capacity) }
 
     @inline(__always) @usableFromInline
     static func entry(_ slot: UInt64) -> Entry {
@@ -123,17 +165,23 @@ struct ShardState {
     }
 
     @inline(__always) @usableFromInline
-    func distance(from start: Int, to end: Int) -> Int {
+    static func distance(from start: Int, to end: Int, capacity: Int) -> Int {
         end >= start ? end &- start : end &+ capacity &- start
     }
 
-    /// Exact distance of the slot's entry from its home.
+    @inline(__always) @usableFromInline
+    func distance(from start: Int, to end: Int) -> Int { Self.distance(from: start, to: end, capacity: capacity) }
+
+    /// Exact distance of the slot's entry from its home, in a table of `capacity` slots.
     @inline(__always)
-    func exactDistance(_ slot: UInt64, at index: Int) -> Int {
-        let d = Int(truncatingIfNeeded: slot & Self.distanceMask)
-        if d < Self.saturatedDistance { return d }
-        return distance(from: home(Self.entry(slot).hash), to: index)
+    static func exactDistance(_ slot: UInt64, at index: Int, capacity: Int) -> Int {
+        let d = Int(truncatingIfNeeded: slot & distanceMask)
+        if d < saturatedDistance { return d }
+        return distance(from: home(entry(slot).hash, capacity: capacity), to: index, capacity: capacity)
     }
+
+    @inline(__always)
+    func exactDistance(_ slot: UInt64, at index: Int) -> Int { Self.exactDistance(slot, at: index, capacity: capacity) }
 
     @inline(__always) @usableFromInline
     func charge(_ e: Entry) -> Int { Malloc.charge(e.raw, usable) }
@@ -142,8 +190,11 @@ struct ShardState {
     func addToLedger(_ delta: Int) { ledger.pointee.usedBytes &+= delta }
 
     /// Probes for `key`. Returns its slot, or the empty slot that ends its probe sequence.
+    /// While a resize is under way it first moves the key's old home, so that
+    /// the key, if present, is in the new table (mutating for that reason only).
     @inline(__always) @usableFromInline
-    func find(_ key: UnsafeRawBufferPointer, _ hash: UInt64) -> (index: Int, found: Bool) {
+    mutating func find(_ key: UnsafeRawBufferPointer, _ hash: UInt64) -> (index: Int, found: Bool) {
+        if oldSlots != nil { migrateHome(of: hash) }
         let tag = Self.tag(hash)
         let slots = self.slots
         let capacity = self.capacity
@@ -179,68 +230,204 @@ struct ShardState {
     /// Backward-shift deletion of the slot at `index`.
     @usableFromInline
     mutating func removeSlot(at index: Int) {
-        let slots = self.slots
+        Self.shiftBack(slots, capacity: capacity, at: index)
+        count &-= 1
+    }
+
+    /// Empties slot `index` of a table and shifts later members of its
+    /// cluster back, so that no probe sequence has a hole.
+    static func shiftBack(_ slots: UnsafeMutablePointer<UInt64>, capacity: Int, at index: Int) {
         var gap = index
         var j = index &+ 1
         if j == capacity { j = 0 }
         while true {
             let s = slots[j]
             if s == 0 { break }
-            let d = exactDistance(s, at: j)
-            let gapDistance = distance(from: gap, to: j)
+            let d = exactDistance(s, at: j, capacity: capacity)
+            let gapDistance = distance(from: gap, to: j, capacity: capacity)
             if d >= gapDistance {
-                let nd = Swift.min(d &- gapDistance, Self.saturatedDistance)
-                slots[gap] = (s & ~Self.distanceMask) | UInt64(nd)
+                let nd = Swift.min(d &- gapDistance, saturatedDistance)
+                slots[gap] = (s & ~distanceMask) | UInt64(nd)
                 gap = j
             }
             j &+= 1
             if j == capacity { j = 0 }
         }
         slots[gap] = 0
-        count &-= 1
     }
 
-    /// Rebuilds the table at `newCapacity` (rehashing every key).
-    mutating func resizeTable(_ newCapacity: Int) {
+    // MARK: - Incremental resize
+
+    /// Starts moving every entry into a new table of `newCapacity` slots.
+    ///
+    /// Step size: a write may insert one entry, and the new table must not
+    /// pass 0.8 load before the old one is empty (growing again mid-way would
+    /// have to finish this migration at once). With `headroom` insertions
+    /// left below 0.8, moving `2 * oldCapacity / headroom` homes per write
+    /// empties the old table after at most half the headroom. That is 5 homes
+    /// when growing by half, and about 27 when shrinking to load 1/2 from
+    /// below 1/8, where most homes are empty.
+    mutating func startMigration(to newCapacity: Int) {
         precondition(newCapacity > count && newCapacity <= (1 << 40), "bad table capacity")
-        let raw = Malloc.allocateZeroed(newCapacity, 8)
-        let fresh = raw.bindMemory(to: UInt64.self, capacity: newCapacity)
-        let old = slots
-        let oldCapacity = capacity
+        // Unreachable while every write moves its slice (see above); kept so
+        // that a bug costs a stall, not a corrupt table.
+        if oldSlots != nil { finishMigration() }
+        let fresh = TableMemory.allocate(newCapacity)
+        oldSlots = slots
+        oldCapacity = capacity
+        oldCount = count
+        oldTableCharge = tableCharge
         slots = fresh
         capacity = newCapacity
-        for i in 0..<oldCapacity {
-            let s = old[i]
-            if s == 0 { continue }
-            let h = Self.entry(s).hash
-            let j = findEmpty(h)
-            let d = Swift.min(distance(from: home(h), to: j), Self.saturatedDistance)
-            fresh[j] = (s & ~Self.distanceMask) | UInt64(d)
+        tableCharge = TableMemory.charge(fresh, slots: newCapacity, usable)
+        addToLedger(tableCharge)
+        migrationCursor = 0
+        if oldCount == 0 {
+            releaseOldTable()
+            return
         }
-        free(old)
-        let newCharge = Malloc.charge(raw, usable)
-        addToLedger(newCharge - tableCharge)
-        tableCharge = newCharge
+        let words = (oldCapacity &+ 63) >> 6
+        let bits = Malloc.allocateZeroed(words, 8)
+        movedHomes = bits.bindMemory(to: UInt64.self, capacity: words)
+        movedHomesCharge = Malloc.charge(bits, usable)
+        addToLedger(movedHomesCharge)
+        let headroom = Swift.max(1, newCapacity * 4 / 5 - count)
+        homesPerStep = Swift.max(4, (2 * oldCapacity + headroom - 1) / headroom)
+    }
+
+    /// One write's share of a migration under way (`homes` more on a maintenance tick).
+    @inline(__always)
+    mutating func migrateStep(homes: Int = 0) {
+        if oldSlots == nil { return }
+        let end = Swift.min(oldCapacity, migrationCursor &+ Swift.max(homes, homesPerStep))
+        migrateHomes(from: migrationCursor, to: end)
+        migrationCursor = end
+        if migrationCursor >= oldCapacity || oldCount == 0 { releaseOldTable() }
+    }
+
+    /// Moves every remaining old home now.
+    mutating func finishMigration() {
+        if oldSlots == nil { return }
+        if migrationCursor < oldCapacity && oldCount > 0 { migrateHomes(from: migrationCursor, to: oldCapacity) }
+        releaseOldTable()
+    }
+
+    /// Moves the old home of `hash` unless it has moved already.
+    @usableFromInline
+    mutating func migrateHome(of hash: UInt64) {
+        let h = Self.home(hash, capacity: oldCapacity)
+        if h < migrationCursor || homeMoved(h) { return }
+        migrateHomes(from: h, to: h &+ 1)
+        markMoved(from: h, to: h &+ 1)
+        if oldCount == 0 { releaseOldTable() }
+    }
+
+    /// Moves the old homes of the hashes in `[low, high]` (a scan's range).
+    mutating func migrateHashRange(_ low: UInt64, _ high: UInt64) {
+        if oldSlots == nil { return }
+        let a = Swift.max(migrationCursor, Self.home(low, capacity: oldCapacity))
+        let b = Self.home(high, capacity: oldCapacity) &+ 1
+        if a >= b { return }
+        migrateHomes(from: a, to: b)
+        markMoved(from: a, to: b)
+        if oldCount == 0 { releaseOldTable() }
+    }
+
+    @inline(__always)
+    func homeMoved(_ h: Int) -> Bool {
+        movedHomes.unsafelyUnwrapped[h >> 6] & (1 << UInt64(h & 63)) != 0
+    }
+
+    mutating func markMoved(from a: Int, to b: Int) {
+        let bits = movedHomes.unsafelyUnwrapped
+        for h in a..<b { bits[h >> 6] |= 1 << UInt64(h & 63) }
+    }
+
+    /// Moves every old-table entry whose old home is in `a ..< b` to the new
+    /// table. Such entries sit between slot `a` and the first empty slot at
+    /// or after `b - 1` (wrapping); `p` walks that span as a logical position
+    /// (may pass `oldCapacity`), so a wrapped entry's home compares right.
+    mutating func migrateHomes(from a: Int, to b: Int) {
+        let old = oldSlots.unsafelyUnwrapped
+        let oldCap = oldCapacity
+        var p = a
+        while oldCount > 0 {
+            let i = p < oldCap ? p : p &- oldCap
+            let s = old[i]
+            if s == 0 {
+                if p >= b &- 1 { break }
+                p &+= 1
+                continue
+            }
+            let logicalHome = p &- Self.exactDistance(s, at: i, capacity: oldCap)
+            if logicalHome >= a && logicalHome < b {
+                Self.shiftBack(old, capacity: oldCap, at: i)
+                oldCount &-= 1
+                adopt(s)
+                continue  // the shift may have moved an unexamined entry into slot i
+            }
+            p &+= 1
+        }
+    }
+
+    /// Puts an entry moved from the old table into the new one (`count` already includes it).
+    @inline(__always)
+    mutating func adopt(_ slot: UInt64) {
+        let h = Self.entry(slot).hash
+        let j = findEmpty(h)
+        let d = Swift.min(distance(from: home(h), to: j), Self.saturatedDistance)
+        slots[j] = (slot & ~Self.distanceMask) | UInt64(d)
+        movedEntries &+= 1
+    }
+
+    mutating func releaseOldTable() {
+        if let old = oldSlots { TableMemory.free(old, slots: oldCapacity) }
+        if let bits = movedHomes { free(bits) }
+        addToLedger(-(oldTableCharge &+ movedHomesCharge))
+        oldSlots = nil
+        movedHomes = nil
+        oldCapacity = 0
+        oldCount = 0
+        oldTableCharge = 0
+        movedHomesCharge = 0
+        migrationCursor = 0
+        homesPerStep = 0
     }
 
     @inline(__always)
     mutating func growIfNeeded() -> Bool {
         if (count &+ 1) &* 5 > capacity &* 4 {
-            resizeTable(capacity + capacity / 2)
+            startMigration(to: capacity + capacity / 2)
             return true
         }
         return false
     }
 
-    /// Shrinks a very sparse table (load below 1/8) to load 1/2.
+    /// Starts shrinking a very sparse table (load below 1/8) to load 1/2.
+    /// Not while a migration is under way: the next removal looks again.
     @inline(__always)
     mutating func shrinkIfSparse() {
+        if oldSlots != nil {
+            if oldCount > 0 { return }
+            releaseOldTable()
+        }
         if capacity > Self.minimumCapacity && count &* 8 < capacity {
             let old = capacity
-            resizeTable(Swift.max(Self.minimumCapacity, count * 2))
+            startMigration(to: Swift.max(Self.minimumCapacity, count * 2))
             sweepCursor = Int((Double(sweepCursor) * Double(capacity) / Double(old)).rounded(.down))
             if sweepCursor >= capacity { sweepCursor = 0 }
         }
+    }
+
+    /// Replaces an empty table by a fresh one of `newCapacity` slots.
+    mutating func replaceEmptyTable(_ newCapacity: Int) {
+        precondition(count == 0 && oldSlots == nil)
+        TableMemory.free(slots, slots: capacity)
+        slots = TableMemory.allocate(newCapacity)
+        capacity = newCapacity
+        let newCharge = TableMemory.charge(slots, slots: newCapacity, usable)
+        addToLedger(newCharge - tableCharge)
+        tableCharge = newCharge
     }
 
     // MARK: - Entries
@@ -331,6 +518,7 @@ struct ShardState {
         precondition(key.count <= Entry.maxKeyBytes, "key longer than 64 KiB")
         precondition(value.count <= Entry.maxValueBytes, "value longer than 64 MiB")
         mutations &+= 1
+        migrateStep()
         let expiry = Entry.storedExpiry(expiryMs)
         var (i, found) = find(key, hash)
         if found {
@@ -344,7 +532,10 @@ struct ShardState {
             ledger.pointee.expiredRemovals &+= 1
             i = findEmpty(hash)
         }
-        if growIfNeeded() { i = findEmpty(hash) }
+        if growIfNeeded() {
+            if oldSlots != nil { migrateHome(of: hash) }
+            i = findEmpty(hash)
+        }
         let e = makeEntry(key, value, version: version, expiry: expiry)
         place(e, hash: hash, at: i)
         let c = charge(e)
@@ -402,6 +593,7 @@ struct ShardState {
     @usableFromInline
     mutating func delete(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64, version: EntryVersion? = nil) -> Bool {
         assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        migrateStep()
         let (i, found) = find(key, hash)
         if !found { return false }
         let e = Self.entry(slots[i])
@@ -449,6 +641,35 @@ struct ShardState {
         }
         addToLedger(small.trimIfOversized(usable))
         addToLedger(main.trimIfOversized(usable))
+        if ledger.pointee.usedBytes > ledger.pointee.thresholdBytes { evictFromOtherShards() }
+    }
+
+    /// This shard has nothing left to evict but the ledger is still over:
+    /// take one entry at a time from the ledger's other shards, in rotation.
+    /// With large values most shards hold one entry or none, so eviction
+    /// confined to the writing shard let the ledger run past its limit (1 MB
+    /// values went 7% over max_memory_mb, 50% at 128 MB).
+    mutating func evictFromOtherShards() {
+        let shards = ledger.pointee.shards
+        var failures = 0
+        while ledger.pointee.usedBytes > ledger.pointee.thresholdBytes && failures < shards.count {
+            let i = ledger.pointee.evictionCursor % shards.count
+            ledger.pointee.evictionCursor = i &+ 1
+            let other = shards[i]
+            if other == selfPointer || !other.pointee.evictOneForLedger() {
+                failures &+= 1
+            } else {
+                failures = 0
+            }
+        }
+    }
+
+    /// Evicts one entry for another shard's write; false when there is none.
+    mutating func evictOneForLedger() -> Bool {
+        let evicted = evictOne(protecting: nil)
+        addToLedger(small.trimIfOversized(usable))
+        addToLedger(main.trimIfOversized(usable))
+        return evicted
     }
 
     /// Evicts one entry other than `protected`. Returns false when there is none.
@@ -460,10 +681,11 @@ struct ShardState {
     /// fingerprint goes to the ghost queue. Otherwise main's oldest entry is
     /// reinserted with its 2-bit frequency decremented, or evicted at 0.
     @usableFromInline
-    mutating func evictOne(protecting protected: Entry) -> Bool {
-        let protectedInMain = protected.inMain
+    mutating func evictOne(protecting protected: Entry?) -> Bool {
+        let protectedInSmall = protected.map { !$0.inMain } ?? false
+        let protectedInMain = protected?.inMain ?? false
         while true {
-            let smallCandidates = small.live - (protectedInMain ? 0 : 1)
+            let smallCandidates = small.live - (protectedInSmall ? 1 : 0)
             let mainCandidates = main.live - (protectedInMain ? 1 : 0)
             if smallCandidates + mainCandidates <= 0 { return false }
             let fromSmall = smallCandidates > 0
@@ -502,6 +724,7 @@ struct ShardState {
 
     /// Removes from the table and frees an entry already popped from its ring.
     mutating func evictPopped(_ e: Entry, hash: UInt64) {
+        if oldSlots != nil { migrateHome(of: hash) }
         var i = home(hash)
         let target = UInt64(UInt(bitPattern: e.raw))
         while slots[i] & Self.pointerMask != target {
@@ -522,6 +745,9 @@ struct ShardState {
     @usableFromInline
     mutating func expireSweep(nowMs: Int64, maxSlots: Int) -> Int {
         assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        ledger.pointee.collectLazyFree()
+        // Reads alone do not move a migration along; ticks do, at the sweep's pace.
+        migrateStep(homes: maxSlots)
         if count == 0 || maxSlots <= 0 { return 0 }
         var i = sweepCursor < capacity ? sweepCursor : 0
         var examined = 0
@@ -557,6 +783,10 @@ struct ShardState {
             free(Self.entry(slots[i]).raw)
             slots[i] = 0
         }
+        if let old = oldSlots {
+            for i in 0..<oldCapacity where old[i] != 0 { free(Self.entry(old[i]).raw) }
+            releaseOldTable()
+        }
         addToLedger(-(smallBytes + mainBytes))
         smallBytes = 0
         mainBytes = 0
@@ -564,7 +794,39 @@ struct ShardState {
         addToLedger(small.reset())
         addToLedger(main.reset())
         addToLedger(ghost.reset())
-        if capacity != Self.minimumCapacity { resizeTable(Self.minimumCapacity) }
+        if capacity != Self.minimumCapacity { replaceEmptyTable(Self.minimumCapacity) }
+        sweepCursor = 0
+    }
+
+    /// Empties the shard in O(1): its tables (with every entry block they
+    /// point to), FIFO rings and ghost go to `batch`, to be freed elsewhere.
+    /// Their charges stay on the ledger until the batch reports them freed.
+    mutating func removeAll(deferringTo batch: LazyFreeBatch) {
+        assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        mutations &+= 1
+        batch.add(table: slots, capacity: capacity, charge: tableCharge, entries: count, entryBytes: smallBytes + mainBytes)
+        if let old = oldSlots {
+            batch.add(table: old, capacity: oldCapacity, charge: oldTableCharge, entries: 0, entryBytes: 0)
+            batch.add(array: UnsafeMutableRawPointer(movedHomes), charge: movedHomesCharge)
+            // Handed over, not freed: forget them without touching the ledger.
+            oldSlots = nil
+            movedHomes = nil
+            oldTableCharge = 0
+            movedHomesCharge = 0
+            releaseOldTable()
+        }
+        small.handOver(to: batch)
+        main.handOver(to: batch)
+        batch.add(array: UnsafeMutableRawPointer(ghost.slots), charge: ghost.chargedBytes)
+        ghost = GhostQueue()
+        smallBytes = 0
+        mainBytes = 0
+        count = 0
+        let raw = Malloc.allocateZeroed(Self.minimumCapacity, 8)
+        slots = raw.bindMemory(to: UInt64.self, capacity: Self.minimumCapacity)
+        capacity = Self.minimumCapacity
+        tableCharge = Malloc.charge(raw, usable)
+        addToLedger(tableCharge)
         sweepCursor = 0
     }
 
@@ -592,6 +854,11 @@ struct ShardState {
             if next > cursor { break }
             h1 += 1
             next = 0
+        }
+        // Hashes with a home below h1 are below (next + 1) << 24, since
+        // next = floor(h1 * 2^40 / cap): move their old homes in first.
+        if oldSlots != nil {
+            migrateHashRange(cursor << 24, next == 0 || next + 1 >= 1 << 40 ? UInt64.max : ((next + 1) << 24) - 1)
         }
         visiting = true
         defer { visiting = false }
@@ -625,56 +892,30 @@ struct ShardState {
         if capacity < Self.minimumCapacity { problems.append("capacity \(capacity) below minimum") }
         if count >= capacity { problems.append("table has no empty slot") }
         if count * 5 > capacity * 4 { problems.append("load above 0.8: \(count)/\(capacity)") }
-        if tableCharge != Malloc.charge(UnsafeMutableRawPointer(slots), usable) {
+        if tableCharge != TableMemory.charge(slots, slots: capacity, usable) {
             problems.append("table charge \(tableCharge) is not the real one")
         }
-        var occupied = 0
-        var inSmall = 0
-        var inMain = 0
-        var sBytes = 0
-        var mBytes = 0
-        var keysSeen = Set<[UInt8]>()
-        let checkDuplicates = capacity <= 1 << 17
-        for i in 0..<capacity {
-            let s = slots[i]
-            if s == 0 { continue }
-            occupied += 1
-            let e = Self.entry(s)
-            if UInt64(UInt(bitPattern: e.raw)) & 0xF != 0 { problems.append("slot \(i): misaligned pointer") }
-            let h = e.hash
-            if s & Self.tagMask != Self.tag(h) { problems.append("slot \(i): tag does not match the key's hash") }
-            let hm = home(h)
-            let d = distance(from: hm, to: i)
-            if Int(s & Self.distanceMask) != Swift.min(d, Self.saturatedDistance) {
-                problems.append("slot \(i): distance field \(s & Self.distanceMask), real \(d)")
+        var tally = Tally()
+        checkTable(slots, capacity: capacity, old: false, &tally, &problems)
+        if let old = oldSlots {
+            if !(oldCount > 0 && oldCount < oldCapacity) { problems.append("old table count \(oldCount) of \(oldCapacity)") }
+            if oldTableCharge != TableMemory.charge(old, slots: oldCapacity, usable) {
+                problems.append("old table charge \(oldTableCharge) is not the real one")
             }
-            var j = hm
-            while j != i {
-                if slots[j] == 0 { problems.append("slot \(i): unreachable from home \(hm)"); break }
-                j += 1
-                if j == capacity { j = 0 }
+            if movedHomesCharge != Malloc.charge(UnsafeMutableRawPointer(movedHomes!), usable) {
+                problems.append("moved-homes bitmap charge \(movedHomesCharge) is not the real one")
             }
-            if e.keyCount > Entry.maxKeyBytes || e.valueCount > Entry.maxValueBytes {
-                problems.append("slot \(i): lengths out of range")
-            }
-            if usable(e.raw) < Entry.headerSize + e.keyCount + e.valueCount {
-                problems.append("slot \(i): block smaller than its contents")
-            }
-            if e.frequency > 3 { problems.append("slot \(i): frequency out of range") }
-            let ring = e.inMain ? main : small
-            if e.queuePosition >= ring.capacity || ring.buffer![e.queuePosition] != e.raw {
-                problems.append("slot \(i): entry not at its queue position")
-            }
-            if e.inMain { inMain += 1; mBytes += charge(e) } else { inSmall += 1; sBytes += charge(e) }
-            if checkDuplicates && !keysSeen.insert(Array(e.key)).inserted {
-                problems.append("slot \(i): duplicate key")
-            }
+            let before = tally.occupied
+            checkTable(old, capacity: oldCapacity, old: true, &tally, &problems)
+            if tally.occupied - before != oldCount { problems.append("oldCount \(oldCount) but \(tally.occupied - before) old slots") }
+        } else if oldCount != 0 || oldTableCharge != 0 || movedHomes != nil || movedHomesCharge != 0 {
+            problems.append("migration state without an old table")
         }
-        if occupied != count { problems.append("count \(count) but \(occupied) occupied slots") }
-        if inSmall != small.live { problems.append("small ring live \(small.live) but \(inSmall) entries") }
-        if inMain != main.live { problems.append("main ring live \(main.live) but \(inMain) entries") }
-        if sBytes != smallBytes { problems.append("smallBytes \(smallBytes) but entries charge \(sBytes)") }
-        if mBytes != mainBytes { problems.append("mainBytes \(mainBytes) but entries charge \(mBytes)") }
+        if tally.occupied != count { problems.append("count \(count) but \(tally.occupied) occupied slots") }
+        if tally.inSmall != small.live { problems.append("small ring live \(small.live) but \(tally.inSmall) entries") }
+        if tally.inMain != main.live { problems.append("main ring live \(main.live) but \(tally.inMain) entries") }
+        if tally.smallBytes != smallBytes { problems.append("smallBytes \(smallBytes) but entries charge \(tally.smallBytes)") }
+        if tally.mainBytes != mainBytes { problems.append("mainBytes \(mainBytes) but entries charge \(tally.mainBytes)") }
         small.checkInvariants(main: false, usable, &problems)
         main.checkInvariants(main: true, usable, &problems)
         ghost.checkInvariants(usable, &problems)
@@ -682,5 +923,67 @@ struct ShardState {
             problems.append("ledger \(ledger.pointee.usedBytes) below this shard's charge \(chargedBytes)")
         }
         return problems
+    }
+
+    struct Tally {
+        var occupied = 0
+        var inSmall = 0
+        var inMain = 0
+        var smallBytes = 0
+        var mainBytes = 0
+        var keysSeen = Set<[UInt8]>()
+    }
+
+    /// Invariants 2, 3 and 1a for one table, and the per-entry ones.
+    func checkTable(_ table: UnsafeMutablePointer<UInt64>, capacity cap: Int, old: Bool,
+                    _ tally: inout Tally, _ problems: inout [String]) {
+        let name = old ? "old slot" : "slot"
+        let checkDuplicates = self.capacity + oldCapacity <= 1 << 17
+        for i in 0..<cap {
+            let s = table[i]
+            if s == 0 { continue }
+            tally.occupied += 1
+            let e = Self.entry(s)
+            if UInt64(UInt(bitPattern: e.raw)) & 0xF != 0 { problems.append("\(name) \(i): misaligned pointer") }
+            let h = e.hash
+            if s & Self.tagMask != Self.tag(h) { problems.append("\(name) \(i): tag does not match the key's hash") }
+            let hm = Self.home(h, capacity: cap)
+            let d = Self.distance(from: hm, to: i, capacity: cap)
+            if Int(s & Self.distanceMask) != Swift.min(d, Self.saturatedDistance) {
+                problems.append("\(name) \(i): distance field \(s & Self.distanceMask), real \(d)")
+            }
+            var j = hm
+            while j != i {
+                if table[j] == 0 { problems.append("\(name) \(i): unreachable from home \(hm)"); break }
+                j += 1
+                if j == cap { j = 0 }
+            }
+            if oldSlots != nil {
+                let oh = Self.home(h, capacity: oldCapacity)
+                let moved = oh < migrationCursor || homeMoved(oh)
+                if moved == old { problems.append("\(name) \(i): in the wrong table for old home \(oh)") }
+            }
+            if e.keyCount > Entry.maxKeyBytes || e.valueCount > Entry.maxValueBytes {
+                problems.append("\(name) \(i): lengths out of range")
+            }
+            if usable(e.raw) < Entry.headerSize + e.keyCount + e.valueCount {
+                problems.append("\(name) \(i): block smaller than its contents")
+            }
+            if e.frequency > 3 { problems.append("\(name) \(i): frequency out of range") }
+            let ring = e.inMain ? main : small
+            if !ring.holds(e) {
+                problems.append("\(name) \(i): entry not at its queue position")
+            }
+            if e.inMain {
+                tally.inMain += 1
+                tally.mainBytes += charge(e)
+            } else {
+                tally.inSmall += 1
+                tally.smallBytes += charge(e)
+            }
+            if checkDuplicates && !tally.keysSeen.insert(Array(e.key)).inserted {
+                problems.append("\(name) \(i): duplicate key")
+            }
+        }
     }
 }

@@ -14,7 +14,8 @@
 ///
 /// Memory: each entry is one malloc'd block (28-byte header, key, value); the
 /// table costs 8 bytes per slot at 53-80% load while growing (it shrinks to
-/// 50% below 12.5%); each entry has one 8-byte pointer in a FIFO ring; an
+/// 50% below 12.5%), plus the previous table while a resize moves entries
+/// over a few at a time; each entry has one 8-byte pointer in a FIFO ring; an
 /// evicting shard also keeps a 4-byte ghost fingerprint slot per entry. All
 /// of it is charged to the ledger (see `MemoryLedger`). For 16-byte keys and
 /// 32-byte values that is about 116 bytes per item (perf/StoreBench): the
@@ -28,9 +29,12 @@ public final class ShardStore {
         self.ledger = ledger
         state = .allocate(capacity: 1)
         state.initialize(to: ShardState(ledger: ledger.counters))
+        state.pointee.selfPointer = state
+        ledger.counters.pointee.shards.append(state)
     }
 
     deinit {
+        if let i = ledger.counters.pointee.shards.firstIndex(of: state) { ledger.counters.pointee.shards.remove(at: i) }
         state.pointee.destroy()
         state.deinitialize(count: 1)
         state.deallocate()
@@ -57,8 +61,8 @@ public final class ShardStore {
     /// Insert or overwrite; assigns version (term, seq + 1). `expiryMs` is
     /// absolute unix ms, 0 = none (an entry is expired once `expiryMs <= now`).
     /// Then evicts from this shard while the ledger is above its eviction
-    /// threshold, never evicting the entry just written and stopping when
-    /// nothing else is left.
+    /// threshold, never evicting the entry just written; when this shard has
+    /// nothing else left, from the ledger's other shards in rotation.
     @inlinable @discardableResult
     public func set(_ key: UnsafeRawBufferPointer, hash: UInt64, value: UnsafeRawBufferPointer,
                     expiryMs: Int64, nowMs: Int64) -> EntryVersion {
@@ -130,6 +134,13 @@ public final class ShardStore {
         state.pointee.removeAll()
     }
 
+    /// Drops everything at once without freeing it here (FLUSHALL ASYNC):
+    /// the memory goes to `batch`, whose `start(ledger:)` frees it off this
+    /// thread. The ledger keeps charging it until it is freed.
+    public func removeAll(deferringTo batch: LazyFreeBatch) {
+        state.pointee.removeAll(deferringTo: batch)
+    }
+
     /// Incremental iteration that survives table growth/shrink: cursor 0
     /// starts, a returned 0 means done. Every entry present for the whole
     /// iteration is visited at least once (some may be visited twice after a
@@ -152,6 +163,15 @@ public final class ShardStore {
         let (i, found) = state.pointee.find(key, hash)
         return found ? ShardState.entry(state.pointee.slots[i]).ref() : nil
     }
+
+    /// Entries moved between tables by growth and shrinking so far. For tests and benchmarks.
+    var movedEntries: Int { state.pointee.movedEntries }
+
+    /// Entries given a new position in a FIFO ring so far. For tests.
+    var ringRepositionedEntries: Int { state.pointee.small.repositioned + state.pointee.main.repositioned }
+
+    /// True while a resize is moving entries from the previous table. For tests.
+    var isResizing: Bool { state.pointee.oldSlots != nil }
 
     /// Table capacity in slots. For tests.
     var tableCapacity: Int { state.pointee.capacity }

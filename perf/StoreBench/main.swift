@@ -10,6 +10,12 @@
 //       Inserts items with 16-byte keys and 32-byte values into 256 shards
 //       sharing one ledger (like one node) and prints the RSS growth per item,
 //       the ledger's bytes per item, and their ratio.
+//
+//   aegiskv-store-bench growth-stall [--keys 5000000] [--value-bytes 32] [--pin-mmap-threshold 1]
+//       Inserts keys into ONE shard, timing every insert with the monotonic
+//       clock: the slowest insert is the longest the owning reactor would be
+//       blocked by the table's growth. Prints the slowest inserts, the
+//       quantiles, and the same for deleting every key again (shrinking).
 
 import AegisStore
 import Foundation
@@ -274,17 +280,123 @@ func bytesPerItem(_ options: Options) {
     withExtendedLifetime(shards) {}
 }
 
+// MARK: - growth-stall
+
+func nowNs() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Per-operation durations: the slowest few exactly, the rest in power-of-two buckets.
+struct StallRecorder {
+    var buckets = [Int](repeating: 0, count: 64)
+    var slowest: [(ns: UInt64, op: Int)] = []
+    var totalNs: UInt64 = 0
+    var count = 0
+
+    mutating func record(_ ns: UInt64, op: Int) {
+        buckets[64 - ns.leadingZeroBitCount] += 1
+        totalNs += ns
+        count += 1
+        if slowest.count < 5 || ns > slowest[slowest.count - 1].ns {
+            slowest.append((ns, op))
+            slowest.sort { $0.ns > $1.ns }
+            if slowest.count > 5 { slowest.removeLast() }
+        }
+    }
+
+    /// Upper bound of the bucket holding quantile q.
+    func quantileNs(_ q: Double) -> UInt64 {
+        let target = Int((Double(count) * q).rounded(.up))
+        var seen = 0
+        for (i, n) in buckets.enumerated() {
+            seen += n
+            if seen >= target { return i == 0 ? 0 : (1 << UInt64(i)) - 1 }
+        }
+        return 0
+    }
+
+    func report(_ name: String) {
+        let us = { (ns: UInt64) in String(format: "%.1f", Double(ns) / 1000) }
+        print("\(name): \(count) ops, mean \(us(totalNs / UInt64(max(count, 1)))) us")
+        print("  quantiles (bucket upper bounds, us): p99 <= \(us(quantileNs(0.99))), p99.99 <= \(us(quantileNs(0.9999))), p99.9999 <= \(us(quantileNs(0.999999)))")
+        print("  slowest: " + slowest.map { "\(us($0.ns)) us (op \($0.op))" }.joined(separator: ", "))
+        var over = 0
+        for i in 21..<64 { over += buckets[i] }  // bucket i holds [2^(i-1), 2^i) ns; 2^20 ns ~ 1 ms
+        print("  ops over 1.05 ms: \(over)")
+    }
+}
+
+/// glibc's mallopt, found at run time (`<malloc.h>` is not in the Glibc module).
+func pinMmapThreshold(_ bytes: Int32) {
+    typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+    guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "mallopt") else { fail("no mallopt") }
+    let M_MMAP_THRESHOLD: Int32 = -3
+    let M_MXFAST: Int32 = 1
+    _ = unsafeBitCast(symbol, to: Mallopt.self)(M_MMAP_THRESHOLD, bytes)
+    _ = unsafeBitCast(symbol, to: Mallopt.self)(M_MXFAST, 0)
+}
+
+func growthStall(_ options: Options) {
+    let keys = options.int("keys", 5_000_000)
+    let valueCount = options.int("value-bytes", 32)
+    guard keys > 0, valueCount >= 0 else { fail("bad options") }
+    // As the server does at start (StoreAllocator.pinLargeBlockThreshold):
+    // large blocks are mappings of their own, and no fast bins.
+    // --pin-mmap-threshold 0 keeps glibc's moving threshold.
+    if options.int("pin-mmap-threshold", 1) != 0 { pinMmapThreshold(128 * 1024) }
+    let ledger = MemoryLedger(limitBytes: 0, evictionRatio: 1)
+    let store = ShardStore(ledger: ledger)
+    let keyBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16, alignment: 8)
+    defer { keyBuffer.deallocate() }
+    let value = UnsafeMutableRawBufferPointer.allocate(byteCount: max(valueCount, 1), alignment: 8)
+    defer { value.deallocate() }
+    for i in 0..<value.count { value[i] = UInt8(0x61 + i % 26) }
+    let v = UnsafeRawBufferPointer(rebasing: value[0..<valueCount])
+    print("growth-stall: \(keys) keys of 16 bytes, \(valueCount)-byte values, one shard")
+
+    var inserts = StallRecorder()
+    var peakTableSlots = 0
+    for id in 0..<keys {
+        writeKey(id, into: keyBuffer)
+        let k = UnsafeRawBufferPointer(keyBuffer)
+        let h = KeyHash.hash(k)
+        let t0 = nowNs()
+        store.set(k, hash: h, value: v, expiryMs: 0, nowMs: 0)
+        inserts.record(nowNs() - t0, op: id)
+    }
+    guard store.count == keys else { fail("stored \(store.count) of \(keys) keys") }
+    peakTableSlots = store.stats.tableSlots
+    inserts.report("insert")
+    print("  table at the end: \(peakTableSlots) slots, \(store.stats.tableBytes) bytes")
+
+    var deletes = StallRecorder()
+    for id in 0..<keys {
+        writeKey(id, into: keyBuffer)
+        let k = UnsafeRawBufferPointer(keyBuffer)
+        let h = KeyHash.hash(k)
+        let t0 = nowNs()
+        store.delete(k, hash: h, nowMs: 0)
+        deletes.record(nowNs() - t0, op: id)
+    }
+    guard store.count == 0 else { fail("\(store.count) keys left after deleting all") }
+    deletes.report("delete")
+    print("  table at the end: \(store.stats.tableSlots) slots")
+}
+
 // MARK: - main
 
 enum StoreBench {
     static func main(_ args: [String]) {
         guard args.count >= 2 else {
-            fail("usage: aegiskv-store-bench hit-ratio|bytes-per-item [options]")
+            fail("usage: aegiskv-store-bench hit-ratio|bytes-per-item|growth-stall [options]")
         }
         let options = Options(args.dropFirst(2))
         switch args[1] {
         case "hit-ratio": hitRatio(options)
         case "bytes-per-item": bytesPerItem(options)
+        case "growth-stall": growthStall(options)
         default: fail("unknown subcommand \(args[1])")
         }
     }
