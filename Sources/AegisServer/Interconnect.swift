@@ -5,13 +5,33 @@ import Synchronization
 /// The N×N grid of rings between reactors, plus each reactor's wake-up
 /// eventfd and "sleeping" flag.
 ///
-/// Wake-up protocol (a Dekker-style handshake, both sides sequentially
-/// consistent): a consumer about to sleep stores `sleeping = true`, then
-/// re-checks its inbound rings; a producer stores its record, then
-/// exchanges `sleeping` to false and writes the eventfd only if it was true.
-/// Either the consumer sees the record, or the producer sees the flag, so a
-/// message never waits for the next unrelated event. Under load nobody is
-/// sleeping and no wake-up syscall is made.
+/// Wake-up handshake (Dekker's pattern: each side stores, then loads what
+/// the other side stores):
+///
+///     producer (notify)                consumer (prepareToSleep)
+///     P1 store ring tail (commit)      C1 store sleeping = true
+///     P2 full fence                    C2 full fence
+///     P3 load sleeping                 C3 load every inbound ring's tail
+///        true → exchange to false,        any record → sleeping = false,
+///        write the eventfd                don't sleep
+///
+/// Why no record can be stranded: the two fences are sequentially
+/// consistent, so one of them comes first in their single total order.
+/// If P2 comes before C2, the C++/Swift fence rule (a store sequenced
+/// before a seq_cst fence X is seen by a load sequenced after a seq_cst
+/// fence Y when X precedes Y) makes C3 see P1's tail: the consumer finds
+/// the record and stays awake. If C2 comes before P2, P3 sees C1's `true`
+/// or a later store, and a later store is either another producer's
+/// exchange (which writes the eventfd) or the consumer's own `false` (it
+/// is awake; the next time it prepares to sleep, its fence comes after P2,
+/// since P3 did not see that later `true`, so the first case applies).
+/// Either way the record is read without waiting for an unrelated event,
+/// such as the maintenance tick. Without the fences the
+/// pair can fail even on x86: the producer's release store of the tail
+/// may still sit in its store buffer when its load of `sleeping` runs, so
+/// both sides read the old value (store-load reordering is the one x86
+/// allows). The producer pays one fence per notified target per loop
+/// iteration, not per record, and no syscall unless the target sleeps.
 public final class Interconnect: Sendable {
     public let reactorCount: Int
     private let rings: [SPSCByteRing]
@@ -43,6 +63,7 @@ public final class Interconnect: Sendable {
     /// an inbound ring already holds work, in which case it must not sleep.
     public func prepareToSleep(_ reactor: Int) -> Bool {
         sleeping[reactor].value.store(true, ordering: .sequentiallyConsistent)
+        atomicMemoryFence(ordering: .sequentiallyConsistent)  // C2: see the handshake above
         for from in 0..<reactorCount where from != reactor {
             if !ring(from: from, to: reactor).isEmptyApproximately {
                 sleeping[reactor].value.store(false, ordering: .sequentiallyConsistent)
@@ -58,6 +79,7 @@ public final class Interconnect: Sendable {
 
     /// Called by a producer after it committed records for `reactor`.
     @inline(__always) public func notify(_ reactor: Int) {
+        atomicMemoryFence(ordering: .sequentiallyConsistent)  // P2: see the handshake above
         if sleeping[reactor].value.load(ordering: .sequentiallyConsistent),
            sleeping[reactor].value.exchange(false, ordering: .sequentiallyConsistent) {
             _ = aegis_eventfd_signal(wakeFDs[reactor])
