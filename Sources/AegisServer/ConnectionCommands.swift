@@ -287,6 +287,7 @@ extension Reactor {
             let rss = residentSetBytes()
             lines += ["# Memory", "used_memory:\(totals.usedMemoryBytes)", "used_memory_human:\(humanBytes(totals.usedMemoryBytes))",
                       "used_memory_rss:\(rss)", "used_memory_rss_human:\(humanBytes(rss))",
+                      "used_memory_interconnect:\(node.interconnectMemoryBytes(totals))",
                       "maxmemory:\(config.maxMemoryMB * 1024 * 1024)", "maxmemory_human:\(humanBytes(config.maxMemoryMB * 1024 * 1024))",
                       "maxmemory_policy:s3-fifo", "eviction_ratio:\(config.evictionRatio)", ""]
         }

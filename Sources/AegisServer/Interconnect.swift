@@ -37,15 +37,49 @@ public final class Interconnect: Sendable {
     private let rings: [SPSCByteRing]
     private let sleeping: [PaddedBool]
     public let wakeFDs: [Int32]
+    /// Set by a reactor once it has left its loop: its peers then drop what
+    /// they still queue for it instead of waiting for ring space forever.
+    private let exited: [PaddedBool]
+    /// Per sending reactor: bytes of the heap copies (payloads too large for
+    /// a ring) it sent that their consumer has not freed yet.
+    private let indirectBytes: [PaddedAtomic]
+    /// Bytes of ring storage allocated (all rings).
+    public let ringBytes: Int
+
+    /// Ring memory for the whole node, whatever the reactor count: the
+    /// R × (R − 1) rings share it, each a power of two between 4 KiB and
+    /// 1 MiB. Two reactors get two 1 MiB rings; 16 get 240 rings of
+    /// 256 KiB (60 MiB); 64 get 4,032 rings of 16 KiB (63 MiB). A payload
+    /// larger than a quarter of its ring travels as a heap copy instead.
+    public static let ringBudgetBytes = 64 << 20
+    public static let ringCapacityBytesMax = 1 << 20
+    public static let ringCapacityBytesMin = 4096
+
+    public static func ringCapacityBytes(reactors: Int) -> Int {
+        let share = ringBudgetBytes / max(1, reactors * (reactors - 1))
+        var capacity = ringCapacityBytesMax
+        while capacity > share && capacity > ringCapacityBytesMin { capacity >>= 1 }
+        return capacity
+    }
+
+    public convenience init(reactorCount: Int) throws {
+        try self.init(reactorCount: reactorCount, ringCapacityBytes: Self.ringCapacityBytes(reactors: reactorCount))
+    }
 
     public init(reactorCount: Int, ringCapacityBytes: Int) throws {
         self.reactorCount = reactorCount
         var rings: [SPSCByteRing] = []
-        for _ in 0..<(reactorCount * reactorCount) {
-            rings.append(SPSCByteRing(capacityBytes: ringCapacityBytes))
+        for from in 0..<reactorCount {
+            for to in 0..<reactorCount {
+                // A reactor never sends to itself: its own slot gets the smallest ring.
+                rings.append(SPSCByteRing(capacityBytes: from == to ? Self.ringCapacityBytesMin : ringCapacityBytes))
+            }
         }
         self.rings = rings
+        self.ringBytes = rings.reduce(0) { $0 + $1.capacity }
         self.sleeping = (0..<reactorCount).map { _ in PaddedBool() }
+        self.exited = (0..<reactorCount).map { _ in PaddedBool() }
+        self.indirectBytes = (0..<reactorCount).map { _ in PaddedAtomic() }
         var fds: [Int32] = []
         for _ in 0..<reactorCount {
             let fd = aegis_eventfd_create()
@@ -95,6 +129,30 @@ public final class Interconnect: Sendable {
     /// Unconditional wake-up, for lifecycle changes (drain, stop).
     public func wake(_ reactor: Int) {
         _ = aegis_eventfd_signal(wakeFDs[reactor])
+    }
+
+    /// Called by a reactor after its loop ended, before it stops reading
+    /// its rings for good.
+    public func markExited(_ reactor: Int) {
+        exited[reactor].value.store(true, ordering: .releasing)
+    }
+
+    public func hasExited(_ reactor: Int) -> Bool {
+        exited[reactor].value.load(ordering: .acquiring)
+    }
+
+    /// Heap copies: counted by the sender when made, by the consumer when
+    /// freed (one atomic add each, only for payloads too large for a ring).
+    @inline(__always) public func noteIndirectSent(from reactor: Int, bytes: Int) {
+        indirectBytes[reactor].value.wrappingAdd(bytes, ordering: .relaxed)
+    }
+
+    @inline(__always) public func noteIndirectFreed(from reactor: Int, bytes: Int) {
+        indirectBytes[reactor].value.wrappingSubtract(bytes, ordering: .relaxed)
+    }
+
+    @inline(__always) public func indirectBytesInFlight(from reactor: Int) -> Int {
+        indirectBytes[reactor].value.load(ordering: .relaxed)
     }
 
     public func inboundDepthBytes(_ reactor: Int) -> Int {

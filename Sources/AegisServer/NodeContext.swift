@@ -45,7 +45,7 @@ public final class NodeContext: Sendable {
         self.config = config
         self.reactorCount = reactorCount
         self.logger = logger
-        self.interconnect = try Interconnect(reactorCount: reactorCount, ringCapacityBytes: 1 << 20)
+        self.interconnect = try Interconnect(reactorCount: reactorCount)
         self.startedAtMs = aegis_now_ms_coarse()
         self.runtime = RuntimeSettings(config)
         self.rateLimiter = RateLimiter(runtime: runtime, reactorCount: reactorCount)
@@ -68,6 +68,12 @@ public final class NodeContext: Sendable {
     public func totals() -> ReactorStatsSnapshot {
         stats.reduce(into: ReactorStatsSnapshot()) { $0.add($1.snapshot()) }
     }
+
+    /// Memory between reactors: every ring, plus what the reactors hold
+    /// for their peers beyond them (INFO used_memory_interconnect).
+    public func interconnectMemoryBytes(_ totals: ReactorStatsSnapshot) -> Int {
+        interconnect.ringBytes + totals.interconnectBytes
+    }
 }
 
 /// Counters a reactor keeps in plain memory on the request path and stores
@@ -76,6 +82,7 @@ public final class NodeContext: Sendable {
 public final class PublishedReactorStats: Sendable {
     let items = Atomic<Int>(0)
     let usedMemoryBytes = Atomic<Int>(0)
+    let interconnectBytes = Atomic<Int>(0)
     let evictions = Atomic<Int>(0)
     let expired = Atomic<Int>(0)
     let commands = Atomic<Int>(0)
@@ -101,6 +108,7 @@ public final class PublishedReactorStats: Sendable {
     func publish(_ s: ReactorStatsSnapshot) {
         items.store(s.items, ordering: .relaxed)
         usedMemoryBytes.store(s.usedMemoryBytes, ordering: .relaxed)
+        interconnectBytes.store(s.interconnectBytes, ordering: .relaxed)
         evictions.store(s.evictions, ordering: .relaxed)
         expired.store(s.expired, ordering: .relaxed)
         commands.store(s.commands, ordering: .relaxed)
@@ -128,6 +136,7 @@ public final class PublishedReactorStats: Sendable {
         ReactorStatsSnapshot(
             items: items.load(ordering: .relaxed),
             usedMemoryBytes: usedMemoryBytes.load(ordering: .relaxed),
+            interconnectBytes: interconnectBytes.load(ordering: .relaxed),
             evictions: evictions.load(ordering: .relaxed),
             expired: expired.load(ordering: .relaxed),
             commands: commands.load(ordering: .relaxed),
@@ -156,6 +165,9 @@ public final class PublishedReactorStats: Sendable {
 public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var items = 0
     public var usedMemoryBytes = 0
+    /// What the reactor holds for its peers beyond the rings: overflow
+    /// buffers and heap copies of large payloads not yet consumed.
+    public var interconnectBytes = 0
     public var evictions = 0
     public var expired = 0
     public var commands = 0
@@ -189,6 +201,7 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     mutating func add(_ o: ReactorStatsSnapshot) {
         items += o.items
         usedMemoryBytes += o.usedMemoryBytes
+        interconnectBytes += o.interconnectBytes
         evictions += o.evictions
         expired += o.expired
         commands += o.commands

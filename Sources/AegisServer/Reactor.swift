@@ -56,6 +56,7 @@ final class Reactor: @unchecked Sendable {
     // Outbound records that did not fit their ring yet, per target reactor.
     var overflow: [WireBuffer]
     var mustNotify: [Bool]
+    var backlog = OutboundBacklog()
     private var events: UnsafeMutablePointer<aegis_epoll_event>
     private static let maxEvents: Int32 = 256
 
@@ -152,11 +153,15 @@ final class Reactor: @unchecked Sendable {
         // core anyway.
         now = aegis_now_ms_coarse()
         while runOnce() {}
+        node.interconnect.markExited(index)
         shutdown()
     }
 
     /// One iteration; returns false when the reactor should exit.
     private func runOnce() -> Bool {
+        #if DEBUG
+        debugStallWhileRequested()
+        #endif
         let timeoutMs = sleepTimeout()
         var slept = false
         var waitMs: Int32 = 0
@@ -187,6 +192,7 @@ final class Reactor: @unchecked Sendable {
         drainInbound()
         submitLogBatch()
         flushOverflow()
+        if !backlog.parked.isEmpty { resumeParkedIfBacklogShrank() }
         flushDirty()
         if commandMetrics.batchRequests > 0 { commandMetrics.closeBatch(endNs: aegis_monotonic_ns()) }
         notifyTargets()
@@ -206,6 +212,7 @@ final class Reactor: @unchecked Sendable {
     private func sleepTimeout() -> Int32 {
         if !dirty.isEmpty { return 0 }
         for buffer in overflow where !buffer.isEmpty { return 1 }
+        if !backlog.parked.isEmpty { return 1 }
         return -1
     }
 
@@ -227,6 +234,10 @@ final class Reactor: @unchecked Sendable {
             let slot = Int(truncatingIfNeeded: event.token & 0xFFFF_FFFF)
             let generation = UInt32(truncatingIfNeeded: event.token >> 32)
             guard slot < connections.count, let connection = connections[slot], connection.generation == generation else { return }
+            if event.events & (AEGIS_EPOLLHUP | AEGIS_EPOLLERR) == 0 && event.events & AEGIS_EPOLLIN != 0 && outboundIsOverLimit {
+                parkForBacklog(connection)
+                return
+            }
             if event.events & (AEGIS_EPOLLIN | AEGIS_EPOLLHUP | AEGIS_EPOLLERR) != 0 {
                 readAvailable(connection)
             }
@@ -292,7 +303,7 @@ final class Reactor: @unchecked Sendable {
         counters.connectionsAccepted &+= 1
     }
 
-    @inline(__always) private func token(of connection: Connection) -> UInt64 {
+    @inline(__always) func token(of connection: Connection) -> UInt64 {
         UInt64(connection.index) | UInt64(connection.generation) << 32
     }
 
@@ -437,7 +448,7 @@ final class Reactor: @unchecked Sendable {
         updateInterest(connection)
     }
 
-    private func updateInterest(_ connection: Connection) {
+    func updateInterest(_ connection: Connection) {
         guard !connection.isClosed else { return }
         var wanted: UInt32 = AEGIS_EPOLLRDHUP
         if !connection.output.isEmpty { wanted |= AEGIS_EPOLLOUT }
@@ -514,6 +525,7 @@ final class Reactor: @unchecked Sendable {
         counters.items = items
         counters.usedMemoryBytes = ledger.usedBytes
         counters.evictions = ledger.evictions
+        counters.interconnectBytes = outboundMemoryBytes
         if let wal {
             counters.walBatches = wal.batchesCommitted
             counters.walBytes = wal.bytesCommitted
