@@ -56,6 +56,8 @@ final class Reactor: @unchecked Sendable {
     // Outbound records that did not fit their ring yet, per target reactor.
     var overflow: [WireBuffer]
     var mustNotify: [Bool]
+    /// Debug builds check that only the reactor's thread runs it (OwnerThread.swift).
+    var ownerThread = OwnerThread()
     var backlog = OutboundBacklog()
     private var events: UnsafeMutablePointer<aegis_epoll_event>
     private static let maxEvents: Int32 = 256
@@ -151,6 +153,7 @@ final class Reactor: @unchecked Sendable {
         // cores (as benchmarks here do), pinning kept a reactor off an idle
         // core and cost throughput; the scheduler keeps a busy thread on its
         // core anyway.
+        ownerThread.claim()  // the hand-over from the thread that built (and replayed) this reactor
         now = aegis_now_ms_coarse()
         while runOnce() {}
         node.interconnect.markExited(index)
@@ -159,6 +162,7 @@ final class Reactor: @unchecked Sendable {
 
     /// One iteration; returns false when the reactor should exit.
     private func runOnce() -> Bool {
+        ownerThread.assertOwner("a reactor")
         #if DEBUG
         debugStallWhileRequested()
         #endif

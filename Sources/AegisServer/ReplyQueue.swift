@@ -44,6 +44,8 @@ final class ReplyQueue {
     private(set) var nextSequence: UInt64 = 0
     let staging = WireBuffer()
     private var stagingConsumed = 0               // logical position of staging.readIndex
+    /// The connection's reactor (debug builds check it).
+    private var ownerThread = OwnerThread()
 
     /// Bound on outstanding slots: past it the connection stops being read.
     static let maxOutstanding = 8192
@@ -65,6 +67,7 @@ final class ReplyQueue {
 
     /// Opens a slot that `parts` answers will fill; returns its sequence number.
     @inline(__always) func openPending(parts: Int, aggregate: Aggregate) -> UInt64 {
+        ownerThread.assertOwner("a connection's reply queue")
         if slots.isEmpty { baseSequence = nextSequence }
         slots.append(Slot(pendingParts: Int32(parts), parts: Int32(parts), aggregate: aggregate))
         let sequence = nextSequence
@@ -74,6 +77,7 @@ final class ReplyQueue {
 
     /// Delivers one part's reply bytes to the slot `sequence`.
     func fill(sequence: UInt64, with bytes: UnsafeRawBufferPointer) {
+        ownerThread.assertOwner("a connection's reply queue")
         let index = Int(truncatingIfNeeded: sequence &- baseSequence)
         guard index >= headIndex && index < slots.count else {
             assertionFailure("reply for a slot that is not outstanding")
@@ -140,6 +144,7 @@ final class ReplyQueue {
 
     /// Moves every complete reply at the front into `output`.
     func drain(into output: WireBuffer) {
+        ownerThread.assertOwner("a connection's reply queue")
         while headIndex < slots.count && slots[headIndex].pendingParts == 0 {
             let slot = slots[headIndex]
             let view = staging.readableView

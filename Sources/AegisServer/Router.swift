@@ -68,6 +68,7 @@ extension Reactor {
     }
 
     func sendRecord(to target: Int, header: ForwardHeader, payload: UnsafeRawBufferPointer) {
+        ownerThread.assertOwner("a reactor's forwarding state")
         let ring = node.interconnect.ring(from: index, to: target)
         mustNotify[target] = true
         let inlineLength = ForwardHeader.size + payload.count
@@ -169,6 +170,7 @@ extension Reactor {
     /// Handles what other reactors sent: requests for our shards and replies
     /// for our connections. Bounded per ring per iteration for fairness.
     func drainInbound() {
+        ownerThread.assertOwner("a reactor's inbound rings")
         let interconnect = node.interconnect
         for source in 0..<node.reactorCount where source != index {
             let ring = interconnect.ring(from: source, to: index)
