@@ -454,9 +454,12 @@ final class Reactor: @unchecked Sendable {
 
     func updateInterest(_ connection: Connection) {
         guard !connection.isClosed else { return }
-        var wanted: UInt32 = AEGIS_EPOLLRDHUP
+        // Parked for the outbound backlog (Router.swift): no read events, and
+        // no RDHUP either, which would fire on every wait until unparked.
+        let parked = isParkedForBacklog(connection)
+        var wanted: UInt32 = parked ? 0 : AEGIS_EPOLLRDHUP
         if !connection.output.isEmpty { wanted |= AEGIS_EPOLLOUT }
-        if !connection.isBackpressured && !connection.closeAfterFlush { wanted |= AEGIS_EPOLLIN }
+        if !connection.isBackpressured && !connection.closeAfterFlush && !parked { wanted |= AEGIS_EPOLLIN }
         if wanted != connection.interest {
             connection.interest = wanted
             _ = aegis_epoll_modify(epollFD, connection.fd, wanted, token(of: connection))

@@ -21,22 +21,30 @@ extension Reactor {
         backlog.queuedBytes + node.interconnect.indirectBytesInFlight(from: index) > Self.outboundLimitBytes
     }
 
-    /// Stops watching a readable connection until the backlog shrinks; its
-    /// bytes wait in the kernel's socket buffer, where they cost us nothing.
+    /// Stops reading a readable connection until the backlog shrinks (its
+    /// replies still go out); its bytes wait in the kernel's socket buffer,
+    /// where they cost us nothing.
     func parkForBacklog(_ connection: Connection) {
-        connection.interest = 0
-        _ = aegis_epoll_modify(epollFD, connection.fd, 0, token(of: connection))
-        backlog.parked.append(connection)
+        if !isParkedForBacklog(connection) {
+            backlog.park(connection)
+        }
+        updateInterest(connection)
+    }
+
+    @inline(__always) func isParkedForBacklog(_ connection: Connection) -> Bool {
+        let slot = Int(connection.index)
+        return slot < backlog.parkedGeneration.count && backlog.parkedGeneration[slot] == UInt64(connection.generation) + 1
     }
 
     /// Called every iteration while connections are parked (the loop then
     /// polls every millisecond: a peer freeing heap copies sends no wake-up).
     func resumeParkedIfBacklogShrank() {
         guard backlog.queuedBytes + node.interconnect.indirectBytesInFlight(from: index) <= Self.outboundLimitBytes / 2 else { return }
-        for connection in backlog.parked where !connection.isClosed {
+        let parked = backlog.parked
+        backlog.unparkAll()
+        for connection in parked where !connection.isClosed {
             updateInterest(connection)
         }
-        backlog.parked.removeAll(keepingCapacity: true)
     }
 
     /// Bytes this reactor holds for its peers, for the memory report: the
@@ -245,5 +253,25 @@ extension Reactor {
 struct OutboundBacklog {
     /// Bytes in the overflow buffers (heap copies are counted by the Interconnect).
     var queuedBytes = 0
-    var parked: [Connection] = []
+    /// Each connection at most once.
+    private(set) var parked: [Connection] = []
+    /// Per connection slot: its generation + 1 while parked, 0 otherwise, so
+    /// a slot reused by a new connection is not taken for the parked one.
+    private(set) var parkedGeneration: [UInt64] = []
+
+    mutating func park(_ connection: Connection) {
+        let slot = Int(connection.index)
+        if parkedGeneration.count <= slot {
+            parkedGeneration.append(contentsOf: repeatElement(0, count: slot + 1 - parkedGeneration.count))
+        }
+        parkedGeneration[slot] = UInt64(connection.generation) + 1
+        parked.append(connection)
+    }
+
+    mutating func unparkAll() {
+        for connection in parked where parkedGeneration[Int(connection.index)] == UInt64(connection.generation) + 1 {
+            parkedGeneration[Int(connection.index)] = 0
+        }
+        parked.removeAll(keepingCapacity: true)
+    }
 }
