@@ -58,6 +58,8 @@ final class Reactor: @unchecked Sendable {
     var mustNotify: [Bool]
     /// Debug builds check that only the reactor's thread runs it (OwnerThread.swift).
     var ownerThread = OwnerThread()
+    /// What this reactor holds for its peers beyond the rings, and the
+    /// clients it stopped reading because of it (Router.swift).
     var backlog = OutboundBacklog()
     private var events: UnsafeMutablePointer<aegis_epoll_event>
     private static let maxEvents: Int32 = 256
