@@ -101,6 +101,7 @@ struct MetricsExposition {
         var result: [Family] = [
             gauge("aegis_cache_size_bytes", "Bytes of cached data (keys, values and entry overhead) as the memory ledger counts them.", totals.usedMemoryBytes),
             gauge("aegis_cache_items", "Live entries in the cache.", totals.items),
+            gauge("aegis_interconnect_memory_bytes", "Bytes between reactors: the rings, overflow buffers and heap copies of large payloads in flight.", node.interconnectMemoryBytes(totals)),
             gauge("aegis_cache_max_bytes", "max_memory_mb in bytes; eviction keeps aegis_cache_size_bytes below it (0 = unlimited).", reports.maxMemoryBytes),
             gauge("aegis_active_connections", "Client connections open now.", totals.connections),
             gauge("aegis_cluster_members", "Members this node sees in its cluster, itself included.", 1),

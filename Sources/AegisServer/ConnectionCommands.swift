@@ -289,6 +289,7 @@ extension Reactor {
                       "used_memory_rss:\(rss)", "used_memory_rss_human:\(humanBytes(rss))",
                       "mem_clients_normal:\(totals.clientBufferBytes)",
                       "lazyfree_pending_objects:\(totals.lazyFreePendingObjects)",
+                      "used_memory_interconnect:\(node.interconnectMemoryBytes(totals))",
                       "maxmemory:\(config.maxMemoryMB * 1024 * 1024)", "maxmemory_human:\(humanBytes(config.maxMemoryMB * 1024 * 1024))",
                       "maxmemory_policy:s3-fifo", "eviction_ratio:\(config.evictionRatio)", ""]
         }

@@ -5,27 +5,81 @@ import Synchronization
 /// The N×N grid of rings between reactors, plus each reactor's wake-up
 /// eventfd and "sleeping" flag.
 ///
-/// Wake-up protocol (a Dekker-style handshake, both sides sequentially
-/// consistent): a consumer about to sleep stores `sleeping = true`, then
-/// re-checks its inbound rings; a producer stores its record, then
-/// exchanges `sleeping` to false and writes the eventfd only if it was true.
-/// Either the consumer sees the record, or the producer sees the flag, so a
-/// message never waits for the next unrelated event. Under load nobody is
-/// sleeping and no wake-up syscall is made.
+/// Wake-up handshake (Dekker's pattern: each side stores, then loads what
+/// the other side stores):
+///
+///     producer (notify)                consumer (prepareToSleep)
+///     P1 store ring tail (commit)      C1 store sleeping = true
+///     P2 full fence                    C2 full fence
+///     P3 load sleeping                 C3 load every inbound ring's tail
+///        true → exchange to false,        any record → sleeping = false,
+///        write the eventfd                don't sleep
+///
+/// Why no record can be stranded: the two fences are sequentially
+/// consistent, so one of them comes first in their single total order.
+/// If P2 comes before C2, the C++/Swift fence rule (a store sequenced
+/// before a seq_cst fence X is seen by a load sequenced after a seq_cst
+/// fence Y when X precedes Y) makes C3 see P1's tail: the consumer finds
+/// the record and stays awake. If C2 comes before P2, P3 sees C1's `true`
+/// or a later store, and a later store is either another producer's
+/// exchange (which writes the eventfd) or the consumer's own `false` (it
+/// is awake; the next time it prepares to sleep, its fence comes after P2,
+/// since P3 did not see that later `true`, so the first case applies).
+/// Either way the record is read without waiting for an unrelated event,
+/// such as the maintenance tick. Without the fences the
+/// pair can fail even on x86: the producer's release store of the tail
+/// may still sit in its store buffer when its load of `sleeping` runs, so
+/// both sides read the old value (store-load reordering is the one x86
+/// allows). The producer pays one fence per notified target per loop
+/// iteration, not per record, and no syscall unless the target sleeps.
 public final class Interconnect: Sendable {
     public let reactorCount: Int
     private let rings: [SPSCByteRing]
     private let sleeping: [PaddedBool]
     public let wakeFDs: [Int32]
+    /// Set by a reactor once it has left its loop: its peers then drop what
+    /// they still queue for it instead of waiting for ring space forever.
+    private let exited: [PaddedBool]
+    /// Per sending reactor: bytes of the heap copies (payloads too large for
+    /// a ring) it sent that their consumer has not freed yet.
+    private let indirectBytes: [PaddedAtomic]
+    /// Bytes of ring storage allocated (all rings).
+    public let ringBytes: Int
+
+    /// Ring memory for the whole node, whatever the reactor count: the
+    /// R × (R − 1) rings share it, each a power of two between 4 KiB and
+    /// 1 MiB. Two reactors get two 1 MiB rings; 16 get 240 rings of
+    /// 256 KiB (60 MiB); 64 get 4,032 rings of 16 KiB (63 MiB). A payload
+    /// larger than a quarter of its ring travels as a heap copy instead.
+    public static let ringBudgetBytes = 64 << 20
+    public static let ringCapacityBytesMax = 1 << 20
+    public static let ringCapacityBytesMin = 4096
+
+    public static func ringCapacityBytes(reactors: Int) -> Int {
+        let share = ringBudgetBytes / max(1, reactors * (reactors - 1))
+        var capacity = ringCapacityBytesMax
+        while capacity > share && capacity > ringCapacityBytesMin { capacity >>= 1 }
+        return capacity
+    }
+
+    public convenience init(reactorCount: Int) throws {
+        try self.init(reactorCount: reactorCount, ringCapacityBytes: Self.ringCapacityBytes(reactors: reactorCount))
+    }
 
     public init(reactorCount: Int, ringCapacityBytes: Int) throws {
         self.reactorCount = reactorCount
         var rings: [SPSCByteRing] = []
-        for _ in 0..<(reactorCount * reactorCount) {
-            rings.append(SPSCByteRing(capacityBytes: ringCapacityBytes))
+        for from in 0..<reactorCount {
+            for to in 0..<reactorCount {
+                // A reactor never sends to itself: its own slot gets the smallest ring.
+                rings.append(SPSCByteRing(capacityBytes: from == to ? Self.ringCapacityBytesMin : ringCapacityBytes))
+            }
         }
         self.rings = rings
+        self.ringBytes = rings.reduce(0) { $0 + $1.capacity }
         self.sleeping = (0..<reactorCount).map { _ in PaddedBool() }
+        self.exited = (0..<reactorCount).map { _ in PaddedBool() }
+        self.indirectBytes = (0..<reactorCount).map { _ in PaddedAtomic() }
         var fds: [Int32] = []
         for _ in 0..<reactorCount {
             let fd = aegis_eventfd_create()
@@ -43,6 +97,7 @@ public final class Interconnect: Sendable {
     /// an inbound ring already holds work, in which case it must not sleep.
     public func prepareToSleep(_ reactor: Int) -> Bool {
         sleeping[reactor].value.store(true, ordering: .sequentiallyConsistent)
+        atomicMemoryFence(ordering: .sequentiallyConsistent)  // C2: see the handshake above
         for from in 0..<reactorCount where from != reactor {
             if !ring(from: from, to: reactor).isEmptyApproximately {
                 sleeping[reactor].value.store(false, ordering: .sequentiallyConsistent)
@@ -58,6 +113,7 @@ public final class Interconnect: Sendable {
 
     /// Called by a producer after it committed records for `reactor`.
     @inline(__always) public func notify(_ reactor: Int) {
+        atomicMemoryFence(ordering: .sequentiallyConsistent)  // P2: see the handshake above
         if sleeping[reactor].value.load(ordering: .sequentiallyConsistent),
            sleeping[reactor].value.exchange(false, ordering: .sequentiallyConsistent) {
             _ = aegis_eventfd_signal(wakeFDs[reactor])
@@ -73,6 +129,30 @@ public final class Interconnect: Sendable {
     /// Unconditional wake-up, for lifecycle changes (drain, stop).
     public func wake(_ reactor: Int) {
         _ = aegis_eventfd_signal(wakeFDs[reactor])
+    }
+
+    /// Called by a reactor after its loop ended, before it stops reading
+    /// its rings for good.
+    public func markExited(_ reactor: Int) {
+        exited[reactor].value.store(true, ordering: .releasing)
+    }
+
+    public func hasExited(_ reactor: Int) -> Bool {
+        exited[reactor].value.load(ordering: .acquiring)
+    }
+
+    /// Heap copies: counted by the sender when made, by the consumer when
+    /// freed (one atomic add each, only for payloads too large for a ring).
+    @inline(__always) public func noteIndirectSent(from reactor: Int, bytes: Int) {
+        indirectBytes[reactor].value.wrappingAdd(bytes, ordering: .relaxed)
+    }
+
+    @inline(__always) public func noteIndirectFreed(from reactor: Int, bytes: Int) {
+        indirectBytes[reactor].value.wrappingSubtract(bytes, ordering: .relaxed)
+    }
+
+    @inline(__always) public func indirectBytesInFlight(from reactor: Int) -> Int {
+        indirectBytes[reactor].value.load(ordering: .relaxed)
     }
 
     public func inboundDepthBytes(_ reactor: Int) -> Int {

@@ -47,7 +47,7 @@ public final class NodeContext: Sendable {
         self.config = config
         self.reactorCount = reactorCount
         self.logger = logger
-        self.interconnect = try Interconnect(reactorCount: reactorCount, ringCapacityBytes: 1 << 20)
+        self.interconnect = try Interconnect(reactorCount: reactorCount)
         self.startedAtMs = aegis_now_ms_coarse()
         self.startedMonotonicMs = aegis_monotonic_ms_coarse()
         self.runtime = RuntimeSettings(config)
@@ -83,6 +83,12 @@ public final class NodeContext: Sendable {
     public func totals() -> ReactorStatsSnapshot {
         stats.reduce(into: ReactorStatsSnapshot()) { $0.add($1.snapshot()) }
     }
+
+    /// Memory between reactors: every ring, plus what the reactors hold
+    /// for their peers beyond them (INFO used_memory_interconnect).
+    public func interconnectMemoryBytes(_ totals: ReactorStatsSnapshot) -> Int {
+        interconnect.ringBytes + totals.interconnectBytes
+    }
 }
 
 /// Counters a reactor keeps in plain memory on the request path and stores
@@ -93,6 +99,7 @@ public final class PublishedReactorStats: Sendable {
     let usedMemoryBytes = Atomic<Int>(0)
     let clientBufferBytes = Atomic<Int>(0)
     let lazyFreePendingObjects = Atomic<Int>(0)
+    let interconnectBytes = Atomic<Int>(0)
     let evictions = Atomic<Int>(0)
     let expired = Atomic<Int>(0)
     let commands = Atomic<Int>(0)
@@ -120,6 +127,7 @@ public final class PublishedReactorStats: Sendable {
         usedMemoryBytes.store(s.usedMemoryBytes, ordering: .relaxed)
         clientBufferBytes.store(s.clientBufferBytes, ordering: .relaxed)
         lazyFreePendingObjects.store(s.lazyFreePendingObjects, ordering: .relaxed)
+        interconnectBytes.store(s.interconnectBytes, ordering: .relaxed)
         evictions.store(s.evictions, ordering: .relaxed)
         expired.store(s.expired, ordering: .relaxed)
         commands.store(s.commands, ordering: .relaxed)
@@ -149,6 +157,7 @@ public final class PublishedReactorStats: Sendable {
             usedMemoryBytes: usedMemoryBytes.load(ordering: .relaxed),
             clientBufferBytes: clientBufferBytes.load(ordering: .relaxed),
             lazyFreePendingObjects: lazyFreePendingObjects.load(ordering: .relaxed),
+            interconnectBytes: interconnectBytes.load(ordering: .relaxed),
             evictions: evictions.load(ordering: .relaxed),
             expired: expired.load(ordering: .relaxed),
             commands: commands.load(ordering: .relaxed),
@@ -181,6 +190,9 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var clientBufferBytes = 0
     /// Entries FLUSHALL ASYNC removed that are not freed yet.
     public var lazyFreePendingObjects = 0
+    /// What the reactor holds for its peers beyond the rings: overflow
+    /// buffers and heap copies of large payloads not yet consumed.
+    public var interconnectBytes = 0
     public var evictions = 0
     public var expired = 0
     public var commands = 0
@@ -216,6 +228,7 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         usedMemoryBytes += o.usedMemoryBytes
         clientBufferBytes += o.clientBufferBytes
         lazyFreePendingObjects += o.lazyFreePendingObjects
+        interconnectBytes += o.interconnectBytes
         evictions += o.evictions
         expired += o.expired
         commands += o.commands

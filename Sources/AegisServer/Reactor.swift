@@ -74,6 +74,11 @@ final class Reactor: @unchecked Sendable {
     // Outbound records that did not fit their ring yet, per target reactor.
     var overflow: [WireBuffer]
     var mustNotify: [Bool]
+    /// Debug builds check that only the reactor's thread runs it (OwnerThread.swift).
+    var ownerThread = OwnerThread()
+    /// What this reactor holds for its peers beyond the rings, and the
+    /// clients it stopped reading because of it (Router.swift).
+    var backlog = OutboundBacklog()
     private var events: UnsafeMutablePointer<aegis_epoll_event>
     private static let maxEvents: Int32 = 256
 
@@ -177,14 +182,20 @@ final class Reactor: @unchecked Sendable {
         // cores (as benchmarks here do), pinning kept a reactor off an idle
         // core and cost throughput; the scheduler keeps a busy thread on its
         // core anyway.
+        ownerThread.claim()  // the hand-over from the thread that built (and replayed) this reactor
         now = aegis_now_ms_coarse()
         monotonicMs = aegis_monotonic_ms_coarse()
         while runOnce() {}
+        node.interconnect.markExited(index)
         shutdown()
     }
 
     /// One iteration; returns false when the reactor should exit.
     private func runOnce() -> Bool {
+        ownerThread.assertOwner("a reactor")
+        #if DEBUG
+        debugStallWhileRequested()
+        #endif
         let timeoutMs = sleepTimeout()
         var slept = false
         var waitMs: Int32 = 0
@@ -216,6 +227,7 @@ final class Reactor: @unchecked Sendable {
         drainInbound()
         submitLogBatch()
         flushOverflow()
+        if !backlog.parked.isEmpty { resumeParkedIfBacklogShrank() }
         flushDirty()
         if commandMetrics.batchRequests > 0 { commandMetrics.closeBatch(endNs: aegis_monotonic_ns()) }
         notifyTargets()
@@ -235,6 +247,7 @@ final class Reactor: @unchecked Sendable {
     private func sleepTimeout() -> Int32 {
         if !dirty.isEmpty { return 0 }
         for buffer in overflow where !buffer.isEmpty { return 1 }
+        if !backlog.parked.isEmpty { return 1 }
         return -1
     }
 
@@ -256,6 +269,10 @@ final class Reactor: @unchecked Sendable {
             let slot = Int(truncatingIfNeeded: event.token & 0xFFFF_FFFF)
             let generation = UInt32(truncatingIfNeeded: event.token >> 32)
             guard slot < connections.count, let connection = connections[slot], connection.generation == generation else { return }
+            if event.events & (AEGIS_EPOLLHUP | AEGIS_EPOLLERR) == 0 && event.events & AEGIS_EPOLLIN != 0 && outboundIsOverLimit {
+                parkForBacklog(connection)
+                return
+            }
             if event.events & (AEGIS_EPOLLIN | AEGIS_EPOLLHUP | AEGIS_EPOLLERR) != 0 {
                 readAvailable(connection)
             }
@@ -404,7 +421,7 @@ final class Reactor: @unchecked Sendable {
         return connection
     }
 
-    @inline(__always) private func token(of connection: Connection) -> UInt64 {
+    @inline(__always) func token(of connection: Connection) -> UInt64 {
         UInt64(connection.index) | UInt64(connection.generation) << 32
     }
 
@@ -656,11 +673,14 @@ final class Reactor: @unchecked Sendable {
         updateInterest(connection)
     }
 
-    private func updateInterest(_ connection: Connection) {
+    func updateInterest(_ connection: Connection) {
         guard !connection.isClosed else { return }
-        var wanted: UInt32 = AEGIS_EPOLLRDHUP
+        // Parked for the outbound backlog (Router.swift): no read events, and
+        // no RDHUP either, which would fire on every wait until unparked.
+        let parked = isParkedForBacklog(connection)
+        var wanted: UInt32 = parked ? 0 : AEGIS_EPOLLRDHUP
         if !connection.output.isEmpty { wanted |= AEGIS_EPOLLOUT }
-        if !connection.isBackpressured && !connection.closeAfterFlush { wanted |= AEGIS_EPOLLIN }
+        if !connection.isBackpressured && !connection.closeAfterFlush && !parked { wanted |= AEGIS_EPOLLIN }
         if wanted != connection.interest {
             connection.interest = wanted
             _ = aegis_epoll_modify(epollFD, connection.fd, wanted, token(of: connection))
@@ -741,6 +761,7 @@ final class Reactor: @unchecked Sendable {
         if ledger.clientBufferBytes != clientBufferBytes { ledger.clientBufferBytes = clientBufferBytes }
         counters.lazyFreePendingObjects = ledger.lazyFreePendingEntries
         counters.evictions = ledger.evictions
+        counters.interconnectBytes = outboundMemoryBytes
         if let wal {
             counters.walBatches = wal.batchesCommitted
             counters.walBytes = wal.bytesCommitted

@@ -15,10 +15,24 @@ final class ReplyQueue {
         case allOK         // MSET over several shards: "+OK" once every part answered
     }
 
+    // What a client sees when parts of an aggregate fail. The parts of one
+    // command run on different shards, each on its own, and nothing rolls
+    // back the parts that succeeded (there is no transaction across
+    // reactors). So a reply must not claim that nothing happened:
+    // - every part succeeded: "+OK" (MSET, FLUSHALL...) or the sum (DEL...);
+    // - every part failed: the first error to arrive, unchanged;
+    // - some failed: the first error to arrive, its code kept (a client's
+    //   error handling still works), followed by
+    //   " (applied in part: <n> of <m> parts succeeded)". Parts are the keys
+    //   of MSET/DEL/UNLINK/EXISTS and the reactors of FLUSHALL/FLUSHDB.
+    //   The keys whose parts succeeded hold their new values.
+
     struct Slot {
         var start: Int = 0        // logical position in staging
         var length: Int = 0
         var pendingParts: Int32
+        var parts: Int32 = 1
+        var succeededParts: Int32 = 0
         var aggregate: Aggregate
         var sum: Int = 0
         var failed: Bool = false  // an aggregate part answered with an error
@@ -30,6 +44,8 @@ final class ReplyQueue {
     private(set) var nextSequence: UInt64 = 0
     let staging = WireBuffer()
     private var stagingConsumed = 0               // logical position of staging.readIndex
+    /// The connection's reactor (debug builds check it).
+    private var ownerThread = OwnerThread()
 
     /// Bound on outstanding slots: past it the connection stops being read.
     static let maxOutstanding = 8192
@@ -51,8 +67,9 @@ final class ReplyQueue {
 
     /// Opens a slot that `parts` answers will fill; returns its sequence number.
     @inline(__always) func openPending(parts: Int, aggregate: Aggregate) -> UInt64 {
+        ownerThread.assertOwner("a connection's reply queue")
         if slots.isEmpty { baseSequence = nextSequence }
-        slots.append(Slot(pendingParts: Int32(parts), aggregate: aggregate))
+        slots.append(Slot(pendingParts: Int32(parts), parts: Int32(parts), aggregate: aggregate))
         let sequence = nextSequence
         nextSequence &+= 1
         return sequence
@@ -60,6 +77,7 @@ final class ReplyQueue {
 
     /// Delivers one part's reply bytes to the slot `sequence`.
     func fill(sequence: UInt64, with bytes: UnsafeRawBufferPointer) {
+        ownerThread.assertOwner("a connection's reply queue")
         let index = Int(truncatingIfNeeded: sequence &- baseSequence)
         guard index >= headIndex && index < slots.count else {
             assertionFailure("reply for a slot that is not outstanding")
@@ -72,31 +90,61 @@ final class ReplyQueue {
             staging.append(bytes)
             slots[index].length = bytes.count
         case .integerSum, .allOK:
-            if bytes.first == UInt8(ascii: ":") {
-                slots[index].sum += Self.parseInteger(bytes)
-            } else if bytes.first == UInt8(ascii: "-") && !slots[index].failed {
-                slots[index].failed = true
-                slots[index].start = stagingLogicalEnd
-                staging.append(bytes)
-                slots[index].length = bytes.count
+            if bytes.first == UInt8(ascii: "-") {
+                if !slots[index].failed {
+                    slots[index].failed = true
+                    slots[index].start = stagingLogicalEnd
+                    staging.append(bytes)
+                    slots[index].length = bytes.count
+                }
+            } else {
+                slots[index].succeededParts += 1
+                if bytes.first == UInt8(ascii: ":") { slots[index].sum += Self.parseInteger(bytes) }
             }
         }
         slots[index].pendingParts -= 1
-        if slots[index].pendingParts == 0 && slots[index].aggregate != .none && !slots[index].failed {
-            slots[index].start = stagingLogicalEnd
-            if slots[index].aggregate == .integerSum {
-                staging.append(byte: UInt8(ascii: ":"))
-                staging.appendDecimal(slots[index].sum)
-                staging.append("\r\n")
-            } else {
-                staging.append("+OK\r\n")
+        if slots[index].pendingParts == 0 && slots[index].aggregate != .none {
+            if !slots[index].failed {
+                slots[index].start = stagingLogicalEnd
+                if slots[index].aggregate == .integerSum {
+                    staging.append(byte: UInt8(ascii: ":"))
+                    staging.appendDecimal(slots[index].sum)
+                    staging.append("\r\n")
+                } else {
+                    staging.append("+OK\r\n")
+                }
+                slots[index].length = stagingLogicalEnd - slots[index].start
+            } else if slots[index].succeededParts > 0 {
+                notePartialSuccess(index)
             }
-            slots[index].length = stagingLogicalEnd - slots[index].start
         }
+    }
+
+    /// Rewrites a failed aggregate's reply as its first error plus how many
+    /// parts did apply (see "What a client sees" above). An error path: it
+    /// may copy.
+    private func notePartialSuccess(_ index: Int) {
+        let slot = slots[index]
+        var errorLength = slot.length
+        let errorOffset = slot.start - stagingConsumed
+        // Room first, so the view of the first error stays valid while it is copied.
+        staging.reserve(slot.length + 96)
+        let view = staging.readableView
+        if errorLength >= 2 && view[errorOffset + errorLength - 2] == UInt8(ascii: "\r") { errorLength -= 2 }
+        let start = stagingLogicalEnd
+        staging.append(UnsafeRawBufferPointer(rebasing: view[errorOffset..<(errorOffset + errorLength)]))
+        staging.append(" (applied in part: ")
+        staging.appendDecimal(Int(slot.succeededParts))
+        staging.append(" of ")
+        staging.appendDecimal(Int(slot.parts))
+        staging.append(" parts succeeded)\r\n")
+        slots[index].start = start
+        slots[index].length = stagingLogicalEnd - start
     }
 
     /// Moves every complete reply at the front into `output`.
     func drain(into output: WireBuffer) {
+        ownerThread.assertOwner("a connection's reply queue")
         while headIndex < slots.count && slots[headIndex].pendingParts == 0 {
             let slot = slots[headIndex]
             let view = staging.readableView

@@ -1,12 +1,58 @@
 import AegisProtocol
 import AegisStore
+import CSupport
 
 /// Routing between reactors: a request whose shard another reactor owns
 /// travels there as a record holding its raw bytes; the reply comes back the
 /// same way, already encoded for the client, and fills the connection's
 /// reply slot. Records that do not fit a full ring wait in `overflow` and
 /// keep their order.
+///
+/// Bound: what a reactor has sent but its peers have not taken yet (the
+/// overflow buffers plus the heap copies of large payloads) may exceed
+/// `outboundLimitBytes` only by the requests of one read. Past it, the
+/// reactor parks every client connection that becomes readable (no read,
+/// no epoll interest) until the backlog is under half the limit again: a
+/// stalled peer stops its clients, it does not grow the node.
 extension Reactor {
+    static let outboundLimitBytes = 4 << 20
+
+    @inline(__always) var outboundIsOverLimit: Bool {
+        backlog.queuedBytes + node.interconnect.indirectBytesInFlight(from: index) > Self.outboundLimitBytes
+    }
+
+    /// Stops reading a readable connection until the backlog shrinks (its
+    /// replies still go out); its bytes wait in the kernel's socket buffer,
+    /// where they cost us nothing.
+    func parkForBacklog(_ connection: Connection) {
+        if !isParkedForBacklog(connection) {
+            backlog.park(connection)
+        }
+        updateInterest(connection)
+    }
+
+    @inline(__always) func isParkedForBacklog(_ connection: Connection) -> Bool {
+        let slot = Int(connection.index)
+        return slot < backlog.parkedGeneration.count && backlog.parkedGeneration[slot] == UInt64(connection.generation) + 1
+    }
+
+    /// Called every iteration while connections are parked (the loop then
+    /// polls every millisecond: a peer freeing heap copies sends no wake-up).
+    func resumeParkedIfBacklogShrank() {
+        guard backlog.queuedBytes + node.interconnect.indirectBytesInFlight(from: index) <= Self.outboundLimitBytes / 2 else { return }
+        let parked = backlog.parked
+        backlog.unparkAll()
+        for connection in parked where !connection.isClosed {
+            updateInterest(connection)
+        }
+    }
+
+    /// Bytes this reactor holds for its peers, for the memory report: the
+    /// overflow buffers' allocations and the heap copies not yet freed.
+    var outboundMemoryBytes: Int {
+        overflow.reduce(0) { $0 + $1.capacity } + node.interconnect.indirectBytesInFlight(from: index)
+    }
+
     @inline(__always) func owner(ofShard shard: Int) -> Int {
         node.shardOwner[shard]
     }
@@ -30,6 +76,7 @@ extension Reactor {
     }
 
     func sendRecord(to target: Int, header: ForwardHeader, payload: UnsafeRawBufferPointer) {
+        ownerThread.assertOwner("a reactor's forwarding state")
         let ring = node.interconnect.ring(from: index, to: target)
         mustNotify[target] = true
         let inlineLength = ForwardHeader.size + payload.count
@@ -47,6 +94,7 @@ extension Reactor {
             // Too large for the ring: hand over a heap copy; the consumer frees it.
             let copy = UnsafeMutableRawPointer.allocate(byteCount: payload.count, alignment: 16)
             copy.copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+            node.interconnect.noteIndirectSent(from: index, bytes: payload.count)
             var address = UInt(bitPattern: copy)
             withUnsafeBytes(of: &address) { pointerBytes in
                 if overflow[target].isEmpty, let destination = ring.reserve(payloadLength: ForwardHeader.size + 8) {
@@ -64,6 +112,7 @@ extension Reactor {
     private func queueOverflow(target: Int, header: ForwardHeader, flags: UInt32, payload: UnsafeRawBufferPointer) {
         let buffer = overflow[target]
         let length = ForwardHeader.size + payload.count
+        backlog.queuedBytes += 8 + length
         buffer.reserve(8 + length)
         buffer.appendBigEndian(UInt32(length))
         buffer.appendBigEndian(flags)
@@ -77,6 +126,10 @@ extension Reactor {
     func flushOverflow() {
         for target in 0..<overflow.count where !overflow[target].isEmpty {
             let buffer = overflow[target]
+            if node.interconnect.hasExited(target) {
+                discardOverflow(target)
+                continue
+            }
             let ring = node.interconnect.ring(from: index, to: target)
             while !buffer.isEmpty {
                 let view = buffer.readableView
@@ -86,9 +139,33 @@ extension Reactor {
                 destination.copyMemory(from: view.baseAddress! + 8, byteCount: length)
                 ring.commit(payloadLength: length, flags: flags)
                 buffer.consume(8 + length)
+                backlog.queuedBytes -= 8 + length
                 mustNotify[target] = true
             }
+            if buffer.isEmpty { buffer.releaseIfIdle(keep: 64 * 1024) }
         }
+    }
+
+    /// A peer left its loop only after every reactor had drained, so every
+    /// connection is closed: the replies queued for it have no reader and
+    /// the requests no one waiting. Waiting for its ring would hang the stop.
+    private func discardOverflow(_ target: Int) {
+        let buffer = overflow[target]
+        while !buffer.isEmpty {
+            let view = buffer.readableView
+            let length = Int(view.loadBigEndian(fromByteOffset: 0, as: UInt32.self))
+            let flags = view.loadBigEndian(fromByteOffset: 4, as: UInt32.self)
+            if flags & RecordFlags.indirect != 0 {
+                let record = UnsafeRawBufferPointer(rebasing: view[8..<(8 + length)])
+                let header = ForwardHeader.load(from: record)
+                let address = UInt(bitPattern: record.loadUnaligned(fromByteOffset: ForwardHeader.size, as: Int.self))
+                UnsafeMutableRawPointer(bitPattern: address)!.deallocate()
+                node.interconnect.noteIndirectFreed(from: index, bytes: header.payloadLength)
+            }
+            buffer.consume(8 + length)
+            backlog.queuedBytes -= 8 + length
+        }
+        buffer.releaseIfIdle(keep: 0)
     }
 
     func notifyTargets() {
@@ -101,6 +178,7 @@ extension Reactor {
     /// Handles what other reactors sent: requests for our shards and replies
     /// for our connections. Bounded per ring per iteration for fairness.
     func drainInbound() {
+        ownerThread.assertOwner("a reactor's inbound rings")
         let interconnect = node.interconnect
         for source in 0..<node.reactorCount where source != index {
             let ring = interconnect.ring(from: source, to: index)
@@ -113,6 +191,7 @@ extension Reactor {
                     let heapCopy = UnsafeMutableRawPointer(bitPattern: address)!
                     handleRecord(header, payload: UnsafeRawBufferPointer(start: heapCopy, count: header.payloadLength), from: source)
                     heapCopy.deallocate()
+                    interconnect.noteIndirectFreed(from: source, bytes: header.payloadLength)
                 } else {
                     let payload = UnsafeRawBufferPointer(rebasing: record[ForwardHeader.size..<(ForwardHeader.size + header.payloadLength)])
                     handleRecord(header, payload: payload, from: source)
@@ -166,5 +245,33 @@ extension Reactor {
             executeOwned(command, args, version: wire == .resp3 ? .resp3 : .resp2, into: out)
             countErrorReply(out, wire: wire, id: Int(command.rawValue))
         }
+    }
+}
+
+/// What a reactor has queued for its peers beyond their rings, and the
+/// client connections it stopped reading because of it.
+struct OutboundBacklog {
+    /// Bytes in the overflow buffers (heap copies are counted by the Interconnect).
+    var queuedBytes = 0
+    /// Each connection at most once.
+    private(set) var parked: [Connection] = []
+    /// Per connection slot: its generation + 1 while parked, 0 otherwise, so
+    /// a slot reused by a new connection is not taken for the parked one.
+    private(set) var parkedGeneration: [UInt64] = []
+
+    mutating func park(_ connection: Connection) {
+        let slot = Int(connection.index)
+        if parkedGeneration.count <= slot {
+            parkedGeneration.append(contentsOf: repeatElement(0, count: slot + 1 - parkedGeneration.count))
+        }
+        parkedGeneration[slot] = UInt64(connection.generation) + 1
+        parked.append(connection)
+    }
+
+    mutating func unparkAll() {
+        for connection in parked where parkedGeneration[Int(connection.index)] == UInt64(connection.generation) + 1 {
+            parkedGeneration[Int(connection.index)] = 0
+        }
+        parked.removeAll(keepingCapacity: true)
     }
 }

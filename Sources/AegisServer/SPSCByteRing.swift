@@ -34,6 +34,10 @@ public final class SPSCByteRing: @unchecked Sendable {
     private var producerCachedHead = 0
     private var consumerHead = 0
     private var consumerCachedTail = 0
+    // Debug builds check the first invariant below: one producer thread,
+    // one consumer thread, each bound on first use.
+    private var producerThread = OwnerThread()
+    private var consumerThread = OwnerThread()
 
     static let headerSize = 8
     private static let skipFlag: UInt32 = 1
@@ -60,6 +64,7 @@ public final class SPSCByteRing: @unchecked Sendable {
     /// is full. The caller fills them and then calls `commit(payloadLength:flags:)`.
     @inline(__always) public func reserve(payloadLength: Int) -> UnsafeMutableRawPointer? {
         assert(payloadLength <= maxPayload)
+        producerThread.assertOwner("a ring's producer side")
         let needed = Self.paddedSize(payloadLength)
         let offset = producerTail & mask
         let untilEnd = capacity - offset
@@ -92,6 +97,7 @@ public final class SPSCByteRing: @unchecked Sendable {
     /// The next record's payload and flags, or nil when the ring is empty.
     /// The bytes stay valid until `release()`.
     @inline(__always) public func peek() -> (payload: UnsafeRawBufferPointer, flags: UInt32)? {
+        consumerThread.assertOwner("a ring's consumer side")
         while true {
             if consumerHead == consumerCachedTail {
                 consumerCachedTail = tail.value.load(ordering: .acquiring)
