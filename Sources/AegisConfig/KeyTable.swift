@@ -28,7 +28,7 @@ enum ConfigKeys {
         .int("virtual_nodes", \.virtualNodes, range: 1...65536,
              meaning: "Points per node on the consistent-hash ring; must be the same on every node."),
         .int("max_memory_mb", \.maxMemoryMB, range: 0...(Int.max >> 20),
-             meaning: "Memory for cached data, in MiB; 0 = unlimited."),
+             meaning: "Memory for cached data, in MiB; 0 = unlimited. What the process holds at start (measured, at most half of it) counts against it, so that RSS stays below it; the reactors share the rest."),
         .ratio("eviction_ratio", \.evictionRatio,
                meaning: "Eviction starts when data reaches this fraction of max_memory_mb."),
         .choice("wal_mode", \.walMode, choices: WALMode.allCases.map(\.rawValue),
@@ -98,7 +98,7 @@ enum ConfigKeys {
         .duration("maintenance_interval", \.maintenanceInterval, allowZero: false,
                   meaning: "Period of background work: expiry sweep, eviction, WAL housekeeping."),
         .int("reactors", \.reactors, range: 0...4096,
-             meaning: "Reactor (event-loop) threads; 0 = one per CPU the process may use: its CPU affinity (taskset, systemd CPUAffinity=), capped by a cgroup CPU quota rounded up."),
+             meaning: "Reactor (event-loop) threads; 0 = one per CPU the process may use: its CPU affinity (taskset, systemd CPUAffinity=), capped by a cgroup CPU quota rounded up. The rings between reactors share 64 MiB whatever the count (see operations.md, \"Memory between reactors\")."),
     ]
 
     static let byName: [String: KeySpec] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })

@@ -195,14 +195,18 @@ struct ProcessEdgeTests {
             hogs.append(client)
         }
         usleep(1_200_000)
+        // A generous limit: under a loaded CI machine the node works through
+        // a listen backlog of hogs before curl's connection; what matters is
+        // that /health gets through, not how fast.
         for _ in 0..<3 {
-            let health = try runTool("curl", ["-s", "--max-time", "5", "http://127.0.0.1:\(port)/health"])
+            let health = try runTool("curl", ["-s", "--max-time", "30", "http://127.0.0.1:\(port)/health"])
             #expect(health.status == 0 && health.output.contains("ok"), "\(health.status): \(health.output)")
         }
         let pong = try runTool("redis-cli", ["-p", String(node.port), "PING"]).output
         #expect(pong.contains("PONG"), "\(pong)")
-        // Those past the cap were told why.
-        #expect(hogs.reversed().contains { $0.receivedText().hasPrefix("HTTP/1.1 503") })
+        // Those past the cap were told why (503), or, once they had waited
+        // longest, closed to make room: none still holds the port.
+        #expect(hogs.reversed().contains { $0.wasRefusedOrClosed() })
     }
 
     // MARK: - Helpers
@@ -239,6 +243,15 @@ struct ProcessEdgeTests {
             var buffer = [UInt8](repeating: 0, count: 4096)
             let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : ""
+        }
+
+        /// True when the node answered 503 or closed the connection within 1 s.
+        func wasRefusedOrClosed() -> Bool {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count == 0 { return true }
+            if count < 0 { return errno == ECONNRESET }
+            return String(decoding: buffer[0..<count], as: UTF8.self).hasPrefix("HTTP/1.1 503")
         }
 
         deinit { Glibc.close(fd) }
