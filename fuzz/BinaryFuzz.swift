@@ -18,22 +18,22 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     while position < size {
         let view = UnsafeRawBufferPointer(rebasing: bytes[position...])
         guard case .complete(let request) = BinaryFrameParser.parse(view, limits: limits) else { break }
-        precondition(request.frameLength > 0 && request.frameLength <= view.count)
-        precondition(request.valueOffset + request.valueLength == request.frameLength)
-        precondition(request.keyLength <= limits.maxKeyLength && request.valueLength <= limits.maxValueLength)
-        precondition(request.keyOffset >= 0 && request.keyOffset + request.keyLength <= request.valueOffset)
+        require(request.frameLength > 0 && request.frameLength <= view.count)
+        require(request.valueOffset + request.valueLength == request.frameLength)
+        require(request.keyLength <= limits.maxKeyLength && request.valueLength <= limits.maxValueLength)
+        require(request.keyOffset >= 0 && request.keyOffset + request.keyLength <= request.valueOffset)
         let frameBytes = UnsafeRawBufferPointer(rebasing: view[..<request.frameLength])
-        precondition(lies(request.key(in: view), within: frameBytes) && lies(request.value(in: view), within: frameBytes))
+        require(lies(request.key(in: view), within: frameBytes) && lies(request.value(in: view), within: frameBytes))
         // A frame decodes the same on its own: nothing after it is read.
         let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: request.frameLength, alignment: 1)
         defer { frame.deallocate() }
         frame.copyMemory(from: UnsafeRawBufferPointer(rebasing: view[..<request.frameLength]))
-        precondition(BinaryFrameParser.parse(UnsafeRawBufferPointer(frame), limits: limits) == .complete(request))
+        require(BinaryFrameParser.parse(UnsafeRawBufferPointer(frame), limits: limits) == .complete(request))
         position += request.frameLength
     }
 
     if let response = try? BinaryResponseParser.parse(bytes) {
-        precondition(response.frameLength > 0 && response.frameLength <= size)
+        require(response.frameLength > 0 && response.frameLength <= size)
     }
     return 0
 }

@@ -14,12 +14,12 @@ let scratchPath = "/tmp/aegiskv-config-fuzz-\(getpid()).json"
 
 func writeScratch(_ bytes: UnsafeRawBufferPointer) {
     let fd = open(scratchPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-    precondition(fd >= 0, "cannot create \(scratchPath)")
+    require(fd >= 0, "cannot create \(scratchPath)")
     defer { close(fd) }
     var written = 0
     while written < bytes.count {
         let count = write(fd, bytes.baseAddress! + written, bytes.count - written)
-        precondition(count > 0, "cannot write \(scratchPath)")
+        require(count > 0, "cannot write \(scratchPath)")
         written += count
     }
 }
@@ -40,15 +40,15 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     switch load() {
     case .failure(let error):
         let lines = error.description.split(separator: "\n", omittingEmptySubsequences: false)
-        precondition(!lines.isEmpty && lines.allSatisfy { $0.hasPrefix("config: ") }, "unexpected error text: \(error.description)")
+        require(!lines.isEmpty && lines.allSatisfy { $0.hasPrefix("config: ") }, "unexpected error text: \(error.description)")
     case .success(let loaded):
         let text = loaded.config.jsonDescription(redactingSecrets: false)
         text.utf8CString.withUnsafeBytes { writeScratch(UnsafeRawBufferPointer(rebasing: $0.dropLast())) }
         switch load() {
         case .failure(let error):
-            preconditionFailure("an accepted configuration, written back out, is refused: \(error.description)\n\(text)")
+            require(false, "an accepted configuration, written back out, is refused: \(error.description)\n\(text)")
         case .success(let again):
-            precondition(again.config == loaded.config, "an accepted configuration loads back different:\n\(text)")
+            require(again.config == loaded.config, "an accepted configuration loads back different:\n\(text)")
         }
     }
     return 0

@@ -1,4 +1,5 @@
 // Compiled into every fuzz target (see fuzz/run.sh).
+import Glibc
 
 /// The input in a heap block of exactly its size: libFuzzer's own buffer may
 /// be larger, and AddressSanitizer flags a read one byte past the end only
@@ -15,4 +16,18 @@ func lies(_ inner: UnsafeRawBufferPointer, within outer: UnsafeRawBufferPointer)
     guard inner.count > 0 else { return true }
     guard let innerStart = inner.baseAddress, let outerStart = outer.baseAddress else { return false }
     return innerStart >= outerStart && innerStart + inner.count <= outerStart + outer.count
+}
+
+/// A property the harness checks. Unlike `precondition`, which traps
+/// without its message in optimized builds, this prints what failed (to
+/// stderr, with the caller's line) before aborting, so a finding explains
+/// itself in the fuzzer's log.
+func require(_ condition: Bool, _ message: @autoclosure () -> String = "", line: UInt = #line, file: StaticString = #fileID) {
+    if condition { return }
+    var text = "fuzz: property failed at \(file):\(line)"
+    let detail = message()
+    if !detail.isEmpty { text += ": " + detail }
+    text += "\n"
+    text.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
+    abort()
 }

@@ -21,12 +21,12 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     while position < size {
         let view = UnsafeRawBufferPointer(rebasing: bytes[position...])
         guard case .complete(let consumed) = RESPRequestParser.parse(view, into: args, limits: limits) else { break }
-        precondition(consumed > 0 && consumed <= view.count)
-        precondition(args.count <= limits.maxArguments)
+        require(consumed > 0 && consumed <= view.count)
+        require(args.count <= limits.maxArguments)
         var parsed: [[UInt8]] = []
         for index in 0..<args.count {
-            precondition(args.offset(index) >= 0 && args.offset(index) + args.length(index) <= consumed)
-            precondition(args.length(index) <= max(limits.maxBulkLength, limits.maxInlineLength))
+            require(args.offset(index) >= 0 && args.offset(index) + args.length(index) <= consumed)
+            require(args.length(index) <= max(limits.maxBulkLength, limits.maxInlineLength))
             parsed.append(Array(args.bytes(index, in: view)))
         }
         // The consumed bytes, as the parse left them, parse again to the same
@@ -36,12 +36,12 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         again.copyMemory(from: UnsafeRawBufferPointer(rebasing: view[..<consumed]))
         let againArgs = RESPArguments()
         let againView = UnsafeRawBufferPointer(again)
-        precondition(RESPRequestParser.parse(againView, into: againArgs, limits: limits) == .complete(consumed: consumed))
-        precondition(againArgs.count == parsed.count)
-        for index in 0..<againArgs.count { precondition(Array(againArgs.bytes(index, in: againView)) == parsed[index]) }
+        require(RESPRequestParser.parse(againView, into: againArgs, limits: limits) == .complete(consumed: consumed))
+        require(againArgs.count == parsed.count)
+        for index in 0..<againArgs.count { require(Array(againArgs.bytes(index, in: againView)) == parsed[index]) }
         position += consumed
     }
 
-    if let (_, consumed) = try? RESPReplyParser.parse(bytes) { precondition(consumed > 0 && consumed <= size) }
+    if let (_, consumed) = try? RESPReplyParser.parse(bytes) { require(consumed > 0 && consumed <= size) }
     return 0
 }

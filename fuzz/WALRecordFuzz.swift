@@ -16,12 +16,12 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     while offset < size {
         let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
         guard case .record(let record, let length) = WALRecord.decode(rest) else {
-            if case .corrupt(let reason) = WALRecord.decode(rest) { precondition(!reason.isEmpty) }
+            if case .corrupt(let reason) = WALRecord.decode(rest) { require(!reason.isEmpty) }
             break
         }
-        precondition(length > 0 && length <= rest.count)
+        require(length > 0 && length <= rest.count)
         let recordBytes = UnsafeRawBufferPointer(rebasing: rest[..<length])
-        precondition(lies(record.key, within: recordBytes) && lies(record.value, within: recordBytes))
+        require(lies(record.key, within: recordBytes) && lies(record.value, within: recordBytes))
 
         // A record decodes the same from exactly its own bytes: replay of a
         // segment cut right after it must see the same record.
@@ -29,11 +29,11 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         defer { alone.deallocate() }
         alone.copyMemory(from: recordBytes)
         guard case .record(let again, let againLength) = WALRecord.decode(UnsafeRawBufferPointer(alone)) else {
-            preconditionFailure("a record stops decoding when the bytes after it are cut off")
+            require(false, "a record stops decoding when the bytes after it are cut off")
         }
-        precondition(againLength == length && again.operation == record.operation && again.shard == record.shard)
-        precondition(again.version == record.version && again.expiryMs == record.expiryMs)
-        precondition(again.key.elementsEqual(record.key) && again.value.elementsEqual(record.value))
+        require(againLength == length && again.operation == record.operation && again.shard == record.shard)
+        require(again.version == record.version && again.expiryMs == record.expiryMs)
+        require(again.key.elementsEqual(record.key) && again.value.elementsEqual(record.value))
         offset += length
     }
     return 0

@@ -14,6 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
+# Swift's own crash backtracer would read freed memory of the dying process
+# and trip AddressSanitizer; libFuzzer's report names the input and the stack.
+export SWIFT_BACKTRACE=enable=no
 
 seconds="${1:-60}"
 shift || true
@@ -60,7 +63,7 @@ for target in "${targets[@]}"; do
     swiftc -sanitize=fuzzer,address -parse-as-library -O -swift-version 6 -enable-testing \
         -module-name "FuzzTarget" -I "$release/Modules" \
         -Xcc -fmodule-map-file="$release/CSupport.build/module.modulemap" -Xcc -ICSupport/include \
-        "$source" fuzz/FuzzSupport.swift "${objects[@]}" -luring -o "$binary"
+        "$source" fuzz/FuzzSupport.swift "${objects[@]}" -luring -use-ld=lld -o "$binary"
 
     options=(-timeout=10 -max_len=4096 -print_final_stats=1 -artifact_prefix="$scratch/artifacts/$target/")
     if [ "$target" = config ]; then
