@@ -251,6 +251,9 @@ struct ErrorTests {
         ("{} {}", "line 1, column 4: unexpected \"{\" after the end of the top-level value"),
         ("{\"a\": [1, 2}", "line 1, column 12: unexpected \"}\"; expected \",\" or \"]\" in an array"),
         ("{\"a\": \"\\q\"}", "line 1, column 8: invalid escape \"\\q\" in a string"),
+        // Found by fuzz/run.sh (fuzz/regressions/config): the escaped byte was
+        // quoted raw, so a line break split the one-line error in two.
+        ("{\"a\": \"\\\n\"}", "line 1, column 8: invalid escape: \"\\\" followed by character 0xA in a string"),
         ("{\"a\": ", "line 1, column 7: unexpected end of input; expected a value"),
     ])
     func malformedJSON(text: String, message: String) throws {
