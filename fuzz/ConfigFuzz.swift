@@ -12,6 +12,14 @@ import Glibc
 /// One scratch file per fuzzing process (libFuzzer's -jobs run several).
 let scratchPath = "/tmp/aegiskv-config-fuzz-\(getpid()).json"
 
+/// libFuzzer calls this once at start: the scratch file goes when the
+/// process exits normally (after a crash it stays, beside the crash input).
+@_cdecl("LLVMFuzzerInitialize")
+public func fuzzInitialize(_ argc: UnsafeMutableRawPointer, _ argv: UnsafeMutableRawPointer) -> CInt {
+    atexit { unlink(scratchPath) }
+    return 0
+}
+
 func writeScratch(_ bytes: UnsafeRawBufferPointer) {
     let fd = open(scratchPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
     require(fd >= 0, "cannot create \(scratchPath)")
@@ -46,7 +54,7 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         text.utf8CString.withUnsafeBytes { writeScratch(UnsafeRawBufferPointer(rebasing: $0.dropLast())) }
         switch load() {
         case .failure(let error):
-            require(false, "an accepted configuration, written back out, is refused: \(error.description)\n\(text)")
+            fail("an accepted configuration, written back out, is refused: \(error.description)\n\(text)")
         case .success(let again):
             require(again.config == loaded.config, "an accepted configuration loads back different:\n\(text)")
         }

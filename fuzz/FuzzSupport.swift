@@ -23,10 +23,12 @@ func lies(_ inner: UnsafeRawBufferPointer, within outer: UnsafeRawBufferPointer)
 /// stderr, with the caller's line) before aborting, so a finding explains
 /// itself in the fuzzer's log.
 func require(_ condition: Bool, _ message: @autoclosure () -> String = "", line: UInt = #line, file: StaticString = #fileID) {
-    if condition { return }
+    if !condition { fail(message(), line: line, file: file) }
+}
+
+func fail(_ message: String, line: UInt = #line, file: StaticString = #fileID) -> Never {
     var text = "fuzz: property failed at \(file):\(line)"
-    let detail = message()
-    if !detail.isEmpty { text += ": " + detail }
+    if !message.isEmpty { text += ": " + message }
     text += "\n"
     text.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
     abort()

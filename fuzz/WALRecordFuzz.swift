@@ -29,7 +29,7 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         defer { alone.deallocate() }
         alone.copyMemory(from: recordBytes)
         guard case .record(let again, let againLength) = WALRecord.decode(UnsafeRawBufferPointer(alone)) else {
-            require(false, "a record stops decoding when the bytes after it are cut off")
+            fail("a record stops decoding when the bytes after it are cut off")
         }
         require(againLength == length && again.operation == record.operation && again.shard == record.shard)
         require(again.version == record.version && again.expiryMs == record.expiryMs)
