@@ -39,7 +39,7 @@ enum DurationText {
                 return .failure(DurationProblem("a number has no unit (ns, us, ms, s, m or h)"))
             }
             guard let unit = units.first(where: { $0.name == unitText })?.nanoseconds else {
-                return .failure(DurationProblem("unknown unit \"\(unitText)\" (use ns, us, ms, s, m or h)"))
+                return .failure(DurationProblem("unknown unit \(quoted(unitText)) (use ns, us, ms, s, m or h)"))
             }
             guard let part = value(whole: String(whole), fraction: String(fraction), unit: unit)
             else { return .failure(DurationProblem("it is too large")) }

@@ -242,7 +242,10 @@ struct JSONParser {
             out.append(contentsOf: Array(String(Character(unicode)).utf8))
         default:
             index -= 2
-            throw error("invalid escape \"\\\(String(decoding: [byte], as: UTF8.self))\" in a string")
+            // The byte is named, not copied: a raw line break or control
+            // character would split or garble the one-line error.
+            if isVisibleASCII(byte) { throw error("invalid escape \"\\\(String(decoding: [byte], as: UTF8.self))\" in a string") }
+            throw error("invalid escape: \"\\\" followed by \(describe(byte)) in a string")
         }
     }
 
@@ -274,7 +277,14 @@ struct JSONParser {
     private func describeCurrent() -> String {
         guard index < bytes.count else { return "end of input" }
         let byte = bytes[index]
-        if byte >= 0x21 && byte < 0x7F { return quoted(String(decoding: [byte], as: UTF8.self)) }
+        if isVisibleASCII(byte) { return quoted(String(decoding: [byte], as: UTF8.self)) }
+        return describe(byte)
+    }
+
+    private func isVisibleASCII(_ byte: UInt8) -> Bool { byte >= 0x21 && byte < 0x7F }
+
+    /// A byte that cannot be shown as itself in a one-line message.
+    private func describe(_ byte: UInt8) -> String {
         if byte >= 0x80 { return "non-ASCII character" }
         return "character 0x" + String(byte, radix: 16, uppercase: true)
     }

@@ -42,7 +42,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         case .failure(let problem): return .failure(problem)
         }
         guard let port = AddressSyntax.port(parts.port, allowZero: true) else {
-            return .failure(AddressProblem("port \"\(parts.port)\" is not a number from 0 to 65535"))
+            return .failure(AddressProblem("port \(quoted(String(parts.port))) is not a number from 0 to 65535"))
         }
         let host = String(parts.host)
         if host.isEmpty { return .success(SocketAddress(host: "0.0.0.0", port: port)) }
@@ -50,12 +50,12 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         if host.hasPrefix("[") {
             let inner = String(host.dropFirst().dropLast())
             guard let canonical = Platform.canonicalIPv6(inner) else {
-                return .failure(AddressProblem("\"\(inner)\" is not an IPv6 address"))
+                return .failure(AddressProblem("\(quoted(inner)) is not an IPv6 address"))
             }
             return .success(SocketAddress(host: canonical, port: port))
         }
         guard let canonical = Platform.canonicalIPv4(host) else {
-            return .failure(AddressProblem("host \"\(host)\" is not an IP address or localhost (listening addresses take no host names)"))
+            return .failure(AddressProblem("host \(quoted(host)) is not an IP address or localhost (listening addresses take no host names)"))
         }
         return .success(SocketAddress(host: canonical, port: port))
     }
@@ -112,21 +112,21 @@ enum AddressSyntax {
         case .failure(let problem): return problem
         }
         guard port(parts.port, allowZero: false) != nil else {
-            return AddressProblem("port \"\(parts.port)\" is not a number from 1 to 65535")
+            return AddressProblem("port \(quoted(String(parts.port))) is not a number from 1 to 65535")
         }
         let host = String(parts.host)
         if host.isEmpty { return AddressProblem("the host is empty") }
         if host.hasPrefix("[") {
             let inner = String(host.dropFirst().dropLast())
             guard let canonical = Platform.canonicalIPv6(inner) else {
-                return AddressProblem("\"\(inner)\" is not an IPv6 address")
+                return AddressProblem("\(quoted(inner)) is not an IPv6 address")
             }
             return canonical == "::" ? AddressProblem("\"::\" is not an address others can reach") : nil
         }
         if let canonical = Platform.canonicalIPv4(host) {
             return canonical == "0.0.0.0" ? AddressProblem("\"0.0.0.0\" is not an address others can reach") : nil
         }
-        return isHostName(host) ? nil : AddressProblem("\"\(host)\" is not a valid host name or IP address")
+        return isHostName(host) ? nil : AddressProblem("\(quoted(host)) is not a valid host name or IP address")
     }
 
     /// RFC 1123 host name: dot-separated labels of letters, digits and

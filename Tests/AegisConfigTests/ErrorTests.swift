@@ -74,7 +74,11 @@ struct ErrorTests {
         (#"{"seeds": ["0.0.0.0:7701"]}"#, "seeds", "not an address others can reach"),
         (#"{"seeds": ["bad_host:7701"]}"#, "seeds", "not a valid host name or IP address"),
         (#"{"seeds": ["10.0.0.256:7701"]}"#, "seeds", "not a valid host name or IP address"),
+        // Found by fuzz/run.sh (fuzz/regressions/config): the host was quoted
+        // raw, so a line break in it split the one-line error in two.
+        (#"{"seeds": ["\nnode2:7701"]}"#, "seeds", #"as entry 1: "\nnode2" is not a valid host name or IP address"#),
         (#"{"client_advertise_addr": ":7700"}"#, "client_advertise_addr", "the host is empty"),
+        (#"{"read_timeout": "5\n"}"#, "read_timeout", #"unknown unit "\n""#),
         (#"{"wal_mode": "sync"}"#, "wal_mode", #"expected one of "off", "write", "fsync", got a string ("sync")"#),
         (#"{"log_format": "xml"}"#, "log_format", #"expected one of "text", "json""#),
         (#"{"log_level": "warn"}"#, "log_level", #"expected one of "trace", "debug", "info", "notice", "warning", "error", "critical""#),
@@ -85,6 +89,7 @@ struct ErrorTests {
         let error = try #require(loadError(json: json, in: dir))
         #expect(error.description.hasPrefix("config: \(key) in \(dir.path)/config.json: "), "\(error)")
         #expect(error.description.contains(fragment), "\(error)")
+        #expect(!error.description.contains("\n"), "one problem, one line: \(error)")
         #expect(error.key == key)
         #expect(error.source == .file(dir.path + "/config.json"))
     }
@@ -122,6 +127,7 @@ struct ErrorTests {
         let error = try #require(loadError(env: [name: value]))
         #expect(error.description.hasPrefix("config: \(key) in \(name): expected "), "\(error)")
         #expect(error.description.contains(fragment), "\(error)")
+        #expect(!error.description.contains("\n"), "one problem, one line: \(error)")
         #expect(error.key == key)
         #expect(error.source == .environment(name))
         // The same text as a flag gives the same complaint, naming the flag.
@@ -251,6 +257,9 @@ struct ErrorTests {
         ("{} {}", "line 1, column 4: unexpected \"{\" after the end of the top-level value"),
         ("{\"a\": [1, 2}", "line 1, column 12: unexpected \"}\"; expected \",\" or \"]\" in an array"),
         ("{\"a\": \"\\q\"}", "line 1, column 8: invalid escape \"\\q\" in a string"),
+        // Found by fuzz/run.sh (fuzz/regressions/config): the escaped byte was
+        // quoted raw, so a line break split the one-line error in two.
+        ("{\"a\": \"\\\n\"}", "line 1, column 8: invalid escape: \"\\\" followed by character 0xA in a string"),
         ("{\"a\": ", "line 1, column 7: unexpected end of input; expected a value"),
     ])
     func malformedJSON(text: String, message: String) throws {
