@@ -201,8 +201,7 @@ struct ClientBoundsTests {
         defer { #expect(server.stop() == 0) }
         let value = String(repeating: "x", count: 1 << 20)
         let loader = try TestSocket(port: server.port)
-        try loader.send("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$\(value.utf8.count)\r\n\(value)\r\n")
-        #expect(try loader.receive { $0.count >= 5 } == Array("+OK\r\n".utf8))
+        #expect(try loader.set("big", value) == Array("+OK\r\n".utf8))
         let before = server.residentBytes()
         let buffersBefore = try Self.info(server, "memory", "mem_clients_normal") ?? 0
 

@@ -53,8 +53,7 @@ struct ProcessEdgeTests {
         let server = try ServerHarness(arguments: ["--drain-timeout", "1s"], reactors: 1)
         let socket = try TestSocket(port: server.port)
         let value = String(repeating: "v", count: 1 << 20)
-        try socket.send("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$\(value.utf8.count)\r\n\(value)\r\n")
-        #expect(try socket.receive { $0.count >= 5 } == Array("+OK\r\n".utf8))
+        #expect(try socket.set("big", value) == Array("+OK\r\n".utf8))
         // Far more reply bytes than the socket buffers hold; never read.
         try socket.send(String(repeating: "GET big\r\n", count: 64))
         usleep(500_000)

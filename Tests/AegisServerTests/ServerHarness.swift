@@ -121,6 +121,16 @@ final class ServerHarness: @unchecked Sendable {
     }
 }
 
+extension TestSocket {
+    /// Sends `SET key value` and returns the reply's first 5 bytes or more
+    /// (`+OK\r\n` when stored): the large values tests load before they
+    /// pipeline GETs of them.
+    func set(_ key: String, _ value: String) throws -> [UInt8] {
+        try send("*3\r\n$3\r\nSET\r\n$\(key.utf8.count)\r\n\(key)\r\n$\(value.utf8.count)\r\n\(value)\r\n")
+        return try receive { $0.count >= 5 }
+    }
+}
+
 struct HarnessError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
