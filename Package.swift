@@ -68,6 +68,10 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // The cluster's logic as pure state machines: events in (with the time they
+        // happen), actions out. No sockets, threads, clocks or global randomness,
+        // so that aegiskv-sim can drive the real code from one seed.
+        .target(name: "AegisCluster", dependencies: ["AegisStore"], swiftSettings: strictSwift),
         .executableTarget(
             name: "aegiskv",
             dependencies: [
@@ -112,6 +116,11 @@ let package = Package(
         .testTarget(
             name: "AegisStoreTests",
             dependencies: ["AegisStore", .product(name: "PropertyBased", package: "swift-property-based")],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "AegisClusterTests",
+            dependencies: ["AegisCluster", .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: strictSwift
         ),
         .testTarget(
