@@ -97,7 +97,7 @@ public struct HashRing: Sendable {
     /// Shard `shard`'s position: floor(shard × 2^64 / numShards). Evenly
     /// spaced rather than hashed, so shard points never bunch up: an arc
     /// holds its length's worth of shards to within one. That helps only
-    /// where arcs are long against the spacing; perf/README.md, "Placement",
+    /// where arcs are long against the spacing; perf/README.md, "aegiskv-placement",
     /// measures both choices.
     public static func shardPoint(_ shard: Int, numShards: Int) -> UInt64 {
         precondition(numShards >= 1 && (0..<numShards).contains(shard), "shard \(shard) outside 0..<\(numShards)")
