@@ -121,15 +121,24 @@ extension ClusterNode {
         case .protocolPeriod: protocolPeriod(now: now, into: &output)
         case .probeTimeout: probeTimedOut(now: now, into: &output)
         case .suspicion: expireSuspicions(now: now, into: &output)
-        case .pushPull:
-            let partners = aliveOthers
-            if !partners.isEmpty, let partner = partners.randomElement(using: &state.random),
-               let member = state.members[partner] {
-                sendPushPull(to: member.gossipAddress, isReply: false, into: &output)
-            }
-            output.append(.setTimer(.pushPull, at: now + settings.pushPullIntervalMs))
+        case .pushPull: pushPull(now: now, into: &output)
         case .seedRetry: seedRetry(now: now, into: &output)
         }
+    }
+
+    /// A full exchange with one live member, and one with a member held dead:
+    /// after a partition heals, each side holds the other dead and neither
+    /// probes the dead, so only such a reconnect attempt lets the halves meet
+    /// (the dead side refutes on hearing it is dead). Serf does the same.
+    mutating func pushPull(now: Milliseconds, into output: inout ActionBuffer) {
+        if let partner = aliveOthers.randomElement(using: &state.random), let member = state.members[partner] {
+            sendPushPull(to: member.gossipAddress, isReply: false, into: &output)
+        }
+        let dead = state.members.values.filter { $0.status == .dead }.map(\.node).sorted()
+        if let partner = dead.randomElement(using: &state.random), let member = state.members[partner] {
+            sendPushPull(to: member.gossipAddress, isReply: false, into: &output)
+        }
+        output.append(.setTimer(.pushPull, at: now + settings.pushPullIntervalMs))
     }
 
     mutating func armPeriod(at time: Milliseconds, into output: inout ActionBuffer) {
@@ -269,7 +278,7 @@ extension ClusterNode {
     /// Lifeguard's dynamic suspicion timeout.
     func suspicionTimeout(confirmations: Int) -> Int64 {
         let floor = settings.deadTimeoutMs - settings.suspectTimeoutMs
-        let expected = min(settings.indirectProbes, max(0, aliveOthers.count - 1))
+        let expected = min(settings.indirectProbes, aliveOthers.count)
         guard settings.lifeguard, expected > 0 else { return floor }
         let ceiling = floor * Self.suspicionStretch
         let fraction = log(Double(confirmations + 1)) / log(Double(expected + 1))
