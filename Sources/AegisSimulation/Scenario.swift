@@ -15,6 +15,9 @@ public struct Scenario: Sendable, Equatable {
         case pause(node: Int, at: Int64, until: Int64)
         /// A graceful stop (SIGTERM): the node announces `left`, then exits for good.
         case leave(node: Int, at: Int64)
+        /// An overloaded process: what it receives waits `extraDelayMs` before it
+        /// is handled, and its driver reports that lag (`localHealth`) each second.
+        case slow(node: Int, at: Int64, until: Int64, extraDelayMs: Int64)
     }
 
     public enum Kind: String, Sendable, CaseIterable {
@@ -107,6 +110,15 @@ public struct Scenario: Sendable, Equatable {
             }
         }
         faults = Self.keepingMajorityUp(faults, nodeCount: nodeCount)
+        // Drawn from a stream of its own so that adding it left every earlier
+        // seed's other draws, and so the regression seeds, as they were.
+        var overload = ClusterRandom(seed: seed ^ 0x0510_3000_0000_0003)
+        for _ in 0..<Int.random(in: 0...2, using: &overload) {
+            let at = Int64.random(in: faultStart..<(healAt - 1000), using: &overload)
+            faults.append(.slow(node: Int.random(in: 0..<nodeCount, using: &overload), at: at,
+                                until: min(healAt, at + Int64.random(in: 3000...20_000, using: &overload)),
+                                extraDelayMs: Int64.random(in: 100...3000, using: &overload)))
+        }
         return Scenario(
             seed: seed, kind: kind, nodeCount: nodeCount, lossRate: lossRate,
             duplicateRate: Double.random(in: 0...0.05, using: &random),

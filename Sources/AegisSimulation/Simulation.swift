@@ -47,6 +47,8 @@ public struct SimulationReport: Sendable {
     /// `dead` verdicts about a node that was running and not paused for the
     /// whole dead_timeout before the verdict.
     public var falseDeaths: Int
+    /// `suspect` verdicts about such a node (refuted, or they would be deaths).
+    public var falseSuspicions: Int
     /// Crash → first `suspect` (or `dead`) on any live node, per crash.
     public var suspectDelaysMs: [Int64]
     /// Crash → first `dead` on any live node, per crash that stayed down long enough.
@@ -75,6 +77,7 @@ public final class Simulation {
         case pause(node: Int, until: Int64)
         case leave(node: Int)
         case partition(from: [Int], to: [Int], active: Bool)
+        case reportLag(node: Int, until: Int64, lagMs: Int64)
         case checkSuspected(node: Int, crashedAt: Int64)
         case checkAgreement
     }
@@ -86,6 +89,8 @@ public final class Simulation {
         var timerGenerations: [TimerID: UInt64] = [:]
         var pausedUntil: Int64 = 0
         var pauses: [(from: Int64, until: Int64)] = []
+        var slowUntil: Int64 = 0
+        var slowDelayMs: Int64 = 0
         let driftPPM: Int64
         let clockOffset: Int64
         var lifeIncarnation: UInt64 = 0
@@ -117,7 +122,7 @@ public final class Simulation {
         self.agreementChecks = agreementChecks
         self.authenticator = KeyedMixAuthenticator(key: 0xAE615 ^ 0x5EC2E7)
         self.network = ClusterRandom(seed: scenario.seed ^ 0x4E37_0000_0000_0001)
-        self.report = SimulationReport(scenario: scenario, traceHash: 0, violations: [], falseDeaths: 0,
+        self.report = SimulationReport(scenario: scenario, traceHash: 0, violations: [], falseDeaths: 0, falseSuspicions: 0,
                                        suspectDelaysMs: [], deadDelaysMs: [], eventsProcessed: 0, framesSent: 0,
                                        corruptFramesRefused: 0, nodeSeconds: 0)
         var setup = ClusterRandom(seed: scenario.seed ^ 0x0005_E70F_0000_0002)
@@ -141,11 +146,15 @@ public final class Simulation {
                 queue.schedule(.pause(node: node, until: until), at: at)
             case let .leave(node, at):
                 queue.schedule(.leave(node: node), at: at)
+            case let .slow(node, at, until, extraDelayMs):
+                queue.schedule(.reportLag(node: node, until: until, lagMs: extraDelayMs), at: at)
             }
         }
-        let timing = scenario.settings
-        queue.schedule(.checkAgreement, at: scenario.healAt + Scenario.agreementRounds * timing.gossipIntervalMs)
-        queue.schedule(.checkAgreement, at: scenario.endAt)
+        let agreementDue = scenario.healAt + Scenario.agreementRounds * scenario.settings.gossipIntervalMs
+        if scenario.endAt >= agreementDue {
+            queue.schedule(.checkAgreement, at: agreementDue)
+            queue.schedule(.checkAgreement, at: scenario.endAt)
+        }
     }
 
     public func run() -> SimulationReport {
@@ -217,6 +226,13 @@ public final class Simulation {
                 for destination in to { blocked[source * 4096 + destination, default: 0] += active ? 1 : -1 }
             }
             trace.mix(4, UInt64(from.count), UInt64(to.count))
+        case let .reportLag(index, until, lagMs):
+            guard now < until else { return }
+            nodes[index].slowUntil = until
+            nodes[index].slowDelayMs = lagMs
+            queue.schedule(.reportLag(node: index, until: until, lagMs: lagMs), at: now + scenario.settings.gossipIntervalMs)
+            guard nodes[index].node != nil, nodes[index].pausedUntil <= now else { return }
+            step(index, .localHealth(lagMs: lagMs, now: localTime(index, now)))
         case let .checkSuspected(index, crashedAt):
             checkSuspected(index, crashedAt: crashedAt)
         case .checkAgreement:
@@ -307,8 +323,9 @@ public final class Simulation {
         if now < scenario.healAt && Double.random(in: 0..<1, using: &network) < scenario.lossRate { return }
         let fromAddress = nodes[source].address
         let copies = Double.random(in: 0..<1, using: &network) < scenario.duplicateRate ? 2 : 1
+        let backlog = nodes[destination].slowUntil > now ? nodes[destination].slowDelayMs : 0
         for _ in 0..<copies {
-            let delay = Int64.random(in: scenario.delayMinMs...scenario.delayMaxMs, using: &network)
+            let delay = backlog + Int64.random(in: scenario.delayMinMs...scenario.delayMaxMs, using: &network)
             queue.schedule(.deliver(to: destination, frame: frame, fromAddress: fromAddress, corrupted: false),
                            at: now + delay)
         }
@@ -357,12 +374,20 @@ public final class Simulation {
                 report.deadDelaysMs.append(now - crashedAt)
             }
         }
-        guard change.to == .dead, nodes[subject].node != nil,
+        guard change.to == .dead || change.to == .suspect, nodes[subject].node != nil,
               change.incarnation >= nodes[subject].lifeIncarnation else { return }
         let windowStart = now - scenario.settings.deadTimeoutMs
         let wasPaused = nodes[subject].pauses.contains { $0.until > windowStart && $0.from <= now }
+        let wasSlow = scenario.faults.contains { fault in
+            guard case let .slow(node, at, until, _) = fault else { return false }
+            return node == subject && until > windowStart && at <= now
+        }
         let wasCut = partitionTouched(subject, since: windowStart)
-        guard !wasPaused, !wasCut else { return }
+        guard !wasPaused, !wasSlow, !wasCut else { return }
+        guard change.to == .dead else {
+            report.falseSuspicions += 1
+            return
+        }
         report.falseDeaths += 1
         if scenario.kind == .mild {
             violation("\(nodes[observer].nodeID) declared reachable \(change.node) dead: \(change.reason)")
@@ -390,6 +415,7 @@ public final class Simulation {
         let windowStart = crashedAt - timing.deadTimeoutMs
         let quiet = (scenario.lossRate == 0 || crashedAt >= scenario.healAt)
             && !nodes.contains { node in node.pauses.contains { $0.until > windowStart && $0.from <= now } }
+            && !scenario.faults.contains { if case let .slow(_, at, until, _) = $0 { until > windowStart && at <= now } else { false } }
             && !nodes.indices.contains { partitionTouched($0, since: windowStart) }
         guard quiet else { return }
         if let suspected = firstSuspected[index], suspected - crashedAt <= bound { return }

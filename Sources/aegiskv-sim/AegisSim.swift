@@ -86,7 +86,7 @@ struct AegisSim: ParsableCommand {
         print("events \(report.eventsProcessed), frames \(report.framesSent), corrupted frames refused \(report.corruptFramesRefused), simulated \(scenario.endAt / 1000) s in \(String(format: "%.3f", seconds)) s")
         print("crash -> first suspect: \(Distribution(report.suspectDelaysMs).summary)")
         print("crash -> first dead: \(Distribution(report.deadDelaysMs).summary)")
-        print("false deaths: \(report.falseDeaths)")
+        print("false dead verdicts: \(report.falseDeaths), false suspect verdicts: \(report.falseSuspicions)")
         for violation in report.violations { print("VIOLATION \(violation)") }
         if !report.passed { print("replay: \(replayCommand(seed, kind: kind))") }
         print("seed \(seed) trace \(hex(report.traceHash)) \(report.passed ? "ok" : "FAILED")")
@@ -130,19 +130,23 @@ struct AegisSim: ParsableCommand {
     func measureFalsePositives(count: Int) {
         let first = firstSeed ?? 1
         let list = (0..<UInt64(count)).map { first &+ $0 }
-        print("false positives over \(count) mild seeds from \(first): loss 0-10%, delay, duplication, drift, pauses 0.5-10 s, no partition, no crash")
+        print("false positives over \(count) mild seeds from \(first): loss 0-10%, delay, duplication, drift, pauses 0.5-10 s, overloaded nodes, no partition, no crash; verdicts about a node paused, overloaded or cut off in the dead_timeout before are not counted")
         for lifeguard in [true, false] {
             let started = DispatchTime.now().uptimeNanoseconds
             let reports = runInParallel(list) { seed in
-                Simulation(scenario: Scenario.generate(seed: seed, kind: .mild, lifeguard: lifeguard)).run()
+                var scenario = Scenario.generate(seed: seed, kind: .mild, lifeguard: lifeguard)
+                // Only the fault window matters here; the agreement phase after it is skipped.
+                scenario.endAt = scenario.healAt
+                return Simulation(scenario: scenario).run()
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-            let deaths = reports.map(\.falseDeaths).reduce(0, +)
-            let seedsWithDeaths = reports.filter { $0.falseDeaths > 0 }.count
             let nodeHours = reports.map(\.nodeSeconds).reduce(0, +) / 3600
-            let rate = String(format: "%.4f", Double(seedsWithDeaths) / Double(count))
-            let perNodeHour = String(format: "%.4f", Double(deaths) / nodeHours)
-            print("lifeguard \(lifeguard ? "on " : "off"): \(deaths) false dead verdicts, \(seedsWithDeaths) of \(count) seeds affected (rate \(rate)), \(perNodeHour) per node-hour over \(Int(nodeHours)) node-hours (\(String(format: "%.1f", seconds)) s)")
+            let deaths = reports.map(\.falseDeaths).reduce(0, +)
+            let suspicions = reports.map(\.falseSuspicions).reduce(0, +)
+            let seedsWithDeaths = reports.filter { $0.falseDeaths > 0 }.count
+            let seedsWithSuspicions = reports.filter { $0.falseSuspicions > 0 }.count
+            let label = lifeguard ? "lifeguard on " : "lifeguard off"
+            print("\(label): false dead: \(deaths) verdicts, \(seedsWithDeaths) of \(count) seeds (\(percent(seedsWithDeaths, count))); false suspect: \(suspicions) verdicts, \(seedsWithSuspicions) of \(count) seeds (\(percent(seedsWithSuspicions, count))); \(Int(nodeHours)) node-hours, \(String(format: "%.1f", seconds)) s")
         }
     }
 
@@ -168,9 +172,14 @@ struct AegisSim: ParsableCommand {
             case let .crash(node, at, restartAt): lines.append("  crash node\(node) at \(at) ms, restart \(restartAt.map { "at \($0) ms" } ?? "never")")
             case let .pause(node, at, until): lines.append("  pause node\(node) from \(at) to \(until) ms")
             case let .leave(node, at): lines.append("  node\(node) leaves at \(at) ms")
+            case let .slow(node, at, until, extra): lines.append("  node\(node) overloaded (+\(extra) ms per message) from \(at) to \(until) ms")
             }
         }
         return lines.joined(separator: "\n")
+    }
+
+    func percent(_ part: Int, _ whole: Int) -> String {
+        String(format: "%.2f%%", 100 * Double(part) / Double(max(1, whole)))
     }
 
     func hex(_ value: UInt64) -> String {
