@@ -223,10 +223,10 @@ struct ByteWriter {
     /// Longer strings cannot be sent: NodeID and ClusterSettings keep names and
     /// addresses at most 255 bytes, so truncation here would be a bug upstream.
     mutating func string(_ value: String) {
-        let utf8 = Array(value.utf8)
-        precondition(utf8.count <= 255, "names and addresses on the wire are at most 255 bytes")
-        u8(UInt8(utf8.count))
-        bytes.append(contentsOf: utf8)
+        let length = value.utf8.count
+        precondition(length <= 255, "names and addresses on the wire are at most 255 bytes")
+        u8(UInt8(length))
+        bytes.append(contentsOf: value.utf8)
     }
     mutating func update(_ update: MemberUpdate) {
         u8(update.status.rawValue)
@@ -270,7 +270,10 @@ struct ByteReader {
     mutating func string() -> String? {
         guard let length = u8().map(Int.init), end - index >= length else { return nil }
         defer { index += length }
-        return String(validating: bytes[index..<index + length], as: UTF8.self)
+        let start = index
+        return bytes.withUnsafeBufferPointer { buffer in
+            String(validating: UnsafeBufferPointer(rebasing: buffer[start..<start + length]), as: UTF8.self)
+        }
     }
     mutating func nodeID() -> NodeID? { string().flatMap(NodeID.init) }
 

@@ -86,6 +86,9 @@ public final class Simulation {
         let nodeID: NodeID
         let address: String
         var node: ClusterNode?
+        /// Kept beside `node` (set with it) because testing an optional struct
+        /// against nil copies it, and this is asked on every event.
+        var isRunning = false
         var timerGenerations: [TimerID: UInt64] = [:]
         var pausedUntil: Int64 = 0
         var pauses: [(from: Int64, until: Int64)] = []
@@ -187,7 +190,7 @@ public final class Simulation {
         case let .start(index):
             startNode(index)
         case let .deliver(index, frame, fromAddress, corrupted):
-            guard nodes[index].node != nil else { return }
+            guard nodes[index].isRunning else { return }
             if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
             trace.mix(1, UInt64(index), UInt64(now))
             if corrupted {
@@ -196,29 +199,30 @@ public final class Simulation {
                 step(index, .received(frame: frame, fromAddress: fromAddress, now: localTime(index, now)))
             }
         case let .timer(index, id, generation):
-            guard nodes[index].node != nil, nodes[index].timerGenerations[id] == generation else { return }
+            guard nodes[index].isRunning, nodes[index].timerGenerations[id] == generation else { return }
             if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
             nodes[index].timerGenerations[id] = nil
             trace.mix(2, UInt64(index), UInt64(now))
             step(index, .timerFired(id, now: localTime(index, now)))
         case let .linkBroken(index, address):
-            guard nodes[index].node != nil else { return }
+            guard nodes[index].isRunning else { return }
             if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
             step(index, .linkBroken(address: address, now: localTime(index, now)))
         case let .crash(index):
             crash(index)
         case let .restart(index):
-            guard nodes[index].node == nil, !nodes[index].stoppedForGood, nodes[index].lives > 0 else { return }
+            guard !nodes[index].isRunning, !nodes[index].stoppedForGood, nodes[index].lives > 0 else { return }
             startNode(index)
         case let .pause(index, until):
-            guard nodes[index].node != nil, until > now else { return }
+            guard nodes[index].isRunning, until > now else { return }
             nodes[index].pausedUntil = max(nodes[index].pausedUntil, until)
             nodes[index].pauses.append((now, until))
             trace.mix(3, UInt64(index), UInt64(until))
         case let .leave(index):
-            guard nodes[index].node != nil, nodes[index].pausedUntil <= now else { return }
+            guard nodes[index].isRunning, nodes[index].pausedUntil <= now else { return }
             step(index, .leave(now: localTime(index, now)))
             nodes[index].node = nil
+            nodes[index].isRunning = false
             nodes[index].stoppedForGood = true
             nodes[index].crashedAt = now
         case let .partition(from, to, active):
@@ -231,7 +235,7 @@ public final class Simulation {
             nodes[index].slowUntil = until
             nodes[index].slowDelayMs = lagMs
             queue.schedule(.reportLag(node: index, until: until, lagMs: lagMs), at: now + scenario.settings.gossipIntervalMs)
-            guard nodes[index].node != nil, nodes[index].pausedUntil <= now else { return }
+            guard nodes[index].isRunning, nodes[index].pausedUntil <= now else { return }
             step(index, .localHealth(lagMs: lagMs, now: localTime(index, now)))
         case let .checkSuspected(index, crashedAt):
             checkSuspected(index, crashedAt: crashedAt)
@@ -258,18 +262,20 @@ public final class Simulation {
         let randomSeed = scenario.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(index) << 32 &+ UInt64(nodes[index].lives)
         nodes[index].node = ClusterNode(settings: settings, incarnation: incarnation, randomSeed: randomSeed,
                                         authenticator: authenticator)
+        nodes[index].isRunning = true
         trace.mix(5, UInt64(index), incarnation)
         step(index, .start(now: localTime(index, now)))
     }
 
     func crash(_ index: Int) {
-        guard nodes[index].node != nil else { return }
+        guard nodes[index].isRunning else { return }
         let knownAlive = nodes.indices.contains { observer in
             observer != index && nodes[observer].node?.members.contains {
                 $0.nodeID == nodes[index].nodeID && $0.status == .alive
             } == true
         }
         nodes[index].node = nil
+        nodes[index].isRunning = false
         nodes[index].pausedUntil = 0
         nodes[index].crashedAt = now
         trace.mix(6, UInt64(index), UInt64(now))
@@ -315,7 +321,7 @@ public final class Simulation {
         report.framesSent += 1
         guard let destination = addressIndex[address] else { return }
         if (blocked[source * 4096 + destination] ?? 0) > 0 { return }
-        if nodes[destination].node == nil {
+        if !nodes[destination].isRunning {
             // A stopped process refuses the connection at once.
             queue.schedule(.linkBroken(node: source, address: address), at: now + 2 * scenario.delayMinMs)
             return
@@ -364,7 +370,7 @@ public final class Simulation {
 
     func observe(_ change: MemberChange, by observer: Int) {
         guard let subject = nodes.firstIndex(where: { $0.nodeID == change.node }), subject != observer else { return }
-        if let crashedAt = nodes[subject].crashedAt, nodes[subject].node == nil, !nodes[subject].stoppedForGood {
+        if let crashedAt = nodes[subject].crashedAt, !nodes[subject].isRunning, !nodes[subject].stoppedForGood {
             if change.to == .suspect || change.to == .dead, firstSuspected[subject] == nil {
                 firstSuspected[subject] = now
                 report.suspectDelaysMs.append(now - crashedAt)
@@ -374,7 +380,7 @@ public final class Simulation {
                 report.deadDelaysMs.append(now - crashedAt)
             }
         }
-        guard change.to == .dead || change.to == .suspect, nodes[subject].node != nil,
+        guard change.to == .dead || change.to == .suspect, nodes[subject].isRunning,
               change.incarnation >= nodes[subject].lifeIncarnation else { return }
         let windowStart = now - scenario.settings.deadTimeoutMs
         let wasPaused = nodes[subject].pauses.contains { $0.until > windowStart && $0.from <= now }
@@ -406,7 +412,7 @@ public final class Simulation {
     /// partition and no pause around the crash (each makes a Lifeguard node
     /// stretch its own timeouts, by design).
     func checkSuspected(_ index: Int, crashedAt: Int64) {
-        guard nodes[index].crashedAt == crashedAt, nodes[index].node == nil else { return }
+        guard nodes[index].crashedAt == crashedAt, !nodes[index].isRunning else { return }
         let timing = scenario.settings
         let bound = timing.suspectTimeoutMs + 2 * timing.gossipIntervalMs
         if now >= scenario.endAt {
@@ -424,7 +430,7 @@ public final class Simulation {
 
     /// Invariant: `agreementRounds` after the heal, all live nodes agree.
     func checkAgreement() {
-        let liveIndices = nodes.indices.filter { nodes[$0].node != nil }
+        let liveIndices = nodes.indices.filter { nodes[$0].isRunning }
         let running = Set(liveIndices.map { nodes[$0].nodeID })
         let views = liveIndices.compactMap { index -> LiveNodeView? in
             guard let node = nodes[index].node else { return nil }
