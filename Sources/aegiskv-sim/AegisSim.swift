@@ -12,16 +12,18 @@ struct AegisSim: ParsableCommand {
         abstract: "Runs 3 to 16 real AegisCluster nodes over a simulated network and clock, from one seed.",
         discussion: """
             Each seed draws a cluster of 3 to 16 nodes, network loss (0-30%), delay, reordering, \
-            duplication, corrupted frames, clock drift, and faults: symmetric and one-way partitions, \
-            crashes with or without restart, graceful leaves and process pauses of 0.5-10 s. \
+            duplication, corrupted frames, clock drift (up to 2%), and faults: symmetric and one-way \
+            partitions, crashes with or without restart, graceful leaves, process pauses of 0.5-10 s \
+            and overloaded nodes (each message handled 0.1-3 s late). Timings: gossip interval 1 s, \
+            suspect timeout 4 s, dead timeout 10 s, push/pull every 5 s. \
             Faults heal \(Scenario.healAtMs / 1000) s into the run.
 
             Invariants checked as it runs:
               1. \(Scenario.agreementRounds) rounds (gossip intervals) after the faults heal, and again \
             at the end, every live node holds every running node alive and every stopped one dead, \
             left or unknown.
-              2. With loss <= 10% and no partition ("mild" seeds), no node that was running and not \
-            paused during the last dead_timeout is declared dead.
+              2. With loss <= 10% and no partition ("mild" seeds), no node that was running, and \
+            neither paused nor overloaded during the last dead_timeout, is declared dead.
               3. A crashed node is suspected by a live node within suspect_timeout + 2 gossip \
             intervals (checked when no loss, partition or pause could excuse a delay).
               4. A frame that fails authentication changes no state.

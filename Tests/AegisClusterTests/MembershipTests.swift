@@ -192,6 +192,40 @@ struct Harness {
         #expect(node.aliveMembers.map(\.name) == ["node-a"])
     }
 
+    @Test func aLaggingNodeStretchesItsOwnProbeIntervalOnlyWithLifeguard() {
+        for lifeguard in [true, false] {
+            var node = ClusterNode(settings: testSettings("node-a", lifeguard: lifeguard), incarnation: 1,
+                                   randomSeed: 3, authenticator: testKey)
+            _ = node.step(.start(now: 0))
+            _ = node.step(.localHealth(lagMs: 2500, now: 100))
+            let actions = node.step(.timerFired(.protocolPeriod, now: 5000))
+            let next = actions.compactMap { action -> Int64? in
+                if case let .setTimer(.protocolPeriod, at) = action { at } else { nil }
+            }
+            #expect(node.localHealth == (lifeguard ? 2 : 0), "lag, then a period that fired late")
+            #expect(next == [5000 + (lifeguard ? 3000 : 1000)])
+        }
+    }
+
+    @Test func aRoundThatStartedLateAccusesNobody() {
+        var harness = Harness()
+        harness.add("node-a")
+        harness.add("node-b", seeds: ["node-a"])
+        harness.run(until: 5000)
+        harness.silenced.insert("node-b")
+        // node-a probes node-b on time, then is paused for 8 s: the next
+        // period, which judges that probe, fires long after it was due.
+        for lateMs: Int64 in [0, 8000] {
+            let due = harness.timers["node-a"]![.protocolPeriod]!
+            harness.timers["node-a"]![.protocolPeriod] = nil
+            harness.now = due + lateMs
+            harness.step("node-a", .timerFired(.protocolPeriod, now: harness.now))
+        }
+        #expect(harness.nodes["node-a"]!.counters.probesFailed == 1)
+        #expect(harness.status(of: "node-b", at: "node-a") == .alive)
+        #expect(harness.nodes["node-a"]!.localHealth > 0)
+    }
+
     @Test func aNodeAloneKeepsAskingItsSeedsWithOneLogLinePerAttempt() {
         var harness = Harness()
         harness.silenced.insert("node-gone")
