@@ -525,6 +525,16 @@ struct ShardState {
         return e
     }
 
+    /// `get` and the entry's view in one mutating call: `ShardStore`'s
+    /// inlined code calling a non-mutating method on `state.pointee` from
+    /// another module copies the whole ShardState to the stack first (a
+    /// memcpy per GET, seen with callgrind in aegiskv-store-bench).
+    @usableFromInline
+    mutating func getRef(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> EntryRef? {
+        guard let e = get(key, hash: hash, nowMs: nowMs) else { return nil }
+        return ref(e)
+    }
+
     @usableFromInline
     mutating func set(_ key: UnsafeRawBufferPointer, hash: UInt64, value: UnsafeRawBufferPointer,
                       expiryMs: Int64, nowMs: Int64) -> EntryVersion {

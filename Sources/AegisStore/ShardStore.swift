@@ -63,8 +63,7 @@ public final class ShardStore {
     /// marks the entry accessed for eviction.
     @inlinable
     public func get(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> EntryRef? {
-        guard let e = state.pointee.get(key, hash: hash, nowMs: nowMs) else { return nil }
-        return state.pointee.ref(e)
+        state.pointee.getRef(key, hash: hash, nowMs: nowMs)
     }
 
     /// Insert or overwrite; assigns version (term, seq + 1). `expiryMs` is
