@@ -32,6 +32,9 @@ import Glibc
 /// it) until a new epoch needs the room. Finding an epoch that is not the
 /// last one used scans the slots in use: at most `epochsMax`, which bounds
 /// that rare path (a write whose epoch differs from the previous write's).
+/// The table doubles from 4 slots up to `epochsMax` (16 bytes a slot: 64 KiB
+/// at the default 4096) and is charged to the ledger; it shrinks only when
+/// the shard is emptied (FLUSHALL), since its indices are in the entries.
 ///
 /// Not thread-safe; owned by one `ShardState` (see its confinement rule).
 ///
