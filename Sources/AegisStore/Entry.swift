@@ -2,31 +2,31 @@ import Glibc
 
 /// One stored key/value: a single malloc'd block.
 ///
-/// Layout (28-byte header, then the key bytes, then the value bytes):
+/// Layout (24-byte header, then the key bytes, then the value bytes):
 ///
-///     offset 0   UInt64  version seq (64 bits)
+///     offset 0   UInt64  version word: epoch index (top 16 bits) | seq low 48 bits
+///                        (see `VersionEpochs`, which owns its meaning)
 ///     offset 8   UInt64  expiry ms (low 48 bits, 0 = none) | key length bits 0..15 (top 16 bits)
 ///     offset 16  UInt32  position of the entry in its FIFO ring (index into the ring buffer)
 ///     offset 20  UInt32  bits 0..26 value length, bit 27 key length bit 16,
 ///                        bit 28 queue (0 = small, 1 = main), bits 29..30 frequency (0...3)
-///     offset 24  UInt32  version term (32 bits)
-///     offset 28  key bytes, then value bytes
+///     offset 24  key bytes, then value bytes
 ///
-/// Why 28 and not 24: a version that cannot wrap in a cluster's life needs
-/// 96 bits (see `EntryVersion`), and the other 191 bits of the header are
-/// all in use, so the term takes 4 more bytes. It costs a 16-byte glibc
-/// chunk class only where key + value is within 4 bytes below a class
-/// boundary: a 16-byte key + 32-byte value (76 bytes) now takes a 96-byte
-/// chunk instead of 80 (perf/memory-per-item measures it); most other sizes
-/// cost nothing. Versions that wrap would let a replica keep an old value
-/// over a new one, which no memory saving is worth.
+/// Why the version takes 8 bytes and not 12: a version that cannot wrap
+/// needs 96 bits (see `EntryVersion`), but the term and the top 16 bits of
+/// seq are shared by nearly every entry of a shard, so the shard keeps them
+/// once in its `VersionEpochs` table and the entry keeps an index to them.
+/// With a 28-byte header a 16-byte key and a 32-byte value (76 bytes) took
+/// a 96-byte glibc chunk; at 24 bytes they fit an 80-byte one again
+/// (perf/memory-per-item measures it).
 ///
 /// Invariants (checked by `ShardState.checkInvariants`):
 /// - the block is at least `headerSize + keyCount + valueCount` usable bytes;
 /// - the address is 16-byte aligned and below 2^48 (the table packs it into a slot);
 /// - keyCount <= `maxKeyBytes`, valueCount <= `maxValueBytes`;
 /// - expiry is 0 or in 1 ..< 2^48 (absolute unix ms; larger values are clamped);
-/// - the entry's ring (small or main) holds this block's address at `queuePosition`.
+/// - the entry's ring (small or main) holds this block's address at `queuePosition`;
+/// - the version word is one its shard's `VersionEpochs` handed out and counts.
 @usableFromInline
 struct Entry: Equatable {
     @usableFromInline let raw: UnsafeMutableRawPointer
@@ -34,7 +34,7 @@ struct Entry: Equatable {
     @inline(__always) @usableFromInline
     init(_ raw: UnsafeMutableRawPointer) { self.raw = raw }
 
-    @usableFromInline static let headerSize = 28
+    @usableFromInline static let headerSize = 24
     @usableFromInline static let maxKeyBytes = 1 << 16  // 64 KiB
     @usableFromInline static let maxValueBytes = 1 << 26  // 64 MiB
     @usableFromInline static let expiryMask: UInt64 = (1 << 48) - 1
@@ -52,13 +52,11 @@ struct Entry: Equatable {
         return Swift.min(UInt64(expiryMs), expiryMask)
     }
 
+    /// Meaningful only with the shard's `VersionEpochs` (`ShardState.version(of:)`).
     @inline(__always) @usableFromInline
-    var version: EntryVersion {
-        get { EntryVersion(term: raw.load(fromByteOffset: 24, as: UInt32.self), seq: raw.load(as: UInt64.self)) }
-        nonmutating set {
-            raw.storeBytes(of: newValue.seq, as: UInt64.self)
-            raw.storeBytes(of: newValue.term, toByteOffset: 24, as: UInt32.self)
-        }
+    var versionWord: UInt64 {
+        get { raw.load(as: UInt64.self) }
+        nonmutating set { raw.storeBytes(of: newValue, as: UInt64.self) }
     }
 
     @inline(__always) @usableFromInline
@@ -133,8 +131,8 @@ struct Entry: Equatable {
 
     /// Writes the whole header (queue position and frequency start at 0, small queue).
     @inline(__always) @usableFromInline
-    func initialize(version: EntryVersion, expiry: UInt64, keyCount: Int, valueCount: Int) {
-        self.version = version
+    func initialize(versionWord: UInt64, expiry: UInt64, keyCount: Int, valueCount: Int) {
+        self.versionWord = versionWord
         word1 = expiry | (UInt64(truncatingIfNeeded: keyCount) << 48)
         raw.storeBytes(of: 0, toByteOffset: 16, as: UInt32.self)
         meta = UInt32(truncatingIfNeeded: valueCount) | (UInt32(truncatingIfNeeded: keyCount >> 16) << 27)
@@ -160,10 +158,8 @@ struct Entry: Equatable {
     var hash: UInt64 { KeyHash.hash(key) }
 
     @inline(__always) @usableFromInline
-    func ref() -> EntryRef {
-        let e = expiry
-        return EntryRef(key: key, value: value, expiryMs: Int64(bitPattern: e),
-                        version: version)
+    func ref(version: EntryVersion) -> EntryRef {
+        EntryRef(key: key, value: value, expiryMs: Int64(bitPattern: expiry), version: version)
     }
 }
 

@@ -97,9 +97,13 @@ public final class LazyFreeBatch: @unchecked Sendable {
             for i in 0..<table.capacity {
                 let s = table.slots[i]
                 if s == 0 { continue }
-                let block = ShardState.entry(s).raw
-                bytes &+= Malloc.charge(block, usable)
-                free(block)
+                let entry = ShardState.entry(s)
+                if let spilled = VersionEpochs.spillBlock(entry.versionWord) {
+                    bytes &+= Malloc.charge(spilled, usable)
+                    free(spilled)
+                }
+                bytes &+= Malloc.charge(entry.raw, usable)
+                free(entry.raw)
                 count &+= 1
                 if count % publishEvery == 0 {
                     freed.add(bytes, ordering: .releasing)

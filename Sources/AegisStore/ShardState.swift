@@ -48,12 +48,15 @@ import Glibc
 /// 4. No two slots hold equal keys; `count` equals the number of occupied slots.
 /// 5. Every entry is in exactly one FIFO ring (`Entry.inMain` says which) at
 ///    `Entry.queuePosition`; `small.live + main.live == count`.
-/// 6. `smallBytes` / `mainBytes` are the sums of `malloc_usable_size + 8` of
-///    the entries of each queue; `tableCharge` and the rings' and ghost's
-///    `chargedBytes` are the charges of their arrays (`oldTableCharge` and
-///    `movedHomesCharge` those of the old table and its bitmap while
-///    migrating); the ledger received exactly the sum of all of them
-///    (`chargedBytes`).
+/// 6. `smallBytes` / `mainBytes` are the sums of the entries' charges
+///    (`malloc_usable_size + 8` of the block, plus that of a spilled
+///    version's block) of each queue; `tableCharge`, `epochs.chargedBytes`
+///    and the rings' and ghost's `chargedBytes` are the charges of their
+///    arrays (`oldTableCharge` and `movedHomesCharge` those of the old table
+///    and its bitmap while migrating); the ledger received exactly the sum
+///    of all of them (`chargedBytes`).
+/// 7. Every entry's version word was acquired from `epochs` and is released
+///    exactly once, when the entry is freed or given another version.
 @usableFromInline
 struct ShardState {
     static let minimumCapacity = 8
@@ -99,6 +102,8 @@ struct ShardState {
     /// The version of the last write (one made here, replayed or replicated):
     /// what a DEL or FLUSHALL is logged with, as the key has no entry to carry it.
     @usableFromInline var lastVersion = EntryVersion.zero
+    /// The epochs (term, top of seq) of the entries' versions.
+    @usableFromInline var epochs: VersionEpochs
     /// Bumped by every change a client made (set, delete of a live entry,
     /// expiry change, removeAll), never by expiry or eviction: the WAL logs
     /// a key's new state exactly when this moved.
@@ -115,9 +120,10 @@ struct ShardState {
     var selfPointer: UnsafeMutablePointer<ShardState>? = nil
     @usableFromInline let usable: Malloc.UsableSizeFunction
 
-    init(ledger: UnsafeMutablePointer<LedgerCounters>) {
+    init(ledger: UnsafeMutablePointer<LedgerCounters>, epochsMax: Int = VersionEpochs.defaultEpochsMax) {
         self.ledger = ledger
         self.usable = Malloc.usableSize
+        self.epochs = VersionEpochs(epochsMax: epochsMax)
         let raw = Malloc.allocateZeroed(Self.minimumCapacity, 8)
         slots = raw.bindMemory(to: UInt64.self, capacity: Self.minimumCapacity)
         capacity = Self.minimumCapacity
@@ -138,7 +144,8 @@ struct ShardState {
         smallBytes + mainBytes + allTablesCharge + small.chargedBytes + main.chargedBytes + ghost.chargedBytes
     }
 
-    var allTablesCharge: Int { tableCharge + oldTableCharge + movedHomesCharge }
+    /// The hash tables and the version epochs' table.
+    var allTablesCharge: Int { tableCharge + oldTableCharge + movedHomesCharge + epochs.chargedBytes }
 
     var stats: ShardStats {
         ShardStats(smallEntries: small.live, mainEntries: main.live, ghostEntries: ghost.count,
@@ -184,7 +191,28 @@ struct ShardState {
     func exactDistance(_ slot: UInt64, at index: Int) -> Int { Self.exactDistance(slot, at: index, capacity: capacity) }
 
     @inline(__always) @usableFromInline
-    func charge(_ e: Entry) -> Int { Malloc.charge(e.raw, usable) }
+    func charge(_ e: Entry) -> Int { Malloc.charge(e.raw, usable) &+ VersionEpochs.extraCharge(e.versionWord, usable) }
+
+    @inline(__always) @usableFromInline
+    func version(of e: Entry) -> EntryVersion { epochs.version(e.versionWord) }
+
+    @inline(__always) @usableFromInline
+    func ref(_ e: Entry) -> EntryRef { e.ref(version: version(of: e)) }
+
+    /// Gives `e` the word for `v`; an earlier word of `e` must be released first.
+    @inline(__always) @usableFromInline
+    mutating func stamp(_ e: Entry, _ v: EntryVersion) {
+        var tableDelta = 0
+        e.versionWord = epochs.acquire(v, charge: &tableDelta)
+        if tableDelta != 0 { addToLedger(tableDelta) }
+    }
+
+    /// Frees an entry removed from the table and its ring (charges already taken off).
+    @inline(__always)
+    mutating func freeEntry(_ e: Entry) {
+        epochs.release(e.versionWord)
+        free(e.raw)
+    }
 
     @inline(__always) @usableFromInline
     func addToLedger(_ delta: Int) { ledger.pointee.usedBytes &+= delta }
@@ -433,12 +461,13 @@ struct ShardState {
     // MARK: - Entries
 
     @inline(__always)
-    func makeEntry(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, version: EntryVersion, expiry: UInt64) -> Entry {
+    mutating func makeEntry(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, version: EntryVersion, expiry: UInt64) -> Entry {
         let raw = Malloc.allocate(Entry.headerSize &+ key.count &+ value.count)
         precondition(UInt64(UInt(bitPattern: raw)) & ~Self.pointerMask == 0,
                      "entry block not 16-byte aligned below 2^48")
         let e = Entry(raw)
-        e.initialize(version: version, expiry: expiry, keyCount: key.count, valueCount: value.count)
+        e.initialize(versionWord: 0, expiry: expiry, keyCount: key.count, valueCount: value.count)
+        stamp(e, version)
         if key.count > 0 { memcpy(e.keyBase, key.baseAddress!, key.count) }
         if value.count > 0 { memcpy(e.keyBase + key.count, value.baseAddress!, value.count) }
         return e
@@ -457,7 +486,7 @@ struct ShardState {
             smallBytes &-= c
         }
         addToLedger(-c)
-        free(e.raw)
+        freeEntry(e)
     }
 
     @inline(__always) @usableFromInline
@@ -494,6 +523,16 @@ struct ShardState {
         }
         e.touch()
         return e
+    }
+
+    /// `get` and the entry's view in one mutating call: `ShardStore`'s
+    /// inlined code calling a non-mutating method on `state.pointee` from
+    /// another module copies the whole ShardState to the stack first (a
+    /// memcpy per GET, seen with callgrind in aegiskv-store-bench).
+    @usableFromInline
+    mutating func getRef(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> EntryRef? {
+        guard let e = get(key, hash: hash, nowMs: nowMs) else { return nil }
+        return ref(e)
     }
 
     @usableFromInline
@@ -558,33 +597,36 @@ struct ShardState {
     @inline(__always)
     mutating func overwrite(_ e: Entry, slot index: Int, _ value: UnsafeRawBufferPointer,
                             version: EntryVersion, expiry: UInt64) -> Entry {
+        let spillBefore = VersionEpochs.extraCharge(e.versionWord, usable)
+        epochs.release(e.versionWord)
         let keyCount = e.keyCount
         let need = Entry.headerSize &+ keyCount &+ value.count
         let have = usable(e.raw)
+        var n = e
+        var delta = 0
         if need <= have && have <= 2 &* need &+ 64 {
             if value.count > 0 { memmove(e.keyBase + keyCount, value.baseAddress!, value.count) }
-            e.setValueCount(value.count)
-            e.version = version
-            e.expiry = expiry
-            e.touch()
-            return e
+        } else {
+            let raw = Malloc.allocate(need)
+            precondition(UInt64(UInt(bitPattern: raw)) & ~Self.pointerMask == 0,
+                         "entry block not 16-byte aligned below 2^48")
+            memcpy(raw, e.raw, Entry.headerSize &+ keyCount)
+            n = Entry(raw)
+            if value.count > 0 { memcpy(n.keyBase + keyCount, value.baseAddress!, value.count) }
+            slots[index] = (slots[index] & ~Self.pointerMask) | UInt64(UInt(bitPattern: raw))
+            if n.inMain { main.replace(e, with: n) } else { small.replace(e, with: n) }
+            free(e.raw)
+            delta = Malloc.charge(raw, usable) &- (have &+ Malloc.chunkHeaderBytes)
         }
-        let raw = Malloc.allocate(need)
-        precondition(UInt64(UInt(bitPattern: raw)) & ~Self.pointerMask == 0,
-                     "entry block not 16-byte aligned below 2^48")
-        memcpy(raw, e.raw, Entry.headerSize &+ keyCount)
-        let n = Entry(raw)
-        if value.count > 0 { memcpy(n.keyBase + keyCount, value.baseAddress!, value.count) }
         n.setValueCount(value.count)
-        n.version = version
+        stamp(n, version)
         n.expiry = expiry
         n.touch()
-        slots[index] = (slots[index] & ~Self.pointerMask) | UInt64(UInt(bitPattern: raw))
-        if n.inMain { main.replace(e, with: n) } else { small.replace(e, with: n) }
-        free(e.raw)
-        let delta = Malloc.charge(raw, usable) &- (have &+ Malloc.chunkHeaderBytes)
-        if n.inMain { mainBytes &+= delta } else { smallBytes &+= delta }
-        addToLedger(delta)
+        delta &+= VersionEpochs.extraCharge(n.versionWord, usable) &- spillBefore
+        if delta != 0 {
+            if n.inMain { mainBytes &+= delta } else { smallBytes &+= delta }
+            addToLedger(delta)
+        }
         return n
     }
 
@@ -622,7 +664,14 @@ struct ShardState {
             return false
         }
         e.expiry = Entry.storedExpiry(expiryMs)
-        e.version = nextVersion()
+        let spillBefore = VersionEpochs.extraCharge(e.versionWord, usable)
+        epochs.release(e.versionWord)
+        stamp(e, nextVersion())
+        let delta = VersionEpochs.extraCharge(e.versionWord, usable) &- spillBefore
+        if delta != 0 {
+            if e.inMain { mainBytes &+= delta } else { smallBytes &+= delta }
+            addToLedger(delta)
+        }
         mutations &+= 1
         return true
     }
@@ -737,7 +786,7 @@ struct ShardState {
         if e.inMain { mainBytes &-= c } else { smallBytes &-= c }
         addToLedger(-c)
         ledger.pointee.evictions &+= 1
-        free(e.raw)
+        freeEntry(e)
     }
 
     // MARK: - Expiry, flush, scan
@@ -780,13 +829,14 @@ struct ShardState {
         mutations &+= 1
         _ = nextVersion()
         for i in 0..<capacity where slots[i] != 0 {
-            free(Self.entry(slots[i]).raw)
+            freeEntry(Self.entry(slots[i]))
             slots[i] = 0
         }
         if let old = oldSlots {
-            for i in 0..<oldCapacity where old[i] != 0 { free(Self.entry(old[i]).raw) }
+            for i in 0..<oldCapacity where old[i] != 0 { freeEntry(Self.entry(old[i])) }
             releaseOldTable()
         }
+        addToLedger(epochs.destroy())
         addToLedger(-(smallBytes + mainBytes))
         smallBytes = 0
         mainBytes = 0
@@ -815,6 +865,9 @@ struct ShardState {
             movedHomesCharge = 0
             releaseOldTable()
         }
+        // The batch frees spilled versions' blocks with their entries, and the epochs' table.
+        batch.add(array: UnsafeMutableRawPointer(epochs.slots), charge: epochs.chargedBytes)
+        epochs = VersionEpochs(epochsMax: epochs.epochsMax)
         small.handOver(to: batch)
         main.handOver(to: batch)
         batch.add(array: UnsafeMutableRawPointer(ghost.slots), charge: ghost.chargedBytes)
@@ -877,7 +930,7 @@ struct ShardState {
             if logicalHome >= h0 && logicalHome < h1 {
                 let e = Self.entry(s)
                 // Home h0 may straddle the cursor: its entries below the cursor were visited already.
-                if !e.isExpired(nowMs) && (logicalHome != h0 || e.hash >> 24 >= cursor) { visit(e.ref()) }
+                if !e.isExpired(nowMs) && (logicalHome != h0 || e.hash >> 24 >= cursor) { visit(ref(e)) }
             }
             p += 1
         }
@@ -916,6 +969,7 @@ struct ShardState {
         if tally.inMain != main.live { problems.append("main ring live \(main.live) but \(tally.inMain) entries") }
         if tally.smallBytes != smallBytes { problems.append("smallBytes \(smallBytes) but entries charge \(tally.smallBytes)") }
         if tally.mainBytes != mainBytes { problems.append("mainBytes \(mainBytes) but entries charge \(tally.mainBytes)") }
+        epochs.checkInvariants(refs: tally.epochRefs, usable, &problems)
         small.checkInvariants(main: false, usable, &problems)
         main.checkInvariants(main: true, usable, &problems)
         ghost.checkInvariants(usable, &problems)
@@ -932,6 +986,8 @@ struct ShardState {
         var smallBytes = 0
         var mainBytes = 0
         var keysSeen = Set<[UInt8]>()
+        /// Entries holding each epoch index.
+        var epochRefs: [Int: Int] = [:]
     }
 
     /// Invariants 2, 3 and 1a for one table, and the per-entry ones.
@@ -970,6 +1026,9 @@ struct ShardState {
                 problems.append("\(name) \(i): block smaller than its contents")
             }
             if e.frequency > 3 { problems.append("\(name) \(i): frequency out of range") }
+            if !VersionEpochs.isSpilled(e.versionWord) {
+                tally.epochRefs[Int(e.versionWord >> VersionEpochs.indexShift), default: 0] += 1
+            }
             let ring = e.inMain ? main : small
             if !ring.holds(e) {
                 problems.append("\(name) \(i): entry not at its queue position")

@@ -31,7 +31,7 @@ extension ShardState {
                                version: EntryVersion, nowMs: Int64) -> Bool {
         let (i, found) = find(key, hash)
         let live = found && !Self.entry(slots[i]).isExpired(nowMs)
-        if live && Self.entry(slots[i]).version >= version {
+        if live && self.version(of: Self.entry(slots[i])) >= version {
             adoptClock(version)
             return false
         }

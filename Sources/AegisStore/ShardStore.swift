@@ -12,23 +12,31 @@
 /// setExpiry, get of an expired key, expireSweep, removeAll). A `scan`
 /// visitor must not call back into the store.
 ///
-/// Memory: each entry is one malloc'd block (28-byte header, key, value); the
+/// Memory: each entry is one malloc'd block (24-byte header, key, value); the
 /// table costs 8 bytes per slot at 53-80% load while growing (it shrinks to
 /// 50% below 12.5%), plus the previous table while a resize moves entries
 /// over a few at a time; each entry has one 8-byte pointer in a FIFO ring; an
 /// evicting shard also keeps a 4-byte ghost fingerprint slot per entry. All
-/// of it is charged to the ledger (see `MemoryLedger`). For 16-byte keys and
-/// 32-byte values that is about 116 bytes per item (perf/StoreBench): the
-/// 4 bytes of 32-bit term push that size into glibc's next chunk class.
+/// of it is charged to the ledger (see `MemoryLedger`), and so is the
+/// shard's small table of version epochs (16 bytes per epoch, see
+/// `VersionEpochs`). For 16-byte keys and 32-byte values that is about 99
+/// bytes per item (perf/StoreBench bytes-per-item), 115 while the entry
+/// header carried the 32-bit term itself (28 bytes, one glibc chunk class up).
 public final class ShardStore {
     @usableFromInline let state: UnsafeMutablePointer<ShardState>
     /// The ledger this shard charges (kept alive by the store).
     public let ledger: MemoryLedger
 
-    public init(ledger: MemoryLedger) {
+    public convenience init(ledger: MemoryLedger) {
+        self.init(ledger: ledger, epochsMax: VersionEpochs.defaultEpochsMax)
+    }
+
+    /// `epochsMax`: how many version epochs the shard tables before versions
+    /// spill out of their entries (see `VersionEpochs`); tests lower it.
+    init(ledger: MemoryLedger, epochsMax: Int) {
         self.ledger = ledger
         state = .allocate(capacity: 1)
-        state.initialize(to: ShardState(ledger: ledger.counters))
+        state.initialize(to: ShardState(ledger: ledger.counters, epochsMax: epochsMax))
         state.pointee.selfPointer = state
         ledger.counters.pointee.shards.append(state)
     }
@@ -55,7 +63,7 @@ public final class ShardStore {
     /// marks the entry accessed for eviction.
     @inlinable
     public func get(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> EntryRef? {
-        state.pointee.get(key, hash: hash, nowMs: nowMs)?.ref()
+        state.pointee.getRef(key, hash: hash, nowMs: nowMs)
     }
 
     /// Insert or overwrite; assigns version (term, seq + 1). `expiryMs` is
@@ -161,7 +169,7 @@ public final class ShardStore {
     /// Lookup without side effects (no lazy expiry, no access mark), expired entries included. For tests.
     func peek(_ key: UnsafeRawBufferPointer, hash: UInt64) -> EntryRef? {
         let (i, found) = state.pointee.find(key, hash)
-        return found ? ShardState.entry(state.pointee.slots[i]).ref() : nil
+        return found ? state.pointee.ref(ShardState.entry(state.pointee.slots[i])) : nil
     }
 
     /// Entries moved between tables by growth and shrinking so far. For tests and benchmarks.

@@ -26,9 +26,20 @@ final class Harness {
     let ledger: MemoryLedger
     let store: ShardStore
 
-    init(limit: Int = 0, ratio: Double = 1.0) {
-        ledger = MemoryLedger(limitBytes: limit, evictionRatio: ratio)
-        store = ShardStore(ledger: ledger)
+    /// `epochsMax`: the shard's bound of tabled version epochs (nil = the default).
+    init(limit: Int = 0, ratio: Double = 1.0, epochsMax: Int? = nil) {
+        let ledger = MemoryLedger(limitBytes: limit, evictionRatio: ratio)
+        self.ledger = ledger
+        store = epochsMax.map { ShardStore(ledger: ledger, epochsMax: $0) } ?? ShardStore(ledger: ledger)
+    }
+
+    /// Stores `value` with the version it was given elsewhere (the log's path).
+    func restore(_ key: [UInt8], _ value: [UInt8], version: EntryVersion, expiry: Int64 = 0, now: Int64 = 0) {
+        key.withUnsafeBytes { k in
+            value.withUnsafeBytes { v in
+                store.restore(k, hash: KeyHash.hash(k), value: v, expiryMs: expiry, nowMs: now, version: version)
+            }
+        }
     }
 
     @discardableResult
