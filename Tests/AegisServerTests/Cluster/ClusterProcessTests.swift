@@ -16,6 +16,8 @@ import Testing
         let clientPort: UInt16
         let logPath: String
         var pid: pid_t = 0
+        /// Set once the process was reaped: its pid may then belong to another.
+        var exitStatus: Int32?
 
         init(index: Int, directory: String) throws {
             name = "node\(index)"
@@ -61,14 +63,22 @@ import Testing
 
         func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-        func signal(_ number: Int32) { kill(pid, number) }
+        func crash() {
+            guard exitStatus == nil else { return }
+            kill(pid, SIGKILL)
+            exitStatus = SpawnedNode.waitForExit(pid, graceSeconds: 10)
+        }
 
         @discardableResult
         func stop() -> Int32? {
+            if let exitStatus { return exitStatus }
             kill(pid, SIGTERM)
-            if let status = SpawnedNode.waitForExit(pid, graceSeconds: 20) { return status }
-            kill(pid, SIGKILL)
-            return SpawnedNode.waitForExit(pid, graceSeconds: 10)
+            exitStatus = SpawnedNode.waitForExit(pid, graceSeconds: 20)
+            if exitStatus == nil {
+                kill(pid, SIGKILL)
+                exitStatus = SpawnedNode.waitForExit(pid, graceSeconds: 10)
+            }
+            return exitStatus
         }
     }
 
@@ -90,8 +100,7 @@ import Testing
             #expect(check.output == "3\n", "\(check.output)")
         }
 
-        members[2].signal(SIGKILL)
-        _ = SpawnedNode.waitForExit(members[2].pid, graceSeconds: 10)
+        members[2].crash()
         for member in members.prefix(2) {
             #expect(waitUntil(seconds: 30) { member.log().contains("member node3 alive -> suspect") }, "\(member.log())")
             #expect(waitUntil(seconds: 30) { member.statuses()["node3"] == "dead" }, "\(member.statuses())")
