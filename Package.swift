@@ -123,6 +123,14 @@ let package = Package(
             path: "perf/StoreBench",
             swiftSettings: strictSwift
         ),
+        // Shard map balance and movement on join; the golden placement vectors. See perf/README.md.
+        .executableTarget(
+            name: "aegiskv-placement",
+            dependencies: ["AegisCluster", "AegisConfig", "AegisStore"],
+            path: "perf/Placement",
+            exclude: ["check_vectors.py"],
+            swiftSettings: strictSwift
+        ),
         .testTarget(
             name: "AegisProtocolTests",
             dependencies: ["AegisProtocol", .product(name: "PropertyBased", package: "swift-property-based")],
@@ -139,6 +147,9 @@ let package = Package(
                 "AegisCluster", "AegisSimulation",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],
+            // The golden placement vectors, read by path (#filePath) so that
+            // other implementations find them where docs/placement.md says.
+            exclude: ["Resources"],
             swiftSettings: strictSwift
         ),
         .testTarget(
