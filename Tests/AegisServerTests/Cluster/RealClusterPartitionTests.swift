@@ -12,7 +12,7 @@ import Testing
 /// peer links leaving from its own gossip address: `expectPeerLinksLeaveFromNodeAddresses`
 /// checks that first, because a link from 127.0.0.1 would slip past every rule.
 @Suite(.serialized)
-struct ClusterNamespaceTests {
+struct RealClusterPartitionTests {
     private func privateNetwork() -> PrivateNetwork? {
         switch PrivateNetwork.make() {
         case .success(let network): return network

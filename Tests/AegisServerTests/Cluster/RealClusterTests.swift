@@ -8,7 +8,7 @@ import Testing
 /// nodes' loopback addresses, and several clusters at once on two cores
 /// would starve each other's gossip.
 @Suite(.serialized)
-struct ClusterProcessTests {
+struct RealClusterTests {
     @Test func threeNodesJoinThroughSeedsAndAgreeOnPlacement() throws {
         try joinsAndAgrees(size: 3)
     }
