@@ -24,7 +24,7 @@ final class SpawnedNode: @unchecked Sendable {
     init(arguments: [String], environment: [String: String] = [:], journal: Bool = false,
          waitForPort: Bool = true, port: UInt16? = nil, host: String = "127.0.0.1", launcher: [String] = []) throws {
         self.host = host
-        self.port = try port ?? freePort(host: host)
+        self.port = try port ?? freePort(on: host)
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-ops-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         logPath = directory + "/stderr.log"

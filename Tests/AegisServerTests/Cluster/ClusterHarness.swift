@@ -216,7 +216,7 @@ final class ClusterHarness: @unchecked Sendable {
     private static func threeFreePorts(host: String) throws -> (UInt16, UInt16, UInt16) {
         var ports: [UInt16] = []
         for _ in 0..<20 where ports.count < 3 {
-            let port = try freePort(host: host)
+            let port = try freePort(on: host)
             if !ports.contains(port) { ports.append(port) }
         }
         guard ports.count == 3 else { throw HarnessError("no three distinct free ports on \(host)") }
