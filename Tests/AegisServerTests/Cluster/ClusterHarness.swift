@@ -2,8 +2,8 @@ import Foundation
 import Glibc
 import Testing
 
-/// One member as a node's `GET /cluster` lists it (the agreed surface:
-/// docs/operations.md and the issue 11 operations section).
+/// One member as a node's `GET /cluster` lists it (issue 11's operations
+/// surface: node_id, addresses, status, incarnation, shards, last heard).
 struct ClusterMember: CustomStringConvertible {
     var nodeID: String
     var status: String
@@ -355,9 +355,27 @@ final class ClusterHarness: @unchecked Sendable {
         return digests.count == 1 && !(digests.first ?? "").isEmpty
     }
 
-    /// All of `expected` alive everywhere asked, and one placement.
-    static func agreed(_ expected: Set<String>) -> ([Int: ClusterView]) -> Bool {
-        { views in allAlive(expected)(views) && sameDigest(views) }
+    /// Waits (bounded) until `nodes` publish one placement digest, and
+    /// records an issue instead of throwing when they do not: membership
+    /// checks go on without placement, so a failure says which part broke.
+    /// Returns the last views seen either way.
+    func expectOnePlacement(nodes: [Int]? = nil, timeoutSeconds: Double = 15,
+                            sourceLocation: SourceLocation = #_sourceLocation) throws -> [Int: ClusterView] {
+        do {
+            // A build without placement never publishes a digest: say so
+            // at once rather than wait out the full bound.
+            try waitUntil("some node publishes placement_digest", nodes: nodes, timeoutSeconds: 3) { views in
+                views.values.contains { $0.placementDigest != nil }
+            }
+            return try waitUntil("one placement digest everywhere", nodes: nodes, timeoutSeconds: timeoutSeconds,
+                                 Self.sameDigest)
+        } catch {
+            Issue.record("\(error)", sourceLocation: sourceLocation)
+            let asked = nodes ?? (1...size).filter { slots[$0 - 1].process?.isRunning == true }
+            var views: [Int: ClusterView] = [:]
+            for node in asked { views[node] = try view(of: node) }
+            return views
+        }
     }
 
     static func nodeIDs(_ nodes: ClosedRange<Int>) -> Set<String> { Set(nodes.map(nodeID)) }
