@@ -246,7 +246,7 @@ final class ClusterHarness: @unchecked Sendable {
 
     /// Starts (or restarts) one node with its data directory kept.
     func start(_ node: Int) throws {
-        precondition(slots[node - 1].process?.isRunning != true, "node\(node) is already running")
+        if slots[node - 1].process?.isRunning == true { throw HarnessError("node\(node) is already running") }
         if let previous = slots[node - 1].process { slots[node - 1].earlierLogs.append(previous.log()) }
         let slot = slots[node - 1]
         let process = try SpawnedNode(arguments: arguments(node), waitForPort: false, port: slot.clientPort,
@@ -265,7 +265,10 @@ final class ClusterHarness: @unchecked Sendable {
     func kill9(_ node: Int) {
         guard let process = slots[node - 1].process else { return }
         process.signal(SIGKILL)
-        _ = SpawnedNode.waitForExit(process.pid, graceSeconds: 10)
+        // Reaped through SpawnedNode, which then knows the PID is gone: the
+        // SIGTERM that stop() sends meets a zombie, whose PID is not reused
+        // before the reap.
+        process.stop(graceSeconds: 10)
     }
 
     /// SIGTERM, waiting for the exit; returns the exit status.
