@@ -8,6 +8,7 @@ import Glibc
 final class SpawnedNode: @unchecked Sendable {
     let pid: pid_t
     let port: UInt16
+    let host: String
     let directory: String
     let logPath: String
     private var exitStatus: Int32?
@@ -18,15 +19,18 @@ final class SpawnedNode: @unchecked Sendable {
     /// `journal`: set JOURNAL_STREAM to the device:inode of the log file, as
     /// systemd does when stderr is the journal. `launcher`: a command that
     /// execs the binary (such as `taskset -c 0`), so the PID stays the node's.
+    /// `host`: the loopback address the client port binds (cluster nodes
+    /// each get their own, 127.0.0.11 and up).
     init(arguments: [String], environment: [String: String] = [:], journal: Bool = false,
-         waitForPort: Bool = true, port: UInt16? = nil, launcher: [String] = []) throws {
-        self.port = try port ?? freePort()
+         waitForPort: Bool = true, port: UInt16? = nil, host: String = "127.0.0.1", launcher: [String] = []) throws {
+        self.host = host
+        self.port = try port ?? freePort(on: host)
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-ops-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         logPath = directory + "/stderr.log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let env = try Self.childEnvironment(environment, journalFile: journal ? logPath : nil)
-        let command = launcher + [ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:\(self.port)"] + Self.withHealthPort(arguments)
+        let command = launcher + [ServerHarness.binaryPath, "--bind-addr", "\(host):\(self.port)"] + Self.withHealthPort(arguments)
         pid = try Self.spawn(command[0], Array(command.dropFirst()), environment: env, output: logPath)
         if waitForPort { try self.waitForPort() }
     }
@@ -90,7 +94,7 @@ final class SpawnedNode: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
         while Date() < deadline {
             if !isRunning { throw HarnessError("aegiskv exited early: \(log())") }
-            if let socket = try? TestSocket(port: port) { socket.close(); return }
+            if let socket = try? TestSocket(host: host, port: port) { socket.close(); return }
             usleep(20_000)
         }
         throw HarnessError("aegiskv did not open port \(port): \(log())")
