@@ -116,6 +116,32 @@ struct Harness {
         #expect(seenByA?.incarnation == before + 1)
     }
 
+    /// A prober still acting on a suspicion the suspect already refuted (the
+    /// refutation missed it) must get the refutation in the ack to its probe,
+    /// not a bare ack that leaves its suspicion to run out.
+    @Test func anAckToAProbeCarryingAStaleSuspicionCarriesTheRefutation() {
+        var harness = Harness()
+        harness.add("node-a")
+        harness.add("node-b", seeds: ["node-a"])
+        harness.run(until: 60_000)
+        let current = harness.nodes["node-b"]!.incarnation
+        let staleSuspicion = MemberUpdate(node: NodeID("node-b")!, status: .suspect, incarnation: current - 1,
+                                          gossipAddress: "node-b:7701", clientAddress: "node-b:6380",
+                                          accuser: NodeID("node-c"))
+        let probe = encoded(.ping(seq: 77, target: NodeID("node-b")!, updates: [staleSuspicion]), sender: "node-c")
+        harness.inFlight = []
+        harness.step("node-b", .received(frame: probe, fromAddress: "node-c:7701", now: harness.now))
+        #expect(harness.nodes["node-b"]!.incarnation == current)
+        let acks = harness.inFlight.filter { $0.to == "node-c" }.compactMap { sent -> [MemberUpdate]? in
+            guard case let .message(message) = MessageCodec.decode(frame: sent.frame, parameters: testParameters,
+                                                                   authenticator: testKey),
+                  case let .ack(seq, updates) = message.payload, seq == 77 else { return nil }
+            return updates
+        }
+        #expect(acks.count == 1)
+        #expect(acks.first?.contains { $0.node.name == "node-b" && $0.status == .alive && $0.incarnation == current } == true)
+    }
+
     @Test func aGracefulStopIsSeenAsLeft() {
         var harness = Harness()
         harness.add("node-a")
