@@ -252,6 +252,44 @@ struct Harness {
         #expect(harness.nodes["node-a"]!.localHealth > 0)
     }
 
+    /// A node paused past a suspicion's deadline reads what arrived during the
+    /// pause (the suspect's refutation) before it declares anyone dead: with
+    /// Lifeguard the late timer only moves the verdict one probe timeout on.
+    @Test func aSuspicionTimerThatFiresLateWaitsForTheRefutation() {
+        for lifeguard in [true, false] {
+            var node = ClusterNode(settings: testSettings("node-a", lifeguard: lifeguard), incarnation: 1,
+                                   randomSeed: 9, authenticator: testKey)
+            _ = node.step(.start(now: 0))
+            let rumour = encoded(.pushPull(isReply: true, members: [update("node-c"),
+                                                                     update("node-b", .suspect, accuser: "node-c")]),
+                                 sender: "node-c")
+            let armed = node.step(.received(frame: rumour, fromAddress: "node-c:7701", now: 100))
+            let deadline = armed.compactMap { action -> Int64? in
+                if case let .setTimer(.suspicion, at) = action { at } else { nil }
+            }.last!
+            let late = node.step(.timerFired(.suspicion, now: deadline + 8000))
+            let statusOfB = { (node: ClusterNode) in node.members.first { $0.nodeID.name == "node-b" }?.status }
+            guard lifeguard else {
+                #expect(statusOfB(node) == .dead, "plain SWIM judges at once")
+                continue
+            }
+            #expect(statusOfB(node) == .suspect)
+            let grace = late.compactMap { action -> Int64? in
+                if case let .setTimer(.suspicion, at) = action { at } else { nil }
+            }
+            #expect(grace.count == 1 && grace[0] > deadline + 8000)
+
+            var refuted = node
+            let refutation = encoded(.ack(seq: 1, updates: [update("node-b", incarnation: 8)]), sender: "node-b")
+            _ = refuted.step(.received(frame: refutation, fromAddress: "node-b:7701", now: deadline + 8001))
+            #expect(statusOfB(refuted) == .alive)
+
+            var silent = node
+            _ = silent.step(.timerFired(.suspicion, now: grace[0]))
+            #expect(statusOfB(silent) == .dead, "nothing arrived during the grace: the verdict stands")
+        }
+    }
+
     @Test func aFloodOfProbeRequestsGetsBoundedHelp() {
         var node = ClusterNode(settings: testSettings("node-a"), incarnation: 1, randomSeed: 5, authenticator: testKey)
         _ = node.step(.start(now: 0))
