@@ -96,7 +96,7 @@ int aegis_socket_abort_on_close(int fd) {
     return setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, sizeof linger) < 0 ? -errno : 0;
 }
 
-int aegis_tcp_connect(const char *host, uint16_t port, unsigned user_timeout_ms) {
+int aegis_tcp_connect(const char *host, uint16_t port, unsigned user_timeout_ms, const char *source_host) {
     struct addrinfo hints;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
@@ -115,6 +115,21 @@ int aegis_tcp_connect(const char *host, uint16_t port, unsigned user_timeout_ms)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (user_timeout_ms > 0) setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+    if (source_host != NULL && source_host[0] != 0 && found->ai_family == AF_INET) {
+        struct sockaddr_in source;
+        memset(&source, 0, sizeof source);
+        source.sin_family = AF_INET;
+        /* Leave from the node's own address, not the route's default
+           (127.0.0.1 for every loopback peer): peers and firewall rules
+           then see which node a link belongs to. */
+        if (inet_pton(AF_INET, source_host, &source.sin_addr) == 1 && source.sin_addr.s_addr != htonl(INADDR_ANY)
+            && bind(fd, (struct sockaddr *)&source, sizeof source) < 0) {
+            int bind_error = errno;
+            close(fd);
+            freeaddrinfo(found);
+            return -bind_error;
+        }
+    }
     int result = connect(fd, found->ai_addr, found->ai_addrlen);
     int error = errno;
     freeaddrinfo(found);

@@ -74,7 +74,7 @@ int aegis_socket_abort_on_close(int fd);
 /// or -errno; a name that does not resolve gives -EHOSTUNREACH.
 /// user_timeout_ms > 0 sets TCP_USER_TIMEOUT: data unacknowledged for that
 /// long fails the connection instead of being retransmitted for minutes.
-int aegis_tcp_connect(const char *host, uint16_t port, unsigned user_timeout_ms);
+int aegis_tcp_connect(const char *host, uint16_t port, unsigned user_timeout_ms, const char *source_host);
 /// The connected peer's IP address as text (getpeername), or -errno.
 int aegis_socket_peer_host(int fd, char *buf, size_t len);
 /// SO_ERROR: 0 once a non-blocking connect succeeded, else its errno (positive).

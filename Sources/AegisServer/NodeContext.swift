@@ -59,7 +59,8 @@ public final class NodeContext: Sendable {
         self.commandStats = (0..<reactorCount).map { _ in PublishedCommandStats() }
         self.stats = (0..<reactorCount).map { _ in PublishedReactorStats() }
         self.shardOwner = (0..<config.numShards).map { $0 * reactorCount / config.numShards }
-        self.storeBudgetBytes = Self.storeBudget(maxBytes: config.maxMemoryMB * 1024 * 1024, residentBytes: residentSetBytes())
+        self.storeBudgetBytes = Self.storeBudget(maxBytes: config.maxMemoryMB * 1024 * 1024,
+                                                 residentBytes: residentSetBytes() + Self.clusterLoopReserveBytes)
     }
 
     /// The part of max_memory_mb the reactors' ledgers share (0 = unlimited).
@@ -67,6 +68,14 @@ public final class NodeContext: Sendable {
     /// rings: 17 MB here) is memory too; left out, RSS passed max_memory_mb
     /// by 2% with 8-byte values. It is measured once at start, at most half the limit.
     public let storeBudgetBytes: Int
+
+    /// What the cluster loop brings in after this measurement: swift-crypto's
+    /// code and tables, its thread's stack and malloc arena, its buffers. An
+    /// idle node's RSS measured 1.7 MB above the same node without the loop.
+    /// With 1 or 2 MiB reserved, MemoryBoundTests' 8-byte fill still peaked
+    /// 0.3 MB over 128 MiB (the peak did not move: why it does not follow the
+    /// budget byte for byte is not understood yet); with 6 MiB it stays under.
+    static let clusterLoopReserveBytes = 6 << 20
 
     static func storeBudget(maxBytes: Int, residentBytes: Int) -> Int {
         if maxBytes == 0 { return 0 }

@@ -14,6 +14,10 @@ struct ClusterLoopSettings {
     var virtualNodes: Int
     var authenticator: GossipAuthenticator
     var incarnation: UInt64
+    /// The gossip bind host: outgoing links leave from it, so that on a
+    /// machine with several node addresses each link shows its own node's
+    /// address (empty or a wildcard: the kernel picks).
+    var dialSourceHost: String = ""
 }
 
 /// epoll tokens of the loop's own descriptors; connections count up from `firstConnection`.
@@ -387,7 +391,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             markFailed(key, nowMs: nowMs, error: EINVAL)
             return nil
         }
-        let fd = aegis_tcp_connect(host, port, UInt32(Self.unacknowledgedTimeoutMs))
+        let fd = aegis_tcp_connect(host, port, UInt32(Self.unacknowledgedTimeoutMs), settings.dialSourceHost)
         if fd < 0 {
             markFailed(key, nowMs: nowMs, error: -fd)
             return nil

@@ -40,7 +40,7 @@ enum ClusterWiring {
         let loopSettings = ClusterLoopSettings(
             nodeID: config.nodeID, gossipAddress: gossipAddress, clientAddress: clientAddress,
             numShards: config.numShards, virtualNodes: config.virtualNodes, authenticator: authenticator,
-            incarnation: incarnation)
+            incarnation: incarnation, dialSourceHost: config.gossipBindAddr.host)
         return try ClusterLoop(settings: loopSettings, listenFD: listenFD, engine: MembershipEngine(node: membership),
                                board: node.cluster, logger: logger)
     }
