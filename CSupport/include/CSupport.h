@@ -164,6 +164,14 @@ uint32_t aegis_crc32c(uint32_t crc, const void *data, size_t length);
 /// The same without the SSE4.2 instruction; the reference for tests.
 uint32_t aegis_crc32c_portable(uint32_t crc, const void *data, size_t length);
 
+// ---- build stamp (build_info.c) --------------------------------------------
+/// The git commit (full hash) a release build was made from; "" in a build
+/// that scripts/release did not stamp.
+const char *aegis_build_commit(void);
+/// The build date as UTC ISO 8601, taken from the commit's time so that the
+/// same commit builds the same bytes; "" when not stamped.
+const char *aegis_build_date(void);
+
 #ifdef __cplusplus
 }
 #endif

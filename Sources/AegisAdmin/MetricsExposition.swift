@@ -110,6 +110,10 @@ struct MetricsExposition {
             Family(name: name, kind: .counter, help: help, samples: [Sample(suffix: "_total", value: String(value))])
         }
         var result: [Family] = [
+            // The info-metric idiom: the value is always 1 and the labels carry the
+            // facts, so a dashboard can group nodes by version during an upgrade.
+            Family(name: "aegis_build_info", kind: .gauge, help: "Always 1; the labels name the version and commit this node runs.",
+                   samples: [Sample(labels: [("version", BuildInfo.version), ("commit", BuildInfo.commit)], value: "1")]),
             gauge("aegis_cache_size_bytes", "Bytes of cached data (keys, values and entry overhead) as the memory ledger counts them.", totals.usedMemoryBytes),
             gauge("aegis_cache_items", "Live entries in the cache.", totals.items),
             gauge("aegis_interconnect_memory_bytes", "Bytes between reactors: the rings, overflow buffers and heap copies of large payloads in flight.", node.interconnectMemoryBytes(totals)),

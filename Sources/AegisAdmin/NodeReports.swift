@@ -105,6 +105,11 @@ struct NodeReports {
         let lookups = totals.keyspaceHits + totals.keyspaceMisses
         return .object([
             ("node_id", .string(node.config.nodeID)),
+            ("version", .object([
+                ("version", .string(BuildInfo.version)),
+                ("commit", .string(BuildInfo.commit)),
+                ("build_date", .string(BuildInfo.buildDate)),
+            ])),
             ("state", .string(stateName)),
             ("uptime_seconds", .int(uptimeSeconds)),
             ("pid", .int(Int(getpid()))),

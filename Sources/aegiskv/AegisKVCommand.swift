@@ -11,7 +11,8 @@ struct AegisKVCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "aegiskv",
         abstract: "AegisKV: a distributed in-memory key-value cache node (RESP and AegisKV binary on one port).",
-        discussion: "Settings come from defaults, then --config FILE, then AEGIS_<KEY> environment variables, then flags; later wins. See docs/configuration.md."
+        discussion: "Settings come from defaults, then --config FILE, then AEGIS_<KEY> environment variables, then flags; later wins. See docs/configuration.md.",
+        version: BuildInfo.versionLine
     )
 
     @Option(name: .customLong("config"), help: "JSON configuration file.")

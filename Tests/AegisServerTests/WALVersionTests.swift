@@ -163,6 +163,8 @@ struct WALVersionTests {
         #expect(result.status != 0 && result.status != 124, "\(result.output)")
         #expect(result.output.contains("format 9"), "\(result.output)")
         #expect(result.output.contains("does not read"), "\(result.output)")
+        // The refusal names both sides: the format it found and the release that cannot read it.
+        #expect(result.output.contains("this aegiskv \(BuildInfo.version) does not read"), "\(result.output)")
         #expect(result.output.contains("aegiskv-cli dump"), "\(result.output)")
         #expect(result.output.contains(WALRecoveryTests.segmentPath(walDirectory)), "\(result.output)")
     }

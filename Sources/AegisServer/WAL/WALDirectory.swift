@@ -163,7 +163,7 @@ enum WALError: Error, CustomStringConvertible {
             return "the WAL was written with \(found) but this node runs with \(expected) (\(path)): a changed `reactors` is re-laid out at start, but a changed `num_shards` is not; start with the same `num_shards`, or move the WAL directory aside to start empty"
         case .unsupportedFormat(let file, let format):
             let known = WALFormat.allCases.map { String($0.rawValue) }.joined(separator: " and ")
-            return "\(file) is in write-ahead log format \(format), which this aegiskv does not read (it reads formats \(known)): "
+            return "\(file) is in write-ahead log format \(format), which this aegiskv \(BuildInfo.version) does not read (it reads formats \(known)): "
                 + "start the aegiskv release that wrote it (or a newer one), or dump the data with that release's `aegiskv-cli dump`, "
                 + "move the WAL directory aside, start this one and `aegiskv-cli restore` the dump"
         }

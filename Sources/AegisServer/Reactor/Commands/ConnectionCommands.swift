@@ -6,7 +6,6 @@ import Glibc
 /// Stage 2 for commands about the connection or the node rather than a key;
 /// the reactor holding the connection answers them itself.
 extension Reactor {
-    static let version = "0.1.0"
     /// The Redis version whose command set and replies this node follows,
     /// reported where clients look for one.
     static let redisCompatibleVersion = "7.0.0"
@@ -121,7 +120,7 @@ extension Reactor {
         connection.wire = version == .resp3 ? .resp3 : .resp2
         RESPWriter.mapHeader(7, version, into: out)
         RESPWriter.bulk(string: "server", into: out); RESPWriter.bulk(string: "aegiskv", into: out)
-        RESPWriter.bulk(string: "version", into: out); RESPWriter.bulk(string: Self.version, into: out)
+        RESPWriter.bulk(string: "version", into: out); RESPWriter.bulk(string: BuildInfo.version, into: out)
         RESPWriter.bulk(string: "proto", into: out); RESPWriter.integer(version == .resp3 ? 3 : 2, into: out)
         RESPWriter.bulk(string: "id", into: out); RESPWriter.integer(connection.clientID, into: out)
         RESPWriter.bulk(string: "mode", into: out); RESPWriter.bulk(string: "standalone", into: out)
@@ -274,7 +273,8 @@ extension Reactor {
         let uptimeSeconds = (aegis_monotonic_ms_coarse() - node.startedMonotonicMs) / 1000
         var lines: [String] = []
         if wants("server") {
-            lines += ["# Server", "aegiskv_version:\(Self.version)", "redis_version:\(Self.redisCompatibleVersion)",
+            lines += ["# Server", "aegiskv_version:\(BuildInfo.version)", "aegiskv_git_sha1:\(BuildInfo.commit)", "aegiskv_build_date:\(BuildInfo.buildDate)",
+                      "redis_version:\(Self.redisCompatibleVersion)",
                       "redis_mode:standalone", "os:Linux", "arch_bits:64", "multiplexing_api:epoll",
                       "process_id:\(getpid())", "run_id:\(config.nodeID)", "tcp_port:\(node.boundClientPort.load(ordering: .relaxed))",
                       "uptime_in_seconds:\(uptimeSeconds)", "uptime_in_days:\(uptimeSeconds / 86400)",
