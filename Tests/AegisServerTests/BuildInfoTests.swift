@@ -17,7 +17,7 @@ struct BuildInfoTests {
         let server = try ServerHarness()
         defer { #expect(server.stop() == 0) }
         let info = try runTool("redis-cli", ["-p", String(server.port), "INFO", "server"]).output
-        let lines = Set(info.split(whereSeparator: { $0 == "\r" || $0 == "\n" }).map(String.init))
+        let lines = Set(info.split(whereSeparator: \.isNewline).map(String.init))  // "\r\n" is one Character
         #expect(lines.contains("aegiskv_version:\(BuildInfo.releaseVersion)-dev"), "\(info)")
         #expect(lines.contains("aegiskv_git_sha1:unknown"), "\(info)")
         #expect(lines.contains("aegiskv_build_date:unknown"), "\(info)")
