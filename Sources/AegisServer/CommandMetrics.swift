@@ -191,22 +191,18 @@ extension Reactor {
     /// The rate-limit check for one request: plain memory unless this
     /// reactor's allowance is used up.
     @inline(__always) func admitRequest() -> Bool {
-        if !rateLimited { return true }
-        if rateAllowance > 0 {
-            rateAllowance -= 1
-            return true
-        }
+        if rate.admitFromAllowance() { return true }
         return takeRateAllowance()
     }
 
     @inline(never) private func takeRateAllowance() -> Bool {
-        let rate = node.runtime.currentRateLimit
-        let granted = node.rateLimiter.take(node.rateLimiter.chunkSize(rate: rate))
+        let limit = node.runtime.currentRateLimit
+        let granted = node.rateLimiter.take(node.rateLimiter.chunkSize(rate: limit))
         if granted == 0 {
             counters.rateLimited &+= 1
             return false
         }
-        rateAllowance = granted - 1
+        rate.grant(granted)
         return true
     }
 
@@ -215,12 +211,7 @@ extension Reactor {
     /// applies within about a millisecond; a changed limit drops the
     /// allowance taken under the old one.
     func refreshRateLimit() {
-        let rate = node.runtime.currentRateLimit
-        if rate != rateLimitSeen {
-            rateLimitSeen = rate
-            rateLimited = rate > 0
-            rateAllowance = 0
-        }
+        rate.refresh(rate: node.runtime.currentRateLimit)
     }
 
     var rateLimitMessage: String {

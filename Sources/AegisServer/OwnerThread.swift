@@ -1,8 +1,8 @@
 import Glibc
 
 /// Debug-build check that state one thread owns is touched only by that
-/// thread: a reactor's own state, its connections' reply queues, and each
-/// side of a ring. Release builds keep an empty struct and empty inline
+/// thread: a reactor's own state, its shard stores, its connections and
+/// their reply queues, and each side of a ring. Release builds keep an empty struct and empty inline
 /// functions, so the hot path pays nothing.
 ///
 /// Ownership is taken by the first thread that asserts it, or handed over
@@ -35,6 +35,15 @@ struct OwnerThread {
             return
         }
         precondition(pthread_equal(owner, current) != 0, "\(what) touched from a thread that does not own it")
+        #endif
+    }
+
+    /// `assertOwner` for paths that cannot mutate (a getter): checks once
+    /// an owner has been claimed, and takes no ownership itself.
+    @inline(__always) func check(_ what: StaticString) {
+        #if DEBUG
+        guard let owner else { return }
+        precondition(pthread_equal(owner, pthread_self()) != 0, "\(what) touched from a thread that does not own it")
         #endif
     }
 }

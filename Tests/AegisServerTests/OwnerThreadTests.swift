@@ -1,4 +1,5 @@
 @testable import AegisServer
+import AegisStore
 import Testing
 
 /// Debug builds trap when state one thread owns is touched from another
@@ -34,6 +35,52 @@ struct OwnerThreadTests {
         }
     }
 
+    @Test func aConnectionUsedFromASecondThreadTraps() async {
+        await #expect(processExitsWith: .failure) {
+            let connection = Connection(fd: -1, index: 0, generation: 0, clientID: 1, peer: "", nowMs: 0, requiresAuth: false)
+            _ = connection.replyTarget
+            let box = UncheckedBox(connection)
+            let intruder = JoinableThread { _ = box.value.replyTarget }
+            _ = intruder.join(timeoutSeconds: 10)
+        }
+    }
+
+    @Test func aConnectionTableLookupFromASecondThreadTraps() async {
+        await #expect(processExitsWith: .failure) {
+            var table = ConnectionTable()
+            let (slot, generation) = table.reserveSlot()
+            table.install(Connection(fd: -1, index: UInt32(slot), generation: generation, clientID: 1, peer: "", nowMs: 0, requiresAuth: false))
+            #expect(table.connection(slot: slot, generation: generation) != nil)
+            let box = UncheckedBox(table)
+            let intruder = JoinableThread { _ = box.value.connection(slot: slot, generation: generation) }
+            _ = intruder.join(timeoutSeconds: 10)
+        }
+    }
+
+    @Test func aShardStoreReachedFromASecondThreadTraps() async {
+        await #expect(processExitsWith: .failure) {
+            var shards = OwnedShards(reactor: 0, shardOwner: [0, 1], ledger: MemoryLedger(limitBytes: 1 << 20, evictionRatio: 0.1))
+            shards.claim()
+            #expect(shards[0] != nil && shards[1] == nil)
+            let box = UncheckedBox(shards)
+            let intruder = JoinableThread { _ = box.value[0] }
+            _ = intruder.join(timeoutSeconds: 10)
+        }
+    }
+
+    /// The hand-over the node makes: built on one thread, replayed on a
+    /// second, served on a third; each claims before it touches the stores.
+    @Test func shardStoresHandedOverByClaimAreNotATrap() {
+        let box = MutableBox(OwnedShards(reactor: 0, shardOwner: [0], ledger: MemoryLedger(limitBytes: 1 << 20, evictionRatio: 0.1)))
+        let replay = JoinableThread {
+            box.value.claim()
+            _ = box.value[0]
+        }
+        #expect(replay.join(timeoutSeconds: 10))
+        box.value.claim()
+        #expect(box.value[0] != nil)
+    }
+
     @Test func eachSideOfARingMayHaveItsOwnThread() {
         let ring = SPSCByteRing(capacityBytes: 4096)
         let producer = JoinableThread {
@@ -50,5 +97,12 @@ struct OwnerThreadTests {
 /// the owner check catches it).
 final class UncheckedBox<Value>: @unchecked Sendable {
     let value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+/// The same, for a value the other thread changes; the test joins that
+/// thread before it reads the value again.
+final class MutableBox<Value>: @unchecked Sendable {
+    var value: Value
     init(_ value: Value) { self.value = value }
 }

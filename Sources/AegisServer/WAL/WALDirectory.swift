@@ -158,7 +158,7 @@ enum WALError: Error, CustomStringConvertible {
             return "WAL segment missing: \(file) (\(reason)); the writes logged in it would be lost silently. If the file was moved, put it back; otherwise "
                 + Self.recoveryAdvice
         case .faultPlan(let rule):
-            return "\(KernelFaultPlan.environmentVariable): cannot read the fault rule \"\(rule)\" (expected <call>[.<file>]=<ERRNO>[@<first>][x<count>][+<delay ms>])"
+            return "\(KernelFaultPlan.environmentVariable) / \(KernelFaultPlan.walEnvironmentVariable): cannot read the fault rule \"\(rule)\" (expected <call>[.<file>]=<ERRNO>[@<first>][x<count>][+<delay ms>])"
         case .layoutMismatch(let path, let found, let expected):
             return "the WAL was written with \(found) but this node runs with \(expected) (\(path)): a changed `reactors` is re-laid out at start, but a changed `num_shards` is not; start with the same `num_shards`, or move the WAL directory aside to start empty"
         case .unsupportedFormat(let file, let format):

@@ -24,6 +24,8 @@ struct WALRecovery {
 
     let directory: WALDirectory
     let logger: Logger
+    /// Reads and the torn-tail truncate go through the reactor's kernel door, so tests can fail them.
+    var door: KernelDoor = .production
 
     /// Replays into `apply`; throws on damage that is not a torn tail.
     func replay(_ apply: (WALRecord) -> Void) throws(WALError) -> Report {
@@ -86,7 +88,7 @@ struct WALRecovery {
 
     private func replaySnapshot(_ number: UInt64, into report: inout Report, _ apply: (WALRecord) -> Void) throws(WALError) {
         let path = directory.snapshotPath(number)
-        let file = try MappedFile(path: path)
+        let file = try MappedFile(path: path, door: door, file: .snapshot)
         let bytes = file.bytes
         let format = try Self.format(of: bytes, kind: WALFileHeader.snapshotKind, number: number, path: path, report: &report)
         var offset = WALFileHeader.size
@@ -123,7 +125,7 @@ struct WALRecovery {
     private func replaySegment(_ number: UInt64, isLast: Bool, into report: inout Report,
                                _ apply: (WALRecord) -> Void) throws(WALError) -> Bool {
         let path = directory.segmentPath(number)
-        let file = try MappedFile(path: path)
+        let file = try MappedFile(path: path, door: door, file: .segment)
         let bytes = file.bytes
         if (bytes.count < WALFileHeader.size && isLast) || Self.isAllZero(bytes) {
             // Created (or renamed from a prepared segment), then the process
@@ -171,7 +173,8 @@ struct WALRecovery {
                             "file": "\(path)", "offset": "\(offset)", "bytes_dropped": "\(bytes.count - offset)",
                         ])
                     }
-                    if truncate(path, off_t(offset)) != 0 { throw .system("truncate", path, errno) }
+                    let truncated = door.truncate(path, UInt64(offset), file: .segment)
+                    if truncated != 0 { throw .system("truncate", path, -truncated) }
                 }
                 report.bytes += offset
                 return true
@@ -187,7 +190,8 @@ struct WALRecovery {
             logger.warning("cutting off a torn tail of the write-ahead log", metadata: [
                 "file": "\(path)", "offset": "\(offset)", "bytes_dropped": "\(bytes.count - offset)", "reason": "\(problem)",
             ])
-            if truncate(path, off_t(offset)) != 0 { throw .system("truncate", path, errno) }
+            let truncated = door.truncate(path, UInt64(offset), file: .segment)
+            if truncated != 0 { throw .system("truncate", path, -truncated) }
             report.bytes += offset
             return true
         }
@@ -250,10 +254,10 @@ final class MappedFile {
     let bytes: UnsafeRawBufferPointer
     private let base: UnsafeMutableRawPointer?
 
-    init(path: String) throws(WALError) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw .system("open", path, errno) }
-        defer { close(fd) }
+    init(path: String, door: KernelDoor, file: WALFileKind) throws(WALError) {
+        let fd = door.open(path, O_RDONLY | O_CLOEXEC, file: file)
+        if fd < 0 { throw .system("open", path, -fd) }
+        defer { door.close(fd) }
         var info = stat()
         if fstat(fd, &info) != 0 { throw .system("fstat", path, errno) }
         let size = Int(info.st_size)
@@ -262,8 +266,11 @@ final class MappedFile {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
             return
         }
-        let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
-        if mapped == MAP_FAILED { throw .system("mmap", path, errno) }
+        let mapped: UnsafeMutableRawPointer
+        switch door.mapReadOnly(fd, size: size, file: file) {
+        case .success(let address): mapped = address
+        case .failure(let error): throw .system("mmap", path, error.code)
+        }
         _ = madvise(mapped, size, MADV_SEQUENTIAL)
         base = mapped
         bytes = UnsafeRawBufferPointer(start: mapped, count: size)

@@ -19,23 +19,18 @@ extension Reactor {
     func recoverLog() throws(WALError) -> WALRecovery.Report {
         let config = node.config
         let directory = WALDirectory(walDirectory: config.effectiveWALDir, reactor: index)
-        let recovery = WALRecovery(directory: directory, logger: logger)
+        shards.claim()  // the replay thread fills the stores until the reactor's own thread takes over
+        let recovery = WALRecovery(directory: directory, logger: logger, door: door)
         let nowMs = aegis_now_ms_coarse()
         let report = try recovery.replay { record in
             applyReplayed(record, nowMs: nowMs)
         }
-        let faults = try KernelFaultPlan.fromEnvironment()
-        if let faults {
-            logger.warning("write-ahead log fault injection armed (for tests only)", metadata: [
-                "reactor": "\(index)", "faults": "\(faults.specification)",
-            ])
-        }
         let writer = try WALWriter(mode: config.walMode, directory: directory,
                                    maxSegmentBytes: config.walMaxSizeMB * 1024 * 1024, recovered: report, logger: logger,
-                                   door: KernelDoor(faults: faults))
-        let added = aegis_epoll_add(epollFD, writer.eventFD, AEGIS_EPOLLIN | AEGIS_EPOLLET, Self.walToken)
+                                   door: door)
+        let added = poller.add(writer.eventFD, AEGIS_EPOLLIN | AEGIS_EPOLLET, token: EventPoller.walToken, .any)
         if added < 0 { throw .system("epoll_ctl(io_uring eventfd)", directory.path, -added) }
-        wal = writer
+        log.wal = writer
         return report
     }
 
@@ -88,7 +83,7 @@ extension Reactor {
         }
         WALFileHeader.append(to: buffer, magic: WALFileHeader.snapshotMagic, number: number)
         var entries = 0
-        for shard in ownedShardIndices {
+        for shard in shards.ownedIndices {
             var cursor: UInt64 = 0
             repeat {
                 cursor = shards[shard]!.scan(cursor: cursor, count: 256, nowMs: nowMs) { entry in
@@ -117,10 +112,10 @@ extension Reactor {
     /// Logs the state of `key` after a command changed it.
     @inline(__always)
     func logKeyState(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore) {
-        guard let wal else { return }
+        guard let wal = log.wal else { return }
         assert(wal.acceptsWrites, "records appended while the log refuses writes")
         appendKeyState(key, hash: hash, store: store, to: wal.filling)
-        replyAwaitsLog = true
+        log.replyAwaitsLog = true
     }
 
     @inline(__always)
@@ -133,17 +128,17 @@ extension Reactor {
     /// undone if its batch fails (see `undoFailedWrites`).
     @inline(__always)
     func keepPreviousState(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore) {
-        appendKeyState(key, hash: hash, store: store, to: holding.undo)
+        appendKeyState(key, hash: hash, store: store, to: log.holding.undo)
     }
 
     /// Runs `write` on `key` (returning whether it changed the key) keeping
     /// the previous state, unless the write changed nothing.
     @inline(__always)
     func undoableWrite(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore, _ write: () -> Bool) -> Bool {
-        let mark = holding.undo.readableBytes
+        let mark = log.holding.undo.readableBytes
         keepPreviousState(key, hash: hash, store: store)
         let changed = write()
-        if !changed { holding.undo.truncate(toReadable: mark) }
+        if !changed { log.holding.undo.truncate(toReadable: mark) }
         return changed
     }
 
@@ -153,7 +148,7 @@ extension Reactor {
     /// the flushed keys are not kept, so a failed FLUSHALL stays applied.
     func undoFailedWrites() {
         var undone = 0
-        for hold in [holding] + holdsInFlight.reversed() {
+        for hold in [log.holding] + log.holdsInFlight.reversed() {
             var records: [WALRecord] = []
             var rest = hold.undo.readableView
             while case .record(let record, let length) = WALRecord.decode(rest) {
@@ -181,11 +176,11 @@ extension Reactor {
     }
 
     func logFlush(shard: Int) {
-        guard let wal else { return }
+        guard let wal = log.wal else { return }
         // The flush's own version: FLUSHALL is a write like any other.
         let version = shards[shard]?.lastWriteVersion ?? .zero
         wal.append(.flushShard, shard: shard, version: version, expiryMs: 0, key: WALRecord.noBytes, value: WALRecord.noBytes)
-        replyAwaitsLog = true
+        log.replyAwaitsLog = true
     }
 
     // MARK: - Holding replies
@@ -200,8 +195,8 @@ extension Reactor {
     /// client, or held when the command wrote a log record.
     @inline(__always)
     func deliverLocal(_ connection: Connection, _ bytes: WireBuffer) {
-        if replyAwaitsLog {
-            replyAwaitsLog = false
+        if log.replyAwaitsLog {
+            log.replyAwaitsLog = false
             let sequence = connection.replies.openPending(parts: 1, aggregate: .none)
             hold(.localSlot, wire: connection.wire ?? .resp2, source: index, connectionIndex: connection.index,
                  generation: connection.generation, sequence: sequence, bytes.readableView)
@@ -213,8 +208,8 @@ extension Reactor {
     /// A part's reply for an open slot of a local connection.
     @inline(__always)
     func fillLocal(_ connection: Connection, sequence: UInt64, _ bytes: UnsafeRawBufferPointer) {
-        if replyAwaitsLog {
-            replyAwaitsLog = false
+        if log.replyAwaitsLog {
+            log.replyAwaitsLog = false
             hold(.localSlot, wire: connection.wire ?? .resp2, source: index, connectionIndex: connection.index,
                  generation: connection.generation, sequence: sequence, bytes)
         } else {
@@ -225,8 +220,8 @@ extension Reactor {
     /// The reply to a request another reactor forwarded.
     @inline(__always)
     func answerForwarded(_ reply: ForwardHeader, to source: Int, _ bytes: UnsafeRawBufferPointer) {
-        if replyAwaitsLog {
-            replyAwaitsLog = false
+        if log.replyAwaitsLog {
+            log.replyAwaitsLog = false
             hold(.forwardedReply, wire: reply.wire, source: source, connectionIndex: reply.connectionIndex,
                  generation: reply.connectionGeneration, sequence: reply.slotSequence, bytes)
         } else {
@@ -236,7 +231,7 @@ extension Reactor {
 
     private func hold(_ kind: HeldKind, wire: WireKind, source: Int, connectionIndex: UInt32, generation: UInt32,
                       sequence: UInt64, _ bytes: UnsafeRawBufferPointer) {
-        let buffer = holding.replies
+        let buffer = log.holding.replies
         let space = buffer.writableSpace(minimum: Self.heldHeaderSize + bytes.count)
         let base = space.baseAddress!
         base.storeBytes(of: kind.rawValue, toByteOffset: 0, as: UInt8.self)
@@ -264,14 +259,14 @@ extension Reactor {
             let sequence = base.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
             var reply = UnsafeRawBufferPointer(start: base + Self.heldHeaderSize, count: length)
             if let failure {
-                partScratch.clear()
-                writeLogFailure(failure, wire: wire, originalReply: reply, into: partScratch)
-                reply = partScratch.readableView
+                scratch.part.clear()
+                writeLogFailure(failure, wire: wire, originalReply: reply, into: scratch.part)
+                reply = scratch.part.readableView
             }
             switch kind {
             case .localSlot:
                 let slot = Int(connectionIndex)
-                if slot < connections.count, let connection = connections[slot], connection.generation == generation, !connection.isClosed {
+                if let connection = table.connection(slot: slot, generation: generation), !connection.isClosed {
                     connection.replies.fill(sequence: sequence, with: reply)
                     markDirty(connection)
                 }
@@ -305,13 +300,13 @@ extension Reactor {
     /// as one batch; its replies wait in `holdsInFlight` until it is durable.
     @inline(__always)
     func submitLogBatch() {
-        guard let wal else { return }
+        guard let wal = log.wal else { return }
         // A snapshot starts its segment at a batch boundary; this is one.
-        if snapshotWanted { startSnapshot() }
+        if log.snapshot.wanted { startSnapshot() }
         guard !wal.filling.isEmpty, wal.canSubmit || !wal.acceptsWrites else { return }
         if wal.submit() {
-            holdsInFlight.append(holding)
-            holding = spareHolds.popLast() ?? BatchHold()
+            log.holdsInFlight.append(log.holding)
+            log.holding = log.spareHolds.popLast() ?? BatchHold()
             if !wal.completedInline.isEmpty {
                 let events = wal.completedInline
                 wal.completedInline.removeAll(keepingCapacity: true)
@@ -320,55 +315,55 @@ extension Reactor {
         } else if !wal.acceptsWrites {
             // The log failed before the batch could go: its writes are not durable.
             undoFailedWrites()
-            release(holding.replies, failure: wal.failure ?? "write-ahead log unavailable")
+            release(log.holding.replies, failure: wal.failure ?? "write-ahead log unavailable")
         }
     }
 
     /// Replies of the oldest batch in flight: sent, or answered with an error.
     private func releaseOldestBatch(failure: String?) {
-        guard !holdsInFlight.isEmpty else {
+        guard !log.holdsInFlight.isEmpty else {
             assertionFailure("a batch completed with no replies held for it")
             return
         }
-        let hold = holdsInFlight.removeFirst()
+        let hold = log.holdsInFlight.removeFirst()
         release(hold.replies, failure: failure)
         // Durable, or already undone: what its writes replaced is not needed.
         hold.undo.clear()
         hold.undo.releaseIfIdle(keep: 1 << 20)
-        if spareHolds.count < WALWriter.maxBatchesInFlight { spareHolds.append(hold) }
+        if log.spareHolds.count < WALWriter.maxBatchesInFlight { log.spareHolds.append(hold) }
     }
 
     /// The io_uring eventfd fired: process what completed.
     func handleLogCompletions() {
-        guard let wal else { return }
-        walEvents.removeAll(keepingCapacity: true)
-        wal.reap(into: &walEvents)
-        for event in walEvents { handle(logEvent: event) }
+        guard let wal = log.wal else { return }
+        log.events.removeAll(keepingCapacity: true)
+        wal.reap(into: &log.events)
+        for event in log.events { handle(logEvent: event) }
     }
 
     private func handle(logEvent event: WALWriter.Event) {
-        guard let wal else { return }
+        guard let wal = log.wal else { return }
         switch event {
         case .batchDurable:
             releaseOldestBatch(failure: nil)
         case .batchFailed(let reason):
             counters.walErrors &+= 1
-            nextLogProbeMs = monotonicMs + 1000
+            log.nextProbeMs = monotonicMs + 1000
             // Every batch in flight and the one filling failed together;
             // the first of their events undoes them all.
             undoFailedWrites()
             releaseOldestBatch(failure: reason)
             // The log dropped the records filled meanwhile, too.
-            release(holding.replies, failure: reason)
+            release(log.holding.replies, failure: reason)
             if wal.isSnapshotting { wal.cancelSnapshot(reason: "the log failed") }
         case .snapshotChunkWritten:
             continueSnapshot()
         case .snapshotFailed:
             counters.walErrors &+= 1
-            nextSnapshotAttemptMs = monotonicMs + 10_000
+            log.snapshot.nextAttemptMs = monotonicMs + 10_000
         case .snapshotCompleted(let entries, let removedBytes):
             counters.walSnapshots &+= 1
-            counters.walTruncateServed = snapshotServesRequest
+            counters.walTruncateServed = log.snapshot.servesRequest
             logger.info("snapshot written; covered log segments removed", metadata: [
                 "reactor": "\(index)", "entries": "\(entries)", "bytes_removed": "\(removedBytes)",
             ])
@@ -379,38 +374,38 @@ extension Reactor {
     /// since the last one has grown past what replay should have to read,
     /// or when an operator asked for one.
     func logMaintenance() {
-        guard let wal else { return }
+        guard let wal = log.wal else { return }
         if !wal.acceptsWrites {
-            if monotonicMs >= nextLogProbeMs {
-                nextLogProbeMs = monotonicMs + 1000
+            if monotonicMs >= log.nextProbeMs {
+                log.nextProbeMs = monotonicMs + 1000
                 wal.probeRecovery(now: monotonicMs)
             }
             return
         }
         let requested = node.walTruncateRequests.load(ordering: .acquiring)
-        if requested > snapshotRequestsSeen {
+        if requested > log.snapshot.requestsSeen {
             // A snapshot already running started before the request: the
             // request is served by the next one, which starts after it.
-            snapshotRequestsSeen = requested
-            snapshotWanted = true
+            log.snapshot.requestsSeen = requested
+            log.snapshot.wanted = true
         }
-        let threshold = max(4 * node.config.walMaxSizeMB * 1024 * 1024, 2 * ledger.usedBytes)
-        if wal.bytesSinceSnapshot > threshold && monotonicMs >= nextSnapshotAttemptMs && !wal.isSnapshotting {
-            snapshotWanted = true
+        let threshold = max(4 * node.config.walMaxSizeMB * 1024 * 1024, 2 * shards.ledger.usedBytes)
+        if wal.bytesSinceSnapshot > threshold && monotonicMs >= log.snapshot.nextAttemptMs && !wal.isSnapshotting {
+            log.snapshot.wanted = true
         }
-        if snapshotWanted { startSnapshot() }
+        if log.snapshot.wanted { startSnapshot() }
     }
 
     private func startSnapshot() {
-        guard let wal, !wal.isSnapshotting else { return }
+        guard let wal = log.wal, !wal.isSnapshotting else { return }
         guard wal.beginSnapshot() else {
-            if !wal.acceptsWrites { snapshotWanted = false }
+            if !wal.acceptsWrites { log.snapshot.wanted = false }
             return
         }
-        snapshotWanted = false
-        snapshotServesRequest = snapshotRequestsSeen
-        snapshotShardPosition = 0
-        snapshotCursor = 0
+        log.snapshot.wanted = false
+        log.snapshot.servesRequest = log.snapshot.requestsSeen
+        log.snapshot.shardPosition = 0
+        log.snapshot.cursor = 0
         continueSnapshot()
     }
 
@@ -418,32 +413,25 @@ extension Reactor {
     /// Entries are copied out at once, so later writes never see a torn
     /// value; a key written after the scan passed it is in the new segment.
     func continueSnapshot() {
-        guard let wal, wal.isSnapshotting, !wal.snapshotChunkInFlight else { return }
+        guard let wal = log.wal, wal.isSnapshotting, !wal.snapshotChunkInFlight else { return }
         let buffer = wal.snapshotBuffer
-        let owned = ownedShardIndices
-        while buffer.readableBytes < (1 << 20) && snapshotShardPosition < owned.count {
-            let shard = owned[snapshotShardPosition]
-            snapshotCursor = shards[shard]!.scan(cursor: snapshotCursor, count: 256, nowMs: now) { entry in
+        let owned = shards.ownedIndices
+        while buffer.readableBytes < (1 << 20) && log.snapshot.shardPosition < owned.count {
+            let shard = owned[log.snapshot.shardPosition]
+            log.snapshot.cursor = shards[shard]!.scan(cursor: log.snapshot.cursor, count: 256, nowMs: now) { entry in
                 WALRecord.appendEntry(entry, shard: shard, to: buffer)
                 wal.noteSnapshotEntry()
             }
-            if snapshotCursor == 0 { snapshotShardPosition += 1 }
+            if log.snapshot.cursor == 0 { log.snapshot.shardPosition += 1 }
         }
-        wal.writeSnapshotChunk(last: snapshotShardPosition == owned.count)
+        wal.writeSnapshotChunk(last: log.snapshot.shardPosition == owned.count)
     }
 
     /// True when nothing the log owes anyone is outstanding.
     var logIsSettled: Bool {
-        guard let wal else { return true }
-        return !wal.isBatchInFlight && wal.filling.isEmpty && holding.replies.isEmpty && holdsInFlight.isEmpty
+        guard let wal = log.wal else { return true }
+        return !wal.isBatchInFlight && wal.filling.isEmpty && log.holding.replies.isEmpty && log.holdsInFlight.isEmpty
     }
-}
-
-/// What one batch of the log owes until it is durable: the replies held
-/// for it, and the state its writes replaced (to undo them if it fails).
-final class BatchHold {
-    let replies = WireBuffer()
-    let undo = WireBuffer()
 }
 
 extension String {

@@ -18,7 +18,7 @@ extension Reactor {
     static let outboundLimitBytes = 4 << 20
 
     @inline(__always) var outboundIsOverLimit: Bool {
-        backlog.queuedBytes + node.interconnect.indirectBytesInFlight(from: index) > Self.outboundLimitBytes
+        forwarding.backlog.queuedBytes + node.interconnect.indirectBytesInFlight(from: index) > Self.outboundLimitBytes
     }
 
     /// Stops reading a readable connection until the backlog shrinks (its
@@ -26,22 +26,22 @@ extension Reactor {
     /// where they cost us nothing.
     func parkForBacklog(_ connection: Connection) {
         if !isParkedForBacklog(connection) {
-            backlog.park(connection)
+            forwarding.backlog.park(connection)
         }
         updateInterest(connection)
     }
 
     @inline(__always) func isParkedForBacklog(_ connection: Connection) -> Bool {
         let slot = Int(connection.index)
-        return slot < backlog.parkedGeneration.count && backlog.parkedGeneration[slot] == UInt64(connection.generation) + 1
+        return slot < forwarding.backlog.parkedGeneration.count && forwarding.backlog.parkedGeneration[slot] == UInt64(connection.generation) + 1
     }
 
     /// Called every iteration while connections are parked (the loop then
     /// polls every millisecond: a peer freeing heap copies sends no wake-up).
     func resumeParkedIfBacklogShrank() {
-        guard backlog.queuedBytes + node.interconnect.indirectBytesInFlight(from: index) <= Self.outboundLimitBytes / 2 else { return }
-        let parked = backlog.parked
-        backlog.unparkAll()
+        guard forwarding.backlog.queuedBytes + node.interconnect.indirectBytesInFlight(from: index) <= Self.outboundLimitBytes / 2 else { return }
+        let parked = forwarding.backlog.parked
+        forwarding.backlog.unparkAll()
         for connection in parked where !connection.isClosed {
             updateInterest(connection)
         }
@@ -50,7 +50,7 @@ extension Reactor {
     /// Bytes this reactor holds for its peers, for the memory report: the
     /// overflow buffers' allocations and the heap copies not yet freed.
     var outboundMemoryBytes: Int {
-        overflow.reduce(0) { $0 + $1.capacity } + node.interconnect.indirectBytesInFlight(from: index)
+        forwarding.overflow.reduce(0) { $0 + $1.capacity } + node.interconnect.indirectBytesInFlight(from: index)
     }
 
     @inline(__always) func owner(ofShard shard: Int) -> Int {
@@ -61,7 +61,7 @@ extension Reactor {
     func forwardRequest(to target: Int, connection: Connection, sequence: UInt64, bytes: UnsafeRawBufferPointer) {
         counters.forwardedRequests &+= 1
         connection.forwardsInFlight += 1
-        awaitedReplies += 1
+        forwarding.awaitedReplies += 1
         let header = ForwardHeader(
             kind: .request, wire: connection.wire ?? .resp2,
             connectionIndex: connection.index, connectionGeneration: connection.generation,
@@ -78,10 +78,10 @@ extension Reactor {
     func sendRecord(to target: Int, header: ForwardHeader, payload: UnsafeRawBufferPointer) {
         ownerThread.assertOwner("a reactor's forwarding state")
         let ring = node.interconnect.ring(from: index, to: target)
-        mustNotify[target] = true
+        forwarding.mustNotify[target] = true
         let inlineLength = ForwardHeader.size + payload.count
         if inlineLength <= ring.maxPayload {
-            if overflow[target].isEmpty, let destination = ring.reserve(payloadLength: inlineLength) {
+            if forwarding.overflow[target].isEmpty, let destination = ring.reserve(payloadLength: inlineLength) {
                 header.store(to: destination)
                 if payload.count > 0 {
                     (destination + ForwardHeader.size).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
@@ -97,7 +97,7 @@ extension Reactor {
             node.interconnect.noteIndirectSent(from: index, bytes: payload.count)
             var address = UInt(bitPattern: copy)
             withUnsafeBytes(of: &address) { pointerBytes in
-                if overflow[target].isEmpty, let destination = ring.reserve(payloadLength: ForwardHeader.size + 8) {
+                if forwarding.overflow[target].isEmpty, let destination = ring.reserve(payloadLength: ForwardHeader.size + 8) {
                     header.store(to: destination)
                     (destination + ForwardHeader.size).copyMemory(from: pointerBytes.baseAddress!, byteCount: 8)
                     ring.commit(payloadLength: ForwardHeader.size + 8, flags: RecordFlags.indirect)
@@ -110,9 +110,9 @@ extension Reactor {
 
     /// Overflow layout per record: [u32 length][u32 flags][header][payload].
     private func queueOverflow(target: Int, header: ForwardHeader, flags: UInt32, payload: UnsafeRawBufferPointer) {
-        let buffer = overflow[target]
+        let buffer = forwarding.overflow[target]
         let length = ForwardHeader.size + payload.count
-        backlog.queuedBytes += 8 + length
+        forwarding.backlog.queuedBytes += 8 + length
         buffer.reserve(8 + length)
         buffer.appendBigEndian(UInt32(length))
         buffer.appendBigEndian(flags)
@@ -124,8 +124,8 @@ extension Reactor {
 
     /// Moves waiting records into their rings, in order, as far as they fit.
     func flushOverflow() {
-        for target in 0..<overflow.count where !overflow[target].isEmpty {
-            let buffer = overflow[target]
+        for target in 0..<forwarding.overflow.count where !forwarding.overflow[target].isEmpty {
+            let buffer = forwarding.overflow[target]
             if node.interconnect.hasExited(target) {
                 discardOverflow(target)
                 continue
@@ -139,8 +139,8 @@ extension Reactor {
                 destination.copyMemory(from: view.baseAddress! + 8, byteCount: length)
                 ring.commit(payloadLength: length, flags: flags)
                 buffer.consume(8 + length)
-                backlog.queuedBytes -= 8 + length
-                mustNotify[target] = true
+                forwarding.backlog.queuedBytes -= 8 + length
+                forwarding.mustNotify[target] = true
             }
             if buffer.isEmpty { buffer.releaseIfIdle(keep: 64 * 1024) }
         }
@@ -150,7 +150,7 @@ extension Reactor {
     /// connection is closed: the replies queued for it have no reader and
     /// the requests no one waiting. Waiting for its ring would hang the stop.
     private func discardOverflow(_ target: Int) {
-        let buffer = overflow[target]
+        let buffer = forwarding.overflow[target]
         while !buffer.isEmpty {
             let view = buffer.readableView
             let length = Int(view.loadBigEndian(fromByteOffset: 0, as: UInt32.self))
@@ -163,14 +163,14 @@ extension Reactor {
                 node.interconnect.noteIndirectFreed(from: index, bytes: header.payloadLength)
             }
             buffer.consume(8 + length)
-            backlog.queuedBytes -= 8 + length
+            forwarding.backlog.queuedBytes -= 8 + length
         }
         buffer.releaseIfIdle(keep: 0)
     }
 
     func notifyTargets() {
-        for target in 0..<mustNotify.count where mustNotify[target] {
-            mustNotify[target] = false
+        for target in 0..<forwarding.mustNotify.count where forwarding.mustNotify[target] {
+            forwarding.mustNotify[target] = false
             node.interconnect.notify(target)
         }
     }
@@ -204,18 +204,17 @@ extension Reactor {
     private func handleRecord(_ header: ForwardHeader, payload: UnsafeRawBufferPointer, from source: Int) {
         switch header.kind {
         case .request:
-            replyScratch.clear()
-            executeForwarded(wire: header.wire, request: payload, into: replyScratch)
+            scratch.reply.clear()
+            executeForwarded(wire: header.wire, request: payload, into: scratch.reply)
             var reply = header
             reply.kind = .reply
-            reply.payloadLength = replyScratch.readableBytes
-            answerForwarded(reply, to: source, replyScratch.readableView)
-            replyScratch.releaseIfIdle(keep: 1 << 20)
+            reply.payloadLength = scratch.reply.readableBytes
+            answerForwarded(reply, to: source, scratch.reply.readableView)
+            scratch.reply.releaseIfIdle(keep: 1 << 20)
         case .reply:
-            awaitedReplies -= 1
+            forwarding.awaitedReplies -= 1
             let slot = Int(header.connectionIndex)
-            guard slot < connections.count, let connection = connections[slot],
-                  connection.generation == header.connectionGeneration, !connection.isClosed else {
+            guard let connection = table.connection(slot: slot, generation: header.connectionGeneration), !connection.isClosed else {
                 return // the client went away; its reply has nowhere to go
             }
             connection.replies.fill(sequence: header.slotSequence, with: payload)
@@ -229,49 +228,21 @@ extension Reactor {
         counters.commands &+= 1
         switch wire {
         case .binary:
-            guard case .complete(let frame) = BinaryFrameParser.parse(request, limits: binaryLimits) else {
+            guard case .complete(let frame) = BinaryFrameParser.parse(request, limits: scratch.binaryLimits) else {
                 assertionFailure("a forwarded binary frame was parsed once already")
                 return
             }
             executeForwardedBinary(frame, request: request, into: out)
             countErrorReply(out, wire: wire, id: CommandMetricsLayout.binaryID(frame.commandCode))
         case .resp2, .resp3:
-            guard case .complete = RESPRequestParser.parse(request, into: forwardedArguments, limits: respLimits) else {
+            guard case .complete = RESPRequestParser.parse(request, into: scratch.forwardedArguments, limits: scratch.respLimits) else {
                 assertionFailure("a forwarded RESP command was parsed once already")
                 return
             }
-            let args = ArgumentsView(base: request.baseAddress!, arguments: forwardedArguments)
+            let args = ArgumentsView(base: request.baseAddress!, arguments: scratch.forwardedArguments)
             let command = RESPCommand.lookup(args.bytes(0))
             executeOwned(command, args, version: wire == .resp3 ? .resp3 : .resp2, into: out)
             countErrorReply(out, wire: wire, id: Int(command.rawValue))
         }
-    }
-}
-
-/// What a reactor has queued for its peers beyond their rings, and the
-/// client connections it stopped reading because of it.
-struct OutboundBacklog {
-    /// Bytes in the overflow buffers (heap copies are counted by the Interconnect).
-    var queuedBytes = 0
-    /// Each connection at most once.
-    private(set) var parked: [Connection] = []
-    /// Per connection slot: its generation + 1 while parked, 0 otherwise, so
-    /// a slot reused by a new connection is not taken for the parked one.
-    private(set) var parkedGeneration: [UInt64] = []
-
-    mutating func park(_ connection: Connection) {
-        let slot = Int(connection.index)
-        if parkedGeneration.count <= slot {
-            parkedGeneration.append(contentsOf: repeatElement(0, count: slot + 1 - parkedGeneration.count))
-        }
-        parkedGeneration[slot] = UInt64(connection.generation) + 1
-        parked.append(connection)
-    }
-
-    mutating func unparkAll() {
-        for connection in parked where parkedGeneration[Int(connection.index)] == UInt64(connection.generation) + 1 {
-            parkedGeneration[Int(connection.index)] = 0
-        }
-        parked.removeAll(keepingCapacity: true)
     }
 }

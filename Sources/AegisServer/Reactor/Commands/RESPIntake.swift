@@ -11,10 +11,10 @@ extension Reactor {
     func intakeRESP(_ connection: Connection, _ view: UnsafeRawBufferPointer) -> Int {
         // Before AUTH only small requests are read, so a client without the
         // token cannot make the node buffer much.
-        let limits = connection.authenticated ? respLimits : RESPLimits.unauthenticated
-        switch RESPRequestParser.parse(view, into: arguments, limits: limits, resumingAt: connection.respResume) {
+        let limits = connection.authenticated ? scratch.respLimits : RESPLimits.unauthenticated
+        switch RESPRequestParser.parse(view, into: scratch.arguments, limits: limits, resumingAt: connection.respResume) {
         case .incomplete:
-            connection.respResume = arguments.resumePoint
+            connection.respResume = scratch.arguments.resumePoint
             return 0
         case .protocolError(let message):
             counters.protocolErrors &+= 1
@@ -24,9 +24,9 @@ extension Reactor {
             return view.count
         case .complete(let consumed):
             if connection.respResume.position != 0 { connection.respResume = .start }
-            if arguments.count > 0 {
+            if scratch.arguments.count > 0 {
                 counters.commands &+= 1
-                let args = ArgumentsView(base: view.baseAddress!, arguments: arguments)
+                let args = ArgumentsView(base: view.baseAddress!, arguments: scratch.arguments)
                 dispatch(connection, args, raw: UnsafeRawBufferPointer(rebasing: view[0..<consumed]))
             }
             return consumed
@@ -92,9 +92,9 @@ extension Reactor {
             for target in 0..<node.reactorCount where target != index {
                 forwardRequest(to: target, connection: connection, sequence: sequence, bytes: raw)
             }
-            replyScratch.clear()
-            executeOwned(command, args, version: connection.respVersion, into: replyScratch)
-            fillLocal(connection, sequence: sequence, replyScratch.readableView)
+            scratch.reply.clear()
+            executeOwned(command, args, version: connection.respVersion, into: scratch.reply)
+            fillLocal(connection, sequence: sequence, scratch.reply.readableView)
         case .cursor:
             guard let cursor = UInt64(exactly: args.integer(1) ?? -1) else {
                 withReply(connection) { RESPWriter.error("ERR invalid cursor", into: $0) }
@@ -124,13 +124,13 @@ extension Reactor {
             let store = shards[shard]!
             // Only a write may have to wait for the log; everything else
             // writes its reply in place, with no copy through the scratch.
-            if wal == nil || !command.isWrite {
+            if log.wal == nil || !command.isWrite {
                 withCountedReply(connection, Int(command.rawValue)) { executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: $0) }
             } else {
-                replyScratch.clear()
-                executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: replyScratch)
-                countErrorReply(replyScratch, wire: connection.wire ?? .resp2, id: Int(command.rawValue))
-                deliverLocal(connection, replyScratch)
+                scratch.reply.clear()
+                executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: scratch.reply)
+                countErrorReply(scratch.reply, wire: connection.wire ?? .resp2, id: Int(command.rawValue))
+                deliverLocal(connection, scratch.reply)
             }
         } else {
             forward(to: target, connection: connection, bytes: raw)
@@ -190,38 +190,38 @@ extension Reactor {
 
     /// Encodes `NAME key [value]` and runs it here or on the key's owner.
     private func routePart(_ connection: Connection, sequence: UInt64, key: UnsafeRawBufferPointer, name: StaticString, value: UnsafeRawBufferPointer?) {
-        partScratch.clear()
-        partScratch.append(value == nil ? "*2\r\n$" : "*3\r\n$")
-        partScratch.appendDecimal(name.utf8CodeUnitCount)
-        partScratch.append("\r\n")
-        partScratch.append(name)
-        partScratch.append("\r\n$")
-        partScratch.appendDecimal(key.count)
-        partScratch.append("\r\n")
-        partScratch.append(key)
-        partScratch.append("\r\n")
+        scratch.part.clear()
+        scratch.part.append(value == nil ? "*2\r\n$" : "*3\r\n$")
+        scratch.part.appendDecimal(name.utf8CodeUnitCount)
+        scratch.part.append("\r\n")
+        scratch.part.append(name)
+        scratch.part.append("\r\n$")
+        scratch.part.appendDecimal(key.count)
+        scratch.part.append("\r\n")
+        scratch.part.append(key)
+        scratch.part.append("\r\n")
         if let value {
-            partScratch.append("$")
-            partScratch.appendDecimal(value.count)
-            partScratch.append("\r\n")
-            partScratch.append(value)
-            partScratch.append("\r\n")
+            scratch.part.append("$")
+            scratch.part.appendDecimal(value.count)
+            scratch.part.append("\r\n")
+            scratch.part.append(value)
+            scratch.part.append("\r\n")
         }
         let hash = KeyHash.hash(key)
         let shard = KeyHash.shard(of: hash, shardCount: shards.count)
         let target = owner(ofShard: shard)
         if target != index {
-            forwardRequest(to: target, connection: connection, sequence: sequence, bytes: partScratch.readableView)
+            forwardRequest(to: target, connection: connection, sequence: sequence, bytes: scratch.part.readableView)
             return
         }
-        let request = partScratch.readableView
-        guard case .complete = RESPRequestParser.parse(request, into: forwardedArguments, limits: respLimits) else {
+        let request = scratch.part.readableView
+        guard case .complete = RESPRequestParser.parse(request, into: scratch.forwardedArguments, limits: scratch.respLimits) else {
             preconditionFailure("a sub-command this reactor encoded must parse")
         }
-        let partArgs = ArgumentsView(base: request.baseAddress!, arguments: forwardedArguments)
-        replyScratch.clear()
-        executeKeyed(RESPCommand.lookup(partArgs.bytes(0)), partArgs, store: shards[shard]!, hash: hash, version: connection.respVersion, into: replyScratch)
-        fillLocal(connection, sequence: sequence, replyScratch.readableView)
+        let partArgs = ArgumentsView(base: request.baseAddress!, arguments: scratch.forwardedArguments)
+        scratch.reply.clear()
+        executeKeyed(RESPCommand.lookup(partArgs.bytes(0)), partArgs, store: shards[shard]!, hash: hash, version: connection.respVersion, into: scratch.reply)
+        fillLocal(connection, sequence: sequence, scratch.reply.readableView)
     }
 
     private func unknownCommandMessage(_ args: ArgumentsView) -> String {

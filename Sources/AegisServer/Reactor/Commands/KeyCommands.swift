@@ -12,7 +12,7 @@ extension Reactor {
                 RESPWriter.error("ERR syntax error", into: out)
                 return
             }
-            if let wal, !wal.acceptsWrites {
+            if let wal = log.wal, !wal.acceptsWrites {
                 RESPWriter.error(string: Self.walRefusalRESP, into: out)
                 return
             }
@@ -20,13 +20,13 @@ extension Reactor {
                 // The shards are emptied now; their memory is freed off this
                 // reactor, so a large flush does not stall its other clients.
                 let batch = LazyFreeBatch()
-                for shard in ownedShardIndices {
+                for shard in shards.ownedIndices {
                     shards[shard]!.removeAll(deferringTo: batch)
                     logFlush(shard: shard)
                 }
-                batch.start(ledger: ledger)
+                batch.start(ledger: shards.ledger)
             } else {
-                for shard in ownedShardIndices {
+                for shard in shards.ownedIndices {
                     shards[shard]!.removeAll()
                     logFlush(shard: shard)
                 }
@@ -34,7 +34,7 @@ extension Reactor {
             RESPWriter.simpleString("OK", into: out)
         case .dbsize:
             var items = 0
-            for shard in ownedShardIndices { items += shards[shard]!.count }
+            for shard in shards.ownedIndices { items += shards[shard]!.count }
             RESPWriter.integer(items, into: out)
         case .scan:
             executeScan(args, into: out)
@@ -50,7 +50,7 @@ extension Reactor {
 
     @inline(__always)
     func executeKeyed(_ command: RESPCommand, _ args: ArgumentsView, store: ShardStore, hash: UInt64, version: RESPVersion, into out: WireBuffer) {
-        guard let wal, command.isWrite else {
+        guard let wal = log.wal, command.isWrite else {
             applyKeyed(command, args, store: store, hash: hash, version: version, into: out)
             return
         }
@@ -140,11 +140,11 @@ extension Reactor {
                 RESPWriter.error("ERR string exceeds maximum allowed size (67108864 bytes)", into: out)
                 return
             }
-            valueScratch.clear()
-            if let existing { valueScratch.append(existing.value) }
-            valueScratch.append(suffix)
-            store.set(key, hash: hash, value: valueScratch.readableView, expiryMs: existing?.expiryMs ?? 0, nowMs: now)
-            valueScratch.releaseIfIdle(keep: 1 << 20)
+            scratch.value.clear()
+            if let existing { scratch.value.append(existing.value) }
+            scratch.value.append(suffix)
+            store.set(key, hash: hash, value: scratch.value.readableView, expiryMs: existing?.expiryMs ?? 0, nowMs: now)
+            scratch.value.releaseIfIdle(keep: 1 << 20)
             RESPWriter.integer(combined, into: out)
         case .strlen:
             RESPWriter.integer(store.get(key, hash: hash, nowMs: now)?.value.count ?? 0, into: out)
@@ -375,9 +375,9 @@ extension Reactor {
             RESPWriter.error("ERR increment or decrement would overflow", into: out)
             return
         }
-        valueScratch.clear()
-        valueScratch.appendDecimal(Int(result))
-        store.set(key, hash: hash, value: valueScratch.readableView, expiryMs: expiry, nowMs: now)
+        scratch.value.clear()
+        scratch.value.appendDecimal(Int(result))
+        store.set(key, hash: hash, value: scratch.value.readableView, expiryMs: expiry, nowMs: now)
         RESPWriter.integer(Int(result), into: out)
     }
 
@@ -448,7 +448,7 @@ extension Reactor {
         var inner = UInt64(rawCursor) & ((1 << 40) - 1)
         var found = 0
         var examined = 0
-        scanScratch.clear()
+        scratch.scan.clear()
         var nextCursor: UInt64 = 0
         var examinedShards = 0
         // Entries are taken in chunks small enough that keys of the longest
@@ -468,7 +468,7 @@ extension Reactor {
                         matchCost += pattern.count * (entry.key.count + 1)
                         if !globMatch(pattern: pattern, subject: entry.key) { return }
                     }
-                    RESPWriter.bulk(entry.key, into: scanScratch)
+                    RESPWriter.bulk(entry.key, into: scratch.scan)
                     found += 1
                 }
             } while inner != 0 && examined < count && matchCost < Self.scanMatchBudget
@@ -482,8 +482,8 @@ extension Reactor {
             nextCursor = UInt64(shard) << 40
             if examined >= count || matchCost >= Self.scanMatchBudget || owner(ofShard: shard) != index || examinedShards >= 64 { break }
         }
-        writeScanReply(cursor: nextCursor, keys: (found, scanScratch), into: out)
-        scanScratch.releaseIfIdle(keep: 64 * 1024)
+        writeScanReply(cursor: nextCursor, keys: (found, scratch.scan), into: out)
+        scratch.scan.releaseIfIdle(keep: 64 * 1024)
     }
 
     func writeScanReply(cursor: UInt64, keys: (count: Int, encoded: WireBuffer)?, into out: WireBuffer) {

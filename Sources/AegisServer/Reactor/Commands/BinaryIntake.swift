@@ -13,7 +13,7 @@ extension Reactor {
 
     func intakeBinary(_ connection: Connection, _ view: UnsafeRawBufferPointer) -> Int {
         let authenticated = connection.authenticated
-        switch BinaryFrameParser.parse(view, limits: authenticated ? binaryLimits : Self.binaryLimitsBeforeAuth) {
+        switch BinaryFrameParser.parse(view, limits: authenticated ? scratch.binaryLimits : Self.binaryLimitsBeforeAuth) {
         case .incomplete:
             connection.binaryFrameNeeded = view.count >= BinaryWire.lengthPrefix
                 ? BinaryWire.lengthPrefix + Int(view.loadBigEndian(fromByteOffset: 0, as: UInt32.self)) : 0
@@ -61,13 +61,13 @@ extension Reactor {
                 let store = shards[shard]!
                 // Only SET and DEL may have to wait for the log; a GET's
                 // value is written in place, with no copy through the scratch.
-                if wal == nil || command == .get {
+                if log.wal == nil || command == .get {
                     withCountedReply(connection, id) { executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: $0) }
                 } else {
-                    replyScratch.clear()
-                    executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: replyScratch)
-                    countErrorReply(replyScratch, wire: .binary, id: id)
-                    deliverLocal(connection, replyScratch)
+                    scratch.reply.clear()
+                    executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: scratch.reply)
+                    countErrorReply(scratch.reply, wire: .binary, id: id)
+                    deliverLocal(connection, scratch.reply)
                 }
             } else {
                 forward(to: target, connection: connection, bytes: request)
@@ -129,32 +129,32 @@ extension Reactor {
                 BinaryResponseWriter.write(status: .error, requestID: frame.requestID, error: "invalid ttl: must be 0 (no expiry) or a positive number of milliseconds", into: out)
                 return
             }
-            if let wal, !wal.acceptsWrites {
+            if let wal = log.wal, !wal.acceptsWrites {
                 BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: Self.walRefusalBinary, into: out)
                 return
             }
             let value = UnsafeRawBufferPointer(rebasing: request[frame.valueOffset..<(frame.valueOffset + frame.valueLength)])
-            if wal != nil { keepPreviousState(key, hash: hash, store: store) }
+            if log.wal != nil { keepPreviousState(key, hash: hash, store: store) }
             let version = store.set(key, hash: hash, value: value, expiryMs: expiry, nowMs: now)
-            if let wal {
+            if let wal = log.wal {
                 wal.append(.set, shard: KeyHash.shard(of: hash, shardCount: shards.count), version: version,
                            expiryMs: expiry, key: key, value: value)
-                replyAwaitsLog = true
+                log.replyAwaitsLog = true
             }
             // Binary v1 has 8 bytes for a version: the seq, which alone grows
             // with every write to the shard; the term is in the log and (next)
             // in replication, which carry all 96 bits.
             BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, version: version.seq, into: out)
         case .del:
-            if let wal, !wal.acceptsWrites {
+            if let wal = log.wal, !wal.acceptsWrites {
                 BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: Self.walRefusalBinary, into: out)
                 return
             }
-            if let wal {
+            if let wal = log.wal {
                 if undoableWrite(key, hash: hash, store: store, { store.delete(key, hash: hash, nowMs: now) }) {
                     wal.append(.delete, shard: KeyHash.shard(of: hash, shardCount: shards.count), version: store.lastWriteVersion, expiryMs: 0,
                                key: key, value: WALRecord.noBytes)
-                    replyAwaitsLog = true
+                    log.replyAwaitsLog = true
                 }
             } else {
                 store.delete(key, hash: hash, nowMs: now)

@@ -3,6 +3,10 @@ import AegisProtocol
 /// One client connection, owned by the reactor that accepted it for its
 /// whole life. Buffers are allocated on first use and released when idle,
 /// so ten thousand idle connections cost little more than their sockets.
+///
+/// Thread confinement: made on its reactor's thread (at accept) and touched
+/// only there; debug builds check it where the reactor looks a connection
+/// up and where replies are put or taken (OwnerThread.swift).
 final class Connection {
     let fd: Int32
     let index: UInt32
@@ -48,6 +52,9 @@ final class Connection {
     var partialSinceMs: Int64 = 0       // when `input` last became non-empty
     var writeBlockedSinceMs: Int64 = 0  // when a write last left bytes unsent
 
+    /// Claimed by the accepting thread in `init`.
+    private var ownerThread = OwnerThread()
+
     init(fd: Int32, index: UInt32, generation: UInt32, clientID: Int, peer: String, nowMs: Int64, requiresAuth: Bool) {
         self.fd = fd
         self.index = index
@@ -56,12 +63,18 @@ final class Connection {
         self.peer = peer
         self.lastActivityMs = nowMs
         self.authenticated = !requiresAuth
+        ownerThread.claim()
+    }
+
+    @inline(__always) func assertOwnedByCaller() {
+        ownerThread.check("a client connection")
     }
 
     /// Where the next complete reply goes: straight to the output buffer
     /// when nothing earlier is outstanding, otherwise behind the queue.
     @inline(__always) var replyTarget: WireBuffer {
-        replies.isEmpty ? output : replies.staging
+        assertOwnedByCaller()
+        return replies.isEmpty ? output : replies.staging
     }
 
     /// Output bound: once the unsent replies, plus the replies expected
@@ -97,6 +110,7 @@ final class Connection {
     }
 
     @inline(__always) func noteForwardedReply(bytes: Int) {
+        assertOwnedByCaller()
         forwardsInFlight -= 1
         expectedReplyBytes = max(bytes, (expectedReplyBytes * 7 + bytes) / 8, 1)
     }

@@ -1,0 +1,80 @@
+import AegisStore
+import CSupport
+
+/// The loop's periodic work, once per maintenance interval: resuming
+/// accepts, closing silent refusals, the expiry sweep, the log's
+/// maintenance, connection timeouts; and publishing this reactor's
+/// counters for INFO and metrics (schedule in LoopSchedule.swift).
+extension Reactor {
+    func maintenance() {
+        let interval = max(Int64(node.config.maintenanceInterval.milliseconds), 10)
+        schedule.maintenanceDue = false
+        schedule.nextMaintenanceMs = monotonicMs + interval
+        resumeAcceptingIfPaused()
+        closeSilentRefusals()
+        sweepExpired()
+        logMaintenance()
+        publishCommandStats()
+        if monotonicMs >= schedule.nextTimeoutCheckMs {
+            schedule.nextTimeoutCheckMs = monotonicMs + 1000
+            enforceTimeouts()
+        }
+    }
+
+    /// Redis-style active expiry: a bounded slice of the table per tick, in
+    /// rotation over this reactor's shards.
+    private func sweepExpired() {
+        let owned = shards.ownedIndices
+        guard !owned.isEmpty else { return }
+        var budget = 8192
+        var visited = 0
+        while budget > 0 && visited < owned.count {
+            let shard = shards[owned[schedule.sweepShardCursor]]!
+            counters.expired &+= shard.expireSweep(nowMs: now, maxSlots: 256)
+            budget -= 256
+            visited += 1
+            schedule.sweepShardCursor = (schedule.sweepShardCursor + 1) % owned.count
+        }
+    }
+
+    private func enforceTimeouts() {
+        let runtime = node.runtime
+        let readMs = runtime.readTimeoutMs.load(ordering: .relaxed)
+        let writeMs = runtime.writeTimeoutMs.load(ordering: .relaxed)
+        let idleMs = runtime.idleTimeoutMs.load(ordering: .relaxed)
+        let now = monotonicMs  // the connections' times are monotonic
+        for case let connection? in table.connections {
+            if readMs > 0 && connection.partialSinceMs != 0 && now - connection.partialSinceMs > readMs {
+                logger.debug("closing connection: read timeout", metadata: ["client": "\(connection.clientID)"])
+                close(connection)
+            } else if writeMs > 0 && connection.writeBlockedSinceMs != 0 && now - connection.writeBlockedSinceMs > writeMs {
+                logger.debug("closing connection: write timeout", metadata: ["client": "\(connection.clientID)"])
+                close(connection)
+            } else if idleMs > 0 && connection.replies.isEmpty && connection.output.isEmpty && now - connection.lastActivityMs > idleMs {
+                close(connection)
+            }
+        }
+    }
+
+    func publishStats() {
+        var items = 0
+        for shardIndex in shards.ownedIndices { items += shards[shardIndex]!.count }
+        counters.items = items
+        let ledger = shards.ledger
+        ledger.collectLazyFree()
+        counters.usedMemoryBytes = ledger.usedBytes
+        counters.clientBufferBytes = buffers.allBytes
+        if ledger.clientBufferBytes != buffers.allBytes { ledger.clientBufferBytes = buffers.allBytes }
+        counters.lazyFreePendingObjects = ledger.lazyFreePendingEntries
+        counters.evictions = ledger.evictions
+        counters.interconnectBytes = outboundMemoryBytes
+        if let wal = log.wal {
+            counters.walBatches = wal.batchesCommitted
+            counters.walBytes = wal.bytesCommitted
+            counters.walBatchInFlight = wal.batchesInFlight
+            counters.walRefusingWrites = wal.acceptsWrites ? 0 : 1
+        }
+        node.stats[index].publish(counters)
+        refreshRateLimit()
+    }
+}
