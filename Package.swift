@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
     ],
     targets: [
         // Thin wrappers over what the kernel offers and Swift cannot import directly.
@@ -50,8 +51,9 @@ let package = Package(
         .target(
             name: "AegisServer",
             dependencies: [
-                "CSupport", "AegisProtocol", "AegisStore", "AegisConfig", "AegisLogging",
+                "CSupport", "AegisProtocol", "AegisStore", "AegisConfig", "AegisLogging", "AegisCluster",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: hotPathSwift
         ),
@@ -60,7 +62,7 @@ let package = Package(
         .target(
             name: "AegisAdmin",
             dependencies: [
-                "AegisServer", "AegisConfig", "CSupport",
+                "AegisServer", "AegisConfig", "AegisCluster", "CSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -146,7 +148,10 @@ let package = Package(
         ),
         .testTarget(
             name: "AegisServerTests",
-            dependencies: ["AegisServer", "AegisAdmin", "AegisProtocol", "AegisConfig", "CSupport"],
+            dependencies: [
+                "AegisServer", "AegisAdmin", "AegisProtocol", "AegisConfig", "CSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             exclude: ["python", "runbook"],
             swiftSettings: strictSwift
         ),

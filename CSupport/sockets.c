@@ -3,7 +3,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netdb.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -92,4 +94,50 @@ int aegis_close(int fd) {
 int aegis_socket_abort_on_close(int fd) {
     struct linger linger = {.l_onoff = 1, .l_linger = 0};
     return setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, sizeof linger) < 0 ? -errno : 0;
+}
+
+int aegis_tcp_connect(const char *host, uint16_t port, unsigned user_timeout_ms) {
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    char service[8];
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    struct addrinfo *found = NULL;
+    if (getaddrinfo(host, service, &hints, &found) != 0 || found == NULL) return -EHOSTUNREACH;
+    int fd = socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int error = errno;
+        freeaddrinfo(found);
+        return -error;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (user_timeout_ms > 0) setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+    int result = connect(fd, found->ai_addr, found->ai_addrlen);
+    int error = errno;
+    freeaddrinfo(found);
+    if (result < 0 && error != EINPROGRESS) {
+        close(fd);
+        return -error;
+    }
+    return fd;
+}
+
+int aegis_socket_pending_error(int fd) {
+    int error = 0;
+    socklen_t length = sizeof error;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0) return errno;
+    return error;
+}
+
+int aegis_socket_peer_host(int fd, char *buf, size_t len) {
+    struct sockaddr_storage storage;
+    socklen_t length = sizeof storage;
+    if (getpeername(fd, (struct sockaddr *)&storage, &length) < 0) return -errno;
+    const void *address = storage.ss_family == AF_INET ? (const void *)&((struct sockaddr_in *)&storage)->sin_addr
+                                                       : (const void *)&((struct sockaddr_in6 *)&storage)->sin6_addr;
+    if (inet_ntop(storage.ss_family, address, buf, (socklen_t)len) == NULL) return -errno;
+    return 0;
 }

@@ -119,7 +119,8 @@ def apply_placement(args):
 
 def start_aegiskv(extra=(), binary=None):
     port = free_port()
-    argv = [binary or aegiskv_binary(), "--bind-addr", f"127.0.0.1:{port}", "--max-memory-mb", "4096", *extra]
+    argv = [binary or aegiskv_binary(), "--bind-addr", f"127.0.0.1:{port}", "--gossip-bind-addr", "127.0.0.1:0",
+            "--max-memory-mb", "4096", *extra]
     return Server("aegiskv", argv, port)
 
 

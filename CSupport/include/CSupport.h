@@ -67,6 +67,18 @@ ssize_t aegis_socket_send(int fd, const void *buf, size_t len);
 int aegis_close(int fd);
 /// Sets SO_LINGER 0 so close() sends RST (used for abusive peers only).
 int aegis_socket_abort_on_close(int fd);
+/// Starts a non-blocking TCP connect to host:port (an IP literal or a name,
+/// resolved with getaddrinfo, which blocks: callers are never reactors).
+/// Returns the socket (TCP_NODELAY, close-on-exec) with the connect usually
+/// still in progress (wait for EPOLLOUT, then read aegis_socket_pending_error),
+/// or -errno; a name that does not resolve gives -EHOSTUNREACH.
+/// user_timeout_ms > 0 sets TCP_USER_TIMEOUT: data unacknowledged for that
+/// long fails the connection instead of being retransmitted for minutes.
+int aegis_tcp_connect(const char *host, uint16_t port, unsigned user_timeout_ms);
+/// The connected peer's IP address as text (getpeername), or -errno.
+int aegis_socket_peer_host(int fd, char *buf, size_t len);
+/// SO_ERROR: 0 once a non-blocking connect succeeded, else its errno (positive).
+int aegis_socket_pending_error(int fd);
 
 // ---- process and threads (process.c) ---------------------------------------
 int aegis_online_cpus(void);

@@ -1,3 +1,4 @@
+import AegisCluster
 import AegisConfig
 import AegisServer
 import CSupport
@@ -38,25 +39,40 @@ struct NodeReports {
         host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
-    /// Single node: the node itself is the whole cluster until membership
-    /// (gossip) exists; its status is "alive" while it runs.
+    /// The members the cluster loop last published, sorted by node id and
+    /// this node included; before the loop runs, this node alone.
     func cluster() -> JSONValue {
-        let member: JSONValue = .object([
-            ("node_id", .string(node.config.nodeID)),
-            ("address", .string(clientAddress)),
-            ("client_addr", .string(clientAddress)),
-            ("gossip_addr", .string(gossipAddress)),
-            ("status", .string("alive")),
-            ("state", .string(stateName)),
-            ("shards_owned", .int(node.config.numShards)),
-            ("self", .bool(true)),
-        ])
-        return .object([
-            ("node_id", .string(node.config.nodeID)),
-            ("members", .array([member])),
-            ("member_count", .int(1)),
-            ("num_shards", .int(node.config.numShards)),
-        ])
+        let snapshot = node.cluster.snapshot
+        let now = aegis_monotonic_ms_coarse()
+        let members: [JSONValue]
+        if snapshot.members.isEmpty {
+            members = [.object([
+                ("node_id", .string(node.config.nodeID)), ("address", .string(clientAddress)),
+                ("client_addr", .string(clientAddress)), ("gossip_addr", .string(gossipAddress)),
+                ("status", .string("alive")), ("last_heard_ms", .int(0)), ("self", .bool(true)),
+            ])]
+        } else {
+            members = snapshot.members.map { member in
+                let client = member.clientAddress.isEmpty && member.isSelf ? clientAddress : member.clientAddress
+                var fields: [(String, JSONValue)] = [
+                    ("node_id", .string(member.nodeID)), ("address", .string(client)), ("client_addr", .string(client)),
+                    ("gossip_addr", .string(member.gossipAddress)), ("status", .string(member.status.description)),
+                    ("incarnation", .int(Int(clamping: member.incarnation))),
+                ]
+                if let primary = member.shardsPrimary { fields.append(("shards_primary", .int(primary))) }
+                if let follower = member.shardsFollower { fields.append(("shards_follower", .int(follower))) }
+                let heard = member.isSelf ? 0 : max(0, now - member.lastHeardMonotonicMs)
+                fields.append(("last_heard_ms", .int(Int(heard))))
+                fields.append(("self", .bool(member.isSelf)))
+                return .object(fields)
+            }
+        }
+        var document: [(String, JSONValue)] = [("node_id", .string(node.config.nodeID))]
+        if let digest = snapshot.placementDigest { document.append(("placement_digest", .string(digest))) }
+        document.append(("members", .array(members)))
+        document.append(("member_count", .int(members.count)))
+        document.append(("num_shards", .int(node.config.numShards)))
+        return .object(document)
     }
 
     /// The burst the limiter applies: rate_burst, or the rate when it is 0;

@@ -14,8 +14,7 @@ public final class Node {
     /// Settings that are accepted and validated but whose feature this build
     /// does not have yet; setting one is logged at start, never silently ignored.
     static let notYetInEffect: Set<String> = [
-        "gossip_bind_addr", "gossip_advertise_addr", "client_advertise_addr", "seeds", "gossip_interval",
-        "gossip_secret", "suspect_timeout", "dead_timeout", "replication_factor", "virtual_nodes",
+        "replication_factor", "virtual_nodes",
         "replication_batch_size", "replication_batch_timeout", "write_quorum", "read_quorum",
         "tls_enabled", "tls_cert_file", "tls_key_file", "tls_ca_file",
     ]
@@ -75,6 +74,8 @@ public final class Node {
         let node = try NodeContext(config: config, reactorCount: reactorCount, logger: logger)
         node.boundClientPort.store(Int(port), ordering: .relaxed)
         let reactors = try (0..<reactorCount).map { try Reactor(index: $0, node: node, listenFD: listeners[$0]) }
+        // Bound before anything serves: a node its peers cannot reach must not start.
+        let cluster = try ClusterWiring.makeLoop(node: node, logger: logger)
         let companions = try startCompanions(node)
         defer { for companion in companions { companion.stop() } }
         if config.walMode != .off {
@@ -90,11 +91,13 @@ public final class Node {
                 exited.count.wrappingAdd(1, ordering: .releasing)
             })
         }
+        try cluster.start()
         node.lifecycle.store(NodeContext.Lifecycle.serving.rawValue, ordering: .releasing)
         var servingMetadata: Logger.Metadata = [
             "node_id": "\(config.nodeID)", "client_addr": "\(config.bindAddr.host):\(port)",
             "reactors": "\(reactorCount)", "shards": "\(config.numShards)", "max_memory_mb": "\(config.maxMemoryMB)",
-            "pid": "\(getpid())",
+            "pid": "\(getpid())", "gossip_addr": "\(cluster.selfGossipAddress)",
+            "incarnation": "\(cluster.settings.incarnation)",
         ]
         if config.reactors == 0 {
             // Why this many: the default follows the CPUs the process may use.
@@ -113,6 +116,10 @@ public final class Node {
 
         let supervisor = Supervisor(node: node, logger: logger, notifier: notifier, loader: reload, configFile: configFile)
         supervisor.waitForStopSignal()
+        // The others hear `left` before this node stops answering, so they
+        // stop counting on it at once instead of after dead_timeout.
+        node.cluster.post(.leave(withinMs: ClusterWiring.leaveAnnouncementMs(node)))
+        cluster.join()
         logger.notice("draining: no new connections, finishing in-flight requests", metadata: [
             "drain_timeout_ms": "\(node.runtime.drainTimeoutMs.load(ordering: .relaxed))",
         ])

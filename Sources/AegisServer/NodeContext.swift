@@ -26,6 +26,9 @@ public final class NodeContext: Sendable {
     public let breakers: CircuitBreakerRegistry
     /// Per-command counters and latency, published on the maintenance tick.
     public let commandStats: [PublishedCommandStats]
+    /// What the cluster loop publishes (members, gossip counters) and the
+    /// commands it takes (seeds reload, leave).
+    public let cluster = ClusterBoard()
 
     let lifecycle = Atomic<Int>(Lifecycle.starting.rawValue)
     let openConnections = Atomic<Int>(0)

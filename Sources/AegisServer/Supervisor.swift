@@ -108,11 +108,16 @@ final class Supervisor {
         if !appliedKeys.isDisjoint(with: CircuitBreakerPolicy.configKeys) {
             node.breakers.setPolicy(CircuitBreakerPolicy(plan.next))
         }
+        if appliedKeys.contains("seeds") {
+            node.cluster.post(.seeds(plan.next.seeds))
+        }
         if appliedKeys.contains("log_level"), let level = Logger.Level(rawValue: plan.next.logLevel) {
             LogControl.shared.level = level
         }
         running = plan.next
-        let notes = Dictionary(uniqueKeysWithValues: Node.notYetInEffect.map { ($0, "stored; not yet in effect in this build") })
+        var notes = Dictionary(uniqueKeysWithValues: Node.notYetInEffect.map { ($0, "stored; not yet in effect in this build") })
+        // The membership state machine takes its timings once, at start.
+        for key in ["gossip_interval", "suspect_timeout", "dead_timeout"] { notes[key] = "stored; takes effect at the next restart" }
         report.notice("\(plan.report(notes: notes))", metadata: source)
         if !plan.restartRequired.isEmpty {
             logger.warning("changed settings need a restart to take effect; running with the old values until then", metadata: [

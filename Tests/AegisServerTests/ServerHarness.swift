@@ -48,7 +48,10 @@ final class ServerHarness: @unchecked Sendable {
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
             let process = Process()
             process.executableURL = URL(fileURLWithPath: Self.binaryPath)
-            process.arguments = ["--bind-addr", "127.0.0.1:\(client)", "--health-addr", "127.0.0.1:\(health)",
+            // Gossip on an ephemeral port too: every node listens for peers,
+            // and parallel tests must not fight over 7701.
+            let gossip = arguments.contains("--gossip-bind-addr") ? [] : ["--gossip-bind-addr", "127.0.0.1:0"]
+            process.arguments = gossip + ["--bind-addr", "127.0.0.1:\(client)", "--health-addr", "127.0.0.1:\(health)",
                                  "--reactors", "\(reactors)", "--pid-file", pidFile,
                                  "--max-memory-mb", "256"] + arguments
             var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AEGIS_") }

@@ -45,10 +45,12 @@ final class SpawnedNode: @unchecked Sendable {
         return env
     }
 
-    /// An ephemeral operations port unless the test names one, so parallel
-    /// tests never fight over 7702.
+    /// Ephemeral operations and gossip ports unless the test names them, so
+    /// parallel tests never fight over 7702 and 7701.
     static func withHealthPort(_ arguments: [String]) -> [String] {
-        arguments.contains("--health-addr") ? arguments : ["--health-addr", "127.0.0.1:0"] + arguments
+        let health = arguments.contains("--health-addr") ? [] : ["--health-addr", "127.0.0.1:0"]
+        let gossip = arguments.contains("--gossip-bind-addr") ? [] : ["--gossip-bind-addr", "127.0.0.1:0"]
+        return health + gossip + arguments
     }
 
     static func spawn(_ executable: String, _ arguments: [String], environment: [String: String], output: String) throws -> pid_t {

@@ -24,7 +24,8 @@ struct WALRecoveryTests {
     /// Runs the binary on a log it should refuse (bounded by `timeout` in
     /// case it starts after all); the caller checks status and output.
     static func startExpectingRefusal(_ walDirectory: String, mode: String = "fsync", extra: [String] = []) throws -> (output: String, status: Int32) {
-        try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--reactors", "1"]
+        try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0",
+                                 "--gossip-bind-addr", "127.0.0.1:0", "--reactors", "1"]
             + extra + WALCrashTests.walArguments(walDirectory, mode: mode))
     }
 

@@ -308,12 +308,32 @@ extension Reactor {
                       "wal_writable:\(totals.walRefusingWrites == 0 ? 1 : 0)", "wal_batches:\(totals.walBatches)",
                       "wal_bytes:\(totals.walBytes)", "wal_snapshots:\(totals.walSnapshots)", "wal_errors:\(totals.walErrors)", ""]
         }
+        if wants("cluster") { lines += clusterInfoLines() }
         if wants("keyspace") {
             lines.append("# Keyspace")
             if totals.items > 0 { lines.append("db0:keys=\(totals.items)") }
             lines.append("")
         }
         return lines.joined(separator: "\r\n")
+    }
+}
+
+extension Reactor {
+    /// INFO cluster: what the cluster loop last published (a copy taken
+    /// under its lock; nothing of the loop's own state is read here).
+    func clusterInfoLines() -> [String] {
+        let snapshot = node.cluster.snapshot
+        let me = snapshot.selfMember
+        let alone = snapshot.members.isEmpty
+        return ["# Cluster", "cluster_enabled:1",
+                "cluster_members:\(alone ? 1 : snapshot.members.count)",
+                "cluster_members_alive:\(alone ? 1 : snapshot.count(.alive))",
+                "cluster_members_suspect:\(snapshot.count(.suspect))",
+                "cluster_members_dead:\(snapshot.count(.dead))",
+                "cluster_shards_owned:\(me?.shardsPrimary ?? node.config.numShards)",
+                "cluster_shards_replica:\(me?.shardsFollower ?? 0)",
+                "cluster_node_id:\(node.config.nodeID)"]
+            + (snapshot.placementDigest.map { ["cluster_placement_digest:\($0)"] } ?? []) + [""]
     }
 }
 

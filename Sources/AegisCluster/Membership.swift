@@ -1,0 +1,289 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// SWIM (Das, Gupta, Motivala 2002) with Lifeguard (Dadgar, Phillips, Currey
+/// 2018), in the shape hashicorp/memberlist gave them, adapted to AegisKV's
+/// settings:
+///
+/// - Probing. Each protocol period the node pings members in a shuffled
+///   round-robin order, enough of them that every member is probed at least
+///   once every `probeCycle` periods (see `probesPerPeriod`). A ping
+///   unanswered after `probeTimeout` is retried through k other members
+///   (ping-req). A round with no ack at all marks the member `failing`: it is
+///   probed every period from then on.
+/// - Suspicion. A failing member becomes `suspect` once nothing has been heard
+///   from it for `suspect_timeout`; so a crashed node is suspected within
+///   suspect_timeout + 2 gossip intervals. Suspicion turns into `dead` after
+///   `dead_timeout - suspect_timeout`; with Lifeguard that is the floor, and
+///   the timeout starts at `suspicionStretch` times it, shrinking as other
+///   members independently confirm (log(C+1)/log(K+1) of the way down).
+/// - Refutation. A node told it is suspect or dead raises its incarnation and
+///   gossips `alive`; newer incarnations win, and at equal incarnation
+///   dead/left > suspect > alive.
+/// - Local health (Lifeguard). Failed probes, late timers, reported lag and
+///   having to refute raise a score (0...8); answered probes lower it. The
+///   probe interval and timeout are multiplied by score + 1, and a round that
+///   started late accuses nobody: a slow node stretches its own timeouts
+///   instead of calling healthy peers dead.
+/// - Dissemination. Updates ride on pings, ping-reqs and acks, up to the
+///   control message size, fewest-sent first, each sent
+///   `retransmitMultiplier · ⌈log10(n + 1)⌉` times. A full push/pull over the
+///   bulk lane at join and every `push_pull_interval` repairs whatever gossip
+///   missed.
+extension ClusterNode {
+    static let healthMax = 8
+    static let suspicionStretch: Int64 = 3
+    static let retransmitMultiplier = 4
+
+    var scale: Int64 { settings.lifeguard ? Int64(state.health + 1) : 1 }
+    var periodMs: Int64 { settings.gossipIntervalMs * scale }
+    var probeTimeoutMs: Int64 { max(1, settings.gossipIntervalMs / 2) * scale }
+
+    /// Periods within which every member is probed at least once, chosen so
+    /// that a member first probed after it crashes is probed within
+    /// suspect_timeout + 1 interval: a pass takes at most `probeCycle` periods
+    /// and two probes of one member are at most 2·probeCycle − 1 apart.
+    var probeCycle: Int {
+        max(1, Int((settings.suspectTimeoutMs + 2 * settings.gossipIntervalMs) / (2 * settings.gossipIntervalMs)))
+    }
+
+    var aliveOthers: [NodeID] {
+        state.members.values.filter { $0.status == .alive }.map(\.node).sorted()
+    }
+
+    var probeCandidates: [NodeID] {
+        state.members.values.filter { $0.status == .alive || $0.status == .suspect }.map(\.node).sorted()
+    }
+
+    var selfUpdate: MemberUpdate {
+        MemberUpdate(node: settings.nodeID, status: state.phase == .left ? .left : .alive,
+                     incarnation: state.incarnation, gossipAddress: settings.gossipAddress,
+                     clientAddress: settings.clientAddress)
+    }
+
+    // MARK: - Start, leave, seeds
+
+    mutating func start(now: Milliseconds, into output: inout ActionBuffer) {
+        state.phase = .running
+        state.startedAt = now
+        output.append(.memberChanged(MemberChange(node: settings.nodeID, from: nil, to: .alive,
+                                                  incarnation: state.incarnation,
+                                                  reason: "this node started with incarnation \(state.incarnation)")))
+        enqueueBroadcast(selfUpdate)
+        // Jitter spreads the nodes' periods so that probes do not all go out at once.
+        let jitter = Int64.random(in: 0..<settings.gossipIntervalMs, using: &state.random)
+        armPeriod(at: now + jitter, into: &output)
+        output.append(.setTimer(.pushPull, at: now + settings.pushPullIntervalMs))
+        contactSeeds(now: now, into: &output)
+    }
+
+    mutating func contactSeeds(now: Milliseconds, into output: inout ActionBuffer) {
+        let seeds = state.seeds.filter { $0 != settings.gossipAddress }
+        guard !seeds.isEmpty else { return }
+        for seed in seeds { sendPushPull(to: seed, isReply: false, into: &output) }
+        output.append(.setTimer(.seedRetry, at: now + settings.seedRetryIntervalMs))
+    }
+
+    mutating func seedRetry(now: Milliseconds, into output: inout ActionBuffer) {
+        guard aliveOthers.isEmpty else {
+            output.append(.setTimer(.seedRetry, at: now + settings.seedRetryIntervalMs))
+            return
+        }
+        let seeds = state.seeds.filter { $0 != settings.gossipAddress }
+        guard !seeds.isEmpty else { return }
+        output.append(.log(.warning, "no live member known; asking seeds \(seeds.joined(separator: ", ")) again"))
+        contactSeeds(now: now, into: &output)
+    }
+
+    mutating func leave(now: Milliseconds, into output: inout ActionBuffer) {
+        state.incarnation += 1
+        state.phase = .left
+        let farewell = selfUpdate
+        output.append(.memberChanged(MemberChange(node: settings.nodeID, from: .alive, to: .left,
+                                                  incarnation: state.incarnation, reason: "this node is stopping")))
+        // Sent to each member directly rather than left to gossip: after this
+        // the node stops taking part, so it cannot retransmit.
+        for node in probeCandidates {
+            guard let member = state.members[node] else { continue }
+            let seq = takeSeq()
+            send(.ping(seq: seq, target: node, updates: [farewell]), to: member.gossipAddress,
+                 lane: .control, into: &output)
+        }
+    }
+
+    // MARK: - Timers
+
+    mutating func timerFired(_ timer: TimerID, now: Milliseconds, into output: inout ActionBuffer) {
+        switch timer {
+        case .protocolPeriod: protocolPeriod(now: now, into: &output)
+        case .probeTimeout: probeTimedOut(now: now, into: &output)
+        case .suspicion: expireSuspicions(now: now, into: &output)
+        case .pushPull:
+            let partners = aliveOthers
+            if !partners.isEmpty, let partner = partners.randomElement(using: &state.random),
+               let member = state.members[partner] {
+                sendPushPull(to: member.gossipAddress, isReply: false, into: &output)
+            }
+            output.append(.setTimer(.pushPull, at: now + settings.pushPullIntervalMs))
+        case .seedRetry: seedRetry(now: now, into: &output)
+        }
+    }
+
+    mutating func armPeriod(at time: Milliseconds, into output: inout ActionBuffer) {
+        state.periodDueAt = time
+        output.append(.setTimer(.protocolPeriod, at: time))
+    }
+
+    mutating func protocolPeriod(now: Milliseconds, into output: inout ActionBuffer) {
+        let lateMs = now - (state.periodDueAt ?? now)
+        let startedLate = settings.lifeguard && lateMs > settings.gossipIntervalMs / 2
+        if startedLate { adjustHealth(+1) }
+        closeRound(now: now, trustFailures: !startedLate, into: &output)
+        pruneRelays(now: now)
+
+        for target in chooseProbeTargets() {
+            guard let member = state.members[target] else { continue }
+            let seq = takeSeq()
+            state.pendingProbes.append(PendingProbe(target: target, seq: seq))
+            let budget = piggybackBudget(fixedPayloadBytes: 4 + 1 + target.name.utf8.count + 1)
+            send(.ping(seq: seq, target: target, updates: takeBroadcasts(budget: budget)),
+                 to: member.gossipAddress, lane: .control, into: &output)
+        }
+        if !state.pendingProbes.isEmpty { output.append(.setTimer(.probeTimeout, at: now + probeTimeoutMs)) }
+        armPeriod(at: now + periodMs, into: &output)
+    }
+
+    /// Judges last period's probes. A round that began late (the node itself
+    /// was paused or overloaded) is not trusted: its acks may be sitting unread.
+    mutating func closeRound(now: Milliseconds, trustFailures: Bool, into output: inout ActionBuffer) {
+        let round = state.pendingProbes
+        state.pendingProbes = []
+        for probe in round where !probe.answered {
+            guard var member = state.members[probe.target],
+                  member.status == .alive || member.status == .suspect else { continue }
+            counters.probesFailed += 1
+            guard trustFailures else { continue }
+            if settings.lifeguard { adjustHealth(+1) }
+            if member.status == .suspect {
+                confirmSuspicion(of: probe.target, by: settings.nodeID, now: now, into: &output)
+            } else if now - member.silenceStart >= settings.suspectTimeoutMs {
+                member.failing = false
+                state.members[probe.target] = member
+                let update = MemberUpdate(node: member.node, status: .suspect, incarnation: member.incarnation,
+                                          gossipAddress: member.gossipAddress, clientAddress: member.clientAddress,
+                                          accuser: settings.nodeID)
+                applyUpdate(update, now: now, reasonSource: "no answer for \(now - member.silenceStart) ms",
+                            into: &output)
+            } else {
+                member.failing = true
+                state.members[probe.target] = member
+            }
+        }
+    }
+
+    func probesPerPeriod(candidates: Int) -> Int {
+        max(1, (candidates + probeCycle - 1) / probeCycle)
+    }
+
+    /// Failing members first (they must be judged within suspect_timeout),
+    /// then the shuffled round-robin pass.
+    mutating func chooseProbeTargets() -> [NodeID] {
+        let candidates = probeCandidates
+        guard !candidates.isEmpty else { return [] }
+        var chosen = candidates.filter { state.members[$0]?.failing == true && state.members[$0]?.status == .alive }
+        let wanted = probesPerPeriod(candidates: candidates.count)
+        var attempts = 0
+        while chosen.count < min(wanted, candidates.count) && attempts < 2 * candidates.count + 2 {
+            attempts += 1
+            if state.probeOrder.isEmpty { state.probeOrder = candidates.shuffled(using: &state.random) }
+            let next = state.probeOrder.removeFirst()
+            let status = state.members[next]?.status
+            guard status == .alive || status == .suspect, !chosen.contains(next) else { continue }
+            chosen.append(next)
+        }
+        return chosen
+    }
+
+    mutating func probeTimedOut(now: Milliseconds, into output: inout ActionBuffer) {
+        for index in state.pendingProbes.indices where !state.pendingProbes[index].answered
+            && !state.pendingProbes[index].indirectSent {
+            sendIndirectProbes(forPendingAt: index, into: &output)
+        }
+    }
+
+    mutating func sendIndirectProbes(forPendingAt index: Int, into output: inout ActionBuffer) {
+        state.pendingProbes[index].indirectSent = true
+        let probe = state.pendingProbes[index]
+        guard let target = state.members[probe.target] else { return }
+        var helpers = aliveOthers.filter { $0 != probe.target }
+        helpers.shuffle(using: &state.random)
+        for helper in helpers.prefix(settings.indirectProbes) {
+            guard let member = state.members[helper] else { continue }
+            let budget = piggybackBudget(fixedPayloadBytes: 4 + 1 + probe.target.name.utf8.count
+                                         + 1 + target.gossipAddress.utf8.count + 1)
+            send(.pingReq(seq: probe.seq, target: probe.target, targetAddress: target.gossipAddress,
+                          updates: takeBroadcasts(budget: budget)),
+                 to: member.gossipAddress, lane: .control, into: &output)
+        }
+    }
+
+    mutating func linkBroken(address: String, now: Milliseconds, into output: inout ActionBuffer) {
+        for index in state.pendingProbes.indices {
+            let probe = state.pendingProbes[index]
+            guard !probe.answered, !probe.indirectSent,
+                  state.members[probe.target]?.gossipAddress == address else { continue }
+            sendIndirectProbes(forPendingAt: index, into: &output)
+        }
+    }
+
+    mutating func pruneRelays(now: Milliseconds) {
+        for seq in state.relays.keys.sorted() where state.relays[seq]!.expiresAt <= now {
+            state.relays[seq] = nil
+        }
+    }
+
+    mutating func expireSuspicions(now: Milliseconds, into output: inout ActionBuffer) {
+        state.suspicionDueAt = nil
+        for node in state.members.keys.sorted() {
+            guard let member = state.members[node], member.status == .suspect,
+                  let suspicion = member.suspicion, suspicion.deadline <= now else { continue }
+            let update = MemberUpdate(node: node, status: .dead, incarnation: member.incarnation,
+                                      gossipAddress: member.gossipAddress, clientAddress: member.clientAddress)
+            applyUpdate(update, now: now,
+                        reasonSource: "suspected for \(now - suspicion.start) ms by \(suspicion.accusers.count) member(s) without refuting",
+                        into: &output)
+        }
+        armSuspicionTimer(into: &output)
+    }
+
+    mutating func armSuspicionTimer(into output: inout ActionBuffer) {
+        let earliest = state.members.values.compactMap { $0.status == .suspect ? $0.suspicion?.deadline : nil }.min()
+        guard let earliest, earliest != state.suspicionDueAt else { return }
+        state.suspicionDueAt = earliest
+        output.append(.setTimer(.suspicion, at: earliest))
+    }
+
+    /// Lifeguard's dynamic suspicion timeout.
+    func suspicionTimeout(confirmations: Int) -> Int64 {
+        let floor = settings.deadTimeoutMs - settings.suspectTimeoutMs
+        let expected = min(settings.indirectProbes, max(0, aliveOthers.count - 1))
+        guard settings.lifeguard, expected > 0 else { return floor }
+        let ceiling = floor * Self.suspicionStretch
+        let fraction = log(Double(confirmations + 1)) / log(Double(expected + 1))
+        let timeout = Double(ceiling) - Double(ceiling - floor) * min(1, fraction)
+        return max(floor, Int64(timeout.rounded(.down)))
+    }
+
+    mutating func adjustHealth(_ delta: Int) {
+        guard settings.lifeguard else { return }
+        state.health = min(Self.healthMax, max(0, state.health + delta))
+    }
+
+    mutating func takeSeq() -> UInt32 {
+        defer { state.nextSeq = state.nextSeq &+ 1 }
+        return state.nextSeq
+    }
+}

@@ -1,0 +1,103 @@
+import AegisCluster
+import CSupport
+import Synchronization
+
+/// One member as /cluster, /metrics and INFO cluster show it.
+public struct ClusterMemberView: Sendable, Equatable {
+    public var nodeID: String
+    public var gossipAddress: String
+    /// "" until the member's own hello or the membership state names it.
+    public var clientAddress: String
+    public var status: MemberStatus
+    public var incarnation: UInt64
+    /// Monotonic ms when a message from it was last read (this node: now).
+    public var lastHeardMonotonicMs: Int64
+    public var isSelf: Bool
+    /// Shards it is primary and follower for; nil until placement exists in this build.
+    public var shardsPrimary: Int?
+    public var shardsFollower: Int?
+
+    public init(nodeID: String, gossipAddress: String, clientAddress: String, status: MemberStatus, incarnation: UInt64,
+                lastHeardMonotonicMs: Int64, isSelf: Bool, shardsPrimary: Int? = nil, shardsFollower: Int? = nil) {
+        self.nodeID = nodeID
+        self.gossipAddress = gossipAddress
+        self.clientAddress = clientAddress
+        self.status = status
+        self.incarnation = incarnation
+        self.lastHeardMonotonicMs = lastHeardMonotonicMs
+        self.isSelf = isSelf
+        self.shardsPrimary = shardsPrimary
+        self.shardsFollower = shardsFollower
+    }
+}
+
+/// What the cluster loop last published: a value copied out under a lock,
+/// so the admin thread and reactors (INFO) never touch the loop's state.
+public struct ClusterSnapshot: Sendable {
+    public var running = false
+    public var selfID = ""
+    /// Sorted by node id (byte order), this node included.
+    public var members: [ClusterMemberView] = []
+    /// nil until placement exists in this build.
+    public var placementDigest: String?
+    public var messagesSent: [String: Int] = [:]
+    public var messagesReceived: [String: Int] = [:]
+    public var bytesSent = 0
+    public var bytesReceived = 0
+    public var dropped: [PeerRefusal: Int] = [:]
+    /// Messages the loop could not hand to a link: the peer was backing off
+    /// after failed connects, or its outbound queue was full.
+    public var unsent = 0
+    /// Links closed because the peer stopped reading and its queue filled.
+    public var slowPeerClosures = 0
+    public var linksConnected = 0
+    public var linksConnecting = 0
+
+    public init() {}
+
+    public func count(_ status: MemberStatus) -> Int { members.count { $0.status == status } }
+
+    public var selfMember: ClusterMemberView? { members.first { $0.isSelf } }
+}
+
+/// Requests from other threads to the cluster loop.
+public enum ClusterCommand: Sendable {
+    case seeds([String])
+    /// Tell the others this node leaves, flush, then stop; stop anyway after `withinMs`.
+    case leave(withinMs: Int64)
+    case stop
+}
+
+/// The meeting point of the cluster loop and everyone else: the loop
+/// publishes snapshots here; the supervisor (SIGHUP, SIGTERM) posts commands
+/// and wakes the loop through its eventfd.
+public final class ClusterBoard: Sendable {
+    private let published = Mutex(ClusterSnapshot())
+    private let inbox = Mutex<[ClusterCommand]>([])
+    /// The loop's eventfd; -1 while no loop runs.
+    private let wakeFD = Atomic<Int32>(-1)
+
+    public init() {}
+
+    public var snapshot: ClusterSnapshot { published.withLock { $0 } }
+
+    func publish(_ snapshot: ClusterSnapshot) {
+        published.withLock { $0 = snapshot }
+    }
+
+    public func post(_ command: ClusterCommand) {
+        inbox.withLock { $0.append(command) }
+        let fd = wakeFD.load(ordering: .acquiring)
+        if fd >= 0 { _ = aegis_eventfd_signal(fd) }
+    }
+
+    func takeCommands() -> [ClusterCommand] {
+        inbox.withLock { commands in
+            defer { commands.removeAll() }
+            return commands
+        }
+    }
+
+    func attach(wakeFD fd: Int32) { wakeFD.store(fd, ordering: .releasing) }
+    func detach() { wakeFD.store(-1, ordering: .releasing) }
+}

@@ -1,0 +1,595 @@
+import AegisCluster
+import CSupport
+import Glibc
+import Logging
+
+/// How the loop introduces itself to peers in its hellos.
+struct ClusterLoopSettings {
+    var nodeID: String
+    /// The address peers dial to reach this node (gossip_advertise_addr, or
+    /// derived from the bound gossip port).
+    var gossipAddress: String
+    var clientAddress: String
+    var numShards: Int
+    var virtualNodes: Int
+    var authenticator: GossipAuthenticator
+    var incarnation: UInt64
+}
+
+/// epoll tokens of the loop's own descriptors; connections count up from `firstConnection`.
+enum ClusterLoopToken {
+    static let listener: UInt64 = 1
+    static let wake: UInt64 = 2
+    static let firstConnection: UInt64 = 16
+}
+
+/// The cluster's I/O: its own thread and epoll instance (never a reactor's),
+/// the gossip listener, one pair of outbound connections per peer it sends
+/// to, timers, and the engine those feed.
+///
+/// Threading: after `start`, every stored property except `board` is touched
+/// by the loop thread only; other threads reach the loop through the board
+/// (commands in, snapshots out), which is why the class may be
+/// `@unchecked Sendable`. `assertOnLoop()` guards the loop-only entry points.
+final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
+    /// A failed dial waits base·2^failures (capped), half of it jittered, so
+    /// that nodes restarted together do not all redial in step.
+    struct Backoff {
+        var failures = 0
+        var nextAttemptMs: Int64 = 0
+
+        mutating func failed(nowMs: Int64, baseMs: Int64, capMs: Int64, random: inout SystemRandomNumberGenerator) -> Int64 {
+            let exponent = min(failures, 20)
+            failures += 1
+            let delay = min(capMs, baseMs << exponent)
+            let jittered = delay / 2 + Int64.random(in: 0...max(delay / 2, 1), using: &random)
+            nextAttemptMs = nowMs + jittered
+            return jittered
+        }
+    }
+
+    private struct DialKey: Hashable {
+        var address: String
+        var lane: PeerLane
+    }
+
+    /// Redials start 100 ms after a failure and double to at most 2 s: a
+    /// restarted peer is reached again well within one suspect_timeout, and
+    /// the cap stays under the membership's seed retry interval (5 s), so
+    /// every join attempt it logs really dials.
+    static var peerRetryBaseMs: Int64 { 100 }
+    static var peerRetryCapMs: Int64 { 2_000 }
+    /// An accepted connection has this long to send its hello.
+    static var helloTimeoutMs: Int64 { 5_000 }
+    /// A dial unanswered this long is abandoned (the kernel would retry a
+    /// SYN into a partition for two minutes), and a peer that acknowledges
+    /// nothing written for this long fails its link (TCP_USER_TIMEOUT), so a
+    /// partition shows as broken links rather than queues that only grow.
+    static var connectTimeoutMs: Int64 { 3_000 }
+    static var unacknowledgedTimeoutMs: Int64 { 10_000 }
+    /// Accepted connections at once; more are closed on accept.
+    static var maxAcceptedConnections: Int { 1024 }
+    /// Refusals of one peer are logged at most this often.
+    static var refusalLogIntervalMs: Int64 { 60_000 }
+    /// Counters and last-heard times reach the board at most this stale.
+    static var publishIntervalMs: Int64 { 100 }
+
+    let board: ClusterBoard
+    let engine: Engine
+    let logger: Logger
+    let settings: ClusterLoopSettings
+    let boundPort: Int
+    var selfGossipAddress: String { settings.gossipAddress }
+
+    private let epollFD: Int32
+    private let wakeFD: Int32
+    private let listenFD: Int32
+    private var loopThread: pthread_t?
+    private var connections: [UInt64: PeerConnection] = [:]
+    private var acceptedAt: [UInt64: Int64] = [:]
+    private var connectingSince: [UInt64: Int64] = [:]
+    private var ownerThread: pthread_t?
+    private var dialled: [DialKey: UInt64] = [:]
+    private var backoff: [DialKey: Backoff] = [:]
+    private var nextToken = ClusterLoopToken.firstConnection
+    private var timers: [UInt64: Int64] = [:]
+    private var members: [String: ClusterMemberView] = [:]
+    private var clientAddressOf: [String: String] = [:]
+    private var lastRefusalLogMs: [String: Int64] = [:]
+    private var random = SystemRandomNumberGenerator()
+    private var counters = ClusterSnapshot()
+    private var dirty = true
+    private var membershipChanged = true
+    private var lastPublishMs: Int64 = 0
+    private var leaveDeadlineMs: Int64?
+    private var stopRequested = false
+    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+
+    /// Binds gossip_bind_addr. A failure stops start-up: a node its peers
+    /// cannot reach must not run as if it were in the cluster.
+    static func bindGossip(host: String, port: UInt16) throws -> (fd: Int32, port: Int) {
+        let listen = aegis_tcp_listen(host, port, 256, 0)
+        if listen < 0 {
+            throw StartupError("cannot listen on gossip_bind_addr \(hostPort(host, Int(port))): \(SystemError(operation: "bind", code: -listen))")
+        }
+        return (listen, Int(aegis_socket_local_port(listen)))
+    }
+
+    /// Takes over `listenFD` (from `bindGossip`); `run` serves it.
+    init(settings: ClusterLoopSettings, listenFD: Int32, engine: Engine, board: ClusterBoard, logger: Logger) throws {
+        self.settings = settings
+        self.engine = engine
+        self.board = board
+        self.logger = logger
+        self.listenFD = listenFD
+        boundPort = Int(aegis_socket_local_port(listenFD))
+        epollFD = aegis_epoll_create()
+        wakeFD = aegis_eventfd_create()
+        guard epollFD >= 0, wakeFD >= 0 else {
+            _ = aegis_close(listenFD)
+            throw StartupError("cluster loop: cannot create epoll or eventfd")
+        }
+        _ = aegis_epoll_add(epollFD, listenFD, AEGIS_EPOLLIN, ClusterLoopToken.listener)
+        _ = aegis_epoll_add(epollFD, wakeFD, AEGIS_EPOLLIN, ClusterLoopToken.wake)
+        board.attach(wakeFD: wakeFD)
+    }
+
+    deinit {
+        scratch.deallocate()
+    }
+
+    static func hostPort(_ host: String, _ port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    /// Starts the loop on a thread of its own.
+    func start() throws {
+        loopThread = try Node.startThread { [self] in
+            _ = aegis_set_current_thread_name("aegis-cluster")
+            run()
+        }
+    }
+
+    /// Waits for the loop thread to return (after a `.leave` or `.stop` command).
+    func join() {
+        if let thread = loopThread { pthread_join(thread, nil) }
+        loopThread = nil
+    }
+
+    private func assertOnLoop() {
+        assert(ownerThread.map { pthread_equal($0, pthread_self()) != 0 } ?? false, "cluster loop state touched off its thread")
+    }
+
+    static func nowMs() -> Int64 { aegis_monotonic_ns() / 1_000_000 }
+
+    // MARK: - The loop
+
+    func run() {
+        ownerThread = pthread_self()
+        let started = Self.nowMs()
+        members[settings.nodeID] = ClusterMemberView(
+            nodeID: settings.nodeID, gossipAddress: selfGossipAddress, clientAddress: settings.clientAddress,
+            status: .alive, incarnation: settings.incarnation, lastHeardMonotonicMs: started, isSelf: true)
+        perform(engine.start(nowMs: started), nowMs: started)
+        var events = [aegis_epoll_event](repeating: aegis_epoll_event(), count: 64)
+        while !stopRequested {
+            let now = Self.nowMs()
+            let count = events.withUnsafeMutableBufferPointer {
+                aegis_epoll_wait(epollFD, $0.baseAddress, Int32($0.count), waitMs(nowMs: now))
+            }
+            let woke = Self.nowMs()
+            if count > 0 {
+                for event in events.prefix(Int(count)) { handle(event, nowMs: woke) }
+            }
+            fireDueTimers(nowMs: woke)
+            expireSilentAccepts(nowMs: woke)
+            abandonSlowDials(nowMs: woke)
+            if let deadline = leaveDeadlineMs, woke >= deadline || !anyOutputQueued { break }
+            publishIfDue(nowMs: woke, force: false)
+        }
+        shutDown()
+    }
+
+    private var anyOutputQueued: Bool { connections.values.contains { $0.hasQueuedOutput } }
+
+    private func waitMs(nowMs: Int64) -> Int32 {
+        var next = nowMs + 1_000
+        if let timer = timers.values.min() { next = min(next, timer) }
+        if dirty { next = min(next, lastPublishMs + Self.publishIntervalMs) }
+        if let deadline = leaveDeadlineMs { next = min(next, deadline) }
+        if !acceptedAt.isEmpty || !connectingSince.isEmpty { next = min(next, nowMs + 250) }
+        return Int32(clamping: max(0, next - nowMs))
+    }
+
+    private func handle(_ event: aegis_epoll_event, nowMs: Int64) {
+        switch event.token {
+        case ClusterLoopToken.listener: acceptAll(nowMs: nowMs)
+        case ClusterLoopToken.wake:
+            var counter: UInt64 = 0
+            _ = aegis_read(wakeFD, &counter, 8)
+            for command in board.takeCommands() { obey(command, nowMs: nowMs) }
+        default:
+            guard let connection = connections[event.token] else { return }
+            serve(connection, events: event.events, nowMs: nowMs)
+        }
+    }
+
+    private func obey(_ command: ClusterCommand, nowMs: Int64) {
+        switch command {
+        case .seeds(let newSeeds):
+            logger.notice("cluster seeds reloaded", metadata: ["seeds": "\(newSeeds.joined(separator: ","))"])
+            perform(engine.seedsChanged(newSeeds, nowMs: nowMs), nowMs: nowMs)
+        case .leave(let withinMs):
+            guard leaveDeadlineMs == nil else { return }
+            leaveDeadlineMs = nowMs + max(0, withinMs)
+            perform(engine.leave(nowMs: nowMs), nowMs: nowMs)
+        case .stop:
+            stopRequested = true
+        }
+    }
+
+    private func shutDown() {
+        let now = Self.nowMs()
+        if var me = members[settings.nodeID], leaveDeadlineMs != nil {
+            me.status = .left
+            members[settings.nodeID] = me
+            membershipChanged = true
+        }
+        for connection in Array(connections.values) { close(connection, reason: nil, nowMs: now, notify: false) }
+        _ = aegis_close(listenFD)
+        board.detach()
+        _ = aegis_close(wakeFD)
+        _ = aegis_close(epollFD)
+        publishIfDue(nowMs: now, force: true)
+        var final = board.snapshot
+        final.running = false
+        board.publish(final)
+    }
+
+    // MARK: - Accepting and reading
+
+    private func acceptAll(nowMs: Int64) {
+        for _ in 0..<64 {
+            let fd = aegis_tcp_accept(listenFD)
+            if fd < 0 { return }
+            if acceptedAt.count + connections.count >= Self.maxAcceptedConnections {
+                _ = aegis_close(fd)
+                continue
+            }
+            let connection = PeerConnection(fd: fd, token: takeToken(), role: .accepted, state: .awaitingHello)
+            connections[connection.token] = connection
+            acceptedAt[connection.token] = nowMs
+            _ = aegis_epoll_add(epollFD, fd, AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP, connection.token)
+            dirty = true
+        }
+    }
+
+    private func takeToken() -> UInt64 {
+        defer { nextToken += 1 }
+        return nextToken
+    }
+
+    private func serve(_ connection: PeerConnection, events: UInt32, nowMs: Int64) {
+        if case .dialled = connection.role {
+            serveDialled(connection, events: events, nowMs: nowMs)
+            return
+        }
+        let received = connection.readFrames(scratch: scratch, authenticator: settings.authenticator)
+        counters.bytesReceived += received.bytes
+        dirty = dirty || received.bytes > 0
+        if connection.state == .open, acceptedAt.removeValue(forKey: connection.token) != nil, let hello = connection.hello {
+            accepted(hello, on: connection)
+        }
+        guard connections[connection.token] != nil else { return }
+        if let hello = connection.hello {
+            for frame in received.frames {
+                counters.messagesReceived[engine.messageType(frame), default: 0] += 1
+                heard(from: hello.nodeID, nowMs: nowMs)
+                perform(engine.received(frame, from: hello, nowMs: nowMs), nowMs: nowMs)
+            }
+        }
+        if let closure = received.closure {
+            close(connection, reason: closure, nowMs: nowMs, notify: true)
+        } else if events & (AEGIS_EPOLLHUP | AEGIS_EPOLLERR) != 0 {
+            close(connection, reason: .endOfStream, nowMs: nowMs, notify: true)
+        }
+    }
+
+    /// A peer of another cluster shape is refused here, after its MAC was
+    /// checked: its num_shards or virtual_nodes would place keys differently.
+    private func accepted(_ hello: PeerHello, on connection: PeerConnection) {
+        if hello.numShards != UInt32(settings.numShards) || hello.virtualNodes != UInt32(settings.virtualNodes) {
+            close(connection, reason: .refused(.clusterMismatch), nowMs: Self.nowMs(), notify: true)
+            return
+        }
+        if !hello.clientAddress.isEmpty, clientAddressOf[hello.nodeID] != hello.clientAddress {
+            clientAddressOf[hello.nodeID] = hello.clientAddress
+            if var member = members[hello.nodeID], member.clientAddress.isEmpty {
+                member.clientAddress = hello.clientAddress
+                members[hello.nodeID] = member
+                membershipChanged = true
+            }
+        }
+    }
+
+    private func heard(from nodeID: String, nowMs: Int64) {
+        guard var member = members[nodeID], !member.isSelf else { return }
+        member.lastHeardMonotonicMs = nowMs
+        members[nodeID] = member
+        dirty = true
+    }
+
+    private func expireSilentAccepts(nowMs: Int64) {
+        for (token, since) in acceptedAt where nowMs - since > Self.helloTimeoutMs {
+            if let connection = connections[token] { close(connection, reason: .refused(.malformed), nowMs: nowMs, notify: true) }
+        }
+    }
+
+    private func abandonSlowDials(nowMs: Int64) {
+        for (token, since) in connectingSince where nowMs - since > Self.connectTimeoutMs {
+            if let connection = connections[token] { close(connection, reason: .failed(ETIMEDOUT), nowMs: nowMs, notify: true) }
+        }
+    }
+
+    // MARK: - Dialling and writing
+
+    private func serveDialled(_ connection: PeerConnection, events: UInt32, nowMs: Int64) {
+        guard case .dialled(let address, let lane) = connection.role else { return }
+        if connection.state == .connecting {
+            guard events & (AEGIS_EPOLLOUT | AEGIS_EPOLLERR | AEGIS_EPOLLHUP) != 0 else { return }
+            let error = aegis_socket_pending_error(connection.fd)
+            if error != 0 {
+                close(connection, reason: .failed(error), nowMs: nowMs, notify: true)
+                return
+            }
+            connection.connected()
+            connectingSince[connection.token] = nil
+            backoff[DialKey(address: address, lane: lane)] = nil
+            flush(connection, nowMs: nowMs)
+            return
+        }
+        if events & (AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP | AEGIS_EPOLLHUP | AEGIS_EPOLLERR) != 0 {
+            // The accepting side never writes: anything readable is its close
+            // (a refused hello, a restart) or a protocol violation.
+            close(connection, reason: .endOfStream, nowMs: nowMs, notify: true)
+            return
+        }
+        if events & AEGIS_EPOLLOUT != 0 { flush(connection, nowMs: nowMs) }
+    }
+
+    private func send(_ message: [UInt8], to address: String, lane: PeerLane, nowMs: Int64) {
+        let connection: PeerConnection
+        if let token = dialled[DialKey(address: address, lane: lane)], let existing = connections[token] {
+            connection = existing
+        } else if let dialledNow = dial(address, lane: lane, nowMs: nowMs) {
+            connection = dialledNow
+        } else {
+            counters.unsent += 1
+            dirty = true
+            return
+        }
+        guard connection.enqueue(frame: message) else {
+            counters.unsent += 1
+            close(connection, reason: .outboundFull, nowMs: nowMs, notify: true)
+            return
+        }
+        counters.messagesSent[engine.messageType(message), default: 0] += 1
+        dirty = true
+        if connection.state == .open { flush(connection, nowMs: nowMs) }
+    }
+
+    /// Opens the connection for (address, lane) unless its backoff says wait.
+    private func dial(_ address: String, lane: PeerLane, nowMs: Int64) -> PeerConnection? {
+        let key = DialKey(address: address, lane: lane)
+        if let waiting = backoff[key], waiting.nextAttemptMs > nowMs { return nil }
+        guard let (host, port) = Self.split(address) else {
+            logger.warning("cluster: cannot dial a malformed peer address", metadata: ["address": "\(address)"])
+            markFailed(key, nowMs: nowMs, error: EINVAL)
+            return nil
+        }
+        let fd = aegis_tcp_connect(host, port, UInt32(Self.unacknowledgedTimeoutMs))
+        if fd < 0 {
+            markFailed(key, nowMs: nowMs, error: -fd)
+            return nil
+        }
+        let connection = PeerConnection(fd: fd, token: takeToken(), role: .dialled(address: address, lane: lane), state: .connecting)
+        connections[connection.token] = connection
+        dialled[key] = connection.token
+        connectingSince[connection.token] = nowMs
+        let hello = PeerHello(lane: lane, numShards: UInt32(settings.numShards), virtualNodes: UInt32(settings.virtualNodes),
+                              nodeID: settings.nodeID, gossipAddress: selfGossipAddress, clientAddress: settings.clientAddress)
+        _ = connection.enqueue(frame: hello.frame(settings.authenticator))
+        _ = aegis_epoll_add(epollFD, fd, AEGIS_EPOLLIN | AEGIS_EPOLLOUT | AEGIS_EPOLLRDHUP, connection.token)
+        dirty = true
+        return connection
+    }
+
+    /// Backs the dial off. Only debug is logged here: the membership logs
+    /// each join attempt through a seed itself, and a member that stays
+    /// unreachable shows as suspect, then dead.
+    private func markFailed(_ key: DialKey, nowMs: Int64, error: Int32) {
+        var state = backoff[key] ?? Backoff()
+        let delay = state.failed(nowMs: nowMs, baseMs: Self.peerRetryBaseMs, capMs: Self.peerRetryCapMs, random: &random)
+        backoff[key] = state
+        logger.debug("cluster: peer not reachable", metadata: [
+            "address": "\(key.address)", "lane": "\(key.lane.name)", "error": "\(SystemError(operation: "connect", code: error))",
+            "attempt": "\(state.failures)", "next_attempt_ms": "\(delay)",
+        ])
+    }
+
+    static func split(_ address: String) -> (String, UInt16)? {
+        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]), port > 0 else { return nil }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return host.isEmpty ? nil : (host, port)
+    }
+
+    private func flush(_ connection: PeerConnection, nowMs: Int64) {
+        let wasWaiting = connection.wantsWritable
+        switch connection.flush() {
+        case .drained(let written):
+            counters.bytesSent += written
+            if wasWaiting {
+                _ = aegis_epoll_modify(epollFD, connection.fd, AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP, connection.token)
+            }
+        case .blocked(let written):
+            counters.bytesSent += written
+            if !wasWaiting && connection.state == .open {
+                _ = aegis_epoll_modify(epollFD, connection.fd, AEGIS_EPOLLIN | AEGIS_EPOLLOUT | AEGIS_EPOLLRDHUP, connection.token)
+            }
+        case .failed(let error):
+            close(connection, reason: .failed(error), nowMs: nowMs, notify: true)
+        }
+        dirty = true
+    }
+
+    // MARK: - Closing
+
+    private func close(_ connection: PeerConnection, reason: PeerConnection.Closure?, nowMs: Int64, notify: Bool) {
+        guard connections.removeValue(forKey: connection.token) != nil else { return }
+        acceptedAt[connection.token] = nil
+        connectingSince[connection.token] = nil
+        _ = aegis_epoll_remove(epollFD, connection.fd)
+        if case .refused = reason { _ = aegis_socket_abort_on_close(connection.fd) }
+        _ = aegis_close(connection.fd)
+        dirty = true
+        switch reason {
+        case .refused(let refusal)?:
+            counters.dropped[refusal, default: 0] += 1
+            logRefusal(refusal, peer: peerName(connection), nowMs: nowMs)
+        case .outboundFull?:
+            counters.slowPeerClosures += 1
+            logger.warning("cluster: peer link closed, the peer stopped reading and its queue filled", metadata: [
+                "peer": "\(peerName(connection))", "lane": "\(connection.lane?.name ?? "-")",
+            ])
+        default:
+            break
+        }
+        guard case .dialled(let address, let lane) = connection.role else { return }
+        let key = DialKey(address: address, lane: lane)
+        if dialled[key] == connection.token { dialled[key] = nil }
+        switch reason {
+        case .failed(let error)?:
+            markFailed(key, nowMs: nowMs, error: error)
+        case .endOfStream? where connection.state == .connecting:
+            markFailed(key, nowMs: nowMs, error: ECONNREFUSED)
+        case .endOfStream?, .outboundFull?, .refused?:
+            // Closed by the peer or for its behaviour: wait a little before
+            // redialling, so a peer that refuses every hello is not hammered.
+            var state = backoff[key] ?? Backoff()
+            _ = state.failed(nowMs: nowMs, baseMs: Self.peerRetryBaseMs, capMs: Self.peerRetryCapMs, random: &random)
+            backoff[key] = state
+        case nil:
+            break
+        }
+        if notify && !stopRequested && leaveDeadlineMs == nil {
+            perform(engine.linkBroke(address: address, nowMs: nowMs), nowMs: nowMs)
+        }
+    }
+
+    private func peerName(_ connection: PeerConnection) -> String {
+        if case .dialled(let address, _) = connection.role { return address }
+        if let hello = connection.hello { return hello.nodeID }
+        var buffer = [CChar](repeating: 0, count: 64)
+        guard aegis_socket_peer_host(connection.fd, &buffer, buffer.count) == 0 else { return "unknown" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// One line per peer and reason per minute: another cluster's node
+    /// retrying every second must not flood the log.
+    private func logRefusal(_ refusal: PeerRefusal, peer: String, nowMs: Int64) {
+        let key = peer + " " + refusal.rawValue
+        if let last = lastRefusalLogMs[key], nowMs - last < Self.refusalLogIntervalMs { return }
+        lastRefusalLogMs[key] = nowMs
+        if lastRefusalLogMs.count > 4096 { lastRefusalLogMs = lastRefusalLogMs.filter { nowMs - $0.value < Self.refusalLogIntervalMs } }
+        let why: String
+        switch refusal {
+        case .badMAC: why = "authentication failed (a node of another cluster, or a different gossip_secret)"
+        case .clusterMismatch: why = "its num_shards or virtual_nodes differ from this cluster's"
+        case .unknownVersion: why = "it speaks an unknown protocol version"
+        case .malformed: why = "it did not speak the peer protocol"
+        case .oversize: why = "it sent a frame larger than the limit"
+        }
+        logger.warning("cluster: refused peer: \(why)", metadata: [
+            "peer": "\(peer)", "reason": "\(refusal.rawValue)", "logged_at_most_every_s": "\(Self.refusalLogIntervalMs / 1000)",
+        ])
+    }
+
+    // MARK: - Timers and actions
+
+    private func fireDueTimers(nowMs: Int64) {
+        let due = timers.filter { $0.value <= nowMs }.sorted { $0.value < $1.value }
+        for (id, at) in due where timers[id] == at {
+            timers[id] = nil
+            perform(engine.timerFired(id, nowMs: nowMs, lateMs: nowMs - at), nowMs: nowMs)
+        }
+    }
+
+    private func perform(_ actions: [ClusterLoopAction], nowMs: Int64) {
+        assertOnLoop()
+        for action in actions {
+            switch action {
+            case .send(let address, let lane, let message):
+                if address == selfGossipAddress { continue }
+                send(message, to: address, lane: lane, nowMs: nowMs)
+            case .setTimer(let id, let at):
+                timers[id] = at
+            case .cancelTimer(let id):
+                timers[id] = nil
+            case .member(let view, let previous, let reason):
+                memberChanged(view, previous: previous, reason: reason, nowMs: nowMs)
+            case .dropped(let refusal, let peer):
+                counters.dropped[refusal, default: 0] += 1
+                dirty = true
+                logRefusal(refusal, peer: peer, nowMs: nowMs)
+            case .log(let level, let message):
+                logger.log(level: level, "\(message)")
+            }
+        }
+    }
+
+    private func memberChanged(_ view: ClusterMemberView, previous: MemberStatus?, reason: String, nowMs: Int64) {
+        var updated = view
+        let known = members[view.nodeID]
+        updated.isSelf = view.nodeID == settings.nodeID
+        updated.lastHeardMonotonicMs = known?.lastHeardMonotonicMs ?? nowMs
+        if updated.clientAddress.isEmpty { updated.clientAddress = known?.clientAddress ?? clientAddressOf[view.nodeID] ?? "" }
+        members[view.nodeID] = updated
+        membershipChanged = true
+        dirty = true
+        let from = previous ?? known?.status
+        if from != view.status {
+            logger.notice("member \(view.nodeID) \(from?.description ?? "none") -> \(view.status) reason=\(reason)", metadata: [
+                "incarnation": "\(view.incarnation)", "gossip_addr": "\(view.gossipAddress)",
+            ])
+        }
+    }
+
+    // MARK: - Publishing
+
+    private func publishIfDue(nowMs: Int64, force: Bool) {
+        assertOnLoop()
+        guard force || membershipChanged || (dirty && nowMs - lastPublishMs >= Self.publishIntervalMs) else { return }
+        var snapshot = counters
+        snapshot.running = true
+        snapshot.selfID = settings.nodeID
+        if var me = members[settings.nodeID] {
+            me.lastHeardMonotonicMs = nowMs
+            members[settings.nodeID] = me
+        }
+        snapshot.members = members.values.sorted { $0.nodeID.utf8.lexicographicallyPrecedes($1.nodeID.utf8) }
+        var connected = 0
+        var connecting = 0
+        for connection in connections.values {
+            guard case .dialled = connection.role else { continue }
+            if connection.state == .open { connected += 1 } else { connecting += 1 }
+        }
+        snapshot.linksConnected = connected
+        snapshot.linksConnecting = connecting
+        engine.contribute(to: &snapshot)
+        board.publish(snapshot)
+        lastPublishMs = nowMs
+        dirty = false
+        membershipChanged = false
+    }
+}

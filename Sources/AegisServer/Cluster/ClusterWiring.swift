@@ -1,0 +1,60 @@
+import AegisCluster
+import AegisConfig
+import CSupport
+import Glibc
+import Logging
+
+/// Builds the node's cluster loop from its configuration.
+enum ClusterWiring {
+    /// How long a stopping node spends telling the others it leaves: long
+    /// enough to flush a `left` to every peer on a healthy network, short
+    /// enough that a stop never waits on a peer that does not read.
+    static func leaveAnnouncementMs(_ node: NodeContext) -> Int64 {
+        min(2_000, max(100, node.runtime.drainTimeoutMs.load(ordering: .relaxed)))
+    }
+
+    static func makeLoop(node: NodeContext, logger: Logger) throws -> ClusterLoop<MembershipEngine> {
+        let config = node.config
+        guard let nodeID = NodeID(config.nodeID) else { throw StartupError("node_id \(config.nodeID) cannot name a cluster member") }
+        let (listenFD, gossipPort) = try ClusterLoop<MembershipEngine>.bindGossip(host: config.gossipBindAddr.host, port: config.gossipBindAddr.port)
+        let gossipAddress = advertised(config.gossipAdvertiseAddr, bindHost: config.gossipBindAddr.host, port: gossipPort)
+        let clientAddress = advertised(config.clientAdvertiseAddr, bindHost: config.bindAddr.host, port: node.clientPort)
+        let settings = ClusterSettings(
+            nodeID: nodeID, gossipAddress: gossipAddress, clientAddress: clientAddress, seeds: config.seeds,
+            gossipIntervalMs: config.gossipInterval.milliseconds, suspectTimeoutMs: config.suspectTimeout.milliseconds,
+            deadTimeoutMs: config.deadTimeout.milliseconds,
+            numShards: UInt32(config.numShards), virtualNodes: UInt32(config.virtualNodes),
+            replicationFactor: UInt32(clamping: config.replicationFactor))
+        if let problem = settings.problem {
+            _ = aegis_close(listenFD)
+            throw StartupError("cluster settings: \(problem)")
+        }
+        // Wall-clock ms at start: larger than any earlier run's incarnation
+        // without state on disk (refutations add 1 at a time, far below the
+        // gap between two starts), so a restarted node's `alive` overrides
+        // what the others remember of its previous run, `dead` included.
+        let incarnation = UInt64(max(1, aegis_now_ms_coarse()))
+        let authenticator = GossipAuthenticator(secret: config.gossipSecret)
+        let membership = ClusterNode(settings: settings, incarnation: incarnation,
+                                     randomSeed: UInt64.random(in: .min ... .max), authenticator: authenticator)
+        let loopSettings = ClusterLoopSettings(
+            nodeID: config.nodeID, gossipAddress: gossipAddress, clientAddress: clientAddress,
+            numShards: config.numShards, virtualNodes: config.virtualNodes, authenticator: authenticator,
+            incarnation: incarnation)
+        return try ClusterLoop(settings: loopSettings, listenFD: listenFD, engine: MembershipEngine(node: membership),
+                               board: node.cluster, logger: logger)
+    }
+
+    /// The explicit advertise address, else the bound one; a wildcard bind
+    /// (0.0.0.0, ::) is announced by this machine's host name, which peers resolve.
+    static func advertised(_ explicit: String, bindHost: String, port: Int) -> String {
+        if !explicit.isEmpty { return explicit }
+        var host = bindHost
+        if host.isEmpty || host == "0.0.0.0" || host == "::" {
+            var name = [CChar](repeating: 0, count: 256)
+            host = gethostname(&name, name.count - 1) == 0
+                ? String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "localhost"
+        }
+        return ClusterLoop<MembershipEngine>.hostPort(host, port)
+    }
+}

@@ -1,0 +1,94 @@
+import AegisCluster
+import Logging
+
+extension GossipAuthenticator: MessageAuthenticator {
+    public func tag(for message: ArraySlice<UInt8>) -> [UInt8] { tag(of: message) }
+}
+
+/// Drives the SWIM/Lifeguard state machine (`ClusterNode`) for the cluster
+/// loop: turns the loop's calls into its events and its actions into the
+/// loop's. Lives on the loop's thread only.
+final class MembershipEngine: ClusterEngine {
+    private var node: ClusterNode
+
+    init(node: ClusterNode) {
+        self.node = node
+    }
+
+    func start(nowMs: Int64) -> [ClusterLoopAction] { step(.start(now: nowMs)) }
+
+    func received(_ message: [UInt8], from peer: PeerHello, nowMs: Int64) -> [ClusterLoopAction] {
+        step(.received(frame: message, fromAddress: peer.gossipAddress, now: nowMs))
+    }
+
+    func timerFired(_ id: UInt64, nowMs: Int64, lateMs: Int64) -> [ClusterLoopAction] {
+        guard let timer = Self.timer(id) else { return [] }
+        var actions: [ClusterLoopAction] = []
+        // The protocol period fires once per gossip_interval: how late it
+        // comes is this node's own health (a starved or paused process),
+        // which Lifeguard answers by slowing down rather than accusing.
+        if timer == .protocolPeriod && lateMs > 0 { actions += step(.localHealth(lagMs: lateMs, now: nowMs)) }
+        return actions + step(.timerFired(timer, now: nowMs))
+    }
+
+    func linkBroke(address: String, nowMs: Int64) -> [ClusterLoopAction] { step(.linkBroken(address: address, now: nowMs)) }
+
+    func seedsChanged(_ seeds: [String], nowMs: Int64) -> [ClusterLoopAction] { step(.seedsChanged(seeds, now: nowMs)) }
+
+    func leave(nowMs: Int64) -> [ClusterLoopAction] { step(.leave(now: nowMs)) }
+
+    /// The codec puts the version after the 4-byte prefix and the type after it.
+    func messageType(_ message: [UInt8]) -> String {
+        guard message.count > 5, let type = MessageType(rawValue: message[5]) else { return "unknown" }
+        return type.description
+    }
+
+    func contribute(to snapshot: inout ClusterSnapshot) {
+        // A refutation raises this node's incarnation without a member change.
+        if let me = snapshot.members.firstIndex(where: \.isSelf) { snapshot.members[me].incarnation = node.incarnation }
+        for (reason, count) in node.counters.droppedByReason {
+            snapshot.dropped[Self.refusal(reason), default: 0] += Int(clamping: count)
+        }
+    }
+
+    static func refusal(_ reason: DropReason) -> PeerRefusal {
+        switch reason {
+        case .badMAC: return .badMAC
+        case .unknownVersion: return .unknownVersion
+        case .clusterMismatch: return .clusterMismatch
+        case .malformed: return .malformed
+        }
+    }
+
+    static func timerID(_ timer: TimerID) -> UInt64 { UInt64(TimerID.allCases.firstIndex(of: timer)!) }
+
+    static func timer(_ id: UInt64) -> TimerID? {
+        id < UInt64(TimerID.allCases.count) ? TimerID.allCases[Int(id)] : nil
+    }
+
+    private func step(_ event: ClusterEvent) -> [ClusterLoopAction] {
+        let actions = node.step(event)
+        let members = actions.contains { if case .memberChanged = $0 { true } else { false } } ? node.members : []
+        return actions.map { action in
+            switch action {
+            case .send(let frame, let address, let lane):
+                return .send(to: address, lane: lane == .control ? .control : .bulk, message: frame)
+            case .setTimer(let timer, let at):
+                return .setTimer(id: Self.timerID(timer), atMs: at)
+            case .memberChanged(let change):
+                let row = members.first { $0.nodeID == change.node }
+                let view = ClusterMemberView(
+                    nodeID: change.node.name, gossipAddress: row?.gossipAddress ?? "", clientAddress: row?.clientAddress ?? "",
+                    status: change.to, incarnation: change.incarnation, lastHeardMonotonicMs: row?.lastHeardMs ?? 0,
+                    isSelf: row?.isLocal ?? false)
+                return .member(view, previous: change.from, reason: change.reason)
+            case .log(let level, let text):
+                switch level {
+                case .info: return .log(.info, text)
+                case .notice: return .log(.notice, text)
+                case .warning: return .log(.warning, text)
+                }
+            }
+        }
+    }
+}
