@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "aegiskv", targets: ["aegiskv"]),
         .executable(name: "aegiskv-bench", targets: ["aegiskv-bench"]),
         .executable(name: "aegiskv-cli", targets: ["aegiskv-cli"]),
+        .executable(name: "aegiskv-sim", targets: ["aegiskv-sim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -74,6 +75,18 @@ let package = Package(
         // happen), actions out. No sockets, threads, clocks or global randomness,
         // so that aegiskv-sim can drive the real code from one seed.
         .target(name: "AegisCluster", dependencies: ["AegisStore"], swiftSettings: strictSwift),
+        // The deterministic simulator's engine: real ClusterNodes over a simulated
+        // network and clock, faults and invariants, all from one seed. A library so
+        // that tests run the same engine as the aegiskv-sim command.
+        .target(name: "AegisSimulation", dependencies: ["AegisCluster"], swiftSettings: strictSwift),
+        .executableTarget(
+            name: "aegiskv-sim",
+            dependencies: [
+                "AegisSimulation", "AegisCluster",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .executableTarget(
             name: "aegiskv",
             dependencies: [
@@ -130,7 +143,10 @@ let package = Package(
         ),
         .testTarget(
             name: "AegisClusterTests",
-            dependencies: ["AegisCluster", .product(name: "PropertyBased", package: "swift-property-based")],
+            dependencies: [
+                "AegisCluster", "AegisSimulation",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
             // The golden placement vectors, read by path (#filePath) so that
             // other implementations find them where docs/placement.md says.
             exclude: ["Resources"],

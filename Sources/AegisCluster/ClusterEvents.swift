@@ -39,6 +39,8 @@ public enum TimerID: Hashable, Sendable, CaseIterable {
     case pushPull
     /// Next join attempt through the seeds while no member is known alive.
     case seedRetry
+    /// A probe made for another member (ping-req) is due a nack if still unanswered.
+    case relayTimeout
 }
 
 /// Which queue of the peer link a message goes on: probes and acks must never

@@ -133,6 +133,7 @@ public struct MembershipState: Sendable, Equatable {
     var health = 0
     var periodDueAt: Milliseconds?
     var suspicionDueAt: Milliseconds?
+    var relayDueAt: Milliseconds?
 
     init(incarnation: UInt64, seeds: [String], random: ClusterRandom) {
         self.incarnation = incarnation
@@ -171,13 +172,16 @@ struct PendingProbe: Sendable, Equatable {
     var seq: UInt32
     var indirectSent = false
     var answered = false
+    var helpersAsked = 0
+    var nacks = 0
 }
 
 /// A probe this node makes on another's behalf (ping-req).
 struct Relay: Sendable, Equatable {
     var requesterAddress: String
     var requesterSeq: UInt32
-    var expiresAt: Milliseconds
+    /// When to give up on the target and send the requester a nack.
+    var nackAt: Milliseconds
 }
 
 struct Broadcast: Sendable, Equatable {

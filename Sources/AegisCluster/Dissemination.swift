@@ -29,14 +29,22 @@ extension ClusterNode {
         case let .pingReq(seq, target, targetAddress, updates):
             applyUpdates(updates, from: message.sender, now: now, into: &output)
             let relaySeq = takeSeq()
+            // The nack must reach the requester before its round closes, one
+            // period after its own ping: it asked us half a period in.
             state.relays[relaySeq] = Relay(requesterAddress: message.senderGossipAddress, requesterSeq: seq,
-                                           expiresAt: now + 2 * periodMs)
+                                           nackAt: now + max(1, settings.gossipIntervalMs * 3 / 10))
+            armRelayTimer(into: &output)
             let budget = piggybackBudget(fixedPayloadBytes: 4 + 1 + target.name.utf8.count + 1)
             send(.ping(seq: relaySeq, target: target, updates: takeBroadcasts(budget: budget)),
                  to: targetAddress, lane: .control, into: &output)
         case let .ack(seq, updates):
             applyUpdates(updates, from: message.sender, now: now, into: &output)
             acknowledge(seq: seq, now: now, into: &output)
+        case let .nack(seq, updates):
+            applyUpdates(updates, from: message.sender, now: now, into: &output)
+            if let index = state.pendingProbes.firstIndex(where: { $0.seq == seq }) {
+                state.pendingProbes[index].nacks += 1
+            }
         case let .pushPull(isReply, members):
             applyUpdates(members, from: message.sender, now: now, into: &output)
             if !isReply { sendPushPull(to: message.senderGossipAddress, isReply: true, into: &output) }

@@ -20,7 +20,8 @@ import Darwin
 ///   `dead_timeout - suspect_timeout`; with Lifeguard that is the floor, and
 ///   the timeout starts at `suspicionStretch` times it, shrinking as other
 ///   members independently confirm (log(C+1)/log(K+1) of the way down).
-/// - Refutation. A node told it is suspect or dead raises its incarnation and
+/// - Refutation. A probe of a suspect carries its suspicion (Lifeguard's
+///   buddy system). A node told it is suspect or dead raises its incarnation and
 ///   gossips `alive`; newer incarnations win, and at equal incarnation
 ///   dead/left > suspect > alive.
 /// - Local health (Lifeguard). Failed probes, late timers, reported lag and
@@ -121,15 +122,25 @@ extension ClusterNode {
         case .protocolPeriod: protocolPeriod(now: now, into: &output)
         case .probeTimeout: probeTimedOut(now: now, into: &output)
         case .suspicion: expireSuspicions(now: now, into: &output)
-        case .pushPull:
-            let partners = aliveOthers
-            if !partners.isEmpty, let partner = partners.randomElement(using: &state.random),
-               let member = state.members[partner] {
-                sendPushPull(to: member.gossipAddress, isReply: false, into: &output)
-            }
-            output.append(.setTimer(.pushPull, at: now + settings.pushPullIntervalMs))
+        case .pushPull: pushPull(now: now, into: &output)
         case .seedRetry: seedRetry(now: now, into: &output)
+        case .relayTimeout: sendNacks(now: now, into: &output)
         }
+    }
+
+    /// A full exchange with one live member, and one with a member held dead:
+    /// after a partition heals, each side holds the other dead and neither
+    /// probes the dead, so only such a reconnect attempt lets the halves meet
+    /// (the dead side refutes on hearing it is dead). Serf does the same.
+    mutating func pushPull(now: Milliseconds, into output: inout ActionBuffer) {
+        if let partner = aliveOthers.randomElement(using: &state.random), let member = state.members[partner] {
+            sendPushPull(to: member.gossipAddress, isReply: false, into: &output)
+        }
+        let dead = state.members.values.filter { $0.status == .dead }.map(\.node).sorted()
+        if let partner = dead.randomElement(using: &state.random), let member = state.members[partner] {
+            sendPushPull(to: member.gossipAddress, isReply: false, into: &output)
+        }
+        output.append(.setTimer(.pushPull, at: now + settings.pushPullIntervalMs))
     }
 
     mutating func armPeriod(at time: Milliseconds, into output: inout ActionBuffer) {
@@ -142,15 +153,25 @@ extension ClusterNode {
         let startedLate = settings.lifeguard && lateMs > settings.gossipIntervalMs / 2
         if startedLate { adjustHealth(+1) }
         closeRound(now: now, trustFailures: !startedLate, into: &output)
-        pruneRelays(now: now)
 
         for target in chooseProbeTargets() {
             guard let member = state.members[target] else { continue }
             let seq = takeSeq()
             state.pendingProbes.append(PendingProbe(target: target, seq: seq))
-            let budget = piggybackBudget(fixedPayloadBytes: 4 + 1 + target.name.utf8.count + 1)
-            send(.ping(seq: seq, target: target, updates: takeBroadcasts(budget: budget)),
-                 to: member.gossipAddress, lane: .control, into: &output)
+            var budget = piggybackBudget(fixedPayloadBytes: 4 + 1 + target.name.utf8.count + 1)
+            // Lifeguard's buddy system: a suspect hears of its suspicion from
+            // the very probe, rather than hoping gossip reaches it in time.
+            var updates: [MemberUpdate] = []
+            if settings.lifeguard && member.status == .suspect {
+                let news = MemberUpdate(node: target, status: .suspect, incarnation: member.incarnation,
+                                        gossipAddress: member.gossipAddress, clientAddress: member.clientAddress,
+                                        accuser: member.suspicion?.accusers.min())
+                updates.append(news)
+                budget -= news.encodedBytes
+            }
+            updates += takeBroadcasts(budget: budget)
+            send(.ping(seq: seq, target: target, updates: updates), to: member.gossipAddress, lane: .control,
+                 into: &output)
         }
         if !state.pendingProbes.isEmpty { output.append(.setTimer(.probeTimeout, at: now + probeTimeoutMs)) }
         armPeriod(at: now + periodMs, into: &output)
@@ -166,7 +187,9 @@ extension ClusterNode {
                   member.status == .alive || member.status == .suspect else { continue }
             counters.probesFailed += 1
             guard trustFailures else { continue }
-            if settings.lifeguard { adjustHealth(+1) }
+            // Lifeguard: helpers that did not even nack point at this node's
+            // own links; a target nobody reaches says nothing about us.
+            if probe.nacks < probe.helpersAsked { adjustHealth(+1) }
             if member.status == .suspect {
                 confirmSuspicion(of: probe.target, by: settings.nodeID, now: now, into: &output)
             } else if now - member.silenceStart >= settings.suspectTimeoutMs {
@@ -222,6 +245,7 @@ extension ClusterNode {
         helpers.shuffle(using: &state.random)
         for helper in helpers.prefix(settings.indirectProbes) {
             guard let member = state.members[helper] else { continue }
+            state.pendingProbes[index].helpersAsked += 1
             let budget = piggybackBudget(fixedPayloadBytes: 4 + 1 + probe.target.name.utf8.count
                                          + 1 + target.gossipAddress.utf8.count + 1)
             send(.pingReq(seq: probe.seq, target: probe.target, targetAddress: target.gossipAddress,
@@ -239,10 +263,21 @@ extension ClusterNode {
         }
     }
 
-    mutating func pruneRelays(now: Milliseconds) {
-        for seq in state.relays.keys.sorted() where state.relays[seq]!.expiresAt <= now {
+    mutating func sendNacks(now: Milliseconds, into output: inout ActionBuffer) {
+        state.relayDueAt = nil
+        for seq in state.relays.keys.sorted() {
+            guard let relay = state.relays[seq], relay.nackAt <= now else { continue }
             state.relays[seq] = nil
+            send(.nack(seq: relay.requesterSeq, updates: takeBroadcasts(budget: piggybackBudget(fixedPayloadBytes: 5))),
+                 to: relay.requesterAddress, lane: .control, into: &output)
         }
+        armRelayTimer(into: &output)
+    }
+
+    mutating func armRelayTimer(into output: inout ActionBuffer) {
+        guard let earliest = state.relays.values.map(\.nackAt).min(), earliest != state.relayDueAt else { return }
+        state.relayDueAt = earliest
+        output.append(.setTimer(.relayTimeout, at: earliest))
     }
 
     mutating func expireSuspicions(now: Milliseconds, into output: inout ActionBuffer) {
@@ -269,7 +304,7 @@ extension ClusterNode {
     /// Lifeguard's dynamic suspicion timeout.
     func suspicionTimeout(confirmations: Int) -> Int64 {
         let floor = settings.deadTimeoutMs - settings.suspectTimeoutMs
-        let expected = min(settings.indirectProbes, max(0, aliveOthers.count - 1))
+        let expected = min(settings.indirectProbes, aliveOthers.count)
         guard settings.lifeguard, expected > 0 else { return floor }
         let ceiling = floor * Self.suspicionStretch
         let fraction = log(Double(confirmations + 1)) / log(Double(expected + 1))

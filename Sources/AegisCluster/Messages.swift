@@ -18,6 +18,9 @@ public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible 
     case ack = 3
     /// payload = isReply:u8 count:u16 update×count — every member this node knows
     case pushPull = 4
+    /// payload = seq:u32 updates — "I asked the target for you and got no answer"
+    /// (Lifeguard): proves the helper, and so this node's own links, work.
+    case nack = 5
 
     public var description: String {
         switch self {
@@ -25,6 +28,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible 
         case .pingReq: "ping_req"
         case .ack: "ack"
         case .pushPull: "push_pull"
+        case .nack: "nack"
         }
     }
 }
@@ -63,6 +67,7 @@ public enum MessagePayload: Sendable, Equatable {
     case pingReq(seq: UInt32, target: NodeID, targetAddress: String, updates: [MemberUpdate])
     case ack(seq: UInt32, updates: [MemberUpdate])
     case pushPull(isReply: Bool, members: [MemberUpdate])
+    case nack(seq: UInt32, updates: [MemberUpdate])
 
     public var type: MessageType {
         switch self {
@@ -70,6 +75,7 @@ public enum MessagePayload: Sendable, Equatable {
         case .pingReq: .pingReq
         case .ack: .ack
         case .pushPull: .pushPull
+        case .nack: .nack
         }
     }
 }
@@ -148,7 +154,7 @@ public enum MessageCodec {
             writer.string(target.name)
             writer.string(targetAddress)
             writer.updates(updates)
-        case let .ack(seq, updates):
+        case let .ack(seq, updates), let .nack(seq, updates):
             writer.u32(seq)
             writer.updates(updates)
         case let .pushPull(isReply, members):
@@ -217,10 +223,10 @@ struct ByteWriter {
     /// Longer strings cannot be sent: NodeID and ClusterSettings keep names and
     /// addresses at most 255 bytes, so truncation here would be a bug upstream.
     mutating func string(_ value: String) {
-        let utf8 = Array(value.utf8)
-        precondition(utf8.count <= 255, "names and addresses on the wire are at most 255 bytes")
-        u8(UInt8(utf8.count))
-        bytes.append(contentsOf: utf8)
+        let length = value.utf8.count
+        precondition(length <= 255, "names and addresses on the wire are at most 255 bytes")
+        u8(UInt8(length))
+        bytes.append(contentsOf: value.utf8)
     }
     mutating func update(_ update: MemberUpdate) {
         u8(update.status.rawValue)
@@ -264,7 +270,10 @@ struct ByteReader {
     mutating func string() -> String? {
         guard let length = u8().map(Int.init), end - index >= length else { return nil }
         defer { index += length }
-        return String(validating: bytes[index..<index + length], as: UTF8.self)
+        let start = index
+        return bytes.withUnsafeBufferPointer { buffer in
+            String(validating: UnsafeBufferPointer(rebasing: buffer[start..<start + length]), as: UTF8.self)
+        }
     }
     mutating func nodeID() -> NodeID? { string().flatMap(NodeID.init) }
 
@@ -305,6 +314,9 @@ struct ByteReader {
         case .ack:
             guard let seq = u32(), let count = u8(), let updates = updates(count: Int(count)) else { return nil }
             return .ack(seq: seq, updates: updates)
+        case .nack:
+            guard let seq = u32(), let count = u8(), let updates = updates(count: Int(count)) else { return nil }
+            return .nack(seq: seq, updates: updates)
         case .pushPull:
             guard let replyByte = u8(), replyByte <= 1, let count = u16(),
                   Int(count) <= MessageCodec.maximumMembersPerMessage,

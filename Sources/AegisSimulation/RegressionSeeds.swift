@@ -1,0 +1,8 @@
+/// Seeds that once broke an invariant, run by every `aegiskv-sim --seeds N`
+/// and by the tests: a seed that failed stays a test case forever.
+public enum RegressionSeeds {
+    public static let seeds: [UInt64] = [
+        5084, // a healed partition stayed split: each half held the other dead and never probed it
+        336, // a node left alone stretched its own timeouts on failed probes nobody could help with
+    ]
+}

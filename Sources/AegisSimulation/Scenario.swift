@@ -1,0 +1,161 @@
+import AegisCluster
+
+/// One simulated run, drawn entirely from a seed: cluster size, network
+/// quality, and the faults with their times. All times are milliseconds of
+/// the simulation's true clock (each node reads its own drifting clock).
+public struct Scenario: Sendable, Equatable {
+    public enum Fault: Sendable, Equatable {
+        /// Traffic from every node in `from` to every node in `to` is lost; symmetric
+        /// partitions list both directions.
+        case partition(from: [Int], to: [Int], at: Int64, until: Int64)
+        /// kill -9; restarted at `restartAt` with a higher incarnation, or never.
+        case crash(node: Int, at: Int64, restartAt: Int64?)
+        /// The process stops running (a GC or swap storm): timers and messages
+        /// wait until it resumes.
+        case pause(node: Int, at: Int64, until: Int64)
+        /// A graceful stop (SIGTERM): the node announces `left`, then exits for good.
+        case leave(node: Int, at: Int64)
+        /// An overloaded process: what it receives waits `extraDelayMs` before it
+        /// is handled, and its driver reports that lag (`localHealth`) each second.
+        case slow(node: Int, at: Int64, until: Int64, extraDelayMs: Int64)
+    }
+
+    public enum Kind: String, Sendable, CaseIterable {
+        /// Any fault the issue lists.
+        case chaos
+        /// Loss ≤ 10%, no partition, no crash: nobody reachable may be declared dead.
+        case mild
+    }
+
+    public var seed: UInt64
+    public var kind: Kind
+    public var nodeCount: Int
+    public var lossRate: Double
+    public var duplicateRate: Double
+    public var corruptRate: Double
+    public var delayMinMs: Int64
+    public var delayMaxMs: Int64
+    public var driftPPM: [Int64]
+    public var faults: [Fault]
+    /// From here on no fault is active: loss, partitions and pauses are over and
+    /// every crashed node that will restart has.
+    public var healAt: Int64
+    public var endAt: Int64
+    public var lifeguard: Bool
+    public var settings: SimulationTiming
+
+    /// The timeouts the simulated nodes run with: the defaults' shape,
+    /// shortened so that a run covers many suspicion cycles.
+    public struct SimulationTiming: Sendable, Equatable {
+        public var gossipIntervalMs: Int64 = 1000
+        public var suspectTimeoutMs: Int64 = 4000
+        public var deadTimeoutMs: Int64 = 10_000
+        public var pushPullIntervalMs: Int64 = 5000
+        public var seedRetryIntervalMs: Int64 = 2000
+    }
+
+    /// Rounds (gossip intervals) after `healAt` by which every live node must
+    /// agree on membership. The slowest path it covers: a member whose last
+    /// probe started just before the heal is suspected after suspect_timeout +
+    /// 2 intervals, stays suspect for up to Lifeguard's stretched timeout
+    /// (3 × (dead_timeout − suspect_timeout)) without confirmations, and the
+    /// verdict or a refutation then needs a few push/pull intervals to reach
+    /// nodes that gossip missed: 4 + 2 + 18 + 3 × 5 ≈ 40 s with the timings above.
+    public static let agreementRounds: Int64 = 45
+
+    static let joinPhaseMs: Int64 = 8000
+    static let faultWindowMs: Int64 = 35_000
+    public static var healAtMs: Int64 { joinPhaseMs + faultWindowMs }
+
+    public static func generate(seed: UInt64, kind: Kind? = nil, lifeguard: Bool = true) -> Scenario {
+        var random = ClusterRandom(seed: seed ^ 0x5CE7_A510_5EED_0001)
+        let kind = kind ?? (Int.random(in: 0..<4, using: &random) == 0 ? .mild : .chaos)
+        let timing = SimulationTiming()
+        let nodeCount = Int.random(in: 3...16, using: &random)
+        let lossRate: Double
+        switch kind {
+        case .mild: lossRate = Double.random(in: 0...0.10, using: &random)
+        case .chaos: lossRate = Bool.random(using: &random) ? 0 : Double.random(in: 0...0.30, using: &random)
+        }
+        let delayMin = Int64.random(in: 1...5, using: &random)
+        let delayMax = delayMin + Int64.random(in: 0...200, using: &random)
+        let drift = (0..<nodeCount).map { _ in Int64.random(in: -20_000...20_000, using: &random) }
+        let faultStart = joinPhaseMs
+        let healAt = faultStart + faultWindowMs
+        var faults: [Fault] = []
+        let faultCount = Int.random(in: 0...4, using: &random)
+        for _ in 0..<faultCount {
+            let at = Int64.random(in: faultStart..<(healAt - 500), using: &random)
+            let choice = kind == .mild ? 2 : Int.random(in: 0..<7, using: &random) / 2
+            switch choice {
+            case 0:
+                let until = min(healAt, at + Int64.random(in: 2000...20_000, using: &random))
+                var nodes = Array(0..<nodeCount)
+                nodes.shuffle(using: &random)
+                let cut = Int.random(in: 1..<nodeCount, using: &random)
+                let sideA = Array(nodes[..<cut]).sorted(), sideB = Array(nodes[cut...]).sorted()
+                faults.append(.partition(from: sideA, to: sideB, at: at, until: until))
+                if Bool.random(using: &random) { faults.append(.partition(from: sideB, to: sideA, at: at, until: until)) }
+            case 1:
+                let node = Int.random(in: 0..<nodeCount, using: &random)
+                let restart: Int64? = Int.random(in: 0..<10, using: &random) < 3
+                    ? nil : min(healAt, at + Int64.random(in: 1000...20_000, using: &random))
+                faults.append(.crash(node: node, at: at, restartAt: restart))
+            case 3:
+                faults.append(.leave(node: Int.random(in: 0..<nodeCount, using: &random), at: at))
+            default:
+                let node = Int.random(in: 0..<nodeCount, using: &random)
+                let until = min(healAt, at + Int64.random(in: 500...10_000, using: &random))
+                faults.append(.pause(node: node, at: at, until: until))
+            }
+        }
+        faults = Self.keepingMajorityUp(faults, nodeCount: nodeCount)
+        // Drawn from a stream of its own so that adding it left every earlier
+        // seed's other draws, and so the regression seeds, as they were.
+        var overload = ClusterRandom(seed: seed ^ 0x0510_3000_0000_0003)
+        for _ in 0..<Int.random(in: 0...2, using: &overload) {
+            let at = Int64.random(in: faultStart..<(healAt - 1000), using: &overload)
+            faults.append(.slow(node: Int.random(in: 0..<nodeCount, using: &overload), at: at,
+                                until: min(healAt, at + Int64.random(in: 3000...20_000, using: &overload)),
+                                extraDelayMs: Int64.random(in: 100...3000, using: &overload)))
+        }
+        return Scenario(
+            seed: seed, kind: kind, nodeCount: nodeCount, lossRate: lossRate,
+            duplicateRate: Double.random(in: 0...0.05, using: &random),
+            corruptRate: 0.01, delayMinMs: delayMin, delayMaxMs: delayMax, driftPPM: drift,
+            faults: faults, healAt: healAt,
+            endAt: healAt + (agreementRounds + 5) * timing.gossipIntervalMs,
+            lifeguard: lifeguard, settings: timing)
+    }
+
+    /// Permanent crashes are limited to a minority, and never take all of the
+    /// seeds (nodes 0...2): a cluster with nobody left to join through cannot
+    /// be expected to agree.
+    static func keepingMajorityUp(_ faults: [Fault], nodeCount: Int) -> [Fault] {
+        var permanentlyDown = Set<Int>()
+        var kept: [Fault] = []
+        for fault in faults {
+            let permanent: Int? = switch fault {
+            case let .crash(node, _, nil): node
+            case let .leave(node, _): node
+            default: nil
+            }
+            if let node = permanent {
+                let seedsLeft = (0..<min(3, nodeCount)).filter { $0 != node && !permanentlyDown.contains($0) }
+                guard permanentlyDown.count + 1 <= (nodeCount - 1) / 2, !seedsLeft.isEmpty,
+                      !permanentlyDown.contains(node) else { continue }
+                permanentlyDown.insert(node)
+            }
+            kept.append(fault)
+        }
+        return kept
+    }
+
+    public var hasPartition: Bool {
+        faults.contains { if case .partition = $0 { true } else { false } }
+    }
+
+    public var hasCrash: Bool {
+        faults.contains { if case .crash = $0 { true } else { false } }
+    }
+}

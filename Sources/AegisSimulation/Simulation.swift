@@ -1,0 +1,466 @@
+import AegisCluster
+
+/// What one live node believes, for the agreement checks.
+public struct LiveNodeView: Sendable {
+    public let nodeID: NodeID
+    public let members: [MemberView]
+    public let aliveMembers: [NodeID]
+}
+
+/// One thing all live nodes must agree on once faults have healed. Membership
+/// is checked by `MembershipAgreement`; placement plugs in here with a check
+/// that computes each view's shard map from `aliveMembers` and compares them.
+public protocol AgreementCheck: Sendable {
+    var name: String { get }
+    /// nil when the views agree; otherwise a one-line description.
+    func disagreement(among views: [LiveNodeView], running: Set<NodeID>) -> String?
+}
+
+/// Every live node holds every running node `alive` and every stopped one
+/// `dead`, `left` or unknown.
+public struct MembershipAgreement: AgreementCheck {
+    public let name = "membership"
+
+    public init() {}
+
+    public func disagreement(among views: [LiveNodeView], running: Set<NodeID>) -> String? {
+        for view in views {
+            let alive = Set(view.aliveMembers)
+            if alive != running {
+                let missing = running.subtracting(alive).sorted().map(\.name)
+                let extra = alive.subtracting(running).sorted().map(\.name)
+                return "\(view.nodeID) sees alive \(alive.count) of \(running.count) running; not alive: \(missing), alive but stopped: \(extra)"
+            }
+            for member in view.members where !running.contains(member.nodeID)
+                && member.status != .dead && member.status != .left {
+                return "\(view.nodeID) holds stopped \(member.nodeID) as \(member.status)"
+            }
+        }
+        return nil
+    }
+}
+
+public struct SimulationReport: Sendable {
+    public var scenario: Scenario
+    public var traceHash: UInt64
+    public var violations: [String]
+    /// `dead` verdicts about a node that was running and not paused for the
+    /// whole dead_timeout before the verdict.
+    public var falseDeaths: Int
+    /// `suspect` verdicts about such a node (refuted, or they would be deaths).
+    public var falseSuspicions: Int
+    /// Crash → first `suspect` (or `dead`) on any live node, per crash.
+    public var suspectDelaysMs: [Int64]
+    /// Crash → first `dead` on any live node, per crash that stayed down long enough.
+    public var deadDelaysMs: [Int64]
+    public var eventsProcessed: Int
+    public var framesSent: Int
+    /// Frames with a flipped byte delivered and refused without a state change.
+    public var corruptFramesRefused: Int
+    public var nodeSeconds: Double
+
+    public var passed: Bool { violations.isEmpty }
+}
+
+/// Runs real `ClusterNode`s over a simulated network and clock. Everything —
+/// node randomness, network loss and delay, fault times — derives from the
+/// scenario's seed, and events at equal times run in scheduling order, so the
+/// same seed always gives the same trace (compared by `traceHash`).
+public final class Simulation {
+    enum Event {
+        case start(node: Int)
+        case deliver(to: Int, frame: [UInt8], fromAddress: String, corrupted: Bool)
+        case timer(node: Int, id: TimerID, generation: UInt64)
+        case linkBroken(node: Int, address: String)
+        case crash(node: Int)
+        case restart(node: Int)
+        case pause(node: Int, until: Int64)
+        case leave(node: Int)
+        case partition(from: [Int], to: [Int], active: Bool)
+        case reportLag(node: Int, until: Int64, lagMs: Int64)
+        case checkSuspected(node: Int, crashedAt: Int64)
+        case checkAgreement
+    }
+
+    struct SimNode {
+        let nodeID: NodeID
+        let address: String
+        var node: ClusterNode?
+        /// Kept beside `node` (set with it) because testing an optional struct
+        /// against nil copies it, and this is asked on every event.
+        var isRunning = false
+        var timerGenerations: [TimerID: UInt64] = [:]
+        var pausedUntil: Int64 = 0
+        var pauses: [(from: Int64, until: Int64)] = []
+        var slowUntil: Int64 = 0
+        var slowDelayMs: Int64 = 0
+        let driftPPM: Int64
+        let clockOffset: Int64
+        var lifeIncarnation: UInt64 = 0
+        var lives = 0
+        var crashedAt: Int64?
+        var stoppedForGood = false
+    }
+
+    public let scenario: Scenario
+    let agreementChecks: [any AgreementCheck]
+    let authenticator: KeyedMixAuthenticator
+    var queue = EventQueue<Event>()
+    var nodes: [SimNode] = []
+    var addressIndex: [String: Int] = [:]
+    var blocked: [Int: Int] = [:]
+    var network: ClusterRandom
+    var now: Int64 = 0
+    var trace = TraceHash()
+    var nextTimerGeneration: UInt64 = 1
+    var report: SimulationReport
+    /// Per crashed node: the crash time, and when a live node first suspected it.
+    var firstSuspected: [Int: Int64] = [:]
+    var firstDead: [Int: Int64] = [:]
+
+    static let wallClockEpochMs: Int64 = 1_767_225_600_000
+
+    public init(scenario: Scenario, agreementChecks: [any AgreementCheck] = [MembershipAgreement()]) {
+        self.scenario = scenario
+        self.agreementChecks = agreementChecks
+        self.authenticator = KeyedMixAuthenticator(key: 0xAE615 ^ 0x5EC2E7)
+        self.network = ClusterRandom(seed: scenario.seed ^ 0x4E37_0000_0000_0001)
+        self.report = SimulationReport(scenario: scenario, traceHash: 0, violations: [], falseDeaths: 0, falseSuspicions: 0,
+                                       suspectDelaysMs: [], deadDelaysMs: [], eventsProcessed: 0, framesSent: 0,
+                                       corruptFramesRefused: 0, nodeSeconds: 0)
+        var setup = ClusterRandom(seed: scenario.seed ^ 0x0005_E70F_0000_0002)
+        for index in 0..<scenario.nodeCount {
+            let address = "10.0.\(index / 250).\(index % 250 + 1):7701"
+            nodes.append(SimNode(nodeID: NodeID("node\(index)")!, address: address, node: nil,
+                                 driftPPM: scenario.driftPPM[index],
+                                 clockOffset: Int64.random(in: 0...1_000_000, using: &setup)))
+            addressIndex[address] = index
+            queue.schedule(.start(node: index), at: Int64(index) * Int64.random(in: 0...400, using: &setup))
+        }
+        for fault in scenario.faults {
+            switch fault {
+            case let .partition(from, to, at, until):
+                queue.schedule(.partition(from: from, to: to, active: true), at: at)
+                queue.schedule(.partition(from: from, to: to, active: false), at: until)
+            case let .crash(node, at, restartAt):
+                queue.schedule(.crash(node: node), at: at)
+                if let restartAt { queue.schedule(.restart(node: node), at: restartAt) }
+            case let .pause(node, at, until):
+                queue.schedule(.pause(node: node, until: until), at: at)
+            case let .leave(node, at):
+                queue.schedule(.leave(node: node), at: at)
+            case let .slow(node, at, until, extraDelayMs):
+                queue.schedule(.reportLag(node: node, until: until, lagMs: extraDelayMs), at: at)
+            }
+        }
+        let agreementDue = scenario.healAt + Scenario.agreementRounds * scenario.settings.gossipIntervalMs
+        if scenario.endAt >= agreementDue {
+            queue.schedule(.checkAgreement, at: agreementDue)
+            queue.schedule(.checkAgreement, at: scenario.endAt)
+        }
+    }
+
+    public func run() -> SimulationReport {
+        while let entry = queue.pop(), entry.time <= scenario.endAt {
+            now = entry.time
+            report.eventsProcessed += 1
+            handle(entry)
+        }
+        report.traceHash = trace.value
+        report.nodeSeconds = Double(scenario.nodeCount) * Double(scenario.endAt) / 1000
+        return report
+    }
+
+    // MARK: - Clocks
+
+    func localTime(_ index: Int, _ real: Int64) -> Int64 {
+        nodes[index].clockOffset + real + real * nodes[index].driftPPM / 1_000_000
+    }
+
+    func realTime(_ index: Int, local: Int64) -> Int64 {
+        let rate = 1_000_000 + nodes[index].driftPPM
+        let scaled = (local - nodes[index].clockOffset) * 1_000_000
+        return (scaled + rate - 1) / rate
+    }
+
+    // MARK: - Events
+
+    func handle(_ entry: EventQueue<Event>.Entry) {
+        switch entry.payload {
+        case let .start(index):
+            startNode(index)
+        case let .deliver(index, frame, fromAddress, corrupted):
+            guard nodes[index].isRunning else { return }
+            if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
+            trace.mix(1, UInt64(index), UInt64(now))
+            if corrupted {
+                deliverCorrupted(to: index, frame: frame, fromAddress: fromAddress)
+            } else {
+                step(index, .received(frame: frame, fromAddress: fromAddress, now: localTime(index, now)))
+            }
+        case let .timer(index, id, generation):
+            guard nodes[index].isRunning, nodes[index].timerGenerations[id] == generation else { return }
+            if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
+            nodes[index].timerGenerations[id] = nil
+            trace.mix(2, UInt64(index), UInt64(now))
+            step(index, .timerFired(id, now: localTime(index, now)))
+        case let .linkBroken(index, address):
+            guard nodes[index].isRunning else { return }
+            if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
+            step(index, .linkBroken(address: address, now: localTime(index, now)))
+        case let .crash(index):
+            crash(index)
+        case let .restart(index):
+            guard !nodes[index].isRunning, !nodes[index].stoppedForGood, nodes[index].lives > 0 else { return }
+            startNode(index)
+        case let .pause(index, until):
+            guard nodes[index].isRunning, until > now else { return }
+            nodes[index].pausedUntil = max(nodes[index].pausedUntil, until)
+            nodes[index].pauses.append((now, until))
+            trace.mix(3, UInt64(index), UInt64(until))
+        case let .leave(index):
+            guard nodes[index].isRunning, nodes[index].pausedUntil <= now else { return }
+            step(index, .leave(now: localTime(index, now)))
+            nodes[index].node = nil
+            nodes[index].isRunning = false
+            nodes[index].stoppedForGood = true
+            nodes[index].crashedAt = now
+        case let .partition(from, to, active):
+            for source in from {
+                for destination in to { blocked[source * 4096 + destination, default: 0] += active ? 1 : -1 }
+            }
+            trace.mix(4, UInt64(from.count), UInt64(to.count))
+        case let .reportLag(index, until, lagMs):
+            guard now < until else { return }
+            nodes[index].slowUntil = until
+            nodes[index].slowDelayMs = lagMs
+            queue.schedule(.reportLag(node: index, until: until, lagMs: lagMs), at: now + scenario.settings.gossipIntervalMs)
+            guard nodes[index].isRunning, nodes[index].pausedUntil <= now else { return }
+            step(index, .localHealth(lagMs: lagMs, now: localTime(index, now)))
+        case let .checkSuspected(index, crashedAt):
+            checkSuspected(index, crashedAt: crashedAt)
+        case .checkAgreement:
+            checkAgreement()
+        }
+    }
+
+    func startNode(_ index: Int) {
+        let timing = scenario.settings
+        let seeds = (0..<min(3, scenario.nodeCount)).filter { $0 != index }.map { nodes[$0].address }
+        let settings = ClusterSettings(
+            nodeID: nodes[index].nodeID, gossipAddress: nodes[index].address,
+            clientAddress: "10.1.0.\(index + 1):6380", seeds: seeds,
+            gossipIntervalMs: timing.gossipIntervalMs, suspectTimeoutMs: timing.suspectTimeoutMs,
+            deadTimeoutMs: timing.deadTimeoutMs, lifeguard: scenario.lifeguard,
+            pushPullIntervalMs: timing.pushPullIntervalMs, seedRetryIntervalMs: timing.seedRetryIntervalMs)
+        // The wall clock a real server would read at start: it only grows across restarts.
+        let incarnation = UInt64(Self.wallClockEpochMs + now)
+        nodes[index].lives += 1
+        nodes[index].lifeIncarnation = incarnation
+        nodes[index].crashedAt = nil
+        nodes[index].timerGenerations = [:]
+        let randomSeed = scenario.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(index) << 32 &+ UInt64(nodes[index].lives)
+        nodes[index].node = ClusterNode(settings: settings, incarnation: incarnation, randomSeed: randomSeed,
+                                        authenticator: authenticator)
+        nodes[index].isRunning = true
+        trace.mix(5, UInt64(index), incarnation)
+        step(index, .start(now: localTime(index, now)))
+    }
+
+    func crash(_ index: Int) {
+        guard nodes[index].isRunning else { return }
+        let knownAlive = nodes.indices.contains { observer in
+            observer != index && nodes[observer].node?.members.contains {
+                $0.nodeID == nodes[index].nodeID && $0.status == .alive
+            } == true
+        }
+        nodes[index].node = nil
+        nodes[index].isRunning = false
+        nodes[index].pausedUntil = 0
+        nodes[index].crashedAt = now
+        trace.mix(6, UInt64(index), UInt64(now))
+        firstSuspected[index] = nil
+        firstDead[index] = nil
+        guard knownAlive else { return }
+        let timing = scenario.settings
+        queue.schedule(.checkSuspected(node: index, crashedAt: now),
+                       at: now + timing.suspectTimeoutMs + 2 * timing.gossipIntervalMs)
+        queue.schedule(.checkSuspected(node: index, crashedAt: now), at: scenario.endAt)
+    }
+
+    // MARK: - Stepping a node and carrying out its actions
+
+    func step(_ index: Int, _ event: ClusterEvent) {
+        guard let actions = nodes[index].node?.step(event) else { return }
+        perform(actions, of: index)
+    }
+
+    func perform(_ actions: [ClusterAction], of index: Int) {
+        for action in actions {
+            switch action {
+            case let .send(frame, address, lane):
+                trace.mix(7, UInt64(index), trace.hashBytes(frame))
+                transmit(frame, from: index, to: address, lane: lane)
+            case let .setTimer(id, local):
+                let generation = nextTimerGeneration
+                nextTimerGeneration += 1
+                nodes[index].timerGenerations[id] = generation
+                let due = max(now, realTime(index, local: local))
+                trace.mix(8, UInt64(index), UInt64(due))
+                queue.schedule(.timer(node: index, id: id, generation: generation), at: due)
+            case let .memberChanged(change):
+                trace.mix(9, UInt64(index), change.incarnation ^ UInt64(change.to.rawValue) << 60)
+                observe(change, by: index)
+            case let .log(_, line):
+                trace.mix(10, UInt64(index), UInt64(line.utf8.count))
+            }
+        }
+    }
+
+    func transmit(_ frame: [UInt8], from source: Int, to address: String, lane: Lane) {
+        report.framesSent += 1
+        guard let destination = addressIndex[address] else { return }
+        if (blocked[source * 4096 + destination] ?? 0) > 0 { return }
+        if !nodes[destination].isRunning {
+            // A stopped process refuses the connection at once.
+            queue.schedule(.linkBroken(node: source, address: address), at: now + 2 * scenario.delayMinMs)
+            return
+        }
+        if now < scenario.healAt && Double.random(in: 0..<1, using: &network) < scenario.lossRate { return }
+        let fromAddress = nodes[source].address
+        let copies = Double.random(in: 0..<1, using: &network) < scenario.duplicateRate ? 2 : 1
+        let backlog = nodes[destination].slowUntil > now ? nodes[destination].slowDelayMs : 0
+        for _ in 0..<copies {
+            let delay = backlog + Int64.random(in: scenario.delayMinMs...scenario.delayMaxMs, using: &network)
+            queue.schedule(.deliver(to: destination, frame: frame, fromAddress: fromAddress, corrupted: false),
+                           at: now + delay)
+        }
+        if Double.random(in: 0..<1, using: &network) < scenario.corruptRate {
+            var damaged = frame
+            let position = Int.random(in: 0..<damaged.count, using: &network)
+            damaged[position] ^= UInt8.random(in: 1...255, using: &network)
+            queue.schedule(.deliver(to: destination, frame: damaged, fromAddress: fromAddress, corrupted: true),
+                           at: now + scenario.delayMaxMs)
+        }
+    }
+
+    /// Invariant: a frame that fails authentication changes no state and
+    /// produces nothing but (rate-limited) log lines.
+    func deliverCorrupted(to index: Int, frame: [UInt8], fromAddress: String) {
+        guard let before = nodes[index].node else { return }
+        let dropsBefore = before.counters.droppedByReason.values.reduce(0, +)
+        let event = ClusterEvent.received(frame: frame, fromAddress: fromAddress, now: localTime(index, now))
+        guard let actions = nodes[index].node?.step(event),
+              let after = nodes[index].node else { return }
+        let dropsAfter = after.counters.droppedByReason.values.reduce(0, +)
+        let onlyLogs = actions.allSatisfy { if case .log = $0 { true } else { false } }
+        if dropsAfter == dropsBefore + 1 && after.state == before.state && onlyLogs {
+            report.corruptFramesRefused += 1
+        } else {
+            violation("a corrupted frame was not refused cleanly by \(nodes[index].nodeID) (drops \(dropsBefore)→\(dropsAfter), state unchanged: \(after.state == before.state))")
+        }
+        perform(actions, of: index)
+    }
+
+    // MARK: - Invariants
+
+    func violation(_ text: String) {
+        if report.violations.count < 20 { report.violations.append("t=\(now)ms: \(text)") }
+    }
+
+    func observe(_ change: MemberChange, by observer: Int) {
+        guard let subject = nodes.firstIndex(where: { $0.nodeID == change.node }), subject != observer else { return }
+        if let crashedAt = nodes[subject].crashedAt, !nodes[subject].isRunning, !nodes[subject].stoppedForGood {
+            if change.to == .suspect || change.to == .dead, firstSuspected[subject] == nil {
+                firstSuspected[subject] = now
+                report.suspectDelaysMs.append(now - crashedAt)
+            }
+            if change.to == .dead, firstDead[subject] == nil {
+                firstDead[subject] = now
+                report.deadDelaysMs.append(now - crashedAt)
+            }
+        }
+        guard change.to == .dead || change.to == .suspect, nodes[subject].isRunning,
+              change.incarnation >= nodes[subject].lifeIncarnation else { return }
+        let windowStart = now - scenario.settings.deadTimeoutMs
+        let wasPaused = nodes[subject].pauses.contains { $0.until > windowStart && $0.from <= now }
+        let wasSlow = scenario.faults.contains { fault in
+            guard case let .slow(node, at, until, _) = fault else { return false }
+            return node == subject && until > windowStart && at <= now
+        }
+        let wasCut = partitionTouched(subject, since: windowStart)
+        guard !wasPaused, !wasSlow, !wasCut else { return }
+        guard change.to == .dead else {
+            report.falseSuspicions += 1
+            return
+        }
+        report.falseDeaths += 1
+        if scenario.kind == .mild {
+            violation("\(nodes[observer].nodeID) declared reachable \(change.node) dead: \(change.reason)")
+        }
+    }
+
+    func partitionTouched(_ node: Int, since start: Int64) -> Bool {
+        scenario.faults.contains { fault in
+            guard case let .partition(from, to, at, until) = fault else { return false }
+            return (from.contains(node) || to.contains(node)) && until > start && at <= now
+        }
+    }
+
+    /// Invariant: a crashed node is suspected within suspect_timeout + 2 probe
+    /// intervals. Checked when nothing else could excuse a delay: no loss, no
+    /// partition and no pause around the crash (each makes a Lifeguard node
+    /// stretch its own timeouts, by design).
+    func checkSuspected(_ index: Int, crashedAt: Int64) {
+        guard nodes[index].crashedAt == crashedAt, !nodes[index].isRunning else { return }
+        let timing = scenario.settings
+        let bound = timing.suspectTimeoutMs + 2 * timing.gossipIntervalMs
+        if now >= scenario.endAt {
+            return
+        }
+        let windowStart = crashedAt - timing.deadTimeoutMs
+        let quiet = (scenario.lossRate == 0 || crashedAt >= scenario.healAt)
+            && !nodes.contains { node in node.pauses.contains { $0.until > windowStart && $0.from <= now } }
+            && !scenario.faults.contains { if case let .slow(_, at, until, _) = $0 { until > windowStart && at <= now } else { false } }
+            && !nodes.indices.contains { partitionTouched($0, since: windowStart) }
+        guard quiet else { return }
+        if let suspected = firstSuspected[index], suspected - crashedAt <= bound { return }
+        violation("\(nodes[index].nodeID) crashed at \(crashedAt) ms and no live node suspected it within \(bound) ms")
+    }
+
+    /// Invariant: `agreementRounds` after the heal, all live nodes agree.
+    func checkAgreement() {
+        let liveIndices = nodes.indices.filter { nodes[$0].isRunning }
+        let running = Set(liveIndices.map { nodes[$0].nodeID })
+        let views = liveIndices.compactMap { index -> LiveNodeView? in
+            guard let node = nodes[index].node else { return nil }
+            return LiveNodeView(nodeID: nodes[index].nodeID, members: node.members, aliveMembers: node.aliveMembers)
+        }
+        for check in agreementChecks {
+            if let problem = check.disagreement(among: views, running: running) {
+                violation("\(check.name) disagreement \((now - scenario.healAt) / scenario.settings.gossipIntervalMs) rounds after the heal: \(problem)")
+            }
+        }
+    }
+}
+
+/// FNV-1a over everything the run does, in order.
+struct TraceHash {
+    private(set) var value: UInt64 = 0xCBF2_9CE4_8422_2325
+
+    mutating func mix(_ kind: UInt64, _ first: UInt64, _ second: UInt64) {
+        for word in [kind, first, second] {
+            var remaining = word
+            for _ in 0..<8 {
+                value = (value ^ (remaining & 0xFF)) &* 0x0000_0100_0000_01B3
+                remaining >>= 8
+            }
+        }
+    }
+
+    func hashBytes(_ bytes: [UInt8]) -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        return hash
+    }
+}

@@ -1,0 +1,191 @@
+import AegisCluster
+import AegisSimulation
+import ArgumentParser
+import Dispatch
+import Foundation
+import Synchronization
+
+@main
+struct AegisSim: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "aegiskv-sim",
+        abstract: "Runs 3 to 16 real AegisCluster nodes over a simulated network and clock, from one seed.",
+        discussion: """
+            Each seed draws a cluster of 3 to 16 nodes, network loss (0-30%), delay, reordering, \
+            duplication, corrupted frames, clock drift (up to 2%), and faults: symmetric and one-way \
+            partitions, crashes with or without restart, graceful leaves, process pauses of 0.5-10 s \
+            and overloaded nodes (each message handled 0.1-3 s late). Timings: gossip interval 1 s, \
+            suspect timeout 4 s, dead timeout 10 s, push/pull every 5 s. \
+            Faults heal \(Scenario.healAtMs / 1000) s into the run.
+
+            Invariants checked as it runs:
+              1. \(Scenario.agreementRounds) rounds (gossip intervals) after the faults heal, and again \
+            at the end, every live node holds every running node alive and every stopped one dead, \
+            left or unknown.
+              2. With loss <= 10% and no partition ("mild" seeds), no node that was running, and \
+            neither paused nor overloaded during the last dead_timeout, is declared dead.
+              3. A crashed node is suspected by a live node within suspect_timeout + 2 gossip \
+            intervals (checked when no loss, partition or pause could excuse a delay).
+              4. A frame that fails authentication changes no state.
+
+            The last line of --seed N names the seed and the hash of its trace; the same seed always \
+            gives the same hash. A failing seed prints the command that replays it.
+            """
+    )
+
+    @Option(help: "Run this one seed and print its trace hash.")
+    var seed: UInt64?
+
+    @Option(help: "Run this many seeds, after the fixed regression seeds.")
+    var seeds: Int?
+
+    @Option(help: "First seed of --seeds (default: drawn at random and printed).")
+    var firstSeed: UInt64?
+
+    @Flag(help: "Measure false positives (loss <= 10%, no partition, pauses) with Lifeguard on and off, over --seeds.")
+    var falsePositives = false
+
+    @Flag(help: "Plain SWIM: no local health awareness, fixed suspicion timeout.")
+    var noLifeguard = false
+
+    @Option(help: "Force the scenario kind: chaos or mild (default: drawn from the seed).")
+    var kind: String?
+
+    @Flag(help: "Print each scenario and every violation.")
+    var verbose = false
+
+    mutating func validate() throws {
+        guard (seed == nil) != (seeds == nil) else { throw ValidationError("give exactly one of --seed N and --seeds N") }
+        if let seeds, seeds < 1 { throw ValidationError("--seeds must be at least 1") }
+        if let kind, Scenario.Kind(rawValue: kind) == nil { throw ValidationError("--kind is chaos or mild") }
+        if falsePositives && seeds == nil { throw ValidationError("--false-positives needs --seeds N") }
+    }
+
+    func run() throws {
+        let kind = self.kind.flatMap(Scenario.Kind.init(rawValue:))
+        if let seed {
+            try runOne(seed: seed, kind: kind)
+        } else if let seeds, falsePositives {
+            measureFalsePositives(count: seeds)
+        } else if let seeds {
+            try runMany(count: seeds, kind: kind)
+        }
+    }
+
+    func replayCommand(_ seed: UInt64, kind: Scenario.Kind?) -> String {
+        var command = "aegiskv-sim --seed \(seed)"
+        if noLifeguard { command += " --no-lifeguard" }
+        if let kind { command += " --kind \(kind.rawValue)" }
+        return command
+    }
+
+    func runOne(seed: UInt64, kind: Scenario.Kind?) throws {
+        let scenario = Scenario.generate(seed: seed, kind: kind, lifeguard: !noLifeguard)
+        let started = DispatchTime.now().uptimeNanoseconds
+        let report = Simulation(scenario: scenario).run()
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        print(describe(scenario))
+        print("events \(report.eventsProcessed), frames \(report.framesSent), corrupted frames refused \(report.corruptFramesRefused), simulated \(scenario.endAt / 1000) s in \(String(format: "%.3f", seconds)) s")
+        print("crash -> first suspect: \(Distribution(report.suspectDelaysMs).summary)")
+        print("crash -> first dead: \(Distribution(report.deadDelaysMs).summary)")
+        print("false dead verdicts: \(report.falseDeaths), false suspect verdicts: \(report.falseSuspicions)")
+        for violation in report.violations { print("VIOLATION \(violation)") }
+        if !report.passed { print("replay: \(replayCommand(seed, kind: kind))") }
+        print("seed \(seed) trace \(hex(report.traceHash)) \(report.passed ? "ok" : "FAILED")")
+        if !report.passed { throw ExitCode.failure }
+    }
+
+    func runMany(count: Int, kind: Scenario.Kind?) throws {
+        let first = firstSeed ?? UInt64.random(in: 0..<(UInt64.max / 2))
+        let list = RegressionSeeds.seeds + (0..<UInt64(count)).map { first &+ $0 }
+        print("running \(RegressionSeeds.seeds.count) regression seeds and \(count) seeds from \(first)")
+        let lifeguard = !noLifeguard
+        let started = DispatchTime.now().uptimeNanoseconds
+        let reports = runInParallel(list) { seed in
+            Simulation(scenario: Scenario.generate(seed: seed, kind: kind, lifeguard: lifeguard)).run()
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        // Determinism: the first seed again must give the same trace.
+        let again = Simulation(scenario: Scenario.generate(seed: list[0], kind: kind, lifeguard: lifeguard)).run()
+        var failed = reports.filter { !$0.passed }
+        if again.traceHash != reports[0].traceHash {
+            print("NONDETERMINISM seed \(list[0]): trace \(hex(reports[0].traceHash)) then \(hex(again.traceHash))")
+        }
+        for report in failed {
+            print("FAILED seed \(report.scenario.seed) (\(report.scenario.kind.rawValue), \(report.scenario.nodeCount) nodes)")
+            let shown = verbose ? report.violations : Array(report.violations.prefix(3))
+            for violation in shown { print("  \(violation)") }
+            print("  replay: \(replayCommand(report.scenario.seed, kind: kind))")
+        }
+        let suspect = Distribution(reports.flatMap(\.suspectDelaysMs))
+        let dead = Distribution(reports.flatMap(\.deadDelaysMs))
+        let nodeSeconds = reports.map(\.nodeSeconds).reduce(0, +)
+        print("crash -> first suspect: \(suspect.summary)")
+        print("crash -> first dead: \(dead.summary)")
+        print("false deaths (all kinds): \(reports.map(\.falseDeaths).reduce(0, +)) in \(Int(nodeSeconds / 3600)) simulated node-hours")
+        print("corrupted frames refused: \(reports.map(\.corruptFramesRefused).reduce(0, +))")
+        if again.traceHash != reports[0].traceHash { failed.append(again) }
+        print("\(list.count) seeds in \(String(format: "%.1f", seconds)) s: \(list.count - failed.count) passed, \(failed.count) failed (first seed \(first))")
+        if !failed.isEmpty { throw ExitCode.failure }
+    }
+
+    func measureFalsePositives(count: Int) {
+        let first = firstSeed ?? 1
+        let list = (0..<UInt64(count)).map { first &+ $0 }
+        print("false positives over \(count) mild seeds from \(first): loss 0-10%, delay, duplication, drift, pauses 0.5-10 s, overloaded nodes, no partition, no crash; verdicts about a node paused, overloaded or cut off in the dead_timeout before are not counted")
+        for lifeguard in [true, false] {
+            let started = DispatchTime.now().uptimeNanoseconds
+            let reports = runInParallel(list) { seed in
+                var scenario = Scenario.generate(seed: seed, kind: .mild, lifeguard: lifeguard)
+                // Only the fault window matters here; the agreement phase after it is skipped.
+                scenario.endAt = scenario.healAt
+                return Simulation(scenario: scenario).run()
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+            let nodeHours = reports.map(\.nodeSeconds).reduce(0, +) / 3600
+            let deaths = reports.map(\.falseDeaths).reduce(0, +)
+            let suspicions = reports.map(\.falseSuspicions).reduce(0, +)
+            let seedsWithDeaths = reports.filter { $0.falseDeaths > 0 }.count
+            let seedsWithSuspicions = reports.filter { $0.falseSuspicions > 0 }.count
+            let label = lifeguard ? "lifeguard on " : "lifeguard off"
+            print("\(label): false dead: \(deaths) verdicts, \(seedsWithDeaths) of \(count) seeds (\(percent(seedsWithDeaths, count))); false suspect: \(suspicions) verdicts, \(seedsWithSuspicions) of \(count) seeds (\(percent(seedsWithSuspicions, count))); \(Int(nodeHours)) node-hours, \(String(format: "%.1f", seconds)) s")
+        }
+    }
+
+    func runInParallel(_ seeds: [UInt64], _ body: @escaping @Sendable (UInt64) -> SimulationReport) -> [SimulationReport] {
+        let results = Mutex<[Int: SimulationReport]>([:])
+        let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            var index = worker
+            while index < seeds.count {
+                let report = body(seeds[index])
+                results.withLock { $0[index] = report }
+                index += workers
+            }
+        }
+        return results.withLock { collected in seeds.indices.map { collected[$0]! } }
+    }
+
+    func describe(_ scenario: Scenario) -> String {
+        var lines = ["seed \(scenario.seed): \(scenario.kind.rawValue), \(scenario.nodeCount) nodes, lifeguard \(scenario.lifeguard ? "on" : "off"), loss \(String(format: "%.1f", scenario.lossRate * 100))%, delay \(scenario.delayMinMs)-\(scenario.delayMaxMs) ms, duplicates \(String(format: "%.1f", scenario.duplicateRate * 100))%, heal at \(scenario.healAt) ms"]
+        for fault in scenario.faults {
+            switch fault {
+            case let .partition(from, to, at, until): lines.append("  partition \(from) -> \(to) from \(at) to \(until) ms")
+            case let .crash(node, at, restartAt): lines.append("  crash node\(node) at \(at) ms, restart \(restartAt.map { "at \($0) ms" } ?? "never")")
+            case let .pause(node, at, until): lines.append("  pause node\(node) from \(at) to \(until) ms")
+            case let .leave(node, at): lines.append("  node\(node) leaves at \(at) ms")
+            case let .slow(node, at, until, extra): lines.append("  node\(node) overloaded (+\(extra) ms per message) from \(at) to \(until) ms")
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    func percent(_ part: Int, _ whole: Int) -> String {
+        String(format: "%.2f%%", 100 * Double(part) / Double(max(1, whole)))
+    }
+
+    func hex(_ value: UInt64) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+}

@@ -1,0 +1,237 @@
+import AegisCluster
+import AegisSimulation
+import Testing
+
+func testSettings(_ name: String, seeds: [String] = [], lifeguard: Bool = true) -> ClusterSettings {
+    ClusterSettings(nodeID: NodeID(name)!, gossipAddress: "\(name):7701", clientAddress: "\(name):6380",
+                    seeds: seeds, gossipIntervalMs: 1000, suspectTimeoutMs: 4000, deadTimeoutMs: 10_000,
+                    lifeguard: lifeguard, pushPullIntervalMs: 30_000, seedRetryIntervalMs: 2000)
+}
+
+/// A few nodes on a perfect, instant network with one clock: messages are
+/// delivered in send order before the next timer fires. `silenced` nodes
+/// neither send nor receive, which is how a crash looks to the others.
+struct Harness {
+    var nodes: [String: ClusterNode] = [:]
+    var timers: [String: [TimerID: Int64]] = [:]
+    var inFlight: [(to: String, frame: [UInt8], from: String)] = []
+    var silenced: Set<String> = []
+    var changes: [(observer: String, change: MemberChange)] = []
+    var logs: [(node: String, line: String)] = []
+    var now: Int64 = 0
+
+    mutating func add(_ name: String, seeds: [String] = [], incarnation: UInt64 = 1, lifeguard: Bool = true) {
+        let seedAddresses = seeds.map { "\($0):7701" }
+        nodes[name] = ClusterNode(settings: testSettings(name, seeds: seedAddresses, lifeguard: lifeguard),
+                                  incarnation: incarnation, randomSeed: UInt64(name.utf8.count) &* 977,
+                                  authenticator: testKey)
+        timers[name] = [:]
+        step(name, .start(now: now))
+    }
+
+    mutating func step(_ name: String, _ event: ClusterEvent) {
+        guard let actions = nodes[name]?.step(event) else { return }
+        for action in actions {
+            switch action {
+            case let .send(frame, to, _):
+                let target = String(to.prefix { $0 != ":" })
+                inFlight.append((target, frame, "\(name):7701"))
+            case let .setTimer(id, at):
+                timers[name]?[id] = at
+            case let .memberChanged(change):
+                changes.append((name, change))
+            case let .log(_, line):
+                logs.append((name, line))
+            }
+        }
+    }
+
+    mutating func run(until end: Int64) {
+        while true {
+            while !inFlight.isEmpty {
+                let message = inFlight.removeFirst()
+                guard !silenced.contains(message.to), !silenced.contains(String(message.from.prefix { $0 != ":" }))
+                else { continue }
+                step(message.to, .received(frame: message.frame, fromAddress: message.from, now: now))
+            }
+            let due = timers.filter { !silenced.contains($0.key) }
+                .flatMap { name, armed in armed.map { (name, $0.key, $0.value) } }
+                .min { ($0.2, $0.0, "\($0.1)") < ($1.2, $1.0, "\($1.1)") }
+            guard let (name, id, at) = due, at <= end else { break }
+            now = max(now, at)
+            timers[name]?[id] = nil
+            step(name, .timerFired(id, now: now))
+        }
+        now = end
+    }
+
+    func status(of member: String, at observer: String) -> MemberStatus? {
+        nodes[observer]?.members.first { $0.nodeID.name == member }?.status
+    }
+}
+
+@Suite struct MembershipTests {
+    @Test func nodesJoinThroughASeedAndSeeEachOtherAlive() {
+        var harness = Harness()
+        harness.add("node-a")
+        harness.add("node-b", seeds: ["node-a"])
+        harness.add("node-c", seeds: ["node-b"])
+        harness.run(until: 10_000)
+        for observer in ["node-a", "node-b", "node-c"] {
+            #expect(harness.nodes[observer]?.aliveMembers.map(\.name) == ["node-a", "node-b", "node-c"])
+        }
+    }
+
+    @Test func aSilentMemberBecomesSuspectThenDead() {
+        var harness = Harness()
+        for name in ["node-a", "node-b", "node-c", "node-d"] { harness.add(name, seeds: name == "node-a" ? [] : ["node-a"]) }
+        harness.run(until: 10_000)
+        harness.silenced.insert("node-d")
+        let crashedAt = harness.now
+        harness.run(until: crashedAt + 4000 + 2000)
+        #expect(["node-a", "node-b", "node-c"].contains { harness.status(of: "node-d", at: $0) == .suspect })
+        harness.run(until: crashedAt + 40_000)
+        for observer in ["node-a", "node-b", "node-c"] { #expect(harness.status(of: "node-d", at: observer) == .dead) }
+        let reasons = harness.changes.filter { $0.change.node.name == "node-d" && $0.change.to == .dead }.map(\.change.reason)
+        #expect(!reasons.isEmpty)
+    }
+
+    @Test func aSuspectedNodeRefutesWithAHigherIncarnation() {
+        var harness = Harness()
+        harness.add("node-a")
+        harness.add("node-b", seeds: ["node-a"])
+        harness.run(until: 5000)
+        let before = harness.nodes["node-b"]!.incarnation
+        // node-c tells node-b that node-b is suspect, at node-b's current incarnation.
+        let rumour = encoded(.ping(seq: 1, target: NodeID("node-b")!,
+                                   updates: [MemberUpdate(node: NodeID("node-b")!, status: .suspect, incarnation: before,
+                                                          gossipAddress: "node-b:7701", clientAddress: "node-b:6380",
+                                                          accuser: NodeID("node-c"))]),
+                             sender: "node-c")
+        harness.step("node-b", .received(frame: rumour, fromAddress: "node-c:7701", now: harness.now))
+        #expect(harness.nodes["node-b"]!.incarnation == before + 1)
+        harness.run(until: 15_000)
+        let seenByA = harness.nodes["node-a"]!.members.first { $0.nodeID.name == "node-b" }
+        #expect(seenByA?.status == .alive)
+        #expect(seenByA?.incarnation == before + 1)
+    }
+
+    @Test func aGracefulStopIsSeenAsLeft() {
+        var harness = Harness()
+        harness.add("node-a")
+        harness.add("node-b", seeds: ["node-a"])
+        harness.run(until: 5000)
+        harness.step("node-b", .leave(now: harness.now))
+        harness.run(until: 6000)
+        #expect(harness.status(of: "node-b", at: "node-a") == .left)
+        let change = harness.changes.last { $0.observer == "node-a" && $0.change.node.name == "node-b" }
+        #expect(change?.change.from == .alive)
+        #expect(change?.change.to == .left)
+    }
+
+    @Test func aRestartedNodeIsAliveAgainWithItsNewIncarnation() {
+        var harness = Harness()
+        harness.add("node-a")
+        harness.add("node-b", seeds: ["node-a"], incarnation: 1000)
+        harness.add("node-c", seeds: ["node-a"])
+        harness.run(until: 5000)
+        harness.silenced.insert("node-b")
+        harness.run(until: 40_000)
+        #expect(harness.status(of: "node-b", at: "node-a") == .dead)
+        harness.silenced.remove("node-b")
+        harness.add("node-b", seeds: ["node-a"], incarnation: 50_000)
+        harness.run(until: 50_000)
+        for observer in ["node-a", "node-c"] {
+            #expect(harness.status(of: "node-b", at: observer) == .alive)
+        }
+    }
+
+    @Test func aBadMACChangesNothingAndIsLoggedOncePerMinute() {
+        var harness = Harness()
+        harness.add("node-a")
+        harness.add("node-b", seeds: ["node-a"])
+        harness.run(until: 5000)
+        let before = harness.nodes["node-a"]!.state
+        let forged = MessageCodec.encode(
+            ClusterMessage(sender: NodeID("node-b")!, senderGossipAddress: "node-b:7701",
+                           payload: .ping(seq: 1, target: NodeID("node-a")!,
+                                          updates: [update("node-b", .dead, incarnation: .max)])),
+            parameters: testParameters, authenticator: KeyedMixAuthenticator(key: 999))
+        var logLines = 0
+        for offset in 0..<100 {
+            let actions = harness.nodes["node-a"]!.step(.received(frame: forged, fromAddress: "10.9.9.9:5555",
+                                                                  now: harness.now + Int64(offset) * 100))
+            for action in actions {
+                guard case .log = action else {
+                    Issue.record("a refused frame produced \(action)")
+                    continue
+                }
+                logLines += 1
+            }
+        }
+        #expect(harness.nodes["node-a"]!.state == before)
+        #expect(harness.nodes["node-a"]!.counters.droppedByReason[.badMAC] == 100)
+        #expect(logLines == 1)
+        let afterAMinute = harness.nodes["node-a"]!.step(.received(frame: forged, fromAddress: "10.9.9.9:5555",
+                                                                   now: harness.now + 61_000))
+        #expect(afterAMinute.count == 1)
+    }
+
+    @Test func aPeerWithOtherPlacementParametersIsRefused() {
+        var node = ClusterNode(settings: testSettings("node-a"), incarnation: 1, randomSeed: 1, authenticator: testKey)
+        _ = node.step(.start(now: 0))
+        let frame = MessageCodec.encode(
+            ClusterMessage(sender: NodeID("node-x")!, senderGossipAddress: "node-x:7701",
+                           payload: .pushPull(isReply: false, members: [update("node-x")])),
+            parameters: ClusterParameters(numShards: 256, virtualNodes: 64, replicationFactor: 3),
+            authenticator: testKey)
+        let before = node.state
+        _ = node.step(.received(frame: frame, fromAddress: "node-x:7701", now: 10))
+        #expect(node.state == before)
+        #expect(node.counters.droppedByReason[.clusterMismatch] == 1)
+        #expect(node.aliveMembers.map(\.name) == ["node-a"])
+    }
+
+    @Test func aLaggingNodeStretchesItsOwnProbeIntervalOnlyWithLifeguard() {
+        for lifeguard in [true, false] {
+            var node = ClusterNode(settings: testSettings("node-a", lifeguard: lifeguard), incarnation: 1,
+                                   randomSeed: 3, authenticator: testKey)
+            _ = node.step(.start(now: 0))
+            _ = node.step(.localHealth(lagMs: 2500, now: 100))
+            let actions = node.step(.timerFired(.protocolPeriod, now: 5000))
+            let next = actions.compactMap { action -> Int64? in
+                if case let .setTimer(.protocolPeriod, at) = action { at } else { nil }
+            }
+            #expect(node.localHealth == (lifeguard ? 2 : 0), "lag, then a period that fired late")
+            #expect(next == [5000 + (lifeguard ? 3000 : 1000)])
+        }
+    }
+
+    @Test func aRoundThatStartedLateAccusesNobody() {
+        var harness = Harness()
+        harness.add("node-a")
+        harness.add("node-b", seeds: ["node-a"])
+        harness.run(until: 5000)
+        harness.silenced.insert("node-b")
+        // node-a probes node-b on time, then is paused for 8 s: the next
+        // period, which judges that probe, fires long after it was due.
+        for lateMs: Int64 in [0, 8000] {
+            let due = harness.timers["node-a"]![.protocolPeriod]!
+            harness.timers["node-a"]![.protocolPeriod] = nil
+            harness.now = due + lateMs
+            harness.step("node-a", .timerFired(.protocolPeriod, now: harness.now))
+        }
+        #expect(harness.nodes["node-a"]!.counters.probesFailed == 1)
+        #expect(harness.status(of: "node-b", at: "node-a") == .alive)
+        #expect(harness.nodes["node-a"]!.localHealth > 0)
+    }
+
+    @Test func aNodeAloneKeepsAskingItsSeedsWithOneLogLinePerAttempt() {
+        var harness = Harness()
+        harness.silenced.insert("node-gone")
+        harness.add("node-a", seeds: ["node-gone"])
+        harness.run(until: 10_500)
+        let retries = harness.logs.filter { $0.node == "node-a" && $0.line.contains("asking seeds") }
+        #expect(retries.count == 5)
+    }
+}
