@@ -30,14 +30,15 @@ import Testing
 
         var gossipAddress: String { "\(host):\(gossipPort)" }
 
-        func start(seeds: [String]) throws {
+        /// `extra` arguments come last, so they override the defaults above them.
+        func start(seeds: [String], extra: [String] = []) throws {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
             let arguments = [
                 "--node-id", name, "--bind-addr", "\(host):\(clientPort)", "--health-addr", "\(host):\(healthPort)",
                 "--gossip-bind-addr", gossipAddress, "--seeds", seeds.joined(separator: ","), "--reactors", "1",
                 "--gossip-interval", "200ms", "--suspect-timeout", "1s", "--dead-timeout", "3s", "--gossip-secret", "test-secret",
                 "--max-memory-mb", "64",
-            ]
+            ] + extra
             pid = try SpawnedNode.spawn(ServerHarness.binaryPath, arguments,
                                         environment: try SpawnedNode.childEnvironment([:], journalFile: nil), output: logPath)
         }
