@@ -37,12 +37,8 @@ final class ForwardingRelay {
     /// Latency buckets of aegis_forward_latency_seconds (upper bounds, µs).
     static let latencyBucketsMicros: [Int64] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000]
 
-    struct InFlightKey: Hashable {
-        var originReactor: UInt16
-        var connectionIndex: UInt32
-        var connectionGeneration: UInt32
-        var slotSequence: UInt64
-    }
+    /// A request's ticket (ForwardRoute.ticket), given when it is sent.
+    typealias InFlightKey = UInt64
 
     struct InFlight {
         var peer: UInt16
@@ -79,6 +75,7 @@ final class ForwardingRelay {
     /// Requests in each batch (answered with errors if the batch cannot go).
     private var batchRequests: [UInt16: [InFlightKey]] = [:]
     private var inFlight: [InFlightKey: InFlight] = [:]
+    private var nextTicket: UInt64 = 1
     /// Per peer, keys in send order: the timeout sweep looks at the oldest only.
     private var sendOrder: [UInt16: [InFlightKey]] = [:]
     private var sendOrderHead: [UInt16: Int] = [:]
@@ -207,14 +204,16 @@ final class ForwardingRelay {
             fail(header, payload, reason: "breaker_open", why: "the circuit breaker for \(primary) (or 'forwarding') is open")
             return
         }
-        let key = InFlightKey(originReactor: header.route.originReactor, connectionIndex: header.connectionIndex,
-                              connectionGeneration: header.connectionGeneration, slotSequence: header.slotSequence)
+        let key = nextTicket
+        nextTicket += 1
+        var ticketed = header
+        ticketed.route.ticket = key
         let requestID = header.wire == .binary ? ForwardReplies.binaryRequestID(payload) : 0
-        inFlight[key] = InFlight(peer: peer, sentAtNs: nowNs, header: header, requestID: requestID)
+        inFlight[key] = InFlight(peer: peer, sentAtNs: nowNs, header: ticketed, requestID: requestID)
         sendOrder[peer, default: []].append(key)
         batchRequests[peer, default: []].append(key)
         counters.forwardedByPeer[primary, default: 0] += 1
-        appendToBatch(peer: peer, header, payload)
+        appendToBatch(peer: peer, ticketed, payload)
     }
 
     /// Both breakers, asked once per peer per loop iteration.
@@ -293,9 +292,7 @@ final class ForwardingRelay {
                     toReactor(shardOwner[shard], routed, payload)
                 case .reply:
                     repliesReceived += 1
-                    let key = InFlightKey(originReactor: header.route.originReactor, connectionIndex: header.connectionIndex,
-                                          connectionGeneration: header.connectionGeneration, slotSequence: header.slotSequence)
-                    guard let waiting = inFlight.removeValue(forKey: key) else { continue } // answered already (timed out)
+                    guard let waiting = inFlight.removeValue(forKey: header.route.ticket) else { continue } // answered already (timed out)
                     noteLatency(nowNs - waiting.sentAtNs)
                     guard Int(header.route.originReactor) < interconnect.reactorCount else { return false }
                     toReactor(Int(header.route.originReactor), header, payload)

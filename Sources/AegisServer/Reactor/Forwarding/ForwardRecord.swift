@@ -23,7 +23,7 @@ struct ForwardHeader {
     var payloadLength: Int      // bytes of the request or reply
     var route = ForwardRoute.local
 
-    static let size = 32
+    static let size = 40
 
     /// Stores and loads are unaligned: in a batch frame between nodes, a
     /// record starts wherever the one before it ended.
@@ -38,6 +38,7 @@ struct ForwardHeader {
         pointer.storeBytes(of: route.originNode, toByteOffset: 24, as: UInt16.self)
         pointer.storeBytes(of: route.originReactor, toByteOffset: 26, as: UInt16.self)
         pointer.storeBytes(of: route.shard, toByteOffset: 28, as: UInt32.self)
+        pointer.storeBytes(of: route.ticket, toByteOffset: 32, as: UInt64.self)
     }
 
     @inline(__always) static func load(from bytes: UnsafeRawBufferPointer) -> ForwardHeader {
@@ -52,7 +53,8 @@ struct ForwardHeader {
             route: ForwardRoute(
                 originNode: bytes.loadUnaligned(fromByteOffset: 24, as: UInt16.self),
                 originReactor: bytes.loadUnaligned(fromByteOffset: 26, as: UInt16.self),
-                shard: bytes.loadUnaligned(fromByteOffset: 28, as: UInt32.self))
+                shard: bytes.loadUnaligned(fromByteOffset: 28, as: UInt32.self),
+                ticket: bytes.loadUnaligned(fromByteOffset: 32, as: UInt64.self))
         )
     }
 }
@@ -61,11 +63,15 @@ struct ForwardHeader {
 /// `originNode` is the receiving cluster loop's own number for the peer that
 /// sent the request (its peer table, never sent on the wire as meaningful
 /// to the other side); `originReactor` the reactor on the origin node whose
-/// connection waits; `shard` the key's shard, looked up by the origin.
+/// connection waits; `shard` the key's shard, looked up by the origin;
+/// `ticket` the origin loop's number for the request, unique among its
+/// requests in flight (the parts of one MSET/DEL/EXISTS share a reply slot,
+/// so the slot alone cannot tell their replies apart).
 struct ForwardRoute: Equatable {
     var originNode: UInt16
     var originReactor: UInt16
     var shard: UInt32
+    var ticket: UInt64 = 0
 
     /// A record between two reactors of one node.
     static let local = ForwardRoute(originNode: UInt16.max, originReactor: UInt16.max, shard: UInt32.max)

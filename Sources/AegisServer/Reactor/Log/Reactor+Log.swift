@@ -187,9 +187,9 @@ extension Reactor {
 
     /// Held reply layout in `BatchHold.replies`: [u8 kind][u8 wire][u16 source]
     /// [u32 connection index][u32 generation][u32 length][u64 slot sequence]
-    /// [u16 origin node][u16 origin reactor][u32 shard] (a reply bound for
-    /// another node keeps its route), then the reply bytes.
-    private static let heldHeaderSize = 32
+    /// [u16 origin node][u16 origin reactor][u32 shard][u64 ticket] (a reply
+    /// bound for another node keeps its route), then the reply bytes.
+    private static let heldHeaderSize = 40
     private enum HeldKind: UInt8 { case localSlot = 1, forwardedReply = 2 }
 
     /// A reply produced in `bytes` for a local connection: straight to the
@@ -245,6 +245,7 @@ extension Reactor {
         base.storeBytes(of: route.originNode, toByteOffset: 24, as: UInt16.self)
         base.storeBytes(of: route.originReactor, toByteOffset: 26, as: UInt16.self)
         base.storeBytes(of: route.shard, toByteOffset: 28, as: UInt32.self)
+        base.storeBytes(of: route.ticket, toByteOffset: 32, as: UInt64.self)
         if bytes.count > 0 { (base + Self.heldHeaderSize).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
         buffer.commitWrite(Self.heldHeaderSize + bytes.count)
     }
@@ -277,7 +278,8 @@ extension Reactor {
             case .forwardedReply:
                 let route = ForwardRoute(originNode: base.loadUnaligned(fromByteOffset: 24, as: UInt16.self),
                                          originReactor: base.loadUnaligned(fromByteOffset: 26, as: UInt16.self),
-                                         shard: base.loadUnaligned(fromByteOffset: 28, as: UInt32.self))
+                                         shard: base.loadUnaligned(fromByteOffset: 28, as: UInt32.self),
+                                         ticket: base.loadUnaligned(fromByteOffset: 32, as: UInt64.self))
                 let header = ForwardHeader(kind: .reply, wire: wire, connectionIndex: connectionIndex,
                                            connectionGeneration: generation, slotSequence: sequence, payloadLength: reply.count,
                                            route: route)
