@@ -23,6 +23,7 @@ public struct ClusterNode: Sendable {
     var dropLoggedAt: [String: Milliseconds] = [:]
     static let dropLogIntervalMs: Milliseconds = 60_000
     static let dropLogAddressesMax = 1024
+    static let relaysMax = 1024
 
     /// - Parameters:
     ///   - incarnation: must exceed every incarnation this node ID used before,

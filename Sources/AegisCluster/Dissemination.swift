@@ -28,6 +28,9 @@ extension ClusterNode {
                  lane: .control, into: &output)
         case let .pingReq(seq, target, targetAddress, updates):
             applyUpdates(updates, from: message.sender, now: now, into: &output)
+            // Each relay lives a fraction of a period; a peer asking for more
+            // at once than this is broken, and gets no help rather than memory.
+            guard state.relays.count < Self.relaysMax else { return }
             let relaySeq = takeSeq()
             // The nack must reach the requester before its round closes, one
             // period after its own ping: it asked us half a period in.

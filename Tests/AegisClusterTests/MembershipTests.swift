@@ -226,6 +226,20 @@ struct Harness {
         #expect(harness.nodes["node-a"]!.localHealth > 0)
     }
 
+    @Test func aFloodOfProbeRequestsGetsBoundedHelp() {
+        var node = ClusterNode(settings: testSettings("node-a"), incarnation: 1, randomSeed: 5, authenticator: testKey)
+        _ = node.step(.start(now: 0))
+        var relayed = 0
+        for seq in 0..<2000 {
+            let request = encoded(.pingReq(seq: UInt32(seq), target: NodeID("node-c")!, targetAddress: "node-c:7701",
+                                           updates: []), sender: "node-b")
+            relayed += node.step(.received(frame: request, fromAddress: "node-b:7701", now: 10)).filter {
+                if case .send(_, "node-c:7701", _) = $0 { true } else { false }
+            }.count
+        }
+        #expect(relayed == 1024)
+    }
+
     @Test func aNodeAloneKeepsAskingItsSeedsWithOneLogLinePerAttempt() {
         var harness = Harness()
         harness.silenced.insert("node-gone")

@@ -442,6 +442,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                               nodeID: settings.nodeID, gossipAddress: selfGossipAddress, clientAddress: settings.clientAddress)
         _ = connection.enqueue(frame: hello.frame(settings.authenticator))
         _ = aegis_epoll_add(epollFD, fd, AEGIS_EPOLLIN | AEGIS_EPOLLOUT | AEGIS_EPOLLRDHUP, connection.token)
+        connection.watchingWritable = true
         dirty = true
         return connection
     }
@@ -467,22 +468,24 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     }
 
     private func flush(_ connection: PeerConnection, nowMs: Int64) {
-        let wasWaiting = connection.wantsWritable
         switch connection.flush() {
         case .drained(let written):
             counters.bytesSent += written
-            if wasWaiting {
-                _ = aegis_epoll_modify(epollFD, connection.fd, AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP, connection.token)
-            }
+            watchWritable(connection, false)
         case .blocked(let written):
             counters.bytesSent += written
-            if !wasWaiting && connection.state == .open {
-                _ = aegis_epoll_modify(epollFD, connection.fd, AEGIS_EPOLLIN | AEGIS_EPOLLOUT | AEGIS_EPOLLRDHUP, connection.token)
-            }
+            watchWritable(connection, true)
         case .failed(let error):
             close(connection, reason: .failed(error), nowMs: nowMs, notify: true)
         }
         dirty = true
+    }
+
+    private func watchWritable(_ connection: PeerConnection, _ watch: Bool) {
+        guard connection.watchingWritable != watch else { return }
+        connection.watchingWritable = watch
+        let events = AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP | (watch ? AEGIS_EPOLLOUT : 0)
+        _ = aegis_epoll_modify(epollFD, connection.fd, events, connection.token)
     }
 
     // MARK: - Closing

@@ -10,6 +10,8 @@ extension GossipAuthenticator: MessageAuthenticator {
 /// loop's. Lives on the loop's thread only.
 final class MembershipEngine: ClusterEngine {
     private var node: ClusterNode
+    /// The shard map of the alive members, recomputed when they change.
+    private var placement: ShardMap?
 
     init(node: ClusterNode) {
         self.node = node
@@ -49,6 +51,30 @@ final class MembershipEngine: ClusterEngine {
         for (reason, count) in node.counters.droppedByReason {
             snapshot.dropped[Self.refusal(reason), default: 0] += Int(clamping: count)
         }
+        guard let map = currentPlacement() else { return }
+        snapshot.placementDigest = Self.hex16(map.digest)
+        for index in snapshot.members.indices {
+            guard let id = NodeID(snapshot.members[index].nodeID) else { continue }
+            snapshot.members[index].shardsPrimary = map.shards(primaryOn: id).count
+            snapshot.members[index].shardsFollower = map.shards(followerOn: id).count
+        }
+    }
+
+    /// Placement is a pure function of the alive members (this node
+    /// included) and the cluster's shape, so every node that agrees on the
+    /// members shows the same digest.
+    private func currentPlacement() -> ShardMap? {
+        let alive = node.aliveMembers
+        if let placement, placement.members == alive { return placement }
+        let settings = node.settings
+        placement = try? ShardMap(members: alive, numShards: Int(settings.numShards), virtualNodes: Int(settings.virtualNodes),
+                                  replicationFactor: Int(settings.replicationFactor))
+        return placement
+    }
+
+    static func hex16(_ value: UInt64) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
     }
 
     static func refusal(_ reason: DropReason) -> PeerRefusal {

@@ -45,7 +45,10 @@ final class PeerConnection {
     private(set) var state: State
     /// Known once the hello was read (accepted) or from the start (dialled).
     private(set) var hello: PeerHello?
-    private(set) var wantsWritable = false
+    /// Whether epoll watches this connection for writability: only while
+    /// it connects or has bytes the socket would not take. Level-triggered
+    /// EPOLLOUT on an idle socket would wake the loop without end.
+    var watchingWritable = false
 
     private var inbound: [UInt8] = []
     private var inboundStart = 0
@@ -179,10 +182,7 @@ final class PeerConnection {
                 aegis_socket_send(fd, frame.baseAddress! + outboundOffset, frame.count - outboundOffset)
             }
             if sent < 0 {
-                if sent == -Int(EAGAIN) || sent == -Int(EINTR) {
-                    wantsWritable = true
-                    return .blocked(written: written)
-                }
+                if sent == -Int(EAGAIN) || sent == -Int(EINTR) { return .blocked(written: written) }
                 return .failed(Int32(-sent))
             }
             written += sent
@@ -195,7 +195,6 @@ final class PeerConnection {
         }
         outbound.removeAll(keepingCapacity: outbound.capacity <= 64)
         outboundHead = 0
-        wantsWritable = false
         return .drained(written: written)
     }
 

@@ -30,12 +30,14 @@ import Testing
 
         var gossipAddress: String { "\(host):\(gossipPort)" }
 
+        /// Seeds come from `--seeds`, or from the JSON file `configFile` (which SIGHUP reloads).
         /// `extra` arguments come last, so they override the defaults above them.
-        func start(seeds: [String], extra: [String] = []) throws {
+        func start(seeds: [String], configFile: String? = nil, extra: [String] = []) throws {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-            let arguments = [
+            let seedArguments = configFile.map { ["--config", $0] } ?? ["--seeds", seeds.joined(separator: ",")]
+            let arguments = seedArguments + [
                 "--node-id", name, "--bind-addr", "\(host):\(clientPort)", "--health-addr", "\(host):\(healthPort)",
-                "--gossip-bind-addr", gossipAddress, "--seeds", seeds.joined(separator: ","), "--reactors", "1",
+                "--gossip-bind-addr", gossipAddress, "--reactors", "1",
                 "--gossip-interval", "200ms", "--suspect-timeout", "1s", "--dead-timeout", "3s", "--gossip-secret", "test-secret",
                 "--max-memory-mb", "64",
             ] + extra
@@ -63,6 +65,8 @@ import Testing
         }
 
         func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+        func signal(_ number: Int32) { kill(pid, number) }
 
         func crash() {
             guard exitStatus == nil else { return }
@@ -99,6 +103,14 @@ import Testing
             let metrics = member.get("/metrics") ?? ""
             let check = try runTool("bash", ["-c", "grep aegis_cluster_members | awk '{print $2}'"], input: metrics)
             #expect(check.output == "3\n", "\(check.output)")
+            let rows = try runTool("jq", ["-r", ".members[] | \"\\(.node_id) \\(.gossip_addr) \\(.client_addr) \\(.self) \\(.incarnation > 0) \\(.last_heard_ms >= 0)\""],
+                                   input: member.get("/cluster") ?? "")
+            #expect(rows.output == members.map { "\($0.name) \($0.gossipAddress) \($0.host):\($0.clientPort) \($0 === member) true true\n" }.joined(),
+                    "\(rows.output)")
+            let info = try runTool("redis-cli", ["-h", member.host, "-p", "\(member.clientPort)", "INFO", "cluster"])
+            for line in ["cluster_enabled:1", "cluster_members:3", "cluster_members_alive:3", "cluster_node_id:\(member.name)"] {
+                #expect(info.output.contains(line + "\r\n") || info.output.contains(line + "\n"), "\(info.output)")
+            }
         }
 
         members[2].crash()
@@ -111,6 +123,28 @@ import Testing
         #expect(members[0].stop() == 0)
         #expect(waitUntil(seconds: 30) { members[1].statuses()["node1"] == "left" }, "\(members[1].statuses())")
         #expect(members[1].log().contains("member node1 alive -> left"), "\(members[1].log())")
+    }
+}
+
+extension ClusterProcessTests {
+    @Test(.timeLimit(.minutes(2))) func aNodeWithoutSeedsJoinsOnceSIGHUPGivesItSome() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-cluster-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let first = try Member(index: 4, directory: directory)
+        let second = try Member(index: 5, directory: directory)
+        let config = directory + "/second.json"
+        try #"{"seeds": []}"#.write(toFile: config, atomically: true, encoding: .utf8)
+        try first.start(seeds: [])
+        try second.start(seeds: [], configFile: config)
+        defer { first.stop(); second.stop() }
+        #expect(waitUntil(seconds: 30) { first.statuses() == ["node4": "alive"] && second.statuses() == ["node5": "alive"] })
+
+        try #"{"seeds": ["\#(first.gossipAddress)"]}"#.write(toFile: config, atomically: true, encoding: .utf8)
+        second.signal(SIGHUP)
+        let both = ["node4": "alive", "node5": "alive"]
+        #expect(waitUntil(seconds: 30) { first.statuses() == both && second.statuses() == both },
+                "\(first.statuses()) \(second.statuses())\n\(second.log())")
+        #expect(second.log().contains("cluster seeds reloaded"))
     }
 }
 
