@@ -23,8 +23,19 @@ extension ClusterNode {
         case let .ping(seq, target, updates):
             applyUpdates(updates, from: message.sender, now: now, into: &output)
             guard target == settings.nodeID, state.phase == .running else { return }
-            let budget = piggybackBudget(fixedPayloadBytes: 4 + 1)
-            send(.ack(seq: seq, updates: takeBroadcasts(budget: budget)), to: message.senderGossipAddress,
+            var budget = piggybackBudget(fixedPayloadBytes: 4 + 1)
+            // A prober that holds us suspect (Lifeguard's buddy system) gets our
+            // refutation in the very ack: left to the broadcast queue, it may have
+            // used up its retransmits already, and the prober would run its
+            // suspicion out against a node that answers it every time.
+            var reply: [MemberUpdate] = []
+            if updates.contains(where: { $0.node == settings.nodeID && $0.status != .alive }) {
+                let refutation = selfUpdate
+                reply.append(refutation)
+                budget -= refutation.encodedBytes
+            }
+            reply += takeBroadcasts(budget: budget).filter { $0.node != settings.nodeID || reply.isEmpty }
+            send(.ack(seq: seq, updates: reply), to: message.senderGossipAddress,
                  lane: .control, into: &output)
         case let .pingReq(seq, target, targetAddress, updates):
             applyUpdates(updates, from: message.sender, now: now, into: &output)
@@ -219,7 +230,14 @@ extension ClusterNode {
             guard update.incarnation > state.incarnation else { return }
             state.incarnation = update.incarnation + 1
         case .suspect, .dead, .left:
-            guard update.incarnation >= state.incarnation else { return }
+            guard update.incarnation >= state.incarnation else {
+                // Someone still acts on a suspicion we refuted, whose refutation
+                // missed it and may have stopped circulating: without a fresh
+                // round of our `alive`, that suspicion would run out and
+                // declare us dead while we answer every probe.
+                enqueueBroadcast(selfUpdate)
+                return
+            }
             state.incarnation = update.incarnation + 1
             counters.refutations += 1
             // Lifeguard: being suspected hints that this node is the slow one.

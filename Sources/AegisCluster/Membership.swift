@@ -281,7 +281,25 @@ extension ClusterNode {
     }
 
     mutating func expireSuspicions(now: Milliseconds, into output: inout ActionBuffer) {
+        let lateMs = now - (state.suspicionDueAt ?? now)
         state.suspicionDueAt = nil
+        // Lifeguard: a suspicion timer that fires late means this node was
+        // stalled (paused, swapped, overloaded), and the suspect's refutation
+        // may be sitting unread in its socket. Judging now would declare a
+        // node dead on what we knew before the stall; instead the overdue
+        // suspicions wait one probe timeout, long enough to read what arrived.
+        if settings.lifeguard && lateMs > settings.gossipIntervalMs / 2 {
+            adjustHealth(+1)
+            let grace = now + probeTimeoutMs
+            for node in state.members.keys.sorted() {
+                guard var member = state.members[node], member.status == .suspect,
+                      let deadline = member.suspicion?.deadline, deadline <= now else { continue }
+                member.suspicion?.deadline = grace
+                state.members[node] = member
+            }
+            armSuspicionTimer(into: &output)
+            return
+        }
         for node in state.members.keys.sorted() {
             guard let member = state.members[node], member.status == .suspect,
                   let suspicion = member.suspicion, suspicion.deadline <= now else { continue }

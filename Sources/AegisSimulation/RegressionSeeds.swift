@@ -4,5 +4,7 @@ public enum RegressionSeeds {
     public static let seeds: [UInt64] = [
         5084, // a healed partition stayed split: each half held the other dead and never probed it
         336, // a node left alone stretched its own timeouts on failed probes nobody could help with
+        1812, // an observer paused past a suspicion's deadline declared the suspect dead before reading its refutation
+        2399, // the same, after two overlapping pauses of the observer
     ]
 }

@@ -116,6 +116,32 @@ struct Harness {
         #expect(seenByA?.incarnation == before + 1)
     }
 
+    /// A prober still acting on a suspicion the suspect already refuted (the
+    /// refutation missed it) must get the refutation in the ack to its probe,
+    /// not a bare ack that leaves its suspicion to run out.
+    @Test func anAckToAProbeCarryingAStaleSuspicionCarriesTheRefutation() {
+        var harness = Harness()
+        harness.add("node-a")
+        harness.add("node-b", seeds: ["node-a"])
+        harness.run(until: 60_000)
+        let current = harness.nodes["node-b"]!.incarnation
+        let staleSuspicion = MemberUpdate(node: NodeID("node-b")!, status: .suspect, incarnation: current - 1,
+                                          gossipAddress: "node-b:7701", clientAddress: "node-b:6380",
+                                          accuser: NodeID("node-c"))
+        let probe = encoded(.ping(seq: 77, target: NodeID("node-b")!, updates: [staleSuspicion]), sender: "node-c")
+        harness.inFlight = []
+        harness.step("node-b", .received(frame: probe, fromAddress: "node-c:7701", now: harness.now))
+        #expect(harness.nodes["node-b"]!.incarnation == current)
+        let acks = harness.inFlight.filter { $0.to == "node-c" }.compactMap { sent -> [MemberUpdate]? in
+            guard case let .message(message) = MessageCodec.decode(frame: sent.frame, parameters: testParameters,
+                                                                   authenticator: testKey),
+                  case let .ack(seq, updates) = message.payload, seq == 77 else { return nil }
+            return updates
+        }
+        #expect(acks.count == 1)
+        #expect(acks.first?.contains { $0.node.name == "node-b" && $0.status == .alive && $0.incarnation == current } == true)
+    }
+
     @Test func aGracefulStopIsSeenAsLeft() {
         var harness = Harness()
         harness.add("node-a")
@@ -224,6 +250,44 @@ struct Harness {
         #expect(harness.nodes["node-a"]!.counters.probesFailed == 1)
         #expect(harness.status(of: "node-b", at: "node-a") == .alive)
         #expect(harness.nodes["node-a"]!.localHealth > 0)
+    }
+
+    /// A node paused past a suspicion's deadline reads what arrived during the
+    /// pause (the suspect's refutation) before it declares anyone dead: with
+    /// Lifeguard the late timer only moves the verdict one probe timeout on.
+    @Test func aSuspicionTimerThatFiresLateWaitsForTheRefutation() {
+        for lifeguard in [true, false] {
+            var node = ClusterNode(settings: testSettings("node-a", lifeguard: lifeguard), incarnation: 1,
+                                   randomSeed: 9, authenticator: testKey)
+            _ = node.step(.start(now: 0))
+            let rumour = encoded(.pushPull(isReply: true, members: [update("node-c"),
+                                                                     update("node-b", .suspect, accuser: "node-c")]),
+                                 sender: "node-c")
+            let armed = node.step(.received(frame: rumour, fromAddress: "node-c:7701", now: 100))
+            let deadline = armed.compactMap { action -> Int64? in
+                if case let .setTimer(.suspicion, at) = action { at } else { nil }
+            }.last!
+            let late = node.step(.timerFired(.suspicion, now: deadline + 8000))
+            let statusOfB = { (node: ClusterNode) in node.members.first { $0.nodeID.name == "node-b" }?.status }
+            guard lifeguard else {
+                #expect(statusOfB(node) == .dead, "plain SWIM judges at once")
+                continue
+            }
+            #expect(statusOfB(node) == .suspect)
+            let grace = late.compactMap { action -> Int64? in
+                if case let .setTimer(.suspicion, at) = action { at } else { nil }
+            }
+            #expect(grace.count == 1 && grace[0] > deadline + 8000)
+
+            var refuted = node
+            let refutation = encoded(.ack(seq: 1, updates: [update("node-b", incarnation: 8)]), sender: "node-b")
+            _ = refuted.step(.received(frame: refutation, fromAddress: "node-b:7701", now: deadline + 8001))
+            #expect(statusOfB(refuted) == .alive)
+
+            var silent = node
+            _ = silent.step(.timerFired(.suspicion, now: grace[0]))
+            #expect(statusOfB(silent) == .dead, "nothing arrived during the grace: the verdict stands")
+        }
     }
 
     @Test func aFloodOfProbeRequestsGetsBoundedHelp() {
