@@ -109,7 +109,7 @@ let package = Package(
         .executableTarget(
             name: "aegiskv-bench",
             dependencies: [
-                "CSupport", "AegisProtocol", "AegisConfig",
+                "CSupport", "AegisProtocol", "AegisConfig", "AegisCluster", "AegisStore",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -165,7 +165,7 @@ let package = Package(
         .testTarget(
             name: "AegisServerTests",
             dependencies: [
-                "AegisServer", "AegisAdmin", "AegisProtocol", "AegisConfig", "CSupport",
+                "AegisServer", "AegisAdmin", "AegisProtocol", "AegisConfig", "CSupport", "AegisCluster", "AegisStore",
                 .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["python", "runbook"],

@@ -92,6 +92,35 @@ struct MetricsExposition {
         return fraction.isEmpty ? whole : whole + "." + fraction
     }
 
+    /// Requests forwarded, `peer="local"` for the hop between this node's
+    /// reactors and a node id for requests sent to that node; errors by
+    /// reason; the node-to-node round trip as a histogram.
+    static func forwardingFamilies(_ forwarding: ForwardingSnapshot, reactorCrossings: Int) -> [Family] {
+        var requests = [Sample(suffix: "_total", labels: [("peer", "local")], value: String(reactorCrossings))]
+        for (peer, count) in forwarding.forwardedByPeer.sorted(by: { $0.key < $1.key }) {
+            requests.append(Sample(suffix: "_total", labels: [("peer", peer)], value: String(count)))
+        }
+        let reasons = ["link_down", "timeout", "breaker_open", "too_large", "no_address", "no_map", "stopping"]
+        let errors = reasons.map { Sample(suffix: "_total", labels: [("reason", $0)], value: String(forwarding.errorsByReason[$0] ?? 0)) }
+        var latency: [Sample] = []
+        for (bound, count) in zip(forwarding.latencyBoundsSeconds, forwarding.latencyCumulative) {
+            latency.append(Sample(suffix: "_bucket", labels: [("le", String(bound))], value: String(count)))
+        }
+        latency.append(Sample(suffix: "_bucket", labels: [("le", "+Inf")], value: String(forwarding.latencyCount)))
+        latency.append(Sample(suffix: "_sum", value: String(forwarding.latencySumSeconds)))
+        latency.append(Sample(suffix: "_count", value: String(forwarding.latencyCount)))
+        return [
+            Family(name: "aegis_forwarded_requests", kind: .counter,
+                   help: "Requests forwarded: peer=\"local\" between this node's reactors (connection's reactor to key's reactor), else to that node (its primary).",
+                   samples: requests),
+            Family(name: "aegis_forward_errors", kind: .counter,
+                   help: "Requests to another node answered with an error instead of its reply, by reason.", samples: errors),
+            Family(name: "aegis_forward_latency_seconds", kind: .histogram,
+                   help: "Round trip of a request forwarded to another node, from this node's cluster loop sending it to the reply's arrival.",
+                   samples: latency),
+        ]
+    }
+
     static func families(node: NodeContext) -> [Family] {
         let totals = node.totals()
         let commands = node.commandTotals()
@@ -137,7 +166,6 @@ struct MetricsExposition {
             counter("aegis_network_sent_bytes", "Bytes written to client connections.", totals.bytesOut),
             counter("aegis_protocol_errors", "Requests that could not be parsed (the connection is closed).", totals.protocolErrors),
             counter("aegis_rate_limited_requests", "Requests refused by the node-wide rate limit.", totals.rateLimited),
-            counter("aegis_forwarded_requests", "Requests passed from the reactor holding the connection to the reactor owning the key.", totals.forwardedRequests),
             gauge("aegis_wal_enabled", "1 when wal_mode is write or fsync, 0 when off.", node.config.walMode == .off ? 0 : 1),
             gauge("aegis_wal_writable", "1 while every reactor's write-ahead log accepts writes (0 after a disk fault until it recovers).", totals.walRefusingWrites == 0 ? 1 : 0),
             counter("aegis_wal_batches", "Write-ahead log batches made durable (group commits).", totals.walBatches),
@@ -145,6 +173,7 @@ struct MetricsExposition {
             counter("aegis_wal_snapshots", "Snapshots completed (each deletes the log segments it covers).", totals.walSnapshots),
             counter("aegis_wal_errors", "Failed write-ahead log writes, fsyncs and snapshots; writes in a failed batch are answered with an error.", totals.walErrors),
         ]
+        result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests)
         let names = CommandMetricsLayout.names
         result.append(Family(
             name: "aegis_commands", kind: .counter, help: "Commands received, by command (RESP and binary).",

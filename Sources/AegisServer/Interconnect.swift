@@ -3,7 +3,9 @@ import Glibc
 import Synchronization
 
 /// The N×N grid of rings between reactors, plus each reactor's wake-up
-/// eventfd and "sleeping" flag.
+/// eventfd and "sleeping" flag. The cluster loop is one more endpoint,
+/// number `clusterEndpoint` (= reactorCount): a ring from each reactor to
+/// it and one back, its own eventfd and flag, the same handshake below.
 ///
 /// Wake-up handshake (Dekker's pattern: each side stores, then loads what
 /// the other side stores):
@@ -35,6 +37,9 @@ import Synchronization
 public final class Interconnect: Sendable {
     public let reactorCount: Int
     private let rings: [SPSCByteRing]
+    /// Reactor r's ring to the cluster loop, and the loop's ring to r.
+    private let toCluster: [SPSCByteRing]
+    private let fromCluster: [SPSCByteRing]
     private let sleeping: [PaddedBool]
     public let wakeFDs: [Int32]
     /// Set by a reactor once it has left its loop: its peers then drop what
@@ -43,8 +48,15 @@ public final class Interconnect: Sendable {
     /// Per sending reactor: bytes of the heap copies (payloads too large for
     /// a ring) it sent that their consumer has not freed yet.
     private let indirectBytes: [PaddedAtomic]
-    /// Bytes of ring storage allocated (all rings).
+    /// Bytes of ring storage allocated (the reactors' grid).
     public let ringBytes: Int
+    /// Bytes of the rings to and from the cluster loop (outside the grid's budget).
+    public let clusterRingBytes: Int
+
+    /// The endpoint number of the cluster loop.
+    @inline(__always) public var clusterEndpoint: Int { reactorCount }
+    /// Reactors plus the cluster loop.
+    @inline(__always) public var endpointCount: Int { reactorCount + 1 }
 
     /// Ring memory for the whole node, whatever the reactor count: the
     /// R × (R − 1) rings share it, each a power of two between 4 KiB and
@@ -77,11 +89,14 @@ public final class Interconnect: Sendable {
         }
         self.rings = rings
         self.ringBytes = rings.reduce(0) { $0 + $1.capacity }
-        self.sleeping = (0..<reactorCount).map { _ in PaddedBool() }
-        self.exited = (0..<reactorCount).map { _ in PaddedBool() }
-        self.indirectBytes = (0..<reactorCount).map { _ in PaddedAtomic() }
+        self.toCluster = (0..<reactorCount).map { _ in SPSCByteRing(capacityBytes: ringCapacityBytes) }
+        self.fromCluster = (0..<reactorCount).map { _ in SPSCByteRing(capacityBytes: ringCapacityBytes) }
+        self.clusterRingBytes = 2 * reactorCount * ringCapacityBytes
+        self.sleeping = (0...reactorCount).map { _ in PaddedBool() }
+        self.exited = (0...reactorCount).map { _ in PaddedBool() }
+        self.indirectBytes = (0...reactorCount).map { _ in PaddedAtomic() }
         var fds: [Int32] = []
-        for _ in 0..<reactorCount {
+        for _ in 0...reactorCount {
             let fd = aegis_eventfd_create()
             if fd < 0 { throw SystemError(operation: "eventfd", code: -fd) }
             fds.append(fd)
@@ -90,7 +105,9 @@ public final class Interconnect: Sendable {
     }
 
     @inline(__always) public func ring(from: Int, to: Int) -> SPSCByteRing {
-        rings[from * reactorCount + to]
+        if to == reactorCount { return toCluster[from] }
+        if from == reactorCount { return fromCluster[to] }
+        return rings[from * reactorCount + to]
     }
 
     /// Called by a reactor before it blocks in epoll_wait. Returns false when
@@ -98,7 +115,7 @@ public final class Interconnect: Sendable {
     public func prepareToSleep(_ reactor: Int) -> Bool {
         sleeping[reactor].value.store(true, ordering: .sequentiallyConsistent)
         atomicMemoryFence(ordering: .sequentiallyConsistent)  // C2: see the handshake above
-        for from in 0..<reactorCount where from != reactor {
+        for from in 0...reactorCount where from != reactor {
             if !ring(from: from, to: reactor).isEmptyApproximately {
                 sleeping[reactor].value.store(false, ordering: .sequentiallyConsistent)
                 return false
@@ -156,7 +173,7 @@ public final class Interconnect: Sendable {
     }
 
     public func inboundDepthBytes(_ reactor: Int) -> Int {
-        (0..<reactorCount).reduce(0) { $0 + ($1 == reactor ? 0 : ring(from: $1, to: reactor).depthBytes) }
+        (0...reactorCount).reduce(0) { $0 + ($1 == reactor ? 0 : ring(from: $1, to: reactor).depthBytes) }
     }
 }
 

@@ -29,6 +29,8 @@ public final class NodeContext: Sendable {
     /// What the cluster loop publishes (members, gossip counters) and the
     /// commands it takes (seeds reload, leave).
     public let cluster = ClusterBoard()
+    /// The shard map the cluster loop computed last, as reactors route by it.
+    public let routing = RoutingBoard()
 
     let lifecycle = Atomic<Int>(Lifecycle.starting.rawValue)
     let openConnections = Atomic<Int>(0)

@@ -1,3 +1,5 @@
+import AegisCluster
+import AegisStore
 import ArgumentParser
 import CSupport
 import Glibc
@@ -73,6 +75,14 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "No progress lines on stderr.")
     var quiet = false
 
+    @Option(name: .customLong("primary-on"), help: ArgumentHelp(
+        "Only keys whose shard's primary is this node id in the map of --members (forwarding cost: at the owner or not).",
+        valueName: "NODE_ID"))
+    var primaryOn: String?
+
+    @Option(help: "Comma-separated node ids of the cluster, for --primary-on (num_shards 256, virtual_nodes 128: the defaults).")
+    var members: String?
+
     func parsedAddresses() throws -> [(host: String, port: String)] {
         try addresses.map { text in
             guard let colon = text.lastIndex(of: ":") else { throw ValidationError("--addr \(text): expected HOST:PORT") }
@@ -140,7 +150,29 @@ struct BenchCommand: ParsableCommand {
             pipeline: pipeline, getWeight: g, setWeight: s, keys: keys, keyPattern: pattern, zipf: zipf,
             valueMin: lo, valueMax: hi, ttlSeconds: ttl, durationNs: seconds.map { Int64($0 * 1e9) },
             requests: requests, warmupNs: Int64(warmup * 1e9), rate: rate, verify: verify,
-            timeoutNs: Int64(timeout * 1e9))
+            timeoutNs: Int64(timeout * 1e9), keyIndices: try ownedKeyIndices())
+    }
+
+    /// The first --keys key indices whose primary is --primary-on, or nil.
+    func ownedKeyIndices() throws -> [Int]? {
+        guard let primaryOn else { return nil }
+        let ids = (members ?? "").split(separator: ",").compactMap { NodeID(String($0)) }
+        guard let owner = NodeID(primaryOn), ids.contains(owner) else {
+            throw ValidationError("--primary-on \(primaryOn) must be one of --members \(members ?? "(none)")")
+        }
+        let map = try ShardMap(members: ids, numShards: 256, virtualNodes: 128, replicationFactor: 1)
+        var indices: [Int] = []
+        indices.reserveCapacity(keys)
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: KeyFormat.length, alignment: 8)
+        defer { scratch.deallocate() }
+        var index = 0
+        while indices.count < keys && index < KeyFormat.maxKeys {
+            KeyFormat.write(index, into: scratch)
+            let hash = KeyHash.hash(UnsafeRawBufferPointer(start: scratch, count: KeyFormat.length))
+            if map.primary(ofShard: KeyHash.shard(of: hash, shardCount: 256)) == owner { indices.append(index) }
+            index += 1
+        }
+        return indices
     }
 
     func run() throws {

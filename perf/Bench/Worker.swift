@@ -314,6 +314,12 @@ final class Worker {
     }
 
     @inline(__always) private func nextKey() -> Int {
+        let k = drawKey()
+        guard let indices = config.keyIndices else { return k }
+        return indices[k]
+    }
+
+    @inline(__always) private func drawKey() -> Int {
         switch config.keyPattern {
         case .uniform:
             return rng.below(config.keys)

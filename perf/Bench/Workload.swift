@@ -51,6 +51,8 @@ struct BenchConfig: Sendable {
     var rate: Double?
     var verify: Bool
     var timeoutNs: Int64
+    /// Drawn key number k names key `keyIndices[k]` (--primary-on); nil: key k.
+    var keyIndices: [Int]?
 }
 
 /// xorshift64*: small, fast, good enough for choosing keys and ops.

@@ -52,6 +52,7 @@ public struct ClusterSnapshot: Sendable {
     public var slowPeerClosures = 0
     public var linksConnected = 0
     public var linksConnecting = 0
+    public var forwarding = ForwardingSnapshot()
 
     public init() {}
 
@@ -100,4 +101,30 @@ public final class ClusterBoard: Sendable {
 
     func attach(wakeFD fd: Int32) { wakeFD.store(fd, ordering: .releasing) }
     func detach() { wakeFD.store(-1, ordering: .releasing) }
+}
+
+/// Forwarding between nodes as /metrics shows it.
+public struct ForwardingSnapshot: Sendable {
+    /// Requests sent to each peer (by node id).
+    public var forwardedByPeer: [String: Int] = [:]
+    /// Requests answered with an error instead of the peer's reply, by reason.
+    public var errorsByReason: [String: Int] = [:]
+    /// Round trips from the loop's send to the reply's arrival: cumulative
+    /// counts per upper bound (seconds), then +Inf.
+    public var latencyBoundsSeconds: [Double] = []
+    public var latencyCumulative: [Int] = []
+    public var latencySumSeconds: Double = 0
+    public var latencyCount = 0
+
+    public init() {}
+
+    init(_ counters: ForwardingRelay.Counters) {
+        forwardedByPeer = counters.forwardedByPeer
+        errorsByReason = counters.errorsByReason
+        latencyBoundsSeconds = ForwardingRelay.latencyBucketsMicros.map { Double($0) / 1_000_000 }
+        var running = 0
+        latencyCumulative = counters.latencyBuckets.map { running += $0; return running }
+        latencySumSeconds = Double(counters.latencySumMicros) / 1_000_000
+        latencyCount = counters.latencyCount
+    }
 }

@@ -14,6 +14,8 @@ struct ClusterLoopSettings {
     var virtualNodes: Int
     var authenticator: GossipAuthenticator
     var incarnation: UInt64
+    /// For the shard map the loop computes (ShardMap's followers).
+    var replicationFactor = 1
     /// The gossip bind host: outgoing links leave from it, so that on a
     /// machine with several node addresses each link shows its own node's
     /// address (empty or a wildcard: the kernel picks).
@@ -24,6 +26,8 @@ struct ClusterLoopSettings {
 enum ClusterLoopToken {
     static let listener: UInt64 = 1
     static let wake: UInt64 = 2
+    /// The Interconnect's eventfd for the loop's endpoint (forwarding).
+    static let interconnect: UInt64 = 3
     static let firstConnection: UInt64 = 16
 }
 
@@ -80,6 +84,9 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
 
     let board: ClusterBoard
     let engine: Engine
+    /// Request forwarding between nodes; nil where the loop runs without
+    /// reactors (the link tests).
+    let relay: ForwardingRelay?
     let logger: Logger
     let settings: ClusterLoopSettings
     let boundPort: Int
@@ -120,8 +127,10 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     }
 
     /// Takes over `listenFD` (from `bindGossip`); `run` serves it.
-    init(settings: ClusterLoopSettings, listenFD: Int32, engine: Engine, board: ClusterBoard, logger: Logger) throws {
+    init(settings: ClusterLoopSettings, listenFD: Int32, engine: Engine, board: ClusterBoard, logger: Logger,
+         relay: ForwardingRelay? = nil) throws {
         self.settings = settings
+        self.relay = relay
         self.engine = engine
         self.board = board
         self.logger = logger
@@ -136,6 +145,10 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         _ = aegis_epoll_add(epollFD, listenFD, AEGIS_EPOLLIN, ClusterLoopToken.listener)
         _ = aegis_epoll_add(epollFD, wakeFD, AEGIS_EPOLLIN, ClusterLoopToken.wake)
         board.attach(wakeFD: wakeFD)
+        if let relay {
+            _ = aegis_epoll_add(epollFD, relay.wakeFD, AEGIS_EPOLLIN, ClusterLoopToken.interconnect)
+            relay.sendFrame = { [unowned self] address, frame in self.send(frame, to: address, lane: .bulk, nowMs: Self.nowMs()) }
+        }
     }
 
     deinit {
@@ -178,13 +191,25 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         var events = [aegis_epoll_event](repeating: aegis_epoll_event(), count: 64)
         while !stopRequested {
             let now = Self.nowMs()
-            let count = events.withUnsafeMutableBufferPointer {
-                aegis_epoll_wait(epollFD, $0.baseAddress, Int32($0.count), waitMs(nowMs: now))
+            var wait = waitMs(nowMs: now)
+            var slept = false
+            if let relay {
+                if relay.hasPending { wait = min(wait, 1) }
+                if relay.hasInFlight { wait = min(wait, 250) }
+                if wait != 0 {
+                    slept = relay.interconnect.prepareToSleep(relay.endpoint)
+                    if !slept { wait = 0 }
+                }
             }
+            let count = events.withUnsafeMutableBufferPointer {
+                aegis_epoll_wait(epollFD, $0.baseAddress, Int32($0.count), wait)
+            }
+            if slept, let relay { relay.interconnect.didWake(relay.endpoint) }
             let woke = Self.nowMs()
             if count > 0 {
                 for event in events.prefix(Int(count)) { handle(event, nowMs: woke) }
             }
+            if let relay { relayStep(relay) }
             fireDueTimers(nowMs: woke)
             expireSilentAccepts(nowMs: woke)
             abandonSlowDials(nowMs: woke)
@@ -208,6 +233,10 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     private func handle(_ event: aegis_epoll_event, nowMs: Int64) {
         switch event.token {
         case ClusterLoopToken.listener: acceptAll(nowMs: nowMs)
+        case ClusterLoopToken.interconnect:
+            // Records are taken every iteration (relayStep); this only resets the eventfd.
+            var counter: UInt64 = 0
+            _ = aegis_read(relay?.wakeFD ?? -1, &counter, 8)
         case ClusterLoopToken.wake:
             var counter: UInt64 = 0
             _ = aegis_read(wakeFD, &counter, 8)
@@ -234,6 +263,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
 
     private func shutDown() {
         let now = Self.nowMs()
+        relay?.stop(nowNs: aegis_monotonic_ns())
         if var me = members[settings.nodeID], leaveDeadlineMs != nil {
             me.status = .left
             members[settings.nodeID] = me
@@ -287,6 +317,15 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         guard connections[connection.token] != nil else { return }
         if let hello = connection.hello {
             for frame in received.frames {
+                if frame.count > 4 && frame[4] == ForwardingRelay.batchMarker, let relay {
+                    counters.messagesReceived[Self.forwardBatchType, default: 0] += 1
+                    heard(from: hello.nodeID, nowMs: nowMs)
+                    if !relay.receivedBatch(frame, fromAddress: hello.gossipAddress, name: hello.nodeID, nowNs: aegis_monotonic_ns()) {
+                        close(connection, reason: .refused(.malformed), nowMs: nowMs, notify: true)
+                        return
+                    }
+                    continue
+                }
                 counters.messagesReceived[engine.messageType(frame), default: 0] += 1
                 heard(from: hello.nodeID, nowMs: nowMs)
                 perform(engine.received(frame, from: hello, nowMs: nowMs), nowMs: nowMs)
@@ -361,7 +400,8 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         if events & AEGIS_EPOLLOUT != 0 { flush(connection, nowMs: nowMs) }
     }
 
-    private func send(_ message: [UInt8], to address: String, lane: PeerLane, nowMs: Int64) {
+    @discardableResult
+    private func send(_ message: [UInt8], to address: String, lane: PeerLane, nowMs: Int64) -> Bool {
         let connection: PeerConnection
         if let token = dialled[DialKey(address: address, lane: lane)], let existing = connections[token] {
             connection = existing
@@ -370,16 +410,18 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         } else {
             counters.unsent += 1
             dirty = true
-            return
+            return false
         }
         guard connection.enqueue(frame: message) else {
             counters.unsent += 1
             close(connection, reason: .outboundFull, nowMs: nowMs, notify: true)
-            return
+            return false
         }
-        counters.messagesSent[engine.messageType(message), default: 0] += 1
+        let type = message.count > 4 && message[4] == ForwardingRelay.batchMarker ? Self.forwardBatchType : engine.messageType(message)
+        counters.messagesSent[type, default: 0] += 1
         dirty = true
         if connection.state == .open { flush(connection, nowMs: nowMs) }
+        return true
     }
 
     /// Opens the connection for (address, lane) unless its backoff says wait.
@@ -475,6 +517,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         guard case .dialled(let address, let lane) = connection.role else { return }
         let key = DialKey(address: address, lane: lane)
         if dialled[key] == connection.token { dialled[key] = nil }
+        if lane == .bulk { relay?.linkLost(address: address) }
         switch reason {
         case .failed(let error)?:
             markFailed(key, nowMs: nowMs, error: error)
@@ -593,10 +636,59 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         }
         snapshot.linksConnected = connected
         snapshot.linksConnecting = connecting
+        if let relay { contributeForwarding(relay, to: &snapshot) }
         engine.contribute(to: &snapshot)
         board.publish(snapshot)
         lastPublishMs = nowMs
         dirty = false
         membershipChanged = false
+    }
+
+    // MARK: - Forwarding
+
+    static var forwardBatchType: String { "forward_batch" }
+
+    /// One pass per iteration: take the reactors' records, answer what
+    /// timed out, send one batch per peer, hand records to the reactors.
+    private func relayStep(_ relay: ForwardingRelay) {
+        let nowNs = aegis_monotonic_ns()
+        relay.drainReactors(nowNs: nowNs)
+        relay.expire(nowNs: nowNs)
+        relay.sendBatches()
+        relay.flushPending()
+        relay.notifyReactors()
+    }
+
+    /// The map follows the alive set (self included); the snapshot shows
+    /// it with the forwarding counters.
+    private func contributeForwarding(_ relay: ForwardingRelay, to snapshot: inout ClusterSnapshot) {
+        if membershipChanged || relay.routing == nil {
+            let alive = members.values.filter { $0.status == .alive }.compactMap { NodeID($0.nodeID) }
+            var gossip: [String: String] = [:]
+            var client: [String: String] = [:]
+            for member in members.values {
+                gossip[member.nodeID] = member.gossipAddress
+                client[member.nodeID] = member.clientAddress.isEmpty ? clientAddressOf[member.nodeID] ?? "" : member.clientAddress
+            }
+            let before = relay.routing?.version
+            if let routing = relay.updateMap(members: alive, gossipAddresses: gossip, clientAddresses: client,
+                                             numShards: settings.numShards, virtualNodes: settings.virtualNodes,
+                                             replicationFactor: settings.replicationFactor),
+               routing.version != before {
+                logger.notice("shard map changed", metadata: [
+                    "placement_digest": "\(routing.digestHex)", "members": "\(routing.map.members.count)",
+                    "shards_primary_here": "\(routing.shardsPrimaryHere)",
+                ])
+            }
+        }
+        if let routing = relay.routing {
+            snapshot.placementDigest = routing.digestHex
+            for i in snapshot.members.indices {
+                guard let id = NodeID(snapshot.members[i].nodeID) else { continue }
+                snapshot.members[i].shardsPrimary = routing.map.shards(primaryOn: id).count
+                snapshot.members[i].shardsFollower = routing.map.shards(followerOn: id).count
+            }
+        }
+        snapshot.forwarding = ForwardingSnapshot(relay.counters)
     }
 }

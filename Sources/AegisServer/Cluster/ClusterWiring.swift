@@ -40,9 +40,12 @@ enum ClusterWiring {
         let loopSettings = ClusterLoopSettings(
             nodeID: config.nodeID, gossipAddress: gossipAddress, clientAddress: clientAddress,
             numShards: config.numShards, virtualNodes: config.virtualNodes, authenticator: authenticator,
-            incarnation: incarnation, dialSourceHost: config.gossipBindAddr.host)
+            incarnation: incarnation, replicationFactor: config.replicationFactor,
+            dialSourceHost: config.gossipBindAddr.host)
+        let relay = ForwardingRelay(interconnect: node.interconnect, shardOwner: node.shardOwner, routingBoard: node.routing,
+                                    breakers: node.breakers, selfID: config.nodeID)
         return try ClusterLoop(settings: loopSettings, listenFD: listenFD, engine: MembershipEngine(node: membership),
-                               board: node.cluster, logger: logger)
+                               board: node.cluster, logger: logger, relay: relay)
     }
 
     /// The explicit advertise address, else the bound one; a wildcard bind

@@ -49,6 +49,7 @@ final class Reactor: @unchecked Sendable {
     var buffers: ClientBufferAccount
     var shards: OwnedShards
     var forwarding: ForwardingState
+    var routes: ReactorRoutes
     var log = ReactorLog()
     var rate = RateGate()
     var schedule = LoopSchedule()
@@ -90,7 +91,8 @@ final class Reactor: @unchecked Sendable {
             inputCapBytes: inputCapBytes,
             inputBudgetBytes: config.maxMemoryMB == 0 ? Int.max : max(limitBytes / 4, inputCapBytes))
         self.shards = OwnedShards(reactor: index, shardOwner: node.shardOwner, ledger: ledger)
-        self.forwarding = ForwardingState(reactorCount: node.reactorCount)
+        self.forwarding = ForwardingState(endpointCount: node.interconnect.endpointCount)
+        self.routes = ReactorRoutes(shardOwner: node.shardOwner, clusterEndpoint: node.interconnect.clusterEndpoint)
     }
 
     // MARK: - The loop
@@ -135,6 +137,7 @@ final class Reactor: @unchecked Sendable {
         now = aegis_now_ms_coarse()
         monotonicMs = aegis_monotonic_ms_coarse()
         counters.loopIterations &+= 1
+        if node.routing.version != routes.version { applyRouting() }
         // One clock read per batch, not per request: see CommandMetrics.
         if ready > 0 { commandMetrics.batchStartNs = aegis_monotonic_ns() }
 

@@ -31,7 +31,8 @@ import Testing
         var gossipAddress: String { "\(host):\(gossipPort)" }
 
         /// Seeds come from `--seeds`, or from the JSON file `configFile` (which SIGHUP reloads).
-        func start(seeds: [String], configFile: String? = nil) throws {
+        /// `extra` arguments come last, so they override the defaults above them.
+        func start(seeds: [String], configFile: String? = nil, extra: [String] = []) throws {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
             let seedArguments = configFile.map { ["--config", $0] } ?? ["--seeds", seeds.joined(separator: ",")]
             let arguments = seedArguments + [
@@ -39,7 +40,7 @@ import Testing
                 "--gossip-bind-addr", gossipAddress, "--reactors", "1",
                 "--gossip-interval", "200ms", "--suspect-timeout", "1s", "--dead-timeout", "3s", "--gossip-secret", "test-secret",
                 "--max-memory-mb", "64",
-            ]
+            ] + extra
             pid = try SpawnedNode.spawn(ServerHarness.binaryPath, arguments,
                                         environment: try SpawnedNode.childEnvironment([:], journalFile: nil), output: logPath)
         }

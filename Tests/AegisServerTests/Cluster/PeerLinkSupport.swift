@@ -105,16 +105,16 @@ final class LoopUnderTest: @unchecked Sendable {
 final class RawPeer {
     let fd: Int32
 
-    init(port: UInt16) throws {
+    init(port: UInt16, host: String = "127.0.0.1") throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_addr.s_addr = inet_addr(host)
         address.sin_port = port.bigEndian
         let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard result == 0 else { throw HarnessError("connect to 127.0.0.1:\(port) failed: errno \(errno)") }
+        guard result == 0 else { throw HarnessError("connect to \(host):\(port) failed: errno \(errno)") }
     }
 
     deinit { Glibc.close(fd) }

@@ -56,7 +56,7 @@ extension Reactor {
             let key = UnsafeRawBufferPointer(rebasing: request[frame.keyOffset..<(frame.keyOffset + frame.keyLength)])
             let hash = KeyHash.hash(key)
             let shard = KeyHash.shard(of: hash, shardCount: shards.count)
-            let target = owner(ofShard: shard)
+            let target = route(shard: shard)
             if target == index {
                 let store = shards[shard]!
                 // Only SET and DEL may have to wait for the log; a GET's
@@ -70,7 +70,7 @@ extension Reactor {
                     deliverLocal(connection, scratch.reply)
                 }
             } else {
-                forward(to: target, connection: connection, bytes: request)
+                forward(to: target, connection: connection, bytes: request, shard: shard)
             }
         case .ping:
             withReply(connection) { BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, into: $0) }

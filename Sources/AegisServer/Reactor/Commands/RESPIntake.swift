@@ -119,7 +119,7 @@ extension Reactor {
     @inline(__always) private func routeKeyed(_ command: RESPCommand, _ args: ArgumentsView, _ connection: Connection, raw: UnsafeRawBufferPointer) {
         let hash = KeyHash.hash(args.bytes(1))
         let shard = KeyHash.shard(of: hash, shardCount: shards.count)
-        let target = owner(ofShard: shard)
+        let target = route(shard: shard)
         if target == index {
             let store = shards[shard]!
             // Only a write may have to wait for the log; everything else
@@ -133,7 +133,7 @@ extension Reactor {
                 deliverLocal(connection, scratch.reply)
             }
         } else {
-            forward(to: target, connection: connection, bytes: raw)
+            forward(to: target, connection: connection, bytes: raw, shard: shard)
         }
     }
 
@@ -209,9 +209,9 @@ extension Reactor {
         }
         let hash = KeyHash.hash(key)
         let shard = KeyHash.shard(of: hash, shardCount: shards.count)
-        let target = owner(ofShard: shard)
+        let target = route(shard: shard)
         if target != index {
-            forwardRequest(to: target, connection: connection, sequence: sequence, bytes: scratch.part.readableView)
+            forwardRequest(to: target, connection: connection, sequence: sequence, bytes: scratch.part.readableView, shard: shard)
             return
         }
         let request = scratch.part.readableView

@@ -4,6 +4,11 @@
 /// binary frame) so the owner parses them with the same code as a local
 /// request; replies carry reply bytes already encoded for the client's
 /// protocol, which the origin copies into the connection's reply slot.
+///
+/// Between nodes the same record travels through the cluster loop (the
+/// Interconnect's last endpoint) inside a batch frame on the bulk lane;
+/// `route` says where it came from and which shard it is for, so the reply
+/// finds its way back through both loops.
 struct ForwardHeader {
     enum Kind: UInt8 {
         case request = 1
@@ -16,9 +21,12 @@ struct ForwardHeader {
     var connectionGeneration: UInt32
     var slotSequence: UInt64
     var payloadLength: Int      // bytes of the request or reply
+    var route = ForwardRoute.local
 
-    static let size = 24
+    static let size = 40
 
+    /// Stores and loads are unaligned: in a batch frame between nodes, a
+    /// record starts wherever the one before it ended.
     @inline(__always) func store(to pointer: UnsafeMutableRawPointer) {
         pointer.storeBytes(of: kind.rawValue, toByteOffset: 0, as: UInt8.self)
         pointer.storeBytes(of: wire.rawValue, toByteOffset: 1, as: UInt8.self)
@@ -27,19 +35,46 @@ struct ForwardHeader {
         pointer.storeBytes(of: connectionGeneration, toByteOffset: 8, as: UInt32.self)
         pointer.storeBytes(of: UInt32(payloadLength), toByteOffset: 12, as: UInt32.self)
         pointer.storeBytes(of: slotSequence, toByteOffset: 16, as: UInt64.self)
+        pointer.storeBytes(of: route.originNode, toByteOffset: 24, as: UInt16.self)
+        pointer.storeBytes(of: route.originReactor, toByteOffset: 26, as: UInt16.self)
+        pointer.storeBytes(of: route.shard, toByteOffset: 28, as: UInt32.self)
+        pointer.storeBytes(of: route.ticket, toByteOffset: 32, as: UInt64.self)
     }
 
     @inline(__always) static func load(from bytes: UnsafeRawBufferPointer) -> ForwardHeader {
         assert(bytes.count >= size)
         return ForwardHeader(
-            kind: Kind(rawValue: bytes.load(fromByteOffset: 0, as: UInt8.self))!,
-            wire: WireKind(rawValue: bytes.load(fromByteOffset: 1, as: UInt8.self))!,
-            connectionIndex: bytes.load(fromByteOffset: 4, as: UInt32.self),
-            connectionGeneration: bytes.load(fromByteOffset: 8, as: UInt32.self),
-            slotSequence: bytes.load(fromByteOffset: 16, as: UInt64.self),
-            payloadLength: Int(bytes.load(fromByteOffset: 12, as: UInt32.self))
+            kind: Kind(rawValue: bytes.loadUnaligned(fromByteOffset: 0, as: UInt8.self))!,
+            wire: WireKind(rawValue: bytes.loadUnaligned(fromByteOffset: 1, as: UInt8.self))!,
+            connectionIndex: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self),
+            connectionGeneration: bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self),
+            slotSequence: bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self),
+            payloadLength: Int(bytes.loadUnaligned(fromByteOffset: 12, as: UInt32.self)),
+            route: ForwardRoute(
+                originNode: bytes.loadUnaligned(fromByteOffset: 24, as: UInt16.self),
+                originReactor: bytes.loadUnaligned(fromByteOffset: 26, as: UInt16.self),
+                shard: bytes.loadUnaligned(fromByteOffset: 28, as: UInt32.self),
+                ticket: bytes.loadUnaligned(fromByteOffset: 32, as: UInt64.self))
         )
     }
+}
+
+/// Where a record that crosses nodes comes from and what it is for.
+/// `originNode` is the receiving cluster loop's own number for the peer that
+/// sent the request (its peer table, never sent on the wire as meaningful
+/// to the other side); `originReactor` the reactor on the origin node whose
+/// connection waits; `shard` the key's shard, looked up by the origin;
+/// `ticket` the origin loop's number for the request, unique among its
+/// requests in flight (the parts of one MSET/DEL/EXISTS share a reply slot,
+/// so the slot alone cannot tell their replies apart).
+struct ForwardRoute: Equatable {
+    var originNode: UInt16
+    var originReactor: UInt16
+    var shard: UInt32
+    var ticket: UInt64 = 0
+
+    /// A record between two reactors of one node.
+    static let local = ForwardRoute(originNode: UInt16.max, originReactor: UInt16.max, shard: UInt32.max)
 }
 
 /// Record flags in the ring: a payload too large for the ring travels as a

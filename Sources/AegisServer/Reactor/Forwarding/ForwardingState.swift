@@ -26,9 +26,10 @@ struct ForwardingState {
     /// Requests this reactor forwarded whose replies have not come back yet.
     var awaitedReplies = 0
 
-    init(reactorCount: Int) {
-        overflow = (0..<reactorCount).map { _ in WireBuffer() }
-        mustNotify = Array(repeating: false, count: reactorCount)
+    /// Endpoints: the node's reactors and the cluster loop (the last).
+    init(endpointCount: Int) {
+        overflow = (0..<endpointCount).map { _ in WireBuffer() }
+        mustNotify = Array(repeating: false, count: endpointCount)
     }
 
     var hasOverflow: Bool {

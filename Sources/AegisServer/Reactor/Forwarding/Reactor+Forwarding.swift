@@ -57,22 +57,42 @@ extension Reactor {
         node.shardOwner[shard]
     }
 
-    /// Sends one request (raw client bytes) to `target`, answering into slot `sequence`.
-    func forwardRequest(to target: Int, connection: Connection, sequence: UInt64, bytes: UnsafeRawBufferPointer) {
-        counters.forwardedRequests &+= 1
+    /// Sends one request (raw client bytes) to `target`, answering into slot
+    /// `sequence`. `shard` is needed when the target is the cluster loop
+    /// (another node is the primary): the loop sends it to that primary.
+    func forwardRequest(to target: Int, connection: Connection, sequence: UInt64, bytes: UnsafeRawBufferPointer, shard: Int? = nil) {
+        let wire = connection.wire ?? .resp2
+        var route = ForwardRoute.local
+        if target == routes.clusterEndpoint {
+            if node.interconnect.hasExited(target) {
+                // The node is stopping and its cluster loop is gone: answer
+                // now rather than leave the slot waiting for a reply that
+                // cannot come.
+                scratch.reply.clear()
+                ForwardReplies.failed(wire: wire, request: bytes, why: "this node is stopping", into: scratch.reply)
+                fillLocal(connection, sequence: sequence, scratch.reply.readableView)
+                markDirty(connection)
+                return
+            }
+            guard let shard else { preconditionFailure("a request for another node must name its shard") }
+            route = ForwardRoute(originNode: UInt16.max, originReactor: UInt16(index), shard: UInt32(shard))
+        } else {
+            // Between this node's reactors; the cluster loop counts what goes to other nodes.
+            counters.forwardedRequests &+= 1
+        }
         connection.forwardsInFlight += 1
         forwarding.awaitedReplies += 1
         let header = ForwardHeader(
-            kind: .request, wire: connection.wire ?? .resp2,
+            kind: .request, wire: wire,
             connectionIndex: connection.index, connectionGeneration: connection.generation,
-            slotSequence: sequence, payloadLength: bytes.count)
+            slotSequence: sequence, payloadLength: bytes.count, route: route)
         sendRecord(to: target, header: header, payload: bytes)
     }
 
     /// Forwards a whole request that gets one reply slot of its own.
-    @inline(__always) func forward(to target: Int, connection: Connection, bytes: UnsafeRawBufferPointer) {
+    @inline(__always) func forward(to target: Int, connection: Connection, bytes: UnsafeRawBufferPointer, shard: Int? = nil) {
         let sequence = connection.replies.openPending(parts: 1, aggregate: .none)
-        forwardRequest(to: target, connection: connection, sequence: sequence, bytes: bytes)
+        forwardRequest(to: target, connection: connection, sequence: sequence, bytes: bytes, shard: shard)
     }
 
     func sendRecord(to target: Int, header: ForwardHeader, payload: UnsafeRawBufferPointer) {
@@ -180,7 +200,7 @@ extension Reactor {
     func drainInbound() {
         ownerThread.assertOwner("a reactor's inbound rings")
         let interconnect = node.interconnect
-        for source in 0..<node.reactorCount where source != index {
+        for source in 0..<interconnect.endpointCount where source != index {
             let ring = interconnect.ring(from: source, to: index)
             var budget = 4096
             while budget > 0, let (record, flags) = ring.peek() {
@@ -205,7 +225,9 @@ extension Reactor {
         switch header.kind {
         case .request:
             scratch.reply.clear()
-            executeForwarded(wire: header.wire, request: payload, into: scratch.reply)
+            if source != routes.clusterEndpoint || !refuseIfNotPrimary(header, request: payload, into: scratch.reply) {
+                executeForwarded(wire: header.wire, request: payload, into: scratch.reply)
+            }
             var reply = header
             reply.kind = .reply
             reply.payloadLength = scratch.reply.readableBytes

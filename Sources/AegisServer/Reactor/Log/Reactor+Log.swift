@@ -186,9 +186,10 @@ extension Reactor {
     // MARK: - Holding replies
 
     /// Held reply layout in `BatchHold.replies`: [u8 kind][u8 wire][u16 source]
-    /// [u32 connection index][u32 generation][u32 length][u64 slot sequence],
-    /// then the reply bytes.
-    private static let heldHeaderSize = 24
+    /// [u32 connection index][u32 generation][u32 length][u64 slot sequence]
+    /// [u16 origin node][u16 origin reactor][u32 shard][u64 ticket] (a reply
+    /// bound for another node keeps its route), then the reply bytes.
+    private static let heldHeaderSize = 40
     private enum HeldKind: UInt8 { case localSlot = 1, forwardedReply = 2 }
 
     /// A reply produced in `bytes` for a local connection: straight to the
@@ -223,14 +224,14 @@ extension Reactor {
         if log.replyAwaitsLog {
             log.replyAwaitsLog = false
             hold(.forwardedReply, wire: reply.wire, source: source, connectionIndex: reply.connectionIndex,
-                 generation: reply.connectionGeneration, sequence: reply.slotSequence, bytes)
+                 generation: reply.connectionGeneration, sequence: reply.slotSequence, bytes, route: reply.route)
         } else {
             sendRecord(to: source, header: reply, payload: bytes)
         }
     }
 
     private func hold(_ kind: HeldKind, wire: WireKind, source: Int, connectionIndex: UInt32, generation: UInt32,
-                      sequence: UInt64, _ bytes: UnsafeRawBufferPointer) {
+                      sequence: UInt64, _ bytes: UnsafeRawBufferPointer, route: ForwardRoute = .local) {
         let buffer = log.holding.replies
         let space = buffer.writableSpace(minimum: Self.heldHeaderSize + bytes.count)
         let base = space.baseAddress!
@@ -241,6 +242,10 @@ extension Reactor {
         base.storeBytes(of: generation, toByteOffset: 8, as: UInt32.self)
         base.storeBytes(of: UInt32(bytes.count), toByteOffset: 12, as: UInt32.self)
         base.storeBytes(of: sequence, toByteOffset: 16, as: UInt64.self)
+        base.storeBytes(of: route.originNode, toByteOffset: 24, as: UInt16.self)
+        base.storeBytes(of: route.originReactor, toByteOffset: 26, as: UInt16.self)
+        base.storeBytes(of: route.shard, toByteOffset: 28, as: UInt32.self)
+        base.storeBytes(of: route.ticket, toByteOffset: 32, as: UInt64.self)
         if bytes.count > 0 { (base + Self.heldHeaderSize).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
         buffer.commitWrite(Self.heldHeaderSize + bytes.count)
     }
@@ -271,8 +276,13 @@ extension Reactor {
                     markDirty(connection)
                 }
             case .forwardedReply:
+                let route = ForwardRoute(originNode: base.loadUnaligned(fromByteOffset: 24, as: UInt16.self),
+                                         originReactor: base.loadUnaligned(fromByteOffset: 26, as: UInt16.self),
+                                         shard: base.loadUnaligned(fromByteOffset: 28, as: UInt32.self),
+                                         ticket: base.loadUnaligned(fromByteOffset: 32, as: UInt64.self))
                 let header = ForwardHeader(kind: .reply, wire: wire, connectionIndex: connectionIndex,
-                                           connectionGeneration: generation, slotSequence: sequence, payloadLength: reply.count)
+                                           connectionGeneration: generation, slotSequence: sequence, payloadLength: reply.count,
+                                           route: route)
                 sendRecord(to: source, header: header, payload: reply)
             }
             buffer.consume(Self.heldHeaderSize + length)

@@ -1,0 +1,97 @@
+import AegisCluster
+import AegisProtocol
+import Synchronization
+
+/// The shard map as reactors use it: which shards this node is primary for
+/// and, for the others, the primary's client address (for REDIRECT and
+/// TRYAGAIN texts). Immutable; the cluster loop builds a new one whenever
+/// the alive member set changes.
+public final class ClusterRouting: Sendable {
+    public let version: UInt64
+    public let map: ShardMap
+    public let selfID: NodeID
+    /// Per shard: true when this node is its primary.
+    let primaryHere: [Bool]
+    /// Per shard: the primary's node id and client address ("" when unknown).
+    let primaryName: [String]
+    let primaryClientAddress: [String]
+    public let shardsPrimaryHere: Int
+
+    init(version: UInt64, map: ShardMap, selfID: NodeID, clientAddressOf: [String: String]) {
+        self.version = version
+        self.map = map
+        self.selfID = selfID
+        var here: [Bool] = []
+        var names: [String] = []
+        var addresses: [String] = []
+        here.reserveCapacity(map.numShards)
+        for shard in 0..<map.numShards {
+            let primary = map.primary(ofShard: shard)
+            here.append(primary == selfID)
+            names.append(primary.name)
+            addresses.append(clientAddressOf[primary.name] ?? "")
+        }
+        primaryHere = here
+        primaryName = names
+        primaryClientAddress = addresses
+        shardsPrimaryHere = here.count { $0 }
+    }
+
+    public var digestHex: String {
+        let hex = String(map.digest, radix: 16)
+        return String(repeating: "0", count: max(0, 16 - hex.count)) + hex
+    }
+}
+
+/// Where reactors pick up the current routing. Why a swapped snapshot and
+/// not a record into each reactor's ring: a reactor needs the whole map at
+/// once, not a stream of changes, and an unchanged map costs it one atomic
+/// load per loop iteration; the lock is taken only when the version moved.
+public final class RoutingBoard: Sendable {
+    private let current = Mutex<ClusterRouting?>(nil)
+    private let published = Atomic<UInt64>(0)
+
+    public init() {}
+
+    func publish(_ routing: ClusterRouting) {
+        current.withLock { $0 = routing }
+        published.store(routing.version, ordering: .releasing)
+    }
+
+    /// 0 until the first map.
+    @inline(__always) var version: UInt64 { published.load(ordering: .acquiring) }
+
+    public var routing: ClusterRouting? { current.withLock { $0 } }
+}
+
+/// Replies made where a request cannot run: on a node that is not the
+/// shard's primary in its own view, and when forwarding fails. Both
+/// protocols; the reactors and the cluster loop share them.
+enum ForwardReplies {
+    /// The request id of a binary request frame (after its length prefix).
+    static func binaryRequestID(_ request: UnsafeRawBufferPointer) -> UInt64 {
+        request.count >= 15 ? request.loadBigEndian(fromByteOffset: 7, as: UInt64.self) : 0
+    }
+
+    /// A forwarded request for a shard this node is not the primary of:
+    /// never forwarded again (at most one extra hop), the client retries.
+    static func notOwner(wire: WireKind, request: UnsafeRawBufferPointer, shard: Int, owner: String, ownerAddress: String, into out: WireBuffer) {
+        switch wire {
+        case .binary:
+            BinaryResponseWriter.writeRedirect(requestID: binaryRequestID(request), address: ownerAddress, into: out)
+        case .resp2, .resp3:
+            let at = ownerAddress.isEmpty ? "" : " (\(ownerAddress))"
+            RESPWriter.error(string: "TRYAGAIN shard \(shard) is owned by \(owner)\(at) in the view of the node that got it; retry", into: out)
+        }
+    }
+
+    /// The forwarding failed; `why` names the peer and the cause.
+    static func failed(wire: WireKind, request: UnsafeRawBufferPointer, why: String, into out: WireBuffer) {
+        switch wire {
+        case .binary:
+            BinaryResponseWriter.write(status: .error, requestID: binaryRequestID(request), errorText: "forwarding failed: " + why, into: out)
+        case .resp2, .resp3:
+            RESPWriter.error(string: "ERR forwarding failed: " + why, into: out)
+        }
+    }
+}

@@ -1,0 +1,469 @@
+import AegisCluster
+import AegisProtocol
+import CSupport
+
+/// The cluster loop's half of forwarding: it takes requests for shards
+/// another node is primary for from the reactors' rings, batches them per
+/// peer per loop iteration into one frame on the peer's bulk lane, hands
+/// requests that peers sent to the reactor owning the shard here, and
+/// carries every reply back the way its request came.
+///
+/// Batch frame (bulk lane, after the link's 4-byte length prefix):
+///     [u8 marker 0xF1] then records: [u32 length][ForwardHeader][payload]
+/// (header fields in this machine's byte order, like the rings: every node
+/// of a cluster runs the same build on the same architecture).
+///
+/// Invariants:
+/// - every request taken from a reactor is answered exactly once: by the
+///   peer's reply, or by an error (no link, link lost, timeout, breaker
+///   open, too large, node stopping); `inFlight` holds the ones waiting;
+/// - records for a reactor keep their order: they go into its ring only
+///   while `pendingForReactor[r]` is empty;
+/// - `originNode` in a header the loop hands to a reactor is this relay's
+///   number for the peer the request came from (`peerAddress`), or
+///   `localOrigin` when the request came from this node itself.
+///
+/// Confined to the cluster loop's thread.
+final class ForwardingRelay {
+    static let batchMarker: UInt8 = 0xF1
+    /// A request whose reply has not come back this long is answered with
+    /// an error, so a peer that hangs never hangs the client.
+    static let replyTimeoutMs: Int64 = 5_000
+    /// A batch is sent before it passes this (the bulk lane's frame limit is 8 MiB).
+    static let batchLimitBytes = 1 << 20
+    /// Bigger single records are refused with an error: one frame carries one record at most.
+    static let recordLimitBytes = PeerLane.bulk.maxFrameBytes - 64
+    static let localOrigin: UInt16 = UInt16.max - 1
+    /// Latency buckets of aegis_forward_latency_seconds (upper bounds, µs).
+    static let latencyBucketsMicros: [Int64] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000]
+
+    /// A request's ticket (ForwardRoute.ticket), given when it is sent.
+    typealias InFlightKey = UInt64
+
+    struct InFlight {
+        var peer: UInt16
+        var sentAtNs: Int64
+        var header: ForwardHeader
+        var requestID: UInt64
+    }
+
+    struct Counters {
+        var forwardedByPeer: [String: Int] = [:]
+        var errorsByReason: [String: Int] = [:]
+        var latencyBuckets = [Int](repeating: 0, count: ForwardingRelay.latencyBucketsMicros.count + 1)
+        var latencySumMicros: Int64 = 0
+        var latencyCount = 0
+    }
+
+    let interconnect: Interconnect
+    let shardOwner: [Int]
+    let routingBoard: RoutingBoard
+    let breakers: CircuitBreakerRegistry
+    let selfID: String
+    var endpoint: Int { interconnect.clusterEndpoint }
+
+    private(set) var routing: ClusterRouting?
+    private var routingVersion: UInt64 = 0
+    /// Gossip address of each peer number, and back.
+    private var peerAddress: [String] = []
+    private var peerName: [String] = []
+    private var peerNumber: [String: UInt16] = [:]
+    /// Node id → gossip address, from the membership.
+    private var gossipAddressOf: [String: String] = [:]
+    /// Batch frames being built this iteration, per peer number.
+    private var batches: [UInt16: [UInt8]] = [:]
+    /// Requests in each batch (answered with errors if the batch cannot go).
+    private var batchRequests: [UInt16: [InFlightKey]] = [:]
+    private var inFlight: [InFlightKey: InFlight] = [:]
+    private var nextTicket: UInt64 = 1
+    /// Per peer, keys in send order: the timeout sweep looks at the oldest only.
+    private var sendOrder: [UInt16: [InFlightKey]] = [:]
+    private var sendOrderHead: [UInt16: Int] = [:]
+    private struct PendingRecord {
+        var bytes: [UInt8]
+        var flags: UInt32
+    }
+    private var pendingForReactor: [[PendingRecord]]
+    private var mustNotify: [Bool]
+    private var breakerAllowed: [UInt16: Bool] = [:]
+    private(set) var counters = Counters()
+    private(set) var stopped = false
+    private let reply = WireBuffer()
+
+    init(interconnect: Interconnect, shardOwner: [Int], routingBoard: RoutingBoard, breakers: CircuitBreakerRegistry, selfID: String) {
+        self.interconnect = interconnect
+        self.shardOwner = shardOwner
+        self.routingBoard = routingBoard
+        self.breakers = breakers
+        self.selfID = selfID
+        pendingForReactor = Array(repeating: [], count: interconnect.reactorCount)
+        mustNotify = Array(repeating: false, count: interconnect.reactorCount)
+    }
+
+    var wakeFD: Int32 { interconnect.wakeFDs[interconnect.clusterEndpoint] }
+
+    /// True while records wait for a reactor's ring (the loop then polls).
+    var hasPending: Bool { pendingForReactor.contains { !$0.isEmpty } }
+    var hasInFlight: Bool { !inFlight.isEmpty }
+
+    // MARK: - The map
+
+    /// Publishes the map of `members` (the alive set, self included) when it
+    /// differs from the last one; returns it.
+    @discardableResult
+    func updateMap(members: [NodeID], gossipAddresses: [String: String], clientAddresses: [String: String],
+                   numShards: Int, virtualNodes: Int, replicationFactor: Int) -> ClusterRouting? {
+        gossipAddressOf = gossipAddresses
+        guard let me = NodeID(selfID),
+              let map = try? ShardMap(members: members, numShards: numShards, virtualNodes: virtualNodes,
+                                      replicationFactor: replicationFactor) else { return routing }
+        if let routing, routing.map == map, routing.primaryClientAddress == Self.addresses(map, clientAddresses) { return routing }
+        routingVersion += 1
+        let next = ClusterRouting(version: routingVersion, map: map, selfID: me, clientAddressOf: clientAddresses)
+        routing = next
+        routingBoard.publish(next)
+        return next
+    }
+
+    private static func addresses(_ map: ShardMap, _ clientAddresses: [String: String]) -> [String] {
+        (0..<map.numShards).map { clientAddresses[map.primary(ofShard: $0).name] ?? "" }
+    }
+
+    private func number(forPeer address: String, name: String) -> UInt16 {
+        if let known = peerNumber[address] { return known }
+        let number = UInt16(peerAddress.count)
+        peerAddress.append(address)
+        peerName.append(name)
+        peerNumber[address] = number
+        return number
+    }
+
+    // MARK: - From the reactors
+
+    /// Takes what the reactors sent: requests for other nodes go into this
+    /// iteration's batches, replies to other nodes' requests too.
+    func drainReactors(nowNs: Int64) {
+        for reactor in 0..<interconnect.reactorCount {
+            let ring = interconnect.ring(from: reactor, to: endpoint)
+            var budget = 4096
+            while budget > 0, let (record, flags) = ring.peek() {
+                budget -= 1
+                let header = ForwardHeader.load(from: record)
+                if flags & RecordFlags.indirect != 0 {
+                    let address = UInt(bitPattern: record.loadUnaligned(fromByteOffset: ForwardHeader.size, as: Int.self))
+                    let heapCopy = UnsafeMutableRawPointer(bitPattern: address)!
+                    fromReactor(header, payload: UnsafeRawBufferPointer(start: heapCopy, count: header.payloadLength), nowNs: nowNs)
+                    heapCopy.deallocate()
+                    interconnect.noteIndirectFreed(from: reactor, bytes: header.payloadLength)
+                } else {
+                    let payload = UnsafeRawBufferPointer(rebasing: record[ForwardHeader.size..<(ForwardHeader.size + header.payloadLength)])
+                    fromReactor(header, payload: payload, nowNs: nowNs)
+                }
+                ring.release()
+            }
+        }
+    }
+
+    private func fromReactor(_ header: ForwardHeader, payload: UnsafeRawBufferPointer, nowNs: Int64) {
+        switch header.kind {
+        case .reply:
+            if header.route.originNode == Self.localOrigin {
+                toReactor(Int(header.route.originReactor), header, payload)
+            } else if Int(header.route.originNode) < peerAddress.count {
+                appendToBatch(peer: header.route.originNode, header, payload)
+            }
+        case .request:
+            forwardRequest(header, payload: payload, nowNs: nowNs)
+        }
+    }
+
+    private func forwardRequest(_ header: ForwardHeader, payload: UnsafeRawBufferPointer, nowNs: Int64) {
+        let shard = Int(header.route.shard)
+        guard let routing, shard < routing.primaryName.count else {
+            fail(header, payload, reason: "no_map", why: "this node has no shard map yet")
+            return
+        }
+        let primary = routing.primaryName[shard]
+        if primary == selfID {
+            // The map changed after the reactor routed this: run it here.
+            var local = header
+            local.route.originNode = Self.localOrigin
+            toReactor(shardOwner[shard], local, payload)
+            return
+        }
+        guard let address = gossipAddressOf[primary], !address.isEmpty else {
+            fail(header, payload, reason: "no_address", why: "no address known for \(primary)")
+            return
+        }
+        if ForwardHeader.size + payload.count + 4 > Self.recordLimitBytes {
+            fail(header, payload, reason: "too_large", why: "the request is larger than a peer frame (8 MiB)")
+            return
+        }
+        let peer = number(forPeer: address, name: primary)
+        if !allowed(peer) {
+            fail(header, payload, reason: "breaker_open", why: "the circuit breaker for \(primary) (or 'forwarding') is open")
+            return
+        }
+        let key = nextTicket
+        nextTicket += 1
+        var ticketed = header
+        ticketed.route.ticket = key
+        let requestID = header.wire == .binary ? ForwardReplies.binaryRequestID(payload) : 0
+        inFlight[key] = InFlight(peer: peer, sentAtNs: nowNs, header: ticketed, requestID: requestID)
+        sendOrder[peer, default: []].append(key)
+        batchRequests[peer, default: []].append(key)
+        counters.forwardedByPeer[primary, default: 0] += 1
+        appendToBatch(peer: peer, ticketed, payload)
+    }
+
+    /// Both breakers, asked once per peer per loop iteration.
+    private func allowed(_ peer: UInt16) -> Bool {
+        if let known = breakerAllowed[peer] { return known }
+        let allowed = breakers.allow("forwarding") && breakers.allow(peerName[Int(peer)])
+        breakerAllowed[peer] = allowed
+        return allowed
+    }
+
+    private func appendToBatch(peer: UInt16, _ header: ForwardHeader, _ payload: UnsafeRawBufferPointer) {
+        let recordLength = ForwardHeader.size + payload.count
+        if let pending = batches[peer], pending.count + 4 + recordLength > Self.batchLimitBytes {
+            sendBatch(peer)
+        }
+        var batch = batches[peer] ?? {
+            var fresh: [UInt8] = [0, 0, 0, 0, Self.batchMarker]
+            fresh.reserveCapacity(4096)
+            return fresh
+        }()
+        withUnsafeBytes(of: UInt32(recordLength)) { batch.append(contentsOf: $0) }
+        let start = batch.count
+        batch.append(contentsOf: repeatElement(0, count: ForwardHeader.size))
+        batch.withUnsafeMutableBytes { header.store(to: $0.baseAddress! + start) }
+        batch.append(contentsOf: payload)
+        batches[peer] = batch
+    }
+
+    /// Set by the loop: queues one frame on the bulk lane to a gossip
+    /// address; false when there is no link to queue it on.
+    var sendFrame: ((String, [UInt8]) -> Bool)?
+
+    /// Sends this iteration's batches, one frame per peer.
+    func sendBatches() {
+        breakerAllowed.removeAll(keepingCapacity: true)
+        for peer in Array(batches.keys) { sendBatch(peer) }
+    }
+
+    private func sendBatch(_ peer: UInt16) {
+        guard var frame = batches.removeValue(forKey: peer) else { return }
+        let length = UInt32(frame.count - 4)
+        frame[0] = UInt8(length >> 24)
+        frame[1] = UInt8(length >> 16 & 0xFF)
+        frame[2] = UInt8(length >> 8 & 0xFF)
+        frame[3] = UInt8(length & 0xFF)
+        let sent = sendFrame?(peerAddress[Int(peer)], frame) ?? false
+        let keys = batchRequests.removeValue(forKey: peer) ?? []
+        if !sent { failInFlight(keys, reason: "link_down", why: "no link to \(peerName[Int(peer)])") }
+    }
+
+    // MARK: - From the peers
+
+    /// A batch frame from the peer at `address` (its hello's gossip
+    /// address). Malformed records end the batch: the link is authenticated,
+    /// so that is a bug, not an attack, and nothing past it can be trusted.
+    func receivedBatch(_ frame: [UInt8], fromAddress address: String, name: String, nowNs: Int64) -> Bool {
+        let peer = number(forPeer: address, name: name)
+        var repliesReceived = 0
+        let wellFormed = frame.withUnsafeBytes { bytes -> Bool in
+            var offset = 5
+            while offset < bytes.count {
+                guard bytes.count - offset >= 4 else { return false }
+                let length = Int(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+                offset += 4
+                guard length >= ForwardHeader.size, bytes.count - offset >= length,
+                      let header = ForwardHeader.loadChecked(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)])),
+                      header.payloadLength == length - ForwardHeader.size else { return false }
+                let payload = UnsafeRawBufferPointer(rebasing: bytes[(offset + ForwardHeader.size)..<(offset + length)])
+                offset += length
+                switch header.kind {
+                case .request:
+                    let shard = Int(header.route.shard)
+                    guard shard < shardOwner.count else { return false }
+                    var routed = header
+                    routed.route.originNode = peer
+                    toReactor(shardOwner[shard], routed, payload)
+                case .reply:
+                    repliesReceived += 1
+                    guard let waiting = inFlight.removeValue(forKey: header.route.ticket) else { continue } // answered already (timed out)
+                    noteLatency(nowNs - waiting.sentAtNs)
+                    guard Int(header.route.originReactor) < interconnect.reactorCount else { return false }
+                    toReactor(Int(header.route.originReactor), header, payload)
+                }
+            }
+            return true
+        }
+        if repliesReceived > 0 { breakers.record(peerName[Int(peer)], success: true); breakers.record("forwarding", success: true) }
+        return wellFormed
+    }
+
+    private func noteLatency(_ ns: Int64) {
+        let micros = max(0, ns / 1_000)
+        counters.latencySumMicros += micros
+        counters.latencyCount += 1
+        let bucket = Self.latencyBucketsMicros.firstIndex { micros <= $0 } ?? Self.latencyBucketsMicros.count
+        counters.latencyBuckets[bucket] += 1
+    }
+
+    // MARK: - Failures
+
+    /// The bulk link to `address` closed: what was sent on it gets no reply.
+    func linkLost(address: String) {
+        guard let peer = peerNumber[address], let keys = sendOrder[peer] else { return }
+        let head = sendOrderHead[peer] ?? 0
+        failInFlight(Array(keys[head...]), reason: "link_down", why: "the link to \(peerName[Int(peer)]) broke")
+        sendOrder[peer] = []
+        sendOrderHead[peer] = 0
+    }
+
+    /// Answers requests older than the timeout; returns when to look again (ms from now), nil if nothing waits.
+    func expire(nowNs: Int64) {
+        for (peer, keys) in sendOrder {
+            var head = sendOrderHead[peer] ?? 0
+            var expired: [InFlightKey] = []
+            while head < keys.count {
+                guard let entry = inFlight[keys[head]] else { head += 1; continue }
+                if nowNs - entry.sentAtNs < Self.replyTimeoutMs * 1_000_000 { break }
+                expired.append(keys[head])
+                head += 1
+            }
+            if head == keys.count {
+                sendOrder[peer] = []
+                sendOrderHead[peer] = 0
+            } else if head > 1024 {
+                sendOrder[peer] = Array(keys[head...])
+                sendOrderHead[peer] = 0
+            } else {
+                sendOrderHead[peer] = head
+            }
+            if !expired.isEmpty {
+                failInFlight(expired, reason: "timeout", why: "\(peerName[Int(peer)]) did not answer within \(Self.replyTimeoutMs) ms")
+            }
+        }
+    }
+
+    private func failInFlight(_ keys: [InFlightKey], reason: String, why: String) {
+        var failedPeers = Set<UInt16>()
+        for key in keys {
+            guard let entry = inFlight.removeValue(forKey: key) else { continue }
+            failedPeers.insert(entry.peer)
+            reply.clear()
+            var requestIDFrame = [UInt8](repeating: 0, count: 15)
+            withUnsafeBytes(of: entry.requestID.bigEndian) { requestIDFrame.replaceSubrange(7..<15, with: $0) }
+            requestIDFrame.withUnsafeBytes { ForwardReplies.failed(wire: entry.header.wire, request: $0, why: why, into: reply) }
+            answer(entry.header, reply.readableView, reason: reason)
+        }
+        for peer in failedPeers {
+            breakers.record(peerName[Int(peer)], success: false)
+            breakers.record("forwarding", success: false)
+        }
+    }
+
+    /// Answers a request from a reactor of this node with an error.
+    private func fail(_ header: ForwardHeader, _ payload: UnsafeRawBufferPointer, reason: String, why: String) {
+        reply.clear()
+        ForwardReplies.failed(wire: header.wire, request: payload, why: why, into: reply)
+        answer(header, reply.readableView, reason: reason)
+    }
+
+    private func answer(_ request: ForwardHeader, _ bytes: UnsafeRawBufferPointer, reason: String) {
+        counters.errorsByReason[reason, default: 0] += 1
+        var header = request
+        header.kind = .reply
+        header.payloadLength = bytes.count
+        toReactor(Int(request.route.originReactor), header, bytes)
+    }
+
+    // MARK: - To the reactors
+
+    private func toReactor(_ reactor: Int, _ header: ForwardHeader, _ payload: UnsafeRawBufferPointer) {
+        guard reactor < interconnect.reactorCount, !interconnect.hasExited(reactor) else { return }
+        mustNotify[reactor] = true
+        let ring = interconnect.ring(from: endpoint, to: reactor)
+        let length = ForwardHeader.size + payload.count
+        if length <= ring.maxPayload {
+            if pendingForReactor[reactor].isEmpty, let destination = ring.reserve(payloadLength: length) {
+                header.store(to: destination)
+                if payload.count > 0 { (destination + ForwardHeader.size).copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
+                ring.commit(payloadLength: length, flags: RecordFlags.inline)
+                return
+            }
+            var record = [UInt8](repeating: 0, count: length)
+            record.withUnsafeMutableBytes { header.store(to: $0.baseAddress!) }
+            record.replaceSubrange(ForwardHeader.size..<length, with: payload)
+            pendingForReactor[reactor].append(PendingRecord(bytes: record, flags: RecordFlags.inline))
+        } else {
+            // Too large for the ring: a heap copy the reactor frees (as between reactors).
+            let copy = UnsafeMutableRawPointer.allocate(byteCount: max(1, payload.count), alignment: 16)
+            copy.copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+            interconnect.noteIndirectSent(from: endpoint, bytes: payload.count)
+            var record = [UInt8](repeating: 0, count: ForwardHeader.size + 8)
+            record.withUnsafeMutableBytes { raw in
+                header.store(to: raw.baseAddress!)
+                raw.storeBytes(of: UInt(bitPattern: copy), toByteOffset: ForwardHeader.size, as: UInt.self)
+            }
+            pendingForReactor[reactor].append(PendingRecord(bytes: record, flags: RecordFlags.indirect))
+            flushPending()
+        }
+    }
+
+    /// Moves waiting records into their rings, in order, as far as they fit.
+    func flushPending() {
+        for reactor in 0..<pendingForReactor.count where !pendingForReactor[reactor].isEmpty {
+            if interconnect.hasExited(reactor) {
+                pendingForReactor[reactor].removeAll()
+                continue
+            }
+            let ring = interconnect.ring(from: endpoint, to: reactor)
+            var moved = 0
+            for record in pendingForReactor[reactor] {
+                guard let destination = ring.reserve(payloadLength: record.bytes.count) else { break }
+                record.bytes.withUnsafeBytes { destination.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                ring.commit(payloadLength: record.bytes.count, flags: record.flags)
+                moved += 1
+                mustNotify[reactor] = true
+            }
+            pendingForReactor[reactor].removeFirst(moved)
+        }
+    }
+
+    func notifyReactors() {
+        for reactor in 0..<mustNotify.count where mustNotify[reactor] {
+            mustNotify[reactor] = false
+            interconnect.notify(reactor)
+        }
+    }
+
+    // MARK: - Stopping
+
+    /// The loop stops: reactors learn it (and answer new remote requests
+    /// themselves), and what waits is answered with errors.
+    func stop(nowNs: Int64) {
+        interconnect.markExited(endpoint)
+        stopped = true
+        drainReactors(nowNs: nowNs)
+        sendFrame = nil
+        for peer in Array(batches.keys) { sendBatch(peer) }
+        failInFlight(Array(inFlight.keys), reason: "stopping", why: "this node is stopping")
+        flushPending()
+        notifyReactors()
+    }
+}
+
+extension ForwardHeader {
+    /// Like `load`, but nil for a kind or wire byte this build does not know
+    /// (a record from a peer is checked, not trusted).
+    static func loadChecked(from bytes: UnsafeRawBufferPointer) -> ForwardHeader? {
+        guard bytes.count >= size,
+              Kind(rawValue: bytes.loadUnaligned(fromByteOffset: 0, as: UInt8.self)) != nil,
+              WireKind(rawValue: bytes.loadUnaligned(fromByteOffset: 1, as: UInt8.self)) != nil else { return nil }
+        return load(from: bytes)
+    }
+}

@@ -1,0 +1,76 @@
+import AegisProtocol
+import AegisStore
+import CSupport
+
+/// A reactor's copy of the shard map: per shard, the endpoint a keyed
+/// request goes to (a reactor of this node, or the cluster loop when
+/// another node is the primary). Confined to its reactor's thread.
+///
+/// Invariant: `target[s]` is `shardOwner[s]` when this node is shard s's
+/// primary (or no map was published yet), otherwise `clusterEndpoint`.
+struct ReactorRoutes {
+    private(set) var target: [Int]
+    let clusterEndpoint: Int
+    private let shardOwner: [Int]
+    /// The routing `target` was built from; 0 (none) routes every shard here.
+    private(set) var version: UInt64 = 0
+    private(set) var current: ClusterRouting?
+
+    init(shardOwner: [Int], clusterEndpoint: Int) {
+        self.shardOwner = shardOwner
+        self.clusterEndpoint = clusterEndpoint
+        self.target = shardOwner
+    }
+
+    /// Installs `routing`; returns the shards this node was primary for and no longer is.
+    mutating func install(_ routing: ClusterRouting) -> [Int] {
+        var lost: [Int] = []
+        for shard in target.indices {
+            let here = routing.primaryHere.indices.contains(shard) ? routing.primaryHere[shard] : true
+            let wasHere = target[shard] != clusterEndpoint
+            target[shard] = here ? shardOwner[shard] : clusterEndpoint
+            if wasHere && !here { lost.append(shard) }
+        }
+        version = routing.version
+        current = routing
+        return lost
+    }
+
+    @inline(__always) func isPrimaryHere(_ shard: Int) -> Bool { target[shard] != clusterEndpoint }
+}
+
+extension Reactor {
+    /// The endpoint that runs a keyed request for `shard`.
+    @inline(__always) func route(shard: Int) -> Int { routes.target[shard] }
+
+    /// Picks up a new map. Until replication and shard movement exist, a
+    /// shard this node stops being primary for is emptied here: its keys
+    /// are now served (empty at first) by the new primary, and stale copies
+    /// must not come back if the shard returns to this node later.
+    func applyRouting() {
+        guard let routing = node.routing.routing else { return }
+        let lost = routes.install(routing)
+        var dropped = 0
+        for shard in lost {
+            guard let store = shards[shard] else { continue }
+            dropped += store.count
+            store.removeAll()
+        }
+        if dropped > 0 {
+            logger.info("shards moved to other nodes: their keys were dropped here (no shard movement yet)", metadata: [
+                "reactor": "\(index)", "shards": "\(lost.count)", "keys": "\(dropped)", "placement_digest": "\(routing.digestHex)",
+            ])
+        }
+    }
+
+    /// A request another node forwarded: this node runs it only if it is
+    /// the shard's primary in its own view. Otherwise the answer is a
+    /// retryable error, never a second forward. Returns true when answered.
+    func refuseIfNotPrimary(_ header: ForwardHeader, request: UnsafeRawBufferPointer, into out: WireBuffer) -> Bool {
+        let shard = Int(header.route.shard)
+        guard shard < routes.target.count, !routes.isPrimaryHere(shard), let routing = routes.current else { return false }
+        ForwardReplies.notOwner(wire: header.wire, request: request, shard: shard, owner: routing.primaryName[shard],
+                                ownerAddress: routing.primaryClientAddress[shard], into: out)
+        return true
+    }
+}
