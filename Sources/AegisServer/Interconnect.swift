@@ -172,6 +172,32 @@ public final class Interconnect: Sendable {
         indirectBytes[reactor].value.load(ordering: .relaxed)
     }
 
+    /// Takes up to `budget` records from the ring `source` → `destination`,
+    /// in order, and hands each header and payload to `body`. A payload too
+    /// large for the ring travelled as a heap copy: it is freed, and its
+    /// bytes un-counted, once `body` returns, so `body` must not keep the
+    /// buffer. Only `destination`'s thread may call this (the ring's
+    /// consumer side).
+    @inline(__always) func drain(from source: Int, to destination: Int, budget: Int = 4096,
+                                 _ body: (ForwardHeader, UnsafeRawBufferPointer) -> Void) {
+        let ring = ring(from: source, to: destination)
+        var left = budget
+        while left > 0, let (record, flags) = ring.peek() {
+            left -= 1
+            let header = ForwardHeader.load(from: record)
+            if flags & RecordFlags.indirect != 0 {
+                let address = UInt(bitPattern: record.loadUnaligned(fromByteOffset: ForwardHeader.size, as: Int.self))
+                let heapCopy = UnsafeMutableRawPointer(bitPattern: address)!
+                body(header, UnsafeRawBufferPointer(start: heapCopy, count: header.payloadLength))
+                heapCopy.deallocate()
+                noteIndirectFreed(from: source, bytes: header.payloadLength)
+            } else {
+                body(header, UnsafeRawBufferPointer(rebasing: record[ForwardHeader.size..<(ForwardHeader.size + header.payloadLength)]))
+            }
+            ring.release()
+        }
+    }
+
     public func inboundDepthBytes(_ reactor: Int) -> Int {
         (0...reactorCount).reduce(0) { $0 + ($1 == reactor ? 0 : ring(from: $1, to: reactor).depthBytes) }
     }

@@ -144,22 +144,8 @@ final class ForwardingRelay {
     /// iteration's batches, replies to other nodes' requests too.
     func drainReactors(nowNs: Int64) {
         for reactor in 0..<interconnect.reactorCount {
-            let ring = interconnect.ring(from: reactor, to: endpoint)
-            var budget = 4096
-            while budget > 0, let (record, flags) = ring.peek() {
-                budget -= 1
-                let header = ForwardHeader.load(from: record)
-                if flags & RecordFlags.indirect != 0 {
-                    let address = UInt(bitPattern: record.loadUnaligned(fromByteOffset: ForwardHeader.size, as: Int.self))
-                    let heapCopy = UnsafeMutableRawPointer(bitPattern: address)!
-                    fromReactor(header, payload: UnsafeRawBufferPointer(start: heapCopy, count: header.payloadLength), nowNs: nowNs)
-                    heapCopy.deallocate()
-                    interconnect.noteIndirectFreed(from: reactor, bytes: header.payloadLength)
-                } else {
-                    let payload = UnsafeRawBufferPointer(rebasing: record[ForwardHeader.size..<(ForwardHeader.size + header.payloadLength)])
-                    fromReactor(header, payload: payload, nowNs: nowNs)
-                }
-                ring.release()
+            interconnect.drain(from: reactor, to: endpoint) { header, payload in
+                fromReactor(header, payload: payload, nowNs: nowNs)
             }
         }
     }

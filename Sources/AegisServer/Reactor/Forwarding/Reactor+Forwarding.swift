@@ -201,22 +201,8 @@ extension Reactor {
         ownerThread.assertOwner("a reactor's inbound rings")
         let interconnect = node.interconnect
         for source in 0..<interconnect.endpointCount where source != index {
-            let ring = interconnect.ring(from: source, to: index)
-            var budget = 4096
-            while budget > 0, let (record, flags) = ring.peek() {
-                budget -= 1
-                let header = ForwardHeader.load(from: record)
-                if flags & RecordFlags.indirect != 0 {
-                    let address = UInt(bitPattern: record.loadUnaligned(fromByteOffset: ForwardHeader.size, as: Int.self))
-                    let heapCopy = UnsafeMutableRawPointer(bitPattern: address)!
-                    handleRecord(header, payload: UnsafeRawBufferPointer(start: heapCopy, count: header.payloadLength), from: source)
-                    heapCopy.deallocate()
-                    interconnect.noteIndirectFreed(from: source, bytes: header.payloadLength)
-                } else {
-                    let payload = UnsafeRawBufferPointer(rebasing: record[ForwardHeader.size..<(ForwardHeader.size + header.payloadLength)])
-                    handleRecord(header, payload: payload, from: source)
-                }
-                ring.release()
+            interconnect.drain(from: source, to: index) { header, payload in
+                handleRecord(header, payload: payload, from: source)
             }
         }
     }
