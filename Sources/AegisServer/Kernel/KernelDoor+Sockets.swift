@@ -19,34 +19,26 @@ extension KernelDoor {
         return aegis_tcp_accept(listenFD)
     }
 
+    /// What a client read or send may move under the fault plan: `count`,
+    /// half of it for a short transfer, or -errno for an injected error.
+    private func faultedTransferCount(_ call: KernelCall, _ count: Int) -> Int {
+        let fault = injected(call, .client)
+        if fault == KernelFaultPlan.shortTransfer { return max(count / 2, 1) }
+        return fault != 0 ? -Int(fault) : count
+    }
+
     /// Bytes received (0 at end of stream), or -errno.
     @inline(__always)
     func receive(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int) -> Int {
-        var count = count
-        if faults != nil {
-            let fault = injected(.read, .client)
-            if fault == KernelFaultPlan.shortTransfer {
-                count = max(count / 2, 1)
-            } else if fault != 0 {
-                return -Int(fault)
-            }
-        }
-        return aegis_socket_receive(fd, buffer, count)
+        let count = faults == nil ? count : faultedTransferCount(.read, count)
+        return count < 0 ? count : aegis_socket_receive(fd, buffer, count)
     }
 
     /// Bytes sent, or -errno.
     @inline(__always)
     func send(_ fd: Int32, _ bytes: UnsafeRawPointer?, _ count: Int) -> Int {
-        var count = count
-        if faults != nil {
-            let fault = injected(.send, .client)
-            if fault == KernelFaultPlan.shortTransfer {
-                count = max(count / 2, 1)
-            } else if fault != 0 {
-                return -Int(fault)
-            }
-        }
-        return aegis_socket_send(fd, bytes, count)
+        let count = faults == nil ? count : faultedTransferCount(.send, count)
+        return count < 0 ? count : aegis_socket_send(fd, bytes, count)
     }
 
     /// Closes a socket (or the reactor's own descriptors); 0 or -errno.
