@@ -101,24 +101,12 @@ struct Placement {
     }
 }
 
-/// SplitMix64: small, seeded, deterministic.
-struct SplitMix64 {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Mean max/mean when `shards` shards land on `nodes` nodes independently
 /// and uniformly: where any ring tends as its arcs get much shorter than
 /// the spacing between shards (many virtual nodes), since each shard then
 /// falls on a node as if at random.
 func independentPlacementMaxOverMean(shards: Int, nodes: Int, trials: Int = 2000) -> Double {
-    var rng = SplitMix64(state: UInt64(shards * 1_000 + nodes))
+    var rng = ClusterRandom(seed: UInt64(shards * 1_000 + nodes))
     var total = 0.0
     for _ in 0..<trials {
         var counts = [Int](repeating: 0, count: nodes)
