@@ -149,6 +149,7 @@ struct MetricsExposition {
             gauge("aegis_cache_max_bytes", "max_memory_mb in bytes; eviction keeps aegis_cache_size_bytes below it (0 = unlimited).", reports.maxMemoryBytes),
             gauge("aegis_active_connections", "Client connections open now.", totals.connections),
             gauge("aegis_cluster_members", "Alive members this node sees in its cluster, itself included.", clusterAlive),
+            gauge("aegis_cluster_local_health", "Lifeguard local health: 0 is healthy; each step stretches this node's own probe interval and timeouts by one gossip interval because it runs late (late timers, lagging reactors).", cluster.localHealth),
             gauge("aegis_shards_owned", "Shards this node is primary for.", shardsPrimary),
             gauge("aegis_shards_replica", "Shards this node holds as a follower.", shardsFollower),
             gauge("aegis_reactors", "Reactor threads serving clients.", node.reactorCount),

@@ -72,6 +72,12 @@ struct NodeReports {
         document.append(("members", .array(members)))
         document.append(("member_count", .int(members.count)))
         document.append(("num_shards", .int(node.config.numShards)))
+        if let timings = snapshot.timings {
+            document.append(("gossip_interval_ms", .int(Int(clamping: timings.gossipIntervalMs))))
+            document.append(("suspect_timeout_ms", .int(Int(clamping: timings.suspectTimeoutMs))))
+            document.append(("dead_timeout_ms", .int(Int(clamping: timings.deadTimeoutMs))))
+        }
+        document.append(("local_health", .int(snapshot.localHealth)))
         return .object(document)
     }
 

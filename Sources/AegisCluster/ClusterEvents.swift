@@ -69,11 +69,17 @@ public enum ClusterEvent: Sendable {
     case linkBroken(address: String, now: Milliseconds)
     /// The seed list was reloaded (SIGHUP).
     case seedsChanged([String], now: Milliseconds)
+    /// The membership timings were reloaded (SIGHUP). Timings that could not
+    /// run (see `ClusterSettings.problem`) are refused with a warning and the
+    /// old ones kept.
+    case timingsChanged(MembershipTimings, now: Milliseconds)
     /// Graceful stop: announce `left` to everyone known alive.
     case leave(now: Milliseconds)
-    /// The driver saw the node itself running late (a reactor or the cluster
-    /// loop lagging by `lagMs`): Lifeguard stretches this node's timeouts
-    /// rather than let it accuse healthy peers.
+    /// How late the node itself runs (its reactors or the cluster loop lag by
+    /// `lagMs`; 0 when on time), reported regularly, e.g. before each protocol
+    /// period: past half a gossip interval Lifeguard stretches this node's
+    /// timeouts rather than let it accuse healthy peers, and holds the stretch
+    /// until a report says the lag is over.
     case localHealth(lagMs: Int64, now: Milliseconds)
 }
 

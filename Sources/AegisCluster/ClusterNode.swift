@@ -13,7 +13,8 @@
 ///   prefix with `MessageCodec.bodyLength(prefix:)` and close the link when it
 ///   gives nil.
 public struct ClusterNode: Sendable {
-    public let settings: ClusterSettings
+    /// Fixed at start but for `timings`, which `.timingsChanged` replaces.
+    public internal(set) var settings: ClusterSettings
     public let parameters: ClusterParameters
     let authenticator: any MessageAuthenticator
     public internal(set) var state: MembershipState
@@ -69,10 +70,12 @@ public struct ClusterNode: Sendable {
         case let .seedsChanged(seeds, now):
             state.seeds = seeds
             if aliveOthers.isEmpty { contactSeeds(now: now, into: &output) }
+        case let .timingsChanged(timings, now):
+            changeTimings(timings, now: now, into: &output)
         case let .leave(now):
             leave(now: now, into: &output)
         case let .localHealth(lagMs, _):
-            if settings.lifeguard && lagMs > settings.gossipIntervalMs / 2 { adjustHealth(+1) }
+            reportedLag(lagMs)
         }
     }
 
@@ -132,6 +135,9 @@ public struct MembershipState: Sendable, Equatable {
     var broadcasts: [NodeID: Broadcast] = [:]
     var nextSeq: UInt32 = 1
     var health = 0
+    /// The last lag report was over the threshold: health stays at 1 or more
+    /// until a report says otherwise, whatever acks come in meanwhile.
+    var healthHeldByLag = false
     var periodDueAt: Milliseconds?
     var suspicionDueAt: Milliseconds?
     var relayDueAt: Milliseconds?

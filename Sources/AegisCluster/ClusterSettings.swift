@@ -59,6 +59,16 @@ public struct ClusterSettings: Sendable, Equatable {
         self.replicationFactor = replicationFactor
     }
 
+    /// The three timings a reload may change while the node runs.
+    public var timings: MembershipTimings {
+        get { MembershipTimings(gossipIntervalMs: gossipIntervalMs, suspectTimeoutMs: suspectTimeoutMs, deadTimeoutMs: deadTimeoutMs) }
+        set {
+            gossipIntervalMs = newValue.gossipIntervalMs
+            suspectTimeoutMs = newValue.suspectTimeoutMs
+            deadTimeoutMs = newValue.deadTimeoutMs
+        }
+    }
+
     /// nil when the settings can run; otherwise why not.
     public var problem: String? {
         if gossipIntervalMs <= 0 { return "gossip interval must be positive" }
@@ -69,5 +79,23 @@ public struct ClusterSettings: Sendable, Equatable {
         if pushPullIntervalMs <= 0 || seedRetryIntervalMs <= 0 { return "intervals must be positive" }
         if gossipAddress.utf8.count > 255 || clientAddress.utf8.count > 255 { return "addresses are at most 255 bytes" }
         return nil
+    }
+}
+
+/// `gossip_interval`, `suspect_timeout` and `dead_timeout` in milliseconds:
+/// the membership timings SIGHUP reloads (`ClusterEvent.timingsChanged`).
+public struct MembershipTimings: Sendable, Equatable, CustomStringConvertible {
+    public var gossipIntervalMs: Int64
+    public var suspectTimeoutMs: Int64
+    public var deadTimeoutMs: Int64
+
+    public init(gossipIntervalMs: Int64, suspectTimeoutMs: Int64, deadTimeoutMs: Int64) {
+        self.gossipIntervalMs = gossipIntervalMs
+        self.suspectTimeoutMs = suspectTimeoutMs
+        self.deadTimeoutMs = deadTimeoutMs
+    }
+
+    public var description: String {
+        "gossip_interval \(gossipIntervalMs) ms, suspect_timeout \(suspectTimeoutMs) ms, dead_timeout \(deadTimeoutMs) ms"
     }
 }

@@ -40,6 +40,14 @@ extension ClusterNode {
     static let retransmitMultiplier = 4
 
     var scale: Int64 { settings.lifeguard ? Int64(state.health + 1) : 1 }
+
+    /// Lateness past which this node counts itself unhealthy, whether its own
+    /// timer fired late or its driver reports lag (`.localHealth`): half a
+    /// gossip interval. Below it the node still answers a probe before the
+    /// prober's probe timeout (also half an interval) runs out, so nobody
+    /// could have suspected anyone on its account; above it that is no longer
+    /// sure, and the node stretches its own timeouts instead.
+    var lateThresholdMs: Int64 { settings.gossipIntervalMs / 2 }
     var periodMs: Int64 { settings.gossipIntervalMs * scale }
     var probeTimeoutMs: Int64 { max(1, settings.gossipIntervalMs / 2) * scale }
 
@@ -99,6 +107,25 @@ extension ClusterNode {
         contactSeeds(now: now, into: &output)
     }
 
+    /// New timings from a reload. Everything judged from now on uses them;
+    /// a suspicion already running keeps the deadline it was given (shortening
+    /// it could declare a member dead that was promised longer to refute). A
+    /// period armed at the old interval is moved earlier when the new one is
+    /// shorter, so that a shorter interval takes effect at once.
+    mutating func changeTimings(_ timings: MembershipTimings, now: Milliseconds, into output: inout ActionBuffer) {
+        var next = settings
+        next.timings = timings
+        if let problem = next.problem {
+            output.append(.log(.warning, "membership timings not changed: \(problem); still \(settings.timings)"))
+            return
+        }
+        guard timings != settings.timings else { return }
+        let before = settings.timings
+        settings = next
+        if let due = state.periodDueAt, due > now + periodMs { armPeriod(at: now + periodMs, into: &output) }
+        output.append(.log(.notice, "membership timings changed from \(before) to \(timings)"))
+    }
+
     mutating func leave(now: Milliseconds, into output: inout ActionBuffer) {
         state.incarnation += 1
         state.phase = .left
@@ -150,7 +177,7 @@ extension ClusterNode {
 
     mutating func protocolPeriod(now: Milliseconds, into output: inout ActionBuffer) {
         let lateMs = now - (state.periodDueAt ?? now)
-        let startedLate = settings.lifeguard && lateMs > settings.gossipIntervalMs / 2
+        let startedLate = settings.lifeguard && lateMs > lateThresholdMs
         if startedLate { adjustHealth(+1) }
         closeRound(now: now, trustFailures: !startedLate, into: &output)
 
@@ -288,7 +315,7 @@ extension ClusterNode {
         // may be sitting unread in its socket. Judging now would declare a
         // node dead on what we knew before the stall; instead the overdue
         // suspicions wait one probe timeout, long enough to read what arrived.
-        if settings.lifeguard && lateMs > settings.gossipIntervalMs / 2 {
+        if settings.lifeguard && lateMs > lateThresholdMs {
             adjustHealth(+1)
             let grace = now + probeTimeoutMs
             for node in state.members.keys.sorted() {
@@ -332,7 +359,19 @@ extension ClusterNode {
 
     mutating func adjustHealth(_ delta: Int) {
         guard settings.lifeguard else { return }
-        state.health = min(Self.healthMax, max(0, state.health + delta))
+        state.health = min(Self.healthMax, max(state.healthHeldByLag ? 1 : 0, state.health + delta))
+    }
+
+    /// A lag report counts like a late timer (+1 past the threshold). Unlike a
+    /// late timer, which the node sees itself, lagging reactors say nothing
+    /// about the probes the cluster loop answers meanwhile: their acks would
+    /// take the point off again within the period that earned it. So the
+    /// score is held at 1 or more until a report under the threshold.
+    mutating func reportedLag(_ lagMs: Int64) {
+        guard settings.lifeguard else { return }
+        let lagging = lagMs > lateThresholdMs
+        state.healthHeldByLag = lagging
+        if lagging { adjustHealth(+1) }
     }
 
     mutating func takeSeq() -> UInt32 {

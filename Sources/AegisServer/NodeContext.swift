@@ -31,6 +31,9 @@ public final class NodeContext: Sendable {
     public let cluster = ClusterBoard()
     /// The shard map the cluster loop computed last, as reactors route by it.
     public let routing = RoutingBoard()
+    /// How late each reactor's loop runs; the cluster loop feeds it to
+    /// Lifeguard's local health (ReactorLag.swift).
+    let reactorLag: [ReactorLag]
 
     let lifecycle = Atomic<Int>(Lifecycle.starting.rawValue)
     let openConnections = Atomic<Int>(0)
@@ -60,6 +63,7 @@ public final class NodeContext: Sendable {
         self.breakers = CircuitBreakerRegistry(policy: CircuitBreakerPolicy(config))
         self.commandStats = (0..<reactorCount).map { _ in PublishedCommandStats() }
         self.stats = (0..<reactorCount).map { _ in PublishedReactorStats() }
+        self.reactorLag = (0..<reactorCount).map { _ in ReactorLag() }
         self.shardOwner = (0..<config.numShards).map { $0 * reactorCount / config.numShards }
         self.storeBudgetBytes = Self.storeBudget(maxBytes: config.maxMemoryMB * 1024 * 1024,
                                                  residentBytes: residentSetBytes() + Self.clusterLoopReserveBytes)

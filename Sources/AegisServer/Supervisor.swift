@@ -1,4 +1,5 @@
 import AegisConfig
+import AegisCluster
 import AegisLogging
 import CSupport
 import Glibc
@@ -111,13 +112,20 @@ final class Supervisor {
         if appliedKeys.contains("seeds") {
             node.cluster.post(.seeds(plan.next.seeds))
         }
+        if !appliedKeys.isDisjoint(with: ["gossip_interval", "suspect_timeout", "dead_timeout"]) {
+            // The loader already refused an order that cannot run (interval <
+            // suspect < dead); the state machine checks again and keeps its
+            // old timings, with a warning, if they still could not.
+            node.cluster.post(.timings(MembershipTimings(
+                gossipIntervalMs: plan.next.gossipInterval.milliseconds,
+                suspectTimeoutMs: plan.next.suspectTimeout.milliseconds,
+                deadTimeoutMs: plan.next.deadTimeout.milliseconds)))
+        }
         if appliedKeys.contains("log_level"), let level = Logger.Level(rawValue: plan.next.logLevel) {
             LogControl.shared.level = level
         }
         running = plan.next
-        var notes = Dictionary(uniqueKeysWithValues: Node.notYetInEffect.map { ($0, "stored; not yet in effect in this build") })
-        // The membership state machine takes its timings once, at start.
-        for key in ["gossip_interval", "suspect_timeout", "dead_timeout"] { notes[key] = "stored; takes effect at the next restart" }
+        let notes = Dictionary(uniqueKeysWithValues: Node.notYetInEffect.map { ($0, "stored; not yet in effect in this build") })
         report.notice("\(plan.report(notes: notes))", metadata: source)
         if !plan.restartRequired.isEmpty {
             logger.warning("changed settings need a restart to take effect; running with the old values until then", metadata: [

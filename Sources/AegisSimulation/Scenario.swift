@@ -18,6 +18,12 @@ public struct Scenario: Sendable, Equatable {
         /// An overloaded process: what it receives waits `extraDelayMs` before it
         /// is handled, and its driver reports that lag (`localHealth`) each second.
         case slow(node: Int, at: Int64, until: Int64, extraDelayMs: Int64)
+        /// The node's reactors run `lagMs` late (a busy client load) while its
+        /// cluster loop keeps up: messages are handled on time, but the driver
+        /// reports the lag (`localHealth`) before each protocol period, as the
+        /// server's cluster loop does with what its reactors publish. The node stays reachable,
+        /// so nothing excuses a dead verdict about it or by it.
+        case reactorLag(node: Int, at: Int64, until: Int64, lagMs: Int64)
     }
 
     public enum Kind: String, Sendable, CaseIterable {
@@ -118,6 +124,14 @@ public struct Scenario: Sendable, Equatable {
             faults.append(.slow(node: Int.random(in: 0..<nodeCount, using: &overload), at: at,
                                 until: min(healAt, at + Int64.random(in: 3000...20_000, using: &overload)),
                                 extraDelayMs: Int64.random(in: 100...3000, using: &overload)))
+        }
+        // A stream of its own too, for the same reason.
+        var reactors = ClusterRandom(seed: seed ^ 0x0EAC_7000_0000_0004)
+        for _ in 0..<Int.random(in: 0...2, using: &reactors) {
+            let at = Int64.random(in: faultStart..<(healAt - 1000), using: &reactors)
+            faults.append(.reactorLag(node: Int.random(in: 0..<nodeCount, using: &reactors), at: at,
+                                      until: min(healAt, at + Int64.random(in: 3000...20_000, using: &reactors)),
+                                      lagMs: Int64.random(in: 100...5000, using: &reactors)))
         }
         return Scenario(
             seed: seed, kind: kind, nodeCount: nodeCount, lossRate: lossRate,

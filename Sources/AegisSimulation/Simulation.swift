@@ -58,6 +58,8 @@ public struct SimulationReport: Sendable {
     /// Frames with a flipped byte delivered and refused without a state change.
     public var corruptFramesRefused: Int
     public var nodeSeconds: Double
+    /// The highest Lifeguard local health score any node reached.
+    public var localHealthPeak = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -78,6 +80,7 @@ public final class Simulation {
         case leave(node: Int)
         case partition(from: [Int], to: [Int], active: Bool)
         case reportLag(node: Int, until: Int64, lagMs: Int64)
+        case reactorLag(node: Int, until: Int64, lagMs: Int64)
         case checkSuspected(node: Int, crashedAt: Int64)
         case checkAgreement
     }
@@ -94,6 +97,9 @@ public final class Simulation {
         var pauses: [(from: Int64, until: Int64)] = []
         var slowUntil: Int64 = 0
         var slowDelayMs: Int64 = 0
+        /// Lag the node's reactors report until then (its own handling stays on time).
+        var reactorLagUntil: Int64 = 0
+        var reactorLagMs: Int64 = 0
         let driftPPM: Int64
         let clockOffset: Int64
         var lifeIncarnation: UInt64 = 0
@@ -151,6 +157,8 @@ public final class Simulation {
                 queue.schedule(.leave(node: node), at: at)
             case let .slow(node, at, until, extraDelayMs):
                 queue.schedule(.reportLag(node: node, until: until, lagMs: extraDelayMs), at: at)
+            case let .reactorLag(node, at, until, lagMs):
+                queue.schedule(.reactorLag(node: node, until: until, lagMs: lagMs), at: at)
             }
         }
         let agreementDue = scenario.healAt + Scenario.agreementRounds * scenario.settings.gossipIntervalMs
@@ -203,6 +211,12 @@ public final class Simulation {
             if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
             nodes[index].timerGenerations[id] = nil
             trace.mix(2, UInt64(index), UInt64(now))
+            // As the server's MembershipEngine: the reactors' lag is read once
+            // per protocol period, just before the period runs.
+            if id == .protocolPeriod && nodes[index].reactorLagUntil > 0 {
+                let lagMs = nodes[index].reactorLagUntil > now ? nodes[index].reactorLagMs : 0
+                step(index, .localHealth(lagMs: lagMs, now: localTime(index, now)))
+            }
             step(index, .timerFired(id, now: localTime(index, now)))
         case let .linkBroken(index, address):
             guard nodes[index].isRunning else { return }
@@ -231,12 +245,22 @@ public final class Simulation {
             }
             trace.mix(4, UInt64(from.count), UInt64(to.count))
         case let .reportLag(index, until, lagMs):
-            guard now < until else { return }
+            guard now < until else {
+                // The overload is over: say so, which releases the hold on the node's health.
+                guard nodes[index].isRunning else { return }
+                if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
+                step(index, .localHealth(lagMs: 0, now: localTime(index, now)))
+                return
+            }
             nodes[index].slowUntil = until
             nodes[index].slowDelayMs = lagMs
             queue.schedule(.reportLag(node: index, until: until, lagMs: lagMs), at: now + scenario.settings.gossipIntervalMs)
             guard nodes[index].isRunning, nodes[index].pausedUntil <= now else { return }
             step(index, .localHealth(lagMs: lagMs, now: localTime(index, now)))
+        case let .reactorLag(index, until, lagMs):
+            nodes[index].reactorLagUntil = max(nodes[index].reactorLagUntil, until)
+            nodes[index].reactorLagMs = lagMs
+            trace.mix(11, UInt64(index), UInt64(until))
         case let .checkSuspected(index, crashedAt):
             checkSuspected(index, crashedAt: crashedAt)
         case .checkAgreement:
@@ -292,6 +316,7 @@ public final class Simulation {
 
     func step(_ index: Int, _ event: ClusterEvent) {
         guard let actions = nodes[index].node?.step(event) else { return }
+        report.localHealthPeak = max(report.localHealthPeak, nodes[index].node?.localHealth ?? 0)
         perform(actions, of: index)
     }
 

@@ -13,9 +13,10 @@ struct AegisSim: ParsableCommand {
         discussion: """
             Each seed draws a cluster of 3 to 16 nodes, network loss (0-30%), delay, reordering, \
             duplication, corrupted frames, clock drift (up to 2%), and faults: symmetric and one-way \
-            partitions, crashes with or without restart, graceful leaves, process pauses of 0.5-10 s \
-            and overloaded nodes (each message handled 0.1-3 s late). Timings: gossip interval 1 s, \
-            suspect timeout 4 s, dead timeout 10 s, push/pull every 5 s. \
+            partitions, crashes with or without restart, graceful leaves, process pauses of 0.5-10 s, \
+            overloaded nodes (each message handled 0.1-3 s late) and nodes whose reactors lag 0.1-5 s \
+            while their cluster loop keeps up (the lag is reported to Lifeguard's local health). \
+            Timings: gossip interval 1 s, suspect timeout 4 s, dead timeout 10 s, push/pull every 5 s. \
             Faults heal \(Scenario.healAtMs / 1000) s into the run.
 
             Invariants checked as it runs:
@@ -132,7 +133,7 @@ struct AegisSim: ParsableCommand {
     func measureFalsePositives(count: Int) {
         let first = firstSeed ?? 1
         let list = (0..<UInt64(count)).map { first &+ $0 }
-        print("false positives over \(count) mild seeds from \(first): loss 0-10%, delay, duplication, drift, pauses 0.5-10 s, overloaded nodes, no partition, no crash; verdicts about a node paused, overloaded or cut off in the dead_timeout before are not counted")
+        print("false positives over \(count) mild seeds from \(first): loss 0-10%, delay, duplication, drift, pauses 0.5-10 s, overloaded nodes, lagging reactors, no partition, no crash; verdicts about a node paused, overloaded or cut off in the dead_timeout before are not counted")
         for lifeguard in [true, false] {
             let started = DispatchTime.now().uptimeNanoseconds
             let reports = runInParallel(list) { seed in
@@ -175,6 +176,7 @@ struct AegisSim: ParsableCommand {
             case let .pause(node, at, until): lines.append("  pause node\(node) from \(at) to \(until) ms")
             case let .leave(node, at): lines.append("  node\(node) leaves at \(at) ms")
             case let .slow(node, at, until, extra): lines.append("  node\(node) overloaded (+\(extra) ms per message) from \(at) to \(until) ms")
+            case let .reactorLag(node, at, until, lag): lines.append("  node\(node) reactors \(lag) ms late (cluster loop on time) from \(at) to \(until) ms")
             }
         }
         return lines.joined(separator: "\n")

@@ -233,6 +233,82 @@ struct Harness {
         }
     }
 
+    /// Reported lag (reactors running late) counts like a late timer: only
+    /// past half a gossip interval, and never for plain SWIM.
+    @Test func reportedLagRaisesHealthOnlyPastHalfAnInterval() {
+        for lifeguard in [true, false] {
+            var node = ClusterNode(settings: testSettings("node-a", lifeguard: lifeguard), incarnation: 1,
+                                   randomSeed: 3, authenticator: testKey)
+            _ = node.step(.start(now: 0))
+            _ = node.step(.localHealth(lagMs: 500, now: 100))
+            #expect(node.localHealth == 0, "exactly half an interval is still on time")
+            _ = node.step(.localHealth(lagMs: 501, now: 200))
+            _ = node.step(.localHealth(lagMs: 4000, now: 300))
+            #expect(node.localHealth == (lifeguard ? 2 : 0))
+        }
+    }
+
+    /// While the lag lasts the acks the cluster loop still gets cannot take
+    /// the score below 1; once a report says the lag is over, they bring it
+    /// back to 0, and the probe interval with it.
+    @Test func healthRaisedByLagIsHeldWhileItLastsAndRecoversAfter() {
+        var harness = Harness()
+        harness.add("node-a")
+        harness.add("node-b", seeds: ["node-a"])
+        harness.run(until: 5000)
+        for offset in Int64(0)..<4 { harness.step("node-a", .localHealth(lagMs: 2000, now: harness.now + offset)) }
+        #expect(harness.nodes["node-a"]!.localHealth == 4)
+        harness.run(until: harness.now + 60_000)
+        #expect(harness.nodes["node-a"]!.localHealth == 1, "acks came, but the lag was not reported over")
+        harness.step("node-a", .localHealth(lagMs: 0, now: harness.now))
+        harness.run(until: harness.now + 10_000)
+        #expect(harness.nodes["node-a"]!.localHealth == 0)
+        #expect(harness.status(of: "node-b", at: "node-a") == .alive)
+        #expect(harness.status(of: "node-a", at: "node-b") == .alive)
+        let due = harness.timers["node-a"]![.protocolPeriod]!
+        #expect(due - harness.now <= 1000, "the probe interval is back to one gossip interval")
+    }
+
+    /// SIGHUP's new timings: a shorter interval starts at once, and a member
+    /// that falls silent afterwards is suspected on the new suspect_timeout
+    /// (the old 4 s would leave it alive at this point).
+    @Test func reloadedTimingsTakeEffectAtOnce() {
+        var harness = Harness()
+        harness.add("node-a")
+        harness.add("node-b", seeds: ["node-a"])
+        harness.run(until: 5000)
+        let faster = MembershipTimings(gossipIntervalMs: 200, suspectTimeoutMs: 1000, deadTimeoutMs: 3000)
+        harness.step("node-a", .timingsChanged(faster, now: harness.now))
+        #expect(harness.nodes["node-a"]!.settings.timings == faster)
+        #expect(harness.timers["node-a"]![.protocolPeriod]! <= harness.now + 200)
+        #expect(harness.logs.contains { $0.node == "node-a" && $0.line.contains("membership timings changed") })
+        harness.silenced.insert("node-b")
+        harness.run(until: harness.now + 1000 + 2 * 200 + 200)
+        #expect(harness.status(of: "node-b", at: "node-a") == .suspect)
+        harness.run(until: harness.now + 3 * 3000)
+        #expect(harness.status(of: "node-b", at: "node-a") == .dead)
+    }
+
+    /// Timings that could not run are refused whole, with one warning, and
+    /// nothing the node decides on changes.
+    @Test func reloadedTimingsThatCannotRunAreRefused() {
+        var node = ClusterNode(settings: testSettings("node-a"), incarnation: 1, randomSeed: 3, authenticator: testKey)
+        _ = node.step(.start(now: 0))
+        let before = node.state
+        let oldTimings = node.settings.timings
+        for bad in [MembershipTimings(gossipIntervalMs: 5000, suspectTimeoutMs: 4000, deadTimeoutMs: 10_000),
+                    MembershipTimings(gossipIntervalMs: 1000, suspectTimeoutMs: 4000, deadTimeoutMs: 4000),
+                    MembershipTimings(gossipIntervalMs: 0, suspectTimeoutMs: 4000, deadTimeoutMs: 10_000)] {
+            let actions = node.step(.timingsChanged(bad, now: 10))
+            #expect(actions.count == 1)
+            guard case let .log(level, line)? = actions.first else { Issue.record("no log line: \(actions)"); continue }
+            #expect(level == .warning)
+            #expect(line.contains("not changed") && line.contains("gossip_interval 1000 ms"), "\(line)")
+            #expect(node.settings.timings == oldTimings)
+            #expect(node.state == before)
+        }
+    }
+
     @Test func aRoundThatStartedLateAccusesNobody() {
         var harness = Harness()
         harness.add("node-a")

@@ -40,4 +40,18 @@ import Testing
             #expect(suspected <= scenario.settings.suspectTimeoutMs + 2 * scenario.settings.gossipIntervalMs)
         }
     }
+
+    /// Reactors that lag past half a gossip interval raise the node's local
+    /// health through the same code path the server drives; a lag within it
+    /// does not, and neither stops anyone from agreeing or calls anyone dead.
+    @Test(arguments: [(lagMs: Int64(2000), lifeguard: true), (lagMs: 400, lifeguard: true), (lagMs: 2000, lifeguard: false)])
+    func laggingReactorsStretchOnlyTheirOwnNode(_ lagMs: Int64, lifeguard: Bool) {
+        var scenario = Scenario.generate(seed: 41, kind: .mild, lifeguard: lifeguard)
+        scenario.lossRate = 0
+        scenario.faults = [.reactorLag(node: 1, at: 10_000, until: 30_000, lagMs: lagMs)]
+        let report = Simulation(scenario: scenario).run()
+        #expect(report.violations.isEmpty)
+        #expect(report.falseSuspicions == 0 && report.falseDeaths == 0)
+        #expect((report.localHealthPeak > 0) == (lifeguard && lagMs > scenario.settings.gossipIntervalMs / 2))
+    }
 }

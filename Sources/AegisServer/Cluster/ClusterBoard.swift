@@ -53,6 +53,13 @@ public struct ClusterSnapshot: Sendable {
     public var linksConnected = 0
     public var linksConnecting = 0
     public var forwarding = ForwardingSnapshot()
+    /// Lifeguard's local health score (0 healthy … 8): how many gossip
+    /// intervals this node adds to its own probe interval and timeouts
+    /// because it runs late itself.
+    public var localHealth = 0
+    /// The membership timings the state machine runs with now (they change
+    /// on SIGHUP); nil where the loop drives no membership (link tests).
+    public var timings: MembershipTimings?
 
     public init() {}
 
@@ -64,6 +71,8 @@ public struct ClusterSnapshot: Sendable {
 /// Requests from other threads to the cluster loop.
 public enum ClusterCommand: Sendable {
     case seeds([String])
+    /// gossip_interval, suspect_timeout and dead_timeout as reloaded.
+    case timings(MembershipTimings)
     /// Tell the others this node leaves, flush, then stop; stop anyway after `withinMs`.
     case leave(withinMs: Int64)
     case stop

@@ -15,6 +15,8 @@ protocol ClusterEngine: AnyObject, SendableMetatype {
     func timerFired(_ id: UInt64, nowMs: Int64, lateMs: Int64) -> [ClusterLoopAction]
     func linkBroke(address: String, nowMs: Int64) -> [ClusterLoopAction]
     func seedsChanged(_ seeds: [String], nowMs: Int64) -> [ClusterLoopAction]
+    /// gossip_interval, suspect_timeout or dead_timeout were reloaded (SIGHUP).
+    func timingsChanged(_ timings: MembershipTimings, nowMs: Int64) -> [ClusterLoopAction]
     /// The node stops: announce `left`.
     func leave(nowMs: Int64) -> [ClusterLoopAction]
     /// The label of a message for aegis_gossip_messages_*_total{type=...}.

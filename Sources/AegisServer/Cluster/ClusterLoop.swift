@@ -252,6 +252,9 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         case .seeds(let newSeeds):
             logger.notice("cluster seeds reloaded", metadata: ["seeds": "\(newSeeds.joined(separator: ","))"])
             perform(engine.seedsChanged(newSeeds, nowMs: nowMs), nowMs: nowMs)
+        case .timings(let timings):
+            perform(engine.timingsChanged(timings, nowMs: nowMs), nowMs: nowMs)
+            dirty = true
         case .leave(let withinMs):
             guard leaveDeadlineMs == nil else { return }
             leaveDeadlineMs = nowMs + max(0, withinMs)
@@ -569,6 +572,9 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
 
     private func fireDueTimers(nowMs: Int64) {
         let due = timers.filter { $0.value <= nowMs }.sorted { $0.value < $1.value }
+        // A timer may change what only the engine shows (local health), even
+        // on a node alone that sends nothing.
+        if !due.isEmpty { dirty = true }
         for (id, at) in due where timers[id] == at {
             timers[id] = nil
             perform(engine.timerFired(id, nowMs: nowMs, lateMs: nowMs - at), nowMs: nowMs)

@@ -44,7 +44,7 @@ enum ClusterWiring {
             dialSourceHost: config.gossipBindAddr.host)
         let relay = ForwardingRelay(interconnect: node.interconnect, shardOwner: node.shardOwner, routingBoard: node.routing,
                                     breakers: node.breakers, selfID: config.nodeID)
-        return try ClusterLoop(settings: loopSettings, listenFD: listenFD, engine: MembershipEngine(node: membership),
+        return try ClusterLoop(settings: loopSettings, listenFD: listenFD, engine: MembershipEngine(node: membership, reactorLag: node.reactorLag),
                                board: node.cluster, logger: logger, relay: relay)
     }
 

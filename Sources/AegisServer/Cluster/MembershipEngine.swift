@@ -13,8 +13,12 @@ final class MembershipEngine: ClusterEngine {
     /// The shard map of the alive members, recomputed when they change.
     private var placement: ShardMap?
 
-    init(node: ClusterNode) {
+    /// The reactors' loop lag (ReactorLag.swift), taken once per protocol period.
+    private let reactorLag: [ReactorLag]
+
+    init(node: ClusterNode, reactorLag: [ReactorLag] = []) {
         self.node = node
+        self.reactorLag = reactorLag
     }
 
     func start(nowMs: Int64) -> [ClusterLoopAction] { step(.start(now: nowMs)) }
@@ -27,15 +31,24 @@ final class MembershipEngine: ClusterEngine {
         guard let timer = Self.timer(id) else { return [] }
         var actions: [ClusterLoopAction] = []
         // The protocol period fires once per gossip_interval: how late it
-        // comes is this node's own health (a starved or paused process),
-        // which Lifeguard answers by slowing down rather than accusing.
-        if timer == .protocolPeriod && lateMs > 0 { actions += step(.localHealth(lagMs: lateMs, now: nowMs)) }
+        // comes, or how late the reactors ran since the last one, is this
+        // node's own health (a starved or paused process), which Lifeguard
+        // answers by slowing down rather than accusing. One report per
+        // period, whichever lag is worse, so neither counts twice; a report
+        // of no lag is what releases the hold a lag put on the score.
+        if timer == .protocolPeriod {
+            actions += step(.localHealth(lagMs: max(0, lateMs, reactorLag.takeWorstPeakMs()), now: nowMs))
+        }
         return actions + step(.timerFired(timer, now: nowMs))
     }
 
     func linkBroke(address: String, nowMs: Int64) -> [ClusterLoopAction] { step(.linkBroken(address: address, now: nowMs)) }
 
     func seedsChanged(_ seeds: [String], nowMs: Int64) -> [ClusterLoopAction] { step(.seedsChanged(seeds, now: nowMs)) }
+
+    func timingsChanged(_ timings: MembershipTimings, nowMs: Int64) -> [ClusterLoopAction] {
+        step(.timingsChanged(timings, now: nowMs))
+    }
 
     func leave(nowMs: Int64) -> [ClusterLoopAction] { step(.leave(now: nowMs)) }
 
@@ -48,6 +61,8 @@ final class MembershipEngine: ClusterEngine {
     func contribute(to snapshot: inout ClusterSnapshot) {
         // A refutation raises this node's incarnation without a member change.
         if let me = snapshot.members.firstIndex(where: \.isSelf) { snapshot.members[me].incarnation = node.incarnation }
+        snapshot.localHealth = node.localHealth
+        snapshot.timings = node.settings.timings
         for (reason, count) in node.counters.droppedByReason {
             snapshot.dropped[Self.refusal(reason), default: 0] += Int(clamping: count)
         }

@@ -8,6 +8,10 @@ import CSupport
 extension Reactor {
     func maintenance() {
         let interval = max(Int64(node.config.maintenanceInterval.milliseconds), 10)
+        // The first tick has no due time to be late against.
+        if schedule.nextMaintenanceMs > 0 {
+            node.reactorLag[index].record(lagMs: max(0, monotonicMs - schedule.nextMaintenanceMs))
+        }
         schedule.maintenanceDue = false
         schedule.nextMaintenanceMs = monotonicMs + interval
         resumeAcceptingIfPaused()

@@ -31,18 +31,20 @@ import Testing
         var gossipAddress: String { "\(host):\(gossipPort)" }
 
         /// Seeds come from `--seeds`, or from the JSON file `configFile` (which SIGHUP reloads).
-        /// `extra` arguments come last, so they override the defaults above them.
-        func start(seeds: [String], configFile: String? = nil, extra: [String] = []) throws {
+        /// `extra` arguments come last, so they override the defaults above them. With
+        /// `timingFlags` false the membership timings come from the file (flags would
+        /// override what a reload of the file says).
+        func start(seeds: [String], configFile: String? = nil, extra: [String] = [], timingFlags: Bool = true,
+                   environment: [String: String] = [:]) throws {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
             let seedArguments = configFile.map { ["--config", $0] } ?? ["--seeds", seeds.joined(separator: ",")]
+            let timings = timingFlags ? ["--gossip-interval", "200ms", "--suspect-timeout", "1s", "--dead-timeout", "3s"] : []
             let arguments = seedArguments + [
                 "--node-id", name, "--bind-addr", "\(host):\(clientPort)", "--health-addr", "\(host):\(healthPort)",
                 "--gossip-bind-addr", gossipAddress, "--reactors", "1",
-                "--gossip-interval", "200ms", "--suspect-timeout", "1s", "--dead-timeout", "3s", "--gossip-secret", "test-secret",
-                "--max-memory-mb", "64",
-            ] + extra
+            ] + timings + ["--gossip-secret", "test-secret", "--max-memory-mb", "64"] + extra
             pid = try SpawnedNode.spawn(ServerHarness.binaryPath, arguments,
-                                        environment: try SpawnedNode.childEnvironment([:], journalFile: nil), output: logPath)
+                                        environment: try SpawnedNode.childEnvironment(environment, journalFile: nil), output: logPath)
         }
 
         func get(_ path: String) -> String? {

@@ -1,9 +1,11 @@
 @testable import AegisServer
+import AegisCluster
 import CSupport
 import Foundation
 import Glibc
 import Logging
 import Synchronization
+import Testing
 
 /// Stands in for the membership state machine under the loop: records what
 /// arrives, and on its own timer sends bursts to the addresses a test names.
@@ -34,6 +36,11 @@ final class RecordingEngine: ClusterEngine, @unchecked Sendable {
 
     func linkBroke(address: String, nowMs: Int64) -> [ClusterLoopAction] { [] }
     func seedsChanged(_ seeds: [String], nowMs: Int64) -> [ClusterLoopAction] { [] }
+    /// The link tests reload nothing: a call here is a loop bug.
+    func timingsChanged(_ timings: MembershipTimings, nowMs: Int64) -> [ClusterLoopAction] {
+        Issue.record("the link tests post no timings, yet the loop passed \(timings)")
+        return []
+    }
     func leave(nowMs: Int64) -> [ClusterLoopAction] { [] }
     func messageType(_ message: [UInt8]) -> String { "test" }
     func contribute(to snapshot: inout ClusterSnapshot) {}

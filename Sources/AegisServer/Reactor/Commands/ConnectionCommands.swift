@@ -332,7 +332,7 @@ extension Reactor {
                 "cluster_members_dead:\(snapshot.count(.dead))",
                 "cluster_shards_owned:\(me?.shardsPrimary ?? node.config.numShards)",
                 "cluster_shards_replica:\(me?.shardsFollower ?? 0)",
-                "cluster_node_id:\(node.config.nodeID)"]
+                "cluster_node_id:\(node.config.nodeID)", "cluster_local_health:\(snapshot.localHealth)"]
             + (snapshot.placementDigest.map { ["cluster_placement_digest:\($0)"] } ?? []) + [""]
     }
 }
