@@ -130,8 +130,10 @@ extension ClusterNode {
         state.incarnation += 1
         state.phase = .left
         let farewell = selfUpdate
+        let told = probeCandidates.count
         output.append(.memberChanged(MemberChange(node: settings.nodeID, from: .alive, to: .left,
-                                                  incarnation: state.incarnation, reason: "this node is stopping")))
+                                                  incarnation: state.incarnation,
+                                                  reason: "this node is stopping; told \(told) member(s) directly")))
         // Sent to each member directly rather than left to gossip: after this
         // the node stops taking part, so it cannot retransmit.
         for node in probeCandidates {

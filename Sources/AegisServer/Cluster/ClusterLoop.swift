@@ -668,7 +668,11 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     /// The map follows the alive set (self included); the snapshot shows
     /// it with the forwarding counters.
     private func contributeForwarding(_ relay: ForwardingRelay, to snapshot: inout ClusterSnapshot) {
-        if membershipChanged || relay.routing == nil {
+        // A stopping node keeps the map it served by: its own `left` would
+        // otherwise give it a map without itself, a "shard map changed"
+        // notice on every stop, and reactors forwarding even the keys they
+        // hold to peers while they drain, through a relay about to stop.
+        if (membershipChanged || relay.routing == nil) && leaveDeadlineMs == nil {
             let alive = members.values.filter { $0.status == .alive }.compactMap { NodeID($0.nodeID) }
             var gossip: [String: String] = [:]
             var client: [String: String] = [:]

@@ -87,6 +87,14 @@ struct RealClusterTests {
             // A graceful leave is never mistaken for a failure.
             #expect(!cluster.logLines(node).contains { $0.contains("member node2 alive -> suspect") })
         }
+        // The stopping node says what it does in one line per step, and does
+        // not recompute (and announce) a map without itself on the way out.
+        let stopping = cluster.logLines(2).drop { !$0.contains("member node2 alive -> left") }
+        #expect(stopping.first?.contains("reason=this node is stopping; told 2 member(s) directly") == true, "\(cluster.log(2))")
+        for step in ["member node2 alive -> left", "notice draining:", "notice stopped"] {
+            #expect(stopping.count { $0.contains(step) } == 1, "\(step): \(cluster.log(2))")
+        }
+        #expect(!stopping.contains { $0.contains("shard map changed") }, "\(cluster.log(2))")
     }
 
     /// The seed accepts connections and reads, but never says a word: a
