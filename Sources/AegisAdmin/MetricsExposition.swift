@@ -94,8 +94,9 @@ struct MetricsExposition {
 
     /// Requests forwarded, `peer="local"` for the hop between this node's
     /// reactors and a node id for requests sent to that node; errors by
-    /// reason; the node-to-node round trip as a histogram.
-    static func forwardingFamilies(_ forwarding: ForwardingSnapshot, reactorCrossings: Int) -> [Family] {
+    /// reason; the node-to-node round trip as a histogram; requests other
+    /// nodes forwarded here that this node refused as not its shard's primary.
+    static func forwardingFamilies(_ forwarding: ForwardingSnapshot, reactorCrossings: Int, notOwner: Int) -> [Family] {
         var requests = [Sample(suffix: "_total", labels: [("peer", "local")], value: String(reactorCrossings))]
         for (peer, count) in forwarding.forwardedByPeer.sorted(by: { $0.key < $1.key }) {
             requests.append(Sample(suffix: "_total", labels: [("peer", peer)], value: String(count)))
@@ -118,6 +119,9 @@ struct MetricsExposition {
             Family(name: "aegis_forward_latency_seconds", kind: .histogram,
                    help: "Round trip of a request forwarded to another node, from this node's cluster loop sending it to the reply's arrival.",
                    samples: latency),
+            Family(name: "aegis_forward_not_owner", kind: .counter,
+                   help: "Requests another node forwarded here for a shard this node is not primary for in its own view, answered TRYAGAIN (RESP) or REDIRECT (binary).",
+                   samples: [Sample(suffix: "_total", value: String(notOwner))]),
         ]
     }
 
@@ -145,7 +149,7 @@ struct MetricsExposition {
                    samples: [Sample(labels: [("version", BuildInfo.version), ("commit", BuildInfo.commit)], value: "1")]),
             gauge("aegis_cache_size_bytes", "Bytes of cached data (keys, values and entry overhead) as the memory ledger counts them.", totals.usedMemoryBytes),
             gauge("aegis_cache_items", "Live entries in the cache.", totals.items),
-            gauge("aegis_interconnect_memory_bytes", "Bytes between reactors: the rings, overflow buffers and heap copies of large payloads in flight.", node.interconnectMemoryBytes(totals)),
+            gauge("aegis_interconnect_memory_bytes", "Bytes between reactors, and between them and the cluster loop: the rings, overflow buffers and heap copies of large payloads in flight.", node.interconnectMemoryBytes(totals)),
             gauge("aegis_cache_max_bytes", "max_memory_mb in bytes; eviction keeps aegis_cache_size_bytes below it (0 = unlimited).", reports.maxMemoryBytes),
             gauge("aegis_active_connections", "Client connections open now.", totals.connections),
             gauge("aegis_cluster_members", "Alive members this node sees in its cluster, itself included.", clusterAlive),
@@ -174,7 +178,7 @@ struct MetricsExposition {
             counter("aegis_wal_snapshots", "Snapshots completed (each deletes the log segments it covers).", totals.walSnapshots),
             counter("aegis_wal_errors", "Failed write-ahead log writes, fsyncs and snapshots; writes in a failed batch are answered with an error.", totals.walErrors),
         ]
-        result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests)
+        result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests, notOwner: totals.forwardNotOwner)
         let names = CommandMetricsLayout.names
         result.append(Family(
             name: "aegis_commands", kind: .counter, help: "Commands received, by command (RESP and binary).",

@@ -102,10 +102,13 @@ public final class NodeContext: Sendable {
         stats.reduce(into: ReactorStatsSnapshot()) { $0.add($1.snapshot()) }
     }
 
-    /// Memory between reactors: every ring, plus what the reactors hold
-    /// for their peers beyond them (INFO used_memory_interconnect).
+    /// Memory between reactors and between them and the cluster loop: every
+    /// ring, plus what each side holds for the other beyond them (INFO
+    /// used_memory_interconnect). The loop's share is as fresh as its last
+    /// published snapshot (at most 100 ms old while it changes).
     public func interconnectMemoryBytes(_ totals: ReactorStatsSnapshot) -> Int {
-        interconnect.ringBytes + totals.interconnectBytes
+        interconnect.ringBytes + interconnect.clusterRingBytes + totals.interconnectBytes
+            + cluster.snapshot.forwarding.heldForReactorsBytes + interconnect.indirectBytesInFlight(from: interconnect.clusterEndpoint)
     }
 }
 
@@ -130,6 +133,7 @@ public final class PublishedReactorStats: Sendable {
     let bytesOut = Atomic<Int>(0)
     let loopIterations = Atomic<Int>(0)
     let forwardedRequests = Atomic<Int>(0)
+    let forwardNotOwner = Atomic<Int>(0)
     let protocolErrors = Atomic<Int>(0)
     let walErrors = Atomic<Int>(0)
     let walTruncateServed = Atomic<Int>(0)
@@ -158,6 +162,7 @@ public final class PublishedReactorStats: Sendable {
         bytesOut.store(s.bytesOut, ordering: .relaxed)
         loopIterations.store(s.loopIterations, ordering: .relaxed)
         forwardedRequests.store(s.forwardedRequests, ordering: .relaxed)
+        forwardNotOwner.store(s.forwardNotOwner, ordering: .relaxed)
         protocolErrors.store(s.protocolErrors, ordering: .relaxed)
         walErrors.store(s.walErrors, ordering: .relaxed)
         walTruncateServed.store(s.walTruncateServed, ordering: .relaxed)
@@ -188,6 +193,7 @@ public final class PublishedReactorStats: Sendable {
             bytesOut: bytesOut.load(ordering: .relaxed),
             loopIterations: loopIterations.load(ordering: .relaxed),
             forwardedRequests: forwardedRequests.load(ordering: .relaxed),
+            forwardNotOwner: forwardNotOwner.load(ordering: .relaxed),
             protocolErrors: protocolErrors.load(ordering: .relaxed),
             walErrors: walErrors.load(ordering: .relaxed),
             walTruncateServed: walTruncateServed.load(ordering: .relaxed),
@@ -223,6 +229,9 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var bytesOut = 0
     public var loopIterations = 0
     public var forwardedRequests = 0
+    /// Requests other nodes forwarded here for a shard this node is not the
+    /// primary of in its own view, answered TRYAGAIN / REDIRECT.
+    public var forwardNotOwner = 0
     public var protocolErrors = 0
     /// Failed log writes, fsyncs and snapshots.
     public var walErrors = 0
@@ -259,6 +268,7 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         bytesOut += o.bytesOut
         loopIterations += o.loopIterations
         forwardedRequests += o.forwardedRequests
+        forwardNotOwner += o.forwardNotOwner
         protocolErrors += o.protocolErrors
         walErrors += o.walErrors
         walTruncateServed = max(walTruncateServed, o.walTruncateServed)

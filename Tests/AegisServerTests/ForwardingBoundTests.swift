@@ -1,3 +1,4 @@
+import AegisServer
 import AegisStore
 import Foundation
 import Glibc
@@ -92,6 +93,25 @@ struct ForwardingBoundTests {
     /// request (12 connections × 16 in flight × 1 MiB = 192 MiB before the
     /// fix); the queued bytes show in INFO; once reactor 1 resumes, every
     /// SET is answered.
+    /// The rings of a 2-reactor node: two 1 MiB grid rings, the two 4 KiB
+    /// diagonal slots, and each reactor's 1 MiB pair to and from the cluster loop.
+    static let ringBytes = 2 * (1 << 20) + 2 * Interconnect.ringCapacityBytesMin + 2 * 2 * (1 << 20)
+
+    /// An idle node reports exactly its rings: none is left out, the
+    /// cluster loop's included (they are allocated whether or not the node has peers).
+    @Test func anIdleNodeReportsEveryRingAsInterconnectMemory() throws {
+        let server = try ServerHarness(reactors: 2)
+        defer { #expect(server.stop() == 0) }
+        var reported = try Self.metric(server, "aegis_interconnect_memory_bytes")
+        let deadline = Date().addingTimeInterval(5)
+        while reported != Self.ringBytes, Date() < deadline {
+            usleep(50_000)
+            reported = try Self.metric(server, "aegis_interconnect_memory_bytes")
+        }
+        #expect(reported == Self.ringBytes, "aegis_interconnect_memory_bytes: \(reported.map(String.init) ?? "missing")")
+        #expect(try Self.info(server.port, field: "used_memory_interconnect") == Self.ringBytes)
+    }
+
     @Test func aStalledReactorMakesItsPeersStopReadingInsteadOfGrowing() throws {
         let node = try StallableNode()
         defer { node.resume(); #expect(node.server.stop() == 0) }
@@ -108,11 +128,11 @@ struct ForwardingBoundTests {
             usleep(100_000)
             peakGrowth = max(peakGrowth, node.server.residentBytes() - baseline)
         }
-        // The rings (2 × 1 MiB) plus the held records (about the 4 MiB bound).
+        // The rings plus the held records (about the 4 MiB bound).
         let held = try Self.metric(node.server, "aegis_interconnect_memory_bytes")
         print("stalled reactor 1: peak RSS growth \(peakGrowth >> 10) KiB, aegis_interconnect_memory_bytes \(held.map(String.init) ?? "missing")")
         #expect(peakGrowth < 64 << 20, "the node grew by \(peakGrowth >> 20) MiB while reactor 1 was stalled")
-        #expect((held ?? 0) > 4 << 20 && (held ?? 0) < 64 << 20, "aegis_interconnect_memory_bytes: \(held.map(String.init) ?? "missing")")
+        #expect((held ?? 0) > Self.ringBytes + 2 << 20 && (held ?? 0) < 64 << 20, "aegis_interconnect_memory_bytes: \(held.map(String.init) ?? "missing")")
 
         node.resume()
         for sender in senders { #expect(sender.join(timeoutSeconds: 30)) }
@@ -125,11 +145,11 @@ struct ForwardingBoundTests {
         // held (reactors publish their figures within a maintenance tick).
         var settled = try Self.info(node.server.port, field: "used_memory_interconnect")
         let deadline = Date().addingTimeInterval(5)
-        while let value = settled, value >= 4 << 20, Date() < deadline {
+        while let value = settled, value >= Self.ringBytes + 2 << 20, Date() < deadline {
             usleep(50_000)
             settled = try Self.info(node.server.port, field: "used_memory_interconnect")
         }
-        #expect(settled != nil && settled! >= 2 << 20 && settled! < 4 << 20, "INFO used_memory_interconnect: \(settled.map(String.init) ?? "missing")")
+        #expect(settled != nil && settled! >= Self.ringBytes && settled! < Self.ringBytes + 2 << 20, "INFO used_memory_interconnect: \(settled.map(String.init) ?? "missing")")
     }
 
     /// Issue 14, item 7: a reactor that exits while its peer still has

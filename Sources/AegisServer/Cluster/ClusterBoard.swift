@@ -124,6 +124,9 @@ public struct ForwardingSnapshot: Sendable {
     public var latencyCumulative: [Int] = []
     public var latencySumSeconds: Double = 0
     public var latencyCount = 0
+    /// Records the loop holds for reactors whose rings are full (beyond the
+    /// rings themselves): part of aegis_interconnect_memory_bytes.
+    public var heldForReactorsBytes = 0
 
     public init() {}
 
@@ -135,5 +138,10 @@ public struct ForwardingSnapshot: Sendable {
         latencyCumulative = counters.latencyBuckets.map { running += $0; return running }
         latencySumSeconds = Double(counters.latencySumMicros) / 1_000_000
         latencyCount = counters.latencyCount
+    }
+
+    init(_ relay: ForwardingRelay) {
+        self.init(relay.counters)
+        heldForReactorsBytes = relay.heldForReactorsBytes
     }
 }

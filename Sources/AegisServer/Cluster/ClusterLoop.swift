@@ -112,6 +112,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     private var dirty = true
     private var membershipChanged = true
     private var lastPublishMs: Int64 = 0
+    private var heldForReactorsBytesSeen = 0
     private var leaveDeadlineMs: Int64?
     private var stopRequested = false
     private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
@@ -663,6 +664,11 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         relay.sendBatches()
         relay.flushPending()
         relay.notifyReactors()
+        // Records held for a full ring are memory the metrics report.
+        if relay.heldForReactorsBytes != heldForReactorsBytesSeen {
+            heldForReactorsBytesSeen = relay.heldForReactorsBytes
+            dirty = true
+        }
     }
 
     /// The map follows the alive set (self included); the snapshot shows
@@ -699,6 +705,6 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                 snapshot.members[i].shardsFollower = routing.map.shards(followerOn: id).count
             }
         }
-        snapshot.forwarding = ForwardingSnapshot(relay.counters)
+        snapshot.forwarding = ForwardingSnapshot(relay)
     }
 }

@@ -64,29 +64,53 @@ final class ForwardingRelay {
 
     private(set) var routing: ClusterRouting?
     private var routingVersion: UInt64 = 0
-    /// Gossip address of each peer number, and back.
+    /// Gossip address of each peer number, and back. The arrays below
+    /// indexed by peer number grow with these (`number(forPeer:name:)`):
+    /// per request, the relay looks things up by number, never by string.
     private var peerAddress: [String] = []
     private var peerName: [String] = []
     private var peerNumber: [String: UInt16] = [:]
     /// Node id → gossip address, from the membership.
     private var gossipAddressOf: [String: String] = [:]
-    /// Batch frames being built this iteration, per peer number.
-    private var batches: [UInt16: [UInt8]] = [:]
+    /// Per shard, where a request for it goes: a peer number, or
+    /// `Self.shardIsHere` / `Self.shardHasNoAddress`; empty without a map.
+    /// Rebuilt whenever the map or the addresses change.
+    private var shardPeer: [Int32] = []
+    private static let shardIsHere: Int32 = -1
+    private static let shardHasNoAddress: Int32 = -2
+    /// Batch frames being built this iteration, per peer number, built in
+    /// place (a batch copied out of its slot and back would be copied whole
+    /// on every append), and the peers that have one.
+    private var batches: [[UInt8]] = []
+    private var peersWithBatch: [UInt16] = []
     /// Requests in each batch (answered with errors if the batch cannot go).
-    private var batchRequests: [UInt16: [InFlightKey]] = [:]
+    private var batchRequests: [[InFlightKey]] = []
     private var inFlight: [InFlightKey: InFlight] = [:]
     private var nextTicket: UInt64 = 1
     /// Per peer, keys in send order: the timeout sweep looks at the oldest only.
-    private var sendOrder: [UInt16: [InFlightKey]] = [:]
-    private var sendOrderHead: [UInt16: Int] = [:]
+    private var sendOrder: [[InFlightKey]] = []
+    private var sendOrderHead: [Int] = []
+    /// Requests sent to each peer number (`counters` sums them by node id).
+    private var forwardedToPeer: [Int] = []
     private struct PendingRecord {
         var bytes: [UInt8]
         var flags: UInt32
     }
     private var pendingForReactor: [[PendingRecord]]
+    /// Bytes of the records in `pendingForReactor`.
+    private(set) var heldForReactorsBytes = 0
     private var mustNotify: [Bool]
-    private var breakerAllowed: [UInt16: Bool] = [:]
-    private(set) var counters = Counters()
+    /// Per peer number, both breakers' answer this iteration: nil until asked.
+    private var breakerAllowed: [Bool?] = []
+    private var otherCounters = Counters()
+    /// What /metrics shows; built when the loop publishes, not per request.
+    var counters: Counters {
+        var all = otherCounters
+        for (peer, count) in forwardedToPeer.enumerated() where count > 0 {
+            all.forwardedByPeer[peerName[peer], default: 0] += count
+        }
+        return all
+    }
     private(set) var stopped = false
     private let reply = WireBuffer()
 
@@ -114,6 +138,7 @@ final class ForwardingRelay {
     func updateMap(members: [NodeID], gossipAddresses: [String: String], clientAddresses: [String: String],
                    numShards: Int, virtualNodes: Int, replicationFactor: Int) -> ClusterRouting? {
         gossipAddressOf = gossipAddresses
+        defer { mapShardsToPeers() }
         guard let me = NodeID(selfID),
               let map = try? ShardMap(members: members, numShards: numShards, virtualNodes: virtualNodes,
                                       replicationFactor: replicationFactor) else { return routing }
@@ -123,6 +148,18 @@ final class ForwardingRelay {
         routing = next
         routingBoard.publish(next)
         return next
+    }
+
+    private func mapShardsToPeers() {
+        guard let routing else {
+            shardPeer = []
+            return
+        }
+        shardPeer = routing.primaryName.map { primary in
+            if primary == selfID { return Self.shardIsHere }
+            guard let address = gossipAddressOf[primary], !address.isEmpty else { return Self.shardHasNoAddress }
+            return Int32(number(forPeer: address, name: primary))
+        }
     }
 
     private static func addresses(_ map: ShardMap, _ clientAddresses: [String: String]) -> [String] {
@@ -135,6 +172,12 @@ final class ForwardingRelay {
         peerAddress.append(address)
         peerName.append(name)
         peerNumber[address] = number
+        batches.append([])
+        batchRequests.append([])
+        sendOrder.append([])
+        sendOrderHead.append(0)
+        forwardedToPeer.append(0)
+        breakerAllowed.append(nil)
         return number
     }
 
@@ -165,29 +208,29 @@ final class ForwardingRelay {
 
     private func forwardRequest(_ header: ForwardHeader, payload: UnsafeRawBufferPointer, nowNs: Int64) {
         let shard = Int(header.route.shard)
-        guard let routing, shard < routing.primaryName.count else {
+        guard let routing, shard < shardPeer.count else {
             fail(header, payload, reason: "no_map", why: "this node has no shard map yet")
             return
         }
-        let primary = routing.primaryName[shard]
-        if primary == selfID {
+        let target = shardPeer[shard]
+        if target == Self.shardIsHere {
             // The map changed after the reactor routed this: run it here.
             var local = header
             local.route.originNode = Self.localOrigin
             toReactor(shardOwner[shard], local, payload)
             return
         }
-        guard let address = gossipAddressOf[primary], !address.isEmpty else {
-            fail(header, payload, reason: "no_address", why: "no address known for \(primary)")
+        guard target >= 0 else {
+            fail(header, payload, reason: "no_address", why: "no address known for \(routing.primaryName[shard])")
             return
         }
         if ForwardHeader.size + payload.count + 4 > Self.recordLimitBytes {
             fail(header, payload, reason: "too_large", why: "the request is larger than a peer frame (8 MiB)")
             return
         }
-        let peer = number(forPeer: address, name: primary)
+        let peer = UInt16(target)
         if !allowed(peer) {
-            fail(header, payload, reason: "breaker_open", why: "the circuit breaker for \(primary) (or 'forwarding') is open")
+            fail(header, payload, reason: "breaker_open", why: "the circuit breaker for \(peerName[Int(peer)]) (or 'forwarding') is open")
             return
         }
         let key = nextTicket
@@ -196,36 +239,37 @@ final class ForwardingRelay {
         ticketed.route.ticket = key
         let requestID = header.wire == .binary ? ForwardReplies.binaryRequestID(payload) : 0
         inFlight[key] = InFlight(peer: peer, sentAtNs: nowNs, header: ticketed, requestID: requestID)
-        sendOrder[peer, default: []].append(key)
-        batchRequests[peer, default: []].append(key)
-        counters.forwardedByPeer[primary, default: 0] += 1
+        sendOrder[Int(peer)].append(key)
+        forwardedToPeer[Int(peer)] += 1
         appendToBatch(peer: peer, ticketed, payload)
+        // After the append: a batch that reached its limit went out first, without this key.
+        batchRequests[Int(peer)].append(key)
     }
 
     /// Both breakers, asked once per peer per loop iteration.
     private func allowed(_ peer: UInt16) -> Bool {
-        if let known = breakerAllowed[peer] { return known }
+        if let known = breakerAllowed[Int(peer)] { return known }
         let allowed = breakers.allow("forwarding") && breakers.allow(peerName[Int(peer)])
-        breakerAllowed[peer] = allowed
+        breakerAllowed[Int(peer)] = allowed
         return allowed
     }
 
     private func appendToBatch(peer: UInt16, _ header: ForwardHeader, _ payload: UnsafeRawBufferPointer) {
+        let slot = Int(peer)
         let recordLength = ForwardHeader.size + payload.count
-        if let pending = batches[peer], pending.count + 4 + recordLength > Self.batchLimitBytes {
+        if !batches[slot].isEmpty, batches[slot].count + 4 + recordLength > Self.batchLimitBytes {
             sendBatch(peer)
         }
-        var batch = batches[peer] ?? {
-            var fresh: [UInt8] = [0, 0, 0, 0, Self.batchMarker]
-            fresh.reserveCapacity(4096)
-            return fresh
-        }()
-        withUnsafeBytes(of: UInt32(recordLength)) { batch.append(contentsOf: $0) }
-        let start = batch.count
-        batch.append(contentsOf: repeatElement(0, count: ForwardHeader.size))
-        batch.withUnsafeMutableBytes { header.store(to: $0.baseAddress! + start) }
-        batch.append(contentsOf: payload)
-        batches[peer] = batch
+        if batches[slot].isEmpty {
+            batches[slot].reserveCapacity(4096)
+            batches[slot].append(contentsOf: [0, 0, 0, 0, Self.batchMarker])
+            peersWithBatch.append(peer)
+        }
+        withUnsafeBytes(of: UInt32(recordLength)) { batches[slot].append(contentsOf: $0) }
+        let start = batches[slot].count
+        batches[slot].append(contentsOf: repeatElement(0, count: ForwardHeader.size))
+        batches[slot].withUnsafeMutableBytes { header.store(to: $0.baseAddress! + start) }
+        batches[slot].append(contentsOf: payload)
     }
 
     /// Set by the loop: queues one frame on the bulk lane to a gossip
@@ -234,19 +278,24 @@ final class ForwardingRelay {
 
     /// Sends this iteration's batches, one frame per peer.
     func sendBatches() {
-        breakerAllowed.removeAll(keepingCapacity: true)
-        for peer in Array(batches.keys) { sendBatch(peer) }
+        for peer in breakerAllowed.indices { breakerAllowed[peer] = nil }
+        // A peer may be listed twice (its batch reached the limit and began again); the second finds it sent.
+        for peer in peersWithBatch { sendBatch(peer) }
+        peersWithBatch.removeAll(keepingCapacity: true)
     }
 
     private func sendBatch(_ peer: UInt16) {
-        guard var frame = batches.removeValue(forKey: peer) else { return }
+        guard !batches[Int(peer)].isEmpty else { return }
+        var frame: [UInt8] = []
+        swap(&frame, &batches[Int(peer)])
         let length = UInt32(frame.count - 4)
         frame[0] = UInt8(length >> 24)
         frame[1] = UInt8(length >> 16 & 0xFF)
         frame[2] = UInt8(length >> 8 & 0xFF)
         frame[3] = UInt8(length & 0xFF)
         let sent = sendFrame?(peerAddress[Int(peer)], frame) ?? false
-        let keys = batchRequests.removeValue(forKey: peer) ?? []
+        var keys: [InFlightKey] = []
+        swap(&keys, &batchRequests[Int(peer)])
         if !sent { failInFlight(keys, reason: "link_down", why: "no link to \(peerName[Int(peer)])") }
     }
 
@@ -292,27 +341,29 @@ final class ForwardingRelay {
 
     private func noteLatency(_ ns: Int64) {
         let micros = max(0, ns / 1_000)
-        counters.latencySumMicros += micros
-        counters.latencyCount += 1
+        otherCounters.latencySumMicros += micros
+        otherCounters.latencyCount += 1
         let bucket = Self.latencyBucketsMicros.firstIndex { micros <= $0 } ?? Self.latencyBucketsMicros.count
-        counters.latencyBuckets[bucket] += 1
+        otherCounters.latencyBuckets[bucket] += 1
     }
 
     // MARK: - Failures
 
     /// The bulk link to `address` closed: what was sent on it gets no reply.
     func linkLost(address: String) {
-        guard let peer = peerNumber[address], let keys = sendOrder[peer] else { return }
-        let head = sendOrderHead[peer] ?? 0
-        failInFlight(Array(keys[head...]), reason: "link_down", why: "the link to \(peerName[Int(peer)]) broke")
+        guard let number = peerNumber[address] else { return }
+        let peer = Int(number)
+        let keys = sendOrder[peer]
+        failInFlight(Array(keys[sendOrderHead[peer]...]), reason: "link_down", why: "the link to \(peerName[peer]) broke")
         sendOrder[peer] = []
         sendOrderHead[peer] = 0
     }
 
     /// Answers requests older than the timeout; returns when to look again (ms from now), nil if nothing waits.
     func expire(nowNs: Int64) {
-        for (peer, keys) in sendOrder {
-            var head = sendOrderHead[peer] ?? 0
+        for peer in sendOrder.indices where sendOrderHead[peer] < sendOrder[peer].count {
+            let keys = sendOrder[peer]
+            var head = sendOrderHead[peer]
             var expired: [InFlightKey] = []
             while head < keys.count {
                 guard let entry = inFlight[keys[head]] else { head += 1; continue }
@@ -330,7 +381,7 @@ final class ForwardingRelay {
                 sendOrderHead[peer] = head
             }
             if !expired.isEmpty {
-                failInFlight(expired, reason: "timeout", why: "\(peerName[Int(peer)]) did not answer within \(Self.replyTimeoutMs) ms")
+                failInFlight(expired, reason: "timeout", why: "\(peerName[peer]) did not answer within \(Self.replyTimeoutMs) ms")
             }
         }
     }
@@ -360,7 +411,7 @@ final class ForwardingRelay {
     }
 
     private func answer(_ request: ForwardHeader, _ bytes: UnsafeRawBufferPointer, reason: String) {
-        counters.errorsByReason[reason, default: 0] += 1
+        otherCounters.errorsByReason[reason, default: 0] += 1
         var header = request
         header.kind = .reply
         header.payloadLength = bytes.count
@@ -385,6 +436,7 @@ final class ForwardingRelay {
             record.withUnsafeMutableBytes { header.store(to: $0.baseAddress!) }
             record.replaceSubrange(ForwardHeader.size..<length, with: payload)
             pendingForReactor[reactor].append(PendingRecord(bytes: record, flags: RecordFlags.inline))
+            heldForReactorsBytes += record.count
         } else {
             // Too large for the ring: a heap copy the reactor frees (as between reactors).
             let copy = UnsafeMutableRawPointer.allocate(byteCount: max(1, payload.count), alignment: 16)
@@ -396,6 +448,7 @@ final class ForwardingRelay {
                 raw.storeBytes(of: UInt(bitPattern: copy), toByteOffset: ForwardHeader.size, as: UInt.self)
             }
             pendingForReactor[reactor].append(PendingRecord(bytes: record, flags: RecordFlags.indirect))
+            heldForReactorsBytes += record.count
             flushPending()
         }
     }
@@ -404,6 +457,7 @@ final class ForwardingRelay {
     func flushPending() {
         for reactor in 0..<pendingForReactor.count where !pendingForReactor[reactor].isEmpty {
             if interconnect.hasExited(reactor) {
+                heldForReactorsBytes -= pendingForReactor[reactor].reduce(0) { $0 + $1.bytes.count }
                 pendingForReactor[reactor].removeAll()
                 continue
             }
@@ -413,6 +467,7 @@ final class ForwardingRelay {
                 guard let destination = ring.reserve(payloadLength: record.bytes.count) else { break }
                 record.bytes.withUnsafeBytes { destination.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
                 ring.commit(payloadLength: record.bytes.count, flags: record.flags)
+                heldForReactorsBytes -= record.bytes.count
                 moved += 1
                 mustNotify[reactor] = true
             }
@@ -436,7 +491,7 @@ final class ForwardingRelay {
         stopped = true
         drainReactors(nowNs: nowNs)
         sendFrame = nil
-        for peer in Array(batches.keys) { sendBatch(peer) }
+        sendBatches()
         failInFlight(Array(inFlight.keys), reason: "stopping", why: "this node is stopping")
         flushPending()
         notifyReactors()

@@ -223,6 +223,16 @@ import Testing
         let redirect = try payloads[1].1.withUnsafeBytes { try BinaryResponseParser.parse($0) }
         #expect(redirect?.status == BinaryStatus.redirect.rawValue && redirect?.requestID == 77, "\(String(describing: redirect))")
         #expect(redirect?.address == "\(members[1].host):\(members[1].clientPort)")
+
+        // Both refusals are counted where they were made, and nowhere else.
+        func notOwnerCount(_ member: Member) -> Int? {
+            let line = (member.get("/metrics") ?? "").split(separator: "\n").first { $0.hasPrefix("aegis_forward_not_owner_total ") }
+            return line.flatMap { Int($0.split(separator: " ")[1]) }
+        }
+        var counted: Int?
+        _ = waitUntil(seconds: 10) { counted = notOwnerCount(members[0]); return counted == 2 }
+        #expect(counted == 2, "node1 aegis_forward_not_owner_total: \(counted.map(String.init) ?? "missing")")
+        #expect(notOwnerCount(members[1]) == 0 && notOwnerCount(members[2]) == 0)
     }
 
     /// A peer that is gone: requests for its shards get a clear error (or,

@@ -71,6 +71,7 @@ extension Reactor {
         guard shard < routes.target.count, !routes.isPrimaryHere(shard), let routing = routes.current else { return false }
         ForwardReplies.notOwner(wire: header.wire, request: request, shard: shard, owner: routing.primaryName[shard],
                                 ownerAddress: routing.primaryClientAddress[shard], into: out)
+        counters.forwardNotOwner &+= 1
         return true
     }
 }
