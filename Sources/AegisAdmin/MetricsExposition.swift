@@ -221,6 +221,7 @@ struct MetricsExposition {
         }
         return [
             byStatus,
+            memberVersions(cluster),
             Family(name: "aegis_gossip_messages_sent", kind: .counter, help: "Messages sent to other nodes, by type.",
                    samples: byType(cluster.messagesSent)),
             Family(name: "aegis_gossip_messages_received", kind: .counter, help: "Authenticated messages received from other nodes, by type.",
@@ -244,6 +245,22 @@ struct MetricsExposition {
                    samples: [Sample(labels: [("state", "connected")], value: String(cluster.linksConnected)),
                              Sample(labels: [("state", "connecting")], value: String(cluster.linksConnecting))]),
         ]
+    }
+
+    /// Alive members by the build they announced (this node included), so a
+    /// dashboard shows a rolling upgrade's progress from any one node;
+    /// `version="unknown"` counts members that did not announce one.
+    static func memberVersions(_ cluster: ClusterSnapshot) -> Family {
+        var counts: [[String]: Int] = [:]
+        for member in cluster.members where member.status == .alive {
+            counts[[member.version ?? "unknown", member.commit ?? "unknown"], default: 0] += 1
+        }
+        if cluster.members.isEmpty { counts[[BuildInfo.version, BuildInfo.commit]] = 1 }
+        let builds = counts.keys.sorted { $0.lexicographicallyPrecedes($1) }
+        return Family(
+            name: "aegis_cluster_member_versions", kind: .gauge,
+            help: "Alive members this node sees, by the version and commit they announced (itself included; unknown: not announced).",
+            samples: builds.map { Sample(labels: [("version", $0[0]), ("commit", $0[1])], value: String(counts[$0]!)) })
     }
 
     static func render(node: NodeContext, format: MetricsFormat) -> String {

@@ -49,7 +49,8 @@ struct NodeReports {
             members = [.object([
                 ("node_id", .string(node.config.nodeID)), ("address", .string(clientAddress)),
                 ("client_addr", .string(clientAddress)), ("gossip_addr", .string(gossipAddress)),
-                ("status", .string("alive")), ("last_heard_ms", .int(0)), ("self", .bool(true)),
+                ("status", .string("alive")), ("version", .string(BuildInfo.version)), ("commit", .string(BuildInfo.commit)),
+                ("last_heard_ms", .int(0)), ("self", .bool(true)),
             ])]
         } else {
             members = snapshot.members.map { member in
@@ -58,6 +59,10 @@ struct NodeReports {
                     ("node_id", .string(member.nodeID)), ("address", .string(client)), ("client_addr", .string(client)),
                     ("gossip_addr", .string(member.gossipAddress)), ("status", .string(member.status.description)),
                     ("incarnation", .int(Int(clamping: member.incarnation))),
+                    // null: the member has not dialled this node yet, or runs a
+                    // release that does not announce its build (before 0.1.1).
+                    ("version", member.version.map(JSONValue.string) ?? .null),
+                    ("commit", member.commit.map(JSONValue.string) ?? .null),
                 ]
                 if let primary = member.shardsPrimary { fields.append(("shards_primary", .int(primary))) }
                 if let follower = member.shardsFollower { fields.append(("shards_follower", .int(follower))) }

@@ -16,6 +16,10 @@ public struct ClusterMemberView: Sendable, Equatable {
     /// Shards it is primary and follower for; nil until placement exists in this build.
     public var shardsPrimary: Int?
     public var shardsFollower: Int?
+    /// The release and commit it announced (PeerAnnouncement); nil until it
+    /// has, and always for a member running a release before 0.1.1.
+    public var version: String?
+    public var commit: String?
 
     public init(nodeID: String, gossipAddress: String, clientAddress: String, status: MemberStatus, incarnation: UInt64,
                 lastHeardMonotonicMs: Int64, isSelf: Bool, shardsPrimary: Int? = nil, shardsFollower: Int? = nil) {

@@ -20,6 +20,8 @@ struct ClusterLoopSettings {
     /// machine with several node addresses each link shows its own node's
     /// address (empty or a wildcard: the kernel picks).
     var dialSourceHost: String = ""
+    /// What this node announces to each peer it dials (/cluster's version column).
+    var build = PeerAnnouncement(version: BuildInfo.version, commit: BuildInfo.commit)
 }
 
 /// epoll tokens of the loop's own descriptors; connections count up from `firstConnection`.
@@ -106,6 +108,9 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     private var timers: [UInt64: Int64] = [:]
     private var members: [String: ClusterMemberView] = [:]
     private var clientAddressOf: [String: String] = [:]
+    /// What each peer announced on its current control connection; absent
+    /// for a peer that has not dialled us yet or runs a release before 0.1.1.
+    private var buildOf: [String: PeerAnnouncement] = [:]
     private var lastRefusalLogMs: [String: Int64] = [:]
     private var random = SystemRandomNumberGenerator()
     private var counters = ClusterSnapshot()
@@ -321,6 +326,18 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         guard connections[connection.token] != nil else { return }
         if let hello = connection.hello {
             for frame in received.frames {
+                if PeerAnnouncement.isAnnouncement(frame) {
+                    counters.messagesReceived[Self.announcementType, default: 0] += 1
+                    switch PeerAnnouncement.decode(frame, settings.authenticator) {
+                    case .success(let build):
+                        heard(from: hello.nodeID, nowMs: nowMs)
+                        announced(build, by: hello.nodeID)
+                    case .failure(let refusal):
+                        close(connection, reason: .refused(refusal), nowMs: nowMs, notify: true)
+                        return
+                    }
+                    continue
+                }
                 if frame.count > 4 && frame[4] == ForwardingRelay.batchMarker, let relay {
                     counters.messagesReceived[Self.forwardBatchType, default: 0] += 1
                     heard(from: hello.nodeID, nowMs: nowMs)
@@ -349,6 +366,10 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             close(connection, reason: .refused(.clusterMismatch), nowMs: Self.nowMs(), notify: true)
             return
         }
+        // A new control connection is a (re)started peer: what it runs now
+        // comes in the announcement that follows, or never from a release
+        // before 0.1.1, which must not keep the build its predecessor named.
+        if hello.lane == .control, buildOf.removeValue(forKey: hello.nodeID) != nil { membershipChanged = true }
         if !hello.clientAddress.isEmpty, clientAddressOf[hello.nodeID] != hello.clientAddress {
             clientAddressOf[hello.nodeID] = hello.clientAddress
             if var member = members[hello.nodeID], member.clientAddress.isEmpty {
@@ -357,6 +378,16 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                 membershipChanged = true
             }
         }
+    }
+
+    private func announced(_ build: PeerAnnouncement, by nodeID: String) {
+        guard nodeID != settings.nodeID, buildOf[nodeID] != build else { return }
+        if buildOf[nodeID] == nil && buildOf.count >= Self.maxAcceptedConnections { return }
+        buildOf[nodeID] = build
+        membershipChanged = true
+        logger.info("cluster: peer announced its build", metadata: [
+            "peer": "\(nodeID)", "version": "\(build.version)", "commit": "\(build.commit)",
+        ])
     }
 
     private func heard(from nodeID: String, nowMs: Int64) {
@@ -449,6 +480,10 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         let hello = PeerHello(lane: lane, numShards: UInt32(settings.numShards), virtualNodes: UInt32(settings.virtualNodes),
                               nodeID: settings.nodeID, gossipAddress: selfGossipAddress, clientAddress: settings.clientAddress)
         _ = connection.enqueue(frame: hello.frame(settings.authenticator))
+        if lane == .control {
+            _ = connection.enqueue(frame: settings.build.frame(settings.authenticator))
+            counters.messagesSent[Self.announcementType, default: 0] += 1
+        }
         _ = aegis_epoll_add(epollFD, fd, AEGIS_EPOLLIN | AEGIS_EPOLLOUT | AEGIS_EPOLLRDHUP, connection.token)
         connection.watchingWritable = true
         dirty = true
@@ -635,6 +670,11 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             members[settings.nodeID] = me
         }
         snapshot.members = members.values.sorted { $0.nodeID.utf8.lexicographicallyPrecedes($1.nodeID.utf8) }
+        for index in snapshot.members.indices {
+            let build: PeerAnnouncement? = snapshot.members[index].isSelf ? settings.build : buildOf[snapshot.members[index].nodeID]
+            snapshot.members[index].version = build?.version
+            snapshot.members[index].commit = build?.commit
+        }
         var connected = 0
         var connecting = 0
         for connection in connections.values {
@@ -654,6 +694,8 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     // MARK: - Forwarding
 
     static var forwardBatchType: String { "forward_batch" }
+    /// The label of PeerAnnouncement frames in aegis_gossip_messages_*_total.
+    static var announcementType: String { "announcement" }
 
     /// One pass per iteration: take the reactors' records, answer what
     /// timed out, send one batch per peer, hand records to the reactors.

@@ -1,0 +1,64 @@
+/// The build a node runs, as it tells each peer it dials: the second frame
+/// on a control connection, right after the hello. /cluster shows it for
+/// every member, so a cluster in the middle of a rolling upgrade shows
+/// which node runs which release.
+///
+/// Layout (big-endian), after the frame's 4-byte length prefix:
+///     marker 0xF2 · format u8 · version (u8 length + bytes) ·
+///     commit (u8 length + bytes) · [later formats' fields] · HMAC-SHA256 (32)
+///
+/// Why a frame of its own rather than more fields in the hello: release
+/// 0.1.0 accepts hello version 1 alone and closes a connection whose hello
+/// has another version or extra bytes, so a longer hello would cut a new
+/// node off from the old ones mid-upgrade. An 0.1.0 node hands this frame to
+/// its membership codec, which counts it as `unknown_version` (0xF2 is not
+/// a codec version), logs that once a minute per peer, and reads on.
+///
+/// Compatibility between adjacent releases: a later format only appends
+/// fields before the MAC; a reader takes the fields it knows and skips the
+/// rest (the MAC covers them all), so no format is ever refused for being
+/// newer.
+struct PeerAnnouncement: Equatable {
+    /// The byte where membership messages carry their codec version (1) and
+    /// forwarding batches their marker (0xF1).
+    static let marker: UInt8 = 0xF2
+    static let format: UInt8 = 1
+
+    var version: String
+    var commit: String
+
+    /// The whole frame: length prefix, then the payload with its MAC.
+    func frame(_ authenticator: GossipAuthenticator) -> [UInt8] {
+        var signed: [UInt8] = [0, 0, 0, 0, Self.marker, Self.format]
+        for text in [version, commit] {
+            let bytes = Array(text.utf8.prefix(255))
+            signed.append(UInt8(bytes.count))
+            signed += bytes
+        }
+        let tag = authenticator.tag(of: signed[4...])
+        let payloadCount = signed.count - 4 + tag.count
+        signed[0] = UInt8(truncatingIfNeeded: payloadCount >> 24)
+        signed[1] = UInt8(truncatingIfNeeded: payloadCount >> 16)
+        signed[2] = UInt8(truncatingIfNeeded: payloadCount >> 8)
+        signed[3] = UInt8(truncatingIfNeeded: payloadCount)
+        return signed + tag
+    }
+
+    static func isAnnouncement(_ frame: [UInt8]) -> Bool { frame.count > 4 && frame[4] == marker }
+
+    /// Reads a whole frame (length prefix included), MAC first, so that a
+    /// forged frame learns nothing about its fields.
+    static func decode(_ frame: [UInt8], _ authenticator: GossipAuthenticator) -> Result<PeerAnnouncement, PeerRefusal> {
+        guard isAnnouncement(frame), frame.count >= 4 + 2 + GossipAuthenticator.tagBytes else { return .failure(.malformed) }
+        let payload = frame[4...]
+        let signed = payload.dropLast(GossipAuthenticator.tagBytes)
+        guard authenticator.isValid(tag: Array(payload.suffix(GossipAuthenticator.tagBytes)), of: signed) else {
+            return .failure(.badMAC)
+        }
+        var reader = ByteReader(signed)
+        guard reader.uint8() == marker, let format = reader.uint8(), format >= 1,
+              let version = reader.shortText(), let commit = reader.shortText()
+        else { return .failure(.malformed) }
+        return .success(PeerAnnouncement(version: version, commit: commit))
+    }
+}
