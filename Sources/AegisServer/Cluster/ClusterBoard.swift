@@ -53,6 +53,7 @@ public struct ClusterSnapshot: Sendable {
     public var linksConnected = 0
     public var linksConnecting = 0
     public var forwarding = ForwardingSnapshot()
+    public var replication = ReplicationSnapshot()
 
     public init() {}
 

@@ -148,6 +148,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         if let relay {
             _ = aegis_epoll_add(epollFD, relay.wakeFD, AEGIS_EPOLLIN, ClusterLoopToken.interconnect)
             relay.sendFrame = { [unowned self] address, frame in self.send(frame, to: address, lane: .bulk, nowMs: Self.nowMs()) }
+            relay.replication.log = { [unowned self] text in self.logger.notice("\(text)") }
         }
     }
 
@@ -690,5 +691,6 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             }
         }
         snapshot.forwarding = ForwardingSnapshot(relay.counters)
+        snapshot.replication = ReplicationSnapshot(relay.replication, nowMs: Self.nowMs())
     }
 }

@@ -88,6 +88,8 @@ final class ForwardingRelay {
     private var breakerAllowed: [UInt16: Bool] = [:]
     private(set) var counters = Counters()
     private(set) var stopped = false
+    /// Replication rides on this relay's per-peer batches (see ReplicationRelay).
+    private(set) lazy var replication = ReplicationRelay(forwarding: self, shardOwner: shardOwner)
     private let reply = WireBuffer()
 
     init(interconnect: Interconnect, shardOwner: [Int], routingBoard: RoutingBoard, breakers: CircuitBreakerRegistry, selfID: String) {
@@ -104,7 +106,7 @@ final class ForwardingRelay {
 
     /// True while records wait for a reactor's ring (the loop then polls).
     var hasPending: Bool { pendingForReactor.contains { !$0.isEmpty } }
-    var hasInFlight: Bool { !inFlight.isEmpty }
+    var hasInFlight: Bool { !inFlight.isEmpty || replication.anyFollowerBehind }
 
     // MARK: - The map
 
@@ -122,11 +124,18 @@ final class ForwardingRelay {
         let next = ClusterRouting(version: routingVersion, map: map, selfID: me, clientAddressOf: clientAddresses)
         routing = next
         routingBoard.publish(next)
+        replication.mapChanged(next)
         return next
     }
 
     private static func addresses(_ map: ShardMap, _ clientAddresses: [String: String]) -> [String] {
         (0..<map.numShards).map { clientAddresses[map.primary(ofShard: $0).name] ?? "" }
+    }
+
+    /// The peer number of the node `name`, nil when its address is unknown.
+    func peer(named name: String) -> UInt16? {
+        guard let address = gossipAddressOf[name], !address.isEmpty else { return nil }
+        return number(forPeer: address, name: name)
     }
 
     private func number(forPeer address: String, name: String) -> UInt16 {
@@ -160,6 +169,13 @@ final class ForwardingRelay {
             }
         case .request:
             forwardRequest(header, payload: payload, nowNs: nowNs)
+        case .replicate:
+            replication.fromReactor(header, record: payload, nowMs: nowNs / 1_000_000)
+        case .replicaAck:
+            // A follower reactor's acknowledgement, back to the peer the records came from.
+            if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
+        case .tombstoneFloor:
+            break  // only ever sent to reactors
         }
     }
 
@@ -210,7 +226,7 @@ final class ForwardingRelay {
         return allowed
     }
 
-    private func appendToBatch(peer: UInt16, _ header: ForwardHeader, _ payload: UnsafeRawBufferPointer) {
+    func appendToBatch(peer: UInt16, _ header: ForwardHeader, _ payload: UnsafeRawBufferPointer) {
         let recordLength = ForwardHeader.size + payload.count
         if let pending = batches[peer], pending.count + 4 + recordLength > Self.batchLimitBytes {
             sendBatch(peer)
@@ -235,6 +251,7 @@ final class ForwardingRelay {
     /// Sends this iteration's batches, one frame per peer.
     func sendBatches() {
         breakerAllowed.removeAll(keepingCapacity: true)
+        replication.catchUp(nowNs: aegis_monotonic_ns())
         for peer in Array(batches.keys) { sendBatch(peer) }
     }
 
@@ -247,7 +264,10 @@ final class ForwardingRelay {
         frame[3] = UInt8(length & 0xFF)
         let sent = sendFrame?(peerAddress[Int(peer)], frame) ?? false
         let keys = batchRequests.removeValue(forKey: peer) ?? []
-        if !sent { failInFlight(keys, reason: "link_down", why: "no link to \(peerName[Int(peer)])") }
+        if !sent {
+            failInFlight(keys, reason: "link_down", why: "no link to \(peerName[Int(peer)])")
+            replication.cutOff(peerName: peerName[Int(peer)])
+        }
     }
 
     // MARK: - From the peers
@@ -276,6 +296,19 @@ final class ForwardingRelay {
                     var routed = header
                     routed.route.originNode = peer
                     toReactor(shardOwner[shard], routed, payload)
+                case .replicate:
+                    let shard = Int(header.route.shard)
+                    guard shard < shardOwner.count else { return false }
+                    var routed = header
+                    routed.route.originNode = peer
+                    replication.noteReceived()
+                    toReactor(shardOwner[shard], routed, payload)
+                case .replicaAck:
+                    let shard = Int(header.route.shard)
+                    guard shard < shardOwner.count else { return false }
+                    replication.acknowledged(payload, shard: shard, from: peerName[Int(peer)])
+                case .tombstoneFloor:
+                    return false  // never sent between nodes
                 case .reply:
                     repliesReceived += 1
                     guard let waiting = inFlight.removeValue(forKey: header.route.ticket) else { continue } // answered already (timed out)
@@ -302,6 +335,7 @@ final class ForwardingRelay {
 
     /// The bulk link to `address` closed: what was sent on it gets no reply.
     func linkLost(address: String) {
+        if let peer = peerNumber[address] { replication.cutOff(peerName: peerName[Int(peer)]) }
         guard let peer = peerNumber[address], let keys = sendOrder[peer] else { return }
         let head = sendOrderHead[peer] ?? 0
         failInFlight(Array(keys[head...]), reason: "link_down", why: "the link to \(peerName[Int(peer)]) broke")
@@ -369,7 +403,7 @@ final class ForwardingRelay {
 
     // MARK: - To the reactors
 
-    private func toReactor(_ reactor: Int, _ header: ForwardHeader, _ payload: UnsafeRawBufferPointer) {
+    func toReactor(_ reactor: Int, _ header: ForwardHeader, _ payload: UnsafeRawBufferPointer) {
         guard reactor < interconnect.reactorCount, !interconnect.hasExited(reactor) else { return }
         mustNotify[reactor] = true
         let ring = interconnect.ring(from: endpoint, to: reactor)

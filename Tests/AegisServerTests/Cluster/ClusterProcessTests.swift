@@ -34,6 +34,7 @@ import Testing
         /// `extra` arguments come last, so they override the defaults above them.
         func start(seeds: [String], configFile: String? = nil, extra: [String] = []) throws {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+            exitStatus = nil  // a restart: the pid about to be set is a live process again
             let seedArguments = configFile.map { ["--config", $0] } ?? ["--seeds", seeds.joined(separator: ",")]
             let arguments = seedArguments + [
                 "--node-id", name, "--bind-addr", "\(host):\(clientPort)", "--health-addr", "\(host):\(healthPort)",
