@@ -111,6 +111,16 @@ import Testing
         }
         // Records leave within a loop iteration; give the followers a moment to apply them.
         usleep(500_000)
+        // Every node was primary for some of the keys and sent their writes to both others.
+        for member in members {
+            let metrics = member.get("/metrics") ?? ""
+            let sent = metrics.split(separator: "\n").first { $0.hasPrefix("aegis_replication_records_sent_total ") }
+            #expect((sent.flatMap { Int($0.split(separator: " ")[1]) } ?? 0) > 0, "\(member.name): \(sent ?? "no aegis_replication_records_sent_total")")
+            let lagLines = metrics.split(separator: "\n").filter { $0.hasPrefix("aegis_replication_lag_records{") }
+            #expect(lagLines.count == 2, "\(member.name) reports the lag of its two followers: \(lagLines)")
+            let cluster = member.get("/cluster") ?? ""
+            #expect(cluster.contains("\"replication\"") && cluster.contains("\"lag_records\""), "\(member.name) /cluster shows follower lag")
+        }
         let keys = expected.keys.sorted()
         let primaries = Set(try keys.map(Self.primary(of:)))
         #expect(primaries == ["node1", "node2", "node3"], "the keys' primaries are spread over the three nodes")
