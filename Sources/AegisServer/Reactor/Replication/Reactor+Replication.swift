@@ -6,9 +6,9 @@ import AegisStore
 /// each write of a shard that has followers to the cluster loop as one WAL
 /// record (the log's codec: one codec for the log, snapshots and
 /// replication), with the version the shard held before it. As a follower
-/// it applies the records the cluster loop hands it (`applyIfNewer`), and
-/// acknowledges per shard, once per drain of its rings, the newest version
-/// it holds in one unbroken chain of the primary's records. Replicated
+/// it applies the records the cluster loop hands it (`applyIfNewer`) in one
+/// unbroken chain per shard, and acknowledges per shard, once per drain of
+/// its rings, the newest version of that chain. Replicated
 /// records are never written to this node's log (durability.md).
 ///
 /// Confined to the reactor's thread.
@@ -27,6 +27,8 @@ struct ReplicaState {
     var recordsApplied = 0
     var recordsStale = 0
     var recordsMalformed = 0
+    /// Records dropped because the one before them was not held here.
+    var recordsPastGap = 0
 
     init(enabled: Bool, shardCount: Int) {
         self.enabled = enabled
@@ -76,13 +78,21 @@ extension Reactor {
 
     // MARK: - As a follower
 
-    /// A primary's record for one of this reactor's shards.
+    /// A primary's record for one of this reactor's shards. One past a gap
+    /// (what it follows is not held here) is dropped unapplied and the held
+    /// version acknowledged again, so the primary sends the gap first: a
+    /// follower never holds a write without every write before it.
     func applyReplicated(_ header: ForwardHeader, record: UnsafeRawBufferPointer) {
         let shard = Int(header.route.shard)
         guard shard < shards.count, let store = shards[shard],
               case .record(let decoded, let length) = WALRecord.decode(record), length == record.count,
               decoded.shard == shard else {
             replica.recordsMalformed += 1
+            return
+        }
+        replica.pendingAcks[shard] = header.route.originNode
+        guard header.replicatedPrevious <= replica.appliedThrough[shard] else {
+            replica.recordsPastGap += 1
             return
         }
         let hash = KeyHash.hash(decoded.key)
@@ -100,11 +110,7 @@ extension Reactor {
             return
         }
         if changed { replica.recordsApplied += 1 } else { replica.recordsStale += 1 }
-        // The chain: a record continues it when what it follows is held here.
-        if header.replicatedPrevious <= replica.appliedThrough[shard] && decoded.version > replica.appliedThrough[shard] {
-            replica.appliedThrough[shard] = decoded.version
-        }
-        replica.pendingAcks[shard] = header.route.originNode
+        if decoded.version > replica.appliedThrough[shard] { replica.appliedThrough[shard] = decoded.version }
     }
 
     /// One acknowledgement per shard that got records since the last call.
