@@ -179,6 +179,7 @@ struct MetricsExposition {
             counter("aegis_wal_errors", "Failed write-ahead log writes, fsyncs and snapshots; writes in a failed batch are answered with an error.", totals.walErrors),
         ]
         result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests, notOwner: totals.forwardNotOwner)
+        result += replicationFamilies(cluster.replication)
         let names = CommandMetricsLayout.names
         result.append(Family(
             name: "aegis_commands", kind: .counter, help: "Commands received, by command (RESP and binary).",

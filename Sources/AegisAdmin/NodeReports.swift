@@ -83,6 +83,7 @@ struct NodeReports {
             document.append(("dead_timeout_ms", .int(Int(clamping: timings.deadTimeoutMs))))
         }
         document.append(("local_health", .int(snapshot.localHealth)))
+        document.append(("replication", Self.replication(snapshot.replication)))
         return .object(document)
     }
 
@@ -243,6 +244,28 @@ struct NodeReports {
                 ("cool_down_ms", .int(Int(policy.coolDownMs))),
                 ("half_open_trials", .int(policy.halfOpenTrials)),
             ])),
+        ])
+    }
+}
+
+extension NodeReports {
+    /// /cluster's replication part: per shard this node is primary for, each
+    /// follower's lag (leases and terms are not built yet, so none is shown).
+    static func replication(_ replication: ReplicationSnapshot) -> JSONValue {
+        var byShard: [Int: [JSONValue]] = [:]
+        for lag in replication.lags {
+            byShard[lag.shard, default: []].append(.object([
+                ("node_id", .string(lag.follower)), ("lag_records", .int(Int(clamping: lag.records))), ("lag_ms", .int(Int(lag.ms))),
+            ]))
+        }
+        let shards: [JSONValue] = byShard.keys.sorted().map { shard in
+            .object([("shard", .int(shard)), ("followers", .array(byShard[shard]!))])
+        }
+        return .object([
+            ("shards_replicated_here", .int(replication.replicatedShards)),
+            ("records_sent", .int(replication.recordsSent)), ("records_received", .int(replication.recordsReceived)),
+            ("cutoffs", .int(replication.cutOffs)), ("streams_needed", .int(replication.streamsNeeded)),
+            ("shards", .array(shards)),
         ])
     }
 }

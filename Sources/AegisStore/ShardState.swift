@@ -114,6 +114,9 @@ struct ShardState {
     /// Entries moved from one table to another so far (growth and shrinking):
     /// what a single operation adds here is the work it did for the table.
     var movedEntries = 0
+    /// Deleted keys' versions; nil while the shard is not replicated
+    /// (replication_factor 1), when deletes leave nothing behind.
+    var tombstones: Tombstones? = nil
 
     @usableFromInline let ledger: UnsafeMutablePointer<LedgerCounters>
     /// Where this state lives (set by its `ShardStore`), to tell it apart among the ledger's shards.
@@ -134,6 +137,7 @@ struct ShardState {
     /// Frees everything and returns all charges to the ledger.
     mutating func destroy() {
         removeAll()
+        if tombstones != nil { addToLedger(-tombstones!.chargedBytes); tombstones!.freeAll() }
         TableMemory.free(slots, slots: capacity)
         ledger.pointee.usedBytes -= tableCharge
         tableCharge = 0
@@ -142,6 +146,7 @@ struct ShardState {
     /// Everything this shard charged to the ledger.
     var chargedBytes: Int {
         smallBytes + mainBytes + allTablesCharge + small.chargedBytes + main.chargedBytes + ghost.chargedBytes
+            + (tombstones?.chargedBytes ?? 0)
     }
 
     /// The hash tables and the version epochs' table.
@@ -150,7 +155,8 @@ struct ShardState {
     var stats: ShardStats {
         ShardStats(smallEntries: small.live, mainEntries: main.live, ghostEntries: ghost.count,
                    tableSlots: capacity, entryBytes: smallBytes + mainBytes, tableBytes: allTablesCharge,
-                   queueBytes: small.chargedBytes + main.chargedBytes, ghostBytes: ghost.chargedBytes)
+                   queueBytes: small.chargedBytes + main.chargedBytes, ghostBytes: ghost.chargedBytes,
+                   tombstones: tombstones?.count ?? 0, tombstoneBytes: tombstones?.chargedBytes ?? 0)
     }
 
     // MARK: - Slot helpers
@@ -516,6 +522,7 @@ struct ShardState {
         if !found { return nil }
         let e = Self.entry(slots[i])
         if e.isExpired(nowMs) {
+            rememberExpired(e, hash: hash, nowMs: nowMs)
             removeEntry(at: i, e)
             ledger.pointee.expiredRemovals &+= 1
             shrinkIfSparse()
@@ -640,12 +647,14 @@ struct ShardState {
         if !found { return false }
         let e = Self.entry(slots[i])
         let expired = e.isExpired(nowMs)
+        if expired { rememberExpired(e, hash: hash, nowMs: nowMs) }
         removeEntry(at: i, e)
         if expired {
             ledger.pointee.expiredRemovals &+= 1
         } else {
             mutations &+= 1
             if let version { adopt(version) } else { _ = nextVersion() }
+            if tombstones != nil { rememberDeleted(key, hash: hash, version: lastVersion, nowMs: nowMs) }
         }
         shrinkIfSparse()
         return !expired
@@ -658,6 +667,7 @@ struct ShardState {
         if !found { return false }
         let e = Self.entry(slots[i])
         if e.isExpired(nowMs) {
+            rememberExpired(e, hash: hash, nowMs: nowMs)
             removeEntry(at: i, e)
             ledger.pointee.expiredRemovals &+= 1
             shrinkIfSparse()
@@ -797,6 +807,8 @@ struct ShardState {
         ledger.pointee.collectLazyFree()
         // Reads alone do not move a migration along; ticks do, at the sweep's pace.
         migrateStep(homes: maxSlots)
+        // Ticks are also when tombstones past their age bound go.
+        if tombstones != nil { addToLedger(tombstones!.forgetOld(nowMs: nowMs, usable: usable)) }
         if count == 0 || maxSlots <= 0 { return 0 }
         var i = sweepCursor < capacity ? sweepCursor : 0
         var examined = 0
@@ -808,6 +820,7 @@ struct ShardState {
             if s != 0 {
                 let e = Self.entry(s)
                 if e.isExpired(nowMs) {
+                    if tombstones != nil { rememberExpired(e, hash: e.hash, nowMs: nowMs) }
                     removeEntry(at: i, e)
                     removed += 1
                     continue  // the shift may have moved an unexamined entry into slot i
@@ -828,6 +841,12 @@ struct ShardState {
         assert(!visiting, "ShardStore mutated from inside a scan visitor")
         mutations &+= 1
         _ = nextVersion()
+        if tombstones != nil { addToLedger(tombstones!.reset(floor: lastVersion)) }
+        dropEverything()
+    }
+
+    /// Frees every entry and shrinks the table, leaving versions alone.
+    mutating func dropEverything() {
         for i in 0..<capacity where slots[i] != 0 {
             freeEntry(Self.entry(slots[i]))
             slots[i] = 0
@@ -854,6 +873,9 @@ struct ShardState {
     mutating func removeAll(deferringTo batch: LazyFreeBatch) {
         assert(!visiting, "ShardStore mutated from inside a scan visitor")
         mutations &+= 1
+        // A FLUSHALL ASYNC is a write like FLUSHALL: logged and replicated with a version of its own.
+        _ = nextVersion()
+        if tombstones != nil { addToLedger(tombstones!.reset(floor: lastVersion)) }
         batch.add(table: slots, capacity: capacity, charge: tableCharge, entries: count, entryBytes: smallBytes + mainBytes)
         if let old = oldSlots {
             batch.add(table: old, capacity: oldCapacity, charge: oldTableCharge, entries: 0, entryBytes: 0)
@@ -973,10 +995,26 @@ struct ShardState {
         small.checkInvariants(main: false, usable, &problems)
         main.checkInvariants(main: true, usable, &problems)
         ghost.checkInvariants(usable, &problems)
+        if let tombstones { problems += tombstones.problems(usable: usable) }
         if ledger.pointee.usedBytes < chargedBytes {
             problems.append("ledger \(ledger.pointee.usedBytes) below this shard's charge \(chargedBytes)")
         }
         return problems
+    }
+
+    // MARK: - Tombstones
+
+    /// Remembers a deleted key with its delete's version (replicated shards only).
+    @inline(__always)
+    mutating func rememberDeleted(_ key: UnsafeRawBufferPointer, hash: UInt64, version: EntryVersion, nowMs: Int64) {
+        addToLedger(tombstones!.record(key, hash: hash, version: version, nowMs: nowMs, usable: usable))
+    }
+
+    /// An expired entry removed from a replicated shard leaves its own
+    /// version behind, so a replicated write older than it stays refused.
+    @inline(__always)
+    mutating func rememberExpired(_ e: Entry, hash: UInt64, nowMs: Int64) {
+        if tombstones != nil { rememberDeleted(e.key, hash: hash, version: version(of: e), nowMs: nowMs) }
     }
 
     struct Tally {

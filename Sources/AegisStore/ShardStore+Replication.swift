@@ -3,32 +3,67 @@
 ///
 /// Each is applied only when it is newer than what the key holds, so
 /// applying a stream twice, or an old write after a newer one, changes
-/// nothing. What "newer" can see: the version of the key's live entry. A
-/// deleted or expired key keeps no version (no tombstones), so a SET for
-/// an absent key is always applied; the replication stream must deliver
-/// one shard's writes in version order (it does: ordered per shard), which
-/// is what keeps a late SET from bringing back a key deleted after it.
+/// nothing. What "newer" can see depends on the shard:
+/// - Not replicated (no tombstones, replication_factor 1): the version of
+///   the key's live entry only. A deleted or expired key keeps no version,
+///   so a SET for an absent key is always applied.
+/// - Replicated (`keepTombstones`): also the version of an expired entry
+///   still in the table, the key's tombstone (its delete's version), and the
+///   shard's absent floor (its last FLUSHALL, or the newest tombstone let go
+///   before every replica acknowledged it). A SET older than any of them is
+///   refused, so a delete is never undone by an older write arriving late.
 public enum ReplicatedWrite {
     case set(value: UnsafeRawBufferPointer, expiryMs: Int64)
     case delete
 }
 
 extension ShardStore {
-    /// Applies `write` to `key` when `version` is newer than the version of
-    /// the key's live entry, or the key has none (for a SET). Returns
-    /// whether the shard changed. Either way the shard's term and sequence
-    /// move up to `version`, so a write made here later is newer than it.
+    /// Applies `write` to `key` when `version` is newer than what the shard
+    /// knows of the key (see `ReplicatedWrite`). Returns whether a visible
+    /// value changed (a delete of an absent key only leaves a tombstone:
+    /// false). Either way the shard's term and sequence move up to
+    /// `version`, so a write made here later is newer than it.
     @inlinable @discardableResult
     public func applyIfNewer(_ key: UnsafeRawBufferPointer, hash: UInt64, _ write: ReplicatedWrite,
                              version: EntryVersion, nowMs: Int64) -> Bool {
         state.pointee.applyIfNewer(key, hash: hash, write, version: version, nowMs: nowMs)
     }
+
+    /// A FLUSHALL made elsewhere at `version`: empties the shard when the
+    /// flush is newer than the shard's last write, and refuses every later
+    /// replicated write at or below it for keys that are absent. Returns
+    /// whether it emptied the shard.
+    @discardableResult
+    public func applyFlushIfNewer(version: EntryVersion) -> Bool {
+        state.pointee.applyFlushIfNewer(version: version)
+    }
+
+    /// Makes this shard remember deleted keys (replication_factor > 1),
+    /// bounded by `limits`. Called once, before the shard takes writes.
+    public func keepTombstones(limits: TombstoneLimits) {
+        precondition(state.pointee.tombstones == nil, "tombstones are switched on once")
+        state.pointee.tombstones = Tombstones(limits: limits)
+    }
+
+    /// Forgets the tombstones at or below `version`: every replica of the
+    /// shard has applied everything up to it.
+    public func dropTombstones(acknowledgedThrough version: EntryVersion) {
+        guard state.pointee.tombstones != nil else { return }
+        state.pointee.addToLedger(state.pointee.tombstones!.dropAcknowledged(version, usable: state.pointee.usable))
+    }
+
+    /// Deleted keys remembered now (0 when the shard keeps no tombstones).
+    public var tombstoneCount: Int { state.pointee.tombstones?.count ?? 0 }
+
+    /// Tombstones let go by the size or age bound before every replica acknowledged them.
+    public var tombstonesForgotten: Int { state.pointee.tombstones?.forgotten ?? 0 }
 }
 
 extension ShardState {
     @usableFromInline
     mutating func applyIfNewer(_ key: UnsafeRawBufferPointer, hash: UInt64, _ write: ReplicatedWrite,
                                version: EntryVersion, nowMs: Int64) -> Bool {
+        if tombstones != nil { return applyRememberingDeletes(key, hash: hash, write, version: version, nowMs: nowMs) }
         let (i, found) = find(key, hash)
         let live = found && !Self.entry(slots[i]).isExpired(nowMs)
         if live && self.version(of: Self.entry(slots[i])) >= version {
@@ -47,6 +82,45 @@ extension ShardState {
             }
             return delete(key, hash: hash, nowMs: nowMs, version: version)
         }
+    }
+
+    /// `applyIfNewer` for a replicated shard: compares with everything the
+    /// shard remembers of the key, expired entry and tombstone included.
+    @usableFromInline
+    mutating func applyRememberingDeletes(_ key: UnsafeRawBufferPointer, hash: UInt64, _ write: ReplicatedWrite,
+                                          version: EntryVersion, nowMs: Int64) -> Bool {
+        let (i, found) = find(key, hash)
+        let known = found ? self.version(of: Self.entry(slots[i])) : tombstones!.barrier(key, hash: hash)
+        if known >= version {
+            adoptClock(version)
+            return false
+        }
+        switch write {
+        case .set(let value, let expiryMs):
+            adopt(version)
+            _ = set(key, hash: hash, value: value, expiryMs: expiryMs, nowMs: nowMs, version: version)
+            return true
+        case .delete:
+            if found && delete(key, hash: hash, nowMs: nowMs, version: version) { return true }
+            // Absent or expired: nothing visible changes, but the delete's
+            // version must still stop an older SET that arrives after it.
+            rememberDeleted(key, hash: hash, version: version, nowMs: nowMs)
+            adoptClock(version)
+            return false
+        }
+    }
+
+    mutating func applyFlushIfNewer(version: EntryVersion) -> Bool {
+        if lastVersion >= version {
+            adoptClock(version)
+            return false
+        }
+        assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        mutations &+= 1
+        dropEverything()
+        adopt(version)
+        if tombstones != nil { addToLedger(tombstones!.reset(floor: version)) }
+        return true
     }
 
     /// Moves term and sequence up to `version` without calling it the last

@@ -201,6 +201,9 @@ public struct ShardStats: Sendable, Equatable {
     /// Small and main rings.
     public var queueBytes: Int
     public var ghostBytes: Int
+    /// Deleted keys remembered for replication, and what they cost.
+    public var tombstones: Int = 0
+    public var tombstoneBytes: Int = 0
 
-    public var totalBytes: Int { entryBytes + tableBytes + queueBytes + ghostBytes }
+    public var totalBytes: Int { entryBytes + tableBytes + queueBytes + ghostBytes + tombstoneBytes }
 }

@@ -64,6 +64,7 @@ public struct ClusterSnapshot: Sendable {
     /// The membership timings the state machine runs with now (they change
     /// on SIGHUP); nil where the loop drives no membership (link tests).
     public var timings: MembershipTimings?
+    public var replication = ReplicationSnapshot()
 
     public init() {}
 

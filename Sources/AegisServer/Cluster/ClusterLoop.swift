@@ -154,6 +154,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         if let relay {
             _ = aegis_epoll_add(epollFD, relay.wakeFD, AEGIS_EPOLLIN, ClusterLoopToken.interconnect)
             relay.sendFrame = { [unowned self] address, frame in self.send(frame, to: address, lane: .bulk, nowMs: Self.nowMs()) }
+            relay.replication.log = { [unowned self] text in self.logger.notice("\(text)") }
         }
     }
 
@@ -748,5 +749,6 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             }
         }
         snapshot.forwarding = ForwardingSnapshot(relay)
+        snapshot.replication = ReplicationSnapshot(relay.replication, nowMs: Self.nowMs())
     }
 }

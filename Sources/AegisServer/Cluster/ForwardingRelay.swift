@@ -112,6 +112,8 @@ final class ForwardingRelay {
         return all
     }
     private(set) var stopped = false
+    /// Replication rides on this relay's per-peer batches (see ReplicationRelay).
+    private(set) lazy var replication = ReplicationRelay(forwarding: self, shardOwner: shardOwner)
     private let reply = WireBuffer()
 
     init(interconnect: Interconnect, shardOwner: [Int], routingBoard: RoutingBoard, breakers: CircuitBreakerRegistry, selfID: String) {
@@ -128,7 +130,7 @@ final class ForwardingRelay {
 
     /// True while records wait for a reactor's ring (the loop then polls).
     var hasPending: Bool { pendingForReactor.contains { !$0.isEmpty } }
-    var hasInFlight: Bool { !inFlight.isEmpty }
+    var hasInFlight: Bool { !inFlight.isEmpty || replication.anyFollowerBehind }
 
     // MARK: - The map
 
@@ -147,6 +149,7 @@ final class ForwardingRelay {
         let next = ClusterRouting(version: routingVersion, map: map, selfID: me, clientAddressOf: clientAddresses)
         routing = next
         routingBoard.publish(next)
+        replication.mapChanged(next)
         return next
     }
 
@@ -164,6 +167,12 @@ final class ForwardingRelay {
 
     private static func addresses(_ map: ShardMap, _ clientAddresses: [String: String]) -> [String] {
         (0..<map.numShards).map { clientAddresses[map.primary(ofShard: $0).name] ?? "" }
+    }
+
+    /// The peer number of the node `name`, nil when its address is unknown.
+    func peer(named name: String) -> UInt16? {
+        guard let address = gossipAddressOf[name], !address.isEmpty else { return nil }
+        return number(forPeer: address, name: name)
     }
 
     private func number(forPeer address: String, name: String) -> UInt16 {
@@ -203,6 +212,13 @@ final class ForwardingRelay {
             }
         case .request:
             forwardRequest(header, payload: payload, nowNs: nowNs)
+        case .replicate:
+            replication.fromReactor(header, record: payload, nowMs: nowNs / 1_000_000)
+        case .replicaAck:
+            // A follower reactor's acknowledgement, back to the peer the records came from.
+            if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
+        case .tombstoneFloor:
+            break  // only ever sent to reactors
         }
     }
 
@@ -254,7 +270,7 @@ final class ForwardingRelay {
         return allowed
     }
 
-    private func appendToBatch(peer: UInt16, _ header: ForwardHeader, _ payload: UnsafeRawBufferPointer) {
+    func appendToBatch(peer: UInt16, _ header: ForwardHeader, _ payload: UnsafeRawBufferPointer) {
         let slot = Int(peer)
         let recordLength = ForwardHeader.size + payload.count
         if !batches[slot].isEmpty, batches[slot].count + 4 + recordLength > Self.batchLimitBytes {
@@ -279,6 +295,7 @@ final class ForwardingRelay {
     /// Sends this iteration's batches, one frame per peer.
     func sendBatches() {
         for peer in breakerAllowed.indices { breakerAllowed[peer] = nil }
+        replication.catchUp(nowNs: aegis_monotonic_ns())
         // A peer may be listed twice (its batch reached the limit and began again); the second finds it sent.
         for peer in peersWithBatch { sendBatch(peer) }
         peersWithBatch.removeAll(keepingCapacity: true)
@@ -296,7 +313,10 @@ final class ForwardingRelay {
         let sent = sendFrame?(peerAddress[Int(peer)], frame) ?? false
         var keys: [InFlightKey] = []
         swap(&keys, &batchRequests[Int(peer)])
-        if !sent { failInFlight(keys, reason: "link_down", why: "no link to \(peerName[Int(peer)])") }
+        if !sent {
+            failInFlight(keys, reason: "link_down", why: "no link to \(peerName[Int(peer)])")
+            replication.cutOff(peerName: peerName[Int(peer)])
+        }
     }
 
     // MARK: - From the peers
@@ -325,6 +345,19 @@ final class ForwardingRelay {
                     var routed = header
                     routed.route.originNode = peer
                     toReactor(shardOwner[shard], routed, payload)
+                case .replicate:
+                    let shard = Int(header.route.shard)
+                    guard shard < shardOwner.count else { return false }
+                    var routed = header
+                    routed.route.originNode = peer
+                    replication.noteReceived()
+                    toReactor(shardOwner[shard], routed, payload)
+                case .replicaAck:
+                    let shard = Int(header.route.shard)
+                    guard shard < shardOwner.count else { return false }
+                    replication.acknowledged(payload, shard: shard, from: peerName[Int(peer)])
+                case .tombstoneFloor:
+                    return false  // never sent between nodes
                 case .reply:
                     repliesReceived += 1
                     guard let waiting = inFlight.removeValue(forKey: header.route.ticket) else { continue } // answered already (timed out)
@@ -353,6 +386,7 @@ final class ForwardingRelay {
     func linkLost(address: String) {
         guard let number = peerNumber[address] else { return }
         let peer = Int(number)
+        replication.cutOff(peerName: peerName[peer])
         let keys = sendOrder[peer]
         failInFlight(Array(keys[sendOrderHead[peer]...]), reason: "link_down", why: "the link to \(peerName[peer]) broke")
         sendOrder[peer] = []
@@ -420,7 +454,7 @@ final class ForwardingRelay {
 
     // MARK: - To the reactors
 
-    private func toReactor(_ reactor: Int, _ header: ForwardHeader, _ payload: UnsafeRawBufferPointer) {
+    func toReactor(_ reactor: Int, _ header: ForwardHeader, _ payload: UnsafeRawBufferPointer) {
         guard reactor < interconnect.reactorCount, !interconnect.hasExited(reactor) else { return }
         mustNotify[reactor] = true
         let ring = interconnect.ring(from: endpoint, to: reactor)

@@ -18,12 +18,16 @@ struct OwnedShards {
     let ownedIndices: [Int]
     private var ownerThread = OwnerThread()
 
-    init(reactor: Int, shardOwner: [Int], ledger: MemoryLedger) {
+    /// `tombstones`: the bounds of what each shard remembers of deletes, nil
+    /// when they are not replicated (replication_factor 1: nothing kept).
+    init(reactor: Int, shardOwner: [Int], ledger: MemoryLedger, tombstones: TombstoneLimits? = nil) {
         var stores: [ShardStore?] = []
         var owned: [Int] = []
         for shard in shardOwner.indices {
             if shardOwner[shard] == reactor {
-                stores.append(ShardStore(ledger: ledger))
+                let store = ShardStore(ledger: ledger)
+                if let tombstones { store.keepTombstones(limits: tombstones) }
+                stores.append(store)
                 owned.append(shard)
             } else {
                 stores.append(nil)

@@ -17,6 +17,7 @@ extension Reactor {
         resumeAcceptingIfPaused()
         closeSilentRefusals()
         sweepExpired()
+        dropTombstonesNobodyNeeds()
         logMaintenance()
         publishCommandStats()
         if monotonicMs >= schedule.nextTimeoutCheckMs {
@@ -62,7 +63,8 @@ extension Reactor {
 
     func publishStats() {
         var items = 0
-        for shardIndex in shards.ownedIndices { items += shards[shardIndex]!.count }
+        // As DBSIZE: the shards this node is primary for (a follower's copies take memory, counted below, not items).
+        for shardIndex in shards.ownedIndices where routes.isPrimaryHere(shardIndex) { items += shards[shardIndex]!.count }
         counters.items = items
         let ledger = shards.ledger
         ledger.collectLazyFree()

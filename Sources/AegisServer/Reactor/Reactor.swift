@@ -50,6 +50,8 @@ final class Reactor: @unchecked Sendable {
     var shards: OwnedShards
     var forwarding: ForwardingState
     var routes: ReactorRoutes
+    var tombstoneNeeds = TombstoneNeeds()
+    var replica: ReplicaState
     var log = ReactorLog()
     var rate = RateGate()
     var schedule = LoopSchedule()
@@ -90,8 +92,10 @@ final class Reactor: @unchecked Sendable {
         self.buffers = ClientBufferAccount(
             inputCapBytes: inputCapBytes,
             inputBudgetBytes: config.maxMemoryMB == 0 ? Int.max : max(limitBytes / 4, inputCapBytes))
-        self.shards = OwnedShards(reactor: index, shardOwner: node.shardOwner, ledger: ledger)
+        self.shards = OwnedShards(reactor: index, shardOwner: node.shardOwner, ledger: ledger,
+                                  tombstones: Self.tombstoneLimits(replicationFactor: config.replicationFactor))
         self.forwarding = ForwardingState(endpointCount: node.interconnect.endpointCount)
+        self.replica = ReplicaState(enabled: config.replicationFactor > 1, shardCount: node.shardOwner.count)
         self.routes = ReactorRoutes(shardOwner: node.shardOwner, clusterEndpoint: node.interconnect.clusterEndpoint)
     }
 

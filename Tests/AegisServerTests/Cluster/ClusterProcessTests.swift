@@ -37,6 +37,7 @@ import Testing
         func start(seeds: [String], configFile: String? = nil, extra: [String] = [], timingFlags: Bool = true,
                    environment: [String: String] = [:]) throws {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+            exitStatus = nil  // a restart: the pid about to be set is a live process again
             let seedArguments = configFile.map { ["--config", $0] } ?? ["--seeds", seeds.joined(separator: ",")]
             let timings = timingFlags ? ["--gossip-interval", "200ms", "--suspect-timeout", "1s", "--dead-timeout", "3s"] : []
             let arguments = seedArguments + [

@@ -135,7 +135,9 @@ extension Reactor {
             }
             let value = UnsafeRawBufferPointer(rebasing: request[frame.valueOffset..<(frame.valueOffset + frame.valueLength)])
             if log.wal != nil { keepPreviousState(key, hash: hash, store: store) }
+            let previous = store.lastWriteVersion
             let version = store.set(key, hash: hash, value: value, expiryMs: expiry, nowMs: now)
+            if replica.enabled { replicateKeyState(key, hash: hash, store: store, previous: previous) }
             if let wal = log.wal {
                 wal.append(.set, shard: KeyHash.shard(of: hash, shardCount: shards.count), version: version,
                            expiryMs: expiry, key: key, value: value)
@@ -150,15 +152,19 @@ extension Reactor {
                 BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: Self.walRefusalBinary, into: out)
                 return
             }
+            let previous = store.lastWriteVersion
+            var deleted = false
             if let wal = log.wal {
                 if undoableWrite(key, hash: hash, store: store, { store.delete(key, hash: hash, nowMs: now) }) {
                     wal.append(.delete, shard: KeyHash.shard(of: hash, shardCount: shards.count), version: store.lastWriteVersion, expiryMs: 0,
                                key: key, value: WALRecord.noBytes)
                     log.replyAwaitsLog = true
+                    deleted = true
                 }
             } else {
-                store.delete(key, hash: hash, nowMs: now)
+                deleted = store.delete(key, hash: hash, nowMs: now)
             }
+            if deleted && replica.enabled { replicateKeyState(key, hash: hash, store: store, previous: previous) }
             BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, into: out)
         default:
             preconditionFailure("binary command \(frame.commandCode) is not keyed")

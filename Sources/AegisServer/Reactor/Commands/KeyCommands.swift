@@ -20,21 +20,26 @@ extension Reactor {
                 // The shards are emptied now; their memory is freed off this
                 // reactor, so a large flush does not stall its other clients.
                 let batch = LazyFreeBatch()
-                for shard in shards.ownedIndices {
+                for shard in shards.ownedIndices where routes.isPrimaryHere(shard) {
+                    let previous = shards[shard]!.lastWriteVersion
                     shards[shard]!.removeAll(deferringTo: batch)
                     logFlush(shard: shard)
+                    replicateFlush(shard: shard, previous: previous)
                 }
                 batch.start(ledger: shards.ledger)
             } else {
-                for shard in shards.ownedIndices {
+                for shard in shards.ownedIndices where routes.isPrimaryHere(shard) {
+                    let previous = shards[shard]!.lastWriteVersion
                     shards[shard]!.removeAll()
                     logFlush(shard: shard)
+                    replicateFlush(shard: shard, previous: previous)
                 }
             }
             RESPWriter.simpleString("OK", into: out)
         case .dbsize:
             var items = 0
-            for shard in shards.ownedIndices { items += shards[shard]!.count }
+            // Shards this node is primary for: a follower's copies are counted by their primaries.
+            for shard in shards.ownedIndices where routes.isPrimaryHere(shard) { items += shards[shard]!.count }
             RESPWriter.integer(items, into: out)
         case .scan:
             executeScan(args, into: out)
@@ -51,19 +56,30 @@ extension Reactor {
     @inline(__always)
     func executeKeyed(_ command: RESPCommand, _ args: ArgumentsView, store: ShardStore, hash: UInt64, version: RESPVersion, into out: WireBuffer) {
         guard let wal = log.wal, command.isWrite else {
+            guard replica.enabled && command.isWrite else {
+                applyKeyed(command, args, store: store, hash: hash, version: version, into: out)
+                return
+            }
+            let previous = store.lastWriteVersion
+            let stamp = store.mutationStamp
             applyKeyed(command, args, store: store, hash: hash, version: version, into: out)
+            if store.mutationStamp != stamp { replicateKeyState(args.bytes(1), hash: hash, store: store, previous: previous) }
             return
         }
         guard wal.acceptsWrites else {
             RESPWriter.error(string: Self.walRefusalRESP, into: out)
             return
         }
+        let previous = store.lastWriteVersion
         let changed = undoableWrite(args.bytes(1), hash: hash, store: store) {
             let stamp = store.mutationStamp
             applyKeyed(command, args, store: store, hash: hash, version: version, into: out)
             return store.mutationStamp != stamp
         }
-        if changed { logKeyState(args.bytes(1), hash: hash, store: store) }
+        if changed {
+            logKeyState(args.bytes(1), hash: hash, store: store)
+            if replica.enabled { replicateKeyState(args.bytes(1), hash: hash, store: store, previous: previous) }
+        }
     }
 
     private func applyKeyed(_ command: RESPCommand, _ args: ArgumentsView, store: ShardStore, hash: UInt64, version: RESPVersion, into out: WireBuffer) {
@@ -458,7 +474,8 @@ extension Reactor {
         var matchCost = 0
         while true {
             let store = shards[shard]!
-            repeat {
+            // A follower's copy of a shard is its primary's to list.
+            if !routes.isPrimaryHere(shard) { inner = 0 } else { repeat {
                 var chunk = count - examined
                 if matchCostMax > 0 { chunk = max(1, min(chunk, (Self.scanMatchBudget - matchCost) / matchCostMax)) }
                 inner = store.scan(cursor: inner, count: chunk, nowMs: now) { entry in
@@ -471,7 +488,7 @@ extension Reactor {
                     RESPWriter.bulk(entry.key, into: scratch.scan)
                     found += 1
                 }
-            } while inner != 0 && examined < count && matchCost < Self.scanMatchBudget
+            } while inner != 0 && examined < count && matchCost < Self.scanMatchBudget }
             examinedShards += 1
             if inner != 0 {
                 nextCursor = UInt64(shard) << 40 | inner

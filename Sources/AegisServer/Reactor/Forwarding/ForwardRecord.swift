@@ -1,3 +1,5 @@
+import AegisStore
+
 /// The fixed header of every message between reactors; the payload follows.
 ///
 /// Requests carry the client's raw request bytes (one RESP command or one
@@ -13,6 +15,18 @@ struct ForwardHeader {
     enum Kind: UInt8 {
         case request = 1
         case reply = 2
+        /// A write of a replicated shard: one WAL record (the log's codec),
+        /// from the primary's reactor through both cluster loops to the
+        /// follower's reactor. `replicatedPrevious` is the version the shard
+        /// held before it (see ReplicationRelay).
+        case replicate = 3
+        /// A follower's acknowledgement: it holds the shard's records
+        /// through the version in the payload (ReplicationWire).
+        case replicaAck = 4
+        /// From the primary's cluster loop to the shard's reactor: every
+        /// replica holds the shard through the version in the payload, so
+        /// tombstones at or below it can go.
+        case tombstoneFloor = 5
     }
 
     var kind: Kind
@@ -24,6 +38,16 @@ struct ForwardHeader {
     var route = ForwardRoute.local
 
     static let size = 40
+
+    /// A `.replicate` record carries no connection: the version its shard
+    /// held before the write travels in the connection fields instead.
+    var replicatedPrevious: EntryVersion {
+        get { EntryVersion(term: connectionGeneration, seq: slotSequence) }
+        set {
+            connectionGeneration = newValue.term
+            slotSequence = newValue.seq
+        }
+    }
 
     /// Stores and loads are unaligned: in a batch frame between nodes, a
     /// record starts wherever the one before it ended.

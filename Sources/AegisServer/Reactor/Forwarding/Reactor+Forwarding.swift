@@ -205,6 +205,7 @@ extension Reactor {
                 handleRecord(header, payload: payload, from: source)
             }
         }
+        sendReplicaAcks()
     }
 
     private func handleRecord(_ header: ForwardHeader, payload: UnsafeRawBufferPointer, from source: Int) {
@@ -228,6 +229,12 @@ extension Reactor {
             connection.replies.fill(sequence: header.slotSequence, with: payload)
             connection.noteForwardedReply(bytes: payload.count)
             markDirty(connection)
+        case .replicate:
+            applyReplicated(header, record: payload)
+        case .tombstoneFloor:
+            applyTombstoneFloor(header, payload: payload)
+        case .replicaAck:
+            break  // acknowledgements go between cluster loops only
         }
     }
 

@@ -43,22 +43,33 @@ extension Reactor {
     /// The endpoint that runs a keyed request for `shard`.
     @inline(__always) func route(shard: Int) -> Int { routes.target[shard] }
 
-    /// Picks up a new map. Until replication and shard movement exist, a
-    /// shard this node stops being primary for is emptied here: its keys
-    /// are now served (empty at first) by the new primary, and stale copies
-    /// must not come back if the shard returns to this node later.
+    /// Picks up a new map. Until shard movement exists, a shard this node
+    /// no longer holds a replica of (primary or follower) is emptied here:
+    /// its keys are now served by its replicas, and stale copies must not
+    /// come back if the shard returns to this node later. A shard this node
+    /// stops being primary for but still follows (replication_factor > 1)
+    /// keeps its data: it is a replica now.
     func applyRouting() {
         guard let routing = node.routing.routing else { return }
         let lost = routes.install(routing)
+        tombstoneNeeds.refresh(routing)
         var dropped = 0
-        for shard in lost {
+        var lostCount = 0
+        let lostHere = Set(lost)
+        for shard in shards.ownedIndices {
             guard let store = shards[shard] else { continue }
+            let drop = replica.enabled
+                ? (lostHere.contains(shard) || store.count > 0) && !routing.map.owners(ofShard: shard).contains(routing.selfID)
+                : lostHere.contains(shard)
+            guard drop else { continue }
+            lostCount += 1
             dropped += store.count
             store.removeAll()
+            replica.appliedThrough[shard] = .zero
         }
         if dropped > 0 {
             logger.info("shards moved to other nodes: their keys were dropped here (no shard movement yet)", metadata: [
-                "reactor": "\(index)", "shards": "\(lost.count)", "keys": "\(dropped)", "placement_digest": "\(routing.digestHex)",
+                "reactor": "\(index)", "shards": "\(lostCount)", "keys": "\(dropped)", "placement_digest": "\(routing.digestHex)",
             ])
         }
     }

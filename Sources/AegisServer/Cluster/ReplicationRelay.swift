@@ -1,0 +1,265 @@
+import AegisCluster
+import AegisStore
+
+/// Payloads of replication acknowledgements and tombstone floors: one
+/// version, little-endian u32 term then u64 seq.
+enum ReplicationWire {
+    static let versionBytes = 12
+
+    static func encode(_ version: EntryVersion) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: versionBytes)
+        bytes.withUnsafeMutableBytes { raw in
+            raw.storeBytes(of: version.term.littleEndian, toByteOffset: 0, as: UInt32.self)
+            raw.storeBytes(of: version.seq.littleEndian, toByteOffset: 4, as: UInt64.self)
+        }
+        return bytes
+    }
+
+    static func decode(_ bytes: UnsafeRawBufferPointer) -> EntryVersion? {
+        guard bytes.count == versionBytes else { return nil }
+        return EntryVersion(term: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt32.self)),
+                            seq: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt64.self)))
+    }
+
+    /// The header of a record that travels through the rings and the peer batches.
+    static func header(_ kind: ForwardHeader.Kind, shard: Int, payloadLength: Int) -> ForwardHeader {
+        ForwardHeader(kind: kind, wire: .resp2, connectionIndex: 0, connectionGeneration: 0, slotSequence: 0,
+                      payloadLength: payloadLength,
+                      route: ForwardRoute(originNode: ForwardingRelay.localOrigin, originReactor: 0, shard: UInt32(shard)))
+    }
+}
+
+/// The cluster loop's half of replication (issue 12, W = 0): a primary's
+/// writes come from its reactors' rings, go to each follower in the
+/// forwarding relay's per-peer batch frames on the bulk lane, and the
+/// followers' acknowledgements come back the same way.
+///
+/// Sender per peer, not per follower: a node follows many shards of one
+/// primary, and the per-peer batch of `ForwardingRelay` already gathers,
+/// per loop iteration, everything bound for one node into one frame. One
+/// frame per peer per iteration carries every shard's records (and the
+/// forwarded requests), so a node pays one write per peer, not one per
+/// (shard, follower). Order per shard holds because a shard's records come
+/// from one reactor's ring in order and one TCP connection carries them.
+///
+/// Per shard this node is primary for (with followers in the map) it keeps
+/// a `ReplicationProgress` and a `RecentWrites` tail. A record goes out at
+/// once to each follower that has been sent everything before it (its
+/// `previous`); a follower behind (cut off, new, restarted, or repeating an
+/// acknowledgement because it found a gap) is sent the tail after what it
+/// acknowledged, at most every `catchUpIntervalNs`, in slices. A follower
+/// whose missing records left the tail needs the shard streamed: counted
+/// (`streamsNeeded`) and logged; streaming is not built yet.
+///
+/// Memory: per replicated shard at most `tailRecordsMax` records and
+/// `tailBytesMax` bytes (one larger record is kept alone). A slow follower
+/// costs nothing more here: its link's outbound queue is bounded
+/// (PeerConnection), overflowing it closes the link, which cuts the
+/// follower off (`cutOffs`) until the catch-up sends it the tail again.
+///
+/// Confined to the cluster loop's thread.
+final class ReplicationRelay {
+    static let tailRecordsMax = 1_024
+    static let tailBytesMax = 256 << 10
+    static let catchUpIntervalNs: Int64 = 50_000_000
+    static let catchUpRecordsPerTurn = 512
+
+    struct Counters: Equatable {
+        var recordsSent = 0
+        var bytesSent = 0
+        var recordsFromReactors = 0
+        var recordsReceived = 0
+        var acksReceived = 0
+        var acksRefused = 0
+        var followerResets = 0
+        var cutOffs = 0
+        var streamsNeeded = 0
+        var malformed = 0
+    }
+
+    /// One follower's lag as /cluster and the metrics show it.
+    struct Lag: Equatable {
+        var shard: Int
+        var follower: String
+        var records: UInt64
+        var ms: Int64
+    }
+
+    private unowned let forwarding: ForwardingRelay
+    private let shardOwner: [Int]
+    private(set) var counters = Counters()
+    private var progress: [Int: ReplicationProgress] = [:]
+    private var tails: [Int: RecentWrites] = [:]
+    private var floors: [Int: EntryVersion] = [:]
+    private var lastCatchUpNs: Int64 = 0
+    /// (shard, follower) pairs already counted as needing a stream.
+    private var streamNoted: Set<String> = []
+    /// Set by the loop: one notice-level line (rate-limited by the caller's use).
+    var log: ((String) -> Void)?
+
+    init(forwarding: ForwardingRelay, shardOwner: [Int]) {
+        self.forwarding = forwarding
+        self.shardOwner = shardOwner
+    }
+
+    var replicatedShards: Int { progress.count }
+
+    /// True while some follower has not been sent every write (the loop then wakes to catch it up).
+    var anyFollowerBehind: Bool {
+        progress.values.contains { p in p.sent.contains { $0 < p.written } }
+    }
+
+    func noteReceived() { counters.recordsReceived += 1 }
+
+    // MARK: - The map
+
+    /// Shards this node is primary for keep or start their bookkeeping;
+    /// the others drop it.
+    func mapChanged(_ routing: ClusterRouting) {
+        for shard in 0..<routing.map.numShards {
+            let followers = routing.primaryHere[shard] ? routing.map.followers(ofShard: shard) : []
+            if followers.isEmpty {
+                progress[shard] = nil
+                tails[shard] = nil
+                floors[shard] = nil
+                continue
+            }
+            if var kept = progress[shard] {
+                kept.setFollowers(followers)
+                progress[shard] = kept
+            } else {
+                progress[shard] = ReplicationProgress(followers: followers)
+                tails[shard] = RecentWrites(countMax: Self.tailRecordsMax, bytesMax: Self.tailBytesMax)
+            }
+        }
+        streamNoted = streamNoted.filter { progress[Int($0.split(separator: "/")[0])!] != nil }
+    }
+
+    // MARK: - From this node's reactors
+
+    /// A write the reactor owning `shard` made as its primary.
+    func fromReactor(_ header: ForwardHeader, record: UnsafeRawBufferPointer, nowMs: Int64) {
+        let shard = Int(header.route.shard)
+        guard var shardProgress = progress[shard] else { return }  // no followers (any more)
+        guard case .record(let decoded, let length) = WALRecord.decode(record), length == record.count,
+              decoded.shard == shard, decoded.version > shardProgress.written else {
+            counters.malformed += 1
+            return
+        }
+        counters.recordsFromReactors += 1
+        let previous = header.replicatedPrevious
+        let bytes = [UInt8](record)
+        if !tails[shard]!.append(version: decoded.version, previous: previous, madeMs: nowMs, bytes: bytes) {
+            counters.malformed += 1
+            return
+        }
+        shardProgress.wrote(decoded.version)
+        for (i, follower) in shardProgress.followers.enumerated() where shardProgress.sent[i] == previous {
+            if send(bytes, shard: shard, previous: previous, to: follower) { shardProgress.sent(decoded.version, to: follower) }
+        }
+        progress[shard] = shardProgress
+    }
+
+    /// Appends one record to the peer's batch; false when no address is known for it.
+    private func send(_ record: [UInt8], shard: Int, previous: EntryVersion, to follower: NodeID) -> Bool {
+        guard let peer = forwarding.peer(named: follower.name) else { return false }
+        var header = ReplicationWire.header(.replicate, shard: shard, payloadLength: record.count)
+        header.replicatedPrevious = previous
+        record.withUnsafeBytes { forwarding.appendToBatch(peer: peer, header, $0) }
+        counters.recordsSent += 1
+        counters.bytesSent += record.count
+        return true
+    }
+
+    // MARK: - From the peers
+
+    /// A follower's acknowledgement for one of this node's shards.
+    func acknowledged(_ payload: UnsafeRawBufferPointer, shard: Int, from follower: String) {
+        guard let version = ReplicationWire.decode(payload), let node = NodeID(follower),
+              var shardProgress = progress[shard] else {
+            counters.acksRefused += 1
+            return
+        }
+        counters.acksReceived += 1
+        switch shardProgress.acknowledge(version, from: node) {
+        case .advanced:
+            break
+        case .duplicate:
+            // A follower that found a gap repeats what it holds: send again from there.
+            if let i = shardProgress.followers.firstIndex(of: node), shardProgress.sent[i] > shardProgress.acknowledged[i] {
+                shardProgress.cutOff(node)
+            }
+        case .behind:
+            counters.followerResets += 1
+        case .unknownFollower, .neverSent:
+            counters.acksRefused += 1
+        }
+        progress[shard] = shardProgress
+        let floor = shardProgress.acknowledgedByAll
+        if floor > (floors[shard] ?? .zero) {
+            floors[shard] = floor
+            let bytes = ReplicationWire.encode(floor)
+            bytes.withUnsafeBytes {
+                forwarding.toReactor(shardOwner[shard], ReplicationWire.header(.tombstoneFloor, shard: shard, payloadLength: $0.count), $0)
+            }
+        }
+    }
+
+    /// The batch to `peerName` could not be queued, or its bulk link broke:
+    /// what was sent to it is sent again from what it acknowledged.
+    func cutOff(peerName: String) {
+        guard let node = NodeID(peerName) else { return }
+        var any = false
+        for shard in Array(progress.keys) where progress[shard]!.followers.contains(node) {
+            progress[shard]!.cutOff(node)
+            any = true
+        }
+        if any { counters.cutOffs += 1 }
+    }
+
+    // MARK: - Catching up
+
+    /// Sends followers that are behind the records after what they
+    /// acknowledged, from the tails; at most every `catchUpIntervalNs`.
+    func catchUp(nowNs: Int64) {
+        guard nowNs - lastCatchUpNs >= Self.catchUpIntervalNs else { return }
+        lastCatchUpNs = nowNs
+        for shard in Array(progress.keys) {
+            var shardProgress = progress[shard]!
+            guard let tail = tails[shard] else { continue }
+            for (i, follower) in shardProgress.followers.enumerated() where shardProgress.sent[i] < shardProgress.written {
+                switch tail.after(shardProgress.sent[i], limit: Self.catchUpRecordsPerTurn) {
+                case .records(let records):
+                    for record in records {
+                        guard send(record.bytes, shard: shard, previous: record.previous, to: follower) else { break }
+                        shardProgress.sent(record.version, to: follower)
+                    }
+                case .gone:
+                    if streamNoted.insert("\(shard)/\(follower.name)").inserted {
+                        counters.streamsNeeded += 1
+                        log?("follower \(follower.name) of shard \(shard) needs records no longer in the recent-writes tail "
+                            + "(it holds \(shardProgress.sent[i]), the tail starts after \(tail.servesFrom ?? .zero)); "
+                            + "shard streaming is not built yet, so it stays behind for this shard")
+                    }
+                }
+            }
+            progress[shard] = shardProgress
+        }
+    }
+
+    // MARK: - Reporting
+
+    /// Every follower's lag on this node's shards, in records and in ms
+    /// (since the oldest write it has not acknowledged was made).
+    func lags(nowMs: Int64) -> [Lag] {
+        var out: [Lag] = []
+        for (shard, shardProgress) in progress {
+            for (i, follower) in shardProgress.followers.enumerated() {
+                let records = shardProgress.lagRecords(follower) ?? 0
+                let oldest = records == 0 ? nil : tails[shard]?.madeMs(firstAfter: shardProgress.acknowledged[i])
+                out.append(Lag(shard: shard, follower: follower.name, records: records, ms: oldest.map { max(0, nowMs - $0) } ?? 0))
+            }
+        }
+        return out.sorted { ($0.shard, $0.follower) < ($1.shard, $1.follower) }
+    }
+}

@@ -1,0 +1,135 @@
+import AegisCluster
+import AegisProtocol
+import AegisStore
+
+/// A reactor's replication state (issue 12, W = 0). As a primary it sends
+/// each write of a shard that has followers to the cluster loop as one WAL
+/// record (the log's codec: one codec for the log, snapshots and
+/// replication), with the version the shard held before it. As a follower
+/// it applies the records the cluster loop hands it (`applyIfNewer`) in one
+/// unbroken chain per shard, and acknowledges per shard, once per drain of
+/// its rings, the newest version of that chain. Replicated
+/// records are never written to this node's log (durability.md).
+///
+/// Confined to the reactor's thread.
+struct ReplicaState {
+    /// replication_factor > 1.
+    let enabled: Bool
+    /// Per shard, as a follower: the newest version of the primary's chain
+    /// of records held here with none missing before it (`.zero` after a
+    /// start: a restarted follower is sent everything again).
+    var appliedThrough: [EntryVersion]
+    /// Shards that got records since the last acknowledgement, and the
+    /// peer (the cluster loop's number) their records came from.
+    var pendingAcks: [Int: UInt16] = [:]
+    /// The record being sent (reused).
+    let record = WireBuffer()
+    var recordsApplied = 0
+    var recordsStale = 0
+    var recordsMalformed = 0
+    /// Records dropped because the one before them was not held here.
+    var recordsPastGap = 0
+
+    init(enabled: Bool, shardCount: Int) {
+        self.enabled = enabled
+        appliedThrough = Array(repeating: .zero, count: shardCount)
+    }
+}
+
+extension Reactor {
+    // MARK: - As a primary
+
+    /// Whether a write to `shard` goes to followers: this node is its
+    /// primary and the map gives it followers.
+    @inline(__always) func replicates(_ shard: Int) -> Bool {
+        replica.enabled && routes.isPrimaryHere(shard) && !tombstoneNeeds.needsNone(shard)
+    }
+
+    /// Sends the state of `key` after a write changed it, when its shard
+    /// has followers. `previous`: the shard's last write version before it.
+    @inline(__always)
+    func replicateKeyState(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore, previous: EntryVersion) {
+        let shard = KeyHash.shard(of: hash, shardCount: shards.count)
+        guard replicates(shard) else { return }
+        let buffer = replica.record
+        buffer.clear()
+        WALRecord.appendState(of: key, store.get(key, hash: hash, nowMs: now), deletedAt: store.lastWriteVersion,
+                              shard: shard, to: buffer)
+        sendReplicated(buffer, shard: shard, previous: previous)
+    }
+
+    /// Sends a FLUSHALL of `shard` when it has followers.
+    func replicateFlush(shard: Int, previous: EntryVersion) {
+        guard replicates(shard), let store = shards[shard] else { return }
+        let buffer = replica.record
+        buffer.clear()
+        WALRecord.append(to: buffer, operation: .flushShard, shard: shard, version: store.lastWriteVersion, expiryMs: 0,
+                         key: WALRecord.noBytes, value: WALRecord.noBytes)
+        sendReplicated(buffer, shard: shard, previous: previous)
+    }
+
+    private func sendReplicated(_ buffer: WireBuffer, shard: Int, previous: EntryVersion) {
+        var header = ReplicationWire.header(.replicate, shard: shard, payloadLength: buffer.readableBytes)
+        header.replicatedPrevious = previous
+        sendRecord(to: routes.clusterEndpoint, header: header, payload: buffer.readableView)
+        buffer.clear()
+        buffer.releaseIfIdle(keep: 1 << 20)
+    }
+
+    // MARK: - As a follower
+
+    /// A primary's record for one of this reactor's shards. One past a gap
+    /// (what it follows is not held here) is dropped unapplied and the held
+    /// version acknowledged again, so the primary sends the gap first: a
+    /// follower never holds a write without every write before it.
+    func applyReplicated(_ header: ForwardHeader, record: UnsafeRawBufferPointer) {
+        let shard = Int(header.route.shard)
+        guard shard < shards.count, let store = shards[shard],
+              case .record(let decoded, let length) = WALRecord.decode(record), length == record.count,
+              decoded.shard == shard else {
+            replica.recordsMalformed += 1
+            return
+        }
+        replica.pendingAcks[shard] = header.route.originNode
+        guard header.replicatedPrevious <= replica.appliedThrough[shard] else {
+            replica.recordsPastGap += 1
+            return
+        }
+        let hash = KeyHash.hash(decoded.key)
+        let changed: Bool
+        switch decoded.operation {
+        case .set:
+            changed = store.applyIfNewer(decoded.key, hash: hash, .set(value: decoded.value, expiryMs: decoded.expiryMs),
+                                         version: decoded.version, nowMs: now)
+        case .delete:
+            changed = store.applyIfNewer(decoded.key, hash: hash, .delete, version: decoded.version, nowMs: now)
+        case .flushShard:
+            changed = store.applyFlushIfNewer(version: decoded.version)
+        case .snapshotEnd:
+            replica.recordsMalformed += 1
+            return
+        }
+        if changed { replica.recordsApplied += 1 } else { replica.recordsStale += 1 }
+        if decoded.version > replica.appliedThrough[shard] { replica.appliedThrough[shard] = decoded.version }
+    }
+
+    /// One acknowledgement per shard that got records since the last call.
+    func sendReplicaAcks() {
+        guard !replica.pendingAcks.isEmpty else { return }
+        for (shard, origin) in replica.pendingAcks {
+            var header = ReplicationWire.header(.replicaAck, shard: shard, payloadLength: ReplicationWire.versionBytes)
+            header.route.originNode = origin
+            ReplicationWire.encode(replica.appliedThrough[shard]).withUnsafeBytes {
+                sendRecord(to: routes.clusterEndpoint, header: header, payload: $0)
+            }
+        }
+        replica.pendingAcks.removeAll(keepingCapacity: true)
+    }
+
+    /// Every replica holds `shard` through the version in `payload`.
+    func applyTombstoneFloor(_ header: ForwardHeader, payload: UnsafeRawBufferPointer) {
+        let shard = Int(header.route.shard)
+        guard shard < shards.count, let store = shards[shard], let version = ReplicationWire.decode(payload) else { return }
+        store.dropTombstones(acknowledgedThrough: version)
+    }
+}
