@@ -236,6 +236,11 @@ struct DifferentialRunner {
         if ours == theirs { return true }
         let name = command.first?.uppercased() ?? ""
         if name == "TTL" || name == "PTTL", let a = integerReply(ours), let b = integerReply(theirs), a > 0, b > 0 {
+            // Expiries past 2^48 ms are kept as 2^48 - 1 here
+            // (documentedDifferences, "expiry after the year 10889").
+            let unit: Int64 = name == "TTL" ? 1000 : 1
+            let clampedRemaining = ((1 << 48) - 1 - unixTimeMs()) / unit
+            if b > clampedRemaining && abs(a - clampedRemaining) <= 1 { return true }
             return abs(a - b) <= (name == "TTL" ? 1 : 50)
         }
         // redis-server counts a key whose expiry has passed until its expiry
