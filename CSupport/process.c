@@ -75,6 +75,17 @@ int aegis_wait_signal_timeout(int timeout_ms) {
     return errno == EAGAIN ? 0 : -errno;
 }
 
+// Expiry is decided to the millisecond, as redis-server decides it: the
+// coarse clock steps in 4 ms here and lags the true time by up to a step,
+// which let PTTL answer more than was set and PX 1 keys live 4 ms. Still a
+// vDSO read (no syscall): 36-41 ns of CPU per call here against the coarse
+// clock's 9 (measured on this VM, 20M calls, three rounds).
+int64_t aegis_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int64_t aegis_now_ms_coarse(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME_COARSE, &ts);

@@ -100,7 +100,11 @@ int aegis_wait_signal_timeout(int timeout_ms);
 extern const int AEGIS_SIGINT;
 extern const int AEGIS_SIGTERM;
 extern const int AEGIS_SIGHUP;
-/// CLOCK_REALTIME_COARSE in milliseconds (vDSO, no syscall).
+/// CLOCK_REALTIME in milliseconds (vDSO, no syscall): for TTLs, which must
+/// be exact to the millisecond.
+int64_t aegis_now_ms(void);
+/// CLOCK_REALTIME_COARSE in milliseconds (vDSO, no syscall): up to one
+/// kernel tick (4 ms here) behind, so never for TTLs.
 int64_t aegis_now_ms_coarse(void);
 /// CLOCK_MONOTONIC in nanoseconds.
 int64_t aegis_monotonic_ns(void);

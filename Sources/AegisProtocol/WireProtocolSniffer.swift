@@ -1,21 +1,17 @@
 /// Which protocol a connection speaks, decided once from its first byte.
 public enum WireProtocolKind: Sendable, Equatable {
-    case binary, resp, unknown
+    case binary, resp
 }
 
 public enum WireProtocolSniffer {
     /// A binary frame starts with the high byte of its big-endian length,
-    /// 0x00...0x04 for any legal frame; a RESP client starts with `*` (array)
-    /// or a letter (inline command). Anything else is unknown.
+    /// 0x00...0x04 for any legal frame. No other byte can start one, and
+    /// redis-server reads every other byte as RESP: `*` starts an array,
+    /// empty lines are skipped and anything else (a space, a quote, a digit)
+    /// starts an inline command. So every other byte is RESP here too
+    /// (wire-protocol.md, "Telling the protocols apart on one port").
     @inlinable
     public static func classify(firstByte: UInt8) -> WireProtocolKind {
-        switch firstByte {
-        case 0x00...0x04:
-            return .binary
-        case UInt8(ascii: "*"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"):
-            return .resp
-        default:
-            return .unknown
-        }
+        firstByte <= 0x04 ? .binary : .resp
     }
 }

@@ -31,7 +31,7 @@ struct BadInputTests {
         for round in 0..<20 {
             let socket = try TestSocket(port: server.port, timeoutSeconds: 5)
             var junk = (0..<4096).map { _ in UInt8.random(in: 0...255, using: &generator) }
-            // Start with each kind of first byte: unknown, binary length, RESP.
+            // Start with each kind of first byte: non-text, binary length, RESP.
             junk[0] = [UInt8(0xFF), 0x00, UInt8(ascii: "*"), UInt8(ascii: "G")][round % 4]
             try? socket.send(junk)
             // Closed for the junk, or (junk that parses as unknown inline
@@ -50,9 +50,10 @@ struct BadInputTests {
         let witness = try Witness(port: server.port)
         let before = server.residentBytes()
 
-        // Binary frame claiming 2^31 bytes.
+        // Binary frame claiming about 80 MiB, beyond the largest legal frame
+        // (a first byte above 0x04 would be RESP, as redis-server reads it).
         let binary = try TestSocket(port: server.port)
-        try binary.send([0x80, 0x00, 0x00, 0x00] + [UInt8](repeating: 0xAE, count: 64))
+        try binary.send([0x04, 0xFF, 0xFF, 0xFF] + [UInt8](repeating: 0xAE, count: 64))
         let binaryReply = try binary.receive { $0.count >= 47 }
         let parsed = try binaryReply.withUnsafeBytes { try BinaryResponseParser.parse($0) }
         #expect(parsed?.status == BinaryStatus.error.rawValue)

@@ -18,6 +18,9 @@ final class Connection {
     var wire: WireKind?
     var authenticated: Bool
     var name: String?
+    /// What the client library announced with CLIENT SETINFO.
+    var libraryName: String?
+    var libraryVersion: String?
 
     /// Bytes received but not yet parsed (a partial request, or requests held
     /// back by output backpressure). Empty most of the time: complete

@@ -164,18 +164,6 @@ extension Reactor {
         switch WireProtocolSniffer.classify(firstByte: buffer.readableView[0]) {
         case .binary: connection.wire = .binary
         case .resp: connection.wire = .resp2
-        case .unknown where buffer.readableView[0] < 0x20 || buffer.readableView[0] >= 0x80:
-            // Not text, so not RESP: most likely an oversized or corrupt
-            // binary frame, which the binary parser answers in kind.
-            connection.wire = .binary
-        case .unknown:
-            counters.protocolErrors &+= 1
-            connection.wire = .resp2
-            RESPWriter.error("ERR Protocol error: unrecognised first byte; expected RESP or AegisKV binary v1", into: connection.output)
-            connection.closeAfterFlush = true
-            buffer.clear()
-            markDirty(connection)
-            return nil
         }
         return connection.wire
     }

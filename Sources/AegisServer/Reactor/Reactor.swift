@@ -58,8 +58,12 @@ final class Reactor: @unchecked Sendable {
     let scratch = RequestScratch()
 
     /// Two clocks, both read once per loop iteration (vDSO reads, no
-    /// syscall). `now` is the coarse wall clock in unix ms: only for TTLs,
-    /// which are absolute unix times. `monotonicMs` is the coarse monotonic
+    /// syscall). `now` is the exact wall clock in unix ms: only for TTLs,
+    /// which are absolute unix times and decided to the millisecond as
+    /// redis-server decides them. Read after epoll_wait returns, it is never
+    /// earlier than the arrival of the requests the batch answers (a
+    /// forwarded request refreshes it: see `drainInbound`), so PTTL never
+    /// answers more than was set. `monotonicMs` is the coarse monotonic
     /// clock: for every timer, timeout and deadline, which must not jump
     /// when NTP or an operator steps the wall clock (a step forward used to
     /// close every idle connection; a step back switched timeouts off).
@@ -108,7 +112,7 @@ final class Reactor: @unchecked Sendable {
         // core anyway.
         ownerThread.claim()  // the hand-over from the thread that built (and replayed) this reactor
         shards.claim()
-        now = aegis_now_ms_coarse()
+        now = aegis_now_ms()
         monotonicMs = aegis_monotonic_ms_coarse()
         while runOnce() {}
         node.interconnect.markExited(index)
@@ -138,7 +142,7 @@ final class Reactor: @unchecked Sendable {
         }
         let ready = poller.wait(timeoutMs: waitMs)
         if slept { node.interconnect.didWake(index) }
-        now = aegis_now_ms_coarse()
+        now = aegis_now_ms()
         monotonicMs = aegis_monotonic_ms_coarse()
         counters.loopIterations &+= 1
         if node.routing.version != routes.version { applyRouting() }

@@ -13,6 +13,7 @@ final class ReplyQueue {
         case none          // one part whose bytes are the reply
         case integerSum    // DEL/EXISTS/UNLINK over several shards: sum of ":n" parts
         case allOK         // MSET over several shards: "+OK" once every part answered
+        case scanPage      // SCAN: one part per reactor, merged into one page (ScanPage)
     }
 
     // What a client sees when parts of an aggregate fail. The parts of one
@@ -39,6 +40,8 @@ final class ReplyQueue {
     }
 
     private var slots: [Slot] = []
+    /// The parts of outstanding SCAN pages, by sequence (rare: a dictionary is fine).
+    private var scanPages: [UInt64: ScanPage] = [:]
     private var headIndex = 0
     private var baseSequence: UInt64 = 0          // sequence number of slots[0]
     private(set) var nextSequence: UInt64 = 0
@@ -75,6 +78,13 @@ final class ReplyQueue {
         return sequence
     }
 
+    /// Opens a SCAN slot answered by `parts` reactors (see ScanPage).
+    func openScanPage(parts: Int, shardCount: Int) -> UInt64 {
+        let sequence = openPending(parts: parts, aggregate: .scanPage)
+        scanPages[sequence] = ScanPage(shardCount: shardCount)
+        return sequence
+    }
+
     /// Delivers one part's reply bytes to the slot `sequence`.
     func fill(sequence: UInt64, with bytes: UnsafeRawBufferPointer) {
         ownerThread.assertOwner("a connection's reply queue")
@@ -89,7 +99,7 @@ final class ReplyQueue {
             slots[index].start = stagingLogicalEnd
             staging.append(bytes)
             slots[index].length = bytes.count
-        case .integerSum, .allOK:
+        case .integerSum, .allOK, .scanPage:
             if bytes.first == UInt8(ascii: "-") {
                 if !slots[index].failed {
                     slots[index].failed = true
@@ -100,10 +110,20 @@ final class ReplyQueue {
             } else {
                 slots[index].succeededParts += 1
                 if bytes.first == UInt8(ascii: ":") { slots[index].sum += Self.parseInteger(bytes) }
+                if slots[index].aggregate == .scanPage { scanPages[sequence]?.add(bytes) }
             }
         }
         slots[index].pendingParts -= 1
-        if slots[index].pendingParts == 0 && slots[index].aggregate != .none {
+        if slots[index].pendingParts == 0 && slots[index].aggregate == .scanPage {
+            // Every part ran the same arguments: an error is the same error
+            // from each, and the first one is the answer.
+            if !slots[index].failed, let page = scanPages[sequence] {
+                slots[index].start = stagingLogicalEnd
+                page.merged(into: staging)
+                slots[index].length = stagingLogicalEnd - slots[index].start
+            }
+            scanPages[sequence] = nil
+        } else if slots[index].pendingParts == 0 && slots[index].aggregate != .none {
             if !slots[index].failed {
                 slots[index].start = stagingLogicalEnd
                 if slots[index].aggregate == .integerSum {
@@ -176,6 +196,7 @@ final class ReplyQueue {
 
     func reset() {
         slots.removeAll()
+        scanPages.removeAll()
         headIndex = 0
         stagingConsumed += staging.readableBytes
         staging.clear()

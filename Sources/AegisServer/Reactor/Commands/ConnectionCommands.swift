@@ -58,18 +58,34 @@ extension Reactor {
         }
     }
 
-    private func authenticate(_ connection: Connection, user: String?, password: UnsafeRawBufferPointer, into out: WireBuffer) {
+    /// Answers AUTH into `out`; true when the credentials were right.
+    @discardableResult
+    private func authenticate(_ connection: Connection, user: String?, password: UnsafeRawBufferPointer, into out: WireBuffer) -> Bool {
         let token = node.config.authToken
         if token.isEmpty {
-            RESPWriter.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?", into: out)
-            return
+            // As redis-server's default user without a password: any
+            // password logs it in (clients whose URL carries `default:pw@`
+            // send one), other users do not exist, and only the one-argument
+            // form is refused, as a hint that the configuration may be wrong.
+            if user == nil {
+                RESPWriter.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?", into: out)
+                return false
+            } else if user == "default" {
+                connection.authenticated = true
+                RESPWriter.simpleString("OK", into: out)
+                return true
+            } else {
+                RESPWriter.error("WRONGPASS invalid username-password pair or user is disabled.", into: out)
+                return false
+            }
         }
         if (user == nil || user == "default") && constantTimeEquals(password, token) {
             connection.authenticated = true
             RESPWriter.simpleString("OK", into: out)
-        } else {
-            RESPWriter.error("WRONGPASS invalid username-password pair or user is disabled.", into: out)
+            return true
         }
+        RESPWriter.error("WRONGPASS invalid username-password pair or user is disabled.", into: out)
+        return false
     }
 
     /// HELLO [protover [AUTH user pass] [SETNAME name]]
@@ -92,8 +108,10 @@ extension Reactor {
         while i < args.count {
             if args.matches(i, "AUTH") && i + 2 < args.count {
                 let scratch = WireBuffer()
-                authenticate(connection, user: args.string(i + 1), password: args.bytes(i + 2), into: scratch)
-                if !connection.authenticated {
+                // A wrong user or password is refused even when no token is
+                // set (the connection is then already logged in), as
+                // redis-server refuses it.
+                if !authenticate(connection, user: args.string(i + 1), password: args.bytes(i + 2), into: scratch) {
                     out.append(scratch.readableView)
                     return
                 }
@@ -155,65 +173,130 @@ extension Reactor {
         } else if args.matches(1, "ID") && args.count == 2 {
             RESPWriter.integer(connection.clientID, into: out)
         } else if args.matches(1, "SETINFO") && args.count == 4 {
-            // Client libraries announce their name and version; accepted, not stored.
-            RESPWriter.simpleString("OK", into: out)
+            executeClientSetInfo(args, connection, into: out)
+        } else if args.matches(1, "HELP") && args.count == 2 {
+            IntrospectionHelp.write(.client, into: out)
         } else {
-            RESPWriter.error(string: subcommandError(args, command: "client", known: ["SETNAME", "GETNAME", "ID", "SETINFO"]), into: out)
+            RESPWriter.error(string: subcommandError(args, command: "client", known: ["SETNAME", "GETNAME", "ID", "SETINFO", "HELP"]), into: out)
         }
+    }
+
+    /// CLIENT SETINFO LIB-NAME|LIB-VER value, with redis-server 7.2's rules:
+    /// other attributes are refused, and values with spaces, newlines or
+    /// other characters outside `!`...`~` (they would break CLIENT LIST's
+    /// space-separated fields).
+    private func executeClientSetInfo(_ args: ArgumentsView, _ connection: Connection, into out: WireBuffer) {
+        let attribute = args.string(2)
+        let isName = args.matches(2, "LIB-NAME")
+        guard isName || args.matches(2, "LIB-VER") else {
+            RESPWriter.error(string: "ERR Unrecognized option '\(attribute)'", into: out)
+            return
+        }
+        let value = args.bytes(3)
+        guard value.allSatisfy({ $0 >= UInt8(ascii: "!") && $0 <= UInt8(ascii: "~") }) else {
+            RESPWriter.error(string: "ERR \(attribute) cannot contain spaces, newlines or special characters.", into: out)
+            return
+        }
+        let text = args.string(3)
+        if isName { connection.libraryName = text.isEmpty ? nil : text } else { connection.libraryVersion = text.isEmpty ? nil : text }
+        RESPWriter.simpleString("OK", into: out)
     }
 
     /// COMMAND, COMMAND COUNT, COMMAND INFO name..., COMMAND DOCS: enough for
     /// redis-cli, redis-benchmark and client libraries that introspect.
     private func executeCommandIntrospection(_ args: ArgumentsView, _ connection: Connection, into out: WireBuffer) {
         let all = RESPCommand.allCases.filter { $0 != .unknown }
-        if args.count == 1 {
+        if args.count == 1 || (args.count == 2 && args.matches(1, "INFO")) {
             RESPWriter.arrayHeader(all.count, into: out)
-            for command in all { writeCommandInfo(command, into: out) }
+            for command in all { writeCommandInfo(command, connection.respVersion, into: out) }
         } else if args.matches(1, "COUNT") && args.count == 2 {
             RESPWriter.integer(all.count, into: out)
         } else if args.matches(1, "INFO") {
             RESPWriter.arrayHeader(args.count - 2, into: out)
             for i in 2..<args.count {
                 let command = RESPCommand.lookup(args.bytes(i))
-                if command == .unknown { RESPWriter.null(connection.respVersion, into: out) } else { writeCommandInfo(command, into: out) }
+                if command == .unknown { RESPWriter.null(connection.respVersion, into: out) } else { writeCommandInfo(command, connection.respVersion, into: out) }
             }
+        } else if args.matches(1, "HELP") && args.count == 2 {
+            IntrospectionHelp.write(.command, into: out)
         } else if args.matches(1, "DOCS") {
-            // No per-command documentation is served; an empty map is a valid answer.
-            RESPWriter.mapHeader(0, connection.respVersion, into: out)
+            // As redis-server: every command without names, unknown names left out.
+            let named = args.count == 2 ? all : (2..<args.count).map { RESPCommand.lookup(args.bytes($0)) }.filter { $0 != .unknown }
+            RESPWriter.mapHeader(named.count, connection.respVersion, into: out)
+            for command in named { writeCommandDocs(command, connection.respVersion, into: out) }
         } else {
             RESPWriter.error(string: "ERR unknown subcommand '\(args.string(1))'. Try COMMAND HELP.", into: out)
         }
     }
 
-    private func writeCommandInfo(_ command: RESPCommand, into out: WireBuffer) {
+    /// One command as COMMAND INFO answers it, in redis-server's layout:
+    /// name, arity, flags, first/last/step key, ACL categories, tips, key
+    /// specs, subcommands (RESP3 sends the lists as sets and the specs as maps).
+    private func writeCommandInfo(_ command: RESPCommand, _ version: RESPVersion, into out: WireBuffer) {
+        let described = command.commandDescription
+        func set(_ count: Int) {
+            if version == .resp3 { out.append("~"); out.appendDecimal(count); out.append("\r\n") } else { RESPWriter.arrayHeader(count, into: out) }
+        }
         RESPWriter.arrayHeader(10, into: out)
         RESPWriter.bulk(string: command.name, into: out)
         RESPWriter.integer(command.arity, into: out)
-        var flags: [StaticString] = [command.isWrite ? "write" : "readonly"]
-        if command.routing == .keyed { flags.append("fast") }
-        if command.allowedBeforeAuth { flags.append("no-auth") }
-        RESPWriter.arrayHeader(flags.count, into: out)
-        for flag in flags { RESPWriter.simpleString(flag, into: out) }
-        let (first, last, step): (Int, Int, Int)
-        switch command.routing {
-        case .keyed: (first, last, step) = (1, 1, 1)
-        case .multiKey: (first, last, step) = command == .mset ? (1, -1, 2) : (1, -1, 1)
-        default: (first, last, step) = (0, 0, 0)
+        set(described.flags.count)
+        for flag in described.flags { RESPWriter.simpleString(flag, into: out) }
+        let spec = described.keySpec
+        RESPWriter.integer(spec == nil ? 0 : 1, into: out)
+        // The legacy last key is absolute (1 for one key); the spec's is relative (0).
+        RESPWriter.integer(spec.map { $0.lastKey == 0 ? 1 : $0.lastKey } ?? 0, into: out)
+        RESPWriter.integer(spec?.keyStep ?? 0, into: out)
+        set(described.categories.count)
+        for category in described.categories { RESPWriter.simpleString(category, into: out) }
+        set(described.tips.count)
+        for tip in described.tips { RESPWriter.bulk(string: tip.description, into: out) }
+        set(spec == nil ? 0 : 1)
+        if let spec {
+            RESPWriter.mapHeader(3, version, into: out)
+            RESPWriter.bulk(string: "flags", into: out)
+            set(spec.flags.count)
+            for flag in spec.flags { RESPWriter.simpleString(flag, into: out) }
+            RESPWriter.bulk(string: "begin_search", into: out)
+            RESPWriter.mapHeader(2, version, into: out)
+            RESPWriter.bulk(string: "type", into: out); RESPWriter.bulk(string: "index", into: out)
+            RESPWriter.bulk(string: "spec", into: out)
+            RESPWriter.mapHeader(1, version, into: out)
+            RESPWriter.bulk(string: "index", into: out); RESPWriter.integer(1, into: out)
+            RESPWriter.bulk(string: "find_keys", into: out)
+            RESPWriter.mapHeader(2, version, into: out)
+            RESPWriter.bulk(string: "type", into: out); RESPWriter.bulk(string: "range", into: out)
+            RESPWriter.bulk(string: "spec", into: out)
+            RESPWriter.mapHeader(3, version, into: out)
+            RESPWriter.bulk(string: "lastkey", into: out); RESPWriter.integer(spec.lastKey, into: out)
+            RESPWriter.bulk(string: "keystep", into: out); RESPWriter.integer(spec.keyStep, into: out)
+            RESPWriter.bulk(string: "limit", into: out); RESPWriter.integer(0, into: out)
         }
-        RESPWriter.integer(first, into: out)
-        RESPWriter.integer(last, into: out)
-        RESPWriter.integer(step, into: out)
-        for _ in 0..<4 { RESPWriter.arrayHeader(0, into: out) }
+        set(0)
+    }
+
+    /// One command as COMMAND DOCS answers it: name, then a map of summary,
+    /// since, group and complexity.
+    private func writeCommandDocs(_ command: RESPCommand, _ version: RESPVersion, into out: WireBuffer) {
+        let described = command.commandDescription
+        RESPWriter.bulk(string: command.name, into: out)
+        RESPWriter.mapHeader(4, version, into: out)
+        RESPWriter.bulk(string: "summary", into: out); RESPWriter.bulk(string: described.summary, into: out)
+        RESPWriter.bulk(string: "since", into: out); RESPWriter.bulk(string: described.since.description, into: out)
+        RESPWriter.bulk(string: "group", into: out); RESPWriter.bulk(string: described.group.description, into: out)
+        RESPWriter.bulk(string: "complexity", into: out); RESPWriter.bulk(string: described.complexity.description, into: out)
     }
 
     /// CONFIG GET pattern...: this node's settings under their config-file
     /// names, plus the Redis names tools ask for (maxmemory, save, appendonly).
     private func executeConfig(_ args: ArgumentsView, _ connection: Connection, into out: WireBuffer) {
         guard args.matches(1, "GET"), args.count >= 3 else {
-            if args.matches(1, "SET") {
+            if args.matches(1, "HELP") && args.count == 2 {
+                IntrospectionHelp.write(.config, into: out)
+            } else if args.matches(1, "SET") {
                 RESPWriter.error("ERR CONFIG SET is not supported: edit the config file and send SIGHUP, or restart", into: out)
             } else {
-                RESPWriter.error(string: subcommandError(args, command: "config", known: ["GET"]), into: out)
+                RESPWriter.error(string: subcommandError(args, command: "config", known: ["GET", "HELP"]), into: out)
             }
             return
         }
@@ -266,9 +349,15 @@ extension Reactor {
     }
 
     func infoText(sections requested: [String]) -> String {
-        let all = requested.isEmpty || requested.contains("all") || requested.contains("everything") || requested.contains("default")
-        func wants(_ section: String) -> Bool { all || requested.contains(section) }
+        // As redis-server groups them: no argument or "default" is every
+        // section but commandstats, "all" and "everything" add it.
+        let everything = requested.contains("all") || requested.contains("everything")
+        let defaults = everything || requested.isEmpty || requested.contains("default")
+        func wants(_ section: String) -> Bool {
+            requested.contains(section) || (section == "commandstats" ? everything : defaults)
+        }
         let totals = node.totals()
+        let commands = node.commandTotals()
         let config = node.config
         let uptimeSeconds = (aegis_monotonic_ms_coarse() - node.startedMonotonicMs) / 1000
         var lines: [String] = []
@@ -300,13 +389,27 @@ extension Reactor {
                       "rejected_connections:\(totals.connectionsRejected)", "expired_keys:\(totals.expired)",
                       "evicted_keys:\(totals.evictions)", "keyspace_hits:\(totals.keyspaceHits)",
                       "keyspace_misses:\(totals.keyspaceMisses)", "forwarded_requests:\(totals.forwardedRequests)",
-                      "protocol_errors:\(totals.protocolErrors)", ""]
+                      "protocol_errors:\(totals.protocolErrors)", "total_error_replies:\(commands.errors.reduce(0, +))", ""]
         }
         if wants("persistence") {
             lines += ["# Persistence", "wal_mode:\(config.walMode.rawValue)",
                       "wal_dir:\(config.walMode == .off ? "" : config.effectiveWALDir)",
                       "wal_writable:\(totals.walRefusingWrites == 0 ? 1 : 0)", "wal_batches:\(totals.walBatches)",
                       "wal_bytes:\(totals.walBytes)", "wal_snapshots:\(totals.walSnapshots)", "wal_errors:\(totals.walErrors)", ""]
+        }
+        if wants("replication") {
+            // AegisKV replicates between its own nodes (INFO cluster), never
+            // to Redis replicas: to a Redis tool this node is a primary
+            // with none attached.
+            lines += ["# Replication", "role:master", "connected_slaves:0", ""]
+        }
+        if wants("cpu") { lines += cpuInfoLines() }
+        if wants("commandstats") {
+            lines.append("# Commandstats")
+            for (id, name) in CommandMetricsLayout.names.enumerated() where id != 0 && commands.calls[id] > 0 {
+                lines.append("cmdstat_\(name):calls=\(commands.calls[id]),failed_calls=\(commands.errors[id])")
+            }
+            lines.append("")
         }
         if wants("cluster") { lines += clusterInfoLines() }
         if wants("keyspace") {
@@ -325,7 +428,10 @@ extension Reactor {
         let snapshot = node.cluster.snapshot
         let me = snapshot.selfMember
         let alone = snapshot.members.isEmpty
-        return ["# Cluster", "cluster_enabled:1",
+        // cluster_enabled is Redis Cluster's flag: clients that see 1 switch
+        // to the Redis Cluster protocol (CLUSTER SLOTS, MOVED), which this
+        // node does not speak; any node answers for any key instead.
+        return ["# Cluster", "cluster_enabled:0",
                 "cluster_members:\(alone ? 1 : snapshot.members.count)",
                 "cluster_members_alive:\(alone ? 1 : snapshot.count(.alive))",
                 "cluster_members_suspect:\(snapshot.count(.suspect))",
@@ -334,6 +440,26 @@ extension Reactor {
                 "cluster_shards_replica:\(me?.shardsFollower ?? 0)",
                 "cluster_node_id:\(node.config.nodeID)", "cluster_local_health:\(snapshot.localHealth)"]
             + (snapshot.placementDigest.map { ["cluster_placement_digest:\($0)"] } ?? []) + [""]
+    }
+}
+
+extension Reactor {
+    /// INFO cpu: the process's and its children's CPU seconds, as
+    /// redis-server reports them (getrusage).
+    func cpuInfoLines() -> [String] {
+        func seconds(_ who: Int32) -> (system: String, user: String) {
+            var usage = rusage()
+            guard getrusage(__rusage_who_t(who), &usage) == 0 else { return ("0.000000", "0.000000") }
+            func text(_ time: timeval) -> String {
+                let micros = String(time.tv_usec)
+                return "\(time.tv_sec)." + String(repeating: "0", count: max(0, 6 - micros.count)) + micros
+            }
+            return (text(usage.ru_stime), text(usage.ru_utime))
+        }
+        let me = seconds(RUSAGE_SELF.rawValue)
+        let children = seconds(RUSAGE_CHILDREN.rawValue)
+        return ["# CPU", "used_cpu_sys:\(me.system)", "used_cpu_user:\(me.user)",
+                "used_cpu_sys_children:\(children.system)", "used_cpu_user_children:\(children.user)", ""]
     }
 }
 

@@ -194,45 +194,19 @@ extension Reactor {
     /// SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]
     private func executeSet(_ args: ArgumentsView, store: ShardStore, hash: UInt64, version: RESPVersion, into out: WireBuffer) {
         let key = args.bytes(1)
-        var onlyIfAbsent = false, onlyIfPresent = false, returnOld = false, keepTTL = false
-        var expiry: Int64 = 0
-        var expirySet = false
-        var i = 3
-        while i < args.count {
-            if args.matches(i, "NX") && !onlyIfPresent { onlyIfAbsent = true }
-            else if args.matches(i, "XX") && !onlyIfAbsent { onlyIfPresent = true }
-            else if args.matches(i, "GET") { returnOld = true }
-            else if args.matches(i, "KEEPTTL") && !expirySet { keepTTL = true }
-            else if !keepTTL && !expirySet && i + 1 < args.count,
-                    let unit: (TimeUnit, Bool) = args.matches(i, "EX") ? (.seconds, false)
-                        : args.matches(i, "PX") ? (.milliseconds, false)
-                        : args.matches(i, "EXAT") ? (.seconds, true)
-                        : args.matches(i, "PXAT") ? (.milliseconds, true) : nil {
-                guard let amount = args.integer(i + 1) else {
-                    RESPWriter.error("ERR value is not an integer or out of range", into: out)
-                    return
-                }
-                let absolute: Int64?
-                if unit.1 {
-                    absolute = unit.0 == .seconds ? amount.multipliedReportingOverflow(by: 1000).overflow ? nil : amount * 1000 : amount
-                } else {
-                    absolute = absoluteExpiry(amount, unit: unit.0)
-                }
-                guard amount > 0, let absolute else {
-                    RESPWriter.error("ERR invalid expire time in 'set' command", into: out)
-                    return
-                }
-                expiry = absolute
-                expirySet = true
-                i += 1
-            } else {
-                RESPWriter.error("ERR syntax error", into: out)
-                return
-            }
-            i += 1
+        guard let options = StringOptions.parse(args, for: .set) else {
+            RESPWriter.error("ERR syntax error", into: out)
+            return
         }
-        if !onlyIfAbsent && !onlyIfPresent && !returnOld && !keepTTL {
-            if expirySet && expiry <= now {
+        var expiry: Int64
+        switch options.absoluteExpiryMs(args, nowMs: now) {
+        case .success(let absolute): expiry = absolute ?? 0
+        case .failure(let problem):
+            StringOptions.write(problem, command: "set", into: out)
+            return
+        }
+        if !options.onlyIfAbsent && !options.onlyIfPresent && !options.returnOld && !options.keepTTL {
+            if expiry != 0 && expiry <= now {
                 store.delete(key, hash: hash, nowMs: now)
             } else {
                 store.set(key, hash: hash, value: args.bytes(2), expiryMs: expiry, nowMs: now)
@@ -241,54 +215,40 @@ extension Reactor {
             return
         }
         let existing = store.get(key, hash: hash, nowMs: now)
-        if returnOld {
+        if options.returnOld {
             if let existing { RESPWriter.bulk(existing.value, into: out) } else { RESPWriter.null(version, into: out) }
         }
-        let proceed = (!onlyIfAbsent || existing == nil) && (!onlyIfPresent || existing != nil)
+        let proceed = (!options.onlyIfAbsent || existing == nil) && (!options.onlyIfPresent || existing != nil)
         if proceed {
-            if keepTTL { expiry = existing?.expiryMs ?? 0 }
+            if options.keepTTL { expiry = existing?.expiryMs ?? 0 }
             if expiry != 0 && expiry <= now {
                 store.delete(key, hash: hash, nowMs: now)
             } else {
                 store.set(key, hash: hash, value: args.bytes(2), expiryMs: expiry, nowMs: now)
             }
         }
-        if !returnOld {
+        if !options.returnOld {
             if proceed { RESPWriter.simpleString("OK", into: out) } else { RESPWriter.null(version, into: out) }
         }
     }
 
-    /// GETEX key [EX s|PX ms|EXAT s|PXAT ms|PERSIST]
+    /// GETEX key [EX s|PX ms|EXAT s|PXAT ms|PERSIST]. As in redis-server, a
+    /// missing key answers nil before the expiry's number is looked at.
     private func executeGetEx(_ args: ArgumentsView, store: ShardStore, hash: UInt64, version: RESPVersion, into out: WireBuffer) {
         let key = args.bytes(1)
-        var newExpiry: Int64? = nil
-        if args.count == 3 && args.matches(2, "PERSIST") {
-            newExpiry = 0
-        } else if args.count == 4 {
-            guard let amount = args.integer(3) else {
-                RESPWriter.error("ERR value is not an integer or out of range", into: out)
-                return
-            }
-            let absolute: Int64?
-            if args.matches(2, "EX") { absolute = absoluteExpiry(amount, unit: .seconds) }
-            else if args.matches(2, "PX") { absolute = absoluteExpiry(amount, unit: .milliseconds) }
-            else if args.matches(2, "EXAT") { absolute = amount.multipliedReportingOverflow(by: 1000).overflow ? nil : amount * 1000 }
-            else if args.matches(2, "PXAT") { absolute = amount }
-            else {
-                RESPWriter.error("ERR syntax error", into: out)
-                return
-            }
-            guard amount > 0, let absolute else {
-                RESPWriter.error("ERR invalid expire time in 'getex' command", into: out)
-                return
-            }
-            newExpiry = absolute
-        } else if args.count != 2 {
+        guard let options = StringOptions.parse(args, for: .getex) else {
             RESPWriter.error("ERR syntax error", into: out)
             return
         }
         guard let entry = store.get(key, hash: hash, nowMs: now) else {
             RESPWriter.null(version, into: out)
+            return
+        }
+        let newExpiry: Int64?
+        switch options.absoluteExpiryMs(args, nowMs: now) {
+        case .success(let absolute): newExpiry = absolute ?? (options.persist ? 0 : nil)
+        case .failure(let problem):
+            StringOptions.write(problem, command: "getex", into: out)
             return
         }
         RESPWriter.bulk(entry.value, into: out)
@@ -304,10 +264,7 @@ extension Reactor {
     /// EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT key amount [NX|XX|GT|LT]
     private func executeExpire(_ command: RESPCommand, _ args: ArgumentsView, store: ShardStore, hash: UInt64, into out: WireBuffer) {
         let key = args.bytes(1)
-        guard let amount = args.integer(2) else {
-            RESPWriter.error("ERR value is not an integer or out of range", into: out)
-            return
-        }
+        // The options are checked before the number, as redis-server does.
         var nx = false, xx = false, gt = false, lt = false
         for i in 3..<max(args.count, 3) {
             if args.matches(i, "NX") { nx = true }
@@ -325,6 +282,10 @@ extension Reactor {
         }
         if gt && lt {
             RESPWriter.error("ERR GT and LT options at the same time are not compatible", into: out)
+            return
+        }
+        guard let amount = args.integer(2) else {
+            RESPWriter.error("ERR value is not an integer or out of range", into: out)
             return
         }
         let absolute: Int64?
@@ -417,8 +378,12 @@ extension Reactor {
     /// number returned: with MATCH or TYPE a call may return fewer keys, or
     /// none, with a cursor to continue from, instead of walking the whole
     /// keyspace for a pattern that matches nothing.
+    ///
+    /// This is one reactor's part of a page: it looks at its own shards only,
+    /// up to COUNT entries, while every other reactor does the same with
+    /// theirs; ScanPage merges the parts.
     private func executeScan(_ args: ArgumentsView, into out: WireBuffer) {
-        guard let rawCursor = args.integer(1), rawCursor >= 0 else {
+        guard let rawCursor = parseScanCursor(args.bytes(1)) else {
             RESPWriter.error("ERR invalid cursor", into: out)
             return
         }
@@ -460,8 +425,18 @@ extension Reactor {
             }
             i += 2
         }
-        var shard = Int(UInt64(rawCursor) >> 40)
-        var inner = UInt64(rawCursor) & ((1 << 40) - 1)
+        var shard = Int(rawCursor >> 40)
+        var inner = rawCursor & ((1 << 40) - 1)
+        // This reactor's part of the page: its own shards from the cursor on
+        // (the others scan theirs at the same time; ScanPage merges them).
+        if shard < shards.count && shards[shard] == nil {
+            inner = 0
+            shard = nextOwnedShard(after: shard)
+        }
+        if shard >= shards.count {
+            writeScanReply(cursor: 0, keys: nil, into: out)
+            return
+        }
         var found = 0
         var examined = 0
         scratch.scan.clear()
@@ -472,35 +447,50 @@ extension Reactor {
         // ends, with a cursor, once the budget is spent.
         let matchCostMax = (pattern?.count ?? 0) * (Self.maxKeyLength + 1)
         var matchCost = 0
+        // Empty shards cost a count check each, so a sparse keyspace still
+        // fills a page; shards with entries are bounded by COUNT (their
+        // entries may all have expired, and visiting them is not free).
+        let shardsWithEntriesMax = max(64, count)
         while true {
             let store = shards[shard]!
             // A follower's copy of a shard is its primary's to list.
-            if !routes.isPrimaryHere(shard) { inner = 0 } else { repeat {
-                var chunk = count - examined
-                if matchCostMax > 0 { chunk = max(1, min(chunk, (Self.scanMatchBudget - matchCost) / matchCostMax)) }
-                inner = store.scan(cursor: inner, count: chunk, nowMs: now) { entry in
-                    examined += 1
-                    guard typeMatches else { return }
-                    if let pattern {
-                        matchCost += pattern.count * (entry.key.count + 1)
-                        if !globMatch(pattern: pattern, subject: entry.key) { return }
+            if store.count == 0 || !routes.isPrimaryHere(shard) {
+                inner = 0
+            } else {
+                repeat {
+                    var chunk = count - examined
+                    if matchCostMax > 0 { chunk = max(1, min(chunk, (Self.scanMatchBudget - matchCost) / matchCostMax)) }
+                    inner = store.scan(cursor: inner, count: chunk, nowMs: now) { entry in
+                        examined += 1
+                        guard typeMatches else { return }
+                        if let pattern {
+                            matchCost += pattern.count * (entry.key.count + 1)
+                            if !globMatch(pattern: pattern, subject: entry.key) { return }
+                        }
+                        RESPWriter.bulk(entry.key, into: scratch.scan)
+                        found += 1
                     }
-                    RESPWriter.bulk(entry.key, into: scratch.scan)
-                    found += 1
-                }
-            } while inner != 0 && examined < count && matchCost < Self.scanMatchBudget }
-            examinedShards += 1
+                } while inner != 0 && examined < count && matchCost < Self.scanMatchBudget
+                examinedShards += 1
+            }
             if inner != 0 {
                 nextCursor = UInt64(shard) << 40 | inner
                 break
             }
-            shard += 1
+            nextCursor = UInt64(shard + 1) << 40
+            shard = nextOwnedShard(after: shard)
             if shard >= shards.count { nextCursor = 0; break }
-            nextCursor = UInt64(shard) << 40
-            if examined >= count || matchCost >= Self.scanMatchBudget || owner(ofShard: shard) != index || examinedShards >= 64 { break }
+            if examined >= count || matchCost >= Self.scanMatchBudget || examinedShards >= shardsWithEntriesMax { break }
         }
         writeScanReply(cursor: nextCursor, keys: (found, scratch.scan), into: out)
         scratch.scan.releaseIfIdle(keep: 64 * 1024)
+    }
+
+    /// The first shard after `shard` that this reactor owns (shards.count when none).
+    private func nextOwnedShard(after shard: Int) -> Int {
+        var next = shard + 1
+        while next < shards.count && shards[next] == nil { next += 1 }
+        return next
     }
 
     func writeScanReply(cursor: UInt64, keys: (count: Int, encoded: WireBuffer)?, into out: WireBuffer) {

@@ -51,7 +51,7 @@ extension Reactor {
         let id = Int(command.rawValue)
         commandMetrics.count(id)
         if command == .unknown {
-            withCountedReply(connection, id) { RESPWriter.error(string: unknownCommandMessage(args), into: $0) }
+            withCountedReply(connection, id) { writeUnknownCommand(args, into: $0) }
             return
         }
         if !command.arityAccepts(args.count) || (command == .mset && args.count % 2 == 0) {
@@ -96,7 +96,7 @@ extension Reactor {
             executeOwned(command, args, version: connection.respVersion, into: scratch.reply)
             fillLocal(connection, sequence: sequence, scratch.reply.readableView)
         case .cursor:
-            guard let cursor = UInt64(exactly: args.integer(1) ?? -1) else {
+            guard let cursor = parseScanCursor(args.bytes(1)) else {
                 withReply(connection) { RESPWriter.error("ERR invalid cursor", into: $0) }
                 return
             }
@@ -105,12 +105,19 @@ extension Reactor {
                 withReply(connection) { writeScanReply(cursor: 0, keys: nil, into: $0) }
                 return
             }
-            let target = owner(ofShard: shard)
-            if target == index {
+            if node.reactorCount == 1 {
                 withReply(connection) { executeOwned(command, args, version: connection.respVersion, into: $0) }
-            } else {
-                forward(to: target, connection: connection, bytes: raw)
+                return
             }
+            // Every reactor scans its own shards from the cursor; the reply
+            // queue merges the parts into one page (ScanPage).
+            let sequence = connection.replies.openScanPage(parts: node.reactorCount, shardCount: shards.count)
+            for target in 0..<node.reactorCount where target != index {
+                forwardRequest(to: target, connection: connection, sequence: sequence, bytes: raw)
+            }
+            scratch.reply.clear()
+            executeOwned(command, args, version: connection.respVersion, into: scratch.reply)
+            fillLocal(connection, sequence: sequence, scratch.reply.readableView)
         }
     }
 
@@ -224,16 +231,30 @@ extension Reactor {
         fillLocal(connection, sequence: sequence, scratch.reply.readableView)
     }
 
-    private func unknownCommandMessage(_ args: ArgumentsView) -> String {
-        var message = "ERR unknown command '\(printable(args.bytes(0)))', with args beginning with: "
-        for i in 1..<args.count where message.utf8.count < 256 {
-            message += "'\(printable(args.bytes(i)))' "
+    /// redis-server's text, byte for byte (server.c, processCommand): the
+    /// name up to 128 bytes, then quoted arguments while the list is under
+    /// 128 bytes, each cut to what is left of those 128; C strings, so a NUL
+    /// ends an argument; CR and LF become spaces. Other bytes go out as they
+    /// came, as redis-server sends them.
+    private func writeUnknownCommand(_ args: ArgumentsView, into out: WireBuffer) {
+        func cString(_ bytes: UnsafeRawBufferPointer, max: Int) -> UnsafeRawBufferPointer.SubSequence {
+            let clipped = bytes.prefix(max)
+            return clipped.prefix(while: { $0 != 0 })
         }
-        return message
-    }
-
-    private func printable(_ bytes: UnsafeRawBufferPointer) -> String {
-        let clipped = UnsafeRawBufferPointer(rebasing: bytes.prefix(128))
-        return String(decoding: clipped.map { $0 < 32 || $0 > 126 ? UInt8(ascii: "?") : $0 }, as: UTF8.self)
+        var message: [UInt8] = Array("ERR unknown command '".utf8)
+        message += cString(args.bytes(0), max: 128)
+        message += Array("', with args beginning with: ".utf8)
+        var listed: [UInt8] = []
+        var i = 1
+        while i < args.count && listed.count < 128 {
+            listed.append(UInt8(ascii: "'"))
+            listed += cString(args.bytes(i), max: 128 - (listed.count - 1))
+            listed += Array("' ".utf8)
+            i += 1
+        }
+        message += listed
+        out.append(byte: UInt8(ascii: "-"))
+        out.append(message.map { $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\n") ? UInt8(ascii: " ") : $0 })
+        out.append("\r\n")
     }
 }

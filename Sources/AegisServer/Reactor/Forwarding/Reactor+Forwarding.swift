@@ -200,8 +200,17 @@ extension Reactor {
     func drainInbound() {
         ownerThread.assertOwner("a reactor's inbound rings")
         let interconnect = node.interconnect
+        // A request forwarded here may have reached its first reactor after
+        // this loop read the clock: read it again, once per drain, before
+        // running any, so an expiry is never judged by a time older than
+        // the request.
+        var clockRefreshed = false
         for source in 0..<interconnect.endpointCount where source != index {
             interconnect.drain(from: source, to: index) { header, payload in
+                if !clockRefreshed && header.kind == .request {
+                    now = aegis_now_ms()
+                    clockRefreshed = true
+                }
                 handleRecord(header, payload: payload, from: source)
             }
         }
