@@ -90,6 +90,28 @@ struct V1UpgradeNodeTests {
             == "*2\r\n$21\r\ngossip_advertise_addr\r\n$14\r\n127.0.0.1:7701\r\n")
     }
 
+    /// v1 clients put a connection back in their pool after an error: an
+    /// oversized key must not close it. And v1 clients send negative TTLs
+    /// for "no expiry".
+    @Test func binaryClientsOfV1KeepTheirConnectionAndNegativeTTLMeansNoExpiry() throws {
+        let node = try ServerHarness()
+        defer { #expect(node.stop() == 0) }
+        let socket = try TestSocket(port: node.port)
+        func call(_ command: BinaryCommand, id: UInt64, key: [UInt8], value: [UInt8] = [], ttl: Int64 = 0) throws -> BinaryResponse {
+            let out = WireBuffer()
+            BinaryRequestWriter.write(command: command.rawValue, requestID: id, key: key, value: value, ttlMs: ttl, version: 0, into: out)
+            try socket.send(Array(out.readableView))
+            let bytes = try socket.receive { (try? $0.withUnsafeBytes { try BinaryResponseParser.parse($0) }) != nil }
+            return try #require(try bytes.withUnsafeBytes { try BinaryResponseParser.parse($0) })
+        }
+        let oversized = try call(.set, id: 1, key: [UInt8](repeating: 0x6B, count: 70_000), value: Array("v".utf8))
+        #expect(oversized.knownStatus == .error && oversized.requestID == 1 && oversized.error == "key too long", "\(oversized)")
+        #expect(try call(.ping, id: 2, key: []).knownStatus == .ok, "the same connection still answers")
+        #expect(try call(.set, id: 3, key: Array("n".utf8), value: Array("v".utf8), ttl: -1).knownStatus == .ok)
+        let read = try call(.get, id: 4, key: Array("n".utf8))
+        #expect(read.knownStatus == .ok && read.value == Array("v".utf8) && read.ttlMs == 0, "\(read)")
+    }
+
     @Test func versionPrintsTheVersion() throws {
         for flag in ["--version", "-version"] {
             let result = try runTool(ServerHarness.binaryPath, [flag])
