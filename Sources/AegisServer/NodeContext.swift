@@ -31,6 +31,8 @@ public final class NodeContext: Sendable {
     public let cluster = ClusterBoard()
     /// The shard map the cluster loop computed last, as reactors route by it.
     public let routing = RoutingBoard()
+    /// SLOWLOG entries and LATENCY events of every reactor.
+    let timings = CommandTimings()
 
     let lifecycle = Atomic<Int>(Lifecycle.starting.rawValue)
     let openConnections = Atomic<Int>(0)

@@ -15,6 +15,7 @@ extension Reactor {
         sweepExpired()
         logMaintenance()
         publishCommandStats()
+        answerDueWaits()
         if monotonicMs >= schedule.nextTimeoutCheckMs {
             schedule.nextTimeoutCheckMs = monotonicMs + 1000
             enforceTimeouts()
