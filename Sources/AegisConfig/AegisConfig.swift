@@ -81,6 +81,14 @@ public struct AegisConfig: Sendable, Equatable {
     public var maintenanceInterval: Duration
     /// Reactor threads; 0 = one per CPU the process may use (CPUBudget).
     public var reactors: Int
+    /// SLOWLOG: commands taking at least this many microseconds are
+    /// logged; -1 logs none, 0 every command (Redis's slowlog-log-slower-than).
+    public var slowlogLogSlowerThan: Int
+    /// SLOWLOG: entries kept, newest first (Redis's slowlog-max-len).
+    public var slowlogMaxLen: Int
+    /// LATENCY: commands taking at least this many milliseconds are
+    /// recorded as latency events; 0 = off (Redis's latency-monitor-threshold).
+    public var latencyMonitorThreshold: Int
 
     /// A working single node: every default, node_id = this machine's host name.
     public static let defaults = AegisConfig(
@@ -130,7 +138,10 @@ public struct AegisConfig: Sendable, Equatable {
         logLevel: "info",
         logFormat: .text,
         maintenanceInterval: .milliseconds(100),
-        reactors: 0
+        reactors: 0,
+        slowlogLogSlowerThan: 10_000,
+        slowlogMaxLen: 128,
+        latencyMonitorThreshold: 0
     )
 
     /// The log levels `log_level` accepts, least to most severe.
@@ -163,7 +174,7 @@ public struct AegisConfig: Sendable, Equatable {
             "seeds", "gossip_interval", "suspect_timeout", "dead_timeout", "max_conns",
             "read_timeout", "write_timeout", "idle_timeout", "rate_limit", "rate_burst",
             "breaker_error_rate", "breaker_min_calls", "breaker_window", "breaker_cooldown", "breaker_half_open_trials",
-            "drain_timeout", "log_level",
+            "drain_timeout", "log_level", "slowlog_log_slower_than", "slowlog_max_len", "latency_monitor_threshold",
         ].contains($0)
     }
 

@@ -99,6 +99,56 @@ public struct ConfigFlags: ParsableArguments {
     public var maintenanceInterval: String?
     @Option(name: .customLong("reactors"), help: ConfigFlags.help("reactors", "n"))
     public var reactors: String?
+    @Option(name: .customLong("slowlog-log-slower-than"), help: ConfigFlags.help("slowlog_log_slower_than", "microseconds"))
+    public var slowlogLogSlowerThan: String?
+    @Option(name: .customLong("slowlog-max-len"), help: ConfigFlags.help("slowlog_max_len", "n"))
+    public var slowlogMaxLen: String?
+    @Option(name: .customLong("latency-monitor-threshold"), help: ConfigFlags.help("latency_monitor_threshold", "milliseconds"))
+    public var latencyMonitorThreshold: String?
+
+    // AegisKV v1's flag names, with its meanings (its cmd/aegis/main.go),
+    // so that its unit files and scripts start this node unchanged. Hidden
+    // from --help to keep one name per setting there; listed in
+    // docs/configuration.md, "AegisKV v1 flags".
+    @Option(name: .customLong("bind"), help: ConfigFlags.v1Help("bind_addr"))
+    public var v1Bind: String?
+    @Option(name: .customLong("gossip"), help: ConfigFlags.v1Help("gossip_bind_addr"))
+    public var v1Gossip: String?
+    @Option(name: .customLong("gossip-advertise"), help: ConfigFlags.v1Help("gossip_advertise_addr"))
+    public var v1GossipAdvertise: String?
+    @Option(name: .customLong("client-advertise"), help: ConfigFlags.v1Help("client_advertise_addr"))
+    public var v1ClientAdvertise: String?
+    @Option(name: .customLong("addrs"), help: ConfigFlags.v1Help("seeds"))
+    public var v1Addrs: String?
+    @Option(name: .customLong("shards"), help: ConfigFlags.v1Help("num_shards"))
+    public var v1Shards: String?
+    @Option(name: .customLong("wal"), help: ConfigFlags.v1Help("wal_mode"))
+    public var v1WAL: String?
+    @Option(name: .customLong("max-memory"), help: ConfigFlags.v1Help("max_memory_mb"))
+    public var v1MaxMemory: String?
+    @Option(name: .customLong("tls-cert"), help: ConfigFlags.v1Help("tls_cert_file"))
+    public var v1TLSCert: String?
+    @Option(name: .customLong("tls-key"), help: ConfigFlags.v1Help("tls_key_file"))
+    public var v1TLSKey: String?
+    @Option(name: .customLong("tls-ca"), help: ConfigFlags.v1Help("tls_ca_file"))
+    public var v1TLSCA: String?
+
+    /// v1 flag name (without dashes) → the key it sets.
+    public static let v1Flags: [(flag: String, key: String)] = [
+        ("bind", "bind_addr"), ("gossip", "gossip_bind_addr"), ("gossip-advertise", "gossip_advertise_addr"),
+        ("client-advertise", "client_advertise_addr"), ("addrs", "seeds"), ("shards", "num_shards"),
+        ("wal", "wal_mode"), ("max-memory", "max_memory_mb"), ("tls-cert", "tls_cert_file"),
+        ("tls-key", "tls_key_file"), ("tls-ca", "tls_ca_file"),
+    ]
+
+    /// Every long option name of the settings, without dashes.
+    public static var longNames: [String] {
+        ConfigKeys.all.map { String($0.flag.dropFirst(2)) } + v1Flags.map(\.flag)
+    }
+
+    static func v1Help(_ key: String) -> ArgumentHelp {
+        ArgumentHelp("AegisKV v1 name of \(ConfigLoader.flag(forKey: key))", valueName: "value", visibility: .hidden)
+    }
 
     /// No flags. (ArgumentParser also calls this to read the option
     /// definitions; use `ConfigFlags.parse(arguments)` for real arguments.)
@@ -109,9 +159,19 @@ public struct ConfigFlags: ParsableArguments {
         return ArgumentHelp("\(meaning) (\(key); env \(ConfigLoader.environmentVariable(forKey: key)))", valueName: valueName)
     }
 
-    /// The flags given, as (key, text) pairs in `AegisConfig.allKeys` order.
-    var values: [(key: String, value: String)] {
+    /// The flags given, as (key, text) pairs: v1 names first, so that the
+    /// current name wins when both are given, then `AegisConfig.allKeys` order.
+    var values: [(key: String, value: String, flag: String)] {
         guard isParsed else { return [] }
+        let v1Values = [v1Bind, v1Gossip, v1GossipAdvertise, v1ClientAdvertise, v1Addrs, v1Shards, v1WAL,
+                        v1MaxMemory, v1TLSCert, v1TLSKey, v1TLSCA]
+        var given: [(key: String, value: String, flag: String)] = zip(Self.v1Flags, v1Values).compactMap { names, value in
+            value.map { (key: names.key, value: $0, flag: "--" + names.flag) }
+        }
+        // v1 served TLS whenever it was given a certificate and a key.
+        if v1TLSCert != nil && v1TLSKey != nil {
+            given.append(("tls_enabled", "true", "--tls-cert and --tls-key"))
+        }
         let all: [(String, String?)] = [
             ("node_id", nodeID),
             ("bind_addr", bindAddr),
@@ -160,8 +220,14 @@ public struct ConfigFlags: ParsableArguments {
             ("log_format", logFormat),
             ("maintenance_interval", maintenanceInterval),
             ("reactors", reactors),
+            ("slowlog_log_slower_than", slowlogLogSlowerThan),
+            ("slowlog_max_len", slowlogMaxLen),
+            ("latency_monitor_threshold", latencyMonitorThreshold),
         ]
-        return all.compactMap { key, value in value.map { (key, $0) } }
+        let current: [(key: String, value: String, flag: String)] = all.compactMap { key, value in
+            value.map { (key: key, value: $0, flag: ConfigLoader.flag(forKey: key)) }
+        }
+        return given + current
     }
 
     /// False for a value made with `init()` rather than by parsing arguments.

@@ -180,8 +180,7 @@ enum ValueParsers {
         case .text(let value): text = trimmed(value)
         case .json(.string(let value)): text = value
         case .json(.number(let number)):
-            return .failure(ValueProblem(expected: expected, got: "the bare number \(number)",
-                                         detail: "durations are strings like \"30s\""))
+            return v1Nanoseconds(number, allowZero: allowZero)
         case .json(let other):
             return .failure(ValueProblem(expected: expected, got: other.summary))
         }
@@ -194,6 +193,34 @@ enum ValueParsers {
             }
             return .success(duration)
         }
+    }
+
+    /// Durations below this, written as a bare number, are refused: a bare
+    /// number is nanoseconds, and a number this small is almost surely
+    /// meant in seconds ("read_timeout": 30).
+    static let smallestBareNanoseconds = 1_000
+
+    /// AegisKV v1 wrote durations as Go's `time.Duration` marshals them: a
+    /// whole number of nanoseconds ("gossip_interval": 1000000000 is 1s).
+    /// Its files are read unchanged, with that meaning.
+    static func v1Nanoseconds(_ number: String, allowZero: Bool) -> Result<Duration, ValueProblem> {
+        let expected = DurationText.expectation + " (or, as AegisKV v1 wrote them, whole nanoseconds)"
+        guard let nanoseconds = Int64(number) else {
+            let detail = Double(number).map { $0 < 0 ? "it is negative" : "a bare number is whole nanoseconds" } ?? "it is too large"
+            return .failure(ValueProblem(expected: expected, got: "the bare number \(number)", detail: detail))
+        }
+        if nanoseconds < 0 {
+            return .failure(ValueProblem(expected: expected, got: "the bare number \(number)", detail: "it is negative"))
+        }
+        if nanoseconds == 0 && !allowZero {
+            return .failure(ValueProblem(expected: "a duration greater than zero, such as \"1s\"", got: "the bare number 0"))
+        }
+        if nanoseconds > 0 && nanoseconds < smallestBareNanoseconds {
+            return .failure(ValueProblem(
+                expected: expected, got: "the bare number \(number)",
+                detail: "a bare number is nanoseconds (AegisKV v1's format), so this is \(number)ns; write \"\(number)s\" if seconds were meant"))
+        }
+        return .success(.nanoseconds(nanoseconds))
     }
 
     static func list(_ raw: RawValue, expected: String) -> Result<[String], ValueProblem> {
@@ -241,13 +268,19 @@ extension KeySpec {
         }, value: { .string($0[keyPath: path]) }, copy: { $0[keyPath: path] = $1[keyPath: path] })
     }
 
-    static func int(_ name: String, _ path: Path<Int>, range: ClosedRange<Int>, meaning: String) -> KeySpec {
-        let upper = range.upperBound >= Int(Int32.max) ? "" : " (at most \(range.upperBound))"
-        let type = range.lowerBound == 0 ? "integer ≥ 0\(upper)" : "integer ≥ \(range.lowerBound)\(upper)"
+    /// `zeroMeans`: the value 0 is accepted and stored as this number (for
+    /// a default of an earlier release that spelt it 0).
+    static func int(_ name: String, _ path: Path<Int>, range: ClosedRange<Int>, zeroMeans: Int? = nil,
+                    meaning: String) -> KeySpec {
+        let accepted = zeroMeans == nil ? range : min(0, range.lowerBound)...range.upperBound
+        let upper = accepted.upperBound >= Int(Int32.max) ? "" : " (at most \(accepted.upperBound))"
+        let type = accepted.lowerBound == 0 ? "integer ≥ 0\(upper)" : "integer ≥ \(accepted.lowerBound)\(upper)"
         return KeySpec(name: name, type: type, meaning: meaning, isSecret: false, apply: { config, raw in
-            switch ValueParsers.int(raw, range: range) {
+            switch ValueParsers.int(raw, range: accepted) {
             case .failure(let problem): return problem
-            case .success(let number): config[keyPath: path] = number; return nil
+            case .success(let number):
+                config[keyPath: path] = number == 0 ? zeroMeans ?? 0 : number
+                return nil
             }
         }, value: { .int($0[keyPath: path]) }, copy: { $0[keyPath: path] = $1[keyPath: path] })
     }
@@ -375,14 +408,17 @@ extension KeySpec {
 
 extension KeySpec {
     /// A String field holding one of a fixed set of words, stored lower-case.
-    static func word(_ name: String, _ path: Path<String>, choices: [String], meaning: String) -> KeySpec {
+    /// `spellings`: other accepted words, each stored as the choice it names.
+    static func word(_ name: String, _ path: Path<String>, choices: [String], spellings: [String: String] = [:],
+                     meaning: String) -> KeySpec {
         let expected = "one of " + choices.map(quoted).joined(separator: ", ")
         return KeySpec(name: name, type: choices.joined(separator: " | "), meaning: meaning, isSecret: false,
                        apply: { config, raw in
             switch ValueParsers.string(raw, expected: expected) {
             case .failure(let problem): return problem
             case .success(let text):
-                let word = ValueParsers.trimmed(text).lowercased()
+                let spelt = ValueParsers.trimmed(text).lowercased()
+                let word = spellings[spelt] ?? spelt
                 guard choices.contains(word) else { return ValueProblem(expected: expected, got: raw.summary) }
                 config[keyPath: path] = word
                 return nil

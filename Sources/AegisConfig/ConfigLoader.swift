@@ -24,6 +24,9 @@ public enum ConfigSource: Sendable, Hashable, CustomStringConvertible {
 public struct LoadedConfig: Sendable {
     public var config: AegisConfig
     public var explicitlySet: [String: ConfigSource]
+    /// AegisKV v1 keys the file held that mean nothing here, in file order;
+    /// the node logs each once at start (see `ConfigKeys.v1Only`).
+    public var ignoredV1Keys: [IgnoredKey] = []
 
     public init(config: AegisConfig, explicitlySet: [String: ConfigSource]) {
         self.config = config
@@ -33,6 +36,18 @@ public struct LoadedConfig: Sendable {
     /// The layer that decided `key`'s value (`.defaults` when none set it).
     public func source(of key: String) -> ConfigSource {
         explicitlySet[key] ?? .defaults
+    }
+}
+
+/// A key accepted from a file and then ignored, with why it has no effect.
+public struct IgnoredKey: Sendable, Hashable {
+    public var key: String
+    public var source: ConfigSource
+    public var reason: String
+
+    /// The warning logged at start.
+    public var message: String {
+        "config: \(key) in \(source) is an AegisKV v1 key with no counterpart in this release; ignored: \(reason)"
     }
 }
 
@@ -72,16 +87,33 @@ public enum ConfigLoader {
     /// The flag for `key`: "--" + key in kebab-case.
     public static func flag(forKey key: String) -> String { "--" + String(key.map { $0 == "_" ? "-" : $0 }) }
 
+    /// CONFIG SET: `config` with `key` set from `text` (read as an
+    /// environment variable's text), checked alone and against the other
+    /// keys; the problem in words otherwise.
+    public static func setting(_ key: String, to text: String, in config: AegisConfig) -> Result<AegisConfig, ConfigError> {
+        guard let spec = ConfigKeys.byName[key] else { return .failure(ConfigError("unknown key \(quoted(key))", key: key)) }
+        var changed = config
+        if let problem = spec.apply(&changed, .text(text)) {
+            return .failure(ConfigError(problem.message, key: key))
+        }
+        var loaded = LoadedConfig(config: changed, explicitlySet: [:])
+        loaded.explicitlySet[key] = .flag("CONFIG SET")
+        if let problem = CrossChecks.problems(in: loaded).first {
+            return .failure(ConfigError(problem.message.replacing("config: ", with: "", maxReplacements: 1), key: key))
+        }
+        return .success(changed)
+    }
+
     /// `load` with flags given as (key, text) pairs, in order.
-    static func load(file: String?, environment: [String: String], flagValues: [(key: String, value: String)]) throws(ConfigError) -> LoadedConfig {
+    static func load(file: String?, environment: [String: String], flagValues: [(key: String, value: String, flag: String)]) throws(ConfigError) -> LoadedConfig {
         var builder = Builder()
         if let file {
             let members = try readFile(file)
             builder.applyFile(members, path: file)
         }
         builder.applyEnvironment(environment)
-        for (key, value) in flagValues {
-            builder.apply(key: key, raw: .text(value), source: .flag(flag(forKey: key)))
+        for (key, value, flag) in flagValues {
+            builder.apply(key: key, raw: .text(value), source: .flag(flag))
         }
         if builder.problems.isEmpty {
             builder.problems = CrossChecks.problems(in: builder.loaded)
@@ -148,6 +180,10 @@ private struct Builder {
         }
         for (name, value) in members {
             let key = AegisConfig.keyAliases[name] ?? name
+            if let reason = ConfigKeys.v1OnlyByName[name] {
+                loaded.ignoredV1Keys.append(IgnoredKey(key: name, source: source, reason: reason))
+                continue
+            }
             if ConfigKeys.byName[key] == nil {
                 let hint = Suggestions.closest(to: name, among: AegisConfig.allKeys + AegisConfig.keyAliases.keys.sorted())
                     .map { " (did you mean \(quoted($0))?)" } ?? ""

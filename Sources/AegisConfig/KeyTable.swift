@@ -61,8 +61,8 @@ enum ConfigKeys {
                   meaning: "Longest a write waits for its replication batch to fill; 0s = send at once."),
         .int("write_quorum", \.writeQuorum, range: 0...Int(Int32.max),
              meaning: "Acknowledgements (primary included) a write waits for; 0 = asynchronous. At most replication_factor."),
-        .int("read_quorum", \.readQuorum, range: 1...Int(Int32.max),
-             meaning: "Replicas a read consults; above 1, stale replicas are repaired. At most replication_factor."),
+        .int("read_quorum", \.readQuorum, range: 1...Int(Int32.max), zeroMeans: 1,
+             meaning: "Replicas a read consults; above 1, stale replicas are repaired. At most replication_factor. 0 (AegisKV v1's default, \"local only\") means 1."),
         .string("auth_token", \.authToken, secret: true,
                 meaning: "Token clients must present (AUTH); \"\" = no authentication."),
         .bool("tls_enabled", \.tlsEnabled,
@@ -91,17 +91,36 @@ enum ConfigKeys {
                   meaning: "On SIGTERM, longest wait for in-flight requests and shard hand-off before exiting."),
         .string("pid_file", \.pidFile,
                 meaning: "File the process id is written to at start and removed from at exit; \"\" = none."),
-        .word("log_level", \.logLevel, choices: AegisConfig.logLevels,
-              meaning: "Least severe log level written to stderr."),
+        .word("log_level", \.logLevel, choices: AegisConfig.logLevels, spellings: ["warn": "warning"],
+              meaning: "Least severe log level written to stderr. `warn` (AegisKV v1's spelling) means `warning`."),
         .choice("log_format", \.logFormat, choices: LogFormat.allCases.map(\.rawValue),
                 meaning: "`text` (time, level, message, key=value) or `json` (one object per line); a `<N>` syslog priority prefix when stderr is the journal."),
         .duration("maintenance_interval", \.maintenanceInterval, allowZero: false,
                   meaning: "Period of background work: expiry sweep, eviction, WAL housekeeping."),
         .int("reactors", \.reactors, range: 0...4096,
              meaning: "Reactor (event-loop) threads; 0 = one per CPU the process may use: its CPU affinity (taskset, systemd CPUAffinity=), capped by a cgroup CPU quota rounded up. The rings between reactors share 64 MiB whatever the count (see operations.md, \"Memory between reactors\")."),
+        .int("slowlog_log_slower_than", \.slowlogLogSlowerThan, range: -1...Int(Int32.max),
+             meaning: "SLOWLOG records commands taking at least this many microseconds; -1 = none, 0 = every command. Also `CONFIG SET slowlog-log-slower-than`."),
+        .int("slowlog_max_len", \.slowlogMaxLen, range: 0...1_000_000,
+             meaning: "SLOWLOG entries kept (the oldest is dropped first). Also `CONFIG SET slowlog-max-len`."),
+        .int("latency_monitor_threshold", \.latencyMonitorThreshold, range: 0...Int(Int32.max),
+             meaning: "LATENCY LATEST/HISTORY record commands taking at least this many milliseconds; 0 = off. Also `CONFIG SET latency-monitor-threshold`."),
     ]
 
     static let byName: [String: KeySpec] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
+
+    /// Keys of AegisKV v1's config.json with no counterpart here, and why
+    /// each can be dropped. A v1 file is accepted unchanged (the runbook's
+    /// upgrade keeps /etc/aegiskv/config.json); each is logged once at
+    /// start. Listed in docs/configuration.md, "AegisKV v1 keys".
+    static let v1Only: [(name: String, reason: String)] = [
+        ("shard_max_bytes", "memory is bounded per node by max_memory_mb, shared by the reactors, not per shard"),
+        ("replication_max_retries", "replication is not built in this release; when it is, followers catch up from the log instead of a retry count"),
+        ("cross_dc_seeds", "AegisKV v1's deployment guide showed it, but v1 never read it"),
+        ("cross_dc_replication", "AegisKV v1's deployment guide showed it, but v1 never read it"),
+    ]
+
+    static let v1OnlyByName: [String: String] = Dictionary(uniqueKeysWithValues: v1Only.map { ($0.name, $0.reason) })
 
     /// nil when `id` is a usable node id, else why not.
     @Sendable static func checkNodeID(_ id: String) -> String? {

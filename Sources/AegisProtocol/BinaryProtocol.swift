@@ -87,6 +87,10 @@ public enum BinaryParseResult: Equatable, Sendable {
     case incomplete
     /// A protocol error: answer ERROR when `requestID` is known, then close.
     case invalid(message: String, requestID: UInt64?)
+    /// A whole, well-formed frame whose key or value is over the limits:
+    /// skip its `frameLength` bytes, answer ERROR, keep the connection
+    /// (v1 clients put it back in their pool and reuse it).
+    case oversized(message: String, requestID: UInt64, frameLength: Int)
 }
 
 public enum BinaryFrameParser {
@@ -120,11 +124,15 @@ public enum BinaryFrameParser {
         guard available >= 23 else { return .incomplete }
         let keyLength = Int(bytes.loadBigEndian(fromByteOffset: 15, as: UInt32.self))
         let valueLength = Int(bytes.loadBigEndian(fromByteOffset: 19, as: UInt32.self))
-        if keyLength > limits.maxKeyLength {
-            return .invalid(message: "key too long", requestID: requestID)
-        }
-        if valueLength > limits.maxValueLength {
-            return .invalid(message: "value too long", requestID: requestID)
+        if keyLength > limits.maxKeyLength || valueLength > limits.maxValueLength {
+            let message = keyLength > limits.maxKeyLength ? "key too long" : "value too long"
+            // The length prefix was checked against the largest legal frame
+            // above, so a consistent frame is at most that: read it whole.
+            guard length == BinaryWire.requestHeaderLength + keyLength + valueLength else {
+                return .invalid(message: message, requestID: requestID)
+            }
+            guard available >= 4 + length else { return .incomplete }
+            return .oversized(message: message, requestID: requestID!, frameLength: 4 + length)
         }
         if length != BinaryWire.requestHeaderLength + keyLength + valueLength {
             return .invalid(message: "frame length does not match key and value lengths", requestID: requestID)

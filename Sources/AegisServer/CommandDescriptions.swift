@@ -143,6 +143,66 @@ extension RESPCommand {
                          tips: ["nondeterministic_output", "request_policy:special"],
                          summary: "Iterates over the keys, a page per call", since: "2.8.0", group: "generic",
                          complexity: "O(COUNT) per call, O(N) for a full iteration over N keys")
+        case .getset:
+            return keyed(["write", "denyoom", "fast"], ["@write", "@string", "@fast"], ["RW", "access", "update"],
+                         "Sets a key's value and answers the old one", "1.0.0", "string", "O(1)")
+        case .incrbyfloat:
+            return keyed(["write", "denyoom", "fast"], ["@write", "@string", "@fast"], ["RW", "access", "update"],
+                         "Adds a floating point number to a key's value", "2.6.0", "string", "O(1)")
+        case .getrange, .substr:
+            return keyed(["readonly"], ["@read", "@string", "@slow"], ["RO", "access"],
+                         "Answers a substring of a key's value", self == .substr ? "1.0.0" : "2.4.0", "string",
+                         "O(N) over the N bytes answered")
+        case .setrange:
+            return keyed(["write", "denyoom"], ["@write", "@string", "@slow"], ["RW", "update"],
+                         "Overwrites part of a key's value from an offset", "2.2.0", "string",
+                         "O(1), not counting the copy of the new bytes")
+        case .expiretime, .pexpiretime:
+            return keyed(["readonly", "fast"], ["@keyspace", "@read", "@fast"], ["RO", "access"],
+                         self == .expiretime ? "Answers a key's expiry as a Unix time in seconds"
+                             : "Answers a key's expiry as a Unix time in milliseconds",
+                         "7.0.0", "generic", "O(1)")
+        case .rename, .renamenx, .copy:
+            var described = keyed(self == .renamenx ? ["write", "fast"] : self == .copy ? ["write", "denyoom"] : ["write"],
+                                  self == .renamenx ? ["@keyspace", "@write", "@fast"] : ["@keyspace", "@write", "@slow"],
+                                  self == .copy ? ["RO", "access"] : ["RW", "access", "delete"],
+                                  self == .copy ? "Copies a key's value and expiry to another key"
+                                      : self == .rename ? "Renames a key" : "Renames a key when the new name is free",
+                                  self == .copy ? "6.2.0" : "1.0.0", "generic", "O(1) here (strings only)")
+            described.keySpec?.lastKey = 1
+            return described
+        case .msetnx:
+            var described = keyed(["write", "denyoom"], ["@write", "@string", "@slow"], ["OW", "insert"],
+                                  "Sets several keys' values when none of them exists", "1.0.1", "string", "O(N) over N keys")
+            described.keySpec?.lastKey = -1
+            described.keySpec?.keyStep = 2
+            return described
+        case .keys:
+            return .init(flags: ["readonly"], categories: ["@keyspace", "@read", "@slow", "@dangerous"],
+                         tips: ["request_policy:all_shards", "nondeterministic_output_order"],
+                         summary: "Answers every key that matches a pattern (walks the whole keyspace)", since: "1.0.0",
+                         group: "generic", complexity: "O(N) over the N keys of the node")
+        case .randomkey:
+            return .init(flags: ["readonly"], categories: ["@keyspace", "@read", "@slow"],
+                         tips: ["request_policy:all_shards", "nondeterministic_output"],
+                         summary: "Answers a key chosen at random", since: "1.0.0", group: "generic", complexity: "O(1)")
+        case .object:
+            return .init(flags: [], categories: ["@slow"],
+                         summary: "Inspects how a key's value is kept", since: "2.2.3", group: "generic", complexity: "Depends on subcommand.")
+        case .memory:
+            return .init(flags: [], categories: ["@slow"],
+                         summary: "Reports memory use", since: "4.0.0", group: "server", complexity: "Depends on subcommand.")
+        case .slowlog:
+            return .init(flags: [], categories: ["@slow"],
+                         summary: "Reads and resets the log of slow commands", since: "2.2.12", group: "server", complexity: "Depends on subcommand.")
+        case .latency:
+            return .init(flags: [], categories: ["@slow"],
+                         summary: "Reads the latency monitor's events", since: "2.8.13", group: "server", complexity: "Depends on subcommand.")
+        case .wait:
+            return .init(flags: ["noscript"], categories: ["@slow", "@connection"],
+                         tips: ["request_policy:all_shards", "response_policy:agg_min"],
+                         summary: "Waits until earlier writes reach replicas (answers as a node with none)", since: "3.0.0",
+                         group: "generic", complexity: "O(1)")
         case .unknown:
             return .init(flags: [], categories: [], summary: "", since: "", group: "", complexity: "")
         }

@@ -102,6 +102,16 @@ final class CommandMetrics {
         errors[id] &+= 1
     }
 
+    /// CONFIG RESETSTAT: every count back to zero.
+    func reset() {
+        let names = CommandMetricsLayout.names.count
+        let families = CommandMetricsLayout.familyNames.count
+        calls.update(repeating: 0, count: names)
+        errors.update(repeating: 0, count: names)
+        buckets.update(repeating: 0, count: families * CommandMetricsLayout.bucketCount)
+        sumNs.update(repeating: 0, count: families)
+    }
+
     /// Adds the batch's requests to the histogram of their family.
     func closeBatch(endNs: Int64) {
         let elapsed = max(endNs - batchStartNs, 0)

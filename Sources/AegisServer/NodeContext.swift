@@ -34,6 +34,8 @@ public final class NodeContext: Sendable {
     /// How late each reactor's loop runs; the cluster loop feeds it to
     /// Lifeguard's local health (ReactorLag.swift).
     let reactorLag: [ReactorLag]
+    /// SLOWLOG entries and LATENCY events of every reactor.
+    let timings = CommandTimings()
 
     let lifecycle = Atomic<Int>(Lifecycle.starting.rawValue)
     let openConnections = Atomic<Int>(0)

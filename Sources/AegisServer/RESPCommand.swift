@@ -5,13 +5,19 @@ enum RESPCommand: UInt8, CaseIterable {
     case unknown
     // Connection and server commands, answered by the reactor that holds the connection.
     case ping, echo, hello, auth, select, quit, client, command, info, config, time
+    case slowlog, latency, wait
     // Commands on one key, run by the reactor that owns the key's shard.
     case get, set, setnx, setex, psetex, getdel, getex, expire, pexpire, expireat, pexpireat
     case ttl, pttl, persist, incr, decr, incrby, decrby, append, strlen, type
+    case getset, incrbyfloat, getrange, setrange, substr, expiretime, pexpiretime
+    // Commands whose key is argument 2 (after a subcommand).
+    case object, memory
+    // Two keys that may live on different reactors (see KeyMoves.swift).
+    case rename, renamenx, copy
     // Commands that may span shards: split per key, answered in order.
-    case mget, mset, del, unlink, exists
+    case mget, mset, del, unlink, exists, msetnx
     // Commands on every shard or a cursor's shard.
-    case dbsize, flushall, flushdb, scan
+    case dbsize, flushall, flushdb, scan, keys, randomkey
 
     enum Routing {
         case connection     // local to the connection's reactor
@@ -19,12 +25,22 @@ enum RESPCommand: UInt8, CaseIterable {
         case multiKey       // every key argument, possibly on several reactors
         case everyReactor   // one part per reactor, aggregated
         case cursor         // SCAN: the shard named by the cursor
+        case subcommandKeyed // argument 2 is the key (OBJECT ENCODING key, MEMORY USAGE key)
+        case twoKeys        // RENAME, RENAMENX, COPY: run by the source key's owner
+        case special        // MSETNX, KEYS, RANDOMKEY: their own plan (KeyspaceCommands.swift)
     }
 
     var routing: Routing {
         switch self {
-        case .unknown, .ping, .echo, .hello, .auth, .select, .quit, .client, .command, .info, .config, .time:
+        case .unknown, .ping, .echo, .hello, .auth, .select, .quit, .client, .command, .info, .config, .time,
+             .slowlog, .latency, .wait:
             return .connection
+        case .object, .memory:
+            return .subcommandKeyed
+        case .rename, .renamenx, .copy:
+            return .twoKeys
+        case .msetnx, .keys, .randomkey:
+            return .special
         case .mget, .mset, .del, .unlink, .exists:
             return .multiKey
         case .dbsize, .flushall, .flushdb:
@@ -69,6 +85,19 @@ enum RESPCommand: UInt8, CaseIterable {
         case .dbsize: return 1
         case .flushall, .flushdb: return -1
         case .scan: return -2
+        case .slowlog, .latency: return -2
+        case .wait: return 3
+        case .getset: return 3
+        case .incrbyfloat: return 3
+        case .getrange, .substr: return 4
+        case .setrange: return 4
+        case .expiretime, .pexpiretime: return 2
+        case .object, .memory: return -2
+        case .rename, .renamenx: return 3
+        case .copy: return -3
+        case .msetnx: return -3
+        case .keys: return 2
+        case .randomkey: return 1
         }
     }
 
@@ -76,7 +105,8 @@ enum RESPCommand: UInt8, CaseIterable {
     var isWrite: Bool {
         switch self {
         case .set, .setnx, .setex, .psetex, .getdel, .getex, .expire, .pexpire, .expireat, .pexpireat,
-             .persist, .incr, .decr, .incrby, .decrby, .append, .mset, .del, .unlink, .flushall, .flushdb:
+             .persist, .incr, .decr, .incrby, .decrby, .append, .mset, .del, .unlink, .flushall, .flushdb,
+             .getset, .incrbyfloat, .setrange, .rename, .renamenx, .copy, .msetnx:
             return true
         default:
             return false
@@ -93,7 +123,7 @@ enum RESPCommand: UInt8, CaseIterable {
     /// the name is folded to lower case into two words and compared against
     /// a table ordered by how often commands are sent (GET and SET first).
     static func lookup(_ name: UnsafeRawBufferPointer) -> RESPCommand {
-        guard name.count >= 3 && name.count <= 9 else { return .unknown }
+        guard name.count >= 3 && name.count <= 16 else { return .unknown }
         var folded: (UInt64, UInt64) = (0, 0)
         withUnsafeMutableBytes(of: &folded) { out in
             for i in 0..<name.count {

@@ -21,6 +21,10 @@ public final class RuntimeSettings: Sendable {
     let rateLimit = Atomic<Int>(0)
     /// Tokens the bucket may hold; 0 means "same as rateLimit".
     let rateBurst = Atomic<Int>(0)
+    /// SLOWLOG and LATENCY thresholds (microseconds, -1 = off; milliseconds, 0 = off) and length.
+    let slowlogThresholdUs = Atomic<Int>(-1)
+    let slowlogMaxLen = Atomic<Int>(0)
+    let latencyThresholdMs = Atomic<Int>(0)
     let seeds: Mutex<[String]>
     /// The whole configuration as it runs now: the start-up one plus every
     /// reloaded key. For readers that show settings (CONFIG GET, /stats);
@@ -63,6 +67,9 @@ public final class RuntimeSettings: Sendable {
         if keys.contains("rate_limit") { rateLimit.store(config.rateLimit, ordering: .relaxed) }
         if keys.contains("rate_burst") { rateBurst.store(config.rateBurst, ordering: .relaxed) }
         if keys.contains("seeds") { seeds.withLock { $0 = config.seeds } }
+        if keys.contains("slowlog_log_slower_than") { slowlogThresholdUs.store(config.slowlogLogSlowerThan, ordering: .relaxed) }
+        if keys.contains("slowlog_max_len") { slowlogMaxLen.store(config.slowlogMaxLen, ordering: .relaxed) }
+        if keys.contains("latency_monitor_threshold") { latencyThresholdMs.store(config.latencyMonitorThreshold, ordering: .relaxed) }
     }
 
     public var currentRateLimit: Int { rateLimit.load(ordering: .relaxed) }

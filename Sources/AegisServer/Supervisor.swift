@@ -102,28 +102,9 @@ final class Supervisor {
             report.error("reload failed, keeping the running configuration: \(problems)", metadata: source)
             return
         }
-        let plan = ReloadPlan(running: running, loaded: loaded.config)
-        let appliedKeys = Set(plan.applied.map(\.key))
-        node.runtime.apply(plan.next, keys: appliedKeys)
-        node.runtime.setRunning(plan.next)
-        if !appliedKeys.isDisjoint(with: CircuitBreakerPolicy.configKeys) {
-            node.breakers.setPolicy(CircuitBreakerPolicy(plan.next))
-        }
-        if appliedKeys.contains("seeds") {
-            node.cluster.post(.seeds(plan.next.seeds))
-        }
-        if !appliedKeys.isDisjoint(with: ["gossip_interval", "suspect_timeout", "dead_timeout"]) {
-            // The loader already refused an order that cannot run (interval <
-            // suspect < dead); the state machine checks again and keeps its
-            // old timings, with a warning, if they still could not.
-            node.cluster.post(.timings(MembershipTimings(
-                gossipIntervalMs: plan.next.gossipInterval.milliseconds,
-                suspectTimeoutMs: plan.next.suspectTimeout.milliseconds,
-                deadTimeoutMs: plan.next.deadTimeout.milliseconds)))
-        }
-        if appliedKeys.contains("log_level"), let level = Logger.Level(rawValue: plan.next.logLevel) {
-            LogControl.shared.level = level
-        }
+        // From what runs now, CONFIG SET changes included: the file decides again.
+        let plan = ReloadPlan(running: node.runtime.running, loaded: loaded.config)
+        node.applyReloadable(plan.next, keys: Set(plan.applied.map(\.key)))
         running = plan.next
         let notes = Dictionary(uniqueKeysWithValues: Node.notYetInEffect.map { ($0, "stored; not yet in effect in this build") })
         report.notice("\(plan.report(notes: notes))", metadata: source)

@@ -542,6 +542,19 @@ struct ShardState {
         return ref(e)
     }
 
+    /// What OBJECT and MEMORY USAGE report, without counting an access
+    /// (the frequency bump of `get`) and without removing an expired entry.
+    @usableFromInline
+    mutating func facts(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> EntryFacts? {
+        let (i, found) = find(key, hash)
+        if !found { return nil }
+        let e = Self.entry(slots[i])
+        if e.isExpired(nowMs) { return nil }
+        // The block as malloc charges it, plus its table slot and its FIFO ring slot.
+        return EntryFacts(value: ref(e).value, bytes: charge(e) + 2 * MemoryLayout<UInt64>.size,
+                          frequency: Int(e.frequency), inMainQueue: e.inMain)
+    }
+
     @usableFromInline
     mutating func set(_ key: UnsafeRawBufferPointer, hash: UInt64, value: UnsafeRawBufferPointer,
                       expiryMs: Int64, nowMs: Int64) -> EntryVersion {

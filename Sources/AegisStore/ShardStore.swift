@@ -66,6 +66,11 @@ public final class ShardStore {
         state.pointee.getRef(key, hash: hash, nowMs: nowMs)
     }
 
+    /// Memory and eviction facts of a live entry, without touching it.
+    public func facts(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> EntryFacts? {
+        state.pointee.facts(key, hash: hash, nowMs: nowMs)
+    }
+
     /// Insert or overwrite; assigns version (term, seq + 1). `expiryMs` is
     /// absolute unix ms, 0 = none (an entry is expired once `expiryMs <= now`).
     /// Then evicts from this shard while the ledger is above its eviction
@@ -206,4 +211,17 @@ public struct ShardStats: Sendable, Equatable {
     public var tombstoneBytes: Int = 0
 
     public var totalBytes: Int { entryBytes + tableBytes + queueBytes + ghostBytes + tombstoneBytes }
+}
+
+/// One entry as OBJECT and MEMORY USAGE describe it.
+public struct EntryFacts {
+    /// The value, valid until the shard next changes.
+    public var value: UnsafeRawBufferPointer
+    /// Bytes the entry holds: its block (header, key, value, malloc's
+    /// rounding) and its two 8-byte slots (hash table, FIFO ring).
+    public var bytes: Int
+    /// S3-FIFO's access counter, 0...3 (saturating).
+    public var frequency: Int
+    /// In the main queue (accessed while in the small one) rather than the small one.
+    public var inMainQueue: Bool
 }

@@ -33,7 +33,7 @@ struct AegisKVCommand: ParsableCommand {
         AegisLogging.bootstrap(environment: environment)
         let logger = Logger(label: "aegiskv")
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(GoStyleFlags.rewrite(Array(CommandLine.arguments.dropFirst())))
             if let root = command as? AegisKVCommand {
                 try root.start(environment: environment, logger: logger)
             } else {
@@ -73,6 +73,7 @@ struct AegisKVCommand: ParsableCommand {
             for line in refusals { logger.error("\(line)") }
             throw ExitCode(2)
         }
+        for ignored in loaded.ignoredV1Keys { logger.warning("\(ignored.message)") }
         if validate {
             print("configuration OK" + (configFile.map { ": \($0)" } ?? " (defaults, environment and flags)"))
             throw ExitCode.success
@@ -109,4 +110,28 @@ func processEnvironment() -> [String: String] {
         cursor += 1
     }
     return environment
+}
+
+/// AegisKV v1 parsed its command line with Go's `flag` package, which takes
+/// `-config FILE` as well as `--config FILE`; its systemd unit used the
+/// single dash. A single-dash argument naming one of this command's long
+/// options (not a one-letter short option such as `-h`) is read as the
+/// double-dash form, so v1 unit files start this node unchanged.
+enum GoStyleFlags {
+    static let longNames: Set<String> = Set(ConfigFlags.longNames + ["config", "validate", "version", "help"])
+
+    static func rewrite(_ arguments: [String]) -> [String] {
+        var rewritten: [String] = []
+        var optionsEnded = false
+        for argument in arguments {
+            if argument == "--" { optionsEnded = true }
+            guard !optionsEnded, argument.hasPrefix("-"), !argument.hasPrefix("--") else {
+                rewritten.append(argument)
+                continue
+            }
+            let name = argument.dropFirst().prefix { $0 != "=" }
+            rewritten.append(name.count > 1 && longNames.contains(String(name)) ? "-" + argument : argument)
+        }
+        return rewritten
+    }
 }

@@ -54,7 +54,7 @@ struct ErrorTests {
         (#"{"num_shards": 0}"#, "num_shards", "expected an integer from 1 to 65536, got 0"),
         (#"{"num_shards": 65537}"#, "num_shards", "expected an integer from 1 to 65536, got 65537"),
         (#"{"replication_factor": 0}"#, "replication_factor", "expected a positive integer, got 0"),
-        (#"{"read_quorum": 0}"#, "read_quorum", "expected a positive integer, got 0"),
+        (#"{"read_quorum": -1}"#, "read_quorum", "expected a non-negative integer, got -1"),
         (#"{"write_quorum": -1}"#, "write_quorum", "expected a non-negative integer, got -1"),
         (#"{"reactors": 5000}"#, "reactors", "expected an integer from 0 to 4096"),
         (#"{"max_conns": 0}"#, "max_conns", "expected a positive integer"),
@@ -81,7 +81,10 @@ struct ErrorTests {
         (#"{"read_timeout": "5\n"}"#, "read_timeout", #"unknown unit "\n""#),
         (#"{"wal_mode": "sync"}"#, "wal_mode", #"expected one of "off", "write", "fsync", got a string ("sync")"#),
         (#"{"log_format": "xml"}"#, "log_format", #"expected one of "text", "json""#),
-        (#"{"log_level": "warn"}"#, "log_level", #"expected one of "trace", "debug", "info", "notice", "warning", "error", "critical""#),
+        (#"{"log_level": "warning!"}"#, "log_level", #"expected one of "trace", "debug", "info", "notice", "warning", "error", "critical""#),
+        (#"{"read_timeout": -5}"#, "read_timeout", "got the bare number -5: it is negative"),
+        (#"{"read_timeout": 1.5e9}"#, "read_timeout", "a bare number is whole nanoseconds"),
+        (#"{"gossip_interval": 0}"#, "gossip_interval", "expected a duration greater than zero"),
         (#"{"wal_max_size_mb": 0}"#, "wal_max_size_mb", "expected an integer from 1 to 1048576"),
     ])
     func badFileValue(json: String, key: String, fragment: String) throws {
@@ -138,10 +141,10 @@ struct ErrorTests {
         #expect(flagError.description == error.description.replacing("in \(name):", with: "in \(flag):"))
     }
 
-    @Test func bareNumberDurationInFileSaysDurationsAreStrings() throws {
+    @Test func smallBareNumberDurationInFileAsksWhetherSecondsWereMeant() throws {
         let dir = TempDir()
         let error = try #require(loadError(json: #"{"read_timeout": 30}"#, in: dir))
-        #expect(error.description == #"config: read_timeout in \#(dir.path)/config.json: expected a duration such as "100ms", "30s", "5m", "1h" or "1m30s", got the bare number 30: durations are strings like "30s""#)
+        #expect(error.description == #"config: read_timeout in \#(dir.path)/config.json: expected a duration such as "100ms", "30s", "5m", "1h" or "1m30s" (or, as AegisKV v1 wrote them, whole nanoseconds), got the bare number 30: a bare number is nanoseconds (AegisKV v1's format), so this is 30ns; write "30s" if seconds were meant"#)
     }
 
     @Test func seedsAndAddrsTogetherIsAnError() throws {

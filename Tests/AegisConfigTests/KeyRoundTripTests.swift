@@ -68,6 +68,9 @@ let samples: [String: Sample] = [
     "log_format": Sample(json: #""json""#, text: "json", expected: "json"),
     "maintenance_interval": Sample(json: #""250ms""#, text: "250ms", expected: "250ms"),
     "reactors": Sample(json: "2", text: "2", expected: "2"),
+    "slowlog_log_slower_than": Sample(json: "-1", text: "0", expected: "0", expectedFromFile: "-1"),
+    "slowlog_max_len": Sample(json: "1000", text: "1000", expected: "1000"),
+    "latency_monitor_threshold": Sample(json: "100", text: "100", expected: "100"),
 ]
 
 enum Layer: String, CaseIterable, Sendable {
@@ -79,7 +82,7 @@ struct KeyRoundTripTests {
     @Test func everyKeyHasASample() {
         #expect(Set(samples.keys) == Set(AegisConfig.allKeys))
         #expect(AegisConfig.allKeys.count == Set(AegisConfig.allKeys).count, "duplicate key")
-        #expect(AegisConfig.allKeys.count == 47)
+        #expect(AegisConfig.allKeys.count == 50)
     }
 
     @Test(arguments: AegisConfig.allKeys, Layer.allCases)

@@ -164,11 +164,17 @@ func rawHeader(
     @Test func keyAndValueLimits() {
         let id: UInt64 = 0x1122_3344_5566_7788
         let limits = BinaryLimits(maxKeyLength: 10, maxValueLength: 100)
-        #expect(parseBinary(rawHeader(length: 35 + 11, keyLength: 11), limits: limits).0 == .invalid(message: "key too long", requestID: id))
-        #expect(parseBinary(rawHeader(length: 35 + 101, valueLength: 101), limits: limits).0 == .invalid(message: "value too long", requestID: id))
+        // Over a limit but well formed: read whole, then answered without closing.
+        #expect(parseBinary(rawHeader(length: 35 + 11, keyLength: 11), limits: limits).0 == .incomplete)
+        #expect(parseBinary(rawHeader(length: 35 + 11, keyLength: 11) + [UInt8](repeating: 7, count: 11), limits: limits).0
+            == .oversized(message: "key too long", requestID: id, frameLength: 4 + 35 + 11))
+        #expect(parseBinary(rawHeader(length: 35 + 101, valueLength: 101) + [UInt8](repeating: 7, count: 101), limits: limits).0
+            == .oversized(message: "value too long", requestID: id, frameLength: 4 + 35 + 101))
+        // Inconsistent lengths stay a protocol error.
+        #expect(parseBinary(rawHeader(length: 35 + 12, keyLength: 11), limits: limits).0 == .invalid(message: "key too long", requestID: id))
         #expect(parseBinary(rawHeader(length: 35 + 10, keyLength: 10), limits: limits).0 == .incomplete)
         // Defaults: 64 KiB keys, 64 MiB values.
-        #expect(parseBinary(rawHeader(length: 35 + 65537, keyLength: 65537)).0 == .invalid(message: "key too long", requestID: id))
+        #expect(parseBinary(rawHeader(length: 35 + 65537, keyLength: 65537)).0 == .incomplete)
         #expect(parseBinary(rawHeader(length: 35 + 65536, keyLength: 65536)).0 == .incomplete)
         #expect(parseBinary(rawHeader(length: 35 + (64 << 20), valueLength: 64 << 20)).0 == .incomplete)
         #expect(parseBinary(rawHeader(length: 35 + 1, keyLength: UInt32.max, valueLength: 2)).0 == .invalid(message: "key too long", requestID: id))

@@ -100,6 +100,9 @@ import Testing
                 #expect(withScratch(input + more) { BinaryFrameParser.parse($0, limits: limits) } == result)
             case .incomplete:
                 break
+            case .oversized(_, _, let frameLength):
+                #expect(frameLength <= input.count)
+                #expect(withScratch(input + more) { BinaryFrameParser.parse($0, limits: limits) } == result)
             case .invalid(_, let requestID):
                 #expect((requestID != nil) == (input.count >= 15))
                 if case .invalid = withScratch(input + more, { BinaryFrameParser.parse($0, limits: limits) }) {} else {

@@ -109,7 +109,7 @@ struct ReplyQueueStressTests {
                         case .none: reply = "$3\r\nv\(random.next() % 10)x\r\n"
                         case .integerSum: reply = ":\(random.next() % 3)\r\n"
                         case .allOK: reply = "+OK\r\n"
-                        case .scanPage: preconditionFailure("the generator opens no SCAN pages (ScanPageTests cover them)")
+                        default: preconditionFailure("only none, integerSum and allOK are generated here (ScanPageTests cover SCAN pages)")
                         }
                     }
                     parts.append(Part(sequence: sequence, slot: model.count - 1, reply: reply))

@@ -42,6 +42,20 @@ final class Connection {
     var chargedBufferBytes = 0
     var chargedInputBytes = 0
 
+    /// For CLIENT LIST/INFO: when it connected (monotonic ms) and its last command.
+    let connectedMs: Int64
+    var lastCommand = RESPCommand.unknown
+    /// CLIENT NO-EVICT: recorded and shown (flag "e"); this node never
+    /// closes clients to free memory, so it changes nothing else.
+    var noEvict = false
+    enum ReplyMode { case on, off, skipNext }
+    /// CLIENT REPLY: `.off` drops every reply, `.skipNext` the next one.
+    var replyMode = ReplyMode.on
+    /// The reply slot of a RENAME/RENAMENX/COPY moving a value between
+    /// reactors: until it has been sent, the connection's next requests
+    /// wait, so that they run after the move (KeyMoves.swift).
+    var moveSlot: UInt64?
+
     var closeAfterFlush = false
     /// Complete requests left unparsed because the output was over its bound.
     var inputHeldBack = false
@@ -65,6 +79,7 @@ final class Connection {
         self.clientID = clientID
         self.peer = peer
         self.lastActivityMs = nowMs
+        self.connectedMs = nowMs
         self.authenticated = !requiresAuth
         ownerThread.claim()
     }
@@ -110,6 +125,7 @@ final class Connection {
         output.readableBytes + replies.staging.readableBytes + forwardsInFlight &* expectedReplyBytes >= Self.outputHighWater
             || replies.outstanding > ReplyQueue.maxOutstanding
             || forwardsInFlight >= Self.maxForwardsInFlight
+            || moveSlot != nil
     }
 
     @inline(__always) func noteForwardedReply(bytes: Int) {

@@ -15,6 +15,9 @@
 /// Confined to its reactor's thread, like the connections it holds.
 struct ConnectionTable {
     private(set) var connections: [Connection?] = []
+
+    /// Every open connection (CLIENT LIST, CLIENT KILL).
+    var allConnections: [Connection] { connections.compactMap { $0 } }
     private var generations: [UInt32] = []
     private var freeSlots: [Int] = []
     private(set) var dirty: [Connection] = []

@@ -189,6 +189,7 @@ extension Reactor {
 
     private func flush(_ connection: Connection) {
         if !connection.replies.isEmpty { connection.replies.drain(into: connection.output) }
+        if let slot = connection.moveSlot, connection.replies.isSent(slot) { connection.moveSlot = nil }
         let output = connection.output
         while !output.isEmpty {
             let view = output.readableView

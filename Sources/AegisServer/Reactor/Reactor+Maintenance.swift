@@ -20,6 +20,7 @@ extension Reactor {
         dropTombstonesNobodyNeeds()
         logMaintenance()
         publishCommandStats()
+        answerDueWaits()
         if monotonicMs >= schedule.nextTimeoutCheckMs {
             schedule.nextTimeoutCheckMs = monotonicMs + 1000
             enforceTimeouts()

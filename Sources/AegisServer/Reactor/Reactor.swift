@@ -56,6 +56,10 @@ final class Reactor: @unchecked Sendable {
     var rate = RateGate()
     var schedule = LoopSchedule()
     let scratch = RequestScratch()
+    /// RENAME/RENAMENX/COPY waiting for another reactor (KeyMoves.swift).
+    var moves = MoveTable()
+    /// WAITs asking for replicas: answered 0 when their timeout passes.
+    var waits: [WaitingClient] = []
 
     /// Two clocks, both read once per loop iteration (vDSO reads, no
     /// syscall). `now` is the exact wall clock in unix ms: only for TTLs,

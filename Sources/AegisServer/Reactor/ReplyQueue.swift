@@ -14,6 +14,11 @@ final class ReplyQueue {
         case integerSum    // DEL/EXISTS/UNLINK over several shards: sum of ":n" parts
         case allOK         // MSET over several shards: "+OK" once every part answered
         case scanPage      // SCAN: one part per reactor, merged into one page (ScanPage)
+        case arrayConcat   // KEYS over every reactor: one array of every part's elements
+        case anyNonNull    // RANDOMKEY over every reactor: the first part that found a key
+        case bulkConcat    // CLIENT LIST over every reactor: one bulk string of every part's text
+        case verbatimConcat // the same, as a RESP3 verbatim string
+        case killedOne     // CLIENT KILL addr: "+OK" when a part closed a client, else an error
     }
 
     // What a client sees when parts of an aggregate fail. The parts of one
@@ -37,11 +42,15 @@ final class ReplyQueue {
         var aggregate: Aggregate
         var sum: Int = 0
         var failed: Bool = false  // an aggregate part answered with an error
+        var discard: Bool = false // CLIENT REPLY OFF/SKIP: never sent
     }
 
     private var slots: [Slot] = []
     /// The parts of outstanding SCAN pages, by sequence (rare: a dictionary is fine).
     private var scanPages: [UInt64: ScanPage] = [:]
+    /// Elements gathered so far per open `.arrayConcat` slot, by sequence
+    /// (KEYS only, so a dictionary off the hot path is fine).
+    private var gathered: [UInt64: (count: Int, bytes: [UInt8])] = [:]
     private var headIndex = 0
     private var baseSequence: UInt64 = 0          // sequence number of slots[0]
     private(set) var nextSequence: UInt64 = 0
@@ -53,6 +62,9 @@ final class ReplyQueue {
     /// Bound on outstanding slots: past it the connection stops being read.
     static let maxOutstanding = 8192
 
+    /// CLIENT REPLY OFF/SKIP: replies opened or committed while set are dropped.
+    var discarding = false
+
     @inline(__always) var isEmpty: Bool { headIndex == slots.count }
     @inline(__always) var outstanding: Int { slots.count - headIndex }
 
@@ -61,10 +73,15 @@ final class ReplyQueue {
     /// Logical write position: call before writing a ready reply into `staging`.
     @inline(__always) func beginReady() -> Int { stagingLogicalEnd }
 
+    /// True once the reply of slot `sequence` has left the queue.
+    func isSent(_ sequence: UInt64) -> Bool {
+        isEmpty ? sequence < nextSequence : sequence < baseSequence &+ UInt64(headIndex)
+    }
+
     /// Records the bytes written into `staging` since `beginReady()` as one complete reply.
     @inline(__always) func commitReady(from start: Int) {
         if slots.isEmpty { baseSequence = nextSequence }
-        slots.append(Slot(start: start, length: stagingLogicalEnd - start, pendingParts: 0, aggregate: .none))
+        slots.append(Slot(start: start, length: stagingLogicalEnd - start, pendingParts: 0, aggregate: .none, discard: discarding))
         nextSequence &+= 1
     }
 
@@ -72,7 +89,7 @@ final class ReplyQueue {
     @inline(__always) func openPending(parts: Int, aggregate: Aggregate) -> UInt64 {
         ownerThread.assertOwner("a connection's reply queue")
         if slots.isEmpty { baseSequence = nextSequence }
-        slots.append(Slot(pendingParts: Int32(parts), parts: Int32(parts), aggregate: aggregate))
+        slots.append(Slot(pendingParts: Int32(parts), parts: Int32(parts), aggregate: aggregate, discard: discarding))
         let sequence = nextSequence
         nextSequence &+= 1
         return sequence
@@ -99,7 +116,18 @@ final class ReplyQueue {
             slots[index].start = stagingLogicalEnd
             staging.append(bytes)
             slots[index].length = bytes.count
-        case .integerSum, .allOK, .scanPage:
+        case .arrayConcat, .bulkConcat, .verbatimConcat:
+            gather(sequence: sequence, index: index, bytes)
+        case .anyNonNull:
+            // A bulk reply ("$n" with n >= 0) is a key; "$-1", "_" and errors are not.
+            let isKey = bytes.count > 1 && bytes[0] == UInt8(ascii: "$") && bytes[1] != UInt8(ascii: "-")
+            if slots[index].length == 0 || (isKey && !slots[index].failed) {
+                slots[index].start = stagingLogicalEnd
+                staging.append(bytes)
+                slots[index].length = bytes.count
+                slots[index].failed = isKey  // here: "a key was chosen, keep it"
+            }
+        case .integerSum, .allOK, .killedOne, .scanPage:
             if bytes.first == UInt8(ascii: "-") {
                 if !slots[index].failed {
                     slots[index].failed = true
@@ -114,6 +142,7 @@ final class ReplyQueue {
             }
         }
         slots[index].pendingParts -= 1
+        let aggregate = slots[index].aggregate
         if slots[index].pendingParts == 0 && slots[index].aggregate == .scanPage {
             // Every part ran the same arguments: an error is the same error
             // from each, and the first one is the answer.
@@ -123,13 +152,34 @@ final class ReplyQueue {
                 slots[index].length = stagingLogicalEnd - slots[index].start
             }
             scanPages[sequence] = nil
-        } else if slots[index].pendingParts == 0 && slots[index].aggregate != .none {
+        } else if slots[index].pendingParts == 0 && (aggregate == .arrayConcat || aggregate == .bulkConcat || aggregate == .verbatimConcat) {
+            let whole = gathered.removeValue(forKey: sequence) ?? (0, [])
+            slots[index].start = stagingLogicalEnd
+            if whole.count < 0 {
+                staging.append(whole.bytes)
+            } else if aggregate != .arrayConcat {
+                let verbatim = aggregate == .verbatimConcat
+                staging.append(byte: UInt8(ascii: verbatim ? "=" : "$"))
+                staging.appendDecimal(whole.bytes.count + (verbatim ? 4 : 0))
+                staging.append(verbatim ? "\r\ntxt:" : "\r\n")
+                staging.append(whole.bytes)
+                staging.append("\r\n")
+            } else {
+                staging.append(byte: UInt8(ascii: "*"))
+                staging.appendDecimal(whole.count)
+                staging.append("\r\n")
+                staging.append(whole.bytes)
+            }
+            slots[index].length = stagingLogicalEnd - slots[index].start
+        } else if slots[index].pendingParts == 0 && slots[index].aggregate != .none && slots[index].aggregate != .anyNonNull {
             if !slots[index].failed {
                 slots[index].start = stagingLogicalEnd
                 if slots[index].aggregate == .integerSum {
                     staging.append(byte: UInt8(ascii: ":"))
                     staging.appendDecimal(slots[index].sum)
                     staging.append("\r\n")
+                } else if slots[index].aggregate == .killedOne {
+                    staging.append(slots[index].sum > 0 ? "+OK\r\n" : "-ERR No such client\r\n")
                 } else {
                     staging.append("+OK\r\n")
                 }
@@ -138,6 +188,27 @@ final class ReplyQueue {
                 notePartialSuccess(index)
             }
         }
+    }
+
+    /// Adds one part to the slot's gathering: an array's elements ("*n\r\n"
+    /// then n elements) or a bulk string's text; an error part replaces
+    /// the whole reply (count -1).
+    private func gather(sequence: UInt64, index: Int, _ bytes: UnsafeRawBufferPointer) {
+        var whole = gathered[sequence] ?? (0, [])
+        if whole.count < 0 { return }
+        let expected = UInt8(ascii: slots[index].aggregate == .arrayConcat ? "*" : "$")
+        guard bytes.first == expected, let headerEnd = bytes.firstIndex(of: UInt8(ascii: "\n")) else {
+            gathered[sequence] = (-1, Array(bytes))
+            return
+        }
+        if expected == UInt8(ascii: "*") {
+            whole.count += Self.parseInteger(UnsafeRawBufferPointer(rebasing: bytes[0..<headerEnd]))
+            whole.bytes.append(contentsOf: bytes[(headerEnd + 1)...])
+        } else {
+            let length = Self.parseInteger(UnsafeRawBufferPointer(rebasing: bytes[0..<headerEnd]))
+            if length > 0 { whole.bytes.append(contentsOf: bytes[(headerEnd + 1)..<(headerEnd + 1 + length)]) }
+        }
+        gathered[sequence] = whole
     }
 
     /// Rewrites a failed aggregate's reply as its first error plus how many
@@ -167,9 +238,11 @@ final class ReplyQueue {
         ownerThread.assertOwner("a connection's reply queue")
         while headIndex < slots.count && slots[headIndex].pendingParts == 0 {
             let slot = slots[headIndex]
-            let view = staging.readableView
-            let offset = slot.start - stagingConsumed
-            output.append(UnsafeRawBufferPointer(rebasing: view[offset..<(offset + slot.length)]))
+            if !slot.discard {
+                let view = staging.readableView
+                let offset = slot.start - stagingConsumed
+                output.append(UnsafeRawBufferPointer(rebasing: view[offset..<(offset + slot.length)]))
+            }
             headIndex += 1
         }
         if headIndex == slots.count {
@@ -195,6 +268,7 @@ final class ReplyQueue {
     }
 
     func reset() {
+        gathered.removeAll()
         slots.removeAll()
         scanPages.removeAll()
         headIndex = 0

@@ -28,6 +28,11 @@ extension Reactor {
             withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: requestID ?? 0, errorText: message, into: $0) }
             connection.closeAfterFlush = true
             return view.count
+        case .oversized(let message, let requestID, let frameLength):
+            if connection.binaryFrameNeeded != 0 { connection.binaryFrameNeeded = 0 }
+            counters.commands &+= 1
+            withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: requestID, errorText: message, into: $0) }
+            return frameLength
         case .complete(let frame):
             if connection.binaryFrameNeeded != 0 { connection.binaryFrameNeeded = 0 }
             counters.commands &+= 1
@@ -125,8 +130,9 @@ extension Reactor {
                 BinaryResponseWriter.write(status: .notFound, requestID: frame.requestID, into: out)
             }
         case .set:
-            guard frame.ttlMs >= 0, let expiry = frame.ttlMs == 0 ? 0 : absoluteExpiry(frame.ttlMs, unit: .milliseconds) else {
-                BinaryResponseWriter.write(status: .error, requestID: frame.requestID, error: "invalid ttl: must be 0 (no expiry) or a positive number of milliseconds", into: out)
+            // 0 or negative: no expiry, as AegisKV v1 servers read it (v1 clients send either).
+            guard let expiry = frame.ttlMs <= 0 ? 0 : absoluteExpiry(frame.ttlMs, unit: .milliseconds) else {
+                BinaryResponseWriter.write(status: .error, requestID: frame.requestID, error: "invalid ttl: too large", into: out)
                 return
             }
             if let wal = log.wal, !wal.acceptsWrites {

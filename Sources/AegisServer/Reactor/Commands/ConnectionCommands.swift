@@ -54,7 +54,7 @@ extension Reactor {
             RESPWriter.bulk(string: String(now.tv_sec), into: out)
             RESPWriter.bulk(string: String(now.tv_usec), into: out)
         default:
-            preconditionFailure("\(command) is not a connection command")
+            executeServerCommand(command, args, connection, into: out)
         }
     }
 
@@ -160,6 +160,7 @@ extension Reactor {
     }
 
     private func executeClient(_ args: ArgumentsView, _ connection: Connection, into out: WireBuffer) {
+        if executeClientIntrospection(args, connection, into: out) { return }
         if args.matches(1, "SETNAME") && args.count == 3 {
             let name = args.string(2)
             guard isValidClientName(name) else {
@@ -205,6 +206,7 @@ extension Reactor {
     /// COMMAND, COMMAND COUNT, COMMAND INFO name..., COMMAND DOCS: enough for
     /// redis-cli, redis-benchmark and client libraries that introspect.
     private func executeCommandIntrospection(_ args: ArgumentsView, _ connection: Connection, into out: WireBuffer) {
+        if args.count >= 2 && executeCommandLists(args, connection, into: out) { return }
         let all = RESPCommand.allCases.filter { $0 != .unknown }
         if args.count == 1 || (args.count == 2 && args.matches(1, "INFO")) {
             RESPWriter.arrayHeader(all.count, into: out)
@@ -290,6 +292,7 @@ extension Reactor {
     /// CONFIG GET pattern...: this node's settings under their config-file
     /// names, plus the Redis names tools ask for (maxmemory, save, appendonly).
     private func executeConfig(_ args: ArgumentsView, _ connection: Connection, into out: WireBuffer) {
+        if executeConfigSet(args, into: out) { return }
         guard args.matches(1, "GET"), args.count >= 3 else {
             if args.matches(1, "HELP") && args.count == 2 {
                 IntrospectionHelp.write(.config, into: out)
@@ -345,6 +348,10 @@ extension Reactor {
             ("maxclients", String(c.maxConns)), ("save", ""), ("appendonly", c.walMode == .off ? "no" : "yes"),
             ("appendfsync", c.walMode == .fsync ? "always" : "no"), ("databases", "1"),
             ("timeout", String(c.idleTimeout.milliseconds / 1000)),
+            ("slowlog_log_slower_than", String(c.slowlogLogSlowerThan)), ("slowlog_max_len", String(c.slowlogMaxLen)),
+            ("latency_monitor_threshold", String(c.latencyMonitorThreshold)),
+            ("slowlog-log-slower-than", String(c.slowlogLogSlowerThan)), ("slowlog-max-len", String(c.slowlogMaxLen)),
+            ("latency-monitor-threshold", String(c.latencyMonitorThreshold)),
         ]
     }
 

@@ -43,6 +43,14 @@ extension Reactor {
             RESPWriter.integer(items, into: out)
         case .scan:
             executeScan(args, into: out)
+        case .object, .memory:
+            executeKeyIntrospection(command, args, version: version, into: out)
+        case .keys, .randomkey:
+            executeKeyspacePart(command, args, version: version, into: out)
+        case .client, .config:
+            executeReactorPart(command, args, version: version, into: out)
+        case .rename, .renamenx, .copy, .msetnx:
+            executeMultiKeyOwned(command, args, version: version, into: out)
         default:
             let hash = KeyHash.hash(args.bytes(1))
             let shard = KeyHash.shard(of: hash, shardCount: shards.count)
@@ -171,7 +179,7 @@ extension Reactor {
                 RESPWriter.simpleString("none", into: out)
             }
         default:
-            preconditionFailure("\(command) is not a keyed command")
+            applyStringKeyed(command, args, store: store, hash: hash, version: version, into: out)
         }
     }
 

@@ -27,7 +27,11 @@ extension Reactor {
             if scratch.arguments.count > 0 {
                 counters.commands &+= 1
                 let args = ArgumentsView(base: view.baseAddress!, arguments: scratch.arguments)
-                dispatch(connection, args, raw: UnsafeRawBufferPointer(rebasing: view[0..<consumed]))
+                if connection.replyMode == .on {
+                    dispatch(connection, args, raw: UnsafeRawBufferPointer(rebasing: view[0..<consumed]))
+                } else {
+                    dispatchWithoutReply(connection, args, raw: UnsafeRawBufferPointer(rebasing: view[0..<consumed]))
+                }
             }
             return consumed
         }
@@ -37,7 +41,7 @@ extension Reactor {
     /// buffer, or into the reply queue when an earlier reply is outstanding.
     @inline(__always) func withReply(_ connection: Connection, _ body: (WireBuffer) -> Void) {
         let replies = connection.replies
-        if replies.isEmpty {
+        if replies.isEmpty && !replies.discarding {
             body(connection.output)
         } else {
             let start = replies.beginReady()
@@ -46,8 +50,23 @@ extension Reactor {
         }
     }
 
+    /// CLIENT REPLY OFF, or the command after CLIENT REPLY SKIP: runs as
+    /// usual, its reply dropped (CLIENT REPLY ON turns `discarding` off
+    /// before it answers, so its own "+OK" is sent).
+    private func dispatchWithoutReply(_ connection: Connection, _ args: ArgumentsView, raw: UnsafeRawBufferPointer) {
+        if connection.replyMode == .skipNext { connection.replyMode = .on }
+        connection.replies.discarding = true
+        dispatch(connection, args, raw: raw)
+        connection.replies.discarding = false
+    }
+
     private func dispatch(_ connection: Connection, _ args: ArgumentsView, raw: UnsafeRawBufferPointer) {
+        timed(connection, args) { dispatchCommand(connection, args, raw: raw) }
+    }
+
+    private func dispatchCommand(_ connection: Connection, _ args: ArgumentsView, raw: UnsafeRawBufferPointer) {
         let command = RESPCommand.lookup(args.bytes(0))
+        connection.lastCommand = command
         let id = Int(command.rawValue)
         commandMetrics.count(id)
         if command == .unknown {
@@ -69,6 +88,7 @@ extension Reactor {
         }
         switch command.routing {
         case .connection:
+            if (command == .client || command == .config) && dispatchAcrossReactors(command, args, connection) { return }
             withCountedReply(connection, id) { executeConnectionCommand(command, args, connection, into: $0) }
         case .keyed:
             if let problem = sizeProblem(command, args) {
@@ -95,6 +115,10 @@ extension Reactor {
             scratch.reply.clear()
             executeOwned(command, args, version: connection.respVersion, into: scratch.reply)
             fillLocal(connection, sequence: sequence, scratch.reply.readableView)
+        case .subcommandKeyed:
+            routeKeyIntrospection(command, args, connection, raw: raw)
+        case .twoKeys, .special:
+            dispatchKeyspace(command, args, connection, raw: raw)
         case .cursor:
             guard let cursor = parseScanCursor(args.bytes(1)) else {
                 withReply(connection) { RESPWriter.error("ERR invalid cursor", into: $0) }
@@ -159,7 +183,7 @@ extension Reactor {
         default:
             if args.bytes(1).count > Self.maxKeyLength { return "ERR key is larger than 65536 bytes" }
             let valueIndex = command == .setex || command == .psetex ? 3 : 2
-            if (command == .set || command == .setnx || command == .setex || command == .psetex || command == .append),
+            if (command == .set || command == .setnx || command == .setex || command == .psetex || command == .append || command == .getset),
                args.bytes(valueIndex).count > Self.maxValueLength {
                 return "ERR value is larger than 67108864 bytes"
             }

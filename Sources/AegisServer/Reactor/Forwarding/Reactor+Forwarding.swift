@@ -221,8 +221,15 @@ extension Reactor {
         switch header.kind {
         case .request:
             scratch.reply.clear()
-            if source != routes.clusterEndpoint || !refuseIfNotPrimary(header, request: payload, into: scratch.reply) {
+            if header.connectionIndex == Self.moveMarker {
+                executeMoveIn(payload, into: scratch.reply)
+            } else if source != routes.clusterEndpoint || !refuseIfNotPrimary(header, request: payload, into: scratch.reply) {
+                // A RENAME/COPY whose destination is another reactor's answers later (KeyMoves.swift).
+                moves.replyTo = .forwarded(header: header, source: source)
+                moves.deferred = false
                 executeForwarded(wire: header.wire, request: payload, into: scratch.reply)
+                moves.replyTo = nil
+                if moves.deferred { return }
             }
             var reply = header
             reply.kind = .reply
@@ -231,6 +238,10 @@ extension Reactor {
             scratch.reply.releaseIfIdle(keep: 1 << 20)
         case .reply:
             forwarding.awaitedReplies -= 1
+            if header.connectionIndex == Self.moveMarker {
+                completeMove(id: header.slotSequence, reply: payload)
+                return
+            }
             let slot = Int(header.connectionIndex)
             guard let connection = table.connection(slot: slot, generation: header.connectionGeneration), !connection.isClosed else {
                 return // the client went away; its reply has nowhere to go
