@@ -16,7 +16,7 @@ struct LoggingOutputTests {
     }
 
     @Test func underTheJournalEveryLineHasItsPriority() throws {
-        let node = try SpawnedNode(arguments: ["--reactors", "1", "--replication-factor", "2"], journal: true)
+        let node = try SpawnedNode(arguments: ["--reactors", "1", "--replication-batch-size", "64"], journal: true)
         #expect(node.stop() == 0)
         let lines = node.logLines()
         #expect(lines.count >= 4, "\(lines)")
