@@ -23,11 +23,11 @@ public enum UnbuiltFeatures {
                 + "so the node would serve plaintext; set tls_enabled to false or leave it out")
         }
         if config.writeQuorum > 1 {
-            lines.append("config: \(about("write_quorum")): replication is not available in this build yet, "
-                + "so a write would be acknowledged by this node alone; use 0 or 1")
+            lines.append("config: \(about("write_quorum")): write quorums are not available in this build yet, "
+                + "so a write would be acknowledged before any replica has it; use 0 or 1")
         }
         if config.readQuorum > 1 {
-            lines.append("config: \(about("read_quorum")): replication is not available in this build yet, "
+            lines.append("config: \(about("read_quorum")): read quorums are not available in this build yet, "
                 + "so a read would consult this node alone; use 1")
         }
         return lines

@@ -12,8 +12,8 @@ struct UnbuiltFeatureTests {
         let quorums = try load(args: ["--write-quorum", "2", "--read-quorum", "3"])
         let lines = UnbuiltFeatures.refusals(in: quorums)
         #expect(lines.count == 2)
-        #expect(lines.first?.hasPrefix("config: write_quorum (2, from --write-quorum): replication is not available") == true, "\(lines)")
-        #expect(lines.last?.hasPrefix("config: read_quorum (3, from --read-quorum): replication is not available") == true, "\(lines)")
+        #expect(lines.first?.hasPrefix("config: write_quorum (2, from --write-quorum): write quorums are not available") == true, "\(lines)")
+        #expect(lines.last?.hasPrefix("config: read_quorum (3, from --read-quorum): read quorums are not available") == true, "\(lines)")
     }
 
     @Test func whatASingleNodeDoesIsNotRefused() throws {
