@@ -110,20 +110,6 @@ extension Reactor {
             return wrongArity("client|kill", into: out)
         } else if args.matches(1, "LIST") {
             return false
-        } else if args.matches(1, "HELP") && args.count == 2 {
-            writeHelp("CLIENT", [
-                "GETNAME", "    Return the name of the current connection.",
-                "ID", "    Return the ID of the current connection.",
-                "INFO", "    Return information about the current client connection.",
-                "KILL <ip:port>", "    Kill connection made from <ip:port>.",
-                "KILL <option> <value> [<option> <value> [...]]",
-                "    Kill connections. Options are: ID <client-id>, TYPE normal, USER default, ADDR <ip:port>, LADDR <ip:port>, SKIPME (YES|NO).",
-                "LIST [TYPE normal] [ID <client-id> [<client-id> ...]]", "    Return information about client connections.",
-                "NO-EVICT (ON|OFF)", "    Protect the current client connection from eviction (no client is ever evicted here).",
-                "REPLY (ON|OFF|SKIP)", "    Control the replies sent to the current connection.",
-                "SETINFO <option> <value>", "    Set client meta attr (LIB-NAME, LIB-VER).",
-                "SETNAME <name>", "    Assign the name <name> to the current connection.",
-            ], into: out)
         } else {
             return false
         }
@@ -678,9 +664,7 @@ extension Reactor {
     }
 
     func writeHelp(_ command: String, _ lines: [String], into out: WireBuffer) {
-        let all = ["\(command) <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"] + lines + ["HELP", "    Prints this help."]
-        RESPWriter.arrayHeader(all.count, into: out)
-        for line in all { line.utf8CString.withUnsafeBytes { RESPWriter.simpleString(bytes: UnsafeRawBufferPointer(rebasing: $0.dropLast()), into: out) } }
+        IntrospectionHelp.write(command: command, lines, into: out)
     }
 }
 
