@@ -73,7 +73,7 @@ struct LoggingOutputTests {
 
     @Test func jsonLinesParseAsJSON() throws {
         for journal in [false, true] {
-            let node = try SpawnedNode(arguments: ["--reactors", "1", "--log-format", "json", "--replication-factor", "2"], journal: journal)
+            let node = try SpawnedNode(arguments: ["--reactors", "1", "--log-format", "json", "--replication-batch-size", "64"], journal: journal)
             #expect(node.stop() == 0)
             // python3's json module, as a log shipper would read the lines.
             let script = """
