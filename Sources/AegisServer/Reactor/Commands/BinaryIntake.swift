@@ -143,11 +143,16 @@ extension Reactor {
             if log.wal != nil { keepPreviousState(key, hash: hash, store: store) }
             let previous = store.lastWriteVersion
             let version = store.set(key, hash: hash, value: value, expiryMs: expiry, nowMs: now)
-            if replica.enabled { replicateKeyState(key, hash: hash, store: store, previous: previous) }
+            // The log's record is made from the request's bytes (no lookup);
+            // followers get those same bytes.
+            let shard = KeyHash.shard(of: hash, shardCount: shards.count)
             if let wal = log.wal {
-                wal.append(.set, shard: KeyHash.shard(of: hash, shardCount: shards.count), version: version,
-                           expiryMs: expiry, key: key, value: value)
+                let start = wal.filling.readableBytes
+                wal.append(.set, shard: shard, version: version, expiryMs: expiry, key: key, value: value)
                 log.replyAwaitsLog = true
+                if replica.enabled { replicateLogged(from: start, shard: shard, previous: previous) }
+            } else if replica.enabled {
+                replicateKeyState(key, hash: hash, store: store, previous: previous)
             }
             // Binary v1 has 8 bytes for a version: the seq, which alone grows
             // with every write to the shard; the term is in the log and (next)
@@ -158,19 +163,11 @@ extension Reactor {
                 BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: Self.walRefusalBinary, into: out)
                 return
             }
-            let previous = store.lastWriteVersion
-            var deleted = false
-            if let wal = log.wal {
-                if undoableWrite(key, hash: hash, store: store, { store.delete(key, hash: hash, nowMs: now) }) {
-                    wal.append(.delete, shard: KeyHash.shard(of: hash, shardCount: shards.count), version: store.lastWriteVersion, expiryMs: 0,
-                               key: key, value: WALRecord.noBytes)
-                    log.replyAwaitsLog = true
-                    deleted = true
-                }
+            if log.wal != nil || replica.enabled {
+                recordedWrite(key, hash: hash, store: store) { _ = store.delete(key, hash: hash, nowMs: now) }
             } else {
-                deleted = store.delete(key, hash: hash, nowMs: now)
+                _ = store.delete(key, hash: hash, nowMs: now)
             }
-            if deleted && replica.enabled { replicateKeyState(key, hash: hash, store: store, previous: previous) }
             BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, into: out)
         default:
             preconditionFailure("binary command \(frame.commandCode) is not keyed")

@@ -23,16 +23,14 @@ extension Reactor {
                 for shard in shards.ownedIndices where routes.isPrimaryHere(shard) {
                     let previous = shards[shard]!.lastWriteVersion
                     shards[shard]!.removeAll(deferringTo: batch)
-                    logFlush(shard: shard)
-                    replicateFlush(shard: shard, previous: previous)
+                    recordFlush(shard: shard, previous: previous)
                 }
                 batch.start(ledger: shards.ledger)
             } else {
                 for shard in shards.ownedIndices where routes.isPrimaryHere(shard) {
                     let previous = shards[shard]!.lastWriteVersion
                     shards[shard]!.removeAll()
-                    logFlush(shard: shard)
-                    replicateFlush(shard: shard, previous: previous)
+                    recordFlush(shard: shard, previous: previous)
                 }
             }
             RESPWriter.simpleString("OK", into: out)
@@ -63,30 +61,16 @@ extension Reactor {
 
     @inline(__always)
     func executeKeyed(_ command: RESPCommand, _ args: ArgumentsView, store: ShardStore, hash: UInt64, version: RESPVersion, into out: WireBuffer) {
-        guard let wal = log.wal, command.isWrite else {
-            guard replica.enabled && command.isWrite else {
-                applyKeyed(command, args, store: store, hash: hash, version: version, into: out)
-                return
-            }
-            let previous = store.lastWriteVersion
-            let stamp = store.mutationStamp
+        guard command.isWrite && (log.wal != nil || replica.enabled) else {
             applyKeyed(command, args, store: store, hash: hash, version: version, into: out)
-            if store.mutationStamp != stamp { replicateKeyState(args.bytes(1), hash: hash, store: store, previous: previous) }
             return
         }
-        guard wal.acceptsWrites else {
+        if let wal = log.wal, !wal.acceptsWrites {
             RESPWriter.error(string: Self.walRefusalRESP, into: out)
             return
         }
-        let previous = store.lastWriteVersion
-        let changed = undoableWrite(args.bytes(1), hash: hash, store: store) {
-            let stamp = store.mutationStamp
+        recordedWrite(args.bytes(1), hash: hash, store: store) {
             applyKeyed(command, args, store: store, hash: hash, version: version, into: out)
-            return store.mutationStamp != stamp
-        }
-        if changed {
-            logKeyState(args.bytes(1), hash: hash, store: store)
-            if replica.enabled { replicateKeyState(args.bytes(1), hash: hash, store: store, previous: previous) }
         }
     }
 

@@ -140,12 +140,12 @@ extension Reactor {
         scratch.value.clear()
         scratch.value.append(entry.value)
         let expiry = entry.expiryMs
-        loggedWrite(destination.key, hash: destination.hash, store: destination.store) {
+        recordedWrite(destination.key, hash: destination.hash, store: destination.store) {
             destination.store.set(destination.key, hash: destination.hash, value: scratch.value.readableView, expiryMs: expiry, nowMs: now)
         }
         scratch.value.releaseIfIdle(keep: 1 << 20)
         if command != .copy {
-            loggedWrite(source.key, hash: source.hash, store: source.store) {
+            recordedWrite(source.key, hash: source.hash, store: source.store) {
                 _ = source.store.delete(source.key, hash: source.hash, nowMs: now)
             }
         }
@@ -209,7 +209,7 @@ extension Reactor {
             return
         }
         let expiry = args.integer(3) ?? 0
-        loggedWrite(key, hash: hash, store: store) {
+        recordedWrite(key, hash: hash, store: store) {
             if expiry != 0 && expiry <= now {
                 _ = store.delete(key, hash: hash, nowMs: now)
             } else {
@@ -237,7 +237,7 @@ extension Reactor {
                     guard let store = shards[KeyHash.shard(of: hash, shardCount: shards.count)],
                           let current = store.get(key, hash: hash, nowMs: now),
                           current.value.elementsEqual(move.value) else { return }
-                    loggedWrite(key, hash: hash, store: store) { _ = store.delete(key, hash: hash, nowMs: now) }
+                    recordedWrite(key, hash: hash, store: store) { _ = store.delete(key, hash: hash, nowMs: now) }
                 }
             }
             writeMoveReply(move.command, stored: stored, into: scratch.reply)

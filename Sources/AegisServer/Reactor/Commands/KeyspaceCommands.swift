@@ -102,7 +102,7 @@ extension Reactor {
                 return
             }
             for (position, key) in located.enumerated() {
-                loggedWrite(key.key, hash: key.hash, store: key.store) {
+                recordedWrite(key.key, hash: key.hash, store: key.store) {
                     key.store.set(key.key, hash: key.hash, value: args.bytes(keyIndices[position] + 1), expiryMs: 0, nowMs: now)
                 }
             }
@@ -110,21 +110,6 @@ extension Reactor {
         default:
             executeMoveOwned(command, args, source: located[0], destination: located.count > 1 ? located[1] : nil, into: out)
         }
-    }
-
-    /// Runs `write` on `key`, keeping its previous state for a failed log
-    /// batch and logging its new state, as every logged write does.
-    func loggedWrite(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore, _ write: () -> Void) {
-        guard log.wal != nil else {
-            write()
-            return
-        }
-        let changed = undoableWrite(key, hash: hash, store: store) {
-            let stamp = store.mutationStamp
-            write()
-            return store.mutationStamp != stamp
-        }
-        if changed { logKeyState(key, hash: hash, store: store) }
     }
 
     /// This reactor's share of KEYS (an array of its matching keys) or

@@ -109,17 +109,38 @@ extension Reactor {
     static let walRefusalRESP = "ERR write-ahead log unavailable: writes are refused until the disk accepts data again (reads still served)"
     static let walRefusalBinary = "write-ahead log unavailable: writes are refused until the disk accepts data again (reads still served)"
 
-    /// Logs the state of `key` after a command changed it.
-    @inline(__always)
-    func logKeyState(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore) {
-        guard let wal = log.wal else { return }
-        assert(wal.acceptsWrites, "records appended while the log refuses writes")
-        appendKeyState(key, hash: hash, store: store, to: wal.filling)
-        log.replyAwaitsLog = true
+    /// Runs `write` on `key` and, when it changed the key, records the
+    /// change: the key's new state goes to the log (its previous state kept
+    /// to undo a failed batch) and the same record bytes to the shard's
+    /// followers. Every write of a key by a command takes this one path, so
+    /// none is logged but not replicated, and no record is encoded twice.
+    /// Returns whether the key changed.
+    @inline(__always) @discardableResult
+    func recordedWrite(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore, _ write: () -> Void) -> Bool {
+        let previous = store.lastWriteVersion
+        let stamp = store.mutationStamp
+        let undoMark = log.holding.undo.readableBytes
+        if log.wal != nil { keepPreviousState(key, hash: hash, store: store) }
+        write()
+        guard store.mutationStamp != stamp else {
+            log.holding.undo.truncate(toReadable: undoMark)
+            return false
+        }
+        let shard = KeyHash.shard(of: hash, shardCount: shards.count)
+        if let wal = log.wal {
+            assert(wal.acceptsWrites, "records appended while the log refuses writes")
+            let start = wal.filling.readableBytes
+            appendKeyState(key, hash: hash, store: store, to: wal.filling)
+            log.replyAwaitsLog = true
+            replicateLogged(from: start, shard: shard, previous: previous)
+        } else {
+            replicateKeyState(key, hash: hash, store: store, previous: previous)
+        }
+        return true
     }
 
     @inline(__always)
-    private func appendKeyState(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore, to buffer: WireBuffer) {
+    func appendKeyState(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore, to buffer: WireBuffer) {
         WALRecord.appendState(of: key, store.get(key, hash: hash, nowMs: now), deletedAt: store.lastWriteVersion,
                               shard: KeyHash.shard(of: hash, shardCount: shards.count), to: buffer)
     }
@@ -129,17 +150,6 @@ extension Reactor {
     @inline(__always)
     func keepPreviousState(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore) {
         appendKeyState(key, hash: hash, store: store, to: log.holding.undo)
-    }
-
-    /// Runs `write` on `key` (returning whether it changed the key) keeping
-    /// the previous state, unless the write changed nothing.
-    @inline(__always)
-    func undoableWrite(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore, _ write: () -> Bool) -> Bool {
-        let mark = log.holding.undo.readableBytes
-        keepPreviousState(key, hash: hash, store: store)
-        let changed = write()
-        if !changed { log.holding.undo.truncate(toReadable: mark) }
-        return changed
     }
 
     /// Puts back what the writes of failed batches replaced, newest first,
@@ -175,12 +185,18 @@ extension Reactor {
         }
     }
 
-    func logFlush(shard: Int) {
-        guard let wal = log.wal else { return }
-        // The flush's own version: FLUSHALL is a write like any other.
+    /// Records a FLUSHALL of `shard` (its own version: FLUSHALL is a write
+    /// like any other) in the log and, with the same bytes, for its followers.
+    func recordFlush(shard: Int, previous: EntryVersion) {
+        guard let wal = log.wal else {
+            replicateFlush(shard: shard, previous: previous)
+            return
+        }
         let version = shards[shard]?.lastWriteVersion ?? .zero
+        let start = wal.filling.readableBytes
         wal.append(.flushShard, shard: shard, version: version, expiryMs: 0, key: WALRecord.noBytes, value: WALRecord.noBytes)
         log.replyAwaitsLog = true
+        replicateLogged(from: start, shard: shard, previous: previous)
     }
 
     // MARK: - Holding replies

@@ -46,34 +46,44 @@ extension Reactor {
     }
 
     /// Sends the state of `key` after a write changed it, when its shard
-    /// has followers. `previous`: the shard's last write version before it.
+    /// has followers and the log is off (with the log on, `replicateLogged`
+    /// sends the log's bytes). `previous`: the shard's last write version
+    /// before it.
     @inline(__always)
     func replicateKeyState(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore, previous: EntryVersion) {
         let shard = KeyHash.shard(of: hash, shardCount: shards.count)
         guard replicates(shard) else { return }
         let buffer = replica.record
         buffer.clear()
-        WALRecord.appendState(of: key, store.get(key, hash: hash, nowMs: now), deletedAt: store.lastWriteVersion,
-                              shard: shard, to: buffer)
-        sendReplicated(buffer, shard: shard, previous: previous)
+        appendKeyState(key, hash: hash, store: store, to: buffer)
+        sendReplicated(buffer.readableView, shard: shard, previous: previous)
+        buffer.clear()
+        buffer.releaseIfIdle(keep: 1 << 20)
     }
 
-    /// Sends a FLUSHALL of `shard` when it has followers.
+    /// Sends a FLUSHALL of `shard` when it has followers and the log is off.
     func replicateFlush(shard: Int, previous: EntryVersion) {
         guard replicates(shard), let store = shards[shard] else { return }
         let buffer = replica.record
         buffer.clear()
         WALRecord.append(to: buffer, operation: .flushShard, shard: shard, version: store.lastWriteVersion, expiryMs: 0,
                          key: WALRecord.noBytes, value: WALRecord.noBytes)
-        sendReplicated(buffer, shard: shard, previous: previous)
+        sendReplicated(buffer.readableView, shard: shard, previous: previous)
+        buffer.clear()
     }
 
-    private func sendReplicated(_ buffer: WireBuffer, shard: Int, previous: EntryVersion) {
-        var header = ReplicationWire.header(.replicate, shard: shard, payloadLength: buffer.readableBytes)
+    /// Sends the record the log took last (from `start` of its filling
+    /// buffer) when `shard` has followers: one codec, one encoding.
+    @inline(__always)
+    func replicateLogged(from start: Int, shard: Int, previous: EntryVersion) {
+        guard replicates(shard), let wal = log.wal else { return }
+        sendReplicated(UnsafeRawBufferPointer(rebasing: wal.filling.readableView[start...]), shard: shard, previous: previous)
+    }
+
+    private func sendReplicated(_ record: UnsafeRawBufferPointer, shard: Int, previous: EntryVersion) {
+        var header = ReplicationWire.header(.replicate, shard: shard, payloadLength: record.count)
         header.replicatedPrevious = previous
-        sendRecord(to: routes.clusterEndpoint, header: header, payload: buffer.readableView)
-        buffer.clear()
-        buffer.releaseIfIdle(keep: 1 << 20)
+        sendRecord(to: routes.clusterEndpoint, header: header, payload: record)
     }
 
     // MARK: - As a follower
