@@ -119,10 +119,20 @@ struct MetricsExposition {
             Family(name: "aegis_forward_latency_seconds", kind: .histogram,
                    help: "Round trip of a request forwarded to another node, from this node's cluster loop sending it to the reply's arrival.",
                    samples: latency),
-            Family(name: "aegis_forward_not_owner", kind: .counter,
-                   help: "Requests another node forwarded here for a shard this node is not primary for in its own view, answered TRYAGAIN (RESP) or REDIRECT (binary).",
-                   samples: [Sample(suffix: "_total", value: String(notOwner))]),
+            counter("aegis_forward_not_owner",
+                    "Requests another node forwarded here for a shard this node is not primary for in its own view, answered TRYAGAIN (RESP) or REDIRECT (binary).",
+                    notOwner),
         ]
+    }
+
+    /// A family of one unlabelled sample.
+    static func gauge(_ name: String, _ help: String, _ value: Int) -> Family {
+        Family(name: name, kind: .gauge, help: help, samples: [Sample(value: String(value))])
+    }
+
+    /// A counter of one unlabelled sample (`name` + "_total").
+    static func counter(_ name: String, _ help: String, _ value: Int) -> Family {
+        Family(name: name, kind: .counter, help: help, samples: [Sample(suffix: "_total", value: String(value))])
     }
 
     static func families(node: NodeContext) -> [Family] {
@@ -136,12 +146,6 @@ struct MetricsExposition {
         let clusterAlive = cluster.members.isEmpty ? 1 : cluster.count(.alive)
         let shardsPrimary = me?.shardsPrimary ?? node.config.numShards
         let shardsFollower = me?.shardsFollower ?? 0
-        func gauge(_ name: String, _ help: String, _ value: Int) -> Family {
-            Family(name: name, kind: .gauge, help: help, samples: [Sample(value: String(value))])
-        }
-        func counter(_ name: String, _ help: String, _ value: Int) -> Family {
-            Family(name: name, kind: .counter, help: help, samples: [Sample(suffix: "_total", value: String(value))])
-        }
         var result: [Family] = [
             // The info-metric idiom: the value is always 1 and the labels carry the
             // facts, so a dashboard can group nodes by version during an upgrade.
@@ -227,21 +231,17 @@ struct MetricsExposition {
                    samples: byType(cluster.messagesSent)),
             Family(name: "aegis_gossip_messages_received", kind: .counter, help: "Authenticated messages received from other nodes, by type.",
                    samples: byType(cluster.messagesReceived)),
-            Family(name: "aegis_gossip_bytes_sent", kind: .counter, help: "Bytes written to peer links (frames, prefixes and hellos).",
-                   samples: [Sample(suffix: "_total", value: String(cluster.bytesSent))]),
-            Family(name: "aegis_gossip_bytes_received", kind: .counter, help: "Bytes read from peer links.",
-                   samples: [Sample(suffix: "_total", value: String(cluster.bytesReceived))]),
-            Family(name: "aegis_gossip_messages_unsent", kind: .counter,
-                   help: "Messages not handed to a link: the peer was unreachable (backing off) or its queue was full.",
-                   samples: [Sample(suffix: "_total", value: String(cluster.unsent))]),
+            counter("aegis_gossip_bytes_sent", "Bytes written to peer links (frames, prefixes and hellos).", cluster.bytesSent),
+            counter("aegis_gossip_bytes_received", "Bytes read from peer links.", cluster.bytesReceived),
+            counter("aegis_gossip_messages_unsent",
+                    "Messages not handed to a link: the peer was unreachable (backing off) or its queue was full.", cluster.unsent),
             Family(name: "aegis_cluster_messages_dropped", kind: .counter,
                    help: "Peer messages or connections refused, by reason; they changed no state.",
                    samples: PeerRefusal.allCases.map {
                        Sample(suffix: "_total", labels: [("reason", $0.rawValue)], value: String(cluster.dropped[$0] ?? 0))
                    }),
-            Family(name: "aegis_cluster_slow_peer_closures", kind: .counter,
-                   help: "Peer links closed because the peer stopped reading and the link's outbound queue filled.",
-                   samples: [Sample(suffix: "_total", value: String(cluster.slowPeerClosures))]),
+            counter("aegis_cluster_slow_peer_closures",
+                    "Peer links closed because the peer stopped reading and the link's outbound queue filled.", cluster.slowPeerClosures),
             Family(name: "aegis_cluster_peer_links", kind: .gauge, help: "Connections this node dialled to peers, by state.",
                    samples: [Sample(labels: [("state", "connected")], value: String(cluster.linksConnected)),
                              Sample(labels: [("state", "connecting")], value: String(cluster.linksConnecting))]),

@@ -5,9 +5,6 @@ extension MetricsExposition {
     /// received as a follower, and each follower's lag summed over the
     /// shards (records) and at its worst (ms).
     static func replicationFamilies(_ replication: ReplicationSnapshot) -> [Family] {
-        func counter(_ name: String, _ help: String, _ value: Int) -> Family {
-            Family(name: name, kind: .counter, help: help, samples: [Sample(suffix: "_total", value: String(value))])
-        }
         let lags = replication.lagByFollower
         return [
             counter("aegis_replication_records_sent", "Replication records this node sent to followers (catch-up resends included).", replication.recordsSent),
@@ -18,8 +15,7 @@ extension MetricsExposition {
             counter("aegis_replication_follower_resets", "Followers that acknowledged less than before (restarted empty) and were sent their shards' records again.", replication.followerResets),
             counter("aegis_replication_cutoffs", "Links to followers lost or overflowing (a slow follower): what they had not acknowledged is sent again.", replication.cutOffs),
             counter("aegis_replication_streams_needed", "(shard, follower) pairs whose missing records left the recent-writes tail; shard streaming is not built yet.", replication.streamsNeeded),
-            Family(name: "aegis_replication_shards", kind: .gauge, help: "Shards this node is primary for that have followers.",
-                   samples: [Sample(value: String(replication.replicatedShards))]),
+            gauge("aegis_replication_shards", "Shards this node is primary for that have followers.", replication.replicatedShards),
             Family(name: "aegis_replication_lag_records", kind: .gauge,
                    help: "Writes a follower has not acknowledged, summed over the shards this node is primary for.",
                    samples: lags.map { Sample(labels: [("follower", $0.follower)], value: String($0.records)) }),
