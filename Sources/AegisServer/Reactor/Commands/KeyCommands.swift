@@ -120,16 +120,21 @@ extension Reactor {
             RESPWriter.integer(store.get(key, hash: hash, nowMs: now) != nil ? 1 : 0, into: out)
         case .expire, .pexpire, .expireat, .pexpireat:
             executeExpire(command, args, store: store, hash: hash, into: out)
-        case .ttl, .pttl:
+        case .ttl, .pttl, .expiretime, .pexpiretime:
             guard let entry = store.get(key, hash: hash, nowMs: now) else {
                 RESPWriter.integer(-2, into: out)
                 return
             }
-            if entry.expiryMs == 0 {
+            guard entry.expiryMs != 0 else {
                 RESPWriter.integer(-1, into: out)
-            } else {
-                let remaining = max(entry.expiryMs - now, 0)
-                RESPWriter.integer(Int(command == .ttl ? (remaining + 500) / 1000 : remaining), into: out)
+                return
+            }
+            let remaining = max(entry.expiryMs - now, 0)
+            switch command {
+            case .ttl: RESPWriter.integer(Int((remaining + 500) / 1000), into: out)
+            case .pttl: RESPWriter.integer(Int(remaining), into: out)
+            case .expiretime: RESPWriter.integer(Int(entry.expiryMs / 1000), into: out)
+            default: RESPWriter.integer(Int(entry.expiryMs), into: out)
             }
         case .persist:
             guard let entry = store.get(key, hash: hash, nowMs: now), entry.expiryMs != 0 else {

@@ -30,16 +30,6 @@ extension Reactor {
             RESPWriter.bulk(UnsafeRawBufferPointer(rebasing: value[range]), into: out)
         case .setrange:
             executeSetRange(args, store: store, hash: hash, into: out)
-        case .expiretime, .pexpiretime:
-            guard let entry = store.get(key, hash: hash, nowMs: now) else {
-                RESPWriter.integer(-2, into: out)
-                return
-            }
-            if entry.expiryMs == 0 {
-                RESPWriter.integer(-1, into: out)
-            } else {
-                RESPWriter.integer(Int(command == .expiretime ? entry.expiryMs / 1000 : entry.expiryMs), into: out)
-            }
         default:
             preconditionFailure("\(command) is not a keyed command")
         }
