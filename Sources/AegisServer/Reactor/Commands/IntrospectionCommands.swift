@@ -47,16 +47,11 @@ extension Reactor {
         let request = Array(scratch.part.readableView)
         let sequence = connection.replies.openPending(parts: node.reactorCount, aggregate: aggregate)
         request.withUnsafeBytes { bytes in
-            for target in 0..<node.reactorCount where target != index {
-                forwardRequest(to: target, connection: connection, sequence: sequence, bytes: bytes)
-            }
             guard case .complete = RESPRequestParser.parse(bytes, into: scratch.forwardedArguments, limits: scratch.respLimits) else {
                 preconditionFailure("a request this reactor encoded must parse")
             }
             let partArgs = ArgumentsView(base: bytes.baseAddress!, arguments: scratch.forwardedArguments)
-            scratch.reply.clear()
-            executeReactorPart(command, partArgs, version: connection.respVersion, into: scratch.reply)
-            fillLocal(connection, sequence: sequence, scratch.reply.readableView)
+            runOnEveryReactor(command, partArgs, connection, raw: bytes, sequence: sequence)
         }
         return true
     }

@@ -22,13 +22,8 @@ extension Reactor {
         switch command {
         case .keys, .randomkey:
             let aggregate: ReplyQueue.Aggregate = command == .keys ? .arrayConcat : .anyNonNull
-            let sequence = connection.replies.openPending(parts: node.reactorCount, aggregate: aggregate)
-            for target in 0..<node.reactorCount where target != index {
-                forwardRequest(to: target, connection: connection, sequence: sequence, bytes: raw)
-            }
-            scratch.reply.clear()
-            executeKeyspacePart(command, args, version: connection.respVersion, into: scratch.reply)
-            fillLocal(connection, sequence: sequence, scratch.reply.readableView)
+            runOnEveryReactor(command, args, connection, raw: raw,
+                              sequence: connection.replies.openPending(parts: node.reactorCount, aggregate: aggregate))
         case .msetnx:
             guard args.count % 2 == 1 else {
                 withCountedReply(connection, id) { RESPWriter.error("ERR wrong number of arguments for 'msetnx' command", into: $0) }

@@ -108,13 +108,8 @@ extension Reactor {
             }
         case .everyReactor:
             let aggregate: ReplyQueue.Aggregate = command == .dbsize ? .integerSum : .allOK
-            let sequence = connection.replies.openPending(parts: node.reactorCount, aggregate: aggregate)
-            for target in 0..<node.reactorCount where target != index {
-                forwardRequest(to: target, connection: connection, sequence: sequence, bytes: raw)
-            }
-            scratch.reply.clear()
-            executeOwned(command, args, version: connection.respVersion, into: scratch.reply)
-            fillLocal(connection, sequence: sequence, scratch.reply.readableView)
+            runOnEveryReactor(command, args, connection, raw: raw,
+                              sequence: connection.replies.openPending(parts: node.reactorCount, aggregate: aggregate))
         case .subcommandKeyed:
             routeKeyIntrospection(command, args, connection, raw: raw)
         case .twoKeys, .special:
@@ -135,14 +130,21 @@ extension Reactor {
             }
             // Every reactor scans its own shards from the cursor; the reply
             // queue merges the parts into one page (ScanPage).
-            let sequence = connection.replies.openScanPage(parts: node.reactorCount, shardCount: shards.count)
-            for target in 0..<node.reactorCount where target != index {
-                forwardRequest(to: target, connection: connection, sequence: sequence, bytes: raw)
-            }
-            scratch.reply.clear()
-            executeOwned(command, args, version: connection.respVersion, into: scratch.reply)
-            fillLocal(connection, sequence: sequence, scratch.reply.readableView)
+            runOnEveryReactor(command, args, connection, raw: raw,
+                              sequence: connection.replies.openScanPage(parts: node.reactorCount, shardCount: shards.count))
         }
+    }
+
+    /// Runs `command` on every reactor, this one included; each answers one
+    /// part of the reply slot `sequence`, whose aggregate joins the parts.
+    func runOnEveryReactor(_ command: RESPCommand, _ args: ArgumentsView, _ connection: Connection,
+                           raw: UnsafeRawBufferPointer, sequence: UInt64) {
+        for target in 0..<node.reactorCount where target != index {
+            forwardRequest(to: target, connection: connection, sequence: sequence, bytes: raw)
+        }
+        scratch.reply.clear()
+        executeOwned(command, args, version: connection.respVersion, into: scratch.reply)
+        fillLocal(connection, sequence: sequence, scratch.reply.readableView)
     }
 
     /// Runs a one-key command here when this reactor owns the key's shard,
