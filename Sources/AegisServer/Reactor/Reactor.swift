@@ -50,7 +50,6 @@ final class Reactor: @unchecked Sendable {
     var shards: OwnedShards
     var forwarding: ForwardingState
     var routes: ReactorRoutes
-    var tombstoneNeeds = TombstoneNeeds()
     var replica: ReplicaState
     var log = ReactorLog()
     var rate = RateGate()

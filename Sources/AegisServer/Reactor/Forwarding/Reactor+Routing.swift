@@ -15,6 +15,9 @@ struct ReactorRoutes {
     /// The routing `target` was built from; 0 (none) routes every shard here.
     private(set) var version: UInt64 = 0
     private(set) var current: ClusterRouting?
+    /// Per shard, whether the map names followers for it; empty before the
+    /// first map (a node alone has none).
+    private var followed: [Bool] = []
 
     init(shardOwner: [Int], clusterEndpoint: Int) {
         self.shardOwner = shardOwner
@@ -31,12 +34,15 @@ struct ReactorRoutes {
             target[shard] = here ? shardOwner[shard] : clusterEndpoint
             if wasHere && !here { lost.append(shard) }
         }
+        followed = (0..<routing.map.numShards).map { !routing.map.followers(ofShard: $0).isEmpty }
         version = routing.version
         current = routing
         return lost
     }
 
     @inline(__always) func isPrimaryHere(_ shard: Int) -> Bool { target[shard] != clusterEndpoint }
+
+    @inline(__always) func hasFollowers(_ shard: Int) -> Bool { shard < followed.count && followed[shard] }
 }
 
 extension Reactor {
@@ -52,7 +58,6 @@ extension Reactor {
     func applyRouting() {
         guard let routing = node.routing.routing else { return }
         let lost = routes.install(routing)
-        tombstoneNeeds.refresh(routing)
         var dropped = 0
         var lostCount = 0
         let lostHere = Set(lost)

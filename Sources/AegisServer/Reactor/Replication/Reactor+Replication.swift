@@ -42,7 +42,7 @@ extension Reactor {
     /// Whether a write to `shard` goes to followers: this node is its
     /// primary and the map gives it followers.
     @inline(__always) func replicates(_ shard: Int) -> Bool {
-        replica.enabled && routes.isPrimaryHere(shard) && !tombstoneNeeds.needsNone(shard)
+        replica.enabled && routes.isPrimaryHere(shard) && routes.hasFollowers(shard)
     }
 
     /// Sends the state of `key` after a write changed it, when its shard
