@@ -88,25 +88,36 @@ final class ReplicationRelay {
     private unowned let forwarding: ForwardingRelay
     private let shardOwner: [Int]
     private(set) var counters = Counters()
-    private var progress: [Int: ReplicationProgress] = [:]
-    private var tails: [Int: RecentWrites] = [:]
-    private var floors: [Int: EntryVersion] = [:]
+    /// Per shard (indexed by shard number), nil where this node is not a
+    /// primary with followers. Arrays, mutated in place: a record on its way
+    /// to followers costs no hashing and no copy of a shard's bookkeeping.
+    private var progress: [ReplicationProgress?]
+    private var tails: [RecentWrites?]
+    /// The newest version every follower acknowledged, as last told to the shard's reactor.
+    private var floors: [EntryVersion]
     private var lastCatchUpNs: Int64 = 0
     /// (shard, follower) pairs already counted as needing a stream.
-    private var streamNoted: Set<String> = []
+    private var streamNoted: Set<StreamNeed> = []
+    private struct StreamNeed: Hashable {
+        var shard: Int
+        var follower: String
+    }
     /// Set by the loop: one notice-level line (rate-limited by the caller's use).
     var log: ((String) -> Void)?
 
     init(forwarding: ForwardingRelay, shardOwner: [Int]) {
         self.forwarding = forwarding
         self.shardOwner = shardOwner
+        progress = Array(repeating: nil, count: shardOwner.count)
+        tails = Array(repeating: nil, count: shardOwner.count)
+        floors = Array(repeating: .zero, count: shardOwner.count)
     }
 
-    var replicatedShards: Int { progress.count }
+    var replicatedShards: Int { progress.reduce(0) { $0 + ($1 == nil ? 0 : 1) } }
 
     /// True while some follower has not been sent every write (the loop then wakes to catch it up).
     var anyFollowerBehind: Bool {
-        progress.values.contains { p in p.sent.contains { $0 < p.written } }
+        progress.contains { p in p.map { p in p.sent.contains { $0 < p.written } } ?? false }
     }
 
     func noteReceived() { counters.recordsReceived += 1 }
@@ -116,23 +127,22 @@ final class ReplicationRelay {
     /// Shards this node is primary for keep or start their bookkeeping;
     /// the others drop it.
     func mapChanged(_ routing: ClusterRouting) {
-        for shard in 0..<routing.map.numShards {
+        for shard in 0..<min(routing.map.numShards, progress.count) {
             let followers = routing.primaryHere[shard] ? routing.map.followers(ofShard: shard) : []
             if followers.isEmpty {
                 progress[shard] = nil
                 tails[shard] = nil
-                floors[shard] = nil
+                floors[shard] = .zero
                 continue
             }
-            if var kept = progress[shard] {
-                kept.setFollowers(followers)
-                progress[shard] = kept
+            if progress[shard] != nil {
+                progress[shard]!.setFollowers(followers)
             } else {
                 progress[shard] = ReplicationProgress(followers: followers)
                 tails[shard] = RecentWrites(countMax: Self.tailRecordsMax, bytesMax: Self.tailBytesMax)
             }
         }
-        streamNoted = streamNoted.filter { progress[Int($0.split(separator: "/")[0])!] != nil }
+        streamNoted = streamNoted.filter { progress[$0.shard] != nil }
     }
 
     // MARK: - From this node's reactors
@@ -140,9 +150,9 @@ final class ReplicationRelay {
     /// A write the reactor owning `shard` made as its primary.
     func fromReactor(_ header: ForwardHeader, record: UnsafeRawBufferPointer, nowMs: Int64) {
         let shard = Int(header.route.shard)
-        guard var shardProgress = progress[shard] else { return }  // no followers (any more)
+        guard shard < progress.count, let written = progress[shard]?.written else { return }  // no followers (any more)
         guard case .record(let decoded, let length) = WALRecord.decode(record), length == record.count,
-              decoded.shard == shard, decoded.version > shardProgress.written else {
+              decoded.shard == shard, decoded.version > written else {
             counters.malformed += 1
             return
         }
@@ -153,11 +163,11 @@ final class ReplicationRelay {
             counters.malformed += 1
             return
         }
-        shardProgress.wrote(decoded.version)
-        for (i, follower) in shardProgress.followers.enumerated() where shardProgress.sent[i] == previous {
-            if send(bytes, shard: shard, previous: previous, to: follower) { shardProgress.sent(decoded.version, to: follower) }
+        progress[shard]!.wrote(decoded.version)
+        let followers = progress[shard]!.followers
+        for (i, follower) in followers.enumerated() where progress[shard]!.sent[i] == previous {
+            if send(bytes, shard: shard, previous: previous, to: follower) { progress[shard]!.sent(decoded.version, to: follower) }
         }
-        progress[shard] = shardProgress
     }
 
     /// Appends one record to the peer's batch; false when no address is known for it.
@@ -176,27 +186,26 @@ final class ReplicationRelay {
     /// A follower's acknowledgement for one of this node's shards.
     func acknowledged(_ payload: UnsafeRawBufferPointer, shard: Int, from follower: String) {
         guard let version = ReplicationWire.decode(payload), let node = NodeID(follower),
-              var shardProgress = progress[shard] else {
+              shard < progress.count, progress[shard] != nil else {
             counters.acksRefused += 1
             return
         }
         counters.acksReceived += 1
-        switch shardProgress.acknowledge(version, from: node) {
+        switch progress[shard]!.acknowledge(version, from: node) {
         case .advanced:
             break
         case .duplicate:
             // A follower that found a gap repeats what it holds: send again from there.
-            if let i = shardProgress.followers.firstIndex(of: node), shardProgress.sent[i] > shardProgress.acknowledged[i] {
-                shardProgress.cutOff(node)
+            if let i = progress[shard]!.followers.firstIndex(of: node), progress[shard]!.sent[i] > progress[shard]!.acknowledged[i] {
+                progress[shard]!.cutOff(node)
             }
         case .behind:
             counters.followerResets += 1
         case .unknownFollower, .neverSent:
             counters.acksRefused += 1
         }
-        progress[shard] = shardProgress
-        let floor = shardProgress.acknowledgedByAll
-        if floor > (floors[shard] ?? .zero) {
+        let floor = progress[shard]!.acknowledgedByAll
+        if floor > floors[shard] {
             floors[shard] = floor
             let bytes = ReplicationWire.encode(floor)
             bytes.withUnsafeBytes {
@@ -210,7 +219,7 @@ final class ReplicationRelay {
     func cutOff(peerName: String) {
         guard let node = NodeID(peerName) else { return }
         var any = false
-        for shard in Array(progress.keys) where progress[shard]!.followers.contains(node) {
+        for shard in progress.indices where progress[shard]?.followers.contains(node) == true {
             progress[shard]!.cutOff(node)
             any = true
         }
@@ -224,9 +233,8 @@ final class ReplicationRelay {
     func catchUp(nowNs: Int64) {
         guard nowNs - lastCatchUpNs >= Self.catchUpIntervalNs else { return }
         lastCatchUpNs = nowNs
-        for shard in Array(progress.keys) {
-            var shardProgress = progress[shard]!
-            guard let tail = tails[shard] else { continue }
+        for shard in progress.indices {
+            guard var shardProgress = progress[shard], let tail = tails[shard] else { continue }
             for (i, follower) in shardProgress.followers.enumerated() where shardProgress.sent[i] < shardProgress.written {
                 switch tail.after(shardProgress.sent[i], limit: Self.catchUpRecordsPerTurn) {
                 case .records(let records):
@@ -235,7 +243,7 @@ final class ReplicationRelay {
                         shardProgress.sent(record.version, to: follower)
                     }
                 case .gone:
-                    if streamNoted.insert("\(shard)/\(follower.name)").inserted {
+                    if streamNoted.insert(StreamNeed(shard: shard, follower: follower.name)).inserted {
                         counters.streamsNeeded += 1
                         log?("follower \(follower.name) of shard \(shard) needs records no longer in the recent-writes tail "
                             + "(it holds \(shardProgress.sent[i]), the tail starts after \(tail.servesFrom ?? .zero)); "
@@ -253,7 +261,8 @@ final class ReplicationRelay {
     /// (since the oldest write it has not acknowledged was made).
     func lags(nowMs: Int64) -> [Lag] {
         var out: [Lag] = []
-        for (shard, shardProgress) in progress {
+        for (shard, shardProgress) in progress.enumerated() {
+            guard let shardProgress else { continue }
             for (i, follower) in shardProgress.followers.enumerated() {
                 let records = shardProgress.lagRecords(follower) ?? 0
                 let oldest = records == 0 ? nil : tails[shard]?.madeMs(firstAfter: shardProgress.acknowledged[i])
