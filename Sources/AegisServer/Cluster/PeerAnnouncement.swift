@@ -29,19 +29,13 @@ struct PeerAnnouncement: Equatable {
 
     /// The whole frame: length prefix, then the payload with its MAC.
     func frame(_ authenticator: GossipAuthenticator) -> [UInt8] {
-        var signed: [UInt8] = [0, 0, 0, 0, Self.marker, Self.format]
-        for text in [version, commit] {
-            let bytes = Array(text.utf8.prefix(255))
-            signed.append(UInt8(bytes.count))
-            signed += bytes
-        }
-        let tag = authenticator.tag(of: signed[4...])
-        let payloadCount = signed.count - 4 + tag.count
-        signed[0] = UInt8(truncatingIfNeeded: payloadCount >> 24)
-        signed[1] = UInt8(truncatingIfNeeded: payloadCount >> 16)
-        signed[2] = UInt8(truncatingIfNeeded: payloadCount >> 8)
-        signed[3] = UInt8(truncatingIfNeeded: payloadCount)
-        return signed + tag
+        var payload: [UInt8] = [Self.marker, Self.format]
+        appendShortText(version, to: &payload)
+        appendShortText(commit, to: &payload)
+        payload += authenticator.tag(of: payload)
+        var frame: [UInt8] = []
+        appendUInt32(UInt32(payload.count), to: &frame)
+        return frame + payload
     }
 
     static func isAnnouncement(_ frame: [UInt8]) -> Bool { frame.count > 4 && frame[4] == marker }

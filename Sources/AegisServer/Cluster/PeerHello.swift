@@ -82,11 +82,7 @@ public struct PeerHello: Sendable, Equatable {
         out.append(lane.rawValue)
         appendUInt32(numShards, to: &out)
         appendUInt32(virtualNodes, to: &out)
-        for text in [nodeID, gossipAddress, clientAddress] {
-            let bytes = Array(text.utf8.prefix(255))
-            out.append(UInt8(bytes.count))
-            out += bytes
-        }
+        for text in [nodeID, gossipAddress, clientAddress] { appendShortText(text, to: &out) }
         out += authenticator.tag(of: out)
         return out
     }
@@ -119,6 +115,14 @@ func appendUInt32(_ value: UInt32, to out: inout [UInt8]) {
     out.append(UInt8(truncatingIfNeeded: value >> 16))
     out.append(UInt8(truncatingIfNeeded: value >> 8))
     out.append(UInt8(truncatingIfNeeded: value))
+}
+
+/// Appends `text` as `ByteReader.shortText` reads it: a length byte, then
+/// at most 255 bytes of UTF-8.
+func appendShortText(_ text: String, to out: inout [UInt8]) {
+    let bytes = text.utf8.prefix(255)
+    out.append(UInt8(bytes.count))
+    out += bytes
 }
 
 /// A bounds-checked cursor over received bytes: every read returns nil past the end.
