@@ -134,12 +134,19 @@ public struct ConfigFlags: ParsableArguments {
     public var v1TLSCA: String?
 
     /// v1 flag name (without dashes) → the key it sets.
-    public static let v1Flags: [(flag: String, key: String)] = [
-        ("bind", "bind_addr"), ("gossip", "gossip_bind_addr"), ("gossip-advertise", "gossip_advertise_addr"),
-        ("client-advertise", "client_advertise_addr"), ("addrs", "seeds"), ("shards", "num_shards"),
-        ("wal", "wal_mode"), ("max-memory", "max_memory_mb"), ("tls-cert", "tls_cert_file"),
-        ("tls-key", "tls_key_file"), ("tls-ca", "tls_ca_file"),
-    ]
+    public static var v1Flags: [(flag: String, key: String)] { v1Options.map { ($0.flag, $0.key) } }
+
+    /// Each v1 flag with the option that holds it, so the table and the
+    /// values read from it cannot fall out of step.
+    private static var v1Options: [(flag: String, key: String, value: KeyPath<ConfigFlags, String?>)] {
+        [
+            ("bind", "bind_addr", \.v1Bind), ("gossip", "gossip_bind_addr", \.v1Gossip),
+            ("gossip-advertise", "gossip_advertise_addr", \.v1GossipAdvertise),
+            ("client-advertise", "client_advertise_addr", \.v1ClientAdvertise), ("addrs", "seeds", \.v1Addrs),
+            ("shards", "num_shards", \.v1Shards), ("wal", "wal_mode", \.v1WAL), ("max-memory", "max_memory_mb", \.v1MaxMemory),
+            ("tls-cert", "tls_cert_file", \.v1TLSCert), ("tls-key", "tls_key_file", \.v1TLSKey), ("tls-ca", "tls_ca_file", \.v1TLSCA),
+        ]
+    }
 
     /// Every long option name of the settings, without dashes.
     public static var longNames: [String] {
@@ -163,10 +170,8 @@ public struct ConfigFlags: ParsableArguments {
     /// current name wins when both are given, then `AegisConfig.allKeys` order.
     var values: [(key: String, value: String, flag: String)] {
         guard isParsed else { return [] }
-        let v1Values = [v1Bind, v1Gossip, v1GossipAdvertise, v1ClientAdvertise, v1Addrs, v1Shards, v1WAL,
-                        v1MaxMemory, v1TLSCert, v1TLSKey, v1TLSCA]
-        var given: [(key: String, value: String, flag: String)] = zip(Self.v1Flags, v1Values).compactMap { names, value in
-            value.map { (key: names.key, value: $0, flag: "--" + names.flag) }
+        var given: [(key: String, value: String, flag: String)] = Self.v1Options.compactMap { option in
+            self[keyPath: option.value].map { (key: option.key, value: $0, flag: "--" + option.flag) }
         }
         // v1 served TLS whenever it was given a certificate and a key.
         if v1TLSCert != nil && v1TLSKey != nil {
