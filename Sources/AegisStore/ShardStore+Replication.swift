@@ -60,37 +60,18 @@ extension ShardStore {
 }
 
 extension ShardState {
+    /// What "newer" is measured against: the version of the key's live
+    /// entry; a shard that keeps tombstones (replicated) also remembers its
+    /// expired entry and its deletes.
     @usableFromInline
     mutating func applyIfNewer(_ key: UnsafeRawBufferPointer, hash: UInt64, _ write: ReplicatedWrite,
                                version: EntryVersion, nowMs: Int64) -> Bool {
-        if tombstones != nil { return applyRememberingDeletes(key, hash: hash, write, version: version, nowMs: nowMs) }
         let (i, found) = find(key, hash)
+        let remembersDeletes = tombstones != nil
         let live = found && !Self.entry(slots[i]).isExpired(nowMs)
-        if live && self.version(of: Self.entry(slots[i])) >= version {
-            adoptClock(version)
-            return false
-        }
-        switch write {
-        case .set(let value, let expiryMs):
-            adopt(version)
-            _ = set(key, hash: hash, value: value, expiryMs: expiryMs, nowMs: nowMs, version: version)
-            return true
-        case .delete:
-            if !live {
-                adoptClock(version)
-                return false
-            }
-            return delete(key, hash: hash, nowMs: nowMs, version: version)
-        }
-    }
-
-    /// `applyIfNewer` for a replicated shard: compares with everything the
-    /// shard remembers of the key, expired entry and tombstone included.
-    @usableFromInline
-    mutating func applyRememberingDeletes(_ key: UnsafeRawBufferPointer, hash: UInt64, _ write: ReplicatedWrite,
-                                          version: EntryVersion, nowMs: Int64) -> Bool {
-        let (i, found) = find(key, hash)
-        let known = found ? self.version(of: Self.entry(slots[i])) : tombstones!.barrier(key, hash: hash)
+        let present = remembersDeletes ? found : live
+        let known: EntryVersion = present ? self.version(of: Self.entry(slots[i]))
+            : remembersDeletes ? tombstones!.barrier(key, hash: hash) : .zero
         if known >= version {
             adoptClock(version)
             return false
@@ -101,10 +82,10 @@ extension ShardState {
             _ = set(key, hash: hash, value: value, expiryMs: expiryMs, nowMs: nowMs, version: version)
             return true
         case .delete:
-            if found && delete(key, hash: hash, nowMs: nowMs, version: version) { return true }
-            // Absent or expired: nothing visible changes, but the delete's
-            // version must still stop an older SET that arrives after it.
-            rememberDeleted(key, hash: hash, version: version, nowMs: nowMs)
+            if present && delete(key, hash: hash, nowMs: nowMs, version: version) { return true }
+            // Absent or expired: nothing visible changes, but with tombstones
+            // the delete's version must still stop an older SET arriving after it.
+            if remembersDeletes { rememberDeleted(key, hash: hash, version: version, nowMs: nowMs) }
             adoptClock(version)
             return false
         }
