@@ -434,8 +434,9 @@ public final class Simulation {
 
     /// Invariant: a crashed node is suspected within suspect_timeout + 2 probe
     /// intervals. Checked when nothing else could excuse a delay: no loss, no
-    /// partition and no pause around the crash (each makes a Lifeguard node
-    /// stretch its own timeouts, by design).
+    /// partition, no pause, no overload, no reactor lag and no other crash
+    /// around the crash (each makes a Lifeguard node stretch its own
+    /// timeouts, by design).
     func checkSuspected(_ index: Int, crashedAt: Int64) {
         guard nodes[index].crashedAt == crashedAt, !nodes[index].isRunning else { return }
         let timing = scenario.settings
@@ -446,7 +447,15 @@ public final class Simulation {
         let windowStart = crashedAt - timing.deadTimeoutMs
         let quiet = (scenario.lossRate == 0 || crashedAt >= scenario.healAt)
             && !nodes.contains { node in node.pauses.contains { $0.until > windowStart && $0.from <= now } }
-            && !scenario.faults.contains { if case let .slow(_, at, until, _) = $0 { until > windowStart && at <= now } else { false } }
+            && !scenario.faults.contains { fault in
+                switch fault {
+                case let .slow(_, at, until, _), let .reactorLag(_, at, until, _): until > windowStart && at <= now
+                // Another crash: probes sent through it as a helper miss their
+                // nack, which raises the prober's local health.
+                case let .crash(node, at, _): node != index && at > windowStart && at <= now
+                default: false
+                }
+            }
             && !nodes.indices.contains { partitionTouched($0, since: windowStart) }
         guard quiet else { return }
         if let suspected = firstSuspected[index], suspected - crashedAt <= bound { return }

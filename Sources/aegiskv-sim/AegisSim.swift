@@ -26,7 +26,7 @@ struct AegisSim: ParsableCommand {
               2. With loss <= 10% and no partition ("mild" seeds), no node that was running, and \
             neither paused nor overloaded during the last dead_timeout, is declared dead.
               3. A crashed node is suspected by a live node within suspect_timeout + 2 gossip \
-            intervals (checked when no loss, partition or pause could excuse a delay).
+            intervals (checked when no loss, partition, pause, overload, reactor lag or other crash could excuse a delay).
               4. A frame that fails authentication changes no state.
 
             The last line of --seed N names the seed and the hash of its trace; the same seed always \
