@@ -97,11 +97,18 @@ extension ClusterNode {
     }
 
     mutating func seedRetry(now: Milliseconds, into output: inout ActionBuffer) {
+        let seeds = state.seeds.filter { $0 != settings.gossipAddress }
         guard aliveOthers.isEmpty else {
+            // Groups that formed apart (each joined through a seed while the
+            // other side was unreachable) never probe or gossip to each
+            // other: nobody in one knows anybody in the other. A seed that
+            // is no member of this node's view is the only bridge left, so
+            // it is asked again, quietly, until it answers.
+            let known = Set(state.members.values.map(\.gossipAddress))
+            for seed in seeds where !known.contains(seed) { sendPushPull(to: seed, isReply: false, into: &output) }
             output.append(.setTimer(.seedRetry, at: now + settings.seedRetryIntervalMs))
             return
         }
-        let seeds = state.seeds.filter { $0 != settings.gossipAddress }
         guard !seeds.isEmpty else { return }
         output.append(.log(.warning, "no live member known; asking seeds \(seeds.joined(separator: ", ")) again"))
         contactSeeds(now: now, into: &output)
