@@ -82,6 +82,29 @@ import Testing
         #expect(p.acknowledgedByAll == Self.v(4), "no follower: every replica (the primary) holds every write")
     }
 
+    /// A follower that became primary (its primary died) resumes sending
+    /// after what it holds, not from zero, which no tail reaches; the
+    /// followers' acknowledgements stay theirs to give.
+    @Test func aNewPrimaryResumesAfterWhatItHeldAsAFollower() {
+        var p = ReplicationProgress(followers: [Self.b, Self.c])
+        p.resume(after: Self.v(150))
+        p.wrote(Self.v(151))
+        #expect(p.sent == [Self.v(150), Self.v(150)], "both presumed to hold 150: the record chained to it goes out at once")
+        #expect(p.acknowledged == [.zero, .zero], "a presumption is not an acknowledgement")
+        #expect(p.committed(writeQuorum: 2) == .zero)
+        p.sent(Self.v(151), to: Self.b)
+        p.sent(Self.v(151), to: Self.c)
+        #expect(p.acknowledge(Self.v(151), from: Self.b) == .advanced)
+        // c held only 120: it dropped 151 as past a gap and says so twice.
+        #expect(p.acknowledge(Self.v(120), from: Self.c) == .advanced)
+        #expect(p.acknowledge(Self.v(120), from: Self.c) == .duplicate)
+        p.cutOff(Self.c)
+        #expect(p.sent[1] == Self.v(120), "c is sent again from what it holds")
+        p.resume(after: Self.v(140))
+        #expect(p.written == Self.v(151), "an older history changes nothing")
+        #expect(p.problems.isEmpty)
+    }
+
     /// Random sends, acks (earned or not), cut-offs and writes: the invariants
     /// hold, an acknowledgement moves only as its outcome says, and the
     /// committed version at W is held by at least W replicas.

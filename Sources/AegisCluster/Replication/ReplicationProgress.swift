@@ -80,8 +80,24 @@ public struct ReplicationProgress: Sendable, Equatable {
         return .advanced
     }
 
+    /// Writes this node made or applied before it kept this bookkeeping,
+    /// through `previous`: it became the shard's primary after following
+    /// it. Followers that were sent everything are presumed to hold those
+    /// writes too (they followed the same primary), so sending resumes at
+    /// once instead of from `.zero`, which no tail reaches. The presumption
+    /// moves only `sent`, never `acknowledged`: a follower that does not
+    /// hold `previous` drops what follows it and repeats its
+    /// acknowledgement, and is sent again from what it holds (`cutOff`).
+    public mutating func resume(after previous: EntryVersion) {
+        guard previous > written else { return }
+        for i in sent.indices where sent[i] == written { sent[i] = previous }
+        written = previous
+    }
+
     /// The shard map changed: followers that stay keep their progress, new
-    /// ones start from nothing (they need the shard streamed).
+    /// ones start from nothing and are caught up from the tail (a node back
+    /// from a restart sends no acknowledgement until it is sent something,
+    /// so it cannot be presumed anywhere), or need the shard streamed.
     public mutating func setFollowers(_ newFollowers: [NodeID]) {
         var newSent: [EntryVersion] = []
         var newAcknowledged: [EntryVersion] = []

@@ -150,14 +150,17 @@ final class ReplicationRelay {
     /// A write the reactor owning `shard` made as its primary.
     func fromReactor(_ header: ForwardHeader, record: UnsafeRawBufferPointer, nowMs: Int64) {
         let shard = Int(header.route.shard)
-        guard shard < progress.count, let written = progress[shard]?.written else { return }  // no followers (any more)
+        guard shard < progress.count, progress[shard] != nil else { return }  // no followers (any more)
+        let previous = header.replicatedPrevious
         guard case .record(let decoded, let length) = WALRecord.decode(record), length == record.count,
-              decoded.shard == shard, decoded.version > written else {
+              decoded.shard == shard, decoded.version > previous, decoded.version > progress[shard]!.written else {
             counters.malformed += 1
             return
         }
         counters.recordsFromReactors += 1
-        let previous = header.replicatedPrevious
+        // The first write after taking the shard over (or after writes this
+        // bookkeeping missed) follows writes the followers presumably hold.
+        progress[shard]!.resume(after: previous)
         let bytes = [UInt8](record)
         if !tails[shard]!.append(version: decoded.version, previous: previous, madeMs: nowMs, bytes: bytes) {
             counters.malformed += 1

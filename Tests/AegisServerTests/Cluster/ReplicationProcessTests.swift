@@ -171,4 +171,29 @@ import Testing
         #expect(wrong.isEmpty, "restarted node3 answered differently for \(wrong.count) keys, e.g. \(wrong.prefix(5))\n\(members[2].log().suffix(3000))")
         #expect(survivor.dbsize == expected.values.count { $0 != nil })
     }
+
+    /// node1 dies; node2 takes over its shards while node3 still follows
+    /// them. The new primary must keep replicating to node3 (it once
+    /// started node3 at version zero, out of its tail's reach, and left it
+    /// behind for good), so when node2 dies too, node3 alone still holds
+    /// every write made before and after the first failover. Found by chaos/.
+    @Test(.timeLimit(.minutes(4))) func aNewPrimaryAfterAFailoverKeepsReplicatingToTheFollowerLeft() throws {
+        let members = try Self.startCluster()
+        defer { for member in members { member.stop() } }
+        let before = Dictionary(uniqueKeysWithValues: (0..<300).map { ("before:\($0)", "b\($0)") })
+        try Self.write(members[2], sets: before)
+        usleep(500_000)
+        members[0].crash()
+        #expect(Self.waitForMap([members[1], members[2]]), "node2 and node3 agree without node1")
+        let after = Dictionary(uniqueKeysWithValues: (0..<300).map { ("after:\($0)", "a\($0)") })
+        try Self.write(members[2], sets: after)
+        let tookOver = try after.keys.filter { try Self.primary(of: $0) == "node1" }
+        #expect(!tookOver.isEmpty, "some keys live in shards node1 was primary of")
+        usleep(1_500_000)
+        let expected = before.merging(after) { $1 }
+        let keys = expected.keys.sorted()
+        let survivor = try Self.readLastStanding([members[1], members[2]], kill: [members[1]], keys: keys)
+        let lost = keys.filter { survivor.values[$0] ?? nil != expected[$0] }
+        #expect(lost.isEmpty, "node3 alone lacks \(lost.count) keys, e.g. \(lost.prefix(5)); node2:\n\(members[1].log().suffix(2000))")
+    }
 }
