@@ -9,8 +9,17 @@ import Glibc
 ///     offset 8   UInt64  expiry ms (low 48 bits, 0 = none) | key length bits 0..15 (top 16 bits)
 ///     offset 16  UInt32  position of the entry in its FIFO ring (index into the ring buffer)
 ///     offset 20  UInt32  bits 0..26 value length, bit 27 key length bit 16,
-///                        bit 28 queue (0 = small, 1 = main), bits 29..30 frequency (0...3)
-///     offset 24  key bytes, then value bytes
+///                        bit 28 queue (0 = small, 1 = main), bits 29..30 frequency (0...3),
+///                        bit 31 far expiry
+///     offset 24  key bytes, then value bytes, then (far expiry only) the
+///                exact expiry as an unaligned Int64
+///
+/// Far expiry: 48 bits of unix ms reach the year 10889, but Redis takes
+/// any expiry up to 2^63 - 1 ms and answers PEXPIRETIME with it exactly.
+/// An expiry of 2^48 - 1 ms or later keeps `farExpiry` (2^48 - 1, still
+/// "in the future" for every comparison) in the header, sets bit 31, and
+/// keeps the exact value in 8 bytes after the value. Only such entries pay
+/// those 8 bytes; every other entry keeps the 24-byte header.
 ///
 /// Why the version takes 8 bytes and not 12: a version that cannot wrap
 /// needs 96 bits (see `EntryVersion`), but the term and the top 16 bits of
@@ -24,7 +33,9 @@ import Glibc
 /// - the block is at least `headerSize + keyCount + valueCount` usable bytes;
 /// - the address is 16-byte aligned and below 2^48 (the table packs it into a slot);
 /// - keyCount <= `maxKeyBytes`, valueCount <= `maxValueBytes`;
-/// - expiry is 0 or in 1 ..< 2^48 (absolute unix ms; larger values are clamped);
+/// - expiry is 0 or in 1 ... 2^48 - 1 (absolute unix ms); it is 2^48 - 1
+///   exactly when bit 31 is set, and then the block holds the exact expiry
+///   (at least 2^48 - 1) after the value;
 /// - the entry's ring (small or main) holds this block's address at `queuePosition`;
 /// - the version word is one its shard's `VersionEpochs` handed out and counts.
 @usableFromInline
@@ -43,13 +54,28 @@ struct Entry: Equatable {
     @usableFromInline static let mainBit: UInt32 = 1 << 28
     @usableFromInline static let freqShift: UInt32 = 29
     @usableFromInline static let freqMask: UInt32 = 3 << 29
+    @usableFromInline static let farExpiryBit: UInt32 = 1 << 31
+    /// The header's expiry for every far expiry (see the layout above).
+    @usableFromInline static let farExpiry: UInt64 = expiryMask
+    @usableFromInline static let farExpiryBytes = 8
 
-    /// Expiry as stored: 0 = none, else clamped to 1 ..< 2^48.
+    /// Expiry as the header keeps it: 0 = none, else 1 ... 2^48 - 1, where
+    /// 2^48 - 1 stands for every far expiry (`isFar`).
     @inline(__always) @usableFromInline
     static func storedExpiry(_ expiryMs: Int64) -> UInt64 {
         if expiryMs == 0 { return 0 }
         if expiryMs < 0 { return 1 }  // long past: expired
-        return Swift.min(UInt64(expiryMs), expiryMask)
+        return Swift.min(UInt64(expiryMs), farExpiry)
+    }
+
+    /// True when `expiryMs` needs the 8 bytes after the value.
+    @inline(__always) @usableFromInline
+    static func isFar(_ expiryMs: Int64) -> Bool { expiryMs >= Int64(farExpiry) }
+
+    /// Bytes of a block holding `keyCount` and `valueCount` bytes.
+    @inline(__always) @usableFromInline
+    static func blockBytes(keyCount: Int, valueCount: Int, far: Bool) -> Int {
+        headerSize &+ keyCount &+ valueCount &+ (far ? farExpiryBytes : 0)
     }
 
     /// Meaningful only with the shard's `VersionEpochs` (`ShardState.version(of:)`).
@@ -82,6 +108,29 @@ struct Entry: Equatable {
     var expiry: UInt64 {
         get { word1 & Entry.expiryMask }
         nonmutating set { word1 = (word1 & ~Entry.expiryMask) | newValue }
+    }
+
+    /// The exact expiry in unix ms (0 = none).
+    @inline(__always) @usableFromInline
+    var expiryMs: Int64 {
+        if meta & Entry.farExpiryBit == 0 { return Int64(bitPattern: expiry) }
+        return valueBase.loadUnaligned(fromByteOffset: valueCount, as: Int64.self)
+    }
+
+    @inline(__always) @usableFromInline
+    var hasFarExpiry: Bool { meta & Entry.farExpiryBit != 0 }
+
+    /// Writes `expiryMs` (header and, when far, the 8 bytes after the
+    /// value); the block must have room for them (`blockBytes`).
+    @inline(__always) @usableFromInline
+    func storeExpiry(_ expiryMs: Int64) {
+        expiry = Entry.storedExpiry(expiryMs)
+        if Entry.isFar(expiryMs) {
+            meta |= Entry.farExpiryBit
+            valueBase.storeBytes(of: expiryMs, toByteOffset: valueCount, as: Int64.self)
+        } else {
+            meta &= ~Entry.farExpiryBit
+        }
     }
 
     @inline(__always) @usableFromInline
@@ -159,7 +208,7 @@ struct Entry: Equatable {
 
     @inline(__always) @usableFromInline
     func ref(version: EntryVersion) -> EntryRef {
-        EntryRef(key: key, value: value, expiryMs: Int64(bitPattern: expiry), version: version)
+        EntryRef(key: key, value: value, expiryMs: expiryMs, version: version)
     }
 }
 

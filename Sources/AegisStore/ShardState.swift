@@ -467,15 +467,16 @@ struct ShardState {
     // MARK: - Entries
 
     @inline(__always)
-    mutating func makeEntry(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, version: EntryVersion, expiry: UInt64) -> Entry {
-        let raw = Malloc.allocate(Entry.headerSize &+ key.count &+ value.count)
+    mutating func makeEntry(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, version: EntryVersion, expiryMs: Int64) -> Entry {
+        let raw = Malloc.allocate(Entry.blockBytes(keyCount: key.count, valueCount: value.count, far: Entry.isFar(expiryMs)))
         precondition(UInt64(UInt(bitPattern: raw)) & ~Self.pointerMask == 0,
                      "entry block not 16-byte aligned below 2^48")
         let e = Entry(raw)
-        e.initialize(versionWord: 0, expiry: expiry, keyCount: key.count, valueCount: value.count)
+        e.initialize(versionWord: 0, expiry: 0, keyCount: key.count, valueCount: value.count)
         stamp(e, version)
         if key.count > 0 { memcpy(e.keyBase, key.baseAddress!, key.count) }
         if value.count > 0 { memcpy(e.keyBase + key.count, value.baseAddress!, value.count) }
+        e.storeExpiry(expiryMs)
         return e
     }
 
@@ -578,12 +579,11 @@ struct ShardState {
         precondition(value.count <= Entry.maxValueBytes, "value longer than 64 MiB")
         mutations &+= 1
         migrateStep()
-        let expiry = Entry.storedExpiry(expiryMs)
         var (i, found) = find(key, hash)
         if found {
             let e = Self.entry(slots[i])
             if !e.isExpired(nowMs) {
-                let written = overwrite(e, slot: i, value, version: version, expiry: expiry)
+                let written = overwrite(e, slot: i, value, version: version, expiryMs: expiryMs)
                 evictIfNeeded(protecting: written)
                 return version
             }
@@ -595,7 +595,7 @@ struct ShardState {
             if oldSlots != nil { migrateHome(of: hash) }
             i = findEmpty(hash)
         }
-        let e = makeEntry(key, value, version: version, expiry: expiry)
+        let e = makeEntry(key, value, version: version, expiryMs: expiryMs)
         place(e, hash: hash, at: i)
         let c = charge(e)
         let fp = GhostQueue.fingerprint(hash)
@@ -616,11 +616,11 @@ struct ShardState {
     /// Writes a new value into an existing live entry; returns the entry (its block may move).
     @inline(__always)
     mutating func overwrite(_ e: Entry, slot index: Int, _ value: UnsafeRawBufferPointer,
-                            version: EntryVersion, expiry: UInt64) -> Entry {
+                            version: EntryVersion, expiryMs: Int64) -> Entry {
         let spillBefore = VersionEpochs.extraCharge(e.versionWord, usable)
         epochs.release(e.versionWord)
         let keyCount = e.keyCount
-        let need = Entry.headerSize &+ keyCount &+ value.count
+        let need = Entry.blockBytes(keyCount: keyCount, valueCount: value.count, far: Entry.isFar(expiryMs))
         let have = usable(e.raw)
         var n = e
         var delta = 0
@@ -640,7 +640,7 @@ struct ShardState {
         }
         n.setValueCount(value.count)
         stamp(n, version)
-        n.expiry = expiry
+        n.storeExpiry(expiryMs)
         n.touch()
         delta &+= VersionEpochs.extraCharge(n.versionWord, usable) &- spillBefore
         if delta != 0 {
@@ -686,7 +686,15 @@ struct ShardState {
             shrinkIfSparse()
             return false
         }
-        e.expiry = Entry.storedExpiry(expiryMs)
+        if Entry.blockBytes(keyCount: e.keyCount, valueCount: e.valueCount, far: Entry.isFar(expiryMs)) > usable(e.raw) {
+            // A far expiry needs 8 bytes more than the block has: the entry
+            // is written again, with its own value, into a block that fits.
+            let written = overwrite(e, slot: i, e.value, version: nextVersion(), expiryMs: expiryMs)
+            mutations &+= 1
+            evictIfNeeded(protecting: written)
+            return true
+        }
+        e.storeExpiry(expiryMs)
         let spillBefore = VersionEpochs.extraCharge(e.versionWord, usable)
         epochs.release(e.versionWord)
         stamp(e, nextVersion())
@@ -1073,7 +1081,7 @@ struct ShardState {
             if e.keyCount > Entry.maxKeyBytes || e.valueCount > Entry.maxValueBytes {
                 problems.append("\(name) \(i): lengths out of range")
             }
-            if usable(e.raw) < Entry.headerSize + e.keyCount + e.valueCount {
+            if usable(e.raw) < Entry.blockBytes(keyCount: e.keyCount, valueCount: e.valueCount, far: e.hasFarExpiry) {
                 problems.append("\(name) \(i): block smaller than its contents")
             }
             if e.frequency > 3 { problems.append("\(name) \(i): frequency out of range") }

@@ -32,6 +32,15 @@ struct RedisCommandsDifferentialTests {
         // EXPIRETIME, PEXPIRETIME
         ["SET", "e", "v", "PXAT", "4102444800123"], ["EXPIRETIME", "e"], ["PEXPIRETIME", "e"], ["EXPIRETIME", "r"],
         ["PEXPIRETIME", "nokey"], ["EXPIRETIME"],
+        // Expiries past 48 bits of unix ms are kept exactly, as redis-server keeps them.
+        ["SET", "far", "v", "PXAT", "9223372036854775000"], ["PEXPIRETIME", "far"], ["EXPIRETIME", "far"],
+        ["SET", "far2", "v", "EXAT", "9223372036854775"], ["PEXPIRETIME", "far2"], ["SET", "far4", "v", "EXAT", "9223372036854776"],
+        ["PEXPIREAT", "far", "9223372036854775807"], ["PEXPIRETIME", "far"], ["GETEX", "far", "PXAT", "281474976710655"],
+        ["PEXPIRETIME", "far"], ["PEXPIREAT", "far", "281474976710656"], ["PEXPIRETIME", "far"], ["SETRANGE", "far", "3", "xyz"],
+        ["PEXPIRETIME", "far"], ["GET", "far"], ["COPY", "far", "far3"], ["PEXPIRETIME", "far3"], ["RENAME", "far2", "far5"],
+        ["PEXPIRETIME", "far5"], ["EXPIREAT", "far5", "9223372036854775"], ["PEXPIRETIME", "far5"], ["PERSIST", "far5"],
+        ["PEXPIRETIME", "far5"], ["EXPIRE", "far5", "9223372036854775"], ["PEXPIREAT", "far5", "9223372036854775807", "GT"],
+        ["PEXPIRETIME", "far5"],
         // MSETNX (one reactor here: see crossReactorCommands for the rest)
         ["MSETNX", "a1", "1", "a2", "2"], ["MSETNX", "a2", "x", "a3", "3"], ["GET", "a3"], ["MSETNX", "a1"],
         ["MSETNX", "a1", "1", "a2"],

@@ -57,10 +57,11 @@ struct ToolCommandsTests {
         #expect(try send(client, "GET", source) == "$2\r\nv1\r\n")
         #expect(try send(client, "GET", destination) == "$2\r\nv1\r\n")
         #expect(try send(client, "RENAME", "missing-key", destination) == "-ERR no such key\r\n")
-        // MSETNX cannot be atomic across reactors: refused, nothing written.
+        // MSETNX across reactors: all or nothing (MSetNXAcrossReactorsTests has the rest).
         let (left, right) = Self.keysOnDifferentReactors("left", "right")
-        #expect(try send(client, "MSETNX", left, "1", right, "2") == "-CROSSSLOT Keys in request don't hash to the same slot\r\n")
-        #expect(try send(client, "EXISTS", left, right) == ":0\r\n")
+        #expect(try send(client, "MSETNX", left, "1", right, "2") == ":1\r\n")
+        #expect(try send(client, "MSETNX", left, "3", right, "4") == ":0\r\n")
+        #expect(try send(client, "MGET", left, right) == "*2\r\n$1\r\n1\r\n$1\r\n2\r\n")
         // Pipelined moves answer in order.
         var pipeline = ""
         for i in 0..<50 {

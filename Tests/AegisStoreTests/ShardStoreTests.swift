@@ -186,11 +186,41 @@ import Testing
         // A time in the past expires the key at once.
         #expect(h.setExpiry(key(1), 50, now: 100))
         #expect(h.get(key(1), now: 100) == nil)
-        // Out-of-range expiries are clamped, never wrapped into "no expiry".
+        // Expiries past 48 bits are kept exactly, never wrapped into "no expiry".
         h.set(key(3), [3], expiry: Int64.max)
-        #expect(h.get(key(3), now: 1 << 47) != nil)
+        #expect(h.get(key(3), now: 1 << 47)?.expiryMs == Int64.max)
         h.set(key(4), [4], expiry: -5)
         #expect(h.get(key(4), now: 10) == nil)
+    }
+
+    /// A far expiry (2^48 - 1 ms or later, as Redis takes up to 2^63 - 1)
+    /// keeps its exact value in 8 bytes after the value, through every change
+    /// of value and expiry, without touching the value.
+    @Test func farExpiryIsKeptExactly() {
+        let h = Harness()
+        let far: Int64 = 9_223_372_036_854_775_000
+        let edge: Int64 = (1 << 48) - 1
+        let value = (0..<40).map { UInt8($0) }
+        h.set(key(1), value, expiry: far)
+        #expect(h.get(key(1), now: 1_000)?.expiryMs == far)
+        #expect(h.get(key(1), now: 1_000).map { Array($0.value) } == value)
+        // Near, then far again, by EXPIRE: each time the value stays whole.
+        for (expiry, step) in [(Int64(5_000), 1), (edge, 2), (far - 1, 3), (0, 4), (Int64.max, 5), (edge - 1, 6)] {
+            #expect(h.setExpiry(key(1), expiry, now: 1_000), "step \(step)")
+            #expect(h.get(key(1), now: 1_000)?.expiryMs == expiry, "step \(step)")
+            #expect(h.get(key(1), now: 1_000).map { Array($0.value) } == value, "step \(step)")
+            #expect(h.problems.isEmpty, "step \(step): \(h.problems)")
+        }
+        // A new value, longer and shorter, with a far expiry.
+        for length in [1, 300, 0, 17] {
+            let next = [UInt8](repeating: UInt8(length & 0xFF), count: length)
+            h.set(key(1), next, expiry: far)
+            #expect(h.get(key(1), now: 1_000)?.expiryMs == far)
+            #expect(h.get(key(1), now: 1_000).map { Array($0.value) } == next)
+            #expect(h.problems.isEmpty, "\(h.problems)")
+        }
+        // A far expiry is still in the future for every comparison.
+        #expect(h.get(key(1), now: edge - 1) != nil)
     }
 
     @Test func sweepIsBoundedAndRemovesExpired() {

@@ -57,6 +57,8 @@ final class Reactor: @unchecked Sendable {
     let scratch = RequestScratch()
     /// RENAME/RENAMENX/COPY waiting for another reactor (KeyMoves.swift).
     var moves = MoveTable()
+    /// MSETNX over keys of several reactors (MSetNXAcrossReactors.swift).
+    var keySets = MSetNXTable()
     /// WAITs asking for replicas: answered 0 when their timeout passes.
     var waits: [WaitingClient] = []
 

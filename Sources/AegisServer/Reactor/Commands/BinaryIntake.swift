@@ -45,15 +45,15 @@ extension Reactor {
         let id = CommandMetricsLayout.binaryID(frame.commandCode)
         commandMetrics.count(id)
         guard let command = BinaryCommand(rawValue: frame.commandCode) else {
-            withCountedReply(connection, id) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: "unknown command code \(frame.commandCode)", into: $0) }
+            withRejectedReply(connection, id) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: "unknown command code \(frame.commandCode)", into: $0) }
             return
         }
         if !connection.authenticated && command != .auth {
-            withCountedReply(connection, id) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, error: "authentication required: send AUTH first", into: $0) }
+            withRejectedReply(connection, id) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, error: "authentication required: send AUTH first", into: $0) }
             return
         }
         if command != .auth && !admitRequest() {
-            withCountedReply(connection, id) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: rateLimitMessage, into: $0) }
+            withRejectedReply(connection, id) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: rateLimitMessage, into: $0) }
             return
         }
         switch command {

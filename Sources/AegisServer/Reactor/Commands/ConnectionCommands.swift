@@ -411,10 +411,12 @@ extension Reactor {
             lines += ["# Replication", "role:master", "connected_slaves:0", ""]
         }
         if wants("cpu") { lines += cpuInfoLines() }
-        if wants("commandstats") {
-            lines.append("# Commandstats")
-            for (id, name) in CommandMetricsLayout.names.enumerated() where id != 0 && commands.calls[id] > 0 {
-                lines.append("cmdstat_\(name):calls=\(commands.calls[id]),failed_calls=\(commands.errors[id])")
+        if wants("commandstats") { lines += commandStatsLines(commands) }
+        if wants("errorstats") {
+            lines.append("# Errorstats")
+            // redis-server lists them in byte order of the code.
+            for (code, count) in commands.errorCodes.sorted(by: { $0.key < $1.key }) {
+                lines.append("errorstat_\(code):count=\(count)")
             }
             lines.append("")
         }
@@ -429,6 +431,31 @@ extension Reactor {
 }
 
 extension Reactor {
+    /// INFO commandstats in redis-server 7.0's words. `calls` and
+    /// `failed_calls` leave out the rejected requests, as there; `usec` is
+    /// what SLOWLOG's timing measured (0 while neither SLOWLOG nor LATENCY
+    /// has a threshold) on the reactor that read the command.
+    func commandStatsLines(_ commands: CommandStatsSnapshot) -> [String] {
+        var lines = ["# Commandstats"]
+        for (id, name) in CommandMetricsLayout.names.enumerated() where id != 0 && commands.calls[id] > 0 {
+            let rejected = commands.rejected[id]
+            let calls = commands.calls[id] - rejected
+            let usec = commands.timeNs[id] / 1000
+            lines.append("cmdstat_\(name):calls=\(calls),usec=\(usec),usec_per_call=\(Self.twoDecimals(usec, per: calls))"
+                         + ",rejected_calls=\(rejected),failed_calls=\(commands.errors[id] - rejected)")
+        }
+        lines.append("")
+        return lines
+    }
+
+    /// `total / count` with two decimals, rounded half up (0.00 for no count).
+    static func twoDecimals(_ total: Int, per count: Int) -> String {
+        guard count > 0 else { return "0.00" }
+        let hundredths = (total * 100 + count / 2) / count
+        let fraction = hundredths % 100
+        return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+    }
+
     /// INFO cluster: what the cluster loop last published (a copy taken
     /// under its lock; nothing of the loop's own state is read here).
     func clusterInfoLines() -> [String] {

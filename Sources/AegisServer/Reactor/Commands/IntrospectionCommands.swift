@@ -615,9 +615,10 @@ extension Reactor {
 
     // MARK: - timing every command (SLOWLOG, LATENCY)
 
-    /// Runs `body` (one command) and records it when it took at least a
-    /// threshold. The clock is read only while a threshold is set: two
-    /// vDSO reads per command, the only cost on the request path.
+    /// Runs `body` (one command), adds its time to INFO commandstats' `usec`
+    /// and records it when it took at least a threshold. The clock is read
+    /// only while a threshold is set: two vDSO reads per command, the only
+    /// cost on the request path.
     @inline(__always)
     func timed(_ connection: Connection, _ args: ArgumentsView, _ body: () -> Void) {
         let slowUs = node.runtime.slowlogThresholdUs.load(ordering: .relaxed)
@@ -628,7 +629,9 @@ extension Reactor {
         }
         let start = aegis_monotonic_ns()
         body()
-        let elapsedUs = Int((aegis_monotonic_ns() - start) / 1000)
+        let elapsedNs = aegis_monotonic_ns() - start
+        commandMetrics.addTime(Int(connection.lastCommand.rawValue), ns: elapsedNs)
+        let elapsedUs = Int(elapsedNs / 1000)
         if slowUs >= 0 && elapsedUs >= slowUs { recordSlow(connection, args, elapsedUs) }
         if latencyMs > 0 && elapsedUs / 1000 >= latencyMs {
             node.timings.recordLatency(event: "command", milliseconds: elapsedUs / 1000, unixSeconds: Int(now / 1000))

@@ -58,7 +58,7 @@ extension Reactor {
     func routeTwoKeys(_ command: RESPCommand, _ args: ArgumentsView, _ connection: Connection, raw: UnsafeRawBufferPointer) {
         let id = Int(command.rawValue)
         if args.bytes(1).count > Self.maxKeyLength || args.bytes(2).count > Self.maxKeyLength {
-            withCountedReply(connection, id) { RESPWriter.error("ERR key is larger than 65536 bytes", into: $0) }
+            withRejectedReply(connection, id) { RESPWriter.error("ERR key is larger than 65536 bytes", into: $0) }
             return
         }
         let sourceShard = KeyHash.shard(of: KeyHash.hash(args.bytes(1)), shardCount: shards.count)
@@ -66,7 +66,7 @@ extension Reactor {
         let sourceTarget = route(shard: sourceShard)
         let destinationTarget = route(shard: destinationShard)
         if sourceTarget != destinationTarget && (sourceTarget == routes.clusterEndpoint || destinationTarget == routes.clusterEndpoint) {
-            withCountedReply(connection, id) { RESPWriter.error("CROSSSLOT Keys in request don't hash to the same slot", into: $0) }
+            withRejectedReply(connection, id) { RESPWriter.error("CROSSSLOT Keys in request don't hash to the same slot", into: $0) }
             return
         }
         if sourceTarget != index {

@@ -10,12 +10,13 @@ import AegisStore
 /// reactor is atomic (nobody sees half of it). MSETNX, RENAME, RENAMENX and
 /// COPY are sent whole to that reactor when their keys share one (always,
 /// with `reactors: 1`). When their keys' shards belong to different
-/// reactors (or nodes), MSETNX answers
-/// `CROSSSLOT Keys in request don't hash to the same slot`, the error
-/// Redis Cluster gives, since setting several keys only if none exists
-/// cannot be made atomic without locking across reactors; RENAME, RENAMENX
-/// and COPY move the value in two steps (KeyMoves.swift) with a window in
-/// which both keys exist, never one in which neither does.
+/// reactors of this node, MSETNX is coordinated in steps
+/// (MSetNXAcrossReactors.swift: all or nothing, with a window of one
+/// message in which part of it is visible) and RENAME, RENAMENX and COPY
+/// move the value in two steps (KeyMoves.swift) with a window in which both
+/// keys exist, never one in which neither does. Keys whose primaries are on
+/// different nodes get `CROSSSLOT Keys in request don't hash to the same
+/// slot`, the error Redis Cluster gives.
 extension Reactor {
     func dispatchKeyspace(_ command: RESPCommand, _ args: ArgumentsView, _ connection: Connection, raw: UnsafeRawBufferPointer) {
         let id = Int(command.rawValue)
@@ -26,7 +27,7 @@ extension Reactor {
                               sequence: connection.replies.openPending(parts: node.reactorCount, aggregate: aggregate))
         case .msetnx:
             guard args.count % 2 == 1 else {
-                withCountedReply(connection, id) { RESPWriter.error("ERR wrong number of arguments for 'msetnx' command", into: $0) }
+                withRejectedReply(connection, id) { RESPWriter.error("ERR wrong number of arguments for 'msetnx' command", into: $0) }
                 return
             }
             var keys: [Int] = []
@@ -45,13 +46,18 @@ extension Reactor {
                                   raw: UnsafeRawBufferPointer) {
         let id = Int(command.rawValue)
         for i in keyIndices where args.bytes(i).count > Self.maxKeyLength {
-            withCountedReply(connection, id) { RESPWriter.error("ERR key is larger than 65536 bytes", into: $0) }
+            withRejectedReply(connection, id) { RESPWriter.error("ERR key is larger than 65536 bytes", into: $0) }
             return
         }
         let shardsOfKeys = keyIndices.map { KeyHash.shard(of: KeyHash.hash(args.bytes($0)), shardCount: shards.count) }
-        let target = route(shard: shardsOfKeys[0])
-        guard shardsOfKeys.allSatisfy({ route(shard: $0) == target }) else {
-            withCountedReply(connection, id) { RESPWriter.error("CROSSSLOT Keys in request don't hash to the same slot", into: $0) }
+        let owners = shardsOfKeys.map { route(shard: $0) }
+        let target = owners[0]
+        if owners.contains(where: { $0 != target }) {
+            if command == .msetnx && !owners.contains(routes.clusterEndpoint) {
+                startMSetNXAcrossReactors(args, owners: owners, connection)
+            } else {
+                withRejectedReply(connection, id) { RESPWriter.error("CROSSSLOT Keys in request don't hash to the same slot", into: $0) }
+            }
             return
         }
         if target != index {

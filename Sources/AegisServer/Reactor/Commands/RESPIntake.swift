@@ -70,20 +70,20 @@ extension Reactor {
         let id = Int(command.rawValue)
         commandMetrics.count(id)
         if command == .unknown {
-            withCountedReply(connection, id) { writeUnknownCommand(args, into: $0) }
+            withRejectedReply(connection, id) { writeUnknownCommand(args, into: $0) }
             return
         }
         if !command.arityAccepts(args.count) || (command == .mset && args.count % 2 == 0) {
-            withCountedReply(connection, id) { RESPWriter.error(string: "ERR wrong number of arguments for '\(command.name)' command", into: $0) }
+            withRejectedReply(connection, id) { RESPWriter.error(string: "ERR wrong number of arguments for '\(command.name)' command", into: $0) }
             return
         }
         if !connection.authenticated && !command.allowedBeforeAuth {
-            withCountedReply(connection, id) { RESPWriter.error("NOAUTH Authentication required.", into: $0) }
+            withRejectedReply(connection, id) { RESPWriter.error("NOAUTH Authentication required.", into: $0) }
             return
         }
         // AUTH, HELLO and QUIT stay open so a client can still log in and leave.
         if !command.allowedBeforeAuth && !admitRequest() {
-            withCountedReply(connection, id) { RESPWriter.error(string: rateLimitMessage, into: $0) }
+            withRejectedReply(connection, id) { RESPWriter.error(string: rateLimitMessage, into: $0) }
             return
         }
         switch command.routing {
@@ -92,13 +92,13 @@ extension Reactor {
             withCountedReply(connection, id) { executeConnectionCommand(command, args, connection, into: $0) }
         case .keyed:
             if let problem = sizeProblem(command, args) {
-                withCountedReply(connection, id) { RESPWriter.error(problem, into: $0) }
+                withRejectedReply(connection, id) { RESPWriter.error(problem, into: $0) }
                 return
             }
             routeKeyed(command, args, connection, raw: raw)
         case .multiKey:
             if let problem = sizeProblem(command, args) {
-                withCountedReply(connection, id) { RESPWriter.error(problem, into: $0) }
+                withRejectedReply(connection, id) { RESPWriter.error(problem, into: $0) }
                 return
             }
             if args.count == 2 && command != .mget {

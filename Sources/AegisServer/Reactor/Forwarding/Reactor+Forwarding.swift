@@ -223,6 +223,8 @@ extension Reactor {
             scratch.reply.clear()
             if header.connectionIndex == Self.moveMarker {
                 executeMoveIn(payload, into: scratch.reply)
+            } else if header.connectionIndex == Self.msetnxMarker && source != routes.clusterEndpoint {
+                executeMSetNXPart(payload, into: scratch.reply)
             } else if source != routes.clusterEndpoint || !refuseIfNotPrimary(header, request: payload, into: scratch.reply) {
                 // A RENAME/COPY whose destination is another reactor's answers later (KeyMoves.swift).
                 moves.replyTo = .forwarded(header: header, source: source)
@@ -240,6 +242,10 @@ extension Reactor {
             forwarding.awaitedReplies -= 1
             if header.connectionIndex == Self.moveMarker {
                 completeMove(id: header.slotSequence, reply: payload)
+                return
+            }
+            if header.connectionIndex == Self.msetnxMarker && source != routes.clusterEndpoint {
+                continueMSetNX(id: header.slotSequence, from: source, reply: payload)
                 return
             }
             let slot = Int(header.connectionIndex)
