@@ -30,6 +30,12 @@ def counter_key(i):
     return f"chaos:c:{i}"
 
 
+def once_key(client, sequence):
+    """A key written once and never again: what was lost stays visible to the
+    final read instead of being overwritten by later traffic."""
+    return f"chaos:once:{client}.{sequence}"
+
+
 def all_keys():
     return [register_key(i) for i in range(REGISTER_KEYS)] + [counter_key(i) for i in range(COUNTER_KEYS)]
 
@@ -38,6 +44,7 @@ class History:
     """A JSON-lines file shared by the clients and the fault thread."""
 
     def __init__(self, path):
+        self.path = path
         self.file = open(path, "w")
         self.lock = threading.Lock()
         self.origin = time.monotonic()
@@ -79,6 +86,8 @@ class Client(threading.Thread):
         roll = self.random.random()
         if roll < 0.2:
             return "incr", counter_key(self.random.randrange(COUNTER_KEYS))
+        if roll < 0.3:
+            return "set", once_key(self.number, self.sequence + 1)
         key = register_key(self.random.randrange(REGISTER_KEYS))
         if roll < 0.55:
             return "set", key
