@@ -55,10 +55,14 @@ class Report:
         self.strict = strict
         self.findings = []  # (kind, key, detail)
         self.counts = collections.Counter()
+        self.lost_at = []  # (kind, completion time of the lost acknowledged write)
 
-    def add(self, kind, key, detail):
+    def add(self, kind, key, detail, at=None):
+        """`at`: when the lost operation completed, to tell which fault lost it."""
         self.findings.append((kind, key, detail))
         self.counts[kind] += 1
+        if at is not None:
+            self.lost_at.append((kind, at))
 
     def failing_kinds(self):
         fails = set(ALWAYS)
@@ -107,7 +111,8 @@ def check_register(key, writes, final, report):
         if live_sets:
             newest = max(live_sets, key=lambda w: w["complete"])
             report.add("lost-write", key, f"read absent; acknowledged SET {newest['value']!r} "
-                                          f"(client {newest['client']}, done at {newest['complete']:.3f}) is not superseded")
+                                          f"(client {newest['client']}, done at {newest['complete']:.3f}) is not superseded",
+                       at=newest["complete"])
         # Absent with no acknowledged write left standing (every acked
         # SET superseded by an acked DEL is handled above) is legal.
         return
@@ -129,7 +134,7 @@ def check_register(key, writes, final, report):
         kind = "lost-update"
         detail = (f"read {final!r} (SET by client {write['client']}), but acknowledged SET {newest['value']!r} "
                   f"(done at {newest['complete']:.3f}) came after it")
-    report.add(kind, key, detail)
+    report.add(kind, key, detail, at=newest["complete"])
 
 
 def check_counter(key, incrs, final, report):
@@ -199,6 +204,19 @@ def check(events, write_quorum=0, strict=False):
             else:
                 check_register(key, writes, value, report)
     return report
+
+
+def losses_by_fault(report, events):
+    """Counts the lost writes by the fault that most likely lost them: the one
+    under way when the write completed, else the next one to start."""
+    faults = sorted((e for e in events if e.get("type") == "fault"), key=lambda e: e["start"])
+    tally = collections.Counter()
+    for kind, at in report.lost_at:
+        cause = next((f for f in faults if f["end"] >= at), None)
+        label = "after the last fault" if cause is None else \
+            f"{cause['fault']} {cause.get('node') or cause.get('minority')} at {cause['start']:.1f} s"
+        tally[(label, kind)] += 1
+    return tally
 
 
 def operation_counts(events):
