@@ -208,15 +208,20 @@ def check(events, write_quorum=0, strict=False):
 
 def losses_by_fault(report, events):
     """Counts the lost writes by the fault that most likely lost them: the one
-    under way when the write completed, else the next one to start."""
+    under way when the write completed, else the next one to start. Returns
+    [(fault event or None for after the last one, kind, count)] in time order."""
     faults = sorted((e for e in events if e.get("type") == "fault"), key=lambda e: e["start"])
     tally = collections.Counter()
     for kind, at in report.lost_at:
-        cause = next((f for f in faults if f["end"] >= at), None)
-        label = "after the last fault" if cause is None else \
-            f"{cause['fault']} {cause.get('node') or cause.get('minority')} at {cause['start']:.1f} s"
-        tally[(label, kind)] += 1
-    return tally
+        index = next((i for i, f in enumerate(faults) if f["end"] >= at), len(faults))
+        tally[(index, kind)] += 1
+    return [(faults[i] if i < len(faults) else None, kind, n) for (i, kind), n in sorted(tally.items())]
+
+
+def acknowledged_keys(events):
+    """Register and write-once keys with at least one acknowledged SET or DEL:
+    the denominator of what was lost."""
+    return len({e["key"] for e in events if e.get("type") == "op" and e["op"] in ("set", "del") and e["result"] == "ok"})
 
 
 def operation_counts(events):
