@@ -208,12 +208,15 @@ def check(events, write_quorum=0, strict=False):
 
 def losses_by_fault(report, events):
     """Counts the lost writes by the fault that most likely lost them: the one
-    under way when the write completed, else the next one to start. Returns
+    under way (until the cluster agreed again) when the write completed, else
+    the next one to start. Returns
     [(fault event or None for after the last one, kind, count)] in time order."""
     faults = sorted((e for e in events if e.get("type") == "fault"), key=lambda e: e["start"])
     tally = collections.Counter()
     for kind, at in report.lost_at:
-        index = next((i for i, f in enumerate(faults) if f["end"] >= at), len(faults))
+        # A fault lasts until the cluster agreed again after its healing.
+        index = next((i for i, f in enumerate(faults)
+                      if f["end"] + (f.get("healed_in_seconds") or 60.0) >= at), len(faults))
         tally[(index, kind)] += 1
     return [(faults[i] if i < len(faults) else None, kind, n) for (i, kind), n in sorted(tally.items())]
 
