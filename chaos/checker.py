@@ -2,10 +2,13 @@
 
 A history holds every client operation with its invoke and complete times
 (one monotonic clock, the runner's) and its outcome: "ok" (acknowledged),
-"error" or "timeout". Anything but "ok" is indeterminate: an error reply from
-a forwarding node or a timeout says nothing about whether the write was
+"fail" (an error reply that says the request ran nowhere), "error" or
+"timeout". "error" and "timeout" are indeterminate: a link that broke after
+the request left, or a timeout, says nothing about whether the write was
 applied, so the checker lets such a write have happened at any time after its
-invoke (even after the run's end: a forwarded request can land late).
+invoke (even after the run's end: a forwarded request can land late). A
+"fail" write never happened: seeing its value, or counting its increment, is
+a violation.
 
 SET values are unique, so a value read names the one write that made it.
 
@@ -18,6 +21,8 @@ the key was acknowledged. Otherwise:
                      where that later write was a SET
   - resurrected:     the value of a SET an acknowledged DEL superseded
   - phantom:         a value no write produced (always a violation)
+  - failed-visible:  the value of a SET whose reply said it ran nowhere
+                     (always a violation)
   - divergent:       nodes answered differently for one key after healing
                      (always a violation: they all route to one primary)
 Per counter key (INCR only), with A acknowledged increments, I indeterminate
@@ -38,7 +43,7 @@ strict=True.
 import collections
 import json
 
-ALWAYS = ("phantom", "divergent", "phantom-increments", "phantom-read", "future-read", "unread")
+ALWAYS = ("phantom", "failed-visible", "divergent", "phantom-increments", "phantom-read", "future-read", "unread")
 LOSSES = ("lost-write", "lost-update", "resurrected", "lost-increments", "duplicate-incr")
 
 INDETERMINATE_END = float("inf")
@@ -104,7 +109,7 @@ def _superseded_by(write, acked):
 def check_register(key, writes, final, report):
     acked = [w for w in writes if w["result"] == "ok"]
     if final is None:
-        dels = [w for w in writes if w["op"] == "del"]
+        dels = [w for w in writes if w["op"] == "del" and w["result"] != "fail"]
         if any(not _superseded_by(d, acked) for d in dels):
             return
         live_sets = [w for w in acked if w["op"] == "set" and not _superseded_by(w, acked)]
@@ -119,6 +124,9 @@ def check_register(key, writes, final, report):
     producers = [w for w in writes if w["op"] == "set" and w["value"] == final]
     if not producers:
         report.add("phantom", key, f"read {final!r}, which no SET wrote")
+        return
+    if producers[0]["result"] == "fail":
+        report.add("failed-visible", key, f"read {final!r}, whose SET was answered {producers[0].get('error')!r}")
         return
     write = producers[0]
     later = _superseded_by(write, acked)
@@ -139,7 +147,7 @@ def check_register(key, writes, final, report):
 
 def check_counter(key, incrs, final, report):
     acked = [w for w in incrs if w["result"] == "ok"]
-    indeterminate = len(incrs) - len(acked)
+    indeterminate = sum(1 for w in incrs if w["result"] in ("error", "timeout"))
     returned = [w["read"] for w in acked if isinstance(w.get("read"), int)]
     value = int(final) if final is not None else 0
     lower = max([len(acked)] + returned)
@@ -159,7 +167,10 @@ def check_reads(reads, sets_by_value, report):
         if r["result"] != "ok" or r.get("read") is None:
             continue
         write = sets_by_value.get((r["key"], r["read"]))
-        if write is None:
+        if write is not None and write["result"] == "fail":
+            report.add("failed-visible", r["key"], f"GET by client {r['client']} returned {r['read']!r}, "
+                                                   f"whose SET was answered {write.get('error')!r}")
+        elif write is None:
             report.add("phantom-read", r["key"], f"GET by client {r['client']} returned {r['read']!r}, which no SET wrote")
         elif write["invoke"] > r["complete"]:
             report.add("future-read", r["key"], f"GET completed at {r['complete']:.3f} returned {r['read']!r}, "

@@ -83,6 +83,16 @@ class RegisterTests(unittest.TestCase):
         self.assertEqual(kinds(report), ["phantom"])
         self.assertFalse(report.ok)
 
+    def test_a_write_refused_as_never_run_explains_nothing(self):
+        history = [op("set", "k", 1, 2, value="a"), op("del", "k", 3, 4, result="fail")] + final("k", None)
+        self.assertEqual(kinds(checker.check(history, write_quorum=2)), ["lost-write"])
+
+    def test_the_value_of_a_write_refused_as_never_run_fails_even_at_w0(self):
+        history = [op("set", "k", 1, 2, value="a"), op("set", "k", 3, 4, result="fail", value="b")]
+        self.assertEqual(kinds(checker.check(history + final("k", "b"), write_quorum=0)), ["failed-visible"])
+        reads = history + [op("get", "k", 5, 6, read="b")] + final("k", "a")
+        self.assertEqual(kinds(checker.check(reads, write_quorum=0)), ["failed-visible"])
+
     def test_nodes_disagreeing_after_healing_fail_even_at_w0(self):
         history = [op("set", "k", 1, 2, value="a")] + final("k", "a", nodes=("node1", "node2")) + final("k", None, nodes=("node3",))
         report = checker.check(history, write_quorum=0)
@@ -107,6 +117,10 @@ class CounterTests(unittest.TestCase):
         self.assertEqual(kinds(checker.check(history + final("c", "1"), write_quorum=2)), [])
         self.assertEqual(kinds(checker.check(history + final("c", "2"), write_quorum=2)), [])
         self.assertEqual(kinds(checker.check(history + final("c", "3"), write_quorum=2)), ["phantom-increments"])
+
+    def test_an_increment_refused_as_never_run_does_not_widen_the_bound(self):
+        history = [op("incr", "c", 0, 1, read=1), op("incr", "c", 2, 3, result="fail")] + final("c", "2")
+        self.assertEqual(kinds(checker.check(history, write_quorum=0)), ["phantom-increments"])
 
     def test_a_reply_higher_than_the_final_value_is_a_loss(self):
         # One acknowledged INCR, but it answered 5: the final 1 lost four.
