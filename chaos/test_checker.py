@@ -147,5 +147,22 @@ class ReadTests(unittest.TestCase):
         self.assertEqual(kinds(checker.check(history, write_quorum=0)), ["phantom-read"])
 
 
+class ErrorReplyTests(unittest.TestCase):
+    """Which error replies the workload records as "fail" (never run): only
+    those that say nothing was sent or the receiver refused the shard."""
+
+    def test_replies_that_say_nothing_ran(self):
+        import workload
+        for text in ("forwarding failed: the circuit breaker for node2 (or 'forwarding') is open",
+                     "forwarding failed: no link to node1",
+                     "shard 6 is owned by node1 (127.0.0.11:7700) in the view of the node that got it; retry"):
+            self.assertTrue(workload.definitely_not_applied(text), text)
+
+    def test_replies_that_leave_it_open(self):
+        import workload
+        for text in ("forwarding failed: the link to node1 broke", "forwarding failed: node2 did not answer within 5000 ms"):
+            self.assertFalse(workload.definitely_not_applied(text), text)
+
+
 if __name__ == "__main__":
     unittest.main()
