@@ -217,6 +217,13 @@ def check(events, write_quorum=0, strict=False):
     return report
 
 
+def _agreement_delay(fault):
+    """Seconds from a fault's healing to the cluster's agreement; 60 (the
+    runner's bound) when it never agreed."""
+    delay = fault.get("healed_in_seconds")
+    return 60.0 if delay is None else delay
+
+
 def losses_by_fault(report, events):
     """Counts the lost writes by the fault that most likely lost them: the one
     under way (until the cluster agreed again) when the write completed, else
@@ -226,8 +233,7 @@ def losses_by_fault(report, events):
     tally = collections.Counter()
     for kind, at in report.lost_at:
         # A fault lasts until the cluster agreed again after its healing.
-        index = next((i for i, f in enumerate(faults)
-                      if f["end"] + (f.get("healed_in_seconds") or 60.0) >= at), len(faults))
+        index = next((i for i, f in enumerate(faults) if f["end"] + _agreement_delay(f) >= at), len(faults))
         tally[(index, kind)] += 1
     return [(faults[i] if i < len(faults) else None, kind, n) for (i, kind), n in sorted(tally.items())]
 

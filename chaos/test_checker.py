@@ -105,6 +105,18 @@ class RegisterTests(unittest.TestCase):
         self.assertFalse(checker.check(history, write_quorum=0).ok)
 
 
+class AttributionTests(unittest.TestCase):
+    def test_a_loss_goes_to_the_fault_under_way_until_the_cluster_agreed_again(self):
+        faults = [{"type": "fault", "fault": "kill9", "node": "node1", "start": 10, "end": 15, "healed_in_seconds": 0.0},
+                  {"type": "fault", "fault": "wipe", "node": "node2", "start": 20, "end": 25, "healed_in_seconds": 3.0}]
+        history = faults + [op("set", "a", 1, 14, value="1"), op("set", "b", 1, 16, value="2"),
+                            op("set", "c", 1, 27, value="3"), op("set", "d", 1, 29, value="4")]
+        history += final("a", None) + final("b", None) + final("c", None) + final("d", None)
+        report = checker.check(history, write_quorum=0)
+        tally = [(f and f["fault"], kind, n) for f, kind, n in checker.losses_by_fault(report, history)]
+        self.assertEqual(tally, [("kill9", "lost-write", 1), ("wipe", "lost-write", 2), (None, "lost-write", 1)])
+
+
 class CounterTests(unittest.TestCase):
     def test_lost_increments_fail_at_w2(self):
         history = [op("incr", "c", i, i + 0.5, read=i + 1) for i in range(3)] + final("c", "2")
