@@ -87,12 +87,14 @@ public struct Scenario: Sendable, Equatable {
     /// holder within this long. The slowest path it covers: promises made
     /// before the agreement run out (one lease plus margin), the replicas
     /// that step in for an empty-learner preferred one wait out their
-    /// election timeouts (two ranks), and up to two campaigns are refused
-    /// (a stale term, a split vote) and backed off by up to two leases each,
-    /// each retry waiting for the next tick.
+    /// election timeouts (two ranks), a candidate that is behind stands back
+    /// (one lease and RF + 1 election timeouts), and up to two campaigns are
+    /// refused (a stale term, a split vote) and backed off by up to two
+    /// leases each, each retry waiting for the next tick.
     public var leaseLivenessBoundMs: Int64 {
         let margin = LeaseSettings.marginMs(for: leases.durationMs, clockDriftBoundPPM: leases.clockDriftBoundPPM)
         return 2 * (leases.durationMs + margin) + 2 * leases.electionTimeoutMs
+            + (leases.durationMs + Int64(leases.replicationFactor + 1) * leases.electionTimeoutMs)
             + 2 * 2 * leases.durationMs + 2 * leases.tickIntervalMs
     }
 

@@ -179,7 +179,11 @@ extension Simulation {
                 nodes[index].lease?.holdsLease(shard, now: leaseClock(index)) == true
             }
             if !someoneHolds {
-                violation("shard \(shard) has \(eligible.count) of \(owners.count) replicas able to vote and no lease holder \(scenario.leaseLivenessBoundMs) ms after membership agreed")
+                let states = owners.map { owner -> String in
+                    guard let i = nodeIndex(owner), let lease = nodes[i].lease else { return "\(owner): down" }
+                    return "\(owner)\(nodes[i].emptyLearner ? " (empty learner)" : ""): \(lease.describe(shard: shard, now: leaseClock(i)))"
+                }
+                violation("shard \(shard) has \(eligible.count) of \(owners.count) replicas able to vote and no lease holder \(scenario.leaseLivenessBoundMs) ms after membership agreed; \(states.joined(separator: "; "))")
             }
         }
     }

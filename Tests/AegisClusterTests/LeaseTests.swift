@@ -168,11 +168,16 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         let twice = LeaseAsk(shard: 2, term: 1, lastVersion: .zero)
         #expect(dropReason(withAsks([twice, twice])) == .malformed)
         #expect(dropReason(withAsks([])) == .malformed)
-        // An unknown verdict byte in an otherwise well-formed reply.
+        // An unknown verdict byte in an otherwise well-formed reply, and a
+        // granted term above the voter's own.
         let reply = encode(LeaseMessage(sender: NodeID("node2")!, payload: .reply(
             round: 1, life: 1, answers: [LeaseAnswer(shard: 1, term: 1, verdict: .granted, voterTerm: 1)])))
         var body = Array(reply.dropLast(MessageCodec.tagBytes))
-        body[body.count - 5] = 200
+        #expect(decodeLease(resigned(body)) != nil)
+        body[body.count - 9] = 200
+        #expect(dropReason(resigned(body)) == .malformed)
+        body = Array(reply.dropLast(MessageCodec.tagBytes))
+        body[body.count - 1] = 2
         #expect(dropReason(resigned(body)) == .malformed)
     }
 

@@ -54,7 +54,8 @@ extension LeaseMachine {
         }
         guard lease.term < UInt32.max, now >= state.quietUntil, now >= lease.campaignAfter,
               !promisedToAnother(me, shard: shard, now: now) else { return false }
-        let liveOwners = owners.filter { state.alive.contains($0) }
+        // Empty learners never campaign: ranking them would only delay the rest.
+        let liveOwners = owners.filter { state.alive.contains($0) && !state.learners.contains($0) }
         guard let rank = liveOwners.firstIndex(of: me) else { return false }
         if rank > 0 {
             // The preferred candidate (the first live replica) goes first; the
@@ -137,6 +138,11 @@ extension LeaseMachine {
         for ask in asks {
             let shard = Int(ask.shard)
             let verdict = verdict(on: ask, from: requester, durationMs: durationMs, now: now)
+            if verdict == .granted && state.shards[shard].grantee == settings.nodeID {
+                // This node's own campaign gives way (see `mayAbandonCampaign`):
+                // grants still on their way for it must never count.
+                for round in state.rounds.keys { state.rounds[round]?.asked[shard] = nil }
+            }
             if verdict == .granted {
                 adopt(term: ask.term, votedFor: requester, shard: shard, reason: "voted for \(requester)", into: &output)
                 promise(requester, shard: shard, durationMs: durationMs, now: now)
@@ -145,7 +151,8 @@ extension LeaseMachine {
             }
             counters.answersByVerdict[verdict, default: 0] += 1
             answers.append(LeaseAnswer(shard: ask.shard, term: ask.term, verdict: verdict,
-                                       voterTerm: state.shards[shard].reportedTerm))
+                                       voterTerm: state.shards[shard].term,
+                                       grantedTerm: state.shards[shard].reportedTerm))
         }
         let reply = LeaseMessage(sender: settings.nodeID, payload: .reply(round: round, life: life, answers: answers))
         output.append(.send(frame: LeaseCodec.encode(reply, parameters: settings.parameters, authenticator: authenticator),
@@ -161,11 +168,22 @@ extension LeaseMachine {
         if durationMs > settings.leaseDurationMs { return .durationTooLong }
         if ask.term < lease.term { return .staleTerm }
         if now < state.quietUntil { return .restarting }
-        if promisedToAnother(requester, shard: shard, now: now) { return .leaseHeld }
+        if promisedToAnother(requester, shard: shard, now: now)
+            && !mayAbandonCampaign(shard, for: ask) { return .leaseHeld }
         let renewal = ask.term == lease.term && lease.votedFor == requester
         if ask.term == lease.term, let voted = lease.votedFor, voted != requester { return .votedOther }
         if !renewal && ask.lastVersion < lease.lastVersion { return .candidateBehind }
         return .granted
+    }
+
+    /// A node's promise to itself is what lets it count itself in its own
+    /// majority. While it holds no lease it may drop that promise for a
+    /// candidate of a higher term, provided it never counts the grants of its
+    /// own campaign afterwards: otherwise a candidate that cannot win (it is
+    /// behind) would block, with its own promise, the one that can.
+    func mayAbandonCampaign(_ shard: Int, for ask: LeaseAsk) -> Bool {
+        let lease = state.shards[shard]
+        return lease.grantee == settings.nodeID && lease.heldUntil == nil && ask.term > lease.term
     }
 
     /// The requester's side: grants count toward the round's majority; a
@@ -182,10 +200,27 @@ extension LeaseMachine {
                 counters.staleReplies += 1
                 continue
             }
-            if answer.voterTerm > state.shards[shard].term {
+            let holding = state.shards[shard].heldUntil != nil
+            if answer.grantedTerm > state.shards[shard].term {
+                adopt(term: answer.grantedTerm, votedFor: nil, shard: shard,
+                      reason: "\(voter) knows term \(answer.grantedTerm) was granted", into: &output)
+                continue
+            }
+            if answer.voterTerm > state.shards[shard].term && !holding {
                 adopt(term: answer.voterTerm, votedFor: nil, shard: shard,
                       reason: "\(voter) is at term \(answer.voterTerm)", into: &output)
                 continue
+            }
+            if answer.verdict == .emptyLearner {
+                state.learners.insert(voter)
+            } else {
+                state.learners.remove(voter)
+            }
+            if answer.verdict == .candidateBehind {
+                // It cannot win until it catches up: stand back longer than any
+                // other replica's rank wait, so the up-to-date one campaigns alone.
+                let standBack = settings.leaseDurationMs + Int64(owners(shard).count + 1) * settings.electionTimeoutMs
+                state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
             }
             guard answer.verdict == .granted, entry.term == answer.term else { continue }
             entry.granters.insert(voter)

@@ -159,6 +159,16 @@ public struct LeaseMachine: Sendable {
 
     public var isEmptyLearner: Bool { state.emptyLearner }
 
+    /// One shard's lease state in one line, for traces and `/cluster`.
+    public func describe(shard: Int, now: Milliseconds) -> String {
+        let lease = state.shards[shard]
+        func left(_ at: Milliseconds) -> String { at == .min ? "never" : "\(at - now) ms" }
+        return "term \(lease.term) voted \(lease.votedFor?.name ?? "-") granted-term \(lease.reportedTerm) "
+            + "promised \(lease.grantee?.name ?? "-") for \(left(lease.grantExpiresAt)) "
+            + "held \(lease.heldUntil.map { "\($0 - now) ms" } ?? "no") campaign-after \(left(lease.campaignAfter)) "
+            + "quiet \(left(state.quietUntil)) version \(lease.lastVersion) alive \(state.alive.map(\.name).sorted())"
+    }
+
     // MARK: - Start and placement
 
     mutating func start(now: Milliseconds, into output: inout [LeaseAction]) {
@@ -243,6 +253,8 @@ public struct LeaseState: Sendable, Equatable {
     /// No grants before this: what this node promised before it stopped is forgotten.
     var quietUntil: Milliseconds = 0
     var alive: Set<NodeID> = []
+    /// Peers whose last answer was `empty_learner`: not candidates.
+    var learners: Set<NodeID> = []
     var placement: ShardMap?
     var nextRound: UInt64 = 1
     /// Requests of this life not yet older than one lease, by round.
@@ -268,9 +280,9 @@ struct ShardLease: Sendable, Equatable {
     var heldUntil: Milliseconds?
     /// The highest term this node knows to belong to a node that may hold
     /// the lease: granted to a peer, won by this node, or reported by a peer.
-    /// Replies carry it rather than `term`, so that a candidate whose
-    /// campaign failed does not depose a live holder by its bare term (a
-    /// holder adopts a higher term only from a node that granted or won it).
+    /// Replies carry it beside `term`: a holder demotes itself only for this
+    /// one, so that a candidate whose campaign failed does not depose a live
+    /// holder by its bare term.
     var reportedTerm: UInt32 = 0
     var lastVersion: EntryVersion = .zero
     /// A failed or pending campaign is not repeated before this.

@@ -10,7 +10,7 @@ import AegisStore
 /// the sender asks this peer about in one tick, one reply answers all of them.
 ///
 ///     request = round:u64 life:u64 durationMs:u32 count:u16 (shard:u32 term:u32 lastTerm:u32 lastSeq:u64)×count
-///     reply   = round:u64 life:u64 count:u16 (shard:u32 term:u32 verdict:u8 voterTerm:u32)×count
+///     reply   = round:u64 life:u64 count:u16 (shard:u32 term:u32 verdict:u8 voterTerm:u32 grantedTerm:u32)×count
 ///
 /// `life` names the requester's process life and `round` its request within
 /// that life: a reply is matched to the request it answers by both, so a
@@ -79,16 +79,20 @@ public struct LeaseAnswer: Sendable, Equatable {
     /// The term asked for.
     public var term: UInt32
     public var verdict: LeaseVerdict
-    /// The highest term the voter knows was granted to a peer or won (not a
-    /// term it only campaigned for): a requester that sees a higher one adopts
-    /// it (and, if it held the lease, demotes itself).
+    /// The voter's term for the shard: a requester that holds no lease and
+    /// is below it adopts it, so that its next campaign goes above.
     public var voterTerm: UInt32
+    /// The highest term the voter knows was granted to a peer or won (not a
+    /// term it only campaigned for): a holder below it demotes itself. A
+    /// candidate whose campaign failed thus never deposes a live holder.
+    public var grantedTerm: UInt32
 
-    public init(shard: UInt32, term: UInt32, verdict: LeaseVerdict, voterTerm: UInt32) {
+    public init(shard: UInt32, term: UInt32, verdict: LeaseVerdict, voterTerm: UInt32, grantedTerm: UInt32? = nil) {
         self.shard = shard
         self.term = term
         self.verdict = verdict
         self.voterTerm = voterTerm
+        self.grantedTerm = grantedTerm ?? voterTerm
     }
 }
 
@@ -164,6 +168,7 @@ public enum LeaseCodec {
                 writer.u32(answer.term)
                 writer.u8(answer.verdict.rawValue)
                 writer.u32(answer.voterTerm)
+                writer.u32(answer.grantedTerm)
             }
         }
         let bodyLength = writer.bytes.count - MessageCodec.lengthPrefixBytes + MessageCodec.tagBytes
@@ -224,8 +229,10 @@ extension ByteReader {
             for _ in 0..<count {
                 guard let shard = u32(), shard < numShards, seen.insert(shard).inserted,
                       let term = u32(), term > 0, let verdictByte = u8(),
-                      let verdict = LeaseVerdict(rawValue: verdictByte), let voterTerm = u32() else { return nil }
-                answers.append(LeaseAnswer(shard: shard, term: term, verdict: verdict, voterTerm: voterTerm))
+                      let verdict = LeaseVerdict(rawValue: verdictByte), let voterTerm = u32(),
+                      let grantedTerm = u32(), grantedTerm <= voterTerm else { return nil }
+                answers.append(LeaseAnswer(shard: shard, term: term, verdict: verdict, voterTerm: voterTerm,
+                                           grantedTerm: grantedTerm))
             }
             return .reply(round: round, life: life, answers: answers)
         }
