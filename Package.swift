@@ -78,7 +78,7 @@ let package = Package(
         // The deterministic simulator's engine: real ClusterNodes over a simulated
         // network and clock, faults and invariants, all from one seed. A library so
         // that tests run the same engine as the aegiskv-sim command.
-        .target(name: "AegisSimulation", dependencies: ["AegisCluster"], swiftSettings: strictSwift),
+        .target(name: "AegisSimulation", dependencies: ["AegisCluster", "AegisStore"], swiftSettings: strictSwift),
         .executableTarget(
             name: "aegiskv-sim",
             dependencies: [

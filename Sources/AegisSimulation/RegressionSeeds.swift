@@ -8,5 +8,8 @@ public enum RegressionSeeds {
         2399, // the same, after two overlapping pauses of the observer
         5604037622599121758, // two groups formed apart under 28% loss and never met: a seed outside a node's view was not asked again
         552308851265183517, // two crashes in 4 nodes: missed nacks stretched both survivors, and the checker held them to the unstretched bound
+        291, // leases: a preferred replica that was behind kept campaigning, and its promise to itself blocked the up-to-date one
+        153, // leases: an empty learner ranked first made the two voters wait out election timeouts until past the liveness bound
+        292, // leases: three replicas split the vote in the same term again and again; the ones behind now stand back longer
     ]
 }

@@ -49,6 +49,58 @@ public struct Scenario: Sendable, Equatable {
     public var endAt: Int64
     public var lifeguard: Bool
     public var settings: SimulationTiming
+    /// Added to each node's clock as its lease machine reads it, within
+    /// ±60 s: a wall-clock skew far beyond Aerospike's 27 s limit, harmless
+    /// because no clock reading ever crosses from one node to another.
+    public var leaseClockSkewMs: [Int64]
+    /// Restarts that come back with a wiped data_dir: persisted terms gone,
+    /// the node an empty learner.
+    public var wipedRestarts: Set<NodeMoment>
+    public var leases: LeaseTiming
+
+    public struct NodeMoment: Sendable, Hashable {
+        public var node: Int
+        public var at: Int64
+
+        public init(node: Int, at: Int64) {
+            self.node = node
+            self.at = at
+        }
+    }
+
+    /// The lease machines' timings, shortened like the membership ones.
+    public struct LeaseTiming: Sendable, Equatable {
+        public var durationMs: Int64 = 2000
+        public var tickIntervalMs: Int64 = 500
+        public var electionTimeoutMs: Int64 = 2000
+        /// The simulator's clocks drift by up to 20,000 ppm (`driftPPM`).
+        public var clockDriftBoundPPM: Int64 = 20_000
+        /// Few shards keep the lease traffic (one request per node pair per
+        /// tick) from dwarfing membership's in the simulator's CPU budget.
+        public var numShards: UInt32 = 16
+        public var virtualNodes: UInt32 = 32
+        public var replicationFactor: UInt32 = 3
+    }
+
+    /// After membership agrees (`agreementRounds` after the heal), every shard
+    /// with a majority of its replicas running and not empty learners has a
+    /// holder within this long. The slowest path it covers: promises made
+    /// before the agreement run out (one lease plus margin), the replicas
+    /// that step in for an empty-learner preferred one wait out their
+    /// election timeouts (two ranks), a candidate that is behind stands back
+    /// (one lease and RF + 1 election timeouts), and up to two campaigns are
+    /// refused (a stale term, a split vote) and backed off by up to two
+    /// leases each, each retry waiting for the next tick.
+    public var leaseLivenessBoundMs: Int64 {
+        let margin = LeaseSettings.marginMs(for: leases.durationMs, clockDriftBoundPPM: leases.clockDriftBoundPPM)
+        return 2 * (leases.durationMs + margin) + 2 * leases.electionTimeoutMs
+            + (leases.durationMs + Int64(leases.replicationFactor + 1) * leases.electionTimeoutMs)
+            + 2 * 2 * leases.durationMs + 2 * leases.tickIntervalMs
+    }
+
+    public var leaseLivenessDueAt: Int64 {
+        healAt + Self.agreementRounds * settings.gossipIntervalMs + leaseLivenessBoundMs
+    }
 
     /// The timeouts the simulated nodes run with: the defaults' shape,
     /// shortened so that a run covers many suspicion cycles.
@@ -133,13 +185,24 @@ public struct Scenario: Sendable, Equatable {
                                       until: min(healAt, at + Int64.random(in: 3000...20_000, using: &reactors)),
                                       lagMs: Int64.random(in: 100...5000, using: &reactors)))
         }
-        return Scenario(
+        // Leases draw from their own stream too, leaving membership's draws as they were.
+        var leaseDraws = ClusterRandom(seed: seed ^ 0x1EA5_E000_0000_0005)
+        let skew = (0..<nodeCount).map { _ in Int64.random(in: -60_000...60_000, using: &leaseDraws) }
+        var wiped = Set<NodeMoment>()
+        for fault in faults {
+            guard case let .crash(node, _, restartAt?) = fault else { continue }
+            if Int.random(in: 0..<4, using: &leaseDraws) == 0 { wiped.insert(NodeMoment(node: node, at: restartAt)) }
+        }
+        var scenario = Scenario(
             seed: seed, kind: kind, nodeCount: nodeCount, lossRate: lossRate,
             duplicateRate: Double.random(in: 0...0.05, using: &random),
             corruptRate: 0.01, delayMinMs: delayMin, delayMaxMs: delayMax, driftPPM: drift,
             faults: faults, healAt: healAt,
             endAt: healAt + (agreementRounds + 5) * timing.gossipIntervalMs,
-            lifeguard: lifeguard, settings: timing)
+            lifeguard: lifeguard, settings: timing,
+            leaseClockSkewMs: skew, wipedRestarts: wiped, leases: LeaseTiming())
+        scenario.endAt = max(scenario.endAt, scenario.leaseLivenessDueAt + timing.gossipIntervalMs)
+        return scenario
     }
 
     /// Permanent crashes are limited to a minority, and never take all of the

@@ -1,4 +1,5 @@
 import AegisCluster
+import AegisStore
 
 /// What one live node believes, for the agreement checks.
 public struct LiveNodeView: Sendable {
@@ -60,6 +61,14 @@ public struct SimulationReport: Sendable {
     public var nodeSeconds: Double
     /// The highest Lifeguard local health score any node reached.
     public var localHealthPeak = 0
+    /// Leases won (not renewals), over all nodes and shards.
+    public var leasesAcquired = 0
+    /// Term changes the lease machines reported.
+    public var termChanges = 0
+    /// Lease frames with a flipped byte delivered and refused without a state change.
+    public var corruptLeaseFramesRefused = 0
+    /// Writes of the replication model acknowledged at W = 2.
+    public var writesAcknowledged = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -83,6 +92,12 @@ public final class Simulation {
         case reactorLag(node: Int, until: Int64, lagMs: Int64)
         case checkSuspected(node: Int, crashedAt: Int64)
         case checkAgreement
+        case leaseTimer(node: Int, id: LeaseTimerID, generation: UInt64)
+        case checkLeaseLiveness
+        /// The replication model: a holder's newest (term, seq) for a shard
+        /// reaches a follower, and the follower's acknowledgement comes back.
+        case replicate(to: Int, from: Int, shard: Int, version: EntryVersion)
+        case replicaAck(to: Int, shard: Int, version: EntryVersion, life: UInt64)
     }
 
     struct SimNode {
@@ -106,6 +121,18 @@ public final class Simulation {
         var lives = 0
         var crashedAt: Int64?
         var stoppedForGood = false
+        var lease: LeaseMachine?
+        var leaseTimerGenerations: [LeaseTimerID: UInt64] = [:]
+        /// What `persistTerm` wrote: it survives a crash, not a wipe.
+        var disk: [Int: PersistedTerm] = [:]
+        var emptyLearner = false
+        let leaseSkewMs: Int64
+        /// Per shard, the end in true time of the lease this node holds (or
+        /// held last): what the overlap invariant compares.
+        var leaseEndReal: [Int64]
+        /// Per shard, the newest (term, seq) this replica holds: kept across
+        /// a crash (its write-ahead log), lost with a wipe.
+        var shardVersions: [EntryVersion]
     }
 
     public let scenario: Scenario
@@ -123,6 +150,15 @@ public final class Simulation {
     /// Per crashed node: the crash time, and when a live node first suspected it.
     var firstSuspected: [Int: Int64] = [:]
     var firstDead: [Int: Int64] = [:]
+    /// Every shard's replica set for the leases: one static map over all the
+    /// scenario's nodes, as the lease design requires every node to share.
+    let leasePlacement: ShardMap
+    let leaseParameters: ClusterParameters
+    /// (shard << 32 | term) → the node that held that term.
+    var termHolders: [UInt64: Int] = [:]
+    /// Per shard, the newest version acknowledged at W = 2 (the holder and
+    /// one follower had it when the write's reply would have gone out).
+    var acknowledgedVersions: [EntryVersion]
 
     static let wallClockEpochMs: Int64 = 1_767_225_600_000
 
@@ -131,6 +167,14 @@ public final class Simulation {
         self.agreementChecks = agreementChecks
         self.authenticator = KeyedMixAuthenticator(key: 0xAE615 ^ 0x5EC2E7)
         self.network = ClusterRandom(seed: scenario.seed ^ 0x4E37_0000_0000_0001)
+        let leases = scenario.leases
+        self.acknowledgedVersions = Array(repeating: .zero, count: Int(leases.numShards))
+        self.leaseParameters = ClusterParameters(numShards: leases.numShards, virtualNodes: leases.virtualNodes,
+                                                 replicationFactor: leases.replicationFactor)
+        // Cannot fail: 3 to 16 members and fixed, in-range parameters.
+        self.leasePlacement = try! ShardMap(members: (0..<scenario.nodeCount).map { NodeID("node\($0)")! },
+                                            numShards: Int(leases.numShards), virtualNodes: Int(leases.virtualNodes),
+                                            replicationFactor: Int(leases.replicationFactor))
         self.report = SimulationReport(scenario: scenario, traceHash: 0, violations: [], falseDeaths: 0, falseSuspicions: 0,
                                        suspectDelaysMs: [], deadDelaysMs: [], eventsProcessed: 0, framesSent: 0,
                                        corruptFramesRefused: 0, nodeSeconds: 0)
@@ -139,7 +183,10 @@ public final class Simulation {
             let address = "10.0.\(index / 250).\(index % 250 + 1):7701"
             nodes.append(SimNode(nodeID: NodeID("node\(index)")!, address: address, node: nil,
                                  driftPPM: scenario.driftPPM[index],
-                                 clockOffset: Int64.random(in: 0...1_000_000, using: &setup)))
+                                 clockOffset: Int64.random(in: 0...1_000_000, using: &setup),
+                                 leaseSkewMs: scenario.leaseClockSkewMs[index],
+                                 leaseEndReal: Array(repeating: 0, count: Int(scenario.leases.numShards)),
+                                 shardVersions: Array(repeating: .zero, count: Int(scenario.leases.numShards))))
             addressIndex[address] = index
             queue.schedule(.start(node: index), at: Int64(index) * Int64.random(in: 0...400, using: &setup))
         }
@@ -165,6 +212,9 @@ public final class Simulation {
         if scenario.endAt >= agreementDue {
             queue.schedule(.checkAgreement, at: agreementDue)
             queue.schedule(.checkAgreement, at: scenario.endAt)
+        }
+        if scenario.endAt >= scenario.leaseLivenessDueAt {
+            queue.schedule(.checkLeaseLiveness, at: scenario.leaseLivenessDueAt)
         }
     }
 
@@ -201,7 +251,9 @@ public final class Simulation {
             guard nodes[index].isRunning else { return }
             if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
             trace.mix(1, UInt64(index), UInt64(now))
-            if corrupted {
+            if LeaseCodec.isLeaseFrame(frame) {
+                deliverLease(to: index, frame: frame, corrupted: corrupted)
+            } else if corrupted {
                 deliverCorrupted(to: index, frame: frame, fromAddress: fromAddress)
             } else {
                 step(index, .received(frame: frame, fromAddress: fromAddress, now: localTime(index, now)))
@@ -235,6 +287,7 @@ public final class Simulation {
         case let .leave(index):
             guard nodes[index].isRunning, nodes[index].pausedUntil <= now else { return }
             step(index, .leave(now: localTime(index, now)))
+            stopLeases(index)
             nodes[index].node = nil
             nodes[index].isRunning = false
             nodes[index].stoppedForGood = true
@@ -265,6 +318,26 @@ public final class Simulation {
             checkSuspected(index, crashedAt: crashedAt)
         case .checkAgreement:
             checkAgreement()
+        case let .leaseTimer(index, id, generation):
+            guard nodes[index].lease != nil, nodes[index].leaseTimerGenerations[id] == generation else { return }
+            if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
+            nodes[index].leaseTimerGenerations[id] = nil
+            trace.mix(12, UInt64(index), UInt64(now))
+            leaseStep(index, .timerFired(id, now: leaseClock(index)))
+            if id == .tick { writeAsHolder(index) }
+        case .checkLeaseLiveness:
+            checkLeaseLiveness()
+        case let .replicate(index, from, shard, version):
+            guard nodes[index].isRunning else { return }
+            if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
+            applyReplicated(shard, version: version, at: index, from: from)
+        case let .replicaAck(index, shard, version, life):
+            guard nodes[index].isRunning, nodes[index].lifeIncarnation == life else { return }
+            if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
+            if version > acknowledgedVersions[shard] {
+                acknowledgedVersions[shard] = version
+                report.writesAcknowledged += 1
+            }
         }
     }
 
@@ -289,6 +362,7 @@ public final class Simulation {
         nodes[index].isRunning = true
         trace.mix(5, UInt64(index), incarnation)
         step(index, .start(now: localTime(index, now)))
+        startLeases(index, life: incarnation)
     }
 
     func crash(_ index: Int) {
@@ -298,6 +372,7 @@ public final class Simulation {
                 $0.nodeID == nodes[index].nodeID && $0.status == .alive
             } == true
         }
+        stopLeases(index)
         nodes[index].node = nil
         nodes[index].isRunning = false
         nodes[index].pausedUntil = 0
@@ -321,6 +396,12 @@ public final class Simulation {
     }
 
     func perform(_ actions: [ClusterAction], of index: Int) {
+        var membersChanged = false
+        defer {
+            if membersChanged, let alive = nodes[index].node?.aliveMembers {
+                leaseStep(index, .membersChanged(alive: alive, now: leaseClock(index)))
+            }
+        }
         for action in actions {
             switch action {
             case let .send(frame, address, lane):
@@ -336,6 +417,7 @@ public final class Simulation {
             case let .memberChanged(change):
                 trace.mix(9, UInt64(index), change.incarnation ^ UInt64(change.to.rawValue) << 60)
                 observe(change, by: index)
+                membersChanged = true
             case let .log(_, line):
                 trace.mix(10, UInt64(index), UInt64(line.utf8.count))
             }

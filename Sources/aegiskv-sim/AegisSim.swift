@@ -28,6 +28,11 @@ struct AegisSim: ParsableCommand {
               3. A crashed node is suspected by a live node within suspect_timeout + 2 gossip \
             intervals (checked when no loss, partition, pause, overload, reactor lag or other crash could excuse a delay).
               4. A frame that fails authentication changes no state.
+              5. Leases (per shard, granted by a majority of its replicas, clocks skewed up to 60 s \
+            and drifting up to 2%): at most one holder per shard per term; no two nodes hold one shard's \
+            lease at the same true time; terms never go backwards, across restarts too, and are persisted \
+            before they are acted on; an empty learner (a restart with a wiped data_dir) never holds a \
+            lease; after membership agrees, every shard with a live majority has a holder within a stated bound.
 
             The last line of --seed N names the seed and the hash of its trace; the same seed always \
             gives the same hash. A failing seed prints the command that replays it.
@@ -90,6 +95,7 @@ struct AegisSim: ParsableCommand {
         print("crash -> first suspect: \(Distribution(report.suspectDelaysMs).summary)")
         print("crash -> first dead: \(Distribution(report.deadDelaysMs).summary)")
         print("false dead verdicts: \(report.falseDeaths), false suspect verdicts: \(report.falseSuspicions)")
+        print("leases acquired \(report.leasesAcquired), term changes \(report.termChanges), corrupted lease frames refused \(report.corruptLeaseFramesRefused)")
         for violation in report.violations { print("VIOLATION \(violation)") }
         if !report.passed { print("replay: \(replayCommand(seed, kind: kind))") }
         print("seed \(seed) trace \(hex(report.traceHash)) \(report.passed ? "ok" : "FAILED")")
@@ -124,7 +130,10 @@ struct AegisSim: ParsableCommand {
         print("crash -> first suspect: \(suspect.summary)")
         print("crash -> first dead: \(dead.summary)")
         print("false deaths (all kinds): \(reports.map(\.falseDeaths).reduce(0, +)) in \(Int(nodeSeconds / 3600)) simulated node-hours")
-        print("corrupted frames refused: \(reports.map(\.corruptFramesRefused).reduce(0, +))")
+        print("corrupted frames refused: \(reports.map(\.corruptFramesRefused).reduce(0, +)) membership, \(reports.map(\.corruptLeaseFramesRefused).reduce(0, +)) lease")
+        let faults = reports.map { $0.scenario.faults.count + $0.scenario.wipedRestarts.count }.reduce(0, +)
+        print("faults injected: \(faults) (partitions, crashes, wiped restarts, pauses, leaves, overloads, lagging reactors; plus loss, duplication, corruption, drift and ±60 s lease clock skew in every seed)")
+        print("leases acquired: \(reports.map(\.leasesAcquired).reduce(0, +)), term changes: \(reports.map(\.termChanges).reduce(0, +))")
         if again.traceHash != reports[0].traceHash { failed.append(again) }
         print("\(list.count) seeds in \(String(format: "%.1f", seconds)) s: \(list.count - failed.count) passed, \(failed.count) failed (first seed \(first))")
         if !failed.isEmpty { throw ExitCode.failure }
@@ -172,7 +181,9 @@ struct AegisSim: ParsableCommand {
         for fault in scenario.faults {
             switch fault {
             case let .partition(from, to, at, until): lines.append("  partition \(from) -> \(to) from \(at) to \(until) ms")
-            case let .crash(node, at, restartAt): lines.append("  crash node\(node) at \(at) ms, restart \(restartAt.map { "at \($0) ms" } ?? "never")")
+            case let .crash(node, at, restartAt):
+                let wiped = restartAt.map { scenario.wipedRestarts.contains(Scenario.NodeMoment(node: node, at: $0)) } ?? false
+                lines.append("  crash node\(node) at \(at) ms, restart \(restartAt.map { "at \($0) ms" } ?? "never")\(wiped ? " with a wiped data_dir (empty learner)" : "")")
             case let .pause(node, at, until): lines.append("  pause node\(node) from \(at) to \(until) ms")
             case let .leave(node, at): lines.append("  node\(node) leaves at \(at) ms")
             case let .slow(node, at, until, extra): lines.append("  node\(node) overloaded (+\(extra) ms per message) from \(at) to \(until) ms")

@@ -1,0 +1,232 @@
+import AegisStore
+
+extension LeaseMachine {
+    // MARK: - The tick: renew, campaign, send one request per peer
+
+    mutating func tick(now: Milliseconds, into output: inout [LeaseAction]) {
+        output.append(.setTimer(.tick, at: now + settings.tickIntervalMs))
+        expire(now: now, into: &output)
+        state.rounds = state.rounds.filter { $0.value.sentAt + settings.leaseDurationMs > now }
+        guard !state.emptyLearner, state.placement != nil else {
+            armExpiry(into: &output)
+            return
+        }
+        let me = settings.nodeID
+        var asked: [Int: RoundShard] = [:]
+        var asksByPeer: [NodeID: [LeaseAsk]] = [:]
+        for shard in state.shards.indices {
+            let owners = owners(shard)
+            guard owners.contains(me), shouldAsk(shard, owners: owners, now: now, into: &output) else { continue }
+            let lease = state.shards[shard]
+            promise(me, shard: shard, durationMs: settings.leaseDurationMs, now: now)
+            asked[shard] = RoundShard(term: lease.term, granters: [me])
+            let ask = LeaseAsk(shard: UInt32(shard), term: lease.term, lastVersion: lease.lastVersion)
+            for peer in owners where peer != me { asksByPeer[peer, default: []].append(ask) }
+        }
+        if !asked.isEmpty {
+            let round = state.nextRound
+            state.nextRound += 1
+            state.rounds[round] = Round(sentAt: now, asked: asked)
+            // A replica set of one is its own majority.
+            for shard in asked.keys.sorted() { countGrants(round: round, shard: shard, now: now, into: &output) }
+            for peer in asksByPeer.keys.sorted() {
+                let message = LeaseMessage(sender: me, payload: .request(
+                    round: round, life: state.life, durationMs: UInt32(settings.leaseDurationMs), asks: asksByPeer[peer]!))
+                output.append(.send(frame: LeaseCodec.encode(message, parameters: settings.parameters,
+                                                             authenticator: authenticator), to: peer))
+            }
+        }
+        armExpiry(into: &output)
+    }
+
+    /// Whether this tick asks for the shard: always when renewing a held
+    /// lease; for a campaign only when no promise of this node to another is
+    /// live and this node is the one that should try now. A campaign moves
+    /// to term + 1, persisted before anything is sent.
+    mutating func shouldAsk(_ shard: Int, owners: [NodeID], now: Milliseconds,
+                            into output: inout [LeaseAction]) -> Bool {
+        let me = settings.nodeID
+        let lease = state.shards[shard]
+        if lease.heldUntil != nil { return true }
+        if lease.votedFor == me && lease.grantee == me && now < lease.grantExpiresAt && lease.term > 0 {
+            // Campaign still in flight: its replies may yet come.
+            return false
+        }
+        guard lease.term < UInt32.max, now >= state.quietUntil, now >= lease.campaignAfter,
+              !promisedToAnother(me, shard: shard, now: now) else { return false }
+        // Empty learners never campaign: ranking them would only delay the rest.
+        let liveOwners = owners.filter { state.alive.contains($0) && !state.learners.contains($0) }
+        guard let rank = liveOwners.firstIndex(of: me) else { return false }
+        if rank > 0 {
+            // The preferred candidate (the first live replica) goes first; the
+            // others step in only after a silence that grows with their rank.
+            let silentSince = max(lease.grantExpiresAt, state.quietUntil)
+            guard now >= silentSince + settings.electionTimeoutMs * Int64(rank) else { return false }
+        }
+        let term = lease.term + 1
+        adopt(term: term, votedFor: me, shard: shard,
+              reason: "campaign: no live lease and this node is \(rank == 0 ? "the preferred replica" : "replica \(rank + 1) after a silence")",
+              into: &output)
+        counters.electionsStarted += 1
+        let jitter = Int64.random(in: 0..<settings.leaseDurationMs, using: &state.random)
+        state.shards[shard].campaignAfter = now + settings.leaseDurationMs + jitter
+        return true
+    }
+
+    /// Counts a round's grants for one shard; a majority makes this node the
+    /// holder until the round's send time plus one lease.
+    mutating func countGrants(round: UInt64, shard: Int, now: Milliseconds, into output: inout [LeaseAction]) {
+        guard let entry = state.rounds[round]?.asked[shard] else { return }
+        let lease = state.shards[shard]
+        let owners = owners(shard)
+        guard entry.term == lease.term, lease.votedFor == settings.nodeID,
+              entry.granters.filter({ owners.contains($0) }).count >= majority(owners),
+              let sentAt = state.rounds[round]?.sentAt else { return }
+        let until = sentAt + settings.leaseDurationMs
+        guard until > now else { return }
+        if let held = lease.heldUntil {
+            guard until > held else { return }
+            state.shards[shard].heldUntil = until
+            output.append(.leaseExtended(shard: shard, term: lease.term, until: until))
+        } else {
+            state.shards[shard].heldUntil = until
+            state.shards[shard].reportedTerm = max(state.shards[shard].reportedTerm, lease.term)
+            counters.electionsWon += 1
+            output.append(.leaseAcquired(shard: shard, term: lease.term, until: until))
+        }
+    }
+
+    // MARK: - Expiry
+
+    mutating func expire(now: Milliseconds, into output: inout [LeaseAction]) {
+        for shard in state.shards.indices {
+            guard let until = state.shards[shard].heldUntil, until <= now else { continue }
+            state.shards[shard].heldUntil = nil
+            output.append(.leaseLost(shard: shard, reason: .expired))
+        }
+    }
+
+    func armExpiry(into output: inout [LeaseAction]) {
+        if let earliest = state.shards.compactMap(\.heldUntil).min() {
+            output.append(.setTimer(.expiry, at: earliest))
+        }
+    }
+
+    // MARK: - Frames in
+
+    mutating func receive(frame: [UInt8], now: Milliseconds, into output: inout [LeaseAction]) {
+        switch LeaseCodec.decode(frame: frame, parameters: settings.parameters, authenticator: authenticator) {
+        case let .dropped(reason):
+            counters.droppedByReason[reason, default: 0] += 1
+        case let .message(message):
+            switch message.payload {
+            case let .request(round, life, durationMs, asks):
+                answer(message.sender, round: round, life: life, durationMs: Int64(durationMs), asks: asks,
+                       now: now, into: &output)
+            case let .reply(round, life, answers):
+                received(answers, from: message.sender, round: round, life: life, now: now, into: &output)
+            }
+        }
+    }
+
+    /// The voter's side: one reply answers every shard of the request.
+    mutating func answer(_ requester: NodeID, round: UInt64, life: UInt64, durationMs: Int64, asks: [LeaseAsk],
+                         now: Milliseconds, into output: inout [LeaseAction]) {
+        guard requester != settings.nodeID else { return }
+        var answers: [LeaseAnswer] = []
+        answers.reserveCapacity(asks.count)
+        for ask in asks {
+            let shard = Int(ask.shard)
+            let verdict = verdict(on: ask, from: requester, durationMs: durationMs, now: now)
+            if verdict == .granted && state.shards[shard].grantee == settings.nodeID {
+                // This node's own campaign gives way (see `mayAbandonCampaign`):
+                // grants still on their way for it must never count.
+                for round in state.rounds.keys { state.rounds[round]?.asked[shard] = nil }
+            }
+            if verdict == .granted {
+                adopt(term: ask.term, votedFor: requester, shard: shard, reason: "voted for \(requester)", into: &output)
+                promise(requester, shard: shard, durationMs: durationMs, now: now)
+            } else if verdict == .staleTerm {
+                counters.staleTermAsks += 1
+            }
+            counters.answersByVerdict[verdict, default: 0] += 1
+            answers.append(LeaseAnswer(shard: ask.shard, term: ask.term, verdict: verdict,
+                                       voterTerm: state.shards[shard].term,
+                                       grantedTerm: state.shards[shard].reportedTerm))
+        }
+        let reply = LeaseMessage(sender: settings.nodeID, payload: .reply(round: round, life: life, answers: answers))
+        output.append(.send(frame: LeaseCodec.encode(reply, parameters: settings.parameters, authenticator: authenticator),
+                            to: requester))
+    }
+
+    func verdict(on ask: LeaseAsk, from requester: NodeID, durationMs: Int64, now: Milliseconds) -> LeaseVerdict {
+        let shard = Int(ask.shard)
+        let lease = state.shards[shard]
+        if state.emptyLearner { return .emptyLearner }
+        let owners = owners(shard)
+        guard owners.contains(settings.nodeID), owners.contains(requester) else { return .notReplica }
+        if durationMs > settings.leaseDurationMs { return .durationTooLong }
+        if ask.term < lease.term { return .staleTerm }
+        if now < state.quietUntil { return .restarting }
+        if promisedToAnother(requester, shard: shard, now: now)
+            && !mayAbandonCampaign(shard, for: ask) { return .leaseHeld }
+        let renewal = ask.term == lease.term && lease.votedFor == requester
+        if ask.term == lease.term, let voted = lease.votedFor, voted != requester { return .votedOther }
+        if !renewal && ask.lastVersion < lease.lastVersion { return .candidateBehind }
+        return .granted
+    }
+
+    /// A node's promise to itself is what lets it count itself in its own
+    /// majority. While it holds no lease it may drop that promise for a
+    /// candidate of a higher term, provided it never counts the grants of its
+    /// own campaign afterwards: otherwise a candidate that cannot win (it is
+    /// behind) would block, with its own promise, the one that can.
+    func mayAbandonCampaign(_ shard: Int, for ask: LeaseAsk) -> Bool {
+        let lease = state.shards[shard]
+        return lease.grantee == settings.nodeID && lease.heldUntil == nil && ask.term > lease.term
+    }
+
+    /// The requester's side: grants count toward the round's majority; a
+    /// higher term anywhere is adopted at once (demoting a holder).
+    mutating func received(_ answers: [LeaseAnswer], from voter: NodeID, round: UInt64, life: UInt64,
+                           now: Milliseconds, into output: inout [LeaseAction]) {
+        guard life == state.life, state.rounds[round] != nil else {
+            counters.staleReplies += 1
+            return
+        }
+        for answer in answers {
+            let shard = Int(answer.shard)
+            guard var entry = state.rounds[round]?.asked[shard] else {
+                counters.staleReplies += 1
+                continue
+            }
+            let holding = state.shards[shard].heldUntil != nil
+            if answer.grantedTerm > state.shards[shard].term {
+                adopt(term: answer.grantedTerm, votedFor: nil, shard: shard,
+                      reason: "\(voter) knows term \(answer.grantedTerm) was granted", into: &output)
+                continue
+            }
+            if answer.voterTerm > state.shards[shard].term && !holding {
+                adopt(term: answer.voterTerm, votedFor: nil, shard: shard,
+                      reason: "\(voter) is at term \(answer.voterTerm)", into: &output)
+                continue
+            }
+            if answer.verdict == .emptyLearner {
+                state.learners.insert(voter)
+            } else {
+                state.learners.remove(voter)
+            }
+            if answer.verdict == .candidateBehind {
+                // It cannot win until it catches up: stand back longer than any
+                // other replica's rank wait, so the up-to-date one campaigns alone.
+                let standBack = settings.leaseDurationMs + Int64(owners(shard).count + 1) * settings.electionTimeoutMs
+                state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
+            }
+            guard answer.verdict == .granted, entry.term == answer.term else { continue }
+            entry.granters.insert(voter)
+            state.rounds[round]?.asked[shard] = entry
+            countGrants(round: round, shard: shard, now: now, into: &output)
+        }
+        armExpiry(into: &output)
+    }
+}

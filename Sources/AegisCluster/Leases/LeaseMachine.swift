@@ -1,0 +1,301 @@
+import AegisStore
+
+public enum LeaseTimerID: Hashable, Sendable, CaseIterable {
+    /// Renew held leases, campaign where due: one batched request per peer.
+    case tick
+    /// The earliest end of a held lease: say it is lost on time.
+    case expiry
+}
+
+public enum LeaseEvent: Sendable {
+    /// Once, first. Persisted terms and the empty-learner flag come with `init`.
+    case start(now: Milliseconds)
+    /// One whole lease frame (`LeaseCodec.isLeaseFrame`), length prefix included.
+    case received(frame: [UInt8], now: Milliseconds)
+    case timerFired(LeaseTimerID, now: Milliseconds)
+    /// The members this node's membership holds `alive` (itself included).
+    case membersChanged(alive: [NodeID], now: Milliseconds)
+    /// The shard map whose owners are each shard's replica set. It must be the
+    /// same on every node (see docs/replication.md, "Leases and terms").
+    case placementChanged(ShardMap, now: Milliseconds)
+    /// The newest (term, seq) this node holds for a shard.
+    case localVersion(shard: Int, version: EntryVersion, now: Milliseconds)
+}
+
+public enum LeaseLossReason: Sendable, Equatable, CustomStringConvertible {
+    /// Not renewed by a majority in time.
+    case expired
+    /// A peer answered with a higher term: another node was elected.
+    case higherTerm(UInt32)
+    /// The placement no longer makes this node a replica of the shard.
+    case notReplica
+
+    public var description: String {
+        switch self {
+        case .expired: "expired"
+        case let .higherTerm(term): "a peer is at term \(term)"
+        case .notReplica: "no longer a replica"
+        }
+    }
+}
+
+public enum LeaseAction: Sendable, Equatable {
+    /// A lease frame for `to`, on the control lane.
+    case send(frame: [UInt8], to: NodeID)
+    case setTimer(LeaseTimerID, at: Milliseconds)
+    /// Write durably to data_dir BEFORE carrying out any later action of the
+    /// same step: every grant, vote and campaign that follows relies on it.
+    case persistTerm(shard: Int, PersistedTerm)
+    /// This node now holds the shard's lease: it may accept writes until
+    /// `until` on its own clock (exclusive).
+    case leaseAcquired(shard: Int, term: UInt32, until: Milliseconds)
+    /// A renewal moved the end of a held lease.
+    case leaseExtended(shard: Int, term: UInt32, until: Milliseconds)
+    /// Stop accepting writes for the shard.
+    case leaseLost(shard: Int, reason: LeaseLossReason)
+    /// One `notice` line per change.
+    case termChanged(shard: Int, old: UInt32, new: UInt32, reason: String)
+    case log(ClusterLogLevel, String)
+}
+
+/// Counters for `/metrics`; they only grow.
+public struct LeaseCounters: Sendable, Equatable {
+    public internal(set) var droppedByReason: [DropReason: UInt64] = [:]
+    /// Asks for a term below this node's ("a primary replaying an old term").
+    public internal(set) var staleTermAsks: UInt64 = 0
+    /// Replies that match no request of this process life, or answer an old term.
+    public internal(set) var staleReplies: UInt64 = 0
+    public internal(set) var answersByVerdict: [LeaseVerdict: UInt64] = [:]
+    public internal(set) var electionsStarted: UInt64 = 0
+    public internal(set) var electionsWon: UInt64 = 0
+    public internal(set) var termChanges: UInt64 = 0
+
+    public init() {}
+}
+
+/// One node's side of every shard's lease, as a pure state machine in the
+/// shape of `ClusterNode`: events carry the node's monotonic time, actions
+/// come out, randomness comes from a seeded generator.
+///
+/// The rules (docs/replication.md, "Leases and terms", says why each holds):
+/// - A lease is granted for one term by a majority of the shard's replica set
+///   (the placement's owners); the holder counts it from the moment it SENT
+///   the request, so it ends before any granter's promise does.
+/// - A granter promises nobody else until its grant has expired on its own
+///   clock plus `marginMs`; after a (re)start it promises nobody for one
+///   lease plus margin, since it may have granted before it stopped.
+/// - Votes go only to a candidate whose last (term, seq) is at least the
+///   voter's; one vote per term, persisted before it is sent.
+/// - Terms never go backwards: `persistTerm` comes before any action that
+///   relies on a new term, and persisted terms are given back at start.
+/// - An empty learner (wiped data_dir) never campaigns and never grants.
+public struct LeaseMachine: Sendable {
+    public let settings: LeaseSettings
+    let authenticator: any MessageAuthenticator
+    public internal(set) var state: LeaseState
+    public internal(set) var counters = LeaseCounters()
+
+    /// - Parameters:
+    ///   - persisted: what `persistTerm` wrote before the last stop, by shard.
+    ///   - emptyLearner: the node started with an empty or wiped data_dir.
+    ///   - life: differs for every start of this node (the server passes its
+    ///     membership incarnation); replies are matched on it.
+    public init(settings: LeaseSettings, persisted: [Int: PersistedTerm], emptyLearner: Bool,
+                life: UInt64, randomSeed: UInt64, authenticator: any MessageAuthenticator) {
+        precondition(settings.problem == nil, "invalid LeaseSettings: \(settings.problem ?? "")")
+        self.settings = settings
+        self.authenticator = authenticator
+        let shardCount = Int(settings.parameters.numShards)
+        var shards = [ShardLease](repeating: ShardLease(), count: shardCount)
+        for (shard, record) in persisted where shards.indices.contains(shard) {
+            shards[shard].term = record.term
+            shards[shard].votedFor = record.votedFor
+            if record.votedFor != settings.nodeID { shards[shard].reportedTerm = record.term }
+        }
+        state = LeaseState(shards: shards, emptyLearner: emptyLearner, life: life,
+                           random: ClusterRandom(seed: randomSeed))
+    }
+
+    public mutating func step(_ event: LeaseEvent) -> [LeaseAction] {
+        var output: [LeaseAction] = []
+        if case let .start(now) = event {
+            guard !state.started else { return [] }
+            start(now: now, into: &output)
+            return output
+        }
+        guard state.started else { return [] }
+        switch event {
+        case .start:
+            break
+        case let .received(frame, now):
+            receive(frame: frame, now: now, into: &output)
+        case let .timerFired(.tick, now):
+            tick(now: now, into: &output)
+        case let .timerFired(.expiry, now):
+            expire(now: now, into: &output)
+            armExpiry(into: &output)
+        case let .membersChanged(alive, _):
+            state.alive = Set(alive)
+        case let .placementChanged(map, now):
+            placementChanged(map, now: now, into: &output)
+        case let .localVersion(shard, version, _):
+            if state.shards.indices.contains(shard), version > state.shards[shard].lastVersion {
+                state.shards[shard].lastVersion = version
+            }
+        }
+        return output
+    }
+
+    // MARK: - Queries for the driver
+
+    /// Whether this node may accept a write for `shard` at `now`: it holds the
+    /// lease and the lease has not ended on its own clock.
+    public func holdsLease(_ shard: Int, now: Milliseconds) -> Bool {
+        guard state.shards.indices.contains(shard), let until = state.shards[shard].heldUntil else { return false }
+        return now < until
+    }
+
+    public func term(ofShard shard: Int) -> UInt32 { state.shards[shard].term }
+
+    public var isEmptyLearner: Bool { state.emptyLearner }
+
+    /// One shard's lease state in one line, for traces and `/cluster`.
+    public func describe(shard: Int, now: Milliseconds) -> String {
+        let lease = state.shards[shard]
+        func left(_ at: Milliseconds) -> String { at == .min ? "never" : "\(at - now) ms" }
+        return "term \(lease.term) voted \(lease.votedFor?.name ?? "-") granted-term \(lease.reportedTerm) "
+            + "promised \(lease.grantee?.name ?? "-") for \(left(lease.grantExpiresAt)) "
+            + "held \(lease.heldUntil.map { "\($0 - now) ms" } ?? "no") campaign-after \(left(lease.campaignAfter)) "
+            + "quiet \(left(state.quietUntil)) version \(lease.lastVersion) alive \(state.alive.map(\.name).sorted())"
+    }
+
+    // MARK: - Start and placement
+
+    mutating func start(now: Milliseconds, into output: inout [LeaseAction]) {
+        state.started = true
+        state.startedAt = now
+        state.quietUntil = now + settings.leaseDurationMs + settings.marginMs(for: settings.leaseDurationMs)
+        state.alive = [settings.nodeID]
+        if state.emptyLearner {
+            output.append(.log(.notice, "leases: started as an empty learner (wiped data_dir): this node votes for no one and never campaigns until its shards are refilled"))
+        }
+        output.append(.setTimer(.tick, at: now + settings.tickIntervalMs))
+    }
+
+    mutating func placementChanged(_ map: ShardMap, now: Milliseconds, into output: inout [LeaseAction]) {
+        guard map.numShards == state.shards.count else {
+            output.append(.log(.warning, "leases: placement with \(map.numShards) shards refused; leases run \(state.shards.count)"))
+            return
+        }
+        state.placement = map
+        for shard in state.shards.indices where state.shards[shard].heldUntil != nil {
+            if !map.owners(ofShard: shard).contains(settings.nodeID) {
+                state.shards[shard].heldUntil = nil
+                output.append(.leaseLost(shard: shard, reason: .notReplica))
+            }
+        }
+    }
+
+    func owners(_ shard: Int) -> [NodeID] {
+        state.placement?.owners(ofShard: shard) ?? []
+    }
+
+    func majority(_ owners: [NodeID]) -> Int { owners.count / 2 + 1 }
+
+    // MARK: - Terms
+
+    /// Moves the shard to `term` (never backwards), persisting it first.
+    mutating func adopt(term: UInt32, votedFor: NodeID?, shard: Int, reason: String,
+                        into output: inout [LeaseAction]) {
+        let old = state.shards[shard].term
+        precondition(term >= old, "terms never go backwards")
+        guard term > old || state.shards[shard].votedFor != votedFor else { return }
+        state.shards[shard].term = term
+        state.shards[shard].votedFor = votedFor
+        if votedFor != settings.nodeID { state.shards[shard].reportedTerm = max(state.shards[shard].reportedTerm, term) }
+        output.append(.persistTerm(shard: shard, PersistedTerm(term: term, votedFor: votedFor)))
+        if term > old {
+            counters.termChanges += 1
+            output.append(.termChanged(shard: shard, old: old, new: term, reason: reason))
+            if state.shards[shard].heldUntil != nil {
+                state.shards[shard].heldUntil = nil
+                output.append(.leaseLost(shard: shard, reason: .higherTerm(term)))
+            }
+        }
+    }
+
+    /// Grants `node` the shard until `durationMs` plus margin from now, on this node's clock.
+    mutating func promise(_ node: NodeID, shard: Int, durationMs: Int64, now: Milliseconds) {
+        let expires = now + durationMs + settings.marginMs(for: durationMs)
+        if state.shards[shard].grantee == node {
+            state.shards[shard].grantExpiresAt = max(state.shards[shard].grantExpiresAt, expires)
+        } else {
+            state.shards[shard].grantee = node
+            state.shards[shard].grantExpiresAt = expires
+        }
+    }
+
+    func promisedToAnother(_ node: NodeID, shard: Int, now: Milliseconds) -> Bool {
+        let lease = state.shards[shard]
+        return lease.grantee != nil && lease.grantee != node && now < lease.grantExpiresAt
+    }
+}
+
+/// Everything that decides what the machine does next; Equatable so that a
+/// refused frame can be shown to change none of it.
+public struct LeaseState: Sendable, Equatable {
+    var shards: [ShardLease]
+    let emptyLearner: Bool
+    let life: UInt64
+    var random: ClusterRandom
+    var started = false
+    var startedAt: Milliseconds = 0
+    /// No grants before this: what this node promised before it stopped is forgotten.
+    var quietUntil: Milliseconds = 0
+    var alive: Set<NodeID> = []
+    /// Peers whose last answer was `empty_learner`: not candidates.
+    var learners: Set<NodeID> = []
+    var placement: ShardMap?
+    var nextRound: UInt64 = 1
+    /// Requests of this life not yet older than one lease, by round.
+    var rounds: [UInt64: Round] = [:]
+
+    init(shards: [ShardLease], emptyLearner: Bool, life: UInt64, random: ClusterRandom) {
+        self.shards = shards
+        self.emptyLearner = emptyLearner
+        self.life = life
+        self.random = random
+    }
+}
+
+struct ShardLease: Sendable, Equatable {
+    /// The highest term persisted for the shard, and the vote cast in it.
+    var term: UInt32 = 0
+    var votedFor: NodeID?
+    /// The node this one last promised the shard to (itself when it holds or
+    /// campaigns), and when that promise ends on this node's clock.
+    var grantee: NodeID?
+    var grantExpiresAt: Milliseconds = .min
+    /// Set while this node holds the lease for `term`: its end on this node's clock.
+    var heldUntil: Milliseconds?
+    /// The highest term this node knows to belong to a node that may hold
+    /// the lease: granted to a peer, won by this node, or reported by a peer.
+    /// Replies carry it beside `term`: a holder demotes itself only for this
+    /// one, so that a candidate whose campaign failed does not depose a live
+    /// holder by its bare term.
+    var reportedTerm: UInt32 = 0
+    var lastVersion: EntryVersion = .zero
+    /// A failed or pending campaign is not repeated before this.
+    var campaignAfter: Milliseconds = .min
+}
+
+struct Round: Sendable, Equatable {
+    var sentAt: Milliseconds
+    /// Per shard asked: the term asked for and who granted it (self included).
+    var asked: [Int: RoundShard]
+}
+
+struct RoundShard: Sendable, Equatable {
+    var term: UInt32
+    var granters: Set<NodeID>
+}

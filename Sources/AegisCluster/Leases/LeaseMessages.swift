@@ -1,0 +1,240 @@
+import AegisStore
+
+/// Lease messages share the version-1 frame of `MessageCodec` (length
+/// prefix, version, type, placement parameters, sender, payload, 32-byte
+/// tag) with type bytes of their own, so one link and one authenticator
+/// carry both and the driver routes a frame by its type byte
+/// (`LeaseCodec.isLeaseFrame`). All integers big-endian.
+///
+/// Every message is batched per node pair: one request carries every shard
+/// the sender asks this peer about in one tick, one reply answers all of them.
+///
+///     request = round:u64 life:u64 durationMs:u32 count:u16 (shard:u32 term:u32 lastTerm:u32 lastSeq:u64)×count
+///     reply   = round:u64 life:u64 count:u16 (shard:u32 term:u32 verdict:u8 voterTerm:u32 grantedTerm:u32)×count
+///
+/// `life` names the requester's process life and `round` its request within
+/// that life: a reply is matched to the request it answers by both, so a
+/// reply delayed across the requester's restart is never counted as a grant
+/// for a request sent later (which would date the lease too late).
+public enum LeaseMessageType: UInt8, Sendable, CaseIterable {
+    case request = 16
+    case reply = 17
+}
+
+/// One shard in a request: "grant me (or renew) the lease for `term`".
+public struct LeaseAsk: Sendable, Equatable {
+    public var shard: UInt32
+    public var term: UInt32
+    /// The requester's newest (term, seq) for the shard: voters refuse a
+    /// candidate older than themselves (Raft's election restriction).
+    public var lastVersion: EntryVersion
+
+    public init(shard: UInt32, term: UInt32, lastVersion: EntryVersion) {
+        self.shard = shard
+        self.term = term
+        self.lastVersion = lastVersion
+    }
+}
+
+/// Why a voter refused, or that it granted.
+public enum LeaseVerdict: UInt8, Sendable, Equatable, CaseIterable, CustomStringConvertible {
+    case granted = 0
+    /// The request's term is below the voter's: a replay or an old holder.
+    case staleTerm = 1
+    /// The voter's grant to another node has not expired on its own clock.
+    case leaseHeld = 2
+    /// The voter already voted for another node in this term.
+    case votedOther = 3
+    /// The candidate's last (term, seq) is older than the voter's.
+    case candidateBehind = 4
+    /// The voter restarted with a wiped data directory: it has forgotten its
+    /// promises and votes for nobody until it is refilled.
+    case emptyLearner = 5
+    /// The voter is not a replica of the shard in its placement.
+    case notReplica = 6
+    /// The voter restarted within one lease (plus margin): it may have granted
+    /// a lease before that it no longer remembers.
+    case restarting = 7
+    /// The requested duration is longer than the voter's own: its restart
+    /// quiet period would not cover such a grant.
+    case durationTooLong = 8
+
+    public var description: String {
+        switch self {
+        case .granted: "granted"
+        case .staleTerm: "stale_term"
+        case .leaseHeld: "lease_held"
+        case .votedOther: "voted_other"
+        case .candidateBehind: "candidate_behind"
+        case .emptyLearner: "empty_learner"
+        case .notReplica: "not_replica"
+        case .restarting: "restarting"
+        case .durationTooLong: "duration_too_long"
+        }
+    }
+}
+
+public struct LeaseAnswer: Sendable, Equatable {
+    public var shard: UInt32
+    /// The term asked for.
+    public var term: UInt32
+    public var verdict: LeaseVerdict
+    /// The voter's term for the shard: a requester that holds no lease and
+    /// is below it adopts it, so that its next campaign goes above.
+    public var voterTerm: UInt32
+    /// The highest term the voter knows was granted to a peer or won (not a
+    /// term it only campaigned for): a holder below it demotes itself. A
+    /// candidate whose campaign failed thus never deposes a live holder.
+    public var grantedTerm: UInt32
+
+    public init(shard: UInt32, term: UInt32, verdict: LeaseVerdict, voterTerm: UInt32, grantedTerm: UInt32? = nil) {
+        self.shard = shard
+        self.term = term
+        self.verdict = verdict
+        self.voterTerm = voterTerm
+        self.grantedTerm = grantedTerm ?? voterTerm
+    }
+}
+
+public enum LeasePayload: Sendable, Equatable {
+    case request(round: UInt64, life: UInt64, durationMs: UInt32, asks: [LeaseAsk])
+    case reply(round: UInt64, life: UInt64, answers: [LeaseAnswer])
+
+    public var type: LeaseMessageType {
+        switch self {
+        case .request: .request
+        case .reply: .reply
+        }
+    }
+}
+
+public struct LeaseMessage: Sendable, Equatable {
+    public var sender: NodeID
+    public var payload: LeasePayload
+
+    public init(sender: NodeID, payload: LeasePayload) {
+        self.sender = sender
+        self.payload = payload
+    }
+}
+
+public enum LeaseDecodeResult: Sendable, Equatable {
+    case message(LeaseMessage)
+    case dropped(DropReason)
+}
+
+public enum LeaseCodec {
+    static let typeByteIndex = MessageCodec.lengthPrefixBytes + 1
+
+    /// Whether a whole frame from a peer link is a lease message (and goes to
+    /// the lease machine) rather than a membership one.
+    public static func isLeaseFrame(_ frame: [UInt8]) -> Bool {
+        frame.count > typeByteIndex && LeaseMessageType(rawValue: frame[typeByteIndex]) != nil
+    }
+
+    public static func encode(_ message: LeaseMessage, parameters: ClusterParameters,
+                              authenticator: some MessageAuthenticator) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.u32(0)
+        writer.u8(MessageCodec.version)
+        writer.u8(message.payload.type.rawValue)
+        writer.u32(parameters.numShards)
+        writer.u32(parameters.virtualNodes)
+        writer.u32(parameters.replicationFactor)
+        writer.string(message.sender.name)
+        // The gossip address slot of the shared header: lease replies go to the
+        // sender by node ID, so it stays empty.
+        writer.string("")
+        switch message.payload {
+        case let .request(round, life, durationMs, asks):
+            precondition(asks.count <= Int(UInt16.max), "one request per tick per peer holds at most 65535 shards")
+            writer.u64(round)
+            writer.u64(life)
+            writer.u32(durationMs)
+            writer.u16(UInt16(asks.count))
+            for ask in asks {
+                writer.u32(ask.shard)
+                writer.u32(ask.term)
+                writer.u32(ask.lastVersion.term)
+                writer.u64(ask.lastVersion.seq)
+            }
+        case let .reply(round, life, answers):
+            precondition(answers.count <= Int(UInt16.max), "a reply answers one request")
+            writer.u64(round)
+            writer.u64(life)
+            writer.u16(UInt16(answers.count))
+            for answer in answers {
+                writer.u32(answer.shard)
+                writer.u32(answer.term)
+                writer.u8(answer.verdict.rawValue)
+                writer.u32(answer.voterTerm)
+                writer.u32(answer.grantedTerm)
+            }
+        }
+        let bodyLength = writer.bytes.count - MessageCodec.lengthPrefixBytes + MessageCodec.tagBytes
+        writer.patchU32(at: 0, UInt32(bodyLength))
+        let tag = authenticator.tag(for: writer.bytes[...])
+        precondition(tag.count == MessageCodec.tagBytes, "a MessageAuthenticator returns \(MessageCodec.tagBytes) bytes")
+        writer.bytes.append(contentsOf: tag)
+        return writer.bytes
+    }
+
+    /// Never traps: any byte string gives a message or a drop reason. Beyond
+    /// the layout it refuses shards outside `0..<numShards`, a shard named
+    /// twice in one message, and term 0 (terms start at 1).
+    public static func decode(frame: [UInt8], parameters: ClusterParameters,
+                              authenticator: some MessageAuthenticator) -> LeaseDecodeResult {
+        let prefix = MessageCodec.lengthPrefixBytes
+        guard frame.count >= prefix + 1 else { return .dropped(.malformed) }
+        guard frame[prefix] == MessageCodec.version else { return .dropped(.unknownVersion) }
+        guard let length = MessageCodec.bodyLength(prefix: frame.prefix(prefix)),
+              length + prefix == frame.count else { return .dropped(.malformed) }
+        let signedEnd = frame.count - MessageCodec.tagBytes
+        let expected = authenticator.tag(for: frame[0..<signedEnd])
+        guard MessageCodec.constantTimeEqual(expected, frame[signedEnd...]) else { return .dropped(.badMAC) }
+
+        var reader = ByteReader(bytes: frame, index: prefix + 1, end: signedEnd)
+        guard let typeByte = reader.u8(), let numShards = reader.u32(), let virtualNodes = reader.u32(),
+              let replicationFactor = reader.u32() else { return .dropped(.malformed) }
+        let theirs = ClusterParameters(numShards: numShards, virtualNodes: virtualNodes,
+                                       replicationFactor: replicationFactor)
+        guard theirs == parameters else { return .dropped(.clusterMismatch) }
+        guard let type = LeaseMessageType(rawValue: typeByte), let sender = reader.nodeID(),
+              let address = reader.string(), address.isEmpty,
+              let payload = reader.leasePayload(type, numShards: numShards), reader.isAtEnd
+        else { return .dropped(.malformed) }
+        return .message(LeaseMessage(sender: sender, payload: payload))
+    }
+}
+
+extension ByteReader {
+    mutating func leasePayload(_ type: LeaseMessageType, numShards: UInt32) -> LeasePayload? {
+        guard let round = u64(), let life = u64() else { return nil }
+        var seen = Set<UInt32>()
+        switch type {
+        case .request:
+            guard let durationMs = u32(), durationMs > 0, let count = u16(), count > 0 else { return nil }
+            var asks: [LeaseAsk] = []
+            asks.reserveCapacity(min(Int(count), 256))
+            for _ in 0..<count {
+                guard let shard = u32(), shard < numShards, seen.insert(shard).inserted,
+                      let term = u32(), term > 0, let lastTerm = u32(), let lastSeq = u64() else { return nil }
+                asks.append(LeaseAsk(shard: shard, term: term, lastVersion: EntryVersion(term: lastTerm, seq: lastSeq)))
+            }
+            return .request(round: round, life: life, durationMs: durationMs, asks: asks)
+        case .reply:
+            guard let count = u16(), count > 0 else { return nil }
+            var answers: [LeaseAnswer] = []
+            answers.reserveCapacity(min(Int(count), 256))
+            for _ in 0..<count {
+                guard let shard = u32(), shard < numShards, seen.insert(shard).inserted,
+                      let term = u32(), term > 0, let verdictByte = u8(),
+                      let verdict = LeaseVerdict(rawValue: verdictByte), let voterTerm = u32(),
+                      let grantedTerm = u32(), grantedTerm <= voterTerm else { return nil }
+                answers.append(LeaseAnswer(shard: shard, term: term, verdict: verdict, voterTerm: voterTerm,
+                                           grantedTerm: grantedTerm))
+            }
+            return .reply(round: round, life: life, answers: answers)
+        }
+    }
+}

@@ -1,0 +1,252 @@
+import AegisCluster
+import AegisStore
+
+/// The lease machines run beside membership on every node, over the same
+/// network (loss, delay, duplication, corruption, partitions) and the same
+/// pauses and crashes, each reading its node's drifting clock plus a skew of
+/// up to ±60 s. Their invariants are checked on every action:
+/// - at most one holder per shard per term;
+/// - no two nodes hold an unexpired lease for one shard at the same true
+///   time (the drift margin is what makes this hold, so no slack is given);
+/// - terms never go backwards on a node, across restarts too, and every term
+///   is persisted before a grant, a vote or a lease relies on it;
+/// - an empty learner never holds a lease;
+/// - a write acknowledged at W = 2 is held by every new holder, while two
+///   replicas that are not wiped still hold it (replication model below);
+/// - after the heal, every shard with a live majority of replicas that are
+///   not empty learners has a holder (`Scenario.leaseLivenessBoundMs`).
+extension Simulation {
+    /// The node's clock as its lease machine reads it.
+    func leaseClock(_ index: Int) -> Int64 {
+        localTime(index, now) + nodes[index].leaseSkewMs
+    }
+
+    func startLeases(_ index: Int, life: UInt64) {
+        let wiped = scenario.wipedRestarts.contains(Scenario.NodeMoment(node: index, at: now))
+        if wiped {
+            nodes[index].disk = [:]
+            nodes[index].shardVersions = Array(repeating: .zero, count: nodes[index].shardVersions.count)
+        }
+        nodes[index].emptyLearner = wiped
+        nodes[index].leaseTimerGenerations = [:]
+        let timing = scenario.leases
+        let settings = LeaseSettings(nodeID: nodes[index].nodeID, leaseDurationMs: timing.durationMs,
+                                     tickIntervalMs: timing.tickIntervalMs, electionTimeoutMs: timing.electionTimeoutMs,
+                                     clockDriftBoundPPM: timing.clockDriftBoundPPM, parameters: leaseParameters)
+        let randomSeed = scenario.seed &* 0xD1B5_4A32_D192_ED03 &+ UInt64(index) << 32 &+ UInt64(nodes[index].lives)
+        nodes[index].lease = LeaseMachine(settings: settings, persisted: nodes[index].disk, emptyLearner: wiped,
+                                          life: life, randomSeed: randomSeed, authenticator: authenticator)
+        trace.mix(13, UInt64(index), wiped ? 1 : 0)
+        leaseStep(index, .start(now: leaseClock(index)))
+        leaseStep(index, .placementChanged(leasePlacement, now: leaseClock(index)))
+        if let alive = nodes[index].node?.aliveMembers {
+            leaseStep(index, .membersChanged(alive: alive, now: leaseClock(index)))
+        }
+        for (shard, version) in nodes[index].shardVersions.enumerated() where version > .zero {
+            leaseStep(index, .localVersion(shard: shard, version: version, now: leaseClock(index)))
+        }
+    }
+
+    /// A stopped process accepts no more writes: its leases end now.
+    func stopLeases(_ index: Int) {
+        nodes[index].lease = nil
+        nodes[index].leaseTimerGenerations = [:]
+        for shard in nodes[index].leaseEndReal.indices {
+            nodes[index].leaseEndReal[shard] = min(nodes[index].leaseEndReal[shard], now)
+        }
+    }
+
+    func leaseStep(_ index: Int, _ event: LeaseEvent) {
+        guard let actions = nodes[index].lease?.step(event) else { return }
+        performLease(actions, of: index)
+    }
+
+    func deliverLease(to index: Int, frame: [UInt8], corrupted: Bool) {
+        guard corrupted else {
+            leaseStep(index, .received(frame: frame, now: leaseClock(index)))
+            return
+        }
+        guard let before = nodes[index].lease else { return }
+        let dropsBefore = before.counters.droppedByReason.values.reduce(0, +)
+        let event = LeaseEvent.received(frame: frame, now: leaseClock(index))
+        guard let actions = nodes[index].lease?.step(event),
+              let after = nodes[index].lease else { return }
+        let dropsAfter = after.counters.droppedByReason.values.reduce(0, +)
+        if dropsAfter == dropsBefore + 1 && after.state == before.state && actions.isEmpty {
+            report.corruptLeaseFramesRefused += 1
+        } else {
+            violation("a corrupted lease frame was not refused cleanly by \(nodes[index].nodeID) (drops \(dropsBefore)→\(dropsAfter), state unchanged: \(after.state == before.state), actions \(actions.count))")
+        }
+        performLease(actions, of: index)
+    }
+
+    func performLease(_ actions: [LeaseAction], of index: Int) {
+        for action in actions {
+            switch action {
+            case let .send(frame, to):
+                trace.mix(14, UInt64(index), trace.hashBytes(frame))
+                checkGrantsPersisted(frame, by: index)
+                guard let destination = nodeIndex(to) else { continue }
+                transmit(frame, from: index, to: nodes[destination].address, lane: .control)
+            case let .setTimer(id, at):
+                let generation = nextTimerGeneration
+                nextTimerGeneration += 1
+                nodes[index].leaseTimerGenerations[id] = generation
+                let due = max(now, realTime(index, local: at - nodes[index].leaseSkewMs))
+                trace.mix(15, UInt64(index), UInt64(due))
+                queue.schedule(.leaseTimer(node: index, id: id, generation: generation), at: due)
+            case let .persistTerm(shard, record):
+                persist(record, shard: shard, by: index)
+            case let .leaseAcquired(shard, term, until):
+                report.leasesAcquired += 1
+                trace.mix(16, UInt64(index), UInt64(shard) << 32 | UInt64(term))
+                held(shard, term: term, until: until, by: index)
+                checkAcknowledgedWritesKept(shard, by: index)
+            case let .leaseExtended(shard, term, until):
+                held(shard, term: term, until: until, by: index)
+            case let .leaseLost(shard, _):
+                trace.mix(17, UInt64(index), UInt64(shard))
+                nodes[index].leaseEndReal[shard] = min(nodes[index].leaseEndReal[shard], now)
+            case let .termChanged(shard, old, new, _):
+                report.termChanges += 1
+                trace.mix(18, UInt64(index), UInt64(shard) << 32 | UInt64(new))
+                if new <= old { violation("\(nodes[index].nodeID) shard \(shard): term went from \(old) to \(new)") }
+                let persisted = nodes[index].disk[shard]?.term ?? 0
+                if new > persisted { violation("\(nodes[index].nodeID) shard \(shard): acted on term \(new) before persisting it (disk has \(persisted))") }
+            case let .log(_, line):
+                trace.mix(10, UInt64(index), UInt64(line.utf8.count))
+            }
+        }
+    }
+
+    func nodeIndex(_ node: NodeID) -> Int? {
+        guard node.name.hasPrefix("node"), let index = Int(node.name.dropFirst(4)), nodes.indices.contains(index) else { return nil }
+        return index
+    }
+
+    /// Invariant: the disk's term never goes backwards, and one term gets one vote.
+    func persist(_ record: PersistedTerm, shard: Int, by index: Int) {
+        if let old = nodes[index].disk[shard] {
+            if record.term < old.term {
+                violation("\(nodes[index].nodeID) shard \(shard): persisted term \(record.term) below \(old.term)")
+            } else if record.term == old.term, let voted = old.votedFor, record.votedFor != voted {
+                violation("\(nodes[index].nodeID) shard \(shard): voted for \(record.votedFor?.name ?? "nobody") in term \(record.term) after voting for \(voted)")
+            }
+        }
+        nodes[index].disk[shard] = record
+    }
+
+    /// Invariant: a grant is sent only for a term already on disk with the
+    /// vote it gives.
+    func checkGrantsPersisted(_ frame: [UInt8], by index: Int) {
+        guard case let .message(message) = LeaseCodec.decode(frame: frame, parameters: leaseParameters,
+                                                             authenticator: authenticator),
+              case let .reply(_, _, answers) = message.payload else { return }
+        for answer in answers where answer.verdict == .granted {
+            let record = nodes[index].disk[Int(answer.shard)]
+            if (record?.term ?? 0) < answer.term {
+                violation("\(nodes[index].nodeID) granted shard \(answer.shard) term \(answer.term) with \(record?.term ?? 0) on disk")
+            }
+        }
+    }
+
+    /// Invariants: one holder per term, no overlap in true time, no learner holds.
+    func held(_ shard: Int, term: UInt32, until: Int64, by index: Int) {
+        if nodes[index].emptyLearner { violation("empty learner \(nodes[index].nodeID) holds shard \(shard)") }
+        let key = UInt64(shard) << 32 | UInt64(term)
+        if let holder = termHolders[key], holder != index {
+            violation("shard \(shard) term \(term) held by \(nodes[holder].nodeID) and \(nodes[index].nodeID)")
+        }
+        termHolders[key] = index
+        let persisted = nodes[index].disk[shard]?.term ?? 0
+        if persisted < term { violation("\(nodes[index].nodeID) holds shard \(shard) term \(term) with \(persisted) on disk") }
+        for other in nodes.indices where other != index && nodes[other].leaseEndReal[shard] > now {
+            violation("shard \(shard): \(nodes[index].nodeID) holds term \(term) while \(nodes[other].nodeID)'s lease runs \(nodes[other].leaseEndReal[shard] - now) ms more")
+        }
+        nodes[index].leaseEndReal[shard] = realTime(index, local: until - nodes[index].leaseSkewMs)
+    }
+
+    /// Invariant: liveness once membership has agreed.
+    func checkLeaseLiveness() {
+        for shard in 0..<leasePlacement.numShards {
+            let owners = leasePlacement.owners(ofShard: shard)
+            let eligible = owners.filter { owner in
+                guard let index = nodeIndex(owner) else { return false }
+                return nodes[index].isRunning && !nodes[index].emptyLearner
+            }
+            guard eligible.count >= owners.count / 2 + 1 else { continue }
+            let someoneHolds = nodes.indices.contains { index in
+                nodes[index].lease?.holdsLease(shard, now: leaseClock(index)) == true
+            }
+            if !someoneHolds {
+                let states = owners.map { owner -> String in
+                    guard let i = nodeIndex(owner), let lease = nodes[i].lease else { return "\(owner): down" }
+                    return "\(owner)\(nodes[i].emptyLearner ? " (empty learner)" : ""): \(lease.describe(shard: shard, now: leaseClock(i)))"
+                }
+                violation("shard \(shard) has \(eligible.count) of \(owners.count) replicas able to vote and no lease holder \(scenario.leaseLivenessBoundMs) ms after membership agreed; \(states.joined(separator: "; "))")
+            }
+        }
+    }
+}
+
+/// The replication model, as small as the W = 2 invariant needs: each
+/// replica's newest (term, seq) per shard stands for its log (records come
+/// in order from one holder, so a newer version implies the older ones).
+/// The holder writes once per lease tick, sends its version to the other
+/// replicas over the simulated network, and a follower applies it when it is
+/// newer and its term is not below the follower's own term for the shard (a
+/// follower that voted in a newer term fences the old holder off), then
+/// acknowledges. One acknowledgement from a follower makes W = 2.
+extension Simulation {
+    func writeAsHolder(_ index: Int) {
+        guard let lease = nodes[index].lease else { return }
+        let clock = leaseClock(index)
+        for shard in nodes[index].shardVersions.indices where lease.holdsLease(shard, now: clock) {
+            let term = lease.term(ofShard: shard)
+            let current = nodes[index].shardVersions[shard]
+            guard term >= current.term else { continue }
+            let version = EntryVersion(term: term, seq: current.seq + 1)
+            nodes[index].shardVersions[shard] = version
+            leaseStep(index, .localVersion(shard: shard, version: version, now: clock))
+            trace.mix(19, UInt64(index), UInt64(shard) << 32 | version.seq)
+            for owner in leasePlacement.owners(ofShard: shard) {
+                guard let follower = nodeIndex(owner), follower != index else { continue }
+                sendModel(.replicate(to: follower, from: index, shard: shard, version: version), from: index, to: follower)
+            }
+        }
+    }
+
+    func applyReplicated(_ shard: Int, version: EntryVersion, at index: Int, from primary: Int) {
+        guard let lease = nodes[index].lease, version.term >= lease.term(ofShard: shard) else { return }
+        if version > nodes[index].shardVersions[shard] {
+            nodes[index].shardVersions[shard] = version
+            leaseStep(index, .localVersion(shard: shard, version: version, now: leaseClock(index)))
+        }
+        guard nodes[index].shardVersions[shard] >= version else { return }
+        sendModel(.replicaAck(to: primary, shard: shard, version: version, life: nodes[primary].lifeIncarnation),
+                  from: index, to: primary)
+    }
+
+    /// The same loss, partitions and delays as frames.
+    func sendModel(_ event: Event, from source: Int, to destination: Int) {
+        if (blocked[source * 4096 + destination] ?? 0) > 0 || !nodes[destination].isRunning { return }
+        if now < scenario.healAt && Double.random(in: 0..<1, using: &network) < scenario.lossRate { return }
+        let backlog = nodes[destination].slowUntil > now ? nodes[destination].slowDelayMs : 0
+        queue.schedule(event, at: now + backlog + Int64.random(in: scenario.delayMinMs...scenario.delayMaxMs, using: &network))
+    }
+
+    /// Invariant: a new holder has every write acknowledged at W = 2, unless
+    /// fewer than two replicas still hold it (two failures: a wipe and a
+    /// loss), in which case no majority is bound to contain it.
+    func checkAcknowledgedWritesKept(_ shard: Int, by index: Int) {
+        let acknowledged = acknowledgedVersions[shard]
+        guard acknowledged > .zero, nodes[index].shardVersions[shard] < acknowledged else { return }
+        let keepers = leasePlacement.owners(ofShard: shard).filter { owner in
+            guard let replica = nodeIndex(owner) else { return false }
+            return nodes[replica].shardVersions[shard] >= acknowledged
+        }
+        if keepers.count >= 2 {
+            violation("shard \(shard): \(nodes[index].nodeID) won holding \(nodes[index].shardVersions[shard]), below \(acknowledged) acknowledged at W = 2 and still held by \(keepers.map(\.name))")
+        }
+    }
+}

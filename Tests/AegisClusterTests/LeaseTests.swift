@@ -1,0 +1,586 @@
+import AegisSimulation
+import AegisStore
+import Testing
+@testable import AegisCluster
+
+/// A few lease machines wired by hand: frames go into a list and are
+/// delivered when the test says, at the time it says.
+struct LeaseCluster {
+    static let parameters = ClusterParameters(numShards: 4, virtualNodes: 16, replicationFactor: 3)
+    static let authenticator = KeyedMixAuthenticator(key: 7)
+    static let durationMs: Int64 = 4000
+    static let tickMs: Int64 = 1000
+
+    var ids: [NodeID]
+    var machines: [LeaseMachine]
+    let map: ShardMap
+    var inFlight: [(from: Int, to: Int, frame: [UInt8])] = []
+    /// Every action of every node, in order.
+    var log: [[LeaseAction]]
+
+    static func settings(_ id: NodeID) -> LeaseSettings {
+        LeaseSettings(nodeID: id, leaseDurationMs: durationMs, tickIntervalMs: tickMs, electionTimeoutMs: 4000,
+                      clockDriftBoundPPM: 20_000, parameters: parameters)
+    }
+
+    static var margin: Int64 { settings(NodeID("x")!).marginMs(for: durationMs) }
+    /// When a node started at 0 may first grant or campaign.
+    static var quietEnd: Int64 { durationMs + margin }
+
+    init(count: Int = 3, persisted: [[Int: PersistedTerm]]? = nil, learners: Set<Int> = [], startAt: Int64 = 0) {
+        ids = (0..<count).map { NodeID("node\($0)")! }
+        map = try! ShardMap(members: ids, numShards: Int(Self.parameters.numShards),
+                            virtualNodes: Int(Self.parameters.virtualNodes), replicationFactor: 3)
+        machines = []
+        log = Array(repeating: [], count: count)
+        for index in 0..<count {
+            machines.append(Self.machine(ids[index], persisted: persisted?[index] ?? [:],
+                                         learner: learners.contains(index), life: 1))
+            start(index, at: startAt)
+        }
+    }
+
+    static func machine(_ id: NodeID, persisted: [Int: PersistedTerm], learner: Bool, life: UInt64) -> LeaseMachine {
+        LeaseMachine(settings: settings(id), persisted: persisted, emptyLearner: learner, life: life,
+                     randomSeed: 99, authenticator: authenticator)
+    }
+
+    mutating func start(_ index: Int, at now: Int64) {
+        step(index, .start(now: now))
+        step(index, .placementChanged(map, now: now))
+        step(index, .membersChanged(alive: ids, now: now))
+    }
+
+    @discardableResult
+    mutating func step(_ index: Int, _ event: LeaseEvent) -> [LeaseAction] {
+        let actions = machines[index].step(event)
+        log[index].append(contentsOf: actions)
+        for case let .send(frame, to) in actions { inFlight.append((index, ids.firstIndex(of: to)!, frame)) }
+        return actions
+    }
+
+    mutating func tick(_ index: Int, at now: Int64) -> [LeaseAction] {
+        step(index, .timerFired(.tick, now: now))
+    }
+
+    /// Delivers everything in flight (and what that produces) at `now`,
+    /// except frames to or from the nodes in `cut`.
+    mutating func deliver(at now: Int64, cut: Set<Int> = [], oneWay: (from: Int, to: Int)? = nil) {
+        var rounds = 0
+        while !inFlight.isEmpty && rounds < 10 {
+            rounds += 1
+            let batch = inFlight
+            inFlight = []
+            for (from, to, frame) in batch where !cut.contains(from) && !cut.contains(to)
+                && !(oneWay?.from == from && oneWay?.to == to) {
+                step(to, .received(frame: frame, now: now))
+            }
+        }
+    }
+
+    /// The preferred replica of a shard: its primary in the map.
+    func primary(_ shard: Int) -> Int { ids.firstIndex(of: map.primary(ofShard: shard))! }
+
+    /// Every node that holds `shard` at `now` on the shared test clock.
+    func holders(_ shard: Int, at now: Int64) -> [Int] {
+        machines.indices.filter { machines[$0].holdsLease(shard, now: now) }
+    }
+}
+
+func sends(_ actions: [LeaseAction]) -> [(frame: [UInt8], to: NodeID)] {
+    actions.compactMap { if case let .send(frame, to) = $0 { (frame, to) } else { nil } }
+}
+
+func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
+    if case let .message(message) = LeaseCodec.decode(frame: frame, parameters: LeaseCluster.parameters,
+                                                       authenticator: LeaseCluster.authenticator) { return message }
+    return nil
+}
+
+@Suite struct LeaseCodecTests {
+    static let request = LeaseMessage(sender: NodeID("node1")!, payload: .request(
+        round: 7, life: 1_767_225_600_000, durationMs: 4000,
+        asks: [LeaseAsk(shard: 0, term: 3, lastVersion: EntryVersion(term: 2, seq: 99)),
+               LeaseAsk(shard: 3, term: 1, lastVersion: .zero)]))
+    static let reply = LeaseMessage(sender: NodeID("node2")!, payload: .reply(
+        round: 7, life: 1_767_225_600_000,
+        answers: LeaseVerdict.allCases.prefix(4).enumerated().map {
+            LeaseAnswer(shard: UInt32($0.offset), term: 5, verdict: $0.element, voterTerm: 6)
+        }))
+
+    func encode(_ message: LeaseMessage, parameters: ClusterParameters = LeaseCluster.parameters) -> [UInt8] {
+        LeaseCodec.encode(message, parameters: parameters, authenticator: LeaseCluster.authenticator)
+    }
+
+    @Test(arguments: [request, reply]) func roundTrips(_ message: LeaseMessage) {
+        let frame = encode(message)
+        #expect(LeaseCodec.isLeaseFrame(frame))
+        #expect(decodeLease(frame) == message)
+    }
+
+    @Test func membershipFramesAreNotLeaseFrames() {
+        let ping = MessageCodec.encode(ClusterMessage(sender: NodeID("a")!, senderGossipAddress: "a:7701",
+                                                      payload: .ping(seq: 1, target: NodeID("b")!, updates: [])),
+                                       parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
+        #expect(!LeaseCodec.isLeaseFrame(ping))
+        #expect(!LeaseCodec.isLeaseFrame([0, 0]))
+    }
+
+    func dropReason(_ frame: [UInt8]) -> DropReason? {
+        if case let .dropped(reason) = LeaseCodec.decode(frame: frame, parameters: LeaseCluster.parameters,
+                                                         authenticator: LeaseCluster.authenticator) { return reason }
+        return nil
+    }
+
+    /// Re-signs a frame whose body a test changed, so that the check under
+    /// test is the one past the MAC.
+    func resigned(_ body: [UInt8]) -> [UInt8] {
+        var frame = body
+        let length = frame.count - 4 + MessageCodec.tagBytes
+        for offset in 0..<4 { frame[offset] = UInt8((length >> (24 - 8 * offset)) & 0xFF) }
+        frame.append(contentsOf: LeaseCluster.authenticator.tag(for: frame[...]))
+        return frame
+    }
+
+    @Test func badInputIsRefusedWithItsReason() {
+        let good = encode(Self.request)
+        var flipped = good
+        flipped[good.count - 40] ^= 0x01
+        #expect(dropReason(flipped) == .badMAC)
+        var version = good
+        version[4] = 2
+        #expect(dropReason(version) == .unknownVersion)
+        #expect(dropReason(Array(good.dropLast())) == .malformed)
+        #expect(dropReason([]) == .malformed)
+        let other = ClusterParameters(numShards: 8, virtualNodes: 16, replicationFactor: 3)
+        #expect(dropReason(encode(Self.request, parameters: other)) == .clusterMismatch)
+        #expect(dropReason(LeaseCodec.encode(Self.request, parameters: LeaseCluster.parameters,
+                                             authenticator: KeyedMixAuthenticator(key: 8))) == .badMAC)
+    }
+
+    @Test func askOutsideTheShardsTwiceOrAtTermZeroIsMalformed() {
+        func withAsks(_ asks: [LeaseAsk]) -> [UInt8] {
+            encode(LeaseMessage(sender: NodeID("node1")!, payload: .request(round: 1, life: 1, durationMs: 10, asks: asks)))
+        }
+        #expect(decodeLease(withAsks([LeaseAsk(shard: 3, term: 1, lastVersion: .zero)])) != nil)
+        #expect(dropReason(withAsks([LeaseAsk(shard: 4, term: 1, lastVersion: .zero)])) == .malformed)
+        #expect(dropReason(withAsks([LeaseAsk(shard: 1, term: 0, lastVersion: .zero)])) == .malformed)
+        let twice = LeaseAsk(shard: 2, term: 1, lastVersion: .zero)
+        #expect(dropReason(withAsks([twice, twice])) == .malformed)
+        #expect(dropReason(withAsks([])) == .malformed)
+        // An unknown verdict byte in an otherwise well-formed reply, and a
+        // granted term above the voter's own.
+        let reply = encode(LeaseMessage(sender: NodeID("node2")!, payload: .reply(
+            round: 1, life: 1, answers: [LeaseAnswer(shard: 1, term: 1, verdict: .granted, voterTerm: 1)])))
+        var body = Array(reply.dropLast(MessageCodec.tagBytes))
+        #expect(decodeLease(resigned(body)) != nil)
+        body[body.count - 9] = 200
+        #expect(dropReason(resigned(body)) == .malformed)
+        body = Array(reply.dropLast(MessageCodec.tagBytes))
+        body[body.count - 1] = 2
+        #expect(dropReason(resigned(body)) == .malformed)
+    }
+
+    /// Any prefix and any single flipped byte of a valid frame: a message or
+    /// a drop, never a trap; and a frame the machine drops changes nothing.
+    @Test func everyDamagedFrameIsRefusedWithoutAStateChange() {
+        var cluster = LeaseCluster()
+        let frame = encode(Self.request)
+        for length in 0..<frame.count {
+            let before = cluster.machines[2].state
+            let actions = cluster.step(2, .received(frame: Array(frame.prefix(length)), now: 10))
+            #expect(actions.isEmpty)
+            #expect(cluster.machines[2].state == before)
+        }
+        for position in frame.indices {
+            var damaged = frame
+            damaged[position] ^= 0x5A
+            let before = cluster.machines[2].state
+            let actions = cluster.step(2, .received(frame: damaged, now: 10))
+            #expect(actions.isEmpty)
+            #expect(cluster.machines[2].state == before)
+        }
+        let drops = cluster.machines[2].counters.droppedByReason.values.reduce(0, +)
+        #expect(drops == UInt64(2 * frame.count))
+    }
+}
+
+@Suite struct LeaseMarginTests {
+    /// The margin makes a granter's promise outlast the holder's lease at the
+    /// worst drift: the holder's clock slow by ρ, the granter's fast by ρ.
+    @Test(arguments: [Int64(1), 100, 2000, 4000, 30_000]) func marginCoversTheWorstDrift(_ durationMs: Int64) {
+        for ppm: Int64 in [0, 1000, 20_000, 100_000] {
+            let margin = LeaseSettings.marginMs(for: durationMs, clockDriftBoundPPM: ppm)
+            let rho = Double(ppm) / 1e6
+            let holderRealMax = Double(durationMs) / (1 - rho)
+            let granterRealMin = Double(durationMs + margin) / (1 + rho)
+            #expect(granterRealMin >= holderRealMax, "D \(durationMs) ppm \(ppm) margin \(margin)")
+            // And it is not wasteful: a few ms less would not do at a large drift.
+            if ppm >= 20_000 && durationMs >= 2000 {
+                #expect(Double(durationMs + margin - 3) / (1 + rho) < holderRealMax)
+            }
+        }
+    }
+
+    @Test func settingsThatCannotRunSaySo() {
+        var settings = LeaseCluster.settings(NodeID("a")!)
+        #expect(settings.problem == nil)
+        settings.tickIntervalMs = 2001
+        #expect(settings.problem != nil)
+        settings = LeaseCluster.settings(NodeID("a")!)
+        settings.clockDriftBoundPPM = 600_000
+        #expect(settings.problem != nil)
+        settings = LeaseCluster.settings(NodeID("a")!)
+        settings.leaseDurationMs = 0
+        #expect(settings.problem != nil)
+    }
+}
+
+@Suite struct LeaseMachineTests {
+    let shard = 0
+
+    /// Runs ticks on every node from `from` to `to` (inclusive), delivering at each.
+    func run(_ cluster: inout LeaseCluster, from: Int64, to: Int64, cut: Set<Int> = [],
+             oneWay: (from: Int, to: Int)? = nil) {
+        var now = from
+        while now <= to {
+            for index in cluster.machines.indices where !cut.contains(index) { _ = cluster.tick(index, at: now) }
+            cluster.deliver(at: now, cut: cut, oneWay: oneWay)
+            now += LeaseCluster.tickMs
+        }
+    }
+
+    @Test func thePreferredReplicaIsElectedByAMajorityAfterTheQuietPeriod() {
+        var cluster = LeaseCluster()
+        let primary = cluster.primary(shard)
+        // Within one lease plus margin of start nobody campaigns: they may
+        // have granted leases before a restart that they no longer remember.
+        run(&cluster, from: 1000, to: LeaseCluster.quietEnd - 1)
+        #expect(cluster.holders(shard, at: LeaseCluster.quietEnd - 1).isEmpty)
+        let at = LeaseCluster.quietEnd
+        let actions = cluster.tick(primary, at: at)
+        let persistIndex = actions.firstIndex { if case .persistTerm(0, PersistedTerm(term: 1, votedFor: cluster.ids[primary])) = $0 { true } else { false } }
+        let sendIndex = actions.firstIndex { if case .send = $0 { true } else { false } }
+        #expect(persistIndex != nil && sendIndex != nil && persistIndex! < sendIndex!)
+        #expect(actions.contains(.termChanged(shard: 0, old: 0, new: 1, reason: "campaign: no live lease and this node is the preferred replica")))
+        cluster.deliver(at: at + 5)
+        #expect(cluster.log[primary].contains(.leaseAcquired(shard: 0, term: 1, until: at + LeaseCluster.durationMs)))
+        #expect(cluster.holders(shard, at: at + 5) == [primary])
+        // The voters persisted their vote before replying.
+        for voter in cluster.machines.indices where voter != primary {
+            let log = cluster.log[voter]
+            let persisted = log.firstIndex(of: .persistTerm(shard: 0, PersistedTerm(term: 1, votedFor: cluster.ids[primary])))
+            let replied = log.firstIndex { if case .send = $0 { true } else { false } }
+            #expect(persisted != nil && replied != nil && persisted! < replied!)
+        }
+    }
+
+    @Test func theLeaseIsCountedFromTheRequestAndEndsOnTheHoldersClock() {
+        var cluster = LeaseCluster()
+        let primary = cluster.primary(shard)
+        let sentAt = LeaseCluster.quietEnd
+        _ = cluster.tick(primary, at: sentAt)
+        // Replies arrive late: the lease still ends one duration after the send.
+        cluster.deliver(at: sentAt + 1500)
+        let until = sentAt + LeaseCluster.durationMs
+        #expect(cluster.machines[primary].holdsLease(shard, now: until - 1))
+        #expect(!cluster.machines[primary].holdsLease(shard, now: until))
+        let expired = cluster.step(primary, .timerFired(.expiry, now: until))
+        #expect(expired.contains(.leaseLost(shard: shard, reason: .expired)))
+    }
+
+    @Test func renewalsKeepTheLeaseAndGoOneFramePerPeerForAllShards() {
+        var cluster = LeaseCluster()
+        run(&cluster, from: LeaseCluster.quietEnd, to: LeaseCluster.quietEnd + 20_000)
+        let end = LeaseCluster.quietEnd + 20_000
+        for shard in 0..<4 { #expect(cluster.holders(shard, at: end) == [cluster.primary(shard)]) }
+        // One tick of a node that holds several shards: one frame per peer.
+        guard let busiest = cluster.machines.indices.max(by: { a, b in
+            (0..<4).filter { cluster.primary($0) == a }.count < (0..<4).filter { cluster.primary($0) == b }.count
+        }) else { return }
+        let held = (0..<4).filter { cluster.primary($0) == busiest }
+        let frames = sends(cluster.tick(busiest, at: end + 1000))
+        #expect(frames.count == 2)
+        for (frame, _) in frames {
+            guard case let .request(_, _, _, asks)? = decodeLease(frame)?.payload else {
+                Issue.record("not a request")
+                continue
+            }
+            #expect(asks.map { Int($0.shard) }.sorted() == held)
+        }
+        // Terms stayed at 1: renewals do not start elections.
+        #expect((0..<4).allSatisfy { shard in cluster.machines.allSatisfy { $0.term(ofShard: shard) == 1 } })
+    }
+
+    @Test func aGranterPromisesNobodyElseUntilItsGrantExpiresPlusTheMargin() {
+        var cluster = LeaseCluster()
+        let primary = cluster.primary(shard)
+        let at = LeaseCluster.quietEnd
+        _ = cluster.tick(primary, at: at)
+        cluster.deliver(at: at)
+        let voter = cluster.machines.indices.first { $0 != primary }!
+        let other = cluster.machines.indices.first { $0 != primary && $0 != voter }!
+        let ask = LeaseMessage(sender: cluster.ids[other], payload: .request(
+            round: 1, life: 5, durationMs: UInt32(LeaseCluster.durationMs),
+            asks: [LeaseAsk(shard: 0, term: 2, lastVersion: .zero)]))
+        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
+        let grantEnd = at + LeaseCluster.durationMs + LeaseCluster.margin
+        for (now, verdict) in [(grantEnd - 1, LeaseVerdict.leaseHeld), (grantEnd, .granted)] {
+            let reply = sends(cluster.step(voter, .received(frame: frame, now: now))).first.flatMap { decodeLease($0.frame) }
+            guard case let .reply(_, _, answers)? = reply?.payload else {
+                Issue.record("no reply")
+                continue
+            }
+            #expect(answers.first?.verdict == verdict)
+        }
+        #expect(cluster.machines[voter].term(ofShard: 0) == 2)
+    }
+
+    @Test func aFailedPrimaryIsReplacedAndTheNewHolderStartsAfterTheOldLeaseEnds() {
+        var cluster = LeaseCluster()
+        let primary = cluster.primary(shard)
+        let start = LeaseCluster.quietEnd
+        run(&cluster, from: start, to: start + 4000)
+        #expect(cluster.holders(shard, at: start + 4000) == [primary])
+        let lastRenewal = start + 4000
+        let oldEnd = lastRenewal + LeaseCluster.durationMs
+        // Membership declares the primary dead; it is cut off from here on.
+        let survivors = cluster.ids.filter { $0 != cluster.ids[primary] }
+        for index in cluster.machines.indices where index != primary {
+            cluster.step(index, .membersChanged(alive: survivors, now: lastRenewal + 1))
+        }
+        run(&cluster, from: lastRenewal + 1000, to: lastRenewal + 12_000, cut: [primary])
+        let acquired = cluster.machines.indices.filter { $0 != primary }.flatMap { index in
+            cluster.log[index].compactMap { action -> (Int, UInt32, Int64)? in
+                if case let .leaseAcquired(0, term, until) = action { (index, term, until) } else { nil }
+            }
+        }
+        #expect(acquired.count == 1)
+        if let (holder, term, until) = acquired.first {
+            #expect(term == 2)
+            #expect(cluster.ids[holder] == cluster.map.followers(ofShard: 0).first)
+            // Its lease began after the old one could have ended anywhere.
+            #expect(until - LeaseCluster.durationMs >= oldEnd)
+        }
+        #expect(!cluster.machines[primary].holdsLease(shard, now: oldEnd))
+    }
+
+    @Test func votesGoOnlyToACandidateAtLeastAsUpToDate() {
+        var cluster = LeaseCluster()
+        let primary = cluster.primary(shard)
+        let voters = cluster.machines.indices.filter { $0 != primary }
+        for voter in voters {
+            cluster.step(voter, .localVersion(shard: 0, version: EntryVersion(term: 1, seq: 10), now: 0))
+        }
+        cluster.step(primary, .localVersion(shard: 0, version: EntryVersion(term: 1, seq: 9), now: 0))
+        let at = LeaseCluster.quietEnd
+        _ = cluster.tick(primary, at: at)
+        cluster.deliver(at: at)
+        #expect(cluster.holders(shard, at: at) == [])
+        #expect(voters.allSatisfy { cluster.machines[$0].counters.answersByVerdict[.candidateBehind] == 1 })
+        // Caught up (equal is enough): somebody wins, whoever campaigns first.
+        cluster.step(primary, .localVersion(shard: 0, version: EntryVersion(term: 1, seq: 10), now: at))
+        let later = at + 2 * LeaseCluster.durationMs + 2000
+        run(&cluster, from: at + 1000, to: later)
+        #expect(cluster.holders(shard, at: later).count == 1)
+    }
+
+    /// A candidate that cannot win (the others are bound to a live holder)
+    /// bumps only its own term; the holder keeps its lease.
+    @Test func aFailedCandidateDoesNotDeposeALiveHolder() {
+        var cluster = LeaseCluster()
+        let primary = cluster.primary(shard)
+        let start = LeaseCluster.quietEnd
+        run(&cluster, from: start, to: start + 2000)
+        let challenger = cluster.machines.indices.first { $0 != primary }!
+        // The challenger stops hearing the primary (a one-way cut), believes
+        // it dead, and campaigns once its promise runs out.
+        cluster.step(challenger, .membersChanged(alive: cluster.ids.filter { $0 != cluster.ids[primary] }, now: start + 2000))
+        run(&cluster, from: start + 3000, to: start + 30_000, oneWay: (primary, challenger))
+        #expect(cluster.machines[challenger].counters.electionsStarted > 0)
+        #expect(cluster.holders(shard, at: start + 30_000) == [primary])
+        #expect(cluster.machines[primary].term(ofShard: shard) == 1)
+        #expect(!cluster.log[primary].contains { if case .leaseLost(0, _) = $0 { true } else { false } })
+    }
+
+    @Test func anAskForAnOldTermIsRefusedAndCounted() {
+        var cluster = LeaseCluster(persisted: [[0: PersistedTerm(term: 5, votedFor: nil)], [:], [:]])
+        let ask = LeaseMessage(sender: NodeID("node1")!, payload: .request(
+            round: 1, life: 1, durationMs: 1000, asks: [LeaseAsk(shard: 0, term: 4, lastVersion: .zero)]))
+        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
+        let before = cluster.machines[0].state
+        let reply = sends(cluster.step(0, .received(frame: frame, now: LeaseCluster.quietEnd))).first.flatMap { decodeLease($0.frame) }
+        guard case let .reply(_, _, answers)? = reply?.payload else {
+            Issue.record("no reply")
+            return
+        }
+        #expect(answers == [LeaseAnswer(shard: 0, term: 4, verdict: .staleTerm, voterTerm: 5)])
+        #expect(cluster.machines[0].counters.staleTermAsks == 1)
+        #expect(cluster.machines[0].state == before)
+    }
+
+    @Test func persistedTermsAndVotesSurviveARestart() {
+        let ids = (0..<3).map { NodeID("node\($0)")! }
+        var cluster = LeaseCluster(persisted: [[0: PersistedTerm(term: 5, votedFor: ids[2])], [:], [:]])
+        #expect(cluster.machines[0].term(ofShard: 0) == 5)
+        // A vote cast in term 5 before the restart is not cast again for another.
+        let ask = LeaseMessage(sender: ids[1], payload: .request(
+            round: 1, life: 1, durationMs: 1000, asks: [LeaseAsk(shard: 0, term: 5, lastVersion: .zero)]))
+        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
+        let reply = sends(cluster.step(0, .received(frame: frame, now: LeaseCluster.quietEnd))).first.flatMap { decodeLease($0.frame) }
+        guard case let .reply(_, _, answers)? = reply?.payload else {
+            Issue.record("no reply")
+            return
+        }
+        #expect(answers.first?.verdict == .votedOther)
+        // Its own campaign goes above the persisted term.
+        if cluster.primary(0) == 0 {
+            let actions = cluster.tick(0, at: LeaseCluster.quietEnd)
+            #expect(actions.contains(.persistTerm(shard: 0, PersistedTerm(term: 6, votedFor: ids[0]))))
+        }
+    }
+
+    @Test func aRestartedGranterRefusesUntilOneLeasePlusMarginHasPassed() {
+        var cluster = LeaseCluster()
+        let restarted = 1
+        cluster.machines[restarted] = LeaseCluster.machine(cluster.ids[restarted], persisted: [:], learner: false, life: 2)
+        cluster.start(restarted, at: 50_000)
+        let ask = LeaseMessage(sender: cluster.ids[0], payload: .request(
+            round: 1, life: 1, durationMs: 1000, asks: [LeaseAsk(shard: 0, term: 1, lastVersion: .zero)]))
+        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
+        for (now, verdict) in [(50_000 + LeaseCluster.quietEnd - 1, LeaseVerdict.restarting), (50_000 + LeaseCluster.quietEnd, .granted)] {
+            let reply = sends(cluster.step(restarted, .received(frame: frame, now: now))).first.flatMap { decodeLease($0.frame) }
+            guard case let .reply(_, _, answers)? = reply?.payload else {
+                Issue.record("no reply")
+                continue
+            }
+            #expect(answers.first?.verdict == verdict)
+        }
+    }
+
+    @Test func aLongerLeaseThanTheGrantersOwnIsRefused() {
+        var cluster = LeaseCluster()
+        let ask = LeaseMessage(sender: cluster.ids[0], payload: .request(
+            round: 1, life: 1, durationMs: UInt32(LeaseCluster.durationMs + 1), asks: [LeaseAsk(shard: 0, term: 1, lastVersion: .zero)]))
+        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
+        let reply = sends(cluster.step(1, .received(frame: frame, now: LeaseCluster.quietEnd))).first.flatMap { decodeLease($0.frame) }
+        guard case let .reply(_, _, answers)? = reply?.payload else {
+            Issue.record("no reply")
+            return
+        }
+        #expect(answers.first?.verdict == .durationTooLong)
+    }
+
+    @Test func aReturningOldHolderThatSeesAHigherTermDemotesItself() {
+        var cluster = LeaseCluster()
+        let primary = cluster.primary(shard)
+        let start = LeaseCluster.quietEnd
+        run(&cluster, from: start, to: start + 2000)
+        #expect(cluster.holders(shard, at: start + 2000) == [primary])
+        // The others moved on to term 7 while the primary was paused (its lease
+        // is still running on its own clock: it was paused, not expired).
+        for index in cluster.machines.indices where index != primary {
+            cluster.machines[index] = LeaseCluster.machine(cluster.ids[index], persisted: [0: PersistedTerm(term: 7, votedFor: nil)],
+                                                           learner: false, life: 2)
+            cluster.start(index, at: 0)
+        }
+        _ = cluster.tick(primary, at: start + 2500)
+        cluster.deliver(at: start + 2500)
+        let log = cluster.log[primary]
+        let persist = log.lastIndex(of: .persistTerm(shard: 0, PersistedTerm(term: 7, votedFor: nil)))
+        let lost = log.lastIndex(of: .leaseLost(shard: 0, reason: .higherTerm(7)))
+        #expect(persist != nil && lost != nil && persist! < lost!)
+        #expect(log.contains { if case .termChanged(0, 1, 7, _) = $0 { true } else { false } })
+        #expect(!cluster.machines[primary].holdsLease(shard, now: start + 2501))
+    }
+
+    @Test func anEmptyLearnerNeverCampaignsNeverVotesAndSaysSo() {
+        var cluster = LeaseCluster(learners: [0, 1, 2])
+        for index in 0..<3 {
+            #expect(cluster.machines[index].isEmptyLearner)
+            #expect(cluster.log[index].contains { if case .log(.notice, let line) = $0 { line.contains("empty learner") } else { false } })
+        }
+        run(&cluster, from: 1000, to: 40_000)
+        #expect(cluster.log.allSatisfy { log in !log.contains { if case .persistTerm = $0 { true } else { false } } })
+        #expect((0..<4).allSatisfy { cluster.holders($0, at: 40_000).isEmpty })
+        // Asked directly, it refuses.
+        let ask = LeaseMessage(sender: cluster.ids[1], payload: .request(
+            round: 1, life: 1, durationMs: 1000, asks: [LeaseAsk(shard: 0, term: 1, lastVersion: .zero)]))
+        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
+        let reply = sends(cluster.step(0, .received(frame: frame, now: 50_000))).first.flatMap { decodeLease($0.frame) }
+        guard case let .reply(_, _, answers)? = reply?.payload else {
+            Issue.record("no reply")
+            return
+        }
+        #expect(answers.first?.verdict == .emptyLearner)
+    }
+
+    @Test func oneEmptyLearnerInThreeLeavesAMajorityThatElects() {
+        var cluster = LeaseCluster(learners: [0])
+        run(&cluster, from: 1000, to: 40_000)
+        for shard in 0..<4 {
+            let holders = cluster.holders(shard, at: 40_000)
+            #expect(holders.count == 1 && holders.first != 0)
+        }
+    }
+
+    @Test func aReplyFromAnEarlierLifeIsNotCounted() {
+        var cluster = LeaseCluster()
+        let primary = cluster.primary(shard)
+        let at = LeaseCluster.quietEnd
+        _ = cluster.tick(primary, at: at)
+        // The primary restarts before the replies arrive.
+        cluster.machines[primary] = LeaseCluster.machine(cluster.ids[primary], persisted: [0: PersistedTerm(term: 1, votedFor: cluster.ids[primary])],
+                                                         learner: false, life: 2)
+        cluster.start(primary, at: at + 10)
+        cluster.deliver(at: at + 20)
+        #expect(!cluster.machines[primary].holdsLease(shard, now: at + 20))
+        #expect(cluster.machines[primary].counters.staleReplies == 2)
+    }
+
+    @Test func aHolderThatIsNoLongerAReplicaLetsGo() {
+        var cluster = LeaseCluster()
+        let primary = cluster.primary(shard)
+        run(&cluster, from: LeaseCluster.quietEnd, to: LeaseCluster.quietEnd + 1000)
+        #expect(cluster.holders(shard, at: LeaseCluster.quietEnd + 1000) == [primary])
+        let others = cluster.ids.filter { $0 != cluster.ids[primary] } + [NodeID("node9")!]
+        let map = try! ShardMap(members: others, numShards: 4, virtualNodes: 16, replicationFactor: 3)
+        let actions = cluster.step(primary, .placementChanged(map, now: LeaseCluster.quietEnd + 1001))
+        #expect(actions.contains(.leaseLost(shard: shard, reason: .notReplica)))
+    }
+
+    /// Two candidates, one shard, every interleaving of a small schedule:
+    /// never two holders in one term, never two holders at one time.
+    @Test(arguments: 0..<40) func splitVotesNeverMakeTwoHolders(_ variant: Int) {
+        var cluster = LeaseCluster()
+        var random = ClusterRandom(seed: UInt64(variant))
+        var now = LeaseCluster.quietEnd
+        var holdersByTerm: [UInt32: Set<Int>] = [:]
+        for _ in 0..<60 {
+            now += Int64.random(in: 100...900, using: &random)
+            let index = Int.random(in: 0..<3, using: &random)
+            // Each node sometimes believes the others dead, so several campaign.
+            let alive = cluster.ids.filter { $0 == cluster.ids[index] || Bool.random(using: &random) }
+            cluster.step(index, .membersChanged(alive: alive, now: now))
+            _ = cluster.tick(index, at: now)
+            // Each frame in flight is lost, held for later, or delivered now.
+            let batch = cluster.inFlight
+            cluster.inFlight = []
+            var kept: [(from: Int, to: Int, frame: [UInt8])] = []
+            for message in batch {
+                switch Int.random(in: 0..<4, using: &random) {
+                case 0: continue
+                case 1: kept.append(message)
+                default: cluster.step(message.to, .received(frame: message.frame, now: now))
+                }
+            }
+            cluster.inFlight = kept + cluster.inFlight
+            for shard in 0..<4 {
+                let holders = cluster.holders(shard, at: now)
+                #expect(holders.count <= 1, "shard \(shard) at \(now): \(holders)")
+                for holder in holders { holdersByTerm[cluster.machines[holder].term(ofShard: shard) << 8 | UInt32(shard), default: []].insert(holder) }
+            }
+        }
+        #expect(holdersByTerm.values.allSatisfy { $0.count == 1 })
+    }
+}
