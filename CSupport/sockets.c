@@ -53,6 +53,24 @@ int aegis_tcp_accept(int listen_fd) {
     return fd;
 }
 
+int aegis_tcp_accept_from(int listen_fd, uint8_t *peer16) {
+    struct sockaddr_storage storage;
+    socklen_t length = sizeof storage;
+    int fd = accept4(listen_fd, (struct sockaddr *)&storage, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    memset(peer16, 0, 16);
+    if (storage.ss_family == AF_INET) {
+        peer16[10] = 0xff;
+        peer16[11] = 0xff;
+        memcpy(peer16 + 12, &((struct sockaddr_in *)&storage)->sin_addr, 4);
+    } else if (storage.ss_family == AF_INET6) {
+        memcpy(peer16, &((struct sockaddr_in6 *)&storage)->sin6_addr, 16);
+    }
+    return fd;
+}
+
 int aegis_socket_local_port(int fd) {
     struct sockaddr_storage storage;
     socklen_t length = sizeof storage;

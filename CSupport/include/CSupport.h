@@ -57,6 +57,11 @@ int aegis_timerfd_acknowledge(int fd);
 int aegis_tcp_listen(const char *host, uint16_t port, int backlog, int reuse_port);
 /// accept4 with SOCK_NONBLOCK|SOCK_CLOEXEC, TCP_NODELAY set on the result.
 int aegis_tcp_accept(int listen_fd);
+/// aegis_tcp_accept that also reports who connected: `peer16` receives the
+/// peer's address as 16 bytes of IPv6, an IPv4 peer as ::ffff:a.b.c.d (so
+/// one type holds both; protected mode and failed-AUTH counting key on it).
+/// Any other family (there is none on a TCP listener) gives all zeros.
+int aegis_tcp_accept_from(int listen_fd, uint8_t *peer16);
 /// Port the socket is bound to (for port 0 listeners), or -errno.
 int aegis_socket_local_port(int fd);
 ssize_t aegis_read(int fd, void *buf, size_t len);

@@ -8,6 +8,8 @@ struct AdminRequest {
     var uri: String
     var accept: String?
     var authorization: String?
+    /// The caller is on 127.0.0.0/8 or ::1 (protected mode, below).
+    var fromLoopback: Bool = true
 }
 
 struct AdminResponse {
@@ -30,7 +32,6 @@ struct AdminResponse {
 /// (and tested) without the HTTP plumbing around it.
 struct AdminRoutes: Sendable {
     let node: NodeContext
-    let authToken: String
 
     private enum Endpoint: String, CaseIterable {
         case health = "/health", ready = "/ready", live = "/live", metrics = "/metrics"
@@ -72,7 +73,10 @@ struct AdminRoutes: Sendable {
         request.method == "POST" && request.uri.split(separator: "?", maxSplits: 1).first == "/admin/wal/truncate"
     }
 
-    /// /admin/* and /debug/* need the bearer token when auth_token is set.
+    /// /admin/* and /debug/* need the bearer token when auth_token is set;
+    /// with no token, protected mode keeps them to loopback callers. The
+    /// read-only endpoints stay open to any address: the runbook's health
+    /// checks and Prometheus scrape them from other hosts with no token.
     static func isProtected(_ path: String) -> Bool {
         path.hasPrefix("/admin/") || path.hasPrefix("/debug/") || path == "/admin" || path == "/debug"
     }
@@ -82,6 +86,10 @@ struct AdminRoutes: Sendable {
         if Self.isProtected(path) && !authorized(request.authorization) {
             return .error(401, "this endpoint needs 'Authorization: Bearer <auth_token>'",
                           headers: [("WWW-Authenticate", "Bearer realm=\"aegiskv\"")])
+        }
+        if Self.isProtected(path) && !request.fromLoopback && node.clientAuth.refusesNonLoopback {
+            return .error(403, "protected mode: with no auth_token set, \(path) answers only callers on this host (127.0.0.0/8, ::1); "
+                          + "set auth_token and send 'Authorization: Bearer <auth_token>', or set protected_mode to false")
         }
         guard let endpoint = Endpoint(rawValue: path) else {
             return .error(404, "no endpoint \(path)")
@@ -211,12 +219,13 @@ struct AdminRoutes: Sendable {
     /// Constant-time comparison of the bearer token: the time taken does
     /// not depend on how many leading bytes were right.
     private func authorized(_ header: String?) -> Bool {
-        if authToken.isEmpty { return true }
+        let auth = node.clientAuth
+        if !auth.tokenRequired { return true }
         guard let header else { return false }
         let prefix = "bearer "
         guard header.utf8.count > prefix.utf8.count, header.lowercased().hasPrefix(prefix) else { return false }
         let given = Array(header.utf8.dropFirst(prefix.utf8.count))
-        return given.withUnsafeBytes { constantTimeEquals($0, authToken) }
+        return given.withUnsafeBytes { auth.matches($0) }
     }
 
     private func splitURI(_ uri: String) -> (path: String, query: Substring) {

@@ -25,7 +25,7 @@ public final class AdminServer: NodeCompanion {
         let config = node.config
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         group.next().execute { _ = aegis_set_current_thread_name("aegis-admin") }
-        let routes = AdminRoutes(node: node, authToken: config.authToken)
+        let routes = AdminRoutes(node: node)
         let connections = AdminConnections(eventLoop: group.next(), logger: logger)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
@@ -161,7 +161,8 @@ private final class AdminHTTPHandler: ChannelInboundHandler {
             let request = AdminRequest(
                 method: requestHead.method.rawValue, uri: requestHead.uri,
                 accept: requestHead.headers.first(name: "accept"),
-                authorization: requestHead.headers.first(name: "authorization"))
+                authorization: requestHead.headers.first(name: "authorization"),
+                fromLoopback: context.channel.remoteAddress?.ipAddress.flatMap { ClientAddress($0) }?.isLoopback ?? false)
             if AdminRoutes.runsOffTheEventLoop(request) {
                 let routes = self.routes
                 let answer = NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) { routes.respond(to: request) }

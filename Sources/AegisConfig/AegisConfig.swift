@@ -56,6 +56,12 @@ public struct AegisConfig: Sendable, Equatable {
     public var writeQuorum: Int
     public var readQuorum: Int
     public var authToken: String
+    /// A second token accepted alongside auth_token while clients move to it.
+    public var authTokenNext: String
+    /// Close a connection that has not sent a right AUTH for this long; zero = never.
+    public var authTimeout: Duration
+    /// With no token set, answer only loopback clients.
+    public var protectedMode: Bool
     public var tlsEnabled: Bool
     public var tlsCertFile: String
     public var tlsKeyFile: String
@@ -122,6 +128,9 @@ public struct AegisConfig: Sendable, Equatable {
         writeQuorum: 0,
         readQuorum: 1,
         authToken: "",
+        authTokenNext: "",
+        authTimeout: .seconds(10),
+        protectedMode: true,
         tlsEnabled: false,
         tlsCertFile: "",
         tlsKeyFile: "",
@@ -175,6 +184,7 @@ public struct AegisConfig: Sendable, Equatable {
             "read_timeout", "write_timeout", "idle_timeout", "rate_limit", "rate_burst",
             "breaker_error_rate", "breaker_min_calls", "breaker_window", "breaker_cooldown", "breaker_half_open_trials",
             "drain_timeout", "log_level", "slowlog_log_slower_than", "slowlog_max_len", "latency_monitor_threshold",
+            "auth_token", "auth_token_next", "auth_timeout", "protected_mode",
         ].contains($0)
     }
 
@@ -194,7 +204,7 @@ public struct AegisConfig: Sendable, Equatable {
     }
 
     /// The value of `key` as text (durations as "30s", lists comma-separated),
-    /// with `auth_token` and `gossip_secret` shown as "<redacted>" when set.
+    /// with `auth_token`, `auth_token_next` and `gossip_secret` shown as "<redacted>" when set.
     /// Nil for an unknown key. Meant for log lines such as reload reports.
     public func displayValue(forKey key: String) -> String? {
         guard let spec = ConfigKeys.byName[key] else { return nil }

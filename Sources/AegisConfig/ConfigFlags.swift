@@ -65,6 +65,12 @@ public struct ConfigFlags: ParsableArguments {
     public var readQuorum: String?
     @Option(name: .customLong("auth-token"), help: ConfigFlags.help("auth_token", "secret"))
     public var authToken: String?
+    @Option(name: .customLong("auth-token-next"), help: ConfigFlags.help("auth_token_next", "secret"))
+    public var authTokenNext: String?
+    @Option(name: .customLong("auth-timeout"), help: ConfigFlags.help("auth_timeout", "duration"))
+    public var authTimeout: String?
+    @Option(name: .customLong("protected-mode"), help: ConfigFlags.help("protected_mode", "bool"))
+    public var protectedMode: String?
     @Option(name: .customLong("tls-enabled"), help: ConfigFlags.help("tls_enabled", "bool"))
     public var tlsEnabled: String?
     @Option(name: .customLong("tls-cert-file"), help: ConfigFlags.help("tls_cert_file", "path"))
@@ -208,6 +214,9 @@ public struct ConfigFlags: ParsableArguments {
             ("write_quorum", writeQuorum),
             ("read_quorum", readQuorum),
             ("auth_token", authToken),
+            ("auth_token_next", authTokenNext),
+            ("auth_timeout", authTimeout),
+            ("protected_mode", protectedMode),
             ("tls_enabled", tlsEnabled),
             ("tls_cert_file", tlsCertFile),
             ("tls_key_file", tlsKeyFile),

@@ -233,6 +233,9 @@ enum CrossChecks {
                 fail("tls_enabled", "\(about("tls_enabled")) requires \(key), which is not set")
             }
         }
+        if !config.authTokenNext.isEmpty && config.authToken.isEmpty {
+            fail("auth_token_next", "auth_token_next is set but auth_token is empty: auth_token_next is the second token accepted while clients move to a new auth_token; set auth_token")
+        }
         if config.suspectTimeout >= config.deadTimeout {
             fail("suspect_timeout", "\(about("suspect_timeout")) must be shorter than \(about("dead_timeout"))")
         }

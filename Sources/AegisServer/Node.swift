@@ -49,6 +49,7 @@ public final class Node {
                 "key": "\(key)", "source": "\(loaded.explicitlySet[key]!)",
             ])
         }
+        logAccessPolicy(config, logger: logger)
         switch fileBudget.verdict(for: loaded) {
         case .fits:
             break
@@ -229,6 +230,10 @@ public final class Node {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         if fd < 0 { throw StartupError("cannot write pid_file \(path): \(SystemError(operation: "open", code: errno))") }
         defer { Glibc.close(fd) }
+        // Readable by every user whatever the umask (the unit sets 0077):
+        // the runbook's `sudo kill -SIGHUP $(cat /var/run/aegiskv.pid)`
+        // runs `cat` as the operator, not as root.
+        _ = fchmod(fd, 0o644)
         _ = text.withCString { write(fd, $0, strlen($0)) }
     }
 

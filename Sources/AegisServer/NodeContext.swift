@@ -20,6 +20,8 @@ public final class NodeContext: Sendable {
     public let shardOwner: [Int]
     /// Values that SIGHUP and the admin endpoints may change while serving.
     public let runtime: RuntimeSettings
+    /// Tokens, protected mode and failed-AUTH counts for the client port (and /admin, /debug).
+    public let clientAuth: ClientAuth
     /// The token bucket behind runtime.rateLimit, shared by all reactors.
     public let rateLimiter: RateLimiter
     /// Breakers for outbound dependencies (replication, forwarding, peers).
@@ -61,6 +63,7 @@ public final class NodeContext: Sendable {
         self.startedAtMs = aegis_now_ms_coarse()
         self.startedMonotonicMs = aegis_monotonic_ms_coarse()
         self.runtime = RuntimeSettings(config)
+        self.clientAuth = ClientAuth(config)
         self.rateLimiter = RateLimiter(runtime: runtime, reactorCount: reactorCount)
         self.breakers = CircuitBreakerRegistry(policy: CircuitBreakerPolicy(config))
         self.commandStats = (0..<reactorCount).map { _ in PublishedCommandStats() }

@@ -14,6 +14,9 @@ extension NodeContext {
         if !keys.isDisjoint(with: CircuitBreakerPolicy.configKeys) {
             breakers.setPolicy(CircuitBreakerPolicy(next))
         }
+        if !keys.isDisjoint(with: ClientAuth.configKeys) {
+            clientAuth.apply(next)
+        }
         if keys.contains("seeds") {
             cluster.post(.seeds(next.seeds))
         }

@@ -50,6 +50,10 @@ let samples: [String: Sample] = [
     "write_quorum": Sample(json: "2", text: "2", expected: "2"),
     "read_quorum": Sample(json: "3", text: "3", expected: "3"),
     "auth_token": Sample(json: #""hunter2""#, text: "hunter2", expected: "hunter2"),
+    "auth_token_next": Sample(json: #""hunter3""#, text: "hunter3", expected: "hunter3",
+                              with: ["auth_token": (#""hunter2""#, "hunter2")]),
+    "auth_timeout": Sample(json: #""3s""#, text: "3s", expected: "3s"),
+    "protected_mode": Sample(json: "false", text: "false", expected: "false"),
     "tls_enabled": Sample(json: "true", text: "true", expected: "true",
                           with: ["tls_cert_file": (#""/c.pem""#, "/c.pem"), "tls_key_file": (#""/k.pem""#, "/k.pem")]),
     "tls_cert_file": Sample(json: #""/etc/aegiskv/cert.pem""#, text: "/etc/aegiskv/cert.pem", expected: "/etc/aegiskv/cert.pem"),
@@ -82,7 +86,7 @@ struct KeyRoundTripTests {
     @Test func everyKeyHasASample() {
         #expect(Set(samples.keys) == Set(AegisConfig.allKeys))
         #expect(AegisConfig.allKeys.count == Set(AegisConfig.allKeys).count, "duplicate key")
-        #expect(AegisConfig.allKeys.count == 50)
+        #expect(AegisConfig.allKeys.count == 53)
     }
 
     @Test(arguments: AegisConfig.allKeys, Layer.allCases)

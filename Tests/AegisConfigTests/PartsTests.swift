@@ -113,12 +113,14 @@ struct KeyMetadataTests {
         for key in ["node_id", "bind_addr", "gossip_bind_addr", "health_addr", "tls_enabled", "tls_cert_file", "tls_key_file",
                     "tls_ca_file", "replication_factor", "num_shards", "reactors", "data_dir", "wal_dir", "wal_mode",
                     "virtual_nodes", "pid_file", "log_format", "max_memory_mb", "eviction_ratio", "maintenance_interval",
-                    "auth_token", "gossip_secret"] {
+                    "gossip_secret"] {
             #expect(AegisConfig.restartRequiredKeys.contains(key), "\(key)")
         }
         // The runbook and product promise these apply on SIGHUP.
         for key in ["log_level", "rate_limit", "rate_burst", "seeds", "read_timeout", "write_timeout", "idle_timeout",
-                    "suspect_timeout", "dead_timeout", "drain_timeout", "max_conns"] {
+                    "suspect_timeout", "dead_timeout", "drain_timeout", "max_conns",
+                    // Token rotation and protected mode need no restart (security.md).
+                    "auth_token", "auth_token_next", "auth_timeout", "protected_mode"] {
             #expect(AegisConfig.reloadableKeys.contains(key), "\(key)")
         }
         #expect(AegisConfig.reloadableKeys.count + AegisConfig.restartRequiredKeys.count == AegisConfig.allKeys.count)

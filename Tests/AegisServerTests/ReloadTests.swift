@@ -26,7 +26,7 @@ struct ReloadTests {
 
         try Self.write("""
             {"log_level": "debug", "read_timeout": "1s", "max_memory_mb": 128, "rate_limit": 500,
-             "auth_token": "sekrit-token"}
+             "gossip_secret": "sekrit-token"}
             """, to: file)
         node.signal(SIGHUP)
         #expect(node.waitForLog { $0.contains("reload:") })
@@ -36,7 +36,7 @@ struct ReloadTests {
         #expect(report.contains("reload: applied read_timeout 30s → 1s, log_level info → debug;"), "\(report)")
         #expect(report.contains("restart required: "), "\(report)")
         #expect(report.contains("max_memory_mb 64 → 128"), "\(report)")
-        #expect(report.contains("auth_token \"\" → <redacted>"), "\(report)")
+        #expect(report.contains("gossip_secret \"\" → <redacted>"), "\(report)")
         #expect(!report.contains("rate_limit"), "the flag wins over the file: \(report)")
         #expect(!node.log().contains("sekrit"))
         let shown = try runTool("redis-cli", ["-p", String(node.port), "CONFIG", "GET", "*_timeout"]).output
@@ -44,7 +44,7 @@ struct ReloadTests {
         let memory = try runTool("redis-cli", ["-p", String(node.port), "CONFIG", "GET", "max_memory_mb"]).output
         #expect(memory.contains("max_memory_mb\n64"), "\(memory)")
         let warning = node.logLines().first { $0.contains("need a restart") } ?? ""
-        #expect(warning.contains("warning") && warning.contains("keys=max_memory_mb,auth_token"), "\(warning)")
+        #expect(warning.contains("warning") && warning.contains("keys=max_memory_mb,gossip_secret"), "\(warning)")
 
         // The new read timeout closes a connection that stopped mid-request,
         // and the debug line about it shows the new log level.

@@ -11,12 +11,15 @@ import Glibc
 extension KernelDoor {
     /// A new non-blocking client socket, or -errno.
     @inline(__always)
-    func accept(_ listenFD: Int32) -> Int32 {
+    func accept(_ listenFD: Int32, peer: inout ClientAddress) -> Int32 {
         if faults != nil {
             let fault = injected(.accept, .listener)
             if fault != 0 { return -fault }
         }
-        return aegis_tcp_accept(listenFD)
+        var bytes: (UInt64, UInt64) = (0, 0)
+        let fd = withUnsafeMutableBytes(of: &bytes) { aegis_tcp_accept_from(listenFD, $0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
+        peer = ClientAddress(networkOrder: bytes)
+        return fd
     }
 
     /// What a client read or send may move under the fault plan: `count`,

@@ -13,6 +13,16 @@ final class Connection {
     let generation: UInt32
     let clientID: Int
     let peer: String
+    /// Who connected, as accept reported it (protected mode, failed AUTH counts).
+    let address: ClientAddress
+    /// Set when the connection is accepted only to be refused in its own
+    /// protocol once its first bytes show which (Listener.refusals).
+    var refusal: Refusal?
+
+    enum Refusal {
+        case atCapacity
+        case protectedMode
+    }
 
     /// Fixed by the first byte; RESP2 becomes RESP3 after `HELLO 3`.
     var wire: WireKind?
@@ -53,7 +63,9 @@ final class Connection {
     var replyMode = ReplyMode.on
     /// The reply slot of a RENAME/RENAMENX/COPY moving a value between
     /// reactors: until it has been sent, the connection's next requests
-    /// wait, so that they run after the move (KeyMoves.swift).
+    /// wait, so that they run after the move (KeyMoves.swift). An AUTH
+    /// answer held back after repeated failures (Reactor+Auth.swift) sets
+    /// it too: a client cannot pipeline guesses behind a held answer.
     var moveSlot: UInt64?
 
     var closeAfterFlush = false
@@ -72,8 +84,10 @@ final class Connection {
     /// Claimed by the accepting thread in `init`.
     private var ownerThread = OwnerThread()
 
-    init(fd: Int32, index: UInt32, generation: UInt32, clientID: Int, peer: String, nowMs: Int64, requiresAuth: Bool) {
+    init(fd: Int32, index: UInt32, generation: UInt32, clientID: Int, peer: String, address: ClientAddress = .unknown,
+         nowMs: Int64, requiresAuth: Bool) {
         self.fd = fd
+        self.address = address
         self.index = index
         self.generation = generation
         self.clientID = clientID

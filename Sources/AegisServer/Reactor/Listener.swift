@@ -1,6 +1,7 @@
 /// The reactor's listening socket and what accepting on it involves: the
-/// pause while descriptors are short, and the connections refused at
-/// max_conns that wait to hear which protocol to refuse them in.
+/// pause while descriptors are short, and the connections refused (at
+/// max_conns, or off loopback in protected mode) that wait to hear which
+/// protocol to refuse them in.
 ///
 /// Invariants: `fd` is -1 once the reactor started draining (closed and
 /// out of the epoll set); `refusals` holds at most
@@ -10,8 +11,8 @@ struct Listener {
     var fd: Int32
     /// Whether accepting is paused for want of descriptors (AcceptPause.swift).
     var pause = AcceptPause()
-    /// Connections refused at max_conns that have not sent their first byte
-    /// yet: the refusal must be worded in their protocol. At most
+    /// Connections refused (Connection.refusal says why) that have not sent
+    /// their first byte yet: the refusal must be worded in their protocol. At most
     /// `maxRefusalsAwaitingFirstByte`, each for at most `refusalWaitMs`.
     var refusals: [Connection] = []
 

@@ -3,13 +3,15 @@ import CSupport
 import Glibc
 
 /// Accepting client connections: the listener, the pause when descriptors
-/// run out, and the refusal of connections over max_conns in their own
-/// protocol (state in Listener.swift).
+/// run out, and the refusal in their own protocol of connections over
+/// max_conns and, in protected mode, of clients off loopback (state in
+/// Listener.swift).
 extension Reactor {
     func acceptConnections() {
         // Bounded per iteration so a connection storm cannot starve clients.
         for _ in 0..<64 {
-            let fd = door.accept(listener.fd)
+            var peer = ClientAddress.unknown
+            let fd = door.accept(listener.fd, peer: &peer)
             if fd < 0 {
                 let error = -fd
                 if error == EAGAIN || error == EWOULDBLOCK || error == EINTR { return }
@@ -29,10 +31,15 @@ extension Reactor {
             let open = node.openConnections.wrappingAdd(1, ordering: .relaxed).newValue
             if open > node.runtime.maxConns.load(ordering: .relaxed) {
                 counters.connectionsRejected &+= 1
-                refuseAtCapacity(fd: fd)
+                refuse(fd: fd, peer: peer, .atCapacity)
                 continue
             }
-            register(fd: fd, refusing: false)
+            if !peer.isLoopback && node.clientAuth.refusesNonLoopback {
+                node.clientAuth.protectedModeRefusals.add(1, ordering: .relaxed)
+                refuse(fd: fd, peer: peer, .protectedMode)
+                continue
+            }
+            register(fd: fd, peer: peer, refusal: nil)
         }
     }
 
@@ -59,18 +66,18 @@ extension Reactor {
         acceptConnections()
     }
 
-    /// Over max_conns. The protocol is not known until the client's first
-    /// byte, and a RESP error line read by a binary client is a 759 MB frame
-    /// length, so the connection is kept just long enough to hear it (see
-    /// `answerRefusal`). It stays counted in openConnections meanwhile, and
-    /// only a few wait at once: past that, or when the client says nothing
-    /// within `refusalWaitMs`, it is closed without a word, which every
-    /// client understands.
-    private func refuseAtCapacity(fd: Int32) {
+    /// Over max_conns, or off loopback in protected mode. The protocol is
+    /// not known until the client's first byte, and a RESP error line read
+    /// by a binary client is a 759 MB frame length, so the connection is
+    /// kept just long enough to hear it (see `answerRefusal`). It stays
+    /// counted in openConnections meanwhile, and only a few wait at once:
+    /// past that, or when the client says nothing within `refusalWaitMs`,
+    /// it is closed without a word, which every client understands.
+    private func refuse(fd: Int32, peer: ClientAddress, _ reason: Connection.Refusal) {
         listener.refusals.removeAll { $0.isClosed }
         if listener.refusals.count < Listener.maxRefusalsAwaitingFirstByte {
             // register closes the descriptor itself when it fails.
-            if let connection = register(fd: fd, refusing: true) { listener.refusals.append(connection) }
+            if let connection = register(fd: fd, peer: peer, refusal: reason) { listener.refusals.append(connection) }
             return
         }
         node.openConnections.wrappingSubtract(1, ordering: .relaxed)
@@ -82,6 +89,7 @@ extension Reactor {
     func answerRefusal(_ connection: Connection, _ buffer: WireBuffer) -> Bool {
         guard !listener.refusals.isEmpty, let position = listener.refusals.firstIndex(where: { $0 === connection }) else { return false }
         listener.refusals.remove(at: position)
+        let text = connection.refusal == .protectedMode ? ClientAuth.protectedModeMessage : "ERR max number of clients reached"
         let view = buffer.readableView
         if WireProtocolSniffer.classify(firstByte: view[0]) == .binary {
             // The request id is echoed when the header got that far.
@@ -91,10 +99,14 @@ extension Reactor {
                 for byte in view[idOffset..<(idOffset + 8)] { requestID = requestID << 8 | UInt64(byte) }
             }
             connection.wire = .binary
-            BinaryResponseWriter.write(status: .error, requestID: requestID, errorText: "max number of clients reached", into: connection.output)
+            let binaryText = text.hasPrefix("ERR ") ? String(text.dropFirst(4)) : text
+            BinaryResponseWriter.write(status: .error, requestID: requestID, errorText: binaryText, into: connection.output)
         } else {
             connection.wire = .resp2
-            RESPWriter.error("ERR max number of clients reached", into: connection.output)
+            RESPWriter.error(string: text, into: connection.output)
+        }
+        if connection.refusal == .protectedMode {
+            logger.debug("protected mode: refused a client off loopback", metadata: ["address": "\(connection.address)"])
         }
         connection.closeAfterFlush = true
         buffer.clear()
@@ -113,12 +125,13 @@ extension Reactor {
     }
 
     @discardableResult
-    private func register(fd: Int32, refusing: Bool) -> Connection? {
+    private func register(fd: Int32, peer: ClientAddress, refusal: Connection.Refusal?) -> Connection? {
         let (slot, generation) = table.reserveSlot()
         let clientID = node.nextClientID.wrappingAdd(1, ordering: .relaxed).oldValue
         let connection = Connection(
             fd: fd, index: UInt32(slot), generation: generation, clientID: clientID,
-            peer: "", nowMs: monotonicMs, requiresAuth: !node.config.authToken.isEmpty)
+            peer: "", address: peer, nowMs: monotonicMs, requiresAuth: node.clientAuth.tokenRequired)
+        connection.refusal = refusal
         table.install(connection)
         // Counted before anything can fail: `close` takes it back.
         counters.connections += 1
@@ -129,7 +142,7 @@ extension Reactor {
             close(connection)
             return nil
         }
-        if !refusing { counters.connectionsAccepted &+= 1 }
+        if refusal == nil { counters.connectionsAccepted &+= 1 }
         return connection
     }
 

@@ -21,6 +21,7 @@ extension Reactor {
         logMaintenance()
         publishCommandStats()
         answerDueWaits()
+        answerDueAuth()
         if monotonicMs >= schedule.nextTimeoutCheckMs {
             schedule.nextTimeoutCheckMs = monotonicMs + 1000
             enforceTimeouts()
@@ -48,8 +49,10 @@ extension Reactor {
         let readMs = runtime.readTimeoutMs.load(ordering: .relaxed)
         let writeMs = runtime.writeTimeoutMs.load(ordering: .relaxed)
         let idleMs = runtime.idleTimeoutMs.load(ordering: .relaxed)
+        let authMs = node.clientAuth.tokenRequired ? node.clientAuth.authTimeoutMs : 0
         let now = monotonicMs  // the connections' times are monotonic
         for case let connection? in table.connections {
+            if closeIfAuthTimedOut(connection, authTimeoutMs: authMs, now: now) { continue }
             if readMs > 0 && connection.partialSinceMs != 0 && now - connection.partialSinceMs > readMs {
                 logger.debug("closing connection: read timeout", metadata: ["client": "\(connection.clientID)"])
                 close(connection)

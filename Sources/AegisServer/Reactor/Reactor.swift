@@ -61,6 +61,9 @@ final class Reactor: @unchecked Sendable {
     var keySets = MSetNXTable()
     /// WAITs asking for replicas: answered 0 when their timeout passes.
     var waits: [WaitingClient] = []
+    /// AUTH answers held back after repeated failures from one address
+    /// (Reactor+Auth.swift); at most one per connection.
+    var heldAuthAnswers: [HeldAuthAnswer] = []
 
     /// Two clocks, both read once per loop iteration (vDSO reads, no
     /// syscall). `now` is the exact wall clock in unix ms: only for TTLs,

@@ -49,8 +49,12 @@ extension Reactor {
             return
         }
         if !connection.authenticated && command != .auth {
-            withRejectedReply(connection, id) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, error: "authentication required: send AUTH first", into: $0) }
-            return
+            guard !node.clientAuth.tokenRequired else {
+                withRejectedReply(connection, id) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, error: "authentication required: send AUTH first", into: $0) }
+                return
+            }
+            // The token was removed by a reload since this client connected.
+            connection.authenticated = true
         }
         if command != .auth && !admitRequest() {
             withRejectedReply(connection, id) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: rateLimitMessage, into: $0) }
@@ -87,17 +91,8 @@ extension Reactor {
                 json.withUTF8 { BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, value: UnsafeRawBufferPointer($0), into: out) }
             }
         case .auth:
-            let token = node.config.authToken
             let value = UnsafeRawBufferPointer(rebasing: request[frame.valueOffset..<(frame.valueOffset + frame.valueLength)])
-            if token.isEmpty {
-                connection.authenticated = true
-                withReply(connection) { BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, into: $0) }
-            } else if constantTimeEquals(value, token) {
-                connection.authenticated = true
-                withReply(connection) { BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, into: $0) }
-            } else {
-                withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, error: "invalid auth token", into: $0) }
-            }
+            answerBinaryAuth(connection, frame, token: value, id: id)
         case .pong, .redirect:
             withReply(connection) { BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: "command code \(frame.commandCode) is reserved", into: $0) }
         case .replicate, .replicateAck, .sync, .syncAck:

@@ -61,8 +61,8 @@ extension Reactor {
     /// Answers AUTH into `out`; true when the credentials were right.
     @discardableResult
     private func authenticate(_ connection: Connection, user: String?, password: UnsafeRawBufferPointer, into out: WireBuffer) -> Bool {
-        let token = node.config.authToken
-        if token.isEmpty {
+        let auth = node.clientAuth
+        if !auth.tokenRequired {
             // As redis-server's default user without a password: any
             // password logs it in (clients whose URL carries `default:pw@`
             // send one), other users do not exist, and only the one-argument
@@ -79,11 +79,12 @@ extension Reactor {
                 return false
             }
         }
-        if (user == nil || user == "default") && constantTimeEquals(password, token) {
+        if (user == nil || user == "default") && auth.matches(password) {
             connection.authenticated = true
             RESPWriter.simpleString("OK", into: out)
             return true
         }
+        auth.noteFailure(from: connection.address, nowMs: monotonicMs)
         RESPWriter.error("WRONGPASS invalid username-password pair or user is disabled.", into: out)
         return false
     }
@@ -337,6 +338,10 @@ extension Reactor {
             ("idle_timeout", duration(c.idleTimeout)), ("replication_batch_size", String(c.replicationBatchSize)),
             ("replication_batch_timeout", duration(c.replicationBatchTimeout)), ("write_quorum", String(c.writeQuorum)),
             ("read_quorum", String(c.readQuorum)), ("tls_enabled", c.tlsEnabled ? "true" : "false"),
+            // Whether a token is set, never the token (security.md).
+            ("auth_token", c.authToken.isEmpty ? "" : "<redacted>"), ("auth_token_next", c.authTokenNext.isEmpty ? "" : "<redacted>"),
+            ("auth_timeout", duration(c.authTimeout)), ("protected_mode", c.protectedMode ? "yes" : "no"),
+            ("protected-mode", c.protectedMode ? "yes" : "no"),
             ("rate_limit", String(c.rateLimit)), ("rate_burst", String(c.rateBurst)),
             ("breaker_error_rate", String(c.breakerErrorRate)), ("breaker_min_calls", String(c.breakerMinCalls)),
             ("breaker_window", duration(c.breakerWindow)), ("breaker_cooldown", duration(c.breakerCooldown)),

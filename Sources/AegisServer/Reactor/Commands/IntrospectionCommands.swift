@@ -290,7 +290,7 @@ extension Reactor {
     static let redisConfigNames: [String: String] = [
         "slowlog-log-slower-than": "slowlog_log_slower_than", "slowlog-max-len": "slowlog_max_len",
         "latency-monitor-threshold": "latency_monitor_threshold", "maxclients": "max_conns",
-        "timeout": "idle_timeout",
+        "timeout": "idle_timeout", "requirepass": "auth_token",
     ]
 
     /// CONFIG SET name value [name value ...]: the settings a SIGHUP reload

@@ -78,9 +78,14 @@ extension Reactor {
             return
         }
         if !connection.authenticated && !command.allowedBeforeAuth {
-            withRejectedReply(connection, id) { RESPWriter.error("NOAUTH Authentication required.", into: $0) }
-            return
+            guard !node.clientAuth.tokenRequired else {
+                withRejectedReply(connection, id) { RESPWriter.error("NOAUTH Authentication required.", into: $0) }
+                return
+            }
+            // The token was removed by a reload since this client connected.
+            connection.authenticated = true
         }
+        if (command == .auth || command == .hello) && guardAuth(command, args, connection, id: id) { return }
         // AUTH, HELLO and QUIT stay open so a client can still log in and leave.
         if !command.allowedBeforeAuth && !admitRequest() {
             withRejectedReply(connection, id) { RESPWriter.error(string: rateLimitMessage, into: $0) }
