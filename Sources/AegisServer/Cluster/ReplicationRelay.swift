@@ -1,8 +1,8 @@
 import AegisCluster
 import AegisStore
 
-/// Payloads of replication acknowledgements and tombstone floors: one
-/// version, little-endian u32 term then u64 seq.
+/// Payloads of replication acknowledgements (one version, little-endian
+/// u32 term then u64 seq) and of replica progress (versions in a row).
 enum ReplicationWire {
     static let versionBytes = 12
 
@@ -19,6 +19,18 @@ enum ReplicationWire {
         guard bytes.count == versionBytes else { return nil }
         return EntryVersion(term: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt32.self)),
                             seq: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt64.self)))
+    }
+
+    /// A `.replicaProgress` payload: versions one after another, the first
+    /// held by at least 2 replicas, the next by at least 3, ...
+    static func encodeHeld(_ versions: [EntryVersion]) -> [UInt8] { versions.flatMap(encode) }
+
+    /// nil when the payload is not a whole number of versions, or is empty.
+    static func decodeHeld(_ bytes: UnsafeRawBufferPointer) -> [EntryVersion]? {
+        guard !bytes.isEmpty, bytes.count % versionBytes == 0 else { return nil }
+        return stride(from: 0, to: bytes.count, by: versionBytes).map {
+            decode(UnsafeRawBufferPointer(rebasing: bytes[$0..<$0 + versionBytes]))!
+        }
     }
 
     /// The header of a record that travels through the rings and the peer batches.
@@ -93,8 +105,9 @@ final class ReplicationRelay {
     /// to followers costs no hashing and no copy of a shard's bookkeeping.
     private var progress: [ReplicationProgress?]
     private var tails: [RecentWrites?]
-    /// The newest version every follower acknowledged, as last told to the shard's reactor.
-    private var floors: [EntryVersion]
+    /// Per shard, what the shard's reactor was last told of how far its
+    /// replicas hold it (`heldBy`).
+    private var told: [[EntryVersion]]
     private var lastCatchUpNs: Int64 = 0
     /// (shard, follower) pairs already counted as needing a stream.
     private var streamNoted: Set<StreamNeed> = []
@@ -110,7 +123,7 @@ final class ReplicationRelay {
         self.shardOwner = shardOwner
         progress = Array(repeating: nil, count: shardOwner.count)
         tails = Array(repeating: nil, count: shardOwner.count)
-        floors = Array(repeating: .zero, count: shardOwner.count)
+        told = Array(repeating: [], count: shardOwner.count)
     }
 
     var replicatedShards: Int { progress.reduce(0) { $0 + ($1 == nil ? 0 : 1) } }
@@ -132,7 +145,7 @@ final class ReplicationRelay {
             if followers.isEmpty {
                 progress[shard] = nil
                 tails[shard] = nil
-                floors[shard] = .zero
+                told[shard] = []
                 continue
             }
             if progress[shard] != nil {
@@ -204,12 +217,15 @@ final class ReplicationRelay {
         case .unknownFollower, .neverSent:
             counters.acksRefused += 1
         }
-        let floor = progress[shard]!.acknowledgedByAll
-        if floor > floors[shard] {
-            floors[shard] = floor
-            let bytes = ReplicationWire.encode(floor)
+        // For k = 2 ... replicas, the newest version at least k of them hold:
+        // the reactor releases writes waiting for W = k, counts the replicas
+        // a write reached (WAIT, timeouts), and drops tombstones below the last.
+        let held = progress[shard]!.heldByAtLeast
+        if held != told[shard] {
+            told[shard] = held
+            let bytes = ReplicationWire.encodeHeld(held)
             bytes.withUnsafeBytes {
-                forwarding.toReactor(shardOwner[shard], ReplicationWire.header(.tombstoneFloor, shard: shard, payloadLength: $0.count), $0)
+                forwarding.toReactor(shardOwner[shard], ReplicationWire.header(.replicaProgress, shard: shard, payloadLength: $0.count), $0)
             }
         }
     }

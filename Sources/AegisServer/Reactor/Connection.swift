@@ -1,4 +1,5 @@
 import AegisProtocol
+import AegisStore
 
 /// One client connection, owned by the reactor that accepted it for its
 /// whole life. Buffers are allocated on first use and released when idle,
@@ -55,6 +56,10 @@ final class Connection {
     /// reactors: until it has been sent, the connection's next requests
     /// wait, so that they run after the move (KeyMoves.swift).
     var moveSlot: UInt64?
+    /// The shard and version of the last write this connection's reactor
+    /// ran for it (-1: none), for WAIT.
+    var lastWriteShard = -1
+    var lastWriteVersion = EntryVersion.zero
 
     var closeAfterFlush = false
     /// Complete requests left unparsed because the output was over its bound.
