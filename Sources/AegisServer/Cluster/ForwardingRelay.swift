@@ -228,7 +228,7 @@ final class ForwardingRelay {
         case .request:
             forwardRequest(header, payload: payload, nowNs: nowNs)
         case .replicate:
-            replication.fromReactor(header, record: payload, nowMs: nowNs / 1_000_000)
+            replication.fromReactor(header, record: payload, nowNs: nowNs)
         case .replicaAck:
             // A follower reactor's acknowledgement, back to the peer the records came from.
             if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
@@ -310,7 +310,9 @@ final class ForwardingRelay {
     /// Sends this iteration's batches, one frame per peer.
     func sendBatches() {
         for peer in breakerAllowed.indices { breakerAllowed[peer] = nil }
-        replication.catchUp(nowNs: aegis_monotonic_ns())
+        let nowNs = aegis_monotonic_ns()
+        replication.sendDueBatches(nowNs: nowNs)
+        replication.catchUp(nowNs: nowNs)
         // A peer may be listed twice (its batch reached the limit and began again); the second finds it sent.
         for peer in peersWithBatch { sendBatch(peer) }
         peersWithBatch.removeAll(keepingCapacity: true)

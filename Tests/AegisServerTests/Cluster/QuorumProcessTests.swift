@@ -45,14 +45,15 @@ import Testing
     /// in the map (placement counts alive members only): a follower the map
     /// drops and takes back needs its shards streamed, which is not built
     /// (docs/replication.md).
-    static func startCluster(writeTimeout: String, suspectTimeout: String = "1s", deadTimeout: String = "3s") throws -> [Member] {
+    static func startCluster(writeTimeout: String, suspectTimeout: String = "1s", deadTimeout: String = "3s",
+                             extra: [String] = []) throws -> [Member] {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-quorum-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let members = try (1...3).map { try Member(index: $0, directory: directory) }
         for member in members {
             try member.start(seeds: members.map(\.gossipAddress), extra: [
                 "--write-quorum", "2", "--write-timeout", writeTimeout, "--suspect-timeout", suspectTimeout, "--dead-timeout", deadTimeout,
-            ])
+            ] + extra)
         }
         guard ReplicationProcessTests.waitForMap(members) else {
             for member in members { member.stop() }
@@ -141,5 +142,25 @@ import Testing
         let wrong = zip(replies, expected).enumerated().filter { $0.element.0 != $0.element.1 }
         #expect(replies.count == expected.count && wrong.isEmpty, "first differences: \(wrong.prefix(5))")
         for member in members { #expect((Self.metric(member, "aegis_quorum_waits_total") ?? 0) > 0, "\(member.name) held writes") }
+    }
+
+    /// replication_batch_size 4 and a long replication_batch_timeout: eight
+    /// writes leave for each follower as two full batches; a ninth waits
+    /// for the timeout, and WAIT sees it reach both followers only then.
+    @Test(.timeLimit(.minutes(3))) func replicationBatchesLeaveWhenFullOrAtTheirTimeout() throws {
+        let members = try Self.startCluster(writeTimeout: "10s", extra: [
+            "--write-quorum", "0", "--replication-batch-size", "4", "--replication-batch-timeout", "1500ms",
+        ])
+        defer { for member in members { member.stop() } }
+        let keys = try Self.keys("b", primary: "node1", count: 9)
+        let eight = keys.prefix(8).map { ["SET", $0, "v-\($0)"] } + [["WAIT", "2", "5000"]]
+        #expect(try Self.run(members[0], eight, pipelined: true) == Array(repeating: "True", count: 8) + ["2"])
+        let metrics = members[0].get("/metrics") ?? ""
+        #expect(metrics.contains("aegis_replication_batches_total{reason=\"full\"} 4"), "two full batches per follower")
+        #expect(metrics.contains("aegis_replication_batches_total{reason=\"timeout\"} 0"), "none waited for the timeout")
+        #expect(try Self.run(members[0], [["SET", keys[8], "last"], ["WAIT", "2", "10000"]]) == ["True", "2"])
+        let after = members[0].get("/metrics") ?? ""
+        #expect(after.contains("aegis_replication_batches_total{reason=\"timeout\"} 2"), "the ninth left at the timeout, once per follower")
+        #expect(after.contains("aegis_replication_batches_total{reason=\"full\"} 4"))
     }
 }
