@@ -190,6 +190,7 @@ struct MetricsExposition {
         ]
         result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests, notOwner: totals.forwardNotOwner)
         result += replicationFamilies(cluster.replication)
+        result += quorumFamilies(totals.quorum)
         let names = CommandMetricsLayout.names
         result.append(Family(
             name: "aegis_commands", kind: .counter, help: "Commands received, by command (RESP and binary).",

@@ -15,6 +15,10 @@ extension MetricsExposition {
             counter("aegis_replication_follower_resets", "Followers that acknowledged less than before (restarted empty) and were sent their shards' records again.", replication.followerResets),
             counter("aegis_replication_cutoffs", "Links to followers lost or overflowing (a slow follower): what they had not acknowledged is sent again.", replication.cutOffs),
             counter("aegis_replication_streams_needed", "(shard, follower) pairs whose missing records left the recent-writes tail; shard streaming is not built yet.", replication.streamsNeeded),
+            Family(name: "aegis_replication_batches", kind: .counter,
+                   help: "Batches of new records that joined a follower's frame, by why: replication_batch_size reached (full) or replication_batch_timeout passed (timeout).",
+                   samples: [Sample(suffix: "_total", labels: [("reason", "full")], value: String(replication.batchesFull)),
+                             Sample(suffix: "_total", labels: [("reason", "timeout")], value: String(replication.batchesTimedOut))]),
             gauge("aegis_replication_shards", "Shards this node is primary for that have followers.", replication.replicatedShards),
             Family(name: "aegis_replication_lag_records", kind: .gauge,
                    help: "Writes a follower has not acknowledged, summed over the shards this node is primary for.",
@@ -22,6 +26,28 @@ extension MetricsExposition {
             Family(name: "aegis_replication_lag_ms", kind: .gauge,
                    help: "Age of the oldest write a follower has not acknowledged, worst over the shards this node is primary for.",
                    samples: lags.map { Sample(labels: [("follower", $0.follower)], value: String($0.ms)) }),
+        ]
+    }
+
+    /// Write quorums (write_quorum >= 2): writes whose reply waited, how
+    /// they ended, and how long the ones that reached W waited.
+    static func quorumFamilies(_ quorum: QuorumCounters) -> [Family] {
+        var samples: [Sample] = []
+        var cumulative = 0
+        for (i, count) in quorum.waitBuckets.enumerated() {
+            cumulative += count
+            let bound = i < QuorumCounters.waitBucketsMs.count
+                ? formatSeconds(nanoseconds: Int(QuorumCounters.waitBucketsMs[i]) * 1_000_000) : "+Inf"
+            samples.append(Sample(suffix: "_bucket", labels: [("le", bound)], value: String(cumulative)))
+        }
+        samples.append(Sample(suffix: "_sum", value: String(Double(quorum.waitSumNs) / 1e9)))
+        samples.append(Sample(suffix: "_count", value: String(cumulative)))
+        return [
+            counter("aegis_quorum_waits", "Writes whose reply waited for write_quorum replicas.", quorum.waits),
+            counter("aegis_quorum_timeouts", "Writes answered TIMEOUT: not at write_quorum within write_timeout (they may have been applied).", quorum.timeouts),
+            counter("aegis_quorum_unreachable", "Writes answered NOREPLICAS at once: the shard map gives the shard fewer than write_quorum replicas (applied here only).", quorum.unreachable),
+            Family(name: "aegis_quorum_wait_seconds", kind: .histogram,
+                   help: "Time a write's reply waited for write_quorum replicas, for the writes that reached it.", samples: samples),
         ]
     }
 }

@@ -52,7 +52,7 @@ enum ConfigKeys {
         .duration("read_timeout", \.readTimeout, allowZero: true,
                   meaning: "Longest wait for more bytes of a request a client has started sending; 0s = no limit."),
         .duration("write_timeout", \.writeTimeout, allowZero: true,
-                  meaning: "Longest wait for a client to accept reply bytes; 0s = no limit."),
+                  meaning: "Longest wait for a client to accept reply bytes, and for a write to reach write_quorum (then answered TIMEOUT); 0s = no limit."),
         .duration("idle_timeout", \.idleTimeout, allowZero: true,
                   meaning: "A client connection with no request in progress is closed after this long; 0s = never."),
         .int("replication_batch_size", \.replicationBatchSize, range: 1...1_048_576,

@@ -1,10 +1,10 @@
 /// Settings that ask for a guarantee this build cannot give.
 ///
 /// Most keys of features not built yet (gossip, seeds, TLS file paths) are
-/// inert: the node only warns that they are stored. These three are not
+/// inert: the node only warns that they are stored. These two are not
 /// inert: a node that started with them would serve plaintext to a client
-/// configured for TLS, or acknowledge a write that no replica holds, while
-/// the operator believes otherwise. So they stop start-up (and `--validate`)
+/// configured for TLS, or answer a read from one replica, while the
+/// operator believes otherwise. So they stop start-up (and `--validate`)
 /// instead. They are kept apart from `ConfigLoader.load`'s checks because
 /// the values are valid configuration: a build with replication and TLS
 /// will accept them unchanged.
@@ -21,10 +21,6 @@ public enum UnbuiltFeatures {
         if config.tlsEnabled {
             lines.append("config: \(about("tls_enabled")): TLS is not available in this build yet, "
                 + "so the node would serve plaintext; set tls_enabled to false or leave it out")
-        }
-        if config.writeQuorum > 1 {
-            lines.append("config: \(about("write_quorum")): write quorums are not available in this build yet, "
-                + "so a write would be acknowledged before any replica has it; use 0 or 1")
         }
         if config.readQuorum > 1 {
             lines.append("config: \(about("read_quorum")): read quorums are not available in this build yet, "

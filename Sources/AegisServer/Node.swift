@@ -13,10 +13,11 @@ import Synchronization
 public final class Node {
     /// Settings that are accepted and validated but whose feature this build
     /// does not have yet; setting one is logged at start, never silently ignored.
-    /// (replication_factor is in effect: followers get each primary's writes,
-    /// docs/replication.md; the batch keys are not, a batch is one loop pass.)
+    /// (replication_factor, write_quorum and the batch keys are in effect:
+    /// followers get each primary's writes in batches and replies wait for W
+    /// of them, docs/replication.md.)
     static let notYetInEffect: Set<String> = [
-        "replication_batch_size", "replication_batch_timeout", "write_quorum", "read_quorum",
+        "read_quorum",
         "tls_enabled", "tls_cert_file", "tls_key_file", "tls_ca_file",
     ]
 

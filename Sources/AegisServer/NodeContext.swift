@@ -148,6 +148,9 @@ public final class PublishedReactorStats: Sendable {
     let walBatches = Atomic<Int>(0)
     let walSnapshots = Atomic<Int>(0)
     let rateLimited = Atomic<Int>(0)
+    /// Changes only when a write waited for its quorum: behind a lock, stored
+    /// only when it changed.
+    let quorum = Mutex(QuorumCounters())
 
     func publish(_ s: ReactorStatsSnapshot) {
         items.store(s.items, ordering: .relaxed)
@@ -177,6 +180,7 @@ public final class PublishedReactorStats: Sendable {
         walBatches.store(s.walBatches, ordering: .relaxed)
         walSnapshots.store(s.walSnapshots, ordering: .relaxed)
         rateLimited.store(s.rateLimited, ordering: .relaxed)
+        if s.quorum.waits != 0 { quorum.withLock { if $0 != s.quorum { $0 = s.quorum } } }
     }
 
     public func snapshot() -> ReactorStatsSnapshot {
@@ -207,7 +211,8 @@ public final class PublishedReactorStats: Sendable {
             walBytes: walBytes.load(ordering: .relaxed),
             walBatches: walBatches.load(ordering: .relaxed),
             walSnapshots: walSnapshots.load(ordering: .relaxed),
-            rateLimited: rateLimited.load(ordering: .relaxed)
+            rateLimited: rateLimited.load(ordering: .relaxed),
+            quorum: quorum.withLock { $0 }
         )
     }
 }
@@ -254,6 +259,8 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var walSnapshots = 0
     /// Requests refused by the rate limit.
     public var rateLimited = 0
+    /// Writes that waited for write_quorum, and how.
+    public var quorum = QuorumCounters()
 
     mutating func add(_ o: ReactorStatsSnapshot) {
         items += o.items
@@ -283,5 +290,6 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         walBatches += o.walBatches
         walSnapshots += o.walSnapshots
         rateLimited += o.rateLimited
+        quorum.add(o.quorum)
     }
 }

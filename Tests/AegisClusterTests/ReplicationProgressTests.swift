@@ -136,6 +136,9 @@ import Testing
                     let holders = ([p.written] + p.acknowledged).count { $0 >= committed }
                     #expect(holders >= w)
                 }
+                // The vector the reactors get is the same committed versions, all at once.
+                #expect(p.heldByAtLeast == [p.committed(writeQuorum: 2), p.committed(writeQuorum: 3)])
+                #expect(p.heldByAtLeast.last == p.acknowledgedByAll)
             }
         }
     }
@@ -211,6 +214,16 @@ import Testing
         #expect(waits.count == 2)
         #expect(waits.abandon(shard: 9) == [91])
         #expect(waits.committed(shard: 7, through: Self.v(9)) == [5])
+        #expect(waits.count == 0)
+    }
+
+    @Test func aWaitForAnOlderOrEqualVersionWaitsBehindTheNewestAndIsNeverReleasedEarly() {
+        var waits = QuorumWaits<Int>()
+        waits.wait(shard: 3, version: Self.v(5), deadlineMs: .max, ticket: 1)
+        waits.wait(shard: 3, version: Self.v(5), deadlineMs: .max, ticket: 2)
+        waits.wait(shard: 3, version: Self.v(4), deadlineMs: .max, ticket: 3)
+        #expect(waits.committed(shard: 3, through: Self.v(4)) == [])
+        #expect(waits.committed(shard: 3, through: Self.v(5)) == [1, 2, 3])
         #expect(waits.count == 0)
     }
 

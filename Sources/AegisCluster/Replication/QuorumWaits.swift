@@ -7,7 +7,9 @@ import AegisStore
 ///
 /// Invariants: per shard, waits are kept in the order they were added,
 /// which is version order (a shard's writes get increasing versions on its
-/// primary); each ticket comes out exactly once, by `committed` or by
+/// primary; a wait for a version below the newest one waiting is made to
+/// wait for that one, which only ever holds it longer, never releases it
+/// early); each ticket comes out exactly once, by `committed` or by
 /// `expired`. Deadlines are only looked at on each shard's oldest wait: with
 /// one `write_timeout` they increase too; after a reload shortened the
 /// timeout, a later wait comes out no later than the one ahead of it.
@@ -28,8 +30,10 @@ public struct QuorumWaits<Ticket: Sendable>: Sendable {
     var storedWaits: Int { waiting.values.reduce(0) { $0 + $1.count } }
 
     public mutating func wait(shard: Int, version: EntryVersion, deadlineMs: Int64, ticket: Ticket) {
-        if let last = waiting[shard]?.last { precondition(version > last.version, "waits come in version order") }
-        waiting[shard, default: []].append(Waiting(version: version, deadlineMs: deadlineMs, ticket: ticket))
+        // A command that changed a key without a new version (removing an
+        // expired entry keeps the entry's own) repeats the newest one.
+        let ordered = waiting[shard]?.last.map { Swift.max($0.version, version) } ?? version
+        waiting[shard, default: []].append(Waiting(version: ordered, deadlineMs: deadlineMs, ticket: ticket))
         count += 1
     }
 

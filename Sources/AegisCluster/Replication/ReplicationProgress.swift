@@ -125,6 +125,15 @@ public struct ReplicationProgress: Sendable, Equatable {
         return held[writeQuorum - 1]
     }
 
+    /// For k = 2 ... followers + 1, the newest version at least k replicas
+    /// hold (the primary counted), at index k - 2: `committed(writeQuorum: k)`
+    /// for every k at once. Empty without followers. The last element is
+    /// `acknowledgedByAll`.
+    public var heldByAtLeast: [EntryVersion] {
+        guard !followers.isEmpty else { return [] }
+        return Array(([written] + acknowledged).sorted(by: >).dropFirst())
+    }
+
     /// The newest version every replica holds: tombstones at or below it
     /// protect nothing any more.
     public var acknowledgedByAll: EntryVersion {

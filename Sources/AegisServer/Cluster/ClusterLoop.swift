@@ -203,6 +203,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             if let relay {
                 if relay.hasPending { wait = min(wait, 1) }
                 if relay.hasInFlight { wait = min(wait, 250) }
+                if let due = relay.replication.msUntilBatchDue(nowNs: aegis_monotonic_ns()) { wait = min(wait, due) }
                 if wait != 0 {
                     slept = relay.interconnect.prepareToSleep(relay.endpoint)
                     if !slept { wait = 0 }

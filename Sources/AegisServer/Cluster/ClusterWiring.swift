@@ -44,6 +44,10 @@ enum ClusterWiring {
             dialSourceHost: config.gossipBindAddr.host)
         let relay = ForwardingRelay(interconnect: node.interconnect, shardOwner: node.shardOwner, routingBoard: node.routing,
                                     breakers: node.breakers, selfID: config.nodeID)
+        relay.replication.batchRecordsMax = config.replicationBatchSize
+        relay.replication.batchTimeoutNs = config.replicationBatchTimeout.milliseconds * 1_000_000
+        relay.replyTimeoutMs = ForwardingRelay.replyTimeout(
+            writeQuorum: config.replicationFactor > 1 ? config.writeQuorum : 0, writeTimeoutMs: config.writeTimeout.milliseconds)
         return try ClusterLoop(settings: loopSettings, listenFD: listenFD, engine: MembershipEngine(node: membership, reactorLag: node.reactorLag),
                                board: node.cluster, logger: logger, relay: relay)
     }

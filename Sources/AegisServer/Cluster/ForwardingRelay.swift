@@ -28,7 +28,22 @@ final class ForwardingRelay {
     static let batchMarker: UInt8 = 0xF1
     /// A request whose reply has not come back this long is answered with
     /// an error, so a peer that hangs never hangs the client.
-    static let replyTimeoutMs: Int64 = 5_000
+    static let defaultReplyTimeoutMs: Int64 = 5_000
+    /// `defaultReplyTimeoutMs`, or longer when the primary may hold a write's reply
+    /// for its write quorum (see `replyTimeout(writeQuorum:writeTimeoutMs:)`).
+    var replyTimeoutMs = ForwardingRelay.defaultReplyTimeoutMs
+
+    /// How long to wait for a forwarded request's reply: at W >= 2 the
+    /// primary answers a write at the latest at write_timeout (with a
+    /// TIMEOUT that says the write may have been applied), so the ingress
+    /// waits that long and 2 s more for the answer to travel, rather than
+    /// answering first with an error that says less. write_timeout 0 (no
+    /// limit) leaves it unlimited too.
+    static func replyTimeout(writeQuorum: Int, writeTimeoutMs: Int64) -> Int64 {
+        guard writeQuorum >= 2 else { return defaultReplyTimeoutMs }
+        guard writeTimeoutMs > 0 else { return Int64.max / 1_000_000 }
+        return max(defaultReplyTimeoutMs, writeTimeoutMs + 2_000)
+    }
     /// A batch is sent before it passes this (the bulk lane's frame limit is 8 MiB).
     static let batchLimitBytes = 1 << 20
     /// Bigger single records are refused with an error: one frame carries one record at most.
@@ -213,11 +228,11 @@ final class ForwardingRelay {
         case .request:
             forwardRequest(header, payload: payload, nowNs: nowNs)
         case .replicate:
-            replication.fromReactor(header, record: payload, nowMs: nowNs / 1_000_000)
+            replication.fromReactor(header, record: payload, nowNs: nowNs)
         case .replicaAck:
             // A follower reactor's acknowledgement, back to the peer the records came from.
             if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
-        case .tombstoneFloor:
+        case .replicaProgress:
             break  // only ever sent to reactors
         }
     }
@@ -295,7 +310,9 @@ final class ForwardingRelay {
     /// Sends this iteration's batches, one frame per peer.
     func sendBatches() {
         for peer in breakerAllowed.indices { breakerAllowed[peer] = nil }
-        replication.catchUp(nowNs: aegis_monotonic_ns())
+        let nowNs = aegis_monotonic_ns()
+        replication.sendDueBatches(nowNs: nowNs)
+        replication.catchUp(nowNs: nowNs)
         // A peer may be listed twice (its batch reached the limit and began again); the second finds it sent.
         for peer in peersWithBatch { sendBatch(peer) }
         peersWithBatch.removeAll(keepingCapacity: true)
@@ -356,7 +373,7 @@ final class ForwardingRelay {
                     let shard = Int(header.route.shard)
                     guard shard < shardOwner.count else { return false }
                     replication.acknowledged(payload, shard: shard, from: peerName[Int(peer)])
-                case .tombstoneFloor:
+                case .replicaProgress:
                     return false  // never sent between nodes
                 case .reply:
                     repliesReceived += 1
@@ -401,7 +418,7 @@ final class ForwardingRelay {
             var expired: [InFlightKey] = []
             while head < keys.count {
                 guard let entry = inFlight[keys[head]] else { head += 1; continue }
-                if nowNs - entry.sentAtNs < Self.replyTimeoutMs * 1_000_000 { break }
+                if nowNs - entry.sentAtNs < replyTimeoutMs * 1_000_000 { break }
                 expired.append(keys[head])
                 head += 1
             }
@@ -415,7 +432,7 @@ final class ForwardingRelay {
                 sendOrderHead[peer] = head
             }
             if !expired.isEmpty {
-                failInFlight(expired, reason: "timeout", why: "\(peerName[peer]) did not answer within \(Self.replyTimeoutMs) ms")
+                failInFlight(expired, reason: "timeout", why: "\(peerName[peer]) did not answer within \(replyTimeoutMs) ms")
             }
         }
     }

@@ -1,8 +1,8 @@
 import AegisCluster
 import AegisStore
 
-/// Payloads of replication acknowledgements and tombstone floors: one
-/// version, little-endian u32 term then u64 seq.
+/// Payloads of replication acknowledgements (one version, little-endian
+/// u32 term then u64 seq) and of replica progress (versions in a row).
 enum ReplicationWire {
     static let versionBytes = 12
 
@@ -19,6 +19,18 @@ enum ReplicationWire {
         guard bytes.count == versionBytes else { return nil }
         return EntryVersion(term: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt32.self)),
                             seq: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt64.self)))
+    }
+
+    /// A `.replicaProgress` payload: versions one after another, the first
+    /// held by at least 2 replicas, the next by at least 3, ...
+    static func encodeHeld(_ versions: [EntryVersion]) -> [UInt8] { versions.flatMap(encode) }
+
+    /// nil when the payload is not a whole number of versions, or is empty.
+    static func decodeHeld(_ bytes: UnsafeRawBufferPointer) -> [EntryVersion]? {
+        guard !bytes.isEmpty, bytes.count % versionBytes == 0 else { return nil }
+        return stride(from: 0, to: bytes.count, by: versionBytes).map {
+            decode(UnsafeRawBufferPointer(rebasing: bytes[$0..<$0 + versionBytes]))!
+        }
     }
 
     /// The header of a record that travels through the rings and the peer batches.
@@ -75,7 +87,33 @@ final class ReplicationRelay {
         var cutOffs = 0
         var streamsNeeded = 0
         var malformed = 0
+        /// Batches of new records moved to a follower's frame because they
+        /// reached replication_batch_size, or because the oldest waited
+        /// replication_batch_timeout (or the timeout is 0s).
+        var batchesFull = 0
+        var batchesTimedOut = 0
     }
+
+    /// replication_batch_size and replication_batch_timeout: new records for
+    /// a follower wait here until `batchRecordsMax` of them are staged or the
+    /// oldest has waited `batchTimeoutNs`, then join the peer's frame, which
+    /// leaves at the end of that loop iteration. 0 ns: at the end of the
+    /// iteration that staged them, as if there were no staging.
+    var batchRecordsMax = 128
+    var batchTimeoutNs: Int64 = 0
+
+    private struct StagedRecord {
+        let shard: Int
+        let previous: EntryVersion
+        let bytes: [UInt8]
+    }
+    private struct StagedBatch {
+        var records: [StagedRecord] = []
+        var oldestNs: Int64 = 0
+    }
+    /// Per follower (peer number): new records not in its frame yet, in the
+    /// order they were written (per shard, version order).
+    private var staged: [UInt16: StagedBatch] = [:]
 
     /// One follower's lag as /cluster and the metrics show it.
     struct Lag: Equatable {
@@ -93,8 +131,9 @@ final class ReplicationRelay {
     /// to followers costs no hashing and no copy of a shard's bookkeeping.
     private var progress: [ReplicationProgress?]
     private var tails: [RecentWrites?]
-    /// The newest version every follower acknowledged, as last told to the shard's reactor.
-    private var floors: [EntryVersion]
+    /// Per shard, what the shard's reactor was last told of how far its
+    /// replicas hold it (`heldBy`).
+    private var told: [[EntryVersion]]
     private var lastCatchUpNs: Int64 = 0
     /// (shard, follower) pairs already counted as needing a stream.
     private var streamNoted: Set<StreamNeed> = []
@@ -110,7 +149,7 @@ final class ReplicationRelay {
         self.shardOwner = shardOwner
         progress = Array(repeating: nil, count: shardOwner.count)
         tails = Array(repeating: nil, count: shardOwner.count)
-        floors = Array(repeating: .zero, count: shardOwner.count)
+        told = Array(repeating: [], count: shardOwner.count)
     }
 
     var replicatedShards: Int { progress.reduce(0) { $0 + ($1 == nil ? 0 : 1) } }
@@ -132,7 +171,7 @@ final class ReplicationRelay {
             if followers.isEmpty {
                 progress[shard] = nil
                 tails[shard] = nil
-                floors[shard] = .zero
+                told[shard] = []
                 continue
             }
             if progress[shard] != nil {
@@ -148,7 +187,8 @@ final class ReplicationRelay {
     // MARK: - From this node's reactors
 
     /// A write the reactor owning `shard` made as its primary.
-    func fromReactor(_ header: ForwardHeader, record: UnsafeRawBufferPointer, nowMs: Int64) {
+    func fromReactor(_ header: ForwardHeader, record: UnsafeRawBufferPointer, nowNs: Int64) {
+        let nowMs = nowNs / 1_000_000
         let shard = Int(header.route.shard)
         guard shard < progress.count, progress[shard] != nil else { return }  // no followers (any more)
         let previous = header.replicatedPrevious
@@ -169,7 +209,53 @@ final class ReplicationRelay {
         progress[shard]!.wrote(decoded.version)
         let followers = progress[shard]!.followers
         for (i, follower) in followers.enumerated() where progress[shard]!.sent[i] == previous {
-            if send(bytes, shard: shard, previous: previous, to: follower) { progress[shard]!.sent(decoded.version, to: follower) }
+            if stage(bytes, shard: shard, previous: previous, for: follower, nowNs: nowNs) {
+                progress[shard]!.sent(decoded.version, to: follower)
+            }
+        }
+    }
+
+    /// Stages a new record for `follower` (counted as sent: a link that
+    /// breaks before it leaves cuts the follower off, and what it had not
+    /// acknowledged is sent again); false when no address is known for it.
+    private func stage(_ record: [UInt8], shard: Int, previous: EntryVersion, for follower: NodeID, nowNs: Int64) -> Bool {
+        guard let peer = forwarding.peer(named: follower.name) else { return false }
+        if staged[peer] == nil { staged[peer] = StagedBatch(oldestNs: nowNs) }
+        staged[peer]!.records.append(StagedRecord(shard: shard, previous: previous, bytes: record))
+        if staged[peer]!.records.count >= batchRecordsMax {
+            counters.batchesFull += 1
+            moveToFrame(peer)
+        }
+        return true
+    }
+
+    /// Moves the staged batches that are due into their peers' frames;
+    /// before the frames of the iteration leave.
+    func sendDueBatches(nowNs: Int64) {
+        guard !staged.isEmpty else { return }
+        for (peer, batch) in staged where !batch.records.isEmpty && nowNs - batch.oldestNs >= batchTimeoutNs {
+            counters.batchesTimedOut += 1
+            moveToFrame(peer)
+        }
+    }
+
+    /// Milliseconds until the oldest staged batch is due (the loop sleeps no
+    /// longer); nil when nothing is staged.
+    func msUntilBatchDue(nowNs: Int64) -> Int32? {
+        var due: Int64?
+        for batch in staged.values where !batch.records.isEmpty { due = min(due ?? .max, batch.oldestNs + batchTimeoutNs) }
+        guard let due else { return nil }
+        return Int32(clamping: max(0, (due - nowNs + 999_999) / 1_000_000))
+    }
+
+    private func moveToFrame(_ peer: UInt16) {
+        guard let batch = staged.removeValue(forKey: peer) else { return }
+        for record in batch.records {
+            var header = ReplicationWire.header(.replicate, shard: record.shard, payloadLength: record.bytes.count)
+            header.replicatedPrevious = record.previous
+            record.bytes.withUnsafeBytes { forwarding.appendToBatch(peer: peer, header, $0) }
+            counters.recordsSent += 1
+            counters.bytesSent += record.bytes.count
         }
     }
 
@@ -207,12 +293,15 @@ final class ReplicationRelay {
         case .unknownFollower, .neverSent:
             counters.acksRefused += 1
         }
-        let floor = progress[shard]!.acknowledgedByAll
-        if floor > floors[shard] {
-            floors[shard] = floor
-            let bytes = ReplicationWire.encode(floor)
+        // For k = 2 ... replicas, the newest version at least k of them hold:
+        // the reactor releases writes waiting for W = k, counts the replicas
+        // a write reached (WAIT, timeouts), and drops tombstones below the last.
+        let held = progress[shard]!.heldByAtLeast
+        if held != told[shard] {
+            told[shard] = held
+            let bytes = ReplicationWire.encodeHeld(held)
             bytes.withUnsafeBytes {
-                forwarding.toReactor(shardOwner[shard], ReplicationWire.header(.tombstoneFloor, shard: shard, payloadLength: $0.count), $0)
+                forwarding.toReactor(shardOwner[shard], ReplicationWire.header(.replicaProgress, shard: shard, payloadLength: $0.count), $0)
             }
         }
     }
@@ -221,6 +310,8 @@ final class ReplicationRelay {
     /// what was sent to it is sent again from what it acknowledged.
     func cutOff(peerName: String) {
         guard let node = NodeID(peerName) else { return }
+        // Staged records go again from the tail, after what it acknowledged.
+        if let peer = forwarding.peer(named: peerName) { staged[peer] = nil }
         var any = false
         for shard in progress.indices where progress[shard]?.followers.contains(node) == true {
             progress[shard]!.cutOff(node)

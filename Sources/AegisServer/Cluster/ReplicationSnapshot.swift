@@ -20,6 +20,8 @@ public struct ReplicationSnapshot: Sendable, Equatable {
     public var cutOffs = 0
     public var streamsNeeded = 0
     public var malformed = 0
+    public var batchesFull = 0
+    public var batchesTimedOut = 0
     /// Shards this node is primary for that have followers.
     public var replicatedShards = 0
     public var lags: [Lag] = []
@@ -37,6 +39,8 @@ public struct ReplicationSnapshot: Sendable, Equatable {
         cutOffs = c.cutOffs
         streamsNeeded = c.streamsNeeded
         malformed = c.malformed
+        batchesFull = c.batchesFull
+        batchesTimedOut = c.batchesTimedOut
         replicatedShards = relay.replicatedShards
         lags = relay.lags(nowMs: nowMs).map { Lag(shard: $0.shard, follower: $0.follower, records: $0.records, ms: $0.ms) }
     }

@@ -1,4 +1,5 @@
 import AegisProtocol
+import AegisStore
 
 /// One client connection, owned by the reactor that accepted it for its
 /// whole life. Buffers are allocated on first use and released when idle,
@@ -67,6 +68,10 @@ final class Connection {
     /// answer held back after repeated failures (Reactor+Auth.swift) sets
     /// it too: a client cannot pipeline guesses behind a held answer.
     var moveSlot: UInt64?
+    /// The shard and version of the last write this connection's reactor
+    /// ran for it (-1: none), for WAIT.
+    var lastWriteShard = -1
+    var lastWriteVersion = EntryVersion.zero
 
     var closeAfterFlush = false
     /// Complete requests left unparsed because the output was over its bound.

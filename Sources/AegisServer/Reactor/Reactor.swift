@@ -51,6 +51,7 @@ final class Reactor: @unchecked Sendable {
     var forwarding: ForwardingState
     var routes: ReactorRoutes
     var replica: ReplicaState
+    var quorum: QuorumState
     var log = ReactorLog()
     var rate = RateGate()
     var schedule = LoopSchedule()
@@ -108,6 +109,8 @@ final class Reactor: @unchecked Sendable {
                                   tombstones: Self.tombstoneLimits(replicationFactor: config.replicationFactor))
         self.forwarding = ForwardingState(endpointCount: node.interconnect.endpointCount)
         self.replica = ReplicaState(enabled: config.replicationFactor > 1, shardCount: node.shardOwner.count)
+        self.quorum = QuorumState(writeQuorum: config.replicationFactor > 1 ? config.writeQuorum : 0,
+                                  shardCount: node.shardOwner.count)
         self.routes = ReactorRoutes(shardOwner: node.shardOwner, clusterEndpoint: node.interconnect.clusterEndpoint)
     }
 
@@ -163,6 +166,7 @@ final class Reactor: @unchecked Sendable {
             }
         }
         drainInbound()
+        expireQuorumWaits()
         submitLogBatch()
         flushOverflow()
         if !forwarding.backlog.parked.isEmpty { resumeParkedIfBacklogShrank() }

@@ -68,10 +68,12 @@ extension Reactor {
             let target = route(shard: shard)
             if target == index {
                 let store = shards[shard]!
-                // Only SET and DEL may have to wait for the log; a GET's
-                // value is written in place, with no copy through the scratch.
-                if log.wal == nil || command == .get {
+                // Only SET and DEL may have to wait for the log or their
+                // quorum; a GET's value is written in place, with no copy
+                // through the scratch.
+                if !repliesMayBeHeld || command == .get {
                     withCountedReply(connection, id) { executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: $0) }
+                    if replica.justWroteShard >= 0 { noteLastWrite(connection) }
                 } else {
                     scratch.reply.clear()
                     executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: scratch.reply)
@@ -141,6 +143,9 @@ extension Reactor {
             // The log's record is made from the request's bytes (no lookup);
             // followers get those same bytes.
             let shard = KeyHash.shard(of: hash, shardCount: shards.count)
+            replica.justWroteShard = shard
+            replica.justWroteVersion = version
+            if quorum.writeQuorum >= 2 { awaitQuorum(shard: shard, version: version) }
             if let wal = log.wal {
                 let start = wal.filling.readableBytes
                 wal.append(.set, shard: shard, version: version, expiryMs: expiry, key: key, value: value)

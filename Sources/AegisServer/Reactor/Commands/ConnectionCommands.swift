@@ -413,7 +413,14 @@ extension Reactor {
             // AegisKV replicates between its own nodes (INFO cluster), never
             // to Redis replicas: to a Redis tool this node is a primary
             // with none attached.
-            lines += ["# Replication", "role:master", "connected_slaves:0", ""]
+            // The quorum fields are AegisKV's own: redis has no write quorum
+            // (its WAIT is per connection; min-replicas-to-write refuses instead).
+            let quorum = totals.quorum
+            lines += ["# Replication", "role:master", "connected_slaves:0",
+                      "replication_factor:\(config.replicationFactor)",
+                      "write_quorum:\(config.replicationFactor > 1 ? config.writeQuorum : 0)",
+                      "quorum_waits:\(quorum.waits)", "quorum_timeouts:\(quorum.timeouts)",
+                      "quorum_unreachable:\(quorum.unreachable)", ""]
         }
         if wants("cpu") { lines += cpuInfoLines() }
         if wants("commandstats") { lines += commandStatsLines(commands) }

@@ -568,9 +568,13 @@ extension Reactor {
         }
     }
 
-    /// WAIT numreplicas timeout, as a primary with no replicas answers: 0,
-    /// at once when no replica is asked for, else when the timeout ends
-    /// (never, for timeout 0) — checked on the maintenance tick.
+    /// WAIT numreplicas timeout: the number of replicas other than this
+    /// node (its followers) that hold the connection's last write, at once
+    /// when that is at least numreplicas (or none is asked for), else when
+    /// enough acknowledged it or the timeout ends (never, for timeout 0;
+    /// checked on the maintenance tick). Counts the last write this
+    /// connection's reactor ran; a write forwarded to another reactor or
+    /// node is not tracked, and with none tracked WAIT answers 0 at its timeout.
     private func executeWait(_ args: ArgumentsView, _ connection: Connection, into out: WireBuffer) {
         guard let wanted = args.integer(1) else {
             RESPWriter.error("ERR value is not an integer or out of range", into: out)
@@ -584,34 +588,52 @@ extension Reactor {
             RESPWriter.error("ERR timeout is negative", into: out)
             return
         }
-        if wanted <= 0 {
-            RESPWriter.integer(0, into: out)
+        let acknowledged = followersHolding(shard: connection.lastWriteShard, version: connection.lastWriteVersion)
+        if wanted <= Int64(acknowledged) {
+            RESPWriter.integer(acknowledged, into: out)
             return
         }
         let sequence = connection.replies.openPending(parts: 1, aggregate: .none)
         let deadline = timeout == 0 ? Int64.max : monotonicMs &+ timeout
         waits.append(WaitingClient(connectionIndex: connection.index, generation: connection.generation,
-                                   sequence: sequence, deadlineMs: deadline))
+                                   sequence: sequence, deadlineMs: deadline, shard: connection.lastWriteShard,
+                                   version: connection.lastWriteVersion, wanted: Int(clamping: wanted)))
+    }
+
+    /// Followers known to hold `shard` through `version`; 0 for no write (shard -1).
+    func followersHolding(shard: Int, version: EntryVersion) -> Int {
+        shard >= 0 ? quorum.replicasHolding(shard: shard, version: version) - 1 : 0
+    }
+
+    /// Answers the WAITs whose writes reached the replicas they ask for.
+    func answerReachedWaits() {
+        answerWaits { followersHolding(shard: $0.shard, version: $0.version) >= $0.wanted }
     }
 
     /// Answers the WAITs whose timeout has passed (maintenance tick).
     func answerDueWaits() {
+        answerWaits { $0.deadlineMs <= monotonicMs }
+    }
+
+    private func answerWaits(where due: (WaitingClient) -> Bool) {
         guard !waits.isEmpty else { return }
         var still: [WaitingClient] = []
         for wait in waits {
             guard let connection = table.connection(slot: Int(wait.connectionIndex), generation: wait.generation),
                   !connection.isClosed else { continue }
-            if wait.deadlineMs > monotonicMs {
+            if !due(wait) {
                 still.append(wait)
                 continue
             }
-            connection.replies.fill(sequence: wait.sequence, with: UnsafeRawBufferPointer(start: Self.zeroReply.utf8Start, count: 4))
+            let reply = quorum.replyScratch
+            reply.clear()
+            RESPWriter.integer(followersHolding(shard: wait.shard, version: wait.version), into: reply)
+            connection.replies.fill(sequence: wait.sequence, with: reply.readableView)
+            reply.clear()
             markDirty(connection)
         }
         waits = still
     }
-
-    private static let zeroReply: StaticString = ":0\r\n"
 
     // MARK: - timing every command (SLOWLOG, LATENCY)
 
@@ -672,4 +694,8 @@ struct WaitingClient {
     var generation: UInt32
     var sequence: UInt64
     var deadlineMs: Int64
+    /// The connection's last write when it asked (shard -1: none).
+    var shard: Int
+    var version: EntryVersion
+    var wanted: Int
 }

@@ -160,10 +160,12 @@ extension Reactor {
         let target = route(shard: shard)
         if target == index {
             let store = shards[shard]!
-            // Only a write may have to wait for the log; everything else
-            // writes its reply in place, with no copy through the scratch.
-            if log.wal == nil || !command.isWrite {
+            // Only a write may have to wait for the log or its quorum;
+            // everything else writes its reply in place, with no copy
+            // through the scratch.
+            if !repliesMayBeHeld || !command.isWrite {
                 withCountedReply(connection, Int(command.rawValue)) { executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: $0) }
+                if replica.justWroteShard >= 0 { noteLastWrite(connection) }
             } else {
                 scratch.reply.clear()
                 executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: scratch.reply)

@@ -23,10 +23,12 @@ struct ForwardHeader {
         /// A follower's acknowledgement: it holds the shard's records
         /// through the version in the payload (ReplicationWire).
         case replicaAck = 4
-        /// From the primary's cluster loop to the shard's reactor: every
-        /// replica holds the shard through the version in the payload, so
-        /// tombstones at or below it can go.
-        case tombstoneFloor = 5
+        /// From the primary's cluster loop to the shard's reactor: how far
+        /// the shard's replicas hold it (ReplicationWire.encodeHeld): for
+        /// k = 2 ... replicas, the newest version at least k of them hold.
+        /// Releases writes waiting for a quorum, answers WAIT, and the last
+        /// one (held by every replica) lets tombstones at or below it go.
+        case replicaProgress = 5
     }
 
     var kind: Kind

@@ -257,8 +257,8 @@ extension Reactor {
             markDirty(connection)
         case .replicate:
             applyReplicated(header, record: payload)
-        case .tombstoneFloor:
-            applyTombstoneFloor(header, payload: payload)
+        case .replicaProgress:
+            applyReplicaProgress(header, payload: payload)
         case .replicaAck:
             break  // acknowledgements go between cluster loops only
         }

@@ -15,9 +15,9 @@ struct ReactorRoutes {
     /// The routing `target` was built from; 0 (none) routes every shard here.
     private(set) var version: UInt64 = 0
     private(set) var current: ClusterRouting?
-    /// Per shard, whether the map names followers for it; empty before the
+    /// Per shard, how many followers the map names for it; empty before the
     /// first map (a node alone has none).
-    private var followed: [Bool] = []
+    private var followerCounts: [Int] = []
 
     init(shardOwner: [Int], clusterEndpoint: Int) {
         self.shardOwner = shardOwner
@@ -34,7 +34,7 @@ struct ReactorRoutes {
             target[shard] = here ? shardOwner[shard] : clusterEndpoint
             if wasHere && !here { lost.append(shard) }
         }
-        followed = (0..<routing.map.numShards).map { !routing.map.followers(ofShard: $0).isEmpty }
+        followerCounts = (0..<routing.map.numShards).map { routing.map.followers(ofShard: $0).count }
         version = routing.version
         current = routing
         return lost
@@ -42,7 +42,9 @@ struct ReactorRoutes {
 
     @inline(__always) func isPrimaryHere(_ shard: Int) -> Bool { target[shard] != clusterEndpoint }
 
-    @inline(__always) func hasFollowers(_ shard: Int) -> Bool { shard < followed.count && followed[shard] }
+    @inline(__always) func hasFollowers(_ shard: Int) -> Bool { followerCount(shard) > 0 }
+
+    @inline(__always) func followerCount(_ shard: Int) -> Int { shard < followerCounts.count ? followerCounts[shard] : 0 }
 }
 
 extension Reactor {

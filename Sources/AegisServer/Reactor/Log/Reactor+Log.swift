@@ -127,6 +127,9 @@ extension Reactor {
             return false
         }
         let shard = KeyHash.shard(of: hash, shardCount: shards.count)
+        replica.justWroteShard = shard
+        replica.justWroteVersion = store.lastWriteVersion
+        if quorum.writeQuorum >= 2 { awaitQuorum(shard: shard, version: store.lastWriteVersion) }
         if let wal = log.wal {
             assert(wal.acceptsWrites, "records appended while the log refuses writes")
             let start = wal.filling.readableBytes
@@ -188,6 +191,7 @@ extension Reactor {
     /// Records a FLUSHALL of `shard` (its own version: FLUSHALL is a write
     /// like any other) in the log and, with the same bytes, for its followers.
     func recordFlush(shard: Int, previous: EntryVersion) {
+        if quorum.writeQuorum >= 2 { awaitQuorum(shard: shard, version: shards[shard]?.lastWriteVersion ?? .zero) }
         guard let wal = log.wal else {
             replicateFlush(shard: shard, previous: previous)
             return
@@ -205,13 +209,17 @@ extension Reactor {
     /// [u32 connection index][u32 generation][u32 length][u64 slot sequence]
     /// [u16 origin node][u16 origin reactor][u32 shard][u64 ticket] (a reply
     /// bound for another node keeps its route), then the reply bytes.
+    /// A `quorumTicket` has no bytes: its slot sequence is the ticket of a
+    /// reply held for a write quorum too (ReactorQuorum.swift), told here
+    /// when the batch is durable or failed.
     private static let heldHeaderSize = 40
-    private enum HeldKind: UInt8 { case localSlot = 1, forwardedReply = 2 }
+    enum HeldKind: UInt8 { case localSlot = 1, forwardedReply = 2, quorumTicket = 3 }
 
     /// A reply produced in `bytes` for a local connection: straight to the
     /// client, or held when the command wrote a log record.
     @inline(__always)
     func deliverLocal(_ connection: Connection, _ bytes: WireBuffer) {
+        if replica.justWroteShard >= 0 { noteLastWrite(connection) }
         if log.replyAwaitsLog {
             log.replyAwaitsLog = false
             let sequence = connection.replies.openPending(parts: 1, aggregate: .none)
@@ -225,6 +233,7 @@ extension Reactor {
     /// A part's reply for an open slot of a local connection.
     @inline(__always)
     func fillLocal(_ connection: Connection, sequence: UInt64, _ bytes: UnsafeRawBufferPointer) {
+        if replica.justWroteShard >= 0 { noteLastWrite(connection) }
         if log.replyAwaitsLog {
             log.replyAwaitsLog = false
             hold(.localSlot, wire: connection.wire ?? .resp2, source: index, connectionIndex: connection.index,
@@ -237,6 +246,7 @@ extension Reactor {
     /// The reply to a request another reactor forwarded.
     @inline(__always)
     func answerForwarded(_ reply: ForwardHeader, to source: Int, _ bytes: UnsafeRawBufferPointer) {
+        replica.justWroteShard = -1  // the connection lives elsewhere: WAIT there does not see it
         if log.replyAwaitsLog {
             log.replyAwaitsLog = false
             hold(.forwardedReply, wire: reply.wire, source: source, connectionIndex: reply.connectionIndex,
@@ -246,8 +256,32 @@ extension Reactor {
         }
     }
 
+    /// Holds a reply until what its command wrote is durable (the log) and
+    /// at its write quorum (`quorum`), whichever of the two it waits for.
+    /// Whether a write's reply may have to be held: for the log, or for
+    /// the write quorum. When not, a command's reply is written in place.
+    @inline(__always) var repliesMayBeHeld: Bool { log.wal != nil || quorum.writeQuorum >= 2 }
+
+    @inline(__always)
+    func noteLastWrite(_ connection: Connection) {
+        connection.lastWriteShard = replica.justWroteShard
+        connection.lastWriteVersion = replica.justWroteVersion
+        replica.justWroteShard = -1
+    }
+
     private func hold(_ kind: HeldKind, wire: WireKind, source: Int, connectionIndex: UInt32, generation: UInt32,
                       sequence: UInt64, _ bytes: UnsafeRawBufferPointer, route: ForwardRoute = .local) {
+        if quorum.awaitsQuorum {
+            holdForQuorum(HeldReply(kind: kind, wire: wire, source: source, connectionIndex: connectionIndex,
+                                    generation: generation, sequence: sequence, route: route, bytes: [UInt8](bytes)))
+        } else {
+            holdForLog(kind, wire: wire, source: source, connectionIndex: connectionIndex, generation: generation,
+                       sequence: sequence, bytes, route: route)
+        }
+    }
+
+    func holdForLog(_ kind: HeldKind, wire: WireKind, source: Int, connectionIndex: UInt32, generation: UInt32,
+                    sequence: UInt64, _ bytes: UnsafeRawBufferPointer, route: ForwardRoute = .local) {
         let buffer = log.holding.replies
         let space = buffer.writableSpace(minimum: Self.heldHeaderSize + bytes.count)
         let base = space.baseAddress!
@@ -279,44 +313,66 @@ extension Reactor {
             let length = Int(base.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
             let sequence = base.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
             var reply = UnsafeRawBufferPointer(start: base + Self.heldHeaderSize, count: length)
+            if kind == .quorumTicket {
+                logSettled(quorumTicket: sequence, failure: failure)
+                buffer.consume(Self.heldHeaderSize + length)
+                continue
+            }
             if let failure {
                 scratch.part.clear()
-                writeLogFailure(failure, wire: wire, originalReply: reply, into: scratch.part)
+                writeHeldError(code: "ERR", Self.logFailureText(failure), wire: wire, originalReply: reply, into: scratch.part)
                 reply = scratch.part.readableView
             }
-            switch kind {
-            case .localSlot:
-                let slot = Int(connectionIndex)
-                if let connection = table.connection(slot: slot, generation: generation), !connection.isClosed {
-                    connection.replies.fill(sequence: sequence, with: reply)
-                    markDirty(connection)
-                }
-            case .forwardedReply:
-                let route = ForwardRoute(originNode: base.loadUnaligned(fromByteOffset: 24, as: UInt16.self),
-                                         originReactor: base.loadUnaligned(fromByteOffset: 26, as: UInt16.self),
-                                         shard: base.loadUnaligned(fromByteOffset: 28, as: UInt32.self),
-                                         ticket: base.loadUnaligned(fromByteOffset: 32, as: UInt64.self))
-                let header = ForwardHeader(kind: .reply, wire: wire, connectionIndex: connectionIndex,
-                                           connectionGeneration: generation, slotSequence: sequence, payloadLength: reply.count,
-                                           route: route)
-                sendRecord(to: source, header: header, payload: reply)
-            }
+            let route = ForwardRoute(originNode: base.loadUnaligned(fromByteOffset: 24, as: UInt16.self),
+                                     originReactor: base.loadUnaligned(fromByteOffset: 26, as: UInt16.self),
+                                     shard: base.loadUnaligned(fromByteOffset: 28, as: UInt32.self),
+                                     ticket: base.loadUnaligned(fromByteOffset: 32, as: UInt64.self))
+            deliverHeld(kind, wire: wire, source: source, connectionIndex: connectionIndex, generation: generation,
+                        sequence: sequence, route: route, reply)
             buffer.consume(Self.heldHeaderSize + length)
         }
         buffer.clear()
         buffer.releaseIfIdle(keep: 1 << 20)
     }
 
-    private func writeLogFailure(_ reason: String, wire: WireKind, originalReply: UnsafeRawBufferPointer, into out: WireBuffer) {
-        let text = "write-ahead log write failed, the write is not durable and must be retried: "
-            + reason.replacingNewlines()
+    /// A held reply, finally due: into its connection's slot, or back to
+    /// the reactor (and node) its request came from.
+    func deliverHeld(_ kind: HeldKind, wire: WireKind, source: Int, connectionIndex: UInt32, generation: UInt32,
+                     sequence: UInt64, route: ForwardRoute, _ reply: UnsafeRawBufferPointer) {
+        switch kind {
+        case .localSlot:
+            let slot = Int(connectionIndex)
+            if let connection = table.connection(slot: slot, generation: generation), !connection.isClosed {
+                connection.replies.fill(sequence: sequence, with: reply)
+                markDirty(connection)
+            }
+        case .forwardedReply:
+            let header = ForwardHeader(kind: .reply, wire: wire, connectionIndex: connectionIndex,
+                                       connectionGeneration: generation, slotSequence: sequence, payloadLength: reply.count,
+                                       route: route)
+            sendRecord(to: source, header: header, payload: reply)
+        case .quorumTicket:
+            assertionFailure("a quorum ticket carries no reply")
+        }
+    }
+
+    static func logFailureText(_ reason: String) -> String {
+        "write-ahead log write failed, the write is not durable and must be retried: " + reason.replacingNewlines()
+    }
+
+    /// An error in place of a held reply: RESP gets `code text`; a binary
+    /// client gets an ERROR frame for the request's id with the same line,
+    /// except that the generic code ERR is left out (the status says it).
+    func writeHeldError(code: String, _ text: String, wire: WireKind, originalReply: UnsafeRawBufferPointer,
+                        into out: WireBuffer) {
         switch wire {
         case .binary:
             // The request id sits at bytes 7..<15 of every binary response.
             let requestID = originalReply.count >= 15 ? UInt64(bigEndian: originalReply.loadUnaligned(fromByteOffset: 7, as: UInt64.self)) : 0
-            BinaryResponseWriter.write(status: .error, requestID: requestID, errorText: text, into: out)
+            BinaryResponseWriter.write(status: .error, requestID: requestID, errorText: code == "ERR" ? text : code + " " + text,
+                                       into: out)
         case .resp2, .resp3:
-            RESPWriter.error(string: "ERR " + text, into: out)
+            RESPWriter.error(string: code + " " + text, into: out)
         }
     }
 

@@ -29,6 +29,10 @@ struct ReplicaState {
     var recordsMalformed = 0
     /// Records dropped because the one before them was not held here.
     var recordsPastGap = 0
+    /// The shard (-1: none) and version the command just run wrote last,
+    /// until its reply is delivered (it becomes the connection's last write, for WAIT).
+    var justWroteShard = -1
+    var justWroteVersion = EntryVersion.zero
 
     init(enabled: Bool, shardCount: Int) {
         self.enabled = enabled
@@ -134,12 +138,5 @@ extension Reactor {
             }
         }
         replica.pendingAcks.removeAll(keepingCapacity: true)
-    }
-
-    /// Every replica holds `shard` through the version in `payload`.
-    func applyTombstoneFloor(_ header: ForwardHeader, payload: UnsafeRawBufferPointer) {
-        let shard = Int(header.route.shard)
-        guard shard < shards.count, let store = shards[shard], let version = ReplicationWire.decode(payload) else { return }
-        store.dropTombstones(acknowledgedThrough: version)
     }
 }
