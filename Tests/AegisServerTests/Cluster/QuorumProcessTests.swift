@@ -155,11 +155,21 @@ import Testing
         let keys = try Self.keys("b", primary: "node1", count: 9)
         let eight = keys.prefix(8).map { ["SET", $0, "v-\($0)"] } + [["WAIT", "2", "5000"]]
         #expect(try Self.run(members[0], eight, pipelined: true) == Array(repeating: "True", count: 8) + ["2"])
-        let metrics = members[0].get("/metrics") ?? ""
+        // The cluster loop publishes its counters to /metrics on its own
+        // schedule, so they may trail WAIT's answer by a moment.
+        var metrics = ""
+        _ = waitUntil(seconds: 10) {
+            metrics = members[0].get("/metrics") ?? ""
+            return metrics.contains("aegis_replication_batches_total{reason=\"full\"} 4")
+        }
         #expect(metrics.contains("aegis_replication_batches_total{reason=\"full\"} 4"), "two full batches per follower")
         #expect(metrics.contains("aegis_replication_batches_total{reason=\"timeout\"} 0"), "none waited for the timeout")
         #expect(try Self.run(members[0], [["SET", keys[8], "last"], ["WAIT", "2", "10000"]]) == ["True", "2"])
-        let after = members[0].get("/metrics") ?? ""
+        var after = ""
+        _ = waitUntil(seconds: 10) {
+            after = members[0].get("/metrics") ?? ""
+            return after.contains("aegis_replication_batches_total{reason=\"timeout\"} 2")
+        }
         #expect(after.contains("aegis_replication_batches_total{reason=\"timeout\"} 2"), "the ninth left at the timeout, once per follower")
         #expect(after.contains("aegis_replication_batches_total{reason=\"full\"} 4"))
     }
