@@ -71,7 +71,7 @@ public final class NodeContext: Sendable {
         self.reactorLag = (0..<reactorCount).map { _ in ReactorLag() }
         self.shardOwner = (0..<config.numShards).map { $0 * reactorCount / config.numShards }
         self.storeBudgetBytes = Self.storeBudget(maxBytes: config.maxMemoryMB * 1024 * 1024,
-                                                 residentBytes: residentSetBytes() + Self.clusterLoopReserveBytes)
+                                                 residentBytes: residentSetBytes() + Self.lateMemoryReserveBytes)
     }
 
     /// The part of max_memory_mb the reactors' ledgers share (0 = unlimited).
@@ -80,13 +80,20 @@ public final class NodeContext: Sendable {
     /// by 2% with 8-byte values. It is measured once at start, at most half the limit.
     public let storeBudgetBytes: Int
 
-    /// What the cluster loop brings in after this measurement: swift-crypto's
-    /// code and tables, its thread's stack and malloc arena, its buffers. An
-    /// idle node's RSS measured 1.7 MB above the same node without the loop.
-    /// With 1 or 2 MiB reserved, MemoryBoundTests' 8-byte fill still peaked
-    /// 0.3 MB over 128 MiB (the peak did not move: why it does not follow the
-    /// budget byte for byte is not understood yet); with 6 MiB it stays under.
-    static let clusterLoopReserveBytes = 6 << 20
+    /// What the process brings in after this measurement (the cluster loop:
+    /// swift-crypto's code and tables, its thread's stack and malloc arena,
+    /// its buffers; an idle node's RSS measured 1.7 MB above the same node
+    /// without the loop), plus headroom for a store table that doubles near
+    /// the limit. The ledger charges the new table and evicts entries to pay
+    /// for it; the likely reason RSS still passes the budget by about one
+    /// table (not verified) is that the evicted entries' small blocks stay
+    /// in malloc's free lists. Measured with
+    /// MemoryBoundTests' 8-byte fill at max_memory_mb 128: peak RSS 134.6 MB
+    /// with 6 MiB reserved, 134.3 MB with 8 MiB, 124.5 MB with 16 MiB (the
+    /// step is the doubling no longer happening before the budget is
+    /// reached). Charging a table's growth before it happens would be the
+    /// real fix; until then this reserve keeps RSS under the limit.
+    static let lateMemoryReserveBytes = 16 << 20
 
     static func storeBudget(maxBytes: Int, residentBytes: Int) -> Int {
         if maxBytes == 0 { return 0 }
