@@ -105,7 +105,9 @@ public struct ConfigFlags: ParsableArguments {
     public var maintenanceInterval: String?
     @Option(name: .customLong("reactors"), help: ConfigFlags.help("reactors", "n"))
     public var reactors: String?
-    @Option(name: .customLong("slowlog-log-slower-than"), help: ConfigFlags.help("slowlog_log_slower_than", "microseconds"))
+    // Unconditional: its documented "off" value is -1, which the parser
+    // would otherwise take for a flag and report the value as missing.
+    @Option(name: .customLong("slowlog-log-slower-than"), parsing: .unconditional, help: ConfigFlags.help("slowlog_log_slower_than", "microseconds"))
     public var slowlogLogSlowerThan: String?
     @Option(name: .customLong("slowlog-max-len"), help: ConfigFlags.help("slowlog_max_len", "n"))
     public var slowlogMaxLen: String?
