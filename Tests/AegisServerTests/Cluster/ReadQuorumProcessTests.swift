@@ -130,6 +130,28 @@ import Testing
         }, "all three answer again: \(reply)")
     }
 
+    /// Reads held for R = 2 on every node (some forwarded), MGET's keys
+    /// included, between writes held for W = 2: every connection's replies
+    /// keep the order of its requests, and each read sees the write before it.
+    @Test(.timeLimit(.minutes(4))) func pipelinedReadsAndWritesAtTwoKeepTheirOrder() throws {
+        let members = try QuorumProcessTests.startCluster(writeTimeout: "10s", extra: ["--read-quorum", "2"])
+        defer { for member in members { member.stop() } }
+        var commands: [[String]] = []
+        var expected: [String] = []
+        for i in 0..<120 {
+            let key = "o:\(i)"
+            commands += [["SET", key, "v\(i)"], ["GET", key], ["APPEND", key, "+"], ["MGET", key, "o:\(i / 2)", "absent:\(i)"], ["GET", key]]
+            expected += ["True", "v\(i)", String("v\(i)+".utf8.count), "['v\(i)+', 'v\(i / 2)+', None]", "v\(i)+"]
+        }
+        let replies = try QuorumProcessTests.run(members[1], commands, pipelined: true)
+        let wrong = zip(replies, expected).enumerated().filter { $0.element.0 != $0.element.1 }
+        #expect(replies.count == expected.count && wrong.isEmpty, "first differences: \(wrong.prefix(5))")
+        for member in members {
+            #expect(Self.awaitMetric(member, "aegis_read_quorum_waits_total", atLeast: 1) > 0, "\(member.name) held reads")
+            #expect(Self.metric(member, "aegis_read_quorum_timeouts_total") == 0)
+        }
+    }
+
     /// write_quorum 3 with node3 paused: a write to a shard of node1 waits.
     /// node4 joins and takes that shard over; the wait ends at once with an
     /// error that says the write may have been applied, long before the
