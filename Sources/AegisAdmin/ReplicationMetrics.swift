@@ -46,6 +46,12 @@ extension MetricsExposition {
             counter("aegis_quorum_waits", "Writes whose reply waited for write_quorum replicas.", quorum.waits),
             counter("aegis_quorum_timeouts", "Writes answered TIMEOUT: not at write_quorum within write_timeout (they may have been applied).", quorum.timeouts),
             counter("aegis_quorum_unreachable", "Writes answered NOREPLICAS at once: the shard map gives the shard fewer than write_quorum replicas (applied here only).", quorum.unreachable),
+            counter("aegis_quorum_primary_moved", "Writes waiting for write_quorum answered TRYAGAIN at once: their shard's primary moved to another node (they may have been applied).", quorum.primaryMoved),
+            counter("aegis_read_quorum_waits", "GETs on this node's shards whose reply waited for read_quorum replicas.", quorum.readWaits),
+            counter("aegis_read_quorum_timeouts", "GETs answered TRYAGAIN: fewer than read_quorum replicas answered within write_timeout, or the shard's primary moved.", quorum.readTimeouts),
+            counter("aegis_read_quorum_unreachable", "GETs answered NOREPLICAS at once: the shard map gives the shard fewer than read_quorum replicas.", quorum.readUnreachable),
+            counter("aegis_read_repairs_sent", "Records sent by reads at read_quorum to replicas that answered an older state of the key.", quorum.readRepairsSent),
+            counter("aegis_read_repairs_applied", "Read repairs that changed a key here (as a follower, or as a primary older than a follower).", quorum.readRepairsApplied),
             Family(name: "aegis_quorum_wait_seconds", kind: .histogram,
                    help: "Time a write's reply waited for write_quorum replicas, for the writes that reached it.", samples: samples),
         ]

@@ -1,13 +1,13 @@
 /// Settings that ask for a guarantee this build cannot give.
 ///
-/// Most keys of features not built yet (gossip, seeds, TLS file paths) are
-/// inert: the node only warns that they are stored. These two are not
-/// inert: a node that started with them would serve plaintext to a client
-/// configured for TLS, or answer a read from one replica, while the
-/// operator believes otherwise. So they stop start-up (and `--validate`)
-/// instead. They are kept apart from `ConfigLoader.load`'s checks because
-/// the values are valid configuration: a build with replication and TLS
-/// will accept them unchanged.
+/// Most keys of features not built yet (TLS file paths) are inert: the
+/// node only warns that they are stored. `tls_enabled` true is not inert:
+/// a node that started with it would serve plaintext to a client configured
+/// for TLS while the operator believes otherwise. So it stops start-up (and
+/// `--validate`) instead. It is kept apart from `ConfigLoader.load`'s checks
+/// because the value is valid configuration: a build with TLS will accept
+/// it unchanged. (`read_quorum` above 1 was refused here until read quorums
+/// were built.)
 public enum UnbuiltFeatures {
     /// One "config: ..." line per setting that cannot be honoured, naming
     /// the key, its value, where it came from and what to do; empty when the
@@ -21,10 +21,6 @@ public enum UnbuiltFeatures {
         if config.tlsEnabled {
             lines.append("config: \(about("tls_enabled")): TLS is not available in this build yet, "
                 + "so the node would serve plaintext; set tls_enabled to false or leave it out")
-        }
-        if config.readQuorum > 1 {
-            lines.append("config: \(about("read_quorum")): read quorums are not available in this build yet, "
-                + "so a read would consult this node alone; use 1")
         }
         return lines
     }

@@ -13,11 +13,10 @@ import Synchronization
 public final class Node {
     /// Settings that are accepted and validated but whose feature this build
     /// does not have yet; setting one is logged at start, never silently ignored.
-    /// (replication_factor, write_quorum and the batch keys are in effect:
-    /// followers get each primary's writes in batches and replies wait for W
-    /// of them, docs/replication.md.)
+    /// (replication_factor, write_quorum, read_quorum and the batch keys are
+    /// in effect: followers get each primary's writes in batches, replies
+    /// wait for W of them, and GETs consult R replicas, docs/replication.md.)
     static let notYetInEffect: Set<String> = [
-        "read_quorum",
         "tls_enabled", "tls_cert_file", "tls_key_file", "tls_ca_file",
     ]
 

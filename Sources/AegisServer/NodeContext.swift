@@ -187,7 +187,7 @@ public final class PublishedReactorStats: Sendable {
         walBatches.store(s.walBatches, ordering: .relaxed)
         walSnapshots.store(s.walSnapshots, ordering: .relaxed)
         rateLimited.store(s.rateLimited, ordering: .relaxed)
-        if s.quorum.waits != 0 { quorum.withLock { if $0 != s.quorum { $0 = s.quorum } } }
+        if s.quorum.anyCounted { quorum.withLock { if $0 != s.quorum { $0 = s.quorum } } }
     }
 
     public func snapshot() -> ReactorStatsSnapshot {

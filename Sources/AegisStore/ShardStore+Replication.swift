@@ -29,6 +29,14 @@ extension ShardStore {
         state.pointee.applyIfNewer(key, hash: hash, write, version: version, nowMs: nowMs)
     }
 
+    /// The version `applyIfNewer` measures a write to `key` against: its
+    /// entry's (expired or not, when the shard keeps tombstones), else its
+    /// tombstone's or the shard's absent floor, else `.zero`. A read at
+    /// read_quorum >= 2 compares replicas by it.
+    public func knownVersion(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> EntryVersion {
+        state.pointee.knownVersion(key, hash: hash, nowMs: nowMs)
+    }
+
     /// A FLUSHALL made elsewhere at `version`: empties the shard when the
     /// flush is newer than the shard's last write, and refuses every later
     /// replicated write at or below it for keys that are absent. Returns
@@ -66,12 +74,8 @@ extension ShardState {
     @usableFromInline
     mutating func applyIfNewer(_ key: UnsafeRawBufferPointer, hash: UInt64, _ write: ReplicatedWrite,
                                version: EntryVersion, nowMs: Int64) -> Bool {
-        let (i, found) = find(key, hash)
+        let (present, known) = presence(key, hash: hash, nowMs: nowMs)
         let remembersDeletes = tombstones != nil
-        let live = found && !Self.entry(slots[i]).isExpired(nowMs)
-        let present = remembersDeletes ? found : live
-        let known: EntryVersion = present ? self.version(of: Self.entry(slots[i]))
-            : remembersDeletes ? tombstones!.barrier(key, hash: hash) : .zero
         if known >= version {
             adoptClock(version)
             return false
@@ -89,6 +93,23 @@ extension ShardState {
             adoptClock(version)
             return false
         }
+    }
+
+    /// Whether `key` counts as present for a replicated write, and the version such a write must exceed.
+    @usableFromInline
+    mutating func presence(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> (present: Bool, known: EntryVersion) {
+        let (i, found) = find(key, hash)
+        let remembersDeletes = tombstones != nil
+        let live = found && !Self.entry(slots[i]).isExpired(nowMs)
+        let present = remembersDeletes ? found : live
+        let known: EntryVersion = present ? self.version(of: Self.entry(slots[i]))
+            : remembersDeletes ? tombstones!.barrier(key, hash: hash) : .zero
+        return (present, known)
+    }
+
+    @usableFromInline
+    mutating func knownVersion(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> EntryVersion {
+        presence(key, hash: hash, nowMs: nowMs).known
     }
 
     mutating func applyFlushIfNewer(version: EntryVersion) -> Bool {

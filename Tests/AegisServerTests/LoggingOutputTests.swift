@@ -16,7 +16,7 @@ struct LoggingOutputTests {
     }
 
     @Test func underTheJournalEveryLineHasItsPriority() throws {
-        let node = try SpawnedNode(arguments: ["--reactors", "1", "--read-quorum", "1"], journal: true)
+        let node = try SpawnedNode(arguments: ["--reactors", "1", "--tls-enabled", "false"], journal: true)
         #expect(node.stop() == 0)
         let lines = node.logLines()
         #expect(lines.count >= 4, "\(lines)")
@@ -73,7 +73,7 @@ struct LoggingOutputTests {
 
     @Test func jsonLinesParseAsJSON() throws {
         for journal in [false, true] {
-            let node = try SpawnedNode(arguments: ["--reactors", "1", "--log-format", "json", "--read-quorum", "1"], journal: journal)
+            let node = try SpawnedNode(arguments: ["--reactors", "1", "--log-format", "json", "--tls-enabled", "false"], journal: journal)
             #expect(node.stop() == 0)
             // python3's json module, as a log shipper would read the lines.
             let script = """

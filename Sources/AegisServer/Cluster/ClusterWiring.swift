@@ -47,7 +47,8 @@ enum ClusterWiring {
         relay.replication.batchRecordsMax = config.replicationBatchSize
         relay.replication.batchTimeoutNs = config.replicationBatchTimeout.milliseconds * 1_000_000
         relay.replyTimeoutMs = ForwardingRelay.replyTimeout(
-            writeQuorum: config.replicationFactor > 1 ? config.writeQuorum : 0, writeTimeoutMs: config.writeTimeout.milliseconds)
+            writeQuorum: config.replicationFactor > 1 ? config.writeQuorum : 0,
+            readQuorum: config.replicationFactor > 1 ? config.readQuorum : 1, writeTimeoutMs: config.writeTimeout.milliseconds)
         return try ClusterLoop(settings: loopSettings, listenFD: listenFD, engine: MembershipEngine(node: membership, reactorLag: node.reactorLag),
                                board: node.cluster, logger: logger, relay: relay)
     }

@@ -35,12 +35,13 @@ final class ForwardingRelay {
 
     /// How long to wait for a forwarded request's reply: at W >= 2 the
     /// primary answers a write at the latest at write_timeout (with a
-    /// TIMEOUT that says the write may have been applied), so the ingress
+    /// TIMEOUT that says the write may have been applied), and at R >= 2 a
+    /// read at the latest at write_timeout too (TRYAGAIN), so the ingress
     /// waits that long and 2 s more for the answer to travel, rather than
     /// answering first with an error that says less. write_timeout 0 (no
     /// limit) leaves it unlimited too.
-    static func replyTimeout(writeQuorum: Int, writeTimeoutMs: Int64) -> Int64 {
-        guard writeQuorum >= 2 else { return defaultReplyTimeoutMs }
+    static func replyTimeout(writeQuorum: Int, readQuorum: Int = 1, writeTimeoutMs: Int64) -> Int64 {
+        guard writeQuorum >= 2 || readQuorum >= 2 else { return defaultReplyTimeoutMs }
         guard writeTimeoutMs > 0 else { return Int64.max / 1_000_000 }
         return max(defaultReplyTimeoutMs, writeTimeoutMs + 2_000)
     }
@@ -190,6 +191,9 @@ final class ForwardingRelay {
         return number(forPeer: address, name: name)
     }
 
+    /// Whether `peer` is a number this relay gave out.
+    func knowsPeer(_ peer: UInt16) -> Bool { Int(peer) < peerAddress.count }
+
     private func number(forPeer address: String, name: String) -> UInt16 {
         if let known = peerNumber[address] { return known }
         let number = UInt16(peerAddress.count)
@@ -234,6 +238,13 @@ final class ForwardingRelay {
             if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
         case .replicaProgress:
             break  // only ever sent to reactors
+        case .readProbe:
+            replication.sendReadProbe(header, key: payload)
+        case .readAnswer:
+            // A follower reactor's answer, back to the primary that asked.
+            if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
+        case .readRepair:
+            replication.sendReadRepair(header, record: payload)
         }
     }
 
@@ -375,6 +386,18 @@ final class ForwardingRelay {
                     replication.acknowledged(payload, shard: shard, from: peerName[Int(peer)])
                 case .replicaProgress:
                     return false  // never sent between nodes
+                case .readProbe, .readRepair:
+                    let shard = Int(header.route.shard)
+                    guard shard < shardOwner.count else { return false }
+                    var routed = header
+                    routed.route.originNode = peer
+                    toReactor(shardOwner[shard], routed, payload)
+                case .readAnswer:
+                    guard Int(header.route.originReactor) < interconnect.reactorCount else { return false }
+                    var routed = header
+                    // Which follower answered: the read repairs it by this number if it is stale.
+                    routed.connectionIndex = UInt32(peer)
+                    toReactor(Int(header.route.originReactor), routed, payload)
                 case .reply:
                     repliesReceived += 1
                     guard let waiting = inFlight.removeValue(forKey: header.route.ticket) else { continue } // answered already (timed out)

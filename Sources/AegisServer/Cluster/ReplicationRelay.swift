@@ -92,6 +92,10 @@ final class ReplicationRelay {
         /// replication_batch_timeout (or the timeout is 0s).
         var batchesFull = 0
         var batchesTimedOut = 0
+        /// Followers asked for a key's state by reads at read_quorum >= 2, and
+        /// the repairs sent to followers those reads found stale.
+        var readProbesSent = 0
+        var readRepairsSent = 0
     }
 
     /// replication_batch_size and replication_batch_timeout: new records for
@@ -318,6 +322,40 @@ final class ReplicationRelay {
             any = true
         }
         if any { counters.cutOffs += 1 }
+    }
+
+    // MARK: - Read quorums
+
+    /// A read at R >= 2 on one of this node's shards: the key goes to the
+    /// first R - 1 followers the map names (`header.connectionIndex`), in
+    /// the peers' batch frames like replicated records. A follower with no
+    /// known address is not asked; the read then ends at its timeout,
+    /// saying how many answered.
+    func sendReadProbe(_ header: ForwardHeader, key: UnsafeRawBufferPointer) {
+        let shard = Int(header.route.shard)
+        guard shard < progress.count, let followers = progress[shard]?.followers else { return }
+        var probe = header
+        probe.connectionIndex = 0
+        for follower in followers.prefix(Int(header.connectionIndex)) {
+            guard let peer = forwarding.peer(named: follower.name) else { continue }
+            forwarding.appendToBatch(peer: peer, probe, key)
+            counters.readProbesSent += 1
+        }
+    }
+
+    /// The newest state a read found, for the follower (peer number in
+    /// `header.connectionIndex`) that answered an older one. It travels on
+    /// the bulk lane behind the records already queued for that follower,
+    /// and is applied there only if newer than what the follower holds.
+    func sendReadRepair(_ header: ForwardHeader, record: UnsafeRawBufferPointer) {
+        guard let peer = UInt16(exactly: header.connectionIndex), forwarding.knowsPeer(peer) else {
+            counters.malformed += 1
+            return
+        }
+        var repair = header
+        repair.connectionIndex = 0
+        forwarding.appendToBatch(peer: peer, repair, record)
+        counters.readRepairsSent += 1
     }
 
     // MARK: - Catching up

@@ -52,6 +52,7 @@ final class Reactor: @unchecked Sendable {
     var routes: ReactorRoutes
     var replica: ReplicaState
     var quorum: QuorumState
+    var readQuorum: ReadQuorumState
     var log = ReactorLog()
     var rate = RateGate()
     var schedule = LoopSchedule()
@@ -111,6 +112,7 @@ final class Reactor: @unchecked Sendable {
         self.replica = ReplicaState(enabled: config.replicationFactor > 1, shardCount: node.shardOwner.count)
         self.quorum = QuorumState(writeQuorum: config.replicationFactor > 1 ? config.writeQuorum : 0,
                                   shardCount: node.shardOwner.count)
+        self.readQuorum = ReadQuorumState(readQuorum: config.replicationFactor > 1 ? config.readQuorum : 1)
         self.routes = ReactorRoutes(shardOwner: node.shardOwner, clusterEndpoint: node.interconnect.clusterEndpoint)
     }
 
@@ -167,6 +169,7 @@ final class Reactor: @unchecked Sendable {
         }
         drainInbound()
         expireQuorumWaits()
+        expireReadQuorums()
         submitLogBatch()
         flushOverflow()
         if !forwarding.backlog.parked.isEmpty { resumeParkedIfBacklogShrank() }

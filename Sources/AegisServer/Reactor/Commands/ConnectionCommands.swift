@@ -420,7 +420,10 @@ extension Reactor {
                       "replication_factor:\(config.replicationFactor)",
                       "write_quorum:\(config.replicationFactor > 1 ? config.writeQuorum : 0)",
                       "quorum_waits:\(quorum.waits)", "quorum_timeouts:\(quorum.timeouts)",
-                      "quorum_unreachable:\(quorum.unreachable)", ""]
+                      "quorum_unreachable:\(quorum.unreachable)",
+                      "read_quorum:\(config.replicationFactor > 1 ? config.readQuorum : 1)",
+                      "read_quorum_waits:\(quorum.readWaits)", "read_quorum_timeouts:\(quorum.readTimeouts)",
+                      "read_repairs_sent:\(quorum.readRepairsSent)", "read_repairs_applied:\(quorum.readRepairsApplied)", ""]
         }
         if wants("cpu") { lines += cpuInfoLines() }
         if wants("commandstats") { lines += commandStatsLines(commands) }

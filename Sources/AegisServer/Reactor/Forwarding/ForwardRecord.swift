@@ -29,6 +29,24 @@ struct ForwardHeader {
         /// Releases writes waiting for a quorum, answers WAIT, and the last
         /// one (held by every replica) lets tombstones at or below it go.
         case replicaProgress = 5
+        /// A primary's read at `read_quorum` R >= 2 asks a follower for its
+        /// state of one key (the payload). The primary's reactor sends it
+        /// with `connectionIndex` = how many followers to ask (R - 1),
+        /// `slotSequence` = the read's ticket and `route.originReactor` =
+        /// itself; the follower's reactor answers `readAnswer` with the
+        /// same ticket and route (ReactorReadQuorum.swift).
+        case readProbe = 6
+        /// A follower's state of the key a `readProbe` named: one WAL
+        /// record (a SET with its version, or a DEL with the version the
+        /// key was deleted at, `.zero` when never known). The primary's
+        /// cluster loop puts the follower's peer number in `connectionIndex`.
+        case readAnswer = 7
+        /// The newest state a read found, for a replica that answered an
+        /// older one: one WAL record, applied with `applyIfNewer` like a
+        /// replicated write but outside the primary's chain of records (it
+        /// moves no acknowledgement). From the primary's reactor
+        /// `connectionIndex` names the follower's peer number.
+        case readRepair = 8
     }
 
     var kind: Kind

@@ -261,6 +261,12 @@ extension Reactor {
             applyReplicaProgress(header, payload: payload)
         case .replicaAck:
             break  // acknowledgements go between cluster loops only
+        case .readProbe:
+            answerReadProbe(header, key: payload)
+        case .readAnswer:
+            collectReadAnswer(header, record: payload)
+        case .readRepair:
+            applyReadRepair(header, record: payload)
         }
     }
 

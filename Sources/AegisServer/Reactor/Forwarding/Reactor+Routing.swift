@@ -60,6 +60,10 @@ extension Reactor {
     func applyRouting() {
         guard let routing = node.routing.routing else { return }
         let lost = routes.install(routing)
+        if !lost.isEmpty {
+            abandonQuorumWaits(shards: lost)
+            abandonReadQuorums(shards: Set(lost))
+        }
         var dropped = 0
         var lostCount = 0
         let lostHere = Set(lost)
