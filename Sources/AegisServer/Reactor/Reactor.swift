@@ -166,6 +166,7 @@ final class Reactor: @unchecked Sendable {
             }
         }
         drainInbound()
+        if !replica.walks.isEmpty { walkOneStreamSlice() }
         expireQuorumWaits()
         submitLogBatch()
         flushOverflow()
@@ -190,6 +191,7 @@ final class Reactor: @unchecked Sendable {
         if !table.dirty.isEmpty { return 0 }
         if forwarding.hasOverflow { return 1 }
         if !forwarding.backlog.parked.isEmpty { return 1 }
+        if hasStreamSliceDue { return 0 }
         return -1
     }
 

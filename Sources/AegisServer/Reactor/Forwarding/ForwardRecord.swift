@@ -29,6 +29,22 @@ struct ForwardHeader {
         /// Releases writes waiting for a quorum, answers WAIT, and the last
         /// one (held by every replica) lets tombstones at or below it go.
         case replicaProgress = 5
+        /// Shard streams (ShardStreams, Reactor+ShardStream): from the
+        /// primary's cluster loop to the shard's reactor, "walk `ticket` more
+        /// slices of stream `connectionIndex`" (the first starts the walk).
+        case streamSlice = 6
+        /// One slice of a stream (WAL records, one after another), from the
+        /// primary's reactor through both cluster loops to the follower's
+        /// reactor: `connectionIndex` the stream, `replicatedPrevious` the
+        /// version the walk started at, `ticket` the slice number
+        /// (`ShardStreamWire.lastSlice` set on the last).
+        case streamData = 7
+        /// The follower's reactor applied a slice (same fields, no payload),
+        /// back to the primary's cluster loop.
+        case streamAck = 8
+        /// From the primary's cluster loop to the shard's reactor: stop the
+        /// walk of stream `connectionIndex`.
+        case streamCancel = 9
     }
 
     var kind: Kind

@@ -259,8 +259,14 @@ extension Reactor {
             applyReplicated(header, record: payload)
         case .replicaProgress:
             applyReplicaProgress(header, payload: payload)
-        case .replicaAck:
+        case .replicaAck, .streamAck:
             break  // acknowledgements go between cluster loops only
+        case .streamSlice:
+            streamSlicesGranted(header)
+        case .streamCancel:
+            streamCancelled(header)
+        case .streamData:
+            applyStreamSlice(header, payload: payload)
         }
     }
 
