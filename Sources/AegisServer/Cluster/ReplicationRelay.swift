@@ -421,6 +421,10 @@ final class ReplicationRelay {
             grantSlices(header.connectionIndex)
         case .finished(let stream):
             counters.streamsFinished += 1
+            // The next catch-up turn (at the end of this iteration) starts
+            // the stream waiting for this one's place, instead of up to
+            // catchUpIntervalNs later.
+            lastCatchUpNs = 0
             streamNoted.remove(StreamNeed(shard: stream.shard, follower: follower.name))
             guard stream.shard < progress.count, progress[stream.shard] != nil, let start = stream.start else { return }
             progress[stream.shard]!.streamed(start, to: follower)
