@@ -391,7 +391,7 @@ final class ReplicationRelay {
         guard slices > 0 else { return }
         var header = ReplicationWire.header(.streamSlice, shard: stream.shard, payloadLength: 0)
         header.connectionIndex = id
-        header.route.ticket = UInt64(slices)
+        header.route.ticket = UInt64(slices) | (stream.requested == 0 ? ShardStreamWire.startWalk : 0)
         forwarding.toReactor(shardOwner[stream.shard], header, UnsafeRawBufferPointer(start: nil, count: 0))
     }
 

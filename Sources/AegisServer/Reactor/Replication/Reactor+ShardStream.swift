@@ -23,6 +23,11 @@ import AegisStore
 enum ShardStreamWire {
     /// Set in a slice's number (the header's ticket) on the walk's last slice.
     static let lastSlice: UInt64 = 1 << 63
+    /// Set in a grant's count (the header's ticket) on the stream's first:
+    /// only that one starts a walk. A later grant can cross the walk's last
+    /// slice on its way (the cluster loop grants on an acknowledgement before
+    /// the last slice reached it) and must not start the walk again.
+    static let startWalk: UInt64 = 1 << 62
     /// Bounds of one slice, i.e. of the work one loop pass of the primary's
     /// reactor does for a stream: whichever is reached first.
     static let sliceEntriesMax = 512
@@ -56,14 +61,16 @@ extension Reactor {
     // MARK: - As the primary
 
     /// The cluster loop grants `ticket` more slices of a stream; the first
-    /// grant starts its walk. A shard not held here starts nothing: the
-    /// cluster loop gives the stream up when it stalls.
+    /// grant (`startWalk`) starts its walk, a grant for a walk that is over
+    /// is ignored. A shard not held here starts nothing: the cluster loop
+    /// gives the stream up when it stalls.
     func streamSlicesGranted(_ header: ForwardHeader) {
-        let credit = Int(clamping: min(header.route.ticket, 1 << 20))
+        let credit = Int(clamping: min(header.route.ticket & ~ShardStreamWire.startWalk, 1 << 20))
         if let i = replica.walks.firstIndex(where: { $0.id == header.connectionIndex }) {
             replica.walks[i].credit += credit
             return
         }
+        guard header.route.ticket & ShardStreamWire.startWalk != 0 else { return }
         let shard = Int(header.route.shard)
         guard shard < shards.count, let store = shards[shard] else { return }
         replica.walks.append(ShardWalk(id: header.connectionIndex, shard: shard, start: store.lastWriteVersion, credit: credit))
