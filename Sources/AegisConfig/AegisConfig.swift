@@ -52,6 +52,8 @@ public struct AegisConfig: Sendable, Equatable {
     public var idleTimeout: Duration
     public var replicationBatchSize: Int
     public var replicationBatchTimeout: Duration
+    /// Writes per shard a primary keeps to catch followers up from.
+    public var replicationTailRecords: Int
     /// 0 = asynchronous replication.
     public var writeQuorum: Int
     public var readQuorum: Int
@@ -125,6 +127,7 @@ public struct AegisConfig: Sendable, Equatable {
         idleTimeout: .zero,
         replicationBatchSize: 128,
         replicationBatchTimeout: .milliseconds(5),
+        replicationTailRecords: 1_024,
         writeQuorum: 0,
         readQuorum: 1,
         authToken: "",

@@ -59,6 +59,8 @@ public struct ConfigFlags: ParsableArguments {
     public var replicationBatchSize: String?
     @Option(name: .customLong("replication-batch-timeout"), help: ConfigFlags.help("replication_batch_timeout", "duration"))
     public var replicationBatchTimeout: String?
+    @Option(name: .customLong("replication-tail-records"), help: ConfigFlags.help("replication_tail_records", "n"))
+    public var replicationTailRecords: String?
     @Option(name: .customLong("write-quorum"), help: ConfigFlags.help("write_quorum", "n"))
     public var writeQuorum: String?
     @Option(name: .customLong("read-quorum"), help: ConfigFlags.help("read_quorum", "n"))
@@ -213,6 +215,7 @@ public struct ConfigFlags: ParsableArguments {
             ("idle_timeout", idleTimeout),
             ("replication_batch_size", replicationBatchSize),
             ("replication_batch_timeout", replicationBatchTimeout),
+            ("replication_tail_records", replicationTailRecords),
             ("write_quorum", writeQuorum),
             ("read_quorum", readQuorum),
             ("auth_token", authToken),

@@ -59,6 +59,8 @@ enum ConfigKeys {
              meaning: "Most writes sent to a follower in one replication batch."),
         .duration("replication_batch_timeout", \.replicationBatchTimeout, allowZero: true,
                   meaning: "Longest a write waits for its replication batch to fill; 0s = send at once."),
+        .int("replication_tail_records", \.replicationTailRecords, range: 1...1_048_576,
+             meaning: "Most recent writes per shard (and at most 256 KiB) a primary keeps to catch a follower up; a follower further behind gets the shard streamed."),
         .int("write_quorum", \.writeQuorum, range: 0...Int(Int32.max),
              meaning: "Acknowledgements (primary included) a write waits for; 0 = asynchronous. At most replication_factor."),
         .int("read_quorum", \.readQuorum, range: 1...Int(Int32.max), zeroMeans: 1,

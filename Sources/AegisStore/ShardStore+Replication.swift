@@ -46,6 +46,24 @@ extension ShardStore {
         state.pointee.applyFlushIfNewer(version: version)
     }
 
+    /// The start of a shard stream from the primary: everything here goes
+    /// (entries, tombstones, the absent floor, which a history the copy
+    /// replaces may have raised above the copy's own entries). The streamed
+    /// entries then come through `applyIfNewer`, and `completeStream` ends it.
+    public func replaceForStream() {
+        state.pointee.replaceForStream()
+    }
+
+    /// The last slice of a stream taken at `streamStart` was applied: the
+    /// shard holds the primary's copy as of then. The absent floor becomes
+    /// `streamStart` (a key the stream did not bring was absent on the
+    /// primary then: a replicated write for it at or below that is refused),
+    /// and the last write is `streamStart`, so the primary's writes after it
+    /// (a FLUSHALL included) apply.
+    public func completeStream(streamStart: EntryVersion) {
+        state.pointee.completeStream(streamStart: streamStart)
+    }
+
     /// Makes this shard remember deleted keys (replication_factor > 1),
     /// bounded by `limits`. Called once, before the shard takes writes.
     public func keepTombstones(limits: TombstoneLimits) {
@@ -110,6 +128,20 @@ extension ShardState {
     @usableFromInline
     mutating func knownVersion(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> EntryVersion {
         presence(key, hash: hash, nowMs: nowMs).known
+    }
+
+    mutating func replaceForStream() {
+        assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        mutations &+= 1
+        dropEverything()
+        if tombstones != nil { addToLedger(tombstones!.replace(floor: .zero)) }
+        lastVersion = .zero
+    }
+
+    mutating func completeStream(streamStart: EntryVersion) {
+        if tombstones != nil { addToLedger(tombstones!.reset(floor: streamStart)) }
+        adoptClock(streamStart)
+        lastVersion = streamStart
     }
 
     mutating func applyFlushIfNewer(version: EntryVersion) -> Bool {

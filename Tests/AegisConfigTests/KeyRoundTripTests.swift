@@ -47,6 +47,7 @@ let samples: [String: Sample] = [
     "idle_timeout": Sample(json: #""5m""#, text: "5m", expected: "5m"),
     "replication_batch_size": Sample(json: "256", text: "256", expected: "256"),
     "replication_batch_timeout": Sample(json: #""2ms""#, text: "2ms", expected: "2ms"),
+    "replication_tail_records": Sample(json: "64", text: "64", expected: "64"),
     "write_quorum": Sample(json: "2", text: "2", expected: "2"),
     "read_quorum": Sample(json: "3", text: "3", expected: "3"),
     "auth_token": Sample(json: #""hunter2""#, text: "hunter2", expected: "hunter2"),
@@ -86,7 +87,7 @@ struct KeyRoundTripTests {
     @Test func everyKeyHasASample() {
         #expect(Set(samples.keys) == Set(AegisConfig.allKeys))
         #expect(AegisConfig.allKeys.count == Set(AegisConfig.allKeys).count, "duplicate key")
-        #expect(AegisConfig.allKeys.count == 53)
+        #expect(AegisConfig.allKeys.count == 54)
     }
 
     @Test(arguments: AegisConfig.allKeys, Layer.allCases)

@@ -45,6 +45,7 @@ enum ClusterWiring {
         let relay = ForwardingRelay(interconnect: node.interconnect, shardOwner: node.shardOwner, routingBoard: node.routing,
                                     breakers: node.breakers, selfID: config.nodeID)
         relay.replication.batchRecordsMax = config.replicationBatchSize
+        relay.replication.tailRecordsMax = config.replicationTailRecords
         relay.replication.batchTimeoutNs = config.replicationBatchTimeout.milliseconds * 1_000_000
         relay.replyTimeoutMs = ForwardingRelay.replyTimeout(
             writeQuorum: config.replicationFactor > 1 ? config.writeQuorum : 0,

@@ -233,10 +233,12 @@ final class ForwardingRelay {
             forwardRequest(header, payload: payload, nowNs: nowNs)
         case .replicate:
             replication.fromReactor(header, record: payload, nowNs: nowNs)
-        case .replicaAck:
+        case .replicaAck, .streamAck:
             // A follower reactor's acknowledgement, back to the peer the records came from.
             if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
-        case .replicaProgress:
+        case .streamData:
+            replication.streamSliceFromReactor(header, payload: payload, nowNs: nowNs)
+        case .replicaProgress, .streamSlice, .streamCancel:
             break  // only ever sent to reactors
         case .readProbe:
             replication.sendReadProbe(header, key: payload)
@@ -384,7 +386,15 @@ final class ForwardingRelay {
                     let shard = Int(header.route.shard)
                     guard shard < shardOwner.count else { return false }
                     replication.acknowledged(payload, shard: shard, from: peerName[Int(peer)])
-                case .replicaProgress:
+                case .streamData:
+                    let shard = Int(header.route.shard)
+                    guard shard < shardOwner.count else { return false }
+                    var routed = header
+                    routed.route.originNode = peer
+                    toReactor(shardOwner[shard], routed, payload)
+                case .streamAck:
+                    replication.streamAcknowledged(header, from: peerName[Int(peer)], nowNs: nowNs)
+                case .replicaProgress, .streamSlice, .streamCancel:
                     return false  // never sent between nodes
                 case .readProbe, .readRepair:
                     let shard = Int(header.route.shard)

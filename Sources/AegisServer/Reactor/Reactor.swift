@@ -168,6 +168,7 @@ final class Reactor: @unchecked Sendable {
             }
         }
         drainInbound()
+        if !replica.walks.isEmpty { walkOneStreamSlice() }
         expireQuorumWaits()
         expireReadQuorums()
         submitLogBatch()
@@ -193,6 +194,7 @@ final class Reactor: @unchecked Sendable {
         if !table.dirty.isEmpty { return 0 }
         if forwarding.hasOverflow { return 1 }
         if !forwarding.backlog.parked.isEmpty { return 1 }
+        if hasStreamSliceDue { return 0 }
         return -1
     }
 

@@ -336,7 +336,8 @@ extension Reactor {
             ("suspect_timeout", duration(c.suspectTimeout)), ("dead_timeout", duration(c.deadTimeout)),
             ("max_conns", String(c.maxConns)), ("read_timeout", duration(c.readTimeout)), ("write_timeout", duration(c.writeTimeout)),
             ("idle_timeout", duration(c.idleTimeout)), ("replication_batch_size", String(c.replicationBatchSize)),
-            ("replication_batch_timeout", duration(c.replicationBatchTimeout)), ("write_quorum", String(c.writeQuorum)),
+            ("replication_batch_timeout", duration(c.replicationBatchTimeout)),
+            ("replication_tail_records", String(c.replicationTailRecords)), ("write_quorum", String(c.writeQuorum)),
             ("read_quorum", String(c.readQuorum)), ("tls_enabled", c.tlsEnabled ? "true" : "false"),
             // Whether a token is set, never the token (security.md).
             ("auth_token", c.authToken.isEmpty ? "" : "<redacted>"), ("auth_token_next", c.authTokenNext.isEmpty ? "" : "<redacted>"),

@@ -47,6 +47,22 @@ struct ForwardHeader {
         /// moves no acknowledgement). From the primary's reactor
         /// `connectionIndex` names the follower's peer number.
         case readRepair = 8
+        /// Shard streams (ShardStreams, Reactor+ShardStream): from the
+        /// primary's cluster loop to the shard's reactor, "walk `ticket` more
+        /// slices of stream `connectionIndex`" (the first starts the walk).
+        case streamSlice = 9
+        /// One slice of a stream (WAL records, one after another), from the
+        /// primary's reactor through both cluster loops to the follower's
+        /// reactor: `connectionIndex` the stream, `replicatedPrevious` the
+        /// version the walk started at, `ticket` the slice number
+        /// (`ShardStreamWire.lastSlice` set on the last).
+        case streamData = 10
+        /// The follower's reactor applied a slice (same fields, no payload),
+        /// back to the primary's cluster loop.
+        case streamAck = 11
+        /// From the primary's cluster loop to the shard's reactor: stop the
+        /// walk of stream `connectionIndex`.
+        case streamCancel = 12
     }
 
     var kind: Kind

@@ -259,7 +259,7 @@ extension Reactor {
             applyReplicated(header, record: payload)
         case .replicaProgress:
             applyReplicaProgress(header, payload: payload)
-        case .replicaAck:
+        case .replicaAck, .streamAck:
             break  // acknowledgements go between cluster loops only
         case .readProbe:
             answerReadProbe(header, key: payload)
@@ -267,6 +267,12 @@ extension Reactor {
             collectReadAnswer(header, record: payload)
         case .readRepair:
             applyReadRepair(header, record: payload)
+        case .streamSlice:
+            streamSlicesGranted(header)
+        case .streamCancel:
+            streamCancelled(header)
+        case .streamData:
+            applyStreamSlice(header, payload: payload)
         }
     }
 

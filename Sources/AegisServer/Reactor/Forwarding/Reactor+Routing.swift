@@ -77,6 +77,7 @@ extension Reactor {
             dropped += store.count
             store.removeAll()
             replica.appliedThrough[shard] = .zero
+            replica.incoming[shard] = nil
         }
         if dropped > 0 {
             logger.info("shards moved to other nodes: their keys were dropped here (no shard movement yet)", metadata: [
