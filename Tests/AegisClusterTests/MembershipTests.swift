@@ -171,8 +171,14 @@ struct Harness {
                 #expect(harness.status(of: member, at: observer) == .alive, "\(observer) holds \(member)")
             }
         }
-        let cameBack = harness.changes.filter { $0.change.from == .dead && $0.change.to == .alive }
-        #expect(cameBack.count == 4, "\(cameBack.map { "\($0.observer): \($0.change.node) \($0.change.reason)" })")
+        // Each side brought the other back. node-c's own verdicts on node-a
+        // and node-b, still in its gossip queue at the heal, may briefly make
+        // them dead on each other's side too, until their refutation (the
+        // second round the bound allows for).
+        let cameBack = Set(harness.changes.filter { $0.change.from == .dead && $0.change.to == .alive }
+            .map { "\($0.observer)<-\($0.change.node.name)" })
+        #expect(cameBack.isSuperset(of: ["node-a<-node-c", "node-b<-node-c", "node-c<-node-a", "node-c<-node-b"]),
+                "\(cameBack.sorted())")
     }
 
     /// A member that is really gone costs at most `reconnectPingsMax` pings
