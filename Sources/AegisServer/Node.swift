@@ -1,5 +1,6 @@
 import AegisConfig
 import AegisStore
+import AegisTLS
 import CSupport
 import Glibc
 import Logging
@@ -18,7 +19,6 @@ public final class Node {
     /// of them, docs/replication.md.)
     static let notYetInEffect: Set<String> = [
         "read_quorum",
-        "tls_enabled", "tls_cert_file", "tls_key_file", "tls_ca_file",
     ]
 
     /// Runs until SIGTERM or SIGINT. `reload` loads the configuration again
@@ -51,6 +51,13 @@ public final class Node {
             ])
         }
         logAccessPolicy(config, logger: logger)
+        if config.tlsEnabled {
+            logger.info("TLS on the client port", metadata: [
+                "record_layer": "\(TLSService.kernelOffersTLS() ? "kernel (kTLS) where the cipher allows" : "user-space (the kernel offers no tls ULP)")",
+                "client_certificates": "\(config.tlsCAFile.isEmpty ? "not requested" : "required, verified against \(config.tlsCAFile)")",
+                "library": "\(TLSContext.libraryVersion)",
+            ])
+        }
         switch fileBudget.verdict(for: loaded) {
         case .fits:
             break

@@ -74,6 +74,15 @@ struct AegisKVCommand: ParsableCommand {
             throw ExitCode(2)
         }
         for ignored in loaded.ignoredV1Keys { logger.warning("\(ignored.message)") }
+        if validate && loaded.config.tlsEnabled {
+            // The certificate and key must load and match, as at start.
+            do {
+                _ = try TLSService.make(loaded.config)
+            } catch {
+                logger.error("config: tls_enabled is true but TLS cannot be set up: \(error)")
+                throw ExitCode(2)
+            }
+        }
         if validate {
             print("configuration OK" + (configFile.map { ": \($0)" } ?? " (defaults, environment and flags)"))
             throw ExitCode.success

@@ -12,7 +12,6 @@ struct ProcessEdgeTests {
 
     @Test func settingsThatPromiseUnbuiltFeaturesStopStartupAndValidate() throws {
         let cases: [(arguments: [String], key: String)] = [
-            (["--tls-enabled", "true", "--tls-cert-file", "/tmp/cert.pem", "--tls-key-file", "/tmp/key.pem"], "tls_enabled"),
             (["--read-quorum", "2"], "read_quorum"),
         ]
         for (arguments, key) in cases {
