@@ -26,12 +26,16 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
-        // Thin wrappers over what the kernel offers and Swift cannot import directly.
+        // Thin wrappers over what the kernel offers and Swift cannot import directly,
+        // and over the system's OpenSSL (libssl3, a shared library: TLS on 7700).
         .target(
             name: "CSupport",
             path: "CSupport",
-            linkerSettings: [.linkedLibrary("uring")]
+            linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("ssl"), .linkedLibrary("crypto")]
         ),
+        // TLS through the system's OpenSSL (CSupport's binding): contexts from PEM
+        // files and non-blocking sessions, for the node's client port and its clients.
+        .target(name: "AegisTLS", dependencies: ["CSupport"], swiftSettings: hotPathSwift),
         // Pure codecs: bytes in, parsed requests or encoded replies out. No I/O, no store.
         .target(name: "AegisProtocol", swiftSettings: hotPathSwift),
         // Per-shard storage: key hashing, the open-addressing table, TTL, eviction, accounting.
@@ -52,7 +56,7 @@ let package = Package(
         .target(
             name: "AegisServer",
             dependencies: [
-                "CSupport", "AegisProtocol", "AegisStore", "AegisConfig", "AegisLogging", "AegisCluster",
+                "CSupport", "AegisProtocol", "AegisStore", "AegisConfig", "AegisLogging", "AegisCluster", "AegisTLS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -100,7 +104,7 @@ let package = Package(
         .executableTarget(
             name: "aegiskv-cli",
             dependencies: [
-                "AegisProtocol",
+                "AegisTLS", "AegisProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
@@ -109,7 +113,7 @@ let package = Package(
         .executableTarget(
             name: "aegiskv-bench",
             dependencies: [
-                "CSupport", "AegisProtocol", "AegisConfig", "AegisCluster", "AegisStore",
+                "CSupport", "AegisTLS", "AegisProtocol", "AegisConfig", "AegisCluster", "AegisStore",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

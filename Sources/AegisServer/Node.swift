@@ -1,5 +1,6 @@
 import AegisConfig
 import AegisStore
+import AegisTLS
 import CSupport
 import Glibc
 import Logging
@@ -11,15 +12,6 @@ import Synchronization
 /// Signals are blocked in every thread and collected by the main thread
 /// with sigwait, so no handler ever runs on a reactor.
 public final class Node {
-    /// Settings that are accepted and validated but whose feature this build
-    /// does not have yet; setting one is logged at start, never silently ignored.
-    /// (replication_factor, write_quorum, read_quorum and the batch keys are
-    /// in effect: followers get each primary's writes in batches, replies
-    /// wait for W of them, and GETs consult R replicas, docs/replication.md.)
-    static let notYetInEffect: Set<String> = [
-        "tls_enabled", "tls_cert_file", "tls_key_file", "tls_ca_file",
-    ]
-
     /// Runs until SIGTERM or SIGINT. `reload` loads the configuration again
     /// the way it was loaded at start (same file, environment and flags);
     /// SIGHUP calls it. `notifier` tells systemd about readiness, reloads,
@@ -33,9 +25,6 @@ public final class Node {
         notifier: SystemdNotifier = .fromProcessEnvironment(),
         companions startCompanions: (NodeContext) throws -> [any NodeCompanion] = { _ in [] }
     ) throws -> Int32 {
-        // Also checked by the command line; repeated for any other caller,
-        // since starting with one of these would break a promise silently.
-        if let refusal = UnbuiltFeatures.refusals(in: loaded).first { throw StartupError(refusal) }
         _ = aegis_block_signals()
         let fileLimit = aegis_raise_nofile_limit()
         let cpus = CPUBudget.ofThisProcess()
@@ -44,12 +33,14 @@ public final class Node {
         let config = fileBudget.fitted(loaded).config
         let reload = fileBudget.fittingReloads(reload)
 
-        for key in loaded.explicitlySet.keys.sorted() where notYetInEffect.contains(key) {
-            logger.warning("setting accepted but not yet in effect in this build", metadata: [
-                "key": "\(key)", "source": "\(loaded.explicitlySet[key]!)",
+        logAccessPolicy(config, logger: logger)
+        if config.tlsEnabled {
+            logger.info("TLS on the client port", metadata: [
+                "record_layer": "\(TLSService.kernelOffersTLS() ? "kernel (kTLS) where the cipher allows" : "user-space (the kernel offers no tls ULP)")",
+                "client_certificates": "\(config.tlsCAFile.isEmpty ? "not requested" : "required, verified against \(config.tlsCAFile)")",
+                "library": "\(TLSContext.libraryVersion)",
             ])
         }
-        logAccessPolicy(config, logger: logger)
         switch fileBudget.verdict(for: loaded) {
         case .fits:
             break

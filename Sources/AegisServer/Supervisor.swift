@@ -1,6 +1,7 @@
 import AegisConfig
 import AegisCluster
 import AegisLogging
+import AegisTLS
 import CSupport
 import Glibc
 import Logging
@@ -106,12 +107,28 @@ final class Supervisor {
         let plan = ReloadPlan(running: node.runtime.running, loaded: loaded.config)
         node.applyReloadable(plan.next, keys: Set(plan.applied.map(\.key)))
         running = plan.next
-        let notes = Dictionary(uniqueKeysWithValues: Node.notYetInEffect.map { ($0, "stored; not yet in effect in this build") })
-        report.notice("\(plan.report(notes: notes))", metadata: source)
+        report.notice("\(plan.report())", metadata: source)
+        reloadCertificates(report)
         if !plan.restartRequired.isEmpty {
             logger.warning("changed settings need a restart to take effect; running with the old values until then", metadata: [
                 "keys": "\(plan.restartRequired.map(\.key).joined(separator: ","))",
             ])
+        }
+    }
+
+    /// Every reload reads the certificate, key and CA files again, at the
+    /// paths the node started with: rotation replaces the files' contents.
+    /// Connections accepted afterwards use them; open ones keep theirs.
+    private func reloadCertificates(_ report: Logger) {
+        guard let tls = node.tls else { return }
+        let running = node.runtime.running
+        let files: Logger.Metadata = ["cert_file": "\(running.tlsCertFile)", "key_file": "\(running.tlsKeyFile)",
+                                      "ca_file": "\(running.tlsCAFile)"]
+        if let problem = tls.reload(running) {
+            report.error("reload: TLS certificates not reloaded, new connections keep the previous ones: \(problem.message)",
+                         metadata: files)
+        } else {
+            report.notice("reload: TLS certificate and key loaded again; new connections use them", metadata: files)
         }
     }
 }

@@ -66,14 +66,16 @@ struct AegisKVCommand: ParsableCommand {
             for line in error.description.split(separator: "\n") { logger.error("\(line)") }
             throw ExitCode(2)
         }
-        // Valid settings this build cannot honour refuse like invalid ones,
-        // so `--validate` catches them before a deployment does.
-        let refusals = UnbuiltFeatures.refusals(in: loaded)
-        if !refusals.isEmpty {
-            for line in refusals { logger.error("\(line)") }
-            throw ExitCode(2)
-        }
         for ignored in loaded.ignoredV1Keys { logger.warning("\(ignored.message)") }
+        if validate && loaded.config.tlsEnabled {
+            // The certificate and key must load and match, as at start.
+            do {
+                _ = try TLSService.make(loaded.config)
+            } catch {
+                logger.error("config: tls_enabled is true but TLS cannot be set up: \(error)")
+                throw ExitCode(2)
+            }
+        }
         if validate {
             print("configuration OK" + (configFile.map { ": \($0)" } ?? " (defaults, environment and flags)"))
             throw ExitCode.success

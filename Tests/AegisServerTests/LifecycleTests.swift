@@ -59,19 +59,6 @@ struct LifecycleTests {
         #expect(info.contains("1234"))
     }
 
-    @Test func settingsWithoutTheirFeatureAreLoggedAtStart() throws {
-        // TLS is not built (tls_enabled false is what the node does anyway,
-        // so it is only logged); the batch settings and both quorums are in
-        // effect and not logged.
-        let server = try ServerHarness(arguments: ["--tls-enabled", "false", "--replication-batch-size", "64", "--write-quorum", "1",
-                                                   "--read-quorum", "1"])
-        defer { #expect(server.stop() == 0) }
-        #expect(server.log().contains("not yet in effect"))
-        #expect(server.log().contains("tls_enabled"))
-        #expect(!server.log().contains("replication_batch_size") && !server.log().contains("write_quorum")
-                && !server.log().contains("read_quorum"))
-    }
-
     @Test func portInUseIsAClearStartupError() throws {
         let first = try ServerHarness()
         defer { #expect(first.stop() == 0) }

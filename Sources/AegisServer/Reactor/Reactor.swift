@@ -1,5 +1,6 @@
 import AegisProtocol
 import AegisStore
+import AegisTLS
 import CSupport
 import Glibc
 import Logging
@@ -24,6 +25,7 @@ import Logging
 ///   rate       the rate limit's local allowance (RateGate.swift)
 ///   schedule   maintenance, timeouts, publishing, drain (LoopSchedule.swift, Reactor+Maintenance.swift)
 ///   scratch    reused request-path buffers (RequestScratch.swift)
+///   tlsBuffered  TLS connections with plaintext waiting in OpenSSL (Reactor+TLS.swift)
 ///   counters, commandMetrics: what it publishes (Reactor+Maintenance.swift)
 ///
 /// Commands (Commands/) run against these parts. A replication or shard
@@ -66,6 +68,9 @@ final class Reactor: @unchecked Sendable {
     /// AUTH answers held back after repeated failures from one address
     /// (Reactor+Auth.swift); at most one per connection.
     var heldAuthAnswers: [HeldAuthAnswer] = []
+    /// TLS connections whose decrypted bytes wait in OpenSSL while their
+    /// socket is empty (Reactor+TLS.swift); each listed once.
+    var tlsBuffered: [Connection] = []
 
     /// Two clocks, both read once per loop iteration (vDSO reads, no
     /// syscall). `now` is the exact wall clock in unix ms: only for TTLs,
@@ -174,6 +179,7 @@ final class Reactor: @unchecked Sendable {
         submitLogBatch()
         flushOverflow()
         if !forwarding.backlog.parked.isEmpty { resumeParkedIfBacklogShrank() }
+        if !tlsBuffered.isEmpty { readBufferedTLS() }
         flushDirty()
         if commandMetrics.batchRequests > 0 { commandMetrics.closeBatch(endNs: aegis_monotonic_ns()) }
         notifyTargets()
@@ -195,6 +201,7 @@ final class Reactor: @unchecked Sendable {
         if forwarding.hasOverflow { return 1 }
         if !forwarding.backlog.parked.isEmpty { return 1 }
         if hasStreamSliceDue { return 0 }
+        if !tlsBuffered.isEmpty && hasReadableTLSBuffer { return 0 }
         return -1
     }
 
@@ -216,6 +223,17 @@ final class Reactor: @unchecked Sendable {
             let slot = Int(truncatingIfNeeded: event.token & 0xFFFF_FFFF)
             let generation = UInt32(truncatingIfNeeded: event.token >> 32)
             guard let connection = table.connection(slot: slot, generation: generation) else { return }
+            if let session = connection.tls {
+                if !session.isEstablished {
+                    advanceHandshake(connection, session)
+                    return
+                }
+                if session.readWantsWrite && event.events & AEGIS_EPOLLOUT != 0 {
+                    session.readWantsWrite = false
+                    readAvailable(connection)
+                    if connection.isClosed { return }
+                }
+            }
             if event.events & (AEGIS_EPOLLHUP | AEGIS_EPOLLERR) == 0 && event.events & AEGIS_EPOLLIN != 0 && outboundIsOverLimit {
                 parkForBacklog(connection)
                 return

@@ -402,7 +402,15 @@ extension Reactor {
                       "rejected_connections:\(totals.connectionsRejected)", "expired_keys:\(totals.expired)",
                       "evicted_keys:\(totals.evictions)", "keyspace_hits:\(totals.keyspaceHits)",
                       "keyspace_misses:\(totals.keyspaceMisses)", "forwarded_requests:\(totals.forwardedRequests)",
-                      "protocol_errors:\(totals.protocolErrors)", "total_error_replies:\(commands.errors.reduce(0, +))", ""]
+                      "protocol_errors:\(totals.protocolErrors)", "total_error_replies:\(commands.errors.reduce(0, +))"]
+            if let tls = node.tls {
+                // Only on a TLS port, as redis-server's tls_* fields.
+                lines += ["tls_handshakes:\(tls.handshakesCompletedTotal)", "tls_handshake_failures:\(tls.handshakeFailuresTotal)",
+                          "tls_handshake_timeouts:\(tls.handshakeTimeoutsTotal)", "tls_plaintext_refusals:\(tls.plaintextRefusalsTotal)",
+                          "tls_certificate_reloads:\(tls.reloadsTotal)",
+                          "tls_record_layer:\(tls.kernelOffloadOffered ? "kernel" : "user-space")"]
+            }
+            lines.append("")
         }
         if wants("persistence") {
             lines += ["# Persistence", "wal_mode:\(config.walMode.rawValue)",
