@@ -75,6 +75,13 @@ struct AegisKVCommand: ParsableCommand {
         }
         for ignored in loaded.ignoredV1Keys { logger.warning("\(ignored.message)") }
         if validate {
+            // The files are part of the configuration a deployment checks.
+            do {
+                try OperationsTLS.check(loaded.config)
+            } catch {
+                logger.error("config: \(error)")
+                throw ExitCode(2)
+            }
             print("configuration OK" + (configFile.map { ": \($0)" } ?? " (defaults, environment and flags)"))
             throw ExitCode.success
         }
