@@ -48,15 +48,17 @@ public final class AdminServer: NodeCompanion {
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    guard connections.makeRoom() else {
+                        // Over https the 503 could only go out after a
+                        // handshake that no deadline would bound: close at once.
+                        try channel.pipeline.syncOperations.addHandler(RefuseWhenFull(answers: tls == nil))
+                        return
+                    }
                     if let tls {
                         let pipeline = channel.pipeline.syncOperations
                         try pipeline.addHandler(PlaintextOnTLSPortRefusal(tls: tls, logger: logger))
                         try pipeline.addHandler(NIOSSLServerHandler(context: tls.context))
                         try pipeline.addHandler(TLSHandshakeFailureCount(tls: tls, logger: logger))
-                    }
-                    guard connections.makeRoom() else {
-                        try channel.pipeline.syncOperations.addHandler(RefuseWhenFull())
-                        return
                     }
                     let handler = AdminHTTPHandler(routes: routes, connections: connections)
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
@@ -309,7 +311,7 @@ private final class AdminConnections: @unchecked Sendable {
     }
 }
 
-/// Answers a connection the port has no room for, then closes it.
+/// Answers a connection the port has no room for (plain http only), then closes it.
 private final class RefuseWhenFull: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -318,6 +320,11 @@ private final class RefuseWhenFull: ChannelInboundHandler {
     private static let response = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
         + "Content-Length: \(body.utf8.count)\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" + body
     private var answered = false
+    private let answers: Bool
+
+    init(answers: Bool) {
+        self.answers = answers
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         if context.channel.isActive { answer(context: context) }
@@ -333,6 +340,10 @@ private final class RefuseWhenFull: ChannelInboundHandler {
         guard !answered else { return }
         answered = true
         let channel = context.channel
+        guard answers else {
+            channel.close(promise: nil)
+            return
+        }
         context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(string: Self.response))).whenComplete { _ in
             channel.close(promise: nil)
         }

@@ -58,6 +58,29 @@ struct OperationsTLSTests {
         #expect(try waitForTLSMetric(pki, base, "aegis_health_tls_handshake_failures_total") { $0 >= 1 })
     }
 
+    /// Handshakes that stop halfway hold no place for long: past the port's
+    /// 64 connections the longest-waiting is closed to let a new caller in,
+    /// and each is closed at the request deadline (10 s) anyway.
+    @Test func stalledHandshakesAreClosedAndDoNotLockOthersOut() throws {
+        let pki = try TestPKI()
+        let server = try ServerHarness(arguments: pki.serverArguments())
+        defer { #expect(server.stop() == 0) }
+        // A TLS record header announcing a 512-byte ClientHello, and 3 bytes of it.
+        let partialClientHello: [UInt8] = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01]
+        var stalled: [TestSocket] = []
+        for _ in 0..<80 {
+            let socket = try TestSocket(port: server.healthPort, timeoutSeconds: 30)
+            try socket.send(partialClientHello)
+            stalled.append(socket)
+        }
+        usleep(1_500_000)
+        let health = try runTool("curl", ["-sS", "--max-time", "10", "--cacert", pki.caCert,
+                                          "https://127.0.0.1:\(server.healthPort)/health"])
+        #expect(health.output.contains(#""status":"ok""#), "\(health.output)")
+        #expect(stalled.filter { !$0.waitForClose() }.isEmpty, "a stalled handshake outlived the request deadline")
+        for socket in stalled { socket.close() }
+    }
+
     @Test func aCAFileRequiresAClientCertificateItSigned() throws {
         let pki = try TestPKI()
         let server = try ServerHarness(arguments: pki.serverArguments(clientCA: true))
