@@ -277,10 +277,12 @@ struct MetricsExposition {
             samples: builds.map { Sample(labels: [("version", $0[0]), ("commit", $0[1])], value: String(counts[$0]!)) })
     }
 
-    static func render(node: NodeContext, format: MetricsFormat) -> String {
+    /// `extra`: families of the operations server itself (its TLS), which
+    /// the node does not know about.
+    static func render(node: NodeContext, format: MetricsFormat, extra: [Family] = []) -> String {
         var out = ""
         out.reserveCapacity(16 * 1024)
-        for family in families(node: node) where format != .plain || !family.scrapersOnly {
+        for family in families(node: node) + extra where format != .plain || !family.scrapersOnly {
             if format != .plain {
                 // OpenMetrics names a counter family without its _total suffix;
                 // the Prometheus text format names it by its sample.

@@ -20,6 +20,11 @@ public struct AegisConfig: Sendable, Equatable {
     public var bindAddr: SocketAddress
     public var gossipBindAddr: SocketAddress
     public var healthAddr: SocketAddress
+    /// "" = health_addr serves plain http; else https with this chain and health_tls_key_file.
+    public var healthTLSCertFile: String
+    public var healthTLSKeyFile: String
+    /// "" = no client certificate asked on health_addr.
+    public var healthTLSCAFile: String
     /// "host:port" clients are told to use for this node; "" = derive from bind_addr.
     public var clientAdvertiseAddr: String
     /// "host:port" peers are told to use for this node; "" = derive from gossip_bind_addr.
@@ -104,6 +109,9 @@ public struct AegisConfig: Sendable, Equatable {
         bindAddr: SocketAddress(host: "0.0.0.0", port: 7700),
         gossipBindAddr: SocketAddress(host: "0.0.0.0", port: 7701),
         healthAddr: SocketAddress(host: "0.0.0.0", port: 7702),
+        healthTLSCertFile: "",
+        healthTLSKeyFile: "",
+        healthTLSCAFile: "",
         clientAdvertiseAddr: "",
         gossipAdvertiseAddr: "",
         seeds: [],

@@ -13,6 +13,12 @@ public struct ConfigFlags: ParsableArguments {
     public var gossipBindAddr: String?
     @Option(name: .customLong("health-addr"), help: ConfigFlags.help("health_addr", "host:port"))
     public var healthAddr: String?
+    @Option(name: .customLong("health-tls-cert-file"), help: ConfigFlags.help("health_tls_cert_file", "path"))
+    public var healthTLSCertFile: String?
+    @Option(name: .customLong("health-tls-key-file"), help: ConfigFlags.help("health_tls_key_file", "path"))
+    public var healthTLSKeyFile: String?
+    @Option(name: .customLong("health-tls-ca-file"), help: ConfigFlags.help("health_tls_ca_file", "path"))
+    public var healthTLSCAFile: String?
     @Option(name: .customLong("client-advertise-addr"), help: ConfigFlags.help("client_advertise_addr", "host:port"))
     public var clientAdvertiseAddr: String?
     @Option(name: .customLong("gossip-advertise-addr"), help: ConfigFlags.help("gossip_advertise_addr", "host:port"))
@@ -192,6 +198,9 @@ public struct ConfigFlags: ParsableArguments {
             ("bind_addr", bindAddr),
             ("gossip_bind_addr", gossipBindAddr),
             ("health_addr", healthAddr),
+            ("health_tls_cert_file", healthTLSCertFile),
+            ("health_tls_key_file", healthTLSKeyFile),
+            ("health_tls_ca_file", healthTLSCAFile),
             ("client_advertise_addr", clientAdvertiseAddr),
             ("gossip_advertise_addr", gossipAdvertiseAddr),
             ("seeds", seeds),

@@ -107,7 +107,8 @@ public final class Node {
             ])
         }
 
-        let supervisor = Supervisor(node: node, logger: logger, notifier: notifier, loader: reload, configFile: configFile)
+        let supervisor = Supervisor(node: node, logger: logger, notifier: notifier, loader: reload, configFile: configFile,
+                                    companions: companions)
         supervisor.waitForStopSignal()
         // The others hear `left` before this node stops answering, so they
         // stop counting on it at once instead of after dead_timeout.
@@ -253,7 +254,14 @@ public final class Node {
 public protocol NodeCompanion: AnyObject {
     /// Fields added to the "serving" log line (e.g. the bound health_addr).
     var servingMetadata: Logger.Metadata { get }
+    /// SIGHUP: read again the files it serves from (certificates), logging
+    /// the outcome to `report`. Called on every reload, on the main thread.
+    func reloadFiles(report: Logger)
     func stop()
+}
+
+extension NodeCompanion {
+    public func reloadFiles(report: Logger) {}
 }
 
 public struct StartupError: Error, CustomStringConvertible {

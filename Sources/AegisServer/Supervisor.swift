@@ -18,6 +18,7 @@ final class Supervisor {
     let notifier: SystemdNotifier
     private let loader: Loader?
     private let configFile: String?
+    private let companions: [any NodeCompanion]
     /// What the node runs with: the start-up configuration plus every
     /// reloadable change since.
     private(set) var running: AegisConfig
@@ -25,7 +26,9 @@ final class Supervisor {
     private var nextPingNs: Int64 = 0
     private var reportedStall = false
 
-    init(node: NodeContext, logger: Logger, notifier: SystemdNotifier, loader: Loader?, configFile: String?) {
+    init(node: NodeContext, logger: Logger, notifier: SystemdNotifier, loader: Loader?, configFile: String?,
+         companions: [any NodeCompanion] = []) {
+        self.companions = companions
         self.node = node
         self.logger = logger
         self.notifier = notifier
@@ -90,6 +93,10 @@ final class Supervisor {
         // asked for the reload and needs to see its outcome.
         var report = logger
         report.logLevel = .trace
+        // Certificates are rotated by replacing the files, not the config,
+        // so they are read again on every reload, even one whose
+        // configuration file is broken.
+        defer { for companion in companions { companion.reloadFiles(report: report) } }
         let source: Logger.Metadata = ["config_file": "\(configFile ?? "(none)")"]
         guard let loader else {
             report.warning("reload: not available in this process; configuration unchanged", metadata: source)

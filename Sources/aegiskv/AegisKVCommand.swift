@@ -77,6 +77,13 @@ struct AegisKVCommand: ParsableCommand {
             }
         }
         if validate {
+            // The files are part of the configuration a deployment checks.
+            do {
+                try OperationsTLS.check(loaded.config)
+            } catch {
+                logger.error("config: \(error)")
+                throw ExitCode(2)
+            }
             print("configuration OK" + (configFile.map { ": \($0)" } ?? " (defaults, environment and flags)"))
             throw ExitCode.success
         }

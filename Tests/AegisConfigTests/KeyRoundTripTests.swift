@@ -21,6 +21,12 @@ let samples: [String: Sample] = [
     "bind_addr": Sample(json: #""127.0.0.1:9000""#, text: "127.0.0.1:9000", expected: "127.0.0.1:9000"),
     "gossip_bind_addr": Sample(json: #""[::1]:9001""#, text: "[::1]:9001", expected: "[::1]:9001"),
     "health_addr": Sample(json: #"":9002""#, text: ":9002", expected: "0.0.0.0:9002"),
+    "health_tls_cert_file": Sample(json: #""/etc/aegiskv/ops.pem""#, text: "/etc/aegiskv/ops.pem", expected: "/etc/aegiskv/ops.pem",
+                                   with: ["health_tls_key_file": (#""/k.pem""#, "/k.pem")]),
+    "health_tls_key_file": Sample(json: #""/etc/aegiskv/ops.key""#, text: "/etc/aegiskv/ops.key", expected: "/etc/aegiskv/ops.key",
+                                  with: ["health_tls_cert_file": (#""/c.pem""#, "/c.pem")]),
+    "health_tls_ca_file": Sample(json: #""/etc/aegiskv/ops-ca.pem""#, text: "/etc/aegiskv/ops-ca.pem", expected: "/etc/aegiskv/ops-ca.pem",
+                                 with: ["health_tls_cert_file": (#""/c.pem""#, "/c.pem"), "health_tls_key_file": (#""/k.pem""#, "/k.pem")]),
     "client_advertise_addr": Sample(json: #""node7.example.com:7700""#, text: "node7.example.com:7700",
                                     expected: "node7.example.com:7700"),
     "gossip_advertise_addr": Sample(json: #""10.0.0.7:7701""#, text: "10.0.0.7:7701", expected: "10.0.0.7:7701"),
@@ -87,7 +93,7 @@ struct KeyRoundTripTests {
     @Test func everyKeyHasASample() {
         #expect(Set(samples.keys) == Set(AegisConfig.allKeys))
         #expect(AegisConfig.allKeys.count == Set(AegisConfig.allKeys).count, "duplicate key")
-        #expect(AegisConfig.allKeys.count == 54)
+        #expect(AegisConfig.allKeys.count == 57)
     }
 
     @Test(arguments: AegisConfig.allKeys, Layer.allCases)
