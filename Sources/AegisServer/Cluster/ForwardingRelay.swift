@@ -418,7 +418,7 @@ final class ForwardingRelay {
             }
             return true
         }
-        if repliesReceived > 0 { breakers.record(peerName[Int(peer)], success: true); breakers.record("forwarding", success: true) }
+        if repliesReceived > 0 { breakers.record(peerName[Int(peer)], success: true) }
         return wellFormed
     }
 
@@ -481,10 +481,13 @@ final class ForwardingRelay {
             requestIDFrame.withUnsafeBytes { ForwardReplies.failed(wire: entry.header.wire, request: $0, why: why, into: reply) }
             answer(entry.header, reply.readableView, reason: reason)
         }
-        for peer in failedPeers {
-            breakers.record(peerName[Int(peer)], success: false)
-            breakers.record("forwarding", success: false)
-        }
+        // Against that peer's breaker only: one dead peer is that peer's
+        // failure. Counted against 'forwarding' as well, its failures opened
+        // the breaker every forward passes, and for breaker_cooldown (30 s)
+        // a node refused to forward to its healthy peers too, including the
+        // one that took over the dead peer's shards. 'forwarding' stays the
+        // operator's switch for all of them (/admin/circuit-breaker/trip).
+        for peer in failedPeers { breakers.record(peerName[Int(peer)], success: false) }
     }
 
     /// Answers a request from a reactor of this node with an error.
