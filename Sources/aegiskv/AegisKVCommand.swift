@@ -66,6 +66,12 @@ struct AegisKVCommand: ParsableCommand {
             for line in error.description.split(separator: "\n") { logger.error("\(line)") }
             throw ExitCode(2)
         }
+        // Before the first line that follows a successful load: with
+        // log_format json, every line after it must be JSON (the ignored v1
+        // keys' warnings were once written as text).
+        let control = LogControl.shared
+        control.level = Logger.Level(rawValue: loaded.config.logLevel) ?? .info
+        control.format = loaded.config.logFormat == .json ? .json : .text
         for ignored in loaded.ignoredV1Keys { logger.warning("\(ignored.message)") }
         if validate && loaded.config.tlsEnabled {
             // The certificate and key must load and match, as at start.
@@ -87,9 +93,6 @@ struct AegisKVCommand: ParsableCommand {
             print("configuration OK" + (configFile.map { ": \($0)" } ?? " (defaults, environment and flags)"))
             throw ExitCode.success
         }
-        let control = LogControl.shared
-        control.level = Logger.Level(rawValue: loaded.config.logLevel) ?? .info
-        control.format = loaded.config.logFormat == .json ? .json : .text
         let file = configFile
         let flags = settings
         do {
