@@ -173,7 +173,6 @@ final class Reactor: @unchecked Sendable {
             }
         }
         drainInbound()
-        if !replica.walks.isEmpty { walkOneStreamSlice() }
         expireQuorumWaits()
         expireReadQuorums()
         submitLogBatch()
@@ -182,6 +181,11 @@ final class Reactor: @unchecked Sendable {
         if !tlsBuffered.isEmpty { readBufferedTLS() }
         flushDirty()
         if commandMetrics.batchRequests > 0 { commandMetrics.closeBatch(endNs: aegis_monotonic_ns()) }
+        // After this pass's replies are written: a slice is tens of
+        // microseconds of copying and checksums, which the clients whose
+        // requests this pass read should not wait for. Its records still
+        // leave in this pass (notifyTargets).
+        if !replica.walks.isEmpty { walkOneStreamSlice() }
         notifyTargets()
         if schedule.maintenanceDue || monotonicMs >= schedule.nextMaintenanceMs { maintenance() }
         if node.state == .draining { drainStep() }
