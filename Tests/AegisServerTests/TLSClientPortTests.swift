@@ -8,63 +8,20 @@ import Testing
 /// by each test with openssl into a temporary directory.
 @Suite(.serialized)
 struct TLSClientPortTests {
-    /// A throw-away CA, two server certificates it signed (for rotation)
-    /// and a client certificate (for mTLS), all for 127.0.0.1.
-    struct Certificates {
-        let directory: String
-        var caFile: String { directory + "/ca.pem" }
-        var serverCert: String { directory + "/server.pem" }
-        var serverKey: String { directory + "/server.key" }
-        var clientCert: String { directory + "/client.pem" }
-        var clientKey: String { directory + "/client.key" }
-
-        init() throws {
-            directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-tls-\(UUID().uuidString)").path
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                         "-keyout", directory + "/ca.key", "-out", caFile, "-days", "2", "-subj", "/CN=aegiskv-test-ca"])
-            try issue(name: "server-one", cert: serverCert, key: serverKey)
-            try issue(name: "server-two", cert: directory + "/server-two.pem", key: directory + "/server-two.key")
-            try issue(name: "client-one", cert: clientCert, key: clientKey)
-        }
-
-        /// A key and a certificate signed by the CA, valid for 127.0.0.1 and localhost.
-        func issue(name: String, cert: String, key: String) throws {
-            let request = directory + "/\(name).csr"
-            let extensions = directory + "/\(name).ext"
-            try "subjectAltName=IP:127.0.0.1,DNS:localhost\n".write(toFile: extensions, atomically: true, encoding: .utf8)
-            try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                         "-keyout", key, "-out", request, "-subj", "/CN=\(name)"])
-            try openssl(["x509", "-req", "-in", request, "-CA", caFile, "-CAkey", directory + "/ca.key", "-CAcreateserial",
-                         "-out", cert, "-days", "2", "-extfile", extensions])
-        }
-
-        private func openssl(_ arguments: [String]) throws {
-            let result = try runTool("openssl", arguments)
-            guard result.status == 0 else { throw HarnessError("openssl \(arguments.joined(separator: " ")): \(result.output)") }
-        }
-
-        var serverArguments: [String] {
-            ["--tls-enabled", "true", "--tls-cert-file", serverCert, "--tls-key-file", serverKey]
-        }
-
-        func remove() { try? FileManager.default.removeItem(atPath: directory) }
-    }
-
-    static func info(_ port: UInt16, _ certificates: Certificates, field: String) throws -> String {
-        let result = try runTool("redis-cli", ["--tls", "--cacert", certificates.caFile, "-p", "\(port)", "INFO", "stats"])
+    static func info(_ port: UInt16, _ certificates: TestPKI, field: String) throws -> String {
+        let result = try runTool("redis-cli", ["--tls", "--cacert", certificates.caCert, "-p", "\(port)", "INFO", "stats"])
         let line = result.output.split(whereSeparator: \.isNewline).first { $0.hasPrefix(field + ":") }
         return line.map { String($0.dropFirst(field.count + 1)) } ?? "(no \(field) in: \(result.output))"
     }
 
     @Test func redisCLIPythonAegisCLIAndBenchSpeakTLSInBothProtocols() throws {
-        let certificates = try Certificates()
+        let certificates = try TestPKI()
         defer { certificates.remove() }
-        let server = try ServerHarness(arguments: certificates.serverArguments)
+        let server = try ServerHarness(arguments: certificates.clientPortArguments)
         defer { #expect(server.stop() == 0) }
         let port = "\(server.port)"
         func cli(_ args: String...) throws -> String {
-            let result = try runTool("redis-cli", ["--tls", "--cacert", certificates.caFile, "-p", port] + args)
+            let result = try runTool("redis-cli", ["--tls", "--cacert", certificates.caCert, "-p", port] + args)
             #expect(result.status == 0, "\(result.output)")
             return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
         }
@@ -91,13 +48,13 @@ struct TLSClientPortTests {
             assert r.get("big") == big
             print("python ok")
             """
-        let python = try runTool("python3", ["-c", script, certificates.caFile])
+        let python = try runTool("python3", ["-c", script, certificates.caCert])
         #expect(python.status == 0 && python.output.contains("python ok"), "\(python.output)")
 
         let aegisCLI = CLIToolTests.cliPath
-        let set = try runTool(aegisCLI, ["--addr", "127.0.0.1:\(port)", "--tls", "--cacert", certificates.caFile, "set", "from-cli", "yes"])
+        let set = try runTool(aegisCLI, ["--addr", "127.0.0.1:\(port)", "--tls", "--cacert", certificates.caCert, "set", "from-cli", "yes"])
         #expect(set.status == 0, "\(set.output)")
-        let get = try runTool(aegisCLI, ["--addr", "127.0.0.1:\(port)", "--cacert", certificates.caFile, "get", "from-cli"])
+        let get = try runTool(aegisCLI, ["--addr", "127.0.0.1:\(port)", "--cacert", certificates.caCert, "get", "from-cli"])
         #expect(get.status == 0 && get.output.contains("yes"), "\(get.output)")
         // The node's certificate is checked: a client trusting another CA refuses it.
         let untrusted = try runTool(aegisCLI, ["--addr", "127.0.0.1:\(port)", "--tls", "--cacert", certificates.clientCert, "get", "from-cli"])
@@ -106,18 +63,18 @@ struct TLSClientPortTests {
         // Both wire protocols through aegiskv-bench, values verified.
         for protocolName in ["resp", "aegis"] {
             try BenchToolTests.expectCleanRun(port: server.port, protocolName: protocolName,
-                                              extra: ["--tls", "--cacert", certificates.caFile])
+                                              extra: ["--tls", "--cacert", certificates.caCert])
         }
         #expect(Int(try Self.info(server.port, certificates, field: "tls_handshakes")) ?? 0 >= 10)
     }
 
     @Test func mutualTLSRefusesClientsWithoutACertificateFromTheCA() throws {
-        let certificates = try Certificates()
+        let certificates = try TestPKI()
         defer { certificates.remove() }
-        let server = try ServerHarness(arguments: certificates.serverArguments + ["--tls-ca-file", certificates.caFile])
+        let server = try ServerHarness(arguments: certificates.clientPortArguments + ["--tls-ca-file", certificates.caCert])
         defer { #expect(server.stop() == 0) }
         let port = "\(server.port)"
-        let base = ["--tls", "--cacert", certificates.caFile, "-p", port]
+        let base = ["--tls", "--cacert", certificates.caCert, "-p", port]
         let refused = try runTool("redis-cli", base + ["PING"])
         #expect(!refused.output.contains("PONG"), "\(refused.output)")
         let accepted = try runTool("redis-cli", base + ["--cert", certificates.clientCert, "--key", certificates.clientKey, "PING"])
@@ -130,9 +87,9 @@ struct TLSClientPortTests {
         #expect(!stranger.output.contains("PONG"), "\(stranger.output)")
 
         let aegisCLI = CLIToolTests.cliPath
-        let withoutCert = try runTool(aegisCLI, ["--addr", "127.0.0.1:\(port)", "--cacert", certificates.caFile, "ping"])
+        let withoutCert = try runTool(aegisCLI, ["--addr", "127.0.0.1:\(port)", "--cacert", certificates.caCert, "ping"])
         #expect(withoutCert.status == 2, "\(withoutCert.output)")
-        let withCert = try runTool(aegisCLI, ["--addr", "127.0.0.1:\(port)", "--cacert", certificates.caFile,
+        let withCert = try runTool(aegisCLI, ["--addr", "127.0.0.1:\(port)", "--cacert", certificates.caCert,
                                               "--cert", certificates.clientCert, "--key", certificates.clientKey, "ping"])
         #expect(withCert.status == 0, "\(withCert.output)")
         let failures = try runTool("redis-cli", base + ["--cert", certificates.clientCert, "--key", certificates.clientKey, "INFO", "stats"])
@@ -141,10 +98,10 @@ struct TLSClientPortTests {
     }
 
     @Test func plaintextAndStalledClientsAreClosedWhileATLSClientKeepsWorking() throws {
-        let certificates = try Certificates()
+        let certificates = try TestPKI()
         defer { certificates.remove() }
         // One reactor: the TLS client and the bad ones share its loop.
-        let server = try ServerHarness(arguments: certificates.serverArguments + ["--auth-timeout", "1s", "--log-level", "debug"],
+        let server = try ServerHarness(arguments: certificates.clientPortArguments + ["--auth-timeout", "1s", "--log-level", "debug"],
                                        reactors: 1)
         defer { #expect(server.stop() == 0) }
         let script = """
@@ -168,7 +125,7 @@ struct TLSClientPortTests {
             assert r.set("kept", "after") and r.get("kept") == b"after"
             print("python ok")
             """
-        let python = try runTool("python3", ["-c", script, certificates.caFile, "\(server.port)"])
+        let python = try runTool("python3", ["-c", script, certificates.caCert, "\(server.port)"])
         #expect(python.status == 0 && python.output.contains("python ok"), "\(python.output)")
         #expect(try Self.info(server.port, certificates, field: "tls_plaintext_refusals") == "1")
         #expect(try Self.info(server.port, certificates, field: "tls_handshake_timeouts") == "1")
@@ -176,12 +133,12 @@ struct TLSClientPortTests {
     }
 
     @Test func sighupServesTheRotatedCertificateAndKeepsTheOldOneOnABadFile() throws {
-        let certificates = try Certificates()
+        let certificates = try TestPKI()
         defer { certificates.remove() }
-        let server = try ServerHarness(arguments: certificates.serverArguments)
+        let server = try ServerHarness(arguments: certificates.clientPortArguments)
         defer { #expect(server.stop() == 0) }
         func servedSubject() throws -> String {
-            let result = try runTool("openssl", ["s_client", "-connect", "127.0.0.1:\(server.port)", "-CAfile", certificates.caFile,
+            let result = try runTool("openssl", ["s_client", "-connect", "127.0.0.1:\(server.port)", "-CAfile", certificates.caCert,
                                                  "-verify_return_error"], input: "")
             let line = result.output.split(whereSeparator: \.isNewline).first { $0.hasPrefix("subject=") }
             return line.map(String.init) ?? "(no subject: \(result.output))"
@@ -193,8 +150,8 @@ struct TLSClientPortTests {
         #expect(try servedSubject().contains("server-one"))
         try FileManager.default.removeItem(atPath: certificates.serverCert)
         try FileManager.default.removeItem(atPath: certificates.serverKey)
-        try FileManager.default.copyItem(atPath: certificates.directory + "/server-two.pem", toPath: certificates.serverCert)
-        try FileManager.default.copyItem(atPath: certificates.directory + "/server-two.key", toPath: certificates.serverKey)
+        try FileManager.default.copyItem(atPath: certificates.secondServerCert, toPath: certificates.serverCert)
+        try FileManager.default.copyItem(atPath: certificates.secondServerKey, toPath: certificates.serverKey)
         reloadAndWait(for: "TLS certificate and key loaded again", count: 1)
         #expect(try servedSubject().contains("server-two"), "\(server.log())")
 
@@ -207,14 +164,14 @@ struct TLSClientPortTests {
     }
 
     @Test func missingOrMismatchedFilesStopStartupNamingTheFile() throws {
-        let certificates = try Certificates()
+        let certificates = try TestPKI()
         defer { certificates.remove() }
         let missing = certificates.directory + "/absent.pem"
         let cases: [(arguments: [String], named: String)] = [
             (["--tls-enabled", "true", "--tls-cert-file", missing, "--tls-key-file", certificates.serverKey], missing),
             (["--tls-enabled", "true", "--tls-cert-file", certificates.serverCert, "--tls-key-file", certificates.clientKey],
              certificates.clientKey),
-            (certificates.serverArguments + ["--tls-ca-file", missing], missing),
+            (certificates.clientPortArguments + ["--tls-ca-file", missing], missing),
         ]
         for (arguments, named) in cases {
             let validated = try runTool(ServerHarness.binaryPath, arguments + ["--validate"])
