@@ -500,7 +500,15 @@ public final class Simulation {
         }
         guard change.to == .dead || change.to == .suspect, nodes[subject].isRunning,
               change.incarnation >= nodes[subject].lifeIncarnation else { return }
-        let windowStart = now - scenario.settings.deadTimeoutMs
+        // An observer that was itself paused in the window judges from what
+        // it knew when its pause began, plus messages sent to it meanwhile
+        // (a dead verdict another node reached while the subject was
+        // paused, say): its evidence is as old as its pause, so the window
+        // reaches back from there. The verdict is corrected when the
+        // subject's refutation arrives (the reconnect bound checks that).
+        let observerPausedSince = nodes[observer].pauses
+            .filter { $0.until > now - scenario.settings.deadTimeoutMs && $0.from <= now }.map(\.from).min()
+        let windowStart = min(now, observerPausedSince ?? now) - scenario.settings.deadTimeoutMs
         let wasPaused = nodes[subject].pauses.contains { $0.until > windowStart && $0.from <= now }
         let wasSlow = scenario.faults.contains { fault in
             guard case let .slow(node, at, until, _) = fault else { return false }
