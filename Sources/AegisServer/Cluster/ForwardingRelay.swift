@@ -369,39 +369,22 @@ final class ForwardingRelay {
                 let payload = UnsafeRawBufferPointer(rebasing: bytes[(offset + ForwardHeader.size)..<(offset + length)])
                 offset += length
                 switch header.kind {
-                case .request:
+                case .request, .replicate, .streamData, .readProbe, .readRepair:
+                    // For the shard's owning reactor, stamped with the peer it came from.
                     let shard = Int(header.route.shard)
                     guard shard < shardOwner.count else { return false }
+                    if header.kind == .replicate { replication.noteReceived() }
                     var routed = header
                     routed.route.originNode = peer
-                    toReactor(shardOwner[shard], routed, payload)
-                case .replicate:
-                    let shard = Int(header.route.shard)
-                    guard shard < shardOwner.count else { return false }
-                    var routed = header
-                    routed.route.originNode = peer
-                    replication.noteReceived()
                     toReactor(shardOwner[shard], routed, payload)
                 case .replicaAck:
                     let shard = Int(header.route.shard)
                     guard shard < shardOwner.count else { return false }
                     replication.acknowledged(payload, shard: shard, from: peerName[Int(peer)])
-                case .streamData:
-                    let shard = Int(header.route.shard)
-                    guard shard < shardOwner.count else { return false }
-                    var routed = header
-                    routed.route.originNode = peer
-                    toReactor(shardOwner[shard], routed, payload)
                 case .streamAck:
                     replication.streamAcknowledged(header, from: peerName[Int(peer)], nowNs: nowNs)
                 case .replicaProgress, .streamSlice, .streamCancel:
                     return false  // never sent between nodes
-                case .readProbe, .readRepair:
-                    let shard = Int(header.route.shard)
-                    guard shard < shardOwner.count else { return false }
-                    var routed = header
-                    routed.route.originNode = peer
-                    toReactor(shardOwner[shard], routed, payload)
                 case .readAnswer:
                     guard Int(header.route.originReactor) < interconnect.reactorCount else { return false }
                     var routed = header
