@@ -32,11 +32,13 @@ import Logging
 /// role would be one more part with its own file(s), stepped from the loop.
 ///
 /// One loop iteration, top to bottom (see `runOnce`):
-///   wait for events (sleep only when no work is queued anywhere)
+///   wait for events (sleep only when no work is queued anywhere; a shard
+///   stream's walk sleeps a short rest between slices)
 ///   → read ready sockets, parse every complete request, execute or forward
 ///   → drain inbound rings (requests for our shards, replies for our clients)
 ///   → push records that waited for ring space
 ///   → flush replies, one write per connection
+///   → at most one slice of a shard stream, when its pacing allows
 ///   → wake reactors we sent work to, only if they sleep
 ///   → timers: expiry sweep, connection timeouts.
 final class Reactor: @unchecked Sendable {
