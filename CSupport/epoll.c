@@ -2,6 +2,7 @@
 #include "CSupport.h"
 #include <errno.h>
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
 const uint32_t AEGIS_EPOLLIN = EPOLLIN;
@@ -33,16 +34,27 @@ int aegis_epoll_remove(int epfd, int fd) {
     return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL) < 0 ? -errno : 0;
 }
 
-int aegis_epoll_wait(int epfd, aegis_epoll_event *events, int max_events, int timeout_ms) {
-    // struct epoll_event is packed on x86_64, so it cannot be handed to Swift
-    // as-is; copy into the plain struct above. max_events is small (<= 256).
-    struct epoll_event raw[256];
-    if (max_events > 256) max_events = 256;
-    int n = epoll_wait(epfd, raw, max_events, timeout_ms);
+// struct epoll_event is packed on x86_64, so it cannot be handed to Swift
+// as-is; copy into the plain struct above. n <= 256.
+static int copy_out(const struct epoll_event *raw, int n, aegis_epoll_event *events) {
     if (n < 0) return -errno;
     for (int i = 0; i < n; i++) {
         events[i].events = raw[i].events;
         events[i].token = raw[i].data.u64;
     }
     return n;
+}
+
+int aegis_epoll_wait(int epfd, aegis_epoll_event *events, int max_events, int timeout_ms) {
+    struct epoll_event raw[256];
+    if (max_events > 256) max_events = 256;
+    return copy_out(raw, epoll_wait(epfd, raw, max_events, timeout_ms), events);
+}
+
+int aegis_epoll_wait_ns(int epfd, aegis_epoll_event *events, int max_events, int64_t timeout_ns) {
+    struct epoll_event raw[256];
+    if (max_events > 256) max_events = 256;
+    if (timeout_ns < 0) timeout_ns = 0;
+    struct timespec timeout = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
+    return copy_out(raw, epoll_pwait2(epfd, raw, max_events, &timeout, NULL), events);
 }

@@ -44,6 +44,9 @@ int aegis_epoll_modify(int epfd, int fd, uint32_t events, uint64_t token);
 int aegis_epoll_remove(int epfd, int fd);
 /// Waits up to timeout_ms; returns the number of events written or -errno.
 int aegis_epoll_wait(int epfd, aegis_epoll_event *events, int max_events, int timeout_ms);
+/// As aegis_epoll_wait with a timeout in nanoseconds (epoll_pwait2, Linux 5.11):
+/// for waits shorter than the millisecond epoll_wait can express.
+int aegis_epoll_wait_ns(int epfd, aegis_epoll_event *events, int max_events, int64_t timeout_ns);
 
 // ---- eventfd / timerfd (eventfd.c) -----------------------------------------
 int aegis_eventfd_create(void);             // non-blocking, close-on-exec

@@ -150,11 +150,12 @@ final class ReplicationRelay {
     /// replicas hold it (`heldBy`).
     private var told: [[EntryVersion]]
     private var lastCatchUpNs: Int64 = 0
-    /// Shard streams to followers: 4 slices of at most 64 KiB in flight per
+    /// Shard streams to followers: 16 slices of about 16 KiB in flight per
     /// stream (256 KiB: about one loopback round trip's worth at the rates
-    /// measured in perf/README.md), 4 streams at once, given up after 10 s
-    /// without a slice made or applied.
-    private(set) var streams = ShardStreams(windowSlices: 4, concurrentMax: 4, stallMs: 10_000)
+    /// measured in perf/README.md; the reactor paces the slices, so a larger
+    /// window is no burst), 4 streams at once, given up after 10 s without a
+    /// slice made or applied.
+    private(set) var streams = ShardStreams(windowSlices: 16, concurrentMax: 4, stallMs: 10_000)
     /// (shard, follower) pairs already counted as needing a stream.
     private var streamNoted: Set<StreamNeed> = []
     private struct StreamNeed: Hashable {

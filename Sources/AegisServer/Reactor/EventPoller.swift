@@ -53,6 +53,12 @@ struct EventPoller {
         aegis_epoll_wait(epollFD, events, Self.maxEvents, timeoutMs)
     }
 
+    /// Ready events in `events`, waiting at most `timeoutNs` (> 0): for the
+    /// rests shorter than a millisecond that pace a shard stream's walk.
+    @inline(__always) func wait(timeoutNs: Int64) -> Int32 {
+        aegis_epoll_wait_ns(epollFD, events, Self.maxEvents, timeoutNs)
+    }
+
     func acknowledgeTimer() {
         _ = aegis_timerfd_acknowledge(maintenanceTimerFD)
     }

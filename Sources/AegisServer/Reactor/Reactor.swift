@@ -32,11 +32,13 @@ import Logging
 /// role would be one more part with its own file(s), stepped from the loop.
 ///
 /// One loop iteration, top to bottom (see `runOnce`):
-///   wait for events (sleep only when no work is queued anywhere)
+///   wait for events (sleep only when no work is queued anywhere; a shard
+///   stream's walk sleeps a short rest between slices)
 ///   → read ready sockets, parse every complete request, execute or forward
 ///   → drain inbound rings (requests for our shards, replies for our clients)
 ///   → push records that waited for ring space
 ///   → flush replies, one write per connection
+///   → at most one slice of a shard stream, when its pacing allows
 ///   → wake reactors we sent work to, only if they sleep
 ///   → timers: expiry sweep, connection timeouts.
 final class Reactor: @unchecked Sendable {
@@ -143,7 +145,14 @@ final class Reactor: @unchecked Sendable {
         #if DEBUG
         debugStallWhileRequested()
         #endif
-        let timeoutMs = sleepTimeout()
+        var timeoutMs = sleepTimeout()
+        // A walk holding credit: rest until its next slice is due (sleeping,
+        // so a request that arrives meanwhile is read at once), not poll.
+        var streamRestNs: Int64 = 0
+        if timeoutMs != 0 && hasStreamSliceDue {
+            streamRestNs = replica.pacer.restRemainingNs(nowNs: aegis_monotonic_ns())
+            if streamRestNs == 0 { timeoutMs = 0 }
+        }
         var slept = false
         var waitMs: Int32 = 0
         if timeoutMs != 0 && forwarding.awaitedReplies > 0 {
@@ -158,7 +167,8 @@ final class Reactor: @unchecked Sendable {
             waitMs = timeoutMs
             slept = true
         }
-        let ready = poller.wait(timeoutMs: waitMs)
+        let restsForStream = slept && streamRestNs > 0 && (waitMs < 0 || streamRestNs < Int64(waitMs) * 1_000_000)
+        let ready = restsForStream ? poller.wait(timeoutNs: streamRestNs) : poller.wait(timeoutMs: waitMs)
         if slept { node.interconnect.didWake(index) }
         now = aegis_now_ms()
         monotonicMs = aegis_monotonic_ms_coarse()
@@ -167,9 +177,12 @@ final class Reactor: @unchecked Sendable {
         // One clock read per batch, not per request: see CommandMetrics.
         if ready > 0 { commandMetrics.batchStartNs = aegis_monotonic_ns() }
 
+        var clientEventsReady = false
         if ready > 0 {
             for i in 0..<Int(ready) {
-                handle(event: poller.events[i])
+                let event = poller.events[i]
+                if event.token < EventPoller.walToken || event.token == EventPoller.listenerToken { clientEventsReady = true }
+                handle(event: event)
             }
         }
         drainInbound()
@@ -181,11 +194,13 @@ final class Reactor: @unchecked Sendable {
         if !tlsBuffered.isEmpty { readBufferedTLS() }
         flushDirty()
         if commandMetrics.batchRequests > 0 { commandMetrics.closeBatch(endNs: aegis_monotonic_ns()) }
-        // After this pass's replies are written: a slice is tens of
-        // microseconds of copying and checksums, which the clients whose
-        // requests this pass read should not wait for. Its records still
-        // leave in this pass (notifyTargets).
-        if !replica.walks.isEmpty { walkOneStreamSlice() }
+        // After this pass's replies are written: a slice is microseconds of
+        // copying and checksums, which the clients whose requests this pass
+        // read should not wait for. Its records still leave in this pass
+        // (notifyTargets). Paced: see StreamSlicePacer.
+        if hasStreamSliceDue && replica.pacer.sliceDue(nowNs: aegis_monotonic_ns(), clientEventsReady: clientEventsReady) {
+            walkOneStreamSlice()
+        }
         notifyTargets()
         if schedule.maintenanceDue || monotonicMs >= schedule.nextMaintenanceMs { maintenance() }
         if node.state == .draining { drainStep() }
@@ -199,12 +214,12 @@ final class Reactor: @unchecked Sendable {
     }
 
     /// -1 = block until an event (the maintenance timer is one), 0 = poll,
-    /// 1 = come back soon to retry records waiting for ring space.
+    /// 1 = come back soon to retry records waiting for ring space. A walk
+    /// with credit shortens it to its rest (`runOnce`).
     private func sleepTimeout() -> Int32 {
         if !table.dirty.isEmpty { return 0 }
         if forwarding.hasOverflow { return 1 }
         if !forwarding.backlog.parked.isEmpty { return 1 }
-        if hasStreamSliceDue { return 0 }
         if !tlsBuffered.isEmpty && hasReadableTLSBuffer { return 0 }
         return -1
     }

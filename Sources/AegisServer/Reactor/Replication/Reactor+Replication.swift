@@ -41,6 +41,8 @@ struct ReplicaState {
     var incoming: [Int: IncomingStream] = [:]
     /// The slice being walked (reused).
     let slice = WireBuffer()
+    /// When the next slice may be walked.
+    var pacer = StreamSlicePacer()
     var streamWalksStarted = 0
     var streamEntriesSent = 0
     var streamsReceived = 0

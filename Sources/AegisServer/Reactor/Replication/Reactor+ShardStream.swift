@@ -1,13 +1,15 @@
 import AegisCluster
 import AegisStore
+import CSupport
 
 /// Shard streams between reactors (see `ShardStreams` for the cluster
 /// loop's half and docs/replication.md for the argument).
 ///
 /// On the primary, the shard's reactor walks the shard with the SCAN cursor
 /// (`ShardStore.scan`: every entry present for the whole walk is visited at
-/// least once, even across table growth), one slice per loop pass and only
-/// while the cluster loop has granted slices. The walk remembers the
+/// least once, even across table growth), at most one slice per loop pass,
+/// paced by `StreamSlicePacer`, and only while the cluster loop has granted
+/// slices. The walk remembers the
 /// version the shard held when it began (`start`) and sends only entries at
 /// or below it: every write after `start` is in the recent-writes tail, which
 /// the follower gets after the stream. An entry changed or deleted during
@@ -29,12 +31,15 @@ enum ShardStreamWire {
     /// the last slice reached it) and must not start the walk again.
     static let startWalk: UInt64 = 1 << 62
     /// Bounds of one slice, i.e. of the work one loop pass of the primary's
-    /// reactor does for a stream: whichever is reached first.
-    static let sliceEntriesMax = 512
-    static let sliceBytesMax = 64 << 10
+    /// reactor does for a stream, whichever is reached first: entries
+    /// scanned (sent, or skipped as written after the walk began: skipping
+    /// costs the scan too) and bytes. 16 KiB of 512 B values is about 10 µs
+    /// of copying and checksums, what a GET that arrives meanwhile waits.
+    static let sliceScannedMax = 256
+    static let sliceBytesMax = 16 << 10
     /// Entries the walk asks the scan for at a time, so that a slice stops
-    /// close to its bounds.
-    static let scanStep = 32
+    /// close to its bounds (at most this many entries past them).
+    static let scanStep = 8
 }
 
 /// A stream's walk over one shard on its primary's reactor.
@@ -81,30 +86,33 @@ extension Reactor {
         replica.walks.removeAll { $0.id == header.connectionIndex }
     }
 
-    /// True while a walk may go on (the loop then does not sleep).
+    /// True while a walk may go on (the loop then rests, see `StreamSlicePacer`).
     var hasStreamSliceDue: Bool { replica.walks.contains { $0.credit > 0 } }
 
     /// Walks one slice of the first walk with credit (then puts it last, so
-    /// several streams take turns), bounded by `sliceEntriesMax` entries or
+    /// several streams take turns), bounded by `sliceScannedMax` entries or
     /// `sliceBytesMax` bytes: the rest of the loop pass, and so GET latency,
     /// waits for at most one slice.
     func walkOneStreamSlice() {
         guard let i = replica.walks.firstIndex(where: { $0.credit > 0 }) else { return }
         var walk = replica.walks.remove(at: i)
         guard let store = shards[walk.shard] else { return }  // no longer held here: the cluster loop aborts it
+        replica.pacer.walked(nowNs: aegis_monotonic_ns())
         let buffer = replica.slice
         buffer.clear()
         let shard = walk.shard
         let start = walk.start
         var entries = 0
+        var scanned = 0
         repeat {
             walk.cursor = store.scan(cursor: walk.cursor, count: ShardStreamWire.scanStep, nowMs: now) { entry in
+                scanned += 1
                 guard entry.version <= start else { return }  // written after the walk began: the tail has it
                 WALRecord.append(to: buffer, operation: .set, shard: shard, version: entry.version, expiryMs: entry.expiryMs,
                                  key: entry.key, value: entry.value)
                 entries += 1
             }
-        } while walk.cursor != 0 && entries < ShardStreamWire.sliceEntriesMax && buffer.readableBytes < ShardStreamWire.sliceBytesMax
+        } while walk.cursor != 0 && scanned < ShardStreamWire.sliceScannedMax && buffer.readableBytes < ShardStreamWire.sliceBytesMax
         let last = walk.cursor == 0
         var header = ReplicationWire.header(.streamData, shard: shard, payloadLength: buffer.readableBytes)
         header.connectionIndex = walk.id
