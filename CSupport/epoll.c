@@ -56,5 +56,13 @@ int aegis_epoll_wait_ns(int epfd, aegis_epoll_event *events, int max_events, int
     if (max_events > 256) max_events = 256;
     if (timeout_ns < 0) timeout_ns = 0;
     struct timespec timeout = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
-    return copy_out(raw, epoll_pwait2(epfd, raw, max_events, &timeout, NULL), events);
+    int n = epoll_pwait2(epfd, raw, max_events, &timeout, NULL);
+    if (n < 0 && errno == ENOSYS) {
+        // Kernels before 5.11, or a seccomp filter that does not list
+        // epoll_pwait2: the rest rounds up to epoll_wait's millisecond,
+        // which lengthens it but never turns it into a busy poll.
+        int timeout_ms = (int)((timeout_ns + 999999) / 1000000);
+        n = epoll_wait(epfd, raw, max_events, timeout_ms);
+    }
+    return copy_out(raw, n, events);
 }
