@@ -217,6 +217,14 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                 if relay.hasPending { wait = min(wait, 1) }
                 if wait > 250 && relay.hasInFlight { wait = 250 }
                 if let due = relay.replication.msUntilBatchDue(nowNs: aegis_monotonic_ns()) { wait = min(wait, due) }
+                if wait != 0 && relay.notifiedReactors {
+                    // A reactor was just handed records: give up the core
+                    // once before sleeping, as a reactor waiting for another
+                    // one's reply does (Reactor.runOnce). When that reactor
+                    // runs here, its answers are in the ring when we look,
+                    // saving this loop a sleep and the reactor a wake-up write.
+                    sched_yield()
+                }
                 if wait != 0 {
                     slept = relay.interconnect.prepareToSleep(relay.endpoint)
                     if !slept { wait = 0 }

@@ -548,9 +548,15 @@ final class ForwardingRelay {
         }
     }
 
+    /// Whether the last `notifyReactors` had records for a reactor (whose
+    /// answers, or next requests, the loop can then expect soon).
+    private(set) var notifiedReactors = false
+
     func notifyReactors() {
+        notifiedReactors = false
         for reactor in 0..<mustNotify.count where mustNotify[reactor] {
             mustNotify[reactor] = false
+            notifiedReactors = true
             interconnect.notify(reactor)
         }
     }
