@@ -325,6 +325,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             }
             let connection = PeerConnection(fd: fd, token: takeToken(), role: .accepted,
                                             state: transport.isPlain ? .awaitingHello : .handshaking, transport: transport)
+            connection.remoteHost = Self.remoteHost(fd)
             connections[connection.token] = connection
             acceptedAt[connection.token] = nowMs
             _ = aegis_epoll_add(epollFD, fd, AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP, connection.token)
@@ -656,6 +657,9 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
 
     private func close(_ connection: PeerConnection, reason: PeerConnection.Closure?, nowMs: Int64, notify: Bool) {
         guard connections.removeValue(forKey: connection.token) != nil else { return }
+        // Named while the socket is open: an accepted connection without a
+        // hello is known only by its peer address, which needs the descriptor.
+        let peer = reason == nil ? "" : peerName(connection)
         acceptedAt[connection.token] = nil
         connectingSince[connection.token] = nil
         _ = aegis_epoll_remove(epollFD, connection.fd)
@@ -669,14 +673,14 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         switch reason {
         case .refused(let refusal)?:
             counters.dropped[refusal, default: 0] += 1
-            logRefusal(refusal, peer: peerName(connection), nowMs: nowMs)
+            logRefusal(refusal, peer: peer, nowMs: nowMs)
         case .tlsRefused(let refusal, let detail)?:
             counters.peerTLSRefused[refusal, default: 0] += 1
-            logTLSRefusal(refusal, detail: detail, connection: connection, nowMs: nowMs)
+            logTLSRefusal(refusal, detail: detail, peer: peer, connection: connection, nowMs: nowMs)
         case .outboundFull?:
             counters.slowPeerClosures += 1
             logger.warning("cluster: peer link closed, the peer stopped reading and its queue filled", metadata: [
-                "peer": "\(peerName(connection))", "lane": "\(connection.lane?.name ?? "-")",
+                "peer": "\(peer)", "lane": "\(connection.lane?.name ?? "-")",
             ])
         default:
             break
@@ -713,8 +717,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
 
     /// One warning per peer and reason per minute, as for other refusals,
     /// with the peer's address and OpenSSL's own words.
-    private func logTLSRefusal(_ refusal: PeerTLSRefusal, detail: String, connection: PeerConnection, nowMs: Int64) {
-        let peer = peerName(connection)
+    private func logTLSRefusal(_ refusal: PeerTLSRefusal, detail: String, peer: String, connection: PeerConnection, nowMs: Int64) {
         let key = peer + " tls " + refusal.rawValue
         if let last = lastRefusalLogMs[key], nowMs - last < Self.refusalLogIntervalMs { return }
         lastRefusalLogMs[key] = nowMs
@@ -729,8 +732,14 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     private func peerName(_ connection: PeerConnection) -> String {
         if case .dialled(let address, _) = connection.role { return address }
         if let hello = connection.hello { return hello.nodeID }
+        return connection.remoteHost.isEmpty ? "unknown" : connection.remoteHost
+    }
+
+    /// Read at accept: a peer that reset the connection (as one refusing
+    /// this node's certificate does) no longer has an address to ask for.
+    private static func remoteHost(_ fd: Int32) -> String {
         var buffer = [CChar](repeating: 0, count: 64)
-        guard aegis_socket_peer_host(connection.fd, &buffer, buffer.count) == 0 else { return "unknown" }
+        guard aegis_socket_peer_host(fd, &buffer, buffer.count) == 0 else { return "" }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 

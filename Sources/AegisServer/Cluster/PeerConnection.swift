@@ -49,6 +49,8 @@ final class PeerConnection {
     /// Plain TCP, or a TLS session every byte goes through (cluster_tls_*).
     let transport: PeerTransport
     var state: State
+    /// The peer's IP address, for an accepted connection (its log lines before a hello names it).
+    var remoteHost = ""
     /// Known once the hello was read (accepted) or from the start (dialled).
     private(set) var hello: PeerHello?
     /// Whether epoll watches this connection for writability: only while

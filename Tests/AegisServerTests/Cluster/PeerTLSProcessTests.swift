@@ -96,6 +96,9 @@ import Testing
         #expect(!plaintextLogs.isEmpty && plaintextLogs.allSatisfy { $0.contains(plaintext.host) }, "\(members[0].log().suffix(3000))")
         // The foreign node's own refusals reach the seeds as failed handshakes.
         #expect(waitUntil(seconds: 30) { members.contains { Self.refused($0, "handshake_failed") > 0 } })
+        let alertLines = members.flatMap { $0.log().split(separator: "\n") }.filter { $0.contains("reason=handshake_failed") }
+        #expect(!alertLines.isEmpty && alertLines.allSatisfy { $0.contains("peer=\(foreign.host)") && $0.contains("alert unknown ca") },
+                "\(alertLines)")
 
         // Long enough for several join attempts (seeds are retried within seconds).
         usleep(4_000_000)
