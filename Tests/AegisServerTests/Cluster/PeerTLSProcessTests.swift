@@ -86,6 +86,11 @@ import Testing
         let plaintext = try Member(index: 5, directory: directory)
         try plaintext.start(seeds: seeds)
         defer { plaintext.stop() }
+        // Trusts the cluster (same CA) but its own certificate has expired.
+        let lapsed = try Member(index: 6, directory: directory)
+        let lapsedIdentity = try pki.issuePeerCertificate("lapsed-node", serial: "0x7101", expired: true)
+        try lapsed.start(seeds: seeds, extra: pki.peerArguments(cert: lapsedIdentity.cert, key: lapsedIdentity.key))
+        defer { lapsed.stop() }
 
         // The foreign node refuses the cluster's certificates when it dials them...
         #expect(waitUntil(seconds: 30) { Self.refused(foreign, "untrusted") > 0 }, "\(foreign.log().suffix(3000))")
@@ -100,13 +105,19 @@ import Testing
         #expect(!alertLines.isEmpty && alertLines.allSatisfy { $0.contains("peer=\(foreign.host)") && $0.contains("alert unknown ca") },
                 "\(alertLines)")
 
+        // The seeds refuse the lapsed node's certificate, and it hears why.
+        #expect(waitUntil(seconds: 30) { members.contains { Self.refused($0, "expired") > 0 } })
+        #expect(waitUntil(seconds: 30) { Self.refused(lapsed, "peer_refused") > 0 }, "\(lapsed.log().suffix(3000))")
+        #expect(lapsed.log().contains("certificate expired"), "OpenSSL's alert names the reason\n\(lapsed.log().suffix(3000))")
+
         // Long enough for several join attempts (seeds are retried within seconds).
         usleep(4_000_000)
         for member in members {
             let statuses = member.statuses()
             #expect(Set(statuses.keys) == ["node1", "node2", "node3"], "\(member.name) lists \(statuses)")
         }
-        #expect(Set(foreign.statuses().keys) == ["node4"] && Set(plaintext.statuses().keys) == ["node5"])
+        #expect(Set(foreign.statuses().keys) == ["node4"] && Set(plaintext.statuses().keys) == ["node5"]
+                && Set(lapsed.statuses().keys) == ["node6"])
 
         // Refused by the node itself while verifying the client's certificate.
         let seed = members[0]
@@ -118,6 +129,8 @@ import Testing
             ("untrusted", ["-cert", pki.foreignClientCert, "-key", pki.foreignClientKey]),
             ("expired", ["-cert", expired.cert, "-key", expired.key]),
         ]
+        // Its dials would count as `expired` too and hide whether a probe was.
+        lapsed.stop()
         for probe in probes {
             let before = Self.refused(seed, probe.reason)
             _ = try runTool("timeout", ["10", "openssl", "s_client", "-connect", seed.gossipAddress, "-CAfile", pki.caCert] + probe.arguments,
