@@ -126,6 +126,43 @@ aegis_tls_context *aegis_tls_client_context_create(const char *ca_file, const ch
     return (aegis_tls_context *)ctx;
 }
 
+// Both ends of a link between nodes come from this one context: a node
+// accepts its peers' connections and dials its own, and on both each side
+// presents its certificate and requires one the cluster CA signed. No host
+// name is checked (peers are dialled by whichever address gossip learned);
+// the cluster CA's signature is what makes a node a member. No session
+// tickets: links live for hours and are never resumed, and a ticket would be
+// one more record the dialling side, which otherwise only writes, has to read.
+aegis_tls_context *aegis_tls_peer_context_create(const char *cert_file, const char *key_file, const char *ca_file,
+                                                 char *error, size_t error_len) {
+    ERR_clear_error();
+    SSL_CTX *ctx = new_context(TLS_method(), 0);
+    if (ctx == NULL) {
+        take_error(error, error_len, "cannot create a TLS context", NULL);
+        return NULL;
+    }
+    if (!load_identity(ctx, cert_file, key_file, error, error_len)) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+        take_error(error, error_len, "cannot load the CA certificates from", ca_file);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca_file);
+    if (names == NULL) {
+        take_error(error, error_len, "no CA certificate names in", ca_file);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_client_CA_list(ctx, names);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    SSL_CTX_set_num_tickets(ctx, 0);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    return (aegis_tls_context *)ctx;
+}
+
 void aegis_tls_context_free(aegis_tls_context *context) {
     SSL_CTX_free((SSL_CTX *)context);
 }
@@ -216,8 +253,12 @@ int aegis_tls_shutdown(aegis_tls_session *session) {
     return result;
 }
 
-void aegis_tls_last_error(char *buf, size_t len) {
+const int AEGIS_TLS_REASON_PEER_SENT_NO_CERTIFICATE = SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE;
+
+int aegis_tls_last_error(char *buf, size_t len) {
+    int reason = ERR_GET_REASON(ERR_peek_error());
     take_error(buf, len, "TLS", NULL);
+    return reason;
 }
 
 const char *aegis_tls_version(aegis_tls_session *session) {
@@ -227,6 +268,9 @@ const char *aegis_tls_version(aegis_tls_session *session) {
 long aegis_tls_verify_result(aegis_tls_session *session) {
     return SSL_get_verify_result((SSL *)session);
 }
+
+const long AEGIS_TLS_VERIFY_EXPIRED = X509_V_ERR_CERT_HAS_EXPIRED;
+const long AEGIS_TLS_VERIFY_NOT_YET_VALID = X509_V_ERR_CERT_NOT_YET_VALID;
 
 const char *aegis_tls_verify_text(long result) {
     return X509_verify_cert_error_string(result);

@@ -204,6 +204,11 @@ aegis_tls_context *aegis_tls_server_context_create(const char *cert_file, const 
 /// system's store); cert_file/key_file, when given, are presented (mTLS).
 aegis_tls_context *aegis_tls_client_context_create(const char *ca_file, const char *cert_file, const char *key_file,
                                                    char *error, size_t error_len);
+/// One context for both ends of the links between nodes: cert_file/key_file
+/// presented, and the peer's certificate required and verified against
+/// ca_file (the cluster CA) whichever side dialled. No host name check.
+aegis_tls_context *aegis_tls_peer_context_create(const char *cert_file, const char *key_file, const char *ca_file,
+                                                 char *error, size_t error_len);
 void aegis_tls_context_free(aegis_tls_context *context);
 /// A session on fd (which it does not own or close). A client session checks
 /// the server's certificate against `host` (a name or an IP literal).
@@ -218,13 +223,20 @@ int aegis_tls_write(aegis_tls_session *session, const void *buf, int len);
 int aegis_tls_pending(aegis_tls_session *session);
 /// Sends close_notify once, without waiting for the peer's.
 int aegis_tls_shutdown(aegis_tls_session *session);
-/// The calling thread's first OpenSSL error as text; clears the queue.
-void aegis_tls_last_error(char *buf, size_t len);
+/// The calling thread's first OpenSSL error as text, and its reason code
+/// (ERR_GET_REASON); clears the queue.
+int aegis_tls_last_error(char *buf, size_t len);
+/// The reason code of a required peer certificate that was not sent.
+extern const int AEGIS_TLS_REASON_PEER_SENT_NO_CERTIFICATE;
 /// "TLSv1.3" and so on.
 const char *aegis_tls_version(aegis_tls_session *session);
 /// X509_V_OK (0) or why the peer's certificate was refused, and its text.
 long aegis_tls_verify_result(aegis_tls_session *session);
 const char *aegis_tls_verify_text(long result);
+/// The verification results that mean "outside its validity dates".
+extern const long AEGIS_TLS_VERIFY_EXPIRED;
+extern const long AEGIS_TLS_VERIFY_NOT_YET_VALID;
+
 /// 1 = kernel sends, 2 = kernel receives (bits), 0 = user-space records.
 int aegis_tls_kernel_offloaded(aegis_tls_session *session);
 const char *aegis_tls_library_version(void);

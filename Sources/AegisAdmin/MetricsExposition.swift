@@ -247,6 +247,14 @@ struct MetricsExposition {
                    samples: PeerRefusal.allCases.map {
                        Sample(suffix: "_total", labels: [("reason", $0.rawValue)], value: String(cluster.dropped[$0] ?? 0))
                    }),
+            gauge("aegis_peer_tls_enabled", "1 when links between nodes run TLS with mutual authentication (cluster_tls_*).",
+                  cluster.peerTLSEnabled ? 1 : 0),
+            counter("aegis_peer_tls_handshakes", "Peer links (dialled and accepted) whose TLS handshake completed.", cluster.peerTLSHandshakes),
+            Family(name: "aegis_peer_tls_refused", kind: .counter,
+                   help: "Peer links closed because TLS did not authenticate both ends, by reason (refused here, or peer_refused: by the peer).",
+                   samples: PeerTLSRefusal.allCases.map {
+                       Sample(suffix: "_total", labels: [("reason", $0.rawValue)], value: String(cluster.peerTLSRefused[$0] ?? 0))
+                   }),
             counter("aegis_cluster_slow_peer_closures",
                     "Peer links closed because the peer stopped reading and the link's outbound queue filled.", cluster.slowPeerClosures),
             counter("aegis_cluster_peer_queue_budget_closures",

@@ -44,6 +44,12 @@ public struct AegisConfig: Sendable, Equatable {
     public var walMaxSizeMB: Int
     public var gossipInterval: Duration
     public var gossipSecret: String
+    /// "" = peer links on gossip_bind_addr are plain TCP; else TLS with mutual
+    /// authentication, this node presenting this chain and cluster_tls_key_file.
+    public var clusterTLSCertFile: String
+    public var clusterTLSKeyFile: String
+    /// The cluster CA: peers must present a certificate it signed.
+    public var clusterTLSCAFile: String
     public var suspectTimeout: Duration
     public var deadTimeout: Duration
     public var maxConns: Int
@@ -126,6 +132,9 @@ public struct AegisConfig: Sendable, Equatable {
         walMaxSizeMB: 64,
         gossipInterval: .seconds(1),
         gossipSecret: "",
+        clusterTLSCertFile: "",
+        clusterTLSKeyFile: "",
+        clusterTLSCAFile: "",
         suspectTimeout: .seconds(5),
         deadTimeout: .seconds(30),
         maxConns: 50_000,

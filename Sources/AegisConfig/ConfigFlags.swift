@@ -47,6 +47,12 @@ public struct ConfigFlags: ParsableArguments {
     public var gossipInterval: String?
     @Option(name: .customLong("gossip-secret"), help: ConfigFlags.help("gossip_secret", "secret"))
     public var gossipSecret: String?
+    @Option(name: .customLong("cluster-tls-cert-file"), help: ConfigFlags.help("cluster_tls_cert_file", "path"))
+    public var clusterTLSCertFile: String?
+    @Option(name: .customLong("cluster-tls-key-file"), help: ConfigFlags.help("cluster_tls_key_file", "path"))
+    public var clusterTLSKeyFile: String?
+    @Option(name: .customLong("cluster-tls-ca-file"), help: ConfigFlags.help("cluster_tls_ca_file", "path"))
+    public var clusterTLSCAFile: String?
     @Option(name: .customLong("suspect-timeout"), help: ConfigFlags.help("suspect_timeout", "duration"))
     public var suspectTimeout: String?
     @Option(name: .customLong("dead-timeout"), help: ConfigFlags.help("dead_timeout", "duration"))
@@ -215,6 +221,9 @@ public struct ConfigFlags: ParsableArguments {
             ("wal_max_size_mb", walMaxSizeMB),
             ("gossip_interval", gossipInterval),
             ("gossip_secret", gossipSecret),
+            ("cluster_tls_cert_file", clusterTLSCertFile),
+            ("cluster_tls_key_file", clusterTLSKeyFile),
+            ("cluster_tls_ca_file", clusterTLSCAFile),
             ("suspect_timeout", suspectTimeout),
             ("dead_timeout", deadTimeout),
             ("max_conns", maxConns),

@@ -242,6 +242,15 @@ enum CrossChecks {
         if !config.healthTLSCAFile.isEmpty && config.healthTLSCertFile.isEmpty {
             fail("health_tls_ca_file", "\(about("health_tls_ca_file")) needs health_tls_cert_file and health_tls_key_file: client certificates are asked for only over https")
         }
+        // All three or none: a node with two of them would either present no
+        // certificate or verify none, and mutual authentication is the point.
+        let clusterTLS = [("cluster_tls_cert_file", config.clusterTLSCertFile), ("cluster_tls_key_file", config.clusterTLSKeyFile),
+                          ("cluster_tls_ca_file", config.clusterTLSCAFile)]
+        let clusterTLSGiven = clusterTLS.filter { !$0.1.isEmpty }.map(\.0)
+        if !clusterTLSGiven.isEmpty && clusterTLSGiven.count < clusterTLS.count {
+            let missing = clusterTLS.map(\.0).filter { !clusterTLSGiven.contains($0) }
+            fail(clusterTLSGiven[0], "\(about(clusterTLSGiven[0])) needs \(missing.joined(separator: " and ")) too (TLS between nodes presents this node's certificate and key and verifies every peer's against the cluster CA)")
+        }
         if !config.authTokenNext.isEmpty && config.authToken.isEmpty {
             fail("auth_token_next", "auth_token_next is set but auth_token is empty: auth_token_next is the second token accepted while clients move to a new auth_token; set auth_token")
         }

@@ -41,6 +41,12 @@ public final class Node {
                 "library": "\(TLSContext.libraryVersion)",
             ])
         }
+        if !config.clusterTLSCertFile.isEmpty {
+            logger.info("TLS between nodes: every peer link presents this node's certificate and requires one the cluster CA signed", metadata: [
+                "cert_file": "\(config.clusterTLSCertFile)", "ca_file": "\(config.clusterTLSCAFile)",
+                "library": "\(TLSContext.libraryVersion)",
+            ])
+        }
         switch fileBudget.verdict(for: loaded) {
         case .fits:
             break

@@ -25,6 +25,8 @@ public final class NodeContext: Sendable {
     public let clientAuth: ClientAuth
     /// TLS on the client port; nil when tls_enabled is false.
     public let tls: TLSService?
+    /// TLS on the links between nodes; nil when cluster_tls_* is not set.
+    public let peerTLS: PeerTLS?
     /// The token bucket behind runtime.rateLimit, shared by all reactors.
     public let rateLimiter: RateLimiter
     /// Breakers for outbound dependencies (replication, forwarding, peers).
@@ -71,6 +73,11 @@ public final class NodeContext: Sendable {
             self.tls = try TLSService.make(config)
         } catch {
             throw StartupError("config: tls_enabled is true but TLS cannot be set up: \(error.message)")
+        }
+        do {
+            self.peerTLS = try PeerTLS.make(config)
+        } catch {
+            throw StartupError("config: cluster_tls_cert_file is set but TLS between nodes cannot be set up: \(error.message)")
         }
         self.rateLimiter = RateLimiter(runtime: runtime, reactorCount: reactorCount)
         self.breakers = CircuitBreakerRegistry(policy: CircuitBreakerPolicy(config))

@@ -127,6 +127,7 @@ final class Supervisor {
     /// paths the node started with: rotation replaces the files' contents.
     /// Connections accepted afterwards use them; open ones keep theirs.
     private func reloadCertificates(_ report: Logger) {
+        reloadPeerCertificates(report)
         guard let tls = node.tls else { return }
         let running = node.runtime.running
         let files: Logger.Metadata = ["cert_file": "\(running.tlsCertFile)", "key_file": "\(running.tlsKeyFile)",
@@ -136,6 +137,21 @@ final class Supervisor {
                          metadata: files)
         } else {
             report.notice("reload: TLS certificate and key loaded again; new connections use them", metadata: files)
+        }
+    }
+
+    /// The same for the links between nodes: links opened after the reload
+    /// use the new files; open links keep theirs until they close.
+    private func reloadPeerCertificates(_ report: Logger) {
+        guard let peerTLS = node.peerTLS else { return }
+        let running = node.runtime.running
+        let files: Logger.Metadata = ["cert_file": "\(running.clusterTLSCertFile)", "key_file": "\(running.clusterTLSKeyFile)",
+                                      "ca_file": "\(running.clusterTLSCAFile)"]
+        if let problem = peerTLS.reload(running) {
+            report.error("reload: cluster TLS certificates not reloaded, new peer links keep the previous ones: \(problem.message)",
+                         metadata: files)
+        } else {
+            report.notice("reload: cluster TLS certificate, key and CA loaded again; new peer links use them", metadata: files)
         }
     }
 }

@@ -33,6 +33,17 @@ public final class TLSContext: @unchecked Sendable {
         pointer = made
     }
 
+    /// The context of the links between nodes, both the dialled and the
+    /// accepted ends: `certFile`/`keyFile` presented, and every peer's
+    /// certificate required and verified against `caFile`, the cluster CA.
+    public init(peerCertificate certFile: String, key keyFile: String, clusterCA caFile: String) throws(TLSSetupError) {
+        var message = [CChar](repeating: 0, count: 512)
+        guard let made = aegis_tls_peer_context_create(certFile, keyFile, caFile, &message, message.count) else {
+            throw TLSSetupError(message: Self.text(message))
+        }
+        pointer = made
+    }
+
     deinit { aegis_tls_context_free(pointer) }
 
     private static func text(_ characters: [CChar]) -> String {

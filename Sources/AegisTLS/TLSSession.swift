@@ -110,6 +110,22 @@ public final class TLSSession {
         return result == 0 ? "" : String(cString: aegis_tls_verify_text(result))
     }
 
+    /// Why the peer's certificate failed verification, as a kind a metric
+    /// can count; nil when none failed (none was sent, or it passed).
+    public var certificateRefusal: CertificateRefusal? {
+        assertUsable()
+        let result = aegis_tls_verify_result(session)
+        if result == 0 { return nil }
+        return result == AEGIS_TLS_VERIFY_EXPIRED || result == AEGIS_TLS_VERIFY_NOT_YET_VALID ? .outsideValidity : .untrusted
+    }
+
+    public enum CertificateRefusal: Sendable {
+        /// Expired or not yet valid.
+        case outsideValidity
+        /// Not signed by a trusted CA (another CA, self-signed), or unusable.
+        case untrusted
+    }
+
     /// Whether the kernel carries the records (kTLS) in each direction.
     public var kernelOffload: (send: Bool, receive: Bool) {
         assertUsable()
@@ -118,10 +134,15 @@ public final class TLSSession {
     }
 
     /// The calling thread's last OpenSSL error, taken off its queue.
-    public static func lastError() -> String {
+    public static func lastError() -> String { lastFailure().text }
+
+    /// The same, with whether OpenSSL's reason was that the peer sent no
+    /// certificate where one is required.
+    public static func lastFailure() -> (text: String, peerSentNoCertificate: Bool) {
         var text = [CChar](repeating: 0, count: 256)
-        aegis_tls_last_error(&text, text.count)
-        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let reason = aegis_tls_last_error(&text, text.count)
+        let message = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return (message, reason == AEGIS_TLS_REASON_PEER_SENT_NO_CERTIFICATE)
     }
 
     /// For clients: runs the handshake to its end, waiting for the socket

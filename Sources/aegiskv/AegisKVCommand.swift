@@ -82,6 +82,14 @@ struct AegisKVCommand: ParsableCommand {
                 throw ExitCode(2)
             }
         }
+        if validate && !loaded.config.clusterTLSCertFile.isEmpty {
+            do {
+                _ = try PeerTLS.make(loaded.config)
+            } catch {
+                logger.error("config: cluster_tls_cert_file is set but TLS between nodes cannot be set up: \(error)")
+                throw ExitCode(2)
+            }
+        }
         if validate {
             // The files are part of the configuration a deployment checks.
             do {

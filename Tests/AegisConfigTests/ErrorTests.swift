@@ -202,6 +202,18 @@ struct ErrorTests {
         _ = try load(args: ["--health-tls-cert-file", "c.pem", "--health-tls-key-file", "k.pem", "--health-tls-ca-file", "ca.pem"])
     }
 
+    @Test func tlsBetweenNodesNeedsCertificateKeyAndClusterCA() throws {
+        let noCA = try #require(loadError(args: ["--cluster-tls-cert-file", "c.pem", "--cluster-tls-key-file", "k.pem"]))
+        #expect(noCA.description == "config: cluster_tls_cert_file (c.pem, from --cluster-tls-cert-file) needs cluster_tls_ca_file too (TLS between nodes presents this node's certificate and key and verifies every peer's against the cluster CA)")
+        #expect(noCA.key == "cluster_tls_cert_file")
+        let caAlone = try #require(loadError(env: ["AEGIS_CLUSTER_TLS_CA_FILE": "ca.pem"]))
+        #expect(caAlone.description.hasPrefix("config: cluster_tls_ca_file (ca.pem, from AEGIS_CLUSTER_TLS_CA_FILE) needs cluster_tls_cert_file and cluster_tls_key_file too"))
+        #expect(caAlone.source == .environment("AEGIS_CLUSTER_TLS_CA_FILE"))
+        let config = try load(args: ["--cluster-tls-cert-file", "c.pem", "--cluster-tls-key-file", "k.pem", "--cluster-tls-ca-file", "ca.pem"])
+        #expect(config.config.clusterTLSCAFile == "ca.pem")
+        #expect(AegisConfig.restartRequiredKeys.isSuperset(of: ["cluster_tls_cert_file", "cluster_tls_key_file", "cluster_tls_ca_file"]))
+    }
+
     @Test func suspectTimeoutMustBeShorterThanDeadTimeout() throws {
         let error = try #require(loadError(args: ["--dead-timeout", "5s"]))
         #expect(error.description

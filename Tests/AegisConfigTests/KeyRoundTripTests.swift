@@ -44,6 +44,12 @@ let samples: [String: Sample] = [
     "wal_max_size_mb": Sample(json: "128", text: "128", expected: "128"),
     "gossip_interval": Sample(json: #""500ms""#, text: "500ms", expected: "500ms"),
     "gossip_secret": Sample(json: #""s3cret""#, text: "s3cret", expected: "s3cret"),
+    "cluster_tls_cert_file": Sample(json: #""/etc/aegiskv/peer.pem""#, text: "/etc/aegiskv/peer.pem", expected: "/etc/aegiskv/peer.pem",
+                                    with: ["cluster_tls_key_file": (#""/k.pem""#, "/k.pem"), "cluster_tls_ca_file": (#""/ca.pem""#, "/ca.pem")]),
+    "cluster_tls_key_file": Sample(json: #""/etc/aegiskv/peer.key""#, text: "/etc/aegiskv/peer.key", expected: "/etc/aegiskv/peer.key",
+                                   with: ["cluster_tls_cert_file": (#""/c.pem""#, "/c.pem"), "cluster_tls_ca_file": (#""/ca.pem""#, "/ca.pem")]),
+    "cluster_tls_ca_file": Sample(json: #""/etc/aegiskv/cluster-ca.pem""#, text: "/etc/aegiskv/cluster-ca.pem", expected: "/etc/aegiskv/cluster-ca.pem",
+                                  with: ["cluster_tls_cert_file": (#""/c.pem""#, "/c.pem"), "cluster_tls_key_file": (#""/k.pem""#, "/k.pem")]),
     "suspect_timeout": Sample(json: #""10s""#, text: "10s", expected: "10s"),
     "dead_timeout": Sample(json: #""1m""#, text: "1m", expected: "1m"),
     "max_conns": Sample(json: "100", text: "100", expected: "100"),
@@ -93,7 +99,7 @@ struct KeyRoundTripTests {
     @Test func everyKeyHasASample() {
         #expect(Set(samples.keys) == Set(AegisConfig.allKeys))
         #expect(AegisConfig.allKeys.count == Set(AegisConfig.allKeys).count, "duplicate key")
-        #expect(AegisConfig.allKeys.count == 57)
+        #expect(AegisConfig.allKeys.count == 60)
     }
 
     @Test(arguments: AegisConfig.allKeys, Layer.allCases)

@@ -56,6 +56,40 @@ struct TestPKI {
         guard rename(directory + "/server.next.pem", serverCert) == 0 else { throw HarnessError("rename failed: errno \(errno)") }
     }
 
+    /// A node's certificate for its peer links (cluster_tls_*), usable as
+    /// both TLS client and server: signed by `authority` ("ca" or
+    /// "foreign-ca"), or self-signed when nil; `expired` makes one whose two
+    /// days of validity ended yesterday (openssl run under faketime).
+    func issuePeerCertificate(_ name: String, authority: String? = "ca", serial: String,
+                              expired: Bool = false) throws -> (cert: String, key: String) {
+        let cert = directory + "/\(name).pem", key = directory + "/\(name).key"
+        let usage = "extendedKeyUsage=serverAuth,clientAuth"
+        guard let authority else {
+            try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                         "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=\(name)", "-addext", usage])
+            return (cert, key)
+        }
+        let extensionFile = directory + "/\(name).ext"
+        try (usage + "\n").write(toFile: extensionFile, atomically: true, encoding: .utf8)
+        try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                     "-keyout", key, "-out", directory + "/\(name).csr", "-subj", "/CN=\(name)"])
+        let sign = ["x509", "-req", "-in", directory + "/\(name).csr", "-CA", directory + "/\(authority).pem",
+                    "-CAkey", directory + "/\(authority).key", "-set_serial", serial, "-days", "2",
+                    "-extfile", extensionFile, "-out", cert]
+        if expired {
+            let result = try runTool("faketime", ["-f", "-3d", "openssl"] + sign)
+            guard result.status == 0 else { throw HarnessError("faketime openssl: \(result.output)") }
+        } else {
+            try openssl(sign)
+        }
+        return (cert, key)
+    }
+
+    /// TLS between nodes with the given identity and this PKI's CA.
+    func peerArguments(cert: String, key: String) -> [String] {
+        ["--cluster-tls-cert-file", cert, "--cluster-tls-key-file", key, "--cluster-tls-ca-file", caCert]
+    }
+
     private func makeAuthority(_ name: String, subject: String) throws {
         try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                      "-keyout", directory + "/\(name).key", "-out", directory + "/\(name).pem", "-days", "2",

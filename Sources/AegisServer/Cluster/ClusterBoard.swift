@@ -49,6 +49,12 @@ public struct ClusterSnapshot: Sendable {
     public var bytesSent = 0
     public var bytesReceived = 0
     public var dropped: [PeerRefusal: Int] = [:]
+    /// Whether peer links run TLS with mutual authentication (cluster_tls_*).
+    public var peerTLSEnabled = false
+    /// Peer links whose TLS handshake completed, and those closed because TLS
+    /// did not authenticate both ends (either side's refusal), by reason.
+    public var peerTLSHandshakes = 0
+    public var peerTLSRefused: [PeerTLSRefusal: Int] = [:]
     /// Messages the loop could not hand to a link: the peer was backing off
     /// after failed connects, or its outbound queue was full.
     public var unsent = 0

@@ -1,4 +1,5 @@
 import AegisCluster
+import AegisTLS
 import CSupport
 import Glibc
 import Logging
@@ -25,6 +26,8 @@ struct ClusterLoopSettings {
     /// Most bytes all peer links together may hold for their peers
     /// (`peerQueueBudgetBytesDefault`); the link tests set less.
     var peerQueueBudgetBytes = ClusterLoopSettings.peerQueueBudgetBytesDefault
+    /// TLS with mutual authentication on every link (cluster_tls_*); nil = plain TCP.
+    var tls: PeerTLS?
 
     /// Each link's own limit (1 MiB control, 32 MiB bulk) bounds one peer,
     /// not the node: with many peers stalled at once their queues would add
@@ -323,7 +326,18 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                 _ = aegis_close(fd)
                 continue
             }
-            let connection = PeerConnection(fd: fd, token: takeToken(), role: .accepted, state: .awaitingHello)
+            var transport = PeerTransport.plain
+            if let tls = settings.tls {
+                guard let session = TLSSession(context: tls.context, fd: fd, isServer: true) else {
+                    logger.warning("cluster: cannot create a TLS session for a peer connection", metadata: ["error": "\(TLSSession.lastError())"])
+                    _ = aegis_close(fd)
+                    continue
+                }
+                transport = .tls(session)
+            }
+            let connection = PeerConnection(fd: fd, token: takeToken(), role: .accepted,
+                                            state: transport.isPlain ? .awaitingHello : .handshaking, transport: transport)
+            connection.remoteHost = Self.remoteHost(fd)
             connections[connection.token] = connection
             acceptedAt[connection.token] = nowMs
             _ = aegis_epoll_add(epollFD, fd, AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP, connection.token)
@@ -340,6 +354,9 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         if case .dialled = connection.role {
             serveDialled(connection, events: events, nowMs: nowMs)
             return
+        }
+        if connection.state == .handshaking {
+            guard handshake(connection, nowMs: nowMs) else { return }
         }
         let received = connection.readFrames(scratch: scratch, authenticator: settings.authenticator)
         counters.bytesReceived += received.bytes
@@ -423,13 +440,19 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
 
     private func expireSilentAccepts(nowMs: Int64) {
         for (token, since) in acceptedAt where nowMs - since > Self.helloTimeoutMs {
-            if let connection = connections[token] { close(connection, reason: .refused(.malformed), nowMs: nowMs, notify: true) }
+            guard let connection = connections[token] else { continue }
+            let reason: PeerConnection.Closure = connection.state == .handshaking
+                ? .tlsRefused(.timeout, detail: "no complete TLS handshake within \(Self.helloTimeoutMs) ms of accepting") : .refused(.malformed)
+            close(connection, reason: reason, nowMs: nowMs, notify: true)
         }
     }
 
     private func abandonSlowDials(nowMs: Int64) {
         for (token, since) in connectingSince where nowMs - since > Self.connectTimeoutMs {
-            if let connection = connections[token] { close(connection, reason: .failed(ETIMEDOUT), nowMs: nowMs, notify: true) }
+            guard let connection = connections[token] else { continue }
+            let reason: PeerConnection.Closure = connection.state == .handshaking
+                ? .tlsRefused(.timeout, detail: "no complete TLS handshake within \(Self.connectTimeoutMs) ms of dialling") : .failed(ETIMEDOUT)
+            close(connection, reason: reason, nowMs: nowMs, notify: true)
         }
     }
 
@@ -445,10 +468,26 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                 return
             }
             connection.connected()
-            connectingSince[connection.token] = nil
-            backoff[DialKey(address: address, lane: lane)] = nil
-            flush(connection, nowMs: nowMs)
+            if connection.state == .handshaking {
+                watchWritable(connection, false)
+            } else {
+                linkOpened(connection, key: DialKey(address: address, lane: lane), nowMs: nowMs)
+                return
+            }
+        }
+        if connection.state == .handshaking {
+            if handshake(connection, nowMs: nowMs) { linkOpened(connection, key: DialKey(address: address, lane: lane), nowMs: nowMs) }
             return
+        }
+        if !connection.transport.isPlain, events & AEGIS_EPOLLIN != 0 {
+            if let closure = connection.readTLSControl(scratch: scratch) {
+                close(connection, reason: closure, nowMs: nowMs, notify: true)
+                return
+            }
+            if events & (AEGIS_EPOLLRDHUP | AEGIS_EPOLLHUP | AEGIS_EPOLLERR) == 0 {
+                if events & AEGIS_EPOLLOUT != 0 { flush(connection, nowMs: nowMs) }
+                return
+            }
         }
         if events & (AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP | AEGIS_EPOLLHUP | AEGIS_EPOLLERR) != 0 {
             // The accepting side never writes: anything readable is its close
@@ -457,6 +496,35 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             return
         }
         if events & AEGIS_EPOLLOUT != 0 { flush(connection, nowMs: nowMs) }
+    }
+
+    /// A dialled link is ready for frames: TCP connected, and TLS done where it runs.
+    private func linkOpened(_ connection: PeerConnection, key: DialKey, nowMs: Int64) {
+        connectingSince[connection.token] = nil
+        backoff[key] = nil
+        flush(connection, nowMs: nowMs)
+    }
+
+    /// Advances a link's TLS handshake by one step; true once it is done
+    /// (the caller goes on to frames), false while it waits or after it
+    /// failed and the link was closed. A handshake is bounded by the time a
+    /// link has to open: `connectTimeoutMs` dialled, `helloTimeoutMs` accepted.
+    private func handshake(_ connection: PeerConnection, nowMs: Int64) -> Bool {
+        switch connection.advanceHandshake() {
+        case .done:
+            counters.peerTLSHandshakes += 1
+            dirty = true
+            // A last step that wanted to write left EPOLLOUT on; level-triggered,
+            // it would wake the loop without end (a dialled link's flush sets it again if needed).
+            watchWritable(connection, false)
+            return true
+        case .waiting(let wantsWrite):
+            watchWritable(connection, wantsWrite)
+            return false
+        case .refused(let refusal, let detail):
+            close(connection, reason: .tlsRefused(refusal, detail: detail), nowMs: nowMs, notify: true)
+            return false
+        }
     }
 
     @discardableResult
@@ -528,7 +596,18 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             markFailed(key, nowMs: nowMs, error: -fd)
             return nil
         }
-        let connection = PeerConnection(fd: fd, token: takeToken(), role: .dialled(address: address, lane: lane), state: .connecting)
+        var transport = PeerTransport.plain
+        if let tls = settings.tls {
+            guard let session = TLSSession(context: tls.context, fd: fd, isServer: false) else {
+                logger.warning("cluster: cannot create a TLS session for a peer link", metadata: ["error": "\(TLSSession.lastError())"])
+                _ = aegis_close(fd)
+                markFailed(key, nowMs: nowMs, error: ENOMEM)
+                return nil
+            }
+            transport = .tls(session)
+        }
+        let connection = PeerConnection(fd: fd, token: takeToken(), role: .dialled(address: address, lane: lane), state: .connecting,
+                                        transport: transport)
         connections[connection.token] = connection
         dialled[key] = connection.token
         connectingSince[connection.token] = nowMs
@@ -590,20 +669,30 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
 
     private func close(_ connection: PeerConnection, reason: PeerConnection.Closure?, nowMs: Int64, notify: Bool) {
         guard connections.removeValue(forKey: connection.token) != nil else { return }
+        // Named while the socket is open: an accepted connection without a
+        // hello is known only by its peer address, which needs the descriptor.
+        let peer = reason == nil ? "" : peerName(connection)
         acceptedAt[connection.token] = nil
         connectingSince[connection.token] = nil
         _ = aegis_epoll_remove(epollFD, connection.fd)
+        // A TLS refusal ends with OpenSSL's alert already written: a plain
+        // close lets the peer read it (a reset could discard it), so the
+        // refused node learns why too. Only an open link says close_notify.
+        connection.transport.release(notifyPeer: connection.state == .open && reason.map(Self.isOrderly) ?? true)
         if case .refused = reason { _ = aegis_socket_abort_on_close(connection.fd) }
         _ = aegis_close(connection.fd)
         dirty = true
         switch reason {
         case .refused(let refusal)?:
             counters.dropped[refusal, default: 0] += 1
-            logRefusal(refusal, peer: peerName(connection), nowMs: nowMs)
+            logRefusal(refusal, peer: peer, nowMs: nowMs)
+        case .tlsRefused(let refusal, let detail)?:
+            counters.peerTLSRefused[refusal, default: 0] += 1
+            logTLSRefusal(refusal, detail: detail, peer: peer, connection: connection, nowMs: nowMs)
         case .outboundFull?:
             counters.slowPeerClosures += 1
             logger.warning("cluster: peer link closed, the peer stopped reading and its queue filled", metadata: [
-                "peer": "\(peerName(connection))", "lane": "\(connection.lane?.name ?? "-")",
+                "peer": "\(peer)", "lane": "\(connection.lane?.name ?? "-")",
             ])
         default:
             break
@@ -617,7 +706,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             markFailed(key, nowMs: nowMs, error: error)
         case .endOfStream? where connection.state == .connecting:
             markFailed(key, nowMs: nowMs, error: ECONNREFUSED)
-        case .endOfStream?, .outboundFull?, .refused?:
+        case .endOfStream?, .outboundFull?, .refused?, .tlsRefused?:
             // Closed by the peer or for its behaviour: wait a little before
             // redialling, so a peer that refuses every hello is not hammered.
             var state = backoff[key] ?? Backoff()
@@ -631,11 +720,38 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         }
     }
 
+    private static func isOrderly(_ reason: PeerConnection.Closure) -> Bool {
+        switch reason {
+        case .endOfStream, .outboundFull: return true
+        case .failed, .refused, .tlsRefused: return false
+        }
+    }
+
+    /// One warning per peer and reason per minute, as for other refusals,
+    /// with the peer's address and OpenSSL's own words.
+    private func logTLSRefusal(_ refusal: PeerTLSRefusal, detail: String, peer: String, connection: PeerConnection, nowMs: Int64) {
+        let key = peer + " tls " + refusal.rawValue
+        if let last = lastRefusalLogMs[key], nowMs - last < Self.refusalLogIntervalMs { return }
+        lastRefusalLogMs[key] = nowMs
+        let side: String
+        if case .dialled = connection.role { side = "dialled" } else { side = "accepted" }
+        logger.warning("cluster: peer link refused by TLS (cluster_tls_*): \(refusal.rawValue)", metadata: [
+            "peer": "\(peer)", "link": "\(side)", "reason": "\(refusal.rawValue)", "openssl": "\(detail)",
+            "logged_at_most_every_s": "\(Self.refusalLogIntervalMs / 1000)",
+        ])
+    }
+
     private func peerName(_ connection: PeerConnection) -> String {
         if case .dialled(let address, _) = connection.role { return address }
         if let hello = connection.hello { return hello.nodeID }
+        return connection.remoteHost.isEmpty ? "unknown" : connection.remoteHost
+    }
+
+    /// Read at accept: a peer that reset the connection (as one refusing
+    /// this node's certificate does) no longer has an address to ask for.
+    private static func remoteHost(_ fd: Int32) -> String {
         var buffer = [CChar](repeating: 0, count: 64)
-        guard aegis_socket_peer_host(connection.fd, &buffer, buffer.count) == 0 else { return "unknown" }
+        guard aegis_socket_peer_host(fd, &buffer, buffer.count) == 0 else { return "" }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
@@ -743,6 +859,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         snapshot.linksConnecting = connecting
         snapshot.peerQueuedBytes = peerQueuedBytes
         snapshot.peerQueueBudgetBytes = settings.peerQueueBudgetBytes
+        snapshot.peerTLSEnabled = settings.tls != nil
         if let relay { contributeForwarding(relay, to: &snapshot) }
         engine.contribute(to: &snapshot)
         board.publish(snapshot)

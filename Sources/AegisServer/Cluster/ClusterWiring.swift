@@ -41,7 +41,7 @@ enum ClusterWiring {
             nodeID: config.nodeID, gossipAddress: gossipAddress, clientAddress: clientAddress,
             numShards: config.numShards, virtualNodes: config.virtualNodes, authenticator: authenticator,
             incarnation: incarnation, replicationFactor: config.replicationFactor,
-            dialSourceHost: config.gossipBindAddr.host)
+            dialSourceHost: config.gossipBindAddr.host, tls: node.peerTLS)
         let relay = ForwardingRelay(interconnect: node.interconnect, shardOwner: node.shardOwner, routingBoard: node.routing,
                                     breakers: node.breakers, selfID: config.nodeID)
         relay.replication.batchRecordsMax = config.replicationBatchSize

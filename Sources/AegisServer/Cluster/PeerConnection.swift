@@ -22,6 +22,8 @@ final class PeerConnection {
 
     enum State: Equatable {
         case connecting
+        /// TLS between nodes: the handshake runs before any frame moves.
+        case handshaking
         case awaitingHello
         case open
     }
@@ -31,6 +33,8 @@ final class PeerConnection {
         case failed(Int32)
         case refused(PeerRefusal)
         case outboundFull
+        /// TLS did not authenticate both ends; `detail` is OpenSSL's reason.
+        case tlsRefused(PeerTLSRefusal, detail: String)
     }
 
     static let prefixBytes = 4
@@ -45,7 +49,11 @@ final class PeerConnection {
     let fd: Int32
     let token: UInt64
     let role: Role
-    private(set) var state: State
+    /// Plain TCP, or a TLS session every byte goes through (cluster_tls_*).
+    let transport: PeerTransport
+    var state: State
+    /// The peer's IP address, for an accepted connection (its log lines before a hello names it).
+    var remoteHost = ""
     /// Known once the hello was read (accepted) or from the start (dialled).
     private(set) var hello: PeerHello?
     /// Whether epoll watches this connection for writability: only while
@@ -60,11 +68,12 @@ final class PeerConnection {
     private var outboundOffset = 0
     private(set) var outboundBytes = 0
 
-    init(fd: Int32, token: UInt64, role: Role, state: State) {
+    init(fd: Int32, token: UInt64, role: Role, state: State, transport: PeerTransport = .plain) {
         self.fd = fd
         self.token = token
         self.role = role
         self.state = state
+        self.transport = transport
     }
 
     var lane: PeerLane? {
@@ -84,7 +93,7 @@ final class PeerConnection {
 
     func connected() {
         precondition(state == .connecting, "connected() twice")
-        state = .open
+        if case .tls = transport { state = .handshaking } else { state = .open }
     }
 
     // MARK: - Reading
@@ -102,7 +111,7 @@ final class PeerConnection {
     func readFrames(scratch: UnsafeMutableRawBufferPointer, authenticator: GossipAuthenticator) -> Received {
         var received = Received()
         for _ in 0..<Self.readsPerEvent {
-            let count = aegis_socket_receive(fd, scratch.baseAddress, scratch.count)
+            let count = transport.receive(fd, scratch.baseAddress, scratch.count)
             if count == 0 { received.closure = .endOfStream; return received }
             if count < 0 {
                 if count == -Int(EAGAIN) || count == -Int(EINTR) { break }
@@ -115,7 +124,9 @@ final class PeerConnection {
                 received.closure = closure
                 return received
             }
-            if count < scratch.count { break }
+            // A TLS read returns one record (16 KiB at most) however much
+            // waits, so only a plain short read says the socket is empty.
+            if count < scratch.count && transport.isPlain { break }
         }
         return received
     }
@@ -189,7 +200,7 @@ final class PeerConnection {
         var written = 0
         while outboundHead < outbound.count {
             let sent = outbound[outboundHead].withUnsafeBytes { frame in
-                aegis_socket_send(fd, frame.baseAddress! + outboundOffset, frame.count - outboundOffset)
+                transport.send(fd, frame.baseAddress! + outboundOffset, frame.count - outboundOffset)
             }
             if sent < 0 {
                 if sent == -Int(EAGAIN) || sent == -Int(EINTR) { return .blocked(written: written) }
