@@ -67,6 +67,23 @@ static int load_identity(SSL_CTX *ctx, const char *cert_file, const char *key_fi
     return 1;
 }
 
+// Mutual authentication: trust ca_file, name its CAs in the certificate
+// request, and refuse a handshake whose peer shows no certificate it signed.
+static int require_certificates_from(SSL_CTX *ctx, const char *ca_file, char *error, size_t error_len) {
+    if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+        take_error(error, error_len, "cannot load the CA certificates from", ca_file);
+        return 0;
+    }
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca_file);
+    if (names == NULL) {
+        take_error(error, error_len, "no CA certificate names in", ca_file);
+        return 0;
+    }
+    SSL_CTX_set_client_CA_list(ctx, names);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    return 1;
+}
+
 aegis_tls_context *aegis_tls_server_context_create(const char *cert_file, const char *key_file, const char *ca_file,
                                                    int kernel_offload, char *error, size_t error_len) {
     ERR_clear_error();
@@ -83,20 +100,9 @@ aegis_tls_context *aegis_tls_server_context_create(const char *cert_file, const 
     // resume a verified session without an id context).
     static const unsigned char session_context[] = "aegiskv";
     SSL_CTX_set_session_id_context(ctx, session_context, sizeof session_context - 1);
-    if (ca_file != NULL && ca_file[0] != '\0') {
-        if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
-            take_error(error, error_len, "cannot load the CA certificates from", ca_file);
-            SSL_CTX_free(ctx);
-            return NULL;
-        }
-        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca_file);
-        if (names == NULL) {
-            take_error(error, error_len, "no CA certificate names in", ca_file);
-            SSL_CTX_free(ctx);
-            return NULL;
-        }
-        SSL_CTX_set_client_CA_list(ctx, names);
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    if (ca_file != NULL && ca_file[0] != '\0' && !require_certificates_from(ctx, ca_file, error, error_len)) {
+        SSL_CTX_free(ctx);
+        return NULL;
     }
     return (aegis_tls_context *)ctx;
 }
@@ -145,19 +151,10 @@ aegis_tls_context *aegis_tls_peer_context_create(const char *cert_file, const ch
         SSL_CTX_free(ctx);
         return NULL;
     }
-    if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
-        take_error(error, error_len, "cannot load the CA certificates from", ca_file);
+    if (!require_certificates_from(ctx, ca_file, error, error_len)) {
         SSL_CTX_free(ctx);
         return NULL;
     }
-    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca_file);
-    if (names == NULL) {
-        take_error(error, error_len, "no CA certificate names in", ca_file);
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
-    SSL_CTX_set_client_CA_list(ctx, names);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
     SSL_CTX_set_num_tickets(ctx, 0);
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     return (aegis_tls_context *)ctx;
