@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "CSupport.h"
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,18 +53,23 @@ int aegis_epoll_wait(int epfd, aegis_epoll_event *events, int max_events, int ti
     return copy_out(raw, epoll_wait(epfd, raw, max_events, timeout_ms), events);
 }
 
+// Cleared for good the first time epoll_pwait2 fails for a reason other
+// than a signal: kernels before 5.11 answer ENOSYS, and a seccomp filter that
+// does not list it (SystemCallErrorNumber=EPERM in a unit) answers EPERM.
+// Either would otherwise fail every rest at once and turn it into a busy poll.
+static atomic_bool pwait2_usable = true;
+
 int aegis_epoll_wait_ns(int epfd, aegis_epoll_event *events, int max_events, int64_t timeout_ns) {
     struct epoll_event raw[256];
     if (max_events > 256) max_events = 256;
     if (timeout_ns < 0) timeout_ns = 0;
-    struct timespec timeout = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
-    int n = epoll_pwait2(epfd, raw, max_events, &timeout, NULL);
-    if (n < 0 && errno == ENOSYS) {
-        // Kernels before 5.11, or a seccomp filter that does not list
-        // epoll_pwait2: the rest rounds up to epoll_wait's millisecond,
-        // which lengthens it but never turns it into a busy poll.
-        int timeout_ms = (int)((timeout_ns + 999999) / 1000000);
-        n = epoll_wait(epfd, raw, max_events, timeout_ms);
+    if (atomic_load_explicit(&pwait2_usable, memory_order_relaxed)) {
+        struct timespec timeout = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
+        int n = epoll_pwait2(epfd, raw, max_events, &timeout, NULL);
+        if (n >= 0 || errno == EINTR) return copy_out(raw, n, events);
+        atomic_store_explicit(&pwait2_usable, false, memory_order_relaxed);
     }
-    return copy_out(raw, n, events);
+    // The rest rounds up to epoll_wait's millisecond: longer, never busy.
+    int timeout_ms = (int)((timeout_ns + 999999) / 1000000);
+    return copy_out(raw, epoll_wait(epfd, raw, max_events, timeout_ms), events);
 }

@@ -82,6 +82,9 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     /// every join attempt it logs really dials.
     static var peerRetryBaseMs: Int64 { 100 }
     static var peerRetryCapMs: Int64 { 2_000 }
+    /// A dialled link that held this long resets its dial's backoff when it
+    /// closes: the next dial is prompt again.
+    static var stableLinkMs: Int64 { 1_000 }
     /// An accepted connection has this long to send its hello.
     static var helloTimeoutMs: Int64 { 5_000 }
     /// A dial unanswered this long is abandoned (the kernel would retry a
@@ -114,6 +117,8 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     private var connections: [UInt64: PeerConnection] = [:]
     private var acceptedAt: [UInt64: Int64] = [:]
     private var connectingSince: [UInt64: Int64] = [:]
+    /// When each open dialled link opened (see `linkOpened`).
+    private var dialledOpenedAt: [UInt64: Int64] = [:]
     private var ownerThread: pthread_t?
     private var dialled: [DialKey: UInt64] = [:]
     private var backoff: [DialKey: Backoff] = [:]
@@ -499,9 +504,14 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     }
 
     /// A dialled link is ready for frames: TCP connected, and TLS done where it runs.
+    /// The dial's backoff is not cleared here but when the link closes after
+    /// holding for `stableLinkMs`: a dialled TLS 1.3 link opens before the
+    /// peer has judged this node's certificate, and a peer that then refuses
+    /// it would otherwise be redialled, a full handshake each time, at the
+    /// base delay forever.
     private func linkOpened(_ connection: PeerConnection, key: DialKey, nowMs: Int64) {
         connectingSince[connection.token] = nil
-        backoff[key] = nil
+        dialledOpenedAt[connection.token] = nowMs
         flush(connection, nowMs: nowMs)
     }
 
@@ -699,6 +709,9 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         }
         guard case .dialled(let address, let lane) = connection.role else { return }
         let key = DialKey(address: address, lane: lane)
+        if let openedAt = dialledOpenedAt.removeValue(forKey: connection.token), nowMs - openedAt >= Self.stableLinkMs {
+            backoff[key] = nil
+        }
         if dialled[key] == connection.token { dialled[key] = nil }
         if lane == .bulk { relay?.linkLost(address: address) }
         switch reason {
@@ -730,9 +743,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     /// One warning per peer and reason per minute, as for other refusals,
     /// with the peer's address and OpenSSL's own words.
     private func logTLSRefusal(_ refusal: PeerTLSRefusal, detail: String, peer: String, connection: PeerConnection, nowMs: Int64) {
-        let key = peer + " tls " + refusal.rawValue
-        if let last = lastRefusalLogMs[key], nowMs - last < Self.refusalLogIntervalMs { return }
-        lastRefusalLogMs[key] = nowMs
+        guard refusalLogDue(peer + " tls " + refusal.rawValue, nowMs: nowMs) else { return }
         let side: String
         if case .dialled = connection.role { side = "dialled" } else { side = "accepted" }
         logger.warning("cluster: peer link refused by TLS (cluster_tls_*): \(refusal.rawValue)", metadata: [
@@ -755,13 +766,21 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// Whether a refusal keyed by peer and reason was not logged within the
+    /// interval (and notes it now). The keys come from peers' addresses, which
+    /// an outsider chooses, so entries past their interval are dropped once
+    /// there are 4,096.
+    private func refusalLogDue(_ key: String, nowMs: Int64) -> Bool {
+        if let last = lastRefusalLogMs[key], nowMs - last < Self.refusalLogIntervalMs { return false }
+        lastRefusalLogMs[key] = nowMs
+        if lastRefusalLogMs.count > 4096 { lastRefusalLogMs = lastRefusalLogMs.filter { nowMs - $0.value < Self.refusalLogIntervalMs } }
+        return true
+    }
+
     /// One line per peer and reason per minute: another cluster's node
     /// retrying every second must not flood the log.
     private func logRefusal(_ refusal: PeerRefusal, peer: String, nowMs: Int64) {
-        let key = peer + " " + refusal.rawValue
-        if let last = lastRefusalLogMs[key], nowMs - last < Self.refusalLogIntervalMs { return }
-        lastRefusalLogMs[key] = nowMs
-        if lastRefusalLogMs.count > 4096 { lastRefusalLogMs = lastRefusalLogMs.filter { nowMs - $0.value < Self.refusalLogIntervalMs } }
+        guard refusalLogDue(peer + " " + refusal.rawValue, nowMs: nowMs) else { return }
         let why: String
         switch refusal {
         case .badMAC: why = "authentication failed (a node of another cluster, or a different gossip_secret)"
