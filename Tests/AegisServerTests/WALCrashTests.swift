@@ -171,10 +171,10 @@ struct WALCrashTests {
             #expect(cycle < 80, "did not observe kills during snapshots and rotations")
             if cycle >= 80 { break }
             let server = try ServerHarness(arguments: Self.walArguments(walDirectory))
-            if cycle > 1 {
-                let checked = try Self.verify(port: server.port, state: state, context: "restart \(cycle)")
-                #expect(checked > 0)
-            }
+            // Every key acknowledged so far is checked (the count is judged
+            // once, at the end: an early cycle killed within 50 ms on a loaded
+            // machine may not have had a write acknowledged yet).
+            if cycle > 1 { _ = try Self.verify(port: server.port, state: state, context: "restart \(cycle)") }
             let before = Set(Self.files(in: walDirectory))
             let writers = Self.startWriters(port: server.port, count: 4, cycle: cycle, state: state)
             // Alternate: random moments, the instant a snapshot file shows
