@@ -40,9 +40,15 @@ static void take_error(char *error, size_t error_len, const char *what, const ch
 // could otherwise make the server redo the expensive half of a handshake
 // at will), writes that may stop part-way (non-blocking sockets), and
 // buffers given back while a connection is idle.
-static SSL_CTX *new_context(const SSL_METHOD *method, int kernel_offload) {
+// Starts every context from a clean OpenSSL error queue, so a failure is
+// reported with its own reason and not one left by an earlier call.
+static SSL_CTX *new_context(const SSL_METHOD *method, int kernel_offload, char *error, size_t error_len) {
+    ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(method);
-    if (ctx == NULL) return NULL;
+    if (ctx == NULL) {
+        take_error(error, error_len, "cannot create a TLS context", NULL);
+        return NULL;
+    }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     uint64_t options = SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION;
     if (kernel_offload) options |= SSL_OP_ENABLE_KTLS;
@@ -86,12 +92,8 @@ static int require_certificates_from(SSL_CTX *ctx, const char *ca_file, char *er
 
 aegis_tls_context *aegis_tls_server_context_create(const char *cert_file, const char *key_file, const char *ca_file,
                                                    int kernel_offload, char *error, size_t error_len) {
-    ERR_clear_error();
-    SSL_CTX *ctx = new_context(TLS_server_method(), kernel_offload);
-    if (ctx == NULL) {
-        take_error(error, error_len, "cannot create a TLS context", NULL);
-        return NULL;
-    }
+    SSL_CTX *ctx = new_context(TLS_server_method(), kernel_offload, error, error_len);
+    if (ctx == NULL) return NULL;
     if (!load_identity(ctx, cert_file, key_file, error, error_len)) {
         SSL_CTX_free(ctx);
         return NULL;
@@ -109,12 +111,8 @@ aegis_tls_context *aegis_tls_server_context_create(const char *cert_file, const 
 
 aegis_tls_context *aegis_tls_client_context_create(const char *ca_file, const char *cert_file, const char *key_file,
                                                    char *error, size_t error_len) {
-    ERR_clear_error();
-    SSL_CTX *ctx = new_context(TLS_client_method(), 0);
-    if (ctx == NULL) {
-        take_error(error, error_len, "cannot create a TLS context", NULL);
-        return NULL;
-    }
+    SSL_CTX *ctx = new_context(TLS_client_method(), 0, error, error_len);
+    if (ctx == NULL) return NULL;
     int loaded = (ca_file != NULL && ca_file[0] != '\0') ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
                                                          : SSL_CTX_set_default_verify_paths(ctx);
     if (loaded != 1) {
@@ -141,12 +139,8 @@ aegis_tls_context *aegis_tls_client_context_create(const char *ca_file, const ch
 // one more record the dialling side, which otherwise only writes, has to read.
 aegis_tls_context *aegis_tls_peer_context_create(const char *cert_file, const char *key_file, const char *ca_file,
                                                  char *error, size_t error_len) {
-    ERR_clear_error();
-    SSL_CTX *ctx = new_context(TLS_method(), 0);
-    if (ctx == NULL) {
-        take_error(error, error_len, "cannot create a TLS context", NULL);
-        return NULL;
-    }
+    SSL_CTX *ctx = new_context(TLS_method(), 0, error, error_len);
+    if (ctx == NULL) return NULL;
     if (!load_identity(ctx, cert_file, key_file, error, error_len)) {
         SSL_CTX_free(ctx);
         return NULL;
