@@ -29,6 +29,20 @@ extension MetricsExposition {
         ]
     }
 
+    /// Shard leases: elections, terms, writes refused, reads possibly stale.
+    static func leaseFamilies(_ leases: LeaseSnapshot, refusals: Int) -> [Family] {
+        [
+            counter("aegis_lease_elections_started", "Campaigns this node started for a shard's lease (each at term + 1).", leases.electionsStarted),
+            counter("aegis_lease_elections_won", "Campaigns this node won: it held the shard's lease at the new term.", leases.electionsWon),
+            counter("aegis_lease_elections_lost", "Campaigns that ended without the lease: a higher term appeared, or this node campaigned again.", leases.electionsLost),
+            counter("aegis_lease_term_changes", "Times a shard's term rose on this node (campaigns, votes, terms learned from peers).", leases.termChanges),
+            counter("aegis_lease_write_refusals", "Writes refused (TRYAGAIN) because this node did not hold the shard's lease.", refusals),
+            gauge("aegis_lease_shards_held", "Shards whose lease this node holds now.", leases.held),
+            gauge("aegis_lease_reads_possibly_stale_shards", "Shards this node answers reads for as their primary without holding their lease: those reads may be stale.", leases.readsPossiblyStaleShards),
+            gauge("aegis_lease_enforced", "1 once this node is in a cluster (seeds set or a peer seen) with replication_factor > 1: writes then need the shard's lease.", leases.enforced ? 1 : 0),
+        ]
+    }
+
     /// Write quorums (write_quorum >= 2): writes whose reply waited, how
     /// they ended, and how long the ones that reached W waited.
     static func quorumFamilies(_ quorum: QuorumCounters) -> [Family] {

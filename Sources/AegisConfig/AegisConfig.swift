@@ -52,6 +52,10 @@ public struct AegisConfig: Sendable, Equatable {
     public var idleTimeout: Duration
     public var replicationBatchSize: Int
     public var replicationBatchTimeout: Duration
+    /// How long a shard lease lasts; renewed every quarter of it.
+    public var leaseDuration: Duration
+    /// A replica that is not a shard's preferred candidate campaigns after this silence times its rank.
+    public var leaseElectionTimeout: Duration
     /// 0 = asynchronous replication.
     public var writeQuorum: Int
     public var readQuorum: Int
@@ -125,6 +129,8 @@ public struct AegisConfig: Sendable, Equatable {
         idleTimeout: .zero,
         replicationBatchSize: 128,
         replicationBatchTimeout: .milliseconds(5),
+        leaseDuration: .seconds(4),
+        leaseElectionTimeout: .seconds(4),
         writeQuorum: 0,
         readQuorum: 1,
         authToken: "",

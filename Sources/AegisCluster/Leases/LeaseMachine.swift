@@ -157,6 +157,18 @@ public struct LeaseMachine: Sendable {
 
     public func term(ofShard shard: Int) -> UInt32 { state.shards[shard].term }
 
+    /// The node this one believes may hold the shard's lease at `now`: itself
+    /// while it holds it, else the node it promised the shard to while that
+    /// promise runs; nil when it knows of none. A hint for routing writes to
+    /// the node that can accept them; it grants nothing and decides nothing.
+    public func believedHolder(_ shard: Int, now: Milliseconds) -> NodeID? {
+        guard state.shards.indices.contains(shard) else { return nil }
+        if holdsLease(shard, now: now) { return settings.nodeID }
+        let lease = state.shards[shard]
+        guard let grantee = lease.grantee, grantee != settings.nodeID, now < lease.grantExpiresAt else { return nil }
+        return grantee
+    }
+
     public var isEmptyLearner: Bool { state.emptyLearner }
 
     /// One shard's lease state in one line, for traces and `/cluster`.

@@ -1,6 +1,7 @@
 import AegisCluster
 import AegisProtocol
 import CSupport
+import AegisStore
 
 /// The cluster loop's half of forwarding: it takes requests for shards
 /// another node is primary for from the reactors' rings, batches them per
@@ -153,15 +154,18 @@ final class ForwardingRelay {
     /// differs from the last one; returns it.
     @discardableResult
     func updateMap(members: [NodeID], gossipAddresses: [String: String], clientAddresses: [String: String],
-                   numShards: Int, virtualNodes: Int, replicationFactor: Int) -> ClusterRouting? {
+                   numShards: Int, virtualNodes: Int, replicationFactor: Int, leaseHolders: [NodeID?] = []) -> ClusterRouting? {
         gossipAddressOf = gossipAddresses
         defer { mapShardsToPeers() }
         guard let me = NodeID(selfID),
               let map = try? ShardMap(members: members, numShards: numShards, virtualNodes: virtualNodes,
                                       replicationFactor: replicationFactor) else { return routing }
-        if let routing, routing.map == map, routing.primaryClientAddress == Self.addresses(map, clientAddresses) { return routing }
+        let candidate = ClusterRouting(version: routingVersion + 1, map: map, selfID: me, clientAddressOf: clientAddresses,
+                                       leaseHolders: leaseHolders)
+        if let routing, routing.map == map, routing.primaryName == candidate.primaryName,
+           routing.primaryClientAddress == candidate.primaryClientAddress { return routing }
         routingVersion += 1
-        let next = ClusterRouting(version: routingVersion, map: map, selfID: me, clientAddressOf: clientAddresses)
+        let next = candidate
         routing = next
         routingBoard.publish(next)
         replication.mapChanged(next)
@@ -178,10 +182,6 @@ final class ForwardingRelay {
             guard let address = gossipAddressOf[primary], !address.isEmpty else { return Self.shardHasNoAddress }
             return Int32(number(forPeer: address, name: primary))
         }
-    }
-
-    private static func addresses(_ map: ShardMap, _ clientAddresses: [String: String]) -> [String] {
-        (0..<map.numShards).map { clientAddresses[map.primary(ofShard: $0).name] ?? "" }
     }
 
     /// The peer number of the node `name`, nil when its address is unknown.
@@ -228,13 +228,32 @@ final class ForwardingRelay {
         case .request:
             forwardRequest(header, payload: payload, nowNs: nowNs)
         case .replicate:
-            replication.fromReactor(header, record: payload, nowNs: nowNs)
+            if let version = replication.fromReactor(header, record: payload, nowNs: nowNs) {
+                noteLocal(shard: Int(header.route.shard), version)
+            }
         case .replicaAck:
+            if let version = ReplicationWire.decode(payload) { noteLocal(shard: Int(header.route.shard), version) }
             // A follower reactor's acknowledgement, back to the peer the records came from.
             if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
         case .replicaProgress:
             break  // only ever sent to reactors
         }
+    }
+
+    /// The newest version this node holds per shard, as its reactors showed
+    /// it (a write made as primary, a record applied as follower), since the
+    /// last `takeLocalVersions`: the lease machine's election restriction.
+    private var localVersions: [Int: EntryVersion] = [:]
+
+    private func noteLocal(shard: Int, _ version: EntryVersion) {
+        guard shard >= 0, shard < shardOwner.count else { return }
+        if let known = localVersions[shard], known >= version { return }
+        localVersions[shard] = version
+    }
+
+    func takeLocalVersions() -> [Int: EntryVersion] {
+        defer { localVersions = [:] }
+        return localVersions
     }
 
     private func forwardRequest(_ header: ForwardHeader, payload: UnsafeRawBufferPointer, nowNs: Int64) {

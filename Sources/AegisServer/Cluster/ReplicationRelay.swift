@@ -167,7 +167,7 @@ final class ReplicationRelay {
     /// the others drop it.
     func mapChanged(_ routing: ClusterRouting) {
         for shard in 0..<min(routing.map.numShards, progress.count) {
-            let followers = routing.primaryHere[shard] ? routing.map.followers(ofShard: shard) : []
+            let followers = routing.primaryHere[shard] ? routing.followers[shard] : []
             if followers.isEmpty {
                 progress[shard] = nil
                 tails[shard] = nil
@@ -186,16 +186,18 @@ final class ReplicationRelay {
 
     // MARK: - From this node's reactors
 
-    /// A write the reactor owning `shard` made as its primary.
-    func fromReactor(_ header: ForwardHeader, record: UnsafeRawBufferPointer, nowNs: Int64) {
+    /// A write the reactor owning `shard` made as its primary; returns its
+    /// version when the record was taken.
+    @discardableResult
+    func fromReactor(_ header: ForwardHeader, record: UnsafeRawBufferPointer, nowNs: Int64) -> EntryVersion? {
         let nowMs = nowNs / 1_000_000
         let shard = Int(header.route.shard)
-        guard shard < progress.count, progress[shard] != nil else { return }  // no followers (any more)
+        guard shard < progress.count, progress[shard] != nil else { return nil }  // no followers (any more)
         let previous = header.replicatedPrevious
         guard case .record(let decoded, let length) = WALRecord.decode(record), length == record.count,
               decoded.shard == shard, decoded.version > previous, decoded.version > progress[shard]!.written else {
             counters.malformed += 1
-            return
+            return nil
         }
         counters.recordsFromReactors += 1
         // The first write after taking the shard over (or after writes this
@@ -204,7 +206,7 @@ final class ReplicationRelay {
         let bytes = [UInt8](record)
         if !tails[shard]!.append(version: decoded.version, previous: previous, madeMs: nowMs, bytes: bytes) {
             counters.malformed += 1
-            return
+            return nil
         }
         progress[shard]!.wrote(decoded.version)
         let followers = progress[shard]!.followers
@@ -213,6 +215,7 @@ final class ReplicationRelay {
                 progress[shard]!.sent(decoded.version, to: follower)
             }
         }
+        return decoded.version
     }
 
     /// Stages a new record for `follower` (counted as sent: a link that

@@ -55,9 +55,9 @@ import Testing
                 "--write-quorum", "2", "--write-timeout", writeTimeout, "--suspect-timeout", suspectTimeout, "--dead-timeout", deadTimeout,
             ] + extra)
         }
-        guard ReplicationProcessTests.waitForMap(members) else {
+        guard ReplicationProcessTests.waitForMap(members), LeaseProcessTests.waitForEveryShardHeld(members) else {
             for member in members { member.stop() }
-            throw HarnessError("no common map with 3 members:\n\(members.map { $0.log() }.joined(separator: "\n"))")
+            throw HarnessError("no common map with 3 members and a lease holder for every shard:\n\(members.map { $0.log() }.joined(separator: "\n"))")
         }
         return members
     }

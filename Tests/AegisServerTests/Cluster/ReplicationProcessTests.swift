@@ -73,7 +73,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let members = try (1...3).map { try Member(index: $0, directory: directory) }
         for member in members { try member.start(seeds: members.map(\.gossipAddress), extra: ["--reactors", "2"]) }
-        guard waitForMap(members) else {
+        guard waitForMap(members), LeaseProcessTests.waitForEveryShardHeld(members) else {
             for member in members { member.stop() }
             throw HarnessError("no common map with 3 members:\n\(members.map { $0.log() }.joined(separator: "\n"))")
         }

@@ -337,6 +337,7 @@ extension Reactor {
             ("max_conns", String(c.maxConns)), ("read_timeout", duration(c.readTimeout)), ("write_timeout", duration(c.writeTimeout)),
             ("idle_timeout", duration(c.idleTimeout)), ("replication_batch_size", String(c.replicationBatchSize)),
             ("replication_batch_timeout", duration(c.replicationBatchTimeout)), ("write_quorum", String(c.writeQuorum)),
+            ("lease_duration", duration(c.leaseDuration)), ("lease_election_timeout", duration(c.leaseElectionTimeout)),
             ("read_quorum", String(c.readQuorum)), ("tls_enabled", c.tlsEnabled ? "true" : "false"),
             // Whether a token is set, never the token (security.md).
             ("auth_token", c.authToken.isEmpty ? "" : "<redacted>"), ("auth_token_next", c.authTokenNext.isEmpty ? "" : "<redacted>"),
@@ -420,7 +421,13 @@ extension Reactor {
                       "replication_factor:\(config.replicationFactor)",
                       "write_quorum:\(config.replicationFactor > 1 ? config.writeQuorum : 0)",
                       "quorum_waits:\(quorum.waits)", "quorum_timeouts:\(quorum.timeouts)",
-                      "quorum_unreachable:\(quorum.unreachable)", ""]
+                      "quorum_unreachable:\(quorum.unreachable)"]
+            // Reads of a shard whose lease this node does not hold are served
+            // from the local replica and may be stale.
+            let leases = node.cluster.snapshot.leases
+            lines += ["lease_enforced:\(leases.enforced ? 1 : 0)", "lease_shards_held:\(leases.held)",
+                      "lease_reads_possibly_stale_shards:\(leases.readsPossiblyStaleShards)",
+                      "lease_write_refusals:\(totals.leaseRefusals)", ""]
         }
         if wants("cpu") { lines += cpuInfoLines() }
         if wants("commandstats") { lines += commandStatsLines(commands) }
