@@ -145,9 +145,12 @@ final class LeaseDriver {
     /// The newest (term, seq) this node holds for a shard (a write it made as
     /// primary, or one it acknowledged as follower).
     func localVersion(shard: Int, _ version: EntryVersion, nowMs: Int64) {
-        guard toldVersion.indices.contains(shard), version > toldVersion[shard] else { return }
+        guard stoppedBy == nil, toldVersion.indices.contains(shard), version > toldVersion[shard] else { return }
         toldVersion[shard] = version
-        _ = step(.localVersion(shard: shard, version: version, now: nowMs), nowMs: nowMs)
+        // Called for every shard written in a loop iteration, so it skips
+        // the bookkeeping of `step`: this event never produces an action.
+        let actions = machine.step(.localVersion(shard: shard, version: version, now: nowMs))
+        assert(actions.isEmpty, "a local version produced lease actions")
     }
 
     // MARK: - Carrying out actions
@@ -175,6 +178,7 @@ final class LeaseDriver {
             }
         }
         var sends: [(NodeID, [UInt8])] = []
+        var won: [Int] = []
         for action in actions {
             switch action {
             case let .send(frame, to):
@@ -192,7 +196,7 @@ final class LeaseDriver {
                 if campaigning[shard] != nil { counters.electionsWon += 1 }
                 campaigning[shard] = nil
                 needsPublish = true
-                logger.info("leases: won shard \(shard) at term \(term)")
+                won.append(shard)
             case let .leaseExtended(shard, _, until):
                 heldUntil[shard] = until
                 needsPublish = true
@@ -218,6 +222,11 @@ final class LeaseDriver {
                 case .warning: logger.warning("\(text)")
                 }
             }
+        }
+        if !won.isEmpty {
+            logger.info("leases: won \(won.count) shard(s)", metadata: [
+                "shards": "\(won.count > 16 ? "\(won.prefix(16).map(String.init).joined(separator: ","))..." : won.map(String.init).joined(separator: ","))",
+            ])
         }
         publishIfNeeded()
         let believed = holders.indices.map { machine.believedHolder($0, now: nowMs) }
