@@ -24,14 +24,20 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        // TLS for the operations port, whose HTTP server is SwiftNIO (AegisAdmin only).
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
-        // Thin wrappers over what the kernel offers and Swift cannot import directly.
+        // Thin wrappers over what the kernel offers and Swift cannot import directly,
+        // and over the system's OpenSSL (libssl3, a shared library: TLS on 7700).
         .target(
             name: "CSupport",
             path: "CSupport",
-            linkerSettings: [.linkedLibrary("uring")]
+            linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("ssl"), .linkedLibrary("crypto")]
         ),
+        // TLS through the system's OpenSSL (CSupport's binding): contexts from PEM
+        // files and non-blocking sessions, for the node's client port and its clients.
+        .target(name: "AegisTLS", dependencies: ["CSupport"], swiftSettings: hotPathSwift),
         // Pure codecs: bytes in, parsed requests or encoded replies out. No I/O, no store.
         .target(name: "AegisProtocol", swiftSettings: hotPathSwift),
         // Per-shard storage: key hashing, the open-addressing table, TTL, eviction, accounting.
@@ -52,7 +58,7 @@ let package = Package(
         .target(
             name: "AegisServer",
             dependencies: [
-                "CSupport", "AegisProtocol", "AegisStore", "AegisConfig", "AegisLogging", "AegisCluster",
+                "CSupport", "AegisProtocol", "AegisStore", "AegisConfig", "AegisLogging", "AegisCluster", "AegisTLS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -67,6 +73,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSwift
@@ -100,7 +108,7 @@ let package = Package(
         .executableTarget(
             name: "aegiskv-cli",
             dependencies: [
-                "AegisProtocol",
+                "AegisTLS", "AegisProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
@@ -109,7 +117,7 @@ let package = Package(
         .executableTarget(
             name: "aegiskv-bench",
             dependencies: [
-                "CSupport", "AegisProtocol", "AegisConfig", "AegisCluster", "AegisStore",
+                "CSupport", "AegisTLS", "AegisProtocol", "AegisConfig", "AegisCluster", "AegisStore",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

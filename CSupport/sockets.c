@@ -174,3 +174,14 @@ int aegis_socket_peer_host(int fd, char *buf, size_t len) {
     if (inet_ntop(storage.ss_family, address, buf, (socklen_t)len) == NULL) return -errno;
     return 0;
 }
+
+int aegis_socket_peek_byte(int fd) {
+    unsigned char byte;
+    ssize_t n;
+    do {
+        n = recv(fd, &byte, 1, MSG_PEEK);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return -errno;
+    if (n == 0) return -ENOTCONN;
+    return byte;
+}

@@ -60,10 +60,11 @@ for target in "${targets[@]}"; do
     binary="$scratch/fuzzers/$target"
     mkdir -p "$scratch/fuzzers" "$scratch/corpus/$target" "$scratch/artifacts/$target" "$scratch/logs" \
         "fuzz/corpus/$target" "fuzz/regressions/$target"
+    # CSupport's objects include the OpenSSL binding (tls.c): link its libraries.
     swiftc -sanitize=fuzzer,address -parse-as-library -O -swift-version 6 -enable-testing \
         -module-name "FuzzTarget" -I "$release/Modules" \
         -Xcc -fmodule-map-file="$release/CSupport.build/module.modulemap" -Xcc -ICSupport/include \
-        "$source" fuzz/FuzzSupport.swift "${objects[@]}" -luring -use-ld=lld -o "$binary"
+        "$source" fuzz/FuzzSupport.swift "${objects[@]}" -luring -lssl -lcrypto -use-ld=lld -o "$binary"
 
     options=(-timeout=10 -max_len=4096 -print_final_stats=1 -artifact_prefix="$scratch/artifacts/$target/")
     if [ "$target" = config ]; then

@@ -9,6 +9,8 @@
 //  - Socket options and CPU affinity take macros/variadic forms that import badly.
 //  - CRC32C uses the SSE4.2 instruction, an intrinsic Swift cannot call.
 //  - sockaddr_un (for sd_notify's NOTIFY_SOCKET) imports as a tuple of chars.
+//  - OpenSSL's API is largely macros, and its headers are large: tls.c
+//    wraps the few calls TLS needs and keeps <openssl/ssl.h> out of Swift.
 //
 // Every function is a direct wrapper with no policy. Errors come back as
 // -errno (never through the global errno), so callers need no thread-local reads.
@@ -84,6 +86,10 @@ int aegis_tcp_connect(const char *host, uint16_t port, unsigned user_timeout_ms,
 int aegis_socket_peer_host(int fd, char *buf, size_t len);
 /// SO_ERROR: 0 once a non-blocking connect succeeded, else its errno (positive).
 int aegis_socket_pending_error(int fd);
+/// The first unread byte (0-255) without consuming it (MSG_PEEK): how a TLS
+/// port tells a ClientHello from a plaintext client. -ENOTCONN when the peer
+/// closed, else -errno (-EAGAIN: nothing yet).
+int aegis_socket_peek_byte(int fd);
 
 // ---- process and threads (process.c) ---------------------------------------
 int aegis_online_cpus(void);
@@ -172,6 +178,53 @@ int aegis_uring_withdraw_unsubmitted(aegis_uring *ring, uint64_t *user_data_out,
 uint32_t aegis_crc32c(uint32_t crc, const void *data, size_t length);
 /// The same without the SSE4.2 instruction; the reference for tests.
 uint32_t aegis_crc32c_portable(uint32_t crc, const void *data, size_t length);
+
+// ---- TLS through OpenSSL (tls.c) ---------------------------------------------
+/// An SSL_CTX: certificates, keys and verification settings. Immutable once
+/// made, so any thread may make sessions from it; freed by its last session.
+typedef struct aegis_tls_context aegis_tls_context;
+/// An SSL on one non-blocking socket (socket BIO). Not thread-safe.
+typedef struct aegis_tls_session aegis_tls_session;
+/// Results of handshake/read/write besides byte counts (0 = handshake done).
+extern const int AEGIS_TLS_WANT_READ;   // call again once the socket is readable
+extern const int AEGIS_TLS_WANT_WRITE;  // call again once the socket is writable
+extern const int AEGIS_TLS_CLOSED;      // the peer closed (close_notify, EOF or reset)
+extern const int AEGIS_TLS_FAILED;      // protocol or verification error: aegis_tls_last_error says which
+/// A server context from PEM files: TLS 1.2+, no renegotiation. A non-empty
+/// ca_file makes client certificates required and verified against it.
+/// kernel_offload asks OpenSSL to hand the record layer to the kernel (kTLS)
+/// after each handshake where it can. NULL on failure, with a message naming
+/// the file in `error`.
+aegis_tls_context *aegis_tls_server_context_create(const char *cert_file, const char *key_file, const char *ca_file,
+                                                   int kernel_offload, char *error, size_t error_len);
+/// A client context: the server is verified against ca_file (empty: the
+/// system's store); cert_file/key_file, when given, are presented (mTLS).
+aegis_tls_context *aegis_tls_client_context_create(const char *ca_file, const char *cert_file, const char *key_file,
+                                                   char *error, size_t error_len);
+void aegis_tls_context_free(aegis_tls_context *context);
+/// A session on fd (which it does not own or close). A client session checks
+/// the server's certificate against `host` (a name or an IP literal).
+aegis_tls_session *aegis_tls_session_create(aegis_tls_context *context, int fd, int is_server, const char *host);
+void aegis_tls_session_free(aegis_tls_session *session);
+/// 0 once the handshake is done, else an AEGIS_TLS_* code.
+int aegis_tls_handshake(aegis_tls_session *session);
+/// Plaintext bytes read or written (>0), else an AEGIS_TLS_* code.
+int aegis_tls_read(aegis_tls_session *session, void *buf, int len);
+int aegis_tls_write(aegis_tls_session *session, const void *buf, int len);
+/// Plaintext bytes already decrypted and not yet read (the socket may be empty).
+int aegis_tls_pending(aegis_tls_session *session);
+/// Sends close_notify once, without waiting for the peer's.
+int aegis_tls_shutdown(aegis_tls_session *session);
+/// The calling thread's first OpenSSL error as text; clears the queue.
+void aegis_tls_last_error(char *buf, size_t len);
+/// "TLSv1.3" and so on.
+const char *aegis_tls_version(aegis_tls_session *session);
+/// X509_V_OK (0) or why the peer's certificate was refused, and its text.
+long aegis_tls_verify_result(aegis_tls_session *session);
+const char *aegis_tls_verify_text(long result);
+/// 1 = kernel sends, 2 = kernel receives (bits), 0 = user-space records.
+int aegis_tls_kernel_offloaded(aegis_tls_session *session);
+const char *aegis_tls_library_version(void);
 
 // ---- build stamp (build_info.c) --------------------------------------------
 /// The git commit (full hash) a release build was made from; "" in a build

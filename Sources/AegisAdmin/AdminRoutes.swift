@@ -32,6 +32,8 @@ struct AdminResponse {
 /// (and tested) without the HTTP plumbing around it.
 struct AdminRoutes: Sendable {
     let node: NodeContext
+    /// The port's TLS, for its counters on /metrics; nil on plain http.
+    var tls: OperationsTLS? = nil
 
     private enum Endpoint: String, CaseIterable {
         case health = "/health", ready = "/ready", live = "/live", metrics = "/metrics"
@@ -117,7 +119,7 @@ struct AdminRoutes: Sendable {
             return .json(200, .object([("live", .bool(true)), ("state", .string(reports.stateName))]))
         case .metrics:
             let format = MetricsFormat.negotiate(accept: request.accept)
-            return AdminResponse(status: 200, contentType: format.contentType, body: MetricsExposition.render(node: node, format: format))
+            return AdminResponse(status: 200, contentType: format.contentType, body: MetricsExposition.render(node: node, format: format, extra: OperationsTLS.families(tls)))
         case .cluster:
             return .json(200, reports.cluster())
         case .stats:

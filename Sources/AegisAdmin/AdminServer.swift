@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// The HTTP/1.1 operations server on `health_addr`: SwiftNIO on one event
 /// loop thread of its own ("aegis-admin"), so a slow scrape or a malloc_trim
@@ -16,16 +17,25 @@ public final class AdminServer: NodeCompanion {
     private let channel: Channel
     public let boundPort: Int
     private let address: SocketAddressText
+    /// nil while health_addr serves plain http.
+    private let tls: OperationsTLS?
 
     private struct SocketAddressText { var host: String; var port: Int }
 
-    /// Binds `health_addr` and starts serving; a bind failure is a
-    /// StartupError naming the address, so the node refuses to start.
+    /// Binds `health_addr` and starts serving; a bind failure, or a
+    /// health_tls_* file that cannot be used, is a StartupError naming the
+    /// address or the file, so the node refuses to start.
     public static func start(node: NodeContext, logger: Logger) throws -> AdminServer {
         let config = node.config
+        let tls: OperationsTLS?
+        do {
+            tls = try OperationsTLS.start(config, logger: logger)
+        } catch {
+            throw StartupError("cannot serve https on health_addr: \(error)")
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         group.next().execute { _ = aegis_set_current_thread_name("aegis-admin") }
-        let routes = AdminRoutes(node: node)
+        let routes = AdminRoutes(node: node, tls: tls)
         let connections = AdminConnections(eventLoop: group.next(), logger: logger)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
@@ -39,8 +49,16 @@ public final class AdminServer: NodeCompanion {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard connections.makeRoom() else {
-                        try channel.pipeline.syncOperations.addHandler(RefuseWhenFull())
+                        // Over https the 503 could only go out after a
+                        // handshake that no deadline would bound: close at once.
+                        try channel.pipeline.syncOperations.addHandler(RefuseWhenFull(answers: tls == nil))
                         return
+                    }
+                    if let tls {
+                        let pipeline = channel.pipeline.syncOperations
+                        try pipeline.addHandler(PlaintextOnTLSPortRefusal(tls: tls, logger: logger))
+                        try pipeline.addHandler(NIOSSLServerHandler(context: tls.context))
+                        try pipeline.addHandler(TLSHandshakeFailureCount(tls: tls, logger: logger))
                     }
                     let handler = AdminHTTPHandler(routes: routes, connections: connections)
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
@@ -60,19 +78,26 @@ public final class AdminServer: NodeCompanion {
         }
         let port = channel.localAddress?.port ?? Int(config.healthAddr.port)
         logger.debug("operations server listening", metadata: ["health_addr": "\(host):\(port)"])
-        return AdminServer(group: group, channel: channel, boundPort: port, address: SocketAddressText(host: host, port: port))
+        return AdminServer(group: group, channel: channel, boundPort: port, address: SocketAddressText(host: host, port: port), tls: tls)
     }
 
-    private init(group: MultiThreadedEventLoopGroup, channel: Channel, boundPort: Int, address: SocketAddressText) {
+    private init(group: MultiThreadedEventLoopGroup, channel: Channel, boundPort: Int, address: SocketAddressText, tls: OperationsTLS?) {
         self.group = group
         self.channel = channel
         self.boundPort = boundPort
         self.address = address
+        self.tls = tls
     }
 
     public var servingMetadata: Logger.Metadata {
         let host = address.host.contains(":") ? "[\(address.host)]" : address.host
-        return ["health_addr": "\(host):\(boundPort)"]
+        return ["health_addr": "\(host):\(boundPort)", "health_scheme": "\(tls == nil ? "http" : "https")"]
+    }
+
+    /// SIGHUP: the certificate, key and CA files are read again whether or
+    /// not the configuration changed, since rotation replaces them in place.
+    public func reloadFiles(report: Logger) {
+        tls?.reload(report: report)
     }
 
     public func stop() {
@@ -286,7 +311,7 @@ private final class AdminConnections: @unchecked Sendable {
     }
 }
 
-/// Answers a connection the port has no room for, then closes it.
+/// Answers a connection the port has no room for (plain http only), then closes it.
 private final class RefuseWhenFull: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -295,6 +320,11 @@ private final class RefuseWhenFull: ChannelInboundHandler {
     private static let response = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
         + "Content-Length: \(body.utf8.count)\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" + body
     private var answered = false
+    private let answers: Bool
+
+    init(answers: Bool) {
+        self.answers = answers
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         if context.channel.isActive { answer(context: context) }
@@ -310,6 +340,10 @@ private final class RefuseWhenFull: ChannelInboundHandler {
         guard !answered else { return }
         answered = true
         let channel = context.channel
+        guard answers else {
+            channel.close(promise: nil)
+            return
+        }
         context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(string: Self.response))).whenComplete { _ in
             channel.close(promise: nil)
         }

@@ -250,6 +250,12 @@ struct MetricsExposition {
                    }),
             counter("aegis_cluster_slow_peer_closures",
                     "Peer links closed because the peer stopped reading and the link's outbound queue filled.", cluster.slowPeerClosures),
+            counter("aegis_cluster_peer_queue_budget_closures",
+                    "Of those, links closed because all peer links together reached their memory budget (the one holding the most).",
+                    cluster.peerQueueBudgetClosures),
+            gauge("aegis_cluster_peer_queue_bytes", "Bytes all peer links hold for their peers (outbound queues), outside max_memory_mb.",
+                  cluster.peerQueuedBytes),
+            gauge("aegis_cluster_peer_queue_budget_bytes", "The bound on aegis_cluster_peer_queue_bytes.", cluster.peerQueueBudgetBytes),
             Family(name: "aegis_cluster_peer_links", kind: .gauge, help: "Connections this node dialled to peers, by state.",
                    samples: [Sample(labels: [("state", "connected")], value: String(cluster.linksConnected)),
                              Sample(labels: [("state", "connecting")], value: String(cluster.linksConnecting))]),
@@ -272,10 +278,12 @@ struct MetricsExposition {
             samples: builds.map { Sample(labels: [("version", $0[0]), ("commit", $0[1])], value: String(counts[$0]!)) })
     }
 
-    static func render(node: NodeContext, format: MetricsFormat) -> String {
+    /// `extra`: families of the operations server itself (its TLS), which
+    /// the node does not know about.
+    static func render(node: NodeContext, format: MetricsFormat, extra: [Family] = []) -> String {
         var out = ""
         out.reserveCapacity(16 * 1024)
-        for family in families(node: node) where format != .plain || !family.scrapersOnly {
+        for family in families(node: node) + extra where format != .plain || !family.scrapersOnly {
             if format != .plain {
                 // OpenMetrics names a counter family without its _total suffix;
                 // the Prometheus text format names it by its sample.

@@ -286,6 +286,9 @@ extension NodeReports {
             ("shards_replicated_here", .int(replication.replicatedShards)),
             ("records_sent", .int(replication.recordsSent)), ("records_received", .int(replication.recordsReceived)),
             ("cutoffs", .int(replication.cutOffs)), ("streams_needed", .int(replication.streamsNeeded)),
+            ("streams_started", .int(replication.streamsStarted)), ("streams_finished", .int(replication.streamsFinished)),
+            ("streams_aborted", .int(replication.streamsAborted)), ("streams_running", .int(replication.streamsRunning)),
+            ("stream_bytes", .int(replication.streamBytes)),
             ("shards", .array(shards)),
         ])
     }

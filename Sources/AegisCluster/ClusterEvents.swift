@@ -41,6 +41,9 @@ public enum TimerID: Hashable, Sendable, CaseIterable {
     case seedRetry
     /// A probe made for another member (ping-req) is due a nack if still unanswered.
     case relayTimeout
+    /// Every gossip_interval, unstretched: tell members held dead or suspect
+    /// so, directly, so that a healed peer refutes within one interval.
+    case reconnect
 }
 
 /// Which queue of the peer link a message goes on: probes and acks must never

@@ -130,6 +130,9 @@ public struct MembershipState: Sendable, Equatable {
     var members: [NodeID: Member] = [:]
     /// This pass's shuffled probe order; refilled when used up.
     var probeOrder: [NodeID] = []
+    /// Where the next reconnect round starts in the sorted list of members
+    /// held dead or suspect, when there are more than one round may tell.
+    var reconnectCursor = 0
     var pendingProbes: [PendingProbe] = []
     var relays: [UInt32: Relay] = [:]
     var broadcasts: [NodeID: Broadcast] = [:]

@@ -86,6 +86,7 @@ extension ClusterNode {
         let jitter = Int64.random(in: 0..<settings.gossipIntervalMs, using: &state.random)
         armPeriod(at: now + jitter, into: &output)
         output.append(.setTimer(.pushPull, at: now + settings.pushPullIntervalMs))
+        output.append(.setTimer(.reconnect, at: now + jitter + settings.gossipIntervalMs / 2))
         contactSeeds(now: now, into: &output)
     }
 
@@ -161,13 +162,53 @@ extension ClusterNode {
         case .pushPull: pushPull(now: now, into: &output)
         case .seedRetry: seedRetry(now: now, into: &output)
         case .relayTimeout: sendNacks(now: now, into: &output)
+        case .reconnect: remindUnreachable(now: now, into: &output)
         }
     }
 
-    /// A full exchange with one live member, and one with a member held dead:
-    /// after a partition heals, each side holds the other dead and neither
-    /// probes the dead, so only such a reconnect attempt lets the halves meet
-    /// (the dead side refutes on hearing it is dead). Serf does the same.
+    /// Most members one reconnect round tells: a table full of long-dead
+    /// members costs at most this many pings per interval.
+    static let reconnectPingsMax = 16
+
+    /// Gossip to the dead (memberlist's GossipToTheDeadTime), without its
+    /// time limit. Nobody probes a member held dead, and a suspect is probed
+    /// only when its turn comes in the (health-stretched) rotation; after a
+    /// partition heals, each side would keep the other dead until a push/pull
+    /// happened to pick it (up to push_pull_interval, 30 s by default).
+    /// Here each such member gets, every gossip_interval, a
+    /// ping that carries what this node believes of it plus this node's own
+    /// `alive`: a member that can hear it refutes in its ack (as a suspect
+    /// does for Lifeguard's buddy probe), which makes it `alive` here one
+    /// round trip later, and it learns of this node if it did not know it.
+    /// The interval is not stretched by local health: these pings accuse
+    /// nobody, they can only bring members back. A member that is really
+    /// gone costs one small frame per interval (its link's dial backs off
+    /// to one attempt per 2 s on its own).
+    mutating func remindUnreachable(now: Milliseconds, into output: inout ActionBuffer) {
+        output.append(.setTimer(.reconnect, at: now + settings.gossipIntervalMs))
+        let unreachable = state.members.values.filter {
+            $0.status == .dead || (settings.lifeguard && $0.status == .suspect)
+        }.map(\.node).sorted()
+        guard !unreachable.isEmpty else { return }
+        let count = min(unreachable.count, Self.reconnectPingsMax)
+        let start = state.reconnectCursor % unreachable.count
+        state.reconnectCursor = (start + count) % unreachable.count
+        for offset in 0..<count {
+            let node = unreachable[(start + offset) % unreachable.count]
+            guard let member = state.members[node] else { continue }
+            let news = MemberUpdate(node: node, status: member.status, incarnation: member.incarnation,
+                                    gossipAddress: member.gossipAddress, clientAddress: member.clientAddress,
+                                    accuser: member.suspicion?.accusers.min())
+            let seq = takeSeq()
+            let updates = [news, selfUpdate]
+            send(.ping(seq: seq, target: node, updates: updates), to: member.gossipAddress, lane: .control, into: &output)
+        }
+    }
+
+    /// A full exchange with one live member, and one with a member held dead
+    /// (as Serf's reconnect does): it repairs what gossip and the reconnect
+    /// pings (`remindUnreachable`) missed, such as members one side learned
+    /// of while the other could not hear.
     mutating func pushPull(now: Milliseconds, into output: inout ActionBuffer) {
         if let partner = aliveOthers.randomElement(using: &state.random), let member = state.members[partner] {
             sendPushPull(to: member.gossipAddress, isReply: false, into: &output)

@@ -20,6 +20,11 @@ public struct AegisConfig: Sendable, Equatable {
     public var bindAddr: SocketAddress
     public var gossipBindAddr: SocketAddress
     public var healthAddr: SocketAddress
+    /// "" = health_addr serves plain http; else https with this chain and health_tls_key_file.
+    public var healthTLSCertFile: String
+    public var healthTLSKeyFile: String
+    /// "" = no client certificate asked on health_addr.
+    public var healthTLSCAFile: String
     /// "host:port" clients are told to use for this node; "" = derive from bind_addr.
     public var clientAdvertiseAddr: String
     /// "host:port" peers are told to use for this node; "" = derive from gossip_bind_addr.
@@ -52,6 +57,8 @@ public struct AegisConfig: Sendable, Equatable {
     public var idleTimeout: Duration
     public var replicationBatchSize: Int
     public var replicationBatchTimeout: Duration
+    /// Writes per shard a primary keeps to catch followers up from.
+    public var replicationTailRecords: Int
     /// How long a shard lease lasts; renewed every quarter of it.
     public var leaseDuration: Duration
     /// A replica that is not a shard's preferred candidate campaigns after this silence times its rank.
@@ -106,6 +113,9 @@ public struct AegisConfig: Sendable, Equatable {
         bindAddr: SocketAddress(host: "0.0.0.0", port: 7700),
         gossipBindAddr: SocketAddress(host: "0.0.0.0", port: 7701),
         healthAddr: SocketAddress(host: "0.0.0.0", port: 7702),
+        healthTLSCertFile: "",
+        healthTLSKeyFile: "",
+        healthTLSCAFile: "",
         clientAdvertiseAddr: "",
         gossipAdvertiseAddr: "",
         seeds: [],
@@ -129,6 +139,7 @@ public struct AegisConfig: Sendable, Equatable {
         idleTimeout: .zero,
         replicationBatchSize: 128,
         replicationBatchTimeout: .milliseconds(5),
+        replicationTailRecords: 1_024,
         leaseDuration: .seconds(4),
         leaseElectionTimeout: .seconds(4),
         writeQuorum: 0,

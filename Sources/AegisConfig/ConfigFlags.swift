@@ -13,6 +13,12 @@ public struct ConfigFlags: ParsableArguments {
     public var gossipBindAddr: String?
     @Option(name: .customLong("health-addr"), help: ConfigFlags.help("health_addr", "host:port"))
     public var healthAddr: String?
+    @Option(name: .customLong("health-tls-cert-file"), help: ConfigFlags.help("health_tls_cert_file", "path"))
+    public var healthTLSCertFile: String?
+    @Option(name: .customLong("health-tls-key-file"), help: ConfigFlags.help("health_tls_key_file", "path"))
+    public var healthTLSKeyFile: String?
+    @Option(name: .customLong("health-tls-ca-file"), help: ConfigFlags.help("health_tls_ca_file", "path"))
+    public var healthTLSCAFile: String?
     @Option(name: .customLong("client-advertise-addr"), help: ConfigFlags.help("client_advertise_addr", "host:port"))
     public var clientAdvertiseAddr: String?
     @Option(name: .customLong("gossip-advertise-addr"), help: ConfigFlags.help("gossip_advertise_addr", "host:port"))
@@ -59,6 +65,8 @@ public struct ConfigFlags: ParsableArguments {
     public var replicationBatchSize: String?
     @Option(name: .customLong("replication-batch-timeout"), help: ConfigFlags.help("replication_batch_timeout", "duration"))
     public var replicationBatchTimeout: String?
+    @Option(name: .customLong("replication-tail-records"), help: ConfigFlags.help("replication_tail_records", "n"))
+    public var replicationTailRecords: String?
     @Option(name: .customLong("lease-duration"), help: ConfigFlags.help("lease_duration", "duration"))
     public var leaseDuration: String?
     @Option(name: .customLong("lease-election-timeout"), help: ConfigFlags.help("lease_election_timeout", "duration"))
@@ -109,7 +117,9 @@ public struct ConfigFlags: ParsableArguments {
     public var maintenanceInterval: String?
     @Option(name: .customLong("reactors"), help: ConfigFlags.help("reactors", "n"))
     public var reactors: String?
-    @Option(name: .customLong("slowlog-log-slower-than"), help: ConfigFlags.help("slowlog_log_slower_than", "microseconds"))
+    // Unconditional: its documented "off" value is -1, which the parser
+    // would otherwise take for a flag and report the value as missing.
+    @Option(name: .customLong("slowlog-log-slower-than"), parsing: .unconditional, help: ConfigFlags.help("slowlog_log_slower_than", "microseconds"))
     public var slowlogLogSlowerThan: String?
     @Option(name: .customLong("slowlog-max-len"), help: ConfigFlags.help("slowlog_max_len", "n"))
     public var slowlogMaxLen: String?
@@ -192,6 +202,9 @@ public struct ConfigFlags: ParsableArguments {
             ("bind_addr", bindAddr),
             ("gossip_bind_addr", gossipBindAddr),
             ("health_addr", healthAddr),
+            ("health_tls_cert_file", healthTLSCertFile),
+            ("health_tls_key_file", healthTLSKeyFile),
+            ("health_tls_ca_file", healthTLSCAFile),
             ("client_advertise_addr", clientAdvertiseAddr),
             ("gossip_advertise_addr", gossipAdvertiseAddr),
             ("seeds", seeds),
@@ -215,6 +228,7 @@ public struct ConfigFlags: ParsableArguments {
             ("idle_timeout", idleTimeout),
             ("replication_batch_size", replicationBatchSize),
             ("replication_batch_timeout", replicationBatchTimeout),
+            ("replication_tail_records", replicationTailRecords),
             ("lease_duration", leaseDuration),
             ("lease_election_timeout", leaseElectionTimeout),
             ("write_quorum", writeQuorum),

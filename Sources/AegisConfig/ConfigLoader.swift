@@ -233,6 +233,15 @@ enum CrossChecks {
                 fail("tls_enabled", "\(about("tls_enabled")) requires \(key), which is not set")
             }
         }
+        // Either both or neither: half a TLS setup must not fall back to plain http.
+        if config.healthTLSCertFile.isEmpty != config.healthTLSKeyFile.isEmpty {
+            let (given, missing) = config.healthTLSCertFile.isEmpty
+                ? ("health_tls_key_file", "health_tls_cert_file") : ("health_tls_cert_file", "health_tls_key_file")
+            fail(given, "\(about(given)) needs \(missing) too (https on health_addr takes a certificate and its key)")
+        }
+        if !config.healthTLSCAFile.isEmpty && config.healthTLSCertFile.isEmpty {
+            fail("health_tls_ca_file", "\(about("health_tls_ca_file")) needs health_tls_cert_file and health_tls_key_file: client certificates are asked for only over https")
+        }
         if !config.authTokenNext.isEmpty && config.authToken.isEmpty {
             fail("auth_token_next", "auth_token_next is set but auth_token is empty: auth_token_next is the second token accepted while clients move to a new auth_token; set auth_token")
         }

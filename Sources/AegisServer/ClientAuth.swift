@@ -16,6 +16,10 @@ public final class ClientAuth: Sendable {
     private let protectedModeOn = Atomic<Bool>(true)
     private let authTimeout = Atomic<Int64>(0)
     private let failures: Mutex<AuthFailureTable>
+    /// TLS with tls_ca_file: every client has shown a certificate the CA
+    /// signed before it can send a byte, which authenticates it as a token
+    /// would. Fixed at start (the TLS keys need a restart).
+    private let clientCertificatesVerified: Bool
 
     /// Counters for /metrics (all monotonic).
     let failedAttempts = Atomic<Int>(0)
@@ -27,6 +31,7 @@ public final class ClientAuth: Sendable {
     public init(_ config: AegisConfig, failurePolicy: AuthFailureTable.Policy = .standard) {
         tokens = Mutex([])
         failures = Mutex(AuthFailureTable(policy: failurePolicy))
+        clientCertificatesVerified = Self.verifiesClientCertificates(config)
         apply(config)
     }
 
@@ -45,7 +50,9 @@ public final class ClientAuth: Sendable {
     public var tokenRequired: Bool { tokenIsSet.load(ordering: .relaxed) }
     public var protectedMode: Bool { protectedModeOn.load(ordering: .relaxed) }
     /// Protected mode in force: on, and nothing else authenticates clients.
-    public var refusesNonLoopback: Bool { protectedMode && !tokenRequired }
+    public var refusesNonLoopback: Bool { protectedMode && !tokenRequired && !clientCertificatesVerified }
+
+    static func verifiesClientCertificates(_ config: AegisConfig) -> Bool { config.tlsEnabled && !config.tlsCAFile.isEmpty }
     /// How long a connection may stay without AUTH while a token is set; 0 = no limit.
     public var authTimeoutMs: Int64 { authTimeout.load(ordering: .relaxed) }
 
@@ -213,6 +220,9 @@ extension Node {
             logger.info("clients must send AUTH", metadata: [
                 "auth_timeout": "\(config.authTimeout)", "auth_token_next": "\(config.authTokenNext.isEmpty ? "unset" : "set")",
             ])
+        } else if ClientAuth.verifiesClientCertificates(config) {
+            logger.info("clients must present a certificate signed by tls_ca_file (mTLS); protected mode does not apply",
+                        metadata: ["tls_ca_file": "\(config.tlsCAFile)"])
         } else if config.protectedMode {
             logger.info("protected mode: no auth_token is set, so only clients on loopback addresses are answered; set auth_token (or protected_mode false) to serve other hosts",
                         metadata: ["bind_addr": "\(config.bindAddr)"])

@@ -1,5 +1,6 @@
 import AegisConfig
 import AegisStore
+import AegisTLS
 import CSupport
 import Glibc
 import Logging
@@ -11,16 +12,6 @@ import Synchronization
 /// Signals are blocked in every thread and collected by the main thread
 /// with sigwait, so no handler ever runs on a reactor.
 public final class Node {
-    /// Settings that are accepted and validated but whose feature this build
-    /// does not have yet; setting one is logged at start, never silently ignored.
-    /// (replication_factor, write_quorum and the batch keys are in effect:
-    /// followers get each primary's writes in batches and replies wait for W
-    /// of them, docs/replication.md.)
-    static let notYetInEffect: Set<String> = [
-        "read_quorum",
-        "tls_enabled", "tls_cert_file", "tls_key_file", "tls_ca_file",
-    ]
-
     /// Runs until SIGTERM or SIGINT. `reload` loads the configuration again
     /// the way it was loaded at start (same file, environment and flags);
     /// SIGHUP calls it. `notifier` tells systemd about readiness, reloads,
@@ -34,9 +25,6 @@ public final class Node {
         notifier: SystemdNotifier = .fromProcessEnvironment(),
         companions startCompanions: (NodeContext) throws -> [any NodeCompanion] = { _ in [] }
     ) throws -> Int32 {
-        // Also checked by the command line; repeated for any other caller,
-        // since starting with one of these would break a promise silently.
-        if let refusal = UnbuiltFeatures.refusals(in: loaded).first { throw StartupError(refusal) }
         _ = aegis_block_signals()
         let fileLimit = aegis_raise_nofile_limit()
         let cpus = CPUBudget.ofThisProcess()
@@ -45,12 +33,14 @@ public final class Node {
         let config = fileBudget.fitted(loaded).config
         let reload = fileBudget.fittingReloads(reload)
 
-        for key in loaded.explicitlySet.keys.sorted() where notYetInEffect.contains(key) {
-            logger.warning("setting accepted but not yet in effect in this build", metadata: [
-                "key": "\(key)", "source": "\(loaded.explicitlySet[key]!)",
+        logAccessPolicy(config, logger: logger)
+        if config.tlsEnabled {
+            logger.info("TLS on the client port", metadata: [
+                "record_layer": "\(TLSService.kernelOffersTLS() ? "kernel (kTLS) where the cipher allows" : "user-space (the kernel offers no tls ULP)")",
+                "client_certificates": "\(config.tlsCAFile.isEmpty ? "not requested" : "required, verified against \(config.tlsCAFile)")",
+                "library": "\(TLSContext.libraryVersion)",
             ])
         }
-        logAccessPolicy(config, logger: logger)
         switch fileBudget.verdict(for: loaded) {
         case .fits:
             break
@@ -117,7 +107,8 @@ public final class Node {
             ])
         }
 
-        let supervisor = Supervisor(node: node, logger: logger, notifier: notifier, loader: reload, configFile: configFile)
+        let supervisor = Supervisor(node: node, logger: logger, notifier: notifier, loader: reload, configFile: configFile,
+                                    companions: companions)
         supervisor.waitForStopSignal()
         // The others hear `left` before this node stops answering, so they
         // stop counting on it at once instead of after dead_timeout.
@@ -263,7 +254,14 @@ public final class Node {
 public protocol NodeCompanion: AnyObject {
     /// Fields added to the "serving" log line (e.g. the bound health_addr).
     var servingMetadata: Logger.Metadata { get }
+    /// SIGHUP: read again the files it serves from (certificates), logging
+    /// the outcome to `report`. Called on every reload, on the main thread.
+    func reloadFiles(report: Logger)
     func stop()
+}
+
+extension NodeCompanion {
+    public func reloadFiles(report: Logger) {}
 }
 
 public struct StartupError: Error, CustomStringConvertible {

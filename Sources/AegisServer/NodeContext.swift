@@ -1,4 +1,5 @@
 import AegisConfig
+import AegisTLS
 import CSupport
 import Logging
 import Synchronization
@@ -22,6 +23,8 @@ public final class NodeContext: Sendable {
     public let runtime: RuntimeSettings
     /// Tokens, protected mode and failed-AUTH counts for the client port (and /admin, /debug).
     public let clientAuth: ClientAuth
+    /// TLS on the client port; nil when tls_enabled is false.
+    public let tls: TLSService?
     /// The token bucket behind runtime.rateLimit, shared by all reactors.
     public let rateLimiter: RateLimiter
     /// Breakers for outbound dependencies (replication, forwarding, peers).
@@ -66,6 +69,11 @@ public final class NodeContext: Sendable {
         self.startedMonotonicMs = aegis_monotonic_ms_coarse()
         self.runtime = RuntimeSettings(config)
         self.clientAuth = ClientAuth(config)
+        do {
+            self.tls = try TLSService.make(config)
+        } catch {
+            throw StartupError("config: tls_enabled is true but TLS cannot be set up: \(error.message)")
+        }
         self.rateLimiter = RateLimiter(runtime: runtime, reactorCount: reactorCount)
         self.breakers = CircuitBreakerRegistry(policy: CircuitBreakerPolicy(config))
         self.commandStats = (0..<reactorCount).map { _ in PublishedCommandStats() }
@@ -191,7 +199,7 @@ public final class PublishedReactorStats: Sendable {
         walBatches.store(s.walBatches, ordering: .relaxed)
         walSnapshots.store(s.walSnapshots, ordering: .relaxed)
         rateLimited.store(s.rateLimited, ordering: .relaxed)
-        if s.quorum.waits != 0 { quorum.withLock { if $0 != s.quorum { $0 = s.quorum } } }
+        if s.quorum.anyCounted { quorum.withLock { if $0 != s.quorum { $0 = s.quorum } } }
     }
 
     public func snapshot() -> ReactorStatsSnapshot {

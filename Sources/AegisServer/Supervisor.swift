@@ -1,6 +1,7 @@
 import AegisConfig
 import AegisCluster
 import AegisLogging
+import AegisTLS
 import CSupport
 import Glibc
 import Logging
@@ -17,6 +18,7 @@ final class Supervisor {
     let notifier: SystemdNotifier
     private let loader: Loader?
     private let configFile: String?
+    private let companions: [any NodeCompanion]
     /// What the node runs with: the start-up configuration plus every
     /// reloadable change since.
     private(set) var running: AegisConfig
@@ -24,7 +26,9 @@ final class Supervisor {
     private var nextPingNs: Int64 = 0
     private var reportedStall = false
 
-    init(node: NodeContext, logger: Logger, notifier: SystemdNotifier, loader: Loader?, configFile: String?) {
+    init(node: NodeContext, logger: Logger, notifier: SystemdNotifier, loader: Loader?, configFile: String?,
+         companions: [any NodeCompanion] = []) {
+        self.companions = companions
         self.node = node
         self.logger = logger
         self.notifier = notifier
@@ -89,6 +93,10 @@ final class Supervisor {
         // asked for the reload and needs to see its outcome.
         var report = logger
         report.logLevel = .trace
+        // Certificates are rotated by replacing the files, not the config,
+        // so they are read again on every reload, even one whose
+        // configuration file is broken.
+        defer { for companion in companions { companion.reloadFiles(report: report) } }
         let source: Logger.Metadata = ["config_file": "\(configFile ?? "(none)")"]
         guard let loader else {
             report.warning("reload: not available in this process; configuration unchanged", metadata: source)
@@ -106,12 +114,28 @@ final class Supervisor {
         let plan = ReloadPlan(running: node.runtime.running, loaded: loaded.config)
         node.applyReloadable(plan.next, keys: Set(plan.applied.map(\.key)))
         running = plan.next
-        let notes = Dictionary(uniqueKeysWithValues: Node.notYetInEffect.map { ($0, "stored; not yet in effect in this build") })
-        report.notice("\(plan.report(notes: notes))", metadata: source)
+        report.notice("\(plan.report())", metadata: source)
+        reloadCertificates(report)
         if !plan.restartRequired.isEmpty {
             logger.warning("changed settings need a restart to take effect; running with the old values until then", metadata: [
                 "keys": "\(plan.restartRequired.map(\.key).joined(separator: ","))",
             ])
+        }
+    }
+
+    /// Every reload reads the certificate, key and CA files again, at the
+    /// paths the node started with: rotation replaces the files' contents.
+    /// Connections accepted afterwards use them; open ones keep theirs.
+    private func reloadCertificates(_ report: Logger) {
+        guard let tls = node.tls else { return }
+        let running = node.runtime.running
+        let files: Logger.Metadata = ["cert_file": "\(running.tlsCertFile)", "key_file": "\(running.tlsKeyFile)",
+                                      "ca_file": "\(running.tlsCAFile)"]
+        if let problem = tls.reload(running) {
+            report.error("reload: TLS certificates not reloaded, new connections keep the previous ones: \(problem.message)",
+                         metadata: files)
+        } else {
+            report.notice("reload: TLS certificate and key loaded again; new connections use them", metadata: files)
         }
     }
 }

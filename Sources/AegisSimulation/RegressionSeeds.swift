@@ -11,5 +11,8 @@ public enum RegressionSeeds {
         291, // leases: a preferred replica that was behind kept campaigning, and its promise to itself blocked the up-to-date one
         153, // leases: an empty learner ranked first made the two voters wait out election timeouts until past the liveness bound
         292, // leases: three replicas split the vote in the same term again and again; the ones behind now stand back longer
+        355, // issue 11: a suspicion raised after the heal on a probe round begun before it (the heal check now counts from the verdict)
+        743, // issue 11: the same in 13 nodes, the suspicion spread by gossip to three holders after the heal
+        9157750801569782282, // an observer paused 14 s adopted on resume a dead verdict another node had reached during the subject's pause; the checker now judges a paused observer from its pause's start
     ]
 }

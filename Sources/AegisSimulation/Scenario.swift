@@ -112,6 +112,22 @@ public struct Scenario: Sendable, Equatable {
         public var seedRetryIntervalMs: Int64 = 2000
     }
 
+    /// The scenario's clocks drift by at most this much (`driftPPM`).
+    public static let clockDriftBoundPPM: Int64 = 20_000
+
+    /// A running member that a running node holds suspect or dead is alive
+    /// again in its view within this long of the heal, or of the verdict
+    /// when that came later (with Lifeguard from the start of its
+    /// suspicion; plain SWIM leaves a suspect to its probe turn, so there
+    /// from the dead verdict). The path it covers: the node tells the member
+    /// what it holds at its next reconnect tick (one gossip interval of its
+    /// drifting clock), and the member's refutation comes back in the ack
+    /// (two deliveries). Twice that, for margin: one round is the design.
+    public var healedLivenessBoundMs: Int64 {
+        let tick = settings.gossipIntervalMs + settings.gossipIntervalMs * Self.clockDriftBoundPPM / 1_000_000 + 1
+        return 2 * (tick + 2 * delayMaxMs)
+    }
+
     /// Rounds (gossip intervals) after `healAt` by which every live node must
     /// agree on membership. The slowest path it covers: a member whose last
     /// probe started just before the heal is suspected after suspect_timeout +
@@ -137,7 +153,7 @@ public struct Scenario: Sendable, Equatable {
         }
         let delayMin = Int64.random(in: 1...5, using: &random)
         let delayMax = delayMin + Int64.random(in: 0...200, using: &random)
-        let drift = (0..<nodeCount).map { _ in Int64.random(in: -20_000...20_000, using: &random) }
+        let drift = (0..<nodeCount).map { _ in Int64.random(in: -clockDriftBoundPPM...clockDriftBoundPPM, using: &random) }
         let faultStart = joinPhaseMs
         let healAt = faultStart + faultWindowMs
         var faults: [Fault] = []

@@ -92,6 +92,9 @@ public final class Simulation {
         case reactorLag(node: Int, until: Int64, lagMs: Int64)
         case checkSuspected(node: Int, crashedAt: Int64)
         case checkAgreement
+        /// Is `member` back to alive at `observer`, which has held it
+        /// suspect or dead since `since` (its view's transition time)?
+        case checkCameBack(observer: Int, member: Int, since: Int64)
         case leaseTimer(node: Int, id: LeaseTimerID, generation: UInt64)
         case checkLeaseLiveness
         /// The replication model: a holder's newest (term, seq) for a shard
@@ -141,6 +144,9 @@ public final class Simulation {
     var queue = EventQueue<Event>()
     var nodes: [SimNode] = []
     var addressIndex: [String: Int] = [:]
+    var addressIndexByID: [NodeID: Int] = [:]
+    /// Per observer, per member it holds suspect or dead: since when.
+    var heldDownSince: [Int: [Int: Int64]] = [:]
     var blocked: [Int: Int] = [:]
     var network: ClusterRandom
     var now: Int64 = 0
@@ -188,6 +194,7 @@ public final class Simulation {
                                  leaseEndReal: Array(repeating: 0, count: Int(scenario.leases.numShards)),
                                  shardVersions: Array(repeating: .zero, count: Int(scenario.leases.numShards))))
             addressIndex[address] = index
+            addressIndexByID[NodeID("node\(index)")!] = index
             queue.schedule(.start(node: index), at: Int64(index) * Int64.random(in: 0...400, using: &setup))
         }
         for fault in scenario.faults {
@@ -318,6 +325,8 @@ public final class Simulation {
             checkSuspected(index, crashedAt: crashedAt)
         case .checkAgreement:
             checkAgreement()
+        case let .checkCameBack(observer, member, since):
+            checkCameBack(observer: observer, member: member, since: since)
         case let .leaseTimer(index, id, generation):
             guard nodes[index].lease != nil, nodes[index].leaseTimerGenerations[id] == generation else { return }
             if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
@@ -342,6 +351,7 @@ public final class Simulation {
     }
 
     func startNode(_ index: Int) {
+        heldDownSince[index] = nil
         let timing = scenario.settings
         let seeds = (0..<min(3, scenario.nodeCount)).filter { $0 != index }.map { nodes[$0].address }
         let settings = ClusterSettings(
@@ -417,6 +427,7 @@ public final class Simulation {
             case let .memberChanged(change):
                 trace.mix(9, UInt64(index), change.incarnation ^ UInt64(change.to.rawValue) << 60)
                 observe(change, by: index)
+                noteHeldDown(change, by: index)
                 membersChanged = true
             case let .log(_, line):
                 trace.mix(10, UInt64(index), UInt64(line.utf8.count))
@@ -489,7 +500,15 @@ public final class Simulation {
         }
         guard change.to == .dead || change.to == .suspect, nodes[subject].isRunning,
               change.incarnation >= nodes[subject].lifeIncarnation else { return }
-        let windowStart = now - scenario.settings.deadTimeoutMs
+        // An observer that was itself paused in the window judges from what
+        // it knew when its pause began, plus messages sent to it meanwhile
+        // (a dead verdict another node reached while the subject was
+        // paused, say): its evidence is as old as its pause, so the window
+        // reaches back from there. The verdict is corrected when the
+        // subject's refutation arrives (the reconnect bound checks that).
+        let observerPausedSince = nodes[observer].pauses
+            .filter { $0.until > now - scenario.settings.deadTimeoutMs && $0.from <= now }.map(\.from).min()
+        let windowStart = min(now, observerPausedSince ?? now) - scenario.settings.deadTimeoutMs
         let wasPaused = nodes[subject].pauses.contains { $0.until > windowStart && $0.from <= now }
         let wasSlow = scenario.faults.contains { fault in
             guard case let .slow(node, at, until, _) = fault else { return false }
@@ -542,6 +561,36 @@ public final class Simulation {
         guard quiet else { return }
         if let suspected = firstSuspected[index], suspected - crashedAt <= bound { return }
         violation("\(nodes[index].nodeID) crashed at \(crashedAt) ms and no live node suspected it within \(bound) ms")
+    }
+
+    /// Invariant: a running member that a running node holds suspect or
+    /// dead is alive again in that node's view within
+    /// `healedLivenessBoundMs` of the heal, or of the verdict when that came
+    /// later (a probe round begun before the heal may close after it on
+    /// evidence from before it). Before the reconnect pings, a member held
+    /// dead came back only when a push/pull happened to pick it.
+    func checkCameBack(observer: Int, member: Int, since: Int64) {
+        guard nodes[observer].isRunning, nodes[member].isRunning, heldDownSince[observer]?[member] == since,
+              let view = nodes[observer].node?.members.first(where: { $0.nodeID == nodes[member].nodeID }),
+              view.status == .suspect || view.status == .dead else { return }
+        violation("\(nodes[observer].nodeID) still holds running \(nodes[member].nodeID) \(view.status) \(now - max(since, scenario.healAt)) ms after the heal or its verdict, past the \(scenario.healedLivenessBoundMs) ms bound")
+    }
+
+    /// Tracks when each node began to hold each other node down, for `checkCameBack`.
+    func noteHeldDown(_ change: MemberChange, by observer: Int) {
+        guard let member = addressIndexByID[change.node], member != observer else { return }
+        guard change.to == .suspect || change.to == .dead else {
+            heldDownSince[observer]?[member] = nil
+            return
+        }
+        // With Lifeguard the reconnect pings tell suspects too, so a member
+        // is held down continuously from its suspicion on; plain SWIM leaves
+        // a suspect to its probe turn, and only its dead verdict starts the clock.
+        if !scenario.lifeguard && change.to == .suspect { return }
+        if heldDownSince[observer]?[member] != nil && change.from != .alive && change.from != nil { return }
+        heldDownSince[observer, default: [:]][member] = now
+        let due = max(now, scenario.healAt) + scenario.healedLivenessBoundMs
+        if due <= scenario.endAt { queue.schedule(.checkCameBack(observer: observer, member: member, since: now), at: due) }
     }
 
     /// Invariant: `agreementRounds` after the heal, all live nodes agree.

@@ -29,6 +29,14 @@ extension ShardStore {
         state.pointee.applyIfNewer(key, hash: hash, write, version: version, nowMs: nowMs)
     }
 
+    /// The version `applyIfNewer` measures a write to `key` against: its
+    /// entry's (expired or not, when the shard keeps tombstones), else its
+    /// tombstone's or the shard's absent floor, else `.zero`. A read at
+    /// read_quorum >= 2 compares replicas by it.
+    public func knownVersion(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> EntryVersion {
+        state.pointee.knownVersion(key, hash: hash, nowMs: nowMs)
+    }
+
     /// A FLUSHALL made elsewhere at `version`: empties the shard when the
     /// flush is newer than the shard's last write, and refuses every later
     /// replicated write at or below it for keys that are absent. Returns
@@ -36,6 +44,24 @@ extension ShardStore {
     @discardableResult
     public func applyFlushIfNewer(version: EntryVersion) -> Bool {
         state.pointee.applyFlushIfNewer(version: version)
+    }
+
+    /// The start of a shard stream from the primary: everything here goes
+    /// (entries, tombstones, the absent floor, which a history the copy
+    /// replaces may have raised above the copy's own entries). The streamed
+    /// entries then come through `applyIfNewer`, and `completeStream` ends it.
+    public func replaceForStream() {
+        state.pointee.replaceForStream()
+    }
+
+    /// The last slice of a stream taken at `streamStart` was applied: the
+    /// shard holds the primary's copy as of then. The absent floor becomes
+    /// `streamStart` (a key the stream did not bring was absent on the
+    /// primary then: a replicated write for it at or below that is refused),
+    /// and the last write is `streamStart`, so the primary's writes after it
+    /// (a FLUSHALL included) apply.
+    public func completeStream(streamStart: EntryVersion) {
+        state.pointee.completeStream(streamStart: streamStart)
     }
 
     /// Makes this shard remember deleted keys (replication_factor > 1),
@@ -66,12 +92,8 @@ extension ShardState {
     @usableFromInline
     mutating func applyIfNewer(_ key: UnsafeRawBufferPointer, hash: UInt64, _ write: ReplicatedWrite,
                                version: EntryVersion, nowMs: Int64) -> Bool {
-        let (i, found) = find(key, hash)
+        let (present, known) = presence(key, hash: hash, nowMs: nowMs)
         let remembersDeletes = tombstones != nil
-        let live = found && !Self.entry(slots[i]).isExpired(nowMs)
-        let present = remembersDeletes ? found : live
-        let known: EntryVersion = present ? self.version(of: Self.entry(slots[i]))
-            : remembersDeletes ? tombstones!.barrier(key, hash: hash) : .zero
         if known >= version {
             adoptClock(version)
             return false
@@ -89,6 +111,37 @@ extension ShardState {
             adoptClock(version)
             return false
         }
+    }
+
+    /// Whether `key` counts as present for a replicated write, and the version such a write must exceed.
+    @usableFromInline
+    mutating func presence(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> (present: Bool, known: EntryVersion) {
+        let (i, found) = find(key, hash)
+        let remembersDeletes = tombstones != nil
+        let live = found && !Self.entry(slots[i]).isExpired(nowMs)
+        let present = remembersDeletes ? found : live
+        let known: EntryVersion = present ? self.version(of: Self.entry(slots[i]))
+            : remembersDeletes ? tombstones!.barrier(key, hash: hash) : .zero
+        return (present, known)
+    }
+
+    @usableFromInline
+    mutating func knownVersion(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> EntryVersion {
+        presence(key, hash: hash, nowMs: nowMs).known
+    }
+
+    mutating func replaceForStream() {
+        assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        mutations &+= 1
+        dropEverything()
+        if tombstones != nil { addToLedger(tombstones!.replace(floor: .zero)) }
+        lastVersion = .zero
+    }
+
+    mutating func completeStream(streamStart: EntryVersion) {
+        if tombstones != nil { addToLedger(tombstones!.reset(floor: streamStart)) }
+        adoptClock(streamStart)
+        lastVersion = streamStart
     }
 
     mutating func applyFlushIfNewer(version: EntryVersion) -> Bool {

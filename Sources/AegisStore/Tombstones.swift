@@ -166,6 +166,18 @@ struct Tombstones {
         return chargedBytes &- before
     }
 
+    /// Forgets every tombstone and sets the absent floor to `floor` even
+    /// when it was higher: the shard is about to become a copy of another
+    /// replica's shard (a shard stream), and a floor left from the history
+    /// that copy replaces would refuse the copy's own entries. Returns the
+    /// change in `chargedBytes`.
+    mutating func replace(floor: EntryVersion) -> Int {
+        let before = chargedBytes
+        freeAll()
+        absentFloor = floor
+        return chargedBytes &- before
+    }
+
     /// Frees every block and both containers' storage.
     mutating func freeAll() {
         for stored in versions.keys { free(Self.block(of: stored)) }

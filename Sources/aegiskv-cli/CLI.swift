@@ -65,7 +65,7 @@ struct AegisKVCLI: AsyncParsableCommand {
 
     /// The first argument that is neither an option nor a global option's value.
     private static func commandWord() -> String? {
-        let valued: Swift.Set = ["--addr", "--http-addr", "--auth", "--timeout"]
+        let valued: Swift.Set = ["--addr", "--http-addr", "--auth", "--timeout", "--cacert", "--cert", "--key"]
         var arguments = CommandLine.arguments.dropFirst()[...]
         while let argument = arguments.popFirst() {
             if valued.contains(argument) { _ = arguments.popFirst(); continue }
@@ -101,6 +101,26 @@ struct GlobalOptions: ParsableArguments {
         transform: DurationArgument.positive)
     var timeout: Int64 = 10_000
 
+    @Flag(help: "Connect to the node with TLS (tls_enabled on the node).")
+    var tls = false
+
+    @Option(help: ArgumentHelp("CA certificates (PEM) the node's certificate must be signed by (default: the system's store). Implies --tls.", valueName: "file"))
+    var cacert: String?
+
+    @Option(help: ArgumentHelp("Client certificate (PEM) for a node with tls_ca_file set (mTLS). Implies --tls.", valueName: "file"))
+    var cert: String?
+
+    // Not named `key`: the key commands' positional argument has that name.
+    @Option(name: .customLong("key"), help: ArgumentHelp("Private key (PEM) of --cert (default: the --cert file).", valueName: "file"))
+    var privateKey: String?
+
+    /// nil unless TLS was asked for.
+    func tlsOptions() throws(CLIError) -> TLSOptions? {
+        guard tls || cacert != nil || cert != nil || privateKey != nil else { return nil }
+        if privateKey != nil && cert == nil { throw CLIError("--key needs --cert", code: ExitStatus.usage) }
+        return TLSOptions(caFile: cacert ?? "", certFile: cert ?? "", keyFile: privateKey ?? cert ?? "")
+    }
+
     func address() throws(CLIError) -> DialAddress {
         try DialAddress(parsing: addr, defaultPort: 7700)
     }
@@ -119,6 +139,6 @@ struct GlobalOptions: ParsableArguments {
     var timeoutMs: Int32 { Int32(clamping: timeout) }
 
     func connect() throws(CLIError) -> RESPConnection {
-        try RESPConnection.open(try address(), timeoutMs: timeoutMs, authToken: authToken)
+        try RESPConnection.open(try address(), timeoutMs: timeoutMs, authToken: authToken, tls: try tlsOptions())
     }
 }

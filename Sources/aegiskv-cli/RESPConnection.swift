@@ -1,4 +1,5 @@
 import AegisProtocol
+import AegisTLS
 import Glibc
 
 /// One RESP connection to a node, driven by poll(2).
@@ -15,6 +16,8 @@ final class RESPConnection {
     private let output = WireBuffer(capacity: 1 << 16)
     private let input = WireBuffer(capacity: 1 << 16)
     private var isClosed = false
+    /// Set with --tls: every byte goes through it.
+    private var tls: TLSSession?
 
     private init(fd: Int32, address: DialAddress, timeoutMs: Int32) {
         self.fd = fd
@@ -27,12 +30,14 @@ final class RESPConnection {
     func close() {
         if isClosed { return }
         isClosed = true
+        tls?.free(notifyPeer: true)  // before the socket it writes on closes
+        tls = nil
         _ = Glibc.close(fd)
     }
 
-    /// Resolves and connects (each resolved address in turn), then
-    /// authenticates when a token is given.
-    static func open(_ address: DialAddress, timeoutMs: Int32, authToken: String?) throws(CLIError) -> RESPConnection {
+    /// Resolves and connects (each resolved address in turn), does the TLS
+    /// handshake when asked, then authenticates when a token is given.
+    static func open(_ address: DialAddress, timeoutMs: Int32, authToken: String?, tls: TLSOptions? = nil) throws(CLIError) -> RESPConnection {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -57,6 +62,7 @@ final class RESPConnection {
             var one: Int32 = 1
             _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             let connection = RESPConnection(fd: fd, address: address, timeoutMs: timeoutMs)
+            if let tls { connection.tls = try tls.connect(fd: fd, address: address, timeoutMs: timeoutMs) }
             if let authToken { try connection.authenticate(authToken) }
             return connection
         }
@@ -107,6 +113,8 @@ final class RESPConnection {
     func exchange(replies count: Int, _ handle: (RESPValue) throws(CLIError) -> Void) throws(CLIError) {
         var remaining = count
         while true {
+            // Records OpenSSL already decrypted are not seen by poll.
+            if remaining > 0, let tls, tls.bufferedBytes > 0 { try readSome(waitingFor: remaining) }
             while remaining > 0, let (reply, consumed) = try parseReply() {
                 input.consume(consumed)
                 remaining -= 1
@@ -144,6 +152,16 @@ final class RESPConnection {
 
     private func writeSome() throws(CLIError) {
         let view = output.readableView
+        if let tls {
+            let (n, step) = tls.write(view.baseAddress, view.count)
+            switch step {
+            case .done: output.consume(n)
+            case .wantRead, .wantWrite: break
+            case .closed: throw CLIError("connection to \(address) lost: the node closed it")
+            case .failed: throw CLIError("connection to \(address) lost: \(TLSSession.lastError())")
+            }
+            return
+        }
         let n = send(fd, view.baseAddress, view.count, Int32(MSG_NOSIGNAL))
         if n < 0 {
             let error = errno
@@ -155,7 +173,18 @@ final class RESPConnection {
 
     private func readSome(waitingFor remaining: Int) throws(CLIError) {
         let space = input.writableSpace(minimum: 64 * 1024)
-        let n = read(fd, space.baseAddress, space.count)
+        var n: Int
+        if let tls {
+            let (count, step) = tls.read(space.baseAddress, space.count)
+            switch step {
+            case .done: n = count
+            case .wantRead, .wantWrite: return
+            case .closed: n = 0
+            case .failed: throw CLIError("connection to \(address) lost: \(TLSSession.lastError())")
+            }
+        } else {
+            n = read(fd, space.baseAddress, space.count)
+        }
         if n < 0 {
             let error = errno
             if error == EAGAIN || error == EINTR { return }

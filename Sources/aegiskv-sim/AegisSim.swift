@@ -22,7 +22,9 @@ struct AegisSim: ParsableCommand {
             Invariants checked as it runs:
               1. \(Scenario.agreementRounds) rounds (gossip intervals) after the faults heal, and again \
             at the end, every live node holds every running node alive and every stopped one dead, \
-            left or unknown.
+            left or unknown. Sooner: a running node that another running node holds suspect or dead \
+            is alive again in its view within 2 x (gossip interval + 2% drift + 2 x the seed's longest \
+            delay) of the heal, or of the verdict when that came later.
               2. With loss <= 10% and no partition ("mild" seeds), no node that was running, and \
             neither paused nor overloaded during the last dead_timeout, is declared dead.
               3. A crashed node is suspected by a live node within suspect_timeout + 2 gossip \

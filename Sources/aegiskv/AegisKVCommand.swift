@@ -66,21 +66,33 @@ struct AegisKVCommand: ParsableCommand {
             for line in error.description.split(separator: "\n") { logger.error("\(line)") }
             throw ExitCode(2)
         }
-        // Valid settings this build cannot honour refuse like invalid ones,
-        // so `--validate` catches them before a deployment does.
-        let refusals = UnbuiltFeatures.refusals(in: loaded)
-        if !refusals.isEmpty {
-            for line in refusals { logger.error("\(line)") }
-            throw ExitCode(2)
-        }
-        for ignored in loaded.ignoredV1Keys { logger.warning("\(ignored.message)") }
-        if validate {
-            print("configuration OK" + (configFile.map { ": \($0)" } ?? " (defaults, environment and flags)"))
-            throw ExitCode.success
-        }
+        // Before the first line that follows a successful load: with
+        // log_format json, every line after it must be JSON (the ignored v1
+        // keys' warnings were once written as text).
         let control = LogControl.shared
         control.level = Logger.Level(rawValue: loaded.config.logLevel) ?? .info
         control.format = loaded.config.logFormat == .json ? .json : .text
+        for ignored in loaded.ignoredV1Keys { logger.warning("\(ignored.message)") }
+        if validate && loaded.config.tlsEnabled {
+            // The certificate and key must load and match, as at start.
+            do {
+                _ = try TLSService.make(loaded.config)
+            } catch {
+                logger.error("config: tls_enabled is true but TLS cannot be set up: \(error)")
+                throw ExitCode(2)
+            }
+        }
+        if validate {
+            // The files are part of the configuration a deployment checks.
+            do {
+                try OperationsTLS.check(loaded.config)
+            } catch {
+                logger.error("config: \(error)")
+                throw ExitCode(2)
+            }
+            print("configuration OK" + (configFile.map { ": \($0)" } ?? " (defaults, environment and flags)"))
+            throw ExitCode.success
+        }
         let file = configFile
         let flags = settings
         do {

@@ -16,6 +16,9 @@ struct Harness {
     var timers: [String: [TimerID: Int64]] = [:]
     var inFlight: [(to: String, frame: [UInt8], from: String)] = []
     var silenced: Set<String> = []
+    /// Cut off from everyone else (messages both ways are lost) while their
+    /// timers keep running: one side of a partition.
+    var isolated: Set<String> = []
     var changes: [(observer: String, change: MemberChange)] = []
     var logs: [(node: String, line: String)] = []
     var now: Int64 = 0
@@ -50,8 +53,9 @@ struct Harness {
         while true {
             while !inFlight.isEmpty {
                 let message = inFlight.removeFirst()
-                guard !silenced.contains(message.to), !silenced.contains(String(message.from.prefix { $0 != ":" }))
-                else { continue }
+                let sender = String(message.from.prefix { $0 != ":" })
+                guard !silenced.contains(message.to), !silenced.contains(sender),
+                      isolated.contains(message.to) == isolated.contains(sender) else { continue }
                 step(message.to, .received(frame: message.frame, fromAddress: message.from, now: now))
             }
             let due = timers.filter { !silenced.contains($0.key) }
@@ -140,6 +144,72 @@ struct Harness {
         }
         #expect(acks.count == 1)
         #expect(acks.first?.contains { $0.node.name == "node-b" && $0.status == .alive && $0.incarnation == current } == true)
+    }
+
+    /// Issue 11: after a partition heals, each side held the other dead
+    /// until a push/pull happened to pick it (every 30 s here). Reconnect
+    /// pings tell a member held dead so every gossip interval; it refutes in
+    /// the ack, so both sides see each other alive within two intervals.
+    @Test func aHealedPartitionIsAliveAgainWithinTwoIntervals() {
+        var harness = Harness()
+        harness.add("node-a")
+        harness.add("node-b", seeds: ["node-a"])
+        harness.add("node-c", seeds: ["node-a"])
+        harness.run(until: 10_000)
+        harness.isolated = ["node-c"]
+        harness.run(until: 70_000)
+        #expect(harness.status(of: "node-c", at: "node-a") == .dead)
+        #expect(harness.status(of: "node-c", at: "node-b") == .dead)
+        #expect(harness.status(of: "node-a", at: "node-c") == .dead)
+        #expect(harness.status(of: "node-b", at: "node-c") == .dead)
+
+        harness.isolated = []
+        let healedAt = harness.now
+        harness.run(until: healedAt + 2 * 1000)
+        for observer in ["node-a", "node-b", "node-c"] {
+            for member in ["node-a", "node-b", "node-c"] where member != observer {
+                #expect(harness.status(of: member, at: observer) == .alive, "\(observer) holds \(member)")
+            }
+        }
+        // Each side brought the other back. node-c's own verdicts on node-a
+        // and node-b, still in its gossip queue at the heal, may briefly make
+        // them dead on each other's side too, until their refutation (the
+        // second round the bound allows for).
+        let cameBack = Set(harness.changes.filter { $0.change.from == .dead && $0.change.to == .alive }
+            .map { "\($0.observer)<-\($0.change.node.name)" })
+        #expect(cameBack.isSuperset(of: ["node-a<-node-c", "node-b<-node-c", "node-c<-node-a", "node-c<-node-b"]),
+                "\(cameBack.sorted())")
+    }
+
+    /// A member that is really gone costs at most `reconnectPingsMax` pings
+    /// per interval however many are dead, and every dead one gets its turn.
+    @Test func reconnectPingsAreBoundedPerIntervalAndReachEveryDeadMember() {
+        var node = ClusterNode(settings: testSettings("node-a"), incarnation: 1, randomSeed: 7, authenticator: testKey)
+        _ = node.step(.start(now: 0))
+        let deadCount = 40
+        var dead: [MemberUpdate] = []
+        for index in 0..<deadCount {
+            dead.append(MemberUpdate(node: NodeID("gone-\(index)")!, status: .dead, incarnation: 1,
+                                     gossipAddress: "gone-\(index):7701", clientAddress: "gone-\(index):6380"))
+        }
+        let teller = ClusterMessage(sender: NodeID("node-z")!, senderGossipAddress: "node-z:7701",
+                                    payload: .pushPull(isReply: true, members: dead))
+        _ = node.step(.received(frame: MessageCodec.encode(teller, parameters: node.parameters, authenticator: testKey),
+                                fromAddress: "node-z:7701", now: 10))
+        var reached: Set<String> = []
+        var rounds = 0
+        var now: Int64 = 1000
+        while reached.count < deadCount && rounds < 10 {
+            rounds += 1
+            now += 1000
+            let sends = node.step(.timerFired(.reconnect, now: now)).compactMap { action -> String? in
+                if case let .send(_, to, _) = action { to } else { nil }
+            }
+            #expect(sends.count <= 16)
+            reached.formUnion(sends.filter { $0.hasPrefix("gone-") })
+        }
+        #expect(reached.count == deadCount)
+        #expect(rounds == (deadCount + 15) / 16)
     }
 
     @Test func aGracefulStopIsSeenAsLeft() {

@@ -191,6 +191,17 @@ struct ErrorTests {
         _ = try load(args: ["--tls-enabled", "true", "--tls-key-file", "k.pem", "--tls-cert-file", "c.pem"])
     }
 
+    @Test func httpsOnTheOperationsPortNeedsCertificateAndKey() throws {
+        let onlyCert = try #require(loadError(args: ["--health-tls-cert-file", "c.pem"]))
+        #expect(onlyCert.description == "config: health_tls_cert_file (c.pem, from --health-tls-cert-file) needs health_tls_key_file too (https on health_addr takes a certificate and its key)")
+        #expect(onlyCert.key == "health_tls_cert_file")
+        let onlyKey = try #require(loadError(env: ["AEGIS_HEALTH_TLS_KEY_FILE": "k.pem"]))
+        #expect(onlyKey.description.hasPrefix("config: health_tls_key_file (k.pem, from AEGIS_HEALTH_TLS_KEY_FILE) needs health_tls_cert_file too"))
+        let caAlone = try #require(loadError(args: ["--health-tls-ca-file", "ca.pem"]))
+        #expect(caAlone.description.contains("health_tls_ca_file (ca.pem, from --health-tls-ca-file) needs health_tls_cert_file and health_tls_key_file"))
+        _ = try load(args: ["--health-tls-cert-file", "c.pem", "--health-tls-key-file", "k.pem", "--health-tls-ca-file", "ca.pem"])
+    }
+
     @Test func suspectTimeoutMustBeShorterThanDeadTimeout() throws {
         let error = try #require(loadError(args: ["--dead-timeout", "5s"]))
         #expect(error.description

@@ -21,6 +21,12 @@ let samples: [String: Sample] = [
     "bind_addr": Sample(json: #""127.0.0.1:9000""#, text: "127.0.0.1:9000", expected: "127.0.0.1:9000"),
     "gossip_bind_addr": Sample(json: #""[::1]:9001""#, text: "[::1]:9001", expected: "[::1]:9001"),
     "health_addr": Sample(json: #"":9002""#, text: ":9002", expected: "0.0.0.0:9002"),
+    "health_tls_cert_file": Sample(json: #""/etc/aegiskv/ops.pem""#, text: "/etc/aegiskv/ops.pem", expected: "/etc/aegiskv/ops.pem",
+                                   with: ["health_tls_key_file": (#""/k.pem""#, "/k.pem")]),
+    "health_tls_key_file": Sample(json: #""/etc/aegiskv/ops.key""#, text: "/etc/aegiskv/ops.key", expected: "/etc/aegiskv/ops.key",
+                                  with: ["health_tls_cert_file": (#""/c.pem""#, "/c.pem")]),
+    "health_tls_ca_file": Sample(json: #""/etc/aegiskv/ops-ca.pem""#, text: "/etc/aegiskv/ops-ca.pem", expected: "/etc/aegiskv/ops-ca.pem",
+                                 with: ["health_tls_cert_file": (#""/c.pem""#, "/c.pem"), "health_tls_key_file": (#""/k.pem""#, "/k.pem")]),
     "client_advertise_addr": Sample(json: #""node7.example.com:7700""#, text: "node7.example.com:7700",
                                     expected: "node7.example.com:7700"),
     "gossip_advertise_addr": Sample(json: #""10.0.0.7:7701""#, text: "10.0.0.7:7701", expected: "10.0.0.7:7701"),
@@ -47,6 +53,7 @@ let samples: [String: Sample] = [
     "idle_timeout": Sample(json: #""5m""#, text: "5m", expected: "5m"),
     "replication_batch_size": Sample(json: "256", text: "256", expected: "256"),
     "replication_batch_timeout": Sample(json: #""2ms""#, text: "2ms", expected: "2ms"),
+    "replication_tail_records": Sample(json: "64", text: "64", expected: "64"),
     "write_quorum": Sample(json: "2", text: "2", expected: "2"),
     "lease_duration": Sample(json: #""2s""#, text: "2s", expected: "2s"),
     "lease_election_timeout": Sample(json: #""1500ms""#, text: "1500ms", expected: "1s500ms"),
@@ -88,7 +95,7 @@ struct KeyRoundTripTests {
     @Test func everyKeyHasASample() {
         #expect(Set(samples.keys) == Set(AegisConfig.allKeys))
         #expect(AegisConfig.allKeys.count == Set(AegisConfig.allKeys).count, "duplicate key")
-        #expect(AegisConfig.allKeys.count == 55)
+        #expect(AegisConfig.allKeys.count == 59)
     }
 
     @Test(arguments: AegisConfig.allKeys, Layer.allCases)

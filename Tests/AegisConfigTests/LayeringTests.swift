@@ -85,6 +85,11 @@ struct LayeringTests {
         #expect(loaded.config.numShards == 8)
     }
 
+    @Test func aNegativeFlagValueIsAValueNotAFlag() throws {
+        #expect(try load(args: ["--slowlog-log-slower-than", "-1"]).config.slowlogLogSlowerThan == -1)
+        #expect(try load(args: ["--slowlog-log-slower-than=-1"]).config.slowlogLogSlowerThan == -1)
+    }
+
     @Test func unrelatedEnvironmentVariablesAreIgnored() throws {
         let loaded = try load(env: ["HOME": "/root", "AEGISX": "1", "aegis_bind_addr": "nonsense"])
         #expect(loaded.explicitlySet.isEmpty)

@@ -82,7 +82,6 @@ struct V1UpgradeTests {
         let loaded = try load(args: ["--tls-cert", "/c.pem", "--tls-key", "/k.pem"])
         #expect(loaded.config.tlsEnabled)
         #expect(loaded.source(of: "tls_enabled") == .flag("--tls-cert and --tls-key"))
-        #expect(UnbuiltFeatures.refusals(in: loaded).first?.contains("TLS is not available in this build yet") == true)
     }
 
     @Test func documentationListsEveryV1KeyAndFlag() throws {

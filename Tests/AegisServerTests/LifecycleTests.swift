@@ -59,17 +59,6 @@ struct LifecycleTests {
         #expect(info.contains("1234"))
     }
 
-    @Test func settingsWithoutTheirFeatureAreLoggedAtStart() throws {
-        // Read quorums are not built (read_quorum 1 is what a read does
-        // anyway, so it is only logged); the batch settings and
-        // write_quorum are in effect and not logged.
-        let server = try ServerHarness(arguments: ["--read-quorum", "1", "--replication-batch-size", "64", "--write-quorum", "1"])
-        defer { #expect(server.stop() == 0) }
-        #expect(server.log().contains("not yet in effect"))
-        #expect(server.log().contains("read_quorum"))
-        #expect(!server.log().contains("replication_batch_size") && !server.log().contains("write_quorum"))
-    }
-
     @Test func portInUseIsAClearStartupError() throws {
         let first = try ServerHarness()
         defer { #expect(first.stop() == 0) }

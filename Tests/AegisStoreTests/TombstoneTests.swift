@@ -43,6 +43,23 @@ import Testing
         #expect(h.problems.isEmpty)
     }
 
+    /// What a read at read_quorum >= 2 compares replicas by: the version a
+    /// replicated write would have to beat, for a live key, a deleted one and
+    /// one never seen.
+    @Test func knownVersionIsWhatAReplicatedWriteMustBeat() {
+        let h = Self.replicated()
+        func known(_ k: [UInt8]) -> EntryVersion { k.withUnsafeBytes { h.store.knownVersion($0, hash: KeyHash.hash($0), nowMs: 0) } }
+        #expect(known(key(1)) == .zero, "never seen")
+        Self.replicatedSet(h, key(1), [1], Self.v(5))
+        #expect(known(key(1)) == Self.v(5))
+        Self.replicatedDelete(h, key(1), Self.v(7))
+        #expect(known(key(1)) == Self.v(7), "the tombstone's version")
+        #expect(!Self.replicatedSet(h, key(1), [2], known(key(1))), "a write at the known version is refused")
+        Self.replicatedDelete(h, key(2), Self.v(9))
+        #expect(known(key(2)) == Self.v(9), "a delete of a key never held")
+        #expect(h.problems.isEmpty)
+    }
+
     @Test func aDeleteThatArrivesFirstStillStopsTheOlderSet() {
         let h = Self.replicated()
         #expect(!Self.replicatedDelete(h, key(1), Self.v(9)))

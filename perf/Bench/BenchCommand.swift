@@ -1,5 +1,6 @@
 import AegisCluster
 import AegisStore
+import AegisTLS
 import ArgumentParser
 import CSupport
 import Glibc
@@ -83,6 +84,29 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Comma-separated node ids of the cluster, for --primary-on (num_shards 256, virtual_nodes 128: the defaults).")
     var members: String?
 
+    @Flag(help: "Connect with TLS (a node with tls_enabled, or redis-server's tls-port).")
+    var tls = false
+
+    @Option(help: ArgumentHelp("CA certificates (PEM) the server's certificate must be signed by (default: the system's store). Implies --tls.", valueName: "FILE"))
+    var cacert: String?
+
+    @Option(help: ArgumentHelp("Client certificate (PEM), for a server that requires one (mTLS). Implies --tls.", valueName: "FILE"))
+    var cert: String?
+
+    @Option(name: .customLong("key"), help: ArgumentHelp("Private key (PEM) of --cert (default: the --cert file).", valueName: "FILE"))
+    var privateKey: String?
+
+    /// One client context for every connection (made once: loading PEM files per connection would be measured).
+    func tlsContext() throws -> TLSContext? {
+        guard tls || cacert != nil || cert != nil || privateKey != nil else { return nil }
+        if privateKey != nil && cert == nil { throw ValidationError("--key needs --cert") }
+        do {
+            return try TLSContext(clientTrusting: cacert ?? "", certificate: cert ?? "", key: privateKey ?? cert ?? "")
+        } catch {
+            throw ValidationError("TLS: \(error.message)")
+        }
+    }
+
     func parsedAddresses() throws -> [(host: String, port: String)] {
         try addresses.map { text in
             guard let colon = text.lastIndex(of: ":") else { throw ValidationError("--addr \(text): expected HOST:PORT") }
@@ -150,7 +174,7 @@ struct BenchCommand: ParsableCommand {
             pipeline: pipeline, getWeight: g, setWeight: s, keys: keys, keyPattern: pattern, zipf: zipf,
             valueMin: lo, valueMax: hi, ttlSeconds: ttl, durationNs: seconds.map { Int64($0 * 1e9) },
             requests: requests, warmupNs: Int64(warmup * 1e9), rate: rate, verify: verify,
-            timeoutNs: Int64(timeout * 1e9), keyIndices: try ownedKeyIndices())
+            timeoutNs: Int64(timeout * 1e9), keyIndices: try ownedKeyIndices(), tls: try tlsContext())
     }
 
     /// The first --keys key indices whose primary is --primary-on, or nil.

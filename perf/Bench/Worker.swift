@@ -1,4 +1,5 @@
 import AegisProtocol
+import AegisTLS
 import CSupport
 import Glibc
 
@@ -39,6 +40,8 @@ final class Connection {
     var nextRequestID: UInt64 = 1
     var wantsWrite = false
     var alive = true
+    /// With --tls: every byte goes through it (freed before `fd` closes).
+    var tls: TLSSession?
 
     init(fd: Int32, token: UInt64, capacity: Int) {
         self.fd = fd
@@ -169,7 +172,10 @@ final class Worker {
 
     func run() {
         defer {
-            for conn in connections where conn.alive { _ = aegis_close(conn.fd) }
+            for conn in connections where conn.alive {
+                conn.tls?.free(notifyPeer: true)
+                _ = aegis_close(conn.fd)
+            }
             if epfd >= 0 { _ = aegis_close(epfd) }
             progress.publish(
                 completed: unpublishedCompleted, errors: unpublishedErrors, timeouts: unpublishedTimeouts,
@@ -190,6 +196,15 @@ final class Worker {
                 return
             }
             let conn = Connection(fd: fd, token: UInt64(connections.count), capacity: maxOutstanding)
+            if let context = config.tls {
+                do {
+                    conn.tls = try handshake(context, fd: fd, host: address.host)
+                } catch {
+                    _ = aegis_close(fd)
+                    progress.reportFatal("TLS with \(address.host):\(address.port): \(error.message)")
+                    return
+                }
+            }
             _ = aegis_epoll_add(epfd, fd, AEGIS_EPOLLIN, conn.token)
             connections.append(conn)
         }
@@ -399,10 +414,41 @@ final class Worker {
 
     // MARK: - I/O
 
+    /// A client session on a connected socket, its handshake done before the load starts.
+    private func handshake(_ context: TLSContext, fd: Int32, host: String) throws(TLSSetupError) -> TLSSession {
+        guard let session = TLSSession(context: context, fd: fd, isServer: false, host: host) else {
+            throw TLSSetupError(message: "cannot create a session: \(TLSSession.lastError())")
+        }
+        try session.completeHandshake(fd: fd, timeoutMs: Int32(clamping: config.timeoutNs / 1_000_000))
+        return session
+    }
+
+    /// aegis_write / aegis_read, through TLS when the connection has it.
+    @inline(__always) private func send(_ conn: Connection, _ bytes: UnsafeRawPointer?, _ count: Int) -> Int {
+        guard let session = conn.tls else { return aegis_write(conn.fd, bytes, count) }
+        let (n, step) = session.write(bytes, count)
+        switch step {
+        case .done: return n
+        case .wantRead, .wantWrite: return -Int(EAGAIN)
+        case .closed, .failed: return -Int(EPIPE)
+        }
+    }
+
+    @inline(__always) private func receive(_ conn: Connection, _ buffer: UnsafeMutableRawPointer?, _ count: Int) -> Int {
+        guard let session = conn.tls else { return aegis_read(conn.fd, buffer, count) }
+        let (n, step) = session.read(buffer, count)
+        switch step {
+        case .done: return n
+        case .wantRead, .wantWrite: return -Int(EAGAIN)
+        case .closed: return 0
+        case .failed: return -Int(EPROTO)
+        }
+    }
+
     private func flush(_ conn: Connection) {
         while !conn.output.isEmpty {
             let view = conn.output.readableView
-            let n = aegis_write(conn.fd, view.baseAddress, view.count)
+            let n = send(conn, view.baseAddress, view.count)
             if n > 0 { conn.output.consume(n); continue }
             if n == -Int(EAGAIN) {
                 if !conn.wantsWrite {
@@ -424,11 +470,13 @@ final class Worker {
     private func readReplies(_ conn: Connection) {
         while conn.alive {
             let space = conn.input.writableSpace(minimum: 16 * 1024)
-            let n = aegis_read(conn.fd, space.baseAddress, space.count)
+            let n = receive(conn, space.baseAddress, space.count)
             if n > 0 {
                 conn.input.commitWrite(n)
                 parseReplies(conn, now: monotonicNs())
-                if n < space.count { return }
+                // A TLS read returns one record at most: read on until the
+                // session holds nothing and the socket says EAGAIN.
+                if n < space.count && conn.tls == nil { return }
                 continue
             }
             if n == 0 { fail(conn, reason: "server closed the connection", asTimeouts: false); return }
@@ -577,6 +625,8 @@ final class Worker {
             }
         }
         _ = aegis_epoll_remove(epfd, conn.fd)
+        conn.tls?.free(notifyPeer: false)
+        conn.tls = nil
         _ = aegis_close(conn.fd)
         conn.alive = false
         liveConnections -= 1

@@ -1,3 +1,4 @@
+import AegisTLS
 import CSupport
 import Glibc
 
@@ -53,6 +54,8 @@ struct BenchConfig: Sendable {
     var timeoutNs: Int64
     /// Drawn key number k names key `keyIndices[k]` (--primary-on); nil: key k.
     var keyIndices: [Int]?
+    /// Set with --tls: each connection's session is made from it.
+    var tls: TLSContext?
 }
 
 /// xorshift64*: small, fast, good enough for choosing keys and ops.

@@ -94,6 +94,20 @@ public struct ReplicationProgress: Sendable, Equatable {
         written = previous
     }
 
+    /// A shard stream to `follower` ended: it holds the shard as of
+    /// `start` (the version the primary's shard held when its walk began),
+    /// and replication goes on from there. Its sent and acknowledged
+    /// versions become `start` whatever they were (the stream replaced its
+    /// copy). A `start` above `written` (a version the shard held that no
+    /// record brought here, e.g. one adopted while it followed) becomes
+    /// `written`: the primary's next write follows it.
+    public mutating func streamed(_ start: EntryVersion, to follower: NodeID) {
+        guard let i = followers.firstIndex(of: follower) else { return }
+        if start > written { resume(after: start) }
+        sent[i] = start
+        acknowledged[i] = start
+    }
+
     /// The shard map changed: followers that stay keep their progress, new
     /// ones start from nothing and are caught up from the tail (a node back
     /// from a restart sends no acknowledgement until it is sent something,

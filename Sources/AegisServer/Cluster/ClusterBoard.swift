@@ -52,8 +52,14 @@ public struct ClusterSnapshot: Sendable {
     /// Messages the loop could not hand to a link: the peer was backing off
     /// after failed connects, or its outbound queue was full.
     public var unsent = 0
-    /// Links closed because the peer stopped reading and its queue filled.
+    /// Links closed because the peer stopped reading and its queue filled
+    /// (its own limit, or the node-wide budget: `peerQueueBudgetClosures`).
     public var slowPeerClosures = 0
+    /// Of those, closed because all links together reached the budget.
+    public var peerQueueBudgetClosures = 0
+    /// Bytes all peer links hold for their peers now, and their bound.
+    public var peerQueuedBytes = 0
+    public var peerQueueBudgetBytes = 0
     public var linksConnected = 0
     public var linksConnecting = 0
     public var forwarding = ForwardingSnapshot()

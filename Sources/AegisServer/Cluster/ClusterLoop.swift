@@ -22,6 +22,16 @@ struct ClusterLoopSettings {
     var dialSourceHost: String = ""
     /// What this node announces to each peer it dials (/cluster's version column).
     var build = PeerAnnouncement(version: BuildInfo.version, commit: BuildInfo.commit)
+    /// Most bytes all peer links together may hold for their peers
+    /// (`peerQueueBudgetBytesDefault`); the link tests set less.
+    var peerQueueBudgetBytes = ClusterLoopSettings.peerQueueBudgetBytesDefault
+
+    /// Each link's own limit (1 MiB control, 32 MiB bulk) bounds one peer,
+    /// not the node: with many peers stalled at once their queues would add
+    /// up without end. 64 MiB in all, as much as the reactors' ring grid,
+    /// is memory outside max_memory_mb that docs/operations.md adds to the
+    /// node's budget; it holds two fully stalled bulk links.
+    static let peerQueueBudgetBytesDefault = 64 << 20
 }
 
 /// epoll tokens of the loop's own descriptors; connections count up from `firstConnection`.
@@ -462,6 +472,10 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             dirty = true
             return false
         }
+        guard makeRoomInPeerQueues(for: message.count, sendingOn: connection, nowMs: nowMs) else {
+            counters.unsent += 1
+            return false
+        }
         guard connection.enqueue(frame: message) else {
             counters.unsent += 1
             close(connection, reason: .outboundFull, nowMs: nowMs, notify: true)
@@ -472,6 +486,33 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         counters.messagesSent[type, default: 0] += 1
         dirty = true
         if connection.state == .open { flush(connection, nowMs: nowMs) }
+        return true
+    }
+
+    /// Bytes every link holds for its peer now: a sum over a few dozen
+    /// links at most per send, cheaper than keeping a total in step with
+    /// every enqueue, partial write and close.
+    private var peerQueuedBytes: Int { connections.values.reduce(0) { $0 + $1.outboundBytes } }
+
+    /// Keeps all links' queues within `peerQueueBudgetBytes`: while `bytes`
+    /// more would pass it, the link holding the most is closed, since a
+    /// queue only grows that large behind a peer that stopped reading (the
+    /// others drain as fast as their peers read). False when that link is
+    /// the one `bytes` were for: the message is dropped with it.
+    private func makeRoomInPeerQueues(for bytes: Int, sendingOn connection: PeerConnection, nowMs: Int64) -> Bool {
+        var queued = peerQueuedBytes
+        while queued + bytes > settings.peerQueueBudgetBytes {
+            guard let largest = connections.values.max(by: { $0.outboundBytes < $1.outboundBytes }),
+                  largest.outboundBytes > 0 else { return true }
+            counters.peerQueueBudgetClosures += 1
+            logger.warning("cluster: peer links reached their memory budget; closing the one holding the most", metadata: [
+                "peer": "\(peerName(largest))", "queued_bytes": "\(largest.outboundBytes)",
+                "all_links_bytes": "\(queued)", "budget_bytes": "\(settings.peerQueueBudgetBytes)",
+            ])
+            close(largest, reason: .outboundFull, nowMs: nowMs, notify: true)
+            if largest === connection { return false }
+            queued = peerQueuedBytes
+        }
         return true
     }
 
@@ -700,6 +741,8 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         }
         snapshot.linksConnected = connected
         snapshot.linksConnecting = connecting
+        snapshot.peerQueuedBytes = peerQueuedBytes
+        snapshot.peerQueueBudgetBytes = settings.peerQueueBudgetBytes
         if let relay { contributeForwarding(relay, to: &snapshot) }
         if let leases { snapshot.leases = LeaseSnapshot(leases, routing: relay?.routing, nowMs: nowMs) }
         engine.contribute(to: &snapshot)

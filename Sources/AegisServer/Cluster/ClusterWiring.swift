@@ -45,9 +45,11 @@ enum ClusterWiring {
         let relay = ForwardingRelay(interconnect: node.interconnect, shardOwner: node.shardOwner, routingBoard: node.routing,
                                     breakers: node.breakers, selfID: config.nodeID)
         relay.replication.batchRecordsMax = config.replicationBatchSize
+        relay.replication.tailRecordsMax = config.replicationTailRecords
         relay.replication.batchTimeoutNs = config.replicationBatchTimeout.milliseconds * 1_000_000
         relay.replyTimeoutMs = ForwardingRelay.replyTimeout(
-            writeQuorum: config.replicationFactor > 1 ? config.writeQuorum : 0, writeTimeoutMs: config.writeTimeout.milliseconds)
+            writeQuorum: config.replicationFactor > 1 ? config.writeQuorum : 0,
+            readQuorum: config.replicationFactor > 1 ? config.readQuorum : 1, writeTimeoutMs: config.writeTimeout.milliseconds)
         let leases = try config.replicationFactor > 1
             ? makeLeases(node: node, nodeID: nodeID, incarnation: incarnation, authenticator: authenticator, logger: logger) : nil
         return try ClusterLoop(settings: loopSettings, listenFD: listenFD, engine: MembershipEngine(node: membership, reactorLag: node.reactorLag),

@@ -36,12 +36,13 @@ final class ForwardingRelay {
 
     /// How long to wait for a forwarded request's reply: at W >= 2 the
     /// primary answers a write at the latest at write_timeout (with a
-    /// TIMEOUT that says the write may have been applied), so the ingress
+    /// TIMEOUT that says the write may have been applied), and at R >= 2 a
+    /// read at the latest at write_timeout too (TRYAGAIN), so the ingress
     /// waits that long and 2 s more for the answer to travel, rather than
     /// answering first with an error that says less. write_timeout 0 (no
     /// limit) leaves it unlimited too.
-    static func replyTimeout(writeQuorum: Int, writeTimeoutMs: Int64) -> Int64 {
-        guard writeQuorum >= 2 else { return defaultReplyTimeoutMs }
+    static func replyTimeout(writeQuorum: Int, readQuorum: Int = 1, writeTimeoutMs: Int64) -> Int64 {
+        guard writeQuorum >= 2 || readQuorum >= 2 else { return defaultReplyTimeoutMs }
         guard writeTimeoutMs > 0 else { return Int64.max / 1_000_000 }
         return max(defaultReplyTimeoutMs, writeTimeoutMs + 2_000)
     }
@@ -190,6 +191,9 @@ final class ForwardingRelay {
         return number(forPeer: address, name: name)
     }
 
+    /// Whether `peer` is a number this relay gave out.
+    func knowsPeer(_ peer: UInt16) -> Bool { Int(peer) < peerAddress.count }
+
     private func number(forPeer address: String, name: String) -> UInt16 {
         if let known = peerNumber[address] { return known }
         let number = UInt16(peerAddress.count)
@@ -235,8 +239,25 @@ final class ForwardingRelay {
             if let version = ReplicationWire.decode(payload) { noteLocal(shard: Int(header.route.shard), version) }
             // A follower reactor's acknowledgement, back to the peer the records came from.
             if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
-        case .replicaProgress:
+        case .streamAck:
+            // The last slice applied leaves the follower holding the shard
+            // through the walk's start, which the election restriction counts.
+            if header.route.ticket & ShardStreamWire.lastSlice != 0 {
+                noteLocal(shard: Int(header.route.shard), header.replicatedPrevious)
+            }
+            // A follower reactor's acknowledgement, back to the peer the records came from.
+            if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
+        case .streamData:
+            replication.streamSliceFromReactor(header, payload: payload, nowNs: nowNs)
+        case .replicaProgress, .streamSlice, .streamCancel:
             break  // only ever sent to reactors
+        case .readProbe:
+            replication.sendReadProbe(header, key: payload)
+        case .readAnswer:
+            // A follower reactor's answer, back to the primary that asked.
+            if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
+        case .readRepair:
+            replication.sendReadRepair(header, record: payload)
         }
     }
 
@@ -375,25 +396,28 @@ final class ForwardingRelay {
                 let payload = UnsafeRawBufferPointer(rebasing: bytes[(offset + ForwardHeader.size)..<(offset + length)])
                 offset += length
                 switch header.kind {
-                case .request:
+                case .request, .replicate, .streamData, .readProbe, .readRepair:
+                    // For the shard's owning reactor, stamped with the peer it came from.
                     let shard = Int(header.route.shard)
                     guard shard < shardOwner.count else { return false }
+                    if header.kind == .replicate { replication.noteReceived() }
                     var routed = header
                     routed.route.originNode = peer
-                    toReactor(shardOwner[shard], routed, payload)
-                case .replicate:
-                    let shard = Int(header.route.shard)
-                    guard shard < shardOwner.count else { return false }
-                    var routed = header
-                    routed.route.originNode = peer
-                    replication.noteReceived()
                     toReactor(shardOwner[shard], routed, payload)
                 case .replicaAck:
                     let shard = Int(header.route.shard)
                     guard shard < shardOwner.count else { return false }
                     replication.acknowledged(payload, shard: shard, from: peerName[Int(peer)])
-                case .replicaProgress:
+                case .streamAck:
+                    replication.streamAcknowledged(header, from: peerName[Int(peer)], nowNs: nowNs)
+                case .replicaProgress, .streamSlice, .streamCancel:
                     return false  // never sent between nodes
+                case .readAnswer:
+                    guard Int(header.route.originReactor) < interconnect.reactorCount else { return false }
+                    var routed = header
+                    // Which follower answered: the read repairs it by this number if it is stale.
+                    routed.connectionIndex = UInt32(peer)
+                    toReactor(Int(header.route.originReactor), routed, payload)
                 case .reply:
                     repliesReceived += 1
                     guard let waiting = inFlight.removeValue(forKey: header.route.ticket) else { continue } // answered already (timed out)
@@ -404,7 +428,7 @@ final class ForwardingRelay {
             }
             return true
         }
-        if repliesReceived > 0 { breakers.record(peerName[Int(peer)], success: true); breakers.record("forwarding", success: true) }
+        if repliesReceived > 0 { breakers.record(peerName[Int(peer)], success: true) }
         return wellFormed
     }
 
@@ -467,10 +491,13 @@ final class ForwardingRelay {
             requestIDFrame.withUnsafeBytes { ForwardReplies.failed(wire: entry.header.wire, request: $0, why: why, into: reply) }
             answer(entry.header, reply.readableView, reason: reason)
         }
-        for peer in failedPeers {
-            breakers.record(peerName[Int(peer)], success: false)
-            breakers.record("forwarding", success: false)
-        }
+        // Against that peer's breaker only: one dead peer is that peer's
+        // failure. Counted against 'forwarding' as well, its failures opened
+        // the breaker every forward passes, and for breaker_cooldown (30 s)
+        // a node refused to forward to its healthy peers too, including the
+        // one that took over the dead peer's shards. 'forwarding' stays the
+        // operator's switch for all of them (/admin/circuit-breaker/trip).
+        for peer in failedPeers { breakers.record(peerName[Int(peer)], success: false) }
     }
 
     /// Answers a request from a reactor of this node with an error.

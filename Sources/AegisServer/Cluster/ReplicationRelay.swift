@@ -60,18 +60,24 @@ enum ReplicationWire {
 /// `previous`); a follower behind (cut off, new, restarted, or repeating an
 /// acknowledgement because it found a gap) is sent the tail after what it
 /// acknowledged, at most every `catchUpIntervalNs`, in slices. A follower
-/// whose missing records left the tail needs the shard streamed: counted
-/// (`streamsNeeded`) and logged; streaming is not built yet.
+/// whose missing records left the tail gets the shard streamed (`streams`,
+/// `ShardStreams`): the shard's reactor walks it in slices this loop asks
+/// for, a few at a time, and passes on to the follower's bulk lane; the
+/// follower acknowledges each slice, and after the last one replication
+/// goes on from the version the walk started at.
 ///
 /// Memory: per replicated shard at most `tailRecordsMax` records and
-/// `tailBytesMax` bytes (one larger record is kept alone). A slow follower
+/// `tailBytesMax` bytes (one larger record is kept alone); per stream at
+/// most `ShardStreams.windowSlices` slices in flight. A slow follower
 /// costs nothing more here: its link's outbound queue is bounded
 /// (PeerConnection), overflowing it closes the link, which cuts the
-/// follower off (`cutOffs`) until the catch-up sends it the tail again.
+/// follower off (`cutOffs`, and its streams end) until the catch-up sends
+/// it the tail again (or a new stream).
 ///
 /// Confined to the cluster loop's thread.
 final class ReplicationRelay {
-    static let tailRecordsMax = 1_024
+    /// replication_tail_records: records per shard kept for catching up.
+    var tailRecordsMax = 1_024
     static let tailBytesMax = 256 << 10
     static let catchUpIntervalNs: Int64 = 50_000_000
     static let catchUpRecordsPerTurn = 512
@@ -86,12 +92,21 @@ final class ReplicationRelay {
         var followerResets = 0
         var cutOffs = 0
         var streamsNeeded = 0
+        var streamsStarted = 0
+        var streamsFinished = 0
+        var streamsAborted = 0
+        var streamSlices = 0
+        var streamBytes = 0
         var malformed = 0
         /// Batches of new records moved to a follower's frame because they
         /// reached replication_batch_size, or because the oldest waited
         /// replication_batch_timeout (or the timeout is 0s).
         var batchesFull = 0
         var batchesTimedOut = 0
+        /// Followers asked for a key's state by reads at read_quorum >= 2, and
+        /// the repairs sent to followers those reads found stale.
+        var readProbesSent = 0
+        var readRepairsSent = 0
     }
 
     /// replication_batch_size and replication_batch_timeout: new records for
@@ -135,6 +150,11 @@ final class ReplicationRelay {
     /// replicas hold it (`heldBy`).
     private var told: [[EntryVersion]]
     private var lastCatchUpNs: Int64 = 0
+    /// Shard streams to followers: 4 slices of at most 64 KiB in flight per
+    /// stream (256 KiB: about one loopback round trip's worth at the rates
+    /// measured in perf/README.md), 4 streams at once, given up after 10 s
+    /// without a slice made or applied.
+    private(set) var streams = ShardStreams(windowSlices: 4, concurrentMax: 4, stallMs: 10_000)
     /// (shard, follower) pairs already counted as needing a stream.
     private var streamNoted: Set<StreamNeed> = []
     private struct StreamNeed: Hashable {
@@ -178,10 +198,11 @@ final class ReplicationRelay {
                 progress[shard]!.setFollowers(followers)
             } else {
                 progress[shard] = ReplicationProgress(followers: followers)
-                tails[shard] = RecentWrites(countMax: Self.tailRecordsMax, bytesMax: Self.tailBytesMax)
+                tails[shard] = RecentWrites(countMax: tailRecordsMax, bytesMax: Self.tailBytesMax)
             }
         }
         streamNoted = streamNoted.filter { progress[$0.shard] != nil }
+        abortStreams { [progress] stream in progress[stream.shard]?.followers.contains(stream.follower) != true }
     }
 
     // MARK: - From this node's reactors
@@ -299,6 +320,10 @@ final class ReplicationRelay {
         // For k = 2 ... replicas, the newest version at least k of them hold:
         // the reactor releases writes waiting for W = k, counts the replicas
         // a write reached (WAIT, timeouts), and drops tombstones below the last.
+        tellReactorHeld(shard: shard)
+    }
+
+    private func tellReactorHeld(shard: Int) {
         let held = progress[shard]!.heldByAtLeast
         if held != told[shard] {
             told[shard] = held
@@ -315,12 +340,47 @@ final class ReplicationRelay {
         guard let node = NodeID(peerName) else { return }
         // Staged records go again from the tail, after what it acknowledged.
         if let peer = forwarding.peer(named: peerName) { staged[peer] = nil }
+        abortStreams { $0.follower == node }
         var any = false
         for shard in progress.indices where progress[shard]?.followers.contains(node) == true {
             progress[shard]!.cutOff(node)
             any = true
         }
         if any { counters.cutOffs += 1 }
+    }
+
+    // MARK: - Read quorums
+
+    /// A read at R >= 2 on one of this node's shards: the key goes to the
+    /// first R - 1 followers the map names (`header.connectionIndex`), in
+    /// the peers' batch frames like replicated records. A follower with no
+    /// known address is not asked; the read then ends at its timeout,
+    /// saying how many answered.
+    func sendReadProbe(_ header: ForwardHeader, key: UnsafeRawBufferPointer) {
+        let shard = Int(header.route.shard)
+        guard shard < progress.count, let followers = progress[shard]?.followers else { return }
+        var probe = header
+        probe.connectionIndex = 0
+        for follower in followers.prefix(Int(header.connectionIndex)) {
+            guard let peer = forwarding.peer(named: follower.name) else { continue }
+            forwarding.appendToBatch(peer: peer, probe, key)
+            counters.readProbesSent += 1
+        }
+    }
+
+    /// The newest state a read found, for the follower (peer number in
+    /// `header.connectionIndex`) that answered an older one. It travels on
+    /// the bulk lane behind the records already queued for that follower,
+    /// and is applied there only if newer than what the follower holds.
+    func sendReadRepair(_ header: ForwardHeader, record: UnsafeRawBufferPointer) {
+        guard let peer = UInt16(exactly: header.connectionIndex), forwarding.knowsPeer(peer) else {
+            counters.malformed += 1
+            return
+        }
+        var repair = header
+        repair.connectionIndex = 0
+        forwarding.appendToBatch(peer: peer, repair, record)
+        counters.readRepairsSent += 1
     }
 
     // MARK: - Catching up
@@ -330,9 +390,11 @@ final class ReplicationRelay {
     func catchUp(nowNs: Int64) {
         guard nowNs - lastCatchUpNs >= Self.catchUpIntervalNs else { return }
         lastCatchUpNs = nowNs
+        abortStreams(streams.abortStalled(nowMs: nowNs / 1_000_000))
         for shard in progress.indices {
             guard var shardProgress = progress[shard], let tail = tails[shard] else { continue }
             for (i, follower) in shardProgress.followers.enumerated() where shardProgress.sent[i] < shardProgress.written {
+                if streams.isStreaming(shard: shard, to: follower) { continue }
                 switch tail.after(shardProgress.sent[i], limit: Self.catchUpRecordsPerTurn) {
                 case .records(let records):
                     for record in records {
@@ -342,13 +404,94 @@ final class ReplicationRelay {
                 case .gone:
                     if streamNoted.insert(StreamNeed(shard: shard, follower: follower.name)).inserted {
                         counters.streamsNeeded += 1
-                        log?("follower \(follower.name) of shard \(shard) needs records no longer in the recent-writes tail "
-                            + "(it holds \(shardProgress.sent[i]), the tail starts after \(tail.servesFrom ?? .zero)); "
-                            + "shard streaming is not built yet, so it stays behind for this shard")
                     }
+                    startStream(shard: shard, to: follower, holding: shardProgress.sent[i],
+                                tailStart: tail.servesFrom ?? .zero, nowNs: nowNs)
                 }
             }
             progress[shard] = shardProgress
+        }
+    }
+
+    // MARK: - Shard streams
+
+    /// Starts streaming `shard` to `follower` unless a stream runs for the
+    /// pair already or `ShardStreams.concurrentMax` run (a later turn tries again).
+    private func startStream(shard: Int, to follower: NodeID, holding: EntryVersion, tailStart: EntryVersion, nowNs: Int64) {
+        guard forwarding.peer(named: follower.name) != nil,
+              let id = streams.start(shard: shard, follower: follower, nowMs: nowNs / 1_000_000) else { return }
+        counters.streamsStarted += 1
+        log?("streaming shard \(shard) to \(follower.name): it holds \(holding), the recent-writes tail starts after \(tailStart)")
+        grantSlices(id)
+    }
+
+    /// Asks the shard's reactor for as many slices as the stream's window allows.
+    private func grantSlices(_ id: UInt32) {
+        guard let stream = streams.running[id] else { return }
+        let slices = streams.grant(id)
+        guard slices > 0 else { return }
+        var header = ReplicationWire.header(.streamSlice, shard: stream.shard, payloadLength: 0)
+        header.connectionIndex = id
+        header.route.ticket = UInt64(slices) | (stream.requested == 0 ? ShardStreamWire.startWalk : 0)
+        forwarding.toReactor(shardOwner[stream.shard], header, UnsafeRawBufferPointer(start: nil, count: 0))
+    }
+
+    /// A slice the shard's reactor walked: on to the follower's bulk lane.
+    /// A slice of a stream given up meanwhile is dropped.
+    func streamSliceFromReactor(_ header: ForwardHeader, payload: UnsafeRawBufferPointer, nowNs: Int64) {
+        let id = header.connectionIndex
+        let number = header.route.ticket & ~ShardStreamWire.lastSlice
+        guard let stream = streams.running[id] else { return }
+        guard let peer = forwarding.peer(named: stream.follower.name),
+              streams.produced(id, slice: number, last: header.route.ticket & ShardStreamWire.lastSlice != 0,
+                               start: header.replicatedPrevious, bytes: payload.count, nowMs: nowNs / 1_000_000) else {
+            abortStreams { $0.id == id }
+            return
+        }
+        forwarding.appendToBatch(peer: peer, header, payload)
+        counters.streamSlices += 1
+        counters.streamBytes += payload.count
+    }
+
+    /// The follower `followerName` applied a slice.
+    func streamAcknowledged(_ header: ForwardHeader, from followerName: String, nowNs: Int64) {
+        guard let follower = NodeID(followerName) else { return }
+        let number = header.route.ticket & ~ShardStreamWire.lastSlice
+        switch streams.acknowledged(header.connectionIndex, slice: number, from: follower, nowMs: nowNs / 1_000_000) {
+        case .more:
+            grantSlices(header.connectionIndex)
+        case .finished(let stream):
+            counters.streamsFinished += 1
+            // The next catch-up turn (at the end of this iteration) starts
+            // the stream waiting for this one's place, instead of up to
+            // catchUpIntervalNs later.
+            lastCatchUpNs = 0
+            streamNoted.remove(StreamNeed(shard: stream.shard, follower: follower.name))
+            guard stream.shard < progress.count, progress[stream.shard] != nil, let start = stream.start else { return }
+            progress[stream.shard]!.streamed(start, to: follower)
+            let ms = nowNs / 1_000_000 - stream.startedMs
+            log?("streamed shard \(stream.shard) to \(follower.name): \(stream.bytes) bytes in \(stream.produced) slices, \(ms) ms; "
+                + "replication goes on after \(start)")
+            tellReactorHeld(shard: stream.shard)
+        case .refused:
+            counters.acksRefused += 1
+        }
+    }
+
+    private func abortStreams(where matches: (ShardStreams.Stream) -> Bool) {
+        abortStreams(streams.abort(where: matches))
+    }
+
+    /// Stops the walks of streams given up; the pair may need a new one later.
+    private func abortStreams(_ gone: [ShardStreams.Stream]) {
+        for stream in gone {
+            counters.streamsAborted += 1
+            streamNoted.remove(StreamNeed(shard: stream.shard, follower: stream.follower.name))
+            var header = ReplicationWire.header(.streamCancel, shard: stream.shard, payloadLength: 0)
+            header.connectionIndex = stream.id
+            forwarding.toReactor(shardOwner[stream.shard], header, UnsafeRawBufferPointer(start: nil, count: 0))
+            log?("shard stream \(stream.id) of shard \(stream.shard) to \(stream.follower.name) given up after "
+                + "\(stream.acknowledged) of \(stream.produced) slices applied")
         }
     }
 

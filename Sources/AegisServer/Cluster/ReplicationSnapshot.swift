@@ -19,6 +19,11 @@ public struct ReplicationSnapshot: Sendable, Equatable {
     public var followerResets = 0
     public var cutOffs = 0
     public var streamsNeeded = 0
+    public var streamsStarted = 0
+    public var streamsFinished = 0
+    public var streamsAborted = 0
+    public var streamsRunning = 0
+    public var streamBytes = 0
     public var malformed = 0
     public var batchesFull = 0
     public var batchesTimedOut = 0
@@ -38,6 +43,11 @@ public struct ReplicationSnapshot: Sendable, Equatable {
         followerResets = c.followerResets
         cutOffs = c.cutOffs
         streamsNeeded = c.streamsNeeded
+        streamsStarted = c.streamsStarted
+        streamsFinished = c.streamsFinished
+        streamsAborted = c.streamsAborted
+        streamsRunning = relay.streams.running.count
+        streamBytes = c.streamBytes
         malformed = c.malformed
         batchesFull = c.batchesFull
         batchesTimedOut = c.batchesTimedOut

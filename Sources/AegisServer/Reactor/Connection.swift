@@ -1,5 +1,6 @@
 import AegisProtocol
 import AegisStore
+import AegisTLS
 
 /// One client connection, owned by the reactor that accepted it for its
 /// whole life. Buffers are allocated on first use and released when idle,
@@ -19,6 +20,9 @@ final class Connection {
     /// Set when the connection is accepted only to be refused in its own
     /// protocol once its first bytes show which (Listener.refusals).
     var refusal: Refusal?
+    /// The OpenSSL session when the port serves TLS (Reactor+TLS.swift);
+    /// freed, and set to nil, when the connection closes.
+    var tls: TLSSession?
 
     enum Refusal {
         case atCapacity

@@ -135,6 +135,10 @@ extension Reactor {
         table.install(connection)
         // Counted before anything can fail: `close` takes it back.
         counters.connections += 1
+        if let tls = node.tls, !attachTLS(connection, tls) {
+            close(connection)
+            return nil
+        }
         connection.interest = AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP
         let result = poller.add(fd, connection.interest, token: token(of: connection), .client)
         if result < 0 {

@@ -1,4 +1,5 @@
 import AegisProtocol
+import AegisTLS
 import CSupport
 import Glibc
 
@@ -23,7 +24,12 @@ extension Reactor {
             return
         }
         let space = buffer.writableSpace(minimum: min(16 * 1024, room))
-        let count = door.receive(connection.fd, space.baseAddress, min(space.count, room))
+        let wanted = min(space.count, room)
+        let count = if let session = connection.tls {
+            receiveTLS(connection, session, space.baseAddress, wanted)
+        } else {
+            door.receive(connection.fd, space.baseAddress, wanted)
+        }
         if count <= 0 {
             if count == 0 || (-count != EAGAIN && -count != EINTR) { close(connection) }
             return
@@ -129,7 +135,11 @@ extension Reactor {
         for _ in 0..<16 {
             scratch.read.clear()
             let space = scratch.read.writableSpace(minimum: 16 * 1024)
-            let count = door.receive(connection.fd, space.baseAddress, space.count)
+            let count = if let session = connection.tls {
+                receiveTLS(connection, session, space.baseAddress, space.count)
+            } else {
+                door.receive(connection.fd, space.baseAddress, space.count)
+            }
             if count <= 0 { break }
             counters.bytesIn &+= count
         }
@@ -193,7 +203,11 @@ extension Reactor {
         let output = connection.output
         while !output.isEmpty {
             let view = output.readableView
-            let written = door.send(connection.fd, view.baseAddress, view.count)
+            let written = if let session = connection.tls {
+                sendTLS(session, view.baseAddress, view.count)
+            } else {
+                door.send(connection.fd, view.baseAddress, view.count)
+            }
             if written < 0 {
                 if -written == EAGAIN { break }
                 if -written == EINTR { continue }
@@ -234,6 +248,11 @@ extension Reactor {
         // no RDHUP either, which would fire on every wait until unparked.
         let parked = isParkedForBacklog(connection)
         var wanted: UInt32 = parked ? 0 : AEGIS_EPOLLRDHUP
+        if let session = connection.tls {
+            // The handshake sets its own interest (Reactor+TLS.swift).
+            if !session.isEstablished { return }
+            if session.readWantsWrite { wanted |= AEGIS_EPOLLOUT }
+        }
         if !connection.output.isEmpty { wanted |= AEGIS_EPOLLOUT }
         if !connection.isBackpressured && !connection.closeAfterFlush && !parked { wanted |= AEGIS_EPOLLIN }
         if wanted != connection.interest {
@@ -246,6 +265,11 @@ extension Reactor {
         guard !connection.isClosed else { return }
         connection.isClosed = true
         poller.remove(connection.fd, .client)
+        if let session = connection.tls {
+            // Freed before the descriptor closes: it writes close_notify on it.
+            session.free(notifyPeer: true)
+            connection.tls = nil
+        }
         door.closeSocket(connection.fd, .client)
         connection.replies.reset()
         buffers.uncharge(connection)

@@ -51,7 +51,9 @@ extension Reactor {
         let idleMs = runtime.idleTimeoutMs.load(ordering: .relaxed)
         let authMs = node.clientAuth.tokenRequired ? node.clientAuth.authTimeoutMs : 0
         let now = monotonicMs  // the connections' times are monotonic
+        let handshakeMs = node.tls == nil ? 0 : handshakeLimitMs(idleMs: idleMs)
         for case let connection? in table.connections {
+            if handshakeMs > 0 && closeIfHandshakeStalled(connection, limitMs: handshakeMs, now: now) { continue }
             if closeIfAuthTimedOut(connection, authTimeoutMs: authMs, now: now) { continue }
             if readMs > 0 && connection.partialSinceMs != 0 && now - connection.partialSinceMs > readMs {
                 logger.debug("closing connection: read timeout", metadata: ["client": "\(connection.clientID)"])

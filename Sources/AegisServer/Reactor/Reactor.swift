@@ -1,5 +1,6 @@
 import AegisProtocol
 import AegisStore
+import AegisTLS
 import CSupport
 import Glibc
 import Logging
@@ -24,6 +25,7 @@ import Logging
 ///   rate       the rate limit's local allowance (RateGate.swift)
 ///   schedule   maintenance, timeouts, publishing, drain (LoopSchedule.swift, Reactor+Maintenance.swift)
 ///   scratch    reused request-path buffers (RequestScratch.swift)
+///   tlsBuffered  TLS connections with plaintext waiting in OpenSSL (Reactor+TLS.swift)
 ///   counters, commandMetrics: what it publishes (Reactor+Maintenance.swift)
 ///
 /// Commands (Commands/) run against these parts. A replication or shard
@@ -52,6 +54,7 @@ final class Reactor: @unchecked Sendable {
     var routes: ReactorRoutes
     var replica: ReplicaState
     var quorum: QuorumState
+    var readQuorum: ReadQuorumState
     /// The shard leases this node holds (Replication/Reactor+Leases.swift).
     var leases = ReactorLeases()
     var log = ReactorLog()
@@ -67,6 +70,9 @@ final class Reactor: @unchecked Sendable {
     /// AUTH answers held back after repeated failures from one address
     /// (Reactor+Auth.swift); at most one per connection.
     var heldAuthAnswers: [HeldAuthAnswer] = []
+    /// TLS connections whose decrypted bytes wait in OpenSSL while their
+    /// socket is empty (Reactor+TLS.swift); each listed once.
+    var tlsBuffered: [Connection] = []
 
     /// Two clocks, both read once per loop iteration (vDSO reads, no
     /// syscall). `now` is the exact wall clock in unix ms: only for TTLs,
@@ -113,6 +119,7 @@ final class Reactor: @unchecked Sendable {
         self.replica = ReplicaState(enabled: config.replicationFactor > 1, shardCount: node.shardOwner.count)
         self.quorum = QuorumState(writeQuorum: config.replicationFactor > 1 ? config.writeQuorum : 0,
                                   shardCount: node.shardOwner.count)
+        self.readQuorum = ReadQuorumState(readQuorum: config.replicationFactor > 1 ? config.readQuorum : 1)
         self.routes = ReactorRoutes(shardOwner: node.shardOwner, clusterEndpoint: node.interconnect.clusterEndpoint)
     }
 
@@ -170,11 +177,18 @@ final class Reactor: @unchecked Sendable {
         }
         drainInbound()
         expireQuorumWaits()
+        expireReadQuorums()
         submitLogBatch()
         flushOverflow()
         if !forwarding.backlog.parked.isEmpty { resumeParkedIfBacklogShrank() }
+        if !tlsBuffered.isEmpty { readBufferedTLS() }
         flushDirty()
         if commandMetrics.batchRequests > 0 { commandMetrics.closeBatch(endNs: aegis_monotonic_ns()) }
+        // After this pass's replies are written: a slice is tens of
+        // microseconds of copying and checksums, which the clients whose
+        // requests this pass read should not wait for. Its records still
+        // leave in this pass (notifyTargets).
+        if !replica.walks.isEmpty { walkOneStreamSlice() }
         notifyTargets()
         if schedule.maintenanceDue || monotonicMs >= schedule.nextMaintenanceMs { maintenance() }
         if node.state == .draining { drainStep() }
@@ -193,6 +207,8 @@ final class Reactor: @unchecked Sendable {
         if !table.dirty.isEmpty { return 0 }
         if forwarding.hasOverflow { return 1 }
         if !forwarding.backlog.parked.isEmpty { return 1 }
+        if hasStreamSliceDue { return 0 }
+        if !tlsBuffered.isEmpty && hasReadableTLSBuffer { return 0 }
         return -1
     }
 
@@ -214,6 +230,17 @@ final class Reactor: @unchecked Sendable {
             let slot = Int(truncatingIfNeeded: event.token & 0xFFFF_FFFF)
             let generation = UInt32(truncatingIfNeeded: event.token >> 32)
             guard let connection = table.connection(slot: slot, generation: generation) else { return }
+            if let session = connection.tls {
+                if !session.isEstablished {
+                    advanceHandshake(connection, session)
+                    return
+                }
+                if session.readWantsWrite && event.events & AEGIS_EPOLLOUT != 0 {
+                    session.readWantsWrite = false
+                    readAvailable(connection)
+                    if connection.isClosed { return }
+                }
+            }
             if event.events & (AEGIS_EPOLLHUP | AEGIS_EPOLLERR) == 0 && event.events & AEGIS_EPOLLIN != 0 && outboundIsOverLimit {
                 parkForBacklog(connection)
                 return

@@ -273,6 +273,30 @@ import Testing
             }
         }
     }
+
+    @Test(.timeLimit(.minutes(3))) func manyFailuresToACrashedPeerLeaveForwardingToTheOthersOpen() throws {
+        let members = try Self.startCluster()
+        defer { for member in members { member.stop() } }
+        let keys = (0..<2000).map { "q\($0)" }
+        let onNode3 = try keys.filter { try Self.primary(of: $0) == "node3" }.prefix(40)
+        let onNode2 = try keys.filter { try Self.primary(of: $0) == "node2" }.prefix(10)
+        let node1 = "redis-cli -h \(members[0].host) -p \(members[0].clientPort)"
+        for key in onNode2 { #expect(try runTool("bash", ["-c", "\(node1) SET \(key) v"]).output == "OK\n") }
+        members[2].crash()
+        // One connection per request: each failure is its own batch, so
+        // node3's breaker (and, before the fix, 'forwarding') sees 40
+        // failures in its window, twice breaker_min_calls.
+        let failing = onNode3.map { "\(node1) GET \($0)" }.joined(separator: "; ")
+        let failures = try runTool("bash", ["-c", "timeout 60 bash -c '\(failing)'"])
+        #expect(failures.status == 0 && !failures.output.contains("\nv\n"), "\(failures.output)")
+        // node2 is healthy: its keys are still forwarded to it.
+        for key in onNode2 {
+            #expect(try runTool("bash", ["-c", "\(node1) GET \(key)"]).output == "v\n", "node2's key \(key)")
+        }
+        let status = try #require(members[0].get("/admin/circuit-breaker/status"))
+        #expect(try runTool("jq", ["-r", "[.breakers[] | select(.service == \"forwarding\") | .state] | join(\",\")"], input: status).output == "closed\n",
+                "\(status)")
+    }
 }
 
 /// Accepts one connection and reads length-prefixed frames from it.

@@ -78,12 +78,14 @@ final class LoopUnderTest: @unchecked Sendable {
     let log = LogLines()
     let loop: ClusterLoop<RecordingEngine>
 
-    init(nodeID: String = "under-test", numShards: Int = 256, virtualNodes: Int = 128) throws {
+    init(nodeID: String = "under-test", numShards: Int = 256, virtualNodes: Int = 128,
+         peerQueueBudgetBytes: Int = ClusterLoopSettings.peerQueueBudgetBytesDefault) throws {
         let (fd, port) = try ClusterLoop<RecordingEngine>.bindGossip(host: "127.0.0.1", port: 0)
-        let settings = ClusterLoopSettings(
+        var settings = ClusterLoopSettings(
             nodeID: nodeID, gossipAddress: "127.0.0.1:\(port)", clientAddress: "127.0.0.1:1",
             numShards: numShards, virtualNodes: virtualNodes, authenticator: GossipAuthenticator(secret: Self.secret),
             incarnation: 1)
+        settings.peerQueueBudgetBytes = peerQueueBudgetBytes
         loop = try ClusterLoop(settings: settings, listenFD: fd, engine: engine, board: board, logger: log.logger)
         try loop.start()
     }

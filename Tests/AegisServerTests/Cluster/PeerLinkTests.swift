@@ -120,4 +120,38 @@ import Testing
         loop.engine.bursts.withLock { $0 = [] }
         #expect(loop.log.matching("stopped reading").count >= 1)
     }
+
+    /// Issue 11: each link's limit bounds one peer; stalled peers together
+    /// are bounded by the node-wide budget. Two peers that never read, with
+    /// a budget under one control link's own limit (1 MiB): the budget cuts
+    /// the link holding the most before it reaches its own limit, the total
+    /// never passes the budget, and the reading peer keeps its frames.
+    @Test func stalledPeersTogetherStayWithinThePeerQueueBudget() throws {
+        let budget = 768 * 1024
+        let loop = try LoopUnderTest(peerQueueBudgetBytes: budget)
+        defer { loop.stop() }
+        let stalled = [try ListeningPeer(reads: false), try ListeningPeer(reads: false)]
+        let reader = try ListeningPeer(reads: true)
+        defer { stalled.forEach { $0.stop() }; reader.stop() }
+        var frame: [UInt8] = []
+        appendUInt32(60 * 1024, to: &frame)
+        frame += [UInt8](repeating: 0x5A, count: 60 * 1024)
+        loop.engine.bursts.withLock { $0 = stalled.map { ($0.address, frame) } + [(reader.address, frame)] }
+        var peak = 0
+        let deadline = Date().addingTimeInterval(10)
+        var snapshot = loop.board.snapshot
+        while snapshot.peerQueueBudgetClosures < 2 && Date() < deadline {
+            peak = max(peak, snapshot.peerQueuedBytes)
+            usleep(2_000)
+            snapshot = loop.board.snapshot
+        }
+        #expect(snapshot.peerQueueBudgetClosures >= 2, "the budget cut stalled links: \(snapshot.peerQueueBudgetClosures)")
+        #expect(snapshot.slowPeerClosures >= snapshot.peerQueueBudgetClosures)
+        #expect(snapshot.peerQueueBudgetBytes == budget)
+        #expect(peak <= budget, "all links held \(peak) bytes, over the \(budget)-byte budget")
+        let readBefore = reader.framesRead.load(ordering: .relaxed)
+        #expect(waitUntil { reader.framesRead.load(ordering: .relaxed) > readBefore + 50 }, "the reading peer still gets frames")
+        loop.engine.bursts.withLock { $0 = [] }
+        #expect(loop.log.matching("reached their memory budget").count >= 1)
+    }
 }

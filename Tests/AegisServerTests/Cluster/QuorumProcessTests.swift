@@ -15,6 +15,11 @@ import Testing
     /// Runs `commands` through `member` in one connection (pipelined or one
     /// at a time) and returns each reply as text; an error reply is "error: <text>".
     static func run(_ member: Member, _ commands: [[String]], pipelined: Bool = false) throws -> [String] {
+        try run(host: member.host, port: member.clientPort, name: member.name, commands, pipelined: pipelined)
+    }
+
+    /// `run` for a caller on another thread (a Member is not Sendable).
+    static func run(host: String, port: UInt16, name: String, _ commands: [[String]], pipelined: Bool = false) throws -> [String] {
         let script = """
         import json, sys, redis
         client = redis.Redis(host=sys.argv[1], port=int(sys.argv[2]), socket_timeout=30, decode_responses=True)
@@ -33,10 +38,10 @@ import Testing
         print(json.dumps(out))
         """
         let json = String(decoding: try JSONSerialization.data(withJSONObject: commands), as: UTF8.self)
-        let result = try runTool("python3", ["-c", script, member.host, String(member.clientPort), json, pipelined ? "1" : "0"])
+        let result = try runTool("python3", ["-c", script, host, String(port), json, pipelined ? "1" : "0"])
         guard result.status == 0, let data = result.output.data(using: .utf8),
               let replies = try JSONSerialization.jsonObject(with: data) as? [String] else {
-            throw HarnessError("commands through \(member.name) failed: \(result.output)")
+            throw HarnessError("commands through \(name) failed: \(result.output)")
         }
         return replies
     }

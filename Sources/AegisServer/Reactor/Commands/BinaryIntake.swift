@@ -71,7 +71,7 @@ extension Reactor {
                 // Only SET and DEL may have to wait for the log or their
                 // quorum; a GET's value is written in place, with no copy
                 // through the scratch.
-                if !repliesMayBeHeld || command == .get {
+                if (!repliesMayBeHeld || command == .get) && !(command == .get && readAwaitsQuorum(shard)) {
                     withCountedReply(connection, id) { executeBinaryKeyed(frame, request: request, key: key, hash: hash, store: store, into: $0) }
                     if replica.justWroteShard >= 0 { noteLastWrite(connection) }
                 } else {
@@ -126,6 +126,7 @@ extension Reactor {
                 counters.keyspaceMisses &+= 1
                 BinaryResponseWriter.write(status: .notFound, requestID: frame.requestID, into: out)
             }
+            if readQuorum.readQuorum >= 2 { noteQuorumRead(key, hash: hash, store: store, form: .binary(requestID: frame.requestID)) }
         case .set:
             // 0 or negative: no expiry, as AegisKV v1 servers read it (v1 clients send either).
             guard let expiry = frame.ttlMs <= 0 ? 0 : absoluteExpiry(frame.ttlMs, unit: .milliseconds) else {

@@ -336,7 +336,8 @@ extension Reactor {
             ("suspect_timeout", duration(c.suspectTimeout)), ("dead_timeout", duration(c.deadTimeout)),
             ("max_conns", String(c.maxConns)), ("read_timeout", duration(c.readTimeout)), ("write_timeout", duration(c.writeTimeout)),
             ("idle_timeout", duration(c.idleTimeout)), ("replication_batch_size", String(c.replicationBatchSize)),
-            ("replication_batch_timeout", duration(c.replicationBatchTimeout)), ("write_quorum", String(c.writeQuorum)),
+            ("replication_batch_timeout", duration(c.replicationBatchTimeout)),
+            ("replication_tail_records", String(c.replicationTailRecords)), ("write_quorum", String(c.writeQuorum)),
             ("lease_duration", duration(c.leaseDuration)), ("lease_election_timeout", duration(c.leaseElectionTimeout)),
             ("read_quorum", String(c.readQuorum)), ("tls_enabled", c.tlsEnabled ? "true" : "false"),
             // Whether a token is set, never the token (security.md).
@@ -402,7 +403,15 @@ extension Reactor {
                       "rejected_connections:\(totals.connectionsRejected)", "expired_keys:\(totals.expired)",
                       "evicted_keys:\(totals.evictions)", "keyspace_hits:\(totals.keyspaceHits)",
                       "keyspace_misses:\(totals.keyspaceMisses)", "forwarded_requests:\(totals.forwardedRequests)",
-                      "protocol_errors:\(totals.protocolErrors)", "total_error_replies:\(commands.errors.reduce(0, +))", ""]
+                      "protocol_errors:\(totals.protocolErrors)", "total_error_replies:\(commands.errors.reduce(0, +))"]
+            if let tls = node.tls {
+                // Only on a TLS port, as redis-server's tls_* fields.
+                lines += ["tls_handshakes:\(tls.handshakesCompletedTotal)", "tls_handshake_failures:\(tls.handshakeFailuresTotal)",
+                          "tls_handshake_timeouts:\(tls.handshakeTimeoutsTotal)", "tls_plaintext_refusals:\(tls.plaintextRefusalsTotal)",
+                          "tls_certificate_reloads:\(tls.reloadsTotal)",
+                          "tls_record_layer:\(tls.kernelOffloadOffered ? "kernel" : "user-space")"]
+            }
+            lines.append("")
         }
         if wants("persistence") {
             lines += ["# Persistence", "wal_mode:\(config.walMode.rawValue)",
@@ -421,7 +430,10 @@ extension Reactor {
                       "replication_factor:\(config.replicationFactor)",
                       "write_quorum:\(config.replicationFactor > 1 ? config.writeQuorum : 0)",
                       "quorum_waits:\(quorum.waits)", "quorum_timeouts:\(quorum.timeouts)",
-                      "quorum_unreachable:\(quorum.unreachable)"]
+                      "quorum_unreachable:\(quorum.unreachable)",
+                      "read_quorum:\(config.replicationFactor > 1 ? config.readQuorum : 1)",
+                      "read_quorum_waits:\(quorum.readWaits)", "read_quorum_timeouts:\(quorum.readTimeouts)",
+                      "read_repairs_sent:\(quorum.readRepairsSent)", "read_repairs_applied:\(quorum.readRepairsApplied)"]
             // Reads of a shard whose lease this node does not hold are served
             // from the local replica and may be stale.
             let leases = node.cluster.snapshot.leases

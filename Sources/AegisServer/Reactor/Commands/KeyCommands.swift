@@ -94,6 +94,7 @@ extension Reactor {
                 counters.keyspaceMisses &+= 1
                 RESPWriter.null(version, into: out)
             }
+            if readQuorum.readQuorum >= 2 { noteQuorumRead(key, hash: hash, store: store, form: .resp(version)) }
         case .set:
             executeSet(args, store: store, hash: hash, version: version, into: out)
         case .setnx:

@@ -29,6 +29,40 @@ struct ForwardHeader {
         /// Releases writes waiting for a quorum, answers WAIT, and the last
         /// one (held by every replica) lets tombstones at or below it go.
         case replicaProgress = 5
+        /// A primary's read at `read_quorum` R >= 2 asks a follower for its
+        /// state of one key (the payload). The primary's reactor sends it
+        /// with `connectionIndex` = how many followers to ask (R - 1),
+        /// `slotSequence` = the read's ticket and `route.originReactor` =
+        /// itself; the follower's reactor answers `readAnswer` with the
+        /// same ticket and route (ReactorReadQuorum.swift).
+        case readProbe = 6
+        /// A follower's state of the key a `readProbe` named: one WAL
+        /// record (a SET with its version, or a DEL with the version the
+        /// key was deleted at, `.zero` when never known). The primary's
+        /// cluster loop puts the follower's peer number in `connectionIndex`.
+        case readAnswer = 7
+        /// The newest state a read found, for a replica that answered an
+        /// older one: one WAL record, applied with `applyIfNewer` like a
+        /// replicated write but outside the primary's chain of records (it
+        /// moves no acknowledgement). From the primary's reactor
+        /// `connectionIndex` names the follower's peer number.
+        case readRepair = 8
+        /// Shard streams (ShardStreams, Reactor+ShardStream): from the
+        /// primary's cluster loop to the shard's reactor, "walk `ticket` more
+        /// slices of stream `connectionIndex`" (the first starts the walk).
+        case streamSlice = 9
+        /// One slice of a stream (WAL records, one after another), from the
+        /// primary's reactor through both cluster loops to the follower's
+        /// reactor: `connectionIndex` the stream, `replicatedPrevious` the
+        /// version the walk started at, `ticket` the slice number
+        /// (`ShardStreamWire.lastSlice` set on the last).
+        case streamData = 10
+        /// The follower's reactor applied a slice (same fields, no payload),
+        /// back to the primary's cluster loop.
+        case streamAck = 11
+        /// From the primary's cluster loop to the shard's reactor: stop the
+        /// walk of stream `connectionIndex`.
+        case streamCancel = 12
     }
 
     var kind: Kind

@@ -259,8 +259,20 @@ extension Reactor {
             applyReplicated(header, record: payload)
         case .replicaProgress:
             applyReplicaProgress(header, payload: payload)
-        case .replicaAck:
+        case .replicaAck, .streamAck:
             break  // acknowledgements go between cluster loops only
+        case .readProbe:
+            answerReadProbe(header, key: payload)
+        case .readAnswer:
+            collectReadAnswer(header, record: payload)
+        case .readRepair:
+            applyReadRepair(header, record: payload)
+        case .streamSlice:
+            streamSlicesGranted(header)
+        case .streamCancel:
+            streamCancelled(header)
+        case .streamData:
+            applyStreamSlice(header, payload: payload)
         }
     }
 

@@ -60,6 +60,10 @@ extension Reactor {
     func applyRouting() {
         guard let routing = node.routing.routing else { return }
         let lost = routes.install(routing)
+        if !lost.isEmpty {
+            abandonQuorumWaits(shards: lost)
+            abandonReadQuorums(shards: Set(lost))
+        }
         var dropped = 0
         var lostCount = 0
         let lostHere = Set(lost)
@@ -73,6 +77,7 @@ extension Reactor {
             dropped += store.count
             store.removeAll()
             replica.appliedThrough[shard] = .zero
+            replica.incoming[shard] = nil
         }
         if dropped > 0 {
             logger.info("shards moved to other nodes: their keys were dropped here (no shard movement yet)", metadata: [

@@ -274,6 +274,10 @@ extension Reactor {
         if quorum.awaitsQuorum {
             holdForQuorum(HeldReply(kind: kind, wire: wire, source: source, connectionIndex: connectionIndex,
                                     generation: generation, sequence: sequence, route: route, bytes: [UInt8](bytes)))
+        } else if let read = readQuorum.pending {
+            readQuorum.pending = nil
+            holdForReadQuorum(HeldReply(kind: kind, wire: wire, source: source, connectionIndex: connectionIndex,
+                                        generation: generation, sequence: sequence, route: route, bytes: [UInt8](bytes)), read)
         } else {
             holdForLog(kind, wire: wire, source: source, connectionIndex: connectionIndex, generation: generation,
                        sequence: sequence, bytes, route: route)

@@ -33,6 +33,19 @@ struct ReplicaState {
     /// until its reply is delivered (it becomes the connection's last write, for WAIT).
     var justWroteShard = -1
     var justWroteVersion = EntryVersion.zero
+    /// As a primary: the walks of the shard streams running from here.
+    var walks: [ShardWalk] = []
+    /// As a follower: per shard, the stream being received. Until its last
+    /// slice the shard holds part of the primary's copy and no chain
+    /// (`appliedThrough` is `.zero`).
+    var incoming: [Int: IncomingStream] = [:]
+    /// The slice being walked (reused).
+    let slice = WireBuffer()
+    var streamWalksStarted = 0
+    var streamEntriesSent = 0
+    var streamsReceived = 0
+    var streamEntriesApplied = 0
+    var streamSlicesRefused = 0
 
     init(enabled: Bool, shardCount: Int) {
         self.enabled = enabled
@@ -105,6 +118,16 @@ extension Reactor {
             return
         }
         replica.pendingAcks[shard] = header.route.originNode
+        if let incoming = replica.incoming[shard] {
+            // The stream's primary is not the one replicating now (a
+            // failover): what the stream brought is kept, and versions sort
+            // it out against whatever chain the new primary sends.
+            guard incoming.origin != header.route.originNode else {
+                replica.recordsPastGap += 1
+                return
+            }
+            replica.incoming[shard] = nil
+        }
         guard header.replicatedPrevious <= replica.appliedThrough[shard] else {
             replica.recordsPastGap += 1
             return

@@ -112,16 +112,37 @@ public struct QuorumCounters: Equatable, Sendable {
     public var timeouts = 0
     /// Of those, answered NOREPLICAS at once: the map gives the shard fewer than W replicas.
     public var unreachable = 0
+    /// Reads at read_quorum >= 2 on this node's shards: held for answers,
+    /// answered TRYAGAIN (fewer than R replicas answered in time, or the
+    /// primary moved), answered NOREPLICAS at once (the map gives fewer than
+    /// R replicas); records sent to replicas found stale, and repairs
+    /// applied here (as a follower, or as a primary a follower was newer than).
+    public var readWaits = 0
+    public var readTimeouts = 0
+    public var readUnreachable = 0
+    public var readRepairsSent = 0
+    public var readRepairsApplied = 0
+    /// Writes at W >= 2 answered at once because their shard's primary moved to another node.
+    public var primaryMoved = 0
     /// Time the released ones waited, and their count per bucket.
     public var waitSumNs: Int64 = 0
     public var waitBuckets = [Int](repeating: 0, count: QuorumCounters.waitBucketsMs.count + 1)
 
     public init() {}
 
+    /// Whether anything was counted (a reactor publishes only then).
+    var anyCounted: Bool { waits != 0 || readWaits != 0 || readRepairsApplied != 0 }
+
     mutating func add(_ o: QuorumCounters) {
         waits += o.waits
         timeouts += o.timeouts
         unreachable += o.unreachable
+        readWaits += o.readWaits
+        readTimeouts += o.readTimeouts
+        readUnreachable += o.readUnreachable
+        readRepairsSent += o.readRepairsSent
+        readRepairsApplied += o.readRepairsApplied
+        primaryMoved += o.primaryMoved
         waitSumNs += o.waitSumNs
         for i in waitBuckets.indices where i < o.waitBuckets.count { waitBuckets[i] += o.waitBuckets[i] }
     }
@@ -229,6 +250,24 @@ extension Reactor {
         }
     }
 
+    /// `lost`: shards this node stopped being primary for. Their waiting
+    /// writes can no longer be counted here (acknowledgements go to the new
+    /// primary): each ends now, saying it may have been applied, instead of
+    /// at write_timeout.
+    func abandonQuorumWaits(shards lost: [Int]) {
+        guard quorum.waits.count > 0 else { return }
+        for shard in lost {
+            for ticket in quorum.waits.abandon(shard: shard) {
+                guard let hold = quorum.held.removeValue(forKey: ticket) else { continue }
+                counters.quorum.primaryMoved += 1
+                let reached = hold.needs.map { quorum.replicasHolding(shard: $0.shard, version: $0.version) }.min() ?? 1
+                deliverQuorumError(hold.reply, code: "TRYAGAIN", "write applied on \(reached) of \(quorum.writeQuorum) replicas "
+                    + "when shard \(shard)'s primary moved to another node; it may or may not survive a failover")
+            }
+        }
+        quorum.heldBy = quorum.heldBy.enumerated().map { lost.contains($0.offset) ? [] : $0.element }
+    }
+
     private func finishQuorum(_ hold: QuorumHold) {
         let waitedNs = max(0, aegis_monotonic_ns() - hold.startedNs)
         counters.quorum.waitSumNs &+= waitedNs
@@ -242,7 +281,7 @@ extension Reactor {
         }
     }
 
-    private func deliverQuorumError(_ reply: HeldReply, code: String, _ text: String) {
+    func deliverQuorumError(_ reply: HeldReply, code: String, _ text: String) {
         let out = quorum.replyScratch
         out.clear()
         reply.bytes.withUnsafeBytes { writeHeldError(code: code, text, wire: reply.wire, originalReply: $0, into: out) }

@@ -1,0 +1,167 @@
+import AegisTLS
+import CSupport
+import Glibc
+
+/// TLS on the client port (tls_enabled), inside the reactor's own loop:
+/// each accepted connection gets an OpenSSL session on its non-blocking
+/// socket; the handshake advances one step per epoll readiness (never
+/// blocking), and once it is done reads and writes go through SSL_read and
+/// SSL_write where a plaintext connection calls recv and send. Everything
+/// above (sniffing RESP or binary, parsing, replies) is unchanged.
+///
+/// A TLS record is decrypted whole, so SSL_read can hold plaintext the
+/// socket no longer signals: such connections are listed in `tlsBuffered`
+/// and read again before the loop sleeps.
+extension Reactor {
+    /// The first byte of every TLS record that opens a handshake (ContentType handshake).
+    static let tlsHandshakeRecordType = 0x16
+
+    /// Gives a newly accepted connection its TLS session; false when
+    /// OpenSSL could not make one (out of memory), and the caller closes it.
+    func attachTLS(_ connection: Connection, _ tls: TLSService) -> Bool {
+        guard let session = TLSSession(context: tls.context, fd: connection.fd, isServer: true) else {
+            logger.warning("cannot create a TLS session for a client connection", metadata: ["error": "\(TLSSession.lastError())"])
+            return false
+        }
+        connection.tls = session
+        return true
+    }
+
+    /// One step of a connection's handshake, at each readiness of its socket.
+    func advanceHandshake(_ connection: Connection, _ session: TLSSession) {
+        if !session.sawClientHello {
+            let first = aegis_socket_peek_byte(connection.fd)
+            if first == -EAGAIN || first == -EINTR { return }
+            if first < 0 {
+                close(connection)
+                return
+            }
+            if Int(first) != Self.tlsHandshakeRecordType {
+                node.tls?.plaintextRefusals.add(1, ordering: .relaxed)
+                logger.debug("TLS port: closing a client that did not start a TLS handshake (plaintext?)", metadata: [
+                    "address": "\(connection.address)", "first_byte": "\(first)",
+                ])
+                // What it sent is read and dropped (once, bounded), so the
+                // close is a FIN the client sees as the end, not a reset.
+                _ = door.receive(connection.fd, scratch.read.writableSpace(minimum: 4096).baseAddress, 4096)
+                close(connection)
+                return
+            }
+            session.sawClientHello = true
+        }
+        connection.lastActivityMs = monotonicMs
+        switch session.handshake() {
+        case .done:
+            node.tls?.handshakesCompleted.add(1, ordering: .relaxed)
+            setInterest(connection, AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP)
+            // A TLS 1.3 client may send its first request right behind its
+            // Finished message; read it now rather than wait for an edge.
+            readAvailable(connection)
+        case .wantRead:
+            setInterest(connection, AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP)
+        case .wantWrite:
+            setInterest(connection, AEGIS_EPOLLOUT | AEGIS_EPOLLRDHUP)
+        case .closed:
+            close(connection)
+        case .failed:
+            node.tls?.handshakeFailures.add(1, ordering: .relaxed)
+            let certificate = session.verificationProblem
+            logger.debug("TLS handshake failed; closing the connection", metadata: [
+                "address": "\(connection.address)", "error": "\(TLSSession.lastError())",
+                "client_certificate": "\(certificate.isEmpty ? "-" : certificate)",
+            ])
+            close(connection)
+        }
+    }
+
+    private func setInterest(_ connection: Connection, _ wanted: UInt32) {
+        guard !connection.isClosed, wanted != connection.interest else { return }
+        connection.interest = wanted
+        _ = poller.modify(connection.fd, wanted, token: token(of: connection))
+    }
+
+    /// recv for a TLS connection: plaintext bytes, 0 when the peer closed,
+    /// -EAGAIN when a record is not complete yet, -EPROTO on a TLS error.
+    func receiveTLS(_ connection: Connection, _ session: TLSSession, _ buffer: UnsafeMutableRawPointer?, _ count: Int) -> Int {
+        let (bytes, step) = session.read(buffer, count)
+        switch step {
+        case .done:
+            if !session.isListedAsBuffered && session.bufferedBytes > 0 {
+                session.isListedAsBuffered = true
+                tlsBuffered.append(connection)
+            }
+            return bytes
+        case .wantRead:
+            return -Int(EAGAIN)
+        case .wantWrite:
+            // A TLS 1.3 key update must be answered before reading on.
+            session.readWantsWrite = true
+            updateInterest(connection)
+            return -Int(EAGAIN)
+        case .closed:
+            return 0
+        case .failed:
+            logger.debug("TLS error on a client connection; closing it", metadata: [
+                "client": "\(connection.clientID)", "error": "\(TLSSession.lastError())",
+            ])
+            return -Int(EPROTO)
+        }
+    }
+
+    /// send for a TLS connection: plaintext bytes taken, -EAGAIN when the
+    /// socket is full, -EPIPE when the connection is gone.
+    func sendTLS(_ session: TLSSession, _ bytes: UnsafeRawPointer?, _ count: Int) -> Int {
+        let (taken, step) = session.write(bytes, count)
+        switch step {
+        case .done: return taken
+        case .wantRead, .wantWrite: return -Int(EAGAIN)
+        case .closed, .failed:
+            _ = TLSSession.lastError()
+            return -Int(EPIPE)
+        }
+    }
+
+    /// True when a listed connection can be read now (not held by its own backpressure).
+    var hasReadableTLSBuffer: Bool {
+        tlsBuffered.contains { !$0.isClosed && !$0.isBackpressured && !$0.closeAfterFlush }
+    }
+
+    /// Reads the plaintext OpenSSL holds for listed connections; those
+    /// still backpressured stay listed until their replies drain.
+    func readBufferedTLS() {
+        let listed = tlsBuffered
+        tlsBuffered.removeAll(keepingCapacity: true)
+        for connection in listed {
+            guard !connection.isClosed, let session = connection.tls else { continue }
+            session.isListedAsBuffered = false
+            if session.bufferedBytes == 0 { continue }
+            if connection.isBackpressured || connection.closeAfterFlush {
+                session.isListedAsBuffered = true
+                tlsBuffered.append(connection)
+                continue
+            }
+            readAvailable(connection)
+        }
+    }
+
+    /// The longest a TLS handshake may take: auth_timeout (also while no
+    /// token is set), else idle_timeout, else 10 s. A handshake that stops
+    /// half-way (slowloris) holds a descriptor and a session, so it is
+    /// bounded even where a logged-in client would not be.
+    func handshakeLimitMs(idleMs: Int64) -> Int64 {
+        let authMs = node.clientAuth.authTimeoutMs
+        if authMs > 0 { return authMs }
+        return idleMs > 0 ? idleMs : 10_000
+    }
+
+    /// Closes a connection whose handshake has run past its limit; true when it did.
+    func closeIfHandshakeStalled(_ connection: Connection, limitMs: Int64, now: Int64) -> Bool {
+        guard let session = connection.tls, !session.isEstablished, now - connection.connectedMs > limitMs else { return false }
+        node.tls?.handshakeTimeouts.add(1, ordering: .relaxed)
+        logger.debug("closing connection: TLS handshake not finished in time", metadata: [
+            "address": "\(connection.address)", "limit_ms": "\(limitMs)",
+        ])
+        close(connection)
+        return true
+    }
+}

@@ -1,0 +1,208 @@
+@testable import AegisServer
+import AegisCluster
+import AegisStore
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+
+/// Read quorums and quorum waits that outlive their primary (issue 12),
+/// with real processes on 127.0.0.11-14, replication_factor 3 (the default).
+/// A follower made stale is one restarted empty (kill -9, no log): the
+/// primary's bookkeeping still counts it as holding what it acknowledged
+/// before, and no shard stream refills it (docs/replication.md), so only a
+/// read repair brings it the key back.
+@Suite(.serialized) struct ReadQuorumProcessTests {
+    typealias Member = ClusterProcessTests.Member
+
+    static func map(_ names: [String]) throws -> ShardMap {
+        try ShardMap(members: names.compactMap(NodeID.init), numShards: 256, virtualNodes: 128, replicationFactor: 3)
+    }
+
+    static func shard(of key: String) -> Int {
+        KeyHash.shard(of: Array(key.utf8).withUnsafeBytes { KeyHash.hash($0) }, shardCount: 256)
+    }
+
+    /// The first key `prefix:<i>` for which `accept(shard)` holds.
+    static func key(_ prefix: String, where accept: (Int) -> Bool) -> String {
+        var i = 0
+        while !accept(shard(of: "\(prefix):\(i)")) { i += 1 }
+        return "\(prefix):\(i)"
+    }
+
+    static func metric(_ member: Member, _ name: String) -> Int { QuorumProcessTests.metric(member, name) ?? 0 }
+
+    /// A counter reaches `value` on `member` (the reactors publish their counters on their own schedule).
+    static func awaitMetric(_ member: Member, _ name: String, atLeast value: Int) -> Int {
+        var seen = 0
+        _ = waitUntil(seconds: 10) {
+            seen = metric(member, name)
+            return seen >= value
+        }
+        return seen
+    }
+
+    @Test(.timeLimit(.minutes(5))) func aReadAtTwoRepairsTheFollowerItAskedThatRestartedEmpty() throws {
+        let members = try QuorumProcessTests.startCluster(writeTimeout: "5s", suspectTimeout: "10s", deadTimeout: "12s",
+                                                          extra: ["--read-quorum", "2"])
+        defer { for member in members { member.stop() } }
+        let all = try Self.map(["node1", "node2", "node3"])
+        let withoutNode1 = try Self.map(["node2", "node3"])
+        // node1 is primary, node2 the follower a read at R = 2 asks, and the primary once node1 is gone.
+        let key = Self.key("rq") {
+            all.primary(ofShard: $0).name == "node1" && all.followers(ofShard: $0).first?.name == "node2"
+                && withoutNode1.primary(ofShard: $0).name == "node2"
+        }
+        #expect(try QuorumProcessTests.run(members[0], [["SET", key, "kept"], ["WAIT", "2", "5000"]]) == ["True", "2"])
+        #expect(try QuorumProcessTests.run(members[0], [["GET", key]]) == ["kept"], "all three hold it: nothing to repair")
+        #expect(Self.awaitMetric(members[0], "aegis_read_quorum_waits_total", atLeast: 1) == 1)
+        #expect(Self.metric(members[0], "aegis_read_repairs_sent_total") == 0)
+
+        // node2 comes back empty; the map never dropped it (suspect_timeout 10 s).
+        members[1].crash()
+        try members[1].start(seeds: members.map(\.gossipAddress), extra: [
+            "--write-quorum", "2", "--write-timeout", "5s", "--suspect-timeout", "10s", "--dead-timeout", "12s", "--read-quorum", "2",
+        ])
+        #expect(ReplicationProcessTests.waitForMap(members), "node2 is back in the same map")
+
+        // The read asks node2, which answers that it has nothing: the primary's
+        // value is the answer, and node2 gets the record.
+        var reply: [String] = []
+        #expect(waitUntil(seconds: 30) {
+            reply = (try? QuorumProcessTests.run(members[0], [["GET", key]])) ?? []
+            return reply == ["kept"]
+        }, "\(reply)")
+        // (A probe or repair lost while node1's link to node2 was coming back is sent again by the next read.)
+        let repairs = Self.awaitMetric(members[0], "aegis_read_repairs_sent_total", atLeast: 1)
+        #expect(repairs >= 1)
+        #expect(Self.awaitMetric(members[1], "aegis_read_repairs_applied_total", atLeast: 1) == 1, "applied once: a second copy is not newer")
+
+        // Repaired: the next read finds node2 as new as node1, through any node.
+        let waits = Self.metric(members[0], "aegis_read_quorum_waits_total")
+        #expect(try QuorumProcessTests.run(members[2], [["GET", key]]) == ["kept"], "a read forwarded to the primary consults R too")
+        #expect(Self.awaitMetric(members[0], "aegis_read_quorum_waits_total", atLeast: waits + 1) == waits + 1)
+        #expect(Self.metric(members[0], "aegis_read_repairs_sent_total") == repairs, "nothing left to repair")
+
+        // node1 gone: node2 is the primary. It answers from its own copy (the
+        // repaired one), and node3, asked at R = 2, is as new: no repair either way.
+        members[0].crash()
+        #expect(ReplicationProcessTests.waitForMap([members[1], members[2]]), "node2 and node3 agree without node1")
+        #expect(waitUntil(seconds: 30) {
+            reply = (try? QuorumProcessTests.run(members[1], [["GET", key]])) ?? []
+            return reply == ["kept"]
+        }, "\(reply)")
+        #expect(Self.metric(members[1], "aegis_read_repairs_applied_total") == 1, "node2 needed nothing from node3")
+        #expect(Self.metric(members[1], "aegis_read_repairs_sent_total") == 0, "node3 was not stale")
+    }
+
+    @Test(.timeLimit(.minutes(4))) func aReadAtThreeWithOneReplicaPausedErrorsSayingHowManyAnswered() throws {
+        let members = try QuorumProcessTests.startCluster(writeTimeout: "1s", suspectTimeout: "10s", deadTimeout: "12s",
+                                                          extra: ["--read-quorum", "3"])
+        defer {
+            for member in members { member.signal(SIGCONT) }
+            for member in members { member.stop() }
+        }
+        let key = try QuorumProcessTests.keys("rp", primary: "node1", count: 1)[0]
+        #expect(try QuorumProcessTests.run(members[0], [["SET", key, "v"], ["GET", key]]) == ["True", "v"])
+
+        members[2].signal(SIGSTOP)
+        // W = 2 is still reached; R = 3 is not. The GET behind it on the connection still gets its answer.
+        let replies = try QuorumProcessTests.run(members[0], [["SET", key, "w"], ["GET", key], ["PING"]])
+        #expect(replies.count == 3 && replies[0] == "True" && replies[2] == "True", "\(replies)")
+        let refusal = replies.count == 3 ? replies[1] : ""
+        #expect(refusal.contains("read_quorum 3 not reached: only 2 of 3 replicas of shard \(Self.shard(of: key)) answered within write_timeout"),
+                "\(replies)")
+        #expect(refusal.contains("may be retried"), "\(replies)")
+        #expect(Self.awaitMetric(members[0], "aegis_read_quorum_timeouts_total", atLeast: 1) == 1)
+        var info = ""
+        _ = waitUntil(seconds: 10) {
+            info = (try? QuorumProcessTests.run(members[0], [["INFO", "replication"]]))?.first ?? ""
+            return info.contains("'read_quorum_timeouts': 1")
+        }
+        // redis-py gives INFO back as a dict.
+        #expect(info.contains("'read_quorum': 3") && info.contains("'read_quorum_timeouts': 1"), "\(info)")
+
+        members[2].signal(SIGCONT)
+        var reply: [String] = []
+        #expect(waitUntil(seconds: 30) {
+            reply = (try? QuorumProcessTests.run(members[0], [["GET", key]])) ?? []
+            return reply == ["w"]
+        }, "all three answer again: \(reply)")
+    }
+
+    /// Reads held for R = 2 on every node (some forwarded), MGET's keys
+    /// included, between writes held for W = 2: every connection's replies
+    /// keep the order of its requests, and each read sees the write before it.
+    @Test(.timeLimit(.minutes(4))) func pipelinedReadsAndWritesAtTwoKeepTheirOrder() throws {
+        let members = try QuorumProcessTests.startCluster(writeTimeout: "10s", extra: ["--read-quorum", "2"])
+        defer { for member in members { member.stop() } }
+        var commands: [[String]] = []
+        var expected: [String] = []
+        for i in 0..<120 {
+            let key = "o:\(i)"
+            commands += [["SET", key, "v\(i)"], ["GET", key], ["APPEND", key, "+"], ["MGET", key, "o:\(i / 2)", "absent:\(i)"], ["GET", key]]
+            expected += ["True", "v\(i)", String("v\(i)+".utf8.count), "['v\(i)+', 'v\(i / 2)+', None]", "v\(i)+"]
+        }
+        let replies = try QuorumProcessTests.run(members[1], commands, pipelined: true)
+        let wrong = zip(replies, expected).enumerated().filter { $0.element.0 != $0.element.1 }
+        #expect(replies.count == expected.count && wrong.isEmpty, "first differences: \(wrong.prefix(5))")
+        for member in members {
+            #expect(Self.awaitMetric(member, "aegis_read_quorum_waits_total", atLeast: 1) > 0, "\(member.name) held reads")
+            #expect(Self.metric(member, "aegis_read_quorum_timeouts_total") == 0)
+        }
+    }
+
+    /// write_quorum 3 with node3 paused: a write to a shard of node1 waits.
+    /// node4 joins and takes that shard over; the wait ends at once with an
+    /// error that says the write may have been applied, long before the
+    /// 60 s write_timeout.
+    @Test(.timeLimit(.minutes(4))) func aWriteWaitingWhenItsPrimaryMovesAwayEndsAtOnce() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-moved-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let members = try (1...4).map { try Member(index: $0, directory: directory) }
+        let flags = ["--write-quorum", "3", "--write-timeout", "60s", "--suspect-timeout", "30s", "--dead-timeout", "40s"]
+        defer {
+            // pid 0 (a node not started) would signal this test's own process group.
+            for member in members where member.pid != 0 { member.signal(SIGCONT) }
+            for member in members where member.pid != 0 { member.stop() }
+        }
+        for member in members.prefix(3) { try member.start(seeds: members.prefix(3).map(\.gossipAddress), extra: flags) }
+        #expect(ReplicationProcessTests.waitForMap(Array(members.prefix(3))))
+        let three = try Self.map(["node1", "node2", "node3"])
+        let four = try Self.map(["node1", "node2", "node3", "node4"])
+        let key = Self.key("mv") { three.primary(ofShard: $0).name == "node1" && four.primary(ofShard: $0).name == "node4" }
+
+        members[2].signal(SIGSTOP)
+        let outcome = HeldWriteOutcome()
+        let host = members[0].host, port = members[0].clientPort
+        let writer = Thread {
+            let text: String
+            do {
+                text = try QuorumProcessTests.run(host: host, port: port, name: "node1", [["SET", key, "moving"]]).first ?? "no reply"
+            } catch {
+                text = "no reply: \(error)"
+            }
+            outcome.value.withLock { $0 = text }
+        }
+        writer.start()
+        // The write is held (it cannot reach W = 3) before node4 joins.
+        #expect(waitUntil(seconds: 20) { Self.metric(members[0], "aegis_quorum_waits_total") >= 1 })
+        try members[3].start(seeds: members.prefix(2).map(\.gossipAddress), extra: flags)
+        var text = ""
+        #expect(waitUntil(seconds: 50) {
+            text = outcome.value.withLock { $0 } ?? ""
+            return !text.isEmpty
+        }, "the held write was answered")
+        // node2 acknowledged it: 2 of 3.
+        #expect(text.hasPrefix("error: ") && text.contains("write applied on 2 of 3 replicas when shard \(Self.shard(of: key))'s primary moved to another node"),
+                "\(text)")
+        #expect(text.contains("it may or may not survive a failover"), "\(text)")
+        #expect(Self.metric(members[0], "aegis_quorum_timeouts_total") == 0, "not ended by write_timeout")
+        #expect(Self.awaitMetric(members[0], "aegis_quorum_primary_moved_total", atLeast: 1) >= 1)
+    }
+}
+
+/// What the write held in `aWriteWaitingWhenItsPrimaryMovesAwayEndsAtOnce` was answered, from the thread that sent it.
+final class HeldWriteOutcome: Sendable {
+    let value = Mutex<String?>(nil)
+}
