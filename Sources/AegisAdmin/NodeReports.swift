@@ -256,6 +256,7 @@ extension NodeReports {
         let shards: [JSONValue] = leases.shards.map { shard in
             var fields: [(String, JSONValue)] = [("shard", .int(shard.shard)), ("term", .int(Int(shard.term)))]
             fields.append(("lease_expires_in_ms", shard.heldForMs.map { .int(Int(clamping: $0)) } ?? .null))
+            fields.append(("local_version", .object([("term", .int(Int(shard.localTerm))), ("seq", .int(Int(clamping: shard.localSeq)))])))
             return .object(fields)
         }
         var document: [(String, JSONValue)] = [

@@ -1,4 +1,5 @@
 import AegisCluster
+import AegisStore
 import CSupport
 import Glibc
 import Logging
@@ -185,6 +186,17 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             _ = aegis_set_current_thread_name("aegis-cluster")
             run()
         }
+    }
+
+    /// The newest version per shard the log replay left, told to the lease
+    /// machine before the loop runs (so before this node votes or
+    /// campaigns). Call before `start`: the loop's thread owns the driver.
+    func noteReplayedVersions(_ versions: [Int: EntryVersion]) {
+        precondition(loopThread == nil, "replayed versions are told before the cluster loop starts")
+        guard let leases, !versions.isEmpty else { return }
+        let nowMs = Self.nowMs()
+        for (shard, version) in versions { leases.localVersion(shard: shard, version, nowMs: nowMs) }
+        logger.notice("leases: newest local versions from the log replay", metadata: ["shards": "\(versions.count)"])
     }
 
     /// Waits for the loop thread to return (after a `.leave` or `.stop` command).

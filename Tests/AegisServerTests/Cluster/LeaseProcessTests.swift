@@ -49,9 +49,20 @@ import Testing
         return KeyHash.shard(of: hash, shardCount: numShards)
     }
 
-    static func startCluster(directory: String) throws -> [Member] {
+    /// The newest (term, seq) `member`'s lease machine counts for `shard`.
+    static func localVersion(_ member: Member, shard: Int) -> EntryVersion? {
+        guard let body = member.get("/cluster"),
+              let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+              let leases = object["leases"] as? [String: Any], let shards = leases["shards"] as? [[String: Any]],
+              let entry = shards.first(where: { $0["shard"] as? Int == shard }),
+              let local = entry["local_version"] as? [String: Any],
+              let term = local["term"] as? Int, let seq = local["seq"] as? Int else { return nil }
+        return EntryVersion(term: UInt32(term), seq: UInt64(seq))
+    }
+
+    static func startCluster(directory: String, extra: [String] = []) throws -> [Member] {
         let members = try (1...3).map { try Member(index: $0, directory: directory) }
-        for member in members { try member.start(seeds: members.map(\.gossipAddress)) }
+        for member in members { try member.start(seeds: members.map(\.gossipAddress), extra: extra) }
         guard ReplicationProcessTests.waitForMap(members), waitForEveryShardHeld(members) else {
             for member in members { member.stop() }
             throw HarnessError("no leases for every shard:\n\(members.map { $0.log() }.joined(separator: "\n"))")
@@ -95,5 +106,43 @@ import Testing
         let dataFiles = (try? FileManager.default.contentsOfDirectory(atPath: members[0].dataDir)) ?? []
         #expect(dataFiles.contains(TermStore.fileName), "terms are persisted in data_dir: \(dataFiles)")
         #expect(Self.set(members[2], key, "through-node3") == nil, "the holder keeps accepting the shard's writes")
+    }
+
+    /// With the log on, a restarted primary counts the writes it replayed
+    /// when it votes or campaigns, before any new write reaches it: here
+    /// node1 restarts alone (its peers stopped), so nothing but its own log
+    /// can tell its lease machine what it holds. (A follower logs no
+    /// replicated records, durability.md: only a primary's writes replay.)
+    @Test(.timeLimit(.minutes(4))) func aRestartedPrimaryCountsTheVersionsItsLogReplayed() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-leases-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let walOn = ["--wal-mode", "write"]
+        let members = try Self.startCluster(directory: directory, extra: walOn)
+        defer { for member in members { member.stop() } }
+        let key = try (0..<1000).map { "replayed-key-\($0)" }.first { try ForwardingProcessTests.primary(of: $0) == "node1" }!
+        let shard = Self.shard(of: key)
+        var written = false
+        for attempt in 0..<20 where !written {
+            written = Self.set(members[0], key, "value-\(attempt)") == nil
+            if !written { usleep(200_000) }
+        }
+        try #require(written, "a write through node1, the shard's lease holder:\n\(members[0].log())")
+        var before: EntryVersion?
+        let counted = waitUntil(seconds: 10) {
+            before = Self.localVersion(members[0], shard: shard)
+            return (before ?? .zero) > .zero
+        }
+        #expect(counted, "node1 counts the write it made: \(String(describing: before))")
+
+        for member in members { member.stop() }
+        try members[0].start(seeds: members.map(\.gossipAddress), extra: walOn)
+        var after: EntryVersion?
+        let answered = waitUntil(seconds: 30) {
+            after = Self.localVersion(members[0], shard: shard)
+            return after != nil
+        }
+        #expect(answered, "node1 answers /cluster after its restart:\n\(members[0].log())")
+        #expect(after == before, "node1's lease machine holds the replayed version \(String(describing: before)), not \(String(describing: after))")
+        #expect(members[0].log().contains("newest local versions from the log replay"))
     }
 }

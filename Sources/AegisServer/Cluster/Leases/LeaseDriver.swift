@@ -41,6 +41,8 @@ final class LeaseDriver {
         var term: UInt32
         /// ms left on this node's clock; nil when this node does not hold it.
         var heldForMs: Int64?
+        /// The newest version of the shard this node holds, as the machine knows it.
+        var localVersion: EntryVersion
     }
 
     private(set) var machine: LeaseMachine
@@ -277,7 +279,7 @@ final class LeaseDriver {
     func shards(nowMs: Int64) -> [ShardView] {
         terms.indices.map { shard in
             ShardView(shard: shard, term: terms[shard],
-                      heldForMs: heldUntil[shard].flatMap { $0 > nowMs ? $0 - nowMs : nil })
+                      heldForMs: heldUntil[shard].flatMap { $0 > nowMs ? $0 - nowMs : nil }, localVersion: toldVersion[shard])
         }
     }
 

@@ -5,6 +5,10 @@ public struct LeaseSnapshot: Sendable, Equatable {
         public var term: UInt32
         /// ms left of this node's lease on its own clock; nil when it holds none.
         public var heldForMs: Int64?
+        /// The newest (term, seq) of the shard this node holds, as its lease
+        /// machine counts it when it votes or campaigns.
+        public var localTerm: UInt32 = 0
+        public var localSeq: UInt64 = 0
     }
 
     /// False while the node is alone with no seeds (writes need no lease yet).
@@ -34,7 +38,9 @@ public struct LeaseSnapshot: Sendable, Equatable {
         enforced = driver.isEnforced
         emptyLearner = driver.isEmptyLearner
         leaseMs = driver.leaseMs
-        shards = driver.shards(nowMs: nowMs).map { Shard(shard: $0.shard, term: $0.term, heldForMs: $0.heldForMs) }
+        shards = driver.shards(nowMs: nowMs).map {
+            Shard(shard: $0.shard, term: $0.term, heldForMs: $0.heldForMs, localTerm: $0.localVersion.term, localSeq: $0.localVersion.seq)
+        }
         let c = driver.counters
         electionsStarted = c.electionsStarted
         electionsWon = c.electionsWon
