@@ -24,12 +24,6 @@ struct ReactorLeases {
     @inline(__always) func allowsWrite(_ shard: Int, nowMs: Int64) -> Bool {
         !enforced || (shard < untilMs.count && nowMs < untilMs[shard])
     }
-
-    /// True when a replicated record of `recordTerm` is older than the
-    /// shard's newest term known here, so its sender was deposed.
-    @inline(__always) func fences(_ shard: Int, recordTerm: UInt32) -> Bool {
-        enforced && shard < terms.count && recordTerm < terms[shard]
-    }
 }
 
 extension Reactor {

@@ -132,15 +132,6 @@ extension Reactor {
             replica.recordsPastGap += 1
             return
         }
-        // A record older than a term this node knows was elected comes from
-        // a primary that lost its lease (cut off, then healed): it was never
-        // acknowledged at W >= 2, and applying it would put it over what the
-        // new holder's majority acknowledged, since per key it may still be
-        // the newest version.
-        guard !leases.fences(shard, recordTerm: decoded.version.term) else {
-            replica.recordsStale += 1
-            return
-        }
         let hash = KeyHash.hash(decoded.key)
         let changed: Bool
         switch decoded.operation {
