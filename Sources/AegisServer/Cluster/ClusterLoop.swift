@@ -169,6 +169,18 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             _ = aegis_epoll_add(epollFD, relay.wakeFD, AEGIS_EPOLLIN, ClusterLoopToken.interconnect)
             relay.sendFrame = { [unowned self] address, frame in self.send(frame, to: address, lane: .bulk, nowMs: Self.nowMs()) }
             relay.replication.log = { [unowned self] text in self.logger.notice("\(text)") }
+            relay.abandonLink = { [unowned self] address in
+                guard let token = self.dialled[DialKey(address: address, lane: .bulk)], let connection = self.connections[token] else { return }
+                self.logger.notice("cluster: bulk link closed, forwarded requests on it went unanswered; what it still held is dropped",
+                                   metadata: ["peer": "\(address)"])
+                self.close(connection, reason: .abandoned, nowMs: Self.nowMs(), notify: false)
+            }
+            if let leases {
+                relay.replication.maySend = { shard in leases.maySendReplication(shard: shard, nowMs: Self.nowMs()) }
+                relay.replication.acceptsFrom = { shard, sender, nowMs in
+                    leases.acceptsReplication(shard: shard, from: sender, nowMs: nowMs)
+                }
+            }
         }
     }
 
@@ -607,7 +619,10 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         acceptedAt[connection.token] = nil
         connectingSince[connection.token] = nil
         _ = aegis_epoll_remove(epollFD, connection.fd)
-        if case .refused = reason { _ = aegis_socket_abort_on_close(connection.fd) }
+        switch reason {
+        case .refused?, .abandoned?: _ = aegis_socket_abort_on_close(connection.fd)
+        default: break
+        }
         _ = aegis_close(connection.fd)
         dirty = true
         switch reason {
@@ -637,7 +652,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             var state = backoff[key] ?? Backoff()
             _ = state.failed(nowMs: nowMs, baseMs: Self.peerRetryBaseMs, capMs: Self.peerRetryCapMs, random: &random)
             backoff[key] = state
-        case nil:
+        case .abandoned?, nil:
             break
         }
         if notify && !stopRequested && leaveDeadlineMs == nil {

@@ -107,6 +107,12 @@ final class ForwardingRelay {
     /// Per peer, keys in send order: the timeout sweep looks at the oldest only.
     private var sendOrder: [[InFlightKey]] = []
     private var sendOrderHead: [Int] = []
+    /// Per peer, when a reply last came from it (monotonic ns; 0: never).
+    private var lastReplyNs: [Int64] = []
+    /// Set by the loop: closes the bulk link to a peer address abortively, so
+    /// that what is still queued or in flight on it is never delivered.
+    var abandonLink: ((String) -> Void)?
+    private(set) var linksAbandoned = 0
     /// Requests sent to each peer number (`counters` sums them by node id).
     private var forwardedToPeer: [Int] = []
     private struct PendingRecord {
@@ -204,6 +210,7 @@ final class ForwardingRelay {
         batchRequests.append([])
         sendOrder.append([])
         sendOrderHead.append(0)
+        lastReplyNs.append(0)
         forwardedToPeer.append(0)
         breakerAllowed.append(nil)
         return number
@@ -401,6 +408,8 @@ final class ForwardingRelay {
                     let shard = Int(header.route.shard)
                     guard shard < shardOwner.count else { return false }
                     if header.kind == .replicate { replication.noteReceived() }
+                    if header.kind == .replicate || header.kind == .streamData,
+                       !replication.accepts(shard: shard, from: peerName[Int(peer)], nowNs: nowNs) { continue }
                     var routed = header
                     routed.route.originNode = peer
                     toReactor(shardOwner[shard], routed, payload)
@@ -428,7 +437,10 @@ final class ForwardingRelay {
             }
             return true
         }
-        if repliesReceived > 0 { breakers.record(peerName[Int(peer)], success: true) }
+        if repliesReceived > 0 {
+            breakers.record(peerName[Int(peer)], success: true)
+            lastReplyNs[Int(peer)] = nowNs
+        }
         return wellFormed
     }
 
@@ -475,7 +487,21 @@ final class ForwardingRelay {
                 sendOrderHead[peer] = head
             }
             if !expired.isEmpty {
+                // Nothing came back from the peer since the oldest of these was
+                // sent: it may still sit in the link (a partition, with TCP
+                // retransmitting). Delivered after the heal, a write would run
+                // on the shard's primary long after its client was told it
+                // failed, over writes acknowledged since. Closing the link
+                // abortively drops what it still holds. A reply to anything
+                // sent later shows the link delivered these already (one TCP
+                // stream, in order), so a peer that is merely slow keeps it.
+                let oldestSentNs = expired.compactMap { inFlight[$0]?.sentAtNs }.min() ?? nowNs
+                let silent = lastReplyNs[peer] < oldestSentNs
                 failInFlight(expired, reason: "timeout", why: "\(peerName[peer]) did not answer within \(replyTimeoutMs) ms")
+                if silent, let abandonLink {
+                    linksAbandoned += 1
+                    abandonLink(peerAddress[peer])
+                }
             }
         }
     }

@@ -31,6 +31,9 @@ final class PeerConnection {
         case failed(Int32)
         case refused(PeerRefusal)
         case outboundFull
+        /// Forwarded requests on it went unanswered: closed abortively so
+        /// that nothing still queued on it is delivered later.
+        case abandoned
     }
 
     static let prefixBytes = 4

@@ -98,6 +98,9 @@ final class ReplicationRelay {
         var streamSlices = 0
         var streamBytes = 0
         var malformed = 0
+        /// Records and stream slices refused because their sender is not the
+        /// shard's lease holder as this node knows it.
+        var refusedNotHolder = 0
         /// Batches of new records moved to a follower's frame because they
         /// reached replication_batch_size, or because the oldest waited
         /// replication_batch_timeout (or the timeout is 0s).
@@ -163,6 +166,19 @@ final class ReplicationRelay {
     }
     /// Set by the loop: one notice-level line (rate-limited by the caller's use).
     var log: ((String) -> Void)?
+    /// Set by the loop with leases: whether this node may resend a shard's
+    /// records or stream it now (it holds the shard's lease).
+    var maySend: ((Int) -> Bool)?
+    /// Set by the loop with leases: whether a shard's records and stream
+    /// slices from a peer (by name) are taken at a monotonic ms.
+    var acceptsFrom: ((Int, String, Int64) -> Bool)?
+
+    /// False (and counted) when `sender` may not replicate `shard` to this node.
+    func accepts(shard: Int, from sender: String, nowNs: Int64) -> Bool {
+        guard let acceptsFrom, !acceptsFrom(shard, sender, nowNs / 1_000_000) else { return true }
+        counters.refusedNotHolder += 1
+        return false
+    }
 
     init(forwarding: ForwardingRelay, shardOwner: [Int]) {
         self.forwarding = forwarding
@@ -393,6 +409,10 @@ final class ReplicationRelay {
         abortStreams(streams.abortStalled(nowMs: nowNs / 1_000_000))
         for shard in progress.indices {
             guard var shardProgress = progress[shard], let tail = tails[shard] else { continue }
+            if let maySend, !maySend(shard) {
+                abortStreams { $0.shard == shard }
+                continue
+            }
             for (i, follower) in shardProgress.followers.enumerated() where shardProgress.sent[i] < shardProgress.written {
                 if streams.isStreaming(shard: shard, to: follower) { continue }
                 switch tail.after(shardProgress.sent[i], limit: Self.catchUpRecordsPerTurn) {

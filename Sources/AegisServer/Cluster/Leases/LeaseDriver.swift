@@ -55,6 +55,9 @@ final class LeaseDriver {
     private var timers: [LeaseTimerID: Int64] = [:]
     private var heldUntil: [Int64?]
     private var terms: [UInt32]
+    /// Per shard, the term of the lease this node holds (reactors version
+    /// writes with it): below `terms` while a renewal at a new term is not won yet.
+    private var heldTerms: [UInt32]
     private var campaigning: [UInt32?]
     private var enforced = false
     private var known: [NodeID] = []
@@ -83,6 +86,7 @@ final class LeaseDriver {
         let shards = Int(machine.settings.parameters.numShards)
         heldUntil = Array(repeating: nil, count: shards)
         terms = (0..<shards).map { machine.term(ofShard: $0) }
+        heldTerms = Array(repeating: 0, count: shards)
         campaigning = Array(repeating: nil, count: shards)
         toldVersion = Array(repeating: .zero, count: shards)
         holders = Array(repeating: nil, count: shards)
@@ -194,13 +198,15 @@ final class LeaseDriver {
                 }
             case let .leaseAcquired(shard, term, until):
                 heldUntil[shard] = until
+                heldTerms[shard] = term
                 terms[shard] = max(terms[shard], term)
                 if campaigning[shard] != nil { counters.electionsWon += 1 }
                 campaigning[shard] = nil
                 needsPublish = true
                 won.append(shard)
-            case let .leaseExtended(shard, _, until):
+            case let .leaseExtended(shard, term, until):
                 heldUntil[shard] = until
+                heldTerms[shard] = term
                 needsPublish = true
             case let .leaseLost(shard, reason):
                 heldUntil[shard] = nil
@@ -271,7 +277,8 @@ final class LeaseDriver {
         publishedVersion += 1
         let guardMs = Self.reactorGuardMs(leaseMs: leaseMs)
         board.publish(ShardLeases(version: publishedVersion, enforced: enforced,
-                                  untilMs: heldUntil.map { $0.map { $0 - guardMs } ?? 0 }, terms: terms))
+                                  untilMs: heldUntil.map { $0.map { $0 - guardMs } ?? 0 },
+                                  terms: terms.indices.map { heldUntil[$0] == nil ? terms[$0] : heldTerms[$0] }))
     }
 
     // MARK: - Reporting
@@ -281,6 +288,23 @@ final class LeaseDriver {
             ShardView(shard: shard, term: terms[shard],
                       heldForMs: heldUntil[shard].flatMap { $0 > nowMs ? $0 - nowMs : nil }, localVersion: toldVersion[shard])
         }
+    }
+
+    /// Whether this node may send a shard's records from its tail, or stream
+    /// it: only while it holds the shard's lease, once leases are enforced.
+    /// A node that lost the lease may hold writes it applied alone (never
+    /// acknowledged) and lack the new holder's: resending or streaming that
+    /// copy would overwrite acknowledged writes on the followers.
+    func maySendReplication(shard: Int, nowMs: Int64) -> Bool {
+        !enforced || (stoppedBy == nil && machine.holdsLease(shard, now: nowMs))
+    }
+
+    /// Whether a shard's records or stream slices from `sender` are taken
+    /// here: not while this node holds the lease itself or has promised it
+    /// to another node (docs/replication.md, "Only the holder replicates").
+    func acceptsReplication(shard: Int, from sender: String, nowMs: Int64) -> Bool {
+        guard enforced, let holder = machine.believedHolder(shard, now: nowMs) else { return true }
+        return holder.name == sender
     }
 
     var isEnforced: Bool { enforced }
