@@ -112,7 +112,6 @@ final class ForwardingRelay {
     /// Set by the loop: closes the bulk link to a peer address abortively, so
     /// that what is still queued or in flight on it is never delivered.
     var abandonLink: ((String) -> Void)?
-    private(set) var linksAbandoned = 0
     /// Requests sent to each peer number (`counters` sums them by node id).
     private var forwardedToPeer: [Int] = []
     private struct PendingRecord {
@@ -498,10 +497,7 @@ final class ForwardingRelay {
                 let oldestSentNs = expired.compactMap { inFlight[$0]?.sentAtNs }.min() ?? nowNs
                 let silent = lastReplyNs[peer] < oldestSentNs
                 failInFlight(expired, reason: "timeout", why: "\(peerName[peer]) did not answer within \(replyTimeoutMs) ms")
-                if silent, let abandonLink {
-                    linksAbandoned += 1
-                    abandonLink(peerAddress[peer])
-                }
+                if silent { abandonLink?(peerAddress[peer]) }
             }
         }
     }
