@@ -190,6 +190,7 @@ struct MetricsExposition {
         ]
         result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests, notOwner: totals.forwardNotOwner)
         result += replicationFamilies(cluster.replication)
+        result += leaseFamilies(cluster.leases, refusals: totals.leaseRefusals)
         result += quorumFamilies(totals.quorum)
         let names = CommandMetricsLayout.names
         result.append(Family(

@@ -84,6 +84,7 @@ struct NodeReports {
         }
         document.append(("local_health", .int(snapshot.localHealth)))
         document.append(("replication", Self.replication(snapshot.replication)))
+        document.append(("leases", Self.leases(snapshot.leases)))
         return .object(document)
     }
 
@@ -249,8 +250,29 @@ struct NodeReports {
 }
 
 extension NodeReports {
+    /// /cluster's leases part: per shard the term this node knows and, where
+    /// it holds the lease, the ms left of it on its own clock.
+    static func leases(_ leases: LeaseSnapshot) -> JSONValue {
+        let shards: [JSONValue] = leases.shards.map { shard in
+            var fields: [(String, JSONValue)] = [("shard", .int(shard.shard)), ("term", .int(Int(shard.term)))]
+            fields.append(("lease_expires_in_ms", shard.heldForMs.map { .int(Int(clamping: $0)) } ?? .null))
+            fields.append(("local_version", .object([("term", .int(Int(shard.localTerm))), ("seq", .int(Int(clamping: shard.localSeq)))])))
+            return .object(fields)
+        }
+        var document: [(String, JSONValue)] = [
+            ("enforced", .bool(leases.enforced)), ("empty_learner", .bool(leases.emptyLearner)),
+            ("lease_ms", .int(Int(clamping: leases.leaseMs))), ("shards_held", .int(leases.held)),
+            ("reads_possibly_stale_shards", .int(leases.readsPossiblyStaleShards)),
+            ("elections_started", .int(leases.electionsStarted)), ("elections_won", .int(leases.electionsWon)),
+            ("elections_lost", .int(leases.electionsLost)), ("term_changes", .int(leases.termChanges)),
+        ]
+        if let why = leases.stoppedBy { document.append(("stopped_by", .string(why))) }
+        document.append(("shards", .array(shards)))
+        return .object(document)
+    }
+
     /// /cluster's replication part: per shard this node is primary for, each
-    /// follower's lag (leases and terms are not built yet, so none is shown).
+    /// follower's lag.
     static func replication(_ replication: ReplicationSnapshot) -> JSONValue {
         var byShard: [Int: [JSONValue]] = [:]
         for lag in replication.lags {

@@ -12,6 +12,7 @@ extension MetricsExposition {
             counter("aegis_replication_records_received", "Replication records this node received as a follower.", replication.recordsReceived),
             counter("aegis_replication_acks", "Acknowledgements this node received from its followers.", replication.acksReceived),
             counter("aegis_replication_acks_refused", "Acknowledgements refused: from a node that is not a follower of the shard, or for records never sent to it.", replication.acksRefused),
+            counter("aegis_replication_refused_not_holder", "Replication records and shard-stream slices this node refused as a follower: their sender is not the shard's lease holder as this node knows it.", replication.refusedNotHolder),
             counter("aegis_replication_follower_resets", "Followers that acknowledged less than before (restarted empty) and were sent their shards' records again.", replication.followerResets),
             counter("aegis_replication_cutoffs", "Links to followers lost or overflowing (a slow follower): what they had not acknowledged is sent again.", replication.cutOffs),
             counter("aegis_replication_streams_needed", "(shard, follower) pairs whose missing records left the recent-writes tail (each then gets the shard streamed).", replication.streamsNeeded),
@@ -31,6 +32,20 @@ extension MetricsExposition {
             Family(name: "aegis_replication_lag_ms", kind: .gauge,
                    help: "Age of the oldest write a follower has not acknowledged, worst over the shards this node is primary for.",
                    samples: lags.map { Sample(labels: [("follower", $0.follower)], value: String($0.ms)) }),
+        ]
+    }
+
+    /// Shard leases: elections, terms, writes refused, reads possibly stale.
+    static func leaseFamilies(_ leases: LeaseSnapshot, refusals: Int) -> [Family] {
+        [
+            counter("aegis_lease_elections_started", "Campaigns this node started for a shard's lease (each at term + 1).", leases.electionsStarted),
+            counter("aegis_lease_elections_won", "Campaigns this node won: it held the shard's lease at the new term.", leases.electionsWon),
+            counter("aegis_lease_elections_lost", "Campaigns that ended without the lease: a higher term appeared, or this node campaigned again.", leases.electionsLost),
+            counter("aegis_lease_term_changes", "Times a shard's term rose on this node (campaigns, votes, terms learned from peers).", leases.termChanges),
+            counter("aegis_lease_write_refusals", "Writes refused (TRYAGAIN) because this node did not hold the shard's lease.", refusals),
+            gauge("aegis_lease_shards_held", "Shards whose lease this node holds now.", leases.held),
+            gauge("aegis_lease_reads_possibly_stale_shards", "Shards this node answers reads for as their primary without holding their lease: those reads may be stale.", leases.readsPossiblyStaleShards),
+            gauge("aegis_lease_enforced", "1 once this node is in a cluster (seeds set or a peer seen) with replication_factor > 1: writes then need the shard's lease.", leases.enforced ? 1 : 0),
         ]
     }
 

@@ -65,6 +65,10 @@ public struct AegisConfig: Sendable, Equatable {
     public var replicationBatchTimeout: Duration
     /// Writes per shard a primary keeps to catch followers up from.
     public var replicationTailRecords: Int
+    /// How long a shard lease lasts; renewed every quarter of it.
+    public var leaseDuration: Duration
+    /// A replica that is not a shard's preferred candidate campaigns after this silence times its rank.
+    public var leaseElectionTimeout: Duration
     /// 0 = asynchronous replication.
     public var writeQuorum: Int
     public var readQuorum: Int
@@ -145,6 +149,8 @@ public struct AegisConfig: Sendable, Equatable {
         replicationBatchSize: 128,
         replicationBatchTimeout: .milliseconds(5),
         replicationTailRecords: 1_024,
+        leaseDuration: .seconds(4),
+        leaseElectionTimeout: .seconds(4),
         writeQuorum: 0,
         readQuorum: 1,
         authToken: "",

@@ -73,6 +73,10 @@ public struct ConfigFlags: ParsableArguments {
     public var replicationBatchTimeout: String?
     @Option(name: .customLong("replication-tail-records"), help: ConfigFlags.help("replication_tail_records", "n"))
     public var replicationTailRecords: String?
+    @Option(name: .customLong("lease-duration"), help: ConfigFlags.help("lease_duration", "duration"))
+    public var leaseDuration: String?
+    @Option(name: .customLong("lease-election-timeout"), help: ConfigFlags.help("lease_election_timeout", "duration"))
+    public var leaseElectionTimeout: String?
     @Option(name: .customLong("write-quorum"), help: ConfigFlags.help("write_quorum", "n"))
     public var writeQuorum: String?
     @Option(name: .customLong("read-quorum"), help: ConfigFlags.help("read_quorum", "n"))
@@ -234,6 +238,8 @@ public struct ConfigFlags: ParsableArguments {
             ("replication_batch_size", replicationBatchSize),
             ("replication_batch_timeout", replicationBatchTimeout),
             ("replication_tail_records", replicationTailRecords),
+            ("lease_duration", leaseDuration),
+            ("lease_election_timeout", leaseElectionTimeout),
             ("write_quorum", writeQuorum),
             ("read_quorum", readQuorum),
             ("auth_token", authToken),

@@ -78,7 +78,7 @@ public final class Node {
         let companions = try startCompanions(node)
         defer { for companion in companions { companion.stop() } }
         if config.walMode != .off {
-            try recoverLogs(reactors, config: config, logger: logger)
+            cluster.noteReplayedVersions(try recoverLogs(reactors, config: config, logger: logger))
         }
 
         var threads: [pthread_t] = []
@@ -136,7 +136,8 @@ public final class Node {
 
     /// Each reactor replays its own log on its own thread, in parallel,
     /// before any of them serves: a client never sees a half-replayed node.
-    private static func recoverLogs(_ reactors: [Reactor], config: AegisConfig, logger: Logger) throws {
+    /// Returns the newest replayed version per shard.
+    private static func recoverLogs(_ reactors: [Reactor], config: AegisConfig, logger: Logger) throws -> [Int: EntryVersion] {
         let walDirectory = config.effectiveWALDir
         do {
             try WALDirectory.create(walDirectory)
@@ -148,14 +149,15 @@ public final class Node {
             throw StartupError("write-ahead log: \(error)")
         }
         let started = aegis_monotonic_ns()
-        let results = Mutex<[Int: Result<WALRecovery.Report, WALError>]>([:])
+        let results = Mutex<[Int: Result<(WALRecovery.Report, [Int: EntryVersion]), WALError>]>([:])
         var threads: [pthread_t] = []
         for reactor in reactors {
             threads.append(try startThread {
                 _ = aegis_set_current_thread_name("aegis-replay-\(reactor.index)")
-                let result: Result<WALRecovery.Report, WALError>
+                let result: Result<(WALRecovery.Report, [Int: EntryVersion]), WALError>
                 do throws(WALError) {
-                    result = .success(try reactor.recoverLog())
+                    let report = try reactor.recoverLog()
+                    result = .success((report, reactor.replayedVersions()))
                 } catch {
                     result = .failure(error)
                 }
@@ -165,11 +167,13 @@ public final class Node {
         for thread in threads { pthread_join(thread, nil) }
         let seconds = Double(aegis_monotonic_ns() - started) / 1e9
         var total = WALRecovery.Report()
+        var versions: [Int: EntryVersion] = [:]
         for index in 0..<reactors.count {
             switch results.withLock({ $0[index]! }) {
             case .failure(let error):
                 throw StartupError("write-ahead log: \(error)")
-            case .success(let report):
+            case .success(let (report, replayed)):
+                versions.merge(replayed) { max($0, $1) }
                 total.records += report.records
                 total.bytes += report.bytes
                 total.segments += report.segments
@@ -183,6 +187,7 @@ public final class Node {
             "bytes": "\(total.bytes)", "seconds": "\(format3(seconds))",
             "mb_per_second": "\(seconds > 0 ? format3(megabytes / seconds) : "-")",
         ])
+        return versions
     }
 
     private static func format3(_ value: Double) -> String {

@@ -38,6 +38,8 @@ public final class NodeContext: Sendable {
     public let cluster = ClusterBoard()
     /// The shard map the cluster loop computed last, as reactors route by it.
     public let routing = RoutingBoard()
+    /// The shard leases this node holds, as the cluster loop last published them.
+    let leases = LeaseBoard()
     /// How late each reactor's loop runs; the cluster loop feeds it to
     /// Lifeguard's local health (ReactorLag.swift).
     let reactorLag: [ReactorLag]
@@ -161,6 +163,7 @@ public final class PublishedReactorStats: Sendable {
     let loopIterations = Atomic<Int>(0)
     let forwardedRequests = Atomic<Int>(0)
     let forwardNotOwner = Atomic<Int>(0)
+    let leaseRefusals = Atomic<Int>(0)
     let protocolErrors = Atomic<Int>(0)
     let walErrors = Atomic<Int>(0)
     let walTruncateServed = Atomic<Int>(0)
@@ -193,6 +196,7 @@ public final class PublishedReactorStats: Sendable {
         loopIterations.store(s.loopIterations, ordering: .relaxed)
         forwardedRequests.store(s.forwardedRequests, ordering: .relaxed)
         forwardNotOwner.store(s.forwardNotOwner, ordering: .relaxed)
+        leaseRefusals.store(s.leaseRefusals, ordering: .relaxed)
         protocolErrors.store(s.protocolErrors, ordering: .relaxed)
         walErrors.store(s.walErrors, ordering: .relaxed)
         walTruncateServed.store(s.walTruncateServed, ordering: .relaxed)
@@ -225,6 +229,7 @@ public final class PublishedReactorStats: Sendable {
             loopIterations: loopIterations.load(ordering: .relaxed),
             forwardedRequests: forwardedRequests.load(ordering: .relaxed),
             forwardNotOwner: forwardNotOwner.load(ordering: .relaxed),
+            leaseRefusals: leaseRefusals.load(ordering: .relaxed),
             protocolErrors: protocolErrors.load(ordering: .relaxed),
             walErrors: walErrors.load(ordering: .relaxed),
             walTruncateServed: walTruncateServed.load(ordering: .relaxed),
@@ -264,6 +269,8 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     /// Requests other nodes forwarded here for a shard this node is not the
     /// primary of in its own view, answered TRYAGAIN / REDIRECT.
     public var forwardNotOwner = 0
+    /// Writes refused because this node did not hold the shard's lease.
+    public var leaseRefusals = 0
     public var protocolErrors = 0
     /// Failed log writes, fsyncs and snapshots.
     public var walErrors = 0
@@ -303,6 +310,7 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         loopIterations += o.loopIterations
         forwardedRequests += o.forwardedRequests
         forwardNotOwner += o.forwardNotOwner
+        leaseRefusals += o.leaseRefusals
         protocolErrors += o.protocolErrors
         walErrors += o.walErrors
         walTruncateServed = max(walTruncateServed, o.walTruncateServed)

@@ -201,8 +201,10 @@ extension Simulation {
     func writeAsHolder(_ index: Int) {
         guard let lease = nodes[index].lease else { return }
         let clock = leaseClock(index)
-        for shard in nodes[index].shardVersions.indices where lease.holdsLease(shard, now: clock) {
-            let term = lease.term(ofShard: shard)
+        for shard in nodes[index].shardVersions.indices {
+            // The held lease's term, not the machine's: a holder renewing at a
+            // new term has not won it yet.
+            guard let term = lease.heldTerm(ofShard: shard, now: clock) else { continue }
             let current = nodes[index].shardVersions[shard]
             guard term >= current.term else { continue }
             let version = EntryVersion(term: term, seq: current.seq + 1)

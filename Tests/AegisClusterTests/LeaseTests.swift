@@ -385,6 +385,52 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         #expect(cluster.holders(shard, at: later).count == 1)
     }
 
+    /// A holder cut off in a minority campaigns alone, raising its term above
+    /// the new holder's; back, it refuses the new holder's renewals for their
+    /// term, so it neither grants nor learns who holds the shard (a server
+    /// then routes the shard's writes to itself and refuses them). The
+    /// holder renews at a term above it without losing its lease, and the
+    /// returning node promises it the shard instead of campaigning on.
+    @Test func aHolderRenewsAboveAReturningReplicaStuckAtAHigherTerm() {
+        var cluster = LeaseCluster()
+        let old = cluster.primary(shard)
+        let start = LeaseCluster.quietEnd
+        run(&cluster, from: start, to: start + 4000)
+        #expect(cluster.holders(shard, at: start + 4000) == [old])
+        let others = cluster.ids.filter { $0 != cluster.ids[old] }
+        for index in cluster.machines.indices {
+            cluster.step(index, .membersChanged(alive: index == old ? [cluster.ids[old]] : others, now: start + 4001))
+        }
+        // Cut off both ways; every node ticks, the old holder campaigning alone.
+        var now = start + 5000
+        while now <= start + 40_000 {
+            for index in cluster.machines.indices { _ = cluster.tick(index, at: now) }
+            cluster.deliver(at: now, cut: [old])
+            now += LeaseCluster.tickMs
+        }
+        guard let holder = cluster.holders(shard, at: now - LeaseCluster.tickMs).first, holder != old else {
+            Issue.record("no new holder in the majority")
+            return
+        }
+        let stuckTerm = cluster.machines[old].term(ofShard: shard)
+        #expect(stuckTerm > cluster.machines[holder].term(ofShard: shard), "the old holder's campaigns raised its term")
+        let logged = cluster.log[holder].count
+        for index in cluster.machines.indices { cluster.step(index, .membersChanged(alive: cluster.ids, now: now)) }
+        let healed = now
+        while now <= healed + 10_000 {
+            for index in cluster.machines.indices { _ = cluster.tick(index, at: now) }
+            cluster.deliver(at: now)
+            now += LeaseCluster.tickMs
+        }
+        let end = now - LeaseCluster.tickMs
+        #expect(cluster.holders(shard, at: end) == [holder])
+        #expect(!cluster.log[holder].dropFirst(logged).contains { if case .leaseLost(0, _) = $0 { true } else { false } },
+                "the holder kept its lease while it moved to a new term")
+        #expect(cluster.machines[holder].term(ofShard: shard) > stuckTerm)
+        #expect(cluster.machines[holder].heldTerm(ofShard: shard, now: end) == cluster.machines[holder].term(ofShard: shard))
+        #expect(cluster.machines[old].believedHolder(shard, now: end) == cluster.ids[holder])
+    }
+
     /// A candidate that cannot win (the others are bound to a live holder)
     /// bumps only its own term; the holder keeps its lease.
     @Test func aFailedCandidateDoesNotDeposeALiveHolder() {

@@ -61,6 +61,8 @@ let samples: [String: Sample] = [
     "replication_batch_timeout": Sample(json: #""2ms""#, text: "2ms", expected: "2ms"),
     "replication_tail_records": Sample(json: "64", text: "64", expected: "64"),
     "write_quorum": Sample(json: "2", text: "2", expected: "2"),
+    "lease_duration": Sample(json: #""2s""#, text: "2s", expected: "2s"),
+    "lease_election_timeout": Sample(json: #""1500ms""#, text: "1500ms", expected: "1s500ms"),
     "read_quorum": Sample(json: "3", text: "3", expected: "3"),
     "auth_token": Sample(json: #""hunter2""#, text: "hunter2", expected: "hunter2"),
     "auth_token_next": Sample(json: #""hunter3""#, text: "hunter3", expected: "hunter3",
@@ -99,7 +101,7 @@ struct KeyRoundTripTests {
     @Test func everyKeyHasASample() {
         #expect(Set(samples.keys) == Set(AegisConfig.allKeys))
         #expect(AegisConfig.allKeys.count == Set(AegisConfig.allKeys).count, "duplicate key")
-        #expect(AegisConfig.allKeys.count == 60)
+        #expect(AegisConfig.allKeys.count == 62)
     }
 
     @Test(arguments: AegisConfig.allKeys, Layer.allCases)

@@ -47,7 +47,21 @@ extension LeaseMachine {
                             into output: inout [LeaseAction]) -> Bool {
         let me = settings.nodeID
         let lease = state.shards[shard]
-        if lease.heldUntil != nil { return true }
+        if lease.heldUntil != nil {
+            if lease.refusedByTerm >= lease.term, lease.refusedByTerm < UInt32.max {
+                // A replica sits at a term this lease cannot reach (its own
+                // failed campaigns, cut off in a minority): it refuses every
+                // renewal, so it neither grants nor knows the holder. Renewing
+                // at a term above it is a campaign by the holder, who keeps the
+                // lease it holds until that lease ends or the new term is won;
+                // its writes keep the held term until then (`heldTerm`).
+                adopt(term: lease.refusedByTerm + 1, votedFor: me, shard: shard,
+                      reason: "renewal at a new term: a replica refused term \(lease.term) at its term \(lease.refusedByTerm)",
+                      keepingLease: true, into: &output)
+                state.shards[shard].refusedByTerm = 0
+            }
+            return true
+        }
         if lease.votedFor == me && lease.grantee == me && now < lease.grantExpiresAt && lease.term > 0 {
             // Campaign still in flight: its replies may yet come.
             return false
@@ -87,9 +101,13 @@ extension LeaseMachine {
         if let held = lease.heldUntil {
             guard until > held else { return }
             state.shards[shard].heldUntil = until
+            state.shards[shard].heldTerm = lease.term
+            state.shards[shard].reportedTerm = max(state.shards[shard].reportedTerm, lease.term)
             output.append(.leaseExtended(shard: shard, term: lease.term, until: until))
         } else {
             state.shards[shard].heldUntil = until
+            state.shards[shard].heldTerm = lease.term
+            state.shards[shard].refusedByTerm = 0
             state.shards[shard].reportedTerm = max(state.shards[shard].reportedTerm, lease.term)
             counters.electionsWon += 1
             output.append(.leaseAcquired(shard: shard, term: lease.term, until: until))
@@ -210,6 +228,10 @@ extension LeaseMachine {
                 adopt(term: answer.voterTerm, votedFor: nil, shard: shard,
                       reason: "\(voter) is at term \(answer.voterTerm)", into: &output)
                 continue
+            }
+            if holding, entry.term == state.shards[shard].term,
+               answer.verdict == .staleTerm || answer.verdict == .votedOther {
+                state.shards[shard].refusedByTerm = max(state.shards[shard].refusedByTerm, answer.voterTerm)
             }
             if answer.verdict == .emptyLearner {
                 state.learners.insert(voter)

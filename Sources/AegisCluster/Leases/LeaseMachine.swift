@@ -157,6 +157,25 @@ public struct LeaseMachine: Sendable {
 
     public func term(ofShard shard: Int) -> UInt32 { state.shards[shard].term }
 
+    /// The term of the lease this node holds for `shard` at `now` (what its
+    /// writes are versioned with), nil when it holds none. Below `term(ofShard:)`
+    /// while the holder renews at a new term it has not won yet.
+    public func heldTerm(ofShard shard: Int, now: Milliseconds) -> UInt32? {
+        holdsLease(shard, now: now) ? state.shards[shard].heldTerm : nil
+    }
+
+    /// The node this one believes may hold the shard's lease at `now`: itself
+    /// while it holds it, else the node it promised the shard to while that
+    /// promise runs; nil when it knows of none. A hint for routing writes to
+    /// the node that can accept them; it grants nothing and decides nothing.
+    public func believedHolder(_ shard: Int, now: Milliseconds) -> NodeID? {
+        guard state.shards.indices.contains(shard) else { return nil }
+        if holdsLease(shard, now: now) { return settings.nodeID }
+        let lease = state.shards[shard]
+        guard let grantee = lease.grantee, grantee != settings.nodeID, now < lease.grantExpiresAt else { return nil }
+        return grantee
+    }
+
     public var isEmptyLearner: Bool { state.emptyLearner }
 
     /// One shard's lease state in one line, for traces and `/cluster`.
@@ -205,7 +224,9 @@ public struct LeaseMachine: Sendable {
     // MARK: - Terms
 
     /// Moves the shard to `term` (never backwards), persisting it first.
-    mutating func adopt(term: UInt32, votedFor: NodeID?, shard: Int, reason: String,
+    /// `keepingLease`: the holder moving its renewals to a new term keeps the
+    /// lease it holds until that lease ends or the new term is won.
+    mutating func adopt(term: UInt32, votedFor: NodeID?, shard: Int, reason: String, keepingLease: Bool = false,
                         into output: inout [LeaseAction]) {
         let old = state.shards[shard].term
         precondition(term >= old, "terms never go backwards")
@@ -217,7 +238,7 @@ public struct LeaseMachine: Sendable {
         if term > old {
             counters.termChanges += 1
             output.append(.termChanged(shard: shard, old: old, new: term, reason: reason))
-            if state.shards[shard].heldUntil != nil {
+            if state.shards[shard].heldUntil != nil && !keepingLease {
                 state.shards[shard].heldUntil = nil
                 output.append(.leaseLost(shard: shard, reason: .higherTerm(term)))
             }
@@ -278,6 +299,13 @@ struct ShardLease: Sendable, Equatable {
     var grantExpiresAt: Milliseconds = .min
     /// Set while this node holds the lease for `term`: its end on this node's clock.
     var heldUntil: Milliseconds?
+    /// The term of the lease `heldUntil` belongs to.
+    var heldTerm: UInt32 = 0
+    /// While holding: the highest term of a replica that refused a renewal
+    /// for its term (`staleTerm`, `votedOther`), 0 when none. Such a replica
+    /// never grants this term again, and it never learns who holds the lease
+    /// (it routes writes nowhere); the next tick renews at a term above it.
+    var refusedByTerm: UInt32 = 0
     /// The highest term this node knows to belong to a node that may hold
     /// the lease: granted to a peer, won by this node, or reported by a peer.
     /// Replies carry it beside `term`: a holder demotes itself only for this

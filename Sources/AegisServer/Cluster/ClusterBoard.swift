@@ -77,6 +77,8 @@ public struct ClusterSnapshot: Sendable {
     /// on SIGHUP); nil where the loop drives no membership (link tests).
     public var timings: MembershipTimings?
     public var replication = ReplicationSnapshot()
+    /// Shard leases; empty (not enforced) with replication_factor 1.
+    public var leases = LeaseSnapshot()
 
     public init() {}
 

@@ -1,4 +1,5 @@
 import AegisCluster
+import AegisStore
 import AegisTLS
 import CSupport
 import Glibc
@@ -105,6 +106,8 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     /// Request forwarding between nodes; nil where the loop runs without
     /// reactors (the link tests).
     let relay: ForwardingRelay?
+    /// The shard leases (replication_factor > 1); nil otherwise and in the link tests.
+    let leases: LeaseDriver?
     let logger: Logger
     let settings: ClusterLoopSettings
     let boundPort: Int
@@ -152,9 +155,10 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
 
     /// Takes over `listenFD` (from `bindGossip`); `run` serves it.
     init(settings: ClusterLoopSettings, listenFD: Int32, engine: Engine, board: ClusterBoard, logger: Logger,
-         relay: ForwardingRelay? = nil) throws {
+         relay: ForwardingRelay? = nil, leases: LeaseDriver? = nil) throws {
         self.settings = settings
         self.relay = relay
+        self.leases = leases
         self.engine = engine
         self.board = board
         self.logger = logger
@@ -176,6 +180,18 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             _ = aegis_epoll_add(epollFD, relay.wakeFD, AEGIS_EPOLLIN | AEGIS_EPOLLET, ClusterLoopToken.interconnect)
             relay.sendFrame = { [unowned self] address, frame in self.send(frame, to: address, lane: .bulk, nowMs: Self.nowMs()) }
             relay.replication.log = { [unowned self] text in self.logger.notice("\(text)") }
+            relay.abandonLink = { [unowned self] address in
+                guard let token = self.dialled[DialKey(address: address, lane: .bulk)], let connection = self.connections[token] else { return }
+                self.logger.notice("cluster: bulk link closed, forwarded requests on it went unanswered; what it still held is dropped",
+                                   metadata: ["peer": "\(address)"])
+                self.close(connection, reason: .abandoned, nowMs: Self.nowMs(), notify: false)
+            }
+            if let leases {
+                relay.replication.maySend = { shard in leases.maySendReplication(shard: shard, nowMs: Self.nowMs()) }
+                relay.replication.acceptsFrom = { shard, sender, nowMs in
+                    leases.acceptsReplication(shard: shard, from: sender, nowMs: nowMs)
+                }
+            }
         }
     }
 
@@ -193,6 +209,17 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             _ = aegis_set_current_thread_name("aegis-cluster")
             run()
         }
+    }
+
+    /// The newest version per shard the log replay left, told to the lease
+    /// machine before the loop runs (so before this node votes or
+    /// campaigns). Call before `start`: the loop's thread owns the driver.
+    func noteReplayedVersions(_ versions: [Int: EntryVersion]) {
+        precondition(loopThread == nil, "replayed versions are told before the cluster loop starts")
+        guard let leases, !versions.isEmpty else { return }
+        let nowMs = Self.nowMs()
+        for (shard, version) in versions { leases.localVersion(shard: shard, version, nowMs: nowMs) }
+        logger.notice("leases: newest local versions from the log replay", metadata: ["shards": "\(versions.count)"])
     }
 
     /// Waits for the loop thread to return (after a `.leave` or `.stop` command).
@@ -216,6 +243,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             nodeID: settings.nodeID, gossipAddress: selfGossipAddress, clientAddress: settings.clientAddress,
             status: .alive, incarnation: settings.incarnation, lastHeardMonotonicMs: started, isSelf: true)
         perform(engine.start(nowMs: started), nowMs: started)
+        if let leases { sendLeaseFrames(leases.start(nowMs: started), nowMs: started) }
         var events = [aegis_epoll_event](repeating: aegis_epoll_event(), count: 64)
         while !stopRequested {
             let now = Self.nowMs()
@@ -248,6 +276,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             }
             if let relay { relayStep(relay) }
             fireDueTimers(nowMs: woke)
+            if let leases { leaseStep(leases, nowMs: woke) }
             expireSilentAccepts(nowMs: woke)
             abandonSlowDials(nowMs: woke)
             if let deadline = leaveDeadlineMs, woke >= deadline || !anyOutputQueued { break }
@@ -261,6 +290,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     private func waitMs(nowMs: Int64) -> Int32 {
         var next = nowMs + 1_000
         if let timer = timers.values.min() { next = min(next, timer) }
+        if let timer = leases?.nextTimerMs { next = min(next, timer) }
         if dirty { next = min(next, lastPublishMs + Self.publishIntervalMs) }
         if let deadline = leaveDeadlineMs { next = min(next, deadline) }
         if !acceptedAt.isEmpty || !connectingSince.isEmpty { next = min(next, nowMs + 250) }
@@ -391,6 +421,13 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                         close(connection, reason: .refused(.malformed), nowMs: nowMs, notify: true)
                         return
                     }
+                    continue
+                }
+                if LeaseCodec.isLeaseFrame(frame) {
+                    counters.messagesReceived[Self.leaseType, default: 0] += 1
+                    heard(from: hello.nodeID, nowMs: nowMs)
+                    // A node without leases (replication_factor 1 here) answers none.
+                    if let leases { sendLeaseFrames(leases.received(frame, nowMs: nowMs), nowMs: nowMs) }
                     continue
                 }
                 counters.messagesReceived[engine.messageType(frame), default: 0] += 1
@@ -558,7 +595,8 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             close(connection, reason: .outboundFull, nowMs: nowMs, notify: true)
             return false
         }
-        let type = message.count > 4 && message[4] == ForwardingRelay.batchMarker ? Self.forwardBatchType : engine.messageType(message)
+        let type = message.count > 4 && message[4] == ForwardingRelay.batchMarker ? Self.forwardBatchType
+            : LeaseCodec.isLeaseFrame(message) ? Self.leaseType : engine.messageType(message)
         counters.messagesSent[type, default: 0] += 1
         dirty = true
         if connection.state == .open { flush(connection, nowMs: nowMs) }
@@ -689,7 +727,10 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         // close lets the peer read it (a reset could discard it), so the
         // refused node learns why too. Only an open link says close_notify.
         connection.transport.release(notifyPeer: connection.state == .open && reason.map(Self.isOrderly) ?? true)
-        if case .refused = reason { _ = aegis_socket_abort_on_close(connection.fd) }
+        switch reason {
+        case .refused?, .abandoned?: _ = aegis_socket_abort_on_close(connection.fd)
+        default: break
+        }
         _ = aegis_close(connection.fd)
         dirty = true
         switch reason {
@@ -725,7 +766,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             var state = backoff[key] ?? Backoff()
             _ = state.failed(nowMs: nowMs, baseMs: Self.peerRetryBaseMs, capMs: Self.peerRetryCapMs, random: &random)
             backoff[key] = state
-        case nil:
+        case .abandoned?, nil:
             break
         }
         if notify && !stopRequested && leaveDeadlineMs == nil {
@@ -736,7 +777,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     private static func isOrderly(_ reason: PeerConnection.Closure) -> Bool {
         switch reason {
         case .endOfStream, .outboundFull: return true
-        case .failed, .refused, .tlsRefused: return false
+        case .failed, .refused, .tlsRefused, .abandoned: return false
         }
     }
 
@@ -843,6 +884,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         membershipChanged = true
         dirty = true
         let from = previous ?? known?.status
+        if let leases { leaseMembersChanged(leases, nowMs: nowMs) }
         if from != view.status {
             logger.notice("member \(view.nodeID) \(from?.description ?? "none") -> \(view.status) reason=\(reason)", metadata: [
                 "incarnation": "\(view.incarnation)", "gossip_addr": "\(view.gossipAddress)",
@@ -880,6 +922,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         snapshot.peerQueueBudgetBytes = settings.peerQueueBudgetBytes
         snapshot.peerTLSEnabled = settings.tls != nil
         if let relay { contributeForwarding(relay, to: &snapshot) }
+        if let leases { snapshot.leases = LeaseSnapshot(leases, routing: relay?.routing, nowMs: nowMs) }
         engine.contribute(to: &snapshot)
         board.publish(snapshot)
         lastPublishMs = nowMs
@@ -887,9 +930,42 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         membershipChanged = false
     }
 
+    // MARK: - Leases
+
+    /// Lease frames go on the control lane, beside the probes: a renewal
+    /// stuck behind replication data could let a lease run out.
+    private func sendLeaseFrames(_ frames: [(NodeID, [UInt8])], nowMs: Int64) {
+        for (node, frame) in frames {
+            guard let address = members[node.name]?.gossipAddress, !address.isEmpty, address != selfGossipAddress else {
+                counters.unsent += 1
+                continue
+            }
+            send(frame, to: address, lane: .control, nowMs: nowMs)
+        }
+        if !frames.isEmpty { dirty = true }
+        // Writes go to the lease holder: routing is rebuilt at once.
+        if leases?.holdersMoved == true { membershipChanged = true }
+    }
+
+    /// Timers, and the versions the reactors reported since the last pass.
+    private func leaseStep(_ leases: LeaseDriver, nowMs: Int64) {
+        if let relay {
+            for (shard, version) in relay.takeLocalVersions() { leases.localVersion(shard: shard, version, nowMs: nowMs) }
+        }
+        sendLeaseFrames(leases.fireDueTimers(nowMs: nowMs), nowMs: nowMs)
+    }
+
+    private func leaseMembersChanged(_ leases: LeaseDriver, nowMs: Int64) {
+        let alive = members.values.filter { $0.status == .alive }.compactMap { NodeID($0.nodeID) }
+        let known = members.values.filter { $0.status != .left }.compactMap { NodeID($0.nodeID) }
+        sendLeaseFrames(leases.membersChanged(alive: alive, known: known, nowMs: nowMs), nowMs: nowMs)
+    }
+
     // MARK: - Forwarding
 
     static var forwardBatchType: String { "forward_batch" }
+    /// The label of lease frames (requests and replies) in aegis_gossip_messages_*_total.
+    static var leaseType: String { "lease" }
     /// The label of PeerAnnouncement frames in aegis_gossip_messages_*_total.
     static var announcementType: String { "announcement" }
 
@@ -925,9 +1001,10 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                 client[member.nodeID] = member.clientAddress.isEmpty ? clientAddressOf[member.nodeID] ?? "" : member.clientAddress
             }
             let before = relay.routing?.version
+            _ = leases?.takeHoldersMoved()
             if let routing = relay.updateMap(members: alive, gossipAddresses: gossip, clientAddresses: client,
                                              numShards: settings.numShards, virtualNodes: settings.virtualNodes,
-                                             replicationFactor: settings.replicationFactor),
+                                             replicationFactor: settings.replicationFactor, leaseHolders: leases?.holders ?? []),
                routing.version != before {
                 logger.notice("shard map changed", metadata: [
                     "placement_digest": "\(routing.digestHex)", "members": "\(routing.map.members.count)",

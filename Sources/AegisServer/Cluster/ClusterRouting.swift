@@ -10,27 +10,41 @@ public final class ClusterRouting: Sendable {
     public let version: UInt64
     public let map: ShardMap
     public let selfID: NodeID
+    /// Per shard: the node the lease machine believes holds the shard's lease
+    /// (empty without leases). Where it names one of the shard's owners, that
+    /// node is the primary writes go to, not the map's first owner: after a
+    /// failover the old primary comes back first in the map, but the lease
+    /// stays with the node that won it.
+    let leaseHolders: [NodeID?]
     /// Per shard: true when this node is its primary.
     let primaryHere: [Bool]
+    /// Per shard: its owners other than the primary, in ring order.
+    let followers: [[NodeID]]
     /// Per shard: the primary's node id and client address ("" when unknown).
     let primaryName: [String]
     let primaryClientAddress: [String]
     public let shardsPrimaryHere: Int
 
-    init(version: UInt64, map: ShardMap, selfID: NodeID, clientAddressOf: [String: String]) {
+    init(version: UInt64, map: ShardMap, selfID: NodeID, clientAddressOf: [String: String], leaseHolders: [NodeID?] = []) {
         self.version = version
         self.map = map
         self.selfID = selfID
+        self.leaseHolders = leaseHolders
         var here: [Bool] = []
         var names: [String] = []
         var addresses: [String] = []
+        var followers: [[NodeID]] = []
         here.reserveCapacity(map.numShards)
         for shard in 0..<map.numShards {
-            let primary = map.primary(ofShard: shard)
+            let owners = map.owners(ofShard: shard)
+            var primary = map.primary(ofShard: shard)
+            if shard < leaseHolders.count, let holder = leaseHolders[shard], owners.contains(holder) { primary = holder }
             here.append(primary == selfID)
             names.append(primary.name)
             addresses.append(clientAddressOf[primary.name] ?? "")
+            followers.append(owners.filter { $0 != primary })
         }
+        self.followers = followers
         primaryHere = here
         primaryName = names
         primaryClientAddress = addresses

@@ -50,8 +50,31 @@ enum ClusterWiring {
         relay.replyTimeoutMs = ForwardingRelay.replyTimeout(
             writeQuorum: config.replicationFactor > 1 ? config.writeQuorum : 0,
             readQuorum: config.replicationFactor > 1 ? config.readQuorum : 1, writeTimeoutMs: config.writeTimeout.milliseconds)
+        let leases = try config.replicationFactor > 1
+            ? makeLeases(node: node, nodeID: nodeID, incarnation: incarnation, authenticator: authenticator, logger: logger) : nil
         return try ClusterLoop(settings: loopSettings, listenFD: listenFD, engine: MembershipEngine(node: membership, reactorLag: node.reactorLag),
-                               board: node.cluster, logger: logger, relay: relay)
+                               board: node.cluster, logger: logger, relay: relay, leases: leases)
+    }
+
+    /// Reads the terms back from data_dir; the driver writes the file once
+    /// the node is in a cluster, so that a later start can tell a lost file
+    /// from a new node.
+    static func makeLeases(node: NodeContext, nodeID: NodeID, incarnation: UInt64, authenticator: GossipAuthenticator,
+                           logger: Logger) throws -> LeaseDriver {
+        let config = node.config
+        let parameters = ClusterParameters(numShards: UInt32(config.numShards), virtualNodes: UInt32(config.virtualNodes),
+                                           replicationFactor: UInt32(clamping: config.replicationFactor))
+        // Renewed every quarter lease: three lost rounds in a row still keep it.
+        let leaseMs = config.leaseDuration.milliseconds
+        let settings = LeaseSettings(nodeID: nodeID, leaseDurationMs: leaseMs, tickIntervalMs: max(1, leaseMs / 4),
+                                     electionTimeoutMs: config.leaseElectionTimeout.milliseconds, parameters: parameters)
+        if let problem = settings.problem { throw StartupError("lease settings: \(problem)") }
+        let loaded = try TermStore.load(directory: config.dataDir, numShards: config.numShards)
+        let store = TermStore(directory: config.dataDir, terms: loaded.terms)
+        logger.notice("leases: \(loaded.summary)", metadata: ["file": "\(store.path)"])
+        let machine = LeaseMachine(settings: settings, persisted: loaded.terms, emptyLearner: loaded.emptyLearner,
+                                   life: incarnation, randomSeed: UInt64.random(in: .min ... .max), authenticator: authenticator)
+        return LeaseDriver(machine: machine, store: store, board: node.leases, logger: logger, hasSeeds: !config.seeds.isEmpty)
     }
 
     /// The explicit advertise address, else the bound one; a wildcard bind

@@ -1,6 +1,7 @@
 import AegisCluster
 import AegisProtocol
 import CSupport
+import AegisStore
 
 /// The cluster loop's half of forwarding: it takes requests for shards
 /// another node is primary for from the reactors' rings, batches them per
@@ -105,6 +106,11 @@ final class ForwardingRelay {
     /// Per peer, keys in send order: the timeout sweep looks at the oldest only.
     private var sendOrder: [[InFlightKey]] = []
     private var sendOrderHead: [Int] = []
+    /// Per peer, when a reply last came from it (monotonic ns; 0: never).
+    private var lastReplyNs: [Int64] = []
+    /// Set by the loop: closes the bulk link to a peer address abortively, so
+    /// that what is still queued or in flight on it is never delivered.
+    var abandonLink: ((String) -> Void)?
     /// Requests sent to each peer number (`counters` sums them by node id).
     private var forwardedToPeer: [Int] = []
     private struct PendingRecord {
@@ -153,15 +159,18 @@ final class ForwardingRelay {
     /// differs from the last one; returns it.
     @discardableResult
     func updateMap(members: [NodeID], gossipAddresses: [String: String], clientAddresses: [String: String],
-                   numShards: Int, virtualNodes: Int, replicationFactor: Int) -> ClusterRouting? {
+                   numShards: Int, virtualNodes: Int, replicationFactor: Int, leaseHolders: [NodeID?] = []) -> ClusterRouting? {
         gossipAddressOf = gossipAddresses
         defer { mapShardsToPeers() }
         guard let me = NodeID(selfID),
               let map = try? ShardMap(members: members, numShards: numShards, virtualNodes: virtualNodes,
                                       replicationFactor: replicationFactor) else { return routing }
-        if let routing, routing.map == map, routing.primaryClientAddress == Self.addresses(map, clientAddresses) { return routing }
+        let candidate = ClusterRouting(version: routingVersion + 1, map: map, selfID: me, clientAddressOf: clientAddresses,
+                                       leaseHolders: leaseHolders)
+        if let routing, routing.map == map, routing.primaryName == candidate.primaryName,
+           routing.primaryClientAddress == candidate.primaryClientAddress { return routing }
         routingVersion += 1
-        let next = ClusterRouting(version: routingVersion, map: map, selfID: me, clientAddressOf: clientAddresses)
+        let next = candidate
         routing = next
         routingBoard.publish(next)
         replication.mapChanged(next)
@@ -178,10 +187,6 @@ final class ForwardingRelay {
             guard let address = gossipAddressOf[primary], !address.isEmpty else { return Self.shardHasNoAddress }
             return Int32(number(forPeer: address, name: primary))
         }
-    }
-
-    private static func addresses(_ map: ShardMap, _ clientAddresses: [String: String]) -> [String] {
-        (0..<map.numShards).map { clientAddresses[map.primary(ofShard: $0).name] ?? "" }
     }
 
     /// The peer number of the node `name`, nil when its address is unknown.
@@ -203,6 +208,7 @@ final class ForwardingRelay {
         batchRequests.append([])
         sendOrder.append([])
         sendOrderHead.append(0)
+        lastReplyNs.append(0)
         forwardedToPeer.append(0)
         breakerAllowed.append(nil)
         return number
@@ -231,8 +237,19 @@ final class ForwardingRelay {
         case .request:
             forwardRequest(header, payload: payload, nowNs: nowNs)
         case .replicate:
-            replication.fromReactor(header, record: payload, nowNs: nowNs)
-        case .replicaAck, .streamAck:
+            if let version = replication.fromReactor(header, record: payload, nowNs: nowNs) {
+                noteLocal(shard: Int(header.route.shard), version)
+            }
+        case .replicaAck:
+            if let version = ReplicationWire.decode(payload) { noteLocal(shard: Int(header.route.shard), version) }
+            // A follower reactor's acknowledgement, back to the peer the records came from.
+            if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
+        case .streamAck:
+            // The last slice applied leaves the follower holding the shard
+            // through the walk's start, which the election restriction counts.
+            if header.route.ticket & ShardStreamWire.lastSlice != 0 {
+                noteLocal(shard: Int(header.route.shard), header.replicatedPrevious)
+            }
             // A follower reactor's acknowledgement, back to the peer the records came from.
             if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
         case .streamData:
@@ -247,6 +264,22 @@ final class ForwardingRelay {
         case .readRepair:
             replication.sendReadRepair(header, record: payload)
         }
+    }
+
+    /// The newest version this node holds per shard, as its reactors showed
+    /// it (a write made as primary, a record applied as follower), since the
+    /// last `takeLocalVersions`: the lease machine's election restriction.
+    private var localVersions: [Int: EntryVersion] = [:]
+
+    private func noteLocal(shard: Int, _ version: EntryVersion) {
+        guard shard >= 0, shard < shardOwner.count else { return }
+        if let known = localVersions[shard], known >= version { return }
+        localVersions[shard] = version
+    }
+
+    func takeLocalVersions() -> [Int: EntryVersion] {
+        defer { localVersions = [:] }
+        return localVersions
     }
 
     private func forwardRequest(_ header: ForwardHeader, payload: UnsafeRawBufferPointer, nowNs: Int64) {
@@ -377,6 +410,8 @@ final class ForwardingRelay {
                     let shard = Int(header.route.shard)
                     guard shard < shardOwner.count else { return false }
                     if header.kind == .replicate { replication.noteReceived() }
+                    if header.kind == .replicate || header.kind == .streamData,
+                       !replication.accepts(shard: shard, from: peerName[Int(peer)], nowNs: nowNs) { continue }
                     var routed = header
                     routed.route.originNode = peer
                     toReactor(shardOwner[shard], routed, payload)
@@ -404,7 +439,10 @@ final class ForwardingRelay {
             }
             return true
         }
-        if repliesReceived > 0 { breakers.record(peerName[Int(peer)], success: true) }
+        if repliesReceived > 0 {
+            breakers.record(peerName[Int(peer)], success: true)
+            lastReplyNs[Int(peer)] = nowNs
+        }
         return wellFormed
     }
 
@@ -451,7 +489,18 @@ final class ForwardingRelay {
                 sendOrderHead[peer] = head
             }
             if !expired.isEmpty {
+                // Nothing came back from the peer since the oldest of these was
+                // sent: it may still sit in the link (a partition, with TCP
+                // retransmitting). Delivered after the heal, a write would run
+                // on the shard's primary long after its client was told it
+                // failed, over writes acknowledged since. Closing the link
+                // abortively drops what it still holds. A reply to anything
+                // sent later shows the link delivered these already (one TCP
+                // stream, in order), so a peer that is merely slow keeps it.
+                let oldestSentNs = expired.compactMap { inFlight.peek($0)?.sentAtNs }.min() ?? nowNs
+                let silent = lastReplyNs[peer] < oldestSentNs
                 failInFlight(expired, reason: "timeout", why: "\(peerName[peer]) did not answer within \(replyTimeoutMs) ms")
+                if silent { abandonLink?(peerAddress[peer]) }
             }
         }
     }

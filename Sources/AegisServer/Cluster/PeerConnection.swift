@@ -35,6 +35,9 @@ final class PeerConnection {
         case outboundFull
         /// TLS did not authenticate both ends; `detail` is OpenSSL's reason.
         case tlsRefused(PeerTLSRefusal, detail: String)
+        /// Forwarded requests on it went unanswered: closed abortively so
+        /// that nothing still queued on it is delivered later.
+        case abandoned
     }
 
     static let prefixBytes = 4

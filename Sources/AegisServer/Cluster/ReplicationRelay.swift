@@ -98,6 +98,9 @@ final class ReplicationRelay {
         var streamSlices = 0
         var streamBytes = 0
         var malformed = 0
+        /// Records and stream slices refused because their sender is not the
+        /// shard's lease holder as this node knows it.
+        var refusedNotHolder = 0
         /// Batches of new records moved to a follower's frame because they
         /// reached replication_batch_size, or because the oldest waited
         /// replication_batch_timeout (or the timeout is 0s).
@@ -169,6 +172,19 @@ final class ReplicationRelay {
     }
     /// Set by the loop: one notice-level line (rate-limited by the caller's use).
     var log: ((String) -> Void)?
+    /// Set by the loop with leases: whether this node may resend a shard's
+    /// records or stream it now (it holds the shard's lease).
+    var maySend: ((Int) -> Bool)?
+    /// Set by the loop with leases: whether a shard's records and stream
+    /// slices from a peer (by name) are taken at a monotonic ms.
+    var acceptsFrom: ((Int, String, Int64) -> Bool)?
+
+    /// False (and counted) when `sender` may not replicate `shard` to this node.
+    func accepts(shard: Int, from sender: String, nowNs: Int64) -> Bool {
+        guard let acceptsFrom, !acceptsFrom(shard, sender, nowNs / 1_000_000) else { return true }
+        counters.refusedNotHolder += 1
+        return false
+    }
 
     init(forwarding: ForwardingRelay, shardOwner: [Int]) {
         self.forwarding = forwarding
@@ -193,7 +209,7 @@ final class ReplicationRelay {
     /// the others drop it.
     func mapChanged(_ routing: ClusterRouting) {
         for shard in 0..<min(routing.map.numShards, progress.count) {
-            let followers = routing.primaryHere[shard] ? routing.map.followers(ofShard: shard) : []
+            let followers = routing.primaryHere[shard] ? routing.followers[shard] : []
             if followers.isEmpty {
                 progress[shard] = nil
                 tails[shard] = nil
@@ -214,16 +230,18 @@ final class ReplicationRelay {
 
     // MARK: - From this node's reactors
 
-    /// A write the reactor owning `shard` made as its primary.
-    func fromReactor(_ header: ForwardHeader, record: UnsafeRawBufferPointer, nowNs: Int64) {
+    /// A write the reactor owning `shard` made as its primary; returns its
+    /// version when the record was taken.
+    @discardableResult
+    func fromReactor(_ header: ForwardHeader, record: UnsafeRawBufferPointer, nowNs: Int64) -> EntryVersion? {
         let nowMs = nowNs / 1_000_000
         let shard = Int(header.route.shard)
-        guard shard < progress.count, progress[shard] != nil else { return }  // no followers (any more)
+        guard shard < progress.count, progress[shard] != nil else { return nil }  // no followers (any more)
         let previous = header.replicatedPrevious
         guard case .record(let decoded, let length) = WALRecord.decode(record), length == record.count,
               decoded.shard == shard, decoded.version > previous, decoded.version > progress[shard]!.written else {
             counters.malformed += 1
-            return
+            return nil
         }
         counters.recordsFromReactors += 1
         // The first write after taking the shard over (or after writes this
@@ -232,7 +250,7 @@ final class ReplicationRelay {
         let bytes = [UInt8](record)
         if !tails[shard]!.append(version: decoded.version, previous: previous, madeMs: nowMs, bytes: bytes) {
             counters.malformed += 1
-            return
+            return nil
         }
         progress[shard]!.wrote(decoded.version)
         let followers = progress[shard]!.followers
@@ -241,6 +259,7 @@ final class ReplicationRelay {
                 progress[shard]!.sent(decoded.version, to: follower)
             }
         }
+        return decoded.version
     }
 
     /// Stages a new record for `follower` (counted as sent: a link that
@@ -397,6 +416,10 @@ final class ReplicationRelay {
         abortStreams(streams.abortStalled(nowMs: nowNs / 1_000_000))
         for shard in progress.indices {
             guard var shardProgress = progress[shard], let tail = tails[shard] else { continue }
+            if let maySend, !maySend(shard) {
+                abortStreams { $0.shard == shard }
+                continue
+            }
             for (i, follower) in shardProgress.followers.enumerated() where shardProgress.sent[i] < shardProgress.written {
                 if streams.isStreaming(shard: shard, to: follower) { continue }
                 switch tail.after(shardProgress.sent[i], limit: Self.catchUpRecordsPerTurn) {

@@ -16,6 +16,8 @@ public struct ReplicationSnapshot: Sendable, Equatable {
     public var recordsReceived = 0
     public var acksReceived = 0
     public var acksRefused = 0
+    /// Records and stream slices refused: their sender is not the shard's lease holder as this node knows it.
+    public var refusedNotHolder = 0
     public var followerResets = 0
     public var cutOffs = 0
     public var streamsNeeded = 0
@@ -40,6 +42,7 @@ public struct ReplicationSnapshot: Sendable, Equatable {
         recordsReceived = c.recordsReceived
         acksReceived = c.acksReceived
         acksRefused = c.acksRefused
+        refusedNotHolder = c.refusedNotHolder
         followerResets = c.followerResets
         cutOffs = c.cutOffs
         streamsNeeded = c.streamsNeeded

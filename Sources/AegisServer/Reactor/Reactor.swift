@@ -57,6 +57,8 @@ final class Reactor: @unchecked Sendable {
     var replica: ReplicaState
     var quorum: QuorumState
     var readQuorum: ReadQuorumState
+    /// The shard leases this node holds (Replication/Reactor+Leases.swift).
+    var leases = ReactorLeases()
     var log = ReactorLog()
     var rate = RateGate()
     var schedule = LoopSchedule()
@@ -174,6 +176,7 @@ final class Reactor: @unchecked Sendable {
         monotonicMs = aegis_monotonic_ms_coarse()
         counters.loopIterations &+= 1
         if node.routing.version != routes.version { applyRouting() }
+        if node.leases.version != leases.version { applyLeases() }
         // One clock read per batch, not per request: see CommandMetrics.
         if ready > 0 { commandMetrics.batchStartNs = aegis_monotonic_ns() }
 

@@ -176,6 +176,8 @@ final class ClusterHarness: @unchecked Sendable {
     static let numShards = 64
     let network: PrivateNetwork?
     let timers: ClusterTimers
+    /// Appended to every node's arguments, so they override the harness's.
+    let extraArguments: [String]
     let root: String
     private(set) var slots: [Slot] = []
 
@@ -190,10 +192,12 @@ final class ClusterHarness: @unchecked Sendable {
     /// Lays out `size` nodes; `start` runs them. `secret` and `seeds` may
     /// differ per node (1-based) for the tests of refused and lonely nodes.
     init(size: Int, network: PrivateNetwork? = nil, timers: ClusterTimers = ClusterTimers(),
-         secret: (Int) -> String = { _ in "aegis-test-cluster" }, seeds: ((Int) -> [String])? = nil) throws {
+         secret: (Int) -> String = { _ in "aegis-test-cluster" }, seeds: ((Int) -> [String])? = nil,
+         extraArguments: [String] = []) throws {
         precondition((1...20).contains(size), "loopback addresses 127.0.0.11...30 are reserved for these tests")
         self.network = network
         self.timers = timers
+        self.extraArguments = extraArguments
         root = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-cluster-\(UUID().uuidString)").path
         var gossipPorts: [UInt16] = []
         for node in 1...size {
@@ -236,7 +240,7 @@ final class ClusterHarness: @unchecked Sendable {
                          "--data-dir", slot.dataDir]
         if !slot.secret.isEmpty { arguments += ["--gossip-secret", slot.secret] }
         if !slot.seeds.isEmpty { arguments += ["--seeds", slot.seeds.joined(separator: ",")] }
-        return arguments
+        return arguments + extraArguments
     }
 
     /// Starts every node, node1 first, each once its /cluster answers.

@@ -15,6 +15,8 @@ import Testing
         let healthPort: UInt16
         let clientPort: UInt16
         let logPath: String
+        /// Each node its own: the lease terms live there.
+        let dataDir: String
         var pid: pid_t = 0
         /// Set once the process was reaped: its pid may then belong to another.
         var exitStatus: Int32?
@@ -26,6 +28,7 @@ import Testing
             healthPort = try freePort(on: host)
             clientPort = try freePort(on: host)
             logPath = directory + "/\(name).log"
+            dataDir = directory + "/\(name)-data"
         }
 
         var gossipAddress: String { "\(host):\(gossipPort)" }
@@ -42,7 +45,7 @@ import Testing
             let timings = timingFlags ? ["--gossip-interval", "200ms", "--suspect-timeout", "1s", "--dead-timeout", "3s"] : []
             let arguments = seedArguments + [
                 "--node-id", name, "--bind-addr", "\(host):\(clientPort)", "--health-addr", "\(host):\(healthPort)",
-                "--gossip-bind-addr", gossipAddress, "--reactors", "1",
+                "--gossip-bind-addr", gossipAddress, "--reactors", "1", "--data-dir", dataDir,
             ] + timings + ["--gossip-secret", "test-secret", "--max-memory-mb", "64"] + extra
             pid = try SpawnedNode.spawn(ServerHarness.binaryPath, arguments,
                                         environment: try SpawnedNode.childEnvironment(environment, journalFile: nil), output: logPath)

@@ -30,7 +30,8 @@ import Testing
             }
             return digests.allSatisfy { $0 == digests[0] && $0.hasSuffix(" 3\n") }
         }
-        if !agreed {
+        // Writes need the shards' leases (won a few seconds after the last start).
+        if !agreed || !LeaseProcessTests.waitForEveryShardHeld(members) {
             for member in members { member.stop() }
             throw HarnessError("no common map with 3 members: \(digests)\n\(members.map { $0.log() }.joined(separator: "\n"))")
         }

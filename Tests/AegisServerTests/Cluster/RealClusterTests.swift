@@ -129,6 +129,14 @@ struct RealClusterTests {
         try cluster.start(1)
         try cluster.start(2)
         try cluster.waitUntil("node1 and node2 alive", ClusterHarness.allAlive(["node1", "node2"]))
+        // Lease elections log a line per term change and per shard won: let
+        // them settle first, so that the lines counted below are the refusal's.
+        let leasesSettled = waitUntil(seconds: 60) {
+            let views = [1, 2].compactMap { LeasePartitionProcessTests.leases(cluster, $0) }
+            return views.count == 2
+                && (0..<ClusterHarness.numShards).allSatisfy { shard in views.count { $0[shard]?.held == true } == 1 }
+        }
+        #expect(leasesSettled, "every shard gets a lease holder:\n\(cluster.logTails())")
         let linesBefore = cluster.logLines(1).count
         let badMAC = #"aegis_cluster_messages_dropped_total{reason="bad_mac"}"#
         let droppedBefore = try cluster.metric(1, badMAC) ?? 0

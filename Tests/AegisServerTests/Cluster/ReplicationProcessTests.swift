@@ -73,7 +73,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let members = try (1...3).map { try Member(index: $0, directory: directory) }
         for member in members { try member.start(seeds: members.map(\.gossipAddress), extra: ["--reactors", "2"]) }
-        guard waitForMap(members) else {
+        guard waitForMap(members), LeaseProcessTests.waitForEveryShardHeld(members) else {
             for member in members { member.stop() }
             throw HarnessError("no common map with 3 members:\n\(members.map { $0.log() }.joined(separator: "\n"))")
         }
@@ -151,6 +151,7 @@ import Testing
 
         members[2].crash()
         #expect(Self.waitForMap([members[0], members[1]]), "node1 and node2 agree without node3")
+        #expect(LeaseProcessTests.waitForEveryShardHeld([members[0], members[1]]), "node1 and node2 hold every shard")
         // Written while node3 is down: new keys, overwrites and deletes of old ones.
         let overwritten = before.enumerated().filter { $0.offset % 3 == 0 }.map(\.element)
         let deleted = before.enumerated().filter { $0.offset % 3 == 1 }.map(\.element)
@@ -185,6 +186,9 @@ import Testing
         usleep(500_000)
         members[0].crash()
         #expect(Self.waitForMap([members[1], members[2]]), "node2 and node3 agree without node1")
+        // node1's shards are writable again once its leases ran out and node2
+        // or node3 won them (leases: one lease plus margin after the crash).
+        #expect(LeaseProcessTests.waitForEveryShardHeld([members[1], members[2]]), "node2 and node3 hold every shard")
         let after = Dictionary(uniqueKeysWithValues: (0..<300).map { ("after:\($0)", "a\($0)") })
         try Self.write(members[2], sets: after)
         let tookOver = try after.keys.filter { try Self.primary(of: $0) == "node1" }

@@ -137,6 +137,11 @@ extension Reactor {
                 BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: Self.walRefusalBinary, into: out)
                 return
             }
+            if leases.enforced, lacksLease(KeyHash.shard(of: hash, shardCount: shards.count)) {
+                BinaryResponseWriter.write(status: .error, requestID: frame.requestID,
+                                           errorText: leaseRefusalText(KeyHash.shard(of: hash, shardCount: shards.count)), into: out)
+                return
+            }
             let value = UnsafeRawBufferPointer(rebasing: request[frame.valueOffset..<(frame.valueOffset + frame.valueLength)])
             if log.wal != nil { keepPreviousState(key, hash: hash, store: store) }
             let previous = store.lastWriteVersion
@@ -162,6 +167,11 @@ extension Reactor {
         case .del:
             if let wal = log.wal, !wal.acceptsWrites {
                 BinaryResponseWriter.write(status: .error, requestID: frame.requestID, errorText: Self.walRefusalBinary, into: out)
+                return
+            }
+            if leases.enforced, lacksLease(KeyHash.shard(of: hash, shardCount: shards.count)) {
+                BinaryResponseWriter.write(status: .error, requestID: frame.requestID,
+                                           errorText: leaseRefusalText(KeyHash.shard(of: hash, shardCount: shards.count)), into: out)
                 return
             }
             if log.wal != nil || replica.enabled {

@@ -338,6 +338,7 @@ extension Reactor {
             ("idle_timeout", duration(c.idleTimeout)), ("replication_batch_size", String(c.replicationBatchSize)),
             ("replication_batch_timeout", duration(c.replicationBatchTimeout)),
             ("replication_tail_records", String(c.replicationTailRecords)), ("write_quorum", String(c.writeQuorum)),
+            ("lease_duration", duration(c.leaseDuration)), ("lease_election_timeout", duration(c.leaseElectionTimeout)),
             ("read_quorum", String(c.readQuorum)), ("tls_enabled", c.tlsEnabled ? "true" : "false"),
             // Whether a token is set, never the token (security.md).
             ("auth_token", c.authToken.isEmpty ? "" : "<redacted>"), ("auth_token_next", c.authTokenNext.isEmpty ? "" : "<redacted>"),
@@ -432,7 +433,13 @@ extension Reactor {
                       "quorum_unreachable:\(quorum.unreachable)",
                       "read_quorum:\(config.replicationFactor > 1 ? config.readQuorum : 1)",
                       "read_quorum_waits:\(quorum.readWaits)", "read_quorum_timeouts:\(quorum.readTimeouts)",
-                      "read_repairs_sent:\(quorum.readRepairsSent)", "read_repairs_applied:\(quorum.readRepairsApplied)", ""]
+                      "read_repairs_sent:\(quorum.readRepairsSent)", "read_repairs_applied:\(quorum.readRepairsApplied)"]
+            // Reads of a shard whose lease this node does not hold are served
+            // from the local replica and may be stale.
+            let leases = node.cluster.snapshot.leases
+            lines += ["lease_enforced:\(leases.enforced ? 1 : 0)", "lease_shards_held:\(leases.held)",
+                      "lease_reads_possibly_stale_shards:\(leases.readsPossiblyStaleShards)",
+                      "lease_write_refusals:\(totals.leaseRefusals)", ""]
         }
         if wants("cpu") { lines += cpuInfoLines() }
         if wants("commandstats") { lines += commandStatsLines(commands) }

@@ -16,6 +16,10 @@ extension Reactor {
                 RESPWriter.error(string: Self.walRefusalRESP, into: out)
                 return
             }
+            if let unleased = shards.ownedIndices.first(where: { routes.isPrimaryHere($0) && lacksLease($0) }) {
+                RESPWriter.error(string: leaseRefusalText(unleased), into: out)
+                return
+            }
             if args.count == 2 && args.matches(1, "ASYNC") {
                 // The shards are emptied now; their memory is freed off this
                 // reactor, so a large flush does not stall its other clients.
@@ -67,6 +71,11 @@ extension Reactor {
         }
         if let wal = log.wal, !wal.acceptsWrites {
             RESPWriter.error(string: Self.walRefusalRESP, into: out)
+            return
+        }
+        let shard = KeyHash.shard(of: hash, shardCount: shards.count)
+        if lacksLease(shard) {
+            RESPWriter.error(string: leaseRefusalText(shard), into: out)
             return
         }
         recordedWrite(args.bytes(1), hash: hash, store: store) {

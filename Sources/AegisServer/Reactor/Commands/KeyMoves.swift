@@ -204,6 +204,10 @@ extension Reactor {
             RESPWriter.error(string: Self.walRefusalRESP, into: out)
             return
         }
+        if lacksLease(KeyHash.shard(of: hash, shardCount: shards.count)) {
+            RESPWriter.error(string: leaseRefusalText(KeyHash.shard(of: hash, shardCount: shards.count)), into: out)
+            return
+        }
         if args.matches(0, "NX") && store.get(key, hash: hash, nowMs: now) != nil {
             RESPWriter.integer(0, into: out)
             return

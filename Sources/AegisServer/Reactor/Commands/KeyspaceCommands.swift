@@ -96,6 +96,10 @@ extension Reactor {
             RESPWriter.error(string: Self.walRefusalRESP, into: out)
             return
         }
+        if let unleased = located.lazy.map({ KeyHash.shard(of: $0.hash, shardCount: self.shards.count) }).first(where: { self.lacksLease($0) }) {
+            RESPWriter.error(string: leaseRefusalText(unleased), into: out)
+            return
+        }
         switch command {
         case .msetnx:
             if located.contains(where: { $0.store.get($0.key, hash: $0.hash, nowMs: now) != nil }) {

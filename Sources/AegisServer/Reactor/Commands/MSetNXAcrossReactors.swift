@@ -187,6 +187,10 @@ extension Reactor {
             RESPWriter.error(string: Self.walRefusalRESP, into: out)
             return
         }
+        if let unleased = located.lazy.map({ KeyHash.shard(of: $0.hash, shardCount: self.shards.count) }).first(where: { self.lacksLease($0) }) {
+            RESPWriter.error(string: leaseRefusalText(unleased), into: out)
+            return
+        }
         if args.matches(0, Self.undoName) {
             for (position, key) in located.enumerated() {
                 let value = args.bytes(2 + 2 * position)

@@ -34,6 +34,19 @@ extension Reactor {
         return report
     }
 
+    /// Per owned shard with a replayed write, the newest version the replay
+    /// left: what this node holds when it votes or campaigns for the shard's
+    /// lease (the election restriction), known before any new write. Called
+    /// on the replay thread, right after `recoverLog`.
+    func replayedVersions() -> [Int: EntryVersion] {
+        var versions: [Int: EntryVersion] = [:]
+        for shard in shards.ownedIndices {
+            guard let store = shards[shard], store.lastWriteVersion > .zero else { continue }
+            versions[shard] = store.lastWriteVersion
+        }
+        return versions
+    }
+
     func applyReplayed(_ record: WALRecord, nowMs: Int64) {
         switch record.operation {
         case .set:

@@ -1,0 +1,312 @@
+import AegisCluster
+import AegisStore
+import Logging
+
+/// Runs the pure `LeaseMachine` for the cluster loop: feeds it the loop's
+/// time, lease frames, members and local versions; makes its `persistTerm`
+/// durable (TermStore) before any other action of the same step is carried
+/// out; publishes the leases to the reactors (LeaseBoard); hands its frames
+/// back to the loop, which sends them on the peers' control lanes.
+///
+/// The replica set the machine sees is the placement over every member this
+/// node knows that has not left (dead and suspect ones keep their slots, as
+/// in the simulator), not the map of the alive members that routing follows:
+/// majorities must be counted over a set that does not shrink when a replica
+/// dies. The alive members come separately (`membersChanged`).
+///
+/// Leases are enforced (writes need them) once this node is part of a
+/// cluster: it has seeds, or another member has been seen. A node alone with
+/// no seeds serves as before, paying nothing.
+///
+/// Confined to the cluster loop's thread.
+final class LeaseDriver {
+    /// Reactors stop accepting writes this long before the lease ends on the
+    /// loop's clock: a reactor compares against its coarse clock read once per
+    /// loop iteration, which may be a few ms behind. 1/20 of the lease, at
+    /// least 10 ms and at most 200 ms.
+    static func reactorGuardMs(leaseMs: Int64) -> Int64 { min(200, max(10, leaseMs / 20)) }
+
+    struct Counters: Equatable {
+        var electionsStarted = 0
+        var electionsWon = 0
+        var electionsLost = 0
+        var termChanges = 0
+        var termWrites = 0
+        var framesDropped = 0
+    }
+
+    /// One shard's lease as /cluster shows it.
+    struct ShardView: Equatable {
+        var shard: Int
+        var term: UInt32
+        /// ms left on this node's clock; nil when this node does not hold it.
+        var heldForMs: Int64?
+        /// The newest version of the shard this node holds, as the machine knows it.
+        var localVersion: EntryVersion
+    }
+
+    private(set) var machine: LeaseMachine
+    private let store: TermStore
+    private let board: LeaseBoard
+    private let logger: Logger
+    private let selfID: NodeID
+    private let parameters: ClusterParameters
+    private let hasSeeds: Bool
+    private var timers: [LeaseTimerID: Int64] = [:]
+    private var heldUntil: [Int64?]
+    private var terms: [UInt32]
+    /// Per shard, the term of the lease this node holds (reactors version
+    /// writes with it): below `terms` while a renewal at a new term is not won yet.
+    private var heldTerms: [UInt32]
+    private var campaigning: [UInt32?]
+    private var enforced = false
+    private var known: [NodeID] = []
+    private var placementMembers: [NodeID] = []
+    private var publishedVersion: UInt64 = 0
+    private var needsPublish = true
+    /// Set when a term could not be made durable: from then on this node
+    /// neither sends lease frames nor holds leases (it refuses writes).
+    private(set) var stoppedBy: String?
+    private(set) var counters = Counters()
+    /// The local newest version per shard the machine was last told.
+    private var toldVersion: [EntryVersion]
+    /// Per shard, the node the machine believes holds the lease (routing
+    /// sends writes there); `holdersMoved` until the loop took the change.
+    private(set) var holders: [NodeID?]
+    private(set) var holdersMoved = false
+
+    init(machine: LeaseMachine, store: TermStore, board: LeaseBoard, logger: Logger, hasSeeds: Bool) {
+        self.machine = machine
+        self.store = store
+        self.board = board
+        self.logger = logger
+        self.selfID = machine.settings.nodeID
+        self.parameters = machine.settings.parameters
+        self.hasSeeds = hasSeeds
+        let shards = Int(machine.settings.parameters.numShards)
+        heldUntil = Array(repeating: nil, count: shards)
+        terms = (0..<shards).map { machine.term(ofShard: $0) }
+        heldTerms = Array(repeating: 0, count: shards)
+        campaigning = Array(repeating: nil, count: shards)
+        toldVersion = Array(repeating: .zero, count: shards)
+        holders = Array(repeating: nil, count: shards)
+        enforced = hasSeeds
+    }
+
+    var leaseMs: Int64 { machine.settings.leaseDurationMs }
+
+    // MARK: - Events
+
+    func start(nowMs: Int64) -> [(NodeID, [UInt8])] {
+        // Where data_dir exists the file is written at once, so that a node
+        // that logs to data_dir alone and joins a cluster later is not taken
+        // for one that lost its terms; a missing data_dir is created only
+        // once the node is in a cluster.
+        if enforced || store.directoryExists { writeInitialFile() }
+        let sends = step(.start(now: nowMs), nowMs: nowMs)
+        publishIfNeeded()
+        return sends
+    }
+
+    func received(_ frame: [UInt8], nowMs: Int64) -> [(NodeID, [UInt8])] {
+        step(.received(frame: frame, now: nowMs), nowMs: nowMs)
+    }
+
+    var nextTimerMs: Int64? { timers.values.min() }
+
+    func fireDueTimers(nowMs: Int64) -> [(NodeID, [UInt8])] {
+        var sends: [(NodeID, [UInt8])] = []
+        for id in LeaseTimerID.allCases {
+            guard let at = timers[id], at <= nowMs else { continue }
+            timers[id] = nil
+            sends += step(.timerFired(id, now: nowMs), nowMs: nowMs)
+        }
+        return sends
+    }
+
+    /// `alive`: the members membership holds alive; `known`: every member not
+    /// `left` (this node included). Both may repeat what was said before.
+    func membersChanged(alive: [NodeID], known newKnown: [NodeID], nowMs: Int64) -> [(NodeID, [UInt8])] {
+        var sends = step(.membersChanged(alive: alive.sorted(), now: nowMs), nowMs: nowMs)
+        let sortedKnown = Array(Set(newKnown + [selfID])).sorted()
+        known = sortedKnown
+        if !enforced && known.count > 1 {
+            enforced = true
+            needsPublish = true
+            writeInitialFile()
+            logger.notice("leases: another member seen; from now on this node accepts a shard's writes only while it holds the shard's lease")
+        }
+        // A node that only knows itself while it has seeds is not told a
+        // placement: alone, it would be its own majority for every shard.
+        if known.count > 1 && known != placementMembers {
+            placementMembers = known
+            if let map = try? ShardMap(members: known, numShards: Int(parameters.numShards),
+                                       virtualNodes: Int(parameters.virtualNodes), replicationFactor: Int(parameters.replicationFactor)) {
+                sends += step(.placementChanged(map, now: nowMs), nowMs: nowMs)
+            }
+        }
+        return sends
+    }
+
+    /// The newest (term, seq) this node holds for a shard (a write it made as
+    /// primary, or one it acknowledged as follower).
+    func localVersion(shard: Int, _ version: EntryVersion, nowMs: Int64) {
+        guard stoppedBy == nil, toldVersion.indices.contains(shard), version > toldVersion[shard] else { return }
+        toldVersion[shard] = version
+        // Called for every shard written in a loop iteration, so it skips
+        // the bookkeeping of `step`: this event never produces an action.
+        let actions = machine.step(.localVersion(shard: shard, version: version, now: nowMs))
+        assert(actions.isEmpty, "a local version produced lease actions")
+    }
+
+    // MARK: - Carrying out actions
+
+    private func step(_ event: LeaseEvent, nowMs: Int64) -> [(NodeID, [UInt8])] {
+        guard stoppedBy == nil else { return [] }
+        let before = machine.counters
+        let actions = machine.step(event)
+        counters.framesDropped = machine.counters.droppedByReason.values.reduce(0) { $0 + Int($1) }
+        counters.electionsStarted += Int(machine.counters.electionsStarted - before.electionsStarted)
+        // Every term of the step is made durable before any action of it is
+        // carried out: writing a term early is always safe (terms only rise),
+        // and one write covers a tick that campaigns for many shards.
+        let records = actions.compactMap { action -> (shard: Int, record: PersistedTerm)? in
+            if case let .persistTerm(shard, record) = action { return (shard, record) }
+            return nil
+        }
+        if !records.isEmpty {
+            do throws(StartupError) {
+                try store.persist(records)
+                counters.termWrites += 1
+            } catch {
+                stop(because: error.description)
+                return []
+            }
+        }
+        var sends: [(NodeID, [UInt8])] = []
+        var won: [Int] = []
+        for action in actions {
+            switch action {
+            case let .send(frame, to):
+                sends.append((to, frame))
+            case let .setTimer(id, at):
+                timers[id] = at
+            case let .persistTerm(shard, record):
+                if record.votedFor == selfID && record.term > terms[shard] {
+                    if campaigning[shard] != nil { counters.electionsLost += 1 }
+                    campaigning[shard] = record.term
+                }
+            case let .leaseAcquired(shard, term, until):
+                heldUntil[shard] = until
+                heldTerms[shard] = term
+                terms[shard] = max(terms[shard], term)
+                if campaigning[shard] != nil { counters.electionsWon += 1 }
+                campaigning[shard] = nil
+                needsPublish = true
+                won.append(shard)
+            case let .leaseExtended(shard, term, until):
+                heldUntil[shard] = until
+                heldTerms[shard] = term
+                needsPublish = true
+            case let .leaseLost(shard, reason):
+                heldUntil[shard] = nil
+                needsPublish = true
+                logger.notice("leases: lost shard \(shard) (\(reason)); its writes are refused here until a lease is won again")
+            case let .termChanged(shard, old, new, reason):
+                counters.termChanges += 1
+                if let pending = campaigning[shard], new > pending {
+                    counters.electionsLost += 1
+                    campaigning[shard] = nil
+                }
+                terms[shard] = max(terms[shard], new)
+                needsPublish = true
+                logger.notice("lease term changed", metadata: [
+                    "shard": "\(shard)", "old_term": "\(old)", "new_term": "\(new)", "reason": "\(reason)",
+                ])
+            case let .log(level, text):
+                switch level {
+                case .info: logger.info("\(text)")
+                case .notice: logger.notice("\(text)")
+                case .warning: logger.warning("\(text)")
+                }
+            }
+        }
+        if !won.isEmpty {
+            logger.info("leases: won \(won.count) shard(s)", metadata: [
+                "shards": "\(won.count > 16 ? "\(won.prefix(16).map(String.init).joined(separator: ","))..." : won.map(String.init).joined(separator: ","))",
+            ])
+        }
+        publishIfNeeded()
+        let believed = holders.indices.map { machine.believedHolder($0, now: nowMs) }
+        if believed != holders {
+            holders = believed
+            holdersMoved = true
+        }
+        return sends
+    }
+
+    /// True once per change of `holders`.
+    func takeHoldersMoved() -> Bool {
+        defer { holdersMoved = false }
+        return holdersMoved
+    }
+
+    private func writeInitialFile() {
+        do throws(StartupError) {
+            try store.writeInitial()
+            counters.termWrites += 1
+        } catch {
+            stop(because: error.description)
+        }
+    }
+
+    private func stop(because why: String) {
+        stoppedBy = why
+        timers = [:]
+        for shard in heldUntil.indices { heldUntil[shard] = nil }
+        needsPublish = true
+        publishIfNeeded()
+        logger.error("leases: a term could not be made durable, so this node stops taking part in leases and refuses every write until restarted", metadata: [
+            "error": "\(why)",
+        ])
+    }
+
+    private func publishIfNeeded() {
+        guard needsPublish else { return }
+        needsPublish = false
+        publishedVersion += 1
+        let guardMs = Self.reactorGuardMs(leaseMs: leaseMs)
+        board.publish(ShardLeases(version: publishedVersion, enforced: enforced,
+                                  untilMs: heldUntil.map { $0.map { $0 - guardMs } ?? 0 },
+                                  terms: terms.indices.map { heldUntil[$0] == nil ? terms[$0] : heldTerms[$0] }))
+    }
+
+    // MARK: - Reporting
+
+    func shards(nowMs: Int64) -> [ShardView] {
+        terms.indices.map { shard in
+            ShardView(shard: shard, term: terms[shard],
+                      heldForMs: heldUntil[shard].flatMap { $0 > nowMs ? $0 - nowMs : nil }, localVersion: toldVersion[shard])
+        }
+    }
+
+    /// Whether this node may send a shard's records from its tail, or stream
+    /// it: only while it holds the shard's lease, once leases are enforced.
+    /// A node that lost the lease may hold writes it applied alone (never
+    /// acknowledged) and lack the new holder's: resending or streaming that
+    /// copy would overwrite acknowledged writes on the followers.
+    func maySendReplication(shard: Int, nowMs: Int64) -> Bool {
+        !enforced || (stoppedBy == nil && machine.holdsLease(shard, now: nowMs))
+    }
+
+    /// Whether a shard's records or stream slices from `sender` are taken
+    /// here: not while this node holds the lease itself or has promised it
+    /// to another node (docs/replication.md, "Only the holder replicates").
+    func acceptsReplication(shard: Int, from sender: String, nowMs: Int64) -> Bool {
+        guard enforced, let holder = machine.believedHolder(shard, now: nowMs) else { return true }
+        return holder.name == sender
+    }
+
+    var isEnforced: Bool { enforced }
+    var isEmptyLearner: Bool { machine.isEmptyLearner }
+}

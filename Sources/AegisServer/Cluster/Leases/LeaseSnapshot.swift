@@ -1,0 +1,56 @@
+/// The shard leases as /cluster, /metrics and INFO show them.
+public struct LeaseSnapshot: Sendable, Equatable {
+    public struct Shard: Sendable, Equatable {
+        public var shard: Int
+        public var term: UInt32
+        /// ms left of this node's lease on its own clock; nil when it holds none.
+        public var heldForMs: Int64?
+        /// The newest (term, seq) of the shard this node holds, as its lease
+        /// machine counts it when it votes or campaigns.
+        public var localTerm: UInt32 = 0
+        public var localSeq: UInt64 = 0
+    }
+
+    /// False while the node is alone with no seeds (writes need no lease yet).
+    public var enforced = false
+    public var emptyLearner = false
+    public var leaseMs: Int64 = 0
+    public var shards: [Shard] = []
+    public var electionsStarted = 0
+    public var electionsWon = 0
+    public var electionsLost = 0
+    public var termChanges = 0
+    /// Durable writes of the lease-terms file.
+    public var termWrites = 0
+    /// Lease frames refused (bad MAC, other cluster, malformed).
+    public var framesDropped = 0
+    /// Shards this node answers reads for (their primary in the shard map)
+    /// without holding their lease: those reads may be stale.
+    public var readsPossiblyStaleShards = 0
+    /// Set when a term could not be made durable (leasing stopped).
+    public var stoppedBy: String?
+
+    public init() {}
+
+    public var held: Int { shards.count { $0.heldForMs != nil } }
+
+    init(_ driver: LeaseDriver, routing: ClusterRouting?, nowMs: Int64) {
+        enforced = driver.isEnforced
+        emptyLearner = driver.isEmptyLearner
+        leaseMs = driver.leaseMs
+        shards = driver.shards(nowMs: nowMs).map {
+            Shard(shard: $0.shard, term: $0.term, heldForMs: $0.heldForMs, localTerm: $0.localVersion.term, localSeq: $0.localVersion.seq)
+        }
+        let c = driver.counters
+        electionsStarted = c.electionsStarted
+        electionsWon = c.electionsWon
+        electionsLost = c.electionsLost
+        termChanges = c.termChanges
+        termWrites = c.termWrites
+        framesDropped = c.framesDropped
+        stoppedBy = driver.stoppedBy
+        if enforced, let routing {
+            readsPossiblyStaleShards = shards.count { routing.primaryHere.indices.contains($0.shard) && routing.primaryHere[$0.shard] && $0.heldForMs == nil }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+import AegisCluster
+import Glibc
+
+/// The lease terms and votes of every shard, in one file in data_dir
+/// (`lease-terms`). The lease machine's `persistTerm` comes here and must be
+/// durable before the action it guards is carried out: the file is written
+/// whole to a temporary name, fdatasync'd, renamed over the old one, and the
+/// directory fsync'd, so a crash leaves either the old file or the new one,
+/// never a mixture and never a term older than one already acted on.
+///
+/// Format (text, so an operator can read it): a first line
+/// `aegis-lease-terms 1`, then one line per shard with a term above 0:
+/// `<shard> <term> <voted-for node id or ->`, then `end <line count>`. A file
+/// that does not parse stops the start-up: guessing a term could go backwards.
+///
+/// Confined to the cluster loop's thread after start.
+final class TermStore {
+    static let fileName = "lease-terms"
+    static let header = "aegis-lease-terms 1"
+
+    /// What start-up found in data_dir.
+    struct Loaded: Equatable {
+        var terms: [Int: PersistedTerm]
+        /// The node comes back with nothing it may safely vote with (see `load`).
+        var emptyLearner: Bool
+        /// One line for the log: what was found and what it means.
+        var summary: String
+    }
+
+    let directory: String
+    var path: String { directory + "/" + Self.fileName }
+    private var terms: [Int: PersistedTerm]
+    private(set) var writes = 0
+
+    init(directory: String, terms: [Int: PersistedTerm]) {
+        self.directory = directory.hasSuffix("/") && directory.count > 1 ? String(directory.dropLast()) : directory
+        self.terms = terms
+    }
+
+    /// Reads the terms back at start. How a wiped node is told apart:
+    /// - the file is there: its terms and votes, not a learner;
+    /// - the file is missing but data_dir holds other files (a log, snapshots
+    ///   of an earlier run): the node ran before and lost what it voted, so
+    ///   it could vote twice in one term: an empty learner;
+    /// - data_dir is missing or empty: a first start, which a wipe of the
+    ///   whole directory looks exactly like (docs/replication.md says what
+    ///   that costs). Not a learner: a new cluster whose nodes all started
+    ///   as learners could never elect anyone.
+    static func load(directory: String, numShards: Int) throws(StartupError) -> Loaded {
+        let store = TermStore(directory: directory, terms: [:])
+        guard let text = readWhole(store.path) else {
+            let others = otherEntries(in: store.directory)
+            if others.isEmpty {
+                return Loaded(terms: [:], emptyLearner: false,
+                              summary: "no lease terms in an empty data_dir: a first start, every shard at term 0")
+            }
+            return Loaded(terms: [:], emptyLearner: true,
+                          summary: "no lease terms, but data_dir holds \(others.count) other file(s) (\(others.prefix(3).joined(separator: ", "))): "
+                              + "the node ran before and lost its votes, so it starts as an empty learner")
+        }
+        let terms = try parse(text, numShards: numShards, path: store.path)
+        return Loaded(terms: terms, emptyLearner: false,
+                      summary: "lease terms read back for \(terms.count) shard(s), highest \(terms.values.map(\.term).max() ?? 0)")
+    }
+
+    static func parse(_ text: String, numShards: Int, path: String) throws(StartupError) -> [Int: PersistedTerm] {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        func bad(_ why: String) -> StartupError {
+            StartupError("\(path) is damaged (\(why)); it holds the lease terms this node acted on. "
+                + "Restore it, or remove the whole data_dir to start this node as new")
+        }
+        guard lines.first == header else { throw bad("no header line") }
+        guard lines.count >= 3, lines.last == "" else { throw bad("no end line") }
+        let body = lines[1..<(lines.count - 2)]
+        guard lines[lines.count - 2] == "end \(body.count)" else { throw bad("the end line does not count the lines") }
+        var terms: [Int: PersistedTerm] = [:]
+        for line in body {
+            let fields = line.split(separator: " ").map(String.init)
+            guard fields.count == 3, let shard = Int(fields[0]), (0..<numShards).contains(shard),
+                  let term = UInt32(fields[1]), term > 0, terms[shard] == nil else { throw bad("line \"\(line)\"") }
+            let voted: NodeID?
+            if fields[2] == "-" {
+                voted = nil
+            } else if let node = NodeID(fields[2]) {
+                voted = node
+            } else {
+                throw bad("line \"\(line)\"")
+            }
+            terms[shard] = PersistedTerm(term: term, votedFor: voted)
+        }
+        return terms
+    }
+
+    static func render(_ terms: [Int: PersistedTerm]) -> String {
+        var text = header + "\n"
+        for shard in terms.keys.sorted() {
+            let record = terms[shard]!
+            text += "\(shard) \(record.term) \(record.votedFor?.name ?? "-")\n"
+        }
+        return text + "end \(terms.count)\n"
+    }
+
+    /// Makes every record durable before returning; on failure nothing of
+    /// the batch may be acted on (the caller stops leasing).
+    func persist(_ records: [(shard: Int, record: PersistedTerm)]) throws(StartupError) {
+        for (shard, record) in records {
+            if let old = terms[shard] { precondition(record.term >= old.term, "a persisted term went backwards") }
+            terms[shard] = record
+        }
+        try writeDurably(Self.render(terms))
+        writes += 1
+    }
+
+    var directoryExists: Bool {
+        var info = stat()
+        return stat(directory, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// Creates data_dir when missing (one level) and writes the current
+    /// terms, so a later start finds the file (the learner test above).
+    /// Called at start when data_dir exists, else when the node first takes
+    /// part in a cluster.
+    func writeInitial() throws(StartupError) {
+        if mkdir(directory, 0o755) != 0 && errno != EEXIST {
+            throw StartupError("cannot create data_dir \(directory) for the lease terms: \(SystemError(operation: "mkdir", code: errno))")
+        }
+        try writeDurably(Self.render(terms))
+    }
+
+    private func writeDurably(_ text: String) throws(StartupError) {
+        // Named by process: two nodes wrongly given one data_dir must not
+        // write into each other's half-written file.
+        let temporary = path + ".tmp.\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw failure("open", temporary) }
+        var bytes = Array(text.utf8)
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                let error = failure("write", temporary)
+                _ = close(fd)
+                throw error
+            }
+            written += n
+        }
+        bytes.removeAll()
+        guard fdatasync(fd) == 0 else {
+            let error = failure("fdatasync", temporary)
+            _ = close(fd)
+            throw error
+        }
+        _ = close(fd)
+        guard rename(temporary, path) == 0 else { throw failure("rename", path) }
+        let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dir >= 0 else { throw failure("open", directory) }
+        defer { _ = close(dir) }
+        guard fsync(dir) == 0 else { throw failure("fsync", directory) }
+    }
+
+    private func failure(_ operation: String, _ file: String) -> StartupError {
+        StartupError("lease terms: \(operation) \(file): \(SystemError(operation: operation, code: errno))")
+    }
+
+    private static func readWhole(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { _ = close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            bytes += chunk[0..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Names in `directory` other than . and .. and this store's own files.
+    private static func otherEntries(in directory: String) -> [String] {
+        guard let dir = opendir(directory) else { return [] }
+        defer { _ = closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name == "." || name == ".." || name.hasPrefix(fileName) { continue }
+            names.append(name)
+        }
+        return names.sorted()
+    }
+}

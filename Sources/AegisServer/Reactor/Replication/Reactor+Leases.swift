@@ -1,0 +1,60 @@
+import AegisStore
+
+/// A reactor's copy of the shard leases (LeaseBoard): per shard, the end of
+/// this node's lease on the coarse monotonic clock. Confined to its reactor.
+///
+/// Invariant: a write to shard s is accepted only while `!enforced` or
+/// `monotonicMs < untilMs[s]`; `untilMs` already ends a guard before the
+/// lease does on the cluster loop's clock (LeaseDriver.reactorGuardMs).
+struct ReactorLeases {
+    private(set) var version: UInt64 = 0
+    /// False until the cluster loop says this node is in a cluster: a node
+    /// alone pays one predictable branch per write, nothing else.
+    private(set) var enforced = false
+    private(set) var untilMs: [Int64] = []
+    private(set) var terms: [UInt32] = []
+
+    mutating func install(_ leases: ShardLeases) {
+        version = leases.version
+        enforced = leases.enforced
+        untilMs = leases.untilMs
+        terms = leases.terms
+    }
+
+    @inline(__always) func allowsWrite(_ shard: Int, nowMs: Int64) -> Bool {
+        !enforced || (shard < untilMs.count && nowMs < untilMs[shard])
+    }
+}
+
+extension Reactor {
+    /// Picks up a new lease set. A shard this node now holds writes with the
+    /// lease's term: its versions sort after every write of an older term,
+    /// whichever node made them.
+    func applyLeases() {
+        guard let published = node.leases.leases else { return }
+        leases.install(published)
+        for shard in shards.ownedIndices where leases.untilMs.indices.contains(shard) && leases.untilMs[shard] > 0 {
+            guard let store = shards[shard] else { continue }
+            if leases.terms[shard] > store.term { store.term = leases.terms[shard] }
+        }
+    }
+
+    /// True (and counted) when `shard` may not be written here now; the
+    /// caller answers `leaseRefusalText` in its protocol.
+    @inline(__always)
+    func lacksLease(_ shard: Int) -> Bool {
+        guard !leases.allowsWrite(shard, nowMs: monotonicMs) else { return false }
+        counters.leaseRefusals &+= 1
+        return true
+    }
+
+    /// TRYAGAIN, not CLUSTERDOWN: the shard is writable again as soon as an
+    /// election ends or this node's partition heals, and cluster clients
+    /// retry TRYAGAIN after a pause, where CLUSTERDOWN says the whole cluster
+    /// is unusable and makes them reload their slot map.
+    func leaseRefusalText(_ shard: Int) -> String {
+        let term = shard < leases.terms.count ? leases.terms[shard] : 0
+        return "TRYAGAIN shard \(shard) has no lease holder here (term \(term)): an election is under way "
+            + "or this node cannot reach a majority of the shard's replicas; retry"
+    }
+}

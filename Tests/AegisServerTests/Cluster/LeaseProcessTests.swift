@@ -1,0 +1,148 @@
+@testable import AegisServer
+import AegisCluster
+import AegisStore
+import Foundation
+import Glibc
+import Testing
+
+/// Shard leases between real processes (issue 12 item 4): three nodes on
+/// 127.0.0.11-13, replication_factor 3, each with its own data_dir.
+@Suite(.serialized) struct LeaseProcessTests {
+    typealias Member = ClusterProcessTests.Member
+
+    static let numShards = 256
+
+    /// Per shard: (term, whether this member holds the lease) from its /cluster.
+    static func leases(_ member: Member) -> [Int: (term: Int, held: Bool)]? {
+        guard let body = member.get("/cluster"),
+              let data = body.data(using: .utf8),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let leases = object["leases"] as? [String: Any], let shards = leases["shards"] as? [[String: Any]] else { return nil }
+        var out: [Int: (term: Int, held: Bool)] = [:]
+        for shard in shards {
+            guard let number = shard["shard"] as? Int, let term = shard["term"] as? Int else { return nil }
+            out[number] = (term, shard["lease_expires_in_ms"] is Int)
+        }
+        return out
+    }
+
+    /// Waits until every shard has exactly one holder among `members`.
+    static func waitForEveryShardHeld(_ members: [Member], seconds: Double = 60) -> Bool {
+        waitUntil(seconds: seconds) {
+            let views = members.compactMap(leases)
+            guard views.count == members.count else { return false }
+            return (0..<numShards).allSatisfy { shard in views.count { $0[shard]?.held == true } == 1 }
+        }
+    }
+
+    /// One SET through `member`; the error text when refused (nil = OK).
+    static func set(_ member: Member, _ key: String, _ value: String) -> String? {
+        guard let result = try? runTool("redis-cli", ["-h", member.host, "-p", String(member.clientPort), "SET", key, value]) else {
+            return "redis-cli did not run"
+        }
+        let output = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        return output == "OK" ? nil : output
+    }
+
+    static func shard(of key: String) -> Int {
+        let hash = Array(key.utf8).withUnsafeBytes { KeyHash.hash($0) }
+        return KeyHash.shard(of: hash, shardCount: numShards)
+    }
+
+    /// The newest (term, seq) `member`'s lease machine counts for `shard`.
+    static func localVersion(_ member: Member, shard: Int) -> EntryVersion? {
+        guard let body = member.get("/cluster"),
+              let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+              let leases = object["leases"] as? [String: Any], let shards = leases["shards"] as? [[String: Any]],
+              let entry = shards.first(where: { $0["shard"] as? Int == shard }),
+              let local = entry["local_version"] as? [String: Any],
+              let term = local["term"] as? Int, let seq = local["seq"] as? Int else { return nil }
+        return EntryVersion(term: UInt32(term), seq: UInt64(seq))
+    }
+
+    static func startCluster(directory: String, extra: [String] = []) throws -> [Member] {
+        let members = try (1...3).map { try Member(index: $0, directory: directory) }
+        for member in members { try member.start(seeds: members.map(\.gossipAddress), extra: extra) }
+        guard ReplicationProcessTests.waitForMap(members), waitForEveryShardHeld(members) else {
+            for member in members { member.stop() }
+            throw HarnessError("no leases for every shard:\n\(members.map { $0.log() }.joined(separator: "\n"))")
+        }
+        return members
+    }
+
+    @Test(.timeLimit(.minutes(4))) func aKilledPrimarysShardIsWonByASurvivorAtAHigherTermAndTheOldPrimaryDemotesOnReturn() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-leases-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let members = try Self.startCluster(directory: directory)
+        defer { for member in members { member.stop() } }
+        let key = try (0..<1000).map { "lease-key-\($0)" }.first { try ForwardingProcessTests.primary(of: $0) == "node1" }!
+        let shard = Self.shard(of: key)
+        #expect(Self.set(members[1], key, "before") == nil, "a write through a follower reaches the lease holder")
+        let before = try #require(Self.leases(members[0])?[shard])
+        #expect(before.held, "node1, the shard's first replica, holds its lease")
+
+        members[0].crash()
+        var refusals = 0
+        let won = waitUntil(seconds: 60) {
+            if Self.set(members[1], key, "after") == nil { return true }
+            refusals += 1
+            return false
+        }
+        #expect(won, "a survivor accepts the shard's writes again:\n\(members[1].log())\n\(members[2].log())")
+        let survivors = [members[1], members[2]].compactMap { Self.leases($0)?[shard] }
+        let holder = survivors.first { $0.held }
+        #expect(holder != nil, "one survivor holds the lease")
+        #expect((holder?.term ?? 0) > before.term, "at a higher term: \(before.term) -> \(holder?.term ?? 0)")
+        let metrics = (members[1].get("/metrics") ?? "") + (members[2].get("/metrics") ?? "")
+        #expect(metrics.contains("aegis_lease_elections_won_total"), "elections are counted")
+
+        try members[0].start(seeds: members.map(\.gossipAddress))
+        let demoted = waitUntil(seconds: 60) {
+            guard let view = Self.leases(members[0])?[shard] else { return false }
+            return !view.held && view.term >= (holder?.term ?? Int.max)
+        }
+        #expect(demoted, "node1 comes back, learns the higher term and does not hold the lease:\n\(members[0].log())")
+        #expect(members[0].log().contains("lease term changed"), "one notice line per term change")
+        let dataFiles = (try? FileManager.default.contentsOfDirectory(atPath: members[0].dataDir)) ?? []
+        #expect(dataFiles.contains(TermStore.fileName), "terms are persisted in data_dir: \(dataFiles)")
+        #expect(Self.set(members[2], key, "through-node3") == nil, "the holder keeps accepting the shard's writes")
+    }
+
+    /// With the log on, a restarted primary counts the writes it replayed
+    /// when it votes or campaigns, before any new write reaches it: here
+    /// node1 restarts alone (its peers stopped), so nothing but its own log
+    /// can tell its lease machine what it holds. (A follower logs no
+    /// replicated records, durability.md: only a primary's writes replay.)
+    @Test(.timeLimit(.minutes(4))) func aRestartedPrimaryCountsTheVersionsItsLogReplayed() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-leases-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let walOn = ["--wal-mode", "write"]
+        let members = try Self.startCluster(directory: directory, extra: walOn)
+        defer { for member in members { member.stop() } }
+        let key = try (0..<1000).map { "replayed-key-\($0)" }.first { try ForwardingProcessTests.primary(of: $0) == "node1" }!
+        let shard = Self.shard(of: key)
+        var written = false
+        for attempt in 0..<20 where !written {
+            written = Self.set(members[0], key, "value-\(attempt)") == nil
+            if !written { usleep(200_000) }
+        }
+        try #require(written, "a write through node1, the shard's lease holder:\n\(members[0].log())")
+        var before: EntryVersion?
+        let counted = waitUntil(seconds: 10) {
+            before = Self.localVersion(members[0], shard: shard)
+            return (before ?? .zero) > .zero
+        }
+        #expect(counted, "node1 counts the write it made: \(String(describing: before))")
+
+        for member in members { member.stop() }
+        try members[0].start(seeds: members.map(\.gossipAddress), extra: walOn)
+        var after: EntryVersion?
+        let answered = waitUntil(seconds: 30) {
+            after = Self.localVersion(members[0], shard: shard)
+            return after != nil
+        }
+        #expect(answered, "node1 answers /cluster after its restart:\n\(members[0].log())")
+        #expect(after == before, "node1's lease machine holds the replayed version \(String(describing: before)), not \(String(describing: after))")
+        #expect(members[0].log().contains("newest local versions from the log replay"))
+    }
+}
