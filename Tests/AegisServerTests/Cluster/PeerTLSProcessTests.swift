@@ -40,6 +40,8 @@ import Testing
         let members = try Self.startTLSCluster(pki, indexes: 1...3, directory: try Self.temporaryDirectory("peer-tls"))
         defer { for member in members { member.stop() } }
         #expect(ReplicationProcessTests.waitForMap(members), "\(members.map { $0.log().suffix(2000) })")
+        // Writes need each shard's lease, and leases are won over the TLS links.
+        try #require(LeaseProcessTests.waitForEveryShardHeld(members), "every shard gets a lease holder over TLS")
 
         // Written through node1 only: two thirds of the keys are forwarded to
         // their primaries, and every write is replicated to two followers.
