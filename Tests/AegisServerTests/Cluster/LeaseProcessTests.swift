@@ -145,4 +145,46 @@ import Testing
         #expect(after == before, "node1's lease machine holds the replayed version \(String(describing: before)), not \(String(describing: after))")
         #expect(members[0].log().contains("newest local versions from the log replay"))
     }
+
+    /// Whether `member` says in /cluster that it is an empty learner.
+    static func isEmptyLearner(_ member: Member) -> Bool? {
+        guard let body = member.get("/cluster"),
+              let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+              let leases = object["leases"] as? [String: Any] else { return nil }
+        return leases["empty_learner"] as? Bool
+    }
+
+    /// A node whose lease terms are gone while its log remains comes back as
+    /// an empty learner, and stays one across further restarts: it writes no
+    /// term file of its own (one written at start made the next start take
+    /// it for a node that kept its votes, and it voted again).
+    @Test(.timeLimit(.minutes(4))) func anEmptyLearnerStaysOneAcrossRestarts() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-leases-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let walOn = ["--wal-mode", "write"]
+        let members = try Self.startCluster(directory: directory, extra: walOn)
+        defer { for member in members { member.stop() } }
+        let node3 = members[2]
+        #expect(Self.isEmptyLearner(node3) == false)
+        node3.stop()
+        let termFile = node3.dataDir + "/" + TermStore.fileName
+        try FileManager.default.removeItem(atPath: termFile)
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: node3.dataDir)) ?? []
+        try #require(!left.isEmpty, "the log stays in data_dir: \(left)")
+
+        for restart in 1...2 {
+            try node3.start(seeds: members.map(\.gossipAddress), extra: walOn)
+            var learner: Bool?
+            #expect(waitUntil(seconds: 30) {
+                learner = Self.isEmptyLearner(node3)
+                return learner != nil
+            }, "node3 answers /cluster after restart \(restart)")
+            #expect(learner == true, "restart \(restart): node3 is an empty learner:\n\(node3.log().suffix(2000))")
+            // Long enough for the elections and term adoptions that would write the file.
+            #expect(ReplicationProcessTests.waitForMap(members))
+            usleep(1_500_000)
+            #expect(!FileManager.default.fileExists(atPath: termFile), "restart \(restart): a learner writes no term file")
+            node3.crash()
+        }
+    }
 }

@@ -102,7 +102,7 @@ final class LeaseDriver {
         // that logs to data_dir alone and joins a cluster later is not taken
         // for one that lost its terms; a missing data_dir is created only
         // once the node is in a cluster.
-        if enforced || store.directoryExists { writeInitialFile() }
+        if (enforced || store.directoryExists) && !machine.isEmptyLearner { writeInitialFile() }
         let sends = step(.start(now: nowMs), nowMs: nowMs)
         publishIfNeeded()
         return sends
@@ -133,7 +133,7 @@ final class LeaseDriver {
         if !enforced && known.count > 1 {
             enforced = true
             needsPublish = true
-            writeInitialFile()
+            if !machine.isEmptyLearner { writeInitialFile() }
             logger.notice("leases: another member seen; from now on this node accepts a shard's writes only while it holds the shard's lease")
         }
         // A node that only knows itself while it has seeds is not told a
@@ -174,7 +174,11 @@ final class LeaseDriver {
             if case let .persistTerm(shard, record) = action { return (shard, record) }
             return nil
         }
-        if !records.isEmpty {
+        // An empty learner writes no term file: the file's absence beside the
+        // node's log is what makes it a learner again after a restart, until
+        // a refill gives it data to vote with. It never votes or campaigns, so
+        // no term it acts on needs to outlive the process.
+        if !records.isEmpty && !machine.isEmptyLearner {
             do throws(StartupError) {
                 try store.persist(records)
                 counters.termWrites += 1
