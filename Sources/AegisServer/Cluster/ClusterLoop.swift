@@ -427,7 +427,14 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                     counters.messagesReceived[Self.leaseType, default: 0] += 1
                     heard(from: hello.nodeID, nowMs: nowMs)
                     // A node without leases (replication_factor 1 here) answers none.
-                    if let leases { sendLeaseFrames(leases.received(frame, nowMs: nowMs), nowMs: nowMs) }
+                    // Dated when read, not when the loop woke: a granter's promise
+                    // must not start before the request was sent, or it could end
+                    // before the holder's lease (a loop stalled between its wake-up
+                    // and this read would promise from the past).
+                    if let leases {
+                        let readAtMs = Self.nowMs()
+                        sendLeaseFrames(leases.received(frame, nowMs: readAtMs), nowMs: readAtMs)
+                    }
                     continue
                 }
                 counters.messagesReceived[engine.messageType(frame), default: 0] += 1

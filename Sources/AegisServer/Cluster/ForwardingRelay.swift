@@ -106,8 +106,10 @@ final class ForwardingRelay {
     /// Per peer, keys in send order: the timeout sweep looks at the oldest only.
     private var sendOrder: [[InFlightKey]] = []
     private var sendOrderHead: [Int] = []
-    /// Per peer, when a reply last came from it (monotonic ns; 0: never).
-    private var lastReplyNs: [Int64] = []
+    /// Per peer, the send time of the newest request it answered (monotonic
+    /// ns; 0: none). One TCP stream delivers in order, so every request sent
+    /// before that one reached the peer.
+    private var newestAnsweredSentNs: [Int64] = []
     /// Set by the loop: closes the bulk link to a peer address abortively, so
     /// that what is still queued or in flight on it is never delivered.
     var abandonLink: ((String) -> Void)?
@@ -208,7 +210,7 @@ final class ForwardingRelay {
         batchRequests.append([])
         sendOrder.append([])
         sendOrderHead.append(0)
-        lastReplyNs.append(0)
+        newestAnsweredSentNs.append(0)
         forwardedToPeer.append(0)
         breakerAllowed.append(nil)
         return number
@@ -433,6 +435,7 @@ final class ForwardingRelay {
                     repliesReceived += 1
                     guard let waiting = inFlight.remove(header.route.ticket) else { continue } // answered already (timed out)
                     noteLatency(nowNs - waiting.sentAtNs)
+                    newestAnsweredSentNs[Int(peer)] = max(newestAnsweredSentNs[Int(peer)], waiting.sentAtNs)
                     guard Int(header.route.originReactor) < interconnect.reactorCount else { return false }
                     toReactor(Int(header.route.originReactor), header, payload)
                 }
@@ -441,7 +444,6 @@ final class ForwardingRelay {
         }
         if repliesReceived > 0 {
             breakers.record(peerName[Int(peer)], success: true)
-            lastReplyNs[Int(peer)] = nowNs
         }
         return wellFormed
     }
@@ -494,11 +496,12 @@ final class ForwardingRelay {
                 // retransmitting). Delivered after the heal, a write would run
                 // on the shard's primary long after its client was told it
                 // failed, over writes acknowledged since. Closing the link
-                // abortively drops what it still holds. A reply to anything
-                // sent later shows the link delivered these already (one TCP
-                // stream, in order), so a peer that is merely slow keeps it.
-                let oldestSentNs = expired.compactMap { inFlight.peek($0)?.sentAtNs }.min() ?? nowNs
-                let silent = lastReplyNs[peer] < oldestSentNs
+                // abortively drops what it still holds. A reply to a request
+                // sent after all of these shows the link delivered them (one
+                // TCP stream, in order), so a peer that is merely slow keeps
+                // it; a reply to an older one proves nothing about them.
+                let newestExpiredSentNs = expired.compactMap { inFlight.peek($0)?.sentAtNs }.max() ?? nowNs
+                let silent = newestAnsweredSentNs[peer] < newestExpiredSentNs
                 failInFlight(expired, reason: "timeout", why: "\(peerName[peer]) did not answer within \(replyTimeoutMs) ms")
                 if silent { abandonLink?(peerAddress[peer]) }
             }

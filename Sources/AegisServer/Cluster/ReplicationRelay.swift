@@ -455,6 +455,10 @@ final class ReplicationRelay {
     /// Asks the shard's reactor for as many slices as the stream's window allows.
     private func grantSlices(_ id: UInt32) {
         guard let stream = streams.running[id] else { return }
+        if let maySend, !maySend(stream.shard) {
+            abortStreams { $0.id == id }
+            return
+        }
         let slices = streams.grant(id)
         guard slices > 0 else { return }
         var header = ReplicationWire.header(.streamSlice, shard: stream.shard, payloadLength: 0)
@@ -469,6 +473,13 @@ final class ReplicationRelay {
         let id = header.connectionIndex
         let number = header.route.ticket & ~ShardStreamWire.lastSlice
         guard let stream = streams.running[id] else { return }
+        // Checked per slice, not only on catch-up turns (every 50 ms): with a
+        // 1 s lease the guard margin is shorter than that, and a follower
+        // replaces its copy with a stream's first slice.
+        if let maySend, !maySend(stream.shard) {
+            abortStreams { $0.id == id }
+            return
+        }
         guard let peer = forwarding.peer(named: stream.follower.name),
               streams.produced(id, slice: number, last: header.route.ticket & ShardStreamWire.lastSlice != 0,
                                start: header.replicatedPrevious, bytes: payload.count, nowMs: nowNs / 1_000_000) else {

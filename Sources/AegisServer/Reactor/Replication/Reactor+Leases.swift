@@ -1,4 +1,5 @@
 import AegisStore
+import CSupport
 
 /// A reactor's copy of the shard leases (LeaseBoard): per shard, the end of
 /// this node's lease on the coarse monotonic clock. Confined to its reactor.
@@ -43,7 +44,13 @@ extension Reactor {
     /// caller answers `leaseRefusalText` in its protocol.
     @inline(__always)
     func lacksLease(_ shard: Int) -> Bool {
-        guard !leases.allowsWrite(shard, nowMs: monotonicMs) else { return false }
+        guard leases.enforced else { return false }
+        // The clock now, not the pass's reading: a reactor stopped between
+        // its wake-up and this request (SIGSTOP, a starved core) would judge
+        // requests that arrived during the stop by the time before it, long
+        // after another node may have won the shard. A coarse read is a vDSO
+        // call of a few ns, paid only by nodes in a cluster.
+        guard !leases.allowsWrite(shard, nowMs: aegis_monotonic_ms_coarse()) else { return false }
         counters.leaseRefusals &+= 1
         return true
     }
