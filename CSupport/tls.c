@@ -245,6 +245,9 @@ int aegis_tls_shutdown(aegis_tls_session *session) {
 }
 
 const int AEGIS_TLS_REASON_PEER_SENT_NO_CERTIFICATE = SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE;
+// OpenSSL 3 reports a peer that closed mid-record as this error, not as
+// SSL_ERROR_SYSCALL: a client that gave up, not one that broke the protocol.
+const int AEGIS_TLS_REASON_UNEXPECTED_EOF = SSL_R_UNEXPECTED_EOF_WHILE_READING;
 
 int aegis_tls_last_error(char *buf, size_t len) {
     int reason = ERR_GET_REASON(ERR_peek_error());

@@ -228,6 +228,8 @@ int aegis_tls_shutdown(aegis_tls_session *session);
 int aegis_tls_last_error(char *buf, size_t len);
 /// The reason code of a required peer certificate that was not sent.
 extern const int AEGIS_TLS_REASON_PEER_SENT_NO_CERTIFICATE;
+/// The reason code of a peer that closed the connection in the middle of a record.
+extern const int AEGIS_TLS_REASON_UNEXPECTED_EOF;
 /// "TLSv1.3" and so on.
 const char *aegis_tls_version(aegis_tls_session *session);
 /// X509_V_OK (0) or why the peer's certificate was refused, and its text.

@@ -188,6 +188,7 @@ struct MetricsExposition {
             counter("aegis_wal_snapshots", "Snapshots completed (each deletes the log segments it covers).", totals.walSnapshots),
             counter("aegis_wal_errors", "Failed write-ahead log writes, fsyncs and snapshots; writes in a failed batch are answered with an error.", totals.walErrors),
         ]
+        result += clientTLSFamilies(node.tls)
         result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests, notOwner: totals.forwardNotOwner)
         result += replicationFamilies(cluster.replication)
         result += leaseFamilies(cluster.leases, refusals: totals.leaseRefusals)
@@ -220,6 +221,37 @@ struct MetricsExposition {
             samples: breakers.map { Sample(labels: [("service", $0.service)], value: $0.state == .closed ? "0" : "1") }))
         result += clusterFamilies(cluster)
         return result
+    }
+
+    /// TLS on the client port (tls_enabled); zeros when it is off, so that
+    /// a dashboard's queries need no special case for a plaintext node.
+    static func clientTLSFamilies(_ tls: TLSService?) -> [Family] {
+        let layer = tls?.recordLayer
+        return [
+            gauge("aegis_tls_enabled", "1 when the client port serves TLS (tls_enabled), else 0.", tls == nil ? 0 : 1),
+            Family(name: "aegis_tls_record_layer", kind: .gauge,
+                   help: "1 for the record layer new client TLS connections are set up for: kernel (kTLS, where the kernel offers the tls ULP) or user_space (OpenSSL); 0 for the other, both 0 without TLS.",
+                   samples: TLSService.RecordLayer.allCases.map {
+                       Sample(labels: [("mode", $0.rawValue)], value: layer == $0 ? "1" : "0")
+                   }),
+            Family(name: "aegis_tls_handshakes", kind: .counter,
+                   help: "Client TLS handshakes completed, by the record layer the connection then used (what OpenSSL did, per connection).",
+                   samples: TLSService.RecordLayer.allCases.map {
+                       Sample(suffix: "_total", labels: [("record_layer", $0.rawValue)], value: String(tls?.handshakesCompletedTotal($0) ?? 0))
+                   }),
+            Family(name: "aegis_tls_handshake_failures", kind: .counter,
+                   help: "Client connections closed before their TLS handshake finished, by reason.",
+                   samples: ClientTLSFailure.allCases.map {
+                       Sample(suffix: "_total", labels: [("reason", $0.rawValue)], value: String(tls?.failuresTotal($0) ?? 0))
+                   }),
+            gauge("aegis_tls_handshakes_in_progress", "Client connections accepted whose TLS handshake has not finished yet.",
+                  tls?.handshakesInProgress ?? 0),
+            counter("aegis_tls_handshakes_address_limited",
+                    "Client connections closed at accept because their address already had \(TLSService.handshakesPerAddressMax) TLS handshakes in progress.",
+                    tls?.addressLimitRefusalsTotal ?? 0),
+            counter("aegis_tls_certificate_reloads", "SIGHUPs that loaded the client port's certificate, key and CA files again.",
+                    tls?.reloadsTotal ?? 0),
+        ]
     }
 
     static func clusterFamilies(_ cluster: ClusterSnapshot) -> [Family] {

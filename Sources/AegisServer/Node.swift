@@ -36,7 +36,7 @@ public final class Node {
         logAccessPolicy(config, logger: logger)
         if config.tlsEnabled {
             logger.info("TLS on the client port", metadata: [
-                "record_layer": "\(TLSService.kernelOffersTLS() ? "kernel (kTLS) where the cipher allows" : "user-space (the kernel offers no tls ULP)")",
+                "record_layer": "\(TLSService.recordLayerText(kernelOffersTLS: TLSService.kernelOffersTLS()))",
                 "client_certificates": "\(config.tlsCAFile.isEmpty ? "not requested" : "required, verified against \(config.tlsCAFile)")",
                 "library": "\(TLSContext.libraryVersion)",
             ])

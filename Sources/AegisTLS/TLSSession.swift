@@ -137,12 +137,13 @@ public final class TLSSession {
     public static func lastError() -> String { lastFailure().text }
 
     /// The same, with whether OpenSSL's reason was that the peer sent no
-    /// certificate where one is required.
-    public static func lastFailure() -> (text: String, peerSentNoCertificate: Bool) {
+    /// certificate where one is required, or that the peer closed the
+    /// connection in the middle of a record.
+    public static func lastFailure() -> (text: String, peerSentNoCertificate: Bool, peerClosed: Bool) {
         var text = [CChar](repeating: 0, count: 256)
         let reason = aegis_tls_last_error(&text, text.count)
         let message = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return (message, reason == AEGIS_TLS_REASON_PEER_SENT_NO_CERTIFICATE)
+        return (message, reason == AEGIS_TLS_REASON_PEER_SENT_NO_CERTIFICATE, reason == AEGIS_TLS_REASON_UNEXPECTED_EOF)
     }
 
     /// For clients: runs the handshake to its end, waiting for the socket

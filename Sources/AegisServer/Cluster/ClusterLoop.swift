@@ -96,6 +96,13 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     static var unacknowledgedTimeoutMs: Int64 { 10_000 }
     /// Accepted connections at once; more are closed on accept.
     static var maxAcceptedConnections: Int { 1024 }
+    /// Accepted connections from one address that have not sent their hello
+    /// yet (TLS handshake included); more from it are closed on accept, so
+    /// that one address opening thousands of half-open connections cannot
+    /// take all `maxAcceptedConnections` from the other nodes. A node dials
+    /// two links to each peer, and opens them within milliseconds of each
+    /// other, so 64 leaves room for many nodes sharing one address.
+    static var pendingAcceptsPerAddressMax: Int { 64 }
     /// Refusals of one peer are logged at most this often.
     static var refusalLogIntervalMs: Int64 { 60_000 }
     /// Counters and last-heard times reach the board at most this stale.
@@ -119,6 +126,9 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     private var loopThread: pthread_t?
     private var connections: [UInt64: PeerConnection] = [:]
     private var acceptedAt: [UInt64: Int64] = [:]
+    /// How many of `acceptedAt`'s connections each remote address holds;
+    /// an address is listed only while it holds one.
+    private var pendingAcceptsByHost: [String: Int] = [:]
     private var connectingSince: [UInt64: Int64] = [:]
     /// When each open dialled link opened (see `linkOpened`).
     private var dialledOpenedAt: [UInt64: Int64] = [:]
@@ -361,6 +371,14 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                 _ = aegis_close(fd)
                 continue
             }
+            let host = Self.remoteHost(fd)
+            if pendingAcceptsByHost[host, default: 0] >= Self.pendingAcceptsPerAddressMax {
+                _ = aegis_close(fd)
+                counters.dropped[.addressLimit, default: 0] += 1
+                logRefusal(.addressLimit, peer: host.isEmpty ? "unknown" : host, nowMs: nowMs)
+                dirty = true
+                continue
+            }
             var transport = PeerTransport.plain
             if let tls = settings.tls {
                 guard let session = TLSSession(context: tls.context, fd: fd, isServer: true) else {
@@ -372,12 +390,23 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             }
             let connection = PeerConnection(fd: fd, token: takeToken(), role: .accepted,
                                             state: transport.isPlain ? .awaitingHello : .handshaking, transport: transport)
-            connection.remoteHost = Self.remoteHost(fd)
+            connection.remoteHost = host
             connections[connection.token] = connection
             acceptedAt[connection.token] = nowMs
+            pendingAcceptsByHost[host, default: 0] += 1
             _ = aegis_epoll_add(epollFD, fd, AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP, connection.token)
             dirty = true
         }
+    }
+
+    /// An accepted connection sent its hello or closed: no longer counted
+    /// against its address. False when it was not awaiting one.
+    private func stopAwaitingHello(_ connection: PeerConnection) -> Bool {
+        guard acceptedAt.removeValue(forKey: connection.token) != nil else { return false }
+        let held = pendingAcceptsByHost[connection.remoteHost, default: 0]
+        assert(held > 0, "an accepted connection not counted against its address")
+        pendingAcceptsByHost[connection.remoteHost] = held > 1 ? held - 1 : nil
+        return true
     }
 
     private func takeToken() -> UInt64 {
@@ -396,7 +425,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         let received = connection.readFrames(scratch: scratch, authenticator: settings.authenticator)
         counters.bytesReceived += received.bytes
         dirty = dirty || received.bytes > 0
-        if connection.state == .open, acceptedAt.removeValue(forKey: connection.token) != nil, let hello = connection.hello {
+        if connection.state == .open, stopAwaitingHello(connection), let hello = connection.hello {
             accepted(hello, on: connection)
         }
         guard connections[connection.token] != nil else { return }
@@ -727,7 +756,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         // Named while the socket is open: an accepted connection without a
         // hello is known only by its peer address, which needs the descriptor.
         let peer = reason == nil ? "" : peerName(connection)
-        acceptedAt[connection.token] = nil
+        _ = stopAwaitingHello(connection)
         connectingSince[connection.token] = nil
         _ = aegis_epoll_remove(epollFD, connection.fd)
         // A TLS refusal ends with OpenSSL's alert already written: a plain
@@ -836,6 +865,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         case .unknownVersion: why = "it speaks an unknown protocol version"
         case .malformed: why = "it did not speak the peer protocol"
         case .oversize: why = "it sent a frame larger than the limit"
+        case .addressLimit: why = "its address already has \(Self.pendingAcceptsPerAddressMax) connections open without a hello (half-open connections are closed on accept)"
         }
         logger.warning("cluster: refused peer: \(why)", metadata: [
             "peer": "\(peer)", "reason": "\(refusal.rawValue)", "logged_at_most_every_s": "\(Self.refusalLogIntervalMs / 1000)",

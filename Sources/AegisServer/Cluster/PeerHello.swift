@@ -35,6 +35,9 @@ public enum PeerRefusal: String, Error, Sendable, CaseIterable {
     case clusterMismatch = "cluster_mismatch"
     case malformed
     case oversize
+    /// Closed at accept: its address already had
+    /// `ClusterLoop.pendingAcceptsPerAddressMax` connections without a hello.
+    case addressLimit = "address_limit"
 }
 
 /// The first frame on every connection, from the side that dialled: who is

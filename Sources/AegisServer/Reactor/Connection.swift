@@ -23,6 +23,9 @@ final class Connection {
     /// The OpenSSL session when the port serves TLS (Reactor+TLS.swift);
     /// freed, and set to nil, when the connection closes.
     var tls: TLSSession?
+    /// Holds one of its address's handshake slots (TLSService.admission)
+    /// from accept until its handshake ends, whichever way it ends.
+    var holdsHandshakeSlot = false
 
     enum Refusal {
         case atCapacity

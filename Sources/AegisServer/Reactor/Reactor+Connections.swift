@@ -265,6 +265,7 @@ extension Reactor {
         guard !connection.isClosed else { return }
         connection.isClosed = true
         poller.remove(connection.fd, .client)
+        releaseHandshakeSlot(connection)
         if let session = connection.tls {
             // Freed before the descriptor closes: it writes close_notify on it.
             session.free(notifyPeer: true)

@@ -16,9 +16,18 @@ extension Reactor {
     /// The first byte of every TLS record that opens a handshake (ContentType handshake).
     static let tlsHandshakeRecordType = 0x16
 
-    /// Gives a newly accepted connection its TLS session; false when
-    /// OpenSSL could not make one (out of memory), and the caller closes it.
+    /// Gives a newly accepted connection its TLS session; false when its
+    /// address already has its share of handshakes in progress, or OpenSSL
+    /// could not make a session (out of memory), and the caller closes it.
     func attachTLS(_ connection: Connection, _ tls: TLSService) -> Bool {
+        guard tls.admission.admit(connection.address) else {
+            tls.addressLimitRefusals.add(1, ordering: .relaxed)
+            logger.debug("TLS port: closing a connection, its address has too many handshakes in progress", metadata: [
+                "address": "\(connection.address)", "limit": "\(tls.admission.maxPerAddress)",
+            ])
+            return false
+        }
+        connection.holdsHandshakeSlot = true
         guard let session = TLSSession(context: tls.context, fd: connection.fd, isServer: true) else {
             logger.warning("cannot create a TLS session for a client connection", metadata: ["error": "\(TLSSession.lastError())"])
             return false
@@ -27,24 +36,36 @@ extension Reactor {
         return true
     }
 
+    /// The connection's handshake is over, finished or not: its address's slot is free again.
+    func releaseHandshakeSlot(_ connection: Connection) {
+        guard connection.holdsHandshakeSlot else { return }
+        connection.holdsHandshakeSlot = false
+        node.tls?.admission.release(connection.address)
+    }
+
+    /// Closes a connection whose handshake did not finish, counted by why.
+    private func closeHandshake(_ connection: Connection, _ failure: ClientTLSFailure) {
+        node.tls?.count(failure)
+        close(connection)
+    }
+
     /// One step of a connection's handshake, at each readiness of its socket.
     func advanceHandshake(_ connection: Connection, _ session: TLSSession) {
         if !session.sawClientHello {
             let first = aegis_socket_peek_byte(connection.fd)
             if first == -EAGAIN || first == -EINTR { return }
             if first < 0 {
-                close(connection)
+                closeHandshake(connection, .closed)
                 return
             }
             if Int(first) != Self.tlsHandshakeRecordType {
-                node.tls?.plaintextRefusals.add(1, ordering: .relaxed)
                 logger.debug("TLS port: closing a client that did not start a TLS handshake (plaintext?)", metadata: [
                     "address": "\(connection.address)", "first_byte": "\(first)",
                 ])
                 // What it sent is read and dropped (once, bounded), so the
                 // close is a FIN the client sees as the end, not a reset.
                 _ = door.receive(connection.fd, scratch.read.writableSpace(minimum: 4096).baseAddress, 4096)
-                close(connection)
+                closeHandshake(connection, .plaintext)
                 return
             }
             session.sawClientHello = true
@@ -52,7 +73,14 @@ extension Reactor {
         connection.lastActivityMs = monotonicMs
         switch session.handshake() {
         case .done:
-            node.tls?.handshakesCompleted.add(1, ordering: .relaxed)
+            releaseHandshakeSlot(connection)
+            if let tls = node.tls {
+                tls.handshakesCompleted.add(1, ordering: .relaxed)
+                // What OpenSSL did, not what was asked: it keeps the record
+                // layer in user space for a cipher the kernel lacks.
+                let offload = session.kernelOffload
+                if offload.send || offload.receive { tls.kernelRecordLayerHandshakes.add(1, ordering: .relaxed) }
+            }
             setInterest(connection, AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP)
             // A TLS 1.3 client may send its first request right behind its
             // Finished message; read it now rather than wait for an edge.
@@ -62,15 +90,17 @@ extension Reactor {
         case .wantWrite:
             setInterest(connection, AEGIS_EPOLLOUT | AEGIS_EPOLLRDHUP)
         case .closed:
-            close(connection)
+            closeHandshake(connection, .closed)
         case .failed:
-            node.tls?.handshakeFailures.add(1, ordering: .relaxed)
+            let failure = TLSSession.lastFailure()
             let certificate = session.verificationProblem
+            let reason: ClientTLSFailure = session.certificateRefusal != nil ? .badCertificate
+                : failure.peerSentNoCertificate ? .noCertificate : failure.peerClosed ? .closed : .protocolError
             logger.debug("TLS handshake failed; closing the connection", metadata: [
-                "address": "\(connection.address)", "error": "\(TLSSession.lastError())",
+                "address": "\(connection.address)", "reason": "\(reason.rawValue)", "error": "\(failure.text)",
                 "client_certificate": "\(certificate.isEmpty ? "-" : certificate)",
             ])
-            close(connection)
+            closeHandshake(connection, reason)
         }
     }
 
@@ -157,11 +187,10 @@ extension Reactor {
     /// Closes a connection whose handshake has run past its limit; true when it did.
     func closeIfHandshakeStalled(_ connection: Connection, limitMs: Int64, now: Int64) -> Bool {
         guard let session = connection.tls, !session.isEstablished, now - connection.connectedMs > limitMs else { return false }
-        node.tls?.handshakeTimeouts.add(1, ordering: .relaxed)
         logger.debug("closing connection: TLS handshake not finished in time", metadata: [
             "address": "\(connection.address)", "limit_ms": "\(limitMs)",
         ])
-        close(connection)
+        closeHandshake(connection, .timeout)
         return true
     }
 }

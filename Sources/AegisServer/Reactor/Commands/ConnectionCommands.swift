@@ -408,6 +408,8 @@ extension Reactor {
                 // Only on a TLS port, as redis-server's tls_* fields.
                 lines += ["tls_handshakes:\(tls.handshakesCompletedTotal)", "tls_handshake_failures:\(tls.handshakeFailuresTotal)",
                           "tls_handshake_timeouts:\(tls.handshakeTimeoutsTotal)", "tls_plaintext_refusals:\(tls.plaintextRefusalsTotal)",
+                          "tls_handshakes_in_progress:\(tls.handshakesInProgress)",
+                          "tls_handshakes_address_limited:\(tls.addressLimitRefusalsTotal)",
                           "tls_certificate_reloads:\(tls.reloadsTotal)",
                           "tls_record_layer:\(tls.kernelOffloadOffered ? "kernel" : "user-space")"]
             }

@@ -1,0 +1,312 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Issue 16's bad input during TLS handshakes, with real processes: every
+/// way a client-port handshake can end is counted in /metrics by reason,
+/// the record layer in use is stated (user space on a kernel without the
+/// tls ULP) and checked per connection, and 10,000 half-open handshakes
+/// from one address hold only that address's share while a client from
+/// another address is served, on the client port and on the node port.
+@Suite(.serialized)
+struct TLSHandshakeBoundsTests {
+    /// The value of one sample in the plain /metrics shape, nil when absent.
+    static func metric(_ healthURL: String, _ sample: String) -> Int? {
+        guard let result = try? runTool("curl", ["-s", "--max-time", "5", healthURL + "/metrics"]), result.status == 0,
+              let line = result.output.split(separator: "\n").first(where: { $0.hasPrefix(sample + " ") }) else { return nil }
+        return Int(line.split(separator: " ").last ?? "")
+    }
+
+    static func failures(_ healthURL: String, _ reason: String) -> Int? {
+        metric(healthURL, "aegis_tls_handshake_failures_total{reason=\"\(reason)\"}")
+    }
+
+    /// Whether this kernel offers the tls ULP (kTLS); not on the machine these tests were written on.
+    static var kernelOffersTLS: Bool {
+        let listed = (try? String(contentsOfFile: "/proc/sys/net/ipv4/tcp_available_ulp", encoding: .utf8)) ?? ""
+        return listed.split(whereSeparator: { $0 == " " || $0 == "\n" }).contains("tls")
+    }
+
+    /// python3 with `arguments`, running on while the test goes on; stdout and stderr go to `output`.
+    static func background(_ arguments: [String], output: String) throws -> pid_t {
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        return try SpawnedNode.spawn("/usr/bin/python3", arguments, environment: ProcessInfo.processInfo.environment, output: output)
+    }
+
+    static func text(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+
+    /// One bad client per mode, run by a Python script so that each does
+    /// exactly one thing to the socket.
+    static let badClient = """
+        import socket, sys, time
+        mode, port = sys.argv[1], int(sys.argv[2])
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if mode == "plaintext":
+            s.sendall(b"PING\\r\\n")
+        elif mode == "garbage":
+            # A record header that opens a handshake, then bytes no handshake message starts with.
+            s.sendall(b"\\x16\\x03\\x01\\x00\\x10" + b"\\xee" * 16)
+        elif mode == "stall":
+            # Half a ClientHello, then nothing.
+            s.sendall(b"\\x16\\x03\\x01\\x02\\x00\\x01")
+        elif mode == "close":
+            s.close()
+            print("closed")
+            sys.exit(0)
+        answer = b""
+        try:
+            while True:
+                chunk = s.recv(100)
+                if not chunk:
+                    break
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        except socket.timeout:
+            answer += b"(still open)"
+        # Closed, after at most a TLS alert record (content type 21) saying why.
+        closed = answer == b"" or (answer[0] == 0x15 and len(answer) == 7)
+        print("server closed" if closed else "answer: %r" % answer)
+        """
+
+    @Test(.timeLimit(.minutes(3))) func metricsCountEveryHandshakeOutcomeByReasonAndTheRecordLayer() throws {
+        let certificates = try TestPKI()
+        defer { certificates.remove() }
+        let server = try ServerHarness(arguments: certificates.clientPortArguments + ["--tls-ca-file", certificates.caCert,
+                                                                                      "--auth-timeout", "3s"])
+        defer { #expect(server.stop() == 0) }
+        let url = server.healthURL
+        let port = "\(server.port)"
+        let base = ["--tls", "--cacert", certificates.caCert, "-p", port]
+        #expect(Self.metric(url, "aegis_tls_enabled") == 1)
+
+        // The harness's readiness check connects and closes (counted as `closed`), so counts are compared as deltas.
+        let reasons = ["no_certificate", "bad_certificate", "plaintext", "protocol", "closed"]
+        let before = Dictionary(uniqueKeysWithValues: reasons.map { ($0, Self.failures(url, $0) ?? -1) })
+        let accepted = try runTool("redis-cli", base + ["--cert", certificates.clientCert, "--key", certificates.clientKey, "PING"])
+        #expect(accepted.output.contains("PONG"), "\(accepted.output)")
+        let withoutCertificate = try runTool("redis-cli", base + ["PING"])
+        #expect(!withoutCertificate.output.contains("PONG"), "\(withoutCertificate.output)")
+        let foreign = try runTool("redis-cli", base + ["--cert", certificates.foreignClientCert, "--key", certificates.foreignClientKey, "PING"])
+        #expect(!foreign.output.contains("PONG"), "\(foreign.output)")
+        for mode in ["plaintext", "garbage", "close"] {
+            let result = try runTool("python3", ["-c", Self.badClient, mode, port])
+            #expect(result.status == 0 && !result.output.contains("answer:"), "\(mode): \(result.output)")
+        }
+        #expect(waitUntil(seconds: 10) { reasons.allSatisfy { Self.failures(url, $0) == before[$0]! + 1 } },
+                "before \(before), now \(reasons.map { "\($0)=\(Self.failures(url, $0) ?? -1)" })\n\(server.log().suffix(3000))")
+
+        // A stalled handshake is in progress until auth_timeout (3 s, checked once a second) closes it.
+        let stallOutput = certificates.directory + "/stall.out"
+        let stall = try Self.background(["-c", Self.badClient, "stall", port], output: stallOutput)
+        #expect(waitUntil(seconds: 3) { Self.metric(url, "aegis_tls_handshakes_in_progress") == 1 })
+        #expect(waitUntil(seconds: 10) { Self.failures(url, "timeout") == 1 })
+        #expect(SpawnedNode.waitForExit(stall, graceSeconds: 10) == 0)
+        #expect(Self.text(stallOutput).contains("server closed"), "\(Self.text(stallOutput))")
+        #expect(Self.metric(url, "aegis_tls_handshakes_in_progress") == 0)
+
+        // The record layer: stated, and what OpenSSL did per connection.
+        let kernel = Self.kernelOffersTLS
+        #expect(Self.metric(url, "aegis_tls_record_layer{mode=\"user_space\"}") == (kernel ? 0 : 1))
+        #expect(Self.metric(url, "aegis_tls_record_layer{mode=\"kernel\"}") == (kernel ? 1 : 0))
+        let completed = Self.metric(url, "aegis_tls_handshakes_total{record_layer=\"user_space\"}") ?? -1
+        #expect(completed >= 1)
+        if !kernel {
+            #expect(Self.metric(url, "aegis_tls_handshakes_total{record_layer=\"kernel\"}") == 0)
+            #expect(server.log().contains("record_layer=\"user-space (the kernel offers no tls ULP") ||
+                    server.log().contains("record_layer=user-space (the kernel offers no tls ULP"), "\(server.log().prefix(3000))")
+        }
+        #expect(Self.metric(url, "aegis_tls_handshakes_address_limited_total") == 0)
+    }
+
+    /// A TLS 1.2 client asking to renegotiate (openssl s_client's `R`) gets
+    /// no second handshake: the node refuses (SSL_OP_NO_RENEGOTIATION) and
+    /// closes that connection, and goes on serving others.
+    @Test(.timeLimit(.minutes(2))) func aRenegotiationAttemptClosesOnlyThatConnection() throws {
+        let certificates = try TestPKI()
+        defer { certificates.remove() }
+        let server = try ServerHarness(arguments: certificates.clientPortArguments + ["--log-level", "debug"], reactors: 1)
+        defer { #expect(server.stop() == 0) }
+        let script = """
+            import subprocess, sys, time
+            client = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:" + sys.argv[1], "-CAfile", sys.argv[2],
+                                       "-tls1_2", "-legacy_renegotiation", "-crlf"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for line, pause in [(b"PING\\n", 1.5), (b"R\\n", 2), (b"PING\\n", 1.5)]:
+                try:
+                    client.stdin.write(line)
+                    client.stdin.flush()
+                except BrokenPipeError:
+                    break
+                time.sleep(pause)
+            try:
+                client.stdin.close()
+            except BrokenPipeError:
+                pass
+            output = client.stdout.read().decode(errors="replace")  # to its exit: stdin is closed
+            client.wait(timeout=10)
+            print("pongs", output.count("+PONG"))
+            print(output[-1500:])
+            """
+        let handshakesBefore = Self.metric(server.healthURL, "aegis_tls_handshakes_total{record_layer=\"user_space\"}") ?? -1
+        let result = try runTool("python3", ["-c", script, "\(server.port)", certificates.caCert])
+        #expect(result.output.contains("pongs 1"), "one PING answered before the attempt, none after: \(result.output)")
+        #expect(result.output.contains("RENEGOTIATING"), "the client did ask: \(result.output)")
+        #expect(Self.metric(server.healthURL, "aegis_tls_handshakes_total{record_layer=\"user_space\"}") == handshakesBefore + 1)
+        let other = try runTool("redis-cli", ["--tls", "--cacert", certificates.caCert, "-p", "\(server.port)", "PING"])
+        #expect(other.output.contains("PONG"), "\(other.output)")
+        #expect(server.log().contains("TLS error on a client connection"), "\(server.log().suffix(3000))")
+    }
+
+    @Test func aPlaintextNodeShowsTLSOffInMetrics() throws {
+        let server = try ServerHarness(reactors: 1)
+        defer { #expect(server.stop() == 0) }
+        #expect(Self.metric(server.healthURL, "aegis_tls_enabled") == 0)
+        #expect(Self.metric(server.healthURL, "aegis_tls_record_layer{mode=\"user_space\"}") == 0)
+        #expect(Self.metric(server.healthURL, "aegis_tls_handshakes_in_progress") == 0)
+    }
+
+    /// 10,000 connections from 127.0.0.1 that each send half a ClientHello
+    /// and stop: the node keeps 128 of them (the per-address bound) and
+    /// closes the rest at accept; a client from 127.0.0.2 is served meanwhile,
+    /// and a new one from 127.0.0.1 is refused until the address's
+    /// handshakes end.
+    @Test(.timeLimit(.minutes(4))) func tenThousandHalfOpenHandshakesFromOneAddressLeaveOthersServed() throws {
+        let certificates = try TestPKI()
+        defer { certificates.remove() }
+        // auth_timeout long enough that the held handshakes outlast the attack.
+        let server = try ServerHarness(arguments: certificates.clientPortArguments + ["--auth-timeout", "120s"])
+        defer { #expect(server.stop() == 0) }
+        let script = """
+            import socket, ssl, sys, time, urllib.request
+            port, health, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+            def metric(name):
+                body = urllib.request.urlopen(health + "/metrics", timeout=10).read().decode()
+                for line in body.splitlines():
+                    if line.startswith(name + " "):
+                        return int(line.split()[-1])
+                return None
+            def served(source):
+                context = ssl.create_default_context(cafile=ca)
+                raw = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+                with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    tls.sendall(b"PING\\r\\n")
+                    return tls.recv(100) == b"+PONG\\r\\n"
+            rss_before = metric("aegis_resident_memory_bytes")
+            closed_before = metric('aegis_tls_handshake_failures_total{reason="closed"}')
+            held = []
+            for _ in range(10000):
+                s = socket.socket()
+                s.settimeout(10)
+                s.bind(("127.0.0.1", 0))
+                s.connect(("127.0.0.1", port))
+                try:
+                    s.send(b"\\x16\\x03\\x01\\x02\\x00\\x01")
+                except OSError:
+                    pass
+                held.append(s)
+            deadline = time.time() + 30
+            while metric("aegis_tls_handshakes_address_limited_total") < 10000 - 128 and time.time() < deadline:
+                time.sleep(0.1)
+            print("in_progress", metric("aegis_tls_handshakes_in_progress"))
+            print("address_limited", metric("aegis_tls_handshakes_address_limited_total"))
+            print("other_address_served", served("127.0.0.2"))
+            try:
+                same = served("127.0.0.1")
+            except (OSError, ssl.SSLError):
+                same = False
+            print("same_address_served", same)
+            print("rss_growth_mib", round((metric("aegis_resident_memory_bytes") - rss_before) / 1048576, 1))
+            for s in held:
+                s.close()
+            deadline = time.time() + 30
+            while metric("aegis_tls_handshakes_in_progress") != 0 and time.time() < deadline:
+                time.sleep(0.1)
+            print("in_progress_after", metric("aegis_tls_handshakes_in_progress"))
+            print("closed_mid_handshake", metric('aegis_tls_handshake_failures_total{reason="closed"}') - closed_before)
+            print("served_after", served("127.0.0.1"))
+            """
+        let result = try runTool("python3", ["-c", script, "\(server.port)", server.healthURL, certificates.caCert])
+        let lines = Dictionary(result.output.split(separator: "\n").compactMap { line -> (String, String)? in
+            let parts = line.split(separator: " ", maxSplits: 1)
+            return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
+        }, uniquingKeysWith: { $1 })
+        #expect(result.status == 0, "\(result.output)")
+        #expect(lines["in_progress"] == "128", "\(result.output)")
+        #expect(lines["address_limited"] == "\(10_000 - 128)", "\(result.output)")
+        #expect(lines["other_address_served"] == "True", "\(result.output)")
+        #expect(lines["same_address_served"] == "False", "\(result.output)")
+        #expect(lines["in_progress_after"] == "0", "\(result.output)")
+        #expect(lines["closed_mid_handshake"] == "128", "\(result.output)")
+        #expect(lines["served_after"] == "True", "\(result.output)")
+        print("client port, 10,000 half-open handshakes from one address: \(result.output)")
+    }
+
+    /// The node port: 3,000 half-open TLS connections from 127.0.0.1 to a
+    /// seed keep at most 64 connections there (the per-address bound on
+    /// connections without a hello) instead of all 1,024 accept slots, and a
+    /// new node joins through that seed meanwhile.
+    @Test(.timeLimit(.minutes(4))) func halfOpenPeerConnectionsFromOneAddressDoNotKeepNodesOut() throws {
+        let pki = try TestPKI()
+        defer { pki.remove() }
+        let directory = try PeerTLSProcessTests.temporaryDirectory("peer-tls-halfopen")
+        let members = try PeerTLSProcessTests.startTLSCluster(pki, indexes: 21...22, directory: directory)
+        defer { for member in members { member.stop() } }
+        #expect(ReplicationProcessTests.waitForMap(members))
+        let seed = members[0]
+        let script = """
+            import os, select, socket, sys, time
+            host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+            held = []
+            for _ in range(count):
+                s = socket.socket()
+                s.settimeout(10)
+                s.bind(("127.0.0.1", 0))
+                s.connect((host, port))
+                try:
+                    s.send(b"\\x16\\x03\\x01\\x02\\x00\\x01")
+                except OSError:
+                    pass
+                held.append(s)
+            time.sleep(1)  # well within the 5 s a connection has for its hello
+            # Closed by the node: readable at end of stream (or reset). poll, not select: descriptors pass 1024.
+            poller = select.poll()
+            for s in held:
+                poller.register(s, select.POLLIN)
+            ready = {fd for fd, _ in poller.poll(0)}
+            open_now = 0
+            for s in held:
+                if s.fileno() not in ready:
+                    open_now += 1
+                    continue
+                try:
+                    if s.recv(1) != b"":
+                        open_now += 1
+                except OSError:
+                    pass
+            print("open", open_now, flush=True)
+            deadline = time.time() + 120  # hold them until told, bounded
+            while not os.path.exists(sys.argv[4]) and time.time() < deadline:
+                time.sleep(0.1)
+            """
+        let output = directory + "/attack.out", release = directory + "/attack.release"
+        let attack = try Self.background(["-c", script, seed.host, "\(seed.gossipPort)", "3000", release], output: output)
+        defer {
+            _ = FileManager.default.createFile(atPath: release, contents: nil)
+            if SpawnedNode.waitForExit(attack, graceSeconds: 10) == nil { kill(attack, SIGKILL) }
+        }
+        #expect(waitUntil(seconds: 60) { Self.text(output).contains("open ") }, "\(Self.text(output))")
+        let open = Self.text(output).split(separator: "\n").first { $0.hasPrefix("open ") }.flatMap { Int($0.dropFirst(5)) } ?? -1
+        #expect(open >= 0 && open <= 64, "\(Self.text(output))")
+        // A third node joins through the attacked seed while the attacker holds its connections.
+        let joiner = try ClusterProcessTests.Member(index: 23, directory: directory)
+        let identity = try pki.issuePeerCertificate(joiner.name, serial: "0x7777")
+        try joiner.start(seeds: [seed.gossipAddress], extra: ["--reactors", "1"] + pki.peerArguments(cert: identity.cert, key: identity.key))
+        defer { joiner.stop() }
+        #expect(waitUntil(seconds: 30) { seed.statuses()[joiner.name] == "alive" }, "\(seed.log().suffix(3000))")
+        let limited = PeerTLSProcessTests.metric(seed, "aegis_cluster_messages_dropped_total{reason=\"address_limit\"}")
+        #expect(limited >= 3000 - 64, "\(limited)")
+        #expect(seed.log().contains("address_limit"), "\(seed.log().suffix(3000))")
+        #expect(Set(seed.statuses().values) == ["alive"])
+    }
+}
