@@ -24,10 +24,10 @@ import Testing
         #expect(!loaded.emptyLearner)
         #expect(loaded.terms == [3: PersistedTerm(term: 8, votedFor: nil), 250: PersistedTerm(term: 1, votedFor: NodeID("node1"))])
         let left = try FileManager.default.contentsOfDirectory(atPath: directory)
-        #expect(left == [TermStore.fileName], "no temporary file is left behind: \(left)")
+        #expect(left.sorted() == [TermStore.fileName, TermStore.markerName].sorted(), "no temporary file is left behind: \(left)")
     }
 
-    @Test func anEmptyDataDirIsAFirstStartAndALostFileBesideOtherDataIsAnEmptyLearner() throws {
+    @Test func anEmptyDataDirOrAReleaseBeforeLeasesIsAFirstStartAndALostFileBesideTheMarkerIsAnEmptyLearner() throws {
         let directory = try Self.scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let fresh = try TermStore.load(directory: directory, numShards: 16)
@@ -35,11 +35,16 @@ import Testing
         let missing = try TermStore.load(directory: directory + "/not-there", numShards: 16)
         #expect(!missing.emptyLearner, "\(missing.summary)")
         try FileManager.default.createDirectory(atPath: directory + "/wal", withIntermediateDirectories: true)
-        let lost = try TermStore.load(directory: directory, numShards: 16)
-        #expect(lost.emptyLearner, "data of an earlier run without its terms: \(lost.summary)")
+        let beforeLeases = try TermStore.load(directory: directory, numShards: 16)
+        #expect(!beforeLeases.emptyLearner && beforeLeases.terms.isEmpty,
+                "a log without the marker was written by a release before leases, which never voted: \(beforeLeases.summary)")
         let store = TermStore(directory: directory, terms: [:])
         try store.writeInitial()
-        #expect(try !TermStore.load(directory: directory, numShards: 16).emptyLearner, "the file is there again")
+        #expect(FileManager.default.fileExists(atPath: directory + "/" + TermStore.markerName))
+        #expect(try !TermStore.load(directory: directory, numShards: 16).emptyLearner, "the file is there")
+        try FileManager.default.removeItem(atPath: directory + "/" + TermStore.fileName)
+        let lost = try TermStore.load(directory: directory, numShards: 16)
+        #expect(lost.emptyLearner, "the marker without its terms: the node voted before and lost it: \(lost.summary)")
     }
 
     @Test(arguments: [

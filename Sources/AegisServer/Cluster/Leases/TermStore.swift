@@ -17,6 +17,12 @@ import Glibc
 final class TermStore {
     static let fileName = "lease-terms"
     static let header = "aegis-lease-terms 1"
+    /// Written beside the term file, and kept when only the term file is
+    /// lost: it tells a data_dir of a node that voted from one written by a
+    /// release before leases, which never voted (its upgrade is a first
+    /// start for leases, not a wipe).
+    static let markerName = "leases-enabled"
+    static let markerText = "This data_dir belongs to a node that takes part in shard leases; without lease-terms beside it, the node starts as an empty learner.\n"
 
     /// What start-up found in data_dir.
     struct Loaded: Equatable {
@@ -39,9 +45,12 @@ final class TermStore {
 
     /// Reads the terms back at start. How a wiped node is told apart:
     /// - the file is there: its terms and votes, not a learner;
-    /// - the file is missing but data_dir holds other files (a log, snapshots
-    ///   of an earlier run): the node ran before and lost what it voted, so
-    ///   it could vote twice in one term: an empty learner;
+    /// - the file is missing but the marker is there: the node took part in
+    ///   leases before and lost what it voted, so it could vote twice in one
+    ///   term: an empty learner;
+    /// - the file and the marker are missing but data_dir holds other files
+    ///   (a log, snapshots): written by a release before leases, which never
+    ///   voted: terms 0, as at a first start;
     /// - data_dir is missing or empty: a first start, which a wipe of the
     ///   whole directory looks exactly like (docs/replication.md says what
     ///   that costs). Not a learner: a new cluster whose nodes all started
@@ -50,13 +59,18 @@ final class TermStore {
         let store = TermStore(directory: directory, terms: [:])
         guard let text = readWhole(store.path) else {
             let others = otherEntries(in: store.directory)
+            if others.contains(markerName) {
+                return Loaded(terms: [:], emptyLearner: true,
+                              summary: "no lease terms, but \(markerName) says this node took part in leases before: "
+                                  + "it lost its votes, so it starts as an empty learner")
+            }
             if others.isEmpty {
                 return Loaded(terms: [:], emptyLearner: false,
                               summary: "no lease terms in an empty data_dir: a first start, every shard at term 0")
             }
-            return Loaded(terms: [:], emptyLearner: true,
-                          summary: "no lease terms, but data_dir holds \(others.count) other file(s) (\(others.prefix(3).joined(separator: ", "))): "
-                              + "the node ran before and lost its votes, so it starts as an empty learner")
+            return Loaded(terms: [:], emptyLearner: false,
+                          summary: "no lease terms and no \(markerName) beside \(others.count) other file(s) (\(others.prefix(3).joined(separator: ", "))): "
+                              + "data of a release before leases, which never voted: every shard at term 0")
         }
         let terms = try parse(text, numShards: numShards, path: store.path)
         return Loaded(terms: terms, emptyLearner: false,
@@ -124,10 +138,15 @@ final class TermStore {
         if mkdir(directory, 0o755) != 0 && errno != EEXIST {
             throw StartupError("cannot create data_dir \(directory) for the lease terms: \(SystemError(operation: "mkdir", code: errno))")
         }
+        try writeDurably(Self.markerText, to: directory + "/" + Self.markerName)
         try writeDurably(Self.render(terms))
     }
 
     private func writeDurably(_ text: String) throws(StartupError) {
+        try writeDurably(text, to: path)
+    }
+
+    private func writeDurably(_ text: String, to path: String) throws(StartupError) {
         // Named by process: two nodes wrongly given one data_dir must not
         // write into each other's half-written file.
         let temporary = path + ".tmp.\(getpid())"
