@@ -196,8 +196,10 @@ final class LeasePartitionScenario {
                 sourceLocation: sourceLocation)
         #expect(!replies.contains("OK"), "node\(node) never acknowledges a write at W = 2 while cut off: \(replies)",
                 sourceLocation: sourceLocation)
-        let refusals = (try? cluster.metric(node, "aegis_lease_write_refusals_total")) ?? nil
-        #expect((refusals ?? 0) > 0, "node\(node) counts the writes it refused for want of a lease", sourceLocation: sourceLocation)
+        // Counters reach /metrics up to 100 ms after the refusal, and the loop
+        // above may stop at the first one.
+        let counted = waitUntil(seconds: 5) { ((try? cluster.metric(node, "aegis_lease_write_refusals_total")) ?? nil ?? 0) > 0 }
+        #expect(counted, "node\(node) counts the writes it refused for want of a lease", sourceLocation: sourceLocation)
     }
 
     /// The majority elects a holder above `term` and takes `key` at W = 2; returns that holder.
