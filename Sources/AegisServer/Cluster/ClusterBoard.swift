@@ -63,6 +63,10 @@ public struct ClusterSnapshot: Sendable {
     public var slowPeerClosures = 0
     /// Of those, closed because all links together reached the budget.
     public var peerQueueBudgetClosures = 0
+    /// Bulk links closed abortively because forwarded requests on them went
+    /// unanswered with nothing heard from the peer since: what the link still
+    /// held is dropped rather than run on the peer after a partition heals.
+    public var abandonedForwardLinks = 0
     /// Bytes all peer links hold for their peers now, and their bound.
     public var peerQueuedBytes = 0
     public var peerQueueBudgetBytes = 0

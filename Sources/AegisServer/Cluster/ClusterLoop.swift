@@ -776,6 +776,8 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         case .tlsRefused(let refusal, let detail)?:
             counters.peerTLSRefused[refusal, default: 0] += 1
             logTLSRefusal(refusal, detail: detail, peer: peer, connection: connection, nowMs: nowMs)
+        case .abandoned?:
+            counters.abandonedForwardLinks += 1
         case .outboundFull?:
             counters.slowPeerClosures += 1
             logger.warning("cluster: peer link closed, the peer stopped reading and its queue filled", metadata: [
