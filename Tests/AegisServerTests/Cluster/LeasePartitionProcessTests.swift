@@ -17,27 +17,12 @@ struct LeasePartitionProcessTests {
 
     /// Per shard: (term, whether `node` holds the lease) from its /cluster.
     static func leases(_ cluster: ClusterHarness, _ node: Int) -> [Int: (term: Int, held: Bool)]? {
-        guard let body = try? cluster.get(node, "/cluster"),
-              let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
-              let leases = object["leases"] as? [String: Any], let shards = leases["shards"] as? [[String: Any]] else { return nil }
-        var out: [Int: (term: Int, held: Bool)] = [:]
-        for shard in shards {
-            guard let number = shard["shard"] as? Int, let term = shard["term"] as? Int else { return nil }
-            out[number] = (term, shard["lease_expires_in_ms"] is Int)
-        }
-        return out
+        (try? cluster.get(node, "/cluster")).flatMap(LeaseProcessTests.leases(clusterBody:))
     }
 
     /// The records `follower` still lacks of `shard`, as the shard's primary `node` reports them.
     static func lag(_ cluster: ClusterHarness, primary node: Int, shard: Int, follower: String) -> Int? {
-        guard let body = try? cluster.get(node, "/cluster"),
-              let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
-              let replication = object["replication"] as? [String: Any],
-              let shards = replication["shards"] as? [[String: Any]],
-              let entry = shards.first(where: { $0["shard"] as? Int == shard }),
-              let followers = entry["followers"] as? [[String: Any]],
-              let lag = followers.first(where: { $0["node_id"] as? String == follower }) else { return nil }
-        return lag["lag_records"] as? Int
+        (try? cluster.get(node, "/cluster")).flatMap { ReadQuorumProcessTests.lag(clusterBody: $0, shard: shard, follower: follower) }
     }
 
     /// One command through redis-cli inside the namespace; its reply, trimmed.

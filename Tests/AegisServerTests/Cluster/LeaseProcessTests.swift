@@ -14,8 +14,12 @@ import Testing
 
     /// Per shard: (term, whether this member holds the lease) from its /cluster.
     static func leases(_ member: Member) -> [Int: (term: Int, held: Bool)]? {
-        guard let body = member.get("/cluster"),
-              let data = body.data(using: .utf8),
+        member.get("/cluster").flatMap(leases(clusterBody:))
+    }
+
+    /// Per shard: (term, whether the answering node holds the lease), from a /cluster body.
+    static func leases(clusterBody body: String) -> [Int: (term: Int, held: Bool)]? {
+        guard let data = body.data(using: .utf8),
               let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let leases = object["leases"] as? [String: Any], let shards = leases["shards"] as? [[String: Any]] else { return nil }
         var out: [Int: (term: Int, held: Bool)] = [:]

@@ -154,8 +154,12 @@ import Testing
 
     /// The records `follower` still lacks of `shard`, as `primary`'s /cluster reports them.
     static func lag(_ primary: Member, shard: Int, follower: String) -> Int? {
-        guard let body = primary.get("/cluster"),
-              let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+        primary.get("/cluster").flatMap { lag(clusterBody: $0, shard: shard, follower: follower) }
+    }
+
+    /// The records `follower` still lacks of `shard`, from the shard's primary's /cluster body.
+    static func lag(clusterBody body: String, shard: Int, follower: String) -> Int? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
               let replication = object["replication"] as? [String: Any],
               let shards = replication["shards"] as? [[String: Any]],
               let entry = shards.first(where: { $0["shard"] as? Int == shard }),
