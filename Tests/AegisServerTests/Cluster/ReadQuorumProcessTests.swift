@@ -184,7 +184,10 @@ import Testing
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let members = try (1...3).map { try Member(index: $0, directory: directory) }
         let flags = ["--write-quorum", "3", "--write-timeout", "60s", "--suspect-timeout", "30s", "--dead-timeout", "40s",
-                     "--lease-duration", "1s", "--lease-election-timeout", "500ms"]
+                     // 3 s, not 1 s: on a loaded machine grants took up to 1.8 s to
+                     // arrive, so no 1 s lease could be won or kept and the shard
+                     // never settled on the holder the test moves away from.
+                     "--lease-duration", "3s", "--lease-election-timeout", "1s"]
         defer {
             // pid 0 (a node not started) would signal this test's own process group.
             for member in members where member.pid != 0 { member.signal(SIGCONT) }
