@@ -175,11 +175,16 @@ struct ProcessEdgeTests {
             hogs.append(client)
         }
         usleep(1_200_000)
-        // A generous limit: under a loaded CI machine the node works through
-        // a listen backlog of hogs before curl's connection; what matters is
-        // that /health gets through, not how fast.
+        // Generous limits: under a loaded CI machine the node works through
+        // a listen backlog of hogs before curl's connection, and a SYN that
+        // finds the backlog full is retried by the kernel after 1, 3, 7 and
+        // 15 s; what matters is that /health gets through, not how fast. A
+        // probe's own retry is what an orchestrator does too. (One attempt
+        // with --max-time 30 timed out once in a clean-clone CI run, cause
+        // not found: docs/operations.md, "The operations port under a flood".)
         for _ in 0..<3 {
-            let health = try runTool("curl", ["-s", "--max-time", "30", "http://127.0.0.1:\(port)/health"])
+            let health = try runTool("curl", ["-s", "--connect-timeout", "20", "--max-time", "30", "--retry", "2", "--retry-delay", "1",
+                                              "http://127.0.0.1:\(port)/health"])
             #expect(health.status == 0 && health.output.contains("ok"), "\(health.status): \(health.output)")
         }
         let pong = try runTool("redis-cli", ["-p", String(node.port), "PING"]).output
