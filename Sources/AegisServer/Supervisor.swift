@@ -130,14 +130,10 @@ final class Supervisor {
         reloadPeerCertificates(report)
         guard let tls = node.tls else { return }
         let running = node.runtime.running
-        let files: Logger.Metadata = ["cert_file": "\(running.tlsCertFile)", "key_file": "\(running.tlsKeyFile)",
-                                      "ca_file": "\(running.tlsCAFile)"]
-        if let problem = tls.reload(running) {
-            report.error("reload: TLS certificates not reloaded, new connections keep the previous ones: \(problem.message)",
-                         metadata: files)
-        } else {
-            report.notice("reload: TLS certificate and key loaded again; new connections use them", metadata: files)
-        }
+        reportCertificateReload(tls.reload(running)?.message, report,
+                                files: (running.tlsCertFile, running.tlsKeyFile, running.tlsCAFile),
+                                refused: "TLS certificates not reloaded, new connections keep the previous ones",
+                                loaded: "TLS certificate and key loaded again; new connections use them")
     }
 
     /// The same for the links between nodes: links opened after the reload
@@ -145,13 +141,21 @@ final class Supervisor {
     private func reloadPeerCertificates(_ report: Logger) {
         guard let peerTLS = node.peerTLS else { return }
         let running = node.runtime.running
-        let files: Logger.Metadata = ["cert_file": "\(running.clusterTLSCertFile)", "key_file": "\(running.clusterTLSKeyFile)",
-                                      "ca_file": "\(running.clusterTLSCAFile)"]
-        if let problem = peerTLS.reload(running) {
-            report.error("reload: cluster TLS certificates not reloaded, new peer links keep the previous ones: \(problem.message)",
-                         metadata: files)
+        reportCertificateReload(peerTLS.reload(running)?.message, report,
+                                files: (running.clusterTLSCertFile, running.clusterTLSKeyFile, running.clusterTLSCAFile),
+                                refused: "cluster TLS certificates not reloaded, new peer links keep the previous ones",
+                                loaded: "cluster TLS certificate, key and CA loaded again; new peer links use them")
+    }
+
+    /// One line per reload of a certificate set: an error with OpenSSL's
+    /// reason when the files were refused, else a notice; both name the files.
+    private func reportCertificateReload(_ problem: String?, _ report: Logger, files: (cert: String, key: String, ca: String),
+                                         refused: String, loaded: String) {
+        let metadata: Logger.Metadata = ["cert_file": "\(files.cert)", "key_file": "\(files.key)", "ca_file": "\(files.ca)"]
+        if let problem {
+            report.error("reload: \(refused): \(problem)", metadata: metadata)
         } else {
-            report.notice("reload: cluster TLS certificate, key and CA loaded again; new peer links use them", metadata: files)
+            report.notice("reload: \(loaded)", metadata: metadata)
         }
     }
 }

@@ -128,7 +128,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     private var acceptedAt: [UInt64: Int64] = [:]
     /// How many of `acceptedAt`'s connections each remote address holds;
     /// an address is listed only while it holds one.
-    private var pendingAcceptsByHost: [String: Int] = [:]
+    private var pendingAcceptsByHost = PerKeyCount<String>()
     private var connectingSince: [UInt64: Int64] = [:]
     /// When each open dialled link opened (see `linkOpened`).
     private var dialledOpenedAt: [UInt64: Int64] = [:]
@@ -372,7 +372,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                 continue
             }
             let host = Self.remoteHost(fd)
-            if pendingAcceptsByHost[host, default: 0] >= Self.pendingAcceptsPerAddressMax {
+            guard pendingAcceptsByHost.take(host, limit: Self.pendingAcceptsPerAddressMax) else {
                 _ = aegis_close(fd)
                 counters.dropped[.addressLimit, default: 0] += 1
                 logRefusal(.addressLimit, peer: host.isEmpty ? "unknown" : host, nowMs: nowMs)
@@ -383,6 +383,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             if let tls = settings.tls {
                 guard let session = TLSSession(context: tls.context, fd: fd, isServer: true) else {
                     logger.warning("cluster: cannot create a TLS session for a peer connection", metadata: ["error": "\(TLSSession.lastError())"])
+                    pendingAcceptsByHost.give(host)
                     _ = aegis_close(fd)
                     continue
                 }
@@ -393,7 +394,6 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             connection.remoteHost = host
             connections[connection.token] = connection
             acceptedAt[connection.token] = nowMs
-            pendingAcceptsByHost[host, default: 0] += 1
             _ = aegis_epoll_add(epollFD, fd, AEGIS_EPOLLIN | AEGIS_EPOLLRDHUP, connection.token)
             dirty = true
         }
@@ -403,9 +403,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     /// against its address. False when it was not awaiting one.
     private func stopAwaitingHello(_ connection: PeerConnection) -> Bool {
         guard acceptedAt.removeValue(forKey: connection.token) != nil else { return false }
-        let held = pendingAcceptsByHost[connection.remoteHost, default: 0]
-        assert(held > 0, "an accepted connection not counted against its address")
-        pendingAcceptsByHost[connection.remoteHost] = held > 1 ? held - 1 : nil
+        pendingAcceptsByHost.give(connection.remoteHost)
         return true
     }
 

@@ -178,7 +178,7 @@ public enum ClientTLSFailure: String, CaseIterable, Sendable {
 /// holds more entries than there are connections (max_conns).
 final class HandshakeAdmission: Sendable {
     let maxPerAddress: Int
-    private let inProgress = Mutex<[ClientAddress: Int]>([:])
+    private let inProgress = Mutex(PerKeyCount<ClientAddress>())
     private let total = Atomic<Int>(0)
 
     init(maxPerAddress: Int) {
@@ -188,26 +188,14 @@ final class HandshakeAdmission: Sendable {
 
     /// Takes a slot for a handshake from `address`; false when it already has `maxPerAddress`.
     func admit(_ address: ClientAddress) -> Bool {
-        let admitted = inProgress.withLock { table in
-            let running = table[address, default: 0]
-            if running >= maxPerAddress { return false }
-            table[address] = running + 1
-            return true
-        }
+        let admitted = inProgress.withLock { $0.take(address, limit: maxPerAddress) }
         if admitted { total.add(1, ordering: .relaxed) }
         return admitted
     }
 
     /// Gives back a slot `admit` took: the handshake finished, failed, or its connection closed.
     func release(_ address: ClientAddress) {
-        inProgress.withLock { table in
-            guard let running = table[address] else {
-                assertionFailure("a handshake slot released that was never taken")
-                return
-            }
-            assert(running > 0)
-            table[address] = running > 1 ? running - 1 : nil
-        }
+        inProgress.withLock { $0.give(address) }
         total.subtract(1, ordering: .relaxed)
     }
 
