@@ -957,6 +957,12 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         membershipChanged = true
         dirty = true
         let from = previous ?? known?.status
+        // A member that left stopped: whatever it runs when it comes back
+        // shows on the control connection it dials then. Without this, its
+        // return (learned through another link first) would revive the
+        // previous process's classification. A dead one keeps it: it may be
+        // the same process behind a partition, on a link that never redials.
+        if view.status == .left && view.nodeID != settings.nodeID { classify(view.nodeID, nil) }
         if let leases { leaseMembersChanged(leases, nowMs: nowMs) }
         if from != view.status {
             logger.notice("member \(view.nodeID) \(from?.description ?? "none") -> \(view.status) reason=\(reason)", metadata: [
@@ -1093,7 +1099,8 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             _ = leases?.takeHoldersMoved()
             if let routing = relay.updateMap(members: alive, gossipAddresses: gossip, clientAddresses: client,
                                              numShards: settings.numShards, virtualNodes: settings.virtualNodes,
-                                             replicationFactor: settings.replicationFactor, leaseHolders: leases?.routingHolders ?? []),
+                                             replicationFactor: settings.replicationFactor, leaseHolders: leases?.routingHolders ?? [],
+                                             withoutReplication: Set(leases?.predatingMembers ?? [])),
                routing.version != before {
                 logger.notice("shard map changed", metadata: [
                     "placement_digest": "\(routing.digestHex)", "members": "\(routing.map.members.count)",

@@ -82,6 +82,21 @@ import Testing
         #expect(loop.waitForSnapshot { $0.leaseSupport["node-a"] != nil }.leaseSupport["node-a"] == .speaksLeases)
     }
 
+    /// A release before leases has no replication either: records, streams
+    /// and read probes in a batch would make it close the link, and with it
+    /// the forwarding of every key it owns. Routing leaves it out of the
+    /// followers, and keeps sending writes where it did.
+    @Test func membersPredatingLeasesGetNoReplication() throws {
+        let ids = ["node-a", "node-b", "node-c"].compactMap(NodeID.init)
+        let map = try ShardMap(members: ids, numShards: 16, virtualNodes: 16, replicationFactor: 3)
+        let all = ClusterRouting(version: 1, map: map, selfID: ids[1], clientAddressOf: [:])
+        let mixed = ClusterRouting(version: 2, map: map, selfID: ids[1], clientAddressOf: [:], withoutReplication: ["node-a"])
+        #expect(all.followers.allSatisfy { $0.count == 2 })
+        #expect(mixed.followers == all.followers.map { $0.filter { $0.name != "node-a" } })
+        #expect(mixed.followers.contains { $0.count == 1 }, "node-a followed some shards and follows none now")
+        #expect(mixed.primaryName == all.primaryName, "where writes go does not change")
+    }
+
     // MARK: - What the lease driver does with it
 
     static let parameters = ClusterParameters(numShards: 8, virtualNodes: 16, replicationFactor: 2)

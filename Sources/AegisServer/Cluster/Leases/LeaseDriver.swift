@@ -124,9 +124,15 @@ final class LeaseDriver {
         step(.received(frame: frame, now: nowMs), nowMs: nowMs)
     }
 
-    var nextTimerMs: Int64? { timers.values.min() }
+    /// Paused while a member predates leases: it never grants, so every
+    /// campaign that needs it would fail and raise the shard's term (one
+    /// notice per shard per round) for the whole upgrade. Requests from
+    /// other nodes are still answered; the timers due meanwhile fire when
+    /// enforcement resumes.
+    var nextTimerMs: Int64? { predatingMembers.isEmpty ? timers.values.min() : nil }
 
     func fireDueTimers(nowMs: Int64) -> [(NodeID, [UInt8])] {
+        guard predatingMembers.isEmpty else { return [] }
         var sends: [(NodeID, [UInt8])] = []
         for id in LeaseTimerID.allCases {
             guard let at = timers[id], at <= nowMs else { continue }
@@ -170,15 +176,16 @@ final class LeaseDriver {
     /// The members (not left) known to predate leases, as the loop classified
     /// them. Enforcement stops while there is one and resumes when there is
     /// none; either switch is logged once and republished to the reactors
-    /// and to routing.
+    /// and to routing (which also sends these members no replication).
     func predatingMembersChanged(_ names: [String]) {
         let sorted = Array(Set(names)).sorted()
         guard sorted != predatingMembers else { return }
         let wasEnforced = enforced
         predatingMembers = sorted
+        // Routing leaves these members out of replication: rebuilt either way.
+        holdersMoved = true
         guard enforced != wasEnforced else { return }
         needsPublish = true
-        holdersMoved = true
         publishIfNeeded()
         if enforced {
             logger.notice("leases: no member runs a release before leases any more; this node again accepts a shard's writes only while it holds the shard's lease, and routes them to the lease holder")
