@@ -63,6 +63,9 @@ struct NodeReports {
                     // release that does not announce its build (before 0.1.1).
                     ("version", member.version.map(JSONValue.string) ?? .null),
                     ("commit", member.commit.map(JSONValue.string) ?? .null),
+                    // Whether it takes part in leases; "unknown" until its
+                    // control connection to this node showed which release it runs.
+                    ("leases", .string(member.isSelf ? LeaseSupport.speaksLeases.rawValue : snapshot.leaseSupport[member.nodeID]?.rawValue ?? "unknown")),
                 ]
                 if let primary = member.shardsPrimary { fields.append(("shards_primary", .int(primary))) }
                 if let follower = member.shardsFollower { fields.append(("shards_follower", .int(follower))) }
@@ -260,7 +263,9 @@ extension NodeReports {
             return .object(fields)
         }
         var document: [(String, JSONValue)] = [
-            ("enforced", .bool(leases.enforced)), ("empty_learner", .bool(leases.emptyLearner)),
+            ("enforced", .bool(leases.enforced)),
+            ("members_predating_leases", .array(leases.membersPredatingLeases.map(JSONValue.string))),
+            ("empty_learner", .bool(leases.emptyLearner)),
             ("lease_ms", .int(Int(clamping: leases.leaseMs))), ("shards_held", .int(leases.held)),
             ("reads_possibly_stale_shards", .int(leases.readsPossiblyStaleShards)),
             ("elections_started", .int(leases.electionsStarted)), ("elections_won", .int(leases.electionsWon)),

@@ -45,7 +45,8 @@ extension MetricsExposition {
             counter("aegis_lease_write_refusals", "Writes refused (TRYAGAIN) because this node did not hold the shard's lease.", refusals),
             gauge("aegis_lease_shards_held", "Shards whose lease this node holds now.", leases.held),
             gauge("aegis_lease_reads_possibly_stale_shards", "Shards this node answers reads for as their primary without holding their lease: those reads may be stale.", leases.readsPossiblyStaleShards),
-            gauge("aegis_lease_enforced", "1 once this node is in a cluster (seeds set or a peer seen) with replication_factor > 1: writes then need the shard's lease.", leases.enforced ? 1 : 0),
+            gauge("aegis_lease_enforced", "1 once this node is in a cluster (seeds set or a peer seen) with replication_factor > 1 and no member runs a release before leases: writes then need the shard's lease.", leases.enforced ? 1 : 0),
+            gauge("aegis_lease_members_predating", "Members (not left) known to run a release before leases; while above 0 leases are not enforced.", leases.membersPredatingLeases.count),
         ]
     }
 

@@ -2,6 +2,15 @@ import AegisCluster
 import CSupport
 import Synchronization
 
+/// Whether a member takes part in leases, on positive evidence only.
+public enum LeaseSupport: String, Sendable, Equatable {
+    /// It announced the `leases` capability.
+    case speaksLeases = "speaks_leases"
+    /// Its announcement lacks the capability, or it gossiped on a
+    /// connection it dialled before announcing anything (release 0.1.0).
+    case predatesLeases = "predates_leases"
+}
+
 /// One member as /cluster, /metrics and INFO cluster show it.
 public struct ClusterMemberView: Sendable, Equatable {
     public var nodeID: String
@@ -42,6 +51,9 @@ public struct ClusterSnapshot: Sendable {
     public var selfID = ""
     /// Sorted by node id (byte order), this node included.
     public var members: [ClusterMemberView] = []
+    /// Per peer, whether it takes part in leases as its current control
+    /// connection showed; absent until it dialled this node and sent a frame.
+    public var leaseSupport: [String: LeaseSupport] = [:]
     /// nil until placement exists in this build.
     public var placementDigest: String?
     public var messagesSent: [String: Int] = [:]

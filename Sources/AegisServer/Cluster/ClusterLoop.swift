@@ -142,6 +142,11 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     /// What each peer announced on its current control connection; absent
     /// for a peer that has not dialled us yet or runs a release before 0.1.1.
     private var buildOf: [String: PeerAnnouncement] = [:]
+    /// Whether each peer takes part in leases, on positive evidence from its
+    /// current control connection; absent = not known yet.
+    private var leaseSupportOf: [String: LeaseSupport] = [:]
+    /// Set when `leaseSupportOf` changed and the lease driver has not seen it.
+    private var leaseSupportChanged = false
     private var lastRefusalLogMs: [String: Int64] = [:]
     private var random = SystemRandomNumberGenerator()
     private var counters = ClusterSnapshot()
@@ -435,6 +440,10 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                     case .success(let build):
                         heard(from: hello.nodeID, nowMs: nowMs)
                         announced(build, by: hello.nodeID)
+                        if connection.awaitingLeaseEvidence {
+                            connection.awaitingLeaseEvidence = false
+                            classify(hello.nodeID, build.capabilities.contains(.leases) ? .speaksLeases : .predatesLeases)
+                        }
                     case .failure(let refusal):
                         close(connection, reason: .refused(refusal), nowMs: nowMs, notify: true)
                         return
@@ -466,6 +475,13 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                 }
                 counters.messagesReceived[engine.messageType(frame), default: 0] += 1
                 heard(from: hello.nodeID, nowMs: nowMs)
+                // A node with leases announces right after its hello on every
+                // connection it dials, and TCP keeps that order: gossip first
+                // comes only from a release that announces nothing (0.1.0).
+                if connection.awaitingLeaseEvidence {
+                    connection.awaitingLeaseEvidence = false
+                    classify(hello.nodeID, .predatesLeases)
+                }
                 perform(engine.received(frame, from: hello, nowMs: nowMs), nowMs: nowMs)
             }
         }
@@ -487,6 +503,12 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         // comes in the announcement that follows, or never from a release
         // before 0.1.1, which must not keep the build its predecessor named.
         if hello.lane == .control, buildOf.removeValue(forKey: hello.nodeID) != nil { membershipChanged = true }
+        // The same for its lease support: classified again from this
+        // connection's first frames (a node restarted on another release).
+        if hello.lane == .control && hello.nodeID != settings.nodeID {
+            connection.awaitingLeaseEvidence = true
+            classify(hello.nodeID, nil)
+        }
         if !hello.clientAddress.isEmpty, clientAddressOf[hello.nodeID] != hello.clientAddress {
             clientAddressOf[hello.nodeID] = hello.clientAddress
             if var member = members[hello.nodeID], member.clientAddress.isEmpty {
@@ -505,6 +527,18 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         logger.info("cluster: peer announced its build", metadata: [
             "peer": "\(nodeID)", "version": "\(build.version)", "commit": "\(build.commit)",
         ])
+    }
+
+    /// nil: not known (a new control connection, until its first frame).
+    private func classify(_ nodeID: String, _ support: LeaseSupport?) {
+        guard leaseSupportOf[nodeID] != support else { return }
+        if support != nil && leaseSupportOf[nodeID] == nil && leaseSupportOf.count >= Self.maxAcceptedConnections { return }
+        leaseSupportOf[nodeID] = support
+        leaseSupportChanged = true
+        membershipChanged = true
+        if support == .predatesLeases {
+            logger.notice("cluster: peer runs a release before leases (it grants none)", metadata: ["peer": "\(nodeID)"])
+        }
     }
 
     private func heard(from nodeID: String, nowMs: Int64) {
@@ -921,6 +955,12 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         membershipChanged = true
         dirty = true
         let from = previous ?? known?.status
+        // A member that left stopped: whatever it runs when it comes back
+        // shows on the control connection it dials then. Without this, its
+        // return (learned through another link first) would revive the
+        // previous process's classification. A dead one keeps it: it may be
+        // the same process behind a partition, on a link that never redials.
+        if view.status == .left && view.nodeID != settings.nodeID { classify(view.nodeID, nil) }
         if let leases { leaseMembersChanged(leases, nowMs: nowMs) }
         if from != view.status {
             logger.notice("member \(view.nodeID) \(from?.description ?? "none") -> \(view.status) reason=\(reason)", metadata: [
@@ -941,6 +981,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             me.lastHeardMonotonicMs = nowMs
             members[settings.nodeID] = me
         }
+        snapshot.leaseSupport = leaseSupportOf
         snapshot.members = members.values.sorted { $0.nodeID.utf8.lexicographicallyPrecedes($1.nodeID.utf8) }
         for index in snapshot.members.indices {
             let build: PeerAnnouncement? = snapshot.members[index].isSelf ? settings.build : buildOf[snapshot.members[index].nodeID]
@@ -989,13 +1030,28 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         if let relay {
             for (shard, version) in relay.takeLocalVersions() { leases.localVersion(shard: shard, version, nowMs: nowMs) }
         }
+        // Once per pass, so that a hello and the frame after it, read
+        // together, never switch enforcement on and off in between.
+        if leaseSupportChanged { updateLeaseEnforcement(leases) }
         sendLeaseFrames(leases.fireDueTimers(nowMs: nowMs), nowMs: nowMs)
     }
 
     private func leaseMembersChanged(_ leases: LeaseDriver, nowMs: Int64) {
         let alive = members.values.filter { $0.status == .alive }.compactMap { NodeID($0.nodeID) }
         let known = members.values.filter { $0.status != .left }.compactMap { NodeID($0.nodeID) }
+        updateLeaseEnforcement(leases)
         sendLeaseFrames(leases.membersChanged(alive: alive, known: known, nowMs: nowMs), nowMs: nowMs)
+    }
+
+    /// A dead member keeps its classification (it may come back on the same
+    /// release); one that left, or whose new connection has not shown its
+    /// release yet, does not hold enforcement off.
+    private func updateLeaseEnforcement(_ leases: LeaseDriver) {
+        leaseSupportChanged = false
+        let predating = leaseSupportOf.compactMap { name, support in
+            support == .predatesLeases && members[name].map { $0.status != .left } == true ? name : nil
+        }
+        leases.predatingMembersChanged(predating)
     }
 
     // MARK: - Forwarding
@@ -1041,7 +1097,8 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             _ = leases?.takeHoldersMoved()
             if let routing = relay.updateMap(members: alive, gossipAddresses: gossip, clientAddresses: client,
                                              numShards: settings.numShards, virtualNodes: settings.virtualNodes,
-                                             replicationFactor: settings.replicationFactor, leaseHolders: leases?.holders ?? []),
+                                             replicationFactor: settings.replicationFactor, leaseHolders: leases?.routingHolders ?? [],
+                                             withoutReplication: Set(leases?.predatingMembers ?? [])),
                routing.version != before {
                 logger.notice("shard map changed", metadata: [
                     "placement_digest": "\(routing.digestHex)", "members": "\(routing.map.members.count)",

@@ -18,14 +18,20 @@ public final class ClusterRouting: Sendable {
     let leaseHolders: [NodeID?]
     /// Per shard: true when this node is its primary.
     let primaryHere: [Bool]
-    /// Per shard: its owners other than the primary, in ring order.
+    /// Per shard: its owners other than the primary, in ring order (those
+    /// that take replication).
     let followers: [[NodeID]]
     /// Per shard: the primary's node id and client address ("" when unknown).
     let primaryName: [String]
     let primaryClientAddress: [String]
     public let shardsPrimaryHere: Int
 
-    init(version: UInt64, map: ShardMap, selfID: NodeID, clientAddressOf: [String: String], leaseHolders: [NodeID?] = []) {
+    /// - Parameter withoutReplication: members left out of every shard's
+    ///   followers, so no replication, stream or read probe goes to them: a
+    ///   release before leases (0.1.0) has no replication either, and closes
+    ///   a link that carries a record kind it does not know.
+    init(version: UInt64, map: ShardMap, selfID: NodeID, clientAddressOf: [String: String], leaseHolders: [NodeID?] = [],
+         withoutReplication: Set<String> = []) {
         self.version = version
         self.map = map
         self.selfID = selfID
@@ -42,7 +48,7 @@ public final class ClusterRouting: Sendable {
             here.append(primary == selfID)
             names.append(primary.name)
             addresses.append(clientAddressOf[primary.name] ?? "")
-            followers.append(owners.filter { $0 != primary })
+            followers.append(owners.filter { $0 != primary && !withoutReplication.contains($0.name) })
         }
         self.followers = followers
         primaryHere = here

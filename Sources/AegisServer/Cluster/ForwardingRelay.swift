@@ -161,16 +161,17 @@ final class ForwardingRelay {
     /// differs from the last one; returns it.
     @discardableResult
     func updateMap(members: [NodeID], gossipAddresses: [String: String], clientAddresses: [String: String],
-                   numShards: Int, virtualNodes: Int, replicationFactor: Int, leaseHolders: [NodeID?] = []) -> ClusterRouting? {
+                   numShards: Int, virtualNodes: Int, replicationFactor: Int, leaseHolders: [NodeID?] = [],
+                   withoutReplication: Set<String> = []) -> ClusterRouting? {
         gossipAddressOf = gossipAddresses
         defer { mapShardsToPeers() }
         guard let me = NodeID(selfID),
               let map = try? ShardMap(members: members, numShards: numShards, virtualNodes: virtualNodes,
                                       replicationFactor: replicationFactor) else { return routing }
         let candidate = ClusterRouting(version: routingVersion + 1, map: map, selfID: me, clientAddressOf: clientAddresses,
-                                       leaseHolders: leaseHolders)
+                                       leaseHolders: leaseHolders, withoutReplication: withoutReplication)
         if let routing, routing.map == map, routing.primaryName == candidate.primaryName,
-           routing.primaryClientAddress == candidate.primaryClientAddress { return routing }
+           routing.primaryClientAddress == candidate.primaryClientAddress, routing.followers == candidate.followers { return routing }
         routingVersion += 1
         let next = candidate
         routing = next

@@ -5,7 +5,8 @@
 ///
 /// Layout (big-endian), after the frame's 4-byte length prefix:
 ///     marker 0xF2 · format u8 · version (u8 length + bytes) ·
-///     commit (u8 length + bytes) · [later formats' fields] · HMAC-SHA256 (32)
+///     commit (u8 length + bytes) · capabilities u32 (format 2) ·
+///     [later formats' fields] · HMAC-SHA256 (32)
 ///
 /// Why a frame of its own rather than more fields in the hello: release
 /// 0.1.0 accepts hello version 1 alone and closes a connection whose hello
@@ -18,20 +19,33 @@
 /// fields before the MAC; a reader takes the fields it knows and skips the
 /// rest (the MAC covers them all), so no format is ever refused for being
 /// newer.
+///
+/// Capabilities (format 2): what the sender takes part in, so that a node
+/// can tell a peer of a release before a feature from one that has it. A
+/// format-1 announcement carries none; a format-1 reader skips the field.
 struct PeerAnnouncement: Equatable {
     /// The byte where membership messages carry their codec version (1) and
     /// forwarding batches their marker (0xF1).
     static let marker: UInt8 = 0xF2
-    static let format: UInt8 = 1
+    static let format: UInt8 = 2
+
+    struct Capabilities: OptionSet, Equatable {
+        let rawValue: UInt32
+        /// Answers lease requests and enforces leases (docs/replication.md),
+        /// so a majority of its shard's replicas can fence writes.
+        static let leases = Capabilities(rawValue: 1 << 0)
+    }
 
     var version: String
     var commit: String
+    var capabilities: Capabilities = [.leases]
 
     /// The whole frame: length prefix, then the payload with its MAC.
     func frame(_ authenticator: GossipAuthenticator) -> [UInt8] {
         var payload: [UInt8] = [Self.marker, Self.format]
         appendShortText(version, to: &payload)
         appendShortText(commit, to: &payload)
+        appendUInt32(capabilities.rawValue, to: &payload)
         payload += authenticator.tag(of: payload)
         var frame: [UInt8] = []
         appendUInt32(UInt32(payload.count), to: &frame)
@@ -53,6 +67,13 @@ struct PeerAnnouncement: Equatable {
         guard reader.uint8() == marker, let format = reader.uint8(), format >= 1,
               let version = reader.shortText(), let commit = reader.shortText()
         else { return .failure(.malformed) }
-        return .success(PeerAnnouncement(version: version, commit: commit))
+        // Format 1 predates the field: its sender takes part in nothing the
+        // field names. Bits a later release defines are kept unread here.
+        var capabilities: Capabilities = []
+        if format >= 2 {
+            guard let bits = reader.uint32() else { return .failure(.malformed) }
+            capabilities = Capabilities(rawValue: bits)
+        }
+        return .success(PeerAnnouncement(version: version, commit: commit, capabilities: capabilities))
     }
 }

@@ -59,6 +59,10 @@ final class PeerConnection {
     var remoteHost = ""
     /// Known once the hello was read (accepted) or from the start (dialled).
     private(set) var hello: PeerHello?
+    /// An accepted control connection whose peer has neither announced its
+    /// build nor sent a membership message yet: the first of the two tells
+    /// whether it runs a release before leases (ClusterLoop.classifyLeases).
+    var awaitingLeaseEvidence = false
     /// Whether epoll watches this connection for writability: only while
     /// it connects or has bytes the socket would not take. Level-triggered
     /// EPOLLOUT on an idle socket would wake the loop without end.

@@ -36,9 +36,52 @@ import Testing
     @Test func aLaterFormatWithMoreFieldsIsReadNotRefused() {
         var signed: [UInt8] = [PeerAnnouncement.marker, PeerAnnouncement.format + 1]
         for text in ["0.2.0", "c0ffee"] { signed += [UInt8(text.utf8.count)] + Array(text.utf8) }
+        signed += [0, 0, 0x80, 0x01]  // capabilities: leases and a bit this release does not know
         signed += [3, 1, 2, 3]
         let frame = [0, 0, 0, UInt8(signed.count + GossipAuthenticator.tagBytes)] + signed + Self.authenticator.tag(of: signed)
-        #expect(PeerAnnouncement.decode(frame, Self.authenticator) == .success(PeerAnnouncement(version: "0.2.0", commit: "c0ffee")))
+        let decoded = PeerAnnouncement.decode(frame, Self.authenticator)
+        #expect(decoded == .success(PeerAnnouncement(version: "0.2.0", commit: "c0ffee",
+                                                     capabilities: PeerAnnouncement.Capabilities(rawValue: 0x8001))))
+        #expect((try? decoded.get())?.capabilities.contains(.leases) == true)
+    }
+
+    /// Format 1 (0.1.1 builds before capabilities) read by this release: the
+    /// sender names no capability, so it is taken for a release before leases.
+    @Test func aFormatOneAnnouncementCarriesNoCapabilities() {
+        var signed: [UInt8] = [PeerAnnouncement.marker, 1]
+        for text in ["0.1.1", "abc"] { signed += [UInt8(text.utf8.count)] + Array(text.utf8) }
+        let frame = [0, 0, 0, UInt8(signed.count + GossipAuthenticator.tagBytes)] + signed + Self.authenticator.tag(of: signed)
+        let decoded = PeerAnnouncement.decode(frame, Self.authenticator)
+        #expect(decoded == .success(PeerAnnouncement(version: "0.1.1", commit: "abc", capabilities: [])))
+        #expect((try? decoded.get())?.capabilities.contains(.leases) == false)
+    }
+
+    /// This release's frame read as a format-1 reader reads it: the two
+    /// fields it knows sit where format 1 put them, and the capabilities
+    /// are the only bytes it skips before the MAC.
+    @Test func aFormatOneReaderFindsItsFieldsInFormatTwo() {
+        let build = PeerAnnouncement(version: "0.2.0", commit: "feed")
+        #expect(build.capabilities.contains(.leases), "this release announces that it takes part in leases")
+        let frame = build.frame(Self.authenticator)
+        #expect(frame[5] == 2)
+        var reader = ByteReader(frame[4..<(frame.count - GossipAuthenticator.tagBytes)])
+        let (marker, format) = (reader.uint8(), reader.uint8())
+        let (version, commit) = (reader.shortText(), reader.shortText())
+        let skipped = reader.remaining
+        let capabilities = reader.uint32()
+        #expect(marker == PeerAnnouncement.marker && format == 2)
+        #expect(version == "0.2.0" && commit == "feed")
+        #expect(skipped == 4)
+        #expect(capabilities == PeerAnnouncement.Capabilities.leases.rawValue)
+    }
+
+    /// A format-2 frame cut before its capabilities is refused, not read as format 1.
+    @Test func aFormatTwoFrameWithoutItsCapabilitiesIsMalformed() {
+        var signed: [UInt8] = [PeerAnnouncement.marker, 2]
+        for text in ["0.2.0", "abc"] { signed += [UInt8(text.utf8.count)] + Array(text.utf8) }
+        signed += [0, 1]
+        let frame = [0, 0, 0, UInt8(signed.count + GossipAuthenticator.tagBytes)] + signed + Self.authenticator.tag(of: signed)
+        #expect(PeerAnnouncement.decode(frame, Self.authenticator) == .failure(.malformed))
     }
 
     /// What a 0.1.0 node does with the frame: its membership codec sees an

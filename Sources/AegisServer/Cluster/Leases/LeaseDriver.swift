@@ -15,8 +15,15 @@ import Logging
 /// dies. The alive members come separately (`membersChanged`).
 ///
 /// Leases are enforced (writes need them) once this node is part of a
-/// cluster: it has seeds, or another member has been seen. A node alone with
-/// no seeds serves as before, paying nothing.
+/// cluster (it has seeds, or another member has been seen), except while a
+/// member not `left` is known to run a release before leases: such a node
+/// never grants, so the shards this node leads would refuse every write
+/// through a rolling upgrade. Routing then follows the map's primary, as
+/// the older release does, and the cluster has that release's fencing
+/// (none) until the last such member is gone or upgraded
+/// (docs/upgrades.md). A member not yet classified counts as speaking
+/// leases, so a new cluster is fenced from its first write. A node alone
+/// with no seeds serves as before, paying nothing.
 ///
 /// Confined to the cluster loop's thread.
 final class LeaseDriver {
@@ -59,7 +66,12 @@ final class LeaseDriver {
     /// writes with it): below `terms` while a renewal at a new term is not won yet.
     private var heldTerms: [UInt32]
     private var campaigning: [UInt32?]
-    private var enforced = false
+    /// Seeds set or another member seen; writes need leases unless
+    /// `predatingMembers` names someone.
+    private var inCluster = false
+    /// Members (not left) known to run a release before leases, sorted.
+    private(set) var predatingMembers: [String] = []
+    private var enforced: Bool { inCluster && predatingMembers.isEmpty }
     private var known: [NodeID] = []
     private var placementMembers: [NodeID] = []
     private var publishedVersion: UInt64 = 0
@@ -90,7 +102,7 @@ final class LeaseDriver {
         campaigning = Array(repeating: nil, count: shards)
         toldVersion = Array(repeating: .zero, count: shards)
         holders = Array(repeating: nil, count: shards)
-        enforced = hasSeeds
+        inCluster = hasSeeds
     }
 
     var leaseMs: Int64 { machine.settings.leaseDurationMs }
@@ -102,7 +114,7 @@ final class LeaseDriver {
         // that logs to data_dir alone and joins a cluster later is not taken
         // for one that lost its terms; a missing data_dir is created only
         // once the node is in a cluster.
-        if (enforced || store.directoryExists) && !machine.isEmptyLearner { writeInitialFile() }
+        if (inCluster || store.directoryExists) && !machine.isEmptyLearner { writeInitialFile() }
         let sends = step(.start(now: nowMs), nowMs: nowMs)
         publishIfNeeded()
         return sends
@@ -112,9 +124,15 @@ final class LeaseDriver {
         step(.received(frame: frame, now: nowMs), nowMs: nowMs)
     }
 
-    var nextTimerMs: Int64? { timers.values.min() }
+    /// Paused while a member predates leases: it never grants, so every
+    /// campaign that needs it would fail and raise the shard's term (one
+    /// notice per shard per round) for the whole upgrade. Requests from
+    /// other nodes are still answered; the timers due meanwhile fire when
+    /// enforcement resumes.
+    var nextTimerMs: Int64? { predatingMembers.isEmpty ? timers.values.min() : nil }
 
     func fireDueTimers(nowMs: Int64) -> [(NodeID, [UInt8])] {
+        guard predatingMembers.isEmpty else { return [] }
         var sends: [(NodeID, [UInt8])] = []
         for id in LeaseTimerID.allCases {
             guard let at = timers[id], at <= nowMs else { continue }
@@ -130,11 +148,18 @@ final class LeaseDriver {
         var sends = step(.membersChanged(alive: alive.sorted(), now: nowMs), nowMs: nowMs)
         let sortedKnown = Array(Set(newKnown + [selfID])).sorted()
         known = sortedKnown
-        if !enforced && known.count > 1 {
-            enforced = true
+        if !inCluster && known.count > 1 {
+            inCluster = true
             needsPublish = true
+            holdersMoved = true
             if !machine.isEmptyLearner { writeInitialFile() }
-            logger.notice("leases: another member seen; from now on this node accepts a shard's writes only while it holds the shard's lease")
+            if enforced {
+                logger.notice("leases: another member seen; from now on this node accepts a shard's writes only while it holds the shard's lease")
+            } else {
+                logger.notice("leases: another member seen, but not enforced while members run a release before leases", metadata: [
+                    "members": "\(predatingMembers.joined(separator: ","))",
+                ])
+            }
         }
         // A node that only knows itself while it has seeds is not told a
         // placement: alone, it would be its own majority for every shard.
@@ -147,6 +172,34 @@ final class LeaseDriver {
         }
         return sends
     }
+
+    /// The members (not left) known to predate leases, as the loop classified
+    /// them. Enforcement stops while there is one and resumes when there is
+    /// none; either switch is logged once and republished to the reactors
+    /// and to routing (which also sends these members no replication).
+    func predatingMembersChanged(_ names: [String]) {
+        let sorted = Array(Set(names)).sorted()
+        guard sorted != predatingMembers else { return }
+        let wasEnforced = enforced
+        predatingMembers = sorted
+        // Routing leaves these members out of replication: rebuilt either way.
+        holdersMoved = true
+        guard enforced != wasEnforced else { return }
+        needsPublish = true
+        publishIfNeeded()
+        if enforced {
+            logger.notice("leases: no member runs a release before leases any more; this node again accepts a shard's writes only while it holds the shard's lease, and routes them to the lease holder")
+        } else if inCluster {
+            logger.notice("leases: not enforced while members run a release before leases (they grant none): writes go to the shard map's primary, unfenced, as that release does", metadata: [
+                "members": "\(sorted.joined(separator: ","))",
+            ])
+        }
+    }
+
+    /// The lease holders routing sends writes to: none while leases are not
+    /// enforced, so that every node routes by the map's primary as a
+    /// release before leases does.
+    var routingHolders: [NodeID?] { enforced ? holders : [] }
 
     /// The newest (term, seq) this node holds for a shard (a write it made as
     /// primary, or one it acknowledged as follower).

@@ -11,8 +11,11 @@ public struct LeaseSnapshot: Sendable, Equatable {
         public var localSeq: UInt64 = 0
     }
 
-    /// False while the node is alone with no seeds (writes need no lease yet).
+    /// False while the node is alone with no seeds (writes need no lease
+    /// yet), and while `membersPredatingLeases` names anyone.
     public var enforced = false
+    /// Members (not left) known to run a release before leases.
+    public var membersPredatingLeases: [String] = []
     public var emptyLearner = false
     public var leaseMs: Int64 = 0
     public var shards: [Shard] = []
@@ -36,6 +39,7 @@ public struct LeaseSnapshot: Sendable, Equatable {
 
     init(_ driver: LeaseDriver, routing: ClusterRouting?, nowMs: Int64) {
         enforced = driver.isEnforced
+        membersPredatingLeases = driver.predatingMembers
         emptyLearner = driver.isEmptyLearner
         leaseMs = driver.leaseMs
         shards = driver.shards(nowMs: nowMs).map {
