@@ -6,7 +6,7 @@ import CSupport
 /// /stats, aegis_build_info, `aegiskv --version`).
 public enum BuildInfo {
     /// The version scripts/release names its artifacts after; bump it here.
-    public static let releaseVersion = "0.1.1"
+    public static let releaseVersion = "0.2.0"
 
     /// `releaseVersion` for a stamped release build; a build without a
     /// stamp says so with a "-dev" suffix rather than pass for the release.

@@ -60,6 +60,20 @@ import Testing
         #expect(throws: StartupError.self) { try TermStore.load(directory: directory, numShards: 16) }
     }
 
+    @Test func aFileOfALaterFormatIsRefusedNamingTheFormatNotCalledDamaged() throws {
+        let directory = try Self.scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "aegis-lease-terms 2\nconfig 3 7 a,b,c\nend 1\n".write(toFile: directory + "/" + TermStore.fileName, atomically: true, encoding: .utf8)
+        do {
+            _ = try TermStore.load(directory: directory, numShards: 16)
+            Issue.record("a lease-terms file of format 2 was accepted by a format-1 reader")
+        } catch {
+            #expect(error.description.contains("format 2"), "\(error.description)")
+            #expect(error.description.contains("newer release"), "\(error.description)")
+            #expect(!error.description.contains("damaged"), "\(error.description)")
+        }
+    }
+
     @Test func renderedTermsParseBack() throws {
         let terms: [Int: PersistedTerm] = [0: PersistedTerm(term: 1, votedFor: nil), 9: PersistedTerm(term: UInt32.max, votedFor: NodeID("a-b.c"))]
         #expect(try TermStore.parse(TermStore.render(terms), numShards: 10, path: "x") == terms)

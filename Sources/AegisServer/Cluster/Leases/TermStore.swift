@@ -83,6 +83,11 @@ final class TermStore {
             StartupError("\(path) is damaged (\(why)); it holds the lease terms this node acted on. "
                 + "Restore it, or remove the whole data_dir to start this node as new")
         }
+        if let first = lines.first, let format = newerFormat(first) {
+            throw StartupError("\(path) is in lease-terms format \(format), written by a newer release of aegiskv; "
+                + "this release (\(BuildInfo.version)) reads format 1 only. Start the release that wrote it, or a newer one "
+                + "(docs/upgrades.md, \"Lease terms\"); do not remove the file, it holds the votes this node cast")
+        }
         guard lines.first == header else { throw bad("no header line") }
         guard lines.count >= 3, lines.last == "" else { throw bad("no end line") }
         let body = lines[1..<(lines.count - 2)]
@@ -103,6 +108,14 @@ final class TermStore {
             terms[shard] = PersistedTerm(term: term, votedFor: voted)
         }
         return terms
+    }
+
+    /// The format number of a header line from a later release, so a
+    /// rollback names what it found instead of calling the file damaged.
+    private static func newerFormat(_ line: String) -> Int? {
+        let fields = line.split(separator: " ")
+        guard fields.count == 2, fields[0] == "aegis-lease-terms", let format = Int(fields[1]), format > 1 else { return nil }
+        return format
     }
 
     static func render(_ terms: [Int: PersistedTerm]) -> String {
