@@ -561,6 +561,39 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         #expect(answers.first?.verdict == .emptyLearner)
     }
 
+    /// A rolling upgrade from a release before leases: the nodes that know
+    /// of an old member write unfenced as the map's primary. One that does
+    /// not know (restarted, or added, after the old member died) must not
+    /// win a lease with their votes, or two nodes would write one shard.
+    @Test func aNodeThatDoesNotEnforceLeasesGrantsNoneUntilItDoesAgain() {
+        var cluster = LeaseCluster()
+        cluster.machines[0].pauseGrants(true)
+        cluster.machines[1].pauseGrants(true)
+        // Only node2's timers fire: the server pauses a non-enforcing node's.
+        for now in stride(from: Int64(1000), through: 40_000, by: Int(LeaseCluster.tickMs)) {
+            _ = cluster.tick(2, at: now)
+            cluster.deliver(at: now)
+        }
+        #expect(cluster.log[2].contains { if case .send = $0 { true } else { false } }, "node2 campaigned")
+        #expect((0..<4).allSatisfy { cluster.holders($0, at: 40_000).isEmpty },
+                "only the two paused nodes could make node2's majority")
+        let ask = LeaseMessage(sender: cluster.ids[2], payload: .request(
+            round: 1, life: 1, durationMs: 1000, asks: [LeaseAsk(shard: 0, term: 99, lastVersion: .zero)]))
+        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
+        let reply = sends(cluster.step(0, .received(frame: frame, now: 40_001))).first.flatMap { decodeLease($0.frame) }
+        guard case let .reply(_, _, answers)? = reply?.payload else {
+            Issue.record("no reply")
+            return
+        }
+        #expect(answers.first?.verdict == .notEnforcing)
+        #expect(LeaseVerdict.notEnforcing.description == "not_enforcing")
+
+        cluster.machines[0].pauseGrants(false)
+        cluster.machines[1].pauseGrants(false)
+        run(&cluster, from: 40_002, to: 80_000)
+        #expect((0..<4).allSatisfy { cluster.holders($0, at: 80_000).count == 1 }, "grants resume with enforcement")
+    }
+
     @Test func oneEmptyLearnerInThreeLeavesAMajorityThatElects() {
         var cluster = LeaseCluster(learners: [0])
         run(&cluster, from: 1000, to: 40_000)

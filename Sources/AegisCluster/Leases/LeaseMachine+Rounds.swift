@@ -181,6 +181,7 @@ extension LeaseMachine {
         let shard = Int(ask.shard)
         let lease = state.shards[shard]
         if state.emptyLearner { return .emptyLearner }
+        if state.grantsPaused { return .notEnforcing }
         let owners = owners(shard)
         guard owners.contains(settings.nodeID), owners.contains(requester) else { return .notReplica }
         if durationMs > settings.leaseDurationMs { return .durationTooLong }

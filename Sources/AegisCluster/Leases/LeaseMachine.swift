@@ -178,6 +178,12 @@ public struct LeaseMachine: Sendable {
 
     public var isEmptyLearner: Bool { state.emptyLearner }
 
+    /// A node that does not enforce leases takes writes unfenced for the
+    /// shards it is the map's primary of; granting a lease meanwhile would
+    /// let the grantee write the same shard at the same time. It answers
+    /// `notEnforcing` instead until this is cleared.
+    public mutating func pauseGrants(_ paused: Bool) { state.grantsPaused = paused }
+
     /// One shard's lease state in one line, for traces and `/cluster`.
     public func describe(shard: Int, now: Milliseconds) -> String {
         let lease = state.shards[shard]
@@ -277,6 +283,8 @@ public struct LeaseState: Sendable, Equatable {
     /// Peers whose last answer was `empty_learner`: not candidates.
     var learners: Set<NodeID> = []
     var placement: ShardMap?
+    /// Set while this node does not enforce leases: it grants none.
+    var grantsPaused = false
     var nextRound: UInt64 = 1
     /// Requests of this life not yet older than one lease, by round.
     var rounds: [UInt64: Round] = [:]

@@ -58,6 +58,11 @@ public enum LeaseVerdict: UInt8, Sendable, Equatable, CaseIterable, CustomString
     /// The requested duration is longer than the voter's own: its restart
     /// quiet period would not cover such a grant.
     case durationTooLong = 8
+    /// The voter does not enforce leases (a member of a release before
+    /// leases is in the cluster): it accepts writes for the shards the map
+    /// makes it primary of without a lease, so a lease it granted could be
+    /// held while it writes the same shard.
+    case notEnforcing = 9
 
     public var description: String {
         switch self {
@@ -70,6 +75,7 @@ public enum LeaseVerdict: UInt8, Sendable, Equatable, CaseIterable, CustomString
         case .notReplica: "not_replica"
         case .restarting: "restarting"
         case .durationTooLong: "duration_too_long"
+        case .notEnforcing: "not_enforcing"
         }
     }
 }

@@ -504,10 +504,14 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         // before 0.1.1, which must not keep the build its predecessor named.
         if hello.lane == .control, buildOf.removeValue(forKey: hello.nodeID) != nil { membershipChanged = true }
         // The same for its lease support: classified again from this
-        // connection's first frames (a node restarted on another release).
+        // connection's first frame (a node restarted on another release).
+        // The previous classification stands until that frame: dropping it
+        // here would count a member of a release before leases as speaking
+        // them for a pass whenever its hello and first frame arrive in
+        // separate reads, switching enforcement on for that moment (every
+        // overdue campaign fired, terms raised, writes refused).
         if hello.lane == .control && hello.nodeID != settings.nodeID {
             connection.awaitingLeaseEvidence = true
-            classify(hello.nodeID, nil)
         }
         if !hello.clientAddress.isEmpty, clientAddressOf[hello.nodeID] != hello.clientAddress {
             clientAddressOf[hello.nodeID] = hello.clientAddress

@@ -127,7 +127,8 @@ final class LeaseDriver {
     /// Paused while a member predates leases: it never grants, so every
     /// campaign that needs it would fail and raise the shard's term (one
     /// notice per shard per round) for the whole upgrade. Requests from
-    /// other nodes are still answered; the timers due meanwhile fire when
+    /// other nodes are answered `not_enforcing`, never granted (this node
+    /// writes unfenced meanwhile); the timers due meanwhile fire when
     /// enforcement resumes.
     var nextTimerMs: Int64? { predatingMembers.isEmpty ? timers.values.min() : nil }
 
@@ -182,6 +183,7 @@ final class LeaseDriver {
         guard sorted != predatingMembers else { return }
         let wasEnforced = enforced
         predatingMembers = sorted
+        machine.pauseGrants(!sorted.isEmpty)
         // Routing leaves these members out of replication: rebuilt either way.
         holdersMoved = true
         guard enforced != wasEnforced else { return }
