@@ -1,4 +1,5 @@
 """Start and stop the servers a benchmark compares, on loopback, by PID."""
+import atexit
 import os
 import re
 import shutil
@@ -117,10 +118,20 @@ def apply_placement(args):
         raise SystemExit("taskset not found (util-linux)")
 
 
+def own_data_dir(prefix, extra):
+    """A throwaway data_dir unless `extra` names one: the default, /var/lib/aegiskv, is the
+    host's own path, which every node run with defaults (and the runbook run) would share."""
+    if "--data-dir" in extra or "--config" in extra:
+        return []
+    path = tempfile.mkdtemp(prefix=f"{prefix}-data-")
+    atexit.register(shutil.rmtree, path, True)
+    return ["--data-dir", path]
+
+
 def start_aegiskv(extra=(), binary=None):
     port = free_port()
     argv = [binary or aegiskv_binary(), "--bind-addr", f"127.0.0.1:{port}", "--gossip-bind-addr", "127.0.0.1:0",
-            "--max-memory-mb", "4096", *extra]
+            "--max-memory-mb", "4096", *own_data_dir("aegiskv", extra), *extra]
     return Server("aegiskv", argv, port)
 
 

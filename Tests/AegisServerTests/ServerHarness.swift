@@ -28,6 +28,17 @@ final class ServerHarness: @unchecked Sendable {
         return executable.deletingLastPathComponent().appendingPathComponent("aegiskv").path
     }
 
+    /// A data_dir of the test's own unless the test names one (flag, config
+    /// file or environment). The default, /var/lib/aegiskv, is the host's
+    /// real path: a node writes its lease terms there once it exists, and
+    /// every test node on the machine (and the runbook run, which layers
+    /// over /var/lib) then shares one file. Not created here: a missing
+    /// data_dir is a case of its own (a node creates it only when needed).
+    static func ownDataDir(_ path: String, arguments: [String], environment: [String: String]) -> [String] {
+        let named = arguments.contains("--data-dir") || arguments.contains("--config") || environment["AEGIS_DATA_DIR"] != nil
+        return named ? [] : ["--data-dir", path]
+    }
+
     /// Picks two free ports and starts the server on them. A port that
     /// `freePort` handed out can be taken by someone else before the server
     /// binds it (tests run in parallel, and some open thousands of client
@@ -51,9 +62,9 @@ final class ServerHarness: @unchecked Sendable {
             // Gossip on an ephemeral port too: every node listens for peers,
             // and parallel tests must not fight over 7701.
             let gossip = arguments.contains("--gossip-bind-addr") ? [] : ["--gossip-bind-addr", "127.0.0.1:0"]
-            process.arguments = gossip + ["--bind-addr", "127.0.0.1:\(client)", "--health-addr", "127.0.0.1:\(health)",
-                                 "--reactors", "\(reactors)", "--pid-file", pidFile,
-                                 "--max-memory-mb", "256"] + arguments
+            process.arguments = gossip + Self.ownDataDir(directory.appendingPathComponent("data").path, arguments: arguments, environment: environment)
+                + ["--bind-addr", "127.0.0.1:\(client)", "--health-addr", "127.0.0.1:\(health)",
+                   "--reactors", "\(reactors)", "--pid-file", pidFile, "--max-memory-mb", "256"] + arguments
             var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AEGIS_") }
             env.merge(environment) { $1 }
             process.environment = env

@@ -30,7 +30,8 @@ final class SpawnedNode: @unchecked Sendable {
         logPath = directory + "/stderr.log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let env = try Self.childEnvironment(environment, journalFile: journal ? logPath : nil)
-        let command = launcher + [ServerHarness.binaryPath, "--bind-addr", "\(host):\(self.port)"] + Self.withHealthPort(arguments)
+        let command = launcher + [ServerHarness.binaryPath, "--bind-addr", "\(host):\(self.port)"]
+            + ServerHarness.ownDataDir(directory + "/data", arguments: arguments, environment: environment) + Self.withHealthPort(arguments)
         pid = try Self.spawn(command[0], Array(command.dropFirst()), environment: env, output: logPath)
         if waitForPort { try self.waitForPort() }
     }
