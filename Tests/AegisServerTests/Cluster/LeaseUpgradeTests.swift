@@ -135,6 +135,12 @@ import Testing
         #expect(driver.predatingMembers == ["node-a"])
         driver.predatingMembersChanged(["node-a", "node-a"])
         #expect(log.matching("not enforced while members run a release before leases").count == 1, "one notice per switch")
+        let map = try ShardMap(members: members, numShards: Int(Self.parameters.numShards), virtualNodes: 16, replicationFactor: 2)
+        let routing = ClusterRouting(version: 1, map: map, selfID: members[1], clientAddressOf: [:])
+        let primaries = routing.primaryHere.count { $0 }
+        #expect(primaries > 0)
+        #expect(LeaseSnapshot(driver, routing: routing, nowMs: 3).readsPossiblyStaleShards == primaries,
+                "unfenced, every shard read here as its primary may be stale")
 
         driver.predatingMembersChanged([])
         #expect(driver.isEnforced && board.leases?.enforced == true)

@@ -53,8 +53,13 @@ public struct LeaseSnapshot: Sendable, Equatable {
         termWrites = c.termWrites
         framesDropped = c.framesDropped
         stoppedBy = driver.stoppedBy
-        if enforced, let routing {
-            readsPossiblyStaleShards = shards.count { routing.primaryHere.indices.contains($0.shard) && routing.primaryHere[$0.shard] && $0.heldForMs == nil }
+        // While a member predates leases nothing is fenced: every shard this
+        // node answers as the map's primary may be stale, lease or not.
+        let unfenced = !membersPredatingLeases.isEmpty
+        if enforced || unfenced, let routing {
+            readsPossiblyStaleShards = shards.count {
+                routing.primaryHere.indices.contains($0.shard) && routing.primaryHere[$0.shard] && (unfenced || $0.heldForMs == nil)
+            }
         }
     }
 }
