@@ -62,6 +62,11 @@ public final class Node {
             ])
         }
 
+        // Before anything is written: a second node on the same directories
+        // must stop before it touches them (or the first one's pid file).
+        let directoryLocks = try DataDirectoryLock.acquireAll(for: config)
+        defer { withExtendedLifetime(directoryLocks) {} }
+
         // Written before the port opens, so whoever sees the port sees the pid.
         let pidFile = config.pidFile
         if !pidFile.isEmpty { try writePIDFile(pidFile) }

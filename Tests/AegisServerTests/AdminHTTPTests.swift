@@ -364,7 +364,7 @@ struct AdminHTTPTests {
         defer { #expect(first.stop() == 0) }
         let result = try runTool(ServerHarness.binaryPath, [
             "--bind-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:\(first.healthPort)", "--gossip-bind-addr", "127.0.0.1:0",
-            "--reactors", "1",
+            "--reactors", "1", "--data-dir", first.pidFile + ".data",
         ])
         #expect(result.status != 0)
         #expect(result.output.contains("cannot listen on health_addr 127.0.0.1:\(first.healthPort)"), "\(result.output)")

@@ -270,7 +270,7 @@ struct WALErrorPathTests {
         defer { try? FileManager.default.removeItem(atPath: walDirectory) }
         let (output, status) = try runTool("env", [Self.faultVariable + "=fdatasync.segment=EWHAT", "timeout", "20",
                                                    ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0",
-                                                   "--gossip-bind-addr", "127.0.0.1:0",
+                                                   "--gossip-bind-addr", "127.0.0.1:0", "--data-dir", walDirectory + ".data",
                                                    "--reactors", "1"] + WALCrashTests.walArguments(walDirectory))
         #expect(status != 0 && status != 124, "\(output.suffix(400))")
         #expect(output.contains("cannot read the fault rule \"fdatasync.segment=EWHAT\""), "\(output.suffix(400))")

@@ -1,3 +1,4 @@
+@testable import AegisServer
 import AegisProtocol
 import Foundation
 import Glibc
@@ -25,7 +26,9 @@ struct WALRecoveryTests {
     /// case it starts after all); the caller checks status and output.
     static func startExpectingRefusal(_ walDirectory: String, mode: String = "fsync", extra: [String] = []) throws -> (output: String, status: Int32) {
         try runTool("timeout", ["20", ServerHarness.binaryPath, "--bind-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0",
-                                 "--gossip-bind-addr", "127.0.0.1:0", "--reactors", "1"]
+                                 "--gossip-bind-addr", "127.0.0.1:0", "--reactors", "1",
+                                 // Never the host's /var/lib/aegiskv (not created: the log is elsewhere).
+                                 "--data-dir", walDirectory + ".data"]
             + extra + WALCrashTests.walArguments(walDirectory, mode: mode))
     }
 
@@ -292,7 +295,8 @@ struct WALRecoveryTests {
             #expect(server.log().contains(logLine), "\(server.log())")
             let layout = try String(contentsOfFile: walDirectory + "/layout", encoding: .utf8)
             #expect(layout == "reactors=\(reactors) num_shards=256\n")
-            let directories = try FileManager.default.contentsOfDirectory(atPath: walDirectory).filter { $0 != "layout" }.sorted()
+            let directories = try FileManager.default.contentsOfDirectory(atPath: walDirectory)
+                .filter { $0 != "layout" && $0 != DataDirectoryLock.fileName }.sorted()
             #expect(directories == (0..<reactors).map { "reactor-\($0)" })
         }
 

@@ -219,7 +219,7 @@ final class TermStore {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
-            if name == "." || name == ".." || name.hasPrefix(fileName) { continue }
+            if name == "." || name == ".." || name.hasPrefix(fileName) || name == DataDirectoryLock.fileName { continue }
             names.append(name)
         }
         return names.sorted()
