@@ -39,6 +39,7 @@ public final class Node {
                 "record_layer": "\(TLSService.recordLayerText(kernelOffersTLS: TLSService.kernelOffersTLS()))",
                 "client_certificates": "\(config.tlsCAFile.isEmpty ? "not requested" : "required, verified against \(config.tlsCAFile)")",
                 "library": "\(TLSContext.libraryVersion)",
+                "handshakes_per_address": "\(config.tlsHandshakesPerAddress)",
             ])
         }
         if !config.clusterTLSCertFile.isEmpty {

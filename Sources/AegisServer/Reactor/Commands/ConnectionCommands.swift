@@ -340,6 +340,8 @@ extension Reactor {
             ("replication_tail_records", String(c.replicationTailRecords)), ("write_quorum", String(c.writeQuorum)),
             ("lease_duration", duration(c.leaseDuration)), ("lease_election_timeout", duration(c.leaseElectionTimeout)),
             ("read_quorum", String(c.readQuorum)), ("tls_enabled", c.tlsEnabled ? "true" : "false"),
+            ("tls_handshakes_per_address", String(c.tlsHandshakesPerAddress)),
+            ("cluster_pending_accepts_per_address", String(c.clusterPendingAcceptsPerAddress)),
             // Whether a token is set, never the token (security.md).
             ("auth_token", c.authToken.isEmpty ? "" : "<redacted>"), ("auth_token_next", c.authTokenNext.isEmpty ? "" : "<redacted>"),
             ("auth_timeout", duration(c.authTimeout)), ("protected_mode", c.protectedMode ? "yes" : "no"),
