@@ -97,6 +97,23 @@ struct TLSClientRefusalTests {
         // At least one per client: redis-cli tries its handshake twice before it gives up.
         #expect(waitUntil(seconds: 10) { (TLSHandshakeBoundsTests.failures(server.healthURL, "protocol") ?? -1) >= protocolBefore + 2 })
         #expect(server.log().contains("alert certificate expired"), "\(server.log().suffix(3000))")
+
+        // The node's own log says why at start, and again after each reload that still finds it expired.
+        let warning = "the certificate this node presents has expired: clients that verify it refuse the client port's TLS handshakes"
+        #expect(server.log().components(separatedBy: warning).count - 1 == 1, "\(server.log().prefix(3000))")
+        #expect(server.log().contains("not_after="), "\(server.log().prefix(3000))")
+        kill(server.pid, SIGHUP)
+        #expect(waitUntil(seconds: 10) { server.log().components(separatedBy: warning).count - 1 == 2 }, "\(server.log().suffix(3000))")
+        // A valid certificate rotated in over the expired one ends the warnings.
+        for (from, to) in [(certificates.serverCert, lapsed.cert), (certificates.serverKey, lapsed.key)] {
+            try FileManager.default.removeItem(atPath: to)
+            try FileManager.default.copyItem(atPath: from, toPath: to)
+        }
+        kill(server.pid, SIGHUP)
+        #expect(waitUntil(seconds: 10) { server.log().components(separatedBy: "TLS certificate and key loaded again").count - 1 == 2 })
+        let served = try runTool("redis-cli", ["--tls", "--cacert", certificates.caCert, "-p", "\(server.port)", "PING"])
+        #expect(served.output.contains("PONG"), "\(served.output)")
+        #expect(server.log().components(separatedBy: warning).count - 1 == 2, "\(server.log().suffix(3000))")
     }
 
     /// Completed handshakes, whichever record layer they went on with.
@@ -129,5 +146,6 @@ struct TLSClientRefusalTests {
         // Two runs of two tests, ten connections each.
         let handshakes = Self.handshakesCompleted(server.healthURL)
         #expect(handshakes - handshakesBefore >= 40, "\(handshakesBefore) → \(handshakes)")
+        #expect(!server.log().contains("has expired"), "a valid certificate draws no warning")
     }
 }
