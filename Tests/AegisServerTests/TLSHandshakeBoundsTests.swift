@@ -122,6 +122,32 @@ struct TLSHandshakeBoundsTests {
         #expect(Self.metric(url, "aegis_tls_handshakes_address_limited_total") == 0)
     }
 
+    /// openssl s_client over TLS 1.2 to 127.0.0.1:argv[1] trusting argv[2]:
+    /// sends the request argv[3], asks to renegotiate (`R`), sends it again;
+    /// prints how often the answer argv[4] came back, then the output's end.
+    static let renegotiationAttempt = """
+        import subprocess, sys, time
+        client = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:" + sys.argv[1], "-CAfile", sys.argv[2],
+                                   "-tls1_2", "-legacy_renegotiation", "-crlf"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        request = sys.argv[3].encode()
+        for line, pause in [(request, 1.5), (b"R\\n", 2), (request, 1.5)]:
+            try:
+                client.stdin.write(line)
+                client.stdin.flush()
+            except BrokenPipeError:
+                break
+            time.sleep(pause)
+        try:
+            client.stdin.close()
+        except BrokenPipeError:
+            pass
+        output = client.stdout.read().decode(errors="replace")  # to its exit: stdin is closed
+        client.wait(timeout=10)
+        print("answers", output.count(sys.argv[4]))
+        print(output[-1500:])
+        """
+
     /// A TLS 1.2 client asking to renegotiate (openssl s_client's `R`) gets
     /// no second handshake: the node refuses (SSL_OP_NO_RENEGOTIATION) and
     /// closes that connection, and goes on serving others.
@@ -130,35 +156,30 @@ struct TLSHandshakeBoundsTests {
         defer { certificates.remove() }
         let server = try ServerHarness(arguments: certificates.clientPortArguments + ["--log-level", "debug"], reactors: 1)
         defer { #expect(server.stop() == 0) }
-        let script = """
-            import subprocess, sys, time
-            client = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:" + sys.argv[1], "-CAfile", sys.argv[2],
-                                       "-tls1_2", "-legacy_renegotiation", "-crlf"],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            for line, pause in [(b"PING\\n", 1.5), (b"R\\n", 2), (b"PING\\n", 1.5)]:
-                try:
-                    client.stdin.write(line)
-                    client.stdin.flush()
-                except BrokenPipeError:
-                    break
-                time.sleep(pause)
-            try:
-                client.stdin.close()
-            except BrokenPipeError:
-                pass
-            output = client.stdout.read().decode(errors="replace")  # to its exit: stdin is closed
-            client.wait(timeout=10)
-            print("pongs", output.count("+PONG"))
-            print(output[-1500:])
-            """
         let handshakesBefore = Self.metric(server.healthURL, "aegis_tls_handshakes_total{record_layer=\"user_space\"}") ?? -1
-        let result = try runTool("python3", ["-c", script, "\(server.port)", certificates.caCert])
-        #expect(result.output.contains("pongs 1"), "one PING answered before the attempt, none after: \(result.output)")
+        let result = try runTool("python3", ["-c", Self.renegotiationAttempt, "\(server.port)", certificates.caCert, "PING\n", "+PONG"])
+        #expect(result.output.contains("answers 1"), "one PING answered before the attempt, none after: \(result.output)")
         #expect(result.output.contains("RENEGOTIATING"), "the client did ask: \(result.output)")
         #expect(Self.metric(server.healthURL, "aegis_tls_handshakes_total{record_layer=\"user_space\"}") == handshakesBefore + 1)
         let other = try runTool("redis-cli", ["--tls", "--cacert", certificates.caCert, "-p", "\(server.port)", "PING"])
         #expect(other.output.contains("PONG"), "\(other.output)")
         #expect(server.log().contains("TLS error on a client connection"), "\(server.log().suffix(3000))")
+    }
+
+    /// The same on the https operations port (swift-nio-ssl, BoringSSL,
+    /// which has no server-side renegotiation): the request before the
+    /// attempt is answered, none after, and curl is served meanwhile.
+    @Test(.timeLimit(.minutes(2))) func aRenegotiationAttemptOnTheOperationsPortClosesOnlyThatConnection() throws {
+        let pki = try TestPKI()
+        defer { pki.remove() }
+        let server = try ServerHarness(arguments: pki.serverArguments(), reactors: 1)
+        defer { #expect(server.stop() == 0) }
+        let request = "GET /health HTTP/1.1\nHost: 127.0.0.1\n\n"
+        let result = try runTool("python3", ["-c", Self.renegotiationAttempt, "\(server.healthPort)", pki.caCert, request, "HTTP/1.1 200"])
+        #expect(result.output.contains("answers 1"), "one request answered before the attempt, none after: \(result.output)")
+        #expect(result.output.contains("RENEGOTIATING"), "the client did ask: \(result.output)")
+        let other = try runTool("curl", ["-sS", "--max-time", "10", "--cacert", pki.caCert, "https://127.0.0.1:\(server.healthPort)/health"])
+        #expect(other.output.contains(#""status":"ok""#), "\(other.output)")
     }
 
     @Test func aPlaintextNodeShowsTLSOffInMetrics() throws {
