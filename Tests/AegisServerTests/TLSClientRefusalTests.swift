@@ -148,4 +148,43 @@ struct TLSClientRefusalTests {
         #expect(handshakes - handshakesBefore >= 40, "\(handshakesBefore) → \(handshakes)")
         #expect(!server.log().contains("has expired"), "a valid certificate draws no warning")
     }
+
+    /// "A cert or key file that is missing, unreadable or mismatched:
+    /// start-up fails with a message naming the file". Missing and
+    /// mismatched are TLSClientPortTests' and PeerTLSProcessTests'; here a
+    /// file the node's user may not read (root reads everything, so the node
+    /// runs as nobody through setpriv), for each of the three uses.
+    @Test func aFileTheNodeMayNotReadStopsStartupNamingIt() throws {
+        let certificates = try TestPKI()
+        defer { certificates.remove() }
+        let readable = certificates.directory + "/readable"
+        try FileManager.default.createDirectory(atPath: readable, withIntermediateDirectories: true)
+        var copies: [String: String] = [:]
+        for (name, source) in [("cert.pem", certificates.serverCert), ("key.pem", certificates.serverKey), ("ca.pem", certificates.caCert)] {
+            let copy = readable + "/" + name
+            try FileManager.default.copyItem(atPath: source, toPath: copy)
+            copies[name] = copy
+        }
+        let cert = copies["cert.pem"]!, key = copies["key.pem"]!, ca = copies["ca.pem"]!
+        let cases: [(arguments: [String], unreadable: String, saying: String)] = [
+            (["--tls-enabled", "true", "--tls-cert-file", cert, "--tls-key-file", key], cert,
+             "tls_enabled is true but TLS cannot be set up: cannot load the certificate chain from \(cert)"),
+            (["--tls-enabled", "true", "--tls-cert-file", cert, "--tls-key-file", key], key,
+             "tls_enabled is true but TLS cannot be set up: cannot load the private key from \(key)"),
+            (["--cluster-tls-cert-file", cert, "--cluster-tls-key-file", key, "--cluster-tls-ca-file", ca], ca,
+             "TLS between nodes cannot be set up: cannot load the CA certificates from \(ca)"),
+        ]
+        for (arguments, unreadable, saying) in cases {
+            for file in [cert, key, ca] { chmod(file, file == unreadable ? 0o600 : 0o644) }
+            let result = try runTool("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", ServerHarness.binaryPath,
+                                                 "--validate"] + arguments)
+            #expect(result.status == 2, "\(result.output)")
+            #expect(result.output.contains(saying) && result.output.contains("Permission denied"), "\(result.output)")
+        }
+        // The same files, all readable: accepted, so the refusals above were the permission's.
+        for file in [cert, key, ca] { chmod(file, 0o644) }
+        let accepted = try runTool("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", ServerHarness.binaryPath, "--validate",
+                                               "--tls-enabled", "true", "--tls-cert-file", cert, "--tls-key-file", key])
+        #expect(accepted.status == 0, "\(accepted.output)")
+    }
 }
