@@ -555,14 +555,3 @@ public func processMemoryBytes() -> (virtual: Int, resident: Int) {
     let page = Int(sysconf(Int32(_SC_PAGESIZE)))
     return (size * page, resident * page)
 }
-
-/// Compares a secret without an early exit, so the time taken does not
-/// tell how many leading bytes were right.
-public func constantTimeEquals(_ given: UnsafeRawBufferPointer, _ expected: String) -> Bool {
-    var difference = UInt8(given.count == expected.utf8.count ? 0 : 1)
-    let expectedBytes = Array(expected.utf8)
-    for i in 0..<given.count {
-        difference |= given[i] ^ (i < expectedBytes.count ? expectedBytes[i] : 0)
-    }
-    return difference == 0
-}
