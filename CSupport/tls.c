@@ -158,6 +158,23 @@ void aegis_tls_context_free(aegis_tls_context *context) {
     SSL_CTX_free((SSL_CTX *)context);
 }
 
+int aegis_tls_certificate_not_after(aegis_tls_context *context, char *text, size_t text_len) {
+    if (text_len > 0) text[0] = '\0';
+    X509 *certificate = SSL_CTX_get0_certificate((SSL_CTX *)context);
+    if (certificate == NULL) return -1;
+    const ASN1_TIME *not_after = X509_get0_notAfter(certificate);
+    BIO *printed = BIO_new(BIO_s_mem());
+    if (printed != NULL) {
+        if (ASN1_TIME_print(printed, not_after) == 1 && text_len > 1) {
+            int length = BIO_read(printed, text, (int)(text_len - 1));
+            text[length > 0 ? length : 0] = '\0';
+        }
+        BIO_free(printed);
+    }
+    // -1: not_after is before now. 0 is an unreadable time, not counted as expired.
+    return X509_cmp_current_time(not_after) < 0 ? 1 : 0;
+}
+
 aegis_tls_session *aegis_tls_session_create(aegis_tls_context *context, int fd, int is_server, const char *host) {
     ERR_clear_error();
     SSL *ssl = SSL_new((SSL_CTX *)context);

@@ -210,6 +210,10 @@ aegis_tls_context *aegis_tls_client_context_create(const char *ca_file, const ch
 aegis_tls_context *aegis_tls_peer_context_create(const char *cert_file, const char *key_file, const char *ca_file,
                                                  char *error, size_t error_len);
 void aegis_tls_context_free(aegis_tls_context *context);
+/// The end of the validity of the certificate the context presents, as
+/// OpenSSL prints it ("Dec  1 07:20:24 2026 GMT") into `text`; returns 1
+/// when that is past, 0 when not, -1 when the context presents none.
+int aegis_tls_certificate_not_after(aegis_tls_context *context, char *text, size_t text_len);
 /// A session on fd (which it does not own or close). A client session checks
 /// the server's certificate against `host` (a name or an IP literal).
 aegis_tls_session *aegis_tls_session_create(aegis_tls_context *context, int fd, int is_server, const char *host);

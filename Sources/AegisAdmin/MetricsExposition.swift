@@ -247,7 +247,7 @@ struct MetricsExposition {
             gauge("aegis_tls_handshakes_in_progress", "Client connections accepted whose TLS handshake has not finished yet.",
                   tls?.handshakesInProgress ?? 0),
             counter("aegis_tls_handshakes_address_limited",
-                    "Client connections closed at accept because their address already had \(TLSService.handshakesPerAddressMax) TLS handshakes in progress.",
+                    "Client connections closed at accept because their address already had tls_handshakes_per_address TLS handshakes in progress.",
                     tls?.addressLimitRefusalsTotal ?? 0),
             counter("aegis_tls_certificate_reloads", "SIGHUPs that loaded the client port's certificate, key and CA files again.",
                     tls?.reloadsTotal ?? 0),

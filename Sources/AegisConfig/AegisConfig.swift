@@ -50,6 +50,8 @@ public struct AegisConfig: Sendable, Equatable {
     public var clusterTLSKeyFile: String
     /// The cluster CA: peers must present a certificate it signed.
     public var clusterTLSCAFile: String
+    /// Accepted peer connections from one address still without their hello (TLS handshake included).
+    public var clusterPendingAcceptsPerAddress: Int
     public var suspectTimeout: Duration
     public var deadTimeout: Duration
     public var maxConns: Int
@@ -83,6 +85,8 @@ public struct AegisConfig: Sendable, Equatable {
     public var tlsCertFile: String
     public var tlsKeyFile: String
     public var tlsCAFile: String
+    /// Client TLS handshakes in progress at once from one address, over every reactor.
+    public var tlsHandshakesPerAddress: Int
     /// Operations per second; 0 = no limit.
     public var rateLimit: Int
     /// 0 = same as rate_limit.
@@ -139,6 +143,7 @@ public struct AegisConfig: Sendable, Equatable {
         clusterTLSCertFile: "",
         clusterTLSKeyFile: "",
         clusterTLSCAFile: "",
+        clusterPendingAcceptsPerAddress: 64,
         suspectTimeout: .seconds(5),
         deadTimeout: .seconds(30),
         maxConns: 50_000,
@@ -161,6 +166,7 @@ public struct AegisConfig: Sendable, Equatable {
         tlsCertFile: "",
         tlsKeyFile: "",
         tlsCAFile: "",
+        tlsHandshakesPerAddress: 128,
         rateLimit: 0,
         rateBurst: 0,
         breakerErrorRate: 0.5,
@@ -178,6 +184,16 @@ public struct AegisConfig: Sendable, Equatable {
         slowlogMaxLen: 128,
         latencyMonitorThreshold: 0
     )
+
+    /// Peer connections the cluster loop keeps accepted at once; more are
+    /// closed on accept. Also the most `cluster_pending_accepts_per_address`
+    /// can usefully be: past it, one address could take every slot.
+    public static let clusterAcceptedConnectionsMax = 1024
+
+    /// The most `tls_handshakes_per_address` can be: one source address
+    /// reaches the client port from at most this many source ports at once,
+    /// so a larger bound could never be reached.
+    public static let tlsHandshakesPerAddressCeiling = 65_535
 
     /// The log levels `log_level` accepts, least to most severe.
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]

@@ -53,6 +53,8 @@ public struct ConfigFlags: ParsableArguments {
     public var clusterTLSKeyFile: String?
     @Option(name: .customLong("cluster-tls-ca-file"), help: ConfigFlags.help("cluster_tls_ca_file", "path"))
     public var clusterTLSCAFile: String?
+    @Option(name: .customLong("cluster-pending-accepts-per-address"), help: ConfigFlags.help("cluster_pending_accepts_per_address", "n"))
+    public var clusterPendingAcceptsPerAddress: String?
     @Option(name: .customLong("suspect-timeout"), help: ConfigFlags.help("suspect_timeout", "duration"))
     public var suspectTimeout: String?
     @Option(name: .customLong("dead-timeout"), help: ConfigFlags.help("dead_timeout", "duration"))
@@ -97,6 +99,8 @@ public struct ConfigFlags: ParsableArguments {
     public var tlsKeyFile: String?
     @Option(name: .customLong("tls-ca-file"), help: ConfigFlags.help("tls_ca_file", "path"))
     public var tlsCAFile: String?
+    @Option(name: .customLong("tls-handshakes-per-address"), help: ConfigFlags.help("tls_handshakes_per_address", "n"))
+    public var tlsHandshakesPerAddress: String?
     @Option(name: .customLong("rate-limit"), help: ConfigFlags.help("rate_limit", "n"))
     public var rateLimit: String?
     @Option(name: .customLong("rate-burst"), help: ConfigFlags.help("rate_burst", "n"))
@@ -228,6 +232,7 @@ public struct ConfigFlags: ParsableArguments {
             ("cluster_tls_cert_file", clusterTLSCertFile),
             ("cluster_tls_key_file", clusterTLSKeyFile),
             ("cluster_tls_ca_file", clusterTLSCAFile),
+            ("cluster_pending_accepts_per_address", clusterPendingAcceptsPerAddress),
             ("suspect_timeout", suspectTimeout),
             ("dead_timeout", deadTimeout),
             ("max_conns", maxConns),
@@ -250,6 +255,7 @@ public struct ConfigFlags: ParsableArguments {
             ("tls_cert_file", tlsCertFile),
             ("tls_key_file", tlsKeyFile),
             ("tls_ca_file", tlsCAFile),
+            ("tls_handshakes_per_address", tlsHandshakesPerAddress),
             ("rate_limit", rateLimit),
             ("rate_burst", rateBurst),
             ("breaker_error_rate", breakerErrorRate),

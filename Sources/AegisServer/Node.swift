@@ -39,6 +39,7 @@ public final class Node {
                 "record_layer": "\(TLSService.recordLayerText(kernelOffersTLS: TLSService.kernelOffersTLS()))",
                 "client_certificates": "\(config.tlsCAFile.isEmpty ? "not requested" : "required, verified against \(config.tlsCAFile)")",
                 "library": "\(TLSContext.libraryVersion)",
+                "handshakes_per_address": "\(config.tlsHandshakesPerAddress)",
             ])
         }
         if !config.clusterTLSCertFile.isEmpty {
@@ -76,6 +77,7 @@ public final class Node {
         let port = aegis_socket_local_port(listeners[0])
         StoreAllocator.pinLargeBlockThreshold()
         let node = try NodeContext(config: config, reactorCount: reactorCount, logger: logger)
+        CertificateExpiry.warnIfExpired(node, logger: logger)
         node.boundClientPort.store(Int(port), ordering: .relaxed)
         let reactors = try (0..<reactorCount).map { try Reactor(index: $0, node: node, listenFD: listeners[$0]) }
         // Bound before anything serves: a node its peers cannot reach must not start.

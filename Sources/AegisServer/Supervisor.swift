@@ -128,6 +128,11 @@ final class Supervisor {
     /// Connections accepted afterwards use them; open ones keep theirs.
     private func reloadCertificates(_ report: Logger) {
         reloadPeerCertificates(report)
+        reloadClientCertificates(report)
+        CertificateExpiry.warnIfExpired(node, logger: report)
+    }
+
+    private func reloadClientCertificates(_ report: Logger) {
         guard let tls = node.tls else { return }
         let running = node.runtime.running
         reportCertificateReload(tls.reload(running)?.message, report,

@@ -46,6 +46,14 @@ public final class TLSContext: @unchecked Sendable {
 
     deinit { aegis_tls_context_free(pointer) }
 
+    /// When the certificate this context presents stops being valid, as
+    /// OpenSSL prints it, and whether that is past; nil when it presents none.
+    public var presentedCertificateValidity: (notAfter: String, expired: Bool)? {
+        var text = [CChar](repeating: 0, count: 64)
+        let state = aegis_tls_certificate_not_after(pointer, &text, text.count)
+        return state < 0 ? nil : (Self.text(text), state == 1)
+    }
+
     private static func text(_ characters: [CChar]) -> String {
         String(decoding: characters.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }

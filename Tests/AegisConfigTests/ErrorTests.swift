@@ -86,6 +86,15 @@ struct ErrorTests {
         (#"{"read_timeout": 1.5e9}"#, "read_timeout", "a bare number is whole nanoseconds"),
         (#"{"gossip_interval": 0}"#, "gossip_interval", "expected a duration greater than zero"),
         (#"{"wal_max_size_mb": 0}"#, "wal_max_size_mb", "expected an integer from 1 to 1048576"),
+        // A bound of 0 would close every TLS client at accept; more than one
+        // address's source ports, or the node's peer accept slots, could never be reached.
+        (#"{"tls_handshakes_per_address": 0}"#, "tls_handshakes_per_address", "expected an integer from 1 to 65535, got 0"),
+        (#"{"tls_handshakes_per_address": -1}"#, "tls_handshakes_per_address", "expected an integer from 1 to 65535, got -1"),
+        (#"{"tls_handshakes_per_address": 65536}"#, "tls_handshakes_per_address", "expected an integer from 1 to 65535, got 65536"),
+        (#"{"tls_handshakes_per_address": "many"}"#, "tls_handshakes_per_address", #"got a string ("many")"#),
+        (#"{"cluster_pending_accepts_per_address": 0}"#, "cluster_pending_accepts_per_address", "expected an integer from 1 to 1024, got 0"),
+        (#"{"cluster_pending_accepts_per_address": 1025}"#, "cluster_pending_accepts_per_address", "expected an integer from 1 to 1024, got 1025"),
+        (#"{"cluster_pending_accepts_per_address": 2.5}"#, "cluster_pending_accepts_per_address", "not a whole number"),
     ])
     func badFileValue(json: String, key: String, fragment: String) throws {
         let dir = TempDir()

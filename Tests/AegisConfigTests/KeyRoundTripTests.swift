@@ -50,6 +50,7 @@ let samples: [String: Sample] = [
                                    with: ["cluster_tls_cert_file": (#""/c.pem""#, "/c.pem"), "cluster_tls_ca_file": (#""/ca.pem""#, "/ca.pem")]),
     "cluster_tls_ca_file": Sample(json: #""/etc/aegiskv/cluster-ca.pem""#, text: "/etc/aegiskv/cluster-ca.pem", expected: "/etc/aegiskv/cluster-ca.pem",
                                   with: ["cluster_tls_cert_file": (#""/c.pem""#, "/c.pem"), "cluster_tls_key_file": (#""/k.pem""#, "/k.pem")]),
+    "cluster_pending_accepts_per_address": Sample(json: "8", text: "1024", expected: "1024", expectedFromFile: "8"),
     "suspect_timeout": Sample(json: #""10s""#, text: "10s", expected: "10s"),
     "dead_timeout": Sample(json: #""1m""#, text: "1m", expected: "1m"),
     "max_conns": Sample(json: "100", text: "100", expected: "100"),
@@ -74,6 +75,7 @@ let samples: [String: Sample] = [
     "tls_cert_file": Sample(json: #""/etc/aegiskv/cert.pem""#, text: "/etc/aegiskv/cert.pem", expected: "/etc/aegiskv/cert.pem"),
     "tls_key_file": Sample(json: #""/etc/aegiskv/key.pem""#, text: "/etc/aegiskv/key.pem", expected: "/etc/aegiskv/key.pem"),
     "tls_ca_file": Sample(json: #""/etc/aegiskv/ca.pem""#, text: "/etc/aegiskv/ca.pem", expected: "/etc/aegiskv/ca.pem"),
+    "tls_handshakes_per_address": Sample(json: "65535", text: "1", expected: "1", expectedFromFile: "65535"),
     "rate_limit": Sample(json: "1000", text: "1000", expected: "1000"),
     "rate_burst": Sample(json: "2000", text: "2000", expected: "2000"),
     "breaker_error_rate": Sample(json: "0.25", text: "0.2", expected: "0.2", expectedFromFile: "0.25"),
@@ -101,7 +103,7 @@ struct KeyRoundTripTests {
     @Test func everyKeyHasASample() {
         #expect(Set(samples.keys) == Set(AegisConfig.allKeys))
         #expect(AegisConfig.allKeys.count == Set(AegisConfig.allKeys).count, "duplicate key")
-        #expect(AegisConfig.allKeys.count == 62)
+        #expect(AegisConfig.allKeys.count == 64)
     }
 
     @Test(arguments: AegisConfig.allKeys, Layer.allCases)

@@ -113,7 +113,9 @@ struct KeyMetadataTests {
         for key in ["node_id", "bind_addr", "gossip_bind_addr", "health_addr", "tls_enabled", "tls_cert_file", "tls_key_file",
                     "tls_ca_file", "replication_factor", "num_shards", "reactors", "data_dir", "wal_dir", "wal_mode",
                     "virtual_nodes", "pid_file", "log_format", "max_memory_mb", "eviction_ratio", "maintenance_interval",
-                    "gossip_secret"] {
+                    "gossip_secret",
+                    // Like the other TLS keys: fixed for the process's life (security.md, "Bounds on handshakes").
+                    "tls_handshakes_per_address", "cluster_pending_accepts_per_address"] {
             #expect(AegisConfig.restartRequiredKeys.contains(key), "\(key)")
         }
         // The runbook and product promise these apply on SIGHUP.

@@ -59,18 +59,20 @@ struct TestPKI {
     /// A node's certificate for its peer links (cluster_tls_*), usable as
     /// both TLS client and server: signed by `authority` ("ca" or
     /// "foreign-ca"), or self-signed when nil; `expired` makes one whose two
-    /// days of validity ended yesterday (openssl run under faketime).
+    /// days of validity ended yesterday (openssl run under faketime);
+    /// `loopbackNames` adds 127.0.0.1 and localhost, so that it can also
+    /// serve the client port to clients that check the host.
     func issuePeerCertificate(_ name: String, authority: String? = "ca", serial: String,
-                              expired: Bool = false) throws -> (cert: String, key: String) {
+                              expired: Bool = false, loopbackNames: Bool = false) throws -> (cert: String, key: String) {
         let cert = directory + "/\(name).pem", key = directory + "/\(name).key"
-        let usage = "extendedKeyUsage=serverAuth,clientAuth"
+        let extensions = ["extendedKeyUsage=serverAuth,clientAuth"] + (loopbackNames ? ["subjectAltName=IP:127.0.0.1,DNS:localhost"] : [])
         guard let authority else {
             try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                         "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=\(name)", "-addext", usage])
+                         "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=\(name)"] + extensions.flatMap { ["-addext", $0] })
             return (cert, key)
         }
         let extensionFile = directory + "/\(name).ext"
-        try (usage + "\n").write(toFile: extensionFile, atomically: true, encoding: .utf8)
+        try (extensions.joined(separator: "\n") + "\n").write(toFile: extensionFile, atomically: true, encoding: .utf8)
         try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                      "-keyout", key, "-out", directory + "/\(name).csr", "-subj", "/CN=\(name)"])
         let sign = ["x509", "-req", "-in", directory + "/\(name).csr", "-CA", directory + "/\(authority).pem",

@@ -1,4 +1,5 @@
 import AegisCluster
+import AegisConfig
 import AegisStore
 import AegisTLS
 import CSupport
@@ -29,6 +30,14 @@ struct ClusterLoopSettings {
     var peerQueueBudgetBytes = ClusterLoopSettings.peerQueueBudgetBytesDefault
     /// TLS with mutual authentication on every link (cluster_tls_*); nil = plain TCP.
     var tls: PeerTLS?
+    /// Accepted connections from one address that have not sent their
+    /// hello yet (TLS handshake included); more from it are closed on
+    /// accept, so that one address opening thousands of half-open
+    /// connections cannot take all `ClusterLoop.maxAcceptedConnections` from
+    /// the other nodes (cluster_pending_accepts_per_address). A node dials
+    /// two links to each peer, and opens them within milliseconds of each
+    /// other, so the default 64 leaves room for many nodes sharing one address.
+    var pendingAcceptsPerAddressMax = AegisConfig.defaults.clusterPendingAcceptsPerAddress
 
     /// Each link's own limit (1 MiB control, 32 MiB bulk) bounds one peer,
     /// not the node: with many peers stalled at once their queues would add
@@ -95,14 +104,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     static var connectTimeoutMs: Int64 { 3_000 }
     static var unacknowledgedTimeoutMs: Int64 { 10_000 }
     /// Accepted connections at once; more are closed on accept.
-    static var maxAcceptedConnections: Int { 1024 }
-    /// Accepted connections from one address that have not sent their hello
-    /// yet (TLS handshake included); more from it are closed on accept, so
-    /// that one address opening thousands of half-open connections cannot
-    /// take all `maxAcceptedConnections` from the other nodes. A node dials
-    /// two links to each peer, and opens them within milliseconds of each
-    /// other, so 64 leaves room for many nodes sharing one address.
-    static var pendingAcceptsPerAddressMax: Int { 64 }
+    static var maxAcceptedConnections: Int { AegisConfig.clusterAcceptedConnectionsMax }
     /// Refusals of one peer are logged at most this often.
     static var refusalLogIntervalMs: Int64 { 60_000 }
     /// Counters and last-heard times reach the board at most this stale.
@@ -171,6 +173,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     /// Takes over `listenFD` (from `bindGossip`); `run` serves it.
     init(settings: ClusterLoopSettings, listenFD: Int32, engine: Engine, board: ClusterBoard, logger: Logger,
          relay: ForwardingRelay? = nil, leases: LeaseDriver? = nil) throws {
+        precondition(settings.pendingAcceptsPerAddressMax > 0, "no accepted connection could ever wait for its hello")
         self.settings = settings
         self.relay = relay
         self.leases = leases
@@ -377,7 +380,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                 continue
             }
             let host = Self.remoteHost(fd)
-            guard pendingAcceptsByHost.take(host, limit: Self.pendingAcceptsPerAddressMax) else {
+            guard pendingAcceptsByHost.take(host, limit: settings.pendingAcceptsPerAddressMax) else {
                 _ = aegis_close(fd)
                 counters.dropped[.addressLimit, default: 0] += 1
                 logRefusal(.addressLimit, peer: host.isEmpty ? "unknown" : host, nowMs: nowMs)
@@ -903,7 +906,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         case .unknownVersion: why = "it speaks an unknown protocol version"
         case .malformed: why = "it did not speak the peer protocol"
         case .oversize: why = "it sent a frame larger than the limit"
-        case .addressLimit: why = "its address already has \(Self.pendingAcceptsPerAddressMax) connections open without a hello (half-open connections are closed on accept)"
+        case .addressLimit: why = "its address already has \(settings.pendingAcceptsPerAddressMax) connections open without a hello (half-open connections are closed on accept)"
         }
         logger.warning("cluster: refused peer: \(why)", metadata: [
             "peer": "\(peer)", "reason": "\(refusal.rawValue)", "logged_at_most_every_s": "\(Self.refusalLogIntervalMs / 1000)",

@@ -41,7 +41,8 @@ enum ClusterWiring {
             nodeID: config.nodeID, gossipAddress: gossipAddress, clientAddress: clientAddress,
             numShards: config.numShards, virtualNodes: config.virtualNodes, authenticator: authenticator,
             incarnation: incarnation, replicationFactor: config.replicationFactor,
-            dialSourceHost: config.gossipBindAddr.host, tls: node.peerTLS)
+            dialSourceHost: config.gossipBindAddr.host, tls: node.peerTLS,
+            pendingAcceptsPerAddressMax: config.clusterPendingAcceptsPerAddress)
         let relay = ForwardingRelay(interconnect: node.interconnect, shardOwner: node.shardOwner, routingBoard: node.routing,
                                     breakers: node.breakers, selfID: config.nodeID)
         relay.replication.batchRecordsMax = config.replicationBatchSize

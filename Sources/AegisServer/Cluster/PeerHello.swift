@@ -36,7 +36,7 @@ public enum PeerRefusal: String, Error, Sendable, CaseIterable {
     case malformed
     case oversize
     /// Closed at accept: its address already had
-    /// `ClusterLoop.pendingAcceptsPerAddressMax` connections without a hello.
+    /// `ClusterLoopSettings.pendingAcceptsPerAddressMax` connections without a hello.
     case addressLimit = "address_limit"
 }
 

@@ -43,6 +43,13 @@ extension Reactor {
         node.tls?.admission.release(connection.address)
     }
 
+    /// Reads and drops what the client sent that nobody will read (once,
+    /// bounded), so that the close that follows is a FIN the client sees
+    /// after any alert, not a reset that discards it.
+    private func dropUnreadInput(_ connection: Connection) {
+        _ = door.receive(connection.fd, scratch.read.writableSpace(minimum: 4096).baseAddress, 4096)
+    }
+
     /// Closes a connection whose handshake did not finish, counted by why.
     private func closeHandshake(_ connection: Connection, _ failure: ClientTLSFailure) {
         node.tls?.count(failure)
@@ -62,9 +69,7 @@ extension Reactor {
                 logger.debug("TLS port: closing a client that did not start a TLS handshake (plaintext?)", metadata: [
                     "address": "\(connection.address)", "first_byte": "\(first)",
                 ])
-                // What it sent is read and dropped (once, bounded), so the
-                // close is a FIN the client sees as the end, not a reset.
-                _ = door.receive(connection.fd, scratch.read.writableSpace(minimum: 4096).baseAddress, 4096)
+                dropUnreadInput(connection)
                 closeHandshake(connection, .plaintext)
                 return
             }
@@ -100,6 +105,12 @@ extension Reactor {
                 "address": "\(connection.address)", "reason": "\(reason.rawValue)", "error": "\(failure.text)",
                 "client_certificate": "\(certificate.isEmpty ? "-" : certificate)",
             ])
+            // OpenSSL has written its alert (certificate expired, certificate
+            // required, ...). A TLS 1.3 client counts its handshake done once it
+            // sent its Finished and sends a request right behind it; closing
+            // with that request unread would be a reset, and the client would
+            // see "connection reset" instead of the alert that says why.
+            dropUnreadInput(connection)
             closeHandshake(connection, reason)
         }
     }

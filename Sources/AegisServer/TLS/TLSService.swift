@@ -18,17 +18,15 @@ public final class TLSService: Sendable {
     /// after each handshake (kTLS): only when the kernel offers the tls ULP.
     public let kernelOffloadOffered: Bool
 
-    /// Handshakes in progress per client address, across every reactor.
-    let admission = HandshakeAdmission(maxPerAddress: TLSService.handshakesPerAddressMax)
-
-    /// At most this many handshakes from one client address run at once; a
-    /// connection past it is closed at accept. A handshake is one round trip
-    /// plus a few milliseconds of CPU, so a client host reaches this only by
-    /// opening that many connections at the same instant (redis-benchmark
+    /// Handshakes in progress per client address, across every reactor, at
+    /// most `tls_handshakes_per_address` each; a connection past it is
+    /// closed at accept. A handshake is one round trip plus a few
+    /// milliseconds of CPU, so a client host reaches the default (128) only
+    /// by opening that many connections at the same instant (redis-benchmark
     /// -c 50 stays well under it); an address holding them half-open
-    /// (slowloris, 10,000 half-open connections) holds no more than this many
+    /// (slowloris, 10,000 half-open connections) holds no more than that many
     /// descriptors and sessions, each for at most the handshake's time limit.
-    public static let handshakesPerAddressMax = 128
+    let admission: HandshakeAdmission
 
     /// Monotonic counts, for INFO and /metrics.
     let handshakesCompleted = Atomic<Int>(0)
@@ -49,12 +47,14 @@ public final class TLSService: Sendable {
     public static func make(_ config: AegisConfig) throws(TLSSetupError) -> TLSService? {
         guard config.tlsEnabled else { return nil }
         let offload = kernelOffersTLS()
-        return TLSService(try Self.context(config, kernelOffload: offload), kernelOffload: offload)
+        return TLSService(try Self.context(config, kernelOffload: offload), kernelOffload: offload,
+                          handshakesPerAddressMax: config.tlsHandshakesPerAddress)
     }
 
-    private init(_ context: TLSContext, kernelOffload: Bool) {
+    private init(_ context: TLSContext, kernelOffload: Bool, handshakesPerAddressMax: Int) {
         current = Mutex(context)
         kernelOffloadOffered = kernelOffload
+        admission = HandshakeAdmission(maxPerAddress: handshakesPerAddressMax)
     }
 
     private static func context(_ config: AegisConfig, kernelOffload: Bool) throws(TLSSetupError) -> TLSContext {

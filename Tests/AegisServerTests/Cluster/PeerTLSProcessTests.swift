@@ -111,6 +111,10 @@ import Testing
         #expect(waitUntil(seconds: 30) { members.contains { Self.refused($0, "expired") > 0 } })
         #expect(waitUntil(seconds: 30) { Self.refused(lapsed, "peer_refused") > 0 }, "\(lapsed.log().suffix(3000))")
         #expect(lapsed.log().contains("certificate expired"), "OpenSSL's alert names the reason\n\(lapsed.log().suffix(3000))")
+        // And its own log said so at start, before any peer refused it.
+        #expect(lapsed.log().contains("the certificate this node presents has expired: other nodes refuse this node's peer links"),
+                "\(lapsed.log().prefix(3000))")
+        #expect(!members[0].log().contains("the certificate this node presents has expired"))
 
         // Long enough for several join attempts (seeds are retried within seconds).
         usleep(4_000_000)

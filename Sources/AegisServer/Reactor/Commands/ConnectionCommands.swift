@@ -340,6 +340,8 @@ extension Reactor {
             ("replication_tail_records", String(c.replicationTailRecords)), ("write_quorum", String(c.writeQuorum)),
             ("lease_duration", duration(c.leaseDuration)), ("lease_election_timeout", duration(c.leaseElectionTimeout)),
             ("read_quorum", String(c.readQuorum)), ("tls_enabled", c.tlsEnabled ? "true" : "false"),
+            ("tls_handshakes_per_address", String(c.tlsHandshakesPerAddress)),
+            ("cluster_pending_accepts_per_address", String(c.clusterPendingAcceptsPerAddress)),
             // Whether a token is set, never the token (security.md).
             ("auth_token", c.authToken.isEmpty ? "" : "<redacted>"), ("auth_token_next", c.authTokenNext.isEmpty ? "" : "<redacted>"),
             ("auth_timeout", duration(c.authTimeout)), ("protected_mode", c.protectedMode ? "yes" : "no"),
@@ -552,15 +554,4 @@ public func processMemoryBytes() -> (virtual: Int, resident: Int) {
     guard fields.count > 1, let size = Int(fields[0]), let resident = Int(fields[1]) else { return (0, 0) }
     let page = Int(sysconf(Int32(_SC_PAGESIZE)))
     return (size * page, resident * page)
-}
-
-/// Compares a secret without an early exit, so the time taken does not
-/// tell how many leading bytes were right.
-public func constantTimeEquals(_ given: UnsafeRawBufferPointer, _ expected: String) -> Bool {
-    var difference = UInt8(given.count == expected.utf8.count ? 0 : 1)
-    let expectedBytes = Array(expected.utf8)
-    for i in 0..<given.count {
-        difference |= given[i] ^ (i < expectedBytes.count ? expectedBytes[i] : 0)
-    }
-    return difference == 0
 }
