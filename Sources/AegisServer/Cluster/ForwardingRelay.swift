@@ -164,7 +164,10 @@ final class ForwardingRelay {
                    numShards: Int, virtualNodes: Int, replicationFactor: Int, leaseHolders: [NodeID?] = [],
                    withoutReplication: Set<String> = []) -> ClusterRouting? {
         gossipAddressOf = gossipAddresses
-        defer { mapShardsToPeers() }
+        defer {
+            mapShardsToPeers()
+            replication.resolveFollowerPeers()
+        }
         guard let me = NodeID(selfID),
               let map = try? ShardMap(members: members, numShards: numShards, virtualNodes: virtualNodes,
                                       replicationFactor: replicationFactor) else { return routing }
@@ -339,20 +342,58 @@ final class ForwardingRelay {
         if !batches[slot].isEmpty, batches[slot].count + 4 + recordLength > Self.batchLimitBytes {
             sendBatch(peer)
         }
-        if batches[slot].isEmpty {
-            batches[slot].reserveCapacity(4096)
-            batches[slot].append(contentsOf: [0, 0, 0, 0, Self.batchMarker])
-            peersWithBatch.append(peer)
-        }
+        startBatchIfEmpty(peer)
+        Self.appendFramed(header, payload, to: &batches[slot])
+    }
+
+    private func startBatchIfEmpty(_ peer: UInt16) {
+        let slot = Int(peer)
+        guard batches[slot].isEmpty else { return }
+        batches[slot].reserveCapacity(4096)
+        batches[slot].append(contentsOf: [0, 0, 0, 0, Self.batchMarker])
+        peersWithBatch.append(peer)
+    }
+
+    /// Appends one record as a batch frame carries it: its length (u32,
+    /// header included), the header, the payload.
+    static func appendFramed(_ header: ForwardHeader, _ payload: UnsafeRawBufferPointer, to bytes: inout [UInt8]) {
         // Length and header are made on the stack and appended in one go:
         // appending zeros and storing the header over them wrote every
         // header twice (1% of a forwarding profile).
         withUnsafeTemporaryAllocation(byteCount: 4 + ForwardHeader.size, alignment: 8) { prefix in
-            prefix.storeBytes(of: UInt32(recordLength), toByteOffset: 0, as: UInt32.self)
+            prefix.storeBytes(of: UInt32(ForwardHeader.size + payload.count), toByteOffset: 0, as: UInt32.self)
             header.store(to: prefix.baseAddress! + 4)
-            batches[slot].append(contentsOf: UnsafeRawBufferPointer(prefix))
+            bytes.append(contentsOf: UnsafeRawBufferPointer(prefix))
         }
-        batches[slot].append(contentsOf: payload)
+        bytes.append(contentsOf: payload)
+    }
+
+    /// Appends records framed by `appendFramed` to the peer's batch, as
+    /// many at a time as fit in the frame (one copy for a whole staged
+    /// replication batch); a record that does not fit starts the next
+    /// frame, as `appendToBatch` does.
+    func appendFramedRecords(peer: UInt16, _ records: UnsafeRawBufferPointer) {
+        let slot = Int(peer)
+        var offset = 0
+        while offset < records.count {
+            let room = Self.batchLimitBytes - (batches[slot].isEmpty ? 5 : batches[slot].count)
+            var end = offset
+            while end < records.count {
+                precondition(records.count - end >= 4, "framed records end inside a length")
+                let length = 4 + Int(records.loadUnaligned(fromByteOffset: end, as: UInt32.self))
+                precondition(records.count - end >= length, "framed records end inside a record")
+                // The first record of an empty frame goes in whatever its size.
+                if end + length - offset > room, end > offset || !batches[slot].isEmpty { break }
+                end += length
+            }
+            if end == offset {
+                sendBatch(peer)
+                continue
+            }
+            startBatchIfEmpty(peer)
+            batches[slot].append(contentsOf: UnsafeRawBufferPointer(rebasing: records[offset..<end]))
+            offset = end
+        }
     }
 
     /// Set by the loop: queues one frame on the bulk lane to a gossip
@@ -395,6 +436,10 @@ final class ForwardingRelay {
     /// so that is a bug, not an attack, and nothing past it can be trusted.
     func receivedBatch(_ frame: [UInt8], fromAddress address: String, name: String, nowNs: Int64) -> Bool {
         let peer = number(forPeer: address, name: name)
+        // Once per frame, not per record: a lazy property's getter and a
+        // String from an array cost a retain and a release each time.
+        let replication = replication
+        let sender = peerName[Int(peer)]
         var repliesReceived = 0
         let wellFormed = frame.withUnsafeBytes { bytes -> Bool in
             var offset = 5
@@ -414,16 +459,16 @@ final class ForwardingRelay {
                     guard shard < shardOwner.count else { return false }
                     if header.kind == .replicate { replication.noteReceived() }
                     if header.kind == .replicate || header.kind == .streamData,
-                       !replication.accepts(shard: shard, from: peerName[Int(peer)], nowNs: nowNs) { continue }
+                       !replication.accepts(shard: shard, from: sender, nowNs: nowNs) { continue }
                     var routed = header
                     routed.route.originNode = peer
                     toReactor(shardOwner[shard], routed, payload)
                 case .replicaAck:
                     let shard = Int(header.route.shard)
                     guard shard < shardOwner.count else { return false }
-                    replication.acknowledged(payload, shard: shard, from: peerName[Int(peer)])
+                    replication.acknowledged(payload, shard: shard, from: sender)
                 case .streamAck:
-                    replication.streamAcknowledged(header, from: peerName[Int(peer)], nowNs: nowNs)
+                    replication.streamAcknowledged(header, from: sender, nowNs: nowNs)
                 case .replicaProgress, .streamSlice, .streamCancel:
                     return false  // never sent between nodes
                 case .readAnswer:
