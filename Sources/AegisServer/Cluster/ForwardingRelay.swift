@@ -99,6 +99,13 @@ final class ForwardingRelay {
     /// place (a batch copied out of its slot and back would be copied whole
     /// on every append), and the peers that have one.
     private var batches: [[UInt8]] = []
+    /// Per peer, the size of its last frame: the next batch reserves that
+    /// much at once. Growing from 4 KiB by doubling copied each frame about
+    /// once more and touched fresh pages at every step (page faults were
+    /// 12% of a replicating primary's cluster loop). A frame smaller than
+    /// the one before it keeps the spare capacity while queued: at most one
+    /// frame limit more per queued frame that follows a larger one.
+    private var lastFrameBytes: [Int] = []
     private var peersWithBatch: [UInt16] = []
     /// Requests in each batch (answered with errors if the batch cannot go).
     private var batchRequests: [[InFlightKey]] = []
@@ -211,6 +218,7 @@ final class ForwardingRelay {
         peerName.append(name)
         peerNumber[address] = number
         batches.append([])
+        lastFrameBytes.append(0)
         batchRequests.append([])
         sendOrder.append([])
         sendOrderHead.append(0)
@@ -349,7 +357,7 @@ final class ForwardingRelay {
     private func startBatchIfEmpty(_ peer: UInt16) {
         let slot = Int(peer)
         guard batches[slot].isEmpty else { return }
-        batches[slot].reserveCapacity(4096)
+        batches[slot].reserveCapacity(min(Self.batchLimitBytes + (64 << 10), max(4096, lastFrameBytes[slot])))
         batches[slot].append(contentsOf: [0, 0, 0, 0, Self.batchMarker])
         peersWithBatch.append(peer)
     }
@@ -415,6 +423,7 @@ final class ForwardingRelay {
         guard !batches[Int(peer)].isEmpty else { return }
         var frame: [UInt8] = []
         swap(&frame, &batches[Int(peer)])
+        lastFrameBytes[Int(peer)] = frame.count
         let length = UInt32(frame.count - 4)
         frame[0] = UInt8(length >> 24)
         frame[1] = UInt8(length >> 16 & 0xFF)
