@@ -138,6 +138,8 @@ final class ReplicationRelay {
     /// Per shard, the peer number of each of `progress[shard].followers`
     /// (nil while its address is unknown): resolved when the map or the
     /// addresses change, not by two string-keyed lookups per record and follower.
+    /// Empty exactly where `progress` and `tails` are nil: `mapChanged`, the
+    /// only place that sets or clears those, resolves these after.
     private var followerPeers: [[UInt16?]]
     /// Scratch for `fromReactor`: the followers a record goes to at once.
     private var sendingTo: [Int] = []
@@ -269,8 +271,9 @@ final class ReplicationRelay {
             counters.malformed += 1
             return nil
         }
-        let bytes = [UInt8](record)
         let peers = followerPeers[shard]
+        guard !peers.isEmpty else { return nil }  // no followers (any more)
+        let bytes = [UInt8](record)
         sendingTo.removeAll(keepingCapacity: true)
         // The bookkeeping is changed in place, through inout parameters:
         // reading `progress[shard]!` in this class copies the shard's
@@ -279,8 +282,6 @@ final class ReplicationRelay {
         let taken = Self.take(version: decoded.version, previous: previous, bytes: bytes, madeMs: nowNs / 1_000_000,
                               peers: peers, progress: &progress[shard], tail: &tails[shard], sendingTo: &sendingTo)
         switch taken {
-        case .noFollowers:
-            return nil  // no followers (any more)
         case .refused:
             counters.malformed += 1
             return nil
@@ -294,13 +295,14 @@ final class ReplicationRelay {
         return decoded.version
     }
 
-    private enum Taken { case noFollowers, refused, taken }
+    private enum Taken { case refused, taken }
 
     /// The record's bookkeeping: tail, newest write, and which followers
     /// (indices into `peers`) it goes to at once, marked as sent to them.
+    /// `progress` and `tail` are not nil: `peers` is not empty (see
+    /// `followerPeers`). Not checked with `!= nil`, which copies them.
     private static func take(version: EntryVersion, previous: EntryVersion, bytes: [UInt8], madeMs: Int64, peers: [UInt16?],
                              progress: inout ReplicationProgress?, tail: inout RecentWrites?, sendingTo: inout [Int]) -> Taken {
-        guard progress != nil, tail != nil else { return .noFollowers }
         guard version > progress!.written else { return .refused }
         // The first write after taking the shard over (or after writes this
         // bookkeeping missed) follows writes the followers presumably hold.
