@@ -449,6 +449,10 @@ final class ForwardingRelay {
         // String from an array cost a retain and a release each time.
         let replication = replication
         let sender = peerName[Int(peer)]
+        // The lease check too: calling it through the relay's property
+        // retained and released the closure's context per record.
+        let acceptsFrom = replication.acceptsFrom
+        let nowMs = nowNs / 1_000_000
         var repliesReceived = 0
         let wellFormed = frame.withUnsafeBytes { bytes -> Bool in
             var offset = 5
@@ -467,8 +471,10 @@ final class ForwardingRelay {
                     let shard = Int(header.route.shard)
                     guard shard < shardOwner.count else { return false }
                     if header.kind == .replicate { replication.noteReceived() }
-                    if header.kind == .replicate || header.kind == .streamData,
-                       !replication.accepts(shard: shard, from: sender, nowNs: nowNs) { continue }
+                    if header.kind == .replicate || header.kind == .streamData, let acceptsFrom, !acceptsFrom(shard, sender, nowMs) {
+                        replication.noteRefusedNotHolder()
+                        continue
+                    }
                     var routed = header
                     routed.route.originNode = peer
                     toReactor(shardOwner[shard], routed, payload)

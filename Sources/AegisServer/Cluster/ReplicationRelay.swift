@@ -190,12 +190,9 @@ final class ReplicationRelay {
     /// slices from a peer (by name) are taken at a monotonic ms.
     var acceptsFrom: ((Int, String, Int64) -> Bool)?
 
-    /// False (and counted) when `sender` may not replicate `shard` to this node.
-    func accepts(shard: Int, from sender: String, nowNs: Int64) -> Bool {
-        guard let acceptsFrom, !acceptsFrom(shard, sender, nowNs / 1_000_000) else { return true }
-        counters.refusedNotHolder += 1
-        return false
-    }
+    /// A record or stream slice refused: its sender may not replicate the
+    /// shard to this node (`acceptsFrom`, which the caller asks per record).
+    func noteRefusedNotHolder() { counters.refusedNotHolder += 1 }
 
     init(forwarding: ForwardingRelay, shardOwner: [Int]) {
         self.forwarding = forwarding
