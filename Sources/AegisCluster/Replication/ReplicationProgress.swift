@@ -56,8 +56,14 @@ public struct ReplicationProgress: Sendable, Equatable {
     /// Records sent to `follower` through `version` (a batch left).
     public mutating func sent(_ version: EntryVersion, to follower: NodeID) {
         guard let i = followers.firstIndex(of: follower) else { return }
+        sent(version, toFollowerAt: i)
+    }
+
+    /// `sent(_:to:)` for the follower at `index` in `followers`, without
+    /// looking it up by name (per replicated record and follower).
+    public mutating func sent(_ version: EntryVersion, toFollowerAt index: Int) {
         precondition(version <= written, "cannot send what was not written")
-        if version > sent[i] { sent[i] = version }
+        if version > sent[index] { sent[index] = version }
     }
 
     /// The link to `follower` was cut (slow, broken): what it had not

@@ -120,18 +120,29 @@ final class ReplicationRelay {
     var batchRecordsMax = 128
     var batchTimeoutNs: Int64 = 0
 
-    private struct StagedRecord {
-        let shard: Int
-        let previous: EntryVersion
-        let bytes: [UInt8]
-    }
+    /// New records for one follower, framed as its batch frame carries them
+    /// (length, header, record), so that moving them to the frame is one
+    /// copy, not a header, an append and a retain/release per record.
     private struct StagedBatch {
-        var records: [StagedRecord] = []
+        var framed: [UInt8] = []
+        var records = 0
+        var recordBytes = 0
         var oldestNs: Int64 = 0
     }
-    /// Per follower (peer number): new records not in its frame yet, in the
-    /// order they were written (per shard, version order).
-    private var staged: [UInt16: StagedBatch] = [:]
+    /// Indexed by peer number: new records not in the follower's frame yet,
+    /// in the order they were written (per shard, version order).
+    private var staged: [StagedBatch] = []
+    /// The peers with records in `staged`, so the loop's per-pass checks
+    /// visit only those.
+    private var stagedPeers: [UInt16] = []
+    /// Per shard, the peer number of each of `progress[shard].followers`
+    /// (nil while its address is unknown): resolved when the map or the
+    /// addresses change, not by two string-keyed lookups per record and follower.
+    /// Empty exactly where `progress` and `tails` are nil: `mapChanged`, the
+    /// only place that sets or clears those, resolves these after.
+    private var followerPeers: [[UInt16?]]
+    /// Scratch for `fromReactor`: the followers a record goes to at once.
+    private var sendingTo: [Int] = []
 
     /// One follower's lag as /cluster and the metrics show it.
     struct Lag: Equatable {
@@ -179,12 +190,9 @@ final class ReplicationRelay {
     /// slices from a peer (by name) are taken at a monotonic ms.
     var acceptsFrom: ((Int, String, Int64) -> Bool)?
 
-    /// False (and counted) when `sender` may not replicate `shard` to this node.
-    func accepts(shard: Int, from sender: String, nowNs: Int64) -> Bool {
-        guard let acceptsFrom, !acceptsFrom(shard, sender, nowNs / 1_000_000) else { return true }
-        counters.refusedNotHolder += 1
-        return false
-    }
+    /// A record or stream slice refused: its sender may not replicate the
+    /// shard to this node (`acceptsFrom`, which the caller asks per record).
+    func noteRefusedNotHolder() { counters.refusedNotHolder += 1 }
 
     init(forwarding: ForwardingRelay, shardOwner: [Int]) {
         self.forwarding = forwarding
@@ -192,13 +200,22 @@ final class ReplicationRelay {
         progress = Array(repeating: nil, count: shardOwner.count)
         tails = Array(repeating: nil, count: shardOwner.count)
         told = Array(repeating: [], count: shardOwner.count)
+        followerPeers = Array(repeating: [], count: shardOwner.count)
     }
 
     var replicatedShards: Int { shardsWithFollowers.count }
 
     /// True while some follower has not been sent every write (the loop then wakes to catch it up).
     var anyFollowerBehind: Bool {
-        shardsWithFollowers.contains { shard in progress[shard].map { p in p.sent.contains { $0 < p.written } } ?? false }
+        // Through inout, as in `take`: `progress[shard].map` copied each
+        // shard's progress, on every pass of the loop.
+        shardsWithFollowers.contains { shard in Self.hasFollowerBehind(&progress[shard]) }
+    }
+
+    private static func hasFollowerBehind(_ progress: inout ReplicationProgress?) -> Bool {
+        guard progress != nil else { return false }
+        let written = progress!.written
+        return progress!.sent.contains { $0 < written }
     }
 
     func noteReceived() { counters.recordsReceived += 1 }
@@ -224,8 +241,17 @@ final class ReplicationRelay {
             }
         }
         shardsWithFollowers = progress.indices.filter { progress[$0] != nil }
+        resolveFollowerPeers()
         streamNoted = streamNoted.filter { progress[$0.shard] != nil }
         abortStreams { [progress] stream in progress[stream.shard]?.followers.contains(stream.follower) != true }
+    }
+
+    /// Called by the forwarding relay whenever the map or the peers'
+    /// addresses may have changed.
+    func resolveFollowerPeers() {
+        for shard in followerPeers.indices {
+            followerPeers[shard] = progress[shard]?.followers.map { forwarding.peer(named: $0.name) } ?? []
+        }
     }
 
     // MARK: - From this node's reactors
@@ -234,53 +260,87 @@ final class ReplicationRelay {
     /// version when the record was taken.
     @discardableResult
     func fromReactor(_ header: ForwardHeader, record: UnsafeRawBufferPointer, nowNs: Int64) -> EntryVersion? {
-        let nowMs = nowNs / 1_000_000
         let shard = Int(header.route.shard)
-        guard shard < progress.count, progress[shard] != nil else { return nil }  // no followers (any more)
+        guard shard < progress.count else { return nil }
         let previous = header.replicatedPrevious
         guard case .record(let decoded, let length) = WALRecord.decode(record), length == record.count,
-              decoded.shard == shard, decoded.version > previous, decoded.version > progress[shard]!.written else {
+              decoded.shard == shard, decoded.version > previous else {
             counters.malformed += 1
             return nil
+        }
+        let peers = followerPeers[shard]
+        guard !peers.isEmpty else { return nil }  // no followers (any more)
+        let bytes = [UInt8](record)
+        sendingTo.removeAll(keepingCapacity: true)
+        // The bookkeeping is changed in place, through inout parameters:
+        // reading `progress[shard]!` in this class copies the shard's
+        // progress (its arrays retained and released) on every access. No
+        // call in the block reaches back here (staging comes after it).
+        let taken = Self.take(version: decoded.version, previous: previous, bytes: bytes, madeMs: nowNs / 1_000_000,
+                              peers: peers, progress: &progress[shard], tail: &tails[shard], sendingTo: &sendingTo)
+        switch taken {
+        case .refused:
+            counters.malformed += 1
+            return nil
+        case .taken:
+            break
         }
         counters.recordsFromReactors += 1
-        // The first write after taking the shard over (or after writes this
-        // bookkeeping missed) follows writes the followers presumably hold.
-        progress[shard]!.resume(after: previous)
-        let bytes = [UInt8](record)
-        if !tails[shard]!.append(version: decoded.version, previous: previous, madeMs: nowMs, bytes: bytes) {
-            counters.malformed += 1
-            return nil
-        }
-        progress[shard]!.wrote(decoded.version)
-        let followers = progress[shard]!.followers
-        for (i, follower) in followers.enumerated() where progress[shard]!.sent[i] == previous {
-            if stage(bytes, shard: shard, previous: previous, for: follower, nowNs: nowNs) {
-                progress[shard]!.sent(decoded.version, to: follower)
-            }
+        for i in sendingTo {
+            stage(bytes, shard: shard, previous: previous, for: peers[i]!, nowNs: nowNs)
         }
         return decoded.version
     }
 
-    /// Stages a new record for `follower` (counted as sent: a link that
-    /// breaks before it leaves cuts the follower off, and what it had not
-    /// acknowledged is sent again); false when no address is known for it.
-    private func stage(_ record: [UInt8], shard: Int, previous: EntryVersion, for follower: NodeID, nowNs: Int64) -> Bool {
-        guard let peer = forwarding.peer(named: follower.name) else { return false }
-        if staged[peer] == nil { staged[peer] = StagedBatch(oldestNs: nowNs) }
-        staged[peer]!.records.append(StagedRecord(shard: shard, previous: previous, bytes: record))
-        if staged[peer]!.records.count >= batchRecordsMax {
+    private enum Taken { case refused, taken }
+
+    /// The record's bookkeeping: tail, newest write, and which followers
+    /// (indices into `peers`) it goes to at once, marked as sent to them.
+    /// `progress` and `tail` are not nil: `peers` is not empty (see
+    /// `followerPeers`). Not checked with `!= nil`, which copies them.
+    private static func take(version: EntryVersion, previous: EntryVersion, bytes: [UInt8], madeMs: Int64, peers: [UInt16?],
+                             progress: inout ReplicationProgress?, tail: inout RecentWrites?, sendingTo: inout [Int]) -> Taken {
+        guard version > progress!.written else { return .refused }
+        // The first write after taking the shard over (or after writes this
+        // bookkeeping missed) follows writes the followers presumably hold.
+        progress!.resume(after: previous)
+        guard tail!.append(version: version, previous: previous, madeMs: madeMs, bytes: bytes) else { return .refused }
+        progress!.wrote(version)
+        // At once to each follower that was sent everything before it and
+        // has a known address (the others are caught up from the tail).
+        for i in progress!.sent.indices where i < peers.count && peers[i] != nil && progress!.sent[i] == previous {
+            progress!.sent(version, toFollowerAt: i)
+            sendingTo.append(i)
+        }
+        return .taken
+    }
+
+    /// Stages a new record for the follower at `peer` (counted as sent: a
+    /// link that breaks before it leaves cuts the follower off, and what it
+    /// had not acknowledged is sent again).
+    private func stage(_ record: [UInt8], shard: Int, previous: EntryVersion, for peer: UInt16, nowNs: Int64) {
+        let slot = Int(peer)
+        if slot >= staged.count { staged.append(contentsOf: repeatElement(StagedBatch(), count: slot + 1 - staged.count)) }
+        if staged[slot].records == 0 {
+            staged[slot].oldestNs = nowNs
+            stagedPeers.append(peer)
+        }
+        var header = ReplicationWire.header(.replicate, shard: shard, payloadLength: record.count)
+        header.replicatedPrevious = previous
+        record.withUnsafeBytes { ForwardingRelay.appendFramed(header, $0, to: &staged[slot].framed) }
+        staged[slot].records += 1
+        staged[slot].recordBytes += record.count
+        if staged[slot].records >= batchRecordsMax {
             counters.batchesFull += 1
             moveToFrame(peer)
         }
-        return true
     }
 
     /// Moves the staged batches that are due into their peers' frames;
     /// before the frames of the iteration leave.
     func sendDueBatches(nowNs: Int64) {
-        guard !staged.isEmpty else { return }
-        for (peer, batch) in staged where !batch.records.isEmpty && nowNs - batch.oldestNs >= batchTimeoutNs {
+        guard !stagedPeers.isEmpty else { return }
+        for peer in stagedPeers where nowNs - staged[Int(peer)].oldestNs >= batchTimeoutNs {
             counters.batchesTimedOut += 1
             moveToFrame(peer)
         }
@@ -289,20 +349,27 @@ final class ReplicationRelay {
     /// Milliseconds until the oldest staged batch is due (the loop sleeps no
     /// longer); nil when nothing is staged.
     func msUntilBatchDue(nowNs: Int64) -> Int32? {
-        var due: Int64?
-        for batch in staged.values where !batch.records.isEmpty { due = min(due ?? .max, batch.oldestNs + batchTimeoutNs) }
-        guard let due else { return nil }
-        return Int32(clamping: max(0, (due - nowNs + 999_999) / 1_000_000))
+        guard let oldest = stagedPeers.map({ staged[Int($0)].oldestNs }).min() else { return nil }
+        return Int32(clamping: max(0, (oldest + batchTimeoutNs - nowNs + 999_999) / 1_000_000))
     }
 
     private func moveToFrame(_ peer: UInt16) {
-        guard let batch = staged.removeValue(forKey: peer) else { return }
-        for record in batch.records {
-            var header = ReplicationWire.header(.replicate, shard: record.shard, payloadLength: record.bytes.count)
-            header.replicatedPrevious = record.previous
-            record.bytes.withUnsafeBytes { forwarding.appendToBatch(peer: peer, header, $0) }
-            counters.recordsSent += 1
-            counters.bytesSent += record.bytes.count
+        let slot = Int(peer)
+        guard slot < staged.count, staged[slot].records > 0 else { return }
+        // Taken out first: a frame that cannot be queued cuts the follower
+        // off (`cutOff`), which clears what is staged for it.
+        var batch = StagedBatch()
+        swap(&batch, &staged[slot])
+        stagedPeers.removeAll { $0 == peer }
+        counters.recordsSent += batch.records
+        counters.bytesSent += batch.recordBytes
+        batch.framed.withUnsafeBytes { forwarding.appendFramedRecords(peer: peer, $0) }
+        // The buffer is kept for the next batch (no allocation per batch).
+        if staged[slot].records == 0 {
+            batch.framed.removeAll(keepingCapacity: true)
+            batch.records = 0
+            batch.recordBytes = 0
+            staged[slot] = batch
         }
     }
 
@@ -362,7 +429,10 @@ final class ReplicationRelay {
     func cutOff(peerName: String) {
         guard let node = NodeID(peerName) else { return }
         // Staged records go again from the tail, after what it acknowledged.
-        if let peer = forwarding.peer(named: peerName) { staged[peer] = nil }
+        if let peer = forwarding.peer(named: peerName), Int(peer) < staged.count {
+            staged[Int(peer)] = StagedBatch()
+            stagedPeers.removeAll { $0 == peer }
+        }
         abortStreams { $0.follower == node }
         var any = false
         for shard in progress.indices where progress[shard]?.followers.contains(node) == true {

@@ -296,7 +296,7 @@ final class LeaseDriver {
             ])
         }
         publishIfNeeded()
-        let believed = holders.indices.map { machine.believedHolder($0, now: nowMs) }
+        let believed = holders.indices.map { shard in readMachine { $0.believedHolder(shard, now: nowMs) } }
         if believed != holders {
             holders = believed
             holdersMoved = true
@@ -355,16 +355,25 @@ final class LeaseDriver {
     /// acknowledged) and lack the new holder's: resending or streaming that
     /// copy would overwrite acknowledged writes on the followers.
     func maySendReplication(shard: Int, nowMs: Int64) -> Bool {
-        !enforced || (stoppedBy == nil && machine.holdsLease(shard, now: nowMs))
+        !enforced || (stoppedBy == nil && readMachine { $0.holdsLease(shard, now: nowMs) })
     }
 
     /// Whether a shard's records or stream slices from `sender` are taken
     /// here: not while this node holds the lease itself or has promised it
     /// to another node (docs/replication.md, "Only the holder replicates").
     func acceptsReplication(shard: Int, from sender: String, nowMs: Int64) -> Bool {
-        guard enforced, let holder = machine.believedHolder(shard, now: nowMs) else { return true }
+        guard enforced, let holder = readMachine({ $0.believedHolder(shard, now: nowMs) }) else { return true }
         return holder.name == sender
     }
+
+    /// Runs a query of the machine on it in place. `machine.query()` copies
+    /// the whole machine first (every array, set and dictionary in it
+    /// retained, then released): the read of a class's stored property ends
+    /// before a call into another module, in case that call reaches the
+    /// property. A follower asks `acceptsReplication` per replicated record,
+    /// and that copy was a fifth of its cluster loop's CPU
+    /// (perf/README.md, "perf/replication-cost").
+    private func readMachine<T>(_ query: (inout LeaseMachine) -> T) -> T { query(&machine) }
 
     var isEnforced: Bool { enforced }
     var isEmptyLearner: Bool { machine.isEmptyLearner }

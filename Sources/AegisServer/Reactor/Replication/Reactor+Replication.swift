@@ -19,9 +19,12 @@ struct ReplicaState {
     /// of records held here with none missing before it (`.zero` after a
     /// start: a restarted follower is sent everything again).
     var appliedThrough: [EntryVersion]
-    /// Shards that got records since the last acknowledgement, and the
-    /// peer (the cluster loop's number) their records came from.
-    var pendingAcks: [Int: UInt16] = [:]
+    /// Per shard, the peer (the cluster loop's number) its records came
+    /// from since the last acknowledgement; nil when none came. An array by
+    /// shard, not a dictionary: it is written once per replicated record.
+    var pendingAckOrigin: [UInt16?]
+    /// The shards whose `pendingAckOrigin` is set, in the order they got one.
+    var pendingAckShards: [Int] = []
     /// The record being sent (reused).
     let record = WireBuffer()
     var recordsApplied = 0
@@ -52,6 +55,7 @@ struct ReplicaState {
     init(enabled: Bool, shardCount: Int) {
         self.enabled = enabled
         appliedThrough = Array(repeating: .zero, count: shardCount)
+        pendingAckOrigin = Array(repeating: nil, count: shardCount)
     }
 }
 
@@ -119,7 +123,8 @@ extension Reactor {
             replica.recordsMalformed += 1
             return
         }
-        replica.pendingAcks[shard] = header.route.originNode
+        if replica.pendingAckOrigin[shard] == nil { replica.pendingAckShards.append(shard) }
+        replica.pendingAckOrigin[shard] = header.route.originNode
         if let incoming = replica.incoming[shard] {
             // The stream's primary is not the one replicating now (a
             // failover): what the stream brought is kept, and versions sort
@@ -154,14 +159,16 @@ extension Reactor {
 
     /// One acknowledgement per shard that got records since the last call.
     func sendReplicaAcks() {
-        guard !replica.pendingAcks.isEmpty else { return }
-        for (shard, origin) in replica.pendingAcks {
+        guard !replica.pendingAckShards.isEmpty else { return }
+        for shard in replica.pendingAckShards {
+            guard let origin = replica.pendingAckOrigin[shard] else { continue }
+            replica.pendingAckOrigin[shard] = nil
             var header = ReplicationWire.header(.replicaAck, shard: shard, payloadLength: ReplicationWire.versionBytes)
             header.route.originNode = origin
             ReplicationWire.encode(replica.appliedThrough[shard]).withUnsafeBytes {
                 sendRecord(to: routes.clusterEndpoint, header: header, payload: $0)
             }
         }
-        replica.pendingAcks.removeAll(keepingCapacity: true)
+        replica.pendingAckShards.removeAll(keepingCapacity: true)
     }
 }
