@@ -78,6 +78,17 @@ struct LeaseCluster {
         }
     }
 
+    /// What node `voter` answers a one-shard request for shard 0 from
+    /// `requester`, delivered to it alone; nil when it sends no reply.
+    mutating func verdictAskedDirectly(of voter: Int, from requester: Int, term: UInt32, at now: Int64) -> LeaseVerdict? {
+        let ask = LeaseMessage(sender: ids[requester], payload: .request(
+            round: 1, life: 1, durationMs: 1000, asks: [LeaseAsk(shard: 0, term: term, lastVersion: .zero)]))
+        let frame = LeaseCodec.encode(ask, parameters: Self.parameters, authenticator: Self.authenticator)
+        let reply = sends(step(voter, .received(frame: frame, now: now))).first.flatMap { decodeLease($0.frame) }
+        guard case let .reply(_, _, answers)? = reply?.payload else { return nil }
+        return answers.first?.verdict
+    }
+
     /// The preferred replica of a shard: its primary in the map.
     func primary(_ shard: Int) -> Int { ids.firstIndex(of: map.primary(ofShard: shard))! }
 
@@ -550,15 +561,7 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         #expect(cluster.log.allSatisfy { log in !log.contains { if case .persistTerm = $0 { true } else { false } } })
         #expect((0..<4).allSatisfy { cluster.holders($0, at: 40_000).isEmpty })
         // Asked directly, it refuses.
-        let ask = LeaseMessage(sender: cluster.ids[1], payload: .request(
-            round: 1, life: 1, durationMs: 1000, asks: [LeaseAsk(shard: 0, term: 1, lastVersion: .zero)]))
-        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
-        let reply = sends(cluster.step(0, .received(frame: frame, now: 50_000))).first.flatMap { decodeLease($0.frame) }
-        guard case let .reply(_, _, answers)? = reply?.payload else {
-            Issue.record("no reply")
-            return
-        }
-        #expect(answers.first?.verdict == .emptyLearner)
+        #expect(cluster.verdictAskedDirectly(of: 0, from: 1, term: 1, at: 50_000) == .emptyLearner)
     }
 
     /// A rolling upgrade from a release before leases: the nodes that know
@@ -577,15 +580,7 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         #expect(cluster.log[2].contains { if case .send = $0 { true } else { false } }, "node2 campaigned")
         #expect((0..<4).allSatisfy { cluster.holders($0, at: 40_000).isEmpty },
                 "only the two paused nodes could make node2's majority")
-        let ask = LeaseMessage(sender: cluster.ids[2], payload: .request(
-            round: 1, life: 1, durationMs: 1000, asks: [LeaseAsk(shard: 0, term: 99, lastVersion: .zero)]))
-        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
-        let reply = sends(cluster.step(0, .received(frame: frame, now: 40_001))).first.flatMap { decodeLease($0.frame) }
-        guard case let .reply(_, _, answers)? = reply?.payload else {
-            Issue.record("no reply")
-            return
-        }
-        #expect(answers.first?.verdict == .notEnforcing)
+        #expect(cluster.verdictAskedDirectly(of: 0, from: 2, term: 99, at: 40_001) == .notEnforcing)
         #expect(LeaseVerdict.notEnforcing.description == "not_enforcing")
 
         cluster.machines[0].pauseGrants(false)
