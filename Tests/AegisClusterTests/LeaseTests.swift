@@ -564,6 +564,18 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         #expect(cluster.verdictAskedDirectly(of: 0, from: 1, term: 1, at: 50_000) == .emptyLearner)
     }
 
+    /// The log replay tells a restarted node its newest versions before the
+    /// cluster loop starts its lease machine; they must count for its votes
+    /// (chaos seed 12: a restarted holder granted a candidate lacking its
+    /// logged writes, which the candidate's stream then erased).
+    @Test func versionsToldBeforeTheStartCountForTheVote() {
+        var cluster = LeaseCluster()
+        cluster.machines[0] = LeaseCluster.machine(cluster.ids[0], persisted: [:], learner: false, life: 2)
+        _ = cluster.machines[0].step(.localVersion(shard: 0, version: EntryVersion(term: 3, seq: 7), now: 0))
+        cluster.start(0, at: 0)
+        #expect(cluster.verdictAskedDirectly(of: 0, from: 1, term: 4, at: LeaseCluster.quietEnd + 1) == .candidateBehind)
+    }
+
     /// A rolling upgrade from a release before leases: the nodes that know
     /// of an old member write unfenced as the map's primary. One that does
     /// not know (restarted, or added, after the old member died) must not

@@ -62,7 +62,7 @@ struct LifecycleTests {
     @Test func portInUseIsAClearStartupError() throws {
         let first = try ServerHarness()
         defer { #expect(first.stop() == 0) }
-        let result = try runTool(ServerHarness.binaryPath, ["--bind-addr", "127.0.0.1:\(first.port)"])
+        let result = try runTool(ServerHarness.binaryPath, ["--bind-addr", "127.0.0.1:\(first.port)", "--data-dir", first.pidFile + ".data"])
         #expect(result.status != 0)
         #expect(result.output.contains("cannot listen"))
     }

@@ -35,7 +35,11 @@ final class ServerHarness: @unchecked Sendable {
     /// over /var/lib) then shares one file. Not created here: a missing
     /// data_dir is a case of its own (a node creates it only when needed).
     static func ownDataDir(_ path: String, arguments: [String], environment: [String: String]) -> [String] {
-        let named = arguments.contains("--data-dir") || arguments.contains("--config") || environment["AEGIS_DATA_DIR"] != nil
+        var named = arguments.contains("--data-dir") || environment["AEGIS_DATA_DIR"] != nil
+        if let flag = arguments.firstIndex(of: "--config"), arguments.indices.contains(flag + 1) {
+            let file = (try? String(contentsOfFile: arguments[flag + 1], encoding: .utf8)) ?? ""
+            named = named || file.contains("\"data_dir\"")
+        }
         return named ? [] : ["--data-dir", path]
     }
 

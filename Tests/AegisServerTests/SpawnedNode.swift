@@ -81,7 +81,8 @@ final class SpawnedNode: @unchecked Sendable {
     static func runToExit(_ arguments: [String], environment: [String: String] = [:], journal: Bool, output: String) throws -> Int32 {
         _ = FileManager.default.createFile(atPath: output, contents: nil)
         let env = try childEnvironment(environment, journalFile: journal ? output : nil)
-        let pid = try spawn(ServerHarness.binaryPath, withHealthPort(arguments), environment: env, output: output)
+        let dataDir = ServerHarness.ownDataDir(output + ".data", arguments: arguments, environment: environment)
+        let pid = try spawn(ServerHarness.binaryPath, dataDir + withHealthPort(arguments), environment: env, output: output)
         return waitForExit(pid, graceSeconds: 30) ?? -1
     }
 

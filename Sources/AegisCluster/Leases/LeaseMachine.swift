@@ -123,6 +123,14 @@ public struct LeaseMachine: Sendable {
             start(now: now, into: &output)
             return output
         }
+        // What this node holds is a fact before it starts too: the log
+        // replay tells it before the cluster loop starts the machine.
+        // Dropped, a restarted holder voted and campaigned as holding
+        // nothing, and granted a candidate that lacked its logged writes.
+        if case let .localVersion(shard, version, _) = event {
+            noteLocalVersion(shard, version)
+            return output
+        }
         guard state.started else { return [] }
         switch event {
         case .start:
@@ -138,12 +146,16 @@ public struct LeaseMachine: Sendable {
             state.alive = Set(alive)
         case let .placementChanged(map, now):
             placementChanged(map, now: now, into: &output)
-        case let .localVersion(shard, version, _):
-            if state.shards.indices.contains(shard), version > state.shards[shard].lastVersion {
-                state.shards[shard].lastVersion = version
-            }
+        case .localVersion:
+            break
         }
         return output
+    }
+
+    private mutating func noteLocalVersion(_ shard: Int, _ version: EntryVersion) {
+        if state.shards.indices.contains(shard), version > state.shards[shard].lastVersion {
+            state.shards[shard].lastVersion = version
+        }
     }
 
     // MARK: - Queries for the driver
