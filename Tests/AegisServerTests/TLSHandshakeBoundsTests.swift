@@ -378,15 +378,11 @@ struct TLSHandshakeBoundsTests {
         defer { for member in members { member.stop() } }
         #expect(ReplicationProcessTests.waitForMap(members))
         let seed = members[0]
-        let output = directory + "/attack.out", release = directory + "/attack.release"
-        let attack = try Self.background(["-c", Self.halfOpenPeerAttack, seed.host, "\(seed.gossipPort)", "3000", release], output: output)
-        defer {
-            _ = FileManager.default.createFile(atPath: release, contents: nil)
-            if SpawnedNode.waitForExit(attack, graceSeconds: 10) == nil { kill(attack, SIGKILL) }
-        }
-        #expect(waitUntil(seconds: 60) { Self.text(output).contains("open ") }, "\(Self.text(output))")
-        let open = Self.text(output).split(separator: "\n").first { $0.hasPrefix("open ") }.flatMap { Int($0.dropFirst(5)) } ?? -1
-        #expect(open >= 0 && open <= 64, "\(Self.text(output))")
+        let attack = try HalfOpenPeerAttack(on: seed, connections: 3000, directory: directory)
+        defer { attack.finish() }
+        #expect(attack.waitUntilOpened(), "\(attack.output)")
+        let open = attack.open
+        #expect(open >= 0 && open <= 64, "\(attack.output)")
         // A third node joins through the attacked seed while the attacker holds its connections.
         let joiner = try ClusterProcessTests.Member(index: 23, directory: directory)
         let identity = try pki.issuePeerCertificate(joiner.name, serial: "0x7777")
@@ -413,15 +409,11 @@ struct TLSHandshakeBoundsTests {
                        + pki.peerArguments(cert: seedIdentity.cert, key: seedIdentity.key))
         defer { seed.stop() }
         #expect(waitUntil(seconds: 30) { seed.statuses()[seed.name] == "alive" }, "\(seed.log().suffix(3000))")
-        let output = directory + "/attack.out", release = directory + "/attack.release"
-        let attack = try Self.background(["-c", Self.halfOpenPeerAttack, seed.host, "\(seed.gossipPort)", "200", release], output: output)
-        defer {
-            _ = FileManager.default.createFile(atPath: release, contents: nil)
-            if SpawnedNode.waitForExit(attack, graceSeconds: 10) == nil { kill(attack, SIGKILL) }
-        }
-        #expect(waitUntil(seconds: 60) { Self.text(output).contains("open ") }, "\(Self.text(output))")
-        let open = Self.text(output).split(separator: "\n").first { $0.hasPrefix("open ") }.flatMap { Int($0.dropFirst(5)) } ?? -1
-        #expect(open >= 1 && open <= 3, "\(Self.text(output))")
+        let attack = try HalfOpenPeerAttack(on: seed, connections: 200, directory: directory)
+        defer { attack.finish() }
+        #expect(attack.waitUntilOpened(), "\(attack.output)")
+        let open = attack.open
+        #expect(open >= 1 && open <= 3, "\(attack.output)")
         let joiner = try ClusterProcessTests.Member(index: 25, directory: directory)
         let identity = try pki.issuePeerCertificate(joiner.name, serial: "0x7802")
         try joiner.start(seeds: [seed.gossipAddress], extra: pki.peerArguments(cert: identity.cert, key: identity.key))
@@ -430,5 +422,36 @@ struct TLSHandshakeBoundsTests {
         let limited = PeerTLSProcessTests.metric(seed, "aegis_cluster_messages_dropped_total{reason=\"address_limit\"}")
         #expect(limited >= 200 - 3, "\(limited)")
         #expect(seed.log().contains("its address already has 3 connections open without a hello"), "\(seed.log().suffix(3000))")
+    }
+}
+
+/// `TLSHandshakeBoundsTests.halfOpenPeerAttack` run against one node's peer
+/// port: it opens `connections` TCP connections that never send a hello,
+/// says how many stay open, and holds them until `finish`.
+struct HalfOpenPeerAttack {
+    let pid: pid_t
+    let outputPath: String
+    let releasePath: String
+
+    init(on node: ClusterProcessTests.Member, connections: Int, directory: String) throws {
+        outputPath = directory + "/attack.out"
+        releasePath = directory + "/attack.release"
+        pid = try TLSHandshakeBoundsTests.background(
+            ["-c", TLSHandshakeBoundsTests.halfOpenPeerAttack, node.host, "\(node.gossipPort)", "\(connections)", releasePath],
+            output: outputPath)
+    }
+
+    var output: String { TLSHandshakeBoundsTests.text(outputPath) }
+
+    /// Whether the attacker said how many connections it holds, within 60 s.
+    func waitUntilOpened() -> Bool { waitUntil(seconds: 60) { output.contains("open ") } }
+
+    /// The connections it holds open; -1 before it said.
+    var open: Int { output.split(separator: "\n").first { $0.hasPrefix("open ") }.flatMap { Int($0.dropFirst(5)) } ?? -1 }
+
+    /// Lets the attacker close its connections and exit (killed if it does not).
+    func finish() {
+        _ = FileManager.default.createFile(atPath: releasePath, contents: nil)
+        if SpawnedNode.waitForExit(pid, graceSeconds: 10) == nil { kill(pid, SIGKILL) }
     }
 }

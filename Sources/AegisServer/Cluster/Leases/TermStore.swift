@@ -138,10 +138,7 @@ final class TermStore {
         writes += 1
     }
 
-    var directoryExists: Bool {
-        var info = stat()
-        return stat(directory, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
-    }
+    var directoryExists: Bool { DataDirectoryLock.isDirectory(directory) }
 
     /// Creates data_dir when missing (one level) and writes the current
     /// terms, so a later start finds the file (the learner test above).
