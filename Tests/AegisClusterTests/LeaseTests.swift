@@ -576,6 +576,94 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         #expect(cluster.verdictAskedDirectly(of: 0, from: 1, term: 4, at: LeaseCluster.quietEnd + 1) == .candidateBehind)
     }
 
+    /// A restarted holder's log holds only the writes it made as holder, yet
+    /// its newest version claims everything below (chaos seed 12 at W = 2:
+    /// it won with a claim equal to a complete replica's and streamed its
+    /// holed copy over it). It stands back, and a replica that stayed up
+    /// takes over; the same schedule without the stand-back elects the
+    /// restarted holder again, which is what the second argument shows.
+    @Test(arguments: [true, false]) func aRestartedHolderStandsBackWhileAReplicaThatStayedUpTakesOver(_ standsBack: Bool) {
+        var cluster = LeaseCluster()
+        let primary = cluster.primary(shard)
+        let start = LeaseCluster.quietEnd
+        run(&cluster, from: start, to: start + 2000)
+        #expect(cluster.holders(shard, at: start + 2000) == [primary])
+        let version = EntryVersion(term: cluster.machines[primary].term(ofShard: shard), seq: 40)
+        for index in cluster.machines.indices {
+            _ = cluster.step(index, .localVersion(shard: shard, version: version, now: start + 2000))
+        }
+        let crashedAt = start + 3000, backAt = start + 6000
+        run(&cluster, from: crashedAt, to: backAt - 1, cut: [primary])
+        cluster.inFlight.removeAll { $0.from == primary || $0.to == primary }
+        let persisted = [shard: PersistedTerm(term: cluster.machines[primary].term(ofShard: shard),
+                                              votedFor: cluster.ids[primary])]
+        cluster.machines[primary] = LeaseMachine(
+            settings: LeaseCluster.settings(cluster.ids[primary]), persisted: persisted, emptyLearner: false,
+            restarted: standsBack, life: 2, randomSeed: 99, authenticator: LeaseCluster.authenticator)
+        // Its log replay: the newest version it wrote, told before the start.
+        _ = cluster.step(primary, .localVersion(shard: shard, version: version, now: backAt))
+        cluster.start(primary, at: backAt)
+        let standBackEnds = backAt + LeaseCluster.settings(cluster.ids[primary]).restartStandBackMs
+        run(&cluster, from: backAt, to: standBackEnds + 20_000)
+        let holders = cluster.holders(shard, at: standBackEnds + 20_000)
+        #expect(holders.count == 1)
+        if standsBack {
+            #expect(holders.first != primary, "a replica that stayed up holds the shard")
+            let restartLog = cluster.log[primary]
+            #expect(restartLog.contains { if case .log(.notice, let line) = $0 { line.contains("campaigns for no shard") } else { false } })
+        } else {
+            #expect(holders == [primary], "without the stand-back the restarted holder wins again")
+        }
+    }
+
+    /// After its stand-back a restarted node may still campaign (the others
+    /// could not elect one of themselves), but it claims one write less than
+    /// its log's newest: a replica that stayed up with that same newest
+    /// version refuses it, one behind it grants. Once a holder has caught it
+    /// up (a version reported while it follows), it claims its newest again.
+    @Test func aRestartedNodeClaimsOneWriteLessUntilAHolderHasCaughtItUp() {
+        var cluster = LeaseCluster()
+        let restarted = 0
+        let logged = EntryVersion(term: 3, seq: 40)
+        cluster.machines[restarted] = LeaseMachine(
+            settings: LeaseCluster.settings(cluster.ids[restarted]), persisted: [shard: PersistedTerm(term: 3, votedFor: cluster.ids[restarted])],
+            emptyLearner: false, restarted: true, life: 2, randomSeed: 99, authenticator: LeaseCluster.authenticator)
+        _ = cluster.step(restarted, .localVersion(shard: shard, version: logged, now: 0))
+        cluster.start(restarted, at: 0)
+        let whole = 1, behind = 2
+        _ = cluster.step(whole, .localVersion(shard: shard, version: logged, now: 0))
+        _ = cluster.step(behind, .localVersion(shard: shard, version: EntryVersion(term: 3, seq: 39), now: 0))
+        let after = LeaseCluster.settings(cluster.ids[restarted]).restartStandBackMs + 1
+        #expect(claims(cluster.machines[restarted]) == EntryVersion(term: 3, seq: 39))
+        let verdicts = verdicts(of: [whole, behind], on: cluster.machines[restarted], in: &cluster, at: after)
+        #expect(verdicts == [whole: .candidateBehind, behind: .granted])
+
+        // Following a holder: the first version it reports comes after that
+        // holder sent it everything (it acknowledges from nothing).
+        var caughtUp = cluster.machines[restarted]
+        _ = caughtUp.step(.localVersion(shard: shard, version: EntryVersion(term: 4, seq: 41), now: after))
+        #expect(claims(caughtUp) == EntryVersion(term: 4, seq: 41))
+    }
+
+    /// What a campaign of `machine` for shard 0 claims.
+    func claims(_ machine: LeaseMachine) -> EntryVersion { machine.state.shards[shard].claimedVersion }
+
+    /// What each voter answers a campaign of `candidate` for shard 0 at its next term.
+    func verdicts(of voters: [Int], on candidate: LeaseMachine, in cluster: inout LeaseCluster,
+                  at now: Int64) -> [Int: LeaseVerdict] {
+        let term = candidate.term(ofShard: shard) + 1
+        let ask = LeaseMessage(sender: candidate.settings.nodeID, payload: .request(
+            round: 1, life: 2, durationMs: 1000,
+            asks: [LeaseAsk(shard: UInt32(shard), term: term, lastVersion: claims(candidate))]))
+        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
+        var result: [Int: LeaseVerdict] = [:]
+        for voter in voters {
+            let reply = sends(cluster.step(voter, .received(frame: frame, now: now))).first.flatMap { decodeLease($0.frame) }
+            if case let .reply(_, _, answers)? = reply?.payload { result[voter] = answers.first?.verdict }
+        }
+        return result
+    }
+
     /// A rolling upgrade from a release before leases: the nodes that know
     /// of an old member write unfenced as the map's primary. One that does
     /// not know (restarted, or added, after the old member died) must not

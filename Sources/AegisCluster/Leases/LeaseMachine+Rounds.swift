@@ -20,7 +20,7 @@ extension LeaseMachine {
             let lease = state.shards[shard]
             promise(me, shard: shard, durationMs: settings.leaseDurationMs, now: now)
             asked[shard] = RoundShard(term: lease.term, granters: [me])
-            let ask = LeaseAsk(shard: UInt32(shard), term: lease.term, lastVersion: lease.lastVersion)
+            let ask = LeaseAsk(shard: UInt32(shard), term: lease.term, lastVersion: lease.claimedVersion)
             for peer in owners where peer != me { asksByPeer[peer, default: []].append(ask) }
         }
         if !asked.isEmpty {

@@ -89,6 +89,8 @@ public struct LeaseCounters: Sendable, Equatable {
 /// - Terms never go backwards: `persistTerm` comes before any action that
 ///   relies on a new term, and persisted terms are given back at start.
 /// - An empty learner (wiped data_dir) never campaigns and never grants.
+/// - A node that restarted with its terms campaigns for nothing for
+///   `restartStandBackMs`: its copies may have holes its version hides.
 public struct LeaseMachine: Sendable {
     public let settings: LeaseSettings
     let authenticator: any MessageAuthenticator
@@ -98,9 +100,12 @@ public struct LeaseMachine: Sendable {
     /// - Parameters:
     ///   - persisted: what `persistTerm` wrote before the last stop, by shard.
     ///   - emptyLearner: the node started with an empty or wiped data_dir.
+    ///   - restarted: the node kept its terms from an earlier start (not a
+    ///     first start, not a wipe): its copies may have holes, so it stands
+    ///     back from campaigning (`LeaseSettings.restartStandBackMs`).
     ///   - life: differs for every start of this node (the server passes its
     ///     membership incarnation); replies are matched on it.
-    public init(settings: LeaseSettings, persisted: [Int: PersistedTerm], emptyLearner: Bool,
+    public init(settings: LeaseSettings, persisted: [Int: PersistedTerm], emptyLearner: Bool, restarted: Bool = false,
                 life: UInt64, randomSeed: UInt64, authenticator: any MessageAuthenticator) {
         precondition(settings.problem == nil, "invalid LeaseSettings: \(settings.problem ?? "")")
         self.settings = settings
@@ -112,8 +117,8 @@ public struct LeaseMachine: Sendable {
             shards[shard].votedFor = record.votedFor
             if record.votedFor != settings.nodeID { shards[shard].reportedTerm = record.term }
         }
-        state = LeaseState(shards: shards, emptyLearner: emptyLearner, life: life,
-                           random: ClusterRandom(seed: randomSeed))
+        state = LeaseState(shards: shards, emptyLearner: emptyLearner, restarted: restarted && !emptyLearner,
+                           life: life, random: ClusterRandom(seed: randomSeed))
     }
 
     public mutating func step(_ event: LeaseEvent) -> [LeaseAction] {
@@ -153,8 +158,15 @@ public struct LeaseMachine: Sendable {
     }
 
     private mutating func noteLocalVersion(_ shard: Int, _ version: EntryVersion) {
-        if state.shards.indices.contains(shard), version > state.shards[shard].lastVersion {
+        guard state.shards.indices.contains(shard) else { return }
+        if version > state.shards[shard].lastVersion {
             state.shards[shard].lastVersion = version
+        }
+        // A restarted follower acknowledges from nothing, so the first version
+        // it reports while a holder replicates to it comes after that holder
+        // sent its whole history (tail or stream): the hole is filled.
+        if state.started && state.shards[shard].heldUntil == nil {
+            state.shards[shard].mayHaveHole = false
         }
     }
 
@@ -215,6 +227,14 @@ public struct LeaseMachine: Sendable {
         state.alive = [settings.nodeID]
         if state.emptyLearner {
             output.append(.log(.notice, "leases: started as an empty learner (wiped data_dir): this node votes for no one and never campaigns until its shards are refilled"))
+        }
+        if state.restarted {
+            let standBack = settings.restartStandBackMs
+            for shard in state.shards.indices {
+                state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
+                state.shards[shard].mayHaveHole = true
+            }
+            output.append(.log(.notice, "leases: restarted: this node's copies hold only what its log replayed, so it campaigns for no shard for \(standBack) ms, while a replica that stayed up takes over; it votes meanwhile"))
         }
         output.append(.setTimer(.tick, at: now + settings.tickIntervalMs))
     }
@@ -285,6 +305,8 @@ public struct LeaseMachine: Sendable {
 public struct LeaseState: Sendable, Equatable {
     var shards: [ShardLease]
     let emptyLearner: Bool
+    /// Kept its terms across a stop: see `LeaseSettings.restartStandBackMs`.
+    let restarted: Bool
     let life: UInt64
     var random: ClusterRandom
     var started = false
@@ -301,9 +323,10 @@ public struct LeaseState: Sendable, Equatable {
     /// Requests of this life not yet older than one lease, by round.
     var rounds: [UInt64: Round] = [:]
 
-    init(shards: [ShardLease], emptyLearner: Bool, life: UInt64, random: ClusterRandom) {
+    init(shards: [ShardLease], emptyLearner: Bool, restarted: Bool, life: UInt64, random: ClusterRandom) {
         self.shards = shards
         self.emptyLearner = emptyLearner
+        self.restarted = restarted
         self.life = life
         self.random = random
     }
@@ -333,8 +356,23 @@ struct ShardLease: Sendable, Equatable {
     /// holder by its bare term.
     var reportedTerm: UInt32 = 0
     var lastVersion: EntryVersion = .zero
+    /// Set at a restart until a holder has caught this copy up: what the log
+    /// replayed may lack writes below `lastVersion` (see `claimedVersion`).
+    var mayHaveHole = false
     /// A failed or pending campaign is not repeated before this.
     var campaignAfter: Milliseconds = .min
+}
+
+extension ShardLease {
+    /// The version this node's asks claim. A copy that may have a hole claims
+    /// one write less than its newest: a voter holding that newest version
+    /// then refuses it (`candidateBehind`), so a replica that stayed up never
+    /// loses to a restarted one whose claim is merely equal; a voter behind
+    /// its logged writes still grants it.
+    var claimedVersion: EntryVersion {
+        guard mayHaveHole, lastVersion.seq > 0 else { return lastVersion }
+        return EntryVersion(term: lastVersion.term, seq: lastVersion.seq - 1)
+    }
 }
 
 struct Round: Sendable, Equatable {

@@ -49,6 +49,24 @@ public struct LeaseSettings: Sendable, Equatable {
         return (durationMs * 2 * clockDriftBoundPPM + denominator - 1) / denominator + 1
     }
 
+    /// How long a node that restarted with its terms (not wiped) waits before
+    /// it campaigns for any shard. Its copy of a shard is what its log
+    /// replayed: the writes it made as holder, not those it received as a
+    /// follower (followers log none), yet its newest (term, seq) claims
+    /// everything below. Campaigning at once, it could win (its claim is as
+    /// new as any) and stream that holed copy over replicas that hold the
+    /// missing writes. Standing back lets a replica that stayed up win
+    /// first: its promise to the old holder ends within one lease plus
+    /// margin of the crash, its rank wait is at most `replicationFactor`
+    /// election timeouts, and a campaign that fails (voters still
+    /// restarting) backs off at most two leases. Only when no such replica
+    /// wins (the whole replica set restarted) does the restarted node go on
+    /// to campaign with what it has.
+    public var restartStandBackMs: Int64 {
+        let quiet = leaseDurationMs + marginMs(for: leaseDurationMs)
+        return quiet + 2 * leaseDurationMs + Int64(parameters.replicationFactor) * electionTimeoutMs
+    }
+
     /// nil when the settings can run; otherwise why not.
     public var problem: String? {
         if leaseDurationMs <= 0 || leaseDurationMs > Int64(UInt32.max) { return "lease duration must be between 1 ms and 2^32 - 1 ms" }

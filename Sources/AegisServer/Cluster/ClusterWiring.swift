@@ -74,7 +74,7 @@ enum ClusterWiring {
         let store = TermStore(directory: config.dataDir, terms: loaded.terms)
         logger.notice("leases: \(loaded.summary)", metadata: ["file": "\(store.path)"])
         let machine = LeaseMachine(settings: settings, persisted: loaded.terms, emptyLearner: loaded.emptyLearner,
-                                   life: incarnation, randomSeed: UInt64.random(in: .min ... .max), authenticator: authenticator)
+                                   restarted: loaded.restarted, life: incarnation, randomSeed: UInt64.random(in: .min ... .max), authenticator: authenticator)
         return LeaseDriver(machine: machine, store: store, board: node.leases, logger: logger, hasSeeds: !config.seeds.isEmpty)
     }
 

@@ -29,6 +29,10 @@ final class TermStore {
         var terms: [Int: PersistedTerm]
         /// The node comes back with nothing it may safely vote with (see `load`).
         var emptyLearner: Bool
+        /// The terms were read back: the node ran in a cluster before and
+        /// kept them, so its data is what its log replayed (see
+        /// `LeaseSettings.restartStandBackMs`).
+        var restarted = false
         /// One line for the log: what was found and what it means.
         var summary: String
     }
@@ -73,7 +77,7 @@ final class TermStore {
                               + "data of a release before leases, which never voted: every shard at term 0")
         }
         let terms = try parse(text, numShards: numShards, path: store.path)
-        return Loaded(terms: terms, emptyLearner: false,
+        return Loaded(terms: terms, emptyLearner: false, restarted: true,
                       summary: "lease terms read back for \(terms.count) shard(s), highest \(terms.values.map(\.term).max() ?? 0)")
     }
 
