@@ -23,10 +23,16 @@ extension Simulation {
 
     func startLeases(_ index: Int, life: UInt64) {
         let wiped = scenario.wipedRestarts.contains(Scenario.NodeMoment(node: index, at: now))
+        let shardCount = nodes[index].shardVersions.count
         if wiped {
             nodes[index].disk = [:]
-            nodes[index].shardVersions = Array(repeating: .zero, count: nodes[index].shardVersions.count)
+            nodes[index].loggedVersions = Array(repeating: .zero, count: shardCount)
+            nodes[index].completeBeforeReceiving = Array(repeating: nil, count: shardCount)
         }
+        // What survives a stop is the log: the writes made as holder.
+        nodes[index].shardVersions = nodes[index].loggedVersions
+        nodes[index].followedSinceStart = Array(repeating: false, count: shardCount)
+        for shard in 0..<shardCount { nodes[index].completeThrough[shard] = completeFromLog(index, shard) }
         nodes[index].emptyLearner = wiped
         nodes[index].leaseTimerGenerations = [:]
         let timing = scenario.leases
@@ -35,7 +41,7 @@ extension Simulation {
                                      clockDriftBoundPPM: timing.clockDriftBoundPPM, parameters: leaseParameters)
         let randomSeed = scenario.seed &* 0xD1B5_4A32_D192_ED03 &+ UInt64(index) << 32 &+ UInt64(nodes[index].lives)
         nodes[index].lease = LeaseMachine(settings: settings, persisted: nodes[index].disk, emptyLearner: wiped,
-                                          life: life, randomSeed: randomSeed, authenticator: authenticator)
+                                          restarted: nodes[index].lives > 1 && !wiped, life: life, randomSeed: randomSeed, authenticator: authenticator)
         trace.mix(13, UInt64(index), wiped ? 1 : 0)
         leaseStep(index, .start(now: leaseClock(index)))
         leaseStep(index, .placementChanged(leasePlacement, now: leaseClock(index)))
@@ -189,14 +195,22 @@ extension Simulation {
     }
 }
 
-/// The replication model, as small as the W = 2 invariant needs: each
-/// replica's newest (term, seq) per shard stands for its log (records come
-/// in order from one holder, so a newer version implies the older ones).
+/// The replication model, as small as the W = 2 invariant needs: per shard,
+/// each replica's newest (term, seq) and the version through which it holds
+/// every write (records come in order from one holder, so a copy without a
+/// hole is complete through its newest version).
 /// The holder writes once per lease tick, sends its version to the other
 /// replicas over the simulated network, and a follower applies it when it is
 /// newer and its term is not below the follower's own term for the shard (a
 /// follower that voted in a newer term fences the old holder off), then
 /// acknowledges. One acknowledgement from a follower makes W = 2.
+///
+/// A crash keeps only the log, which holds the writes the node made as
+/// holder: the copy that comes back claims its newest logged version but is
+/// complete only through what it held before it first received a write from
+/// another holder. A follower whose chain continues keeps its own copy; one
+/// with a gap, or that restarted (it acknowledges from nothing), is caught
+/// up with the holder's whole copy, holes included.
 extension Simulation {
     func writeAsHolder(_ index: Int) {
         guard let lease = nodes[index].lease else { return }
@@ -209,18 +223,31 @@ extension Simulation {
             guard term >= current.term else { continue }
             let version = EntryVersion(term: term, seq: current.seq + 1)
             nodes[index].shardVersions[shard] = version
+            nodes[index].loggedVersions[shard] = version
+            if nodes[index].completeThrough[shard] == current { nodes[index].completeThrough[shard] = version }
+            let holderComplete = nodes[index].completeThrough[shard]
             leaseStep(index, .localVersion(shard: shard, version: version, now: clock))
             trace.mix(19, UInt64(index), UInt64(shard) << 32 | version.seq)
             for owner in leasePlacement.owners(ofShard: shard) {
                 guard let follower = nodeIndex(owner), follower != index else { continue }
-                sendModel(.replicate(to: follower, from: index, shard: shard, version: version), from: index, to: follower)
+                sendModel(.replicate(to: follower, from: index, shard: shard, version: version, holderComplete: holderComplete),
+                          from: index, to: follower)
             }
         }
     }
 
-    func applyReplicated(_ shard: Int, version: EntryVersion, at index: Int, from primary: Int) {
+    func applyReplicated(_ shard: Int, version: EntryVersion, holderComplete: EntryVersion, at index: Int, from primary: Int) {
         guard let lease = nodes[index].lease, version.term >= lease.term(ofShard: shard) else { return }
-        if version > nodes[index].shardVersions[shard] {
+        let current = nodes[index].shardVersions[shard]
+        if version > current {
+            if nodes[index].completeBeforeReceiving[shard] == nil {
+                nodes[index].completeBeforeReceiving[shard] = nodes[index].completeThrough[shard]
+            }
+            let chainContinues = nodes[index].followedSinceStart[shard] && version.seq == current.seq + 1
+            nodes[index].followedSinceStart[shard] = true
+            nodes[index].completeThrough[shard] = chainContinues
+                ? (nodes[index].completeThrough[shard] == current ? version : nodes[index].completeThrough[shard])
+                : holderComplete
             nodes[index].shardVersions[shard] = version
             leaseStep(index, .localVersion(shard: shard, version: version, now: leaseClock(index)))
         }
@@ -237,18 +264,26 @@ extension Simulation {
         queue.schedule(event, at: now + backlog + Int64.random(in: scenario.delayMinMs...scenario.delayMaxMs, using: &network))
     }
 
-    /// Invariant: a new holder has every write acknowledged at W = 2, unless
-    /// fewer than two replicas still hold it (two failures: a wipe and a
-    /// loss), in which case no majority is bound to contain it.
+    /// How far a node's copy is whole after its log is replayed.
+    func completeFromLog(_ index: Int, _ shard: Int) -> EntryVersion {
+        let logged = nodes[index].loggedVersions[shard]
+        return nodes[index].completeBeforeReceiving[shard].map { min(logged, $0) } ?? logged
+    }
+
+    /// Invariant: a new holder has every write acknowledged at W = 2 (its
+    /// copy is complete through the newest one), unless fewer than two
+    /// replicas still hold them all (two failures: a wipe, a crash that left
+    /// a hole, a loss), in which case no majority is bound to contain them.
     func checkAcknowledgedWritesKept(_ shard: Int, by index: Int) {
         let acknowledged = acknowledgedVersions[shard]
-        guard acknowledged > .zero, nodes[index].shardVersions[shard] < acknowledged else { return }
+        guard acknowledged > .zero, nodes[index].completeThrough[shard] < acknowledged else { return }
         let keepers = leasePlacement.owners(ofShard: shard).filter { owner in
             guard let replica = nodeIndex(owner) else { return false }
-            return nodes[replica].shardVersions[shard] >= acknowledged
+            let holds = nodes[replica].isRunning ? nodes[replica].completeThrough[shard] : completeFromLog(replica, shard)
+            return holds >= acknowledged
         }
         if keepers.count >= 2 {
-            violation("shard \(shard): \(nodes[index].nodeID) won holding \(nodes[index].shardVersions[shard]), below \(acknowledged) acknowledged at W = 2 and still held by \(keepers.map(\.name))")
+            violation("shard \(shard): \(nodes[index].nodeID) won complete through \(nodes[index].completeThrough[shard]) (newest \(nodes[index].shardVersions[shard])), below \(acknowledged) acknowledged at W = 2 and held whole by \(keepers.map(\.name))")
         }
     }
 }

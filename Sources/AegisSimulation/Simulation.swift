@@ -99,7 +99,7 @@ public final class Simulation {
         case checkLeaseLiveness
         /// The replication model: a holder's newest (term, seq) for a shard
         /// reaches a follower, and the follower's acknowledgement comes back.
-        case replicate(to: Int, from: Int, shard: Int, version: EntryVersion)
+        case replicate(to: Int, from: Int, shard: Int, version: EntryVersion, holderComplete: EntryVersion)
         case replicaAck(to: Int, shard: Int, version: EntryVersion, life: UInt64)
     }
 
@@ -133,9 +133,24 @@ public final class Simulation {
         /// Per shard, the end in true time of the lease this node holds (or
         /// held last): what the overlap invariant compares.
         var leaseEndReal: [Int64]
-        /// Per shard, the newest (term, seq) this replica holds: kept across
-        /// a crash (its write-ahead log), lost with a wipe.
+        /// Per shard, the newest (term, seq) this replica holds, and so claims
+        /// in its lease asks. After a crash: what its log replays.
         var shardVersions: [EntryVersion]
+        /// Per shard, the version through which this replica holds every
+        /// write: below `shardVersions` when its copy has a hole.
+        var completeThrough: [EntryVersion]
+        /// Per shard, the newest write this node made as holder: what its
+        /// write-ahead log replays after a crash (a follower logs nothing it
+        /// receives). Lost with a wipe.
+        var loggedVersions: [EntryVersion]
+        /// Per shard, what this node held when it first applied a replicated
+        /// write since its last wipe: after a crash its log is complete
+        /// through there and no further (the received writes are not in it).
+        var completeBeforeReceiving: [EntryVersion?]
+        /// Per shard, whether a holder has replicated to this node since it
+        /// started: a restarted follower acknowledges from nothing, so the
+        /// first holder to replicate to it sends its whole copy.
+        var followedSinceStart: [Bool]
     }
 
     public let scenario: Scenario
@@ -192,7 +207,11 @@ public final class Simulation {
                                  clockOffset: Int64.random(in: 0...1_000_000, using: &setup),
                                  leaseSkewMs: scenario.leaseClockSkewMs[index],
                                  leaseEndReal: Array(repeating: 0, count: Int(scenario.leases.numShards)),
-                                 shardVersions: Array(repeating: .zero, count: Int(scenario.leases.numShards))))
+                                 shardVersions: Array(repeating: .zero, count: Int(scenario.leases.numShards)),
+                                 completeThrough: Array(repeating: .zero, count: Int(scenario.leases.numShards)),
+                                 loggedVersions: Array(repeating: .zero, count: Int(scenario.leases.numShards)),
+                                 completeBeforeReceiving: Array(repeating: nil, count: Int(scenario.leases.numShards)),
+                                 followedSinceStart: Array(repeating: false, count: Int(scenario.leases.numShards))))
             addressIndex[address] = index
             addressIndexByID[NodeID("node\(index)")!] = index
             queue.schedule(.start(node: index), at: Int64(index) * Int64.random(in: 0...400, using: &setup))
@@ -336,10 +355,10 @@ public final class Simulation {
             if id == .tick { writeAsHolder(index) }
         case .checkLeaseLiveness:
             checkLeaseLiveness()
-        case let .replicate(index, from, shard, version):
+        case let .replicate(index, from, shard, version, holderComplete):
             guard nodes[index].isRunning else { return }
             if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
-            applyReplicated(shard, version: version, at: index, from: from)
+            applyReplicated(shard, version: version, holderComplete: holderComplete, at: index, from: from)
         case let .replicaAck(index, shard, version, life):
             guard nodes[index].isRunning, nodes[index].lifeIncarnation == life else { return }
             if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
