@@ -49,13 +49,13 @@ import Testing
     }
 
     /// kill -9 and start again without a log: the node holds nothing, and
-    /// the map never dropped it (suspect_timeout 10 s).
-    static func restartEmpty(_ member: Member, of members: [Member]) throws {
+    /// the map never dropped it (suspect_timeout 10 s, or `flags`' own).
+    static func restartEmpty(_ member: Member, of members: [Member], waitForMap: Bool = true, flags: [String] = [
+        "--write-quorum", "2", "--write-timeout", "5s", "--suspect-timeout", "10s", "--dead-timeout", "12s", "--read-quorum", "2",
+    ]) throws {
         member.crash()
-        try member.start(seeds: members.map(\.gossipAddress), extra: [
-            "--write-quorum", "2", "--write-timeout", "5s", "--suspect-timeout", "10s", "--dead-timeout", "12s", "--read-quorum", "2",
-        ])
-        #expect(ReplicationProcessTests.waitForMap(members), "\(member.name) is back in the same map")
+        try member.start(seeds: members.map(\.gossipAddress), extra: flags)
+        if waitForMap { #expect(ReplicationProcessTests.waitForMap(members), "\(member.name) is back in the same map") }
     }
 
     /// A key whose primary is node1 and whose follower asked at R = 2 is
@@ -251,6 +251,54 @@ import Testing
             #expect(reply.contains("read needs 3 replicas (read_quorum): the shard map gives shard \(shard) 2 replicas"), "\(refused)")
         }
         #expect(Self.awaitMetric(members[0], "aegis_read_quorum_unreachable_total", atLeast: 3) == 3)
+    }
+
+    /// After a failover a follower can be newer than its primary: node2
+    /// is paused, and node1 and node3 restart empty, so that one of them
+    /// (holding nothing) wins each shard's lease with the other's vote.
+    /// (A paused node cannot be made to miss a write: the kernel keeps what
+    /// its socket received while it was stopped.) Reads of one key at R = 3
+    /// find node2's newer state, apply it on the primary, answer from it
+    /// (TTL, STRLEN, EXISTS: not the primary's empty copy), and repair the
+    /// third replica.
+    @Test(.timeLimit(.minutes(5))) func readsAtThreeAnswerAFollowersNewerStateAfterAFailover() throws {
+        // Nobody leaves the map while paused; 3 s leases so that a restarted node wins soon.
+        let extra = ["--read-quorum", "3", "--lease-duration", "3s", "--lease-election-timeout", "1s"]
+        let members = try QuorumProcessTests.startCluster(writeTimeout: "5s", suspectTimeout: "40s", deadTimeout: "50s", extra: extra)
+        let flags = ["--write-quorum", "2", "--write-timeout", "5s", "--suspect-timeout", "40s", "--dead-timeout", "50s"] + extra
+        defer {
+            for member in members where member.pid != 0 { member.signal(SIGCONT) }
+            for member in members where member.pid != 0 { member.stop() }
+        }
+        let all = try Self.map(["node1", "node2", "node3"])
+        let onNode1 = { (prefix: String) in Self.key(prefix) { all.primary(ofShard: $0).name == "node1" } }
+        let expiring = onNode1("fe"), sized = onNode1("fs"), present = onNode1("fp")
+        let shards = Set([expiring, sized, present].map(Self.shard(of:)))
+        #expect(try QuorumProcessTests.run(members[0], [
+            ["SET", expiring, "new", "EX", "1000"], ["WAIT", "2", "5000"], ["SET", sized, "newer value"], ["WAIT", "2", "5000"],
+            ["SET", present, "p"], ["WAIT", "2", "5000"],
+        ]) == ["True", "2", "True", "2", "True", "2"], "node2 holds all three")
+
+        members[1].signal(SIGSTOP)
+        try Self.restartEmpty(members[0], of: members, waitForMap: false, flags: flags)
+        try Self.restartEmpty(members[2], of: members, waitForMap: false, flags: flags)
+        #expect(waitUntil(seconds: 60) {
+            let views = [members[0], members[2]].map(LeaseProcessTests.leases)
+            return shards.allSatisfy { shard in views.count { $0?[shard]?.held == true } == 1 }
+        }, "node1 or node3, holding nothing now, wins each of the keys' shards")
+        members[1].signal(SIGCONT)
+
+        let replies = Self.readUntil(members[0], [["TTL", expiring], ["STRLEN", sized], ["EXISTS", present]]) {
+            $0.count == 3 && (900...1000).contains(Int($0[0]) ?? 0) && $0[1] == "11" && $0[2] == "1"
+        }
+        #expect(replies.count == 3 && (900...1000).contains(Int(replies[0]) ?? 0) && replies[1] == "11" && replies[2] == "1",
+                "node2's newer state, not the primary's empty copy: \(replies)")
+        // Per key: the primary applies node2's record, and repairs the other restarted node.
+        let applied = { Self.metric(members[0], "aegis_read_repairs_applied_total") + Self.metric(members[2], "aegis_read_repairs_applied_total") }
+        #expect(waitUntil(seconds: 10) { applied() >= 6 } && applied() == 6, "\(applied())")
+        #expect(Self.metric(members[1], "aegis_read_repairs_applied_total") == 0, "node2 was the newest")
+        #expect(try QuorumProcessTests.run(members[2], [["GET", sized], ["PTTL", present]]) == ["newer value", "-1"])
+        #expect(applied() == 6, "repaired everywhere: nothing newer was left to apply")
     }
 
     /// The records `follower` still lacks of `shard`, as `primary`'s /cluster reports them.
