@@ -190,16 +190,16 @@ import Testing
         defer { for member in members { member.stop() } }
         let expiring = try Self.keyReadFromNode2("rt"), sized = try Self.keyReadFromNode2("rs"), present = try Self.keyReadFromNode2("re")
         #expect(try QuorumProcessTests.run(members[0], [
-            ["SET", expiring, "e", "EX", "1000"], ["SET", sized, "hello"], ["SET", present, "p"], ["WAIT", "2", "5000"],
+            ["SET", expiring, "e", "EX", "100000"], ["SET", sized, "hello"], ["SET", present, "p"], ["WAIT", "2", "5000"],
         ]) == ["True", "True", "True", "2"])
         #expect(try QuorumProcessTests.run(members[0], [["TTL", expiring], ["STRLEN", sized], ["EXISTS", present, sized]])
-                == ["1000", "5", "2"], "all three hold them: nothing to repair")
+                == ["100000", "5", "2"], "all three hold them: nothing to repair")
         #expect(Self.awaitMetric(members[0], "aegis_read_quorum_waits_total", atLeast: 4) == 4, "one wait per key read")
         #expect(Self.metric(members[0], "aegis_read_repairs_sent_total") == 0)
 
         try Self.restartEmpty(members[1], of: members)
-        let ttl = Self.readUntil(members[0], [["TTL", expiring]]) { $0.count == 1 && (990...1000).contains(Int($0[0]) ?? 0) }
-        #expect(ttl.count == 1 && (990...1000).contains(Int(ttl[0]) ?? 0), "\(ttl)")
+        let ttl = Self.readUntil(members[0], [["TTL", expiring]]) { $0.count == 1 && (99_000...100_000).contains(Int($0[0]) ?? 0) }
+        #expect(ttl.count == 1 && (99_000...100_000).contains(Int(ttl[0]) ?? 0), "\(ttl)")
         #expect(Self.awaitMetric(members[1], "aegis_read_repairs_applied_total", atLeast: 1) == 1, "the TTL read repaired node2")
         #expect(Self.readUntil(members[0], [["STRLEN", sized], ["TYPE", sized], ["GETRANGE", sized, "1", "2"]]) { $0 == ["5", "string", "el"] }
                 == ["5", "string", "el"])
@@ -213,9 +213,9 @@ import Testing
         members[0].crash()
         #expect(ReplicationProcessTests.waitForMap([members[1], members[2]]), "node2 and node3 agree without node1")
         let after = Self.readUntil(members[1], [["TTL", expiring], ["GET", sized], ["EXISTS", present]]) {
-            $0.count == 3 && (900...1000).contains(Int($0[0]) ?? 0) && $0[1] == "hello" && $0[2] == "1"
+            $0.count == 3 && (99_000...100_000).contains(Int($0[0]) ?? 0) && $0[1] == "hello" && $0[2] == "1"
         }
-        #expect(after.count == 3 && (900...1000).contains(Int(after[0]) ?? 0) && after[1] == "hello" && after[2] == "1", "\(after)")
+        #expect(after.count == 3 && (99_000...100_000).contains(Int(after[0]) ?? 0) && after[1] == "hello" && after[2] == "1", "\(after)")
     }
 
     /// At R = 3 with the third replica paused, the reads of one key time
@@ -232,7 +232,7 @@ import Testing
         let withoutNode3 = try Self.map(["node1", "node2"])
         let key = Self.key("rn") { all.primary(ofShard: $0).name == "node1" && withoutNode3.primary(ofShard: $0).name == "node1" }
         let shard = Self.shard(of: key)
-        #expect(try QuorumProcessTests.run(members[0], [["SET", key, "v", "EX", "1000"], ["WAIT", "2", "5000"]]) == ["True", "2"])
+        #expect(try QuorumProcessTests.run(members[0], [["SET", key, "v", "EX", "100000"], ["WAIT", "2", "5000"]]) == ["True", "2"])
 
         members[2].signal(SIGSTOP)
         let reads = [["TTL", key], ["STRLEN", key], ["EXISTS", key, key], ["TYPE", key], ["PING"]]
@@ -275,7 +275,7 @@ import Testing
         let expiring = onNode1("fe"), sized = onNode1("fs"), present = onNode1("fp")
         let shards = Set([expiring, sized, present].map(Self.shard(of:)))
         #expect(try QuorumProcessTests.run(members[0], [
-            ["SET", expiring, "new", "EX", "1000"], ["WAIT", "2", "5000"], ["SET", sized, "newer value"], ["WAIT", "2", "5000"],
+            ["SET", expiring, "new", "EX", "100000"], ["WAIT", "2", "5000"], ["SET", sized, "newer value"], ["WAIT", "2", "5000"],
             ["SET", present, "p"], ["WAIT", "2", "5000"],
         ]) == ["True", "2", "True", "2", "True", "2"], "node2 holds all three")
 
@@ -289,9 +289,9 @@ import Testing
         members[1].signal(SIGCONT)
 
         let replies = Self.readUntil(members[0], [["TTL", expiring], ["STRLEN", sized], ["EXISTS", present]]) {
-            $0.count == 3 && (900...1000).contains(Int($0[0]) ?? 0) && $0[1] == "11" && $0[2] == "1"
+            $0.count == 3 && (99_000...100_000).contains(Int($0[0]) ?? 0) && $0[1] == "11" && $0[2] == "1"
         }
-        #expect(replies.count == 3 && (900...1000).contains(Int(replies[0]) ?? 0) && replies[1] == "11" && replies[2] == "1",
+        #expect(replies.count == 3 && (99_000...100_000).contains(Int(replies[0]) ?? 0) && replies[1] == "11" && replies[2] == "1",
                 "node2's newer state, not the primary's empty copy: \(replies)")
         // Per key: the primary applies node2's record, and repairs the other restarted node.
         let applied = { Self.metric(members[0], "aegis_read_repairs_applied_total") + Self.metric(members[2], "aegis_read_repairs_applied_total") }
