@@ -48,6 +48,11 @@ import Testing
         try QuorumProcessTests.startCluster(writeTimeout: "5s", suspectTimeout: "10s", deadTimeout: "12s", extra: ["--read-quorum", "2"])
     }
 
+    /// A cluster at read_quorum 3 whose reads time out after 1 s.
+    static func startClusterReadingAtThree(suspectTimeout: String, deadTimeout: String) throws -> [Member] {
+        try QuorumProcessTests.startCluster(writeTimeout: "1s", suspectTimeout: suspectTimeout, deadTimeout: deadTimeout, extra: ["--read-quorum", "3"])
+    }
+
     /// kill -9 and start again without a log: the node holds nothing, and
     /// the map never dropped it (suspect_timeout 10 s, or `flags`' own).
     static func restartEmpty(_ member: Member, of members: [Member], waitForMap: Bool = true, flags: [String] = [
@@ -125,8 +130,7 @@ import Testing
     }
 
     @Test(.timeLimit(.minutes(4))) func aReadAtThreeWithOneReplicaPausedErrorsSayingHowManyAnswered() throws {
-        let members = try QuorumProcessTests.startCluster(writeTimeout: "1s", suspectTimeout: "10s", deadTimeout: "12s",
-                                                          extra: ["--read-quorum", "3"])
+        let members = try Self.startClusterReadingAtThree(suspectTimeout: "10s", deadTimeout: "12s")
         defer {
             for member in members { member.signal(SIGCONT) }
             for member in members { member.stop() }
@@ -222,8 +226,7 @@ import Testing
     /// out with TRYAGAIN; once the map drops it (2 replicas for R = 3),
     /// they are answered NOREPLICAS at once.
     @Test(.timeLimit(.minutes(4))) func readsOfOneKeyAtThreeTimeOutThenFindTooFewReplicas() throws {
-        let members = try QuorumProcessTests.startCluster(writeTimeout: "1s", suspectTimeout: "4s", deadTimeout: "6s",
-                                                          extra: ["--read-quorum", "3"])
+        let members = try Self.startClusterReadingAtThree(suspectTimeout: "4s", deadTimeout: "6s")
         defer {
             for member in members { member.signal(SIGCONT) }
             for member in members { member.stop() }
