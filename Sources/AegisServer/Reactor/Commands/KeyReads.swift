@@ -47,13 +47,14 @@ extension Reactor {
     /// (ReactorReadQuorum.swift).
     func executeKeyRead(_ command: RESPCommand, _ args: ArgumentsView, store: ShardStore, hash: UInt64,
                         version: RESPVersion, into out: WireBuffer) {
+        assert(command.readsOneKey, "a read the intake writes in place at R >= 2 would leave its quorum read pending")
         guard let read = KeyRead(command, args) else {
             RESPWriter.error("ERR value is not an integer or out of range", into: out)
             return
         }
         let key = args.bytes(1)
         let entry = store.get(key, hash: hash, nowMs: now)
-        if read == .get {
+        if case .get = read {
             if entry != nil { counters.keyspaceHits &+= 1 } else { counters.keyspaceMisses &+= 1 }
         }
         writeKeyRead(read, entry, version: version, into: out)
