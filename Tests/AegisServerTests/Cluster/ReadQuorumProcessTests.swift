@@ -42,28 +42,62 @@ import Testing
         return seen
     }
 
-    @Test(.timeLimit(.minutes(5))) func aReadAtTwoRepairsTheFollowerItAskedThatRestartedEmpty() throws {
-        let members = try QuorumProcessTests.startCluster(writeTimeout: "5s", suspectTimeout: "10s", deadTimeout: "12s",
-                                                          extra: ["--read-quorum", "2"])
-        defer { for member in members { member.stop() } }
-        let all = try Self.map(["node1", "node2", "node3"])
-        let withoutNode1 = try Self.map(["node2", "node3"])
-        // node1 is primary, node2 the follower a read at R = 2 asks, and the primary once node1 is gone.
-        let key = Self.key("rq") {
+    /// A cluster at read_quorum 2 whose follower timings keep a node that
+    /// restarts (`restartEmpty`) in the map.
+    static func startClusterReadingAtTwo() throws -> [Member] {
+        try QuorumProcessTests.startCluster(writeTimeout: "5s", suspectTimeout: "10s", deadTimeout: "12s", extra: ["--read-quorum", "2"])
+    }
+
+    /// A cluster at read_quorum 3 whose reads time out after 1 s.
+    static func startClusterReadingAtThree(suspectTimeout: String, deadTimeout: String) throws -> [Member] {
+        try QuorumProcessTests.startCluster(writeTimeout: "1s", suspectTimeout: suspectTimeout, deadTimeout: deadTimeout, extra: ["--read-quorum", "3"])
+    }
+
+    /// kill -9 and start again without a log: the node holds nothing, and
+    /// the map never dropped it (suspect_timeout 10 s, or `flags`' own).
+    static func restartEmpty(_ member: Member, of members: [Member], waitForMap: Bool = true, flags: [String] = [
+        "--write-quorum", "2", "--write-timeout", "5s", "--suspect-timeout", "10s", "--dead-timeout", "12s", "--read-quorum", "2",
+    ]) throws {
+        member.crash()
+        try member.start(seeds: members.map(\.gossipAddress), extra: flags)
+        if waitForMap { #expect(ReplicationProcessTests.waitForMap(members), "\(member.name) is back in the same map") }
+    }
+
+    /// A key whose primary is node1 and whose follower asked at R = 2 is
+    /// node2, which is also its primary once node1 is gone.
+    static func keyReadFromNode2(_ prefix: String) throws -> String {
+        let all = try map(["node1", "node2", "node3"])
+        let withoutNode1 = try map(["node2", "node3"])
+        return key(prefix) {
             all.primary(ofShard: $0).name == "node1" && all.followers(ofShard: $0).first?.name == "node2"
                 && withoutNode1.primary(ofShard: $0).name == "node2"
         }
+    }
+
+    /// Runs `commands` on `member` until it answers `expected` (a probe or a
+    /// repair lost while a link to a restarted node was coming back is sent
+    /// again by the next read); the last replies.
+    static func readUntil(_ member: Member, _ commands: [[String]], answer expected: ([String]) -> Bool) -> [String] {
+        var replies: [String] = []
+        _ = waitUntil(seconds: 30) {
+            replies = (try? QuorumProcessTests.run(member, commands)) ?? []
+            return expected(replies)
+        }
+        return replies
+    }
+
+    @Test(.timeLimit(.minutes(5))) func aReadAtTwoRepairsTheFollowerItAskedThatRestartedEmpty() throws {
+        let members = try Self.startClusterReadingAtTwo()
+        defer { for member in members { member.stop() } }
+        // node1 is primary, node2 the follower a read at R = 2 asks, and the primary once node1 is gone.
+        let key = try Self.keyReadFromNode2("rq")
         #expect(try QuorumProcessTests.run(members[0], [["SET", key, "kept"], ["WAIT", "2", "5000"]]) == ["True", "2"])
         #expect(try QuorumProcessTests.run(members[0], [["GET", key]]) == ["kept"], "all three hold it: nothing to repair")
         #expect(Self.awaitMetric(members[0], "aegis_read_quorum_waits_total", atLeast: 1) == 1)
         #expect(Self.metric(members[0], "aegis_read_repairs_sent_total") == 0)
 
         // node2 comes back empty; the map never dropped it (suspect_timeout 10 s).
-        members[1].crash()
-        try members[1].start(seeds: members.map(\.gossipAddress), extra: [
-            "--write-quorum", "2", "--write-timeout", "5s", "--suspect-timeout", "10s", "--dead-timeout", "12s", "--read-quorum", "2",
-        ])
-        #expect(ReplicationProcessTests.waitForMap(members), "node2 is back in the same map")
+        try Self.restartEmpty(members[1], of: members)
 
         // The read asks node2, which answers that it has nothing: the primary's
         // value is the answer, and node2 gets the record.
@@ -96,8 +130,7 @@ import Testing
     }
 
     @Test(.timeLimit(.minutes(4))) func aReadAtThreeWithOneReplicaPausedErrorsSayingHowManyAnswered() throws {
-        let members = try QuorumProcessTests.startCluster(writeTimeout: "1s", suspectTimeout: "10s", deadTimeout: "12s",
-                                                          extra: ["--read-quorum", "3"])
+        let members = try Self.startClusterReadingAtThree(suspectTimeout: "10s", deadTimeout: "12s")
         defer {
             for member in members { member.signal(SIGCONT) }
             for member in members { member.stop() }
@@ -150,6 +183,125 @@ import Testing
             #expect(Self.awaitMetric(member, "aegis_read_quorum_waits_total", atLeast: 1) > 0, "\(member.name) held reads")
             #expect(Self.metric(member, "aegis_read_quorum_timeouts_total") == 0)
         }
+    }
+
+    /// The other reads of one key consult R replicas as GET does: TTL,
+    /// STRLEN, EXISTS (each key of a multi-key EXISTS), TYPE and GETRANGE at
+    /// R = 2 find the follower that restarted empty stale and repair it, and
+    /// the repair carries the key's expiry.
+    @Test(.timeLimit(.minutes(5))) func everyReadOfOneKeyAtTwoRepairsTheFollowerThatRestartedEmpty() throws {
+        let members = try Self.startClusterReadingAtTwo()
+        defer { for member in members { member.stop() } }
+        let expiring = try Self.keyReadFromNode2("rt"), sized = try Self.keyReadFromNode2("rs"), present = try Self.keyReadFromNode2("re")
+        #expect(try QuorumProcessTests.run(members[0], [
+            ["SET", expiring, "e", "EX", "100000"], ["SET", sized, "hello"], ["SET", present, "p"], ["WAIT", "2", "5000"],
+        ]) == ["True", "True", "True", "2"])
+        #expect(try QuorumProcessTests.run(members[0], [["TTL", expiring], ["STRLEN", sized], ["EXISTS", present, sized]])
+                == ["100000", "5", "2"], "all three hold them: nothing to repair")
+        #expect(Self.awaitMetric(members[0], "aegis_read_quorum_waits_total", atLeast: 4) == 4, "one wait per key read")
+        #expect(Self.metric(members[0], "aegis_read_repairs_sent_total") == 0)
+
+        try Self.restartEmpty(members[1], of: members)
+        let ttl = Self.readUntil(members[0], [["TTL", expiring]]) { $0.count == 1 && (99_000...100_000).contains(Int($0[0]) ?? 0) }
+        #expect(ttl.count == 1 && (99_000...100_000).contains(Int(ttl[0]) ?? 0), "\(ttl)")
+        #expect(Self.awaitMetric(members[1], "aegis_read_repairs_applied_total", atLeast: 1) == 1, "the TTL read repaired node2")
+        #expect(Self.readUntil(members[0], [["STRLEN", sized], ["TYPE", sized], ["GETRANGE", sized, "1", "2"]]) { $0 == ["5", "string", "el"] }
+                == ["5", "string", "el"])
+        #expect(Self.awaitMetric(members[1], "aegis_read_repairs_applied_total", atLeast: 2) == 2, "the STRLEN read repaired node2")
+        #expect(Self.readUntil(members[2], [["EXISTS", present, sized, "absent:rq"]]) { $0 == ["2"] } == ["2"],
+                "a multi-key EXISTS counts each key, each a read of its shard, forwarded to the primary")
+        #expect(Self.awaitMetric(members[1], "aegis_read_repairs_applied_total", atLeast: 3) == 3, "EXISTS repaired node2's last key")
+
+        // node1 gone: node2 (or node3, if node2 lost the election) answers
+        // from a repaired copy, expiry included.
+        members[0].crash()
+        #expect(ReplicationProcessTests.waitForMap([members[1], members[2]]), "node2 and node3 agree without node1")
+        let after = Self.readUntil(members[1], [["TTL", expiring], ["GET", sized], ["EXISTS", present]]) {
+            $0.count == 3 && (99_000...100_000).contains(Int($0[0]) ?? 0) && $0[1] == "hello" && $0[2] == "1"
+        }
+        #expect(after.count == 3 && (99_000...100_000).contains(Int(after[0]) ?? 0) && after[1] == "hello" && after[2] == "1", "\(after)")
+    }
+
+    /// At R = 3 with the third replica paused, the reads of one key time
+    /// out with TRYAGAIN; once the map drops it (2 replicas for R = 3),
+    /// they are answered NOREPLICAS at once.
+    @Test(.timeLimit(.minutes(4))) func readsOfOneKeyAtThreeTimeOutThenFindTooFewReplicas() throws {
+        let members = try Self.startClusterReadingAtThree(suspectTimeout: "4s", deadTimeout: "6s")
+        defer {
+            for member in members { member.signal(SIGCONT) }
+            for member in members { member.stop() }
+        }
+        let all = try Self.map(["node1", "node2", "node3"])
+        let withoutNode3 = try Self.map(["node1", "node2"])
+        let key = Self.key("rn") { all.primary(ofShard: $0).name == "node1" && withoutNode3.primary(ofShard: $0).name == "node1" }
+        let shard = Self.shard(of: key)
+        #expect(try QuorumProcessTests.run(members[0], [["SET", key, "v", "EX", "100000"], ["WAIT", "2", "5000"]]) == ["True", "2"])
+
+        members[2].signal(SIGSTOP)
+        let reads = [["TTL", key], ["STRLEN", key], ["EXISTS", key, key], ["TYPE", key], ["PING"]]
+        let timedOut = try QuorumProcessTests.run(members[0], reads, pipelined: true)
+        #expect(timedOut.count == reads.count && timedOut.last == "True", "\(timedOut)")
+        for reply in timedOut.dropLast() {
+            #expect(reply.contains("read_quorum 3 not reached: only 2 of 3 replicas of shard \(shard) answered within write_timeout")
+                    && reply.contains("may be retried"), "\(timedOut)")
+        }
+        #expect(Self.awaitMetric(members[0], "aegis_read_quorum_timeouts_total", atLeast: 5) == 5, "one per key read")
+
+        #expect(ReplicationProcessTests.waitForMap([members[0], members[1]]), "node1 and node2 drop the paused node3")
+        let refused = try QuorumProcessTests.run(members[1], [["PTTL", key], ["GETRANGE", key, "0", "-1"], ["EXISTS", key]])
+        #expect(refused.count == 3, "\(refused)")
+        for reply in refused {
+            #expect(reply.contains("read needs 3 replicas (read_quorum): the shard map gives shard \(shard) 2 replicas"), "\(refused)")
+        }
+        #expect(Self.awaitMetric(members[0], "aegis_read_quorum_unreachable_total", atLeast: 3) == 3)
+    }
+
+    /// After a failover a follower can be newer than its primary: node2
+    /// is paused, and node1 and node3 restart empty, so that one of them
+    /// (holding nothing) wins each shard's lease with the other's vote.
+    /// (A paused node cannot be made to miss a write: the kernel keeps what
+    /// its socket received while it was stopped.) Reads of one key at R = 3
+    /// find node2's newer state, apply it on the primary, answer from it
+    /// (TTL, STRLEN, EXISTS: not the primary's empty copy), and repair the
+    /// third replica.
+    @Test(.timeLimit(.minutes(5))) func readsAtThreeAnswerAFollowersNewerStateAfterAFailover() throws {
+        // Nobody leaves the map while paused; 3 s leases so that a restarted node wins soon.
+        let extra = ["--read-quorum", "3", "--lease-duration", "3s", "--lease-election-timeout", "1s"]
+        let members = try QuorumProcessTests.startCluster(writeTimeout: "5s", suspectTimeout: "40s", deadTimeout: "50s", extra: extra)
+        let flags = ["--write-quorum", "2", "--write-timeout", "5s", "--suspect-timeout", "40s", "--dead-timeout", "50s"] + extra
+        defer {
+            for member in members where member.pid != 0 { member.signal(SIGCONT) }
+            for member in members where member.pid != 0 { member.stop() }
+        }
+        let all = try Self.map(["node1", "node2", "node3"])
+        let onNode1 = { (prefix: String) in Self.key(prefix) { all.primary(ofShard: $0).name == "node1" } }
+        let expiring = onNode1("fe"), sized = onNode1("fs"), present = onNode1("fp")
+        let shards = Set([expiring, sized, present].map(Self.shard(of:)))
+        #expect(try QuorumProcessTests.run(members[0], [
+            ["SET", expiring, "new", "EX", "100000"], ["WAIT", "2", "5000"], ["SET", sized, "newer value"], ["WAIT", "2", "5000"],
+            ["SET", present, "p"], ["WAIT", "2", "5000"],
+        ]) == ["True", "2", "True", "2", "True", "2"], "node2 holds all three")
+
+        members[1].signal(SIGSTOP)
+        try Self.restartEmpty(members[0], of: members, waitForMap: false, flags: flags)
+        try Self.restartEmpty(members[2], of: members, waitForMap: false, flags: flags)
+        #expect(waitUntil(seconds: 60) {
+            let views = [members[0], members[2]].map(LeaseProcessTests.leases)
+            return shards.allSatisfy { shard in views.count { $0?[shard]?.held == true } == 1 }
+        }, "node1 or node3, holding nothing now, wins each of the keys' shards")
+        members[1].signal(SIGCONT)
+
+        let replies = Self.readUntil(members[0], [["TTL", expiring], ["STRLEN", sized], ["EXISTS", present]]) {
+            $0.count == 3 && (99_000...100_000).contains(Int($0[0]) ?? 0) && $0[1] == "11" && $0[2] == "1"
+        }
+        #expect(replies.count == 3 && (99_000...100_000).contains(Int(replies[0]) ?? 0) && replies[1] == "11" && replies[2] == "1",
+                "node2's newer state, not the primary's empty copy: \(replies)")
+        // Per key: the primary applies node2's record, and repairs the other restarted node.
+        let applied = { Self.metric(members[0], "aegis_read_repairs_applied_total") + Self.metric(members[2], "aegis_read_repairs_applied_total") }
+        #expect(waitUntil(seconds: 10) { applied() >= 6 } && applied() == 6, "\(applied())")
+        #expect(Self.metric(members[1], "aegis_read_repairs_applied_total") == 0, "node2 was the newest")
+        #expect(try QuorumProcessTests.run(members[2], [["GET", sized], ["PTTL", present]]) == ["newer value", "-1"])
+        #expect(applied() == 6, "repaired everywhere: nothing newer was left to apply")
     }
 
     /// The records `follower` still lacks of `shard`, as `primary`'s /cluster reports them.

@@ -118,14 +118,9 @@ extension Reactor {
                             hash: UInt64, store: ShardStore, into out: WireBuffer) {
         switch BinaryCommand(rawValue: frame.commandCode) {
         case .get:
-            if let entry = store.get(key, hash: hash, nowMs: now) {
-                counters.keyspaceHits &+= 1
-                let ttl = entry.expiryMs == 0 ? 0 : max(entry.expiryMs - now, 1)
-                BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, value: entry.value, ttlMs: ttl, version: entry.version.seq, into: out)
-            } else {
-                counters.keyspaceMisses &+= 1
-                BinaryResponseWriter.write(status: .notFound, requestID: frame.requestID, into: out)
-            }
+            let entry = store.get(key, hash: hash, nowMs: now)
+            if entry != nil { counters.keyspaceHits &+= 1 } else { counters.keyspaceMisses &+= 1 }
+            writeBinaryGet(entry, requestID: frame.requestID, into: out)
             if readQuorum.readQuorum >= 2 { noteQuorumRead(key, hash: hash, store: store, form: .binary(requestID: frame.requestID)) }
         case .set:
             // 0 or negative: no expiry, as AegisKV v1 servers read it (v1 clients send either).

@@ -86,15 +86,8 @@ extension Reactor {
     private func applyKeyed(_ command: RESPCommand, _ args: ArgumentsView, store: ShardStore, hash: UInt64, version: RESPVersion, into out: WireBuffer) {
         let key = args.bytes(1)
         switch command {
-        case .get:
-            if let entry = store.get(key, hash: hash, nowMs: now) {
-                counters.keyspaceHits &+= 1
-                RESPWriter.bulk(entry.value, into: out)
-            } else {
-                counters.keyspaceMisses &+= 1
-                RESPWriter.null(version, into: out)
-            }
-            if readQuorum.readQuorum >= 2 { noteQuorumRead(key, hash: hash, store: store, form: .resp(version)) }
+        case .get, .exists, .strlen, .type, .ttl, .pttl, .expiretime, .pexpiretime, .getrange, .substr:
+            executeKeyRead(command, args, store: store, hash: hash, version: version, into: out)
         case .set:
             executeSet(args, store: store, hash: hash, version: version, into: out)
         case .setnx:
@@ -126,26 +119,8 @@ extension Reactor {
             executeGetEx(args, store: store, hash: hash, version: version, into: out)
         case .del, .unlink:
             RESPWriter.integer(store.delete(key, hash: hash, nowMs: now) ? 1 : 0, into: out)
-        case .exists:
-            RESPWriter.integer(store.get(key, hash: hash, nowMs: now) != nil ? 1 : 0, into: out)
         case .expire, .pexpire, .expireat, .pexpireat:
             executeExpire(command, args, store: store, hash: hash, into: out)
-        case .ttl, .pttl, .expiretime, .pexpiretime:
-            guard let entry = store.get(key, hash: hash, nowMs: now) else {
-                RESPWriter.integer(-2, into: out)
-                return
-            }
-            guard entry.expiryMs != 0 else {
-                RESPWriter.integer(-1, into: out)
-                return
-            }
-            let remaining = max(entry.expiryMs - now, 0)
-            switch command {
-            case .ttl: RESPWriter.integer(Int((remaining + 500) / 1000), into: out)
-            case .pttl: RESPWriter.integer(Int(remaining), into: out)
-            case .expiretime: RESPWriter.integer(Int(entry.expiryMs / 1000), into: out)
-            default: RESPWriter.integer(Int(entry.expiryMs), into: out)
-            }
         case .persist:
             guard let entry = store.get(key, hash: hash, nowMs: now), entry.expiryMs != 0 else {
                 RESPWriter.integer(0, into: out)
@@ -169,14 +144,6 @@ extension Reactor {
             store.set(key, hash: hash, value: scratch.value.readableView, expiryMs: existing?.expiryMs ?? 0, nowMs: now)
             scratch.value.releaseIfIdle(keep: 1 << 20)
             RESPWriter.integer(combined, into: out)
-        case .strlen:
-            RESPWriter.integer(store.get(key, hash: hash, nowMs: now)?.value.count ?? 0, into: out)
-        case .type:
-            if store.get(key, hash: hash, nowMs: now) != nil {
-                RESPWriter.simpleString("string", into: out)
-            } else {
-                RESPWriter.simpleString("none", into: out)
-            }
         default:
             applyStringKeyed(command, args, store: store, hash: hash, version: version, into: out)
         }

@@ -161,9 +161,9 @@ extension Reactor {
         if target == index {
             let store = shards[shard]!
             // Only a write may have to wait for the log or its quorum, and a
-            // GET for its read quorum; everything else writes its reply in
-            // place, with no copy through the scratch.
-            if (!repliesMayBeHeld || !command.isWrite) && !(command == .get && readAwaitsQuorum(shard)) {
+            // read of one key for its read quorum; everything else writes
+            // its reply in place, with no copy through the scratch.
+            if (!repliesMayBeHeld || !command.isWrite) && !(command.readsOneKey && readAwaitsQuorum(shard)) {
                 withCountedReply(connection, Int(command.rawValue)) { executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: $0) }
                 if replica.justWroteShard >= 0 { noteLastWrite(connection) }
             } else {

@@ -20,14 +20,6 @@ extension Reactor {
             store.set(key, hash: hash, value: args.bytes(2), expiryMs: 0, nowMs: now)
         case .incrbyfloat:
             executeIncrByFloat(args, store: store, hash: hash, into: out)
-        case .getrange, .substr:
-            guard let start = args.integer(2), let end = args.integer(3) else {
-                RESPWriter.error("ERR value is not an integer or out of range", into: out)
-                return
-            }
-            let value = store.get(key, hash: hash, nowMs: now)?.value ?? UnsafeRawBufferPointer(start: nil, count: 0)
-            let range = Self.redisRange(start: start, end: end, length: value.count)
-            RESPWriter.bulk(UnsafeRawBufferPointer(rebasing: value[range]), into: out)
         case .setrange:
             executeSetRange(args, store: store, hash: hash, into: out)
         default:

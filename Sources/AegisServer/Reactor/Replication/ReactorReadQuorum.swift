@@ -2,15 +2,16 @@ import AegisCluster
 import AegisProtocol
 import AegisStore
 
-/// How a held GET's reply is written again when a follower holds a newer
+/// How a held read's reply is written again when a follower holds a newer
 /// state than the primary: the client's protocol and what it needs.
 enum QuorumReadForm {
-    case resp(RESPVersion)
+    case resp(KeyRead, RESPVersion)
+    /// Binary GET, the binary protocol's one read.
     case binary(requestID: UInt64)
 }
 
-/// A GET the command just run made on a shard at read_quorum >= 2, until
-/// its reply is delivered (and held).
+/// A read of one key the command just run made on a shard at
+/// read_quorum >= 2, until its reply is delivered (and held).
 struct PendingQuorumRead {
     var shard: Int
     var key: [UInt8]
@@ -36,11 +37,13 @@ struct QuorumReadHold {
     var deadlineMs: Int64
 }
 
-/// A reactor's read quorum (`read_quorum` R >= 2), for GET (RESP GET, the
-/// GET parts of MGET, binary GET) on shards this node is primary for.
+/// A reactor's read quorum (`read_quorum` R >= 2), for the reads of one key
+/// (RESP GET, EXISTS, STRLEN, TYPE, TTL, PTTL, EXPIRETIME, PEXPIRETIME,
+/// GETRANGE, SUBSTR; the parts of MGET and multi-key EXISTS, one per key;
+/// binary GET) on shards this node is primary for.
 ///
 /// The path of such a read:
-/// - The GET runs here as always, and notes the key's state (a WAL record:
+/// - The read runs here as always, and notes the key's state (a WAL record:
 ///   its entry, or a DEL at the version it is known deleted at) in
 ///   `pending`; its reply is then held under a ticket, like a write's at
 ///   W >= 2, so the reactor goes on serving (the connection's later replies
@@ -51,13 +54,13 @@ struct QuorumReadHold {
 ///   older one get the newest record (`readRepair`, applied with
 ///   `applyIfNewer`: never a write with a new version). When a follower is
 ///   newer than this primary, the primary applies it too and the reply is
-///   written again from it.
+///   written again from it (`KeyRead`: the same answer, from the new entry).
 /// - Fewer than R - 1 answers by `write_timeout`: a TRYAGAIN error saying
 ///   how many replicas answered; the shard map giving fewer than R
 ///   replicas: NOREPLICAS at once; the shard's primary moving away while it
 ///   waits: TRYAGAIN at once.
 ///
-/// Invariants: `pending` is set only between a GET on a shard with R >= 2
+/// Invariants: `pending` is set only between a read on a shard with R >= 2
 /// and the delivery of its reply (which always goes through `hold`, since
 /// `readAwaitsQuorum` keeps the in-place reply paths off); each ticket in
 /// `held` leaves it exactly once (answered, timed out, or abandoned), and an
@@ -82,13 +85,13 @@ struct ReadQuorumState {
 }
 
 extension Reactor {
-    /// Whether a GET of `shard` consults other replicas: R >= 2 and this node
-    /// is the shard's primary. Its reply must then go through `hold`.
+    /// Whether a read of one key of `shard` consults other replicas: R >= 2
+    /// and this node is the shard's primary. Its reply must then go through `hold`.
     @inline(__always) func readAwaitsQuorum(_ shard: Int) -> Bool {
         readQuorum.readQuorum >= 2 && routes.isPrimaryHere(shard)
     }
 
-    /// A GET of `key` ran on a shard with R >= 2: its reply will be held
+    /// A read of `key` ran on a shard with R >= 2: its reply will be held
     /// until R replicas answered (see ReadQuorumState).
     func noteQuorumRead(_ key: UnsafeRawBufferPointer, hash: UInt64, store: ShardStore, form: QuorumReadForm) {
         let shard = KeyHash.shard(of: hash, shardCount: shards.count)
@@ -103,7 +106,7 @@ extension Reactor {
         log.replyAwaitsLog = true
     }
 
-    /// Takes the reply of a GET noted by `noteQuorumRead`.
+    /// Takes the reply of a read noted by `noteQuorumRead`.
     func holdForReadQuorum(_ reply: HeldReply, _ read: PendingQuorumRead) {
         let r = readQuorum.readQuorum
         counters.quorum.readWaits += 1
@@ -215,18 +218,10 @@ extension Reactor {
         let out = quorum.replyScratch
         out.clear()
         hold.read.key.withUnsafeBytes { key in
-            let hash = KeyHash.hash(key)
-            let entry = store.get(key, hash: hash, nowMs: now)
+            let entry = store.get(key, hash: KeyHash.hash(key), nowMs: now)
             switch hold.read.form {
-            case .resp(let version):
-                if let entry { RESPWriter.bulk(entry.value, into: out) } else { RESPWriter.null(version, into: out) }
-            case .binary(let requestID):
-                if let entry {
-                    let ttl = entry.expiryMs == 0 ? 0 : max(entry.expiryMs - now, 1)
-                    BinaryResponseWriter.write(status: .ok, requestID: requestID, value: entry.value, ttlMs: ttl, version: entry.version.seq, into: out)
-                } else {
-                    BinaryResponseWriter.write(status: .notFound, requestID: requestID, into: out)
-                }
+            case .resp(let read, let version): writeKeyRead(read, entry, version: version, into: out)
+            case .binary(let requestID): writeBinaryGet(entry, requestID: requestID, into: out)
             }
         }
         let reply = hold.reply
