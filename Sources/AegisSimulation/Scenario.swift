@@ -56,6 +56,10 @@ public struct Scenario: Sendable, Equatable {
     /// Restarts that come back with a wiped data_dir: persisted terms gone,
     /// the node an empty learner.
     public var wipedRestarts: Set<NodeMoment>
+    /// A crash keeps only the log, the writes the node made as holder, and
+    /// not the writes it received as a follower (as in the server); off, a
+    /// crash keeps the whole copy. See `Simulation.startLeases`.
+    public var crashKeepsOnlyTheLog = false
     public var leases: LeaseTiming
 
     public struct NodeMoment: Sendable, Hashable {
@@ -141,12 +145,14 @@ public struct Scenario: Sendable, Equatable {
     static let faultWindowMs: Int64 = 35_000
     public static var healAtMs: Int64 { joinPhaseMs + faultWindowMs }
 
-    /// - Parameter quickRestarts: add 0-2 kills of a node that comes back
-    ///   within 0.3-2.5 s (see `aegiskv-sim --help`); off by default, since
-    ///   a few such seeds in a thousand still lose acknowledged writes
-    ///   (docs/replication.md, "Not built yet").
+    /// - Parameters:
+    ///   - quickRestarts: add 0-2 kills of a node that comes back within
+    ///     0.3-2.5 s (see `aegiskv-sim --help`).
+    ///   - crashKeepsOnlyTheLog: see the property.
+    ///   Both are off by default: with them a few seeds in a thousand still
+    ///   lose acknowledged writes (docs/replication.md, "Not built yet").
     public static func generate(seed: UInt64, kind: Kind? = nil, lifeguard: Bool = true,
-                                quickRestarts: Bool = false) -> Scenario {
+                                quickRestarts: Bool = false, crashKeepsOnlyTheLog: Bool = false) -> Scenario {
         var random = ClusterRandom(seed: seed ^ 0x5CE7_A510_5EED_0001)
         let kind = kind ?? (Int.random(in: 0..<4, using: &random) == 0 ? .mild : .chaos)
         let timing = SimulationTiming()
@@ -234,6 +240,7 @@ public struct Scenario: Sendable, Equatable {
             lifeguard: lifeguard, settings: timing,
             leaseClockSkewMs: skew, wipedRestarts: wiped, leases: LeaseTiming())
         scenario.endAt = max(scenario.endAt, scenario.leaseLivenessDueAt + timing.gossipIntervalMs)
+        scenario.crashKeepsOnlyTheLog = crashKeepsOnlyTheLog
         return scenario
     }
 

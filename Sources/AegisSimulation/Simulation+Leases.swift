@@ -28,11 +28,14 @@ extension Simulation {
             nodes[index].disk = [:]
             nodes[index].loggedVersions = Array(repeating: .zero, count: shardCount)
             nodes[index].completeBeforeReceiving = Array(repeating: nil, count: shardCount)
+            nodes[index].shardVersions = Array(repeating: .zero, count: shardCount)
+            nodes[index].completeThrough = Array(repeating: .zero, count: shardCount)
+        } else if scenario.crashKeepsOnlyTheLog {
+            // What survives a stop is the log: the writes made as holder.
+            nodes[index].shardVersions = nodes[index].loggedVersions
+            for shard in 0..<shardCount { nodes[index].completeThrough[shard] = completeFromLog(index, shard) }
         }
-        // What survives a stop is the log: the writes made as holder.
-        nodes[index].shardVersions = nodes[index].loggedVersions
         nodes[index].followedSinceStart = Array(repeating: false, count: shardCount)
-        for shard in 0..<shardCount { nodes[index].completeThrough[shard] = completeFromLog(index, shard) }
         nodes[index].emptyLearner = wiped
         nodes[index].leaseTimerGenerations = [:]
         let timing = scenario.leases
@@ -279,7 +282,8 @@ extension Simulation {
         guard acknowledged > .zero, nodes[index].completeThrough[shard] < acknowledged else { return }
         let keepers = leasePlacement.owners(ofShard: shard).filter { owner in
             guard let replica = nodeIndex(owner) else { return false }
-            let holds = nodes[replica].isRunning ? nodes[replica].completeThrough[shard] : completeFromLog(replica, shard)
+            let holds = nodes[replica].isRunning || !scenario.crashKeepsOnlyTheLog
+                ? nodes[replica].completeThrough[shard] : completeFromLog(replica, shard)
             return holds >= acknowledged
         }
         if keepers.count >= 2 {

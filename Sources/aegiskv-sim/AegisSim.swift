@@ -62,6 +62,9 @@ struct AegisSim: ParsableCommand {
     @Flag(help: "Add 0-2 quick restarts per seed: a node killed and back within 0.3-2.5 s, before membership suspects it (a holder back so soon is still the preferred candidate).")
     var quickRestarts = false
 
+    @Flag(help: "A crash keeps only the node's log (the writes it made as holder), not what it received as a follower, as in the server: a restarted copy can have a hole below its newest version.")
+    var crashKeepsOnlyTheLog = false
+
     @Flag(help: "Print each scenario and every violation.")
     var verbose = false
 
@@ -87,12 +90,13 @@ struct AegisSim: ParsableCommand {
         var command = "aegiskv-sim --seed \(seed)"
         if noLifeguard { command += " --no-lifeguard" }
         if quickRestarts { command += " --quick-restarts" }
+        if crashKeepsOnlyTheLog { command += " --crash-keeps-only-the-log" }
         if let kind { command += " --kind \(kind.rawValue)" }
         return command
     }
 
     func runOne(seed: UInt64, kind: Scenario.Kind?) throws {
-        let scenario = Scenario.generate(seed: seed, kind: kind, lifeguard: !noLifeguard, quickRestarts: quickRestarts)
+        let scenario = Scenario.generate(seed: seed, kind: kind, lifeguard: !noLifeguard, quickRestarts: quickRestarts, crashKeepsOnlyTheLog: crashKeepsOnlyTheLog)
         let started = DispatchTime.now().uptimeNanoseconds
         let report = Simulation(scenario: scenario).run()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
@@ -112,14 +116,14 @@ struct AegisSim: ParsableCommand {
         let first = firstSeed ?? UInt64.random(in: 0..<(UInt64.max / 2))
         let list = RegressionSeeds.seeds + (0..<UInt64(count)).map { first &+ $0 }
         print("running \(RegressionSeeds.seeds.count) regression seeds and \(count) seeds from \(first)")
-        let lifeguard = !noLifeguard, quickRestarts = self.quickRestarts
+        let lifeguard = !noLifeguard, quickRestarts = self.quickRestarts, crashKeepsOnlyTheLog = self.crashKeepsOnlyTheLog
         let started = DispatchTime.now().uptimeNanoseconds
         let reports = runInParallel(list) { seed in
-            Simulation(scenario: Scenario.generate(seed: seed, kind: kind, lifeguard: lifeguard, quickRestarts: quickRestarts)).run()
+            Simulation(scenario: Scenario.generate(seed: seed, kind: kind, lifeguard: lifeguard, quickRestarts: quickRestarts, crashKeepsOnlyTheLog: crashKeepsOnlyTheLog)).run()
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         // Determinism: the first seed again must give the same trace.
-        let again = Simulation(scenario: Scenario.generate(seed: list[0], kind: kind, lifeguard: lifeguard, quickRestarts: quickRestarts)).run()
+        let again = Simulation(scenario: Scenario.generate(seed: list[0], kind: kind, lifeguard: lifeguard, quickRestarts: quickRestarts, crashKeepsOnlyTheLog: crashKeepsOnlyTheLog)).run()
         var failed = reports.filter { !$0.passed }
         if again.traceHash != reports[0].traceHash {
             print("NONDETERMINISM seed \(list[0]): trace \(hex(reports[0].traceHash)) then \(hex(again.traceHash))")
