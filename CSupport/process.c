@@ -1,10 +1,12 @@
 #define _GNU_SOURCE
 #include "CSupport.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -13,6 +15,14 @@
 const int AEGIS_SIGINT = SIGINT;
 const int AEGIS_SIGTERM = SIGTERM;
 const int AEGIS_SIGHUP = SIGHUP;
+
+int aegis_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno;
+}
+
+int aegis_spawn_actions_close_from(void *actions, int lowest) {
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, lowest);
+}
 
 int aegis_online_cpus(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -96,6 +96,14 @@ int aegis_socket_peek_byte(int fd);
 
 // ---- process and threads (process.c) ---------------------------------------
 int aegis_online_cpus(void);
+/// pipe2(fds, O_CLOEXEC): both ends close-on-exec from birth, which Swift's
+/// Glibc module (no _GNU_SOURCE) cannot ask for. 0, or -errno.
+int aegis_pipe_cloexec(int fds[2]);
+/// posix_spawn_file_actions_addclosefrom_np(actions, lowest): the child closes
+/// every descriptor from `lowest` up (a glibc 2.34 extension, hidden from
+/// Swift's Glibc module like pipe2). `actions` is a posix_spawn_file_actions_t *.
+/// 0, or an error number.
+int aegis_spawn_actions_close_from(void *actions, int lowest);
 /// CPUs in the calling thread's affinity mask (taskset, systemd CPUAffinity=,
 /// a cpuset); the online count when the mask cannot be read.
 int aegis_affinity_cpus(void);

@@ -1,4 +1,5 @@
 import AegisProtocol
+import CSupport
 import Foundation
 import Glibc
 import Testing
@@ -451,13 +452,13 @@ struct CLIRun: CustomStringConvertible {
         posix_spawn_file_actions_addopen(&actions, 0, inputPath, O_RDONLY, 0)
         var pipeEnds: [Int32] = [-1, -1]
         if closeStdoutReader {
-            guard pipe(&pipeEnds) == 0 else { throw HarnessError("pipe failed") }
-            for fd in pipeEnds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+            guard aegis_pipe_cloexec(&pipeEnds) == 0 else { throw HarnessError("pipe failed") }
             posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 1)
         } else {
             posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         }
         posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        closeInheritedDescriptors(&actions)
         var attributes = childAttributes()
         defer { posix_spawnattr_destroy(&attributes) }
         let argv = ([CLIToolTests.cliPath] + arguments).map { strdup($0) } + [nil]

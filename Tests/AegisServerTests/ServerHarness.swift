@@ -1,3 +1,4 @@
+import CSupport
 import Foundation
 import Glibc
 import Testing
@@ -257,15 +258,17 @@ final class TestSocket: @unchecked Sendable {
 func runTool(_ executable: String, _ arguments: [String], input: String? = nil) throws -> (output: String, status: Int32) {
     var outputPipe: [Int32] = [0, 0]
     var inputPipe: [Int32] = [0, 0]
-    guard pipe(&outputPipe) == 0, pipe(&inputPipe) == 0 else { throw HarnessError("pipe failed") }
-    // Close-on-exec, so tools spawned by concurrent tests do not hold our pipe ends open.
-    for fd in outputPipe + inputPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    // Close-on-exec from birth: set afterwards, a child another test's thread
+    // spawned in between kept the write end, and the read below waited for
+    // that child (a node, or a namespace's 600 s sleep) to exit.
+    guard aegis_pipe_cloexec(&outputPipe) == 0, aegis_pipe_cloexec(&inputPipe) == 0 else { throw HarnessError("pipe failed") }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_adddup2(&actions, inputPipe[0], 0)
     posix_spawn_file_actions_adddup2(&actions, outputPipe[1], 1)
     posix_spawn_file_actions_adddup2(&actions, outputPipe[1], 2)
+    closeInheritedDescriptors(&actions)
     let argv = ([executable] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     var attributes = childAttributes()
@@ -304,6 +307,15 @@ func runTool(_ executable: String, _ arguments: [String], input: String? = nil) 
     return (String(decoding: output, as: UTF8.self), exitStatus)
 }
 
+/// Adds to `actions` the closing of every descriptor above stderr in the
+/// child. The test runner's sockets are not close-on-exec (TestSocket and
+/// others), and tests run in parallel: a long-lived child (a node, an
+/// attacker script, a namespace's sleep) that inherited another test's
+/// socket kept that connection open after its test closed it.
+func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+    _ = aegis_spawn_actions_close_from(&actions, 3)
+}
+
 /// Spawn attributes giving the child an empty signal mask: the test runner's
 /// threads block SIGTERM, and a child would otherwise inherit that and
 /// ignore a polite stop.
@@ -325,6 +337,7 @@ func startProcess(_ executable: String, _ arguments: [String]) throws -> pid_t {
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    closeInheritedDescriptors(&actions)
     var attributes = childAttributes()
     defer { posix_spawnattr_destroy(&attributes) }
     let argv = ([executable] + arguments).map { strdup($0) } + [nil]

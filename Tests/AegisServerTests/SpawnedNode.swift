@@ -65,6 +65,7 @@ final class SpawnedNode: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 2, output, O_WRONLY | O_APPEND, 0)
         posix_spawn_file_actions_adddup2(&actions, 2, 1)
+        closeInheritedDescriptors(&actions)
         var attributes = childAttributes()
         defer { posix_spawnattr_destroy(&attributes) }
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]

@@ -210,7 +210,14 @@ final class LeasePartitionScenario {
         try #require(tookOver, "node\(node) takes \(key) at W = 2:\n\(cluster.logTails())", sourceLocation: sourceLocation)
         acknowledged[key] = value
         let shard = Minority.shard(of: key)
-        let views = majority.compactMap { node in leases(node)?[shard].map { (node: node, view: $0) } }
+        // Polled, not read once: the write was acknowledged, but on a loaded
+        // machine the holder's renewal may be late right then, and /cluster
+        // shows no lease held until it lands.
+        var views: [(node: Int, view: (term: Int, held: Bool))] = []
+        _ = waitUntil(seconds: 30) {
+            views = majority.compactMap { node in leases(node)?[shard].map { (node: node, view: $0) } }
+            return views.contains { $0.view.held }
+        }
         let holder = try #require(views.first { $0.view.held }, "one of \(majority) holds shard \(shard): \(views)",
                                   sourceLocation: sourceLocation)
         #expect(holder.view.term > term, "the new holder's term \(holder.view.term) is above \(term)", sourceLocation: sourceLocation)
