@@ -616,52 +616,25 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         }
     }
 
-    /// After its stand-back a restarted node may still campaign (the others
-    /// could not elect one of themselves), but it claims one write less than
-    /// its log's newest: a replica that stayed up with that same newest
-    /// version refuses it, one behind it grants. Once a holder has caught it
-    /// up (a version reported while it follows), it claims its newest again.
-    @Test func aRestartedNodeClaimsOneWriteLessUntilAHolderHasCaughtItUp() {
+    /// A whole-cluster restart: the only copy of the shard is the last
+    /// holder's log. The two replicas that replayed nothing of it are a
+    /// majority and one of them is the preferred candidate; they wait twice
+    /// as long, so the replica with the writes is elected (the runbook's full
+    /// cluster recovery read nothing through the other nodes otherwise).
+    @Test func afterAWholeClusterRestartTheReplicaThatReplayedTheWritesIsElected() {
         var cluster = LeaseCluster()
-        let restarted = 0
-        let logged = EntryVersion(term: 3, seq: 40)
-        cluster.machines[restarted] = LeaseMachine(
-            settings: LeaseCluster.settings(cluster.ids[restarted]), persisted: [shard: PersistedTerm(term: 3, votedFor: cluster.ids[restarted])],
-            emptyLearner: false, restarted: true, life: 2, randomSeed: 99, authenticator: LeaseCluster.authenticator)
-        _ = cluster.step(restarted, .localVersion(shard: shard, version: logged, now: 0))
-        cluster.start(restarted, at: 0)
-        let whole = 1, behind = 2
-        _ = cluster.step(whole, .localVersion(shard: shard, version: logged, now: 0))
-        _ = cluster.step(behind, .localVersion(shard: shard, version: EntryVersion(term: 3, seq: 39), now: 0))
-        let after = LeaseCluster.settings(cluster.ids[restarted]).restartStandBackMs + 1
-        #expect(claims(cluster.machines[restarted]) == EntryVersion(term: 3, seq: 39))
-        let verdicts = verdicts(of: [whole, behind], on: cluster.machines[restarted], in: &cluster, at: after)
-        #expect(verdicts == [whole: .candidateBehind, behind: .granted])
-
-        // Following a holder: the first version it reports comes after that
-        // holder sent it everything (it acknowledges from nothing).
-        var caughtUp = cluster.machines[restarted]
-        _ = caughtUp.step(.localVersion(shard: shard, version: EntryVersion(term: 4, seq: 41), now: after))
-        #expect(claims(caughtUp) == EntryVersion(term: 4, seq: 41))
-    }
-
-    /// What a campaign of `machine` for shard 0 claims.
-    func claims(_ machine: LeaseMachine) -> EntryVersion { machine.state.shards[shard].claimedVersion }
-
-    /// What each voter answers a campaign of `candidate` for shard 0 at its next term.
-    func verdicts(of voters: [Int], on candidate: LeaseMachine, in cluster: inout LeaseCluster,
-                  at now: Int64) -> [Int: LeaseVerdict] {
-        let term = candidate.term(ofShard: shard) + 1
-        let ask = LeaseMessage(sender: candidate.settings.nodeID, payload: .request(
-            round: 1, life: 2, durationMs: 1000,
-            asks: [LeaseAsk(shard: UInt32(shard), term: term, lastVersion: claims(candidate))]))
-        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
-        var result: [Int: LeaseVerdict] = [:]
-        for voter in voters {
-            let reply = sends(cluster.step(voter, .received(frame: frame, now: now))).first.flatMap { decodeLease($0.frame) }
-            if case let .reply(_, _, answers)? = reply?.payload { result[voter] = answers.first?.verdict }
+        let preferred = cluster.primary(shard)
+        let withWrites = (preferred + 1) % 3
+        for index in 0..<3 {
+            cluster.machines[index] = LeaseMachine(
+                settings: LeaseCluster.settings(cluster.ids[index]), persisted: [shard: PersistedTerm(term: 2, votedFor: nil)],
+                emptyLearner: false, restarted: true, life: 2, randomSeed: 99, authenticator: LeaseCluster.authenticator)
         }
-        return result
+        _ = cluster.step(withWrites, .localVersion(shard: shard, version: EntryVersion(term: 2, seq: 104), now: 0))
+        for index in 0..<3 { cluster.start(index, at: 0) }
+        let standBack = LeaseCluster.settings(cluster.ids[0]).restartStandBackMs
+        run(&cluster, from: 1000, to: standBack + 12_000)
+        #expect(cluster.holders(shard, at: standBack + 12_000) == [withWrites])
     }
 
     /// A rolling upgrade from a release before leases: the nodes that know

@@ -20,7 +20,7 @@ extension LeaseMachine {
             let lease = state.shards[shard]
             promise(me, shard: shard, durationMs: settings.leaseDurationMs, now: now)
             asked[shard] = RoundShard(term: lease.term, granters: [me])
-            let ask = LeaseAsk(shard: UInt32(shard), term: lease.term, lastVersion: lease.claimedVersion)
+            let ask = LeaseAsk(shard: UInt32(shard), term: lease.term, lastVersion: lease.lastVersion)
             for peer in owners where peer != me { asksByPeer[peer, default: []].append(ask) }
         }
         if !asked.isEmpty {
@@ -66,7 +66,7 @@ extension LeaseMachine {
             // Campaign still in flight: its replies may yet come.
             return false
         }
-        guard lease.term < UInt32.max, now >= state.quietUntil, now >= lease.campaignAfter,
+        guard lease.term < UInt32.max, now >= state.quietUntil, now >= lease.campaignAfter, now >= lease.standBackUntil,
               !promisedToAnother(me, shard: shard, now: now) else { return false }
         // Empty learners never campaign: ranking them would only delay the rest.
         let liveOwners = owners.filter { state.alive.contains($0) && !state.learners.contains($0) }
@@ -74,7 +74,7 @@ extension LeaseMachine {
         if rank > 0 {
             // The preferred candidate (the first live replica) goes first; the
             // others step in only after a silence that grows with their rank.
-            let silentSince = max(lease.grantExpiresAt, state.quietUntil)
+            let silentSince = max(lease.grantExpiresAt, state.quietUntil, lease.standBackUntil)
             guard now >= silentSince + settings.electionTimeoutMs * Int64(rank) else { return false }
         }
         let term = lease.term + 1

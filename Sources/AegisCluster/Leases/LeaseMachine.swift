@@ -158,15 +158,8 @@ public struct LeaseMachine: Sendable {
     }
 
     private mutating func noteLocalVersion(_ shard: Int, _ version: EntryVersion) {
-        guard state.shards.indices.contains(shard) else { return }
-        if version > state.shards[shard].lastVersion {
+        if state.shards.indices.contains(shard), version > state.shards[shard].lastVersion {
             state.shards[shard].lastVersion = version
-        }
-        // A restarted follower acknowledges from nothing, so the first version
-        // it reports while a holder replicates to it comes after that holder
-        // sent its whole history (tail or stream): the hole is filled.
-        if state.started && state.shards[shard].heldUntil == nil {
-            state.shards[shard].mayHaveHole = false
         }
     }
 
@@ -231,10 +224,14 @@ public struct LeaseMachine: Sendable {
         if state.restarted {
             let standBack = settings.restartStandBackMs
             for shard in state.shards.indices {
-                state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
-                state.shards[shard].mayHaveHole = true
+                // After a whole-cluster restart the only copy of a shard is
+                // the last holder's log, and two replicas that replayed
+                // nothing of it are a majority: they wait twice as long, so
+                // the one with the writes campaigns first and they grant it.
+                let wait = state.shards[shard].lastVersion == .zero ? 2 * standBack : standBack
+                state.shards[shard].standBackUntil = now + wait
             }
-            output.append(.log(.notice, "leases: restarted: this node's copies hold only what its log replayed, so it campaigns for no shard for \(standBack) ms, while a replica that stayed up takes over; it votes meanwhile"))
+            output.append(.log(.notice, "leases: restarted: this node's copies hold only what its log replayed, so it campaigns for no shard for \(standBack) ms (\(2 * standBack) ms for the shards it replayed nothing of), while a replica that stayed up takes over; it votes meanwhile"))
         }
         output.append(.setTimer(.tick, at: now + settings.tickIntervalMs))
     }
@@ -356,23 +353,12 @@ struct ShardLease: Sendable, Equatable {
     /// holder by its bare term.
     var reportedTerm: UInt32 = 0
     var lastVersion: EntryVersion = .zero
-    /// Set at a restart until a holder has caught this copy up: what the log
-    /// replayed may lack writes below `lastVersion` (see `claimedVersion`).
-    var mayHaveHole = false
+    /// A restarted node campaigns for nothing before this; the replicas'
+    /// rank waits count from it, so their order is the same as at any
+    /// other election (`LeaseSettings.restartStandBackMs`).
+    var standBackUntil: Milliseconds = .min
     /// A failed or pending campaign is not repeated before this.
     var campaignAfter: Milliseconds = .min
-}
-
-extension ShardLease {
-    /// The version this node's asks claim. A copy that may have a hole claims
-    /// one write less than its newest: a voter holding that newest version
-    /// then refuses it (`candidateBehind`), so a replica that stayed up never
-    /// loses to a restarted one whose claim is merely equal; a voter behind
-    /// its logged writes still grants it.
-    var claimedVersion: EntryVersion {
-        guard mayHaveHole, lastVersion.seq > 0 else { return lastVersion }
-        return EntryVersion(term: lastVersion.term, seq: lastVersion.seq - 1)
-    }
 }
 
 struct Round: Sendable, Equatable {
