@@ -72,17 +72,8 @@ struct LeasePartitionProcessTests {
         // holder's first renewals can be late, and a write in such a gap is
         // answered TRYAGAIN or TIMEOUT without being lost. Only what was
         // answered OK is checked below, on every node.
-        let holder = try scenario.expectTakenOver(shardKeys[0], through: first, above: termBefore, among: [first, second])
-        for key in shardKeys.dropFirst(3) { scenario.writeAcknowledged(key, "majority-\(key)", through: second) }
-
-        try scenario.heal()
-        scenario.expectDemoted(victim, shard: shard, atLeast: holder.term)
-        // Writes through the old holder now reach the new one (forwarded).
-        scenario.writeAcknowledged(shardKeys[1], "healed", through: victim)
-        scenario.expectEveryAcknowledgedWriteOnEveryNode()
-        // The victim caught up: once the holder reports no lag for it, the victim alone
-        // (the others killed) answers every acknowledged write from its own copy.
-        try scenario.expectOwnCopy(of: victim, caughtUpOn: [shard: holder.node])
+        try scenario.expectTakeOverHealAndCatchUp(shardKeys, shard: shard, victim: victim, first: first, second: second,
+                                                  above: termBefore)
         #expect(scenario.acknowledged[unacknowledgedKey] == "before-\(unacknowledgedKey)",
                 "the write \(victimName) made alone is not what the majority holds, so the reads above checked that it was replaced")
     }

@@ -45,14 +45,8 @@ struct LeasePartitionShapesProcessTests {
         // hear them, or its records do not leave), so nothing it takes is
         // acknowledged at W = 2; once its lease lapses it refuses the shard.
         scenario.expectRefusedOnceTheLeaseLapses(keys[0], through: victim)
-        let newHolder = try scenario.expectTakenOver(keys[0], through: first, above: termBefore, among: [first, second])
-        for key in keys.dropFirst(3) { scenario.writeAcknowledged(key, "majority-\(key)", through: second) }
-
-        try scenario.heal()
-        scenario.expectDemoted(victim, shard: shard, atLeast: newHolder.term)
-        scenario.writeAcknowledged(keys[1], "healed", through: victim)
-        scenario.expectEveryAcknowledgedWriteOnEveryNode()
-        try scenario.expectOwnCopy(of: victim, caughtUpOn: [shard: newHolder.node])
+        try scenario.expectTakeOverHealAndCatchUp(keys, shard: shard, victim: victim, first: first, second: second,
+                                                  above: termBefore)
     }
 
     @Test(.timeLimit(.minutes(5)))
@@ -222,6 +216,26 @@ final class LeasePartitionScenario {
                                   sourceLocation: sourceLocation)
         #expect(holder.view.term > term, "the new holder's term \(holder.view.term) is above \(term)", sourceLocation: sourceLocation)
         return (holder.node, holder.view.term)
+    }
+
+    /// The whole course after the victim's lease lapsed: the majority (`first`
+    /// asked, `second` writing) elects a holder above `term` and takes
+    /// `keys[3...]` at W = 2; after the heal the victim demotes itself,
+    /// forwards `keys[1]` to the holder, every acknowledged write reads back
+    /// everywhere, and the victim's own copy caught up. Returns the holder.
+    @discardableResult
+    func expectTakeOverHealAndCatchUp(_ keys: [String], shard: Int, victim: Int, first: Int, second: Int, above term: Int,
+                                      sourceLocation: SourceLocation = #_sourceLocation) throws -> (node: Int, term: Int) {
+        let holder = try expectTakenOver(keys[0], through: first, above: term, among: [first, second],
+                                         sourceLocation: sourceLocation)
+        for key in keys.dropFirst(3) { writeAcknowledged(key, "majority-\(key)", through: second, sourceLocation: sourceLocation) }
+        try heal()
+        expectDemoted(victim, shard: shard, atLeast: holder.term, sourceLocation: sourceLocation)
+        // Writes through the old holder now reach the new one (forwarded).
+        writeAcknowledged(keys[1], "healed", through: victim, sourceLocation: sourceLocation)
+        expectEveryAcknowledgedWriteOnEveryNode(sourceLocation: sourceLocation)
+        try expectOwnCopy(of: victim, caughtUpOn: [shard: holder.node], sourceLocation: sourceLocation)
+        return holder
     }
 
     func heal() throws {
