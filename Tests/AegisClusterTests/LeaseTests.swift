@@ -637,6 +637,40 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         #expect(cluster.holders(shard, at: standBack + 12_000) == [withWrites])
     }
 
+    /// A voter's bare term (one it only campaigned for) is adopted to campaign
+    /// above it, but never reported as granted: passed on as `grantedTerm`, a
+    /// third node's reply made a live holder demote itself for a term nobody
+    /// won (found reading chaos logs: node3's failed term 12 reached node1 as
+    /// "node2 knows term 12 was granted").
+    @Test func aBareTermLearnedFromAVoterIsNotReportedAsGranted() {
+        var cluster = LeaseCluster()
+        let candidate = cluster.primary(shard)
+        let voter = (candidate + 1) % 3, asker = (candidate + 2) % 3
+        _ = cluster.tick(candidate, at: LeaseCluster.quietEnd)
+        cluster.inFlight.removeAll()
+        let campaignTerm = cluster.machines[candidate].term(ofShard: shard)
+        let reply = LeaseMessage(sender: cluster.ids[voter], payload: .reply(
+            round: 1, life: 1,
+            answers: [LeaseAnswer(shard: UInt32(shard), term: campaignTerm, verdict: .votedOther, voterTerm: 12, grantedTerm: 0)]))
+        _ = cluster.step(candidate, .received(frame: LeaseCodec.encode(reply, parameters: LeaseCluster.parameters,
+                                                                       authenticator: LeaseCluster.authenticator),
+                                              now: LeaseCluster.quietEnd + 10))
+        #expect(cluster.machines[candidate].term(ofShard: shard) == 12, "it campaigns above the voter's term next")
+        // Asked at a lower term, it refuses and tells the asker what it knows was granted.
+        let ask = LeaseMessage(sender: cluster.ids[asker], payload: .request(
+            round: 1, life: 1, durationMs: 1000, asks: [LeaseAsk(shard: UInt32(shard), term: 5, lastVersion: .zero)]))
+        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
+        let answer = sends(cluster.step(candidate, .received(frame: frame, now: LeaseCluster.quietEnd + 20)))
+            .first.flatMap { decodeLease($0.frame) }
+        guard case let .reply(_, _, answers)? = answer?.payload else {
+            Issue.record("no reply")
+            return
+        }
+        #expect(answers.first?.verdict == .staleTerm)
+        #expect(answers.first?.voterTerm == 12)
+        #expect(answers.first?.grantedTerm == 0, "term 12 was never granted to anyone")
+    }
+
     /// A rolling upgrade from a release before leases: the nodes that know
     /// of an old member write unfenced as the map's primary. One that does
     /// not know (restarted, or added, after the old member died) must not

@@ -227,7 +227,7 @@ extension LeaseMachine {
             }
             if answer.voterTerm > state.shards[shard].term && !holding {
                 adopt(term: answer.voterTerm, votedFor: nil, shard: shard,
-                      reason: "\(voter) is at term \(answer.voterTerm)", into: &output)
+                      reason: "\(voter) is at term \(answer.voterTerm)", granted: false, into: &output)
                 continue
             }
             if holding, entry.term == state.shards[shard].term,

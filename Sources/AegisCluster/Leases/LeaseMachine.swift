@@ -261,14 +261,21 @@ public struct LeaseMachine: Sendable {
     /// Moves the shard to `term` (never backwards), persisting it first.
     /// `keepingLease`: the holder moving its renewals to a new term keeps the
     /// lease it holds until that lease ends or the new term is won.
+    /// `granted`: the term was granted to another node (this node's vote, or
+    /// a peer's report of one), so this node reports it in its replies and a
+    /// holder below it demotes itself. A voter's bare term (a failed
+    /// candidate's own) is adopted with `granted: false`: reported onwards,
+    /// it deposed a live holder that no one had replaced.
     mutating func adopt(term: UInt32, votedFor: NodeID?, shard: Int, reason: String, keepingLease: Bool = false,
-                        into output: inout [LeaseAction]) {
+                        granted: Bool = true, into output: inout [LeaseAction]) {
         let old = state.shards[shard].term
         precondition(term >= old, "terms never go backwards")
         guard term > old || state.shards[shard].votedFor != votedFor else { return }
         state.shards[shard].term = term
         state.shards[shard].votedFor = votedFor
-        if votedFor != settings.nodeID { state.shards[shard].reportedTerm = max(state.shards[shard].reportedTerm, term) }
+        if votedFor != settings.nodeID && granted {
+            state.shards[shard].reportedTerm = max(state.shards[shard].reportedTerm, term)
+        }
         output.append(.persistTerm(shard: shard, PersistedTerm(term: term, votedFor: votedFor)))
         if term > old {
             counters.termChanges += 1
