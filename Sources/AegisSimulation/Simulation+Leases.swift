@@ -46,13 +46,15 @@ extension Simulation {
         nodes[index].lease = LeaseMachine(settings: settings, persisted: nodes[index].disk, emptyLearner: wiped,
                                           restarted: nodes[index].lives > 1 && !wiped, life: life, randomSeed: randomSeed, authenticator: authenticator)
         trace.mix(13, UInt64(index), wiped ? 1 : 0)
+        // As in the server: the log replay's versions reach the machine before
+        // it starts (the stand-back is longer for shards it replayed nothing of).
+        for (shard, version) in nodes[index].shardVersions.enumerated() where version > .zero {
+            leaseStep(index, .localVersion(shard: shard, version: version, now: leaseClock(index)))
+        }
         leaseStep(index, .start(now: leaseClock(index)))
         leaseStep(index, .placementChanged(leasePlacement, now: leaseClock(index)))
         if let alive = nodes[index].node?.aliveMembers {
             leaseStep(index, .membersChanged(alive: alive, now: leaseClock(index)))
-        }
-        for (shard, version) in nodes[index].shardVersions.enumerated() where version > .zero {
-            leaseStep(index, .localVersion(shard: shard, version: version, now: leaseClock(index)))
         }
     }
 
@@ -208,10 +210,11 @@ extension Simulation {
 /// follower that voted in a newer term fences the old holder off), then
 /// acknowledges. One acknowledgement from a follower makes W = 2.
 ///
-/// A crash keeps only the log, which holds the writes the node made as
-/// holder: the copy that comes back claims its newest logged version but is
-/// complete only through what it held before it first received a write from
-/// another holder. A follower whose chain continues keeps its own copy; one
+/// With `crashKeepsOnlyTheLog` a crash keeps only the log, which holds the
+/// writes the node made as holder: the copy that comes back claims its newest
+/// logged version but is complete only through what it held before it first
+/// received a write from another holder; without it a crash keeps the whole
+/// copy. A follower whose chain continues keeps its own copy; one
 /// with a gap, or that restarted (it acknowledges from nothing), is caught
 /// up with the holder's whole copy, holes included.
 extension Simulation {

@@ -471,7 +471,8 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
             Issue.record("no reply")
             return
         }
-        #expect(answers == [LeaseAnswer(shard: 0, term: 4, verdict: .staleTerm, voterTerm: 5)])
+        // Term 5 was persisted with no vote: nothing says it was granted.
+        #expect(answers == [LeaseAnswer(shard: 0, term: 4, verdict: .staleTerm, voterTerm: 5, grantedTerm: 0)])
         #expect(cluster.machines[0].counters.staleTermAsks == 1)
         #expect(cluster.machines[0].state == before)
     }
@@ -534,10 +535,12 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         let start = LeaseCluster.quietEnd
         run(&cluster, from: start, to: start + 2000)
         #expect(cluster.holders(shard, at: start + 2000) == [primary])
-        // The others moved on to term 7 while the primary was paused (its lease
-        // is still running on its own clock: it was paused, not expired).
+        // The others elected one of themselves at term 7 while the primary was
+        // paused (its lease is still running on its own clock: it was paused,
+        // not expired).
+        let elected = cluster.ids[(primary + 1) % 3]
         for index in cluster.machines.indices where index != primary {
-            cluster.machines[index] = LeaseCluster.machine(cluster.ids[index], persisted: [0: PersistedTerm(term: 7, votedFor: nil)],
+            cluster.machines[index] = LeaseCluster.machine(cluster.ids[index], persisted: [0: PersistedTerm(term: 7, votedFor: elected)],
                                                            learner: false, life: 2)
             cluster.start(index, at: 0)
         }
@@ -669,6 +672,27 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         #expect(answers.first?.verdict == .staleTerm)
         #expect(answers.first?.voterTerm == 12)
         #expect(answers.first?.grantedTerm == 0, "term 12 was never granted to anyone")
+    }
+
+    /// What a restart reads back: a term voted for another node was granted
+    /// and is reported as such; one persisted with no vote may have been
+    /// adopted bare, and is not.
+    @Test(arguments: [(NodeID("node2"), UInt32(12)), (nil, UInt32(0))])
+    func aPersistedTermIsReportedAsGrantedOnlyWhenItWasVotedFor(_ voted: NodeID?, _ reported: UInt32) {
+        var cluster = LeaseCluster()
+        cluster.machines[0] = LeaseCluster.machine(cluster.ids[0], persisted: [shard: PersistedTerm(term: 12, votedFor: voted)],
+                                                   learner: false, life: 2)
+        cluster.start(0, at: 0)
+        let ask = LeaseMessage(sender: cluster.ids[1], payload: .request(
+            round: 1, life: 1, durationMs: 1000, asks: [LeaseAsk(shard: UInt32(shard), term: 5, lastVersion: .zero)]))
+        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
+        let reply = sends(cluster.step(0, .received(frame: frame, now: LeaseCluster.quietEnd))).first.flatMap { decodeLease($0.frame) }
+        guard case let .reply(_, _, answers)? = reply?.payload else {
+            Issue.record("no reply")
+            return
+        }
+        #expect(answers.first?.voterTerm == 12)
+        #expect(answers.first?.grantedTerm == reported)
     }
 
     /// A rolling upgrade from a release before leases: the nodes that know

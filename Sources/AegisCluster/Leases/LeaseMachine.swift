@@ -115,7 +115,10 @@ public struct LeaseMachine: Sendable {
         for (shard, record) in persisted where shards.indices.contains(shard) {
             shards[shard].term = record.term
             shards[shard].votedFor = record.votedFor
-            if record.votedFor != settings.nodeID { shards[shard].reportedTerm = record.term }
+            // A term voted for another node was granted; one persisted with
+            // no vote may have been adopted bare (`adopt(granted: false)`),
+            // and reported as granted it would depose a live holder.
+            if let voted = record.votedFor, voted != settings.nodeID { shards[shard].reportedTerm = record.term }
         }
         state = LeaseState(shards: shards, emptyLearner: emptyLearner, restarted: restarted && !emptyLearner,
                            life: life, random: ClusterRandom(seed: randomSeed))

@@ -71,10 +71,13 @@ enum ClusterWiring {
                                      electionTimeoutMs: config.leaseElectionTimeout.milliseconds, parameters: parameters)
         if let problem = settings.problem { throw StartupError("lease settings: \(problem)") }
         let loaded = try TermStore.load(directory: config.dataDir, numShards: config.numShards)
+        // The restart stand-back is for copies a log replayed, which may have
+        // holes; with the log off a restarted node holds nothing, claims
+        // nothing, and every voter with data refuses it anyway.
         let store = TermStore(directory: config.dataDir, terms: loaded.terms)
         logger.notice("leases: \(loaded.summary)", metadata: ["file": "\(store.path)"])
         let machine = LeaseMachine(settings: settings, persisted: loaded.terms, emptyLearner: loaded.emptyLearner,
-                                   restarted: loaded.restarted, life: incarnation, randomSeed: UInt64.random(in: .min ... .max), authenticator: authenticator)
+                                   restarted: loaded.restarted && config.walMode != .off, life: incarnation, randomSeed: UInt64.random(in: .min ... .max), authenticator: authenticator)
         return LeaseDriver(machine: machine, store: store, board: node.leases, logger: logger, hasSeeds: !config.seeds.isEmpty)
     }
 
