@@ -95,8 +95,18 @@ struct AegisSim: ParsableCommand {
         return command
     }
 
+    /// The scenario of a seed under this run's options; Sendable, so the
+    /// parallel runs can call it without capturing the command.
+    func scenarios(kind: Scenario.Kind?) -> @Sendable (UInt64) -> Scenario {
+        let lifeguard = !noLifeguard, quickRestarts = self.quickRestarts, crashKeepsOnlyTheLog = self.crashKeepsOnlyTheLog
+        return { seed in
+            Scenario.generate(seed: seed, kind: kind, lifeguard: lifeguard, quickRestarts: quickRestarts,
+                              crashKeepsOnlyTheLog: crashKeepsOnlyTheLog)
+        }
+    }
+
     func runOne(seed: UInt64, kind: Scenario.Kind?) throws {
-        let scenario = Scenario.generate(seed: seed, kind: kind, lifeguard: !noLifeguard, quickRestarts: quickRestarts, crashKeepsOnlyTheLog: crashKeepsOnlyTheLog)
+        let scenario = scenarios(kind: kind)(seed)
         let started = DispatchTime.now().uptimeNanoseconds
         let report = Simulation(scenario: scenario).run()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
@@ -116,14 +126,12 @@ struct AegisSim: ParsableCommand {
         let first = firstSeed ?? UInt64.random(in: 0..<(UInt64.max / 2))
         let list = RegressionSeeds.seeds + (0..<UInt64(count)).map { first &+ $0 }
         print("running \(RegressionSeeds.seeds.count) regression seeds and \(count) seeds from \(first)")
-        let lifeguard = !noLifeguard, quickRestarts = self.quickRestarts, crashKeepsOnlyTheLog = self.crashKeepsOnlyTheLog
+        let scenario = scenarios(kind: kind)
         let started = DispatchTime.now().uptimeNanoseconds
-        let reports = runInParallel(list) { seed in
-            Simulation(scenario: Scenario.generate(seed: seed, kind: kind, lifeguard: lifeguard, quickRestarts: quickRestarts, crashKeepsOnlyTheLog: crashKeepsOnlyTheLog)).run()
-        }
+        let reports = runInParallel(list) { seed in Simulation(scenario: scenario(seed)).run() }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         // Determinism: the first seed again must give the same trace.
-        let again = Simulation(scenario: Scenario.generate(seed: list[0], kind: kind, lifeguard: lifeguard, quickRestarts: quickRestarts, crashKeepsOnlyTheLog: crashKeepsOnlyTheLog)).run()
+        let again = Simulation(scenario: scenario(list[0])).run()
         var failed = reports.filter { !$0.passed }
         if again.traceHash != reports[0].traceHash {
             print("NONDETERMINISM seed \(list[0]): trace \(hex(reports[0].traceHash)) then \(hex(again.traceHash))")

@@ -40,8 +40,9 @@ struct LeaseCluster {
         }
     }
 
-    static func machine(_ id: NodeID, persisted: [Int: PersistedTerm], learner: Bool, life: UInt64) -> LeaseMachine {
-        LeaseMachine(settings: settings(id), persisted: persisted, emptyLearner: learner, life: life,
+    static func machine(_ id: NodeID, persisted: [Int: PersistedTerm], learner: Bool, restarted: Bool = false,
+                        life: UInt64) -> LeaseMachine {
+        LeaseMachine(settings: settings(id), persisted: persisted, emptyLearner: learner, restarted: restarted, life: life,
                      randomSeed: 99, authenticator: authenticator)
     }
 
@@ -81,12 +82,17 @@ struct LeaseCluster {
     /// What node `voter` answers a one-shard request for shard 0 from
     /// `requester`, delivered to it alone; nil when it sends no reply.
     mutating func verdictAskedDirectly(of voter: Int, from requester: Int, term: UInt32, at now: Int64) -> LeaseVerdict? {
+        answerAskedDirectly(of: voter, from: requester, term: term, at: now)?.verdict
+    }
+
+    /// The whole answer behind `verdictAskedDirectly`.
+    mutating func answerAskedDirectly(of voter: Int, from requester: Int, term: UInt32, at now: Int64) -> LeaseAnswer? {
         let ask = LeaseMessage(sender: ids[requester], payload: .request(
             round: 1, life: 1, durationMs: 1000, asks: [LeaseAsk(shard: 0, term: term, lastVersion: .zero)]))
         let frame = LeaseCodec.encode(ask, parameters: Self.parameters, authenticator: Self.authenticator)
         let reply = sends(step(voter, .received(frame: frame, now: now))).first.flatMap { decodeLease($0.frame) }
         guard case let .reply(_, _, answers)? = reply?.payload else { return nil }
-        return answers.first?.verdict
+        return answers.first
     }
 
     /// The preferred replica of a shard: its primary in the map.
@@ -600,9 +606,8 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         cluster.inFlight.removeAll { $0.from == primary || $0.to == primary }
         let persisted = [shard: PersistedTerm(term: cluster.machines[primary].term(ofShard: shard),
                                               votedFor: cluster.ids[primary])]
-        cluster.machines[primary] = LeaseMachine(
-            settings: LeaseCluster.settings(cluster.ids[primary]), persisted: persisted, emptyLearner: false,
-            restarted: standsBack, life: 2, randomSeed: 99, authenticator: LeaseCluster.authenticator)
+        cluster.machines[primary] = LeaseCluster.machine(cluster.ids[primary], persisted: persisted, learner: false,
+                                                         restarted: standsBack, life: 2)
         // Its log replay: the newest version it wrote, told before the start.
         _ = cluster.step(primary, .localVersion(shard: shard, version: version, now: backAt))
         cluster.start(primary, at: backAt)
@@ -629,9 +634,8 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         let preferred = cluster.primary(shard)
         let withWrites = (preferred + 1) % 3
         for index in 0..<3 {
-            cluster.machines[index] = LeaseMachine(
-                settings: LeaseCluster.settings(cluster.ids[index]), persisted: [shard: PersistedTerm(term: 2, votedFor: nil)],
-                emptyLearner: false, restarted: true, life: 2, randomSeed: 99, authenticator: LeaseCluster.authenticator)
+            cluster.machines[index] = LeaseCluster.machine(cluster.ids[index], persisted: [shard: PersistedTerm(term: 2, votedFor: nil)],
+                                                           learner: false, restarted: true, life: 2)
         }
         _ = cluster.step(withWrites, .localVersion(shard: shard, version: EntryVersion(term: 2, seq: 104), now: 0))
         for index in 0..<3 { cluster.start(index, at: 0) }
@@ -660,18 +664,10 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
                                               now: LeaseCluster.quietEnd + 10))
         #expect(cluster.machines[candidate].term(ofShard: shard) == 12, "it campaigns above the voter's term next")
         // Asked at a lower term, it refuses and tells the asker what it knows was granted.
-        let ask = LeaseMessage(sender: cluster.ids[asker], payload: .request(
-            round: 1, life: 1, durationMs: 1000, asks: [LeaseAsk(shard: UInt32(shard), term: 5, lastVersion: .zero)]))
-        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
-        let answer = sends(cluster.step(candidate, .received(frame: frame, now: LeaseCluster.quietEnd + 20)))
-            .first.flatMap { decodeLease($0.frame) }
-        guard case let .reply(_, _, answers)? = answer?.payload else {
-            Issue.record("no reply")
-            return
-        }
-        #expect(answers.first?.verdict == .staleTerm)
-        #expect(answers.first?.voterTerm == 12)
-        #expect(answers.first?.grantedTerm == 0, "term 12 was never granted to anyone")
+        let answer = cluster.answerAskedDirectly(of: candidate, from: asker, term: 5, at: LeaseCluster.quietEnd + 20)
+        #expect(answer?.verdict == .staleTerm)
+        #expect(answer?.voterTerm == 12)
+        #expect(answer?.grantedTerm == 0, "term 12 was never granted to anyone")
     }
 
     /// What a restart reads back: a term voted for another node was granted
@@ -683,16 +679,9 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         cluster.machines[0] = LeaseCluster.machine(cluster.ids[0], persisted: [shard: PersistedTerm(term: 12, votedFor: voted)],
                                                    learner: false, life: 2)
         cluster.start(0, at: 0)
-        let ask = LeaseMessage(sender: cluster.ids[1], payload: .request(
-            round: 1, life: 1, durationMs: 1000, asks: [LeaseAsk(shard: UInt32(shard), term: 5, lastVersion: .zero)]))
-        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
-        let reply = sends(cluster.step(0, .received(frame: frame, now: LeaseCluster.quietEnd))).first.flatMap { decodeLease($0.frame) }
-        guard case let .reply(_, _, answers)? = reply?.payload else {
-            Issue.record("no reply")
-            return
-        }
-        #expect(answers.first?.voterTerm == 12)
-        #expect(answers.first?.grantedTerm == reported)
+        let answer = cluster.answerAskedDirectly(of: 0, from: 1, term: 5, at: LeaseCluster.quietEnd)
+        #expect(answer?.voterTerm == 12)
+        #expect(answer?.grantedTerm == reported)
     }
 
     /// A rolling upgrade from a release before leases: the nodes that know

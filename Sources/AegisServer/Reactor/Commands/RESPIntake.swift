@@ -163,7 +163,7 @@ extension Reactor {
             // Only a write may have to wait for the log or its quorum, and a
             // read of one key for its read quorum; everything else writes
             // its reply in place, with no copy through the scratch.
-            if (!repliesMayBeHeld || !command.isWrite) && !(command.readsOneKey && readAwaitsQuorum(shard)) {
+            if (!repliesMayBeHeld || !command.isWrite) && !(readAwaitsQuorum(shard) && command.readsOneKey) {
                 withCountedReply(connection, Int(command.rawValue)) { executeKeyed(command, args, store: store, hash: hash, version: connection.respVersion, into: $0) }
                 if replica.justWroteShard >= 0 { noteLastWrite(connection) }
             } else {
