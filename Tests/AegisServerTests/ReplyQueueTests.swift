@@ -66,6 +66,26 @@ struct ReplyQueueTests {
         #expect(drained(queue) == "-OOM command not allowed when used memory > 'maxmemory' (applied in part: 2 of 3 parts succeeded)\r\n")
     }
 
+    @Test func aReadOverSeveralShardsWithAFailedPartAnswersThatErrorWithoutAPartialCount() {
+        // EXISTS k1 k2 k3 with one key's quorum read timed out: nothing was
+        // applied, and a count of the other keys would be a wrong answer.
+        let queue = ReplyQueue()
+        let sequence = queue.openPending(parts: 3, aggregate: .countSum)
+        fill(queue, sequence, ":1\r\n")
+        fill(queue, sequence, "-TIMEOUT read quorum not reached\r\n")
+        fill(queue, sequence, ":1\r\n")
+        #expect(drained(queue) == "-TIMEOUT read quorum not reached\r\n")
+    }
+
+    @Test func aReadOverSeveralShardsSumsItsParts() {
+        let queue = ReplyQueue()
+        let sequence = queue.openPending(parts: 3, aggregate: .countSum)
+        fill(queue, sequence, ":1\r\n")
+        fill(queue, sequence, ":0\r\n")
+        fill(queue, sequence, ":1\r\n")
+        #expect(drained(queue) == ":2\r\n")
+    }
+
     @Test func anAggregateWhosePartsAllFailAnswersTheFirstErrorUnchanged() {
         let queue = ReplyQueue()
         let sequence = queue.openPending(parts: 2, aggregate: .integerSum)

@@ -11,7 +11,8 @@ import AegisProtocol
 final class ReplyQueue {
     enum Aggregate: UInt8 {
         case none          // one part whose bytes are the reply
-        case integerSum    // DEL/EXISTS/UNLINK over several shards: sum of ":n" parts
+        case integerSum    // DEL/UNLINK over several shards: sum of ":n" parts
+        case countSum      // EXISTS/DBSIZE over several shards: the same sum, but a read (see below)
         case allOK         // MSET over several shards: "+OK" once every part answered
         case scanPage      // SCAN: one part per reactor, merged into one page (ScanPage)
         case arrayConcat   // KEYS over every reactor: one array of every part's elements
@@ -30,8 +31,11 @@ final class ReplyQueue {
     // - some failed: the first error to arrive, its code kept (a client's
     //   error handling still works), followed by
     //   " (applied in part: <n> of <m> parts succeeded)". Parts are the keys
-    //   of MSET/DEL/UNLINK/EXISTS and the reactors of FLUSHALL/FLUSHDB.
+    //   of MSET/DEL/UNLINK and the reactors of FLUSHALL/FLUSHDB.
     //   The keys whose parts succeeded hold their new values.
+    // A read (EXISTS, DBSIZE) changed nothing, so "applied in part" would
+    // be wrong and a partial count is no answer: one failed part fails it
+    // with that part's error, unchanged.
 
     struct Slot {
         var start: Int = 0        // logical position in staging
@@ -127,7 +131,7 @@ final class ReplyQueue {
                 slots[index].length = bytes.count
                 slots[index].failed = isKey  // here: "a key was chosen, keep it"
             }
-        case .integerSum, .allOK, .killedOne, .scanPage:
+        case .integerSum, .countSum, .allOK, .killedOne, .scanPage:
             if bytes.first == UInt8(ascii: "-") {
                 if !slots[index].failed {
                     slots[index].failed = true
@@ -174,7 +178,7 @@ final class ReplyQueue {
         } else if slots[index].pendingParts == 0 && slots[index].aggregate != .none && slots[index].aggregate != .anyNonNull {
             if !slots[index].failed {
                 slots[index].start = stagingLogicalEnd
-                if slots[index].aggregate == .integerSum {
+                if slots[index].aggregate == .integerSum || slots[index].aggregate == .countSum {
                     staging.append(byte: UInt8(ascii: ":"))
                     staging.appendDecimal(slots[index].sum)
                     staging.append("\r\n")
@@ -184,7 +188,7 @@ final class ReplyQueue {
                     staging.append("+OK\r\n")
                 }
                 slots[index].length = stagingLogicalEnd - slots[index].start
-            } else if slots[index].succeededParts > 0 {
+            } else if slots[index].succeededParts > 0 && slots[index].aggregate != .countSum {
                 notePartialSuccess(index)
             }
         }

@@ -112,7 +112,7 @@ extension Reactor {
                 fanOut(command, args, connection)
             }
         case .everyReactor:
-            let aggregate: ReplyQueue.Aggregate = command == .dbsize ? .integerSum : .allOK
+            let aggregate: ReplyQueue.Aggregate = command == .dbsize ? .countSum : .allOK
             runOnEveryReactor(command, args, connection, raw: raw,
                               sequence: connection.replies.openPending(parts: node.reactorCount, aggregate: aggregate))
         case .subcommandKeyed:
@@ -218,7 +218,8 @@ extension Reactor {
                 i += 2
             }
         case .del, .unlink, .exists:
-            let sequence = connection.replies.openPending(parts: args.count - 1, aggregate: .integerSum)
+            let sequence = connection.replies.openPending(parts: args.count - 1,
+                                                          aggregate: command == .exists ? .countSum : .integerSum)
             let name: StaticString = command == .exists ? "EXISTS" : "DEL"
             for i in 1..<args.count {
                 routePart(connection, sequence: sequence, key: args.bytes(i), name: name, value: nil)
