@@ -261,7 +261,14 @@ func runTool(_ executable: String, _ arguments: [String], input: String? = nil) 
     // Close-on-exec from birth: set afterwards, a child another test's thread
     // spawned in between kept the write end, and the read below waited for
     // that child (a node, or a namespace's 600 s sleep) to exit.
-    guard aegis_pipe_cloexec(&outputPipe) == 0, aegis_pipe_cloexec(&inputPipe) == 0 else { throw HarnessError("pipe failed") }
+    let outputMade = aegis_pipe_cloexec(&outputPipe)
+    guard outputMade == 0 else { throw HarnessError("pipe failed: errno \(-outputMade)") }
+    let inputMade = aegis_pipe_cloexec(&inputPipe)
+    guard inputMade == 0 else {
+        Glibc.close(outputPipe[0])
+        Glibc.close(outputPipe[1])
+        throw HarnessError("pipe failed: errno \(-inputMade)")
+    }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -313,7 +320,11 @@ func runTool(_ executable: String, _ arguments: [String], input: String? = nil) 
 /// attacker script, a namespace's sleep) that inherited another test's
 /// socket kept that connection open after its test closed it.
 func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
-    _ = aegis_spawn_actions_close_from(&actions, 3)
+    // It fails only for lack of memory; a child that then inherited the
+    // runner's sockets would bring back the hangs this exists to prevent,
+    // silently, so the test run stops here instead.
+    let result = aegis_spawn_actions_close_from(&actions, 3)
+    precondition(result == 0, "posix_spawn_file_actions_addclosefrom_np failed: \(result)")
 }
 
 /// Spawn attributes giving the child an empty signal mask: the test runner's
