@@ -94,6 +94,11 @@ aegis_tls_context *aegis_tls_server_context_create(const char *cert_file, const 
                                                    int kernel_offload, char *error, size_t error_len) {
     SSL_CTX *ctx = new_context(TLS_server_method(), kernel_offload, error, error_len);
     if (ctx == NULL) return NULL;
+    // A record is otherwise read in two recv calls (its 5-byte header, then
+    // its body); read-ahead takes what the socket holds in one. Readers must
+    // then ask aegis_tls_has_pending, not aegis_tls_pending: bytes read ahead
+    // and not yet decrypted are invisible to SSL_pending.
+    SSL_CTX_set_read_ahead(ctx, 1);
     if (!load_identity(ctx, cert_file, key_file, error, error_len)) {
         SSL_CTX_free(ctx);
         return NULL;
@@ -251,6 +256,10 @@ int aegis_tls_write(aegis_tls_session *session, const void *buf, int len) {
 
 int aegis_tls_pending(aegis_tls_session *session) {
     return SSL_pending((SSL *)session);
+}
+
+int aegis_tls_has_pending(aegis_tls_session *session) {
+    return SSL_has_pending((SSL *)session);
 }
 
 int aegis_tls_shutdown(aegis_tls_session *session) {

@@ -233,6 +233,9 @@ int aegis_tls_read(aegis_tls_session *session, void *buf, int len);
 int aegis_tls_write(aegis_tls_session *session, const void *buf, int len);
 /// Plaintext bytes already decrypted and not yet read (the socket may be empty).
 int aegis_tls_pending(aegis_tls_session *session);
+/// 1 when OpenSSL holds input of this session, decrypted or not (read-ahead
+/// bytes, a partial record): the socket may signal nothing more for it.
+int aegis_tls_has_pending(aegis_tls_session *session);
 /// Sends close_notify once, without waiting for the peer's.
 int aegis_tls_shutdown(aegis_tls_session *session);
 /// The calling thread's first OpenSSL error as text, and its reason code

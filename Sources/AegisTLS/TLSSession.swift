@@ -98,6 +98,14 @@ public final class TLSSession {
         return Int(aegis_tls_pending(session))
     }
 
+    /// True when OpenSSL holds input for this session that the socket will
+    /// not signal again: decrypted bytes, or bytes read ahead of the record
+    /// being returned (a server context reads ahead).
+    public var holdsInput: Bool {
+        assertUsable()
+        return aegis_tls_has_pending(session) == 1
+    }
+
     public var protocolVersion: String {
         assertUsable()
         return String(cString: aegis_tls_version(session))

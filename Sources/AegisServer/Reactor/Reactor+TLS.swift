@@ -9,9 +9,11 @@ import Glibc
 /// SSL_write where a plaintext connection calls recv and send. Everything
 /// above (sniffing RESP or binary, parsing, replies) is unchanged.
 ///
-/// A TLS record is decrypted whole, so SSL_read can hold plaintext the
-/// socket no longer signals: such connections are listed in `tlsBuffered`
-/// and read again before the loop sleeps.
+/// A TLS record is decrypted whole, and the server context reads ahead
+/// (one recv per wake-up instead of one for a record's header and one for
+/// its body), so OpenSSL can hold input the socket no longer signals:
+/// plaintext of a record, or the next records read ahead. Such connections
+/// are listed in `tlsBuffered` and read again before the loop sleeps.
 extension Reactor {
     /// The first byte of every TLS record that opens a handshake (ContentType handshake).
     static let tlsHandshakeRecordType = 0x16
@@ -127,7 +129,7 @@ extension Reactor {
         let (bytes, step) = session.read(buffer, count)
         switch step {
         case .done:
-            if !session.isListedAsBuffered && session.bufferedBytes > 0 {
+            if !session.isListedAsBuffered && session.holdsInput {
                 session.isListedAsBuffered = true
                 tlsBuffered.append(connection)
             }
@@ -175,7 +177,7 @@ extension Reactor {
         for connection in listed {
             guard !connection.isClosed, let session = connection.tls else { continue }
             session.isListedAsBuffered = false
-            if session.bufferedBytes == 0 { continue }
+            if !session.holdsInput { continue }
             if connection.isBackpressured || connection.closeAfterFlush {
                 session.isListedAsBuffered = true
                 tlsBuffered.append(connection)
