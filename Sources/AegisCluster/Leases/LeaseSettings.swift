@@ -82,12 +82,16 @@ public struct LeaseSettings: Sendable, Equatable {
 /// the highest term it acted on and whom it voted for in that term (Raft's
 /// currentTerm and votedFor). Given back at start so that terms never go
 /// backwards and no vote is cast twice in one term across a restart.
+/// `config` is the shard's replica set as of that term, once shard
+/// movement sets one (nil: none yet, the replica set comes from the map).
 public struct PersistedTerm: Sendable, Equatable {
     public var term: UInt32
     public var votedFor: NodeID?
+    public var config: ShardConfig?
 
-    public init(term: UInt32, votedFor: NodeID?) {
+    public init(term: UInt32, votedFor: NodeID?, config: ShardConfig? = nil) {
         self.term = term
         self.votedFor = votedFor
+        self.config = config
     }
 }

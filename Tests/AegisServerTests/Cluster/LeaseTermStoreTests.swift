@@ -49,10 +49,16 @@ import Testing
     }
 
     @Test(arguments: [
-        "", "aegis-lease-terms 1\n", "aegis-lease-terms 2\nend 0\n", "aegis-lease-terms 1\nend 1\n",
+        "", "aegis-lease-terms 1\n", "aegis-lease-terms 1\nend 1\n",
         "aegis-lease-terms 1\n3 7 node2\nend 0\n", "aegis-lease-terms 1\n16 7 node2\nend 1\n",
         "aegis-lease-terms 1\n3 0 node2\nend 1\n", "aegis-lease-terms 1\n3 7 node2\n3 8 -\nend 2\n",
         "aegis-lease-terms 1\n3 7\nend 1\n", "aegis-lease-terms 1\n3 x -\nend 1\n", "aegis-lease-terms 1\n3 7 -\nend 1",
+        // Format 2: the config fields are required, counted, and a valid config.
+        "aegis-lease-terms 1\n3 7 node2 1 1 a -\nend 1\n", "aegis-lease-terms 2\n3 7 node2\nend 1\n",
+        "aegis-lease-terms 2\n3 7 node2 1 2 a a -\nend 1\n", "aegis-lease-terms 2\n3 7 node2 0 1 a -\nend 1\n",
+        "aegis-lease-terms 2\n3 7 node2 1 2 a -\nend 1\n", "aegis-lease-terms 2\n3 7 node2 1 1 a 2 b\nend 1\n",
+        "aegis-lease-terms 2\n3 7 node2 1 0 -\nend 1\n", "aegis-lease-terms 2\n3 7 node2 1 1 a 0\nend 1\n",
+        "aegis-lease-terms 2\n3 7 node2 1 1 a - extra\nend 1\n", "aegis-lease-terms 2\n3 7 node2 x 1 a -\nend 1\n",
     ])
     func aDamagedFileStopsTheStartInsteadOfGuessingATerm(text: String) throws {
         let directory = try Self.scratchDirectory()
@@ -64,12 +70,12 @@ import Testing
     @Test func aFileOfALaterFormatIsRefusedNamingTheFormatNotCalledDamaged() throws {
         let directory = try Self.scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        try "aegis-lease-terms 2\nconfig 3 7 a,b,c\nend 1\n".write(toFile: directory + "/" + TermStore.fileName, atomically: true, encoding: .utf8)
+        try "aegis-lease-terms 3\nconfig 3 7 a,b,c\nend 1\n".write(toFile: directory + "/" + TermStore.fileName, atomically: true, encoding: .utf8)
         do {
             _ = try TermStore.load(directory: directory, numShards: 16)
-            Issue.record("a lease-terms file of format 2 was accepted by a format-1 reader")
+            Issue.record("a lease-terms file of format 3 was accepted by a reader of formats 1 and 2")
         } catch {
-            #expect(error.description.contains("format 2"), "\(error.description)")
+            #expect(error.description.contains("format 3"), "\(error.description)")
             #expect(error.description.contains("newer release"), "\(error.description)")
             #expect(!error.description.contains("damaged"), "\(error.description)")
         }
@@ -79,5 +85,45 @@ import Testing
         let terms: [Int: PersistedTerm] = [0: PersistedTerm(term: 1, votedFor: nil), 9: PersistedTerm(term: UInt32.max, votedFor: NodeID("a-b.c"))]
         #expect(try TermStore.parse(TermStore.render(terms), numShards: 10, path: "x") == terms)
         #expect(try TermStore.parse(TermStore.render([:]), numShards: 10, path: "x").isEmpty)
+    }
+
+    static func config(_ epoch: UInt32, _ voters: [String], outgoing: [String]? = nil) -> ShardConfig {
+        ShardConfig(epoch: epoch, voters: voters.map { NodeID($0)! }, outgoing: outgoing.map { $0.map { NodeID($0)! } })!
+    }
+
+    @Test func termsWithoutConfigsStayInFormat1AndWithOneTheFileIsFormat2AndReadsBack() throws {
+        let plain: [Int: PersistedTerm] = [4: PersistedTerm(term: 2, votedFor: NodeID("b"))]
+        #expect(TermStore.render(plain).hasPrefix(TermStore.header + "\n"),
+                "no config anywhere: the file 0.2.0 reads after a rollback")
+        let terms: [Int: PersistedTerm] = [
+            0: PersistedTerm(term: 3, votedFor: nil),
+            4: PersistedTerm(term: 2, votedFor: NodeID("b"), config: Self.config(1, ["a", "b", "c"])),
+            9: PersistedTerm(term: 8, votedFor: NodeID("d"), config: Self.config(5, ["a", "d", "b"], outgoing: ["a", "b", "c"])),
+            // Node ids may hold commas and dashes; the counts keep the line unambiguous.
+            7: PersistedTerm(term: 1, votedFor: nil, config: Self.config(2, ["n,1", "-x"])),
+        ]
+        let text = TermStore.render(terms)
+        #expect(text.hasPrefix(TermStore.headerWithConfigs + "\n"))
+        #expect(text.contains("\n0 3 - 0 0 -\n"), "a shard without a config in a format 2 file: \(text)")
+        #expect(text.contains("\n9 8 d 5 3 a d b 3 a b c\n"), "\(text)")
+        #expect(try TermStore.parse(text, numShards: 10, path: "x") == terms)
+    }
+
+    @Test func aTermBumpWithoutAConfigKeepsTheShardsConfigAcrossARestart() throws {
+        let directory = try Self.scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = TermStore(directory: directory, terms: [:])
+        try store.writeInitial()
+        let config = Self.config(3, ["a", "b", "c"])
+        try store.persist([(shard: 5, record: PersistedTerm(term: 4, votedFor: NodeID("a"), config: config))])
+        try store.persist([(shard: 5, record: PersistedTerm(term: 6, votedFor: nil))])
+        let loaded = try TermStore.load(directory: directory, numShards: 16)
+        #expect(loaded.terms[5] == PersistedTerm(term: 6, votedFor: nil, config: config))
+    }
+
+    @Test func aFormat1FileReadsAsTermsWithoutConfigs() throws {
+        let terms = try TermStore.parse("aegis-lease-terms 1\n3 7 node2\nend 1\n", numShards: 16, path: "x")
+        #expect(terms == [3: PersistedTerm(term: 7, votedFor: NodeID("node2"))])
+        #expect(terms[3]?.config == nil)
     }
 }

@@ -13,10 +13,20 @@ import Glibc
 /// `<shard> <term> <voted-for node id or ->`, then `end <line count>`. A file
 /// that does not parse stops the start-up: guessing a term could go backwards.
 ///
+/// Format 2 (`aegis-lease-terms 2`) adds each shard's replica config to its
+/// line: `<shard> <term> <voted-for or -> <epoch> <voter count> <voters...>
+/// <outgoing count or -> <outgoing...>` (node ids hold no spaces, so the
+/// counts make the line unambiguous; epoch 0 with no voters: no config).
+/// It is written only once some shard has a config, so a node that never
+/// took part in a config change keeps a format 1 file that 0.2.0 can read
+/// after a rollback. Both formats are read.
+///
 /// Confined to the cluster loop's thread after start.
 final class TermStore {
     static let fileName = "lease-terms"
     static let header = "aegis-lease-terms 1"
+    static let headerWithConfigs = "aegis-lease-terms 2"
+    static let newestFormat = 2
     /// Written beside the term file, and kept when only the term file is
     /// lost: it tells a data_dir of a node that voted from one written by a
     /// release before leases, which never voted (its upgrade is a first
@@ -89,17 +99,19 @@ final class TermStore {
         }
         if let first = lines.first, let format = newerFormat(first) {
             throw StartupError("\(path) is in lease-terms format \(format), written by a newer release of aegiskv; "
-                + "this release (\(BuildInfo.version)) reads format 1 only. Start the release that wrote it, or a newer one "
+                + "this release (\(BuildInfo.version)) reads formats 1 to \(newestFormat). Start the release that wrote it, or a newer one "
                 + "(docs/upgrades.md, \"Lease terms\"); do not remove the file, it holds the votes this node cast")
         }
-        guard lines.first == header else { throw bad("no header line") }
+        guard let first = lines.first, first == header || first == headerWithConfigs else { throw bad("no header line") }
+        let withConfigs = first == headerWithConfigs
         guard lines.count >= 3, lines.last == "" else { throw bad("no end line") }
         let body = lines[1..<(lines.count - 2)]
         guard lines[lines.count - 2] == "end \(body.count)" else { throw bad("the end line does not count the lines") }
         var terms: [Int: PersistedTerm] = [:]
         for line in body {
             let fields = line.split(separator: " ").map(String.init)
-            guard fields.count == 3, let shard = Int(fields[0]), (0..<numShards).contains(shard),
+            guard fields.count == 3 || (withConfigs && fields.count >= 6), let shard = Int(fields[0]),
+                  (0..<numShards).contains(shard),
                   let term = UInt32(fields[1]), term > 0, terms[shard] == nil else { throw bad("line \"\(line)\"") }
             let voted: NodeID?
             if fields[2] == "-" {
@@ -109,33 +121,99 @@ final class TermStore {
             } else {
                 throw bad("line \"\(line)\"")
             }
-            terms[shard] = PersistedTerm(term: term, votedFor: voted)
+            var config: ShardConfig?
+            if withConfigs {
+                guard let parsed = parseConfig(fields[3...]) else { throw bad("line \"\(line)\"") }
+                config = parsed.config
+            }
+            terms[shard] = PersistedTerm(term: term, votedFor: voted, config: config)
         }
         return terms
+    }
+
+    /// `<epoch> <voter count> <voters...> <outgoing count or -> <outgoing...>`:
+    /// `.absent` for epoch 0 with no voters, nil when the fields do not say
+    /// exactly that or name an invalid config (ShardConfig's invariants).
+    private static func parseConfig(_ fields: ArraySlice<String>) -> ConfigField? {
+        var rest = fields
+        guard let epoch = rest.popFirst().flatMap({ UInt32($0) }),
+              let voterCount = rest.popFirst().flatMap({ Int($0) }), voterCount >= 0, rest.count > voterCount else { return nil }
+        let voters = rest.prefix(voterCount).compactMap { NodeID($0) }
+        guard voters.count == voterCount else { return nil }
+        rest = rest.dropFirst(voterCount)
+        var outgoing: [NodeID]?
+        let outgoingMarker = rest.popFirst()
+        if outgoingMarker != "-" {
+            guard let count = outgoingMarker.flatMap({ Int($0) }), count > 0, rest.count == count else { return nil }
+            let nodes = rest.compactMap { NodeID($0) }
+            guard nodes.count == count else { return nil }
+            outgoing = nodes
+            rest = []
+        }
+        guard rest.isEmpty else { return nil }
+        if epoch == 0 { return voterCount == 0 && outgoing == nil ? .absent : nil }
+        return ShardConfig(epoch: epoch, voters: voters, outgoing: outgoing).map(ConfigField.present)
+    }
+
+    private enum ConfigField {
+        case absent
+        case present(ShardConfig)
+
+        var config: ShardConfig? {
+            if case .present(let config) = self { return config }
+            return nil
+        }
     }
 
     /// The format number of a header line from a later release, so a
     /// rollback names what it found instead of calling the file damaged.
     private static func newerFormat(_ line: String) -> Int? {
         let fields = line.split(separator: " ")
-        guard fields.count == 2, fields[0] == "aegis-lease-terms", let format = Int(fields[1]), format > 1 else { return nil }
+        guard fields.count == 2, fields[0] == "aegis-lease-terms", let format = Int(fields[1]),
+              format > newestFormat else { return nil }
         return format
     }
 
     static func render(_ terms: [Int: PersistedTerm]) -> String {
-        var text = header + "\n"
+        let withConfigs = terms.values.contains { $0.config != nil }
+        var text = (withConfigs ? headerWithConfigs : header) + "\n"
         for shard in terms.keys.sorted() {
             let record = terms[shard]!
-            text += "\(shard) \(record.term) \(record.votedFor?.name ?? "-")\n"
+            text += "\(shard) \(record.term) \(record.votedFor?.name ?? "-")"
+            if withConfigs { text += " " + render(record.config) }
+            text += "\n"
         }
         return text + "end \(terms.count)\n"
+    }
+
+    private static func render(_ config: ShardConfig?) -> String {
+        guard let config else { return "0 0 -" }
+        var fields = ["\(config.epoch)", "\(config.voters.count)"] + config.voters.map(\.name)
+        if let outgoing = config.outgoing {
+            fields += ["\(outgoing.count)"] + outgoing.map(\.name)
+        } else {
+            fields.append("-")
+        }
+        return fields.joined(separator: " ")
     }
 
     /// Makes every record durable before returning; on failure nothing of
     /// the batch may be acted on (the caller stops leasing).
     func persist(_ records: [(shard: Int, record: PersistedTerm)]) throws(StartupError) {
         for (shard, record) in records {
-            if let old = terms[shard] { precondition(record.term >= old.term, "a persisted term went backwards") }
+            var record = record
+            if let old = terms[shard] {
+                precondition(record.term >= old.term, "a persisted term went backwards")
+                // A config is replaced by a newer epoch, never dropped by a
+                // term bump that does not carry one.
+                if let kept = old.config {
+                    if let new = record.config {
+                        precondition(new.epoch >= kept.epoch, "a persisted config epoch went backwards")
+                    } else {
+                        record.config = kept
+                    }
+                }
+            }
             terms[shard] = record
         }
         try writeDurably(Self.render(terms))
