@@ -739,6 +739,47 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         if thirdIsLearner { #expect(cluster.machines[voter].state.learners == [cluster.ids[third]]) }
     }
 
+    /// A voter that restarted too cannot tell whether its own copy is whole,
+    /// but it knows of a whole one that asked it with a claim at least as
+    /// new as the holed candidate's and its own: that one can win with its
+    /// grant, so it refuses the holed candidate for as long as a whole
+    /// candidate may take between two campaigns (simulator seed 1001238:
+    /// such a voter, whose log held all it had, elected the holed copy
+    /// while the whole one backed off).
+    @Test func aHoledVoterRefusesAHoledCandidateWhileAWholeOneAtLeastAsNewIsAsking() {
+        let whole = 0, voter = 1, holed = 2
+        func cluster(voterClaim: EntryVersion) -> LeaseCluster {
+            var cluster = LeaseCluster()
+            cluster.machines[voter] = LeaseCluster.machine(cluster.ids[voter], persisted: [:], learner: false, restarted: true, life: 2)
+            cluster.step(voter, .localVersion(shard: shard, version: voterClaim, now: 0))
+            cluster.start(voter, at: 0)
+            return cluster
+        }
+        let claim = EntryVersion(term: 5, seq: 22)
+        let at = LeaseCluster.quietEnd + 1
+        var asked = cluster(voterClaim: EntryVersion(term: 4, seq: 22))
+        #expect(asked.answerAskedDirectly(of: voter, from: whole, term: 6, at: at, lastVersion: claim, mayHaveHole: false)?.verdict == .granted)
+        let promiseOver = at + 1000 + LeaseCluster.margin + 1
+        #expect(asked.answerAskedDirectly(of: voter, from: holed, term: 7, at: promiseOver, lastVersion: claim, mayHaveHole: true)?.verdict
+                == .candidateBehind)
+        let settings = LeaseCluster.settings(asked.ids[voter])
+        let remembered = settings.leaseDurationMs + 7 * settings.electionTimeoutMs
+        #expect(asked.answerAskedDirectly(of: voter, from: holed, term: 8, at: at + remembered, lastVersion: claim, mayHaveHole: true)?.verdict
+                == .granted, "a whole replica that stopped asking is forgotten")
+
+        // Not when this voter claims more than the whole one (it would refuse
+        // that one as behind, and nobody would win), nor after an ask in the
+        // form that says nothing of the copy.
+        var ahead = cluster(voterClaim: EntryVersion(term: 5, seq: 23))
+        _ = ahead.answerAskedDirectly(of: voter, from: whole, term: 6, at: at, lastVersion: claim, mayHaveHole: false)
+        #expect(ahead.answerAskedDirectly(of: voter, from: holed, term: 7, at: promiseOver, lastVersion: EntryVersion(term: 5, seq: 23),
+                                          mayHaveHole: true)?.verdict == .granted)
+        var unknown = cluster(voterClaim: EntryVersion(term: 4, seq: 22))
+        #expect(unknown.answerAskedDirectly(of: voter, from: whole, term: 6, at: at, lastVersion: claim)?.verdict == .granted)
+        #expect(unknown.answerAskedDirectly(of: voter, from: holed, term: 7, at: promiseOver, lastVersion: claim, mayHaveHole: true)?.verdict
+                == .granted)
+    }
+
     /// A restarted node's copies may have holes until a complete copy of the
     /// shard arrives (the holder's stream finished): then it is a candidate
     /// like any other. Winning clears it too: its copy is then the one its

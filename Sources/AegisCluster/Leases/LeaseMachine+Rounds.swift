@@ -150,7 +150,7 @@ extension LeaseMachine {
             switch message.payload {
             case let .request(round, life, durationMs, asks), let .requestWithCopyState(round, life, durationMs, asks):
                 answer(message.sender, round: round, life: life, durationMs: Int64(durationMs), asks: asks,
-                       now: now, into: &output)
+                       copyStateKnown: message.payload.type == .requestWithCopyState, now: now, into: &output)
             case let .reply(round, life, answers):
                 received(answers, from: message.sender, round: round, life: life, now: now, into: &output)
             }
@@ -158,13 +158,16 @@ extension LeaseMachine {
     }
 
     /// The voter's side: one reply answers every shard of the request.
+    /// `copyStateKnown`: the asks came in the form that carries
+    /// `mayHaveHole` (in the other, false says nothing).
     mutating func answer(_ requester: NodeID, round: UInt64, life: UInt64, durationMs: Int64, asks: [LeaseAsk],
-                         now: Milliseconds, into output: inout [LeaseAction]) {
+                         copyStateKnown: Bool = false, now: Milliseconds, into output: inout [LeaseAction]) {
         guard requester != settings.nodeID else { return }
         var answers: [LeaseAnswer] = []
         answers.reserveCapacity(asks.count)
         for ask in asks {
             let shard = Int(ask.shard)
+            if copyStateKnown && !ask.mayHaveHole { noteWholeClaim(shard, ask.lastVersion, of: requester, now: now) }
             let verdict = verdict(on: ask, from: requester, durationMs: durationMs, now: now)
             if verdict == .granted && state.shards[shard].grantee == settings.nodeID {
                 // This node's own campaign gives way (see `mayAbandonCampaign`):
@@ -202,7 +205,7 @@ extension LeaseMachine {
         let renewal = ask.term == lease.term && lease.votedFor == requester
         if ask.term == lease.term, let voted = lease.votedFor, voted != requester { return .votedOther }
         if !renewal && ask.lastVersion < lease.lastVersion { return .candidateBehind }
-        if !renewal && refusesHoledCandidate(shard, ask: ask, from: requester) {
+        if !renewal && refusesHoledCandidate(shard, ask: ask, from: requester, now: now) {
             counters.holedCandidatesRefused += 1
             return .candidateBehind
         }
@@ -220,13 +223,38 @@ extension LeaseMachine {
     /// the voter then decides on versions alone, as before the check. So
     /// does a voter with nothing (it loses nothing) or whose own copy may
     /// have a hole (after a whole replica set restarted every copy may have
-    /// one, and someone must win).
-    func refusesHoledCandidate(_ shard: Int, ask: LeaseAsk, from requester: NodeID) -> Bool {
+    /// one, and someone must win), unless it knows of a whole one (below).
+    func refusesHoledCandidate(_ shard: Int, ask: LeaseAsk, from requester: NodeID, now: Milliseconds) -> Bool {
         let lease = state.shards[shard]
-        guard ask.mayHaveHole, !lease.mayHaveHole, lease.lastVersion != .zero else { return false }
-        let owners = owners(shard)
-        let others = owners.filter { $0 != requester && state.alive.contains($0) && !state.learners.contains($0) }
-        return others.count >= majority(owners)
+        guard ask.mayHaveHole else { return false }
+        if !lease.mayHaveHole && lease.lastVersion != .zero {
+            let owners = owners(shard)
+            let others = owners.filter { $0 != requester && state.alive.contains($0) && !state.learners.contains($0) }
+            if others.count >= majority(owners) { return true }
+        }
+        // A voter that cannot tell whether its own copy is whole still knows
+        // of a live replica whose copy is, and claims at least as much as
+        // the candidate and this voter: that one can win with this voter's
+        // grant and loses nothing the candidate holds, so it should win.
+        // (Simulator seed 1001238: a voter that restarted too, its log in
+        // fact holding all it had, elected the holed copy while the whole one
+        // backed off from a round whose grants were lost.)
+        return now < lease.wholeClaimSeenUntil && ask.lastVersion <= lease.wholeClaimSeen
+            && lease.lastVersion <= lease.wholeClaimSeen
+    }
+
+    /// A candidate whose copy is whole asked with this claim: remembered for
+    /// as long as such a candidate may take between two campaigns (the
+    /// stand-back of one told it is behind, plus its rank wait), so that a
+    /// whole replica that stopped asking (dead, cut off) is forgotten.
+    mutating func noteWholeClaim(_ shard: Int, _ claim: EntryVersion, of requester: NodeID, now: Milliseconds) {
+        guard owners(shard).contains(requester) else { return }
+        let lease = state.shards[shard]
+        let remembered = settings.leaseDurationMs + Int64(2 * owners(shard).count + 1) * settings.electionTimeoutMs
+        if now >= lease.wholeClaimSeenUntil || claim >= lease.wholeClaimSeen {
+            state.shards[shard].wholeClaimSeen = now >= lease.wholeClaimSeenUntil ? claim : max(claim, lease.wholeClaimSeen)
+            state.shards[shard].wholeClaimSeenUntil = now + remembered
+        }
     }
 
     /// A node's promise to itself is what lets it count itself in its own

@@ -401,6 +401,10 @@ struct ShardLease: Sendable, Equatable {
     /// or this node wins the shard, whose copy is from then on the one its
     /// followers are brought to.
     var mayHaveHole = false
+    /// The newest claim of a candidate whose copy is whole that asked this
+    /// node, and until when it counts (`noteWholeClaim`).
+    var wholeClaimSeen: EntryVersion = .zero
+    var wholeClaimSeenUntil: Milliseconds = .min
     /// A restarted node campaigns for nothing before this; the replicas'
     /// rank waits count from it, so their order is the same as at any
     /// other election (`LeaseSettings.restartStandBackMs`).
