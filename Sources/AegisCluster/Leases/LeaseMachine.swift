@@ -102,7 +102,8 @@ public struct LeaseCounters: Sendable, Equatable {
 ///   shard arrives or it wins the shard. A voter whose own copy is whole and
 ///   holds data refuses such a candidate (`candidateBehind`) while the
 ///   shard's other live replicas can still form a majority without it; a
-///   voter whose copy may itself have a hole votes on versions alone.
+///   voter whose copy may itself have a hole votes on versions alone,
+///   unless a whole candidate claiming at least as much asked it lately.
 public struct LeaseMachine: Sendable {
     public let settings: LeaseSettings
     let authenticator: any MessageAuthenticator
