@@ -74,7 +74,8 @@ public struct LeaseCounters: Sendable, Equatable {
     public internal(set) var electionsWon: UInt64 = 0
     public internal(set) var termChanges: UInt64 = 0
     /// Asks refused (`candidateBehind`) because the candidate's copy may
-    /// have a hole and this voter's is whole (`refusesHoledCandidate`).
+    /// have a hole and this voter's is whole, or a whole candidate claiming
+    /// at least as much asked lately (`refusesHoledCandidate`).
     public internal(set) var holedCandidatesRefused: UInt64 = 0
 
     public init() {}

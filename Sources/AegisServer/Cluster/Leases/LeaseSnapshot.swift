@@ -27,7 +27,7 @@ public struct LeaseSnapshot: Sendable, Equatable {
     public var electionsLost = 0
     public var termChanges = 0
     /// Campaigns this node refused because the candidate's copy may have a
-    /// hole and its own is whole.
+    /// hole and its own is whole (or a whole one at least as new is asking).
     public var holedCandidatesRefused = 0
     /// Durable writes of the lease-terms file.
     public var termWrites = 0
