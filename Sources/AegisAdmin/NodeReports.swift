@@ -260,6 +260,7 @@ extension NodeReports {
             var fields: [(String, JSONValue)] = [("shard", .int(shard.shard)), ("term", .int(Int(shard.term)))]
             fields.append(("lease_expires_in_ms", shard.heldForMs.map { .int(Int(clamping: $0)) } ?? .null))
             fields.append(("local_version", .object([("term", .int(Int(shard.localTerm))), ("seq", .int(Int(clamping: shard.localSeq)))])))
+            fields.append(("copy_may_have_hole", .bool(shard.copyMayHaveHole)))
             return .object(fields)
         }
         var document: [(String, JSONValue)] = [
@@ -270,6 +271,7 @@ extension NodeReports {
             ("reads_possibly_stale_shards", .int(leases.readsPossiblyStaleShards)),
             ("elections_started", .int(leases.electionsStarted)), ("elections_won", .int(leases.electionsWon)),
             ("elections_lost", .int(leases.electionsLost)), ("term_changes", .int(leases.termChanges)),
+            ("holed_candidates_refused", .int(leases.holedCandidatesRefused)),
         ]
         if let why = leases.stoppedBy { document.append(("stopped_by", .string(why))) }
         document.append(("shards", .array(shards)))

@@ -45,6 +45,9 @@ extension Simulation {
         let randomSeed = scenario.seed &* 0xD1B5_4A32_D192_ED03 &+ UInt64(index) << 32 &+ UInt64(nodes[index].lives)
         nodes[index].lease = LeaseMachine(settings: settings, persisted: nodes[index].disk, emptyLearner: wiped,
                                           restarted: nodes[index].lives > 1 && !wiped, life: life, randomSeed: randomSeed, authenticator: authenticator)
+        // Every simulated node runs this release: all decode the copy state.
+        let everyNode = Set(nodes.map(\.nodeID))
+        nodes[index].lease?.peersDecodingCopyState(everyNode)
         trace.mix(13, UInt64(index), wiped ? 1 : 0)
         // As in the server: the log replay's versions reach the machine before
         // it starts (the stand-back is longer for shards it replayed nothing of).
@@ -256,6 +259,9 @@ extension Simulation {
                 : holderComplete
             nodes[index].shardVersions[shard] = version
             leaseStep(index, .localVersion(shard: shard, version: version, now: leaseClock(index)))
+            // The holder's whole copy replaced this one, as a finished stream
+            // does in the server: whatever a restart lost is no longer missing.
+            if !chainContinues { leaseStep(index, .copyComplete(shard: shard, now: leaseClock(index))) }
         }
         guard nodes[index].shardVersions[shard] >= version else { return }
         sendModel(.replicaAck(to: primary, shard: shard, version: version, life: nodes[primary].lifeIncarnation),

@@ -20,7 +20,8 @@ extension LeaseMachine {
             let lease = state.shards[shard]
             promise(me, shard: shard, durationMs: settings.leaseDurationMs, now: now)
             asked[shard] = RoundShard(term: lease.term, granters: [me])
-            let ask = LeaseAsk(shard: UInt32(shard), term: lease.term, lastVersion: lease.lastVersion)
+            let ask = LeaseAsk(shard: UInt32(shard), term: lease.term, lastVersion: lease.lastVersion,
+                               mayHaveHole: lease.mayHaveHole)
             for peer in owners where peer != me { asksByPeer[peer, default: []].append(ask) }
         }
         if !asked.isEmpty {
@@ -30,8 +31,12 @@ extension LeaseMachine {
             // A replica set of one is its own majority.
             for shard in asked.keys.sorted() { countGrants(round: round, shard: shard, now: now, into: &output) }
             for peer in asksByPeer.keys.sorted() {
-                let message = LeaseMessage(sender: me, payload: .request(
-                    round: round, life: state.life, durationMs: UInt32(settings.leaseDurationMs), asks: asksByPeer[peer]!))
+                let asks = asksByPeer[peer]!
+                let durationMs = UInt32(settings.leaseDurationMs)
+                let payload: LeasePayload = state.copyStatePeers.contains(peer)
+                    ? .requestWithCopyState(round: round, life: state.life, durationMs: durationMs, asks: asks)
+                    : .request(round: round, life: state.life, durationMs: durationMs, asks: asks)
+                let message = LeaseMessage(sender: me, payload: payload)
                 output.append(.send(frame: LeaseCodec.encode(message, parameters: settings.parameters,
                                                              authenticator: authenticator), to: peer))
             }
@@ -109,6 +114,11 @@ extension LeaseMachine {
             state.shards[shard].heldTerm = lease.term
             state.shards[shard].refusedByTerm = 0
             state.shards[shard].reportedTerm = max(state.shards[shard].reportedTerm, lease.term)
+            // Won, its copy is the one the followers are brought to (a
+            // stream replaces theirs): nothing any of them holds beyond it
+            // is a hole of this copy any more, and as a candidate again it
+            // must not be refused by the followers it streamed to.
+            state.shards[shard].mayHaveHole = false
             counters.electionsWon += 1
             output.append(.leaseAcquired(shard: shard, term: lease.term, until: until))
         }
@@ -138,9 +148,9 @@ extension LeaseMachine {
             counters.droppedByReason[reason, default: 0] += 1
         case let .message(message):
             switch message.payload {
-            case let .request(round, life, durationMs, asks):
+            case let .request(round, life, durationMs, asks), let .requestWithCopyState(round, life, durationMs, asks):
                 answer(message.sender, round: round, life: life, durationMs: Int64(durationMs), asks: asks,
-                       now: now, into: &output)
+                       copyStateKnown: message.payload.type == .requestWithCopyState, now: now, into: &output)
             case let .reply(round, life, answers):
                 received(answers, from: message.sender, round: round, life: life, now: now, into: &output)
             }
@@ -148,13 +158,16 @@ extension LeaseMachine {
     }
 
     /// The voter's side: one reply answers every shard of the request.
+    /// `copyStateKnown`: the asks came in the form that carries
+    /// `mayHaveHole` (in the other, false says nothing).
     mutating func answer(_ requester: NodeID, round: UInt64, life: UInt64, durationMs: Int64, asks: [LeaseAsk],
-                         now: Milliseconds, into output: inout [LeaseAction]) {
+                         copyStateKnown: Bool = false, now: Milliseconds, into output: inout [LeaseAction]) {
         guard requester != settings.nodeID else { return }
         var answers: [LeaseAnswer] = []
         answers.reserveCapacity(asks.count)
         for ask in asks {
             let shard = Int(ask.shard)
+            if copyStateKnown && !ask.mayHaveHole { noteWholeClaim(shard, ask.lastVersion, of: requester, now: now) }
             let verdict = verdict(on: ask, from: requester, durationMs: durationMs, now: now)
             if verdict == .granted && state.shards[shard].grantee == settings.nodeID {
                 // This node's own campaign gives way (see `mayAbandonCampaign`):
@@ -177,7 +190,7 @@ extension LeaseMachine {
                             to: requester))
     }
 
-    func verdict(on ask: LeaseAsk, from requester: NodeID, durationMs: Int64, now: Milliseconds) -> LeaseVerdict {
+    mutating func verdict(on ask: LeaseAsk, from requester: NodeID, durationMs: Int64, now: Milliseconds) -> LeaseVerdict {
         let shard = Int(ask.shard)
         let lease = state.shards[shard]
         if state.emptyLearner { return .emptyLearner }
@@ -192,7 +205,56 @@ extension LeaseMachine {
         let renewal = ask.term == lease.term && lease.votedFor == requester
         if ask.term == lease.term, let voted = lease.votedFor, voted != requester { return .votedOther }
         if !renewal && ask.lastVersion < lease.lastVersion { return .candidateBehind }
+        if !renewal && refusesHoledCandidate(shard, ask: ask, from: requester, now: now) {
+            counters.holedCandidatesRefused += 1
+            return .candidateBehind
+        }
         return .granted
+    }
+
+    /// A candidate whose copy may have a hole claims writes it may lack, and
+    /// a voter whose copy is whole may hold them (chaos seed 12 at W = 2: a
+    /// restarted holder won with such a voter's grant and streamed its holed
+    /// copy over it). The voter refuses it while the shard's other live
+    /// replicas (this one included, empty learners not) are a majority: they
+    /// can elect one of themselves. Otherwise every majority needs the
+    /// candidate, and refusing it would leave the shard with no holder (the
+    /// candidate, voting on versions, refuses this voter if it is behind):
+    /// the voter then decides on versions alone, as before the check. So
+    /// does a voter with nothing (it loses nothing) or whose own copy may
+    /// have a hole (after a whole replica set restarted every copy may have
+    /// one, and someone must win), unless it knows of a whole one (below).
+    func refusesHoledCandidate(_ shard: Int, ask: LeaseAsk, from requester: NodeID, now: Milliseconds) -> Bool {
+        let lease = state.shards[shard]
+        guard ask.mayHaveHole else { return false }
+        if !lease.mayHaveHole && lease.lastVersion != .zero {
+            let owners = owners(shard)
+            let others = owners.filter { $0 != requester && state.alive.contains($0) && !state.learners.contains($0) }
+            if others.count >= majority(owners) { return true }
+        }
+        // A voter that cannot tell whether its own copy is whole still knows
+        // of a live replica whose copy is, and claims at least as much as
+        // the candidate and this voter: that one can win with this voter's
+        // grant and loses nothing the candidate holds, so it should win.
+        // (Simulator seed 1001238: a voter that restarted too, its log in
+        // fact holding all it had, elected the holed copy while the whole one
+        // backed off from a round whose grants were lost.)
+        return now < lease.wholeClaimSeenUntil && ask.lastVersion <= lease.wholeClaimSeen
+            && lease.lastVersion <= lease.wholeClaimSeen
+    }
+
+    /// A candidate whose copy is whole asked with this claim: remembered for
+    /// as long as such a candidate may take between two campaigns (the
+    /// stand-back of one told it is behind, plus its rank wait), so that a
+    /// whole replica that stopped asking (dead, cut off) is forgotten.
+    mutating func noteWholeClaim(_ shard: Int, _ claim: EntryVersion, of requester: NodeID, now: Milliseconds) {
+        guard owners(shard).contains(requester) else { return }
+        let lease = state.shards[shard]
+        let remembered = settings.leaseDurationMs + Int64(2 * owners(shard).count + 1) * settings.electionTimeoutMs
+        if now >= lease.wholeClaimSeenUntil || claim >= lease.wholeClaimSeen {
+            state.shards[shard].wholeClaimSeen = now >= lease.wholeClaimSeenUntil ? claim : max(claim, lease.wholeClaimSeen)
+            state.shards[shard].wholeClaimSeenUntil = now + remembered
+        }
     }
 
     /// A node's promise to itself is what lets it count itself in its own

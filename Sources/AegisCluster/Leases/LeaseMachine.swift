@@ -20,6 +20,10 @@ public enum LeaseEvent: Sendable {
     case placementChanged(ShardMap, now: Milliseconds)
     /// The newest (term, seq) this node holds for a shard.
     case localVersion(shard: Int, version: EntryVersion, now: Milliseconds)
+    /// This node now holds a complete copy of the shard: the holder's stream
+    /// of it finished here. A copy that may have had a hole since a restart
+    /// no longer has one.
+    case copyComplete(shard: Int, now: Milliseconds)
 }
 
 public enum LeaseLossReason: Sendable, Equatable, CustomStringConvertible {
@@ -69,6 +73,10 @@ public struct LeaseCounters: Sendable, Equatable {
     public internal(set) var electionsStarted: UInt64 = 0
     public internal(set) var electionsWon: UInt64 = 0
     public internal(set) var termChanges: UInt64 = 0
+    /// Asks refused (`candidateBehind`) because the candidate's copy may
+    /// have a hole and this voter's is whole, or a whole candidate claiming
+    /// at least as much asked lately (`refusesHoledCandidate`).
+    public internal(set) var holedCandidatesRefused: UInt64 = 0
 
     public init() {}
 }
@@ -91,6 +99,12 @@ public struct LeaseCounters: Sendable, Equatable {
 /// - An empty learner (wiped data_dir) never campaigns and never grants.
 /// - A node that restarted with its terms campaigns for nothing for
 ///   `restartStandBackMs`: its copies may have holes its version hides.
+/// - Its asks say so (`LeaseAsk.mayHaveHole`) until a complete copy of the
+///   shard arrives or it wins the shard. A voter whose own copy is whole and
+///   holds data refuses such a candidate (`candidateBehind`) while the
+///   shard's other live replicas can still form a majority without it; a
+///   voter whose copy may itself have a hole votes on versions alone,
+///   unless a whole candidate claiming at least as much asked it lately.
 public struct LeaseMachine: Sendable {
     public let settings: LeaseSettings
     let authenticator: any MessageAuthenticator
@@ -120,6 +134,11 @@ public struct LeaseMachine: Sendable {
             // and reported as granted it would depose a live holder.
             if let voted = record.votedFor, voted != settings.nodeID { shards[shard].reportedTerm = record.term }
         }
+        // What a restart loses is what the stand-back is for: the same
+        // condition marks every copy as possibly holed.
+        if restarted && !emptyLearner {
+            for shard in shards.indices { shards[shard].mayHaveHole = true }
+        }
         state = LeaseState(shards: shards, emptyLearner: emptyLearner, restarted: restarted && !emptyLearner,
                            life: life, random: ClusterRandom(seed: randomSeed))
     }
@@ -139,6 +158,10 @@ public struct LeaseMachine: Sendable {
             noteLocalVersion(shard, version)
             return output
         }
+        if case let .copyComplete(shard, _) = event {
+            if state.shards.indices.contains(shard) { state.shards[shard].mayHaveHole = false }
+            return output
+        }
         guard state.started else { return [] }
         switch event {
         case .start:
@@ -154,7 +177,7 @@ public struct LeaseMachine: Sendable {
             state.alive = Set(alive)
         case let .placementChanged(map, now):
             placementChanged(map, now: now, into: &output)
-        case .localVersion:
+        case .localVersion, .copyComplete:
             break
         }
         return output
@@ -198,6 +221,16 @@ public struct LeaseMachine: Sendable {
 
     public var isEmptyLearner: Bool { state.emptyLearner }
 
+    /// Whether this node's copy of the shard may lack writes its version
+    /// claims (see `LeaseAsk.mayHaveHole`).
+    public func copyMayHaveHole(_ shard: Int) -> Bool {
+        state.shards.indices.contains(shard) && state.shards[shard].mayHaveHole
+    }
+
+    /// The peers that decode `requestWithCopyState` (their build says so);
+    /// the others are sent `request`, whose asks say nothing of the copy.
+    public mutating func peersDecodingCopyState(_ peers: Set<NodeID>) { state.copyStatePeers = peers }
+
     /// A node that does not enforce leases takes writes unfenced for the
     /// shards it is the map's primary of; granting a lease meanwhile would
     /// let the grantee write the same shard at the same time. It answers
@@ -211,7 +244,7 @@ public struct LeaseMachine: Sendable {
         return "term \(lease.term) voted \(lease.votedFor?.name ?? "-") granted-term \(lease.reportedTerm) "
             + "promised \(lease.grantee?.name ?? "-") for \(left(lease.grantExpiresAt)) "
             + "held \(lease.heldUntil.map { "\($0 - now) ms" } ?? "no") campaign-after \(left(lease.campaignAfter)) "
-            + "quiet \(left(state.quietUntil)) version \(lease.lastVersion) alive \(state.alive.map(\.name).sorted())"
+            + "quiet \(left(state.quietUntil)) version \(lease.lastVersion)\(lease.mayHaveHole ? " may-have-hole" : "") alive \(state.alive.map(\.name).sorted())"
     }
 
     // MARK: - Start and placement
@@ -329,6 +362,8 @@ public struct LeaseState: Sendable, Equatable {
     var nextRound: UInt64 = 1
     /// Requests of this life not yet older than one lease, by round.
     var rounds: [UInt64: Round] = [:]
+    /// Peers sent `requestWithCopyState` (`peersDecodingCopyState`).
+    var copyStatePeers: Set<NodeID> = []
 
     init(shards: [ShardLease], emptyLearner: Bool, restarted: Bool, life: UInt64, random: ClusterRandom) {
         self.shards = shards
@@ -363,6 +398,15 @@ struct ShardLease: Sendable, Equatable {
     /// holder by its bare term.
     var reportedTerm: UInt32 = 0
     var lastVersion: EntryVersion = .zero
+    /// Set for every shard by a restart with the log (the copy is what the
+    /// log replayed); cleared when a complete copy arrives (`copyComplete`)
+    /// or this node wins the shard, whose copy is from then on the one its
+    /// followers are brought to.
+    var mayHaveHole = false
+    /// The newest claim of a candidate whose copy is whole that asked this
+    /// node, and until when it counts (`noteWholeClaim`).
+    var wholeClaimSeen: EntryVersion = .zero
+    var wholeClaimSeenUntil: Milliseconds = .min
     /// A restarted node campaigns for nothing before this; the replicas'
     /// rank waits count from it, so their order is the same as at any
     /// other election (`LeaseSettings.restartStandBackMs`).

@@ -11,6 +11,16 @@ import AegisStore
 ///
 ///     request = round:u64 life:u64 durationMs:u32 count:u16 (shard:u32 term:u32 lastTerm:u32 lastSeq:u64)×count
 ///     reply   = round:u64 life:u64 count:u16 (shard:u32 term:u32 verdict:u8 voterTerm:u32 grantedTerm:u32)×count
+///     requestWithCopyState = as request, each ask followed by copy:u8
+///         (bit 0: the requester's copy of the shard may have a hole; the
+///         other bits are 0)
+///
+/// `requestWithCopyState` is a type of its own because 0.2.0 decodes a
+/// request only when the frame ends after the last ask: a byte appended to
+/// `request` would make every ask malformed there. A node sends it only to
+/// peers that announce they decode it (the server's `PeerAnnouncement`
+/// capabilities), and `request` to the others; it decodes both. An ask that
+/// came as `request` says nothing of the copy (`mayHaveHole` false).
 ///
 /// `life` names the requester's process life and `round` its request within
 /// that life: a reply is matched to the request it answers by both, so a
@@ -19,6 +29,7 @@ import AegisStore
 public enum LeaseMessageType: UInt8, Sendable, CaseIterable {
     case request = 16
     case reply = 17
+    case requestWithCopyState = 18
 }
 
 /// One shard in a request: "grant me (or renew) the lease for `term`".
@@ -28,12 +39,22 @@ public struct LeaseAsk: Sendable, Equatable {
     /// The requester's newest (term, seq) for the shard: voters refuse a
     /// candidate older than themselves (Raft's election restriction).
     public var lastVersion: EntryVersion
+    /// The requester restarted with its log and has not had a complete copy
+    /// of the shard since: its copy holds the writes it made as holder, not
+    /// those it received as a follower, so `lastVersion` may claim writes it
+    /// lacks. A voter whose own copy is whole refuses it (`LeaseMachine`).
+    public var mayHaveHole: Bool
 
-    public init(shard: UInt32, term: UInt32, lastVersion: EntryVersion) {
+    public init(shard: UInt32, term: UInt32, lastVersion: EntryVersion, mayHaveHole: Bool = false) {
         self.shard = shard
         self.term = term
         self.lastVersion = lastVersion
+        self.mayHaveHole = mayHaveHole
     }
+}
+
+extension LeaseAsk {
+    static let mayHaveHoleBit: UInt8 = 1 << 0
 }
 
 /// Why a voter refused, or that it granted.
@@ -45,7 +66,9 @@ public enum LeaseVerdict: UInt8, Sendable, Equatable, CaseIterable, CustomString
     case leaseHeld = 2
     /// The voter already voted for another node in this term.
     case votedOther = 3
-    /// The candidate's last (term, seq) is older than the voter's.
+    /// The candidate's last (term, seq) is older than the voter's, or its
+    /// copy may have a hole while the voter's is whole (not a verdict of its
+    /// own: 0.2.0 refuses a reply with a verdict byte it does not know).
     case candidateBehind = 4
     /// The voter restarted with a wiped data directory: it has forgotten its
     /// promises and votes for nobody until it is refilled.
@@ -103,13 +126,18 @@ public struct LeaseAnswer: Sendable, Equatable {
 }
 
 public enum LeasePayload: Sendable, Equatable {
+    /// The form 0.2.0 decodes: each ask's `mayHaveHole` is not sent, and
+    /// decodes as false.
     case request(round: UInt64, life: UInt64, durationMs: UInt32, asks: [LeaseAsk])
     case reply(round: UInt64, life: UInt64, answers: [LeaseAnswer])
+    /// A request whose asks carry `mayHaveHole`, for peers that decode it.
+    case requestWithCopyState(round: UInt64, life: UInt64, durationMs: UInt32, asks: [LeaseAsk])
 
     public var type: LeaseMessageType {
         switch self {
         case .request: .request
         case .reply: .reply
+        case .requestWithCopyState: .requestWithCopyState
         }
     }
 }
@@ -152,8 +180,9 @@ public enum LeaseCodec {
         // sender by node ID, so it stays empty.
         writer.string("")
         switch message.payload {
-        case let .request(round, life, durationMs, asks):
+        case let .request(round, life, durationMs, asks), let .requestWithCopyState(round, life, durationMs, asks):
             precondition(asks.count <= Int(UInt16.max), "one request per tick per peer holds at most 65535 shards")
+            let withCopyState = message.payload.type == .requestWithCopyState
             writer.u64(round)
             writer.u64(life)
             writer.u32(durationMs)
@@ -163,6 +192,7 @@ public enum LeaseCodec {
                 writer.u32(ask.term)
                 writer.u32(ask.lastVersion.term)
                 writer.u64(ask.lastVersion.seq)
+                if withCopyState { writer.u8(ask.mayHaveHole ? LeaseAsk.mayHaveHoleBit : 0) }
             }
         case let .reply(round, life, answers):
             precondition(answers.count <= Int(UInt16.max), "a reply answers one request")
@@ -218,16 +248,26 @@ extension ByteReader {
         guard let round = u64(), let life = u64() else { return nil }
         var seen = Set<UInt32>()
         switch type {
-        case .request:
+        case .request, .requestWithCopyState:
+            let withCopyState = type == .requestWithCopyState
             guard let durationMs = u32(), durationMs > 0, let count = u16(), count > 0 else { return nil }
             var asks: [LeaseAsk] = []
             asks.reserveCapacity(min(Int(count), 256))
             for _ in 0..<count {
                 guard let shard = u32(), shard < numShards, seen.insert(shard).inserted,
                       let term = u32(), term > 0, let lastTerm = u32(), let lastSeq = u64() else { return nil }
-                asks.append(LeaseAsk(shard: shard, term: term, lastVersion: EntryVersion(term: lastTerm, seq: lastSeq)))
+                var mayHaveHole = false
+                if withCopyState {
+                    // Bits no release defines yet are refused, like an unknown verdict.
+                    guard let copy = u8(), copy & ~LeaseAsk.mayHaveHoleBit == 0 else { return nil }
+                    mayHaveHole = copy & LeaseAsk.mayHaveHoleBit != 0
+                }
+                asks.append(LeaseAsk(shard: shard, term: term, lastVersion: EntryVersion(term: lastTerm, seq: lastSeq),
+                                     mayHaveHole: mayHaveHole))
             }
-            return .request(round: round, life: life, durationMs: durationMs, asks: asks)
+            return withCopyState
+                ? .requestWithCopyState(round: round, life: life, durationMs: durationMs, asks: asks)
+                : .request(round: round, life: life, durationMs: durationMs, asks: asks)
         case .reply:
             guard let count = u16(), count > 0 else { return nil }
             var answers: [LeaseAnswer] = []

@@ -144,6 +144,9 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     /// What each peer announced on its current control connection; absent
     /// for a peer that has not dialled us yet or runs a release before 0.1.1.
     private var buildOf: [String: PeerAnnouncement] = [:]
+    /// `buildOf` changed since the lease driver was last told which peers
+    /// decode lease asks with the copy state.
+    private var buildsChanged = false
     /// Whether each peer takes part in leases, on positive evidence from its
     /// current control connection; absent = not known yet.
     private var leaseSupportOf: [String: LeaseSupport] = [:]
@@ -505,7 +508,10 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         // A new control connection is a (re)started peer: what it runs now
         // comes in the announcement that follows, or never from a release
         // before 0.1.1, which must not keep the build its predecessor named.
-        if hello.lane == .control, buildOf.removeValue(forKey: hello.nodeID) != nil { membershipChanged = true }
+        if hello.lane == .control, buildOf.removeValue(forKey: hello.nodeID) != nil {
+            membershipChanged = true
+            buildsChanged = true
+        }
         // The same for its lease support: classified again from this
         // connection's first frame (a node restarted on another release).
         // The previous classification stands until that frame: dropping it
@@ -531,6 +537,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         if buildOf[nodeID] == nil && buildOf.count >= Self.maxAcceptedConnections { return }
         buildOf[nodeID] = build
         membershipChanged = true
+        buildsChanged = true
         logger.info("cluster: peer announced its build", metadata: [
             "peer": "\(nodeID)", "version": "\(build.version)", "commit": "\(build.commit)",
         ])
@@ -1036,6 +1043,11 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     private func leaseStep(_ leases: LeaseDriver, nowMs: Int64) {
         if let relay {
             for (shard, version) in relay.takeLocalVersions() { leases.localVersion(shard: shard, version, nowMs: nowMs) }
+            for shard in relay.takeCompletedCopies().sorted() { leases.copyComplete(shard: shard, nowMs: nowMs) }
+        }
+        if buildsChanged {
+            buildsChanged = false
+            leases.peersDecodingCopyState(buildOf.compactMap { $0.value.capabilities.contains(.leaseCopyState) ? $0.key : nil })
         }
         // Once per pass, so that a hello and the frame after it, read
         // together, never switch enforcement on and off in between.

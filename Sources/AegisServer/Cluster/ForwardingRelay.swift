@@ -263,6 +263,7 @@ final class ForwardingRelay {
             // through the walk's start, which the election restriction counts.
             if header.route.ticket & ShardStreamWire.lastSlice != 0 {
                 noteLocal(shard: Int(header.route.shard), header.replicatedPrevious)
+                noteCopyComplete(shard: Int(header.route.shard))
             }
             // A follower reactor's acknowledgement, back to the peer the records came from.
             if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
@@ -294,6 +295,21 @@ final class ForwardingRelay {
     func takeLocalVersions() -> [Int: EntryVersion] {
         defer { localVersions = [:] }
         return localVersions
+    }
+
+    /// Shards whose stream finished on this node's reactors (their last
+    /// slice applied) since the last `takeCompletedCopies`: the copy is then
+    /// the holder's, with no hole a restart left (`LeaseAsk.mayHaveHole`).
+    private var completedCopies: Set<Int> = []
+
+    private func noteCopyComplete(shard: Int) {
+        guard shard >= 0, shard < shardOwner.count else { return }
+        completedCopies.insert(shard)
+    }
+
+    func takeCompletedCopies() -> Set<Int> {
+        defer { completedCopies = [] }
+        return completedCopies
     }
 
     private func forwardRequest(_ header: ForwardHeader, payload: UnsafeRawBufferPointer, nowNs: Int64) {

@@ -34,11 +34,15 @@ struct PeerAnnouncement: Equatable {
         /// Answers lease requests and enforces leases (docs/replication.md),
         /// so a majority of its shard's replicas can fence writes.
         static let leases = Capabilities(rawValue: 1 << 0)
+        /// Decodes `LeaseMessageType.requestWithCopyState` (lease asks that
+        /// say the asker's copy may have a hole); 0.2.0 does not, and is sent
+        /// the older request form.
+        static let leaseCopyState = Capabilities(rawValue: 1 << 1)
     }
 
     var version: String
     var commit: String
-    var capabilities: Capabilities = [.leases]
+    var capabilities: Capabilities = [.leases, .leaseCopyState]
 
     /// The whole frame: length prefix, then the payload with its MAC.
     func frame(_ authenticator: GossipAuthenticator) -> [UInt8] {

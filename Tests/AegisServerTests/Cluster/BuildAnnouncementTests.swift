@@ -43,6 +43,7 @@ import Testing
         #expect(decoded == .success(PeerAnnouncement(version: "0.2.0", commit: "c0ffee",
                                                      capabilities: PeerAnnouncement.Capabilities(rawValue: 0x8001))))
         #expect((try? decoded.get())?.capabilities.contains(.leases) == true)
+        #expect((try? decoded.get())?.capabilities.contains(.leaseCopyState) == false, "0.2.0 announces leases alone")
     }
 
     /// Format 1 (0.1.1 builds before capabilities) read by this release: the
@@ -62,6 +63,7 @@ import Testing
     @Test func aFormatOneReaderFindsItsFieldsInFormatTwo() {
         let build = PeerAnnouncement(version: "0.2.0", commit: "feed")
         #expect(build.capabilities.contains(.leases), "this release announces that it takes part in leases")
+        #expect(build.capabilities.contains(.leaseCopyState), "and that it decodes lease asks with the copy state")
         let frame = build.frame(Self.authenticator)
         #expect(frame[5] == 2)
         var reader = ByteReader(frame[4..<(frame.count - GossipAuthenticator.tagBytes)])
@@ -72,7 +74,7 @@ import Testing
         #expect(marker == PeerAnnouncement.marker && format == 2)
         #expect(version == "0.2.0" && commit == "feed")
         #expect(skipped == 4)
-        #expect(capabilities == PeerAnnouncement.Capabilities.leases.rawValue)
+        #expect(capabilities == PeerAnnouncement.Capabilities([.leases, .leaseCopyState]).rawValue)
     }
 
     /// A format-2 frame cut before its capabilities is refused, not read as format 1.

@@ -150,6 +150,62 @@ import Testing
         #expect(members[0].log().contains("newest local versions from the log replay"))
     }
 
+    /// Whether `member`'s copy of `shard` may have a hole, from its /cluster.
+    static func copyMayHaveHole(_ member: Member, shard: Int) -> Bool? {
+        guard let body = member.get("/cluster"),
+              let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+              let leases = object["leases"] as? [String: Any], let shards = leases["shards"] as? [[String: Any]],
+              let entry = shards.first(where: { $0["shard"] as? Int == shard }) else { return nil }
+        return entry["copy_may_have_hole"] as? Bool
+    }
+
+    /// A node restarted with its log holds of each shard what it replayed:
+    /// its copies may have holes, and its asks say so, until the holder's
+    /// stream of the shard finishes here. node1 is killed, node2 and node3
+    /// take its shards and write past the tail (16 records) to one of them,
+    /// node1 comes back with its log: every shard may have a hole; one more
+    /// write makes the holder stream that shard, and it no longer may,
+    /// while a shard nobody streamed still may.
+    @Test(.timeLimit(.minutes(4))) func aRestartedNodesCopyMayHaveAHoleUntilItsShardIsStreamed() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-leases-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let extra = ["--wal-mode", "write", "--replication-tail-records", "16"]
+        let members = try Self.startCluster(directory: directory, extra: extra)
+        defer { for member in members { member.stop() } }
+        let keys = try (0..<20_000).map { "hole-key-\($0)" }.filter { try ForwardingProcessTests.primary(of: $0) == "node2" }
+        let shard = Self.shard(of: keys[0])
+        let inShard = keys.filter { Self.shard(of: $0) == shard }.prefix(40)
+        try #require(inShard.count == 40, "40 keys of one of node2's shards")
+        let untouched = try #require((0..<Self.numShards).first { candidate in !keys.contains { Self.shard(of: $0) == candidate } && candidate != shard })
+        #expect(Self.copyMayHaveHole(members[0], shard: shard) == false, "a first start has lost nothing")
+
+        members[0].crash()
+        let survivors = [members[1], members[2]]
+        #expect(ReplicationProcessTests.waitForMap(survivors) && Self.waitForEveryShardHeld(survivors),
+                "node2 and node3 hold every shard:\n\(members[1].log().suffix(2000))")
+        try ReplicationProcessTests.write(members[1], sets: Dictionary(uniqueKeysWithValues: inShard.map { ($0, "while-down-\($0)") }))
+
+        try members[0].start(seeds: members.map(\.gossipAddress), extra: extra)
+        var holed: [Bool?] = []
+        #expect(waitUntil(seconds: 30) {
+            holed = [Self.copyMayHaveHole(members[0], shard: shard), Self.copyMayHaveHole(members[0], shard: untouched)]
+            return holed.allSatisfy { $0 != nil }
+        }, "node1 answers /cluster after its restart:\n\(members[0].log().suffix(2000))")
+        #expect(holed == [true, true], "every copy of a node restarted with its log may have a hole")
+        #expect(ReplicationProcessTests.waitForMap(members), "node1 is back in the map")
+
+        var streamed = false
+        let cleared = waitUntil(seconds: 60) {
+            if !streamed { streamed = Self.set(members[1], inShard[0], "after-return") == nil }
+            return Self.copyMayHaveHole(members[0], shard: shard) == false
+        }
+        #expect(cleared, "the holder's stream of the shard made node1's copy whole:\n\(members[0].log().suffix(3000))")
+        #expect(Self.copyMayHaveHole(members[0], shard: untouched) == true, "a shard nobody streamed still may have a hole")
+        let cluster = members[0].get("/cluster") ?? ""
+        #expect(cluster.contains("\"holed_candidates_refused\""))
+        #expect((members[0].get("/metrics") ?? "").contains("aegis_lease_holed_candidates_refused_total"))
+    }
+
     /// Whether `member` says in /cluster that it is an empty learner.
     static func isEmptyLearner(_ member: Member) -> Bool? {
         guard let body = member.get("/cluster"),

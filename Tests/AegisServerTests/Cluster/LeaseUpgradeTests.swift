@@ -149,6 +149,42 @@ import Testing
         #expect(log.matching("no member runs a release before leases any more").count == 1)
     }
 
+    /// Lease asks go in the form each peer decodes: with the copy state to a
+    /// peer whose build announces it, in the 0.2.0 form (which that release
+    /// decodes, and which says nothing of the copy) to the others.
+    @Test func leaseAsksCarryTheCopyStateOnlyToPeersThatDecodeIt() throws {
+        let log = LogLines()
+        let (driver, _, directory) = try Self.driver(hasSeeds: true, log: log)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        _ = driver.start(nowMs: 0)
+        let members = [NodeID("node-a")!, NodeID("node-b")!]
+        _ = driver.membersChanged(alive: members, known: members, nowMs: 1)
+        func requestTypes(at nowMs: Int64) -> [LeaseMessageType] {
+            driver.fireDueTimers(nowMs: nowMs).compactMap { peer, frame in
+                guard peer.name == "node-a",
+                      case let .message(message) = LeaseCodec.decode(frame: frame, parameters: Self.parameters,
+                                                                     authenticator: Self.authenticator) else { return nil }
+                return message.payload.type
+            }
+        }
+        // Past the quiet period after the start, every tick asks node-a for
+        // the shards this node campaigns for or holds.
+        var now: Int64 = 5000
+        var seen: [LeaseMessageType] = []
+        while seen.isEmpty && now < 60_000 {
+            seen = requestTypes(at: now)
+            now += 1000
+        }
+        #expect(seen == [.request], "node-a has announced nothing: the 0.2.0 form")
+        driver.peersDecodingCopyState(["node-a"])
+        seen = []
+        while seen.isEmpty && now < 120_000 {
+            seen = requestTypes(at: now)
+            now += 1000
+        }
+        #expect(seen == [.requestWithCopyState])
+    }
+
     /// A node alone without seeds enforces nothing either way; once it sees
     /// another member it says why it still does not.
     @Test func aNodeNotYetInAClusterSwitchesNothingAndSaysWhyOnceItJoins() throws {

@@ -50,6 +50,9 @@ final class LeaseDriver {
         var heldForMs: Int64?
         /// The newest version of the shard this node holds, as the machine knows it.
         var localVersion: EntryVersion
+        /// Restarted with its log and not refilled by a stream since (see
+        /// `LeaseAsk.mayHaveHole`).
+        var copyMayHaveHole = false
     }
 
     private(set) var machine: LeaseMachine
@@ -214,6 +217,20 @@ final class LeaseDriver {
         assert(actions.isEmpty, "a local version produced lease actions")
     }
 
+    /// A shard stream from the holder finished here: this node's copy of
+    /// the shard is the holder's, so whatever a restart lost of it is back.
+    func copyComplete(shard: Int, nowMs: Int64) {
+        guard stoppedBy == nil, toldVersion.indices.contains(shard) else { return }
+        let actions = machine.step(.copyComplete(shard: shard, now: nowMs))
+        assert(actions.isEmpty, "a complete copy produced lease actions")
+    }
+
+    /// The peers whose build announces they decode lease asks with the copy
+    /// state; the others (0.2.0) are sent the request form they decode.
+    func peersDecodingCopyState(_ names: [String]) {
+        machine.peersDecodingCopyState(Set(names.compactMap { NodeID($0) }))
+    }
+
     // MARK: - Carrying out actions
 
     private func step(_ event: LeaseEvent, nowMs: Int64) -> [(NodeID, [UInt8])] {
@@ -345,7 +362,8 @@ final class LeaseDriver {
     func shards(nowMs: Int64) -> [ShardView] {
         terms.indices.map { shard in
             ShardView(shard: shard, term: terms[shard],
-                      heldForMs: heldUntil[shard].flatMap { $0 > nowMs ? $0 - nowMs : nil }, localVersion: toldVersion[shard])
+                      heldForMs: heldUntil[shard].flatMap { $0 > nowMs ? $0 - nowMs : nil }, localVersion: toldVersion[shard],
+                      copyMayHaveHole: readMachine { $0.copyMayHaveHole(shard) })
         }
     }
 
@@ -376,5 +394,6 @@ final class LeaseDriver {
     private func readMachine<T>(_ query: (inout LeaseMachine) -> T) -> T { query(&machine) }
 
     var isEnforced: Bool { enforced }
+    var holedCandidatesRefused: UInt64 { machine.counters.holedCandidatesRefused }
     var isEmptyLearner: Bool { machine.isEmptyLearner }
 }

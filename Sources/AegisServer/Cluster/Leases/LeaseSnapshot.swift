@@ -9,6 +9,9 @@ public struct LeaseSnapshot: Sendable, Equatable {
         /// machine counts it when it votes or campaigns.
         public var localTerm: UInt32 = 0
         public var localSeq: UInt64 = 0
+        /// This node restarted with its log and has had no complete copy of
+        /// the shard since: whole voters refuse its campaigns.
+        public var copyMayHaveHole = false
     }
 
     /// False while the node is alone with no seeds (writes need no lease
@@ -23,6 +26,9 @@ public struct LeaseSnapshot: Sendable, Equatable {
     public var electionsWon = 0
     public var electionsLost = 0
     public var termChanges = 0
+    /// Campaigns this node refused because the candidate's copy may have a
+    /// hole and its own is whole (or a whole one at least as new is asking).
+    public var holedCandidatesRefused = 0
     /// Durable writes of the lease-terms file.
     public var termWrites = 0
     /// Lease frames refused (bad MAC, other cluster, malformed).
@@ -43,13 +49,15 @@ public struct LeaseSnapshot: Sendable, Equatable {
         emptyLearner = driver.isEmptyLearner
         leaseMs = driver.leaseMs
         shards = driver.shards(nowMs: nowMs).map {
-            Shard(shard: $0.shard, term: $0.term, heldForMs: $0.heldForMs, localTerm: $0.localVersion.term, localSeq: $0.localVersion.seq)
+            Shard(shard: $0.shard, term: $0.term, heldForMs: $0.heldForMs, localTerm: $0.localVersion.term, localSeq: $0.localVersion.seq,
+                  copyMayHaveHole: $0.copyMayHaveHole)
         }
         let c = driver.counters
         electionsStarted = c.electionsStarted
         electionsWon = c.electionsWon
         electionsLost = c.electionsLost
         termChanges = c.termChanges
+        holedCandidatesRefused = Int(clamping: driver.holedCandidatesRefused)
         termWrites = c.termWrites
         framesDropped = c.framesDropped
         stoppedBy = driver.stoppedBy
