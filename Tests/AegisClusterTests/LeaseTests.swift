@@ -315,6 +315,20 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         }
     }
 
+    /// The preferred replica wins the shard after the quiet period and
+    /// writes 40 records that every replica holds (2 s after `quietEnd`).
+    func holderWithWritesEveryoneHolds(_ cluster: inout LeaseCluster) -> (primary: Int, version: EntryVersion) {
+        let primary = cluster.primary(shard)
+        let start = LeaseCluster.quietEnd
+        run(&cluster, from: start, to: start + 2000)
+        #expect(cluster.holders(shard, at: start + 2000) == [primary])
+        let version = EntryVersion(term: cluster.machines[primary].term(ofShard: shard), seq: 40)
+        for index in cluster.machines.indices {
+            _ = cluster.step(index, .localVersion(shard: shard, version: version, now: start + 2000))
+        }
+        return (primary, version)
+    }
+
     @Test func thePreferredReplicaIsElectedByAMajorityAfterTheQuietPeriod() {
         var cluster = LeaseCluster()
         let primary = cluster.primary(shard)
@@ -641,14 +655,8 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
     /// restarted holder again, which is what the second argument shows.
     @Test(arguments: [true, false]) func aRestartedHolderStandsBackWhileAReplicaThatStayedUpTakesOver(_ standsBack: Bool) {
         var cluster = LeaseCluster()
-        let primary = cluster.primary(shard)
+        let (primary, version) = holderWithWritesEveryoneHolds(&cluster)
         let start = LeaseCluster.quietEnd
-        run(&cluster, from: start, to: start + 2000)
-        #expect(cluster.holders(shard, at: start + 2000) == [primary])
-        let version = EntryVersion(term: cluster.machines[primary].term(ofShard: shard), seq: 40)
-        for index in cluster.machines.indices {
-            _ = cluster.step(index, .localVersion(shard: shard, version: version, now: start + 2000))
-        }
         let crashedAt = start + 3000, backAt = start + 6000
         run(&cluster, from: crashedAt, to: backAt - 1, cut: [primary])
         cluster.inFlight.removeAll { $0.from == primary || $0.to == primary }
@@ -837,14 +845,8 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
     /// as before, and its holed copy wins.
     @Test(arguments: [true, false]) func aRestartedHolderIsRefusedByTheReplicasThatStayedUp(_ copyStateSent: Bool) {
         var cluster = LeaseCluster()
-        let primary = cluster.primary(shard)
+        let (primary, version) = holderWithWritesEveryoneHolds(&cluster)
         let start = LeaseCluster.quietEnd
-        run(&cluster, from: start, to: start + 2000)
-        #expect(cluster.holders(shard, at: start + 2000) == [primary])
-        let version = EntryVersion(term: cluster.machines[primary].term(ofShard: shard), seq: 40)
-        for index in cluster.machines.indices {
-            _ = cluster.step(index, .localVersion(shard: shard, version: version, now: start + 2000))
-        }
         let others = Set(cluster.machines.indices.filter { $0 != primary })
         let crashedAt = start + 3000
         let backAt = crashedAt + 1000
