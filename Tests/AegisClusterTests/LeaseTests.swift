@@ -680,6 +680,48 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         }
     }
 
+    /// Chaos seed 14: a replica restarted and was streamed the holder's whole
+    /// copy, yet stood back for the rest of its 24-48 s, while a replica that
+    /// restarted later with a hole waited less and won. A complete copy ends
+    /// the stand-back: with it the whole replica takes over once the holder
+    /// is gone; without it (no stream arrived) both restarted replicas are
+    /// still standing back at the same moment.
+    @Test(arguments: [true, false]) func aRestartedReplicaStreamedWholeStopsStandingBack(_ streamed: Bool) {
+        var cluster = LeaseCluster()
+        let (primary, version) = holderWithWritesEveryoneHolds(&cluster)
+        let start = LeaseCluster.quietEnd
+        let replicas = cluster.machines.indices.filter { $0 != primary }
+        let term = cluster.machines[primary].term(ofShard: shard)
+        // Both other replicas restart quickly; as followers their logs hold
+        // nothing of the shard.
+        let backAt = start + 3000
+        for replica in replicas {
+            cluster.inFlight.removeAll { $0.from == replica || $0.to == replica }
+            cluster.machines[replica] = LeaseCluster.machine(cluster.ids[replica],
+                                                             persisted: [shard: PersistedTerm(term: term, votedFor: cluster.ids[primary])],
+                                                             learner: false, restarted: true, life: 2)
+            cluster.start(replica, at: backAt)
+        }
+        let whole = replicas[0]
+        if streamed {
+            // The holder's stream of the shard finished on this replica.
+            _ = cluster.step(whole, .localVersion(shard: shard, version: version, now: backAt + 100))
+            _ = cluster.step(whole, .copyComplete(shard: shard, now: backAt + 100))
+        }
+        #expect(cluster.machines[whole].copyMayHaveHole(shard) == !streamed)
+        run(&cluster, from: backAt, to: backAt + 1000)
+        // The holder is gone for good; well inside the replicas' stand-back.
+        let goneAt = backAt + 1000, lookAt = goneAt + 15_000
+        #expect(lookAt < backAt + LeaseCluster.settings(cluster.ids[whole]).restartStandBackMs)
+        cluster.inFlight.removeAll { $0.from == primary || $0.to == primary }
+        run(&cluster, from: goneAt, to: lookAt, cut: [primary])
+        if streamed {
+            #expect(cluster.holders(shard, at: lookAt) == [whole], "the replica streamed whole took over")
+        } else {
+            #expect(cluster.holders(shard, at: lookAt).isEmpty, "both restarted replicas still stand back")
+        }
+    }
+
     /// A voter whose copy is whole refuses a candidate whose copy may have a
     /// hole, even one that claims newer writes: the hole may be writes only
     /// the voter holds (chaos seed 12 at W = 2 lost 188 acknowledged writes

@@ -159,7 +159,14 @@ public struct LeaseMachine: Sendable {
             return output
         }
         if case let .copyComplete(shard, _) = event {
-            if state.shards.indices.contains(shard) { state.shards[shard].mayHaveHole = false }
+            guard state.shards.indices.contains(shard) else { return output }
+            // The stand-back exists because the copy may have a hole; with
+            // the holder's whole copy here it only keeps a whole replica
+            // from campaigning while a restarted one with a hole may win
+            // (chaos seed 14: a node streamed whole stood back 24 s, and a
+            // holed node won 0.7 s before its first campaign).
+            state.shards[shard].mayHaveHole = false
+            state.shards[shard].standBackUntil = .min
             return output
         }
         guard state.started else { return [] }
