@@ -60,6 +60,12 @@ public struct Scenario: Sendable, Equatable {
     /// not the writes it received as a follower (as in the server); off, a
     /// crash keeps the whole copy. See `Simulation.startLeases`.
     public var crashKeepsOnlyTheLog = false
+    /// Also count a lease won below an acknowledged write as a violation
+    /// when only one running replica besides the winner still held the
+    /// write (by default two must: with one, the other copy may have been
+    /// lost to a crash, a double fault). That one could have been elected,
+    /// as in chaos seed 14, where the only whole copy lost the race.
+    public var strictKeepers = false
     public var leases: LeaseTiming
 
     public struct NodeMoment: Sendable, Hashable {
@@ -148,11 +154,12 @@ public struct Scenario: Sendable, Equatable {
     /// - Parameters:
     ///   - quickRestarts: add 0-2 kills of a node that comes back within
     ///     0.3-2.5 s (see `aegiskv-sim --help`).
-    ///   - crashKeepsOnlyTheLog: see the property.
-    ///   Both are off by default: with them a few seeds in a thousand still
+    ///   - crashKeepsOnlyTheLog, strictKeepers: see the properties.
+    ///   All are off by default: with them a few seeds in a thousand still
     ///   lose acknowledged writes (docs/replication.md, "Not built yet").
     public static func generate(seed: UInt64, kind: Kind? = nil, lifeguard: Bool = true,
-                                quickRestarts: Bool = false, crashKeepsOnlyTheLog: Bool = false) -> Scenario {
+                                quickRestarts: Bool = false, crashKeepsOnlyTheLog: Bool = false,
+                                strictKeepers: Bool = false) -> Scenario {
         var random = ClusterRandom(seed: seed ^ 0x5CE7_A510_5EED_0001)
         let kind = kind ?? (Int.random(in: 0..<4, using: &random) == 0 ? .mild : .chaos)
         let timing = SimulationTiming()
@@ -241,6 +248,7 @@ public struct Scenario: Sendable, Equatable {
             leaseClockSkewMs: skew, wipedRestarts: wiped, leases: LeaseTiming())
         scenario.endAt = max(scenario.endAt, scenario.leaseLivenessDueAt + timing.gossipIntervalMs)
         scenario.crashKeepsOnlyTheLog = crashKeepsOnlyTheLog
+        scenario.strictKeepers = strictKeepers
         return scenario
     }
 

@@ -291,11 +291,12 @@ extension Simulation {
         guard acknowledged > .zero, nodes[index].completeThrough[shard] < acknowledged else { return }
         let keepers = leasePlacement.owners(ofShard: shard).filter { owner in
             guard let replica = nodeIndex(owner) else { return false }
+            if scenario.strictKeepers && !nodes[replica].isRunning { return false }
             let holds = nodes[replica].isRunning || !scenario.crashKeepsOnlyTheLog
                 ? nodes[replica].completeThrough[shard] : completeFromLog(replica, shard)
             return holds >= acknowledged
         }
-        if keepers.count >= 2 {
+        if keepers.count >= (scenario.strictKeepers ? 1 : 2) {
             violation("shard \(shard): \(nodes[index].nodeID) won complete through \(nodes[index].completeThrough[shard]) (newest \(nodes[index].shardVersions[shard])), below \(acknowledged) acknowledged at W = 2 and held whole by \(keepers.map(\.name))")
         }
     }

@@ -65,6 +65,9 @@ struct AegisSim: ParsableCommand {
     @Flag(help: "A crash keeps only the node's log (the writes it made as holder), not what it received as a follower, as in the server: a restarted copy can have a hole below its newest version.")
     var crashKeepsOnlyTheLog = false
 
+    @Flag(help: "Report a lease won below an acknowledged write also when only one running replica besides the winner held the write (by default two must: one may be a double fault).")
+    var strictKeepers = false
+
     @Flag(help: "Print each scenario and every violation.")
     var verbose = false
 
@@ -91,6 +94,7 @@ struct AegisSim: ParsableCommand {
         if noLifeguard { command += " --no-lifeguard" }
         if quickRestarts { command += " --quick-restarts" }
         if crashKeepsOnlyTheLog { command += " --crash-keeps-only-the-log" }
+        if strictKeepers { command += " --strict-keepers" }
         if let kind { command += " --kind \(kind.rawValue)" }
         return command
     }
@@ -99,9 +103,10 @@ struct AegisSim: ParsableCommand {
     /// parallel runs can call it without capturing the command.
     func scenarios(kind: Scenario.Kind?) -> @Sendable (UInt64) -> Scenario {
         let lifeguard = !noLifeguard, quickRestarts = self.quickRestarts, crashKeepsOnlyTheLog = self.crashKeepsOnlyTheLog
+        let strictKeepers = self.strictKeepers
         return { seed in
             Scenario.generate(seed: seed, kind: kind, lifeguard: lifeguard, quickRestarts: quickRestarts,
-                              crashKeepsOnlyTheLog: crashKeepsOnlyTheLog)
+                              crashKeepsOnlyTheLog: crashKeepsOnlyTheLog, strictKeepers: strictKeepers)
         }
     }
 
