@@ -23,6 +23,14 @@ struct ReplyQueueTests {
         return String(decoding: output.readableArray(), as: UTF8.self)
     }
 
+    /// One aggregate of `parts.count` parts, each filled in order: what drains.
+    private func aggregated(_ aggregate: ReplyQueue.Aggregate, _ parts: String...) -> String {
+        let queue = ReplyQueue()
+        let sequence = queue.openPending(parts: parts.count, aggregate: aggregate)
+        for part in parts { fill(queue, sequence, part) }
+        return drained(queue)
+    }
+
     @Test func repliesLeaveInRequestOrderWhateverOrderTheyArriveIn() {
         let queue = ReplyQueue()
         let first = queue.openPending(parts: 1, aggregate: .none)
@@ -47,51 +55,30 @@ struct ReplyQueueTests {
     }
 
     @Test func allOKAnswersOneOKForEveryPart() {
-        let queue = ReplyQueue()
-        let sequence = queue.openPending(parts: 2, aggregate: .allOK)
-        fill(queue, sequence, "+OK\r\n")
-        fill(queue, sequence, "+OK\r\n")
-        #expect(drained(queue) == "+OK\r\n")
+        #expect(aggregated(.allOK, "+OK\r\n", "+OK\r\n") == "+OK\r\n")
     }
 
     /// An MSET over several shards is not atomic: the parts that succeeded
     /// stay applied. The reply keeps the first error's code and says how
     /// many parts were applied, so a client is not told "nothing happened".
     @Test func aPartlyAppliedAggregateSaysHowManyPartsSucceeded() {
-        let queue = ReplyQueue()
-        let sequence = queue.openPending(parts: 3, aggregate: .allOK)
-        fill(queue, sequence, "+OK\r\n")
-        fill(queue, sequence, "-OOM command not allowed when used memory > 'maxmemory'\r\n")
-        fill(queue, sequence, "+OK\r\n")
-        #expect(drained(queue) == "-OOM command not allowed when used memory > 'maxmemory' (applied in part: 2 of 3 parts succeeded)\r\n")
+        #expect(aggregated(.allOK, "+OK\r\n", "-OOM command not allowed when used memory > 'maxmemory'\r\n", "+OK\r\n")
+            == "-OOM command not allowed when used memory > 'maxmemory' (applied in part: 2 of 3 parts succeeded)\r\n")
     }
 
     @Test func aReadOverSeveralShardsWithAFailedPartAnswersThatErrorWithoutAPartialCount() {
         // EXISTS k1 k2 k3 with one key's quorum read timed out: nothing was
         // applied, and a count of the other keys would be a wrong answer.
-        let queue = ReplyQueue()
-        let sequence = queue.openPending(parts: 3, aggregate: .countSum)
-        fill(queue, sequence, ":1\r\n")
-        fill(queue, sequence, "-TIMEOUT read quorum not reached\r\n")
-        fill(queue, sequence, ":1\r\n")
-        #expect(drained(queue) == "-TIMEOUT read quorum not reached\r\n")
+        #expect(aggregated(.countSum, ":1\r\n", "-TIMEOUT read quorum not reached\r\n", ":1\r\n")
+            == "-TIMEOUT read quorum not reached\r\n")
     }
 
     @Test func aReadOverSeveralShardsSumsItsParts() {
-        let queue = ReplyQueue()
-        let sequence = queue.openPending(parts: 3, aggregate: .countSum)
-        fill(queue, sequence, ":1\r\n")
-        fill(queue, sequence, ":0\r\n")
-        fill(queue, sequence, ":1\r\n")
-        #expect(drained(queue) == ":2\r\n")
+        #expect(aggregated(.countSum, ":1\r\n", ":0\r\n", ":1\r\n") == ":2\r\n")
     }
 
     @Test func anAggregateWhosePartsAllFailAnswersTheFirstErrorUnchanged() {
-        let queue = ReplyQueue()
-        let sequence = queue.openPending(parts: 2, aggregate: .integerSum)
-        fill(queue, sequence, "-ERR first\r\n")
-        fill(queue, sequence, "-ERR second\r\n")
-        #expect(drained(queue) == "-ERR first\r\n")
+        #expect(aggregated(.integerSum, "-ERR first\r\n", "-ERR second\r\n") == "-ERR first\r\n")
     }
 
     @Test func aLongQueueCompactsWithoutLosingOrder() {

@@ -136,10 +136,11 @@ public struct LeaseMachine: Sendable {
         }
         // What a restart loses is what the stand-back is for: the same
         // condition marks every copy as possibly holed.
-        if restarted && !emptyLearner {
+        let restartedWithData = restarted && !emptyLearner
+        if restartedWithData {
             for shard in shards.indices { shards[shard].mayHaveHole = true }
         }
-        state = LeaseState(shards: shards, emptyLearner: emptyLearner, restarted: restarted && !emptyLearner,
+        state = LeaseState(shards: shards, emptyLearner: emptyLearner, restarted: restartedWithData,
                            life: life, random: ClusterRandom(seed: randomSeed))
     }
 
