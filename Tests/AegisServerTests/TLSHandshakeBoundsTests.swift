@@ -104,7 +104,7 @@ struct TLSHandshakeBoundsTests {
         print("server closed" if closed else "answer: %r" % answer)
         """
 
-    @Test(.timeLimit(.minutes(3))) func metricsCountEveryHandshakeOutcomeByReasonAndTheRecordLayer() throws {
+    @Test(.hangBound) func metricsCountEveryHandshakeOutcomeByReasonAndTheRecordLayer() throws {
         let certificates = try TestPKI()
         defer { certificates.remove() }
         let server = try ServerHarness(arguments: certificates.clientPortArguments + ["--tls-ca-file", certificates.caCert,
@@ -203,7 +203,7 @@ struct TLSHandshakeBoundsTests {
     /// A TLS 1.2 client asking to renegotiate (openssl s_client's `R`) gets
     /// no second handshake: the node refuses (SSL_OP_NO_RENEGOTIATION) and
     /// closes that connection, and goes on serving others.
-    @Test(.timeLimit(.minutes(2))) func aRenegotiationAttemptClosesOnlyThatConnection() throws {
+    @Test(.hangBound) func aRenegotiationAttemptClosesOnlyThatConnection() throws {
         let certificates = try TestPKI()
         defer { certificates.remove() }
         let server = try ServerHarness(arguments: certificates.clientPortArguments + ["--log-level", "debug"], reactors: 1)
@@ -221,7 +221,7 @@ struct TLSHandshakeBoundsTests {
     /// The same on the https operations port (swift-nio-ssl, BoringSSL,
     /// which has no server-side renegotiation): the request before the
     /// attempt is answered, none after, and curl is served meanwhile.
-    @Test(.timeLimit(.minutes(2))) func aRenegotiationAttemptOnTheOperationsPortClosesOnlyThatConnection() throws {
+    @Test(.hangBound) func aRenegotiationAttemptOnTheOperationsPortClosesOnlyThatConnection() throws {
         let pki = try TestPKI()
         defer { pki.remove() }
         let server = try ServerHarness(arguments: pki.serverArguments(), reactors: 1)
@@ -322,7 +322,7 @@ struct TLSHandshakeBoundsTests {
     /// and closes the rest at accept; a client from 127.0.0.2 is served
     /// meanwhile, and a new one from 127.0.0.1 is refused until the
     /// address's handshakes end.
-    @Test(.timeLimit(.minutes(4))) func tenThousandHalfOpenHandshakesFromOneAddressLeaveOthersServed() throws {
+    @Test(.hangBound) func tenThousandHalfOpenHandshakesFromOneAddressLeaveOthersServed() throws {
         let certificates = try TestPKI()
         defer { certificates.remove() }
         // auth_timeout long enough that the held handshakes outlast the attack.
@@ -335,7 +335,7 @@ struct TLSHandshakeBoundsTests {
     /// tls_handshakes_per_address set low in the configuration file is the
     /// bound real clients meet: of 20 half-open handshakes from one address
     /// the node holds 4, over two reactors, and states the bound at start.
-    @Test(.timeLimit(.minutes(2))) func aConfiguredHandshakeBoundIsTheOneClientsMeet() throws {
+    @Test(.hangBound) func aConfiguredHandshakeBoundIsTheOneClientsMeet() throws {
         let certificates = try TestPKI()
         defer { certificates.remove() }
         let file = certificates.directory + "/bound.json"
@@ -422,7 +422,7 @@ struct TLSHandshakeBoundsTests {
     /// seed keep at most 64 connections there (the per-address bound on
     /// connections without a hello) instead of all 1,024 accept slots, and a
     /// new node joins through that seed meanwhile.
-    @Test(.timeLimit(.minutes(4))) func halfOpenPeerConnectionsFromOneAddressDoNotKeepNodesOut() throws {
+    @Test(.hangBound) func halfOpenPeerConnectionsFromOneAddressDoNotKeepNodesOut() throws {
         let pki = try TestPKI()
         defer { pki.remove() }
         let directory = try PeerTLSProcessTests.temporaryDirectory("peer-tls-halfopen")
@@ -451,7 +451,7 @@ struct TLSHandshakeBoundsTests {
     /// of 200 half-open TLS connections from one address a node keeps at
     /// most 3, refuses the rest at accept with the bound in its warning, and
     /// a node from another address joins meanwhile.
-    @Test(.timeLimit(.minutes(3))) func aConfiguredPendingAcceptBoundIsTheOnePeersMeet() throws {
+    @Test(.hangBound) func aConfiguredPendingAcceptBoundIsTheOnePeersMeet() throws {
         let pki = try TestPKI()
         defer { pki.remove() }
         let directory = try PeerTLSProcessTests.temporaryDirectory("peer-tls-bound")

@@ -29,7 +29,7 @@ struct ChaosHarnessTests {
         }
     }
 
-    @Test(.timeLimit(.minutes(5))) func oneMinuteChaosRunAgainstThisBuildPasses() throws {
+    @Test(.hangBound) func oneMinuteChaosRunAgainstThisBuildPasses() throws {
         let seed = ProcessInfo.processInfo.environment["AEGIS_CHAOS_SEED"] ?? "1"
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-chaos-\(UUID().uuidString)").path
         let arguments = ["--nodes", "3", "--minutes", "1", "--seed", seed, "--out", out]

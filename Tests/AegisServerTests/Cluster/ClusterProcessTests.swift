@@ -93,7 +93,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(3))) func threeNodesJoinThroughSeedsAndSeeACrashAndALeave() throws {
+    @Test(.hangBound) func threeNodesJoinThroughSeedsAndSeeACrashAndALeave() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-cluster-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let members = try (1...3).map { try Member(index: $0, directory: directory) }
@@ -133,7 +133,7 @@ import Testing
 }
 
 extension ClusterProcessTests {
-    @Test(.timeLimit(.minutes(2))) func aNodeWithoutSeedsJoinsOnceSIGHUPGivesItSome() throws {
+    @Test(.hangBound) func aNodeWithoutSeedsJoinsOnceSIGHUPGivesItSome() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-cluster-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let first = try Member(index: 4, directory: directory)

@@ -47,7 +47,7 @@ import Testing
 
     static func value(_ prefix: String, _ i: Int) -> String { "\(prefix)-value-\(i)-\(i &* 7919 % 10_007)" }
 
-    @Test(.timeLimit(.minutes(6))) func tenThousandKeysReadTheSameThroughEveryNodeWithEveryClient() throws {
+    @Test(.hangBound) func tenThousandKeysReadTheSameThroughEveryNodeWithEveryClient() throws {
         let members = try Self.startCluster()
         defer { for member in members { member.stop() } }
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-forwarding-io-\(UUID().uuidString)").path
@@ -176,7 +176,7 @@ import Testing
     /// for is answered with a retryable error naming the owner, never
     /// forwarded again. The test plays a peer: it says hello on node1's
     /// gossip port and sends a batch; node1 answers on a link it dials back.
-    @Test(.timeLimit(.minutes(3))) func aForwardedRequestForAShardTheNodeDoesNotOwnIsRefusedWithTheOwner() throws {
+    @Test(.hangBound) func aForwardedRequestForAShardTheNodeDoesNotOwnIsRefusedWithTheOwner() throws {
         let members = try Self.startCluster()
         defer { for member in members { member.stop() } }
         let key = try (0..<1000).map { "k\($0)" }.first { try Self.primary(of: $0) == "node2" }!
@@ -239,7 +239,7 @@ import Testing
     /// A peer that is gone: requests for its shards get a clear error (or,
     /// once the map dropped it, an empty answer from the new owner) within
     /// a bounded time, and the client's other requests are answered.
-    @Test(.timeLimit(.minutes(3))) func aCrashedPeerGivesPromptErrorsAndOtherKeysStillWork() throws {
+    @Test(.hangBound) func aCrashedPeerGivesPromptErrorsAndOtherKeysStillWork() throws {
         let members = try Self.startCluster()
         defer { for member in members { member.stop() } }
         let keys = (0..<2000).map { "p\($0)" }
@@ -274,7 +274,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(3))) func manyFailuresToACrashedPeerLeaveForwardingToTheOthersOpen() throws {
+    @Test(.hangBound) func manyFailuresToACrashedPeerLeaveForwardingToTheOthersOpen() throws {
         let members = try Self.startCluster()
         defer { for member in members { member.stop() } }
         let keys = (0..<2000).map { "q\($0)" }

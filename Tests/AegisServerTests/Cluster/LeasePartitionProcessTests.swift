@@ -39,7 +39,7 @@ struct LeasePartitionProcessTests {
         return KeyHash.shard(of: hash, shardCount: ClusterHarness.numShards)
     }
 
-    @Test(.timeLimit(.minutes(5)))
+    @Test(.hangBound)
     func anIsolatedHolderRefusesWritesTheMajorityTakesOverAndAfterHealingItDemotesAndCatchesUp() throws {
         guard let scenario = try LeasePartitionScenario.start() else { return }
         defer { scenario.finish() }

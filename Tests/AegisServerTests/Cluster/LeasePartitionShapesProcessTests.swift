@@ -24,7 +24,7 @@ struct LeasePartitionShapesProcessTests {
         case holderCannotSend
     }
 
-    @Test(.timeLimit(.minutes(5)), arguments: OneWay.allCases)
+    @Test(.hangBound, arguments: OneWay.allCases)
     func aHolderCutOffOneWayLosesItsLeaseTheOthersTakeOverAndNoAcknowledgedWriteIsLost(_ cut: OneWay) throws {
         guard let scenario = try LeasePartitionScenario.start() else { return }
         defer { scenario.finish() }
@@ -49,7 +49,7 @@ struct LeasePartitionShapesProcessTests {
                                                   above: termBefore)
     }
 
-    @Test(.timeLimit(.minutes(5)))
+    @Test(.hangBound)
     func aFollowerCutOffFromAMajorityThatHoldsTheLeaseRefusesWritesAndCatchesUpAfterTheHeal() throws {
         guard let scenario = try LeasePartitionScenario.start() else { return }
         defer { scenario.finish() }

@@ -74,7 +74,7 @@ import Testing
         return members
     }
 
-    @Test(.timeLimit(.minutes(4))) func aKilledPrimarysShardIsWonByASurvivorAtAHigherTermAndTheOldPrimaryDemotesOnReturn() throws {
+    @Test(.hangBound) func aKilledPrimarysShardIsWonByASurvivorAtAHigherTermAndTheOldPrimaryDemotesOnReturn() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-leases-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let members = try Self.startCluster(directory: directory)
@@ -117,7 +117,7 @@ import Testing
     /// node1 restarts alone (its peers stopped), so nothing but its own log
     /// can tell its lease machine what it holds. (A follower logs no
     /// replicated records, durability.md: only a primary's writes replay.)
-    @Test(.timeLimit(.minutes(4))) func aRestartedPrimaryCountsTheVersionsItsLogReplayed() throws {
+    @Test(.hangBound) func aRestartedPrimaryCountsTheVersionsItsLogReplayed() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-leases-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let walOn = ["--wal-mode", "write"]
@@ -166,7 +166,7 @@ import Testing
     /// node1 comes back with its log: every shard may have a hole; one more
     /// write makes the holder stream that shard, and it no longer may,
     /// while a shard nobody streamed still may.
-    @Test(.timeLimit(.minutes(4))) func aRestartedNodesCopyMayHaveAHoleUntilItsShardIsStreamed() throws {
+    @Test(.hangBound) func aRestartedNodesCopyMayHaveAHoleUntilItsShardIsStreamed() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-leases-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let extra = ["--wal-mode", "write", "--replication-tail-records", "16"]
@@ -218,7 +218,7 @@ import Testing
     /// an empty learner, and stays one across further restarts: it writes no
     /// term file of its own (one written at start made the next start take
     /// it for a node that kept its votes, and it voted again).
-    @Test(.timeLimit(.minutes(4))) func anEmptyLearnerStaysOneAcrossRestarts() throws {
+    @Test(.hangBound) func anEmptyLearnerStaysOneAcrossRestarts() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-leases-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let walOn = ["--wal-mode", "write"]

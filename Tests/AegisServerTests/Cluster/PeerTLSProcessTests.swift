@@ -34,7 +34,7 @@ import Testing
         return directory
     }
 
-    @Test(.timeLimit(.minutes(4))) func threeNodesWithPeerTLSFormForwardAndReplicate() throws {
+    @Test(.hangBound) func threeNodesWithPeerTLSFormForwardAndReplicate() throws {
         let pki = try TestPKI()
         defer { pki.remove() }
         let members = try Self.startTLSCluster(pki, indexes: 1...3, directory: try Self.temporaryDirectory("peer-tls"))
@@ -70,7 +70,7 @@ import Testing
     /// plaintext, dial the cluster: both are refused, counted and logged,
     /// and neither ever becomes a member. Then openssl s_client presents no
     /// certificate, a self-signed one and an expired one from the right CA.
-    @Test(.timeLimit(.minutes(4))) func nodesWithoutAValidCertificateAreRefusedAndNeverJoin() throws {
+    @Test(.hangBound) func nodesWithoutAValidCertificateAreRefusedAndNeverJoin() throws {
         let pki = try TestPKI()
         defer { pki.remove() }
         let directory = try Self.temporaryDirectory("peer-tls-refused")
@@ -149,7 +149,7 @@ import Testing
 
     /// A handshake that stalls half-way holds a session only until the
     /// accept bound (5 s), and the node keeps serving its cluster meanwhile.
-    @Test(.timeLimit(.minutes(2))) func aStalledHandshakeIsClosedAndCounted() throws {
+    @Test(.hangBound) func aStalledHandshakeIsClosedAndCounted() throws {
         let pki = try TestPKI()
         defer { pki.remove() }
         let members = try Self.startTLSCluster(pki, indexes: 6...7, directory: try Self.temporaryDirectory("peer-tls-stall"))
@@ -205,7 +205,7 @@ import Testing
 
     /// SIGHUP reads the three files again: a half-written key keeps the
     /// running certificate (links still open), a good one is taken.
-    @Test(.timeLimit(.minutes(3))) func sighupReloadsThePeerCertificateAndKeepsTheOldOneOnABadFile() throws {
+    @Test(.hangBound) func sighupReloadsThePeerCertificateAndKeepsTheOldOneOnABadFile() throws {
         let pki = try TestPKI()
         defer { pki.remove() }
         let directory = try Self.temporaryDirectory("peer-tls-reload")

@@ -86,7 +86,7 @@ import Testing
         return replies
     }
 
-    @Test(.timeLimit(.minutes(5))) func aReadAtTwoRepairsTheFollowerItAskedThatRestartedEmpty() throws {
+    @Test(.hangBound) func aReadAtTwoRepairsTheFollowerItAskedThatRestartedEmpty() throws {
         let members = try Self.startClusterReadingAtTwo()
         defer { for member in members { member.stop() } }
         // node1 is primary, node2 the follower a read at R = 2 asks, and the primary once node1 is gone.
@@ -129,7 +129,7 @@ import Testing
         #expect(Self.metric(members[1], "aegis_read_repairs_sent_total") == 0, "node3 was not stale")
     }
 
-    @Test(.timeLimit(.minutes(4))) func aReadAtThreeWithOneReplicaPausedErrorsSayingHowManyAnswered() throws {
+    @Test(.hangBound) func aReadAtThreeWithOneReplicaPausedErrorsSayingHowManyAnswered() throws {
         let members = try Self.startClusterReadingAtThree(suspectTimeout: "10s", deadTimeout: "12s")
         defer {
             for member in members { member.signal(SIGCONT) }
@@ -166,7 +166,7 @@ import Testing
     /// Reads held for R = 2 on every node (some forwarded), MGET's keys
     /// included, between writes held for W = 2: every connection's replies
     /// keep the order of its requests, and each read sees the write before it.
-    @Test(.timeLimit(.minutes(4))) func pipelinedReadsAndWritesAtTwoKeepTheirOrder() throws {
+    @Test(.hangBound) func pipelinedReadsAndWritesAtTwoKeepTheirOrder() throws {
         let members = try QuorumProcessTests.startCluster(writeTimeout: "10s", extra: ["--read-quorum", "2"])
         defer { for member in members { member.stop() } }
         var commands: [[String]] = []
@@ -189,7 +189,7 @@ import Testing
     /// STRLEN, EXISTS (each key of a multi-key EXISTS), TYPE and GETRANGE at
     /// R = 2 find the follower that restarted empty stale and repair it, and
     /// the repair carries the key's expiry.
-    @Test(.timeLimit(.minutes(5))) func everyReadOfOneKeyAtTwoRepairsTheFollowerThatRestartedEmpty() throws {
+    @Test(.hangBound) func everyReadOfOneKeyAtTwoRepairsTheFollowerThatRestartedEmpty() throws {
         let members = try Self.startClusterReadingAtTwo()
         defer { for member in members { member.stop() } }
         let expiring = try Self.keyReadFromNode2("rt"), sized = try Self.keyReadFromNode2("rs"), present = try Self.keyReadFromNode2("re")
@@ -225,7 +225,7 @@ import Testing
     /// At R = 3 with the third replica paused, the reads of one key time
     /// out with TRYAGAIN; once the map drops it (2 replicas for R = 3),
     /// they are answered NOREPLICAS at once.
-    @Test(.timeLimit(.minutes(4))) func readsOfOneKeyAtThreeTimeOutThenFindTooFewReplicas() throws {
+    @Test(.hangBound) func readsOfOneKeyAtThreeTimeOutThenFindTooFewReplicas() throws {
         let members = try Self.startClusterReadingAtThree(suspectTimeout: "4s", deadTimeout: "6s")
         defer {
             for member in members { member.signal(SIGCONT) }
@@ -264,7 +264,7 @@ import Testing
     /// find node2's newer state, apply it on the primary, answer from it
     /// (TTL, STRLEN, EXISTS: not the primary's empty copy), and repair the
     /// third replica.
-    @Test(.timeLimit(.minutes(5))) func readsAtThreeAnswerAFollowersNewerStateAfterAFailover() throws {
+    @Test(.hangBound) func readsAtThreeAnswerAFollowersNewerStateAfterAFailover() throws {
         // Nobody leaves the map while paused; 3 s leases so that a restarted node wins soon.
         let extra = ["--read-quorum", "3", "--lease-duration", "3s", "--lease-election-timeout", "1s"]
         let members = try QuorumProcessTests.startCluster(writeTimeout: "5s", suspectTimeout: "40s", deadTimeout: "50s", extra: extra)
@@ -331,7 +331,7 @@ import Testing
     /// replica F is paused, a write through H waits for F (H and P hold it),
     /// then P is paused again: H cannot renew, its lease ends, and the
     /// shard's primary moves to P.
-    @Test(.timeLimit(.minutes(4))) func aWriteWaitingWhenItsPrimaryMovesAwayEndsAtOnce() throws {
+    @Test(.hangBound) func aWriteWaitingWhenItsPrimaryMovesAwayEndsAtOnce() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-moved-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let members = try (1...3).map { try Member(index: $0, directory: directory) }

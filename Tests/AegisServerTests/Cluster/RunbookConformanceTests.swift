@@ -13,7 +13,7 @@ struct RunbookConformanceTests {
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("runbook/run").path
 
-    @Test(.timeLimit(.minutes(5))) func runbookCommandsWorkAsWrittenAgainstThisBuild() throws {
+    @Test(.hangBound) func runbookCommandsWorkAsWrittenAgainstThisBuild() throws {
         let cli = URL(fileURLWithPath: ServerHarness.binaryPath).deletingLastPathComponent()
             .appendingPathComponent("aegiskv-cli").path
         let arguments = ["--bin", ServerHarness.binaryPath, "--cli", cli, "--time-limit", "240"]
