@@ -62,6 +62,9 @@ struct AegisSim: ParsableCommand {
     @Flag(help: "Add 0-2 quick restarts per seed: a node killed and back within 0.3-2.5 s, before membership suspects it (a holder back so soon is still the preferred candidate).")
     var quickRestarts = false
 
+    @Flag(help: "Add one restart cascade per seed: three nodes killed in turn, each back within 0.3-4 s, the next killed 1-6 s after the one before, so restarted nodes stand back at once (chaos seed 14).")
+    var restartCascades = false
+
     @Flag(help: "A crash keeps only the node's log (the writes it made as holder), not what it received as a follower, as in the server: a restarted copy can have a hole below its newest version.")
     var crashKeepsOnlyTheLog = false
 
@@ -93,6 +96,7 @@ struct AegisSim: ParsableCommand {
         var command = "aegiskv-sim --seed \(seed)"
         if noLifeguard { command += " --no-lifeguard" }
         if quickRestarts { command += " --quick-restarts" }
+        if restartCascades { command += " --restart-cascades" }
         if crashKeepsOnlyTheLog { command += " --crash-keeps-only-the-log" }
         if strictKeepers { command += " --strict-keepers" }
         if let kind { command += " --kind \(kind.rawValue)" }
@@ -103,10 +107,11 @@ struct AegisSim: ParsableCommand {
     /// parallel runs can call it without capturing the command.
     func scenarios(kind: Scenario.Kind?) -> @Sendable (UInt64) -> Scenario {
         let lifeguard = !noLifeguard, quickRestarts = self.quickRestarts, crashKeepsOnlyTheLog = self.crashKeepsOnlyTheLog
-        let strictKeepers = self.strictKeepers
+        let strictKeepers = self.strictKeepers, restartCascades = self.restartCascades
         return { seed in
             Scenario.generate(seed: seed, kind: kind, lifeguard: lifeguard, quickRestarts: quickRestarts,
-                              crashKeepsOnlyTheLog: crashKeepsOnlyTheLog, strictKeepers: strictKeepers)
+                              restartCascades: restartCascades, crashKeepsOnlyTheLog: crashKeepsOnlyTheLog,
+                              strictKeepers: strictKeepers)
         }
     }
 
