@@ -272,7 +272,6 @@ extension NodeReports {
             ("elections_started", .int(leases.electionsStarted)), ("elections_won", .int(leases.electionsWon)),
             ("elections_lost", .int(leases.electionsLost)), ("term_changes", .int(leases.termChanges)),
             ("holed_candidates_refused", .int(leases.holedCandidatesRefused)),
-            ("asks_refused_for_unheard_replicas", .int(leases.asksRefusedForUnheardReplicas)),
         ]
         if let why = leases.stoppedBy { document.append(("stopped_by", .string(why))) }
         document.append(("shards", .array(shards)))

@@ -42,7 +42,6 @@ extension MetricsExposition {
             counter("aegis_lease_elections_won", "Campaigns this node won: it held the shard's lease at the new term.", leases.electionsWon),
             counter("aegis_lease_elections_lost", "Campaigns that ended without the lease: a higher term appeared, or this node campaigned again.", leases.electionsLost),
             counter("aegis_lease_holed_candidates_refused", "Campaigns this node refused because the candidate restarted and its copy may have a hole (not refilled since) while this node's copy is whole, or a whole replica claiming at least as much is campaigning.", leases.holedCandidatesRefused),
-            counter("aegis_lease_asks_refused_for_unheard_replicas", "Campaigns this node refused while its copy may have a hole (it restarted and replayed only its log): a live or suspect replica had not asked it during its stand-back, or had asked with a higher claim.", leases.asksRefusedForUnheardReplicas),
             counter("aegis_lease_term_changes", "Times a shard's term rose on this node (campaigns, votes, terms learned from peers).", leases.termChanges),
             counter("aegis_lease_write_refusals", "Writes refused (TRYAGAIN) because this node did not hold the shard's lease.", refusals),
             gauge("aegis_lease_shards_held", "Shards whose lease this node holds now.", leases.held),

@@ -108,10 +108,6 @@ public struct ClusterNode: Sendable {
         if state.phase == .running { alive.append(settings.nodeID) }
         return alive.sorted()
     }
-
-    public var suspectMembers: [NodeID] {
-        state.members.values.filter { $0.status == .suspect }.map(\.node).sorted()
-    }
 }
 
 /// Collects actions without an allocation per event when the driver reuses it.

@@ -56,8 +56,8 @@ extension Simulation {
         }
         leaseStep(index, .start(now: leaseClock(index)))
         leaseStep(index, .placementChanged(leasePlacement, now: leaseClock(index)))
-        if let node = nodes[index].node {
-            leaseStep(index, .membersChanged(alive: node.aliveMembers, suspect: node.suspectMembers, now: leaseClock(index)))
+        if let alive = nodes[index].node?.aliveMembers {
+            leaseStep(index, .membersChanged(alive: alive, now: leaseClock(index)))
         }
     }
 

@@ -427,8 +427,8 @@ public final class Simulation {
     func perform(_ actions: [ClusterAction], of index: Int) {
         var membersChanged = false
         defer {
-            if membersChanged, let node = nodes[index].node {
-                leaseStep(index, .membersChanged(alive: node.aliveMembers, suspect: node.suspectMembers, now: leaseClock(index)))
+            if membersChanged, let alive = nodes[index].node?.aliveMembers {
+                leaseStep(index, .membersChanged(alive: alive, now: leaseClock(index)))
             }
         }
         for action in actions {

@@ -747,72 +747,20 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
     }
 
     /// A voter that restarted itself, or holds nothing of the shard, votes
-    /// on versions alone once it has heard the other replicas' claims (or
-    /// its stand-back is over): after a whole replica set restarted every
-    /// copy may have a hole, and refusing each other nobody would win.
+    /// on versions alone: after a whole replica set restarted every copy may
+    /// have a hole, and refusing each other nobody would win.
     @Test func aVoterWithAHoleOrWithNothingVotesOnVersionsAlone() {
         var cluster = LeaseCluster()
-        let voter = 1, candidate = 0, third = 2
+        let voter = 1, candidate = 0
         cluster.machines[voter] = LeaseCluster.machine(cluster.ids[voter], persisted: [:], learner: false, restarted: true, life: 2)
         cluster.step(voter, .localVersion(shard: shard, version: EntryVersion(term: 2, seq: 30), now: 0))
         cluster.start(voter, at: 0)
         #expect(cluster.machines[voter].copyMayHaveHole(shard))
         let at = LeaseCluster.quietEnd + 1
-        #expect(cluster.answerAskedDirectly(of: voter, from: third, term: 3, at: at, lastVersion: EntryVersion(term: 2, seq: 29),
-                                            mayHaveHole: true)?.verdict == .candidateBehind)
         #expect(cluster.answerAskedDirectly(of: voter, from: candidate, term: 3, at: at, lastVersion: EntryVersion(term: 2, seq: 30),
                                             mayHaveHole: true)?.verdict == .granted)
         #expect(cluster.answerAskedDirectly(of: 2, from: candidate, term: 4, at: at, lastVersion: EntryVersion(term: 2, seq: 30),
                                             mayHaveHole: true)?.verdict == .granted, "node2 holds nothing")
-    }
-
-    /// A restarted voter replayed only its log, not the writes it received
-    /// and acknowledged: its version says nothing of them. Simulator seed
-    /// 1000054 with `--strict-keepers`: the holder was paused, a follower
-    /// restarted, and the third replica, paused earlier and behind the
-    /// writes both had acknowledged, won with the restarted one's grant.
-    /// Such a voter grants nothing while a live or suspect replica has not
-    /// asked it during its stand-back, refuses a claim below one it heard,
-    /// and stops waiting for the unheard when its stand-back ends or they
-    /// are dead.
-    @Test func aRestartedVoterWaitsForTheClaimsOfTheOtherReplicas() {
-        let behind = 0, voter = 1, holder = 2
-        var cluster = LeaseCluster()
-        cluster.machines[voter] = LeaseCluster.machine(cluster.ids[voter], persisted: [:], learner: false, restarted: true, life: 2)
-        cluster.start(voter, at: 0)
-        cluster.step(voter, .membersChanged(alive: [cluster.ids[behind], cluster.ids[voter]], suspect: [cluster.ids[holder]], now: 0))
-        let at = LeaseCluster.quietEnd + 1
-        let behindClaim = EntryVersion(term: 1, seq: 26), holderClaim = EntryVersion(term: 1, seq: 41)
-        #expect(cluster.answerAskedDirectly(of: voter, from: behind, term: 2, at: at, lastVersion: behindClaim, mayHaveHole: false)?.verdict
-                == .restarting, "the suspect holder has not asked yet")
-        #expect(cluster.machines[voter].counters.asksRefusedForUnheardReplicas == 1)
-        #expect(cluster.machines[voter].term(ofShard: shard) == 0, "a refusal casts no vote")
-        cluster.step(voter, .membersChanged(alive: cluster.ids, now: at + 1))
-        #expect(cluster.answerAskedDirectly(of: voter, from: holder, term: 2, at: at + 2, lastVersion: holderClaim, mayHaveHole: false)?.verdict
-                == .granted)
-        let promiseOver = at + 2 + 1000 + LeaseCluster.margin + 1
-        #expect(cluster.answerAskedDirectly(of: voter, from: behind, term: 3, at: promiseOver, lastVersion: behindClaim,
-                                            mayHaveHole: false)?.verdict == .candidateBehind, "the holder's claim is higher")
-
-        // A dead replica is not waited for, nor an unheard one once the stand-back is over.
-        var dead = LeaseCluster()
-        dead.machines[voter] = LeaseCluster.machine(dead.ids[voter], persisted: [:], learner: false, restarted: true, life: 2)
-        dead.start(voter, at: 0)
-        dead.step(voter, .membersChanged(alive: [dead.ids[behind], dead.ids[voter]], now: 0))
-        #expect(dead.answerAskedDirectly(of: voter, from: behind, term: 2, at: at, lastVersion: behindClaim, mayHaveHole: false)?.verdict
-                == .granted)
-        var late = LeaseCluster()
-        late.machines[voter] = LeaseCluster.machine(late.ids[voter], persisted: [:], learner: false, restarted: true, life: 2)
-        late.start(voter, at: 0)
-        let standBackOver = LeaseCluster.settings(late.ids[voter]).restartStandBackMs
-        #expect(late.answerAskedDirectly(of: voter, from: behind, term: 2, at: standBackOver - 1, lastVersion: behindClaim,
-                                         mayHaveHole: false)?.verdict == .restarting)
-        #expect(late.answerAskedDirectly(of: voter, from: behind, term: 2, at: standBackOver, lastVersion: behindClaim,
-                                         mayHaveHole: false)?.verdict == .granted)
-        // A voter whose copy is whole never waits.
-        var whole = LeaseCluster()
-        #expect(whole.answerAskedDirectly(of: voter, from: behind, term: 2, at: at, lastVersion: behindClaim, mayHaveHole: false)?.verdict
-                == .granted)
     }
 
     /// When the candidate is needed for every majority (the third replica is
@@ -860,10 +808,6 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         let claim = EntryVersion(term: 5, seq: 22)
         let at = LeaseCluster.quietEnd + 1
         var asked = cluster(voterClaim: EntryVersion(term: 4, seq: 22))
-        // The holed one asks first: a holed voter grants nobody before it has
-        // heard every live replica's claim (`aRestartedVoterWaitsForTheClaimsOfTheOtherReplicas`).
-        #expect(asked.answerAskedDirectly(of: voter, from: holed, term: 6, at: at, lastVersion: claim, mayHaveHole: true)?.verdict
-                == .restarting)
         #expect(asked.answerAskedDirectly(of: voter, from: whole, term: 6, at: at, lastVersion: claim, mayHaveHole: false)?.verdict == .granted)
         let promiseOver = at + 1000 + LeaseCluster.margin + 1
         #expect(asked.answerAskedDirectly(of: voter, from: holed, term: 7, at: promiseOver, lastVersion: claim, mayHaveHole: true)?.verdict
@@ -877,12 +821,10 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         // that one as behind, and nobody would win), nor after an ask in the
         // form that says nothing of the copy.
         var ahead = cluster(voterClaim: EntryVersion(term: 5, seq: 23))
-        _ = ahead.answerAskedDirectly(of: voter, from: holed, term: 6, at: at, lastVersion: EntryVersion(term: 5, seq: 23), mayHaveHole: true)
         _ = ahead.answerAskedDirectly(of: voter, from: whole, term: 6, at: at, lastVersion: claim, mayHaveHole: false)
         #expect(ahead.answerAskedDirectly(of: voter, from: holed, term: 7, at: promiseOver, lastVersion: EntryVersion(term: 5, seq: 23),
                                           mayHaveHole: true)?.verdict == .granted)
         var unknown = cluster(voterClaim: EntryVersion(term: 4, seq: 22))
-        _ = unknown.answerAskedDirectly(of: voter, from: holed, term: 6, at: at, lastVersion: claim, mayHaveHole: true)
         #expect(unknown.answerAskedDirectly(of: voter, from: whole, term: 6, at: at, lastVersion: claim)?.verdict == .granted)
         #expect(unknown.answerAskedDirectly(of: voter, from: holed, term: 7, at: promiseOver, lastVersion: claim, mayHaveHole: true)?.verdict
                 == .granted)

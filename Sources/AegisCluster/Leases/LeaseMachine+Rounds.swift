@@ -119,7 +119,6 @@ extension LeaseMachine {
             // is a hole of this copy any more, and as a candidate again it
             // must not be refused by the followers it streamed to.
             state.shards[shard].mayHaveHole = false
-            state.shards[shard].claimsSeen = [:]
             counters.electionsWon += 1
             output.append(.leaseAcquired(shard: shard, term: lease.term, until: until))
         }
@@ -169,7 +168,6 @@ extension LeaseMachine {
         for ask in asks {
             let shard = Int(ask.shard)
             if copyStateKnown && !ask.mayHaveHole { noteWholeClaim(shard, ask.lastVersion, of: requester, now: now) }
-            noteClaim(shard, ask.lastVersion, of: requester, now: now)
             let verdict = verdict(on: ask, from: requester, durationMs: durationMs, now: now)
             if verdict == .granted && state.shards[shard].grantee == settings.nodeID {
                 // This node's own campaign gives way (see `mayAbandonCampaign`):
@@ -207,10 +205,6 @@ extension LeaseMachine {
         let renewal = ask.term == lease.term && lease.votedFor == requester
         if ask.term == lease.term, let voted = lease.votedFor, voted != requester { return .votedOther }
         if !renewal && ask.lastVersion < lease.lastVersion { return .candidateBehind }
-        if !renewal, let waiting = awaitsReplicaClaims(shard, ask: ask, from: requester, now: now) {
-            counters.asksRefusedForUnheardReplicas += 1
-            return waiting
-        }
         if !renewal && refusesHoledCandidate(shard, ask: ask, from: requester, now: now) {
             counters.holedCandidatesRefused += 1
             return .candidateBehind
@@ -256,58 +250,11 @@ extension LeaseMachine {
     mutating func noteWholeClaim(_ shard: Int, _ claim: EntryVersion, of requester: NodeID, now: Milliseconds) {
         guard owners(shard).contains(requester) else { return }
         let lease = state.shards[shard]
-        let remembered = claimWindowMs(shard)
+        let remembered = settings.leaseDurationMs + Int64(2 * owners(shard).count + 1) * settings.electionTimeoutMs
         if now >= lease.wholeClaimSeenUntil || claim >= lease.wholeClaimSeen {
             state.shards[shard].wholeClaimSeen = now >= lease.wholeClaimSeenUntil ? claim : max(claim, lease.wholeClaimSeen)
             state.shards[shard].wholeClaimSeenUntil = now + remembered
         }
-    }
-
-    /// A voter whose copy may have a hole (it restarted and replayed only its
-    /// log, which holds the writes it made as holder, not those it received)
-    /// cannot tell from its own version what it acknowledged before it
-    /// stopped. Granting on versions, it elected a replica that had been
-    /// paused behind writes the voter had acknowledged and the paused holder
-    /// still held (simulator seed 1000054 with `--strict-keepers`: W = 2
-    /// writes lost while their keeper was only paused). So it grants a
-    /// campaign only once every other replica that membership holds alive
-    /// or suspect (not known to be an empty learner) has asked it within the
-    /// claim window, and only to a claim at least as high as theirs: until
-    /// then `restarting` (ask again later), below a higher one
-    /// `candidateBehind` (the higher one should campaign). It waits for
-    /// unheard replicas only during its own restart stand-back, the time in
-    /// which a replica that stayed up is expected to campaign anyway: after
-    /// a whole replica set restarted, the replicas that replayed nothing
-    /// stand back twice as long and would never be heard in time, and
-    /// writes would resume a stand-back later. Replicas membership holds
-    /// dead are not waited for: what only they hold is lost to the shard's
-    /// availability, as before.
-    func awaitsReplicaClaims(_ shard: Int, ask: LeaseAsk, from requester: NodeID, now: Milliseconds) -> LeaseVerdict? {
-        let lease = state.shards[shard]
-        guard lease.mayHaveHole else { return nil }
-        let waitsForUnheard = now < state.startedAt + settings.restartStandBackMs
-        var verdict: LeaseVerdict?
-        for owner in owners(shard) where owner != settings.nodeID && owner != requester
-            && (state.alive.contains(owner) || state.suspect.contains(owner)) && !state.learners.contains(owner) {
-            guard let seen = lease.claimsSeen[owner], now < seen.until else {
-                if waitsForUnheard { verdict = verdict ?? .restarting }
-                continue
-            }
-            if seen.claim > ask.lastVersion { return .candidateBehind }
-        }
-        return verdict
-    }
-
-    /// Any replica's claim in an ask, remembered as long as a whole claim.
-    mutating func noteClaim(_ shard: Int, _ claim: EntryVersion, of requester: NodeID, now: Milliseconds) {
-        guard state.shards[shard].mayHaveHole, owners(shard).contains(requester) else { return }
-        state.shards[shard].claimsSeen[requester] = ClaimSeen(claim: claim, until: now + claimWindowMs(shard))
-    }
-
-    /// The longest a candidate may take between two campaigns: the stand-back
-    /// of one told it is behind, plus its rank wait.
-    func claimWindowMs(_ shard: Int) -> Int64 {
-        settings.leaseDurationMs + Int64(2 * owners(shard).count + 1) * settings.electionTimeoutMs
     }
 
     /// A node's promise to itself is what lets it count itself in its own

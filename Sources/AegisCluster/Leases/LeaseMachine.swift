@@ -13,9 +13,8 @@ public enum LeaseEvent: Sendable {
     /// One whole lease frame (`LeaseCodec.isLeaseFrame`), length prefix included.
     case received(frame: [UInt8], now: Milliseconds)
     case timerFired(LeaseTimerID, now: Milliseconds)
-    /// The members this node's membership holds `alive` (itself included),
-    /// and those it holds `suspect`: not answering lately, not yet dead.
-    case membersChanged(alive: [NodeID], suspect: [NodeID] = [], now: Milliseconds)
+    /// The members this node's membership holds `alive` (itself included).
+    case membersChanged(alive: [NodeID], now: Milliseconds)
     /// The shard map whose owners are each shard's replica set. It must be the
     /// same on every node (see docs/replication.md, "Leases and terms").
     case placementChanged(ShardMap, now: Milliseconds)
@@ -78,10 +77,6 @@ public struct LeaseCounters: Sendable, Equatable {
     /// have a hole and this voter's is whole, or a whole candidate claiming
     /// at least as much asked lately (`refusesHoledCandidate`).
     public internal(set) var holedCandidatesRefused: UInt64 = 0
-    /// Asks refused by this node while its copy may have a hole because a
-    /// live or suspect replica's claim had not been heard, or was higher
-    /// (`awaitsReplicaClaims`).
-    public internal(set) var asksRefusedForUnheardReplicas: UInt64 = 0
 
     public init() {}
 }
@@ -110,10 +105,6 @@ public struct LeaseCounters: Sendable, Equatable {
 ///   shard's other live replicas can still form a majority without it; a
 ///   voter whose copy may itself have a hole votes on versions alone,
 ///   unless a whole candidate claiming at least as much asked it lately.
-/// - A voter whose own copy may have a hole does not know what it
-///   acknowledged before it stopped: it grants no campaign until every other
-///   live or suspect replica has asked it lately, and then only the highest
-///   claim (`awaitsReplicaClaims`).
 public struct LeaseMachine: Sendable {
     public let settings: LeaseSettings
     let authenticator: any MessageAuthenticator
@@ -176,7 +167,6 @@ public struct LeaseMachine: Sendable {
             // (chaos seed 14: a node streamed whole stood back 24 s, and a
             // holed node won 0.7 s before its first campaign).
             state.shards[shard].mayHaveHole = false
-            state.shards[shard].claimsSeen = [:]
             state.shards[shard].standBackUntil = .min
             return output
         }
@@ -191,9 +181,8 @@ public struct LeaseMachine: Sendable {
         case let .timerFired(.expiry, now):
             expire(now: now, into: &output)
             armExpiry(into: &output)
-        case let .membersChanged(alive, suspect, _):
+        case let .membersChanged(alive, _):
             state.alive = Set(alive)
-            state.suspect = Set(suspect)
         case let .placementChanged(map, now):
             placementChanged(map, now: now, into: &output)
         case .localVersion, .copyComplete:
@@ -373,9 +362,6 @@ public struct LeaseState: Sendable, Equatable {
     /// No grants before this: what this node promised before it stopped is forgotten.
     var quietUntil: Milliseconds = 0
     var alive: Set<NodeID> = []
-    /// Members membership suspects: they may be back in seconds, holding
-    /// writes no other replica has.
-    var suspect: Set<NodeID> = []
     /// Peers whose last answer was `empty_learner`: not candidates.
     var learners: Set<NodeID> = []
     var placement: ShardMap?
@@ -429,20 +415,12 @@ struct ShardLease: Sendable, Equatable {
     /// node, and until when it counts (`noteWholeClaim`).
     var wholeClaimSeen: EntryVersion = .zero
     var wholeClaimSeenUntil: Milliseconds = .min
-    /// Every replica's newest claim in an ask to this node (campaign or
-    /// renewal), and until when it counts (`noteClaim`).
-    var claimsSeen: [NodeID: ClaimSeen] = [:]
     /// A restarted node campaigns for nothing before this; the replicas'
     /// rank waits count from it, so their order is the same as at any
     /// other election (`LeaseSettings.restartStandBackMs`).
     var standBackUntil: Milliseconds = .min
     /// A failed or pending campaign is not repeated before this.
     var campaignAfter: Milliseconds = .min
-}
-
-struct ClaimSeen: Sendable, Equatable {
-    var claim: EntryVersion
-    var until: Milliseconds
 }
 
 struct Round: Sendable, Equatable {

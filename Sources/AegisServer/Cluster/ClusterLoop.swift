@@ -1057,10 +1057,9 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
 
     private func leaseMembersChanged(_ leases: LeaseDriver, nowMs: Int64) {
         let alive = members.values.filter { $0.status == .alive }.compactMap { NodeID($0.nodeID) }
-        let suspect = members.values.filter { $0.status == .suspect }.compactMap { NodeID($0.nodeID) }
         let known = members.values.filter { $0.status != .left }.compactMap { NodeID($0.nodeID) }
         updateLeaseEnforcement(leases)
-        sendLeaseFrames(leases.membersChanged(alive: alive, suspect: suspect, known: known, nowMs: nowMs), nowMs: nowMs)
+        sendLeaseFrames(leases.membersChanged(alive: alive, known: known, nowMs: nowMs), nowMs: nowMs)
     }
 
     /// A dead member keeps its classification (it may come back on the same

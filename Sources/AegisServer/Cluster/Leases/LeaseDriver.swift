@@ -146,11 +146,10 @@ final class LeaseDriver {
         return sends
     }
 
-    /// `alive`: the members membership holds alive; `suspect`: those it
-    /// suspects; `known`: every member not `left` (this node included). All
-    /// may repeat what was said before.
-    func membersChanged(alive: [NodeID], suspect: [NodeID] = [], known newKnown: [NodeID], nowMs: Int64) -> [(NodeID, [UInt8])] {
-        var sends = step(.membersChanged(alive: alive.sorted(), suspect: suspect.sorted(), now: nowMs), nowMs: nowMs)
+    /// `alive`: the members membership holds alive; `known`: every member not
+    /// `left` (this node included). Both may repeat what was said before.
+    func membersChanged(alive: [NodeID], known newKnown: [NodeID], nowMs: Int64) -> [(NodeID, [UInt8])] {
+        var sends = step(.membersChanged(alive: alive.sorted(), now: nowMs), nowMs: nowMs)
         let sortedKnown = Array(Set(newKnown + [selfID])).sorted()
         known = sortedKnown
         if !inCluster && known.count > 1 {
@@ -396,6 +395,5 @@ final class LeaseDriver {
 
     var isEnforced: Bool { enforced }
     var holedCandidatesRefused: UInt64 { machine.counters.holedCandidatesRefused }
-    var asksRefusedForUnheardReplicas: UInt64 { machine.counters.asksRefusedForUnheardReplicas }
     var isEmptyLearner: Bool { machine.isEmptyLearner }
 }

@@ -29,9 +29,6 @@ public struct LeaseSnapshot: Sendable, Equatable {
     /// Campaigns this node refused because the candidate's copy may have a
     /// hole and its own is whole (or a whole one at least as new is asking).
     public var holedCandidatesRefused = 0
-    /// Campaigns refused while this node's copy may have a hole: a live or
-    /// suspect replica not heard yet, or one heard with a higher claim.
-    public var asksRefusedForUnheardReplicas = 0
     /// Durable writes of the lease-terms file.
     public var termWrites = 0
     /// Lease frames refused (bad MAC, other cluster, malformed).
@@ -61,7 +58,6 @@ public struct LeaseSnapshot: Sendable, Equatable {
         electionsLost = c.electionsLost
         termChanges = c.termChanges
         holedCandidatesRefused = Int(clamping: driver.holedCandidatesRefused)
-        asksRefusedForUnheardReplicas = Int(clamping: driver.asksRefusedForUnheardReplicas)
         termWrites = c.termWrites
         framesDropped = c.framesDropped
         stoppedBy = driver.stoppedBy
