@@ -2,6 +2,7 @@
 import atexit
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -136,11 +137,13 @@ def start_aegiskv(extra=(), binary=None):
 
 
 class BenchmarkRun(typing.NamedTuple):
-    """One redis-benchmark run; CPU figures are the server's, per operation."""
+    """One redis-benchmark run; CPU figures are the server's, per operation, except
+    `client_us`: redis-benchmark's own, which sets the rate wherever the client is the limit."""
     rate: float
     user_us: float
     system_us: float
     switches: float
+    client_us: float
 
     @property
     def cpu_us(self):
@@ -158,20 +161,29 @@ def redis_benchmark(server, test, requests, pipeline=1):
     return run.rate, run.cpu_us
 
 
-def redis_benchmark_run(server, test, requests, pipeline=1):
+def children_cpu_seconds():
+    """utime + stime of every child this process has waited for (redis-benchmark's runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def redis_benchmark_run(server, test, requests, pipeline=1, extra=()):
     """The same run, with the server's CPU split into user and kernel time and its context
-    switches (all threads), each per operation."""
+    switches (all threads), each per operation; `extra` goes to redis-benchmark (--tls, -k 0)."""
     (user_before, system_before), switches_before = server.user_and_system_seconds(), server.context_switches()
+    client_before = children_cpu_seconds()
     out = subprocess.run(
         placed(["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-c", "50", "-d", "32", "-r", "100000",
-                "-n", str(requests), "-t", test, "-P", str(pipeline), "--csv"], CLIENT_CPUS),
+                "-n", str(requests), "-t", test, "-P", str(pipeline), "--csv", *extra], CLIENT_CPUS),
         check=True, capture_output=True, text=True).stdout
+    client_after = children_cpu_seconds()
     (user_after, system_after), switches_after = server.user_and_system_seconds(), server.context_switches()
     line = [l for l in out.splitlines() if l.startswith('"' + test.upper())][0]
     return BenchmarkRun(rate=float(line.split(",")[1].strip('"')),
                         user_us=(user_after - user_before) / requests * 1e6,
                         system_us=(system_after - system_before) / requests * 1e6,
-                        switches=(switches_after - switches_before) / requests)
+                        switches=(switches_after - switches_before) / requests,
+                        client_us=(client_after - client_before) / requests * 1e6)
 
 
 def serving_field(server, name, timeout=20.0):
