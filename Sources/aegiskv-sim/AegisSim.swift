@@ -74,6 +74,11 @@ struct AegisSim: ParsableCommand {
     @Flag(help: "Print each scenario and every violation.")
     var verbose = false
 
+    var options: Scenario.Options {
+        Scenario.Options(quickRestarts: quickRestarts, restartCascades: restartCascades,
+                         crashKeepsOnlyTheLog: crashKeepsOnlyTheLog, strictKeepers: strictKeepers)
+    }
+
     mutating func validate() throws {
         guard (seed == nil) != (seeds == nil) else { throw ValidationError("give exactly one of --seed N and --seeds N") }
         if let seeds, seeds < 1 { throw ValidationError("--seeds must be at least 1") }
@@ -95,10 +100,7 @@ struct AegisSim: ParsableCommand {
     func replayCommand(_ seed: UInt64, kind: Scenario.Kind?) -> String {
         var command = "aegiskv-sim --seed \(seed)"
         if noLifeguard { command += " --no-lifeguard" }
-        if quickRestarts { command += " --quick-restarts" }
-        if restartCascades { command += " --restart-cascades" }
-        if crashKeepsOnlyTheLog { command += " --crash-keeps-only-the-log" }
-        if strictKeepers { command += " --strict-keepers" }
+        command += options.flags
         if let kind { command += " --kind \(kind.rawValue)" }
         return command
     }
@@ -106,13 +108,8 @@ struct AegisSim: ParsableCommand {
     /// The scenario of a seed under this run's options; Sendable, so the
     /// parallel runs can call it without capturing the command.
     func scenarios(kind: Scenario.Kind?) -> @Sendable (UInt64) -> Scenario {
-        let lifeguard = !noLifeguard, quickRestarts = self.quickRestarts, crashKeepsOnlyTheLog = self.crashKeepsOnlyTheLog
-        let strictKeepers = self.strictKeepers, restartCascades = self.restartCascades
-        return { seed in
-            Scenario.generate(seed: seed, kind: kind, lifeguard: lifeguard, quickRestarts: quickRestarts,
-                              restartCascades: restartCascades, crashKeepsOnlyTheLog: crashKeepsOnlyTheLog,
-                              strictKeepers: strictKeepers)
-        }
+        let lifeguard = !noLifeguard, options = options
+        return { seed in Scenario.generate(seed: seed, kind: kind, lifeguard: lifeguard, options: options) }
     }
 
     func runOne(seed: UInt64, kind: Scenario.Kind?) throws {
