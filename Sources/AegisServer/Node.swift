@@ -85,7 +85,7 @@ public final class Node {
         let companions = try startCompanions(node)
         defer { for companion in companions { companion.stop() } }
         if config.walMode != .off {
-            cluster.noteReplayedVersions(try recoverLogs(reactors, config: config, logger: logger))
+            cluster.noteReplayedShards(try recoverLogs(reactors, config: config, logger: logger))
         }
 
         var threads: [pthread_t] = []
@@ -143,8 +143,8 @@ public final class Node {
 
     /// Each reactor replays its own log on its own thread, in parallel,
     /// before any of them serves: a client never sees a half-replayed node.
-    /// Returns the newest replayed version per shard.
-    private static func recoverLogs(_ reactors: [Reactor], config: AegisConfig, logger: Logger) throws -> [Int: EntryVersion] {
+    /// Returns what the replay left per shard for the lease machine.
+    private static func recoverLogs(_ reactors: [Reactor], config: AegisConfig, logger: Logger) throws -> ReplayedShards {
         let walDirectory = config.effectiveWALDir
         do {
             try WALDirectory.create(walDirectory)
@@ -156,15 +156,15 @@ public final class Node {
             throw StartupError("write-ahead log: \(error)")
         }
         let started = aegis_monotonic_ns()
-        let results = Mutex<[Int: Result<(WALRecovery.Report, [Int: EntryVersion]), WALError>]>([:])
+        let results = Mutex<[Int: Result<(WALRecovery.Report, ReplayedShards), WALError>]>([:])
         var threads: [pthread_t] = []
         for reactor in reactors {
             threads.append(try startThread {
                 _ = aegis_set_current_thread_name("aegis-replay-\(reactor.index)")
-                let result: Result<(WALRecovery.Report, [Int: EntryVersion]), WALError>
+                let result: Result<(WALRecovery.Report, ReplayedShards), WALError>
                 do throws(WALError) {
-                    let report = try reactor.recoverLog()
-                    result = .success((report, reactor.replayedVersions()))
+                    let recovered = try reactor.recoverLog()
+                    result = .success((recovered.report, recovered.replayed))
                 } catch {
                     result = .failure(error)
                 }
@@ -174,13 +174,13 @@ public final class Node {
         for thread in threads { pthread_join(thread, nil) }
         let seconds = Double(aegis_monotonic_ns() - started) / 1e9
         var total = WALRecovery.Report()
-        var versions: [Int: EntryVersion] = [:]
+        var replayedShards = ReplayedShards()
         for index in 0..<reactors.count {
             switch results.withLock({ $0[index]! }) {
             case .failure(let error):
                 throw StartupError("write-ahead log: \(error)")
             case .success(let (report, replayed)):
-                versions.merge(replayed) { max($0, $1) }
+                replayedShards.merge(replayed)
                 total.records += report.records
                 total.bytes += report.bytes
                 total.segments += report.segments
@@ -194,7 +194,7 @@ public final class Node {
             "bytes": "\(total.bytes)", "seconds": "\(format3(seconds))",
             "mb_per_second": "\(seconds > 0 ? format3(megabytes / seconds) : "-")",
         ])
-        return versions
+        return replayedShards
     }
 
     private static func format3(_ value: Double) -> String {

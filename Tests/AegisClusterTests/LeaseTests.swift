@@ -674,10 +674,42 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         if standsBack {
             #expect(holders.first != primary, "a replica that stayed up holds the shard")
             let restartLog = cluster.log[primary]
-            #expect(restartLog.contains { if case .log(.notice, let line) = $0 { line.contains("campaigns for no shard") } else { false } })
+            #expect(restartLog.contains { if case .log(.notice, let line) = $0 { line.contains("campaigns for none of them") } else { false } })
         } else {
             #expect(holders == [primary], "without the stand-back the restarted holder wins again")
         }
+    }
+
+    /// A restarted holder whose log replay proved its copy of the shard
+    /// whole (`ReplayedCopy`, told as `copyComplete` before the start, as
+    /// the server and the simulator do) claims nothing it lacks: it neither
+    /// stands back nor is refused, and wins the shard again once the old
+    /// promises have run out, well inside the stand-back. Its other shards,
+    /// with no such proof, still may have holes and stand back.
+    @Test func aRestartedHolderWhoseReplayIsWholeDoesNotStandBack() {
+        var cluster = LeaseCluster()
+        let (primary, version) = holderWithWritesEveryoneHolds(&cluster)
+        let start = LeaseCluster.quietEnd
+        let crashedAt = start + 3000, backAt = start + 6000
+        run(&cluster, from: crashedAt, to: backAt - 1, cut: [primary])
+        cluster.inFlight.removeAll { $0.from == primary || $0.to == primary }
+        let persisted = [shard: PersistedTerm(term: cluster.machines[primary].term(ofShard: shard),
+                                              votedFor: cluster.ids[primary])]
+        cluster.machines[primary] = LeaseCluster.machine(cluster.ids[primary], persisted: persisted, learner: false,
+                                                         restarted: true, life: 2)
+        _ = cluster.step(primary, .localVersion(shard: shard, version: version, now: backAt))
+        _ = cluster.step(primary, .copyComplete(shard: shard, now: backAt))
+        cluster.start(primary, at: backAt)
+        let otherShards = (0..<Int(LeaseCluster.parameters.numShards)).filter { $0 != shard }
+        #expect(!cluster.machines[primary].copyMayHaveHole(shard))
+        #expect(otherShards.allSatisfy { cluster.machines[primary].copyMayHaveHole($0) })
+        let restartLog = cluster.log[primary]
+        #expect(restartLog.contains { if case .log(.notice, let line) = $0 { line.contains("1 of \(otherShards.count + 1) shards replayed whole") } else { false } })
+
+        let lookAt = backAt + LeaseCluster.quietEnd + 2 * LeaseCluster.tickMs
+        #expect(lookAt < backAt + LeaseCluster.settings(cluster.ids[primary]).restartStandBackMs)
+        run(&cluster, from: backAt, to: lookAt)
+        #expect(cluster.holders(shard, at: lookAt) == [primary], "the whole copy wins again without standing back")
     }
 
     /// Chaos seed 14: a replica restarted and was streamed the holder's whole

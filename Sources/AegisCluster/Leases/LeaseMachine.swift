@@ -21,8 +21,9 @@ public enum LeaseEvent: Sendable {
     /// The newest (term, seq) this node holds for a shard.
     case localVersion(shard: Int, version: EntryVersion, now: Milliseconds)
     /// This node now holds a complete copy of the shard: the holder's stream
-    /// of it finished here. A copy that may have had a hole since a restart
-    /// no longer has one.
+    /// of it finished here, or (before `start`) the log replay proved the
+    /// copy whole (`ReplayedCopy`). A copy that may have had a hole since a
+    /// restart no longer has one, and the shard is not stood back from.
     case copyComplete(shard: Int, now: Milliseconds)
 }
 
@@ -98,7 +99,8 @@ public struct LeaseCounters: Sendable, Equatable {
 ///   relies on a new term, and persisted terms are given back at start.
 /// - An empty learner (wiped data_dir) never campaigns and never grants.
 /// - A node that restarted with its terms campaigns for nothing for
-///   `restartStandBackMs`: its copies may have holes its version hides.
+///   `restartStandBackMs`: its copies may have holes its version hides
+///   (except those its log replay proved whole, `ReplayedCopy`).
 /// - Its asks say so (`LeaseAsk.mayHaveHole`) until a complete copy of the
 ///   shard arrives or it wins the shard. A voter whose own copy is whole and
 ///   holds data refuses such a candidate (`candidateBehind`) while the
@@ -267,7 +269,11 @@ public struct LeaseMachine: Sendable {
         }
         if state.restarted {
             let standBack = settings.restartStandBackMs
-            for shard in state.shards.indices {
+            // A shard its log replay proved whole (`ReplayedCopy`, told as
+            // `copyComplete` before the start) claims nothing it lacks: it
+            // campaigns and is granted like any replica.
+            let whole = state.shards.indices.filter { !state.shards[$0].mayHaveHole }
+            for shard in state.shards.indices where state.shards[shard].mayHaveHole {
                 // After a whole-cluster restart the only copy of a shard is
                 // the last holder's log, and two replicas that replayed
                 // nothing of it are a majority: they wait twice as long, so
@@ -275,7 +281,7 @@ public struct LeaseMachine: Sendable {
                 let wait = state.shards[shard].lastVersion == .zero ? 2 * standBack : standBack
                 state.shards[shard].standBackUntil = now + wait
             }
-            output.append(.log(.notice, "leases: restarted: this node's copies hold only what its log replayed, so it campaigns for no shard for \(standBack) ms (\(2 * standBack) ms for the shards it replayed nothing of), while a replica that stayed up takes over; it votes meanwhile"))
+            output.append(.log(.notice, "leases: restarted: \(whole.count) of \(state.shards.count) shards replayed whole from the log; the others may have holes (this node's copies hold only what its log replayed), so it campaigns for none of them for \(standBack) ms (\(2 * standBack) ms for the shards it replayed nothing of), while a replica that stayed up takes over; it votes meanwhile"))
         }
         output.append(.setTimer(.tick, at: now + settings.tickIntervalMs))
     }

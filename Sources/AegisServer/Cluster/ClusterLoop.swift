@@ -232,15 +232,19 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         }
     }
 
-    /// The newest version per shard the log replay left, told to the lease
-    /// machine before the loop runs (so before this node votes or
-    /// campaigns). Call before `start`: the loop's thread owns the driver.
-    func noteReplayedVersions(_ versions: [Int: EntryVersion]) {
+    /// What the log replay left per shard (the newest version, and whether
+    /// the copy is proved whole), told to the lease machine before the loop
+    /// runs (so before this node votes or campaigns). Call before `start`:
+    /// the loop's thread owns the driver.
+    func noteReplayedShards(_ replayed: ReplayedShards) {
         precondition(loopThread == nil, "replayed versions are told before the cluster loop starts")
-        guard let leases, !versions.isEmpty else { return }
+        guard let leases, !replayed.versions.isEmpty else { return }
         let nowMs = Self.nowMs()
-        for (shard, version) in versions { leases.localVersion(shard: shard, version, nowMs: nowMs) }
-        logger.notice("leases: newest local versions from the log replay", metadata: ["shards": "\(versions.count)"])
+        for (shard, version) in replayed.versions { leases.localVersion(shard: shard, version, nowMs: nowMs) }
+        for shard in replayed.whole.sorted() { leases.copyComplete(shard: shard, nowMs: nowMs) }
+        logger.notice("leases: newest local versions from the log replay", metadata: [
+            "shards": "\(replayed.versions.count)", "whole_shards": "\(replayed.whole.count)",
+        ])
     }
 
     /// Waits for the loop thread to return (after a `.leave` or `.stop` command).

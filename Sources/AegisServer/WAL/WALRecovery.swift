@@ -28,7 +28,9 @@ struct WALRecovery {
     var door: KernelDoor = .production
 
     /// Replays into `apply`; throws on damage that is not a torn tail.
-    func replay(_ apply: (WALRecord) -> Void) throws(WALError) -> Report {
+    /// `logged` sees each record of a segment (not of the snapshot) after
+    /// `apply`: the writes this node made, in the order it made them.
+    func replay(_ apply: (WALRecord) -> Void, logged: (WALRecord) -> Void = { _ in }) throws(WALError) -> Report {
         try WALDirectory.create(directory.path)
         let listing = try directory.list()
         var report = Report()
@@ -54,7 +56,10 @@ struct WALRecovery {
         try checkContinuity(live, snapshot: report.snapshotNumber)
         for (position, number) in live.enumerated() {
             let isLast = position == live.count - 1
-            let kept = try replaySegment(number, isLast: isLast, into: &report, apply)
+            let kept = try replaySegment(number, isLast: isLast, into: &report) { record in
+                apply(record)
+                logged(record)
+            }
             if kept { report.keptSegments.append(number) }
         }
         // A newest segment removed above (cut off before its header) leaves

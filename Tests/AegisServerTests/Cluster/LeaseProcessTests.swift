@@ -206,6 +206,50 @@ import Testing
         #expect((members[0].get("/metrics") ?? "").contains("aegis_lease_holed_candidates_refused_total"))
     }
 
+    /// After a whole-cluster kill -9 with the log on, each node's log holds
+    /// every write of the shards it was the only writer of, from their first
+    /// write on: the replay proves those copies whole, so they neither stand
+    /// back nor are refused; the shards whose writes a node only received
+    /// still may have holes on it. Every acknowledged write reads back.
+    @Test(.hangBound) func copiesTheLogReplayProvesWholeHaveNoHoleAfterAWholeClusterRestart() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-leases-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let walOn = ["--wal-mode", "write"]
+        let members = try Self.startCluster(directory: directory, extra: walOn)
+        defer { for member in members { member.stop() } }
+        func keys(of node: String) throws -> [String] {
+            let all = try (0..<20_000).map { "whole-\(node)-\($0)" }.filter { try ForwardingProcessTests.primary(of: $0) == node }
+            let shard = Self.shard(of: all[0])
+            return Array(all.filter { Self.shard(of: $0) == shard }.prefix(30))
+        }
+        let node1Keys = try keys(of: "node1"), node2Keys = try keys(of: "node2")
+        try #require(node1Keys.count == 30 && node2Keys.count == 30, "30 keys in one shard of node1 and one of node2")
+        let node1Shard = Self.shard(of: node1Keys[0]), node2Shard = Self.shard(of: node2Keys[0])
+        try #require(Self.waitForEveryShardHeld(members), "every shard has a holder before the writes")
+        try ReplicationProcessTests.write(members[0], sets: Dictionary(uniqueKeysWithValues: node1Keys.map { ($0, "v-\($0)") }))
+        try ReplicationProcessTests.write(members[1], sets: Dictionary(uniqueKeysWithValues: node2Keys.map { ($0, "v-\($0)") }))
+
+        for member in members { member.crash() }
+        for member in members { try member.start(seeds: members.map(\.gossipAddress), extra: walOn) }
+        var flags: [Bool?] = []
+        #expect(waitUntil(seconds: 30) {
+            flags = [Self.copyMayHaveHole(members[0], shard: node1Shard), Self.copyMayHaveHole(members[0], shard: node2Shard),
+                     Self.copyMayHaveHole(members[1], shard: node2Shard)]
+            return flags.allSatisfy { $0 != nil }
+        }, "the nodes answer /cluster after the restart:\n\(members[0].log().suffix(2000))")
+        #expect(flags == [false, true, false],
+                "node1's and node2's own shards replayed whole; node1 only received node2's: \(flags)")
+        #expect(members[0].log().contains("shards replayed whole from the log"))
+        // Only these two shards: one nobody wrote stands back twice as long
+        // on every node (each replayed nothing of it), as before.
+        #expect(ReplicationProcessTests.waitForMap(members) && waitUntil(seconds: 60) {
+            Self.leases(members[0])?[node1Shard]?.held == true && Self.leases(members[1])?[node2Shard]?.held == true
+        }, "node1 and node2 hold their shards again:\n\(members[0].log().suffix(3000))")
+        let read = try ReplicationProcessTests.read(members[2], node1Keys + node2Keys)
+        #expect((node1Keys + node2Keys).allSatisfy { read.values[$0] == "v-\($0)" }, "every write reads back through node3: \(read.values)")
+        #expect(Self.set(members[0], node1Keys[0], "after-restart") == nil, "node1's shard takes writes again")
+    }
+
     /// Whether `member` says in /cluster that it is an empty learner.
     static func isEmptyLearner(_ member: Member) -> Bool? {
         guard let body = member.get("/cluster"),

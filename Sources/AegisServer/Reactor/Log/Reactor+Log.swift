@@ -1,3 +1,4 @@
+import AegisCluster
 import AegisProtocol
 import AegisStore
 import CSupport
@@ -16,14 +17,17 @@ import Glibc
 extension Reactor {
     /// Replays this reactor's log into its shards and opens the log for
     /// writing. Runs before the reactor's thread serves anything.
-    func recoverLog() throws(WALError) -> WALRecovery.Report {
+    func recoverLog() throws(WALError) -> (report: WALRecovery.Report, replayed: ReplayedShards) {
         let config = node.config
         let directory = WALDirectory(walDirectory: config.effectiveWALDir, reactor: index)
         shards.claim()  // the replay thread fills the stores until the reactor's own thread takes over
         let recovery = WALRecovery(directory: directory, logger: logger, door: door)
         let nowMs = aegis_now_ms_coarse()
+        var copies: [Int: ReplayedCopy] = [:]
         let report = try recovery.replay { record in
             applyReplayed(record, nowMs: nowMs)
+        } logged: { record in
+            copies[Int(record.shard), default: ReplayedCopy()].logged(record.version)
         }
         let writer = try WALWriter(mode: config.walMode, directory: directory,
                                    maxSegmentBytes: config.walMaxSizeMB * 1024 * 1024, recovered: report, logger: logger,
@@ -31,20 +35,21 @@ extension Reactor {
         let added = poller.add(writer.eventFD, AEGIS_EPOLLIN | AEGIS_EPOLLET, token: EventPoller.walToken, .any)
         if added < 0 { throw .system("epoll_ctl(io_uring eventfd)", directory.path, -added) }
         log.wal = writer
-        return report
+        return (report, replayedShards(copies))
     }
 
-    /// Per owned shard with a replayed write, the newest version the replay
-    /// left: what this node holds when it votes or campaigns for the shard's
-    /// lease (the election restriction), known before any new write. Called
-    /// on the replay thread, right after `recoverLog`.
-    func replayedVersions() -> [Int: EntryVersion] {
-        var versions: [Int: EntryVersion] = [:]
+    /// What the replay left of each owned shard: the lease machine's view of
+    /// this node's copies before it votes or campaigns.
+    private func replayedShards(_ copies: [Int: ReplayedCopy]) -> ReplayedShards {
+        var replayed = ReplayedShards()
         for shard in shards.ownedIndices {
             guard let store = shards[shard], store.lastWriteVersion > .zero else { continue }
-            versions[shard] = store.lastWriteVersion
+            replayed.versions[shard] = store.lastWriteVersion
+            if copies[shard]?.isWhole == true && copies[shard]?.head == store.lastWriteVersion {
+                replayed.whole.insert(shard)
+            }
         }
-        return versions
+        return replayed
     }
 
     func applyReplayed(_ record: WALRecord, nowMs: Int64) {
@@ -536,5 +541,20 @@ extension Reactor {
 extension String {
     func replacingNewlines() -> String {
         String(map { $0 == "\r" || $0 == "\n" ? " " : $0 })
+    }
+}
+
+/// What the log replay left of a reactor's shards (or, merged, a node's),
+/// told to the lease machine before it votes or campaigns.
+struct ReplayedShards {
+    /// Per shard with a replayed write, the newest version the replay left:
+    /// what the node holds for the election restriction.
+    var versions: [Int: EntryVersion] = [:]
+    /// The shards whose copy the replay proved whole (`ReplayedCopy`).
+    var whole: Set<Int> = []
+
+    mutating func merge(_ other: ReplayedShards) {
+        versions.merge(other.versions) { max($0, $1) }
+        whole.formUnion(other.whole)
     }
 }

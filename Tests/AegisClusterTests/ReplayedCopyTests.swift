@@ -1,0 +1,54 @@
+import AegisCluster
+import AegisStore
+import Testing
+
+/// What a log replay may and may not take as a whole copy of a shard.
+@Suite struct ReplayedCopyTests {
+    static func replay(_ versions: [(UInt32, UInt64)]) -> ReplayedCopy {
+        var copy = ReplayedCopy()
+        for (term, seq) in versions { copy.logged(EntryVersion(term: term, seq: seq)) }
+        return copy
+    }
+
+    @Test func theShardsFirstHolderLoggingEveryWriteOfOneTermIsWhole() {
+        let copy = Self.replay((1...40).map { (3, UInt64($0)) })
+        #expect(copy.isWhole)
+        #expect(copy.head == EntryVersion(term: 3, seq: 40))
+    }
+
+    @Test func nothingLoggedProvesNothing() {
+        #expect(!ReplayedCopy().isWhole)
+    }
+
+    /// The node followed another holder before it wrote: those writes are
+    /// not in its log, and its own start past seq 1.
+    @Test func aFirstRecordPastSeqOneIsAHole() {
+        #expect(!Self.replay([(3, 2), (3, 3)]).isWhole)
+        #expect(!Self.replay([(3, 41)]).isWhole, "a snapshot's shard written before its walk starts past seq 1")
+    }
+
+    @Test func aSkippedSeqIsAHole() {
+        let copy = Self.replay([(3, 1), (3, 2), (3, 4), (3, 5)])
+        #expect(!copy.isWhole)
+        #expect(copy.head == EntryVersion(term: 3, seq: 2), "whole only up to the gap")
+    }
+
+    /// A holder elected while behind continues from its own lower seq: this
+    /// node applied its writes (unlogged) and then won again, continuing
+    /// the seqs it had. Consecutive seqs across the change of term hide them.
+    @Test func aChangeOfTermIsAHoleEvenWithConsecutiveSeqs() {
+        #expect(!Self.replay([(3, 1), (3, 2), (3, 3), (5, 4), (5, 5)]).isWhole)
+    }
+
+    /// Nothing after a break is trusted again, however well it continues.
+    @Test func aBreakIsFinal() {
+        let copy = Self.replay([(3, 1), (3, 3), (3, 4), (3, 5)])
+        #expect(!copy.isWhole)
+        #expect(copy.head == EntryVersion(term: 3, seq: 1))
+    }
+
+    /// The same version logged twice (it cannot be the node's next write).
+    @Test func aRepeatedVersionIsAHole() {
+        #expect(!Self.replay([(3, 1), (3, 2), (3, 2)]).isWhole)
+    }
+}
