@@ -27,6 +27,7 @@ extension Simulation {
         if wiped {
             nodes[index].disk = [:]
             nodes[index].loggedVersions = Array(repeating: .zero, count: shardCount)
+            nodes[index].loggedCopies = Array(repeating: ReplayedCopy(), count: shardCount)
             nodes[index].completeBeforeReceiving = Array(repeating: nil, count: shardCount)
             nodes[index].shardVersions = Array(repeating: .zero, count: shardCount)
             nodes[index].completeThrough = Array(repeating: .zero, count: shardCount)
@@ -53,6 +54,14 @@ extension Simulation {
         // it starts (the stand-back is longer for shards it replayed nothing of).
         for (shard, version) in nodes[index].shardVersions.enumerated() where version > .zero {
             leaseStep(index, .localVersion(shard: shard, version: version, now: leaseClock(index)))
+        }
+        if scenario.crashKeepsOnlyTheLog && !wiped {
+            // As in the server: shards the replay proves whole are told so
+            // before the start, and neither stand back nor are refused.
+            for shard in 0..<shardCount where nodes[index].loggedCopies[shard].isWhole {
+                checkReplayedWhole(index, shard)
+                leaseStep(index, .copyComplete(shard: shard, now: leaseClock(index)))
+            }
         }
         leaseStep(index, .start(now: leaseClock(index)))
         leaseStep(index, .placementChanged(leasePlacement, now: leaseClock(index)))
@@ -233,6 +242,7 @@ extension Simulation {
             let version = EntryVersion(term: term, seq: current.seq + 1)
             nodes[index].shardVersions[shard] = version
             nodes[index].loggedVersions[shard] = version
+            nodes[index].loggedCopies[shard].logged(version)
             if nodes[index].completeThrough[shard] == current { nodes[index].completeThrough[shard] = version }
             let holderComplete = nodes[index].completeThrough[shard]
             leaseStep(index, .localVersion(shard: shard, version: version, now: clock))
@@ -280,6 +290,16 @@ extension Simulation {
     func completeFromLog(_ index: Int, _ shard: Int) -> EntryVersion {
         let logged = nodes[index].loggedVersions[shard]
         return nodes[index].completeBeforeReceiving[shard].map { min(logged, $0) } ?? logged
+    }
+
+    /// Invariant: a copy the log replay proves whole (`ReplayedCopy`) is
+    /// whole in the model: its log holds every write up to its newest one.
+    func checkReplayedWhole(_ index: Int, _ shard: Int) {
+        report.replayedWholeCopies += 1
+        let newest = nodes[index].loggedVersions[shard]
+        if completeFromLog(index, shard) < newest || nodes[index].loggedCopies[shard].head != newest {
+            violation("shard \(shard): \(nodes[index].nodeID)'s log replay was taken as whole through \(newest), but its copy is complete only through \(completeFromLog(index, shard))")
+        }
     }
 
     /// Invariant: a new holder has every write acknowledged at W = 2 (its

@@ -69,6 +69,8 @@ public struct SimulationReport: Sendable {
     public var corruptLeaseFramesRefused = 0
     /// Writes of the replication model acknowledged at W = 2.
     public var writesAcknowledged = 0
+    /// Restarted copies whose log replay proved them whole (checked against the model).
+    public var replayedWholeCopies = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -143,6 +145,9 @@ public final class Simulation {
         /// write-ahead log replays after a crash (a follower logs nothing it
         /// receives). Lost with a wipe.
         var loggedVersions: [EntryVersion]
+        /// Per shard, every write this node logged, seen as its log replay
+        /// sees them: whether the replay proves the copy whole. Lost with a wipe.
+        var loggedCopies: [ReplayedCopy]
         /// Per shard, what this node held when it first applied a replicated
         /// write since its last wipe: after a crash its log is complete
         /// through there and no further (the received writes are not in it).
@@ -210,6 +215,7 @@ public final class Simulation {
                                  shardVersions: Array(repeating: .zero, count: Int(scenario.leases.numShards)),
                                  completeThrough: Array(repeating: .zero, count: Int(scenario.leases.numShards)),
                                  loggedVersions: Array(repeating: .zero, count: Int(scenario.leases.numShards)),
+                                 loggedCopies: Array(repeating: ReplayedCopy(), count: Int(scenario.leases.numShards)),
                                  completeBeforeReceiving: Array(repeating: nil, count: Int(scenario.leases.numShards)),
                                  followedSinceStart: Array(repeating: false, count: Int(scenario.leases.numShards))))
             addressIndex[address] = index
