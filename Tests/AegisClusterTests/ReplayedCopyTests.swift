@@ -47,8 +47,38 @@ import Testing
         #expect(copy.head == EntryVersion(term: 3, seq: 1))
     }
 
-    /// The same version logged twice (it cannot be the node's next write).
-    @Test func aRepeatedVersionIsAHole() {
-        #expect(!Self.replay([(3, 1), (3, 2), (3, 2)]).isWhole)
+    /// The same version twice is the same write: the chain already holds it.
+    @Test func aRepeatedVersionChangesNothing() {
+        let copy = Self.replay([(3, 1), (3, 2), (3, 2), (3, 3)])
+        #expect(copy.isWhole)
+        #expect(copy.head == EntryVersion(term: 3, seq: 3))
+    }
+
+    /// A snapshot's proven head: the replay continues from it, and the
+    /// segment the snapshot started may repeat writes at or below it.
+    @Test func aProvenHeadIsContinuedAndMayBeRepeated() {
+        var copy = ReplayedCopy(provenThrough: EntryVersion(term: 3, seq: 40))
+        #expect(copy.isWhole, "a snapshot with its head and nothing after it")
+        for seq in [38, 39, 40, 41, 42] as [UInt64] { copy.logged(EntryVersion(term: 3, seq: seq)) }
+        #expect(copy.isWhole)
+        #expect(copy.head == EntryVersion(term: 3, seq: 42))
+
+        var gap = ReplayedCopy(provenThrough: EntryVersion(term: 3, seq: 40))
+        gap.logged(EntryVersion(term: 3, seq: 42))
+        #expect(!gap.isWhole)
+        var olderTerm = ReplayedCopy(provenThrough: EntryVersion(term: 3, seq: 40))
+        olderTerm.logged(EntryVersion(term: 2, seq: 12))
+        #expect(!olderTerm.isWhole, "no write of another term belongs in the chain")
+        var newerTerm = ReplayedCopy(provenThrough: EntryVersion(term: 3, seq: 40))
+        newerTerm.logged(EntryVersion(term: 4, seq: 41))
+        #expect(!newerTerm.isWhole)
+    }
+
+    /// A change that was not logged (a failed batch undone) ends the proof.
+    @Test func aBrokenChainStaysBroken() {
+        var copy = Self.replay([(3, 1), (3, 2)])
+        copy.breakChain()
+        copy.logged(EntryVersion(term: 3, seq: 3))
+        #expect(!copy.isWhole)
     }
 }

@@ -50,6 +50,36 @@ struct WALRecordTests {
         #expect(second.version == Self.wider)
     }
 
+    /// A snapshot's end marker carries the proven heads of the shards whose
+    /// chain of logged writes was whole (`ReplayedCopy`); one written before
+    /// they existed carries none, and a value that is not a list of them is
+    /// refused rather than read as a proof.
+    @Test func snapshotEndMarkersCarryProvenHeads() {
+        let heads = [3: EntryVersion(term: 7, seq: 41), 250: Self.wider]
+        for (written, expected) in [(heads, heads), ([:], [:])] as [([Int: EntryVersion], [Int: EntryVersion])] {
+            let buffer = WireBuffer()
+            WALRecord.appendSnapshotEnd(entries: 12, provenHeads: written, to: buffer)
+            guard case .record(let marker, let length) = WALRecord.decode(buffer.readableView) else {
+                Issue.record("the end marker did not decode")
+                continue
+            }
+            #expect(length == buffer.readableBytes)
+            #expect(marker.operation == .snapshotEnd && marker.version.seq == 12)
+            #expect(WALRecord.provenHeads(ofSnapshotEnd: marker) == expected)
+        }
+        let buffer = WireBuffer()
+        let malformed: [UInt8] = [2, 0, 0, 0, 1, 2, 3]
+        malformed.withUnsafeBytes {
+            WALRecord.append(to: buffer, operation: .snapshotEnd, shard: 0, version: EntryVersion(term: 0, seq: 0), expiryMs: 0,
+                             key: WALRecord.noBytes, value: $0)
+        }
+        guard case .record(let marker, _) = WALRecord.decode(buffer.readableView) else {
+            Issue.record("the malformed end marker did not decode as a record")
+            return
+        }
+        #expect(WALRecord.provenHeads(ofSnapshotEnd: marker) == nil)
+    }
+
     /// Past what format 1 could hold (16-bit term, 48-bit seq): kept whole.
     static let wide = EntryVersion(term: 0x1_0002, seq: (1 << 48) + 77)
     static let wider = EntryVersion(term: UInt32.max, seq: UInt64.max)

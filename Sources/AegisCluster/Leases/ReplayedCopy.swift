@@ -1,7 +1,7 @@
 import AegisStore
 
-/// What a restarted node's log replay can prove about its copy of one shard:
-/// whether the copy is whole, holding every write up to its newest version.
+/// What a node's log can prove about its copy of one shard: whether the copy
+/// is whole, holding every write up to its newest version.
 ///
 /// Followers log nothing they receive (durability.md), so a restarted copy
 /// is in general only the writes the node made as holder, with holes where
@@ -21,23 +21,32 @@ import AegisStore
 ///   from its own, lower, seq);
 /// - a skipped seq, or a first record past seq 1 (the node followed someone
 ///   before it wrote).
+/// A record at the head's term and at or below its seq is a write the chain
+/// already holds (the same version twice is the same write), and changes
+/// nothing.
 ///
-/// A snapshot needs no rule of its own: the segment it starts holds every
-/// write made after its walk began, so a shard whose records there start at
-/// seq 1 had nothing before the walk, and one written before it starts past
-/// seq 1 (a hole as far as this proof can tell: the snapshot may have been
-/// taken of a copy with a hole, or while following another holder whose
-/// records applied during the walk are in neither file).
+/// Snapshots: the reactor runs the same chain over every write it logs
+/// (`ReactorLog.chains`), and a snapshot keeps, per shard whose chain was
+/// whole when its segment began, the chain's head (`provenThrough`); the
+/// replay continues from there. The records of the segment the snapshot
+/// starts may repeat writes at or below that head (the batch being filled
+/// when the snapshot began goes into it). A snapshot without a shard's head
+/// proves nothing of it: its records after it start past seq 1.
 public struct ReplayedCopy: Sendable, Equatable {
     /// The newest version with nothing missing below it, as far as read.
-    public private(set) var head: EntryVersion = .zero
+    public private(set) var head: EntryVersion
     private var broken = false
 
-    public init() {}
+    /// `provenThrough`: the head a snapshot kept for the shard (its chain was
+    /// whole through it); `.zero` when there is none.
+    public init(provenThrough: EntryVersion = .zero) {
+        head = provenThrough
+    }
 
     /// One logged write, in log order.
     public mutating func logged(_ version: EntryVersion) {
         guard !broken else { return }
+        if head != .zero && version.term == head.term && version.seq <= head.seq { return }
         if version.seq == head.seq + 1 && (head == .zero || version.term == head.term) {
             head = version
         } else {
@@ -45,6 +54,12 @@ public struct ReplayedCopy: Sendable, Equatable {
         }
     }
 
-    /// The copy holds every write up to its newest version.
+    /// Something changed the copy without being logged (a failed batch undone
+    /// in memory): nothing the chain says holds any more.
+    public mutating func breakChain() {
+        broken = true
+    }
+
+    /// The copy holds every write up to `head`, and nothing is known missing.
     public var isWhole: Bool { !broken && head > .zero }
 }

@@ -107,10 +107,49 @@ struct WALRecord {
                expiryMs: entry.expiryMs, key: entry.key, value: entry.value)
     }
 
-    /// The record that closes a snapshot of `entries` entries.
-    static func appendSnapshotEnd(entries: Int, to buffer: WireBuffer) {
-        append(to: buffer, operation: .snapshotEnd, shard: 0, version: EntryVersion(term: 0, seq: UInt64(entries)),
-               expiryMs: 0, key: noBytes, value: noBytes)
+    /// The record that closes a snapshot of `entries` entries. Its value
+    /// holds the proven heads: per shard whose chain of logged writes was
+    /// whole when the snapshot's segment began (`ReplayedCopy`), the chain's
+    /// head, as [u32 count] then per shard [u32 shard][u32 term][u64 seq],
+    /// little-endian. Builds before 2 December 2026 wrote no value, and read
+    /// past one: a snapshot carrying heads stays readable by them.
+    static func appendSnapshotEnd(entries: Int, provenHeads: [Int: EntryVersion] = [:], to buffer: WireBuffer) {
+        var value: [UInt8] = []
+        if !provenHeads.isEmpty {
+            value.reserveCapacity(4 + provenHeads.count * provenHeadSize)
+            func put<T: FixedWidthInteger>(_ number: T) { withUnsafeBytes(of: number.littleEndian) { value.append(contentsOf: $0) } }
+            put(UInt32(provenHeads.count))
+            for (shard, head) in provenHeads.sorted(by: { $0.key < $1.key }) {
+                put(UInt32(shard))
+                put(head.term)
+                put(head.seq)
+            }
+        }
+        value.withUnsafeBytes { bytes in
+            append(to: buffer, operation: .snapshotEnd, shard: 0, version: EntryVersion(term: 0, seq: UInt64(entries)),
+                   expiryMs: 0, key: noBytes, value: bytes)
+        }
+    }
+
+    private static let provenHeadSize = 16
+
+    /// The proven heads a snapshot's end marker carries (none in one written
+    /// before they existed); nil when its value is not a list of them.
+    static func provenHeads(ofSnapshotEnd record: WALRecord) -> [Int: EntryVersion]? {
+        let value = record.value
+        guard value.count > 0 else { return [:] }
+        guard value.count >= 4 else { return nil }
+        let count = Int(UInt32(littleEndian: value.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
+        guard value.count == 4 + count * provenHeadSize else { return nil }
+        var heads: [Int: EntryVersion] = [:]
+        for index in 0..<count {
+            let at = 4 + index * provenHeadSize
+            let shard = Int(UInt32(littleEndian: value.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
+            let term = UInt32(littleEndian: value.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self))
+            let seq = UInt64(littleEndian: value.loadUnaligned(fromByteOffset: at + 8, as: UInt64.self))
+            guard heads.updateValue(EntryVersion(term: term, seq: seq), forKey: shard) == nil else { return nil }
+        }
+        return heads
     }
 
     static var noBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: nil, count: 0) }

@@ -24,10 +24,14 @@ extension Reactor {
         let recovery = WALRecovery(directory: directory, logger: logger, door: door)
         let nowMs = aegis_now_ms_coarse()
         var copies: [Int: ReplayedCopy] = [:]
+        var newest: [Int: EntryVersion] = [:]
         let report = try recovery.replay { record in
             applyReplayed(record, nowMs: nowMs)
+            newest[record.shard] = max(newest[record.shard] ?? .zero, record.version)
+        } snapshotRead: { provenHeads in
+            for (shard, head) in provenHeads { copies[shard] = ReplayedCopy(provenThrough: head) }
         } logged: { record in
-            copies[Int(record.shard), default: ReplayedCopy()].logged(record.version)
+            copies[record.shard, default: ReplayedCopy()].logged(record.version)
         }
         let writer = try WALWriter(mode: config.walMode, directory: directory,
                                    maxSegmentBytes: config.walMaxSizeMB * 1024 * 1024, recovered: report, logger: logger,
@@ -35,21 +39,38 @@ extension Reactor {
         let added = poller.add(writer.eventFD, AEGIS_EPOLLIN | AEGIS_EPOLLET, token: EventPoller.walToken, .any)
         if added < 0 { throw .system("epoll_ctl(io_uring eventfd)", directory.path, -added) }
         log.wal = writer
-        return (report, replayedShards(copies))
+        log.chains = (0..<shards.count).map { shard in
+            var chain = copies[shard] ?? ReplayedCopy()
+            // Replayed data no chain accounts for, or newer than its head
+            // (a snapshot walked records applied without being logged).
+            if let version = newest[shard], !chain.isWhole || version > chain.head { chain.breakChain() }
+            return chain
+        }
+        return (report, replayedShards(newest))
     }
 
     /// What the replay left of each owned shard: the lease machine's view of
-    /// this node's copies before it votes or campaigns.
-    private func replayedShards(_ copies: [Int: ReplayedCopy]) -> ReplayedShards {
+    /// this node's copies before it votes or campaigns. `newest`: the newest
+    /// version replayed per shard (a snapshot's entries come in any order).
+    private func replayedShards(_ newest: [Int: EntryVersion]) -> ReplayedShards {
         var replayed = ReplayedShards()
         for shard in shards.ownedIndices {
-            guard let store = shards[shard], store.lastWriteVersion > .zero else { continue }
-            replayed.versions[shard] = store.lastWriteVersion
-            if copies[shard]?.isWhole == true && copies[shard]?.head == store.lastWriteVersion {
-                replayed.whole.insert(shard)
-            }
+            let chain = log.chains[shard]
+            // A proven head above every entry is a DEL or FLUSHALL the copy holds.
+            let version = max(newest[shard] ?? .zero, chain.isWhole ? chain.head : .zero)
+            guard version > .zero else { continue }
+            replayed.versions[shard] = version
+            if chain.isWhole { replayed.whole.insert(shard) }
         }
         return replayed
+    }
+
+    /// A change to `shard` that is not logged (a record applied as follower,
+    /// a stream, a read repair, a failed batch undone): the log can no longer
+    /// prove the copy whole.
+    @inline(__always)
+    func noteUnloggedChange(shard: Int) {
+        if !log.chains.isEmpty { log.chains[shard].breakChain() }
     }
 
     func applyReplayed(_ record: WALRecord, nowMs: Int64) {
@@ -152,6 +173,7 @@ extension Reactor {
             assert(wal.acceptsWrites, "records appended while the log refuses writes")
             let start = wal.filling.readableBytes
             appendKeyState(key, hash: hash, store: store, to: wal.filling)
+            log.chains[shard].logged(store.lastWriteVersion)
             log.replyAwaitsLog = true
             replicateLogged(from: start, shard: shard, previous: previous)
         } else {
@@ -188,6 +210,7 @@ extension Reactor {
             }
             for record in records.reversed() {
                 guard record.shard < shards.count, let store = shards[record.shard] else { continue }
+                noteUnloggedChange(shard: record.shard)
                 let hash = KeyHash.hash(record.key)
                 if record.operation == .set {
                     store.restore(record.key, hash: hash, value: record.value, expiryMs: record.expiryMs, nowMs: now,
@@ -217,6 +240,7 @@ extension Reactor {
         let version = shards[shard]?.lastWriteVersion ?? .zero
         let start = wal.filling.readableBytes
         wal.append(.flushShard, shard: shard, version: version, expiryMs: 0, key: WALRecord.noBytes, value: WALRecord.noBytes)
+        log.chains[shard].logged(version)
         log.replyAwaitsLog = true
         replicateLogged(from: start, shard: shard, previous: previous)
     }
@@ -507,6 +531,15 @@ extension Reactor {
             return
         }
         log.snapshot.wanted = false
+        // The segment this snapshot starts takes every write from here on
+        // (the batch being filled included): the heads as of now are what
+        // the replay continues from.
+        var provenHeads: [Int: EntryVersion] = [:]
+        for shard in shards.ownedIndices where log.chains[shard].isWhole {
+            guard let store = shards[shard], store.lastWriteVersion <= log.chains[shard].head else { continue }
+            provenHeads[shard] = log.chains[shard].head
+        }
+        wal.snapshotProvenHeads = provenHeads
         log.snapshot.servesRequest = log.snapshot.requestsSeen
         log.snapshot.shardPosition = 0
         log.snapshot.cursor = 0

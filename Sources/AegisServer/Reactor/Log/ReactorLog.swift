@@ -1,3 +1,4 @@
+import AegisCluster
 import AegisProtocol
 
 /// The reactor's write-ahead log state (Reactor+Log.swift drives it): the
@@ -31,6 +32,11 @@ struct ReactorLog {
     /// When to next probe a failed disk.
     var nextProbeMs: Int64 = 0
     var snapshot = SnapshotProgress()
+    /// Per shard, the chain of writes logged since the shard's first (from
+    /// the replay on): what a snapshot keeps as proven heads, so that a
+    /// replay after it can still prove the copy whole (`ReplayedCopy`).
+    /// Broken by any change to the shard that is not logged.
+    var chains: [ReplayedCopy] = []
 }
 
 /// Where the running snapshot is, and when the next one may start.

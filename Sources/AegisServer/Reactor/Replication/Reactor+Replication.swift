@@ -153,7 +153,12 @@ extension Reactor {
             replica.recordsMalformed += 1
             return
         }
-        if changed { replica.recordsApplied += 1 } else { replica.recordsStale += 1 }
+        if changed {
+            replica.recordsApplied += 1
+            noteUnloggedChange(shard: shard)
+        } else {
+            replica.recordsStale += 1
+        }
         if decoded.version > replica.appliedThrough[shard] { replica.appliedThrough[shard] = decoded.version }
     }
 

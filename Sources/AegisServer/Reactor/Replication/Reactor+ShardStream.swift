@@ -144,6 +144,7 @@ extension Reactor {
         }
         if number == 0 {
             store.replaceForStream()
+            noteUnloggedChange(shard: shard)
             replica.appliedThrough[shard] = .zero
             replica.incoming[shard] = IncomingStream(id: header.connectionIndex, start: header.replicatedPrevious,
                                                      origin: header.route.originNode)

@@ -168,7 +168,10 @@ extension Reactor {
         let write: ReplicatedWrite = decoded.operation == .set ? .set(value: decoded.value, expiryMs: decoded.expiryMs) : .delete
         let known = store.knownVersion(decoded.key, hash: hash, nowMs: now)
         store.applyIfNewer(decoded.key, hash: hash, write, version: decoded.version, nowMs: now)
-        if decoded.version > known { counters.quorum.readRepairsApplied += 1 }
+        if decoded.version > known {
+            counters.quorum.readRepairsApplied += 1
+            noteUnloggedChange(shard: shard)
+        }
     }
 
     // MARK: - The answers
@@ -237,6 +240,7 @@ extension Reactor {
         let write: ReplicatedWrite = decoded.operation == .set ? .set(value: decoded.value, expiryMs: decoded.expiryMs) : .delete
         guard decoded.version > store.knownVersion(decoded.key, hash: hash, nowMs: now) else { return false }
         store.applyIfNewer(decoded.key, hash: hash, write, version: decoded.version, nowMs: now)
+        noteUnloggedChange(shard: decoded.shard)
         return true
     }
 
