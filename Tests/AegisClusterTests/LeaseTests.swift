@@ -647,14 +647,10 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         #expect(cluster.verdictAskedDirectly(of: 0, from: 1, term: 4, at: LeaseCluster.quietEnd + 1) == .candidateBehind)
     }
 
-    /// A restarted holder's log holds only the writes it made as holder, yet
-    /// its newest version claims everything below (chaos seed 12 at W = 2:
-    /// it won with a claim equal to a complete replica's and streamed its
-    /// holed copy over it). It stands back, and a replica that stayed up
-    /// takes over; the same schedule without the stand-back elects the
-    /// restarted holder again, which is what the second argument shows.
-    @Test(arguments: [true, false]) func aRestartedHolderStandsBackWhileAReplicaThatStayedUpTakesOver(_ standsBack: Bool) {
-        var cluster = LeaseCluster()
+    /// The holder of writes everyone holds is cut off 3 s after they were
+    /// made and comes back 3 s later as a new machine with its persisted
+    /// term, told the newest version its log replayed; not started yet.
+    func restartTheHolderWithItsWrites(_ cluster: inout LeaseCluster, restarted: Bool) -> (primary: Int, backAt: Int64) {
         let (primary, version) = holderWithWritesEveryoneHolds(&cluster)
         let start = LeaseCluster.quietEnd
         let crashedAt = start + 3000, backAt = start + 6000
@@ -663,9 +659,21 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         let persisted = [shard: PersistedTerm(term: cluster.machines[primary].term(ofShard: shard),
                                               votedFor: cluster.ids[primary])]
         cluster.machines[primary] = LeaseCluster.machine(cluster.ids[primary], persisted: persisted, learner: false,
-                                                         restarted: standsBack, life: 2)
+                                                         restarted: restarted, life: 2)
         // Its log replay: the newest version it wrote, told before the start.
         _ = cluster.step(primary, .localVersion(shard: shard, version: version, now: backAt))
+        return (primary, backAt)
+    }
+
+    /// A restarted holder's log holds only the writes it made as holder, yet
+    /// its newest version claims everything below (chaos seed 12 at W = 2:
+    /// it won with a claim equal to a complete replica's and streamed its
+    /// holed copy over it). It stands back, and a replica that stayed up
+    /// takes over; the same schedule without the stand-back elects the
+    /// restarted holder again, which is what the second argument shows.
+    @Test(arguments: [true, false]) func aRestartedHolderStandsBackWhileAReplicaThatStayedUpTakesOver(_ standsBack: Bool) {
+        var cluster = LeaseCluster()
+        let (primary, backAt) = restartTheHolderWithItsWrites(&cluster, restarted: standsBack)
         cluster.start(primary, at: backAt)
         let standBackEnds = backAt + LeaseCluster.settings(cluster.ids[primary]).restartStandBackMs
         run(&cluster, from: backAt, to: standBackEnds + 20_000)
@@ -688,16 +696,7 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
     /// with no such proof, still may have holes and stand back.
     @Test func aRestartedHolderWhoseReplayIsWholeDoesNotStandBack() {
         var cluster = LeaseCluster()
-        let (primary, version) = holderWithWritesEveryoneHolds(&cluster)
-        let start = LeaseCluster.quietEnd
-        let crashedAt = start + 3000, backAt = start + 6000
-        run(&cluster, from: crashedAt, to: backAt - 1, cut: [primary])
-        cluster.inFlight.removeAll { $0.from == primary || $0.to == primary }
-        let persisted = [shard: PersistedTerm(term: cluster.machines[primary].term(ofShard: shard),
-                                              votedFor: cluster.ids[primary])]
-        cluster.machines[primary] = LeaseCluster.machine(cluster.ids[primary], persisted: persisted, learner: false,
-                                                         restarted: true, life: 2)
-        _ = cluster.step(primary, .localVersion(shard: shard, version: version, now: backAt))
+        let (primary, backAt) = restartTheHolderWithItsWrites(&cluster, restarted: true)
         _ = cluster.step(primary, .copyComplete(shard: shard, now: backAt))
         cluster.start(primary, at: backAt)
         let otherShards = (0..<Int(LeaseCluster.parameters.numShards)).filter { $0 != shard }
