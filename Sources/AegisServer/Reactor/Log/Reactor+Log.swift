@@ -23,15 +23,16 @@ extension Reactor {
         shards.claim()  // the replay thread fills the stores until the reactor's own thread takes over
         let recovery = WALRecovery(directory: directory, logger: logger, door: door)
         let nowMs = aegis_now_ms_coarse()
-        var copies: [Int: ReplayedCopy] = [:]
-        var newest: [Int: EntryVersion] = [:]
+        // Indexed by shard, not hashed: the replay touches both once per record.
+        var copies = [ReplayedCopy](repeating: ReplayedCopy(), count: shards.count)
+        var newest = [EntryVersion](repeating: .zero, count: shards.count)
         let report = try recovery.replay { record in
             applyReplayed(record, nowMs: nowMs)
-            newest[record.shard] = max(newest[record.shard] ?? .zero, record.version)
+            if record.shard < newest.count, record.version > newest[record.shard] { newest[record.shard] = record.version }
         } snapshotRead: { provenHeads in
-            for (shard, head) in provenHeads { copies[shard] = ReplayedCopy(provenThrough: head) }
+            for (shard, head) in provenHeads where shard < copies.count { copies[shard] = ReplayedCopy(provenThrough: head) }
         } logged: { record in
-            copies[record.shard, default: ReplayedCopy()].logged(record.version)
+            if record.shard < copies.count { copies[record.shard].logged(record.version) }
         }
         let writer = try WALWriter(mode: config.walMode, directory: directory,
                                    maxSegmentBytes: config.walMaxSizeMB * 1024 * 1024, recovered: report, logger: logger,
@@ -40,10 +41,10 @@ extension Reactor {
         if added < 0 { throw .system("epoll_ctl(io_uring eventfd)", directory.path, -added) }
         log.wal = writer
         log.chains = (0..<shards.count).map { shard in
-            var chain = copies[shard] ?? ReplayedCopy()
+            var chain = copies[shard]
             // Replayed data no chain accounts for, or newer than its head
             // (a snapshot walked records applied without being logged).
-            if let version = newest[shard], !chain.isWhole || version > chain.head { chain.breakChain() }
+            if newest[shard] > .zero, !chain.isWhole || newest[shard] > chain.head { chain.breakChain() }
             return chain
         }
         return (report, replayedShards(newest))
@@ -52,12 +53,12 @@ extension Reactor {
     /// What the replay left of each owned shard: the lease machine's view of
     /// this node's copies before it votes or campaigns. `newest`: the newest
     /// version replayed per shard (a snapshot's entries come in any order).
-    private func replayedShards(_ newest: [Int: EntryVersion]) -> ReplayedShards {
+    private func replayedShards(_ newest: [EntryVersion]) -> ReplayedShards {
         var replayed = ReplayedShards()
         for shard in shards.ownedIndices {
             let chain = log.chains[shard]
             // A proven head above every entry is a DEL or FLUSHALL the copy holds.
-            let version = max(newest[shard] ?? .zero, chain.isWhole ? chain.head : .zero)
+            let version = max(newest[shard], chain.isWhole ? chain.head : .zero)
             guard version > .zero else { continue }
             replayed.versions[shard] = version
             if chain.isWhole { replayed.whole.insert(shard) }
