@@ -27,7 +27,7 @@ extension Reactor {
         }
         let writer = try WALWriter(mode: config.walMode, directory: directory,
                                    maxSegmentBytes: config.walMaxSizeMB * 1024 * 1024, recovered: report, logger: logger,
-                                   door: door)
+                                   door: door, nodeFlusher: node.walFlusher, reactor: index)
         let added = poller.add(writer.eventFD, AEGIS_EPOLLIN | AEGIS_EPOLLET, token: EventPoller.walToken, .any)
         if added < 0 { throw .system("epoll_ctl(io_uring eventfd)", directory.path, -added) }
         log.wal = writer
@@ -147,6 +147,7 @@ extension Reactor {
             assert(wal.acceptsWrites, "records appended while the log refuses writes")
             let start = wal.filling.readableBytes
             appendKeyState(key, hash: hash, store: store, to: wal.filling)
+            wal.noteRecordAppended()
             log.replyAwaitsLog = true
             replicateLogged(from: start, shard: shard, previous: previous)
         } else {

@@ -1,0 +1,267 @@
+import CSupport
+import Glibc
+import Logging
+import Synchronization
+
+/// The one device cache flush of `wal_mode: fsync` for the whole node
+/// (issue 18): reactors put their batches into the device with a
+/// sync_file_range, and this thread issues one fdatasync that makes all of
+/// them durable, then tells each reactor which of its batches are.
+///
+/// Why one fdatasync covers every reactor's files (docs/durability.md has
+/// the details and the limits): on ext4 and xfs an fdatasync of a regular
+/// file always ends with a flush of the device's volatile cache (ext4:
+/// blkdev_issue_flush when the journal commit does not send one itself;
+/// xfs: xfs_blkdev_issue_flush when no log force was needed), and a flush
+/// makes durable every write the device completed before it. A
+/// sync_file_range with WAIT_AFTER returns only once the range's writes
+/// completed, so a flush started after it covers them. It persists no
+/// metadata: valid only for prepared segments (blocks written and synced,
+/// size final), which a reactor checks for each batch.
+///
+/// The fdatasync target is `<wal_dir>/flush`, a file this flusher opens and
+/// owns: never a segment, which its reactor may close (rotation, a cut-off
+/// after a failure) while a flush runs, and whose descriptor number could
+/// then belong to another file. The flush file holds no data, so its
+/// fdatasync is nothing but the device flush.
+///
+/// Adaptive batching: the thread flushes as soon as some batch is written
+/// back and no flush is running, so at low load a write waits for one
+/// flush and no timer, and under load every batch written back while one
+/// flush runs shares the next one (the natural group commit).
+///
+/// Threads: reactors call `noteWrittenBack`, `attach`/`detach` and
+/// `noteOwnFlush`; readers (INFO, /metrics) call `stats`. All of that state
+/// is under `lock`; each reactor reads its verdicts from its `Slot`'s
+/// atomics without it. `@unchecked Sendable`: the pthread mutex and
+/// condition variable guard everything mutable that is not an atomic.
+final class WALNodeFlusher: @unchecked Sendable {
+    /// What the flusher tells one reactor; sequences are the reactor's batch numbers.
+    final class Slot: Sendable {
+        /// Every batch up to this one that asked for a node flush is durable,
+        /// unless `failedThrough` covers it.
+        let durableThrough = Atomic<UInt64>(0)
+        /// A node flush covering batches up to this one failed.
+        let failedThrough = Atomic<UInt64>(0)
+    }
+
+    let slots: [Slot]
+    let path: String
+    private let logger: Logger
+    private let door: KernelDoor
+    private let fd: Int32
+    /// The device of the wal directory: only logs on it are covered by a flush of it.
+    private let device: UInt64
+
+    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let workArrived = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    // Under `lock`:
+    private var writtenBack: [UInt64]
+    private var claimed: [UInt64]
+    private var recordsWaiting: [Int]
+    private var wakeFDs: [Int32]
+    private var failureReasons: [String]
+    private var stopping = false
+    private var published = WALFlushStats()
+    private var thread: pthread_t?
+
+    /// Opens (creating) `<walDirectory>/flush`; the thread starts with `start()`.
+    init(walDirectory: String, reactorCount: Int, logger: Logger, door: KernelDoor) throws(WALError) {
+        path = walDirectory + "/flush"
+        self.logger = logger
+        self.door = door
+        let fd = door.open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0o640, file: .flush)
+        if fd < 0 { throw .system("open", path, -fd) }
+        var info = stat()
+        if fstat(fd, &info) != 0 {
+            let code = errno
+            door.close(fd)
+            throw .system("fstat", path, code)
+        }
+        self.fd = fd
+        device = UInt64(info.st_dev)
+        slots = (0..<reactorCount).map { _ in Slot() }
+        writtenBack = Array(repeating: 0, count: reactorCount)
+        claimed = Array(repeating: 0, count: reactorCount)
+        recordsWaiting = Array(repeating: 0, count: reactorCount)
+        wakeFDs = Array(repeating: -1, count: reactorCount)
+        failureReasons = Array(repeating: "", count: reactorCount)
+        pthread_mutex_init(lock, nil)
+        pthread_cond_init(workArrived, nil)
+    }
+
+    deinit {
+        stop()
+        door.close(fd)
+        pthread_cond_destroy(workArrived)
+        pthread_mutex_destroy(lock)
+        workArrived.deallocate()
+        lock.deallocate()
+    }
+
+    func start() throws {
+        thread = try Node.startThread { [self] in
+            _ = aegis_set_current_thread_name("aegis-wal-flush")
+            run()
+        }
+    }
+
+    /// Finishes the flushes asked for, then ends the thread. After the
+    /// reactors have stopped: a drain waits for their batches' flushes.
+    func stop() {
+        guard let thread else { return }
+        withLock {
+            stopping = true
+            pthread_cond_signal(workArrived)
+        }
+        pthread_join(thread, nil)
+        self.thread = nil
+    }
+
+    /// A reactor's log joins: its eventfd is woken after each flush that
+    /// covers its batches. False when its directory is on another device,
+    /// which a flush of this one would not cover (that log then syncs each
+    /// batch itself).
+    func attach(reactor: Int, eventFD: Int32, directoryPath: String) -> Bool {
+        var info = stat()
+        guard stat(directoryPath, &info) == 0, UInt64(info.st_dev) == device else { return false }
+        withLock { wakeFDs[reactor] = eventFD }
+        return true
+    }
+
+    /// Before the reactor closes its eventfd: a flush must not write to a
+    /// descriptor number that may belong to another file by then.
+    func detach(reactor: Int) {
+        withLock { wakeFDs[reactor] = -1 }
+    }
+
+    /// The reactor's batches up to `through` are in the device, in order
+    /// (every earlier one asking for a flush is too); `records` are the
+    /// log records of the batches newly covered.
+    func noteWrittenBack(reactor: Int, through: UInt64, records: Int) {
+        withLock {
+            guard through > writtenBack[reactor] else { return }
+            writtenBack[reactor] = through
+            recordsWaiting[reactor] += records
+            pthread_cond_signal(workArrived)
+        }
+    }
+
+    /// A batch that synced itself (a segment that is not prepared, or its
+    /// first batch, or a log on another device): one device flush too.
+    func noteOwnFlush(records: Int, latencyNs: Int64) {
+        withLock { published.note(records: records, latencyNs: latencyNs, failed: false) }
+    }
+
+    /// Why the flush that covered the reactor's failed batches failed.
+    func failureReason(reactor: Int) -> String {
+        withLock { failureReasons[reactor] }
+    }
+
+    func stats() -> WALFlushStats {
+        withLock { published.asOf(nowNs: aegis_monotonic_ns()) }
+    }
+
+    private func withLock<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
+        return body()
+    }
+
+    private var hasWork: Bool { writtenBack != claimed }
+
+    private func run() {
+        pthread_mutex_lock(lock)
+        while true {
+            while !stopping && !hasWork { pthread_cond_wait(workArrived, lock) }
+            if !hasWork { break }
+            let targets = writtenBack
+            let previous = claimed
+            let records = recordsWaiting.reduce(0, +)
+            claimed = targets
+            for index in recordsWaiting.indices { recordsWaiting[index] = 0 }
+            pthread_mutex_unlock(lock)
+            let started = aegis_monotonic_ns()
+            let result = door.nodeFlush(fd)
+            let elapsed = aegis_monotonic_ns() - started
+            pthread_mutex_lock(lock)
+            // Counted before any reactor can see the verdict, so a reply
+            // that went out is already in the figures INFO reads.
+            published.note(records: records, latencyNs: elapsed, failed: result != 0, node: true)
+            let reason = result == 0 ? "" : "fdatasync of \(path) (the node's flush for every reactor's log) failed: \(SystemError(operation: "fdatasync", code: -result))"
+            if result != 0 {
+                logger.error("write-ahead log flush failed: the batches it covered fail on every reactor", metadata: [
+                    "file": "\(path)", "error": "\(SystemError(operation: "fdatasync", code: -result))",
+                ])
+            }
+            for reactor in slots.indices where targets[reactor] > previous[reactor] {
+                if result == 0 {
+                    slots[reactor].durableThrough.store(targets[reactor], ordering: .releasing)
+                } else {
+                    failureReasons[reactor] = reason
+                    slots[reactor].failedThrough.store(targets[reactor], ordering: .releasing)
+                }
+                if wakeFDs[reactor] >= 0 { _ = aegis_eventfd_signal(wakeFDs[reactor]) }
+            }
+        }
+        pthread_mutex_unlock(lock)
+    }
+}
+
+/// The node's device flushes in `fsync` mode (INFO persistence, /metrics):
+/// the node flushes and the batches that synced themselves.
+public struct WALFlushStats: Sendable, Equatable {
+    /// Upper bounds of the records-per-flush buckets (a last, +Inf bucket follows).
+    public static let recordBounds: [Int] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024]
+    /// Latency buckets: the bounds the command latency histograms use.
+    public static var latencyBoundsNs: [Int64] { CommandMetricsLayout.bucketBoundsNs }
+
+    public var flushes = 0
+    public var failures = 0
+    public var records = 0
+    /// Not cumulative; one more than the bounds.
+    public var recordBuckets = [Int](repeating: 0, count: WALFlushStats.recordBounds.count + 1)
+    public var latencyBuckets = [Int](repeating: 0, count: CommandMetricsLayout.bucketCount)
+    public var latencySumNs: Int64 = 0
+    /// Flushes, and the time the node flush ran, in the last whole second
+    /// (see `lastSecond`): at about 100% busy the disk bounds durable
+    /// writes, well below it the CPU does.
+    public var flushesLastSecond = 0
+    public var nodeFlushBusyNsLastSecond: Int64 = 0
+
+    public init() {}
+
+    private var second: Int64 = 0
+    private var flushesThisSecond = 0
+    private var busyNsThisSecond: Int64 = 0
+
+    mutating func note(records: Int, latencyNs: Int64, failed: Bool, node: Bool = false) {
+        moveToSecond(aegis_monotonic_ns() / 1_000_000_000)
+        flushesThisSecond += 1
+        if node { busyNsThisSecond += latencyNs }
+        flushes += 1
+        if failed { failures += 1 }
+        self.records += records
+        recordBuckets[Self.recordBounds.firstIndex { records <= $0 } ?? Self.recordBounds.count] += 1
+        latencyBuckets[Self.latencyBoundsNs.firstIndex { latencyNs <= $0 } ?? Self.latencyBoundsNs.count] += 1
+        latencySumNs += latencyNs
+    }
+
+    private mutating func moveToSecond(_ now: Int64) {
+        guard now != second else { return }
+        let finished = now == second + 1
+        flushesLastSecond = finished ? flushesThisSecond : 0
+        nodeFlushBusyNsLastSecond = finished ? busyNsThisSecond : 0
+        second = now
+        flushesThisSecond = 0
+        busyNsThisSecond = 0
+    }
+
+    /// The figures as of now: the last-second ones move on when no flush
+    /// came to move them.
+    func asOf(nowNs: Int64) -> WALFlushStats {
+        var copy = self
+        copy.moveToSecond(nowNs / 1_000_000_000)
+        return copy
+    }
+}
