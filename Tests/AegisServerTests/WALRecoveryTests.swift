@@ -156,6 +156,10 @@ struct WALRecoveryTests {
         #expect(try client.command("SET", "last", "1") == .simple("OK"))
         let logged = try client.command("INFO", "persistence").text ?? ""
         #expect(!logged.contains("wal_snapshots:0\r"), "100 MiB of log must have caused snapshots: \(logged)")
+        // Every acknowledged record became durable in a counted device flush (the node's, or a batch's own).
+        #expect(logged.contains("wal_flush_records:\(200 * 32 + 1)\r"), "\(logged)")
+        #expect(logged.contains("wal_flush_failures:0\r"), "\(logged)")
+        #expect(!logged.contains("wal_flushes:0\r"), "\(logged)")
         kill(server.pid, SIGKILL)
         _ = server.stop(signal: SIGKILL)
         var totalBytes = 0
@@ -296,7 +300,7 @@ struct WALRecoveryTests {
             let layout = try String(contentsOfFile: walDirectory + "/layout", encoding: .utf8)
             #expect(layout == "reactors=\(reactors) num_shards=256\n")
             let directories = try FileManager.default.contentsOfDirectory(atPath: walDirectory)
-                .filter { $0 != "layout" && $0 != DataDirectoryLock.fileName }.sorted()
+                .filter { $0 != "layout" && $0 != "flush" && $0 != DataDirectoryLock.fileName }.sorted()
             #expect(directories == (0..<reactors).map { "reactor-\($0)" })
         }
 

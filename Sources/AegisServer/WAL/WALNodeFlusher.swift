@@ -190,8 +190,10 @@ final class WALNodeFlusher: @unchecked Sendable {
             published.note(records: records, latencyNs: elapsed, failed: result != 0, node: true)
             let reason = result == 0 ? "" : "fdatasync of \(path) (the node's flush for every reactor's log) failed: \(SystemError(operation: "fdatasync", code: -result))"
             if result != 0 {
+                let covered = slots.indices.filter { targets[$0] > previous[$0] }.map(String.init).joined(separator: ",")
                 logger.error("write-ahead log flush failed: the batches it covered fail on every reactor", metadata: [
                     "file": "\(path)", "error": "\(SystemError(operation: "fdatasync", code: -result))",
+                    "reactors": "\(covered)", "records": "\(records)",
                 ])
             }
             for reactor in slots.indices where targets[reactor] > previous[reactor] {
