@@ -12,12 +12,16 @@ import Logging
 ///
 /// Group commit, pipelined: records of the current loop iteration collect
 /// in `filling`; `submit()` hands them to the kernel as one batch, a write
-/// (in `fsync` mode linked to an fdatasync) at the next offset of the
-/// segment, while the next records keep filling. Up to
+/// at the next offset of the segment, while the next records keep filling.
+/// In `fsync` mode a batch into a prepared segment is followed by a
+/// sync_file_range of its bytes (in the device, not flushed) and becomes
+/// durable with the node's next flush (`WALNodeFlusher`: one fdatasync for
+/// every reactor); any other batch (a segment's first, a plain segment's,
+/// one past the prepared size) is followed by its own fdatasync. Up to
 /// `maxBatchesInFlight` batches are in flight at once, so a client whose
 /// write missed one batch waits for one fdatasync, not for the one in
 /// progress and then its own. Batches are reported durable strictly in
-/// submission order, each after its own write and sync: so a reply held for
+/// submission order, each after its own write and sync (or node flush): so a reply held for
 /// batch n goes only when n and everything before it is on disk. The
 /// reactor never waits for the disk: completions arrive through an eventfd
 /// in its epoll set.
@@ -28,6 +32,11 @@ import Logging
 /// - A failed batch and every batch after it are cut off their files
 ///   before anything else is written, so a segment never holds a hole or a
 ///   partial record except after a crash.
+/// - A batch left to the node flush is handed to it only once its
+///   write-back and every earlier such batch's completed
+///   (`writtenBackThrough` grows over a prefix), so a flush's verdict
+///   "durable through n" holds for each of them; a failed flush's verdict
+///   wins over a later success (`applyNodeFlushVerdicts`).
 /// - Segment numbers have no gaps (recovery refuses one as a removed file).
 /// - A snapshot becomes the log only after every batch whose writes it may
 ///   hold is durable (`snapshotBarrier`).
