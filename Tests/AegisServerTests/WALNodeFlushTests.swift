@@ -174,12 +174,18 @@ struct WALNodeFlushTests {
         for key in [first, second, third] { #expect(try client.command("GET", key).text == nil, "\(key) failed but is visible") }
         // The second flush covered a batch of each reactor.
         #expect(server.log().contains("reactors=0,1"), "\(server.log().suffix(2000))")
+        let beforeRecovery = try Self.persistence(client)
         for reactor in 0..<2 {
             #expect(try WALErrorPathTests.waitUntilWritable(client, key: Self.keys("after-", onReactor: reactor, count: 1)[0]),
                     "reactor \(reactor) did not accept writes again")
         }
         let info = try Self.persistence(client)
         #expect(Self.number(info, "wal_flush_failures") == 2, "\(info)")
+        // Each log resumed in a plain segment (its probe's), whose batches
+        // grow the file: they must sync themselves, not ride the node flush.
+        for field in ["wal_flushes", "wal_own_flushes"] {
+            #expect(Self.number(info, field) - Self.number(beforeRecovery, field) == 2, "\(field): \(beforeRecovery) → \(info)")
+        }
         kill(server.process.processIdentifier, SIGKILL)
         _ = server.stop(signal: SIGKILL)
 

@@ -150,7 +150,10 @@ final class WALNodeFlusher: @unchecked Sendable {
     /// A batch that synced itself (a segment that is not prepared, or its
     /// first batch, or a log on another device): one device flush too.
     func noteOwnFlush(records: Int, latencyNs: Int64) {
-        withLock { published.note(records: records, latencyNs: latencyNs, failed: false) }
+        withLock {
+            published.note(records: records, latencyNs: latencyNs, failed: false)
+            published.ownFlushes += 1
+        }
     }
 
     /// Why the flush that covered the reactor's failed batches failed.
@@ -219,6 +222,8 @@ public struct WALFlushStats: Sendable, Equatable {
     public static var latencyBoundsNs: [Int64] { CommandMetricsLayout.bucketBoundsNs }
 
     public var flushes = 0
+    /// Of `flushes`, the batches' own fdatasyncs (not the node flush).
+    public var ownFlushes = 0
     public var failures = 0
     public var records = 0
     /// Not cumulative; one more than the bounds.

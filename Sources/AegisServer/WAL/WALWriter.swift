@@ -610,6 +610,9 @@ final class WALWriter {
             return
         }
         segmentFD = fd
+        // A plain file: its batches extend it, so each must sync itself
+        // (a sync_file_range would leave the size they add undurable).
+        segmentIsPrepared = false
         segmentNumber = number
         segmentOffset = UInt64(WALFileHeader.size)
         failedBatchBytes = 0

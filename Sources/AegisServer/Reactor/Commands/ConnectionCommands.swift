@@ -566,7 +566,7 @@ extension Reactor {
             zip(bounds + ["inf"], counts).map { "\($0)=\($1)" }.joined(separator: ",")
         }
         return [
-            "wal_flushes:\(flushes.flushes)", "wal_flush_failures:\(flushes.failures)",
+            "wal_flushes:\(flushes.flushes)", "wal_own_flushes:\(flushes.ownFlushes)", "wal_flush_failures:\(flushes.failures)",
             "wal_flushes_last_second:\(flushes.flushesLastSecond)",
             "wal_flush_busy_percent:\(Int((Double(flushes.nodeFlushBusyNsLastSecond) / 1e7).rounded()))",
             "wal_flush_records:\(flushes.records)",
