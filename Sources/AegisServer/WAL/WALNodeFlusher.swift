@@ -187,18 +187,19 @@ final class WALNodeFlusher: @unchecked Sendable {
             let started = aegis_monotonic_ns()
             let result = door.nodeFlush(fd)
             let elapsed = aegis_monotonic_ns() - started
-            pthread_mutex_lock(lock)
-            // Counted before any reactor can see the verdict, so a reply
-            // that went out is already in the figures INFO reads.
-            published.note(records: records, latencyNs: elapsed, failed: result != 0, node: true)
             let reason = result == 0 ? "" : "fdatasync of \(path) (the node's flush for every reactor's log) failed: \(SystemError(operation: "fdatasync", code: -result))"
             if result != 0 {
+                // Before taking the lock: reactors handing over batches must not wait for the log output.
                 let covered = slots.indices.filter { targets[$0] > previous[$0] }.map(String.init).joined(separator: ",")
                 logger.error("write-ahead log flush failed: the batches it covered fail on every reactor", metadata: [
                     "file": "\(path)", "error": "\(SystemError(operation: "fdatasync", code: -result))",
                     "reactors": "\(covered)", "records": "\(records)",
                 ])
             }
+            pthread_mutex_lock(lock)
+            // Counted before any reactor can see the verdict, so a reply
+            // that went out is already in the figures INFO reads.
+            published.note(records: records, latencyNs: elapsed, failed: result != 0, node: true)
             for reactor in slots.indices where targets[reactor] > previous[reactor] {
                 if result == 0 {
                     slots[reactor].durableThrough.store(targets[reactor], ordering: .releasing)

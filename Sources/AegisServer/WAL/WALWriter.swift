@@ -421,8 +421,12 @@ final class WALWriter {
     private func applyNodeFlushVerdicts() -> Bool {
         guard usesNodeFlush, let nodeFlusher, inFlight.contains(where: { $0.awaitsNodeFlush }) else { return false }
         let slot = nodeFlusher.slots[reactorIndex]
-        let failedThrough = slot.failedThrough.load(ordering: .acquiring)
+        // Durable first: the flusher publishes flushes in order, so every
+        // failure before the flush that set this value is visible in the
+        // failed value read after it (read the other way round, a failure
+        // and a later success could both land between the two reads).
         let durableThrough = slot.durableThrough.load(ordering: .acquiring)
+        let failedThrough = slot.failedThrough.load(ordering: .acquiring)
         var moved = false
         for batch in inFlight where batch.awaitsNodeFlush && batch.pending == 0 {
             if batch.sequence <= failedThrough {
