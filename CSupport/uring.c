@@ -2,7 +2,6 @@
 #include "CSupport.h"
 #include <errno.h>
 #include <liburing.h>
-#include <fcntl.h>
 #include <stdlib.h>
 
 const uint8_t AEGIS_IOSQE_IO_LINK = IOSQE_IO_LINK;
@@ -43,20 +42,6 @@ int aegis_uring_prep_fdatasync(aegis_uring *ring, int fd, uint64_t user_data, ui
     struct io_uring_sqe *sqe = io_uring_get_sqe(&ring->ring);
     if (!sqe) return -EBUSY;
     io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
-    io_uring_sqe_set_data64(sqe, user_data);
-    io_uring_sqe_set_flags(sqe, sqe_flags);
-    return 0;
-}
-
-// WAIT_BEFORE|WRITE|WAIT_AFTER: starts writeback of the range and completes
-// only when every page of it, dirtied before or during the call, has been
-// written to the device (its volatile cache). It persists no metadata and
-// sends no cache flush: the node-wide fdatasync does (WALNodeFlusher).
-int aegis_uring_prep_sync_file_range(aegis_uring *ring, int fd, unsigned len, uint64_t offset, uint64_t user_data, uint8_t sqe_flags) {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&ring->ring);
-    if (!sqe) return -EBUSY;
-    io_uring_prep_sync_file_range(sqe, fd, len, offset,
-                                  SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
     io_uring_sqe_set_data64(sqe, user_data);
     io_uring_sqe_set_flags(sqe, sqe_flags);
     return 0;

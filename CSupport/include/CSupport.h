@@ -99,6 +99,9 @@ int aegis_online_cpus(void);
 /// pipe2(fds, O_CLOEXEC): both ends close-on-exec from birth, which Swift's
 /// Glibc module (no _GNU_SOURCE) cannot ask for. 0, or -errno.
 int aegis_pipe_cloexec(int fds[2]);
+/// syncfs(2) of the file system holding fd: 0 or -errno (needs _GNU_SOURCE,
+/// which Glibc's Swift module lacks).
+int aegis_syncfs(int fd);
 /// posix_spawn_file_actions_addclosefrom_np(actions, lowest): the child closes
 /// every descriptor from `lowest` up (a glibc 2.34 extension, hidden from
 /// Swift's Glibc module like pipe2). `actions` is a posix_spawn_file_actions_t *.
@@ -171,9 +174,6 @@ int aegis_uring_register_eventfd(aegis_uring *ring, int eventfd);
 int aegis_uring_prep_write(aegis_uring *ring, int fd, const void *buf, unsigned len, uint64_t offset, uint64_t user_data, uint8_t sqe_flags);
 /// Queues an fdatasync.
 int aegis_uring_prep_fdatasync(aegis_uring *ring, int fd, uint64_t user_data, uint8_t sqe_flags);
-/// Queues a sync_file_range of [offset, offset + len) that waits for the
-/// range's writeback to finish (in the device, not flushed from its cache).
-int aegis_uring_prep_sync_file_range(aegis_uring *ring, int fd, unsigned len, uint64_t offset, uint64_t user_data, uint8_t sqe_flags);
 /// Submits queued entries without waiting; returns the count or -errno.
 int aegis_uring_submit(aegis_uring *ring);
 /// Pops one completion if available: returns 1 and fills user_data/result, 0 when none.

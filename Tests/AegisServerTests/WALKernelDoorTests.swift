@@ -65,38 +65,19 @@ struct WALKernelDoorTests {
         #expect(completed == [0x1234: -EIO, 0x5678: 0])
     }
 
-    /// The write-back of a prepared segment's batch: a write linked to a
-    /// sync_file_range completes both (the range's length is not a result,
-    /// 0 is); a faulted one completes with the error through the ring.
-    /// The node flush fails only for `fdatasync.flush` rules.
-    @Test func syncFileRangeCompletesAndFaultsThroughTheRing() throws {
-        let door = KernelDoor(faults: try KernelFaultPlan.parse("sync_file_range.segment=EIO@2; fdatasync.flush=EROFS@2"))
-        let ring = try door.uringCreate(entries: 8).get()
-        defer { door.uringDestroy(ring) }
+    /// The node flush is a syncfs of the file system holding the file: it
+    /// succeeds on a real file, fails only for `syncfs.flush` rules (never
+    /// for fdatasync rules, even `.flush` ones), and reports the rule's errno.
+    @Test func nodeFlushIsASyncfsAndFaultsOnlyForItsRule() throws {
+        let door = KernelDoor(faults: try KernelFaultPlan.parse("syncfs.flush=EROFS@2"))
         let (path, fd) = Self.temporaryFile()
         defer { close(fd); unlink(path) }
-        let bytes = [UInt8](repeating: 9, count: 8192)
-        var completed: [UInt64: Int32] = [:]
-        bytes.withUnsafeBytes { raw in
-            #expect(door.prepareWrite(ring, fd, raw.baseAddress, 8192, 0, userData: 0x10, flags: AEGIS_IOSQE_IO_LINK, file: .segment) == 0)
-            #expect(door.prepareSyncFileRange(ring, fd, 8192, 0, userData: 0x11, flags: 0, file: .segment) == 0)
-            #expect(door.prepareSyncFileRange(ring, fd, 4096, 0, userData: 0x12, flags: 0, file: .segment) == 0)
-            #expect(door.submit(ring, file: .segment) == 3)
-            let deadline = Date().addingTimeInterval(5)
-            while completed.count < 3 && Date() < deadline {
-                var userData: UInt64 = 0
-                var result: Int32 = 0
-                if door.popCompletion(ring, userData: &userData, result: &result) { completed[userData] = result } else { usleep(1000) }
-            }
-        }
-        #expect(completed == [0x10: 8192, 0x11: 0, 0x12: -EIO])
-        #expect(Self.size(path) == 8192)
         #expect(door.nodeFlush(fd) == 0)
         #expect(door.nodeFlush(fd) == -EROFS)
         #expect(door.nodeFlush(fd) == 0)
-        // A `.segment` fdatasync rule never counts the node flush.
-        let segmentOnly = KernelDoor(faults: try KernelFaultPlan.parse("fdatasync.segment=EIO@1x0"))
-        #expect(segmentOnly.nodeFlush(fd) == 0)
+        #expect(KernelDoor.production.nodeFlush(-1) == -EBADF)
+        let fdatasyncOnly = KernelDoor(faults: try KernelFaultPlan.parse("fdatasync.flush=EIO@1x0; fdatasync.segment=EIO@1x0"))
+        #expect(fdatasyncOnly.nodeFlush(fd) == 0)
     }
 
     /// Entries the kernel did not take are handed back and turned into

@@ -168,27 +168,16 @@ struct KernelDoor {
         return aegis_uring_prep_fdatasync(ring, fd, userData, flags)
     }
 
-    /// Queues a sync_file_range that returns once the range's writeback is
-    /// in the device (not flushed from its cache); 0, or -EBUSY when the
-    /// submission queue is full.
-    @inline(__always)
-    func prepareSyncFileRange(_ ring: OpaquePointer, _ fd: Int32, _ count: UInt32, _ offset: UInt64, userData: UInt64, flags: UInt8,
-                              file: WALFileKind) -> Int32 {
-        if let faults, case let (error, delay) = faults.completionFault(for: .syncFileRange, file), error != 0 {
-            return faults.prepareFailure(ring, error: error, delayMs: delay, userData: userData, flags: flags)
-        }
-        return aegis_uring_prep_sync_file_range(ring, fd, count, offset, userData, flags)
-    }
-
-    /// The node-wide flush (WALNodeFlusher): an fdatasync on the flusher's
-    /// own thread. A faulted one sleeps the rule's delay first, as a slow
-    /// then failing disk would: that thread exists to block in this call.
+    /// The node-wide flush (WALNodeFlusher): a syncfs of the file system
+    /// holding `fd`, on the flusher's own thread; 0 or -errno. A faulted
+    /// one sleeps the rule's delay first, as a slow then failing disk
+    /// would: that thread exists to block in this call.
     func nodeFlush(_ fd: Int32) -> Int32 {
-        if let faults, case let (error, delay) = faults.completionFault(for: .fdatasync, .flush), error != 0 {
+        if let faults, case let (error, delay) = faults.completionFault(for: .syncfs, .flush), error != 0 {
             if delay > 0 { usleep(useconds_t(min(delay, 600_000)) * 1000) }
             return -error
         }
-        return Self.result(Glibc.fdatasync(fd))
+        return aegis_syncfs(fd)
     }
 
     /// Hands the queued entries to the kernel: the count taken, or -errno.

@@ -4,33 +4,43 @@ import Logging
 import Synchronization
 
 /// The one device cache flush of `wal_mode: fsync` for the whole node
-/// (issue 18): reactors put their batches into the device with a
-/// sync_file_range, and this thread issues one fdatasync that makes all of
-/// them durable, then tells each reactor which of its batches are.
+/// (issue 18): reactors write their batches into prepared segments as in
+/// `write` mode and hand them over once written; this thread issues one
+/// syncfs that makes all of them durable, then tells each reactor which of
+/// its batches are.
 ///
-/// Why one fdatasync covers every reactor's files (docs/durability.md has
-/// the details and the limits): on ext4 and xfs an fdatasync of a regular
-/// file always ends with a flush of the device's volatile cache (ext4:
-/// blkdev_issue_flush when the journal commit does not send one itself;
-/// xfs: xfs_blkdev_issue_flush when no log force was needed), and a flush
-/// makes durable every write the device completed before it. A
-/// sync_file_range with WAIT_AFTER returns only once the range's writes
-/// completed, so a flush started after it covers them. It persists no
-/// metadata: valid only for prepared segments (blocks written and synced,
-/// size final), which a reactor checks for each batch.
+/// Why one syncfs covers every reactor's batches (docs/durability.md has
+/// the details and the limits): syncfs writes back every page of the file
+/// system that is dirty when it starts, waits for that write-back (and for
+/// any already under way), then has the file system commit and flush the
+/// device's volatile cache (ext4_sync_fs: the journal commit, or
+/// blkdev_issue_flush when the commit sends none; xfs_fs_sync_fs: a log
+/// force). A batch handed over before the syncfs began was already in the
+/// page cache, so it is covered. It persists no metadata of ours beyond
+/// what the file system commits anyway: valid only for prepared segments
+/// (blocks allocated and written, size final), which a reactor checks for
+/// each batch. Since Linux 5.8 syncfs reports write-back errors of the
+/// whole file system since its last call on this descriptor (errseq), so a
+/// failed write-back of a batch fails it.
 ///
-/// The fdatasync target is `<wal_dir>/flush`, a file this flusher opens and
+/// The syncfs target is `<wal_dir>/flush`, a file this flusher opens and
 /// owns: never a segment, which its reactor may close (rotation, a cut-off
 /// after a failure) while a flush runs, and whose descriptor number could
-/// then belong to another file. The flush file holds no data, so its
-/// fdatasync is nothing but the device flush.
+/// then belong to another file (even on another file system).
+///
+/// A failed flush fails every batch handed over until it is published,
+/// and reactors fail every batch submitted before then (`failedFlushes`):
+/// its syncfs wrote back every dirty page, so the error it consumed may
+/// have been any of theirs, and the next syncfs would not report it again.
 ///
 /// Adaptive batching: the thread flushes as soon as some batch is written
-/// back and no flush is running, so at low load a write waits for one
-/// flush and no timer, and under load every batch written back while one
-/// flush runs shares the next one (the natural group commit).
+/// and no flush is running, so at low load a write waits for one flush and
+/// no timer, and under load every batch handed over while one flush runs
+/// shares the next one (the natural group commit). A hand-over signals the
+/// condition variable only when the thread sleeps on it: while it flushes,
+/// a hand-over costs one uncontended lock and no system call.
 ///
-/// Threads: reactors call `noteWrittenBack`, `attach`/`detach` and
+/// Threads: reactors call `noteWritten`, `attach`/`detach` and
 /// `noteOwnFlush`; readers (INFO, /metrics) call `stats`. All of that state
 /// is under `lock`; each reactor reads its verdicts from its `Slot`'s
 /// atomics without it. `@unchecked Sendable`: the pthread mutex and
@@ -46,6 +56,9 @@ final class WALNodeFlusher: @unchecked Sendable {
     }
 
     let slots: [Slot]
+    /// Node flushes that failed so far; raised before the failure's verdicts
+    /// and any later flush's are published (see the type's comment).
+    let failedFlushes = Atomic<UInt64>(0)
     let path: String
     private let logger: Logger
     private let door: KernelDoor
@@ -62,6 +75,8 @@ final class WALNodeFlusher: @unchecked Sendable {
     private var wakeFDs: [Int32]
     private var failureReasons: [String]
     private var stopping = false
+    /// The thread waits on `workArrived`: only then does a hand-over signal it.
+    private var sleeping = false
     private var published = WALFlushStats()
     private var thread: pthread_t?
 
@@ -135,15 +150,15 @@ final class WALNodeFlusher: @unchecked Sendable {
         withLock { wakeFDs[reactor] = -1 }
     }
 
-    /// The reactor's batches up to `through` are in the device, in order
-    /// (every earlier one asking for a flush is too); `records` are the
-    /// log records of the batches newly covered.
-    func noteWrittenBack(reactor: Int, through: UInt64, records: Int) {
+    /// The reactor's batches up to `through` are written (in the page
+    /// cache), in order (every earlier one asking for a flush is too);
+    /// `records` are the log records of the batches newly covered.
+    func noteWritten(reactor: Int, through: UInt64, records: Int) {
         withLock {
             guard through > writtenBack[reactor] else { return }
             writtenBack[reactor] = through
             recordsWaiting[reactor] += records
-            pthread_cond_signal(workArrived)
+            if sleeping { pthread_cond_signal(workArrived) }
         }
     }
 
@@ -176,7 +191,11 @@ final class WALNodeFlusher: @unchecked Sendable {
     private func run() {
         pthread_mutex_lock(lock)
         while true {
-            while !stopping && !hasWork { pthread_cond_wait(workArrived, lock) }
+            while !stopping && !hasWork {
+                sleeping = true
+                pthread_cond_wait(workArrived, lock)
+                sleeping = false
+            }
             if !hasWork { break }
             let targets = writtenBack
             let previous = claimed
@@ -187,27 +206,37 @@ final class WALNodeFlusher: @unchecked Sendable {
             let started = aegis_monotonic_ns()
             let result = door.nodeFlush(fd)
             let elapsed = aegis_monotonic_ns() - started
-            let reason = result == 0 ? "" : "fdatasync of \(path) (the node's flush for every reactor's log) failed: \(SystemError(operation: "fdatasync", code: -result))"
-            if result != 0 {
-                // Before taking the lock: reactors handing over batches must not wait for the log output.
-                let covered = slots.indices.filter { targets[$0] > previous[$0] }.map(String.init).joined(separator: ",")
-                logger.error("write-ahead log flush failed: the batches it covered fail on every reactor", metadata: [
-                    "file": "\(path)", "error": "\(SystemError(operation: "fdatasync", code: -result))",
-                    "reactors": "\(covered)", "records": "\(records)",
-                ])
-            }
+            let reason = result == 0 ? "" : "syncfs of \(path) (the node's flush for every reactor's log) failed: \(SystemError(operation: "syncfs", code: -result))"
             pthread_mutex_lock(lock)
             // Counted before any reactor can see the verdict, so a reply
             // that went out is already in the figures INFO reads.
             published.note(records: records, latencyNs: elapsed, failed: result != 0, node: true)
-            for reactor in slots.indices where targets[reactor] > previous[reactor] {
-                if result == 0 {
+            if result == 0 {
+                for reactor in slots.indices where targets[reactor] > previous[reactor] {
                     slots[reactor].durableThrough.store(targets[reactor], ordering: .releasing)
-                } else {
-                    failureReasons[reactor] = reason
-                    slots[reactor].failedThrough.store(targets[reactor], ordering: .releasing)
+                    if wakeFDs[reactor] >= 0 { _ = aegis_eventfd_signal(wakeFDs[reactor]) }
                 }
-                if wakeFDs[reactor] >= 0 { _ = aegis_eventfd_signal(wakeFDs[reactor]) }
+            } else {
+                // Every batch handed over by now fails, not only the ones
+                // this flush covered, and every reactor hears of it: each
+                // may hold batches submitted before it (see the type's comment).
+                failedFlushes.add(1, ordering: .releasing)
+                let failedReactors = slots.indices.filter { writtenBack[$0] > previous[$0] }
+                let failedRecords = records + recordsWaiting.reduce(0, +)
+                claimed = writtenBack
+                for index in recordsWaiting.indices { recordsWaiting[index] = 0 }
+                for reactor in slots.indices {
+                    failureReasons[reactor] = reason
+                    slots[reactor].failedThrough.store(writtenBack[reactor], ordering: .releasing)
+                    if wakeFDs[reactor] >= 0 { _ = aegis_eventfd_signal(wakeFDs[reactor]) }
+                }
+                // Outside the lock: reactors handing over batches must not wait for the log output.
+                pthread_mutex_unlock(lock)
+                logger.error("write-ahead log flush failed: every batch handed over until now fails, on every reactor", metadata: [
+                    "file": "\(path)", "error": "\(SystemError(operation: "syncfs", code: -result))",
+                    "reactors": "\(failedReactors.map(String.init).joined(separator: ","))", "records": "\(failedRecords)",
+                ])
+                pthread_mutex_lock(lock)
             }
         }
         pthread_mutex_unlock(lock)

@@ -13,11 +13,11 @@ import Logging
 /// Group commit, pipelined: records of the current loop iteration collect
 /// in `filling`; `submit()` hands them to the kernel as one batch, a write
 /// at the next offset of the segment, while the next records keep filling.
-/// In `fsync` mode a batch into a prepared segment is followed by a
-/// sync_file_range of its bytes (in the device, not flushed) and becomes
-/// durable with the node's next flush (`WALNodeFlusher`: one fdatasync for
-/// every reactor); any other batch (a segment's first, a plain segment's,
-/// one past the prepared size) is followed by its own fdatasync. Up to
+/// In `fsync` mode a batch into a prepared segment is only written (as in
+/// `write` mode) and, once its write completed, becomes durable with the
+/// node's next flush (`WALNodeFlusher`: one syncfs for every reactor); any
+/// other batch (a segment's first, a plain segment's, one past the
+/// prepared size) is followed by its own fdatasync. Up to
 /// `maxBatchesInFlight` batches are in flight at once, so a client whose
 /// write missed one batch waits for one fdatasync, not for the one in
 /// progress and then its own. Batches are reported durable strictly in
@@ -33,10 +33,11 @@ import Logging
 ///   before anything else is written, so a segment never holds a hole or a
 ///   partial record except after a crash.
 /// - A batch left to the node flush is handed to it only once its
-///   write-back and every earlier such batch's completed
+///   write and every earlier such batch's completed
 ///   (`writtenBackThrough` grows over a prefix), so a flush's verdict
 ///   "durable through n" holds for each of them; a failed flush's verdict
-///   wins over a later success (`applyNodeFlushVerdicts`).
+///   wins over a later success, and fails every batch submitted before it
+///   was published (`applyNodeFlushVerdicts`).
 /// - Segment numbers have no gaps (recovery refuses one as a removed file).
 /// - A snapshot becomes the log only after every batch whose writes it may
 ///   hold is durable (`snapshotBarrier`).
@@ -67,9 +68,12 @@ final class WALWriter {
         var pending = 0
         var failure: String?
         var directoryFD: Int32 = -1
-        /// Written back with sync_file_range: durable only with the node's
-        /// next flush (`WALNodeFlusher`), which clears this.
+        /// Durable only with a node flush (`WALNodeFlusher`) after its
+        /// write; cleared by the flusher's verdict.
         var awaitsNodeFlush = false
+        /// The node's failed flushes when this batch was submitted: one
+        /// more by its verdict fails it (`applyNodeFlushVerdicts`).
+        var nodeFlushFailuresAtSubmit: UInt64 = 0
         /// Synced with its own fdatasync (fsync mode, not the node flush).
         var syncsItself = false
 
@@ -151,10 +155,10 @@ final class WALWriter {
     /// The node-wide flush (fsync mode); nil in write mode.
     private let nodeFlusher: WALNodeFlusher?
     private let reactorIndex: Int
-    /// Batches into prepared segments are written back and left to the
-    /// node flush; false when this log is on another device than the flush file.
+    /// Batches into prepared segments are written and left to the node
+    /// flush; false when this log is on another device than the flush file.
     private let usesNodeFlush: Bool
-    /// The newest batch handed to the node flush (written back, with every
+    /// The newest batch handed to the node flush (written, with every
     /// earlier batch that asked for it).
     private var writtenBackThrough: UInt64 = 0
 
@@ -162,7 +166,6 @@ final class WALWriter {
     private enum Operation: UInt64 {
         case batchWrite = 1, batchSync, batchDirectorySync, snapshotWrite, snapshotSync, snapshotDirectorySync
         case preparedWrite, preparedSync
-        case batchWriteBack
     }
 
     init(mode: WALMode, directory: WALDirectory, maxSegmentBytes: Int, recovered: WALRecovery.Report, logger: Logger,
@@ -280,12 +283,15 @@ final class WALWriter {
         let view = buffer.readableView
         let durable = mode == .fsync
         // Only into a prepared segment, within the size it was prepared
-        // to: sync_file_range persists no metadata, so the blocks must be
-        // allocated and written and the size must not change. A segment's
-        // first batch syncs itself, with the directory (the new name).
+        // to: the node flush persists no metadata of ours, so the blocks
+        // must be allocated and written and the size must not change. A
+        // segment's first batch syncs itself, with the directory (the new name).
         batch.awaitsNodeFlush = durable && usesNodeFlush && segmentIsPrepared && !syncDirectory
             && batch.offset + UInt64(view.count) <= UInt64(maxSegmentBytes)
         batch.syncsItself = durable && !batch.awaitsNodeFlush
+        if batch.awaitsNodeFlush, let nodeFlusher {
+            batch.nodeFlushFailuresAtSubmit = nodeFlusher.failedFlushes.load(ordering: .acquiring)
+        }
         let tag = batch.sequence << 8
         if view.count <= Self.inlineWriteLimit {
             // A small batch is copied into the page cache right here: that
@@ -294,8 +300,9 @@ final class WALWriter {
             // punts them to a worker) and waking up for its completion.
             // Measured in `write` mode: 0.71x the throughput of `off` through
             // io_uring, 0.94x this way. In `fsync` mode only the fdatasync
-            // goes to the ring (or the write-back: see `awaitsNodeFlush`),
-            // and the reactor wakes once per batch, not twice.
+            // goes to the ring, and the reactor wakes once per batch, not
+            // twice; a batch left to the node flush goes to the flusher at
+            // once, with no ring operation and no wake-up of its own.
             batch.pending = 1
             let written = door.pwrite(batch.fd, view.baseAddress, view.count, batch.offset, file: .segment)
             note(.batchWrite, of: batch, result: Int32(clamping: written))
@@ -303,16 +310,18 @@ final class WALWriter {
                 settleBatches(into: &completedInline)
                 return true
             }
+            if batch.awaitsNodeFlush {
+                askForNodeFlush()
+                if preparedStage == .none { advancePreparedSegment() }
+                return true
+            }
         } else {
             let writeData = tag | Operation.batchWrite.rawValue
+            let linked = durable && !batch.awaitsNodeFlush
             batch.pending += prepare(door.prepareWrite(ring, batch.fd, view.baseAddress, UInt32(view.count), batch.offset, userData: writeData,
-                                                       flags: durable ? AEGIS_IOSQE_IO_LINK : 0, file: .segment), userData: writeData)
+                                                       flags: linked ? AEGIS_IOSQE_IO_LINK : 0, file: .segment), userData: writeData)
         }
-        if batch.awaitsNodeFlush {
-            let writeBackData = tag | Operation.batchWriteBack.rawValue
-            batch.pending += prepare(door.prepareSyncFileRange(ring, batch.fd, UInt32(view.count), batch.offset, userData: writeBackData,
-                                                               flags: 0, file: .segment), userData: writeBackData)
-        } else if durable {
+        if durable && !batch.awaitsNodeFlush {
             let directoryFD = syncDirectory ? openDirectory() : nil
             let syncData = tag | Operation.batchSync.rawValue
             batch.pending += prepare(door.prepareFdatasync(ring, batch.fd, userData: syncData,
@@ -395,7 +404,7 @@ final class WALWriter {
         askForNodeFlush()
     }
 
-    /// Batches whose written-back prefix grew go to the node flush.
+    /// Batches whose written prefix grew go to the node flush.
     private func askForNodeFlush() {
         guard usesNodeFlush, let nodeFlusher else { return }
         var through = writtenBackThrough
@@ -410,7 +419,7 @@ final class WALWriter {
         }
         guard through > writtenBackThrough else { return }
         writtenBackThrough = through
-        nodeFlusher.noteWrittenBack(reactor: reactorIndex, through: through, records: records)
+        nodeFlusher.noteWritten(reactor: reactorIndex, through: through, records: records)
     }
 
     /// What the node flusher decided for the batches waiting for it;
@@ -418,6 +427,13 @@ final class WALWriter {
     /// a batch at or below the end of one never counts as durable (at
     /// worst a batch that a flush before it made durable is failed too,
     /// which costs its client a retry, never a lost write).
+    ///
+    /// Nor does any batch submitted before a failed flush was published,
+    /// even one a later flush covers: that syncfs wrote back every dirty
+    /// page of the file system, so a write-back error it reported (and
+    /// consumed: the next syncfs will not report it again) may have hit
+    /// this batch's pages too, though it was handed over after the flush
+    /// began.
     private func applyNodeFlushVerdicts() -> Bool {
         guard usesNodeFlush, let nodeFlusher, inFlight.contains(where: { $0.awaitsNodeFlush }) else { return false }
         let slot = nodeFlusher.slots[reactorIndex]
@@ -427,9 +443,10 @@ final class WALWriter {
         // and a later success could both land between the two reads).
         let durableThrough = slot.durableThrough.load(ordering: .acquiring)
         let failedThrough = slot.failedThrough.load(ordering: .acquiring)
+        let failedFlushes = nodeFlusher.failedFlushes.load(ordering: .acquiring)
         var moved = false
         for batch in inFlight where batch.awaitsNodeFlush && batch.pending == 0 {
-            if batch.sequence <= failedThrough {
+            if batch.sequence <= failedThrough || batch.nodeFlushFailuresAtSubmit != failedFlushes {
                 batch.failure = batch.failure ?? nodeFlusher.failureReason(reactor: reactorIndex)
             } else if batch.sequence > durableThrough {
                 continue
@@ -444,7 +461,7 @@ final class WALWriter {
     private func complete(userData: UInt64, result: Int32, into events: inout [Event]) -> Bool {
         guard let operation = Operation(rawValue: userData & 0xFF) else { return false }
         switch operation {
-        case .batchWrite, .batchSync, .batchDirectorySync, .batchWriteBack:
+        case .batchWrite, .batchSync, .batchDirectorySync:
             let sequence = userData >> 8
             guard let batch = inFlight.first(where: { $0.sequence == sequence }) else {
                 assertionFailure("completion for a batch not in flight")
@@ -475,10 +492,6 @@ final class WALWriter {
         case .batchSync:
             if result < 0 {
                 batch.failure = "fdatasync of \(segmentPath) failed: \(SystemError(operation: "fdatasync", code: -result))"
-            }
-        case .batchWriteBack:
-            if result < 0 {
-                batch.failure = "sync_file_range of \(segmentPath) failed: \(SystemError(operation: "sync_file_range", code: -result))"
             }
         default:
             if result < 0 {
@@ -615,7 +628,7 @@ final class WALWriter {
         }
         segmentFD = fd
         // A plain file: its batches extend it, so each must sync itself
-        // (a sync_file_range would leave the size they add undurable).
+        // (the node flush would leave the size they add undurable).
         segmentIsPrepared = false
         segmentNumber = number
         segmentOffset = UInt64(WALFileHeader.size)
