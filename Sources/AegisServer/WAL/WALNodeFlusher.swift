@@ -69,7 +69,7 @@ final class WALNodeFlusher: @unchecked Sendable {
     private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let workArrived = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     // Under `lock`:
-    private var writtenBack: [UInt64]
+    private var handedOver: [UInt64]
     private var claimed: [UInt64]
     private var recordsWaiting: [Int]
     private var wakeFDs: [Int32]
@@ -96,7 +96,7 @@ final class WALNodeFlusher: @unchecked Sendable {
         self.fd = fd
         device = UInt64(info.st_dev)
         slots = (0..<reactorCount).map { _ in Slot() }
-        writtenBack = Array(repeating: 0, count: reactorCount)
+        handedOver = Array(repeating: 0, count: reactorCount)
         claimed = Array(repeating: 0, count: reactorCount)
         recordsWaiting = Array(repeating: 0, count: reactorCount)
         wakeFDs = Array(repeating: -1, count: reactorCount)
@@ -155,8 +155,8 @@ final class WALNodeFlusher: @unchecked Sendable {
     /// `records` are the log records of the batches newly covered.
     func noteWritten(reactor: Int, through: UInt64, records: Int) {
         withLock {
-            guard through > writtenBack[reactor] else { return }
-            writtenBack[reactor] = through
+            guard through > handedOver[reactor] else { return }
+            handedOver[reactor] = through
             recordsWaiting[reactor] += records
             if sleeping { pthread_cond_signal(workArrived) }
         }
@@ -186,7 +186,7 @@ final class WALNodeFlusher: @unchecked Sendable {
         return body()
     }
 
-    private var hasWork: Bool { writtenBack != claimed }
+    private var hasWork: Bool { handedOver != claimed }
 
     private func run() {
         pthread_mutex_lock(lock)
@@ -197,7 +197,7 @@ final class WALNodeFlusher: @unchecked Sendable {
                 sleeping = false
             }
             if !hasWork { break }
-            let targets = writtenBack
+            let targets = handedOver
             let previous = claimed
             let records = recordsWaiting.reduce(0, +)
             claimed = targets
@@ -221,13 +221,13 @@ final class WALNodeFlusher: @unchecked Sendable {
                 // this flush covered, and every reactor hears of it: each
                 // may hold batches submitted before it (see the type's comment).
                 failedFlushes.add(1, ordering: .releasing)
-                let failedReactors = slots.indices.filter { writtenBack[$0] > previous[$0] }
+                let failedReactors = slots.indices.filter { handedOver[$0] > previous[$0] }
                 let failedRecords = records + recordsWaiting.reduce(0, +)
-                claimed = writtenBack
+                claimed = handedOver
                 for index in recordsWaiting.indices { recordsWaiting[index] = 0 }
                 for reactor in slots.indices {
                     failureReasons[reactor] = reason
-                    slots[reactor].failedThrough.store(writtenBack[reactor], ordering: .releasing)
+                    slots[reactor].failedThrough.store(handedOver[reactor], ordering: .releasing)
                     if wakeFDs[reactor] >= 0 { _ = aegis_eventfd_signal(wakeFDs[reactor]) }
                 }
                 // Outside the lock: reactors handing over batches must not wait for the log output.

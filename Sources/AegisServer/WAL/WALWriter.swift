@@ -34,7 +34,7 @@ import Logging
 ///   partial record except after a crash.
 /// - A batch left to the node flush is handed to it only once its
 ///   write and every earlier such batch's completed
-///   (`writtenBackThrough` grows over a prefix), so a flush's verdict
+///   (`handedOverThrough` grows over a prefix), so a flush's verdict
 ///   "durable through n" holds for each of them; a failed flush's verdict
 ///   wins over a later success, and fails every batch submitted before it
 ///   was published (`applyNodeFlushVerdicts`).
@@ -160,7 +160,7 @@ final class WALWriter {
     private let usesNodeFlush: Bool
     /// The newest batch handed to the node flush (written, with every
     /// earlier batch that asked for it).
-    private var writtenBackThrough: UInt64 = 0
+    private var handedOverThrough: UInt64 = 0
 
     /// io_uring user data: the operation in the low byte, the batch's sequence above it.
     private enum Operation: UInt64 {
@@ -407,7 +407,7 @@ final class WALWriter {
     /// Batches whose written prefix grew go to the node flush.
     private func askForNodeFlush() {
         guard usesNodeFlush, let nodeFlusher else { return }
-        var through = writtenBackThrough
+        var through = handedOverThrough
         var records = 0
         for batch in inFlight where batch.awaitsNodeFlush {
             // In order: a flush vouches for every batch up to `through`.
@@ -417,8 +417,8 @@ final class WALWriter {
                 records += batch.records
             }
         }
-        guard through > writtenBackThrough else { return }
-        writtenBackThrough = through
+        guard through > handedOverThrough else { return }
+        handedOverThrough = through
         nodeFlusher.noteWritten(reactor: reactorIndex, through: through, records: records)
     }
 
