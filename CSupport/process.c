@@ -20,6 +20,10 @@ int aegis_pipe_cloexec(int fds[2]) {
     return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno;
 }
 
+int aegis_syncfs(int fd) {
+    return syncfs(fd) == 0 ? 0 : -errno;
+}
+
 int aegis_spawn_actions_close_from(void *actions, int lowest) {
     return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, lowest);
 }

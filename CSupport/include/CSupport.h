@@ -99,6 +99,9 @@ int aegis_online_cpus(void);
 /// pipe2(fds, O_CLOEXEC): both ends close-on-exec from birth, which Swift's
 /// Glibc module (no _GNU_SOURCE) cannot ask for. 0, or -errno.
 int aegis_pipe_cloexec(int fds[2]);
+/// syncfs(2) of the file system holding fd: 0 or -errno (needs _GNU_SOURCE,
+/// which Glibc's Swift module lacks).
+int aegis_syncfs(int fd);
 /// posix_spawn_file_actions_addclosefrom_np(actions, lowest): the child closes
 /// every descriptor from `lowest` up (a glibc 2.34 extension, hidden from
 /// Swift's Glibc module like pipe2). `actions` is a posix_spawn_file_actions_t *.

@@ -125,6 +125,38 @@ struct MetricsExposition {
         ]
     }
 
+    /// The node's device flushes in fsync mode (issue 18). rate() of the
+    /// counter gives flushes per second; rate() of the latency's _sum, the
+    /// fraction of time a flush was running (near 1: the disk bounds
+    /// durable writes).
+    static func walFlushFamilies(_ flushes: WALFlushStats) -> [Family] {
+        var records: [Sample] = []
+        var cumulative = 0
+        for (i, count) in flushes.recordBuckets.enumerated() {
+            cumulative += count
+            let bound = i < WALFlushStats.recordBounds.count ? String(WALFlushStats.recordBounds[i]) : "+Inf"
+            records.append(Sample(suffix: "_bucket", labels: [("le", bound)], value: String(cumulative)))
+        }
+        records.append(Sample(suffix: "_sum", value: String(flushes.records)))
+        records.append(Sample(suffix: "_count", value: String(cumulative)))
+        var latency: [Sample] = []
+        cumulative = 0
+        for (bound, count) in zip(bucketLabels, flushes.latencyBuckets) {
+            cumulative += count
+            latency.append(Sample(suffix: "_bucket", labels: [("le", bound)], value: String(cumulative)))
+        }
+        latency.append(Sample(suffix: "_sum", value: String(Double(flushes.latencySumNs) / 1e9)))
+        latency.append(Sample(suffix: "_count", value: String(cumulative)))
+        return [
+            counter("aegis_wal_flushes", "Device flushes that made write-ahead log batches durable (fsync mode): the node-wide fdatasync, and a batch's own when it starts a segment or its segment is not prepared.", flushes.flushes),
+            counter("aegis_wal_flush_failures", "Device flushes that failed; every batch they covered, on every reactor, was answered with an error.", flushes.failures),
+            Family(name: "aegis_wal_flush_records", kind: .histogram,
+                   help: "Write-ahead log records made durable by one device flush (the group commit's size, over all reactors).", samples: records),
+            Family(name: "aegis_wal_flush_duration_seconds", kind: .histogram,
+                   help: "Time one device flush took (fdatasync; for a batch's own, from its submission).", samples: latency),
+        ]
+    }
+
     /// A family of one unlabelled sample.
     static func gauge(_ name: String, _ help: String, _ value: Int) -> Family {
         Family(name: name, kind: .gauge, help: help, samples: [Sample(value: String(value))])
@@ -187,6 +219,7 @@ struct MetricsExposition {
             counter("aegis_wal_written_bytes", "Bytes of write-ahead log made durable.", totals.walBytes),
             counter("aegis_wal_snapshots", "Snapshots completed (each deletes the log segments it covers).", totals.walSnapshots),
             counter("aegis_wal_errors", "Failed write-ahead log writes, fsyncs and snapshots; writes in a failed batch are answered with an error.", totals.walErrors),
+        ] + walFlushFamilies(node.walFlushStats() ?? WALFlushStats()) + [
         ]
         result += clientTLSFamilies(node.tls)
         result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests, notOwner: totals.forwardNotOwner)

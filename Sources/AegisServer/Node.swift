@@ -135,6 +135,7 @@ public final class Node {
         for reactor in 0..<reactorCount { node.interconnect.wake(reactor) }
         supervisor.waitForReactors(exited: exited.count)
         for thread in threads { pthread_join(thread, nil) }
+        node.walFlusher?.stop()
         node.lifecycle.store(NodeContext.Lifecycle.stopped.rawValue, ordering: .releasing)
         let totals = node.totals()
         logger.notice("stopped", metadata: ["commands": "\(totals.commands)", "items": "\(totals.items)"])
@@ -152,6 +153,13 @@ public final class Node {
                 try WALRelayout.runIfNeeded(walDirectory: walDirectory, reactors: reactors, node: first.node, logger: logger)
             }
             try WALLayout.verifyOrRecord(walDirectory: walDirectory, reactors: reactors.count, shards: config.numShards)
+            if config.walMode == .fsync, let node = reactors.first?.node {
+                // Its own fault plan: rules count the flusher's calls apart from each reactor's.
+                let flusher = try WALNodeFlusher(walDirectory: walDirectory, reactorCount: reactors.count, logger: logger,
+                                                 door: KernelDoor(faults: try KernelFaultPlan.fromEnvironment()))
+                try flusher.start()
+                node.walFlusherSlot.withLock { $0 = flusher }
+            }
         } catch {
             throw StartupError("write-ahead log: \(error)")
         }

@@ -54,6 +54,13 @@ public final class NodeContext: Sendable {
     /// Bumped by an operator's request for a snapshot plus log truncation
     /// (POST /admin/wal/truncate); each reactor answers by taking one.
     let walTruncateRequests = Atomic<Int>(0)
+    /// The node-wide flush of `wal_mode: fsync`, set once the log directory
+    /// exists (Node.recoverLogs), before any reactor opens its log.
+    let walFlusherSlot = Mutex<WALNodeFlusher?>(nil)
+    var walFlusher: WALNodeFlusher? { walFlusherSlot.withLock { $0 } }
+
+    /// The node's device flushes (fsync mode), nil before the log is open or without fsync.
+    public func walFlushStats() -> WALFlushStats? { walFlusher?.stats() }
 
     public enum Lifecycle: Int, Sendable {
         case starting = 0

@@ -65,6 +65,21 @@ struct WALKernelDoorTests {
         #expect(completed == [0x1234: -EIO, 0x5678: 0])
     }
 
+    /// The node flush is a syncfs of the file system holding the file: it
+    /// succeeds on a real file, fails only for `syncfs.flush` rules (never
+    /// for fdatasync rules, even `.flush` ones), and reports the rule's errno.
+    @Test func nodeFlushIsASyncfsAndFaultsOnlyForItsRule() throws {
+        let door = KernelDoor(faults: try KernelFaultPlan.parse("syncfs.flush=EROFS@2"))
+        let (path, fd) = Self.temporaryFile()
+        defer { close(fd); unlink(path) }
+        #expect(door.nodeFlush(fd) == 0)
+        #expect(door.nodeFlush(fd) == -EROFS)
+        #expect(door.nodeFlush(fd) == 0)
+        #expect(KernelDoor.production.nodeFlush(-1) == -EBADF)
+        let fdatasyncOnly = KernelDoor(faults: try KernelFaultPlan.parse("fdatasync.flush=EIO@1x0; fdatasync.segment=EIO@1x0"))
+        #expect(fdatasyncOnly.nodeFlush(fd) == 0)
+    }
+
     /// Entries the kernel did not take are handed back and turned into
     /// no-ops: a later submission runs them as nothing (user data 0).
     @Test func withdrawnEntriesNeverRun() throws {

@@ -169,6 +169,10 @@ struct WALRecoveryTests {
             defer { snapshots = now }
             return now == snapshots
         }
+        // Every acknowledged record became durable in a counted device flush (the node's, or a batch's own).
+        #expect(logged.contains("wal_flush_records:\(200 * 32 + 1)\r"), "\(logged)")
+        #expect(logged.contains("wal_flush_failures:0\r"), "\(logged)")
+        #expect(!logged.contains("wal_flushes:0\r"), "\(logged)")
         kill(server.pid, SIGKILL)
         _ = server.stop(signal: SIGKILL)
         var totalBytes = 0
@@ -309,7 +313,7 @@ struct WALRecoveryTests {
             let layout = try String(contentsOfFile: walDirectory + "/layout", encoding: .utf8)
             #expect(layout == "reactors=\(reactors) num_shards=256\n")
             let directories = try FileManager.default.contentsOfDirectory(atPath: walDirectory)
-                .filter { $0 != "layout" && $0 != DataDirectoryLock.fileName }.sorted()
+                .filter { $0 != "layout" && $0 != "flush" && $0 != DataDirectoryLock.fileName }.sorted()
             #expect(directories == (0..<reactors).map { "reactor-\($0)" })
         }
 

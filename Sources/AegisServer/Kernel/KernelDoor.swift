@@ -168,6 +168,18 @@ struct KernelDoor {
         return aegis_uring_prep_fdatasync(ring, fd, userData, flags)
     }
 
+    /// The node-wide flush (WALNodeFlusher): a syncfs of the file system
+    /// holding `fd`, on the flusher's own thread; 0 or -errno. A faulted
+    /// one sleeps the rule's delay first, as a slow then failing disk
+    /// would: that thread exists to block in this call.
+    func nodeFlush(_ fd: Int32) -> Int32 {
+        if let faults, case let (error, delay) = faults.completionFault(for: .syncfs, .flush), error != 0 {
+            if delay > 0 { usleep(useconds_t(min(delay, 600_000)) * 1000) }
+            return -error
+        }
+        return aegis_syncfs(fd)
+    }
+
     /// Hands the queued entries to the kernel: the count taken, or -errno.
     /// `file` says what the queued entries write (for fault rules).
     @inline(__always)

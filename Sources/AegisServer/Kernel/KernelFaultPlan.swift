@@ -4,6 +4,8 @@ import Glibc
 /// The system calls a fault rule can name (`KernelFaultPlan`).
 enum KernelCall: String, CaseIterable {
     case open, write, fdatasync, fsync, ftruncate, rename, unlink, submit
+    /// The node-wide flush (WALNodeFlusher), the only syncfs.
+    case syncfs
     case uringSetup = "uring_setup"
     /// Mapping a log file to read it back at start (WALRecovery), and
     /// cutting off its torn tail.
@@ -21,6 +23,8 @@ enum WALFileKind: String, CaseIterable {
     case segment, prepared, snapshot, directory
     /// `<wal_dir>/layout` (start-up only).
     case layout
+    /// `<wal_dir>/flush`: the file of the node-wide syncfs (WALNodeFlusher).
+    case flush
     /// A client connection's socket.
     case client
     /// The reactor's listening socket.
@@ -37,11 +41,13 @@ enum WALFileKind: String, CaseIterable {
 ///     <call>[.<file>]=<ERRNO>[@<first>][x<count>][+<delay ms>]
 ///
 /// - `call`: open, write (pwrite or an io_uring write), fdatasync (direct
-///   or through io_uring), fsync, ftruncate, rename, unlink, submit
+///   or through io_uring), syncfs (the node-wide flush: `syncfs.flush`),
+///   fsync, ftruncate, rename, unlink, submit
 ///   (io_uring_enter), uring_setup, mmap and truncate (reading the log
 ///   back at start); accept, read, send, close, epoll_ctl (the reactor's
 ///   sockets);
-/// - `file`: segment, prepared, snapshot, directory, layout, client,
+/// - `file`: segment, prepared, snapshot, directory, layout, flush (the
+///   node-wide flush, counted by the flusher thread on its own), client,
 ///   listener (default: any);
 /// - `ERRNO`: EIO, ENOSPC, EDQUOT, EROFS, EAGAIN, ENOMEM, EINTR, EBUSY,
 ///   EBADF, ECONNRESET, EPIPE, EMFILE, ENFILE, ENOBUFS, ECONNABORTED, or
@@ -51,7 +57,8 @@ enum WALFileKind: String, CaseIterable {
 ///   Linux's close does;
 /// - `@first`: the first matching call that fails, counted from 1 (default 1);
 /// - `xcount`: how many calls from there fail (default 1; x0: every one);
-/// - `+delay`: for io_uring writes and fdatasyncs, the error arrives after
+/// - `+delay`: for io_uring writes and fdatasyncs, and the node-wide
+///   flush (whose thread sleeps), the error arrives after
 ///   this many milliseconds (a slow, then failing disk).
 ///
 /// Example: `fdatasync.segment=EIO@11+2000` fails the 11th fdatasync of a

@@ -12,12 +12,16 @@ import Logging
 ///
 /// Group commit, pipelined: records of the current loop iteration collect
 /// in `filling`; `submit()` hands them to the kernel as one batch, a write
-/// (in `fsync` mode linked to an fdatasync) at the next offset of the
-/// segment, while the next records keep filling. Up to
+/// at the next offset of the segment, while the next records keep filling.
+/// In `fsync` mode a batch into a prepared segment is only written (as in
+/// `write` mode) and, once its write completed, becomes durable with the
+/// node's next flush (`WALNodeFlusher`: one syncfs for every reactor); any
+/// other batch (a segment's first, a plain segment's, one past the
+/// prepared size) is followed by its own fdatasync. Up to
 /// `maxBatchesInFlight` batches are in flight at once, so a client whose
 /// write missed one batch waits for one fdatasync, not for the one in
 /// progress and then its own. Batches are reported durable strictly in
-/// submission order, each after its own write and sync: so a reply held for
+/// submission order, each after its own write and sync (or node flush): so a reply held for
 /// batch n goes only when n and everything before it is on disk. The
 /// reactor never waits for the disk: completions arrive through an eventfd
 /// in its epoll set.
@@ -28,6 +32,12 @@ import Logging
 /// - A failed batch and every batch after it are cut off their files
 ///   before anything else is written, so a segment never holds a hole or a
 ///   partial record except after a crash.
+/// - A batch left to the node flush is handed to it only once its
+///   write and every earlier such batch's completed
+///   (`handedOverThrough` grows over a prefix), so a flush's verdict
+///   "durable through n" holds for each of them; a failed flush's verdict
+///   wins over a later success, and fails every batch submitted before it
+///   was published (`applyNodeFlushVerdicts`).
 /// - Segment numbers have no gaps (recovery refuses one as a removed file).
 /// - A snapshot becomes the log only after every batch whose writes it may
 ///   hold is durable (`snapshotBarrier`).
@@ -53,16 +63,28 @@ final class WALWriter {
         let fd: Int32
         let segment: UInt64
         let offset: UInt64
+        let records: Int
+        let submittedNs: Int64
         var pending = 0
         var failure: String?
         var directoryFD: Int32 = -1
+        /// Durable only with a node flush (`WALNodeFlusher`) after its
+        /// write; cleared by the flusher's verdict.
+        var awaitsNodeFlush = false
+        /// The node's failed flushes when this batch was submitted: one
+        /// more by its verdict fails it (`applyNodeFlushVerdicts`).
+        var nodeFlushFailuresAtSubmit: UInt64 = 0
+        /// Synced with its own fdatasync (fsync mode, not the node flush).
+        var syncsItself = false
 
-        init(sequence: UInt64, buffer: WireBuffer, fd: Int32, segment: UInt64, offset: UInt64) {
+        init(sequence: UInt64, buffer: WireBuffer, fd: Int32, segment: UInt64, offset: UInt64, records: Int) {
             self.sequence = sequence
             self.buffer = buffer
             self.fd = fd
             self.segment = segment
             self.offset = offset
+            self.records = records
+            self.submittedNs = aegis_monotonic_ns()
         }
     }
 
@@ -85,6 +107,8 @@ final class WALWriter {
     private let maxSegmentBytes: Int
 
     private(set) var filling = WireBuffer(capacity: 64 * 1024)
+    /// Records in `filling` (for the records-per-flush figures).
+    private var fillingRecords = 0
     private var inFlight: [Batch] = []
     private var spareBuffers: [WireBuffer] = []
     private var nextBatchSequence: UInt64 = 1
@@ -128,6 +152,16 @@ final class WALWriter {
     /// The newest batch reported durable (batches become durable in order).
     private var durableThrough: UInt64 = 0
 
+    /// The node-wide flush (fsync mode); nil in write mode.
+    private let nodeFlusher: WALNodeFlusher?
+    private let reactorIndex: Int
+    /// Batches into prepared segments are written and left to the node
+    /// flush; false when this log is on another device than the flush file.
+    private let usesNodeFlush: Bool
+    /// The newest batch handed to the node flush (written, with every
+    /// earlier batch that asked for it).
+    private var handedOverThrough: UInt64 = 0
+
     /// io_uring user data: the operation in the low byte, the batch's sequence above it.
     private enum Operation: UInt64 {
         case batchWrite = 1, batchSync, batchDirectorySync, snapshotWrite, snapshotSync, snapshotDirectorySync
@@ -135,9 +169,11 @@ final class WALWriter {
     }
 
     init(mode: WALMode, directory: WALDirectory, maxSegmentBytes: Int, recovered: WALRecovery.Report, logger: Logger,
-         door: KernelDoor = .production) throws(WALError) {
+         door: KernelDoor = .production, nodeFlusher: WALNodeFlusher? = nil, reactor: Int = 0) throws(WALError) {
         precondition(mode != .off)
         self.door = door
+        self.nodeFlusher = mode == .fsync ? nodeFlusher : nil
+        self.reactorIndex = reactor
         self.mode = mode
         self.directory = directory
         self.logger = logger
@@ -165,6 +201,12 @@ final class WALWriter {
             door.close(eventFD)
             throw .system("io_uring_register(eventfd)", directory.path, -registered)
         }
+        usesNodeFlush = self.nodeFlusher?.attach(reactor: reactor, eventFD: eventFD, directoryPath: directory.path) ?? false
+        if self.nodeFlusher != nil && !usesNodeFlush {
+            logger.warning("write-ahead log directory is on another device than the node's flush file; its batches sync themselves", metadata: [
+                "directory": "\(directory.path)",
+            ])
+        }
         advancePreparedSegment()
     }
 
@@ -178,6 +220,7 @@ final class WALWriter {
         // still read this buffer until then. (One that a worker already runs
         // can only spoil prepared-segment.tmp, which the next start deletes.)
         zeroChunk.deallocate()
+        if usesNodeFlush { nodeFlusher?.detach(reactor: reactorIndex) }
         door.close(eventFD)
     }
 
@@ -194,7 +237,12 @@ final class WALWriter {
                 key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
         assert(failure == nil, "records appended while the log refuses writes")
         WALRecord.append(to: filling, operation: operation, shard: shard, version: version, expiryMs: expiryMs, key: key, value: value)
+        fillingRecords += 1
     }
+
+    /// A record was encoded into `filling` directly (Reactor.recordedWrite).
+    @inline(__always)
+    func noteRecordAppended() { fillingRecords += 1 }
 
     // MARK: - Group commit
 
@@ -215,7 +263,7 @@ final class WALWriter {
             } catch {
                 failedBatchBytes = filling.readableBytes
                 refuseWrites("cannot start a new segment: \(error)")
-                filling.clear()
+                clearFilling()
                 return false
             }
             syncDirectory = true
@@ -226,13 +274,24 @@ final class WALWriter {
             WALFileHeader.append(to: buffer, magic: WALFileHeader.segmentMagic, number: segmentNumber)
         }
         buffer.append(filling.readableView)
-        filling.clear()
-        let batch = Batch(sequence: nextBatchSequence, buffer: buffer, fd: segmentFD, segment: segmentNumber, offset: segmentOffset)
+        let batch = Batch(sequence: nextBatchSequence, buffer: buffer, fd: segmentFD, segment: segmentNumber, offset: segmentOffset,
+                          records: fillingRecords)
+        clearFilling()
         nextBatchSequence &+= 1
         segmentOffset += UInt64(buffer.readableBytes)
         inFlight.append(batch)
         let view = buffer.readableView
         let durable = mode == .fsync
+        // Only into a prepared segment, within the size it was prepared
+        // to: the node flush persists no metadata of ours, so the blocks
+        // must be allocated and written and the size must not change. A
+        // segment's first batch syncs itself, with the directory (the new name).
+        batch.awaitsNodeFlush = durable && usesNodeFlush && segmentIsPrepared && !syncDirectory
+            && batch.offset + UInt64(view.count) <= UInt64(maxSegmentBytes)
+        batch.syncsItself = durable && !batch.awaitsNodeFlush
+        if batch.awaitsNodeFlush, let nodeFlusher {
+            batch.nodeFlushFailuresAtSubmit = nodeFlusher.failedFlushes.load(ordering: .acquiring)
+        }
         let tag = batch.sequence << 8
         if view.count <= Self.inlineWriteLimit {
             // A small batch is copied into the page cache right here: that
@@ -241,7 +300,9 @@ final class WALWriter {
             // punts them to a worker) and waking up for its completion.
             // Measured in `write` mode: 0.71x the throughput of `off` through
             // io_uring, 0.94x this way. In `fsync` mode only the fdatasync
-            // goes to the ring, and the reactor wakes once per batch, not twice.
+            // goes to the ring, and the reactor wakes once per batch, not
+            // twice; a batch left to the node flush goes to the flusher at
+            // once, with no ring operation and no wake-up of its own.
             batch.pending = 1
             let written = door.pwrite(batch.fd, view.baseAddress, view.count, batch.offset, file: .segment)
             note(.batchWrite, of: batch, result: Int32(clamping: written))
@@ -249,12 +310,18 @@ final class WALWriter {
                 settleBatches(into: &completedInline)
                 return true
             }
+            if batch.awaitsNodeFlush {
+                askForNodeFlush()
+                if preparedStage == .none { advancePreparedSegment() }
+                return true
+            }
         } else {
             let writeData = tag | Operation.batchWrite.rawValue
+            let linked = durable && !batch.awaitsNodeFlush
             batch.pending += prepare(door.prepareWrite(ring, batch.fd, view.baseAddress, UInt32(view.count), batch.offset, userData: writeData,
-                                                       flags: durable ? AEGIS_IOSQE_IO_LINK : 0, file: .segment), userData: writeData)
+                                                       flags: linked ? AEGIS_IOSQE_IO_LINK : 0, file: .segment), userData: writeData)
         }
-        if durable {
+        if durable && !batch.awaitsNodeFlush {
             let directoryFD = syncDirectory ? openDirectory() : nil
             let syncData = tag | Operation.batchSync.rawValue
             batch.pending += prepare(door.prepareFdatasync(ring, batch.fd, userData: syncData,
@@ -332,7 +399,62 @@ final class WALWriter {
         while door.popCompletion(ring, userData: &userData, result: &result) {
             batchesMoved = complete(userData: userData, result: result, into: &events) || batchesMoved
         }
+        batchesMoved = applyNodeFlushVerdicts() || batchesMoved
         if batchesMoved { settleBatches(into: &events) }
+        askForNodeFlush()
+    }
+
+    /// Batches whose written prefix grew go to the node flush.
+    private func askForNodeFlush() {
+        guard usesNodeFlush, let nodeFlusher else { return }
+        var through = handedOverThrough
+        var records = 0
+        for batch in inFlight where batch.awaitsNodeFlush {
+            // In order: a flush vouches for every batch up to `through`.
+            guard batch.pending == 0, batch.failure == nil else { break }
+            if batch.sequence > through {
+                through = batch.sequence
+                records += batch.records
+            }
+        }
+        guard through > handedOverThrough else { return }
+        handedOverThrough = through
+        nodeFlusher.noteWritten(reactor: reactorIndex, through: through, records: records)
+    }
+
+    /// What the node flusher decided for the batches waiting for it;
+    /// true when one of them moved on. A failed flush is checked first:
+    /// a batch at or below the end of one never counts as durable (at
+    /// worst a batch that a flush before it made durable is failed too,
+    /// which costs its client a retry, never a lost write).
+    ///
+    /// Nor does any batch submitted before a failed flush was published,
+    /// even one a later flush covers: that syncfs wrote back every dirty
+    /// page of the file system, so a write-back error it reported (and
+    /// consumed: the next syncfs will not report it again) may have hit
+    /// this batch's pages too, though it was handed over after the flush
+    /// began.
+    private func applyNodeFlushVerdicts() -> Bool {
+        guard usesNodeFlush, let nodeFlusher, inFlight.contains(where: { $0.awaitsNodeFlush }) else { return false }
+        let slot = nodeFlusher.slots[reactorIndex]
+        // Durable first: the flusher publishes flushes in order, so every
+        // failure before the flush that set this value is visible in the
+        // failed value read after it (read the other way round, a failure
+        // and a later success could both land between the two reads).
+        let durableThrough = slot.durableThrough.load(ordering: .acquiring)
+        let failedThrough = slot.failedThrough.load(ordering: .acquiring)
+        let failedFlushes = nodeFlusher.failedFlushes.load(ordering: .acquiring)
+        var moved = false
+        for batch in inFlight where batch.awaitsNodeFlush && batch.pending == 0 {
+            if batch.sequence <= failedThrough || batch.nodeFlushFailuresAtSubmit != failedFlushes {
+                batch.failure = batch.failure ?? nodeFlusher.failureReason(reactor: reactorIndex)
+            } else if batch.sequence > durableThrough {
+                continue
+            }
+            batch.awaitsNodeFlush = false
+            moved = true
+        }
+        return moved
     }
 
     /// One operation finished; returns true when it was a batch's.
@@ -384,7 +506,13 @@ final class WALWriter {
     private func settleBatches(into events: inout [Event]) {
         while let oldest = inFlight.first, oldest.pending == 0 {
             if oldest.failure == nil {
+                // In the device, not yet flushed: a later batch that failed
+                // waits behind it, so cut-offs still go oldest first.
+                if oldest.awaitsNodeFlush { break }
                 inFlight.removeFirst()
+                if oldest.syncsItself {
+                    nodeFlusher?.noteOwnFlush(records: oldest.records, latencyNs: aegis_monotonic_ns() - oldest.submittedNs)
+                }
                 durableThrough = oldest.sequence
                 let length = oldest.buffer.readableBytes
                 bytesSinceSnapshot += length
@@ -404,12 +532,17 @@ final class WALWriter {
                 events.append(.batchFailed(batch.failure ?? reason))
             }
             inFlight.removeAll()
-            filling.clear()
+            clearFilling()
         }
         closeRetiredSegments()
         if snapshotStage == .awaitingBatches && durableThrough >= snapshotBarrier, let event = commitSnapshot() {
             events.append(event)
         }
+    }
+
+    private func clearFilling() {
+        filling.clear()
+        fillingRecords = 0
     }
 
     private func recycle(_ batch: Batch) {
@@ -494,6 +627,9 @@ final class WALWriter {
             return
         }
         segmentFD = fd
+        // A plain file: its batches extend it, so each must sync itself
+        // (the node flush would leave the size they add undurable).
+        segmentIsPrepared = false
         segmentNumber = number
         segmentOffset = UInt64(WALFileHeader.size)
         failedBatchBytes = 0

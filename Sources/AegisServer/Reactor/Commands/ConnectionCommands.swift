@@ -421,7 +421,8 @@ extension Reactor {
             lines += ["# Persistence", "wal_mode:\(config.walMode.rawValue)",
                       "wal_dir:\(config.walMode == .off ? "" : config.effectiveWALDir)",
                       "wal_writable:\(totals.walRefusingWrites == 0 ? 1 : 0)", "wal_batches:\(totals.walBatches)",
-                      "wal_bytes:\(totals.walBytes)", "wal_snapshots:\(totals.walSnapshots)", "wal_errors:\(totals.walErrors)", ""]
+                      "wal_bytes:\(totals.walBytes)", "wal_snapshots:\(totals.walSnapshots)", "wal_errors:\(totals.walErrors)"]
+            lines += walFlushInfoLines(node.walFlushStats() ?? WALFlushStats()) + [""]
         }
         if wants("replication") {
             // AegisKV replicates between its own nodes (INFO cluster), never
@@ -554,4 +555,25 @@ public func processMemoryBytes() -> (virtual: Int, resident: Int) {
     guard fields.count > 1, let size = Int(fields[0]), let resident = Int(fields[1]) else { return (0, 0) }
     let page = Int(sysconf(Int32(_SC_PAGESIZE)))
     return (size * page, resident * page)
+}
+
+extension Reactor {
+    /// INFO persistence: the node's device flushes (fsync mode; zeros
+    /// otherwise). The histograms as `<upper bound>=<count>` pairs, not
+    /// cumulative, last bound `inf`; latency bounds in microseconds.
+    func walFlushInfoLines(_ flushes: WALFlushStats) -> [String] {
+        func pairs(_ bounds: [String], _ counts: [Int]) -> String {
+            zip(bounds + ["inf"], counts).map { "\($0)=\($1)" }.joined(separator: ",")
+        }
+        return [
+            "wal_flushes:\(flushes.flushes)", "wal_own_flushes:\(flushes.ownFlushes)", "wal_flush_failures:\(flushes.failures)",
+            "wal_flushes_last_second:\(flushes.flushesLastSecond)",
+            "wal_flush_busy_percent:\(Int((Double(flushes.nodeFlushBusyNsLastSecond) / 1e7).rounded()))",
+            "wal_flush_records:\(flushes.records)",
+            "wal_records_per_flush_avg:\(Self.twoDecimals(flushes.records, per: flushes.flushes))",
+            "wal_records_per_flush:\(pairs(WALFlushStats.recordBounds.map(String.init), flushes.recordBuckets))",
+            "wal_flush_latency_avg_us:\(Self.twoDecimals(Int(flushes.latencySumNs / 1000), per: flushes.flushes))",
+            "wal_flush_latency_us:\(pairs(WALFlushStats.latencyBoundsNs.map { String($0 / 1000) }, flushes.latencyBuckets))",
+        ]
+    }
 }

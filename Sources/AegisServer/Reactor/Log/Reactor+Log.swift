@@ -36,7 +36,7 @@ extension Reactor {
         }
         let writer = try WALWriter(mode: config.walMode, directory: directory,
                                    maxSegmentBytes: config.walMaxSizeMB * 1024 * 1024, recovered: report, logger: logger,
-                                   door: door)
+                                   door: door, nodeFlusher: node.walFlusher, reactor: index)
         let added = poller.add(writer.eventFD, AEGIS_EPOLLIN | AEGIS_EPOLLET, token: EventPoller.walToken, .any)
         if added < 0 { throw .system("epoll_ctl(io_uring eventfd)", directory.path, -added) }
         log.wal = writer
@@ -175,6 +175,7 @@ extension Reactor {
             let start = wal.filling.readableBytes
             appendKeyState(key, hash: hash, store: store, to: wal.filling)
             log.chains[shard].logged(store.lastWriteVersion)
+            wal.noteRecordAppended()
             log.replyAwaitsLog = true
             replicateLogged(from: start, shard: shard, previous: previous)
         } else {
