@@ -159,6 +159,9 @@ public final class Node {
                                                  door: KernelDoor(faults: try KernelFaultPlan.fromEnvironment()))
                 try flusher.start()
                 node.walFlusherSlot.withLock { $0 = flusher }
+                logger.notice(flusher.sharesFlushes ? "write-ahead log: one device flush per group commit for all reactors (syncfs)"
+                                                  : "write-ahead log: one reactor, each batch syncs itself (fdatasync)",
+                            metadata: ["reactors": "\(reactors.count)"])
             }
         } catch {
             throw StartupError("write-ahead log: \(error)")

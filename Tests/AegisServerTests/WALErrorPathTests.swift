@@ -13,9 +13,11 @@ struct WALErrorPathTests {
     static func value(_ i: Int) -> String { "value-\(i)-" + String(repeating: "d", count: 2048) }
 
     /// One reactor, so one log and calls counted in the order of the writes.
-    static func startNode(_ walDirectory: String, mode: String = "fsync", faults: String? = nil) throws -> ServerHarness {
+    /// One reactor unless told: it syncs each batch itself (the node flush,
+    /// a syncfs, is shared only by two or more reactors).
+    static func startNode(_ walDirectory: String, mode: String = "fsync", faults: String? = nil, reactors: Int = 1) throws -> ServerHarness {
         try ServerHarness(arguments: WALCrashTests.walArguments(walDirectory, mode: mode),
-                          environment: faults.map { [faultVariable: $0] } ?? [:], reactors: 1)
+                          environment: faults.map { [faultVariable: $0] } ?? [:], reactors: reactors)
     }
 
     static func segments(_ walDirectory: String) -> [String] {
@@ -33,24 +35,6 @@ struct WALErrorPathTests {
         for i in absent {
             #expect(try client.command("GET", "key-\(i)").text == nil, "\(context): key-\(i) failed but is visible")
         }
-    }
-
-    /// Writes the key `warm-up` until reactor 0's log writes into a prepared
-    /// segment (one zero-filled to its full size before use). From then on
-    /// each batch is only written and made durable by the node flush (a
-    /// syncfs), so a rule counting those flushes counts from the next
-    /// write on: the warm-up made none of them (a segment's first batch, and
-    /// every batch into a plain one, syncs itself).
-    static func writeUntilPreparedSegmentInUse(_ walDirectory: String, _ client: RESPTestClient, segmentMB: Int = 1) throws {
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            #expect(try client.command("SET", "warm-up", "x") == .simple("OK"))
-            let newest = segments(walDirectory).filter { $0.hasPrefix("reactor-0/") }.last
-            let size = newest.flatMap { try? FileManager.default.attributesOfItem(atPath: walDirectory + "/" + $0)[.size] as? Int }
-            if size == segmentMB << 20 { return }
-            usleep(20_000)
-        }
-        Issue.record("the log never wrote into a prepared segment: \(segments(walDirectory))")
     }
 
     /// Polls writes until the log accepts them again (it probes the disk
@@ -155,8 +139,8 @@ struct WALErrorPathTests {
     /// error instead of waiting forever, the write is undone, the log
     /// recovers, and a polite stop still drains. The first batch's: it
     /// always goes through the ring (its fdatasync and the directory's),
-    /// while later small batches into a prepared segment submit nothing
-    /// (the node flush covers them), so no later submission has a fixed number.
+    /// while with two or more reactors later small batches into a prepared
+    /// segment submit nothing (the node flush covers them).
     @Test func failedSubmitFailsTheBatch() throws {
         let walDirectory = WALCrashTests.temporaryDirectory("wal-submit")
         defer { try? FileManager.default.removeItem(atPath: walDirectory) }
@@ -212,13 +196,16 @@ struct WALErrorPathTests {
     /// A snapshot taken while a batch is on its way to a slow disk that then
     /// fails: the snapshot holds the batch's write, so it must not become
     /// the log (the write is undone and its client told to retry).
-    @Test func snapshotNeverKeepsAWriteWhoseBatchFailed() throws {
+    /// One reactor: the 11th batch's own fdatasync fails 3 s after it was
+    /// submitted. Two: the 11th node flush (after the warm-up, one per
+    /// write into a prepared segment) does.
+    @Test(arguments: [(1, "fdatasync.segment=EIO@11+3000"), (2, "syncfs.flush=EIO@11+3000")])
+    func snapshotNeverKeepsAWriteWhoseBatchFailed(reactors: Int, faults: String) throws {
         let walDirectory = WALCrashTests.temporaryDirectory("wal-snapfail")
         defer { try? FileManager.default.removeItem(atPath: walDirectory) }
-        // The 11th node flush (the 11th batch into a prepared segment) fails after 3 s.
-        let server = try Self.startNode(walDirectory, faults: "syncfs.flush=EIO@11+3000")
+        let server = try Self.startNode(walDirectory, faults: faults, reactors: reactors)
         let client = try RESPTestClient(port: server.port)
-        try Self.writeUntilPreparedSegmentInUse(walDirectory, client)
+        if reactors > 1 { try WALNodeFlushTests.writeUntilPreparedSegmentsInUse(walDirectory, client, reactors: reactors) }
         for i in 0..<10 { #expect(try client.command("SET", "key-\(i)", Self.value(i)) == .simple("OK")) }
         let failing = Thread {
             let writer = try? RESPTestClient(port: server.port)
@@ -239,35 +226,38 @@ struct WALErrorPathTests {
         kill(server.process.processIdentifier, SIGKILL)
         _ = server.stop(signal: SIGKILL)
 
-        let restarted = try Self.startNode(walDirectory)
-        try Self.expectValues(restarted, present: Array(0..<10), absent: [10], context: "after a snapshot during a failing batch")
+        let restarted = try Self.startNode(walDirectory, reactors: reactors)
+        try Self.expectValues(restarted, present: Array(0..<10), absent: [10], context: "after a snapshot during a failing batch (\(faults))")
         #expect(restarted.stop() == 0)
     }
 
     // MARK: - Item 8: disk faults through the kernel door
 
     /// EIO and ENOSPC on a segment write, a failed fdatasync of a batch
-    /// that syncs itself (the first of a segment) and a failed node flush
-    /// (of a batch into a prepared segment): the client of that batch
-    /// gets a clear error naming the fault, later writes are refused until
-    /// the disk takes data again, and everything acknowledged is there
-    /// after a crash. `failing` is the write the rule hits; rules on the
-    /// node flush count from the first write into a
-    /// prepared segment (`writeUntilPreparedSegmentInUse`).
+    /// that syncs itself (one reactor: every batch; the first of a segment
+    /// always) and a failed node flush (two reactors, a batch into a
+    /// prepared segment): the client of that batch gets a clear error
+    /// naming the fault, later writes are refused until the disk takes
+    /// data again, and everything acknowledged is there after a crash.
+    /// `failing` is the write the rule hits; rules on the node flush count
+    /// from the first write once every log writes into a prepared segment
+    /// (`writeUntilPreparedSegmentsInUse`).
     @Test(arguments: [
-        ("fsync", "write.segment=EIO@6", 5, "Input/output error"),
-        ("fsync", "write.segment=ENOSPC@6", 5, "No space left on device"),
-        ("fsync", "fdatasync.segment=EIO@1", 0, "Input/output error"),
-        ("fsync", "syncfs.flush=EIO@6", 5, "Input/output error"),
-        ("write", "write.segment=EIO@6", 5, "Input/output error"),
+        ("fsync", "write.segment=EIO@6", 5, "Input/output error", 1),
+        ("fsync", "write.segment=ENOSPC@6", 5, "No space left on device", 1),
+        ("fsync", "fdatasync.segment=EIO@1", 0, "Input/output error", 1),
+        ("fsync", "fdatasync.segment=EIO@6", 5, "Input/output error", 1),
+        ("fsync", "syncfs.flush=EIO@6", 5, "Input/output error", 2),
+        ("write", "write.segment=EIO@6", 5, "Input/output error", 1),
     ])
-    func diskFaultReachesTheClientAndLosesNothingAcknowledged(mode: String, faults: String, failing: Int, errorText: String) throws {
+    func diskFaultReachesTheClientAndLosesNothingAcknowledged(mode: String, faults: String, failing: Int, errorText: String,
+                                                              reactors: Int) throws {
         let walDirectory = WALCrashTests.temporaryDirectory("wal-fault")
         defer { try? FileManager.default.removeItem(atPath: walDirectory) }
-        let server = try Self.startNode(walDirectory, mode: mode, faults: faults)
+        let server = try Self.startNode(walDirectory, mode: mode, faults: faults, reactors: reactors)
         #expect(server.log().contains("fault injection armed"))
         let client = try RESPTestClient(port: server.port)
-        if faults.contains(".flush") { try Self.writeUntilPreparedSegmentInUse(walDirectory, client) }
+        if reactors > 1 { try WALNodeFlushTests.writeUntilPreparedSegmentsInUse(walDirectory, client, reactors: reactors) }
         for i in 0..<failing { #expect(try client.command("SET", "key-\(i)", Self.value(i)) == .simple("OK")) }
         let reply = try client.command("SET", "key-\(failing)", Self.value(failing))
         guard case .error(let message) = reply else {
@@ -287,7 +277,7 @@ struct WALErrorPathTests {
         kill(server.process.processIdentifier, SIGKILL)
         _ = server.stop(signal: SIGKILL)
 
-        let restarted = try Self.startNode(walDirectory, mode: mode)
+        let restarted = try Self.startNode(walDirectory, mode: mode, reactors: reactors)
         try Self.expectValues(restarted, present: Array(0..<failing) + [failing + 1], absent: [failing], context: faults)
         #expect(try RESPTestClient(port: restarted.port).command("GET", "after").text == "after")
         #expect(restarted.stop() == 0)

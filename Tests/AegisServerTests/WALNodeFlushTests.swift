@@ -72,6 +72,7 @@ struct WALNodeFlushTests {
         for field in ["wal_flushes", "wal_flush_records"] {
             #expect(Self.number(after, field) - Self.number(before, field) == writes.count, "\(field): \(before) → \(after)")
         }
+        #expect(Self.number(after, "wal_own_flushes") == Self.number(before, "wal_own_flushes"), "\(before) → \(after)")
         #expect(Self.number(after, "wal_flush_failures") == 0)
         // Every flush since the start covered one record: the warm-up's too.
         #expect(after["wal_records_per_flush"] == "1=\(Self.number(after, "wal_flushes")),2=0,4=0,8=0,16=0,32=0,64=0,128=0,256=0,1024=0,inf=0")
@@ -92,6 +93,27 @@ struct WALNodeFlushTests {
         let again = try RESPTestClient(port: restarted.port)
         for key in writes { #expect(try again.command("GET", key).text == "value-of-" + key, "\(key)") }
         #expect(restarted.stop() == 0)
+    }
+
+    /// One reactor has no one to share a flush with, and a syncfs costs
+    /// more than an fdatasync of a prepared segment: it syncs each batch
+    /// itself, and every flush INFO counts is its own.
+    @Test func oneReactorSyncsEachBatchItself() throws {
+        let walDirectory = WALCrashTests.temporaryDirectory("wal-flush-one")
+        defer { try? FileManager.default.removeItem(atPath: walDirectory) }
+        let server = try ServerHarness(arguments: WALCrashTests.walArguments(walDirectory), reactors: 1)
+        let client = try RESPTestClient(port: server.port)
+        try Self.writeUntilPreparedSegmentsInUse(walDirectory, client, reactors: 1)
+        let before = try Self.persistence(client)
+        for index in 0..<30 { #expect(try client.command("SET", "one-\(index)", "v\(index)") == .simple("OK")) }
+        let after = try Self.persistence(client)
+        for field in ["wal_flushes", "wal_own_flushes", "wal_flush_records"] {
+            #expect(Self.number(after, field) - Self.number(before, field) == 30, "\(field): \(before) → \(after)")
+        }
+        #expect(Self.number(after, "wal_own_flushes") == Self.number(after, "wal_flushes"), "\(after)")
+        #expect(server.log().contains("each batch syncs itself"), "\(server.log().suffix(2000))")
+        #expect(!server.log().contains("another device"), "\(server.log().suffix(2000))")
+        #expect(server.stop() == 0)
     }
 
     /// Many clients at once over two reactors: batches of both reactors

@@ -56,6 +56,11 @@ final class WALNodeFlusher: @unchecked Sendable {
     }
 
     let slots: [Slot]
+    /// Two or more reactors share each flush. With one there is no one to
+    /// share it with, and a syncfs costs about twice what an fdatasync of a
+    /// prepared segment does (durability.md, "The node flush, measured"),
+    /// so that reactor syncs each batch itself and this only counts its flushes.
+    let sharesFlushes: Bool
     /// Node flushes that failed so far; raised before the failure's verdicts
     /// and any later flush's are published (see the type's comment).
     let failedFlushes = Atomic<UInt64>(0)
@@ -96,6 +101,7 @@ final class WALNodeFlusher: @unchecked Sendable {
         self.fd = fd
         device = UInt64(info.st_dev)
         slots = (0..<reactorCount).map { _ in Slot() }
+        sharesFlushes = reactorCount >= 2
         handedOver = Array(repeating: 0, count: reactorCount)
         claimed = Array(repeating: 0, count: reactorCount)
         recordsWaiting = Array(repeating: 0, count: reactorCount)
@@ -115,6 +121,7 @@ final class WALNodeFlusher: @unchecked Sendable {
     }
 
     func start() throws {
+        guard sharesFlushes else { return }
         thread = try Node.startThread { [self] in
             _ = aegis_set_current_thread_name("aegis-wal-flush")
             run()
@@ -134,10 +141,11 @@ final class WALNodeFlusher: @unchecked Sendable {
     }
 
     /// A reactor's log joins: its eventfd is woken after each flush that
-    /// covers its batches. False when its directory is on another device,
-    /// which a flush of this one would not cover (that log then syncs each
-    /// batch itself).
+    /// covers its batches. False when the node has one reactor, or when the
+    /// directory is on another device, which a flush of this one would not
+    /// cover (that log then syncs each batch itself).
     func attach(reactor: Int, eventFD: Int32, directoryPath: String) -> Bool {
+        guard sharesFlushes else { return false }
         var info = stat()
         guard stat(directoryPath, &info) == 0, UInt64(info.st_dev) == device else { return false }
         withLock { wakeFDs[reactor] = eventFD }
@@ -210,7 +218,7 @@ final class WALNodeFlusher: @unchecked Sendable {
             pthread_mutex_lock(lock)
             // Counted before any reactor can see the verdict, so a reply
             // that went out is already in the figures INFO reads.
-            published.note(records: records, latencyNs: elapsed, failed: result != 0, node: true)
+            published.note(records: records, latencyNs: elapsed, failed: result != 0)
             if result == 0 {
                 for reactor in slots.indices where targets[reactor] > previous[reactor] {
                     slots[reactor].durableThrough.store(targets[reactor], ordering: .releasing)
@@ -260,11 +268,13 @@ public struct WALFlushStats: Sendable, Equatable {
     public var recordBuckets = [Int](repeating: 0, count: WALFlushStats.recordBounds.count + 1)
     public var latencyBuckets = [Int](repeating: 0, count: CommandMetricsLayout.bucketCount)
     public var latencySumNs: Int64 = 0
-    /// Flushes, and the time the node flush ran, in the last whole second
-    /// (see `lastSecond`): at about 100% busy the disk bounds durable
-    /// writes, well below it the CPU does.
+    /// Flushes, and the time flushes ran, in the last whole second: at
+    /// about 100% busy the disk bounds durable writes, well below it the
+    /// CPU does. Flushes in flight together (a reactor's own, two batches
+    /// deep, or one beside a node flush) each count their whole time, so
+    /// the sum can pass a second; readers cap it.
     public var flushesLastSecond = 0
-    public var nodeFlushBusyNsLastSecond: Int64 = 0
+    public var flushBusyNsLastSecond: Int64 = 0
 
     public init() {}
 
@@ -272,10 +282,10 @@ public struct WALFlushStats: Sendable, Equatable {
     private var flushesThisSecond = 0
     private var busyNsThisSecond: Int64 = 0
 
-    mutating func note(records: Int, latencyNs: Int64, failed: Bool, node: Bool = false) {
+    mutating func note(records: Int, latencyNs: Int64, failed: Bool) {
         moveToSecond(aegis_monotonic_ns() / 1_000_000_000)
         flushesThisSecond += 1
-        if node { busyNsThisSecond += latencyNs }
+        busyNsThisSecond += latencyNs
         flushes += 1
         if failed { failures += 1 }
         self.records += records
@@ -288,7 +298,7 @@ public struct WALFlushStats: Sendable, Equatable {
         guard now != second else { return }
         let finished = now == second + 1
         flushesLastSecond = finished ? flushesThisSecond : 0
-        nodeFlushBusyNsLastSecond = finished ? busyNsThisSecond : 0
+        flushBusyNsLastSecond = finished ? busyNsThisSecond : 0
         second = now
         flushesThisSecond = 0
         busyNsThisSecond = 0

@@ -202,7 +202,7 @@ final class WALWriter {
             throw .system("io_uring_register(eventfd)", directory.path, -registered)
         }
         usesNodeFlush = self.nodeFlusher?.attach(reactor: reactor, eventFD: eventFD, directoryPath: directory.path) ?? false
-        if self.nodeFlusher != nil && !usesNodeFlush {
+        if self.nodeFlusher?.sharesFlushes == true && !usesNodeFlush {
             logger.warning("write-ahead log directory is on another device than the node's flush file; its batches sync themselves", metadata: [
                 "directory": "\(directory.path)",
             ])

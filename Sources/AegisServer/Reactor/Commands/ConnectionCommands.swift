@@ -568,7 +568,7 @@ extension Reactor {
         return [
             "wal_flushes:\(flushes.flushes)", "wal_own_flushes:\(flushes.ownFlushes)", "wal_flush_failures:\(flushes.failures)",
             "wal_flushes_last_second:\(flushes.flushesLastSecond)",
-            "wal_flush_busy_percent:\(Int((Double(flushes.nodeFlushBusyNsLastSecond) / 1e7).rounded()))",
+            "wal_flush_busy_percent:\(min(100, Int((Double(flushes.flushBusyNsLastSecond) / 1e7).rounded())))",
             "wal_flush_records:\(flushes.records)",
             "wal_records_per_flush_avg:\(Self.twoDecimals(flushes.records, per: flushes.flushes))",
             "wal_records_per_flush:\(pairs(WALFlushStats.recordBounds.map(String.init), flushes.recordBuckets))",
