@@ -68,6 +68,44 @@ struct WALVersionTests {
         #expect(responses[0].version == logged[0].version.seq && responses[2].version == logged[2].version.seq)
     }
 
+    /// Binary SETs are logged writes of this node like RESP ones: they keep
+    /// their shard's chain whole (ReplayedCopy), so a snapshot's end marker
+    /// carries the shard's head and a restart can prove the copy whole. Before,
+    /// the binary path logged without extending the chain, and the shard lost
+    /// its proof.
+    @Test func binarySetsKeepTheirShardsChainWholeAcrossASnapshot() throws {
+        let walDirectory = WALCrashTests.temporaryDirectory("wal-binary-chain")
+        defer { try? FileManager.default.removeItem(atPath: walDirectory) }
+        let server = try WALRecoveryTests.startNode(walDirectory, mode: "write")
+        let socket = try TestSocket(port: server.port)
+        let buffer = WireBuffer()
+        for requestID in 1...3 {
+            BinaryRequestWriter.write(command: BinaryCommand.set.rawValue, requestID: UInt64(requestID), key: Array("b".utf8),
+                                      value: [UInt8(requestID)], ttlMs: 0, version: 0, into: buffer)
+        }
+        try socket.send(buffer.readableArray())
+        let responses = try readBinaryResponses(socket, count: 3)
+        #expect(responses.allSatisfy { $0.status == BinaryStatus.ok.rawValue })
+        let truncate = try runTool("curl", ["-s", "--max-time", "20", "-X", "POST", server.healthURL + "/admin/wal/truncate"])
+        let answer = try? JSONSerialization.jsonObject(with: Data(truncate.output.utf8)) as? [String: Any]
+        #expect(answer?["completed"] as? Bool == true, "\(truncate.output)")
+        #expect(server.stop() == 0)
+
+        let directory = walDirectory + "/reactor-0"
+        let snapshot = try #require(try FileManager.default.contentsOfDirectory(atPath: directory).first { $0.hasSuffix(".snap") })
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: directory + "/" + snapshot)))
+        let heads: [Int: EntryVersion]? = bytes.withUnsafeBytes { raw in
+            var offset = WALFileHeader.size
+            while offset < raw.count, case .record(let record, let length) = WALRecord.decode(UnsafeRawBufferPointer(rebasing: raw[offset...])) {
+                if record.operation == .snapshotEnd { return WALRecord.provenHeads(ofSnapshotEnd: record) }
+                offset += length
+            }
+            return nil
+        }
+        let shard = LeaseProcessTests.shard(of: "b")
+        #expect(heads?[shard]?.seq == responses[2].version, "shard \(shard)'s head after three binary SETs (seq \(responses[2].version)): \(String(describing: heads))")
+    }
+
     // MARK: - Log format 1 (before issue 14)
 
     /// One record in log format 1, byte for byte as aegiskv wrote it before

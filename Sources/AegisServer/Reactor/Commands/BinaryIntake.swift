@@ -150,6 +150,7 @@ extension Reactor {
             if let wal = log.wal {
                 let start = wal.filling.readableBytes
                 wal.append(.set, shard: shard, version: version, expiryMs: expiry, key: key, value: value)
+                log.chains[shard].logged(version)
                 log.replyAwaitsLog = true
                 if replica.enabled { replicateLogged(from: start, shard: shard, previous: previous) }
             } else if replica.enabled {
