@@ -33,11 +33,22 @@ import Testing
         #expect(copy.head == EntryVersion(term: 3, seq: 2), "whole only up to the gap")
     }
 
-    /// A holder elected while behind continues from its own lower seq: this
-    /// node applied its writes (unlogged) and then won again, continuing
-    /// the seqs it had. Consecutive seqs across the change of term hide them.
-    @Test func aChangeOfTermIsAHoleEvenWithConsecutiveSeqs() {
+    /// A holder elected while behind continues from its own lower seq: term
+    /// 4 was another node's, this node applied its writes (unlogged) and then
+    /// won term 5, continuing the seqs it had. Consecutive seqs across a jump
+    /// of terms hide them.
+    @Test func aJumpOfTermsIsAHoleEvenWithConsecutiveSeqs() {
         #expect(!Self.replay([(3, 1), (3, 2), (3, 3), (5, 4), (5, 5)]).isWhole)
+    }
+
+    /// Its own records at terms 3 and 4: both terms were this node's and none
+    /// lies between them, so nobody else wrote in between.
+    @Test func aStepToTheNextTermWithTheNextSeqContinuesTheChain() {
+        let copy = Self.replay([(3, 1), (3, 2), (4, 3), (4, 4), (5, 5)])
+        #expect(copy.isWhole)
+        #expect(copy.head == EntryVersion(term: 5, seq: 5))
+        #expect(!Self.replay([(3, 1), (3, 2), (4, 4)]).isWhole, "the next term, but a skipped seq")
+        #expect(Self.replay([(UInt32.max - 1, 1), (UInt32.max, 2)]).isWhole, "the last term is the next of the one before it")
     }
 
     /// Nothing after a break is trusted again, however well it continues.
@@ -69,9 +80,12 @@ import Testing
         var olderTerm = ReplayedCopy(provenThrough: EntryVersion(term: 3, seq: 40))
         olderTerm.logged(EntryVersion(term: 2, seq: 12))
         #expect(!olderTerm.isWhole, "no write of another term belongs in the chain")
-        var newerTerm = ReplayedCopy(provenThrough: EntryVersion(term: 3, seq: 40))
-        newerTerm.logged(EntryVersion(term: 4, seq: 41))
-        #expect(!newerTerm.isWhole)
+        var nextTerm = ReplayedCopy(provenThrough: EntryVersion(term: 3, seq: 40))
+        nextTerm.logged(EntryVersion(term: 4, seq: 41))
+        #expect(nextTerm.isWhole, "the next term continues a proven head like any chain")
+        var laterTerm = ReplayedCopy(provenThrough: EntryVersion(term: 3, seq: 40))
+        laterTerm.logged(EntryVersion(term: 5, seq: 41))
+        #expect(!laterTerm.isWhole)
     }
 
     /// A change that was not logged (a failed batch undone) ends the proof.

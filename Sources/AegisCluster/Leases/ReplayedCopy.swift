@@ -12,13 +12,18 @@ import AegisStore
 /// 48 s later.
 ///
 /// The proof: one node holds a term, and every write it makes at that term
-/// takes the next seq of its copy and is logged. So a log whose records of
-/// the shard, from the very first write of the shard (seq 1), are of one
-/// term and take consecutive seqs leaves no room for anyone else's write.
-/// Anything else may hide one, and is taken as a hole:
-/// - a change of term: another holder may have written in between, even at
-///   seqs this node then reused (a holder elected while behind continues
-///   from its own, lower, seq);
+/// takes the next seq of its copy and is logged; the log holds nothing but
+/// those writes (a follower logs nothing it receives). So a log whose
+/// records of the shard, from the very first write of the shard (seq 1),
+/// take consecutive seqs in one term leaves no room for anyone else's
+/// write. Nor does a step to the very next term: both terms were this
+/// node's (its records at each are its own writes), no term lies between
+/// them, and a holder of an older term is fenced off before a newer one is
+/// granted, so nobody wrote between its last write at one and its first at
+/// the next. Anything else may hide a write, and is taken as a hole:
+/// - a jump of two terms or more: another holder may have held a term in
+///   between and written, even at seqs this node then reused (a holder
+///   elected while behind continues from its own, lower, seq);
 /// - a skipped seq, or a first record past seq 1 (the node followed someone
 ///   before it wrote).
 /// A record at the head's term and at or below its seq is a write the chain
@@ -47,7 +52,8 @@ public struct ReplayedCopy: Sendable, Equatable {
     public mutating func logged(_ version: EntryVersion) {
         guard !broken else { return }
         if head != .zero && version.term == head.term && version.seq <= head.seq { return }
-        if version.seq == head.seq + 1 && (head == .zero || version.term == head.term) {
+        let sameOrNextTerm = version.term == head.term || (version.term > head.term && version.term - head.term == 1)
+        if version.seq == head.seq + 1 && (head == .zero || sameOrNextTerm) {
             head = version
         } else {
             broken = true

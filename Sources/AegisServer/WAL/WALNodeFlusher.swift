@@ -58,7 +58,7 @@ final class WALNodeFlusher: @unchecked Sendable {
     let slots: [Slot]
     /// Two or more reactors share each flush. With one there is no one to
     /// share it with, and a syncfs costs about twice what an fdatasync of a
-    /// prepared segment does (durability.md, "The node flush, measured"),
+    /// prepared segment does (durability.md, "The node flush as merged"),
     /// so that reactor syncs each batch itself and this only counts its flushes.
     let sharesFlushes: Bool
     /// Node flushes that failed so far; raised before the failure's verdicts
