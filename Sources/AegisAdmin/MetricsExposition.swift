@@ -130,31 +130,34 @@ struct MetricsExposition {
     /// fraction of time a flush was running (near 1: the disk bounds
     /// durable writes).
     static func walFlushFamilies(_ flushes: WALFlushStats) -> [Family] {
-        var records: [Sample] = []
-        var cumulative = 0
-        for (i, count) in flushes.recordBuckets.enumerated() {
-            cumulative += count
-            let bound = i < WALFlushStats.recordBounds.count ? String(WALFlushStats.recordBounds[i]) : "+Inf"
-            records.append(Sample(suffix: "_bucket", labels: [("le", bound)], value: String(cumulative)))
-        }
-        records.append(Sample(suffix: "_sum", value: String(flushes.records)))
-        records.append(Sample(suffix: "_count", value: String(cumulative)))
-        var latency: [Sample] = []
-        cumulative = 0
-        for (bound, count) in zip(bucketLabels, flushes.latencyBuckets) {
-            cumulative += count
-            latency.append(Sample(suffix: "_bucket", labels: [("le", bound)], value: String(cumulative)))
-        }
-        latency.append(Sample(suffix: "_sum", value: String(Double(flushes.latencySumNs) / 1e9)))
-        latency.append(Sample(suffix: "_count", value: String(cumulative)))
+        let records = histogramSamples(counts: flushes.recordBuckets, bounds: WALFlushStats.recordBounds.map(String.init),
+                                       sum: String(flushes.records))
+        let latency = histogramSamples(counts: flushes.latencyBuckets, bounds: bucketLabels.dropLast(),
+                                       sum: String(Double(flushes.latencySumNs) / 1e9))
         return [
-            counter("aegis_wal_flushes", "Device flushes that made write-ahead log batches durable (fsync mode): the node-wide fdatasync, and a batch's own when it starts a segment or its segment is not prepared.", flushes.flushes),
+            counter("aegis_wal_flushes", "Device flushes that made write-ahead log batches durable (fsync mode): the node-wide syncfs shared by two or more reactors, and a batch's own fdatasync (one reactor's every batch; with more, a batch that starts a segment or whose segment is not prepared).", flushes.flushes),
             counter("aegis_wal_flush_failures", "Device flushes that failed; every batch they covered, on every reactor, was answered with an error.", flushes.failures),
             Family(name: "aegis_wal_flush_records", kind: .histogram,
                    help: "Write-ahead log records made durable by one device flush (the group commit's size, over all reactors).", samples: records),
             Family(name: "aegis_wal_flush_duration_seconds", kind: .histogram,
-                   help: "Time one device flush took (fdatasync; for a batch's own, from its submission).", samples: latency),
+                   help: "Time one device flush took (the node's syncfs; a batch's own fdatasync from its submission).", samples: latency),
         ]
+    }
+
+    /// A histogram's `_bucket` samples (cumulative, one per bound, then
+    /// +Inf), `_sum` and `_count`, from counts kept per bucket: one more
+    /// count than `bounds`, the last for everything above them.
+    static func histogramSamples(counts: [Int], bounds: some Collection<String>, sum: String) -> [Sample] {
+        precondition(counts.count == bounds.count + 1, "one count per bound, and one above them")
+        var samples: [Sample] = []
+        var cumulative = 0
+        for (bound, count) in zip(Array(bounds) + ["+Inf"], counts) {
+            cumulative += count
+            samples.append(Sample(suffix: "_bucket", labels: [("le", bound)], value: String(cumulative)))
+        }
+        samples.append(Sample(suffix: "_sum", value: sum))
+        samples.append(Sample(suffix: "_count", value: String(cumulative)))
+        return samples
     }
 
     /// A family of one unlabelled sample.

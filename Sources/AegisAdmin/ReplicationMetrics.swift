@@ -54,16 +54,9 @@ extension MetricsExposition {
     /// Write quorums (write_quorum >= 2): writes whose reply waited, how
     /// they ended, and how long the ones that reached W waited.
     static func quorumFamilies(_ quorum: QuorumCounters) -> [Family] {
-        var samples: [Sample] = []
-        var cumulative = 0
-        for (i, count) in quorum.waitBuckets.enumerated() {
-            cumulative += count
-            let bound = i < QuorumCounters.waitBucketsMs.count
-                ? formatSeconds(nanoseconds: Int(QuorumCounters.waitBucketsMs[i]) * 1_000_000) : "+Inf"
-            samples.append(Sample(suffix: "_bucket", labels: [("le", bound)], value: String(cumulative)))
-        }
-        samples.append(Sample(suffix: "_sum", value: String(Double(quorum.waitSumNs) / 1e9)))
-        samples.append(Sample(suffix: "_count", value: String(cumulative)))
+        let samples = histogramSamples(counts: quorum.waitBuckets,
+                                       bounds: QuorumCounters.waitBucketsMs.map { formatSeconds(nanoseconds: Int($0) * 1_000_000) },
+                                       sum: String(Double(quorum.waitSumNs) / 1e9))
         return [
             counter("aegis_quorum_waits", "Writes whose reply waited for write_quorum replicas.", quorum.waits),
             counter("aegis_quorum_timeouts", "Writes answered TIMEOUT: not at write_quorum within write_timeout (they may have been applied).", quorum.timeouts),
