@@ -820,6 +820,27 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         if thirdIsLearner { #expect(cluster.machines[voter].state.learners == [cluster.ids[third]]) }
     }
 
+    /// The third replica is gone, so the holed candidate is in every
+    /// majority; still, one that claims no more than the voter holds whole
+    /// is refused: the voter can win with the candidate's grant and has all
+    /// the candidate claims (simulator seed 7000367). One that claims more is
+    /// granted, as above.
+    @Test func aHoledCandidateClaimingNoMoreThanTheWholeVoterHoldsIsRefusedEvenWhenEveryMajorityNeedsIt() {
+        let third = 2, voter = 1, candidate = 0
+        var cluster = LeaseCluster()
+        cluster.step(voter, .localVersion(shard: shard, version: EntryVersion(term: 2, seq: 30), now: 0))
+        cluster.step(voter, .membersChanged(alive: [cluster.ids[voter], cluster.ids[candidate]], now: 0))
+        #expect(!cluster.machines[voter].state.alive.contains(cluster.ids[third]))
+        let at = LeaseCluster.quietEnd + 1
+        for (claim, verdict) in [(EntryVersion(term: 2, seq: 30), LeaseVerdict.candidateBehind),
+                                 (EntryVersion(term: 1, seq: 40), .candidateBehind),
+                                 (EntryVersion(term: 2, seq: 31), .granted)] {
+            let answer = cluster.answerAskedDirectly(of: voter, from: candidate, term: 3, at: at, lastVersion: claim, mayHaveHole: true)
+            #expect(answer?.verdict == verdict, "claim \(claim)")
+        }
+        #expect(cluster.machines[voter].counters.holedCandidatesRefused == 1, "a claim below the voter's is refused on versions first")
+    }
+
     /// A voter that restarted too cannot tell whether its own copy is whole,
     /// but it knows of a whole one that asked it with a claim at least as
     /// new as the holed candidate's and its own: that one can win with its

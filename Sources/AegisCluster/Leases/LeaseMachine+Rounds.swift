@@ -224,10 +224,16 @@ extension LeaseMachine {
     /// does a voter with nothing (it loses nothing) or whose own copy may
     /// have a hole (after a whole replica set restarted every copy may have
     /// one, and someone must win), unless it knows of a whole one (below).
+    /// Except a candidate that claims no more than the voter holds whole:
+    /// refusing it costs no holder, since the voter, campaigning, has all the
+    /// candidate claims and the candidate, voting on versions, grants it
+    /// (simulator seed 7000367: a holed copy that replication had brought to
+    /// the keeper's own newest version won, complete through nothing).
     func refusesHoledCandidate(_ shard: Int, ask: LeaseAsk, from requester: NodeID, now: Milliseconds) -> Bool {
         let lease = state.shards[shard]
         guard ask.mayHaveHole else { return false }
         if !lease.mayHaveHole && lease.lastVersion != .zero {
+            if ask.lastVersion <= lease.lastVersion { return true }
             let owners = owners(shard)
             let others = owners.filter { $0 != requester && state.alive.contains($0) && !state.learners.contains($0) }
             if others.count >= majority(owners) { return true }
