@@ -106,6 +106,13 @@ def aegiskv_binary():
     return binary
 
 
+def bench_binary():
+    binary = os.environ.get("AEGISKV_BENCH", os.path.join(ROOT, ".build", "release", "aegiskv-bench"))
+    if not os.path.exists(binary):
+        raise SystemExit(f"{binary} not found: build it first with `swift build -c release --product aegiskv-bench`")
+    return binary
+
+
 def add_placement_options(parser):
     parser.add_argument("--server-cpus", help="run the servers under taskset -c LIST (aegiskv's default "
                                                "reactors then follow: one per CPU in LIST)")

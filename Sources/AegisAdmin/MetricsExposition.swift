@@ -132,7 +132,7 @@ struct MetricsExposition {
     static func walFlushFamilies(_ flushes: WALFlushStats) -> [Family] {
         let records = histogramSamples(counts: flushes.recordBuckets, bounds: WALFlushStats.recordBounds.map(String.init),
                                        sum: String(flushes.records))
-        let latency = histogramSamples(counts: flushes.latencyBuckets, bounds: bucketLabels.dropLast(),
+        let latency = histogramSamples(counts: flushes.latencyBuckets, bounds: Array(bucketLabels.dropLast()),
                                        sum: String(Double(flushes.latencySumNs) / 1e9))
         return [
             counter("aegis_wal_flushes", "Device flushes that made write-ahead log batches durable (fsync mode): the node-wide syncfs shared by two or more reactors, and a batch's own fdatasync (one reactor's every batch; with more, a batch that starts a segment or whose segment is not prepared).", flushes.flushes),
@@ -147,11 +147,11 @@ struct MetricsExposition {
     /// A histogram's `_bucket` samples (cumulative, one per bound, then
     /// +Inf), `_sum` and `_count`, from counts kept per bucket: one more
     /// count than `bounds`, the last for everything above them.
-    static func histogramSamples(counts: [Int], bounds: some Collection<String>, sum: String) -> [Sample] {
+    static func histogramSamples(counts: [Int], bounds: [String], sum: String) -> [Sample] {
         precondition(counts.count == bounds.count + 1, "one count per bound, and one above them")
         var samples: [Sample] = []
         var cumulative = 0
-        for (bound, count) in zip(Array(bounds) + ["+Inf"], counts) {
+        for (bound, count) in zip(bounds + ["+Inf"], counts) {
             cumulative += count
             samples.append(Sample(suffix: "_bucket", labels: [("le", bound)], value: String(cumulative)))
         }
@@ -222,8 +222,7 @@ struct MetricsExposition {
             counter("aegis_wal_written_bytes", "Bytes of write-ahead log made durable.", totals.walBytes),
             counter("aegis_wal_snapshots", "Snapshots completed (each deletes the log segments it covers).", totals.walSnapshots),
             counter("aegis_wal_errors", "Failed write-ahead log writes, fsyncs and snapshots; writes in a failed batch are answered with an error.", totals.walErrors),
-        ] + walFlushFamilies(node.walFlushStats() ?? WALFlushStats()) + [
-        ]
+        ] + walFlushFamilies(node.walFlushStats() ?? WALFlushStats())
         result += clientTLSFamilies(node.tls)
         result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests, notOwner: totals.forwardNotOwner)
         result += replicationFamilies(cluster.replication)

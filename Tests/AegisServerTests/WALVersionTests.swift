@@ -12,15 +12,21 @@ import Testing
 struct WALVersionTests {
     /// Every record of a log file (segment or snapshot), in order.
     static func records(of path: String) throws -> [(operation: WALRecord.Operation, key: String, version: EntryVersion)] {
+        var found: [(WALRecord.Operation, String, EntryVersion)] = []
+        try forEachRecord(of: path) { found.append(($0.operation, String(decoding: $0.key, as: UTF8.self), $0.version)) }
+        return found
+    }
+
+    /// Each record of a log or snapshot file, in order, up to the first that
+    /// does not decode (the record's bytes live only during `body`).
+    static func forEachRecord(of path: String, _ body: (WALRecord) -> Void) throws {
         let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
-        return bytes.withUnsafeBytes { raw in
-            var found: [(WALRecord.Operation, String, EntryVersion)] = []
+        bytes.withUnsafeBytes { raw in
             var offset = WALFileHeader.size
             while offset < raw.count, case .record(let record, let length) = WALRecord.decode(UnsafeRawBufferPointer(rebasing: raw[offset...])) {
-                found.append((record.operation, String(decoding: record.key, as: UTF8.self), record.version))
+                body(record)
                 offset += length
             }
-            return found
         }
     }
 
@@ -93,14 +99,9 @@ struct WALVersionTests {
 
         let directory = walDirectory + "/reactor-0"
         let snapshot = try #require(try FileManager.default.contentsOfDirectory(atPath: directory).first { $0.hasSuffix(".snap") })
-        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: directory + "/" + snapshot)))
-        let heads: [Int: EntryVersion]? = bytes.withUnsafeBytes { raw in
-            var offset = WALFileHeader.size
-            while offset < raw.count, case .record(let record, let length) = WALRecord.decode(UnsafeRawBufferPointer(rebasing: raw[offset...])) {
-                if record.operation == .snapshotEnd { return WALRecord.provenHeads(ofSnapshotEnd: record) }
-                offset += length
-            }
-            return nil
+        var heads: [Int: EntryVersion]?
+        try Self.forEachRecord(of: directory + "/" + snapshot) { record in
+            if record.operation == .snapshotEnd { heads = WALRecord.provenHeads(ofSnapshotEnd: record) }
         }
         let shard = LeaseProcessTests.shard(of: "b")
         #expect(heads?[shard]?.seq == responses[2].version, "shard \(shard)'s head after three binary SETs (seq \(responses[2].version)): \(String(describing: heads))")

@@ -232,15 +232,7 @@ final class WALWriter {
 
     // MARK: - Appending
 
-    @inline(__always)
-    func append(_ operation: WALRecord.Operation, shard: Int, version: EntryVersion, expiryMs: Int64,
-                key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        assert(failure == nil, "records appended while the log refuses writes")
-        WALRecord.append(to: filling, operation: operation, shard: shard, version: version, expiryMs: expiryMs, key: key, value: value)
-        fillingRecords += 1
-    }
-
-    /// A record was encoded into `filling` directly (Reactor.recordedWrite).
+    /// A record was encoded into `filling` (Reactor.logOwnWrite).
     @inline(__always)
     func noteRecordAppended() { fillingRecords += 1 }
 

@@ -148,11 +148,9 @@ extension Reactor {
             replica.justWroteVersion = version
             if quorum.writeQuorum >= 2 { awaitQuorum(shard: shard, version: version) }
             if let wal = log.wal {
-                let start = wal.filling.readableBytes
-                wal.append(.set, shard: shard, version: version, expiryMs: expiry, key: key, value: value)
-                log.chains[shard].logged(version)
-                log.replyAwaitsLog = true
-                if replica.enabled { replicateLogged(from: start, shard: shard, previous: previous) }
+                logOwnWrite(wal, shard: shard, version: version, previous: previous) { filling in
+                    WALRecord.append(to: filling, operation: .set, shard: shard, version: version, expiryMs: expiry, key: key, value: value)
+                }
             } else if replica.enabled {
                 replicateKeyState(key, hash: hash, store: store, previous: previous)
             }

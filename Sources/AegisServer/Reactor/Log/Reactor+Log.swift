@@ -171,13 +171,9 @@ extension Reactor {
         replica.justWroteVersion = store.lastWriteVersion
         if quorum.writeQuorum >= 2 { awaitQuorum(shard: shard, version: store.lastWriteVersion) }
         if let wal = log.wal {
-            assert(wal.acceptsWrites, "records appended while the log refuses writes")
-            let start = wal.filling.readableBytes
-            appendKeyState(key, hash: hash, store: store, to: wal.filling)
-            log.chains[shard].logged(store.lastWriteVersion)
-            wal.noteRecordAppended()
-            log.replyAwaitsLog = true
-            replicateLogged(from: start, shard: shard, previous: previous)
+            logOwnWrite(wal, shard: shard, version: store.lastWriteVersion, previous: previous) { filling in
+                appendKeyState(key, hash: hash, store: store, to: filling)
+            }
         } else {
             replicateKeyState(key, hash: hash, store: store, previous: previous)
         }
@@ -240,8 +236,24 @@ extension Reactor {
             return
         }
         let version = shards[shard]?.lastWriteVersion ?? .zero
+        logOwnWrite(wal, shard: shard, version: version, previous: previous) { filling in
+            WALRecord.append(to: filling, operation: .flushShard, shard: shard, version: version, expiryMs: 0,
+                             key: WALRecord.noBytes, value: WALRecord.noBytes)
+        }
+    }
+
+    /// Every write this node makes as holder goes to the log the same way:
+    /// `encode` puts its one record into the batch filling; the shard's
+    /// chain takes its version (`ReplayedCopy`), the reply waits for the
+    /// batch, and followers get the same bytes. One place, so no write path
+    /// can log without extending the chain.
+    @inline(__always)
+    func logOwnWrite(_ wal: WALWriter, shard: Int, version: EntryVersion, previous: EntryVersion,
+                     _ encode: (WireBuffer) -> Void) {
+        assert(wal.acceptsWrites, "records appended while the log refuses writes")
         let start = wal.filling.readableBytes
-        wal.append(.flushShard, shard: shard, version: version, expiryMs: 0, key: WALRecord.noBytes, value: WALRecord.noBytes)
+        encode(wal.filling)
+        wal.noteRecordAppended()
         log.chains[shard].logged(version)
         log.replyAwaitsLog = true
         replicateLogged(from: start, shard: shard, previous: previous)
