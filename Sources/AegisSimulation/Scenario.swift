@@ -79,19 +79,28 @@ public struct Scenario: Sendable, Equatable {
         /// been lost to a crash, a double fault). That one could have been
         /// elected, as in chaos seed 14, where the only whole copy lost the race.
         public var strictKeepers = false
+        /// Every node first starts with each shard's replica configuration
+        /// persisted (epoch 1, the placement's owners), as a founded cluster
+        /// will: majorities are counted over configs, asks carry them, and a
+        /// node that comes back without them (after a wipe) learns them from
+        /// `configStale` answers. Off, no shard has one, as in the server
+        /// until shard movement sets them.
+        public var configs = false
 
         public init(quickRestarts: Bool = false, restartCascades: Bool = false, crashKeepsOnlyTheLog: Bool = false,
-                    strictKeepers: Bool = false) {
+                    strictKeepers: Bool = false, configs: Bool = false) {
             self.quickRestarts = quickRestarts
             self.restartCascades = restartCascades
             self.crashKeepsOnlyTheLog = crashKeepsOnlyTheLog
             self.strictKeepers = strictKeepers
+            self.configs = configs
         }
 
         /// The `aegiskv-sim` flags that ask for these options, each with a leading space.
         public var flags: String {
             [(quickRestarts, " --quick-restarts"), (restartCascades, " --restart-cascades"),
-             (crashKeepsOnlyTheLog, " --crash-keeps-only-the-log"), (strictKeepers, " --strict-keepers")]
+             (crashKeepsOnlyTheLog, " --crash-keeps-only-the-log"), (strictKeepers, " --strict-keepers"),
+             (configs, " --configs")]
                 .filter(\.0).map(\.1).joined()
         }
     }

@@ -36,6 +36,12 @@ extension Simulation {
             nodes[index].shardVersions = nodes[index].loggedVersions
             for shard in 0..<shardCount { nodes[index].completeThrough[shard] = completeFromLog(index, shard) }
         }
+        if scenario.options.configs && nodes[index].lives == 1 {
+            for shard in 0..<shardCount {
+                nodes[index].disk[shard] = PersistedTerm(term: 0, votedFor: nil, config: ShardConfig(
+                    epoch: 1, voters: leasePlacement.owners(ofShard: shard)))
+            }
+        }
         nodes[index].followedSinceStart = Array(repeating: false, count: shardCount)
         nodes[index].emptyLearner = wiped
         nodes[index].leaseTimerGenerations = [:]
@@ -49,6 +55,7 @@ extension Simulation {
         // Every simulated node runs this release: all decode the copy state.
         let everyNode = Set(nodes.map(\.nodeID))
         nodes[index].lease?.peersDecodingCopyState(everyNode)
+        nodes[index].lease?.peersDecodingConfig(everyNode)
         trace.mix(13, UInt64(index), wiped ? 1 : 0)
         // As in the server: the log replay's versions reach the machine before
         // it starts (the stand-back is longer for shards it replayed nothing of).
@@ -136,6 +143,9 @@ extension Simulation {
                 if new <= old { violation("\(nodes[index].nodeID) shard \(shard): term went from \(old) to \(new)") }
                 let persisted = nodes[index].disk[shard]?.term ?? 0
                 if new > persisted { violation("\(nodes[index].nodeID) shard \(shard): acted on term \(new) before persisting it (disk has \(persisted))") }
+            case let .configCommitted(shard, config):
+                trace.mix(20, UInt64(index), UInt64(shard) << 32 | UInt64(config.epoch))
+                committed(config, shard: shard, by: index)
             case let .log(_, line):
                 trace.mix(10, UInt64(index), UInt64(line.utf8.count))
             }
@@ -147,7 +157,8 @@ extension Simulation {
         return index
     }
 
-    /// Invariant: the disk's term never goes backwards, and one term gets one vote.
+    /// Invariants: the disk's term and config epoch never go backwards, and
+    /// one term gets one vote.
     func persist(_ record: PersistedTerm, shard: Int, by index: Int) {
         if let old = nodes[index].disk[shard] {
             if record.term < old.term {
@@ -155,6 +166,12 @@ extension Simulation {
             } else if record.term == old.term, let voted = old.votedFor, record.votedFor != voted {
                 violation("\(nodes[index].nodeID) shard \(shard): voted for \(record.votedFor?.name ?? "nobody") in term \(record.term) after voting for \(voted)")
             }
+            if let before = old.config, (record.config?.epoch ?? 0) < before.epoch {
+                violation("\(nodes[index].nodeID) shard \(shard): persisted config epoch \(record.config?.epoch ?? 0) over \(before)")
+            }
+        }
+        if let config = record.config, config.epoch > (nodes[index].disk[shard]?.config?.epoch ?? 0) {
+            report.configsAdopted += 1
         }
         nodes[index].disk[shard] = record
     }
@@ -164,12 +181,31 @@ extension Simulation {
     func checkGrantsPersisted(_ frame: [UInt8], by index: Int) {
         guard case let .message(message) = LeaseCodec.decode(frame: frame, parameters: leaseParameters,
                                                              authenticator: authenticator),
-              case let .reply(_, _, answers) = message.payload else { return }
+              let answers = message.payload.answers else { return }
         for answer in answers where answer.verdict == .granted {
             let record = nodes[index].disk[Int(answer.shard)]
             if (record?.term ?? 0) < answer.term {
                 violation("\(nodes[index].nodeID) granted shard \(answer.shard) term \(answer.term) with \(record?.term ?? 0) on disk")
             }
+        }
+    }
+
+    /// Invariant: one configuration per (shard, epoch) is ever committed, and
+    /// a committed one was persisted (or a newer one since) by a majority of
+    /// each of its sets. A wiped node's disk is gone: it counts as having
+    /// persisted, since its grant may have been on its way when it was wiped.
+    func committed(_ config: ShardConfig, shard: Int, by index: Int) {
+        report.configsCommitted += 1
+        let key = UInt64(shard) << 32 | UInt64(config.epoch)
+        if let earlier = committedConfigs[key], earlier != config {
+            violation("shard \(shard): \(nodes[index].nodeID) committed \(config) after \(earlier) was committed at the same epoch")
+        }
+        committedConfigs[key] = config
+        let persisted = Set(nodes.indices.filter { node in
+            (nodes[node].disk[shard]?.config?.epoch ?? 0) >= config.epoch || nodes[node].emptyLearner
+        }.map { nodes[$0].nodeID })
+        if !config.isMajority(persisted) {
+            violation("shard \(shard): \(nodes[index].nodeID) committed \(config) persisted only by \(persisted.map(\.name).sorted())")
         }
     }
 

@@ -71,6 +71,11 @@ public struct SimulationReport: Sendable {
     public var writesAcknowledged = 0
     /// Restarted copies whose log replay proved them whole (checked against the model).
     public var replayedWholeCopies = 0
+    /// Newer shard configs a node persisted after learning them from a peer
+    /// (`--configs`: nodes that came back from a wipe without theirs).
+    public var configsAdopted = 0
+    /// Lease rounds won under a configuration new to the winner.
+    public var configsCommitted = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -182,6 +187,8 @@ public final class Simulation {
     let leaseParameters: ClusterParameters
     /// (shard << 32 | term) → the node that held that term.
     var termHolders: [UInt64: Int] = [:]
+    /// (shard << 32 | epoch) → the configuration committed at that epoch.
+    var committedConfigs: [UInt64: ShardConfig] = [:]
     /// Per shard, the newest version acknowledged at W = 2 (the holder and
     /// one follower had it when the write's reply would have gone out).
     var acknowledgedVersions: [EntryVersion]

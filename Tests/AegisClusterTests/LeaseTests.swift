@@ -48,6 +48,7 @@ struct LeaseCluster {
 
     mutating func start(_ index: Int, at now: Int64) {
         machines[index].peersDecodingCopyState(Set(ids))
+        machines[index].peersDecodingConfig(Set(ids))
         step(index, .start(now: now))
         step(index, .placementChanged(map, now: now))
         step(index, .membersChanged(alive: ids, now: now))
@@ -96,7 +97,7 @@ struct LeaseCluster {
             : .requestWithCopyState(round: 1, life: 1, durationMs: 1000, asks: asks))
         let frame = LeaseCodec.encode(ask, parameters: Self.parameters, authenticator: Self.authenticator)
         let reply = sends(step(voter, .received(frame: frame, now: now))).first.flatMap { decodeLease($0.frame) }
-        guard case let .reply(_, _, answers)? = reply?.payload else { return nil }
+        guard let answers = reply?.payload.answers else { return nil }
         return answers.first
     }
 
@@ -381,7 +382,7 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         let frames = sends(cluster.tick(busiest, at: end + 1000))
         #expect(frames.count == 2)
         for (frame, _) in frames {
-            guard case let .requestWithCopyState(_, _, _, asks)? = decodeLease(frame)?.payload else {
+            guard let asks = decodeLease(frame)?.payload.asks else {
                 Issue.record("not a request")
                 continue
             }
@@ -406,7 +407,7 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         let grantEnd = at + LeaseCluster.durationMs + LeaseCluster.margin
         for (now, verdict) in [(grantEnd - 1, LeaseVerdict.leaseHeld), (grantEnd, .granted)] {
             let reply = sends(cluster.step(voter, .received(frame: frame, now: now))).first.flatMap { decodeLease($0.frame) }
-            guard case let .reply(_, _, answers)? = reply?.payload else {
+            guard let answers = reply?.payload.answers else {
                 Issue.record("no reply")
                 continue
             }
@@ -535,7 +536,7 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
         let before = cluster.machines[0].state
         let reply = sends(cluster.step(0, .received(frame: frame, now: LeaseCluster.quietEnd))).first.flatMap { decodeLease($0.frame) }
-        guard case let .reply(_, _, answers)? = reply?.payload else {
+        guard let answers = reply?.payload.answers else {
             Issue.record("no reply")
             return
         }
@@ -554,7 +555,7 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
             round: 1, life: 1, durationMs: 1000, asks: [LeaseAsk(shard: 0, term: 5, lastVersion: .zero)]))
         let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
         let reply = sends(cluster.step(0, .received(frame: frame, now: LeaseCluster.quietEnd))).first.flatMap { decodeLease($0.frame) }
-        guard case let .reply(_, _, answers)? = reply?.payload else {
+        guard let answers = reply?.payload.answers else {
             Issue.record("no reply")
             return
         }
@@ -576,7 +577,7 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
         for (now, verdict) in [(50_000 + LeaseCluster.quietEnd - 1, LeaseVerdict.restarting), (50_000 + LeaseCluster.quietEnd, .granted)] {
             let reply = sends(cluster.step(restarted, .received(frame: frame, now: now))).first.flatMap { decodeLease($0.frame) }
-            guard case let .reply(_, _, answers)? = reply?.payload else {
+            guard let answers = reply?.payload.answers else {
                 Issue.record("no reply")
                 continue
             }
@@ -590,7 +591,7 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
             round: 1, life: 1, durationMs: UInt32(LeaseCluster.durationMs + 1), asks: [LeaseAsk(shard: 0, term: 1, lastVersion: .zero)]))
         let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
         let reply = sends(cluster.step(1, .received(frame: frame, now: LeaseCluster.quietEnd))).first.flatMap { decodeLease($0.frame) }
-        guard case let .reply(_, _, answers)? = reply?.payload else {
+        guard let answers = reply?.payload.answers else {
             Issue.record("no reply")
             return
         }
@@ -913,10 +914,10 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
             cluster.inFlight.removeAll()
             var verdicts: [LeaseVerdict] = []
             for request in requests where request.to == voter {
-                guard case let .requestWithCopyState(_, _, _, asks)? = decodeLease(request.frame)?.payload else { continue }
+                guard let asks = decodeLease(request.frame)?.payload.asks else { continue }
                 let flagged = asks.first { Int($0.shard) == shard }?.mayHaveHole
                 let reply = sends(cluster.step(voter, .received(frame: request.frame, now: at))).first.flatMap { decodeLease($0.frame) }
-                guard case let .reply(_, _, answers)? = reply?.payload,
+                guard let answers = reply?.payload.answers,
                       let answer = answers.first(where: { Int($0.shard) == shard }) else { continue }
                 verdicts.append(answer.verdict)
                 #expect(flagged == cluster.machines[restarted].copyMayHaveHole(shard) || answer.verdict == .candidateBehind)
@@ -951,7 +952,10 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         _ = cluster.step(primary, .localVersion(shard: shard, version: version, now: backAt))
         cluster.start(primary, at: backAt)
         if !copyStateSent {
-            for index in cluster.machines.indices { cluster.machines[index].peersDecodingCopyState([]) }
+            for index in cluster.machines.indices {
+                cluster.machines[index].peersDecodingCopyState([])
+                cluster.machines[index].peersDecodingConfig([])
+            }
         }
         let standBackEnds = backAt + LeaseCluster.settings(cluster.ids[primary]).restartStandBackMs
         // The other two are paused through the stand-back: nothing they do counts.

@@ -7,7 +7,7 @@ extension LeaseMachine {
         output.append(.setTimer(.tick, at: now + settings.tickIntervalMs))
         expire(now: now, into: &output)
         state.rounds = state.rounds.filter { $0.value.sentAt + settings.leaseDurationMs > now }
-        guard !state.emptyLearner, state.placement != nil else {
+        guard !state.emptyLearner else {
             armExpiry(into: &output)
             return
         }
@@ -15,14 +15,17 @@ extension LeaseMachine {
         var asked: [Int: RoundShard] = [:]
         var asksByPeer: [NodeID: [LeaseAsk]] = [:]
         for shard in state.shards.indices {
-            let owners = owners(shard)
-            guard owners.contains(me), shouldAsk(shard, owners: owners, now: now, into: &output) else { continue }
+            // With no configuration and no placement (a node that knows only
+            // itself while it has seeds) the set is empty: alone, it would be
+            // its own majority.
+            let replicas = replicaSet(shard)
+            guard replicas.contains(me), shouldAsk(shard, replicas: replicas, now: now, into: &output) else { continue }
             let lease = state.shards[shard]
             promise(me, shard: shard, durationMs: settings.leaseDurationMs, now: now)
-            asked[shard] = RoundShard(term: lease.term, granters: [me])
+            asked[shard] = RoundShard(term: lease.term, configEpoch: lease.config?.epoch ?? 0, granters: [me])
             let ask = LeaseAsk(shard: UInt32(shard), term: lease.term, lastVersion: lease.lastVersion,
-                               mayHaveHole: lease.mayHaveHole)
-            for peer in owners where peer != me { asksByPeer[peer, default: []].append(ask) }
+                               mayHaveHole: lease.mayHaveHole, config: lease.config)
+            for peer in replicas where peer != me { asksByPeer[peer, default: []].append(ask) }
         }
         if !asked.isEmpty {
             let round = state.nextRound
@@ -33,9 +36,13 @@ extension LeaseMachine {
             for peer in asksByPeer.keys.sorted() {
                 let asks = asksByPeer[peer]!
                 let durationMs = UInt32(settings.leaseDurationMs)
-                let payload: LeasePayload = state.copyStatePeers.contains(peer)
-                    ? .requestWithCopyState(round: round, life: state.life, durationMs: durationMs, asks: asks)
-                    : .request(round: round, life: state.life, durationMs: durationMs, asks: asks)
+                let payload: LeasePayload = if state.configPeers.contains(peer) {
+                    .requestWithConfig(round: round, life: state.life, durationMs: durationMs, asks: asks)
+                } else if state.copyStatePeers.contains(peer) {
+                    .requestWithCopyState(round: round, life: state.life, durationMs: durationMs, asks: asks)
+                } else {
+                    .request(round: round, life: state.life, durationMs: durationMs, asks: asks)
+                }
                 let message = LeaseMessage(sender: me, payload: payload)
                 output.append(.send(frame: LeaseCodec.encode(message, parameters: settings.parameters,
                                                              authenticator: authenticator), to: peer))
@@ -48,7 +55,7 @@ extension LeaseMachine {
     /// lease; for a campaign only when no promise of this node to another is
     /// live and this node is the one that should try now. A campaign moves
     /// to term + 1, persisted before anything is sent.
-    mutating func shouldAsk(_ shard: Int, owners: [NodeID], now: Milliseconds,
+    mutating func shouldAsk(_ shard: Int, replicas: [NodeID], now: Milliseconds,
                             into output: inout [LeaseAction]) -> Bool {
         let me = settings.nodeID
         let lease = state.shards[shard]
@@ -74,8 +81,8 @@ extension LeaseMachine {
         guard lease.term < UInt32.max, now >= state.quietUntil, now >= lease.campaignAfter, now >= lease.standBackUntil,
               !promisedToAnother(me, shard: shard, now: now) else { return false }
         // Empty learners never campaign: ranking them would only delay the rest.
-        let liveOwners = owners.filter { state.alive.contains($0) && !state.learners.contains($0) }
-        guard let rank = liveOwners.firstIndex(of: me) else { return false }
+        let liveReplicas = replicas.filter { state.alive.contains($0) && !state.learners.contains($0) }
+        guard let rank = liveReplicas.firstIndex(of: me) else { return false }
         if rank > 0 {
             // The preferred candidate (the first live replica) goes first; the
             // others step in only after a silence that grows with their rank.
@@ -97,9 +104,8 @@ extension LeaseMachine {
     mutating func countGrants(round: UInt64, shard: Int, now: Milliseconds, into output: inout [LeaseAction]) {
         guard let entry = state.rounds[round]?.asked[shard] else { return }
         let lease = state.shards[shard]
-        let owners = owners(shard)
         guard entry.term == lease.term, lease.votedFor == settings.nodeID,
-              entry.granters.filter({ owners.contains($0) }).count >= majority(owners),
+              entry.configEpoch == lease.config?.epoch ?? 0, isMajority(entry.granters, ofShard: shard),
               let sentAt = state.rounds[round]?.sentAt else { return }
         let until = sentAt + settings.leaseDurationMs
         guard until > now else { return }
@@ -109,6 +115,7 @@ extension LeaseMachine {
             state.shards[shard].heldTerm = lease.term
             state.shards[shard].reportedTerm = max(state.shards[shard].reportedTerm, lease.term)
             output.append(.leaseExtended(shard: shard, term: lease.term, until: until))
+            configWon(shard, into: &output)
         } else {
             state.shards[shard].heldUntil = until
             state.shards[shard].heldTerm = lease.term
@@ -121,6 +128,8 @@ extension LeaseMachine {
             state.shards[shard].mayHaveHole = false
             counters.electionsWon += 1
             output.append(.leaseAcquired(shard: shard, term: lease.term, until: until))
+            state.shards[shard].heldConfigEpoch = 0
+            configWon(shard, into: &output)
         }
     }
 
@@ -148,27 +157,33 @@ extension LeaseMachine {
             counters.droppedByReason[reason, default: 0] += 1
         case let .message(message):
             switch message.payload {
-            case let .request(round, life, durationMs, asks), let .requestWithCopyState(round, life, durationMs, asks):
+            case let .request(round, life, durationMs, asks), let .requestWithCopyState(round, life, durationMs, asks),
+                 let .requestWithConfig(round, life, durationMs, asks):
                 answer(message.sender, round: round, life: life, durationMs: Int64(durationMs), asks: asks,
-                       copyStateKnown: message.payload.type == .requestWithCopyState, now: now, into: &output)
-            case let .reply(round, life, answers):
+                       form: message.payload.type, now: now, into: &output)
+            case let .reply(round, life, answers), let .replyWithConfig(round, life, answers):
                 received(answers, from: message.sender, round: round, life: life, now: now, into: &output)
             }
         }
     }
 
-    /// The voter's side: one reply answers every shard of the request.
-    /// `copyStateKnown`: the asks came in the form that carries
-    /// `mayHaveHole` (in the other, false says nothing).
+    /// The voter's side: one reply answers every shard of the request, in
+    /// the reply form that goes with the request's `form`. Only
+    /// `requestWithCopyState` and `requestWithConfig` carry `mayHaveHole`
+    /// (in the oldest form, false says nothing), and only the latter the
+    /// asker's config.
     mutating func answer(_ requester: NodeID, round: UInt64, life: UInt64, durationMs: Int64, asks: [LeaseAsk],
-                         copyStateKnown: Bool = false, now: Milliseconds, into output: inout [LeaseAction]) {
+                         form: LeaseMessageType, now: Milliseconds, into output: inout [LeaseAction]) {
         guard requester != settings.nodeID else { return }
+        let configKnown = form == .requestWithConfig
+        let copyStateKnown = configKnown || form == .requestWithCopyState
         var answers: [LeaseAnswer] = []
         answers.reserveCapacity(asks.count)
         for ask in asks {
             let shard = Int(ask.shard)
+            if let theirs = ask.config { adoptConfig(theirs, shard: shard, from: requester, into: &output) }
             if copyStateKnown && !ask.mayHaveHole { noteWholeClaim(shard, ask.lastVersion, of: requester, now: now) }
-            let verdict = verdict(on: ask, from: requester, durationMs: durationMs, now: now)
+            let verdict = verdict(on: ask, from: requester, durationMs: durationMs, configKnown: configKnown, now: now)
             if verdict == .granted && state.shards[shard].grantee == settings.nodeID {
                 // This node's own campaign gives way (see `mayAbandonCampaign`):
                 // grants still on their way for it must never count.
@@ -183,20 +198,37 @@ extension LeaseMachine {
             counters.answersByVerdict[verdict, default: 0] += 1
             answers.append(LeaseAnswer(shard: ask.shard, term: ask.term, verdict: verdict,
                                        voterTerm: state.shards[shard].term,
-                                       grantedTerm: state.shards[shard].reportedTerm))
+                                       grantedTerm: state.shards[shard].reportedTerm,
+                                       config: verdict == .configStale ? state.shards[shard].config : nil))
         }
-        let reply = LeaseMessage(sender: settings.nodeID, payload: .reply(round: round, life: life, answers: answers))
+        let payload: LeasePayload = configKnown ? .replyWithConfig(round: round, life: life, answers: answers)
+            : .reply(round: round, life: life, answers: answers)
+        let reply = LeaseMessage(sender: settings.nodeID, payload: payload)
         output.append(.send(frame: LeaseCodec.encode(reply, parameters: settings.parameters, authenticator: authenticator),
                             to: requester))
     }
 
-    mutating func verdict(on ask: LeaseAsk, from requester: NodeID, durationMs: Int64, now: Milliseconds) -> LeaseVerdict {
+    /// `configKnown`: the ask came in the form that carries the asker's
+    /// config (its absence then means the asker has none).
+    mutating func verdict(on ask: LeaseAsk, from requester: NodeID, durationMs: Int64, configKnown: Bool,
+                          now: Milliseconds) -> LeaseVerdict {
         let shard = Int(ask.shard)
         let lease = state.shards[shard]
         if state.emptyLearner { return .emptyLearner }
         if state.grantsPaused { return .notEnforcing }
-        let owners = owners(shard)
-        guard owners.contains(settings.nodeID), owners.contains(requester) else { return .notReplica }
+        if let mine = lease.config {
+            // An asker that cannot say which voters it counts may count the
+            // map's owners, whose majority need not meet this config's.
+            guard configKnown else { return .notReplica }
+            // Of two configurations of one epoch at most one is committed:
+            // granting under the asker's would count this voter for a
+            // configuration it has not persisted.
+            if (ask.config?.epoch ?? 0) < mine.epoch || (ask.config?.epoch == mine.epoch && ask.config != mine) {
+                return .configStale
+            }
+        }
+        let replicas = replicaSet(shard)
+        guard replicas.contains(settings.nodeID), replicas.contains(requester) else { return .notReplica }
         if durationMs > settings.leaseDurationMs { return .durationTooLong }
         if ask.term < lease.term { return .staleTerm }
         if now < state.quietUntil { return .restarting }
@@ -234,9 +266,8 @@ extension LeaseMachine {
         guard ask.mayHaveHole else { return false }
         if !lease.mayHaveHole && lease.lastVersion != .zero {
             if ask.lastVersion <= lease.lastVersion { return true }
-            let owners = owners(shard)
-            let others = owners.filter { $0 != requester && state.alive.contains($0) && !state.learners.contains($0) }
-            if others.count >= majority(owners) { return true }
+            let others = replicaSet(shard).filter { $0 != requester && state.alive.contains($0) && !state.learners.contains($0) }
+            if isMajority(Set(others), ofShard: shard) { return true }
         }
         // A voter that cannot tell whether its own copy is whole still knows
         // of a live replica whose copy is, and claims at least as much as
@@ -254,9 +285,10 @@ extension LeaseMachine {
     /// stand-back of one told it is behind, plus its rank wait), so that a
     /// whole replica that stopped asking (dead, cut off) is forgotten.
     mutating func noteWholeClaim(_ shard: Int, _ claim: EntryVersion, of requester: NodeID, now: Milliseconds) {
-        guard owners(shard).contains(requester) else { return }
+        let replicas = replicaSet(shard)
+        guard replicas.contains(requester) else { return }
         let lease = state.shards[shard]
-        let remembered = settings.leaseDurationMs + Int64(2 * owners(shard).count + 1) * settings.electionTimeoutMs
+        let remembered = settings.leaseDurationMs + Int64(2 * replicas.count + 1) * settings.electionTimeoutMs
         if now >= lease.wholeClaimSeenUntil || claim >= lease.wholeClaimSeen {
             state.shards[shard].wholeClaimSeen = now >= lease.wholeClaimSeenUntil ? claim : max(claim, lease.wholeClaimSeen)
             state.shards[shard].wholeClaimSeenUntil = now + remembered
@@ -287,6 +319,11 @@ extension LeaseMachine {
                 counters.staleReplies += 1
                 continue
             }
+            if answer.verdict == .configStale, let theirs = answer.config {
+                // The next campaign or renewal asks the voters of the newer one.
+                adoptConfig(theirs, shard: shard, from: voter, into: &output)
+                configConflict(theirs, shard: shard, into: &output)
+            }
             let holding = state.shards[shard].heldUntil != nil
             if answer.grantedTerm > state.shards[shard].term {
                 adopt(term: answer.grantedTerm, votedFor: nil, shard: shard,
@@ -310,7 +347,7 @@ extension LeaseMachine {
             if answer.verdict == .candidateBehind {
                 // It cannot win until it catches up: stand back longer than any
                 // other replica's rank wait, so the up-to-date one campaigns alone.
-                let standBack = settings.leaseDurationMs + Int64(owners(shard).count + 1) * settings.electionTimeoutMs
+                let standBack = settings.leaseDurationMs + Int64(replicaSet(shard).count + 1) * settings.electionTimeoutMs
                 state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
             }
             guard answer.verdict == .granted, entry.term == answer.term else { continue }

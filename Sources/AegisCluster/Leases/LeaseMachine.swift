@@ -20,6 +20,11 @@ public enum LeaseEvent: Sendable {
     case placementChanged(ShardMap, now: Milliseconds)
     /// The newest (term, seq) this node holds for a shard.
     case localVersion(shard: Int, version: EntryVersion, now: Milliseconds)
+    /// The holder asks to move the shard's voters to `voters`, through the
+    /// joint configuration (docs/shard-movement.md, "Changing the replica
+    /// set"). Refused, with a log line, unless this node holds the shard's
+    /// lease under a configuration no change is under way in.
+    case proposeConfig(shard: Int, voters: [NodeID], now: Milliseconds)
     /// This node now holds a complete copy of the shard: the holder's stream
     /// of it finished here, or (before `start`) the log replay proved the
     /// copy whole (`ReplayedCopy`). A copy that may have had a hole since a
@@ -60,6 +65,10 @@ public enum LeaseAction: Sendable, Equatable {
     case leaseLost(shard: Int, reason: LeaseLossReason)
     /// One `notice` line per change.
     case termChanged(shard: Int, old: UInt32, new: UInt32, reason: String)
+    /// This node won a lease round counted over `config`: a majority of each
+    /// of its sets has persisted it, so no majority of an older one can
+    /// grant a lease any more.
+    case configCommitted(shard: Int, config: ShardConfig)
     case log(ClusterLogLevel, String)
 }
 
@@ -78,6 +87,11 @@ public struct LeaseCounters: Sendable, Equatable {
     /// have a hole and this voter's is whole, or a whole candidate claiming
     /// at least as much asked lately (`refusesHoledCandidate`).
     public internal(set) var holedCandidatesRefused: UInt64 = 0
+    /// Newer replica configurations taken from a peer's ask or answer.
+    public internal(set) var configsAdopted: UInt64 = 0
+    /// Configuration steps this node started as holder (joint, final, and
+    /// re-proposals above a conflicting config of the same epoch).
+    public internal(set) var configSteps: UInt64 = 0
 
     public init() {}
 }
@@ -87,9 +101,16 @@ public struct LeaseCounters: Sendable, Equatable {
 /// come out, randomness comes from a seeded generator.
 ///
 /// The rules (docs/replication.md, "Leases and terms", says why each holds):
-/// - A lease is granted for one term by a majority of the shard's replica set
-///   (the placement's owners); the holder counts it from the moment it SENT
-///   the request, so it ends before any granter's promise does.
+/// - A lease is granted for one term by a majority of the shard's replica set:
+///   its persisted configuration (`ShardConfig`; in a joint one, a majority
+///   of both sets) where it has one, else the placement's owners. The holder
+///   counts it from the moment it SENT the request, so it ends before any
+///   granter's promise does.
+/// - Configurations only go forward: a voter refuses an ask made with an
+///   older one (`configStale`, answered with its own), and adopts a newer one
+///   an ask or answer carries, persisted with the term. So once a newer
+///   configuration is on a majority of the older one's voters, no majority
+///   counted over the older one can form.
 /// - A granter promises nobody else until its grant has expired on its own
 ///   clock plus `marginMs`; after a (re)start it promises nobody for one
 ///   lease plus margin, since it may have granted before it stopped.
@@ -131,6 +152,7 @@ public struct LeaseMachine: Sendable {
         for (shard, record) in persisted where shards.indices.contains(shard) {
             shards[shard].term = record.term
             shards[shard].votedFor = record.votedFor
+            shards[shard].config = record.config
             // A term voted for another node was granted; one persisted with
             // no vote may have been adopted bare (`adopt(granted: false)`),
             // and reported as granted it would depose a live holder.
@@ -187,6 +209,8 @@ public struct LeaseMachine: Sendable {
             state.alive = Set(alive)
         case let .placementChanged(map, now):
             placementChanged(map, now: now, into: &output)
+        case let .proposeConfig(shard, voters, now):
+            proposeConfig(shard: shard, voters: voters, now: now, into: &output)
         case .localVersion, .copyComplete:
             break
         }
@@ -209,6 +233,12 @@ public struct LeaseMachine: Sendable {
     }
 
     public func term(ofShard shard: Int) -> UInt32 { state.shards[shard].term }
+
+    /// The shard's replica configuration as this node knows it; nil while
+    /// its replica set is the placement's owners.
+    public func config(ofShard shard: Int) -> ShardConfig? {
+        state.shards.indices.contains(shard) ? state.shards[shard].config : nil
+    }
 
     /// The term of the lease this node holds for `shard` at `now` (what its
     /// writes are versioned with), nil when it holds none. Below `term(ofShard:)`
@@ -241,6 +271,10 @@ public struct LeaseMachine: Sendable {
     /// the others are sent `request`, whose asks say nothing of the copy.
     public mutating func peersDecodingCopyState(_ peers: Set<NodeID>) { state.copyStatePeers = peers }
 
+    /// The peers that decode `requestWithConfig` (their build says so): they
+    /// are sent that form, whose asks carry the copy state and the config.
+    public mutating func peersDecodingConfig(_ peers: Set<NodeID>) { state.configPeers = peers }
+
     /// A node that does not enforce leases takes writes unfenced for the
     /// shards it is the map's primary of; granting a lease meanwhile would
     /// let the grantee write the same shard at the same time. It answers
@@ -255,6 +289,7 @@ public struct LeaseMachine: Sendable {
             + "promised \(lease.grantee?.name ?? "-") for \(left(lease.grantExpiresAt)) "
             + "held \(lease.heldUntil.map { "\($0 - now) ms" } ?? "no") campaign-after \(left(lease.campaignAfter)) "
             + "quiet \(left(state.quietUntil)) version \(lease.lastVersion)\(lease.mayHaveHole ? " may-have-hole" : "") alive \(state.alive.map(\.name).sorted())"
+            + " config \(lease.config.map(\.description) ?? "from the map")"
     }
 
     // MARK: - Start and placement
@@ -292,7 +327,9 @@ public struct LeaseMachine: Sendable {
             return
         }
         state.placement = map
-        for shard in state.shards.indices where state.shards[shard].heldUntil != nil {
+        // A shard with a configuration keeps it whatever the map says: only
+        // the lease protocol changes who votes for it.
+        for shard in state.shards.indices where state.shards[shard].heldUntil != nil && state.shards[shard].config == nil {
             if !map.owners(ofShard: shard).contains(settings.nodeID) {
                 state.shards[shard].heldUntil = nil
                 output.append(.leaseLost(shard: shard, reason: .notReplica))
@@ -300,11 +337,20 @@ public struct LeaseMachine: Sendable {
         }
     }
 
-    func owners(_ shard: Int) -> [NodeID] {
-        state.placement?.owners(ofShard: shard) ?? []
+    /// The nodes whose votes count for the shard, the preferred candidate
+    /// first: every voter of its configuration, else the placement's owners.
+    func replicaSet(_ shard: Int) -> [NodeID] {
+        if let config = state.shards[shard].config { return config.everyVoter }
+        return state.placement?.owners(ofShard: shard) ?? []
     }
 
-    func majority(_ owners: [NodeID]) -> Int { owners.count / 2 + 1 }
+    /// Whether `nodes` can grant the shard's lease: a majority of its
+    /// configuration (of both sets while it is joint), else of its owners.
+    func isMajority(_ nodes: Set<NodeID>, ofShard shard: Int) -> Bool {
+        if let config = state.shards[shard].config { return config.isMajority(nodes) }
+        let owners = replicaSet(shard)
+        return 2 * owners.filter(nodes.contains).count > owners.count
+    }
 
     // MARK: - Terms
 
@@ -326,7 +372,8 @@ public struct LeaseMachine: Sendable {
         if votedFor != settings.nodeID && granted {
             state.shards[shard].reportedTerm = max(state.shards[shard].reportedTerm, term)
         }
-        output.append(.persistTerm(shard: shard, PersistedTerm(term: term, votedFor: votedFor)))
+        output.append(.persistTerm(shard: shard, PersistedTerm(term: term, votedFor: votedFor,
+                                                               config: state.shards[shard].config)))
         if term > old {
             counters.termChanges += 1
             output.append(.termChanged(shard: shard, old: old, new: term, reason: reason))
@@ -378,6 +425,8 @@ public struct LeaseState: Sendable, Equatable {
     var rounds: [UInt64: Round] = [:]
     /// Peers sent `requestWithCopyState` (`peersDecodingCopyState`).
     var copyStatePeers: Set<NodeID> = []
+    /// Peers sent `requestWithConfig` (`peersDecodingConfig`).
+    var configPeers: Set<NodeID> = []
 
     init(shards: [ShardLease], emptyLearner: Bool, restarted: Bool, life: UInt64, random: ClusterRandom) {
         self.shards = shards
@@ -392,6 +441,9 @@ struct ShardLease: Sendable, Equatable {
     /// The highest term persisted for the shard, and the vote cast in it.
     var term: UInt32 = 0
     var votedFor: NodeID?
+    /// Who votes for the shard, persisted with the term; nil while the
+    /// placement's owners do (no configuration set yet).
+    var config: ShardConfig?
     /// The node this one last promised the shard to (itself when it holds or
     /// campaigns), and when that promise ends on this node's clock.
     var grantee: NodeID?
@@ -400,6 +452,10 @@ struct ShardLease: Sendable, Equatable {
     var heldUntil: Milliseconds?
     /// The term of the lease `heldUntil` belongs to.
     var heldTerm: UInt32 = 0
+    /// The epoch of the configuration the held lease was last won under (0:
+    /// none yet, or no config): a config whose epoch is above it is this
+    /// node's, not yet known to be on a majority.
+    var heldConfigEpoch: UInt32 = 0
     /// While holding: the highest term of a replica that refused a renewal
     /// for its term (`staleTerm`, `votedOther`), 0 when none. Such a replica
     /// never grants this term again, and it never learns who holds the lease
@@ -437,5 +493,9 @@ struct Round: Sendable, Equatable {
 
 struct RoundShard: Sendable, Equatable {
     var term: UInt32
+    /// The epoch of the configuration asked under (0: none): grants count
+    /// only while it is still this node's, since a grant means the voter
+    /// persisted the asker's configuration.
+    var configEpoch: UInt32 = 0
     var granters: Set<NodeID>
 }

@@ -22,6 +22,21 @@ import AegisStore
 /// capabilities), and `request` to the others; it decodes both. An ask that
 /// came as `request` says nothing of the copy (`mayHaveHole` false).
 ///
+/// `requestWithConfig` and `replyWithConfig` carry each shard's replica
+/// configuration (docs/shard-movement.md, "The replica configuration"):
+///
+///     requestWithConfig = as requestWithCopyState, each ask followed by config
+///     replyWithConfig   = as reply, each answer followed by config
+///     config = epoch:u32, and when epoch > 0: voters:u8 node×voters
+///              outgoing:u8 node×outgoing   (outgoing 0: not a joint config)
+///     node   = u8 length + UTF-8 name, as the sender's
+///
+/// An ask's config is the requester's (epoch 0: it has none); an answer
+/// carries the voter's only with the verdict `configStale` (and epoch 0
+/// otherwise), which exists in this reply type alone. They go only to peers
+/// that announce they decode them; a voter that has a config refuses an ask
+/// in the older forms, which cannot say which voters the asker counts.
+///
 /// `life` names the requester's process life and `round` its request within
 /// that life: a reply is matched to the request it answers by both, so a
 /// reply delayed across the requester's restart is never counted as a grant
@@ -30,6 +45,8 @@ public enum LeaseMessageType: UInt8, Sendable, CaseIterable {
     case request = 16
     case reply = 17
     case requestWithCopyState = 18
+    case requestWithConfig = 19
+    case replyWithConfig = 20
 }
 
 /// One shard in a request: "grant me (or renew) the lease for `term`".
@@ -44,12 +61,17 @@ public struct LeaseAsk: Sendable, Equatable {
     /// those it received as a follower, so `lastVersion` may claim writes it
     /// lacks. A voter whose own copy is whole refuses it (`LeaseMachine`).
     public var mayHaveHole: Bool
+    /// The requester's replica configuration of the shard, nil when it has
+    /// none (or the ask came in a form that cannot carry one).
+    public var config: ShardConfig?
 
-    public init(shard: UInt32, term: UInt32, lastVersion: EntryVersion, mayHaveHole: Bool = false) {
+    public init(shard: UInt32, term: UInt32, lastVersion: EntryVersion, mayHaveHole: Bool = false,
+                config: ShardConfig? = nil) {
         self.shard = shard
         self.term = term
         self.lastVersion = lastVersion
         self.mayHaveHole = mayHaveHole
+        self.config = config
     }
 }
 
@@ -86,6 +108,12 @@ public enum LeaseVerdict: UInt8, Sendable, Equatable, CaseIterable, CustomString
     /// makes it primary of without a lease, so a lease it granted could be
     /// held while it writes the same shard.
     case notEnforcing = 9
+    /// The voter holds a newer replica configuration of the shard than the
+    /// asker (a higher epoch), or a different one of the same epoch:
+    /// majorities counted over the asker's may not intersect those of the
+    /// voter's. The answer carries the voter's config, which the asker adopts
+    /// if newer. Sent only in `replyWithConfig`.
+    case configStale = 10
 
     public var description: String {
         switch self {
@@ -99,6 +127,7 @@ public enum LeaseVerdict: UInt8, Sendable, Equatable, CaseIterable, CustomString
         case .restarting: "restarting"
         case .durationTooLong: "duration_too_long"
         case .notEnforcing: "not_enforcing"
+        case .configStale: "config_stale"
         }
     }
 }
@@ -115,13 +144,17 @@ public struct LeaseAnswer: Sendable, Equatable {
     /// term it only campaigned for): a holder below it demotes itself. A
     /// candidate whose campaign failed thus never deposes a live holder.
     public var grantedTerm: UInt32
+    /// With `configStale` only: the voter's newer configuration.
+    public var config: ShardConfig?
 
-    public init(shard: UInt32, term: UInt32, verdict: LeaseVerdict, voterTerm: UInt32, grantedTerm: UInt32? = nil) {
+    public init(shard: UInt32, term: UInt32, verdict: LeaseVerdict, voterTerm: UInt32, grantedTerm: UInt32? = nil,
+                config: ShardConfig? = nil) {
         self.shard = shard
         self.term = term
         self.verdict = verdict
         self.voterTerm = voterTerm
         self.grantedTerm = grantedTerm ?? voterTerm
+        self.config = config
     }
 }
 
@@ -132,12 +165,34 @@ public enum LeasePayload: Sendable, Equatable {
     case reply(round: UInt64, life: UInt64, answers: [LeaseAnswer])
     /// A request whose asks carry `mayHaveHole`, for peers that decode it.
     case requestWithCopyState(round: UInt64, life: UInt64, durationMs: UInt32, asks: [LeaseAsk])
+    /// A request whose asks carry the copy state and the requester's config.
+    case requestWithConfig(round: UInt64, life: UInt64, durationMs: UInt32, asks: [LeaseAsk])
+    /// The answer to `requestWithConfig`: `configStale` answers carry the voter's config.
+    case replyWithConfig(round: UInt64, life: UInt64, answers: [LeaseAnswer])
+
+    /// A request's asks in any form; nil for a reply.
+    public var asks: [LeaseAsk]? {
+        switch self {
+        case let .request(_, _, _, asks), let .requestWithCopyState(_, _, _, asks), let .requestWithConfig(_, _, _, asks): asks
+        case .reply, .replyWithConfig: nil
+        }
+    }
+
+    /// A reply's answers in either form; nil for a request.
+    public var answers: [LeaseAnswer]? {
+        switch self {
+        case let .reply(_, _, answers), let .replyWithConfig(_, _, answers): answers
+        case .request, .requestWithCopyState, .requestWithConfig: nil
+        }
+    }
 
     public var type: LeaseMessageType {
         switch self {
         case .request: .request
         case .reply: .reply
         case .requestWithCopyState: .requestWithCopyState
+        case .requestWithConfig: .requestWithConfig
+        case .replyWithConfig: .replyWithConfig
         }
     }
 }
@@ -180,9 +235,11 @@ public enum LeaseCodec {
         // sender by node ID, so it stays empty.
         writer.string("")
         switch message.payload {
-        case let .request(round, life, durationMs, asks), let .requestWithCopyState(round, life, durationMs, asks):
+        case let .request(round, life, durationMs, asks), let .requestWithCopyState(round, life, durationMs, asks),
+             let .requestWithConfig(round, life, durationMs, asks):
             precondition(asks.count <= Int(UInt16.max), "one request per tick per peer holds at most 65535 shards")
-            let withCopyState = message.payload.type == .requestWithCopyState
+            let withConfig = message.payload.type == .requestWithConfig
+            let withCopyState = withConfig || message.payload.type == .requestWithCopyState
             writer.u64(round)
             writer.u64(life)
             writer.u32(durationMs)
@@ -193,8 +250,9 @@ public enum LeaseCodec {
                 writer.u32(ask.lastVersion.term)
                 writer.u64(ask.lastVersion.seq)
                 if withCopyState { writer.u8(ask.mayHaveHole ? LeaseAsk.mayHaveHoleBit : 0) }
+                if withConfig { writer.config(ask.config) }
             }
-        case let .reply(round, life, answers):
+        case let .reply(round, life, answers), let .replyWithConfig(round, life, answers):
             precondition(answers.count <= Int(UInt16.max), "a reply answers one request")
             writer.u64(round)
             writer.u64(life)
@@ -205,6 +263,7 @@ public enum LeaseCodec {
                 writer.u8(answer.verdict.rawValue)
                 writer.u32(answer.voterTerm)
                 writer.u32(answer.grantedTerm)
+                if message.payload.type == .replyWithConfig { writer.config(answer.config) }
             }
         }
         let bodyLength = writer.bytes.count - MessageCodec.lengthPrefixBytes + MessageCodec.tagBytes
@@ -248,8 +307,9 @@ extension ByteReader {
         guard let round = u64(), let life = u64() else { return nil }
         var seen = Set<UInt32>()
         switch type {
-        case .request, .requestWithCopyState:
-            let withCopyState = type == .requestWithCopyState
+        case .request, .requestWithCopyState, .requestWithConfig:
+            let withConfig = type == .requestWithConfig
+            let withCopyState = withConfig || type == .requestWithCopyState
             guard let durationMs = u32(), durationMs > 0, let count = u16(), count > 0 else { return nil }
             var asks: [LeaseAsk] = []
             asks.reserveCapacity(min(Int(count), 256))
@@ -262,13 +322,21 @@ extension ByteReader {
                     guard let copy = u8(), copy & ~LeaseAsk.mayHaveHoleBit == 0 else { return nil }
                     mayHaveHole = copy & LeaseAsk.mayHaveHoleBit != 0
                 }
+                var config: ShardConfig?
+                if withConfig {
+                    guard let decoded = shardConfig() else { return nil }
+                    config = decoded
+                }
                 asks.append(LeaseAsk(shard: shard, term: term, lastVersion: EntryVersion(term: lastTerm, seq: lastSeq),
-                                     mayHaveHole: mayHaveHole))
+                                     mayHaveHole: mayHaveHole, config: config))
             }
-            return withCopyState
-                ? .requestWithCopyState(round: round, life: life, durationMs: durationMs, asks: asks)
-                : .request(round: round, life: life, durationMs: durationMs, asks: asks)
-        case .reply:
+            switch type {
+            case .requestWithConfig: return .requestWithConfig(round: round, life: life, durationMs: durationMs, asks: asks)
+            case .requestWithCopyState: return .requestWithCopyState(round: round, life: life, durationMs: durationMs, asks: asks)
+            default: return .request(round: round, life: life, durationMs: durationMs, asks: asks)
+            }
+        case .reply, .replyWithConfig:
+            let withConfig = type == .replyWithConfig
             guard let count = u16(), count > 0 else { return nil }
             var answers: [LeaseAnswer] = []
             answers.reserveCapacity(min(Int(count), 256))
@@ -277,10 +345,62 @@ extension ByteReader {
                       let term = u32(), term > 0, let verdictByte = u8(),
                       let verdict = LeaseVerdict(rawValue: verdictByte), let voterTerm = u32(),
                       let grantedTerm = u32(), grantedTerm <= voterTerm else { return nil }
+                var config: ShardConfig?
+                if withConfig {
+                    // A config comes with `configStale` and only with it; the
+                    // older reply has no room for one, so no such verdict.
+                    guard let decoded = shardConfig(), (decoded != nil) == (verdict == .configStale) else { return nil }
+                    config = decoded
+                } else if verdict == .configStale {
+                    return nil
+                }
                 answers.append(LeaseAnswer(shard: shard, term: term, verdict: verdict, voterTerm: voterTerm,
-                                           grantedTerm: grantedTerm))
+                                           grantedTerm: grantedTerm, config: config))
             }
-            return .reply(round: round, life: life, answers: answers)
+            return withConfig ? .replyWithConfig(round: round, life: life, answers: answers)
+                : .reply(round: round, life: life, answers: answers)
         }
+    }
+
+    /// A config field: `.some(nil)` for epoch 0 (none), nil when malformed
+    /// (a set empty, too long or naming a node twice: `ShardConfig.init`).
+    mutating func shardConfig() -> ShardConfig?? {
+        guard let epoch = u32() else { return nil }
+        if epoch == 0 { return .some(nil) }
+        guard let voters = nodeIDs(), let outgoingCount = u8() else { return nil }
+        var outgoing: [NodeID]?
+        if outgoingCount > 0 {
+            guard let nodes = nodeIDs(count: outgoingCount) else { return nil }
+            outgoing = nodes
+        }
+        guard let config = ShardConfig(epoch: epoch, voters: voters, outgoing: outgoing) else { return nil }
+        return .some(config)
+    }
+
+    private mutating func nodeIDs(count known: UInt8? = nil) -> [NodeID]? {
+        guard let count = known ?? u8() else { return nil }
+        var nodes: [NodeID] = []
+        for _ in 0..<count {
+            guard let node = nodeID() else { return nil }
+            nodes.append(node)
+        }
+        return nodes
+    }
+}
+
+extension ByteWriter {
+    /// See `LeaseCodec`: epoch 0 alone for no config.
+    mutating func config(_ config: ShardConfig?) {
+        guard let config else {
+            u32(0)
+            return
+        }
+        precondition(config.voters.count <= Int(UInt8.max) && (config.outgoing?.count ?? 0) <= Int(UInt8.max),
+                     "a replica set names at most 255 nodes")
+        u32(config.epoch)
+        u8(UInt8(config.voters.count))
+        for node in config.voters { string(node.name) }
+        u8(UInt8(config.outgoing?.count ?? 0))
+        for node in config.outgoing ?? [] { string(node.name) }
     }
 }

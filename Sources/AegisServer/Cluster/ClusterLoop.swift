@@ -1052,6 +1052,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         if buildsChanged {
             buildsChanged = false
             leases.peersDecodingCopyState(buildOf.compactMap { $0.value.capabilities.contains(.leaseCopyState) ? $0.key : nil })
+            leases.peersDecodingConfig(buildOf.compactMap { $0.value.capabilities.contains(.leaseConfig) ? $0.key : nil })
         }
         // Once per pass, so that a hello and the frame after it, read
         // together, never switch enforcement on and off in between.

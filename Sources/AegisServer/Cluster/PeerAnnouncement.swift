@@ -38,11 +38,15 @@ struct PeerAnnouncement: Equatable {
         /// say the asker's copy may have a hole); 0.2.0 does not, and is sent
         /// the older request form.
         static let leaseCopyState = Capabilities(rawValue: 1 << 1)
+        /// Decodes `LeaseMessageType.requestWithConfig` and `replyWithConfig`
+        /// (asks and answers that carry the shard's replica configuration,
+        /// docs/shard-movement.md); 0.2.x does not.
+        static let leaseConfig = Capabilities(rawValue: 1 << 2)
     }
 
     var version: String
     var commit: String
-    var capabilities: Capabilities = [.leases, .leaseCopyState]
+    var capabilities: Capabilities = [.leases, .leaseCopyState, .leaseConfig]
 
     /// The whole frame: length prefix, then the payload with its MAC.
     func frame(_ authenticator: GossipAuthenticator) -> [UInt8] {

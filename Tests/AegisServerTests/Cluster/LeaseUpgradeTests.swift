@@ -149,10 +149,11 @@ import Testing
         #expect(log.matching("no member runs a release before leases any more").count == 1)
     }
 
-    /// Lease asks go in the form each peer decodes: with the copy state to a
-    /// peer whose build announces it, in the 0.2.0 form (which that release
-    /// decodes, and which says nothing of the copy) to the others.
-    @Test func leaseAsksCarryTheCopyStateOnlyToPeersThatDecodeIt() throws {
+    /// Lease asks go in the form each peer decodes: with the config (and the
+    /// copy state) to a peer whose build announces the config, with the copy
+    /// state to one that announces only that, in the 0.2.0 form (which that
+    /// release decodes, and which says nothing of the copy) to the others.
+    @Test func leaseAsksCarryTheCopyStateAndConfigOnlyToPeersThatDecodeThem() throws {
         let log = LogLines()
         let (driver, _, directory) = try Self.driver(hasSeeds: true, log: log)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -183,6 +184,13 @@ import Testing
             now += 1000
         }
         #expect(seen == [.requestWithCopyState])
+        driver.peersDecodingConfig(["node-a"])
+        seen = []
+        while seen.isEmpty && now < 180_000 {
+            seen = requestTypes(at: now)
+            now += 1000
+        }
+        #expect(seen == [.requestWithConfig])
     }
 
     /// A node alone without seeds enforces nothing either way; once it sees

@@ -231,6 +231,12 @@ final class LeaseDriver {
         machine.peersDecodingCopyState(Set(names.compactMap { NodeID($0) }))
     }
 
+    /// The peers whose build announces they decode lease asks and answers
+    /// with the replica configuration; the others are sent older forms.
+    func peersDecodingConfig(_ names: [String]) {
+        machine.peersDecodingConfig(Set(names.compactMap { NodeID($0) }))
+    }
+
     // MARK: - Carrying out actions
 
     private func step(_ event: LeaseEvent, nowMs: Int64) -> [(NodeID, [UInt8])] {
@@ -299,6 +305,8 @@ final class LeaseDriver {
                 logger.notice("lease term changed", metadata: [
                     "shard": "\(shard)", "old_term": "\(old)", "new_term": "\(new)", "reason": "\(reason)",
                 ])
+            case let .configCommitted(shard, config):
+                logger.notice("leases: shard \(shard) replica set committed: \(config)")
             case let .log(level, text):
                 switch level {
                 case .info: logger.info("\(text)")
