@@ -86,21 +86,28 @@ public struct Scenario: Sendable, Equatable {
         /// `configStale` answers. Off, no shard has one, as in the server
         /// until shard movement sets them.
         public var configs = false
+        /// With `configs`: before the heal, holders move shards to random new
+        /// voters (as the shard mover will): the newcomers get the holder's
+        /// copy by a model stream and its writes after it, then the holder
+        /// proposes the change (`LeaseEvent.proposeConfig`). W = 2 is counted
+        /// in each set of the holder's configuration.
+        public var configChanges = false
 
         public init(quickRestarts: Bool = false, restartCascades: Bool = false, crashKeepsOnlyTheLog: Bool = false,
-                    strictKeepers: Bool = false, configs: Bool = false) {
+                    strictKeepers: Bool = false, configs: Bool = false, configChanges: Bool = false) {
             self.quickRestarts = quickRestarts
             self.restartCascades = restartCascades
             self.crashKeepsOnlyTheLog = crashKeepsOnlyTheLog
             self.strictKeepers = strictKeepers
-            self.configs = configs
+            self.configs = configs || configChanges
+            self.configChanges = configChanges
         }
 
         /// The `aegiskv-sim` flags that ask for these options, each with a leading space.
         public var flags: String {
             [(quickRestarts, " --quick-restarts"), (restartCascades, " --restart-cascades"),
              (crashKeepsOnlyTheLog, " --crash-keeps-only-the-log"), (strictKeepers, " --strict-keepers"),
-             (configs, " --configs")]
+             (configs && !configChanges, " --configs"), (configChanges, " --config-changes")]
                 .filter(\.0).map(\.1).joined()
         }
     }
@@ -140,11 +147,17 @@ public struct Scenario: Sendable, Equatable {
     /// election timeouts (two ranks), a candidate that is behind stands back
     /// (one lease and RF + 1 election timeouts), and up to two campaigns are
     /// refused (a stale term, a split vote) and backed off by up to two
-    /// leases each, each retry waiting for the next tick.
+    /// leases each, each retry waiting for the next tick. With
+    /// `configChanges` a shard may be left in a joint configuration, whose
+    /// voters are up to twice the replication factor: the rank waits and the
+    /// stand-back of a candidate that is behind (a new voter that missed the
+    /// old holder's last writes) grow with them.
     public var leaseLivenessBoundMs: Int64 {
         let margin = LeaseSettings.marginMs(for: leases.durationMs, clockDriftBoundPPM: leases.clockDriftBoundPPM)
-        return 2 * (leases.durationMs + margin) + 2 * leases.electionTimeoutMs
-            + (leases.durationMs + Int64(leases.replicationFactor + 1) * leases.electionTimeoutMs)
+        let voters = Int64(leases.replicationFactor) * (options.configChanges ? 2 : 1)
+        let rankWaits = options.configChanges ? voters - 1 : 2
+        return 2 * (leases.durationMs + margin) + rankWaits * leases.electionTimeoutMs
+            + (leases.durationMs + (voters + 1) * leases.electionTimeoutMs)
             + 2 * 2 * leases.durationMs + 2 * leases.tickIntervalMs
     }
 

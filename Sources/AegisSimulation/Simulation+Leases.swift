@@ -228,12 +228,15 @@ extension Simulation {
     /// Invariant: liveness once membership has agreed.
     func checkLeaseLiveness() {
         for shard in 0..<leasePlacement.numShards {
-            let owners = leasePlacement.owners(ofShard: shard)
+            // With configurations: the newest a running node knows, which its
+            // asks hand on to every voter they reach.
+            let config = newestRunningConfig(shard)
+            let owners = config?.everyVoter ?? leasePlacement.owners(ofShard: shard)
             let eligible = owners.filter { owner in
                 guard let index = nodeIndex(owner) else { return false }
                 return nodes[index].isRunning && !nodes[index].emptyLearner
             }
-            guard eligible.count >= owners.count / 2 + 1 else { continue }
+            guard config.map({ $0.isMajority(Set(eligible)) }) ?? (eligible.count >= owners.count / 2 + 1) else { continue }
             let someoneHolds = nodes.indices.contains { index in
                 nodes[index].lease?.holdsLease(shard, now: leaseClock(index)) == true
             }
@@ -283,8 +286,8 @@ extension Simulation {
             let holderComplete = nodes[index].completeThrough[shard]
             leaseStep(index, .localVersion(shard: shard, version: version, now: clock))
             trace.mix(19, UInt64(index), UInt64(shard) << 32 | version.seq)
-            for owner in leasePlacement.owners(ofShard: shard) {
-                guard let follower = nodeIndex(owner), follower != index else { continue }
+            if scenario.options.configChanges { moveShard(shard, holder: index) }
+            for follower in replicationTargets(shard, holder: index) where follower != index {
                 sendModel(.replicate(to: follower, from: index, shard: shard, version: version, holderComplete: holderComplete),
                           from: index, to: follower)
             }
@@ -310,7 +313,7 @@ extension Simulation {
             if !chainContinues { leaseStep(index, .copyComplete(shard: shard, now: leaseClock(index))) }
         }
         guard nodes[index].shardVersions[shard] >= version else { return }
-        sendModel(.replicaAck(to: primary, shard: shard, version: version, life: nodes[primary].lifeIncarnation),
+        sendModel(.replicaAck(to: primary, from: index, shard: shard, version: version, life: nodes[primary].lifeIncarnation),
                   from: index, to: primary)
     }
 
@@ -345,7 +348,10 @@ extension Simulation {
     func checkAcknowledgedWritesKept(_ shard: Int, by index: Int) {
         let acknowledged = acknowledgedVersions[shard]
         guard acknowledged > .zero, nodes[index].completeThrough[shard] < acknowledged else { return }
-        let keepers = leasePlacement.owners(ofShard: shard).filter { owner in
+        // With configurations, the winner's voters: a write on a node outside
+        // them (a newcomer of an aborted move) is on no majority that elects.
+        let voters = nodes[index].lease?.config(ofShard: shard)?.everyVoter ?? leasePlacement.owners(ofShard: shard)
+        let keepers = voters.filter { owner in
             guard let replica = nodeIndex(owner) else { return false }
             if scenario.strictKeepers && !nodes[replica].isRunning { return false }
             let holds = nodes[replica].isRunning || !scenario.crashKeepsOnlyTheLog

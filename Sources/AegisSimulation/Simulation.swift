@@ -76,6 +76,8 @@ public struct SimulationReport: Sendable {
     public var configsAdopted = 0
     /// Lease rounds won under a configuration new to the winner.
     public var configsCommitted = 0
+    /// `--config-changes`: changes holders proposed after the model stream.
+    public var configChangesProposed = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -107,7 +109,11 @@ public final class Simulation {
         /// The replication model: a holder's newest (term, seq) for a shard
         /// reaches a follower, and the follower's acknowledgement comes back.
         case replicate(to: Int, from: Int, shard: Int, version: EntryVersion, holderComplete: EntryVersion)
-        case replicaAck(to: Int, shard: Int, version: EntryVersion, life: UInt64)
+        case replicaAck(to: Int, from: Int, shard: Int, version: EntryVersion, life: UInt64)
+        /// `--config-changes`: the holder's copy of a shard reaches a newcomer
+        /// (a shard stream, in one step), and its acknowledgement comes back.
+        case modelStream(to: Int, from: Int, shard: Int, version: EntryVersion, complete: EntryVersion, move: UInt64)
+        case streamAck(to: Int, from: Int, shard: Int, move: UInt64, life: UInt64)
     }
 
     struct SimNode {
@@ -189,6 +195,13 @@ public final class Simulation {
     var termHolders: [UInt64: Int] = [:]
     /// (shard << 32 | epoch) → the configuration committed at that epoch.
     var committedConfigs: [UInt64: ShardConfig] = [:]
+    /// `--config-changes`: per shard, the move its holder has under way.
+    var moves: [Int: ShardMove] = [:]
+    var nextMove: UInt64 = 1
+    /// Per shard, per node: the newest version it acknowledged (W per set).
+    var acknowledgedBy: [[Int: EntryVersion]]
+    /// Drawn from only with `--config-changes`, so other runs keep their traces.
+    var moveRandom: ClusterRandom
     /// Per shard, the newest version acknowledged at W = 2 (the holder and
     /// one follower had it when the write's reply would have gone out).
     var acknowledgedVersions: [EntryVersion]
@@ -202,6 +215,8 @@ public final class Simulation {
         self.network = ClusterRandom(seed: scenario.seed ^ 0x4E37_0000_0000_0001)
         let leases = scenario.leases
         self.acknowledgedVersions = Array(repeating: .zero, count: Int(leases.numShards))
+        self.acknowledgedBy = Array(repeating: [:], count: Int(leases.numShards))
+        self.moveRandom = ClusterRandom(seed: scenario.seed ^ 0x00C0_FF1C_0000_0003)
         self.leaseParameters = ClusterParameters(numShards: leases.numShards, virtualNodes: leases.virtualNodes,
                                                  replicationFactor: leases.replicationFactor)
         // Cannot fail: 3 to 16 members and fixed, in-range parameters.
@@ -372,13 +387,18 @@ public final class Simulation {
             guard nodes[index].isRunning else { return }
             if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
             applyReplicated(shard, version: version, holderComplete: holderComplete, at: index, from: from)
-        case let .replicaAck(index, shard, version, life):
+        case let .replicaAck(index, from, shard, version, life):
             guard nodes[index].isRunning, nodes[index].lifeIncarnation == life else { return }
             if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
-            if version > acknowledgedVersions[shard] {
-                acknowledgedVersions[shard] = version
-                report.writesAcknowledged += 1
-            }
+            acknowledged(shard, version: version, by: from, at: index)
+        case let .modelStream(index, from, shard, version, complete, move):
+            guard nodes[index].isRunning else { return }
+            if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
+            receiveModelStream(shard, version: version, complete: complete, at: index, from: from, move: move)
+        case let .streamAck(index, from, shard, move, life):
+            guard nodes[index].isRunning, nodes[index].lifeIncarnation == life else { return }
+            if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
+            streamAcknowledged(shard, by: from, at: index, move: move)
         }
     }
 

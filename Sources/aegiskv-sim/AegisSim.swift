@@ -74,12 +74,16 @@ struct AegisSim: ParsableCommand {
     @Flag(help: "Start every node with each shard's replica configuration persisted (epoch 1, the placement's owners), as a founded cluster: majorities counted over configs, asks carrying them.")
     var configs = false
 
+    @Flag(help: "Implies --configs: holders move shards to random new voters before the heal (model stream, then the joint and final steps), W = 2 counted in each set.")
+    var configChanges = false
+
     @Flag(help: "Print each scenario and every violation.")
     var verbose = false
 
     var options: Scenario.Options {
         Scenario.Options(quickRestarts: quickRestarts, restartCascades: restartCascades,
-                         crashKeepsOnlyTheLog: crashKeepsOnlyTheLog, strictKeepers: strictKeepers, configs: configs)
+                         crashKeepsOnlyTheLog: crashKeepsOnlyTheLog, strictKeepers: strictKeepers, configs: configs,
+                         configChanges: configChanges)
     }
 
     mutating func validate() throws {
@@ -125,7 +129,7 @@ struct AegisSim: ParsableCommand {
         print("crash -> first suspect: \(Distribution(report.suspectDelaysMs).summary)")
         print("crash -> first dead: \(Distribution(report.deadDelaysMs).summary)")
         print("false dead verdicts: \(report.falseDeaths), false suspect verdicts: \(report.falseSuspicions)")
-        print("leases acquired \(report.leasesAcquired), term changes \(report.termChanges), corrupted lease frames refused \(report.corruptLeaseFramesRefused), restarted copies replayed whole \(report.replayedWholeCopies), configs adopted \(report.configsAdopted)")
+        print("leases acquired \(report.leasesAcquired), term changes \(report.termChanges), corrupted lease frames refused \(report.corruptLeaseFramesRefused), restarted copies replayed whole \(report.replayedWholeCopies), configs adopted \(report.configsAdopted), config changes proposed \(report.configChangesProposed), configs committed \(report.configsCommitted)")
         for violation in report.violations { print("VIOLATION \(violation)") }
         if !report.passed { print("replay: \(replayCommand(seed, kind: kind))") }
         print("seed \(seed) trace \(hex(report.traceHash)) \(report.passed ? "ok" : "FAILED")")
@@ -161,7 +165,7 @@ struct AegisSim: ParsableCommand {
         print("corrupted frames refused: \(reports.map(\.corruptFramesRefused).reduce(0, +)) membership, \(reports.map(\.corruptLeaseFramesRefused).reduce(0, +)) lease")
         let faults = reports.map { $0.scenario.faults.count + $0.scenario.wipedRestarts.count }.reduce(0, +)
         print("faults injected: \(faults) (partitions, crashes, wiped restarts, pauses, leaves, overloads, lagging reactors; plus loss, duplication, corruption, drift and ±60 s lease clock skew in every seed)")
-        print("leases acquired: \(reports.map(\.leasesAcquired).reduce(0, +)), term changes: \(reports.map(\.termChanges).reduce(0, +)), restarted copies replayed whole: \(reports.map(\.replayedWholeCopies).reduce(0, +)), configs adopted: \(reports.map(\.configsAdopted).reduce(0, +))")
+        print("leases acquired: \(reports.map(\.leasesAcquired).reduce(0, +)), term changes: \(reports.map(\.termChanges).reduce(0, +)), restarted copies replayed whole: \(reports.map(\.replayedWholeCopies).reduce(0, +)), configs adopted: \(reports.map(\.configsAdopted).reduce(0, +)), config changes proposed: \(reports.map(\.configChangesProposed).reduce(0, +)), configs committed: \(reports.map(\.configsCommitted).reduce(0, +))")
         if again.traceHash != reports[0].traceHash { failed.append(again) }
         print("\(list.count) seeds in \(String(format: "%.1f", seconds)) s: \(list.count - failed.count) passed, \(failed.count) failed (first seed \(first))")
         if !failed.isEmpty { throw ExitCode.failure }

@@ -355,7 +355,7 @@ import Testing
         #expect(cluster.machines[2].config(ofShard: shard).map { $0.epoch >= 2 } == true)
     }
 
-    @Test func aHolderTheNewSetLeavesOutLetsGoAndANewVoterFinishesTheChange() {
+    @Test func aHolderTheNewSetLeavesOutHoldsUntilItReleasesAndANewVoterFinishesTheChange() {
         var cluster = Self.founded()
         var heldBack: [(from: Int, to: Int, frame: [UInt8])] = []
         var now = LeaseCluster.quietEnd
@@ -365,12 +365,22 @@ import Testing
         }
         let target = LeaseConfigTests.nodes(1, 2, 3)
         cluster.step(0, .proposeConfig(shard: shard, voters: target, now: now))
-        while now <= LeaseCluster.quietEnd + 40_000 {
+        let proposedAt = now
+        while now <= proposedAt + 10_000 {
             tick(&cluster, at: now, trouble: .none, troubled: false, heldBack: &heldBack)
             now += LeaseCluster.tickMs
         }
-        #expect(cluster.log[0].contains(.leaseLost(shard: shard, reason: .notReplica)), "node0 let go once the joint step was committed")
+        // The joint step is committed; node0 keeps the lease (its writes go
+        // on reaching the new voters) until it is told to let go.
         #expect(committed(cluster, 0).last?.isJoint == true)
+        #expect(cluster.machines[0].mustHandOff(shard, now: now))
+        #expect(cluster.holders(shard, at: now) == [0])
+        cluster.step(0, .release(shard: shard, now: now))
+        #expect(cluster.log[0].contains(.leaseLost(shard: shard, reason: .released)))
+        while now <= proposedAt + 40_000 {
+            tick(&cluster, at: now, trouble: .none, troubled: false, heldBack: &heldBack)
+            now += LeaseCluster.tickMs
+        }
         #expect(cluster.holders(shard, at: now - LeaseCluster.tickMs) == [1], "the new set's first voter was elected")
         #expect(committed(cluster, 1).last == ShardConfig(epoch: 3, voters: target), "and finished the change")
     }

@@ -79,4 +79,46 @@ import Testing
         #expect(violations.contains { $0.contains("before persisting") })
         #expect(violations.contains { $0.contains("empty learner") })
     }
+
+    /// `--config-changes`: holders move shards to new voters through the
+    /// joint step under a crash, a partition and loss, and every invariant
+    /// (one config committed per epoch, on a majority of each set; W = 2
+    /// counted per set) holds.
+    @Test func configChangesUnderFaultsKeepEveryLeaseInvariant() {
+        var scenario = Scenario.generate(seed: 77, kind: .mild)
+        scenario.options = Scenario.Options(configChanges: true)
+        scenario.lossRate = 0.05
+        scenario.faults = [
+            .crash(node: 0, at: 14_000, restartAt: 24_000),
+            .partition(from: [2], to: Array(3..<scenario.nodeCount), at: 20_000, until: 30_000),
+            .partition(from: Array(3..<scenario.nodeCount), to: [2], at: 20_000, until: 30_000),
+        ]
+        let report = Simulation(scenario: scenario).run()
+        #expect(report.violations.isEmpty, "\(report.violations)")
+        #expect(report.configChangesProposed > 0)
+        // Each change commits its joint and its final config on every node
+        // that wins under them; founding's epoch 1 is committed too.
+        #expect(report.configsCommitted > report.configChangesProposed)
+    }
+
+    @Test func theCheckerCatchesTwoConfigsCommittedAtOneEpochAndAConfigGoingBack() {
+        let simulation = quietSimulation()
+        let ids = simulation.nodes.prefix(3).map(\.nodeID)
+        let first = ShardConfig(epoch: 2, voters: ids)!
+        let other = ShardConfig(epoch: 2, voters: Array(ids.reversed()))!
+        for index in 0..<3 { simulation.nodes[index].disk[4] = PersistedTerm(term: 3, votedFor: nil, config: first) }
+        simulation.committed(first, shard: 4, by: 0)
+        #expect(simulation.report.violations.isEmpty)
+        simulation.committed(other, shard: 4, by: 1)
+        #expect(simulation.report.violations.count == 1)
+        #expect(simulation.report.violations.last?.contains("at the same epoch") == true)
+        // Persisted by one node of three: no majority.
+        let lonely = ShardConfig(epoch: 5, voters: ids)!
+        simulation.nodes[0].disk[6] = PersistedTerm(term: 1, votedFor: nil, config: lonely)
+        simulation.committed(lonely, shard: 6, by: 0)
+        #expect(simulation.report.violations.last?.contains("persisted only by") == true)
+        simulation.persist(PersistedTerm(term: 4, votedFor: nil, config: ShardConfig(epoch: 1, voters: ids)!), shard: 4, by: 2)
+        #expect(simulation.report.violations.last?.contains("persisted config epoch 1") == true)
+        #expect(simulation.report.violations.count == 3)
+    }
 }

@@ -48,6 +48,14 @@ extension LeaseMachine {
         return config.epoch > lease.heldConfigEpoch
     }
 
+    /// Whether `proposeConfig` would start a change of the shard now: this
+    /// node holds its lease under a configuration that is committed and not
+    /// joint.
+    public func mayProposeConfig(_ shard: Int, now: Milliseconds) -> Bool {
+        guard state.shards.indices.contains(shard), let config = state.shards[shard].config else { return false }
+        return holdsLease(shard, now: now) && state.shards[shard].heldConfigEpoch == config.epoch && !config.isJoint
+    }
+
     mutating func proposeConfig(shard: Int, voters: [NodeID], now: Milliseconds, into output: inout [LeaseAction]) {
         guard state.shards.indices.contains(shard) else { return }
         let lease = state.shards[shard]
@@ -78,23 +86,43 @@ extension LeaseMachine {
     /// Called when a round is won: the configuration it was counted over is
     /// committed. A committed joint configuration is finished by whoever
     /// holds the lease: a voter of the new set asks for the new set alone; a
-    /// holder the new set leaves out lets go, and a new voter is elected
-    /// under the joint configuration and finishes it.
+    /// holder the new set leaves out keeps the lease, so that its writes
+    /// reach the new voters, until it is told to `release` it
+    /// (`mustHandOff`); a new voter is then elected under the joint
+    /// configuration and finishes it.
     mutating func configWon(_ shard: Int, into output: inout [LeaseAction]) {
         guard let config = state.shards[shard].config, config.epoch != state.shards[shard].heldConfigEpoch else { return }
         state.shards[shard].heldConfigEpoch = config.epoch
         output.append(.configCommitted(shard: shard, config: config))
-        guard config.isJoint else { return }
-        if config.voters.contains(settings.nodeID), config.epoch < UInt32.max, state.shards[shard].term < UInt32.max - 1,
-           let final = ShardConfig(epoch: config.epoch + 1, voters: config.voters) {
-            beginConfigStep(final, shard: shard, reason: "final step of the change to \(config.voters.map(\.name))", into: &output)
-        } else {
-            // Promises to this node run out before anyone else is granted;
-            // the transfer of the lease (shard-movement.md §4) is what will
-            // spare the shard that wait.
-            state.shards[shard].heldUntil = nil
-            output.append(.leaseLost(shard: shard, reason: .notReplica))
-        }
+        guard config.isJoint, config.voters.contains(settings.nodeID), config.epoch < UInt32.max,
+              state.shards[shard].term < UInt32.max - 1,
+              let final = ShardConfig(epoch: config.epoch + 1, voters: config.voters) else { return }
+        beginConfigStep(final, shard: shard, reason: "final step of the change to \(config.voters.map(\.name))", into: &output)
+    }
+
+    /// Whether this node holds the shard under a committed joint
+    /// configuration whose new voters leave it out: the change is finished
+    /// by one of them once this node lets go (`LeaseEvent.release`).
+    public func mustHandOff(_ shard: Int, now: Milliseconds) -> Bool {
+        guard state.shards.indices.contains(shard), let config = state.shards[shard].config else { return false }
+        return holdsLease(shard, now: now) && state.shards[shard].heldConfigEpoch == config.epoch && config.isJoint
+            && !config.voters.contains(settings.nodeID)
+    }
+
+    /// Gives the lease up. Its own promise to itself goes with it: it writes
+    /// nothing more at its term, so it may grant the next holder at once.
+    /// The other voters' promises to it still run out first; the transfer of
+    /// the lease (shard-movement.md §4) is what will spare the shard that wait.
+    mutating func release(_ shard: Int, now: Milliseconds, into output: inout [LeaseAction]) {
+        guard state.shards.indices.contains(shard), state.shards[shard].heldUntil != nil else { return }
+        state.shards[shard].heldUntil = nil
+        if state.shards[shard].grantee == settings.nodeID { state.shards[shard].grantExpiresAt = .min }
+        // Its granters' promises do not bind it: it stands back as long as a
+        // candidate told it is behind does, so that a new voter is elected.
+        let standBack = settings.leaseDurationMs + Int64(replicaSet(shard).count + 1) * settings.electionTimeoutMs
+        state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
+        output.append(.leaseLost(shard: shard, reason: .released))
+        output.append(.log(.notice, "leases: shard \(shard) released under \(state.shards[shard].config.map(\.description) ?? "no config"), which leaves this node out"))
     }
 
     /// A voter answered `configStale` with a configuration of this node's own

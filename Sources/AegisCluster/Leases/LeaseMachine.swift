@@ -25,6 +25,10 @@ public enum LeaseEvent: Sendable {
     /// set"). Refused, with a log line, unless this node holds the shard's
     /// lease under a configuration no change is under way in.
     case proposeConfig(shard: Int, voters: [NodeID], now: Milliseconds)
+    /// The holder gives the shard's lease up now: it writes nothing more for
+    /// the shard at its term. Sent when a committed joint configuration
+    /// leaves it out and the new voters have its writes (`mustHandOff`).
+    case release(shard: Int, now: Milliseconds)
     /// This node now holds a complete copy of the shard: the holder's stream
     /// of it finished here, or (before `start`) the log replay proved the
     /// copy whole (`ReplayedCopy`). A copy that may have had a hole since a
@@ -39,12 +43,15 @@ public enum LeaseLossReason: Sendable, Equatable, CustomStringConvertible {
     case higherTerm(UInt32)
     /// The placement no longer makes this node a replica of the shard.
     case notReplica
+    /// Given up (`LeaseEvent.release`): the shard's new voters take over.
+    case released
 
     public var description: String {
         switch self {
         case .expired: "expired"
         case let .higherTerm(term): "a peer is at term \(term)"
         case .notReplica: "no longer a replica"
+        case .released: "released to the shard's new voters"
         }
     }
 }
@@ -211,6 +218,8 @@ public struct LeaseMachine: Sendable {
             placementChanged(map, now: now, into: &output)
         case let .proposeConfig(shard, voters, now):
             proposeConfig(shard: shard, voters: voters, now: now, into: &output)
+        case let .release(shard, now):
+            release(shard, now: now, into: &output)
         case .localVersion, .copyComplete:
             break
         }

@@ -1,0 +1,141 @@
+import AegisCluster
+import AegisStore
+
+/// `--config-changes`: holders move shards to new voters while the faults
+/// run, the way the shard mover will (docs/shard-movement.md §3): the
+/// newcomers get the holder's copy by a stream (one model event here, cut at
+/// the holder's newest version) and every write after it, and once each has
+/// acknowledged its stream the holder proposes the change to its lease
+/// machine, which runs the joint and final steps. A move is dropped when its
+/// holder no longer holds the shard. W = 2 is then counted in each set of
+/// the holder's configuration, so that an acknowledged write is on a
+/// majority of every set a lease can be won under.
+struct ShardMove {
+    let id: UInt64
+    let holder: Int
+    let holderLife: UInt64
+    let voters: [NodeID]
+    /// Newcomers whose stream is not acknowledged yet.
+    var waiting: Set<Int>
+    /// Newcomers: they receive the holder's writes until they are voters.
+    let newcomers: [Int]
+}
+
+extension Simulation {
+    /// Out of 1,000 holder ticks per shard, how many start a move.
+    static let movesPerThousandTicks: UInt64 = 8
+
+    /// Where the holder sends a shard's writes: its configuration's voters
+    /// (the map's owners without one) and the newcomers of its move.
+    func replicationTargets(_ shard: Int, holder: Int) -> [Int] {
+        let voters = nodes[holder].lease?.config(ofShard: shard)?.everyVoter ?? leasePlacement.owners(ofShard: shard)
+        var targets = voters.compactMap(nodeIndex)
+        if let move = moves[shard], move.holder == holder {
+            targets += move.newcomers.filter { !targets.contains($0) }
+        }
+        return targets
+    }
+
+    /// Called on each write of a holder: hands the shard to the new voters
+    /// of a committed joint configuration that leaves the holder out once
+    /// they hold its newest write, drops a move whose holder lost the shard,
+    /// and (before the heal) sometimes starts one.
+    func moveShard(_ shard: Int, holder: Int) {
+        if let lease = nodes[holder].lease, lease.mustHandOff(shard, now: leaseClock(holder)),
+           let config = lease.config(ofShard: shard) {
+            let newest = nodes[holder].shardVersions[shard]
+            let caughtUp = config.voters.allSatisfy { voter in
+                nodeIndex(voter).map { (acknowledgedBy[shard][$0] ?? .zero) >= newest } == true
+            }
+            if caughtUp { leaseStep(holder, .release(shard: shard, now: leaseClock(holder))) }
+            return
+        }
+        if let move = moves[shard], move.holder != holder || nodes[holder].lifeIncarnation != move.holderLife {
+            moves[shard] = nil
+        }
+        guard moves[shard] == nil, now < scenario.healAt, let lease = nodes[holder].lease,
+              lease.mayProposeConfig(shard, now: leaseClock(holder)), let current = lease.config(ofShard: shard),
+              UInt64.random(in: 0..<1000, using: &moveRandom) < Self.movesPerThousandTicks else { return }
+        var voters = nodes.indices.map { nodes[$0].nodeID }
+        voters.shuffle(using: &moveRandom)
+        voters = Array(voters.prefix(current.voters.count))
+        guard Set(voters) != Set(current.voters) else { return }
+        let newcomers = voters.compactMap(nodeIndex).filter { !current.everyVoter.contains(nodes[$0].nodeID) }
+        let move = ShardMove(id: nextMove, holder: holder, holderLife: nodes[holder].lifeIncarnation, voters: voters,
+                             waiting: Set(newcomers), newcomers: newcomers)
+        nextMove += 1
+        moves[shard] = move
+        trace.mix(21, UInt64(holder), UInt64(shard) << 32 | move.id)
+        if newcomers.isEmpty { proposeMove(shard) }
+        let version = nodes[holder].shardVersions[shard]
+        for newcomer in newcomers {
+            sendModel(.modelStream(to: newcomer, from: holder, shard: shard, version: version,
+                                   complete: nodes[holder].completeThrough[shard], move: move.id), from: holder, to: newcomer)
+        }
+    }
+
+    /// The stream's last slice: the newcomer's copy becomes the holder's at
+    /// the cut (`replaceForStream`, then `completeStream`).
+    func receiveModelStream(_ shard: Int, version: EntryVersion, complete: EntryVersion, at index: Int, from holder: Int,
+                            move: UInt64) {
+        if nodes[index].completeBeforeReceiving[shard] == nil {
+            nodes[index].completeBeforeReceiving[shard] = nodes[index].completeThrough[shard]
+        }
+        nodes[index].shardVersions[shard] = version
+        nodes[index].completeThrough[shard] = complete
+        nodes[index].followedSinceStart[shard] = true
+        leaseStep(index, .localVersion(shard: shard, version: version, now: leaseClock(index)))
+        leaseStep(index, .copyComplete(shard: shard, now: leaseClock(index)))
+        sendModel(.streamAck(to: holder, from: index, shard: shard, move: move, life: nodes[holder].lifeIncarnation),
+                  from: index, to: holder)
+    }
+
+    func streamAcknowledged(_ shard: Int, by newcomer: Int, at holder: Int, move id: UInt64) {
+        guard var move = moves[shard], move.id == id, move.holder == holder else { return }
+        move.waiting.remove(newcomer)
+        moves[shard] = move
+        if move.waiting.isEmpty { proposeMove(shard) }
+    }
+
+    /// Every newcomer has the copy: the holder proposes, if it still may.
+    func proposeMove(_ shard: Int) {
+        guard let move = moves[shard], now < scenario.healAt,
+              nodes[move.holder].lease?.mayProposeConfig(shard, now: leaseClock(move.holder)) == true else { return }
+        report.configChangesProposed += 1
+        leaseStep(move.holder, .proposeConfig(shard: shard, voters: move.voters, now: leaseClock(move.holder)))
+    }
+
+    /// A follower's acknowledgement: with configurations, a version is at
+    /// W = 2 once the holder and one more voter of each set of the holder's
+    /// configuration hold it (a newcomer's counts in no set it is not in);
+    /// without them, one follower's acknowledgement makes it.
+    func acknowledged(_ shard: Int, version: EntryVersion, by follower: Int, at holder: Int) {
+        acknowledgedBy[shard][follower] = max(acknowledgedBy[shard][follower] ?? .zero, version)
+        guard scenario.options.configs, let config = nodes[holder].lease?.config(ofShard: shard) else {
+            if version > acknowledgedVersions[shard] {
+                acknowledgedVersions[shard] = version
+                report.writesAcknowledged += 1
+            }
+            return
+        }
+        guard version > acknowledgedVersions[shard] else { return }
+        let holderID = nodes[holder].nodeID
+        let sets = [config.voters] + (config.outgoing.map { [$0] } ?? [])
+        let atTwo = sets.allSatisfy { set in
+            let holding = set.filter { node in
+                node == holderID || nodeIndex(node).map { (acknowledgedBy[shard][$0] ?? .zero) >= version } == true
+            }
+            return holding.count >= min(2, set.count)
+        }
+        if atTwo {
+            acknowledgedVersions[shard] = version
+            report.writesAcknowledged += 1
+        }
+    }
+
+    /// The newest configuration of the shard any running node holds.
+    func newestRunningConfig(_ shard: Int) -> ShardConfig? {
+        nodes.indices.compactMap { nodes[$0].isRunning ? nodes[$0].lease?.config(ofShard: shard) : nil }
+            .max { $0.epoch < $1.epoch }
+    }
+}
