@@ -36,18 +36,14 @@ extension Simulation {
         return targets
     }
 
-    /// Called on each write of a holder: hands the shard to the new voters
-    /// of a committed joint configuration that leaves the holder out once
-    /// they hold its newest write, drops a move whose holder lost the shard,
-    /// and (before the heal) sometimes starts one.
+    /// Called on each lease tick of a holder: hands the shard to a new voter
+    /// of a committed joint configuration that leaves the holder out, drops
+    /// a move whose holder lost the shard, and (before the heal) sometimes
+    /// starts one.
     func moveShard(_ shard: Int, holder: Int) {
         if let lease = nodes[holder].lease, lease.mustHandOff(shard, now: leaseClock(holder)),
            let config = lease.config(ofShard: shard) {
-            let newest = nodes[holder].shardVersions[shard]
-            let caughtUp = config.voters.allSatisfy { voter in
-                nodeIndex(voter).map { (acknowledgedBy[shard][$0] ?? .zero) >= newest } == true
-            }
-            if caughtUp { leaseStep(holder, .release(shard: shard, now: leaseClock(holder))) }
+            handOff(shard, holder: holder, to: config.voters)
             return
         }
         if let move = moves[shard], move.holder != holder || nodes[holder].lifeIncarnation != move.holderLife {
@@ -95,6 +91,43 @@ extension Simulation {
         move.waiting.remove(newcomer)
         moves[shard] = move
         if move.waiting.isEmpty { proposeMove(shard) }
+    }
+
+    /// The hand-off as the server will run it (docs/shard-movement.md §4):
+    /// the holder picks the first running voter of the new set that holds
+    /// all it acknowledged, stops writing the shard (`writeAsHolder` skips a
+    /// shard being handed off: the freeze), sends it its newest write (the
+    /// flush), and releases once the target acknowledged it; a target that
+    /// has not within two lease ticks is given up and another picked at the
+    /// next tick.
+    func handOff(_ shard: Int, holder: Int, to voters: [NodeID]) {
+        guard let lease = nodes[holder].lease else { return }
+        let clock = leaseClock(holder)
+        let newest = nodes[holder].shardVersions[shard]
+        if let target = lease.handingOff(shard, now: clock), let index = nodeIndex(target) {
+            if (acknowledgedBy[shard][index] ?? .zero) >= newest {
+                report.handOffsReleased += 1
+                handOffFlights[shard] = nil
+                leaseStep(holder, .release(shard: shard, now: clock))
+            } else if now >= (handOffFlights[shard]?.since ?? now) + 2 * scenario.leases.tickIntervalMs {
+                handOffFlights[shard] = nil
+                leaseStep(holder, .abortHandOff(shard: shard, now: clock))
+            }
+            return
+        }
+        let acknowledged = acknowledgedVersions[shard]
+        guard let target = voters.first(where: { voter in
+            nodeIndex(voter).map { nodes[$0].isRunning && !nodes[$0].emptyLearner
+                && (acknowledgedBy[shard][$0] ?? .zero) >= acknowledged } == true
+        }) else { return }
+        report.handOffsStarted += 1
+        leaseStep(holder, .handOff(shard: shard, to: target, now: clock))
+        guard let term = nodes[holder].lease?.heldTerm(ofShard: shard, now: clock),
+              nodes[holder].lease?.handingOff(shard, now: clock) != nil, let index = nodeIndex(target) else { return }
+        handOffFlights[shard] = (holder, index, term, now)
+        // The flush: the newest write goes to the target at once.
+        sendModel(.replicate(to: index, from: holder, shard: shard, version: newest,
+                             holderComplete: nodes[holder].completeThrough[shard]), from: holder, to: index)
     }
 
     /// Every newcomer has the copy: the holder proposes, if it still may.

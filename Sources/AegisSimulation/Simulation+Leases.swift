@@ -276,6 +276,11 @@ extension Simulation {
             // The held lease's term, not the machine's: a holder renewing at a
             // new term has not won it yet.
             guard let term = lease.heldTerm(ofShard: shard, now: clock) else { continue }
+            // Handing the shard off, the holder applies no write (the freeze).
+            if lease.handingOff(shard, now: clock) != nil {
+                if scenario.options.configChanges { moveShard(shard, holder: index) }
+                continue
+            }
             let current = nodes[index].shardVersions[shard]
             guard term >= current.term else { continue }
             let version = EntryVersion(term: term, seq: current.seq + 1)
@@ -295,7 +300,10 @@ extension Simulation {
     }
 
     func applyReplicated(_ shard: Int, version: EntryVersion, holderComplete: EntryVersion, at index: Int, from primary: Int) {
-        guard let lease = nodes[index].lease, version.term >= lease.term(ofShard: shard) else { return }
+        // A follower that voted in a newer term fences the old holder off,
+        // except the target of the holder's hand-off taking its flush.
+        let flush = handOffFlights[shard].map { $0.holder == primary && $0.target == index && $0.term == version.term } == true
+        guard let lease = nodes[index].lease, version.term >= lease.term(ofShard: shard) || flush else { return }
         let current = nodes[index].shardVersions[shard]
         if version > current {
             if nodes[index].completeBeforeReceiving[shard] == nil {

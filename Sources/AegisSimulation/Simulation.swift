@@ -78,6 +78,9 @@ public struct SimulationReport: Sendable {
     public var configsCommitted = 0
     /// `--config-changes`: changes holders proposed after the model stream.
     public var configChangesProposed = 0
+    /// Hand-offs of a lease the holders started, and released to their target.
+    public var handOffsStarted = 0
+    public var handOffsReleased = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -197,6 +200,8 @@ public final class Simulation {
     var committedConfigs: [UInt64: ShardConfig] = [:]
     /// `--config-changes`: per shard, the move its holder has under way.
     var moves: [Int: ShardMove] = [:]
+    /// Per shard: the hand-off its holder has under way, and since when.
+    var handOffFlights: [Int: (holder: Int, target: Int, term: UInt32, since: Int64)] = [:]
     var nextMove: UInt64 = 1
     /// Per shard, per node: the newest version it acknowledged (W per set).
     var acknowledgedBy: [[Int: EntryVersion]]

@@ -129,7 +129,7 @@ struct AegisSim: ParsableCommand {
         print("crash -> first suspect: \(Distribution(report.suspectDelaysMs).summary)")
         print("crash -> first dead: \(Distribution(report.deadDelaysMs).summary)")
         print("false dead verdicts: \(report.falseDeaths), false suspect verdicts: \(report.falseSuspicions)")
-        print("leases acquired \(report.leasesAcquired), term changes \(report.termChanges), corrupted lease frames refused \(report.corruptLeaseFramesRefused), restarted copies replayed whole \(report.replayedWholeCopies), configs adopted \(report.configsAdopted), config changes proposed \(report.configChangesProposed), configs committed \(report.configsCommitted)")
+        print("leases acquired \(report.leasesAcquired), term changes \(report.termChanges), corrupted lease frames refused \(report.corruptLeaseFramesRefused), restarted copies replayed whole \(report.replayedWholeCopies), configs adopted \(report.configsAdopted), config changes proposed \(report.configChangesProposed), configs committed \(report.configsCommitted), hand-offs \(report.handOffsReleased) of \(report.handOffsStarted)")
         for violation in report.violations { print("VIOLATION \(violation)") }
         if !report.passed { print("replay: \(replayCommand(seed, kind: kind))") }
         print("seed \(seed) trace \(hex(report.traceHash)) \(report.passed ? "ok" : "FAILED")")
@@ -165,7 +165,7 @@ struct AegisSim: ParsableCommand {
         print("corrupted frames refused: \(reports.map(\.corruptFramesRefused).reduce(0, +)) membership, \(reports.map(\.corruptLeaseFramesRefused).reduce(0, +)) lease")
         let faults = reports.map { $0.scenario.faults.count + $0.scenario.wipedRestarts.count }.reduce(0, +)
         print("faults injected: \(faults) (partitions, crashes, wiped restarts, pauses, leaves, overloads, lagging reactors; plus loss, duplication, corruption, drift and ±60 s lease clock skew in every seed)")
-        print("leases acquired: \(reports.map(\.leasesAcquired).reduce(0, +)), term changes: \(reports.map(\.termChanges).reduce(0, +)), restarted copies replayed whole: \(reports.map(\.replayedWholeCopies).reduce(0, +)), configs adopted: \(reports.map(\.configsAdopted).reduce(0, +)), config changes proposed: \(reports.map(\.configChangesProposed).reduce(0, +)), configs committed: \(reports.map(\.configsCommitted).reduce(0, +))")
+        print("leases acquired: \(reports.map(\.leasesAcquired).reduce(0, +)), term changes: \(reports.map(\.termChanges).reduce(0, +)), restarted copies replayed whole: \(reports.map(\.replayedWholeCopies).reduce(0, +)), configs adopted: \(reports.map(\.configsAdopted).reduce(0, +)), config changes proposed: \(reports.map(\.configChangesProposed).reduce(0, +)), configs committed: \(reports.map(\.configsCommitted).reduce(0, +)), hand-offs released: \(reports.map(\.handOffsReleased).reduce(0, +)) of \(reports.map(\.handOffsStarted).reduce(0, +))")
         if again.traceHash != reports[0].traceHash { failed.append(again) }
         print("\(list.count) seeds in \(String(format: "%.1f", seconds)) s: \(list.count - failed.count) passed, \(failed.count) failed (first seed \(first))")
         if !failed.isEmpty { throw ExitCode.failure }

@@ -109,22 +109,6 @@ extension LeaseMachine {
             && !config.voters.contains(settings.nodeID)
     }
 
-    /// Gives the lease up. Its own promise to itself goes with it: it writes
-    /// nothing more at its term, so it may grant the next holder at once.
-    /// The other voters' promises to it still run out first; the transfer of
-    /// the lease (shard-movement.md §4) is what will spare the shard that wait.
-    mutating func release(_ shard: Int, now: Milliseconds, into output: inout [LeaseAction]) {
-        guard state.shards.indices.contains(shard), state.shards[shard].heldUntil != nil else { return }
-        state.shards[shard].heldUntil = nil
-        if state.shards[shard].grantee == settings.nodeID { state.shards[shard].grantExpiresAt = .min }
-        // Its granters' promises do not bind it: it stands back as long as a
-        // candidate told it is behind does, so that a new voter is elected.
-        let standBack = settings.leaseDurationMs + Int64(replicaSet(shard).count + 1) * settings.electionTimeoutMs
-        state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
-        output.append(.leaseLost(shard: shard, reason: .released))
-        output.append(.log(.notice, "leases: shard \(shard) released under \(state.shards[shard].config.map(\.description) ?? "no config"), which leaves this node out"))
-    }
-
     /// A voter answered `configStale` with a configuration of this node's own
     /// epoch that differs from it: both were proposed, at most one can be
     /// committed, and it is not the voter's (see the type's comment). The

@@ -27,28 +27,35 @@ extension LeaseMachine {
                                mayHaveHole: lease.mayHaveHole, config: lease.config)
             for peer in replicas where peer != me { asksByPeer[peer, default: []].append(ask) }
         }
-        if !asked.isEmpty {
-            let round = state.nextRound
-            state.nextRound += 1
-            state.rounds[round] = Round(sentAt: now, asked: asked)
-            // A replica set of one is its own majority.
-            for shard in asked.keys.sorted() { countGrants(round: round, shard: shard, now: now, into: &output) }
-            for peer in asksByPeer.keys.sorted() {
-                let asks = asksByPeer[peer]!
-                let durationMs = UInt32(settings.leaseDurationMs)
-                let payload: LeasePayload = if state.configPeers.contains(peer) {
-                    .requestWithConfig(round: round, life: state.life, durationMs: durationMs, asks: asks)
-                } else if state.copyStatePeers.contains(peer) {
-                    .requestWithCopyState(round: round, life: state.life, durationMs: durationMs, asks: asks)
-                } else {
-                    .request(round: round, life: state.life, durationMs: durationMs, asks: asks)
-                }
-                let message = LeaseMessage(sender: me, payload: payload)
-                output.append(.send(frame: LeaseCodec.encode(message, parameters: settings.parameters,
-                                                             authenticator: authenticator), to: peer))
-            }
-        }
+        startRound(asked: asked, asksByPeer: asksByPeer, now: now, into: &output)
         armExpiry(into: &output)
+    }
+
+    /// Opens a round dated `now` for the shards in `asked` and sends each
+    /// peer its asks in one request, in the form it decodes (transfer asks
+    /// go only to peers that decode `requestWithConfig`).
+    mutating func startRound(asked: [Int: RoundShard], asksByPeer: [NodeID: [LeaseAsk]], now: Milliseconds,
+                             into output: inout [LeaseAction]) {
+        guard !asked.isEmpty else { return }
+        let round = state.nextRound
+        state.nextRound += 1
+        state.rounds[round] = Round(sentAt: now, asked: asked)
+        // A replica set of one is its own majority.
+        for shard in asked.keys.sorted() { countGrants(round: round, shard: shard, now: now, into: &output) }
+        for peer in asksByPeer.keys.sorted() {
+            let asks = asksByPeer[peer]!
+            let durationMs = UInt32(settings.leaseDurationMs)
+            let payload: LeasePayload = if state.configPeers.contains(peer) {
+                .requestWithConfig(round: round, life: state.life, durationMs: durationMs, asks: asks)
+            } else if state.copyStatePeers.contains(peer) {
+                .requestWithCopyState(round: round, life: state.life, durationMs: durationMs, asks: asks)
+            } else {
+                .request(round: round, life: state.life, durationMs: durationMs, asks: asks)
+            }
+            let message = LeaseMessage(sender: settings.nodeID, payload: payload)
+            output.append(.send(frame: LeaseCodec.encode(message, parameters: settings.parameters,
+                                                         authenticator: authenticator), to: peer))
+        }
     }
 
     /// Whether this tick asks for the shard: always when renewing a held
@@ -60,6 +67,10 @@ extension LeaseMachine {
         let me = settings.nodeID
         let lease = state.shards[shard]
         if lease.heldUntil != nil {
+            // Handing the shard off, the holder renews nothing: the voters
+            // have voted for the next term, and its lease runs out unless it
+            // releases the shard first.
+            if lease.handingOffTo != nil { return false }
             if lease.refusedByTerm >= lease.term, lease.refusedByTerm < UInt32.max {
                 // A replica sits at a term this lease cannot reach (its own
                 // failed campaigns, cut off in a minority): it refuses every
@@ -129,6 +140,7 @@ extension LeaseMachine {
             counters.electionsWon += 1
             output.append(.leaseAcquired(shard: shard, term: lease.term, until: until))
             state.shards[shard].heldConfigEpoch = 0
+            state.shards[shard].handingOffTo = nil
             configWon(shard, into: &output)
         }
     }
@@ -163,6 +175,10 @@ extension LeaseMachine {
                        form: message.payload.type, now: now, into: &output)
             case let .reply(round, life, answers), let .replyWithConfig(round, life, answers):
                 received(answers, from: message.sender, round: round, life: life, now: now, into: &output)
+            case let .handOffPrepare(items):
+                handOffPrepared(items, from: message.sender, now: now, into: &output)
+            case let .handOffRelease(items):
+                handOffReleased(items, from: message.sender, now: now, into: &output)
             }
         }
     }
@@ -192,6 +208,9 @@ extension LeaseMachine {
             if verdict == .granted {
                 adopt(term: ask.term, votedFor: requester, shard: shard, reason: "voted for \(requester)", into: &output)
                 promise(requester, shard: shard, durationMs: durationMs, now: now)
+            } else if verdict == .prepared {
+                prepareGrant(shard, for: requester, term: ask.term, round: round, life: life, durationMs: durationMs,
+                             into: &output)
             } else if verdict == .staleTerm {
                 counters.staleTermAsks += 1
             }
@@ -232,8 +251,10 @@ extension LeaseMachine {
         if durationMs > settings.leaseDurationMs { return .durationTooLong }
         if ask.term < lease.term { return .staleTerm }
         if now < state.quietUntil { return .restarting }
-        if promisedToAnother(requester, shard: shard, now: now)
-            && !mayAbandonCampaign(shard, for: ask) { return .leaseHeld }
+        // A transfer ask from the node the holder hands the shard to is
+        // checked like any other, and prepared rather than granted.
+        let heldByAnother = promisedToAnother(requester, shard: shard, now: now) && !mayAbandonCampaign(shard, for: ask)
+        if heldByAnother && !(ask.transfer && configKnown) { return .leaseHeld }
         let renewal = ask.term == lease.term && lease.votedFor == requester
         if ask.term == lease.term, let voted = lease.votedFor, voted != requester { return .votedOther }
         if !renewal && ask.lastVersion < lease.lastVersion { return .candidateBehind }
@@ -241,7 +262,7 @@ extension LeaseMachine {
             counters.holedCandidatesRefused += 1
             return .candidateBehind
         }
-        return .granted
+        return heldByAnother ? .prepared : .granted
     }
 
     /// A candidate whose copy may have a hole claims writes it may lack, and

@@ -29,6 +29,15 @@ public enum LeaseEvent: Sendable {
     /// the shard at its term. Sent when a committed joint configuration
     /// leaves it out and the new voters have its writes (`mustHandOff`).
     case release(shard: Int, now: Milliseconds)
+    /// The holder starts handing the shard to `to`, a voter that holds its
+    /// writes (docs/shard-movement.md §4): it renews no more, and `to` asks
+    /// the voters for the next term. `release` then lets the lease go and
+    /// turns their prepared votes into grants. Refused, with a log line,
+    /// unless this node holds the lease with half of it left.
+    case handOff(shard: Int, to: NodeID, now: Milliseconds)
+    /// The hand-off is given up (the target died or did not catch up): the
+    /// holder renews again, above the voters' new term if it must.
+    case abortHandOff(shard: Int, now: Milliseconds)
     /// This node now holds a complete copy of the shard: the holder's stream
     /// of it finished here, or (before `start`) the log replay proved the
     /// copy whole (`ReplayedCopy`). A copy that may have had a hole since a
@@ -99,6 +108,14 @@ public struct LeaseCounters: Sendable, Equatable {
     /// Configuration steps this node started as holder (joint, final, and
     /// re-proposals above a conflicting config of the same epoch).
     public internal(set) var configSteps: UInt64 = 0
+    /// Hand-offs this node started as holder, and released to their target.
+    public internal(set) var handOffsStarted: UInt64 = 0
+    public internal(set) var handOffsReleased: UInt64 = 0
+    /// Votes this node prepared for a hand-off target, and turned into grants.
+    public internal(set) var grantsPrepared: UInt64 = 0
+    public internal(set) var preparedGrantsReleased: UInt64 = 0
+    /// Hand-off frames that matched nothing (an old term, no prepared vote).
+    public internal(set) var staleHandOffs: UInt64 = 0
 
     public init() {}
 }
@@ -220,6 +237,10 @@ public struct LeaseMachine: Sendable {
             proposeConfig(shard: shard, voters: voters, now: now, into: &output)
         case let .release(shard, now):
             release(shard, now: now, into: &output)
+        case let .handOff(shard, to, now):
+            handOff(shard, to: to, now: now, into: &output)
+        case let .abortHandOff(shard, _):
+            abortHandOff(shard, into: &output)
         case .localVersion, .copyComplete:
             break
         }
@@ -461,6 +482,11 @@ struct ShardLease: Sendable, Equatable {
     var heldUntil: Milliseconds?
     /// The term of the lease `heldUntil` belongs to.
     var heldTerm: UInt32 = 0
+    /// While holding: the node this one hands the shard to (`handOff`).
+    var handingOffTo: NodeID?
+    /// As a voter: the transfer ask this node answered `prepared`, which the
+    /// holder's release turns into a grant.
+    var prepared: PreparedGrant?
     /// The epoch of the configuration the held lease was last won under (0:
     /// none yet, or no config): a config whose epoch is above it is this
     /// node's, not yet known to be on a majority.
@@ -492,6 +518,18 @@ struct ShardLease: Sendable, Equatable {
     var standBackUntil: Milliseconds = .min
     /// A failed or pending campaign is not repeated before this.
     var campaignAfter: Milliseconds = .min
+}
+
+struct PreparedGrant: Sendable, Equatable {
+    /// The node the holder hands the shard to, and the term it asked.
+    var candidate: NodeID
+    var term: UInt32
+    /// The holder this node was promised to when it prepared.
+    var holder: NodeID
+    /// The candidate's request, which the grant answers when it comes.
+    var round: UInt64
+    var life: UInt64
+    var durationMs: Int64
 }
 
 struct Round: Sendable, Equatable {

@@ -37,6 +37,19 @@ import AegisStore
 /// that announce they decode them; a voter that has a config refuses an ask
 /// in the older forms, which cannot say which voters the asker counts.
 ///
+/// The hand-off of a lease (docs/shard-movement.md §4), to the same peers:
+///
+///     handOffPrepare = count:u16 (shard:u32 term:u32)×count
+///         holder H → the node D it hands the shards to; term = H's held term T
+///     handOffRelease = count:u16 (shard:u32 term:u32 to:node lastTerm:u32 lastSeq:u64)×count
+///         H → every other voter, D included: H has let go of term T, and D holds H's
+///         writes through (lastTerm, lastSeq)
+///
+/// D's asks for T + 1 set bit 1 of the copy byte (`transfer`, defined in
+/// `requestWithConfig` only): a voter promised to another node answers
+/// `prepared` (11, in `replyWithConfig` only) instead of refusing, and turns
+/// that into a grant when H's release reaches it.
+///
 /// `life` names the requester's process life and `round` its request within
 /// that life: a reply is matched to the request it answers by both, so a
 /// reply delayed across the requester's restart is never counted as a grant
@@ -47,6 +60,8 @@ public enum LeaseMessageType: UInt8, Sendable, CaseIterable {
     case requestWithCopyState = 18
     case requestWithConfig = 19
     case replyWithConfig = 20
+    case handOffPrepare = 21
+    case handOffRelease = 22
 }
 
 /// One shard in a request: "grant me (or renew) the lease for `term`".
@@ -64,19 +79,54 @@ public struct LeaseAsk: Sendable, Equatable {
     /// The requester's replica configuration of the shard, nil when it has
     /// none (or the ask came in a form that cannot carry one).
     public var config: ShardConfig?
+    /// The holder handed the shard to the requester (`handOffPrepare`): a
+    /// voter promised to another node prepares a grant instead of refusing.
+    /// Carried by `requestWithConfig` only.
+    public var transfer: Bool
 
     public init(shard: UInt32, term: UInt32, lastVersion: EntryVersion, mayHaveHole: Bool = false,
-                config: ShardConfig? = nil) {
+                config: ShardConfig? = nil, transfer: Bool = false) {
         self.shard = shard
         self.term = term
         self.lastVersion = lastVersion
         self.mayHaveHole = mayHaveHole
         self.config = config
+        self.transfer = transfer
     }
 }
 
 extension LeaseAsk {
     static let mayHaveHoleBit: UInt8 = 1 << 0
+    static let transferBit: UInt8 = 1 << 1
+}
+
+/// One shard of a `handOffPrepare`: the holder's held term.
+public struct HandOffPrepare: Sendable, Equatable {
+    public var shard: UInt32
+    public var term: UInt32
+
+    public init(shard: UInt32, term: UInt32) {
+        self.shard = shard
+        self.term = term
+    }
+}
+
+/// One shard of a `handOffRelease`.
+public struct HandOffRelease: Sendable, Equatable {
+    public var shard: UInt32
+    /// The term the holder let go of.
+    public var term: UInt32
+    /// The node it handed the shard to.
+    public var to: NodeID
+    /// The holder's newest write, which `to` holds.
+    public var lastVersion: EntryVersion
+
+    public init(shard: UInt32, term: UInt32, to: NodeID, lastVersion: EntryVersion) {
+        self.shard = shard
+        self.term = term
+        self.to = to
+        self.lastVersion = lastVersion
+    }
 }
 
 /// Why a voter refused, or that it granted.
@@ -114,6 +164,11 @@ public enum LeaseVerdict: UInt8, Sendable, Equatable, CaseIterable, CustomString
     /// voter's. The answer carries the voter's config, which the asker adopts
     /// if newer. Sent only in `replyWithConfig`.
     case configStale = 10
+    /// A transfer ask (`LeaseAsk.transfer`) from the node the holder hands the
+    /// shard to: the voter persisted its vote for the asked term and keeps
+    /// its promise to the holder; the holder's release makes it a grant.
+    /// Sent only in `replyWithConfig`.
+    case prepared = 11
 
     public var description: String {
         switch self {
@@ -128,6 +183,7 @@ public enum LeaseVerdict: UInt8, Sendable, Equatable, CaseIterable, CustomString
         case .durationTooLong: "duration_too_long"
         case .notEnforcing: "not_enforcing"
         case .configStale: "config_stale"
+        case .prepared: "prepared"
         }
     }
 }
@@ -169,12 +225,14 @@ public enum LeasePayload: Sendable, Equatable {
     case requestWithConfig(round: UInt64, life: UInt64, durationMs: UInt32, asks: [LeaseAsk])
     /// The answer to `requestWithConfig`: `configStale` answers carry the voter's config.
     case replyWithConfig(round: UInt64, life: UInt64, answers: [LeaseAnswer])
+    case handOffPrepare([HandOffPrepare])
+    case handOffRelease([HandOffRelease])
 
     /// A request's asks in any form; nil for a reply.
     public var asks: [LeaseAsk]? {
         switch self {
         case let .request(_, _, _, asks), let .requestWithCopyState(_, _, _, asks), let .requestWithConfig(_, _, _, asks): asks
-        case .reply, .replyWithConfig: nil
+        case .reply, .replyWithConfig, .handOffPrepare, .handOffRelease: nil
         }
     }
 
@@ -182,7 +240,7 @@ public enum LeasePayload: Sendable, Equatable {
     public var answers: [LeaseAnswer]? {
         switch self {
         case let .reply(_, _, answers), let .replyWithConfig(_, _, answers): answers
-        case .request, .requestWithCopyState, .requestWithConfig: nil
+        case .request, .requestWithCopyState, .requestWithConfig, .handOffPrepare, .handOffRelease: nil
         }
     }
 
@@ -193,6 +251,8 @@ public enum LeasePayload: Sendable, Equatable {
         case .requestWithCopyState: .requestWithCopyState
         case .requestWithConfig: .requestWithConfig
         case .replyWithConfig: .replyWithConfig
+        case .handOffPrepare: .handOffPrepare
+        case .handOffRelease: .handOffRelease
         }
     }
 }
@@ -249,7 +309,10 @@ public enum LeaseCodec {
                 writer.u32(ask.term)
                 writer.u32(ask.lastVersion.term)
                 writer.u64(ask.lastVersion.seq)
-                if withCopyState { writer.u8(ask.mayHaveHole ? LeaseAsk.mayHaveHoleBit : 0) }
+                precondition(!ask.transfer || withConfig, "a transfer ask goes only in requestWithConfig")
+                if withCopyState {
+                    writer.u8((ask.mayHaveHole ? LeaseAsk.mayHaveHoleBit : 0) | (ask.transfer ? LeaseAsk.transferBit : 0))
+                }
                 if withConfig { writer.config(ask.config) }
             }
         case let .reply(round, life, answers), let .replyWithConfig(round, life, answers):
@@ -264,6 +327,23 @@ public enum LeaseCodec {
                 writer.u32(answer.voterTerm)
                 writer.u32(answer.grantedTerm)
                 if message.payload.type == .replyWithConfig { writer.config(answer.config) }
+            }
+        case let .handOffPrepare(shards):
+            precondition(!shards.isEmpty && shards.count <= Int(UInt16.max), "a hand-off names 1 to 65535 shards")
+            writer.u16(UInt16(shards.count))
+            for item in shards {
+                writer.u32(item.shard)
+                writer.u32(item.term)
+            }
+        case let .handOffRelease(releases):
+            precondition(!releases.isEmpty && releases.count <= Int(UInt16.max), "a release names 1 to 65535 shards")
+            writer.u16(UInt16(releases.count))
+            for item in releases {
+                writer.u32(item.shard)
+                writer.u32(item.term)
+                writer.string(item.to.name)
+                writer.u32(item.lastVersion.term)
+                writer.u64(item.lastVersion.seq)
             }
         }
         let bodyLength = writer.bytes.count - MessageCodec.lengthPrefixBytes + MessageCodec.tagBytes
@@ -304,9 +384,12 @@ public enum LeaseCodec {
 
 extension ByteReader {
     mutating func leasePayload(_ type: LeaseMessageType, numShards: UInt32) -> LeasePayload? {
+        if type == .handOffPrepare || type == .handOffRelease { return handOffPayload(type, numShards: numShards) }
         guard let round = u64(), let life = u64() else { return nil }
         var seen = Set<UInt32>()
         switch type {
+        case .handOffPrepare, .handOffRelease:
+            return nil
         case .request, .requestWithCopyState, .requestWithConfig:
             let withConfig = type == .requestWithConfig
             let withCopyState = withConfig || type == .requestWithCopyState
@@ -317,10 +400,14 @@ extension ByteReader {
                 guard let shard = u32(), shard < numShards, seen.insert(shard).inserted,
                       let term = u32(), term > 0, let lastTerm = u32(), let lastSeq = u64() else { return nil }
                 var mayHaveHole = false
+                var transfer = false
                 if withCopyState {
                     // Bits no release defines yet are refused, like an unknown verdict.
-                    guard let copy = u8(), copy & ~LeaseAsk.mayHaveHoleBit == 0 else { return nil }
+                    // Bit 1 (transfer) exists in requestWithConfig only.
+                    let known = LeaseAsk.mayHaveHoleBit | (withConfig ? LeaseAsk.transferBit : 0)
+                    guard let copy = u8(), copy & ~known == 0 else { return nil }
                     mayHaveHole = copy & LeaseAsk.mayHaveHoleBit != 0
+                    transfer = copy & LeaseAsk.transferBit != 0
                 }
                 var config: ShardConfig?
                 if withConfig {
@@ -328,7 +415,7 @@ extension ByteReader {
                     config = decoded
                 }
                 asks.append(LeaseAsk(shard: shard, term: term, lastVersion: EntryVersion(term: lastTerm, seq: lastSeq),
-                                     mayHaveHole: mayHaveHole, config: config))
+                                     mayHaveHole: mayHaveHole, config: config, transfer: transfer))
             }
             switch type {
             case .requestWithConfig: return .requestWithConfig(round: round, life: life, durationMs: durationMs, asks: asks)
@@ -351,7 +438,7 @@ extension ByteReader {
                     // older reply has no room for one, so no such verdict.
                     guard let decoded = shardConfig(), (decoded != nil) == (verdict == .configStale) else { return nil }
                     config = decoded
-                } else if verdict == .configStale {
+                } else if verdict == .configStale || verdict == .prepared {
                     return nil
                 }
                 answers.append(LeaseAnswer(shard: shard, term: term, verdict: verdict, voterTerm: voterTerm,
@@ -360,6 +447,25 @@ extension ByteReader {
             return withConfig ? .replyWithConfig(round: round, life: life, answers: answers)
                 : .reply(round: round, life: life, answers: answers)
         }
+    }
+
+    /// Hand-off frames: at least one shard, each in range and named once,
+    /// terms above 0.
+    mutating func handOffPayload(_ type: LeaseMessageType, numShards: UInt32) -> LeasePayload? {
+        guard let count = u16(), count > 0 else { return nil }
+        var seen = Set<UInt32>()
+        var prepares: [HandOffPrepare] = []
+        var releases: [HandOffRelease] = []
+        for _ in 0..<count {
+            guard let shard = u32(), shard < numShards, seen.insert(shard).inserted, let term = u32(), term > 0 else { return nil }
+            if type == .handOffPrepare {
+                prepares.append(HandOffPrepare(shard: shard, term: term))
+            } else {
+                guard let to = nodeID(), let lastTerm = u32(), let lastSeq = u64() else { return nil }
+                releases.append(HandOffRelease(shard: shard, term: term, to: to, lastVersion: EntryVersion(term: lastTerm, seq: lastSeq)))
+            }
+        }
+        return type == .handOffPrepare ? .handOffPrepare(prepares) : .handOffRelease(releases)
     }
 
     /// A config field: `.some(nil)` for epoch 0 (none), nil when malformed

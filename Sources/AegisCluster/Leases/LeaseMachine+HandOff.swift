@@ -1,0 +1,182 @@
+import AegisStore
+
+/// The hand-off of a lease from its holder H to a voter D that holds H's
+/// writes (docs/shard-movement.md §4, Raft's leadership transfer), so that
+/// the shard does not wait for H's promises to run out:
+///
+/// 1. `handOff`: H renews no more and sends D `handOffPrepare` with its term T.
+/// 2. D asks every voter for T + 1 with the transfer bit. A voter still
+///    promised to H (H itself included) checks the ask as any other and,
+///    rather than refusing it as `leaseHeld`, persists its vote for D at
+///    T + 1 and answers `prepared`, keeping its promise to H.
+/// 3. `release`: H lets its lease go (it writes nothing more at T) and sends
+///    `handOffRelease` to every other voter, D included (D's own vote is
+///    prepared like the others' while it is promised to H). A voter that prepared for D on H's
+///    behalf now promises D from this moment and sends D the grant, which
+///    answers D's round of step 2.
+/// 4. D holds T + 1 on a majority of grants, dated from its ask of step 2.
+///
+/// Why no two leases overlap: D's lease starts from grants that exist only
+/// after H let go (a prepared vote grants nothing), and counts from D's ask,
+/// so it ends before any granter's promise to D does. Why no write is lost:
+/// the caller freezes H's writes to the shard from `handOff` on and sends
+/// `release` only once D holds H's newest write, and D's ask is refused
+/// (`candidateBehind`) by any voter newer than it. A lost release or a dead
+/// D only costs the wait the hand-off was to spare: the promises to H run
+/// out and an election follows.
+extension LeaseMachine {
+    /// The node this one is handing the shard to, while it still holds it.
+    public func handingOff(_ shard: Int, now: Milliseconds) -> NodeID? {
+        holdsLease(shard, now: now) ? state.shards[shard].handingOffTo : nil
+    }
+
+    mutating func handOff(_ shard: Int, to target: NodeID, now: Milliseconds, into output: inout [LeaseAction]) {
+        guard state.shards.indices.contains(shard) else { return }
+        let lease = state.shards[shard]
+        func refuse(_ why: String) { output.append(.log(.info, "leases: shard \(shard) not handed to \(target): \(why)")) }
+        guard holdsLease(shard, now: now), let until = lease.heldUntil else { return refuse("this node does not hold its lease") }
+        guard target != settings.nodeID, replicaSet(shard).contains(target) else { return refuse("it is not a voter of the shard") }
+        guard state.configPeers.contains(target) else { return refuse("its build does not take hand-offs") }
+        guard lease.handingOffTo == nil else { return refuse("it is being handed to \(lease.handingOffTo!) already") }
+        // Renewals stop now: the rest of this lease is all D has to win in.
+        guard until - now >= settings.leaseDurationMs / 2 else { return refuse("less than half a lease is left; it hands off right after a renewal") }
+        state.shards[shard].handingOffTo = target
+        counters.handOffsStarted += 1
+        let message = LeaseMessage(sender: settings.nodeID, payload: .handOffPrepare([HandOffPrepare(shard: UInt32(shard), term: lease.heldTerm)]))
+        output.append(.send(frame: LeaseCodec.encode(message, parameters: settings.parameters, authenticator: authenticator), to: target))
+        output.append(.log(.notice, "leases: shard \(shard) being handed to \(target) at term \(lease.heldTerm + 1)"))
+    }
+
+    mutating func abortHandOff(_ shard: Int, into output: inout [LeaseAction]) {
+        guard state.shards.indices.contains(shard), let target = state.shards[shard].handingOffTo else { return }
+        state.shards[shard].handingOffTo = nil
+        output.append(.log(.notice, "leases: shard \(shard) hand-off to \(target) given up"))
+    }
+
+    /// D's side of step 2: one round asks every voter, with the transfer bit,
+    /// for the term above each shard's holder's. A shard this node knows a
+    /// newer term of, holds, or does not vote for is dropped.
+    mutating func handOffPrepared(_ items: [HandOffPrepare], from holder: NodeID, now: Milliseconds,
+                                  into output: inout [LeaseAction]) {
+        let me = settings.nodeID
+        let round = state.nextRound
+        var asked: [Int: RoundShard] = [:]
+        var asksByPeer: [NodeID: [LeaseAsk]] = [:]
+        for item in items {
+            let shard = Int(item.shard)
+            let lease = state.shards[shard]
+            let replicas = replicaSet(shard)
+            guard !state.emptyLearner, replicas.contains(me), replicas.contains(holder), lease.heldUntil == nil,
+                  lease.term <= item.term, item.term < UInt32.max else {
+                counters.staleHandOffs += 1
+                continue
+            }
+            // Its own vote is a voter's like any other: promised to the
+            // holder (it granted the holder's last renewal), it counts only
+            // once the holder's release reaches it (simulator seed 150
+            // --config-changes: counted at once, it made a majority with one
+            // voter the holder had no promise from, while the holder held).
+            let promisedToHolder = promisedToAnother(me, shard: shard, now: now)
+            adopt(term: item.term + 1, votedFor: me, shard: shard, reason: "handed over by \(holder)", into: &output)
+            state.shards[shard].campaignAfter = now + settings.leaseDurationMs
+            if promisedToHolder, let grantee = state.shards[shard].grantee {
+                state.shards[shard].prepared = PreparedGrant(candidate: me, term: item.term + 1, holder: grantee, round: round,
+                                                             life: state.life, durationMs: settings.leaseDurationMs)
+            } else {
+                promise(me, shard: shard, durationMs: settings.leaseDurationMs, now: now)
+            }
+            asked[shard] = RoundShard(term: item.term + 1, configEpoch: lease.config?.epoch ?? 0,
+                                      granters: promisedToHolder ? [] : [me])
+            let ask = LeaseAsk(shard: item.shard, term: item.term + 1, lastVersion: lease.lastVersion,
+                               mayHaveHole: lease.mayHaveHole, config: lease.config, transfer: true)
+            for peer in replicas where peer != me && state.configPeers.contains(peer) {
+                asksByPeer[peer, default: []].append(ask)
+            }
+        }
+        startRound(asked: asked, asksByPeer: asksByPeer, now: now, into: &output)
+    }
+
+    /// A voter's side of step 2: the vote for the candidate is persisted now,
+    /// the promise to the holder kept.
+    mutating func prepareGrant(_ shard: Int, for candidate: NodeID, term: UInt32, round: UInt64, life: UInt64,
+                               durationMs: Int64, into output: inout [LeaseAction]) {
+        guard let holder = state.shards[shard].grantee else { return }
+        adopt(term: term, votedFor: candidate, shard: shard, reason: "prepared for \(candidate), handed over by \(holder)",
+              keepingLease: true, granted: false, into: &output)
+        state.shards[shard].prepared = PreparedGrant(candidate: candidate, term: term, holder: holder, round: round,
+                                                     life: life, durationMs: durationMs)
+        counters.grantsPrepared += 1
+    }
+
+    /// Step 3 at a voter: the holder let go, so each vote prepared on its
+    /// behalf becomes a promise to the candidate, from now, and a grant
+    /// that answers the candidate's round.
+    mutating func handOffReleased(_ items: [HandOffRelease], from holder: NodeID, now: Milliseconds,
+                                  into output: inout [LeaseAction]) {
+        var grants: [UInt64: (candidate: NodeID, life: UInt64, answers: [LeaseAnswer])] = [:]
+        for item in items {
+            let shard = Int(item.shard)
+            let lease = state.shards[shard]
+            guard let prepared = lease.prepared, prepared.holder == holder, prepared.candidate == item.to,
+                  prepared.term == item.term + 1, lease.term == prepared.term, lease.votedFor == item.to,
+                  lease.grantee == holder else {
+                counters.staleHandOffs += 1
+                continue
+            }
+            state.shards[shard].prepared = nil
+            promise(item.to, shard: shard, durationMs: prepared.durationMs, now: now)
+            state.shards[shard].reportedTerm = max(lease.reportedTerm, prepared.term)
+            counters.preparedGrantsReleased += 1
+            if prepared.candidate == settings.nodeID {
+                // This node is the target: its own vote joins its round.
+                let me = settings.nodeID
+                state.rounds[prepared.round]?.asked[shard]?.granters.insert(me)
+                countGrants(round: prepared.round, shard: shard, now: now, into: &output)
+                continue
+            }
+            let answer = LeaseAnswer(shard: item.shard, term: prepared.term, verdict: .granted,
+                                     voterTerm: lease.term, grantedTerm: state.shards[shard].reportedTerm)
+            grants[prepared.round, default: (item.to, prepared.life, [])].answers.append(answer)
+        }
+        for round in grants.keys.sorted() {
+            let grant = grants[round]!
+            let reply = LeaseMessage(sender: settings.nodeID,
+                                     payload: .replyWithConfig(round: round, life: grant.life, answers: grant.answers))
+            output.append(.send(frame: LeaseCodec.encode(reply, parameters: settings.parameters, authenticator: authenticator),
+                                to: grant.candidate))
+        }
+    }
+
+    /// Gives the lease up: the end of a hand-off (step 3), or of a joint
+    /// configuration that leaves this node out. It writes nothing more at
+    /// its term, so its own vote may go to the next holder at once: a
+    /// prepared one becomes a grant, and its promise to itself goes.
+    mutating func release(_ shard: Int, now: Milliseconds, into output: inout [LeaseAction]) {
+        guard state.shards.indices.contains(shard), state.shards[shard].heldUntil != nil else { return }
+        let lease = state.shards[shard]
+        state.shards[shard].heldUntil = nil
+        // Its term may be unchanged: grants of a renewal still on their way
+        // must not win the lease back (simulator seed 150 --config-changes:
+        // a released holder re-acquired from a late round while the target
+        // of its hand-off held the next term).
+        for round in state.rounds.keys { state.rounds[round]?.asked[shard] = nil }
+        if let target = lease.handingOffTo {
+            state.shards[shard].handingOffTo = nil
+            counters.handOffsReleased += 1
+            let item = HandOffRelease(shard: UInt32(shard), term: lease.heldTerm, to: target, lastVersion: lease.lastVersion)
+            handOffReleased([item], from: settings.nodeID, now: now, into: &output)
+            let message = LeaseMessage(sender: settings.nodeID, payload: .handOffRelease([item]))
+            let frame = LeaseCodec.encode(message, parameters: settings.parameters, authenticator: authenticator)
+            for peer in replicaSet(shard) where peer != settings.nodeID && state.configPeers.contains(peer) {
+                output.append(.send(frame: frame, to: peer))
+            }
+        }
+        if state.shards[shard].grantee == settings.nodeID { state.shards[shard].grantExpiresAt = .min }
+        // Its granters' promises do not bind it: it stands back as long as a
+        // candidate told it is behind does, so that another voter is elected.
+        let standBack = settings.leaseDurationMs + Int64(replicaSet(shard).count + 1) * settings.electionTimeoutMs
+        state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
+        output.append(.leaseLost(shard: shard, reason: .released))
+        output.append(.log(.notice, "leases: shard \(shard) released\(lease.handingOffTo.map { " to \($0)" } ?? "") under \(lease.config.map(\.description) ?? "no config")"))
+    }
+}

@@ -1,0 +1,207 @@
+import AegisStore
+import Testing
+@testable import AegisCluster
+
+/// The hand-off of a lease (docs/shard-movement.md §4, build step 4): the
+/// holder stops renewing, the target's transfer ask is prepared by the
+/// voters, and the holder's release turns the prepared votes into grants.
+@Suite struct LeaseHandOffTests {
+    let shard = 0
+
+    /// 3 founded nodes ({0,1,2}, epoch 1); node0 holds the shard.
+    static func heldByNode0() -> (LeaseCluster, now: Int64) {
+        let config = ShardConfig(epoch: 1, voters: LeaseConfigTests.nodes(0, 1, 2))!
+        var cluster = LeaseConfigTests.cluster(count: 3, shard: 0, configs: [0: config, 1: config, 2: config])
+        var now = LeaseCluster.quietEnd
+        while now <= LeaseCluster.quietEnd + 2000 {
+            for index in 0..<3 { _ = cluster.tick(index, at: now) }
+            cluster.deliver(at: now)
+            now += LeaseCluster.tickMs
+        }
+        #expect(cluster.holders(0, at: now) == [0])
+        return (cluster, now)
+    }
+
+    func held(_ cluster: LeaseCluster, _ index: Int, at now: Int64) -> Bool {
+        cluster.machines[index].holdsLease(shard, now: now)
+    }
+
+    @Test func aReleasedHandOffElectsTheTargetAtOnceWithTheNextTerm() {
+        var (cluster, now) = Self.heldByNode0()
+        let term = cluster.machines[0].term(ofShard: shard)
+        cluster.step(0, .handOff(shard: shard, to: cluster.ids[1], now: now))
+        #expect(cluster.machines[0].handingOff(shard, now: now) == cluster.ids[1])
+        cluster.deliver(at: now)
+        // The voters prepared: node1 does not hold yet, node0 still does.
+        #expect(cluster.holders(shard, at: now) == [0])
+        #expect(cluster.machines[2].counters.grantsPrepared == 1 && cluster.machines[0].counters.grantsPrepared == 1)
+        #expect(cluster.machines[2].term(ofShard: shard) == term + 1)
+        // The holder renews nothing while it hands off.
+        let ticked = sends(cluster.tick(0, at: now + 500)).compactMap { decodeLease($0.frame)?.payload.asks }
+        #expect(!ticked.joined().contains { $0.shard == UInt32(shard) })
+        cluster.step(0, .release(shard: shard, now: now + 600))
+        #expect(cluster.holders(shard, at: now + 600).isEmpty)
+        cluster.deliver(at: now + 600)
+        // Won without waiting for node0's promises, which run a lease more.
+        #expect(cluster.holders(shard, at: now + 600) == [1])
+        #expect(cluster.machines[1].heldTerm(ofShard: shard, now: now + 600) == term + 1)
+        #expect(cluster.log[0].contains(.leaseLost(shard: shard, reason: .released)))
+        #expect(cluster.machines[0].counters.handOffsReleased == 1)
+        #expect(cluster.machines[2].counters.preparedGrantsReleased == 1)
+        // node1's lease counts from its ask, before the release.
+        #expect(cluster.log[1].contains(.leaseAcquired(shard: shard, term: term + 1, until: now + LeaseCluster.durationMs)))
+    }
+
+    /// Without the release, the prepared votes grant nothing: the target
+    /// is elected only once the promises to the holder have run out, and
+    /// never while the holder's lease runs.
+    @Test func aLostReleaseCostsOnlyTheWaitForThePromises() {
+        var (cluster, now) = Self.heldByNode0()
+        let heldUntil = now + LeaseCluster.durationMs
+        cluster.step(0, .handOff(shard: shard, to: cluster.ids[1], now: now))
+        cluster.deliver(at: now)
+        _ = cluster.step(0, .release(shard: shard, now: now + 100))
+        cluster.inFlight.removeAll()
+        var firstHolder: (Int, Int64)?
+        var at = now + 500
+        while at <= now + 30_000 {
+            for index in 0..<3 { _ = cluster.tick(index, at: at) }
+            cluster.deliver(at: at)
+            let holders = cluster.holders(shard, at: at)
+            #expect(holders.count <= 1)
+            if firstHolder == nil, let holder = holders.first { firstHolder = (holder, at) }
+            at += LeaseCluster.tickMs
+        }
+        #expect(firstHolder.map { $0.1 >= heldUntil } == true, "nobody held before node0's promises could end: \(String(describing: firstHolder))")
+    }
+
+    /// A target behind a voter is refused as such, not prepared: the
+    /// release then grants it nothing from that voter.
+    @Test func aTargetBehindTheVotersIsRefusedNotPrepared() {
+        var (cluster, now) = Self.heldByNode0()
+        let newer = EntryVersion(term: cluster.machines[0].term(ofShard: shard), seq: 9)
+        for index in [0, 2] { cluster.step(index, .localVersion(shard: shard, version: newer, now: now)) }
+        cluster.step(0, .handOff(shard: shard, to: cluster.ids[1], now: now))
+        cluster.deliver(at: now)
+        #expect(cluster.machines[2].counters.grantsPrepared == 0)
+        #expect(cluster.machines[2].counters.answersByVerdict[.candidateBehind] == 1)
+        cluster.step(0, .release(shard: shard, now: now + 100))
+        cluster.deliver(at: now + 100)
+        #expect(!held(cluster, 1, at: now + 100))
+    }
+
+    @Test func onlyAHolderWithHalfALeaseLeftHandsOffToAVoterOnce() {
+        var (cluster, now) = Self.heldByNode0()
+        func refused(_ actions: [LeaseAction], _ text: String) -> Bool {
+            actions.contains { if case let .log(_, line) = $0 { line.contains(text) } else { false } }
+        }
+        #expect(refused(cluster.step(1, .handOff(shard: shard, to: cluster.ids[2], now: now)), "does not hold"))
+        #expect(refused(cluster.step(0, .handOff(shard: shard, to: NodeID("node9")!, now: now)), "not a voter"))
+        let until = now + LeaseCluster.durationMs
+        #expect(refused(cluster.step(0, .handOff(shard: shard, to: cluster.ids[1], now: until - LeaseCluster.durationMs / 2 + 1)),
+                        "half a lease"))
+        cluster.step(0, .handOff(shard: shard, to: cluster.ids[1], now: now))
+        #expect(refused(cluster.step(0, .handOff(shard: shard, to: cluster.ids[2], now: now)), "being handed to"))
+        // Given up: it renews again, above the voters' new term if it must.
+        cluster.deliver(at: now)
+        cluster.step(0, .abortHandOff(shard: shard, now: now + 100))
+        #expect(cluster.machines[0].handingOff(shard, now: now + 100) == nil)
+        var at = now + 500
+        var heldThroughout = true
+        while at <= now + 10_000 {
+            for index in 0..<3 { _ = cluster.tick(index, at: at) }
+            cluster.deliver(at: at)
+            heldThroughout = heldThroughout && cluster.holders(shard, at: at) == [0]
+            at += LeaseCluster.tickMs
+        }
+        #expect(heldThroughout)
+    }
+
+    /// A prepare delayed past the hand-off it started (the target now
+    /// holds a newer term) is fenced off, and a release that matches no
+    /// prepared vote changes nothing.
+    @Test func staleHandOffFramesAreDropped() {
+        var (cluster, now) = Self.heldByNode0()
+        let prepare = sends(cluster.step(0, .handOff(shard: shard, to: cluster.ids[1], now: now)))
+        #expect(prepare.count == 1)
+        cluster.deliver(at: now)
+        cluster.step(0, .release(shard: shard, now: now + 100))
+        cluster.deliver(at: now + 100)
+        #expect(cluster.holders(shard, at: now + 100) == [1])
+        let beforePrepare = cluster.machines[1].state
+        #expect(cluster.step(1, .received(frame: prepare[0].frame, now: now + 200)).isEmpty)
+        #expect(cluster.machines[1].state == beforePrepare)
+        #expect(cluster.machines[1].counters.staleHandOffs == 1)
+        let release = LeaseCodec.encode(LeaseMessage(sender: cluster.ids[0], payload: .handOffRelease(
+            [HandOffRelease(shard: 0, term: 7, to: cluster.ids[2], lastVersion: .zero)])),
+            parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
+        let beforeRelease = cluster.machines[2].state
+        #expect(cluster.step(2, .received(frame: release, now: now + 200)).isEmpty)
+        #expect(cluster.machines[2].state == beforeRelease)
+        #expect(cluster.machines[2].counters.staleHandOffs == 1)
+    }
+}
+
+@Suite struct LeaseHandOffCodecTests {
+    static let prepare = LeaseMessage(sender: NodeID("node1")!, payload: .handOffPrepare(
+        [HandOffPrepare(shard: 0, term: 4), HandOffPrepare(shard: 3, term: 9)]))
+    static let release = LeaseMessage(sender: NodeID("node1")!, payload: .handOffRelease(
+        [HandOffRelease(shard: 2, term: 4, to: NodeID("node2")!, lastVersion: EntryVersion(term: 4, seq: 77))]))
+    static let transferAsk = LeaseMessage(sender: NodeID("node2")!, payload: .requestWithConfig(
+        round: 3, life: 5, durationMs: 4000,
+        asks: [LeaseAsk(shard: 1, term: 5, lastVersion: .zero, config: ShardConfig(epoch: 1, voters: LeaseConfigTests.nodes(1, 2))!,
+                        transfer: true)]))
+    static let preparedReply = LeaseMessage(sender: NodeID("node0")!, payload: .replyWithConfig(
+        round: 3, life: 5, answers: [LeaseAnswer(shard: 1, term: 5, verdict: .prepared, voterTerm: 5)]))
+
+    func encode(_ message: LeaseMessage) -> [UInt8] {
+        LeaseCodec.encode(message, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
+    }
+
+    func dropReason(_ frame: [UInt8]) -> DropReason? {
+        if case let .dropped(reason) = LeaseCodec.decode(frame: frame, parameters: LeaseCluster.parameters,
+                                                         authenticator: LeaseCluster.authenticator) { return reason }
+        return nil
+    }
+
+    @Test(arguments: [prepare, release, transferAsk, preparedReply]) func roundTrips(_ message: LeaseMessage) {
+        let frame = encode(message)
+        #expect(LeaseCodec.isLeaseFrame(frame))
+        #expect(decodeLease(frame) == message)
+    }
+
+    /// `prepared` and the transfer bit exist only in the forms that carry configs.
+    @Test func preparedAndTheTransferBitAreMalformedInTheOlderForms() {
+        let oldReply = LeaseMessage(sender: NodeID("node0")!, payload: .reply(
+            round: 3, life: 5, answers: [LeaseAnswer(shard: 1, term: 5, verdict: .prepared, voterTerm: 5)]))
+        #expect(dropReason(encode(oldReply)) == .malformed)
+        // The copy byte of a requestWithCopyState ask is the body's last byte.
+        let copyState = LeaseMessage(sender: NodeID("node2")!, payload: .requestWithCopyState(
+            round: 3, life: 5, durationMs: 4000, asks: [LeaseAsk(shard: 1, term: 5, lastVersion: .zero)]))
+        var body = Array(encode(copyState).dropLast(MessageCodec.tagBytes))
+        body[body.count - 1] = LeaseAsk.transferBit
+        var frame = body
+        let length = frame.count - 4 + MessageCodec.tagBytes
+        for offset in 0..<4 { frame[offset] = UInt8((length >> (24 - 8 * offset)) & 0xFF) }
+        frame.append(contentsOf: LeaseCluster.authenticator.tag(for: frame[...]))
+        #expect(dropReason(frame) == .malformed)
+    }
+
+    @Test(arguments: [prepare, release]) func everyDamagedFrameIsRefusedWithoutAStateChange(_ message: LeaseMessage) {
+        var cluster = LeaseCluster()
+        let frame = encode(message)
+        for length in 0..<frame.count {
+            let before = cluster.machines[2].state
+            #expect(cluster.step(2, .received(frame: Array(frame.prefix(length)), now: 10)).isEmpty)
+            #expect(cluster.machines[2].state == before)
+        }
+        for position in frame.indices {
+            var damaged = frame
+            damaged[position] ^= 0x5A
+            let before = cluster.machines[2].state
+            #expect(cluster.step(2, .received(frame: damaged, now: 10)).isEmpty)
+            #expect(cluster.machines[2].state == before)
+        }
+        #expect(cluster.machines[2].counters.droppedByReason.values.reduce(0, +) == UInt64(2 * frame.count))
+    }
+}
