@@ -75,6 +75,30 @@ import Testing
         #expect(firstHolder.map { $0.1 >= heldUntil } == true, "nobody held before node0's promises could end: \(String(describing: firstHolder))")
     }
 
+    /// The target dies after the voters prepared: the release makes them
+    /// promise a dead node, so the shard waits for those promises and is
+    /// then won by another voter, never by two at once.
+    @Test func aTargetThatDiesBeforeWinningCostsTheWaitForItsPromises() {
+        var (cluster, now) = Self.heldByNode0()
+        cluster.step(0, .handOff(shard: shard, to: cluster.ids[1], now: now))
+        cluster.deliver(at: now)
+        cluster.step(0, .release(shard: shard, now: now + 100))
+        cluster.deliver(at: now + 100, cut: [1])
+        #expect(cluster.machines[2].counters.preparedGrantsReleased == 1)
+        var firstHolder: (Int, Int64)?
+        var at = now + 500
+        while at <= now + 40_000 {
+            for index in [0, 2] { _ = cluster.tick(index, at: at) }
+            cluster.deliver(at: at, cut: [1])
+            let holders = cluster.holders(shard, at: at)
+            #expect(holders.count <= 1)
+            if firstHolder == nil, let holder = holders.first { firstHolder = (holder, at) }
+            at += LeaseCluster.tickMs
+        }
+        #expect(firstHolder.map { $0.0 != 1 && $0.1 >= now + 100 + LeaseCluster.durationMs } == true,
+                "another voter won once the promises to node1 could end: \(String(describing: firstHolder))")
+    }
+
     /// A target behind a voter is refused as such, not prepared: the
     /// release then grants it nothing from that voter.
     @Test func aTargetBehindTheVotersIsRefusedNotPrepared() {
