@@ -190,24 +190,9 @@ import Testing
         answers: [LeaseAnswer(shard: 0, term: 3, verdict: .granted, voterTerm: 3),
                   LeaseAnswer(shard: 2, term: 1, verdict: .configStale, voterTerm: 4, grantedTerm: 2, config: joint)]))
 
-    func encode(_ message: LeaseMessage) -> [UInt8] {
-        LeaseCodec.encode(message, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
-    }
-
-    func dropReason(_ frame: [UInt8]) -> DropReason? {
-        if case let .dropped(reason) = LeaseCodec.decode(frame: frame, parameters: LeaseCluster.parameters,
-                                                         authenticator: LeaseCluster.authenticator) { return reason }
-        return nil
-    }
-
-    /// The body of `frame` re-signed after a test changed it.
-    func resigned(_ body: [UInt8]) -> [UInt8] {
-        var frame = body
-        let length = frame.count - 4 + MessageCodec.tagBytes
-        for offset in 0..<4 { frame[offset] = UInt8((length >> (24 - 8 * offset)) & 0xFF) }
-        frame.append(contentsOf: LeaseCluster.authenticator.tag(for: frame[...]))
-        return frame
-    }
+    func encode(_ message: LeaseMessage) -> [UInt8] { encodeLease(message) }
+    func dropReason(_ frame: [UInt8]) -> DropReason? { leaseDropReason(frame) }
+    func resigned(_ body: [UInt8]) -> [UInt8] { resignedLeaseFrame(body) }
 
     @Test(arguments: [request, reply]) func roundTrips(_ message: LeaseMessage) {
         let frame = encode(message)
@@ -249,24 +234,8 @@ import Testing
         #expect(dropReason(resigned(empty)) == .malformed)
     }
 
-    /// Any prefix and any single flipped byte: a drop, never a trap, and no
-    /// change to the machine that receives it.
     @Test(arguments: [request, reply]) func everyDamagedFrameIsRefusedWithoutAStateChange(_ message: LeaseMessage) {
-        var cluster = LeaseCluster()
-        let frame = encode(message)
-        for length in 0..<frame.count {
-            let before = cluster.machines[2].state
-            #expect(cluster.step(2, .received(frame: Array(frame.prefix(length)), now: 10)).isEmpty)
-            #expect(cluster.machines[2].state == before)
-        }
-        for position in frame.indices {
-            var damaged = frame
-            damaged[position] ^= 0x5A
-            let before = cluster.machines[2].state
-            #expect(cluster.step(2, .received(frame: damaged, now: 10)).isEmpty)
-            #expect(cluster.machines[2].state == before)
-        }
-        #expect(cluster.machines[2].counters.droppedByReason.values.reduce(0, +) == UInt64(2 * frame.count))
+        expectEveryDamagedFrameRefused(message)
     }
 }
 
@@ -318,6 +287,18 @@ import Testing
         #expect(holders.count <= 1, "two holders at \(now): \(holders)")
     }
 
+    /// `tick` from `from` through `end`, one lease tick apart, with no
+    /// trouble; returns the time of the tick after the last.
+    func ticks(_ cluster: inout LeaseCluster, from: Int64, through end: Int64,
+               heldBack: inout [(from: Int, to: Int, frame: [UInt8])]) -> Int64 {
+        var now = from
+        while now <= end {
+            tick(&cluster, at: now, trouble: .none, troubled: false, heldBack: &heldBack)
+            now += LeaseCluster.tickMs
+        }
+        return now
+    }
+
     func committed(_ cluster: LeaseCluster, _ index: Int) -> [ShardConfig] {
         cluster.log[index].compactMap { if case let .configCommitted(s, config) = $0, s == shard { config } else { nil } }
     }
@@ -325,11 +306,7 @@ import Testing
     @Test(arguments: Trouble.allCases) func aHolderMovesTheVotersThroughTheJointConfigWithoutLettingGo(_ trouble: Trouble) {
         var cluster = Self.founded()
         var heldBack: [(from: Int, to: Int, frame: [UInt8])] = []
-        var now = LeaseCluster.quietEnd
-        while now <= LeaseCluster.quietEnd + 2000 {
-            tick(&cluster, at: now, trouble: .none, troubled: false, heldBack: &heldBack)
-            now += LeaseCluster.tickMs
-        }
+        var now = ticks(&cluster, from: LeaseCluster.quietEnd, through: LeaseCluster.quietEnd + 2000, heldBack: &heldBack)
         #expect(cluster.holders(shard, at: now - LeaseCluster.tickMs) == [0])
         let termBefore = cluster.machines[0].term(ofShard: shard)
         let target = LeaseConfigTests.nodes(0, 1, 3)
@@ -358,18 +335,11 @@ import Testing
     @Test func aHolderTheNewSetLeavesOutHoldsUntilItReleasesAndANewVoterFinishesTheChange() {
         var cluster = Self.founded()
         var heldBack: [(from: Int, to: Int, frame: [UInt8])] = []
-        var now = LeaseCluster.quietEnd
-        while now <= LeaseCluster.quietEnd + 2000 {
-            tick(&cluster, at: now, trouble: .none, troubled: false, heldBack: &heldBack)
-            now += LeaseCluster.tickMs
-        }
+        var now = ticks(&cluster, from: LeaseCluster.quietEnd, through: LeaseCluster.quietEnd + 2000, heldBack: &heldBack)
         let target = LeaseConfigTests.nodes(1, 2, 3)
         cluster.step(0, .proposeConfig(shard: shard, voters: target, now: now))
         let proposedAt = now
-        while now <= proposedAt + 10_000 {
-            tick(&cluster, at: now, trouble: .none, troubled: false, heldBack: &heldBack)
-            now += LeaseCluster.tickMs
-        }
+        now = ticks(&cluster, from: now, through: proposedAt + 10_000, heldBack: &heldBack)
         // The joint step is committed; node0 keeps the lease (its writes go
         // on reaching the new voters) until it is told to let go.
         #expect(committed(cluster, 0).last?.isJoint == true)
@@ -377,10 +347,7 @@ import Testing
         #expect(cluster.holders(shard, at: now) == [0])
         cluster.step(0, .release(shard: shard, now: now))
         #expect(cluster.log[0].contains(.leaseLost(shard: shard, reason: .released)))
-        while now <= proposedAt + 40_000 {
-            tick(&cluster, at: now, trouble: .none, troubled: false, heldBack: &heldBack)
-            now += LeaseCluster.tickMs
-        }
+        now = ticks(&cluster, from: now, through: proposedAt + 40_000, heldBack: &heldBack)
         #expect(cluster.holders(shard, at: now - LeaseCluster.tickMs) == [1], "the new set's first voter was elected")
         #expect(committed(cluster, 1).last == ShardConfig(epoch: 3, voters: target), "and finished the change")
     }
@@ -390,11 +357,7 @@ import Testing
     @Test func aStepMeetingAnotherConfigOfItsEpochIsProposedAgainAboveIt() {
         var cluster = Self.founded()
         var heldBack: [(from: Int, to: Int, frame: [UInt8])] = []
-        var now = LeaseCluster.quietEnd
-        while now <= LeaseCluster.quietEnd + 2000 {
-            tick(&cluster, at: now, trouble: .none, troubled: false, heldBack: &heldBack)
-            now += LeaseCluster.tickMs
-        }
+        var now = ticks(&cluster, from: LeaseCluster.quietEnd, through: LeaseCluster.quietEnd + 2000, heldBack: &heldBack)
         let old = LeaseConfigTests.nodes(0, 1, 2)
         let target = LeaseConfigTests.nodes(0, 1, 3)
         cluster.step(0, .proposeConfig(shard: shard, voters: target, now: now))
@@ -409,10 +372,7 @@ import Testing
             #expect(cluster.machines[voter].config(ofShard: shard) == leftover)
         }
         let start = now
-        while now <= start + 20_000 {
-            tick(&cluster, at: now, trouble: .none, troubled: false, heldBack: &heldBack)
-            now += LeaseCluster.tickMs
-        }
+        now = ticks(&cluster, from: now, through: start + 20_000, heldBack: &heldBack)
         #expect(cluster.machines[0].counters.configSteps == 3, "joint, joint again above the leftover, final")
         let commits = committed(cluster, 0)
         #expect(!commits.contains { $0.epoch == 2 }, "neither epoch-2 config was committed")
@@ -437,7 +397,7 @@ import Testing
         cluster.step(0, .received(frame: LeaseCodec.encode(ask, parameters: LeaseCluster.parameters,
                                                            authenticator: LeaseCluster.authenticator), now: now))
         #expect(cluster.machines[0].config(ofShard: shard) == newer)
-        for (from, to, frame) in asks { cluster.step(to, .received(frame: frame, now: now)) }
+        for (_, to, frame) in asks { cluster.step(to, .received(frame: frame, now: now)) }
         cluster.deliver(at: now)
         #expect(cluster.holders(shard, at: now).isEmpty, "grants given under epoch 1 elected nobody under epoch 2")
     }
@@ -450,11 +410,7 @@ import Testing
         let notHolder = cluster.step(1, .proposeConfig(shard: shard, voters: LeaseConfigTests.nodes(1, 3), now: LeaseCluster.quietEnd))
         #expect(notHolder.contains { if case let .log(_, line) = $0 { line.contains("does not hold") } else { false } })
         var heldBack: [(from: Int, to: Int, frame: [UInt8])] = []
-        var now = LeaseCluster.quietEnd
-        while now <= LeaseCluster.quietEnd + 2000 {
-            tick(&cluster, at: now, trouble: .none, troubled: false, heldBack: &heldBack)
-            now += LeaseCluster.tickMs
-        }
+        let now = ticks(&cluster, from: LeaseCluster.quietEnd, through: LeaseCluster.quietEnd + 2000, heldBack: &heldBack)
         cluster.step(0, .proposeConfig(shard: shard, voters: LeaseConfigTests.nodes(0, 1, 3), now: now))
         let second = cluster.step(0, .proposeConfig(shard: shard, voters: LeaseConfigTests.nodes(0, 2, 3), now: now))
         #expect(second.contains { if case let .log(_, line) = $0 { line.contains("under way") } else { false } })

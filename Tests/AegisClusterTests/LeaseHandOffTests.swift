@@ -178,15 +178,8 @@ import Testing
     static let preparedReply = LeaseMessage(sender: NodeID("node0")!, payload: .replyWithConfig(
         round: 3, life: 5, answers: [LeaseAnswer(shard: 1, term: 5, verdict: .prepared, voterTerm: 5)]))
 
-    func encode(_ message: LeaseMessage) -> [UInt8] {
-        LeaseCodec.encode(message, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
-    }
-
-    func dropReason(_ frame: [UInt8]) -> DropReason? {
-        if case let .dropped(reason) = LeaseCodec.decode(frame: frame, parameters: LeaseCluster.parameters,
-                                                         authenticator: LeaseCluster.authenticator) { return reason }
-        return nil
-    }
+    func encode(_ message: LeaseMessage) -> [UInt8] { encodeLease(message) }
+    func dropReason(_ frame: [UInt8]) -> DropReason? { leaseDropReason(frame) }
 
     @Test(arguments: [prepare, release, transferAsk, preparedReply]) func roundTrips(_ message: LeaseMessage) {
         let frame = encode(message)
@@ -204,28 +197,10 @@ import Testing
             round: 3, life: 5, durationMs: 4000, asks: [LeaseAsk(shard: 1, term: 5, lastVersion: .zero)]))
         var body = Array(encode(copyState).dropLast(MessageCodec.tagBytes))
         body[body.count - 1] = LeaseAsk.transferBit
-        var frame = body
-        let length = frame.count - 4 + MessageCodec.tagBytes
-        for offset in 0..<4 { frame[offset] = UInt8((length >> (24 - 8 * offset)) & 0xFF) }
-        frame.append(contentsOf: LeaseCluster.authenticator.tag(for: frame[...]))
-        #expect(dropReason(frame) == .malformed)
+        #expect(dropReason(resignedLeaseFrame(body)) == .malformed)
     }
 
     @Test(arguments: [prepare, release]) func everyDamagedFrameIsRefusedWithoutAStateChange(_ message: LeaseMessage) {
-        var cluster = LeaseCluster()
-        let frame = encode(message)
-        for length in 0..<frame.count {
-            let before = cluster.machines[2].state
-            #expect(cluster.step(2, .received(frame: Array(frame.prefix(length)), now: 10)).isEmpty)
-            #expect(cluster.machines[2].state == before)
-        }
-        for position in frame.indices {
-            var damaged = frame
-            damaged[position] ^= 0x5A
-            let before = cluster.machines[2].state
-            #expect(cluster.step(2, .received(frame: damaged, now: 10)).isEmpty)
-            #expect(cluster.machines[2].state == before)
-        }
-        #expect(cluster.machines[2].counters.droppedByReason.values.reduce(0, +) == UInt64(2 * frame.count))
+        expectEveryDamagedFrameRefused(message)
     }
 }

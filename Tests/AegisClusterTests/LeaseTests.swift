@@ -120,6 +120,47 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
     return nil
 }
 
+func encodeLease(_ message: LeaseMessage, parameters: ClusterParameters = LeaseCluster.parameters) -> [UInt8] {
+    LeaseCodec.encode(message, parameters: parameters, authenticator: LeaseCluster.authenticator)
+}
+
+/// Why the decoder drops `frame`; nil when it decodes.
+func leaseDropReason(_ frame: [UInt8]) -> DropReason? {
+    if case let .dropped(reason) = LeaseCodec.decode(frame: frame, parameters: LeaseCluster.parameters,
+                                                     authenticator: LeaseCluster.authenticator) { return reason }
+    return nil
+}
+
+/// Re-signs a frame whose body a test changed, so that the check under
+/// test is the one past the MAC.
+func resignedLeaseFrame(_ body: [UInt8]) -> [UInt8] {
+    var frame = body
+    let length = frame.count - 4 + MessageCodec.tagBytes
+    for offset in 0..<4 { frame[offset] = UInt8((length >> (24 - 8 * offset)) & 0xFF) }
+    frame.append(contentsOf: LeaseCluster.authenticator.tag(for: frame[...]))
+    return frame
+}
+
+/// Any prefix and any single flipped byte of a valid frame: a drop, never
+/// a trap, and no change to the machine that receives it.
+func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
+    var cluster = LeaseCluster()
+    let frame = encodeLease(message)
+    for length in 0..<frame.count {
+        let before = cluster.machines[2].state
+        #expect(cluster.step(2, .received(frame: Array(frame.prefix(length)), now: 10)).isEmpty)
+        #expect(cluster.machines[2].state == before)
+    }
+    for position in frame.indices {
+        var damaged = frame
+        damaged[position] ^= 0x5A
+        let before = cluster.machines[2].state
+        #expect(cluster.step(2, .received(frame: damaged, now: 10)).isEmpty)
+        #expect(cluster.machines[2].state == before)
+    }
+    #expect(cluster.machines[2].counters.droppedByReason.values.reduce(0, +) == UInt64(2 * frame.count))
+}
+
 @Suite struct LeaseCodecTests {
     static let request = LeaseMessage(sender: NodeID("node1")!, payload: .request(
         round: 7, life: 1_767_225_600_000, durationMs: 4000,
@@ -132,7 +173,7 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         }))
 
     func encode(_ message: LeaseMessage, parameters: ClusterParameters = LeaseCluster.parameters) -> [UInt8] {
-        LeaseCodec.encode(message, parameters: parameters, authenticator: LeaseCluster.authenticator)
+        encodeLease(message, parameters: parameters)
     }
 
     static let requestWithCopyState = LeaseMessage(sender: NodeID("node1")!, payload: .requestWithCopyState(
@@ -154,21 +195,9 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
         #expect(!LeaseCodec.isLeaseFrame([0, 0]))
     }
 
-    func dropReason(_ frame: [UInt8]) -> DropReason? {
-        if case let .dropped(reason) = LeaseCodec.decode(frame: frame, parameters: LeaseCluster.parameters,
-                                                         authenticator: LeaseCluster.authenticator) { return reason }
-        return nil
-    }
+    func dropReason(_ frame: [UInt8]) -> DropReason? { leaseDropReason(frame) }
 
-    /// Re-signs a frame whose body a test changed, so that the check under
-    /// test is the one past the MAC.
-    func resigned(_ body: [UInt8]) -> [UInt8] {
-        var frame = body
-        let length = frame.count - 4 + MessageCodec.tagBytes
-        for offset in 0..<4 { frame[offset] = UInt8((length >> (24 - 8 * offset)) & 0xFF) }
-        frame.append(contentsOf: LeaseCluster.authenticator.tag(for: frame[...]))
-        return frame
-    }
+    func resigned(_ body: [UInt8]) -> [UInt8] { resignedLeaseFrame(body) }
 
     @Test func badInputIsRefusedWithItsReason() {
         let good = encode(Self.request)
@@ -250,24 +279,7 @@ func decodeLease(_ frame: [UInt8]) -> LeaseMessage? {
     /// Any prefix and any single flipped byte of a valid frame: a message or
     /// a drop, never a trap; and a frame the machine drops changes nothing.
     @Test(arguments: [request, requestWithCopyState]) func everyDamagedFrameIsRefusedWithoutAStateChange(_ message: LeaseMessage) {
-        var cluster = LeaseCluster()
-        let frame = encode(message)
-        for length in 0..<frame.count {
-            let before = cluster.machines[2].state
-            let actions = cluster.step(2, .received(frame: Array(frame.prefix(length)), now: 10))
-            #expect(actions.isEmpty)
-            #expect(cluster.machines[2].state == before)
-        }
-        for position in frame.indices {
-            var damaged = frame
-            damaged[position] ^= 0x5A
-            let before = cluster.machines[2].state
-            let actions = cluster.step(2, .received(frame: damaged, now: 10))
-            #expect(actions.isEmpty)
-            #expect(cluster.machines[2].state == before)
-        }
-        let drops = cluster.machines[2].counters.droppedByReason.values.reduce(0, +)
-        #expect(drops == UInt64(2 * frame.count))
+        expectEveryDamagedFrameRefused(message)
     }
 }
 
