@@ -21,6 +21,8 @@
 ///   persisted it and refused this holder's renewals under C_old.
 /// - A candidate that is not the holder never changes a configuration; it
 ///   only adopts newer ones.
+/// `aegiskv-sim --config-changes` checks the invariant itself on every
+/// commit (`Simulation.committed`).
 extension LeaseMachine {
     /// Takes a newer configuration of the shard (a higher epoch), persisted
     /// with the shard's term and vote before anything relies on it. An older
@@ -87,9 +89,9 @@ extension LeaseMachine {
     /// committed. A committed joint configuration is finished by whoever
     /// holds the lease: a voter of the new set asks for the new set alone; a
     /// holder the new set leaves out keeps the lease, so that its writes
-    /// reach the new voters, until it is told to `release` it
-    /// (`mustHandOff`); a new voter is then elected under the joint
-    /// configuration and finishes it.
+    /// reach the new voters, until it hands it to one of them (`handOff`,
+    /// then `release`) or lets it go (`release` alone, `mustHandOff`); that
+    /// voter, or the one elected under the joint configuration, finishes it.
     mutating func configWon(_ shard: Int, into output: inout [LeaseAction]) {
         guard let config = state.shards[shard].config, config.epoch != state.shards[shard].heldConfigEpoch else { return }
         state.shards[shard].heldConfigEpoch = config.epoch

@@ -26,8 +26,11 @@ public enum LeaseEvent: Sendable {
     /// lease under a configuration no change is under way in.
     case proposeConfig(shard: Int, voters: [NodeID], now: Milliseconds)
     /// The holder gives the shard's lease up now: it writes nothing more for
-    /// the shard at its term. Sent when a committed joint configuration
-    /// leaves it out and the new voters have its writes (`mustHandOff`).
+    /// the shard at its term. Sent to end a hand-off (`handOff`) once its
+    /// target holds the holder's writes, which turns the voters' prepared
+    /// votes into grants; or, without one, when a committed joint
+    /// configuration leaves the holder out (`mustHandOff`), which leaves the
+    /// shard to an election once the promises run out.
     case release(shard: Int, now: Milliseconds)
     /// The holder starts handing the shard to `to`, a voter that holds its
     /// writes (docs/shard-movement.md §4): it renews no more, and `to` asks
@@ -52,7 +55,8 @@ public enum LeaseLossReason: Sendable, Equatable, CustomStringConvertible {
     case higherTerm(UInt32)
     /// The placement no longer makes this node a replica of the shard.
     case notReplica
-    /// Given up (`LeaseEvent.release`): the shard's new voters take over.
+    /// Given up (`LeaseEvent.release`): the target of a hand-off, or the
+    /// voters of a configuration that leaves this node out, take over.
     case released
 
     public var description: String {
@@ -60,7 +64,7 @@ public enum LeaseLossReason: Sendable, Equatable, CustomStringConvertible {
         case .expired: "expired"
         case let .higherTerm(term): "a peer is at term \(term)"
         case .notReplica: "no longer a replica"
-        case .released: "released to the shard's new voters"
+        case .released: "released to another voter"
         }
     }
 }
