@@ -153,8 +153,7 @@ extension Simulation {
         }
         guard version > acknowledgedVersions[shard] else { return }
         let holderID = nodes[holder].nodeID
-        let sets = [config.voters] + (config.outgoing.map { [$0] } ?? [])
-        let atTwo = sets.allSatisfy { set in
+        let atTwo = config.sets.allSatisfy { set in
             let holding = set.filter { node in
                 node == holderID || nodeIndex(node).map { (acknowledgedBy[shard][$0] ?? .zero) >= version } == true
             }

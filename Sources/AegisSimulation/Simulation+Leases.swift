@@ -372,7 +372,7 @@ extension Simulation {
         // a write kept on one old and one new voter misses the majority made
         // of the other two of each).
         let needed = scenario.strictKeepers ? 1 : 2
-        let sets = config.map { [$0.voters] + ($0.outgoing.map { [$0] } ?? []) } ?? [voters]
+        let sets = config?.sets ?? [voters]
         if sets.allSatisfy({ set in set.filter(keepers.contains).count >= min(needed, set.count) }) {
             violation("shard \(shard): \(nodes[index].nodeID) won complete through \(nodes[index].completeThrough[shard]) (newest \(nodes[index].shardVersions[shard])), below \(acknowledged) acknowledged at W = 2 and held whole by \(keepers.map(\.name))")
         }

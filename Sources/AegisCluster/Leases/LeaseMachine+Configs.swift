@@ -50,12 +50,20 @@ extension LeaseMachine {
         return config.epoch > lease.heldConfigEpoch
     }
 
+    /// The shard's configuration, when this node holds the lease at `now`
+    /// and won it (or its last renewal) under that very configuration, so
+    /// that a majority of each of its sets has persisted it.
+    func heldCommittedConfig(_ shard: Int, now: Milliseconds) -> ShardConfig? {
+        guard state.shards.indices.contains(shard), holdsLease(shard, now: now),
+              let config = state.shards[shard].config, state.shards[shard].heldConfigEpoch == config.epoch else { return nil }
+        return config
+    }
+
     /// Whether `proposeConfig` would start a change of the shard now: this
     /// node holds its lease under a configuration that is committed and not
     /// joint.
     public func mayProposeConfig(_ shard: Int, now: Milliseconds) -> Bool {
-        guard state.shards.indices.contains(shard), let config = state.shards[shard].config else { return false }
-        return holdsLease(shard, now: now) && state.shards[shard].heldConfigEpoch == config.epoch && !config.isJoint
+        heldCommittedConfig(shard, now: now).map { !$0.isJoint } ?? false
     }
 
     mutating func proposeConfig(shard: Int, voters: [NodeID], now: Milliseconds, into output: inout [LeaseAction]) {
@@ -106,9 +114,7 @@ extension LeaseMachine {
     /// configuration whose new voters leave it out: the change is finished
     /// by one of them once this node lets go (`LeaseEvent.release`).
     public func mustHandOff(_ shard: Int, now: Milliseconds) -> Bool {
-        guard state.shards.indices.contains(shard), let config = state.shards[shard].config else { return false }
-        return holdsLease(shard, now: now) && state.shards[shard].heldConfigEpoch == config.epoch && config.isJoint
-            && !config.voters.contains(settings.nodeID)
+        heldCommittedConfig(shard, now: now).map { $0.isJoint && !$0.voters.contains(settings.nodeID) } ?? false
     }
 
     /// A voter answered `configStale` with a configuration of this node's own

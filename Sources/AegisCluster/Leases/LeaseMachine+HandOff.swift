@@ -159,7 +159,7 @@ extension LeaseMachine {
         // must not win the lease back (simulator seed 150 --config-changes:
         // a released holder re-acquired from a late round while the target
         // of its hand-off held the next term).
-        for round in state.rounds.keys { state.rounds[round]?.asked[shard] = nil }
+        forgetRounds(of: shard)
         if let target = lease.handingOffTo {
             state.shards[shard].handingOffTo = nil
             counters.handOffsReleased += 1

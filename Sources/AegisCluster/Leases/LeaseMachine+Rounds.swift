@@ -58,6 +58,12 @@ extension LeaseMachine {
         }
     }
 
+    /// Grants still on their way for the shard will count for nothing: its
+    /// campaign gave way, or its lease was let go at an unchanged term.
+    mutating func forgetRounds(of shard: Int) {
+        for round in state.rounds.keys { state.rounds[round]?.asked[shard] = nil }
+    }
+
     /// Whether this tick asks for the shard: always when renewing a held
     /// lease; for a campaign only when no promise of this node to another is
     /// live and this node is the one that should try now. A campaign moves
@@ -203,7 +209,7 @@ extension LeaseMachine {
             if verdict == .granted && state.shards[shard].grantee == settings.nodeID {
                 // This node's own campaign gives way (see `mayAbandonCampaign`):
                 // grants still on their way for it must never count.
-                for round in state.rounds.keys { state.rounds[round]?.asked[shard] = nil }
+                forgetRounds(of: shard)
             }
             if verdict == .granted {
                 adopt(term: ask.term, votedFor: requester, shard: shard, reason: "voted for \(requester)", into: &output)

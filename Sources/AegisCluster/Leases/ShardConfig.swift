@@ -41,9 +41,14 @@ public struct ShardConfig: Sendable, Equatable, CustomStringConvertible {
     /// two configs one step apart intersect, which is what keeps two leases
     /// for one term from both being granted while the set changes.
     public func isMajority(_ granted: Set<NodeID>) -> Bool {
-        guard Self.majority(of: voters, in: granted) else { return false }
-        guard let outgoing else { return true }
-        return Self.majority(of: outgoing, in: granted)
+        sets.allSatisfy { Self.majority(of: $0, in: granted) }
+    }
+
+    /// The sets each of which a lease needs a majority of: the voters, and
+    /// in a joint config the outgoing voters too.
+    public var sets: [[NodeID]] {
+        guard let outgoing else { return [voters] }
+        return [voters, outgoing]
     }
 
     public var description: String {
