@@ -196,8 +196,10 @@ import Testing
         #expect(try QuorumProcessTests.run(members[0], [
             ["SET", expiring, "e", "EX", "100000"], ["SET", sized, "hello"], ["SET", present, "p"], ["WAIT", "2", "5000"],
         ]) == ["True", "True", "True", "2"])
-        #expect(try QuorumProcessTests.run(members[0], [["TTL", expiring], ["STRLEN", sized], ["EXISTS", present, sized]])
-                == ["100000", "5", "2"], "all three hold them: nothing to repair")
+        // A loaded machine may cross a second between the SET and the TTL.
+        let firstReads = try QuorumProcessTests.run(members[0], [["TTL", expiring], ["STRLEN", sized], ["EXISTS", present, sized]])
+        #expect(firstReads.count == 3 && (99_990...100_000).contains(Int(firstReads[0]) ?? 0) && Array(firstReads.dropFirst()) == ["5", "2"],
+                "all three hold them: nothing to repair: \(firstReads)")
         #expect(Self.awaitMetric(members[0], "aegis_read_quorum_waits_total", atLeast: 4) == 4, "one wait per key read")
         #expect(Self.metric(members[0], "aegis_read_repairs_sent_total") == 0)
 
