@@ -204,3 +204,90 @@ import Testing
         expectEveryDamagedFrameRefused(message)
     }
 }
+
+/// After a hand-off the target renews its lease like any holder, whether
+/// the shard's voters come from a config or from the map (the server's
+/// shards have no config yet; the leave of a stopping node hands them off).
+@Suite struct LeaseHandOffRenewalTests {
+    @Test(arguments: [true, false]) func theTargetKeepsItsLeaseLongAfterTheRelease(founded: Bool) {
+        var cluster: LeaseCluster
+        if founded {
+            let config = ShardConfig(epoch: 1, voters: LeaseConfigTests.nodes(0, 1, 2))!
+            cluster = LeaseConfigTests.cluster(count: 3, shard: 0, configs: [0: config, 1: config, 2: config])
+        } else {
+            cluster = LeaseCluster(count: 3)
+        }
+        let shard = (0..<Int(LeaseCluster.parameters.numShards)).first { cluster.map.primary(ofShard: $0) == cluster.ids[0] }!
+        var now = LeaseCluster.quietEnd
+        while now <= LeaseCluster.quietEnd + 2000 {
+            for index in 0..<3 { _ = cluster.tick(index, at: now) }
+            cluster.deliver(at: now)
+            now += LeaseCluster.tickMs
+        }
+        #expect(cluster.holders(shard, at: now) == [0])
+        let target = cluster.map.followers(ofShard: shard)[0]
+        let targetIndex = cluster.ids.firstIndex(of: target)!
+        cluster.step(0, .handOff(shard: shard, to: target, now: now))
+        cluster.deliver(at: now)
+        cluster.step(0, .release(shard: shard, now: now))
+        cluster.deliver(at: now)
+        #expect(cluster.holders(shard, at: now) == [targetIndex])
+        keepsHolding(&cluster, shard, targetIndex, from: now)
+    }
+
+    /// The holder had nothing to flush, so its release reached node2 before
+    /// the target's ask did; then the holder leaves (the map drops it, as
+    /// when a stopping node says `left`). node2's promise to the holder ends
+    /// with the release, so it grants the ask and the target's renewals,
+    /// and the target holds on without the holder. Before, node2 kept the
+    /// promise: it prepared the ask for a release already gone and refused
+    /// the renewals until that promise ran out, and the target's lease ran
+    /// out first.
+    @Test func aReleaseThatOvertakesTheAskEndsThePromiseToTheHolder() {
+        var cluster = LeaseCluster(count: 3)
+        let shard = (0..<Int(LeaseCluster.parameters.numShards)).first { cluster.map.primary(ofShard: $0) == cluster.ids[0] }!
+        var now = LeaseCluster.quietEnd
+        while now <= LeaseCluster.quietEnd + 2000 {
+            for index in 0..<3 { _ = cluster.tick(index, at: now) }
+            cluster.deliver(at: now)
+            now += LeaseCluster.tickMs
+        }
+        let target = cluster.ids.firstIndex(of: cluster.map.followers(ofShard: shard)[0])!
+        let other = 3 - target
+        cluster.step(0, .handOff(shard: shard, to: cluster.ids[target], now: now))
+        // The prepare and the target's ask; its ask to `other` waits.
+        var heldBack: [(from: Int, to: Int, frame: [UInt8])] = []
+        while !cluster.inFlight.isEmpty {
+            let batch = cluster.inFlight
+            cluster.inFlight = []
+            for frame in batch {
+                if frame.from == target && frame.to == other { heldBack.append(frame) } else { cluster.step(frame.to, .received(frame: frame.frame, now: now)) }
+            }
+        }
+        #expect(heldBack.count == 1)
+        cluster.step(0, .release(shard: shard, now: now))
+        cluster.deliver(at: now)
+        #expect(cluster.machines[other].counters.releasesBeforeAsk == 1)
+        cluster.inFlight = heldBack
+        cluster.deliver(at: now)
+        #expect(cluster.holders(shard, at: now) == [target])
+        let without = try! ShardMap(members: [cluster.ids[1], cluster.ids[2]], numShards: Int(LeaseCluster.parameters.numShards),
+                                    virtualNodes: Int(LeaseCluster.parameters.virtualNodes), replicationFactor: 3)
+        for index in [1, 2] {
+            cluster.step(index, .placementChanged(without, now: now))
+            cluster.step(index, .membersChanged(alive: [cluster.ids[1], cluster.ids[2]], now: now))
+        }
+        keepsHolding(&cluster, shard, target, from: now, running: [1, 2])
+    }
+
+    func keepsHolding(_ cluster: inout LeaseCluster, _ shard: Int, _ targetIndex: Int, from now: Int64, running: [Int] = [0, 1, 2]) {
+        var at = now + LeaseCluster.tickMs
+        while at <= now + 5 * LeaseCluster.durationMs {
+            for index in running { _ = cluster.tick(index, at: at) }
+            cluster.deliver(at: at, cut: Set(0..<3).subtracting(running))
+            #expect(cluster.holders(shard, at: at) == [targetIndex], "at \(at - now) ms after the release")
+            if cluster.holders(shard, at: at) != [targetIndex] { break }
+            at += LeaseCluster.tickMs
+        }
+    }
+}

@@ -30,21 +30,32 @@ extension LeaseMachine {
         holdsLease(shard, now: now) ? state.shards[shard].handingOffTo : nil
     }
 
-    mutating func handOff(_ shard: Int, to target: NodeID, now: Milliseconds, into output: inout [LeaseAction]) {
-        guard state.shards.indices.contains(shard) else { return }
-        let lease = state.shards[shard]
-        func refuse(_ why: String) { output.append(.log(.info, "leases: shard \(shard) not handed to \(target): \(why)")) }
-        guard holdsLease(shard, now: now), let until = lease.heldUntil else { return refuse("this node does not hold its lease") }
-        guard target != settings.nodeID, replicaSet(shard).contains(target) else { return refuse("it is not a voter of the shard") }
-        guard state.configPeers.contains(target) else { return refuse("its build does not take hand-offs") }
-        guard lease.handingOffTo == nil else { return refuse("it is being handed to \(lease.handingOffTo!) already") }
-        // Renewals stop now: the rest of this lease is all D has to win in.
-        guard until - now >= settings.leaseDurationMs / 2 else { return refuse("less than half a lease is left; it hands off right after a renewal") }
-        state.shards[shard].handingOffTo = target
-        counters.handOffsStarted += 1
-        let message = LeaseMessage(sender: settings.nodeID, payload: .handOffPrepare([HandOffPrepare(shard: UInt32(shard), term: lease.heldTerm)]))
+    /// Starts the hand-off of each of `shards` to `target` that may be
+    /// handed off now; one `handOffPrepare` carries them all, so the target
+    /// persists its new terms with one write.
+    mutating func handOff(_ shards: [Int], to target: NodeID, now: Milliseconds, into output: inout [LeaseAction]) {
+        var items: [HandOffPrepare] = []
+        for shard in shards where state.shards.indices.contains(shard) {
+            let lease = state.shards[shard]
+            func refuse(_ why: String) { output.append(.log(.info, "leases: shard \(shard) not handed to \(target): \(why)")) }
+            guard holdsLease(shard, now: now), let until = lease.heldUntil else { refuse("this node does not hold its lease"); continue }
+            guard target != settings.nodeID, replicaSet(shard).contains(target) else { refuse("it is not a voter of the shard"); continue }
+            guard state.configPeers.contains(target) else { refuse("its build does not take hand-offs"); continue }
+            guard lease.handingOffTo == nil else { refuse("it is being handed to \(lease.handingOffTo!) already"); continue }
+            // Renewals stop now: the rest of this lease is all D has to win in.
+            guard until - now >= settings.leaseDurationMs / 2 else {
+                refuse("less than half a lease is left; it hands off right after a renewal")
+                continue
+            }
+            state.shards[shard].handingOffTo = target
+            counters.handOffsStarted += 1
+            items.append(HandOffPrepare(shard: UInt32(shard), term: lease.heldTerm))
+        }
+        guard !items.isEmpty else { return }
+        let message = LeaseMessage(sender: settings.nodeID, payload: .handOffPrepare(items))
         output.append(.send(frame: LeaseCodec.encode(message, parameters: settings.parameters, authenticator: authenticator), to: target))
-        output.append(.log(.notice, "leases: shard \(shard) being handed to \(target) at term \(lease.heldTerm + 1)"))
+        let named = items.count == 1 ? "shard \(items[0].shard)" : "\(items.count) shards"
+        output.append(.log(.notice, "leases: \(named) being handed to \(target)\(items.count == 1 ? " at term \(items[0].term + 1)" : "")"))
     }
 
     mutating func abortHandOff(_ shard: Int, into output: inout [LeaseAction]) {
@@ -120,10 +131,33 @@ extension LeaseMachine {
             guard let prepared = lease.prepared, prepared.holder == holder, prepared.candidate == item.to,
                   prepared.term == item.term + 1, lease.term == prepared.term, lease.votedFor == item.to,
                   lease.grantee == holder else {
-                counters.staleHandOffs += 1
+                if lease.prepared == nil, lease.grantee == holder, lease.votedFor == holder, lease.term == item.term,
+                   now < lease.grantExpiresAt {
+                    // The release overtook the target's ask (a holder whose
+                    // target holds its every write may release right after
+                    // its prepare, as a stopping node does): the promise to the holder ends
+                    // now, as the holder writes nothing more at this term, so
+                    // the ask is judged as any other when it comes (and the
+                    // target, holding every write, is granted). Kept, it would answer
+                    // the ask `prepared` for a release already gone, and the
+                    // target's renewals `leaseHeld` until the promise ran
+                    // out, too late for the lease the target won with the
+                    // holder's own grant (a stopping node's hand-offs, seen
+                    // between real processes). The term must match: a late
+                    // release of an older lease of the holder's must not end
+                    // the promise of the one it holds now.
+                    state.shards[shard].grantExpiresAt = now
+                    state.shards[shard].releasedTo = item.to
+                    state.shards[shard].releasedToUntil = now + settings.leaseDurationMs
+                    counters.releasesBeforeAsk += 1
+                } else {
+                    counters.staleHandOffs += 1
+                }
                 continue
             }
             state.shards[shard].prepared = nil
+            state.shards[shard].releasedTo = item.to
+            state.shards[shard].releasedToUntil = now + settings.leaseDurationMs
             promise(item.to, shard: shard, durationMs: prepared.durationMs, now: now)
             state.shards[shard].reportedTerm = max(lease.reportedTerm, prepared.term)
             counters.preparedGrantsReleased += 1
@@ -162,6 +196,8 @@ extension LeaseMachine {
         forgetRounds(of: shard)
         if let target = lease.handingOffTo {
             state.shards[shard].handingOffTo = nil
+            state.shards[shard].releasedTo = target
+            state.shards[shard].releasedToUntil = now + settings.leaseDurationMs
             counters.handOffsReleased += 1
             let item = HandOffRelease(shard: UInt32(shard), term: lease.heldTerm, to: target, lastVersion: lease.lastVersion)
             handOffReleased([item], from: settings.nodeID, now: now, into: &output)

@@ -38,6 +38,8 @@ public enum LeaseEvent: Sendable {
     /// turns their prepared votes into grants. Refused, with a log line,
     /// unless this node holds the lease with half of it left.
     case handOff(shard: Int, to: NodeID, now: Milliseconds)
+    /// `handOff` of several shards to one target, in one prepare frame.
+    case handOffShards([Int], to: NodeID, now: Milliseconds)
     /// The hand-off is given up (the target died or did not catch up): the
     /// holder renews again, above the voters' new term if it must.
     case abortHandOff(shard: Int, now: Milliseconds)
@@ -120,6 +122,9 @@ public struct LeaseCounters: Sendable, Equatable {
     public internal(set) var preparedGrantsReleased: UInt64 = 0
     /// Hand-off frames that matched nothing (an old term, no prepared vote).
     public internal(set) var staleHandOffs: UInt64 = 0
+    /// Releases that reached this voter before the target's ask: its
+    /// promise to the holder ended there.
+    public internal(set) var releasesBeforeAsk: UInt64 = 0
 
     public init() {}
 }
@@ -242,7 +247,9 @@ public struct LeaseMachine: Sendable {
         case let .release(shard, now):
             release(shard, now: now, into: &output)
         case let .handOff(shard, to, now):
-            handOff(shard, to: to, now: now, into: &output)
+            handOff([shard], to: to, now: now, into: &output)
+        case let .handOffShards(shards, to, now):
+            handOff(shards, to: to, now: now, into: &output)
         case let .abortHandOff(shard, _):
             abortHandOff(shard, into: &output)
         case .localVersion, .copyComplete:
@@ -289,8 +296,13 @@ public struct LeaseMachine: Sendable {
         guard state.shards.indices.contains(shard) else { return nil }
         if holdsLease(shard, now: now) { return settings.nodeID }
         let lease = state.shards[shard]
-        guard let grantee = lease.grantee, grantee != settings.nodeID, now < lease.grantExpiresAt else { return nil }
-        return grantee
+        if let grantee = lease.grantee, grantee != settings.nodeID, now < lease.grantExpiresAt { return grantee }
+        // A release names the next holder (this node, if it is the target):
+        // writes go there (and are refused until it wins, within a round
+        // trip) rather than to the map's primary, which may be the holder
+        // that let go and is leaving.
+        if let next = lease.releasedTo, now < lease.releasedToUntil { return next }
+        return nil
     }
 
     public var isEmptyLearner: Bool { state.emptyLearner }
@@ -373,7 +385,7 @@ public struct LeaseMachine: Sendable {
 
     /// The nodes whose votes count for the shard, the preferred candidate
     /// first: every voter of its configuration, else the placement's owners.
-    func replicaSet(_ shard: Int) -> [NodeID] {
+    public func replicaSet(_ shard: Int) -> [NodeID] {
         if let config = state.shards[shard].config { return config.everyVoter }
         return state.placement?.owners(ofShard: shard) ?? []
     }
@@ -491,6 +503,11 @@ struct ShardLease: Sendable, Equatable {
     /// As a voter: the transfer ask this node answered `prepared`, which the
     /// holder's release turns into a grant.
     var prepared: PreparedGrant?
+    /// The target a release named, for as long as a lease: `believedHolder`
+    /// where no promise to another node says more (this node was the
+    /// holder, or is the target, or the release came before the target's ask).
+    var releasedTo: NodeID?
+    var releasedToUntil: Milliseconds = .min
     /// The epoch of the configuration the held lease was last won under (0:
     /// none yet, or no config): a config whose epoch is above it is this
     /// node's, not yet known to be on a majority.
