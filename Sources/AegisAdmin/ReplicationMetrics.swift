@@ -29,15 +29,20 @@ extension MetricsExposition {
             Family(name: "aegis_replication_lag_records", kind: .gauge,
                    help: "Writes a follower has not acknowledged, summed over the shards this node is primary for.",
                    samples: lags.map { Sample(labels: [("follower", $0.follower)], value: String($0.records)) }),
-            Family(name: "aegis_replication_lag_ms", kind: .gauge,
+            // Seconds, as Prometheus names units (promtool refuses `_ms`).
+            Family(name: "aegis_replication_lag_seconds", kind: .gauge,
                    help: "Age of the oldest write a follower has not acknowledged, worst over the shards this node is primary for.",
-                   samples: lags.map { Sample(labels: [("follower", $0.follower)], value: String($0.ms)) }),
+                   samples: lags.map { Sample(labels: [("follower", $0.follower)], value: String(Double($0.ms) / 1_000)) }),
         ]
     }
 
     /// Shard leases: elections, terms, writes refused, reads possibly stale.
     static func leaseFamilies(_ leases: LeaseSnapshot, refusals: Int) -> [Family] {
-        [
+        let pauses = histogramSamples(counts: leases.handOffPauseBuckets.isEmpty
+                                          ? Array(repeating: 0, count: LeaseSnapshot.handOffPauseBucketsMs.count + 1) : leases.handOffPauseBuckets,
+                                      bounds: LeaseSnapshot.handOffPauseBucketsMs.map { formatSeconds(nanoseconds: Int($0 * 1_000_000)) },
+                                      sum: String(Double(leases.handOffPauseSumNs) / 1e9))
+        return [
             counter("aegis_lease_elections_started", "Campaigns this node started for a shard's lease (each at term + 1).", leases.electionsStarted),
             counter("aegis_lease_elections_won", "Campaigns this node won: it held the shard's lease at the new term.", leases.electionsWon),
             counter("aegis_lease_elections_lost", "Campaigns that ended without the lease: a higher term appeared, or this node campaigned again.", leases.electionsLost),
@@ -48,6 +53,12 @@ extension MetricsExposition {
             gauge("aegis_lease_reads_possibly_stale_shards", "Shards this node answers reads for as their primary without holding their lease: those reads may be stale.", leases.readsPossiblyStaleShards),
             gauge("aegis_lease_enforced", "1 once this node is in a cluster (seeds set or a peer seen) with replication_factor > 1 and no member runs a release before leases: writes then need the shard's lease.", leases.enforced ? 1 : 0),
             gauge("aegis_lease_members_predating", "Members (not left) known to run a release before leases; while above 0 leases are not enforced.", leases.membersPredatingLeases.count),
+            counter("aegis_lease_hand_offs_started", "Shards this node, holding their lease, started handing to another replica (a stopping node hands off every shard it holds).", leases.handOffsStarted),
+            Family(name: "aegis_lease_hand_offs_ended", kind: .counter,
+                   help: "Hand-offs by how they ended: released (the target took the lease), aborted (given up, the lease kept), lost (the lease ended otherwise).",
+                   samples: leases.handOffsEnded.sorted { $0.key < $1.key }.map { Sample(suffix: "_total", labels: [("outcome", $0.key)], value: String($0.value)) }),
+            Family(name: "aegis_lease_hand_off_pause_seconds", kind: .histogram,
+                   help: "Time a released hand-off kept its shard's writes refused here: from the freeze to the release.", samples: pauses),
         ]
     }
 

@@ -123,9 +123,12 @@ public final class Node {
         let supervisor = Supervisor(node: node, logger: logger, notifier: notifier, loader: reload, configFile: configFile,
                                     companions: companions)
         supervisor.waitForStopSignal()
-        // The others hear `left` before this node stops answering, so they
-        // stop counting on it at once instead of after dead_timeout.
-        node.cluster.post(.leave(withinMs: ClusterWiring.leaveAnnouncementMs(node)))
+        // The shards this node holds go to their other replicas first, so
+        // their writes pause for a hand-off rather than a lease's run-out;
+        // then the others hear `left` before this node stops answering, so
+        // they stop counting on it at once instead of after dead_timeout.
+        node.cluster.post(.leave(handOffWithinMs: ClusterWiring.leaveHandOffMs(node),
+                                 announceWithinMs: ClusterWiring.leaveAnnouncementMs(node)))
         cluster.join()
         logger.notice("draining: no new connections, finishing in-flight requests", metadata: [
             "drain_timeout_ms": "\(node.runtime.drainTimeoutMs.load(ordering: .relaxed))",

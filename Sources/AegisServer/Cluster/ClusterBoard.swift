@@ -108,8 +108,10 @@ public enum ClusterCommand: Sendable {
     case seeds([String])
     /// gossip_interval, suspect_timeout and dead_timeout as reloaded.
     case timings(MembershipTimings)
-    /// Tell the others this node leaves, flush, then stop; stop anyway after `withinMs`.
-    case leave(withinMs: Int64)
+    /// Hand the shards this node holds to their other replicas for at most
+    /// `handOffWithinMs`, then tell the others this node leaves, flush, and
+    /// stop; stop anyway `announceWithinMs` after that.
+    case leave(handOffWithinMs: Int64, announceWithinMs: Int64)
     case stop
 }
 

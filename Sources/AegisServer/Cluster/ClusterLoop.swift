@@ -160,6 +160,13 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     private var lastPublishMs: Int64 = 0
     private var heldForReactorsBytesSeen = 0
     private var leaveDeadlineMs: Int64?
+    /// Set while the node hands its shards off before it says `left`: how
+    /// long the announcement may then take.
+    private var announceAfterHandOffsWithinMs: Int64?
+    /// After hand-offs, a stopping node keeps answering its peers this long
+    /// once it said `left`.
+    private var answerPeersUntilMs: Int64 = .min
+    static var answerPeersAfterHandOffsMs: Int64 { 200 }
     private var stopRequested = false
     private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
 
@@ -302,9 +309,14 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             if let relay { relayStep(relay) }
             fireDueTimers(nowMs: woke)
             if let leases { leaseStep(leases, nowMs: woke) }
+            if let leases, let relay { leavingStep(leases, relay, nowMs: woke) }
             expireSilentAccepts(nowMs: woke)
             abandonSlowDials(nowMs: woke)
-            if let deadline = leaveDeadlineMs, woke >= deadline || !anyOutputQueued { break }
+            // A request forwarded through this node (to a shard's new
+            // holder, after a hand-off) gets its answer before the link goes,
+            // and so do those peers sent before they heard of the hand-offs.
+            if let deadline = leaveDeadlineMs,
+               woke >= deadline || (woke >= answerPeersUntilMs && !anyOutputQueued && relay?.awaitsReplies != true) { break }
             publishIfDue(nowMs: woke, force: false)
         }
         shutDown()
@@ -318,6 +330,9 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         if let timer = leases?.nextTimerMs { next = min(next, timer) }
         if dirty { next = min(next, lastPublishMs + Self.publishIntervalMs) }
         if let deadline = leaveDeadlineMs { next = min(next, deadline) }
+        if leaveDeadlineMs != nil && answerPeersUntilMs > nowMs { next = min(next, answerPeersUntilMs) }
+        // Handing off: acknowledgements and freezes are looked for each pass.
+        if announceAfterHandOffsWithinMs != nil { next = min(next, nowMs + 2) }
         if !acceptedAt.isEmpty || !connectingSince.isEmpty { next = min(next, nowMs + 250) }
         return Int32(clamping: max(0, next - nowMs))
     }
@@ -348,12 +363,40 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         case .timings(let timings):
             perform(engine.timingsChanged(timings, nowMs: nowMs), nowMs: nowMs)
             dirty = true
-        case .leave(let withinMs):
-            guard leaveDeadlineMs == nil else { return }
-            leaveDeadlineMs = nowMs + max(0, withinMs)
-            perform(engine.leave(nowMs: nowMs), nowMs: nowMs)
+        case let .leave(handOffWithinMs, announceWithinMs):
+            guard leaveDeadlineMs == nil, announceAfterHandOffsWithinMs == nil else { return }
+            if relay != nil, let leases, leases.beginLeaving(nowMs: nowMs, withinMs: handOffWithinMs) {
+                announceAfterHandOffsWithinMs = announceWithinMs
+            } else {
+                announceLeave(withinMs: announceWithinMs, nowMs: nowMs)
+            }
         case .stop:
             stopRequested = true
+        }
+    }
+
+    private func announceLeave(withinMs: Int64, nowMs: Int64, afterHandOffs: Bool = false) {
+        leaveDeadlineMs = nowMs + max(0, withinMs)
+        // Peers may have sent requests for the shards handed off before the
+        // releases reached them: they are answered (forwarded to the new
+        // holders) rather than cut with the link.
+        if afterHandOffs { answerPeersUntilMs = nowMs + min(max(0, withinMs), Self.answerPeersAfterHandOffsMs) }
+        perform(engine.leave(nowMs: nowMs), nowMs: nowMs)
+    }
+
+    /// While a stopping node hands its shards off (LeaseDriver.stepLeaving):
+    /// `left` goes out once they are handed off or time is up.
+    private func leavingStep(_ leases: LeaseDriver, _ relay: ForwardingRelay, nowMs: Int64) {
+        guard let announceWithinMs = announceAfterHandOffsWithinMs else { return }
+        let alive = Set(members.values.filter { $0.status == .alive }.compactMap { NodeID($0.nodeID) })
+        let replication = relay.replication
+        let (sends, finished) = leases.stepLeaving(nowMs: nowMs, alive: alive,
+                                                   holdsEveryWrite: { replication.followerHoldsEveryWrite($0, shard: $1) },
+                                                   isFollower: { replication.isFollower($0, of: $1) })
+        sendLeaseFrames(sends, nowMs: nowMs)
+        if finished {
+            announceAfterHandOffsWithinMs = nil
+            announceLeave(withinMs: announceWithinMs, nowMs: nowMs, afterHandOffs: true)
         }
     }
 
@@ -1048,6 +1091,14 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         if let relay {
             for (shard, version) in relay.takeLocalVersions() { leases.localVersion(shard: shard, version, nowMs: nowMs) }
             for shard in relay.takeCompletedCopies().sorted() { leases.copyComplete(shard: shard, nowMs: nowMs) }
+            let frozen = relay.takeFrozenShards()
+            if !frozen.isEmpty {
+                for (shard, leasesVersion) in frozen { leases.shardFrozen(shard, leasesVersion: leasesVersion) }
+                // The last writes before the freeze leave now, not after
+                // replication_batch_timeout: the hand-off waits for them.
+                relay.replication.sendStagedNow()
+                relay.sendBatches()
+            }
         }
         if buildsChanged {
             buildsChanged = false

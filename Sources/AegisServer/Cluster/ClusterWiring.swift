@@ -13,6 +13,14 @@ enum ClusterWiring {
         min(2_000, max(100, node.runtime.drainTimeoutMs.load(ordering: .relaxed)))
     }
 
+    /// How long a stopping node may spend handing its shards off before it
+    /// says `left`: half of drain_timeout, at most 5 s. A shard is handed
+    /// off right after its lease's renewal, so the default lease of 4 s
+    /// needs about 2 s for the last of them.
+    static func leaveHandOffMs(_ node: NodeContext) -> Int64 {
+        min(5_000, node.runtime.drainTimeoutMs.load(ordering: .relaxed) / 2)
+    }
+
     static func makeLoop(node: NodeContext, logger: Logger) throws -> ClusterLoop<MembershipEngine> {
         let config = node.config
         guard let nodeID = NodeID(config.nodeID) else { throw StartupError("node_id \(config.nodeID) cannot name a cluster member") }

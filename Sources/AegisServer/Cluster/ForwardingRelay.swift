@@ -161,6 +161,8 @@ final class ForwardingRelay {
     /// True while records wait for a reactor's ring (the loop then polls).
     var hasPending: Bool { pendingForReactor.contains { !$0.isEmpty } }
     var hasInFlight: Bool { !inFlight.isEmpty || replication.anyFollowerBehind }
+    /// Requests sent to peers whose replies have not come back.
+    var awaitsReplies: Bool { !inFlight.isEmpty }
 
     // MARK: - The map
 
@@ -278,7 +280,19 @@ final class ForwardingRelay {
             if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
         case .readRepair:
             replication.sendReadRepair(header, record: payload)
+        case .shardFrozen:
+            let shard = Int(header.route.shard)
+            if shard >= 0, shard < shardOwner.count { frozenShards.append((shard, header.route.ticket)) }
         }
+    }
+
+    /// Shards a reactor stopped writing for a hand-off, with the version of
+    /// the lease set it installed, since the last `takeFrozenShards`.
+    private var frozenShards: [(shard: Int, leasesVersion: UInt64)] = []
+
+    func takeFrozenShards() -> [(shard: Int, leasesVersion: UInt64)] {
+        defer { frozenShards.removeAll(keepingCapacity: true) }
+        return frozenShards
     }
 
     /// The newest version this node holds per shard, as its reactors showed
@@ -500,7 +514,7 @@ final class ForwardingRelay {
                     replication.acknowledged(payload, shard: shard, from: sender)
                 case .streamAck:
                     replication.streamAcknowledged(header, from: sender, nowNs: nowNs)
-                case .replicaProgress, .streamSlice, .streamCancel:
+                case .replicaProgress, .streamSlice, .streamCancel, .shardFrozen:
                     return false  // never sent between nodes
                 case .readAnswer:
                     guard Int(header.route.originReactor) < interconnect.reactorCount else { return false }

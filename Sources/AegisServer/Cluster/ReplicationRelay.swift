@@ -346,6 +346,24 @@ final class ReplicationRelay {
         }
     }
 
+    /// Moves every staged batch into its peer's frame now: a hand-off's
+    /// target is waited for, not batched for.
+    func sendStagedNow() {
+        for peer in stagedPeers { moveToFrame(peer) }
+    }
+
+    /// Whether `follower` is sent the shard's writes and acknowledged every
+    /// one made here (a hand-off's target must hold them all).
+    func followerHoldsEveryWrite(_ follower: NodeID, shard: Int) -> Bool {
+        guard shard < progress.count, let shardProgress = progress[shard],
+              let i = shardProgress.followers.firstIndex(of: follower) else { return false }
+        return shardProgress.acknowledged[i] >= shardProgress.written
+    }
+
+    func isFollower(_ node: NodeID, of shard: Int) -> Bool {
+        shard < progress.count && progress[shard]?.followers.contains(node) == true
+    }
+
     /// Milliseconds until the oldest staged batch is due (the loop sleeps no
     /// longer); nil when nothing is staged.
     func msUntilBatchDue(nowNs: Int64) -> Int32? {

@@ -11,13 +11,18 @@ final class ShardLeases: Sendable {
     let enforced: Bool
     let untilMs: [Int64]
     let terms: [UInt32]
+    /// Shards this node is handing to another node: held, but frozen
+    /// (`untilMs` is 0), so that the target can be given every write.
+    let handingOff: [Bool]
 
-    init(version: UInt64, enforced: Bool, untilMs: [Int64], terms: [UInt32]) {
+    init(version: UInt64, enforced: Bool, untilMs: [Int64], terms: [UInt32], handingOff: [Bool]? = nil) {
         precondition(untilMs.count == terms.count, "one end and one term per shard")
+        precondition(handingOff.map { $0.count == terms.count } ?? true, "one hand-off flag per shard")
         self.version = version
         self.enforced = enforced
         self.untilMs = untilMs
         self.terms = terms
+        self.handingOff = handingOff ?? Array(repeating: false, count: terms.count)
     }
 }
 

@@ -1,5 +1,6 @@
 import AegisCluster
 import AegisStore
+import CSupport
 import Logging
 
 /// Runs the pure `LeaseMachine` for the cluster loop: feeds it the loop's
@@ -89,6 +90,22 @@ final class LeaseDriver {
     /// sends writes there); `holdersMoved` until the loop took the change.
     private(set) var holders: [NodeID?]
     private(set) var holdersMoved = false
+    /// The hand-offs this node runs as a holder (LeaseHandOffs.swift).
+    private(set) var handOffs = LeaseHandOffs()
+    /// The peers whose build takes hand-offs (`leaseConfig`).
+    private var configPeers: Set<NodeID> = []
+    /// Set while a stopping node hands its shards off before it says `left`.
+    private var leaving: Leaving?
+
+    private struct Leaving {
+        var deadlineMs: Int64
+        /// The placement once this node is gone: its primary of a shard is
+        /// the preferred target, as the others will route to it anyway.
+        var placementWithout: ShardMap?
+        /// Shards not handed off (no target, refused, aborted): they fall to
+        /// an election once the others hear `left`.
+        var givenUp: Set<Int> = []
+    }
 
     init(machine: LeaseMachine, store: TermStore, board: LeaseBoard, logger: Logger, hasSeeds: Bool) {
         self.machine = machine
@@ -234,7 +251,8 @@ final class LeaseDriver {
     /// The peers whose build announces they decode lease asks and answers
     /// with the replica configuration; the others are sent older forms.
     func peersDecodingConfig(_ names: [String]) {
-        machine.peersDecodingConfig(Set(names.compactMap { NodeID($0) }))
+        configPeers = Set(names.compactMap { NodeID($0) })
+        machine.peersDecodingConfig(configPeers)
     }
 
     // MARK: - Carrying out actions
@@ -293,6 +311,14 @@ final class LeaseDriver {
             case let .leaseLost(shard, reason):
                 heldUntil[shard] = nil
                 needsPublish = true
+                if let handOff = handOffs.end(shard, reason == .released ? .released : .lost, nowNs: aegis_monotonic_ns()) {
+                    if reason == .released {
+                        logger.info("leases: shard \(shard) handed to \(handOff.target)", metadata: [
+                            "pause_us": "\(handOff.frozenAtNs.map { (aegis_monotonic_ns() - $0) / 1_000 } ?? -1)",
+                        ])
+                        continue
+                    }
+                }
                 logger.notice("leases: lost shard \(shard) (\(reason)); its writes are refused here until a lease is won again")
             case let .termChanged(shard, old, new, reason):
                 counters.termChanges += 1
@@ -360,10 +386,121 @@ final class LeaseDriver {
         needsPublish = false
         publishedVersion += 1
         let guardMs = Self.reactorGuardMs(leaseMs: leaseMs)
+        let frozen = heldUntil.indices.map { handOffs.freezes($0) }
         board.publish(ShardLeases(version: publishedVersion, enforced: enforced,
-                                  untilMs: heldUntil.map { $0.map { $0 - guardMs } ?? 0 },
-                                  terms: terms.indices.map { heldUntil[$0] == nil ? terms[$0] : heldTerms[$0] }))
+                                  untilMs: heldUntil.indices.map { frozen[$0] ? 0 : heldUntil[$0].map { $0 - guardMs } ?? 0 },
+                                  terms: terms.indices.map { heldUntil[$0] == nil ? terms[$0] : heldTerms[$0] },
+                                  handingOff: frozen))
+        handOffs.published(version: publishedVersion, nowNs: aegis_monotonic_ns())
     }
+
+    // MARK: - Leaving: hand every shard off first
+
+    /// A hand-off whose target has not acknowledged every write by then is
+    /// given up (docs/shard-movement.md §4, `handOffTimeout`): on loopback
+    /// it takes well under a millisecond, so this is a dead or stalled target.
+    static let handOffTimeoutMs: Int64 = 500
+
+    /// Starts handing the shards this node holds to other voters before it
+    /// says `left`, for at most `withinMs`. False when leases are not
+    /// enforced or it holds none: nothing to wait for.
+    func beginLeaving(nowMs: Int64, withinMs: Int64) -> Bool {
+        guard enforced, stoppedBy == nil, leaving == nil, heldUntil.contains(where: { $0 != nil }), withinMs > 0 else { return false }
+        let others = known.filter { $0 != selfID }
+        let placement = others.isEmpty ? nil : try? ShardMap(members: others, numShards: Int(parameters.numShards),
+                                                             virtualNodes: Int(parameters.virtualNodes),
+                                                             replicationFactor: Int(parameters.replicationFactor))
+        leaving = Leaving(deadlineMs: nowMs + withinMs, placementWithout: placement)
+        logger.notice("leaving: handing the shards this node holds to their other replicas", metadata: [
+            "shards": "\(heldUntil.count { $0 != nil })", "within_ms": "\(withinMs)",
+        ])
+        return true
+    }
+
+    /// The reactor owning `shard` stopped writing it (`.shardFrozen`).
+    func shardFrozen(_ shard: Int, leasesVersion: UInt64) {
+        handOffs.reactorFroze(shard, leasesVersion: leasesVersion)
+    }
+
+    /// One pass of leaving. A shard is frozen first (`LeaseHandOffs`); once
+    /// its reactor froze it and its target acknowledged every write, the
+    /// machine's hand-off starts and is released at once: the target asks
+    /// holding every write, so no voter finds it behind, and a voter the
+    /// release reaches before the ask ends its promise to this node instead
+    /// of preparing. Slow hand-offs are given up; shards not started yet
+    /// start when at least half their lease is left (after a renewal).
+    /// `finished` once no held shard is left to hand off, or time is up.
+    func stepLeaving(nowMs: Int64, alive: Set<NodeID>, holdsEveryWrite: (NodeID, Int) -> Bool,
+                     isFollower: (NodeID, Int) -> Bool) -> (sends: [(NodeID, [UInt8])], finished: Bool) {
+        guard var state = leaving else { return ([], true) }
+        var sends: [(NodeID, [UInt8])] = []
+        let outOfTime = nowMs >= state.deadlineMs
+        var caughtUp: [NodeID: [Int]] = [:]
+        for (shard, handOff) in handOffs.running.sorted(by: { $0.key < $1.key }) {
+            if handOff.reactorFroze && holdsEveryWrite(handOff.target, shard) {
+                caughtUp[handOff.target, default: []].append(shard)
+            } else if outOfTime || nowMs - handOff.startedMs >= Self.handOffTimeoutMs {
+                state.givenUp.insert(shard)
+                abandonHandOff(shard, why: handOff.reactorFroze ? "\(handOff.target) did not acknowledge every write in time"
+                                                              : "the shard's reactor did not freeze it in time")
+            }
+        }
+        // One prepare per target: it persists the new terms with one write.
+        for (target, shards) in caughtUp.sorted(by: { $0.key < $1.key }) {
+            sends += step(.handOffShards(shards, to: target, now: nowMs), nowMs: nowMs)
+            for shard in shards {
+                if readMachine({ $0.handingOff(shard, now: nowMs) }) == target {
+                    // Its `leaseLost(.released)` ends the hand-off (`step`).
+                    sends += step(.release(shard: shard, now: nowMs), nowMs: nowMs)
+                } else {
+                    state.givenUp.insert(shard)
+                    abandonHandOff(shard, why: "the lease machine refused it (see the line before)")
+                }
+            }
+        }
+        var waiting = false
+        for shard in heldUntil.indices where heldUntil[shard] != nil && !handOffs.freezes(shard) && !state.givenUp.contains(shard) {
+            guard !outOfTime else { break }
+            // The machine hands off with half a lease left; the freeze and
+            // the flush come first.
+            guard let until = heldUntil[shard], until - nowMs >= leaseMs / 2 + Self.handOffTimeoutMs else {
+                waiting = true  // until its next renewal
+                continue
+            }
+            let voters = machine.replicaSet(shard)
+            let candidates = voters.filter { $0 != selfID && alive.contains($0) && configPeers.contains($0) && isFollower($0, shard) }
+            let preferred = state.placementWithout.map { $0.primary(ofShard: shard) }
+            guard let target = candidates.first(where: { $0 == preferred }) ?? candidates.first else {
+                state.givenUp.insert(shard)
+                logger.notice("leaving: shard \(shard) not handed off: no other voter is alive, followed and takes hand-offs; it is elected anew once this node is gone",
+                              metadata: ["voters": "\(voters.map(\.name).joined(separator: ","))"])
+                continue
+            }
+            handOffs.start(shard, to: target, nowMs: nowMs)
+            needsPublish = true
+        }
+        publishIfNeeded()
+        leaving = state
+        let finished = outOfTime || (handOffs.running.isEmpty && !waiting)
+        if finished {
+            leaving = nil
+            let handed = handOffs.ended[.released, default: 0]
+            logger.notice("leaving: hand-offs over", metadata: [
+                "handed_off": "\(handed)", "not_handed_off": "\(state.givenUp.count)", "still_held": "\(heldUntil.count { $0 != nil })",
+            ])
+        }
+        return (sends, finished)
+    }
+
+    /// Thaws a shard whose hand-off did not start in the machine: it keeps
+    /// its lease and renews as before.
+    private func abandonHandOff(_ shard: Int, why: String) {
+        guard handOffs.end(shard, .aborted, nowNs: aegis_monotonic_ns()) != nil else { return }
+        needsPublish = true
+        logger.notice("leases: hand-off of shard \(shard) given up: \(why); this node keeps its lease")
+    }
+
+    var isLeaving: Bool { leaving != nil }
 
     // MARK: - Reporting
 

@@ -38,6 +38,15 @@ public struct LeaseSnapshot: Sendable, Equatable {
     public var readsPossiblyStaleShards = 0
     /// Set when a term could not be made durable (leasing stopped).
     public var stoppedBy: String?
+    /// Hand-offs this node started as holder, and how they ended
+    /// (`LeaseHandOffs.Outcome` raw values).
+    public var handOffsStarted = 0
+    public var handOffsEnded: [String: Int] = [:]
+    /// The released hand-offs' pauses: counts per bucket of
+    /// `handOffPauseBucketsMs` (then one for the rest), and their sum.
+    public var handOffPauseBuckets: [Int] = []
+    public var handOffPauseSumNs: Int64 = 0
+    public static var handOffPauseBucketsMs: [Double] { LeaseHandOffs.pauseBucketsMs }
 
     public init() {}
 
@@ -61,6 +70,11 @@ public struct LeaseSnapshot: Sendable, Equatable {
         termWrites = c.termWrites
         framesDropped = c.framesDropped
         stoppedBy = driver.stoppedBy
+        let handOffs = driver.handOffs
+        handOffsStarted = handOffs.started
+        handOffsEnded = Dictionary(uniqueKeysWithValues: LeaseHandOffs.Outcome.allCases.map { ($0.rawValue, handOffs.ended[$0, default: 0]) })
+        handOffPauseBuckets = handOffs.pauseBuckets
+        handOffPauseSumNs = handOffs.pauseSumNs
         // While a member predates leases nothing is fenced: every shard this
         // node answers as the map's primary may be stale, lease or not.
         let unfenced = !membersPredatingLeases.isEmpty

@@ -63,6 +63,14 @@ struct ForwardHeader {
         /// From the primary's cluster loop to the shard's reactor: stop the
         /// walk of stream `connectionIndex`.
         case streamCancel = 12
+        /// From a reactor to its own cluster loop, never between nodes: the
+        /// reactor installed the lease set `route.ticket` (its version), in
+        /// which shard `route.shard` is being handed off, and writes it no
+        /// more. Every record of the shard's writes went into the ring
+        /// before it (overflow keeps the order), so once the loop
+        /// read it, what the shard's followers acknowledged says whether the
+        /// hand-off's target holds every write (Cluster/Leases/LeaseHandOffs.swift).
+        case shardFrozen = 13
     }
 
     var kind: Kind

@@ -259,8 +259,8 @@ extension Reactor {
             applyReplicated(header, record: payload)
         case .replicaProgress:
             applyReplicaProgress(header, payload: payload)
-        case .replicaAck, .streamAck:
-            break  // acknowledgements go between cluster loops only
+        case .replicaAck, .streamAck, .shardFrozen:
+            break  // acknowledgements go between cluster loops only; a freeze goes to the loop
         case .readProbe:
             answerReadProbe(header, key: payload)
         case .readAnswer:

@@ -14,12 +14,19 @@ struct ReactorLeases {
     private(set) var enforced = false
     private(set) var untilMs: [Int64] = []
     private(set) var terms: [UInt32] = []
+    private(set) var handingOff: [Bool] = []
 
-    mutating func install(_ leases: ShardLeases) {
+    /// Returns the shards that this set starts handing off.
+    mutating func install(_ leases: ShardLeases) -> [Int] {
+        let newlyHandingOff = leases.handingOff.indices.filter {
+            leases.handingOff[$0] && !(handingOff.indices.contains($0) && handingOff[$0])
+        }
         version = leases.version
         enforced = leases.enforced
         untilMs = leases.untilMs
         terms = leases.terms
+        handingOff = leases.handingOff
+        return newlyHandingOff
     }
 
     @inline(__always) func allowsWrite(_ shard: Int, nowMs: Int64) -> Bool {
@@ -33,10 +40,19 @@ extension Reactor {
     /// whichever node made them.
     func applyLeases() {
         guard let published = node.leases.leases else { return }
-        leases.install(published)
+        let frozen = leases.install(published)
         for shard in shards.ownedIndices where leases.untilMs.indices.contains(shard) && leases.untilMs[shard] > 0 {
             guard let store = shards[shard] else { continue }
             if leases.terms[shard] > store.term { store.term = leases.terms[shard] }
+        }
+        // From here on this reactor refuses the shard's writes; the marker
+        // follows every record of the writes it made before, in the ring.
+        for shard in frozen where shards[shard] != nil {
+            var header = ForwardHeader(kind: .shardFrozen, wire: .resp2, connectionIndex: 0, connectionGeneration: 0,
+                                       slotSequence: 0, payloadLength: 0)
+            header.route = ForwardRoute(originNode: UInt16.max, originReactor: UInt16(index), shard: UInt32(shard),
+                                        ticket: published.version)
+            sendRecord(to: routes.clusterEndpoint, header: header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
         }
     }
 
@@ -60,6 +76,9 @@ extension Reactor {
     /// retry TRYAGAIN after a pause, where CLUSTERDOWN says the whole cluster
     /// is unusable and makes them reload their slot map.
     func leaseRefusalText(_ shard: Int) -> String {
+        if shard < leases.handingOff.count && leases.handingOff[shard] {
+            return "TRYAGAIN shard \(shard) is being handed to another node, which will take its writes within milliseconds; retry"
+        }
         let term = shard < leases.terms.count ? leases.terms[shard] : 0
         return "TRYAGAIN shard \(shard) has no lease holder here (term \(term)): an election is under way "
             + "or this node cannot reach a majority of the shard's replicas; retry"
