@@ -97,7 +97,8 @@ extension Simulation {
     /// the holder picks the first running voter of the new set that holds
     /// all it acknowledged, stops writing the shard (`writeAsHolder` skips a
     /// shard being handed off: the freeze), sends it its newest write (the
-    /// flush), and releases once the target acknowledged it; a target that
+    /// flush), and releases once the target acknowledged it (at once when
+    /// it holds the newest write already, as the server does); a target that
     /// has not within two lease ticks is given up and another picked at the
     /// next tick.
     func handOff(_ shard: Int, holder: Int, to voters: [NodeID]) {
@@ -124,6 +125,14 @@ extension Simulation {
         leaseStep(holder, .handOff(shard: shard, to: target, now: clock))
         guard let term = nodes[holder].lease?.heldTerm(ofShard: shard, now: clock),
               nodes[holder].lease?.handingOff(shard, now: clock) != nil, let index = nodeIndex(target) else { return }
+        if (acknowledgedBy[shard][index] ?? .zero) >= newest {
+            // The target holds every write already: released in the same
+            // step, as a stopping server node does (LeaseDriver.stepLeaving),
+            // so the release may reach a voter before the target's ask.
+            report.handOffsReleased += 1
+            leaseStep(holder, .release(shard: shard, now: clock))
+            return
+        }
         handOffFlights[shard] = (holder, index, term, now)
         // The flush: the newest write goes to the target at once.
         sendModel(.replicate(to: index, from: holder, shard: shard, version: newest,

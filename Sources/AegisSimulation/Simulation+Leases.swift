@@ -87,7 +87,9 @@ extension Simulation {
     }
 
     func leaseStep(_ index: Int, _ event: LeaseEvent) {
+        let releasesBefore = nodes[index].lease?.counters.releasesBeforeAsk ?? 0
         guard let actions = nodes[index].lease?.step(event) else { return }
+        report.releasesBeforeAsk += Int((nodes[index].lease?.counters.releasesBeforeAsk ?? 0) - releasesBefore)
         performLease(actions, of: index)
     }
 

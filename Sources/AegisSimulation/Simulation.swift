@@ -81,6 +81,9 @@ public struct SimulationReport: Sendable {
     /// Hand-offs of a lease the holders started, and released to their target.
     public var handOffsStarted = 0
     public var handOffsReleased = 0
+    /// Releases that reached a voter before the target's ask (the voter
+    /// ended its promise to the holder there).
+    public var releasesBeforeAsk = 0
 
     public var passed: Bool { violations.isEmpty }
 }
