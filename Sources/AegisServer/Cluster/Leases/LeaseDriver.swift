@@ -398,7 +398,7 @@ final class LeaseDriver {
 
     /// A hand-off whose target has not acknowledged every write by then is
     /// given up (docs/shard-movement.md §4, `handOffTimeout`): on loopback
-    /// it takes well under a millisecond, so this is a dead or stalled target.
+    /// it takes milliseconds, so this is a dead or stalled target.
     static let handOffTimeoutMs: Int64 = 500
 
     /// Starts handing the shards this node holds to other voters before it
@@ -462,8 +462,10 @@ final class LeaseDriver {
         for shard in heldUntil.indices where heldUntil[shard] != nil && !handOffs.freezes(shard) && !state.givenUp.contains(shard) {
             guard !outOfTime else { break }
             // The machine hands off with half a lease left; the freeze and
-            // the flush come first.
-            guard let until = heldUntil[shard], until - nowMs >= leaseMs / 2 + Self.handOffTimeoutMs else {
+            // the flush come first, and get an eighth of a lease for it (a
+            // tick renews well above that; one that takes longer is refused
+            // by the machine and the shard stays here).
+            guard let until = heldUntil[shard], until - nowMs >= leaseMs / 2 + leaseMs / 8 else {
                 waiting = true  // until its next renewal
                 continue
             }
