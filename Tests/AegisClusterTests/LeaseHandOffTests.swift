@@ -217,14 +217,7 @@ import Testing
         } else {
             cluster = LeaseCluster(count: 3)
         }
-        let shard = (0..<Int(LeaseCluster.parameters.numShards)).first { cluster.map.primary(ofShard: $0) == cluster.ids[0] }!
-        var now = LeaseCluster.quietEnd
-        while now <= LeaseCluster.quietEnd + 2000 {
-            for index in 0..<3 { _ = cluster.tick(index, at: now) }
-            cluster.deliver(at: now)
-            now += LeaseCluster.tickMs
-        }
-        #expect(cluster.holders(shard, at: now) == [0])
+        let (shard, now) = Self.heldByNode0(&cluster)
         let target = cluster.map.followers(ofShard: shard)[0]
         let targetIndex = cluster.ids.firstIndex(of: target)!
         cluster.step(0, .handOff(shard: shard, to: target, now: now))
@@ -235,8 +228,22 @@ import Testing
         keepsHolding(&cluster, shard, targetIndex, from: now)
     }
 
-    /// The holder had nothing to flush, so its release reached node2 before
-    /// the target's ask did; then the holder leaves (the map drops it, as
+    /// A shard node0 is the map's primary of, and the time once it holds it.
+    static func heldByNode0(_ cluster: inout LeaseCluster) -> (shard: Int, now: Int64) {
+        let shard = (0..<Int(LeaseCluster.parameters.numShards)).first { cluster.map.primary(ofShard: $0) == cluster.ids[0] }!
+        var now = LeaseCluster.quietEnd
+        while now <= LeaseCluster.quietEnd + 2000 {
+            for index in 0..<3 { _ = cluster.tick(index, at: now) }
+            cluster.deliver(at: now)
+            now += LeaseCluster.tickMs
+        }
+        #expect(cluster.holders(shard, at: now) == [0])
+        return (shard, now)
+    }
+
+    /// The holder released right after its prepare (its target held every
+    /// write, as when a stopping node hands off), and the release reached
+    /// node2 before the target's ask did; then the holder leaves (the map drops it, as
     /// when a stopping node says `left`). node2's promise to the holder ends
     /// with the release, so it grants the ask and the target's renewals,
     /// and the target holds on without the holder. Before, node2 kept the
@@ -245,13 +252,7 @@ import Testing
     /// out first.
     @Test func aReleaseThatOvertakesTheAskEndsThePromiseToTheHolder() {
         var cluster = LeaseCluster(count: 3)
-        let shard = (0..<Int(LeaseCluster.parameters.numShards)).first { cluster.map.primary(ofShard: $0) == cluster.ids[0] }!
-        var now = LeaseCluster.quietEnd
-        while now <= LeaseCluster.quietEnd + 2000 {
-            for index in 0..<3 { _ = cluster.tick(index, at: now) }
-            cluster.deliver(at: now)
-            now += LeaseCluster.tickMs
-        }
+        let (shard, now) = Self.heldByNode0(&cluster)
         let target = cluster.ids.firstIndex(of: cluster.map.followers(ofShard: shard)[0])!
         let other = 3 - target
         cluster.step(0, .handOff(shard: shard, to: cluster.ids[target], now: now))
