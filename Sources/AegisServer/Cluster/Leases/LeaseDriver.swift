@@ -98,7 +98,10 @@ final class LeaseDriver {
     private var leaving: Leaving?
 
     private struct Leaving {
+        var startedMs: Int64
         var deadlineMs: Int64
+        /// Hand-offs released before this leave, so that its summary counts its own.
+        var releasedBefore: Int
         /// The placement once this node is gone: its primary of a shard is
         /// the preferred target, as the others will route to it anyway.
         var placementWithout: ShardMap?
@@ -410,7 +413,8 @@ final class LeaseDriver {
         let placement = others.isEmpty ? nil : try? ShardMap(members: others, numShards: Int(parameters.numShards),
                                                              virtualNodes: Int(parameters.virtualNodes),
                                                              replicationFactor: Int(parameters.replicationFactor))
-        leaving = Leaving(deadlineMs: nowMs + withinMs, placementWithout: placement)
+        leaving = Leaving(startedMs: nowMs, deadlineMs: nowMs + withinMs, releasedBefore: handOffs.ended[.released, default: 0],
+                          placementWithout: placement)
         logger.notice("leaving: handing the shards this node holds to their other replicas", metadata: [
             "shards": "\(heldUntil.count { $0 != nil })", "within_ms": "\(withinMs)",
         ])
@@ -486,9 +490,10 @@ final class LeaseDriver {
         let finished = outOfTime || (handOffs.running.isEmpty && !waiting)
         if finished {
             leaving = nil
-            let handed = handOffs.ended[.released, default: 0]
+            let handed = handOffs.ended[.released, default: 0] - state.releasedBefore
             logger.notice("leaving: hand-offs over", metadata: [
                 "handed_off": "\(handed)", "not_handed_off": "\(state.givenUp.count)", "still_held": "\(heldUntil.count { $0 != nil })",
+                "duration_ms": "\(nowMs - state.startedMs)",
             ])
         }
         return (sends, finished)
