@@ -97,11 +97,15 @@ extension Simulation {
     /// the holder picks the first running voter of the new set that holds
     /// all it acknowledged, stops writing the shard (`writeAsHolder` skips a
     /// shard being handed off: the freeze), sends it its newest write (the
-    /// flush), and releases once the target acknowledged it (at once when
-    /// it holds the newest write already, as the server does); a target that
+    /// flush), and releases once the target acknowledged it; a target that
     /// has not within two lease ticks is given up and another picked at the
     /// next tick.
     func handOff(_ shard: Int, holder: Int, to voters: [NodeID]) {
+        // Odd shards go the stopping server's way, even ones the design's.
+        if shard % 2 == 1 {
+            handOffInServerOrder(shard, holder: holder, to: voters)
+            return
+        }
         guard let lease = nodes[holder].lease else { return }
         let clock = leaseClock(holder)
         let newest = nodes[holder].shardVersions[shard]
@@ -125,16 +129,47 @@ extension Simulation {
         leaseStep(holder, .handOff(shard: shard, to: target, now: clock))
         guard let term = nodes[holder].lease?.heldTerm(ofShard: shard, now: clock),
               nodes[holder].lease?.handingOff(shard, now: clock) != nil, let index = nodeIndex(target) else { return }
-        if (acknowledgedBy[shard][index] ?? .zero) >= newest {
-            // The target holds every write already: released in the same
-            // step, as a stopping server node does (LeaseDriver.stepLeaving),
-            // so the release may reach a voter before the target's ask.
-            report.handOffsReleased += 1
-            leaseStep(holder, .release(shard: shard, now: clock))
-            return
-        }
         handOffFlights[shard] = (holder, index, term, now)
         // The flush: the newest write goes to the target at once.
+        sendModel(.replicate(to: index, from: holder, shard: shard, version: newest,
+                             holderComplete: nodes[holder].completeThrough[shard]), from: holder, to: index)
+    }
+
+    /// The order a stopping server node uses (LeaseDriver.stepLeaving): the
+    /// holder freezes the shard (`writeAsHolder` skips it) and sends the
+    /// target its newest write; once the target acknowledged it, the
+    /// machine's hand-off and release run in one step, so the target asks
+    /// holding every write and the release may reach a voter before the
+    /// ask. A target that has not acknowledged within two lease ticks is
+    /// given up (the shard thaws) and another picked at the next tick.
+    func handOffInServerOrder(_ shard: Int, holder: Int, to voters: [NodeID]) {
+        let clock = leaseClock(holder)
+        guard let lease = nodes[holder].lease, lease.holdsLease(shard, now: clock) else {
+            frozenForHandOff[shard] = nil
+            return
+        }
+        let newest = nodes[holder].shardVersions[shard]
+        if let frozen = frozenForHandOff[shard], frozen.holder == holder {
+            let target = nodes[frozen.target].nodeID
+            if (acknowledgedBy[shard][frozen.target] ?? .zero) >= newest {
+                frozenForHandOff[shard] = nil
+                leaseStep(holder, .handOff(shard: shard, to: target, now: clock))
+                if nodes[holder].lease?.handingOff(shard, now: clock) == target {
+                    report.handOffsReleased += 1
+                    leaseStep(holder, .release(shard: shard, now: clock))
+                }
+            } else if now >= frozen.since + 2 * scenario.leases.tickIntervalMs {
+                frozenForHandOff[shard] = nil
+            }
+            return
+        }
+        let acknowledged = acknowledgedVersions[shard]
+        guard let target = voters.first(where: { voter in
+            nodeIndex(voter).map { nodes[$0].isRunning && !nodes[$0].emptyLearner
+                && (acknowledgedBy[shard][$0] ?? .zero) >= acknowledged } == true
+        }), let index = nodeIndex(target) else { return }
+        report.handOffsStarted += 1
+        frozenForHandOff[shard] = (holder, index, now)
         sendModel(.replicate(to: index, from: holder, shard: shard, version: newest,
                              holderComplete: nodes[holder].completeThrough[shard]), from: holder, to: index)
     }

@@ -279,7 +279,7 @@ extension Simulation {
             // new term has not won it yet.
             guard let term = lease.heldTerm(ofShard: shard, now: clock) else { continue }
             // Handing the shard off, the holder applies no write (the freeze).
-            if lease.handingOff(shard, now: clock) != nil {
+            if lease.handingOff(shard, now: clock) != nil || frozenForHandOff[shard]?.holder == index {
                 if scenario.options.configChanges { moveShard(shard, holder: index) }
                 continue
             }

@@ -205,6 +205,9 @@ public final class Simulation {
     var moves: [Int: ShardMove] = [:]
     /// Per shard: the hand-off its holder has under way, and since when.
     var handOffFlights: [Int: (holder: Int, target: Int, term: UInt32, since: Int64)] = [:]
+    /// Per shard: a hand-off in the stopping server's order, frozen and
+    /// flushed but not yet started in the machine (`handOffInServerOrder`).
+    var frozenForHandOff: [Int: (holder: Int, target: Int, since: Int64)] = [:]
     var nextMove: UInt64 = 1
     /// Per shard, per node: the newest version it acknowledged (W per set).
     var acknowledgedBy: [[Int: EntryVersion]]
