@@ -24,6 +24,13 @@ import AegisStore
 /// (`candidateBehind`) by any voter newer than it. A lost release or a dead
 /// D only costs the wait the hand-off was to spare: the promises to H run
 /// out and an election follows.
+///
+/// A caller may also freeze and flush first and run `handOff` and `release`
+/// in one step once D holds every write, as a stopping server node does
+/// (LeaseDriver.stepLeaving): D then asks holding every write, and a voter
+/// the release reaches before D's ask ends its promise to H there instead
+/// of preparing (`releasesBeforeAsk`). Every node a release reaches takes D
+/// for the holder, for routing, until a promise says more (`releasedTo`).
 extension LeaseMachine {
     /// The node this one is handing the shard to, while it still holds it.
     public func handingOff(_ shard: Int, now: Milliseconds) -> NodeID? {
@@ -119,6 +126,13 @@ extension LeaseMachine {
         counters.grantsPrepared += 1
     }
 
+    /// `target` takes the shard: `believedHolder` for a lease, unless a
+    /// promise says more.
+    private mutating func rememberRelease(_ shard: Int, to target: NodeID, now: Milliseconds) {
+        state.shards[shard].releasedTo = target
+        state.shards[shard].releasedToUntil = now + settings.leaseDurationMs
+    }
+
     /// Step 3 at a voter: the holder let go, so each vote prepared on its
     /// behalf becomes a promise to the candidate, from now, and a grant
     /// that answers the candidate's round.
@@ -135,20 +149,18 @@ extension LeaseMachine {
                    now < lease.grantExpiresAt {
                     // The release overtook the target's ask (a holder whose
                     // target holds its every write may release right after
-                    // its prepare, as a stopping node does): the promise to the holder ends
-                    // now, as the holder writes nothing more at this term, so
-                    // the ask is judged as any other when it comes (and the
-                    // target, holding every write, is granted). Kept, it would answer
-                    // the ask `prepared` for a release already gone, and the
-                    // target's renewals `leaseHeld` until the promise ran
-                    // out, too late for the lease the target won with the
-                    // holder's own grant (a stopping node's hand-offs, seen
-                    // between real processes). The term must match: a late
-                    // release of an older lease of the holder's must not end
-                    // the promise of the one it holds now.
+                    // its prepare, as a stopping node does). The promise to
+                    // the holder ends now, as the holder writes nothing more
+                    // at this term, and the ask is judged as any other when
+                    // it comes. Kept, it would answer the ask `prepared` for
+                    // a release already gone, and the target's renewals
+                    // `leaseHeld` until the promise ran out, after the lease
+                    // the target won with the holder's own grant (seen
+                    // between real processes when a node stopped). The term
+                    // must match: a late release of an older lease of the
+                    // holder's must not end the promise of the one it holds.
                     state.shards[shard].grantExpiresAt = now
-                    state.shards[shard].releasedTo = item.to
-                    state.shards[shard].releasedToUntil = now + settings.leaseDurationMs
+                    rememberRelease(shard, to: item.to, now: now)
                     counters.releasesBeforeAsk += 1
                 } else {
                     counters.staleHandOffs += 1
@@ -156,8 +168,7 @@ extension LeaseMachine {
                 continue
             }
             state.shards[shard].prepared = nil
-            state.shards[shard].releasedTo = item.to
-            state.shards[shard].releasedToUntil = now + settings.leaseDurationMs
+            rememberRelease(shard, to: item.to, now: now)
             promise(item.to, shard: shard, durationMs: prepared.durationMs, now: now)
             state.shards[shard].reportedTerm = max(lease.reportedTerm, prepared.term)
             counters.preparedGrantsReleased += 1
@@ -196,8 +207,7 @@ extension LeaseMachine {
         forgetRounds(of: shard)
         if let target = lease.handingOffTo {
             state.shards[shard].handingOffTo = nil
-            state.shards[shard].releasedTo = target
-            state.shards[shard].releasedToUntil = now + settings.leaseDurationMs
+            rememberRelease(shard, to: target, now: now)
             counters.handOffsReleased += 1
             let item = HandOffRelease(shard: UInt32(shard), term: lease.heldTerm, to: target, lastVersion: lease.lastVersion)
             handOffReleased([item], from: settings.nodeID, now: now, into: &output)
