@@ -38,8 +38,7 @@ extension MetricsExposition {
 
     /// Shard leases: elections, terms, writes refused, reads possibly stale.
     static func leaseFamilies(_ leases: LeaseSnapshot, refusals: Int) -> [Family] {
-        let pauses = histogramSamples(counts: leases.handOffPauseBuckets.isEmpty
-                                          ? Array(repeating: 0, count: LeaseSnapshot.handOffPauseBucketsMs.count + 1) : leases.handOffPauseBuckets,
+        let pauses = histogramSamples(counts: leases.handOffPauseBuckets,
                                       bounds: LeaseSnapshot.handOffPauseBucketsMs.map { formatSeconds(nanoseconds: Int($0 * 1_000_000)) },
                                       sum: String(Double(leases.handOffPauseSumNs) / 1e9))
         return [

@@ -120,11 +120,7 @@ extension Simulation {
             }
             return
         }
-        let acknowledged = acknowledgedVersions[shard]
-        guard let target = voters.first(where: { voter in
-            nodeIndex(voter).map { nodes[$0].isRunning && !nodes[$0].emptyLearner
-                && (acknowledgedBy[shard][$0] ?? .zero) >= acknowledged } == true
-        }) else { return }
+        guard let target = handOffTarget(shard, among: voters) else { return }
         report.handOffsStarted += 1
         leaseStep(holder, .handOff(shard: shard, to: target, now: clock))
         guard let term = nodes[holder].lease?.heldTerm(ofShard: shard, now: clock),
@@ -163,15 +159,20 @@ extension Simulation {
             }
             return
         }
-        let acknowledged = acknowledgedVersions[shard]
-        guard let target = voters.first(where: { voter in
-            nodeIndex(voter).map { nodes[$0].isRunning && !nodes[$0].emptyLearner
-                && (acknowledgedBy[shard][$0] ?? .zero) >= acknowledged } == true
-        }), let index = nodeIndex(target) else { return }
+        guard let target = handOffTarget(shard, among: voters), let index = nodeIndex(target) else { return }
         report.handOffsStarted += 1
         frozenForHandOff[shard] = (holder, index, now)
         sendModel(.replicate(to: index, from: holder, shard: shard, version: newest,
                              holderComplete: nodes[holder].completeThrough[shard]), from: holder, to: index)
+    }
+
+    /// The first running voter that holds every acknowledged write.
+    func handOffTarget(_ shard: Int, among voters: [NodeID]) -> NodeID? {
+        let acknowledged = acknowledgedVersions[shard]
+        return voters.first { voter in
+            nodeIndex(voter).map { nodes[$0].isRunning && !nodes[$0].emptyLearner
+                && (acknowledgedBy[shard][$0] ?? .zero) >= acknowledged } == true
+        }
     }
 
     /// Every newcomer has the copy: the holder proposes, if it still may.

@@ -14,9 +14,10 @@ enum ClusterWiring {
     }
 
     /// How long a stopping node may spend handing its shards off before it
-    /// says `left`: half of drain_timeout, at most 5 s. A shard is handed
-    /// off right after its lease's renewal, so the default lease of 4 s
-    /// needs about 2 s for the last of them.
+    /// says `left`: half of drain_timeout, at most 5 s. Hand-offs take
+    /// milliseconds; the bound is for targets that do not answer (each is
+    /// given up after LeaseDriver.handOffTimeoutMs) and for shards waiting
+    /// for a renewal before they may start.
     static func leaveHandOffMs(_ node: NodeContext) -> Int64 {
         min(5_000, node.runtime.drainTimeoutMs.load(ordering: .relaxed) / 2)
     }

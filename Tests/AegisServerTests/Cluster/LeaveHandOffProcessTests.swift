@@ -42,9 +42,7 @@ import Testing
     }
 
     @Test(.hangBound) func aStoppingNodeHandsEveryShardItHoldsToAReplicaAndLosesNoWrite() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-leave-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let members = try LeaseProcessTests.startCluster(directory: directory)
+        let members = try LeaseProcessTests.startCluster(directory: try PeerTLSProcessTests.temporaryDirectory("leave"))
         defer { for member in members { member.stop() } }
         let before = try #require(LeaseProcessTests.leases(members[0]))
         let held = Set(before.filter { $0.value.held }.map(\.key))

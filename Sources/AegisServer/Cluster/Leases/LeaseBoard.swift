@@ -15,14 +15,13 @@ final class ShardLeases: Sendable {
     /// (`untilMs` is 0), so that the target can be given every write.
     let handingOff: [Bool]
 
-    init(version: UInt64, enforced: Bool, untilMs: [Int64], terms: [UInt32], handingOff: [Bool]? = nil) {
-        precondition(untilMs.count == terms.count, "one end and one term per shard")
-        precondition(handingOff.map { $0.count == terms.count } ?? true, "one hand-off flag per shard")
+    init(version: UInt64, enforced: Bool, untilMs: [Int64], terms: [UInt32], handingOff: [Bool]) {
+        precondition(untilMs.count == terms.count && handingOff.count == terms.count, "one end, term and hand-off flag per shard")
         self.version = version
         self.enforced = enforced
         self.untilMs = untilMs
         self.terms = terms
-        self.handingOff = handingOff ?? Array(repeating: false, count: terms.count)
+        self.handingOff = handingOff
     }
 }
 

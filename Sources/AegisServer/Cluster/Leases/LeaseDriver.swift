@@ -314,13 +314,12 @@ final class LeaseDriver {
             case let .leaseLost(shard, reason):
                 heldUntil[shard] = nil
                 needsPublish = true
-                if let handOff = handOffs.end(shard, reason == .released ? .released : .lost, nowNs: aegis_monotonic_ns()) {
-                    if reason == .released {
-                        logger.info("leases: shard \(shard) handed to \(handOff.target)", metadata: [
-                            "pause_us": "\(handOff.frozenAtNs.map { (aegis_monotonic_ns() - $0) / 1_000 } ?? -1)",
-                        ])
-                        continue
-                    }
+                if let ended = handOffs.end(shard, reason == .released ? .released : .lost, nowNs: aegis_monotonic_ns()),
+                   reason == .released {
+                    logger.info("leases: shard \(shard) handed to \(ended.target)", metadata: [
+                        "pause_us": "\(ended.pauseNs.map { $0 / 1_000 } ?? -1)",
+                    ])
+                    continue
                 }
                 logger.notice("leases: lost shard \(shard) (\(reason)); its writes are refused here until a lease is won again")
             case let .termChanged(shard, old, new, reason):
@@ -506,8 +505,6 @@ final class LeaseDriver {
         needsPublish = true
         logger.notice("leases: hand-off of shard \(shard) given up: \(why); this node keeps its lease")
     }
-
-    var isLeaving: Bool { leaving != nil }
 
     // MARK: - Reporting
 

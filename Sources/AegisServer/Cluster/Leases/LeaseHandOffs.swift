@@ -78,17 +78,17 @@ struct LeaseHandOffs {
         running[shard]!.reactorFroze = true
     }
 
-    /// Ends the shard's hand-off; the pause counts only for a release.
+    /// Ends the shard's hand-off; the pause counts only for a release, and
+    /// is returned for it (nil for the others, or if never published).
     @discardableResult
-    mutating func end(_ shard: Int, _ outcome: Outcome, nowNs: Int64) -> HandOff? {
+    mutating func end(_ shard: Int, _ outcome: Outcome, nowNs: Int64) -> (target: NodeID, pauseNs: Int64?)? {
         guard let handOff = running.removeValue(forKey: shard) else { return nil }
         ended[outcome, default: 0] += 1
-        if outcome == .released, let frozenAtNs = handOff.frozenAtNs {
-            let pauseNs = max(0, nowNs - frozenAtNs)
-            pauseSumNs += pauseNs
-            let pauseMs = Double(pauseNs) / 1e6
-            pauseBuckets[Self.pauseBucketsMs.firstIndex { pauseMs <= $0 } ?? Self.pauseBucketsMs.count] += 1
-        }
-        return handOff
+        guard outcome == .released, let frozenAtNs = handOff.frozenAtNs else { return (handOff.target, nil) }
+        let pauseNs = max(0, nowNs - frozenAtNs)
+        pauseSumNs += pauseNs
+        let pauseMs = Double(pauseNs) / 1e6
+        pauseBuckets[Self.pauseBucketsMs.firstIndex { pauseMs <= $0 } ?? Self.pauseBucketsMs.count] += 1
+        return (handOff.target, pauseNs)
     }
 }

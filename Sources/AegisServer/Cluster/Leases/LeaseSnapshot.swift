@@ -44,7 +44,7 @@ public struct LeaseSnapshot: Sendable, Equatable {
     public var handOffsEnded: [String: Int] = [:]
     /// The released hand-offs' pauses: counts per bucket of
     /// `handOffPauseBucketsMs` (then one for the rest), and their sum.
-    public var handOffPauseBuckets: [Int] = []
+    public var handOffPauseBuckets = Array(repeating: 0, count: LeaseHandOffs.pauseBucketsMs.count + 1)
     public var handOffPauseSumNs: Int64 = 0
     public static var handOffPauseBucketsMs: [Double] { LeaseHandOffs.pauseBucketsMs }
 
