@@ -35,6 +35,27 @@ import Testing
         #expect(p.problems.isEmpty)
     }
 
+    /// A primary that took the shard over presumes its followers hold its
+    /// copy (`resume`); a stream that ends below that, with nothing
+    /// written since, says the copy is no newer: nothing is left to send.
+    @Test func aStreamThatEndsBelowThePresumedNewestWriteSettlesIt() {
+        var p = ReplicationProgress(followers: [Self.b, Self.c])
+        p.resume(after: Self.v(9))
+        #expect(p.sent == [Self.v(9), Self.v(9)])
+        p.cutOff(Self.b)
+        p.streamed(Self.v(6), to: Self.b)
+        #expect(p.written == Self.v(9) && p.sent[0] == Self.v(6), "b is still behind: it would be streamed again")
+        p.settle(atMost: Self.v(6))
+        #expect(p.written == Self.v(6) && p.sent == [Self.v(6), Self.v(6)] && p.acknowledged[0] == Self.v(6))
+        // A newest write above what was written changes nothing.
+        p.settle(atMost: Self.v(8))
+        #expect(p.written == Self.v(6))
+        // The next write follows it as usual.
+        p.wrote(Self.v(7))
+        p.sent(Self.v(7), to: Self.b)
+        #expect(p.acknowledge(Self.v(7), from: Self.b) == .advanced)
+    }
+
     @Test func acknowledgementsThatWereNeverEarnedChangeNothing() {
         var p = Self.primary(writes: 5)
         p.sent(Self.v(3), to: Self.b)

@@ -114,6 +114,24 @@ public struct ReplicationProgress: Sendable, Equatable {
         acknowledged[i] = start
     }
 
+    /// The shard's newest write is `newest` and no more: a stream's walk
+    /// began there and nothing was written since (the primary's tail is
+    /// empty), while `written` came from a presumption (`resume`, from what
+    /// the node reported of its copy) that went above it. Nothing above
+    /// `newest` exists to send, so every follower presumed or sent past it
+    /// is brought back to it. Without this, a follower streamed to
+    /// `newest` is behind `written` for ever, and is streamed again and
+    /// again (runbook/run, after a full cluster recovery: 356,481 streams
+    /// of one shard in three minutes).
+    public mutating func settle(atMost newest: EntryVersion) {
+        guard newest < written else { return }
+        written = newest
+        for i in sent.indices {
+            sent[i] = min(sent[i], newest)
+            acknowledged[i] = min(acknowledged[i], newest)
+        }
+    }
+
     /// The shard map changed: followers that stay keep their progress, new
     /// ones start from nothing and are caught up from the tail (a node back
     /// from a restart sends no acknowledgement until it is sent something,
