@@ -108,13 +108,20 @@ struct AdminRoutes: Sendable {
         let reports = NodeReports(node: node)
         switch endpoint {
         case .health:
-            // While draining the body must not contain "ok": the runbook's
-            // check is `grep -q ok` on the body.
-            if node.state == .serving { return .json(200, .object([("status", .string("ok"))])) }
+            // While draining or catching up the body must not contain "ok":
+            // the runbook's checks are `grep -q ok` on the body, and its
+            // rolling restart moves to the next node once this one says it.
+            let standing = reports.standing
+            if node.state == .serving && standing.inStep { return .json(200, .object([("status", .string("ok"))])) }
+            if node.state == .serving {
+                return .json(503, .object([("status", .string("catching_up"))] + NodeReports.standingFields(standing)))
+            }
             return .json(503, .object([("status", .string(reports.stateName))]))
         case .ready:
-            let ready = node.state == .serving
-            return .json(ready ? 200 : 503, .object([("ready", .bool(ready)), ("state", .string(reports.stateName))]))
+            let standing = reports.standing
+            let ready = node.state == .serving && standing.inStep
+            return .json(ready ? 200 : 503, .object([("ready", .bool(ready)), ("state", .string(reports.stateName)),
+                                                     ("in_step", .bool(standing.inStep))] + NodeReports.standingFields(standing)))
         case .live:
             return .json(200, .object([("live", .bool(true)), ("state", .string(reports.stateName))]))
         case .metrics:

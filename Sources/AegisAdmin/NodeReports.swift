@@ -253,6 +253,25 @@ struct NodeReports {
 }
 
 extension NodeReports {
+    /// Where this node stands against its shards' holders (/health, /ready,
+    /// aegis_ready). A node started with seeds and replication_factor > 1
+    /// is in a cluster from its first moment: until the cluster loop has
+    /// reviewed its shards it is not known to serve them, so it is not in
+    /// step (a restarted node said ok before it heard of any holder, and
+    /// the rolling restart stopped the next node while it held nothing).
+    var standing: ReplicaStanding {
+        var standing = node.cluster.snapshot.leases.standing
+        if !standing.reviewed && node.config.replicationFactor > 1 && !node.config.seeds.isEmpty { standing.applies = true }
+        return standing
+    }
+
+    /// Where this node stands against its shards' holders, in /health,
+    /// /ready and /cluster (no name holds "ok": /health's body is grepped for it).
+    static func standingFields(_ standing: ReplicaStanding) -> [(String, JSONValue)] {
+        [("shards_replicated", .int(standing.replicated)), ("shards_behind", .int(standing.behind)),
+         ("shards_without_holder", .int(standing.withoutHolder))]
+    }
+
     /// /cluster's leases part: per shard the term this node knows and, where
     /// it holds the lease, the ms left of it on its own clock.
     static func leases(_ leases: LeaseSnapshot) -> JSONValue {
@@ -272,7 +291,8 @@ extension NodeReports {
             ("elections_started", .int(leases.electionsStarted)), ("elections_won", .int(leases.electionsWon)),
             ("elections_lost", .int(leases.electionsLost)), ("term_changes", .int(leases.termChanges)),
             ("holed_candidates_refused", .int(leases.holedCandidatesRefused)),
-        ]
+            ("in_step", .bool(leases.standing.inStep)),
+        ] + standingFields(leases.standing)
         if let why = leases.stoppedBy { document.append(("stopped_by", .string(why))) }
         document.append(("shards", .array(shards)))
         return .object(document)

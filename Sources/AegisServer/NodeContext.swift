@@ -153,6 +153,7 @@ public final class NodeContext: Sendable {
 /// readers on other threads (INFO, DBSIZE, /metrics) never slow it down.
 public final class PublishedReactorStats: Sendable {
     let items = Atomic<Int>(0)
+    let replicaItems = Atomic<Int>(0)
     let usedMemoryBytes = Atomic<Int>(0)
     let clientBufferBytes = Atomic<Int>(0)
     let lazyFreePendingObjects = Atomic<Int>(0)
@@ -186,6 +187,7 @@ public final class PublishedReactorStats: Sendable {
 
     func publish(_ s: ReactorStatsSnapshot) {
         items.store(s.items, ordering: .relaxed)
+        replicaItems.store(s.replicaItems, ordering: .relaxed)
         usedMemoryBytes.store(s.usedMemoryBytes, ordering: .relaxed)
         clientBufferBytes.store(s.clientBufferBytes, ordering: .relaxed)
         lazyFreePendingObjects.store(s.lazyFreePendingObjects, ordering: .relaxed)
@@ -219,6 +221,7 @@ public final class PublishedReactorStats: Sendable {
     public func snapshot() -> ReactorStatsSnapshot {
         ReactorStatsSnapshot(
             items: items.load(ordering: .relaxed),
+            replicaItems: replicaItems.load(ordering: .relaxed),
             usedMemoryBytes: usedMemoryBytes.load(ordering: .relaxed),
             clientBufferBytes: clientBufferBytes.load(ordering: .relaxed),
             lazyFreePendingObjects: lazyFreePendingObjects.load(ordering: .relaxed),
@@ -253,6 +256,9 @@ public final class PublishedReactorStats: Sendable {
 
 public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var items = 0
+    /// Entries of the shards this node holds a copy of without being their
+    /// primary (not in `items`, as DBSIZE counts).
+    public var replicaItems = 0
     public var usedMemoryBytes = 0
     /// Bytes allocated to client connections' input and output buffers.
     public var clientBufferBytes = 0
@@ -300,6 +306,7 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
 
     mutating func add(_ o: ReactorStatsSnapshot) {
         items += o.items
+        replicaItems += o.replicaItems
         usedMemoryBytes += o.usedMemoryBytes
         clientBufferBytes += o.clientBufferBytes
         lazyFreePendingObjects += o.lazyFreePendingObjects

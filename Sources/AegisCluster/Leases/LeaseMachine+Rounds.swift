@@ -211,6 +211,10 @@ extension LeaseMachine {
                 // grants still on their way for it must never count.
                 forgetRounds(of: shard)
             }
+            if verdict == .granted || verdict == .prepared {
+                state.shards[shard].grantedClaimBy = requester
+                state.shards[shard].grantedClaim = ask.lastVersion
+            }
             if verdict == .granted {
                 adopt(term: ask.term, votedFor: requester, shard: shard, reason: "voted for \(requester)", into: &output)
                 promise(requester, shard: shard, durationMs: durationMs, now: now)

@@ -305,6 +305,20 @@ public struct LeaseMachine: Sendable {
         return nil
     }
 
+    /// The node this one promised the shard to at `now` (not itself), with
+    /// the newest version that node claimed in the ask this node last
+    /// granted it. A holder renews every tick, so a follower whose copy
+    /// reaches the claim holds every write the holder had made a tick ago:
+    /// what a restarted node waits for before it says it serves again. nil
+    /// while no promise to another node runs.
+    public func promisedHolderClaim(_ shard: Int, now: Milliseconds) -> (holder: NodeID, claim: EntryVersion)? {
+        guard state.shards.indices.contains(shard) else { return nil }
+        let lease = state.shards[shard]
+        guard let grantee = lease.grantee, grantee != settings.nodeID, now < lease.grantExpiresAt,
+              lease.grantedClaimBy == grantee else { return nil }
+        return (grantee, lease.grantedClaim)
+    }
+
     public var isEmptyLearner: Bool { state.emptyLearner }
 
     /// Whether this node's copy of the shard may lack writes its version
@@ -533,6 +547,12 @@ struct ShardLease: Sendable, Equatable {
     /// node, and until when it counts (`noteWholeClaim`).
     var wholeClaimSeen: EntryVersion = .zero
     var wholeClaimSeenUntil: Milliseconds = .min
+    /// The node this one last granted the shard to (or prepared a grant
+    /// for), and the newest version it claimed in that ask: what this node
+    /// must hold as a follower to have every write that holder had made a
+    /// renewal ago (`promisedHolderClaim`).
+    var grantedClaimBy: NodeID?
+    var grantedClaim: EntryVersion = .zero
     /// A restarted node campaigns for nothing before this; the replicas'
     /// rank waits count from it, so their order is the same as at any
     /// other election (`LeaseSettings.restartStandBackMs`).

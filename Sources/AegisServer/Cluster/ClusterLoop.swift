@@ -245,6 +245,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     /// the loop's thread owns the driver.
     func noteReplayedShards(_ replayed: ReplayedShards) {
         precondition(loopThread == nil, "replayed versions are told before the cluster loop starts")
+        for (shard, version) in replayed.versions { relay?.replication.noteHeld(shard: shard, version) }
         guard let leases, !replayed.versions.isEmpty else { return }
         let nowMs = Self.nowMs()
         for (shard, version) in replayed.versions { leases.localVersion(shard: shard, version, nowMs: nowMs) }
@@ -1109,7 +1110,25 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         // together, never switch enforcement on and off in between.
         if leaseSupportChanged { updateLeaseEnforcement(leases) }
         sendLeaseFrames(leases.fireDueTimers(nowMs: nowMs), nowMs: nowMs)
+        if let relay, nowMs - lastStandingReviewMs >= Self.standingReviewIntervalMs {
+            lastStandingReviewMs = nowMs
+            let nowNs = aegis_monotonic_ns()
+            for behind in leases.reviewStanding(acknowledged: relay.replication.follower.acknowledged, nowMs: nowMs)
+            where relay.replication.follower.shouldRemind(shard: behind.shard, claim: behind.claim, nowNs: nowNs) {
+                relay.replication.remindHolder(behind.holder.name, shard: behind.shard)
+            }
+            if leases.needsSnapshot {
+                leases.needsSnapshot = false
+                dirty = true
+            }
+        }
     }
+
+    /// How often the loop compares this node's copies with what their
+    /// holders claim (`LeaseDriver.reviewStanding`): /health follows it
+    /// within this, and a review walks every shard.
+    static var standingReviewIntervalMs: Int64 { 100 }
+    private var lastStandingReviewMs: Int64 = 0
 
     private func leaseMembersChanged(_ leases: LeaseDriver, nowMs: Int64) {
         let alive = members.values.filter { $0.status == .alive }.compactMap { NodeID($0.nodeID) }

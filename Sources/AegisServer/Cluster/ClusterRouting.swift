@@ -105,6 +105,20 @@ enum ForwardReplies {
         }
     }
 
+    /// A request for another node reached a reactor after the node's
+    /// cluster loop stopped: it was sent nowhere, so the client may retry
+    /// it on another node (TRYAGAIN, as a refusal for a shard changing
+    /// hands), where a forwarding that failed in flight may have run.
+    static func stopping(wire: WireKind, request: UnsafeRawBufferPointer, into out: WireBuffer) {
+        let text = "TRYAGAIN this node is stopping and forwards no more requests; retry on another node"
+        switch wire {
+        case .binary:
+            BinaryResponseWriter.write(status: .error, requestID: binaryRequestID(request), errorText: text, into: out)
+        case .resp2, .resp3:
+            RESPWriter.error(string: text, into: out)
+        }
+    }
+
     /// The forwarding failed; `why` names the peer and the cause.
     static func failed(wire: WireKind, request: UnsafeRawBufferPointer, why: String, into out: WireBuffer) {
         switch wire {

@@ -257,16 +257,22 @@ final class ForwardingRelay {
                 noteLocal(shard: Int(header.route.shard), version)
             }
         case .replicaAck:
-            if let version = ReplicationWire.decode(payload) { noteLocal(shard: Int(header.route.shard), version) }
+            if let version = ReplicationWire.decode(payload) {
+                noteLocal(shard: Int(header.route.shard), version)
+                replication.follower.reactorAcknowledged(shard: Int(header.route.shard), version, nowNs: nowNs)
+            }
             // A follower reactor's acknowledgement, back to the peer the records came from.
             if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
         case .streamAck:
             // The last slice applied leaves the follower holding the shard
             // through the walk's start, which the election restriction counts.
-            if header.route.ticket & ShardStreamWire.lastSlice != 0 {
+            let lastSlice = header.route.ticket & ShardStreamWire.lastSlice != 0
+            if lastSlice {
                 noteLocal(shard: Int(header.route.shard), header.replicatedPrevious)
                 noteCopyComplete(shard: Int(header.route.shard))
             }
+            replication.follower.streamSliceApplied(shard: Int(header.route.shard),
+                                                    completedAt: lastSlice ? header.replicatedPrevious : nil, nowNs: nowNs)
             // A follower reactor's acknowledgement, back to the peer the records came from.
             if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
         case .streamData:
@@ -302,6 +308,7 @@ final class ForwardingRelay {
 
     private func noteLocal(shard: Int, _ version: EntryVersion) {
         guard shard >= 0, shard < shardOwner.count else { return }
+        replication.noteHeld(shard: shard, version)
         if let known = localVersions[shard], known >= version { return }
         localVersions[shard] = version
     }

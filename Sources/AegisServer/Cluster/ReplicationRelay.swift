@@ -190,6 +190,9 @@ final class ReplicationRelay {
     /// slices from a peer (by name) are taken at a monotonic ms.
     var acceptsFrom: ((Int, String, Int64) -> Bool)?
 
+    /// This node's chains as a follower, for reminding holders (`remindHolder`).
+    var follower: FollowerChains
+
     /// A record or stream slice refused: its sender may not replicate the
     /// shard to this node (`acceptsFrom`, which the caller asks per record).
     func noteRefusedNotHolder() { counters.refusedNotHolder += 1 }
@@ -197,10 +200,12 @@ final class ReplicationRelay {
     init(forwarding: ForwardingRelay, shardOwner: [Int]) {
         self.forwarding = forwarding
         self.shardOwner = shardOwner
+        follower = FollowerChains(shardCount: shardOwner.count)
         progress = Array(repeating: nil, count: shardOwner.count)
         tails = Array(repeating: nil, count: shardOwner.count)
         told = Array(repeating: [], count: shardOwner.count)
         followerPeers = Array(repeating: [], count: shardOwner.count)
+        newestHere = Array(repeating: .zero, count: shardOwner.count)
     }
 
     var replicatedShards: Int { shardsWithFollowers.count }
@@ -220,6 +225,23 @@ final class ReplicationRelay {
 
     func noteReceived() { counters.recordsReceived += 1 }
 
+    /// Per shard, the newest version this node's copy holds, as its reactor
+    /// last showed it (a write, the chain it acknowledged, a finished
+    /// stream) or its log replay left it.
+    private var newestHere: [EntryVersion]
+
+    /// The newest version this node's copy of `shard` holds now: a node
+    /// that becomes the shard's primary starts its bookkeeping from it.
+    /// The latest report, not the highest: a stream that replaced the copy
+    /// leaves it at the stream's start, which may be below what the log
+    /// replayed, and bookkeeping that starts above the copy streams it to
+    /// its followers without end (each stream ends below the newest write
+    /// it is told of, and the empty tail cannot fill the difference).
+    func noteHeld(shard: Int, _ version: EntryVersion) {
+        guard newestHere.indices.contains(shard) else { return }
+        newestHere[shard] = version
+    }
+
     // MARK: - The map
 
     /// Shards this node is primary for keep or start their bookkeeping;
@@ -236,7 +258,15 @@ final class ReplicationRelay {
             if progress[shard] != nil {
                 progress[shard]!.setFollowers(followers)
             } else {
+                // Taking the shard over (a hand-off, an election) holding
+                // writes: the followers are presumed to hold them too, as
+                // after a failover (`resume`), until one says otherwise by
+                // its acknowledgement; then the catch-up finds the tail
+                // empty and streams the shard. Before, the bookkeeping began
+                // at nothing and, until the next write, took a follower that
+                // had restarted empty for one that holds everything.
                 progress[shard] = ReplicationProgress(followers: followers)
+                progress[shard]!.resume(after: newestHere[shard])
                 tails[shard] = RecentWrites(countMax: tailRecordsMax, bytesMax: Self.tailBytesMax)
             }
         }
@@ -460,6 +490,16 @@ final class ReplicationRelay {
         if any { counters.cutOffs += 1 }
     }
 
+    /// Repeats this node's acknowledgement of `shard` to its holder, as its
+    /// reactor would after finding a gap: the holder sends what follows it
+    /// from the tail, or streams the shard (`FollowerChains`).
+    func remindHolder(_ holder: String, shard: Int) {
+        guard let peer = forwarding.peer(named: holder), follower.acknowledged.indices.contains(shard) else { return }
+        var header = ReplicationWire.header(.replicaAck, shard: shard, payloadLength: ReplicationWire.versionBytes)
+        header.route.originNode = peer
+        ReplicationWire.encode(follower.acknowledged[shard]).withUnsafeBytes { forwarding.appendToBatch(peer: peer, header, $0) }
+    }
+
     // MARK: - Read quorums
 
     /// A read at R >= 2 on one of this node's shards: the key goes to the
@@ -510,7 +550,13 @@ final class ReplicationRelay {
             }
             for (i, follower) in shardProgress.followers.enumerated() where shardProgress.sent[i] < shardProgress.written {
                 if streams.isStreaming(shard: shard, to: follower) { continue }
-                switch tail.after(shardProgress.sent[i], limit: Self.catchUpRecordsPerTurn) {
+                var needed = tail.after(shardProgress.sent[i], limit: Self.catchUpRecordsPerTurn)
+                // Nothing after what it was sent, yet it was not sent the
+                // newest write: the writes it lacks were made before this
+                // node's tail began (it became primary holding them, by a
+                // hand-off or an election, and nobody has written since).
+                if needed == .records([]) { needed = .gone }
+                switch needed {
                 case .records(let records):
                     for record in records {
                         guard send(record.bytes, shard: shard, previous: record.previous, to: follower) else { break }
@@ -595,6 +641,8 @@ final class ReplicationRelay {
             streamNoted.remove(StreamNeed(shard: stream.shard, follower: follower.name))
             guard stream.shard < progress.count, progress[stream.shard] != nil, let start = stream.start else { return }
             progress[stream.shard]!.streamed(start, to: follower)
+            // No write since the walk began: its start is the shard's newest write.
+            if tails[stream.shard]?.newest == nil { progress[stream.shard]!.settle(atMost: start) }
             let ms = nowNs / 1_000_000 - stream.startedMs
             log?("streamed shard \(stream.shard) to \(follower.name): \(stream.bytes) bytes in \(stream.produced) slices, \(ms) ms; "
                 + "replication goes on after \(start)")

@@ -19,6 +19,8 @@ public struct ReplicationSnapshot: Sendable, Equatable {
     /// Records and stream slices refused: their sender is not the shard's lease holder as this node knows it.
     public var refusedNotHolder = 0
     public var followerResets = 0
+    /// As a follower: acknowledgements repeated to holders (FollowerChains).
+    public var catchUpReminders = 0
     public var cutOffs = 0
     public var streamsNeeded = 0
     public var streamsStarted = 0
@@ -44,6 +46,7 @@ public struct ReplicationSnapshot: Sendable, Equatable {
         acksRefused = c.acksRefused
         refusedNotHolder = c.refusedNotHolder
         followerResets = c.followerResets
+        catchUpReminders = relay.follower.reminders
         cutOffs = c.cutOffs
         streamsNeeded = c.streamsNeeded
         streamsStarted = c.streamsStarted

@@ -69,9 +69,13 @@ extension Reactor {
 
     func publishStats() {
         var items = 0
+        var replicaItems = 0
         // As DBSIZE: the shards this node is primary for (a follower's copies take memory, counted below, not items).
-        for shardIndex in shards.ownedIndices where routes.isPrimaryHere(shardIndex) { items += shards[shardIndex]!.count }
+        for shardIndex in shards.ownedIndices {
+            if routes.isPrimaryHere(shardIndex) { items += shards[shardIndex]!.count } else { replicaItems += shards[shardIndex]!.count }
+        }
         counters.items = items
+        counters.replicaItems = replicaItems
         let ledger = shards.ledger
         ledger.collectLazyFree()
         counters.usedMemoryBytes = ledger.usedBytes

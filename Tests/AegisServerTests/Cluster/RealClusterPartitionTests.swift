@@ -166,6 +166,16 @@ struct RealClusterPartitionTests {
         defer { cluster.stopAll() }
         try cluster.startAll()
         try cluster.waitUntil("3 alive", ClusterHarness.allAlive(ClusterHarness.nodeIDs(1...3)))
+        // A daily check meets a settled cluster: /health says ok once a node
+        // holds or has caught up with every shard it replicates, after the
+        // first lease elections.
+        let settled = waitUntil(seconds: 60) {
+            (1...3).allSatisfy { node in
+                (try? network.run("curl", ["-s", "--max-time", "1", "http://\(ClusterHarness.address(node)):7702/health"]))?
+                    .output.contains("ok") == true
+            }
+        }
+        #expect(settled, "every node says ok on /health")
 
         let script = try RunbookScript.dailyHealthCheck()
         let scriptPath = cluster.root + "/daily-health-check.sh"

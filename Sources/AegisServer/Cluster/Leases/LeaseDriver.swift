@@ -533,6 +533,58 @@ final class LeaseDriver {
         return holder.name == sender
     }
 
+    private(set) var standing = ReplicaStanding()
+    /// Set when the node was last in step (monotonic ms), for the log line
+    /// that says so once per change; nil while it is not.
+    private var inStepSinceMs: Int64?
+    /// When this driver was made, at the node's start (monotonic ms, the loop's clock).
+    private let createdMs = aegis_monotonic_ns() / 1_000_000
+
+    /// Reviews every shard this node is a replica of against `acknowledged`
+    /// (this node's chain per shard, FollowerChains) and returns those
+    /// behind a holder that is known, with the holder and its claim: the
+    /// caller reminds the holder when nothing is on its way.
+    func reviewStanding(acknowledged: [EntryVersion], nowMs: Int64) -> [(shard: Int, holder: NodeID, claim: EntryVersion)] {
+        var review = ReplicaStanding(applies: enforced && stoppedBy == nil, reviewed: true)
+        var behind: [(shard: Int, holder: NodeID, claim: EntryVersion)] = []
+        if review.applies {
+            for shard in acknowledged.indices {
+                let (isReplica, holds, promised) = readMachine {
+                    ($0.replicaSet(shard).contains(selfID), $0.holdsLease(shard, now: nowMs), $0.promisedHolderClaim(shard, now: nowMs))
+                }
+                guard isReplica else { continue }
+                review.replicated += 1
+                if holds {
+                    review.held += 1
+                } else if let promised {
+                    if acknowledged[shard] < promised.claim {
+                        review.behind += 1
+                        behind.append((shard, promised.holder, promised.claim))
+                    }
+                } else {
+                    review.withoutHolder += 1
+                }
+            }
+        }
+        if review != standing { needsSnapshot = true }
+        standing = review
+        if review.applies && review.inStep && inStepSinceMs == nil {
+            inStepSinceMs = nowMs
+            logger.notice("cluster: in step: this node holds or has caught up with every shard it replicates", metadata: [
+                "shards": "\(review.replicated)", "held": "\(review.held)", "since_start_ms": "\(nowMs - createdMs)",
+            ])
+        } else if !review.inStep, let since = inStepSinceMs {
+            inStepSinceMs = nil
+            logger.info("cluster: out of step: some shards this node replicates have no holder it knows of, or lack their holder's writes", metadata: [
+                "behind": "\(review.behind)", "without_holder": "\(review.withoutHolder)", "in_step_ms": "\(nowMs - since)",
+            ])
+        }
+        return behind
+    }
+
+    /// Set when `standing` changed: the loop publishes a snapshot.
+    var needsSnapshot = false
+
     /// Runs a query of the machine on it in place. `machine.query()` copies
     /// the whole machine first (every array, set and dictionary in it
     /// retained, then released): the read of a class's stored property ends

@@ -1,3 +1,35 @@
+/// How a node's copies stand against their lease holders: whether it
+/// serves every shard it replicates, which /health and /ready wait for
+/// (`LeaseDriver.reviewStanding`).
+public struct ReplicaStanding: Sendable, Equatable {
+    /// Shards this node is a voter of (a replica).
+    public var replicated = 0
+    /// Of those, whose lease it holds.
+    public var held = 0
+    /// Of those, whose copy here is below what their holder last claimed.
+    public var behind = 0
+    /// Of those, with no holder this node knows of (an election, a
+    /// partition, or a start that has not heard the others yet).
+    public var withoutHolder = 0
+    /// Leases are enforced here. A node alone with no seeds, or among
+    /// members predating leases, has no holders to stand in step with.
+    public var applies = false
+    /// Set by the cluster loop's first review; a node whose configuration
+    /// puts it in a cluster is not known to serve its shards before it.
+    public var reviewed = false
+
+    public init(applies: Bool = false, reviewed: Bool = false) {
+        self.applies = applies
+        self.reviewed = reviewed
+    }
+
+    /// Whether the node serves every shard it replicates: it holds the
+    /// lease, or its copy holds what the holder claimed a renewal ago. A
+    /// node that is a replica of nothing yet (it has not heard its peers)
+    /// is not in step.
+    public var inStep: Bool { !applies || (replicated > 0 && behind == 0 && withoutHolder == 0) }
+}
+
 /// The shard leases as /cluster, /metrics and INFO show them.
 public struct LeaseSnapshot: Sendable, Equatable {
     public struct Shard: Sendable, Equatable {
@@ -36,6 +68,8 @@ public struct LeaseSnapshot: Sendable, Equatable {
     /// Shards this node answers reads for (their primary in the shard map)
     /// without holding their lease: those reads may be stale.
     public var readsPossiblyStaleShards = 0
+    /// Whether this node serves every shard it replicates (/health, /ready).
+    public var standing = ReplicaStanding()
     /// Set when a term could not be made durable (leasing stopped).
     public var stoppedBy: String?
     /// Hand-offs this node started as holder, and how they ended
@@ -70,6 +104,7 @@ public struct LeaseSnapshot: Sendable, Equatable {
         termWrites = c.termWrites
         framesDropped = c.framesDropped
         stoppedBy = driver.stoppedBy
+        standing = driver.standing
         let handOffs = driver.handOffs
         handOffsStarted = handOffs.started
         handOffsEnded = Dictionary(uniqueKeysWithValues: LeaseHandOffs.Outcome.allCases.map { ($0.rawValue, handOffs.ended[$0, default: 0]) })

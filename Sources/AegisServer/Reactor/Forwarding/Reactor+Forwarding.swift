@@ -69,7 +69,7 @@ extension Reactor {
                 // now rather than leave the slot waiting for a reply that
                 // cannot come.
                 scratch.reply.clear()
-                ForwardReplies.failed(wire: wire, request: bytes, why: "this node is stopping", into: scratch.reply)
+                ForwardReplies.stopping(wire: wire, request: bytes, into: scratch.reply)
                 fillLocal(connection, sequence: sequence, scratch.reply.readableView)
                 markDirty(connection)
                 return
