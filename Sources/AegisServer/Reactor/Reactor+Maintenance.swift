@@ -70,7 +70,9 @@ extension Reactor {
     func publishStats() {
         var items = 0
         var replicaItems = 0
-        // As DBSIZE: the shards this node is primary for (a follower's copies take memory, counted below, not items).
+        // Items as DBSIZE counts them: the shards this node is primary for. The
+        // copies it holds as a follower take memory too (counted below) and
+        // are counted apart, so an operator can see a restarted node refilled.
         for shardIndex in shards.ownedIndices {
             if routes.isPrimaryHere(shardIndex) { items += shards[shardIndex]!.count } else { replicaItems += shards[shardIndex]!.count }
         }
