@@ -259,8 +259,8 @@ extension NodeReports {
     /// reviewed its shards it is not known to serve them, so it is not in
     /// step (a restarted node said ok before it heard of any holder, and
     /// the rolling restart stopped the next node while it held nothing).
-    var standing: ReplicaStanding {
-        var standing = node.cluster.snapshot.leases.standing
+    func standing(_ cluster: ClusterSnapshot) -> ReplicaStanding {
+        var standing = cluster.leases.standing
         if !standing.reviewed && node.config.replicationFactor > 1 && !node.config.seeds.isEmpty { standing.applies = true }
         return standing
     }

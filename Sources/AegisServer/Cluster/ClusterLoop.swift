@@ -1113,14 +1113,12 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         if let relay, nowMs - lastStandingReviewMs >= Self.standingReviewIntervalMs {
             lastStandingReviewMs = nowMs
             let nowNs = aegis_monotonic_ns()
+            let before = leases.standing
             for behind in leases.reviewStanding(acknowledged: relay.replication.follower.acknowledged, nowMs: nowMs)
             where relay.replication.follower.shouldRemind(shard: behind.shard, claim: behind.claim, nowNs: nowNs) {
                 relay.replication.remindHolder(behind.holder.name, shard: behind.shard)
             }
-            if leases.needsSnapshot {
-                leases.needsSnapshot = false
-                dirty = true
-            }
+            if leases.standing != before { dirty = true }
         }
     }
 

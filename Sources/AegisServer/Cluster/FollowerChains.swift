@@ -20,8 +20,10 @@ struct FollowerChains {
     /// Per shard, the version the reactor last acknowledged (`.zero`: none
     /// in this life, which is what a restarted follower holds of the chain).
     private(set) var acknowledged: [EntryVersion]
-    private var lastHeardNs: [Int64]
-    private var lastReminderNs: [Int64]
+    /// Per shard, when the reactor last acknowledged anything of it or a
+    /// reminder went, whichever came later: the quiet a reminder waits for
+    /// counts from it.
+    private var lastActivityNs: [Int64]
     /// Acknowledgements repeated to a holder because nothing came.
     private(set) var reminders = 0
 
@@ -35,8 +37,7 @@ struct FollowerChains {
         acknowledged = Array(repeating: .zero, count: shardCount)
         // Long enough ago that the first review may remind at once (and no
         // subtraction from it overflows).
-        lastHeardNs = Array(repeating: -Self.quietNs, count: shardCount)
-        lastReminderNs = Array(repeating: -Self.quietNs, count: shardCount)
+        lastActivityNs = Array(repeating: -Self.quietNs, count: shardCount)
     }
 
     /// The reactor acknowledged `version` as the newest of its chain (which
@@ -44,7 +45,7 @@ struct FollowerChains {
     mutating func reactorAcknowledged(shard: Int, _ version: EntryVersion, nowNs: Int64) {
         guard acknowledged.indices.contains(shard) else { return }
         acknowledged[shard] = version
-        lastHeardNs[shard] = nowNs
+        lastActivityNs[shard] = nowNs
     }
 
     /// The reactor applied a slice of a stream of the shard; the last one
@@ -52,7 +53,7 @@ struct FollowerChains {
     mutating func streamSliceApplied(shard: Int, completedAt: EntryVersion?, nowNs: Int64) {
         guard acknowledged.indices.contains(shard) else { return }
         if let completedAt { acknowledged[shard] = completedAt }
-        lastHeardNs[shard] = nowNs
+        lastActivityNs[shard] = nowNs
     }
 
     /// Whether to repeat the shard's acknowledgement to its holder now: the
@@ -60,8 +61,8 @@ struct FollowerChains {
     /// nothing of the shard came for `quietNs`, nor was a reminder sent.
     mutating func shouldRemind(shard: Int, claim: EntryVersion, nowNs: Int64) -> Bool {
         guard acknowledged.indices.contains(shard), acknowledged[shard] < claim,
-              nowNs - max(lastHeardNs[shard], lastReminderNs[shard]) >= Self.quietNs else { return false }
-        lastReminderNs[shard] = nowNs
+              nowNs - lastActivityNs[shard] >= Self.quietNs else { return false }
+        lastActivityNs[shard] = nowNs
         reminders += 1
         return true
     }

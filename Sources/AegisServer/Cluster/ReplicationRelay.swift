@@ -495,8 +495,7 @@ final class ReplicationRelay {
     /// from the tail, or streams the shard (`FollowerChains`).
     func remindHolder(_ holder: String, shard: Int) {
         guard let peer = forwarding.peer(named: holder), follower.acknowledged.indices.contains(shard) else { return }
-        var header = ReplicationWire.header(.replicaAck, shard: shard, payloadLength: ReplicationWire.versionBytes)
-        header.route.originNode = peer
+        let header = ReplicationWire.header(.replicaAck, shard: shard, payloadLength: ReplicationWire.versionBytes)
         ReplicationWire.encode(follower.acknowledged[shard]).withUnsafeBytes { forwarding.appendToBatch(peer: peer, header, $0) }
     }
 

@@ -566,7 +566,6 @@ final class LeaseDriver {
                 }
             }
         }
-        if review != standing { needsSnapshot = true }
         standing = review
         if review.applies && review.inStep && inStepSinceMs == nil {
             inStepSinceMs = nowMs
@@ -581,9 +580,6 @@ final class LeaseDriver {
         }
         return behind
     }
-
-    /// Set when `standing` changed: the loop publishes a snapshot.
-    var needsSnapshot = false
 
     /// Runs a query of the machine on it in place. `machine.query()` copies
     /// the whole machine first (every array, set and dictionary in it
