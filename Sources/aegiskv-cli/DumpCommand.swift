@@ -32,43 +32,43 @@ struct DumpCommand: ParsableCommand {
 
         var written = 0
         var skipped = 0
+        var resent = 0
         var cursor = try scan(from: "0", connection)
         while true {
             let keys = cursor.keys
-            for key in keys {
-                connection.queue([Self.get, key])
-                connection.queue([Self.pttl, key])
-            }
-            // The next SCAN rides in the same pipeline as this batch's reads.
+            // One group per key (its GET and PTTL, sent again together if the
+            // node's rate limit refused either), then the next SCAN, which
+            // rides in the same pipeline as this batch's reads.
+            var groups = keys.map { [[Self.get, $0], [Self.pttl, $0]] }
             let more = cursor.next != "0"
-            if more { connection.queue(Self.scanCommand(cursor.next, count: batch)) }
-            var index = 0
-            var value: [UInt8]? = nil
+            if more { groups.append([Self.scanCommand(cursor.next, count: batch)]) }
+            var values = [[UInt8]?](repeating: nil, count: keys.count)
+            var ttls = [Int](repeating: -2, count: keys.count)
             var nextCursor = Cursor(next: "0", keys: [])
-            try connection.exchange(replies: keys.count * 2 + (more ? 1 : 0)) { reply throws(CLIError) in
-                defer { index += 1 }
-                if index == keys.count * 2 {
-                    nextCursor = try Self.parseScan(reply, connection)
-                } else if index % 2 == 0 {
-                    switch reply {
-                    case .bulk(let bytes): value = bytes
-                    case .null: value = nil
-                    default: throw Self.unexpected("GET", reply, connection)
-                    }
-                } else {
-                    guard case .integer(let pttl) = reply else { throw Self.unexpected("PTTL", reply, connection) }
-                    // -2: gone since GET; 0: expiring this millisecond. Neither is live.
-                    guard let bytes = value, pttl != -2, pttl != 0 else {
-                        skipped += 1
-                        return
-                    }
-                    let ttl: Int64? = pttl > 0 ? Int64(pttl) : nil
-                    DumpFormat.writeEntry(key: keys[index / 2], value: bytes, ttlMs: ttl,
-                                          expiresAtMs: ttl.map { wallClockMs() + $0 },
-                                          first: written == 0, into: out.buffer)
-                    written += 1
-                    try out.flushIfFull()
+            resent += try connection.exchangeRetryingRateLimit(groups) { index, replies throws(CLIError) in
+                if index == keys.count {
+                    nextCursor = try Self.parseScan(replies[0], connection)
+                    return
                 }
+                switch replies[0] {
+                case .bulk(let bytes): values[index] = bytes
+                case .null: values[index] = nil
+                default: throw Self.unexpected("GET", replies[0], connection)
+                }
+                guard case .integer(let pttl) = replies[1] else { throw Self.unexpected("PTTL", replies[1], connection) }
+                ttls[index] = pttl
+            }
+            for (index, key) in keys.enumerated() {
+                // -2: gone since GET; 0: expiring this millisecond. Neither is live.
+                guard let bytes = values[index], ttls[index] != -2, ttls[index] != 0 else {
+                    skipped += 1
+                    continue
+                }
+                let ttl: Int64? = ttls[index] > 0 ? Int64(ttls[index]) : nil
+                DumpFormat.writeEntry(key: key, value: bytes, ttlMs: ttl, expiresAtMs: ttl.map { wallClockMs() + $0 },
+                                      first: written == 0, into: out.buffer)
+                written += 1
+                try out.flushIfFull()
             }
             try out.flush()
             if !more { break }
@@ -77,7 +77,8 @@ struct DumpCommand: ParsableCommand {
         DumpFormat.writeTrailer(count: written, skipped: skipped, finishedAtMs: wallClockMs(), into: out.buffer)
         try out.flush()
         if !quiet {
-            printToStandardError("dumped \(written) entries from \(address)" + (skipped > 0 ? " (\(skipped) deleted or expired during the dump)" : ""))
+            printToStandardError("dumped \(written) entries from \(address)" + (skipped > 0 ? " (\(skipped) deleted or expired during the dump)" : "")
+                                 + (resent > 0 ? "; \(resent) reads sent again after the node's rate limit refused them" : ""))
         }
     }
 
@@ -93,7 +94,9 @@ struct DumpCommand: ParsableCommand {
     }
 
     private func scan(from cursor: String, _ connection: RESPConnection) throws(CLIError) -> Cursor {
-        try Self.parseScan(try connection.call(Self.scanCommand(cursor, count: batch)), connection)
+        var reply = RESPValue.null
+        try connection.exchangeRetryingRateLimit([[Self.scanCommand(cursor, count: batch)]]) { _, replies throws(CLIError) in reply = replies[0] }
+        return try Self.parseScan(reply, connection)
     }
 
     /// `[cursor, [key, ...]]`.

@@ -142,6 +142,67 @@ final class RESPConnection {
         }
     }
 
+    /// Sends `groups` of commands pipelined and hands each group's replies
+    /// to `handle` (with the group's index), sending again every group a
+    /// reply of which was a rate-limit refusal (`isRateLimitRefusal`): the
+    /// node asks to retry later, and a dump or restore during an incident
+    /// with a rate limit set should slow down, not fail. A group goes again
+    /// whole, so that its replies belong together (a dump's GET and PTTL of
+    /// one key). The pause before each round doubles from 10 ms to 1 s while
+    /// nothing gets through, and resets when something does; after
+    /// `giveUpAfterMs` without any group answered, the refusals go to
+    /// `handle` as they are. Returns how many groups were sent again.
+    @discardableResult
+    func exchangeRetryingRateLimit(_ groups: [[[[UInt8]]]], giveUpAfterMs: Int64 = 60_000,
+                                   _ handle: (Int, [RESPValue]) throws(CLIError) -> Void) throws(CLIError) -> Int {
+        var waiting = Array(groups.indices)
+        var resent = 0
+        var pauseMs: Int64 = 10
+        var lastProgressMs = monotonicMs()
+        while !waiting.isEmpty {
+            for group in waiting { for command in groups[group] { queue(command) } }
+            let expected = waiting.reduce(0) { $0 + groups[$1].count }
+            var replies: [RESPValue] = []
+            replies.reserveCapacity(expected)
+            try exchange(replies: expected) { reply throws(CLIError) in replies.append(reply) }
+            var refused: [Int] = []
+            var offset = 0
+            let givingUp = monotonicMs() - lastProgressMs >= giveUpAfterMs
+            for group in waiting {
+                let groupReplies = Array(replies[offset..<(offset + groups[group].count)])
+                offset += groups[group].count
+                if !givingUp && groupReplies.contains(where: Self.isRateLimitRefusal) {
+                    refused.append(group)
+                } else {
+                    try handle(group, groupReplies)
+                }
+            }
+            if refused.count < waiting.count {
+                lastProgressMs = monotonicMs()
+                pauseMs = 10
+            } else {
+                pauseMs = min(pauseMs * 2, 1_000)
+            }
+            resent += refused.count
+            waiting = refused
+            if !waiting.isEmpty { usleep(UInt32(pauseMs * 1_000)) }
+        }
+        return resent
+    }
+
+    /// The node's answer when its rate limit (`rate_limit`, or the runbook's
+    /// `POST /admin/rate-limit`) refused a command: "ERR rate limit exceeded ...; retry later".
+    static func isRateLimitRefusal(_ reply: RESPValue) -> Bool {
+        guard case .error(let message) = reply else { return false }
+        return message.hasPrefix("ERR rate limit exceeded")
+    }
+
+    private func monotonicMs() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Int64(now.tv_sec) * 1_000 + Int64(now.tv_nsec) / 1_000_000
+    }
+
     private func parseReply() throws(CLIError) -> (RESPValue, Int)? {
         do {
             return try RESPReplyParser.parse(input.readableView)

@@ -57,9 +57,12 @@ struct RestoreCommand: ParsableCommand {
         var skippedExpired = 0
         var failed = 0
         var firstFailure: String?
+        /// Entries the node's rate limit refused and that were sent again.
+        var resentAfterRateLimit = 0
 
         func summary(into address: String) -> String {
             "restored \(restored), skipped-expired \(skippedExpired), failed \(failed) (into \(address))"
+                + (resentAfterRateLimit > 0 ? "; \(resentAfterRateLimit) sent again after the node's rate limit refused them" : "")
         }
     }
 
@@ -75,12 +78,12 @@ struct RestoreCommand: ParsableCommand {
         let reader = LineReader(fd: input.fd, name: input.name)
         var counts = Counts()
         var batchLines: [Int] = []
+        var batchCommands: [[[[UInt8]]]] = []  // one command per group: each entry is retried alone
+        var batchBytes = 0
         func flushBatch() throws(CLIError) {
             guard let connection, !batchLines.isEmpty else { return }
-            var index = 0
-            try connection.exchange(replies: batchLines.count) { reply throws(CLIError) in
-                defer { index += 1 }
-                if case .error(let message) = reply {
+            counts.resentAfterRateLimit += try connection.exchangeRetryingRateLimit(batchCommands) { index, replies throws(CLIError) in
+                if case .error(let message) = replies[0] {
                     counts.failed += 1
                     if counts.firstFailure == nil { counts.firstFailure = "\(input.name):\(batchLines[index]): \(message)" }
                 } else {
@@ -88,6 +91,8 @@ struct RestoreCommand: ParsableCommand {
                 }
             }
             batchLines.removeAll(keepingCapacity: true)
+            batchCommands.removeAll(keepingCapacity: true)
+            batchBytes = 0
         }
         do {
             guard let headerLine = try reader.nextLine() else {
@@ -118,7 +123,7 @@ struct RestoreCommand: ParsableCommand {
                 let entry: DumpFormat.Entry
                 do { entry = try DumpFormat.parseEntry(body) } catch { throw reader.problem(error.message) }
                 entries += 1
-                guard let connection else { continue }
+                guard connection != nil else { continue }
                 var command: [[UInt8]] = [Array("SET".utf8), entry.key, entry.value]
                 if let ttl = entry.ttlMs, let expiresAt = entry.expiresAtMs {
                     let remaining = relativeTtl ? ttl : expiresAt - wallClockMs()
@@ -128,9 +133,10 @@ struct RestoreCommand: ParsableCommand {
                     }
                     command += [Array("PX".utf8), Array(String(remaining).utf8)]
                 }
-                connection.queue(command)
+                batchCommands.append([command])
+                batchBytes += command.reduce(0) { $0 + $1.count }
                 batchLines.append(reader.lineNumber)
-                if batchLines.count >= batch || connection.queuedBytes >= 4 << 20 { try flushBatch() }
+                if batchLines.count >= batch || batchBytes >= 4 << 20 { try flushBatch() }
             }
             try flushBatch()
             if try reader.nextNonBlankLine() != nil {

@@ -188,6 +188,38 @@ struct CLIToolTests {
                 "restore peak RSS \(restore.maxResidentKB) KB for \(count) entries vs \(smallRestore.maxResidentKB) KB for \(count / 10)")
     }
 
+    /// The runbook's emergency export during an incident with a rate limit
+    /// set: the node refuses the excess ("retry later"), and dump and
+    /// restore slow down to it instead of failing or losing entries.
+    @Test func dumpAndRestoreKeepGoingUnderTheNodesRateLimit() throws {
+        let count = 6_000
+        let source = try ServerHarness(reactors: 1)
+        defer { #expect(source.stop() == 0) }
+        let target = try ServerHarness(reactors: 1)
+        defer { #expect(target.stop() == 0) }
+        let fillWindows = try DataSet.fill(port: source.port, count: count)
+        for server in [source, target] {
+            let limit = try runTool("curl", ["-sf", "-X", "POST", server.healthURL + "/admin/rate-limit?ops_per_sec=4000&burst=500"])
+            #expect(limit.status == 0, "\(limit.output)")
+        }
+
+        let dumpPath = Self.temporaryPath("limited.json")
+        defer { try? FileManager.default.removeItem(atPath: dumpPath) }
+        let dump = try CLIRun(["--addr", "127.0.0.1:\(source.port)", "dump"], stdoutPath: dumpPath)
+        #expect(dump.status == 0, "\(dump)")
+        #expect(dump.errorText.hasPrefix("dumped \(count) entries from 127.0.0.1:\(source.port); "), "\(dump)")
+        #expect(dump.errorText.contains("reads sent again after the node's rate limit refused them"), "\(dump)")
+
+        let restore = try CLIRun(["--addr", "127.0.0.1:\(target.port)", "restore", dumpPath])
+        #expect(restore.status == 0, "\(restore)")
+        #expect(restore.errorText.hasPrefix("restored \(count), skipped-expired 0, failed 0 (into 127.0.0.1:\(target.port)); "), "\(restore)")
+        #expect(restore.errorText.contains("sent again after the node's rate limit refused them"), "\(restore)")
+
+        let lift = try runTool("curl", ["-sf", "-X", "POST", target.healthURL + "/admin/rate-limit?ops_per_sec=0"])
+        #expect(lift.status == 0, "\(lift.output)")
+        try DataSet.verify(target: target.port, count: count, fillWindows: fillWindows)
+    }
+
     @Test func restoreKeepsExpiryAndSkipsExpiredEntries() throws {
         let server = try ServerHarness()
         defer { #expect(server.stop() == 0) }
