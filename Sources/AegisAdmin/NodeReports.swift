@@ -87,7 +87,7 @@ struct NodeReports {
         }
         document.append(("local_health", .int(snapshot.localHealth)))
         document.append(("replication", Self.replication(snapshot.replication)))
-        document.append(("leases", Self.leases(snapshot.leases)))
+        document.append(("leases", Self.leases(snapshot.leases, standing: standing(snapshot))))
         return .object(document)
     }
 
@@ -273,8 +273,10 @@ extension NodeReports {
     }
 
     /// /cluster's leases part: per shard the term this node knows and, where
-    /// it holds the lease, the ms left of it on its own clock.
-    static func leases(_ leases: LeaseSnapshot) -> JSONValue {
+    /// it holds the lease, the ms left of it on its own clock. `standing` as
+    /// /health judges it (`standing(_:)`), so that `in_step` never says true
+    /// while /health says catching_up (before the loop's first review).
+    static func leases(_ leases: LeaseSnapshot, standing: ReplicaStanding) -> JSONValue {
         let shards: [JSONValue] = leases.shards.map { shard in
             var fields: [(String, JSONValue)] = [("shard", .int(shard.shard)), ("term", .int(Int(shard.term)))]
             fields.append(("lease_expires_in_ms", shard.heldForMs.map { .int(Int(clamping: $0)) } ?? .null))
@@ -291,8 +293,8 @@ extension NodeReports {
             ("elections_started", .int(leases.electionsStarted)), ("elections_won", .int(leases.electionsWon)),
             ("elections_lost", .int(leases.electionsLost)), ("term_changes", .int(leases.termChanges)),
             ("holed_candidates_refused", .int(leases.holedCandidatesRefused)),
-            ("in_step", .bool(leases.standing.inStep)),
-        ] + standingFields(leases.standing)
+            ("in_step", .bool(standing.inStep)),
+        ] + standingFields(standing)
         if let why = leases.stoppedBy { document.append(("stopped_by", .string(why))) }
         document.append(("shards", .array(shards)))
         return .object(document)
