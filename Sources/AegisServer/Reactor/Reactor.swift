@@ -148,6 +148,11 @@ final class Reactor: @unchecked Sendable {
         debugStallWhileRequested()
         #endif
         var timeoutMs = sleepTimeout()
+        // A pass since the last publish changed what readers see (INFO,
+        // /metrics, /stats): wake at the next tick to publish it, rather
+        // than sleep until the next event, which may be the maintenance
+        // timer 100 ms away (a bulk load's last keys counted that late).
+        if schedule.passesSincePublish > 0 && (timeoutMs < 0 || timeoutMs > 1) { timeoutMs = 1 }
         // A walk holding credit: rest until its next slice is due (sleeping,
         // so a request that arrives meanwhile is read at once), not poll.
         var streamRestNs: Int64 = 0
@@ -211,7 +216,10 @@ final class Reactor: @unchecked Sendable {
         // publish once per clock tick of the coarse clock.
         if monotonicMs != schedule.lastPublishedMs {
             schedule.lastPublishedMs = monotonicMs
+            schedule.passesSincePublish = 0
             publishStats()
+        } else {
+            schedule.passesSincePublish += 1
         }
         return !shouldExit()
     }
