@@ -42,30 +42,28 @@ struct DumpCommand: ParsableCommand {
             var groups = keys.map { [[Self.get, $0], [Self.pttl, $0]] }
             let more = cursor.next != "0"
             if more { groups.append([Self.scanCommand(cursor.next, count: batch)]) }
-            var values = [[UInt8]?](repeating: nil, count: keys.count)
-            var ttls = [Int](repeating: -2, count: keys.count)
             var nextCursor = Cursor(next: "0", keys: [])
+            // Entries are written as their replies arrive: a key sent again
+            // after a refusal comes later in the file, which order does not matter for.
             resent += try connection.exchangeRetryingRateLimit(groups) { index, replies throws(CLIError) in
                 if index == keys.count {
                     nextCursor = try Self.parseScan(replies[0], connection)
                     return
                 }
+                let value: [UInt8]?
                 switch replies[0] {
-                case .bulk(let bytes): values[index] = bytes
-                case .null: values[index] = nil
+                case .bulk(let bytes): value = bytes
+                case .null: value = nil
                 default: throw Self.unexpected("GET", replies[0], connection)
                 }
                 guard case .integer(let pttl) = replies[1] else { throw Self.unexpected("PTTL", replies[1], connection) }
-                ttls[index] = pttl
-            }
-            for (index, key) in keys.enumerated() {
                 // -2: gone since GET; 0: expiring this millisecond. Neither is live.
-                guard let bytes = values[index], ttls[index] != -2, ttls[index] != 0 else {
+                guard let bytes = value, pttl != -2, pttl != 0 else {
                     skipped += 1
-                    continue
+                    return
                 }
-                let ttl: Int64? = ttls[index] > 0 ? Int64(ttls[index]) : nil
-                DumpFormat.writeEntry(key: key, value: bytes, ttlMs: ttl, expiresAtMs: ttl.map { wallClockMs() + $0 },
+                let ttl: Int64? = pttl > 0 ? Int64(pttl) : nil
+                DumpFormat.writeEntry(key: keys[index], value: bytes, ttlMs: ttl, expiresAtMs: ttl.map { wallClockMs() + $0 },
                                       first: written == 0, into: out.buffer)
                 written += 1
                 try out.flushIfFull()

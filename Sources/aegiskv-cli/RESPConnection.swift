@@ -143,15 +143,17 @@ final class RESPConnection {
     }
 
     /// Sends `groups` of commands pipelined and hands each group's replies
-    /// to `handle` (with the group's index), sending again every group a
-    /// reply of which was a rate-limit refusal (`isRateLimitRefusal`): the
-    /// node asks to retry later, and a dump or restore during an incident
-    /// with a rate limit set should slow down, not fail. A group goes again
-    /// whole, so that its replies belong together (a dump's GET and PTTL of
-    /// one key). The pause before each round doubles from 10 ms to 1 s while
-    /// nothing gets through, and resets when something does; after
-    /// `giveUpAfterMs` without any group answered, the refusals go to
-    /// `handle` as they are. Returns how many groups were sent again.
+    /// to `handle` (with the group's index) as soon as they are all in,
+    /// sending again every group a reply of which was a rate-limit refusal
+    /// (`isRateLimitRefusal`): the node asks to retry later, and a dump or
+    /// restore during an incident with a rate limit set should slow down,
+    /// not fail. A group goes again whole, so that its replies belong
+    /// together (a dump's GET and PTTL of one key); only the replies of the
+    /// group being read are held, so memory stays one group's. The pause
+    /// before each round doubles from 10 ms to 1 s while nothing gets
+    /// through, and resets when something does; after `giveUpAfterMs`
+    /// without any group answered, the refusals go to `handle` as they are.
+    /// Returns how many groups were sent again.
     @discardableResult
     func exchangeRetryingRateLimit(_ groups: [[[[UInt8]]]], giveUpAfterMs: Int64 = 60_000,
                                    _ handle: (Int, [RESPValue]) throws(CLIError) -> Void) throws(CLIError) -> Int {
@@ -162,20 +164,21 @@ final class RESPConnection {
         while !waiting.isEmpty {
             for group in waiting { for command in groups[group] { queue(command) } }
             let expected = waiting.reduce(0) { $0 + groups[$1].count }
-            var replies: [RESPValue] = []
-            replies.reserveCapacity(expected)
-            try exchange(replies: expected) { reply throws(CLIError) in replies.append(reply) }
-            var refused: [Int] = []
-            var offset = 0
             let givingUp = monotonicMs() - lastProgressMs >= giveUpAfterMs
-            for group in waiting {
-                let groupReplies = Array(replies[offset..<(offset + groups[group].count)])
-                offset += groups[group].count
+            var refused: [Int] = []
+            var position = 0
+            var groupReplies: [RESPValue] = []
+            try exchange(replies: expected) { reply throws(CLIError) in
+                let group = waiting[position]
+                groupReplies.append(reply)
+                guard groupReplies.count == groups[group].count else { return }
                 if !givingUp && groupReplies.contains(where: Self.isRateLimitRefusal) {
                     refused.append(group)
                 } else {
                     try handle(group, groupReplies)
                 }
+                groupReplies.removeAll(keepingCapacity: true)
+                position += 1
             }
             if refused.count < waiting.count {
                 lastProgressMs = monotonicMs()
