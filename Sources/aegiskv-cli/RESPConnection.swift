@@ -200,12 +200,6 @@ final class RESPConnection {
         return message.hasPrefix("ERR rate limit exceeded")
     }
 
-    private func monotonicMs() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return Int64(now.tv_sec) * 1_000 + Int64(now.tv_nsec) / 1_000_000
-    }
-
     private func parseReply() throws(CLIError) -> (RESPValue, Int)? {
         do {
             return try RESPReplyParser.parse(input.readableView)

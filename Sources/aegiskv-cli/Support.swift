@@ -44,9 +44,14 @@ func systemError(_ code: Int32) -> String { String(cString: strerror(code)) }
 
 /// Unix time in milliseconds from the wall clock: TTLs in a dump are
 /// turned into absolute expiry times with it, and back at restore.
-func wallClockMs() -> Int64 {
+func wallClockMs() -> Int64 { milliseconds(CLOCK_REALTIME) }
+
+/// For pauses and deadlines, which a clock step must not stretch.
+func monotonicMs() -> Int64 { milliseconds(CLOCK_MONOTONIC) }
+
+private func milliseconds(_ clock: clockid_t) -> Int64 {
     var now = timespec()
-    clock_gettime(CLOCK_REALTIME, &now)
+    clock_gettime(clock, &now)
     return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
 }
 

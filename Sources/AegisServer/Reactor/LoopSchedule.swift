@@ -11,9 +11,9 @@ struct LoopSchedule {
     var nextTimeoutCheckMs: Int64 = 0
     /// Stats are published once per tick of the coarse clock.
     var lastPublishedMs: Int64 = 0
-    /// Passes run since the last publish: their changes (a count, memory)
+    /// A pass ran since the last publish: its changes (a count, memory)
     /// are not visible to readers yet.
-    var passesSincePublish = 0
+    var passSincePublish = false
     /// Rotation of the active expiry sweep over the owned shards.
     var sweepShardCursor = 0
     /// Set when draining starts (the listener closes): past it, whatever

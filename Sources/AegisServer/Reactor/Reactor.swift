@@ -149,10 +149,11 @@ final class Reactor: @unchecked Sendable {
         #endif
         var timeoutMs = sleepTimeout()
         // A pass since the last publish changed what readers see (INFO,
-        // /metrics, /stats): wake at the next tick to publish it, rather
-        // than sleep until the next event, which may be the maintenance
-        // timer 100 ms away (a bulk load's last keys counted that late).
-        if schedule.passesSincePublish > 0 && (timeoutMs < 0 || timeoutMs > 1) { timeoutMs = 1 }
+        // /metrics, /stats): wake within 1 ms to publish it, rather than
+        // sleep until the next event, which may be the maintenance timer
+        // 100 ms away (a bulk load's last keys counted that late).
+        let wakesToPublish = schedule.passSincePublish && (timeoutMs < 0 || timeoutMs > 1)
+        if wakesToPublish { timeoutMs = 1 }
         // A walk holding credit: rest until its next slice is due (sleeping,
         // so a request that arrives meanwhile is read at once), not poll.
         var streamRestNs: Int64 = 0
@@ -213,13 +214,15 @@ final class Reactor: @unchecked Sendable {
         if schedule.maintenanceDue || monotonicMs >= schedule.nextMaintenanceMs { maintenance() }
         if node.state == .draining { drainStep() }
         // Readers (INFO, metrics) need fresh numbers, not per-iteration ones:
-        // publish once per clock tick of the coarse clock.
-        if monotonicMs != schedule.lastPublishedMs {
+        // publish once per clock tick of the coarse clock, or when the wake
+        // for it came with nothing else to do (the coarse clock may not have
+        // ticked yet: waiting for it cost a wake-up per millisecond).
+        if monotonicMs != schedule.lastPublishedMs || (wakesToPublish && ready == 0) {
             schedule.lastPublishedMs = monotonicMs
-            schedule.passesSincePublish = 0
+            schedule.passSincePublish = false
             publishStats()
         } else {
-            schedule.passesSincePublish += 1
+            schedule.passSincePublish = true
         }
         return !shouldExit()
     }

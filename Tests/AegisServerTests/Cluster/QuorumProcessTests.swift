@@ -23,11 +23,11 @@ import Testing
         let script = """
         import json, sys, redis
         client = redis.Redis(host=sys.argv[1], port=int(sys.argv[2]), socket_timeout=30, decode_responses=True)
-        commands = json.loads(sys.argv[3])
+        commands = json.loads(sys.stdin.read())
         def text(r):
             return "error: " + str(r) if isinstance(r, Exception) else str(r)
         out = []
-        if sys.argv[4] == "1":
+        if sys.argv[3] == "1":
             p = client.pipeline(transaction=False)
             for c in commands: p.execute_command(*c)
             out = [text(r) for r in p.execute(raise_on_error=False)]
@@ -38,7 +38,8 @@ import Testing
         print(json.dumps(out))
         """
         let json = String(decoding: try JSONSerialization.data(withJSONObject: commands), as: UTF8.self)
-        let result = try runTool("python3", ["-c", script, host, String(port), json, pipelined ? "1" : "0"])
+        // Through stdin: argv holds at most 128 KiB per argument.
+        let result = try runTool("python3", ["-c", script, host, String(port), pipelined ? "1" : "0"], input: json)
         guard result.status == 0, let data = result.output.data(using: .utf8),
               let replies = try JSONSerialization.jsonObject(with: data) as? [String] else {
             throw HarnessError("commands through \(name) failed: \(result.output)")
