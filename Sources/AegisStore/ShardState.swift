@@ -506,12 +506,29 @@ struct ShardState {
     }
 
     /// Takes in a version assigned elsewhere (the log, a primary), keeping
-    /// the invariant that the next local version is newer than it.
+    /// the invariant that the next local version is newer than it. The last
+    /// write never goes back: a snapshot's replay restores entries in table
+    /// order and a stream joins records out of order, and a shard stream
+    /// starts from it while the lease claims the newest replayed version
+    /// (a start below the claim left followers behind it for good).
     @inline(__always) @usableFromInline
     mutating func adopt(_ version: EntryVersion) {
         if version.term > term { term = version.term }
         if version.seq > seq { seq = version.seq }
-        lastVersion = version
+        if version > lastVersion { lastVersion = version }
+    }
+
+    /// A FLUSHALL replayed from the log: drops everything at the flush's
+    /// own version, without drawing a new one (`removeAll` would: term and
+    /// sequence are each the highest seen, so their next pair can be a
+    /// version nobody wrote, newer than anything the log holds).
+    @usableFromInline
+    mutating func restoreFlush(version: EntryVersion) {
+        assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        mutations &+= 1
+        dropEverything()
+        adopt(version)
+        if tombstones != nil { addToLedger(tombstones!.reset(floor: version)) }
     }
 
     // MARK: - Operations
@@ -666,8 +683,10 @@ struct ShardState {
             ledger.pointee.expiredRemovals &+= 1
         } else {
             mutations &+= 1
-            if let version { adopt(version) } else { _ = nextVersion() }
-            if tombstones != nil { rememberDeleted(key, hash: hash, version: lastVersion, nowMs: nowMs) }
+            // The delete's own version: the last write can be newer (writes applied out of order).
+            let deletedAt: EntryVersion
+            if let version { adopt(version); deletedAt = version } else { deletedAt = nextVersion() }
+            if tombstones != nil { rememberDeleted(key, hash: hash, version: deletedAt, nowMs: nowMs) }
         }
         shrinkIfSparse()
         return !expired

@@ -101,13 +101,12 @@ public final class ShardStore {
     /// moves the shard's term and sequence up to the flush's version.
     @inlinable
     public func restoreFlush(version: EntryVersion) {
-        state.pointee.removeAll()
-        state.pointee.adopt(version)
+        state.pointee.restoreFlush(version: version)
     }
 
     /// The version of this shard's last write: the one given to the last
-    /// set, delete of a live key, expiry change or removeAll, or taken from
-    /// the last write replayed or applied. Logging a DEL or FLUSHALL, whose
+    /// set, delete of a live key, expiry change or removeAll, or the newest
+    /// of the writes replayed or applied (they can come in any order). Logging a DEL or FLUSHALL, whose
     /// key keeps no entry to carry it, reads it here.
     @inlinable
     public var lastWriteVersion: EntryVersion { state.pointee.lastVersion }

@@ -62,7 +62,7 @@ import Testing
             adoptClock(v)
             if let current = live(k, now), current.version >= v { return false }
             model.entries[k] = Snapshot(value: value, expiryMs: expiry, version: v)
-            model.lastVersion = v
+            model.lastVersion = max(model.lastVersion, v)
             return true
         }
 
@@ -70,7 +70,7 @@ import Testing
             adoptClock(v)
             guard let current = live(k, now), current.version < v else { return false }
             model.entries[k] = nil
-            model.lastVersion = v
+            model.lastVersion = max(model.lastVersion, v)
             return true
         }
     }

@@ -96,6 +96,42 @@ import Testing
         #expect(h.set(key(4), [4]) == EntryVersion(term: 5, seq: 201))
     }
 
+    /// A snapshot's replay restores entries in table order, and a stream
+    /// joined with records applies writes out of order: the shard's last
+    /// write stays the newest it took, since its streams start from it and
+    /// its lease claims the newest replayed. A replayed FLUSHALL keeps its
+    /// own version rather than drawing one nobody wrote.
+    @Test func theLastWriteIsTheNewestTakenInWhateverOrderWritesArrive() {
+        let h = Harness()
+        func restore(_ k: Int, _ version: EntryVersion) {
+            key(k).withUnsafeBytes { kb in
+                [UInt8(k)].withUnsafeBytes { vb in
+                    h.store.restore(kb, hash: KeyHash.hash(kb), value: vb, expiryMs: 0, nowMs: 0, version: version)
+                }
+            }
+        }
+        restore(1, EntryVersion(term: 3, seq: 5))
+        restore(2, EntryVersion(term: 3, seq: 2))
+        restore(3, EntryVersion(term: 2, seq: 9))
+        #expect(h.store.lastWriteVersion == EntryVersion(term: 3, seq: 5))
+        key(4).withUnsafeBytes { k in
+            h.store.restoreDeletion(k, hash: KeyHash.hash(k), nowMs: 0, version: EntryVersion(term: 1, seq: 40))
+        }
+        #expect(h.store.lastWriteVersion == EntryVersion(term: 3, seq: 5))
+        // The flush logged after them. The shard's term and sequence are each
+        // the highest seen, (3, 40): a version drawn now would be (3, 41).
+        h.store.restoreFlush(version: EntryVersion(term: 3, seq: 6))
+        #expect(h.store.lastWriteVersion == EntryVersion(term: 3, seq: 6))
+        #expect(h.store.count == 0)
+        #expect(h.set(key(5), [5]) == EntryVersion(term: 3, seq: 41))
+
+        let replica = TombstoneTests.replicated()
+        TombstoneTests.replicatedSet(replica, key(1), [1], EntryVersion(term: 2, seq: 9))
+        TombstoneTests.replicatedSet(replica, key(2), [2], EntryVersion(term: 2, seq: 3))
+        TombstoneTests.replicatedDelete(replica, key(3), EntryVersion(term: 1, seq: 50))
+        #expect(replica.store.lastWriteVersion == EntryVersion(term: 2, seq: 9))
+    }
+
     @Test func largeKeyAndValue() {
         let h = Harness()
         let bigKey = bytes(65536, seed: 9)  // 64 KiB: uses the 17th key-length bit

@@ -300,7 +300,7 @@ import Testing
             adoptClock(v)
             if barrier(k) >= v { return false }
             model.entries[k] = Snapshot(value: value, expiryMs: expiry, version: v)
-            model.lastVersion = v
+            model.lastVersion = max(model.lastVersion, v)
             return true
         }
 
@@ -309,7 +309,7 @@ import Testing
             if barrier(k) >= v { return false }
             if let s = model.entries[k], !model.expired(s, now) {
                 model.entries[k] = nil
-                model.lastVersion = v
+                model.lastVersion = max(model.lastVersion, v)
                 remember(k, v)
                 return true
             }
