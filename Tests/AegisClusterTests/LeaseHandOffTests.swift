@@ -281,6 +281,39 @@ import Testing
         keepsHolding(&cluster, shard, target, from: now, running: [1, 2])
     }
 
+    /// Both voters restarted since the holder was elected, so their copies
+    /// may have holes, and the holder hands the shard off as a stopping node
+    /// does (its release right after the prepare, its target holding every
+    /// write). The target wins at once. Before, the holder (whole, released)
+    /// and the other voter (which had seen the holder's whole claim) refused
+    /// the target for its hole, and the shard had no holder until the
+    /// stand-backs ran out: between real processes, writes refused for 30 s
+    /// and more (FullRestartProcessTests).
+    @Test func aTargetThatRestartedIsElectedAtOnceWhenItsHolderReleasesTheShardToIt() {
+        var cluster = LeaseCluster(count: 3)
+        for index in [1, 2] {
+            cluster.machines[index] = LeaseCluster.machine(cluster.ids[index], persisted: [:], learner: false, restarted: true, life: 2)
+            cluster.start(index, at: 0)
+        }
+        let (shard, elected) = Self.heldByNode0(&cluster)
+        let version = EntryVersion(term: cluster.machines[0].term(ofShard: shard), seq: 7)
+        for index in 0..<3 { cluster.step(index, .localVersion(shard: shard, version: version, now: elected)) }
+        var now = elected
+        // Renewals: the voters hear the holder's whole claim.
+        while now <= elected + 1000 {
+            for index in 0..<3 { _ = cluster.tick(index, at: now) }
+            cluster.deliver(at: now)
+            now += LeaseCluster.tickMs
+        }
+        #expect(cluster.holders(shard, at: now) == [0])
+        let refusedBefore = (0..<3).map { cluster.machines[$0].counters.holedCandidatesRefused }
+        cluster.step(0, .handOff(shard: shard, to: cluster.ids[1], now: now))
+        cluster.step(0, .release(shard: shard, now: now))
+        cluster.deliver(at: now)
+        #expect(cluster.holders(shard, at: now) == [1])
+        #expect((0..<3).map { cluster.machines[$0].counters.holedCandidatesRefused } == refusedBefore)
+    }
+
     func keepsHolding(_ cluster: inout LeaseCluster, _ shard: Int, _ targetIndex: Int, from now: Int64, running: [Int] = [0, 1, 2]) {
         var at = now + LeaseCluster.tickMs
         while at <= now + 5 * LeaseCluster.durationMs {

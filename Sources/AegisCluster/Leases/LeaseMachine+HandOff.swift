@@ -128,9 +128,19 @@ extension LeaseMachine {
 
     /// `target` takes the shard: `believedHolder` for a lease, unless a
     /// promise says more.
-    private mutating func rememberRelease(_ shard: Int, to target: NodeID, now: Milliseconds) {
+    private mutating func rememberRelease(_ shard: Int, to target: NodeID, term: UInt32, now: Milliseconds) {
         state.shards[shard].releasedTo = target
         state.shards[shard].releasedToUntil = now + settings.leaseDurationMs
+        state.shards[shard].releasedTerm = term
+    }
+
+    /// `requester` asks for the term above one its holder released to it:
+    /// the holder released only once `requester` acknowledged its newest
+    /// write, so whatever holes a restart left in `requester`'s copy, it has
+    /// every write the newest holder made.
+    func releasedTo(_ requester: NodeID, askingFor term: UInt32, shard: Int, now: Milliseconds) -> Bool {
+        let lease = state.shards[shard]
+        return lease.releasedTo == requester && now < lease.releasedToUntil && term == lease.releasedTerm &+ 1
     }
 
     /// Step 3 at a voter: the holder let go, so each vote prepared on its
@@ -160,7 +170,7 @@ extension LeaseMachine {
                     // must match: a late release of an older lease of the
                     // holder's must not end the promise of the one it holds.
                     state.shards[shard].grantExpiresAt = now
-                    rememberRelease(shard, to: item.to, now: now)
+                    rememberRelease(shard, to: item.to, term: item.term, now: now)
                     counters.releasesBeforeAsk += 1
                 } else {
                     counters.staleHandOffs += 1
@@ -168,7 +178,7 @@ extension LeaseMachine {
                 continue
             }
             state.shards[shard].prepared = nil
-            rememberRelease(shard, to: item.to, now: now)
+            rememberRelease(shard, to: item.to, term: item.term, now: now)
             promise(item.to, shard: shard, durationMs: prepared.durationMs, now: now)
             state.shards[shard].reportedTerm = max(lease.reportedTerm, prepared.term)
             counters.preparedGrantsReleased += 1
@@ -207,7 +217,7 @@ extension LeaseMachine {
         forgetRounds(of: shard)
         if let target = lease.handingOffTo {
             state.shards[shard].handingOffTo = nil
-            rememberRelease(shard, to: target, now: now)
+            rememberRelease(shard, to: target, term: lease.heldTerm, now: now)
             counters.handOffsReleased += 1
             let item = HandOffRelease(shard: UInt32(shard), term: lease.heldTerm, to: target, lastVersion: lease.lastVersion)
             handOffReleased([item], from: settings.nodeID, now: now, into: &output)

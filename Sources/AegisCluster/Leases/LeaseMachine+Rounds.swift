@@ -268,7 +268,16 @@ extension LeaseMachine {
         let renewal = ask.term == lease.term && lease.votedFor == requester
         if ask.term == lease.term, let voted = lease.votedFor, voted != requester { return .votedOther }
         if !renewal && ask.lastVersion < lease.lastVersion { return .candidateBehind }
-        if !renewal && refusesHoledCandidate(shard, ask: ask, from: requester, now: now) {
+        // A hand-off's target may have a holed copy (it restarted) and yet
+        // hold every write its holder made: the holder releases to it only
+        // once it acknowledged the newest. Refused for the hole, the shard
+        // had no holder until the stand-backs ran out (writes refused for
+        // 30 s and more when a node held its shards since the cluster
+        // started and both others had restarted). So a transfer ask is not
+        // refused for a hole where the vote counts only through the
+        // holder's release (prepared), or the release to it was seen here.
+        let vouchedByHolder = ask.transfer && (heldByAnother || releasedTo(requester, askingFor: ask.term, shard: shard, now: now))
+        if !renewal && !vouchedByHolder && refusesHoledCandidate(shard, ask: ask, from: requester, now: now) {
             counters.holedCandidatesRefused += 1
             return .candidateBehind
         }

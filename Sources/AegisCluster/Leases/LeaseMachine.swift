@@ -522,6 +522,8 @@ struct ShardLease: Sendable, Equatable {
     /// holder, or is the target, or the release came before the target's ask).
     var releasedTo: NodeID?
     var releasedToUntil: Milliseconds = .min
+    /// The term that release let go of.
+    var releasedTerm: UInt32 = 0
     /// The epoch of the configuration the held lease was last won under (0:
     /// none yet, or no config): a config whose epoch is above it is this
     /// node's, not yet known to be on a majority.
