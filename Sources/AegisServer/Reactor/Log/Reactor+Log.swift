@@ -512,6 +512,28 @@ extension Reactor {
         }
     }
 
+    /// True when the log cannot prove this shard's copy: it came (partly)
+    /// from a stream or from records applied as a follower, none of it logged.
+    func logLacksCopy(of shard: Int) -> Bool {
+        log.wal != nil && log.chains.indices.contains(shard) && !log.chains[shard].isWhole
+    }
+
+    /// This node now holds `won`, whose copies its log does not hold. After
+    /// a full cluster recovery the newest claim wins each shard, and that is
+    /// its last holder's: if its log held only its own writes, the writes
+    /// acknowledged under an earlier holder (logged there alone) would be
+    /// streamed away. A snapshot writes the copy as it stands, with every
+    /// such write; the writes made from here on are logged as they come.
+    /// A snapshot running now started before the win, so the next one is
+    /// asked for. Until it is written, a full recovery can still lose them.
+    func snapshotAfterWinning(_ won: [Int]) {
+        guard let wal = log.wal, wal.acceptsWrites else { return }
+        log.snapshot.wanted = true
+        logger.info("write-ahead log: snapshot asked for: this node won shards whose copy its log does not hold", metadata: [
+            "reactor": "\(index)", "shards": "\(won.count)", "first": "\(won.prefix(8).map(String.init).joined(separator: ","))",
+        ])
+    }
+
     /// Maintenance: retry a failed disk, and start a snapshot when the log
     /// since the last one has grown past what replay should have to read,
     /// or when an operator asked for one.

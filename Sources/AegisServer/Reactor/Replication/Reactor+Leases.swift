@@ -41,10 +41,15 @@ extension Reactor {
     func applyLeases() {
         guard let published = node.leases.leases else { return }
         let frozen = leases.install(published)
+        var wonUnlogged: [Int] = []
         for shard in shards.ownedIndices where leases.untilMs.indices.contains(shard) && leases.untilMs[shard] > 0 {
             guard let store = shards[shard] else { continue }
-            if leases.terms[shard] > store.term { store.term = leases.terms[shard] }
+            if leases.terms[shard] > store.term {
+                store.term = leases.terms[shard]
+                if logLacksCopy(of: shard) { wonUnlogged.append(shard) }
+            }
         }
+        if !wonUnlogged.isEmpty { snapshotAfterWinning(wonUnlogged) }
         // From here on this reactor refuses the shard's writes; the marker
         // follows every record of the writes it made before, in the ring.
         for shard in frozen where shards[shard] != nil {
