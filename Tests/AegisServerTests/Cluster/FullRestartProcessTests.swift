@@ -51,4 +51,85 @@ import Testing
             #expect(missing.isEmpty, "\(member.name) lost \(missing.count) of \(keys.count) keys: \(missing.prefix(5))")
         }
     }
+
+    /// Sets each key of stdin's JSON list through one node, retrying a
+    /// refused write (an election, a hand-off) for up to 30 s; prints the
+    /// keys acknowledged and the refusals seen.
+    static let retryingWriter = """
+    import json, sys, time, redis
+    client = redis.Redis(host=sys.argv[1], port=int(sys.argv[2]), socket_timeout=10, decode_responses=True)
+    acked, refusals = [], []
+    for key in json.loads(sys.stdin.read()):
+        deadline = time.time() + 30
+        while True:
+            try:
+                client.set(key, "v-" + key)
+                acked.append(key)
+                break
+            except redis.exceptions.ResponseError as e:
+                refusals.append(type(e).__name__ + ": " + str(e))
+                if time.time() > deadline: break
+                time.sleep(0.01)
+    print(json.dumps({"acked": acked, "refusals": refusals}))
+    """
+
+    static func write(_ keys: [String], through member: Member) throws -> [String] {
+        let input = String(decoding: try JSONSerialization.data(withJSONObject: keys), as: UTF8.self)
+        let result = try runTool("python3", ["-c", Self.retryingWriter, member.host, String(member.clientPort)], input: input)
+        let written = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any], "\(result.output)")
+        let acked = written["acked"] as? [String] ?? []
+        let refusals = written["refusals"] as? [String] ?? []
+        #expect(acked.count == keys.count, "every write through \(member.name) acknowledged in the end: \(Array(Set(refusals)).prefix(5))")
+        return acked
+    }
+
+    /// The runbook's rolling restart with writes while each node is down,
+    /// then its full cluster recovery: every node killed (-9) and started
+    /// again. A key written while its shard's usual holder was down is in
+    /// the log of the node that held the shard meanwhile. Two things are
+    /// checked hard: every write is acknowledged within 30 s while a node is
+    /// down (a node that held shards since the cluster started hands them
+    /// to a target that restarted: refused for the hole a restart may leave,
+    /// they had no holder for 30 s and more), and every node comes back in
+    /// step after its restart. The full recovery still loses writes: see
+    /// the known issue below.
+    @Test(.hangBound) func aRollingRestartWithWritesWhileEachNodeIsDownThenAFullRecovery() throws {
+        let members = try LeaseProcessTests.startCluster(directory: try PeerTLSProcessTests.temporaryDirectory("full-recovery"),
+                                                         extra: Self.clusterArguments)
+        defer { for member in members { member.stop() } }
+        var acked = try Self.write((0..<1_000).map { "before:\($0)" }, through: members[0])
+        for (index, member) in members.enumerated() {
+            #expect(member.stop() == 0, "SIGTERM stops \(member.name) cleanly:\n\(member.log())")
+            acked += try Self.write((0..<400).map { "while-\(member.name)-down:\($0)" }, through: members[(index + 1) % members.count])
+            try member.start(seeds: members.map(\.gossipAddress), extra: Self.clusterArguments)
+            #expect(waitUntil(seconds: 60) { RollingRestartProcessTests.health(member).ok },
+                    "\(member.name) says ok after its restart: \(RollingRestartProcessTests.health(member).body)")
+        }
+        acked += try Self.write((0..<600).map { "after:\($0)" }, through: members[1])
+        for member in members {
+            let values = try QuorumProcessTests.run(member, acked.map { ["GET", $0] }, pipelined: true)
+            let missing = zip(acked, values).filter { $0.1 != "v-" + $0.0 }
+            #expect(missing.isEmpty, "before the full recovery \(member.name) lacks \(missing.count) of \(acked.count): \(missing.prefix(5))")
+        }
+
+        for member in members { member.crash() }
+        for member in members { try member.start(seeds: members.map(\.gossipAddress), extra: Self.clusterArguments) }
+        // Known: a follower logs no replicated record, so after every node
+        // was killed a write acknowledged at W = 2 is in one log, its
+        // holder's (which a snapshot on each win now makes whole). node3,
+        // back with a log whole through its own older writes, campaigns
+        // first and wins with the vote of a node whose log lacks them too;
+        // its stream then replaces the copy that had them. The fix (merge
+        // streams, or followers logging) is docs/shard-movement.md's step 12.
+        withKnownIssue("a full recovery loses writes acknowledged while a node was down (docs/shard-movement.md, step 12)") {
+            // Also known: the nodes outvoted by node3's stale claim refuse
+            // its renewals, know no holder and stay catching_up.
+            let settled = waitUntil(seconds: 60) { members.allSatisfy { RollingRestartProcessTests.health($0).ok } }
+            let values = try QuorumProcessTests.run(members[0], acked.map { ["GET", $0] }, pipelined: true)
+            let lost = zip(acked, values).count { $0.1 != "v-" + $0.0 }
+            print("full recovery: every node ok on /health within 60 s: \(settled); \(lost) of \(acked.count) acknowledged writes lost")
+            #expect(settled, "/health: \(members.map { RollingRestartProcessTests.health($0).body })")
+            #expect(lost == 0, "\(lost) of \(acked.count) acknowledged writes lost")
+        }
+    }
 }
