@@ -116,7 +116,7 @@ import Testing
         for member in members { try member.start(seeds: members.map(\.gossipAddress), extra: Self.clusterArguments) }
         // Known: a follower logs no replicated record, so after every node
         // was killed a write acknowledged at W = 2 is in one log, its
-        // holder's (which a snapshot on each win now makes whole). node3,
+        // holder's (which a snapshot after a win now makes whole). node3,
         // back with a log whole through its own older writes, campaigns
         // first and wins with the vote of a node whose log lacks them too;
         // its stream then replaces the copy that had them. The fix (merge

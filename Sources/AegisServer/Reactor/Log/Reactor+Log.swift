@@ -40,6 +40,7 @@ extension Reactor {
         let added = poller.add(writer.eventFD, AEGIS_EPOLLIN | AEGIS_EPOLLET, token: EventPoller.walToken, .any)
         if added < 0 { throw .system("epoll_ctl(io_uring eventfd)", directory.path, -added) }
         log.wal = writer
+        log.unloggedSinceSnapshot = Array(repeating: false, count: shards.count)
         log.chains = (0..<shards.count).map { shard in
             var chain = copies[shard]
             // Replayed data no chain accounts for, or newer than its head
@@ -71,7 +72,10 @@ extension Reactor {
     /// prove the copy whole.
     @inline(__always)
     func noteUnloggedChange(shard: Int) {
-        if !log.chains.isEmpty { log.chains[shard].breakChain() }
+        if !log.chains.isEmpty {
+            log.chains[shard].breakChain()
+            log.unloggedSinceSnapshot[shard] = true
+        }
     }
 
     func applyReplayed(_ record: WALRecord, nowMs: Int64) {
@@ -512,10 +516,10 @@ extension Reactor {
         }
     }
 
-    /// True when the log cannot prove this shard's copy: it came (partly)
-    /// from a stream or from records applied as a follower, none of it logged.
+    /// True when the copy holds changes the log does not: (part of) a
+    /// stream, or records applied as a follower, since the last snapshot.
     func logLacksCopy(of shard: Int) -> Bool {
-        log.wal != nil && log.chains.indices.contains(shard) && !log.chains[shard].isWhole
+        log.wal != nil && log.unloggedSinceSnapshot.indices.contains(shard) && log.unloggedSinceSnapshot[shard]
     }
 
     /// This node now holds `won`, whose copies its log does not hold. After
@@ -576,6 +580,8 @@ extension Reactor {
             provenHeads[shard] = log.chains[shard].head
         }
         wal.snapshotProvenHeads = provenHeads
+        // Every copy is walked from here, each change the log lacks so far included.
+        for shard in shards.ownedIndices where shard < log.unloggedSinceSnapshot.count { log.unloggedSinceSnapshot[shard] = false }
         log.snapshot.servesRequest = log.snapshot.requestsSeen
         log.snapshot.shardPosition = 0
         log.snapshot.cursor = 0

@@ -37,6 +37,11 @@ struct ReactorLog {
     /// replay after it can still prove the copy whole (`ReplayedCopy`).
     /// Broken by any change to the shard that is not logged.
     var chains: [ReplayedCopy] = []
+    /// Per shard, true when the copy changed in a way the log does not hold
+    /// since the last snapshot started (which writes every copy): a shard
+    /// won so needs one (`snapshotAfterWinning`). Unlike a broken chain,
+    /// a snapshot clears it, so a holder re-terming does not ask again.
+    var unloggedSinceSnapshot: [Bool] = []
 }
 
 /// Where the running snapshot is, and when the next one may start.

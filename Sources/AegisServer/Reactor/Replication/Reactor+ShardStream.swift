@@ -156,6 +156,8 @@ extension Reactor {
             return
         }
         var rest = payload
+        // Each slice's entries, not only the first slice's drop, are what the log lacks.
+        if !rest.isEmpty { noteUnloggedChange(shard: shard) }
         while !rest.isEmpty {
             guard case .record(let decoded, let length) = WALRecord.decode(rest), decoded.shard == shard,
                   decoded.operation == .set, decoded.version <= incoming.start else {
