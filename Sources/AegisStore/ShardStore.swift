@@ -106,8 +106,9 @@ public final class ShardStore {
 
     /// The version of this shard's last write: the one given to the last
     /// set, delete of a live key, expiry change or removeAll, or the newest
-    /// of the writes replayed or applied (they can come in any order). Logging a DEL or FLUSHALL, whose
-    /// key keeps no entry to carry it, reads it here.
+    /// of the writes replayed or applied (they can come in any order).
+    /// Logging a DEL or FLUSHALL, whose key keeps no entry to carry it,
+    /// reads it here.
     @inlinable
     public var lastWriteVersion: EntryVersion { state.pointee.lastVersion }
 
