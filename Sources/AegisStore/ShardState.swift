@@ -518,12 +518,13 @@ struct ShardState {
         if version > lastVersion { lastVersion = version }
     }
 
-    /// A FLUSHALL replayed from the log: drops everything at the flush's
-    /// own version, without drawing a new one (`removeAll` would: term and
-    /// sequence are each the highest seen, so their next pair can be a
-    /// version nobody wrote, newer than anything the log holds).
+    /// A FLUSHALL made elsewhere (replayed from the log, or replicated):
+    /// drops everything at the flush's own version, without drawing a new
+    /// one (`removeAll` would: term and sequence are each the highest seen,
+    /// so their next pair can be a version nobody wrote, newer than
+    /// anything the log holds).
     @usableFromInline
-    mutating func restoreFlush(version: EntryVersion) {
+    mutating func flush(at version: EntryVersion) {
         assert(!visiting, "ShardStore mutated from inside a scan visitor")
         mutations &+= 1
         dropEverything()

@@ -149,11 +149,7 @@ extension ShardState {
             adoptClock(version)
             return false
         }
-        assert(!visiting, "ShardStore mutated from inside a scan visitor")
-        mutations &+= 1
-        dropEverything()
-        adopt(version)
-        if tombstones != nil { addToLedger(tombstones!.reset(floor: version)) }
+        flush(at: version)
         return true
     }
 

@@ -101,7 +101,7 @@ public final class ShardStore {
     /// moves the shard's term and sequence up to the flush's version.
     @inlinable
     public func restoreFlush(version: EntryVersion) {
-        state.pointee.restoreFlush(version: version)
+        state.pointee.flush(at: version)
     }
 
     /// The version of this shard's last write: the one given to the last

@@ -138,7 +138,7 @@ extension LeaseMachine {
     /// the holder released only once `requester` acknowledged its newest
     /// write, so whatever holes a restart left in `requester`'s copy, it has
     /// every write the newest holder made.
-    func releasedTo(_ requester: NodeID, askingFor term: UInt32, shard: Int, now: Milliseconds) -> Bool {
+    func releaseSeen(to requester: NodeID, askingFor term: UInt32, shard: Int, now: Milliseconds) -> Bool {
         let lease = state.shards[shard]
         return lease.releasedTo == requester && now < lease.releasedToUntil && term == lease.releasedTerm &+ 1
     }

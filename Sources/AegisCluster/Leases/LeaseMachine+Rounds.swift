@@ -276,7 +276,7 @@ extension LeaseMachine {
         // started and both others had restarted). So a transfer ask is not
         // refused for a hole where the vote counts only through the
         // holder's release (prepared), or the release to it was seen here.
-        let vouchedByHolder = ask.transfer && (heldByAnother || releasedTo(requester, askingFor: ask.term, shard: shard, now: now))
+        let vouchedByHolder = ask.transfer && (heldByAnother || releaseSeen(to: requester, askingFor: ask.term, shard: shard, now: now))
         if !renewal && !vouchedByHolder && refusesHoledCandidate(shard, ask: ask, from: requester, now: now) {
             counters.holedCandidatesRefused += 1
             return .candidateBehind
