@@ -120,6 +120,10 @@ import Testing
         let log = LogLines()
         let (driver, board, directory) = try Self.driver(hasSeeds: true, log: log)
         defer { try? FileManager.default.removeItem(atPath: directory) }
+        // The reactors run before the loop starts the driver: they see leases
+        // enforced, and none held, from the first request on.
+        #expect(board.leases?.enforced == true, "a node with seeds enforces before its loop starts")
+        #expect(board.leases?.untilMs.allSatisfy { $0 == 0 } == true)
         _ = driver.start(nowMs: 0)
         let members = [NodeID("node-a")!, NodeID("node-b")!]
         _ = driver.membersChanged(alive: members, known: members, nowMs: 1)

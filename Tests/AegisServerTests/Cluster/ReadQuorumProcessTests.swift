@@ -203,7 +203,11 @@ import Testing
         #expect(Self.awaitMetric(members[0], "aegis_read_quorum_waits_total", atLeast: 4) == 4, "one wait per key read")
         #expect(Self.metric(members[0], "aegis_read_repairs_sent_total") == 0)
 
-        try Self.restartEmpty(members[1], of: members)
+        // Read at once, not after the three agree on the map: node2 reminds
+        // its holder within a second or two of its start that it holds
+        // nothing, and the stream that follows refills it (seen in CI: no
+        // repair left to make). node1 never dropped node2 from its map.
+        try Self.restartEmpty(members[1], of: members, waitForMap: false)
         let ttl = Self.readUntil(members[0], [["TTL", expiring]]) { $0.count == 1 && (99_000...100_000).contains(Int($0[0]) ?? 0) }
         #expect(ttl.count == 1 && (99_000...100_000).contains(Int(ttl[0]) ?? 0), "\(ttl)")
         #expect(Self.awaitMetric(members[1], "aegis_read_repairs_applied_total", atLeast: 1) == 1, "the TTL read repaired node2")

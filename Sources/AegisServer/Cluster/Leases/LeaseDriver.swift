@@ -126,6 +126,13 @@ final class LeaseDriver {
         toldVersion = Array(repeating: .zero, count: shards)
         holders = Array(repeating: nil, count: shards)
         inCluster = hasSeeds
+        // Before any reactor runs: reactors start, and accept clients, before
+        // the loop's thread calls `start`. A node with seeds that published
+        // nothing yet would take writes unfenced meanwhile, to every shard, as
+        // a node alone: seen in a rolling restart under writes at W = 2, a
+        // write applied at the restarted node with "the shard map gives
+        // shard 215 1 replica" (and at W = 1 acknowledged, on no majority).
+        publishIfNeeded()
     }
 
     var leaseMs: Int64 { machine.settings.leaseDurationMs }
