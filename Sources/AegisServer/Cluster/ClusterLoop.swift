@@ -556,6 +556,14 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         // A new control connection is a (re)started peer: what it runs now
         // comes in the announcement that follows, or never from a release
         // before 0.1.1, which must not keep the build its predecessor named.
+        // A peer that dialled in is up: a dial to it still backing off from
+        // while it was down (refused during its restart) would drop what this
+        // node sends it meanwhile. The answer to a restarted node's join was
+        // dropped so, and it stayed alone (every write refused, every read
+        // served from its own copy) until its seed retry 5 s later.
+        if hello.nodeID != settings.nodeID {
+            for lane in PeerLane.allCases { backoff[DialKey(address: hello.gossipAddress, lane: lane)] = nil }
+        }
         if hello.lane == .control, buildOf.removeValue(forKey: hello.nodeID) != nil {
             membershipChanged = true
             buildsChanged = true
