@@ -678,6 +678,39 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         return (primary, backAt)
     }
 
+    /// A voter that restarted grants nothing for a lease and a margin, so it
+    /// knows no promise and no holder; it routes the shard's writes to the
+    /// node that keeps asking it (the holder's renewals), not to itself as
+    /// the map's primary would have it, and once it grants again the
+    /// promise says the same.
+    @Test func aRestartedVoterRoutesToTheHolderThatRenewsWhileItIsQuiet() {
+        var cluster = LeaseCluster()
+        let (primary, _) = holderWithWritesEveryoneHolds(&cluster)
+        let voter = (primary + 1) % cluster.ids.count
+        let restartAt = LeaseCluster.quietEnd + 3000
+        run(&cluster, from: restartAt - 1000, to: restartAt - 1)
+        cluster.inFlight.removeAll { $0.from == voter || $0.to == voter }
+        cluster.machines[voter] = LeaseCluster.machine(cluster.ids[voter], persisted: [:], learner: false, restarted: true, life: 2)
+        cluster.start(voter, at: restartAt)
+        #expect(cluster.machines[voter].routingHolder(shard, now: restartAt) == nil, "nobody asked yet")
+        run(&cluster, from: restartAt, to: restartAt + 2000)
+        let quiet = restartAt + 2000
+        #expect(cluster.holders(shard, at: quiet) == [primary])
+        #expect(cluster.machines[voter].believedHolder(shard, now: quiet) == nil, "quiet: it promised nothing")
+        #expect(cluster.machines[voter].routingHolder(shard, now: quiet) == cluster.ids[primary])
+        let afterQuiet = restartAt + LeaseCluster.quietEnd + 2000
+        run(&cluster, from: quiet + 1000, to: afterQuiet)
+        #expect(cluster.holders(shard, at: afterQuiet) == [primary])
+        #expect(cluster.machines[voter].believedHolder(shard, now: afterQuiet) == cluster.ids[primary], "granted the renewal")
+        #expect(cluster.machines[voter].routingHolder(shard, now: afterQuiet) == cluster.ids[primary])
+        // The hint ends with the quiet: a holder that stopped asking is not
+        // named by it afterwards.
+        var silent = cluster
+        let later = afterQuiet + 2 * LeaseCluster.durationMs
+        run(&silent, from: afterQuiet + 1000, to: later, cut: [primary])
+        #expect(silent.machines[voter].routingHolder(shard, now: later) != silent.ids[primary])
+    }
+
     /// A restarted holder's log holds only the writes it made as holder, yet
     /// its newest version claims everything below (chaos seed 12 at W = 2:
     /// it won with a claim equal to a complete replica's and streamed its

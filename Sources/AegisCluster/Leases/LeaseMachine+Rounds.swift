@@ -223,6 +223,9 @@ extension LeaseMachine {
                              into: &output)
             } else if verdict == .staleTerm {
                 counters.staleTermAsks += 1
+            } else if verdict == .restarting {
+                state.shards[shard].askedWhileQuietBy = requester
+                state.shards[shard].askedWhileQuietUntil = now + durationMs
             }
             counters.answersByVerdict[verdict, default: 0] += 1
             answers.append(LeaseAnswer(shard: ask.shard, term: ask.term, verdict: verdict,

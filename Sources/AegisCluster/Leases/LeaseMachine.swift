@@ -305,6 +305,23 @@ public struct LeaseMachine: Sendable {
         return nil
     }
 
+    /// Where this node sends the shard's writes: `believedHolder`, else,
+    /// while it is quiet after a restart and knows no promise, the node that
+    /// last asked it for the shard, which renews every tick when it is the
+    /// holder. Without that a restarted node refused the writes of the
+    /// shards the map makes it primary of (TRYAGAIN "no lease holder here")
+    /// for its whole quiet period, a lease and a margin: a third of the
+    /// writes its clients sent for 4-5 s of every rolling restart's step.
+    /// If the asker was a candidate that lost, it refuses them as this node
+    /// would have, and the holder's next renewal corrects the hint.
+    public func routingHolder(_ shard: Int, now: Milliseconds) -> NodeID? {
+        if let believed = believedHolder(shard, now: now) { return believed }
+        guard state.shards.indices.contains(shard), now < state.quietUntil else { return nil }
+        let lease = state.shards[shard]
+        if let asker = lease.askedWhileQuietBy, now < lease.askedWhileQuietUntil { return asker }
+        return nil
+    }
+
     /// The node this one promised the shard to at `now` (not itself), with
     /// the newest version that node claimed in the ask this node last
     /// granted it. A holder renews every tick, so a follower whose copy
@@ -524,6 +541,12 @@ struct ShardLease: Sendable, Equatable {
     var releasedToUntil: Milliseconds = .min
     /// The term that release let go of.
     var releasedTerm: UInt32 = 0
+    /// While this node is quiet after a restart (it grants nothing, so it
+    /// promises the shard to nobody): the node that last asked it for the
+    /// shard, and until when that ask's lease would run. `routingHolder`
+    /// only; it decides nothing.
+    var askedWhileQuietBy: NodeID?
+    var askedWhileQuietUntil: Milliseconds = .min
     /// The epoch of the configuration the held lease was last won under (0:
     /// none yet, or no config): a config whose epoch is above it is this
     /// node's, not yet known to be on a majority.

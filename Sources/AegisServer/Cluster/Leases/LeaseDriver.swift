@@ -356,7 +356,7 @@ final class LeaseDriver {
             ])
         }
         publishIfNeeded()
-        let believed = holders.indices.map { shard in readMachine { $0.believedHolder(shard, now: nowMs) } }
+        let believed = holders.indices.map { shard in readMachine { $0.routingHolder(shard, now: nowMs) } }
         if believed != holders {
             holders = believed
             holdersMoved = true
