@@ -519,17 +519,48 @@ struct ShardState {
     }
 
     /// A FLUSHALL made elsewhere (replayed from the log, or replicated):
-    /// drops everything at the flush's own version, without drawing a new
-    /// one (`removeAll` would: term and sequence are each the highest seen,
-    /// so their next pair can be a version nobody wrote, newer than
-    /// anything the log holds).
+    /// drops every entry at or below the flush's own version, without
+    /// drawing a new one (`removeAll` would: term and sequence are each the
+    /// highest seen, so their next pair can be a version nobody wrote, newer
+    /// than anything the log holds). Entries newer than the flush stay: a
+    /// replica can apply a later write before the flush (a read repair, a
+    /// stream, a snapshot's entry written while the snapshot walked), and
+    /// before 3 December 2026 a replicated flush that found one changed
+    /// nothing, so the keys it should have removed stayed on that replica.
     @usableFromInline
     mutating func flush(at version: EntryVersion) {
         assert(!visiting, "ShardStore mutated from inside a scan visitor")
         mutations &+= 1
-        dropEverything()
+        if lastVersion < version {
+            // Nothing here is newer (the last write never goes back).
+            dropEverything()
+        } else {
+            dropEntries(atOrBelow: version)
+        }
         adopt(version)
-        if tombstones != nil { addToLedger(tombstones!.reset(floor: version)) }
+        if tombstones != nil { addToLedger(tombstones!.flush(floor: version, usable: usable)) }
+    }
+
+    /// Removes every entry whose version is at or below `version`, leaving
+    /// the table without holes. Backward-shift deletion may move a later
+    /// entry into the slot just emptied, so that slot is looked at again;
+    /// entries it moves from the table's start to its end were looked at
+    /// already and are looked at once more, which changes nothing.
+    mutating func dropEntries(atOrBelow version: EntryVersion) {
+        finishMigration()
+        var index = 0
+        while index < capacity {
+            let slot = slots[index]
+            if slot != 0 {
+                let e = Self.entry(slot)
+                if self.version(of: e) <= version {
+                    removeEntry(at: index, e)
+                    continue
+                }
+            }
+            index += 1
+        }
+        shrinkIfSparse()
     }
 
     // MARK: - Operations

@@ -37,10 +37,11 @@ extension ShardStore {
         state.pointee.knownVersion(key, hash: hash, nowMs: nowMs)
     }
 
-    /// A FLUSHALL made elsewhere at `version`: empties the shard when the
-    /// flush is newer than the shard's last write, and refuses every later
-    /// replicated write at or below it for keys that are absent. Returns
-    /// whether it emptied the shard.
+    /// A FLUSHALL made elsewhere at `version`: removes every entry at or
+    /// below it (all of them when it is newer than the shard's last write),
+    /// keeps newer ones, and refuses every later replicated write at or
+    /// below it for keys that are absent. Returns whether it changed
+    /// anything: it was newer than the last write, or removed an entry.
     @discardableResult
     public func applyFlushIfNewer(version: EntryVersion) -> Bool {
         state.pointee.applyFlushIfNewer(version: version)
@@ -145,12 +146,10 @@ extension ShardState {
     }
 
     mutating func applyFlushIfNewer(version: EntryVersion) -> Bool {
-        if lastVersion >= version {
-            adoptClock(version)
-            return false
-        }
+        let newerThanEverything = lastVersion < version
+        let entriesBefore = count
         flush(at: version)
-        return true
+        return newerThanEverything || count < entriesBefore
     }
 
     /// Moves term and sequence up to `version` without calling it the last

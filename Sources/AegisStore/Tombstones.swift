@@ -166,6 +166,35 @@ struct Tombstones {
         return chargedBytes &- before
     }
 
+    /// A FLUSHALL at `floor` that this shard may have seen newer deletes
+    /// than (replayed, or replicated after records that overtook it): the
+    /// floor covers every tombstone at or below it, and those go; a newer
+    /// one stays, or the SET it deleted could come back above the floor.
+    /// Returns the change in `chargedBytes`.
+    mutating func flush(floor: EntryVersion, usable: Malloc.UsableSizeFunction) -> Int {
+        let before = chargedBytes
+        if floor > absentFloor { absentFloor = floor }
+        var kept: [Recorded] = []
+        for index in fifoHead..<fifo.count {
+            let recorded = fifo[index]
+            let stored = Self.key(of: recorded.block)
+            // An older entry of a key deleted again: its block is freed, if
+            // at all, at the newer entry, which comes later.
+            guard versions[stored] == recorded.version else { continue }
+            if recorded.version > floor {
+                kept.append(recorded)
+                continue
+            }
+            versions[stored] = nil
+            blockBytes &-= Malloc.charge(recorded.block, usable)
+            free(recorded.block)
+        }
+        fifo = kept
+        fifoHead = 0
+        if versions.isEmpty { versions = [:] }
+        return chargedBytes &- before
+    }
+
     /// Forgets every tombstone and sets the absent floor to `floor` even
     /// when it was higher: the shard is about to become a copy of another
     /// replica's shard (a shard stream), and a floor left from the history

@@ -186,6 +186,28 @@ import Testing
         #expect(h.problems.isEmpty)
     }
 
+    /// A flush that arrives after a newer write (a read repair, a stream or
+    /// another holder's record came first) removes what is older than it
+    /// and keeps the rest; before, it changed nothing, and the keys it
+    /// should have removed stayed. A tombstone newer than the flush stays
+    /// too, or the SET it deleted could come back above the floor.
+    @Test func aFlushAfterANewerWriteRemovesWhatIsOlderAndKeepsTheRest() {
+        let h = Self.replicated()
+        for seq in UInt64(1)...200 { Self.replicatedSet(h, key(Int(seq)), [1], Self.v(seq)) }
+        Self.replicatedSet(h, key(500), [2], Self.v(300))
+        Self.replicatedDelete(h, key(501), Self.v(301))
+        #expect(h.store.count == 201 && h.store.tombstoneCount == 1)
+        #expect(h.store.applyFlushIfNewer(version: Self.v(250)))
+        #expect(h.store.count == 1 && h.get(key(500)) != nil)
+        #expect(h.store.lastWriteVersion == Self.v(300))
+        #expect(h.store.tombstoneCount == 1)
+        #expect(!Self.replicatedSet(h, key(501), [3], Self.v(260)), "older than its delete")
+        #expect(!Self.replicatedSet(h, key(7), [3], Self.v(250)), "at or below the flush")
+        #expect(Self.replicatedSet(h, key(7), [3], Self.v(251)))
+        #expect(!h.store.applyFlushIfNewer(version: Self.v(240)), "nothing at or below it is left")
+        #expect(h.problems.isEmpty)
+    }
+
     @Test func withoutReplicationNothingIsRemembered() {
         let h = Harness()
         h.set(key(1), [1])
@@ -319,17 +341,17 @@ import Testing
             return false
         }
 
+        /// Every entry and tombstone at or below the flush goes, newer ones
+        /// stay (applied before the flush though made after it).
         mutating func applyFlush(_ v: EntryVersion) -> Bool {
-            if model.lastVersion >= v {
-                adoptClock(v)
-                return false
-            }
+            let newerThanEverything = model.lastVersion < v
+            let entriesBefore = model.entries.count
             adoptClock(v)
-            model.entries = [:]
-            model.lastVersion = v
-            tombstones = [:]
+            model.entries = model.entries.filter { $0.value.version > v }
+            model.lastVersion = max(model.lastVersion, v)
+            tombstones = tombstones.filter { $0.value > v }
             floor = max(floor, v)
-            return true
+            return newerThanEverything || model.entries.count < entriesBefore
         }
     }
 
