@@ -681,8 +681,8 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
     /// A voter that restarted grants nothing for a lease and a margin, so it
     /// knows no promise and no holder; it routes the shard's writes to the
     /// node that keeps asking it (the holder's renewals), not to itself as
-    /// the map's primary would have it, and once it grants again the
-    /// promise says the same.
+    /// the map's primary would have it, also between the end of its quiet
+    /// and the next renewal it grants; then the promise says the same.
     @Test func aRestartedVoterRoutesToTheHolderThatRenewsWhileItIsQuiet() {
         var cluster = LeaseCluster()
         let (primary, _) = holderWithWritesEveryoneHolds(&cluster)
@@ -698,13 +698,19 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         #expect(cluster.holders(shard, at: quiet) == [primary])
         #expect(cluster.machines[voter].believedHolder(shard, now: quiet) == nil, "quiet: it promised nothing")
         #expect(cluster.machines[voter].routingHolder(shard, now: quiet) == cluster.ids[primary])
+        // Just past the quiet, before the next renewal: no promise yet, the
+        // hint still runs.
+        let quietEnded = restartAt + LeaseCluster.quietEnd + 1
+        run(&cluster, from: quiet + 1000, to: quietEnded)
+        #expect(cluster.machines[voter].believedHolder(shard, now: quietEnded) == nil)
+        #expect(cluster.machines[voter].routingHolder(shard, now: quietEnded) == cluster.ids[primary])
         let afterQuiet = restartAt + LeaseCluster.quietEnd + 2000
-        run(&cluster, from: quiet + 1000, to: afterQuiet)
+        run(&cluster, from: quietEnded + 1000, to: afterQuiet)
         #expect(cluster.holders(shard, at: afterQuiet) == [primary])
         #expect(cluster.machines[voter].believedHolder(shard, now: afterQuiet) == cluster.ids[primary], "granted the renewal")
         #expect(cluster.machines[voter].routingHolder(shard, now: afterQuiet) == cluster.ids[primary])
-        // The hint ends with the quiet: a holder that stopped asking is not
-        // named by it afterwards.
+        // The hint ends with the last ask's lease: a holder that stopped
+        // asking is not named by it afterwards.
         var silent = cluster
         let later = afterQuiet + 2 * LeaseCluster.durationMs
         run(&silent, from: afterQuiet + 1000, to: later, cut: [primary])

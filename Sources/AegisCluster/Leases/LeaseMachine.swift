@@ -305,18 +305,20 @@ public struct LeaseMachine: Sendable {
         return nil
     }
 
-    /// Where this node sends the shard's writes: `believedHolder`, else,
-    /// while it is quiet after a restart and knows no promise, the node that
-    /// last asked it for the shard, which renews every tick when it is the
-    /// holder. Without that a restarted node refused the writes of the
-    /// shards the map makes it primary of (TRYAGAIN "no lease holder here")
-    /// for its whole quiet period, a lease and a margin: a third of the
-    /// writes its clients sent for 4-5 s of every rolling restart's step.
-    /// If the asker was a candidate that lost, it refuses them as this node
-    /// would have, and the holder's next renewal corrects the hint.
+    /// Where this node sends the shard's writes: `believedHolder`, else the
+    /// node that last asked it for the shard while it was quiet after a
+    /// restart (it promises nothing then), for as long as that ask's lease
+    /// would run: the holder renews every tick. Without that a restarted
+    /// node refused the writes of the shards the map makes it primary of
+    /// (TRYAGAIN "no lease holder here") for its whole quiet period, a lease
+    /// and a margin, a third of the writes its clients sent for 4-5 s of
+    /// every rolling restart's step; and, were the hint to end with the
+    /// quiet, again until it granted the next renewal. If the asker was a
+    /// candidate that lost, it refuses them as this node would have, and the
+    /// holder's next renewal corrects the hint.
     public func routingHolder(_ shard: Int, now: Milliseconds) -> NodeID? {
         if let believed = believedHolder(shard, now: now) { return believed }
-        guard state.shards.indices.contains(shard), now < state.quietUntil else { return nil }
+        guard state.shards.indices.contains(shard) else { return nil }
         let lease = state.shards[shard]
         if let asker = lease.askedWhileQuietBy, now < lease.askedWhileQuietUntil { return asker }
         return nil
