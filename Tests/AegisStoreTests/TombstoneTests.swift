@@ -208,6 +208,21 @@ import Testing
         #expect(h.problems.isEmpty)
     }
 
+    /// A delete of an absent key leaves the shard's last write where it was,
+    /// so a flush between the two is newer than the last write and empties
+    /// the shard; the delete's tombstone, newer than the flush, stays (it
+    /// went with the flush before, and the SET it deleted came back).
+    @Test func aFlushNewerThanEveryEntryKeepsANewerTombstone() {
+        let h = Self.replicated()
+        Self.replicatedSet(h, key(1), [1], Self.v(5))
+        Self.replicatedDelete(h, key(2), Self.v(15))
+        #expect(h.store.lastWriteVersion == Self.v(5) && h.store.tombstoneCount == 1)
+        #expect(h.store.applyFlushIfNewer(version: Self.v(10)))
+        #expect(h.store.count == 0 && h.store.tombstoneCount == 1)
+        #expect(!Self.replicatedSet(h, key(2), [2], Self.v(12)), "the SET the delete at 15 deleted stays deleted")
+        #expect(h.problems.isEmpty)
+    }
+
     @Test func withoutReplicationNothingIsRemembered() {
         let h = Harness()
         h.set(key(1), [1])

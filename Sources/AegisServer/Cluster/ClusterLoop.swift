@@ -553,9 +553,6 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             close(connection, reason: .refused(.clusterMismatch), nowMs: Self.nowMs(), notify: true)
             return
         }
-        // A new control connection is a (re)started peer: what it runs now
-        // comes in the announcement that follows, or never from a release
-        // before 0.1.1, which must not keep the build its predecessor named.
         // A peer that dialled in is up: a dial to it still backing off from
         // while it was down (refused during its restart) would drop what this
         // node sends it meanwhile. The answer to a restarted node's join was
@@ -564,6 +561,9 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         if hello.nodeID != settings.nodeID {
             for lane in PeerLane.allCases { backoff[DialKey(address: hello.gossipAddress, lane: lane)] = nil }
         }
+        // A new control connection is a (re)started peer: what it runs now
+        // comes in the announcement that follows, or never from a release
+        // before 0.1.1, which must not keep the build its predecessor named.
         if hello.lane == .control, buildOf.removeValue(forKey: hello.nodeID) != nil {
             membershipChanged = true
             buildsChanged = true
