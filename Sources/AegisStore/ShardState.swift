@@ -527,11 +527,15 @@ struct ShardState {
     /// stream, a snapshot's entry written while the snapshot walked), and
     /// before 3 December 2026 a replicated flush that found one changed
     /// nothing, so the keys it should have removed stayed on that replica.
-    @usableFromInline
-    mutating func flush(at version: EntryVersion) {
+    /// Returns whether it changed anything: it was newer than the last
+    /// write, or removed an entry.
+    @usableFromInline @discardableResult
+    mutating func flush(at version: EntryVersion) -> Bool {
         assert(!visiting, "ShardStore mutated from inside a scan visitor")
         mutations &+= 1
-        if lastVersion < version {
+        let newerThanEverything = lastVersion < version
+        let entriesBefore = count
+        if newerThanEverything {
             // Nothing here is newer (the last write never goes back).
             dropEverything()
         } else {
@@ -539,6 +543,7 @@ struct ShardState {
         }
         adopt(version)
         if tombstones != nil { addToLedger(tombstones!.flush(floor: version, usable: usable)) }
+        return newerThanEverything || count < entriesBefore
     }
 
     /// Removes every entry whose version is at or below `version`, leaving

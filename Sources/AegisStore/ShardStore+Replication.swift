@@ -44,7 +44,7 @@ extension ShardStore {
     /// anything: it was newer than the last write, or removed an entry.
     @discardableResult
     public func applyFlushIfNewer(version: EntryVersion) -> Bool {
-        state.pointee.applyFlushIfNewer(version: version)
+        state.pointee.flush(at: version)
     }
 
     /// The start of a shard stream from the primary: everything here goes
@@ -143,13 +143,6 @@ extension ShardState {
         if tombstones != nil { addToLedger(tombstones!.reset(floor: streamStart)) }
         adoptClock(streamStart)
         lastVersion = streamStart
-    }
-
-    mutating func applyFlushIfNewer(version: EntryVersion) -> Bool {
-        let newerThanEverything = lastVersion < version
-        let entriesBefore = count
-        flush(at: version)
-        return newerThanEverything || count < entriesBefore
     }
 
     /// Moves term and sequence up to `version` without calling it the last

@@ -46,8 +46,7 @@ import Testing
             #expect(healthy, "\(member.name) says ok within 60 s of the restart with no write since: \(last)\n\(member.log().suffix(3_000))")
         }
         for member in members {
-            let values = try QuorumProcessTests.run(member, keys.map { ["GET", $0] }, pipelined: true)
-            let missing = zip(keys, values).filter { $0.1 != "v-" + $0.0 }
+            let missing = try RollingRestartProcessTests.lacking(keys, on: member)
             #expect(missing.isEmpty, "\(member.name) lost \(missing.count) of \(keys.count) keys: \(missing.prefix(5))")
         }
     }
@@ -107,8 +106,7 @@ import Testing
         }
         acked += try Self.write((0..<600).map { "after:\($0)" }, through: members[1])
         for member in members {
-            let values = try QuorumProcessTests.run(member, acked.map { ["GET", $0] }, pipelined: true)
-            let missing = zip(acked, values).filter { $0.1 != "v-" + $0.0 }
+            let missing = try RollingRestartProcessTests.lacking(acked, on: member)
             #expect(missing.isEmpty, "before the full recovery \(member.name) lacks \(missing.count) of \(acked.count): \(missing.prefix(5))")
         }
 
@@ -125,8 +123,7 @@ import Testing
             // Also known: the nodes outvoted by node3's stale claim refuse
             // its renewals, know no holder and stay catching_up.
             let settled = waitUntil(seconds: 60) { members.allSatisfy { RollingRestartProcessTests.health($0).ok } }
-            let values = try QuorumProcessTests.run(members[0], acked.map { ["GET", $0] }, pipelined: true)
-            let lost = zip(acked, values).count { $0.1 != "v-" + $0.0 }
+            let lost = try RollingRestartProcessTests.lacking(acked, on: members[0]).count
             print("full recovery: every node ok on /health within 60 s: \(settled); \(lost) of \(acked.count) acknowledged writes lost")
             #expect(settled, "/health: \(members.map { RollingRestartProcessTests.health($0).body })")
             #expect(lost == 0, "\(lost) of \(acked.count) acknowledged writes lost")

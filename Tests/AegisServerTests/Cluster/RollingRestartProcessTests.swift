@@ -110,6 +110,13 @@ import Testing
         #expect(Self.metric(node3, "aegis_ready") == 1)
     }
 
+    /// The keys `member` does not answer "v-<key>" for (the writers'
+    /// value), each with what it answered.
+    static func lacking(_ keys: [String], on member: Member) throws -> [(key: String, value: String)] {
+        let values = try QuorumProcessTests.run(member, keys.map { ["GET", $0] }, pipelined: true)
+        return zip(keys, values).filter { $0.1 != "v-" + $0.0 }.map { (key: $0.0, value: $0.1) }
+    }
+
     /// Writes keys `roll:N` one at a time, each to node N mod 3 first and
     /// on to the next node while one is down or refuses, until the file in
     /// argv[2] exists; prints the keys acknowledged and the refusals seen.
@@ -176,8 +183,7 @@ import Testing
         let odd = Set(refusals.filter { !$0.hasPrefix("TryAgainError: ") && !$0.hasPrefix("ResponseError: forwarding failed") })
         #expect(odd.isEmpty, "\(odd.prefix(5))")
         for member in members {
-            let values = try QuorumProcessTests.run(member, acked.map { ["GET", $0] }, pipelined: true)
-            let missing = zip(acked, values).filter { $0.1 != "v-" + $0.0 }
+            let missing = try Self.lacking(acked, on: member)
             #expect(missing.isEmpty, "\(member.name) lost \(missing.count) of \(acked.count) acknowledged writes: \(missing.prefix(5))")
         }
         print("rolling restart: \(acked.count) writes acknowledged, \(refusals.count) refused tries (\(refusals.count { !$0.hasPrefix("TryAgainError") }) not TRYAGAIN), "
