@@ -227,6 +227,7 @@ struct MetricsExposition {
         result += clientTLSFamilies(node.tls)
         result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests, notOwner: totals.forwardNotOwner)
         result += replicationFamilies(cluster.replication)
+        result += moveFamilies(cluster.replication, catchUp: cluster.catchUp, totals: totals)
         result += leaseFamilies(cluster.leases, refusals: totals.leaseRefusals)
         result += quorumFamilies(totals.quorum)
         let names = CommandMetricsLayout.names

@@ -87,6 +87,7 @@ struct NodeReports {
         }
         document.append(("local_health", .int(snapshot.localHealth)))
         document.append(("replication", Self.replication(snapshot.replication)))
+        document.append(("moves", Self.moves(snapshot.replication, handOffs: snapshot.leases.handOffsRunning)))
         document.append(("leases", Self.leases(snapshot.leases, standing: standing(snapshot))))
         return .object(document)
     }
@@ -157,6 +158,7 @@ struct NodeReports {
             ("network", .object([("bytes_in", .int(totals.bytesIn)), ("bytes_out", .int(totals.bytesOut))])),
             ("protocol_errors", .int(totals.protocolErrors)),
             ("rate_limit", rateLimit()),
+            ("refill", refill()),
             ("wal", .object([
                 ("mode", .string(node.config.walMode.rawValue)),
                 ("directory", node.config.walMode == .off ? .null : .string(node.config.effectiveWALDir)),
@@ -298,6 +300,42 @@ extension NodeReports {
         if let why = leases.stoppedBy { document.append(("stopped_by", .string(why))) }
         document.append(("shards", .array(shards)))
         return .object(document)
+    }
+
+    /// /cluster's `moves`: every shard moving to or from this node now, by
+    /// state: streaming (sent from here), receiving, catching_up (streamed
+    /// from here, its follower not yet holding every write since), and
+    /// handing_off (its lease, from here to `peer`).
+    static func moves(_ replication: ReplicationSnapshot, handOffs: [LeaseSnapshot.HandOff]) -> JSONValue {
+        let streams: [JSONValue] = replication.moves.map { move in
+            .object([("shard", .int(move.shard)), ("state", .string(move.state)), ("peer", .string(move.peer)),
+                     ("bytes", .int(move.bytes)), ("slices_done", .int(move.slicesDone)), ("ms", .int(Int(clamping: move.ms)))])
+        }
+        let leases: [JSONValue] = handOffs.map { handOff in
+            .object([("shard", .int(handOff.shard)), ("state", .string("handing_off")), ("peer", .string(handOff.target)),
+                     ("ms", .int(Int(clamping: handOff.ms)))])
+        }
+        return .object([
+            ("shards_moving", .int(replication.shardsMoving)),
+            ("rate_bytes_per_second", .int(replication.moveRateBytesPerSecond)),
+            ("shards", .array(streams + leases)),
+        ])
+    }
+
+    /// /stats' `refill`: where this node stands against the holders of the
+    /// shards it replicates (as /health judges it), and the catch-up running
+    /// now (after a start, the refill of a wiped node) or else the last one.
+    func refill() -> JSONValue {
+        let snapshot = node.cluster.snapshot
+        let standing = standing(snapshot)
+        let catchUp = snapshot.catchUp
+        return .object([
+            ("in_step", .bool(standing.inStep)), ("running", .bool(catchUp.running)),
+            ("shards_replicated", .int(standing.replicated)), ("shards_caught_up", .int(standing.caughtUp)),
+            ("shards_behind", .int(standing.behind)), ("shards_without_holder", .int(standing.withoutHolder)),
+            ("bytes_received", .int(catchUp.bytes)), ("seconds", .double(Double(catchUp.ms) / 1_000)),
+            ("bytes_per_second", .int(catchUp.bytesPerSecond)),
+        ])
     }
 
     /// /cluster's replication part: per shard this node is primary for, each

@@ -37,6 +37,27 @@ extension MetricsExposition {
         ]
     }
 
+    /// Shards moving to and from this node (issue 13's observability):
+    /// streams either way, their bytes, entries and rate, and the catch-up
+    /// (a restart's, a refill's) running or last run.
+    static func moveFamilies(_ replication: ReplicationSnapshot, catchUp: CatchUpSnapshot, totals: ReactorStatsSnapshot) -> [Family] {
+        [
+            gauge("aegis_shards_moving", "Shard streams running to or from this node now.", replication.shardsMoving),
+            gauge("aegis_shard_move_rate_bytes_per_second", "Bytes per second of the shard streams running through this node, either way, since the moves running now began (0 when none runs).", replication.moveRateBytesPerSecond),
+            counter("aegis_replication_stream_received_bytes", "Bytes of shard-stream slices this node received as a follower.", replication.streamBytesReceived),
+            counter("aegis_replication_streams_received", "Shard streams this node received whole as a follower (the last slice applied).", replication.streamsReceived),
+            counter("aegis_replication_streams_received_abandoned", "Shard streams this node was receiving that stopped before their last slice: restarted by the primary, or no slice for 10 s.", replication.streamsReceivedAbandoned),
+            gauge("aegis_replication_streams_receiving", "Shard streams this node is receiving now.", replication.streamsReceiving),
+            counter("aegis_replication_stream_entries_sent", "Entries of shard streams this node walked and sent as a primary.", totals.streamEntriesSent),
+            counter("aegis_replication_stream_entries_applied", "Entries of shard streams this node applied as a follower.", totals.streamEntriesApplied),
+            counter("aegis_replication_received_bytes", "Bytes this node received as a follower: replicated records and shard-stream slices.", replication.bytesReceived),
+            gauge("aegis_catch_up_running", "1 while this node is catching up with the holders of the shards it replicates (after a start, a refill, or falling out of step).", catchUp.running ? 1 : 0),
+            gauge("aegis_catch_up_received_bytes", "Bytes received as a follower during the catch-up running now, else the last one.", catchUp.bytes),
+            Family(name: "aegis_catch_up_seconds", kind: .gauge, help: "How long the catch-up running now has run, else how long the last one took.",
+                   samples: [Sample(value: String(Double(catchUp.ms) / 1_000))]),
+        ]
+    }
+
     /// Shard leases: elections, terms, writes refused, reads possibly stale.
     static func leaseFamilies(_ leases: LeaseSnapshot, refusals: Int) -> [Family] {
         let pauses = histogramSamples(counts: leases.handOffPauseBuckets,

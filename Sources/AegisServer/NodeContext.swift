@@ -181,6 +181,8 @@ public final class PublishedReactorStats: Sendable {
     let walBatches = Atomic<Int>(0)
     let walSnapshots = Atomic<Int>(0)
     let rateLimited = Atomic<Int>(0)
+    let streamEntriesSent = Atomic<Int>(0)
+    let streamEntriesApplied = Atomic<Int>(0)
     /// Changes only when a write waited for its quorum: behind a lock, stored
     /// only when it changed.
     let quorum = Mutex(QuorumCounters())
@@ -215,6 +217,8 @@ public final class PublishedReactorStats: Sendable {
         walBatches.store(s.walBatches, ordering: .relaxed)
         walSnapshots.store(s.walSnapshots, ordering: .relaxed)
         rateLimited.store(s.rateLimited, ordering: .relaxed)
+        streamEntriesSent.store(s.streamEntriesSent, ordering: .relaxed)
+        streamEntriesApplied.store(s.streamEntriesApplied, ordering: .relaxed)
         if s.quorum.anyCounted { quorum.withLock { if $0 != s.quorum { $0 = s.quorum } } }
     }
 
@@ -249,6 +253,8 @@ public final class PublishedReactorStats: Sendable {
             walBatches: walBatches.load(ordering: .relaxed),
             walSnapshots: walSnapshots.load(ordering: .relaxed),
             rateLimited: rateLimited.load(ordering: .relaxed),
+            streamEntriesSent: streamEntriesSent.load(ordering: .relaxed),
+            streamEntriesApplied: streamEntriesApplied.load(ordering: .relaxed),
             quorum: quorum.withLock { $0 }
         )
     }
@@ -301,6 +307,10 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var walSnapshots = 0
     /// Requests refused by the rate limit.
     public var rateLimited = 0
+    /// Entries of shard streams this reactor walked and sent as a primary,
+    /// and applied as a follower.
+    public var streamEntriesSent = 0
+    public var streamEntriesApplied = 0
     /// Writes that waited for write_quorum, and how.
     public var quorum = QuorumCounters()
 
@@ -334,6 +344,8 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         walBatches += o.walBatches
         walSnapshots += o.walSnapshots
         rateLimited += o.rateLimited
+        streamEntriesSent += o.streamEntriesSent
+        streamEntriesApplied += o.streamEntriesApplied
         quorum.add(o.quorum)
     }
 }

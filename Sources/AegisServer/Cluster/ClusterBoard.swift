@@ -95,6 +95,8 @@ public struct ClusterSnapshot: Sendable {
     public var replication = ReplicationSnapshot()
     /// Shard leases; empty (not enforced) with replication_factor 1.
     public var leases = LeaseSnapshot()
+    /// Catching up with the shards' holders (a restart's, a refill's).
+    public var catchUp = CatchUpSnapshot()
 
     public init() {}
 

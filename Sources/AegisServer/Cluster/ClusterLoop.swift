@@ -1071,6 +1071,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         snapshot.peerTLSEnabled = settings.tls != nil
         if let relay { contributeForwarding(relay, to: &snapshot) }
         if let leases { snapshot.leases = LeaseSnapshot(leases, routing: relay?.routing, nowMs: nowMs) }
+        if let relay { snapshot.catchUp = catchUp.snapshot(bytesReceived: relay.replication.bytesReceived, nowMs: nowMs) }
         engine.contribute(to: &snapshot)
         board.publish(snapshot)
         lastPublishMs = nowMs
@@ -1127,6 +1128,11 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                 relay.replication.remindHolder(behind.holder.name, shard: behind.shard)
             }
             if leases.standing != before { dirty = true }
+            let bytesReceived = relay.replication.bytesReceived
+            for line in catchUp.review(leases.standing, bytesReceived: bytesReceived, nowMs: nowMs) {
+                logger.log(level: line.level, "\(line.message)", metadata: line.metadata.mapValues { .string($0) })
+            }
+            if catchUp.current != nil { dirty = true }
         }
     }
 
@@ -1135,6 +1141,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     /// within this, and a review walks every shard.
     static var standingReviewIntervalMs: Int64 { 100 }
     private var lastStandingReviewMs: Int64 = 0
+    private lazy var catchUp = CatchUpProgress(nodeStartMs: leases?.createdMs ?? Self.nowMs())
 
     private func leaseMembersChanged(_ leases: LeaseDriver, nowMs: Int64) {
         let alive = members.values.filter { $0.status == .alive }.compactMap { NodeID($0.nodeID) }

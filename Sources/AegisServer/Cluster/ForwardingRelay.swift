@@ -273,6 +273,7 @@ final class ForwardingRelay {
             }
             replication.follower.streamSliceApplied(shard: Int(header.route.shard),
                                                     completedAt: lastSlice ? header.replicatedPrevious : nil, nowNs: nowNs)
+            replication.streamSliceAppliedHere(shard: Int(header.route.shard), last: lastSlice, nowNs: nowNs)
             // A follower reactor's acknowledgement, back to the peer the records came from.
             if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
         case .streamData:
@@ -507,11 +508,12 @@ final class ForwardingRelay {
                     // For the shard's owning reactor, stamped with the peer it came from.
                     let shard = Int(header.route.shard)
                     guard shard < shardOwner.count else { return false }
-                    if header.kind == .replicate { replication.noteReceived() }
+                    if header.kind == .replicate { replication.noteReceived(bytes: payload.count) }
                     if header.kind == .replicate || header.kind == .streamData, let acceptsFrom, !acceptsFrom(shard, sender, nowMs) {
                         replication.noteRefusedNotHolder()
                         continue
                     }
+                    if header.kind == .streamData { replication.streamSliceArrived(header, from: sender, nowNs: nowNs) }
                     var routed = header
                     routed.route.originNode = peer
                     toReactor(shardOwner[shard], routed, payload)

@@ -97,6 +97,9 @@ final class ReplicationRelay {
         var streamsAborted = 0
         var streamSlices = 0
         var streamBytes = 0
+        /// Bytes of replicated records taken as a follower (stream slices are
+        /// in `incoming`): with them, what a refill received.
+        var recordBytesReceived = 0
         var malformed = 0
         /// Records and stream slices refused because their sender is not the
         /// shard's lease holder as this node knows it.
@@ -177,9 +180,27 @@ final class ReplicationRelay {
     private(set) var streams = ShardStreams(windowSlices: 16, concurrentMax: 4, stallMs: 10_000)
     /// (shard, follower) pairs already counted as needing a stream.
     private var streamNoted: Set<StreamNeed> = []
-    private struct StreamNeed: Hashable {
+    /// As a follower: the shard streams arriving here.
+    private(set) var incoming = IncomingShardStreams(stallMs: 10_000)
+    /// (shard, follower) pairs streamed from here whose follower has not yet
+    /// acknowledged every write since (the move's catching-up step), with
+    /// when the stream ended (monotonic ms).
+    private(set) var catchingUp: [StreamNeed: Int64] = [:]
+    /// The moves through this node since the last time none ran, for the
+    /// summary line once they end.
+    private var burst: MoveBurst?
+    struct StreamNeed: Hashable {
         var shard: Int
         var follower: String
+    }
+    private struct MoveBurst {
+        var startedMs: Int64
+        /// The last time a stream ran or ended.
+        var activeMs: Int64
+        var bytesSentBefore: Int
+        var bytesReceivedBefore: Int
+        var sentBefore: Int
+        var receivedBefore: Int
     }
     /// Set by the loop: one notice-level line (rate-limited by the caller's use).
     var log: ((String) -> Void)?
@@ -223,7 +244,10 @@ final class ReplicationRelay {
         return progress!.sent.contains { $0 < written }
     }
 
-    func noteReceived() { counters.recordsReceived += 1 }
+    func noteReceived(bytes: Int) {
+        counters.recordsReceived += 1
+        counters.recordBytesReceived += bytes
+    }
 
     /// Per shard, the newest version this node's copy holds, as its reactor
     /// last showed it (a write, the chain it acknowledged, a finished
@@ -541,6 +565,7 @@ final class ReplicationRelay {
         guard nowNs - lastCatchUpNs >= Self.catchUpIntervalNs else { return }
         lastCatchUpNs = nowNs
         abortStreams(streams.abortStalled(nowMs: nowNs / 1_000_000))
+        reviewMoves(nowMs: nowNs / 1_000_000)
         for shard in progress.indices {
             guard var shardProgress = progress[shard], let tail = tails[shard] else { continue }
             if let maySend, !maySend(shard) {
@@ -581,6 +606,8 @@ final class ReplicationRelay {
         guard forwarding.peer(named: follower.name) != nil,
               let id = streams.start(shard: shard, follower: follower, nowMs: nowNs / 1_000_000) else { return }
         counters.streamsStarted += 1
+        noteMoveActivity(nowMs: nowNs / 1_000_000)
+        catchingUp[StreamNeed(shard: shard, follower: follower.name)] = nil
         log?("streaming shard \(shard) to \(follower.name): it holds \(holding), the recent-writes tail starts after \(tailStart)")
         grantSlices(id)
     }
@@ -643,8 +670,10 @@ final class ReplicationRelay {
             // No write since the walk began: its start is the shard's newest write.
             if tails[stream.shard]?.newest == nil { progress[stream.shard]!.settle(atMost: start) }
             let ms = nowNs / 1_000_000 - stream.startedMs
-            log?("streamed shard \(stream.shard) to \(follower.name): \(stream.bytes) bytes in \(stream.produced) slices, \(ms) ms; "
-                + "replication goes on after \(start)")
+            log?("streamed shard \(stream.shard) to \(follower.name): \(stream.bytes) bytes in \(stream.produced) slices, \(ms) ms, "
+                + "\(TransferRate.megabytesPerSecondText(stream.bytes, ms: ms)) MB/s; replication goes on after \(start)")
+            catchingUp[StreamNeed(shard: stream.shard, follower: follower.name)] = nowNs / 1_000_000
+            noteMoveActivity(nowMs: nowNs / 1_000_000)
             tellReactorHeld(shard: stream.shard)
         case .refused:
             counters.acksRefused += 1
@@ -666,6 +695,81 @@ final class ReplicationRelay {
             log?("shard stream \(stream.id) of shard \(stream.shard) to \(stream.follower.name) given up after "
                 + "\(stream.acknowledged) of \(stream.produced) slices applied")
         }
+    }
+
+    // MARK: - Moves received, and the moves' summary
+
+    /// A slice of a stream for one of this node's shards arrived from
+    /// `sender` and went to the shard's reactor.
+    func streamSliceArrived(_ header: ForwardHeader, from sender: String, nowNs: Int64) {
+        let nowMs = nowNs / 1_000_000
+        noteMoveActivity(nowMs: nowMs)
+        incoming.sliceArrived(shard: Int(header.route.shard), from: sender, id: header.connectionIndex,
+                              number: header.route.ticket & ~ShardStreamWire.lastSlice, bytes: Int(header.payloadLength),
+                              nowMs: nowMs)
+    }
+
+    /// This node's reactor applied a slice of a stream it received.
+    func streamSliceAppliedHere(shard: Int, last: Bool, nowNs: Int64) {
+        let nowMs = nowNs / 1_000_000
+        guard let stream = incoming.sliceApplied(shard: shard, last: last, nowMs: nowMs) else { return }
+        noteMoveActivity(nowMs: nowMs)
+        let ms = nowMs - stream.startedMs
+        log?("received shard \(shard) from \(stream.from): \(stream.bytes) bytes in \(stream.slicesApplied) slices, \(ms) ms, "
+            + "\(TransferRate.megabytesPerSecondText(stream.bytes, ms: ms)) MB/s")
+    }
+
+    /// Bytes this node received as a follower: replicated records and stream slices.
+    var bytesReceived: Int { counters.recordBytesReceived + incoming.bytes }
+
+    /// Shard streams running through this node now, either way.
+    var movesRunning: Int { streams.running.count + incoming.running.count }
+
+    private func noteMoveActivity(nowMs: Int64) {
+        guard burst == nil else {
+            burst!.activeMs = nowMs
+            return
+        }
+        burst = MoveBurst(startedMs: nowMs, activeMs: nowMs, bytesSentBefore: counters.streamBytes,
+                          bytesReceivedBefore: incoming.bytes, sentBefore: counters.streamsFinished,
+                          receivedBefore: incoming.finished)
+    }
+
+    /// How long no stream runs before the moves count as settled: the
+    /// streams waiting for a turn start on the catch-up turn after one ends.
+    static let movesSettleMs: Int64 = 1_000
+
+    /// Bytes streamed either way since the moves running now began, and
+    /// over how long: nil when none ran within `movesSettleMs`.
+    func movesSoFar(nowMs: Int64) -> (bytes: Int, ms: Int64)? {
+        guard let started = burst else { return nil }
+        let bytes = counters.streamBytes - started.bytesSentBefore + incoming.bytes - started.bytesReceivedBefore
+        return (bytes, max(0, nowMs - started.startedMs))
+    }
+
+    /// Drops incoming streams that stalled, ends the catching-up step of
+    /// followers that hold every write, and once no stream runs either way,
+    /// logs one line for the moves since the last time none ran.
+    private func reviewMoves(nowMs: Int64) {
+        for stream in incoming.expire(nowMs: nowMs) {
+            log?("shard stream of shard \(stream.shard) from \(stream.from) given up here: no slice for "
+                + "\(incoming.stallMs) ms after \(stream.slicesApplied) slices applied")
+        }
+        catchingUp = catchingUp.filter { need, _ in
+            guard need.shard < progress.count, let node = NodeID(need.follower),
+                  let lag = progress[need.shard]?.lagRecords(node) else { return false }
+            return lag > 0
+        }
+        guard burst != nil else { return }
+        if movesRunning > 0 { burst!.activeMs = nowMs }
+        guard let started = burst, nowMs - started.activeMs >= Self.movesSettleMs else { return }
+        burst = nil
+        let sent = counters.streamBytes - started.bytesSentBefore
+        let received = incoming.bytes - started.bytesReceivedBefore
+        let ms = started.activeMs - started.startedMs
+        log?("shard moves settled: sent \(counters.streamsFinished - started.sentBefore) shards (\(sent) bytes), "
+            + "received \(incoming.finished - started.receivedBefore) shards (\(received) bytes) in \(ms) ms, "
+            + "\(TransferRate.megabytesPerSecondText(sent + received, ms: ms)) MB/s")
     }
 
     // MARK: - Reporting

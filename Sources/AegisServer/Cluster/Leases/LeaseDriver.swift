@@ -541,11 +541,8 @@ final class LeaseDriver {
     }
 
     private(set) var standing = ReplicaStanding()
-    /// Set when the node was last in step (monotonic ms), for the log line
-    /// that says so once per change; nil while it is not.
-    private var inStepSinceMs: Int64?
     /// When this driver was made, at the node's start (monotonic ms, the loop's clock).
-    private let createdMs = aegis_monotonic_ns() / 1_000_000
+    let createdMs = aegis_monotonic_ns() / 1_000_000
 
     /// Reviews every shard this node is a replica of against `acknowledged`
     /// (this node's chain per shard, FollowerChains) and returns those
@@ -574,17 +571,6 @@ final class LeaseDriver {
             }
         }
         standing = review
-        if review.applies && review.inStep && inStepSinceMs == nil {
-            inStepSinceMs = nowMs
-            logger.notice("cluster: in step: this node holds or has caught up with every shard it replicates", metadata: [
-                "shards": "\(review.replicated)", "held": "\(review.held)", "since_start_ms": "\(nowMs - createdMs)",
-            ])
-        } else if !review.inStep, let since = inStepSinceMs {
-            inStepSinceMs = nil
-            logger.info("cluster: out of step: some shards this node replicates have no holder it knows of, or lack their holder's writes", metadata: [
-                "behind": "\(review.behind)", "without_holder": "\(review.withoutHolder)", "in_step_ms": "\(nowMs - since)",
-            ])
-        }
         return behind
     }
 

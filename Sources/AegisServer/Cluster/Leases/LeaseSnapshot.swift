@@ -76,6 +76,13 @@ public struct LeaseSnapshot: Sendable, Equatable {
     /// (`LeaseHandOffs.Outcome` raw values).
     public var handOffsStarted = 0
     public var handOffsEnded: [String: Int] = [:]
+    /// A hand-off running now: its shard, target and ms since it started.
+    public struct HandOff: Sendable, Equatable {
+        public var shard: Int
+        public var target: String
+        public var ms: Int64
+    }
+    public var handOffsRunning: [HandOff] = []
     /// The released hand-offs' pauses: counts per bucket of
     /// `handOffPauseBucketsMs` (then one for the rest), and their sum.
     public var handOffPauseBuckets = Array(repeating: 0, count: LeaseHandOffs.pauseBucketsMs.count + 1)
@@ -107,6 +114,9 @@ public struct LeaseSnapshot: Sendable, Equatable {
         standing = driver.standing
         let handOffs = driver.handOffs
         handOffsStarted = handOffs.started
+        handOffsRunning = handOffs.running.sorted { $0.key < $1.key }.map {
+            HandOff(shard: $0.key, target: $0.value.target.name, ms: nowMs - $0.value.startedMs)
+        }
         handOffsEnded = Dictionary(uniqueKeysWithValues: LeaseHandOffs.Outcome.allCases.map { ($0.rawValue, handOffs.ended[$0, default: 0]) })
         handOffPauseBuckets = handOffs.pauseBuckets
         handOffPauseSumNs = handOffs.pauseSumNs

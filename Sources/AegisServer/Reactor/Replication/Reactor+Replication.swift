@@ -47,9 +47,7 @@ struct ReplicaState {
     /// When the next slice may be walked.
     var pacer = StreamSlicePacer()
     var streamWalksStarted = 0
-    var streamEntriesSent = 0
     var streamsReceived = 0
-    var streamEntriesApplied = 0
     var streamSlicesRefused = 0
 
     init(enabled: Bool, shardCount: Int) {

@@ -119,7 +119,7 @@ extension Reactor {
         header.replicatedPrevious = start
         header.route.ticket = walk.nextSlice | (last ? ShardStreamWire.lastSlice : 0)
         sendRecord(to: routes.clusterEndpoint, header: header, payload: buffer.readableView)
-        replica.streamEntriesSent += entries
+        counters.streamEntriesSent += entries
         buffer.clear()
         buffer.releaseIfIdle(keep: 1 << 20)
         if last { return }
@@ -167,7 +167,7 @@ extension Reactor {
             }
             store.applyIfNewer(decoded.key, hash: KeyHash.hash(decoded.key), .set(value: decoded.value, expiryMs: decoded.expiryMs),
                                version: decoded.version, nowMs: now)
-            replica.streamEntriesApplied += 1
+            counters.streamEntriesApplied += 1
             rest = UnsafeRawBufferPointer(rebasing: rest[length...])
         }
         incoming.nextSlice += 1

@@ -1,0 +1,133 @@
+@testable import AegisServer
+import Foundation
+import Glibc
+import Testing
+
+/// The refill of a wiped node as an operator watches it (issue 13, items 4
+/// and 6; the runbook's Data Corruption Recovery): three nodes on
+/// 127.0.0.11-13, replication_factor 3, a recent-writes tail of 16 records
+/// per shard, about 14 MB of data. node3 is stopped, its data directory
+/// removed, and started again: its holders stream it every shard. While it
+/// is paused mid-refill (SIGSTOP), its holders' /cluster lists the shards
+/// streaming to it; after it resumes, its log has a progress line, a line
+/// per shard received and a summary with the bytes; /stats' `refill`, the
+/// metrics and /ready agree, and it holds every key again.
+@Suite(.serialized) struct RefillProcessTests {
+    typealias Member = ClusterProcessTests.Member
+
+    static let keyCount = 20_000
+    static let valueSize = 700
+    static let extra = ["--replication-tail-records", "16", "--suspect-timeout", "10s", "--dead-timeout", "12s"]
+
+    /// Writes `keyCount` keys of `valueSize` bytes through `member`, pipelined.
+    static func fill(_ member: Member) throws {
+        let script = """
+        import sys, redis
+        client = redis.Redis(host=sys.argv[1], port=int(sys.argv[2]), socket_timeout=60)
+        count, size = int(sys.argv[3]), int(sys.argv[4])
+        for start in range(0, count, 1000):
+            p = client.pipeline(transaction=False)
+            for i in range(start, min(count, start + 1000)):
+                p.set("refill:%d" % i, ("v%d-" % i).ljust(size, "x"))
+            assert all(r is True for r in p.execute())
+        print("ok")
+        """
+        let result = try runTool("python3", ["-c", script, member.host, String(member.clientPort), String(keyCount), String(valueSize)])
+        guard result.status == 0, result.output.contains("ok") else { throw HarnessError("filling through \(member.name): \(result.output)") }
+    }
+
+    /// The moves a node's /cluster lists: (shard, state, peer).
+    static func moves(_ member: Member) -> [(shard: Int, state: String, peer: String)] {
+        guard let body = member.get("/cluster"),
+              let document = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+              let moves = document["moves"] as? [String: Any], let shards = moves["shards"] as? [[String: Any]] else { return [] }
+        return shards.compactMap { move in
+            guard let shard = move["shard"] as? Int, let state = move["state"] as? String, let peer = move["peer"] as? String else { return nil }
+            return (shard, state, peer)
+        }
+    }
+
+    static func refill(_ member: Member) -> [String: Any]? {
+        guard let body = member.get("/stats"),
+              let document = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return nil }
+        return document["refill"] as? [String: Any]
+    }
+
+    /// The value of `key=` in the last log line containing `marker`.
+    static func field(_ key: String, inLastLineWith marker: String, of log: String) -> Int? {
+        guard let line = log.split(separator: "\n").last(where: { $0.contains(marker) }),
+              let range = line.range(of: " \(key)=") else { return nil }
+        return Int(line[range.upperBound...].prefix { $0.isNumber })
+    }
+
+    @Test(.hangBound) func aWipedNodeIsRefilledWithItsProgressInTheLogStatsMetricsAndTheHoldersCluster() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-refill-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let members = try LeaseProcessTests.startCluster(directory: directory, extra: Self.extra)
+        defer {
+            for member in members { member.signal(SIGCONT) }
+            for member in members { _ = member.stop() }
+        }
+        let (node1, node2, node3) = (members[0], members[1], members[2])
+        try Self.fill(node1)
+        #expect(waitUntil(seconds: 60) { RollingRestartProcessTests.held(node3) == Self.keyCount }, "node3 holds every key before")
+
+        // Data corruption recovery: stop, remove the data directory, start.
+        let startedBefore = [node1, node2].map { QuorumProcessTests.metric($0, "aegis_replication_streams_started_total") ?? 0 }
+        _ = node3.stop()
+        try FileManager.default.removeItem(atPath: node3.dataDir)
+        try node3.start(seeds: members.map(\.gossipAddress), extra: Self.extra)
+        let streaming = waitUntil(seconds: 60) {
+            zip([node1, node2], startedBefore).contains { member, before in
+                (QuorumProcessTests.metric(member, "aegis_replication_streams_started_total") ?? 0) > before
+            }
+        }
+        #expect(streaming, "a holder starts streaming to the wiped node:\n\(node3.log())")
+        node3.signal(SIGSTOP)
+        // Paused, it applies nothing: its holders' streams wait on their window.
+        var seen: [(shard: Int, state: String, peer: String)] = []
+        _ = waitUntil(seconds: 5) {
+            seen = Self.moves(node1) + Self.moves(node2)
+            return seen.contains { $0.state == "streaming" && $0.peer == "node3" }
+        }
+        #expect(seen.contains { $0.state == "streaming" && $0.peer == "node3" }, "the holders' /cluster lists the moves: \(seen)")
+        #expect((QuorumProcessTests.metric(node1, "aegis_shards_moving") ?? 0) + (QuorumProcessTests.metric(node2, "aegis_shards_moving") ?? 0) > 0)
+        // Past the 5 s of a progress line, well within the 10 s stall bound.
+        usleep(5_500_000)
+        node3.signal(SIGCONT)
+
+        #expect(waitUntil(seconds: 90) { node3.get("/ready").map { $0.contains("\"ready\":true") } == true },
+                "node3 says ready once refilled:\n\(node3.log())")
+        #expect(RollingRestartProcessTests.held(node3) == Self.keyCount, "node3 holds every key again")
+        let log = node3.log()
+        #expect(log.contains("cluster: catching up: shards caught up of those this node replicates"), "a progress line:\n\(log)")
+        let dataBytes = Self.keyCount * Self.valueSize
+        let summed = Self.field("bytes_received", inLastLineWith: "cluster: in step:", of: log) ?? 0
+        #expect(summed >= dataBytes, "the summary counts what came: \(summed) of at least \(dataBytes)")
+        let received = log.split(separator: "\n").count { $0.contains("received shard ") && $0.contains("MB/s") }
+        #expect(received > 0 && received == QuorumProcessTests.metric(node3, "aegis_replication_streams_received_total"),
+                "one line per shard received, as counted")
+
+        let refill = try #require(Self.refill(node3))
+        #expect(refill["in_step"] as? Bool == true)
+        #expect(refill["running"] as? Bool == false)
+        #expect(refill["shards_replicated"] as? Int == 256)
+        #expect(refill["shards_caught_up"] as? Int == 256)
+        #expect((refill["bytes_received"] as? Int ?? 0) >= dataBytes, "\(refill)")
+        #expect((refill["bytes_per_second"] as? Int ?? 0) > 0)
+        #expect((refill["seconds"] as? Double ?? 0) >= 5.5, "the pause is part of it")
+        #expect((QuorumProcessTests.metric(node3, "aegis_replication_stream_entries_applied_total") ?? 0) > 0)
+        #expect((QuorumProcessTests.metric(node3, "aegis_replication_stream_received_bytes_total") ?? 0) > 0)
+        #expect(QuorumProcessTests.metric(node3, "aegis_catch_up_running") == 0)
+
+        // The holders: one line per shard streamed with its rate, and a
+        // summary once no stream has run for a second; nothing left moving.
+        #expect(waitUntil(seconds: 30) {
+            [node1, node2].allSatisfy { QuorumProcessTests.metric($0, "aegis_shards_moving") == 0 }
+                && (node1.log() + node2.log()).contains("shard moves settled: sent ")
+        }, "the holders sum their moves up")
+        let holders = node1.log() + node2.log()
+        #expect(holders.split(separator: "\n").contains { $0.contains("streamed shard ") && $0.contains("MB/s") })
+        #expect(Self.moves(node1).allSatisfy { $0.state != "streaming" } && Self.moves(node2).allSatisfy { $0.state != "streaming" })
+    }
+}
