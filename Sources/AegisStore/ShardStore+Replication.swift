@@ -55,31 +55,6 @@ extension ShardStore {
         state.pointee.replaceForStream()
     }
 
-    /// A stream brings its shard's entries in hash order (the primary walks
-    /// with the scan cursor, a position in hash space), and so does a
-    /// snapshot replayed at start (written by the same walk). Into a table sized
-    /// for the entries so far, keys of ever higher hashes all find their
-    /// homes in its first part, already full: they pile up in one cluster
-    /// as long as the shard, and every insert and every entry moved by the
-    /// table's growth walks and rehashes it (60% of a refilling node's CPU,
-    /// perf/README.md "perf/refill-time"). After `seen` entries, the last
-    /// with `lastHash`, the table grows at once to what the whole stream
-    /// needs, estimated from the share of hash space covered (from 64
-    /// entries on, about 12% off at first; never while a resize is under
-    /// way). An estimate too low costs a growth as usual. One too high (keys
-    /// chosen for low hashes) is bounded by 1,024 times `seen`, and lasts
-    /// until the stream completes, which shrinks a table left below load 1/8.
-    public func reserveForHashOrderedLoad(seen: Int, lastHash: UInt64) {
-        state.pointee.reserveForHashOrderedLoad(seen: seen, lastHash: lastHash)
-    }
-
-    /// The load `reserveForHashOrderedLoad` sized for ended (a snapshot's
-    /// replay; a stream's end does this itself): a table an estimate left
-    /// below load 1/8 starts shrinking.
-    public func endHashOrderedLoad() {
-        state.pointee.shrinkIfSparse()
-    }
-
     /// The last slice of a stream taken at `streamStart` was applied: the
     /// shard holds the primary's copy as of then. The absent floor becomes
     /// `streamStart` (a key the stream did not bring was absent on the
@@ -164,18 +139,9 @@ extension ShardState {
         lastVersion = .zero
     }
 
-    mutating func reserveForHashOrderedLoad(seen: Int, lastHash: UInt64) {
-        guard seen >= 64, oldSlots == nil, lastHash > 0 else { return }
-        let covered = Double(lastHash) / 18_446_744_073_709_551_616.0
-        let expected = Swift.min(Double(seen) / covered, Double(seen) * 1_024)
-        // Grown only when the estimate would pass load 0.8, then to load
-        // 2/3: an estimate a fifth above the last one grows it again, not
-        // every estimate a little above it (each growth moves what came).
-        guard Int(expected * 1.25) + 1 > capacity else { return }
-        startMigration(to: Swift.min(Int(expected * 1.5) + 1, 1 << 40))
-    }
-
     mutating func completeStream(streamStart: EntryVersion) {
+        // A table the stream's keys grew from an estimate too high (keys
+        // chosen for low hashes; `noteInsertOrder`) shrinks now.
         shrinkIfSparse()
         if tombstones != nil { addToLedger(tombstones!.reset(floor: streamStart)) }
         adoptClock(streamStart)

@@ -26,23 +26,10 @@ extension Reactor {
         // Indexed by shard, not hashed: the replay touches both once per record.
         var copies = [ReplayedCopy](repeating: ReplayedCopy(), count: shards.count)
         var newest = [EntryVersion](repeating: .zero, count: shards.count)
-        // A snapshot holds each shard's entries in hash order (the scan's
-        // walk): their tables reserve what they need as they come
-        // (ShardStore.reserveForHashOrderedLoad), not after a pile-up.
-        var inSnapshot = true
-        var snapshotSeen = [Int](repeating: 0, count: shards.count)
         let report = try recovery.replay { record in
             applyReplayed(record, nowMs: nowMs)
             if record.shard < newest.count, record.version > newest[record.shard] { newest[record.shard] = record.version }
-            if inSnapshot, record.shard < snapshotSeen.count {
-                snapshotSeen[record.shard] += 1
-                if snapshotSeen[record.shard] & 15 == 0 {
-                    shards[record.shard]?.reserveForHashOrderedLoad(seen: snapshotSeen[record.shard], lastHash: KeyHash.hash(record.key))
-                }
-            }
         } snapshotRead: { provenHeads in
-            inSnapshot = false
-            for shard in shards.ownedIndices { shards[shard]?.endHashOrderedLoad() }
             for (shard, head) in provenHeads where shard < copies.count { copies[shard] = ReplayedCopy(provenThrough: head) }
         } logged: { record in
             if record.shard < copies.count { copies[record.shard].logged(record.version) }

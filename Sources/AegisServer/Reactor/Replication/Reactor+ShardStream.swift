@@ -60,8 +60,6 @@ struct IncomingStream {
     /// The peer (the cluster loop's number) the slices come from.
     let origin: UInt16
     var nextSlice: UInt64 = 0
-    /// Entries applied so far, for the table's reservation (they come in hash order).
-    var entries = 0
 }
 
 extension Reactor {
@@ -160,7 +158,6 @@ extension Reactor {
         var rest = payload
         // Each slice's entries, not only the first slice's drop, are what the log lacks.
         if !rest.isEmpty { noteUnloggedChange(shard: shard) }
-        var lastHash: UInt64 = 0
         while !rest.isEmpty {
             guard case .record(let decoded, let length) = WALRecord.decode(rest), decoded.shard == shard,
                   decoded.operation == .set, decoded.version <= incoming.start else {
@@ -168,14 +165,11 @@ extension Reactor {
                 replica.incoming[shard] = nil
                 return
             }
-            lastHash = KeyHash.hash(decoded.key)
-            store.applyIfNewer(decoded.key, hash: lastHash, .set(value: decoded.value, expiryMs: decoded.expiryMs),
+            store.applyIfNewer(decoded.key, hash: KeyHash.hash(decoded.key), .set(value: decoded.value, expiryMs: decoded.expiryMs),
                                version: decoded.version, nowMs: now)
-            incoming.entries += 1
             counters.streamEntriesApplied += 1
             rest = UnsafeRawBufferPointer(rebasing: rest[length...])
         }
-        store.reserveForHashOrderedLoad(seen: incoming.entries, lastHash: lastHash)
         incoming.nextSlice += 1
         if header.route.ticket & ShardStreamWire.lastSlice != 0 {
             store.completeStream(streamStart: incoming.start)
