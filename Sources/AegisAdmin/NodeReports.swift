@@ -261,11 +261,7 @@ extension NodeReports {
     /// reviewed its shards it is not known to serve them, so it is not in
     /// step (a restarted node said ok before it heard of any holder, and
     /// the rolling restart stopped the next node while it held nothing).
-    func standing(_ cluster: ClusterSnapshot) -> ReplicaStanding {
-        var standing = cluster.leases.standing
-        if !standing.reviewed && node.config.replicationFactor > 1 && !node.config.seeds.isEmpty { standing.applies = true }
-        return standing
-    }
+    func standing(_ cluster: ClusterSnapshot) -> ReplicaStanding { node.replicaStanding(cluster) }
 
     /// Where this node stands against its shards' holders, in /health,
     /// /ready and /cluster (no name holds "ok": /health's body is grepped for it).

@@ -54,6 +54,17 @@ import Testing
     }
 
     /// The value of `key=` in the last log line containing `marker`.
+    /// INFO cluster as redis-cli prints it, field by field.
+    static func clusterInfo(_ member: Member) throws -> [String: String] {
+        let text = try runTool("redis-cli", ["-h", member.host, "-p", String(member.clientPort), "INFO", "cluster"])
+        var fields: [String: String] = [:]
+        for line in text.output.split(whereSeparator: \.isNewline) {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2 { fields[String(parts[0])] = String(parts[1]).trimmingCharacters(in: .whitespaces) }
+        }
+        return fields
+    }
+
     static func field(_ key: String, inLastLineWith marker: String, of log: String) -> Int? {
         guard let line = log.split(separator: "\n").last(where: { $0.contains(marker) }),
               let range = line.range(of: " \(key)=") else { return nil }
@@ -92,6 +103,8 @@ import Testing
         }
         #expect(seen.contains { $0.state == "streaming" && $0.peer == "node3" }, "the holders' /cluster lists the moves: \(seen)")
         #expect((QuorumProcessTests.metric(node1, "aegis_shards_moving") ?? 0) + (QuorumProcessTests.metric(node2, "aegis_shards_moving") ?? 0) > 0)
+        let moving = try [node1, node2].map { Int(try Self.clusterInfo($0)["cluster_shards_moving"] ?? "") ?? 0 }
+        #expect(moving.reduce(0, +) > 0, "INFO cluster counts the moves too: \(moving)")
         // Past the 5 s of a progress line, well within the 10 s stall bound.
         usleep(5_500_000)
         node3.signal(SIGCONT)
@@ -119,6 +132,15 @@ import Testing
         #expect((QuorumProcessTests.metric(node3, "aegis_replication_stream_entries_applied_total") ?? 0) > 0)
         #expect((QuorumProcessTests.metric(node3, "aegis_replication_stream_received_bytes_total") ?? 0) > 0)
         #expect(QuorumProcessTests.metric(node3, "aegis_catch_up_running") == 0)
+        // The same figures for an operator on redis-cli.
+        let info = try Self.clusterInfo(node3)
+        #expect(info["cluster_in_step"] == "1", "\(info)")
+        #expect(info["cluster_shards_replicated"] == "256" && info["cluster_shards_caught_up"] == "256", "\(info)")
+        #expect(info["cluster_shards_behind"] == "0" && info["cluster_shards_without_holder"] == "0", "\(info)")
+        #expect(info["cluster_catch_up_running"] == "0", "\(info)")
+        #expect(Int(info["cluster_catch_up_bytes_received"] ?? "") ?? 0 >= dataBytes, "\(info)")
+        #expect(Double(info["cluster_catch_up_seconds"] ?? "") ?? 0 >= 5.5, "\(info)")
+        #expect(Int(info["cluster_catch_up_bytes_per_second"] ?? "") ?? 0 > 0, "\(info)")
 
         // The holders: one line per shard streamed with its rate, and a
         // summary once no stream has run for a second; nothing left moving.

@@ -30,6 +30,18 @@ public struct ReplicaStanding: Sendable, Equatable {
     public var inStep: Bool { !applies || (replicated > 0 && behind == 0 && withoutHolder == 0) }
 }
 
+extension NodeContext {
+    /// Where this node stands as /health, /ready, /stats, INFO and
+    /// aegis_ready judge it: before the cluster loop's first review, a node
+    /// whose configuration puts it in a cluster is not in step, so that none
+    /// of them says ok before it has heard any holder.
+    public func replicaStanding(_ cluster: ClusterSnapshot) -> ReplicaStanding {
+        var standing = cluster.leases.standing
+        if !standing.reviewed && config.replicationFactor > 1 && !config.seeds.isEmpty { standing.applies = true }
+        return standing
+    }
+}
+
 /// The shard leases as /cluster, /metrics and INFO show them.
 public struct LeaseSnapshot: Sendable, Equatable {
     public struct Shard: Sendable, Equatable {

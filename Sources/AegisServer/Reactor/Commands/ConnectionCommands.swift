@@ -509,7 +509,28 @@ extension Reactor {
                 "cluster_shards_owned:\(me?.shardsPrimary ?? node.config.numShards)",
                 "cluster_shards_replica:\(me?.shardsFollower ?? 0)",
                 "cluster_node_id:\(node.config.nodeID)", "cluster_local_health:\(snapshot.localHealth)"]
-            + (snapshot.placementDigest.map { ["cluster_placement_digest:\($0)"] } ?? []) + [""]
+            + (snapshot.placementDigest.map { ["cluster_placement_digest:\($0)"] } ?? [])
+            + refillInfoLines(snapshot) + [""]
+    }
+
+    /// The figures of /stats' `refill` and /cluster's `moves`, for an
+    /// operator on redis-cli: whether this node serves every shard it
+    /// replicates (as /health judges it), the catch-up running now or the
+    /// last one, and the shards streaming to or from it.
+    func refillInfoLines(_ snapshot: ClusterSnapshot) -> [String] {
+        let standing = node.replicaStanding(snapshot)
+        let catchUp = snapshot.catchUp
+        return ["cluster_in_step:\(standing.inStep ? 1 : 0)",
+                "cluster_shards_replicated:\(standing.replicated)",
+                "cluster_shards_caught_up:\(standing.caughtUp)",
+                "cluster_shards_behind:\(standing.behind)",
+                "cluster_shards_without_holder:\(standing.withoutHolder)",
+                "cluster_catch_up_running:\(catchUp.running ? 1 : 0)",
+                "cluster_catch_up_bytes_received:\(catchUp.bytes)",
+                "cluster_catch_up_seconds:\(Self.twoDecimals(Int(clamping: catchUp.ms), per: 1_000))",
+                "cluster_catch_up_bytes_per_second:\(catchUp.bytesPerSecond)",
+                "cluster_shards_moving:\(snapshot.replication.shardsMoving)",
+                "cluster_shard_move_rate_bytes_per_second:\(snapshot.replication.moveRateBytesPerSecond)"]
     }
 }
 
