@@ -597,6 +597,37 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         }
     }
 
+    /// A node new to the cluster (a join, or a wiped node's first start)
+    /// that is a shard's preferred replica: the holder's renewals it refused
+    /// in its quiet tell it the shard has a live lease, so its first tick
+    /// after the quiet does not campaign over it (which made it refuse the
+    /// holder's next renewal at its own term, and the shard churned through
+    /// terms for seconds). A node that heard nothing campaigns at once.
+    @Test func aNewNodeThatHeardRenewalsInItsQuietLetsTheHolderRenewInsteadOfCampaigning() {
+        for heardHolder in [true, false] {
+            var cluster = LeaseCluster()
+            let newcomer = cluster.primary(0)
+            let holder = (newcomer + 1) % 3
+            cluster.machines[newcomer] = LeaseCluster.machine(cluster.ids[newcomer], persisted: [:], learner: false, life: 2)
+            let startedAt: Int64 = 50_000
+            cluster.start(newcomer, at: startedAt)
+            if heardHolder {
+                #expect(cluster.verdictAskedDirectly(of: newcomer, from: holder, term: 3, at: startedAt + 2_000) == .restarting)
+            }
+            let firstTick = startedAt + LeaseCluster.quietEnd + 10
+            let campaigned = cluster.tick(newcomer, at: firstTick).contains {
+                if case let .persistTerm(shard, persisted) = $0 { shard == 0 && persisted.votedFor == cluster.ids[newcomer] } else { false }
+            }
+            #expect(campaigned == !heardHolder, "heard the holder: \(heardHolder)")
+            guard heardHolder else { continue }
+            // The holder's next renewal, after the quiet, is granted.
+            #expect(cluster.verdictAskedDirectly(of: newcomer, from: holder, term: 3, at: firstTick + 400) == .granted)
+            #expect(cluster.verdictAskedDirectly(of: newcomer, from: holder, term: 3, at: firstTick + 1_400) == .granted)
+            let later = cluster.tick(newcomer, at: firstTick + 2 * LeaseCluster.tickMs + 10)
+            #expect(!later.contains { if case .persistTerm(0, _) = $0 { true } else { false } }, "promised to the holder")
+        }
+    }
+
     @Test func aLongerLeaseThanTheGrantersOwnIsRefused() {
         var cluster = LeaseCluster()
         let ask = LeaseMessage(sender: cluster.ids[0], payload: .request(
