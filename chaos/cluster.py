@@ -27,10 +27,19 @@ def _die_with_runner():
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def free_port(host):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def free_ports(host, count):
+    """Ports the kernel picks, all held open until every one is picked: one
+    closed before the next bind can be handed out again (a node once got
+    the same port for its client and gossip listeners and refused to start)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sockets.append(socket.socket())
+            sockets[-1].bind((host, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 class HarnessError(Exception):
@@ -46,7 +55,7 @@ class Node:
             # The namespace is ours: the production ports, on the node's own address.
             self.client_port, self.gossip_port, self.health_port = 7700, 7701, 7702
         else:
-            self.client_port, self.gossip_port, self.health_port = (free_port(self.host) for _ in range(3))
+            self.client_port, self.gossip_port, self.health_port = free_ports(self.host, 3)
         self.data_dir = os.path.join(root, self.name)
         self.log_path = os.path.join(root, f"{self.name}.log")
         self.clock_file = os.path.join(root, f"{self.name}.clock")
