@@ -39,6 +39,17 @@ import Testing
         /// override what a reload of the file says).
         func start(seeds: [String], configFile: String? = nil, extra: [String] = [], timingFlags: Bool = true,
                    environment: [String: String] = [:]) throws {
+            // `log()` is this start's; the starts before it stay in
+            // `<name>.log.earlier` for a post-mortem of a restart test.
+            if let earlier = FileManager.default.contents(atPath: logPath), !earlier.isEmpty {
+                if let handle = FileHandle(forWritingAtPath: logPath + ".earlier") {
+                    handle.seekToEndOfFile()
+                    handle.write(earlier)
+                    handle.closeFile()
+                } else {
+                    _ = FileManager.default.createFile(atPath: logPath + ".earlier", contents: earlier)
+                }
+            }
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
             exitStatus = nil  // a restart: the pid about to be set is a live process again
             let seedArguments = configFile.map { ["--config", $0] } ?? ["--seeds", seeds.joined(separator: ",")]
