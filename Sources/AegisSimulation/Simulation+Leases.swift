@@ -23,6 +23,13 @@ extension Simulation {
 
     func startLeases(_ index: Int, life: UInt64) {
         let wiped = scenario.wipedRestarts.contains(Scenario.NodeMoment(node: index, at: now))
+        // As in the server: a learner writes no term file, so a node that
+        // was one is one again after any further restart
+        // (`anEmptyLearnerStaysOneAcrossRestarts`). Modelled as a node with
+        // no terms that may vote (seed 3000224 with --restart-cascades: a
+        // node wiped, then restarted, voted again in a term it had voted in
+        // before the wipe, and two nodes held shard 6 at term 3).
+        let learner = wiped || nodes[index].emptyLearner
         let shardCount = nodes[index].shardVersions.count
         if wiped {
             nodes[index].disk = [:]
@@ -43,15 +50,15 @@ extension Simulation {
             }
         }
         nodes[index].followedSinceStart = Array(repeating: false, count: shardCount)
-        nodes[index].emptyLearner = wiped
+        nodes[index].emptyLearner = learner
         nodes[index].leaseTimerGenerations = [:]
         let timing = scenario.leases
         let settings = LeaseSettings(nodeID: nodes[index].nodeID, leaseDurationMs: timing.durationMs,
                                      tickIntervalMs: timing.tickIntervalMs, electionTimeoutMs: timing.electionTimeoutMs,
                                      clockDriftBoundPPM: timing.clockDriftBoundPPM, parameters: leaseParameters)
         let randomSeed = scenario.seed &* 0xD1B5_4A32_D192_ED03 &+ UInt64(index) << 32 &+ UInt64(nodes[index].lives)
-        nodes[index].lease = LeaseMachine(settings: settings, persisted: nodes[index].disk, emptyLearner: wiped,
-                                          restarted: nodes[index].lives > 1 && !wiped, life: life, randomSeed: randomSeed, authenticator: authenticator)
+        nodes[index].lease = LeaseMachine(settings: settings, persisted: nodes[index].disk, emptyLearner: learner,
+                                          restarted: nodes[index].lives > 1 && !learner, life: life, randomSeed: randomSeed, authenticator: authenticator)
         // Every simulated node runs this release: all decode the copy state.
         let everyNode = Set(nodes.map(\.nodeID))
         nodes[index].lease?.peersDecodingCopyState(everyNode)
@@ -162,6 +169,8 @@ extension Simulation {
     /// Invariants: the disk's term and config epoch never go backwards, and
     /// one term gets one vote.
     func persist(_ record: PersistedTerm, shard: Int, by index: Int) {
+        // As in the server (`LeaseDriver`): an empty learner writes no term.
+        guard !nodes[index].emptyLearner else { return }
         if let old = nodes[index].disk[shard] {
             if record.term < old.term {
                 violation("\(nodes[index].nodeID) shard \(shard): persisted term \(record.term) below \(old.term)")
