@@ -794,6 +794,44 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         #expect(cluster.holders(shard, at: lookAt) == [primary], "the whole copy wins again without standing back")
     }
 
+    /// A whole-cluster restart after the preferred replica had handed the
+    /// shard on (a rolling restart, then a crash of all three): its log is
+    /// whole through its own writes at term 4, but it granted `newer` term
+    /// 5, and `newer` wrote at term 5 (logged there only). The third replayed
+    /// nothing. Campaigning at once, the preferred one won with the third's
+    /// vote and its stream replaced the term-5 writes; now it stands back
+    /// and `newer` wins. With its last vote its own (a term it bumped with
+    /// no write since), nothing says anyone wrote after it, and it wins at once.
+    @Test(arguments: [true, false]) func aWholeCopyThatGrantedALaterTermToAnotherLetsThatOneWinAfterAFullRestart(_ grantedAnother: Bool) {
+        var cluster = LeaseCluster()
+        let preferred = cluster.primary(shard), newer = (preferred + 1) % 3, empty = (preferred + 2) % 3
+        let lastVote = grantedAnother ? cluster.ids[newer] : cluster.ids[preferred]
+        for index in 0..<3 {
+            cluster.machines[index] = LeaseCluster.machine(cluster.ids[index], persisted: [shard: PersistedTerm(term: 5, votedFor: lastVote)],
+                                                           learner: false, restarted: true, life: 2)
+            cluster.inFlight.removeAll()
+        }
+        let backAt: Int64 = 100_000
+        _ = cluster.step(preferred, .localVersion(shard: shard, version: EntryVersion(term: 4, seq: 10), now: backAt))
+        _ = cluster.step(preferred, .copyComplete(shard: shard, now: backAt))
+        if grantedAnother {
+            _ = cluster.step(newer, .localVersion(shard: shard, version: EntryVersion(term: 5, seq: 14), now: backAt))
+        }
+        for index in [preferred, newer, empty] { cluster.start(index, at: backAt) }
+        let standBack = LeaseCluster.settings(cluster.ids[preferred]).restartStandBackMs
+        var winners: Set<Int> = []
+        var now = backAt
+        while now <= backAt + 2 * standBack + 10 * LeaseCluster.tickMs && winners.isEmpty {
+            run(&cluster, from: now, to: now)
+            winners.formUnion(cluster.holders(shard, at: now))
+            now += LeaseCluster.tickMs
+        }
+        #expect(winners == [grantedAnother ? newer : preferred], "won by \(winners)")
+        if !grantedAnother {
+            #expect(now < backAt + standBack, "the last holder, whole, does not stand back")
+        }
+    }
+
     /// Chaos seed 14: a replica restarted and was streamed the holder's whole
     /// copy, yet stood back for the rest of its 24-48 s, while a replica that
     /// restarted later with a hole waited less and won. A complete copy ends
