@@ -25,10 +25,11 @@ extension Simulation {
         let wiped = scenario.wipedRestarts.contains(Scenario.NodeMoment(node: index, at: now))
         // As in the server: a learner writes no term file, so a node that
         // was one is one again after any further restart
-        // (`anEmptyLearnerStaysOneAcrossRestarts`). Modelled as a node with
-        // no terms that may vote (seed 3000224 with --restart-cascades: a
-        // node wiped, then restarted, voted again in a term it had voted in
-        // before the wipe, and two nodes held shard 6 at term 3).
+        // (`anEmptyLearnerStaysOneAcrossRestarts`). The model restarted it
+        // as a node with no terms that may vote, which the server never is
+        // (seed 3000224 with --restart-cascades: a node wiped, then
+        // restarted, voted again in a term it had voted in before the wipe,
+        // and two nodes held shard 6 at term 3).
         let learner = wiped || nodes[index].emptyLearner
         let shardCount = nodes[index].shardVersions.count
         if wiped {

@@ -270,9 +270,9 @@ extension LeaseMachine {
             // the holder's next renewal came, it refused that renewal at the
             // term it had just voted itself, and the holder's term bumps and
             // its own tries went on for up to 12 s, the shard out of step
-            // (a joined node's /ready 4.5 s in most runs, 17-23 s in one of
-            // three). Two ticks past the quiet the next renewal has been
-            // granted here; if none came, the holder is gone and it campaigns.
+            // (a joined node's /ready 4.5 s in most runs, 17-23 s in 2 of
+            // 9). Two ticks past the quiet the next renewal has been granted
+            // here; if none came, the holder is gone and it campaigns.
             let renewalDue = state.quietUntil + 2 * settings.tickIntervalMs
             state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, renewalDue)
             return .restarting

@@ -385,7 +385,8 @@ public struct LeaseMachine: Sendable {
             let standBack = settings.restartStandBackMs
             // A shard its log replay proved whole (`ReplayedCopy`, told as
             // `copyComplete` before the start) claims nothing it lacks: it
-            // campaigns and is granted like any replica.
+            // campaigns and is granted like any replica, unless its last vote
+            // went to another node (below).
             let whole = state.shards.indices.filter { !state.shards[$0].mayHaveHole }
             var overtaken = 0
             for shard in state.shards.indices {
