@@ -112,11 +112,11 @@ struct AdminRoutes: Sendable {
             // the runbook's checks are `grep -q ok` on the body, and its
             // rolling restart moves to the next node once this one says it.
             guard node.state == .serving else { return .json(503, .object([("status", .string(reports.stateName))])) }
-            let standing = reports.standing(node.cluster.snapshot)
+            let standing = node.replicaStanding(node.cluster.snapshot)
             if standing.inStep { return .json(200, .object([("status", .string("ok"))])) }
             return .json(503, .object([("status", .string("catching_up"))] + NodeReports.standingFields(standing)))
         case .ready:
-            let standing = reports.standing(node.cluster.snapshot)
+            let standing = node.replicaStanding(node.cluster.snapshot)
             let ready = node.state == .serving && standing.inStep
             return .json(ready ? 200 : 503, .object([("ready", .bool(ready)), ("state", .string(reports.stateName)),
                                                      ("in_step", .bool(standing.inStep))] + NodeReports.standingFields(standing)))

@@ -197,7 +197,7 @@ struct MetricsExposition {
             gauge("aegis_shards_owned", "Shards this node is primary for.", shardsPrimary),
             gauge("aegis_shards_replica", "Shards this node holds as a follower.", shardsFollower),
             gauge("aegis_reactors", "Reactor threads serving clients.", node.reactorCount),
-            gauge("aegis_ready", "1 while the node serves clients and, in a cluster, every shard it replicates (as /ready); 0 while starting, catching up or draining.", node.state == .serving && reports.standing(cluster).inStep ? 1 : 0),
+            gauge("aegis_ready", "1 while the node serves clients and, in a cluster, every shard it replicates (as /ready); 0 while starting, catching up or draining.", node.state == .serving && node.replicaStanding(cluster).inStep ? 1 : 0),
             gauge("aegis_uptime_seconds", "Seconds since the node started.", reports.uptimeSeconds),
             gauge("aegis_resident_memory_bytes", "Resident set size of the process.", rss),
             gauge("aegis_rate_limit_ops_per_second", "Node-wide rate limit in operations per second (0 = off).", node.runtime.currentRateLimit),

@@ -88,7 +88,7 @@ struct NodeReports {
         document.append(("local_health", .int(snapshot.localHealth)))
         document.append(("replication", Self.replication(snapshot.replication)))
         document.append(("moves", Self.moves(snapshot.replication, handOffs: snapshot.leases.handOffsRunning)))
-        document.append(("leases", Self.leases(snapshot.leases, standing: standing(snapshot))))
+        document.append(("leases", Self.leases(snapshot.leases, standing: node.replicaStanding(snapshot))))
         return .object(document)
     }
 
@@ -255,14 +255,6 @@ struct NodeReports {
 }
 
 extension NodeReports {
-    /// Where this node stands against its shards' holders (/health, /ready,
-    /// aegis_ready). A node started with seeds and replication_factor > 1
-    /// is in a cluster from its first moment: until the cluster loop has
-    /// reviewed its shards it is not known to serve them, so it is not in
-    /// step (a restarted node said ok before it heard of any holder, and
-    /// the rolling restart stopped the next node while it held nothing).
-    func standing(_ cluster: ClusterSnapshot) -> ReplicaStanding { node.replicaStanding(cluster) }
-
     /// Where this node stands against its shards' holders, in /health,
     /// /ready and /cluster (no name holds "ok": /health's body is grepped for it).
     static func standingFields(_ standing: ReplicaStanding) -> [(String, JSONValue)] {
@@ -272,7 +264,7 @@ extension NodeReports {
 
     /// /cluster's leases part: per shard the term this node knows and, where
     /// it holds the lease, the ms left of it on its own clock. `standing` as
-    /// /health judges it (`standing(_:)`), so that `in_step` never says true
+    /// /health judges it (`NodeContext.replicaStanding`), so that `in_step` never says true
     /// while /health says catching_up (before the loop's first review).
     static func leases(_ leases: LeaseSnapshot, standing: ReplicaStanding) -> JSONValue {
         let shards: [JSONValue] = leases.shards.map { shard in
@@ -323,7 +315,7 @@ extension NodeReports {
     /// now (after a start, the refill of a wiped node) or else the last one.
     func refill() -> JSONValue {
         let snapshot = node.cluster.snapshot
-        let standing = standing(snapshot)
+        let standing = node.replicaStanding(snapshot)
         let catchUp = snapshot.catchUp
         return .object([
             ("in_step", .bool(standing.inStep)), ("running", .bool(catchUp.running)),

@@ -226,6 +226,15 @@ extension LeaseMachine {
             } else if verdict == .restarting {
                 state.shards[shard].askedWhileQuietBy = requester
                 state.shards[shard].askedWhileQuietUntil = now + durationMs
+                // The asker holds or seeks the lease: campaigning at the end
+                // of the quiet, before its next renewal came, this node
+                // refused that renewal at the term it had just voted itself,
+                // and the shard churned through terms (a joined node's /ready
+                // 4.5 s in most runs, 17-23 s in 2 of 9). Two ticks past the
+                // quiet the next renewal has been granted here; if none
+                // came, the asker is gone and this node campaigns.
+                let renewalDue = state.quietUntil + 2 * settings.tickIntervalMs
+                state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, renewalDue)
             }
             counters.answersByVerdict[verdict, default: 0] += 1
             answers.append(LeaseAnswer(shard: ask.shard, term: ask.term, verdict: verdict,
@@ -263,20 +272,7 @@ extension LeaseMachine {
         guard replicas.contains(settings.nodeID), replicas.contains(requester) else { return .notReplica }
         if durationMs > settings.leaseDurationMs { return .durationTooLong }
         if ask.term < lease.term { return .staleTerm }
-        if now < state.quietUntil {
-            // Someone holds or seeks this shard's lease now: a renewal heard
-            // in the quiet says more than the silence this node takes for
-            // "no live lease" when its quiet ends. Campaigning then, before
-            // the holder's next renewal came, it refused that renewal at the
-            // term it had just voted itself, and the holder's term bumps and
-            // its own tries went on for up to 12 s, the shard out of step
-            // (a joined node's /ready 4.5 s in most runs, 17-23 s in 2 of
-            // 9). Two ticks past the quiet the next renewal has been granted
-            // here; if none came, the holder is gone and it campaigns.
-            let renewalDue = state.quietUntil + 2 * settings.tickIntervalMs
-            state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, renewalDue)
-            return .restarting
-        }
+        if now < state.quietUntil { return .restarting }
         // A transfer ask from the node the holder hands the shard to is
         // checked like any other, and prepared rather than granted.
         let heldByAnother = promisedToAnother(requester, shard: shard, now: now) && !mayAbandonCampaign(shard, for: ask)

@@ -53,7 +53,6 @@ import Testing
         return document["refill"] as? [String: Any]
     }
 
-    /// The value of `key=` in the last log line containing `marker`.
     /// INFO cluster as redis-cli prints it, field by field.
     static func clusterInfo(_ member: Member) throws -> [String: String] {
         let text = try runTool("redis-cli", ["-h", member.host, "-p", String(member.clientPort), "INFO", "cluster"])
@@ -65,6 +64,7 @@ import Testing
         return fields
     }
 
+    /// The value of `key=` in the last log line containing `marker`.
     static func field(_ key: String, inLastLineWith marker: String, of log: String) -> Int? {
         guard let line = log.split(separator: "\n").last(where: { $0.contains(marker) }),
               let range = line.range(of: " \(key)=") else { return nil }

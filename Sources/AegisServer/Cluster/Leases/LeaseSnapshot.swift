@@ -31,10 +31,13 @@ public struct ReplicaStanding: Sendable, Equatable {
 }
 
 extension NodeContext {
-    /// Where this node stands as /health, /ready, /stats, INFO and
-    /// aegis_ready judge it: before the cluster loop's first review, a node
-    /// whose configuration puts it in a cluster is not in step, so that none
-    /// of them says ok before it has heard any holder.
+    /// Where this node stands against its shards' holders, as /health,
+    /// /ready, /stats, INFO and aegis_ready judge it. A node started with
+    /// seeds and replication_factor > 1 is in a cluster from its first
+    /// moment: until the cluster loop has reviewed its shards it is not
+    /// known to serve them, so it is not in step (a restarted node said ok
+    /// before it heard of any holder, and the rolling restart stopped the
+    /// next node while it held nothing).
     public func replicaStanding(_ cluster: ClusterSnapshot) -> ReplicaStanding {
         var standing = cluster.leases.standing
         if !standing.reviewed && config.replicationFactor > 1 && !config.seeds.isEmpty { standing.applies = true }
