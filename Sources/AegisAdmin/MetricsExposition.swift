@@ -229,6 +229,7 @@ struct MetricsExposition {
         result += replicationFamilies(cluster.replication)
         result += moveFamilies(cluster.replication, catchUp: cluster.catchUp, totals: totals)
         result += leaseFamilies(cluster.leases, refusals: totals.leaseRefusals)
+        result += parkingFamilies(totals)
         result += quorumFamilies(totals.quorum)
         let names = CommandMetricsLayout.names
         result.append(Family(

@@ -58,6 +58,16 @@ extension MetricsExposition {
         ]
     }
 
+    /// Requests that waited for their shard's lease (a hand-off, an
+    /// election, a restarted node's first renewal) instead of a TRYAGAIN.
+    static func parkingFamilies(_ totals: ReactorStatsSnapshot) -> [Family] {
+        [
+            counter("aegis_lease_requests_parked", "Requests that waited on this node for their shard's lease (a hand-off, an election, a restart's first renewal from the holder) instead of being refused; each then ran here or went to the shard's new primary.", totals.requestsParked),
+            counter("aegis_lease_parked_timed_out", "Parked requests whose shard had no lease here when their wait ended (lease_duration, at most write_timeout): writes among them were refused with TRYAGAIN.", totals.parkedTimedOut),
+            gauge("aegis_lease_parked_requests", "Requests waiting now for their shard's lease.", totals.parkedWaiting),
+        ]
+    }
+
     /// Shard leases: elections, terms, writes refused, reads possibly stale.
     static func leaseFamilies(_ leases: LeaseSnapshot, refusals: Int) -> [Family] {
         let pauses = histogramSamples(counts: leases.handOffPauseBuckets,

@@ -172,6 +172,9 @@ public final class PublishedReactorStats: Sendable {
     let forwardedRequests = Atomic<Int>(0)
     let forwardNotOwner = Atomic<Int>(0)
     let leaseRefusals = Atomic<Int>(0)
+    let requestsParked = Atomic<Int>(0)
+    let parkedTimedOut = Atomic<Int>(0)
+    let parkedWaiting = Atomic<Int>(0)
     let protocolErrors = Atomic<Int>(0)
     let walErrors = Atomic<Int>(0)
     let walTruncateServed = Atomic<Int>(0)
@@ -208,6 +211,9 @@ public final class PublishedReactorStats: Sendable {
         forwardedRequests.store(s.forwardedRequests, ordering: .relaxed)
         forwardNotOwner.store(s.forwardNotOwner, ordering: .relaxed)
         leaseRefusals.store(s.leaseRefusals, ordering: .relaxed)
+        requestsParked.store(s.requestsParked, ordering: .relaxed)
+        parkedTimedOut.store(s.parkedTimedOut, ordering: .relaxed)
+        parkedWaiting.store(s.parkedWaiting, ordering: .relaxed)
         protocolErrors.store(s.protocolErrors, ordering: .relaxed)
         walErrors.store(s.walErrors, ordering: .relaxed)
         walTruncateServed.store(s.walTruncateServed, ordering: .relaxed)
@@ -244,6 +250,9 @@ public final class PublishedReactorStats: Sendable {
             forwardedRequests: forwardedRequests.load(ordering: .relaxed),
             forwardNotOwner: forwardNotOwner.load(ordering: .relaxed),
             leaseRefusals: leaseRefusals.load(ordering: .relaxed),
+            requestsParked: requestsParked.load(ordering: .relaxed),
+            parkedTimedOut: parkedTimedOut.load(ordering: .relaxed),
+            parkedWaiting: parkedWaiting.load(ordering: .relaxed),
             protocolErrors: protocolErrors.load(ordering: .relaxed),
             walErrors: walErrors.load(ordering: .relaxed),
             walTruncateServed: walTruncateServed.load(ordering: .relaxed),
@@ -290,6 +299,12 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var forwardNotOwner = 0
     /// Writes refused because this node did not hold the shard's lease.
     public var leaseRefusals = 0
+    /// Requests that waited for their shard's lease rather than being
+    /// refused at once (Reactor+Parking.swift); those still unresolved at
+    /// the wait's limit; those waiting now.
+    public var requestsParked = 0
+    public var parkedTimedOut = 0
+    public var parkedWaiting = 0
     public var protocolErrors = 0
     /// Failed log writes, fsyncs and snapshots.
     public var walErrors = 0
@@ -335,6 +350,9 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         forwardedRequests += o.forwardedRequests
         forwardNotOwner += o.forwardNotOwner
         leaseRefusals += o.leaseRefusals
+        requestsParked += o.requestsParked
+        parkedTimedOut += o.parkedTimedOut
+        parkedWaiting += o.parkedWaiting
         protocolErrors += o.protocolErrors
         walErrors += o.walErrors
         walTruncateServed = max(walTruncateServed, o.walTruncateServed)

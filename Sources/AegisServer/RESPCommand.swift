@@ -54,6 +54,13 @@ enum RESPCommand: UInt8, CaseIterable {
 
     var name: String { String(describing: self) }
 
+    /// One key, in argument 1: the command runs as it is on that key's
+    /// shard (a one-key DEL or EXISTS too, and the parts MGET, MSET and DEL
+    /// are split into).
+    func actsOnOneKey(argumentCount: Int) -> Bool {
+        routing == .keyed || (routing == .multiKey && argumentCount == 2 && self != .mget)
+    }
+
     /// Redis arity: positive = exactly that many arguments (with the name),
     /// negative = at least that many.
     var arity: Int {

@@ -77,6 +77,7 @@ extension Reactor {
             if routes.isPrimaryHere(shardIndex) { items += shards[shardIndex]!.count } else { replicaItems += shards[shardIndex]!.count }
         }
         counters.items = items
+        counters.parkedWaiting = parked.queue.count
         counters.replicaItems = replicaItems
         let ledger = shards.ledger
         ledger.collectLazyFree()

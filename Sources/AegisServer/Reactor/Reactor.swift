@@ -36,6 +36,7 @@ import Logging
 ///   stream's walk sleeps a short rest between slices)
 ///   → read ready sockets, parse every complete request, execute or forward
 ///   → drain inbound rings (requests for our shards, replies for our clients)
+///   → requests waiting for a lease whose wait is over
 ///   → push records that waited for ring space
 ///   → flush replies, one write per connection
 ///   → at most one slice of a shard stream, when its pacing allows
@@ -65,6 +66,8 @@ final class Reactor: @unchecked Sendable {
     let scratch = RequestScratch()
     /// RENAME/RENAMENX/COPY waiting for another reactor (KeyMoves.swift).
     var moves = MoveTable()
+    /// Requests waiting for their shard's lease (Replication/Reactor+Parking.swift).
+    var parked: ParkedRequests
     /// MSETNX over keys of several reactors (MSetNXAcrossReactors.swift).
     var keySets = MSetNXTable()
     /// WAITs asking for replicas: answered 0 when their timeout passes.
@@ -123,6 +126,7 @@ final class Reactor: @unchecked Sendable {
                                   shardCount: node.shardOwner.count)
         self.readQuorum = ReadQuorumState(readQuorum: config.replicationFactor > 1 ? config.readQuorum : 1)
         self.routes = ReactorRoutes(shardOwner: node.shardOwner, clusterEndpoint: node.interconnect.clusterEndpoint)
+        self.parked = ParkedRequests(shardCount: node.shardOwner.count)
     }
 
     // MARK: - The loop
@@ -195,6 +199,7 @@ final class Reactor: @unchecked Sendable {
             }
         }
         drainInbound()
+        if !parked.isEmpty && (monotonicMs >= parked.earliestDeadlineMs || node.state == .draining) { resumeParked() }
         expireQuorumWaits()
         expireReadQuorums()
         submitLogBatch()

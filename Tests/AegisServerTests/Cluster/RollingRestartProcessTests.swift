@@ -188,5 +188,17 @@ import Testing
         }
         print("rolling restart: \(acked.count) writes acknowledged, \(refusals.count) refused tries (\(refusals.count { !$0.hasPrefix("TryAgainError") }) not TRYAGAIN), "
               + "\(written["unreachable"] ?? 0) tries at a stopped node")
+        for (kind, count) in Self.kinds(of: refusals) { print("  \(count) × \(kind)") }
+    }
+
+    /// Refusal texts grouped with their numbers and names blanked, most
+    /// frequent first: which step of a restart the refused tries came from.
+    static func kinds(of refusals: [String]) -> [(kind: String, count: Int)] {
+        var counts: [String: Int] = [:]
+        for text in refusals {
+            let kind = text.replacing(/[0-9]+/, with: "N").replacing(/node[N]/, with: "nodeN")
+            counts[kind, default: 0] += 1
+        }
+        return counts.map { (kind: $0.key, count: $0.value) }.sorted { $0.count > $1.count }
     }
 }

@@ -66,6 +66,18 @@ extension Reactor {
             let hash = KeyHash.hash(key)
             let shard = KeyHash.shard(of: hash, shardCount: shards.count)
             let target = route(shard: shard)
+            if leases.enforced {
+                switch parking(shard: shard, isWrite: command != .get) {
+                case .run:
+                    break
+                case .park:
+                    parkLocal(connection, shard: shard, isWrite: command != .get, bytes: request)
+                    return
+                case .refuse:
+                    withRejectedReply(connection, id) { writeParkingFull(wire: .binary, request: request, shard: shard, into: $0) }
+                    return
+                }
+            }
             if target == index {
                 let store = shards[shard]!
                 // Only SET and DEL may have to wait for the log or their

@@ -444,7 +444,9 @@ extension Reactor {
             let leases = node.cluster.snapshot.leases
             lines += ["lease_enforced:\(leases.enforced ? 1 : 0)", "lease_shards_held:\(leases.held)",
                       "lease_reads_possibly_stale_shards:\(leases.readsPossiblyStaleShards)",
-                      "lease_write_refusals:\(totals.leaseRefusals)", ""]
+                      "lease_write_refusals:\(totals.leaseRefusals)",
+                      "lease_requests_parked:\(totals.requestsParked)", "lease_parked_timed_out:\(totals.parkedTimedOut)",
+                      "lease_parked_waiting:\(totals.parkedWaiting)", ""]
         }
         if wants("cpu") { lines += cpuInfoLines() }
         if wants("commandstats") { lines += commandStatsLines(commands) }

@@ -158,6 +158,20 @@ extension Reactor {
         let hash = KeyHash.hash(args.bytes(1))
         let shard = KeyHash.shard(of: hash, shardCount: shards.count)
         let target = route(shard: shard)
+        if leases.enforced {
+            switch parking(shard: shard, isWrite: command.isWrite) {
+            case .run:
+                break
+            case .park:
+                parkLocal(connection, shard: shard, isWrite: command.isWrite, bytes: raw)
+                return
+            case .refuse:
+                withRejectedReply(connection, Int(command.rawValue)) {
+                    writeParkingFull(wire: connection.wire ?? .resp2, request: raw, shard: shard, into: $0)
+                }
+                return
+            }
+        }
         if target == index {
             let store = shards[shard]!
             // Only a write may have to wait for the log or its quorum, and a
@@ -208,13 +222,13 @@ extension Reactor {
             withReply(connection) { RESPWriter.arrayHeader(args.count - 1, into: $0) }
             for i in 1..<args.count {
                 let sequence = connection.replies.openPending(parts: 1, aggregate: .none)
-                routePart(connection, sequence: sequence, key: args.bytes(i), name: "GET", value: nil)
+                routePart(connection, sequence: sequence, key: args.bytes(i), name: "GET", value: nil, isWrite: false)
             }
         case .mset:
             let sequence = connection.replies.openPending(parts: (args.count - 1) / 2, aggregate: .allOK)
             var i = 1
             while i < args.count {
-                routePart(connection, sequence: sequence, key: args.bytes(i), name: "SET", value: args.bytes(i + 1))
+                routePart(connection, sequence: sequence, key: args.bytes(i), name: "SET", value: args.bytes(i + 1), isWrite: true)
                 i += 2
             }
         case .del, .unlink, .exists:
@@ -222,7 +236,7 @@ extension Reactor {
                                                           aggregate: command == .exists ? .countSum : .integerSum)
             let name: StaticString = command == .exists ? "EXISTS" : "DEL"
             for i in 1..<args.count {
-                routePart(connection, sequence: sequence, key: args.bytes(i), name: name, value: nil)
+                routePart(connection, sequence: sequence, key: args.bytes(i), name: name, value: nil, isWrite: command != .exists)
             }
         default:
             preconditionFailure("\(command) is not a multi-key command")
@@ -230,7 +244,8 @@ extension Reactor {
     }
 
     /// Encodes `NAME key [value]` and runs it here or on the key's owner.
-    private func routePart(_ connection: Connection, sequence: UInt64, key: UnsafeRawBufferPointer, name: StaticString, value: UnsafeRawBufferPointer?) {
+    private func routePart(_ connection: Connection, sequence: UInt64, key: UnsafeRawBufferPointer, name: StaticString,
+                           value: UnsafeRawBufferPointer?, isWrite: Bool) {
         scratch.part.clear()
         scratch.part.append(value == nil ? "*2\r\n$" : "*3\r\n$")
         scratch.part.appendDecimal(name.utf8CodeUnitCount)
@@ -251,6 +266,20 @@ extension Reactor {
         let hash = KeyHash.hash(key)
         let shard = KeyHash.shard(of: hash, shardCount: shards.count)
         let target = route(shard: shard)
+        if leases.enforced {
+            switch parking(shard: shard, isWrite: isWrite) {
+            case .run:
+                break
+            case .park:
+                parkLocal(connection, sequence: sequence, shard: shard, isWrite: isWrite, bytes: scratch.part.readableView)
+                return
+            case .refuse:
+                scratch.reply.clear()
+                writeParkingFull(wire: connection.wire ?? .resp2, request: scratch.part.readableView, shard: shard, into: scratch.reply)
+                fillLocal(connection, sequence: sequence, scratch.reply.readableView)
+                return
+            }
+        }
         if target != index {
             forwardRequest(to: target, connection: connection, sequence: sequence, bytes: scratch.part.readableView, shard: shard)
             return

@@ -229,9 +229,11 @@ extension Reactor {
                 // A RENAME/COPY whose destination is another reactor's answers later (KeyMoves.swift).
                 moves.replyTo = .forwarded(header: header, source: source)
                 moves.deferred = false
-                executeForwarded(wire: header.wire, request: payload, into: scratch.reply)
+                counters.commands &+= 1
+                let ran = runRequest(wire: header.wire, request: payload, into: scratch.reply,
+                                     parkingReplyTo: .forwarded(header: header, source: source))
                 moves.replyTo = nil
-                if moves.deferred { return }
+                if moves.deferred || !ran { return }
             }
             var reply = header
             reply.kind = .reply
@@ -246,6 +248,10 @@ extension Reactor {
             }
             if header.connectionIndex == Self.msetnxMarker && source != routes.clusterEndpoint {
                 continueMSetNX(id: header.slotSequence, from: source, reply: payload)
+                return
+            }
+            if header.connectionIndex == Self.relayMarker && source == routes.clusterEndpoint {
+                completeRelay(id: header.slotSequence, reply: payload)
                 return
             }
             let slot = Int(header.connectionIndex)
@@ -276,26 +282,56 @@ extension Reactor {
         }
     }
 
-    /// Runs a request another reactor forwarded; it targets one of our shards.
-    private func executeForwarded(wire: WireKind, request: UnsafeRawBufferPointer, into out: WireBuffer) {
-        counters.commands &+= 1
+    /// Runs a request forwarded here (or one that waited here for its
+    /// shard's lease); it targets one of our shards. A one-key request that
+    /// must wait for the lease is parked with `parkingReplyTo` instead, and
+    /// false is returned: nothing was written to `out`. A request that
+    /// waited already comes with nil and always runs.
+    func runRequest(wire: WireKind, request: UnsafeRawBufferPointer, into out: WireBuffer, parkingReplyTo: MoveReplyTarget?) -> Bool {
         switch wire {
         case .binary:
             guard case .complete(let frame) = BinaryFrameParser.parse(request, limits: scratch.binaryLimits) else {
                 assertionFailure("a forwarded binary frame was parsed once already")
-                return
+                return true
+            }
+            if let parkingReplyTo, leases.enforced, let command = BinaryCommand(rawValue: frame.commandCode),
+               command == .get || command == .set || command == .del {
+                let key = UnsafeRawBufferPointer(rebasing: request[frame.keyOffset..<(frame.keyOffset + frame.keyLength)])
+                let shard = KeyHash.shard(of: KeyHash.hash(key), shardCount: shards.count)
+                switch parking(shard: shard, isWrite: command != .get) {
+                case .run: break
+                case .park:
+                    park(shard: shard, wire: wire, isWrite: command != .get, bytes: request, replyTo: parkingReplyTo)
+                    return false
+                case .refuse:
+                    writeParkingFull(wire: wire, request: request, shard: shard, into: out)
+                    return true
+                }
             }
             executeForwardedBinary(frame, request: request, into: out)
             countErrorReply(out, wire: wire, id: CommandMetricsLayout.binaryID(frame.commandCode))
         case .resp2, .resp3:
             guard case .complete = RESPRequestParser.parse(request, into: scratch.forwardedArguments, limits: scratch.respLimits) else {
                 assertionFailure("a forwarded RESP command was parsed once already")
-                return
+                return true
             }
             let args = ArgumentsView(base: request.baseAddress!, arguments: scratch.forwardedArguments)
             let command = RESPCommand.lookup(args.bytes(0))
+            if let parkingReplyTo, leases.enforced, command.actsOnOneKey(argumentCount: args.count) {
+                let shard = KeyHash.shard(of: KeyHash.hash(args.bytes(1)), shardCount: shards.count)
+                switch parking(shard: shard, isWrite: command.isWrite) {
+                case .run: break
+                case .park:
+                    park(shard: shard, wire: wire, isWrite: command.isWrite, bytes: request, replyTo: parkingReplyTo)
+                    return false
+                case .refuse:
+                    writeParkingFull(wire: wire, request: request, shard: shard, into: out)
+                    return true
+                }
+            }
             executeOwned(command, args, version: wire == .resp3 ? .resp3 : .resp2, into: out)
             countErrorReply(out, wire: wire, id: Int(command.rawValue))
         }
+        return true
     }
 }

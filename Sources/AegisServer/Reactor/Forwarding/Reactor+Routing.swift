@@ -42,6 +42,13 @@ struct ReactorRoutes {
 
     @inline(__always) func isPrimaryHere(_ shard: Int) -> Bool { target[shard] != clusterEndpoint }
 
+    /// True when the shard's primary in this routing is the lease holder
+    /// the node knows of, not only the map's guess (and before any map).
+    func primaryIsKnownHolder(_ shard: Int) -> Bool {
+        guard let current, shard < current.primaryIsKnownHolder.count else { return true }
+        return current.primaryIsKnownHolder[shard]
+    }
+
     @inline(__always) func hasFollowers(_ shard: Int) -> Bool { followerCount(shard) > 0 }
 
     @inline(__always) func followerCount(_ shard: Int) -> Int { shard < followerCounts.count ? followerCounts[shard] : 0 }
@@ -84,6 +91,7 @@ extension Reactor {
                 "reactor": "\(index)", "shards": "\(lostCount)", "keys": "\(dropped)", "placement_digest": "\(routing.digestHex)",
             ])
         }
+        resumeParked()
     }
 
     /// A request another node forwarded: this node runs it only if it is

@@ -59,6 +59,7 @@ extension Reactor {
                                         ticket: published.version)
             sendRecord(to: routes.clusterEndpoint, header: header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
         }
+        resumeParked()
     }
 
     /// True (and counted) when `shard` may not be written here now; the
