@@ -1188,12 +1188,15 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     /// The map follows the alive set (self included); the snapshot shows
     /// it with the forwarding counters.
     private func contributeForwarding(_ relay: ForwardingRelay, to snapshot: inout ClusterSnapshot) {
-        // A stopping node keeps the map it served by: its own `left` would
-        // otherwise give it a map without itself, a "shard map changed"
-        // notice on every stop, and reactors forwarding even the keys they
-        // hold to peers while they drain, through a relay about to stop.
-        if (membershipChanged || relay.routing == nil) && leaveDeadlineMs == nil {
-            let alive = members.values.filter { $0.status == .alive }.compactMap { NodeID($0.nodeID) }
+        // A stopping node keeps the members it served by: its own `left`
+        // would otherwise give it a map without itself, a "shard map
+        // changed" notice on every stop, and reactors forwarding even the
+        // keys they hold to peers while they drain, through a relay about
+        // to stop. It still takes the holders its hand-offs name, so the
+        // writes that waited through a shard's freeze go on to the target.
+        let leavingWith = leaveDeadlineMs == nil ? nil : relay.routing?.map.members
+        if membershipChanged || relay.routing == nil, leaveDeadlineMs == nil || leavingWith != nil {
+            let alive = leavingWith ?? members.values.filter { $0.status == .alive }.compactMap { NodeID($0.nodeID) }
             var gossip: [String: String] = [:]
             var client: [String: String] = [:]
             for member in members.values {
@@ -1206,7 +1209,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                                              numShards: settings.numShards, virtualNodes: settings.virtualNodes,
                                              replicationFactor: settings.replicationFactor, leaseHolders: leases?.routingHolders ?? [],
                                              withoutReplication: Set(leases?.predatingMembers ?? [])),
-               routing.version != before {
+               routing.version != before, leavingWith == nil {
                 logger.notice("shard map changed", metadata: [
                     "placement_digest": "\(routing.digestHex)", "members": "\(routing.map.members.count)",
                     "shards_primary_here": "\(routing.shardsPrimaryHere)",
