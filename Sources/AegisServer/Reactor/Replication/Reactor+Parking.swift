@@ -30,6 +30,9 @@ import CSupport
 /// answers what waits (a stopping node hands its shards off first, and a
 /// write parked then could otherwise hold the stop until its limit).
 ///
+/// Invariant: every waiting request's shard is owned by this reactor
+/// (asserted where it parks), so that it can run here when its turn comes.
+///
 /// Confined to its reactor.
 struct ParkedRequests {
     static let limitBytes = 4 << 20
@@ -86,17 +89,18 @@ extension Reactor {
 
     enum ParkingDecision { case run, park, refuse }
 
-    /// Whether a one-key request for `shard` (on the shard's owning
-    /// reactor: a client's or one forwarded here) runs or goes on now,
-    /// waits, or is refused because the waiting room is full. It waits
-    /// behind requests of its shard that wait; a write waits, where none
-    /// do, when this node is the shard's primary without its lease.
+    /// Whether a one-key request for `shard` runs or goes on now, waits,
+    /// or is refused because the waiting room is full. Only the shard's
+    /// owning reactor parks it (another reactor sends it there, as it
+    /// would to run it). It waits behind requests of its shard that wait;
+    /// a write waits, where none do, when this node is the shard's primary
+    /// without its lease.
     @inline(__always)
     func parking(shard: Int, isWrite: Bool) -> ParkingDecision {
         let behindOthers = parked.hasWaiting(shard)
         if !behindOthers {
-            guard isWrite, routes.isPrimaryHere(shard), !leases.allowsWrite(shard, nowMs: aegis_monotonic_ms_coarse()),
-                  node.state != .draining else { return .run }
+            guard isWrite, owner(ofShard: shard) == index, routes.isPrimaryHere(shard),
+                  !leases.allowsWrite(shard, nowMs: aegis_monotonic_ms_coarse()), node.state != .draining else { return .run }
         }
         if parked.bytes >= ParkedRequests.limitBytes { return behindOthers ? .refuse : .run }
         return .park
@@ -125,6 +129,8 @@ extension Reactor {
     }
 
     func park(shard: Int, wire: WireKind, isWrite: Bool, bytes: UnsafeRawBufferPointer, replyTo: MoveReplyTarget) {
+        // A waiting request may run here later: only the owner of its shard can.
+        assert(owner(ofShard: shard) == index, "shard \(shard) parked on reactor \(index), which does not own it")
         parked.append(.init(shard: shard, wire: wire, isWrite: isWrite, bytes: [UInt8](bytes), replyTo: replyTo,
                             deadlineMs: monotonicMs + parkingLimitMs))
         counters.requestsParked &+= 1
