@@ -173,13 +173,13 @@ import Testing
         let refusals = written["refusals"] as? [String] ?? []
         #expect(acked.count == written["tried"] as? Int, "every key was acknowledged in the end: \(output.suffix(2_000))")
         #expect(acked.count > 100, "the writer kept writing through the restarts: \(acked.count)")
-        // Refused with TRYAGAIN (redis-py's TryAgainError): a shard changing
-        // hands, being elected, or routed by a node that has not heard of its
-        // new holder yet. Or, now and then, `ERR forwarding failed` for a
-        // request forwarded to a node whose link closed as it stopped: it may
-        // have run there, so it is not a TRYAGAIN (a known gap, as in
-        // LeaveHandOffProcessTests: such requests are to be parked and
-        // forwarded, docs/shard-movement.md §11 step 8). Retried either way.
+        // Writes that meet a shard without a lease holder wait for one
+        // (Reactor+Parking.swift), so few are refused: with TRYAGAIN
+        // (redis-py's TryAgainError) when a node forwards to one whose
+        // routing names a third, or `ERR forwarding failed` for a request
+        // forwarded to a node whose link closed as it stopped: it may have
+        // run there, so it is not a TRYAGAIN (a known gap, as in
+        // LeaveHandOffProcessTests). Retried either way.
         let odd = Set(refusals.filter { !$0.hasPrefix("TryAgainError: ") && !$0.hasPrefix("ResponseError: forwarding failed") })
         #expect(odd.isEmpty, "\(odd.prefix(5))")
         for member in members {
