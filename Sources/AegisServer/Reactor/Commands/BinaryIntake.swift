@@ -66,17 +66,8 @@ extension Reactor {
             let hash = KeyHash.hash(key)
             let shard = KeyHash.shard(of: hash, shardCount: shards.count)
             let target = route(shard: shard)
-            if leases.enforced {
-                switch parking(shard: shard, isWrite: command != .get) {
-                case .run:
-                    break
-                case .park:
-                    parkLocal(connection, shard: shard, isWrite: command != .get, bytes: request)
-                    return
-                case .refuse:
-                    withRejectedReply(connection, id) { writeParkingFull(wire: .binary, request: request, shard: shard, into: $0) }
-                    return
-                }
+            if leases.enforced && parkOrRefuse(connection, shard: shard, isWrite: command != .get, bytes: request, commandID: id) {
+                return
             }
             if target == index {
                 let store = shards[shard]!

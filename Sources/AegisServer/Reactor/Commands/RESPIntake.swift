@@ -158,19 +158,8 @@ extension Reactor {
         let hash = KeyHash.hash(args.bytes(1))
         let shard = KeyHash.shard(of: hash, shardCount: shards.count)
         let target = route(shard: shard)
-        if leases.enforced {
-            switch parking(shard: shard, isWrite: command.isWrite) {
-            case .run:
-                break
-            case .park:
-                parkLocal(connection, shard: shard, isWrite: command.isWrite, bytes: raw)
-                return
-            case .refuse:
-                withRejectedReply(connection, Int(command.rawValue)) {
-                    writeParkingFull(wire: connection.wire ?? .resp2, request: raw, shard: shard, into: $0)
-                }
-                return
-            }
+        if leases.enforced && parkOrRefuse(connection, shard: shard, isWrite: command.isWrite, bytes: raw, commandID: Int(command.rawValue)) {
+            return
         }
         if target == index {
             let store = shards[shard]!
@@ -266,19 +255,9 @@ extension Reactor {
         let hash = KeyHash.hash(key)
         let shard = KeyHash.shard(of: hash, shardCount: shards.count)
         let target = route(shard: shard)
-        if leases.enforced {
-            switch parking(shard: shard, isWrite: isWrite) {
-            case .run:
-                break
-            case .park:
-                parkLocal(connection, sequence: sequence, shard: shard, isWrite: isWrite, bytes: scratch.part.readableView)
-                return
-            case .refuse:
-                scratch.reply.clear()
-                writeParkingFull(wire: connection.wire ?? .resp2, request: scratch.part.readableView, shard: shard, into: scratch.reply)
-                fillLocal(connection, sequence: sequence, scratch.reply.readableView)
-                return
-            }
+        if leases.enforced && parkOrRefuse(connection, shard: shard, isWrite: isWrite, bytes: scratch.part.readableView,
+                                           commandID: 0, sequence: sequence) {
+            return
         }
         if target != index {
             forwardRequest(to: target, connection: connection, sequence: sequence, bytes: scratch.part.readableView, shard: shard)

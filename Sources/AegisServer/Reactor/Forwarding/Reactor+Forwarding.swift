@@ -298,15 +298,8 @@ extension Reactor {
                command == .get || command == .set || command == .del {
                 let key = UnsafeRawBufferPointer(rebasing: request[frame.keyOffset..<(frame.keyOffset + frame.keyLength)])
                 let shard = KeyHash.shard(of: KeyHash.hash(key), shardCount: shards.count)
-                switch parking(shard: shard, isWrite: command != .get) {
-                case .run: break
-                case .park:
-                    park(shard: shard, wire: wire, isWrite: command != .get, bytes: request, replyTo: parkingReplyTo)
-                    return false
-                case .refuse:
-                    writeParkingFull(wire: wire, request: request, shard: shard, into: out)
-                    return true
-                }
+                if let answered = parkOrRefuse(shard: shard, isWrite: command != .get, wire: wire, request: request,
+                                               replyTo: parkingReplyTo, into: out) { return answered }
             }
             executeForwardedBinary(frame, request: request, into: out)
             countErrorReply(out, wire: wire, id: CommandMetricsLayout.binaryID(frame.commandCode))
@@ -319,15 +312,8 @@ extension Reactor {
             let command = RESPCommand.lookup(args.bytes(0))
             if let parkingReplyTo, leases.enforced, command.actsOnOneKey(argumentCount: args.count) {
                 let shard = KeyHash.shard(of: KeyHash.hash(args.bytes(1)), shardCount: shards.count)
-                switch parking(shard: shard, isWrite: command.isWrite) {
-                case .run: break
-                case .park:
-                    park(shard: shard, wire: wire, isWrite: command.isWrite, bytes: request, replyTo: parkingReplyTo)
-                    return false
-                case .refuse:
-                    writeParkingFull(wire: wire, request: request, shard: shard, into: out)
-                    return true
-                }
+                if let answered = parkOrRefuse(shard: shard, isWrite: command.isWrite, wire: wire, request: request,
+                                               replyTo: parkingReplyTo, into: out) { return answered }
             }
             executeOwned(command, args, version: wire == .resp3 ? .resp3 : .resp2, into: out)
             countErrorReply(out, wire: wire, id: Int(command.rawValue))

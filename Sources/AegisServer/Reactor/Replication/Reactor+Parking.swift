@@ -136,6 +136,51 @@ extension Reactor {
         counters.requestsParked &+= 1
     }
 
+    /// A client's one-key request on this reactor: true when it was parked
+    /// or refused here (the caller is done with it), false when it runs or
+    /// goes on now. `sequence`: its reply slot, when already open (a part
+    /// of MGET, MSET, DEL).
+    func parkOrRefuse(_ connection: Connection, shard: Int, isWrite: Bool, bytes: UnsafeRawBufferPointer,
+                      commandID: Int, sequence: UInt64? = nil) -> Bool {
+        switch parking(shard: shard, isWrite: isWrite) {
+        case .run:
+            return false
+        case .park:
+            if let sequence {
+                parkLocal(connection, sequence: sequence, shard: shard, isWrite: isWrite, bytes: bytes)
+            } else {
+                parkLocal(connection, shard: shard, isWrite: isWrite, bytes: bytes)
+            }
+        case .refuse:
+            let wire = connection.wire ?? .resp2
+            if let sequence {
+                scratch.reply.clear()
+                writeParkingFull(wire: wire, request: bytes, shard: shard, into: scratch.reply)
+                fillLocal(connection, sequence: sequence, scratch.reply.readableView)
+            } else {
+                withRejectedReply(connection, commandID) { writeParkingFull(wire: wire, request: bytes, shard: shard, into: $0) }
+            }
+        }
+        return true
+    }
+
+    /// A one-key request forwarded here: nil when it runs now, false when
+    /// it was parked (nothing is written to `out`), true when it was
+    /// refused (the refusal is in `out`).
+    func parkOrRefuse(shard: Int, isWrite: Bool, wire: WireKind, request: UnsafeRawBufferPointer,
+                      replyTo: MoveReplyTarget, into out: WireBuffer) -> Bool? {
+        switch parking(shard: shard, isWrite: isWrite) {
+        case .run:
+            return nil
+        case .park:
+            park(shard: shard, wire: wire, isWrite: isWrite, bytes: request, replyTo: replyTo)
+            return false
+        case .refuse:
+            writeParkingFull(wire: wire, request: request, shard: shard, into: out)
+            return true
+        }
+    }
+
     /// The answer to a request that cannot wait: the waiting room is full
     /// and earlier requests of its shard wait, so running it would pass them.
     func writeParkingFull(wire: WireKind, request: UnsafeRawBufferPointer, shard: Int, into out: WireBuffer) {
