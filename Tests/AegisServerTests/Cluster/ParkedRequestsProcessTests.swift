@@ -100,4 +100,86 @@ import Testing
                     "\(member.name) reads every acknowledged write: \((try? RollingRestartProcessTests.lacking(everyKey, on: member).prefix(5)).map { "\($0)" } ?? "")")
         }
     }
+
+    /// Connections each sending `SET` of three 100 KB values to keys of one
+    /// shard, then a `GET` of the last, in one pipeline; prints each
+    /// connection's replies (an error as "error: <text>").
+    static let roomFiller = """
+    import json, sys, threading, redis
+    host, port, keys = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+    value = "x" * 100000
+    results = [None] * (len(keys) // 3)
+    def text(r):
+        return "error: " + str(r) if isinstance(r, Exception) else str(r)
+    def one(i):
+        client = redis.Redis(host=host, port=port, socket_timeout=30)
+        p = client.pipeline(transaction=False)
+        mine = keys[3 * i:3 * i + 3]
+        for key in mine: p.set(key, value)
+        p.strlen(mine[-1])
+        results[i] = [text(r) for r in p.execute(raise_on_error=False)]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(results))]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    print(json.dumps(results))
+    """
+
+    /// The waiting room is bounded: 4 MiB of request bytes per reactor.
+    /// Twenty clients write 100 KB values to one shard of a restarted node
+    /// that cannot hear any holder: writes wait until that much waits; the
+    /// ones after them, and a read behind them, are refused at once with a
+    /// TRYAGAIN that says why. Those that waited are acknowledged once the
+    /// holders resume, a read answered behind an acknowledged write sees it,
+    /// and every node holds them.
+    @Test(.hangBound) func theWaitingRoomIsBoundedAndWhatDoesNotFitIsRefusedAtOnce() throws {
+        let directory = try PeerTLSProcessTests.temporaryDirectory("parked-room")
+        let members = try LeaseProcessTests.startCluster(directory: directory, extra: Self.arguments)
+        defer {
+            for member in members { member.signal(SIGCONT) }
+            for member in members { member.stop() }
+        }
+        let node3 = members[2]
+        #expect(node3.stop() == 0, "SIGTERM stops node3 cleanly:\n\(node3.log())")
+        for holder in members.prefix(2) { holder.signal(SIGSTOP) }
+        try node3.start(seeds: members.map(\.gossipAddress), extra: Self.arguments)
+        #expect(waitUntil(seconds: 30) { (try? TestSocket(host: node3.host, port: node3.clientPort)) != nil }, "\(node3.log())")
+
+        let shard = LeaseProcessTests.shard(of: "room:0")
+        let keys = Array((0..<50_000).lazy.map { "room:\($0)" }.filter { LeaseProcessTests.shard(of: $0) == shard }.prefix(60))
+        let keysJSON = String(decoding: try JSONSerialization.data(withJSONObject: keys), as: UTF8.self)
+        let (host, port) = (node3.host, node3.clientPort)
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var outcome: Result<String, Error> = .success("")
+        Thread.detachNewThread {
+            outcome = Result { try runTool("python3", ["-c", Self.roomFiller, host, String(port), keysJSON]).output }
+            done.signal()
+        }
+        Thread.sleep(forTimeInterval: 3)
+        let waiting = RollingRestartProcessTests.metric(node3, "aegis_lease_parked_requests") ?? 0
+        for holder in members.prefix(2) { holder.signal(SIGCONT) }
+        done.wait()
+        let output = try outcome.get()
+        let perConnection = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String]], "\(output)")
+        let full = "has requests waiting for its lease on this node and no room for more"
+        let writes = perConnection.flatMap { $0.prefix(3) }
+        let acknowledged = writes.count { $0 == "True" }
+        #expect(writes.allSatisfy { $0 == "True" || $0.contains(full) }, "each write waited or was refused for want of room: \(Set(writes))")
+        #expect(acknowledged > 0 && acknowledged < writes.count, "\(acknowledged) of \(writes.count) acknowledged")
+        #expect(acknowledged * 100_000 <= ParkedRequests.limitBytes + 100_100, "no more than the room held waited: \(acknowledged)")
+        for replies in perConnection {
+            let read = replies[3]
+            // A read is refused while the room is full; answered, it sees
+            // the write before it if that was acknowledged, and nothing if
+            // that was refused. Never a value from before its own write.
+            #expect(read.contains(full) || read == (replies[2] == "True" ? "100000" : "0"),
+                    "a read answered in its place: \(replies.map { $0.prefix(80) })")
+        }
+        #expect(waiting >= acknowledged, "\(waiting) waiting while the holders were paused, \(acknowledged) writes acknowledged")
+        let acknowledgedKeys = zip(keys, writes).filter { $0.1 == "True" }.map(\.0)
+        for member in members {
+            #expect(waitUntil(seconds: 30) {
+                (try? QuorumProcessTests.run(member, acknowledgedKeys.map { ["STRLEN", $0] }, pipelined: true))?.allSatisfy { $0 == "100000" } == true
+            }, "\(member.name) holds every acknowledged write")
+        }
+    }
 }
