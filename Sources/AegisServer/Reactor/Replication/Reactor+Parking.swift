@@ -12,7 +12,7 @@ import CSupport
 /// has not heard from the holder yet (its first renewal is up to a lease
 /// tick away). Each ends within a lease: this node wins the shard, or the
 /// holder becomes known and the routing sends the shard's requests there.
-/// So the request waits for that, up to `limitMs`, and then runs where the
+/// So the request waits for that, up to `parkingLimitMs`, and then runs where the
 /// shard is writable: here, or forwarded to the new primary. Only what is
 /// still unresolved at the limit (a partition that cut this node from a
 /// majority) is answered with the refusal, as before parking.
@@ -22,7 +22,9 @@ import CSupport
 /// not read k before its own write. Requests of a shard leave in arrival
 /// order, and in one pass: those for another node go through this
 /// reactor's ring to the cluster loop in that order, ahead of anything this
-/// reactor reads afterwards.
+/// reactor reads afterwards. One gap: while requests wait here for the
+/// routing to name a known holder, a client of another reactor whose
+/// routing already sends the shard to another node can pass them.
 ///
 /// Bounds: `limitBytes` of request bytes per reactor; past it a request
 /// that would wait is refused at once. A closed connection's requests are
