@@ -248,6 +248,26 @@ final class TestSocket: @unchecked Sendable {
     deinit { close() }
 }
 
+/// Work (a client script, say) on a thread of its own while the test goes
+/// on to stop, pause or restart nodes under it; `result()` waits for it.
+final class BackgroundWork<Value>: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var outcome: Result<Value, Error>?
+
+    init(_ body: @escaping @Sendable () throws -> Value) {
+        Thread.detachNewThread {
+            self.outcome = Result { try body() }
+            self.done.signal()
+        }
+    }
+
+    /// Waits for the work; the semaphore orders `outcome`'s write before this read.
+    func result() throws -> Value {
+        done.wait()
+        return try outcome!.get()
+    }
+}
+
 /// Runs a command line tool (found on PATH), returning its standard output
 /// and error together, and its exit status.
 ///

@@ -18,11 +18,6 @@ public final class ClusterRouting: Sendable {
     let leaseHolders: [NodeID?]
     /// Per shard: true when this node is its primary.
     let primaryHere: [Bool]
-    /// Per shard: true when its primary is the lease holder this node knows
-    /// of, false when it is only the map's first owner (no holder known, or
-    /// one outside this node's map, which a node that has not met every
-    /// member yet may not have).
-    let primaryIsKnownHolder: [Bool]
     /// Per shard: its owners other than the primary, in ring order (those
     /// that take replication).
     let followers: [[NodeID]]
@@ -45,25 +40,18 @@ public final class ClusterRouting: Sendable {
         var names: [String] = []
         var addresses: [String] = []
         var followers: [[NodeID]] = []
-        var known: [Bool] = []
         here.reserveCapacity(map.numShards)
         for shard in 0..<map.numShards {
             let owners = map.owners(ofShard: shard)
             var primary = map.primary(ofShard: shard)
-            var isKnownHolder = false
-            if shard < leaseHolders.count, let holder = leaseHolders[shard], owners.contains(holder) {
-                primary = holder
-                isKnownHolder = true
-            }
+            if shard < leaseHolders.count, let holder = leaseHolders[shard], owners.contains(holder) { primary = holder }
             here.append(primary == selfID)
-            known.append(isKnownHolder)
             names.append(primary.name)
             addresses.append(clientAddressOf[primary.name] ?? "")
             followers.append(owners.filter { $0 != primary && !withoutReplication.contains($0.name) })
         }
         self.followers = followers
         primaryHere = here
-        primaryIsKnownHolder = known
         primaryName = names
         primaryClientAddress = addresses
         shardsPrimaryHere = here.count { $0 }

@@ -637,10 +637,7 @@ final class ForwardingRelay {
 
     private func answer(_ request: ForwardHeader, _ bytes: UnsafeRawBufferPointer, reason: String) {
         otherCounters.errorsByReason[reason, default: 0] += 1
-        var header = request
-        header.kind = .reply
-        header.payloadLength = bytes.count
-        toReactor(Int(request.route.originReactor), header, bytes)
+        toReactor(Int(request.route.originReactor), request.reply(payloadLength: bytes.count), bytes)
     }
 
     // MARK: - To the reactors

@@ -56,16 +56,11 @@ import Testing
         // Writes to node1's shards go on through node2 while node1 stops.
         let host = members[1].host, port = members[1].clientPort
         let json = String(decoding: try JSONSerialization.data(withJSONObject: during), as: UTF8.self)
-        let writerDone = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var writerOutput: Result<String, Error> = .success("")
-        Thread.detachNewThread {
-            writerOutput = Result { try runTool("python3", ["-c", Self.writer, host, String(port), json]).output }
-            writerDone.signal()
-        }
+        let writer = BackgroundWork { try runTool("python3", ["-c", Self.writer, host, String(port), json]).output }
         Thread.sleep(forTimeInterval: 0.3)
         let survivorLogStart = [members[1].log().count, members[2].log().count]
         #expect(members[0].stop() == 0, "SIGTERM stops node1 cleanly:\n\(members[0].log())")
-        writerDone.wait()
+        let output = try writer.result()
 
         let log = members[0].log()
         let summary = log.split(separator: "\n").first { $0.contains("leaving: hand-offs over") }.map(String.init) ?? ""
@@ -84,7 +79,6 @@ import Testing
         let sinceStop = zip([members[1], members[2]], survivorLogStart).map { String($0.0.log().dropFirst($0.1)) }.joined()
         #expect(!sinceStop.contains("no live lease"), "no survivor campaigned for a shard since node1 stopped:\n\(sinceStop)")
 
-        let output = try writerOutput.get()
         let data = try #require(output.data(using: .utf8))
         let written = try #require(try JSONSerialization.jsonObject(with: data) as? [String: [String]], "\(output)")
         let acked = written["acked"] ?? []

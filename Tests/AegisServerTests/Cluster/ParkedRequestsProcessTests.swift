@@ -17,6 +17,26 @@ import Testing
     static let arguments = ["--reactors", "2", "--lease-duration", "12s", "--write-quorum", "2", "--replication-batch-timeout", "0s",
                             "--wal-mode", "off"]
 
+    /// A cluster whose node3 was stopped and started again while node1 and
+    /// node2, which hold every lease, are paused (SIGSTOP): node3 serves
+    /// clients but can hear no holder. Returns once its client port takes
+    /// connections; the caller resumes the holders (SIGCONT) and stops all.
+    static func node3RestartedBehindPausedHolders(_ name: String) throws -> [Member] {
+        let members = try LeaseProcessTests.startCluster(directory: try PeerTLSProcessTests.temporaryDirectory(name), extra: arguments)
+        let node3 = members[2]
+        #expect(node3.stop() == 0, "SIGTERM stops node3 cleanly:\n\(node3.log())")
+        for holder in members.prefix(2) { holder.signal(SIGSTOP) }
+        do {
+            try node3.start(seeds: members.map(\.gossipAddress), extra: arguments)
+        } catch {
+            for member in members { member.signal(SIGCONT) }
+            for member in members { member.stop() }
+            throw error
+        }
+        #expect(waitUntil(seconds: 30) { (try? TestSocket(host: node3.host, port: node3.clientPort)) != nil }, "\(node3.log())")
+        return members
+    }
+
     /// Writes sent through a node that has just restarted, before it could
     /// hear from any holder (node1 and node2 are paused with SIGSTOP while it
     /// starts and the writes go out), in the binary protocol and in RESP,
@@ -26,22 +46,13 @@ import Testing
     /// in its map, so primary of every shard, and holding no lease) refused
     /// every write with `TRYAGAIN ... no lease holder here`.
     @Test(.hangBound) func writesThroughANodeJustRestartedWaitForTheirShardsHolderAndAreNeverRefused() throws {
-        let directory = try PeerTLSProcessTests.temporaryDirectory("parked")
-        let members = try LeaseProcessTests.startCluster(directory: directory, extra: Self.arguments)
+        let members = try Self.node3RestartedBehindPausedHolders("parked")
         defer {
             for member in members { member.signal(SIGCONT) }
             for member in members { member.stop() }
         }
         let node3 = members[2]
-        #expect(node3.stop() == 0, "SIGTERM stops node3 cleanly:\n\(node3.log())")
-        for holder in members.prefix(2) { holder.signal(SIGSTOP) }
-        try node3.start(seeds: members.map(\.gossipAddress), extra: Self.arguments)
-        var connected: TestSocket?
-        #expect(waitUntil(seconds: 30) {
-            connected = try? TestSocket(host: node3.host, port: node3.clientPort, timeoutSeconds: 30)
-            return connected != nil
-        }, "\(node3.log())")
-        let socket = try #require(connected)
+        let socket = try TestSocket(host: node3.host, port: node3.clientPort, timeoutSeconds: 30)
 
         let binaryKeys = (0..<100).map { "parked-binary:\($0)" }
         let buffer = WireBuffer()
@@ -55,12 +66,7 @@ import Testing
         let keys = (0..<300).map { "parked:\($0)" }
         let commands = keys.flatMap { [["SET", $0, "v-" + $0], ["GET", $0]] }
         let (host, port) = (node3.host, node3.clientPort)
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var respReplies: Result<[String], Error> = .success([])
-        Thread.detachNewThread {
-            respReplies = Result { try QuorumProcessTests.run(host: host, port: port, name: "node3", commands, pipelined: true) }
-            done.signal()
-        }
+        let resp = BackgroundWork { try QuorumProcessTests.run(host: host, port: port, name: "node3", commands, pipelined: true) }
         // Time for the interpreter to start and send its pipeline; nothing
         // is answered meanwhile: no holder can be heard.
         Thread.sleep(forTimeInterval: 2)
@@ -74,8 +80,7 @@ import Testing
         #expect(binarySets.allSatisfy { $0.status == BinaryStatus.ok.rawValue }, "\(binarySets.filter { $0.status != BinaryStatus.ok.rawValue }.prefix(3).map(\.error))")
         #expect(binaryGets.map { String(decoding: $0.value, as: UTF8.self) } == binaryKeys.map { "v-" + $0 })
 
-        done.wait()
-        let replies = try respReplies.get()
+        let replies = try resp.result()
         let writes = stride(from: 0, to: replies.count, by: 2).map { replies[$0] }
         let reads = stride(from: 1, to: replies.count, by: 2).map { replies[$0] }
         #expect(writes.allSatisfy { $0 == "True" }, "every write acknowledged, none refused: \(Set(writes).prefix(5))")
@@ -132,33 +137,22 @@ import Testing
     /// holders resume, a read answered behind an acknowledged write sees it,
     /// and every node holds them.
     @Test(.hangBound) func theWaitingRoomIsBoundedAndWhatDoesNotFitIsRefusedAtOnce() throws {
-        let directory = try PeerTLSProcessTests.temporaryDirectory("parked-room")
-        let members = try LeaseProcessTests.startCluster(directory: directory, extra: Self.arguments)
+        let members = try Self.node3RestartedBehindPausedHolders("parked-room")
         defer {
             for member in members { member.signal(SIGCONT) }
             for member in members { member.stop() }
         }
         let node3 = members[2]
-        #expect(node3.stop() == 0, "SIGTERM stops node3 cleanly:\n\(node3.log())")
-        for holder in members.prefix(2) { holder.signal(SIGSTOP) }
-        try node3.start(seeds: members.map(\.gossipAddress), extra: Self.arguments)
-        #expect(waitUntil(seconds: 30) { (try? TestSocket(host: node3.host, port: node3.clientPort)) != nil }, "\(node3.log())")
 
         let shard = LeaseProcessTests.shard(of: "room:0")
         let keys = Array((0..<50_000).lazy.map { "room:\($0)" }.filter { LeaseProcessTests.shard(of: $0) == shard }.prefix(60))
         let keysJSON = String(decoding: try JSONSerialization.data(withJSONObject: keys), as: UTF8.self)
         let (host, port) = (node3.host, node3.clientPort)
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var outcome: Result<String, Error> = .success("")
-        Thread.detachNewThread {
-            outcome = Result { try runTool("python3", ["-c", Self.roomFiller, host, String(port), keysJSON]).output }
-            done.signal()
-        }
+        let filler = BackgroundWork { try runTool("python3", ["-c", Self.roomFiller, host, String(port), keysJSON]).output }
         Thread.sleep(forTimeInterval: 3)
         let waiting = RollingRestartProcessTests.metric(node3, "aegis_lease_parked_requests") ?? 0
         for holder in members.prefix(2) { holder.signal(SIGCONT) }
-        done.wait()
-        let output = try outcome.get()
+        let output = try filler.result()
         let perConnection = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String]], "\(output)")
         let full = "has requests waiting for its lease on this node and no room for more"
         let writes = perConnection.flatMap { $0.prefix(3) }

@@ -151,12 +151,7 @@ import Testing
         let stopFile = directory + "/stop-writing"
         let nodes = members.map { [$0.host, Int($0.clientPort)] as [Any] }
         let json = String(decoding: try JSONSerialization.data(withJSONObject: nodes), as: UTF8.self)
-        let writerDone = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var writerOutput: Result<String, Error> = .success("")
-        Thread.detachNewThread {
-            writerOutput = Result { try runTool("python3", ["-c", Self.writer, json, stopFile]).output }
-            writerDone.signal()
-        }
+        let writer = BackgroundWork { try runTool("python3", ["-c", Self.writer, json, stopFile]).output }
         Thread.sleep(forTimeInterval: 1)
         for member in members {
             let restart = try Self.restartAndWaitForHealth(member, members)
@@ -165,9 +160,8 @@ import Testing
         }
         Thread.sleep(forTimeInterval: 1)
         _ = FileManager.default.createFile(atPath: stopFile, contents: nil)
-        writerDone.wait()
 
-        let output = try writerOutput.get()
+        let output = try writer.result()
         let written = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "\(output)")
         let acked = written["acked"] as? [String] ?? []
         let refusals = written["refusals"] as? [String] ?? []

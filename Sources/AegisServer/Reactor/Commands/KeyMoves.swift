@@ -256,10 +256,7 @@ extension Reactor {
             fillLocal(connection, sequence: sequence, scratch.reply.readableView)
             markDirty(connection)
         case .forwarded(let header, let source):
-            var answer = header
-            answer.kind = .reply
-            answer.payloadLength = scratch.reply.readableBytes
-            answerForwarded(answer, to: source, scratch.reply.readableView)
+            answerForwarded(header.reply(payloadLength: scratch.reply.readableBytes), to: source, scratch.reply.readableView)
         }
     }
 }

@@ -106,7 +106,7 @@ extension Reactor {
                 withRejectedReply(connection, id) { RESPWriter.error(problem, into: $0) }
                 return
             }
-            if args.count == 2 && command != .mget {
+            if command.actsOnOneKey(argumentCount: args.count) {
                 routeKeyed(command, args, connection, raw: raw) // one key: no need to split
             } else {
                 fanOut(command, args, connection)

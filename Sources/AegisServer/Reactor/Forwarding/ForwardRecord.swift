@@ -93,6 +93,15 @@ struct ForwardHeader {
         }
     }
 
+    /// The header of the reply to this request: the same route and slot, so
+    /// it finds its way back.
+    func reply(payloadLength: Int) -> ForwardHeader {
+        var header = self
+        header.kind = .reply
+        header.payloadLength = payloadLength
+        return header
+    }
+
     /// Stores and loads are unaligned: in a batch frame between nodes, a
     /// record starts wherever the one before it ended.
     @inline(__always) func store(to pointer: UnsafeMutableRawPointer) {

@@ -235,10 +235,7 @@ extension Reactor {
                 moves.replyTo = nil
                 if moves.deferred || !ran { return }
             }
-            var reply = header
-            reply.kind = .reply
-            reply.payloadLength = scratch.reply.readableBytes
-            answerForwarded(reply, to: source, scratch.reply.readableView)
+            answerForwarded(header.reply(payloadLength: scratch.reply.readableBytes), to: source, scratch.reply.readableView)
             scratch.reply.releaseIfIdle(keep: 1 << 20)
         case .reply:
             forwarding.awaitedReplies -= 1
@@ -294,8 +291,10 @@ extension Reactor {
                 assertionFailure("a forwarded binary frame was parsed once already")
                 return true
             }
+            // A read waits only behind waiting writes: with none, its key is
+            // not hashed twice.
             if let parkingReplyTo, leases.enforced, let command = BinaryCommand(rawValue: frame.commandCode),
-               command == .get || command == .set || command == .del {
+               command == .set || command == .del || (command == .get && !parked.isEmpty) {
                 let key = UnsafeRawBufferPointer(rebasing: request[frame.keyOffset..<(frame.keyOffset + frame.keyLength)])
                 let shard = KeyHash.shard(of: KeyHash.hash(key), shardCount: shards.count)
                 if let answered = parkOrRefuse(shard: shard, isWrite: command != .get, wire: wire, request: request,
@@ -310,7 +309,7 @@ extension Reactor {
             }
             let args = ArgumentsView(base: request.baseAddress!, arguments: scratch.forwardedArguments)
             let command = RESPCommand.lookup(args.bytes(0))
-            if let parkingReplyTo, leases.enforced, command.actsOnOneKey(argumentCount: args.count) {
+            if let parkingReplyTo, leases.enforced, command.isWrite || !parked.isEmpty, command.actsOnOneKey(argumentCount: args.count) {
                 let shard = KeyHash.shard(of: KeyHash.hash(args.bytes(1)), shardCount: shards.count)
                 if let answered = parkOrRefuse(shard: shard, isWrite: command.isWrite, wire: wire, request: request,
                                                replyTo: parkingReplyTo, into: out) { return answered }

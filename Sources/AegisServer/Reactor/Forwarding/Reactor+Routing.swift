@@ -43,10 +43,13 @@ struct ReactorRoutes {
     @inline(__always) func isPrimaryHere(_ shard: Int) -> Bool { target[shard] != clusterEndpoint }
 
     /// True when the shard's primary in this routing is the lease holder
-    /// the node knows of, not only the map's guess (and before any map).
+    /// the node knows of, not only the map's first owner (no holder known,
+    /// or one outside this node's map, which a node that has not met every
+    /// member yet may not have); true before any map.
     func primaryIsKnownHolder(_ shard: Int) -> Bool {
-        guard let current, shard < current.primaryIsKnownHolder.count else { return true }
-        return current.primaryIsKnownHolder[shard]
+        guard let current else { return true }
+        guard shard < current.leaseHolders.count, let holder = current.leaseHolders[shard] else { return false }
+        return holder.name == current.primaryName[shard]
     }
 
     @inline(__always) func hasFollowers(_ shard: Int) -> Bool { followerCount(shard) > 0 }

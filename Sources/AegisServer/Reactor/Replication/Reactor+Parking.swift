@@ -75,8 +75,8 @@ struct ParkedRequests {
     }
 
     mutating func takeAll() -> [Waiting] {
-        let taken = queue
-        queue.removeAll(keepingCapacity: true)
+        var taken: [Waiting] = []
+        swap(&taken, &queue)
         for request in taken { waitingPerShard[request.shard] -= 1 }
         bytes = 0
         assert(waitingPerShard.allSatisfy { $0 == 0 }, "a shard counted waiting requests that are not queued")
@@ -101,8 +101,12 @@ extension Reactor {
     func parking(shard: Int, isWrite: Bool) -> ParkingDecision {
         let behindOthers = parked.hasWaiting(shard)
         if !behindOthers {
+            // The pass's clock reading, not a fresh one: an older reading can
+            // only find the lease still running, and then the write's own
+            // lease check (`lacksLease`, on a fresh reading) refuses it as
+            // before parking. One clock read per write, not two.
             guard isWrite, owner(ofShard: shard) == index, routes.isPrimaryHere(shard),
-                  !leases.allowsWrite(shard, nowMs: aegis_monotonic_ms_coarse()), node.state != .draining else { return .run }
+                  !leases.allowsWrite(shard, nowMs: monotonicMs), node.state != .draining else { return .run }
         }
         if parked.bytes >= ParkedRequests.limitBytes { return behindOthers ? .refuse : .run }
         return .park
@@ -243,10 +247,7 @@ extension Reactor {
                 markDirty(connection)
             case .forwarded(let header, let source):
                 _ = runRequest(wire: request.wire, request: bytes, into: scratch.reply, parkingReplyTo: nil)
-                var reply = header
-                reply.kind = .reply
-                reply.payloadLength = scratch.reply.readableBytes
-                answerForwarded(reply, to: source, scratch.reply.readableView)
+                answerForwarded(header.reply(payloadLength: scratch.reply.readableBytes), to: source, scratch.reply.readableView)
             }
         }
     }
@@ -265,18 +266,12 @@ extension Reactor {
             case .forwarded(let header, let source) where source == routes.clusterEndpoint:
                 scratch.reply.clear()
                 _ = refuseIfNotPrimary(header, request: bytes, into: scratch.reply)
-                var reply = header
-                reply.kind = .reply
-                reply.payloadLength = scratch.reply.readableBytes
-                answerForwarded(reply, to: source, scratch.reply.readableView)
+                answerForwarded(header.reply(payloadLength: scratch.reply.readableBytes), to: source, scratch.reply.readableView)
             case .forwarded(let header, let source):
                 if node.interconnect.hasExited(routes.clusterEndpoint) {
                     scratch.reply.clear()
                     ForwardReplies.stopping(wire: request.wire, request: bytes, into: scratch.reply)
-                    var reply = header
-                    reply.kind = .reply
-                    reply.payloadLength = scratch.reply.readableBytes
-                    sendRecord(to: source, header: reply, payload: scratch.reply.readableView)
+                    sendRecord(to: source, header: header.reply(payloadLength: scratch.reply.readableBytes), payload: scratch.reply.readableView)
                     return
                 }
                 let id = parked.nextRelayID
@@ -296,10 +291,7 @@ extension Reactor {
     /// reactor whose client sent it.
     func completeRelay(id: UInt64, reply payload: UnsafeRawBufferPointer) {
         guard let (header, source) = parked.relays.removeValue(forKey: id) else { return }
-        var reply = header
-        reply.kind = .reply
-        reply.payloadLength = payload.count
-        sendRecord(to: source, header: reply, payload: payload)
+        sendRecord(to: source, header: header.reply(payloadLength: payload.count), payload: payload)
     }
 
     typealias Waiting = ParkedRequests.Waiting
