@@ -58,8 +58,7 @@ final class ServerHarness: @unchecked Sendable {
         while true {
             attempt += 1
             let client = try freePort()
-            var health = try freePort()
-            while health == client { health = try freePort() }
+            let health = try freePort()
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
             let process = Process()
@@ -155,20 +154,8 @@ struct HarnessError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Asks the kernel for a free port (bind to 0, read it, close).
-func freePort() throws -> UInt16 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { Glibc.close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-    guard bound == 0 else { throw HarnessError("bind failed") }
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-    return UInt16(bigEndian: address.sin_port)
-}
+/// A free port on 127.0.0.1 (see `freePort(on:)`).
+func freePort() throws -> UInt16 { try freePort(on: "127.0.0.1") }
 
 /// A blocking loopback TCP client socket with a receive timeout.
 final class TestSocket: @unchecked Sendable {

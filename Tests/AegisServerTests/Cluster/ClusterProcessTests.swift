@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 
 /// Three real `aegiskv` processes on 127.0.0.11-13 joining through their
@@ -165,8 +166,24 @@ extension ClusterProcessTests {
     }
 }
 
-/// A port that is free on `host` now (bound to port 0 and released).
+/// Ports this test process has handed out. The kernel may give a port it
+/// just took back to the next bind to 0, so two picks in a row (one node's
+/// client and health ports, or two parallel tests' nodes) could otherwise
+/// collide before either node binds; a node then refused to start with
+/// "would listen on the same port".
+private let portsHandedOut = Mutex<Set<UInt16>>([])
+
+/// A port that is free on `host` now (bound to port 0 and released), never
+/// one handed out before in this test process.
 func freePort(on host: String) throws -> UInt16 {
+    for _ in 0..<64 {
+        let port = try kernelPickedPort(on: host)
+        if portsHandedOut.withLock({ $0.insert(port).inserted }) { return port }
+    }
+    throw HarnessError("no port on \(host) that this test process has not handed out already")
+}
+
+private func kernelPickedPort(on host: String) throws -> UInt16 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { Glibc.close(fd) }
     var address = sockaddr_in()
