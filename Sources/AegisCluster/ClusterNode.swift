@@ -135,6 +135,9 @@ public struct MembershipState: Sendable, Equatable {
     var reconnectCursor = 0
     var pendingProbes: [PendingProbe] = []
     var relays: [UInt32: Relay] = [:]
+    /// When a message from a node this one has never heard of last started a
+    /// push/pull with it (see `exchangeWithUnknownSender`).
+    var unknownSenderExchangeAt: Milliseconds?
     var broadcasts: [NodeID: Broadcast] = [:]
     var nextSeq: UInt32 = 1
     var health = 0

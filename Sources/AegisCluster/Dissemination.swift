@@ -18,6 +18,9 @@ extension ClusterNode {
         // node_id) or a reflected message; acting on it would corrupt our view.
         guard message.sender != settings.nodeID else { return }
         noteHeard(message.sender, now: now)
+        if case .pushPull = message.payload {} else {
+            exchangeWithUnknownSender(message.sender, at: message.senderGossipAddress, now: now, into: &output)
+        }
 
         switch message.payload {
         case let .ping(seq, target, updates):
@@ -78,6 +81,22 @@ extension ClusterNode {
         dropLoggedAt[fromAddress] = now
         let total = counters.droppedByReason[reason] ?? 0
         output.append(.log(.warning, "dropped message from \(fromAddress): \(reason) (\(total) so far; next report from this peer in a minute at most)"))
+    }
+
+    /// A member that probes us knows us, but we may have missed every
+    /// piggybacked word of it (its join went round while our acks were slow),
+    /// and the periodic push/pull could leave us without it for
+    /// `push_pull_interval`. Its frame passed the gossip secret, so it is one
+    /// of ours: a full exchange with it now closes the gap in one round trip.
+    /// At most one per gossip interval, so a burst of new nodes costs no more
+    /// than one exchange per period, and the others get theirs as they probe again.
+    mutating func exchangeWithUnknownSender(_ node: NodeID, at address: String, now: Milliseconds,
+                                            into output: inout ActionBuffer) {
+        guard state.members[node] == nil else { return }
+        if let last = state.unknownSenderExchangeAt, now - last < settings.gossipIntervalMs { return }
+        state.unknownSenderExchangeAt = now
+        output.append(.log(.info, "heard from \(node) at \(address) before any word of it: a full exchange with it"))
+        sendPushPull(to: address, isReply: false, into: &output)
     }
 
     mutating func noteHeard(_ node: NodeID, now: Milliseconds) {

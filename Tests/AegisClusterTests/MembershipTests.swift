@@ -450,6 +450,35 @@ struct Harness {
         #expect(relayed == 1024)
     }
 
+    /// A member that probes us knows us; one we never heard of gets a full
+    /// exchange at once instead of waiting out push_pull_interval, at most
+    /// one per gossip interval, and none once it is known.
+    @Test func aProbeFromANodeNeverHeardOfStartsOneFullExchange() {
+        var node = ClusterNode(settings: testSettings("node-a"), incarnation: 1, randomSeed: 5, authenticator: testKey)
+        _ = node.step(.start(now: 0))
+        func pushPullsSent(_ actions: [ClusterAction]) -> [String] {
+            actions.compactMap { action -> String? in
+                guard case let .send(frame, to, _) = action,
+                      case let .message(message) = MessageCodec.decode(frame: frame, parameters: testParameters, authenticator: testKey),
+                      case .pushPull(isReply: false, _) = message.payload else { return nil }
+                return to
+            }
+        }
+        let probe = encoded(.ping(seq: 1, target: NodeID("node-a")!, updates: []), sender: "node-b")
+        let first = node.step(.received(frame: probe, fromAddress: "node-b:7701", now: 10))
+        #expect(pushPullsSent(first) == ["node-b:7701"])
+        #expect(first.contains { if case let .log(_, line) = $0 { line.contains("heard from node-b") } else { false } })
+        let second = node.step(.received(frame: probe, fromAddress: "node-b:7701", now: 500))
+        #expect(pushPullsSent(second).isEmpty, "one exchange per gossip interval")
+        #expect(node.members.allSatisfy { $0.nodeID.name != "node-b" }, "a bare probe teaches nothing by itself")
+
+        let reply = encoded(.pushPull(isReply: true, members: [update("node-b", .alive)]), sender: "node-b")
+        _ = node.step(.received(frame: reply, fromAddress: "node-b:7701", now: 600))
+        #expect(node.aliveMembers.map(\.name) == ["node-a", "node-b"])
+        #expect(pushPullsSent(node.step(.received(frame: probe, fromAddress: "node-b:7701", now: 5000))).isEmpty,
+                "a known member gets no extra exchange")
+    }
+
     @Test func aNodeAloneKeepsAskingItsSeedsWithOneLogLinePerAttempt() {
         var harness = Harness()
         harness.silenced.insert("node-gone")
