@@ -543,6 +543,23 @@ final class LeaseDriver {
     private(set) var standing = ReplicaStanding()
     /// When this driver was made, at the node's start (monotonic ms, the loop's clock).
     let createdMs = aegis_monotonic_ns() / 1_000_000
+    /// Per shard: since when this node's copy has been below its holder's
+    /// claim (nil while it is not).
+    private lazy var belowClaimSince: [Int64?] = Array(repeating: nil, count: heldUntil.count)
+    /// The node was in step at a review since it started.
+    private var wasInStep = false
+
+    /// How long a node that was in step may stay below a holder's claim
+    /// before the shard counts as behind: a renewal. A holder's ask carries
+    /// its newest write; under steady writes the ask (control lane) reaches
+    /// a follower before the records just before it (bulk lane, batched),
+    /// so for a moment after every renewal each follower is below the claim.
+    /// Counted at once, /health said `catching_up` for that moment, a few
+    /// times a minute per node under load, and the runbook's daily health
+    /// check failed on a node that was serving (RunbookConformanceTests).
+    /// A node that has not been in step since it started gets no grace: its
+    /// /health must not say ok before it holds what the holders claimed.
+    var behindGraceMs: Int64 { max(1, leaseMs / 4) }
 
     /// Reviews every shard this node is a replica of against `acknowledged`
     /// (this node's chain per shard, FollowerChains) and returns those
@@ -556,12 +573,18 @@ final class LeaseDriver {
                 let (isReplica, holds, promised) = readMachine {
                     ($0.replicaSet(shard).contains(selfID), $0.holdsLease(shard, now: nowMs), $0.promisedHolderClaim(shard, now: nowMs))
                 }
+                let belowClaim = isReplica && !holds && promised.map { acknowledged[shard] < $0.claim } == true
+                if !belowClaim {
+                    belowClaimSince[shard] = nil
+                } else if belowClaimSince[shard] == nil {
+                    belowClaimSince[shard] = nowMs
+                }
                 guard isReplica else { continue }
                 review.replicated += 1
                 if holds {
                     review.held += 1
                 } else if let promised {
-                    if acknowledged[shard] < promised.claim {
+                    if belowClaim, !wasInStep || nowMs - (belowClaimSince[shard] ?? nowMs) >= behindGraceMs {
                         review.behind += 1
                         behind.append((shard, promised.holder, promised.claim))
                     }
@@ -570,6 +593,7 @@ final class LeaseDriver {
                 }
             }
         }
+        if review.inStep && review.applies { wasInStep = true }
         standing = review
         return behind
     }
