@@ -171,6 +171,7 @@ public final class PublishedReactorStats: Sendable {
     let loopIterations = Atomic<Int>(0)
     let forwardedRequests = Atomic<Int>(0)
     let forwardNotOwner = Atomic<Int>(0)
+    let forwardRelayed = Atomic<Int>(0)
     let leaseRefusals = Atomic<Int>(0)
     let requestsParked = Atomic<Int>(0)
     let parkedTimedOut = Atomic<Int>(0)
@@ -210,6 +211,7 @@ public final class PublishedReactorStats: Sendable {
         loopIterations.store(s.loopIterations, ordering: .relaxed)
         forwardedRequests.store(s.forwardedRequests, ordering: .relaxed)
         forwardNotOwner.store(s.forwardNotOwner, ordering: .relaxed)
+        forwardRelayed.store(s.forwardRelayed, ordering: .relaxed)
         leaseRefusals.store(s.leaseRefusals, ordering: .relaxed)
         requestsParked.store(s.requestsParked, ordering: .relaxed)
         parkedTimedOut.store(s.parkedTimedOut, ordering: .relaxed)
@@ -249,6 +251,7 @@ public final class PublishedReactorStats: Sendable {
             loopIterations: loopIterations.load(ordering: .relaxed),
             forwardedRequests: forwardedRequests.load(ordering: .relaxed),
             forwardNotOwner: forwardNotOwner.load(ordering: .relaxed),
+            forwardRelayed: forwardRelayed.load(ordering: .relaxed),
             leaseRefusals: leaseRefusals.load(ordering: .relaxed),
             requestsParked: requestsParked.load(ordering: .relaxed),
             parkedTimedOut: parkedTimedOut.load(ordering: .relaxed),
@@ -297,6 +300,9 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     /// Requests other nodes forwarded here for a shard this node is not the
     /// primary of in its own view, answered TRYAGAIN / REDIRECT.
     public var forwardNotOwner = 0
+    /// Requests another node forwarded here for a shard another node holds
+    /// in this node's view, passed on to that holder (one hop more).
+    public var forwardRelayed = 0
     /// Writes refused because this node did not hold the shard's lease.
     public var leaseRefusals = 0
     /// Requests that waited for their shard's lease rather than being
@@ -349,6 +355,7 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         loopIterations += o.loopIterations
         forwardedRequests += o.forwardedRequests
         forwardNotOwner += o.forwardNotOwner
+        forwardRelayed += o.forwardRelayed
         leaseRefusals += o.leaseRefusals
         requestsParked += o.requestsParked
         parkedTimedOut += o.parkedTimedOut

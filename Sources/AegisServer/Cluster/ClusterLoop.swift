@@ -1203,13 +1203,15 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                 gossip[member.nodeID] = member.gossipAddress
                 client[member.nodeID] = member.clientAddress.isEmpty ? clientAddressOf[member.nodeID] ?? "" : member.clientAddress
             }
-            let before = relay.routing?.version
+            let before = relay.routing
             _ = leases?.takeHoldersMoved()
             if let routing = relay.updateMap(members: alive, gossipAddresses: gossip, clientAddresses: client,
                                              numShards: settings.numShards, virtualNodes: settings.virtualNodes,
                                              replicationFactor: settings.replicationFactor, leaseHolders: leases?.routingHolders ?? [],
                                              withoutReplication: Set(leases?.predatingMembers ?? [])),
-               routing.version != before, leavingWith == nil {
+               routing.version != before?.version, leavingWith == nil,
+               // Only what a holder's renewal taught (the map's guess was right) is no news.
+               routing.map != before?.map || routing.primaryName != before?.primaryName {
                 logger.notice("shard map changed", metadata: [
                     "placement_digest": "\(routing.digestHex)", "members": "\(routing.map.members.count)",
                     "shards_primary_here": "\(routing.shardsPrimaryHere)",

@@ -57,6 +57,24 @@ public final class ClusterRouting: Sendable {
         shardsPrimaryHere = here.count { $0 }
     }
 
+    /// True when the shard's primary is the lease holder this node knows
+    /// of, false when it is only the map's first owner (no holder known, or
+    /// one outside this node's map, which a node that has not met every
+    /// member yet may not have).
+    func primaryIsKnownHolder(_ shard: Int) -> Bool {
+        shard < leaseHolders.count && leaseHolders[shard]?.name == primaryName[shard]
+    }
+
+    /// Same primaries, addresses, followers and knowledge of the holders:
+    /// nothing a reactor or the relay acts on differs. A holder learned that
+    /// is the map's guess already changes no primary, but it lets a waiting
+    /// request go on (and a forwarded one be relayed) there.
+    func routesAlike(_ other: ClusterRouting) -> Bool {
+        map == other.map && primaryName == other.primaryName && primaryClientAddress == other.primaryClientAddress
+            && followers == other.followers
+            && (0..<map.numShards).allSatisfy { primaryIsKnownHolder($0) == other.primaryIsKnownHolder($0) }
+    }
+
     public var digestHex: String {
         let hex = String(map.digest, radix: 16)
         return String(repeating: "0", count: max(0, 16 - hex.count)) + hex
@@ -93,8 +111,9 @@ enum ForwardReplies {
         request.count >= 15 ? request.loadBigEndian(fromByteOffset: 7, as: UInt64.self) : 0
     }
 
-    /// A forwarded request for a shard this node is not the primary of:
-    /// never forwarded again (at most one extra hop), the client retries.
+    /// A forwarded request for a shard this node is not the primary of,
+    /// that it cannot pass on (no holder known elsewhere, or passed on once
+    /// already: `Reactor.relayToHolder`): the client retries.
     static func notOwner(wire: WireKind, request: UnsafeRawBufferPointer, shard: Int, owner: String, ownerAddress: String, into out: WireBuffer) {
         switch wire {
         case .binary:

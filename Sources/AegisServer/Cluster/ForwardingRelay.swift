@@ -182,8 +182,7 @@ final class ForwardingRelay {
                                       replicationFactor: replicationFactor) else { return routing }
         let candidate = ClusterRouting(version: routingVersion + 1, map: map, selfID: me, clientAddressOf: clientAddresses,
                                        leaseHolders: leaseHolders, withoutReplication: withoutReplication)
-        if let routing, routing.map == map, routing.primaryName == candidate.primaryName,
-           routing.primaryClientAddress == candidate.primaryClientAddress, routing.followers == candidate.followers { return routing }
+        if let routing, routing.routesAlike(candidate) { return routing }
         routingVersion += 1
         let next = candidate
         routing = next

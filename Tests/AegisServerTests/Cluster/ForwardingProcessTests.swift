@@ -173,15 +173,19 @@ import Testing
     }
 
     /// A forwarded request for a shard the receiving node is not primary
-    /// for is answered with a retryable error naming the owner, never
-    /// forwarded again. The test plays a peer: it says hello on node1's
-    /// gossip port and sends a batch; node1 answers on a link it dials back.
-    @Test(.hangBound) func aForwardedRequestForAShardTheNodeDoesNotOwnIsRefusedWithTheOwner() throws {
+    /// for goes on once to the holder its routing names, and its reply comes
+    /// back the same way; one that was relayed already is answered with a
+    /// retryable error naming the owner, never passed on again. The test
+    /// plays a peer: it says hello on node1's gossip port and sends batches;
+    /// node1 answers on a link it dials back.
+    @Test(.hangBound) func aForwardedRequestForAShardTheNodeDoesNotOwnGoesOnOnceThenIsRefusedWithTheOwner() throws {
         let members = try Self.startCluster()
         defer { for member in members { member.stop() } }
         let key = try (0..<1000).map { "k\($0)" }.first { try Self.primary(of: $0) == "node2" }!
         let hash = Array(key.utf8).withUnsafeBytes { KeyHash.hash($0) }
         let shard = KeyHash.shard(of: hash, shardCount: 256)
+        let written = try runTool("redis-cli", ["-h", members[1].host, "-p", String(members[1].clientPort), "SET", key, "held-by-node2"])
+        #expect(written.output == "OK\n", "\(written.output)")
 
         let listenPort = try freePort(on: "127.0.0.14")
         let listener = try PeerListener(host: "127.0.0.14", port: listenPort)
@@ -190,50 +194,83 @@ import Testing
                               gossipAddress: "127.0.0.14:\(listenPort)", clientAddress: "127.0.0.14:1")
         peer.send(hello.frame(GossipAuthenticator(secret: "test-secret")))
 
-        let resp = Array("*2\r\n$3\r\nGET\r\n$\(key.utf8.count)\r\n\(key)\r\n".utf8)
-        let binary = WireBuffer()
-        BinaryRequestWriter.write(command: BinaryCommand.get.rawValue, requestID: 77, key: Array(key.utf8), value: [], ttlMs: 0, version: 0, into: binary)
-        var batch: [UInt8] = [ForwardingRelay.batchMarker]
-        for (sequence, (wire, payload)) in [(WireKind.resp2, resp), (.binary, binary.readableArray())].enumerated() {
-            let header = ForwardHeader(kind: .request, wire: wire, connectionIndex: 5, connectionGeneration: 1, slotSequence: UInt64(sequence),
-                                       payloadLength: payload.count, route: ForwardRoute(originNode: 0, originReactor: 0, shard: UInt32(shard)))
-            var record = [UInt8](repeating: 0, count: ForwardHeader.size)
-            record.withUnsafeMutableBytes { header.store(to: $0.baseAddress!) }
-            withUnsafeBytes(of: UInt32(record.count + payload.count)) { batch += $0 }
-            batch += record + payload
-        }
-        peer.sendFrame(batch)
-
-        let frames = try listener.frames(count: 2, seconds: 20) // the hello, then the reply batch
-        let replies = frames[1]
-        #expect(replies.first == ForwardingRelay.batchMarker)
-        var offset = 1
-        var payloads: [(ForwardHeader, [UInt8])] = []
-        try replies.withUnsafeBytes { bytes in
-            while offset < bytes.count {
-                let length = Int(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-                guard let header = ForwardHeader.loadChecked(from: UnsafeRawBufferPointer(rebasing: bytes[(offset + 4)...])) else { throw HarnessError("bad record") }
-                payloads.append((header, Array(bytes[(offset + 4 + ForwardHeader.size)..<(offset + 4 + length)])))
-                offset += 4 + length
+        // A GET in each protocol, as a first hop (0) or as one relayed already (1).
+        func send(hops: UInt8) {
+            let resp = Array("*2\r\n$3\r\nGET\r\n$\(key.utf8.count)\r\n\(key)\r\n".utf8)
+            let binary = WireBuffer()
+            BinaryRequestWriter.write(command: BinaryCommand.get.rawValue, requestID: 77, key: Array(key.utf8), value: [], ttlMs: 0, version: 0, into: binary)
+            var batch: [UInt8] = [ForwardingRelay.batchMarker]
+            for (sequence, (wire, payload)) in [(WireKind.resp2, resp), (.binary, binary.readableArray())].enumerated() {
+                let header = ForwardHeader(kind: .request, wire: wire, connectionIndex: 5, connectionGeneration: 1, slotSequence: UInt64(sequence),
+                                           payloadLength: payload.count, route: ForwardRoute(originNode: 0, originReactor: 0, shard: UInt32(shard)),
+                                           hops: hops)
+                var record = [UInt8](repeating: 0, count: ForwardHeader.size)
+                record.withUnsafeMutableBytes { header.store(to: $0.baseAddress!) }
+                withUnsafeBytes(of: UInt32(record.count + payload.count)) { batch += $0 }
+                batch += record + payload
             }
+            peer.sendFrame(batch)
         }
-        #expect(payloads.count == 2)
-        #expect(payloads.allSatisfy { $0.0.kind == .reply && $0.0.route.shard == UInt32(shard) })
-        let text = String(decoding: payloads[0].1, as: UTF8.self)
+        func replies(in frame: [UInt8]) throws -> [(ForwardHeader, [UInt8])] {
+            #expect(frame.first == ForwardingRelay.batchMarker)
+            var offset = 1
+            var payloads: [(ForwardHeader, [UInt8])] = []
+            try frame.withUnsafeBytes { bytes in
+                while offset < bytes.count {
+                    let length = Int(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+                    guard let header = ForwardHeader.loadChecked(from: UnsafeRawBufferPointer(rebasing: bytes[(offset + 4)...])) else { throw HarnessError("bad record") }
+                    payloads.append((header, Array(bytes[(offset + 4 + ForwardHeader.size)..<(offset + 4 + length)])))
+                    offset += 4 + length
+                }
+            }
+            return payloads
+        }
+        func counter(_ member: Member, _ name: String) -> Int? {
+            let line = (member.get("/metrics") ?? "").split(separator: "\n").first { $0.hasPrefix(name + " ") }
+            return line.flatMap { Int($0.split(separator: " ")[1]) }
+        }
+        // node1's routing names node2 as the shard's holder once node2's
+        // lease round reached it; until then it has only the map's guess and
+        // refuses: the first hop is sent again until it is relayed.
+        var refusedFirstHops = 0
+        var relayed: [(ForwardHeader, [UInt8])] = []
+        for attempt in 0..<50 {
+            send(hops: 0)
+            // node1 dials back with its hello, then the reply batch.
+            let frames = try listener.frames(count: attempt == 0 ? 2 : 1, seconds: 20)
+            relayed = try replies(in: frames.last!)
+            guard relayed.contains(where: { $0.0.wire == .resp2 && $0.1.starts(with: Array("-TRYAGAIN".utf8)) }) else { break }
+            refusedFirstHops += 1
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        #expect(relayed.count == 2)
+        #expect(relayed.allSatisfy { $0.0.kind == .reply && $0.0.route.shard == UInt32(shard) && $0.0.connectionIndex == 5 })
+        let relayedRESP = relayed.first { $0.0.wire == .resp2 }.map { String(decoding: $0.1, as: UTF8.self) }
+        #expect(relayedRESP == "$13\r\nheld-by-node2\r\n", "\(relayedRESP ?? "no RESP reply")")
+        let relayedBinary = try relayed.first { $0.0.wire == .binary }.flatMap { reply in try reply.1.withUnsafeBytes { try BinaryResponseParser.parse($0) } }
+        #expect(relayedBinary?.status == BinaryStatus.ok.rawValue && relayedBinary?.requestID == 77, "\(String(describing: relayedBinary))")
+        #expect(relayedBinary.map { Array($0.value) } == Array("held-by-node2".utf8))
+
+        send(hops: 1)
+        let refused = try replies(in: try listener.frames(count: 1, seconds: 20)[0])
+        #expect(refused.count == 2)
+        #expect(refused.allSatisfy { $0.0.kind == .reply && $0.0.route.shard == UInt32(shard) })
+        let text = refused.first { $0.0.wire == .resp2 }.map { String(decoding: $0.1, as: UTF8.self) } ?? ""
         #expect(text.hasPrefix("-TRYAGAIN shard \(shard) is owned by node2 (\(members[1].host):\(members[1].clientPort))"), "\(text)")
-        let redirect = try payloads[1].1.withUnsafeBytes { try BinaryResponseParser.parse($0) }
+        let redirect = try refused.first { $0.0.wire == .binary }.flatMap { reply in try reply.1.withUnsafeBytes { try BinaryResponseParser.parse($0) } }
         #expect(redirect?.status == BinaryStatus.redirect.rawValue && redirect?.requestID == 77, "\(String(describing: redirect))")
         #expect(redirect?.address == "\(members[1].host):\(members[1].clientPort)")
 
-        // Both refusals are counted where they were made, and nowhere else.
-        func notOwnerCount(_ member: Member) -> Int? {
-            let line = (member.get("/metrics") ?? "").split(separator: "\n").first { $0.hasPrefix("aegis_forward_not_owner_total ") }
-            return line.flatMap { Int($0.split(separator: " ")[1]) }
+        // Each is counted where it was decided, and nowhere else.
+        var counts: (relayed: Int?, refused: Int?)
+        _ = waitUntil(seconds: 10) {
+            counts = (counter(members[0], "aegis_forward_relayed_total"), counter(members[0], "aegis_forward_not_owner_total"))
+            return counts == (2, 2 + 2 * refusedFirstHops)
         }
-        var counted: Int?
-        _ = waitUntil(seconds: 10) { counted = notOwnerCount(members[0]); return counted == 2 }
-        #expect(counted == 2, "node1 aegis_forward_not_owner_total: \(counted.map(String.init) ?? "missing")")
-        #expect(notOwnerCount(members[1]) == 0 && notOwnerCount(members[2]) == 0)
+        #expect(counts == (2, 2 + 2 * refusedFirstHops), "node1 relayed \(counts.relayed.map(String.init) ?? "missing"), refused \(counts.refused.map(String.init) ?? "missing")")
+        for member in members.dropFirst() {
+            #expect(counter(member, "aegis_forward_not_owner_total") == 0 && counter(member, "aegis_forward_relayed_total") == 0)
+        }
     }
 
     /// A peer that is gone: requests for its shards get a clear error (or,
@@ -299,9 +336,12 @@ import Testing
     }
 }
 
-/// Accepts one connection and reads length-prefixed frames from it.
+/// Accepts one connection and reads length-prefixed frames from it, frame
+/// by frame across calls (the node keeps the link it dialled).
 final class PeerListener {
     let fd: Int32
+    private var connection: Int32 = -1
+    private var buffer: [UInt8] = []
 
     init(host: String, port: UInt16) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -315,18 +355,21 @@ final class PeerListener {
         guard bound == 0, listen(fd, 4) == 0 else { throw HarnessError("listen on \(host):\(port) failed: errno \(errno)") }
     }
 
-    deinit { Glibc.close(fd) }
+    deinit {
+        if connection >= 0 { Glibc.close(connection) }
+        Glibc.close(fd)
+    }
 
-    /// The payloads (after each 4-byte big-endian length) of the first `count` frames.
+    /// The payloads (after each 4-byte big-endian length) of the next `count` frames.
     func frames(count: Int, seconds: Int) throws -> [[UInt8]] {
-        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        guard poll(&poller, 1, Int32(seconds * 1000)) > 0 else { throw HarnessError("nobody dialled back") }
-        let connection = accept(fd, nil, nil)
-        guard connection >= 0 else { throw HarnessError("accept failed") }
-        defer { Glibc.close(connection) }
+        if connection < 0 {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&poller, 1, Int32(seconds * 1000)) > 0 else { throw HarnessError("nobody dialled back") }
+            connection = accept(fd, nil, nil)
+            guard connection >= 0 else { throw HarnessError("accept failed") }
+        }
         var timeout = timeval(tv_sec: seconds, tv_usec: 0)
         setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var buffer: [UInt8] = []
         var frames: [[UInt8]] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while frames.count < count {

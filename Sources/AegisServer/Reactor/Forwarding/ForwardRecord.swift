@@ -80,6 +80,12 @@ struct ForwardHeader {
     var slotSequence: UInt64
     var payloadLength: Int      // bytes of the request or reply
     var route = ForwardRoute.local
+    /// How many nodes passed this request on after the one its client
+    /// reached: 1 once a node that is not the shard's primary relayed it
+    /// to the holder its own routing names, which is as far as it goes
+    /// (`Reactor.relayToHolder`). A node of an older build writes 0 here
+    /// and never relays.
+    var hops: UInt8 = 0
 
     static let size = 40
 
@@ -107,7 +113,8 @@ struct ForwardHeader {
     @inline(__always) func store(to pointer: UnsafeMutableRawPointer) {
         pointer.storeBytes(of: kind.rawValue, toByteOffset: 0, as: UInt8.self)
         pointer.storeBytes(of: wire.rawValue, toByteOffset: 1, as: UInt8.self)
-        pointer.storeBytes(of: UInt16(0), toByteOffset: 2, as: UInt16.self)
+        pointer.storeBytes(of: hops, toByteOffset: 2, as: UInt8.self)
+        pointer.storeBytes(of: UInt8(0), toByteOffset: 3, as: UInt8.self)
         pointer.storeBytes(of: connectionIndex, toByteOffset: 4, as: UInt32.self)
         pointer.storeBytes(of: connectionGeneration, toByteOffset: 8, as: UInt32.self)
         pointer.storeBytes(of: UInt32(payloadLength), toByteOffset: 12, as: UInt32.self)
@@ -131,7 +138,8 @@ struct ForwardHeader {
                 originNode: bytes.loadUnaligned(fromByteOffset: 24, as: UInt16.self),
                 originReactor: bytes.loadUnaligned(fromByteOffset: 26, as: UInt16.self),
                 shard: bytes.loadUnaligned(fromByteOffset: 28, as: UInt32.self),
-                ticket: bytes.loadUnaligned(fromByteOffset: 32, as: UInt64.self))
+                ticket: bytes.loadUnaligned(fromByteOffset: 32, as: UInt64.self)),
+            hops: bytes.loadUnaligned(fromByteOffset: 2, as: UInt8.self)
         )
     }
 }

@@ -225,6 +225,8 @@ extension Reactor {
                 executeMoveIn(payload, into: scratch.reply)
             } else if header.connectionIndex == Self.msetnxMarker && source != routes.clusterEndpoint {
                 executeMSetNXPart(payload, into: scratch.reply)
+            } else if source == routes.clusterEndpoint && relayToHolder(header, request: payload) {
+                return
             } else if source != routes.clusterEndpoint || !refuseIfNotPrimary(header, request: payload, into: scratch.reply) {
                 // A RENAME/COPY whose destination is another reactor's answers later (KeyMoves.swift).
                 moves.replyTo = .forwarded(header: header, source: source)

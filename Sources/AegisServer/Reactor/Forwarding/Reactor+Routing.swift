@@ -48,8 +48,17 @@ struct ReactorRoutes {
     /// member yet may not have); true before any map.
     func primaryIsKnownHolder(_ shard: Int) -> Bool {
         guard let current else { return true }
-        guard shard < current.leaseHolders.count, let holder = current.leaseHolders[shard] else { return false }
-        return holder.name == current.primaryName[shard]
+        return current.primaryIsKnownHolder(shard)
+    }
+
+    /// Whether this routing's primary for the shard is the best word this
+    /// node has on where its requests go: the lease holder it knows, or the
+    /// map's primary where this node is none of the shard's replicas (it
+    /// never hears who holds that lease) and knows the primary's address.
+    func namesHolderElsewhere(_ shard: Int) -> Bool {
+        guard let current, !isPrimaryHere(shard) else { return false }
+        if primaryIsKnownHolder(shard) { return true }
+        return !current.primaryClientAddress[shard].isEmpty && !current.map.owners(ofShard: shard).contains(current.selfID)
     }
 
     @inline(__always) func hasFollowers(_ shard: Int) -> Bool { followerCount(shard) > 0 }
@@ -97,9 +106,24 @@ extension Reactor {
         resumeParked()
     }
 
+    /// A request another node forwarded for a shard this node is not the
+    /// primary of: the node that sent it had an older view (a hand-off or
+    /// an election it has not heard of yet). When this node's routing names
+    /// the shard's holder on another node (`namesHolderElsewhere`), the request goes there,
+    /// once (`hops`), and its reply comes back the same way, so the client
+    /// sees no TRYAGAIN for a view one node behind. Returns true when relayed.
+    func relayToHolder(_ header: ForwardHeader, request: UnsafeRawBufferPointer) -> Bool {
+        let shard = Int(header.route.shard)
+        guard header.hops == 0, shard < routes.target.count, routes.namesHolderElsewhere(shard),
+              !node.interconnect.hasExited(routes.clusterEndpoint) else { return false }
+        relay(header, from: routes.clusterEndpoint, request: request, shard: shard, hops: 1)
+        counters.forwardRelayed &+= 1
+        return true
+    }
+
     /// A request another node forwarded: this node runs it only if it is
     /// the shard's primary in its own view. Otherwise the answer is a
-    /// retryable error, never a second forward. Returns true when answered.
+    /// retryable error. Returns true when answered.
     func refuseIfNotPrimary(_ header: ForwardHeader, request: UnsafeRawBufferPointer, into out: WireBuffer) -> Bool {
         let shard = Int(header.route.shard)
         guard shard < routes.target.count, !routes.isPrimaryHere(shard), let routing = routes.current else { return false }

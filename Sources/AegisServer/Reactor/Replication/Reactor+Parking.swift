@@ -264,6 +264,7 @@ extension Reactor {
                 guard let connection = table.connection(slot: Int(connectionIndex), generation: generation), !connection.isClosed else { return }
                 forwardRequest(to: route(shard: request.shard), connection: connection, sequence: sequence, bytes: bytes, shard: request.shard)
             case .forwarded(let header, let source) where source == routes.clusterEndpoint:
+                if relayToHolder(header, request: bytes) { return }
                 scratch.reply.clear()
                 _ = refuseIfNotPrimary(header, request: bytes, into: scratch.reply)
                 answerForwarded(header.reply(payloadLength: scratch.reply.readableBytes), to: source, scratch.reply.readableView)
@@ -274,21 +275,29 @@ extension Reactor {
                     sendRecord(to: source, header: header.reply(payloadLength: scratch.reply.readableBytes), payload: scratch.reply.readableView)
                     return
                 }
-                let id = parked.nextRelayID
-                parked.nextRelayID &+= 1
-                parked.relays[id] = (header, source)
-                forwarding.awaitedReplies += 1
-                let relayed = ForwardHeader(
-                    kind: .request, wire: request.wire, connectionIndex: Self.relayMarker, connectionGeneration: 0,
-                    slotSequence: id, payloadLength: bytes.count,
-                    route: ForwardRoute(originNode: UInt16.max, originReactor: UInt16(index), shard: UInt32(request.shard)))
-                sendRecord(to: routes.clusterEndpoint, header: relayed, payload: bytes)
+                relay(header, from: source, request: bytes, shard: request.shard, hops: header.hops)
             }
         }
     }
 
-    /// The reply to a request relayed by `sendParkedOn`, passed on to the
-    /// reactor whose client sent it.
+    /// Sends a request that `source` (another reactor, or another node
+    /// through the cluster loop) asked this reactor to run on to the node
+    /// the routing names, as a request of this reactor's own; the reply
+    /// comes back here (`relayMarker`) and `completeRelay` passes it on.
+    func relay(_ header: ForwardHeader, from source: Int, request bytes: UnsafeRawBufferPointer, shard: Int, hops: UInt8) {
+        let id = parked.nextRelayID
+        parked.nextRelayID &+= 1
+        parked.relays[id] = (header, source)
+        forwarding.awaitedReplies += 1
+        let relayed = ForwardHeader(
+            kind: .request, wire: header.wire, connectionIndex: Self.relayMarker, connectionGeneration: 0,
+            slotSequence: id, payloadLength: bytes.count,
+            route: ForwardRoute(originNode: UInt16.max, originReactor: UInt16(index), shard: UInt32(shard)), hops: hops)
+        sendRecord(to: routes.clusterEndpoint, header: relayed, payload: bytes)
+    }
+
+    /// The reply to a request relayed by `relay`, passed on to the reactor
+    /// or node that asked.
     func completeRelay(id: UInt64, reply payload: UnsafeRawBufferPointer) {
         guard let (header, source) = parked.relays.removeValue(forKey: id) else { return }
         sendRecord(to: source, header: header.reply(payloadLength: payload.count), payload: payload)
