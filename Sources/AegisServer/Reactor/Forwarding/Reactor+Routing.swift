@@ -56,7 +56,9 @@ struct ReactorRoutes {
     /// map's primary where this node is none of the shard's replicas (it
     /// never hears who holds that lease) and knows the primary's address.
     func namesHolderElsewhere(_ shard: Int) -> Bool {
-        guard let current, !isPrimaryHere(shard) else { return false }
+        // The array read first: on the hot path (a request for one of this
+        // node's shards) it answers before the class reference is retained.
+        guard !isPrimaryHere(shard), let current else { return false }
         if primaryIsKnownHolder(shard) { return true }
         return !current.primaryClientAddress[shard].isEmpty && !current.map.owners(ofShard: shard).contains(current.selfID)
     }
