@@ -202,7 +202,8 @@ final class ClusterHarness: @unchecked Sendable {
         var gossipPorts: [UInt16] = []
         for node in 1...size {
             let host = Self.address(node)
-            let ports = try network == nil ? Self.threeFreePorts(host: host) : (7700, 7701, 7702)
+            let ports: (UInt16, UInt16, UInt16) = try network == nil
+                ? (freePort(on: host), freePort(on: host), freePort(on: host)) : (7700, 7701, 7702)
             let dataDir = root + "/\(Self.nodeID(node))"
             try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
             gossipPorts.append(ports.1)
@@ -213,10 +214,6 @@ final class ClusterHarness: @unchecked Sendable {
         for node in 1...size {
             slots[node - 1].seeds = seeds?(node) ?? (node == 1 ? [] : [firstSeed])
         }
-    }
-
-    private static func threeFreePorts(host: String) throws -> (UInt16, UInt16, UInt16) {
-        (try freePort(on: host), try freePort(on: host), try freePort(on: host))
     }
 
     func arguments(_ node: Int) -> [String] {

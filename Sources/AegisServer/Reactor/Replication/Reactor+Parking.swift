@@ -52,9 +52,10 @@ struct ParkedRequests {
     private(set) var queue: [Waiting] = []
     private var waitingPerShard: [Int32]
     private(set) var bytes = 0
-    /// Requests of another reactor that waited here and then went to
-    /// another node: their replies come back here (`relayMarker`) and are
-    /// passed on to the reactor that forwarded them.
+    /// Requests this reactor sent on to another node for whoever asked it
+    /// (`Reactor.relay`): another reactor's that waited here, and other
+    /// nodes' for a shard whose holder is a third node. Their replies come
+    /// back here (`relayMarker`) and are passed on to the asker.
     var relays: [UInt64: (header: ForwardHeader, source: Int)] = [:]
     var nextRelayID: UInt64 = 0
 
