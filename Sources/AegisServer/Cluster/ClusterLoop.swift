@@ -319,8 +319,24 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             if let deadline = leaveDeadlineMs,
                woke >= deadline || (woke >= answerPeersUntilMs && !anyOutputQueued && relay?.awaitsReplies != true) { break }
             publishIfDue(nowMs: woke, force: false)
+            if let relay { wakeReactorsForNewSets(relay) }
         }
         shutDown()
+    }
+
+    /// The lease set and the routing the reactors were last woken for.
+    private var reactorsWokenFor = (leases: UInt64(0), routing: UInt64(0))
+
+    /// Reactors pick up a new lease set or routing when they wake, and one
+    /// with no client traffic sleeps until its next event or maintenance
+    /// tick (100 ms). A request waiting there for its shard's lease (or for
+    /// the routing to name the holder) waited that much past the news, and
+    /// a hand-off's freeze started that late. Wakes only reactors that sleep.
+    private func wakeReactorsForNewSets(_ relay: ForwardingRelay) {
+        let now = (leases: leases?.publishedVersion ?? 0, routing: relay.routing?.version ?? 0)
+        guard now != reactorsWokenFor else { return }
+        reactorsWokenFor = now
+        for reactor in 0..<relay.interconnect.reactorCount { relay.interconnect.notify(reactor) }
     }
 
     private var anyOutputQueued: Bool { connections.values.contains { $0.hasQueuedOutput } }

@@ -176,8 +176,15 @@ final class Reactor: @unchecked Sendable {
             sched_yield()
         }
         if timeoutMs != 0 && node.interconnect.prepareToSleep(index) {
-            waitMs = timeoutMs
-            slept = true
+            // A lease set or routing published since this pass looked: the
+            // cluster loop's wake-up (ClusterLoop.wakeReactorsForNewSets) may
+            // have come before we said we sleep. Same handshake as the rings'.
+            if node.routing.version != routes.version || node.leases.version != leases.version {
+                node.interconnect.didWake(index)
+            } else {
+                waitMs = timeoutMs
+                slept = true
+            }
         }
         let restsForStream = slept && streamRestNs > 0 && (waitMs < 0 || streamRestNs < Int64(waitMs) * 1_000_000)
         let ready = restsForStream ? poller.wait(timeoutNs: streamRestNs) : poller.wait(timeoutMs: waitMs)

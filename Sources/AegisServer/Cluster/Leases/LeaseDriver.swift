@@ -78,7 +78,8 @@ final class LeaseDriver {
     private var enforced: Bool { inCluster && predatingMembers.isEmpty }
     private var known: [NodeID] = []
     private var placementMembers: [NodeID] = []
-    private var publishedVersion: UInt64 = 0
+    /// The version of the last lease set published to the reactors.
+    private(set) var publishedVersion: UInt64 = 0
     private var needsPublish = true
     /// Set when a term could not be made durable: from then on this node
     /// neither sends lease frames nor holds leases (it refuses writes).
