@@ -113,7 +113,7 @@ enum ForwardReplies {
 
     /// A forwarded request for a shard this node is not the primary of,
     /// that it cannot pass on (no holder known elsewhere, or passed on once
-    /// already: `Reactor.relayToHolder`): the client retries.
+    /// already: `Reactor.passOnIfNotPrimary`): the client retries.
     static func notOwner(wire: WireKind, request: UnsafeRawBufferPointer, shard: Int, owner: String, ownerAddress: String, into out: WireBuffer) {
         switch wire {
         case .binary:

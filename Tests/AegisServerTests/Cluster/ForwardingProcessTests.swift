@@ -225,10 +225,6 @@ import Testing
             }
             return payloads
         }
-        func counter(_ member: Member, _ name: String) -> Int? {
-            let line = (member.get("/metrics") ?? "").split(separator: "\n").first { $0.hasPrefix(name + " ") }
-            return line.flatMap { Int($0.split(separator: " ")[1]) }
-        }
         // node1's routing names node2 as the shard's holder once node2's
         // lease round reached it; until then it has only the map's guess and
         // refuses: the first hop is sent again until it is relayed.
@@ -264,12 +260,13 @@ import Testing
         // Each is counted where it was decided, and nowhere else.
         var counts: (relayed: Int?, refused: Int?)
         _ = waitUntil(seconds: 10) {
-            counts = (counter(members[0], "aegis_forward_relayed_total"), counter(members[0], "aegis_forward_not_owner_total"))
+            counts = (RollingRestartProcessTests.metric(members[0], "aegis_forward_relayed_total"), RollingRestartProcessTests.metric(members[0], "aegis_forward_not_owner_total"))
             return counts == (2, 2 + 2 * refusedFirstHops)
         }
         #expect(counts == (2, 2 + 2 * refusedFirstHops), "node1 relayed \(counts.relayed.map(String.init) ?? "missing"), refused \(counts.refused.map(String.init) ?? "missing")")
         for member in members.dropFirst() {
-            #expect(counter(member, "aegis_forward_not_owner_total") == 0 && counter(member, "aegis_forward_relayed_total") == 0)
+            #expect(RollingRestartProcessTests.metric(member, "aegis_forward_not_owner_total") == 0
+                    && RollingRestartProcessTests.metric(member, "aegis_forward_relayed_total") == 0)
         }
     }
 

@@ -20,7 +20,7 @@ import Testing
     /// A cluster whose node3 was stopped and started again while node1 and
     /// node2, which hold every lease, are paused (SIGSTOP): node3 serves
     /// clients but can hear no holder. Returns once its client port takes
-    /// connections; the caller resumes the holders (SIGCONT) and stops all.
+    /// connections; the caller resumes the holders and stops all (`resumeAndStop`).
     static func node3RestartedBehindPausedHolders(_ name: String) throws -> [Member] {
         let members = try LeaseProcessTests.startCluster(directory: try PeerTLSProcessTests.temporaryDirectory(name), extra: arguments)
         let node3 = members[2]
@@ -29,12 +29,17 @@ import Testing
         do {
             try node3.start(seeds: members.map(\.gossipAddress), extra: arguments)
         } catch {
-            for member in members { member.signal(SIGCONT) }
-            for member in members { member.stop() }
+            resumeAndStop(members)
             throw error
         }
         #expect(waitUntil(seconds: 30) { (try? TestSocket(host: node3.host, port: node3.clientPort)) != nil }, "\(node3.log())")
         return members
+    }
+
+    /// Resumes the paused holders (SIGCONT), then stops every node.
+    static func resumeAndStop(_ members: [Member]) {
+        for member in members { member.signal(SIGCONT) }
+        for member in members { member.stop() }
     }
 
     /// Writes sent through a node that has just restarted, before it could
@@ -47,10 +52,7 @@ import Testing
     /// every write with `TRYAGAIN ... no lease holder here`.
     @Test(.hangBound) func writesThroughANodeJustRestartedWaitForTheirShardsHolderAndAreNeverRefused() throws {
         let members = try Self.node3RestartedBehindPausedHolders("parked")
-        defer {
-            for member in members { member.signal(SIGCONT) }
-            for member in members { member.stop() }
-        }
+        defer { Self.resumeAndStop(members) }
         let node3 = members[2]
         let socket = try TestSocket(host: node3.host, port: node3.clientPort, timeoutSeconds: 30)
 
@@ -138,10 +140,7 @@ import Testing
     /// and every node holds them.
     @Test(.hangBound) func theWaitingRoomIsBoundedAndWhatDoesNotFitIsRefusedAtOnce() throws {
         let members = try Self.node3RestartedBehindPausedHolders("parked-room")
-        defer {
-            for member in members { member.signal(SIGCONT) }
-            for member in members { member.stop() }
-        }
+        defer { Self.resumeAndStop(members) }
         let node3 = members[2]
 
         let shard = LeaseProcessTests.shard(of: "room:0")

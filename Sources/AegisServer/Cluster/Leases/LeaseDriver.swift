@@ -126,6 +126,7 @@ final class LeaseDriver {
         campaigning = Array(repeating: nil, count: shards)
         toldVersion = Array(repeating: .zero, count: shards)
         holders = Array(repeating: nil, count: shards)
+        belowClaimSince = Array(repeating: nil, count: shards)
         inCluster = hasSeeds
         // Before any reactor runs: reactors start, and accept clients, before
         // the loop's thread calls `start`. A node with seeds that published
@@ -546,7 +547,7 @@ final class LeaseDriver {
     let createdMs = aegis_monotonic_ns() / 1_000_000
     /// Per shard: since when this node's copy has been below its holder's
     /// claim (nil while it is not).
-    private lazy var belowClaimSince: [Int64?] = Array(repeating: nil, count: heldUntil.count)
+    private var belowClaimSince: [Int64?]
     /// The node was in step at a review since it started.
     private var wasInStep = false
 

@@ -83,7 +83,7 @@ struct ForwardHeader {
     /// How many nodes passed this request on after the one its client
     /// reached: 1 once a node that is not the shard's primary relayed it
     /// to the holder its own routing names, which is as far as it goes
-    /// (`Reactor.relayToHolder`). A node of an older build writes 0 here
+    /// (`Reactor.passOnIfNotPrimary`). A node of an older build writes 0 here
     /// and never relays.
     var hops: UInt8 = 0
 

@@ -225,9 +225,9 @@ extension Reactor {
                 executeMoveIn(payload, into: scratch.reply)
             } else if header.connectionIndex == Self.msetnxMarker && source != routes.clusterEndpoint {
                 executeMSetNXPart(payload, into: scratch.reply)
-            } else if source == routes.clusterEndpoint && relayToHolder(header, request: payload) {
-                return
-            } else if source != routes.clusterEndpoint || !refuseIfNotPrimary(header, request: payload, into: scratch.reply) {
+            } else if source == routes.clusterEndpoint, let notHere = passOnIfNotPrimary(header, request: payload, into: scratch.reply) {
+                if notHere == .relayed { return }
+            } else {
                 // A RENAME/COPY whose destination is another reactor's answers later (KeyMoves.swift).
                 moves.replyTo = .forwarded(header: header, source: source)
                 moves.deferred = false

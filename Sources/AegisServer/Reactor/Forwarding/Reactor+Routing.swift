@@ -56,8 +56,6 @@ struct ReactorRoutes {
     /// map's primary where this node is none of the shard's replicas (it
     /// never hears who holds that lease) and knows the primary's address.
     func namesHolderElsewhere(_ shard: Int) -> Bool {
-        // The array read first: on the hot path (a request for one of this
-        // node's shards) it answers before the class reference is retained.
         guard !isPrimaryHere(shard), let current else { return false }
         if primaryIsKnownHolder(shard) { return true }
         return !current.primaryClientAddress[shard].isEmpty && !current.map.owners(ofShard: shard).contains(current.selfID)
@@ -108,30 +106,27 @@ extension Reactor {
         resumeParked()
     }
 
-    /// A request another node forwarded for a shard this node is not the
-    /// primary of: the node that sent it had an older view (a hand-off or
-    /// an election it has not heard of yet). When this node's routing names
-    /// the shard's holder on another node (`namesHolderElsewhere`), the request goes there,
-    /// once (`hops`), and its reply comes back the same way, so the client
-    /// sees no TRYAGAIN for a view one node behind. Returns true when relayed.
-    func relayToHolder(_ header: ForwardHeader, request: UnsafeRawBufferPointer) -> Bool {
-        let shard = Int(header.route.shard)
-        guard header.hops == 0, shard < routes.target.count, routes.namesHolderElsewhere(shard),
-              !node.interconnect.hasExited(routes.clusterEndpoint) else { return false }
-        relay(header, from: routes.clusterEndpoint, request: request, shard: shard, hops: 1)
-        counters.forwardRelayed &+= 1
-        return true
-    }
+    enum NotPrimaryHere { case relayed, refused }
 
-    /// A request another node forwarded: this node runs it only if it is
-    /// the shard's primary in its own view. Otherwise the answer is a
-    /// retryable error. Returns true when answered.
-    func refuseIfNotPrimary(_ header: ForwardHeader, request: UnsafeRawBufferPointer, into out: WireBuffer) -> Bool {
+    /// A request another node forwarded: nil when this node is the shard's
+    /// primary in its own view (it runs here). Otherwise the node that sent
+    /// it had an older view (a hand-off or an election it has not heard of
+    /// yet). When this node's routing names the shard's holder on another
+    /// node (`namesHolderElsewhere`), the request goes there, once (`hops`),
+    /// and its reply comes back the same way, so the client sees no TRYAGAIN
+    /// for a view one node behind: `.relayed`, nothing is written to `out`.
+    /// Where it cannot go on, `out` gets the retryable refusal: `.refused`.
+    func passOnIfNotPrimary(_ header: ForwardHeader, request: UnsafeRawBufferPointer, into out: WireBuffer) -> NotPrimaryHere? {
         let shard = Int(header.route.shard)
-        guard shard < routes.target.count, !routes.isPrimaryHere(shard), let routing = routes.current else { return false }
+        guard shard < routes.target.count, !routes.isPrimaryHere(shard), let routing = routes.current else { return nil }
+        if header.hops == 0, routes.namesHolderElsewhere(shard), !node.interconnect.hasExited(routes.clusterEndpoint) {
+            relay(header, from: routes.clusterEndpoint, request: request, shard: shard, hops: 1)
+            counters.forwardRelayed &+= 1
+            return .relayed
+        }
         ForwardReplies.notOwner(wire: header.wire, request: request, shard: shard, owner: routing.primaryName[shard],
                                 ownerAddress: routing.primaryClientAddress[shard], into: out)
         counters.forwardNotOwner &+= 1
-        return true
+        return .refused
     }
 }

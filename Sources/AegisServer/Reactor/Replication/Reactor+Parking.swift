@@ -256,8 +256,8 @@ extension Reactor {
     /// A waiting request whose shard now has its primary on another node:
     /// a client's goes there as if it had just arrived; another reactor's
     /// goes there through this reactor, which passes the reply back; one
-    /// another node forwarded is answered as any request for a shard this
-    /// node is not primary of (never forwarded twice).
+    /// another node forwarded is treated as any such request for a shard
+    /// this node is not primary of (`passOnIfNotPrimary`).
     private func sendParkedOn(_ request: Waiting) {
         request.bytes.withUnsafeBytes { bytes in
             switch request.replyTo {
@@ -265,9 +265,8 @@ extension Reactor {
                 guard let connection = table.connection(slot: Int(connectionIndex), generation: generation), !connection.isClosed else { return }
                 forwardRequest(to: route(shard: request.shard), connection: connection, sequence: sequence, bytes: bytes, shard: request.shard)
             case .forwarded(let header, let source) where source == routes.clusterEndpoint:
-                if relayToHolder(header, request: bytes) { return }
                 scratch.reply.clear()
-                _ = refuseIfNotPrimary(header, request: bytes, into: scratch.reply)
+                if passOnIfNotPrimary(header, request: bytes, into: scratch.reply) == .relayed { return }
                 answerForwarded(header.reply(payloadLength: scratch.reply.readableBytes), to: source, scratch.reply.readableView)
             case .forwarded(let header, let source):
                 if node.interconnect.hasExited(routes.clusterEndpoint) {
