@@ -233,7 +233,8 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
-    /// One line a second on stderr until every worker has finished.
+    /// One line a second on stderr until every worker has finished: that
+    /// second's throughput, p99 and slowest reply, and the failures so far.
     private func printProgress(_ progress: Progress, config: BenchConfig, startNs: Int64) {
         var lastCompleted = 0
         var lastNs = startNs
@@ -246,11 +247,15 @@ struct BenchCommand: ParsableCommand {
             second += 1
             let now = monotonicNs()
             let completed = progress.completed.load(ordering: .relaxed)
-            let p99 = progress.latency.withLock { $0.totalCount > 0 ? $0.valueAtPercentile(99) : 0 }
+            // This second's replies alone, so that a stall shows in the second it happened.
+            let (p99, slowest) = progress.latency.withLock { histogram in
+                defer { histogram.reset() }
+                return histogram.totalCount > 0 ? (histogram.valueAtPercentile(99), histogram.max) : (0, 0)
+            }
             let rate = Double(completed - lastCompleted) * 1e9 / Double(max(now - lastNs, 1))
             let phase = now < startNs + config.warmupNs ? " (warm-up)" : ""
             writeStderr(
-                "[\(second)s] \(Int(rate)) ops/s  p99 \(p99) us  errors \(progress.errors.load(ordering: .relaxed))"
+                "[\(second)s] \(Int(rate)) ops/s  p99 \(p99) us  max \(slowest) us  errors \(progress.errors.load(ordering: .relaxed))"
                     + "  timeouts \(progress.timeouts.load(ordering: .relaxed))\(phase)\n")
             lastCompleted = completed
             lastNs = now
