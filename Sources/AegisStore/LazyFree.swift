@@ -88,14 +88,53 @@ public final class LazyFreeBatch: @unchecked Sendable {
         }
     }
 
-    /// Frees everything, publishing progress every `publishEvery` entries.
+    /// Registers the batch with `ledger` without freeing anything: the
+    /// caller frees it with `freeSome(entriesMax:)` between its other work,
+    /// on its own thread. For memory dropped in bulk by a reactor while it
+    /// serves (a shard this node no longer replicates): a thread of its own
+    /// competes with that reactor for the core and for its malloc arena's
+    /// lock, and stalled the clients of every node at a join for 50 ms and
+    /// more (perf/shard-move); slices paced between requests do not.
+    /// Returns false, having freed the batch inline, when it is small.
+    public func beginFreeingInSteps(ledger: MemoryLedger) -> Bool {
+        if entries <= Self.inlineEntriesMax {
+            run()
+            ledger.usedBytes -= chargedBytes
+            return false
+        }
+        ledger.counters.pointee.lazyFree.append(self)
+        return true
+    }
+
+    /// Progress is published every this many entries, not per entry.
+    private static let publishEvery = 4096
+    /// Where `freeSome` resumes: the table, and the slot in it.
+    private var tableCursor = 0
+    private var slotCursor = 0
+
+    /// Frees everything.
     func run() {
-        let publishEvery = 4096
+        while !freeSome(entriesMax: .max) {}
+    }
+
+    /// Frees at most `entriesMax` entries (and looks at no more than 8 times
+    /// as many slots), resuming where the last call stopped, and publishes
+    /// what it freed; true once the whole batch is free. Only one thread
+    /// calls it for a batch: the freeing thread, or the reactor that began
+    /// freeing it in steps.
+    public func freeSome(entriesMax: Int) -> Bool {
+        let publishEvery = Self.publishEvery
+        let slotsMax = entriesMax > Int.max / 8 ? Int.max : entriesMax * 8
         var bytes = 0
         var count = 0
-        for table in tables {
-            for i in 0..<table.capacity {
-                let s = table.slots[i]
+        var slotsSeen = 0
+        while tableCursor < tables.count {
+            let table = tables[tableCursor]
+            while slotCursor < table.capacity {
+                if count == entriesMax || slotsSeen == slotsMax { return publish(bytes: bytes, count: count, done: false) }
+                let s = table.slots[slotCursor]
+                slotCursor += 1
+                slotsSeen &+= 1
                 if s == 0 { continue }
                 let entry = ShardState.entry(s)
                 if let spilled = VersionEpochs.spillBlock(entry.versionWord) {
@@ -113,12 +152,20 @@ public final class LazyFreeBatch: @unchecked Sendable {
             }
             TableMemory.free(table.slots, slots: table.capacity)
             bytes &+= table.charge
+            tableCursor += 1
+            slotCursor = 0
         }
         for (array, charge) in arrays {
             free(array)
             bytes &+= charge
         }
-        freedCount.add(count % publishEvery, ordering: .relaxed)
+        arrays.removeAll()
+        return publish(bytes: bytes, count: count, done: true)
+    }
+
+    private func publish(bytes: Int, count: Int, done: Bool) -> Bool {
+        freedCount.add(count % Self.publishEvery, ordering: .relaxed)
         freed.add(bytes, ordering: .releasing)
+        return done
     }
 }

@@ -198,7 +198,8 @@ import Testing
 }
 
 /// FLUSHALL ASYNC at the store: the shard empties in O(1), the memory is
-/// freed by the batch's thread, and the ledger follows.
+/// freed by the batch's thread (or in steps by the caller), and the ledger
+/// follows.
 @Suite struct LazyFreeTests {
     static func waitUntilFreed(_ batch: LazyFreeBatch) async throws {
         let deadline = ContinuousClock.now + .seconds(10)
@@ -241,6 +242,40 @@ import Testing
         try await Self.waitUntilFreed(batch)
         h.ledger.collectLazyFree()
         #expect(h.ledger.usedBytes == h.store.chargedBytes)
+    }
+
+    /// A reactor frees a dropped copy a slice at a time between requests
+    /// (Reactor+Routing.swift): each step frees at most what it was given,
+    /// the ledger charges the rest until it is freed, and the last step
+    /// frees the tables too, also the old table of a resize.
+    @Test func aBatchFreedInStepsFreesAtMostAStepAtATime() {
+        for resizing in [false, true] {
+            let h = resizing ? ResizeInProgressTests.growing(keys: 6000).0 : Harness()
+            if !resizing { for i in 0..<6000 { h.set(key(i), bytes(i % 100, seed: i)) } }
+            #expect(h.store.isResizing == resizing)
+            let entries = h.store.count
+            let batch = LazyFreeBatch()
+            h.store.removeAll(deferringTo: batch)
+            #expect(batch.beginFreeingInSteps(ledger: h.ledger), "above inlineEntriesMax: freed by the caller's steps")
+            #expect(h.ledger.lazyFreePendingEntries == entries)
+            var steps = 0
+            var done = false
+            while !done {
+                let before = batch.freedEntries
+                done = batch.freeSome(entriesMax: 256)
+                steps += 1
+                #expect(batch.freedEntries - before <= 256)
+                h.ledger.collectLazyFree()
+                #expect(h.ledger.usedBytes == h.store.chargedBytes + batch.chargedBytes - batch.freedBytes)
+                h.set(key(steps), [1])  // the shard takes writes between the steps
+            }
+            #expect(steps >= entries / 256, "resizing \(resizing): \(steps) steps for \(entries) entries")
+            #expect(batch.isFinished)
+            #expect(batch.freedEntries == entries)
+            #expect(h.ledger.lazyFreePendingEntries == 0)
+            #expect(h.ledger.usedBytes == h.store.chargedBytes)
+            #expect(h.problems.isEmpty)
+        }
     }
 
     @Test func aSmallBatchIsFreedInline() {

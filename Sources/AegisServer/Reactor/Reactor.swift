@@ -68,6 +68,9 @@ final class Reactor: @unchecked Sendable {
     var moves = MoveTable()
     /// Requests waiting for their shard's lease (Replication/Reactor+Parking.swift).
     var parked: ParkedRequests
+    /// Copies of shards this node no longer replicates, detached from their
+    /// shards and freed a slice at a time between requests (Reactor+Routing.swift).
+    var droppedCopies: [LazyFreeBatch] = []
     /// MSETNX over keys of several reactors (MSetNXAcrossReactors.swift).
     var keySets = MSetNXTable()
     /// WAITs asking for replicas: answered 0 when their timeout passes.
@@ -158,10 +161,11 @@ final class Reactor: @unchecked Sendable {
         // 100 ms away (a bulk load's last keys counted that late).
         let wakesToPublish = schedule.passSincePublish && (timeoutMs < 0 || timeoutMs > 1)
         if wakesToPublish { timeoutMs = 1 }
-        // A walk holding credit: rest until its next slice is due (sleeping,
-        // so a request that arrives meanwhile is read at once), not poll.
+        // A walk holding credit, or a dropped copy to free: rest until the
+        // next slice is due (sleeping, so a request that arrives meanwhile
+        // is read at once), not poll.
         var streamRestNs: Int64 = 0
-        if timeoutMs != 0 && hasStreamSliceDue {
+        if timeoutMs != 0 && hasBackgroundSliceDue {
             streamRestNs = replica.pacer.restRemainingNs(nowNs: aegis_monotonic_ns())
             if streamRestNs == 0 { timeoutMs = 0 }
         }
@@ -219,8 +223,9 @@ final class Reactor: @unchecked Sendable {
         // copying and checksums, which the clients whose requests this pass
         // read should not wait for. Its records still leave in this pass
         // (notifyTargets). Paced: see StreamSlicePacer.
-        if hasStreamSliceDue && replica.pacer.sliceDue(nowNs: aegis_monotonic_ns(), clientEventsReady: clientEventsReady) {
-            walkOneStreamSlice()
+        // Freeing a dropped copy takes the same turns, after the streams.
+        if hasBackgroundSliceDue && replica.pacer.sliceDue(nowNs: aegis_monotonic_ns(), clientEventsReady: clientEventsReady) {
+            if hasStreamSliceDue { walkOneStreamSlice() } else { freeOneSliceOfDroppedCopies() }
         }
         notifyTargets()
         if schedule.maintenanceDue || monotonicMs >= schedule.nextMaintenanceMs { maintenance() }

@@ -86,6 +86,12 @@ extension Reactor {
         var dropped = 0
         var lostCount = 0
         let lostHere = Set(lost)
+        // A node that joins takes about a quarter of every other node's
+        // shards. Freed here at once, one entry at a time, or on a thread
+        // of its own, that stalled the clients of every node for 50-100 ms
+        // (perf/shard-move): the copies are detached now and freed a slice
+        // at a time between requests.
+        let dropping = LazyFreeBatch()
         for shard in shards.ownedIndices {
             guard let store = shards[shard] else { continue }
             let drop = replica.enabled
@@ -94,16 +100,28 @@ extension Reactor {
             guard drop else { continue }
             lostCount += 1
             dropped += store.count
-            store.removeAll()
+            store.removeAll(deferringTo: dropping)
             replica.appliedThrough[shard] = .zero
             replica.incoming[shard] = nil
         }
+        if dropping.beginFreeingInSteps(ledger: shards.ledger) { droppedCopies.append(dropping) }
         if dropped > 0 {
             logger.info("shards moved to other nodes: their keys were dropped here (no shard movement yet)", metadata: [
                 "reactor": "\(index)", "shards": "\(lostCount)", "keys": "\(dropped)", "placement_digest": "\(routing.digestHex)",
             ])
         }
         resumeParked()
+    }
+
+    /// At most this many entries of dropped copies are freed per slice:
+    /// about what a stream slice scans (`StreamSlicePacer`).
+    static let droppedEntriesPerSlice = 256
+
+    /// Frees one slice of the oldest dropped copy (`droppedCopies`).
+    func freeOneSliceOfDroppedCopies() {
+        guard let batch = droppedCopies.first else { return }
+        replica.pacer.walked(nowNs: aegis_monotonic_ns())
+        if batch.freeSome(entriesMax: Self.droppedEntriesPerSlice) { droppedCopies.removeFirst() }
     }
 
     enum NotPrimaryHere { case relayed, refused }

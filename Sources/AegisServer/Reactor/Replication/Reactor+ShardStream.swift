@@ -89,6 +89,10 @@ extension Reactor {
     /// True while a walk may go on (the loop then rests, see `StreamSlicePacer`).
     var hasStreamSliceDue: Bool { replica.walks.contains { $0.credit > 0 } }
 
+    /// True while a stream slice or a slice of a dropped copy waits
+    /// (Reactor+Routing.swift, `freeOneSliceOfDroppedCopies`); both are paced alike.
+    var hasBackgroundSliceDue: Bool { hasStreamSliceDue || !droppedCopies.isEmpty }
+
     /// Walks one slice of the first walk with credit (then puts it last, so
     /// several streams take turns), bounded by `sliceScannedMax` entries or
     /// `sliceBytesMax` bytes: the rest of the loop pass, and so GET latency,
