@@ -11,7 +11,9 @@ import Synchronization
 /// then `start(ledger:)` hands it over. From then on only the freeing thread
 /// touches the detached memory, which no shard references any more; the
 /// reactor only reads `freedBytes` and `freedEntries` (atomics). That is
-/// the invariant behind `@unchecked Sendable`.
+/// the invariant behind `@unchecked Sendable`. A batch begun with
+/// `beginFreeingInSteps(ledger:)` instead never leaves its reactor, which
+/// frees it itself with `freeSome(entriesMax:)`.
 ///
 /// The ledger keeps charging the detached bytes until they are really free,
 /// so the node's memory report and eviction see what the process holds;
