@@ -67,6 +67,8 @@ public struct AegisConfig: Sendable, Equatable {
     public var replicationBatchTimeout: Duration
     /// Writes per shard a primary keeps to catch followers up from.
     public var replicationTailRecords: Int
+    /// MiB per second this node sends as shard streams, all together; 0 = no limit.
+    public var streamRateLimitMB: Int
     /// How long a shard lease lasts; renewed every quarter of it.
     public var leaseDuration: Duration
     /// A replica that is not a shard's preferred candidate campaigns after this silence times its rank.
@@ -154,6 +156,7 @@ public struct AegisConfig: Sendable, Equatable {
         replicationBatchSize: 128,
         replicationBatchTimeout: .milliseconds(5),
         replicationTailRecords: 1_024,
+        streamRateLimitMB: 0,
         leaseDuration: .seconds(4),
         leaseElectionTimeout: .seconds(4),
         writeQuorum: 0,
@@ -226,7 +229,7 @@ public struct AegisConfig: Sendable, Equatable {
             "read_timeout", "write_timeout", "idle_timeout", "rate_limit", "rate_burst",
             "breaker_error_rate", "breaker_min_calls", "breaker_window", "breaker_cooldown", "breaker_half_open_trials",
             "drain_timeout", "log_level", "slowlog_log_slower_than", "slowlog_max_len", "latency_monitor_threshold",
-            "auth_token", "auth_token_next", "auth_timeout", "protected_mode",
+            "auth_token", "auth_token_next", "auth_timeout", "protected_mode", "stream_rate_limit_mb",
         ].contains($0)
     }
 

@@ -75,6 +75,8 @@ public struct ConfigFlags: ParsableArguments {
     public var replicationBatchTimeout: String?
     @Option(name: .customLong("replication-tail-records"), help: ConfigFlags.help("replication_tail_records", "n"))
     public var replicationTailRecords: String?
+    @Option(name: .customLong("stream-rate-limit-mb"), help: ConfigFlags.help("stream_rate_limit_mb", "n"))
+    public var streamRateLimitMB: String?
     @Option(name: .customLong("lease-duration"), help: ConfigFlags.help("lease_duration", "duration"))
     public var leaseDuration: String?
     @Option(name: .customLong("lease-election-timeout"), help: ConfigFlags.help("lease_election_timeout", "duration"))
@@ -243,6 +245,7 @@ public struct ConfigFlags: ParsableArguments {
             ("replication_batch_size", replicationBatchSize),
             ("replication_batch_timeout", replicationBatchTimeout),
             ("replication_tail_records", replicationTailRecords),
+            ("stream_rate_limit_mb", streamRateLimitMB),
             ("lease_duration", leaseDuration),
             ("lease_election_timeout", leaseElectionTimeout),
             ("write_quorum", writeQuorum),

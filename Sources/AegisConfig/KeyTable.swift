@@ -75,6 +75,8 @@ enum ConfigKeys {
                   meaning: "Longest a write waits for its replication batch to fill; 0s = send at once."),
         .int("replication_tail_records", \.replicationTailRecords, range: 1...1_048_576,
              meaning: "Most recent writes per shard (and at most 256 KiB) a primary keeps to catch a follower up; a follower further behind gets the shard streamed."),
+        .int("stream_rate_limit_mb", \.streamRateLimitMB, range: 0...1_048_576,
+             meaning: "MiB per second this node sends as shard streams (a joined, refilled or lagging follower's copies), all streams together; 0 = no limit. Trades the time a move takes for the CPU it leaves to clients."),
         .duration("lease_duration", \.leaseDuration, allowZero: false,
                   meaning: "How long a shard's lease lasts (writes need it with replication_factor > 1); renewed every quarter of it. Same on every node."),
         .duration("lease_election_timeout", \.leaseElectionTimeout, allowZero: false,

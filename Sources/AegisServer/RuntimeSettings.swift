@@ -21,6 +21,8 @@ public final class RuntimeSettings: Sendable {
     let rateLimit = Atomic<Int>(0)
     /// Tokens the bucket may hold; 0 means "same as rateLimit".
     let rateBurst = Atomic<Int>(0)
+    /// stream_rate_limit_mb: MiB/s of shard streams for the whole node; 0 = no limit.
+    let streamRateLimitMB = Atomic<Int>(0)
     /// SLOWLOG and LATENCY thresholds (microseconds, -1 = off; milliseconds, 0 = off) and length.
     let slowlogThresholdUs = Atomic<Int>(-1)
     let slowlogMaxLen = Atomic<Int>(0)
@@ -66,6 +68,7 @@ public final class RuntimeSettings: Sendable {
         if keys.contains("max_conns") { maxConns.store(config.maxConns, ordering: .relaxed) }
         if keys.contains("rate_limit") { rateLimit.store(config.rateLimit, ordering: .relaxed) }
         if keys.contains("rate_burst") { rateBurst.store(config.rateBurst, ordering: .relaxed) }
+        if keys.contains("stream_rate_limit_mb") { streamRateLimitMB.store(config.streamRateLimitMB, ordering: .relaxed) }
         if keys.contains("seeds") { seeds.withLock { $0 = config.seeds } }
         if keys.contains("slowlog_log_slower_than") { slowlogThresholdUs.store(config.slowlogLogSlowerThan, ordering: .relaxed) }
         if keys.contains("slowlog_max_len") { slowlogMaxLen.store(config.slowlogMaxLen, ordering: .relaxed) }
@@ -78,6 +81,7 @@ public final class RuntimeSettings: Sendable {
         return burst == 0 ? currentRateLimit : burst
     }
     public var currentSeeds: [String] { seeds.withLock { $0 } }
+    public var currentStreamRateLimitMB: Int { streamRateLimitMB.load(ordering: .relaxed) }
     public var currentReadTimeoutMs: Int64 { readTimeoutMs.load(ordering: .relaxed) }
     public var currentIdleTimeoutMs: Int64 { idleTimeoutMs.load(ordering: .relaxed) }
 

@@ -139,6 +139,20 @@ struct ToolCommandsTests {
         #expect(stats.contains("keyspace_misses:0\r\n"), "\(stats)")
     }
 
+    /// stream_rate_limit_mb is set while the node runs (an operator slowing
+    /// a move that hurts clients), and what runs is what CONFIG GET says.
+    @Test func theStreamRateLimitIsSetWhileTheNodeRuns() throws {
+        let node = try ServerHarness(reactors: 2)
+        defer { #expect(node.stop() == 0) }
+        let client = try TestSocket(port: node.port)
+        #expect(try send(client, "CONFIG", "GET", "stream_rate_limit_mb") == "*2\r\n$20\r\nstream_rate_limit_mb\r\n$1\r\n0\r\n")
+        #expect(try send(client, "CONFIG", "SET", "stream-rate-limit-mb", "50") == "+OK\r\n")
+        #expect(try send(client, "CONFIG", "GET", "stream_rate_limit_mb") == "*2\r\n$20\r\nstream_rate_limit_mb\r\n$2\r\n50\r\n")
+        #expect(try send(client, "CONFIG", "SET", "stream_rate_limit_mb", "-1").hasPrefix(
+            "-ERR CONFIG SET failed (possibly related to argument 'stream_rate_limit_mb')"))
+        #expect(try send(client, "CONFIG", "GET", "stream_rate_limit_mb") == "*2\r\n$20\r\nstream_rate_limit_mb\r\n$2\r\n50\r\n")
+    }
+
     @Test func slowlogAndLatencyRecordSlowCommands() throws {
         let node = try ServerHarness(reactors: 2)
         defer { #expect(node.stop() == 0) }

@@ -166,7 +166,7 @@ final class Reactor: @unchecked Sendable {
         // is read at once), not poll.
         var streamRestNs: Int64 = 0
         if timeoutMs != 0 && hasBackgroundSliceDue {
-            streamRestNs = replica.pacer.restRemainingNs(nowNs: aegis_monotonic_ns())
+            streamRestNs = replica.pacer.restRemainingNs(nowNs: aegis_monotonic_ns(), streamsOnly: droppedCopies.isEmpty)
             if streamRestNs == 0 { timeoutMs = 0 }
         }
         var slept = false
@@ -223,9 +223,17 @@ final class Reactor: @unchecked Sendable {
         // copying and checksums, which the clients whose requests this pass
         // read should not wait for. Its records still leave in this pass
         // (notifyTargets). Paced: see StreamSlicePacer.
-        // Freeing a dropped copy takes the same turns, after the streams.
-        if hasBackgroundSliceDue && replica.pacer.sliceDue(nowNs: aegis_monotonic_ns(), clientEventsReady: clientEventsReady) {
-            if hasStreamSliceDue { walkOneStreamSlice() } else { freeOneSliceOfDroppedCopies() }
+        // Freeing a dropped copy takes the same turns, after the streams
+        // (and while stream_rate_limit_mb holds them).
+        if hasBackgroundSliceDue {
+            let sliceNs = aegis_monotonic_ns()
+            if replica.pacer.sliceDue(nowNs: sliceNs, clientEventsReady: clientEventsReady) {
+                if hasStreamSliceDue && replica.pacer.streamSliceAllowed(nowNs: sliceNs) {
+                    walkOneStreamSlice()
+                } else if !droppedCopies.isEmpty {
+                    freeOneSliceOfDroppedCopies()
+                }
+            }
         }
         notifyTargets()
         if schedule.maintenanceDue || monotonicMs >= schedule.nextMaintenanceMs { maintenance() }

@@ -57,4 +57,48 @@ struct StreamSlicePacerTests {
         #expect(!pacer.sliceDue(nowNs: start + 3 * StreamSlicePacer.busyGapNs + 1, clientEventsReady: false))
         #expect(pacer.lastSliceNs == start + 3 * StreamSlicePacer.busyGapNs)
     }
+
+    /// stream_rate_limit_mb: a stream slice holds the next one for its
+    /// bytes' time at the limit, from when it began; a slice that took
+    /// longer than that holds nothing more.
+    @Test func underARateLimitASliceHoldsTheNextForItsBytesTime() {
+        var pacer = StreamSlicePacer()
+        pacer.walked(nowNs: start)
+        // 16 KiB at 16 MiB/s: 1/1024 s.
+        pacer.streamed(bytes: 16_384, startedNs: start, bytesPerSecond: 16 * 1_048_576)
+        let held = Int64(1_000_000_000 / 1_024)
+        #expect(held > StreamSlicePacer.restNs)
+        let rested = start + StreamSlicePacer.restNs
+        #expect(pacer.sliceDue(nowNs: rested, clientEventsReady: false), "other background work is not held")
+        #expect(!pacer.streamSliceAllowed(nowNs: rested))
+        #expect(pacer.restRemainingNs(nowNs: rested) == 0)
+        #expect(pacer.restRemainingNs(nowNs: rested, streamsOnly: true) == held - StreamSlicePacer.restNs)
+        #expect(pacer.streamSliceAllowed(nowNs: start + held))
+        #expect(pacer.restRemainingNs(nowNs: start + held, streamsOnly: true) == 0)
+
+        // Over a simulated second, slices of 16 KiB sent as soon as allowed stay within the limit.
+        var sent = 0
+        var now = start + held
+        let end = now + 1_000_000_000
+        while now < end {
+            if pacer.sliceDue(nowNs: now, clientEventsReady: false) && pacer.streamSliceAllowed(nowNs: now) {
+                pacer.walked(nowNs: now)
+                pacer.streamed(bytes: 16_384, startedNs: now, bytesPerSecond: 16 * 1_048_576)
+                sent += 16_384
+            }
+            now += 10_000
+        }
+        #expect(sent <= 16 * 1_048_576 + 16_384 && sent >= 15 * 1_048_576, "\(sent) bytes in a second at 16 MiB/s")
+    }
+
+    @Test func withoutALimitNothingIsHeld() {
+        var pacer = StreamSlicePacer()
+        pacer.walked(nowNs: start)
+        pacer.streamed(bytes: 16_384, startedNs: start, bytesPerSecond: 1)
+        #expect(!pacer.streamSliceAllowed(nowNs: start + StreamSlicePacer.restNs))
+        // A slice sent with no limit (lifted by a reload) holds nothing.
+        pacer.streamed(bytes: 16_384, startedNs: start, bytesPerSecond: 0)
+        #expect(pacer.streamSliceAllowed(nowNs: start))
+        #expect(pacer.restRemainingNs(nowNs: start, streamsOnly: true) == StreamSlicePacer.restNs)
+    }
 }

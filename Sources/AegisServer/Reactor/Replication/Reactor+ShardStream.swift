@@ -89,6 +89,12 @@ extension Reactor {
     /// True while a walk may go on (the loop then rests, see `StreamSlicePacer`).
     var hasStreamSliceDue: Bool { replica.walks.contains { $0.credit > 0 } }
 
+    /// This reactor's share of `stream_rate_limit_mb` in bytes per second (0: no limit).
+    var streamBytesPerSecond: Int {
+        let limitMB = node.runtime.currentStreamRateLimitMB
+        return limitMB == 0 ? 0 : max(1, limitMB * 1_048_576 / node.reactorCount)
+    }
+
     /// True while a stream slice or a slice of a dropped copy waits
     /// (Reactor+Routing.swift, `freeOneSliceOfDroppedCopies`); both are paced alike.
     var hasBackgroundSliceDue: Bool { hasStreamSliceDue || !droppedCopies.isEmpty }
@@ -101,7 +107,8 @@ extension Reactor {
         guard let i = replica.walks.firstIndex(where: { $0.credit > 0 }) else { return }
         var walk = replica.walks.remove(at: i)
         guard let store = shards[walk.shard] else { return }  // no longer held here: the cluster loop aborts it
-        replica.pacer.walked(nowNs: aegis_monotonic_ns())
+        let startedNs = aegis_monotonic_ns()
+        replica.pacer.walked(nowNs: startedNs)
         let buffer = replica.slice
         buffer.clear()
         let shard = walk.shard
@@ -123,6 +130,7 @@ extension Reactor {
         header.replicatedPrevious = start
         header.route.ticket = walk.nextSlice | (last ? ShardStreamWire.lastSlice : 0)
         sendRecord(to: routes.clusterEndpoint, header: header, payload: buffer.readableView)
+        replica.pacer.streamed(bytes: buffer.readableBytes, startedNs: startedNs, bytesPerSecond: streamBytesPerSecond)
         counters.streamEntriesSent += entries
         buffer.clear()
         buffer.releaseIfIdle(keep: 1 << 20)
