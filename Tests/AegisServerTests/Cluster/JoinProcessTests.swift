@@ -36,25 +36,18 @@ import Testing
                     "\(member.name) holds \(RollingRestartProcessTests.held(member) ?? -1) keys")
         }
 
-        let stopFile = directory + "/stop-writing"
-        let nodes = members.map { [$0.host, Int($0.clientPort)] as [Any] }
-        let json = String(decoding: try JSONSerialization.data(withJSONObject: nodes), as: UTF8.self)
-        let writer = BackgroundWork { try runTool("python3", ["-c", RollingRestartProcessTests.writer, json, stopFile]).output }
+        let writer = try RollingRestartProcessTests.Writer(through: members, directory: directory)
         Thread.sleep(forTimeInterval: 1)
         try node4.start(seeds: members.map(\.gossipAddress), extra: arguments)
         let inStep = waitUntil(seconds: 60) { RollingRestartProcessTests.health(node4).ok }
         #expect(inStep, "node4 says ok once it holds what it replicates:\n\(node4.log())")
         Thread.sleep(forTimeInterval: 1)
-        _ = FileManager.default.createFile(atPath: stopFile, contents: nil)
-
-        let output = try writer.result()
-        let written = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "\(output)")
-        let acked = written["acked"] as? [String] ?? []
-        let refusals = written["refusals"] as? [String] ?? []
-        #expect(acked.count == written["tried"] as? Int, "every key was acknowledged: \(output.suffix(2_000))")
+        let written = try writer.stop()
+        let (acked, refusals) = (written.acked, written.refusals)
+        #expect(acked.count == written.tried, "every key was acknowledged: \(written.output.suffix(2_000))")
         #expect(acked.count > 100, "the writer kept writing through the join: \(acked.count)")
         #expect(refusals.isEmpty, "a join refuses no write: \(RollingRestartProcessTests.kinds(of: refusals).prefix(5))")
-        #expect(written["unreachable"] as? Int == 0)
+        #expect(written.unreachable == 0)
 
         for member in members + [node4] {
             let missing = try RollingRestartProcessTests.lacking(acked + keys, on: member)

@@ -142,16 +142,45 @@ import Testing
     print(json.dumps({"acked": acked, "refusals": refusals, "unreachable": unreachable, "tried": i}))
     """
 
+    /// `writer` running in the background against some nodes until `stop()`.
+    final class Writer {
+        /// What the writer reported: the keys acknowledged, the refusals'
+        /// texts, the tries at a node that did not answer, the keys tried.
+        struct Written {
+            let acked: [String]
+            let refusals: [String]
+            let unreachable: Int
+            let tried: Int
+            let output: String
+        }
+
+        private let stopFile: String
+        private let work: BackgroundWork<String>
+
+        init(through members: [Member], directory: String) throws {
+            stopFile = directory + "/stop-writing"
+            let nodes = members.map { [$0.host, Int($0.clientPort)] as [Any] }
+            let json = String(decoding: try JSONSerialization.data(withJSONObject: nodes), as: UTF8.self)
+            let stopFile = self.stopFile
+            work = BackgroundWork { try runTool("python3", ["-c", RollingRestartProcessTests.writer, json, stopFile]).output }
+        }
+
+        func stop() throws -> Written {
+            _ = FileManager.default.createFile(atPath: stopFile, contents: nil)
+            let output = try work.result()
+            let written = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "\(output)")
+            return Written(acked: written["acked"] as? [String] ?? [], refusals: written["refusals"] as? [String] ?? [],
+                           unreachable: written["unreachable"] as? Int ?? -1, tried: written["tried"] as? Int ?? -1, output: output)
+        }
+    }
+
     /// The runbook's rolling restart, each node SIGTERMed, started, and
     /// waited for on /health, while a client writes at W = 2 throughout.
     @Test(.hangBound) func aRollingRestartUnderWritesAtWriteQuorumTwoLosesNoAcknowledgedWrite() throws {
         let directory = try PeerTLSProcessTests.temporaryDirectory("rolling")
         let members = try LeaseProcessTests.startCluster(directory: directory, extra: Self.clusterArguments)
         defer { for member in members { member.stop() } }
-        let stopFile = directory + "/stop-writing"
-        let nodes = members.map { [$0.host, Int($0.clientPort)] as [Any] }
-        let json = String(decoding: try JSONSerialization.data(withJSONObject: nodes), as: UTF8.self)
-        let writer = BackgroundWork { try runTool("python3", ["-c", Self.writer, json, stopFile]).output }
+        let writer = try Writer(through: members, directory: directory)
         Thread.sleep(forTimeInterval: 1)
         for member in members {
             let restart = try Self.restartAndWaitForHealth(member, members)
@@ -159,13 +188,9 @@ import Testing
             #expect(Self.metric(member, "aegis_lease_shards_behind") == 0)
         }
         Thread.sleep(forTimeInterval: 1)
-        _ = FileManager.default.createFile(atPath: stopFile, contents: nil)
-
-        let output = try writer.result()
-        let written = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "\(output)")
-        let acked = written["acked"] as? [String] ?? []
-        let refusals = written["refusals"] as? [String] ?? []
-        #expect(acked.count == written["tried"] as? Int, "every key was acknowledged in the end: \(output.suffix(2_000))")
+        let written = try writer.stop()
+        let (acked, refusals) = (written.acked, written.refusals)
+        #expect(acked.count == written.tried, "every key was acknowledged in the end: \(written.output.suffix(2_000))")
         #expect(acked.count > 100, "the writer kept writing through the restarts: \(acked.count)")
         // Writes that meet a shard without a lease holder wait for one
         // (Reactor+Parking.swift), so few are refused: with TRYAGAIN
@@ -181,7 +206,7 @@ import Testing
             #expect(missing.isEmpty, "\(member.name) lost \(missing.count) of \(acked.count) acknowledged writes: \(missing.prefix(5))")
         }
         print("rolling restart: \(acked.count) writes acknowledged, \(refusals.count) refused tries (\(refusals.count { !$0.hasPrefix("TryAgainError") }) not TRYAGAIN), "
-              + "\(written["unreachable"] ?? 0) tries at a stopped node")
+              + "\(written.unreachable) tries at a stopped node")
         for (kind, count) in Self.kinds(of: refusals) { print("  \(count) × \(kind)") }
     }
 
