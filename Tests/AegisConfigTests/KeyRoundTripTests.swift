@@ -61,6 +61,7 @@ let samples: [String: Sample] = [
     "replication_batch_size": Sample(json: "256", text: "256", expected: "256"),
     "replication_batch_timeout": Sample(json: #""2ms""#, text: "2ms", expected: "2ms"),
     "replication_tail_records": Sample(json: "64", text: "64", expected: "64"),
+    "stream_rate_limit_mb": Sample(json: "25", text: "25", expected: "25"),
     "write_quorum": Sample(json: "2", text: "2", expected: "2"),
     "lease_duration": Sample(json: #""2s""#, text: "2s", expected: "2s"),
     "lease_election_timeout": Sample(json: #""1500ms""#, text: "1500ms", expected: "1s500ms"),
@@ -103,7 +104,7 @@ struct KeyRoundTripTests {
     @Test func everyKeyHasASample() {
         #expect(Set(samples.keys) == Set(AegisConfig.allKeys))
         #expect(AegisConfig.allKeys.count == Set(AegisConfig.allKeys).count, "duplicate key")
-        #expect(AegisConfig.allKeys.count == 64)
+        #expect(AegisConfig.allKeys.count == 65)
     }
 
     @Test(arguments: AegisConfig.allKeys, Layer.allCases)
