@@ -68,12 +68,8 @@ public final class LazyFreeBatch: @unchecked Sendable {
     /// Frees the batch: inline when small, else on a new thread whose
     /// progress `ledger` collects. The ledger already holds the charges.
     public func start(ledger: MemoryLedger) {
-        if entries <= Self.inlineEntriesMax {
-            run()
-            ledger.usedBytes -= chargedBytes
-            return
-        }
-        ledger.counters.pointee.lazyFree.append(self)
+        guard beginFreeingInSteps(ledger: ledger) else { return }
+        // Large: registered with the ledger, and freed by a thread of its own (`run`).
         let context = Unmanaged.passRetained(self).toOpaque()
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { context in

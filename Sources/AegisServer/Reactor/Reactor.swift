@@ -229,9 +229,9 @@ final class Reactor: @unchecked Sendable {
             let sliceNs = aegis_monotonic_ns()
             if replica.pacer.sliceDue(nowNs: sliceNs, clientEventsReady: clientEventsReady) {
                 if hasStreamSliceDue && replica.pacer.streamSliceAllowed(nowNs: sliceNs) {
-                    walkOneStreamSlice()
+                    walkOneStreamSlice(nowNs: sliceNs)
                 } else if !droppedCopies.isEmpty {
-                    freeOneSliceOfDroppedCopies()
+                    freeOneSliceOfDroppedCopies(nowNs: sliceNs)
                 }
             }
         }

@@ -118,9 +118,9 @@ extension Reactor {
     static let droppedEntriesPerSlice = 256
 
     /// Frees one slice of the oldest dropped copy (`droppedCopies`).
-    func freeOneSliceOfDroppedCopies() {
+    func freeOneSliceOfDroppedCopies(nowNs: Int64) {
         guard let batch = droppedCopies.first else { return }
-        replica.pacer.walked(nowNs: aegis_monotonic_ns())
+        replica.pacer.walked(nowNs: nowNs)
         if batch.freeSome(entriesMax: Self.droppedEntriesPerSlice) { droppedCopies.removeFirst() }
     }
 

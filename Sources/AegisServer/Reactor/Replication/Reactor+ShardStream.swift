@@ -103,11 +103,11 @@ extension Reactor {
     /// several streams take turns), bounded by `sliceScannedMax` entries or
     /// `sliceBytesMax` bytes: the rest of the loop pass, and so GET latency,
     /// waits for at most one slice.
-    func walkOneStreamSlice() {
+    /// `nowNs`: the loop's clock reading that found the slice due, its start.
+    func walkOneStreamSlice(nowNs startedNs: Int64) {
         guard let i = replica.walks.firstIndex(where: { $0.credit > 0 }) else { return }
         var walk = replica.walks.remove(at: i)
         guard let store = shards[walk.shard] else { return }  // no longer held here: the cluster loop aborts it
-        let startedNs = aegis_monotonic_ns()
         replica.pacer.walked(nowNs: startedNs)
         let buffer = replica.slice
         buffer.clear()
