@@ -126,6 +126,22 @@ import Testing
         #expect(p.problems.isEmpty)
     }
 
+    /// A new primary presumes only the followers that replicated the shard
+    /// with it: the one the map put in place of a dead voter starts from
+    /// nothing, so the catch-up streams it the shard though nobody writes.
+    @Test func aNewPrimaryPresumesOnlyTheFollowersItNames() {
+        var p = ReplicationProgress(followers: [Self.b, Self.c])
+        p.resume(after: Self.v(150)) { $0 == Self.b }
+        #expect(p.written == Self.v(150))
+        #expect(p.sent == [Self.v(150), .zero], "c, never a replica with this node, is owed every write")
+        #expect(p.lagRecords(Self.c) == 150)
+        p.wrote(Self.v(151))
+        #expect(p.sent == [Self.v(150), .zero], "only b was sent everything before 151: the caller sends 151 to b alone")
+        p.streamed(Self.v(151), to: Self.c)
+        #expect(p.sent == [Self.v(150), Self.v(151)])
+        #expect(p.problems.isEmpty)
+    }
+
     /// Random sends, acks (earned or not), cut-offs and writes: the invariants
     /// hold, an acknowledgement moves only as its outcome says, and the
     /// committed version at W is held by at least W replicas.

@@ -94,9 +94,14 @@ public struct ReplicationProgress: Sendable, Equatable {
     /// moves only `sent`, never `acknowledged`: a follower that does not
     /// hold `previous` drops what follows it and repeats its
     /// acknowledgement, and is sent again from what it holds (`cutOff`).
-    public mutating func resume(after previous: EntryVersion) {
+    ///
+    /// `presuming` narrows the presumption to the followers it names: one
+    /// it does not (a node that did not follow the same primary, as the
+    /// replacement for a dead replica) starts from nothing and is streamed
+    /// the shard, since it will never say that it lacks the writes.
+    public mutating func resume(after previous: EntryVersion, presuming: (NodeID) -> Bool = { _ in true }) {
         guard previous > written else { return }
-        for i in sent.indices where sent[i] == written { sent[i] = previous }
+        for i in sent.indices where sent[i] == written && presuming(followers[i]) { sent[i] = previous }
         written = previous
     }
 

@@ -216,6 +216,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             }
             if let leases {
                 relay.replication.maySend = { shard in leases.maySendReplication(shard: shard, nowMs: Self.nowMs()) }
+                relay.replication.presumedToHold = { shard in leases.machine.replicaSet(shard) }
                 relay.replication.acceptsFrom = { shard, sender, nowMs in
                     leases.acceptsReplication(shard: shard, from: sender, nowMs: nowMs)
                 }

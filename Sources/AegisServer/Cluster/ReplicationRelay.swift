@@ -207,6 +207,10 @@ final class ReplicationRelay {
     /// Set by the loop with leases: whether this node may resend a shard's
     /// records or stream it now (it holds the shard's lease).
     var maySend: ((Int) -> Bool)?
+    /// Set by the loop with leases: the nodes that may be presumed to hold
+    /// a shard's writes when this node takes it over (the voters of its
+    /// lease). Without it every follower is.
+    var presumedToHold: ((Int) -> [NodeID])?
     /// Set by the loop with leases: whether a shard's records and stream
     /// slices from a peer (by name) are taken at a monotonic ms.
     var acceptsFrom: ((Int, String, Int64) -> Bool)?
@@ -289,8 +293,14 @@ final class ReplicationRelay {
                 // empty and streams the shard. Before, the bookkeeping began
                 // at nothing and, until the next write, took a follower that
                 // had restarted empty for one that holds everything.
+                // Only the followers that replicated the shard with this
+                // node (its voters) are presumed: a voter that lacks the
+                // writes says so (its review of the holder's claim reminds
+                // it), while a node the map made a follower in place of a
+                // dead voter never hears a claim and would stay empty.
                 progress[shard] = ReplicationProgress(followers: followers)
-                progress[shard]!.resume(after: newestHere[shard])
+                let voters = presumedToHold?(shard)
+                progress[shard]!.resume(after: newestHere[shard]) { voters?.contains($0) ?? true }
                 tails[shard] = RecentWrites(countMax: tailRecordsMax, bytesMax: Self.tailBytesMax)
             }
         }
