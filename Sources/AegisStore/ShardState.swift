@@ -1015,6 +1015,26 @@ struct ShardState {
         // A FLUSHALL ASYNC is a write like FLUSHALL: logged and replicated with a version of its own.
         _ = nextVersion()
         if tombstones != nil { addToLedger(tombstones!.reset(floor: lastVersion)) }
+        detachEverything(to: batch)
+    }
+
+    /// A copy this node no longer replicates leaves, history and all, as
+    /// at the start of a stream (`replaceForStream`): no absent floor and
+    /// no last write stay behind. A floor would make the shard refuse, as
+    /// older than a flush, the very records that bring it back should the
+    /// node replicate it again (the tail its holder sends from the shard's
+    /// first write), while the node acknowledged them as applied.
+    mutating func dropCopy(deferringTo batch: LazyFreeBatch) {
+        assert(!visiting, "ShardStore mutated from inside a scan visitor")
+        mutations &+= 1
+        if tombstones != nil { addToLedger(tombstones!.replace(floor: .zero)) }
+        lastVersion = .zero
+        detachEverything(to: batch)
+    }
+
+    /// The tables, entry blocks, FIFO rings and ghost go to `batch`, and
+    /// the shard starts again with an empty table.
+    private mutating func detachEverything(to batch: LazyFreeBatch) {
         batch.add(table: slots, capacity: capacity, charge: tableCharge, entries: count, entryBytes: smallBytes + mainBytes)
         if let old = oldSlots {
             batch.add(table: old, capacity: oldCapacity, charge: oldTableCharge, entries: 0, entryBytes: 0)

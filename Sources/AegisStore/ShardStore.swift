@@ -154,6 +154,14 @@ public final class ShardStore {
         state.pointee.removeAll(deferringTo: batch)
     }
 
+    /// A copy this node stops replicating is dropped (its memory to
+    /// `batch`, as `removeAll(deferringTo:)`), leaving no version behind:
+    /// taken on again later, the shard accepts its holder's records from
+    /// the first, as a stream's start would.
+    public func dropCopy(deferringTo batch: LazyFreeBatch) {
+        state.pointee.dropCopy(deferringTo: batch)
+    }
+
     /// Incremental iteration that survives table growth/shrink: cursor 0
     /// starts, a returned 0 means done. Every entry present for the whole
     /// iteration is visited at least once (some may be visited twice after a

@@ -51,6 +51,30 @@ import Testing
         #expect(follower.problems.isEmpty)
     }
 
+    /// A copy dropped because the node no longer replicates the shard
+    /// keeps no floor: taken on again, the holder's records from the
+    /// shard's first write apply (they did not when the drop was made as a
+    /// FLUSHALL ASYNC, whose version is above them all, and the node
+    /// acknowledged them as applied while it held nothing).
+    @Test func aDroppedCopyTakesTheSameRecordsAgain() {
+        let follower = Self.replicated()
+        for seq in UInt64(1)...5 { Self.apply(follower, key(Int(seq)), [1], Self.v(seq)) }
+        key(6).withUnsafeBytes { _ = follower.store.applyIfNewer($0, hash: KeyHash.hash($0), .delete, version: Self.v(6), nowMs: 0) }
+        let batch = LazyFreeBatch()
+        follower.store.dropCopy(deferringTo: batch)
+        #expect(follower.store.count == 0 && follower.store.tombstoneCount == 0)
+        #expect(follower.store.lastWriteVersion == .zero)
+        for seq in UInt64(1)...5 { #expect(Self.apply(follower, key(Int(seq)), [2], Self.v(seq)), "record \(seq) applies again") }
+        #expect(Self.apply(follower, key(6), [6], Self.v(7)))
+        #expect(follower.store.count == 6)
+        #expect(follower.store.lastWriteVersion == Self.v(7))
+        // The old copy's memory is charged until the batch frees it (inline: a small one).
+        #expect(follower.ledger.usedBytes > follower.store.chargedBytes)
+        #expect(!batch.beginFreeingInSteps(ledger: follower.ledger))
+        #expect(follower.ledger.usedBytes == follower.store.chargedBytes)
+        #expect(follower.problems.isEmpty)
+    }
+
     enum Write {
         case set([UInt8], [UInt8], EntryVersion)
         case delete([UInt8], EntryVersion)

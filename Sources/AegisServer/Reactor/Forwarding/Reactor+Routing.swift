@@ -100,7 +100,7 @@ extension Reactor {
             guard drop else { continue }
             lostCount += 1
             dropped += store.count
-            store.removeAll(deferringTo: dropping)
+            store.dropCopy(deferringTo: dropping)
             replica.appliedThrough[shard] = .zero
             replica.incoming[shard] = nil
         }
