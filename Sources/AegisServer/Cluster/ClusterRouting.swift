@@ -138,6 +138,19 @@ enum ForwardReplies {
         }
     }
 
+    /// The request was never sent (no link to the peer that routing names):
+    /// it ran nowhere, so unlike `failed` the client may simply retry it,
+    /// and does by the same TRYAGAIN as for a shard changing hands.
+    static func notSent(wire: WireKind, request: UnsafeRawBufferPointer, why: String, into out: WireBuffer) {
+        let text = "TRYAGAIN " + why + ", the request was not sent; retry"
+        switch wire {
+        case .binary:
+            BinaryResponseWriter.write(status: .error, requestID: binaryRequestID(request), errorText: text, into: out)
+        case .resp2, .resp3:
+            RESPWriter.error(string: text, into: out)
+        }
+    }
+
     /// The forwarding failed; `why` names the peer and the cause.
     static func failed(wire: WireKind, request: UnsafeRawBufferPointer, why: String, into out: WireBuffer) {
         switch wire {

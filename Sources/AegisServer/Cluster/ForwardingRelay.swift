@@ -470,7 +470,7 @@ final class ForwardingRelay {
         var keys: [InFlightKey] = []
         swap(&keys, &batchRequests[Int(peer)])
         if !sent {
-            failInFlight(keys, reason: "link_down", why: "no link to \(peerName[Int(peer)])")
+            failInFlight(keys, reason: "link_down", why: "no link to \(peerName[Int(peer)])", sent: false)
             replication.cutOff(peerName: peerName[Int(peer)])
         }
     }
@@ -607,7 +607,9 @@ final class ForwardingRelay {
         }
     }
 
-    private func failInFlight(_ keys: [InFlightKey], reason: String, why: String) {
+    /// `sent` false: the requests never left this node (TRYAGAIN), else
+    /// they may have run on the peer (`forwarding failed`).
+    private func failInFlight(_ keys: [InFlightKey], reason: String, why: String, sent: Bool = true) {
         var failedPeers = Set<UInt16>()
         for key in keys {
             guard let entry = inFlight.remove(key) else { continue }
@@ -615,7 +617,13 @@ final class ForwardingRelay {
             reply.clear()
             var requestIDFrame = [UInt8](repeating: 0, count: 15)
             withUnsafeBytes(of: entry.requestID.bigEndian) { requestIDFrame.replaceSubrange(7..<15, with: $0) }
-            requestIDFrame.withUnsafeBytes { ForwardReplies.failed(wire: entry.header.wire, request: $0, why: why, into: reply) }
+            requestIDFrame.withUnsafeBytes {
+                if sent {
+                    ForwardReplies.failed(wire: entry.header.wire, request: $0, why: why, into: reply)
+                } else {
+                    ForwardReplies.notSent(wire: entry.header.wire, request: $0, why: why, into: reply)
+                }
+            }
             answer(entry.header, reply.readableView, reason: reason)
         }
         // Against that peer's breaker only: one dead peer is that peer's
