@@ -911,7 +911,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             backoff[key] = nil
         }
         if dialled[key] == connection.token { dialled[key] = nil }
-        if lane == .bulk { relay?.linkLost(address: address) }
+        if lane == .bulk { relay?.linkLost(address: address, anySent: connection.wroteFrames) }
         switch reason {
         case .failed(let error)?:
             markFailed(key, nowMs: nowMs, error: error)

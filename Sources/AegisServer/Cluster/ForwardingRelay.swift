@@ -558,12 +558,17 @@ final class ForwardingRelay {
     // MARK: - Failures
 
     /// The bulk link to `address` closed: what was sent on it gets no reply.
-    func linkLost(address: String) {
+    /// `anySent` false: the link never wrote a frame (its connect was
+    /// refused: the peer is down), so the requests queued on it ran
+    /// nowhere and their clients may retry them (TRYAGAIN). Otherwise
+    /// they may have run there (`forwarding failed`).
+    func linkLost(address: String, anySent: Bool) {
         guard let number = peerNumber[address] else { return }
         let peer = Int(number)
         replication.cutOff(peerName: peerName[peer])
         let keys = sendOrder[peer]
-        failInFlight(Array(keys[sendOrderHead[peer]...]), reason: "link_down", why: "the link to \(peerName[peer]) broke")
+        failInFlight(Array(keys[sendOrderHead[peer]...]), reason: "link_down",
+                     why: anySent ? "the link to \(peerName[peer]) broke" : "no link to \(peerName[peer]) could be opened", sent: anySent)
         sendOrder[peer] = []
         sendOrderHead[peer] = 0
     }

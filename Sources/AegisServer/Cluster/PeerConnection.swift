@@ -74,6 +74,10 @@ final class PeerConnection {
     private var outboundHead = 0
     private var outboundOffset = 0
     private(set) var outboundBytes = 0
+    /// Whether any byte of a queued frame went to the socket. Until then
+    /// nothing queued here can have reached the peer (the hello goes
+    /// first, and frames only once the link is open).
+    private(set) var wroteFrames = false
 
     init(fd: Int32, token: UInt64, role: Role, state: State, transport: PeerTransport = .plain) {
         self.fd = fd
@@ -214,6 +218,7 @@ final class PeerConnection {
                 return .failed(Int32(-sent))
             }
             written += sent
+            if sent > 0 { wroteFrames = true }
             outboundBytes -= sent
             outboundOffset += sent
             if outboundOffset == outbound[outboundHead].count {
