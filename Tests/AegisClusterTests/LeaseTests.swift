@@ -457,6 +457,45 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         #expect(!cluster.machines[primary].holdsLease(shard, now: oldEnd))
     }
 
+    /// The primary dies; the survivor the rank puts first is behind the
+    /// other. The newer one refuses it, and campaigns at once at a term
+    /// above the refused one's (whose vote for itself it would meet at that
+    /// term), so the shard has a holder a tick after the refusal. Before,
+    /// both campaigns failed and the shard waited for their backoffs: 13 s
+    /// in perf/shard-move's failure run.
+    @Test func theNewerSurvivorWinsAtOnceAfterRefusingAPreferredOneBehindIt() {
+        var cluster = LeaseCluster()
+        let primary = cluster.primary(shard)
+        let start = LeaseCluster.quietEnd
+        run(&cluster, from: start, to: start + 4000)
+        #expect(cluster.holders(shard, at: start + 4000) == [primary])
+        let lastRenewal = start + 4000
+        let survivors = cluster.ids.filter { $0 != cluster.ids[primary] }
+        let preferred = cluster.ids.firstIndex(of: cluster.map.followers(ofShard: 0)[0])!
+        let newer = cluster.machines.indices.first { $0 != primary && $0 != preferred }!
+        cluster.step(preferred, .localVersion(shard: 0, version: EntryVersion(term: 1, seq: 9), now: lastRenewal))
+        cluster.step(newer, .localVersion(shard: 0, version: EntryVersion(term: 1, seq: 10), now: lastRenewal))
+        for index in cluster.machines.indices where index != primary {
+            cluster.step(index, .membersChanged(alive: survivors, now: lastRenewal + 1))
+        }
+        run(&cluster, from: lastRenewal + 1000, to: lastRenewal + 12_000, cut: [primary])
+        let acquired = cluster.log[newer].compactMap { action -> (UInt32, Int64)? in
+            if case let .leaseAcquired(0, term, until) = action { (term, until) } else { nil }
+        }
+        let refusedAt = cluster.log[preferred].contains { if case .termChanged(0, _, 2, _) = $0 { true } else { false } }
+        #expect(refusedAt, "the preferred survivor campaigned first, at term 2")
+        #expect(cluster.machines[newer].counters.answersByVerdict[.candidateBehind] == 1)
+        #expect(acquired.first?.0 == 3, "the newer survivor won at term 3: \(acquired)")
+        // Its grant is dated from its ask: the ask went out within a tick or
+        // two of the refusal, long before its rank's wait (electionTimeout) ended.
+        let preferredAsk = lastRenewal + LeaseCluster.durationMs + LeaseCluster.margin
+        if let until = acquired.first?.1 {
+            #expect(until - LeaseCluster.durationMs <= preferredAsk + 2 * LeaseCluster.tickMs,
+                    "won \(until - LeaseCluster.durationMs - preferredAsk) ms after the old promises ended")
+        }
+        #expect(acquired.count == 1 && cluster.holders(shard, at: lastRenewal + 12_000) == [newer])
+    }
+
     @Test func votesGoOnlyToACandidateAtLeastAsUpToDate() {
         var cluster = LeaseCluster()
         let primary = cluster.primary(shard)
@@ -889,7 +928,10 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         let holed = cluster.answerAskedDirectly(of: voter, from: candidate, term: 3, at: at, lastVersion: newer, mayHaveHole: true)
         #expect(holed?.verdict == .candidateBehind)
         #expect(cluster.machines[voter].counters.holedCandidatesRefused == 1)
-        #expect(cluster.machines[voter].term(ofShard: shard) == 0, "a refusal casts no vote")
+        // A refusal casts no vote; it takes the asker's term, so that its own
+        // campaign goes above the asker's vote for itself.
+        #expect(cluster.machines[voter].term(ofShard: shard) == 3)
+        #expect(cluster.machines[voter].state.shards[shard].votedFor == nil, "a refusal casts no vote")
         let whole = cluster.answerAskedDirectly(of: voter, from: candidate, term: 3, at: at, lastVersion: newer, mayHaveHole: false)
         #expect(whole?.verdict == .granted)
 

@@ -100,7 +100,7 @@ extension LeaseMachine {
         // Empty learners never campaign: ranking them would only delay the rest.
         let liveReplicas = replicas.filter { state.alive.contains($0) && !state.learners.contains($0) }
         guard let rank = liveReplicas.firstIndex(of: me) else { return false }
-        if rank > 0 {
+        if rank > 0 && now >= lease.campaignsFirstUntil {
             // The preferred candidate (the first live replica) goes first; the
             // others step in only after a silence that grows with their rank.
             let silentSince = max(lease.grantExpiresAt, state.quietUntil, lease.standBackUntil)
@@ -108,7 +108,7 @@ extension LeaseMachine {
         }
         let term = lease.term + 1
         adopt(term: term, votedFor: me, shard: shard,
-              reason: "campaign: no live lease and this node is \(rank == 0 ? "the preferred replica" : "replica \(rank + 1) after a silence")",
+              reason: "campaign: no live lease and this node is \(rank == 0 ? "the preferred replica" : now < lease.campaignsFirstUntil ? "replica \(rank + 1), newer than a candidate it refused" : "replica \(rank + 1) after a silence")",
               into: &output)
         counters.electionsStarted += 1
         let jitter = Int64.random(in: 0..<settings.leaseDurationMs, using: &state.random)
@@ -221,6 +221,16 @@ extension LeaseMachine {
             } else if verdict == .prepared {
                 prepareGrant(shard, for: requester, term: ask.term, round: round, life: life, durationMs: durationMs,
                              into: &output)
+            } else if verdict == .candidateBehind, ask.term > state.shards[shard].term, state.shards[shard].heldUntil == nil {
+                // The asker stands back (it cannot win until it catches up),
+                // and this node, whose copy is newer, campaigns now and at a
+                // term above the asker's. At the asker's own term it met the
+                // asker's vote for itself and lost too; the shard then had no
+                // holder until both campaigns' backoffs ran out (13 s with
+                // the defaults, a killed node's shard under perf/shard-move).
+                adopt(term: ask.term, votedFor: nil, shard: shard, reason: "refused \(requester) as behind this copy",
+                      granted: false, into: &output)
+                state.shards[shard].campaignsFirstUntil = now + settings.leaseDurationMs
             } else if verdict == .staleTerm {
                 counters.staleTermAsks += 1
             } else if verdict == .restarting {

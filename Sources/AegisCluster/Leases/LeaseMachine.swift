@@ -615,6 +615,10 @@ struct ShardLease: Sendable, Equatable {
     var standBackUntil: Milliseconds = .min
     /// A failed or pending campaign is not repeated before this.
     var campaignAfter: Milliseconds = .min
+    /// Until then this node campaigns without its rank's wait: it refused a
+    /// candidate as behind its own copy, so the replica the rank put first
+    /// cannot win with its grant and this one is the better candidate.
+    var campaignsFirstUntil: Milliseconds = .min
 }
 
 struct PreparedGrant: Sendable, Equatable {
