@@ -226,7 +226,7 @@ extension Reactor {
             } else if header.connectionIndex == Self.msetnxMarker && source != routes.clusterEndpoint {
                 executeMSetNXPart(payload, into: scratch.reply)
             } else if source == routes.clusterEndpoint, let notHere = passOnIfNotPrimary(header, request: payload, into: scratch.reply) {
-                if notHere == .relayed { return }
+                if notHere != .refused { return }
             } else {
                 // A RENAME/COPY whose destination is another reactor's answers later (KeyMoves.swift).
                 moves.replyTo = .forwarded(header: header, source: source)

@@ -124,7 +124,7 @@ extension Reactor {
         if batch.freeSome(entriesMax: Self.droppedEntriesPerSlice) { droppedCopies.removeFirst() }
     }
 
-    enum NotPrimaryHere { case relayed, refused }
+    enum NotPrimaryHere { case relayed, parked, refused }
 
     /// A request another node forwarded: nil when this node is the shard's
     /// primary in its own view (it runs here). Otherwise the node that sent
@@ -133,14 +133,29 @@ extension Reactor {
     /// node (`namesHolderElsewhere`), the request goes there, once (`hops`),
     /// and its reply comes back the same way, so the client sees no TRYAGAIN
     /// for a view one node behind: `.relayed`, nothing is written to `out`.
-    /// Where it cannot go on, `out` gets the retryable refusal: `.refused`.
-    func passOnIfNotPrimary(_ header: ForwardHeader, request: UnsafeRawBufferPointer, into out: WireBuffer) -> NotPrimaryHere? {
+    /// Where it cannot go on yet (this node knows no holder of the shard
+    /// elsewhere: its routing names the map's guess, as for a moment while
+    /// a stopping node hands its shards off), a request that came straight
+    /// from its ingress waits on the shard's reactor (`Reactor+Parking`)
+    /// until the routing names a holder or this node wins the shard, up to
+    /// the parking limit: `.parked`, nothing is written to `out`. Before,
+    /// it was refused at once and its client saw the TRYAGAIN (a few per
+    /// perf/shard-move --scenario leave run). `mayWait` false: it waited
+    /// already. Otherwise `out` gets the retryable refusal: `.refused`.
+    func passOnIfNotPrimary(_ header: ForwardHeader, request: UnsafeRawBufferPointer, into out: WireBuffer,
+                            mayWait: Bool = true) -> NotPrimaryHere? {
         let shard = Int(header.route.shard)
         guard shard < routes.target.count, !routes.isPrimaryHere(shard), let routing = routes.current else { return nil }
         if header.hops == 0, routes.namesHolderElsewhere(shard), !node.interconnect.hasExited(routes.clusterEndpoint) {
             relay(header, from: routes.clusterEndpoint, request: request, shard: shard, hops: 1)
             counters.forwardRelayed &+= 1
             return .relayed
+        }
+        if mayWait, header.hops == 0, owner(ofShard: shard) == index, node.state != .draining,
+           !node.interconnect.hasExited(routes.clusterEndpoint), parked.bytes < ParkedRequests.limitBytes {
+            park(shard: shard, wire: header.wire, isWrite: true, bytes: request,
+                 replyTo: .forwarded(header: header, source: routes.clusterEndpoint))
+            return .parked
         }
         ForwardReplies.notOwner(wire: header.wire, request: request, shard: shard, owner: routing.primaryName[shard],
                                 ownerAddress: routing.primaryClientAddress[shard], into: out)
