@@ -135,23 +135,26 @@ extension Reactor {
     /// for a view one node behind: `.relayed`, nothing is written to `out`.
     /// Where it cannot go on yet (this node knows no holder of the shard
     /// elsewhere: its routing names the map's guess, as for a moment while
-    /// a stopping node hands its shards off), a request that came straight
-    /// from its ingress waits on the shard's reactor (`Reactor+Parking`)
-    /// until the routing names a holder or this node wins the shard, up to
-    /// the parking limit: `.parked`, nothing is written to `out`. Before,
-    /// it was refused at once and its client saw the TRYAGAIN (a few per
-    /// perf/shard-move --scenario leave run). `mayWait` false: it waited
-    /// already. Otherwise `out` gets the retryable refusal: `.refused`.
+    /// a stopping node hands its shards off), the request waits on the
+    /// shard's reactor (`Reactor+Parking`) until the routing names a holder
+    /// or this node wins the shard, up to the parking limit: `.parked`,
+    /// nothing is written to `out`. One that waited (`waited`) may then go
+    /// on although it was passed on once already: the views it went
+    /// through disagreed only for a moment, and each further hop follows a
+    /// wait, so it cannot circle. Before, both were refused at once, and
+    /// their clients saw the TRYAGAIN (a few per perf/shard-move --scenario
+    /// leave run). Otherwise `out` gets the retryable refusal: `.refused`.
     func passOnIfNotPrimary(_ header: ForwardHeader, request: UnsafeRawBufferPointer, into out: WireBuffer,
-                            mayWait: Bool = true) -> NotPrimaryHere? {
+                            waited: Bool = false) -> NotPrimaryHere? {
         let shard = Int(header.route.shard)
         guard shard < routes.target.count, !routes.isPrimaryHere(shard), let routing = routes.current else { return nil }
-        if header.hops == 0, routes.namesHolderElsewhere(shard), !node.interconnect.hasExited(routes.clusterEndpoint) {
-            relay(header, from: routes.clusterEndpoint, request: request, shard: shard, hops: 1)
+        let namesHolderElsewhere = routes.namesHolderElsewhere(shard) && !node.interconnect.hasExited(routes.clusterEndpoint)
+        if namesHolderElsewhere, header.hops < (waited ? 2 : 1) {
+            relay(header, from: routes.clusterEndpoint, request: request, shard: shard, hops: header.hops + 1)
             counters.forwardRelayed &+= 1
             return .relayed
         }
-        if mayWait, header.hops == 0, owner(ofShard: shard) == index, node.state != .draining,
+        if !waited, !namesHolderElsewhere, header.hops <= 1, owner(ofShard: shard) == index, node.state != .draining,
            !node.interconnect.hasExited(routes.clusterEndpoint), parked.bytes < ParkedRequests.limitBytes {
             park(shard: shard, wire: header.wire, isWrite: true, bytes: request,
                  replyTo: .forwarded(header: header, source: routes.clusterEndpoint))

@@ -266,7 +266,7 @@ extension Reactor {
                 forwardRequest(to: route(shard: request.shard), connection: connection, sequence: sequence, bytes: bytes, shard: request.shard)
             case .forwarded(let header, let source) where source == routes.clusterEndpoint:
                 scratch.reply.clear()
-                if passOnIfNotPrimary(header, request: bytes, into: scratch.reply, mayWait: false) == .relayed { return }
+                if passOnIfNotPrimary(header, request: bytes, into: scratch.reply, waited: true) == .relayed { return }
                 answerForwarded(header.reply(payloadLength: scratch.reply.readableBytes), to: source, scratch.reply.readableView)
             case .forwarded(let header, let source):
                 if node.interconnect.hasExited(routes.clusterEndpoint) {
