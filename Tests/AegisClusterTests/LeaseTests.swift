@@ -428,20 +428,30 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         #expect(cluster.machines[voter].term(ofShard: 0) == 2)
     }
 
-    @Test func aFailedPrimaryIsReplacedAndTheNewHolderStartsAfterTheOldLeaseEnds() {
-        var cluster = LeaseCluster()
+    /// The preferred replica holds the shard for 4 s, then membership
+    /// declares it dead and it is cut off; the survivors run for 12 s more.
+    /// `beforeFailure` runs at its last renewal (versions, say).
+    func failPrimary(_ cluster: inout LeaseCluster,
+                     beforeFailure: (inout LeaseCluster, _ primary: Int, _ lastRenewal: Int64) -> Void = { _, _, _ in })
+        -> (primary: Int, lastRenewal: Int64) {
         let primary = cluster.primary(shard)
         let start = LeaseCluster.quietEnd
         run(&cluster, from: start, to: start + 4000)
         #expect(cluster.holders(shard, at: start + 4000) == [primary])
         let lastRenewal = start + 4000
-        let oldEnd = lastRenewal + LeaseCluster.durationMs
-        // Membership declares the primary dead; it is cut off from here on.
+        beforeFailure(&cluster, primary, lastRenewal)
         let survivors = cluster.ids.filter { $0 != cluster.ids[primary] }
         for index in cluster.machines.indices where index != primary {
             cluster.step(index, .membersChanged(alive: survivors, now: lastRenewal + 1))
         }
         run(&cluster, from: lastRenewal + 1000, to: lastRenewal + 12_000, cut: [primary])
+        return (primary, lastRenewal)
+    }
+
+    @Test func aFailedPrimaryIsReplacedAndTheNewHolderStartsAfterTheOldLeaseEnds() {
+        var cluster = LeaseCluster()
+        let (primary, lastRenewal) = failPrimary(&cluster)
+        let oldEnd = lastRenewal + LeaseCluster.durationMs
         let acquired = cluster.machines.indices.filter { $0 != primary }.flatMap { index in
             cluster.log[index].compactMap { action -> (Int, UInt32, Int64)? in
                 if case let .leaseAcquired(0, term, until) = action { (index, term, until) } else { nil }
@@ -465,20 +475,12 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
     /// in perf/shard-move's failure run.
     @Test func theNewerSurvivorWinsAtOnceAfterRefusingAPreferredOneBehindIt() {
         var cluster = LeaseCluster()
-        let primary = cluster.primary(shard)
-        let start = LeaseCluster.quietEnd
-        run(&cluster, from: start, to: start + 4000)
-        #expect(cluster.holders(shard, at: start + 4000) == [primary])
-        let lastRenewal = start + 4000
-        let survivors = cluster.ids.filter { $0 != cluster.ids[primary] }
         let preferred = cluster.ids.firstIndex(of: cluster.map.followers(ofShard: 0)[0])!
-        let newer = cluster.machines.indices.first { $0 != primary && $0 != preferred }!
-        cluster.step(preferred, .localVersion(shard: 0, version: EntryVersion(term: 1, seq: 9), now: lastRenewal))
-        cluster.step(newer, .localVersion(shard: 0, version: EntryVersion(term: 1, seq: 10), now: lastRenewal))
-        for index in cluster.machines.indices where index != primary {
-            cluster.step(index, .membersChanged(alive: survivors, now: lastRenewal + 1))
+        let newer = cluster.machines.indices.first { $0 != cluster.primary(shard) && $0 != preferred }!
+        let (_, lastRenewal) = failPrimary(&cluster) { cluster, _, lastRenewal in
+            cluster.step(preferred, .localVersion(shard: 0, version: EntryVersion(term: 1, seq: 9), now: lastRenewal))
+            cluster.step(newer, .localVersion(shard: 0, version: EntryVersion(term: 1, seq: 10), now: lastRenewal))
         }
-        run(&cluster, from: lastRenewal + 1000, to: lastRenewal + 12_000, cut: [primary])
         let acquired = cluster.log[newer].compactMap { action -> (UInt32, Int64)? in
             if case let .leaseAcquired(0, term, until) = action { (term, until) } else { nil }
         }

@@ -15,7 +15,10 @@ import CSupport
 /// So the request waits for that, up to `parkingLimitMs`, and then runs where the
 /// shard is writable: here, or forwarded to the new primary. Only what is
 /// still unresolved at the limit (a partition that cut this node from a
-/// majority) is answered with the refusal, as before parking.
+/// majority) is answered with the refusal, as before parking. A request
+/// another node forwarded for a shard this node is not primary of, where
+/// its routing names no holder elsewhere yet, waits here the same way
+/// (`passOnIfNotPrimary`), for the holder to become known.
 ///
 /// Order: once a shard has a request waiting, every later request for it
 /// waits behind it, reads too. A client's pipelined `SET k v; GET k` must
