@@ -107,9 +107,10 @@ extension LeaseMachine {
             guard now >= silentSince + settings.electionTimeoutMs * Int64(rank) else { return false }
         }
         let term = lease.term + 1
-        adopt(term: term, votedFor: me, shard: shard,
-              reason: "campaign: no live lease and this node is \(rank == 0 ? "the preferred replica" : now < lease.campaignsFirstUntil ? "replica \(rank + 1), newer than a candidate it refused" : "replica \(rank + 1) after a silence")",
-              into: &output)
+        let why = rank == 0 ? "the preferred replica"
+            : now < lease.campaignsFirstUntil ? "replica \(rank + 1), newer than a candidate it refused"
+            : "replica \(rank + 1) after a silence"
+        adopt(term: term, votedFor: me, shard: shard, reason: "campaign: no live lease and this node is \(why)", into: &output)
         counters.electionsStarted += 1
         let jitter = Int64.random(in: 0..<settings.leaseDurationMs, using: &state.random)
         state.shards[shard].campaignAfter = now + settings.leaseDurationMs + jitter

@@ -129,20 +129,19 @@ enum ForwardReplies {
     /// it on another node (TRYAGAIN, as a refusal for a shard changing
     /// hands), where a forwarding that failed in flight may have run.
     static func stopping(wire: WireKind, request: UnsafeRawBufferPointer, into out: WireBuffer) {
-        let text = "TRYAGAIN this node is stopping and forwards no more requests; retry on another node"
-        switch wire {
-        case .binary:
-            BinaryResponseWriter.write(status: .error, requestID: binaryRequestID(request), errorText: text, into: out)
-        case .resp2, .resp3:
-            RESPWriter.error(string: text, into: out)
-        }
+        error(wire: wire, request: request, text: "TRYAGAIN this node is stopping and forwards no more requests; retry on another node", into: out)
     }
 
     /// The request was never sent (no link to the peer that routing names):
     /// it ran nowhere, so unlike `failed` the client may simply retry it,
     /// and does by the same TRYAGAIN as for a shard changing hands.
     static func notSent(wire: WireKind, request: UnsafeRawBufferPointer, why: String, into out: WireBuffer) {
-        let text = "TRYAGAIN " + why + ", the request was not sent; retry"
+        error(wire: wire, request: request, text: "TRYAGAIN " + why + ", the request was not sent; retry", into: out)
+    }
+
+    /// `text` as the error reply in the request's protocol: a RESP error,
+    /// or a binary ERROR status carrying it under the request's id.
+    static func error(wire: WireKind, request: UnsafeRawBufferPointer, text: String, into out: WireBuffer) {
         switch wire {
         case .binary:
             BinaryResponseWriter.write(status: .error, requestID: binaryRequestID(request), errorText: text, into: out)

@@ -148,14 +148,16 @@ extension Reactor {
                             waited: Bool = false) -> NotPrimaryHere? {
         let shard = Int(header.route.shard)
         guard shard < routes.target.count, !routes.isPrimaryHere(shard), let routing = routes.current else { return nil }
-        let namesHolderElsewhere = routes.namesHolderElsewhere(shard) && !node.interconnect.hasExited(routes.clusterEndpoint)
-        if namesHolderElsewhere, header.hops < (waited ? 2 : 1) {
+        // Relayed or parked, the request later leaves through the cluster loop.
+        let loopRunning = !node.interconnect.hasExited(routes.clusterEndpoint)
+        let namesHolderElsewhere = routes.namesHolderElsewhere(shard)
+        if loopRunning, namesHolderElsewhere, header.hops < (waited ? 2 : 1) {
             relay(header, from: routes.clusterEndpoint, request: request, shard: shard, hops: header.hops + 1)
             counters.forwardRelayed &+= 1
             return .relayed
         }
-        if !waited, !namesHolderElsewhere, header.hops <= 1, owner(ofShard: shard) == index, node.state != .draining,
-           !node.interconnect.hasExited(routes.clusterEndpoint), parked.bytes < ParkedRequests.limitBytes {
+        if loopRunning, !waited, !namesHolderElsewhere, header.hops <= 1, owner(ofShard: shard) == index,
+           node.state != .draining, parked.bytes < ParkedRequests.limitBytes {
             park(shard: shard, wire: header.wire, isWrite: true, bytes: request,
                  replyTo: .forwarded(header: header, source: routes.clusterEndpoint))
             return .parked

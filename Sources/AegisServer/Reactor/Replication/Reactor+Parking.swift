@@ -194,13 +194,9 @@ extension Reactor {
     /// The answer to a request that cannot wait: the waiting room is full
     /// and earlier requests of its shard wait, so running it would pass them.
     func writeParkingFull(wire: WireKind, request: UnsafeRawBufferPointer, shard: Int, into out: WireBuffer) {
-        let text = "TRYAGAIN shard \(shard) has requests waiting for its lease on this node and no room for more; retry"
-        switch wire {
-        case .binary:
-            BinaryResponseWriter.write(status: .error, requestID: ForwardReplies.binaryRequestID(request), errorText: text, into: out)
-        case .resp2, .resp3:
-            RESPWriter.error(string: text, into: out)
-        }
+        ForwardReplies.error(wire: wire, request: request,
+                             text: "TRYAGAIN shard \(shard) has requests waiting for its lease on this node and no room for more; retry",
+                             into: out)
     }
 
     /// Runs, forwards or keeps each waiting request, in arrival order:
