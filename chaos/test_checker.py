@@ -165,8 +165,9 @@ class ErrorReplyTests(unittest.TestCase):
 
     def test_replies_that_say_nothing_ran(self):
         import workload
-        for text in ("forwarding failed: the circuit breaker for node2 (or 'forwarding') is open",
-                     "forwarding failed: no link to node1",
+        for text in ("the circuit breaker for node2 (or 'forwarding') is open, the request was not sent; retry",
+                     "no link to node1 could be opened, the request was not sent; retry",
+                     "this node is stopping and forwards no more requests; retry on another node",
                      "shard 6 is owned by node1 (127.0.0.11:7700) in the view of the node that got it; retry"):
             self.assertTrue(workload.definitely_not_applied(text), text)
 

@@ -64,10 +64,12 @@ class History:
 
 
 # Error replies after which the request was never run anywhere: the
-# forwarding node's breaker for the owner is open or it has no link to it
-# (nothing was sent), or the node it reached does not own the shard in its
-# own view and refused it (docs/operations.md, aegis_forward_not_owner_total).
-NOT_APPLIED = ("is open", "forwarding failed: no link to ", "in the view of the node that got it; retry")
+# forwarding node did not send it (its breaker for the owner is open, it has
+# no link to it, it is stopping), or the node it reached does not own the
+# shard in its own view and refused it (docs/operations.md,
+# aegis_forward_not_owner_total).
+NOT_APPLIED = ("the request was not sent; retry", "this node is stopping and forwards no more requests",
+               "in the view of the node that got it; retry")
 
 
 def definitely_not_applied(text):

@@ -336,7 +336,7 @@ final class ForwardingRelay {
     private func forwardRequest(_ header: ForwardHeader, payload: UnsafeRawBufferPointer, nowNs: Int64) {
         let shard = Int(header.route.shard)
         guard let routing, shard < shardPeer.count else {
-            fail(header, payload, reason: "no_map", why: "this node has no shard map yet")
+            refuse(header, payload, reason: "no_map", why: "this node has no shard map yet")
             return
         }
         let target = shardPeer[shard]
@@ -348,16 +348,20 @@ final class ForwardingRelay {
             return
         }
         guard target >= 0 else {
-            fail(header, payload, reason: "no_address", why: "no address known for \(routing.primaryName[shard])")
+            refuse(header, payload, reason: "no_address", why: "no address known for \(routing.primaryName[shard])")
             return
         }
         if ForwardHeader.size + payload.count + 4 > Self.recordLimitBytes {
-            fail(header, payload, reason: "too_large", why: "the request is larger than a peer frame (8 MiB)")
+            reply.clear()
+            ForwardReplies.error(wire: header.wire, request: payload,
+                                 text: "ERR the request is larger than a peer frame (8 MiB) and was not sent to \(peerName[Int(target)]); send it to that node directly",
+                                 into: reply)
+            answer(header, reply.readableView, reason: "too_large")
             return
         }
         let peer = UInt16(target)
         if !allowed(peer) {
-            fail(header, payload, reason: "breaker_open", why: "the circuit breaker for \(peerName[Int(peer)]) (or 'forwarding') is open")
+            refuse(header, payload, reason: "breaker_open", why: "the circuit breaker for \(peerName[Int(peer)]) (or 'forwarding') is open")
             return
         }
         var ticketed = header
@@ -640,10 +644,14 @@ final class ForwardingRelay {
         for peer in failedPeers { breakers.record(peerName[Int(peer)], success: false) }
     }
 
-    /// Answers a request from a reactor of this node with an error.
-    private func fail(_ header: ForwardHeader, _ payload: UnsafeRawBufferPointer, reason: String, why: String) {
+    /// Answers a request from a reactor of this node that was never sent
+    /// with the retryable refusal (`ForwardReplies.notSent`): it ran
+    /// nowhere, so its client may send it again, where `forwarding failed`
+    /// would leave it unsure whether a write ran. Before, these said
+    /// `forwarding failed` too, the breaker's included.
+    private func refuse(_ header: ForwardHeader, _ payload: UnsafeRawBufferPointer, reason: String, why: String) {
         reply.clear()
-        ForwardReplies.failed(wire: header.wire, request: payload, why: why, into: reply)
+        ForwardReplies.notSent(wire: header.wire, request: payload, why: why, into: reply)
         answer(header, reply.readableView, reason: reason)
     }
 

@@ -178,7 +178,7 @@ import Testing
     /// retryable error naming the owner, never passed on again. The test
     /// plays a peer: it says hello on node1's gossip port and sends batches;
     /// node1 answers on a link it dials back.
-    @Test(.hangBound) func aForwardedRequestForAShardTheNodeDoesNotOwnGoesOnOnceThenIsRefusedWithTheOwner() throws {
+    @Test(.hangBound) func aForwardedRequestForAShardTheNodeDoesNotOwnGoesOnUpToTwiceThenIsRefusedWithTheOwner() throws {
         let members = try Self.startCluster()
         defer { for member in members { member.stop() } }
         let key = try (0..<1000).map { "k\($0)" }.first { try Self.primary(of: $0) == "node2" }!
@@ -194,7 +194,7 @@ import Testing
                               gossipAddress: "127.0.0.14:\(listenPort)", clientAddress: "127.0.0.14:1")
         peer.send(hello.frame(GossipAuthenticator(secret: "test-secret")))
 
-        // A GET in each protocol, as a first hop (0) or as one relayed already (1).
+        // A GET in each protocol, as a first hop (0) or as one relayed already (1 or more).
         func send(hops: UInt8) {
             let resp = Array("*2\r\n$3\r\nGET\r\n$\(key.utf8.count)\r\n\(key)\r\n".utf8)
             let binary = WireBuffer()
@@ -260,7 +260,14 @@ import Testing
         #expect(relayedBinary?.status == BinaryStatus.ok.rawValue && relayedBinary?.requestID == 77, "\(String(describing: relayedBinary))")
         #expect(relayedBinary.map { Array($0.value) } == Array("held-by-node2".utf8))
 
+        // Passed on once already, it goes on a second time: the views of
+        // three nodes may disagree for a moment while a node hands off.
         send(hops: 1)
+        let relayedAgain = try bothReplies(afterHello: false)
+        #expect(relayedAgain.count == 2)
+        #expect(relayedAgain.first { $0.0.wire == .resp2 }.map { String(decoding: $0.1, as: UTF8.self) } == "$13\r\nheld-by-node2\r\n")
+
+        send(hops: Reactor.maxHops)
         let refused = try bothReplies(afterHello: false)
         #expect(refused.count == 2)
         #expect(refused.allSatisfy { $0.0.kind == .reply && $0.0.route.shard == UInt32(shard) })
@@ -274,9 +281,9 @@ import Testing
         var counts: (relayed: Int?, refused: Int?)
         _ = waitUntil(seconds: 10) {
             counts = (RollingRestartProcessTests.metric(members[0], "aegis_forward_relayed_total"), RollingRestartProcessTests.metric(members[0], "aegis_forward_not_owner_total"))
-            return counts == (2, 2 + 2 * refusedFirstHops)
+            return counts == (4, 2 + 2 * refusedFirstHops)
         }
-        #expect(counts == (2, 2 + 2 * refusedFirstHops), "node1 relayed \(counts.relayed.map(String.init) ?? "missing"), refused \(counts.refused.map(String.init) ?? "missing")")
+        #expect(counts == (4, 2 + 2 * refusedFirstHops), "node1 relayed \(counts.relayed.map(String.init) ?? "missing"), refused \(counts.refused.map(String.init) ?? "missing")")
         for member in members.dropFirst() {
             #expect(RollingRestartProcessTests.metric(member, "aegis_forward_not_owner_total") == 0
                     && RollingRestartProcessTests.metric(member, "aegis_forward_relayed_total") == 0)
@@ -318,8 +325,10 @@ import Testing
             } else {
                 // `forwarding failed` when the request was on the link as
                 // it broke (it may have run); TRYAGAIN when no link was up
-                // to send it on (it ran nowhere).
-                #expect(line.hasPrefix("ERR forwarding failed") || line.hasPrefix("TRYAGAIN no link to node3") || line.isEmpty,
+                // to send it on, or node3's breaker opened (it ran nowhere).
+                #expect(line.hasPrefix("ERR forwarding failed")
+                            || line.hasPrefix("TRYAGAIN ") && line.contains("node3") && line.hasSuffix("the request was not sent; retry")
+                            || line.isEmpty,
                         "node3's key \(i / 2): \(line)")
             }
         }
@@ -347,6 +356,21 @@ import Testing
         let status = try #require(members[0].get("/admin/circuit-breaker/status"))
         #expect(try runTool("jq", ["-r", "[.breakers[] | select(.service == \"forwarding\") | .state] | join(\",\")"], input: status).output == "closed\n",
                 "\(status)")
+
+        // The operator's switch (runbook, "Circuit Breaker Trip"): with
+        // 'forwarding' open, node1 sends nothing on, and says so with the
+        // retryable refusal, so a client knows the write ran nowhere.
+        let admin = "http://\(members[0].host):\(members[0].healthPort)/admin/circuit-breaker"
+        #expect(try runTool("curl", ["-s", "-X", "POST", "\(admin)/trip?service=forwarding"]).status == 0)
+        let key = onNode2.first!
+        let refused = try runTool("bash", ["-c", "\(node1) SET \(key) written-while-open"]).output
+        #expect(refused.trimmingCharacters(in: .newlines) == "TRYAGAIN the circuit breaker for node2 (or 'forwarding') is open, the request was not sent; retry",
+                "\(refused)")
+        let onOwner = "redis-cli -h \(members[1].host) -p \(members[1].clientPort)"
+        #expect(try runTool("bash", ["-c", "\(onOwner) GET \(key)"]).output == "v\n", "the refused write ran nowhere")
+        #expect(try runTool("curl", ["-s", "-X", "POST", "\(admin)/reset?service=forwarding"]).status == 0)
+        #expect(try runTool("bash", ["-c", "\(node1) SET \(key) written-after-reset"]).output == "OK\n")
+        #expect(try runTool("bash", ["-c", "\(onOwner) GET \(key)"]).output == "written-after-reset\n")
     }
 }
 

@@ -126,24 +126,30 @@ extension Reactor {
 
     enum NotPrimaryHere { case relayed, parked, refused }
 
+    /// How many times one forwarded request may be passed on between nodes.
+    static let maxHops: UInt8 = 2
+
     /// A request another node forwarded: nil when this node is the shard's
     /// primary in its own view (it runs here). Otherwise the node that sent
     /// it had an older view (a hand-off or an election it has not heard of
     /// yet). When this node's routing names the shard's holder on another
-    /// node (`namesHolderElsewhere`), the request goes there, once (`hops`),
-    /// and its reply comes back the same way, so the client sees no TRYAGAIN
-    /// for a view one node behind: `.relayed`, nothing is written to `out`.
+    /// node (`namesHolderElsewhere`), the request goes there, and its reply
+    /// comes back the same way, so the client sees no TRYAGAIN for a view
+    /// behind: `.relayed`, nothing is written to `out`. A request is passed
+    /// on at most `maxHops` times, so views that disagree cannot make it
+    /// circle. Two, not one: while a stopping node hands its shards to
+    /// several nodes at once, a request the first node sent to the old
+    /// holder can reach a second node that has already given the shard to
+    /// a third (a few refusals per perf/shard-move --scenario leave run
+    /// with one).
     /// Where it cannot go on yet (this node knows no holder of the shard
     /// elsewhere: its routing names the map's guess, as for a moment while
     /// a stopping node hands its shards off), the request waits on the
     /// shard's reactor (`Reactor+Parking`) until the routing names a holder
     /// or this node wins the shard, up to the parking limit: `.parked`,
-    /// nothing is written to `out`. One that waited (`waited`) may then go
-    /// on although it was passed on once already: the views it went
-    /// through disagreed only for a moment, and each further hop follows a
-    /// wait, so it cannot circle. Before, both were refused at once, and
-    /// their clients saw the TRYAGAIN (a few per perf/shard-move --scenario
-    /// leave run). Otherwise `out` gets the retryable refusal: `.refused`.
+    /// nothing is written to `out`; `waited` marks its second pass, which
+    /// does not park again. Otherwise `out` gets the retryable refusal:
+    /// `.refused`.
     func passOnIfNotPrimary(_ header: ForwardHeader, request: UnsafeRawBufferPointer, into out: WireBuffer,
                             waited: Bool = false) -> NotPrimaryHere? {
         let shard = Int(header.route.shard)
@@ -151,12 +157,12 @@ extension Reactor {
         // Relayed or parked, the request later leaves through the cluster loop.
         let loopRunning = !node.interconnect.hasExited(routes.clusterEndpoint)
         let namesHolderElsewhere = routes.namesHolderElsewhere(shard)
-        if loopRunning, namesHolderElsewhere, header.hops < (waited ? 2 : 1) {
+        if loopRunning, namesHolderElsewhere, header.hops < Self.maxHops {
             relay(header, from: routes.clusterEndpoint, request: request, shard: shard, hops: header.hops + 1)
             counters.forwardRelayed &+= 1
             return .relayed
         }
-        if loopRunning, !waited, !namesHolderElsewhere, header.hops <= 1, owner(ofShard: shard) == index,
+        if loopRunning, !waited, !namesHolderElsewhere, header.hops < Self.maxHops, owner(ofShard: shard) == index,
            node.state != .draining, parked.bytes < ParkedRequests.limitBytes {
             park(shard: shard, wire: header.wire, isWrite: true, bytes: request,
                  replyTo: .forwarded(header: header, source: routes.clusterEndpoint))
