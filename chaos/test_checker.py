@@ -168,6 +168,9 @@ class ErrorReplyTests(unittest.TestCase):
         for text in ("the circuit breaker for node2 (or 'forwarding') is open, the request was not sent; retry",
                      "no link to node1 could be opened, the request was not sent; retry",
                      "this node is stopping and forwards no more requests; retry on another node",
+                     "shard 9 has no lease holder here (term 4): an election is under way or this node cannot reach "
+                     "a majority of the shard's replicas; retry",
+                     "shard 9 is being handed to another node, which will take its writes within milliseconds; retry",
                      "shard 6 is owned by node1 (127.0.0.11:7700) in the view of the node that got it; retry"):
             self.assertTrue(workload.definitely_not_applied(text), text)
 

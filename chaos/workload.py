@@ -65,11 +65,13 @@ class History:
 
 # Error replies after which the request was never run anywhere: the
 # forwarding node did not send it (its breaker for the owner is open, it has
-# no link to it, it is stopping), or the node it reached does not own the
+# no link to it, it is stopping), the node it reached does not own the
 # shard in its own view and refused it (docs/operations.md,
-# aegis_forward_not_owner_total).
+# aegis_forward_not_owner_total), or that node holds no lease for the shard
+# and refused the write before running it (Reactor+Leases).
 NOT_APPLIED = ("the request was not sent; retry", "this node is stopping and forwards no more requests",
-               "in the view of the node that got it; retry")
+               "in the view of the node that got it; retry", "has no lease holder here",
+               "is being handed to another node, which will take its writes")
 
 
 def definitely_not_applied(text):
