@@ -97,7 +97,7 @@ struct MetricsExposition {
     /// reason; the node-to-node round trip as a histogram; requests other
     /// nodes forwarded here that this node refused as not its shard's
     /// primary, and those it passed on to the holder it knows.
-    static func forwardingFamilies(_ forwarding: ForwardingSnapshot, reactorCrossings: Int, notOwner: Int, relayed: Int) -> [Family] {
+    static func forwardingFamilies(_ forwarding: ForwardingSnapshot, reactorCrossings: Int, notOwner: Int, relayed: Int, hopLimit: Int) -> [Family] {
         var requests = [Sample(suffix: "_total", labels: [("peer", "local")], value: String(reactorCrossings))]
         for (peer, count) in forwarding.forwardedByPeer.sorted(by: { $0.key < $1.key }) {
             requests.append(Sample(suffix: "_total", labels: [("peer", peer)], value: String(count)))
@@ -124,8 +124,11 @@ struct MetricsExposition {
                     "Requests another node forwarded here for a shard this node is not primary for in its own view, answered TRYAGAIN (RESP) or REDIRECT (binary).",
                     notOwner),
             counter("aegis_forward_relayed",
-                    "Requests another node forwarded here for a shard another node holds in this node's view, passed on to that holder once (the forwarding node's view was behind).",
+                    "Requests another node forwarded here for a shard another node holds in this node's view, passed on to that holder (the forwarding node's view was behind).",
                     relayed),
+            counter("aegis_forward_hop_limit",
+                    "Of aegis_forward_not_owner: requests this node would have passed on to the holder it knows, refused because they had been passed on twice already.",
+                    hopLimit),
         ]
     }
 
@@ -229,7 +232,7 @@ struct MetricsExposition {
             counter("aegis_wal_errors", "Failed write-ahead log writes, fsyncs and snapshots; writes in a failed batch are answered with an error.", totals.walErrors),
         ] + walFlushFamilies(node.walFlushStats() ?? WALFlushStats())
         result += clientTLSFamilies(node.tls)
-        result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests, notOwner: totals.forwardNotOwner, relayed: totals.forwardRelayed)
+        result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests, notOwner: totals.forwardNotOwner, relayed: totals.forwardRelayed, hopLimit: totals.forwardHopLimit)
         result += replicationFamilies(cluster.replication)
         result += moveFamilies(cluster.replication, catchUp: cluster.catchUp, totals: totals)
         result += leaseFamilies(cluster.leases, refusals: totals.leaseRefusals)

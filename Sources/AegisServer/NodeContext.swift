@@ -172,6 +172,7 @@ public final class PublishedReactorStats: Sendable {
     let forwardedRequests = Atomic<Int>(0)
     let forwardNotOwner = Atomic<Int>(0)
     let forwardRelayed = Atomic<Int>(0)
+    let forwardHopLimit = Atomic<Int>(0)
     let leaseRefusals = Atomic<Int>(0)
     let requestsParked = Atomic<Int>(0)
     let parkedTimedOut = Atomic<Int>(0)
@@ -212,6 +213,7 @@ public final class PublishedReactorStats: Sendable {
         forwardedRequests.store(s.forwardedRequests, ordering: .relaxed)
         forwardNotOwner.store(s.forwardNotOwner, ordering: .relaxed)
         forwardRelayed.store(s.forwardRelayed, ordering: .relaxed)
+        forwardHopLimit.store(s.forwardHopLimit, ordering: .relaxed)
         leaseRefusals.store(s.leaseRefusals, ordering: .relaxed)
         requestsParked.store(s.requestsParked, ordering: .relaxed)
         parkedTimedOut.store(s.parkedTimedOut, ordering: .relaxed)
@@ -252,6 +254,7 @@ public final class PublishedReactorStats: Sendable {
             forwardedRequests: forwardedRequests.load(ordering: .relaxed),
             forwardNotOwner: forwardNotOwner.load(ordering: .relaxed),
             forwardRelayed: forwardRelayed.load(ordering: .relaxed),
+            forwardHopLimit: forwardHopLimit.load(ordering: .relaxed),
             leaseRefusals: leaseRefusals.load(ordering: .relaxed),
             requestsParked: requestsParked.load(ordering: .relaxed),
             parkedTimedOut: parkedTimedOut.load(ordering: .relaxed),
@@ -303,6 +306,10 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     /// Requests another node forwarded here for a shard another node holds
     /// in this node's view, passed on to that holder (one hop more).
     public var forwardRelayed = 0
+    /// Of `forwardNotOwner`: those this node would have passed on to the
+    /// holder it knows, but that had been passed on `Reactor.maxHops`
+    /// times already.
+    public var forwardHopLimit = 0
     /// Writes refused because this node did not hold the shard's lease.
     public var leaseRefusals = 0
     /// Requests that waited for their shard's lease rather than being
@@ -356,6 +363,7 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         forwardedRequests += o.forwardedRequests
         forwardNotOwner += o.forwardNotOwner
         forwardRelayed += o.forwardRelayed
+        forwardHopLimit += o.forwardHopLimit
         leaseRefusals += o.leaseRefusals
         requestsParked += o.requestsParked
         parkedTimedOut += o.parkedTimedOut

@@ -277,13 +277,18 @@ import Testing
         #expect(redirect?.status == BinaryStatus.redirect.rawValue && redirect?.requestID == 77, "\(String(describing: redirect))")
         #expect(redirect?.address == "\(members[1].host):\(members[1].clientPort)")
 
-        // Each is counted where it was decided, and nowhere else.
-        var counts: (relayed: Int?, refused: Int?)
+        // Each is counted where it was decided, and nowhere else; the two
+        // refused at the hop limit apart from those that found no holder.
+        var counts: (relayed: Int?, refused: Int?, atHopLimit: Int?)
         _ = waitUntil(seconds: 10) {
-            counts = (RollingRestartProcessTests.metric(members[0], "aegis_forward_relayed_total"), RollingRestartProcessTests.metric(members[0], "aegis_forward_not_owner_total"))
-            return counts == (4, 2 + 2 * refusedFirstHops)
+            counts = (RollingRestartProcessTests.metric(members[0], "aegis_forward_relayed_total"),
+                      RollingRestartProcessTests.metric(members[0], "aegis_forward_not_owner_total"),
+                      RollingRestartProcessTests.metric(members[0], "aegis_forward_hop_limit_total"))
+            return counts == (4, 2 + 2 * refusedFirstHops, 2)
         }
-        #expect(counts == (4, 2 + 2 * refusedFirstHops), "node1 relayed \(counts.relayed.map(String.init) ?? "missing"), refused \(counts.refused.map(String.init) ?? "missing")")
+        let described = "node1 relayed \(counts.relayed.map(String.init) ?? "missing"), refused \(counts.refused.map(String.init) ?? "missing"), "
+            + "\(counts.atHopLimit.map(String.init) ?? "missing") at the hop limit"
+        #expect(counts == (4, 2 + 2 * refusedFirstHops, 2), "\(described)")
         for member in members.dropFirst() {
             #expect(RollingRestartProcessTests.metric(member, "aegis_forward_not_owner_total") == 0
                     && RollingRestartProcessTests.metric(member, "aegis_forward_relayed_total") == 0)

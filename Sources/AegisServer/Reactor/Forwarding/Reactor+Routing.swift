@@ -171,6 +171,7 @@ extension Reactor {
         ForwardReplies.notOwner(wire: header.wire, request: request, shard: shard, owner: routing.primaryName[shard],
                                 ownerAddress: routing.primaryClientAddress[shard], into: out)
         counters.forwardNotOwner &+= 1
+        if loopRunning, namesHolderElsewhere { counters.forwardHopLimit &+= 1 }
         return .refused
     }
 }
