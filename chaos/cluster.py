@@ -165,27 +165,37 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, size, root, binary, private_network, settings):
+    """`nodes` run from the start and serve the clients; `spare` (with
+    `spare=True`) is one more node, started only by the `join` fault."""
+
+    def __init__(self, size, root, binary, private_network, settings, spare=False):
         self.private_network = private_network
         self.nodes = [Node(i, root, binary, private_network, settings) for i in range(1, size + 1)]
         for node in self.nodes:
             node.seeds = [other.gossip_address for other in self.nodes if other is not node]
+        self.spare = Node(size + 1, root, binary, private_network, settings) if spare else None
+        if self.spare:
+            self.spare.seeds = [node.gossip_address for node in self.nodes]
         self.partitioned = False
+
+    @property
+    def every_node(self):
+        return self.nodes + ([self.spare] if self.spare else [])
 
     def start_all(self):
         for node in self.nodes:
             node.start()
 
     def stop_all(self):
-        for node in self.nodes:
+        for node in self.every_node:
             node.stop()
 
     def agreed(self):
         """True when every running node sees exactly the running nodes alive
         and all publish one placement digest."""
-        expected = {node.name for node in self.nodes if node.running}
+        expected = {node.name for node in self.every_node if node.running}
         digests = set()
-        for node in self.nodes:
+        for node in self.every_node:
             if not node.running:
                 continue
             view = node.view()
@@ -207,7 +217,7 @@ class Cluster:
         return None
 
     def views(self):
-        return {node.name: node.view() for node in self.nodes if node.running}
+        return {node.name: node.view() for node in self.every_node if node.running}
 
     # Partitions: nftables rules on the output hook of the private namespace,
     # matched on the nodes' own addresses (peer links leave from them; see

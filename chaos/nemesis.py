@@ -8,7 +8,8 @@ import time
 PAUSE_SECONDS = 6.0
 SKEW = "30s"
 AGREEMENT_TIMEOUT_SECONDS = 60
-FAULTS = ("kill9", "pause", "partition-one", "partition-halves", "partition-one-way", "partition-ring", "clock-skew", "wipe")
+FAULTS = ("kill9", "pause", "partition-one", "partition-halves", "partition-one-way", "partition-ring", "clock-skew", "wipe",
+          "leave", "join")
 
 
 class Nemesis:
@@ -103,4 +104,29 @@ class Nemesis:
         node.wipe()
         time.sleep(hold)
         node.start()
+        return hold
+
+    def _leave(self, event, hold):
+        # A rolling restart's step: SIGTERM hands the node's shards off and
+        # says `left`; the others stream the third copies meanwhile, and hand
+        # shards back when it returns on its data directory.
+        node = self._target(event)
+        event["detail"] = "SIGTERM (hands its shards off, leaves), restarted on its data directory"
+        node.stop()
+        time.sleep(hold)
+        node.start()
+        return hold
+
+    def _join(self, event, hold):
+        # Shards move to a fresh node (streams, catch-up, hand-offs), and it
+        # leaves again after the hold, perhaps while still receiving some:
+        # the shards move back. Wiped before each join, as a new machine.
+        spare = self.cluster.spare
+        event["node"] = spare.name
+        event["detail"] = "a fresh node joins, then stops with SIGTERM (hands off, leaves) after the hold and is wiped"
+        spare.wipe()
+        spare.start()
+        time.sleep(hold)
+        spare.stop()
+        spare.wipe()
         return hold
