@@ -96,7 +96,8 @@ struct MetricsExposition {
     /// reactors and a node id for requests sent to that node; errors by
     /// reason; the node-to-node round trip as a histogram; requests other
     /// nodes forwarded here that this node refused as not its shard's
-    /// primary, and those it passed on to the holder it knows.
+    /// primary (and of those, the ones at the hop limit), and those it
+    /// passed on to the holder it knows.
     static func forwardingFamilies(_ forwarding: ForwardingSnapshot, reactorCrossings: Int, notOwner: Int, relayed: Int, hopLimit: Int) -> [Family] {
         var requests = [Sample(suffix: "_total", labels: [("peer", "local")], value: String(reactorCrossings))]
         for (peer, count) in forwarding.forwardedByPeer.sorted(by: { $0.key < $1.key }) {
