@@ -112,8 +112,9 @@ enum ForwardReplies {
     }
 
     /// A forwarded request for a shard this node is not the primary of,
-    /// that it cannot pass on (no holder known elsewhere, or passed on once
-    /// already: `Reactor.passOnIfNotPrimary`): the client retries.
+    /// that it cannot pass on (no holder known elsewhere, or passed on
+    /// `Reactor.maxHops` times already: `Reactor.passOnIfNotPrimary`): the
+    /// client retries.
     static func notOwner(wire: WireKind, request: UnsafeRawBufferPointer, shard: Int, owner: String, ownerAddress: String, into out: WireBuffer) {
         switch wire {
         case .binary:
@@ -136,8 +137,10 @@ enum ForwardReplies {
     /// it ran nowhere, so unlike `failed` the client may simply retry it,
     /// and does by the same TRYAGAIN as for a shard changing hands.
     static func notSent(wire: WireKind, request: UnsafeRawBufferPointer, why: String, into out: WireBuffer) {
-        error(wire: wire, request: request, text: "TRYAGAIN " + why + ", the request was not sent; retry", into: out)
+        error(wire: wire, request: request, text: notSentText(why), into: out)
     }
+
+    static func notSentText(_ why: String) -> String { "TRYAGAIN " + why + ", the request was not sent; retry" }
 
     /// `text` as the error reply in the request's protocol: a RESP error,
     /// or a binary ERROR status carrying it under the request's id.
@@ -150,13 +153,9 @@ enum ForwardReplies {
         }
     }
 
-    /// The forwarding failed; `why` names the peer and the cause.
+    /// The forwarding failed; `why` names the peer and the cause. A RESP
+    /// error needs its kind first (`ERR`); a binary ERROR status has none.
     static func failed(wire: WireKind, request: UnsafeRawBufferPointer, why: String, into out: WireBuffer) {
-        switch wire {
-        case .binary:
-            BinaryResponseWriter.write(status: .error, requestID: binaryRequestID(request), errorText: "forwarding failed: " + why, into: out)
-        case .resp2, .resp3:
-            RESPWriter.error(string: "ERR forwarding failed: " + why, into: out)
-        }
+        error(wire: wire, request: request, text: (wire == .binary ? "" : "ERR ") + "forwarding failed: " + why, into: out)
     }
 }

@@ -336,7 +336,7 @@ final class ForwardingRelay {
     private func forwardRequest(_ header: ForwardHeader, payload: UnsafeRawBufferPointer, nowNs: Int64) {
         let shard = Int(header.route.shard)
         guard let routing, shard < shardPeer.count else {
-            refuse(header, payload, reason: "no_map", why: "this node has no shard map yet")
+            refuse(header, payload, reason: "no_map", text: ForwardReplies.notSentText("this node has no shard map yet"))
             return
         }
         let target = shardPeer[shard]
@@ -348,20 +348,18 @@ final class ForwardingRelay {
             return
         }
         guard target >= 0 else {
-            refuse(header, payload, reason: "no_address", why: "no address known for \(routing.primaryName[shard])")
+            refuse(header, payload, reason: "no_address", text: ForwardReplies.notSentText("no address known for \(routing.primaryName[shard])"))
             return
         }
         if ForwardHeader.size + payload.count + 4 > Self.recordLimitBytes {
-            reply.clear()
-            ForwardReplies.error(wire: header.wire, request: payload,
-                                 text: "ERR the request is larger than a peer frame (8 MiB) and was not sent to \(peerName[Int(target)]); send it to that node directly",
-                                 into: reply)
-            answer(header, reply.readableView, reason: "too_large")
+            refuse(header, payload, reason: "too_large",
+                   text: "ERR the request is larger than a peer frame (8 MiB) and was not sent to \(peerName[Int(target)]); send it to that node directly")
             return
         }
         let peer = UInt16(target)
         if !allowed(peer) {
-            refuse(header, payload, reason: "breaker_open", why: "the circuit breaker for \(peerName[Int(peer)]) (or 'forwarding') is open")
+            refuse(header, payload, reason: "breaker_open",
+                   text: ForwardReplies.notSentText("the circuit breaker for \(peerName[Int(peer)]) (or 'forwarding') is open"))
             return
         }
         var ticketed = header
@@ -645,13 +643,13 @@ final class ForwardingRelay {
     }
 
     /// Answers a request from a reactor of this node that was never sent
-    /// with the retryable refusal (`ForwardReplies.notSent`): it ran
-    /// nowhere, so its client may send it again, where `forwarding failed`
-    /// would leave it unsure whether a write ran. Before, these said
-    /// `forwarding failed` too, the breaker's included.
-    private func refuse(_ header: ForwardHeader, _ payload: UnsafeRawBufferPointer, reason: String, why: String) {
+    /// with `text`, which says so (mostly `ForwardReplies.notSentText`, the
+    /// retryable refusal): it ran nowhere, so its client may send it again,
+    /// where `forwarding failed` would leave it unsure whether a write ran.
+    /// Before, these said `forwarding failed` too, the breaker's included.
+    private func refuse(_ header: ForwardHeader, _ payload: UnsafeRawBufferPointer, reason: String, text: String) {
         reply.clear()
-        ForwardReplies.notSent(wire: header.wire, request: payload, why: why, into: reply)
+        ForwardReplies.error(wire: header.wire, request: payload, text: text, into: reply)
         answer(header, reply.readableView, reason: reason)
     }
 

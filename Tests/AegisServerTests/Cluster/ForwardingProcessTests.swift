@@ -173,9 +173,10 @@ import Testing
     }
 
     /// A forwarded request for a shard the receiving node is not primary
-    /// for goes on once to the holder its routing names, and its reply comes
-    /// back the same way; one that was relayed already is answered with a
-    /// retryable error naming the owner, never passed on again. The test
+    /// for goes on to the holder its routing names, and its reply comes
+    /// back the same way; one passed on `Reactor.maxHops` times already is
+    /// answered with a retryable error naming the owner, never passed on
+    /// again. The test
     /// plays a peer: it says hello on node1's gossip port and sends batches;
     /// node1 answers on a link it dials back.
     @Test(.hangBound) func aForwardedRequestForAShardTheNodeDoesNotOwnGoesOnUpToTwiceThenIsRefusedWithTheOwner() throws {
