@@ -524,6 +524,14 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                 if frame.count > 4 && frame[4] == ForwardingRelay.batchMarker, let relay {
                     counters.messagesReceived[Self.forwardBatchType, default: 0] += 1
                     heard(from: hello.nodeID, nowMs: nowMs)
+                    // The batch's requests reach the reactors now, the routing
+                    // at the end of the pass: a holder learned from a lease
+                    // frame read before them (a hand-off's release) must be
+                    // in the routing first. Otherwise the release's target,
+                    // told by the old holder to run a request, sent it back
+                    // to it on the routing from before (perf/shard-move
+                    // --scenario leave: refused at the hop limit).
+                    if leases?.holdersMoved == true { refreshRouting(relay) }
                     if !relay.receivedBatch(frame, fromAddress: hello.gossipAddress, name: hello.nodeID, nowNs: aegis_monotonic_ns()) {
                         close(connection, reason: .refused(.malformed), nowMs: nowMs, notify: true)
                         return
@@ -1205,6 +1213,22 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     /// The map follows the alive set (self included); the snapshot shows
     /// it with the forwarding counters.
     private func contributeForwarding(_ relay: ForwardingRelay, to snapshot: inout ClusterSnapshot) {
+        if membershipChanged || relay.routing == nil { refreshRouting(relay) }
+        if let routing = relay.routing {
+            snapshot.placementDigest = routing.digestHex
+            for i in snapshot.members.indices {
+                guard let id = NodeID(snapshot.members[i].nodeID) else { continue }
+                snapshot.members[i].shardsPrimary = routing.map.shards(primaryOn: id).count
+                snapshot.members[i].shardsFollower = routing.map.shards(followerOn: id).count
+            }
+        }
+        snapshot.forwarding = ForwardingSnapshot(relay)
+        snapshot.replication = ReplicationSnapshot(relay.replication, nowMs: Self.nowMs())
+    }
+
+    /// Rebuilds the routing the reactors go by from the members and the
+    /// lease holders; a routing that routes alike is not published again.
+    private func refreshRouting(_ relay: ForwardingRelay) {
         // A stopping node keeps the members it served by: its own `left`
         // would otherwise give it a map without itself, a "shard map
         // changed" notice on every stop, and reactors forwarding even the
@@ -1212,7 +1236,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         // to stop. It still takes the holders its hand-offs name, so the
         // writes that waited through a shard's freeze go on to the target.
         let leavingWith = leaveDeadlineMs == nil ? nil : relay.routing?.map.members
-        if membershipChanged || relay.routing == nil, leaveDeadlineMs == nil || leavingWith != nil {
+        if leaveDeadlineMs == nil || leavingWith != nil {
             let alive = leavingWith ?? members.values.filter { $0.status == .alive }.compactMap { NodeID($0.nodeID) }
             var gossip: [String: String] = [:]
             var client: [String: String] = [:]
@@ -1235,15 +1259,5 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
                 ])
             }
         }
-        if let routing = relay.routing {
-            snapshot.placementDigest = routing.digestHex
-            for i in snapshot.members.indices {
-                guard let id = NodeID(snapshot.members[i].nodeID) else { continue }
-                snapshot.members[i].shardsPrimary = routing.map.shards(primaryOn: id).count
-                snapshot.members[i].shardsFollower = routing.map.shards(followerOn: id).count
-            }
-        }
-        snapshot.forwarding = ForwardingSnapshot(relay)
-        snapshot.replication = ReplicationSnapshot(relay.replication, nowMs: Self.nowMs())
     }
 }

@@ -152,7 +152,18 @@ extension Reactor {
     func passOnIfNotPrimary(_ header: ForwardHeader, request: UnsafeRawBufferPointer, into out: WireBuffer,
                             waited: Bool = false) -> NotPrimaryHere? {
         let shard = Int(header.route.shard)
-        guard shard < routes.target.count, !routes.isPrimaryHere(shard), let routing = routes.current else { return nil }
+        guard shard < routes.target.count, !routes.isPrimaryHere(shard) else { return nil }
+        // The cluster loop publishes a routing before it hands over the
+        // requests that came after its news (ClusterLoop.serve), but this
+        // pass may have loaded the one before. Judged on that, a request the
+        // old holder sent here just after handing this node the shard would
+        // go back to it. Only on this path: a request this node serves
+        // never pays for the check.
+        if !waited, node.routing.version != routes.version {
+            applyRouting()
+            if routes.isPrimaryHere(shard) { return nil }
+        }
+        guard let routing = routes.current else { return nil }
         // Relayed or parked, the request later leaves through the cluster loop.
         let loopRunning = !node.interconnect.hasExited(routes.clusterEndpoint)
         let namesHolderElsewhere = routes.namesHolderElsewhere(shard)
