@@ -103,7 +103,7 @@ struct MetricsExposition {
         for (peer, count) in forwarding.forwardedByPeer.sorted(by: { $0.key < $1.key }) {
             requests.append(Sample(suffix: "_total", labels: [("peer", peer)], value: String(count)))
         }
-        let reasons = ["link_down", "timeout", "breaker_open", "too_large", "no_address", "no_map", "stopping"]
+        let reasons = ["link_down", "timeout", "breaker_open", "too_large", "no_address", "no_map", "stopping", "peer_stopping"]
         let errors = reasons.map { Sample(suffix: "_total", labels: [("reason", $0)], value: String(forwarding.errorsByReason[$0] ?? 0)) }
         var latency: [Sample] = []
         for (bound, count) in zip(forwarding.latencyBoundsSeconds, forwarding.latencyCumulative) {
@@ -130,6 +130,12 @@ struct MetricsExposition {
             counter("aegis_forward_hop_limit",
                     "Of aegis_forward_not_owner: requests this node would have passed on to the holder it knows, refused because they had been passed on twice already.",
                     hopLimit),
+            Family(name: "aegis_peer_farewells", kind: .counter,
+                   help: "Farewells between a stopping node and its peers before it closes its links: sent by this node as it stopped, received from stopping peers (sent nothing more after), and acknowledged to this node.",
+                   samples: [("sent", forwarding.farewellsSent), ("received", forwarding.farewellsReceived),
+                             ("acknowledged", forwarding.farewellsAcknowledged)].map {
+                       Sample(suffix: "_total", labels: [("event", $0.0)], value: String($0.1))
+                   }),
         ]
     }
 

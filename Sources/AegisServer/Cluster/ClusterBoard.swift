@@ -166,6 +166,11 @@ public struct ForwardingSnapshot: Sendable {
     /// Records the loop holds for reactors whose rings are full (beyond the
     /// rings themselves): part of aegis_interconnect_memory_bytes.
     public var heldForReactorsBytes = 0
+    /// Farewells (ForwardingRelay, "Farewells"): sent as this node stopped,
+    /// received from stopping peers, and this node's acknowledged.
+    public var farewellsSent = 0
+    public var farewellsReceived = 0
+    public var farewellsAcknowledged = 0
 
     public init() {}
 
@@ -177,6 +182,9 @@ public struct ForwardingSnapshot: Sendable {
         latencyCumulative = counters.latencyBuckets.map { running += $0; return running }
         latencySumSeconds = Double(counters.latencySumMicros) / 1_000_000
         latencyCount = counters.latencyCount
+        farewellsSent = counters.farewellsSent
+        farewellsReceived = counters.farewellsReceived
+        farewellsAcknowledged = counters.farewellsAcknowledged
     }
 
     init(_ relay: ForwardingRelay) {

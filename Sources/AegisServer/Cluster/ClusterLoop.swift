@@ -167,6 +167,11 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     /// once it said `left`.
     private var answerPeersUntilMs: Int64 = .min
     static var answerPeersAfterHandOffsMs: Int64 { 200 }
+    /// How long a stopping node waits for its peers' answers to its
+    /// farewell (ForwardingRelay, "Farewells"), within drain_timeout: a
+    /// peer that is slower than this is one whose link is in trouble anyway.
+    static var farewellWaitMs: Int64 { 1_000 }
+    private var farewellsUntilMs: Int64 = .min
     private var stopRequested = false
     private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
 
@@ -317,8 +322,11 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             // A request forwarded through this node (to a shard's new
             // holder, after a hand-off) gets its answer before the link goes,
             // and so do those peers sent before they heard of the hand-offs.
-            if let deadline = leaveDeadlineMs,
-               woke >= deadline || (woke >= answerPeersUntilMs && !anyOutputQueued && relay?.awaitsReplies != true) { break }
+            if let deadline = leaveDeadlineMs, woke >= deadline || (woke >= answerPeersUntilMs && !anyOutputQueued
+                    && relay?.awaitsReplies != true && (relay?.awaitsFarewells != true || woke >= farewellsUntilMs)) {
+                logFarewells()
+                break
+            }
             publishIfDue(nowMs: woke, force: false)
             if let relay { wakeReactorsForNewSets(relay) }
         }
@@ -349,6 +357,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         if dirty { next = min(next, lastPublishMs + Self.publishIntervalMs) }
         if let deadline = leaveDeadlineMs { next = min(next, deadline) }
         if leaveDeadlineMs != nil && answerPeersUntilMs > nowMs { next = min(next, answerPeersUntilMs) }
+        if leaveDeadlineMs != nil && farewellsUntilMs > nowMs && relay?.awaitsFarewells == true { next = min(next, farewellsUntilMs) }
         // Handing off: acknowledgements and freezes are looked for each pass.
         if announceAfterHandOffsWithinMs != nil { next = min(next, nowMs + 2) }
         if !acceptedAt.isEmpty || !connectingSince.isEmpty { next = min(next, nowMs + 250) }
@@ -400,6 +409,29 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         // holders) rather than cut with the link.
         if afterHandOffs { answerPeersUntilMs = nowMs + min(max(0, withinMs), Self.answerPeersAfterHandOffsMs) }
         perform(engine.leave(nowMs: nowMs), nowMs: nowMs)
+        sayFarewell(nowMs: nowMs)
+    }
+
+    /// Tells every peer that takes it that this node is about to close its
+    /// links, so that none has a request on the way when it does.
+    private func sayFarewell(nowMs: Int64) {
+        guard let relay else { return }
+        let peers = members.values.compactMap { member -> (name: String, address: String)? in
+            guard !member.isSelf, member.status == .alive || member.status == .suspect,
+                  buildOf[member.nodeID]?.capabilities.contains(.farewell) == true else { return nil }
+            return (member.nodeID, member.gossipAddress)
+        }
+        relay.sayFarewell(to: peers)
+        farewellsUntilMs = nowMs + Self.farewellWaitMs
+    }
+
+    private func logFarewells() {
+        guard let relay, farewellsUntilMs != .min else { return }
+        let counters = relay.counters
+        let unanswered = relay.farewellsUnanswered
+        logger.log(level: unanswered == 0 ? .info : .notice, "cluster: peers answered this node's farewell", metadata: [
+            "answered": "\(counters.farewellsAcknowledged)", "sent": "\(counters.farewellsSent)", "unanswered": "\(unanswered)",
+        ])
     }
 
     /// While a stopping node hands its shards off (LeaseDriver.stepLeaving):

@@ -70,6 +70,11 @@ final class ForwardingRelay {
         var latencyBuckets = [Int](repeating: 0, count: ForwardingRelay.latencyBucketsMicros.count + 1)
         var latencySumMicros: Int64 = 0
         var latencyCount = 0
+        /// Farewells this node sent as it stopped, those it received from
+        /// stopping peers, and the acknowledgements of its own.
+        var farewellsSent = 0
+        var farewellsReceived = 0
+        var farewellsAcknowledged = 0
     }
 
     let interconnect: Interconnect
@@ -277,8 +282,8 @@ final class ForwardingRelay {
             if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
         case .streamData:
             replication.streamSliceFromReactor(header, payload: payload, nowNs: nowNs)
-        case .replicaProgress, .streamSlice, .streamCancel:
-            break  // only ever sent to reactors
+        case .replicaProgress, .streamSlice, .streamCancel, .farewell, .farewellAck:
+            break  // only ever sent to reactors, or between cluster loops
         case .readProbe:
             replication.sendReadProbe(header, key: payload)
         case .readAnswer:
@@ -356,7 +361,21 @@ final class ForwardingRelay {
                    text: "ERR the request is larger than a peer frame (8 MiB) and was not sent to \(peerName[Int(target)]); send it to that node directly")
             return
         }
-        let peer = UInt16(target)
+        var peer = UInt16(target)
+        if departedPeers.contains(peer) {
+            // Said farewell: it handed its shards off first, each to the
+            // voter that is the map's primary once it is gone, the next
+            // owner in ring order. The request goes there, before this
+            // node's map drops the stopping one; where that is not the
+            // holder yet, it passes the request on or waits there as for
+            // any view behind.
+            guard let next = routing.followers[shard].first, let address = gossipAddressOf[next.name], !address.isEmpty,
+                  case let successor = number(forPeer: address, name: next.name), !departedPeers.contains(successor) else {
+                refuse(header, payload, reason: "peer_stopping", text: ForwardReplies.notSentText("\(peerName[Int(peer)]) is stopping"))
+                return
+            }
+            peer = successor
+        }
         if !allowed(peer) {
             refuse(header, payload, reason: "breaker_open",
                    text: ForwardReplies.notSentText("the circuit breaker for \(peerName[Int(peer)]) (or 'forwarding') is open"))
@@ -472,6 +491,7 @@ final class ForwardingRelay {
         var keys: [InFlightKey] = []
         swap(&keys, &batchRequests[Int(peer)])
         if !sent {
+            farewellsAwaited.remove(peer)
             failInFlight(keys, reason: "link_down", why: "no link to \(peerName[Int(peer)])", sent: false)
             replication.cutOff(peerName: peerName[Int(peer)])
         }
@@ -526,6 +546,14 @@ final class ForwardingRelay {
                     replication.streamAcknowledged(header, from: sender, nowNs: nowNs)
                 case .replicaProgress, .streamSlice, .streamCancel, .shardFrozen:
                     return false  // never sent between nodes
+                case .farewell:
+                    otherCounters.farewellsReceived += 1
+                    departedPeers.insert(peer)
+                    // Into this pass's batch, behind every request sent to
+                    // that peer before: one TCP stream delivers them first.
+                    appendToBatch(peer: peer, .signal(.farewellAck), UnsafeRawBufferPointer(start: nil, count: 0))
+                case .farewellAck:
+                    if farewellsAwaited.remove(peer) != nil { otherCounters.farewellsAcknowledged += 1 }
                 case .readAnswer:
                     guard Int(header.route.originReactor) < interconnect.reactorCount else { return false }
                     var routed = header
@@ -567,6 +595,10 @@ final class ForwardingRelay {
     func linkLost(address: String, anySent: Bool) {
         guard let number = peerNumber[address] else { return }
         let peer = Int(number)
+        // A peer that said farewell is gone once its link is: when it
+        // starts again it is dialled afresh and sent requests again.
+        departedPeers.remove(number)
+        farewellsAwaited.remove(number)
         replication.cutOff(peerName: peerName[peer])
         let keys = sendOrder[peer]
         failInFlight(Array(keys[sendOrderHead[peer]...]), reason: "link_down",
@@ -728,6 +760,39 @@ final class ForwardingRelay {
         }
     }
 
+    // MARK: - Farewells
+
+    /// A stopping node closes its links once it has answered every request
+    /// its peers sent it. Without a word from it, a peer cannot know which
+    /// of its requests were read before the close: a request sent just
+    /// before the link went was answered `forwarding failed: the link to X
+    /// broke` (it may have run), seen in rolling restarts and in
+    /// perf/shard-move --scenario leave. So the stopping node says
+    /// `farewell` to each peer; the peer sends it nothing more (requests go
+    /// to the shard's next replica, its hand-off's target) and answers
+    /// `farewellAck` on the link its requests went on, behind them. Once
+    /// every peer answered (and every request read was answered), nothing
+    /// is left in flight towards it: it may close.
+
+    /// Peers that said farewell: this node sends them no more requests.
+    private var departedPeers: Set<UInt16> = []
+    /// This node, stopping: the peers whose `farewellAck` has not come.
+    private var farewellsAwaited: Set<UInt16> = []
+
+    /// Says farewell to each peer (node id, gossip address); the answers are
+    /// awaited (`awaitsFarewells`) until they come or their links close.
+    func sayFarewell(to peers: [(name: String, address: String)]) {
+        for (name, address) in peers where !address.isEmpty {
+            let peer = number(forPeer: address, name: name)
+            guard farewellsAwaited.insert(peer).inserted else { continue }
+            otherCounters.farewellsSent += 1
+            appendToBatch(peer: peer, .signal(.farewell), UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+    }
+
+    var awaitsFarewells: Bool { !farewellsAwaited.isEmpty }
+    var farewellsUnanswered: Int { farewellsAwaited.count }
+
     // MARK: - Stopping
 
     /// The loop stops: reactors learn it (and answer new remote requests
@@ -745,6 +810,12 @@ final class ForwardingRelay {
 }
 
 extension ForwardHeader {
+    /// A record with no payload and no request behind it (a farewell).
+    static func signal(_ kind: Kind) -> ForwardHeader {
+        ForwardHeader(kind: kind, wire: .resp2, connectionIndex: 0, connectionGeneration: 0, slotSequence: 0,
+                      payloadLength: 0, route: .local)
+    }
+
     /// Like `load`, but nil for a kind or wire byte this build does not know
     /// (a record from a peer is checked, not trusted).
     static func loadChecked(from bytes: UnsafeRawBufferPointer) -> ForwardHeader? {

@@ -42,11 +42,15 @@ struct PeerAnnouncement: Equatable {
         /// (asks and answers that carry the shard's replica configuration,
         /// docs/shard-movement.md); 0.2.x does not.
         static let leaseConfig = Capabilities(rawValue: 1 << 2)
+        /// Takes the `farewell` forwarding record of a stopping peer and
+        /// answers it (ForwardingRelay, "Farewells"); 0.2.0 does not, and
+        /// closes a link that carries it.
+        static let farewell = Capabilities(rawValue: 1 << 3)
     }
 
     var version: String
     var commit: String
-    var capabilities: Capabilities = [.leases, .leaseCopyState, .leaseConfig]
+    var capabilities: Capabilities = [.leases, .leaseCopyState, .leaseConfig, .farewell]
 
     /// The whole frame: length prefix, then the payload with its MAC.
     func frame(_ authenticator: GossipAuthenticator) -> [UInt8] {

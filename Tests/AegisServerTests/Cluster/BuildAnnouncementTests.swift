@@ -65,6 +65,7 @@ import Testing
         #expect(build.capabilities.contains(.leases), "this release announces that it takes part in leases")
         #expect(build.capabilities.contains(.leaseCopyState), "and that it decodes lease asks with the copy state")
         #expect(build.capabilities.contains(.leaseConfig), "and lease asks and answers with the replica configuration")
+        #expect(build.capabilities.contains(.farewell), "and answers a stopping peer's farewell")
         let frame = build.frame(Self.authenticator)
         #expect(frame[5] == 2)
         var reader = ByteReader(frame[4..<(frame.count - GossipAuthenticator.tagBytes)])
@@ -75,7 +76,7 @@ import Testing
         #expect(marker == PeerAnnouncement.marker && format == 2)
         #expect(version == "0.2.0" && commit == "feed")
         #expect(skipped == 4)
-        #expect(capabilities == PeerAnnouncement.Capabilities([.leases, .leaseCopyState, .leaseConfig]).rawValue)
+        #expect(capabilities == PeerAnnouncement.Capabilities([.leases, .leaseCopyState, .leaseConfig, .farewell]).rawValue)
     }
 
     /// A format-2 frame cut before its capabilities is refused, not read as format 1.

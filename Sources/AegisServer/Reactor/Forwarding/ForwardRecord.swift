@@ -71,6 +71,17 @@ struct ForwardHeader {
         /// read it, what the shard's followers acknowledged says whether the
         /// hand-off's target holds every write (Cluster/Leases/LeaseHandOffs.swift).
         case shardFrozen = 13
+        /// Between cluster loops only, no payload: a stopping node that has
+        /// handed its shards off tells a peer it is about to close its
+        /// links. The peer sends it no more requests (they go to the
+        /// shard's next replica, where the hand-off went) and answers
+        /// `farewellAck` on its own bulk link, behind every request it sent
+        /// before (ForwardingRelay, "Farewells"). Only to peers that
+        /// announce `PeerAnnouncement.Capabilities.farewell`: an older build
+        /// closes a link that carries a kind it does not know.
+        case farewell = 14
+        /// The answer to `farewell`: nothing more comes from this peer.
+        case farewellAck = 15
     }
 
     var kind: Kind

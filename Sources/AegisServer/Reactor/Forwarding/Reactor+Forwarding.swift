@@ -264,8 +264,8 @@ extension Reactor {
             applyReplicated(header, record: payload)
         case .replicaProgress:
             applyReplicaProgress(header, payload: payload)
-        case .replicaAck, .streamAck, .shardFrozen:
-            break  // acknowledgements go between cluster loops only; a freeze goes to the loop
+        case .replicaAck, .streamAck, .shardFrozen, .farewell, .farewellAck:
+            break  // acknowledgements and farewells go between cluster loops only; a freeze goes to the loop
         case .readProbe:
             answerReadProbe(header, key: payload)
         case .readAnswer:
