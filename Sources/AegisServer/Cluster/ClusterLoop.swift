@@ -311,7 +311,18 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             if slept, let relay { relay.interconnect.didWake(relay.endpoint) }
             let woke = Self.nowMs()
             if count > 0 {
-                for event in events.prefix(Int(count)) { handle(event, nowMs: woke) }
+                // Control frames before bulk ones: a release read first is in
+                // the routing before the requests sent after it reach the
+                // reactors (`serve`). From two senders they arrive in either
+                // order: a voter that heard of a hand-off forwarded to its
+                // target a request read here beside the old holder's
+                // release, and the target sent it back on the routing from
+                // before (perf/shard-move --scenario leave, at the hop limit).
+                bulkEvents.removeAll(keepingCapacity: true)
+                for event in events.prefix(Int(count)) {
+                    if connections[event.token]?.lane == .bulk { bulkEvents.append(event) } else { handle(event, nowMs: woke) }
+                }
+                for event in bulkEvents { handle(event, nowMs: woke) }
             }
             if let relay { relayStep(relay) }
             fireDueTimers(nowMs: woke)
@@ -332,6 +343,9 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
         }
         shutDown()
     }
+
+    /// This pass's events on bulk links, served after the others.
+    private var bulkEvents: [aegis_epoll_event] = []
 
     /// The lease set and the routing the reactors were last woken for.
     private var reactorsWokenFor = (leases: UInt64(0), routing: UInt64(0))
