@@ -166,8 +166,13 @@ final class ForwardingRelay {
     /// True while records wait for a reactor's ring (the loop then polls).
     var hasPending: Bool { pendingForReactor.contains { !$0.isEmpty } }
     var hasInFlight: Bool { !inFlight.isEmpty || replication.anyFollowerBehind }
-    /// Requests sent to peers whose replies have not come back.
-    var awaitsReplies: Bool { !inFlight.isEmpty }
+    /// Requests sent to peers whose replies have not come back, or
+    /// requests of peers handed to this node's reactors and not answered
+    /// yet: a stopping node closes its links only once both are none.
+    var awaitsReplies: Bool { !inFlight.isEmpty || answersOwed > 0 }
+    /// Peers' requests handed to the reactors whose replies have not gone
+    /// back (a reactor answers every one, run, passed on or refused).
+    private var answersOwed = 0
 
     // MARK: - The map
 
@@ -252,6 +257,7 @@ final class ForwardingRelay {
             if header.route.originNode == Self.localOrigin {
                 toReactor(Int(header.route.originReactor), header, payload)
             } else if Int(header.route.originNode) < peerAddress.count {
+                answersOwed = max(0, answersOwed - 1)
                 appendToBatch(peer: header.route.originNode, header, payload)
             }
         case .request:
@@ -535,6 +541,7 @@ final class ForwardingRelay {
                         continue
                     }
                     if header.kind == .streamData { replication.streamSliceArrived(header, from: sender, nowNs: nowNs) }
+                    if header.kind == .request { answersOwed += 1 }
                     var routed = header
                     routed.route.originNode = peer
                     toReactor(shardOwner[shard], routed, payload)
