@@ -497,6 +497,9 @@ final class ForwardingRelay {
         var keys: [InFlightKey] = []
         swap(&keys, &batchRequests[Int(peer)])
         if !sent {
+            // No link to queue on: the peer is gone, and is dialled afresh
+            // (and sent requests again) when it comes back.
+            departedPeers.remove(peer)
             farewellsAwaited.remove(peer)
             failInFlight(keys, reason: "link_down", why: "no link to \(peerName[Int(peer)])", sent: false)
             replication.cutOff(peerName: peerName[Int(peer)])
