@@ -167,7 +167,7 @@ public struct ForwardingSnapshot: Sendable {
     /// rings themselves): part of aegis_interconnect_memory_bytes.
     public var heldForReactorsBytes = 0
     /// Farewells (ForwardingRelay, "Farewells"): sent as this node stopped,
-    /// received from stopping peers, and this node's acknowledged.
+    /// received from stopping peers, and the answers to this node's.
     public var farewellsSent = 0
     public var farewellsReceived = 0
     public var farewellsAcknowledged = 0

@@ -332,7 +332,8 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             abandonSlowDials(nowMs: woke)
             // A request forwarded through this node (to a shard's new
             // holder, after a hand-off) gets its answer before the link goes,
-            // and so do those peers sent before they heard of the hand-offs.
+            // and so do those peers sent before they heard of the hand-offs;
+            // once every peer answered the farewell, none can come after.
             if let deadline = leaveDeadlineMs, woke >= deadline || (woke >= answerPeersUntilMs && !anyOutputQueued
                     && relay?.awaitsReplies != true && (relay?.awaitsFarewells != true || woke >= farewellsUntilMs)) {
                 logFarewells()

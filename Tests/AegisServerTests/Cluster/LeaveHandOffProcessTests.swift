@@ -93,8 +93,9 @@ import Testing
         }
         // Refused (TRYAGAIN, retried) only while a shard was frozen, or its
         // new holder not yet elected, or reached through a node that already
-        // knew the new holder (one hop only), or sent to node1 after its
-        // farewell (not sent). Never `forwarding failed`: before farewells a
+        // knew the new holder (one hop only), or routed to node1 after its
+        // farewell where no next replica was known (not sent). Never
+        // `forwarding failed`: before farewells a
         // request node2 sent node1 just before the link closed was cut with
         // it, and its client could not know whether it ran.
         for refusal in written["refusals"] ?? [] {

@@ -195,7 +195,8 @@ import Testing
         // Writes that meet a shard without a lease holder wait for one
         // (Reactor+Parking.swift), so few are refused, and only with
         // TRYAGAIN (redis-py's TryAgainError): a node forwarded to one whose
-        // routing names a third, or to a stopping node after its farewell.
+        // routing names a third, or to a stopping node after its farewell
+        // where no next replica was known.
         // Never `ERR forwarding failed` (it may have run): before farewells
         // a request forwarded to a node as it stopped was cut with its link
         // (ForwardingRelay, "Farewells").
