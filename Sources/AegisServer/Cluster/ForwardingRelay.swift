@@ -95,11 +95,14 @@ final class ForwardingRelay {
     /// Node id → gossip address, from the membership.
     private var gossipAddressOf: [String: String] = [:]
     /// Per shard, where a request for it goes: a peer number, or
-    /// `Self.shardIsHere` / `Self.shardHasNoAddress`; empty without a map.
-    /// Rebuilt whenever the map or the addresses change.
+    /// `Self.shardIsHere` / `Self.shardHasNoAddress` /
+    /// `Self.shardPrimaryStopping`; empty without a map. Rebuilt whenever
+    /// the map, the addresses or the peers that said farewell change.
     private var shardPeer: [Int32] = []
     private static let shardIsHere: Int32 = -1
     private static let shardHasNoAddress: Int32 = -2
+    /// The primary said farewell and no next replica can take its place.
+    private static let shardPrimaryStopping: Int32 = -3
     /// Batch frames being built this iteration, per peer number, built in
     /// place (a batch copied out of its slot and back would be copied whole
     /// on every append), and the peers that have one.
@@ -206,10 +209,22 @@ final class ForwardingRelay {
             shardPeer = []
             return
         }
-        shardPeer = routing.primaryName.map { primary in
+        shardPeer = routing.primaryName.indices.map { shard in
+            let primary = routing.primaryName[shard]
             if primary == selfID { return Self.shardIsHere }
             guard let address = gossipAddressOf[primary], !address.isEmpty else { return Self.shardHasNoAddress }
-            return Int32(number(forPeer: address, name: primary))
+            let peer = number(forPeer: address, name: primary)
+            guard departedPeers.contains(peer) else { return Int32(peer) }
+            // Said farewell: it handed its shards off first, each to the
+            // voter that is the map's primary once it is gone, the next
+            // owner in ring order. Requests go there before this node's map
+            // drops the stopping one; where that is not the holder yet, it
+            // passes them on or they wait there as for any view behind.
+            guard let next = routing.followers[shard].first, let nextAddress = gossipAddressOf[next.name], !nextAddress.isEmpty,
+                  case let successor = number(forPeer: nextAddress, name: next.name), !departedPeers.contains(successor) else {
+                return Self.shardPrimaryStopping
+            }
+            return Int32(successor)
         }
     }
 
@@ -358,6 +373,10 @@ final class ForwardingRelay {
             toReactor(shardOwner[shard], local, payload)
             return
         }
+        if target == Self.shardPrimaryStopping {
+            refuse(header, payload, reason: "peer_stopping", text: ForwardReplies.notSentText("\(routing.primaryName[shard]) is stopping"))
+            return
+        }
         guard target >= 0 else {
             refuse(header, payload, reason: "no_address", text: ForwardReplies.notSentText("no address known for \(routing.primaryName[shard])"))
             return
@@ -367,21 +386,7 @@ final class ForwardingRelay {
                    text: "ERR the request is larger than a peer frame (8 MiB) and was not sent to \(peerName[Int(target)]); send it to that node directly")
             return
         }
-        var peer = UInt16(target)
-        if departedPeers.contains(peer) {
-            // Said farewell: it handed its shards off first, each to the
-            // voter that is the map's primary once it is gone, the next
-            // owner in ring order. The request goes there, before this
-            // node's map drops the stopping one; where that is not the
-            // holder yet, it passes the request on or waits there as for
-            // any view behind.
-            guard let next = routing.followers[shard].first, let address = gossipAddressOf[next.name], !address.isEmpty,
-                  case let successor = number(forPeer: address, name: next.name), !departedPeers.contains(successor) else {
-                refuse(header, payload, reason: "peer_stopping", text: ForwardReplies.notSentText("\(peerName[Int(peer)]) is stopping"))
-                return
-            }
-            peer = successor
-        }
+        let peer = UInt16(target)
         if !allowed(peer) {
             refuse(header, payload, reason: "breaker_open",
                    text: ForwardReplies.notSentText("the circuit breaker for \(peerName[Int(peer)]) (or 'forwarding') is open"))
@@ -499,8 +504,7 @@ final class ForwardingRelay {
         if !sent {
             // No link to queue on: the peer is gone, and is dialled afresh
             // (and sent requests again) when it comes back.
-            departedPeers.remove(peer)
-            farewellsAwaited.remove(peer)
+            forgetFarewells(peer)
             failInFlight(keys, reason: "link_down", why: "no link to \(peerName[Int(peer)])", sent: false)
             replication.cutOff(peerName: peerName[Int(peer)])
         }
@@ -558,7 +562,7 @@ final class ForwardingRelay {
                     return false  // never sent between nodes
                 case .farewell:
                     otherCounters.farewellsReceived += 1
-                    departedPeers.insert(peer)
+                    if departedPeers.insert(peer).inserted { mapShardsToPeers() }
                     // Into this pass's batch, behind every request sent to
                     // that peer before: one TCP stream delivers them first.
                     appendToBatch(peer: peer, .signal(.farewellAck), UnsafeRawBufferPointer(start: nil, count: 0))
@@ -607,8 +611,7 @@ final class ForwardingRelay {
         let peer = Int(number)
         // A peer that said farewell is gone once its link is: when it
         // starts again it is dialled afresh and sent requests again.
-        departedPeers.remove(number)
-        farewellsAwaited.remove(number)
+        forgetFarewells(number)
         replication.cutOff(peerName: peerName[peer])
         let keys = sendOrder[peer]
         failInFlight(Array(keys[sendOrderHead[peer]...]), reason: "link_down",
@@ -798,6 +801,13 @@ final class ForwardingRelay {
             otherCounters.farewellsSent += 1
             appendToBatch(peer: peer, .signal(.farewell), UnsafeRawBufferPointer(start: nil, count: 0))
         }
+    }
+
+    /// The peer is gone (its link closed, or none could be opened): no
+    /// answer to await from it, and it is routed to again when it returns.
+    private func forgetFarewells(_ peer: UInt16) {
+        farewellsAwaited.remove(peer)
+        if departedPeers.remove(peer) != nil { mapShardsToPeers() }
     }
 
     var awaitsFarewells: Bool { !farewellsAwaited.isEmpty }
