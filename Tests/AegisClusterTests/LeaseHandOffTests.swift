@@ -228,6 +228,33 @@ import Testing
         keepsHolding(&cluster, shard, targetIndex, from: now)
     }
 
+    /// A stopping node lets go of every shard its target caught up on in one
+    /// step: one release frame per voter names them all, and the target
+    /// holds each at the next term as a one-shard release would give it.
+    @Test func shardsReleasedTogetherGoInOneFramePerVoter() {
+        var cluster = LeaseCluster(count: 3)
+        let (_, now) = Self.heldByNode0(&cluster)
+        let held = (0..<Int(LeaseCluster.parameters.numShards)).filter { cluster.machines[0].holdsLease($0, now: now) }
+        #expect(held.count >= 2)
+        let terms = held.map { cluster.machines[0].term(ofShard: $0) }
+        cluster.step(0, .handOffShards(held, to: cluster.ids[1], now: now))
+        cluster.deliver(at: now)
+        let released = sends(cluster.step(0, .releaseShards(held, now: now)))
+        let frames = released.compactMap { send -> (NodeID, [HandOffRelease])? in
+            guard case let .handOffRelease(items)? = decodeLease(send.frame)?.payload else { return nil }
+            return (send.to, items)
+        }
+        #expect(frames.map(\.0).sorted() == [cluster.ids[1], cluster.ids[2]])
+        #expect(frames.allSatisfy { $0.1.map { Int($0.shard) } == held && $0.1.allSatisfy { $0.to == cluster.ids[1] } })
+        #expect(cluster.machines[0].counters.handOffsReleased == UInt64(held.count))
+        cluster.deliver(at: now)
+        for (shard, term) in zip(held, terms) {
+            #expect(cluster.holders(shard, at: now) == [1])
+            #expect(cluster.machines[1].heldTerm(ofShard: shard, now: now) == term + 1)
+        }
+        keepsHolding(&cluster, held[0], 1, from: now)
+    }
+
     /// A shard node0 is the map's primary of, and the time once it holds it.
     static func heldByNode0(_ cluster: inout LeaseCluster) -> (shard: Int, now: Int64) {
         let shard = (0..<Int(LeaseCluster.parameters.numShards)).first { cluster.map.primary(ofShard: $0) == cluster.ids[0] }!

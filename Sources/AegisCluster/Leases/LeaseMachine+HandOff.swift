@@ -202,37 +202,49 @@ extension LeaseMachine {
         }
     }
 
-    /// Gives the lease up: the end of a hand-off (step 3), or of a joint
-    /// configuration that leaves this node out. It writes nothing more at
-    /// its term, so its own vote may go to the next holder at once: a
-    /// prepared one becomes a grant, and its promise to itself goes.
-    mutating func release(_ shard: Int, now: Milliseconds, into output: inout [LeaseAction]) {
-        guard state.shards.indices.contains(shard), state.shards[shard].heldUntil != nil else { return }
-        let lease = state.shards[shard]
-        state.shards[shard].heldUntil = nil
-        // Its term may be unchanged: grants of a renewal still on their way
-        // must not win the lease back (simulator seed 150 --config-changes:
-        // a released holder re-acquired from a late round while the target
-        // of its hand-off held the next term).
-        forgetRounds(of: shard)
-        if let target = lease.handingOffTo {
-            state.shards[shard].handingOffTo = nil
-            rememberRelease(shard, to: target, term: lease.heldTerm, now: now)
-            counters.handOffsReleased += 1
-            let item = HandOffRelease(shard: UInt32(shard), term: lease.heldTerm, to: target, lastVersion: lease.lastVersion)
-            handOffReleased([item], from: settings.nodeID, now: now, into: &output)
-            let message = LeaseMessage(sender: settings.nodeID, payload: .handOffRelease([item]))
-            let frame = LeaseCodec.encode(message, parameters: settings.parameters, authenticator: authenticator)
-            for peer in replicaSet(shard) where peer != settings.nodeID && state.configPeers.contains(peer) {
-                output.append(.send(frame: frame, to: peer))
+    /// Gives the leases of `shards` up: the end of their hand-offs (step 3),
+    /// or of a joint configuration that leaves this node out. It writes
+    /// nothing more at their terms, so its own vote may go to the next
+    /// holder at once: a prepared one becomes a grant, and its promise to
+    /// itself goes. Each voter gets one release frame for all of them.
+    mutating func release(_ shards: [Int], now: Milliseconds, into output: inout [LeaseAction]) {
+        var releasesTo: [NodeID: [HandOffRelease]] = [:]
+        var released: [String: [Int]] = [:]
+        for shard in shards where state.shards.indices.contains(shard) && state.shards[shard].heldUntil != nil {
+            let lease = state.shards[shard]
+            state.shards[shard].heldUntil = nil
+            // Its term may be unchanged: grants of a renewal still on their way
+            // must not win the lease back (simulator seed 150 --config-changes:
+            // a released holder re-acquired from a late round while the target
+            // of its hand-off held the next term).
+            forgetRounds(of: shard)
+            if let target = lease.handingOffTo {
+                state.shards[shard].handingOffTo = nil
+                rememberRelease(shard, to: target, term: lease.heldTerm, now: now)
+                counters.handOffsReleased += 1
+                let item = HandOffRelease(shard: UInt32(shard), term: lease.heldTerm, to: target, lastVersion: lease.lastVersion)
+                handOffReleased([item], from: settings.nodeID, now: now, into: &output)
+                for peer in replicaSet(shard) where peer != settings.nodeID && state.configPeers.contains(peer) {
+                    releasesTo[peer, default: []].append(item)
+                }
             }
+            if state.shards[shard].grantee == settings.nodeID { state.shards[shard].grantExpiresAt = .min }
+            // Its granters' promises do not bind it: it stands back as long as a
+            // candidate told it is behind does, so that another voter is elected.
+            let standBack = settings.leaseDurationMs + Int64(replicaSet(shard).count + 1) * settings.electionTimeoutMs
+            state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
+            output.append(.leaseLost(shard: shard, reason: .released))
+            released["\(lease.handingOffTo.map { " to \($0)" } ?? "") under \(lease.config.map(\.description) ?? "no config")", default: []].append(shard)
         }
-        if state.shards[shard].grantee == settings.nodeID { state.shards[shard].grantExpiresAt = .min }
-        // Its granters' promises do not bind it: it stands back as long as a
-        // candidate told it is behind does, so that another voter is elected.
-        let standBack = settings.leaseDurationMs + Int64(replicaSet(shard).count + 1) * settings.electionTimeoutMs
-        state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
-        output.append(.leaseLost(shard: shard, reason: .released))
-        output.append(.log(.notice, "leases: shard \(shard) released\(lease.handingOffTo.map { " to \($0)" } ?? "") under \(lease.config.map(\.description) ?? "no config")"))
+        // One line per target and configuration: a stopping node releases
+        // a hundred shards in one pass, which must not wait on a hundred lines.
+        for (toUnder, shards) in released.sorted(by: { $0.key < $1.key }) {
+            let named = shards.count == 1 ? "shard \(shards[0])" : "\(shards.count) shards (\(shards.map(String.init).joined(separator: ",")))"
+            output.append(.log(.notice, "leases: \(named) released\(toUnder)"))
+        }
+        for (peer, items) in releasesTo.sorted(by: { $0.key < $1.key }) {
+            let message = LeaseMessage(sender: settings.nodeID, payload: .handOffRelease(items))
+            output.append(.send(frame: LeaseCodec.encode(message, parameters: settings.parameters, authenticator: authenticator), to: peer))
+        }
     }
 }

@@ -32,6 +32,9 @@ public enum LeaseEvent: Sendable {
     /// configuration leaves the holder out (`mustHandOff`), which leaves the
     /// shard to an election once the promises run out.
     case release(shard: Int, now: Milliseconds)
+    /// `release` of several shards, in one release frame per voter: a
+    /// stopping node lets go of every shard its targets caught up on at once.
+    case releaseShards([Int], now: Milliseconds)
     /// The holder starts handing the shard to `to`, a voter that holds its
     /// writes (docs/shard-movement.md §4): it renews no more, and `to` asks
     /// the voters for the next term. `release` then lets the lease go and
@@ -245,7 +248,9 @@ public struct LeaseMachine: Sendable {
         case let .proposeConfig(shard, voters, now):
             proposeConfig(shard: shard, voters: voters, now: now, into: &output)
         case let .release(shard, now):
-            release(shard, now: now, into: &output)
+            release([shard], now: now, into: &output)
+        case let .releaseShards(shards, now):
+            release(shards, now: now, into: &output)
         case let .handOff(shard, to, now):
             handOff([shard], to: to, now: now, into: &output)
         case let .handOffShards(shards, to, now):

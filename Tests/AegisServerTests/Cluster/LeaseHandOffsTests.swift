@@ -13,16 +13,20 @@ import Testing
         #expect(handOffs.freezes(7) && !handOffs.freezes(8))
         // A marker before the freeze was published, or from an older set
         // (an earlier hand-off of the shard, given up), says nothing.
-        handOffs.reactorFroze(7, leasesVersion: 41)
+        handOffs.reactorFroze(7, leasesVersion: 41, nowNs: 500_000)
         #expect(handOffs.running[7]?.reactorFroze == false)
         handOffs.published(version: 42, nowNs: 1_000_000)
-        handOffs.reactorFroze(7, leasesVersion: 41)
+        handOffs.reactorFroze(7, leasesVersion: 41, nowNs: 500_000)
         #expect(handOffs.running[7]?.reactorFroze == false)
-        handOffs.reactorFroze(7, leasesVersion: 43)
+        handOffs.reactorFroze(7, leasesVersion: 43, nowNs: 1_300_000)
         #expect(handOffs.running[7]?.reactorFroze == true)
         // Later publications keep the set it froze in.
         handOffs.published(version: 44, nowNs: 2_000_000)
         #expect(handOffs.running[7]?.frozenInLeases == 42)
+        // The pause splits at the marker that counted.
+        handOffs.reactorFroze(7, leasesVersion: 44, nowNs: 1_900_000)
+        let pause = handOffs.end(7, .released, nowNs: 2_500_000)?.pause
+        #expect(pause?.totalNs == 1_500_000 && pause?.untilFrozeNs == 300_000)
     }
 
     @Test func onlyAReleaseCountsAPause() {

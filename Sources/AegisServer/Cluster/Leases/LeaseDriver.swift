@@ -297,6 +297,7 @@ final class LeaseDriver {
         }
         var sends: [(NodeID, [UInt8])] = []
         var won: [Int] = []
+        var handedOff: [NodeID: [(shard: Int, pause: LeaseHandOffs.Pause?)]] = [:]
         for action in actions {
             switch action {
             case let .send(frame, to):
@@ -325,9 +326,7 @@ final class LeaseDriver {
                 needsPublish = true
                 if let ended = handOffs.end(shard, reason == .released ? .released : .lost, nowNs: aegis_monotonic_ns()),
                    reason == .released {
-                    logger.info("leases: shard \(shard) handed to \(ended.target)", metadata: [
-                        "pause_us": "\(ended.pauseNs.map { $0 / 1_000 } ?? -1)",
-                    ])
+                    handedOff[ended.target, default: []].append((shard, ended.pause))
                     continue
                 }
                 logger.notice("leases: lost shard \(shard) (\(reason)); its writes are refused here until a lease is won again")
@@ -352,6 +351,7 @@ final class LeaseDriver {
                 }
             }
         }
+        for (target, shards) in handedOff.sorted(by: { $0.key < $1.key }) { logHandedOff(shards, to: target) }
         if !won.isEmpty {
             logger.info("leases: won \(won.count) shard(s)", metadata: [
                 "shards": "\(won.count > 16 ? "\(won.prefix(16).map(String.init).joined(separator: ","))..." : won.map(String.init).joined(separator: ","))",
@@ -364,6 +364,19 @@ final class LeaseDriver {
             holdersMoved = true
         }
         return sends
+    }
+
+    /// One line per target for the shards a step handed off: their pauses
+    /// (median and longest), and the longest part of one until this loop
+    /// read the reactor's freeze marker.
+    private func logHandedOff(_ shards: [(shard: Int, pause: LeaseHandOffs.Pause?)], to target: NodeID) {
+        let pausesUs = shards.compactMap { $0.pause.map { $0.totalNs / 1_000 } }.sorted()
+        let named = shards.count == 1 ? "shard \(shards[0].shard)" : "\(shards.count) shards"
+        logger.info("leases: \(named) handed to \(target)", metadata: [
+            "pause_us": "\(pausesUs.isEmpty ? -1 : pausesUs[pausesUs.count / 2])",
+            "pause_us_max": "\(pausesUs.last ?? -1)",
+            "frozen_after_us_max": "\(shards.compactMap { $0.pause.map { $0.untilFrozeNs / 1_000 } }.max() ?? -1)",
+        ])
     }
 
     /// True once per change of `holders`.
@@ -431,7 +444,7 @@ final class LeaseDriver {
 
     /// The reactor owning `shard` stopped writing it (`.shardFrozen`).
     func shardFrozen(_ shard: Int, leasesVersion: UInt64) {
-        handOffs.reactorFroze(shard, leasesVersion: leasesVersion)
+        handOffs.reactorFroze(shard, leasesVersion: leasesVersion, nowNs: aegis_monotonic_ns())
     }
 
     /// One pass of leaving. A shard is frozen first (`LeaseHandOffs`); once
@@ -461,14 +474,16 @@ final class LeaseDriver {
         for (target, shards) in caughtUp.sorted(by: { $0.key < $1.key }) {
             sends += step(.handOffShards(shards, to: target, now: nowMs), nowMs: nowMs)
             for shard in shards {
-                if readMachine({ $0.handingOff(shard, now: nowMs) }) == target {
-                    // Its `leaseLost(.released)` ends the hand-off (`step`).
-                    sends += step(.release(shard: shard, now: nowMs), nowMs: nowMs)
-                } else {
+                if readMachine({ $0.handingOff(shard, now: nowMs) }) != target {
                     state.givenUp.insert(shard)
                     abandonHandOff(shard, why: "the lease machine refused it (see the line before)")
                 }
             }
+            // In one step: each release published a lease set and looked
+            // at every shard's holder, some 30 µs that the last of a hundred
+            // shards waited for. Their `leaseLost(.released)` ends the hand-offs.
+            let releasing = shards.filter { handOffs.freezes($0) }
+            if !releasing.isEmpty { sends += step(.releaseShards(releasing, now: nowMs), nowMs: nowMs) }
         }
         var waiting = false
         for shard in heldUntil.indices where heldUntil[shard] != nil && !handOffs.freezes(shard) && !state.givenUp.contains(shard) {

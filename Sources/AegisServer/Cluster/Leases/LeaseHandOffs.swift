@@ -33,6 +33,8 @@ struct LeaseHandOffs {
         var frozenAtNs: Int64?
         /// The owning reactor installed that set (or a later one).
         var reactorFroze = false
+        /// When this loop read the reactor's freeze marker (monotonic ns).
+        var reactorFrozeAtNs: Int64?
     }
 
     enum Outcome: String, CaseIterable {
@@ -73,22 +75,32 @@ struct LeaseHandOffs {
     /// The reactor owning `shard` installed lease set `leasesVersion` with
     /// the shard frozen. A marker from an earlier hand-off of the shard (its
     /// set is older than this one's) says nothing about this one.
-    mutating func reactorFroze(_ shard: Int, leasesVersion: UInt64) {
-        guard let frozenIn = running[shard]?.frozenInLeases, leasesVersion >= frozenIn else { return }
+    mutating func reactorFroze(_ shard: Int, leasesVersion: UInt64, nowNs: Int64) {
+        guard let frozenIn = running[shard]?.frozenInLeases, leasesVersion >= frozenIn, !running[shard]!.reactorFroze else { return }
         running[shard]!.reactorFroze = true
+        running[shard]!.reactorFrozeAtNs = nowNs
+    }
+
+    /// A released hand-off's pause, and the part of it until this loop
+    /// read the reactor's freeze marker (the rest is the flush and the
+    /// target's acknowledgement): which side to speed up.
+    struct Pause {
+        var totalNs: Int64
+        var untilFrozeNs: Int64
     }
 
     /// Ends the shard's hand-off; the pause counts only for a release, and
     /// is returned for it (nil for the others, or if never published).
     @discardableResult
-    mutating func end(_ shard: Int, _ outcome: Outcome, nowNs: Int64) -> (target: NodeID, pauseNs: Int64?)? {
+    mutating func end(_ shard: Int, _ outcome: Outcome, nowNs: Int64) -> (target: NodeID, pause: Pause?)? {
         guard let handOff = running.removeValue(forKey: shard) else { return nil }
         ended[outcome, default: 0] += 1
         guard outcome == .released, let frozenAtNs = handOff.frozenAtNs else { return (handOff.target, nil) }
         let pauseNs = max(0, nowNs - frozenAtNs)
+        let untilFrozeNs = max(0, (handOff.reactorFrozeAtNs ?? nowNs) - frozenAtNs)
         pauseSumNs += pauseNs
         let pauseMs = Double(pauseNs) / 1e6
         pauseBuckets[Self.pauseBucketsMs.firstIndex { pauseMs <= $0 } ?? Self.pauseBucketsMs.count] += 1
-        return (handOff.target, pauseNs)
+        return (handOff.target, Pause(totalNs: pauseNs, untilFrozeNs: untilFrozeNs))
     }
 }
