@@ -210,6 +210,7 @@ final class Reactor: @unchecked Sendable {
             }
         }
         drainInbound()
+        abandonQuorumWaitsOfMovedShards()
         if !parked.isEmpty && (monotonicMs >= parked.earliestDeadlineMs || node.state == .draining) { resumeParked() }
         expireQuorumWaits()
         expireReadQuorums()

@@ -80,7 +80,7 @@ extension Reactor {
         guard let routing = node.routing.routing else { return }
         let lost = routes.install(routing)
         if !lost.isEmpty {
-            abandonQuorumWaits(shards: lost)
+            quorum.movedAway += lost
             abandonReadQuorums(shards: Set(lost))
         }
         var dropped = 0

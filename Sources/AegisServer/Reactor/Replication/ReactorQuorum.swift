@@ -53,6 +53,9 @@ struct QuorumState {
     /// Per shard this node is primary for, from the cluster loop: at index
     /// k - 2, the newest version at least k replicas hold.
     var heldBy: [[EntryVersion]]
+    /// Shards a new routing moved away, whose waits end once this pass read
+    /// its rings (`abandonQuorumWaitsOfMovedShards`).
+    var movedAway: [Int] = []
     var lastExpiryCheckMs: Int64 = -1
     /// Where an error replacing a held reply, or a WAIT's answer, is written
     /// (the request path's scratch buffers may hold the very reply being replaced).
@@ -248,6 +251,20 @@ extension Reactor {
             let text = "write applied on \(reached) of \(quorum.writeQuorum) replicas; it may or may not survive a failover"
             deliverQuorumError(hold.reply, code: "TIMEOUT", text)
         }
+    }
+
+    /// The shards a routing installed this pass moved away: their waits end
+    /// after the pass read its rings. A hand-off's holder releases in the
+    /// loop pass that read the target's acknowledgement of its last writes,
+    /// and the progress that reaches W for them is in the ring before the
+    /// routing that names the target; judged on the routing first, such a
+    /// write was answered "may or may not survive" although it had reached
+    /// W (chaos/run --faults leave,join, one in 81,716 operations).
+    func abandonQuorumWaitsOfMovedShards() {
+        guard !quorum.movedAway.isEmpty else { return }
+        let moved = quorum.movedAway
+        quorum.movedAway.removeAll()
+        abandonQuorumWaits(shards: moved)
     }
 
     /// `lost`: shards this node stopped being primary for. Their waiting
