@@ -132,38 +132,89 @@ extension Simulation {
     }
 
     /// The order a stopping server node uses (LeaseDriver.stepLeaving): the
-    /// holder freezes the shard (`writeAsHolder` skips it) and sends the
-    /// target its newest write; once the target acknowledged it, the
-    /// machine's hand-off and release run in one step, so the target asks
-    /// holding every write and the release may reach a voter before the
-    /// ask. A target that has not acknowledged within two lease ticks is
-    /// given up (the shard thaws) and another picked at the next tick.
+    /// machine's hand-off starts at once, and the target persists its term
+    /// and asks while the holder still writes (`writeAsHolder` goes on).
+    /// Once the holder's own vote is prepared for the target (or two lease
+    /// ticks passed: the release then overtakes the ask), the holder freezes
+    /// the shard and sends the target its newest write; once the target
+    /// acknowledged it, the release. A target that has not acknowledged
+    /// within two lease ticks of the freeze is given up (the shard thaws,
+    /// the machine's hand-off is aborted) and another picked at the next tick.
     func handOffInServerOrder(_ shard: Int, holder: Int, to voters: [NodeID]) {
         let clock = leaseClock(holder)
         guard let lease = nodes[holder].lease, lease.holdsLease(shard, now: clock) else {
             frozenForHandOff[shard] = nil
+            preparingHandOff[shard] = nil
             return
         }
         let newest = nodes[holder].shardVersions[shard]
         if let frozen = frozenForHandOff[shard], frozen.holder == holder {
             let target = nodes[frozen.target].nodeID
-            if (acknowledgedBy[shard][frozen.target] ?? .zero) >= newest {
+            guard lease.handingOff(shard, now: clock) == target else {
                 frozenForHandOff[shard] = nil
-                leaseStep(holder, .handOff(shard: shard, to: target, now: clock))
-                if nodes[holder].lease?.handingOff(shard, now: clock) == target {
-                    report.handOffsReleased += 1
-                    leaseStep(holder, .release(shard: shard, now: clock))
-                }
+                return
+            }
+            if (acknowledgedBy[shard][frozen.target] ?? .zero) >= newest {
+                releaseFrozen(shard)
             } else if now >= frozen.since + 2 * scenario.leases.tickIntervalMs {
                 frozenForHandOff[shard] = nil
+                leaseStep(holder, .abortHandOff(shard: shard, now: clock))
             }
             return
         }
+        if let preparing = preparingHandOff[shard], preparing.holder == holder {
+            let target = nodes[preparing.target].nodeID
+            guard lease.handingOff(shard, now: clock) == target else {
+                preparingHandOff[shard] = nil
+                return
+            }
+            // The ask's arrival froze it already (`freezePreparedHandOffs`);
+            // a tick without it, the release will overtake the ask.
+            if lease.votePrepared(shard, for: target) || now > preparing.since { freezePrepared(shard) }
+            return
+        }
         guard let target = handOffTarget(shard, among: voters), let index = nodeIndex(target) else { return }
+        leaseStep(holder, .handOff(shard: shard, to: target, now: clock))
+        guard nodes[holder].lease?.handingOff(shard, now: clock) == target else { return }
         report.handOffsStarted += 1
-        frozenForHandOff[shard] = (holder, index, now)
-        sendModel(.replicate(to: index, from: holder, shard: shard, version: newest,
-                             holderComplete: nodes[holder].completeThrough[shard]), from: holder, to: index)
+        preparingHandOff[shard] = (holder, index, now)
+    }
+
+    /// The server freezes a shard in the loop pass that read its target's
+    /// ask, not at its next lease tick: the same here, as each lease frame
+    /// reaches a holder with hand-offs preparing.
+    func freezePreparedHandOffs(of holder: Int) {
+        guard let lease = nodes[holder].lease else { return }
+        for (shard, preparing) in preparingHandOff.sorted(by: { $0.key < $1.key }) where preparing.holder == holder
+            && lease.votePrepared(shard, for: nodes[preparing.target].nodeID) {
+            freezePrepared(shard)
+        }
+    }
+
+    /// The server releases in the loop pass that read the target's
+    /// acknowledgement of the newest write, not at its next lease tick.
+    func releaseFrozenIfAcknowledged(_ shard: Int, by follower: Int, at holder: Int) {
+        guard let frozen = frozenForHandOff[shard], frozen.holder == holder, frozen.target == follower,
+              (acknowledgedBy[shard][follower] ?? .zero) >= nodes[holder].shardVersions[shard],
+              let lease = nodes[holder].lease, lease.holdsLease(shard, now: leaseClock(holder)),
+              lease.handingOff(shard, now: leaseClock(holder)) == nodes[follower].nodeID else { return }
+        releaseFrozen(shard)
+    }
+
+    private func releaseFrozen(_ shard: Int) {
+        guard let frozen = frozenForHandOff.removeValue(forKey: shard) else { return }
+        report.handOffsReleased += 1
+        leaseStep(frozen.holder, .release(shard: shard, now: leaseClock(frozen.holder)))
+    }
+
+    /// The freeze and the flush: the target is sent the newest write.
+    private func freezePrepared(_ shard: Int) {
+        guard let preparing = preparingHandOff.removeValue(forKey: shard) else { return }
+        frozenForHandOff[shard] = (preparing.holder, preparing.target, now)
+        sendModel(.replicate(to: preparing.target, from: preparing.holder, shard: shard,
+                             version: nodes[preparing.holder].shardVersions[shard],
+                             holderComplete: nodes[preparing.holder].completeThrough[shard]),
+                  from: preparing.holder, to: preparing.target)
     }
 
     /// The first running voter that holds every acknowledged write.

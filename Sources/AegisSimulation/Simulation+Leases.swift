@@ -104,6 +104,7 @@ extension Simulation {
     func deliverLease(to index: Int, frame: [UInt8], corrupted: Bool) {
         guard corrupted else {
             leaseStep(index, .received(frame: frame, now: leaseClock(index)))
+            if scenario.options.configChanges && !preparingHandOff.isEmpty { freezePreparedHandOffs(of: index) }
             return
         }
         guard let before = nodes[index].lease else { return }
@@ -288,9 +289,17 @@ extension Simulation {
             // The held lease's term, not the machine's: a holder renewing at a
             // new term has not won it yet.
             guard let term = lease.heldTerm(ofShard: shard, now: clock) else { continue }
-            // Handing the shard off, the holder applies no write (the freeze).
-            if lease.handingOff(shard, now: clock) != nil || frozenForHandOff[shard]?.holder == index {
-                if scenario.options.configChanges { moveShard(shard, holder: index) }
+            // Handing the shard off, the holder applies no write (the freeze),
+            // except while a hand-off in the server's order prepares: that
+            // one may freeze now, and writes go on until it does.
+            var moved = false
+            if preparingHandOff[shard]?.holder == index && scenario.options.configChanges {
+                moveShard(shard, holder: index)
+                moved = true
+            }
+            let preparing = preparingHandOff[shard]?.holder == index
+            if (nodes[index].lease?.handingOff(shard, now: clock) != nil && !preparing) || frozenForHandOff[shard]?.holder == index {
+                if scenario.options.configChanges && !moved { moveShard(shard, holder: index) }
                 continue
             }
             let current = nodes[index].shardVersions[shard]
@@ -303,7 +312,7 @@ extension Simulation {
             let holderComplete = nodes[index].completeThrough[shard]
             leaseStep(index, .localVersion(shard: shard, version: version, now: clock))
             trace.mix(19, UInt64(index), UInt64(shard) << 32 | version.seq)
-            if scenario.options.configChanges { moveShard(shard, holder: index) }
+            if scenario.options.configChanges && !moved { moveShard(shard, holder: index) }
             for follower in replicationTargets(shard, holder: index) where follower != index {
                 sendModel(.replicate(to: follower, from: index, shard: shard, version: version, holderComplete: holderComplete),
                           from: index, to: follower)
@@ -313,9 +322,14 @@ extension Simulation {
 
     func applyReplicated(_ shard: Int, version: EntryVersion, holderComplete: EntryVersion, at index: Int, from primary: Int) {
         // A follower that voted in a newer term fences the old holder off,
-        // except the target of the holder's hand-off taking its flush.
+        // except the target of the holder's hand-off taking its flush, and a
+        // voter still promised to the holder, as the server's follower takes
+        // records from the node it believes holds the lease
+        // (LeaseDriver.acceptsReplication): a vote prepared for a hand-off's
+        // target raises the voter's term while the holder still writes.
         let flush = handOffFlights[shard].map { $0.holder == primary && $0.target == index && $0.term == version.term } == true
-        guard let lease = nodes[index].lease, version.term >= lease.term(ofShard: shard) || flush else { return }
+        guard let lease = nodes[index].lease, version.term >= lease.term(ofShard: shard) || flush
+            || lease.believedHolder(shard, now: leaseClock(index)) == nodes[primary].nodeID else { return }
         let current = nodes[index].shardVersions[shard]
         if version > current {
             if nodes[index].completeBeforeReceiving[shard] == nil {

@@ -205,8 +205,11 @@ public final class Simulation {
     var moves: [Int: ShardMove] = [:]
     /// Per shard: the hand-off its holder has under way, and since when.
     var handOffFlights: [Int: (holder: Int, target: Int, term: UInt32, since: Int64)] = [:]
-    /// Per shard: a hand-off in the stopping server's order, frozen and
-    /// flushed but not yet started in the machine (`handOffInServerOrder`).
+    /// Per shard: a hand-off in the stopping server's order, started in the
+    /// machine, its writes going on until the holder's vote is prepared for
+    /// the target (`handOffInServerOrder`).
+    var preparingHandOff: [Int: (holder: Int, target: Int, since: Int64)] = [:]
+    /// Per shard: such a hand-off frozen and flushed, until its release.
     var frozenForHandOff: [Int: (holder: Int, target: Int, since: Int64)] = [:]
     var nextMove: UInt64 = 1
     /// Per shard, per node: the newest version it acknowledged (W per set).
@@ -402,6 +405,7 @@ public final class Simulation {
             guard nodes[index].isRunning, nodes[index].lifeIncarnation == life else { return }
             if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }
             acknowledged(shard, version: version, by: from, at: index)
+            if scenario.options.configChanges { releaseFrozenIfAcknowledged(shard, by: from, at: index) }
         case let .modelStream(index, from, shard, version, complete, move):
             guard nodes[index].isRunning else { return }
             if nodes[index].pausedUntil > now { queue.postpone(entry, to: nodes[index].pausedUntil); return }

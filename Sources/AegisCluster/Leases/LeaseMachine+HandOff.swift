@@ -37,6 +37,15 @@ extension LeaseMachine {
         holdsLease(shard, now: now) ? state.shards[shard].handingOffTo : nil
     }
 
+    /// Whether this node's own vote for `shard` is prepared for `candidate`:
+    /// the candidate's transfer ask came here, and the candidate persisted
+    /// its term before asking. A holder that sees it for its own hand-off
+    /// knows that its release turns into a grant at once, with no term
+    /// written after its writes pause.
+    public func votePrepared(_ shard: Int, for candidate: NodeID) -> Bool {
+        state.shards.indices.contains(shard) && state.shards[shard].prepared?.candidate == candidate
+    }
+
     /// Starts the hand-off of each of `shards` to `target` that may be
     /// handed off now; one `handOffPrepare` carries them all, so the target
     /// persists its new terms with one write.

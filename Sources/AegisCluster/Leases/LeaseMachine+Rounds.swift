@@ -290,7 +290,13 @@ extension LeaseMachine {
         if heldByAnother && !(ask.transfer && configKnown) { return .leaseHeld }
         let renewal = ask.term == lease.term && lease.votedFor == requester
         if ask.term == lease.term, let voted = lease.votedFor, voted != requester { return .votedOther }
-        if !renewal && ask.lastVersion < lease.lastVersion { return .candidateBehind }
+        // A vote prepared for a hand-off's target grants only through the
+        // holder's release, which the holder sends once the target holds its
+        // every write: the target may ask while the holder still writes (the
+        // two-phase hand-off persists the new term before writes pause), and
+        // refused as behind then, the hand-off would wait for a term write
+        // after the freeze.
+        if !renewal && !heldByAnother && ask.lastVersion < lease.lastVersion { return .candidateBehind }
         // A hand-off's target may have a holed copy (it restarted) and yet
         // hold every write its holder made: the holder releases to it only
         // once it acknowledged the newest. Refused for the hole, the shard

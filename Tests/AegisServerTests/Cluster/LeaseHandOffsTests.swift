@@ -10,6 +10,11 @@ import Testing
     @Test func aMarkerCountsOnlyForTheLeaseSetThatFroze() {
         var handOffs = LeaseHandOffs()
         handOffs.start(7, to: target, nowMs: 100)
+        // Preparing: a lease set published now does not freeze it.
+        #expect(!handOffs.freezes(7))
+        handOffs.published(version: 40, nowNs: 500_000)
+        #expect(handOffs.running[7]?.frozenInLeases == nil)
+        handOffs.freeze(7, nowMs: 101)
         #expect(handOffs.freezes(7) && !handOffs.freezes(8))
         // A marker before the freeze was published, or from an older set
         // (an earlier hand-off of the shard, given up), says nothing.
@@ -34,6 +39,7 @@ import Testing
         handOffs.start(1, to: target, nowMs: 0)
         handOffs.start(2, to: target, nowMs: 0)
         handOffs.start(3, to: target, nowMs: 0)
+        for shard in 1...3 { handOffs.freeze(shard, nowMs: 0) }
         handOffs.published(version: 1, nowNs: 0)
         #expect(handOffs.end(1, .released, nowNs: 700_000)?.target == target)  // 0.7 ms
         handOffs.end(2, .aborted, nowNs: 900_000_000)

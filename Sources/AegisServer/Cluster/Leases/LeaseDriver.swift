@@ -109,6 +109,9 @@ final class LeaseDriver {
         /// Shards not handed off (no target, refused, aborted): they fall to
         /// an election once the others hear `left`.
         var givenUp: Set<Int> = []
+        /// Of those, the ones this pass found no target for: one line for
+        /// them all (a whole cluster stopping finds none for any).
+        var withoutTarget: [Int] = []
     }
 
     init(machine: LeaseMachine, store: TermStore, board: LeaseBoard, logger: Logger, hasSeeds: Bool) {
@@ -298,6 +301,7 @@ final class LeaseDriver {
         var sends: [(NodeID, [UInt8])] = []
         var won: [Int] = []
         var handedOff: [NodeID: [(shard: Int, pause: LeaseHandOffs.Pause?)]] = [:]
+        var termChanges: [TermChange: [Int]] = [:]
         for action in actions {
             switch action {
             case let .send(frame, to):
@@ -338,9 +342,7 @@ final class LeaseDriver {
                 }
                 terms[shard] = max(terms[shard], new)
                 needsPublish = true
-                logger.notice("lease term changed", metadata: [
-                    "shard": "\(shard)", "old_term": "\(old)", "new_term": "\(new)", "reason": "\(reason)",
-                ])
+                termChanges[TermChange(old: old, new: new, reason: reason), default: []].append(shard)
             case let .configCommitted(shard, config):
                 logger.notice("leases: shard \(shard) replica set committed: \(config)")
             case let .log(level, text):
@@ -350,6 +352,14 @@ final class LeaseDriver {
                 case .warning: logger.warning("\(text)")
                 }
             }
+        }
+        // One line per kind of change: a hand-off or an election moves a
+        // hundred shards in one step, and their lines came one per shard.
+        for (change, shards) in termChanges.sorted(by: { $0.value[0] < $1.value[0] }) {
+            logger.notice("lease term changed", metadata: [
+                shards.count == 1 ? "shard" : "shards": "\(shards.map(String.init).joined(separator: ","))",
+                "old_term": "\(change.old)", "new_term": "\(change.new)", "reason": "\(change.reason)",
+            ])
         }
         for (target, shards) in handedOff.sorted(by: { $0.key < $1.key }) { logHandedOff(shards, to: target) }
         if !won.isEmpty {
@@ -364,6 +374,12 @@ final class LeaseDriver {
             holdersMoved = true
         }
         return sends
+    }
+
+    private struct TermChange: Hashable {
+        var old: UInt32
+        var new: UInt32
+        var reason: String
     }
 
     /// One line per target for the shards a step handed off: their pauses
@@ -425,6 +441,11 @@ final class LeaseDriver {
     /// it takes milliseconds, so this is a dead or stalled target.
     static let handOffTimeoutMs: Int64 = 500
 
+    /// How long a shard being handed off waits for its target's ask before
+    /// it freezes anyway. The ask comes after the target's term write, a
+    /// few milliseconds on a loaded disk.
+    static let prepareWaitMs: Int64 = 250
+
     /// Starts handing the shards this node holds to other voters before it
     /// says `left`, for at most `withinMs`. False when leases are not
     /// enforced or it holds none: nothing to wait for.
@@ -447,51 +468,62 @@ final class LeaseDriver {
         handOffs.reactorFroze(shard, leasesVersion: leasesVersion, nowNs: aegis_monotonic_ns())
     }
 
-    /// One pass of leaving. A shard is frozen first (`LeaseHandOffs`); once
-    /// its reactor froze it and its target acknowledged every write, the
-    /// machine's hand-off starts and is released at once: the target asks
-    /// holding every write, so no voter finds it behind, and a voter the
-    /// release reaches before the ask ends its promise to this node instead
-    /// of preparing. Slow hand-offs are given up; shards not started yet
-    /// start when at least half their lease is left (after a renewal).
-    /// `finished` once no held shard is left to hand off, or time is up.
+    /// One pass of leaving. Each shard's hand-off starts in the machine at
+    /// once (one prepare per target): the target persists the next term and
+    /// asks, while writes go on. Once this node's own vote is prepared for
+    /// the target, the shard freezes (`LeaseHandOffs`); once its reactor
+    /// froze it and the target acknowledged every write, it is released,
+    /// and the prepared votes grant the target at once. Slow hand-offs are
+    /// given up; shards not started yet start when at least half their
+    /// lease is left (after a renewal). `finished` once no held shard is
+    /// left to hand off, or time is up.
     func stepLeaving(nowMs: Int64, alive: Set<NodeID>, holdsEveryWrite: (NodeID, Int) -> Bool,
                      isFollower: (NodeID, Int) -> Bool) -> (sends: [(NodeID, [UInt8])], finished: Bool) {
         guard var state = leaving else { return ([], true) }
         var sends: [(NodeID, [UInt8])] = []
         let outOfTime = nowMs >= state.deadlineMs
-        var caughtUp: [NodeID: [Int]] = [:]
+        var caughtUp: [Int] = []
+        // The shards preparing freeze together once this node's vote is
+        // prepared for each one's target: each target's ask costs this loop
+        // a term write, which would hold up the flush of shards frozen
+        // before it. A target slower than `prepareWaitMs` to ask is not
+        // waited for: the release then reaches the voters before its ask,
+        // and they judge the ask as any other (term writes inside the pause,
+        // as before the prepare came first).
+        let preparing = handOffs.running.filter { $0.value.freezingSinceMs == nil }
+        if !preparing.isEmpty && !outOfTime
+            && (preparing.allSatisfy { shard, handOff in readMachine { $0.votePrepared(shard, for: handOff.target) } }
+                || preparing.contains { nowMs - $0.value.startedMs >= Self.prepareWaitMs }) {
+            for shard in preparing.keys { handOffs.freeze(shard, nowMs: nowMs) }
+            needsPublish = true
+        }
         for (shard, handOff) in handOffs.running.sorted(by: { $0.key < $1.key }) {
-            if handOff.reactorFroze && holdsEveryWrite(handOff.target, shard) {
-                caughtUp[handOff.target, default: []].append(shard)
-            } else if outOfTime || nowMs - handOff.startedMs >= Self.handOffTimeoutMs {
-                state.givenUp.insert(shard)
-                abandonHandOff(shard, why: handOff.reactorFroze ? "\(handOff.target) did not acknowledge every write in time"
-                                                              : "the shard's reactor did not freeze it in time")
-            }
-        }
-        // One prepare per target: it persists the new terms with one write.
-        for (target, shards) in caughtUp.sorted(by: { $0.key < $1.key }) {
-            sends += step(.handOffShards(shards, to: target, now: nowMs), nowMs: nowMs)
-            for shard in shards {
-                if readMachine({ $0.handingOff(shard, now: nowMs) }) != target {
+            guard let freezingSinceMs = handOff.freezingSinceMs else {
+                if outOfTime {
                     state.givenUp.insert(shard)
-                    abandonHandOff(shard, why: "the lease machine refused it (see the line before)")
+                    sends += abandonHandOff(shard, nowMs: nowMs, why: "this node is out of time before \(handOff.target) asked for the next term")
                 }
+                continue
             }
-            // In one step: each release published a lease set and looked
-            // at every shard's holder, some 30 µs that the last of a hundred
-            // shards waited for. Their `leaseLost(.released)` ends the hand-offs.
-            let releasing = shards.filter { handOffs.freezes($0) }
-            if !releasing.isEmpty { sends += step(.releaseShards(releasing, now: nowMs), nowMs: nowMs) }
+            if handOff.reactorFroze && holdsEveryWrite(handOff.target, shard) {
+                caughtUp.append(shard)
+            } else if outOfTime || nowMs - freezingSinceMs >= Self.handOffTimeoutMs {
+                state.givenUp.insert(shard)
+                sends += abandonHandOff(shard, nowMs: nowMs, why: handOff.reactorFroze ? "\(handOff.target) did not acknowledge every write in time"
+                                                                                   : "the shard's reactor did not freeze it in time")
+            }
         }
+        // In one step: each release published a lease set and looked at
+        // every shard's holder, some 30 µs that the last of a hundred shards
+        // waited for. Their `leaseLost(.released)` ends the hand-offs.
+        if !caughtUp.isEmpty { sends += step(.releaseShards(caughtUp, now: nowMs), nowMs: nowMs) }
         var waiting = false
-        for shard in heldUntil.indices where heldUntil[shard] != nil && !handOffs.freezes(shard) && !state.givenUp.contains(shard) {
+        var starting: [NodeID: [Int]] = [:]
+        for shard in heldUntil.indices where heldUntil[shard] != nil && handOffs.running[shard] == nil && !state.givenUp.contains(shard) {
             guard !outOfTime else { break }
-            // The machine hands off with half a lease left; the freeze and
-            // the flush come first, and get an eighth of a lease for it (a
-            // tick renews well above that; one that takes longer is refused
-            // by the machine and the shard stays here).
+            // The machine hands off with half a lease left, and renews no
+            // more; the prepare, the freeze and the flush get an eighth of a
+            // lease more (a tick renews well above that).
             guard let until = heldUntil[shard], until - nowMs >= leaseMs / 2 + leaseMs / 8 else {
                 waiting = true  // until its next renewal
                 continue
@@ -501,12 +533,26 @@ final class LeaseDriver {
             let preferred = state.placementWithout.map { $0.primary(ofShard: shard) }
             guard let target = candidates.first(where: { $0 == preferred }) ?? candidates.first else {
                 state.givenUp.insert(shard)
-                logger.notice("leaving: shard \(shard) not handed off: no other voter is alive, followed and takes hand-offs; it is elected anew once this node is gone",
-                              metadata: ["voters": "\(voters.map(\.name).joined(separator: ","))"])
+                state.withoutTarget.append(shard)
                 continue
             }
-            handOffs.start(shard, to: target, nowMs: nowMs)
-            needsPublish = true
+            starting[target, default: []].append(shard)
+        }
+        if !state.withoutTarget.isEmpty {
+            logger.notice("leaving: shards not handed off: no other voter of theirs is alive, followed and takes hand-offs; each is elected anew once this node is gone",
+                          metadata: ["shards": "\(state.withoutTarget.count)", "first": "\(state.withoutTarget.prefix(16).map(String.init).joined(separator: ","))"])
+            state.withoutTarget = []
+        }
+        // One prepare per target: it persists the new terms with one write.
+        for (target, shards) in starting.sorted(by: { $0.key < $1.key }) {
+            sends += step(.handOffShards(shards, to: target, now: nowMs), nowMs: nowMs)
+            for shard in shards {
+                if readMachine({ $0.handingOff(shard, now: nowMs) }) == target {
+                    handOffs.start(shard, to: target, nowMs: nowMs)
+                } else {
+                    state.givenUp.insert(shard)  // the machine said why, in the line before
+                }
+            }
         }
         publishIfNeeded()
         leaving = state
@@ -522,12 +568,13 @@ final class LeaseDriver {
         return (sends, finished)
     }
 
-    /// Thaws a shard whose hand-off did not start in the machine: it keeps
-    /// its lease and renews as before.
-    private func abandonHandOff(_ shard: Int, why: String) {
-        guard handOffs.end(shard, .aborted, nowNs: aegis_monotonic_ns()) != nil else { return }
+    /// Gives a hand-off up: the shard thaws, and the machine renews its
+    /// lease again (above the voters' prepared term if it must).
+    private func abandonHandOff(_ shard: Int, nowMs: Int64, why: String) -> [(NodeID, [UInt8])] {
+        guard handOffs.end(shard, .aborted, nowNs: aegis_monotonic_ns()) != nil else { return [] }
         needsPublish = true
         logger.notice("leases: hand-off of shard \(shard) given up: \(why); this node keeps its lease")
+        return step(.abortHandOff(shard: shard, now: nowMs), nowMs: nowMs)
     }
 
     // MARK: - Reporting

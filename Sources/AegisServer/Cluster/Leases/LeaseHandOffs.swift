@@ -4,17 +4,22 @@ import AegisCluster
 /// machine's side is LeaseMachine+HandOff.swift; docs/shard-movement.md §4).
 /// A hand-off goes:
 ///
-/// 1. started (frozen): the lease set published next freezes the shard
-///    (`ShardLeases.handingOff`): its owning reactor refuses the shard's
-///    writes from the moment it installs that set, and says so with a
-///    `.shardFrozen` record behind the records of every write it made before;
-/// 2. the loop read that record, so the shard's replication progress covers
+/// 1. started (preparing): the machine sent the target `handOffPrepare`;
+///    the target persists the next term and asks the voters, this node
+///    among them, which prepare their votes. Writes go on.
+/// 2. frozen: once this node's own vote is prepared (or it waited
+///    `LeaseDriver.prepareWaitMs`), the lease set published next freezes
+///    the shard (`ShardLeases.handingOff`): its owning reactor refuses the
+///    shard's writes from the moment it installs that set, and says so with
+///    a `.shardFrozen` record behind the records of every write it made
+///    before;
+/// 3. the loop read that record, so the shard's replication progress covers
 ///    every write; the staged records leave at once;
-/// 3. once the target acknowledged every one of them, the machine hands the
-///    lease off and releases it in one pass (LeaseDriver.stepLeaving): the
-///    target asks the voters holding every write. Or aborted (the target is
-///    not caught up in time, or this node is out of time): the shard thaws
-///    and this node keeps its lease.
+/// 4. once the target acknowledged every one of them, the machine releases
+///    the lease (LeaseDriver.stepLeaving), and the prepared votes become
+///    grants: no term is written between the freeze and the target's win.
+///    Or aborted (the target is not caught up in time, or this node is out
+///    of time): the shard thaws and this node keeps its lease.
 ///
 /// The writes of the shard are refused (TRYAGAIN, "being handed to another
 /// node") from the freeze to the release; from then on this node routes them
@@ -26,6 +31,8 @@ struct LeaseHandOffs {
     struct HandOff: Equatable {
         var target: NodeID
         var startedMs: Int64
+        /// When the freeze began (step 2); nil while preparing.
+        var freezingSinceMs: Int64?
         /// The version of the first lease set published with the shard
         /// frozen; nil until it is published.
         var frozenInLeases: UInt64?
@@ -56,7 +63,7 @@ struct LeaseHandOffs {
     private(set) var pauseBuckets = Array(repeating: 0, count: LeaseHandOffs.pauseBucketsMs.count + 1)
     private(set) var pauseSumNs: Int64 = 0
 
-    func freezes(_ shard: Int) -> Bool { running[shard] != nil }
+    func freezes(_ shard: Int) -> Bool { running[shard]?.freezingSinceMs != nil }
 
     mutating func start(_ shard: Int, to target: NodeID, nowMs: Int64) {
         precondition(running[shard] == nil, "one hand-off of a shard at a time")
@@ -64,9 +71,15 @@ struct LeaseHandOffs {
         started += 1
     }
 
-    /// A lease set went out: the hand-offs started before it freeze in it.
+    /// The next lease set published freezes the shard.
+    mutating func freeze(_ shard: Int, nowMs: Int64) {
+        guard running[shard] != nil, running[shard]!.freezingSinceMs == nil else { return }
+        running[shard]!.freezingSinceMs = nowMs
+    }
+
+    /// A lease set went out: the hand-offs frozen before it freeze in it.
     mutating func published(version: UInt64, nowNs: Int64) {
-        for shard in running.keys where running[shard]!.frozenInLeases == nil {
+        for shard in running.keys where running[shard]!.freezingSinceMs != nil && running[shard]!.frozenInLeases == nil {
             running[shard]!.frozenInLeases = version
             running[shard]!.frozenAtNs = nowNs
         }
