@@ -134,10 +134,10 @@ extension Simulation {
     /// The order a stopping server node uses (LeaseDriver.stepLeaving): the
     /// machine's hand-off starts at once, and the target persists its term
     /// and asks while the holder still writes (`writeAsHolder` goes on).
-    /// Once the holder's own vote is prepared for the target (or two lease
-    /// ticks passed: the release then overtakes the ask), the holder freezes
-    /// the shard and sends the target its newest write; once the target
-    /// acknowledged it, the release. A target that has not acknowledged
+    /// Once the holder's own vote is prepared for the target (or at its next
+    /// lease tick without: the release then overtakes the ask), the holder
+    /// freezes the shard and sends the target its newest write; once the
+    /// target acknowledged it, the release. A target that has not acknowledged
     /// within two lease ticks of the freeze is given up (the shard thaws,
     /// the machine's hand-off is aborted) and another picked at the next tick.
     func handOffInServerOrder(_ shard: Int, holder: Int, to voters: [NodeID]) {

@@ -7,8 +7,9 @@ import AegisStore
 /// 1. `handOff`: H renews no more and sends D `handOffPrepare` with its term T.
 /// 2. D asks every voter for T + 1 with the transfer bit. A voter still
 ///    promised to H (H itself included) checks the ask as any other and,
-///    rather than refusing it as `leaseHeld`, persists its vote for D at
-///    T + 1 and answers `prepared`, keeping its promise to H.
+///    rather than refusing it as `leaseHeld` (or as `candidateBehind`: D
+///    asks while H may still write), persists its vote for D at T + 1 and
+///    answers `prepared`, keeping its promise to H.
 /// 3. `release`: H lets its lease go (it writes nothing more at T) and sends
 ///    `handOffRelease` to every other voter, D included (D's own vote is
 ///    prepared like the others' while it is promised to H). A voter that prepared for D on H's
@@ -19,18 +20,21 @@ import AegisStore
 /// Why no two leases overlap: D's lease starts from grants that exist only
 /// after H let go (a prepared vote grants nothing), and counts from D's ask,
 /// so it ends before any granter's promise to D does. Why no write is lost:
-/// the caller freezes H's writes to the shard from `handOff` on and sends
-/// `release` only once D holds H's newest write, and D's ask is refused
-/// (`candidateBehind`) by any voter newer than it. A lost release or a dead
-/// D only costs the wait the hand-off was to spare: the promises to H run
-/// out and an election follows.
+/// the caller freezes H's writes to the shard (from `handOff` on, or once
+/// H's own vote is prepared, as a stopping server node does,
+/// LeaseDriver.stepLeaving) and sends `release` only once D holds H's
+/// newest write; a prepared vote grants only through that release, and a
+/// voter not promised to H refuses D's ask if it is newer than D
+/// (`candidateBehind`). A lost release or a dead D only costs the wait the
+/// hand-off was to spare: the promises to H run out and an election follows.
 ///
 /// A caller may also freeze and flush first and run `handOff` and `release`
-/// in one step once D holds every write, as a stopping server node does
-/// (LeaseDriver.stepLeaving): D then asks holding every write, and a voter
-/// the release reaches before D's ask ends its promise to H there instead
-/// of preparing (`releasesBeforeAsk`). Every node a release reaches takes D
-/// for the holder, for routing, until a promise says more (`releasedTo`).
+/// in one step once D holds every write (a stopping server node did so
+/// until its term writes moved out of the pause): D then asks holding every
+/// write, and a voter the release reaches before D's ask ends its promise to
+/// H there instead of preparing (`releasesBeforeAsk`). Every node a release
+/// reaches takes D for the holder, for routing, until a promise says more
+/// (`releasedTo`).
 extension LeaseMachine {
     /// The node this one is handing the shard to, while it still holds it.
     public func handingOff(_ shard: Int, now: Milliseconds) -> NodeID? {
