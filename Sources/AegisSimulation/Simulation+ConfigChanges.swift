@@ -147,16 +147,13 @@ extension Simulation {
             preparingHandOff[shard] = nil
             return
         }
-        let newest = nodes[holder].shardVersions[shard]
         if let frozen = frozenForHandOff[shard], frozen.holder == holder {
-            let target = nodes[frozen.target].nodeID
-            guard lease.handingOff(shard, now: clock) == target else {
+            guard lease.handingOff(shard, now: clock) == nodes[frozen.target].nodeID else {
                 frozenForHandOff[shard] = nil
                 return
             }
-            if (acknowledgedBy[shard][frozen.target] ?? .zero) >= newest {
-                releaseFrozen(shard)
-            } else if now >= frozen.since + 2 * scenario.leases.tickIntervalMs {
+            releaseFrozenIfAcknowledged(shard, by: frozen.target, at: holder)
+            if frozenForHandOff[shard] != nil && now >= frozen.since + 2 * scenario.leases.tickIntervalMs {
                 frozenForHandOff[shard] = nil
                 leaseStep(holder, .abortHandOff(shard: shard, now: clock))
             }
@@ -198,13 +195,9 @@ extension Simulation {
               (acknowledgedBy[shard][follower] ?? .zero) >= nodes[holder].shardVersions[shard],
               let lease = nodes[holder].lease, lease.holdsLease(shard, now: leaseClock(holder)),
               lease.handingOff(shard, now: leaseClock(holder)) == nodes[follower].nodeID else { return }
-        releaseFrozen(shard)
-    }
-
-    private func releaseFrozen(_ shard: Int) {
-        guard let frozen = frozenForHandOff.removeValue(forKey: shard) else { return }
+        frozenForHandOff[shard] = nil
         report.handOffsReleased += 1
-        leaseStep(frozen.holder, .release(shard: shard, now: leaseClock(frozen.holder)))
+        leaseStep(holder, .release(shard: shard, now: leaseClock(holder)))
     }
 
     /// The freeze and the flush: the target is sent the newest write.

@@ -109,9 +109,6 @@ final class LeaseDriver {
         /// Shards not handed off (no target, refused, aborted): they fall to
         /// an election once the others hear `left`.
         var givenUp: Set<Int> = []
-        /// Of those, the ones this pass found no target for: one line for
-        /// them all (a whole cluster stopping finds none for any).
-        var withoutTarget: [Int] = []
     }
 
     init(machine: LeaseMachine, store: TermStore, board: LeaseBoard, logger: Logger, hasSeeds: Bool) {
@@ -519,6 +516,9 @@ final class LeaseDriver {
         if !caughtUp.isEmpty { sends += step(.releaseShards(caughtUp, now: nowMs), nowMs: nowMs) }
         var waiting = false
         var starting: [NodeID: [Int]] = [:]
+        // One line for the shards this pass finds no target for (a whole
+        // cluster stopping finds none for any).
+        var withoutTarget: [Int] = []
         for shard in heldUntil.indices where heldUntil[shard] != nil && handOffs.running[shard] == nil && !state.givenUp.contains(shard) {
             guard !outOfTime else { break }
             // The machine hands off with half a lease left, and renews no
@@ -533,15 +533,14 @@ final class LeaseDriver {
             let preferred = state.placementWithout.map { $0.primary(ofShard: shard) }
             guard let target = candidates.first(where: { $0 == preferred }) ?? candidates.first else {
                 state.givenUp.insert(shard)
-                state.withoutTarget.append(shard)
+                withoutTarget.append(shard)
                 continue
             }
             starting[target, default: []].append(shard)
         }
-        if !state.withoutTarget.isEmpty {
+        if !withoutTarget.isEmpty {
             logger.notice("leaving: shards not handed off: no other voter of theirs is alive, followed and takes hand-offs; each is elected anew once this node is gone",
-                          metadata: ["shards": "\(state.withoutTarget.count)", "first": "\(state.withoutTarget.prefix(16).map(String.init).joined(separator: ","))"])
-            state.withoutTarget = []
+                          metadata: ["shards": "\(withoutTarget.count)", "first": "\(withoutTarget.prefix(16).map(String.init).joined(separator: ","))"])
         }
         // One prepare per target: it persists the new terms with one write.
         for (target, shards) in starting.sorted(by: { $0.key < $1.key }) {

@@ -38,10 +38,10 @@ struct LeaseHandOffs {
         var frozenInLeases: UInt64?
         /// When that set was published (monotonic ns): the pause starts.
         var frozenAtNs: Int64?
-        /// The owning reactor installed that set (or a later one).
-        var reactorFroze = false
-        /// When this loop read the reactor's freeze marker (monotonic ns).
+        /// When this loop read the owning reactor's marker that it installed
+        /// that set (or a later one), monotonic ns.
         var reactorFrozeAtNs: Int64?
+        var reactorFroze: Bool { reactorFrozeAtNs != nil }
     }
 
     enum Outcome: String, CaseIterable {
@@ -90,7 +90,6 @@ struct LeaseHandOffs {
     /// set is older than this one's) says nothing about this one.
     mutating func reactorFroze(_ shard: Int, leasesVersion: UInt64, nowNs: Int64) {
         guard let frozenIn = running[shard]?.frozenInLeases, leasesVersion >= frozenIn, !running[shard]!.reactorFroze else { return }
-        running[shard]!.reactorFroze = true
         running[shard]!.reactorFrozeAtNs = nowNs
     }
 
