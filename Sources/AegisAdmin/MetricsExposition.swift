@@ -98,7 +98,8 @@ struct MetricsExposition {
     /// nodes forwarded here that this node refused as not its shard's
     /// primary (and of those, the ones at the hop limit), and those it
     /// passed on to the holder it knows.
-    static func forwardingFamilies(_ forwarding: ForwardingSnapshot, reactorCrossings: Int, notOwner: Int, relayed: Int, hopLimit: Int) -> [Family] {
+    static func forwardingFamilies(_ forwarding: ForwardingSnapshot, reactorCrossings: Int, notOwner: Int, relayed: Int, hopLimit: Int,
+                                   readsFromCopy: (served: Int, refused: Int) = (0, 0)) -> [Family] {
         var requests = [Sample(suffix: "_total", labels: [("peer", "local")], value: String(reactorCrossings))]
         for (peer, count) in forwarding.forwardedByPeer.sorted(by: { $0.key < $1.key }) {
             requests.append(Sample(suffix: "_total", labels: [("peer", peer)], value: String(count)))
@@ -130,6 +131,16 @@ struct MetricsExposition {
             counter("aegis_forward_hop_limit",
                     "Of aegis_forward_not_owner: requests this node would have passed on to the holder it knows, refused because they had been passed on twice already.",
                     hopLimit),
+            Family(name: "aegis_forward_reads_to_replica", kind: .counter,
+                   help: "One-key reads whose primary this node could not reach (its link broke or could not be opened, or its breaker is open), sent to a replica's copy instead of failing: this node's own (replica=\"self\") or another follower's (replica=\"peer\"). Possibly stale.",
+                   samples: [("self", forwarding.readsToOwnCopy), ("peer", forwarding.readsToPeerCopy)].map {
+                       Sample(suffix: "_total", labels: [("replica", $0.0)], value: String($0.1))
+                   }),
+            Family(name: "aegis_reads_from_copy", kind: .counter,
+                   help: "Reads sent here (by this node or another) because their shard's primary could not be reached: answered from this node's copy as a follower, or refused with TRYAGAIN as it held no complete copy.",
+                   samples: [("served", readsFromCopy.served), ("refused", readsFromCopy.refused)].map {
+                       Sample(suffix: "_total", labels: [("result", $0.0)], value: String($0.1))
+                   }),
             Family(name: "aegis_peer_farewells", kind: .counter,
                    help: "Farewells between a stopping node and its peers before it closes its links: sent by this node as it stopped, received from stopping peers (sent nothing more after), and acknowledged to this node.",
                    samples: [("sent", forwarding.farewellsSent), ("received", forwarding.farewellsReceived),
@@ -239,7 +250,8 @@ struct MetricsExposition {
             counter("aegis_wal_errors", "Failed write-ahead log writes, fsyncs and snapshots; writes in a failed batch are answered with an error.", totals.walErrors),
         ] + walFlushFamilies(node.walFlushStats() ?? WALFlushStats())
         result += clientTLSFamilies(node.tls)
-        result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests, notOwner: totals.forwardNotOwner, relayed: totals.forwardRelayed, hopLimit: totals.forwardHopLimit)
+        result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests, notOwner: totals.forwardNotOwner, relayed: totals.forwardRelayed, hopLimit: totals.forwardHopLimit,
+                                     readsFromCopy: (totals.readsFromCopyServed, totals.readsFromCopyRefused))
         result += replicationFamilies(cluster.replication)
         result += moveFamilies(cluster.replication, catchUp: cluster.catchUp, totals: totals)
         result += leaseFamilies(cluster.leases, refusals: totals.leaseRefusals)

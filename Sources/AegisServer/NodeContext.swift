@@ -173,6 +173,8 @@ public final class PublishedReactorStats: Sendable {
     let forwardNotOwner = Atomic<Int>(0)
     let forwardRelayed = Atomic<Int>(0)
     let forwardHopLimit = Atomic<Int>(0)
+    let readsFromCopyServed = Atomic<Int>(0)
+    let readsFromCopyRefused = Atomic<Int>(0)
     let leaseRefusals = Atomic<Int>(0)
     let requestsParked = Atomic<Int>(0)
     let parkedTimedOut = Atomic<Int>(0)
@@ -214,6 +216,8 @@ public final class PublishedReactorStats: Sendable {
         forwardNotOwner.store(s.forwardNotOwner, ordering: .relaxed)
         forwardRelayed.store(s.forwardRelayed, ordering: .relaxed)
         forwardHopLimit.store(s.forwardHopLimit, ordering: .relaxed)
+        readsFromCopyServed.store(s.readsFromCopyServed, ordering: .relaxed)
+        readsFromCopyRefused.store(s.readsFromCopyRefused, ordering: .relaxed)
         leaseRefusals.store(s.leaseRefusals, ordering: .relaxed)
         requestsParked.store(s.requestsParked, ordering: .relaxed)
         parkedTimedOut.store(s.parkedTimedOut, ordering: .relaxed)
@@ -255,6 +259,8 @@ public final class PublishedReactorStats: Sendable {
             forwardNotOwner: forwardNotOwner.load(ordering: .relaxed),
             forwardRelayed: forwardRelayed.load(ordering: .relaxed),
             forwardHopLimit: forwardHopLimit.load(ordering: .relaxed),
+            readsFromCopyServed: readsFromCopyServed.load(ordering: .relaxed),
+            readsFromCopyRefused: readsFromCopyRefused.load(ordering: .relaxed),
             leaseRefusals: leaseRefusals.load(ordering: .relaxed),
             requestsParked: requestsParked.load(ordering: .relaxed),
             parkedTimedOut: parkedTimedOut.load(ordering: .relaxed),
@@ -310,6 +316,11 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     /// holder it knows, but that had been passed on `Reactor.maxHops`
     /// times already.
     public var forwardHopLimit = 0
+    /// Reads sent here because their shard's primary could not be reached
+    /// (ForwardingRelay, "Reads while the primary is unreachable"):
+    /// answered from this node's copy, or refused as it held no whole one.
+    public var readsFromCopyServed = 0
+    public var readsFromCopyRefused = 0
     /// Writes refused because this node did not hold the shard's lease.
     public var leaseRefusals = 0
     /// Requests that waited for their shard's lease rather than being
@@ -364,6 +375,8 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         forwardNotOwner += o.forwardNotOwner
         forwardRelayed += o.forwardRelayed
         forwardHopLimit += o.forwardHopLimit
+        readsFromCopyServed += o.readsFromCopyServed
+        readsFromCopyRefused += o.readsFromCopyRefused
         leaseRefusals += o.leaseRefusals
         requestsParked += o.requestsParked
         parkedTimedOut += o.parkedTimedOut

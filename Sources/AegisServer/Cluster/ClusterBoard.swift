@@ -171,6 +171,10 @@ public struct ForwardingSnapshot: Sendable {
     public var farewellsSent = 0
     public var farewellsReceived = 0
     public var farewellsAcknowledged = 0
+    /// Reads whose primary could not be reached, sent to a replica's copy:
+    /// this node's own, or another follower's.
+    public var readsToOwnCopy = 0
+    public var readsToPeerCopy = 0
 
     public init() {}
 
@@ -185,6 +189,8 @@ public struct ForwardingSnapshot: Sendable {
         farewellsSent = counters.farewellsSent
         farewellsReceived = counters.farewellsReceived
         farewellsAcknowledged = counters.farewellsAcknowledged
+        readsToOwnCopy = counters.readsToOwnCopy
+        readsToPeerCopy = counters.readsToPeerCopy
     }
 
     init(_ relay: ForwardingRelay) {

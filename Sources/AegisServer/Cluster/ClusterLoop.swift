@@ -213,6 +213,10 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
             _ = aegis_epoll_add(epollFD, relay.wakeFD, AEGIS_EPOLLIN | AEGIS_EPOLLET, ClusterLoopToken.interconnect)
             relay.sendFrame = { [unowned self] address, frame in self.send(frame, to: address, lane: .bulk, nowMs: Self.nowMs()) }
             relay.replication.log = { [unowned self] text in self.logger.notice("\(text)") }
+            relay.probeLink = { [unowned self] address in
+                guard self.dialled[DialKey(address: address, lane: .bulk)] == nil else { return }
+                _ = self.dial(address, lane: .bulk, nowMs: Self.nowMs())
+            }
             relay.abandonLink = { [unowned self] address in
                 guard let token = self.dialled[DialKey(address: address, lane: .bulk)], let connection = self.connections[token] else { return }
                 self.logger.notice("cluster: bulk link closed, forwarded requests on it went unanswered; what it still held is dropped",
@@ -759,6 +763,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     private func linkOpened(_ connection: PeerConnection, key: DialKey, nowMs: Int64) {
         connectingSince[connection.token] = nil
         dialledOpenedAt[connection.token] = nowMs
+        if key.lane == .bulk { relay?.linkOpened(address: key.address) }
         flush(connection, nowMs: nowMs)
     }
 

@@ -75,6 +75,10 @@ final class ForwardingRelay {
         var farewellsSent = 0
         var farewellsReceived = 0
         var farewellsAcknowledged = 0
+        /// Reads whose primary could not be reached, sent to a replica's
+        /// copy instead: this node's own, or a follower's on another node.
+        var readsToOwnCopy = 0
+        var readsToPeerCopy = 0
     }
 
     let interconnect: Interconnect
@@ -130,6 +134,14 @@ final class ForwardingRelay {
     var abandonLink: ((String) -> Void)?
     /// Requests sent to each peer number (`counters` sums them by node id).
     private var forwardedToPeer: [Int] = []
+    /// Per peer number, since when its bulk link is down (monotonic ns; 0:
+    /// up, or never tried): it broke, or could not be opened, and no link
+    /// opened since. And when a read last asked the loop to dial it again.
+    private var linkDownSinceNs: [Int64] = []
+    private var linkProbedAtNs: [Int64] = []
+    /// Set by the loop: dials the bulk link to a peer address when none is
+    /// open or opening and the dial back-off allows it.
+    var probeLink: ((String) -> Void)?
     private struct PendingRecord {
         var bytes: [UInt8]
         var flags: UInt32
@@ -250,6 +262,8 @@ final class ForwardingRelay {
         sendOrderHead.append(0)
         newestAnsweredSentNs.append(0)
         forwardedToPeer.append(0)
+        linkDownSinceNs.append(0)
+        linkProbedAtNs.append(0)
         breakerAllowed.append(nil)
         return number
     }
@@ -387,11 +401,20 @@ final class ForwardingRelay {
             return
         }
         let peer = UInt16(target)
+        let reachable = linkDownSinceNs[Int(peer)] == 0 && allowed(peer)
+        if !reachable, header.flags & ForwardHeader.Flags.readOnly != 0,
+           answerFromCopy(header, payload, shard: shard, primary: peer, routing: routing, nowNs: nowNs) {
+            return
+        }
         if !allowed(peer) {
             refuse(header, payload, reason: "breaker_open",
                    text: ForwardReplies.notSentText("the circuit breaker for \(peerName[Int(peer)]) (or 'forwarding') is open"))
             return
         }
+        send(header, payload, to: peer, nowNs: nowNs)
+    }
+
+    private func send(_ header: ForwardHeader, _ payload: UnsafeRawBufferPointer, to peer: UInt16, nowNs: Int64) {
         var ticketed = header
         let requestID = header.wire == .binary ? ForwardReplies.binaryRequestID(payload) : 0
         let key = inFlight.insert { ticket in
@@ -403,6 +426,61 @@ final class ForwardingRelay {
         appendToBatch(peer: peer, ticketed, payload)
         // After the append: a batch that reached its limit went out first, without this key.
         batchRequests[Int(peer)].append(key)
+    }
+
+    // MARK: - Reads while the primary is unreachable
+
+    /// A read for a shard whose primary this node cannot reach (its link
+    /// broke or could not be opened, or its breaker is open) goes to a
+    /// replica's copy instead of failing: this node's own when it follows
+    /// the shard, else the first follower whose link is up. The copy may
+    /// lag the primary by what replication had not delivered when the
+    /// primary went (at W >= 2, by writes acknowledged by other replicas),
+    /// as reads on the minority side of a partition may: possibly stale,
+    /// and counted (`aegis_forward_reads_to_replica_total`). Until a
+    /// failover elects a new holder (suspect_timeout and a lease after a
+    /// kill -9) that is seconds in which every read of the dead primary's
+    /// shards failed. Writes still go to the primary (and fail): only the
+    /// lease holder accepts them. The read is tried on the primary again
+    /// once a link to it opens; a diverted read asks the loop to dial it
+    /// (within the dial back-off), so reads need no writes to find it back.
+    /// False when no copy can be asked: the caller answers as before.
+    private func answerFromCopy(_ header: ForwardHeader, _ payload: UnsafeRawBufferPointer, shard: Int, primary: UInt16,
+                                routing: ClusterRouting, nowNs: Int64) -> Bool {
+        if nowNs - linkProbedAtNs[Int(primary)] >= Self.linkProbeIntervalNs {
+            linkProbedAtNs[Int(primary)] = nowNs
+            probeLink?(peerAddress[Int(primary)])
+        }
+        var fromCopy = header
+        fromCopy.flags |= ForwardHeader.Flags.answerFromCopy
+        let followers = routing.followers[shard]
+        if followers.contains(where: { $0.name == selfID }) {
+            fromCopy.route.originNode = Self.localOrigin
+            otherCounters.readsToOwnCopy += 1
+            toReactor(shardOwner[shard], fromCopy, payload)
+            return true
+        }
+        for follower in followers {
+            guard let peer = peer(named: follower.name), peer != primary, linkDownSinceNs[Int(peer)] == 0,
+                  !departedPeers.contains(peer), allowed(peer) else { continue }
+            otherCounters.readsToPeerCopy += 1
+            send(fromCopy, payload, to: peer, nowNs: nowNs)
+            return true
+        }
+        return false
+    }
+
+    /// How often reads diverted from an unreachable primary ask for a dial.
+    static let linkProbeIntervalNs: Int64 = 50_000_000
+
+    /// A bulk link to `address` opened: requests go to that peer again.
+    func linkOpened(address: String) {
+        guard let number = peerNumber[address] else { return }
+        linkDownSinceNs[Int(number)] = 0
+    }
+
+    private func markLinkDown(_ peer: Int) {
+        if linkDownSinceNs[peer] == 0 { linkDownSinceNs[peer] = max(1, aegis_monotonic_ns()) }
     }
 
     /// Both breakers, asked once per peer per loop iteration.
@@ -504,6 +582,7 @@ final class ForwardingRelay {
         if !sent {
             // No link to queue on: the peer is gone, and is dialled afresh
             // (and sent requests again) when it comes back.
+            markLinkDown(Int(peer))
             forgetFarewells(peer)
             failInFlight(keys, reason: "link_down", why: "no link to \(peerName[Int(peer)])", sent: false)
             replication.cutOff(peerName: peerName[Int(peer)])
@@ -609,6 +688,7 @@ final class ForwardingRelay {
     func linkLost(address: String, anySent: Bool) {
         guard let number = peerNumber[address] else { return }
         let peer = Int(number)
+        markLinkDown(peer)
         // A peer that said farewell is gone once its link is: when it
         // starts again it is dialled afresh and sent requests again.
         forgetFarewells(number)

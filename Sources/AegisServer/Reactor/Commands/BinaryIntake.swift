@@ -84,7 +84,7 @@ extension Reactor {
                     deliverLocal(connection, scratch.reply)
                 }
             } else {
-                forward(to: target, connection: connection, bytes: request, shard: shard)
+                forward(to: target, connection: connection, bytes: request, shard: shard, readOnly: command == .get)
             }
         case .ping:
             withReply(connection) { BinaryResponseWriter.write(status: .ok, requestID: frame.requestID, into: $0) }

@@ -176,7 +176,7 @@ extension Reactor {
                 deliverLocal(connection, scratch.reply)
             }
         } else {
-            forward(to: target, connection: connection, bytes: raw, shard: shard)
+            forward(to: target, connection: connection, bytes: raw, shard: shard, readOnly: !command.isWrite)
         }
     }
 
@@ -260,7 +260,8 @@ extension Reactor {
             return
         }
         if target != index {
-            forwardRequest(to: target, connection: connection, sequence: sequence, bytes: scratch.part.readableView, shard: shard)
+            forwardRequest(to: target, connection: connection, sequence: sequence, bytes: scratch.part.readableView, shard: shard,
+                           readOnly: !isWrite)
             return
         }
         let request = scratch.part.readableView

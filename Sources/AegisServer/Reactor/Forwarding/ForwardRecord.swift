@@ -97,6 +97,19 @@ struct ForwardHeader {
     /// `Reactor.maxHops` (`Reactor.passOnIfNotPrimary`). A node of an older
     /// build writes 0 here and never relays.
     var hops: UInt8 = 0
+    /// `Flags` bits; a node of an older build writes 0 here and ignores it.
+    var flags: UInt8 = 0
+
+    /// What a request's header may say beyond its route.
+    enum Flags {
+        /// A one-key read: where its primary cannot be reached, a replica's
+        /// copy may answer it (ForwardingRelay, "Reads while the primary is
+        /// unreachable").
+        static let readOnly: UInt8 = 1
+        /// Answer this read from the copy this node holds as a follower;
+        /// do not pass it on to the primary, which the sender cannot reach.
+        static let answerFromCopy: UInt8 = 2
+    }
 
     static let size = 40
 
@@ -125,7 +138,7 @@ struct ForwardHeader {
         pointer.storeBytes(of: kind.rawValue, toByteOffset: 0, as: UInt8.self)
         pointer.storeBytes(of: wire.rawValue, toByteOffset: 1, as: UInt8.self)
         pointer.storeBytes(of: hops, toByteOffset: 2, as: UInt8.self)
-        pointer.storeBytes(of: UInt8(0), toByteOffset: 3, as: UInt8.self)
+        pointer.storeBytes(of: flags, toByteOffset: 3, as: UInt8.self)
         pointer.storeBytes(of: connectionIndex, toByteOffset: 4, as: UInt32.self)
         pointer.storeBytes(of: connectionGeneration, toByteOffset: 8, as: UInt32.self)
         pointer.storeBytes(of: UInt32(payloadLength), toByteOffset: 12, as: UInt32.self)
@@ -150,7 +163,8 @@ struct ForwardHeader {
                 originReactor: bytes.loadUnaligned(fromByteOffset: 26, as: UInt16.self),
                 shard: bytes.loadUnaligned(fromByteOffset: 28, as: UInt32.self),
                 ticket: bytes.loadUnaligned(fromByteOffset: 32, as: UInt64.self)),
-            hops: bytes.loadUnaligned(fromByteOffset: 2, as: UInt8.self)
+            hops: bytes.loadUnaligned(fromByteOffset: 2, as: UInt8.self),
+            flags: bytes.loadUnaligned(fromByteOffset: 3, as: UInt8.self)
         )
     }
 }

@@ -60,7 +60,11 @@ extension Reactor {
     /// Sends one request (raw client bytes) to `target`, answering into slot
     /// `sequence`. `shard` is needed when the target is the cluster loop
     /// (another node is the primary): the loop sends it to that primary.
-    func forwardRequest(to target: Int, connection: Connection, sequence: UInt64, bytes: UnsafeRawBufferPointer, shard: Int? = nil) {
+    /// `readOnly`: a one-key read, which a replica's copy may answer where
+    /// the primary cannot be reached (set only at read_quorum 1: a quorum
+    /// read needs the primary).
+    func forwardRequest(to target: Int, connection: Connection, sequence: UInt64, bytes: UnsafeRawBufferPointer, shard: Int? = nil,
+                        readOnly: Bool = false) {
         let wire = connection.wire ?? .resp2
         var route = ForwardRoute.local
         if target == routes.clusterEndpoint {
@@ -85,14 +89,16 @@ extension Reactor {
         let header = ForwardHeader(
             kind: .request, wire: wire,
             connectionIndex: connection.index, connectionGeneration: connection.generation,
-            slotSequence: sequence, payloadLength: bytes.count, route: route)
+            slotSequence: sequence, payloadLength: bytes.count, route: route,
+            flags: readOnly && readQuorum.readQuorum < 2 ? ForwardHeader.Flags.readOnly : 0)
         sendRecord(to: target, header: header, payload: bytes)
     }
 
     /// Forwards a whole request that gets one reply slot of its own.
-    @inline(__always) func forward(to target: Int, connection: Connection, bytes: UnsafeRawBufferPointer, shard: Int? = nil) {
+    @inline(__always) func forward(to target: Int, connection: Connection, bytes: UnsafeRawBufferPointer, shard: Int? = nil,
+                                   readOnly: Bool = false) {
         let sequence = connection.replies.openPending(parts: 1, aggregate: .none)
-        forwardRequest(to: target, connection: connection, sequence: sequence, bytes: bytes, shard: shard)
+        forwardRequest(to: target, connection: connection, sequence: sequence, bytes: bytes, shard: shard, readOnly: readOnly)
     }
 
     func sendRecord(to target: Int, header: ForwardHeader, payload: UnsafeRawBufferPointer) {
@@ -225,6 +231,9 @@ extension Reactor {
                 executeMoveIn(payload, into: scratch.reply)
             } else if header.connectionIndex == Self.msetnxMarker && source != routes.clusterEndpoint {
                 executeMSetNXPart(payload, into: scratch.reply)
+            } else if source == routes.clusterEndpoint, header.flags & ForwardHeader.Flags.answerFromCopy != 0,
+                      Int(header.route.shard) < routes.target.count, !routes.isPrimaryHere(Int(header.route.shard)) {
+                answerReadFromCopy(header, request: payload, into: scratch.reply)
             } else if source == routes.clusterEndpoint, let notHere = passOnIfNotPrimary(header, request: payload, into: scratch.reply) {
                 if notHere != .refused { return }
             } else {

@@ -291,7 +291,8 @@ extension Reactor {
         let relayed = ForwardHeader(
             kind: .request, wire: header.wire, connectionIndex: Self.relayMarker, connectionGeneration: 0,
             slotSequence: id, payloadLength: bytes.count,
-            route: ForwardRoute(originNode: UInt16.max, originReactor: UInt16(index), shard: UInt32(shard)), hops: hops)
+            route: ForwardRoute(originNode: UInt16.max, originReactor: UInt16(index), shard: UInt32(shard)), hops: hops,
+            flags: header.flags & ForwardHeader.Flags.readOnly)
         sendRecord(to: routes.clusterEndpoint, header: relayed, payload: bytes)
     }
 
