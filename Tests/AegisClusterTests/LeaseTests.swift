@@ -467,6 +467,39 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         #expect(!cluster.machines[primary].holdsLease(shard, now: oldEnd))
     }
 
+    /// Membership declares the dead primary gone between two ticks, after
+    /// its promises ran out: the preferred survivor campaigns in that step,
+    /// not at its next tick. Before, it waited up to a tick (about 0.8 s in
+    /// perf/shard-move --scenario failure), and the writes to the dead
+    /// node's shards waited on the new map primary meanwhile, with every
+    /// client connection that sent one stalled behind it.
+    @Test func aMemberDeclaredGoneAfterItsPromisesRanOutIsReplacedInThatStep() {
+        var cluster = LeaseCluster()
+        let primary = cluster.primary(shard)
+        let preferred = cluster.ids.firstIndex(of: cluster.map.followers(ofShard: 0)[0])!
+        let start = LeaseCluster.quietEnd
+        run(&cluster, from: start, to: start + 4000)
+        let lastRenewal = start + 4000
+        #expect(cluster.holders(shard, at: lastRenewal) == [primary])
+        let promisesEnd = lastRenewal + LeaseCluster.durationMs + LeaseCluster.margin
+        let lastTick = lastRenewal + (promisesEnd - lastRenewal) / LeaseCluster.tickMs * LeaseCluster.tickMs
+        // Still alive as far as membership knows: no campaign, though the primary is cut off.
+        run(&cluster, from: lastRenewal + LeaseCluster.tickMs, to: lastTick, cut: [primary])
+        #expect(cluster.holders(shard, at: lastTick).isEmpty || cluster.holders(shard, at: lastTick) == [primary])
+        let suspectedAt = lastTick + LeaseCluster.tickMs / 2
+        #expect(suspectedAt > promisesEnd && suspectedAt < lastTick + LeaseCluster.tickMs)
+        let survivors = cluster.ids.filter { $0 != cluster.ids[primary] }
+        for index in cluster.machines.indices where index != primary {
+            cluster.step(index, .membersChanged(alive: survivors, now: suspectedAt))
+        }
+        cluster.deliver(at: suspectedAt, cut: [primary])
+        #expect(cluster.holders(shard, at: suspectedAt + 1) == [preferred], "won when the primary was declared gone")
+        // A member that joins changes nothing at once.
+        let before = cluster.log[preferred].count
+        cluster.step(preferred, .membersChanged(alive: cluster.ids, now: suspectedAt + 10))
+        #expect(cluster.log[preferred].count == before)
+    }
+
     /// The primary dies; the survivor the rank puts first is behind the
     /// other. The newer one refuses it, and campaigns at once at a term
     /// above the refused one's (whose vote for itself it would meet at that

@@ -241,8 +241,15 @@ public struct LeaseMachine: Sendable {
         case let .timerFired(.expiry, now):
             expire(now: now, into: &output)
             armExpiry(into: &output)
-        case let .membersChanged(alive, _):
-            state.alive = Set(alive)
+        case let .membersChanged(alive, now):
+            let next = Set(alive)
+            let someoneGone = !state.alive.isSubset(of: next)
+            state.alive = next
+            // A member gone from the alive set (suspected, dead, left) may
+            // leave shards with no holder once its promises ran out: their
+            // preferred replica campaigns now, not up to a tick later, while
+            // writes to them wait on it (their map primary).
+            if someoneGone { tick(now: now, into: &output) }
         case let .placementChanged(map, now):
             placementChanged(map, now: now, into: &output)
         case let .proposeConfig(shard, voters, now):
