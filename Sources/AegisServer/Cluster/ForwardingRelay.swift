@@ -134,10 +134,10 @@ final class ForwardingRelay {
     var abandonLink: ((String) -> Void)?
     /// Requests sent to each peer number (`counters` sums them by node id).
     private var forwardedToPeer: [Int] = []
-    /// Per peer number, since when its bulk link is down (monotonic ns; 0:
-    /// up, or never tried): it broke, or could not be opened, and no link
-    /// opened since. And when a read last asked the loop to dial it again.
-    private var linkDownSinceNs: [Int64] = []
+    /// Per peer number, whether its bulk link is down: it broke, or could
+    /// not be opened, and no link opened since. And when a read last asked
+    /// the loop to dial it again (monotonic ns).
+    private var linkDown: [Bool] = []
     private var linkProbedAtNs: [Int64] = []
     /// Set by the loop: dials the bulk link to a peer address when none is
     /// open or opening and the dial back-off allows it.
@@ -262,7 +262,7 @@ final class ForwardingRelay {
         sendOrderHead.append(0)
         newestAnsweredSentNs.append(0)
         forwardedToPeer.append(0)
-        linkDownSinceNs.append(0)
+        linkDown.append(false)
         linkProbedAtNs.append(0)
         breakerAllowed.append(nil)
         return number
@@ -401,7 +401,7 @@ final class ForwardingRelay {
             return
         }
         let peer = UInt16(target)
-        let reachable = linkDownSinceNs[Int(peer)] == 0 && allowed(peer)
+        let reachable = !linkDown[Int(peer)] && allowed(peer)
         if !reachable, header.flags & ForwardHeader.Flags.readOnly != 0,
            answerFromCopy(header, payload, shard: shard, primary: peer, routing: routing, nowNs: nowNs) {
             return
@@ -461,7 +461,7 @@ final class ForwardingRelay {
             return true
         }
         for follower in followers {
-            guard let peer = peer(named: follower.name), peer != primary, linkDownSinceNs[Int(peer)] == 0,
+            guard let peer = peer(named: follower.name), peer != primary, !linkDown[Int(peer)],
                   !departedPeers.contains(peer), allowed(peer) else { continue }
             otherCounters.readsToPeerCopy += 1
             send(fromCopy, payload, to: peer, nowNs: nowNs)
@@ -476,11 +476,7 @@ final class ForwardingRelay {
     /// A bulk link to `address` opened: requests go to that peer again.
     func linkOpened(address: String) {
         guard let number = peerNumber[address] else { return }
-        linkDownSinceNs[Int(number)] = 0
-    }
-
-    private func markLinkDown(_ peer: Int) {
-        if linkDownSinceNs[peer] == 0 { linkDownSinceNs[peer] = max(1, aegis_monotonic_ns()) }
+        linkDown[Int(number)] = false
     }
 
     /// Both breakers, asked once per peer per loop iteration.
@@ -582,7 +578,7 @@ final class ForwardingRelay {
         if !sent {
             // No link to queue on: the peer is gone, and is dialled afresh
             // (and sent requests again) when it comes back.
-            markLinkDown(Int(peer))
+            linkDown[Int(peer)] = true
             forgetFarewells(peer)
             failInFlight(keys, reason: "link_down", why: "no link to \(peerName[Int(peer)])", sent: false)
             replication.cutOff(peerName: peerName[Int(peer)])
@@ -688,7 +684,7 @@ final class ForwardingRelay {
     func linkLost(address: String, anySent: Bool) {
         guard let number = peerNumber[address] else { return }
         let peer = Int(number)
-        markLinkDown(peer)
+        linkDown[peer] = true
         // A peer that said farewell is gone once its link is: when it
         // starts again it is dialled afresh and sent requests again.
         forgetFarewells(number)
