@@ -83,12 +83,16 @@ import Testing
         // opens (the diverted reads dial it, within the dial back-off), not
         // to the copies for good.
         try node4.start(seeds: seeds, extra: Self.arguments, timingFlags: false)
-        let written = Dictionary(uniqueKeysWithValues: zip(keys, writes).map { ($0, $1 == "True" ? "v2-" + $0 : "v-" + $0) })
+        // A write answered `forwarding failed` may have run on node4 before it died.
+        let written = Dictionary(uniqueKeysWithValues: zip(keys, writes).map { key, reply in
+            (key, reply == "True" ? ["v2-" + key] : reply.contains("forwarding failed") ? ["v-" + key, "v2-" + key] : ["v-" + key])
+        })
         var diverted = total(#"aegis_forward_reads_to_replica_total{replica="self"}"#) + total(#"aegis_forward_reads_to_replica_total{replica="peer"}"#)
         let settled = waitUntil(seconds: 20) {
             for member in left {
                 let values = (try? QuorumProcessTests.run(member, keys.map { ["GET", $0] }, pipelined: true)) ?? []
-                #expect(values == keys.map { written[$0]! }, "through \(member.name): \(zip(keys, values).filter { $1 != written[$0] }.prefix(3))")
+                let wrong = zip(keys, values).filter { !written[$0]!.contains($1) }
+                #expect(values.count == keys.count && wrong.isEmpty, "through \(member.name): \(values.count) answers, \(wrong.prefix(3))")
             }
             let now = total(#"aegis_forward_reads_to_replica_total{replica="self"}"#) + total(#"aegis_forward_reads_to_replica_total{replica="peer"}"#)
             defer { diverted = now }
