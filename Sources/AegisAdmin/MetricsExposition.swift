@@ -99,7 +99,7 @@ struct MetricsExposition {
     /// primary (and of those, the ones at the hop limit), and those it
     /// passed on to the holder it knows.
     static func forwardingFamilies(_ forwarding: ForwardingSnapshot, reactorCrossings: Int, notOwner: Int, relayed: Int, hopLimit: Int,
-                                   readsFromCopy: (served: Int, refused: Int) = (0, 0)) -> [Family] {
+                                   readsFromCopyServed: Int, readsFromCopyRefused: Int) -> [Family] {
         var requests = [Sample(suffix: "_total", labels: [("peer", "local")], value: String(reactorCrossings))]
         for (peer, count) in forwarding.forwardedByPeer.sorted(by: { $0.key < $1.key }) {
             requests.append(Sample(suffix: "_total", labels: [("peer", peer)], value: String(count)))
@@ -138,7 +138,7 @@ struct MetricsExposition {
                    }),
             Family(name: "aegis_reads_from_copy", kind: .counter,
                    help: "Reads sent here (by this node or another) because their shard's primary could not be reached: answered from this node's copy as a follower, or refused with TRYAGAIN as it held no complete copy.",
-                   samples: [("served", readsFromCopy.served), ("refused", readsFromCopy.refused)].map {
+                   samples: [("served", readsFromCopyServed), ("refused", readsFromCopyRefused)].map {
                        Sample(suffix: "_total", labels: [("result", $0.0)], value: String($0.1))
                    }),
             Family(name: "aegis_peer_farewells", kind: .counter,
@@ -251,7 +251,7 @@ struct MetricsExposition {
         ] + walFlushFamilies(node.walFlushStats() ?? WALFlushStats())
         result += clientTLSFamilies(node.tls)
         result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests, notOwner: totals.forwardNotOwner, relayed: totals.forwardRelayed, hopLimit: totals.forwardHopLimit,
-                                     readsFromCopy: (totals.readsFromCopyServed, totals.readsFromCopyRefused))
+                                     readsFromCopyServed: totals.readsFromCopyServed, readsFromCopyRefused: totals.readsFromCopyRefused)
         result += replicationFamilies(cluster.replication)
         result += moveFamilies(cluster.replication, catchUp: cluster.catchUp, totals: totals)
         result += leaseFamilies(cluster.leases, refusals: totals.leaseRefusals)

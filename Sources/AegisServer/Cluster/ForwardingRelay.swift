@@ -401,12 +401,12 @@ final class ForwardingRelay {
             return
         }
         let peer = UInt16(target)
-        let reachable = !linkDown[Int(peer)] && allowed(peer)
-        if !reachable, header.flags & ForwardHeader.Flags.readOnly != 0,
+        let breakerAllows = allowed(peer)
+        if linkDown[Int(peer)] || !breakerAllows, header.flags & ForwardHeader.Flags.readOnly != 0,
            answerFromCopy(header, payload, shard: shard, primary: peer, routing: routing, nowNs: nowNs) {
             return
         }
-        if !allowed(peer) {
+        if !breakerAllows {
             refuse(header, payload, reason: "breaker_open",
                    text: ForwardReplies.notSentText("the circuit breaker for \(peerName[Int(peer)]) (or 'forwarding') is open"))
             return
@@ -454,7 +454,7 @@ final class ForwardingRelay {
         var fromCopy = header
         fromCopy.flags |= ForwardHeader.Flags.answerFromCopy
         let followers = routing.followers[shard]
-        if followers.contains(where: { $0.name == selfID }) {
+        if followers.contains(routing.selfID) {
             fromCopy.route.originNode = Self.localOrigin
             otherCounters.readsToOwnCopy += 1
             toReactor(shardOwner[shard], fromCopy, payload)
