@@ -107,7 +107,7 @@ extension MetricsExposition {
             counter("aegis_quorum_unreachable", "Writes answered NOREPLICAS at once: the shard map gives the shard fewer than write_quorum replicas (applied here only).", quorum.unreachable),
             counter("aegis_quorum_primary_moved", "Writes waiting for write_quorum answered TRYAGAIN at once: their shard's primary moved to another node (they may have been applied).", quorum.primaryMoved),
             counter("aegis_read_quorum_waits", "Reads of one key on this node's shards whose reply waited for read_quorum replicas.", quorum.readWaits),
-            counter("aegis_read_quorum_timeouts", "Reads of one key answered TRYAGAIN: fewer than read_quorum replicas answered within write_timeout, or the shard's primary moved.", quorum.readTimeouts),
+            counter("aegis_read_quorum_timeouts", "Reads of one key answered TRYAGAIN: fewer than read_quorum replicas answered within write_timeout, could be asked, or could be read here after the shard moved.", quorum.readTimeouts),
             counter("aegis_read_quorum_unreachable", "Reads of one key answered NOREPLICAS at once: the shard map gives the shard fewer than read_quorum replicas.", quorum.readUnreachable),
             counter("aegis_read_repairs_sent", "Records sent by reads at read_quorum to replicas that answered an older state of the key.", quorum.readRepairsSent),
             counter("aegis_read_repairs_applied", "Read repairs that changed a key here (as a follower, or as a primary older than a follower).", quorum.readRepairsApplied),

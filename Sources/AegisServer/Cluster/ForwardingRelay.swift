@@ -648,6 +648,7 @@ final class ForwardingRelay {
                     var routed = header
                     // Which follower answered: the read repairs it by this number if it is stale.
                     routed.connectionIndex = UInt32(peer)
+                    routed.flags &= ~ForwardHeader.Flags.followersNotAsked  // only this node's loop says that
                     toReactor(Int(header.route.originReactor), routed, payload)
                 case .reply:
                     repliesReceived += 1

@@ -185,6 +185,66 @@ import Testing
         }
     }
 
+    /// Reads `keys` through host:port in pipelined rounds of 100 until
+    /// `seconds` passed; prints the rounds, the replies that were errors
+    /// and those with a wrong value.
+    static let roundsReader = """
+    import json, sys, time, redis
+    client = redis.Redis(host=sys.argv[1], port=int(sys.argv[2]), socket_timeout=30, decode_responses=True)
+    keys = json.loads(sys.argv[3])
+    stop = time.monotonic() + float(sys.argv[4])
+    rounds, errors, wrong = 0, [], []
+    while time.monotonic() < stop:
+        for start in range(0, len(keys), 100):
+            batch = keys[start:start + 100]
+            pipe = client.pipeline(transaction=False)
+            for key in batch:
+                pipe.get(key)
+            for key, value in zip(batch, pipe.execute(raise_on_error=False)):
+                if isinstance(value, Exception):
+                    errors.append(str(value))
+                elif value != "v-" + key:
+                    wrong.append(key)
+        rounds += 1
+    print(json.dumps({"rounds": rounds, "errors": errors, "wrong": wrong}))
+    """
+
+    /// A stopping node hands off every shard it holds while reads of them
+    /// wait for their quorum there (read_quorum 2). The hand-off's routing
+    /// no longer ends those reads: the replica asked answers, or, where the
+    /// node's loop read the probe after the shard moved, the shard's other
+    /// replicas are asked. Before, reads held at the moment of the hand-off
+    /// were answered TRYAGAIN (10-40 in each `perf/shard-move --scenario
+    /// leave --read-quorum 2` run).
+    @Test(.hangBound) func readsAtTwoHeldByAStoppingNodeAreAnsweredThroughItsHandOffs() throws {
+        let directory = try PeerTLSProcessTests.temporaryDirectory("rq-leave")
+        let members = try LeaseProcessTests.startCluster(directory: directory, extra: ["--read-quorum", "2"])
+        defer { for member in members { member.stop() } }
+        let held = Set(try #require(LeaseProcessTests.leases(members[0])).filter { $0.value.held }.map(\.key))
+        #expect(!held.isEmpty, "node1 holds some shards")
+        let keys = LeaveHandOffProcessTests.keys(heldBy: held, count: 600)
+        let stored = try QuorumProcessTests.run(members[1], keys.map { ["SET", $0, "v-" + $0] }, pipelined: true)
+        #expect(stored.allSatisfy { $0 == "True" }, "\(Set(stored))")
+
+        let json = String(decoding: try JSONSerialization.data(withJSONObject: keys), as: UTF8.self)
+        let readers = [members[1], members[2]].map { member in
+            let host = member.host, port = member.clientPort
+            return BackgroundWork { try runTool("python3", ["-c", Self.roundsReader, host, String(port), json, "4"]).output }
+        }
+        Thread.sleep(forTimeInterval: 1)
+        #expect(members[0].stop() == 0, "SIGTERM stops node1 cleanly:\n\(members[0].log())")
+        let log = members[0].log()
+        #expect(log.contains(" handed_off=\(held.count) not_handed_off=0 still_held=0"), "node1 handed off every shard it held:\n\(log)")
+        for (reader, member) in zip(readers, [members[1], members[2]]) {
+            let output = try reader.result()
+            let result = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "\(output)")
+            let errors = result["errors"] as? [String] ?? ["no result"]
+            #expect((result["rounds"] as? Int ?? 0) > 1, "\(member.name) read through the stop: \(output.prefix(300))")
+            #expect(errors.isEmpty, "\(member.name): \(errors.count) reads refused, first: \(errors.prefix(3))")
+            #expect((result["wrong"] as? [String] ?? ["?"]).isEmpty, "\(member.name) read wrong values: \(output.prefix(300))")
+        }
+    }
+
     /// The other reads of one key consult R replicas as GET does: TTL,
     /// STRLEN, EXISTS (each key of a multi-key EXISTS), TYPE and GETRANGE at
     /// R = 2 find the follower that restarted empty stale and repair it, and

@@ -109,6 +109,13 @@ struct ForwardHeader {
         /// Answer this read from the copy this node holds as a follower;
         /// do not pass it on to the primary, which the sender cannot reach.
         static let answerFromCopy: UInt8 = 2
+        /// On a `readAnswer` from this node's cluster loop to a reactor,
+        /// never between nodes: the loop could ask only
+        /// `connectionIndex` of the followers the read probe named (the
+        /// shard moved away before the loop read the probe, or a
+        /// follower's address is unknown), so the read cannot reach its
+        /// quorum and ends at once instead of at its timeout.
+        static let followersNotAsked: UInt8 = 4
     }
 
     static let size = 40

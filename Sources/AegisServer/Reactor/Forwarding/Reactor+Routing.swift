@@ -42,6 +42,13 @@ struct ReactorRoutes {
 
     @inline(__always) func isPrimaryHere(_ shard: Int) -> Bool { target[shard] != clusterEndpoint }
 
+    /// Whether this routing names this node one of the shard's replicas,
+    /// so that it keeps its copy (`Reactor.applyRouting`); true before any map.
+    func holdsCopy(_ shard: Int) -> Bool {
+        guard let current else { return true }
+        return current.map.owners(ofShard: shard).contains(current.selfID)
+    }
+
     /// True when the shard's primary in this routing is the lease holder
     /// the node knows of, not only the map's first owner (no holder known,
     /// or one outside this node's map, which a node that has not met every
@@ -79,10 +86,8 @@ extension Reactor {
     func applyRouting() {
         guard let routing = node.routing.routing else { return }
         let lost = routes.install(routing)
-        if !lost.isEmpty {
-            quorum.movedAway += lost
-            abandonReadQuorums(shards: Set(lost))
-        }
+        // Reads held for their quorum go on: ReadQuorumState.
+        if !lost.isEmpty { quorum.movedAway += lost }
         var dropped = 0
         var lostCount = 0
         let lostHere = Set(lost)

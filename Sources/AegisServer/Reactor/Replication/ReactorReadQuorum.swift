@@ -57,8 +57,13 @@ struct QuorumReadHold {
 ///   written again from it (`KeyRead`: the same answer, from the new entry).
 /// - Fewer than R - 1 answers by `write_timeout`: a TRYAGAIN error saying
 ///   how many replicas answered; the shard map giving fewer than R
-///   replicas: NOREPLICAS at once; the shard's primary moving away while it
-///   waits: TRYAGAIN at once.
+///   replicas: NOREPLICAS at once; fewer followers than R - 1 that the
+///   cluster loop could ask: TRYAGAIN at once. The shard's primary moving
+///   away while the read waits does not end it: the answers of the replicas
+///   asked still make a quorum of the copies the read began with (a write
+///   acknowledged at W before is on W of them). Only where a follower
+///   answered newer and this node's copy was dropped meanwhile is it
+///   TRYAGAIN, since the newer state cannot be read here.
 ///
 /// Invariants: `pending` is set only between a read on a shard with R >= 2
 /// and the delivery of its reply (which always goes through `hold`, since
@@ -176,10 +181,20 @@ extension Reactor {
 
     // MARK: - The answers
 
-    /// A follower's state of a held read's key.
+    /// A follower's state of a held read's key, or the cluster loop's word
+    /// that it could ask fewer followers than the read needs.
     func collectReadAnswer(_ header: ForwardHeader, record: UnsafeRawBufferPointer) {
         let ticket = header.slotSequence
         guard var hold = readQuorum.held[ticket] else { return }  // answered, timed out or abandoned already
+        if header.flags & ForwardHeader.Flags.followersNotAsked != 0 {
+            guard header.connectionIndex < hold.asked else { return }
+            readQuorum.held[ticket] = nil
+            counters.quorum.readTimeouts += 1
+            deliverQuorumError(hold.reply, code: "TRYAGAIN", "read_quorum \(readQuorum.readQuorum) not reached: this node could ask "
+                + "\(header.connectionIndex) of the \(hold.asked) other replicas of shard \(hold.read.shard) it needs (the shard moved to "
+                + "another primary, or a replica's address is not known yet); the read changed nothing and may be retried")
+            return
+        }
         guard case .record(let decoded, let length) = WALRecord.decode(record), length == record.count,
               decoded.shard == hold.read.shard, decoded.operation == .set || decoded.operation == .delete,
               hold.read.key.withUnsafeBytes({ $0.elementsEqual(decoded.key) }),
@@ -206,6 +221,14 @@ extension Reactor {
             header.connectionIndex = answer.peer
             newestRecord.withUnsafeBytes { sendRecord(to: routes.clusterEndpoint, header: header, payload: $0) }
             counters.quorum.readRepairsSent += 1
+        }
+        if newest != nil && !routes.holdsCopy(hold.read.shard) {
+            // The shard moved away while the read waited, and its copy here
+            // was dropped: the newer state can be neither kept nor read here.
+            counters.quorum.readTimeouts += 1
+            deliverQuorumError(hold.reply, code: "TRYAGAIN", "read_quorum \(readQuorum.readQuorum) not reached: shard "
+                + "\(hold.read.shard) moved to another node while the read waited; it changed nothing and may be retried")
+            return
         }
         guard newest != nil, let store = shards[hold.read.shard],
               newestRecord.withUnsafeBytes({ repairHere($0, store: store) }) else {
@@ -262,19 +285,6 @@ extension Reactor {
             deliverQuorumError(hold.reply, code: "TRYAGAIN", "read_quorum \(readQuorum.readQuorum) not reached: only \(answered) of "
                 + "\(readQuorum.readQuorum) replicas of shard \(hold.read.shard) answered within write_timeout (\(timeoutMs) ms); "
                 + "the read changed nothing and may be retried")
-        }
-    }
-
-    /// `shards` moved to another primary: reads waiting on them end now,
-    /// since their answers would repair replicas for a primary that is
-    /// no longer this node.
-    func abandonReadQuorums(shards lost: Set<Int>) {
-        guard !readQuorum.held.isEmpty else { return }
-        for ticket in readQuorum.held.keys.sorted() where lost.contains(readQuorum.held[ticket]!.read.shard) {
-            let hold = readQuorum.held.removeValue(forKey: ticket)!
-            counters.quorum.readTimeouts += 1
-            deliverQuorumError(hold.reply, code: "TRYAGAIN", "read_quorum \(readQuorum.readQuorum) not reached: shard "
-                + "\(hold.read.shard) moved to another primary while the read waited; it changed nothing and may be retried")
         }
     }
 }
