@@ -78,6 +78,15 @@ import Testing
         // No link to node4 (TRYAGAIN), its link broke (forwarding failed), or its breaker is open.
         let odd = Set(failed.filter { !($0.hasPrefix("error: ") && $0.contains("node4")) })
         #expect(odd.isEmpty, "\(odd.prefix(3))")
+        // A read a copy answers with an error counts as one, on the node that answered.
+        let node4Key = try #require(zip(keys, writes).first { $0.1 != "True" }?.0)
+        let errorsBefore = total(#"aegis_command_errors_total{command="getrange"}"#)
+        for member in left {
+            let reply = try QuorumProcessTests.run(member, [["GETRANGE", node4Key, "first", "last"]])
+            #expect(reply.count == 1 && reply[0].contains("not an integer"), "through \(member.name): \(reply)")
+        }
+        #expect(waitUntil(seconds: 10) { total(#"aegis_command_errors_total{command="getrange"}"#) == errorsBefore + left.count },
+                "each refused GETRANGE counted once: \(total(#"aegis_command_errors_total{command="getrange"}"#) - errorsBefore)")
 
         // node4 back: reads of its shards go to it again once a link to it
         // opens (the diverted reads dial it, within the dial back-off), not

@@ -27,6 +27,7 @@ extension Reactor {
             }
             counters.readsFromCopyServed &+= 1
             executeForwardedBinary(frame, request: request, into: out)
+            countErrorReply(out, wire: .binary, id: CommandMetricsLayout.binaryID(frame.commandCode))
         case .resp2, .resp3:
             guard case .complete = RESPRequestParser.parse(request, into: scratch.forwardedArguments, limits: scratch.respLimits) else {
                 refuseReadFromCopy(header, request: request, shard: shard, why: "the request does not parse", into: out)
@@ -40,6 +41,7 @@ extension Reactor {
             }
             counters.readsFromCopyServed &+= 1
             executeOwned(command, args, version: header.wire == .resp3 ? .resp3 : .resp2, into: out)
+            countErrorReply(out, wire: header.wire, id: Int(command.rawValue))
         }
     }
 
