@@ -118,13 +118,20 @@ class Client(threading.Thread):
             self.connection.close()
 
     def one(self):
+        if self.connection is None:
+            try:
+                self.connection = connect(self.node)
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                # redis-py (8.x) opens a single-connection client's socket in
+                # its constructor: a node that is down refuses it here, where
+                # the exception ended this client's thread. Nothing was sent.
+                self.move()
+                return
         kind, key = self.pick_operation()
         event = {"type": "op", "op": kind, "key": key, "client": self.number, "node": self.node.name}
         if kind == "set":
             self.sequence += 1
             event["value"] = f"{self.number}.{self.sequence}"
-        if self.connection is None:
-            self.connection = connect(self.node)
         event["invoke"] = self.history.now()
         try:
             if kind == "set":
