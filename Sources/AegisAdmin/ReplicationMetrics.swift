@@ -12,6 +12,7 @@ extension MetricsExposition {
             counter("aegis_replication_records_received", "Replication records this node received as a follower.", replication.recordsReceived),
             counter("aegis_replication_acks", "Acknowledgements this node received from its followers.", replication.acksReceived),
             counter("aegis_replication_acks_refused", "Acknowledgements refused: from a node that is not a follower of the shard, or for records never sent to it.", replication.acksRefused),
+            counter("aegis_read_probes_asked_again", "Probes of reads at read_quorum >= 2 sent again to another replica: the link to the one asked first broke before it answered.", replication.readProbesAskedAgain),
             counter("aegis_replication_refused_not_holder", "Replication records and shard-stream slices this node refused as a follower: their sender is not the shard's lease holder as this node knows it.", replication.refusedNotHolder),
             counter("aegis_replication_follower_resets", "Followers that acknowledged less than before (restarted empty) and were sent their shards' records again.", replication.followerResets),
             counter("aegis_replication_catch_up_reminders", "Acknowledgements this node repeated to a shard's holder as a follower: its copy was below the holder's claim and no records came for a second (after a restart, into a shard nobody writes).", replication.catchUpReminders),

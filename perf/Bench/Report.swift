@@ -11,6 +11,8 @@ struct Report {
     let opsPerSecond: Double
     let connectionsLost: Int
     let firstError: String?
+    /// The most frequent kinds of error reply, most frequent first.
+    let errorKinds: [(kind: String, count: Int)]
     let clientCPUMicrosPerOp: Double
 
     init(config: BenchConfig, results: [WorkerResult], measureStartNs: Int64) {
@@ -19,6 +21,7 @@ struct Report {
         var lastReply: Int64 = 0
         var lost = 0
         var error: String?
+        var kinds: [String: Int] = [:]
         var allReplies = 0
         for r in results {
             for op in Op.allCases { perOp[op.rawValue].merge(r.perOp[op.rawValue]) }
@@ -26,11 +29,13 @@ struct Report {
             lost += r.connectionsLost
             allReplies += r.allReplies
             if error == nil { error = r.firstError }
+            kinds.merge(r.errorKinds, uniquingKeysWith: +)
         }
         for c in perOp { total.merge(c) }
         self.perOp = perOp
         connectionsLost = lost
         firstError = error
+        errorKinds = kinds.sorted { $0.value > $1.value }.prefix(8).map { (kind: $0.key, count: $0.value) }
         windowSeconds = lastReply > measureStartNs ? Double(lastReply - measureStartNs) / 1e9 : 0
         opsPerSecond = windowSeconds > 0 ? Double(total.ops) / windowSeconds : 0
         var usage = rusage()
@@ -99,6 +104,7 @@ struct Report {
         text += "  \"client_cpu_us_per_op\": \(fixed(clientCPUMicrosPerOp, 3)),\n"
         text += "  \"connections_lost\": \(connectionsLost),\n"
         text += "  \"first_error\": \(firstError.map(JSONString.quoted) ?? "null"),\n"
+        text += "  \"error_kinds\": {" + errorKinds.map { "\(JSONString.quoted($0.kind)): \($0.count)" }.joined(separator: ", ") + "},\n"
         text += "  \"ops\": \(total.ops), \"errors\": \(total.errors), \"misses\": \(total.misses), \"timeouts\": \(total.timeouts),\n"
         text += "  \"operations\": {\n"
         text += "    \"get\": \(opJSON(perOp[Op.get.rawValue])),\n"

@@ -38,6 +38,9 @@ struct WorkerResult: Sendable {
     /// Monotonic time of the last measured reply (0 when none).
     var lastReplyNs: Int64 = 0
     var firstError: String?
+    /// Error replies by kind: the message with its numbers blanked (shard
+    /// numbers, counts), cut at 120 characters.
+    var errorKinds: [String: Int] = [:]
     var connectionsLost = 0
     /// Every reply, warm-up included (for client CPU per request).
     var allReplies = 0

@@ -577,7 +577,10 @@ final class Worker {
     }
 
     private func noteError(_ message: @autoclosure () -> String) {
-        if result.firstError == nil { result.firstError = message() }
+        let text = message()
+        if result.firstError == nil { result.firstError = text }
+        let kind = String(String(text.map { $0.isNumber ? "N" : $0 }).prefix(120))
+        result.errorKinds[kind, default: 0] += 1
     }
 
     @inline(__always) private func complete(_ p: Pending, _ outcome: Outcome, now: Int64) {

@@ -240,6 +240,10 @@ final class ForwardingRelay {
         }
     }
 
+    /// Whether the bulk link to `peer` broke or could not be opened, and
+    /// none opened since.
+    func linkIsDown(_ peer: UInt16) -> Bool { Int(peer) < linkDown.count && linkDown[Int(peer)] }
+
     /// The peer number of the node `name`, nil when its address is unknown.
     func peer(named name: String) -> UInt16? {
         guard let address = gossipAddressOf[name], !address.isEmpty else { return nil }
@@ -320,7 +324,7 @@ final class ForwardingRelay {
         case .replicaProgress, .streamSlice, .streamCancel, .farewell, .farewellAck:
             break  // only ever sent to reactors, or between cluster loops
         case .readProbe:
-            replication.sendReadProbe(header, key: payload)
+            replication.sendReadProbe(header, key: payload, nowNs: nowNs)
         case .readAnswer:
             // A follower reactor's answer, back to the primary that asked.
             if Int(header.route.originNode) < peerAddress.count { appendToBatch(peer: header.route.originNode, header, payload) }
@@ -437,7 +441,9 @@ final class ForwardingRelay {
     /// lag the primary by what replication had not delivered when the
     /// primary went (at W >= 2, by writes acknowledged by other replicas),
     /// as reads on the minority side of a partition may: possibly stale,
-    /// and counted (`aegis_forward_reads_to_replica_total`). Until a
+    /// and counted (`aegis_forward_reads_to_replica_total`); at
+    /// read_quorum R >= 2 the copy asks R - 1 other replicas before it
+    /// answers (Reactor+CopyReads), so it is as fresh as a quorum. Until a
     /// failover elects a new holder (suspect_timeout and a lease after a
     /// kill -9) that is seconds in which every read of the dead primary's
     /// shards failed. Writes still go to the primary (and fail): only the
@@ -582,6 +588,7 @@ final class ForwardingRelay {
             forgetFarewells(peer)
             failInFlight(keys, reason: "link_down", why: "no link to \(peerName[Int(peer)])", sent: false)
             replication.cutOff(peerName: peerName[Int(peer)])
+            replication.readProbesLost(toPeer: peer)
         }
     }
 
@@ -649,6 +656,7 @@ final class ForwardingRelay {
                     // Which follower answered: the read repairs it by this number if it is stale.
                     routed.connectionIndex = UInt32(peer)
                     routed.flags &= ~ForwardHeader.Flags.followersNotAsked  // only this node's loop says that
+                    replication.readProbeAnswered(reactor: header.route.originReactor, ticket: header.slotSequence, by: peer)
                     toReactor(Int(header.route.originReactor), routed, payload)
                 case .reply:
                     repliesReceived += 1
@@ -690,6 +698,7 @@ final class ForwardingRelay {
         // starts again it is dialled afresh and sent requests again.
         forgetFarewells(number)
         replication.cutOff(peerName: peerName[peer])
+        replication.readProbesLost(toPeer: number)
         let keys = sendOrder[peer]
         failInFlight(Array(keys[sendOrderHead[peer]...]), reason: "link_down",
                      why: anySent ? "the link to \(peerName[peer]) broke" : "no link to \(peerName[peer]) could be opened", sent: anySent)
@@ -699,6 +708,7 @@ final class ForwardingRelay {
 
     /// Answers requests older than the timeout; returns when to look again (ms from now), nil if nothing waits.
     func expire(nowNs: Int64) {
+        replication.sweepUnansweredProbes(nowNs: nowNs)
         for peer in sendOrder.indices where sendOrderHead[peer] < sendOrder[peer].count {
             let keys = sendOrder[peer]
             var head = sendOrderHead[peer]

@@ -112,6 +112,9 @@ final class ReplicationRelay {
         /// Followers asked for a key's state by reads at read_quorum >= 2, and
         /// the repairs sent to followers those reads found stale.
         var readProbesSent = 0
+        /// Probes sent again to another replica because the link to the
+        /// one asked first broke before it answered.
+        var readProbesAskedAgain = 0
         var readRepairsSent = 0
     }
 
@@ -536,44 +539,129 @@ final class ReplicationRelay {
     // MARK: - Read quorums
 
     /// A read at R >= 2 on one of this node's shards: the key goes to the
-    /// first R - 1 followers the map names (`header.connectionIndex`), in
-    /// the peers' batch frames like replicated records. Where fewer can be
-    /// asked (a follower with no known address), the reactor is told how
-    /// many were, and ends the read at once
-    /// (`ForwardHeader.Flags.followersNotAsked`).
-    func sendReadProbe(_ header: ForwardHeader, key: UnsafeRawBufferPointer) {
+    /// first R - 1 followers the map names (`header.connectionIndex`) whose
+    /// link is not known to be down, in the peers' batch frames like
+    /// replicated records (a follower killed is passed over, not waited for
+    /// until write_timeout). Where fewer can be asked (no known address, or
+    /// no link), the reactor is told how many were, and ends the read at
+    /// once (`ForwardHeader.Flags.followersNotAsked`).
+    func sendReadProbe(_ header: ForwardHeader, key: UnsafeRawBufferPointer, nowNs: Int64) {
         let shard = Int(header.route.shard)
-        guard shard < progress.count else { return }
+        guard shard < progress.count, Int(header.route.originReactor) < forwarding.interconnect.reactorCount else { return }
         var probe = header
         probe.connectionIndex = 0
-        var asked: UInt32 = 0
-        for name in readProbeTargets(shard: shard).prefix(Int(header.connectionIndex)) {
-            guard let peer = forwarding.peer(named: name) else { continue }
+        probe.flags = 0
+        var asked: [UInt16] = []
+        let fromCopy = header.flags & ForwardHeader.Flags.answerFromCopy != 0
+        for peer in readProbePeers(shard: shard, passingOverPrimary: fromCopy) where asked.count < header.connectionIndex {
             forwarding.appendToBatch(peer: peer, probe, key)
             counters.readProbesSent += 1
-            asked += 1
+            asked.append(peer)
         }
-        guard asked < header.connectionIndex, Int(header.route.originReactor) < forwarding.interconnect.reactorCount else { return }
-        var notAsked = header
+        if !asked.isEmpty {
+            unansweredProbes[ProbeKey(reactor: header.route.originReactor, ticket: header.slotSequence)] = UnansweredProbe(
+                probe: probe, key: [UInt8](key), fromCopy: fromCopy, asked: asked, unanswered: asked, sentAtNs: nowNs)
+        }
+        if asked.count < header.connectionIndex { tellReactorTooFewAsked(probe, asked: asked.count) }
+    }
+
+    /// The reactor's read cannot reach its quorum: only `asked` of the
+    /// replicas it needs were asked, or can still answer.
+    private func tellReactorTooFewAsked(_ probe: ForwardHeader, asked: Int) {
+        var notAsked = probe
         notAsked.kind = .readAnswer
         notAsked.flags = ForwardHeader.Flags.followersNotAsked
-        notAsked.connectionIndex = asked
+        notAsked.connectionIndex = UInt32(asked)
         notAsked.payloadLength = 0
-        forwarding.toReactor(Int(header.route.originReactor), notAsked, UnsafeRawBufferPointer(start: nil, count: 0))
+        forwarding.toReactor(Int(probe.route.originReactor), notAsked, UnsafeRawBufferPointer(start: nil, count: 0))
+    }
+
+    /// The peers a read probe may go to, in order: known, and with no link known to be down.
+    private func readProbePeers(shard: Int, passingOverPrimary: Bool) -> [UInt16] {
+        readProbeTargets(shard: shard, passingOverPrimary: passingOverPrimary).compactMap { name in
+            forwarding.peer(named: name).flatMap { forwarding.linkIsDown($0) ? nil : $0 }
+        }
+    }
+
+    private struct ProbeKey: Hashable {
+        var reactor: UInt16
+        var ticket: UInt64
+    }
+
+    /// A read's probes that some peer asked has not answered yet.
+    private struct UnansweredProbe {
+        var probe: ForwardHeader
+        var key: [UInt8]
+        var fromCopy: Bool
+        var asked: [UInt16]
+        var unanswered: [UInt16]
+        var sentAtNs: Int64
+    }
+
+    /// Probes on their way, until every peer asked answered: a peer whose
+    /// link breaks first never will (a probe written just before a kill -9
+    /// is lost with the link), and its read waited until write_timeout (30
+    /// s by default) while the client's later replies queued behind it.
+    private var unansweredProbes: [ProbeKey: UnansweredProbe] = [:]
+    private var probesSweptAtNs: Int64 = 0
+    /// Longer than any read waits by default (write_timeout 30 s): an
+    /// entry this old belongs to a read that ended already.
+    static let unansweredProbeLimitNs: Int64 = 60_000_000_000
+
+    /// `peer` answered the probe of the read `ticket` of `reactor`.
+    func readProbeAnswered(reactor: UInt16, ticket: UInt64, by peer: UInt16) {
+        let key = ProbeKey(reactor: reactor, ticket: ticket)
+        guard var waiting = unansweredProbes[key] else { return }
+        waiting.unanswered.removeAll { $0 == peer }
+        unansweredProbes[key] = waiting.unanswered.isEmpty ? nil : waiting
+    }
+
+    /// The link to `peer` broke or could not be opened: the probes it has
+    /// not answered go to another replica not asked yet, or, with none
+    /// left, their reads end at once (TRYAGAIN) instead of at write_timeout.
+    func readProbesLost(toPeer peer: UInt16) {
+        for (key, var waiting) in unansweredProbes where waiting.unanswered.contains(peer) {
+            waiting.unanswered.removeAll { $0 == peer }
+            let shard = Int(waiting.probe.route.shard)
+            if let next = readProbePeers(shard: shard, passingOverPrimary: waiting.fromCopy).first(where: { !waiting.asked.contains($0) }) {
+                waiting.key.withUnsafeBytes { forwarding.appendToBatch(peer: next, waiting.probe, $0) }
+                counters.readProbesSent += 1
+                counters.readProbesAskedAgain += 1
+                waiting.asked.append(next)
+                waiting.unanswered.append(next)
+            } else {
+                tellReactorTooFewAsked(waiting.probe, asked: 0)
+            }
+            unansweredProbes[key] = waiting.unanswered.isEmpty ? nil : waiting
+        }
+    }
+
+    /// Forgets probes whose reads ended long ago (a peer that never
+    /// answered, as one no longer holding the shard does); once a second.
+    func sweepUnansweredProbes(nowNs: Int64) {
+        guard !unansweredProbes.isEmpty, nowNs - probesSweptAtNs >= 1_000_000_000 else { return }
+        probesSweptAtNs = nowNs
+        unansweredProbes = unansweredProbes.filter { nowNs - $0.value.sentAtNs < Self.unansweredProbeLimitNs }
     }
 
     /// Whom a read probe asks: the shard's followers while this node is its
-    /// primary. A probe this loop reads after the routing that moved the
+    /// primary. A read answered from this node's copy for a primary that
+    /// cannot be reached (Reactor+CopyReads, `passingOverPrimary`) asks
+    /// the shard's other followers: a probe sent to the dead primary on a
+    /// link not yet known broken held the read until write_timeout (p99
+    /// 1.35 s in a `perf/shard-move --scenario failure --read-quorum 2`
+    /// run). A probe this loop reads after the routing that moved the
     /// shard away (a hand-off's release, read in an earlier pass than the
     /// reactor's probe) asks the shard's other replicas in that routing, the
     /// new primary among them: the read keeps its local state, and the
     /// newest of it and their answers is never older than it. Refusing it
     /// instead failed 10-20 reads in each `perf/shard-move --scenario leave
     /// --read-quorum 2` run.
-    private func readProbeTargets(shard: Int) -> [String] {
+    private func readProbeTargets(shard: Int, passingOverPrimary: Bool) -> [String] {
         if let followers = progress[shard]?.followers { return followers.map(\.name) }
         guard let routing = forwarding.routing, shard < routing.followers.count else { return [] }
-        return ([routing.primaryName[shard]] + routing.followers[shard].map(\.name)).filter { !$0.isEmpty && $0 != routing.selfID.name }
+        let primary = passingOverPrimary ? [] : [routing.primaryName[shard]]
+        return (primary + routing.followers[shard].map(\.name)).filter { !$0.isEmpty && $0 != routing.selfID.name }
     }
 
     /// The newest state a read found, for the follower (peer number in

@@ -30,6 +30,9 @@ public struct ReplicationSnapshot: Sendable, Equatable {
     public var recordsReceived = 0
     public var acksReceived = 0
     public var acksRefused = 0
+    /// Read probes sent again to another replica: the link to the one
+    /// asked first broke before it answered.
+    public var readProbesAskedAgain = 0
     /// Records and stream slices refused: their sender is not the shard's lease holder as this node knows it.
     public var refusedNotHolder = 0
     public var followerResets = 0
@@ -69,6 +72,7 @@ public struct ReplicationSnapshot: Sendable, Equatable {
         recordsReceived = c.recordsReceived
         acksReceived = c.acksReceived
         acksRefused = c.acksRefused
+        readProbesAskedAgain = c.readProbesAskedAgain
         refusedNotHolder = c.refusedNotHolder
         followerResets = c.followerResets
         catchUpReminders = relay.follower.reminders

@@ -109,4 +109,47 @@ import Testing
         }
         #expect(settled, "reads of node4's shards still go to the copies after its return: \(diverted)")
     }
+
+    /// At read_quorum 2 the copy that answers asks the shard's other
+    /// surviving replica too (node4, the primary, is passed over by its
+    /// link), so every read of node4's shards is answered by two copies;
+    /// before, such reads went to node4 and failed until a failover. Each
+    /// key is written twice, and reads back its second value.
+    @Test(.hangBound) func atReadQuorumTwoACopyAsksTheOtherSurvivingReplica() throws {
+        let directory = try PeerTLSProcessTests.temporaryDirectory("copy-reads-r2")
+        let members = try (1...4).map { try Member(index: $0, directory: directory) }
+        defer { for member in members { member.stop() } }
+        let seeds = members.prefix(3).map(\.gossipAddress)
+        for member in members { try member.start(seeds: seeds, extra: Self.arguments + ["--read-quorum", "2"], timingFlags: false) }
+        guard ReplicationProcessTests.waitForMap(members), LeaseProcessTests.waitForEveryShardHeld(members) else {
+            throw HarnessError("no leases for every shard:\n\(members.map { $0.log().suffix(2_000) }.joined(separator: "\n"))")
+        }
+        let keys = (0..<2_000).map { "copy2:\($0)" }
+        for value in ["old-", "v-"] {
+            let replies = try QuorumProcessTests.run(members[0], keys.map { ["SET", $0, value + $0] }, pipelined: true)
+            #expect(replies.allSatisfy { $0 == "True" }, "\(Set(replies))")
+        }
+        try FailureReplacementProcessTests.expectThreeCopies(of: keys.count, on: members)
+        let left = Array(members.prefix(3))
+        func total(_ sample: String) -> Int {
+            left.compactMap { RollingRestartProcessTests.metric($0, sample) }.reduce(0, +)
+        }
+        let waitsBefore = total("aegis_read_quorum_waits_total")
+
+        members[3].crash()
+        for member in left {
+            let missing = try RollingRestartProcessTests.lacking(keys, on: member)
+            #expect(missing.isEmpty, "through \(member.name), \(missing.count) of \(keys.count) reads failed: \(missing.prefix(3))")
+        }
+        #expect(left.allSatisfy { $0.statuses()["node4"] != "dead" }, "node4 is not dead yet: its shards had no new holder")
+        let diverted = total(#"aegis_forward_reads_to_replica_total{replica="self"}"#)
+            + total(#"aegis_forward_reads_to_replica_total{replica="peer"}"#)
+        let served = total(#"aegis_reads_from_copy_total{result="served"}"#)
+        #expect(diverted > 0 && served == diverted, "every diverted read was served by a copy: \(served) of \(diverted)")
+        #expect(total(#"aegis_reads_from_copy_total{result="refused"}"#) == 0)
+        // Each of them waited for the other copy's answer, as the reads of
+        // shards whose primary is alive wait for a follower's.
+        #expect(total("aegis_read_quorum_waits_total") - waitsBefore >= 3 * keys.count, "every read consulted two replicas")
+        #expect(total("aegis_read_quorum_timeouts_total") == 0 && total("aegis_read_quorum_unreachable_total") == 0)
+    }
 }

@@ -11,8 +11,15 @@ extension Reactor {
     /// has received nothing from a primary yet: an empty learner) refuses
     /// with TRYAGAIN rather than answer a miss for a key it may lack; so
     /// is anything but a one-key read, which only the primary may run.
+    ///
+    /// At read_quorum R >= 2 the read consults R - 1 other replicas as a
+    /// primary's would (ReadQuorumState), the primary that cannot be
+    /// reached left out: a write acknowledged at W is on W replicas, so with
+    /// R + W > replication_factor one of those answering holds it.
     func answerReadFromCopy(_ header: ForwardHeader, request: UnsafeRawBufferPointer, into out: WireBuffer) {
         let shard = Int(header.route.shard)
+        readQuorum.answeringFromCopy = true
+        defer { readQuorum.answeringFromCopy = false }
         guard holdsWholeCopy(shard) else {
             refuseReadFromCopy(header, request: request, shard: shard, why: "this node holds no complete copy of it", into: out)
             return

@@ -61,8 +61,8 @@ extension Reactor {
     /// `sequence`. `shard` is needed when the target is the cluster loop
     /// (another node is the primary): the loop sends it to that primary.
     /// `readOnly`: a one-key read, which a replica's copy may answer where
-    /// the primary cannot be reached (set only at read_quorum 1: a quorum
-    /// read needs the primary).
+    /// the primary cannot be reached (at read_quorum R >= 2 that copy asks
+    /// R - 1 other replicas in turn: ReadQuorumState).
     func forwardRequest(to target: Int, connection: Connection, sequence: UInt64, bytes: UnsafeRawBufferPointer, shard: Int? = nil,
                         readOnly: Bool = false) {
         let wire = connection.wire ?? .resp2
@@ -90,7 +90,7 @@ extension Reactor {
             kind: .request, wire: wire,
             connectionIndex: connection.index, connectionGeneration: connection.generation,
             slotSequence: sequence, payloadLength: bytes.count, route: route,
-            flags: readOnly && readQuorum.readQuorum < 2 ? ForwardHeader.Flags.readOnly : 0)
+            flags: readOnly ? ForwardHeader.Flags.readOnly : 0)
         sendRecord(to: target, header: header, payload: bytes)
     }
 

@@ -42,6 +42,13 @@ struct ReactorRoutes {
 
     @inline(__always) func isPrimaryHere(_ shard: Int) -> Bool { target[shard] != clusterEndpoint }
 
+    /// How many replicas this routing's map gives the shard (primary
+    /// included); 1 before any map.
+    func replicaCount(_ shard: Int) -> Int {
+        guard let current else { return 1 }
+        return current.map.owners(ofShard: shard).count
+    }
+
     /// Whether this routing names this node one of the shard's replicas,
     /// so that it keeps its copy (`Reactor.applyRouting`); true before any map.
     func holdsCopy(_ shard: Int) -> Bool {

@@ -19,6 +19,9 @@ struct PendingQuorumRead {
     var localRecord: [UInt8]
     var localVersion: EntryVersion
     var form: QuorumReadForm
+    /// Read on this node's follower copy for a primary that cannot be
+    /// reached (Reactor+CopyReads), not as the shard's primary.
+    var fromCopy: Bool
 }
 
 /// One replica's state of a held read's key.
@@ -76,6 +79,9 @@ struct ReadQuorumState {
     /// read_quorum when replication_factor > 1, else 1.
     let readQuorum: Int
     var pending: PendingQuorumRead?
+    /// Set while a read diverted from an unreachable primary runs on this
+    /// node's copy (`answerReadFromCopy`): it consults R replicas too.
+    var answeringFromCopy = false
     var held: [UInt64: QuorumReadHold] = [:]
     var nextTicket: UInt64 = 1
     /// No held read's deadline is earlier (it may be later: answered reads
@@ -91,9 +97,10 @@ struct ReadQuorumState {
 
 extension Reactor {
     /// Whether a read of one key of `shard` consults other replicas: R >= 2
-    /// and this node is the shard's primary. Its reply must then go through `hold`.
+    /// and this node is the shard's primary, or answers it from its copy
+    /// for a primary that cannot be reached. Its reply must then go through `hold`.
     @inline(__always) func readAwaitsQuorum(_ shard: Int) -> Bool {
-        readQuorum.readQuorum >= 2 && routes.isPrimaryHere(shard)
+        readQuorum.readQuorum >= 2 && (routes.isPrimaryHere(shard) || readQuorum.answeringFromCopy)
     }
 
     /// A read of `key` ran on a shard with R >= 2: its reply will be held
@@ -106,7 +113,7 @@ extension Reactor {
         let known = store.knownVersion(key, hash: hash, nowMs: now)
         WALRecord.appendState(of: key, store.get(key, hash: hash, nowMs: now), deletedAt: known, shard: shard, to: buffer)
         readQuorum.pending = PendingQuorumRead(shard: shard, key: [UInt8](key), localRecord: [UInt8](buffer.readableView),
-                                               localVersion: known, form: form)
+                                               localVersion: known, form: form, fromCopy: !routes.isPrimaryHere(shard))
         buffer.clear()
         log.replyAwaitsLog = true
     }
@@ -115,7 +122,15 @@ extension Reactor {
     func holdForReadQuorum(_ reply: HeldReply, _ read: PendingQuorumRead) {
         let r = readQuorum.readQuorum
         counters.quorum.readWaits += 1
-        let replicas = routes.isPrimaryHere(read.shard) ? routes.followerCount(read.shard) + 1 : 0
+        if read.fromCopy, routes.replicaCount(read.shard) - 1 < r {
+            // The primary that cannot be reached counts for nothing.
+            counters.quorum.readUnreachable += 1
+            deliverQuorumError(reply, code: "NOREPLICAS", "read needs \(r) replicas (read_quorum): shard \(read.shard)'s "
+                + "primary cannot be reached and the shard map gives it \(routes.replicaCount(read.shard) - 1) other "
+                + "replica\(routes.replicaCount(read.shard) == 2 ? "" : "s"); retry once a new primary is elected, or lower read_quorum")
+            return
+        }
+        let replicas = read.fromCopy ? r : routes.isPrimaryHere(read.shard) ? routes.followerCount(read.shard) + 1 : 0
         if replicas < r {
             counters.quorum.readUnreachable += 1
             deliverQuorumError(reply, code: "NOREPLICAS", "read needs \(r) replicas (read_quorum): the shard map gives shard "
@@ -130,6 +145,8 @@ extension Reactor {
         readQuorum.nextDeadlineMs = min(readQuorum.nextDeadlineMs, deadlineMs)
         var header = ReplicationWire.header(.readProbe, shard: read.shard, payloadLength: read.key.count)
         header.connectionIndex = UInt32(r - 1)
+        // The loop asks the other replicas, not the primary this read was diverted from.
+        if read.fromCopy { header.flags = ForwardHeader.Flags.answerFromCopy }
         header.slotSequence = ticket
         header.route.originReactor = UInt16(index)
         read.key.withUnsafeBytes { sendRecord(to: routes.clusterEndpoint, header: header, payload: $0) }
