@@ -110,11 +110,11 @@ struct ForwardHeader {
         /// do not pass it on to the primary, which the sender cannot reach.
         static let answerFromCopy: UInt8 = 2
         /// On a `readAnswer` from this node's cluster loop to a reactor,
-        /// never between nodes: the loop could ask only
-        /// `connectionIndex` of the followers the read probe named (the
-        /// shard moved away before the loop read the probe, or a
-        /// follower's address is unknown), so the read cannot reach its
-        /// quorum and ends at once instead of at its timeout.
+        /// never between nodes: only `connectionIndex` of the replicas the
+        /// read needs could be asked or can still answer (an address not
+        /// known, a link down, or one that broke before its answer with no
+        /// other replica left to ask), so the read cannot reach its quorum
+        /// and ends at once instead of at its timeout.
         static let followersNotAsked: UInt8 = 4
     }
 

@@ -60,8 +60,11 @@ struct QuorumReadHold {
 ///   written again from it (`KeyRead`: the same answer, from the new entry).
 /// - Fewer than R - 1 answers by `write_timeout`: a TRYAGAIN error saying
 ///   how many replicas answered; the shard map giving fewer than R
-///   replicas: NOREPLICAS at once; fewer followers than R - 1 that the
-///   cluster loop could ask: TRYAGAIN at once. The shard's primary moving
+///   replicas: NOREPLICAS at once; fewer than R - 1 other replicas that
+///   the cluster loop could ask, or that can still answer (a link broke
+///   and no replica is left to ask instead): TRYAGAIN at once. A read
+///   answered from a copy for an unreachable primary (Reactor+CopyReads)
+///   goes the same way, that primary left out. The shard's primary moving
 ///   away while the read waits does not end it: the answers of the replicas
 ///   asked still make a quorum of the copies the read began with (a write
 ///   acknowledged at W before is on W of them). Only where a follower
@@ -199,7 +202,7 @@ extension Reactor {
     // MARK: - The answers
 
     /// A follower's state of a held read's key, or the cluster loop's word
-    /// that it could ask fewer followers than the read needs.
+    /// that it could ask, or still hear from, fewer replicas than the read needs.
     func collectReadAnswer(_ header: ForwardHeader, record: UnsafeRawBufferPointer) {
         let ticket = header.slotSequence
         guard var hold = readQuorum.held[ticket] else { return }  // answered, timed out or abandoned already
@@ -207,9 +210,9 @@ extension Reactor {
             guard header.connectionIndex < hold.asked else { return }
             readQuorum.held[ticket] = nil
             counters.quorum.readTimeouts += 1
-            deliverQuorumError(hold.reply, code: "TRYAGAIN", "read_quorum \(readQuorum.readQuorum) not reached: this node could ask "
-                + "\(header.connectionIndex) of the \(hold.asked) other replicas of shard \(hold.read.shard) it needs (the shard moved to "
-                + "another primary, or a replica's address is not known yet); the read changed nothing and may be retried")
+            deliverQuorumError(hold.reply, code: "TRYAGAIN", "read_quorum \(readQuorum.readQuorum) not reached: this node could reach "
+                + "\(header.connectionIndex) of the \(hold.asked) other replicas of shard \(hold.read.shard) it needs (a replica's link "
+                + "is down or broke, or its address is not known yet); the read changed nothing and may be retried")
             return
         }
         guard case .record(let decoded, let length) = WALRecord.decode(record), length == record.count,
