@@ -215,6 +215,76 @@ import Testing
     }
 
     /// Reads `keys` through host:port in pipelined rounds of 100 until
+    /// `seconds` passed; prints the rounds, and the keys read with a value
+    /// (every one was deleted) or an error.
+    static let deletedReader = """
+    import json, sys, time, redis
+    client = redis.Redis(host=sys.argv[1], port=int(sys.argv[2]), socket_timeout=30, decode_responses=True)
+    keys = json.loads(sys.argv[3])
+    stop = time.monotonic() + float(sys.argv[4])
+    rounds, found, errors = 0, [], []
+    while time.monotonic() < stop:
+        for start in range(0, len(keys), 100):
+            batch = keys[start:start + 100]
+            pipe = client.pipeline(transaction=False)
+            for key in batch:
+                pipe.get(key)
+            for key, value in zip(batch, pipe.execute(raise_on_error=False)):
+                if isinstance(value, Exception):
+                    errors.append(str(value))
+                elif value is not None:
+                    found.append(key + "=" + value)
+        rounds += 1
+    print(json.dumps({"rounds": rounds, "found": found, "errors": errors}))
+    """
+
+    /// node1 writes keys as their primary (its log holds them), stops
+    /// (SIGTERM: its shards go to node2 and node3), and every key is
+    /// deleted through the others, whose tombstones go once both have the
+    /// delete. node1 starts again from its log, its copies holding the old
+    /// values until the holders' streams replace them, while reads at R = 2
+    /// run through node2 and node3 and ask node1 among others. A replica
+    /// whose copy is not whole says so, and its state never replaces the
+    /// asker's: before, a read repair took node1's replayed value for newer
+    /// than a delete the holder had let go, and the key came back on every
+    /// replica (chaos/run --nodes 3 --minutes 3 --seed 42 --write-quorum 2
+    /// --read-quorum 2 --faults leave,join,kill9,pause: 2 keys).
+    @Test(.hangBound) func aRestartedReplicasReplayedValuesNeverBringADeletedKeyBack() throws {
+        let directory = try PeerTLSProcessTests.temporaryDirectory("rq-replayed")
+        let flags = ["--read-quorum", "2", "--write-quorum", "2", "--wal-mode", "write"]
+        let members = try LeaseProcessTests.startCluster(directory: directory, extra: flags)
+        defer { for member in members { member.stop() } }
+        let held = Set(try #require(LeaseProcessTests.leases(members[0])).filter { $0.value.held }.map(\.key))
+        let keys = LeaveHandOffProcessTests.keys(heldBy: held, count: 1_000)
+        let stored = try QuorumProcessTests.run(members[0], keys.map { ["SET", $0, "old"] }, pipelined: true)
+        #expect(stored.allSatisfy { $0 == "True" }, "\(Set(stored))")
+        #expect(members[0].stop() == 0, "SIGTERM stops node1 cleanly")
+        let deleted = try QuorumProcessTests.run(members[1], keys.map { ["DEL", $0] }, pipelined: true)
+        #expect(deleted.allSatisfy { $0 == "1" }, "\(Set(deleted))")
+
+        let json = String(decoding: try JSONSerialization.data(withJSONObject: keys), as: UTF8.self)
+        let readers = [members[1], members[2]].map { member in
+            let host = member.host, port = member.clientPort
+            return BackgroundWork { try runTool("python3", ["-c", Self.deletedReader, host, String(port), json, "5"]).output }
+        }
+        Thread.sleep(forTimeInterval: 0.5)
+        try members[0].start(seeds: members.map(\.gossipAddress), extra: flags)
+        for (reader, member) in zip(readers, [members[1], members[2]]) {
+            let output = try reader.result()
+            let result = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "\(output)")
+            let found = result["found"] as? [String] ?? ["no result"]
+            #expect((result["rounds"] as? Int ?? 0) > 1, "\(member.name) read through the restart: \(output.prefix(300))")
+            #expect(found.isEmpty, "\(member.name) read \(found.count) deleted keys back, first: \(found.prefix(3))")
+        }
+        #expect(ReplicationProcessTests.waitForMap(members))
+        for member in members {
+            let values = try QuorumProcessTests.run(member, keys.map { ["GET", $0] }, pipelined: true)
+            let back = zip(keys, values).filter { $0.1 != "None" }
+            #expect(back.isEmpty, "through \(member.name), \(back.count) deleted keys are back: \(back.prefix(3))")
+        }
+    }
+
+    /// Reads `keys` through host:port in pipelined rounds of 100 until
     /// `seconds` passed; prints the rounds, the replies that were errors
     /// and those with a wrong value.
     static let roundsReader = """

@@ -116,6 +116,14 @@ struct ForwardHeader {
         /// other replica left to ask), so the read cannot reach its quorum
         /// and ends at once instead of at its timeout.
         static let followersNotAsked: UInt8 = 4
+        /// On a `readAnswer` between nodes: the replica that answered is
+        /// a follower whose copy is not whole (restarted from its log, or
+        /// being streamed). Its state may be older than a delete whose
+        /// tombstone every whole replica has let go, so it never counts as
+        /// newer than the asker's (a read repair with it brought a deleted
+        /// key back: chaos/run --seed 42 --read-quorum 2). Older builds
+        /// never set it.
+        static let copyNotWhole: UInt8 = 8
     }
 
     static let size = 40

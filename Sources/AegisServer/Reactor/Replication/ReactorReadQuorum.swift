@@ -30,6 +30,8 @@ struct QuorumReadAnswer {
     var peer: UInt32
     var version: EntryVersion
     var record: [UInt8]
+    /// False when the replica's copy is not whole (`ForwardHeader.Flags.copyNotWhole`).
+    var whole: Bool
 }
 
 struct QuorumReadHold {
@@ -172,6 +174,7 @@ extension Reactor {
                               shard: shard, to: buffer)
         var answer = header
         answer.kind = .readAnswer
+        answer.flags = routes.isPrimaryHere(shard) || holdsWholeCopy(shard) ? 0 : ForwardHeader.Flags.copyNotWhole
         answer.payloadLength = buffer.readableBytes
         sendRecord(to: routes.clusterEndpoint, header: answer, payload: buffer.readableView)
         buffer.clear()
@@ -222,7 +225,18 @@ extension Reactor {
             replica.recordsMalformed += 1
             return
         }
-        hold.answers.append(QuorumReadAnswer(peer: header.connectionIndex, version: decoded.version, record: [UInt8](record)))
+        let whole = header.flags & ForwardHeader.Flags.copyNotWhole == 0
+        if !whole && hold.read.fromCopy {
+            // A read answered from a copy counts on the others to hold what
+            // the unreachable primary acknowledged; one that may have holes cannot say.
+            readQuorum.held[ticket] = nil
+            counters.quorum.readTimeouts += 1
+            deliverQuorumError(hold.reply, code: "TRYAGAIN", "read_quorum \(readQuorum.readQuorum) not reached: shard "
+                + "\(hold.read.shard)'s primary cannot be reached and a replica asked holds no whole copy yet; the read changed "
+                + "nothing and may be retried")
+            return
+        }
+        hold.answers.append(QuorumReadAnswer(peer: header.connectionIndex, version: decoded.version, record: [UInt8](record), whole: whole))
         guard hold.answers.count >= hold.asked else {
             readQuorum.held[ticket] = hold
             return
@@ -233,7 +247,8 @@ extension Reactor {
 
     /// R replicas answered: repair the stale ones, answer with the newest.
     private func finishQuorumRead(_ hold: QuorumReadHold) {
-        let newest = hold.answers.max { $0.version < $1.version }.flatMap { $0.version > hold.read.localVersion ? $0 : nil }
+        // Only a whole copy's state may replace this one's: see `ForwardHeader.Flags.copyNotWhole`.
+        let newest = hold.answers.filter(\.whole).max { $0.version < $1.version }.flatMap { $0.version > hold.read.localVersion ? $0 : nil }
         let newestVersion = newest?.version ?? hold.read.localVersion
         let newestRecord = newest?.record ?? hold.read.localRecord
         for answer in hold.answers where answer.version < newestVersion {
