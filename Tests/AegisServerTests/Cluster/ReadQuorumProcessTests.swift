@@ -214,30 +214,6 @@ import Testing
         #expect(Self.metric(members[0], "aegis_read_quorum_timeouts_total") == 0)
     }
 
-    /// Reads `keys` through host:port in pipelined rounds of 100 until
-    /// `seconds` passed; prints the rounds, and the keys read with a value
-    /// (every one was deleted) or an error.
-    static let deletedReader = """
-    import json, sys, time, redis
-    client = redis.Redis(host=sys.argv[1], port=int(sys.argv[2]), socket_timeout=30, decode_responses=True)
-    keys = json.loads(sys.argv[3])
-    stop = time.monotonic() + float(sys.argv[4])
-    rounds, found, errors = 0, [], []
-    while time.monotonic() < stop:
-        for start in range(0, len(keys), 100):
-            batch = keys[start:start + 100]
-            pipe = client.pipeline(transaction=False)
-            for key in batch:
-                pipe.get(key)
-            for key, value in zip(batch, pipe.execute(raise_on_error=False)):
-                if isinstance(value, Exception):
-                    errors.append(str(value))
-                elif value is not None:
-                    found.append(key + "=" + value)
-        rounds += 1
-    print(json.dumps({"rounds": rounds, "found": found, "errors": errors}))
-    """
-
     /// node1 writes keys as their primary (its log holds them), stops
     /// (SIGTERM: its shards go to node2 and node3), and every key is
     /// deleted through the others, whose tombstones go once both have the
@@ -262,19 +238,12 @@ import Testing
         let deleted = try QuorumProcessTests.run(members[1], keys.map { ["DEL", $0] }, pipelined: true)
         #expect(deleted.allSatisfy { $0 == "1" }, "\(Set(deleted))")
 
-        let json = String(decoding: try JSONSerialization.data(withJSONObject: keys), as: UTF8.self)
-        let readers = [members[1], members[2]].map { member in
-            let host = member.host, port = member.clientPort
-            return BackgroundWork { try runTool("python3", ["-c", Self.deletedReader, host, String(port), json, "5"]).output }
-        }
+        let readers = try Self.startReaders(keys, through: [members[1], members[2]], seconds: 5, deleted: true)
         Thread.sleep(forTimeInterval: 0.5)
         try members[0].start(seeds: members.map(\.gossipAddress), extra: flags)
         for (reader, member) in zip(readers, [members[1], members[2]]) {
-            let output = try reader.result()
-            let result = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "\(output)")
-            let found = result["found"] as? [String] ?? ["no result"]
-            #expect((result["rounds"] as? Int ?? 0) > 1, "\(member.name) read through the restart: \(output.prefix(300))")
-            #expect(found.isEmpty, "\(member.name) read \(found.count) deleted keys back, first: \(found.prefix(3))")
+            let rounds = try Self.readerRounds(reader, member)
+            #expect(rounds.wrong.isEmpty, "\(member.name) read \(rounds.wrong.count) deleted keys back, first: \(rounds.wrong.prefix(3))")
         }
         #expect(ReplicationProcessTests.waitForMap(members))
         for member in members {
@@ -286,12 +255,14 @@ import Testing
 
     /// Reads `keys` through host:port in pipelined rounds of 100 until
     /// `seconds` passed; prints the rounds, the replies that were errors
-    /// and those with a wrong value.
+    /// and the keys read with another value than "v-<key>", or, with a
+    /// fifth argument `deleted`, with any value at all.
     static let roundsReader = """
     import json, sys, time, redis
     client = redis.Redis(host=sys.argv[1], port=int(sys.argv[2]), socket_timeout=30, decode_responses=True)
     keys = json.loads(sys.argv[3])
     stop = time.monotonic() + float(sys.argv[4])
+    deleted = sys.argv[5:] == ["deleted"]
     rounds, errors, wrong = 0, [], []
     while time.monotonic() < stop:
         for start in range(0, len(keys), 100):
@@ -302,11 +273,29 @@ import Testing
             for key, value in zip(batch, pipe.execute(raise_on_error=False)):
                 if isinstance(value, Exception):
                     errors.append(str(value))
-                elif value != "v-" + key:
-                    wrong.append(key)
+                elif value != (None if deleted else "v-" + key):
+                    wrong.append(key + "=" + str(value))
         rounds += 1
     print(json.dumps({"rounds": rounds, "errors": errors, "wrong": wrong}))
     """
+
+    /// One `roundsReader` per member, started now.
+    static func startReaders(_ keys: [String], through members: [Member], seconds: Int, deleted: Bool) throws -> [BackgroundWork<String>] {
+        let json = String(decoding: try JSONSerialization.data(withJSONObject: keys), as: UTF8.self)
+        return members.map { member in
+            let host = member.host, port = member.clientPort
+            let arguments = ["-c", Self.roundsReader, host, String(port), json, String(seconds)] + (deleted ? ["deleted"] : [])
+            return BackgroundWork { try runTool("python3", arguments).output }
+        }
+    }
+
+    /// A reader's errors and wrong values, once it read more than one round.
+    static func readerRounds(_ reader: BackgroundWork<String>, _ member: Member) throws -> (errors: [String], wrong: [String]) {
+        let output = try reader.result()
+        let result = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "\(output)")
+        #expect((result["rounds"] as? Int ?? 0) > 1, "\(member.name) read more than one round: \(output.prefix(300))")
+        return (result["errors"] as? [String] ?? ["no result"], result["wrong"] as? [String] ?? ["no result"])
+    }
 
     /// A stopping node hands off every shard it holds while reads of them
     /// wait for their quorum there (read_quorum 2). The hand-off's routing
@@ -325,22 +314,15 @@ import Testing
         let stored = try QuorumProcessTests.run(members[1], keys.map { ["SET", $0, "v-" + $0] }, pipelined: true)
         #expect(stored.allSatisfy { $0 == "True" }, "\(Set(stored))")
 
-        let json = String(decoding: try JSONSerialization.data(withJSONObject: keys), as: UTF8.self)
-        let readers = [members[1], members[2]].map { member in
-            let host = member.host, port = member.clientPort
-            return BackgroundWork { try runTool("python3", ["-c", Self.roundsReader, host, String(port), json, "4"]).output }
-        }
+        let readers = try Self.startReaders(keys, through: [members[1], members[2]], seconds: 4, deleted: false)
         Thread.sleep(forTimeInterval: 1)
         #expect(members[0].stop() == 0, "SIGTERM stops node1 cleanly:\n\(members[0].log())")
         let log = members[0].log()
         #expect(log.contains(" handed_off=\(held.count) not_handed_off=0 still_held=0"), "node1 handed off every shard it held:\n\(log)")
         for (reader, member) in zip(readers, [members[1], members[2]]) {
-            let output = try reader.result()
-            let result = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "\(output)")
-            let errors = result["errors"] as? [String] ?? ["no result"]
-            #expect((result["rounds"] as? Int ?? 0) > 1, "\(member.name) read through the stop: \(output.prefix(300))")
-            #expect(errors.isEmpty, "\(member.name): \(errors.count) reads refused, first: \(errors.prefix(3))")
-            #expect((result["wrong"] as? [String] ?? ["?"]).isEmpty, "\(member.name) read wrong values: \(output.prefix(300))")
+            let rounds = try Self.readerRounds(reader, member)
+            #expect(rounds.errors.isEmpty, "\(member.name): \(rounds.errors.count) reads refused, first: \(rounds.errors.prefix(3))")
+            #expect(rounds.wrong.isEmpty, "\(member.name) read wrong values: \(rounds.wrong.prefix(3))")
         }
     }
 

@@ -212,10 +212,8 @@ extension Reactor {
         if header.flags & ForwardHeader.Flags.followersNotAsked != 0 {
             guard header.connectionIndex < hold.asked else { return }
             readQuorum.held[ticket] = nil
-            counters.quorum.readTimeouts += 1
-            deliverQuorumError(hold.reply, code: "TRYAGAIN", "read_quorum \(readQuorum.readQuorum) not reached: this node could reach "
-                + "\(header.connectionIndex) of the \(hold.asked) other replicas of shard \(hold.read.shard) it needs (a replica's link "
-                + "is down or broke, or its address is not known yet); the read changed nothing and may be retried")
+            refuseHeldRead(hold, "this node could reach \(header.connectionIndex) of the \(hold.asked) other replicas of shard "
+                + "\(hold.read.shard) it needs (a replica's link is down or broke, or its address is not known yet)")
             return
         }
         guard case .record(let decoded, let length) = WALRecord.decode(record), length == record.count,
@@ -230,10 +228,7 @@ extension Reactor {
             // A read answered from a copy counts on the others to hold what
             // the unreachable primary acknowledged; one that may have holes cannot say.
             readQuorum.held[ticket] = nil
-            counters.quorum.readTimeouts += 1
-            deliverQuorumError(hold.reply, code: "TRYAGAIN", "read_quorum \(readQuorum.readQuorum) not reached: shard "
-                + "\(hold.read.shard)'s primary cannot be reached and a replica asked holds no whole copy yet; the read changed "
-                + "nothing and may be retried")
+            refuseHeldRead(hold, "shard \(hold.read.shard)'s primary cannot be reached and a replica asked holds no whole copy yet")
             return
         }
         hold.answers.append(QuorumReadAnswer(peer: header.connectionIndex, version: decoded.version, record: [UInt8](record), whole: whole))
@@ -260,9 +255,7 @@ extension Reactor {
         if newest != nil && !routes.holdsCopy(hold.read.shard) {
             // The shard moved away while the read waited, and its copy here
             // was dropped: the newer state can be neither kept nor read here.
-            counters.quorum.readTimeouts += 1
-            deliverQuorumError(hold.reply, code: "TRYAGAIN", "read_quorum \(readQuorum.readQuorum) not reached: shard "
-                + "\(hold.read.shard) moved to another node while the read waited; it changed nothing and may be retried")
+            refuseHeldRead(hold, "shard \(hold.read.shard) moved to another node while the read waited")
             return
         }
         guard newest != nil, let store = shards[hold.read.shard],
@@ -315,11 +308,16 @@ extension Reactor {
         let timeoutMs = node.runtime.writeTimeoutMs.load(ordering: .relaxed)
         for ticket in due {
             guard let hold = readQuorum.held.removeValue(forKey: ticket) else { continue }
-            counters.quorum.readTimeouts += 1
-            let answered = hold.answers.count + 1
-            deliverQuorumError(hold.reply, code: "TRYAGAIN", "read_quorum \(readQuorum.readQuorum) not reached: only \(answered) of "
-                + "\(readQuorum.readQuorum) replicas of shard \(hold.read.shard) answered within write_timeout (\(timeoutMs) ms); "
-                + "the read changed nothing and may be retried")
+            refuseHeldRead(hold, "only \(hold.answers.count + 1) of \(readQuorum.readQuorum) replicas of shard \(hold.read.shard) "
+                + "answered within write_timeout (\(timeoutMs) ms)")
         }
+    }
+
+    /// Ends a held read that cannot reach its quorum (already out of
+    /// `held`) with a retryable TRYAGAIN saying `why`.
+    private func refuseHeldRead(_ hold: QuorumReadHold, _ why: String) {
+        counters.quorum.readTimeouts += 1
+        deliverQuorumError(hold.reply, code: "TRYAGAIN", "read_quorum \(readQuorum.readQuorum) not reached: \(why); "
+            + "the read changed nothing and may be retried")
     }
 }
