@@ -588,7 +588,6 @@ final class ForwardingRelay {
             forgetFarewells(peer)
             failInFlight(keys, reason: "link_down", why: "no link to \(peerName[Int(peer)])", sent: false)
             replication.cutOff(peerName: peerName[Int(peer)])
-            replication.readProbesLost(toPeer: peer)
         }
     }
 
@@ -698,7 +697,6 @@ final class ForwardingRelay {
         // starts again it is dialled afresh and sent requests again.
         forgetFarewells(number)
         replication.cutOff(peerName: peerName[peer])
-        replication.readProbesLost(toPeer: number)
         let keys = sendOrder[peer]
         failInFlight(Array(keys[sendOrderHead[peer]...]), reason: "link_down",
                      why: anySent ? "the link to \(peerName[peer]) broke" : "no link to \(peerName[peer]) could be opened", sent: anySent)

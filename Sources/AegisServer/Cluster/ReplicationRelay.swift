@@ -510,11 +510,14 @@ final class ReplicationRelay {
     }
 
     /// The batch to `peerName` could not be queued, or its bulk link broke:
-    /// what was sent to it is sent again from what it acknowledged.
+    /// what was sent to it is sent again from what it acknowledged, and the
+    /// read probes it has not answered go elsewhere (`readProbesLost`).
     func cutOff(peerName: String) {
+        let peer = forwarding.peer(named: peerName)
+        if let peer { readProbesLost(toPeer: peer) }
         guard let node = NodeID(peerName) else { return }
         // Staged records go again from the tail, after what it acknowledged.
-        if let peer = forwarding.peer(named: peerName), Int(peer) < staged.count {
+        if let peer, Int(peer) < staged.count {
             staged[Int(peer)] = StagedBatch()
             stagedPeers.removeAll { $0 == peer }
         }
@@ -576,11 +579,28 @@ final class ReplicationRelay {
         forwarding.toReactor(Int(probe.route.originReactor), notAsked, UnsafeRawBufferPointer(start: nil, count: 0))
     }
 
-    /// The peers a read probe may go to, in order: known, and with no link known to be down.
+    /// Whom a read probe may ask, in order, of the peers whose address is
+    /// known and whose link is not known to be down: the shard's followers
+    /// while this node is its primary (`followerPeers`, resolved once per
+    /// map, not by name per read). A read answered from this node's copy
+    /// for a primary that cannot be reached (Reactor+CopyReads,
+    /// `passingOverPrimary`) asks the shard's other followers: a probe sent
+    /// to the dead primary on a link not yet known broken held the read
+    /// until write_timeout (p99 1.35 s in a `perf/shard-move --scenario
+    /// failure --read-quorum 2` run). A probe this loop reads after the
+    /// routing that moved the shard away (a hand-off's release, read in an
+    /// earlier pass than the reactor's probe) asks the shard's other
+    /// replicas in that routing, the new primary among them: the read keeps
+    /// its local state, and the newest of it and their answers is never
+    /// older than it. Refusing it instead failed 10-20 reads in each
+    /// `perf/shard-move --scenario leave --read-quorum 2` run.
     private func readProbePeers(shard: Int, passingOverPrimary: Bool) -> [UInt16] {
-        readProbeTargets(shard: shard, passingOverPrimary: passingOverPrimary).compactMap { name in
-            forwarding.peer(named: name).flatMap { forwarding.linkIsDown($0) ? nil : $0 }
-        }
+        let reachable = { (peer: UInt16?) in peer.flatMap { self.forwarding.linkIsDown($0) ? nil : $0 } }
+        if progress[shard] != nil { return followerPeers[shard].compactMap(reachable) }
+        guard let routing = forwarding.routing, shard < routing.followers.count else { return [] }
+        let primary = passingOverPrimary ? [] : [routing.primaryName[shard]]
+        return (primary + routing.followers[shard].map(\.name)).filter { !$0.isEmpty && $0 != routing.selfID.name }
+            .compactMap { reachable(forwarding.peer(named: $0)) }
     }
 
     private struct ProbeKey: Hashable {
@@ -619,7 +639,7 @@ final class ReplicationRelay {
     /// The link to `peer` broke or could not be opened: the probes it has
     /// not answered go to another replica not asked yet, or, with none
     /// left, their reads end at once (TRYAGAIN) instead of at write_timeout.
-    func readProbesLost(toPeer peer: UInt16) {
+    private func readProbesLost(toPeer peer: UInt16) {
         for (key, var waiting) in unansweredProbes where waiting.unanswered.contains(peer) {
             waiting.unanswered.removeAll { $0 == peer }
             let shard = Int(waiting.probe.route.shard)
@@ -642,26 +662,6 @@ final class ReplicationRelay {
         guard !unansweredProbes.isEmpty, nowNs - probesSweptAtNs >= 1_000_000_000 else { return }
         probesSweptAtNs = nowNs
         unansweredProbes = unansweredProbes.filter { nowNs - $0.value.sentAtNs < Self.unansweredProbeLimitNs }
-    }
-
-    /// Whom a read probe asks: the shard's followers while this node is its
-    /// primary. A read answered from this node's copy for a primary that
-    /// cannot be reached (Reactor+CopyReads, `passingOverPrimary`) asks
-    /// the shard's other followers: a probe sent to the dead primary on a
-    /// link not yet known broken held the read until write_timeout (p99
-    /// 1.35 s in a `perf/shard-move --scenario failure --read-quorum 2`
-    /// run). A probe this loop reads after the routing that moved the
-    /// shard away (a hand-off's release, read in an earlier pass than the
-    /// reactor's probe) asks the shard's other replicas in that routing, the
-    /// new primary among them: the read keeps its local state, and the
-    /// newest of it and their answers is never older than it. Refusing it
-    /// instead failed 10-20 reads in each `perf/shard-move --scenario leave
-    /// --read-quorum 2` run.
-    private func readProbeTargets(shard: Int, passingOverPrimary: Bool) -> [String] {
-        if let followers = progress[shard]?.followers { return followers.map(\.name) }
-        guard let routing = forwarding.routing, shard < routing.followers.count else { return [] }
-        let primary = passingOverPrimary ? [] : [routing.primaryName[shard]]
-        return (primary + routing.followers[shard].map(\.name)).filter { !$0.isEmpty && $0 != routing.selfID.name }
     }
 
     /// The newest state a read found, for the follower (peer number in

@@ -42,13 +42,6 @@ struct ReactorRoutes {
 
     @inline(__always) func isPrimaryHere(_ shard: Int) -> Bool { target[shard] != clusterEndpoint }
 
-    /// How many replicas this routing's map gives the shard (primary
-    /// included); 1 before any map.
-    func replicaCount(_ shard: Int) -> Int {
-        guard let current else { return 1 }
-        return current.map.owners(ofShard: shard).count
-    }
-
     /// Whether this routing names this node one of the shard's replicas,
     /// so that it keeps its copy (`Reactor.applyRouting`); true before any map.
     func holdsCopy(_ shard: Int) -> Bool {
@@ -107,7 +100,7 @@ extension Reactor {
         for shard in shards.ownedIndices {
             guard let store = shards[shard] else { continue }
             let drop = replica.enabled
-                ? (lostHere.contains(shard) || store.count > 0) && !routing.map.owners(ofShard: shard).contains(routing.selfID)
+                ? (lostHere.contains(shard) || store.count > 0) && !routes.holdsCopy(shard)
                 : lostHere.contains(shard)
             guard drop else { continue }
             lostCount += 1

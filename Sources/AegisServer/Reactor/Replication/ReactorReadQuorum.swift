@@ -127,15 +127,17 @@ extension Reactor {
     func holdForReadQuorum(_ reply: HeldReply, _ read: PendingQuorumRead) {
         let r = readQuorum.readQuorum
         counters.quorum.readWaits += 1
-        if read.fromCopy, routes.replicaCount(read.shard) - 1 < r {
-            // The primary that cannot be reached counts for nothing.
+        // Read from a copy, the primary that cannot be reached counts for
+        // nothing: the map's followers of the shard (this node among them) are left.
+        let replicas = read.fromCopy ? routes.followerCount(read.shard)
+            : routes.isPrimaryHere(read.shard) ? routes.followerCount(read.shard) + 1 : 0
+        if replicas < r && read.fromCopy {
             counters.quorum.readUnreachable += 1
             deliverQuorumError(reply, code: "NOREPLICAS", "read needs \(r) replicas (read_quorum): shard \(read.shard)'s "
-                + "primary cannot be reached and the shard map gives it \(routes.replicaCount(read.shard) - 1) other "
-                + "replica\(routes.replicaCount(read.shard) == 2 ? "" : "s"); retry once a new primary is elected, or lower read_quorum")
+                + "primary cannot be reached and the shard map gives it \(replicas) other replica\(replicas == 1 ? "" : "s"); "
+                + "retry once a new primary is elected, or lower read_quorum")
             return
         }
-        let replicas = read.fromCopy ? r : routes.isPrimaryHere(read.shard) ? routes.followerCount(read.shard) + 1 : 0
         if replicas < r {
             counters.quorum.readUnreachable += 1
             deliverQuorumError(reply, code: "NOREPLICAS", "read needs \(r) replicas (read_quorum): the shard map gives shard "
