@@ -92,22 +92,31 @@ public struct Scenario: Sendable, Equatable {
         /// proposes the change (`LeaseEvent.proposeConfig`). W = 2 is counted
         /// in each set of the holder's configuration.
         public var configChanges = false
+        /// A wiped restart comes back as on a first start (no terms, and not
+        /// an empty learner), as the server does when its whole data_dir was
+        /// removed (`rm -rf /var/lib/aegiskv/*`): nothing on disk tells it
+        /// from a new node. Off, a wipe leaves the marker that makes it an
+        /// empty learner.
+        public var wipesLookNew = false
 
         public init(quickRestarts: Bool = false, restartCascades: Bool = false, crashKeepsOnlyTheLog: Bool = false,
-                    strictKeepers: Bool = false, configs: Bool = false, configChanges: Bool = false) {
+                    strictKeepers: Bool = false, configs: Bool = false, configChanges: Bool = false,
+                    wipesLookNew: Bool = false) {
             self.quickRestarts = quickRestarts
             self.restartCascades = restartCascades
             self.crashKeepsOnlyTheLog = crashKeepsOnlyTheLog
             self.strictKeepers = strictKeepers
             self.configs = configs || configChanges
             self.configChanges = configChanges
+            self.wipesLookNew = wipesLookNew
         }
 
         /// The `aegiskv-sim` flags that ask for these options, each with a leading space.
         public var flags: String {
             [(quickRestarts, " --quick-restarts"), (restartCascades, " --restart-cascades"),
              (crashKeepsOnlyTheLog, " --crash-keeps-only-the-log"), (strictKeepers, " --strict-keepers"),
-             (configs && !configChanges, " --configs"), (configChanges, " --config-changes")]
+             (configs && !configChanges, " --configs"), (configChanges, " --config-changes"),
+             (wipesLookNew, " --wipes-look-new")]
                 .filter(\.0).map(\.1).joined()
         }
     }

@@ -30,7 +30,7 @@ extension Simulation {
         // (seed 3000224 with --restart-cascades: a node wiped, then
         // restarted, voted again in a term it had voted in before the wipe,
         // and two nodes held shard 6 at term 3).
-        let learner = wiped || nodes[index].emptyLearner
+        let learner = (wiped && !scenario.options.wipesLookNew) || nodes[index].emptyLearner
         let shardCount = nodes[index].shardVersions.count
         if wiped {
             nodes[index].disk = [:]
@@ -59,7 +59,7 @@ extension Simulation {
                                      clockDriftBoundPPM: timing.clockDriftBoundPPM, parameters: leaseParameters)
         let randomSeed = scenario.seed &* 0xD1B5_4A32_D192_ED03 &+ UInt64(index) << 32 &+ UInt64(nodes[index].lives)
         nodes[index].lease = LeaseMachine(settings: settings, persisted: nodes[index].disk, emptyLearner: learner,
-                                          restarted: nodes[index].lives > 1 && !learner, life: life, randomSeed: randomSeed, authenticator: authenticator)
+                                          restarted: nodes[index].lives > 1 && !learner && !wiped, life: life, randomSeed: randomSeed, authenticator: authenticator)
         // Every simulated node runs this release: all decode the copy state.
         let everyNode = Set(nodes.map(\.nodeID))
         nodes[index].lease?.peersDecodingCopyState(everyNode)

@@ -77,13 +77,16 @@ struct AegisSim: ParsableCommand {
     @Flag(help: "Implies --configs: holders move shards to random new voters before the heal (model stream, then the joint and final steps), W = 2 counted in each set.")
     var configChanges = false
 
+    @Flag(help: "A wiped restart comes back as on a first start (no terms, not an empty learner), as the server does after its whole data_dir was removed.")
+    var wipesLookNew = false
+
     @Flag(help: "Print each scenario and every violation.")
     var verbose = false
 
     var options: Scenario.Options {
         Scenario.Options(quickRestarts: quickRestarts, restartCascades: restartCascades,
                          crashKeepsOnlyTheLog: crashKeepsOnlyTheLog, strictKeepers: strictKeepers, configs: configs,
-                         configChanges: configChanges)
+                         configChanges: configChanges, wipesLookNew: wipesLookNew)
     }
 
     mutating func validate() throws {

@@ -671,6 +671,39 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         }
     }
 
+    /// A holder whose data_dir was removed whole starts again as on a first
+    /// start (term 0, nothing held, a new process life) and, as the
+    /// preferred replica, asks for term 1 again: the term its earlier life
+    /// won, voted for it on every replica. Taken for that holder's renewal,
+    /// the ask was granted past the election restriction, and the node won
+    /// the shard with an empty copy it then streamed over the replicas
+    /// holding its writes. Only the life a vote was given to renews.
+    @Test func aHolderBackWithoutItsTermsIsNotTakenForItsEarlierLifesRenewals() {
+        var cluster = LeaseCluster()
+        let (primary, version) = holderWithWritesEveryoneHolds(&cluster)
+        #expect(cluster.machines[primary].term(ofShard: shard) == 1)
+        let voters = cluster.machines.indices.filter { $0 != primary }
+        // The holder's own renewals (same life) still renew.
+        for voter in voters {
+            let answer = cluster.answerAskedDirectly(of: voter, from: primary, term: 1, at: LeaseCluster.quietEnd + 2100,
+                                                     lastVersion: version, mayHaveHole: false)
+            #expect(answer?.verdict == .granted)
+        }
+        let wipedAt = LeaseCluster.quietEnd + 3000
+        cluster.machines[primary] = LeaseCluster.machine(cluster.ids[primary], persisted: [:], learner: false, life: 2)
+        cluster.start(primary, at: wipedAt)
+        let asksAt = wipedAt + LeaseCluster.quietEnd + 10
+        let actions = cluster.tick(primary, at: asksAt)
+        #expect(actions.contains(.persistTerm(shard: shard, PersistedTerm(term: 1, votedFor: cluster.ids[primary]))),
+                "the wiped node asks for term 1 again")
+        cluster.deliver(at: asksAt)
+        #expect(!cluster.machines[primary].holdsLease(shard, now: asksAt + 1))
+        for voter in voters {
+            #expect(cluster.machines[voter].counters.answersByVerdict[.candidateBehind] == 1,
+                    "node\(voter): \(cluster.machines[voter].counters.answersByVerdict)")
+        }
+    }
+
     /// A node new to the cluster (a join, or a wiped node's first start)
     /// that is a shard's preferred replica: the holder's renewals it refused
     /// in its quiet tell it the shard has a live lease, so its first tick

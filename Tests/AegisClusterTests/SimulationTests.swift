@@ -12,6 +12,18 @@ import Testing
         #expect(report.framesSent > 0)
     }
 
+    /// Seeds that lost an acknowledged write when a node wiped whole came
+    /// back as on a first start: it asked again for a term its earlier life
+    /// had won and was granted it as that holder's renewal, with nothing
+    /// (seed 5000104: "node3 won complete through 0.0, below 1.79
+    /// acknowledged at W = 2").
+    @Test(arguments: [UInt64(5_000_104), 5_000_791])
+    func aWipedNodeThatLooksNewWinsNothingOnItsEarlierLifesVotes(_ seed: UInt64) {
+        let options = Scenario.Options(wipesLookNew: true)
+        let report = Simulation(scenario: Scenario.generate(seed: seed, options: options)).run()
+        #expect(report.violations.isEmpty, "replay: aegiskv-sim --seed \(seed) --wipes-look-new")
+    }
+
     @Test func theSameSeedGivesTheSameTrace() {
         for seed: UInt64 in [11, 12] {
             let first = Simulation(scenario: Scenario.generate(seed: seed)).run()

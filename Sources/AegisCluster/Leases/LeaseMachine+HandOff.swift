@@ -191,6 +191,7 @@ extension LeaseMachine {
                 continue
             }
             state.shards[shard].prepared = nil
+            state.shards[shard].votedForLife = prepared.life
             rememberRelease(shard, to: item.to, term: item.term, now: now)
             promise(item.to, shard: shard, durationMs: prepared.durationMs, now: now)
             state.shards[shard].reportedTerm = max(lease.reportedTerm, prepared.term)

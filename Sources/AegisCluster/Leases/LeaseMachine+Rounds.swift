@@ -206,7 +206,7 @@ extension LeaseMachine {
             let shard = Int(ask.shard)
             if let theirs = ask.config { adoptConfig(theirs, shard: shard, from: requester, into: &output) }
             if copyStateKnown && !ask.mayHaveHole { noteWholeClaim(shard, ask.lastVersion, of: requester, now: now) }
-            let verdict = verdict(on: ask, from: requester, durationMs: durationMs, configKnown: configKnown, now: now)
+            let verdict = verdict(on: ask, from: requester, life: life, durationMs: durationMs, configKnown: configKnown, now: now)
             if verdict == .granted && state.shards[shard].grantee == settings.nodeID {
                 // This node's own campaign gives way (see `mayAbandonCampaign`):
                 // grants still on their way for it must never count.
@@ -218,6 +218,7 @@ extension LeaseMachine {
             }
             if verdict == .granted {
                 adopt(term: ask.term, votedFor: requester, shard: shard, reason: "voted for \(requester)", into: &output)
+                state.shards[shard].votedForLife = life
                 promise(requester, shard: shard, durationMs: durationMs, now: now)
             } else if verdict == .prepared {
                 prepareGrant(shard, for: requester, term: ask.term, round: round, life: life, durationMs: durationMs,
@@ -262,7 +263,7 @@ extension LeaseMachine {
 
     /// `configKnown`: the ask came in the form that carries the asker's
     /// config (its absence then means the asker has none).
-    mutating func verdict(on ask: LeaseAsk, from requester: NodeID, durationMs: Int64, configKnown: Bool,
+    mutating func verdict(on ask: LeaseAsk, from requester: NodeID, life: UInt64, durationMs: Int64, configKnown: Bool,
                           now: Milliseconds) -> LeaseVerdict {
         let shard = Int(ask.shard)
         let lease = state.shards[shard]
@@ -288,7 +289,7 @@ extension LeaseMachine {
         // checked like any other, and prepared rather than granted.
         let heldByAnother = promisedToAnother(requester, shard: shard, now: now) && !mayAbandonCampaign(shard, for: ask)
         if heldByAnother && !(ask.transfer && configKnown) { return .leaseHeld }
-        let renewal = ask.term == lease.term && lease.votedFor == requester
+        let renewal = ask.term == lease.term && lease.votedFor == requester && lease.votedForLife == life
         if ask.term == lease.term, let voted = lease.votedFor, voted != requester { return .votedOther }
         // A vote prepared for a hand-off's target grants only through the
         // holder's release, which the holder sends once the target holds its
