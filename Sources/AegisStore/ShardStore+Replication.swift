@@ -37,6 +37,14 @@ extension ShardStore {
         state.pointee.knownVersion(key, hash: hash, nowMs: nowMs)
     }
 
+    /// What a read at read_quorum >= 2 compares this replica's state of
+    /// `key` by: `knownVersion`, and for an absent key at least the newest
+    /// tombstone let go once every replica had acknowledged it
+    /// (`Tombstones.acknowledgedFloor`).
+    public func readQuorumVersion(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> EntryVersion {
+        state.pointee.readQuorumVersion(key, hash: hash, nowMs: nowMs)
+    }
+
     /// A FLUSHALL made elsewhere at `version`: removes every entry at or
     /// below it (all of them when it is newer than the shard's last write),
     /// keeps newer ones, and refuses every later replicated write at or
@@ -129,6 +137,12 @@ extension ShardState {
     @usableFromInline
     mutating func knownVersion(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> EntryVersion {
         presence(key, hash: hash, nowMs: nowMs).known
+    }
+
+    mutating func readQuorumVersion(_ key: UnsafeRawBufferPointer, hash: UInt64, nowMs: Int64) -> EntryVersion {
+        let (present, known) = presence(key, hash: hash, nowMs: nowMs)
+        guard !present, let tombstones else { return known }
+        return Swift.max(known, tombstones.acknowledgedFloor)
     }
 
     mutating func replaceForStream() {

@@ -88,6 +88,15 @@ struct Tombstones {
     private(set) var absentFloor = EntryVersion.zero
     /// Tombstones let go before every replica acknowledged them (size or age bound).
     private(set) var forgotten = 0
+    /// The newest tombstone let go because every replica acknowledged its
+    /// delete (`dropAcknowledged`). Not an absent floor: no replicated write
+    /// is refused for it. A read at read_quorum >= 2 on the primary counts
+    /// an absent key as known at least this new, so that a replica's older
+    /// state of a key deleted and forgotten here is stale, not newer: a
+    /// replica out of the shard's routing when the delete was acknowledged
+    /// (dead, cut off) comes back still holding the key (`chaos/run --seed
+    /// 106`: a healed former holder's value came back over a DEL).
+    private(set) var acknowledgedFloor = EntryVersion.zero
 
     init(limits: TombstoneLimits) { self.limits = limits }
 
@@ -204,6 +213,7 @@ struct Tombstones {
         let before = chargedBytes
         freeAll()
         absentFloor = floor
+        acknowledgedFloor = .zero
         return chargedBytes &- before
     }
 
@@ -238,6 +248,8 @@ struct Tombstones {
         if raisingFloor {
             forgotten &+= 1
             if front.version > absentFloor { absentFloor = front.version }
+        } else if front.version > acknowledgedFloor {
+            acknowledgedFloor = front.version
         }
     }
 

@@ -130,6 +130,35 @@ import Testing
         #expect(h.problems.isEmpty)
     }
 
+    /// A tombstone dropped once every replica acknowledged it leaves no
+    /// absent floor (a replicated write is not refused for it), but a read
+    /// at read_quorum >= 2 must not take a replica's older state of the key
+    /// for newer than its absence here: a replica that was out of the
+    /// routing when the delete was acknowledged still holds the key.
+    /// `knownVersion`, what such a read compared by before, says `.zero`.
+    @Test func aTombstoneDroppedOnAcknowledgementStillOutranksOlderStatesInAQuorumRead() {
+        let h = Self.replicated()
+        func known(_ k: [UInt8]) -> EntryVersion { k.withUnsafeBytes { h.store.knownVersion($0, hash: KeyHash.hash($0), nowMs: 0) } }
+        func forRead(_ k: [UInt8]) -> EntryVersion {
+            k.withUnsafeBytes { h.store.readQuorumVersion($0, hash: KeyHash.hash($0), nowMs: 0) }
+        }
+        Self.replicatedSet(h, key(1), [1], Self.v(5, term: 9))
+        Self.replicatedDelete(h, key(1), Self.v(2, term: 10))
+        Self.replicatedSet(h, key(3), [3], Self.v(3, term: 10))
+        h.store.dropTombstones(acknowledgedThrough: Self.v(3, term: 10))
+        #expect(h.store.tombstoneCount == 0)
+        #expect(known(key(1)) == .zero, "no absent floor: the drop refuses no replicated write")
+        #expect(forRead(key(1)) == Self.v(2, term: 10), "the forgotten delete outranks the replica's SET at 9.5")
+        #expect(forRead(key(2)) == Self.v(2, term: 10), "so does it any absent key's older state")
+        #expect(forRead(key(3)) == Self.v(3, term: 10), "a live key compares by its own version")
+        #expect(Self.replicatedSet(h, key(1), [2], Self.v(6, term: 9)), "not a floor for replicated writes")
+        #expect(forRead(key(1)) == Self.v(6, term: 9), "a key present again is its own version")
+        // A stream replaces the copy and what it knew of deletes.
+        h.store.replaceForStream()
+        #expect(forRead(key(2)) == .zero)
+        #expect(h.problems.isEmpty)
+    }
+
     @Test func theCountBoundForgetsTheOldestAndRaisesTheFloor() {
         let h = Self.replicated(TombstoneLimits(countMax: 4, ageMsMax: 1 << 40))
         for seq in UInt64(1)...10 { Self.replicatedDelete(h, key(Int(seq)), Self.v(seq)) }

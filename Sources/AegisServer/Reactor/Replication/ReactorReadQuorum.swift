@@ -115,7 +115,7 @@ extension Reactor {
         guard readAwaitsQuorum(shard) else { return }
         let buffer = readQuorum.record
         buffer.clear()
-        let known = store.knownVersion(key, hash: hash, nowMs: now)
+        let known = store.readQuorumVersion(key, hash: hash, nowMs: now)
         WALRecord.appendState(of: key, store.get(key, hash: hash, nowMs: now), deletedAt: known, shard: shard, to: buffer)
         readQuorum.pending = PendingQuorumRead(shard: shard, key: [UInt8](key), localRecord: [UInt8](buffer.readableView),
                                                localVersion: known, form: form, fromCopy: !routes.isPrimaryHere(shard))
@@ -172,8 +172,8 @@ extension Reactor {
         }
         let buffer = readQuorum.record
         buffer.clear()
-        WALRecord.appendState(of: key, store.get(key, hash: hash, nowMs: now), deletedAt: store.knownVersion(key, hash: hash, nowMs: now),
-                              shard: shard, to: buffer)
+        WALRecord.appendState(of: key, store.get(key, hash: hash, nowMs: now),
+                              deletedAt: store.readQuorumVersion(key, hash: hash, nowMs: now), shard: shard, to: buffer)
         var answer = header
         answer.kind = .readAnswer
         answer.flags = routes.isPrimaryHere(shard) || holdsWholeCopy(shard) ? 0 : ForwardHeader.Flags.copyNotWhole
