@@ -671,6 +671,34 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         }
     }
 
+    /// A map that leaves a replica out of a shard makes the server drop its
+    /// copy; the shard's versions are then no longer the node's claim, nor
+    /// are acknowledgements noted late for it, and a map that takes it back
+    /// gives it an empty copy that claims nothing. Kept, the claim won the
+    /// node the shard with the grant of a replica that held less, and it
+    /// streamed its empty copy over the writes (chaos seed 109, 5 nodes).
+    @Test func aReplicaTheMapLeavesOutClaimsNothingOfTheCopyItDropped() {
+        var cluster = LeaseCluster()
+        let (primary, version) = holderWithWritesEveryoneHolds(&cluster)
+        let dropped = (primary + 1) % 3
+        let now = LeaseCluster.quietEnd + 2500
+        #expect(cluster.machines[dropped].state.shards[shard].lastVersion == version)
+        var others = cluster.ids
+        others.remove(at: dropped)
+        let without = try! ShardMap(members: others, numShards: Int(LeaseCluster.parameters.numShards),
+                                    virtualNodes: Int(LeaseCluster.parameters.virtualNodes), replicationFactor: 3)
+        cluster.step(dropped, .placementChanged(without, now: now))
+        #expect(cluster.machines[dropped].state.shards[shard].lastVersion == .zero)
+        cluster.step(dropped, .localVersion(shard: shard, version: EntryVersion(term: version.term, seq: version.seq + 1), now: now))
+        #expect(cluster.machines[dropped].state.shards[shard].lastVersion == .zero, "a late acknowledgement claims nothing")
+        cluster.step(dropped, .placementChanged(cluster.map, now: now + 100))
+        #expect(cluster.machines[dropped].state.shards[shard].lastVersion == .zero, "taken back, the copy is empty")
+        // The holder and the third replica keep their claims.
+        for kept in cluster.machines.indices where kept != dropped {
+            #expect(cluster.machines[kept].state.shards[shard].lastVersion == version)
+        }
+    }
+
     /// A holder whose data_dir was removed whole starts again as on a first
     /// start (term 0, nothing held, a new process life) and, as the
     /// preferred replica, asks for term 1 again: the term its earlier life
