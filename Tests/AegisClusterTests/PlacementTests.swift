@@ -85,6 +85,16 @@ import Testing
         }
     }
 
+    @Test func isOwnerAgreesWithTheOwnerList() throws {
+        let members = (1...5).map { NodeID("node\($0)")! }
+        let map = try ShardMap(members: members.prefix(4), numShards: 64, virtualNodes: 16, replicationFactor: 3)
+        for shard in 0..<64 {
+            for node in members {
+                #expect(map.isOwner(node, ofShard: shard) == map.owners(ofShard: shard).contains(node), "shard \(shard), \(node)")
+            }
+        }
+    }
+
     // MARK: Fixed cases
 
     @Test func badSettingsAreRefusedWithTheirName() {

@@ -282,7 +282,7 @@ public struct LeaseMachine: Sendable {
     /// so the copy's versions are no longer this node's to claim.
     func dropsCopy(_ shard: Int) -> Bool {
         guard let placement = state.placement, state.shards[shard].config == nil else { return false }
-        return !placement.owners(ofShard: shard).contains(settings.nodeID)
+        return !placement.isOwner(settings.nodeID, ofShard: shard)
     }
 
     // MARK: - Queries for the driver

@@ -98,6 +98,13 @@ public struct ShardMap: Sendable, Equatable {
         ownerSlice(shard).map { members[ownerIndex[$0]] }
     }
 
+    /// Whether `node` is one of the shard's owners, without building the
+    /// owner list (routing and leases ask this per read and per version note).
+    public func isOwner(_ node: NodeID, ofShard shard: Int) -> Bool {
+        guard let index = memberIndex[node] else { return false }
+        return ownerSlice(shard).contains { ownerIndex[$0] == index }
+    }
+
     /// Ascending; empty for a node that is not a member.
     public func shards(primaryOn node: NodeID) -> [Int] {
         memberIndex[node].map { primaryShards[$0] } ?? []

@@ -46,7 +46,7 @@ struct ReactorRoutes {
     /// so that it keeps its copy (`Reactor.applyRouting`); true before any map.
     func holdsCopy(_ shard: Int) -> Bool {
         guard let current else { return true }
-        return current.map.owners(ofShard: shard).contains(current.selfID)
+        return current.map.isOwner(current.selfID, ofShard: shard)
     }
 
     /// True when the shard's primary in this routing is the lease holder
@@ -65,7 +65,7 @@ struct ReactorRoutes {
     func namesHolderElsewhere(_ shard: Int) -> Bool {
         guard !isPrimaryHere(shard), let current else { return false }
         if primaryIsKnownHolder(shard) { return true }
-        return !current.primaryClientAddress[shard].isEmpty && !current.map.owners(ofShard: shard).contains(current.selfID)
+        return !current.primaryClientAddress[shard].isEmpty && !current.map.isOwner(current.selfID, ofShard: shard)
     }
 
     @inline(__always) func hasFollowers(_ shard: Int) -> Bool { followerCount(shard) > 0 }
