@@ -58,8 +58,12 @@ extension Simulation {
                                      tickIntervalMs: timing.tickIntervalMs, electionTimeoutMs: timing.electionTimeoutMs,
                                      clockDriftBoundPPM: timing.clockDriftBoundPPM, parameters: leaseParameters)
         let randomSeed = scenario.seed &* 0xD1B5_4A32_D192_ED03 &+ UInt64(index) << 32 &+ UInt64(nodes[index].lives)
+        // As in the server: a node that finds no terms (a first start, or a
+        // wipe that looks like one) is blank for every shard.
         nodes[index].lease = LeaseMachine(settings: settings, persisted: nodes[index].disk, emptyLearner: learner,
-                                          restarted: nodes[index].lives > 1 && !learner && !wiped, life: life, randomSeed: randomSeed, authenticator: authenticator)
+                                          restarted: nodes[index].lives > 1 && !learner && !wiped,
+                                          startedBlank: nodes[index].disk.isEmpty && !learner,
+                                          life: life, randomSeed: randomSeed, authenticator: authenticator)
         // Every simulated node runs this release: all decode the copy state.
         let everyNode = Set(nodes.map(\.nodeID))
         nodes[index].lease?.peersDecodingCopyState(everyNode)
@@ -195,7 +199,7 @@ extension Simulation {
         guard case let .message(message) = LeaseCodec.decode(frame: frame, parameters: leaseParameters,
                                                              authenticator: authenticator),
               let answers = message.payload.answers else { return }
-        for answer in answers where answer.verdict == .granted {
+        for answer in answers where answer.verdict.grants {
             let record = nodes[index].disk[Int(answer.shard)]
             if (record?.term ?? 0) < answer.term {
                 violation("\(nodes[index].nodeID) granted shard \(answer.shard) term \(answer.term) with \(record?.term ?? 0) on disk")
@@ -249,7 +253,13 @@ extension Simulation {
                 guard let index = nodeIndex(owner) else { return false }
                 return nodes[index].isRunning && !nodes[index].emptyLearner
             }
-            guard config.map({ $0.isMajority(Set(eligible)) }) ?? (eligible.count >= owners.count / 2 + 1) else { continue }
+            // A blank replica's grant counts only beside a majority of other
+            // grants or with every voter's (`LeaseMachine.wins`).
+            let everyVoterRunning = eligible.count == owners.count
+            let counted = everyVoterRunning ? eligible : eligible.filter { owner in
+                nodeIndex(owner).flatMap { nodes[$0].lease?.isBlank(shard) } == false
+            }
+            guard config.map({ $0.isMajority(Set(counted)) }) ?? (counted.count >= owners.count / 2 + 1) else { continue }
             let someoneHolds = nodes.indices.contains { index in
                 nodes[index].lease?.holdsLease(shard, now: leaseClock(index)) == true
             }
@@ -258,7 +268,7 @@ extension Simulation {
                     guard let i = nodeIndex(owner), let lease = nodes[i].lease else { return "\(owner): down" }
                     return "\(owner)\(nodes[i].emptyLearner ? " (empty learner)" : ""): \(lease.describe(shard: shard, now: leaseClock(i)))"
                 }
-                violation("shard \(shard) has \(eligible.count) of \(owners.count) replicas able to vote and no lease holder \(scenario.leaseLivenessBoundMs) ms after membership agreed; \(states.joined(separator: "; "))")
+                violation("shard \(shard) has \(counted.count) of \(owners.count) replicas able to vote and no lease holder \(scenario.leaseLivenessBoundMs) ms after membership agreed; \(states.joined(separator: "; "))")
             }
         }
     }

@@ -27,7 +27,11 @@ struct LeaseCluster {
     /// When a node started at 0 may first grant or campaign.
     static var quietEnd: Int64 { durationMs + margin }
 
-    init(count: Int = 3, persisted: [[Int: PersistedTerm]]? = nil, learners: Set<Int> = [], startAt: Int64 = 0) {
+    /// `blank`: the nodes that start with an empty data_dir, as on a real
+    /// first start (`startedBlank`); the others start as if they had kept
+    /// terms from a life that voted in none.
+    init(count: Int = 3, persisted: [[Int: PersistedTerm]]? = nil, learners: Set<Int> = [], blank: Set<Int> = [],
+         startAt: Int64 = 0) {
         ids = (0..<count).map { NodeID("node\($0)")! }
         map = try! ShardMap(members: ids, numShards: Int(Self.parameters.numShards),
                             virtualNodes: Int(Self.parameters.virtualNodes), replicationFactor: 3)
@@ -35,15 +39,15 @@ struct LeaseCluster {
         log = Array(repeating: [], count: count)
         for index in 0..<count {
             machines.append(Self.machine(ids[index], persisted: persisted?[index] ?? [:],
-                                         learner: learners.contains(index), life: 1))
+                                         learner: learners.contains(index), blank: blank.contains(index), life: 1))
             start(index, at: startAt)
         }
     }
 
     static func machine(_ id: NodeID, persisted: [Int: PersistedTerm], learner: Bool, restarted: Bool = false,
-                        life: UInt64) -> LeaseMachine {
-        LeaseMachine(settings: settings(id), persisted: persisted, emptyLearner: learner, restarted: restarted, life: life,
-                     randomSeed: 99, authenticator: authenticator)
+                        blank: Bool = false, life: UInt64) -> LeaseMachine {
+        LeaseMachine(settings: settings(id), persisted: persisted, emptyLearner: learner, restarted: restarted,
+                     startedBlank: blank, life: life, randomSeed: 99, authenticator: authenticator)
     }
 
     mutating func start(_ index: Int, at now: Int64) {

@@ -24,6 +24,34 @@ import Testing
         #expect(report.violations.isEmpty, "replay: aegiskv-sim --seed \(seed) --wipes-look-new")
     }
 
+    /// A wiped node that looks new is blank (`ShardLease.blank`): its grant
+    /// counts for a new lease only beside a majority of other grants or
+    /// with every live voter's. Seed 9500059 failed before that with
+    /// `--strict-keepers` ("node4 won complete through 1.14, below 1.15
+    /// acknowledged at W = 2 and held whole by [node0]"): a majority that
+    /// counted a wiped node's grant left out the one running replica that
+    /// held the write.
+    @Test func aWipedNodesGrantDoesNotElectOverTheLiveReplicaHoldingTheWrites() {
+        let seed: UInt64 = 9_500_059
+        let options = Scenario.Options(strictKeepers: true, wipesLookNew: true)
+        let report = Simulation(scenario: Scenario.generate(seed: seed, options: options)).run()
+        #expect(report.violations.isEmpty, "replay: aegiskv-sim --seed \(seed) --strict-keepers --wipes-look-new")
+    }
+
+    /// Two seeds that failed a first form of the blank rule: blank grants
+    /// counted where every voter membership held alive granted, and a
+    /// wiped node's second vote in a term whose first holder was down made
+    /// a second holder of it (9600838: "shard 10 term 2 held by node8 and
+    /// node3"); a whole voter refused a holed candidate counting a blank
+    /// replica among those that could elect without it, and the shard had
+    /// no holder (9600991).
+    @Test(arguments: [UInt64(9_600_838), 9_600_991])
+    func blankGrantsMakeNoSecondHolderOfATermAndStallNoShard(_ seed: UInt64) {
+        let options = Scenario.Options(wipesLookNew: true)
+        let report = Simulation(scenario: Scenario.generate(seed: seed, options: options)).run()
+        #expect(report.violations.isEmpty, "replay: aegiskv-sim --seed \(seed) --wipes-look-new")
+    }
+
     @Test func theSameSeedGivesTheSameTrace() {
         for seed: UInt64 in [11, 12] {
             let first = Simulation(scenario: Scenario.generate(seed: seed)).run()

@@ -22,7 +22,8 @@ extension LeaseMachine {
             guard replicas.contains(me), shouldAsk(shard, replicas: replicas, now: now, into: &output) else { continue }
             let lease = state.shards[shard]
             promise(me, shard: shard, durationMs: settings.leaseDurationMs, now: now)
-            asked[shard] = RoundShard(term: lease.term, configEpoch: lease.config?.epoch ?? 0, granters: [me])
+            asked[shard] = RoundShard(term: lease.term, configEpoch: lease.config?.epoch ?? 0, granters: [me],
+                                      blankGranters: lease.blank ? [me] : [])
             let ask = LeaseAsk(shard: UInt32(shard), term: lease.term, lastVersion: lease.lastVersion,
                                mayHaveHole: lease.mayHaveHole, config: lease.config)
             for peer in replicas where peer != me { asksByPeer[peer, default: []].append(ask) }
@@ -123,7 +124,7 @@ extension LeaseMachine {
         guard let entry = state.rounds[round]?.asked[shard] else { return }
         let lease = state.shards[shard]
         guard entry.term == lease.term, lease.votedFor == settings.nodeID,
-              entry.configEpoch == lease.config?.epoch ?? 0, isMajority(entry.granters, ofShard: shard),
+              entry.configEpoch == lease.config?.epoch ?? 0, wins(entry, shard: shard),
               let sentAt = state.rounds[round]?.sentAt else { return }
         let until = sentAt + settings.leaseDurationMs
         guard until > now else { return }
@@ -144,12 +145,39 @@ extension LeaseMachine {
             // is a hole of this copy any more, and as a candidate again it
             // must not be refused by the followers it streamed to.
             state.shards[shard].mayHaveHole = false
+            state.shards[shard].blank = false
             counters.electionsWon += 1
             output.append(.leaseAcquired(shard: shard, term: lease.term, until: until))
+            if !entry.blankGranters.isEmpty {
+                // Blank voters learn that this node won only from its
+                // renewal (`blankCopyIsComplete`), and stay blank until then:
+                // killed before its first tick, the new holder left the
+                // others no majority to replace it with. It renews now.
+                output.append(.setTimer(.tick, at: now))
+            }
             state.shards[shard].heldConfigEpoch = 0
             state.shards[shard].handingOffTo = nil
             configWon(shard, into: &output)
         }
+    }
+
+    /// Whether a round's grants make this node the holder: a majority, in
+    /// which blank grants (`ShardLease.blank`) count only beside a majority
+    /// of other grants, or with every voter's. A voter that refuses may hold
+    /// the writes the blank ones lack (two wiped replicas elected each other
+    /// while the third, which held the writes, refused). One that does not
+    /// answer may be the holder of a term a blank voter granted in an
+    /// earlier life: counted without it (as membership held it gone), a
+    /// wiped node's second vote in that term made a second holder of it
+    /// (`aegiskv-sim --seed 9600838 --wipes-look-new`). A blank voter
+    /// answers a holder's renewals `granted`: it voted for that holder's
+    /// term in this life already.
+    func wins(_ entry: RoundShard, shard: Int) -> Bool {
+        guard isMajority(entry.granters, ofShard: shard) else { return false }
+        if entry.blankGranters.isEmpty || isMajority(entry.granters.subtracting(entry.blankGranters), ofShard: shard) {
+            return true
+        }
+        return replicaSet(shard).allSatisfy(entry.granters.contains)
     }
 
     // MARK: - Expiry
@@ -206,17 +234,20 @@ extension LeaseMachine {
             let shard = Int(ask.shard)
             if let theirs = ask.config { adoptConfig(theirs, shard: shard, from: requester, into: &output) }
             if copyStateKnown && !ask.mayHaveHole { noteWholeClaim(shard, ask.lastVersion, of: requester, now: now) }
+            let before = state.shards[shard]
+            let renews = ask.term == before.term && before.votedFor == requester && before.votedForLife == life
             let verdict = verdict(on: ask, from: requester, life: life, durationMs: durationMs, configKnown: configKnown, now: now)
-            if verdict == .granted && state.shards[shard].grantee == settings.nodeID {
+            if verdict.grants && state.shards[shard].grantee == settings.nodeID {
                 // This node's own campaign gives way (see `mayAbandonCampaign`):
                 // grants still on their way for it must never count.
                 forgetRounds(of: shard)
             }
-            if verdict == .granted || verdict == .prepared {
+            if verdict.grants || verdict == .prepared {
                 state.shards[shard].grantedClaimBy = requester
                 state.shards[shard].grantedClaim = ask.lastVersion
+                state.shards[shard].grantedClaimRenews = verdict.grants && renews
             }
-            if verdict == .granted {
+            if verdict.grants {
                 adopt(term: ask.term, votedFor: requester, shard: shard, reason: "voted for \(requester)", into: &output)
                 state.shards[shard].votedForLife = life
                 promise(requester, shard: shard, durationMs: durationMs, now: now)
@@ -311,15 +342,22 @@ extension LeaseMachine {
             counters.holedCandidatesRefused += 1
             return .candidateBehind
         }
-        return heldByAnother ? .prepared : .granted
+        if heldByAnother { return .prepared }
+        // A blank voter's grant for a new lease counts only where every voter
+        // granted; a holder's renewal, and a hand-off its holder vouches for,
+        // are no election. The older reply forms cannot say so: refused as a
+        // learner's, which leaves the majority to the other voters.
+        if lease.blank && !renewal && !vouchedByHolder { return configKnown ? .grantedBlank : .emptyLearner }
+        return .granted
     }
 
     /// A candidate whose copy may have a hole claims writes it may lack, and
     /// a voter whose copy is whole may hold them (chaos seed 12 at W = 2: a
     /// restarted holder won with such a voter's grant and streamed its holed
     /// copy over it). The voter refuses it while the shard's other live
-    /// replicas (this one included, empty learners not) are a majority: they
-    /// can elect one of themselves. Otherwise every majority needs the
+    /// replicas (this one included; empty learners and replicas whose last
+    /// grant here was blank not) are a majority: they can elect one of
+    /// themselves. Otherwise every majority needs the
     /// candidate, and refusing it would leave the shard with no holder (the
     /// candidate, voting on versions, refuses this voter if it is behind):
     /// the voter then decides on versions alone, as before the check. So
@@ -336,7 +374,10 @@ extension LeaseMachine {
         guard ask.mayHaveHole else { return false }
         if !lease.mayHaveHole && lease.lastVersion != .zero {
             if ask.lastVersion <= lease.lastVersion { return true }
-            let others = replicaSet(shard).filter { $0 != requester && state.alive.contains($0) && !state.learners.contains($0) }
+            // A blank replica's grant does not make a majority with this one's.
+            let others = replicaSet(shard).filter {
+                $0 != requester && state.alive.contains($0) && !state.learners.contains($0) && !lease.blankPeers.contains($0)
+            }
             if isMajority(Set(others), ofShard: shard) { return true }
         }
         // A voter that cannot tell whether its own copy is whole still knows
@@ -420,8 +461,14 @@ extension LeaseMachine {
                 let standBack = settings.leaseDurationMs + Int64(replicaSet(shard).count + 1) * settings.electionTimeoutMs
                 state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
             }
-            guard answer.verdict == .granted, entry.term == answer.term else { continue }
+            if answer.verdict == .grantedBlank {
+                state.shards[shard].blankPeers.insert(voter)
+            } else if answer.verdict == .granted {
+                state.shards[shard].blankPeers.remove(voter)
+            }
+            guard answer.verdict.grants, entry.term == answer.term else { continue }
             entry.granters.insert(voter)
+            if answer.verdict == .grantedBlank { entry.blankGranters.insert(voter) } else { entry.blankGranters.remove(voter) }
             state.rounds[round]?.asked[shard] = entry
             countGrants(round: round, shard: shard, now: now, into: &output)
         }

@@ -155,6 +155,15 @@ public struct LeaseCounters: Sendable, Equatable {
 /// - Terms never go backwards: `persistTerm` comes before any action that
 ///   relies on a new term, and persisted terms are given back at start.
 /// - An empty learner (wiped data_dir) never campaigns and never grants.
+/// - A node that started with an empty data_dir (a first start, or a
+///   data_dir removed whole: the two look the same) is blank for every
+///   shard until a complete copy of it arrives or it wins it. Its grants
+///   (`grantedBlank`) count toward a new lease only beside a majority of
+///   other grants, or where every voter granted: a majority it makes with
+///   another blank node could hold no copy of the shard's writes, and its
+///   vote may be a second one in a term its earlier life voted in. A
+///   holder's renewals of the term the voter granted it in this life are
+///   granted in full.
 /// - A node that restarted with its terms campaigns for nothing for
 ///   `restartStandBackMs`: its copies may have holes its version hides
 ///   (except those its log replay proved whole, `ReplayedCopy`).
@@ -176,10 +185,13 @@ public struct LeaseMachine: Sendable {
     ///   - restarted: the node kept its terms from an earlier start (not a
     ///     first start, not a wipe): its copies may have holes, so it stands
     ///     back from campaigning (`LeaseSettings.restartStandBackMs`).
+    ///   - startedBlank: the node started with an empty data_dir and no
+    ///     terms, which a first start and a data_dir removed whole both are:
+    ///     every shard starts blank (`ShardLease.blank`).
     ///   - life: differs for every start of this node (the server passes its
     ///     membership incarnation); replies are matched on it.
     public init(settings: LeaseSettings, persisted: [Int: PersistedTerm], emptyLearner: Bool, restarted: Bool = false,
-                life: UInt64, randomSeed: UInt64, authenticator: any MessageAuthenticator) {
+                startedBlank: Bool = false, life: UInt64, randomSeed: UInt64, authenticator: any MessageAuthenticator) {
         precondition(settings.problem == nil, "invalid LeaseSettings: \(settings.problem ?? "")")
         self.settings = settings
         self.authenticator = authenticator
@@ -199,6 +211,9 @@ public struct LeaseMachine: Sendable {
         let restartedWithData = restarted && !emptyLearner
         if restartedWithData {
             for shard in shards.indices { shards[shard].mayHaveHole = true }
+        }
+        if startedBlank && !emptyLearner && !restarted {
+            for shard in shards.indices { shards[shard].blank = true }
         }
         state = LeaseState(shards: shards, emptyLearner: emptyLearner, restarted: restartedWithData,
                            life: life, random: ClusterRandom(seed: randomSeed))
@@ -227,6 +242,7 @@ public struct LeaseMachine: Sendable {
             // (chaos seed 14: a node streamed whole stood back 24 s, and a
             // holed node won 0.7 s before its first campaign).
             state.shards[shard].mayHaveHole = false
+            state.shards[shard].blank = false
             state.shards[shard].standBackUntil = .min
             return output
         }
@@ -370,6 +386,28 @@ public struct LeaseMachine: Sendable {
 
     public var isEmptyLearner: Bool { state.emptyLearner }
 
+    /// Whether this blank node's copy of the shard is complete without a
+    /// stream: the holder whose renewal it granted last (a term that holder
+    /// won) claimed no more than `acknowledged`, the newest version of the
+    /// holder's chain this node applied in this process life, which starts
+    /// at nothing and grows only without gaps (a record past a gap is not
+    /// applied). A new cluster's followers get there with the holder's first
+    /// renewal (both copies empty) or first records, and need no stream.
+    /// A candidate's claim counts for nothing here: two blank nodes that
+    /// granted each other empty claims would both end blank, then elect each
+    /// other as before.
+    public func blankCopyIsComplete(_ shard: Int, acknowledged: EntryVersion, now: Milliseconds) -> Bool {
+        guard isBlank(shard), state.shards[shard].grantedClaimRenews,
+              let promised = promisedHolderClaim(shard, now: now) else { return false }
+        return acknowledged >= promised.claim
+    }
+
+    /// Whether this node's grants for the shard count only where every voter
+    /// granted (`ShardLease.blank`).
+    public func isBlank(_ shard: Int) -> Bool {
+        state.shards.indices.contains(shard) && state.shards[shard].blank
+    }
+
     /// Whether this node's copy of the shard may lack writes its version
     /// claims (see `LeaseAsk.mayHaveHole`).
     public func copyMayHaveHole(_ shard: Int) -> Bool {
@@ -397,7 +435,7 @@ public struct LeaseMachine: Sendable {
         return "term \(lease.term) voted \(lease.votedFor?.name ?? "-") granted-term \(lease.reportedTerm) "
             + "promised \(lease.grantee?.name ?? "-") for \(left(lease.grantExpiresAt)) "
             + "held \(lease.heldUntil.map { "\($0 - now) ms" } ?? "no") campaign-after \(left(lease.campaignAfter)) "
-            + "quiet \(left(state.quietUntil)) version \(lease.lastVersion)\(lease.mayHaveHole ? " may-have-hole" : "") alive \(state.alive.map(\.name).sorted())"
+            + "quiet \(left(state.quietUntil)) version \(lease.lastVersion)\(lease.mayHaveHole ? " may-have-hole" : "")\(lease.blank ? " blank" : "") alive \(state.alive.map(\.name).sorted())"
             + " config \(lease.config.map(\.description) ?? "from the map")"
     }
 
@@ -410,6 +448,10 @@ public struct LeaseMachine: Sendable {
         state.alive = [settings.nodeID]
         if state.emptyLearner {
             output.append(.log(.notice, "leases: started as an empty learner (wiped data_dir): this node votes for no one and never campaigns until its shards are refilled"))
+        }
+        let blank = state.shards.count { $0.blank }
+        if blank > 0 {
+            output.append(.log(.notice, "leases: started with an empty data_dir (a first start, or a data_dir removed whole: the two look the same), blank for \(blank) of \(state.shards.count) shards: until a complete copy of a shard reaches this node, its votes for it count toward a new lease only beside a majority of other grants or where every replica grants, so that no majority without a copy of the shard's writes can form with it"))
         }
         if state.restarted {
             let standBack = settings.restartStandBackMs
@@ -629,6 +671,19 @@ struct ShardLease: Sendable, Equatable {
     /// or this node wins the shard, whose copy is from then on the one its
     /// followers are brought to.
     var mayHaveHole = false
+    /// Set for every shard when the node started with an empty data_dir
+    /// (`startedBlank`); cleared like `mayHaveHole`, by a complete copy or a
+    /// win. Its grants are `grantedBlank` then. A data_dir removed whole
+    /// looks like a first start, so a blank node holds none of the writes
+    /// it acknowledged before: two wiped replicas elected each other with
+    /// empty copies while the one that held the writes refused, and
+    /// streamed the empty copy over its (`chaos/run --nodes 5 --seed 112`:
+    /// 7 acknowledged writes lost).
+    var blank = false
+    /// Peers whose last grant for the shard was `grantedBlank`: not counted
+    /// among the replicas that can elect one of themselves when this node
+    /// refuses a holed candidate (`refusesHoledCandidate`).
+    var blankPeers: Set<NodeID> = []
     /// The newest claim of a candidate whose copy is whole that asked this
     /// node, and until when it counts (`noteWholeClaim`).
     var wholeClaimSeen: EntryVersion = .zero
@@ -639,6 +694,10 @@ struct ShardLease: Sendable, Equatable {
     /// renewal ago (`promisedHolderClaim`).
     var grantedClaimBy: NodeID?
     var grantedClaim: EntryVersion = .zero
+    /// That grant renewed a term this node had granted the same process
+    /// life: only a holder asks twice at one term, so the claim is a
+    /// winner's (`blankCopyIsComplete`).
+    var grantedClaimRenews = false
     /// The process life (`LeaseMessage` request's `life`) of the node
     /// `votedFor` names, when this node granted it in this process; nil
     /// after a restart or for a vote not given to an ask. An ask at the
@@ -686,4 +745,7 @@ struct RoundShard: Sendable, Equatable {
     /// persisted the asker's configuration.
     var configEpoch: UInt32 = 0
     var granters: Set<NodeID>
+    /// The granters whose grant was `grantedBlank` (this node too when it
+    /// asked while blank): they count only where every voter granted.
+    var blankGranters: Set<NodeID> = []
 }

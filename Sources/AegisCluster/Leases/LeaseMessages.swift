@@ -50,6 +50,11 @@ import AegisStore
 /// `prepared` (11, in `replyWithConfig` only) instead of refusing, and turns
 /// that into a grant when H's release reaches it.
 ///
+/// A voter that started with an empty data_dir answers an election ask
+/// `grantedBlank` (12, in `replyWithConfig` only) until a complete copy of
+/// the shard reaches it: a grant that counts only beside a majority of other
+/// grants or with every voter's.
+///
 /// `life` names the requester's process life and `round` its request within
 /// that life: a reply is matched to the request it answers by both, so a
 /// reply delayed across the requester's restart is never counted as a grant
@@ -169,6 +174,15 @@ public enum LeaseVerdict: UInt8, Sendable, Equatable, CaseIterable, CustomString
     /// its promise to the holder; the holder's release makes it a grant.
     /// Sent only in `replyWithConfig`.
     case prepared = 11
+    /// A grant from a voter that started with an empty data_dir and has had
+    /// no complete copy of the shard since (`ShardLease.blank`): a first
+    /// start, or a data_dir removed whole, which looks the same. Given with
+    /// no copy to check the candidate against, and perhaps a second vote in
+    /// a term its earlier life voted in, it counts only beside a majority of
+    /// other grants or with every voter's (`LeaseMachine.wins`). Persisted
+    /// and promised like a grant. Sent only in `replyWithConfig`; the older
+    /// forms get `emptyLearner` instead.
+    case grantedBlank = 12
 
     public var description: String {
         switch self {
@@ -184,8 +198,12 @@ public enum LeaseVerdict: UInt8, Sendable, Equatable, CaseIterable, CustomString
         case .notEnforcing: "not_enforcing"
         case .configStale: "config_stale"
         case .prepared: "prepared"
+        case .grantedBlank: "granted_blank"
         }
     }
+
+    /// A grant the voter persisted and promised (`granted`, `grantedBlank`).
+    public var grants: Bool { self == .granted || self == .grantedBlank }
 }
 
 public struct LeaseAnswer: Sendable, Equatable {
@@ -438,7 +456,7 @@ extension ByteReader {
                     // older reply has no room for one, so no such verdict.
                     guard let decoded = shardConfig(), (decoded != nil) == (verdict == .configStale) else { return nil }
                     config = decoded
-                } else if verdict == .configStale || verdict == .prepared {
+                } else if verdict == .configStale || verdict == .prepared || verdict == .grantedBlank {
                     return nil
                 }
                 answers.append(LeaseAnswer(shard: shard, term: term, verdict: verdict, voterTerm: voterTerm,
