@@ -272,6 +272,7 @@ extension NodeReports {
             fields.append(("lease_expires_in_ms", shard.heldForMs.map { .int(Int(clamping: $0)) } ?? .null))
             fields.append(("local_version", .object([("term", .int(Int(shard.localTerm))), ("seq", .int(Int(clamping: shard.localSeq)))])))
             fields.append(("copy_may_have_hole", .bool(shard.copyMayHaveHole)))
+            fields.append(("blank", .bool(shard.blank)))
             return .object(fields)
         }
         var document: [(String, JSONValue)] = [
@@ -279,6 +280,7 @@ extension NodeReports {
             ("members_predating_leases", .array(leases.membersPredatingLeases.map(JSONValue.string))),
             ("empty_learner", .bool(leases.emptyLearner)),
             ("lease_ms", .int(Int(clamping: leases.leaseMs))), ("shards_held", .int(leases.held)),
+            ("blank_shards", .int(leases.blank)),
             ("reads_possibly_stale_shards", .int(leases.readsPossiblyStaleShards)),
             ("elections_started", .int(leases.electionsStarted)), ("elections_won", .int(leases.electionsWon)),
             ("elections_lost", .int(leases.electionsLost)), ("term_changes", .int(leases.termChanges)),

@@ -82,6 +82,7 @@ extension MetricsExposition {
             counter("aegis_lease_term_changes", "Times a shard's term rose on this node (campaigns, votes, terms learned from peers).", leases.termChanges),
             counter("aegis_lease_write_refusals", "Writes refused (TRYAGAIN) because this node did not hold the shard's lease.", refusals),
             gauge("aegis_lease_shards_held", "Shards whose lease this node holds now.", leases.held),
+            gauge("aegis_lease_blank_shards", "Shards this node has had no complete copy of since it started with an empty data_dir (a first start, or a data_dir removed whole): its votes for them count only beside a majority of other grants or where every replica grants.", leases.blank),
             gauge("aegis_lease_reads_possibly_stale_shards", "Shards this node answers reads for as their primary without holding their lease: those reads may be stale.", leases.readsPossiblyStaleShards),
             gauge("aegis_lease_enforced", "1 once this node is in a cluster (seeds set or a peer seen) with replication_factor > 1 and no member runs a release before leases: writes then need the shard's lease.", leases.enforced ? 1 : 0),
             gauge("aegis_lease_shards_behind", "Shards this node replicates whose copy here lacks writes their holder claimed at its last renewal; /health says ok only at 0.", leases.standing.behind),

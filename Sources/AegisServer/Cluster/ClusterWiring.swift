@@ -86,7 +86,7 @@ enum ClusterWiring {
         let store = TermStore(directory: config.dataDir, terms: loaded.terms)
         logger.notice("leases: \(loaded.summary)", metadata: ["file": "\(store.path)"])
         let machine = LeaseMachine(settings: settings, persisted: loaded.terms, emptyLearner: loaded.emptyLearner,
-                                   restarted: loaded.restarted && config.walMode != .off, life: incarnation, randomSeed: UInt64.random(in: .min ... .max), authenticator: authenticator)
+                                   restarted: loaded.restarted && config.walMode != .off, startedBlank: loaded.blank, life: incarnation, randomSeed: UInt64.random(in: .min ... .max), authenticator: authenticator)
         return LeaseDriver(machine: machine, store: store, board: node.leases, logger: logger, hasSeeds: !config.seeds.isEmpty)
     }
 

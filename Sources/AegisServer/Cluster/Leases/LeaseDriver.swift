@@ -54,6 +54,9 @@ final class LeaseDriver {
         /// Restarted with its log and not refilled by a stream since (see
         /// `LeaseAsk.mayHaveHole`).
         var copyMayHaveHole = false
+        /// Started with an empty data_dir and no complete copy since (see
+        /// `LeaseMachine.isBlank`).
+        var blank = false
     }
 
     private(set) var machine: LeaseMachine
@@ -582,7 +585,7 @@ final class LeaseDriver {
         terms.indices.map { shard in
             ShardView(shard: shard, term: terms[shard],
                       heldForMs: heldUntil[shard].flatMap { $0 > nowMs ? $0 - nowMs : nil }, localVersion: toldVersion[shard],
-                      copyMayHaveHole: readMachine { $0.copyMayHaveHole(shard) })
+                      copyMayHaveHole: readMachine { $0.copyMayHaveHole(shard) }, blank: readMachine { $0.isBlank(shard) })
         }
     }
 
@@ -631,8 +634,12 @@ final class LeaseDriver {
     func reviewStanding(acknowledged: [EntryVersion], nowMs: Int64) -> [(shard: Int, holder: NodeID, claim: EntryVersion)] {
         var review = ReplicaStanding(applies: enforced && stoppedBy == nil, reviewed: true)
         var behind: [(shard: Int, holder: NodeID, claim: EntryVersion)] = []
+        var complete: [Int] = []
         if review.applies {
             for shard in acknowledged.indices {
+                if readMachine({ $0.blankCopyIsComplete(shard, acknowledged: acknowledged[shard], now: nowMs) }) {
+                    complete.append(shard)
+                }
                 let (isReplica, holds, promised) = readMachine {
                     ($0.replicaSet(shard).contains(selfID), $0.holdsLease(shard, now: nowMs), $0.promisedHolderClaim(shard, now: nowMs))
                 }
@@ -658,6 +665,7 @@ final class LeaseDriver {
         }
         if review.inStep && review.applies { wasInStep = true }
         standing = review
+        for shard in complete { copyComplete(shard: shard, nowMs: nowMs) }
         return behind
     }
 

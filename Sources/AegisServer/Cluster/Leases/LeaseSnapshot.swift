@@ -59,6 +59,11 @@ public struct LeaseSnapshot: Sendable, Equatable {
         /// This node restarted with its log and has had no complete copy of
         /// the shard since: whole voters refuse its campaigns.
         public var copyMayHaveHole = false
+        /// This node started with an empty data_dir (a first start, or a
+        /// data_dir removed whole) and has had no complete copy of the shard
+        /// since: its grants count toward a new lease only beside a majority
+        /// of other grants or where every replica grants.
+        public var blank = false
     }
 
     /// False while the node is alone with no seeds (writes need no lease
@@ -107,6 +112,7 @@ public struct LeaseSnapshot: Sendable, Equatable {
     public init() {}
 
     public var held: Int { shards.count { $0.heldForMs != nil } }
+    public var blank: Int { shards.count(where: \.blank) }
 
     init(_ driver: LeaseDriver, routing: ClusterRouting?, nowMs: Int64) {
         enforced = driver.isEnforced
@@ -115,7 +121,7 @@ public struct LeaseSnapshot: Sendable, Equatable {
         leaseMs = driver.leaseMs
         shards = driver.shards(nowMs: nowMs).map {
             Shard(shard: $0.shard, term: $0.term, heldForMs: $0.heldForMs, localTerm: $0.localVersion.term, localSeq: $0.localVersion.seq,
-                  copyMayHaveHole: $0.copyMayHaveHole)
+                  copyMayHaveHole: $0.copyMayHaveHole, blank: $0.blank)
         }
         let c = driver.counters
         electionsStarted = c.electionsStarted

@@ -39,6 +39,10 @@ final class TermStore {
         var terms: [Int: PersistedTerm]
         /// The node comes back with nothing it may safely vote with (see `load`).
         var emptyLearner: Bool
+        /// data_dir was missing or empty: a first start, or a wipe of the
+        /// whole directory, which looks the same (`LeaseMachine`'s
+        /// `startedBlank`).
+        var blank = false
         /// The terms were read back: the node ran in a cluster before and
         /// kept them, so its data is what its log replayed (see
         /// `LeaseSettings.restartStandBackMs`).
@@ -79,8 +83,8 @@ final class TermStore {
                                   + "it lost its votes, so it starts as an empty learner")
             }
             if others.isEmpty {
-                return Loaded(terms: [:], emptyLearner: false,
-                              summary: "no lease terms in an empty data_dir: a first start, every shard at term 0")
+                return Loaded(terms: [:], emptyLearner: false, blank: true,
+                              summary: "no lease terms in an empty data_dir: a first start (or a data_dir removed whole), every shard at term 0 and blank")
             }
             return Loaded(terms: [:], emptyLearner: false,
                           summary: "no lease terms and no \(markerName) beside \(others.count) other file(s) (\(others.prefix(3).joined(separator: ", "))): "
