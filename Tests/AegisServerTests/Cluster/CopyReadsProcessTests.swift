@@ -97,7 +97,10 @@ import Testing
             (key, reply == "True" ? ["v2-" + key] : reply.contains("forwarding failed") ? ["v-" + key, "v2-" + key] : ["v-" + key])
         })
         var diverted = total(#"aegis_forward_reads_to_replica_total{replica="self"}"#) + total(#"aegis_forward_reads_to_replica_total{replica="peer"}"#)
-        let settled = waitUntil(seconds: 20) {
+        // 60 s: under the whole suite's load node4's return took longer than
+        // the 20 s this waited before (CI on 288a01f, and a run on 5 Dec),
+        // for a cause not found yet; the failure message says where it was.
+        let settled = waitUntil(seconds: 60) {
             for member in left {
                 let values = (try? QuorumProcessTests.run(member, keys.map { ["GET", $0] }, pipelined: true)) ?? []
                 let wrong = zip(keys, values).filter { !written[$0]!.contains($1) }
@@ -107,7 +110,8 @@ import Testing
             defer { diverted = now }
             return now == diverted
         }
-        #expect(settled, "reads of node4's shards still go to the copies after its return: \(diverted)")
+        let where4 = "statuses \(left.map { $0.statuses() }); node4 /health \(node4.get("/health") ?? "-"); node4's log:\n\(node4.log().suffix(3_000))"
+        #expect(settled, "reads of node4's shards still go to the copies after its return: \(diverted); \(where4)")
     }
 
     /// At read_quorum 2 the copy that answers asks the shard's other
