@@ -26,7 +26,7 @@ import Testing
 
     /// A wiped node that looks new is blank (`ShardLease.blank`): its grant
     /// counts for a new lease only beside a majority of other grants or
-    /// with every live voter's. Seed 9500059 failed before that with
+    /// with every voter's. Seed 9500059 failed before that with
     /// `--strict-keepers` ("node4 won complete through 1.14, below 1.15
     /// acknowledged at W = 2 and held whole by [node0]"): a majority that
     /// counted a wiped node's grant left out the one running replica that

@@ -160,8 +160,9 @@ import Testing
     /// it as behind while the other grants it. Counted, that grant made a
     /// majority of two empty copies, and the winner streamed its empty copy
     /// over the third's (`chaos/run --nodes 5 --seed 112`). Now a blank
-    /// grant counts only beside every live replica's, so the third, which
-    /// every voter grants as it is ahead of them, wins and refills them.
+    /// grant counts only beside a majority of other grants or with every
+    /// replica's, so the third, which both grant as it is ahead of them,
+    /// wins and refills them.
     @Test(.hangBound) func twoWipedReplicasDoNotElectEachOtherOverTheThirdsWrites() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-blank-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
