@@ -4,37 +4,17 @@ import Testing
 
 /// A node that starts with an empty data_dir is blank for every shard
 /// (`ShardLease.blank`): a first start and a data_dir removed whole look the
-/// same, so its grants count toward a new lease only where every voter
-/// granted, until a complete copy of the shard reaches it or it wins it.
+/// same, so its grants count toward a new lease only beside a majority of
+/// other grants or where every voter granted, until a complete copy of the
+/// shard reaches it or it wins it.
 @Suite struct LeaseBlankTests {
     let shard = 0
-
-    func run(_ cluster: inout LeaseCluster, from: Int64, to: Int64, cut: Set<Int> = []) {
-        var now = from
-        while now <= to {
-            for index in cluster.machines.indices where !cut.contains(index) { _ = cluster.tick(index, at: now) }
-            cluster.deliver(at: now, cut: cut)
-            now += LeaseCluster.tickMs
-        }
-    }
 
     /// Restarts `index` as a node whose data_dir was removed whole: no
     /// terms, nothing held, a new process life, blank.
     func wipe(_ index: Int, in cluster: inout LeaseCluster, at now: Int64) {
         cluster.machines[index] = LeaseCluster.machine(cluster.ids[index], persisted: [:], learner: false, blank: true, life: 2)
         cluster.start(index, at: now)
-    }
-
-    /// What `voter` answers a one-shard ask for shard 0 from `requester` in
-    /// the form this release sends its peers (with the copy state and config).
-    func verdictAskedWithConfig(_ cluster: inout LeaseCluster, of voter: Int, from requester: Int, term: UInt32,
-                                at now: Int64) -> LeaseVerdict? {
-        let asks = [LeaseAsk(shard: UInt32(shard), term: term, lastVersion: .zero)]
-        let ask = LeaseMessage(sender: cluster.ids[requester],
-                               payload: .requestWithConfig(round: 1, life: 1, durationMs: 1000, asks: asks))
-        let frame = LeaseCodec.encode(ask, parameters: LeaseCluster.parameters, authenticator: LeaseCluster.authenticator)
-        let reply = sends(cluster.step(voter, .received(frame: frame, now: now))).first.flatMap { decodeLease($0.frame) }
-        return reply?.payload.answers?.first?.verdict
     }
 
     /// The holder writes 40 records every replica holds, then two of the
@@ -46,7 +26,7 @@ import Testing
     @Test func twoWipedReplicasDoNotElectEachOtherWhileTheOneHoldingTheWritesIsAway() {
         var cluster = LeaseCluster()
         let primary = cluster.primary(shard)
-        run(&cluster, from: LeaseCluster.quietEnd, to: LeaseCluster.quietEnd + 2000)
+        cluster.run(from: LeaseCluster.quietEnd, to: LeaseCluster.quietEnd + 2000)
         #expect(cluster.holders(shard, at: LeaseCluster.quietEnd + 2000) == [primary])
         let version = EntryVersion(term: 1, seq: 40)
         for index in cluster.machines.indices {
@@ -58,10 +38,10 @@ import Testing
         for index in wiped { wipe(index, in: &cluster, at: wipedAt) }
         #expect(wiped.allSatisfy { cluster.machines[$0].isBlank(shard) })
         let healAt = wipedAt + 30_000
-        run(&cluster, from: wipedAt, to: healAt, cut: [keeper])
+        cluster.run(from: wipedAt, to: healAt, cut: [keeper])
         #expect(cluster.holders(shard, at: healAt).isEmpty, "two blank replicas elected one of them")
         #expect(cluster.machines[primary].counters.electionsStarted > 0, "the wiped preferred replica campaigned")
-        run(&cluster, from: healAt + 1000, to: healAt + 40_000)
+        cluster.run(from: healAt + 1000, to: healAt + 40_000)
         #expect(cluster.holders(shard, at: healAt + 40_000) == [keeper])
         #expect(cluster.machines[keeper].state.shards[shard].lastVersion == version)
         // The holder's stream of the shard ends the blank state.
@@ -80,19 +60,19 @@ import Testing
         let primary = cluster.primary(shard)
         let away = (primary + 2) % 3
         let start = LeaseCluster.quietEnd
-        run(&cluster, from: start, to: start + 20_000, cut: [away])
+        cluster.run(from: start, to: start + 20_000, cut: [away])
         #expect(cluster.holders(shard, at: start + 20_000).isEmpty)
         let declaredGone = start + 21_000
         for index in cluster.machines.indices where index != away {
             cluster.step(index, .membersChanged(alive: cluster.ids.filter { $0 != cluster.ids[away] }, now: declaredGone))
         }
-        run(&cluster, from: declaredGone, to: declaredGone + 20_000, cut: [away])
+        cluster.run(from: declaredGone, to: declaredGone + 20_000, cut: [away])
         #expect(cluster.holders(shard, at: declaredGone + 20_000).isEmpty)
         let back = declaredGone + 21_000
         for index in cluster.machines.indices {
             cluster.step(index, .membersChanged(alive: cluster.ids, now: back))
         }
-        run(&cluster, from: back, to: back + 30_000)
+        cluster.run(from: back, to: back + 30_000)
         let holders = cluster.holders(shard, at: back + 30_000)
         #expect(holders.count == 1)
         if let holder = holders.first {
@@ -131,7 +111,7 @@ import Testing
     @Test func aBlankVotersGrantsRenewAHolderThatWonItsTerm() {
         var cluster = LeaseCluster()
         let primary = cluster.primary(shard)
-        run(&cluster, from: LeaseCluster.quietEnd, to: LeaseCluster.quietEnd + 2000)
+        cluster.run(from: LeaseCluster.quietEnd, to: LeaseCluster.quietEnd + 2000)
         #expect(cluster.holders(shard, at: LeaseCluster.quietEnd + 2000) == [primary])
         let blankVoter = (primary + 1) % 3
         let away = (primary + 2) % 3
@@ -140,8 +120,8 @@ import Testing
         // The third replica is cut off while the wiped one is still quiet,
         // so the holder's next renewals count the blank grant or nothing.
         let quietOver = wipedAt + LeaseCluster.quietEnd
-        run(&cluster, from: wipedAt, to: quietOver - 1000)
-        run(&cluster, from: quietOver, to: quietOver + 4 * LeaseCluster.durationMs, cut: [away])
+        cluster.run(from: wipedAt, to: quietOver - 1000)
+        cluster.run(from: quietOver, to: quietOver + 4 * LeaseCluster.durationMs, cut: [away])
         #expect(cluster.holders(shard, at: quietOver + 4 * LeaseCluster.durationMs) == [primary])
         #expect(cluster.machines[blankVoter].counters.answersByVerdict[.grantedBlank, default: 0] > 0)
         #expect(cluster.machines[blankVoter].isBlank(shard))
@@ -178,10 +158,10 @@ import Testing
         #expect(cluster.verdictAskedDirectly(of: 1, from: 0, term: 1, at: now) == .emptyLearner)
         #expect(cluster.answerAskedDirectly(of: 1, from: 0, term: 1, at: now, mayHaveHole: false)?.verdict == .emptyLearner)
         #expect(cluster.machines[1].term(ofShard: shard) == 0, "a refusal persists no vote")
-        #expect(verdictAskedWithConfig(&cluster, of: 1, from: 0, term: 1, at: now) == .grantedBlank)
+        #expect(cluster.answerAskedDirectly(of: 1, from: 0, term: 1, at: now, withConfig: true)?.verdict == .grantedBlank)
         #expect(cluster.log[1].contains(.persistTerm(shard: shard, PersistedTerm(term: 1, votedFor: cluster.ids[0]))))
         cluster.step(2, .copyComplete(shard: shard, now: now))
-        #expect(verdictAskedWithConfig(&cluster, of: 2, from: 0, term: 1, at: now) == .granted)
+        #expect(cluster.answerAskedDirectly(of: 2, from: 0, term: 1, at: now, withConfig: true)?.verdict == .granted)
     }
 
     @Test func theBlankGrantVerdictTravelsOnlyInTheReplyThatCarriesConfigs() {

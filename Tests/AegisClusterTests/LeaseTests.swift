@@ -70,6 +70,17 @@ struct LeaseCluster {
         step(index, .timerFired(.tick, now: now))
     }
 
+    /// Ticks every node not in `cut` from `from` to `to` (inclusive), one
+    /// tick apart, delivering at each.
+    mutating func run(from: Int64, to: Int64, cut: Set<Int> = [], oneWay: (from: Int, to: Int)? = nil) {
+        var now = from
+        while now <= to {
+            for index in machines.indices where !cut.contains(index) { _ = tick(index, at: now) }
+            deliver(at: now, cut: cut, oneWay: oneWay)
+            now += Self.tickMs
+        }
+    }
+
     /// Delivers everything in flight (and what that produces) at `now`,
     /// except frames to or from the nodes in `cut`.
     mutating func deliver(at now: Int64, cut: Set<Int> = [], oneWay: (from: Int, to: Int)? = nil) {
@@ -92,11 +103,15 @@ struct LeaseCluster {
     }
 
     /// The whole answer behind `verdictAskedDirectly`. `mayHaveHole` nil
-    /// sends the form 0.2.0 decodes, which says nothing of the copy.
+    /// sends the form 0.2.0 decodes, which says nothing of the copy;
+    /// `withConfig` the form this release sends its peers.
     mutating func answerAskedDirectly(of voter: Int, from requester: Int, term: UInt32, at now: Int64,
-                                      lastVersion: EntryVersion = .zero, mayHaveHole: Bool? = nil) -> LeaseAnswer? {
+                                      lastVersion: EntryVersion = .zero, mayHaveHole: Bool? = nil,
+                                      withConfig: Bool = false) -> LeaseAnswer? {
         let asks = [LeaseAsk(shard: 0, term: term, lastVersion: lastVersion, mayHaveHole: mayHaveHole ?? false)]
-        let ask = LeaseMessage(sender: ids[requester], payload: mayHaveHole == nil
+        let ask = LeaseMessage(sender: ids[requester], payload: withConfig
+            ? .requestWithConfig(round: 1, life: 1, durationMs: 1000, asks: asks)
+            : mayHaveHole == nil
             ? .request(round: 1, life: 1, durationMs: 1000, asks: asks)
             : .requestWithCopyState(round: 1, life: 1, durationMs: 1000, asks: asks))
         let frame = LeaseCodec.encode(ask, parameters: Self.parameters, authenticator: Self.authenticator)
@@ -324,12 +339,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
     /// Runs ticks on every node from `from` to `to` (inclusive), delivering at each.
     func run(_ cluster: inout LeaseCluster, from: Int64, to: Int64, cut: Set<Int> = [],
              oneWay: (from: Int, to: Int)? = nil) {
-        var now = from
-        while now <= to {
-            for index in cluster.machines.indices where !cut.contains(index) { _ = cluster.tick(index, at: now) }
-            cluster.deliver(at: now, cut: cut, oneWay: oneWay)
-            now += LeaseCluster.tickMs
-        }
+        cluster.run(from: from, to: to, cut: cut, oneWay: oneWay)
     }
 
     /// The preferred replica wins the shard after the quiet period and

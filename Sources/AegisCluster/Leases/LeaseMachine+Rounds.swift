@@ -234,9 +234,11 @@ extension LeaseMachine {
             let shard = Int(ask.shard)
             if let theirs = ask.config { adoptConfig(theirs, shard: shard, from: requester, into: &output) }
             if copyStateKnown && !ask.mayHaveHole { noteWholeClaim(shard, ask.lastVersion, of: requester, now: now) }
-            let before = state.shards[shard]
-            let renews = ask.term == before.term && before.votedFor == requester && before.votedForLife == life
-            let verdict = verdict(on: ask, from: requester, life: life, durationMs: durationMs, configKnown: configKnown, now: now)
+            let lease = state.shards[shard]
+            // A holder renewing the term this node granted it in this life.
+            let renewal = ask.term == lease.term && lease.votedFor == requester && lease.votedForLife == life
+            let verdict = verdict(on: ask, from: requester, renewal: renewal, durationMs: durationMs, configKnown: configKnown,
+                                  now: now)
             if verdict.grants && state.shards[shard].grantee == settings.nodeID {
                 // This node's own campaign gives way (see `mayAbandonCampaign`):
                 // grants still on their way for it must never count.
@@ -245,7 +247,7 @@ extension LeaseMachine {
             if verdict.grants || verdict == .prepared {
                 state.shards[shard].grantedClaimBy = requester
                 state.shards[shard].grantedClaim = ask.lastVersion
-                state.shards[shard].grantedClaimRenews = verdict.grants && renews
+                state.shards[shard].grantedClaimRenews = verdict.grants && renewal
             }
             if verdict.grants {
                 adopt(term: ask.term, votedFor: requester, shard: shard, reason: "voted for \(requester)", into: &output)
@@ -294,7 +296,7 @@ extension LeaseMachine {
 
     /// `configKnown`: the ask came in the form that carries the asker's
     /// config (its absence then means the asker has none).
-    mutating func verdict(on ask: LeaseAsk, from requester: NodeID, life: UInt64, durationMs: Int64, configKnown: Bool,
+    mutating func verdict(on ask: LeaseAsk, from requester: NodeID, renewal: Bool, durationMs: Int64, configKnown: Bool,
                           now: Milliseconds) -> LeaseVerdict {
         let shard = Int(ask.shard)
         let lease = state.shards[shard]
@@ -320,7 +322,6 @@ extension LeaseMachine {
         // checked like any other, and prepared rather than granted.
         let heldByAnother = promisedToAnother(requester, shard: shard, now: now) && !mayAbandonCampaign(shard, for: ask)
         if heldByAnother && !(ask.transfer && configKnown) { return .leaseHeld }
-        let renewal = ask.term == lease.term && lease.votedFor == requester && lease.votedForLife == life
         if ask.term == lease.term, let voted = lease.votedFor, voted != requester { return .votedOther }
         // A vote prepared for a hand-off's target grants only through the
         // holder's release, which the holder sends once the target holds its
@@ -461,14 +462,15 @@ extension LeaseMachine {
                 let standBack = settings.leaseDurationMs + Int64(replicaSet(shard).count + 1) * settings.electionTimeoutMs
                 state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
             }
-            if answer.verdict == .grantedBlank {
+            let blankGrant = answer.verdict == .grantedBlank
+            if blankGrant {
                 state.shards[shard].blankPeers.insert(voter)
             } else if answer.verdict == .granted {
                 state.shards[shard].blankPeers.remove(voter)
             }
             guard answer.verdict.grants, entry.term == answer.term else { continue }
             entry.granters.insert(voter)
-            if answer.verdict == .grantedBlank { entry.blankGranters.insert(voter) } else { entry.blankGranters.remove(voter) }
+            if blankGrant { entry.blankGranters.insert(voter) } else { entry.blankGranters.remove(voter) }
             state.rounds[round]?.asked[shard] = entry
             countGrants(round: round, shard: shard, now: now, into: &output)
         }

@@ -583,9 +583,10 @@ final class LeaseDriver {
 
     func shards(nowMs: Int64) -> [ShardView] {
         terms.indices.map { shard in
-            ShardView(shard: shard, term: terms[shard],
-                      heldForMs: heldUntil[shard].flatMap { $0 > nowMs ? $0 - nowMs : nil }, localVersion: toldVersion[shard],
-                      copyMayHaveHole: readMachine { $0.copyMayHaveHole(shard) }, blank: readMachine { $0.isBlank(shard) })
+            let (hole, blank) = readMachine { ($0.copyMayHaveHole(shard), $0.isBlank(shard)) }
+            return ShardView(shard: shard, term: terms[shard],
+                             heldForMs: heldUntil[shard].flatMap { $0 > nowMs ? $0 - nowMs : nil }, localVersion: toldVersion[shard],
+                             copyMayHaveHole: hole, blank: blank)
         }
     }
 
@@ -637,12 +638,11 @@ final class LeaseDriver {
         var complete: [Int] = []
         if review.applies {
             for shard in acknowledged.indices {
-                if readMachine({ $0.blankCopyIsComplete(shard, acknowledged: acknowledged[shard], now: nowMs) }) {
-                    complete.append(shard)
+                let (isReplica, holds, promised, blankComplete) = readMachine {
+                    ($0.replicaSet(shard).contains(selfID), $0.holdsLease(shard, now: nowMs), $0.promisedHolderClaim(shard, now: nowMs),
+                     $0.blankCopyIsComplete(shard, acknowledged: acknowledged[shard], now: nowMs))
                 }
-                let (isReplica, holds, promised) = readMachine {
-                    ($0.replicaSet(shard).contains(selfID), $0.holdsLease(shard, now: nowMs), $0.promisedHolderClaim(shard, now: nowMs))
-                }
+                if blankComplete { complete.append(shard) }
                 let belowClaim = isReplica && !holds && promised.map { acknowledged[shard] < $0.claim } == true
                 if !belowClaim {
                     belowClaimSince[shard] = nil
