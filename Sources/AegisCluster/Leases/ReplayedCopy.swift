@@ -33,7 +33,11 @@ import AegisStore
 /// Snapshots: the reactor runs the same chain over every write it logs
 /// (`ReactorLog.chains`), and a snapshot keeps, per shard whose chain was
 /// whole when its segment began, the chain's head (`provenThrough`); the
-/// replay continues from there. The records of the segment the snapshot
+/// replay continues from there. So does a shard whose lease the reactor
+/// held when the snapshot began: the winner's copy is the shard's (the lease
+/// machine stops counting it holed when it wins) and the snapshot writes all
+/// of it, so its chain restarts there (`provenThrough`: its newest write).
+/// The records of the segment the snapshot
 /// starts may repeat writes at or below that head (the batch being filled
 /// when the snapshot began goes into it). A snapshot without a shard's head
 /// proves nothing of it: its records after it start past seq 1.
@@ -68,4 +72,7 @@ public struct ReplayedCopy: Sendable, Equatable {
 
     /// The copy holds every write up to `head`, and nothing is known missing.
     public var isWhole: Bool { !broken && head > .zero }
+
+    /// Something may be missing: not merely nothing logged yet.
+    public var isBroken: Bool { broken }
 }

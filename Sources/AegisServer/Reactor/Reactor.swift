@@ -322,6 +322,7 @@ final class Reactor: @unchecked Sendable {
             close(connection)
         }
         if monotonicMs >= schedule.drainDeadlineMs { closeOverdueConnections() }
+        noteSnapshotOwedAtStop()
         if counters.connections == 0 && !schedule.countedAsDrained {
             schedule.countedAsDrained = true
             node.drainedReactors.wrappingAdd(1, ordering: .acquiringAndReleasing)

@@ -507,8 +507,13 @@ extension Reactor {
         case .snapshotFailed:
             counters.walErrors &+= 1
             log.snapshot.nextAttemptMs = monotonicMs + 10_000
+            // Retried after the pause above; a stop gives up on it rather
+            // than wait on a failing disk until systemd kills the process.
+            if log.snapshot.runningForWins && node.state != .draining { log.snapshot.owedForWins = true }
+            log.snapshot.runningForWins = false
         case .snapshotCompleted(let entries, let removedBytes):
             counters.walSnapshots &+= 1
+            log.snapshot.runningForWins = false
             counters.walTruncateServed = log.snapshot.servesRequest
             logger.info("snapshot written; covered log segments removed", metadata: [
                 "reactor": "\(index)", "entries": "\(entries)", "bytes_removed": "\(removedBytes)",
@@ -516,10 +521,13 @@ extension Reactor {
         }
     }
 
-    /// True when the copy holds changes the log does not: (part of) a
-    /// stream, or records applied as a follower, since the last snapshot.
+    /// True when the log cannot give the copy back whole after a restart:
+    /// it changed in ways the log does not hold (part of a stream, records
+    /// applied as a follower) since the last snapshot, or the chain of
+    /// logged writes that would prove it whole is broken (`ReplayedCopy`).
     func logLacksCopy(of shard: Int) -> Bool {
-        log.wal != nil && log.unloggedSinceSnapshot.indices.contains(shard) && log.unloggedSinceSnapshot[shard]
+        guard log.wal != nil, log.unloggedSinceSnapshot.indices.contains(shard) else { return false }
+        return log.unloggedSinceSnapshot[shard] || log.chains[shard].isBroken
     }
 
     /// This node now holds `won`, whose copies its log does not hold. After
@@ -533,6 +541,7 @@ extension Reactor {
     func snapshotAfterWinning(_ won: [Int]) {
         guard let wal = log.wal, wal.acceptsWrites else { return }
         log.snapshot.wanted = true
+        log.snapshot.owedForWins = true
         logger.info("write-ahead log: snapshot asked for: this node won shards whose copy its log does not hold", metadata: [
             "reactor": "\(index)", "shards": "\(won.count)", "first": "\(won.prefix(8).map(String.init).joined(separator: ","))",
         ])
@@ -561,6 +570,7 @@ extension Reactor {
         if wal.bytesSinceSnapshot > threshold && monotonicMs >= log.snapshot.nextAttemptMs && !wal.isSnapshotting {
             log.snapshot.wanted = true
         }
+        if log.snapshot.owedForWins && monotonicMs >= log.snapshot.nextAttemptMs { log.snapshot.wanted = true }
         if log.snapshot.wanted { startSnapshot() }
     }
 
@@ -575,13 +585,27 @@ extension Reactor {
         // (the batch being filled included): the heads as of now are what
         // the replay continues from.
         var provenHeads: [Int: EntryVersion] = [:]
-        for shard in shards.ownedIndices where log.chains[shard].isWhole {
-            guard let store = shards[shard], store.lastWriteVersion <= log.chains[shard].head else { continue }
+        let nowMs = aegis_monotonic_ms_coarse()
+        for shard in shards.ownedIndices {
+            guard let store = shards[shard] else { continue }
+            if leases.enforced && leases.allowsWrite(shard, nowMs: nowMs) && store.lastWriteVersion > .zero {
+                // The holder's copy is the shard's: the lease machine treats
+                // a winner's copy as whole, and the snapshot writes all of it,
+                // so the log proves it whole through its newest write. Not
+                // through the term held: that version would be the claim
+                // after a restart, which no write carries, and the followers
+                // would stay behind it until a new write. Its own next write
+                // continues the chain when the held term is the next one.
+                log.chains[shard] = ReplayedCopy(provenThrough: store.lastWriteVersion)
+            }
+            guard log.chains[shard].isWhole, store.lastWriteVersion <= log.chains[shard].head else { continue }
             provenHeads[shard] = log.chains[shard].head
         }
         wal.snapshotProvenHeads = provenHeads
         // Every copy is walked from here, each change the log lacks so far included.
         for shard in shards.ownedIndices where shard < log.unloggedSinceSnapshot.count { log.unloggedSinceSnapshot[shard] = false }
+        log.snapshot.runningForWins = log.snapshot.owedForWins
+        log.snapshot.owedForWins = false
         log.snapshot.servesRequest = log.snapshot.requestsSeen
         log.snapshot.shardPosition = 0
         log.snapshot.cursor = 0
@@ -607,9 +631,25 @@ extension Reactor {
     }
 
     /// True when nothing the log owes anyone is outstanding.
+    /// Said once per stop that waits for the snapshot owed for wins, so
+    /// that a slower stop has its reason in the journal.
+    func noteSnapshotOwedAtStop() {
+        guard let wal = log.wal, wal.acceptsWrites, !log.snapshot.toldStopWaits,
+              log.snapshot.owedForWins || (wal.isSnapshotting && log.snapshot.runningForWins) else { return }
+        log.snapshot.toldStopWaits = true
+        logger.notice("stopping: writing the snapshot owed for shards this node won before the process exits", metadata: [
+            "reactor": "\(index)", "bytes": "\(shards.ledger.usedBytes)",
+        ])
+    }
+
+    /// Nothing owed to the log: no batch on its way, and no snapshot owed
+    /// for shards won (`SnapshotProgress.owedForWins`) while the disk takes
+    /// writes; a stop waits for it (logMaintenance starts it).
     var logIsSettled: Bool {
         guard let wal = log.wal else { return true }
+        let snapshotOwed = wal.acceptsWrites && (log.snapshot.owedForWins || (wal.isSnapshotting && log.snapshot.runningForWins))
         return !wal.isBatchInFlight && wal.filling.isEmpty && log.holding.replies.isEmpty && log.holdsInFlight.isEmpty
+            && !snapshotOwed
     }
 }
 

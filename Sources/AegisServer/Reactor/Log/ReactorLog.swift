@@ -52,6 +52,14 @@ struct SnapshotProgress {
     /// The operator request the running snapshot answers (0 = none).
     var servesRequest = 0
     var wanted = false
+    /// A shard was won whose copy the log does not prove (`snapshotAfterWinning`)
+    /// and no snapshot started since: a stop writes one before the process
+    /// exits, or a full recovery could elect a copy without the writes
+    /// acknowledged under earlier holders.
+    var owedForWins = false
+    /// The running snapshot is the one owed for wins.
+    var runningForWins = false
+    var toldStopWaits = false
     /// Position of the scan: an index into the owned shards, and the cursor within it.
     var shardPosition = 0
     var cursor: UInt64 = 0
