@@ -585,10 +585,9 @@ extension Reactor {
         // (the batch being filled included): the heads as of now are what
         // the replay continues from.
         var provenHeads: [Int: EntryVersion] = [:]
-        let nowMs = aegis_monotonic_ms_coarse()
         for shard in shards.ownedIndices {
             guard let store = shards[shard] else { continue }
-            if leases.enforced && leases.allowsWrite(shard, nowMs: nowMs) && store.lastWriteVersion > .zero {
+            if leases.enforced && leases.allowsWrite(shard, nowMs: monotonicMs) && store.lastWriteVersion > .zero {
                 // The holder's copy is the shard's: the lease machine treats
                 // a winner's copy as whole, and the snapshot writes all of it,
                 // so the log proves it whole through its newest write. Not
@@ -630,26 +629,29 @@ extension Reactor {
         wal.writeSnapshotChunk(last: log.snapshot.shardPosition == owned.count)
     }
 
-    /// True when nothing the log owes anyone is outstanding.
     /// Said once per stop that waits for the snapshot owed for wins, so
     /// that a slower stop has its reason in the journal.
     func noteSnapshotOwedAtStop() {
-        guard let wal = log.wal, wal.acceptsWrites, !log.snapshot.toldStopWaits,
-              log.snapshot.owedForWins || (wal.isSnapshotting && log.snapshot.runningForWins) else { return }
+        guard owesSnapshotForWins, !log.snapshot.toldStopWaits else { return }
         log.snapshot.toldStopWaits = true
         logger.notice("stopping: writing the snapshot owed for shards this node won before the process exits", metadata: [
             "reactor": "\(index)", "bytes": "\(shards.ledger.usedBytes)",
         ])
     }
 
+    /// A snapshot is owed for shards won (`SnapshotProgress.owedForWins`),
+    /// or is being written, while the disk takes writes.
+    var owesSnapshotForWins: Bool {
+        guard let wal = log.wal, wal.acceptsWrites else { return false }
+        return log.snapshot.owedForWins || (wal.isSnapshotting && log.snapshot.runningForWins)
+    }
+
     /// Nothing owed to the log: no batch on its way, and no snapshot owed
-    /// for shards won (`SnapshotProgress.owedForWins`) while the disk takes
-    /// writes; a stop waits for it (logMaintenance starts it).
+    /// for shards won; a stop waits for it (logMaintenance starts it).
     var logIsSettled: Bool {
         guard let wal = log.wal else { return true }
-        let snapshotOwed = wal.acceptsWrites && (log.snapshot.owedForWins || (wal.isSnapshotting && log.snapshot.runningForWins))
         return !wal.isBatchInFlight && wal.filling.isEmpty && log.holding.replies.isEmpty && log.holdsInFlight.isEmpty
-            && !snapshotOwed
+            && !owesSnapshotForWins
     }
 }
 
