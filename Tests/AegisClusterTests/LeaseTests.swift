@@ -336,18 +336,12 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
 @Suite struct LeaseMachineTests {
     let shard = 0
 
-    /// Runs ticks on every node from `from` to `to` (inclusive), delivering at each.
-    func run(_ cluster: inout LeaseCluster, from: Int64, to: Int64, cut: Set<Int> = [],
-             oneWay: (from: Int, to: Int)? = nil) {
-        cluster.run(from: from, to: to, cut: cut, oneWay: oneWay)
-    }
-
     /// The preferred replica wins the shard after the quiet period and
     /// writes 40 records that every replica holds (2 s after `quietEnd`).
     func holderWithWritesEveryoneHolds(_ cluster: inout LeaseCluster) -> (primary: Int, version: EntryVersion) {
         let primary = cluster.primary(shard)
         let start = LeaseCluster.quietEnd
-        run(&cluster, from: start, to: start + 2000)
+        cluster.run(from: start, to: start + 2000)
         #expect(cluster.holders(shard, at: start + 2000) == [primary])
         let version = EntryVersion(term: cluster.machines[primary].term(ofShard: shard), seq: 40)
         for index in cluster.machines.indices {
@@ -361,7 +355,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         let primary = cluster.primary(shard)
         // Within one lease plus margin of start nobody campaigns: they may
         // have granted leases before a restart that they no longer remember.
-        run(&cluster, from: 1000, to: LeaseCluster.quietEnd - 1)
+        cluster.run(from: 1000, to: LeaseCluster.quietEnd - 1)
         #expect(cluster.holders(shard, at: LeaseCluster.quietEnd - 1).isEmpty)
         let at = LeaseCluster.quietEnd
         let actions = cluster.tick(primary, at: at)
@@ -397,7 +391,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
 
     @Test func renewalsKeepTheLeaseAndGoOneFramePerPeerForAllShards() {
         var cluster = LeaseCluster()
-        run(&cluster, from: LeaseCluster.quietEnd, to: LeaseCluster.quietEnd + 20_000)
+        cluster.run(from: LeaseCluster.quietEnd, to: LeaseCluster.quietEnd + 20_000)
         let end = LeaseCluster.quietEnd + 20_000
         for shard in 0..<4 { #expect(cluster.holders(shard, at: end) == [cluster.primary(shard)]) }
         // One tick of a node that holds several shards: one frame per peer.
@@ -450,7 +444,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         -> (primary: Int, lastRenewal: Int64) {
         let primary = cluster.primary(shard)
         let start = LeaseCluster.quietEnd
-        run(&cluster, from: start, to: start + 4000)
+        cluster.run(from: start, to: start + 4000)
         #expect(cluster.holders(shard, at: start + 4000) == [primary])
         let lastRenewal = start + 4000
         beforeFailure(&cluster, primary, lastRenewal)
@@ -458,7 +452,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         for index in cluster.machines.indices where index != primary {
             cluster.step(index, .membersChanged(alive: survivors, now: lastRenewal + 1))
         }
-        run(&cluster, from: lastRenewal + 1000, to: lastRenewal + 12_000, cut: [primary])
+        cluster.run(from: lastRenewal + 1000, to: lastRenewal + 12_000, cut: [primary])
         return (primary, lastRenewal)
     }
 
@@ -492,13 +486,13 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         let primary = cluster.primary(shard)
         let preferred = cluster.ids.firstIndex(of: cluster.map.followers(ofShard: 0)[0])!
         let start = LeaseCluster.quietEnd
-        run(&cluster, from: start, to: start + 4000)
+        cluster.run(from: start, to: start + 4000)
         let lastRenewal = start + 4000
         #expect(cluster.holders(shard, at: lastRenewal) == [primary])
         let promisesEnd = lastRenewal + LeaseCluster.durationMs + LeaseCluster.margin
         let lastTick = lastRenewal + (promisesEnd - lastRenewal) / LeaseCluster.tickMs * LeaseCluster.tickMs
         // Still alive as far as membership knows: no campaign, though the primary is cut off.
-        run(&cluster, from: lastRenewal + LeaseCluster.tickMs, to: lastTick, cut: [primary])
+        cluster.run(from: lastRenewal + LeaseCluster.tickMs, to: lastTick, cut: [primary])
         #expect(cluster.holders(shard, at: lastTick).isEmpty || cluster.holders(shard, at: lastTick) == [primary])
         let suspectedAt = lastTick + LeaseCluster.tickMs / 2
         #expect(suspectedAt > promisesEnd && suspectedAt < lastTick + LeaseCluster.tickMs)
@@ -561,7 +555,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         // Caught up (equal is enough): somebody wins, whoever campaigns first.
         cluster.step(primary, .localVersion(shard: 0, version: EntryVersion(term: 1, seq: 10), now: at))
         let later = at + 2 * LeaseCluster.durationMs + 2000
-        run(&cluster, from: at + 1000, to: later)
+        cluster.run(from: at + 1000, to: later)
         #expect(cluster.holders(shard, at: later).count == 1)
     }
 
@@ -575,7 +569,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         var cluster = LeaseCluster()
         let old = cluster.primary(shard)
         let start = LeaseCluster.quietEnd
-        run(&cluster, from: start, to: start + 4000)
+        cluster.run(from: start, to: start + 4000)
         #expect(cluster.holders(shard, at: start + 4000) == [old])
         let others = cluster.ids.filter { $0 != cluster.ids[old] }
         for index in cluster.machines.indices {
@@ -617,12 +611,12 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         var cluster = LeaseCluster()
         let primary = cluster.primary(shard)
         let start = LeaseCluster.quietEnd
-        run(&cluster, from: start, to: start + 2000)
+        cluster.run(from: start, to: start + 2000)
         let challenger = cluster.machines.indices.first { $0 != primary }!
         // The challenger stops hearing the primary (a one-way cut), believes
         // it dead, and campaigns once its promise runs out.
         cluster.step(challenger, .membersChanged(alive: cluster.ids.filter { $0 != cluster.ids[primary] }, now: start + 2000))
-        run(&cluster, from: start + 3000, to: start + 30_000, oneWay: (primary, challenger))
+        cluster.run(from: start + 3000, to: start + 30_000, oneWay: (primary, challenger))
         #expect(cluster.machines[challenger].counters.electionsStarted > 0)
         #expect(cluster.holders(shard, at: start + 30_000) == [primary])
         #expect(cluster.machines[primary].term(ofShard: shard) == 1)
@@ -794,7 +788,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         var cluster = LeaseCluster()
         let primary = cluster.primary(shard)
         let start = LeaseCluster.quietEnd
-        run(&cluster, from: start, to: start + 2000)
+        cluster.run(from: start, to: start + 2000)
         #expect(cluster.holders(shard, at: start + 2000) == [primary])
         // The others elected one of themselves at term 7 while the primary was
         // paused (its lease is still running on its own clock: it was paused,
@@ -821,7 +815,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
             #expect(cluster.machines[index].isEmptyLearner)
             #expect(cluster.log[index].contains { if case .log(.notice, let line) = $0 { line.contains("empty learner") } else { false } })
         }
-        run(&cluster, from: 1000, to: 40_000)
+        cluster.run(from: 1000, to: 40_000)
         #expect(cluster.log.allSatisfy { log in !log.contains { if case .persistTerm = $0 { true } else { false } } })
         #expect((0..<4).allSatisfy { cluster.holders($0, at: 40_000).isEmpty })
         // Asked directly, it refuses.
@@ -847,7 +841,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         let (primary, version) = holderWithWritesEveryoneHolds(&cluster)
         let start = LeaseCluster.quietEnd
         let crashedAt = start + 3000, backAt = start + 6000
-        run(&cluster, from: crashedAt, to: backAt - 1, cut: [primary])
+        cluster.run(from: crashedAt, to: backAt - 1, cut: [primary])
         cluster.inFlight.removeAll { $0.from == primary || $0.to == primary }
         let persisted = [shard: PersistedTerm(term: cluster.machines[primary].term(ofShard: shard),
                                               votedFor: cluster.ids[primary])]
@@ -868,12 +862,12 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         let (primary, _) = holderWithWritesEveryoneHolds(&cluster)
         let voter = (primary + 1) % cluster.ids.count
         let restartAt = LeaseCluster.quietEnd + 3000
-        run(&cluster, from: restartAt - 1000, to: restartAt - 1)
+        cluster.run(from: restartAt - 1000, to: restartAt - 1)
         cluster.inFlight.removeAll { $0.from == voter || $0.to == voter }
         cluster.machines[voter] = LeaseCluster.machine(cluster.ids[voter], persisted: [:], learner: false, restarted: true, life: 2)
         cluster.start(voter, at: restartAt)
         #expect(cluster.machines[voter].routingHolder(shard, now: restartAt) == nil, "nobody asked yet")
-        run(&cluster, from: restartAt, to: restartAt + 2000)
+        cluster.run(from: restartAt, to: restartAt + 2000)
         let quiet = restartAt + 2000
         #expect(cluster.holders(shard, at: quiet) == [primary])
         #expect(cluster.machines[voter].believedHolder(shard, now: quiet) == nil, "quiet: it promised nothing")
@@ -881,11 +875,11 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         // Just past the quiet, before the next renewal: no promise yet, the
         // hint still runs.
         let quietEnded = restartAt + LeaseCluster.quietEnd + 1
-        run(&cluster, from: quiet + 1000, to: quietEnded)
+        cluster.run(from: quiet + 1000, to: quietEnded)
         #expect(cluster.machines[voter].believedHolder(shard, now: quietEnded) == nil)
         #expect(cluster.machines[voter].routingHolder(shard, now: quietEnded) == cluster.ids[primary])
         let afterQuiet = restartAt + LeaseCluster.quietEnd + 2000
-        run(&cluster, from: quietEnded + 1000, to: afterQuiet)
+        cluster.run(from: quietEnded + 1000, to: afterQuiet)
         #expect(cluster.holders(shard, at: afterQuiet) == [primary])
         #expect(cluster.machines[voter].believedHolder(shard, now: afterQuiet) == cluster.ids[primary], "granted the renewal")
         #expect(cluster.machines[voter].routingHolder(shard, now: afterQuiet) == cluster.ids[primary])
@@ -893,7 +887,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         // asking is not named by it afterwards.
         var silent = cluster
         let later = afterQuiet + 2 * LeaseCluster.durationMs
-        run(&silent, from: afterQuiet + 1000, to: later, cut: [primary])
+        silent.run(from: afterQuiet + 1000, to: later, cut: [primary])
         #expect(silent.machines[voter].routingHolder(shard, now: later) != silent.ids[primary])
     }
 
@@ -908,7 +902,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         let (primary, backAt) = restartTheHolderWithItsWrites(&cluster, restarted: standsBack)
         cluster.start(primary, at: backAt)
         let standBackEnds = backAt + LeaseCluster.settings(cluster.ids[primary]).restartStandBackMs
-        run(&cluster, from: backAt, to: standBackEnds + 20_000)
+        cluster.run(from: backAt, to: standBackEnds + 20_000)
         let holders = cluster.holders(shard, at: standBackEnds + 20_000)
         #expect(holders.count == 1)
         if standsBack {
@@ -939,7 +933,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
 
         let lookAt = backAt + LeaseCluster.quietEnd + 2 * LeaseCluster.tickMs
         #expect(lookAt < backAt + LeaseCluster.settings(cluster.ids[primary]).restartStandBackMs)
-        run(&cluster, from: backAt, to: lookAt)
+        cluster.run(from: backAt, to: lookAt)
         #expect(cluster.holders(shard, at: lookAt) == [primary], "the whole copy wins again without standing back")
     }
 
@@ -971,7 +965,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         var winners: Set<Int> = []
         var now = backAt
         while now <= backAt + 2 * standBack + 10 * LeaseCluster.tickMs && winners.isEmpty {
-            run(&cluster, from: now, to: now)
+            cluster.run(from: now, to: now)
             winners.formUnion(cluster.holders(shard, at: now))
             now += LeaseCluster.tickMs
         }
@@ -1010,12 +1004,12 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
             _ = cluster.step(whole, .copyComplete(shard: shard, now: backAt + 100))
         }
         #expect(cluster.machines[whole].copyMayHaveHole(shard) == !streamed)
-        run(&cluster, from: backAt, to: backAt + 1000)
+        cluster.run(from: backAt, to: backAt + 1000)
         // The holder is gone for good; well inside the replicas' stand-back.
         let goneAt = backAt + 1000, lookAt = goneAt + 15_000
         #expect(lookAt < backAt + LeaseCluster.settings(cluster.ids[whole]).restartStandBackMs)
         cluster.inFlight.removeAll { $0.from == primary || $0.to == primary }
-        run(&cluster, from: goneAt, to: lookAt, cut: [primary])
+        cluster.run(from: goneAt, to: lookAt, cut: [primary])
         if streamed {
             #expect(cluster.holders(shard, at: lookAt) == [whole], "the replica streamed whole took over")
         } else {
@@ -1087,7 +1081,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
             }
         }
         let end = 2 * LeaseCluster.settings(cluster.ids[candidate]).restartStandBackMs + 30_000
-        run(&cluster, from: 1000, to: end, cut: cut)
+        cluster.run(from: 1000, to: end, cut: cut)
         #expect(cluster.holders(shard, at: end) == [candidate])
         #expect(cluster.machines[voter].counters.holedCandidatesRefused == 0)
         if thirdIsLearner { #expect(cluster.machines[voter].state.learners == [cluster.ids[third]]) }
@@ -1231,9 +1225,9 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         }
         let standBackEnds = backAt + LeaseCluster.settings(cluster.ids[primary]).restartStandBackMs
         // The other two are paused through the stand-back: nothing they do counts.
-        run(&cluster, from: backAt, to: standBackEnds, cut: others)
+        cluster.run(from: backAt, to: standBackEnds, cut: others)
         let end = standBackEnds + 30_000
-        run(&cluster, from: standBackEnds + 1000, to: end)
+        cluster.run(from: standBackEnds + 1000, to: end)
         let holders = cluster.holders(shard, at: end)
         #expect(holders.count == 1)
         if copyStateSent {
@@ -1260,7 +1254,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         _ = cluster.step(withWrites, .localVersion(shard: shard, version: EntryVersion(term: 2, seq: 104), now: 0))
         for index in 0..<3 { cluster.start(index, at: 0) }
         let standBack = LeaseCluster.settings(cluster.ids[0]).restartStandBackMs
-        run(&cluster, from: 1000, to: standBack + 12_000)
+        cluster.run(from: 1000, to: standBack + 12_000)
         #expect(cluster.holders(shard, at: standBack + 12_000) == [withWrites])
         // Every copy may have had a hole, so every voter voted on versions
         // alone; the winner's copy is whole from then on, the others' not
@@ -1330,13 +1324,13 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
 
         cluster.machines[0].pauseGrants(false)
         cluster.machines[1].pauseGrants(false)
-        run(&cluster, from: 40_002, to: 80_000)
+        cluster.run(from: 40_002, to: 80_000)
         #expect((0..<4).allSatisfy { cluster.holders($0, at: 80_000).count == 1 }, "grants resume with enforcement")
     }
 
     @Test func oneEmptyLearnerInThreeLeavesAMajorityThatElects() {
         var cluster = LeaseCluster(learners: [0])
-        run(&cluster, from: 1000, to: 40_000)
+        cluster.run(from: 1000, to: 40_000)
         for shard in 0..<4 {
             let holders = cluster.holders(shard, at: 40_000)
             #expect(holders.count == 1 && holders.first != 0)
@@ -1360,7 +1354,7 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
     @Test func aHolderThatIsNoLongerAReplicaLetsGo() {
         var cluster = LeaseCluster()
         let primary = cluster.primary(shard)
-        run(&cluster, from: LeaseCluster.quietEnd, to: LeaseCluster.quietEnd + 1000)
+        cluster.run(from: LeaseCluster.quietEnd, to: LeaseCluster.quietEnd + 1000)
         #expect(cluster.holders(shard, at: LeaseCluster.quietEnd + 1000) == [primary])
         let others = cluster.ids.filter { $0 != cluster.ids[primary] } + [NodeID("node9")!]
         let map = try! ShardMap(members: others, numShards: 4, virtualNodes: 16, replicationFactor: 3)

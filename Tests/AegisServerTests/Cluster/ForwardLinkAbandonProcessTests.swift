@@ -15,9 +15,7 @@ import Testing
     static let counter = "aegis_cluster_forward_links_abandoned_total"
 
     static func shardsHeld(by member: ClusterProcessTests.Member) -> Set<Int>? {
-        guard let body = member.get("/cluster"),
-              let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
-              let leases = object["leases"] as? [String: Any], let shards = leases["shards"] as? [[String: Any]] else { return nil }
+        guard let shards = LeaseProcessTests.shardEntries(member) else { return nil }
         return Set(shards.filter { $0["lease_expires_in_ms"] is Int }.compactMap { $0["shard"] as? Int })
     }
 

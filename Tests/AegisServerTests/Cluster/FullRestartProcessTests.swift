@@ -71,7 +71,7 @@ import Testing
                 "node1 takes over some of node2's shards: it held \(heldFirst.count)")
         _ = try Self.write((0..<600).map { "taken:\($0)" }, through: node1)
         // A shard with no write yet has nothing a replay could prove.
-        let heldAtStop = (ForwardLinkAbandonProcessTests.shardsHeld(by: node1) ?? []).intersection(Self.shardsWithWrites(on: node1))
+        let heldAtStop = (ForwardLinkAbandonProcessTests.shardsHeld(by: node1) ?? []).intersection(LeaseProcessTests.shardsWithWrites(on: node1))
         #expect(node1.stop() == 0, "SIGTERM stops node1 cleanly:\n\(node1.log())")
         try node1.start(seeds: members.map(\.gossipAddress), extra: Self.clusterArguments)
         var replayLine = ""
@@ -83,18 +83,6 @@ import Testing
         print("hand-off whole: node1 held \(heldFirst.count) shards, \(heldAtStop.count) after node2 stopped; \(whole) replayed whole")
         #expect(heldAtStop.count > heldFirst.count && whole >= heldAtStop.count,
                 "node1 held \(heldAtStop.count) shards at its stop (\(heldFirst.count) before the hand-offs); its replay: \(replayLine)")
-    }
-
-    /// The shards whose copy on `member` holds a write (a local version past zero), from /cluster.
-    static func shardsWithWrites(on member: Member) -> Set<Int> {
-        guard let body = member.get("/cluster"),
-              let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
-              let leases = object["leases"] as? [String: Any], let shards = leases["shards"] as? [[String: Any]] else { return [] }
-        return Set(shards.compactMap { shard in
-            guard let number = shard["shard"] as? Int, let version = shard["local_version"] as? [String: Any],
-                  (version["seq"] as? Int ?? 0) > 0 else { return nil }
-            return number
-        })
     }
 
     /// Sets each key of stdin's JSON list through one node, retrying a

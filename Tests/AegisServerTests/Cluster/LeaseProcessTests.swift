@@ -53,15 +53,29 @@ import Testing
         return KeyHash.shard(of: hash, shardCount: numShards)
     }
 
-    /// The newest (term, seq) `member`'s lease machine counts for `shard`.
-    static func localVersion(_ member: Member, shard: Int) -> EntryVersion? {
+    /// The per-shard entries of `member`'s /cluster lease view.
+    static func shardEntries(_ member: Member) -> [[String: Any]]? {
         guard let body = member.get("/cluster"),
               let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
-              let leases = object["leases"] as? [String: Any], let shards = leases["shards"] as? [[String: Any]],
-              let entry = shards.first(where: { $0["shard"] as? Int == shard }),
+              let leases = object["leases"] as? [String: Any] else { return nil }
+        return leases["shards"] as? [[String: Any]]
+    }
+
+    /// The newest (term, seq) `member`'s lease machine counts for `shard`.
+    static func localVersion(_ member: Member, shard: Int) -> EntryVersion? {
+        guard let entry = shardEntries(member)?.first(where: { $0["shard"] as? Int == shard }),
               let local = entry["local_version"] as? [String: Any],
               let term = local["term"] as? Int, let seq = local["seq"] as? Int else { return nil }
         return EntryVersion(term: UInt32(term), seq: UInt64(seq))
+    }
+
+    /// The shards whose copy on `member` holds a write (a local version past zero).
+    static func shardsWithWrites(on member: Member) -> Set<Int> {
+        Set((shardEntries(member) ?? []).compactMap { entry in
+            guard let number = entry["shard"] as? Int, let local = entry["local_version"] as? [String: Any],
+                  (local["seq"] as? Int ?? 0) > 0 else { return nil }
+            return number
+        })
     }
 
     static func startCluster(directory: String, extra: [String] = []) throws -> [Member] {
@@ -152,11 +166,7 @@ import Testing
 
     /// Whether `member`'s copy of `shard` may have a hole, from its /cluster.
     static func copyMayHaveHole(_ member: Member, shard: Int) -> Bool? {
-        guard let body = member.get("/cluster"),
-              let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
-              let leases = object["leases"] as? [String: Any], let shards = leases["shards"] as? [[String: Any]],
-              let entry = shards.first(where: { $0["shard"] as? Int == shard }) else { return nil }
-        return entry["copy_may_have_hole"] as? Bool
+        shardEntries(member)?.first(where: { $0["shard"] as? Int == shard })?["copy_may_have_hole"] as? Bool
     }
 
     /// A node restarted with its log holds of each shard what it replayed:

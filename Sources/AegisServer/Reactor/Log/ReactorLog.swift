@@ -59,6 +59,7 @@ struct SnapshotProgress {
     var owedForWins = false
     /// The running snapshot is the one owed for wins.
     var runningForWins = false
+    /// The stop's wait for it was logged (once per process).
     var toldStopWaits = false
     /// Position of the scan: an index into the owned shards, and the cursor within it.
     var shardPosition = 0
