@@ -149,7 +149,8 @@ extension Simulation {
                 checkAcknowledgedWritesKept(shard, by: index)
             case let .leaseExtended(shard, term, until):
                 held(shard, term: term, until: until, by: index)
-            case let .leaseLost(shard, _):
+            case let .leaseLost(shard, reason):
+                if case .newerWholeCopy = reason { report.yieldsToNewerWholeCopies += 1 }
                 trace.mix(17, UInt64(index), UInt64(shard))
                 nodes[index].leaseEndReal[shard] = min(nodes[index].leaseEndReal[shard], now)
             case let .termChanged(shard, old, new, _):

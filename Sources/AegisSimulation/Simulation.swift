@@ -84,6 +84,9 @@ public struct SimulationReport: Sendable {
     /// Releases that reached a voter before the target's ask (the voter
     /// ended its promise to the holder there).
     public var releasesBeforeAsk = 0
+    /// Leases a holder let go for a replica whose copy was whole through
+    /// newer writes (`LeaseMachine.yieldsTo`).
+    public var yieldsToNewerWholeCopies = 0
 
     public var passed: Bool { violations.isEmpty }
 }

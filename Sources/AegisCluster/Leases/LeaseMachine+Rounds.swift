@@ -237,6 +237,9 @@ extension LeaseMachine {
             let lease = state.shards[shard]
             // A holder renewing the term this node granted it in this life.
             let renewal = ask.term == lease.term && lease.votedFor == requester && lease.votedForLife == life
+            if yieldsTo(ask, from: requester, copyStateKnown: copyStateKnown, now: now) {
+                yield(shard, to: requester, now: now, into: &output)
+            }
             let verdict = verdict(on: ask, from: requester, renewal: renewal, durationMs: durationMs, configKnown: configKnown,
                                   now: now)
             if verdict.grants && state.shards[shard].grantee == settings.nodeID {
@@ -390,6 +393,40 @@ extension LeaseMachine {
         // backed off from a round whose grants were lost.)
         return now < lease.wholeClaimSeenUntil && ask.lastVersion <= lease.wholeClaimSeen
             && lease.lastVersion <= lease.wholeClaimSeen
+    }
+
+    /// Whether this holder lets its lease go for `ask`: a campaign for a
+    /// newer term by a replica whose copy is whole through a version newer
+    /// than this holder's. Every write this holder made is below that claim
+    /// (a write at a term it held would be newer than every earlier
+    /// holder's), so the candidate's copy holds them all, and writes the
+    /// holder lacks besides. After a full cluster recovery the shard's last
+    /// holder, whose last vote went to the replica it was handing the shard
+    /// to as the nodes stopped, stands back longest; the preferred replica,
+    /// whole through older writes, won first with the third replica's
+    /// grant. Held on, that holder kept the lease with the third replica's
+    /// grants while the newer one refused every renewal as behind its copy
+    /// and campaigned a term above it, for ever: it never said it served
+    /// the shard (the runbook's full cluster recovery waited 90 s for
+    /// /health), and the holder's stream would have replaced its newer writes.
+    func yieldsTo(_ ask: LeaseAsk, from requester: NodeID, copyStateKnown: Bool, now: Milliseconds) -> Bool {
+        let shard = Int(ask.shard)
+        let lease = state.shards[shard]
+        guard holdsLease(shard, now: now), lease.handingOffTo == nil, copyStateKnown, !ask.mayHaveHole, !ask.transfer,
+              ask.term > lease.term, replicaSet(shard).contains(requester) else { return false }
+        return ask.lastVersion > lease.lastVersion
+    }
+
+    /// Lets the lease go for a newer whole copy (`yieldsTo`); the ask is
+    /// then judged as any other, so granted unless its config is stale.
+    /// The holder stands back as a candidate told it is behind does.
+    mutating func yield(_ shard: Int, to candidate: NodeID, now: Milliseconds, into output: inout [LeaseAction]) {
+        state.shards[shard].heldUntil = nil
+        forgetRounds(of: shard)
+        if state.shards[shard].grantee == settings.nodeID { state.shards[shard].grantExpiresAt = .min }
+        let standBack = settings.leaseDurationMs + Int64(replicaSet(shard).count + 1) * settings.electionTimeoutMs
+        state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
+        output.append(.leaseLost(shard: shard, reason: .newerWholeCopy(candidate)))
     }
 
     /// A candidate whose copy is whole asked with this claim: remembered for

@@ -63,6 +63,10 @@ public enum LeaseLossReason: Sendable, Equatable, CustomStringConvertible {
     /// Given up (`LeaseEvent.release`): the target of a hand-off, or the
     /// voters of a configuration that leaves this node out, take over.
     case released
+    /// A replica whose copy is whole through a newer version than the
+    /// holder's campaigned: the holder lets the lease go and grants it
+    /// (`LeaseMachine.yieldsTo`).
+    case newerWholeCopy(NodeID)
 
     public var description: String {
         switch self {
@@ -70,6 +74,7 @@ public enum LeaseLossReason: Sendable, Equatable, CustomStringConvertible {
         case let .higherTerm(term): "a peer is at term \(term)"
         case .notReplica: "no longer a replica"
         case .released: "released to another voter"
+        case let .newerWholeCopy(node): "\(node) campaigned with a copy whole through newer writes"
         }
     }
 }
