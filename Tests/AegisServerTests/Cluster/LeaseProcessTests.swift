@@ -201,7 +201,12 @@ import Testing
             holed = [Self.copyMayHaveHole(members[0], shard: shard), Self.copyMayHaveHole(members[0], shard: untouched)]
             return holed.allSatisfy { $0 != nil }
         }, "node1 answers /cluster after its restart:\n\(members[0].log().suffix(2000))")
-        #expect(holed == [true, true], "every copy of a node restarted with its log may have a hole")
+        // On a loaded machine the holder's stream of the written shard (its
+        // tail no longer reaches node1) can finish before /cluster first
+        // answers: the copy is whole then, and the log says it arrived.
+        let streamedFirst = members[0].log().contains("received shard \(shard) from ")
+        #expect(holed[1] == true && (holed[0] == true || streamedFirst),
+                "every copy of a node restarted with its log may have a hole until a stream of it arrives: \(holed)")
         #expect(ReplicationProcessTests.waitForMap(members), "node1 is back in the map")
 
         var streamed = false
