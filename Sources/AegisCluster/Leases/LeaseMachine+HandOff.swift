@@ -245,7 +245,7 @@ extension LeaseMachine {
             if state.shards[shard].grantee == settings.nodeID { state.shards[shard].grantExpiresAt = .min }
             // Its granters' promises do not bind it: it stands back as long as a
             // candidate told it is behind does, so that another voter is elected.
-            let standBack = settings.leaseDurationMs + Int64(replicaSet(shard).count + 1) * settings.electionTimeoutMs
+            let standBack = behindStandBackMs(shard)
             state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
             output.append(.leaseLost(shard: shard, reason: .released))
             released["\(lease.handingOffTo.map { " to \($0)" } ?? "") under \(lease.config.map(\.description) ?? "no config")", default: []].append(shard)

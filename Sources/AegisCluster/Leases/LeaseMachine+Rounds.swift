@@ -424,9 +424,17 @@ extension LeaseMachine {
         state.shards[shard].heldUntil = nil
         forgetRounds(of: shard)
         if state.shards[shard].grantee == settings.nodeID { state.shards[shard].grantExpiresAt = .min }
-        let standBack = settings.leaseDurationMs + Int64(replicaSet(shard).count + 1) * settings.electionTimeoutMs
+        let standBack = behindStandBackMs(shard)
         state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
         output.append(.leaseLost(shard: shard, reason: .newerWholeCopy(candidate)))
+    }
+
+    /// How long a node that should not be elected now stands back: longer
+    /// than any replica's rank wait, so that the up-to-date one campaigns
+    /// alone (a candidate told it is behind, a holder that released or
+    /// yielded).
+    func behindStandBackMs(_ shard: Int) -> Milliseconds {
+        settings.leaseDurationMs + Int64(replicaSet(shard).count + 1) * settings.electionTimeoutMs
     }
 
     /// A candidate whose copy is whole asked with this claim: remembered for
@@ -496,7 +504,7 @@ extension LeaseMachine {
             if answer.verdict == .candidateBehind {
                 // It cannot win until it catches up: stand back longer than any
                 // other replica's rank wait, so the up-to-date one campaigns alone.
-                let standBack = settings.leaseDurationMs + Int64(replicaSet(shard).count + 1) * settings.electionTimeoutMs
+                let standBack = behindStandBackMs(shard)
                 state.shards[shard].campaignAfter = max(state.shards[shard].campaignAfter, now + standBack)
             }
             let blankGrant = answer.verdict == .grantedBlank
