@@ -34,6 +34,7 @@ extension Simulation {
         let shardCount = nodes[index].shardVersions.count
         if wiped {
             nodes[index].disk = [:]
+            nodes[index].blankOnDisk = []
             nodes[index].loggedVersions = Array(repeating: .zero, count: shardCount)
             nodes[index].loggedCopies = Array(repeating: ReplayedCopy(), count: shardCount)
             nodes[index].completeBeforeReceiving = Array(repeating: nil, count: shardCount)
@@ -59,10 +60,13 @@ extension Simulation {
                                      clockDriftBoundPPM: timing.clockDriftBoundPPM, parameters: leaseParameters)
         let randomSeed = scenario.seed &* 0xD1B5_4A32_D192_ED03 &+ UInt64(index) << 32 &+ UInt64(nodes[index].lives)
         // As in the server: a node that finds no terms (a first start, or a
-        // wipe that looks like one) is blank for every shard.
+        // wipe that looks like one) is blank for every shard, and one whose
+        // earlier life was still blank for some is blank for those.
+        if !nodes[index].blankOnDisk.isEmpty && !learner && !nodes[index].disk.isEmpty { report.restartsStillBlank += 1 }
         nodes[index].lease = LeaseMachine(settings: settings, persisted: nodes[index].disk, emptyLearner: learner,
                                           restarted: nodes[index].lives > 1 && !learner && !wiped,
                                           startedBlank: nodes[index].disk.isEmpty && !learner,
+                                          stillBlank: nodes[index].blankOnDisk,
                                           life: life, randomSeed: randomSeed, authenticator: authenticator)
         // Every simulated node runs this release: all decode the copy state.
         let everyNode = Set(nodes.map(\.nodeID))
@@ -91,6 +95,7 @@ extension Simulation {
 
     /// A stopped process accepts no more writes: its leases end now.
     func stopLeases(_ index: Int) {
+        if let lease = nodes[index].lease { nodes[index].blankOnDisk = lease.blankShards }
         nodes[index].lease = nil
         nodes[index].leaseTimerGenerations = [:]
         for shard in nodes[index].leaseEndReal.indices {

@@ -87,6 +87,9 @@ public struct SimulationReport: Sendable {
     /// Leases a holder let go for a replica whose copy was whole through
     /// newer writes (`LeaseMachine.yieldsTo`).
     public var yieldsToNewerWholeCopies = 0
+    /// Restarts of a node still blank for some shard (`stillBlank`): a
+    /// wiped node that stopped again before its refill.
+    public var restartsStillBlank = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -150,6 +153,10 @@ public final class Simulation {
         var leaseTimerGenerations: [LeaseTimerID: UInt64] = [:]
         /// What `persistTerm` wrote: it survives a crash, not a wipe.
         var disk: [Int: PersistedTerm] = [:]
+        /// The server's `lease-terms.blank`: the shards the machine was still
+        /// blank for when it stopped (written eagerly here; the server writes
+        /// it up to a review late, which only keeps more shards blank).
+        var blankOnDisk: Set<Int> = []
         var emptyLearner = false
         let leaseSkewMs: Int64
         /// Per shard, the end in true time of the lease this node holds (or

@@ -51,6 +51,45 @@ import Testing
         }
     }
 
+    /// As above, but both wiped replicas are killed and started again before
+    /// any copy reached them. They persisted terms in their blank life, so
+    /// this start is a restart; taken for ordinary restarted voters, their
+    /// copies empty, they voted on versions and elected each other once the
+    /// stand-back ran out. The shards they were blank for come back blank
+    /// (`stillBlank`, the server's `lease-terms.blank`).
+    @Test func wipedReplicasRestartedBeforeTheRefillStayBlank() {
+        var cluster = LeaseCluster()
+        let primary = cluster.primary(shard)
+        cluster.run(from: LeaseCluster.quietEnd, to: LeaseCluster.quietEnd + 2000)
+        #expect(cluster.holders(shard, at: LeaseCluster.quietEnd + 2000) == [primary])
+        let version = EntryVersion(term: 1, seq: 40)
+        for index in cluster.machines.indices {
+            cluster.step(index, .localVersion(shard: shard, version: version, now: LeaseCluster.quietEnd + 2000))
+        }
+        let keeper = (primary + 1) % 3
+        let wiped = cluster.machines.indices.filter { $0 != keeper }
+        let wipedAt = LeaseCluster.quietEnd + 3000
+        let logSinceWipe = wiped.map { cluster.log[$0].count }
+        for index in wiped { wipe(index, in: &cluster, at: wipedAt) }
+        let restartAt = wipedAt + 15_000
+        cluster.run(from: wipedAt, to: restartAt, cut: [keeper])
+        #expect(cluster.holders(shard, at: restartAt).isEmpty)
+        for (position, index) in wiped.enumerated() {
+            let terms = cluster.persisted(by: index, since: logSinceWipe[position])
+            #expect(!terms.isEmpty, "\(cluster.ids[index]) persisted terms in its blank life")
+            cluster.machines[index] = LeaseCluster.machine(cluster.ids[index], persisted: terms, learner: false, restarted: true,
+                                                           stillBlank: cluster.machines[index].blankShards, life: 3)
+            cluster.start(index, at: restartAt)
+            let blankAgain = cluster.machines[index].isBlank(shard)
+            #expect(blankAgain, "\(cluster.ids[index]) is blank again after its restart")
+        }
+        let healAt = restartAt + 70_000
+        cluster.run(from: restartAt, to: healAt, cut: [keeper])
+        #expect(cluster.holders(shard, at: healAt).isEmpty, "two replicas with nothing elected one of them")
+        cluster.run(from: healAt + 1000, to: healAt + 40_000)
+        #expect(cluster.holders(shard, at: healAt + 40_000) == [keeper])
+    }
+
     /// On a cluster's first start every node is blank: the preferred replica
     /// wins once every replica grants, and not while one is cut off, even
     /// once membership holds it gone (it may be the holder of a term a

@@ -45,9 +45,16 @@ struct LeaseCluster {
     }
 
     static func machine(_ id: NodeID, persisted: [Int: PersistedTerm], learner: Bool, restarted: Bool = false,
-                        blank: Bool = false, life: UInt64) -> LeaseMachine {
+                        blank: Bool = false, stillBlank: Set<Int> = [], life: UInt64) -> LeaseMachine {
         LeaseMachine(settings: settings(id), persisted: persisted, emptyLearner: learner, restarted: restarted,
-                     startedBlank: blank, life: life, randomSeed: 99, authenticator: authenticator)
+                     startedBlank: blank, stillBlank: stillBlank, life: life, randomSeed: 99, authenticator: authenticator)
+    }
+
+    /// The terms node `index` persisted from its action number `since` on.
+    func persisted(by index: Int, since: Int) -> [Int: PersistedTerm] {
+        var terms: [Int: PersistedTerm] = [:]
+        for case let .persistTerm(shard, record) in log[index][since...] { terms[shard] = record }
+        return terms
     }
 
     mutating func start(_ index: Int, at now: Int64) {

@@ -52,6 +52,21 @@ import Testing
         #expect(report.violations.isEmpty, "replay: aegiskv-sim --seed \(seed) --wipes-look-new")
     }
 
+    /// Nodes restarted before any complete copy reached them stay blank
+    /// (`stillBlank`). With that alone these seeds elected no one for a
+    /// shard no write reached: all three replicas blank, two of them
+    /// restarted (holed), and the holed two refused each other's campaigns
+    /// in deference to the third's whole claim of nothing, while the third
+    /// campaigned only at a term they had spent. A whole claim of nothing
+    /// is no reason to refuse now.
+    @Test(arguments: [UInt64(5_500_000), 5_500_487, 5_500_560, 5_500_659])
+    func replicasStillBlankAfterARestartElectAHolderWhereNoWriteWasMade(_ seed: UInt64) {
+        let options = Scenario.Options(quickRestarts: true, restartCascades: true, wipesLookNew: true)
+        let report = Simulation(scenario: Scenario.generate(seed: seed, options: options)).run()
+        #expect(report.violations.isEmpty, "replay: aegiskv-sim --seed \(seed) --wipes-look-new --quick-restarts --restart-cascades")
+        #expect(report.restartsStillBlank > 0)
+    }
+
     @Test func theSameSeedGivesTheSameTrace() {
         for seed: UInt64 in [11, 12] {
             let first = Simulation(scenario: Scenario.generate(seed: seed)).run()

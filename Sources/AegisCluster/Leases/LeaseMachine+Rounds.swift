@@ -391,7 +391,13 @@ extension LeaseMachine {
         // (Simulator seed 1001238: a voter that restarted too, its log in
         // fact holding all it had, elected the holed copy while the whole one
         // backed off from a round whose grants were lost.)
-        return now < lease.wholeClaimSeenUntil && ask.lastVersion <= lease.wholeClaimSeen
+        // A whole claim of nothing is no reason: whichever wins holds nothing
+        // (the candidate claims no more), and refused for it, three blank
+        // replicas of a shard no write reached, two of them restarted, elected
+        // no one (seed 5500000 with `--wipes-look-new --quick-restarts
+        // --restart-cascades`): the holed two deferred to the third, which
+        // campaigned only at the term they had just spent.
+        return now < lease.wholeClaimSeenUntil && lease.wholeClaimSeen != .zero && ask.lastVersion <= lease.wholeClaimSeen
             && lease.lastVersion <= lease.wholeClaimSeen
     }
 

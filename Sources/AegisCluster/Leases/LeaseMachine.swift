@@ -193,10 +193,18 @@ public struct LeaseMachine: Sendable {
     ///   - startedBlank: the node started with an empty data_dir and no
     ///     terms, which a first start and a data_dir removed whole both are:
     ///     every shard starts blank (`ShardLease.blank`).
+    ///   - stillBlank: shards an earlier life of this node was still blank
+    ///     for when it stopped (the host keeps `blankShards` on disk beside
+    ///     the terms). They start blank again: the terms that life persisted
+    ///     make this start a restart, but its copies hold nothing of those
+    ///     shards' writes, and as an ordinary restarted voter it would vote
+    ///     on versions with nothing (docs/replication.md, "A blank node
+    ///     stays blank across a restart").
     ///   - life: differs for every start of this node (the server passes its
     ///     membership incarnation); replies are matched on it.
     public init(settings: LeaseSettings, persisted: [Int: PersistedTerm], emptyLearner: Bool, restarted: Bool = false,
-                startedBlank: Bool = false, life: UInt64, randomSeed: UInt64, authenticator: any MessageAuthenticator) {
+                startedBlank: Bool = false, stillBlank: Set<Int> = [], life: UInt64, randomSeed: UInt64,
+                authenticator: any MessageAuthenticator) {
         precondition(settings.problem == nil, "invalid LeaseSettings: \(settings.problem ?? "")")
         self.settings = settings
         self.authenticator = authenticator
@@ -220,8 +228,12 @@ public struct LeaseMachine: Sendable {
         if startedBlank && !emptyLearner && !restarted {
             for shard in shards.indices { shards[shard].blank = true }
         }
+        if !emptyLearner {
+            for shard in stillBlank where shards.indices.contains(shard) { shards[shard].blank = true }
+        }
         state = LeaseState(shards: shards, emptyLearner: emptyLearner, restarted: restartedWithData,
                            life: life, random: ClusterRandom(seed: randomSeed))
+        if !startedBlank { state.blankCarriedOver = shards.count { $0.blank } }
     }
 
     public mutating func step(_ event: LeaseEvent) -> [LeaseAction] {
@@ -413,6 +425,14 @@ public struct LeaseMachine: Sendable {
         state.shards.indices.contains(shard) && state.shards[shard].blank
     }
 
+    /// The shards this node is blank for. A shard leaves the set (a complete
+    /// copy arrived, or this node won it) and never joins it after the
+    /// start: the host keeps the set on disk for the next start's
+    /// `stillBlank`, and writing it late only keeps a shard blank longer.
+    public var blankShards: Set<Int> {
+        Set(state.shards.indices.lazy.filter { state.shards[$0].blank })
+    }
+
     /// Whether this node's copy of the shard may lack writes its version
     /// claims (see `LeaseAsk.mayHaveHole`).
     public func copyMayHaveHole(_ shard: Int) -> Bool {
@@ -455,7 +475,9 @@ public struct LeaseMachine: Sendable {
             output.append(.log(.notice, "leases: started as an empty learner (wiped data_dir): this node votes for no one and never campaigns until its shards are refilled"))
         }
         let blank = state.shards.count { $0.blank }
-        if blank > 0 {
+        if state.blankCarriedOver > 0 {
+            output.append(.log(.notice, "leases: still blank for \(state.blankCarriedOver) of \(state.shards.count) shards: an earlier life of this node started with an empty data_dir and had no complete copy of them yet when it stopped, so its votes for them still count toward a new lease only beside a majority of other grants or where every replica grants"))
+        } else if blank > 0 {
             output.append(.log(.notice, "leases: started with an empty data_dir (a first start, or a data_dir removed whole: the two look the same), blank for \(blank) of \(state.shards.count) shards: until a complete copy of a shard reaches this node, its votes for it count toward a new lease only beside a majority of other grants or where every replica grants, so that no majority without a copy of the shard's writes can form with it"))
         }
         if state.restarted {
@@ -593,6 +615,9 @@ public struct LeaseState: Sendable, Equatable {
     let emptyLearner: Bool
     /// Kept its terms across a stop: see `LeaseSettings.restartStandBackMs`.
     let restarted: Bool
+    /// Shards that started blank because an earlier life was still blank
+    /// for them (`stillBlank`), not because data_dir was empty now.
+    var blankCarriedOver = 0
     let life: UInt64
     var random: ClusterRandom
     var started = false

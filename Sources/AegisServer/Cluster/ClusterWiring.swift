@@ -83,10 +83,12 @@ enum ClusterWiring {
         // The restart stand-back is for copies a log replayed, which may have
         // holes; with the log off a restarted node holds nothing, claims
         // nothing, and every voter with data refuses it anyway.
-        let store = TermStore(directory: config.dataDir, terms: loaded.terms)
-        logger.notice("leases: \(loaded.summary)", metadata: ["file": "\(store.path)"])
         let machine = LeaseMachine(settings: settings, persisted: loaded.terms, emptyLearner: loaded.emptyLearner,
-                                   restarted: loaded.restarted && config.walMode != .off, startedBlank: loaded.blank, life: incarnation, randomSeed: UInt64.random(in: .min ... .max), authenticator: authenticator)
+                                   restarted: loaded.restarted && config.walMode != .off, startedBlank: loaded.blank,
+                                   stillBlank: loaded.stillBlank, life: incarnation,
+                                   randomSeed: UInt64.random(in: .min ... .max), authenticator: authenticator)
+        let store = TermStore(directory: config.dataDir, terms: loaded.terms, blankShards: machine.blankShards, loaded: loaded)
+        logger.notice("leases: \(loaded.summary)", metadata: ["file": "\(store.path)"])
         return LeaseDriver(machine: machine, store: store, board: node.leases, logger: logger, hasSeeds: !config.seeds.isEmpty)
     }
 

@@ -126,4 +126,55 @@ import Testing
         #expect(terms == [3: PersistedTerm(term: 7, votedFor: NodeID("node2"))])
         #expect(terms[3]?.config == nil)
     }
+
+    /// A node that started with an empty data_dir keeps the shards it is
+    /// still blank for beside its terms, written before the first term file,
+    /// so a restart before its refill finds it blank; the file shrinks as
+    /// copies arrive and goes once none is blank.
+    @Test func theShardsANodeIsStillBlankForOutliveARestartUntilNoneIsLeft() throws {
+        let directory = try Self.scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let first = try TermStore.load(directory: directory, numShards: 8)
+        #expect(first.blank && first.stillBlank.isEmpty)
+        let store = TermStore(directory: directory, terms: first.terms, blankShards: Set(0..<8), loaded: first)
+        try store.updateBlank(Set(0..<8))
+        #expect(!FileManager.default.fileExists(atPath: store.blankPath), "nothing to keep before a term file exists")
+        try store.writeInitial()
+        #expect(try TermStore.load(directory: directory, numShards: 8).stillBlank == Set(0..<8))
+
+        try store.updateBlank([1, 2, 5])
+        try store.persist([(shard: 1, record: PersistedTerm(term: 2, votedFor: NodeID("node3")))])
+        var again = try TermStore.load(directory: directory, numShards: 8)
+        #expect(again.restarted && again.stillBlank == [1, 2, 5], "\(again.summary)")
+        #expect(again.summary.contains("still blank for 3 shard(s)"))
+
+        // Restarted: the shards only shrink from what the file said.
+        let restarted = TermStore(directory: directory, terms: again.terms, blankShards: again.stillBlank, loaded: again)
+        try restarted.updateBlank([2, 5, 6])
+        #expect(try TermStore.load(directory: directory, numShards: 8).stillBlank == [2, 5])
+        try restarted.updateBlank([])
+        again = try TermStore.load(directory: directory, numShards: 8)
+        #expect(again.stillBlank.isEmpty && !again.stillBlankFileFound && again.terms.count == 1)
+        let left = try FileManager.default.contentsOfDirectory(atPath: directory)
+        #expect(left.sorted() == [TermStore.fileName, TermStore.markerName].sorted(), "\(left)")
+    }
+
+    @Test(arguments: ["", "aegis-blank-shards 1\n1 2\nend 3\n", "aegis-blank-shards 1\n1 9\nend 2\n",
+                      "aegis-blank-shards 1\n1 1\nend 2\n", "aegis-blank-shards 2\n1\nend 1\n", "aegis-blank-shards 1\n1 x\nend 2\n"])
+    func aDamagedBlankFileMakesEveryShardBlank(text: String) throws {
+        let directory = try Self.scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = TermStore(directory: directory, terms: [:])
+        try store.writeInitial()
+        try text.write(toFile: store.blankPath, atomically: true, encoding: .utf8)
+        let loaded = try TermStore.load(directory: directory, numShards: 8)
+        #expect(loaded.stillBlank == Set(0..<8), "\(loaded.summary)")
+        #expect(loaded.summary.contains("is damaged"))
+    }
+
+    @Test func renderedBlankShardsParseBack() {
+        for shards: Set<Int> in [[0], [3, 1, 7], Set(0..<256)] {
+            #expect(TermStore.parseBlank(TermStore.renderBlank(shards), numShards: 256) == shards)
+        }
+    }
 }

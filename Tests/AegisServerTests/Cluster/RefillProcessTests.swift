@@ -195,4 +195,50 @@ import Testing
             #expect(QuorumProcessTests.metric(member, "aegis_lease_blank_shards") == 0)
         }
     }
+
+    /// A wiped node is killed and started again before any copy reached it
+    /// (the others paused with SIGSTOP meanwhile). Its blank life wrote
+    /// terms, so the second start is a restart; without `lease-terms.blank`
+    /// it came back an ordinary restarted voter whose empty copies vote on
+    /// versions, and two such nodes elect each other over the third's
+    /// writes (LeaseBlankTests). It is still blank for every shard until the
+    /// others, resumed, refill it; then the file is gone.
+    @Test(.hangBound) func aWipedNodeRestartedBeforeItsRefillIsStillBlank() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-stillblank-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let extra = ["--write-quorum", "2", "--wal-mode", "write"]
+        let members = try LeaseProcessTests.startCluster(directory: directory, extra: extra)
+        defer { for member in members { member.signal(SIGCONT); _ = member.stop() } }
+        let (node1, node2, node3) = (members[0], members[1], members[2])
+        let keys = (0..<1_000).map { "stillblank:\($0)" }
+        let written = try QuorumProcessTests.run(node2, keys.map { ["SET", $0, "v-" + $0] }, pipelined: true)
+        #expect(written.allSatisfy { $0 == "True" }, "\(Set(written))")
+        let blankFile = node1.dataDir + "/" + TermStore.blankFileName
+
+        node1.crash()
+        try FileManager.default.removeItem(atPath: node1.dataDir)
+        for paused in [node2, node3] { paused.signal(SIGSTOP) }
+        try node1.start(seeds: members.map(\.gossipAddress), extra: extra)
+        #expect(waitUntil(seconds: 30) { node1.log().contains("blank for 256 of 256 shards") }, "\(node1.log())")
+        #expect(waitUntil(seconds: 30) { FileManager.default.fileExists(atPath: blankFile) }, "the blank shards are kept beside the terms")
+        node1.crash()
+        try node1.start(seeds: members.map(\.gossipAddress), extra: extra)
+        #expect(waitUntil(seconds: 30) { node1.log().contains("still blank for 256 of 256 shards") }, "\(node1.log())")
+        #expect(Self.blankShards(node1) == 256, "blank again after a restart before the refill")
+
+        for paused in [node2, node3] { paused.signal(SIGCONT) }
+        let ready = waitUntil(seconds: 120) {
+            members.allSatisfy { $0.get("/ready").map { $0.contains("\"ready\":true") } == true }
+        }
+        #expect(ready, "every node ready again:\n\(node1.log())")
+        #expect(waitUntil(seconds: 30) { Self.blankShards(node1) == 0 && !FileManager.default.fileExists(atPath: blankFile) },
+                "refilled, node1 is blank for no shard and its file is gone")
+        let missing = try RollingRestartProcessTests.lacking(keys, on: node1)
+        #expect(missing.isEmpty, "read through node1: \(missing.count) of \(keys.count) missing, first \(missing.prefix(3))")
+    }
+
+    static func blankShards(_ member: Member) -> Int? {
+        let cluster = member.get("/cluster").flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        return (cluster?["leases"] as? [String: Any])?["blank_shards"] as? Int
+    }
 }

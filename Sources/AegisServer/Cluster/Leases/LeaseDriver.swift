@@ -100,6 +100,7 @@ final class LeaseDriver {
     private var configPeers: Set<NodeID> = []
     /// Set while a stopping node hands its shards off before it says `left`.
     private var leaving: Leaving?
+    private var blankWriteFailing = false
 
     private struct Leaving {
         var startedMs: Int64
@@ -666,7 +667,28 @@ final class LeaseDriver {
         if review.inStep && review.applies { wasInStep = true }
         standing = review
         for shard in complete { copyComplete(shard: shard, nowMs: nowMs) }
+        keepBlankShardsOnDisk()
         return behind
+    }
+
+    /// Copies arrive, and shards won end the blank state, between reviews;
+    /// one write per review covers them all. Until it is written a restart
+    /// only finds the shard blank still.
+    private func keepBlankShardsOnDisk() {
+        guard !store.blankShards.isEmpty, stoppedBy == nil else { return }
+        let current = readMachine { $0.blankShards }
+        guard current != store.blankShards else { return }
+        do throws(StartupError) {
+            try store.updateBlank(current)
+            blankWriteFailing = false
+        } catch {
+            // Retried at every review; said once per run of failures.
+            guard !blankWriteFailing else { return }
+            blankWriteFailing = true
+            logger.warning("leases: could not record which shards this node is still blank for; a restart would take more of them as blank, which is safe", metadata: [
+                "error": "\(error.description)",
+            ])
+        }
     }
 
     /// Runs a query of the machine on it in place. `machine.query()` copies

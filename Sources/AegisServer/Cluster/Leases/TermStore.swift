@@ -21,6 +21,15 @@ import Glibc
 /// took part in a config change keeps a format 1 file that 0.2.0 can read
 /// after a rollback. Both formats are read.
 ///
+/// Beside it, while the node is blank for some shard, `lease-terms.blank`
+/// lists those shards (`LeaseMachine.blankShards`): `aegis-blank-shards 1`,
+/// one line of shard numbers, `end <count>`. It is written before any term
+/// file that could outlive a blank life, so a restart before the refill
+/// finds the node still blank (`LeaseMachine`'s `stillBlank`); it shrinks
+/// as complete copies arrive and is removed once none is blank. Written
+/// late it only keeps a shard blank longer. A damaged one makes every shard
+/// blank, which costs availability, never safety.
+///
 /// Confined to the cluster loop's thread after start.
 final class TermStore {
     static let fileName = "lease-terms"
@@ -34,9 +43,14 @@ final class TermStore {
     static let markerName = "leases-enabled"
     static let markerText = "This data_dir belongs to a node that takes part in shard leases; without lease-terms beside it, the node starts as an empty learner.\n"
 
+    static let blankFileName = fileName + ".blank"
+    static let blankHeader = "aegis-blank-shards 1"
+
     /// What start-up found in data_dir.
     struct Loaded: Equatable {
         var terms: [Int: PersistedTerm]
+        /// Shards an earlier life was still blank for (`lease-terms.blank`).
+        var stillBlank: Set<Int> = []
         /// The node comes back with nothing it may safely vote with (see `load`).
         var emptyLearner: Bool
         /// data_dir was missing or empty: a first start, or a wipe of the
@@ -47,18 +61,31 @@ final class TermStore {
         /// kept them, so its data is what its log replayed (see
         /// `LeaseSettings.restartStandBackMs`).
         var restarted = false
+        /// `lease-terms.blank` was there (read into `stillBlank`).
+        var stillBlankFileFound = false
         /// One line for the log: what was found and what it means.
         var summary: String
     }
 
     let directory: String
     var path: String { directory + "/" + Self.fileName }
+    var blankPath: String { directory + "/" + Self.blankFileName }
     private var terms: [Int: PersistedTerm]
     private(set) var writes = 0
+    /// The shards the machine is blank for, as last told (`updateBlank`).
+    private(set) var blankShards: Set<Int>
+    /// What `lease-terms.blank` holds (empty: no file).
+    private var blankOnDisk: Set<Int>
+    /// The term file exists: from here on the blank file must be kept.
+    private var termFileOnDisk: Bool
 
-    init(directory: String, terms: [Int: PersistedTerm]) {
+    /// `blankShards`: the machine's at its start; `loaded`: what `load` found.
+    init(directory: String, terms: [Int: PersistedTerm], blankShards: Set<Int> = [], loaded: Loaded? = nil) {
         self.directory = directory.hasSuffix("/") && directory.count > 1 ? String(directory.dropLast()) : directory
         self.terms = terms
+        self.blankShards = blankShards
+        blankOnDisk = loaded?.stillBlankFileFound == true ? loaded?.stillBlank ?? [] : []
+        termFileOnDisk = loaded?.restarted == true
     }
 
     /// Reads the terms back at start. How a wiped node is told apart:
@@ -91,8 +118,55 @@ final class TermStore {
                               + "data of a release before leases, which never voted: every shard at term 0")
         }
         let terms = try parse(text, numShards: numShards, path: store.path)
-        return Loaded(terms: terms, emptyLearner: false, restarted: true,
-                      summary: "lease terms read back for \(terms.count) shard(s), highest \(terms.values.map(\.term).max() ?? 0)")
+        var loaded = Loaded(terms: terms, emptyLearner: false, restarted: true,
+                            summary: "lease terms read back for \(terms.count) shard(s), highest \(terms.values.map(\.term).max() ?? 0)")
+        if let blankText = readWhole(store.blankPath) {
+            loaded.stillBlankFileFound = true
+            if let shards = parseBlank(blankText, numShards: numShards) {
+                loaded.stillBlank = shards
+                loaded.summary += "; still blank for \(shards.count) shard(s) (\(blankFileName): an earlier life started with an empty data_dir and had not been refilled)"
+            } else {
+                loaded.stillBlank = Set(0..<numShards)
+                loaded.summary += "; \(blankFileName) is damaged, so every shard is taken as still blank: "
+                    + "its votes count for less until complete copies of the shards arrive, which is safe"
+            }
+        }
+        return loaded
+    }
+
+    /// The shards of a `lease-terms.blank` file; nil when it does not parse.
+    static func parseBlank(_ text: String, numShards: Int) -> Set<Int>? {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.count == 4, lines[0] == blankHeader, lines[3] == "" else { return nil }
+        var shards = Set<Int>()
+        for field in lines[1].split(separator: " ") {
+            guard let shard = Int(field), (0..<numShards).contains(shard), shards.insert(shard).inserted else { return nil }
+        }
+        guard lines[2] == "end \(shards.count)" else { return nil }
+        return shards
+    }
+
+    static func renderBlank(_ shards: Set<Int>) -> String {
+        blankHeader + "\n" + shards.sorted().map(String.init).joined(separator: " ") + "\nend \(shards.count)\n"
+    }
+
+    /// The machine's blank shards now (they only shrink). Written when the
+    /// term file exists; a failure leaves the older, larger set on disk.
+    func updateBlank(_ current: Set<Int>) throws(StartupError) {
+        blankShards.formIntersection(current)
+        guard termFileOnDisk else { return }
+        try writeBlankFile()
+    }
+
+    private func writeBlankFile() throws(StartupError) {
+        guard blankShards != blankOnDisk else { return }
+        if blankShards.isEmpty {
+            guard unlink(blankPath) == 0 || errno == ENOENT else { throw failure("unlink", blankPath) }
+            try syncDirectory()
+        } else {
+            try writeDurably(Self.renderBlank(blankShards), to: blankPath)
+        }
+        blankOnDisk = blankShards
     }
 
     static func parse(_ text: String, numShards: Int, path: String) throws(StartupError) -> [Int: PersistedTerm] {
@@ -220,7 +294,9 @@ final class TermStore {
             }
             terms[shard] = record
         }
+        try writeBlankFile()
         try writeDurably(Self.render(terms))
+        termFileOnDisk = true
         writes += 1
     }
 
@@ -235,7 +311,9 @@ final class TermStore {
             throw StartupError("cannot create data_dir \(directory) for the lease terms: \(SystemError(operation: "mkdir", code: errno))")
         }
         try writeDurably(Self.markerText, to: directory + "/" + Self.markerName)
+        try writeBlankFile()
         try writeDurably(Self.render(terms))
+        termFileOnDisk = true
     }
 
     private func writeDurably(_ text: String) throws(StartupError) {
@@ -268,6 +346,10 @@ final class TermStore {
         }
         _ = close(fd)
         guard rename(temporary, path) == 0 else { throw failure("rename", path) }
+        try syncDirectory()
+    }
+
+    private func syncDirectory() throws(StartupError) {
         let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dir >= 0 else { throw failure("open", directory) }
         defer { _ = close(dir) }
