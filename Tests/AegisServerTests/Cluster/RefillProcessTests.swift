@@ -237,6 +237,38 @@ import Testing
         #expect(missing.isEmpty, "read through node1: \(missing.count) of \(keys.count) missing, first \(missing.prefix(3))")
     }
 
+    /// With the log off (the default) a restart loses the node's copies
+    /// and keeps its terms. Two of three replicas crash and start again at
+    /// once; the third held every write. One of the two may win a shard with
+    /// the other's grant, but the third refused it as behind, so it takes
+    /// nothing from that holder, and campaigns with its whole, newer copy,
+    /// for which the holder lets go. Nothing the third held is lost, and the
+    /// emptiness of the two is never replicated over it.
+    @Test(.hangBound) func twoReplicasRestartedEmptyWithTheLogOffDoNotEmptyTheThird() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-walloff-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let extra = ["--write-quorum", "2"]
+        let members = try LeaseProcessTests.startCluster(directory: directory, extra: extra)
+        defer { for member in members { _ = member.stop() } }
+        let (node1, node2, node3) = (members[0], members[1], members[2])
+        let keys = (0..<3_000).map { "walloff:\($0)" }
+        let written = try QuorumProcessTests.run(node3, keys.map { ["SET", $0, "v-" + $0] }, pipelined: true)
+        #expect(written.allSatisfy { $0 == "True" }, "\(Set(written))")
+        #expect(waitUntil(seconds: 60) { RollingRestartProcessTests.held(node3) == keys.count }, "node3 holds every key")
+
+        for member in [node1, node2] { member.crash() }
+        for member in [node1, node2] { try member.start(seeds: members.map(\.gossipAddress), extra: extra) }
+        let ready = waitUntil(seconds: 120) {
+            members.allSatisfy { $0.get("/ready").map { $0.contains("\"ready\":true") } == true }
+        }
+        #expect(ready, "every node ready again:\n\(node1.log())\n\(node2.log())")
+        for member in members {
+            let missing = try RollingRestartProcessTests.lacking(keys, on: member)
+            #expect(missing.isEmpty, "read through \(member.name): \(missing.count) of \(keys.count) missing, first \(missing.prefix(3))")
+        }
+        #expect(RollingRestartProcessTests.held(node3) == keys.count, "node3 kept every key")
+    }
+
     static func blankShards(_ member: Member) -> Int? {
         let cluster = member.get("/cluster").flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
         return (cluster?["leases"] as? [String: Any])?["blank_shards"] as? Int
