@@ -17,13 +17,12 @@ import Testing
         cluster.start(index, at: now)
     }
 
-    /// The holder writes 40 records every replica holds, then two of the
-    /// three replicas lose their data_dir whole and start again while the
-    /// one that kept the writes is cut off (`chaos/run --nodes 5 --seed
-    /// 112`: the two elected each other, and the holder streamed its empty
-    /// copy over the writes once the third was back). Blank, they cannot
-    /// form a majority without it; back, it wins with their grants.
-    @Test func twoWipedReplicasDoNotElectEachOtherWhileTheOneHoldingTheWritesIsAway() {
+    /// The preferred replica wins the shard and writes 40 records every
+    /// replica holds; then the two replicas other than `keeper` lose their
+    /// data_dir whole and start again at `wipedAt`. `logSinceWipe`: each
+    /// wiped node's action count before its wipe (`LeaseCluster.persisted`).
+    func twoWipedAfterWrites() -> (cluster: LeaseCluster, primary: Int, keeper: Int, wiped: [Int], wipedAt: Int64,
+                                   version: EntryVersion, logSinceWipe: [Int]) {
         var cluster = LeaseCluster()
         let primary = cluster.primary(shard)
         cluster.run(from: LeaseCluster.quietEnd, to: LeaseCluster.quietEnd + 2000)
@@ -35,7 +34,19 @@ import Testing
         let keeper = (primary + 1) % 3
         let wiped = cluster.machines.indices.filter { $0 != keeper }
         let wipedAt = LeaseCluster.quietEnd + 3000
+        let logSinceWipe = wiped.map { cluster.log[$0].count }
         for index in wiped { wipe(index, in: &cluster, at: wipedAt) }
+        return (cluster, primary, keeper, wiped, wipedAt, version, logSinceWipe)
+    }
+
+    /// The holder writes 40 records every replica holds, then two of the
+    /// three replicas lose their data_dir whole and start again while the
+    /// one that kept the writes is cut off (`chaos/run --nodes 5 --seed
+    /// 112`: the two elected each other, and the holder streamed its empty
+    /// copy over the writes once the third was back). Blank, they cannot
+    /// form a majority without it; back, it wins with their grants.
+    @Test func twoWipedReplicasDoNotElectEachOtherWhileTheOneHoldingTheWritesIsAway() {
+        var (cluster, primary, keeper, wiped, wipedAt, version, _) = twoWipedAfterWrites()
         #expect(wiped.allSatisfy { cluster.machines[$0].isBlank(shard) })
         let healAt = wipedAt + 30_000
         cluster.run(from: wipedAt, to: healAt, cut: [keeper])
@@ -58,19 +69,7 @@ import Testing
     /// stand-back ran out. The shards they were blank for come back blank
     /// (`stillBlank`, the server's `lease-terms.blank`).
     @Test func wipedReplicasRestartedBeforeTheRefillStayBlank() {
-        var cluster = LeaseCluster()
-        let primary = cluster.primary(shard)
-        cluster.run(from: LeaseCluster.quietEnd, to: LeaseCluster.quietEnd + 2000)
-        #expect(cluster.holders(shard, at: LeaseCluster.quietEnd + 2000) == [primary])
-        let version = EntryVersion(term: 1, seq: 40)
-        for index in cluster.machines.indices {
-            cluster.step(index, .localVersion(shard: shard, version: version, now: LeaseCluster.quietEnd + 2000))
-        }
-        let keeper = (primary + 1) % 3
-        let wiped = cluster.machines.indices.filter { $0 != keeper }
-        let wipedAt = LeaseCluster.quietEnd + 3000
-        let logSinceWipe = wiped.map { cluster.log[$0].count }
-        for index in wiped { wipe(index, in: &cluster, at: wipedAt) }
+        var (cluster, _, keeper, wiped, wipedAt, _, logSinceWipe) = twoWipedAfterWrites()
         let restartAt = wipedAt + 15_000
         cluster.run(from: wipedAt, to: restartAt, cut: [keeper])
         #expect(cluster.holders(shard, at: restartAt).isEmpty)
