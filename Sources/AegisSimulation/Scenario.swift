@@ -98,10 +98,15 @@ public struct Scenario: Sendable, Equatable {
         /// from a new node. Off, a wipe leaves the marker that makes it an
         /// empty learner.
         public var wipesLookNew = false
+        /// A crash keeps the terms and nothing else, as the server with
+        /// `wal_mode: off` (its default): a restarted node's copies are
+        /// empty, and it stands back once (`restartedWithoutLog`).
+        public var logOff = false
 
         public init(quickRestarts: Bool = false, restartCascades: Bool = false, crashKeepsOnlyTheLog: Bool = false,
                     strictKeepers: Bool = false, configs: Bool = false, configChanges: Bool = false,
-                    wipesLookNew: Bool = false) {
+                    wipesLookNew: Bool = false, logOff: Bool = false) {
+            self.logOff = logOff
             self.quickRestarts = quickRestarts
             self.restartCascades = restartCascades
             self.crashKeepsOnlyTheLog = crashKeepsOnlyTheLog
@@ -116,7 +121,7 @@ public struct Scenario: Sendable, Equatable {
             [(quickRestarts, " --quick-restarts"), (restartCascades, " --restart-cascades"),
              (crashKeepsOnlyTheLog, " --crash-keeps-only-the-log"), (strictKeepers, " --strict-keepers"),
              (configs && !configChanges, " --configs"), (configChanges, " --config-changes"),
-             (wipesLookNew, " --wipes-look-new")]
+             (wipesLookNew, " --wipes-look-new"), (logOff, " --log-off")]
                 .filter(\.0).map(\.1).joined()
         }
     }

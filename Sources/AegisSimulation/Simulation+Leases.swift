@@ -32,9 +32,13 @@ extension Simulation {
         // and two nodes held shard 6 at term 3).
         let learner = (wiped && !scenario.options.wipesLookNew) || nodes[index].emptyLearner
         let shardCount = nodes[index].shardVersions.count
-        if wiped {
-            nodes[index].disk = [:]
-            nodes[index].blankOnDisk = []
+        if wiped || scenario.options.logOff {
+            // With the log off a restart loses every copy, as a wipe does,
+            // but keeps the terms and the blank shards.
+            if wiped {
+                nodes[index].disk = [:]
+                nodes[index].blankOnDisk = []
+            }
             nodes[index].loggedVersions = Array(repeating: .zero, count: shardCount)
             nodes[index].loggedCopies = Array(repeating: ReplayedCopy(), count: shardCount)
             nodes[index].completeBeforeReceiving = Array(repeating: nil, count: shardCount)
@@ -65,6 +69,7 @@ extension Simulation {
         if !nodes[index].blankOnDisk.isEmpty && !learner && !nodes[index].disk.isEmpty { report.restartsStillBlank += 1 }
         nodes[index].lease = LeaseMachine(settings: settings, persisted: nodes[index].disk, emptyLearner: learner,
                                           restarted: nodes[index].lives > 1 && !learner && !wiped,
+                                          restartedWithoutLog: scenario.options.logOff,
                                           startedBlank: nodes[index].disk.isEmpty && !learner,
                                           stillBlank: nodes[index].blankOnDisk,
                                           life: life, randomSeed: randomSeed, authenticator: authenticator)
@@ -405,8 +410,9 @@ extension Simulation {
         let keepers = voters.filter { owner in
             guard let replica = nodeIndex(owner) else { return false }
             if scenario.strictKeepers && !nodes[replica].isRunning { return false }
-            let holds = nodes[replica].isRunning || !scenario.crashKeepsOnlyTheLog
-                ? nodes[replica].completeThrough[shard] : completeFromLog(replica, shard)
+            let holds = nodes[replica].isRunning || !(scenario.crashKeepsOnlyTheLog || scenario.options.logOff)
+                ? nodes[replica].completeThrough[shard]
+                : scenario.options.logOff ? .zero : completeFromLog(replica, shard)
             return holds >= acknowledged
         }
         // Every majority that elects meets the keepers when enough of them

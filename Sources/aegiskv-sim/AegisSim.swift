@@ -80,13 +80,16 @@ struct AegisSim: ParsableCommand {
     @Flag(help: "A wiped restart comes back as on a first start (no terms, not an empty learner), as the server does after its whole data_dir was removed.")
     var wipesLookNew = false
 
+    @Flag(help: "A crash keeps the terms and nothing else, as the server with wal_mode off (its default): a restarted node's copies are empty.")
+    var logOff = false
+
     @Flag(help: "Print each scenario and every violation.")
     var verbose = false
 
     var options: Scenario.Options {
         Scenario.Options(quickRestarts: quickRestarts, restartCascades: restartCascades,
                          crashKeepsOnlyTheLog: crashKeepsOnlyTheLog, strictKeepers: strictKeepers, configs: configs,
-                         configChanges: configChanges, wipesLookNew: wipesLookNew)
+                         configChanges: configChanges, wipesLookNew: wipesLookNew, logOff: logOff)
     }
 
     mutating func validate() throws {
@@ -94,6 +97,7 @@ struct AegisSim: ParsableCommand {
         if let seeds, seeds < 1 { throw ValidationError("--seeds must be at least 1") }
         if let kind, Scenario.Kind(rawValue: kind) == nil { throw ValidationError("--kind is chaos or mild") }
         if falsePositives && seeds == nil { throw ValidationError("--false-positives needs --seeds N") }
+        if logOff && crashKeepsOnlyTheLog { throw ValidationError("--log-off and --crash-keeps-only-the-log say opposite things of what a crash keeps") }
     }
 
     func run() throws {

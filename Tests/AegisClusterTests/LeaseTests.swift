@@ -1403,4 +1403,27 @@ func expectEveryDamagedFrameRefused(_ message: LeaseMessage) {
         }
         #expect(holdersByTerm.values.allSatisfy { $0.count == 1 })
     }
+
+    /// A node restarted with its log off has lost every copy, and stands
+    /// back as a restart does so that a replica that stayed up wins; but
+    /// once, not twice: the doubled wait is for the one log that holds a
+    /// shard's writes, and none does here.
+    @Test func aNodeRestartedWithItsLogOffStandsBackOnce() {
+        let id = NodeID("node0")!
+        let persisted = [0: PersistedTerm(term: 3, votedFor: NodeID("node1")), 1: PersistedTerm(term: 2, votedFor: id)]
+        let standBack = LeaseCluster.settings(id).restartStandBackMs
+        for withoutLog in [false, true] {
+            var machine = LeaseMachine(settings: LeaseCluster.settings(id), persisted: persisted, emptyLearner: false, restarted: true,
+                                       restartedWithoutLog: withoutLog, life: 2, randomSeed: 1, authenticator: LeaseCluster.authenticator)
+            let actions = machine.step(.start(now: 1000))
+            let waits = (0..<4).map { machine.state.shards[$0].standBackUntil - 1000 }
+            #expect(waits == Array(repeating: withoutLog ? standBack : 2 * standBack, count: 4), "without log: \(withoutLog)")
+            #expect((0..<4).allSatisfy { machine.copyMayHaveHole($0) })
+            let notices = actions.compactMap { action -> String? in
+                if case let .log(_, text) = action { return text }
+                return nil
+            }
+            #expect(notices.contains { $0.contains("restarted with the log off") } == withoutLog, "\(notices)")
+        }
+    }
 }

@@ -190,6 +190,10 @@ public struct LeaseMachine: Sendable {
     ///   - restarted: the node kept its terms from an earlier start (not a
     ///     first start, not a wipe): its copies may have holes, so it stands
     ///     back from campaigning (`LeaseSettings.restartStandBackMs`).
+    ///   - restartedWithoutLog: with `restarted`, the node ran with its log
+    ///     off, so every copy it had is gone: it stands back as a restart
+    ///     does, but once, not twice (the doubled wait lets the one log
+    ///     holding a shard's writes campaign first; no log holds any here).
     ///   - startedBlank: the node started with an empty data_dir and no
     ///     terms, which a first start and a data_dir removed whole both are:
     ///     every shard starts blank (`ShardLease.blank`).
@@ -203,7 +207,7 @@ public struct LeaseMachine: Sendable {
     ///   - life: differs for every start of this node (the server passes its
     ///     membership incarnation); replies are matched on it.
     public init(settings: LeaseSettings, persisted: [Int: PersistedTerm], emptyLearner: Bool, restarted: Bool = false,
-                startedBlank: Bool = false, stillBlank: Set<Int> = [], life: UInt64, randomSeed: UInt64,
+                restartedWithoutLog: Bool = false, startedBlank: Bool = false, stillBlank: Set<Int> = [], life: UInt64, randomSeed: UInt64,
                 authenticator: any MessageAuthenticator) {
         precondition(settings.problem == nil, "invalid LeaseSettings: \(settings.problem ?? "")")
         self.settings = settings
@@ -234,6 +238,7 @@ public struct LeaseMachine: Sendable {
         state = LeaseState(shards: shards, emptyLearner: emptyLearner, restarted: restartedWithData,
                            life: life, random: ClusterRandom(seed: randomSeed))
         if !startedBlank { state.blankCarriedOver = shards.count { $0.blank } }
+        state.restartedWithoutLog = restartedWithData && restartedWithoutLog
     }
 
     public mutating func step(_ event: LeaseEvent) -> [LeaseAction] {
@@ -511,10 +516,14 @@ public struct LeaseMachine: Sendable {
                 // the last holder's log, and two replicas that replayed
                 // nothing of it are a majority: they wait twice as long, so
                 // the one with the writes campaigns first and they grant it.
-                let wait = lease.lastVersion == .zero || votedInAnother ? 2 * standBack : standBack
+                let wait = (lease.lastVersion == .zero || votedInAnother) && !state.restartedWithoutLog ? 2 * standBack : standBack
                 state.shards[shard].standBackUntil = now + wait
             }
-            output.append(.log(.notice, "leases: restarted: \(whole.count) of \(state.shards.count) shards replayed whole from the log; the others may have holes (this node's copies hold only what its log replayed), so it campaigns for none of them for \(standBack) ms, while a replica that stayed up takes over; it votes meanwhile. It waits \(2 * standBack) ms for the shards it replayed nothing of, and for the \(overtaken) whose last vote went to another node (that node may have written since), whole or not"))
+            if state.restartedWithoutLog {
+                output.append(.log(.notice, "leases: restarted with the log off: every copy this node had is gone, so it campaigns for no shard for \(standBack) ms, while a replica that stayed up, whose copy holds the shard's writes, takes over; it votes meanwhile, and is streamed the holders' copies"))
+            } else {
+                output.append(.log(.notice, "leases: restarted: \(whole.count) of \(state.shards.count) shards replayed whole from the log; the others may have holes (this node's copies hold only what its log replayed), so it campaigns for none of them for \(standBack) ms, while a replica that stayed up takes over; it votes meanwhile. It waits \(2 * standBack) ms for the shards it replayed nothing of, and for the \(overtaken) whose last vote went to another node (that node may have written since), whole or not"))
+            }
         }
         output.append(.setTimer(.tick, at: now + settings.tickIntervalMs))
     }
@@ -615,6 +624,8 @@ public struct LeaseState: Sendable, Equatable {
     let emptyLearner: Bool
     /// Kept its terms across a stop: see `LeaseSettings.restartStandBackMs`.
     let restarted: Bool
+    /// Kept its terms but not its copies (the log was off): see `restartedWithoutLog`.
+    var restartedWithoutLog = false
     /// Shards that started blank because an earlier life was still blank
     /// for them (`stillBlank`), not because data_dir was empty now.
     var blankCarriedOver = 0

@@ -177,7 +177,7 @@ import Testing
     /// data_dirs removed when `wipe`, and started again. Once every node is
     /// ready, every key reads back through each and node3 still holds them
     /// all; `then` checks more before the nodes stop.
-    static func twoOfThreeKilledAndStartedAgain(_ name: String, extra: [String], wipe: Bool,
+    static func twoOfThreeKilledAndStartedAgain(_ name: String, extra: [String], wipe: Bool, underWrites: Bool = false,
                                                 then: ([Member]) throws -> Void = { _ in }) throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aegiskv-\(name)-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -189,6 +189,10 @@ import Testing
         #expect(written.allSatisfy { $0 == "True" }, "\(Set(written))")
         #expect(waitUntil(seconds: 60) { RollingRestartProcessTests.held(node3) == keys.count }, "node3 holds every key")
 
+        // Writes one at a time through node3 (`RollingRestartProcessTests.writer`) from
+        // a second before the kills until every node is ready again.
+        let writer = underWrites ? try RollingRestartProcessTests.Writer(through: [node3], directory: directory) : nil
+        if underWrites { Thread.sleep(forTimeInterval: 1) }
         for member in [node1, node2] { member.crash() }
         if wipe { for member in [node1, node2] { try FileManager.default.removeItem(atPath: member.dataDir) } }
         for member in [node1, node2] { try member.start(seeds: members.map(\.gossipAddress), extra: extra) }
@@ -196,12 +200,14 @@ import Testing
             members.allSatisfy { $0.get("/ready").map { $0.contains("\"ready\":true") } == true }
         }
         #expect(ready, "every node ready again:\n\(node1.log())\n\(node2.log())")
+        let acked = try writer?.stop().acked ?? []
+        #expect(!underWrites || !acked.isEmpty, "the writer had writes acknowledged")
 
         for member in members {
-            let missing = try RollingRestartProcessTests.lacking(keys, on: member)
-            #expect(missing.isEmpty, "read through \(member.name): \(missing.count) of \(keys.count) missing, first \(missing.prefix(3))")
+            let missing = try RollingRestartProcessTests.lacking(keys + acked, on: member)
+            #expect(missing.isEmpty, "read through \(member.name): \(missing.count) of \(keys.count + acked.count) missing, first \(missing.prefix(3))")
         }
-        #expect(RollingRestartProcessTests.held(node3) == keys.count, "node3 kept every key")
+        #expect(RollingRestartProcessTests.held(node3) == keys.count + acked.count, "node3 kept every key")
         try then(members)
     }
 
@@ -248,13 +254,17 @@ import Testing
 
     /// With the log off (the default) a restart loses the node's copies
     /// and keeps its terms. Two of three replicas crash and start again at
-    /// once; the third held every write. One of the two may win a shard with
-    /// the other's grant, but the third refused it as behind, so it takes
-    /// nothing from that holder, and campaigns with its whole, newer copy,
-    /// for which the holder lets go. Nothing the third held is lost, and the
-    /// emptiness of the two is never replicated over it.
-    @Test(.hangBound) func twoReplicasRestartedEmptyWithTheLogOffDoNotEmptyTheThird() throws {
-        try Self.twoOfThreeKilledAndStartedAgain("walloff", extra: ["--write-quorum", "2"], wipe: false)
+    /// once, under writes through the third, which holds every write. Taken
+    /// for new copies, the two elected one of themselves with each other's
+    /// grant while the third refused; writes made at once at the new term
+    /// put the empty copy ahead of the third's, and its stream replaced the
+    /// third's copy: 7 and 43 of 3,000 keys were lost in two runs (with no
+    /// writes during the restart the holder let go for the third's newer
+    /// copy and nothing was lost, and before that rule, on 9295c41, 1,883).
+    /// Now such a node stands back as a restart with the log on does, so
+    /// the third wins with their grants.
+    @Test(.hangBound) func twoReplicasRestartedEmptyWithTheLogOffUnderWritesDoNotEmptyTheThird() throws {
+        try Self.twoOfThreeKilledAndStartedAgain("walloff", extra: ["--write-quorum", "2"], wipe: false, underWrites: true)
     }
 
     static func blankShards(_ member: Member) -> Int? {
