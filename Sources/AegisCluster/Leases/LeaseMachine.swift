@@ -168,16 +168,19 @@ public struct LeaseCounters: Sendable, Equatable {
 ///   another blank node could hold no copy of the shard's writes, and its
 ///   vote may be a second one in a term its earlier life voted in. A
 ///   holder's renewals of the term the voter granted it in this life are
-///   granted in full.
+///   granted in full. It stays blank across a restart for the shards it
+///   was still blank for (`stillBlank`).
 /// - A node that restarted with its terms campaigns for nothing for
 ///   `restartStandBackMs`: its copies may have holes its version hides
-///   (except those its log replay proved whole, `ReplayedCopy`).
+///   (except those its log replay proved whole, `ReplayedCopy`), or, with
+///   the log off, are empty (`restartedWithoutLog`).
 /// - Its asks say so (`LeaseAsk.mayHaveHole`) until a complete copy of the
 ///   shard arrives or it wins the shard. A voter whose own copy is whole and
 ///   holds data refuses such a candidate (`candidateBehind`) while the
 ///   shard's other live replicas can still form a majority without it; a
 ///   voter whose copy may itself have a hole votes on versions alone,
-///   unless a whole candidate claiming at least as much asked it lately.
+///   unless a whole candidate claiming at least as much, and more than
+///   nothing, asked it lately.
 public struct LeaseMachine: Sendable {
     public let settings: LeaseSettings
     let authenticator: any MessageAuthenticator
