@@ -391,13 +391,7 @@ extension LeaseMachine {
         // (Simulator seed 1001238: a voter that restarted too, its log in
         // fact holding all it had, elected the holed copy while the whole one
         // backed off from a round whose grants were lost.)
-        // A whole claim of nothing is no reason: whichever wins holds nothing
-        // (the candidate claims no more), and refused for it, three blank
-        // replicas of a shard no write reached, two of them restarted, elected
-        // no one (seed 5500000 with `--wipes-look-new --quick-restarts
-        // --restart-cascades`): the holed two deferred to the third, which
-        // campaigned only at the term they had just spent.
-        return now < lease.wholeClaimSeenUntil && lease.wholeClaimSeen != .zero && ask.lastVersion <= lease.wholeClaimSeen
+        return now < lease.wholeClaimSeenUntil && ask.lastVersion <= lease.wholeClaimSeen
             && lease.lastVersion <= lease.wholeClaimSeen
     }
 
@@ -448,6 +442,13 @@ extension LeaseMachine {
     /// stand-back of one told it is behind, plus its rank wait), so that a
     /// whole replica that stopped asking (dead, cut off) is forgotten.
     mutating func noteWholeClaim(_ shard: Int, _ claim: EntryVersion, of requester: NodeID, now: Milliseconds) {
+        // A whole claim of nothing is no reason to refuse anyone: whichever
+        // wins holds nothing (the candidate claims no more). Remembered, it
+        // left three blank replicas of a shard no write reached, two of them
+        // restarted, with no holder (seed 5500000 with `--wipes-look-new
+        // --quick-restarts --restart-cascades`): the holed two deferred to
+        // the third, which campaigned only at the term they had just spent.
+        guard claim > .zero else { return }
         let replicas = replicaSet(shard)
         guard replicas.contains(requester) else { return }
         let lease = state.shards[shard]

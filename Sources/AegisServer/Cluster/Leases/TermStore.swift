@@ -61,8 +61,6 @@ final class TermStore {
         /// kept them, so its data is what its log replayed (see
         /// `LeaseSettings.restartStandBackMs`).
         var restarted = false
-        /// `lease-terms.blank` was there (read into `stillBlank`).
-        var stillBlankFileFound = false
         /// One line for the log: what was found and what it means.
         var summary: String
     }
@@ -74,7 +72,8 @@ final class TermStore {
     private(set) var writes = 0
     /// The shards the machine is blank for, as last told (`updateBlank`).
     private(set) var blankShards: Set<Int>
-    /// What `lease-terms.blank` holds (empty: no file).
+    /// What `lease-terms.blank` holds (empty: no file; all shards when it is
+    /// damaged, so that it is rewritten only once a shard stops being blank).
     private var blankOnDisk: Set<Int>
     /// The term file exists: from here on the blank file must be kept.
     private var termFileOnDisk: Bool
@@ -84,7 +83,7 @@ final class TermStore {
         self.directory = directory.hasSuffix("/") && directory.count > 1 ? String(directory.dropLast()) : directory
         self.terms = terms
         self.blankShards = blankShards
-        blankOnDisk = loaded?.stillBlankFileFound == true ? loaded?.stillBlank ?? [] : []
+        blankOnDisk = loaded?.stillBlank ?? []
         termFileOnDisk = loaded?.restarted == true
     }
 
@@ -121,7 +120,6 @@ final class TermStore {
         var loaded = Loaded(terms: terms, emptyLearner: false, restarted: true,
                             summary: "lease terms read back for \(terms.count) shard(s), highest \(terms.values.map(\.term).max() ?? 0)")
         if let blankText = readWhole(store.blankPath) {
-            loaded.stillBlankFileFound = true
             if let shards = parseBlank(blankText, numShards: numShards) {
                 loaded.stillBlank = shards
                 loaded.summary += "; still blank for \(shards.count) shard(s) (\(blankFileName): an earlier life started with an empty data_dir and had not been refilled)"
