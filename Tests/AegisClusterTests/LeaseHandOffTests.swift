@@ -52,6 +52,39 @@ import Testing
         #expect(cluster.log[1].contains(.leaseAcquired(shard: shard, term: term + 1, until: now + LeaseCluster.durationMs)))
     }
 
+    /// A node that began to stop takes no lease: offered one by hand-off,
+    /// it neither moves to the next term nor asks the voters for it, so the
+    /// shard's last term stays its holder's; nor does it campaign once the
+    /// holder let go. Taken, the lease ended with the stopping process and
+    /// its last term named a node whose log held none of the writes
+    /// (RunbookConformanceTests, the full cluster recovery after the
+    /// emergency shutdown).
+    @Test func aStoppingNodeTakesNoLeaseByHandOffOrCampaign() {
+        var (cluster, now) = Self.heldByNode0()
+        let term = cluster.machines[0].term(ofShard: shard)
+        cluster.machines[1].stopTakingLeases()
+        cluster.step(0, .handOff(shard: shard, to: cluster.ids[1], now: now))
+        cluster.deliver(at: now)
+        #expect(cluster.machines[1].counters.handOffsDeclinedStopping == 1)
+        #expect(cluster.log[1].contains { if case .log(.notice, let line) = $0 { line.contains("not taken: this node is stopping") } else { false } })
+        #expect(cluster.machines[1].term(ofShard: shard) == term && cluster.machines[2].term(ofShard: shard) == term,
+                "nobody moved to the next term: \(cluster.machines[1].term(ofShard: shard)), \(cluster.machines[2].term(ofShard: shard))")
+        #expect(cluster.machines[2].counters.grantsPrepared == 0)
+        // node0 lets go anyway (a stopping holder does after the wait for the
+        // target's ask) and is gone: node2 wins, node1 never does.
+        cluster.step(0, .release(shard: shard, now: now + 300))
+        cluster.deliver(at: now + 300, cut: [0])
+        var holders: Set<Int> = []
+        var at = now + 400
+        while at <= now + 30_000 {
+            for index in 1..<3 { _ = cluster.tick(index, at: at) }
+            cluster.deliver(at: at, cut: [0])
+            holders.formUnion(cluster.holders(shard, at: at))
+            at += LeaseCluster.tickMs
+        }
+        #expect(holders == [2], "holders seen: \(holders.sorted())")
+    }
+
     /// Without the release, the prepared votes grant nothing: the target
     /// is elected only once the promises to the holder have run out, and
     /// never while the holder's lease runs.

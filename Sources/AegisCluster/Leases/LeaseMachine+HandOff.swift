@@ -41,6 +41,24 @@ extension LeaseMachine {
         holdsLease(shard, now: now) ? state.shards[shard].handingOffTo : nil
     }
 
+    /// Whether a round this node opened may still win it a shard it does not
+    /// hold: a hand-off's target asked the voters, and the holder's release
+    /// is what turns their prepared votes into grants. A node that stops
+    /// then waits for it (`LeaseDriver.stepLeaving`): won, the shard's
+    /// copy goes into the snapshot a stop writes for shards won; gone
+    /// before, its term named this node while its log held none of the
+    /// shard's writes (a follower logs nothing it receives), and after a
+    /// whole cluster stopped at once the other replicas stood back for it
+    /// and refused it as behind (the runbook's full cluster recovery).
+    public func awaitsLeaseRound(now: Milliseconds) -> Bool {
+        state.rounds.values.contains { round in
+            round.sentAt + settings.leaseDurationMs > now && round.asked.contains { shard, entry in
+                let lease = state.shards[shard]
+                return lease.heldUntil == nil && lease.votedFor == settings.nodeID && entry.term == lease.term
+            }
+        }
+    }
+
     /// Whether this node's own vote for `shard` is prepared for `candidate`:
     /// the candidate's transfer ask came here, and the candidate persisted
     /// its term before asking. A holder that sees it for its own hand-off
@@ -90,6 +108,12 @@ extension LeaseMachine {
     mutating func handOffPrepared(_ items: [HandOffPrepare], from holder: NodeID, now: Milliseconds,
                                   into output: inout [LeaseAction]) {
         let me = settings.nodeID
+        guard !state.stopping else {
+            counters.handOffsDeclinedStopping += UInt64(items.count)
+            let named = items.count == 1 ? "shard \(items[0].shard)" : "\(items.count) shards"
+            output.append(.log(.notice, "leases: \(named) offered by \(holder) not taken: this node is stopping; \(holder) keeps its term"))
+            return
+        }
         let round = state.nextRound
         var asked: [Int: RoundShard] = [:]
         var asksByPeer: [NodeID: [LeaseAsk]] = [:]

@@ -96,8 +96,8 @@ extension LeaseMachine {
             // Campaign still in flight: its replies may yet come.
             return false
         }
-        guard lease.term < UInt32.max, now >= state.quietUntil, now >= lease.campaignAfter, now >= lease.standBackUntil,
-              !promisedToAnother(me, shard: shard, now: now) else { return false }
+        guard !state.stopping, lease.term < UInt32.max, now >= state.quietUntil, now >= lease.campaignAfter,
+              now >= lease.standBackUntil, !promisedToAnother(me, shard: shard, now: now) else { return false }
         // Empty learners never campaign: ranking them would only delay the rest.
         let liveReplicas = replicas.filter { state.alive.contains($0) && !state.learners.contains($0) }
         guard let rank = liveReplicas.firstIndex(of: me) else { return false }

@@ -130,6 +130,8 @@ public struct LeaseCounters: Sendable, Equatable {
     public internal(set) var preparedGrantsReleased: UInt64 = 0
     /// Hand-off frames that matched nothing (an old term, no prepared vote).
     public internal(set) var staleHandOffs: UInt64 = 0
+    /// Shards a holder offered this node while it was stopping, not taken.
+    public internal(set) var handOffsDeclinedStopping: UInt64 = 0
     /// Releases that reached this voter before the target's ask: its
     /// promise to the holder ended there.
     public internal(set) var releasesBeforeAsk: UInt64 = 0
@@ -461,6 +463,22 @@ public struct LeaseMachine: Sendable {
     /// `notEnforcing` instead until this is cleared.
     public mutating func pauseGrants(_ paused: Bool) { state.grantsPaused = paused }
 
+    /// The node is stopping: it takes no lease any more, by hand-off or by
+    /// campaign, and keeps renewing those it holds until it hands them off
+    /// or exits. A lease it took now would end with the process: its last
+    /// term would name it while its log holds none of the writes it
+    /// followed (a follower logs nothing it receives) and no snapshot
+    /// after a win that late. After the runbook's emergency shutdown (every
+    /// node stopped at once, each handing its shards to the others) the
+    /// other replicas then stood back for the node their last vote went
+    /// to, which was behind them, and refused it: 48 s without a holder
+    /// after the full cluster recovery, or for ever once one of them
+    /// granted it (RunbookConformanceTests in CI). Declined, the shard's
+    /// last term stays its holder's, whose copy is the newest and whole.
+    /// A hand-off taken just before the stop began may still be won: the
+    /// stop waits for that round (`awaitsLeaseRound`).
+    public mutating func stopTakingLeases() { state.stopping = true }
+
     /// One shard's lease state in one line, for traces and `/cluster`.
     public func describe(shard: Int, now: Milliseconds) -> String {
         let lease = state.shards[shard]
@@ -644,6 +662,8 @@ public struct LeaseState: Sendable, Equatable {
     var placement: ShardMap?
     /// Set while this node does not enforce leases: it grants none.
     var grantsPaused = false
+    /// Set once the node began to stop (`stopTakingLeases`).
+    var stopping = false
     var nextRound: UInt64 = 1
     /// Requests of this life not yet older than one lease, by round.
     var rounds: [UInt64: Round] = [:]

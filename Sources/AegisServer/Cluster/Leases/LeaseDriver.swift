@@ -449,9 +449,14 @@ final class LeaseDriver {
 
     /// Starts handing the shards this node holds to other voters before it
     /// says `left`, for at most `withinMs`. False when leases are not
-    /// enforced or it holds none: nothing to wait for.
+    /// enforced or it neither holds one nor awaits a round that may win one
+    /// (`LeaseMachine.awaitsLeaseRound`): nothing to wait for. Either way
+    /// the node takes no new lease from here on (`stopTakingLeases`).
     func beginLeaving(nowMs: Int64, withinMs: Int64) -> Bool {
-        guard enforced, stoppedBy == nil, leaving == nil, heldUntil.contains(where: { $0 != nil }), withinMs > 0 else { return false }
+        machine.stopTakingLeases()
+        let awaiting = readMachine { $0.awaitsLeaseRound(now: nowMs) }
+        guard enforced, stoppedBy == nil, leaving == nil, heldUntil.contains(where: { $0 != nil }) || awaiting,
+              withinMs > 0 else { return false }
         let others = known.filter { $0 != selfID }
         let placement = others.isEmpty ? nil : try? ShardMap(members: others, numShards: Int(parameters.numShards),
                                                              virtualNodes: Int(parameters.virtualNodes),
@@ -559,7 +564,7 @@ final class LeaseDriver {
         }
         publishIfNeeded()
         leaving = state
-        let finished = outOfTime || (handOffs.running.isEmpty && !waiting)
+        let finished = outOfTime || (handOffs.running.isEmpty && !waiting && !readMachine { $0.awaitsLeaseRound(now: nowMs) })
         if finished {
             leaving = nil
             let handed = handOffs.ended[.released, default: 0] - state.releasedBefore
