@@ -85,6 +85,32 @@ import Testing
         #expect(holders == [2], "holders seen: \(holders.sorted())")
     }
 
+    /// A hand-off taken just before the node began to stop is waited for:
+    /// its round may still win (the holder's release turns the prepared
+    /// votes into grants), and won, the stop writes the shard's snapshot.
+    @Test func aStoppingTargetAwaitsTheRoundOfAHandOffItTookBefore() {
+        var (cluster, now) = Self.heldByNode0()
+        cluster.step(0, .handOff(shard: shard, to: cluster.ids[1], now: now))
+        cluster.deliver(at: now)
+        cluster.machines[1].stopTakingLeases()
+        #expect(cluster.machines[1].awaitsLeaseRound(now: now), "the transfer round is open")
+        #expect(!cluster.machines[2].awaitsLeaseRound(now: now), "a voter opened none")
+        cluster.step(0, .release(shard: shard, now: now + 100))
+        cluster.deliver(at: now + 100)
+        #expect(cluster.holders(shard, at: now + 100) == [1])
+        #expect(!cluster.machines[1].awaitsLeaseRound(now: now + 100), "won: nothing to wait for")
+    }
+
+    /// Without a release the round lapses with its lease: the stop waits no longer.
+    @Test func anUnreleasedHandOffRoundLapsesWithALease() {
+        var (cluster, now) = Self.heldByNode0()
+        cluster.step(0, .handOff(shard: shard, to: cluster.ids[1], now: now))
+        cluster.deliver(at: now)
+        cluster.machines[1].stopTakingLeases()
+        #expect(cluster.machines[1].awaitsLeaseRound(now: now + LeaseCluster.durationMs - 1))
+        #expect(!cluster.machines[1].awaitsLeaseRound(now: now + LeaseCluster.durationMs))
+    }
+
     /// Without the release, the prepared votes grant nothing: the target
     /// is elected only once the promises to the holder have run out, and
     /// never while the holder's lease runs.

@@ -145,7 +145,6 @@ import Testing
         }
 
         for member in members { member.crash() }
-        for member in members { try member.start(seeds: members.map(\.gossipAddress), extra: Self.clusterArguments) }
         // A follower logs no replicated record, so after every node was
         // killed a write acknowledged at W = 2 is in one log, its holder's
         // (a snapshot after a win makes that log whole). A restarted node
@@ -154,13 +153,21 @@ import Testing
         // first and its copy is the one streamed (274 and 448 of 2,800
         // acknowledged writes lost before; the nodes outvoted by a stale
         // claim refused its renewals and stayed catching_up).
+        try Self.startAgainAndExpectEvery(acked, on: members, after: "full recovery")
+    }
+
+    /// Starts every member again, then expects each to say ok on /health
+    /// within 90 s and to hold every write of `acked`; prints how long the
+    /// nodes took, after `what`.
+    static func startAgainAndExpectEvery(_ acked: [String], on members: [Member], after what: String) throws {
+        for member in members { try member.start(seeds: members.map(\.gossipAddress), extra: Self.clusterArguments) }
         let restartedAt = Date()
         let settled = waitUntil(seconds: 90) { members.allSatisfy { RollingRestartProcessTests.health($0).ok } }
         let seconds = Date().timeIntervalSince(restartedAt)
         #expect(settled, "/health: \(members.map { RollingRestartProcessTests.health($0).body })")
         for member in members {
             let lost = try RollingRestartProcessTests.lacking(acked, on: member).count
-            print("full recovery: \(member.name): every node ok on /health after \(Int(seconds)) s: \(settled); \(lost) of \(acked.count) acknowledged writes lacking")
+            print("\(what): \(member.name): every node ok on /health after \(Int(seconds)) s: \(settled); \(lost) of \(acked.count) acknowledged writes lacking")
             #expect(lost == 0, "\(member.name) lacks \(lost) of \(acked.count) acknowledged writes")
         }
     }
@@ -176,7 +183,8 @@ import Testing
     /// ever in CI once one of them granted it. Checked: no node takes a
     /// lease once it began to stop, every node says ok again, and no
     /// acknowledged write is lost. (A hand-off that reaches a node just
-    /// before its own stop begins is still taken: docs/replication.md.)
+    /// before its own stop begins is still taken, and the stop waits for
+    /// it: docs/shard-movement.md §6, "A whole cluster stopping at once".)
     @Test(.hangBound) func aClusterStoppedAllAtOnceComesBackWithEachShardsLastHolder() throws {
         let members = try LeaseProcessTests.startCluster(directory: try PeerTLSProcessTests.temporaryDirectory("emergency-stop"),
                                                          extra: Self.clusterArguments)
@@ -195,16 +203,6 @@ import Testing
             let taken = lines[stopping...].filter { $0.contains("reason=\"handed over by") || $0.contains("reason=\"campaign") }
             #expect(taken.isEmpty, "\(member.name) took leases while it stopped: \(taken.prefix(3))")
         }
-
-        for member in members { try member.start(seeds: members.map(\.gossipAddress), extra: Self.clusterArguments) }
-        let restartedAt = Date()
-        let settled = waitUntil(seconds: 90) { members.allSatisfy { RollingRestartProcessTests.health($0).ok } }
-        let seconds = Date().timeIntervalSince(restartedAt)
-        #expect(settled, "/health: \(members.map { RollingRestartProcessTests.health($0).body })")
-        for member in members {
-            let lost = try RollingRestartProcessTests.lacking(acked, on: member).count
-            print("emergency stop: \(member.name): every node ok on /health after \(Int(seconds)) s: \(settled); \(lost) of \(acked.count) acknowledged writes lacking")
-            #expect(lost == 0, "\(member.name) lacks \(lost) of \(acked.count) acknowledged writes")
-        }
+        try Self.startAgainAndExpectEvery(acked, on: members, after: "emergency stop")
     }
 }
