@@ -42,14 +42,11 @@ extension LeaseMachine {
     }
 
     /// Whether a round this node opened may still win it a shard it does not
-    /// hold: a hand-off's target asked the voters, and the holder's release
-    /// is what turns their prepared votes into grants. A node that stops
-    /// then waits for it (`LeaseDriver.stepLeaving`): won, the shard's
-    /// copy goes into the snapshot a stop writes for shards won; gone
-    /// before, its term named this node while its log held none of the
-    /// shard's writes (a follower logs nothing it receives), and after a
-    /// whole cluster stopped at once the other replicas stood back for it
-    /// and refused it as behind (the runbook's full cluster recovery).
+    /// hold (a hand-off's target asked the voters; the holder's release
+    /// turns their prepared votes into grants). A stopping node waits for
+    /// it (`LeaseDriver.stepLeaving`), so that the win, and the snapshot a
+    /// stop writes for shards won, come before the exit: why, at
+    /// `stopTakingLeases`.
     public func awaitsLeaseRound(now: Milliseconds) -> Bool {
         state.rounds.values.contains { round in
             round.sentAt + settings.leaseDurationMs > now && round.asked.contains { shard, entry in

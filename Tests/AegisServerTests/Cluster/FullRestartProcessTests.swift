@@ -179,7 +179,7 @@ import Testing
     /// none of the writes (a follower logs nothing it receives) and no
     /// snapshot after a win that late. Restarted, the other replicas stood
     /// back for it (their last vote went to it) and refused it as behind
-    /// their copies: 48 s without a holder in 2 of 5 runbook runs, and for
+    /// their copies: 48 s without a holder in 3 of 5 runbook runs, and for
     /// ever in CI once one of them granted it. Checked: no node takes a
     /// lease once it began to stop, every node says ok again, and no
     /// acknowledged write is lost. (A hand-off that reaches a node just
