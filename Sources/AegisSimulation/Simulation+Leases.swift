@@ -410,9 +410,18 @@ extension Simulation {
         let keepers = voters.filter { owner in
             guard let replica = nodeIndex(owner) else { return false }
             if scenario.strictKeepers && !nodes[replica].isRunning { return false }
-            let holds = nodes[replica].isRunning || !(scenario.crashKeepsOnlyTheLog || scenario.options.logOff)
-                ? nodes[replica].completeThrough[shard]
-                : scenario.options.logOff ? .zero : completeFromLog(replica, shard)
+            // What a crashed replica still holds: with the log off nothing,
+            // with only the log what it proves whole, else its whole copy.
+            let holds: EntryVersion
+            if nodes[replica].isRunning {
+                holds = nodes[replica].completeThrough[shard]
+            } else if scenario.options.logOff {
+                holds = .zero
+            } else if scenario.crashKeepsOnlyTheLog {
+                holds = completeFromLog(replica, shard)
+            } else {
+                holds = nodes[replica].completeThrough[shard]
+            }
             return holds >= acknowledged
         }
         // Every majority that elects meets the keepers when enough of them

@@ -241,9 +241,9 @@ public struct LeaseMachine: Sendable {
             for shard in stillBlank where shards.indices.contains(shard) { shards[shard].blank = true }
         }
         state = LeaseState(shards: shards, emptyLearner: emptyLearner, restarted: restartedWithData,
+                           restartedWithoutLog: restartedWithData && restartedWithoutLog,
                            life: life, random: ClusterRandom(seed: randomSeed))
         if !startedBlank { state.blankCarriedOver = shards.count { $0.blank } }
-        state.restartedWithoutLog = restartedWithData && restartedWithoutLog
     }
 
     public mutating func step(_ event: LeaseEvent) -> [LeaseAction] {
@@ -646,7 +646,7 @@ public struct LeaseState: Sendable, Equatable {
     /// Kept its terms across a stop: see `LeaseSettings.restartStandBackMs`.
     let restarted: Bool
     /// Kept its terms but not its copies (the log was off): see `restartedWithoutLog`.
-    var restartedWithoutLog = false
+    let restartedWithoutLog: Bool
     /// Shards that started blank because an earlier life was still blank
     /// for them (`stillBlank`), not because data_dir was empty now.
     var blankCarriedOver = 0
@@ -672,10 +672,12 @@ public struct LeaseState: Sendable, Equatable {
     /// Peers sent `requestWithConfig` (`peersDecodingConfig`).
     var configPeers: Set<NodeID> = []
 
-    init(shards: [ShardLease], emptyLearner: Bool, restarted: Bool, life: UInt64, random: ClusterRandom) {
+    init(shards: [ShardLease], emptyLearner: Bool, restarted: Bool, restartedWithoutLog: Bool, life: UInt64,
+         random: ClusterRandom) {
         self.shards = shards
         self.emptyLearner = emptyLearner
         self.restarted = restarted
+        self.restartedWithoutLog = restartedWithoutLog
         self.life = life
         self.random = random
     }
