@@ -88,6 +88,26 @@ import Testing
         #expect(!laterTerm.isWhole)
     }
 
+    /// A holder's snapshot of a shard no write reached proves it whole
+    /// through nothing; the shard's first write, logged, continues it like
+    /// any chain, and a write the node did not log (it followed another
+    /// holder first) leaves a hole as it would without the proof.
+    @Test func aSnapshotOfAShardNoWriteReachedProvesItWholeThroughNothing() {
+        let empty = ReplayedCopy(provenThrough: .zero)
+        #expect(empty.isWhole)
+        #expect(empty.head == .zero)
+        var firstWrite = empty
+        firstWrite.logged(EntryVersion(term: 7, seq: 1))
+        #expect(firstWrite.isWhole)
+        #expect(firstWrite.head == EntryVersion(term: 7, seq: 1))
+        var followedFirst = empty
+        followedFirst.logged(EntryVersion(term: 7, seq: 3))
+        #expect(!followedFirst.isWhole)
+        var undone = empty
+        undone.breakChain()
+        #expect(!undone.isWhole)
+    }
+
     /// A change that was not logged (a failed batch undone) ends the proof.
     @Test func aBrokenChainStaysBroken() {
         var copy = Self.replay([(3, 1), (3, 2)])

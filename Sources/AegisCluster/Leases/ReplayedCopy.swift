@@ -41,15 +41,33 @@ import AegisStore
 /// starts may repeat writes at or below that head (the batch being filled
 /// when the snapshot began goes into it). A snapshot without a shard's head
 /// proves nothing of it: its records after it start past seq 1.
+///
+/// A shard no write ever reached: a holder whose copy has no version at all
+/// (not even a tombstone's) holds the shard's whole state, which is nothing.
+/// Its snapshot keeps the head `.zero`, and the copy is proven whole through
+/// nothing (`provenThrough: .zero`). Without it, no log could prove such a
+/// shard whole, and after a full cluster recovery every replica stood back
+/// twice (48 s with the defaults) before anyone campaigned for it. A log
+/// holding nothing, and no such head, proves nothing: the node may have
+/// followed the shard's writes without logging them.
 public struct ReplayedCopy: Sendable, Equatable {
     /// The newest version with nothing missing below it, as far as read.
     public private(set) var head: EntryVersion
+    /// A snapshot vouched for `head`, or the chain began at the shard's first write.
+    private var proven: Bool
     private var broken = false
 
+    /// Nothing proven yet: the replay of a log with no snapshot head for the shard.
+    public init() {
+        head = .zero
+        proven = false
+    }
+
     /// `provenThrough`: the head a snapshot kept for the shard (its chain was
-    /// whole through it); `.zero` when there is none.
-    public init(provenThrough: EntryVersion = .zero) {
+    /// whole through it; `.zero` for a holder's copy no write had reached).
+    public init(provenThrough: EntryVersion) {
         head = provenThrough
+        proven = true
     }
 
     /// One logged write, in log order.
@@ -59,6 +77,7 @@ public struct ReplayedCopy: Sendable, Equatable {
         let sameOrNextTerm = version.term == head.term || (version.term > head.term && version.term - head.term == 1)
         if version.seq == head.seq + 1 && (head == .zero || sameOrNextTerm) {
             head = version
+            proven = true
         } else {
             broken = true
         }
@@ -71,7 +90,7 @@ public struct ReplayedCopy: Sendable, Equatable {
     }
 
     /// The copy holds every write up to `head`, and nothing is known missing.
-    public var isWhole: Bool { !broken && head > .zero }
+    public var isWhole: Bool { !broken && proven }
 
     /// Something may be missing: not merely nothing logged yet.
     public var isBroken: Bool { broken }

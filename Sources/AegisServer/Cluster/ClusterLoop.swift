@@ -256,7 +256,7 @@ final class ClusterLoop<Engine: ClusterEngine>: @unchecked Sendable {
     func noteReplayedShards(_ replayed: ReplayedShards) {
         precondition(loopThread == nil, "replayed versions are told before the cluster loop starts")
         for (shard, version) in replayed.versions { relay?.replication.noteHeld(shard: shard, version) }
-        guard let leases, !replayed.versions.isEmpty else { return }
+        guard let leases, !replayed.versions.isEmpty || !replayed.whole.isEmpty else { return }
         let nowMs = Self.nowMs()
         for (shard, version) in replayed.versions { leases.localVersion(shard: shard, version, nowMs: nowMs) }
         for shard in replayed.whole.sorted() { leases.copyComplete(shard: shard, nowMs: nowMs) }

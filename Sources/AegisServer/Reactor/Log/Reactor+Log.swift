@@ -60,9 +60,8 @@ extension Reactor {
             let chain = log.chains[shard]
             // A proven head above every entry is a DEL or FLUSHALL the copy holds.
             let version = max(newest[shard], chain.isWhole ? chain.head : .zero)
-            guard version > .zero else { continue }
-            replayed.versions[shard] = version
             if chain.isWhole { replayed.whole.insert(shard) }
+            if version > .zero { replayed.versions[shard] = version }
         }
         return replayed
     }
@@ -524,10 +523,20 @@ extension Reactor {
     /// True when the log cannot give the copy back whole after a restart:
     /// it changed in ways the log does not hold (part of a stream, records
     /// applied as a follower) since the last snapshot, or the chain of
-    /// logged writes that would prove it whole is broken (`ReplayedCopy`).
+    /// logged writes that would prove it whole is broken or proves nothing
+    /// yet (`ReplayedCopy`: a shard no write reached is proven whole only
+    /// by a snapshot taken while this node holds it).
     func logLacksCopy(of shard: Int) -> Bool {
         guard log.wal != nil, log.unloggedSinceSnapshot.indices.contains(shard) else { return false }
-        return log.unloggedSinceSnapshot[shard] || log.chains[shard].isBroken
+        return log.unloggedSinceSnapshot[shard] || !log.chains[shard].isWhole
+    }
+
+    /// True while the log neither proves the copy whole nor knows it to have
+    /// a hole: nothing logged since the shard's first write, no snapshot
+    /// head (a shard no write reached, until a snapshot while held).
+    func logProvesNothing(of shard: Int) -> Bool {
+        guard log.wal != nil, log.chains.indices.contains(shard) else { return false }
+        return !log.chains[shard].isWhole && !log.chains[shard].isBroken
     }
 
     /// This node now holds `won`, whose copies its log does not hold. After
@@ -587,7 +596,7 @@ extension Reactor {
         var provenHeads: [Int: EntryVersion] = [:]
         for shard in shards.ownedIndices {
             guard let store = shards[shard] else { continue }
-            if leases.enforced && leases.allowsWrite(shard, nowMs: monotonicMs) && store.lastWriteVersion > .zero {
+            if leases.enforced && leases.allowsWrite(shard, nowMs: monotonicMs) {
                 // The holder's copy is the shard's: the lease machine treats
                 // a winner's copy as whole, and the snapshot writes all of it,
                 // so the log proves it whole through its newest write. Not
@@ -595,7 +604,15 @@ extension Reactor {
                 // after a restart, which no write carries, and the followers
                 // would stay behind it until a new write. Its own next write
                 // continues the chain when the held term is the next one.
-                log.chains[shard] = ReplayedCopy(provenThrough: store.lastWriteVersion)
+                if store.lastWriteVersion > .zero {
+                    log.chains[shard] = ReplayedCopy(provenThrough: store.lastWriteVersion)
+                } else if store.count == 0 && !log.chains[shard].isBroken {
+                    // No write ever reached the shard: proven whole through
+                    // nothing. Not after an unlogged change (a stream begun
+                    // into the copy leaves it without a version until it
+                    // completes).
+                    log.chains[shard] = ReplayedCopy(provenThrough: .zero)
+                }
             }
             guard log.chains[shard].isWhole, store.lastWriteVersion <= log.chains[shard].head else { continue }
             provenHeads[shard] = log.chains[shard].head

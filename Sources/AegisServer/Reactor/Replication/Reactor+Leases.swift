@@ -47,6 +47,11 @@ extension Reactor {
             if leases.terms[shard] > store.term {
                 store.term = leases.terms[shard]
                 if logLacksCopy(of: shard) { wonUnlogged.append(shard) }
+            } else if !log.snapshot.owedForWins && logProvesNothing(of: shard) {
+                // A first win, at term 1, moves no term (a store starts at
+                // 1): a shard no write reached is proven whole only by a
+                // snapshot taken while this node holds it.
+                wonUnlogged.append(shard)
             }
         }
         if !wonUnlogged.isEmpty { snapshotAfterWinning(wonUnlogged) }
