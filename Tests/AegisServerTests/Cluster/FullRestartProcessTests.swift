@@ -205,4 +205,33 @@ import Testing
         }
         try Self.startAgainAndExpectEvery(acked, on: members, after: "emergency stop")
     }
+
+    /// Shards no write reached: after every node stopped, each such shard's
+    /// last holder must find it replayed whole (its snapshot proves it whole
+    /// through nothing, `ReplayedCopy`). Otherwise no log proves it whole,
+    /// every replica waits twice the stand-back before anyone campaigns,
+    /// and the shard refuses writes for 48 s with the defaults (the
+    /// runbook's full cluster recovery, in 1 of 5 runs).
+    @Test(.hangBound) func shardsNoWriteReachedComeBackWholeOnTheirLastHolder() throws {
+        let members = try LeaseProcessTests.startCluster(directory: try PeerTLSProcessTests.temporaryDirectory("unwritten-whole"),
+                                                         extra: Self.clusterArguments)
+        defer { for member in members { member.stop() } }
+        let acked = try Self.write((0..<10).map { "few:\($0)" }, through: members[0])
+        var heldAtStop: [Set<Int>] = []
+        for member in members {
+            heldAtStop.append(ForwardLinkAbandonProcessTests.shardsHeld(by: member) ?? [])
+        }
+        for member in members { member.signal(SIGTERM) }
+        for member in members { #expect(member.stop() == 0, "SIGTERM stops \(member.name) cleanly:\n\(member.log().suffix(2_000))") }
+        try Self.startAgainAndExpectEvery(acked, on: members, after: "stop with shards no write reached")
+        for (member, held) in zip(members, heldAtStop) {
+            // A start begins a new log file (the earlier one is kept beside it).
+            let replayLine = member.log().split(separator: "\n")
+                .first { $0.contains("newest local versions from the log replay") }.map(String.init) ?? ""
+            let whole = replayLine.split(separator: " ").first { $0.hasPrefix("whole_shards=") }.flatMap { Int($0.dropFirst(13)) } ?? 0
+            print("shards no write reached: \(member.name) held \(held.count) shards at its stop; \(whole) replayed whole")
+            #expect(!held.isEmpty && whole >= held.count,
+                    "\(member.name) held \(held.count) shards at its stop, most of them never written; its replay: \(replayLine)")
+        }
+    }
 }
