@@ -108,6 +108,30 @@ import Testing
         #expect(!undone.isWhole)
     }
 
+    /// A holder's snapshot misses no write of a term up to the one it held:
+    /// its first write at that term continues the chain however many terms
+    /// lie between it and the newest write (a shard handed on twice with no
+    /// write between), and so does one at the term after; one past that may
+    /// hide another holder's writes, as without the snapshot.
+    @Test func aHoldersSnapshotCarriesTheChainToTheTermItHeld() {
+        let head = EntryVersion(term: 1, seq: 2)
+        var held = ReplayedCopy(provenThrough: head, heldTerm: 3)
+        #expect(held.isWhole && held.wholeThroughTerm == 3)
+        held.logged(EntryVersion(term: 3, seq: 3))
+        held.logged(EntryVersion(term: 4, seq: 4))
+        #expect(held.isWhole)
+        #expect(held.head == EntryVersion(term: 4, seq: 4))
+        var past = ReplayedCopy(provenThrough: head, heldTerm: 3)
+        past.logged(EntryVersion(term: 5, seq: 3))
+        #expect(!past.isWhole)
+        var unheld = ReplayedCopy(provenThrough: head)
+        unheld.logged(EntryVersion(term: 3, seq: 3))
+        #expect(!unheld.isWhole, "without the held term, a jump of two terms is a hole")
+        var gap = ReplayedCopy(provenThrough: head, heldTerm: 3)
+        gap.logged(EntryVersion(term: 3, seq: 4))
+        #expect(!gap.isWhole, "the held term vouches for no skipped seq")
+    }
+
     /// A change that was not logged (a failed batch undone) ends the proof.
     @Test func aBrokenChainStaysBroken() {
         var copy = Self.replay([(3, 1), (3, 2)])

@@ -51,33 +51,70 @@ struct WALRecordTests {
     }
 
     /// A snapshot's end marker carries the proven heads of the shards whose
-    /// chain of logged writes was whole (`ReplayedCopy`); one written before
-    /// they existed carries none, and a value that is not a list of them is
-    /// refused rather than read as a proof.
-    @Test func snapshotEndMarkersCarryProvenHeads() {
-        let heads = [3: EntryVersion(term: 7, seq: 41), 250: Self.wider]
-        for (written, expected) in [(heads, heads), ([:], [:])] as [([Int: EntryVersion], [Int: EntryVersion])] {
+    /// chain of logged writes was whole (`ReplayedCopy`), and the terms the
+    /// node held shards at; one written before they existed carries none,
+    /// and a value that is not a list of them is refused rather than read as
+    /// a proof.
+    @Test func snapshotEndMarkersCarryProvenHeadsAndHeldTerms() {
+        let heads = [3: EntryVersion(term: 7, seq: 41), 250: Self.wider, 9: .zero]
+        let full = SnapshotProof(heads: heads, heldTerms: [3: 9, 9: 4])
+        for proof in [full, SnapshotProof(heads: heads), SnapshotProof()] {
             let buffer = WireBuffer()
-            WALRecord.appendSnapshotEnd(entries: 12, provenHeads: written, to: buffer)
+            WALRecord.appendSnapshotEnd(entries: 12, proof: proof, to: buffer)
             guard case .record(let marker, let length) = WALRecord.decode(buffer.readableView) else {
                 Issue.record("the end marker did not decode")
                 continue
             }
             #expect(length == buffer.readableBytes)
             #expect(marker.operation == .snapshotEnd && marker.version.seq == 12)
-            #expect(WALRecord.provenHeads(ofSnapshotEnd: marker) == expected)
+            #expect(WALRecord.proof(ofSnapshotEnd: marker) == proof)
         }
+        for malformed: [UInt8] in [[2, 0, 0, 0, 1, 2, 3], Self.markerValue([(3 | 1 << 31, 9, 5)])] {
+            let buffer = WireBuffer()
+            malformed.withUnsafeBytes {
+                WALRecord.append(to: buffer, operation: .snapshotEnd, shard: 0, version: EntryVersion(term: 0, seq: 0), expiryMs: 0,
+                                 key: WALRecord.noBytes, value: $0)
+            }
+            guard case .record(let marker, _) = WALRecord.decode(buffer.readableView) else {
+                Issue.record("the malformed end marker did not decode as a record")
+                continue
+            }
+            #expect(WALRecord.proof(ofSnapshotEnd: marker) == nil, "\(malformed)")
+        }
+    }
+
+    /// Builds of 2 to 6 December 2026 read the marker's value as heads only:
+    /// exactly [u32 count] and count entries of 16 bytes, each shard once,
+    /// and a head of a shard past those they run is ignored. A held term is
+    /// such an entry, so they still read the snapshot.
+    @Test func heldTermsStayReadableAsHeadsOfNoShard() {
         let buffer = WireBuffer()
-        let malformed: [UInt8] = [2, 0, 0, 0, 1, 2, 3]
-        malformed.withUnsafeBytes {
-            WALRecord.append(to: buffer, operation: .snapshotEnd, shard: 0, version: EntryVersion(term: 0, seq: 0), expiryMs: 0,
-                             key: WALRecord.noBytes, value: $0)
-        }
+        WALRecord.appendSnapshotEnd(entries: 0, proof: SnapshotProof(heads: [3: EntryVersion(term: 2, seq: 5)], heldTerms: [3: 4]),
+                                    to: buffer)
         guard case .record(let marker, _) = WALRecord.decode(buffer.readableView) else {
-            Issue.record("the malformed end marker did not decode as a record")
+            Issue.record("the end marker did not decode")
             return
         }
-        #expect(WALRecord.provenHeads(ofSnapshotEnd: marker) == nil)
+        let value = Array(marker.value)
+        let count = Int(value.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 0, as: UInt32.self) })
+        #expect(count == 2 && value.count == 4 + count * 16)
+        let shardFields = (0..<count).map { index in
+            value.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4 + index * 16, as: UInt32.self) }
+        }
+        #expect(Set(shardFields).count == count)
+        #expect(shardFields.filter { Int($0) >= 1 << 16 } == [3 | 1 << 31], "only the held term lies past every shard count")
+    }
+
+    static func markerValue(_ entries: [(UInt32, UInt32, UInt64)]) -> [UInt8] {
+        var value: [UInt8] = []
+        func put<T: FixedWidthInteger>(_ number: T) { withUnsafeBytes(of: number.littleEndian) { value.append(contentsOf: $0) } }
+        put(UInt32(entries.count))
+        for (shard, term, seq) in entries {
+            put(shard)
+            put(term)
+            put(seq)
+        }
+        return value
     }
 
     /// Past what format 1 could hold (16-bit term, 48-bit seq): kept whole.

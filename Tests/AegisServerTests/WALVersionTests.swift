@@ -101,7 +101,7 @@ struct WALVersionTests {
         let snapshot = try #require(try FileManager.default.contentsOfDirectory(atPath: directory).first { $0.hasSuffix(".snap") })
         var heads: [Int: EntryVersion]?
         try Self.forEachRecord(of: directory + "/" + snapshot) { record in
-            if record.operation == .snapshotEnd { heads = WALRecord.provenHeads(ofSnapshotEnd: record) }
+            if record.operation == .snapshotEnd { heads = WALRecord.proof(ofSnapshotEnd: record)?.heads }
         }
         let shard = LeaseProcessTests.shard(of: "b")
         #expect(heads?[shard]?.seq == responses[2].version, "shard \(shard)'s head after three binary SETs (seq \(responses[2].version)): \(String(describing: heads))")

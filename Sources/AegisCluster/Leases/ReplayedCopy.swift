@@ -50,9 +50,21 @@ import AegisStore
 /// twice (48 s with the defaults) before anyone campaigned for it. A log
 /// holding nothing, and no such head, proves nothing: the node may have
 /// followed the shard's writes without logging them.
+///
+/// The term a holder's snapshot was taken at: a holder's copy is the
+/// shard's, so no write of a term below the one it holds is missing from
+/// it, whatever its newest write's term. Its next write, at the held term,
+/// continues the chain however many terms lie between (`heldTerm`).
+/// Without it, a node that won a shard whose last write was two terms
+/// back (a shard handed on twice with no write between) broke its chain at
+/// its first write, and after a kill of every node the shard waited for
+/// the restart stand-back (24 s) before anyone campaigned.
 public struct ReplayedCopy: Sendable, Equatable {
     /// The newest version with nothing missing below it, as far as read.
     public private(set) var head: EntryVersion
+    /// No write of a term up to this one is missing: `head`'s term, or the
+    /// term a holder's snapshot was taken at.
+    public private(set) var wholeThroughTerm: UInt32
     /// A snapshot vouched for `head`, or the chain began at the shard's first write.
     private var proven: Bool
     private var broken = false
@@ -60,13 +72,17 @@ public struct ReplayedCopy: Sendable, Equatable {
     /// Nothing proven yet: the replay of a log with no snapshot head for the shard.
     public init() {
         head = .zero
+        wholeThroughTerm = 0
         proven = false
     }
 
     /// `provenThrough`: the head a snapshot kept for the shard (its chain was
     /// whole through it; `.zero` for a holder's copy no write had reached).
-    public init(provenThrough: EntryVersion) {
+    /// `heldTerm`: the term this node held the shard at when the snapshot
+    /// began (0 when it did not hold it).
+    public init(provenThrough: EntryVersion, heldTerm: UInt32 = 0) {
         head = provenThrough
+        wholeThroughTerm = max(provenThrough.term, heldTerm)
         proven = true
     }
 
@@ -74,9 +90,12 @@ public struct ReplayedCopy: Sendable, Equatable {
     public mutating func logged(_ version: EntryVersion) {
         guard !broken else { return }
         if head != .zero && version.term == head.term && version.seq <= head.seq { return }
-        let sameOrNextTerm = version.term == head.term || (version.term > head.term && version.term - head.term == 1)
-        if version.seq == head.seq + 1 && (head == .zero || sameOrNextTerm) {
+        // The same term, or up to the one after the last term no write is
+        // missing from: each a term this node wrote at or held.
+        let continuesTerms = version.term >= head.term && UInt64(version.term) <= UInt64(wholeThroughTerm) + 1
+        if version.seq == head.seq + 1 && (head == .zero || continuesTerms) {
             head = version
+            wholeThroughTerm = max(wholeThroughTerm, version.term)
             proven = true
         } else {
             broken = true

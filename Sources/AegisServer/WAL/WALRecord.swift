@@ -110,19 +110,30 @@ struct WALRecord {
     /// The record that closes a snapshot of `entries` entries. Its value
     /// holds the proven heads: per shard whose chain of logged writes was
     /// whole when the snapshot's segment began (`ReplayedCopy`), the chain's
-    /// head, as [u32 count] then per shard [u32 shard][u32 term][u64 seq],
-    /// little-endian. Builds before 2 December 2026 wrote no value, and read
-    /// past one: a snapshot carrying heads stays readable by them.
-    static func appendSnapshotEnd(entries: Int, provenHeads: [Int: EntryVersion] = [:], to buffer: WireBuffer) {
+    /// head, as [u32 count] then per entry [u32 shard][u32 term][u64 seq],
+    /// little-endian. An entry whose shard field has its top bit set names
+    /// the shard in the low bits and carries instead the term this node held
+    /// it at when the snapshot began, in the term field, with seq 0 (since
+    /// 6 December 2026; `SnapshotProof.heldTerms`). Builds before 2 December
+    /// 2026 wrote no value, and read past one; builds from 2 to 6 December
+    /// read a held-term entry as the head of a shard past every shard they
+    /// run, and so ignore it: a snapshot carrying either stays readable by them.
+    static func appendSnapshotEnd(entries: Int, proof: SnapshotProof = SnapshotProof(), to buffer: WireBuffer) {
         var value: [UInt8] = []
-        if !provenHeads.isEmpty {
-            value.reserveCapacity(4 + provenHeads.count * provenHeadSize)
+        let count = proof.heads.count + proof.heldTerms.count
+        if count > 0 {
+            value.reserveCapacity(4 + count * provenHeadSize)
             func put<T: FixedWidthInteger>(_ number: T) { withUnsafeBytes(of: number.littleEndian) { value.append(contentsOf: $0) } }
-            put(UInt32(provenHeads.count))
-            for (shard, head) in provenHeads.sorted(by: { $0.key < $1.key }) {
+            put(UInt32(count))
+            for (shard, head) in proof.heads.sorted(by: { $0.key < $1.key }) {
                 put(UInt32(shard))
                 put(head.term)
                 put(head.seq)
+            }
+            for (shard, term) in proof.heldTerms.sorted(by: { $0.key < $1.key }) {
+                put(UInt32(shard) | heldTermFlag)
+                put(term)
+                put(UInt64(0))
             }
         }
         value.withUnsafeBytes { bytes in
@@ -132,24 +143,30 @@ struct WALRecord {
     }
 
     private static let provenHeadSize = 16
+    private static let heldTermFlag: UInt32 = 1 << 31
 
-    /// The proven heads a snapshot's end marker carries (none in one written
-    /// before they existed); nil when its value is not a list of them.
-    static func provenHeads(ofSnapshotEnd record: WALRecord) -> [Int: EntryVersion]? {
+    /// What a snapshot's end marker proves (nothing in one written before
+    /// proofs existed); nil when its value is not a list of proven heads and
+    /// held terms.
+    static func proof(ofSnapshotEnd record: WALRecord) -> SnapshotProof? {
         let value = record.value
-        guard value.count > 0 else { return [:] }
+        guard value.count > 0 else { return SnapshotProof() }
         guard value.count >= 4 else { return nil }
         let count = Int(UInt32(littleEndian: value.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
         guard value.count == 4 + count * provenHeadSize else { return nil }
-        var heads: [Int: EntryVersion] = [:]
+        var proof = SnapshotProof()
         for index in 0..<count {
             let at = 4 + index * provenHeadSize
-            let shard = Int(UInt32(littleEndian: value.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
+            let shardField = UInt32(littleEndian: value.loadUnaligned(fromByteOffset: at, as: UInt32.self))
             let term = UInt32(littleEndian: value.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self))
             let seq = UInt64(littleEndian: value.loadUnaligned(fromByteOffset: at + 8, as: UInt64.self))
-            guard heads.updateValue(EntryVersion(term: term, seq: seq), forKey: shard) == nil else { return nil }
+            if shardField & heldTermFlag != 0 {
+                guard seq == 0, proof.heldTerms.updateValue(term, forKey: Int(shardField & ~heldTermFlag)) == nil else { return nil }
+            } else {
+                guard proof.heads.updateValue(EntryVersion(term: term, seq: seq), forKey: Int(shardField)) == nil else { return nil }
+            }
         }
-        return heads
+        return proof
     }
 
     static var noBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: nil, count: 0) }
@@ -233,4 +250,12 @@ enum WALFileHeader {
         guard bytes.count >= size, bytes.prefix(8).elementsEqual(magic) else { return nil }
         return UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
     }
+}
+
+/// What a snapshot proves of the copies it holds, for the replay after it
+/// (`ReplayedCopy`): per shard whose chain of logged writes was whole, its
+/// head; per shard this node held as the snapshot began, the term it held.
+struct SnapshotProof: Equatable {
+    var heads: [Int: EntryVersion] = [:]
+    var heldTerms: [Int: UInt32] = [:]
 }

@@ -21,8 +21,8 @@ struct WALRecovery {
         var snapshotNumber: UInt64? = nil
         /// Files replayed that an older format wrote (converted as read).
         var olderFormatFiles = 0
-        /// The snapshot's proven heads per shard (`WALRecord.appendSnapshotEnd`).
-        var provenHeads: [Int: EntryVersion] = [:]
+        /// What the snapshot proves of its copies (`WALRecord.appendSnapshotEnd`).
+        var snapshotProof = SnapshotProof()
     }
 
     let directory: WALDirectory
@@ -31,10 +31,10 @@ struct WALRecovery {
     var door: KernelDoor = .production
 
     /// Replays into `apply`; throws on damage that is not a torn tail.
-    /// `snapshotRead` gets the snapshot's proven heads (none without one)
+    /// `snapshotRead` gets what the snapshot proves (nothing without one)
     /// before any segment is replayed; `logged` then sees each record of a
     /// segment after `apply`: the writes this node made, in their order.
-    func replay(_ apply: (WALRecord) -> Void, snapshotRead: (_ provenHeads: [Int: EntryVersion]) -> Void = { _ in },
+    func replay(_ apply: (WALRecord) -> Void, snapshotRead: (SnapshotProof) -> Void = { _ in },
                 logged: (WALRecord) -> Void = { _ in }) throws(WALError) -> Report {
         try WALDirectory.create(directory.path)
         let listing = try directory.list()
@@ -59,7 +59,7 @@ struct WALRecovery {
         for number in listing.segments where number < covered { unlink(directory.segmentPath(number)) }
         let live = listing.segments.filter { $0 >= covered }
         try checkContinuity(live, snapshot: report.snapshotNumber)
-        snapshotRead(report.provenHeads)
+        snapshotRead(report.snapshotProof)
         for (position, number) in live.enumerated() {
             let isLast = position == live.count - 1
             let kept = try replaySegment(number, isLast: isLast, into: &report) { record in
@@ -118,10 +118,10 @@ struct WALRecovery {
                     if offset + length != bytes.count {
                         throw .corruption(file: path, offset: offset + length, reason: "bytes after the end marker")
                     }
-                    guard let heads = WALRecord.provenHeads(ofSnapshotEnd: record) else {
+                    guard let proof = WALRecord.proof(ofSnapshotEnd: record) else {
                         throw .corruption(file: path, offset: offset, reason: "the end marker's proven heads are malformed")
                     }
-                    report.provenHeads = heads
+                    report.snapshotProof = proof
                     report.snapshotEntries = entries
                     report.bytes += bytes.count
                     return

@@ -799,13 +799,13 @@ final class WALWriter {
     func noteSnapshotEntry() { snapshotEntries += 1 }
 
     /// Written into the running snapshot's end marker (`WALRecord.appendSnapshotEnd`).
-    var snapshotProvenHeads: [Int: EntryVersion] = [:]
+    var snapshotProof = SnapshotProof()
 
     /// Writes the serialized chunk; with `last`, appends the end marker and syncs.
     func writeSnapshotChunk(last: Bool) {
         precondition(snapshotStage == .writing && snapshotCompletions == 0)
         if last {
-            WALRecord.appendSnapshotEnd(entries: snapshotEntries, provenHeads: snapshotProvenHeads, to: snapshotChunk)
+            WALRecord.appendSnapshotEnd(entries: snapshotEntries, proof: snapshotProof, to: snapshotChunk)
             // The records filling now go out as batch `nextBatchSequence`.
             snapshotBarrier = filling.isEmpty ? nextBatchSequence - 1 : nextBatchSequence
         }

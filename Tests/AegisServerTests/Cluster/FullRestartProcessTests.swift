@@ -74,15 +74,24 @@ import Testing
         let heldAtStop = (ForwardLinkAbandonProcessTests.shardsHeld(by: node1) ?? []).intersection(LeaseProcessTests.shardsWithWrites(on: node1))
         #expect(node1.stop() == 0, "SIGTERM stops node1 cleanly:\n\(node1.log())")
         try node1.start(seeds: members.map(\.gossipAddress), extra: Self.clusterArguments)
-        var replayLine = ""
+        var (whole, replayLine) = (0, "")
         #expect(waitUntil(seconds: 30) {
-            replayLine = node1.log().split(separator: "\n").first { $0.contains("newest local versions from the log replay") }.map(String.init) ?? ""
+            (whole, replayLine) = Self.replayedWhole(node1)
             return !replayLine.isEmpty
         }, "node1 reports its replay:\n\(node1.log().suffix(2_000))")
-        let whole = replayLine.split(separator: " ").first { $0.hasPrefix("whole_shards=") }.flatMap { Int($0.dropFirst(13)) } ?? 0
         print("hand-off whole: node1 held \(heldFirst.count) shards, \(heldAtStop.count) after node2 stopped; \(whole) replayed whole")
         #expect(heldAtStop.count > heldFirst.count && whole >= heldAtStop.count,
                 "node1 held \(heldAtStop.count) shards at its stop (\(heldFirst.count) before the hand-offs); its replay: \(replayLine)")
+    }
+
+    /// The shards the node's log replay proved whole, from its line at
+    /// start (0 when the line is missing), and the line.
+    static func replayedWhole(_ member: Member) -> (whole: Int, line: String) {
+        // A start begins a new log file (the earlier one is kept beside it).
+        let line = member.log().split(separator: "\n")
+            .first { $0.contains("newest local versions from the log replay") }.map(String.init) ?? ""
+        let whole = line.split(separator: " ").first { $0.hasPrefix("whole_shards=") }.flatMap { Int($0.dropFirst(13)) } ?? 0
+        return (whole, line)
     }
 
     /// Sets each key of stdin's JSON list through one node, retrying a
@@ -144,6 +153,7 @@ import Testing
             #expect(missing.isEmpty, "before the full recovery \(member.name) lacks \(missing.count) of \(acked.count): \(missing.prefix(5))")
         }
 
+        let heldAtKill = members.map { ForwardLinkAbandonProcessTests.shardsHeld(by: $0) ?? [] }
         for member in members { member.crash() }
         // A follower logs no replicated record, so after every node was
         // killed a write acknowledged at W = 2 is in one log, its holder's
@@ -154,6 +164,15 @@ import Testing
         // acknowledged writes lost before; the nodes outvoted by a stale
         // claim refused its renewals and stayed catching_up).
         try Self.startAgainAndExpectEvery(acked, on: members, after: "full recovery")
+        // Each shard's last holder replays it whole: the snapshot of its win
+        // (the hand-offs of the rolling restart moved most shards) carries
+        // the term it held, so its first write at that term continues the
+        // chain even where the shard's newest write was two terms back.
+        for (member, held) in zip(members, heldAtKill) {
+            let (whole, replayLine) = Self.replayedWhole(member)
+            print("full recovery: \(member.name) held \(held.count) shards at the kill; \(whole) replayed whole")
+            #expect(whole >= held.count, "\(member.name) held \(held.count) shards at the kill; its replay: \(replayLine)")
+        }
     }
 
     /// Starts every member again, then expects each to say ok on /health
@@ -225,10 +244,7 @@ import Testing
         for member in members { #expect(member.stop() == 0, "SIGTERM stops \(member.name) cleanly:\n\(member.log().suffix(2_000))") }
         try Self.startAgainAndExpectEvery(acked, on: members, after: "stop with shards no write reached")
         for (member, held) in zip(members, heldAtStop) {
-            // A start begins a new log file (the earlier one is kept beside it).
-            let replayLine = member.log().split(separator: "\n")
-                .first { $0.contains("newest local versions from the log replay") }.map(String.init) ?? ""
-            let whole = replayLine.split(separator: " ").first { $0.hasPrefix("whole_shards=") }.flatMap { Int($0.dropFirst(13)) } ?? 0
+            let (whole, replayLine) = Self.replayedWhole(member)
             print("shards no write reached: \(member.name) held \(held.count) shards at its stop; \(whole) replayed whole")
             #expect(!held.isEmpty && whole >= held.count,
                     "\(member.name) held \(held.count) shards at its stop, most of them never written; its replay: \(replayLine)")

@@ -29,8 +29,10 @@ extension Reactor {
         let report = try recovery.replay { record in
             applyReplayed(record, nowMs: nowMs)
             if record.shard < newest.count, record.version > newest[record.shard] { newest[record.shard] = record.version }
-        } snapshotRead: { provenHeads in
-            for (shard, head) in provenHeads where shard < copies.count { copies[shard] = ReplayedCopy(provenThrough: head) }
+        } snapshotRead: { proof in
+            for (shard, head) in proof.heads where shard < copies.count {
+                copies[shard] = ReplayedCopy(provenThrough: head, heldTerm: proof.heldTerms[shard] ?? 0)
+            }
         } logged: { record in
             if record.shard < copies.count { copies[record.shard].logged(record.version) }
         }
@@ -593,31 +595,35 @@ extension Reactor {
         // The segment this snapshot starts takes every write from here on
         // (the batch being filled included): the heads as of now are what
         // the replay continues from.
-        var provenHeads: [Int: EntryVersion] = [:]
+        var proof = SnapshotProof()
         for shard in shards.ownedIndices {
             guard let store = shards[shard] else { continue }
             if leases.enforced && leases.allowsWrite(shard, nowMs: monotonicMs) {
                 // The holder's copy is the shard's: the lease machine treats
                 // a winner's copy as whole, and the snapshot writes all of it,
-                // so the log proves it whole through its newest write. Not
-                // through the term held: that version would be the claim
+                // so the log proves it whole through its newest write, and
+                // missing no write of a term up to the one held. Not whole
+                // through a version at the held term: that would be the claim
                 // after a restart, which no write carries, and the followers
-                // would stay behind it until a new write. Its own next write
-                // continues the chain when the held term is the next one.
+                // would stay behind it until a new write. Its own next write,
+                // at the held term, continues the chain.
+                let held = shard < leases.terms.count ? leases.terms[shard] : 0
                 if store.lastWriteVersion > .zero {
-                    log.chains[shard] = ReplayedCopy(provenThrough: store.lastWriteVersion)
+                    log.chains[shard] = ReplayedCopy(provenThrough: store.lastWriteVersion, heldTerm: held)
                 } else if store.count == 0 && !log.chains[shard].isBroken {
                     // No write ever reached the shard: proven whole through
                     // nothing. Not after an unlogged change (a stream begun
                     // into the copy leaves it without a version until it
                     // completes).
-                    log.chains[shard] = ReplayedCopy(provenThrough: .zero)
+                    log.chains[shard] = ReplayedCopy(provenThrough: .zero, heldTerm: held)
                 }
             }
-            guard log.chains[shard].isWhole, store.lastWriteVersion <= log.chains[shard].head else { continue }
-            provenHeads[shard] = log.chains[shard].head
+            let chain = log.chains[shard]
+            guard chain.isWhole, store.lastWriteVersion <= chain.head else { continue }
+            proof.heads[shard] = chain.head
+            if chain.wholeThroughTerm > chain.head.term { proof.heldTerms[shard] = chain.wholeThroughTerm }
         }
-        wal.snapshotProvenHeads = provenHeads
+        wal.snapshotProof = proof
         // Every copy is walked from here, each change the log lacks so far included.
         for shard in shards.ownedIndices where shard < log.unloggedSinceSnapshot.count { log.unloggedSinceSnapshot[shard] = false }
         log.snapshot.runningForWins = log.snapshot.owedForWins
