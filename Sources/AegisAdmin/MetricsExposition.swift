@@ -99,7 +99,7 @@ struct MetricsExposition {
     /// primary (and of those, the ones at the hop limit), and those it
     /// passed on to the holder it knows.
     static func forwardingFamilies(_ forwarding: ForwardingSnapshot, reactorCrossings: Int, notOwner: Int, relayed: Int, hopLimit: Int,
-                                   readsFromCopyServed: Int, readsFromCopyRefused: Int) -> [Family] {
+                                   readsFromCopyServed: Int, readsFromCopyRefused: Int, readsFromCopyAtHolder: Int) -> [Family] {
         var requests = [Sample(suffix: "_total", labels: [("peer", "local")], value: String(reactorCrossings))]
         for (peer, count) in forwarding.forwardedByPeer.sorted(by: { $0.key < $1.key }) {
             requests.append(Sample(suffix: "_total", labels: [("peer", peer)], value: String(count)))
@@ -137,8 +137,8 @@ struct MetricsExposition {
                        Sample(suffix: "_total", labels: [("replica", $0.0)], value: String($0.1))
                    }),
             Family(name: "aegis_reads_from_copy", kind: .counter,
-                   help: "Reads sent here (by this node or another) because their shard's primary could not be reached: answered from this node's copy as a follower, or refused with TRYAGAIN as it held no complete copy.",
-                   samples: [("served", readsFromCopyServed), ("refused", readsFromCopyRefused)].map {
+                   help: "Reads sent here (by this node or another) because their shard's primary could not be reached: answered from this node's copy as a follower, refused with TRYAGAIN as it held no complete copy, or answered as the shard's holder (result=\"holder\": this node won the shard's lease while the sender still named the unreachable primary).",
+                   samples: [("served", readsFromCopyServed), ("refused", readsFromCopyRefused), ("holder", readsFromCopyAtHolder)].map {
                        Sample(suffix: "_total", labels: [("result", $0.0)], value: String($0.1))
                    }),
             Family(name: "aegis_peer_farewells", kind: .counter,
@@ -251,7 +251,8 @@ struct MetricsExposition {
         ] + walFlushFamilies(node.walFlushStats() ?? WALFlushStats())
         result += clientTLSFamilies(node.tls)
         result += forwardingFamilies(cluster.forwarding, reactorCrossings: totals.forwardedRequests, notOwner: totals.forwardNotOwner, relayed: totals.forwardRelayed, hopLimit: totals.forwardHopLimit,
-                                     readsFromCopyServed: totals.readsFromCopyServed, readsFromCopyRefused: totals.readsFromCopyRefused)
+                                     readsFromCopyServed: totals.readsFromCopyServed, readsFromCopyRefused: totals.readsFromCopyRefused,
+                                     readsFromCopyAtHolder: totals.readsFromCopyAtHolder)
         result += replicationFamilies(cluster.replication)
         result += moveFamilies(cluster.replication, catchUp: cluster.catchUp, totals: totals)
         result += leaseFamilies(cluster.leases, refusals: totals.leaseRefusals)

@@ -175,6 +175,7 @@ public final class PublishedReactorStats: Sendable {
     let forwardHopLimit = Atomic<Int>(0)
     let readsFromCopyServed = Atomic<Int>(0)
     let readsFromCopyRefused = Atomic<Int>(0)
+    let readsFromCopyAtHolder = Atomic<Int>(0)
     let leaseRefusals = Atomic<Int>(0)
     let requestsParked = Atomic<Int>(0)
     let parkedTimedOut = Atomic<Int>(0)
@@ -218,6 +219,7 @@ public final class PublishedReactorStats: Sendable {
         forwardHopLimit.store(s.forwardHopLimit, ordering: .relaxed)
         readsFromCopyServed.store(s.readsFromCopyServed, ordering: .relaxed)
         readsFromCopyRefused.store(s.readsFromCopyRefused, ordering: .relaxed)
+        readsFromCopyAtHolder.store(s.readsFromCopyAtHolder, ordering: .relaxed)
         leaseRefusals.store(s.leaseRefusals, ordering: .relaxed)
         requestsParked.store(s.requestsParked, ordering: .relaxed)
         parkedTimedOut.store(s.parkedTimedOut, ordering: .relaxed)
@@ -261,6 +263,7 @@ public final class PublishedReactorStats: Sendable {
             forwardHopLimit: forwardHopLimit.load(ordering: .relaxed),
             readsFromCopyServed: readsFromCopyServed.load(ordering: .relaxed),
             readsFromCopyRefused: readsFromCopyRefused.load(ordering: .relaxed),
+            readsFromCopyAtHolder: readsFromCopyAtHolder.load(ordering: .relaxed),
             leaseRefusals: leaseRefusals.load(ordering: .relaxed),
             requestsParked: requestsParked.load(ordering: .relaxed),
             parkedTimedOut: parkedTimedOut.load(ordering: .relaxed),
@@ -318,9 +321,12 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
     public var forwardHopLimit = 0
     /// Reads sent here because their shard's primary could not be reached
     /// (ForwardingRelay, "Reads while the primary is unreachable"):
-    /// answered from this node's copy, or refused as it held no whole one.
+    /// answered from this node's copy, or refused as it held no whole one;
+    /// or run as any request of the shard where this node holds its lease
+    /// by then (the sender still named the unreachable primary).
     public var readsFromCopyServed = 0
     public var readsFromCopyRefused = 0
+    public var readsFromCopyAtHolder = 0
     /// Writes refused because this node did not hold the shard's lease.
     public var leaseRefusals = 0
     /// Requests that waited for their shard's lease rather than being
@@ -377,6 +383,7 @@ public struct ReactorStatsSnapshot: Sendable, Equatable {
         forwardHopLimit += o.forwardHopLimit
         readsFromCopyServed += o.readsFromCopyServed
         readsFromCopyRefused += o.readsFromCopyRefused
+        readsFromCopyAtHolder += o.readsFromCopyAtHolder
         leaseRefusals += o.leaseRefusals
         requestsParked += o.requestsParked
         parkedTimedOut += o.parkedTimedOut

@@ -66,8 +66,11 @@ import Testing
         let toPeerCopy = total(#"aegis_forward_reads_to_replica_total{replica="peer"}"#)
         let served = total(#"aegis_reads_from_copy_total{result="served"}"#)
         let refused = total(#"aegis_reads_from_copy_total{result="refused"}"#)
+        // A slow run may outlast node4's lease: a survivor then wins its
+        // shards, and a node that still names node4 sends the reads to it.
+        let atHolder = total(#"aegis_reads_from_copy_total{result="holder"}"#)
         #expect(toOwnCopy > 0 && toPeerCopy > 0, "reads went to this node's copy and to a follower's: \(toOwnCopy), \(toPeerCopy)")
-        #expect(served == toOwnCopy + toPeerCopy, "every one was answered: \(served)")
+        #expect(served + atHolder == toOwnCopy + toPeerCopy, "every one was answered: \(served) by a copy, \(atHolder) by a new holder")
         #expect(refused == 0, "\(refused)")
 
         // Only the lease holder takes writes: those for node4's shards fail
@@ -149,7 +152,14 @@ import Testing
         let diverted = total(#"aegis_forward_reads_to_replica_total{replica="self"}"#)
             + total(#"aegis_forward_reads_to_replica_total{replica="peer"}"#)
         let served = total(#"aegis_reads_from_copy_total{result="served"}"#)
-        #expect(diverted > 0 && served == diverted, "every diverted read was served by a copy: \(served) of \(diverted)")
+        // A slow run may outlast node4's lease (about 5 s): a survivor then
+        // wins its shards, and the node that is no replica of one, still
+        // naming node4, sends its reads to a replica that now holds it (CI
+        // on 899d03e: "0 of 608 diverted reads served by a copy", about the
+        // share of reads whose ingress replicates nothing of the shard).
+        let atHolder = total(#"aegis_reads_from_copy_total{result="holder"}"#)
+        #expect(diverted > 0 && served + atHolder == diverted,
+                "every diverted read was answered: \(served) by a copy, \(atHolder) by a new holder, of \(diverted)")
         #expect(total(#"aegis_reads_from_copy_total{result="refused"}"#) == 0)
         // Each of them waited for the other copy's answer, as the reads of
         // shards whose primary is alive wait for a follower's.

@@ -227,12 +227,20 @@ extension Reactor {
         switch header.kind {
         case .request:
             scratch.reply.clear()
+            let fromCopy = source == routes.clusterEndpoint && header.flags & ForwardHeader.Flags.answerFromCopy != 0
+                && Int(header.route.shard) < routes.target.count
+            if fromCopy && routes.isPrimaryHere(Int(header.route.shard)) {
+                // Sent to a copy by a node that still names the primary it
+                // cannot reach, while this node won the shard: it runs as
+                // any request of the shard (below), and is counted apart
+                // from the reads a copy answers.
+                counters.readsFromCopyAtHolder &+= 1
+            }
             if header.connectionIndex == Self.moveMarker {
                 executeMoveIn(payload, into: scratch.reply)
             } else if header.connectionIndex == Self.msetnxMarker && source != routes.clusterEndpoint {
                 executeMSetNXPart(payload, into: scratch.reply)
-            } else if source == routes.clusterEndpoint, header.flags & ForwardHeader.Flags.answerFromCopy != 0,
-                      Int(header.route.shard) < routes.target.count, !routes.isPrimaryHere(Int(header.route.shard)) {
+            } else if fromCopy, !routes.isPrimaryHere(Int(header.route.shard)) {
                 answerReadFromCopy(header, request: payload, into: scratch.reply)
             } else if source == routes.clusterEndpoint, let notHere = passOnIfNotPrimary(header, request: payload, into: scratch.reply) {
                 if notHere != .refused { return }
