@@ -24,6 +24,14 @@ import Testing
                             "--gossip-interval", "200ms", "--suspect-timeout", "20s", "--dead-timeout", "40s",
                             "--breaker-cooldown", "1s"]
 
+    /// Reads the members sent to a replica's copy, their own or a peer's,
+    /// as their primary could not be reached.
+    static func divertedReads(on members: [Member]) -> Int {
+        members.flatMap { member in
+            ["self", "peer"].compactMap { RollingRestartProcessTests.metric(member, #"aegis_forward_reads_to_replica_total{replica="\#($0)"}"#) }
+        }.reduce(0, +)
+    }
+
     @Test(.hangBound) func readsOfAKilledPrimarysShardsAreAnsweredFromTheCopiesLeftAndWritesAreNot() throws {
         let directory = try PeerTLSProcessTests.temporaryDirectory("copy-reads")
         let members = try (1...4).map { try Member(index: $0, directory: directory) }
@@ -99,7 +107,7 @@ import Testing
         let written = Dictionary(uniqueKeysWithValues: zip(keys, writes).map { key, reply in
             (key, reply == "True" ? ["v2-" + key] : reply.contains("forwarding failed") ? ["v-" + key, "v2-" + key] : ["v-" + key])
         })
-        var diverted = total(#"aegis_forward_reads_to_replica_total{replica="self"}"#) + total(#"aegis_forward_reads_to_replica_total{replica="peer"}"#)
+        var diverted = Self.divertedReads(on: left)
         // 60 s: under the whole suite's load node4's return took longer than
         // the 20 s this waited before (CI on 288a01f, and a run on 5 Dec),
         // for a cause not found yet; the failure message says where it was.
@@ -109,16 +117,14 @@ import Testing
                 let wrong = zip(keys, values).filter { !written[$0]!.contains($1) }
                 #expect(values.count == keys.count && wrong.isEmpty, "through \(member.name): \(values.count) answers, \(wrong.prefix(3))")
             }
-            let now = total(#"aegis_forward_reads_to_replica_total{replica="self"}"#) + total(#"aegis_forward_reads_to_replica_total{replica="peer"}"#)
+            let now = Self.divertedReads(on: left)
             defer { diverted = now }
             return now == diverted
         }
         // Which node still diverts, and whether its breakers are open (a
         // cause not found yet: 1 of 9 lone runs on b9f1475).
         let diverting = left.map { member in
-            let count = [#"aegis_forward_reads_to_replica_total{replica="self"}"#, #"aegis_forward_reads_to_replica_total{replica="peer"}"#]
-                .compactMap { RollingRestartProcessTests.metric(member, $0) }.reduce(0, +)
-            return "\(member.name): \(count) diverted, breakers \(member.get("/admin/circuit-breaker/status") ?? "-")"
+            "\(member.name): \(Self.divertedReads(on: [member])) diverted, breakers \(member.get("/admin/circuit-breaker/status") ?? "-")"
         }
         let where4 = "statuses \(left.map { $0.statuses() }); \(diverting); node4 /health \(node4.get("/health") ?? "-"); node4's log:\n\(node4.log().suffix(3_000))"
         #expect(settled, "reads of node4's shards still go to the copies after its return: \(diverted); \(where4)")
@@ -156,8 +162,7 @@ import Testing
             #expect(missing.isEmpty, "through \(member.name), \(missing.count) of \(keys.count) reads failed: \(missing.prefix(3))")
         }
         #expect(left.allSatisfy { $0.statuses()["node4"] != "dead" }, "node4 is not dead yet: its shards had no new holder")
-        let diverted = total(#"aegis_forward_reads_to_replica_total{replica="self"}"#)
-            + total(#"aegis_forward_reads_to_replica_total{replica="peer"}"#)
+        let diverted = Self.divertedReads(on: left)
         let served = total(#"aegis_reads_from_copy_total{result="served"}"#)
         // A slow run may outlast node4's lease (about 5 s): a survivor then
         // wins its shards, and the node that is no replica of one, still

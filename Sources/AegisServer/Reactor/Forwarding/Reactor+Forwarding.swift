@@ -229,13 +229,6 @@ extension Reactor {
             scratch.reply.clear()
             let fromCopy = source == routes.clusterEndpoint && header.flags & ForwardHeader.Flags.answerFromCopy != 0
                 && Int(header.route.shard) < routes.target.count
-            if fromCopy && routes.isPrimaryHere(Int(header.route.shard)) {
-                // Sent to a copy by a node that still names the primary it
-                // cannot reach, while this node won the shard: it runs as
-                // any request of the shard (below), and is counted apart
-                // from the reads a copy answers.
-                counters.readsFromCopyAtHolder &+= 1
-            }
             if header.connectionIndex == Self.moveMarker {
                 executeMoveIn(payload, into: scratch.reply)
             } else if header.connectionIndex == Self.msetnxMarker && source != routes.clusterEndpoint {
@@ -245,6 +238,11 @@ extension Reactor {
             } else if source == routes.clusterEndpoint, let notHere = passOnIfNotPrimary(header, request: payload, into: scratch.reply) {
                 if notHere != .refused { return }
             } else {
+                // Sent to a copy by a node that still names the primary it
+                // cannot reach, while this node won the shard (passOnIfNotPrimary
+                // found it primary here): it runs as any request of the shard,
+                // counted apart from the reads a copy answers.
+                if fromCopy { counters.readsFromCopyAtHolder &+= 1 }
                 // A RENAME/COPY whose destination is another reactor's answers later (KeyMoves.swift).
                 moves.replyTo = .forwarded(header: header, source: source)
                 moves.deferred = false

@@ -607,15 +607,14 @@ extension Reactor {
                 // after a restart, which no write carries, and the followers
                 // would stay behind it until a new write. Its own next write,
                 // at the held term, continues the chain.
-                let held = shard < leases.terms.count ? leases.terms[shard] : 0
-                if store.lastWriteVersion > .zero {
+                // A copy with no version at all is proven whole through
+                // nothing if no write ever reached it: not after an unlogged
+                // change (a stream begun into the copy leaves it without a
+                // version until it completes).
+                let neverWritten = store.lastWriteVersion == .zero && store.count == 0 && !log.chains[shard].isBroken
+                if store.lastWriteVersion > .zero || neverWritten {
+                    let held = shard < leases.terms.count ? leases.terms[shard] : 0
                     log.chains[shard] = ReplayedCopy(provenThrough: store.lastWriteVersion, heldTerm: held)
-                } else if store.count == 0 && !log.chains[shard].isBroken {
-                    // No write ever reached the shard: proven whole through
-                    // nothing. Not after an unlogged change (a stream begun
-                    // into the copy leaves it without a version until it
-                    // completes).
-                    log.chains[shard] = ReplayedCopy(provenThrough: .zero, heldTerm: held)
                 }
             }
             let chain = log.chains[shard]
